@@ -1,0 +1,159 @@
+namespace Custos.Errors;
+
+/// <summary>The verdict of the gateway on one request.</summary>
+public enum Decision
+{
+    /// <summary>Forwarded to the provider.</summary>
+    Allow,
+
+    /// <summary>Refused before reaching any provider.</summary>
+    Deny,
+
+    /// <summary>Refused for now; a retry later can succeed.</summary>
+    Throttle,
+}
+
+/// <summary>
+/// One entry of the catalogue of decision and error codes: the code clients and the ledger see,
+/// its HTTP status, the OpenAI-style error type, whether a retry can help, and the default message.
+/// Documented, one by one, in <c>docs/decisions.md</c>.
+/// </summary>
+/// <remarks>Codes are a contract: clients and ledger readers match on them. Never rename one; add new ones.</remarks>
+public sealed record ReasonCode(string Code, int Status, string Type, bool Retryable, Decision Decision, string Message)
+{
+    /// <inheritdoc/>
+    public override string ToString() => Code;
+}
+
+/// <summary>The catalogue of every decision and error code.</summary>
+public static class Reasons
+{
+    private const string Auth = "authentication_error";
+    private const string Permission = "permission_error";
+    private const string Invalid = "invalid_request_error";
+    private const string NotFound = "not_found_error";
+    private const string Upstream = "upstream_error";
+    private const string Api = "api_error";
+
+    /// <summary>No credential was presented.</summary>
+    public static readonly ReasonCode CredentialMissing = new("deny.credential_missing", 401, Auth, false, Decision.Deny,
+        "No credential. Send an API key as 'Authorization: Bearer csk_…' (or 'x-api-key' for Anthropic clients).");
+
+    /// <summary>The credential is not a Custos key.</summary>
+    public static readonly ReasonCode CredentialMalformed = new("deny.credential_malformed", 401, Auth, false, Decision.Deny,
+        "The credential is not a Custos API key (expected 'csk_' followed by 38 letters and digits).");
+
+    /// <summary>Right shape, wrong checksum: a typo, a truncated copy, or a forgery.</summary>
+    public static readonly ReasonCode CredentialChecksum = new("deny.credential_checksum", 401, Auth, false, Decision.Deny,
+        "The API key's checksum does not match: it was mistyped or truncated.");
+
+    /// <summary>A well-formed key that no consumer holds.</summary>
+    public static readonly ReasonCode CredentialUnknown = new("deny.credential_unknown", 401, Auth, false, Decision.Deny,
+        "The API key is not known to this gateway.");
+
+    /// <summary>The key was revoked.</summary>
+    public static readonly ReasonCode CredentialRevoked = new("deny.credential_revoked", 401, Auth, false, Decision.Deny,
+        "The API key has been revoked.");
+
+    /// <summary>The key is suspended.</summary>
+    public static readonly ReasonCode CredentialSuspended = new("deny.credential_suspended", 401, Auth, false, Decision.Deny,
+        "The API key is suspended; its service's technical control owner can resume it.");
+
+    /// <summary>The key has expired.</summary>
+    public static readonly ReasonCode CredentialExpired = new("deny.credential_expired", 401, Auth, false, Decision.Deny,
+        "The API key has expired.");
+
+    /// <summary>An admin key was used on the data plane.</summary>
+    public static readonly ReasonCode CredentialWrongKind = new("deny.credential_wrong_kind", 401, Auth, false, Decision.Deny,
+        "An admin key cannot call models; use a consumer key (csk_…).");
+
+    /// <summary>The body has no model.</summary>
+    public static readonly ReasonCode ModelMissing = new("invalid.model_missing", 400, Invalid, false, Decision.Deny,
+        "The request has no 'model'.");
+
+    /// <summary>No such model in the caller's tenant.</summary>
+    public static readonly ReasonCode ModelNotFound = new("deny.model_not_found", 404, NotFound, false, Decision.Deny,
+        "The model does not exist or you do not have access to it.");
+
+    /// <summary>The model exists but the consumer is not entitled to it.</summary>
+    public static readonly ReasonCode ModelNotEntitled = new("deny.model_not_entitled", 403, Permission, false, Decision.Deny,
+        "Your credential is not entitled to this model; ask your service's policy owner for access.");
+
+    /// <summary>The model serves another API (for example an embedding model on chat completions).</summary>
+    public static readonly ReasonCode ModelWrongEndpoint = new("invalid.model_endpoint", 400, Invalid, false, Decision.Deny,
+        "The model does not serve this endpoint.");
+
+    /// <summary>The body is not valid JSON.</summary>
+    public static readonly ReasonCode InvalidJson = new("invalid.json", 400, Invalid, false, Decision.Deny,
+        "The request body is not valid JSON.");
+
+    /// <summary>A field has the wrong type or value.</summary>
+    public static readonly ReasonCode InvalidField = new("invalid.field", 400, Invalid, false, Decision.Deny,
+        "A field of the request has the wrong type or value.");
+
+    /// <summary>The body is over the configured limit.</summary>
+    public static readonly ReasonCode BodyTooLarge = new("invalid.body_too_large", 413, Invalid, false, Decision.Deny,
+        "The request body is larger than this gateway accepts.");
+
+    /// <summary>The body is not JSON by its content type.</summary>
+    public static readonly ReasonCode ContentType = new("invalid.content_type", 415, Invalid, false, Decision.Deny,
+        "The request must have 'Content-Type: application/json'.");
+
+    /// <summary>No such endpoint.</summary>
+    public static readonly ReasonCode UnknownEndpoint = new("invalid.endpoint", 404, NotFound, false, Decision.Deny,
+        "Unknown endpoint. Custos serves /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models and /v1/messages.");
+
+    /// <summary>Endpoint exists, method does not.</summary>
+    public static readonly ReasonCode MethodNotAllowed = new("invalid.method", 405, Invalid, false, Decision.Deny,
+        "This endpoint does not accept that HTTP method.");
+
+    /// <summary>The tenant has no usable credential for the provider.</summary>
+    public static readonly ReasonCode UpstreamNotConfigured = new("upstream.not_configured", 502, Upstream, false, Decision.Allow,
+        "The provider for this model is not configured on the gateway.");
+
+    /// <summary>The provider could not be reached.</summary>
+    public static readonly ReasonCode UpstreamUnreachable = new("upstream.unreachable", 502, Upstream, true, Decision.Allow,
+        "The model provider could not be reached.");
+
+    /// <summary>The provider did not answer in time.</summary>
+    public static readonly ReasonCode UpstreamTimeout = new("upstream.timeout", 504, Upstream, true, Decision.Allow,
+        "The model provider did not answer in time.");
+
+    /// <summary>The provider answered with a server error.</summary>
+    public static readonly ReasonCode UpstreamError = new("upstream.error", 502, Upstream, true, Decision.Allow,
+        "The model provider returned an error.");
+
+    /// <summary>The provider refused the gateway's own credential.</summary>
+    public static readonly ReasonCode UpstreamAuth = new("upstream.auth_failed", 502, Upstream, false, Decision.Allow,
+        "The model provider refused the gateway's credential; the gateway's operators have been told.");
+
+    /// <summary>The provider rejected the request as invalid; its message is passed on, secrets removed.</summary>
+    public static readonly ReasonCode UpstreamRejected = new("upstream.rejected", 400, Invalid, false, Decision.Allow,
+        "The model provider rejected the request.");
+
+    /// <summary>The provider is rate limiting the gateway.</summary>
+    public static readonly ReasonCode UpstreamRateLimited = new("upstream.rate_limited", 429, "rate_limit_error", true, Decision.Allow,
+        "The model provider is rate limiting; retry later.");
+
+    /// <summary>The provider's stream ended before it was complete.</summary>
+    public static readonly ReasonCode UpstreamStreamInterrupted = new("upstream.stream_interrupted", 502, Upstream, true, Decision.Allow,
+        "The model provider's response was cut off.");
+
+    /// <summary>The client went away before the response was complete.</summary>
+    public static readonly ReasonCode ClientCancelled = new("client.cancelled", 499, Invalid, false, Decision.Allow,
+        "The client closed the request.");
+
+    /// <summary>An unexpected gateway fault.</summary>
+    public static readonly ReasonCode Internal = new("gateway.internal_error", 500, Api, true, Decision.Deny,
+        "The gateway failed unexpectedly; the request id identifies it in the gateway's logs.");
+
+    /// <summary>Every code, for documentation and tests.</summary>
+    public static IReadOnlyList<ReasonCode> All { get; } =
+    [
+        CredentialMissing, CredentialMalformed, CredentialChecksum, CredentialUnknown, CredentialRevoked, CredentialSuspended,
+        CredentialExpired, CredentialWrongKind, ModelMissing, ModelNotFound, ModelNotEntitled, ModelWrongEndpoint, InvalidJson,
+        InvalidField, BodyTooLarge, ContentType, UnknownEndpoint, MethodNotAllowed, UpstreamNotConfigured, UpstreamUnreachable,
+        UpstreamTimeout, UpstreamError, UpstreamAuth, UpstreamRejected, UpstreamRateLimited, UpstreamStreamInterrupted,
+        ClientCancelled, Internal,
+    ];
+}

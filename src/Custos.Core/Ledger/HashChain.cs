@@ -1,0 +1,69 @@
+using System.Buffers;
+using System.Security.Cryptography;
+using System.Text.Json;
+
+namespace Custos.Ledger;
+
+/// <summary>A record sealed into a chain: its place, its canonical bytes and the hashes linking it.</summary>
+public sealed record ChainedRecord(LedgerRecord Record, string ChainId, long Seq, byte[] Canonical, string PrevHash, string Hash);
+
+/// <summary>
+/// Links records of one chain (one gateway node): <c>hash = SHA-256(prev_hash_hex || "\n" || canonical_json)</c>,
+/// starting from 64 zeros. Changing, removing or reordering any record breaks every hash after it.
+/// </summary>
+/// <remarks>WARNING: the chaining rule is a persisted contract, frozen by golden tests. Never change it in place.</remarks>
+public sealed class HashChain
+{
+    /// <summary>The <c>prev_hash</c> of the first record of a chain.</summary>
+    public static readonly string Genesis = new('0', 64);
+
+    private readonly ArrayBufferWriter<byte> _buffer = new(2048);
+    private readonly Utf8JsonWriter _writer;
+
+    /// <summary>Continues a chain after <paramref name="lastSeq"/> whose last hash is <paramref name="lastHash"/>.</summary>
+    public HashChain(string chainId, long lastSeq, string lastHash)
+    {
+        ChainId = chainId;
+        LastSeq = lastSeq;
+        LastHash = lastHash;
+        _writer = new Utf8JsonWriter(_buffer, new JsonWriterOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping });
+    }
+
+    /// <summary>This chain's id: the node id.</summary>
+    public string ChainId { get; }
+
+    /// <summary>Sequence number of the last appended record.</summary>
+    public long LastSeq { get; private set; }
+
+    /// <summary>Hash of the last appended record.</summary>
+    public string LastHash { get; private set; }
+
+    /// <summary>Seals <paramref name="record"/> as the next link. Not thread-safe: one writer per chain.</summary>
+    public ChainedRecord Append(LedgerRecord record)
+    {
+        _buffer.ResetWrittenCount();
+        _writer.Reset();
+        record.WriteCanonical(_writer);
+        _writer.Flush();
+        var canonical = _buffer.WrittenSpan.ToArray();
+        var hash = Link(LastHash, canonical);
+        var chained = new ChainedRecord(record, ChainId, LastSeq + 1, canonical, LastHash, hash);
+        LastSeq = chained.Seq;
+        LastHash = hash;
+        return chained;
+    }
+
+    /// <summary>The hash of a record with canonical form <paramref name="canonical"/> following <paramref name="prevHash"/>.</summary>
+    public static string Link(string prevHash, ReadOnlySpan<byte> canonical)
+    {
+        using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        Span<byte> prefix = stackalloc byte[65];
+        System.Text.Encoding.ASCII.GetBytes(prevHash, prefix);
+        prefix[64] = (byte)'\n';
+        sha.AppendData(prefix);
+        sha.AppendData(canonical);
+        Span<byte> hash = stackalloc byte[32];
+        sha.GetHashAndReset(hash);
+        return Convert.ToHexStringLower(hash);
+    }
+}

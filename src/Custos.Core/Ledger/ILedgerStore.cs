@@ -1,0 +1,65 @@
+namespace Custos.Ledger;
+
+/// <summary>Filters for reading request entries back. All are optional and combine with AND.</summary>
+public sealed record LedgerQuery
+{
+    /// <summary>Only this tenant.</summary>
+    public string? Tenant { get; init; }
+
+    /// <summary>Only this service.</summary>
+    public string? Service { get; init; }
+
+    /// <summary>Only this consumer.</summary>
+    public string? Consumer { get; init; }
+
+    /// <summary>Only this decision: allow, deny or throttle.</summary>
+    public string? Decision { get; init; }
+
+    /// <summary>Only this requested model.</summary>
+    public string? Model { get; init; }
+
+    /// <summary>Only this request id.</summary>
+    public string? RequestId { get; init; }
+
+    /// <summary>At or after this instant.</summary>
+    public DateTimeOffset? From { get; init; }
+
+    /// <summary>Before this instant.</summary>
+    public DateTimeOffset? To { get; init; }
+
+    /// <summary>Only this kind of record: request (default) or admin; null for both.</summary>
+    public string? Kind { get; init; } = "request";
+
+    /// <summary>At most this many, newest last. Default 1000.</summary>
+    public int Limit { get; init; } = 1000;
+}
+
+/// <summary>A stored ledger row: where it sits in its chain, and its canonical JSON.</summary>
+public sealed record StoredRecord(string ChainId, long Seq, string Kind, string Json, string PrevHash, string Hash);
+
+/// <summary>The append-only ledger store. SQLite is the embedded implementation; PostgreSQL the multi-node one.</summary>
+public interface ILedgerStore
+{
+    /// <summary>The last sequence number and hash of <paramref name="chainId"/>, or (0, genesis) for a new chain.</summary>
+    Task<(long Seq, string Hash)> GetChainHeadAsync(string chainId, CancellationToken cancellationToken = default);
+
+    /// <summary>Appends a batch atomically, in order.</summary>
+    Task AppendAsync(IReadOnlyList<ChainedRecord> batch, CancellationToken cancellationToken = default);
+
+    /// <summary>Reads entries matching <paramref name="query"/>, oldest first.</summary>
+    IAsyncEnumerable<StoredRecord> QueryAsync(LedgerQuery query, CancellationToken cancellationToken = default);
+}
+
+/// <summary>Stores immutable policy versions.</summary>
+public interface IPolicyStore
+{
+    /// <summary>The newest version, or null when none was ever stored.</summary>
+    Task<Policy.PolicyVersion?> GetLatestAsync(CancellationToken cancellationToken = default);
+
+    /// <summary>Stores <paramref name="document"/> as the next version, unless it equals the latest; returns the version in force.</summary>
+    Task<(Policy.PolicyVersion Version, bool Created)> SaveAsync(Policy.PolicyDocument document, string author, string reason,
+        DateTimeOffset now, string? source, CancellationToken cancellationToken = default);
+
+    /// <summary>All versions, oldest first.</summary>
+    Task<IReadOnlyList<Policy.PolicyVersion>> GetHistoryAsync(CancellationToken cancellationToken = default);
+}

@@ -1,0 +1,97 @@
+using System.Text.Json;
+
+namespace Custos.Ledger;
+
+/// <summary>
+/// Something the ledger records: a request decision or an administrative action. Its canonical form,
+/// written by <see cref="WriteCanonical"/>, is what the hash chain covers.
+/// </summary>
+/// <remarks>
+/// WARNING: the canonical form of every record type is a persisted contract. Field names, their order
+/// and their formatting are frozen by golden tests (LedgerCanonicalFormTests). Only ever append new
+/// fields at the end, and bump <see cref="LedgerFormat.Version"/> with a migration note when you do.
+/// </remarks>
+public abstract class LedgerRecord
+{
+    /// <summary><c>request</c> or <c>admin</c>.</summary>
+    public abstract string Kind { get; }
+
+    /// <summary>When it happened (UTC).</summary>
+    public DateTimeOffset Timestamp { get; set; }
+
+    /// <summary>The tenant it concerns, when there is one.</summary>
+    public string? Tenant { get; set; }
+
+    /// <summary>Writes the canonical JSON object.</summary>
+    public abstract void WriteCanonical(Utf8JsonWriter writer);
+
+    /// <summary>Timestamps in the ledger: UTC, ISO 8601, microsecond precision, fixed width.</summary>
+    protected static string FormatTime(DateTimeOffset time)
+        => LedgerTime.Format(time);
+
+    /// <summary>Writes a string or null.</summary>
+    protected static void WriteNullable(Utf8JsonWriter writer, string name, string? value)
+    {
+        if (value is null)
+        {
+            writer.WriteNull(name);
+        }
+        else
+        {
+            writer.WriteString(name, value);
+        }
+    }
+}
+
+/// <summary>Versions of the ledger format.</summary>
+public static class LedgerFormat
+{
+    /// <summary>The current canonical-form version, written into every record as <c>v</c>.</summary>
+    public const int Version = 1;
+}
+
+/// <summary>An administrative action: who changed what, from what to what, and why.</summary>
+public sealed class AdminRecord : LedgerRecord
+{
+    /// <inheritdoc/>
+    public override string Kind => "admin";
+
+    /// <summary>Who did it: an admin identity, or <c>system:…</c> for the gateway itself.</summary>
+    public required string Actor { get; init; }
+
+    /// <summary>What was done, for example <c>policy.version_created</c>.</summary>
+    public required string Action { get; init; }
+
+    /// <summary>What it was done to, for example <c>policy</c> or a credential id.</summary>
+    public required string Target { get; init; }
+
+    /// <summary>The state before, as a short value (a hash, a status), or null.</summary>
+    public string? Before { get; init; }
+
+    /// <summary>The state after, or null.</summary>
+    public string? After { get; init; }
+
+    /// <summary>Why.</summary>
+    public string? Reason { get; init; }
+
+    /// <summary>The policy version in force after the action.</summary>
+    public long PolicyVersion { get; init; }
+
+    /// <inheritdoc/>
+    public override void WriteCanonical(Utf8JsonWriter writer)
+    {
+        writer.WriteStartObject();
+        writer.WriteNumber("v", LedgerFormat.Version);
+        writer.WriteString("kind", Kind);
+        writer.WriteString("timestamp", FormatTime(Timestamp));
+        WriteNullable(writer, "tenant", Tenant);
+        writer.WriteString("actor", Actor);
+        writer.WriteString("action", Action);
+        writer.WriteString("target", Target);
+        WriteNullable(writer, "before", Before);
+        WriteNullable(writer, "after", After);
+        WriteNullable(writer, "reason", Reason);
+        writer.WriteNumber("policy_version", PolicyVersion);
+        writer.WriteEndObject();
+    }
+}

@@ -1,0 +1,240 @@
+using System.Text.Json;
+using Custos.Errors;
+
+namespace Custos.Ledger;
+
+/// <summary>How a request ended, from the client's side.</summary>
+public enum Outcome
+{
+    /// <summary>The provider answered and the client received all of it.</summary>
+    Completed,
+
+    /// <summary>Refused by the gateway; no provider was called.</summary>
+    Denied,
+
+    /// <summary>The provider failed (unreachable, timeout, error status).</summary>
+    UpstreamError,
+
+    /// <summary>The provider's stream ended early; the client received part of the response.</summary>
+    Interrupted,
+
+    /// <summary>The client went away first.</summary>
+    Cancelled,
+}
+
+/// <summary>
+/// The ledger entry of one data-plane request: exactly one per request, whatever happened to it.
+/// Every field is documented in <c>docs/ledger.md</c>. Filled in as the request moves through the
+/// pipeline, then handed to the ledger writer and never touched again.
+/// </summary>
+public sealed class RequestRecord : LedgerRecord
+{
+    /// <inheritdoc/>
+    public override string Kind => "request";
+
+    /// <summary>Unique id, also sent to the client as <c>x-request-id</c>.</summary>
+    public required string RequestId { get; init; }
+
+    /// <summary>The gateway node that served it.</summary>
+    public required string NodeId { get; init; }
+
+    /// <summary>The owning service of the consumer.</summary>
+    public string? Service { get; set; }
+
+    /// <summary>The consumer the credential is bound to.</summary>
+    public string? Consumer { get; set; }
+
+    /// <summary>external, internal, automation or agent.</summary>
+    public string? Category { get; set; }
+
+    /// <summary>The credential id (never the key).</summary>
+    public string? CredentialId { get; set; }
+
+    /// <summary>HTTP method.</summary>
+    public required string Method { get; init; }
+
+    /// <summary>The path the client called, for example <c>/v1/chat/completions</c>.</summary>
+    public required string Endpoint { get; init; }
+
+    /// <summary>Whether the client asked for a stream.</summary>
+    public bool Stream { get; set; }
+
+    /// <summary>The model the client asked for (name or alias).</summary>
+    public string? Model { get; set; }
+
+    /// <summary>The model name sent upstream.</summary>
+    public string? ModelServed { get; set; }
+
+    /// <summary>The provider id within the tenant.</summary>
+    public string? Provider { get; set; }
+
+    /// <summary>allow, deny or throttle.</summary>
+    public Decision Decision { get; set; } = Decision.Allow;
+
+    /// <summary>Reason codes: why it was denied, or what went wrong after it was allowed.</summary>
+    public List<string> Reasons { get; } = new(2);
+
+    /// <summary>The policy version in force.</summary>
+    public long PolicyVersion { get; set; }
+
+    /// <summary>SHA-256 of that version's canonical form.</summary>
+    public string? PolicyHash { get; set; }
+
+    /// <summary>Input (prompt) tokens.</summary>
+    public long? InputTokens { get; set; }
+
+    /// <summary>Output (completion) tokens.</summary>
+    public long? OutputTokens { get; set; }
+
+    /// <summary>True when the counts are the gateway's tokenizer estimate because the provider reported none.</summary>
+    public bool TokensEstimated { get; set; }
+
+    /// <summary>Cost at the price table of the policy version.</summary>
+    public decimal? Cost { get; set; }
+
+    /// <summary>Currency of <see cref="Cost"/>.</summary>
+    public string? Currency { get; set; }
+
+    /// <summary>HTTP status the provider answered with, if it was called and answered.</summary>
+    public int? UpstreamStatus { get; set; }
+
+    /// <summary>HTTP status the client received.</summary>
+    public int Status { get; set; }
+
+    /// <summary>How the request ended.</summary>
+    public Outcome Outcome { get; set; } = Outcome.Completed;
+
+    /// <summary>Time spent in the gateway itself, milliseconds.</summary>
+    public double GatewayMs { get; set; }
+
+    /// <summary>Time from sending upstream to the end of the upstream response, milliseconds.</summary>
+    public double? UpstreamMs { get; set; }
+
+    /// <summary>Client IP address.</summary>
+    public string? ClientAddress { get; set; }
+
+    /// <summary>The <c>X-Custos-Agent-Run</c> header, when an agent sent one.</summary>
+    public string? AgentRun { get; set; }
+
+    /// <summary>The <c>X-On-Behalf-Of</c> header: the human or system an agent acts for.</summary>
+    public string? OnBehalfOf { get; set; }
+
+    /// <summary>SHA-256 of the prompt (messages, prompt or input), lower-case hex. The text itself is not stored.</summary>
+    public string? PromptSha256 { get; set; }
+
+    /// <summary>Request body size in bytes.</summary>
+    public long RequestBytes { get; set; }
+
+    /// <summary>Response body bytes sent to the client.</summary>
+    public long ResponseBytes { get; set; }
+
+    /// <summary>Records a refusal or failure.</summary>
+    public void Fail(ReasonCode reason, Outcome outcome)
+    {
+        Decision = reason.Decision;
+        Reasons.Add(reason.Code);
+        Outcome = outcome;
+    }
+
+    /// <inheritdoc/>
+    public override void WriteCanonical(Utf8JsonWriter writer)
+    {
+        writer.WriteStartObject();
+        writer.WriteNumber("v", LedgerFormat.Version);
+        writer.WriteString("kind", Kind);
+        writer.WriteString("request_id", RequestId);
+        writer.WriteString("timestamp", FormatTime(Timestamp));
+        writer.WriteString("node_id", NodeId);
+        WriteNullable(writer, "tenant", Tenant);
+        WriteNullable(writer, "service", Service);
+        WriteNullable(writer, "consumer", Consumer);
+        WriteNullable(writer, "category", Category);
+        WriteNullable(writer, "credential_id", CredentialId);
+        writer.WriteString("method", Method);
+        writer.WriteString("endpoint", Endpoint);
+        writer.WriteBoolean("stream", Stream);
+        WriteNullable(writer, "model", Model);
+        WriteNullable(writer, "model_served", ModelServed);
+        WriteNullable(writer, "provider", Provider);
+        writer.WriteString("decision", Names.Of(Decision));
+        writer.WriteStartArray("reasons");
+        foreach (var reason in Reasons)
+        {
+            writer.WriteStringValue(reason);
+        }
+
+        writer.WriteEndArray();
+        writer.WriteNumber("policy_version", PolicyVersion);
+        WriteNullable(writer, "policy_hash", PolicyHash);
+        WriteNumber(writer, "input_tokens", InputTokens);
+        WriteNumber(writer, "output_tokens", OutputTokens);
+        writer.WriteBoolean("tokens_estimated", TokensEstimated);
+        if (Cost is { } cost)
+        {
+            // Fixed scale: the canonical form must not depend on how the decimal was computed.
+            writer.WriteString("cost", cost.ToString("0.000000000", System.Globalization.CultureInfo.InvariantCulture));
+        }
+        else
+        {
+            writer.WriteNull("cost");
+        }
+
+        WriteNullable(writer, "currency", Currency);
+        WriteNumber(writer, "upstream_status", UpstreamStatus);
+        writer.WriteNumber("status", Status);
+        writer.WriteString("outcome", Names.Of(Outcome));
+        writer.WriteNumber("gateway_ms", Math.Round(GatewayMs, 3));
+        if (UpstreamMs is { } upstreamMs)
+        {
+            writer.WriteNumber("upstream_ms", Math.Round(upstreamMs, 3));
+        }
+        else
+        {
+            writer.WriteNull("upstream_ms");
+        }
+
+        WriteNullable(writer, "client_address", ClientAddress);
+        WriteNullable(writer, "agent_run", AgentRun);
+        WriteNullable(writer, "on_behalf_of", OnBehalfOf);
+        WriteNullable(writer, "prompt_sha256", PromptSha256);
+        writer.WriteNumber("request_bytes", RequestBytes);
+        writer.WriteNumber("response_bytes", ResponseBytes);
+        writer.WriteEndObject();
+    }
+
+    private static void WriteNumber(Utf8JsonWriter writer, string name, long? value)
+    {
+        if (value is { } v)
+        {
+            writer.WriteNumber(name, v);
+        }
+        else
+        {
+            writer.WriteNull(name);
+        }
+    }
+}
+
+/// <summary>Ledger spellings of enums.</summary>
+public static class Names
+{
+    /// <summary>allow, deny, throttle.</summary>
+    public static string Of(Decision decision) => decision switch
+    {
+        Decision.Allow => "allow",
+        Decision.Deny => "deny",
+        Decision.Throttle => "throttle",
+        _ => throw new ArgumentOutOfRangeException(nameof(decision)),
+    };
+
+    /// <summary>completed, denied, upstream_error, interrupted, cancelled.</summary>
+    public static string Of(Outcome outcome) => outcome switch
+    {
+        Outcome.Completed => "completed",
+        Outcome.Denied => "denied",
+        Outcome.UpstreamError => "upstream_error",
+        Outcome.Interrupted => "interrupted",
+        Outcome.Cancelled => "cancelled",
+        _ => throw new ArgumentOutOfRangeException(nameof(outcome)),
+    };
+}

@@ -1,0 +1,501 @@
+using System.Buffers;
+using System.Text;
+using System.Text.Json;
+using Custos.Policy;
+
+namespace Custos.Metering;
+
+/// <summary>
+/// Reads token usage from a provider response as it passes to the client, without holding it back:
+/// a JSON body is copied aside (up to a cap) and read at the end; an SSE stream is read event by event.
+/// For OpenAI streams where the gateway itself asked for usage, the meter also hides what that request
+/// added (the usage-only final chunk and <c>"usage":null</c> on every chunk), so the client receives
+/// exactly what it would have without the gateway.
+/// </summary>
+/// <remarks>Not thread-safe: one meter per response.</remarks>
+public sealed class ResponseMeter : IDisposable
+{
+    /// <summary>Bodies larger than this are passed through but not read for usage (embeddings can be large).</summary>
+    public const int MaxJsonCapture = 16 * 1024 * 1024;
+
+    private const int MaxTextCapture = 64 * 1024;
+
+    private readonly ProviderKind _provider;
+    private readonly bool _stream;
+    private readonly bool _hideInjectedUsage;
+    private byte[] _pending = [];
+    private int _pendingLength;
+    private bool _captureOverflow;
+    private StringBuilder? _text;
+    private long _textChars;
+
+    /// <summary>Creates a meter for one response.</summary>
+    /// <param name="provider">The wire format of the response.</param>
+    /// <param name="stream">True for an SSE response.</param>
+    /// <param name="hideInjectedUsage">True when the gateway added <c>include_usage</c> the client did not ask for.</param>
+    public ResponseMeter(ProviderKind provider, bool stream, bool hideInjectedUsage)
+    {
+        _provider = provider;
+        _stream = stream;
+        _hideInjectedUsage = hideInjectedUsage && provider == ProviderKind.OpenAI && stream;
+    }
+
+    /// <summary>Input tokens the provider reported, or null.</summary>
+    public long? InputTokens { get; private set; }
+
+    /// <summary>Output tokens the provider reported, or null.</summary>
+    public long? OutputTokens { get; private set; }
+
+    /// <summary>True once the stream's terminal event (<c>[DONE]</c> or <c>message_stop</c>) passed.</summary>
+    public bool StreamCompleted { get; private set; }
+
+    /// <summary>True when the provider reported usage.</summary>
+    public bool HasUsage => InputTokens is not null || OutputTokens is not null;
+
+    /// <summary>Bytes handed to the client.</summary>
+    public long BytesOut { get; private set; }
+
+    /// <summary>
+    /// Takes the next chunk of the upstream body and writes what the client should receive to
+    /// <paramref name="output"/>. Without rewriting, that is the chunk itself, at once.
+    /// </summary>
+    public void Process(ReadOnlySpan<byte> chunk, IBufferWriter<byte> output)
+    {
+        if (!_stream)
+        {
+            Append(chunk, MaxJsonCapture);
+            Forward(chunk, output);
+            return;
+        }
+
+        if (!_hideInjectedUsage)
+        {
+            Forward(chunk, output);
+        }
+
+        Append(chunk, int.MaxValue);
+        var consumed = 0;
+        var pending = _pending.AsSpan(0, _pendingLength);
+        while (true)
+        {
+            var rest = pending[consumed..];
+            var end = IndexOfEventEnd(rest, out var separatorLength);
+            if (end < 0)
+            {
+                break;
+            }
+
+            var evt = rest[..(end + separatorLength)];
+            OnEvent(rest[..end], evt, output);
+            consumed += end + separatorLength;
+        }
+
+        if (consumed > 0)
+        {
+            pending[consumed..].CopyTo(_pending);
+            _pendingLength -= consumed;
+        }
+    }
+
+    /// <summary>The upstream body ended: reads a JSON body's usage, or forwards a stream's unterminated remainder.</summary>
+    public void Complete(IBufferWriter<byte> output)
+    {
+        if (!_stream)
+        {
+            if (!_captureOverflow && _pendingLength > 0)
+            {
+                ReadJsonBody(_pending.AsSpan(0, _pendingLength));
+            }
+
+            return;
+        }
+
+        if (_hideInjectedUsage && _pendingLength > 0)
+        {
+            Forward(_pending.AsSpan(0, _pendingLength), output);
+        }
+
+        _pendingLength = 0;
+    }
+
+    /// <summary>Estimates output tokens from the text seen, when the provider reported none.</summary>
+    public long EstimateOutputTokens()
+    {
+        if (_text is null)
+        {
+            return 0;
+        }
+
+        var counted = TokenCounter.Count(_text.ToString().AsSpan());
+        return _textChars <= _text.Length ? counted : (long)Math.Ceiling(counted * ((double)_textChars / _text.Length));
+    }
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        if (_pending.Length > 0)
+        {
+            ArrayPool<byte>.Shared.Return(_pending);
+            _pending = [];
+        }
+    }
+
+    private void Forward(ReadOnlySpan<byte> bytes, IBufferWriter<byte> output)
+    {
+        output.Write(bytes);
+        BytesOut += bytes.Length;
+    }
+
+    private void Append(ReadOnlySpan<byte> chunk, int cap)
+    {
+        if (_captureOverflow)
+        {
+            return;
+        }
+
+        var needed = _pendingLength + chunk.Length;
+        if (needed > cap)
+        {
+            _captureOverflow = true;
+            return;
+        }
+
+        if (needed > _pending.Length)
+        {
+            var larger = ArrayPool<byte>.Shared.Rent(Math.Max(needed, Math.Max(4096, _pending.Length * 2)));
+            _pending.AsSpan(0, _pendingLength).CopyTo(larger);
+            if (_pending.Length > 0)
+            {
+                ArrayPool<byte>.Shared.Return(_pending);
+            }
+
+            _pending = larger;
+        }
+
+        chunk.CopyTo(_pending.AsSpan(_pendingLength));
+        _pendingLength = needed;
+    }
+
+    private static int IndexOfEventEnd(ReadOnlySpan<byte> buffer, out int separatorLength)
+    {
+        for (var i = 0; i < buffer.Length - 1; i++)
+        {
+            if (buffer[i] != '\n')
+            {
+                continue;
+            }
+
+            if (buffer[i + 1] == '\n')
+            {
+                separatorLength = 2;
+                return i;
+            }
+
+            if (buffer[i + 1] == '\r' && i + 2 < buffer.Length && buffer[i + 2] == '\n')
+            {
+                separatorLength = 3;
+                return i;
+            }
+        }
+
+        separatorLength = 0;
+        return -1;
+    }
+
+    private void OnEvent(ReadOnlySpan<byte> body, ReadOnlySpan<byte> wholeEvent, IBufferWriter<byte> output)
+    {
+        // An event is lines of "field: value"; only data lines matter here. Providers send one data line per event.
+        var data = ReadOnlySpan<byte>.Empty;
+        var remaining = body;
+        while (!remaining.IsEmpty)
+        {
+            var newline = remaining.IndexOf((byte)'\n');
+            var line = newline < 0 ? remaining : remaining[..newline];
+            remaining = newline < 0 ? [] : remaining[(newline + 1)..];
+            line = line.TrimEnd((byte)'\r');
+            if (line.StartsWith("data:"u8))
+            {
+                data = line[5..].TrimStart((byte)' ');
+            }
+        }
+
+        if (data.SequenceEqual("[DONE]"u8))
+        {
+            StreamCompleted = true;
+            ForwardEvent(wholeEvent, output);
+            return;
+        }
+
+        if (data.IsEmpty || data[0] != '{')
+        {
+            ForwardEvent(wholeEvent, output);
+            return;
+        }
+
+        if (_provider == ProviderKind.Anthropic)
+        {
+            ReadAnthropicEvent(data);
+            ForwardEvent(wholeEvent, output);
+            return;
+        }
+
+        var usageOnly = ReadOpenAIChunk(data, out var nullUsageRange);
+        if (!_hideInjectedUsage)
+        {
+            return;
+        }
+
+        if (usageOnly)
+        {
+            return; // The chunk exists only because the gateway asked for usage.
+        }
+
+        if (nullUsageRange is { } range)
+        {
+            // Cut ',"usage":null' (or '"usage":null,') out of the data line, keep everything else.
+            var dataStart = wholeEvent.IndexOf(data);
+            var (offset, length) = range.GetOffsetAndLength(data.Length);
+            Forward(wholeEvent[..(dataStart + offset)], output);
+            Forward(wholeEvent[(dataStart + offset + length)..], output);
+            return;
+        }
+
+        Forward(wholeEvent, output);
+    }
+
+    private void ForwardEvent(ReadOnlySpan<byte> wholeEvent, IBufferWriter<byte> output)
+    {
+        if (_hideInjectedUsage)
+        {
+            Forward(wholeEvent, output);
+        }
+    }
+
+    /// <summary>Reads one OpenAI chunk; true when it is the usage-only chunk (empty choices, usage set).</summary>
+    private bool ReadOpenAIChunk(ReadOnlySpan<byte> data, out Range? nullUsageRange)
+    {
+        nullUsageRange = null;
+        var emptyChoices = false;
+        var hasUsage = false;
+        var reader = new Utf8JsonReader(data);
+        try
+        {
+            reader.Read();
+            var previousEnd = (int)reader.BytesConsumed; // just after '{'
+            while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
+            {
+                var propertyStart = (int)reader.TokenStartIndex;
+                if (reader.ValueTextEquals("usage"u8))
+                {
+                    reader.Read();
+                    if (reader.TokenType == JsonTokenType.Null)
+                    {
+                        // Remove from the end of the previous member (taking its comma) to the end of null;
+                        // for a first member, from the property to just past the following comma.
+                        var end = (int)reader.BytesConsumed;
+                        var after = data[end..];
+                        var comma = after.IndexOfAnyExcept(" \t\r\n"u8);
+                        nullUsageRange = previousEnd == propertyStart || data[previousEnd..propertyStart].IndexOf((byte)',') < 0
+                            ? (comma >= 0 && after[comma] == ',' ? propertyStart..(end + comma + 1) : propertyStart..end)
+                            : previousEnd..end;
+                    }
+                    else if (reader.TokenType == JsonTokenType.StartObject)
+                    {
+                        hasUsage = true;
+                        ReadUsageObject(ref reader);
+                    }
+                    else
+                    {
+                        reader.Skip();
+                    }
+                }
+                else if (reader.ValueTextEquals("choices"u8))
+                {
+                    reader.Read();
+                    if (reader.TokenType == JsonTokenType.StartArray)
+                    {
+                        var arrayDepth = reader.CurrentDepth;
+                        reader.Read();
+                        emptyChoices = reader.TokenType == JsonTokenType.EndArray;
+                        while (reader.TokenType != JsonTokenType.EndArray || reader.CurrentDepth != arrayDepth)
+                        {
+                            if (reader.TokenType == JsonTokenType.PropertyName
+                                && (reader.ValueTextEquals("content"u8) || reader.ValueTextEquals("text"u8)))
+                            {
+                                reader.Read();
+                                if (reader.TokenType == JsonTokenType.String)
+                                {
+                                    CaptureText(ref reader);
+                                }
+
+                                continue;
+                            }
+
+                            reader.Read();
+                        }
+                    }
+                    else
+                    {
+                        reader.Skip();
+                    }
+                }
+                else
+                {
+                    reader.Read();
+                    reader.Skip();
+                }
+
+                previousEnd = (int)reader.BytesConsumed;
+            }
+        }
+        catch (JsonException)
+        {
+            return false;
+        }
+
+        return emptyChoices && hasUsage;
+    }
+
+    private void ReadAnthropicEvent(ReadOnlySpan<byte> data)
+    {
+        var reader = new Utf8JsonReader(data);
+        try
+        {
+            while (reader.Read())
+            {
+                if (reader.TokenType != JsonTokenType.PropertyName)
+                {
+                    continue;
+                }
+
+                if (reader.ValueTextEquals("type"u8) && reader.CurrentDepth == 1)
+                {
+                    reader.Read();
+                    if (reader.ValueTextEquals("message_stop"u8))
+                    {
+                        StreamCompleted = true;
+                    }
+                }
+                else if (reader.ValueTextEquals("usage"u8))
+                {
+                    reader.Read();
+                    if (reader.TokenType == JsonTokenType.StartObject)
+                    {
+                        ReadUsageObject(ref reader);
+                    }
+                }
+                else if (reader.ValueTextEquals("text"u8))
+                {
+                    reader.Read();
+                    if (reader.TokenType == JsonTokenType.String)
+                    {
+                        CaptureText(ref reader);
+                    }
+                }
+            }
+        }
+        catch (JsonException)
+        {
+            // A malformed event is passed on as it is; it carries no usage we can trust.
+        }
+    }
+
+    private void ReadJsonBody(ReadOnlySpan<byte> body)
+    {
+        var reader = new Utf8JsonReader(body);
+        try
+        {
+            while (reader.Read())
+            {
+                if (reader.TokenType != JsonTokenType.PropertyName)
+                {
+                    continue;
+                }
+
+                if (reader.CurrentDepth == 1 && reader.ValueTextEquals("usage"u8))
+                {
+                    reader.Read();
+                    if (reader.TokenType == JsonTokenType.StartObject)
+                    {
+                        ReadUsageObject(ref reader);
+                    }
+                }
+                else if (reader.ValueTextEquals("content"u8) || reader.ValueTextEquals("text"u8))
+                {
+                    reader.Read();
+                    if (reader.TokenType == JsonTokenType.String)
+                    {
+                        CaptureText(ref reader);
+                    }
+                }
+            }
+        }
+        catch (JsonException)
+        {
+            // Not JSON after all: no usage.
+        }
+    }
+
+    /// <summary>Reads an OpenAI or Anthropic usage object, leaving the reader on its end.</summary>
+    private void ReadUsageObject(ref Utf8JsonReader reader)
+    {
+        long? input = null, output = null, cached = null;
+        var depth = reader.CurrentDepth;
+        while (reader.Read() && !(reader.TokenType == JsonTokenType.EndObject && reader.CurrentDepth == depth))
+        {
+            if (reader.TokenType != JsonTokenType.PropertyName || reader.CurrentDepth != depth + 1)
+            {
+                continue;
+            }
+
+            var isInput = reader.ValueTextEquals("prompt_tokens"u8) || reader.ValueTextEquals("input_tokens"u8);
+            var isOutput = reader.ValueTextEquals("completion_tokens"u8) || reader.ValueTextEquals("output_tokens"u8);
+            var isCache = reader.ValueTextEquals("cache_creation_input_tokens"u8) || reader.ValueTextEquals("cache_read_input_tokens"u8);
+            reader.Read();
+            if (reader.TokenType != JsonTokenType.Number || !reader.TryGetInt64(out var value))
+            {
+                reader.Skip();
+                continue;
+            }
+
+            if (isInput)
+            {
+                input = value;
+            }
+            else if (isOutput)
+            {
+                output = value;
+            }
+            else if (isCache)
+            {
+                cached = (cached ?? 0) + value;
+            }
+        }
+
+        // Anthropic reports input once (message_start) and cumulative output later (message_delta).
+        if (input is not null || cached is not null)
+        {
+            InputTokens = (input ?? 0) + (cached ?? 0);
+        }
+
+        if (output is not null)
+        {
+            OutputTokens = output;
+        }
+        else if (input is not null && _provider == ProviderKind.OpenAI)
+        {
+            OutputTokens = 0; // embeddings: prompt_tokens and total_tokens only.
+        }
+    }
+
+    private void CaptureText(ref Utf8JsonReader reader)
+    {
+        var length = reader.HasValueSequence ? reader.ValueSequence.Length : reader.ValueSpan.Length;
+        _textChars += length;
+        _text ??= new StringBuilder();
+        if (_text.Length < MaxTextCapture)
+        {
+            _text.Append(reader.GetString());
+        }
+    }
+}

@@ -1,0 +1,232 @@
+namespace Custos.Policy;
+
+/// <summary>
+/// The whole declarative policy: tenants with their providers and models, services with their owners,
+/// consumers with their categories and entitlements, and credentials. Every change to it is a new
+/// immutable version; see <see cref="PolicyVersion"/>.
+/// </summary>
+public sealed record PolicyDocument
+{
+    /// <summary>Gateway-wide settings. Optional; every setting has a default.</summary>
+    public GatewaySettings Gateway { get; init; } = new();
+
+    /// <summary>Isolation boundaries. Required: at least one.</summary>
+    public IReadOnlyList<TenantConfig> Tenants { get; init; } = [];
+
+    /// <summary>AI-using applications, the unit of ownership. Each belongs to one tenant.</summary>
+    public IReadOnlyList<ServiceConfig> Services { get; init; } = [];
+
+    /// <summary>Entitled callers. Each belongs to one service.</summary>
+    public IReadOnlyList<ConsumerConfig> Consumers { get; init; } = [];
+
+    /// <summary>API keys, stored as SHA-256 hashes only. Each is bound to one consumer.</summary>
+    public IReadOnlyList<CredentialConfig> Credentials { get; init; } = [];
+}
+
+/// <summary>Settings of the gateway process itself.</summary>
+public sealed record GatewaySettings
+{
+    /// <summary>Largest accepted request body in bytes. Default 4 MiB.</summary>
+    public long MaxRequestBodyBytes { get; init; } = 4 * 1024 * 1024;
+
+    /// <summary>How long the gateway waits for an upstream without any activity. Default 120 s.</summary>
+    public TimeSpan UpstreamTimeout { get; init; } = TimeSpan.FromSeconds(120);
+}
+
+/// <summary>A tenant: business unit or external customer organisation. Nothing crosses it.</summary>
+public sealed record TenantConfig
+{
+    /// <summary>Required. Lower-case identifier, unique.</summary>
+    public required string Id { get; init; }
+
+    /// <summary>Display name. Defaults to <see cref="Id"/>.</summary>
+    public string? Name { get; init; }
+
+    /// <summary>IANA time zone for calendar periods. Default <c>UTC</c>.</summary>
+    public string TimeZone { get; init; } = "UTC";
+
+    /// <summary>The tenant's upstream providers; their secrets belong to the gateway.</summary>
+    public IReadOnlyList<ProviderConfig> Providers { get; init; } = [];
+
+    /// <summary>The models this tenant's consumers can be entitled to.</summary>
+    public IReadOnlyList<ModelConfig> Models { get; init; } = [];
+}
+
+/// <summary>The wire protocol a provider speaks.</summary>
+public enum ProviderKind
+{
+    /// <summary>OpenAI-compatible API: <c>/chat/completions</c>, <c>/completions</c>, <c>/embeddings</c>.</summary>
+    OpenAI,
+
+    /// <summary>Anthropic Messages API: <c>/v1/messages</c>.</summary>
+    Anthropic,
+}
+
+/// <summary>An upstream model provider of one tenant.</summary>
+public sealed record ProviderConfig
+{
+    /// <summary>Required. Unique within the tenant.</summary>
+    public required string Id { get; init; }
+
+    /// <summary>Required. <c>openai</c> or <c>anthropic</c>.</summary>
+    public required ProviderKind Kind { get; init; }
+
+    /// <summary>
+    /// Required. Base URL the API paths are appended to, for example <c>https://api.openai.com/v1</c>
+    /// or <c>https://api.anthropic.com</c>.
+    /// </summary>
+    public required Uri BaseUrl { get; init; }
+
+    /// <summary>Name of the environment variable holding the upstream API key. Optional for keyless upstreams.</summary>
+    public string? ApiKeyEnv { get; init; }
+}
+
+/// <summary>Which API a model serves.</summary>
+public enum ModelKind
+{
+    /// <summary>Chat and text completions, and Anthropic messages.</summary>
+    Chat,
+
+    /// <summary>Embeddings.</summary>
+    Embedding,
+}
+
+/// <summary>A model offered by a tenant, routed to one of its providers, with its price.</summary>
+public sealed record ModelConfig
+{
+    /// <summary>Required. The name clients ask for. Unique within the tenant, also against aliases.</summary>
+    public required string Name { get; init; }
+
+    /// <summary>Required. The id of one of the tenant's providers.</summary>
+    public required string Provider { get; init; }
+
+    /// <summary>The model name sent upstream. Defaults to <see cref="Name"/>.</summary>
+    public string? UpstreamModel { get; init; }
+
+    /// <summary>Other names clients may use for this model.</summary>
+    public IReadOnlyList<string> Aliases { get; init; } = [];
+
+    /// <summary>Chat (default) or embedding.</summary>
+    public ModelKind Kind { get; init; } = ModelKind.Chat;
+
+    /// <summary>Price per million input tokens. Default 0.</summary>
+    public decimal InputPerMillion { get; init; }
+
+    /// <summary>Price per million output tokens. Default 0.</summary>
+    public decimal OutputPerMillion { get; init; }
+
+    /// <summary>ISO currency of the prices. Default <c>USD</c>.</summary>
+    public string Currency { get; init; } = "USD";
+}
+
+/// <summary>The contact of an owner: a named person or team, never a shared mailbox for every role.</summary>
+public sealed record OwnerConfig
+{
+    /// <summary>Required. Person or team name.</summary>
+    public required string Name { get; init; }
+
+    /// <summary>E-mail address. At least one of e-mail and webhook is required.</summary>
+    public string? Email { get; init; }
+
+    /// <summary>Webhook URL for notifications.</summary>
+    public Uri? Webhook { get; init; }
+}
+
+/// <summary>The accountable owners of a service.</summary>
+public sealed record ServiceOwners
+{
+    /// <summary>Owns the policy: approves access and entitlements.</summary>
+    public OwnerConfig? Policy { get; init; }
+
+    /// <summary>Owns the bill.</summary>
+    public OwnerConfig? Billing { get; init; }
+
+    /// <summary>Owns the technical controls: answers whether they were active.</summary>
+    public OwnerConfig? Technical { get; init; }
+
+    /// <summary>For agent workloads: who operates the agent.</summary>
+    public OwnerConfig? AgentOperator { get; init; }
+
+    /// <summary>For agent workloads: the accountable business sponsor.</summary>
+    public OwnerConfig? BusinessSponsor { get; init; }
+}
+
+/// <summary>An AI-using application, the unit of ownership.</summary>
+public sealed record ServiceConfig
+{
+    /// <summary>Required. Unique across the policy.</summary>
+    public required string Id { get; init; }
+
+    /// <summary>Required. The tenant the service belongs to.</summary>
+    public required string Tenant { get; init; }
+
+    /// <summary>What the service does.</summary>
+    public string? Description { get; init; }
+
+    /// <summary>Required: policy, billing and technical owners.</summary>
+    public ServiceOwners Owners { get; init; } = new();
+}
+
+/// <summary>The kind of caller; each has its own default entitlements and anomaly thresholds.</summary>
+public enum ConsumerCategory
+{
+    /// <summary>A product serving external customers.</summary>
+    External,
+
+    /// <summary>An internal team.</summary>
+    Internal,
+
+    /// <summary>A scheduled or batch job.</summary>
+    Automation,
+
+    /// <summary>An autonomous agent.</summary>
+    Agent,
+}
+
+/// <summary>An entitled caller inside a service.</summary>
+public sealed record ConsumerConfig
+{
+    /// <summary>Required. Unique across the policy.</summary>
+    public required string Id { get; init; }
+
+    /// <summary>Required. The owning service.</summary>
+    public required string Service { get; init; }
+
+    /// <summary>Required. external, internal, automation or agent.</summary>
+    public required ConsumerCategory Category { get; init; }
+
+    /// <summary>Models (names or aliases of the service's tenant) this consumer may use. Empty means none.</summary>
+    public IReadOnlyList<string> Models { get; init; } = [];
+}
+
+/// <summary>The lifecycle state of a credential.</summary>
+public enum CredentialStatus
+{
+    /// <summary>Accepted.</summary>
+    Active,
+
+    /// <summary>Temporarily refused; can be resumed.</summary>
+    Suspended,
+
+    /// <summary>Permanently refused.</summary>
+    Revoked,
+}
+
+/// <summary>An API key bound to exactly one consumer, known to the gateway only by its hash.</summary>
+public sealed record CredentialConfig
+{
+    /// <summary>Required. Unique, not secret; it appears in the ledger.</summary>
+    public required string Id { get; init; }
+
+    /// <summary>Required. The consumer the key is bound to.</summary>
+    public required string Consumer { get; init; }
+
+    /// <summary>Required. Lower-case hex SHA-256 of the full key (see <c>custos keys generate</c>).</summary>
+    public required string KeySha256 { get; init; }
+
+    /// <summary>Active (default), suspended or revoked.</summary>
+    public CredentialStatus Status { get; init; } = CredentialStatus.Active;
+
+    /// <summary>After this instant the key is refused as expired. Optional.</summary>
+    public DateTimeOffset? ExpiresAt { get; init; }
+}

@@ -1,0 +1,35 @@
+using System.Text;
+
+namespace Custos.Policy;
+
+/// <summary>The spelling of policy words on the wire, in YAML and in the ledger: <c>snake_case</c>.</summary>
+public static class PolicyNames
+{
+    /// <summary><c>AgentOperator</c> → <c>agent_operator</c>, <c>OpenAI</c> → <c>openai</c>.</summary>
+    public static string ToSnakeCase(string name)
+    {
+        var builder = new StringBuilder(name.Length + 4);
+        for (var i = 0; i < name.Length; i++)
+        {
+            var c = name[i];
+            if (char.IsUpper(c) && i > 0 && !char.IsUpper(name[i - 1]))
+            {
+                builder.Append('_');
+            }
+
+            builder.Append(char.ToLowerInvariant(c));
+        }
+
+        return builder.ToString();
+    }
+
+    /// <summary>The ledger spelling of a category.</summary>
+    public static string Of(ConsumerCategory category) => category switch
+    {
+        ConsumerCategory.External => "external",
+        ConsumerCategory.Internal => "internal",
+        ConsumerCategory.Automation => "automation",
+        ConsumerCategory.Agent => "agent",
+        _ => category.ToString().ToLowerInvariant(),
+    };
+}

@@ -1,0 +1,198 @@
+namespace Custos.Policy;
+
+/// <summary>Cross-reference checks over a structurally valid document; every problem is reported.</summary>
+internal static class PolicyValidator
+{
+    public static void Validate(PolicyDocument document, PolicyYaml.Reader reader)
+    {
+        if (document.Tenants.Count == 0)
+        {
+            reader.Add(DiagnosticSeverity.Error, default, "tenants", "at least one tenant is required");
+        }
+
+        var tenants = new Dictionary<string, TenantConfig>(StringComparer.Ordinal);
+        for (var t = 0; t < document.Tenants.Count; t++)
+        {
+            var tenant = document.Tenants[t];
+            var path = $"tenants[{t}]";
+            CheckId(reader, tenant, tenant.Id, path + ".id");
+            if (!tenants.TryAdd(tenant.Id, tenant))
+            {
+                reader.Add(DiagnosticSeverity.Error, reader.MarkOf(tenant, "id"), path + ".id", $"tenant '{tenant.Id}' is declared twice");
+            }
+
+            if (!TimeZoneInfo.TryFindSystemTimeZoneById(tenant.TimeZone, out _))
+            {
+                reader.Add(DiagnosticSeverity.Error, reader.MarkOf(tenant, "time_zone"), path + ".time_zone",
+                    $"'{tenant.TimeZone}' is not a known IANA time zone such as Europe/Berlin or UTC");
+            }
+
+            var providers = new HashSet<string>(StringComparer.Ordinal);
+            for (var p = 0; p < tenant.Providers.Count; p++)
+            {
+                var provider = tenant.Providers[p];
+                CheckId(reader, provider, provider.Id, $"{path}.providers[{p}].id");
+                if (!providers.Add(provider.Id))
+                {
+                    reader.Add(DiagnosticSeverity.Error, reader.MarkOf(provider, "id"), $"{path}.providers[{p}].id",
+                        $"provider '{provider.Id}' is declared twice in tenant '{tenant.Id}'");
+                }
+            }
+
+            var modelNames = new HashSet<string>(StringComparer.Ordinal);
+            for (var m = 0; m < tenant.Models.Count; m++)
+            {
+                var model = tenant.Models[m];
+                var modelPath = $"{path}.models[{m}]";
+                foreach (var name in model.Aliases.Prepend(model.Name))
+                {
+                    if (name.Length > 0 && !modelNames.Add(name))
+                    {
+                        reader.Add(DiagnosticSeverity.Error, reader.MarkOf(model, "name"), modelPath + ".name",
+                            $"model name or alias '{name}' is used twice in tenant '{tenant.Id}'");
+                    }
+                }
+
+                if (model.Provider.Length > 0 && !providers.Contains(model.Provider))
+                {
+                    reader.Add(DiagnosticSeverity.Error, reader.MarkOf(model, "provider"), modelPath + ".provider",
+                        $"provider '{model.Provider}' is not declared in tenant '{tenant.Id}'" + Known(providers));
+                }
+            }
+        }
+
+        var services = new Dictionary<string, ServiceConfig>(StringComparer.Ordinal);
+        for (var s = 0; s < document.Services.Count; s++)
+        {
+            var service = document.Services[s];
+            var path = $"services[{s}]";
+            CheckId(reader, service, service.Id, path + ".id");
+            if (!services.TryAdd(service.Id, service))
+            {
+                reader.Add(DiagnosticSeverity.Error, reader.MarkOf(service, "id"), path + ".id", $"service '{service.Id}' is declared twice");
+            }
+
+            if (service.Tenant.Length > 0 && !tenants.ContainsKey(service.Tenant))
+            {
+                reader.Add(DiagnosticSeverity.Error, reader.MarkOf(service, "tenant"), path + ".tenant",
+                    $"tenant '{service.Tenant}' is not declared" + Known(tenants.Keys));
+            }
+
+            CheckOwners(reader, document, service, path);
+        }
+
+        var consumers = new Dictionary<string, ConsumerConfig>(StringComparer.Ordinal);
+        for (var c = 0; c < document.Consumers.Count; c++)
+        {
+            var consumer = document.Consumers[c];
+            var path = $"consumers[{c}]";
+            CheckId(reader, consumer, consumer.Id, path + ".id");
+            if (!consumers.TryAdd(consumer.Id, consumer))
+            {
+                reader.Add(DiagnosticSeverity.Error, reader.MarkOf(consumer, "id"), path + ".id", $"consumer '{consumer.Id}' is declared twice");
+            }
+
+            if (!services.TryGetValue(consumer.Service, out var service))
+            {
+                if (consumer.Service.Length > 0)
+                {
+                    reader.Add(DiagnosticSeverity.Error, reader.MarkOf(consumer, "service"), path + ".service",
+                        $"service '{consumer.Service}' is not declared" + Known(services.Keys));
+                }
+
+                continue;
+            }
+
+            if (!tenants.TryGetValue(service.Tenant, out var tenant))
+            {
+                continue;
+            }
+
+            foreach (var model in consumer.Models)
+            {
+                if (!tenant.Models.Any(m => m.Name == model || m.Aliases.Contains(model)))
+                {
+                    reader.Add(DiagnosticSeverity.Error, reader.MarkOf(consumer, "models"), path + ".models",
+                        $"model '{model}' is not offered by tenant '{tenant.Id}'" + Known(tenant.Models.Select(m => m.Name)));
+                }
+            }
+        }
+
+        var credentialIds = new HashSet<string>(StringComparer.Ordinal);
+        var hashes = new HashSet<string>(StringComparer.Ordinal);
+        for (var k = 0; k < document.Credentials.Count; k++)
+        {
+            var credential = document.Credentials[k];
+            var path = $"credentials[{k}]";
+            CheckId(reader, credential, credential.Id, path + ".id");
+            if (!credentialIds.Add(credential.Id))
+            {
+                reader.Add(DiagnosticSeverity.Error, reader.MarkOf(credential, "id"), path + ".id", $"credential '{credential.Id}' is declared twice");
+            }
+
+            if (credential.Consumer.Length > 0 && !consumers.ContainsKey(credential.Consumer))
+            {
+                reader.Add(DiagnosticSeverity.Error, reader.MarkOf(credential, "consumer"), path + ".consumer",
+                    $"consumer '{credential.Consumer}' is not declared");
+            }
+
+            if (credential.KeySha256.Length > 0 && !IsSha256Hex(credential.KeySha256))
+            {
+                reader.Add(DiagnosticSeverity.Error, reader.MarkOf(credential, "key_sha256"), path + ".key_sha256",
+                    "must be the 64 lower-case hex digits of the key's SHA-256 (custos keys generate prints it); never the key itself");
+            }
+            else if (credential.KeySha256.Length > 0 && !hashes.Add(credential.KeySha256))
+            {
+                reader.Add(DiagnosticSeverity.Error, reader.MarkOf(credential, "key_sha256"), path + ".key_sha256",
+                    "the same key is bound twice; a key belongs to exactly one consumer");
+            }
+        }
+    }
+
+    private static void CheckOwners(PolicyYaml.Reader reader, PolicyDocument document, ServiceConfig service, string path)
+    {
+        var owners = service.Owners;
+        var mark = reader.MarkOf(service, "owners");
+        (string Role, OwnerConfig? Owner)[] required = [("policy", owners.Policy), ("billing", owners.Billing), ("technical", owners.Technical)];
+        foreach (var (role, owner) in required)
+        {
+            if (owner is null)
+            {
+                reader.Add(DiagnosticSeverity.Warning, mark, path + ".owners." + role,
+                    $"service '{service.Id}' has no {role} owner: missing governance");
+            }
+        }
+
+        var hasAgents = document.Consumers.Any(c => c.Service == service.Id && c.Category == ConsumerCategory.Agent);
+        if (hasAgents && (owners.AgentOperator is null || owners.BusinessSponsor is null))
+        {
+            reader.Add(DiagnosticSeverity.Warning, mark, path + ".owners",
+                $"service '{service.Id}' has agent consumers but no agent_operator or business_sponsor: missing governance");
+        }
+
+        var contacts = required.Where(r => r.Owner is not null).Select(r => r.Owner!.Email ?? r.Owner.Webhook?.ToString()).ToArray();
+        if (contacts.Length == 3 && contacts.Distinct(StringComparer.OrdinalIgnoreCase).Count() == 1)
+        {
+            reader.Add(DiagnosticSeverity.Warning, mark, path + ".owners",
+                $"service '{service.Id}' names one shared contact for every owner role: missing governance");
+        }
+    }
+
+    private static void CheckId(PolicyYaml.Reader reader, object record, string id, string path)
+    {
+        if (id.Length > 0 && !PolicyYaml.IdPattern().IsMatch(id))
+        {
+            reader.Add(DiagnosticSeverity.Error, reader.MarkOf(record, "id"), path,
+                $"'{id}' is not a valid id: use 1-64 lower-case letters, digits, '.', '_' or '-'");
+        }
+    }
+
+    private static bool IsSha256Hex(string value)
+        => value.Length == 64 && value.All(c => c is (>= '0' and <= '9') or (>= 'a' and <= 'f'));
+
+    private static string Known(IEnumerable<string> names)
+    {
+        var list = names.Take(10).ToArray();
+        return list.Length == 0 ? "" : "; known: " + string.Join(", ", list);
+    }
+}

@@ -1,0 +1,32 @@
+using System.Security.Cryptography;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace Custos.Policy;
+
+/// <summary>
+/// One immutable version of the policy: its number, the SHA-256 of its canonical form, who made it,
+/// why and when. The canonical form is the document as compact JSON with snake_case names, fields in
+/// declaration order and lists in document order, so comments and layout of the YAML do not change it.
+/// </summary>
+public sealed record PolicyVersion(long Number, string Sha256, string Author, string Reason, DateTimeOffset CreatedAt, PolicyDocument Document)
+{
+    private static readonly JsonSerializerOptions CanonicalOptions = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower) },
+        WriteIndented = false,
+    };
+
+    /// <summary>The canonical JSON form of <paramref name="document"/>.</summary>
+    public static string CanonicalJson(PolicyDocument document) => JsonSerializer.Serialize(document, CanonicalOptions);
+
+    /// <summary>Reads a document back from its canonical form.</summary>
+    public static PolicyDocument FromCanonicalJson(string json)
+        => JsonSerializer.Deserialize<PolicyDocument>(json, CanonicalOptions) ?? throw new InvalidDataException("empty policy document");
+
+    /// <summary>Lower-case hex SHA-256 of the canonical form.</summary>
+    public static string HashOf(PolicyDocument document)
+        => Convert.ToHexStringLower(SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(CanonicalJson(document))));
+}

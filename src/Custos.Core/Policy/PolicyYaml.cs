@@ -1,0 +1,529 @@
+using System.Globalization;
+using System.Text.RegularExpressions;
+using YamlDotNet.Core;
+using YamlDotNet.RepresentationModel;
+
+namespace Custos.Policy;
+
+/// <summary>The outcome of reading a policy document: the document when there are no errors, and every diagnostic.</summary>
+public sealed record PolicyReadResult(PolicyDocument? Document, IReadOnlyList<PolicyDiagnostic> Diagnostics)
+{
+    /// <summary>True when there is no error (warnings allowed).</summary>
+    public bool IsValid => Document is not null;
+
+    /// <summary>Returns the document, or throws with every diagnostic.</summary>
+    public PolicyDocument GetValidDocument(string source)
+        => Document ?? throw new PolicyValidationException(Diagnostics, source);
+}
+
+/// <summary>
+/// Reads the YAML form of a <see cref="PolicyDocument"/>. Raw input becomes a validated document in one
+/// step; every error is reported at once, with its line and column, without short-circuiting.
+/// </summary>
+public static partial class PolicyYaml
+{
+    /// <summary>Parses and validates <paramref name="yaml"/>.</summary>
+    public static PolicyReadResult Read(string yaml)
+    {
+        var reader = new Reader();
+        PolicyDocument? document = null;
+        try
+        {
+            var stream = new YamlStream();
+            stream.Load(new StringReader(yaml));
+            if (stream.Documents.Count == 0 || stream.Documents[0].RootNode is not YamlMappingNode root)
+            {
+                reader.Error(stream.Documents.Count == 0 ? null : stream.Documents[0].RootNode, "$",
+                    "the policy must be a YAML mapping with at least 'tenants'");
+            }
+            else
+            {
+                document = reader.ReadDocument(root);
+            }
+        }
+        catch (YamlException ex)
+        {
+            reader.Diagnostics.Add(new PolicyDiagnostic(DiagnosticSeverity.Error, (int)ex.Start.Line, (int)ex.Start.Column,
+                "$", "YAML syntax: " + ex.Message));
+        }
+
+        if (document is not null)
+        {
+            PolicyValidator.Validate(document, reader);
+        }
+
+        var ordered = reader.Diagnostics.OrderBy(d => d.Line).ThenBy(d => d.Column).ToArray();
+        var valid = document is not null && !ordered.Any(d => d.Severity == DiagnosticSeverity.Error);
+        return new PolicyReadResult(valid ? document : null, ordered);
+    }
+
+    /// <summary>Reads <paramref name="path"/> and validates it; throws <see cref="PolicyValidationException"/> on errors.</summary>
+    public static PolicyDocument Load(string path)
+        => Read(File.ReadAllText(path)).GetValidDocument(path);
+
+    [GeneratedRegex("^[a-z0-9][a-z0-9._-]{0,63}$")]
+    internal static partial Regex IdPattern();
+
+    /// <summary>Walks the YAML node tree, remembering where each record came from.</summary>
+    internal sealed class Reader
+    {
+        private readonly Dictionary<object, Mark> _marks = new(ReferenceEqualityComparer.Instance);
+        private readonly Dictionary<(object, string), Mark> _fieldMarks = new();
+
+        public List<PolicyDiagnostic> Diagnostics { get; } = [];
+
+        public void Error(YamlNode? node, string path, string message)
+            => Add(DiagnosticSeverity.Error, node?.Start ?? Mark.Empty, path, message);
+
+        public void Add(DiagnosticSeverity severity, Mark mark, string path, string message)
+            => Diagnostics.Add(new PolicyDiagnostic(severity, (int)mark.Line, (int)mark.Column, path, message));
+
+        /// <summary>Where a record, or one of its fields, was written; falls back to the record itself.</summary>
+        public Mark MarkOf(object record, string? field = null)
+        {
+            if (field is not null && _fieldMarks.TryGetValue((record, field), out var fieldMark))
+            {
+                return fieldMark;
+            }
+
+            return _marks.TryGetValue(record, out var mark) ? mark : Mark.Empty;
+        }
+
+        public PolicyDocument ReadDocument(YamlMappingNode root)
+        {
+            var map = new MapReader(this, root, "$", ["gateway", "tenants", "services", "consumers", "credentials"]);
+            var gateway = map.Node("gateway") is { } g ? ReadGateway(g, "gateway") : new GatewaySettings();
+            return new PolicyDocument
+            {
+                Gateway = gateway,
+                Tenants = ReadList(map, "tenants", ReadTenant),
+                Services = ReadList(map, "services", ReadService),
+                Consumers = ReadList(map, "consumers", ReadConsumer),
+                Credentials = ReadList(map, "credentials", ReadCredential),
+            };
+        }
+
+        private GatewaySettings ReadGateway(YamlNode node, string path)
+        {
+            if (AsMap(node, path, ["max_request_body_bytes", "upstream_timeout_seconds"]) is not { } map)
+            {
+                return new GatewaySettings();
+            }
+
+            var defaults = new GatewaySettings();
+            var maxBody = map.Long("max_request_body_bytes") ?? defaults.MaxRequestBodyBytes;
+            if (maxBody is < 1024 or > 256L * 1024 * 1024)
+            {
+                Error(map.Node("max_request_body_bytes"), path + ".max_request_body_bytes", "must be between 1024 and 268435456 bytes");
+            }
+
+            var timeout = map.Long("upstream_timeout_seconds") ?? (long)defaults.UpstreamTimeout.TotalSeconds;
+            if (timeout is < 1 or > 3600)
+            {
+                Error(map.Node("upstream_timeout_seconds"), path + ".upstream_timeout_seconds", "must be between 1 and 3600 seconds");
+            }
+
+            return Remember(node, new GatewaySettings { MaxRequestBodyBytes = maxBody, UpstreamTimeout = TimeSpan.FromSeconds(timeout) });
+        }
+
+        private TenantConfig? ReadTenant(YamlNode node, string path)
+        {
+            if (AsMap(node, path, ["id", "name", "time_zone", "providers", "models"]) is not { } map)
+            {
+                return null;
+            }
+
+            var tenant = new TenantConfig
+            {
+                Id = map.RequiredString("id") ?? "",
+                Name = map.String("name"),
+                TimeZone = map.String("time_zone") ?? "UTC",
+                Providers = ReadList(map, "providers", ReadProvider),
+                Models = ReadList(map, "models", ReadModel),
+            };
+            return Remember(node, tenant, map);
+        }
+
+        private ProviderConfig? ReadProvider(YamlNode node, string path)
+        {
+            if (AsMap(node, path, ["id", "type", "base_url", "api_key_env"]) is not { } map)
+            {
+                return null;
+            }
+
+            var provider = new ProviderConfig
+            {
+                Id = map.RequiredString("id") ?? "",
+                Kind = map.Enum<ProviderKind>("type", required: true) ?? ProviderKind.OpenAI,
+                BaseUrl = map.Url("base_url", required: true) ?? new Uri("http://invalid"),
+                ApiKeyEnv = map.String("api_key_env"),
+            };
+            return Remember(node, provider, map);
+        }
+
+        private ModelConfig? ReadModel(YamlNode node, string path)
+        {
+            if (AsMap(node, path, ["name", "provider", "upstream_model", "aliases", "kind", "price"]) is not { } map)
+            {
+                return null;
+            }
+
+            decimal input = 0, output = 0;
+            var currency = "USD";
+            if (map.Node("price") is { } priceNode && AsMap(priceNode, path + ".price", ["input_per_mtok", "output_per_mtok", "currency"]) is { } price)
+            {
+                input = price.Decimal("input_per_mtok") ?? 0;
+                output = price.Decimal("output_per_mtok") ?? 0;
+                currency = price.String("currency") ?? "USD";
+                if (input < 0 || output < 0)
+                {
+                    Error(priceNode, path + ".price", "prices cannot be negative");
+                }
+            }
+
+            var model = new ModelConfig
+            {
+                Name = map.RequiredString("name") ?? "",
+                Provider = map.RequiredString("provider") ?? "",
+                UpstreamModel = map.String("upstream_model"),
+                Aliases = map.StringList("aliases"),
+                Kind = map.Enum<ModelKind>("kind") ?? ModelKind.Chat,
+                InputPerMillion = input,
+                OutputPerMillion = output,
+                Currency = currency,
+            };
+            return Remember(node, model, map);
+        }
+
+        private ServiceConfig? ReadService(YamlNode node, string path)
+        {
+            if (AsMap(node, path, ["id", "tenant", "description", "owners"]) is not { } map)
+            {
+                return null;
+            }
+
+            var owners = new ServiceOwners();
+            if (map.Node("owners") is { } ownersNode
+                && AsMap(ownersNode, path + ".owners", ["policy", "billing", "technical", "agent_operator", "business_sponsor"]) is { } o)
+            {
+                owners = new ServiceOwners
+                {
+                    Policy = ReadOwner(o, "policy"),
+                    Billing = ReadOwner(o, "billing"),
+                    Technical = ReadOwner(o, "technical"),
+                    AgentOperator = ReadOwner(o, "agent_operator"),
+                    BusinessSponsor = ReadOwner(o, "business_sponsor"),
+                };
+                Remember(ownersNode, owners);
+            }
+
+            var service = new ServiceConfig
+            {
+                Id = map.RequiredString("id") ?? "",
+                Tenant = map.RequiredString("tenant") ?? "",
+                Description = map.String("description"),
+                Owners = owners,
+            };
+            return Remember(node, service, map);
+        }
+
+        private OwnerConfig? ReadOwner(MapReader owners, string role)
+        {
+            if (owners.Node(role) is not { } node)
+            {
+                return null;
+            }
+
+            var path = owners.Path + "." + role;
+            if (AsMap(node, path, ["name", "email", "webhook"]) is not { } map)
+            {
+                return null;
+            }
+
+            var owner = new OwnerConfig { Name = map.RequiredString("name") ?? "", Email = map.String("email"), Webhook = map.Url("webhook") };
+            if (owner.Email is null && owner.Webhook is null)
+            {
+                Error(node, path, "an owner needs a contact: 'email' or 'webhook'");
+            }
+
+            return Remember(node, owner, map);
+        }
+
+        private ConsumerConfig? ReadConsumer(YamlNode node, string path)
+        {
+            if (AsMap(node, path, ["id", "service", "category", "models"]) is not { } map)
+            {
+                return null;
+            }
+
+            var consumer = new ConsumerConfig
+            {
+                Id = map.RequiredString("id") ?? "",
+                Service = map.RequiredString("service") ?? "",
+                Category = map.Enum<ConsumerCategory>("category", required: true) ?? ConsumerCategory.Internal,
+                Models = map.StringList("models"),
+            };
+            return Remember(node, consumer, map);
+        }
+
+        private CredentialConfig? ReadCredential(YamlNode node, string path)
+        {
+            if (AsMap(node, path, ["id", "consumer", "key_sha256", "status", "expires_at"]) is not { } map)
+            {
+                return null;
+            }
+
+            var credential = new CredentialConfig
+            {
+                Id = map.RequiredString("id") ?? "",
+                Consumer = map.RequiredString("consumer") ?? "",
+                KeySha256 = map.RequiredString("key_sha256") ?? "",
+                Status = map.Enum<CredentialStatus>("status") ?? CredentialStatus.Active,
+                ExpiresAt = map.Timestamp("expires_at"),
+            };
+            return Remember(node, credential, map);
+        }
+
+        private List<T> ReadList<T>(MapReader map, string key, Func<YamlNode, string, T?> read)
+            where T : class
+        {
+            var result = new List<T>();
+            if (map.Node(key) is not { } node)
+            {
+                return result;
+            }
+
+            var path = map.Path == "$" ? key : map.Path + "." + key;
+            if (node is not YamlSequenceNode sequence)
+            {
+                Error(node, path, "must be a list");
+                return result;
+            }
+
+            for (var i = 0; i < sequence.Children.Count; i++)
+            {
+                if (read(sequence.Children[i], $"{path}[{i}]") is { } item)
+                {
+                    result.Add(item);
+                }
+            }
+
+            return result;
+        }
+
+        private MapReader? AsMap(YamlNode node, string path, string[] known)
+        {
+            if (node is YamlMappingNode mapping)
+            {
+                return new MapReader(this, mapping, path, known);
+            }
+
+            Error(node, path, "must be a mapping of 'key: value' fields");
+            return null;
+        }
+
+        private T Remember<T>(YamlNode node, T record, MapReader? map = null)
+            where T : notnull
+        {
+            _marks[record] = node.Start;
+            if (map is not null)
+            {
+                foreach (var (key, value) in map.Fields)
+                {
+                    _fieldMarks[(record, key)] = value.Start;
+                }
+            }
+
+            return record;
+        }
+    }
+
+    /// <summary>Typed access to the fields of one YAML mapping; unknown fields are reported once.</summary>
+    internal sealed class MapReader
+    {
+        private readonly Reader _reader;
+        private readonly YamlMappingNode _node;
+
+        public MapReader(Reader reader, YamlMappingNode node, string path, string[] known)
+        {
+            _reader = reader;
+            _node = node;
+            Path = path;
+            foreach (var (keyNode, value) in node.Children)
+            {
+                var key = (keyNode as YamlScalarNode)?.Value ?? "";
+                if (Array.IndexOf(known, key) < 0)
+                {
+                    var hint = known.FirstOrDefault(k => k.Replace("_", "", StringComparison.Ordinal)
+                        .Equals(key.Replace("_", "", StringComparison.Ordinal).Replace("-", "", StringComparison.Ordinal), StringComparison.OrdinalIgnoreCase));
+                    reader.Error(keyNode, Sub(key), hint is null
+                        ? $"unknown field '{key}'; expected one of: {string.Join(", ", known)}"
+                        : $"unknown field '{key}'; did you mean '{hint}'?");
+                    continue;
+                }
+
+                if (!Fields.TryAdd(key, value))
+                {
+                    reader.Error(keyNode, Sub(key), $"field '{key}' appears more than once");
+                }
+            }
+        }
+
+        public string Path { get; }
+
+        public Dictionary<string, YamlNode> Fields { get; } = new(StringComparer.Ordinal);
+
+        public YamlNode? Node(string key) => Fields.GetValueOrDefault(key);
+
+        private string Sub(string key) => Path == "$" ? key : Path + "." + key;
+
+        public string? String(string key)
+        {
+            if (Node(key) is not { } node)
+            {
+                return null;
+            }
+
+            if (node is YamlScalarNode scalar && scalar.Value is { } value)
+            {
+                return value;
+            }
+
+            _reader.Error(node, Sub(key), "must be a single value");
+            return null;
+        }
+
+        public string? RequiredString(string key)
+        {
+            var value = String(key);
+            if (value is null && Node(key) is null)
+            {
+                _reader.Error(_node, Sub(key), $"required field '{key}' is missing");
+            }
+            else if (value is { Length: 0 })
+            {
+                _reader.Error(Node(key), Sub(key), "must not be empty");
+            }
+
+            return value;
+        }
+
+        public long? Long(string key)
+        {
+            var text = String(key);
+            if (text is null)
+            {
+                return null;
+            }
+
+            if (long.TryParse(text.Replace("_", "", StringComparison.Ordinal), NumberStyles.Integer, CultureInfo.InvariantCulture, out var value))
+            {
+                return value;
+            }
+
+            _reader.Error(Node(key), Sub(key), $"'{text}' is not a whole number");
+            return null;
+        }
+
+        public decimal? Decimal(string key)
+        {
+            var text = String(key);
+            if (text is null)
+            {
+                return null;
+            }
+
+            if (decimal.TryParse(text, NumberStyles.Number, CultureInfo.InvariantCulture, out var value))
+            {
+                // Normalise the scale so that 0.150 and 0.15 hash alike in the canonical form.
+                return value / 1.0000000000000000000000000000m;
+            }
+
+            _reader.Error(Node(key), Sub(key), $"'{text}' is not a number");
+            return null;
+        }
+
+        public T? Enum<T>(string key, bool required = false)
+            where T : struct, Enum
+        {
+            var text = required ? RequiredString(key) : String(key);
+            if (text is null or { Length: 0 })
+            {
+                return null;
+            }
+
+            var normalized = text.Replace("_", "", StringComparison.Ordinal).Replace("-", "", StringComparison.Ordinal);
+            if (System.Enum.TryParse<T>(normalized, ignoreCase: true, out var value) && !int.TryParse(normalized, out _))
+            {
+                return value;
+            }
+
+            var names = string.Join(", ", System.Enum.GetNames<T>().Select(PolicyNames.ToSnakeCase));
+            _reader.Error(Node(key), Sub(key), $"'{text}' is not one of: {names}");
+            return null;
+        }
+
+        public Uri? Url(string key, bool required = false)
+        {
+            var text = required ? RequiredString(key) : String(key);
+            if (text is null or { Length: 0 })
+            {
+                return null;
+            }
+
+            if (Uri.TryCreate(text, UriKind.Absolute, out var uri) && (uri.Scheme == Uri.UriSchemeHttp || uri.Scheme == Uri.UriSchemeHttps))
+            {
+                return uri;
+            }
+
+            _reader.Error(Node(key), Sub(key), $"'{text}' is not an absolute http or https URL");
+            return null;
+        }
+
+        public DateTimeOffset? Timestamp(string key)
+        {
+            var text = String(key);
+            if (text is null)
+            {
+                return null;
+            }
+
+            if (DateTimeOffset.TryParse(text, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal | DateTimeStyles.AdjustToUniversal, out var value))
+            {
+                return value;
+            }
+
+            _reader.Error(Node(key), Sub(key), $"'{text}' is not a timestamp such as 2027-01-31T00:00:00Z");
+            return null;
+        }
+
+        public IReadOnlyList<string> StringList(string key)
+        {
+            if (Node(key) is not { } node)
+            {
+                return [];
+            }
+
+            if (node is not YamlSequenceNode sequence)
+            {
+                _reader.Error(node, Sub(key), "must be a list");
+                return [];
+            }
+
+            var result = new List<string>(sequence.Children.Count);
+            for (var i = 0; i < sequence.Children.Count; i++)
+            {
+                if (sequence.Children[i] is YamlScalarNode { Value: { Length: > 0 } value })
+                {
+                    result.Add(value);
+                }
+                else
+                {
+                    _reader.Error(sequence.Children[i], $"{Sub(key)}[{i}]", "must be a non-empty single value");
+                }
+            }
+
+            return result;
+        }
+    }
+}

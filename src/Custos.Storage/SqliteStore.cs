@@ -1,0 +1,328 @@
+using System.Runtime.CompilerServices;
+using System.Text;
+using Custos.Ledger;
+using Custos.Policy;
+using Microsoft.Data.Sqlite;
+
+namespace Custos.Storage;
+
+/// <summary>
+/// The embedded store: policy versions and the ledger in one SQLite file in WAL mode.
+/// Appends go through one connection (the ledger writer is the only writer of its chain); reads
+/// open pooled connections of their own, so readers never block the writer.
+/// </summary>
+public sealed class SqliteStore : ILedgerStore, IPolicyStore, IAsyncDisposable
+{
+    /// <summary>The schema version this code writes. Bump with a migration step in <see cref="MigrateAsync"/>.</summary>
+    public const int SchemaVersion = 1;
+
+    private readonly string _connectionString;
+    private readonly SemaphoreSlim _writeLock = new(1, 1);
+    private SqliteConnection? _writer;
+
+    private SqliteStore(string path)
+    {
+        Path = path;
+        _connectionString = new SqliteConnectionStringBuilder
+        {
+            DataSource = path,
+            Mode = SqliteOpenMode.ReadWriteCreate,
+            Cache = SqliteCacheMode.Private,
+            Pooling = true,
+            DefaultTimeout = 30,
+        }.ToString();
+    }
+
+    /// <summary>The database file.</summary>
+    public string Path { get; }
+
+    /// <summary>Opens (creating when needed) the store in <paramref name="dataDirectory"/> as <c>custos.db</c>.</summary>
+    public static async Task<SqliteStore> OpenAsync(string dataDirectory, CancellationToken cancellationToken = default)
+    {
+        Directory.CreateDirectory(dataDirectory);
+        var store = new SqliteStore(System.IO.Path.Combine(dataDirectory, "custos.db"));
+        await store.MigrateAsync(cancellationToken);
+        return store;
+    }
+
+    /// <summary>Opens an existing store for reading; fails clearly when there is none.</summary>
+    public static async Task<SqliteStore> OpenExistingAsync(string dataDirectory, CancellationToken cancellationToken = default)
+    {
+        var path = System.IO.Path.Combine(dataDirectory, "custos.db");
+        if (!File.Exists(path))
+        {
+            throw new FileNotFoundException($"No Custos store at {path}. Run the gateway with --data {dataDirectory} first, or pass the right --data.", path);
+        }
+
+        return await OpenAsync(dataDirectory, cancellationToken);
+    }
+
+    private async Task MigrateAsync(CancellationToken cancellationToken)
+    {
+        _writer = new SqliteConnection(_connectionString);
+        await _writer.OpenAsync(cancellationToken);
+        await ExecuteAsync(_writer, """
+            PRAGMA journal_mode = WAL;
+            PRAGMA synchronous = NORMAL;
+            CREATE TABLE IF NOT EXISTS schema_info (version INTEGER NOT NULL);
+            CREATE TABLE IF NOT EXISTS policy_versions (
+                number     INTEGER PRIMARY KEY,
+                sha256     TEXT NOT NULL,
+                author     TEXT NOT NULL,
+                reason     TEXT NOT NULL,
+                created_at TEXT NOT NULL,
+                canonical  TEXT NOT NULL,
+                source     TEXT
+            );
+            CREATE TABLE IF NOT EXISTS ledger (
+                chain_id   TEXT NOT NULL,
+                seq        INTEGER NOT NULL,
+                kind       TEXT NOT NULL,
+                ts         TEXT NOT NULL,
+                request_id TEXT,
+                tenant     TEXT,
+                service    TEXT,
+                consumer   TEXT,
+                decision   TEXT,
+                model      TEXT,
+                record     TEXT NOT NULL,
+                prev_hash  TEXT NOT NULL,
+                hash       TEXT NOT NULL,
+                PRIMARY KEY (chain_id, seq)
+            ) WITHOUT ROWID;
+            CREATE INDEX IF NOT EXISTS ledger_ts ON ledger (ts);
+            CREATE INDEX IF NOT EXISTS ledger_request ON ledger (request_id);
+            CREATE INDEX IF NOT EXISTS ledger_tenant_ts ON ledger (tenant, ts);
+            CREATE TRIGGER IF NOT EXISTS ledger_no_update BEFORE UPDATE ON ledger
+                BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+            CREATE TRIGGER IF NOT EXISTS ledger_no_delete BEFORE DELETE ON ledger
+                BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+            """, cancellationToken);
+
+        using var command = _writer.CreateCommand();
+        command.CommandText = "SELECT version FROM schema_info";
+        var version = await command.ExecuteScalarAsync(cancellationToken);
+        if (version is null)
+        {
+            await ExecuteAsync(_writer, $"INSERT INTO schema_info (version) VALUES ({SchemaVersion})", cancellationToken);
+        }
+        else if (Convert.ToInt32(version, System.Globalization.CultureInfo.InvariantCulture) > SchemaVersion)
+        {
+            throw new InvalidOperationException($"The store at {Path} has schema version {version}, newer than this Custos understands ({SchemaVersion}). Upgrade Custos.");
+        }
+    }
+
+    /// <inheritdoc/>
+    public async Task<(long Seq, string Hash)> GetChainHeadAsync(string chainId, CancellationToken cancellationToken = default)
+    {
+        await using var connection = await OpenReaderAsync(cancellationToken);
+        using var command = connection.CreateCommand();
+        command.CommandText = "SELECT seq, hash FROM ledger WHERE chain_id = $chain ORDER BY seq DESC LIMIT 1";
+        command.Parameters.AddWithValue("$chain", chainId);
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        return await reader.ReadAsync(cancellationToken) ? (reader.GetInt64(0), reader.GetString(1)) : (0, HashChain.Genesis);
+    }
+
+    /// <inheritdoc/>
+    public async Task AppendAsync(IReadOnlyList<ChainedRecord> batch, CancellationToken cancellationToken = default)
+    {
+        if (batch.Count == 0)
+        {
+            return;
+        }
+
+        await _writeLock.WaitAsync(cancellationToken);
+        try
+        {
+            var connection = _writer ?? throw new ObjectDisposedException(nameof(SqliteStore));
+            await using var transaction = (SqliteTransaction)await connection.BeginTransactionAsync(cancellationToken);
+            using var command = connection.CreateCommand();
+            command.Transaction = transaction;
+            command.CommandText = """
+                INSERT INTO ledger (chain_id, seq, kind, ts, request_id, tenant, service, consumer, decision, model, record, prev_hash, hash)
+                VALUES ($chain, $seq, $kind, $ts, $request, $tenant, $service, $consumer, $decision, $model, $record, $prev, $hash)
+                """;
+            var p = new[]
+            {
+                command.Parameters.Add("$chain", SqliteType.Text), command.Parameters.Add("$seq", SqliteType.Integer),
+                command.Parameters.Add("$kind", SqliteType.Text), command.Parameters.Add("$ts", SqliteType.Text),
+                command.Parameters.Add("$request", SqliteType.Text), command.Parameters.Add("$tenant", SqliteType.Text),
+                command.Parameters.Add("$service", SqliteType.Text), command.Parameters.Add("$consumer", SqliteType.Text),
+                command.Parameters.Add("$decision", SqliteType.Text), command.Parameters.Add("$model", SqliteType.Text),
+                command.Parameters.Add("$record", SqliteType.Text), command.Parameters.Add("$prev", SqliteType.Text),
+                command.Parameters.Add("$hash", SqliteType.Text),
+            };
+            command.Prepare();
+            foreach (var item in batch)
+            {
+                var request = item.Record as RequestRecord;
+                p[0].Value = item.ChainId;
+                p[1].Value = item.Seq;
+                p[2].Value = item.Record.Kind;
+                p[3].Value = LedgerTime.Format(item.Record.Timestamp);
+                p[4].Value = (object?)request?.RequestId ?? DBNull.Value;
+                p[5].Value = (object?)item.Record.Tenant ?? DBNull.Value;
+                p[6].Value = (object?)request?.Service ?? DBNull.Value;
+                p[7].Value = (object?)request?.Consumer ?? DBNull.Value;
+                p[8].Value = request is null ? DBNull.Value : Names.Of(request.Decision);
+                p[9].Value = (object?)request?.Model ?? DBNull.Value;
+                p[10].Value = Encoding.UTF8.GetString(item.Canonical);
+                p[11].Value = item.PrevHash;
+                p[12].Value = item.Hash;
+                await command.ExecuteNonQueryAsync(cancellationToken);
+            }
+
+            await transaction.CommitAsync(cancellationToken);
+        }
+        finally
+        {
+            _writeLock.Release();
+        }
+    }
+
+    /// <inheritdoc/>
+    public async IAsyncEnumerable<StoredRecord> QueryAsync(LedgerQuery query, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        await using var connection = await OpenReaderAsync(cancellationToken);
+        using var command = connection.CreateCommand();
+        var where = new List<string>();
+        void Filter(string column, string? value)
+        {
+            if (value is not null)
+            {
+                where.Add($"{column} = ${column}");
+                command.Parameters.AddWithValue("$" + column, value);
+            }
+        }
+
+        Filter("kind", query.Kind);
+        Filter("tenant", query.Tenant);
+        Filter("service", query.Service);
+        Filter("consumer", query.Consumer);
+        Filter("decision", query.Decision);
+        Filter("model", query.Model);
+        Filter("request_id", query.RequestId);
+        if (query.From is { } from)
+        {
+            where.Add("ts >= $from");
+            command.Parameters.AddWithValue("$from", LedgerTime.Format(from));
+        }
+
+        if (query.To is { } to)
+        {
+            where.Add("ts < $to");
+            command.Parameters.AddWithValue("$to", LedgerTime.Format(to));
+        }
+
+        // Newest N, returned oldest first.
+        command.CommandText = $"""
+            SELECT chain_id, seq, kind, record, prev_hash, hash FROM (
+                SELECT chain_id, seq, kind, record, prev_hash, hash, ts FROM ledger
+                {(where.Count > 0 ? "WHERE " + string.Join(" AND ", where) : "")}
+                ORDER BY ts DESC, chain_id DESC, seq DESC LIMIT $limit)
+            ORDER BY ts, chain_id, seq
+            """;
+        command.Parameters.AddWithValue("$limit", query.Limit);
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            yield return new StoredRecord(reader.GetString(0), reader.GetInt64(1), reader.GetString(2), reader.GetString(3), reader.GetString(4), reader.GetString(5));
+        }
+    }
+
+    /// <inheritdoc/>
+    public async Task<PolicyVersion?> GetLatestAsync(CancellationToken cancellationToken = default)
+    {
+        var history = await ReadVersionsAsync("ORDER BY number DESC LIMIT 1", cancellationToken);
+        return history.Count == 0 ? null : history[0];
+    }
+
+    /// <inheritdoc/>
+    public Task<IReadOnlyList<PolicyVersion>> GetHistoryAsync(CancellationToken cancellationToken = default)
+        => ReadVersionsAsync("ORDER BY number", cancellationToken);
+
+    /// <inheritdoc/>
+    public async Task<(PolicyVersion Version, bool Created)> SaveAsync(PolicyDocument document, string author, string reason,
+        DateTimeOffset now, string? source, CancellationToken cancellationToken = default)
+    {
+        var canonical = PolicyVersion.CanonicalJson(document);
+        var sha = PolicyVersion.HashOf(document);
+        await _writeLock.WaitAsync(cancellationToken);
+        try
+        {
+            var latest = await GetLatestAsync(cancellationToken);
+            if (latest is not null && latest.Sha256 == sha)
+            {
+                return (latest, false);
+            }
+
+            var version = new PolicyVersion((latest?.Number ?? 0) + 1, sha, author, reason, now, document);
+            using var command = _writer!.CreateCommand();
+            command.CommandText = """
+                INSERT INTO policy_versions (number, sha256, author, reason, created_at, canonical, source)
+                VALUES ($number, $sha, $author, $reason, $created, $canonical, $source)
+                """;
+            command.Parameters.AddWithValue("$number", version.Number);
+            command.Parameters.AddWithValue("$sha", sha);
+            command.Parameters.AddWithValue("$author", author);
+            command.Parameters.AddWithValue("$reason", reason);
+            command.Parameters.AddWithValue("$created", LedgerTime.Format(now));
+            command.Parameters.AddWithValue("$canonical", canonical);
+            command.Parameters.AddWithValue("$source", (object?)source ?? DBNull.Value);
+            await command.ExecuteNonQueryAsync(cancellationToken);
+            return (version, true);
+        }
+        finally
+        {
+            _writeLock.Release();
+        }
+    }
+
+    private async Task<IReadOnlyList<PolicyVersion>> ReadVersionsAsync(string order, CancellationToken cancellationToken)
+    {
+        await using var connection = await OpenReaderAsync(cancellationToken);
+        using var command = connection.CreateCommand();
+        command.CommandText = "SELECT number, sha256, author, reason, created_at, canonical FROM policy_versions " + order;
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        var result = new List<PolicyVersion>();
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            result.Add(new PolicyVersion(reader.GetInt64(0), reader.GetString(1), reader.GetString(2), reader.GetString(3),
+                LedgerTime.Parse(reader.GetString(4)), PolicyVersion.FromCanonicalJson(reader.GetString(5))));
+        }
+
+        return result;
+    }
+
+    private async Task<SqliteConnection> OpenReaderAsync(CancellationToken cancellationToken)
+    {
+        var connection = new SqliteConnection(_connectionString);
+        await connection.OpenAsync(cancellationToken);
+        return connection;
+    }
+
+    private static async Task ExecuteAsync(SqliteConnection connection, string sql, CancellationToken cancellationToken)
+    {
+        using var command = connection.CreateCommand();
+        command.CommandText = sql;
+        await command.ExecuteNonQueryAsync(cancellationToken);
+    }
+
+    /// <inheritdoc/>
+    public async ValueTask DisposeAsync()
+    {
+        await _writeLock.WaitAsync();
+        try
+        {
+            if (_writer is not null)
+            {
+                await _writer.DisposeAsync();
+                _writer = null;
+            }
+        }
+        finally
+        {
+            _writeLock.Release();
+        }
+    }
+}
