@@ -1,0 +1,4 @@
+namespace Custos.Gateway;
+
+/// <summary>Marks the gateway assembly.</summary>
+internal static class GatewayAssembly;
