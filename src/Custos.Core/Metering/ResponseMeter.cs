@@ -49,6 +49,9 @@ public sealed class ResponseMeter : IDisposable
     /// <summary>True once the stream's terminal event (<c>[DONE]</c> or <c>message_stop</c>) passed.</summary>
     public bool StreamCompleted { get; private set; }
 
+    /// <summary>True when the output differs from the input and must be taken from the output writer.</summary>
+    public bool RewritesOutput => _hideInjectedUsage;
+
     /// <summary>True when the provider reported usage.</summary>
     public bool HasUsage => InputTokens is not null || OutputTokens is not null;
 
@@ -59,7 +62,7 @@ public sealed class ResponseMeter : IDisposable
     /// Takes the next chunk of the upstream body and writes what the client should receive to
     /// <paramref name="output"/>. Without rewriting, that is the chunk itself, at once.
     /// </summary>
-    public void Process(ReadOnlySpan<byte> chunk, IBufferWriter<byte> output)
+    public void Process(ReadOnlySpan<byte> chunk, IBufferWriter<byte>? output)
     {
         if (!_stream)
         {
@@ -98,7 +101,7 @@ public sealed class ResponseMeter : IDisposable
     }
 
     /// <summary>The upstream body ended: reads a JSON body's usage, or forwards a stream's unterminated remainder.</summary>
-    public void Complete(IBufferWriter<byte> output)
+    public void Complete(IBufferWriter<byte>? output)
     {
         if (!_stream)
         {
@@ -140,9 +143,9 @@ public sealed class ResponseMeter : IDisposable
         }
     }
 
-    private void Forward(ReadOnlySpan<byte> bytes, IBufferWriter<byte> output)
+    private void Forward(ReadOnlySpan<byte> bytes, IBufferWriter<byte>? output)
     {
-        output.Write(bytes);
+        output?.Write(bytes);
         BytesOut += bytes.Length;
     }
 
@@ -202,7 +205,7 @@ public sealed class ResponseMeter : IDisposable
         return -1;
     }
 
-    private void OnEvent(ReadOnlySpan<byte> body, ReadOnlySpan<byte> wholeEvent, IBufferWriter<byte> output)
+    private void OnEvent(ReadOnlySpan<byte> body, ReadOnlySpan<byte> wholeEvent, IBufferWriter<byte>? output)
     {
         // An event is lines of "field: value"; only data lines matter here. Providers send one data line per event.
         var data = ReadOnlySpan<byte>.Empty;
@@ -263,7 +266,7 @@ public sealed class ResponseMeter : IDisposable
         Forward(wholeEvent, output);
     }
 
-    private void ForwardEvent(ReadOnlySpan<byte> wholeEvent, IBufferWriter<byte> output)
+    private void ForwardEvent(ReadOnlySpan<byte> wholeEvent, IBufferWriter<byte>? output)
     {
         if (_hideInjectedUsage)
         {

@@ -1,3 +1,5 @@
+using System.Text.Json.Serialization;
+
 namespace Custos.Policy;
 
 /// <summary>
@@ -21,6 +23,47 @@ public sealed record PolicyDocument
 
     /// <summary>API keys, stored as SHA-256 hashes only. Each is bound to one consumer.</summary>
     public IReadOnlyList<CredentialConfig> Credentials { get; init; } = [];
+
+    /// <summary>Administrators of the control plane, with their role and scope; keys stored as hashes only.</summary>
+    public IReadOnlyList<AdminConfig> Admins { get; init; } = [];
+}
+
+/// <summary>The roles of the control plane; each is least privilege for one group of people in the seed.</summary>
+public enum AdminRole
+{
+    /// <summary>Runs the gateway: everything, in every tenant.</summary>
+    PlatformAdmin,
+
+    /// <summary>Owns services: consumers, entitlements and credentials of the services in scope.</summary>
+    ServiceOwner,
+
+    /// <summary>Prompt restrictions and model choice of the services in scope.</summary>
+    PromptAdmin,
+
+    /// <summary>Read-only: ledger, verification, reports.</summary>
+    SecurityAuditor,
+
+    /// <summary>Budgets and spend.</summary>
+    Finance,
+}
+
+/// <summary>An administrator identity with an admin key (<c>cak_…</c>).</summary>
+public sealed record AdminConfig
+{
+    /// <summary>Required. Unique; the actor named in the ledger.</summary>
+    public required string Id { get; init; }
+
+    /// <summary>Required. The role.</summary>
+    public required AdminRole Role { get; init; }
+
+    /// <summary>Required. Lower-case hex SHA-256 of the admin key.</summary>
+    public required string KeySha256 { get; init; }
+
+    /// <summary>Tenants in scope; empty means all.</summary>
+    public IReadOnlyList<string> Tenants { get; init; } = [];
+
+    /// <summary>Services in scope; empty means all services of the tenants in scope.</summary>
+    public IReadOnlyList<string> Services { get; init; } = [];
 }
 
 /// <summary>Settings of the gateway process itself.</summary>
@@ -56,6 +99,7 @@ public sealed record TenantConfig
 public enum ProviderKind
 {
     /// <summary>OpenAI-compatible API: <c>/chat/completions</c>, <c>/completions</c>, <c>/embeddings</c>.</summary>
+    [JsonStringEnumMemberName("openai")]
     OpenAI,
 
     /// <summary>Anthropic Messages API: <c>/v1/messages</c>.</summary>

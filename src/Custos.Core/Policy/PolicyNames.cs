@@ -1,3 +1,4 @@
+using System.Text.Json.Serialization;
 using System.Text;
 
 namespace Custos.Policy;
@@ -22,6 +23,21 @@ public static class PolicyNames
 
         return builder.ToString();
     }
+
+    /// <summary>The spelling of an enum value in YAML, JSON and the ledger.</summary>
+    public static string Of<T>(T value)
+        where T : struct, Enum
+    {
+        var name = value.ToString();
+        var attribute = typeof(T).GetField(name)?.GetCustomAttributes(typeof(JsonStringEnumMemberNameAttribute), false)
+            .OfType<JsonStringEnumMemberNameAttribute>().FirstOrDefault();
+        return attribute?.Name ?? ToSnakeCase(name);
+    }
+
+    /// <summary>Every spelling of <typeparamref name="T"/>.</summary>
+    public static IEnumerable<string> All<T>()
+        where T : struct, Enum
+        => Enum.GetValues<T>().Select(Of);
 
     /// <summary>The ledger spelling of a category.</summary>
     public static string Of(ConsumerCategory category) => category switch

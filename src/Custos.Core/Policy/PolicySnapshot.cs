@@ -49,7 +49,7 @@ public sealed class PolicySnapshot
         {
             var providers = tenant.Providers.ToDictionary(
                 p => p.Id,
-                p => new ProviderEntry(p.Id, p.Kind, p.BaseUrl, p.ApiKeyEnv is null ? null : secrets(p.ApiKeyEnv)),
+                p => new ProviderEntry(p.Id, p.Kind, p.BaseUrl, p.ApiKeyEnv, p.ApiKeyEnv is null ? null : secrets(p.ApiKeyEnv)),
                 StringComparer.Ordinal);
             var models = new Dictionary<string, ModelRoute>(StringComparer.Ordinal);
             var canonical = new List<ModelRoute>();
@@ -88,8 +88,11 @@ public sealed class PolicySnapshot
 public sealed record TenantEntry(string Id, string Name, TimeZoneInfo TimeZone, FrozenDictionary<string, ModelRoute> Models, IReadOnlyList<ModelRoute> CanonicalModels);
 
 /// <summary>A provider with its resolved upstream secret. The secret never leaves the gateway.</summary>
-public sealed record ProviderEntry(string Id, ProviderKind Kind, Uri BaseUrl, string? ApiKey)
+public sealed record ProviderEntry(string Id, ProviderKind Kind, Uri BaseUrl, string? ApiKeyEnv, string? ApiKey)
 {
+    /// <summary>True when the provider needs a key and its environment variable was not set.</summary>
+    public bool IsMissingKey => ApiKeyEnv is not null && string.IsNullOrEmpty(ApiKey);
+
     /// <inheritdoc/>
     public override string ToString() => $"{Id} ({Kind}, {BaseUrl})";
 }

@@ -147,6 +147,43 @@ internal static class PolicyValidator
                     "the same key is bound twice; a key belongs to exactly one consumer");
             }
         }
+
+        ValidateAdmins(document, reader, hashes);
+    }
+
+    private static void ValidateAdmins(PolicyDocument document, PolicyYaml.Reader reader, HashSet<string> keyHashes)
+    {
+        var ids = new HashSet<string>(StringComparer.Ordinal);
+        for (var a = 0; a < document.Admins.Count; a++)
+        {
+            var admin = document.Admins[a];
+            var path = $"admins[{a}]";
+            CheckId(reader, admin, admin.Id, path + ".id");
+            if (!ids.Add(admin.Id))
+            {
+                reader.Add(DiagnosticSeverity.Error, reader.MarkOf(admin, "id"), path + ".id", $"admin '{admin.Id}' is declared twice");
+            }
+
+            if (admin.KeySha256.Length > 0 && !IsSha256Hex(admin.KeySha256))
+            {
+                reader.Add(DiagnosticSeverity.Error, reader.MarkOf(admin, "key_sha256"), path + ".key_sha256",
+                    "must be the 64 lower-case hex digits of the admin key's SHA-256; never the key itself");
+            }
+            else if (admin.KeySha256.Length > 0 && !keyHashes.Add(admin.KeySha256))
+            {
+                reader.Add(DiagnosticSeverity.Error, reader.MarkOf(admin, "key_sha256"), path + ".key_sha256", "this key is already bound to another identity");
+            }
+
+            foreach (var tenant in admin.Tenants.Where(t => !document.Tenants.Any(x => x.Id == t)))
+            {
+                reader.Add(DiagnosticSeverity.Error, reader.MarkOf(admin, "tenants"), path + ".tenants", $"tenant '{tenant}' is not declared");
+            }
+
+            foreach (var service in admin.Services.Where(s => !document.Services.Any(x => x.Id == s)))
+            {
+                reader.Add(DiagnosticSeverity.Error, reader.MarkOf(admin, "services"), path + ".services", $"service '{service}' is not declared");
+            }
+        }
     }
 
     private static void CheckOwners(PolicyYaml.Reader reader, PolicyDocument document, ServiceConfig service, string path)

@@ -5,9 +5,31 @@ using YamlDotNet.RepresentationModel;
 
 namespace Custos.Policy;
 
+/// <summary>
+/// Deployment settings of one gateway process, from the optional <c>server:</c> section of the YAML file.
+/// They are not policy: they are not versioned and do not change the policy hash.
+/// </summary>
+public sealed record ServerSettings
+{
+    /// <summary>Data-plane listen URL. Default <c>http://127.0.0.1:8080</c>.</summary>
+    public string? Listen { get; init; }
+
+    /// <summary>Admin listen URL. Default <c>http://127.0.0.1:8081</c>.</summary>
+    public string? AdminListen { get; init; }
+
+    /// <summary>Folder of the embedded store, relative to the YAML file. Default <c>custos-data</c>.</summary>
+    public string? Data { get; init; }
+
+    /// <summary>This node's id (its ledger chain). Default <c>node-</c> and the host name.</summary>
+    public string? NodeId { get; init; }
+}
+
 /// <summary>The outcome of reading a policy document: the document when there are no errors, and every diagnostic.</summary>
 public sealed record PolicyReadResult(PolicyDocument? Document, IReadOnlyList<PolicyDiagnostic> Diagnostics)
 {
+    /// <summary>The <c>server:</c> section, or defaults.</summary>
+    public ServerSettings Server { get; init; } = new();
+
     /// <summary>True when there is no error (warnings allowed).</summary>
     public bool IsValid => Document is not null;
 
@@ -27,6 +49,7 @@ public static partial class PolicyYaml
     {
         var reader = new Reader();
         PolicyDocument? document = null;
+        var server = new ServerSettings();
         try
         {
             var stream = new YamlStream();
@@ -38,7 +61,7 @@ public static partial class PolicyYaml
             }
             else
             {
-                document = reader.ReadDocument(root);
+                document = reader.ReadDocument(root, out server);
             }
         }
         catch (YamlException ex)
@@ -54,7 +77,7 @@ public static partial class PolicyYaml
 
         var ordered = reader.Diagnostics.OrderBy(d => d.Line).ThenBy(d => d.Column).ToArray();
         var valid = document is not null && !ordered.Any(d => d.Severity == DiagnosticSeverity.Error);
-        return new PolicyReadResult(valid ? document : null, ordered);
+        return new PolicyReadResult(valid ? document : null, ordered) { Server = server };
     }
 
     /// <summary>Reads <paramref name="path"/> and validates it; throws <see cref="PolicyValidationException"/> on errors.</summary>
@@ -89,9 +112,15 @@ public static partial class PolicyYaml
             return _marks.TryGetValue(record, out var mark) ? mark : Mark.Empty;
         }
 
-        public PolicyDocument ReadDocument(YamlMappingNode root)
+        public PolicyDocument ReadDocument(YamlMappingNode root, out ServerSettings server)
         {
-            var map = new MapReader(this, root, "$", ["gateway", "tenants", "services", "consumers", "credentials"]);
+            var map = new MapReader(this, root, "$", ["server", "gateway", "tenants", "services", "consumers", "credentials", "admins"]);
+            server = new ServerSettings();
+            if (map.Node("server") is { } serverNode && AsMap(serverNode, "server", ["listen", "admin_listen", "data", "node_id"]) is { } s)
+            {
+                server = new ServerSettings { Listen = s.String("listen"), AdminListen = s.String("admin_listen"), Data = s.String("data"), NodeId = s.String("node_id") };
+            }
+
             var gateway = map.Node("gateway") is { } g ? ReadGateway(g, "gateway") : new GatewaySettings();
             return new PolicyDocument
             {
@@ -100,6 +129,7 @@ public static partial class PolicyYaml
                 Services = ReadList(map, "services", ReadService),
                 Consumers = ReadList(map, "consumers", ReadConsumer),
                 Credentials = ReadList(map, "credentials", ReadCredential),
+                Admins = ReadList(map, "admins", ReadAdmin),
             };
         }
 
@@ -284,6 +314,24 @@ public static partial class PolicyYaml
             return Remember(node, credential, map);
         }
 
+        private AdminConfig? ReadAdmin(YamlNode node, string path)
+        {
+            if (AsMap(node, path, ["id", "role", "key_sha256", "tenants", "services"]) is not { } map)
+            {
+                return null;
+            }
+
+            var admin = new AdminConfig
+            {
+                Id = map.RequiredString("id") ?? "",
+                Role = map.Enum<AdminRole>("role", required: true) ?? AdminRole.SecurityAuditor,
+                KeySha256 = map.RequiredString("key_sha256") ?? "",
+                Tenants = map.StringList("tenants"),
+                Services = map.StringList("services"),
+            };
+            return Remember(node, admin, map);
+        }
+
         private List<T> ReadList<T>(MapReader map, string key, Func<YamlNode, string, T?> read)
             where T : class
         {
@@ -458,7 +506,7 @@ public static partial class PolicyYaml
                 return value;
             }
 
-            var names = string.Join(", ", System.Enum.GetNames<T>().Select(PolicyNames.ToSnakeCase));
+            var names = string.Join(", ", PolicyNames.All<T>());
             _reader.Error(Node(key), Sub(key), $"'{text}' is not one of: {names}");
             return null;
         }

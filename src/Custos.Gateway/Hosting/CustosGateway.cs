@@ -1,0 +1,268 @@
+using System.Net;
+using Custos.Gateway.Ledger;
+using Custos.Gateway.Pipeline;
+using Custos.Gateway.Policy;
+using Custos.Ledger;
+using Custos.Policy;
+using Custos.Storage;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Yarp.ReverseProxy.Forwarder;
+
+namespace Custos.Gateway.Hosting;
+
+/// <summary>How to run a gateway.</summary>
+public sealed record CustosGatewayOptions
+{
+    /// <summary>Required. The policy to put in force; stored as a new version when it differs from the latest.</summary>
+    public required PolicyDocument Policy { get; init; }
+
+    /// <summary>The policy's source text (YAML), kept beside the version for people to read.</summary>
+    public string? PolicySource { get; init; }
+
+    /// <summary>Who is applying the policy. Default <c>system:startup</c>.</summary>
+    public string PolicyAuthor { get; init; } = "system:startup";
+
+    /// <summary>Why. Default <c>loaded at startup</c>.</summary>
+    public string PolicyReason { get; init; } = "loaded at startup";
+
+    /// <summary>Required. Folder of the embedded store (<c>custos.db</c>).</summary>
+    public required string DataDirectory { get; init; }
+
+    /// <summary>Data-plane listen URL. Default <c>http://127.0.0.1:8080</c>; port 0 picks a free port.</summary>
+    public string DataPlaneUrl { get; init; } = "http://127.0.0.1:8080";
+
+    /// <summary>Admin listen URL. Default <c>http://127.0.0.1:8081</c>; port 0 picks a free port.</summary>
+    public string AdminUrl { get; init; } = "http://127.0.0.1:8081";
+
+    /// <summary>This node's id: its ledger chain id. Default <c>node-</c> and the host name.</summary>
+    public string NodeId { get; init; } = "node-" + Environment.MachineName.ToLowerInvariant();
+
+    /// <summary>The clock. Default the system clock.</summary>
+    public TimeProvider TimeProvider { get; init; } = TimeProvider.System;
+
+    /// <summary>Resolves upstream secrets by environment-variable name. Default the process environment.</summary>
+    public Func<string, string?> Secrets { get; init; } = Environment.GetEnvironmentVariable;
+
+    /// <summary>Logging set-up. Default: console, one line per message, Information and up.</summary>
+    public Action<ILoggingBuilder>? ConfigureLogging { get; init; }
+}
+
+/// <summary>
+/// A running gateway: the embedded store, the policy in force, the ledger writer, and the data-plane and admin
+/// listeners. <see cref="DisposeAsync"/> stops gracefully: listeners first (in-flight requests finish), then the
+/// ledger drains completely, then the store closes.
+/// </summary>
+public sealed partial class CustosGateway : IAsyncDisposable
+{
+    private readonly WebApplication _dataPlane;
+    private readonly WebApplication _admin;
+    private readonly HttpMessageInvoker _upstreamClient;
+    private bool _disposed;
+
+    private CustosGateway(SqliteStore store, ActivePolicy policy, LedgerWriter ledger, WebApplication dataPlane, WebApplication admin,
+        HttpMessageInvoker upstreamClient, string nodeId)
+    {
+        Store = store;
+        Policy = policy;
+        Ledger = ledger;
+        _dataPlane = dataPlane;
+        _admin = admin;
+        _upstreamClient = upstreamClient;
+        NodeId = nodeId;
+        DataPlaneUri = BoundUri(dataPlane);
+        AdminUri = BoundUri(admin);
+    }
+
+    /// <summary>The embedded store.</summary>
+    public SqliteStore Store { get; }
+
+    /// <summary>The policy in force.</summary>
+    public ActivePolicy Policy { get; }
+
+    /// <summary>The ledger writer.</summary>
+    public LedgerWriter Ledger { get; }
+
+    /// <summary>This node's id.</summary>
+    public string NodeId { get; }
+
+    /// <summary>Where the data plane listens.</summary>
+    public Uri DataPlaneUri { get; }
+
+    /// <summary>Where the admin listener listens.</summary>
+    public Uri AdminUri { get; }
+
+    /// <summary>Opens the store, puts the policy in force and starts both listeners.</summary>
+    public static async Task<CustosGateway> StartAsync(CustosGatewayOptions options, CancellationToken cancellationToken = default)
+    {
+        var store = await SqliteStore.OpenAsync(options.DataDirectory, cancellationToken);
+        var started = new List<IAsyncDisposable> { store };
+        try
+        {
+            var now = options.TimeProvider.GetUtcNow();
+            var previous = await store.GetLatestAsync(cancellationToken);
+            var (version, created) = await store.SaveAsync(options.Policy, options.PolicyAuthor, options.PolicyReason, now,
+                options.PolicySource, cancellationToken);
+            var policy = new ActivePolicy(PolicySnapshot.Compile(version, options.Secrets));
+
+            using var bootstrapLogging = LoggerFactory.Create(b => ConfigureLogging(b, options));
+            var ledger = await LedgerWriter.StartAsync(store, options.NodeId, bootstrapLogging.CreateLogger<LedgerWriter>(),
+                cancellationToken: cancellationToken);
+            started.Insert(0, ledger);
+            if (created)
+            {
+                await ledger.EnqueueAsync(new AdminRecord
+                {
+                    Timestamp = now,
+                    Actor = options.PolicyAuthor,
+                    Action = "policy.version_created",
+                    Target = "policy",
+                    Before = previous?.Sha256,
+                    After = version.Sha256,
+                    Reason = options.PolicyReason,
+                    PolicyVersion = version.Number,
+                });
+            }
+
+            var upstreamClient = new HttpMessageInvoker(new SocketsHttpHandler
+            {
+                // As YARP recommends for forwarding: no proxy, no redirects, no cookies, no decompression.
+                UseProxy = false,
+                AllowAutoRedirect = false,
+                AutomaticDecompression = DecompressionMethods.None,
+                UseCookies = false,
+                EnableMultipleHttp2Connections = true,
+                ActivityHeadersPropagator = null,
+                ConnectTimeout = TimeSpan.FromSeconds(10),
+                PooledConnectionLifetime = TimeSpan.FromMinutes(5),
+            });
+
+            var dataPlane = BuildDataPlane(options, policy, ledger, upstreamClient);
+            var admin = BuildAdmin(options, policy);
+            await dataPlane.StartAsync(cancellationToken);
+            started.Insert(0, dataPlane);
+            await admin.StartAsync(cancellationToken);
+            return new CustosGateway(store, policy, ledger, dataPlane, admin, upstreamClient, options.NodeId);
+        }
+        catch
+        {
+            foreach (var item in started)
+            {
+                await item.DisposeAsync();
+            }
+
+            throw;
+        }
+    }
+
+    private static WebApplication BuildDataPlane(CustosGatewayOptions options, ActivePolicy policy, LedgerWriter ledger, HttpMessageInvoker upstreamClient)
+    {
+        var builder = CreateBuilder(options, options.DataPlaneUrl);
+        builder.Services.AddHttpForwarder();
+        builder.Services.AddSingleton(policy);
+        builder.Services.AddSingleton(ledger);
+        builder.Services.AddSingleton(options.TimeProvider);
+        builder.Services.AddSingleton(sp => new DataPlane(policy, ledger, sp.GetRequiredService<IHttpForwarder>(), upstreamClient,
+            options.TimeProvider, options.NodeId, sp.GetRequiredService<ILogger<DataPlane>>()));
+        var app = builder.Build();
+        var dataPlane = app.Services.GetRequiredService<DataPlane>();
+        app.Run(context => context.Request.Path.Value switch
+        {
+            "/healthz" => Health(context),
+            "/readyz" => Ready(context, policy),
+            _ => dataPlane.InvokeAsync(context),
+        });
+        return app;
+    }
+
+    private static WebApplication BuildAdmin(CustosGatewayOptions options, ActivePolicy policy)
+    {
+        var builder = CreateBuilder(options, options.AdminUrl);
+        var app = builder.Build();
+        app.Run(context => context.Request.Path.Value switch
+        {
+            "/healthz" => Health(context),
+            "/readyz" => Ready(context, policy),
+            _ => Results.Problem(statusCode: StatusCodes.Status404NotFound, title: "Not found",
+                detail: "The admin API is not served by this version of Custos yet.").ExecuteAsync(context),
+        });
+        return app;
+    }
+
+    private static WebApplicationBuilder CreateBuilder(CustosGatewayOptions options, string url)
+    {
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { ApplicationName = "Custos" });
+        builder.Logging.ClearProviders();
+        ConfigureLogging(builder.Logging, options);
+        builder.WebHost.UseUrls(url);
+        builder.WebHost.ConfigureKestrel(kestrel =>
+        {
+            kestrel.AddServerHeader = false;
+            kestrel.Limits.MaxRequestBodySize = 256L * 1024 * 1024; // the policy's own, smaller limit is enforced per request
+        });
+        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(30));
+        return builder;
+    }
+
+    private static void ConfigureLogging(ILoggingBuilder logging, CustosGatewayOptions options)
+    {
+        if (options.ConfigureLogging is { } configure)
+        {
+            configure(logging);
+            return;
+        }
+
+        logging.AddSimpleConsole(o =>
+        {
+            o.SingleLine = true;
+            o.TimestampFormat = "HH:mm:ss ";
+        });
+        logging.SetMinimumLevel(LogLevel.Information);
+        logging.AddFilter("Microsoft", LogLevel.Warning);
+        logging.AddFilter("Yarp", LogLevel.Warning);
+        logging.AddFilter("System.Net.Http", LogLevel.Warning);
+    }
+
+    private static Task Health(HttpContext context)
+    {
+        context.Response.ContentType = "text/plain";
+        return context.Response.WriteAsync("ok");
+    }
+
+    private static Task Ready(HttpContext context, ActivePolicy policy)
+    {
+        context.Response.ContentType = "application/json";
+        var snapshot = policy.Current;
+        return context.Response.WriteAsync($"{{\"status\":\"ready\",\"policy_version\":{snapshot.Version},\"policy_hash\":\"{snapshot.Hash}\"}}");
+    }
+
+    private static Uri BoundUri(WebApplication app)
+    {
+        var addresses = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses;
+        return new Uri(addresses.First());
+    }
+
+    /// <summary>Stops gracefully; no ledger record is lost.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
+        await _dataPlane.StopAsync();
+        await _admin.StopAsync();
+        await _dataPlane.DisposeAsync();
+        await _admin.DisposeAsync();
+        await Ledger.DisposeAsync();
+        await Store.DisposeAsync();
+        _upstreamClient.Dispose();
+    }
+}

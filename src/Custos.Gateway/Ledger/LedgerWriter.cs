@@ -1,0 +1,129 @@
+using System.Threading.Channels;
+using Custos.Ledger;
+using Microsoft.Extensions.Logging;
+
+namespace Custos.Gateway.Ledger;
+
+/// <summary>
+/// The recording stage: a bounded queue in front of the store, drained by one task that seals records
+/// into this node's hash chain and appends them in batches, one transaction per batch. Request threads
+/// only enqueue. When the queue is full, enqueuing waits (back-pressure) rather than dropping a record;
+/// <see cref="DisposeAsync"/> drains everything before returning.
+/// </summary>
+public sealed partial class LedgerWriter : IAsyncDisposable
+{
+    /// <summary>Records per transaction at most.</summary>
+    public const int MaxBatch = 512;
+
+    private readonly Channel<LedgerRecord> _queue;
+    private readonly ILedgerStore _store;
+    private readonly HashChain _chain;
+    private readonly ILogger _logger;
+    private readonly Task _drain;
+    private readonly List<ChainedRecord> _batch = new(MaxBatch);
+    private long _enqueued;
+    private long _persisted;
+    private TaskCompletionSource _progress = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    private LedgerWriter(ILedgerStore store, HashChain chain, int capacity, ILogger logger)
+    {
+        _store = store;
+        _chain = chain;
+        _logger = logger;
+        _queue = Channel.CreateBounded<LedgerRecord>(new BoundedChannelOptions(capacity)
+        {
+            SingleReader = true,
+            FullMode = BoundedChannelFullMode.Wait,
+        });
+        _drain = Task.Run(DrainAsync);
+    }
+
+    /// <summary>Continues this node's chain in <paramref name="store"/> and starts draining.</summary>
+    public static async Task<LedgerWriter> StartAsync(ILedgerStore store, string chainId, ILogger logger, int capacity = 65536,
+        CancellationToken cancellationToken = default)
+    {
+        var (seq, hash) = await store.GetChainHeadAsync(chainId, cancellationToken);
+        return new LedgerWriter(store, new HashChain(chainId, seq, hash), capacity, logger);
+    }
+
+    /// <summary>Records appended to the store so far.</summary>
+    public long Persisted => Interlocked.Read(ref _persisted);
+
+    /// <summary>Records waiting in the queue.</summary>
+    public int Pending => _queue.Reader.Count;
+
+    /// <summary>Queues <paramref name="record"/>; completes at once unless the queue is full.</summary>
+    public ValueTask EnqueueAsync(LedgerRecord record)
+    {
+        Interlocked.Increment(ref _enqueued);
+        return _queue.Writer.TryWrite(record) ? ValueTask.CompletedTask : _queue.Writer.WriteAsync(record);
+    }
+
+    /// <summary>Waits until every record queued before this call is in the store.</summary>
+    public async Task FlushAsync(CancellationToken cancellationToken = default)
+    {
+        var target = Interlocked.Read(ref _enqueued);
+        while (Interlocked.Read(ref _persisted) < target)
+        {
+            if (_drain.IsCompleted)
+            {
+                await _drain; // surfaces a fault
+                return;
+            }
+
+            await Volatile.Read(ref _progress).Task.WaitAsync(cancellationToken);
+        }
+    }
+
+    private async Task DrainAsync()
+    {
+        var reader = _queue.Reader;
+        while (await reader.WaitToReadAsync())
+        {
+            while (_batch.Count < MaxBatch && reader.TryRead(out var record))
+            {
+                _batch.Add(_chain.Append(record));
+            }
+
+            await AppendWithRetryAsync();
+            Interlocked.Add(ref _persisted, _batch.Count);
+            _batch.Clear();
+            Interlocked.Exchange(ref _progress, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
+        }
+    }
+
+    private async Task AppendWithRetryAsync()
+    {
+        // A failed append keeps its batch, already chained, and retries it: nothing is dropped or reordered.
+        for (var attempt = 1; ; attempt++)
+        {
+            try
+            {
+                await _store.AppendAsync(_batch);
+                return;
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException)
+            {
+                Log.AppendFailed(_logger, _batch.Count, attempt, ex);
+                await Task.Delay(TimeSpan.FromMilliseconds(Math.Min(5000, 50 * attempt * attempt)));
+            }
+        }
+    }
+
+    /// <summary>Stops accepting records and waits until all queued ones are stored.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        _queue.Writer.TryComplete();
+        await _drain;
+        Log.Drained(_logger, Persisted, _chain.ChainId, _chain.LastSeq);
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(EventId = 100, Level = LogLevel.Error, Message = "Appending {Count} ledger records failed (attempt {Attempt}); retrying.")]
+        public static partial void AppendFailed(ILogger logger, int count, int attempt, Exception exception);
+
+        [LoggerMessage(EventId = 101, Level = LogLevel.Information, Message = "Ledger drained: {Persisted} records stored this run; chain {ChainId} at seq {Seq}.")]
+        public static partial void Drained(ILogger logger, long persisted, string chainId, long seq);
+    }
+}

@@ -1,0 +1,477 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using System.Security.Cryptography;
+using System.Text.Json;
+using Custos.Errors;
+using Custos.Gateway.Ledger;
+using Custos.Gateway.Policy;
+using Custos.Identity;
+using Custos.Ledger;
+using Custos.Metering;
+using Custos.Policy;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Primitives;
+using Microsoft.Net.Http.Headers;
+using Yarp.ReverseProxy.Forwarder;
+
+namespace Custos.Gateway.Pipeline;
+
+/// <summary>
+/// The data plane: Authenticate → Parse → Admit → Forward → Meter → Record, for every model request.
+/// Each request reads the policy snapshot once, and yields exactly one ledger record, whatever happens.
+/// </summary>
+internal sealed partial class DataPlane(
+    ActivePolicy policy,
+    LedgerWriter ledger,
+    IHttpForwarder forwarder,
+    HttpMessageInvoker upstreamClient,
+    TimeProvider time,
+    string nodeId,
+    ILogger<DataPlane> logger)
+{
+    private static readonly ConditionalWeakTable<ProviderEntry, Uri[]> UpstreamUris = new();
+
+    public async Task InvokeAsync(HttpContext context)
+    {
+        var started = Stopwatch.GetTimestamp();
+        var snapshot = policy.Current;
+        var request = context.Request;
+        var now = time.GetUtcNow();
+        var record = new RequestRecord
+        {
+            RequestId = RequestId.New(now),
+            NodeId = nodeId,
+            Method = request.Method,
+            Endpoint = request.Path.Value ?? "/",
+            Timestamp = now,
+            PolicyVersion = snapshot.Version,
+            PolicyHash = snapshot.Hash,
+            ClientAddress = context.Connection.RemoteIpAddress?.ToString(),
+            AgentRun = HeaderOrNull(request.Headers, Headers.AgentRun),
+            OnBehalfOf = HeaderOrNull(request.Headers, Headers.OnBehalfOf),
+        };
+        context.Response.Headers[Headers.RequestId] = record.RequestId;
+
+        UpstreamCall? call = null;
+        try
+        {
+            call = await HandleAsync(context, snapshot, record);
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or IOException or BadHttpRequestException && context.RequestAborted.IsCancellationRequested)
+        {
+            record.Fail(Reasons.ClientCancelled, Outcome.Cancelled);
+            record.Status = Reasons.ClientCancelled.Status;
+        }
+        catch (BadHttpRequestException ex)
+        {
+            // Kestrel's own refusals while reading the body (size limit, malformed chunking).
+            var reason = ex.StatusCode == StatusCodes.Status413PayloadTooLarge ? Reasons.BodyTooLarge : Reasons.InvalidJson;
+            await DenyAsync(context, record, reason);
+        }
+        catch (Exception ex)
+        {
+            Log.Unexpected(logger, record.RequestId, ex);
+            record.Fail(Reasons.Internal, record.Outcome == Outcome.Completed ? Outcome.UpstreamError : record.Outcome);
+            record.Status = Reasons.Internal.Status;
+            await ErrorResponses.WriteAsync(context, Reasons.Internal, record.RequestId, IsAnthropic(record));
+        }
+        finally
+        {
+            var elapsed = Stopwatch.GetElapsedTime(started).TotalMilliseconds;
+            record.GatewayMs = elapsed - (record.UpstreamMs ?? 0);
+            if (record.Status == 0)
+            {
+                record.Status = context.Response.StatusCode;
+            }
+
+            call?.Meter.Dispose();
+            await ledger.EnqueueAsync(record);
+        }
+    }
+
+    private async Task<UpstreamCall?> HandleAsync(HttpContext context, PolicySnapshot snapshot, RequestRecord record)
+    {
+        var request = context.Request;
+        var endpoint = ApiEndpoints.Resolve(record.Endpoint);
+        if (endpoint == ApiEndpoint.Unknown)
+        {
+            await DenyAsync(context, record, Reasons.UnknownEndpoint);
+            return null;
+        }
+
+        var allowed = ApiEndpoints.MethodOf(endpoint);
+        if (!string.Equals(request.Method, allowed, StringComparison.Ordinal))
+        {
+            context.Response.Headers.Allow = allowed;
+            await DenyAsync(context, record, Reasons.MethodNotAllowed);
+            return null;
+        }
+
+        // Authenticate.
+        var credential = Authenticate(request.Headers, snapshot, record, out var authFailure);
+        if (credential is null)
+        {
+            await DenyAsync(context, record, authFailure!);
+            return null;
+        }
+
+        var consumer = credential.Consumer;
+        var tenant = consumer.Service.Tenant;
+        if (endpoint == ApiEndpoint.Models)
+        {
+            await WriteModelsAsync(context, consumer);
+            record.Status = StatusCodes.Status200OK;
+            return null;
+        }
+
+        // Parse.
+        if (!IsJson(request.ContentType))
+        {
+            await DenyAsync(context, record, Reasons.ContentType);
+            return null;
+        }
+
+        var maxBody = snapshot.Gateway.MaxRequestBodyBytes;
+        if (request.ContentLength > maxBody)
+        {
+            record.RequestBytes = request.ContentLength.Value;
+            await DenyAsync(context, record, Reasons.BodyTooLarge, $"The request body is {request.ContentLength} bytes; this gateway accepts at most {maxBody}.");
+            return null;
+        }
+
+        using var body = new PooledBufferWriter((int)Math.Min(request.ContentLength ?? 16 * 1024, maxBody) + 1);
+        if (!await ReadBodyAsync(request.Body, body, maxBody, context.RequestAborted))
+        {
+            record.RequestBytes = body.WrittenCount;
+            await DenyAsync(context, record, Reasons.BodyTooLarge, $"The request body is larger than the {maxBody} bytes this gateway accepts.");
+            return null;
+        }
+
+        record.RequestBytes = body.WrittenCount;
+        var parseError = ChatRequest.TryParse(body.WrittenSpan, out var parsed);
+        record.Stream = parsed.Stream;
+        record.Model = parsed.Model;
+        if (parseError == ParseError.InvalidJson)
+        {
+            await DenyAsync(context, record, Reasons.InvalidJson);
+            return null;
+        }
+
+        if (parseError == ParseError.InvalidField)
+        {
+            await DenyAsync(context, record, Reasons.InvalidField, $"The field '{parsed.ErrorField}' has the wrong type or value.", parsed.ErrorField);
+            return null;
+        }
+
+        record.PromptSha256 = HashPrompt(body.WrittenSpan, parsed.PromptRanges);
+
+        // Admit.
+        if (string.IsNullOrEmpty(parsed.Model))
+        {
+            await DenyAsync(context, record, Reasons.ModelMissing, param: "model");
+            return null;
+        }
+
+        if (!tenant.Models.TryGetValue(parsed.Model, out var route))
+        {
+            await DenyAsync(context, record, Reasons.ModelNotFound, $"The model '{parsed.Model}' does not exist or you do not have access to it.", "model");
+            return null;
+        }
+
+        record.ModelServed = route.UpstreamModel;
+        record.Provider = route.Provider.Id;
+        if (!consumer.IsEntitledTo(route))
+        {
+            await DenyAsync(context, record, Reasons.ModelNotEntitled,
+                $"Consumer '{consumer.Id}' is not entitled to the model '{parsed.Model}'; ask the policy owner of service '{consumer.Service.Id}' for access.", "model");
+            return null;
+        }
+
+        if (!Serves(route, endpoint))
+        {
+            await DenyAsync(context, record, Reasons.ModelWrongEndpoint,
+                $"The model '{parsed.Model}' is a {PolicyNames.Of(route.Kind)} model served by a {PolicyNames.Of(route.Provider.Kind)} provider; it does not serve {record.Endpoint}.", "model");
+            return null;
+        }
+
+        if (route.Provider.IsMissingKey)
+        {
+            Log.UpstreamKeyMissing(logger, tenant.Id, route.Provider.Id);
+            record.Fail(Reasons.UpstreamNotConfigured, Outcome.UpstreamError);
+            record.Status = Reasons.UpstreamNotConfigured.Status;
+            await ErrorResponses.WriteAsync(context, Reasons.UpstreamNotConfigured, record.RequestId, IsAnthropic(record));
+            return null;
+        }
+
+        // Forward, metering the response on its way back.
+        var forceUsage = parsed.Stream && route.Provider.Kind == ProviderKind.OpenAI && endpoint != ApiEndpoint.Embeddings;
+        using var rewritten = new PooledBufferWriter(body.WrittenCount + 64);
+        var upstreamBody = parsed.TryRewrite(body.WrittenSpan, route.UpstreamModel, forceUsage, rewritten) ? rewritten : body;
+        request.Body = new MemoryStream(upstreamBody.Buffer, 0, upstreamBody.WrittenCount, writable: false);
+        request.ContentLength = upstreamBody.WrittenCount;
+        request.Headers.Remove(HeaderNames.TransferEncoding);
+
+        var meter = new ResponseMeter(route.Provider.Kind, parsed.Stream, hideInjectedUsage: forceUsage && parsed.IncludeUsage != true);
+        var call = new UpstreamCall(record, route, endpoint, UpstreamUri(route.Provider, endpoint), meter, endpoint == ApiEndpoint.Messages);
+        var config = UpstreamCall.DefaultConfig with { ActivityTimeout = snapshot.Gateway.UpstreamTimeout };
+        var error = await forwarder.SendAsync(context, route.Provider.BaseUrl.AbsoluteUri, upstreamClient, config, call);
+        if (call.Body is { } meteringBody)
+        {
+            try
+            {
+                await meteringBody.CompleteAsync(context.RequestAborted);
+            }
+            catch (Exception ex) when (ex is OperationCanceledException or IOException)
+            {
+                // Client gone while the last bytes were written: classified below.
+            }
+        }
+
+        if (call.StartedAt != 0)
+        {
+            record.UpstreamMs = Stopwatch.GetElapsedTime(call.StartedAt).TotalMilliseconds;
+        }
+
+        var (reason, outcome) = call.Classify(error, context.RequestAborted.IsCancellationRequested);
+        if (reason is not null)
+        {
+            record.Fail(reason, outcome);
+            if (!context.Response.HasStarted)
+            {
+                record.Status = reason.Status;
+                await ErrorResponses.WriteAsync(context, reason, record.RequestId, endpoint == ApiEndpoint.Messages);
+            }
+            else
+            {
+                record.Status = context.Response.StatusCode;
+            }
+
+            if (outcome == Outcome.UpstreamError && error != ForwarderError.None)
+            {
+                Log.UpstreamFailed(logger, record.RequestId, route.Provider.Id, error, context.Features.Get<IForwarderErrorFeature>()?.Exception);
+            }
+        }
+        else
+        {
+            record.Outcome = outcome;
+        }
+
+        Settle(record, route, meter, body.WrittenSpan, parsed);
+        return call;
+    }
+
+    /// <summary>Records tokens and cost: the provider's usage, or the tokenizer's estimate when it reported none.</summary>
+    private static void Settle(RequestRecord record, ModelRoute route, ResponseMeter meter, ReadOnlySpan<byte> body, ChatRequest parsed)
+    {
+        record.ResponseBytes = meter.BytesOut;
+        var answered = record.Outcome is Outcome.Completed or Outcome.Interrupted || (record.Outcome == Outcome.Cancelled && meter.BytesOut > 0);
+        if (!answered)
+        {
+            return;
+        }
+
+        long input, output;
+        if (meter.InputTokens is { } reportedInput && meter.OutputTokens is { } reportedOutput)
+        {
+            (input, output) = (reportedInput, reportedOutput);
+        }
+        else
+        {
+            input = meter.InputTokens ?? TokenCounter.CountPrompt(body, parsed.PromptRanges);
+            output = meter.OutputTokens ?? meter.EstimateOutputTokens();
+            record.TokensEstimated = true;
+        }
+
+        record.InputTokens = input;
+        record.OutputTokens = output;
+        record.Cost = route.Cost(input, output);
+        record.Currency = route.Currency;
+    }
+
+    private static CredentialEntry? Authenticate(IHeaderDictionary headers, PolicySnapshot snapshot, RequestRecord record, out ReasonCode? failure)
+    {
+        failure = null;
+        ReadOnlySpan<char> presented;
+        var authorization = headers.Authorization;
+        if (!StringValues.IsNullOrEmpty(authorization))
+        {
+            var value = authorization.ToString().AsSpan().Trim();
+            presented = value.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase) ? value[7..].Trim() : value;
+        }
+        else if (headers.TryGetValue("x-api-key", out var apiKey) && !StringValues.IsNullOrEmpty(apiKey))
+        {
+            presented = apiKey.ToString().AsSpan().Trim();
+        }
+        else
+        {
+            failure = Reasons.CredentialMissing;
+            return null;
+        }
+
+        switch (ApiKey.Validate(presented, out var kind))
+        {
+            case ApiKeyFormatError.NotAKey:
+                failure = Reasons.CredentialMalformed;
+                return null;
+            case ApiKeyFormatError.BadChecksum:
+                failure = Reasons.CredentialChecksum;
+                return null;
+        }
+
+        if (kind != ApiKeyKind.Consumer)
+        {
+            failure = Reasons.CredentialWrongKind;
+            return null;
+        }
+
+        if (!snapshot.TryGetCredential(KeyHash.Of(presented), out var credential))
+        {
+            failure = Reasons.CredentialUnknown;
+            return null;
+        }
+
+        var consumer = credential.Consumer;
+        record.CredentialId = credential.Id;
+        record.Consumer = consumer.Id;
+        record.Category = consumer.CategoryName;
+        record.Service = consumer.Service.Id;
+        record.Tenant = consumer.Service.Tenant.Id;
+        failure = credential.Status switch
+        {
+            CredentialStatus.Revoked => Reasons.CredentialRevoked,
+            CredentialStatus.Suspended => Reasons.CredentialSuspended,
+            _ when credential.ExpiresAt is { } expires && expires <= record.Timestamp => Reasons.CredentialExpired,
+            _ => null,
+        };
+        return failure is null ? credential : null;
+    }
+
+    private Uri UpstreamUri(ProviderEntry provider, ApiEndpoint endpoint)
+    {
+        var uris = UpstreamUris.GetValue(provider, static p =>
+        [
+            null!,
+            UpstreamCall.UriFor(p, ApiEndpoint.ChatCompletions),
+            UpstreamCall.UriFor(p, ApiEndpoint.Completions),
+            UpstreamCall.UriFor(p, ApiEndpoint.Embeddings),
+            null!,
+            UpstreamCall.UriFor(p, ApiEndpoint.Messages),
+        ]);
+        return uris[(int)endpoint];
+    }
+
+    private static bool Serves(ModelRoute route, ApiEndpoint endpoint) => endpoint switch
+    {
+        ApiEndpoint.ChatCompletions or ApiEndpoint.Completions => route.Kind == ModelKind.Chat && route.Provider.Kind == ProviderKind.OpenAI,
+        ApiEndpoint.Embeddings => route.Kind == ModelKind.Embedding && route.Provider.Kind == ProviderKind.OpenAI,
+        ApiEndpoint.Messages => route.Kind == ModelKind.Chat && route.Provider.Kind == ProviderKind.Anthropic,
+        _ => false,
+    };
+
+    private static async Task<bool> ReadBodyAsync(Stream body, PooledBufferWriter buffer, long max, CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            var memory = buffer.GetMemory(8192);
+            var read = await body.ReadAsync(memory, cancellationToken);
+            if (read == 0)
+            {
+                return true;
+            }
+
+            buffer.Advance(read);
+            if (buffer.WrittenCount > max)
+            {
+                return false;
+            }
+        }
+    }
+
+    private static string? HashPrompt(ReadOnlySpan<byte> body, List<Range> ranges)
+    {
+        if (ranges.Count == 0)
+        {
+            return null;
+        }
+
+        Span<byte> hash = stackalloc byte[32];
+        if (ranges.Count == 1)
+        {
+            SHA256.HashData(body[ranges[0]], hash);
+        }
+        else
+        {
+            using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+            foreach (var range in ranges)
+            {
+                sha.AppendData(body[range]);
+            }
+
+            sha.GetHashAndReset(hash);
+        }
+
+        return Convert.ToHexStringLower(hash);
+    }
+
+    private static bool IsJson(string? contentType)
+        => contentType is not null
+           && (contentType.StartsWith("application/json", StringComparison.OrdinalIgnoreCase)
+               || (MediaTypeHeaderValue.TryParse(contentType, out var media) && media.MediaType.Equals("application/json", StringComparison.OrdinalIgnoreCase)));
+
+    private static bool IsAnthropic(RequestRecord record) => record.Endpoint == "/v1/messages";
+
+    private static string? HeaderOrNull(IHeaderDictionary headers, string name)
+    {
+        var value = headers[name];
+        return StringValues.IsNullOrEmpty(value) ? null : value.ToString();
+    }
+
+    private static Task DenyAsync(HttpContext context, RequestRecord record, ReasonCode reason, string? message = null, string? param = null)
+    {
+        record.Fail(reason, Outcome.Denied);
+        record.Status = reason.Status;
+        return ErrorResponses.WriteAsync(context, reason, record.RequestId, IsAnthropic(record), message, param);
+    }
+
+    private static async Task WriteModelsAsync(HttpContext context, ConsumerEntry consumer)
+    {
+        var response = context.Response;
+        response.StatusCode = StatusCodes.Status200OK;
+        response.ContentType = "application/json";
+        using var buffer = new PooledBufferWriter(1024);
+        using (var writer = new Utf8JsonWriter(buffer))
+        {
+            writer.WriteStartObject();
+            writer.WriteString("object", "list");
+            writer.WriteStartArray("data");
+            foreach (var model in consumer.EntitledModels)
+            {
+                writer.WriteStartObject();
+                writer.WriteString("id", model.Name);
+                writer.WriteString("object", "model");
+                writer.WriteNumber("created", 0);
+                writer.WriteString("owned_by", consumer.Service.Tenant.Id + "/" + model.Provider.Id);
+                writer.WriteEndObject();
+            }
+
+            writer.WriteEndArray();
+            writer.WriteEndObject();
+        }
+
+        response.ContentLength = buffer.WrittenCount;
+        await response.Body.WriteAsync(buffer.WrittenMemory, context.RequestAborted);
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(EventId = 1, Level = LogLevel.Error, Message = "Request {RequestId} failed inside the gateway.")]
+        public static partial void Unexpected(ILogger logger, string requestId, Exception exception);
+
+        [LoggerMessage(EventId = 2, Level = LogLevel.Warning, Message = "Request {RequestId} to provider {Provider} failed: {Error}.")]
+        public static partial void UpstreamFailed(ILogger logger, string requestId, string provider, ForwarderError error, Exception? exception);
+
+        [LoggerMessage(EventId = 3, Level = LogLevel.Error, Message = "Tenant {Tenant} provider {Provider} has no upstream key: its environment variable is not set.")]
+        public static partial void UpstreamKeyMissing(ILogger logger, string tenant, string provider);
+    }
+}

@@ -1,0 +1,62 @@
+using System.Text.Json;
+using Custos.Errors;
+using Microsoft.AspNetCore.Http;
+
+namespace Custos.Gateway.Pipeline;
+
+/// <summary>
+/// Writes gateway errors as OpenAI-style JSON, <c>{"error":{"message","type","code","param","request_id"}}</c>.
+/// On the Anthropic endpoint the same object also carries Anthropic's top-level <c>"type":"error"</c>, so both
+/// SDKs surface the message. Upstream bodies and secrets never reach this writer unredacted.
+/// </summary>
+internal static class ErrorResponses
+{
+    public static async Task WriteAsync(HttpContext context, ReasonCode reason, string requestId, bool anthropic,
+        string? message = null, string? param = null, int? status = null)
+    {
+        var response = context.Response;
+        if (response.HasStarted)
+        {
+            return;
+        }
+
+        response.StatusCode = status ?? reason.Status;
+        response.ContentType = "application/json";
+        using var buffer = new PooledBufferWriter(512);
+        using (var writer = new Utf8JsonWriter(buffer))
+        {
+            writer.WriteStartObject();
+            if (anthropic)
+            {
+                writer.WriteString("type", "error");
+            }
+
+            writer.WriteStartObject("error");
+            writer.WriteString("message", message ?? reason.Message);
+            writer.WriteString("type", reason.Type);
+            writer.WriteString("code", reason.Code);
+            if (param is null)
+            {
+                writer.WriteNull("param");
+            }
+            else
+            {
+                writer.WriteString("param", param);
+            }
+
+            writer.WriteString("request_id", requestId);
+            writer.WriteEndObject();
+            writer.WriteEndObject();
+        }
+
+        response.ContentLength = buffer.WrittenCount;
+        try
+        {
+            await response.Body.WriteAsync(buffer.WrittenMemory, context.RequestAborted);
+        }
+        catch (OperationCanceledException)
+        {
+            // The client is gone; the ledger still records what it was sent.
+        }
+    }
+}

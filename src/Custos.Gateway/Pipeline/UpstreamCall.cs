@@ -1,0 +1,231 @@
+using System.Diagnostics;
+using System.Net;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using Custos.Errors;
+using Custos.Ledger;
+using Custos.Metering;
+using Custos.Policy;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Net.Http.Headers;
+using Yarp.ReverseProxy.Forwarder;
+
+namespace Custos.Gateway.Pipeline;
+
+/// <summary>
+/// One forwarded request: the YARP transformer that shapes the upstream request (gateway-owned credential,
+/// rewritten body, no client secrets) and the client response (metering, upstream errors replaced by
+/// gateway errors with secrets removed). One instance per request holds that request's state.
+/// </summary>
+internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute route, ApiEndpoint endpoint, Uri upstreamUri,
+    ResponseMeter meter, bool anthropicErrors) : HttpTransformer
+{
+    private const int MaxErrorBody = 64 * 1024;
+
+    public RequestRecord Record { get; } = record;
+
+    public ResponseMeter Meter { get; } = meter;
+
+    public MeteringStream? Body { get; private set; }
+
+    /// <summary>When the upstream request started, as a <see cref="Stopwatch"/> timestamp.</summary>
+    public long StartedAt { get; private set; }
+
+    /// <summary>True when the upstream answered with an error status that the gateway replaced.</summary>
+    public bool UpstreamFailed { get; private set; }
+
+    public override async ValueTask TransformRequestAsync(HttpContext httpContext, HttpRequestMessage proxyRequest, string destinationPrefix,
+        CancellationToken cancellationToken)
+    {
+        await base.TransformRequestAsync(httpContext, proxyRequest, destinationPrefix, cancellationToken);
+        proxyRequest.RequestUri = upstreamUri;
+        var headers = proxyRequest.Headers;
+        // The client's credential and anything else of the client's that is not the provider's business.
+        headers.Remove(HeaderNames.Authorization);
+        headers.Remove("x-api-key");
+        headers.Remove(HeaderNames.Cookie);
+        headers.Remove(HeaderNames.AcceptEncoding); // identity, so usage can be read from the body
+        headers.Remove(Headers.AgentRun);
+        headers.TryAddWithoutValidation("X-Custos-Request-Id", Record.RequestId);
+
+        var key = route.Provider.ApiKey;
+        if (route.Provider.Kind == ProviderKind.Anthropic)
+        {
+            if (key is not null)
+            {
+                headers.TryAddWithoutValidation("x-api-key", key);
+            }
+
+            if (!headers.Contains("anthropic-version"))
+            {
+                headers.TryAddWithoutValidation("anthropic-version", "2023-06-01");
+            }
+        }
+        else if (key is not null)
+        {
+            headers.TryAddWithoutValidation(HeaderNames.Authorization, "Bearer " + key);
+        }
+
+        StartedAt = Stopwatch.GetTimestamp();
+    }
+
+    public override async ValueTask<bool> TransformResponseAsync(HttpContext httpContext, HttpResponseMessage? proxyResponse,
+        CancellationToken cancellationToken)
+    {
+        if (proxyResponse is null)
+        {
+            return await base.TransformResponseAsync(httpContext, proxyResponse, cancellationToken);
+        }
+
+        var status = (int)proxyResponse.StatusCode;
+        Record.UpstreamStatus = status;
+        if (status >= 400)
+        {
+            UpstreamFailed = true;
+            await ReplaceUpstreamErrorAsync(httpContext, proxyResponse, status, cancellationToken);
+            return false;
+        }
+
+        await base.TransformResponseAsync(httpContext, proxyResponse, cancellationToken);
+        if (Meter.RewritesOutput)
+        {
+            httpContext.Response.ContentLength = null;
+        }
+
+        Body = new MeteringStream(httpContext.Response.Body, Meter, Meter.RewritesOutput);
+        httpContext.Response.Body = Body;
+        return true;
+    }
+
+    private async Task ReplaceUpstreamErrorAsync(HttpContext context, HttpResponseMessage response, int status, CancellationToken cancellationToken)
+    {
+        var reason = status switch
+        {
+            401 or 403 => Reasons.UpstreamAuth,
+            429 => Reasons.UpstreamRateLimited,
+            >= 400 and < 500 => Reasons.UpstreamRejected,
+            _ => Reasons.UpstreamError,
+        };
+
+        string? message = null;
+        int? clientStatus = null;
+        if (reason == Reasons.UpstreamRejected)
+        {
+            // The provider's explanation helps the caller fix the request; pass its message, never its body.
+            var detail = await ReadErrorMessageAsync(response, cancellationToken);
+            message = detail is null ? null : $"{reason.Message} {Redact(detail, route.Provider.ApiKey)}";
+            clientStatus = status is 400 or 404 or 413 or 422 ? status : 400;
+        }
+        else if (reason == Reasons.UpstreamRateLimited && response.Headers.RetryAfter is { } retryAfter)
+        {
+            context.Response.Headers.RetryAfter = retryAfter.ToString();
+        }
+
+        Record.Fail(reason, Outcome.UpstreamError);
+        Record.Status = clientStatus ?? reason.Status;
+        context.Response.Headers.Remove(HeaderNames.ContentLength);
+        await ErrorResponses.WriteAsync(context, reason, Record.RequestId, anthropicErrors, message, status: clientStatus);
+    }
+
+    private static async Task<string?> ReadErrorMessageAsync(HttpResponseMessage response, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await using var stream = await response.Content.ReadAsStreamAsync(cancellationToken);
+            using var buffer = new PooledBufferWriter(4096);
+            int read;
+            while (buffer.WrittenCount < MaxErrorBody && (read = await stream.ReadAsync(buffer.GetMemory(4096), cancellationToken)) > 0)
+            {
+                buffer.Advance(read);
+            }
+
+            using var document = JsonDocument.Parse(buffer.WrittenMemory);
+            // OpenAI {"error":{"message"}} and Anthropic {"type":"error","error":{"message"}} alike.
+            if (document.RootElement.TryGetProperty("error", out var error))
+            {
+                if (error.ValueKind == JsonValueKind.Object && error.TryGetProperty("message", out var message) && message.ValueKind == JsonValueKind.String)
+                {
+                    return message.GetString();
+                }
+
+                if (error.ValueKind == JsonValueKind.String)
+                {
+                    return error.GetString();
+                }
+            }
+        }
+        catch (Exception ex) when (ex is JsonException or IOException or HttpRequestException)
+        {
+            // No usable message: the caller gets the generic one.
+        }
+
+        return null;
+    }
+
+    /// <summary>Removes anything that looks like a credential from a provider's message.</summary>
+    internal static string Redact(string text, string? providerKey)
+    {
+        if (!string.IsNullOrEmpty(providerKey))
+        {
+            text = text.Replace(providerKey, "[redacted]", StringComparison.Ordinal);
+        }
+
+        return SecretPattern().Replace(text, "[redacted]");
+    }
+
+    [GeneratedRegex(@"(?:\b(?:sk|rk|pk|csk|cak)[-_][A-Za-z0-9_\-\*\.]{3,}|\bBearer\s+\S+|\b[A-Za-z0-9_\-]{32,}\b)", RegexOptions.CultureInvariant, matchTimeoutMilliseconds: 100)]
+    private static partial Regex SecretPattern();
+
+    /// <summary>Maps the forwarder's outcome to the ledger's, once the call is over.</summary>
+    public (ReasonCode? Reason, Outcome Outcome) Classify(ForwarderError error, bool clientAborted)
+    {
+        if (UpstreamFailed)
+        {
+            return (null, Outcome.UpstreamError); // already recorded
+        }
+
+        switch (error)
+        {
+            case ForwarderError.None:
+                if (Record.Stream && !Meter.StreamCompleted)
+                {
+                    return (Reasons.UpstreamStreamInterrupted, Outcome.Interrupted);
+                }
+
+                return (null, Outcome.Completed);
+            case ForwarderError.RequestCanceled or ForwarderError.RequestBodyCanceled or ForwarderError.ResponseBodyCanceled
+                or ForwarderError.RequestBodyClient or ForwarderError.ResponseBodyClient:
+                return (Reasons.ClientCancelled, Outcome.Cancelled);
+            case ForwarderError.RequestTimedOut:
+                return (Reasons.UpstreamTimeout, Outcome.UpstreamError);
+            case ForwarderError.ResponseBodyDestination when clientAborted:
+                return (Reasons.ClientCancelled, Outcome.Cancelled);
+            case ForwarderError.ResponseBodyDestination:
+                return (Reasons.UpstreamStreamInterrupted, Outcome.Interrupted);
+            default:
+                return clientAborted ? (Reasons.ClientCancelled, Outcome.Cancelled) : (Reasons.UpstreamUnreachable, Outcome.UpstreamError);
+        }
+    }
+
+    /// <summary>Builds the upstream URI of <paramref name="endpoint"/> on <paramref name="provider"/>.</summary>
+    public static Uri UriFor(ProviderEntry provider, ApiEndpoint endpoint)
+        => new(provider.BaseUrl.AbsoluteUri.TrimEnd('/') + ApiEndpoints.UpstreamPath(endpoint));
+
+    /// <summary>Whether the endpoint in this call is the Anthropic one.</summary>
+    public ApiEndpoint Endpoint => endpoint;
+
+    /// <summary>The HTTP version policy for upstream requests.</summary>
+    public static readonly ForwarderRequestConfig DefaultConfig = new()
+    {
+        Version = HttpVersion.Version11,
+        VersionPolicy = HttpVersionPolicy.RequestVersionOrLower,
+    };
+}
+
+/// <summary>Header names of the Custos contract.</summary>
+internal static class Headers
+{
+    public const string RequestId = "x-request-id";
+    public const string AgentRun = "X-Custos-Agent-Run";
+    public const string OnBehalfOf = "X-On-Behalf-Of";
+}

@@ -1,0 +1,136 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text.Json;
+using Custos.Ledger;
+using Custos.Storage;
+
+namespace Custos.Cli.Commands;
+
+/// <summary><c>custos requests</c>: lists and filters the ledger's request entries, as a table or JSON lines.</summary>
+internal static class RequestsCommand
+{
+    public static Command Create(TextWriter output)
+    {
+        var data = CommonOptions.Data();
+        var config = CommonOptions.Config();
+        var tenant = new Option<string?>("--tenant") { Description = "Only this tenant." };
+        var service = new Option<string?>("--service") { Description = "Only this service." };
+        var consumer = new Option<string?>("--consumer") { Description = "Only this consumer." };
+        var decision = new Option<string?>("--decision") { Description = "Only this decision: allow, deny or throttle." };
+        var model = new Option<string?>("--model") { Description = "Only this requested model." };
+        var requestId = new Option<string?>("--request-id") { Description = "Only this request." };
+        var since = new Option<string?>("--since") { Description = "From this time: ISO 8601 (2026-11-28T10:00:00Z) or an age such as 15m, 2h, 7d." };
+        var until = new Option<string?>("--until") { Description = "Before this time, same forms as --since." };
+        var limit = new Option<int>("--limit") { Description = "At most this many, the newest.", DefaultValueFactory = _ => 100 };
+        var json = new Option<bool>("--json") { Description = "One JSON object per line, every ledger field (see docs/ledger.md)." };
+        var command = new Command("requests", "List request entries from the ledger.")
+        {
+            data, config, tenant, service, consumer, decision, model, requestId, since, until, limit, json,
+        };
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            var decisionValue = parse.GetValue(decision);
+            if (decisionValue is not null and not ("allow" or "deny" or "throttle"))
+            {
+                throw new CliException($"--decision must be allow, deny or throttle, not '{decisionValue}'");
+            }
+
+            var now = DateTimeOffset.UtcNow;
+            var query = new LedgerQuery
+            {
+                Tenant = parse.GetValue(tenant),
+                Service = parse.GetValue(service),
+                Consumer = parse.GetValue(consumer),
+                Decision = decisionValue,
+                Model = parse.GetValue(model),
+                RequestId = parse.GetValue(requestId),
+                From = ParseTime(parse.GetValue(since), now, "--since"),
+                To = ParseTime(parse.GetValue(until), now, "--until"),
+                Limit = Math.Max(1, parse.GetValue(limit)),
+            };
+            var directory = CommonOptions.ResolveDataDirectory(parse.GetValue(data), parse.GetValue(config));
+            await using var store = await OpenAsync(directory, cancellationToken);
+            return await PrintAsync(store, query, parse.GetValue(json), output, cancellationToken);
+        });
+        return command;
+    }
+
+    private static async Task<SqliteStore> OpenAsync(string directory, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await SqliteStore.OpenExistingAsync(directory, cancellationToken);
+        }
+        catch (FileNotFoundException ex)
+        {
+            throw new CliException(ex.Message);
+        }
+    }
+
+    private static async Task<int> PrintAsync(SqliteStore store, LedgerQuery query, bool json, TextWriter output, CancellationToken cancellationToken)
+    {
+        var count = 0;
+        if (!json)
+        {
+            output.WriteLine($"{"time (UTC)",-19}  {"request id",-30}  {"tenant",-8} {"consumer",-16} {"model",-22} {"decision",-8} {"status",6} {"in",7} {"out",7} {"cost",12}  reasons");
+        }
+
+        await foreach (var row in store.QueryAsync(query, cancellationToken))
+        {
+            count++;
+            if (json)
+            {
+                output.WriteLine(row.Json);
+                continue;
+            }
+
+            using var document = JsonDocument.Parse(row.Json);
+            var r = document.RootElement;
+            string S(string name) => r.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString()! : "-";
+            string N(string name) => r.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.Number ? v.GetRawText() : "-";
+            var time = S("timestamp");
+            var reasons = string.Join(",", r.GetProperty("reasons").EnumerateArray().Select(e => e.GetString()));
+            var estimated = r.TryGetProperty("tokens_estimated", out var e) && e.ValueKind == JsonValueKind.True ? "~" : "";
+            var cost = S("cost") is var c && c != "-" ? decimal.Parse(c, CultureInfo.InvariantCulture).ToString("0.000000", CultureInfo.InvariantCulture) : "-";
+            output.WriteLine($"{(time.Length >= 19 ? time[..19].Replace('T', ' ') : time),-19}  {S("request_id"),-30}  {Trim(S("tenant"), 8),-8} " +
+                $"{Trim(S("consumer"), 16),-16} {Trim(S("model"), 22),-22} {S("decision"),-8} {N("status"),6} {estimated + N("input_tokens"),7} " +
+                $"{estimated + N("output_tokens"),7} {cost,12}  {reasons}");
+        }
+
+        if (!json)
+        {
+            output.WriteLine(count == 0 ? "No request entries match." : $"{count} entr{(count == 1 ? "y" : "ies")} (newest last; ~ marks estimated tokens).");
+        }
+
+        return 0;
+    }
+
+    private static string Trim(string value, int width) => value.Length <= width ? value : value[..(width - 1)] + "…";
+
+    internal static DateTimeOffset? ParseTime(string? text, DateTimeOffset now, string option)
+    {
+        if (string.IsNullOrWhiteSpace(text))
+        {
+            return null;
+        }
+
+        if (text.Length >= 2 && char.IsDigit(text[0]) && "smhd".Contains(text[^1], StringComparison.Ordinal)
+            && int.TryParse(text.AsSpan(0, text.Length - 1), NumberStyles.None, CultureInfo.InvariantCulture, out var amount))
+        {
+            return now - (text[^1] switch
+            {
+                's' => TimeSpan.FromSeconds(amount),
+                'm' => TimeSpan.FromMinutes(amount),
+                'h' => TimeSpan.FromHours(amount),
+                _ => TimeSpan.FromDays(amount),
+            });
+        }
+
+        if (DateTimeOffset.TryParse(text, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal | DateTimeStyles.AdjustToUniversal, out var time))
+        {
+            return time;
+        }
+
+        throw new CliException($"{option} '{text}' is neither an ISO 8601 time nor an age such as 15m, 2h or 7d");
+    }
+}

@@ -1,0 +1,67 @@
+using System.CommandLine;
+using Custos.Gateway.Hosting;
+
+namespace Custos.Cli.Commands;
+
+/// <summary><c>custos serve --config custos.yaml</c>: the gateway against real providers.</summary>
+internal static class ServeCommand
+{
+    public static Command Create(TextWriter output)
+    {
+        var config = new Option<FileInfo>("--config", "-c") { Description = "The custos.yaml to serve.", Required = true };
+        var port = new Option<int?>("--port") { Description = "Data-plane port on 127.0.0.1 (overrides server.listen)." };
+        var adminPort = new Option<int?>("--admin-port") { Description = "Admin port on 127.0.0.1 (overrides server.admin_listen)." };
+        var data = CommonOptions.Data();
+        var nodeId = new Option<string?>("--node-id") { Description = "This node's id, which names its ledger chain." };
+        var command = new Command("serve", "Run the gateway with the policy and providers declared in a YAML file.")
+        {
+            config, port, adminPort, data, nodeId,
+        };
+        command.SetAction((parse, cancellationToken) => RunAsync(parse.GetValue(config)!, parse.GetValue(port), parse.GetValue(adminPort),
+            parse.GetValue(data), parse.GetValue(nodeId), output, cancellationToken));
+        return command;
+    }
+
+    private static async Task<int> RunAsync(FileInfo config, int? port, int? adminPort, string? data, string? nodeId, TextWriter output,
+        CancellationToken cancellationToken)
+    {
+        var result = CommonOptions.ReadConfig(config);
+        foreach (var diagnostic in result.Diagnostics)
+        {
+            output.WriteLine(diagnostic.Format(config.Name));
+        }
+
+        if (result.Document is not { } document)
+        {
+            throw new CliException($"{config.Name} is not valid; nothing was started (see custos config validate).");
+        }
+
+        var server = result.Server;
+        var defaults = new CustosGatewayOptions { Policy = document, DataDirectory = "." };
+        var options = new CustosGatewayOptions
+        {
+            Policy = document,
+            PolicySource = File.ReadAllText(config.FullName),
+            PolicyAuthor = "system:serve:" + Environment.UserName,
+            PolicyReason = "custos serve --config " + config.Name,
+            DataDirectory = data is not null ? Path.GetFullPath(data) : CommonOptions.ResolveRelative(config, server.Data ?? CommonOptions.DefaultDataDirectory),
+            DataPlaneUrl = port is { } p ? $"http://127.0.0.1:{p}" : server.Listen ?? defaults.DataPlaneUrl,
+            AdminUrl = adminPort is { } a ? $"http://127.0.0.1:{a}" : server.AdminListen ?? defaults.AdminUrl,
+            NodeId = nodeId ?? server.NodeId ?? defaults.NodeId,
+        };
+
+        var gateway = await CustosGateway.StartAsync(options, cancellationToken);
+        var snapshot = gateway.Policy.Current;
+        output.WriteLine($"Custos serving {config.Name}: data plane {gateway.DataPlaneUri}, admin {gateway.AdminUri}, store {gateway.Store.Path}, " +
+            $"node {gateway.NodeId}, policy version {snapshot.Version} (sha256 {snapshot.Hash}).");
+        foreach (var tenant in snapshot.Tenants)
+        {
+            foreach (var provider in tenant.CanonicalModels.Select(m => m.Provider).Distinct().Where(p => p.IsMissingKey))
+            {
+                output.WriteLine($"warning: tenant {tenant.Id} provider {provider.Id}: environment variable {provider.ApiKeyEnv} is not set; its models will answer 502 upstream.not_configured.");
+            }
+        }
+
+        return await GatewayRunner.RunUntilStoppedAsync(gateway, output, cancellationToken);
+    }
+}

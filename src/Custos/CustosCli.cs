@@ -1,0 +1,35 @@
+using System.CommandLine;
+using Custos.Cli.Commands;
+
+namespace Custos.Cli;
+
+/// <summary>The <c>custos</c> command line: one sub-command per verb of the contract.</summary>
+internal static class CustosCli
+{
+    public static async Task<int> RunAsync(string[] args, TextWriter output, TextWriter error)
+    {
+        var root = new RootCommand("Custos: an accountable AI API gateway. It enforces policy at the gateway and proves afterwards who called which model, under which policy version, and what it cost.")
+        {
+            ServeCommand.Create(output),
+            RequestsCommand.Create(output),
+            ConfigCommand.Create(output),
+            KeysCommand.Create(output),
+        };
+        var configuration = new InvocationConfiguration { Output = output, Error = error };
+        try
+        {
+            return await root.Parse(args).InvokeAsync(configuration);
+        }
+        catch (CliException ex)
+        {
+            await error.WriteLineAsync("error: " + ex.Message);
+            return ex.ExitCode;
+        }
+    }
+}
+
+/// <summary>A failure to report to the user as one clear line, without a stack trace.</summary>
+internal sealed class CliException(string message, int exitCode = 1) : Exception(message)
+{
+    public int ExitCode { get; } = exitCode;
+}

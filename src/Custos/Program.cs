@@ -1,0 +1,3 @@
+using Custos.Cli;
+
+return await CustosCli.RunAsync(args, Console.Out, Console.Error);

@@ -1,0 +1,118 @@
+using System.Buffers;
+using System.Text;
+using System.Text.Json.Nodes;
+using Custos.Metering;
+
+namespace Custos.Core.Tests;
+
+public sealed class ChatRequestTests
+{
+    private static (ParseError, ChatRequest) Parse(string json) => (ChatRequest.TryParse(Encoding.UTF8.GetBytes(json), out var r), r);
+
+    [Fact]
+    public void TryParse_ChatRequest_ReadsModelStreamCeilingsAndPrompt()
+    {
+        var (error, request) = Parse("""{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"stream":true,"max_completion_tokens":50,"n":2,"stream_options":{"include_usage":false}}""");
+
+        Assert.Equal(ParseError.None, error);
+        Assert.Equal("gpt-4o", request.Model);
+        Assert.True(request.Stream);
+        Assert.Equal(50, request.MaxOutputTokens);
+        Assert.Equal(2, request.N);
+        Assert.False(request.IncludeUsage);
+        Assert.Single(request.PromptRanges);
+    }
+
+    [Theory]
+    [InlineData("")]
+    [InlineData("not json")]
+    [InlineData("[1,2]")]
+    [InlineData("{\"model\":\"x\"")]
+    [InlineData("{\"model\":\"x\"} trailing")]
+    [InlineData("{\"model\":\"x\",}")]
+    public void TryParse_Malformed_IsInvalidJson(string body) => Assert.Equal(ParseError.InvalidJson, Parse(body).Item1);
+
+    [Theory]
+    [InlineData("""{"model":42}""", "model")]
+    [InlineData("""{"model":"m","stream":"yes"}""", "stream")]
+    [InlineData("""{"model":"m","max_tokens":-1}""", "max_tokens")]
+    [InlineData("""{"model":"m","n":0}""", "n")]
+    [InlineData("""{"model":"m","stream_options":{"include_usage":"true"}}""", "stream_options.include_usage")]
+    public void TryParse_WrongFieldType_NamesTheField(string body, string field)
+    {
+        var (error, request) = Parse(body);
+
+        Assert.Equal(ParseError.InvalidField, error);
+        Assert.Equal(field, request.ErrorField);
+    }
+
+    [Theory]
+    [InlineData("""{"model":"fast","stream":true,"messages":[]}""", true)]
+    [InlineData("""{"stream":true,"stream_options":{},"model":"fast"}""", true)]
+    [InlineData("""{"stream":true,"stream_options":{"include_usage":false},"model":"fast"}""", true)]
+    [InlineData("""{"stream":true,"stream_options":{"other":1},"model":"fast"}""", true)]
+    [InlineData("""{"model":"fast","stream":false}""", false)]
+    public void TryRewrite_ReplacesModelAndForcesUsage_KeepingEverythingElse(string body, bool force)
+    {
+        var bytes = Encoding.UTF8.GetBytes(body);
+        ChatRequest.TryParse(bytes, out var request);
+        var output = new ArrayBufferWriter<byte>();
+
+        Assert.True(request.TryRewrite(bytes, "gpt-4o-mini-2024", force, output));
+
+        var original = JsonNode.Parse(body)!.AsObject();
+        var rewritten = JsonNode.Parse(output.WrittenSpan)!.AsObject();
+        Assert.Equal("gpt-4o-mini-2024", (string?)rewritten["model"]);
+        if (force)
+        {
+            Assert.True((bool)rewritten["stream_options"]!["include_usage"]!);
+            if (original["stream_options"]?["other"] is not null)
+            {
+                Assert.Equal(1, (int)rewritten["stream_options"]!["other"]!);
+            }
+        }
+
+        foreach (var (name, value) in original)
+        {
+            if (name is not "model" and not "stream_options")
+            {
+                Assert.True(JsonNode.DeepEquals(value, rewritten[name]), name);
+            }
+        }
+    }
+
+    [Fact]
+    public void TryRewrite_NothingToChange_WritesNothing()
+    {
+        var bytes = Encoding.UTF8.GetBytes("""{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true}}""");
+        ChatRequest.TryParse(bytes, out var request);
+        var output = new ArrayBufferWriter<byte>();
+
+        Assert.False(request.TryRewrite(bytes, "gpt-4o", forceUsage: true, output));
+        Assert.Equal(0, output.WrittenCount);
+    }
+
+    [Fact]
+    public void TryRewrite_ModelWithCharactersToEscape_IsValidJson()
+    {
+        var bytes = Encoding.UTF8.GetBytes("""{"model":"a"}""");
+        ChatRequest.TryParse(bytes, out var request);
+        var output = new ArrayBufferWriter<byte>();
+
+        request.TryRewrite(bytes, "we\"ird\\model", false, output);
+
+        Assert.Equal("we\"ird\\model", (string?)JsonNode.Parse(output.WrittenSpan)!["model"]);
+    }
+
+    [Fact]
+    public void CountPrompt_CountsMessagesWithOverhead()
+    {
+        var bytes = Encoding.UTF8.GetBytes("""{"model":"m","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello to the world."}]}""");
+        ChatRequest.TryParse(bytes, out var request);
+
+        var tokens = TokenCounter.CountPrompt(bytes, request.PromptRanges);
+
+        var text = TokenCounter.Count("system\nYou are terse.\nuser\nSay hello to the world.\n");
+        Assert.Equal(text + (2 * 3) + 3, tokens);
+    }
+}

@@ -1,0 +1,131 @@
+using System.Text;
+using Custos.Errors;
+using Custos.Ledger;
+
+namespace Custos.Core.Tests;
+
+/// <summary>
+/// Freezes the persisted ledger format. If one of these fails, you changed a contract: records already in
+/// ledgers would no longer verify. Append fields at the end, bump LedgerFormat.Version, and add a migration note.
+/// </summary>
+public sealed class LedgerCanonicalFormTests
+{
+    internal static RequestRecord SampleRequest()
+    {
+        var record = new RequestRecord
+        {
+            RequestId = "req_01JDQ0000000000000000000AB",
+            NodeId = "node-a",
+            Method = "POST",
+            Endpoint = "/v1/chat/completions",
+            Timestamp = new DateTimeOffset(2026, 11, 28, 14, 15, 30, 123, TimeSpan.Zero).AddTicks(4560),
+            Tenant = "acme",
+            Service = "support-assistant",
+            Consumer = "support-web",
+            Category = "external",
+            CredentialId = "cred-support-web",
+            Stream = true,
+            Model = "fast",
+            ModelServed = "gpt-4o-mini",
+            Provider = "openai",
+            PolicyVersion = 3,
+            PolicyHash = new string('a', 64),
+            InputTokens = 9,
+            OutputTokens = 4,
+            Cost = 0.0000037500m,
+            Currency = "USD",
+            UpstreamStatus = 200,
+            Status = 200,
+            GatewayMs = 0.41234,
+            UpstreamMs = 12.5,
+            ClientAddress = "127.0.0.1",
+            AgentRun = "run-7",
+            OnBehalfOf = "user:alice",
+            PromptSha256 = new string('b', 64),
+            RequestBytes = 120,
+            ResponseBytes = 900,
+        };
+        return record;
+    }
+
+    [Fact]
+    public void RequestRecord_CanonicalForm_IsFrozen()
+    {
+        var chain = new HashChain("node-a", 0, HashChain.Genesis);
+
+        var sealedRecord = chain.Append(SampleRequest());
+
+        Assert.Equal(
+            """{"v":1,"kind":"request","request_id":"req_01JDQ0000000000000000000AB","timestamp":"2026-11-28T14:15:30.123456Z","node_id":"node-a","tenant":"acme","service":"support-assistant","consumer":"support-web","category":"external","credential_id":"cred-support-web","method":"POST","endpoint":"/v1/chat/completions","stream":true,"model":"fast","model_served":"gpt-4o-mini","provider":"openai","decision":"allow","reasons":[],"policy_version":3,"policy_hash":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","input_tokens":9,"output_tokens":4,"tokens_estimated":false,"cost":"0.000003750","currency":"USD","upstream_status":200,"status":200,"outcome":"completed","gateway_ms":0.412,"upstream_ms":12.5,"client_address":"127.0.0.1","agent_run":"run-7","on_behalf_of":"user:alice","prompt_sha256":"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb","request_bytes":120,"response_bytes":900}""",
+            Encoding.UTF8.GetString(sealedRecord.Canonical));
+        Assert.Equal(1, sealedRecord.Seq);
+        Assert.Equal(HashChain.Genesis, sealedRecord.PrevHash);
+        Assert.Equal(HashChain.Link(HashChain.Genesis, sealedRecord.Canonical), sealedRecord.Hash);
+    }
+
+    [Fact]
+    public void HashChain_LinkRule_IsFrozen()
+    {
+        // sha256("000…000\n{}") computed independently.
+        var expected = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(Encoding.ASCII.GetBytes(new string('0', 64) + "\n{}")));
+
+        Assert.Equal(expected, HashChain.Link(HashChain.Genesis, "{}"u8));
+    }
+
+    [Fact]
+    public void HashChain_AlteringAnyRecord_ChangesEveryLaterHash()
+    {
+        var chain = new HashChain("node-a", 0, HashChain.Genesis);
+        var first = chain.Append(SampleRequest());
+        var second = chain.Append(SampleRequest());
+        var tampered = SampleRequest();
+        tampered.OutputTokens = 3;
+        var other = new HashChain("node-a", 0, HashChain.Genesis);
+
+        var firstTampered = other.Append(tampered);
+        var secondAfter = other.Append(SampleRequest());
+
+        Assert.NotEqual(first.Hash, firstTampered.Hash);
+        Assert.NotEqual(second.Hash, secondAfter.Hash);
+        Assert.Equal(2, second.Seq);
+        Assert.Equal(first.Hash, second.PrevHash);
+    }
+
+    [Fact]
+    public void DeniedRecord_WritesDecisionReasonsAndNulls()
+    {
+        var record = new RequestRecord
+        {
+            RequestId = "req_x",
+            NodeId = "n",
+            Method = "GET",
+            Endpoint = "/v1/nope",
+            Timestamp = DateTimeOffset.UnixEpoch,
+        };
+        record.Fail(Reasons.UnknownEndpoint, Outcome.Denied);
+        record.Status = 404;
+
+        var json = Encoding.UTF8.GetString(new HashChain("n", 0, HashChain.Genesis).Append(record).Canonical);
+
+        Assert.Contains("\"decision\":\"deny\",\"reasons\":[\"invalid.endpoint\"]", json, StringComparison.Ordinal);
+        Assert.Contains("\"tenant\":null", json, StringComparison.Ordinal);
+        Assert.Contains("\"outcome\":\"denied\"", json, StringComparison.Ordinal);
+        Assert.Contains("\"cost\":null", json, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void ReasonCodes_AreUniqueAndDocumented()
+    {
+        var codes = Reasons.All.Select(r => r.Code).ToList();
+        Assert.Equal(codes.Count, codes.Distinct().Count());
+
+        var dir = new DirectoryInfo(AppContext.BaseDirectory);
+        while (!File.Exists(Path.Combine(dir!.FullName, "Custos.slnx")))
+        {
+            dir = dir.Parent;
+        }
+
+        var catalogue = File.ReadAllText(Path.Combine(dir.FullName, "docs", "decisions.md"));
+        Assert.All(codes, code => Assert.Contains($"`{code}`", catalogue, StringComparison.Ordinal));
+    }
+}

@@ -1,0 +1,132 @@
+using System.Buffers;
+using System.Text;
+using Custos.Metering;
+using Custos.Policy;
+
+namespace Custos.Core.Tests;
+
+/// <summary>Usage capture replayed over recorded provider wire traffic (Cassettes/).</summary>
+public sealed class ResponseMeterTests
+{
+    private static byte[] Cassette(string name) => File.ReadAllBytes(Path.Combine(AppContext.BaseDirectory, "Cassettes", name));
+
+    /// <summary>Feeds <paramref name="body"/> in chunks of <paramref name="chunkSize"/> bytes, as a network would.</summary>
+    private static (ResponseMeter Meter, byte[] Output) Run(ProviderKind provider, bool stream, bool hide, byte[] body, int chunkSize)
+    {
+        var meter = new ResponseMeter(provider, stream, hide);
+        var output = new ArrayBufferWriter<byte>();
+        for (var offset = 0; offset < body.Length; offset += chunkSize)
+        {
+            meter.Process(body.AsSpan(offset, Math.Min(chunkSize, body.Length - offset)), output);
+        }
+
+        meter.Complete(output);
+        return (meter, output.WrittenSpan.ToArray());
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(7)]
+    [InlineData(100)]
+    [InlineData(100_000)]
+    public void Process_OpenAIStreamWithInjectedUsage_ClientSeesExactlyTheStreamItAskedFor(int chunkSize)
+    {
+        var (meter, output) = Run(ProviderKind.OpenAI, stream: true, hide: true, Cassette("openai-chat-stream-include-usage.sse"), chunkSize);
+
+        Assert.Equal(Encoding.UTF8.GetString(Cassette("openai-chat-stream.sse")), Encoding.UTF8.GetString(output));
+        Assert.Equal(9, meter.InputTokens);
+        Assert.Equal(4, meter.OutputTokens);
+        Assert.True(meter.StreamCompleted);
+        Assert.Equal(output.Length, meter.BytesOut);
+    }
+
+    [Theory]
+    [InlineData(3)]
+    [InlineData(4096)]
+    public void Process_OpenAIStreamClientAskedForUsage_PassesThroughUnchanged(int chunkSize)
+    {
+        var body = Cassette("openai-chat-stream-include-usage.sse");
+
+        var (meter, output) = Run(ProviderKind.OpenAI, stream: true, hide: false, body, chunkSize);
+
+        Assert.Equal(body, output);
+        Assert.Equal(9, meter.InputTokens);
+        Assert.Equal(4, meter.OutputTokens);
+    }
+
+    [Fact]
+    public void Process_OpenAIStreamWithoutUsage_EstimatesFromTheText()
+    {
+        var (meter, _) = Run(ProviderKind.OpenAI, stream: true, hide: false, Cassette("openai-chat-stream.sse"), 50);
+
+        Assert.False(meter.HasUsage);
+        Assert.True(meter.StreamCompleted);
+        Assert.Equal(TokenCounter.Count("Hello there!"), meter.EstimateOutputTokens());
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(64)]
+    public void Process_AnthropicStream_ReadsInputFromStartAndOutputFromDelta(int chunkSize)
+    {
+        var body = Cassette("anthropic-messages-stream.sse");
+
+        var (meter, output) = Run(ProviderKind.Anthropic, stream: true, hide: false, body, chunkSize);
+
+        Assert.Equal(body, output);
+        Assert.Equal(25, meter.InputTokens);
+        Assert.Equal(15, meter.OutputTokens);
+        Assert.True(meter.StreamCompleted);
+    }
+
+    [Fact]
+    public void Process_StreamCutBeforeTerminalEvent_IsNotCompleted()
+    {
+        var body = Cassette("anthropic-messages-stream.sse");
+        var cut = body.AsSpan(0, Encoding.UTF8.GetString(body).IndexOf("event: message_delta", StringComparison.Ordinal)).ToArray();
+
+        var (meter, _) = Run(ProviderKind.Anthropic, stream: true, hide: false, cut, 10);
+
+        Assert.False(meter.StreamCompleted);
+        Assert.Equal(25, meter.InputTokens);
+    }
+
+    [Fact]
+    public void Complete_OpenAIJson_ReadsUsage()
+    {
+        var (meter, output) = Run(ProviderKind.OpenAI, stream: false, hide: false, Cassette("openai-chat.json"), 16);
+
+        Assert.Equal(Cassette("openai-chat.json"), output);
+        Assert.Equal(9, meter.InputTokens);
+        Assert.Equal(4, meter.OutputTokens);
+    }
+
+    [Fact]
+    public void Complete_AnthropicJson_CountsCacheTokensAsInput()
+    {
+        var (meter, _) = Run(ProviderKind.Anthropic, stream: false, hide: false, Cassette("anthropic-messages.json"), 1000);
+
+        Assert.Equal(12 + 3 + 5, meter.InputTokens);
+        Assert.Equal(6, meter.OutputTokens);
+    }
+
+    [Fact]
+    public void Complete_Embeddings_HasInputAndZeroOutput()
+    {
+        var (meter, _) = Run(ProviderKind.OpenAI, stream: false, hide: false, Cassette("openai-embeddings.json"), 1000);
+
+        Assert.Equal(8, meter.InputTokens);
+        Assert.Equal(0, meter.OutputTokens);
+    }
+
+    [Fact]
+    public void Complete_JsonWithoutUsage_EstimatesFromContent()
+    {
+        var body = Encoding.UTF8.GetBytes("""{"choices":[{"message":{"role":"assistant","content":"The quick brown fox jumps over the lazy dog."}}]}""");
+
+        var (meter, _) = Run(ProviderKind.OpenAI, stream: false, hide: false, body, 1000);
+
+        Assert.False(meter.HasUsage);
+        Assert.Equal(TokenCounter.Count("The quick brown fox jumps over the lazy dog."), meter.EstimateOutputTokens());
+    }
+}
