@@ -1,0 +1,81 @@
+using Microsoft.AspNetCore.Http;
+
+namespace Custos.Gateway.Demo;
+
+/// <summary>
+/// Test behaviours of the demo upstream, chosen by the requested model name so that concurrent tests
+/// never share state.
+/// </summary>
+internal enum MockMode
+{
+    /// <summary>Answer normally.</summary>
+    Normal,
+
+    /// <summary><c>mock-error-500</c>: a 500 whose message carries a fake upstream secret.</summary>
+    Error500,
+
+    /// <summary><c>mock-error-401</c>: invalid API key.</summary>
+    Error401,
+
+    /// <summary><c>mock-error-400</c>: <c>max_tokens is too large</c> (param <c>max_tokens</c>).</summary>
+    Error400,
+
+    /// <summary><c>mock-error-429</c>: rate limited, with <c>retry-after: 1</c>.</summary>
+    Error429,
+
+    /// <summary><c>mock-slow</c>: waits <see cref="MockModes.SlowDelay"/> before answering.</summary>
+    Slow,
+
+    /// <summary><c>mock-cut-stream</c>: sends part of the response, then aborts the connection.</summary>
+    CutStream,
+
+    /// <summary><c>mock-no-usage</c>: answers without any usage object.</summary>
+    NoUsage,
+}
+
+/// <summary>Maps model names to <see cref="MockMode"/> and holds the canned error texts.</summary>
+internal static class MockModes
+{
+    /// <summary>The fake provider secret the 500 error body contains; the gateway must never pass it on.</summary>
+    public const string LeakedSecret = "sk-upstream-SECRET-should-not-leak";
+
+    /// <summary>How long <c>mock-slow</c> waits.</summary>
+    public static readonly TimeSpan SlowDelay = TimeSpan.FromSeconds(10);
+
+    /// <summary>The behaviour the model name asks for.</summary>
+    public static MockMode FromModel(string model)
+    {
+        if (!model.StartsWith("mock-", StringComparison.OrdinalIgnoreCase))
+        {
+            return MockMode.Normal;
+        }
+
+        return Is(model, "mock-error-500") ? MockMode.Error500
+            : Is(model, "mock-error-401") ? MockMode.Error401
+            : Is(model, "mock-error-400") ? MockMode.Error400
+            : Is(model, "mock-error-429") ? MockMode.Error429
+            : Is(model, "mock-slow") ? MockMode.Slow
+            : Is(model, "mock-cut-stream") ? MockMode.CutStream
+            : Is(model, "mock-no-usage") ? MockMode.NoUsage
+            : MockMode.Normal;
+
+        static bool Is(string model, string prefix) => model.StartsWith(prefix, StringComparison.OrdinalIgnoreCase);
+    }
+
+    /// <summary>
+    /// How long <c>mock-cut-stream</c> lets the bytes already flushed reach the client before aborting:
+    /// an abort discards output the transport has not sent yet.
+    /// </summary>
+    public static readonly TimeSpan CutDelay = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>Aborts the connection after giving the flushed output <see cref="CutDelay"/> to leave.</summary>
+    public static async Task CutAsync(HttpContext context)
+    {
+        await Task.Delay(CutDelay, context.RequestAborted);
+        context.Abort();
+    }
+
+    /// <summary>Whether the mode answers with an error status.</summary>
+    public static bool IsError(MockMode mode) =>
+        mode is MockMode.Error500 or MockMode.Error401 or MockMode.Error400 or MockMode.Error429;
+}

@@ -1,0 +1,547 @@
+using System.Buffers.Binary;
+using System.Text.Json;
+using Microsoft.AspNetCore.Http;
+
+namespace Custos.Gateway.Demo;
+
+/// <summary>The OpenAI endpoints of the demo upstream, in OpenAI's exact wire format.</summary>
+internal static class OpenAiEndpoints
+{
+    /// <summary>The models <c>GET /v1/models</c> lists (every model name is answered, listed or not).</summary>
+    public static readonly string[] ListedModels =
+    [
+        "gpt-4o-mini",
+        "gpt-4o",
+        "gpt-4.1-mini",
+        "text-embedding-3-small",
+        "claude-sonnet-4-5",
+        "claude-haiku-4-5",
+    ];
+
+    private const string SystemFingerprint = "fp_custos_demo";
+    private const int DefaultDimensions = 8;
+    private const int MaxDimensions = 4096;
+    private const int MaxChoices = 128;
+
+    /// <summary><c>POST /v1/chat/completions</c>.</summary>
+    public static async Task ChatAsync(HttpContext context, JsonElement root, string model, MockMode mode)
+    {
+        if (!TryGetN(context, root, out var n, out var invalidN))
+        {
+            await invalidN;
+            return;
+        }
+
+        var prompt = new PromptText();
+        if (root.TryGetProperty("messages", out var messages) && messages.ValueKind == JsonValueKind.Array)
+        {
+            foreach (var message in messages.EnumerateArray())
+            {
+                if (message.ValueKind != JsonValueKind.Object)
+                {
+                    continue;
+                }
+
+                var isUser = message.TryGetProperty("role", out var role) && role.ValueKind == JsonValueKind.String && role.ValueEquals("user"u8);
+                var text = message.TryGetProperty("content", out var content) ? DemoText.ContentText(content) : string.Empty;
+                prompt.AddMessage(text, isUser);
+            }
+        }
+
+        var reply = DemoText.Reply(prompt.LastUserText);
+        var usage = mode == MockMode.NoUsage ? null : new Usage(prompt.CountTokens(), n * DemoText.Count(reply));
+        var id = Wire.NewId("chatcmpl-");
+        var created = Wire.Now();
+        Wire.SetRequestId(context, WireFlavor.OpenAi);
+
+        if (!IsStream(root))
+        {
+            await Wire.WriteJsonAsync(
+                context,
+                StatusCodes.Status200OK,
+                w =>
+                {
+                    w.WriteStartObject();
+                    WriteHeader(w, id, "chat.completion", created, model);
+                    w.WriteStartArray("choices");
+                    for (var i = 0; i < n; i++)
+                    {
+                        w.WriteStartObject();
+                        w.WriteNumber("index", i);
+                        w.WriteStartObject("message");
+                        w.WriteString("role", "assistant");
+                        w.WriteString("content", reply);
+                        w.WriteNull("refusal");
+                        w.WriteStartArray("annotations");
+                        w.WriteEndArray();
+                        w.WriteEndObject();
+                        w.WriteNull("logprobs");
+                        w.WriteString("finish_reason", "stop");
+                        w.WriteEndObject();
+                    }
+
+                    w.WriteEndArray();
+                    if (usage is not null)
+                    {
+                        WriteUsage(w, usage, chat: true);
+                    }
+
+                    w.WriteString("service_tier", "default");
+                    w.WriteString("system_fingerprint", SystemFingerprint);
+                    w.WriteEndObject();
+                },
+                cut: mode == MockMode.CutStream);
+            return;
+        }
+
+        var includeUsage = usage is not null && IncludeUsage(root);
+        using var sse = new SseWriter(context);
+        var chunks = DemoText.Chunks(reply);
+        for (var i = 0; i < n; i++)
+        {
+            var index = i;
+            await sse.SendAsync(null, w => WriteChatChunk(w, id, created, model, includeUsage, index, role: true, content: string.Empty, finish: null));
+            for (var c = 0; c < chunks.Count; c++)
+            {
+                if (mode == MockMode.CutStream && c == 2)
+                {
+                    await MockModes.CutAsync(context);
+                    return;
+                }
+
+                var chunk = chunks[c];
+                await sse.SendAsync(null, w => WriteChatChunk(w, id, created, model, includeUsage, index, role: false, content: chunk, finish: null));
+            }
+
+            await sse.SendAsync(null, w => WriteChatChunk(w, id, created, model, includeUsage, index, role: false, content: null, finish: "stop"));
+        }
+
+        if (includeUsage)
+        {
+            await sse.SendAsync(null, w => WriteUsageChunk(w, id, "chat.completion.chunk", created, model, usage!, chat: true));
+        }
+
+        await sse.SendDoneAsync();
+    }
+
+    /// <summary><c>POST /v1/completions</c> (legacy text completions).</summary>
+    public static async Task CompletionsAsync(HttpContext context, JsonElement root, string model, MockMode mode)
+    {
+        if (!TryGetN(context, root, out var n, out var invalidN))
+        {
+            await invalidN;
+            return;
+        }
+
+        // prompt: a string, an array of strings, a token array or an array of token arrays; one reply per prompt.
+        var replies = new List<string>();
+        var promptTokens = 0;
+        if (root.TryGetProperty("prompt", out var prompt))
+        {
+            foreach (var item in Inputs(prompt))
+            {
+                promptTokens += item.Tokens ?? DemoText.Count(item.Text);
+                replies.Add(DemoText.Reply(item.Text));
+            }
+        }
+
+        if (replies.Count == 0)
+        {
+            replies.Add(DemoText.Reply(null));
+        }
+
+        var completionTokens = 0;
+        foreach (var reply in replies)
+        {
+            completionTokens += n * DemoText.Count(reply);
+        }
+
+        var usage = mode == MockMode.NoUsage ? null : new Usage(promptTokens, completionTokens);
+        var id = Wire.NewId("cmpl-");
+        var created = Wire.Now();
+        Wire.SetRequestId(context, WireFlavor.OpenAi);
+
+        if (!IsStream(root))
+        {
+            await Wire.WriteJsonAsync(
+                context,
+                StatusCodes.Status200OK,
+                w =>
+                {
+                    w.WriteStartObject();
+                    WriteHeader(w, id, "text_completion", created, model);
+                    w.WriteStartArray("choices");
+                    for (var p = 0; p < replies.Count; p++)
+                    {
+                        for (var i = 0; i < n; i++)
+                        {
+                            WriteTextChoice(w, replies[p], (p * n) + i, "stop");
+                        }
+                    }
+
+                    w.WriteEndArray();
+                    if (usage is not null)
+                    {
+                        WriteUsage(w, usage, chat: false);
+                    }
+
+                    w.WriteString("system_fingerprint", SystemFingerprint);
+                    w.WriteEndObject();
+                },
+                cut: mode == MockMode.CutStream);
+            return;
+        }
+
+        var includeUsage = usage is not null && IncludeUsage(root);
+        using var sse = new SseWriter(context);
+        for (var p = 0; p < replies.Count; p++)
+        {
+            var chunks = DemoText.Chunks(replies[p]);
+            for (var i = 0; i < n; i++)
+            {
+                var index = (p * n) + i;
+                for (var c = 0; c < chunks.Count; c++)
+                {
+                    if (mode == MockMode.CutStream && c == 2)
+                    {
+                        await MockModes.CutAsync(context);
+                        return;
+                    }
+
+                    var chunk = chunks[c];
+                    await sse.SendAsync(null, w => WriteTextChunk(w, id, created, model, includeUsage, index, chunk, finish: null));
+                }
+
+                await sse.SendAsync(null, w => WriteTextChunk(w, id, created, model, includeUsage, index, string.Empty, finish: "stop"));
+            }
+        }
+
+        if (includeUsage)
+        {
+            await sse.SendAsync(null, w => WriteUsageChunk(w, id, "text_completion", created, model, usage!, chat: false));
+        }
+
+        await sse.SendDoneAsync();
+    }
+
+    /// <summary><c>POST /v1/embeddings</c>: deterministic unit vectors seeded by each input.</summary>
+    public static async Task EmbeddingsAsync(HttpContext context, JsonElement root, string model, MockMode mode)
+    {
+        if (!root.TryGetProperty("input", out var input) || input.ValueKind is not (JsonValueKind.String or JsonValueKind.Array))
+        {
+            await Wire.BadRequestAsync(context, WireFlavor.OpenAi, "'input' is a required property and must be a string or an array.", "input");
+            return;
+        }
+
+        var dimensions = DefaultDimensions;
+        if (root.TryGetProperty("dimensions", out var dims) && dims.ValueKind != JsonValueKind.Null)
+        {
+            if (!dims.TryGetInt32(out dimensions) || dimensions < 1 || dimensions > MaxDimensions)
+            {
+                await Wire.BadRequestAsync(context, WireFlavor.OpenAi, $"Invalid value for 'dimensions': must be an integer between 1 and {MaxDimensions}.", "dimensions");
+                return;
+            }
+        }
+
+        var base64 = false;
+        if (root.TryGetProperty("encoding_format", out var format) && format.ValueKind != JsonValueKind.Null)
+        {
+            if (format.ValueEquals("base64"u8))
+            {
+                base64 = true;
+            }
+            else if (!format.ValueEquals("float"u8))
+            {
+                await Wire.BadRequestAsync(context, WireFlavor.OpenAi, "Invalid value for 'encoding_format': expected 'float' or 'base64'.", "encoding_format");
+                return;
+            }
+        }
+
+        var items = Inputs(input).ToList();
+        var promptTokens = 0;
+        foreach (var item in items)
+        {
+            promptTokens += item.Tokens ?? DemoText.Count(item.Text);
+        }
+
+        Wire.SetRequestId(context, WireFlavor.OpenAi);
+        await Wire.WriteJsonAsync(
+            context,
+            StatusCodes.Status200OK,
+            w =>
+            {
+                var vector = new float[dimensions];
+                var bytes = base64 ? new byte[dimensions * sizeof(float)] : [];
+                w.WriteStartObject();
+                w.WriteString("object", "list");
+                w.WriteStartArray("data");
+                for (var i = 0; i < items.Count; i++)
+                {
+                    Embed(items[i].Text, vector);
+                    w.WriteStartObject();
+                    w.WriteString("object", "embedding");
+                    w.WriteNumber("index", i);
+                    if (base64)
+                    {
+                        for (var d = 0; d < vector.Length; d++)
+                        {
+                            BinaryPrimitives.WriteSingleLittleEndian(bytes.AsSpan(d * sizeof(float)), vector[d]);
+                        }
+
+                        w.WriteBase64String("embedding", bytes);
+                    }
+                    else
+                    {
+                        w.WriteStartArray("embedding");
+                        foreach (var value in vector)
+                        {
+                            w.WriteNumberValue(value);
+                        }
+
+                        w.WriteEndArray();
+                    }
+
+                    w.WriteEndObject();
+                }
+
+                w.WriteEndArray();
+                w.WriteString("model", model);
+                if (mode != MockMode.NoUsage)
+                {
+                    w.WriteStartObject("usage");
+                    w.WriteNumber("prompt_tokens", promptTokens);
+                    w.WriteNumber("total_tokens", promptTokens);
+                    w.WriteEndObject();
+                }
+
+                w.WriteEndObject();
+            },
+            cut: mode == MockMode.CutStream);
+    }
+
+    /// <summary><c>GET /v1/models</c>.</summary>
+    public static Task ModelsAsync(HttpContext context)
+    {
+        Wire.SetRequestId(context, WireFlavor.OpenAi);
+        return Wire.WriteJsonAsync(context, StatusCodes.Status200OK, w =>
+        {
+            w.WriteStartObject();
+            w.WriteString("object", "list");
+            w.WriteStartArray("data");
+            foreach (var id in ListedModels)
+            {
+                w.WriteStartObject();
+                w.WriteString("id", id);
+                w.WriteString("object", "model");
+                w.WriteNumber("created", 1_700_000_000);
+                w.WriteString("owned_by", "custos-demo");
+                w.WriteEndObject();
+            }
+
+            w.WriteEndArray();
+            w.WriteEndObject();
+        });
+    }
+
+    /// <summary>Fills <paramref name="vector"/> with a unit vector seeded by <paramref name="text"/> (FNV-1a, then SplitMix64).</summary>
+    internal static void Embed(string text, Span<float> vector)
+    {
+        var state = 14695981039346656037UL;
+        foreach (var c in text)
+        {
+            state = (state ^ c) * 1099511628211UL;
+        }
+
+        var norm = 0.0;
+        for (var d = 0; d < vector.Length; d++)
+        {
+            state += 0x9E3779B97F4A7C15UL;
+            var z = state;
+            z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
+            z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
+            z ^= z >> 31;
+            var value = ((z >> 40) / (double)(1UL << 24) * 2.0) - 1.0;
+            vector[d] = (float)value;
+            norm += value * value;
+        }
+
+        var scale = norm > 0 ? 1.0 / Math.Sqrt(norm) : 0.0;
+        for (var d = 0; d < vector.Length; d++)
+        {
+            vector[d] = (float)(vector[d] * scale);
+        }
+    }
+
+    private static bool IsStream(JsonElement root) =>
+        root.TryGetProperty("stream", out var stream) && stream.ValueKind == JsonValueKind.True;
+
+    private static bool IncludeUsage(JsonElement root) =>
+        root.TryGetProperty("stream_options", out var options)
+        && options.ValueKind == JsonValueKind.Object
+        && options.TryGetProperty("include_usage", out var include)
+        && include.ValueKind == JsonValueKind.True;
+
+    private static bool TryGetN(HttpContext context, JsonElement root, out int n, out Task error)
+    {
+        n = 1;
+        error = Task.CompletedTask;
+        if (!root.TryGetProperty("n", out var value) || value.ValueKind == JsonValueKind.Null)
+        {
+            return true;
+        }
+
+        if (value.TryGetInt32(out n) && n >= 1 && n <= MaxChoices)
+        {
+            return true;
+        }
+
+        error = Wire.BadRequestAsync(context, WireFlavor.OpenAi, $"Invalid value for 'n': must be an integer between 1 and {MaxChoices}.", "n");
+        return false;
+    }
+
+    /// <summary>The items of an <c>input</c> or <c>prompt</c>: strings, or token arrays (whose text is the ids, for seeding).</summary>
+    private static IEnumerable<(string Text, int? Tokens)> Inputs(JsonElement value)
+    {
+        if (value.ValueKind == JsonValueKind.String)
+        {
+            yield return (value.GetString() ?? string.Empty, null);
+            yield break;
+        }
+
+        if (value.ValueKind != JsonValueKind.Array)
+        {
+            yield break;
+        }
+
+        if (value.GetArrayLength() > 0 && value[0].ValueKind == JsonValueKind.Number)
+        {
+            yield return (value.GetRawText(), value.GetArrayLength());
+            yield break;
+        }
+
+        foreach (var item in value.EnumerateArray())
+        {
+            if (item.ValueKind == JsonValueKind.String)
+            {
+                yield return (item.GetString() ?? string.Empty, null);
+            }
+            else if (item.ValueKind == JsonValueKind.Array)
+            {
+                yield return (item.GetRawText(), item.GetArrayLength());
+            }
+        }
+    }
+
+    private static void WriteHeader(Utf8JsonWriter w, string id, string type, long created, string model)
+    {
+        w.WriteString("id", id);
+        w.WriteString("object", type);
+        w.WriteNumber("created", created);
+        w.WriteString("model", model);
+    }
+
+    private static void WriteUsage(Utf8JsonWriter w, Usage usage, bool chat)
+    {
+        w.WriteStartObject("usage");
+        w.WriteNumber("prompt_tokens", usage.Prompt);
+        w.WriteNumber("completion_tokens", usage.Completion);
+        w.WriteNumber("total_tokens", usage.Prompt + usage.Completion);
+        if (chat)
+        {
+            w.WriteStartObject("prompt_tokens_details");
+            w.WriteNumber("cached_tokens", 0);
+            w.WriteNumber("audio_tokens", 0);
+            w.WriteEndObject();
+            w.WriteStartObject("completion_tokens_details");
+            w.WriteNumber("reasoning_tokens", 0);
+            w.WriteNumber("audio_tokens", 0);
+            w.WriteNumber("accepted_prediction_tokens", 0);
+            w.WriteNumber("rejected_prediction_tokens", 0);
+            w.WriteEndObject();
+        }
+
+        w.WriteEndObject();
+    }
+
+    private static void WriteChatChunk(Utf8JsonWriter w, string id, long created, string model, bool includeUsage, int index, bool role, string? content, string? finish)
+    {
+        w.WriteStartObject();
+        WriteHeader(w, id, "chat.completion.chunk", created, model);
+        w.WriteString("service_tier", "default");
+        w.WriteString("system_fingerprint", SystemFingerprint);
+        w.WriteStartArray("choices");
+        w.WriteStartObject();
+        w.WriteNumber("index", index);
+        w.WriteStartObject("delta");
+        if (role)
+        {
+            w.WriteString("role", "assistant");
+        }
+
+        if (content is not null)
+        {
+            w.WriteString("content", content);
+        }
+
+        if (role)
+        {
+            w.WriteNull("refusal");
+        }
+
+        w.WriteEndObject();
+        w.WriteNull("logprobs");
+        Wire.WriteStringOrNull(w, "finish_reason", finish);
+        w.WriteEndObject();
+        w.WriteEndArray();
+        if (includeUsage)
+        {
+            w.WriteNull("usage");
+        }
+
+        w.WriteEndObject();
+    }
+
+    private static void WriteTextChunk(Utf8JsonWriter w, string id, long created, string model, bool includeUsage, int index, string text, string? finish)
+    {
+        w.WriteStartObject();
+        WriteHeader(w, id, "text_completion", created, model);
+        w.WriteStartArray("choices");
+        WriteTextChoice(w, text, index, finish);
+        w.WriteEndArray();
+        w.WriteString("system_fingerprint", SystemFingerprint);
+        if (includeUsage)
+        {
+            w.WriteNull("usage");
+        }
+
+        w.WriteEndObject();
+    }
+
+    private static void WriteTextChoice(Utf8JsonWriter w, string text, int index, string? finish)
+    {
+        w.WriteStartObject();
+        w.WriteString("text", text);
+        w.WriteNumber("index", index);
+        w.WriteNull("logprobs");
+        Wire.WriteStringOrNull(w, "finish_reason", finish);
+        w.WriteEndObject();
+    }
+
+    private static void WriteUsageChunk(Utf8JsonWriter w, string id, string type, long created, string model, Usage usage, bool chat)
+    {
+        w.WriteStartObject();
+        WriteHeader(w, id, type, created, model);
+        if (chat)
+        {
+            w.WriteString("service_tier", "default");
+        }
+
+        w.WriteString("system_fingerprint", SystemFingerprint);
+        w.WriteStartArray("choices");
+        w.WriteEndArray();
+        WriteUsage(w, usage, chat);
+        w.WriteEndObject();
+    }
+
+    private sealed record Usage(int Prompt, int Completion);
+}
