@@ -10,6 +10,7 @@ internal static class CustosCli
     {
         var root = new RootCommand("Custos: an accountable AI API gateway. It enforces policy at the gateway and proves afterwards who called which model, under which policy version, and what it cost.")
         {
+            DemoCommand.Create(output),
             ServeCommand.Create(output),
             RequestsCommand.Create(output),
             ConfigCommand.Create(output),

@@ -60,18 +60,28 @@ public sealed partial class LedgerWriter : IAsyncDisposable
     }
 
     /// <summary>Waits until every record queued before this call is in the store.</summary>
-    public async Task FlushAsync(CancellationToken cancellationToken = default)
+    public Task FlushAsync(CancellationToken cancellationToken = default)
+        => WaitForPersistedAsync(Interlocked.Read(ref _enqueued), cancellationToken);
+
+    /// <summary>Waits until at least <paramref name="count"/> records have been stored since start.</summary>
+    public async Task WaitForPersistedAsync(long count, CancellationToken cancellationToken = default)
     {
-        var target = Interlocked.Read(ref _enqueued);
-        while (Interlocked.Read(ref _persisted) < target)
+        while (true)
         {
-            if (_drain.IsCompleted)
+            // Take the signal before checking, so a batch stored in between is never missed.
+            var progress = Volatile.Read(ref _progress).Task;
+            if (Interlocked.Read(ref _persisted) >= count)
             {
-                await _drain; // surfaces a fault
                 return;
             }
 
-            await Volatile.Read(ref _progress).Task.WaitAsync(cancellationToken);
+            if (_drain.IsCompleted)
+            {
+                await _drain; // surfaces a fault instead of waiting forever
+                throw new InvalidOperationException($"The ledger writer has stopped with {Persisted} of {count} records stored.");
+            }
+
+            await progress.WaitAsync(cancellationToken);
         }
     }
 

@@ -11,6 +11,9 @@ namespace Custos.Gateway.Pipeline;
 /// </summary>
 internal static class ErrorResponses
 {
+    // JSON for API clients, never embedded in HTML: readable quotes and apostrophes in messages.
+    private static readonly JsonWriterOptions WriterOptions = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
     public static async Task WriteAsync(HttpContext context, ReasonCode reason, string requestId, bool anthropic,
         string? message = null, string? param = null, int? status = null)
     {
@@ -23,7 +26,7 @@ internal static class ErrorResponses
         response.StatusCode = status ?? reason.Status;
         response.ContentType = "application/json";
         using var buffer = new PooledBufferWriter(512);
-        using (var writer = new Utf8JsonWriter(buffer))
+        using (var writer = new Utf8JsonWriter(buffer, WriterOptions))
         {
             writer.WriteStartObject();
             if (anthropic)

@@ -87,6 +87,14 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
         }
 
         await base.TransformResponseAsync(httpContext, proxyResponse, cancellationToken);
+        var headers = httpContext.Response.Headers;
+        if (headers.TryGetValue(Headers.RequestId, out var ids) && ids.Count > 1)
+        {
+            // Ours is the request id; the provider's own id moves aside, kept for support cases.
+            headers[Headers.RequestId] = ids[0];
+            headers["x-upstream-request-id"] = ids[1];
+        }
+
         if (Meter.RewritesOutput)
         {
             httpContext.Response.ContentLength = null;

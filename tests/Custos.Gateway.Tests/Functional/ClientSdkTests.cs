@@ -1,0 +1,254 @@
+using System.ClientModel;
+using System.ClientModel.Primitives;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using Anthropic;
+using Anthropic.Models.Messages;
+using OpenAI;
+using OpenAI.Chat;
+using OpenAI.Embeddings;
+using OpenAI.Models;
+
+namespace Custos.Gateway.Tests.Functional;
+
+public sealed class GatewayFixture : IAsyncLifetime
+{
+    public TestGateway Gateway { get; private set; } = null!;
+
+    public async Task InitializeAsync() => Gateway = await TestGateway.StartAsync();
+
+    public async Task DisposeAsync() => await Gateway.DisposeAsync();
+}
+
+/// <summary>The official OpenAI and Anthropic SDKs, through the gateway, streaming and not.</summary>
+public sealed class ClientSdkTests(GatewayFixture fixture) : IClassFixture<GatewayFixture>
+{
+    private TestGateway G => fixture.Gateway;
+
+    private OpenAIClientOptions OpenAIOptions() => new() { Endpoint = G.OpenAIEndpoint, RetryPolicy = new ClientRetryPolicy(0) };
+
+    private AnthropicClient Anthropic(string consumer = "web")
+        => new() { ApiKey = G.KeyOf(consumer), BaseUrl = G.BaseUri.ToString(), MaxRetries = 0 };
+
+    [Fact]
+    public async Task CompleteChat_OpenAISdk_AnswersAndLedgerHasProviderUsage()
+    {
+        var client = new ChatClient("gpt-4o-mini", new ApiKeyCredential(G.KeyOf("web")), OpenAIOptions());
+
+        ChatCompletion completion = null!;
+        var entry = await G.NextEntryAsync(async () => completion = await client.CompleteChatAsync([new SystemChatMessage("Be brief."), new UserChatMessage("Hello through Custos")]));
+
+        Assert.Contains("Custos demo upstream", completion.Content[0].Text, StringComparison.Ordinal);
+        Assert.Equal("allow", entry.GetProperty("decision").GetString());
+        Assert.Equal(completion.Usage.InputTokenCount, entry.GetProperty("input_tokens").GetInt64());
+        Assert.Equal(completion.Usage.OutputTokenCount, entry.GetProperty("output_tokens").GetInt64());
+        Assert.False(entry.GetProperty("tokens_estimated").GetBoolean());
+        Assert.Equal("web", entry.GetProperty("consumer").GetString());
+        Assert.Equal("external", entry.GetProperty("category").GetString());
+        Assert.Equal("cred-web", entry.GetProperty("credential_id").GetString());
+        Assert.Equal(200, entry.GetProperty("upstream_status").GetInt32());
+        Assert.Equal("completed", entry.GetProperty("outcome").GetString());
+        Assert.Equal(G.Gateway.Policy.Current.Hash, entry.GetProperty("policy_hash").GetString());
+        var expectedCost = ((completion.Usage.InputTokenCount * 1m) + (completion.Usage.OutputTokenCount * 2m)) / 1_000_000m;
+        Assert.Equal(expectedCost, decimal.Parse(entry.GetProperty("cost").GetString()!, System.Globalization.CultureInfo.InvariantCulture));
+    }
+
+    [Fact]
+    public async Task CompleteChatStreaming_OpenAISdk_StreamsAndLedgerMatchesStreamedUsage()
+    {
+        var client = new ChatClient("gpt-4o-mini", new ApiKeyCredential(G.KeyOf("web")), OpenAIOptions());
+        var text = new StringBuilder();
+        ChatTokenUsage? usage = null;
+        var updates = 0;
+
+        var entry = await G.NextEntryAsync(async () =>
+        {
+            await foreach (var update in client.CompleteChatStreamingAsync([new UserChatMessage("Stream to me")]))
+            {
+                updates++;
+                foreach (var part in update.ContentUpdate)
+                {
+                    text.Append(part.Text);
+                }
+
+                usage ??= update.Usage;
+            }
+        });
+
+        Assert.True(updates > 3, "the stream arrived in several chunks");
+        Assert.Contains("Custos demo upstream", text.ToString(), StringComparison.Ordinal);
+        Assert.NotNull(usage);
+        Assert.True(entry.GetProperty("stream").GetBoolean());
+        Assert.Equal(usage.InputTokenCount, entry.GetProperty("input_tokens").GetInt64());
+        Assert.Equal(usage.OutputTokenCount, entry.GetProperty("output_tokens").GetInt64());
+        Assert.Equal("completed", entry.GetProperty("outcome").GetString());
+    }
+
+    [Fact]
+    public async Task GenerateEmbeddings_OpenAISdk_RecordsInputTokens()
+    {
+        var client = new EmbeddingClient("text-embedding-3-small", new ApiKeyCredential(G.KeyOf("web")), OpenAIOptions());
+
+        OpenAIEmbeddingCollection embeddings = null!;
+        var entry = await G.NextEntryAsync(async () => embeddings = await client.GenerateEmbeddingsAsync(["alpha", "beta gamma"]));
+
+        Assert.Equal(2, embeddings.Count);
+        Assert.Equal("/v1/embeddings", entry.GetProperty("endpoint").GetString());
+        Assert.Equal(embeddings.Usage.InputTokenCount, entry.GetProperty("input_tokens").GetInt64());
+        Assert.Equal(0, entry.GetProperty("output_tokens").GetInt64());
+    }
+
+    [Fact]
+    public async Task GetModels_OpenAISdk_ListsOnlyEntitledModels()
+    {
+        var client = new OpenAIModelClient(new ApiKeyCredential(G.KeyOf("agent")), OpenAIOptions());
+
+        OpenAIModelCollection models = await client.GetModelsAsync();
+
+        Assert.Equal(["claude-sonnet", "gpt-4o"], models.Select(m => m.Id).Order());
+    }
+
+    [Fact]
+    public async Task MessagesCreate_AnthropicSdk_AnswersAndLedgerHasProviderUsage()
+    {
+        Message message = null!;
+        var entry = await G.NextEntryAsync(async () => message = await Anthropic().Messages.Create(new MessageCreateParams
+        {
+            Model = "claude-sonnet",
+            MaxTokens = 256,
+            System = "You are terse.",
+            Messages = [new UserMessageParam { Content = "Hello Claude through Custos" }],
+        }));
+
+        Assert.True(message.Content[0].TryPickText(out var text));
+        Assert.Contains("Custos demo upstream", text.Text, StringComparison.Ordinal);
+        Assert.Equal("/v1/messages", entry.GetProperty("endpoint").GetString());
+        Assert.Equal("claude-sonnet", entry.GetProperty("model").GetString());
+        Assert.Equal("claude-sonnet-4-5", entry.GetProperty("model_served").GetString());
+        Assert.Equal(message.Usage.InputTokens, entry.GetProperty("input_tokens").GetInt64());
+        Assert.Equal(message.Usage.OutputTokens, entry.GetProperty("output_tokens").GetInt64());
+    }
+
+    [Fact]
+    public async Task MessagesCreateStreaming_AnthropicSdk_StreamsAndLedgerMatchesStreamedUsage()
+    {
+        long? input = null, output = null;
+        var text = new StringBuilder();
+        var parameters = new MessageCreateParams
+        {
+            Model = "claude-sonnet",
+            MaxTokens = 256,
+            Messages = [new UserMessageParam { Content = "Stream, Claude" }],
+        };
+
+        var entry = await G.NextEntryAsync(async () =>
+        {
+            await foreach (var streamEvent in Anthropic().Messages.CreateStreaming(parameters))
+            {
+                if (streamEvent.TryPickStart(out var start))
+                {
+                    input = start.Message.Usage.InputTokens;
+                }
+                else if (streamEvent.TryPickContentBlockDelta(out var delta) && delta.Delta.TryPickText(out var chunk))
+                {
+                    text.Append(chunk.Text);
+                }
+                else if (streamEvent.TryPickDelta(out var messageDelta))
+                {
+                    output = messageDelta.Usage.OutputTokens;
+                }
+            }
+        });
+
+        Assert.Contains("Custos demo upstream", text.ToString(), StringComparison.Ordinal);
+        Assert.True(entry.GetProperty("stream").GetBoolean());
+        Assert.Equal(input, entry.GetProperty("input_tokens").GetInt64());
+        Assert.Equal(output, entry.GetProperty("output_tokens").GetInt64());
+        Assert.Equal("completed", entry.GetProperty("outcome").GetString());
+    }
+
+    [Fact]
+    public async Task RawStream_ClientDidNotAskForUsage_GetsNoUsageButLedgerHasIt()
+    {
+        const string body = """{"model":"fast","stream":true,"messages":[{"role":"user","content":"count for me"}]}""";
+        using var response = await G.Client.SendAsync(G.Post("/v1/chat/completions", body), HttpCompletionOption.ResponseHeadersRead);
+        var text = await response.Content.ReadAsStringAsync();
+
+        Assert.Equal("text/event-stream", response.Content.Headers.ContentType?.MediaType);
+        Assert.DoesNotContain("\"usage\"", text, StringComparison.Ordinal);
+        Assert.EndsWith("data: [DONE]\n\n", text, StringComparison.Ordinal);
+        var upstreamBody = G.Upstream.Received[^1].Body;
+        using var sent = JsonDocument.Parse(upstreamBody);
+        Assert.True(sent.RootElement.GetProperty("stream_options").GetProperty("include_usage").GetBoolean());
+        Assert.Equal("gpt-4o-mini", sent.RootElement.GetProperty("model").GetString());
+
+        var entry = await G.EntryAsync(TestGateway.RequestIdOf(response));
+        Assert.Equal("fast", entry.GetProperty("model").GetString());
+        Assert.Equal("gpt-4o-mini", entry.GetProperty("model_served").GetString());
+        Assert.True(entry.GetProperty("input_tokens").GetInt64() > 0);
+        Assert.True(entry.GetProperty("output_tokens").GetInt64() > 0);
+        Assert.False(entry.GetProperty("tokens_estimated").GetBoolean());
+        Assert.Equal(Encoding.UTF8.GetByteCount(text), entry.GetProperty("response_bytes").GetInt64());
+    }
+
+    [Fact]
+    public async Task RawStream_ClientAskedForUsage_GetsTheUsageChunk()
+    {
+        const string body = """{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}""";
+        using var response = await G.Client.SendAsync(G.Post("/v1/chat/completions", body));
+        var text = await response.Content.ReadAsStringAsync();
+
+        Assert.Contains("\"choices\":[],\"usage\":{", text, StringComparison.Ordinal);
+        var entry = await G.EntryAsync(TestGateway.RequestIdOf(response));
+        Assert.Contains($"\"prompt_tokens\":{entry.GetProperty("input_tokens").GetInt64()},", text, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Completions_Raw_ForwardsAndMeters()
+    {
+        using var response = await G.Client.SendAsync(G.Post("/v1/completions", """{"model":"gpt-4o-mini","prompt":"Once upon a time"}"""));
+
+        Assert.Equal(System.Net.HttpStatusCode.OK, response.StatusCode);
+        using var json = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+        var entry = await G.EntryAsync(TestGateway.RequestIdOf(response));
+        Assert.Equal(json.RootElement.GetProperty("usage").GetProperty("prompt_tokens").GetInt64(), entry.GetProperty("input_tokens").GetInt64());
+    }
+
+    [Fact]
+    public async Task Forwarding_ClientKeyNeverReachesProvider_GatewayKeyDoes()
+    {
+        using var openai = await G.Client.SendAsync(G.Post("/v1/chat/completions", """{"model":"gpt-4o-mini","messages":[{"role":"user","content":"x"}]}"""));
+        var openaiSeen = G.Upstream.Received[^1];
+        using var anthropic = await G.Client.SendAsync(G.Post("/v1/messages", """{"model":"claude-sonnet","max_tokens":10,"messages":[{"role":"user","content":"x"}]}""", anthropicHeader: true));
+        var anthropicSeen = G.Upstream.Received[^1];
+
+        Assert.Equal("Bearer " + TestGateway.OpenAIUpstreamKey, openaiSeen.Headers["Authorization"]);
+        Assert.Equal(TestGateway.AnthropicUpstreamKey, anthropicSeen.Headers["x-api-key"]);
+        Assert.Equal("2023-06-01", anthropicSeen.Headers["anthropic-version"]);
+        Assert.False(anthropicSeen.Headers.ContainsKey("Authorization"));
+        foreach (var seen in new[] { openaiSeen, anthropicSeen })
+        {
+            Assert.DoesNotContain(seen.Headers.Values, v => v.Contains(G.KeyOf("web"), StringComparison.Ordinal));
+        }
+    }
+
+    [Fact]
+    public async Task AgentHeadersAndPromptHash_AreRecorded()
+    {
+        const string messages = """[{"role":"user","content":"plan the trip"}]""";
+        var request = G.Post("/v1/chat/completions", $$"""{"model":"gpt-4o","messages":{{messages}}}""", consumer: "agent");
+        request.Headers.Add("X-Custos-Agent-Run", "run-42");
+        request.Headers.Add("X-On-Behalf-Of", "user:alice@acme.example");
+
+        using var response = await G.Client.SendAsync(request);
+
+        var entry = await G.EntryAsync(TestGateway.RequestIdOf(response));
+        Assert.Equal("run-42", entry.GetProperty("agent_run").GetString());
+        Assert.Equal("user:alice@acme.example", entry.GetProperty("on_behalf_of").GetString());
+        Assert.Equal("agent", entry.GetProperty("category").GetString());
+        Assert.Equal(Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(messages))), entry.GetProperty("prompt_sha256").GetString());
+        Assert.False(G.Upstream.Received[^1].Headers.ContainsKey("X-Custos-Agent-Run"));
+        Assert.DoesNotContain("plan the trip", string.Concat((await G.LedgerAsync()).Select(e => e.GetRawText())), StringComparison.Ordinal);
+    }
+}

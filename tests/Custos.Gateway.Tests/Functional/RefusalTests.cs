@@ -1,0 +1,185 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Text;
+using System.Text.Json;
+
+namespace Custos.Gateway.Tests.Functional;
+
+/// <summary>
+/// Bad input and bad credentials: a clear 4xx with a code and the request id, exactly one ledger entry,
+/// and no call to any provider.
+/// </summary>
+public sealed class RefusalTests(GatewayFixture fixture) : IClassFixture<GatewayFixture>
+{
+    private TestGateway G => fixture.Gateway;
+
+    private async Task<JsonElement> AssertRefusedAsync(HttpRequestMessage request, HttpStatusCode status, string code, string? param = null)
+    {
+        var upstreamCalls = G.Upstream.RequestCount;
+
+        using var response = await G.Client.SendAsync(request);
+
+        var body = await response.Content.ReadAsStringAsync();
+        Assert.True(status == response.StatusCode, $"expected {status}, got {response.StatusCode}: {body}");
+        Assert.Equal("application/json", response.Content.Headers.ContentType?.MediaType);
+        using var json = JsonDocument.Parse(body);
+        var error = json.RootElement.GetProperty("error");
+        var requestId = TestGateway.RequestIdOf(response);
+        Assert.Equal(code, error.GetProperty("code").GetString());
+        Assert.Equal(requestId, error.GetProperty("request_id").GetString());
+        Assert.False(string.IsNullOrWhiteSpace(error.GetProperty("message").GetString()));
+        Assert.False(string.IsNullOrWhiteSpace(error.GetProperty("type").GetString()));
+        if (param is not null)
+        {
+            Assert.Equal(param, error.GetProperty("param").GetString());
+        }
+
+        Assert.Equal(upstreamCalls, G.Upstream.RequestCount);
+        var entry = await G.EntryAsync(requestId);
+        Assert.Equal([code], entry.GetProperty("reasons").EnumerateArray().Select(r => r.GetString()));
+        Assert.Equal((int)status, entry.GetProperty("status").GetInt32());
+        Assert.Equal(JsonValueKind.Null, entry.GetProperty("upstream_status").ValueKind);
+        return entry;
+    }
+
+    private const string Chat = """{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}""";
+
+    [Fact]
+    public Task MalformedJson_Is400InvalidJson()
+        => AssertRefusedAsync(G.Post("/v1/chat/completions", """{"model":"gpt-4o-mini","messages":[}"""), HttpStatusCode.BadRequest, "invalid.json");
+
+    [Fact]
+    public Task MissingModel_Is400ModelMissing()
+        => AssertRefusedAsync(G.Post("/v1/chat/completions", """{"messages":[]}"""), HttpStatusCode.BadRequest, "invalid.model_missing", "model");
+
+    [Fact]
+    public Task UnknownModel_Is404ModelNotFound()
+        => AssertRefusedAsync(G.Post("/v1/chat/completions", """{"model":"gpt-9","messages":[]}"""), HttpStatusCode.NotFound, "deny.model_not_found", "model");
+
+    [Fact]
+    public Task OtherTenantsModel_IsNotFound()
+        => AssertRefusedAsync(G.Post("/v1/chat/completions", """{"model":"globex-only","messages":[]}"""), HttpStatusCode.NotFound, "deny.model_not_found");
+
+    [Fact]
+    public async Task ModelNotEntitled_Is403AndRecordsWhoAndWhat()
+    {
+        var entry = await AssertRefusedAsync(G.Post("/v1/chat/completions", """{"model":"gpt-4o","messages":[]}"""), HttpStatusCode.Forbidden, "deny.model_not_entitled");
+
+        Assert.Equal("deny", entry.GetProperty("decision").GetString());
+        Assert.Equal("web", entry.GetProperty("consumer").GetString());
+        Assert.Equal("gpt-4o", entry.GetProperty("model").GetString());
+    }
+
+    [Fact]
+    public Task EmbeddingModelOnChat_Is400WrongEndpoint()
+        => AssertRefusedAsync(G.Post("/v1/chat/completions", """{"model":"text-embedding-3-small","messages":[]}"""), HttpStatusCode.BadRequest, "invalid.model_endpoint");
+
+    [Fact]
+    public Task OpenAIModelOnMessages_Is400WrongEndpoint()
+        => AssertRefusedAsync(G.Post("/v1/messages", """{"model":"gpt-4o-mini","max_tokens":5,"messages":[]}""", anthropicHeader: true), HttpStatusCode.BadRequest, "invalid.model_endpoint");
+
+    [Fact]
+    public Task WrongFieldType_Is400InvalidFieldNamingIt()
+        => AssertRefusedAsync(G.Post("/v1/chat/completions", """{"model":"gpt-4o-mini","stream":"yes"}"""), HttpStatusCode.BadRequest, "invalid.field", "stream");
+
+    [Fact]
+    public Task BodyOverLimit_WithContentLength_Is413()
+        => AssertRefusedAsync(G.Post("/v1/chat/completions", $$"""{"model":"gpt-4o-mini","messages":[{"role":"user","content":"{{new string('x', 70_000)}}"}]}"""),
+            HttpStatusCode.RequestEntityTooLarge, "invalid.body_too_large");
+
+    [Fact]
+    public async Task BodyOverLimit_Chunked_Is413()
+    {
+        var payload = Encoding.UTF8.GetBytes($$"""{"model":"gpt-4o-mini","messages":[{"role":"user","content":"{{new string('x', 70_000)}}"}]}""");
+        var request = G.Post("/v1/chat/completions", "");
+        request.Content = new StreamContent(new MemoryStream(payload));
+        request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
+        request.Headers.TransferEncodingChunked = true;
+
+        await AssertRefusedAsync(request, HttpStatusCode.RequestEntityTooLarge, "invalid.body_too_large");
+    }
+
+    [Fact]
+    public async Task WrongContentType_Is415()
+    {
+        var request = G.Post("/v1/chat/completions", Chat);
+        request.Content = new StringContent(Chat, Encoding.UTF8, "application/x-www-form-urlencoded");
+
+        await AssertRefusedAsync(request, HttpStatusCode.UnsupportedMediaType, "invalid.content_type");
+    }
+
+    [Fact]
+    public Task UnknownEndpoint_Is404()
+        => AssertRefusedAsync(G.Post("/v1/images/generations", Chat), HttpStatusCode.NotFound, "invalid.endpoint");
+
+    [Fact]
+    public async Task WrongMethod_Is405WithAllow()
+    {
+        var request = new HttpRequestMessage(HttpMethod.Get, "/v1/chat/completions");
+        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", G.KeyOf("web"));
+        using var probe = await G.Client.SendAsync(new HttpRequestMessage(HttpMethod.Get, "/v1/chat/completions"));
+        Assert.Equal("POST", string.Join(",", probe.Content.Headers.Allow));
+
+        await AssertRefusedAsync(request, HttpStatusCode.MethodNotAllowed, "invalid.method");
+    }
+
+    [Fact]
+    public Task NoCredential_Is401Missing() => AssertRefusedAsync(G.Post("/v1/chat/completions", Chat, consumer: null), HttpStatusCode.Unauthorized, "deny.credential_missing");
+
+    [Fact]
+    public async Task ProviderKeyInsteadOfCustosKey_Is401Malformed()
+    {
+        var request = G.Post("/v1/chat/completions", Chat, consumer: null);
+        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", "sk-proj-abcdefghijklmnop");
+
+        await AssertRefusedAsync(request, HttpStatusCode.Unauthorized, "deny.credential_malformed");
+    }
+
+    [Fact]
+    public async Task OneCharacterTypo_Is401Checksum()
+    {
+        var key = G.KeyOf("web").ToCharArray();
+        key[10] = key[10] == 'a' ? 'b' : 'a';
+        var request = G.Post("/v1/chat/completions", Chat, consumer: null);
+        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", new string(key));
+
+        var entry = await AssertRefusedAsync(request, HttpStatusCode.Unauthorized, "deny.credential_checksum");
+
+        Assert.Equal(JsonValueKind.Null, entry.GetProperty("credential_id").ValueKind);
+    }
+
+    [Fact]
+    public async Task WellFormedUnknownKey_Is401Unknown()
+    {
+        var request = G.Post("/v1/chat/completions", Chat, consumer: null);
+        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", Identity.ApiKey.Generate(Identity.ApiKeyKind.Consumer));
+
+        await AssertRefusedAsync(request, HttpStatusCode.Unauthorized, "deny.credential_unknown");
+    }
+
+    [Theory]
+    [InlineData("revoked-user", "deny.credential_revoked", "cred-revoked")]
+    [InlineData("suspended-user", "deny.credential_suspended", "cred-suspended")]
+    [InlineData("expired-user", "deny.credential_expired", "cred-expired")]
+    public async Task InactiveCredential_Is401AndNamesTheCredential(string consumer, string code, string credentialId)
+    {
+        var entry = await AssertRefusedAsync(G.Post("/v1/chat/completions", Chat, consumer), HttpStatusCode.Unauthorized, code);
+
+        Assert.Equal(credentialId, entry.GetProperty("credential_id").GetString());
+        Assert.Equal(consumer, entry.GetProperty("consumer").GetString());
+    }
+
+    [Fact]
+    public Task AdminKeyOnDataPlane_Is401WrongKind()
+        => AssertRefusedAsync(G.Post("/v1/chat/completions", Chat, consumer: "admin"), HttpStatusCode.Unauthorized, "deny.credential_wrong_kind");
+
+    [Fact]
+    public async Task AnthropicEndpointErrors_CarryAnthropicTypeToo()
+    {
+        using var response = await G.Client.SendAsync(G.Post("/v1/messages", """{"model":"claude-sonnet"}""", consumer: null));
+
+        using var json = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+        Assert.Equal("error", json.RootElement.GetProperty("type").GetString());
+        Assert.Equal("deny.credential_missing", json.RootElement.GetProperty("error").GetProperty("code").GetString());
+    }
+}

@@ -1,0 +1,186 @@
+using System.Net;
+using System.Text.Json;
+
+namespace Custos.Gateway.Tests.Functional;
+
+/// <summary>Provider failures become gateway errors with a code; the ledger records what the client received.</summary>
+public sealed class UpstreamFailureTests(GatewayFixture fixture) : IClassFixture<GatewayFixture>
+{
+    private TestGateway G => fixture.Gateway;
+
+    private static string ChatBody(string model, bool stream = false)
+        => $$"""{"model":"{{model}}","stream":{{(stream ? "true" : "false")}},"messages":[{"role":"user","content":"hi"}]}""";
+
+    private async Task<(HttpResponseMessage Response, string Body, JsonElement Entry)> SendAsync(HttpRequestMessage request)
+    {
+        var response = await G.Client.SendAsync(request);
+        var body = await response.Content.ReadAsStringAsync();
+        var entry = await G.EntryAsync(TestGateway.RequestIdOf(response));
+        return (response, body, entry);
+    }
+
+    private static void AssertError(string body, string code)
+    {
+        using var json = JsonDocument.Parse(body);
+        Assert.Equal(code, json.RootElement.GetProperty("error").GetProperty("code").GetString());
+    }
+
+    [Fact]
+    public async Task Upstream500_Is502WithoutTheProvidersBody()
+    {
+        var (response, body, entry) = await SendAsync(G.Post("/v1/chat/completions", ChatBody("mock-error-500")));
+
+        Assert.Equal(HttpStatusCode.BadGateway, response.StatusCode);
+        AssertError(body, "upstream.error");
+        Assert.DoesNotContain("SECRET", body, StringComparison.Ordinal);
+        Assert.Equal(500, entry.GetProperty("upstream_status").GetInt32());
+        Assert.Equal(502, entry.GetProperty("status").GetInt32());
+        Assert.Equal("upstream_error", entry.GetProperty("outcome").GetString());
+        Assert.Equal("allow", entry.GetProperty("decision").GetString());
+    }
+
+    [Fact]
+    public async Task Upstream401_Is502AuthFailedAndLeaksNoKeyFragment()
+    {
+        var (response, body, entry) = await SendAsync(G.Post("/v1/chat/completions", ChatBody("mock-error-401")));
+
+        Assert.Equal(HttpStatusCode.BadGateway, response.StatusCode);
+        AssertError(body, "upstream.auth_failed");
+        Assert.DoesNotContain("sk-", body, StringComparison.Ordinal);
+        Assert.Equal(401, entry.GetProperty("upstream_status").GetInt32());
+    }
+
+    [Fact]
+    public async Task Upstream400_PassesTheMessageOn()
+    {
+        var (response, body, _) = await SendAsync(G.Post("/v1/chat/completions", ChatBody("mock-error-400")));
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        AssertError(body, "upstream.rejected");
+        Assert.Contains("max_tokens is too large", body, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Upstream429_Is429WithRetryAfter()
+    {
+        var (response, body, entry) = await SendAsync(G.Post("/v1/chat/completions", ChatBody("mock-error-429")));
+
+        Assert.Equal(HttpStatusCode.TooManyRequests, response.StatusCode);
+        AssertError(body, "upstream.rate_limited");
+        Assert.Equal(TimeSpan.FromSeconds(1), response.Headers.RetryAfter?.Delta);
+        Assert.Equal(429, entry.GetProperty("upstream_status").GetInt32());
+    }
+
+    [Fact]
+    public async Task UpstreamRefused_Is502Unreachable()
+    {
+        var (response, body, entry) = await SendAsync(G.Post("/v1/chat/completions", ChatBody("offline-model")));
+
+        Assert.Equal(HttpStatusCode.BadGateway, response.StatusCode);
+        AssertError(body, "upstream.unreachable");
+        Assert.Equal(JsonValueKind.Null, entry.GetProperty("upstream_status").ValueKind);
+        Assert.Equal(["upstream.unreachable"], entry.GetProperty("reasons").EnumerateArray().Select(r => r.GetString()));
+    }
+
+    [Fact]
+    public async Task UpstreamSilent_Is504Timeout()
+    {
+        var (response, body, entry) = await SendAsync(G.Post("/v1/chat/completions", ChatBody("mock-slow")));
+
+        Assert.Equal(HttpStatusCode.GatewayTimeout, response.StatusCode);
+        AssertError(body, "upstream.timeout");
+        Assert.Equal(504, entry.GetProperty("status").GetInt32());
+        Assert.True(entry.GetProperty("upstream_ms").GetDouble() >= 1900);
+    }
+
+    [Fact]
+    public async Task ProviderKeyNotConfigured_Is502WithoutCallingIt()
+    {
+        var calls = G.Upstream.RequestCount;
+
+        var (response, body, _) = await SendAsync(G.Post("/v1/chat/completions", ChatBody("unconfigured-model")));
+
+        Assert.Equal(HttpStatusCode.BadGateway, response.StatusCode);
+        AssertError(body, "upstream.not_configured");
+        Assert.Equal(calls, G.Upstream.RequestCount);
+    }
+
+    /// <summary>
+    /// Sends a request whose provider stream breaks. The gateway then aborts the client connection, so that no
+    /// client mistakes a cut stream for a whole one; depending on timing the client sees part of the stream or
+    /// only the reset.
+    /// </summary>
+    private async Task<(string Received, JsonElement Entry)> SendCutAsync(HttpRequestMessage request)
+    {
+        var received = "";
+        var entry = await G.NextEntryAsync(async () =>
+        {
+            try
+            {
+                using var response = await G.Client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+                Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+                received = await response.Content.ReadAsStringAsync();
+            }
+            catch (HttpRequestException)
+            {
+                // The reset.
+            }
+        });
+        return (received, entry);
+    }
+
+    [Fact]
+    public async Task OpenAIStreamCut_ClientNeverSeesAnEnd_LedgerSaysInterrupted()
+    {
+        var (received, entry) = await SendCutAsync(G.Post("/v1/chat/completions", ChatBody("mock-cut-stream", stream: true)));
+
+        Assert.DoesNotContain("[DONE]", received, StringComparison.Ordinal);
+        Assert.Equal("interrupted", entry.GetProperty("outcome").GetString());
+        Assert.Equal(["upstream.stream_interrupted"], entry.GetProperty("reasons").EnumerateArray().Select(r => r.GetString()));
+        Assert.Equal(200, entry.GetProperty("upstream_status").GetInt32());
+        Assert.True(entry.GetProperty("tokens_estimated").GetBoolean());
+        Assert.True(entry.GetProperty("output_tokens").GetInt64() > 0);
+    }
+
+    [Fact]
+    public async Task AnthropicStreamCut_LedgerSaysInterruptedWithReportedInput()
+    {
+        var (received, entry) = await SendCutAsync(G.Post("/v1/messages",
+            """{"model":"claude-cut","max_tokens":50,"stream":true,"messages":[{"role":"user","content":"hi"}]}""", anthropicHeader: true));
+
+        Assert.DoesNotContain("message_stop", received, StringComparison.Ordinal);
+        Assert.Equal("interrupted", entry.GetProperty("outcome").GetString());
+        Assert.True(entry.GetProperty("input_tokens").GetInt64() > 0);
+    }
+
+    [Fact]
+    public async Task NoUsageReported_LedgerHasTokenizerEstimateMarkedEstimated()
+    {
+        var (response, _, entry) = await SendAsync(G.Post("/v1/chat/completions", ChatBody("mock-no-usage")));
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.True(entry.GetProperty("tokens_estimated").GetBoolean());
+        Assert.True(entry.GetProperty("input_tokens").GetInt64() > 0);
+        Assert.True(entry.GetProperty("output_tokens").GetInt64() > 0);
+        Assert.NotEqual(JsonValueKind.Null, entry.GetProperty("cost").ValueKind);
+    }
+
+    [Fact]
+    public async Task ClientCancelsMidRequest_LedgerSaysCancelled()
+    {
+        await G.Gateway.Ledger.FlushAsync();
+        var before = (await G.LedgerAsync()).Count;
+        var persisted = G.Gateway.Ledger.Persisted;
+        using var cancel = new CancellationTokenSource(TimeSpan.FromMilliseconds(300));
+
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => G.Client.SendAsync(G.Post("/v1/chat/completions", ChatBody("mock-slow")), cancel.Token));
+
+        // The gateway notices the disconnect and records the request once it has unwound.
+        await G.Gateway.Ledger.WaitForPersistedAsync(persisted + 1).WaitAsync(TimeSpan.FromSeconds(10));
+        var entry = Assert.Single((await G.LedgerAsync()).Skip(before));
+
+        Assert.Equal("cancelled", entry.GetProperty("outcome").GetString());
+        Assert.Equal(["client.cancelled"], entry.GetProperty("reasons").EnumerateArray().Select(r => r.GetString()));
+        Assert.Equal(499, entry.GetProperty("status").GetInt32());
+    }
+}
