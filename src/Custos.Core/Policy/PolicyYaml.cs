@@ -402,8 +402,12 @@ public static partial class PolicyYaml
                 var key = (keyNode as YamlScalarNode)?.Value ?? "";
                 if (Array.IndexOf(known, key) < 0)
                 {
-                    var hint = known.FirstOrDefault(k => k.Replace("_", "", StringComparison.Ordinal)
-                        .Equals(key.Replace("_", "", StringComparison.Ordinal).Replace("-", "", StringComparison.Ordinal), StringComparison.OrdinalIgnoreCase));
+                    var hint = known.MinBy(k => Distance(k, key.Replace('-', '_').ToLowerInvariant()));
+                    if (hint is not null && Distance(hint, key.Replace('-', '_').ToLowerInvariant()) > Math.Max(2, key.Length / 3))
+                    {
+                        hint = null;
+                    }
+
                     reader.Error(keyNode, Sub(key), hint is null
                         ? $"unknown field '{key}'; expected one of: {string.Join(", ", known)}"
                         : $"unknown field '{key}'; did you mean '{hint}'?");
@@ -418,6 +422,31 @@ public static partial class PolicyYaml
         }
 
         public string Path { get; }
+
+        /// <summary>Levenshtein distance, for "did you mean" hints.</summary>
+        private static int Distance(string a, string b)
+        {
+            var previous = new int[b.Length + 1];
+            var current = new int[b.Length + 1];
+            for (var j = 0; j <= b.Length; j++)
+            {
+                previous[j] = j;
+            }
+
+            for (var i = 1; i <= a.Length; i++)
+            {
+                current[0] = i;
+                for (var j = 1; j <= b.Length; j++)
+                {
+                    var cost = a[i - 1] == b[j - 1] ? 0 : 1;
+                    current[j] = Math.Min(Math.Min(current[j - 1] + 1, previous[j] + 1), previous[j - 1] + cost);
+                }
+
+                (previous, current) = (current, previous);
+            }
+
+            return previous[b.Length];
+        }
 
         public Dictionary<string, YamlNode> Fields { get; } = new(StringComparer.Ordinal);
 

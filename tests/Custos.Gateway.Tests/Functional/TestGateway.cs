@@ -91,7 +91,12 @@ public sealed class TestGateway : IAsyncDisposable
         var root = upstream.ToString().TrimEnd('/');
         static ModelConfig Chat(string name, string provider, string? upstreamModel = null, params string[] aliases) => new()
         {
-            Name = name, Provider = provider, UpstreamModel = upstreamModel, Aliases = aliases, InputPerMillion = 1m, OutputPerMillion = 2m,
+            Name = name,
+            Provider = provider,
+            UpstreamModel = upstreamModel,
+            Aliases = aliases,
+            InputPerMillion = 1m,
+            OutputPerMillion = 2m,
         };
 
         string[] mocks = ["mock-error-500", "mock-error-401", "mock-error-400", "mock-error-429", "mock-slow", "mock-cut-stream", "mock-no-usage"];
@@ -128,7 +133,10 @@ public sealed class TestGateway : IAsyncDisposable
         var allAcme = acme.Models.Select(m => m.Name).Where(m => m != "gpt-4o").ToArray();
         ConsumerConfig Consumer(string id, string service, ConsumerCategory category, string[] models) => new()
         {
-            Id = id, Service = service, Category = category, Models = models,
+            Id = id,
+            Service = service,
+            Category = category,
+            Models = models,
         };
 
         return new PolicyDocument

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs the whole Custos test suite: build (warnings are errors), formatting check, every test project.
+# Ends with one summary line: "N passed, N failed, N skipped".
+set -euo pipefail
+cd "$(dirname "$0")"
+
+export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
+
+echo "==> build"
+dotnet build Custos.slnx -c Release -nologo -v quiet
+
+echo "==> format check"
+dotnet format Custos.slnx --verify-no-changes --no-restore -v quiet
+
+echo "==> tests"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+dotnet test Custos.slnx -c Release --no-build -nologo "$@" 2>&1 | tee "$log" || status=$?
+
+# Sum the per-project result lines ("Passed!  - Failed: 0, Passed: 83, Skipped: 0, ...").
+read -r passed failed skipped < <(grep -E '(Passed|Failed)!  - Failed:' "$log" | sed -E 's/.*Failed: +([0-9]+), Passed: +([0-9]+), Skipped: +([0-9]+).*/\2 \1 \3/' \
+  | awk '{p+=$1; f+=$2; s+=$3} END {print p+0, f+0, s+0}')
+echo
+echo "$passed passed, $failed failed, $skipped skipped"
+if [ "$status" -ne 0 ] || [ "$failed" -ne 0 ] || [ "$passed" -eq 0 ]; then
+  exit 1
+fi

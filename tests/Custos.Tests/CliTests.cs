@@ -1,0 +1,218 @@
+using System.ClientModel;
+using System.Net.Http.Headers;
+using System.Text;
+using System.Text.Json;
+using Custos.Cli;
+using Custos.Gateway.Demo;
+using Custos.Identity;
+using OpenAI;
+using OpenAI.Chat;
+
+namespace Custos.Tests;
+
+public sealed class CliTests : IDisposable
+{
+    private readonly string _directory = Path.Combine(Path.GetTempPath(), "custos-cli-" + Guid.NewGuid().ToString("N"));
+
+    public CliTests() => Directory.CreateDirectory(_directory);
+
+    public void Dispose()
+    {
+        Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+        Directory.Delete(_directory, recursive: true);
+    }
+
+    private static async Task<(int Exit, string Output, string Error)> RunAsync(params string[] args)
+    {
+        var output = new StringWriter();
+        var error = new StringWriter();
+        var exit = await CustosCli.RunAsync(args, output, error);
+        return (exit, output.ToString(), error.ToString());
+    }
+
+    private static string RepoFile(string name)
+    {
+        var dir = new DirectoryInfo(AppContext.BaseDirectory);
+        while (!File.Exists(Path.Combine(dir!.FullName, "Custos.slnx")))
+        {
+            dir = dir.Parent;
+        }
+
+        return Path.Combine(dir.FullName, name);
+    }
+
+    [Fact]
+    public async Task Demo_AsAUserRunsIt_ServesTheOpenAISdkAndCurl_WritesTheContractKeysFile_AndTheLedgerShowsIt()
+    {
+        int port = CustosProcess.FreePort(), adminPort = CustosProcess.FreePort(), upstreamPort = CustosProcess.FreePort();
+        var data = Path.Combine(_directory, "demo-data");
+        await using var demo = CustosProcess.Start("Press Ctrl+C to stop.", null, "demo", "--port", $"{port}", "--admin-port", $"{adminPort}",
+            "--upstream-port", $"{upstreamPort}", "--data", data);
+        await demo.WaitReadyAsync();
+
+        // demo-keys.json: the contract scripts rely on.
+        using var keysFile = JsonDocument.Parse(await File.ReadAllTextAsync(Path.Combine(data, "demo-keys.json")));
+        var keys = keysFile.RootElement;
+        Assert.Equal($"http://127.0.0.1:{port}", keys.GetProperty("data_plane").GetString());
+        Assert.Equal($"http://127.0.0.1:{adminPort}", keys.GetProperty("admin").GetString());
+        var consumers = keys.GetProperty("consumers").EnumerateArray().ToList();
+        Assert.Equal(["agent", "automation", "external", "internal"], consumers.Select(c => c.GetProperty("category").GetString()).Distinct().Order());
+        Assert.True(consumers.Select(c => c.GetProperty("tenant").GetString()).Distinct().Count() >= 2);
+        Assert.All(consumers, c => Assert.Equal(ApiKeyFormatError.None, ApiKey.Validate(c.GetProperty("key").GetString(), out _)));
+        Assert.All(consumers, c => Assert.False(string.IsNullOrEmpty(c.GetProperty("service").GetString())));
+        Assert.Equal(["finance", "platform-admin", "prompt-admin", "security-auditor", "service-owner"],
+            keys.GetProperty("admins").EnumerateArray().Select(a => a.GetProperty("role").GetString()).Order());
+        var external = consumers.First(c => c.GetProperty("category").GetString() == "external");
+        var key = external.GetProperty("key").GetString()!;
+        Assert.Contains(key, demo.Output, StringComparison.Ordinal); // printed once, for the person at the terminal
+        Assert.Contains("curl -s", demo.Output, StringComparison.Ordinal);
+
+        // The OpenAI SDK.
+        var chat = new ChatClient("gpt-4o-mini", new ApiKeyCredential(key), new OpenAIClientOptions { Endpoint = new Uri($"http://127.0.0.1:{port}/v1") });
+        ChatCompletion completion = await chat.CompleteChatAsync("Hello, Custos");
+        Assert.Contains("demo", completion.Content[0].Text, StringComparison.OrdinalIgnoreCase);
+
+        // curl, as printed.
+        using var http = new HttpClient();
+        var request = new HttpRequestMessage(HttpMethod.Post, $"http://127.0.0.1:{port}/v1/chat/completions")
+        {
+            Content = new StringContent("""{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello, Custos"}]}""", Encoding.UTF8, "application/json"),
+        };
+        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", key);
+        using var response = await http.SendAsync(request);
+        Assert.True(response.IsSuccessStatusCode);
+        var requestId = response.Headers.GetValues("x-request-id").Single();
+
+        Assert.Equal(0, await demo.StopAsync());
+        Assert.Contains("none pending", demo.Output, StringComparison.Ordinal);
+
+        // custos requests: the table and the JSON lines.
+        var (exit, table, _) = await RunAsync("requests", "--data", data);
+        Assert.Equal(0, exit);
+        Assert.Contains(requestId, table, StringComparison.Ordinal);
+        Assert.Contains("2 entries", table, StringComparison.Ordinal);
+
+        var (_, json, _) = await RunAsync("requests", "--data", data, "--json", "--consumer", external.GetProperty("name").GetString()!);
+        var lines = json.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonDocument.Parse(l).RootElement).ToList();
+        Assert.Equal(2, lines.Count);
+        string[] contract = ["request_id", "timestamp", "tenant", "service", "consumer", "category", "credential_id", "model", "endpoint", "stream",
+            "decision", "reasons", "policy_version", "policy_hash", "input_tokens", "output_tokens", "cost", "upstream_status"];
+        Assert.All(lines, l => Assert.All(contract, field => Assert.True(l.TryGetProperty(field, out _), field)));
+        Assert.Equal(completion.Usage.InputTokenCount, lines[0].GetProperty("input_tokens").GetInt64());
+        Assert.Equal(requestId, lines[1].GetProperty("request_id").GetString());
+
+        var (_, none, _) = await RunAsync("requests", "--data", data, "--decision", "deny");
+        Assert.Contains("No request entries match.", none, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Demo_RestartedOnTheSameData_KeepsKeysAndPolicyVersion()
+    {
+        var data = Path.Combine(_directory, "demo-data");
+        string[] Args() => ["demo", "--port", $"{CustosProcess.FreePort()}", "--admin-port", $"{CustosProcess.FreePort()}", "--upstream-port", "18089", "--data", data];
+
+        await using (var first = CustosProcess.Start("Press Ctrl+C to stop.", null, Args()))
+        {
+            await first.WaitReadyAsync();
+            Assert.Equal(0, await first.StopAsync());
+        }
+
+        var keys = await File.ReadAllTextAsync(Path.Combine(data, "demo-keys.json"));
+        await using var second = CustosProcess.Start("Press Ctrl+C to stop.", null, Args());
+        await second.WaitReadyAsync();
+        Assert.Equal(0, await second.StopAsync());
+
+        Assert.Contains("policy       version 1,", second.Output, StringComparison.Ordinal);
+        using var before = JsonDocument.Parse(keys);
+        using var after = JsonDocument.Parse(await File.ReadAllTextAsync(Path.Combine(data, "demo-keys.json")));
+        Assert.Equal(before.RootElement.GetProperty("consumers").GetRawText(), after.RootElement.GetProperty("consumers").GetRawText());
+    }
+
+    [Fact]
+    public async Task Serve_WithAConfigFile_ForwardsToTheDeclaredProviderWithItsKeyFromTheEnvironment()
+    {
+        await using var upstream = await DemoUpstream.StartAsync();
+        var key = ApiKey.Generate(ApiKeyKind.Consumer);
+        var config = Path.Combine(_directory, "custos.yaml");
+        int port = CustosProcess.FreePort(), adminPort = CustosProcess.FreePort();
+        await File.WriteAllTextAsync(config, $"""
+            server:
+              listen: http://127.0.0.1:{port}
+              admin_listen: http://127.0.0.1:{adminPort}
+              data: serve-data
+            tenants:
+              - id: acme
+                providers:
+                  - {"{"} id: main, type: openai, base_url: {upstream.BaseUri}v1, api_key_env: CUSTOS_TEST_UPSTREAM_KEY {"}"}
+                models:
+                  - {"{"} name: gpt-4o-mini, provider: main, price: {"{"} input_per_mtok: 1, output_per_mtok: 1 {"}"} {"}"}
+            services:
+              - id: app
+                tenant: acme
+            consumers:
+              - {"{"} id: app-backend, service: app, category: internal, models: [gpt-4o-mini] {"}"}
+            credentials:
+              - {"{"} id: cred-1, consumer: app-backend, key_sha256: {KeyHash.Of(key).ToHex()} {"}"}
+            """);
+
+        await using var serve = CustosProcess.Start("Custos serving", new Dictionary<string, string> { ["CUSTOS_TEST_UPSTREAM_KEY"] = "sk-serve-upstream-0123456789" },
+            "serve", "--config", config);
+        await serve.WaitReadyAsync();
+        var chat = new ChatClient("gpt-4o-mini", new ApiKeyCredential(key), new OpenAIClientOptions { Endpoint = new Uri($"http://127.0.0.1:{port}/v1") });
+        ChatCompletion completion = await chat.CompleteChatAsync("Hello");
+        Assert.Equal(0, await serve.StopAsync());
+
+        Assert.Contains("Custos demo upstream", completion.Content[0].Text, StringComparison.Ordinal);
+        Assert.Equal("Bearer sk-serve-upstream-0123456789", upstream.Received[^1].Headers["Authorization"]);
+        Assert.Contains("missing governance", serve.Output, StringComparison.Ordinal); // service 'app' names no owners
+        var (exit, json, _) = await RunAsync("requests", "--config", config, "--json");
+        Assert.Equal(0, exit);
+        var entry = JsonDocument.Parse(json.Split('\n')[0]).RootElement;
+        Assert.Equal("app-backend", entry.GetProperty("consumer").GetString());
+        Assert.Equal(1, entry.GetProperty("policy_version").GetInt64());
+    }
+
+    [Fact]
+    public async Task ConfigValidate_ExampleFile_IsValid()
+    {
+        var (exit, output, _) = await RunAsync("config", "validate", RepoFile("custos.example.yaml"));
+
+        Assert.Equal(0, exit);
+        Assert.Contains("custos.example.yaml: valid", output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task ConfigValidate_BrokenFile_ListsEveryErrorWithLineAndColumn_AndFails()
+    {
+        var file = Path.Combine(_directory, "broken.yaml");
+        await File.WriteAllTextAsync(file, "tenants:\n  - id: Bad Id\n    time_zone: Nowhere/City\nconsumers:\n  - id: c\n    service: missing\n    category: internal\n");
+
+        var (exit, output, _) = await RunAsync("config", "validate", file);
+
+        Assert.Equal(1, exit);
+        Assert.Contains("broken.yaml:2:9: error: tenants[0].id:", output, StringComparison.Ordinal);
+        Assert.Contains("broken.yaml:3:16: error: tenants[0].time_zone:", output, StringComparison.Ordinal);
+        Assert.Contains("broken.yaml:6:14: error: consumers[0].service:", output, StringComparison.Ordinal);
+        Assert.Contains("invalid: 3 error(s)", output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task KeysGenerate_PrintsAValidKeyOnceAndTheHashToStore()
+    {
+        var (exit, output, _) = await RunAsync("keys", "generate", "--consumer", "support-web");
+
+        Assert.Equal(0, exit);
+        var key = output.Split(' ', '\n').Single(w => w.StartsWith("csk_", StringComparison.Ordinal));
+        Assert.Equal(ApiKeyFormatError.None, ApiKey.Validate(key, out _));
+        Assert.Contains($"key_sha256: {KeyHash.Of(key).ToHex()}", output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Requests_WithoutAStore_SaysWhereItLooked()
+    {
+        var (exit, _, error) = await RunAsync("requests", "--data", Path.Combine(_directory, "nothing-here"));
+
+        Assert.Equal(1, exit);
+        Assert.Contains("No Custos store at", error, StringComparison.Ordinal);
+    }
+}
