@@ -1,12 +1,13 @@
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
+using System.Runtime.InteropServices;
 using System.Text;
 
 namespace Custos.Tests;
 
 /// <summary>The <c>custos</c> executable run as a user runs it: a separate process, stopped with SIGTERM.</summary>
-internal sealed class CustosProcess : IAsyncDisposable
+internal sealed partial class CustosProcess : IAsyncDisposable
 {
     private readonly Process _process;
     private readonly StringBuilder _output = new();
@@ -85,14 +86,19 @@ internal sealed class CustosProcess : IAsyncDisposable
     /// <summary>Sends SIGTERM, as a service manager would, and waits for a clean exit.</summary>
     public async Task<int> StopAsync()
     {
-        using (var kill = Process.Start("kill", ["-TERM", _process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]))
+        if (Kill(_process.Id, Sigterm) != 0)
         {
-            await kill.WaitForExitAsync();
+            throw new InvalidOperationException($"kill({_process.Id}, SIGTERM) failed: errno {Marshal.GetLastPInvokeError()}");
         }
 
         await _process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
         return _process.ExitCode;
     }
+
+    private const int Sigterm = 15;
+
+    [DllImport("libc", EntryPoint = "kill", SetLastError = true)]
+    private static extern int Kill(int pid, int signal);
 
     public static int FreePort()
     {

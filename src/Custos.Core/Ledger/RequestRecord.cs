@@ -20,6 +20,9 @@ public enum Outcome
 
     /// <summary>The client went away first.</summary>
     Cancelled,
+
+    /// <summary>The gateway itself failed (<c>gateway.internal_error</c>).</summary>
+    Failed,
 }
 
 /// <summary>
@@ -235,6 +238,7 @@ public static class Names
         Outcome.UpstreamError => "upstream_error",
         Outcome.Interrupted => "interrupted",
         Outcome.Cancelled => "cancelled",
+        Outcome.Failed => "failed",
         _ => throw new ArgumentOutOfRangeException(nameof(outcome)),
     };
 }

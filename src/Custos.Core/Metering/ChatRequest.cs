@@ -204,13 +204,13 @@ public sealed class ChatRequest
     /// </summary>
     public bool TryRewrite(ReadOnlySpan<byte> body, string upstreamModel, bool forceUsage, IBufferWriter<byte> output)
     {
-        var replaceModel = Model is not null && !string.Equals(Model, upstreamModel, StringComparison.Ordinal);
-        var injectUsage = forceUsage && IncludeUsage != true;
-        if (!replaceModel && !injectUsage)
+        if (!NeedsRewrite(upstreamModel, forceUsage))
         {
             return false;
         }
 
+        var replaceModel = Model is not null && !string.Equals(Model, upstreamModel, StringComparison.Ordinal);
+        var injectUsage = forceUsage && IncludeUsage != true;
         Span<(int Start, int End, int Kind)> edits = stackalloc (int, int, int)[2];
         var count = 0;
         if (replaceModel)
@@ -272,6 +272,10 @@ public sealed class ChatRequest
         output.Write(body[position..]);
         return true;
     }
+
+    /// <summary>True when <see cref="TryRewrite"/> would change the body.</summary>
+    public bool NeedsRewrite(string upstreamModel, bool forceUsage)
+        => (Model is not null && !string.Equals(Model, upstreamModel, StringComparison.Ordinal)) || (forceUsage && IncludeUsage != true);
 
     private static void WriteJsonString(string value, IBufferWriter<byte> output)
     {

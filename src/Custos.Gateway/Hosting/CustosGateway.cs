@@ -144,7 +144,7 @@ public sealed partial class CustosGateway : IAsyncDisposable
             });
 
             var dataPlane = BuildDataPlane(options, policy, ledger, upstreamClient);
-            var admin = BuildAdmin(options, policy);
+            var admin = BuildAdmin(options, policy, ledger);
             await dataPlane.StartAsync(cancellationToken);
             started.Insert(0, dataPlane);
             await admin.StartAsync(cancellationToken);
@@ -175,20 +175,20 @@ public sealed partial class CustosGateway : IAsyncDisposable
         app.Run(context => context.Request.Path.Value switch
         {
             "/healthz" => Health(context),
-            "/readyz" => Ready(context, policy),
+            "/readyz" => Ready(context, policy, ledger),
             _ => dataPlane.InvokeAsync(context),
         });
         return app;
     }
 
-    private static WebApplication BuildAdmin(CustosGatewayOptions options, ActivePolicy policy)
+    private static WebApplication BuildAdmin(CustosGatewayOptions options, ActivePolicy policy, LedgerWriter ledger)
     {
         var builder = CreateBuilder(options, options.AdminUrl);
         var app = builder.Build();
         app.Run(context => context.Request.Path.Value switch
         {
             "/healthz" => Health(context),
-            "/readyz" => Ready(context, policy),
+            "/readyz" => Ready(context, policy, ledger),
             _ => Results.Problem(statusCode: StatusCodes.Status404NotFound, title: "Not found",
                 detail: "The admin API is not served by this version of Custos yet.").ExecuteAsync(context),
         });
@@ -235,11 +235,15 @@ public sealed partial class CustosGateway : IAsyncDisposable
         return context.Response.WriteAsync("ok");
     }
 
-    private static Task Ready(HttpContext context, ActivePolicy policy)
+    /// <summary>Ready while the ledger can record: a gateway that cannot prove what it did should not get traffic.</summary>
+    private static Task Ready(HttpContext context, ActivePolicy policy, LedgerWriter ledger)
     {
         context.Response.ContentType = "application/json";
         var snapshot = policy.Current;
-        return context.Response.WriteAsync($"{{\"status\":\"ready\",\"policy_version\":{snapshot.Version},\"policy_hash\":\"{snapshot.Hash}\"}}");
+        var ready = ledger.IsHealthy;
+        context.Response.StatusCode = ready ? StatusCodes.Status200OK : StatusCodes.Status503ServiceUnavailable;
+        return context.Response.WriteAsync(
+            $"{{\"status\":\"{(ready ? "ready" : "ledger_unavailable")}\",\"policy_version\":{snapshot.Version},\"policy_hash\":\"{snapshot.Hash}\",\"ledger_pending\":{ledger.Pending}}}");
     }
 
     private static Uri BoundUri(WebApplication app)

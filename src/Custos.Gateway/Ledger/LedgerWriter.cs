@@ -23,6 +23,7 @@ public sealed partial class LedgerWriter : IAsyncDisposable
     private readonly List<ChainedRecord> _batch = new(MaxBatch);
     private long _enqueued;
     private long _persisted;
+    private int _failing;
     private TaskCompletionSource _progress = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     private LedgerWriter(ILedgerStore store, HashChain chain, int capacity, ILogger logger)
@@ -48,6 +49,9 @@ public sealed partial class LedgerWriter : IAsyncDisposable
 
     /// <summary>Records appended to the store so far.</summary>
     public long Persisted => Interlocked.Read(ref _persisted);
+
+    /// <summary>False while appends are failing (and being retried), or once the writer has stopped.</summary>
+    public bool IsHealthy => !_drain.IsCompleted && Volatile.Read(ref _failing) == 0;
 
     /// <summary>Records waiting in the queue.</summary>
     public int Pending => _queue.Reader.Count;
@@ -110,10 +114,12 @@ public sealed partial class LedgerWriter : IAsyncDisposable
             try
             {
                 await _store.AppendAsync(_batch);
+                Volatile.Write(ref _failing, 0);
                 return;
             }
             catch (Exception ex) when (ex is not OperationCanceledException)
             {
+                Volatile.Write(ref _failing, 1);
                 Log.AppendFailed(_logger, _batch.Count, attempt, ex);
                 await Task.Delay(TimeSpan.FromMilliseconds(Math.Min(5000, 50 * attempt * attempt)));
             }

@@ -72,7 +72,7 @@ internal sealed partial class DataPlane(
         catch (Exception ex)
         {
             Log.Unexpected(logger, record.RequestId, ex);
-            record.Fail(Reasons.Internal, record.Outcome == Outcome.Completed ? Outcome.UpstreamError : record.Outcome);
+            record.Fail(Reasons.Internal, Outcome.Failed);
             record.Status = Reasons.Internal.Status;
             await ErrorResponses.WriteAsync(context, Reasons.Internal, record.RequestId, IsAnthropic(record));
         }
@@ -85,7 +85,7 @@ internal sealed partial class DataPlane(
                 record.Status = context.Response.StatusCode;
             }
 
-            call?.Meter.Dispose();
+            call?.Dispose();
             await ledger.EnqueueAsync(record);
         }
     }
@@ -206,8 +206,8 @@ internal sealed partial class DataPlane(
 
         // Forward, metering the response on its way back.
         var forceUsage = parsed.Stream && route.Provider.Kind == ProviderKind.OpenAI && endpoint != ApiEndpoint.Embeddings;
-        using var rewritten = new PooledBufferWriter(body.WrittenCount + 64);
-        var upstreamBody = parsed.TryRewrite(body.WrittenSpan, route.UpstreamModel, forceUsage, rewritten) ? rewritten : body;
+        using var rewritten = parsed.NeedsRewrite(route.UpstreamModel, forceUsage) ? new PooledBufferWriter(body.WrittenCount + 64) : null;
+        var upstreamBody = rewritten is not null && parsed.TryRewrite(body.WrittenSpan, route.UpstreamModel, forceUsage, rewritten) ? rewritten : body;
         request.Body = new MemoryStream(upstreamBody.Buffer, 0, upstreamBody.WrittenCount, writable: false);
         request.ContentLength = upstreamBody.WrittenCount;
         request.Headers.Remove(HeaderNames.TransferEncoding);

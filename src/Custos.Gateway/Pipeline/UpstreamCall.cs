@@ -18,7 +18,7 @@ namespace Custos.Gateway.Pipeline;
 /// gateway errors with secrets removed). One instance per request holds that request's state.
 /// </summary>
 internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute route, ApiEndpoint endpoint, Uri upstreamUri,
-    ResponseMeter meter, bool anthropicErrors) : HttpTransformer
+    ResponseMeter meter, bool anthropicErrors) : HttpTransformer, IDisposable
 {
     private const int MaxErrorBody = 64 * 1024;
 
@@ -183,6 +183,13 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
 
     [GeneratedRegex(@"(?:\b(?:sk|rk|pk|csk|cak)[-_][A-Za-z0-9_\-\*\.]{3,}|\bBearer\s+\S+|\b[A-Za-z0-9_\-]{32,}\b)", RegexOptions.CultureInvariant, matchTimeoutMilliseconds: 100)]
     private static partial Regex SecretPattern();
+
+    /// <summary>Returns the pooled buffers of the meter and the metering stream.</summary>
+    public void Dispose()
+    {
+        Meter.Dispose();
+        Body?.Dispose();
+    }
 
     /// <summary>Maps the forwarder's outcome to the ledger's, once the call is over.</summary>
     public (ReasonCode? Reason, Outcome Outcome) Classify(ForwarderError error, bool clientAborted)
