@@ -15,6 +15,7 @@ internal static class CustosCli
             RequestsCommand.Create(output),
             ConfigCommand.Create(output),
             KeysCommand.Create(output),
+            PolicyCommand.Create(output),
         };
         var configuration = new InvocationConfiguration { Output = output, Error = error };
         try

@@ -44,7 +44,11 @@ public sealed class LedgerCanonicalFormTests
             PromptSha256 = new string('b', 64),
             RequestBytes = 120,
             ResponseBytes = 900,
+            MaxOutputTokens = 1024,
+            N = 1,
         };
+        record.Controls.Add(new Custos.Controls.ControlResult("budget", "tenant:acme", "pass") { Limit = 50.00m, Used = 12.40m, Reserved = 0.030m, Requested = 0.01m });
+        record.Controls.Add(new Custos.Controls.ControlResult("token_ceiling.output", "consumer:support-web", "modify") { Limit = 1024, Requested = 4096, Detail = "clamped 4096 to 1024" });
         return record;
     }
 
@@ -56,7 +60,7 @@ public sealed class LedgerCanonicalFormTests
         var sealedRecord = chain.Append(SampleRequest());
 
         Assert.Equal(
-            """{"v":1,"kind":"request","request_id":"req_01JDQ0000000000000000000AB","timestamp":"2026-11-28T14:15:30.123456Z","node_id":"node-a","tenant":"acme","service":"support-assistant","consumer":"support-web","category":"external","credential_id":"cred-support-web","method":"POST","endpoint":"/v1/chat/completions","stream":true,"model":"fast","model_served":"gpt-4o-mini","provider":"openai","decision":"allow","reasons":[],"policy_version":3,"policy_hash":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","input_tokens":9,"output_tokens":4,"tokens_estimated":false,"cost":"0.000003750","currency":"USD","upstream_status":200,"status":200,"outcome":"completed","gateway_ms":0.412,"upstream_ms":12.5,"client_address":"127.0.0.1","agent_run":"run-7","on_behalf_of":"user:alice","prompt_sha256":"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb","request_bytes":120,"response_bytes":900}""",
+            """{"v":2,"kind":"request","request_id":"req_01JDQ0000000000000000000AB","timestamp":"2026-11-28T14:15:30.123456Z","node_id":"node-a","tenant":"acme","service":"support-assistant","consumer":"support-web","category":"external","credential_id":"cred-support-web","method":"POST","endpoint":"/v1/chat/completions","stream":true,"model":"fast","model_served":"gpt-4o-mini","provider":"openai","decision":"allow","reasons":[],"policy_version":3,"policy_hash":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","input_tokens":9,"output_tokens":4,"tokens_estimated":false,"cost":"0.000003750","currency":"USD","upstream_status":200,"status":200,"outcome":"completed","gateway_ms":0.412,"upstream_ms":12.5,"client_address":"127.0.0.1","agent_run":"run-7","on_behalf_of":"user:alice","prompt_sha256":"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb","request_bytes":120,"response_bytes":900,"max_output_tokens":1024,"n":1,"controls":[{"control":"budget","scope":"tenant:acme","decision":"pass","limit":50,"used":12.4,"reserved":0.03,"requested":0.01},{"control":"token_ceiling.output","scope":"consumer:support-web","decision":"modify","limit":1024,"requested":4096,"detail":"clamped 4096 to 1024"}]}""",
             Encoding.UTF8.GetString(sealedRecord.Canonical));
         Assert.Equal(1, sealedRecord.Seq);
         Assert.Equal(HashChain.Genesis, sealedRecord.PrevHash);

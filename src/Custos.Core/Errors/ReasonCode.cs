@@ -79,6 +79,34 @@ public static class Reasons
     public static readonly ReasonCode ModelNotEntitled = new("deny.model_not_entitled", 403, Permission, false, Decision.Deny,
         "Your credential is not entitled to this model; ask your service's policy owner for access.");
 
+    /// <summary>The consumer's entitlement to the model has ended.</summary>
+    public static readonly ReasonCode EntitlementExpired = new("deny.entitlement_expired", 403, Permission, false, Decision.Deny,
+        "Your entitlement to this model has expired; ask your service's policy owner to renew it.");
+
+    /// <summary>The consumer's entitlement to the model has not started yet.</summary>
+    public static readonly ReasonCode EntitlementNotYetValid = new("deny.entitlement_not_yet_valid", 403, Permission, false, Decision.Deny,
+        "Your entitlement to this model is not valid yet.");
+
+    /// <summary>Over a token ceiling: input, output or choices.</summary>
+    public static readonly ReasonCode TokenCeiling = new("deny.token_ceiling", 400, Invalid, false, Decision.Deny,
+        "The request is over a token ceiling of your policy.");
+
+    /// <summary>The prompt matches a deny rule, or a rule could not finish in time.</summary>
+    public static readonly ReasonCode PromptRestricted = new("deny.prompt_restricted", 400, Invalid, false, Decision.Deny,
+        "The prompt matches a restriction of your policy.");
+
+    /// <summary>A requests- or tokens-per-minute limit is reached.</summary>
+    public static readonly ReasonCode RateLimited = new("throttle.rate_limit", 429, "rate_limit_error", true, Decision.Throttle,
+        "A rate limit is reached; retry after the delay in Retry-After.");
+
+    /// <summary>A daily or monthly quota is used up.</summary>
+    public static readonly ReasonCode QuotaExhausted = new("deny.quota_exhausted", 429, "rate_limit_error", false, Decision.Deny,
+        "A quota is used up for this period.");
+
+    /// <summary>A hard budget cannot cover the request's worst-case cost.</summary>
+    public static readonly ReasonCode BudgetExhausted = new("deny.budget_exhausted", 402, "insufficient_quota", false, Decision.Deny,
+        "The budget cannot cover this request.");
+
     /// <summary>The model serves another API (for example an embedding model on chat completions).</summary>
     public static readonly ReasonCode ModelWrongEndpoint = new("invalid.model_endpoint", 400, Invalid, false, Decision.Deny,
         "The model does not serve this endpoint.");
@@ -151,7 +179,8 @@ public static class Reasons
     public static IReadOnlyList<ReasonCode> All { get; } =
     [
         CredentialMissing, CredentialMalformed, CredentialChecksum, CredentialUnknown, CredentialRevoked, CredentialSuspended,
-        CredentialExpired, CredentialWrongKind, ModelMissing, ModelNotFound, ModelNotEntitled, ModelWrongEndpoint, InvalidJson,
+        CredentialExpired, CredentialWrongKind, ModelMissing, ModelNotFound, ModelNotEntitled, EntitlementExpired, EntitlementNotYetValid,
+        TokenCeiling, PromptRestricted, RateLimited, QuotaExhausted, BudgetExhausted, ModelWrongEndpoint, InvalidJson,
         InvalidField, BodyTooLarge, ContentType, UnknownEndpoint, MethodNotAllowed, UpstreamNotConfigured, UpstreamUnreachable,
         UpstreamTimeout, UpstreamError, UpstreamAuth, UpstreamRejected, UpstreamRateLimited, UpstreamStreamInterrupted,
         ClientCancelled, Internal,

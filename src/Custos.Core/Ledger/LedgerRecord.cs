@@ -46,8 +46,12 @@ public abstract class LedgerRecord
 /// <summary>Versions of the ledger format.</summary>
 public static class LedgerFormat
 {
-    /// <summary>The current canonical-form version, written into every record as <c>v</c>.</summary>
-    public const int Version = 1;
+    /// <summary>
+    /// The current canonical-form version, written into every record as <c>v</c>. 1: the first request and
+    /// admin records. 2: request records append <c>max_output_tokens</c>, <c>n</c> and <c>controls</c>.
+    /// Records are verified against the bytes stored, so records of every version stay verifiable.
+    /// </summary>
+    public const int Version = 2;
 }
 
 /// <summary>An administrative action: who changed what, from what to what, and why.</summary>

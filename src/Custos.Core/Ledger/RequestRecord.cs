@@ -131,6 +131,15 @@ public sealed class RequestRecord : LedgerRecord
     /// <summary>Response body bytes sent to the client.</summary>
     public long ResponseBytes { get; set; }
 
+    /// <summary>The output ceiling the client asked for (<c>max_tokens</c> or <c>max_completion_tokens</c>), if any.</summary>
+    public long? MaxOutputTokens { get; set; }
+
+    /// <summary>Choices the client asked for (<c>n</c>), if any.</summary>
+    public long? N { get; set; }
+
+    /// <summary>Every control evaluated, in order, with what it saw and decided.</summary>
+    public List<Controls.ControlResult> Controls { get; } = new(8);
+
     /// <summary>Records a refusal or failure.</summary>
     public void Fail(ReasonCode reason, Outcome outcome)
     {
@@ -202,6 +211,17 @@ public sealed class RequestRecord : LedgerRecord
         WriteNullable(writer, "prompt_sha256", PromptSha256);
         writer.WriteNumber("request_bytes", RequestBytes);
         writer.WriteNumber("response_bytes", ResponseBytes);
+
+        // Format version 2 appends the request's ceilings and the controls.
+        WriteNumber(writer, "max_output_tokens", MaxOutputTokens);
+        WriteNumber(writer, "n", N);
+        writer.WriteStartArray("controls");
+        foreach (var control in Controls)
+        {
+            control.WriteTo(writer);
+        }
+
+        writer.WriteEndArray();
         writer.WriteEndObject();
     }
 

@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Text.Json;
+using Custos.Controls;
 
 namespace Custos.Metering;
 
@@ -43,6 +44,9 @@ public sealed class ChatRequest
 
     /// <summary><c>max_tokens</c>, <c>max_completion_tokens</c> or Anthropic <c>max_tokens</c>.</summary>
     public long? MaxOutputTokens { get; private set; }
+
+    /// <summary>Byte ranges of the <c>max_tokens</c> and <c>max_completion_tokens</c> values, when present.</summary>
+    public List<Range> MaxOutputRanges { get; } = new(1);
 
     /// <summary>Number of choices asked for (<c>n</c>).</summary>
     public long? N { get; private set; }
@@ -149,7 +153,8 @@ public sealed class ChatRequest
                     return Invalid(name);
                 }
 
-                MaxOutputTokens = max;
+                MaxOutputTokens = MaxOutputTokens is { } other ? Math.Min(other, max) : max;
+                MaxOutputRanges.Add((int)reader.TokenStartIndex..(int)reader.BytesConsumed);
             }
             else if (reader.ValueTextEquals("n"u8))
             {
@@ -204,82 +209,68 @@ public sealed class ChatRequest
     /// </summary>
     public bool TryRewrite(ReadOnlySpan<byte> body, string upstreamModel, bool forceUsage, IBufferWriter<byte> output)
     {
-        if (!NeedsRewrite(upstreamModel, forceUsage))
+        var edits = new List<BodyEdit>(2);
+        AddEdits(body, upstreamModel, forceUsage, outputCeiling: null, edits);
+        if (edits.Count == 0)
         {
             return false;
         }
 
-        var replaceModel = Model is not null && !string.Equals(Model, upstreamModel, StringComparison.Ordinal);
-        var injectUsage = forceUsage && IncludeUsage != true;
-        Span<(int Start, int End, int Kind)> edits = stackalloc (int, int, int)[2];
-        var count = 0;
-        if (replaceModel)
+        BodyEdits.Apply(body, edits, output);
+        return true;
+    }
+
+    /// <summary>True when <see cref="AddEdits"/> would change the body (not counting an output ceiling or redactions).</summary>
+    public bool NeedsRewrite(string upstreamModel, bool forceUsage)
+        => (Model is not null && !string.Equals(Model, upstreamModel, StringComparison.Ordinal)) || (forceUsage && IncludeUsage != true);
+
+    /// <summary>
+    /// Adds the edits the gateway makes to this request: the upstream model name, <c>include_usage</c> for OpenAI
+    /// streams, and the output ceiling (every <c>max_tokens</c>/<c>max_completion_tokens</c> value set to it, or
+    /// <c>max_tokens</c> injected when there is none).
+    /// </summary>
+    public void AddEdits(ReadOnlySpan<byte> body, string upstreamModel, bool forceUsage, long? outputCeiling, List<BodyEdit> edits)
+    {
+        if (Model is not null && !string.Equals(Model, upstreamModel, StringComparison.Ordinal))
         {
             var (offset, length) = ModelRange.GetOffsetAndLength(body.Length);
-            edits[count++] = (offset, offset + length, 0);
+            edits.Add(new BodyEdit(offset, offset + length, JsonSerializer.SerializeToUtf8Bytes(upstreamModel)));
         }
 
-        if (injectUsage)
+        var objectStart = body.IndexOf((byte)'{') + 1;
+        if (forceUsage && IncludeUsage != true)
         {
             if (IncludeUsageRange is { } usage)
             {
                 var (offset, length) = usage.GetOffsetAndLength(body.Length);
-                edits[count++] = (offset, offset + length, 1);
+                edits.Add(new BodyEdit(offset, offset + length, "true"u8.ToArray()));
             }
             else if (StreamOptionsRange is { } options)
             {
+                // Inside the existing stream_options object: add the field first; keep the others.
                 var (offset, _) = options.GetOffsetAndLength(body.Length);
-                edits[count++] = (offset + 1, offset + 1, 2);
+                var empty = body[(offset + 1)..].TrimStart(" \t\r\n"u8).StartsWith("}"u8);
+                edits.Add(new BodyEdit(offset + 1, offset + 1, empty ? "\"include_usage\":true"u8.ToArray() : "\"include_usage\":true,"u8.ToArray()));
             }
             else
             {
-                edits[count++] = (body.IndexOf((byte)'{') + 1, body.IndexOf((byte)'{') + 1, 3);
+                edits.Add(new BodyEdit(objectStart, objectStart, "\"stream_options\":{\"include_usage\":true},"u8.ToArray()));
             }
         }
 
-        var active = edits[..count];
-        if (count == 2 && active[1].Start < active[0].Start)
+        if (outputCeiling is { } ceiling)
         {
-            (active[0], active[1]) = (active[1], active[0]);
-        }
-
-        var position = 0;
-        foreach (var (start, end, kind) in active)
-        {
-            output.Write(body[position..start]);
-            switch (kind)
+            var value = System.Text.Encoding.ASCII.GetBytes(ceiling.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            if (MaxOutputRanges.Count == 0)
             {
-                case 0:
-                    WriteJsonString(upstreamModel, output);
-                    break;
-                case 1:
-                    output.Write("true"u8);
-                    break;
-                case 2:
-                    // Inside an existing stream_options object: add the field first; keep the others.
-                    var rest = body[start..];
-                    var empty = rest.TrimStart(" \t\r\n"u8).StartsWith("}"u8);
-                    output.Write(empty ? "\"include_usage\":true"u8 : "\"include_usage\":true,"u8);
-                    break;
-                default:
-                    output.Write("\"stream_options\":{\"include_usage\":true},"u8);
-                    break;
+                edits.Add(new BodyEdit(objectStart, objectStart, [.. "\"max_tokens\":"u8, .. value, (byte)',']));
             }
 
-            position = end;
+            foreach (var range in MaxOutputRanges)
+            {
+                var (offset, length) = range.GetOffsetAndLength(body.Length);
+                edits.Add(new BodyEdit(offset, offset + length, value));
+            }
         }
-
-        output.Write(body[position..]);
-        return true;
-    }
-
-    /// <summary>True when <see cref="TryRewrite"/> would change the body.</summary>
-    public bool NeedsRewrite(string upstreamModel, bool forceUsage)
-        => (Model is not null && !string.Equals(Model, upstreamModel, StringComparison.Ordinal)) || (forceUsage && IncludeUsage != true);
-
-    private static void WriteJsonString(string value, IBufferWriter<byte> output)
-    {
-        using var writer = new Utf8JsonWriter(output);
-        writer.WriteStringValue(value);
     }
 }

@@ -12,6 +12,9 @@ public sealed record PolicyDocument
     /// <summary>Gateway-wide settings. Optional; every setting has a default.</summary>
     public GatewaySettings Gateway { get; init; } = new();
 
+    /// <summary>Per-category defaults: the models and limits consumers inherit and may narrow.</summary>
+    public CategoryDefaultsSet Defaults { get; init; } = new();
+
     /// <summary>Isolation boundaries. Required: at least one.</summary>
     public IReadOnlyList<TenantConfig> Tenants { get; init; } = [];
 
@@ -74,6 +77,34 @@ public sealed record GatewaySettings
 
     /// <summary>How long the gateway waits for an upstream without any activity. Default 120 s.</summary>
     public TimeSpan UpstreamTimeout { get; init; } = TimeSpan.FromSeconds(120);
+
+    /// <summary>How long one prompt-rule regular expression may run on one text; a timeout counts as a match. Default 50 ms.</summary>
+    public TimeSpan PromptRegexTimeout { get; init; } = TimeSpan.FromMilliseconds(50);
+}
+
+/// <summary>Defaults per consumer category: external customers, internal teams, automation jobs and agents get their own.</summary>
+public sealed record CategoryDefaultsSet
+{
+    /// <summary>Defaults for external consumers.</summary>
+    public CategoryDefaults? External { get; init; }
+
+    /// <summary>Defaults for internal consumers.</summary>
+    public CategoryDefaults? Internal { get; init; }
+
+    /// <summary>Defaults for automation consumers.</summary>
+    public CategoryDefaults? Automation { get; init; }
+
+    /// <summary>Defaults for agent consumers.</summary>
+    public CategoryDefaults? Agent { get; init; }
+
+    /// <summary>The defaults of <paramref name="category"/>, or null.</summary>
+    public CategoryDefaults? For(ConsumerCategory category) => category switch
+    {
+        ConsumerCategory.External => External,
+        ConsumerCategory.Internal => Internal,
+        ConsumerCategory.Automation => Automation,
+        _ => Agent,
+    };
 }
 
 /// <summary>A tenant: business unit or external customer organisation. Nothing crosses it.</summary>
@@ -93,6 +124,12 @@ public sealed record TenantConfig
 
     /// <summary>The models this tenant's consumers can be entitled to.</summary>
     public IReadOnlyList<ModelConfig> Models { get; init; } = [];
+
+    /// <summary>Limits over all of the tenant's traffic.</summary>
+    public LimitsConfig Limits { get; init; } = LimitsConfig.Empty;
+
+    /// <summary>Prompt restrictions for every request of the tenant.</summary>
+    public IReadOnlyList<PromptRuleConfig> PromptRules { get; init; } = [];
 }
 
 /// <summary>The wire protocol a provider speaks.</summary>
@@ -209,6 +246,12 @@ public sealed record ServiceConfig
 
     /// <summary>Required: policy, billing and technical owners.</summary>
     public ServiceOwners Owners { get; init; } = new();
+
+    /// <summary>Limits over all of the service's consumers together.</summary>
+    public LimitsConfig Limits { get; init; } = LimitsConfig.Empty;
+
+    /// <summary>Prompt restrictions for the service's requests (managed by its prompt admins).</summary>
+    public IReadOnlyList<PromptRuleConfig> PromptRules { get; init; } = [];
 }
 
 /// <summary>The kind of caller; each has its own default entitlements and anomaly thresholds.</summary>
@@ -239,8 +282,18 @@ public sealed record ConsumerConfig
     /// <summary>Required. external, internal, automation or agent.</summary>
     public required ConsumerCategory Category { get; init; }
 
-    /// <summary>Models (names or aliases of the service's tenant) this consumer may use. Empty means none.</summary>
+    /// <summary>
+    /// Shorthand for one entitlement without approver or validity: models (names or aliases of the service's
+    /// tenant) this consumer may use. When neither this nor <see cref="Entitlements"/> is given, the consumer
+    /// inherits its category's default models.
+    /// </summary>
     public IReadOnlyList<string> Models { get; init; } = [];
+
+    /// <summary>Approved access, each with approver, reference and validity.</summary>
+    public IReadOnlyList<EntitlementConfig> Entitlements { get; init; } = [];
+
+    /// <summary>The consumer's own limits; they narrow its category's defaults.</summary>
+    public LimitsConfig Limits { get; init; } = LimitsConfig.Empty;
 }
 
 /// <summary>The lifecycle state of a credential.</summary>

@@ -10,13 +10,23 @@ namespace Custos.Policy;
 public sealed class PolicySnapshot
 {
     private readonly FrozenDictionary<KeyHash, CredentialEntry> _credentials;
+    private readonly FrozenDictionary<string, CredentialEntry> _credentialsById;
 
-    private PolicySnapshot(PolicyVersion version, FrozenDictionary<KeyHash, CredentialEntry> credentials, IReadOnlyList<TenantEntry> tenants)
+    private PolicySnapshot(PolicyVersion version, FrozenDictionary<KeyHash, CredentialEntry> credentials, IReadOnlyList<TenantEntry> tenants,
+        FrozenDictionary<string, ConsumerEntry> consumers)
     {
         Info = version;
         _credentials = credentials;
+        _credentialsById = credentials.Values.ToFrozenDictionary(c => c.Id, StringComparer.Ordinal);
         Tenants = tenants;
+        Consumers = consumers;
     }
+
+    /// <summary>Consumers by id.</summary>
+    public FrozenDictionary<string, ConsumerEntry> Consumers { get; }
+
+    /// <summary>Finds a credential by its id (for replays and audits; requests authenticate by hash).</summary>
+    public bool TryGetCredentialById(string id, out CredentialEntry credential) => _credentialsById.TryGetValue(id, out credential!);
 
     /// <summary>The version this snapshot was compiled from.</summary>
     public PolicyVersion Info { get; }
@@ -65,27 +75,85 @@ public sealed class PolicySnapshot
             }
 
             var timeZone = TimeZoneInfo.FindSystemTimeZoneById(tenant.TimeZone);
-            tenants[tenant.Id] = new TenantEntry(tenant.Id, tenant.Name ?? tenant.Id, timeZone, models.ToFrozenDictionary(StringComparer.Ordinal), canonical);
+            tenants[tenant.Id] = new TenantEntry(tenant.Id, tenant.Name ?? tenant.Id, timeZone, models.ToFrozenDictionary(StringComparer.Ordinal), canonical)
+            {
+                Limits = tenant.Limits,
+                PromptRules = [.. tenant.PromptRules.Select(r => Controls.PromptRule.Compile(r, "tenant", document.Gateway.PromptRegexTimeout))],
+            };
         }
 
         var services = document.Services.ToDictionary(
-            s => s.Id, s => new ServiceEntry(s.Id, tenants[s.Tenant], s.Owners), StringComparer.Ordinal);
+            s => s.Id,
+            s => new ServiceEntry(s.Id, tenants[s.Tenant], s.Owners)
+            {
+                Limits = s.Limits,
+                PromptRules = [.. s.PromptRules.Select(r => Controls.PromptRule.Compile(r, "service", document.Gateway.PromptRegexTimeout))],
+            },
+            StringComparer.Ordinal);
         var consumers = document.Consumers.ToDictionary(c => c.Id, c =>
         {
             var service = services[c.Service];
-            var entitled = c.Models.Select(m => service.Tenant.Models[m]).Distinct().ToArray();
-            return new ConsumerEntry(c.Id, c.Category, service, entitled.ToFrozenSet(), entitled);
+            var defaults = document.Defaults.For(c.Category);
+            var entitlements = new List<Entitlement>();
+            if (c.Models.Count > 0)
+            {
+                entitlements.Add(new Entitlement(Routes(service.Tenant, c.Models), null, null, null, null, "policy"));
+            }
+
+            entitlements.AddRange(c.Entitlements.Select(e => new Entitlement(Routes(service.Tenant, e.Models), e.ApprovedBy, e.Ticket, e.ValidFrom, e.ValidUntil, "policy")));
+            if (entitlements.Count == 0 && defaults?.Models is { } inherited)
+            {
+                var offered = inherited.Where(service.Tenant.Models.ContainsKey).ToArray();
+                entitlements.Add(new Entitlement(Routes(service.Tenant, offered), null, null, null, null, "category_default"));
+            }
+
+            var limits = (defaults?.Limits ?? LimitsConfig.Empty).Narrow(c.Limits);
+            var entitled = entitlements.SelectMany(e => e.Models).Distinct().ToArray();
+            static bool Counts(LimitsConfig l) => l.TokensPerMinute is not null || l.TokensPerDay is not null || l.TokensPerMonth is not null || l.Budget is not null;
+            return new ConsumerEntry(c.Id, c.Category, service, entitled.ToFrozenSet(), entitled)
+            {
+                Entitlements = entitlements,
+                Limits = limits,
+                CountsInput = limits.MaxInputTokens is not null || Counts(limits) || Counts(service.Limits) || Counts(service.Tenant.Limits),
+            };
         }, StringComparer.Ordinal);
 
         var credentials = document.Credentials.ToFrozenDictionary(
             c => KeyHash.FromHex(c.KeySha256),
             c => new CredentialEntry(c.Id, consumers[c.Consumer], c.Status, c.ExpiresAt));
-        return new PolicySnapshot(version, credentials, [.. tenants.Values]);
+        return new PolicySnapshot(version, credentials, [.. tenants.Values], consumers.ToFrozenDictionary(StringComparer.Ordinal));
     }
+
+    private static FrozenSet<ModelRoute> Routes(TenantEntry tenant, IEnumerable<string> names)
+        => names.Select(n => tenant.Models[n]).ToFrozenSet();
+}
+
+/// <summary>One compiled entitlement: the routes it opens, who approved them, and when it is valid.</summary>
+/// <param name="Models">The routes it opens.</param>
+/// <param name="ApprovedBy">Who approved it, if named.</param>
+/// <param name="Ticket">The approval's reference, if any.</param>
+/// <param name="ValidFrom">Start of validity, inclusive.</param>
+/// <param name="ValidUntil">End of validity, exclusive.</param>
+/// <param name="Source"><c>policy</c> when the consumer declares it, <c>category_default</c> when inherited.</param>
+public sealed record Entitlement(FrozenSet<ModelRoute> Models, string? ApprovedBy, string? Ticket, DateTimeOffset? ValidFrom,
+    DateTimeOffset? ValidUntil, string Source)
+{
+    /// <summary>True when valid at <paramref name="now"/>.</summary>
+    public bool IsValidAt(DateTimeOffset now) => (ValidFrom is null || ValidFrom <= now) && (ValidUntil is null || now < ValidUntil);
 }
 
 /// <summary>A compiled tenant.</summary>
-public sealed record TenantEntry(string Id, string Name, TimeZoneInfo TimeZone, FrozenDictionary<string, ModelRoute> Models, IReadOnlyList<ModelRoute> CanonicalModels);
+public sealed record TenantEntry(string Id, string Name, TimeZoneInfo TimeZone, FrozenDictionary<string, ModelRoute> Models, IReadOnlyList<ModelRoute> CanonicalModels)
+{
+    /// <summary>Limits over the tenant's traffic.</summary>
+    public LimitsConfig Limits { get; init; } = LimitsConfig.Empty;
+
+    /// <summary>The tenant's prompt rules.</summary>
+    public IReadOnlyList<Controls.PromptRule> PromptRules { get; init; } = [];
+
+    /// <summary>Counter-key prefix of the tenant scope.</summary>
+    public string CounterPrefix { get; } = Id + "|tenant|" + Id + "|";
+}
 
 /// <summary>A provider with its resolved upstream secret. The secret never leaves the gateway.</summary>
 public sealed record ProviderEntry(string Id, ProviderKind Kind, Uri BaseUrl, string? ApiKeyEnv, string? ApiKey)
@@ -128,7 +196,17 @@ public sealed class ModelRoute(string name, string upstreamModel, ProviderEntry 
 }
 
 /// <summary>A compiled service.</summary>
-public sealed record ServiceEntry(string Id, TenantEntry Tenant, ServiceOwners Owners);
+public sealed record ServiceEntry(string Id, TenantEntry Tenant, ServiceOwners Owners)
+{
+    /// <summary>Limits over all of the service's consumers together.</summary>
+    public LimitsConfig Limits { get; init; } = LimitsConfig.Empty;
+
+    /// <summary>The service's prompt rules.</summary>
+    public IReadOnlyList<Controls.PromptRule> PromptRules { get; init; } = [];
+
+    /// <summary>Counter-key prefix of the service scope.</summary>
+    public string CounterPrefix { get; } = Tenant.Id + "|service|" + Id + "|";
+}
 
 /// <summary>A compiled consumer with its entitled models.</summary>
 public sealed record ConsumerEntry(string Id, ConsumerCategory Category, ServiceEntry Service,
@@ -137,8 +215,24 @@ public sealed record ConsumerEntry(string Id, ConsumerCategory Category, Service
     /// <summary>The ledger spelling of <see cref="Category"/>.</summary>
     public string CategoryName { get; } = PolicyNames.Of(Category);
 
-    /// <summary>True when the consumer may use <paramref name="route"/>.</summary>
+    /// <summary>True when some entitlement of the consumer names <paramref name="route"/> (valid now or not).</summary>
     public bool IsEntitledTo(ModelRoute route) => EntitledRoutes.Contains(route);
+
+    /// <summary>The consumer's entitlements, its own or inherited from its category.</summary>
+    public IReadOnlyList<Entitlement> Entitlements { get; init; } = [];
+
+    /// <summary>Effective limits: the category's defaults narrowed by the consumer's own.</summary>
+    public LimitsConfig Limits { get; init; } = LimitsConfig.Empty;
+
+    /// <summary>True when a control needs the prompt's token count before forwarding (input ceiling, token limits, budgets).</summary>
+    public bool CountsInput { get; init; }
+
+    /// <summary>Counter-key prefix of the consumer scope.</summary>
+    public string CounterPrefix { get; } = Service.Tenant.Id + "|consumer|" + Id + "|";
+
+    /// <summary>The models the consumer can use at <paramref name="now"/>.</summary>
+    public IEnumerable<ModelRoute> ModelsAt(DateTimeOffset now)
+        => EntitledModels.Where(m => Entitlements.Any(e => e.Models.Contains(m) && e.IsValidAt(now)));
 }
 
 /// <summary>A compiled credential.</summary>

@@ -108,15 +108,33 @@ internal static class PolicyValidator
                 continue;
             }
 
-            foreach (var model in consumer.Models)
+            var defaults = document.Defaults.For(consumer.Category);
+            var requested = consumer.Models.Select(m => (Model: m, Field: "models"))
+                .Concat(consumer.Entitlements.SelectMany((e, i) => e.Models.Select(m => (Model: m, Field: $"entitlements[{i}].models"))));
+            foreach (var (model, field) in requested)
             {
                 if (!tenant.Models.Any(m => m.Name == model || m.Aliases.Contains(model)))
                 {
-                    reader.Add(DiagnosticSeverity.Error, reader.MarkOf(consumer, "models"), path + ".models",
-                        $"model '{model}' is not offered by tenant '{tenant.Id}'" + Known(tenant.Models.Select(m => m.Name)));
+                    reader.Add(DiagnosticSeverity.Error, reader.MarkOf(consumer, field.StartsWith("entitlements", StringComparison.Ordinal) ? "entitlements" : "models"),
+                        $"{path}.{field}", $"model '{model}' is not offered by tenant '{tenant.Id}'" + Known(tenant.Models.Select(m => m.Name)));
+                }
+                else if (defaults?.Models is { } allowed && !allowed.Contains(model)
+                    && !tenant.Models.Any(m => (m.Name == model || m.Aliases.Contains(model)) && (allowed.Contains(m.Name) || m.Aliases.Any(allowed.Contains))))
+                {
+                    reader.Add(DiagnosticSeverity.Error, reader.MarkOf(consumer, "models"), $"{path}.{field}",
+                        $"model '{model}' is outside the defaults of category '{PolicyNames.Of(consumer.Category)}' " +
+                        $"({string.Join(", ", allowed)}); a consumer may narrow its category's defaults, not widen them");
                 }
             }
+
+            if (consumer.Models.Count == 0 && consumer.Entitlements.Count == 0 && defaults?.Models is null)
+            {
+                reader.Add(DiagnosticSeverity.Warning, reader.MarkOf(consumer), path,
+                    $"consumer '{consumer.Id}' has no entitlements and its category has no default models: every model request will be denied");
+            }
         }
+
+        ValidatePromptRules(document, reader);
 
         var credentialIds = new HashSet<string>(StringComparer.Ordinal);
         var hashes = new HashSet<string>(StringComparer.Ordinal);
@@ -149,6 +167,38 @@ internal static class PolicyValidator
         }
 
         ValidateAdmins(document, reader, hashes);
+    }
+
+    private static void ValidatePromptRules(PolicyDocument document, PolicyYaml.Reader reader)
+    {
+        var scopes = document.Tenants.Select((t, i) => (Path: $"tenants[{i}]", t.PromptRules))
+            .Concat(document.Services.Select((s, i) => (Path: $"services[{i}]", s.PromptRules)));
+        foreach (var (path, rules) in scopes)
+        {
+            var ids = new HashSet<string>(StringComparer.Ordinal);
+            for (var r = 0; r < rules.Count; r++)
+            {
+                CheckId(reader, rules[r], rules[r].Id, $"{path}.prompt_rules[{r}].id");
+                if (!ids.Add(rules[r].Id))
+                {
+                    reader.Add(DiagnosticSeverity.Error, reader.MarkOf(rules[r], "id"), $"{path}.prompt_rules[{r}].id", $"prompt rule '{rules[r].Id}' is declared twice");
+                }
+            }
+        }
+
+        foreach (var category in Enum.GetValues<ConsumerCategory>())
+        {
+            if (document.Defaults.For(category)?.Models is not { } models)
+            {
+                continue;
+            }
+
+            foreach (var model in models.Where(m => !document.Tenants.Any(t => t.Models.Any(x => x.Name == m || x.Aliases.Contains(m)))))
+            {
+                reader.Add(DiagnosticSeverity.Error, reader.MarkOf(document.Defaults.For(category)!, "models"), $"defaults.{PolicyNames.Of(category)}.models",
+                    $"model '{model}' is not offered by any tenant");
+            }
+        }
     }
 
     private static void ValidateAdmins(PolicyDocument document, PolicyYaml.Reader reader, HashSet<string> keyHashes)

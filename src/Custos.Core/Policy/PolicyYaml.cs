@@ -114,7 +114,7 @@ public static partial class PolicyYaml
 
         public PolicyDocument ReadDocument(YamlMappingNode root, out ServerSettings server)
         {
-            var map = new MapReader(this, root, "$", ["server", "gateway", "tenants", "services", "consumers", "credentials", "admins"]);
+            var map = new MapReader(this, root, "$", ["server", "gateway", "defaults", "tenants", "services", "consumers", "credentials", "admins"]);
             server = new ServerSettings();
             if (map.Node("server") is { } serverNode && AsMap(serverNode, "server", ["listen", "admin_listen", "data", "node_id"]) is { } s)
             {
@@ -122,9 +122,11 @@ public static partial class PolicyYaml
             }
 
             var gateway = map.Node("gateway") is { } g ? ReadGateway(g, "gateway") : new GatewaySettings();
+            var defaults = map.Node("defaults") is { } d ? ReadDefaults(d, "defaults") : new CategoryDefaultsSet();
             return new PolicyDocument
             {
                 Gateway = gateway,
+                Defaults = defaults,
                 Tenants = ReadList(map, "tenants", ReadTenant),
                 Services = ReadList(map, "services", ReadService),
                 Consumers = ReadList(map, "consumers", ReadConsumer),
@@ -135,7 +137,7 @@ public static partial class PolicyYaml
 
         private GatewaySettings ReadGateway(YamlNode node, string path)
         {
-            if (AsMap(node, path, ["max_request_body_bytes", "upstream_timeout_seconds"]) is not { } map)
+            if (AsMap(node, path, ["max_request_body_bytes", "upstream_timeout_seconds", "prompt_regex_timeout_ms"]) is not { } map)
             {
                 return new GatewaySettings();
             }
@@ -153,12 +155,23 @@ public static partial class PolicyYaml
                 Error(map.Node("upstream_timeout_seconds"), path + ".upstream_timeout_seconds", "must be between 1 and 3600 seconds");
             }
 
-            return Remember(node, new GatewaySettings { MaxRequestBodyBytes = maxBody, UpstreamTimeout = TimeSpan.FromSeconds(timeout) });
+            var regexTimeout = map.Long("prompt_regex_timeout_ms") ?? (long)defaults.PromptRegexTimeout.TotalMilliseconds;
+            if (regexTimeout is < 1 or > 10_000)
+            {
+                Error(map.Node("prompt_regex_timeout_ms"), path + ".prompt_regex_timeout_ms", "must be between 1 and 10000 milliseconds");
+            }
+
+            return Remember(node, new GatewaySettings
+            {
+                MaxRequestBodyBytes = maxBody,
+                UpstreamTimeout = TimeSpan.FromSeconds(timeout),
+                PromptRegexTimeout = TimeSpan.FromMilliseconds(regexTimeout),
+            });
         }
 
         private TenantConfig? ReadTenant(YamlNode node, string path)
         {
-            if (AsMap(node, path, ["id", "name", "time_zone", "providers", "models"]) is not { } map)
+            if (AsMap(node, path, ["id", "name", "time_zone", "providers", "models", "limits", "prompt_rules"]) is not { } map)
             {
                 return null;
             }
@@ -170,6 +183,8 @@ public static partial class PolicyYaml
                 TimeZone = map.String("time_zone") ?? "UTC",
                 Providers = ReadList(map, "providers", ReadProvider),
                 Models = ReadList(map, "models", ReadModel),
+                Limits = ReadLimits(map, path),
+                PromptRules = ReadList(map, "prompt_rules", ReadPromptRule),
             };
             return Remember(node, tenant, map);
         }
@@ -227,7 +242,7 @@ public static partial class PolicyYaml
 
         private ServiceConfig? ReadService(YamlNode node, string path)
         {
-            if (AsMap(node, path, ["id", "tenant", "description", "owners"]) is not { } map)
+            if (AsMap(node, path, ["id", "tenant", "description", "owners", "limits", "prompt_rules"]) is not { } map)
             {
                 return null;
             }
@@ -253,6 +268,8 @@ public static partial class PolicyYaml
                 Tenant = map.RequiredString("tenant") ?? "",
                 Description = map.String("description"),
                 Owners = owners,
+                Limits = ReadLimits(map, path),
+                PromptRules = ReadList(map, "prompt_rules", ReadPromptRule),
             };
             return Remember(node, service, map);
         }
@@ -281,7 +298,7 @@ public static partial class PolicyYaml
 
         private ConsumerConfig? ReadConsumer(YamlNode node, string path)
         {
-            if (AsMap(node, path, ["id", "service", "category", "models"]) is not { } map)
+            if (AsMap(node, path, ["id", "service", "category", "models", "entitlements", "limits"]) is not { } map)
             {
                 return null;
             }
@@ -292,6 +309,8 @@ public static partial class PolicyYaml
                 Service = map.RequiredString("service") ?? "",
                 Category = map.Enum<ConsumerCategory>("category", required: true) ?? ConsumerCategory.Internal,
                 Models = map.StringList("models"),
+                Entitlements = ReadList(map, "entitlements", ReadEntitlement),
+                Limits = ReadLimits(map, path),
             };
             return Remember(node, consumer, map);
         }
@@ -312,6 +331,154 @@ public static partial class PolicyYaml
                 ExpiresAt = map.Timestamp("expires_at"),
             };
             return Remember(node, credential, map);
+        }
+
+        private CategoryDefaultsSet ReadDefaults(YamlNode node, string path)
+        {
+            if (AsMap(node, path, ["external", "internal", "automation", "agent"]) is not { } map)
+            {
+                return new CategoryDefaultsSet();
+            }
+
+            CategoryDefaults? Read(string category)
+            {
+                if (map.Node(category) is not { } categoryNode
+                    || AsMap(categoryNode, path + "." + category, ["models", "limits"]) is not { } c)
+                {
+                    return null;
+                }
+
+                return Remember(categoryNode, new CategoryDefaults
+                {
+                    Models = c.Node("models") is null ? null : c.StringList("models"),
+                    Limits = ReadLimits(c, path + "." + category),
+                }, c);
+            }
+
+            return Remember(node, new CategoryDefaultsSet
+            {
+                External = Read("external"),
+                Internal = Read("internal"),
+                Automation = Read("automation"),
+                Agent = Read("agent"),
+            });
+        }
+
+        private LimitsConfig ReadLimits(MapReader owner, string ownerPath)
+        {
+            var path = ownerPath + ".limits";
+            if (owner.Node("limits") is not { } node
+                || AsMap(node, path, ["requests_per_minute", "tokens_per_minute", "requests_per_day", "tokens_per_day", "requests_per_month",
+                    "tokens_per_month", "budget", "max_input_tokens", "max_output_tokens", "output_ceiling", "max_n"]) is not { } map)
+            {
+                return LimitsConfig.Empty;
+            }
+
+            long? Positive(string key)
+            {
+                var value = map.Long(key);
+                if (value is <= 0)
+                {
+                    Error(map.Node(key), path + "." + key, "must be a positive whole number");
+                }
+
+                return value;
+            }
+
+            BudgetConfig? budget = null;
+            if (map.Node("budget") is { } budgetNode && AsMap(budgetNode, path + ".budget", ["amount", "period", "mode"]) is { } b)
+            {
+                var amountText = b.RequiredString("amount");
+                var amount = amountText is null ? 0 : b.Decimal("amount") ?? 0;
+                if (amountText is not null && amount <= 0)
+                {
+                    Error(b.Node("amount"), path + ".budget.amount", "must be a positive amount");
+                }
+
+                budget = Remember(budgetNode, new BudgetConfig
+                {
+                    Amount = amount,
+                    Period = b.Enum<BudgetPeriod>("period") ?? BudgetPeriod.Month,
+                    Mode = b.Enum<BudgetMode>("mode") ?? BudgetMode.Hard,
+                }, b);
+            }
+
+            return Remember(node, new LimitsConfig
+            {
+                RequestsPerMinute = Positive("requests_per_minute"),
+                TokensPerMinute = Positive("tokens_per_minute"),
+                RequestsPerDay = Positive("requests_per_day"),
+                TokensPerDay = Positive("tokens_per_day"),
+                RequestsPerMonth = Positive("requests_per_month"),
+                TokensPerMonth = Positive("tokens_per_month"),
+                Budget = budget,
+                MaxInputTokens = Positive("max_input_tokens"),
+                MaxOutputTokens = Positive("max_output_tokens"),
+                OutputCeiling = map.Enum<OutputCeilingMode>("output_ceiling"),
+                MaxN = Positive("max_n"),
+            }, map);
+        }
+
+        private EntitlementConfig? ReadEntitlement(YamlNode node, string path)
+        {
+            if (AsMap(node, path, ["models", "approved_by", "ticket", "valid_from", "valid_until"]) is not { } map)
+            {
+                return null;
+            }
+
+            var entitlement = new EntitlementConfig
+            {
+                Models = map.StringList("models"),
+                ApprovedBy = map.String("approved_by"),
+                Ticket = map.String("ticket"),
+                ValidFrom = map.Timestamp("valid_from"),
+                ValidUntil = map.Timestamp("valid_until"),
+            };
+            if (entitlement.Models.Count == 0)
+            {
+                Error(node, path + ".models", "an entitlement names at least one model");
+            }
+
+            if (entitlement.ValidFrom is { } from && entitlement.ValidUntil is { } until && until <= from)
+            {
+                Error(map.Node("valid_until"), path + ".valid_until", "must be after valid_from");
+            }
+
+            return Remember(node, entitlement, map);
+        }
+
+        private PromptRuleConfig? ReadPromptRule(YamlNode node, string path)
+        {
+            if (AsMap(node, path, ["id", "pattern", "detector", "action"]) is not { } map)
+            {
+                return null;
+            }
+
+            var rule = new PromptRuleConfig
+            {
+                Id = map.RequiredString("id") ?? "",
+                Pattern = map.String("pattern"),
+                Detector = map.Enum<PromptDetector>("detector"),
+                Action = map.Enum<PromptAction>("action") ?? PromptAction.Deny,
+            };
+            if ((rule.Pattern is null) == (rule.Detector is null) && map.Node("detector") is null == (map.Node("pattern") is null))
+            {
+                Error(node, path, "a prompt rule has exactly one of 'pattern' and 'detector'");
+            }
+
+            if (rule.Pattern is not null)
+            {
+                try
+                {
+                    _ = new Regex(rule.Pattern, RegexOptions.CultureInvariant, TimeSpan.FromSeconds(1));
+                }
+                catch (ArgumentException ex)
+                {
+                    Error(map.Node("pattern"), path + ".pattern", "not a valid regular expression: " + ex.Message);
+                }
+            }
+
+            return Remember(node, rule, map);
         }
 
         private AdminConfig? ReadAdmin(YamlNode node, string path)

@@ -1,4 +1,5 @@
 using System.Net;
+using Custos.Controls;
 using Custos.Gateway.Ledger;
 using Custos.Gateway.Pipeline;
 using Custos.Gateway.Policy;
@@ -50,6 +51,9 @@ public sealed record CustosGatewayOptions
     /// <summary>Resolves upstream secrets by environment-variable name. Default the process environment.</summary>
     public Func<string, string?> Secrets { get; init; } = Environment.GetEnvironmentVariable;
 
+    /// <summary>The counters behind rate limits, quotas and budgets. Default: in this process.</summary>
+    public ICounterStore? Counters { get; init; }
+
     /// <summary>Logging set-up. Default: console, one line per message, Information and up.</summary>
     public Action<ILoggingBuilder>? ConfigureLogging { get; init; }
 }
@@ -64,21 +68,27 @@ public sealed partial class CustosGateway : IAsyncDisposable
     private readonly WebApplication _dataPlane;
     private readonly WebApplication _admin;
     private readonly HttpMessageInvoker _upstreamClient;
+    private readonly CustosGatewayOptions _options;
+    private readonly SemaphoreSlim _applyLock = new(1, 1);
+    private ILoggerFactory? _loggerFactory;
     private bool _disposed;
 
-    private CustosGateway(SqliteStore store, ActivePolicy policy, LedgerWriter ledger, WebApplication dataPlane, WebApplication admin,
-        HttpMessageInvoker upstreamClient, string nodeId)
+    private CustosGateway(CustosGatewayOptions options, SqliteStore store, ActivePolicy policy, LedgerWriter ledger, WebApplication dataPlane,
+        WebApplication admin, HttpMessageInvoker upstreamClient, ICounterStore counters)
     {
+        _options = options;
         Store = store;
         Policy = policy;
         Ledger = ledger;
         _dataPlane = dataPlane;
         _admin = admin;
         _upstreamClient = upstreamClient;
-        NodeId = nodeId;
-        DataPlaneUri = BoundUri(dataPlane);
-        AdminUri = BoundUri(admin);
+        Counters = counters;
+        NodeId = options.NodeId;
     }
+
+    /// <summary>The counters behind rate limits, quotas and budgets.</summary>
+    public ICounterStore Counters { get; }
 
     /// <summary>The embedded store.</summary>
     public SqliteStore Store { get; }
@@ -93,10 +103,60 @@ public sealed partial class CustosGateway : IAsyncDisposable
     public string NodeId { get; }
 
     /// <summary>Where the data plane listens.</summary>
-    public Uri DataPlaneUri { get; }
+    public Uri DataPlaneUri => BoundUri(_dataPlane);
 
     /// <summary>Where the admin listener listens.</summary>
-    public Uri AdminUri { get; }
+    public Uri AdminUri => BoundUri(_admin);
+
+    /// <summary>
+    /// Stores <paramref name="document"/> as a new policy version (unless it equals the one in force), puts it in
+    /// force atomically, and records who did it and why. Requests in flight finish under the version they started with.
+    /// </summary>
+    public async Task<(PolicyVersion Version, bool Created)> ApplyPolicyAsync(PolicyDocument document, string actor, string reason, string? source,
+        CancellationToken cancellationToken = default)
+    {
+        await _applyLock.WaitAsync(cancellationToken);
+        try
+        {
+            var before = Policy.Current;
+            var (version, created) = await Store.SaveAsync(document, actor, reason, _options.TimeProvider.GetUtcNow(), source, cancellationToken);
+            if (created)
+            {
+                Policy.Update(PolicySnapshot.Compile(version, _options.Secrets));
+                await Ledger.EnqueueAsync(new AdminRecord
+                {
+                    Timestamp = version.CreatedAt,
+                    Actor = actor,
+                    Action = "policy.version_created",
+                    Target = "policy",
+                    Before = before.Hash,
+                    After = version.Sha256,
+                    Reason = reason,
+                    PolicyVersion = version.Number,
+                });
+            }
+
+            return (version, created);
+        }
+        finally
+        {
+            _applyLock.Release();
+        }
+    }
+
+    /// <summary>Records an administrative action (or a refused attempt) in the ledger.</summary>
+    public ValueTask RecordAdminAsync(string actor, string action, string target, string? before, string? after, string? reason)
+        => Ledger.EnqueueAsync(new AdminRecord
+        {
+            Timestamp = _options.TimeProvider.GetUtcNow(),
+            Actor = actor,
+            Action = action,
+            Target = target,
+            Before = before,
+            After = after,
+            Reason = reason,
+            PolicyVersion = Policy.Current.Version,
+        });
 
     /// <summary>Opens the store, puts the policy in force and starts both listeners.</summary>
     public static async Task<CustosGateway> StartAsync(CustosGatewayOptions options, CancellationToken cancellationToken = default)
@@ -106,13 +166,28 @@ public sealed partial class CustosGateway : IAsyncDisposable
         try
         {
             var now = options.TimeProvider.GetUtcNow();
-            var previous = await store.GetLatestAsync(cancellationToken);
-            var (version, created) = await store.SaveAsync(options.Policy, options.PolicyAuthor, options.PolicyReason, now,
-                options.PolicySource, cancellationToken);
-            var policy = new ActivePolicy(PolicySnapshot.Compile(version, options.Secrets));
+            var history = await store.GetHistoryAsync(cancellationToken);
+            var previous = history.Count > 0 ? history[^1] : null;
+            var loggerFactory = LoggerFactory.Create(b => ConfigureLogging(b, options));
+            started.Add(new AsyncDisposableAdapter(loggerFactory));
+            var startupLog = loggerFactory.CreateLogger<CustosGateway>();
 
-            using var bootstrapLogging = LoggerFactory.Create(b => ConfigureLogging(b, options));
-            var ledger = await LedgerWriter.StartAsync(store, options.NodeId, bootstrapLogging.CreateLogger<LedgerWriter>(),
+            // A file loaded before, unchanged since, does not undo versions applied through the admin API after it.
+            var lastLoad = history.LastOrDefault(v => v.Author == options.PolicyAuthor);
+            PolicyVersion version;
+            var created = false;
+            if (previous is not null && lastLoad is not null && lastLoad != previous && lastLoad.Sha256 == PolicyVersion.HashOf(options.Policy))
+            {
+                version = previous;
+                Log.KeptAppliedVersion(startupLog, previous.Number, previous.Author, lastLoad.Number);
+            }
+            else
+            {
+                (version, created) = await store.SaveAsync(options.Policy, options.PolicyAuthor, options.PolicyReason, now, options.PolicySource, cancellationToken);
+            }
+
+            var policy = new ActivePolicy(PolicySnapshot.Compile(version, options.Secrets));
+            var ledger = await LedgerWriter.StartAsync(store, options.NodeId, loggerFactory.CreateLogger<LedgerWriter>(),
                 cancellationToken: cancellationToken);
             started.Insert(0, ledger);
             if (created)
@@ -143,12 +218,15 @@ public sealed partial class CustosGateway : IAsyncDisposable
                 PooledConnectionLifetime = TimeSpan.FromMinutes(5),
             });
 
-            var dataPlane = BuildDataPlane(options, policy, ledger, upstreamClient);
-            var admin = BuildAdmin(options, policy, ledger);
+            var counters = options.Counters ?? new InMemoryCounterStore(options.TimeProvider);
+            var dataPlane = BuildDataPlane(options, policy, ledger, upstreamClient, counters);
+            var admin = CreateBuilder(options, options.AdminUrl).Build();
+            var gateway = new CustosGateway(options, store, policy, ledger, dataPlane, admin, upstreamClient, counters) { _loggerFactory = loggerFactory };
+            MapAdmin(admin, gateway);
             await dataPlane.StartAsync(cancellationToken);
             started.Insert(0, dataPlane);
             await admin.StartAsync(cancellationToken);
-            return new CustosGateway(store, policy, ledger, dataPlane, admin, upstreamClient, options.NodeId);
+            return gateway;
         }
         catch
         {
@@ -161,7 +239,8 @@ public sealed partial class CustosGateway : IAsyncDisposable
         }
     }
 
-    private static WebApplication BuildDataPlane(CustosGatewayOptions options, ActivePolicy policy, LedgerWriter ledger, HttpMessageInvoker upstreamClient)
+    private static WebApplication BuildDataPlane(CustosGatewayOptions options, ActivePolicy policy, LedgerWriter ledger, HttpMessageInvoker upstreamClient,
+        ICounterStore counters)
     {
         var builder = CreateBuilder(options, options.DataPlaneUrl);
         builder.Services.AddHttpForwarder();
@@ -169,7 +248,7 @@ public sealed partial class CustosGateway : IAsyncDisposable
         builder.Services.AddSingleton(ledger);
         builder.Services.AddSingleton(options.TimeProvider);
         builder.Services.AddSingleton(sp => new DataPlane(policy, ledger, sp.GetRequiredService<IHttpForwarder>(), upstreamClient,
-            options.TimeProvider, options.NodeId, sp.GetRequiredService<ILogger<DataPlane>>()));
+            counters, options.TimeProvider, options.NodeId, sp.GetRequiredService<ILogger<DataPlane>>()));
         var app = builder.Build();
         var dataPlane = app.Services.GetRequiredService<DataPlane>();
         app.Run(context => context.Request.Path.Value switch
@@ -181,18 +260,11 @@ public sealed partial class CustosGateway : IAsyncDisposable
         return app;
     }
 
-    private static WebApplication BuildAdmin(CustosGatewayOptions options, ActivePolicy policy, LedgerWriter ledger)
+    private static void MapAdmin(WebApplication app, CustosGateway gateway)
     {
-        var builder = CreateBuilder(options, options.AdminUrl);
-        var app = builder.Build();
-        app.Run(context => context.Request.Path.Value switch
-        {
-            "/healthz" => Health(context),
-            "/readyz" => Ready(context, policy, ledger),
-            _ => Results.Problem(statusCode: StatusCodes.Status404NotFound, title: "Not found",
-                detail: "The admin API is not served by this version of Custos yet.").ExecuteAsync(context),
-        });
-        return app;
+        app.MapGet("/healthz", Health);
+        app.MapGet("/readyz", (HttpContext context) => Ready(context, gateway.Policy, gateway.Ledger));
+        Admin.AdminApi.Map(app, gateway);
     }
 
     private static WebApplicationBuilder CreateBuilder(CustosGatewayOptions options, string url)
@@ -268,5 +340,23 @@ public sealed partial class CustosGateway : IAsyncDisposable
         await Ledger.DisposeAsync();
         await Store.DisposeAsync();
         _upstreamClient.Dispose();
+        _applyLock.Dispose();
+        _loggerFactory?.Dispose();
+    }
+
+    private sealed class AsyncDisposableAdapter(IDisposable inner) : IAsyncDisposable
+    {
+        public ValueTask DisposeAsync()
+        {
+            inner.Dispose();
+            return ValueTask.CompletedTask;
+        }
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(EventId = 10, Level = LogLevel.Information,
+            Message = "Keeping policy version {Version} (by {Author}): the configuration is unchanged since it was loaded as version {Loaded}.")]
+        public static partial void KeptAppliedVersion(ILogger logger, long version, string author, long loaded);
     }
 }

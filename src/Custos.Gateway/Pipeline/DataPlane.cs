@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Security.Cryptography;
 using System.Text.Json;
+using Custos.Controls;
 using Custos.Errors;
 using Custos.Gateway.Ledger;
 using Custos.Gateway.Policy;
@@ -26,6 +27,7 @@ internal sealed partial class DataPlane(
     LedgerWriter ledger,
     IHttpForwarder forwarder,
     HttpMessageInvoker upstreamClient,
+    ICounterStore counters,
     TimeProvider time,
     string nodeId,
     ILogger<DataPlane> logger)
@@ -120,7 +122,7 @@ internal sealed partial class DataPlane(
         var tenant = consumer.Service.Tenant;
         if (endpoint == ApiEndpoint.Models)
         {
-            await WriteModelsAsync(context, consumer);
+            await WriteModelsAsync(context, consumer, record.Timestamp);
             record.Status = StatusCodes.Status200OK;
             return null;
         }
@@ -181,13 +183,8 @@ internal sealed partial class DataPlane(
 
         record.ModelServed = route.UpstreamModel;
         record.Provider = route.Provider.Id;
-        if (!consumer.IsEntitledTo(route))
-        {
-            await DenyAsync(context, record, Reasons.ModelNotEntitled,
-                $"Consumer '{consumer.Id}' is not entitled to the model '{parsed.Model}'; ask the policy owner of service '{consumer.Service.Id}' for access.", "model");
-            return null;
-        }
-
+        record.MaxOutputTokens = parsed.MaxOutputTokens;
+        record.N = parsed.N;
         if (!Serves(route, endpoint))
         {
             await DenyAsync(context, record, Reasons.ModelWrongEndpoint,
@@ -195,9 +192,52 @@ internal sealed partial class DataPlane(
             return null;
         }
 
+        // Admit: every control of the snapshot, reserving the worst case against rate limits, quotas and budgets.
+        var admission = await AdmissionEvaluator.EvaluateAsync(new AdmissionRequest
+        {
+            Consumer = consumer,
+            Route = route,
+            Now = record.Timestamp,
+            InputTokens = consumer.CountsInput ? TokenCounter.CountPrompt(body.WrittenSpan, parsed.PromptRanges) : 0,
+            MaxOutputTokens = parsed.MaxOutputTokens,
+            N = parsed.N ?? 1,
+            Body = body.WrittenMemory,
+            PromptRanges = parsed.PromptRanges,
+        }, counters, context.RequestAborted);
+        record.Controls.AddRange(admission.Controls);
+        if (admission.Decision != Decision.Allow)
+        {
+            if (admission.RetryAfter is { } retryAfter)
+            {
+                context.Response.Headers.RetryAfter = Math.Max(1, (int)Math.Ceiling(retryAfter.TotalSeconds)).ToString(System.Globalization.CultureInfo.InvariantCulture);
+            }
+
+            await DenyAsync(context, record, admission.Reason!, admission.Message);
+            return null;
+        }
+
+        foreach (var evt in admission.Events)
+        {
+            Log.SoftLimit(logger, record.RequestId, evt);
+        }
+
+        try
+        {
+            return await ForwardAsync(context, snapshot, record, route, endpoint, parsed, body, admission);
+        }
+        finally
+        {
+            await AdmissionEvaluator.SettleAsync(admission, counters, record.InputTokens ?? 0, record.OutputTokens ?? 0, record.Cost ?? 0);
+        }
+    }
+
+    private async Task<UpstreamCall?> ForwardAsync(HttpContext context, PolicySnapshot snapshot, RequestRecord record, ModelRoute route,
+        ApiEndpoint endpoint, ChatRequest parsed, PooledBufferWriter body, Admission admission)
+    {
+        var request = context.Request;
         if (route.Provider.IsMissingKey)
         {
-            Log.UpstreamKeyMissing(logger, tenant.Id, route.Provider.Id);
+            Log.UpstreamKeyMissing(logger, route.Provider.Id);
             record.Fail(Reasons.UpstreamNotConfigured, Outcome.UpstreamError);
             record.Status = Reasons.UpstreamNotConfigured.Status;
             await ErrorResponses.WriteAsync(context, Reasons.UpstreamNotConfigured, record.RequestId, IsAnthropic(record));
@@ -206,8 +246,18 @@ internal sealed partial class DataPlane(
 
         // Forward, metering the response on its way back.
         var forceUsage = parsed.Stream && route.Provider.Kind == ProviderKind.OpenAI && endpoint != ApiEndpoint.Embeddings;
-        using var rewritten = parsed.NeedsRewrite(route.UpstreamModel, forceUsage) ? new PooledBufferWriter(body.WrittenCount + 64) : null;
-        var upstreamBody = rewritten is not null && parsed.TryRewrite(body.WrittenSpan, route.UpstreamModel, forceUsage, rewritten) ? rewritten : body;
+        PooledBufferWriter? rewritten = null;
+        if (admission.OutputCeiling is not null || admission.Redactions.Count > 0 || parsed.NeedsRewrite(route.UpstreamModel, forceUsage))
+        {
+            var edits = new List<BodyEdit>(admission.Redactions.Count + 3);
+            edits.AddRange(admission.Redactions);
+            parsed.AddEdits(body.WrittenSpan, route.UpstreamModel, forceUsage, endpoint == ApiEndpoint.Embeddings ? null : admission.OutputCeiling, edits);
+            rewritten = new PooledBufferWriter(body.WrittenCount + 256);
+            BodyEdits.Apply(body.WrittenSpan, edits, rewritten);
+        }
+
+        using var rewrittenScope = rewritten;
+        var upstreamBody = rewritten ?? body;
         request.Body = new MemoryStream(upstreamBody.Buffer, 0, upstreamBody.WrittenCount, writable: false);
         request.ContentLength = upstreamBody.WrittenCount;
         request.Headers.Remove(HeaderNames.TransferEncoding);
@@ -434,7 +484,7 @@ internal sealed partial class DataPlane(
         return ErrorResponses.WriteAsync(context, reason, record.RequestId, IsAnthropic(record), message, param);
     }
 
-    private static async Task WriteModelsAsync(HttpContext context, ConsumerEntry consumer)
+    private static async Task WriteModelsAsync(HttpContext context, ConsumerEntry consumer, DateTimeOffset now)
     {
         var response = context.Response;
         response.StatusCode = StatusCodes.Status200OK;
@@ -445,7 +495,7 @@ internal sealed partial class DataPlane(
             writer.WriteStartObject();
             writer.WriteString("object", "list");
             writer.WriteStartArray("data");
-            foreach (var model in consumer.EntitledModels)
+            foreach (var model in consumer.ModelsAt(now))
             {
                 writer.WriteStartObject();
                 writer.WriteString("id", model.Name);
@@ -471,7 +521,10 @@ internal sealed partial class DataPlane(
         [LoggerMessage(EventId = 2, Level = LogLevel.Warning, Message = "Request {RequestId} to provider {Provider} failed: {Error}.")]
         public static partial void UpstreamFailed(ILogger logger, string requestId, string provider, ForwarderError error, Exception? exception);
 
-        [LoggerMessage(EventId = 3, Level = LogLevel.Error, Message = "Tenant {Tenant} provider {Provider} has no upstream key: its environment variable is not set.")]
-        public static partial void UpstreamKeyMissing(ILogger logger, string tenant, string provider);
+        [LoggerMessage(EventId = 3, Level = LogLevel.Error, Message = "Provider {Provider} has no upstream key: its environment variable is not set.")]
+        public static partial void UpstreamKeyMissing(ILogger logger, string provider);
+
+        [LoggerMessage(EventId = 4, Level = LogLevel.Warning, Message = "Request {RequestId}: {Event}.")]
+        public static partial void SoftLimit(ILogger logger, string requestId, string @event);
     }
 }

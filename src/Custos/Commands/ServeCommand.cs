@@ -42,8 +42,8 @@ internal static class ServeCommand
         {
             Policy = document,
             PolicySource = File.ReadAllText(config.FullName),
-            PolicyAuthor = "system:serve:" + Environment.UserName,
-            PolicyReason = "custos serve --config " + config.Name,
+            PolicyAuthor = "system:serve",
+            PolicyReason = $"custos serve --config {config.Name} (by {Environment.UserName} on {Environment.MachineName})",
             DataDirectory = data is not null ? Path.GetFullPath(data) : CommonOptions.ResolveRelative(config, server.Data ?? CommonOptions.DefaultDataDirectory),
             DataPlaneUrl = port is { } p ? $"http://127.0.0.1:{p}" : server.Listen ?? defaults.DataPlaneUrl,
             AdminUrl = adminPort is { } a ? $"http://127.0.0.1:{a}" : server.AdminListen ?? defaults.AdminUrl,

@@ -1,0 +1,171 @@
+using System.Text.Json;
+using Custos.Errors;
+using Custos.Policy;
+
+namespace Custos.Controls;
+
+/// <summary>
+/// What one control evaluated and decided for one request, as the ledger records it: for example
+/// <c>rate_limit.requests consumer:web 57 of 60 → pass</c>, or <c>budget tenant:acme 12.40 of 50.00 with 0.03 reserved</c>.
+/// </summary>
+public sealed record ControlResult(string Control, string? Scope, string Decision)
+{
+    /// <summary>The limit in force.</summary>
+    public decimal? Limit { get; init; }
+
+    /// <summary>What was used in the window before this request.</summary>
+    public decimal? Used { get; init; }
+
+    /// <summary>What other in-flight requests had reserved.</summary>
+    public decimal? Reserved { get; init; }
+
+    /// <summary>What this request asked for or reserved.</summary>
+    public decimal? Requested { get; init; }
+
+    /// <summary>A short explanation: the rule that matched, the approver, the clamped value. Never prompt text.</summary>
+    public string? Detail { get; init; }
+
+    /// <summary>Writes the canonical JSON object (part of the ledger's persisted format).</summary>
+    public void WriteTo(Utf8JsonWriter writer)
+    {
+        writer.WriteStartObject();
+        writer.WriteString("control", Control);
+        if (Scope is not null)
+        {
+            writer.WriteString("scope", Scope);
+        }
+
+        writer.WriteString("decision", Decision);
+        Number(writer, "limit", Limit);
+        Number(writer, "used", Used);
+        Number(writer, "reserved", Reserved);
+        Number(writer, "requested", Requested);
+        if (Detail is not null)
+        {
+            writer.WriteString("detail", Detail);
+        }
+
+        writer.WriteEndObject();
+    }
+
+    private static void Number(Utf8JsonWriter writer, string name, decimal? value)
+    {
+        if (value is { } v)
+        {
+            // Normalised scale: 12.40 and 12.4 are the same reading.
+            writer.WriteNumber(name, v / 1.0000000000000000000000000000m);
+        }
+    }
+}
+
+/// <summary>Names of control decisions in the ledger.</summary>
+public static class ControlDecisions
+{
+    /// <summary>The control allowed the request.</summary>
+    public const string Pass = "pass";
+
+    /// <summary>The control refused the request.</summary>
+    public const string Deny = "deny";
+
+    /// <summary>The control refused the request for now.</summary>
+    public const string Throttle = "throttle";
+
+    /// <summary>The control changed the request (clamped or injected an output ceiling, redacted text).</summary>
+    public const string Modify = "modify";
+
+    /// <summary>A soft limit was passed: allowed, and an event raised.</summary>
+    public const string Warn = "warn";
+
+    /// <summary>The control could not be evaluated (for example prompt rules in a replay, which has no prompt text).</summary>
+    public const string NotEvaluated = "not_evaluated";
+}
+
+/// <summary>The facts of one request that the controls need.</summary>
+public sealed class AdmissionRequest
+{
+    /// <summary>The authenticated consumer.</summary>
+    public required ConsumerEntry Consumer { get; init; }
+
+    /// <summary>The model route in the consumer's tenant.</summary>
+    public required ModelRoute Route { get; init; }
+
+    /// <summary>The instant of the decision.</summary>
+    public required DateTimeOffset Now { get; init; }
+
+    /// <summary>Input tokens counted by the gateway.</summary>
+    public required long InputTokens { get; init; }
+
+    /// <summary>The output ceiling the request asked for, if any.</summary>
+    public long? MaxOutputTokens { get; init; }
+
+    /// <summary>Choices asked for (<c>n</c>); 1 when absent.</summary>
+    public long N { get; init; } = 1;
+
+    /// <summary>The request body, for prompt rules; empty when prompts cannot be evaluated (replays).</summary>
+    public ReadOnlyMemory<byte> Body { get; init; }
+
+    /// <summary>Where the prompt values sit in <see cref="Body"/>.</summary>
+    public IReadOnlyList<Range> PromptRanges { get; init; } = [];
+
+    /// <summary>False in replays, where prompt text is not available.</summary>
+    public bool PromptAvailable { get; init; } = true;
+}
+
+/// <summary>A change the gateway makes to a request body: replace bytes [Start, End) with <see cref="Replacement"/>.</summary>
+public readonly record struct BodyEdit(int Start, int End, byte[] Replacement);
+
+/// <summary>The outcome of admitting one request: the decision, what every control did, and what to settle later.</summary>
+public sealed class Admission
+{
+    /// <summary>Allow, deny or throttle.</summary>
+    public Decision Decision { get; internal set; } = Decision.Allow;
+
+    /// <summary>Why it was refused, or null.</summary>
+    public ReasonCode? Reason { get; internal set; }
+
+    /// <summary>A message for the caller, naming the limit or rule.</summary>
+    public string? Message { get; internal set; }
+
+    /// <summary>When a retry can succeed, for throttles and quotas.</summary>
+    public TimeSpan? RetryAfter { get; internal set; }
+
+    /// <summary>Every control evaluated, in order.</summary>
+    public List<ControlResult> Controls { get; } = new(8);
+
+    /// <summary>The output ceiling to write into the body, when the gateway clamps or injects one.</summary>
+    public long? OutputCeiling { get; internal set; }
+
+    /// <summary>Redactions to apply before forwarding.</summary>
+    public List<BodyEdit> Redactions { get; } = [];
+
+    /// <summary>The reservations made; settle them with <see cref="AdmissionEvaluator.SettleAsync"/>.</summary>
+    public CounterCharge[] Charges { get; internal set; } = [];
+
+    /// <summary>What each charge counts: requests, tokens or cost.</summary>
+    internal ChargeKind[] Kinds { get; set; } = [];
+
+    /// <summary>The entitlement that admitted the model.</summary>
+    public Entitlement? Entitlement { get; internal set; }
+
+    /// <summary>Worst-case output tokens reserved.</summary>
+    public long ReservedOutputTokens { get; internal set; }
+
+    /// <summary>Soft limits passed by this request (events to raise).</summary>
+    public List<string> Events { get; } = [];
+
+    internal void Refuse(ReasonCode reason, string message, TimeSpan? retryAfter = null)
+    {
+        Decision = reason.Decision;
+        Reason = reason;
+        Message = message;
+        RetryAfter = retryAfter;
+    }
+}
+
+/// <summary>What a counter counts.</summary>
+internal enum ChargeKind
+{
+    Requests,
+    Tokens,
+    Cost,
+}

@@ -1,0 +1,393 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using Custos.Errors;
+using Custos.Policy;
+
+namespace Custos.Controls;
+
+/// <summary>
+/// Evaluates every control of the policy snapshot for one request, in a fixed order, and records each verdict:
+/// tenant isolation, entitlement, token ceilings, prompt restrictions, then rate limits, quotas and budgets
+/// (reserved together, all or nothing). The first refusal decides; controls after it are not evaluated.
+/// Pure apart from the counters, so a replay with the recorded version reproduces the decision.
+/// </summary>
+public static class AdmissionEvaluator
+{
+    /// <summary>Output tokens reserved per choice when neither the request nor the policy sets a ceiling.</summary>
+    public const long DefaultOutputReservation = 4096;
+
+    /// <summary>Budgets count cost in units of 10⁻⁹ of the currency.</summary>
+    public const decimal CostUnit = 1_000_000_000m;
+
+    /// <summary>Evaluates the controls and, when allowed, reserves the request's worst case.</summary>
+    public static async ValueTask<Admission> EvaluateAsync(AdmissionRequest request, ICounterStore counters, CancellationToken cancellationToken = default)
+    {
+        var admission = new Admission();
+        var consumer = request.Consumer;
+        var tenant = consumer.Service.Tenant;
+        admission.Controls.Add(new ControlResult("tenant_isolation", "tenant:" + tenant.Id, ControlDecisions.Pass)
+        {
+            Detail = "model resolved among tenant " + tenant.Id + " only",
+        });
+
+        if (!CheckEntitlement(request, admission) || !CheckCeilings(request, admission) || !CheckPrompt(request, admission))
+        {
+            return admission;
+        }
+
+        await ReserveAsync(request, admission, counters, cancellationToken);
+        return admission;
+    }
+
+    private static bool CheckEntitlement(AdmissionRequest request, Admission admission)
+    {
+        var consumer = request.Consumer;
+        Entitlement? outOfWindow = null;
+        foreach (var entitlement in consumer.Entitlements)
+        {
+            if (!entitlement.Models.Contains(request.Route))
+            {
+                continue;
+            }
+
+            if (entitlement.IsValidAt(request.Now))
+            {
+                admission.Entitlement = entitlement;
+                admission.Controls.Add(new ControlResult("entitlement", "consumer:" + consumer.Id, ControlDecisions.Pass)
+                {
+                    Detail = Describe(entitlement),
+                });
+                return true;
+            }
+
+            outOfWindow ??= entitlement;
+        }
+
+        if (outOfWindow is not null)
+        {
+            var notYet = outOfWindow.ValidFrom > request.Now;
+            var reason = notYet ? Reasons.EntitlementNotYetValid : Reasons.EntitlementExpired;
+            admission.Controls.Add(new ControlResult("entitlement", "consumer:" + consumer.Id, ControlDecisions.Deny) { Detail = Describe(outOfWindow) });
+            admission.Refuse(reason, notYet
+                ? $"Consumer '{consumer.Id}' is entitled to '{request.Route.Name}' only from {outOfWindow.ValidFrom:u}."
+                : $"Consumer '{consumer.Id}' was entitled to '{request.Route.Name}' until {outOfWindow.ValidUntil:u}; ask the policy owner of service '{consumer.Service.Id}' to renew it.");
+            return false;
+        }
+
+        admission.Controls.Add(new ControlResult("entitlement", "consumer:" + consumer.Id, ControlDecisions.Deny) { Detail = "no entitlement names " + request.Route.Name });
+        admission.Refuse(Reasons.ModelNotEntitled,
+            $"Consumer '{consumer.Id}' is not entitled to the model '{request.Route.Name}'; ask the policy owner of service '{consumer.Service.Id}' for access.");
+        return false;
+    }
+
+    private static string Describe(Entitlement entitlement)
+    {
+        var approver = entitlement.ApprovedBy is null ? (entitlement.Source == "category_default" ? "category default" : "policy (no approver named)") : "approved by " + entitlement.ApprovedBy;
+        return entitlement.Ticket is null ? approver : approver + " (" + entitlement.Ticket + ")";
+    }
+
+    private static bool CheckCeilings(AdmissionRequest request, Admission admission)
+    {
+        var limits = request.Consumer.Limits;
+        var scope = "consumer:" + request.Consumer.Id;
+        if (limits.MaxN is { } maxN)
+        {
+            var ok = request.N <= maxN;
+            admission.Controls.Add(new ControlResult("token_ceiling.n", scope, ok ? ControlDecisions.Pass : ControlDecisions.Deny) { Limit = maxN, Requested = request.N });
+            if (!ok)
+            {
+                admission.Refuse(Reasons.TokenCeiling, $"The request asks for {request.N} choices; at most {maxN} are allowed.");
+                return false;
+            }
+        }
+
+        if (limits.MaxInputTokens is { } maxInput)
+        {
+            var ok = request.InputTokens <= maxInput;
+            admission.Controls.Add(new ControlResult("token_ceiling.input", scope, ok ? ControlDecisions.Pass : ControlDecisions.Deny) { Limit = maxInput, Requested = request.InputTokens });
+            if (!ok)
+            {
+                admission.Refuse(Reasons.TokenCeiling, $"The prompt has about {request.InputTokens} tokens; at most {maxInput} are allowed.");
+                return false;
+            }
+        }
+
+        if (limits.MaxOutputTokens is { } maxOutput)
+        {
+            var mode = limits.OutputCeiling ?? OutputCeilingMode.Clamp;
+            var requested = request.MaxOutputTokens;
+            if (requested is null)
+            {
+                admission.OutputCeiling = maxOutput;
+                admission.Controls.Add(new ControlResult("token_ceiling.output", scope, ControlDecisions.Modify) { Limit = maxOutput, Detail = $"injected {maxOutput}" });
+            }
+            else if (requested > maxOutput && mode == OutputCeilingMode.Deny)
+            {
+                admission.Controls.Add(new ControlResult("token_ceiling.output", scope, ControlDecisions.Deny) { Limit = maxOutput, Requested = requested });
+                admission.Refuse(Reasons.TokenCeiling, $"The request asks for up to {requested} output tokens; at most {maxOutput} are allowed.");
+                return false;
+            }
+            else if (requested > maxOutput)
+            {
+                admission.OutputCeiling = maxOutput;
+                admission.Controls.Add(new ControlResult("token_ceiling.output", scope, ControlDecisions.Modify) { Limit = maxOutput, Requested = requested, Detail = $"clamped {requested} to {maxOutput}" });
+            }
+            else
+            {
+                admission.Controls.Add(new ControlResult("token_ceiling.output", scope, ControlDecisions.Pass) { Limit = maxOutput, Requested = requested });
+            }
+
+            admission.ReservedOutputTokens = Math.Min(requested ?? maxOutput, maxOutput) * Math.Max(1, request.N);
+        }
+        else
+        {
+            admission.ReservedOutputTokens = (request.MaxOutputTokens ?? DefaultOutputReservation) * Math.Max(1, request.N);
+        }
+
+        if (request.Route.Kind == ModelKind.Embedding)
+        {
+            admission.ReservedOutputTokens = 0;
+        }
+
+        return true;
+    }
+
+    private static bool CheckPrompt(AdmissionRequest request, Admission admission)
+    {
+        var service = request.Consumer.Service;
+        var tenantRules = service.Tenant.PromptRules;
+        var serviceRules = service.PromptRules;
+        if (tenantRules.Count == 0 && serviceRules.Count == 0)
+        {
+            return true;
+        }
+
+        if (!request.PromptAvailable)
+        {
+            admission.Controls.Add(new ControlResult("prompt_restriction", "service:" + service.Id, ControlDecisions.NotEvaluated) { Detail = "prompt text is not stored" });
+            return true;
+        }
+
+        var body = request.Body.Span;
+        var redacted = new HashSet<string>(StringComparer.Ordinal);
+        List<(int Index, int Length)>? found = null;
+        List<(int Index, int Length, string Rule)>? toRedact = null;
+        foreach (var range in request.PromptRanges)
+        {
+            var (offset, length) = range.GetOffsetAndLength(body.Length);
+            var reader = new Utf8JsonReader(body.Slice(offset, length));
+            while (reader.Read())
+            {
+                if (reader.TokenType != JsonTokenType.String)
+                {
+                    continue;
+                }
+
+                var text = reader.GetString()!;
+                var start = offset + (int)reader.TokenStartIndex;
+                var end = offset + (int)reader.BytesConsumed;
+                toRedact?.Clear();
+                foreach (var rule in tenantRules.Concat(serviceRules))
+                {
+                    var redact = rule.Action == PromptAction.Redact;
+                    found?.Clear();
+                    if (redact)
+                    {
+                        found ??= [];
+                    }
+
+                    if (!rule.TryMatch(text, redact ? found : null, out var matched))
+                    {
+                        admission.Controls.Add(new ControlResult("prompt_restriction", rule.Scope + ":" + rule.Id, ControlDecisions.Deny) { Detail = "rule timed out; failing closed" });
+                        admission.Refuse(Reasons.PromptRestricted, $"The prompt could not be checked against rule '{rule.Id}' in time, so it was refused.");
+                        return false;
+                    }
+
+                    if (!matched)
+                    {
+                        continue;
+                    }
+
+                    if (!redact)
+                    {
+                        admission.Controls.Add(new ControlResult("prompt_restriction", rule.Scope + ":" + rule.Id, ControlDecisions.Deny) { Detail = "matched" });
+                        admission.Refuse(Reasons.PromptRestricted, $"The prompt matches restriction '{rule.Id}'.");
+                        return false;
+                    }
+
+                    redacted.Add(rule.Id);
+                    (toRedact ??= []).AddRange(found!.Select(f => (f.Index, f.Length, rule.Id)));
+                }
+
+                if (toRedact is { Count: > 0 })
+                {
+                    admission.Redactions.Add(new BodyEdit(start, end, Redact(text, toRedact)));
+                }
+            }
+        }
+
+        foreach (var rule in tenantRules.Concat(serviceRules))
+        {
+            var modified = redacted.Contains(rule.Id);
+            admission.Controls.Add(new ControlResult("prompt_restriction", rule.Scope + ":" + rule.Id, modified ? ControlDecisions.Modify : ControlDecisions.Pass)
+            {
+                Detail = modified ? "redacted" : null,
+            });
+        }
+
+        return true;
+    }
+
+    /// <summary>The JSON string of <paramref name="text"/> with every match replaced by <c>[REDACTED:rule]</c>.</summary>
+    private static byte[] Redact(string text, List<(int Index, int Length, string Rule)> matches)
+    {
+        matches.Sort((a, b) => a.Index != b.Index ? a.Index.CompareTo(b.Index) : b.Length.CompareTo(a.Length));
+        var builder = new StringBuilder(text.Length);
+        var position = 0;
+        foreach (var (index, length, rule) in matches)
+        {
+            if (index < position)
+            {
+                continue; // overlaps a match already replaced
+            }
+
+            builder.Append(text, position, index - position).Append("[REDACTED:").Append(rule).Append(']');
+            position = index + length;
+        }
+
+        builder.Append(text, position, text.Length - position);
+        return JsonSerializer.SerializeToUtf8Bytes(builder.ToString());
+    }
+
+    private static async ValueTask ReserveAsync(AdmissionRequest request, Admission admission, ICounterStore counters, CancellationToken cancellationToken)
+    {
+        var consumer = request.Consumer;
+        var service = consumer.Service;
+        var tenant = service.Tenant;
+        var tokens = request.InputTokens + admission.ReservedOutputTokens;
+        var cost = (long)Math.Ceiling(request.Route.Cost(request.InputTokens, admission.ReservedOutputTokens) * CostUnit);
+        var minute = Windows.Minute(request.Now);
+        var day = Windows.Day(request.Now, tenant.TimeZone);
+        var month = Windows.Month(request.Now, tenant.TimeZone);
+
+        var charges = new List<CounterCharge>(12);
+        var kinds = new List<ChargeKind>(12);
+        var names = new List<(string Control, string Scope, bool Soft)>(12);
+        void Add(string prefix, string scope, string control, string window, long? limit, long amount, DateTimeOffset expires, ChargeKind kind, bool soft = false)
+        {
+            if (limit is not { } value)
+            {
+                return;
+            }
+
+            charges.Add(new CounterCharge(prefix + control + "|" + window, amount, value, !soft, expires));
+            kinds.Add(kind);
+            names.Add((control, scope, soft));
+        }
+
+        void Scope(string prefix, string scope, LimitsConfig limits)
+        {
+            Add(prefix, scope, "rate_limit.requests", minute.Id, limits.RequestsPerMinute, 1, minute.End, ChargeKind.Requests);
+            Add(prefix, scope, "rate_limit.tokens", minute.Id, limits.TokensPerMinute, tokens, minute.End, ChargeKind.Tokens);
+            Add(prefix, scope, "quota.requests_per_day", day.Id, limits.RequestsPerDay, 1, day.End, ChargeKind.Requests);
+            Add(prefix, scope, "quota.tokens_per_day", day.Id, limits.TokensPerDay, tokens, day.End, ChargeKind.Tokens);
+            Add(prefix, scope, "quota.requests_per_month", month.Id, limits.RequestsPerMonth, 1, month.End, ChargeKind.Requests);
+            Add(prefix, scope, "quota.tokens_per_month", month.Id, limits.TokensPerMonth, tokens, month.End, ChargeKind.Tokens);
+            if (limits.Budget is { } budget)
+            {
+                var window = budget.Period == BudgetPeriod.Day ? day : month;
+                Add(prefix, scope, "budget", window.Id, (long)(budget.Amount * CostUnit), cost, window.End, ChargeKind.Cost, budget.Mode == BudgetMode.Soft);
+            }
+        }
+
+        Scope(consumer.CounterPrefix, "consumer:" + consumer.Id, consumer.Limits);
+        Scope(service.CounterPrefix, "service:" + service.Id, service.Limits);
+        Scope(tenant.CounterPrefix, "tenant:" + tenant.Id, tenant.Limits);
+        if (charges.Count == 0)
+        {
+            return;
+        }
+
+        var readings = new CounterReading[charges.Count];
+        var failed = await counters.TryReserveAsync(charges, readings, cancellationToken);
+        for (var i = 0; i < charges.Count; i++)
+        {
+            var (control, scope, soft) = names[i];
+            var charge = charges[i];
+            var reading = readings[i];
+            var over = reading.Used + reading.Reserved + charge.Amount > charge.Limit;
+            var decision = i == failed ? (control.StartsWith("rate_limit", StringComparison.Ordinal) ? ControlDecisions.Throttle : ControlDecisions.Deny)
+                : soft && over ? ControlDecisions.Warn
+                : failed >= 0 ? ControlDecisions.NotEvaluated
+                : ControlDecisions.Pass;
+            var scale = kinds[i] == ChargeKind.Cost ? CostUnit : 1m;
+            admission.Controls.Add(new ControlResult(control, scope, decision)
+            {
+                Limit = charge.Limit / scale,
+                Used = reading.Used / scale,
+                Reserved = reading.Reserved / scale,
+                Requested = charge.Amount / scale,
+            });
+            if (decision == ControlDecisions.Warn && failed < 0)
+            {
+                admission.Events.Add($"budget.soft_exceeded {scope}");
+            }
+        }
+
+        if (failed >= 0)
+        {
+            var (control, scope, _) = names[failed];
+            var charge = charges[failed];
+            var retryAfter = charge.ExpiresAt - request.Now;
+            if (control.StartsWith("rate_limit", StringComparison.Ordinal))
+            {
+                admission.Refuse(Reasons.RateLimited, $"Rate limit {control} of {scope} ({charge.Limit} per minute) is reached; retry after {Math.Ceiling(retryAfter.TotalSeconds)} s.", retryAfter);
+            }
+            else if (control == "budget")
+            {
+                var limit = (charge.Limit / CostUnit).ToString("0.00", CultureInfo.InvariantCulture);
+                admission.Refuse(Reasons.BudgetExhausted,
+                    $"The budget of {scope} ({limit} {request.Route.Currency}) cannot cover this request's worst-case cost; it renews at {charge.ExpiresAt:u}.", retryAfter);
+            }
+            else
+            {
+                admission.Refuse(Reasons.QuotaExhausted, $"Quota {control} of {scope} ({charge.Limit}) is used up; it renews at {charge.ExpiresAt:u}.", retryAfter);
+            }
+
+            return;
+        }
+
+        admission.Charges = [.. charges];
+        admission.Kinds = [.. kinds];
+    }
+
+    /// <summary>
+    /// Settles the reservations of an admitted request to what it really used (zero tokens and cost when the
+    /// provider never answered). Every admitted request is settled exactly once.
+    /// </summary>
+    public static ValueTask SettleAsync(Admission admission, ICounterStore counters, long inputTokens, long outputTokens, decimal cost,
+        CancellationToken cancellationToken = default)
+    {
+        if (admission.Charges.Length == 0)
+        {
+            return ValueTask.CompletedTask;
+        }
+
+        var actual = new long[admission.Charges.Length];
+        var costUnits = (long)Math.Ceiling(cost * CostUnit);
+        for (var i = 0; i < actual.Length; i++)
+        {
+            actual[i] = admission.Kinds[i] switch
+            {
+                ChargeKind.Requests => 1,
+                ChargeKind.Tokens => inputTokens + outputTokens,
+                _ => costUnits,
+            };
+        }
+
+        var charges = admission.Charges;
+        admission.Charges = [];
+        return counters.SettleAsync(charges, actual, cancellationToken);
+    }
+}

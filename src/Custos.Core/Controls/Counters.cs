@@ -1,0 +1,138 @@
+namespace Custos.Controls;
+
+/// <summary>One amount to reserve against one counter, in one window.</summary>
+/// <param name="Key">The counter and its window, for example <c>acme|consumer|web|rpm|29384756</c>. Keys include the tenant.</param>
+/// <param name="Amount">What this request reserves: 1 request, estimated tokens, or worst-case cost in nano-units.</param>
+/// <param name="Limit">The limit of the window.</param>
+/// <param name="Enforce">False for soft limits: the reservation is made whatever the reading.</param>
+/// <param name="ExpiresAt">When the window ends and the counter may be forgotten.</param>
+public readonly record struct CounterCharge(string Key, long Amount, long Limit, bool Enforce, DateTimeOffset ExpiresAt);
+
+/// <summary>A counter as it stood when a charge was evaluated, before the charge.</summary>
+public readonly record struct CounterReading(long Used, long Reserved);
+
+/// <summary>
+/// Shared counters behind rate limits, quotas and budgets, with reserve-then-settle: a request reserves its
+/// worst case before it is forwarded and settles to what it really used afterwards. A reservation is all or
+/// nothing across every counter of the request, and atomic against concurrent requests, so the sum of what
+/// is used and reserved never passes an enforced limit. The in-process implementation is the default; the
+/// Redis one (multi-node) runs the same contract in Lua.
+/// </summary>
+public interface ICounterStore
+{
+    /// <summary>
+    /// Reserves every charge, or none: fails at the first enforced charge whose counter cannot take its amount
+    /// (<c>used + reserved + amount &gt; limit</c>). <paramref name="readings"/> receives each counter's state before
+    /// the charge, whichever way it went.
+    /// </summary>
+    /// <returns>-1 when all were reserved, else the index of the charge that failed.</returns>
+    ValueTask<int> TryReserveAsync(IReadOnlyList<CounterCharge> charges, CounterReading[] readings, CancellationToken cancellationToken = default);
+
+    /// <summary>Turns reservations into use: each counter drops <c>reserved</c> and adds <c>actual</c>.</summary>
+    ValueTask SettleAsync(IReadOnlyList<CounterCharge> charges, IReadOnlyList<long> actual, CancellationToken cancellationToken = default);
+}
+
+/// <summary>Counters in this process: one lock, held for a few dictionary operations per request.</summary>
+public sealed class InMemoryCounterStore(TimeProvider time) : ICounterStore
+{
+    private readonly Dictionary<string, Counter> _counters = new(StringComparer.Ordinal);
+    private readonly Lock _lock = new();
+    private DateTimeOffset _nextSweep = DateTimeOffset.MinValue;
+
+    private sealed class Counter
+    {
+        public long Used;
+        public long Reserved;
+        public DateTimeOffset ExpiresAt;
+    }
+
+    /// <summary>Counters currently held (for tests and metrics).</summary>
+    public int Count
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _counters.Count;
+            }
+        }
+    }
+
+    /// <inheritdoc/>
+    public ValueTask<int> TryReserveAsync(IReadOnlyList<CounterCharge> charges, CounterReading[] readings, CancellationToken cancellationToken = default)
+    {
+        lock (_lock)
+        {
+            SweepIfDue();
+            var failed = -1;
+            for (var i = 0; i < charges.Count; i++)
+            {
+                var charge = charges[i];
+                var counter = _counters.GetValueOrDefault(charge.Key);
+                var reading = counter is null ? default : new CounterReading(counter.Used, counter.Reserved);
+                readings[i] = reading;
+                if (failed < 0 && charge.Enforce && reading.Used + reading.Reserved + charge.Amount > charge.Limit)
+                {
+                    failed = i;
+                }
+            }
+
+            if (failed >= 0)
+            {
+                return ValueTask.FromResult(failed);
+            }
+
+            foreach (var charge in charges)
+            {
+                if (!_counters.TryGetValue(charge.Key, out var counter))
+                {
+                    counter = new Counter { ExpiresAt = charge.ExpiresAt };
+                    _counters[charge.Key] = counter;
+                }
+
+                counter.Reserved += charge.Amount;
+            }
+
+            return ValueTask.FromResult(-1);
+        }
+    }
+
+    /// <inheritdoc/>
+    public ValueTask SettleAsync(IReadOnlyList<CounterCharge> charges, IReadOnlyList<long> actual, CancellationToken cancellationToken = default)
+    {
+        lock (_lock)
+        {
+            for (var i = 0; i < charges.Count; i++)
+            {
+                if (_counters.TryGetValue(charges[i].Key, out var counter))
+                {
+                    counter.Reserved = Math.Max(0, counter.Reserved - charges[i].Amount);
+                    counter.Used += actual[i];
+                }
+            }
+        }
+
+        return ValueTask.CompletedTask;
+    }
+
+    private void SweepIfDue()
+    {
+        var now = time.GetUtcNow();
+        if (now < _nextSweep)
+        {
+            return;
+        }
+
+        _nextSweep = now.AddMinutes(1);
+        List<string>? expired = null;
+        foreach (var (key, counter) in _counters)
+        {
+            if (counter.ExpiresAt <= now && counter.Reserved == 0)
+            {
+                (expired ??= []).Add(key);
+            }
+        }
+
+        expired?.ForEach(key => _counters.Remove(key));
+    }
+}

@@ -1,0 +1,118 @@
+using System.Text.RegularExpressions;
+using Custos.Policy;
+
+namespace Custos.Controls;
+
+/// <summary>
+/// The built-in prompt detectors. Each finds candidate spans with a linear-time regular expression
+/// (<see cref="RegexOptions.NonBacktracking"/>) and, where the format has one, confirms them with a checksum
+/// (Luhn for cards, mod-97 for IBANs), so digits that merely look like a card are not reported.
+/// </summary>
+public static partial class PromptDetectors
+{
+    /// <summary>The matches of <paramref name="detector"/> in <paramref name="text"/>, as (index, length).</summary>
+    public static IEnumerable<(int Index, int Length)> Find(PromptDetector detector, string text)
+    {
+        var (regex, check) = detector switch
+        {
+            PromptDetector.Secrets => (Secrets(), (Func<string, bool>?)null),
+            PromptDetector.PaymentCard => (Cards(), IsLuhnCard),
+            PromptDetector.Email => (Email(), null),
+            PromptDetector.Iban => (Iban(), IsValidIban),
+            PromptDetector.UsSsn => (Ssn(), null),
+            _ => throw new ArgumentOutOfRangeException(nameof(detector)),
+        };
+
+        foreach (Match match in regex.Matches(text))
+        {
+            if (check is null || check(match.Value))
+            {
+                yield return (match.Index, match.Length);
+            }
+        }
+    }
+
+    /// <summary>Luhn check over the digits of <paramref name="candidate"/> (13 to 19 of them).</summary>
+    public static bool IsLuhnCard(string candidate)
+    {
+        Span<int> digits = stackalloc int[19];
+        var count = 0;
+        foreach (var c in candidate)
+        {
+            if (char.IsAsciiDigit(c))
+            {
+                if (count == 19)
+                {
+                    return false;
+                }
+
+                digits[count++] = c - '0';
+            }
+        }
+
+        if (count < 13)
+        {
+            return false;
+        }
+
+        var sum = 0;
+        for (var i = 0; i < count; i++)
+        {
+            var d = digits[count - 1 - i];
+            if (i % 2 == 1)
+            {
+                d *= 2;
+                if (d > 9)
+                {
+                    d -= 9;
+                }
+            }
+
+            sum += d;
+        }
+
+        return sum % 10 == 0;
+    }
+
+    /// <summary>ISO 13616 mod-97 check.</summary>
+    public static bool IsValidIban(string candidate)
+    {
+        var compact = candidate.Replace(" ", "", StringComparison.Ordinal).ToUpperInvariant();
+        if (compact.Length is < 15 or > 34)
+        {
+            return false;
+        }
+
+        var rearranged = compact[4..] + compact[..4];
+        var remainder = 0;
+        foreach (var c in rearranged)
+        {
+            var value = char.IsAsciiDigit(c) ? c - '0' : char.IsAsciiLetterUpper(c) ? c - 'A' + 10 : -1;
+            if (value < 0)
+            {
+                return false;
+            }
+
+            remainder = value >= 10 ? ((remainder * 100) + value) % 97 : ((remainder * 10) + value) % 97;
+        }
+
+        return remainder == 1;
+    }
+
+    // Provider and cloud keys, tokens and private key blocks. Deliberately specific: a detector that fires on
+    // every long word would make redaction useless.
+    [GeneratedRegex(@"(?:\bsk-(?:proj-|ant-|live-|test-)?[A-Za-z0-9_\-]{16,}|\b(?:csk|cak)_[A-Za-z0-9]{38}\b|\bAKIA[0-9A-Z]{16}\b|\bgh[pousr]_[A-Za-z0-9]{36}\b|\bxox[abpr]-[A-Za-z0-9\-]{10,}|\bAIza[0-9A-Za-z_\-]{35}\b|-----BEGIN (?:RSA |EC |OPENSSH |DSA )?PRIVATE KEY-----|\beyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,})", RegexOptions.NonBacktracking | RegexOptions.CultureInvariant)]
+    private static partial Regex Secrets();
+
+    [GeneratedRegex(@"\b(?:\d[ \-]?){12,18}\d\b", RegexOptions.NonBacktracking | RegexOptions.CultureInvariant)]
+    private static partial Regex Cards();
+
+    [GeneratedRegex(@"\b[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}\b", RegexOptions.NonBacktracking | RegexOptions.CultureInvariant)]
+    private static partial Regex Email();
+
+    [GeneratedRegex(@"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b", RegexOptions.NonBacktracking | RegexOptions.CultureInvariant)]
+    private static partial Regex Iban();
+
+    [GeneratedRegex(@"\b(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}\b", RegexOptions.CultureInvariant, matchTimeoutMilliseconds: 100)]
+    private static partial Regex Ssn();
+}

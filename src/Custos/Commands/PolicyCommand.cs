@@ -1,0 +1,288 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Net.Http.Headers;
+using System.Net.Http.Json;
+using System.Text.Json;
+using Custos.Controls;
+using Custos.Ledger;
+using Custos.Policy;
+using Custos.Storage;
+
+namespace Custos.Cli.Commands;
+
+/// <summary>
+/// <c>custos policy apply|history|show|diff|simulate</c>. Applying goes through the admin API, so it is authorised
+/// and recorded like any other change; reading and simulating open the store directly (read-only).
+/// </summary>
+internal static class PolicyCommand
+{
+    public static Command Create(TextWriter output)
+    {
+        var policy = new Command("policy", "Versioned policy: apply a file, list versions, show the policy in force at a time, diff, simulate.");
+        policy.Subcommands.Add(Apply(output));
+        policy.Subcommands.Add(History(output));
+        policy.Subcommands.Add(Show(output));
+        policy.Subcommands.Add(Diff(output));
+        policy.Subcommands.Add(Simulate(output));
+        return policy;
+    }
+
+    private static Option<FileInfo> File() => new("--file", "-f") { Description = "The policy YAML file.", Required = true };
+
+    private static Command Apply(TextWriter output)
+    {
+        var file = File();
+        var reason = new Option<string>("--reason") { Description = "Why: recorded with the version.", Required = true };
+        var server = new Option<string>("--server") { Description = "Admin API of the running gateway.", DefaultValueFactory = _ => "http://127.0.0.1:8081" };
+        var adminKey = new Option<string?>("--admin-key") { Description = "Admin key (cak_…); default the CUSTOS_ADMIN_KEY environment variable." };
+        var dryRun = new Option<bool>("--dry-run") { Description = "Validate and show the diff without applying." };
+        var command = new Command("apply", "Validate a policy file, show what changes, and put it in force as a new version.") { file, reason, server, adminKey, dryRun };
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            var path = parse.GetValue(file)!;
+            var yaml = ReadFile(path);
+            var local = PolicyYaml.Read(yaml);
+            foreach (var diagnostic in local.Diagnostics)
+            {
+                output.WriteLine(diagnostic.Format(path.Name));
+            }
+
+            if (!local.IsValid)
+            {
+                throw new CliException($"{path.Name} is not valid; nothing was applied.");
+            }
+
+            var key = parse.GetValue(adminKey) ?? Environment.GetEnvironmentVariable("CUSTOS_ADMIN_KEY")
+                ?? throw new CliException("an admin key is needed: --admin-key cak_… or CUSTOS_ADMIN_KEY");
+            using var http = new HttpClient { BaseAddress = new Uri(parse.GetValue(server)!), Timeout = TimeSpan.FromSeconds(30) };
+            http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", key);
+            HttpResponseMessage response;
+            try
+            {
+                response = await http.PostAsJsonAsync("/admin/v1/policy/versions",
+                    new { yaml, reason = parse.GetValue(reason), dry_run = parse.GetValue(dryRun) }, cancellationToken);
+            }
+            catch (HttpRequestException ex)
+            {
+                throw new CliException($"cannot reach the admin API at {http.BaseAddress}: {ex.Message}");
+            }
+
+            using (response)
+            {
+                var body = await response.Content.ReadAsStringAsync(cancellationToken);
+                if (!response.IsSuccessStatusCode)
+                {
+                    throw new CliException($"the gateway refused ({(int)response.StatusCode}): {ProblemText(body)}");
+                }
+
+                using var json = JsonDocument.Parse(body);
+                var root = json.RootElement;
+                var changes = root.GetProperty("changes").EnumerateArray().Select(c => c.GetString()).ToList();
+                output.WriteLine(changes.Count == 0 ? "No changes." : $"{changes.Count} change(s):");
+                foreach (var change in changes)
+                {
+                    output.WriteLine("  " + change);
+                }
+
+                var version = root.GetProperty("version");
+                var number = version.GetProperty("version").GetInt64();
+                var sha = version.GetProperty("sha256").GetString();
+                output.WriteLine(root.GetProperty("dry_run").GetBoolean()
+                    ? $"Dry run: nothing applied; version {number} stays in force."
+                    : root.GetProperty("created").GetBoolean()
+                        ? $"Applied: policy version {number} (sha256 {sha}) is in force, by {version.GetProperty("author").GetString()}."
+                        : $"Unchanged: version {number} (sha256 {sha}) already has this content.");
+            }
+
+            return 0;
+        });
+        return command;
+    }
+
+    private static Command History(TextWriter output)
+    {
+        var data = CommonOptions.Data();
+        var config = CommonOptions.Config();
+        var json = new Option<bool>("--json") { Description = "One JSON object per version." };
+        var command = new Command("history", "List every policy version: number, hash, author, reason, time.") { data, config, json };
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            await using var store = await OpenAsync(parse.GetValue(data), parse.GetValue(config), cancellationToken);
+            var history = await store.GetHistoryAsync(cancellationToken);
+            if (parse.GetValue(json))
+            {
+                foreach (var v in history)
+                {
+                    output.WriteLine(JsonSerializer.Serialize(new { version = v.Number, sha256 = v.Sha256, author = v.Author, reason = v.Reason, created_at = LedgerTime.Format(v.CreatedAt) }));
+                }
+
+                return 0;
+            }
+
+            output.WriteLine($"{"version",7}  {"created (UTC)",-19}  {"sha256",-12}  {"author",-20}  reason");
+            foreach (var v in history)
+            {
+                output.WriteLine($"{v.Number,7}  {v.CreatedAt.UtcDateTime:yyyy-MM-dd HH:mm:ss}  {v.Sha256[..12]}  {v.Author,-20}  {v.Reason}");
+            }
+
+            return 0;
+        });
+        return command;
+    }
+
+    private static Command Show(TextWriter output)
+    {
+        var data = CommonOptions.Data();
+        var config = CommonOptions.Config();
+        var at = new Option<string?>("--at") { Description = "The policy in force at this time (ISO 8601, or an age such as 2h). Default: now." };
+        var version = new Option<long?>("--version") { Description = "A version number instead of a time." };
+        var json = new Option<bool>("--json") { Description = "The canonical JSON (what the hash covers) instead of YAML." };
+        var command = new Command("show", "Print a policy version: the one in force now, at a time, or by number.") { data, config, at, version, json };
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            await using var store = await OpenAsync(parse.GetValue(data), parse.GetValue(config), cancellationToken);
+            var history = await store.GetHistoryAsync(cancellationToken);
+            var selected = Select(history, parse.GetValue(version), parse.GetValue(at));
+            output.WriteLine($"# policy version {selected.Number}, sha256 {selected.Sha256}");
+            output.WriteLine($"# by {selected.Author} at {LedgerTime.Format(selected.CreatedAt)}: {selected.Reason}");
+            output.WriteLine(parse.GetValue(json) ? PolicyVersion.CanonicalJson(selected.Document) : PolicyYamlWriter.Write(selected.Document));
+            return 0;
+        });
+        return command;
+    }
+
+    private static Command Diff(TextWriter output)
+    {
+        var data = CommonOptions.Data();
+        var config = CommonOptions.Config();
+        var from = new Argument<long>("from") { Description = "The earlier version number." };
+        var to = new Argument<long>("to") { Description = "The later version number." };
+        var command = new Command("diff", "Show what changed between two policy versions.") { from, to, data, config };
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            await using var store = await OpenAsync(parse.GetValue(data), parse.GetValue(config), cancellationToken);
+            var history = await store.GetHistoryAsync(cancellationToken);
+            var a = Select(history, parse.GetValue(from), null);
+            var b = Select(history, parse.GetValue(to), null);
+            var changes = PolicyDiff.Compute(a.Document, b.Document);
+            output.WriteLine($"version {a.Number} ({a.Sha256[..12]}) -> version {b.Number} ({b.Sha256[..12]}): {changes.Count} change(s)");
+            foreach (var change in changes)
+            {
+                output.WriteLine("  " + change);
+            }
+
+            return 0;
+        });
+        return command;
+    }
+
+    private static Command Simulate(TextWriter output)
+    {
+        var file = File();
+        var data = CommonOptions.Data();
+        var config = CommonOptions.Config();
+        var from = new Option<string>("--from") { Description = "Start of the window (ISO 8601 or an age such as 24h).", Required = true };
+        var to = new Option<string?>("--to") { Description = "End of the window. Default: now." };
+        var json = new Option<bool>("--json") { Description = "The report as JSON." };
+        var command = new Command("simulate", "Replay recorded requests of a window against a candidate policy and report what would have changed.")
+        {
+            file, from, to, data, config, json,
+        };
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            var path = parse.GetValue(file)!;
+            var read = PolicyYaml.Read(ReadFile(path));
+            if (read.Document is not { } candidate)
+            {
+                foreach (var d in read.Diagnostics)
+                {
+                    output.WriteLine(d.Format(path.Name));
+                }
+
+                throw new CliException($"{path.Name} is not valid.");
+            }
+
+            var now = DateTimeOffset.UtcNow;
+            var start = RequestsCommand.ParseTime(parse.GetValue(from), now, "--from")!.Value;
+            var end = RequestsCommand.ParseTime(parse.GetValue(to), now, "--to") ?? now;
+            await using var store = await OpenAsync(parse.GetValue(data), parse.GetValue(config), cancellationToken);
+            var snapshot = PolicySnapshot.Compile(new PolicyVersion(0, PolicyVersion.HashOf(candidate), "candidate", "simulation", now, candidate), _ => null);
+            var records = store.QueryAsync(new LedgerQuery { From = start, To = end, Limit = int.MaxValue }, cancellationToken).Select(r => r.Json);
+            var report = await PolicySimulator.RunAsync(snapshot, records, start, end, cancellationToken);
+            if (parse.GetValue(json))
+            {
+                output.WriteLine(JsonSerializer.Serialize(report, new JsonSerializerOptions { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower }));
+                return 0;
+            }
+
+            output.WriteLine($"Replayed {report.Replayed} request(s) from {LedgerTime.Format(start)} to {LedgerTime.Format(end)} against {path.Name} " +
+                $"({report.Skipped} skipped): {report.AllowedToRefused} would be refused that were allowed, {report.RefusedToAllowed} allowed that were refused.");
+            output.WriteLine($"  {"consumer",-20} {"control",-22} {"requests",8} {"allow→refuse",13} {"refuse→allow",13} {"unchanged",10}");
+            foreach (var row in report.Rows)
+            {
+                output.WriteLine($"  {row.Consumer,-20} {row.Control,-22} {row.Requests,8} {row.AllowedToRefused,13} {row.RefusedToAllowed,13} {row.Unchanged,10}");
+            }
+
+            foreach (var note in report.Notes)
+            {
+                output.WriteLine("note: " + note);
+            }
+
+            return 0;
+        });
+        return command;
+    }
+
+    private static PolicyVersion Select(IReadOnlyList<PolicyVersion> history, long? number, string? at)
+    {
+        if (history.Count == 0)
+        {
+            throw new CliException("the store has no policy versions yet");
+        }
+
+        if (number is { } n)
+        {
+            return history.FirstOrDefault(v => v.Number == n)
+                ?? throw new CliException($"there is no policy version {n}; versions are 1 to {history[^1].Number}");
+        }
+
+        var instant = RequestsCommand.ParseTime(at, DateTimeOffset.UtcNow, "--at") ?? DateTimeOffset.UtcNow;
+        return history.LastOrDefault(v => v.CreatedAt <= instant)
+            ?? throw new CliException($"no policy was in force at {instant.ToString("u", CultureInfo.InvariantCulture)}; version 1 dates from {history[0].CreatedAt:u}");
+    }
+
+    private static string ReadFile(FileInfo file)
+        => file.Exists ? System.IO.File.ReadAllText(file.FullName) : throw new CliException($"file not found: {file.FullName}");
+
+    private static async Task<SqliteStore> OpenAsync(string? data, FileInfo? config, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await SqliteStore.OpenExistingAsync(CommonOptions.ResolveDataDirectory(data, config), cancellationToken);
+        }
+        catch (FileNotFoundException ex)
+        {
+            throw new CliException(ex.Message);
+        }
+    }
+
+    private static string ProblemText(string body)
+    {
+        try
+        {
+            using var json = JsonDocument.Parse(body);
+            var root = json.RootElement;
+            var detail = root.TryGetProperty("detail", out var d) ? d.GetString() : root.TryGetProperty("title", out var t) ? t.GetString() : body;
+            if (root.TryGetProperty("errors", out var errors))
+            {
+                detail += Environment.NewLine + string.Join(Environment.NewLine, errors.EnumerateObject().SelectMany(e => e.Value.EnumerateArray()).Select(e => "  " + e.GetString()));
+            }
+
+            return detail ?? body;
+        }
+        catch (JsonException)
+        {
+            return body;
+        }
+    }
+}

@@ -1,0 +1,336 @@
+using System.Text;
+using Custos.Controls;
+using Custos.Errors;
+using Custos.Metering;
+using Custos.Policy;
+using Microsoft.Extensions.Time.Testing;
+
+namespace Custos.Core.Tests;
+
+/// <summary>Every control at under, at and over its limit, per scope, on a fake clock.</summary>
+public sealed class AdmissionTests
+{
+    private static readonly DateTimeOffset Start = new(2026, 11, 28, 10, 0, 30, TimeSpan.Zero);
+
+    private readonly FakeTimeProvider _clock = new(Start);
+
+    private static PolicySnapshot Compile(string yaml)
+    {
+        var result = PolicyYaml.Read(yaml);
+        Assert.True(result.IsValid, string.Join("\n", result.Diagnostics.Select(d => d.Format("test"))));
+        var document = result.Document!;
+        return PolicySnapshot.Compile(new PolicyVersion(1, PolicyVersion.HashOf(document), "t", "t", Start, document), _ => null);
+    }
+
+    private static string Policy(string consumerExtra = "", string serviceExtra = "", string tenantExtra = "", string defaults = "", string timeZone = "UTC") => $$"""
+        {{defaults}}
+        tenants:
+          - id: acme
+            time_zone: {{timeZone}}
+            providers: [{ id: p, type: openai, base_url: http://127.0.0.1:1/v1 }]
+            models:
+              - { name: small, provider: p, aliases: [fast], price: { input_per_mtok: 1000000, output_per_mtok: 2000000 } }
+              - { name: large, provider: p }
+        {{tenantExtra}}
+        services:
+          - id: svc
+            tenant: acme
+        {{serviceExtra}}
+        consumers:
+          - id: c1
+            service: svc
+            category: internal
+            models: [small]
+        {{consumerExtra}}
+          - id: c2
+            service: svc
+            category: internal
+            models: [small]
+        """;
+
+    private AdmissionRequest Request(PolicySnapshot snapshot, string consumer = "c1", string model = "small", long input = 10, long? maxOutput = 5, long n = 1, string? prompt = null)
+    {
+        var c = snapshot.Consumers[consumer];
+        var body = Encoding.UTF8.GetBytes(prompt is null ? """{"model":"small"}""" : $$"""{"model":"small","messages":[{"role":"user","content":{{System.Text.Json.JsonSerializer.Serialize(prompt)}}}]}""");
+        ChatRequest.TryParse(body, out var parsed);
+        return new AdmissionRequest
+        {
+            Consumer = c,
+            Route = c.Service.Tenant.Models[model],
+            Now = _clock.GetUtcNow(),
+            InputTokens = input,
+            MaxOutputTokens = maxOutput,
+            N = n,
+            Body = body,
+            PromptRanges = parsed.PromptRanges,
+        };
+    }
+
+    private static ControlResult Control(Admission a, string name) => Assert.Single(a.Controls, c => c.Control == name);
+
+    [Fact]
+    public async Task NoLimits_AllowsAndRecordsIsolationAndEntitlement()
+    {
+        var snapshot = Compile(Policy());
+
+        var admission = await AdmissionEvaluator.EvaluateAsync(Request(snapshot), new InMemoryCounterStore(_clock));
+
+        Assert.Equal(Decision.Allow, admission.Decision);
+        Assert.Equal(ControlDecisions.Pass, Control(admission, "tenant_isolation").Decision);
+        Assert.Equal(ControlDecisions.Pass, Control(admission, "entitlement").Decision);
+        Assert.Empty(admission.Charges);
+    }
+
+    [Fact]
+    public async Task Entitlement_OtherModel_IsDenied()
+    {
+        var snapshot = Compile(Policy());
+
+        var admission = await AdmissionEvaluator.EvaluateAsync(Request(snapshot, model: "large"), new InMemoryCounterStore(_clock));
+
+        Assert.Equal(Reasons.ModelNotEntitled, admission.Reason);
+    }
+
+    [Theory]
+    [InlineData(0, "deny.entitlement_not_yet_valid")]
+    [InlineData(1, null)]
+    [InlineData(60, null)]
+    [InlineData(61, "deny.entitlement_expired")]
+    public async Task Entitlement_ValidityWindow_IsInclusiveFromExclusiveUntil(int minutesAfterStart, string? code)
+    {
+        var snapshot = Compile(Policy(consumerExtra: """
+              - id: c3
+                service: svc
+                category: internal
+                entitlements:
+                  - { models: [large], approved_by: dana@acme.example, ticket: SEC-1, valid_from: 2026-11-28T10:01:30Z, valid_until: 2026-11-28T11:01:30Z }
+            """));
+        _clock.SetUtcNow(Start.AddMinutes(minutesAfterStart));
+
+        var admission = await AdmissionEvaluator.EvaluateAsync(Request(snapshot, "c3", "large"), new InMemoryCounterStore(_clock));
+
+        Assert.Equal(code, admission.Reason?.Code);
+        if (code is null)
+        {
+            Assert.Equal("approved by dana@acme.example (SEC-1)", Control(admission, "entitlement").Detail);
+        }
+    }
+
+    [Fact]
+    public async Task CategoryDefaults_AreInheritedAndNarrowed()
+    {
+        var snapshot = Compile(Policy(
+            defaults: """
+                defaults:
+                  agent: { models: [small, large], limits: { requests_per_minute: 10, max_output_tokens: 100 } }
+                """,
+            consumerExtra: """
+                  - id: bot
+                    service: svc
+                    category: agent
+                    limits: { requests_per_minute: 2, max_output_tokens: 500 }
+                """));
+
+        var bot = snapshot.Consumers["bot"];
+
+        Assert.Equal(2, bot.Limits.RequestsPerMinute); // narrowed
+        Assert.Equal(100, bot.Limits.MaxOutputTokens); // cannot widen
+        Assert.Equal(["large", "small"], bot.EntitledModels.Select(m => m.Name).Order());
+        var admission = await AdmissionEvaluator.EvaluateAsync(Request(snapshot, "bot", "large"), new InMemoryCounterStore(_clock));
+        Assert.Equal("category default", Control(admission, "entitlement").Detail);
+    }
+
+    [Fact]
+    public void CategoryDefaults_ConsumerWideningModels_IsAValidationError()
+    {
+        var result = PolicyYaml.Read(Policy(
+            defaults: "defaults: { external: { models: [small] } }",
+            consumerExtra: """
+                  - id: web
+                    service: svc
+                    category: external
+                    models: [large]
+                """));
+
+        Assert.Contains(result.Diagnostics, d => d.Severity == DiagnosticSeverity.Error && d.Message.Contains("may narrow", StringComparison.Ordinal));
+    }
+
+    [Theory]
+    [InlineData("consumer", "    limits: { requests_per_minute: 3 }", "c1")]
+    [InlineData("service", "    limits: { requests_per_minute: 3 }", "svc")]
+    [InlineData("tenant", "    limits: { requests_per_minute: 3 }", "acme")]
+    public async Task RateLimit_UnderAtOver_PerScope_AndResetsNextMinute(string scope, string limits, string id)
+    {
+        var snapshot = Compile(scope switch
+        {
+            "consumer" => Policy().Replace("    models: [small]\n", "    models: [small]\n" + limits + "\n", StringComparison.Ordinal),
+            "service" => Policy().Replace("    tenant: acme\n", "    tenant: acme\n" + limits + "\n", StringComparison.Ordinal),
+            _ => Policy().Replace("    time_zone: UTC\n", "    time_zone: UTC\n" + limits + "\n", StringComparison.Ordinal),
+        });
+        var counters = new InMemoryCounterStore(_clock);
+
+        var results = new List<Admission>();
+        for (var i = 0; i < 4; i++)
+        {
+            var admission = await AdmissionEvaluator.EvaluateAsync(Request(snapshot), counters);
+            await AdmissionEvaluator.SettleAsync(admission, counters, 10, 5, 0);
+            results.Add(admission);
+        }
+
+        Assert.All(results.Take(3), a => Assert.Equal(Decision.Allow, a.Decision));
+        Assert.Equal(Decision.Throttle, results[3].Decision);
+        Assert.Equal(Reasons.RateLimited, results[3].Reason);
+        Assert.Equal(TimeSpan.FromSeconds(30), results[3].RetryAfter);
+        var reading = Control(results[2], "rate_limit.requests");
+        Assert.Equal($"{scope}:{id}", reading.Scope);
+        Assert.Equal((3m, 2m), (reading.Limit!.Value, reading.Used!.Value));
+
+        // The service limit is shared: another consumer of the service is throttled too; a consumer limit is not.
+        var other = await AdmissionEvaluator.EvaluateAsync(Request(snapshot, "c2"), counters);
+        Assert.Equal(scope == "consumer" ? Decision.Allow : Decision.Throttle, other.Decision);
+
+        _clock.Advance(TimeSpan.FromSeconds(30));
+        Assert.Equal(Decision.Allow, (await AdmissionEvaluator.EvaluateAsync(Request(snapshot), counters)).Decision);
+    }
+
+    [Fact]
+    public async Task TokensPerMinute_ReservesWorstCase_SettlesToActual()
+    {
+        var snapshot = Compile(Policy().Replace("    models: [small]\n", "    models: [small]\n    limits: { tokens_per_minute: 100 }\n", StringComparison.Ordinal));
+        var counters = new InMemoryCounterStore(_clock);
+
+        var first = await AdmissionEvaluator.EvaluateAsync(Request(snapshot, input: 40, maxOutput: 40), counters); // reserves 80
+        var second = await AdmissionEvaluator.EvaluateAsync(Request(snapshot, input: 10, maxOutput: 20), counters); // 80 + 30 > 100
+        await AdmissionEvaluator.SettleAsync(first, counters, 40, 5, 0); // really used 45
+        var third = await AdmissionEvaluator.EvaluateAsync(Request(snapshot, input: 10, maxOutput: 20), counters); // 45 + 30 <= 100
+
+        Assert.Equal(Decision.Allow, first.Decision);
+        Assert.Equal(Decision.Throttle, second.Decision);
+        Assert.Equal(Decision.Allow, third.Decision);
+        Assert.Equal(45m, Control(third, "rate_limit.tokens").Used);
+    }
+
+    [Fact]
+    public async Task DailyQuota_FollowsTheTenantsTimeZone()
+    {
+        // 23:30 in Berlin is still "today" there; the quota renews at Berlin midnight, 23:00 UTC.
+        _clock.SetUtcNow(new DateTimeOffset(2026, 11, 28, 22, 30, 0, TimeSpan.Zero));
+        var snapshot = Compile(Policy(timeZone: "Europe/Berlin").Replace("    models: [small]\n", "    models: [small]\n    limits: { requests_per_day: 2 }\n", StringComparison.Ordinal));
+        var counters = new InMemoryCounterStore(_clock);
+
+        for (var i = 0; i < 2; i++)
+        {
+            Assert.Equal(Decision.Allow, (await AdmissionEvaluator.EvaluateAsync(Request(snapshot), counters)).Decision);
+        }
+
+        var over = await AdmissionEvaluator.EvaluateAsync(Request(snapshot), counters);
+        _clock.Advance(TimeSpan.FromMinutes(31));
+        var nextDay = await AdmissionEvaluator.EvaluateAsync(Request(snapshot), counters);
+
+        Assert.Equal(Reasons.QuotaExhausted, over.Reason);
+        Assert.Equal(TimeSpan.FromMinutes(30), over.RetryAfter);
+        Assert.Equal(Decision.Allow, nextDay.Decision);
+    }
+
+    [Fact]
+    public async Task MonthlyTokenQuota_IsDeniedAtTheLimit()
+    {
+        var snapshot = Compile(Policy().Replace("    models: [small]\n", "    models: [small]\n    limits: { tokens_per_month: 30 }\n", StringComparison.Ordinal));
+        var counters = new InMemoryCounterStore(_clock);
+
+        var atLimit = await AdmissionEvaluator.EvaluateAsync(Request(snapshot, input: 10, maxOutput: 20), counters);
+        var over = await AdmissionEvaluator.EvaluateAsync(Request(snapshot, input: 1, maxOutput: 1), counters);
+
+        Assert.Equal(Decision.Allow, atLimit.Decision);
+        Assert.Equal(Reasons.QuotaExhausted, over.Reason);
+    }
+
+    [Fact]
+    public async Task HardBudget_DeniesOnlyWhenSpentPlusReservedCannotCover()
+    {
+        // small costs 1 per input token and 2 per output token (per million = 1e6 / 1e6).
+        var snapshot = Compile(Policy(serviceExtra: "").Replace("    tenant: acme\n", "    tenant: acme\n    limits: { budget: { amount: 100, period: month } }\n", StringComparison.Ordinal));
+        var counters = new InMemoryCounterStore(_clock);
+
+        var a = await AdmissionEvaluator.EvaluateAsync(Request(snapshot, input: 10, maxOutput: 20), counters); // reserves 50
+        var b = await AdmissionEvaluator.EvaluateAsync(Request(snapshot, input: 10, maxOutput: 20), counters); // reserves 50: exactly 100
+        var c = await AdmissionEvaluator.EvaluateAsync(Request(snapshot, input: 1, maxOutput: 0), counters);   // 1 more: over
+        await AdmissionEvaluator.SettleAsync(a, counters, 10, 5, 20m); // a really cost 20
+        var d = await AdmissionEvaluator.EvaluateAsync(Request(snapshot, input: 10, maxOutput: 10), counters); // 20 + 50 + 30 = 100
+
+        Assert.Equal([Decision.Allow, Decision.Allow, Decision.Deny, Decision.Allow], new[] { a, b, c, d }.Select(x => x.Decision));
+        Assert.Equal(Reasons.BudgetExhausted, c.Reason);
+        var reading = Control(d, "budget");
+        Assert.Equal((100m, 20m, 50m, 30m), (reading.Limit!.Value, reading.Used!.Value, reading.Reserved!.Value, reading.Requested!.Value));
+    }
+
+    [Fact]
+    public async Task SoftBudget_AllowsAndRaisesAnEvent()
+    {
+        var snapshot = Compile(Policy().Replace("    time_zone: UTC\n", "    time_zone: UTC\n    limits: { budget: { amount: 10, mode: soft } }\n", StringComparison.Ordinal));
+        var counters = new InMemoryCounterStore(_clock);
+
+        var admission = await AdmissionEvaluator.EvaluateAsync(Request(snapshot, input: 10, maxOutput: 20), counters);
+
+        Assert.Equal(Decision.Allow, admission.Decision);
+        Assert.Equal(ControlDecisions.Warn, Control(admission, "budget").Decision);
+        Assert.Equal(["budget.soft_exceeded tenant:acme"], admission.Events);
+    }
+
+    [Theory]
+    [InlineData(null, "clamp", 50L, ControlDecisions.Modify, null)]
+    [InlineData(30L, "clamp", null, ControlDecisions.Pass, null)]
+    [InlineData(50L, "clamp", null, ControlDecisions.Pass, null)]
+    [InlineData(80L, "clamp", 50L, ControlDecisions.Modify, null)]
+    [InlineData(80L, "deny", null, ControlDecisions.Deny, "deny.token_ceiling")]
+    [InlineData(null, "deny", 50L, ControlDecisions.Modify, null)]
+    public async Task OutputCeiling_ClampsInjectsOrDenies(long? requested, string mode, long? written, string decision, string? code)
+    {
+        var snapshot = Compile(Policy().Replace("    models: [small]\n", $"    models: [small]\n    limits: {{ max_output_tokens: 50, output_ceiling: {mode} }}\n", StringComparison.Ordinal));
+
+        var admission = await AdmissionEvaluator.EvaluateAsync(Request(snapshot, maxOutput: requested), new InMemoryCounterStore(_clock));
+
+        Assert.Equal(code, admission.Reason?.Code);
+        Assert.Equal(written, admission.OutputCeiling);
+        Assert.Equal(decision, Control(admission, "token_ceiling.output").Decision);
+    }
+
+    [Theory]
+    [InlineData(99, true)]
+    [InlineData(100, true)]
+    [InlineData(101, false)]
+    public async Task InputCeiling_UnderAtOver(long input, bool allowed)
+    {
+        var snapshot = Compile(Policy().Replace("    models: [small]\n", "    models: [small]\n    limits: { max_input_tokens: 100 }\n", StringComparison.Ordinal));
+
+        var admission = await AdmissionEvaluator.EvaluateAsync(Request(snapshot, input: input), new InMemoryCounterStore(_clock));
+
+        Assert.Equal(allowed, admission.Decision == Decision.Allow);
+    }
+
+    [Theory]
+    [InlineData(1, true)]
+    [InlineData(2, true)]
+    [InlineData(3, false)]
+    public async Task ChoicesCeiling_UnderAtOver(long n, bool allowed)
+    {
+        var snapshot = Compile(Policy().Replace("    models: [small]\n", "    models: [small]\n    limits: { max_n: 2 }\n", StringComparison.Ordinal));
+
+        var admission = await AdmissionEvaluator.EvaluateAsync(Request(snapshot, n: n), new InMemoryCounterStore(_clock));
+
+        Assert.Equal(allowed, admission.Decision == Decision.Allow);
+    }
+
+    [Fact]
+    public async Task DeniedRequest_ReservesNothing()
+    {
+        var snapshot = Compile(Policy().Replace("    models: [small]\n", "    models: [small]\n    limits: { requests_per_minute: 1, max_input_tokens: 5 }\n", StringComparison.Ordinal));
+        var counters = new InMemoryCounterStore(_clock);
+
+        var tooLong = await AdmissionEvaluator.EvaluateAsync(Request(snapshot, input: 50), counters);
+        var fine = await AdmissionEvaluator.EvaluateAsync(Request(snapshot, input: 1), counters);
+
+        Assert.Equal(Decision.Deny, tooLong.Decision);
+        Assert.Equal(Decision.Allow, fine.Decision);
+    }
+}
