@@ -1,3 +1,5 @@
+using System.Text.Json.Serialization;
+
 namespace Custos.Policy;
 
 /// <summary>What happens when a request asks for more output than its ceiling, or names none.</summary>
@@ -84,6 +86,7 @@ public sealed record LimitsConfig
     public long? MaxN { get; init; }
 
     /// <summary>True when nothing is set.</summary>
+    [JsonIgnore]
     public bool IsEmpty => this == Empty;
 
     /// <summary>No limits.</summary>
