@@ -15,7 +15,7 @@ public sealed record PolicyVersion(long Number, string Sha256, string Author, st
     {
         PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
         DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
-        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower) },
+        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower), new NormalizedDecimalConverter() },
         WriteIndented = false,
     };
 
@@ -25,6 +25,15 @@ public sealed record PolicyVersion(long Number, string Sha256, string Author, st
     /// <summary>Reads a document back from its canonical form.</summary>
     public static PolicyDocument FromCanonicalJson(string json)
         => JsonSerializer.Deserialize<PolicyDocument>(json, CanonicalOptions) ?? throw new InvalidDataException("empty policy document");
+
+    /// <summary>Writes decimals without trailing zeros: 2.50 and 2.5 are the same price, so they hash alike.</summary>
+    private sealed class NormalizedDecimalConverter : JsonConverter<decimal>
+    {
+        public override decimal Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options) => reader.GetDecimal();
+
+        public override void Write(Utf8JsonWriter writer, decimal value, JsonSerializerOptions options)
+            => writer.WriteNumberValue(value / 1.0000000000000000000000000000m);
+    }
 
     /// <summary>Lower-case hex SHA-256 of the canonical form.</summary>
     public static string HashOf(PolicyDocument document)

@@ -1,0 +1,139 @@
+using System.Net.Http.Headers;
+using System.Text;
+using Custos.Cli;
+using Custos.Gateway.Demo;
+using Custos.Gateway.Hosting;
+using Custos.Identity;
+using Custos.Policy;
+
+namespace Custos.Tests;
+
+/// <summary><c>custos policy apply|history|show|diff|simulate</c> against a running gateway and its store.</summary>
+public sealed class PolicyCliTests : IAsyncLifetime
+{
+    private readonly string _directory = Path.Combine(Path.GetTempPath(), "custos-policy-" + Guid.NewGuid().ToString("N"));
+    private DemoUpstream _upstream = null!;
+    private CustosGateway _gateway = null!;
+    private DemoKeys _keys = null!;
+
+    public async Task InitializeAsync()
+    {
+        _upstream = await DemoUpstream.StartAsync();
+        _keys = DemoPolicy.CreateKeys(new Uri("http://127.0.0.1:1"), new Uri("http://127.0.0.1:2"), null);
+        _gateway = await CustosGateway.StartAsync(new CustosGatewayOptions
+        {
+            Policy = DemoPolicy.Create(_upstream.BaseUri, _keys),
+            PolicyAuthor = "system:demo",
+            DataDirectory = _directory,
+            DataPlaneUrl = "http://127.0.0.1:0",
+            AdminUrl = "http://127.0.0.1:0",
+            ConfigureLogging = _ => { },
+        });
+    }
+
+    public async Task DisposeAsync()
+    {
+        await _gateway.DisposeAsync();
+        await _upstream.DisposeAsync();
+        Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+        Directory.Delete(_directory, recursive: true);
+    }
+
+    private static async Task<(int Exit, string Output, string Error)> RunAsync(params string[] args)
+    {
+        var output = new StringWriter();
+        var error = new StringWriter();
+        var exit = await CustosCli.RunAsync(args, output, error);
+        return (exit, output.ToString(), error.ToString());
+    }
+
+    private async Task<HttpResponseMessage> ChatAsync(string consumer, string model)
+    {
+        using var client = new HttpClient { BaseAddress = _gateway.DataPlaneUri };
+        var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions")
+        {
+            Content = new StringContent($$"""{"model":"{{model}}","messages":[{"role":"user","content":"hello"}]}""", Encoding.UTF8, "application/json"),
+        };
+        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", _keys.Consumers.Single(c => c.Name == consumer).Key);
+        return await client.SendAsync(request);
+    }
+
+    [Fact]
+    public async Task ApplyHistoryShowDiffSimulate_EndToEnd()
+    {
+        for (var i = 0; i < 3; i++)
+        {
+            using var ok = await ChatAsync("support-web", "gpt-4o-mini");
+            Assert.True(ok.IsSuccessStatusCode);
+        }
+
+        var beforeApply = DateTimeOffset.UtcNow;
+        var candidate = _gateway.Policy.Current.Document;
+        candidate = candidate with
+        {
+            Consumers = [.. candidate.Consumers.Select(c => c.Id == "support-web" ? c with { Models = ["claude-sonnet"] } : c)],
+        };
+        var file = Path.Combine(_directory, "candidate.yaml");
+        await File.WriteAllTextAsync(file, PolicyYamlWriter.Write(candidate));
+        await Task.Delay(10); // distinct timestamps for --at
+
+        // Simulate first: the three recorded requests would now be refused.
+        var (simExit, simulated, simError) = await RunAsync("policy", "simulate", "-f", file, "--from", "1h", "--data", _directory);
+        Assert.True(simExit == 0, simError);
+        Assert.Contains("3 would be refused that were allowed", simulated, StringComparison.Ordinal);
+        Assert.Contains("support-web", simulated, StringComparison.Ordinal);
+        Assert.Contains("entitlement", simulated, StringComparison.Ordinal);
+
+        // A dry run changes nothing.
+        var admin = _keys.Admins.Single(a => a.Role == "platform-admin").Key;
+        var (dryExit, dry, dryError) = await RunAsync("policy", "apply", "-f", file, "--reason", "narrow support-web", "--server", _gateway.AdminUri.ToString(), "--admin-key", admin, "--dry-run");
+        Assert.True(dryExit == 0, dryError);
+        Assert.Contains("~ consumers[support-web].models", dry, StringComparison.Ordinal);
+        Assert.Equal(1, _gateway.Policy.Current.Version);
+
+        // Apply, through the admin API.
+        var (exit, applied, error) = await RunAsync("policy", "apply", "-f", file, "--reason", "narrow support-web", "--server", _gateway.AdminUri.ToString(), "--admin-key", admin);
+        Assert.True(exit == 0, error);
+        Assert.Contains("Applied: policy version 2", applied, StringComparison.Ordinal);
+        Assert.Contains("by demo-platform-admin", applied, StringComparison.Ordinal);
+        using (var denied = await ChatAsync("support-web", "gpt-4o-mini"))
+        {
+            Assert.Equal(System.Net.HttpStatusCode.Forbidden, denied.StatusCode);
+        }
+
+        var (_, history, _) = await RunAsync("policy", "history", "--data", _directory);
+        Assert.Contains("system:demo", history, StringComparison.Ordinal);
+        Assert.Contains("demo-platform-admin", history, StringComparison.Ordinal);
+        Assert.Contains("narrow support-web", history, StringComparison.Ordinal);
+
+        var (_, diff, _) = await RunAsync("policy", "diff", "1", "2", "--data", _directory);
+        Assert.Contains("1 change(s)", diff, StringComparison.Ordinal);
+        Assert.Contains("consumers[support-web].models", diff, StringComparison.Ordinal);
+
+        var (_, atBefore, _) = await RunAsync("policy", "show", "--at", beforeApply.ToString("O"), "--data", _directory);
+        var (_, now, _) = await RunAsync("policy", "show", "--data", _directory);
+        Assert.Contains("# policy version 1,", atBefore, StringComparison.Ordinal);
+        Assert.Contains("# policy version 2,", now, StringComparison.Ordinal);
+        var shown = now[(now.IndexOf('\n', now.IndexOf('\n') + 1) + 1)..];
+        var reread = PolicyYaml.Read(shown).Document!;
+        Assert.True(PolicyVersion.HashOf(candidate) == PolicyVersion.HashOf(reread), string.Join("\n", PolicyDiff.Compute(candidate, reread)));
+    }
+
+    [Fact]
+    public async Task Apply_WithABadFileOrAWrongKey_FailsClearly()
+    {
+        var broken = Path.Combine(_directory, "broken.yaml");
+        await File.WriteAllTextAsync(broken, "tenants: [{ id: acme, time_zone: Nowhere/City }]\n");
+
+        var (exit, output, error) = await RunAsync("policy", "apply", "-f", broken, "--reason", "x", "--server", _gateway.AdminUri.ToString(), "--admin-key", ApiKey.Generate(ApiKeyKind.Admin));
+        Assert.Equal(1, exit);
+        Assert.Contains("broken.yaml:1:", output, StringComparison.Ordinal);
+        Assert.Contains("not valid; nothing was applied", error, StringComparison.Ordinal);
+
+        var good = Path.Combine(_directory, "good.yaml");
+        await File.WriteAllTextAsync(good, PolicyYamlWriter.Write(_gateway.Policy.Current.Document));
+        var (exit2, _, error2) = await RunAsync("policy", "apply", "-f", good, "--reason", "x", "--server", _gateway.AdminUri.ToString(), "--admin-key", ApiKey.Generate(ApiKeyKind.Admin));
+        Assert.Equal(1, exit2);
+        Assert.Contains("401", error2, StringComparison.Ordinal);
+    }
+}
