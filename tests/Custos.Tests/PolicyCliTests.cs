@@ -71,7 +71,7 @@ public sealed class PolicyCliTests : IAsyncLifetime
         var candidate = _gateway.Policy.Current.Document;
         candidate = candidate with
         {
-            Consumers = [.. candidate.Consumers.Select(c => c.Id == "support-web" ? c with { Models = ["claude-sonnet"] } : c)],
+            Consumers = [.. candidate.Consumers.Select(c => c.Id == "support-web" ? c with { Models = ["claude-sonnet"], Entitlements = [] } : c)],
         };
         var file = Path.Combine(_directory, "candidate.yaml");
         await File.WriteAllTextAsync(file, PolicyYamlWriter.Write(candidate));
@@ -88,7 +88,8 @@ public sealed class PolicyCliTests : IAsyncLifetime
         var admin = _keys.Admins.Single(a => a.Role == "platform-admin").Key;
         var (dryExit, dry, dryError) = await RunAsync("policy", "apply", "-f", file, "--reason", "narrow support-web", "--server", _gateway.AdminUri.ToString(), "--admin-key", admin, "--dry-run");
         Assert.True(dryExit == 0, dryError);
-        Assert.Contains("~ consumers[support-web].models", dry, StringComparison.Ordinal);
+        Assert.Contains("~ consumers[support-web].models: [] -> [\"claude-sonnet\"]", dry, StringComparison.Ordinal);
+        Assert.Contains("~ consumers[support-web].entitlements: [{", dry, StringComparison.Ordinal);
         Assert.Equal(1, _gateway.Policy.Current.Version);
 
         // Apply, through the admin API.
@@ -107,7 +108,7 @@ public sealed class PolicyCliTests : IAsyncLifetime
         Assert.Contains("narrow support-web", history, StringComparison.Ordinal);
 
         var (_, diff, _) = await RunAsync("policy", "diff", "1", "2", "--data", _directory);
-        Assert.Contains("1 change(s)", diff, StringComparison.Ordinal);
+        Assert.Contains("2 change(s)", diff, StringComparison.Ordinal);
         Assert.Contains("consumers[support-web].models", diff, StringComparison.Ordinal);
 
         var (_, atBefore, _) = await RunAsync("policy", "show", "--at", beforeApply.ToString("O"), "--data", _directory);

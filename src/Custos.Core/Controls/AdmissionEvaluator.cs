@@ -26,10 +26,7 @@ public static class AdmissionEvaluator
         var admission = new Admission();
         var consumer = request.Consumer;
         var tenant = consumer.Service.Tenant;
-        admission.Controls.Add(new ControlResult("tenant_isolation", "tenant:" + tenant.Id, ControlDecisions.Pass)
-        {
-            Detail = "model resolved among tenant " + tenant.Id + " only",
-        });
+        admission.Controls.Add(new ControlResult("tenant_isolation", tenant.Scope, ControlDecisions.Pass) { Detail = tenant.IsolationDetail });
 
         if (!CheckEntitlement(request, admission) || !CheckCeilings(request, admission) || !CheckPrompt(request, admission))
         {
@@ -54,7 +51,7 @@ public static class AdmissionEvaluator
             if (entitlement.IsValidAt(request.Now))
             {
                 admission.Entitlement = entitlement;
-                admission.Controls.Add(new ControlResult("entitlement", "consumer:" + consumer.Id, ControlDecisions.Pass)
+                admission.Controls.Add(new ControlResult("entitlement", consumer.Scope, ControlDecisions.Pass)
                 {
                     Detail = Describe(entitlement),
                 });
@@ -68,14 +65,14 @@ public static class AdmissionEvaluator
         {
             var notYet = outOfWindow.ValidFrom > request.Now;
             var reason = notYet ? Reasons.EntitlementNotYetValid : Reasons.EntitlementExpired;
-            admission.Controls.Add(new ControlResult("entitlement", "consumer:" + consumer.Id, ControlDecisions.Deny) { Detail = Describe(outOfWindow) });
+            admission.Controls.Add(new ControlResult("entitlement", consumer.Scope, ControlDecisions.Deny) { Detail = Describe(outOfWindow) });
             admission.Refuse(reason, notYet
                 ? $"Consumer '{consumer.Id}' is entitled to '{request.Route.Name}' only from {outOfWindow.ValidFrom:u}."
                 : $"Consumer '{consumer.Id}' was entitled to '{request.Route.Name}' until {outOfWindow.ValidUntil:u}; ask the policy owner of service '{consumer.Service.Id}' to renew it.");
             return false;
         }
 
-        admission.Controls.Add(new ControlResult("entitlement", "consumer:" + consumer.Id, ControlDecisions.Deny) { Detail = "no entitlement names " + request.Route.Name });
+        admission.Controls.Add(new ControlResult("entitlement", consumer.Scope, ControlDecisions.Deny) { Detail = "no entitlement names " + request.Route.Name });
         admission.Refuse(Reasons.ModelNotEntitled,
             $"Consumer '{consumer.Id}' is not entitled to the model '{request.Route.Name}'; ask the policy owner of service '{consumer.Service.Id}' for access.");
         return false;
@@ -90,7 +87,7 @@ public static class AdmissionEvaluator
     private static bool CheckCeilings(AdmissionRequest request, Admission admission)
     {
         var limits = request.Consumer.Limits;
-        var scope = "consumer:" + request.Consumer.Id;
+        var scope = request.Consumer.Scope;
         if (limits.MaxN is { } maxN)
         {
             var ok = request.N <= maxN;
@@ -156,16 +153,15 @@ public static class AdmissionEvaluator
     private static bool CheckPrompt(AdmissionRequest request, Admission admission)
     {
         var service = request.Consumer.Service;
-        var tenantRules = service.Tenant.PromptRules;
-        var serviceRules = service.PromptRules;
-        if (tenantRules.Count == 0 && serviceRules.Count == 0)
+        var rules = service.AllPromptRules;
+        if (rules.Length == 0)
         {
             return true;
         }
 
         if (!request.PromptAvailable)
         {
-            admission.Controls.Add(new ControlResult("prompt_restriction", "service:" + service.Id, ControlDecisions.NotEvaluated) { Detail = "prompt text is not stored" });
+            admission.Controls.Add(new ControlResult("prompt_restriction", service.Scope, ControlDecisions.NotEvaluated) { Detail = "prompt text is not stored" });
             return true;
         }
 
@@ -188,7 +184,7 @@ public static class AdmissionEvaluator
                 var start = offset + (int)reader.TokenStartIndex;
                 var end = offset + (int)reader.BytesConsumed;
                 toRedact?.Clear();
-                foreach (var rule in tenantRules.Concat(serviceRules))
+                foreach (var rule in rules)
                 {
                     var redact = rule.Action == PromptAction.Redact;
                     found?.Clear();
@@ -227,7 +223,7 @@ public static class AdmissionEvaluator
             }
         }
 
-        foreach (var rule in tenantRules.Concat(serviceRules))
+        foreach (var rule in rules)
         {
             var modified = redacted.Contains(rule.Id);
             admission.Controls.Add(new ControlResult("prompt_restriction", rule.Scope + ":" + rule.Id, modified ? ControlDecisions.Modify : ControlDecisions.Pass)
@@ -301,9 +297,9 @@ public static class AdmissionEvaluator
             }
         }
 
-        Scope(consumer.CounterPrefix, "consumer:" + consumer.Id, consumer.Limits);
-        Scope(service.CounterPrefix, "service:" + service.Id, service.Limits);
-        Scope(tenant.CounterPrefix, "tenant:" + tenant.Id, tenant.Limits);
+        Scope(consumer.CounterPrefix, consumer.Scope, consumer.Limits);
+        Scope(service.CounterPrefix, service.Scope, service.Limits);
+        Scope(tenant.CounterPrefix, tenant.Scope, tenant.Limits);
         if (charges.Count == 0)
         {
             return;

@@ -82,14 +82,12 @@ public sealed class PolicySnapshot
             };
         }
 
-        var services = document.Services.ToDictionary(
-            s => s.Id,
-            s => new ServiceEntry(s.Id, tenants[s.Tenant], s.Owners)
-            {
-                Limits = s.Limits,
-                PromptRules = [.. s.PromptRules.Select(r => Controls.PromptRule.Compile(r, "service", document.Gateway.PromptRegexTimeout))],
-            },
-            StringComparer.Ordinal);
+        var services = document.Services.ToDictionary(s => s.Id, s =>
+        {
+            var tenant = tenants[s.Tenant];
+            Controls.PromptRule[] own = [.. s.PromptRules.Select(r => Controls.PromptRule.Compile(r, "service", document.Gateway.PromptRegexTimeout))];
+            return new ServiceEntry(s.Id, tenant, s.Owners) { Limits = s.Limits, PromptRules = own, AllPromptRules = [.. tenant.PromptRules, .. own] };
+        }, StringComparer.Ordinal);
         var consumers = document.Consumers.ToDictionary(c => c.Id, c =>
         {
             var service = services[c.Service];
@@ -153,6 +151,12 @@ public sealed record TenantEntry(string Id, string Name, TimeZoneInfo TimeZone, 
 
     /// <summary>Counter-key prefix of the tenant scope.</summary>
     public string CounterPrefix { get; } = Id + "|tenant|" + Id + "|";
+
+    /// <summary>The tenant's scope as the ledger names it: <c>tenant:ID</c>.</summary>
+    public string Scope { get; } = "tenant:" + Id;
+
+    /// <summary>What the tenant-isolation control records.</summary>
+    public string IsolationDetail { get; } = "model resolved among tenant " + Id + " only";
 }
 
 /// <summary>A provider with its resolved upstream secret. The secret never leaves the gateway.</summary>
@@ -201,11 +205,17 @@ public sealed record ServiceEntry(string Id, TenantEntry Tenant, ServiceOwners O
     /// <summary>Limits over all of the service's consumers together.</summary>
     public LimitsConfig Limits { get; init; } = LimitsConfig.Empty;
 
-    /// <summary>The service's prompt rules.</summary>
+    /// <summary>The service's own prompt rules.</summary>
     public IReadOnlyList<Controls.PromptRule> PromptRules { get; init; } = [];
+
+    /// <summary>The tenant's prompt rules, then the service's: every rule a request of the service meets.</summary>
+    public Controls.PromptRule[] AllPromptRules { get; init; } = [];
 
     /// <summary>Counter-key prefix of the service scope.</summary>
     public string CounterPrefix { get; } = Tenant.Id + "|service|" + Id + "|";
+
+    /// <summary>The service's scope as the ledger names it: <c>service:ID</c>.</summary>
+    public string Scope { get; } = "service:" + Id;
 }
 
 /// <summary>A compiled consumer with its entitled models.</summary>
@@ -229,6 +239,9 @@ public sealed record ConsumerEntry(string Id, ConsumerCategory Category, Service
 
     /// <summary>Counter-key prefix of the consumer scope.</summary>
     public string CounterPrefix { get; } = Service.Tenant.Id + "|consumer|" + Id + "|";
+
+    /// <summary>The consumer's scope as the ledger names it: <c>consumer:ID</c>.</summary>
+    public string Scope { get; } = "consumer:" + Id;
 
     /// <summary>The models the consumer can use at <paramref name="now"/>.</summary>
     public IEnumerable<ModelRoute> ModelsAt(DateTimeOffset now)

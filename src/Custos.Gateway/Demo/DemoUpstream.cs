@@ -62,7 +62,7 @@ public sealed class DemoUpstream : IAsyncDisposable
         var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
         builder.Logging.ClearProviders();
         builder.Logging.SetMinimumLevel(LogLevel.Warning);
-        builder.Services.AddSingleton<IHostLifetime>(new EmbeddedLifetime());
+        builder.Services.AddSingleton<IHostLifetime>(new Hosting.EmbeddedLifetime());
         builder.WebHost.UseKestrelCore().ConfigureKestrel(options =>
         {
             options.AddServerHeader = false;
@@ -112,16 +112,5 @@ public sealed class DemoUpstream : IAsyncDisposable
 
         await _app.DisposeAsync();
         _stopping.Dispose();
-    }
-
-    /// <summary>
-    /// The demo server is embedded in another process: it must neither react to Ctrl+C or SIGTERM on its
-    /// own nor print lifetime messages; its owner stops it by disposing.
-    /// </summary>
-    private sealed class EmbeddedLifetime : IHostLifetime
-    {
-        public Task WaitForStartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
-
-        public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
     }
 }

@@ -279,6 +279,7 @@ public sealed partial class CustosGateway : IAsyncDisposable
             kestrel.Limits.MaxRequestBodySize = 256L * 1024 * 1024; // the policy's own, smaller limit is enforced per request
         });
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(30));
+        builder.Services.AddSingleton<IHostLifetime>(new EmbeddedLifetime());
         return builder;
     }
 

@@ -129,18 +129,51 @@ public static class DemoPolicy
             },
         };
 
+        var support = Service("support-assistant", "acme", "Customer-facing support chat", "Support") with
+        {
+            Limits = new LimitsConfig { Budget = new BudgetConfig { Amount = 100m, Period = BudgetPeriod.Month } },
+            PromptRules =
+            [
+                new PromptRuleConfig { Id = "card-numbers", Detector = PromptDetector.PaymentCard, Action = PromptAction.Redact },
+                new PromptRuleConfig { Id = "no-secrets", Detector = PromptDetector.Secrets, Action = PromptAction.Deny },
+            ],
+        };
         return new PolicyDocument
         {
+            Defaults = new CategoryDefaultsSet
+            {
+                External = new CategoryDefaults { Limits = new LimitsConfig { RequestsPerMinute = 60, TokensPerMinute = 100_000, MaxOutputTokens = 1024, MaxN = 1 } },
+                Internal = new CategoryDefaults { Limits = new LimitsConfig { RequestsPerMinute = 600 } },
+                Automation = new CategoryDefaults { Limits = new LimitsConfig { RequestsPerDay = 10_000, TokensPerDay = 5_000_000 } },
+                Agent = new CategoryDefaults
+                {
+                    Limits = new LimitsConfig { RequestsPerMinute = 30, MaxOutputTokens = 2048, Budget = new BudgetConfig { Amount = 5m, Period = BudgetPeriod.Day } },
+                },
+            },
             Tenants = [Tenant("acme", "Acme Corp (demo)", "Europe/Berlin"), Tenant("globex", "Globex (demo)", "America/New_York")],
             Services =
             [
-                Service("support-assistant", "acme", "Customer-facing support chat", "Support"),
+                support,
                 Service("analytics", "acme", "Internal analytics team", "Analytics"),
                 Service("digest-jobs", "acme", "Nightly summarisation jobs", "Data platform"),
                 Service("research-agents", "acme", "Autonomous research agents", "Research", agents: true),
                 Service("globex-copilot", "globex", "Globex developer copilot", "Developer experience"),
             ],
-            Consumers = [.. Consumers.Select(c => new ConsumerConfig { Id = c.Name, Service = c.Service, Category = c.Category, Models = c.Models })],
+            Consumers =
+            [
+                .. Consumers.Select(c => c.Name == "support-web"
+                    ? new ConsumerConfig
+                    {
+                        Id = c.Name,
+                        Service = c.Service,
+                        Category = c.Category,
+                        Entitlements =
+                        [
+                            new EntitlementConfig { Models = c.Models, ApprovedBy = "support-assistant-policy@acme.example", Ticket = "DEMO-101" },
+                        ],
+                    }
+                    : new ConsumerConfig { Id = c.Name, Service = c.Service, Category = c.Category, Models = c.Models }),
+            ],
             Credentials =
             [
                 .. keys.Consumers.Select(k => new CredentialConfig

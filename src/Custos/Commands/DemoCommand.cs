@@ -43,8 +43,8 @@ internal static class DemoCommand
 
         keys = keys with { DataPlane = gateway.DataPlaneUri.ToString().TrimEnd('/'), Admin = gateway.AdminUri.ToString().TrimEnd('/') };
         keys.Save(dataDirectory);
-        PrintBanner(output, gateway, upstream.BaseUri, keys, dataDirectory);
-        return await GatewayRunner.RunUntilStoppedAsync(gateway, output, cancellationToken);
+        return await GatewayRunner.RunUntilStoppedAsync(gateway, output, cancellationToken,
+            () => PrintBanner(output, gateway, upstream.BaseUri, keys, dataDirectory));
     }
 
     private static async Task<T> Start<T>(Func<Task<T>> start, string what, int port)

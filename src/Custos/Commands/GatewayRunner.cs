@@ -6,7 +6,8 @@ namespace Custos.Cli.Commands;
 /// <summary>Runs a started gateway until SIGINT or SIGTERM, then stops it gracefully and says what was kept.</summary>
 internal static class GatewayRunner
 {
-    public static async Task<int> RunUntilStoppedAsync(CustosGateway gateway, TextWriter output, CancellationToken cancellationToken)
+    /// <summary>Takes SIGINT and SIGTERM, then calls <paramref name="ready"/> (which tells the user), then waits for a signal.</summary>
+    public static async Task<int> RunUntilStoppedAsync(CustosGateway gateway, TextWriter output, CancellationToken cancellationToken, Action ready)
     {
         var stop = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         void OnSignal(PosixSignalContext context)
@@ -18,6 +19,7 @@ internal static class GatewayRunner
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
         using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
         using var registration = cancellationToken.Register(() => stop.TrySetResult());
+        ready();
         await stop.Task;
 
         output.WriteLine("Stopping: finishing in-flight requests and flushing the ledger...");

@@ -51,6 +51,11 @@ internal static class ServeCommand
         };
 
         var gateway = await CustosGateway.StartAsync(options, cancellationToken);
+        return await GatewayRunner.RunUntilStoppedAsync(gateway, output, cancellationToken, () => PrintReady(gateway, config, output));
+    }
+
+    private static void PrintReady(CustosGateway gateway, FileInfo config, TextWriter output)
+    {
         var snapshot = gateway.Policy.Current;
         output.WriteLine($"Custos serving {config.Name}: data plane {gateway.DataPlaneUri}, admin {gateway.AdminUri}, store {gateway.Store.Path}, " +
             $"node {gateway.NodeId}, policy version {snapshot.Version} (sha256 {snapshot.Hash}).");
@@ -61,7 +66,5 @@ internal static class ServeCommand
                 output.WriteLine($"warning: tenant {tenant.Id} provider {provider.Id}: environment variable {provider.ApiKeyEnv} is not set; its models will answer 502 upstream.not_configured.");
             }
         }
-
-        return await GatewayRunner.RunUntilStoppedAsync(gateway, output, cancellationToken);
     }
 }

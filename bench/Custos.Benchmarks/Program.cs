@@ -1,0 +1,3 @@
+using BenchmarkDotNet.Running;
+
+BenchmarkSwitcher.FromAssembly(typeof(Custos.Benchmarks.DecisionBenchmark).Assembly).Run(args);

@@ -1,0 +1,63 @@
+using System.Text.Json;
+using Custos.Benchmarks;
+using Custos.Identity;
+using Custos.Metering;
+
+namespace Custos.Core.Tests;
+
+/// <summary>
+/// Holds the hot path to the allocation budgets in bench/allocation-budgets.json. Allocated bytes are counted, not
+/// timed, so the check is stable on any machine; speed is measured in bench/, never here.
+/// </summary>
+public sealed class AllocationBudgetTests
+{
+    private static readonly DecisionFixture Fixture = new();
+
+    private static long Budget(string name)
+    {
+        using var json = JsonDocument.Parse(File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "allocation-budgets.json")));
+        return json.RootElement.GetProperty(name).GetInt64();
+    }
+
+    private static long AllocatedPerCall(Action action)
+    {
+        for (var i = 0; i < 200; i++)
+        {
+            action(); // warm up: tiering, caches, first windows
+        }
+
+        const int calls = 2000;
+        var before = GC.GetAllocatedBytesForCurrentThread();
+        for (var i = 0; i < calls; i++)
+        {
+            action();
+        }
+
+        return (GC.GetAllocatedBytesForCurrentThread() - before) / calls;
+    }
+
+    [Fact]
+    public void FullDecision_StaysWithinItsAllocationBudget()
+    {
+        var perCall = AllocatedPerCall(() => Assert.True(Fixture.DecideAsync().AsTask().GetAwaiter().GetResult()));
+
+        Assert.True(perCall <= Budget("full_decision"), $"a full decision allocates {perCall} B; the budget is {Budget("full_decision")} B");
+    }
+
+    [Fact]
+    public void CredentialLookup_AllocatesNothing()
+    {
+        var perCall = AllocatedPerCall(() => Assert.True(ApiKey.Validate(Fixture.Key, out _) == ApiKeyFormatError.None
+            && Fixture.Snapshot.TryGetCredential(KeyHash.Of(Fixture.Key), out _)));
+
+        Assert.True(perCall <= Budget("credential_lookup"), $"{perCall} B");
+    }
+
+    [Fact]
+    public void RequestParse_StaysWithinItsAllocationBudget()
+    {
+        var perCall = AllocatedPerCall(() => ChatRequest.TryParse(Fixture.Body, out _));
+
+        Assert.True(perCall <= Budget("request_parse"), $"{perCall} B");
+    }
+}
