@@ -123,13 +123,7 @@ public sealed class LedgerCanonicalFormTests
         var codes = Reasons.All.Select(r => r.Code).ToList();
         Assert.Equal(codes.Count, codes.Distinct().Count());
 
-        var dir = new DirectoryInfo(AppContext.BaseDirectory);
-        while (!File.Exists(Path.Combine(dir!.FullName, "Custos.slnx")))
-        {
-            dir = dir.Parent;
-        }
-
-        var catalogue = File.ReadAllText(Path.Combine(dir.FullName, "docs", "decisions.md"));
+        var catalogue = File.ReadAllText(Repo.File("docs/decisions.md"));
         Assert.All(codes, code => Assert.Contains($"`{code}`", catalogue, StringComparison.Ordinal));
     }
 }

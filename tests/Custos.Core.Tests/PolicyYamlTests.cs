@@ -4,21 +4,10 @@ namespace Custos.Core.Tests;
 
 public sealed class PolicyYamlTests
 {
-    private static string RepoFile(string name)
-    {
-        var dir = new DirectoryInfo(AppContext.BaseDirectory);
-        while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "Custos.slnx")))
-        {
-            dir = dir.Parent;
-        }
-
-        return Path.Combine(dir!.FullName, name);
-    }
-
     [Fact]
     public void Read_ExampleConfig_IsValidWithServerSettings()
     {
-        var result = PolicyYaml.Read(File.ReadAllText(RepoFile("custos.example.yaml")));
+        var result = PolicyYaml.Read(File.ReadAllText(Repo.File("custos.example.yaml")));
 
         Assert.True(result.IsValid, string.Join("\n", result.Diagnostics.Select(d => d.Format("example"))));
         var document = result.Document!;
@@ -144,7 +133,7 @@ public sealed class PolicyYamlTests
     [Fact]
     public void CanonicalJson_RoundTripsToTheSameHash()
     {
-        var document = PolicyYaml.Read(File.ReadAllText(RepoFile("custos.example.yaml"))).Document!;
+        var document = PolicyYaml.Read(File.ReadAllText(Repo.File("custos.example.yaml"))).Document!;
 
         var back = PolicyVersion.FromCanonicalJson(PolicyVersion.CanonicalJson(document));
 
@@ -157,13 +146,7 @@ public sealed class PolicyYamlWriterTests
     [Fact]
     public void Write_ThenRead_GivesTheSameCanonicalHash()
     {
-        var dir = new DirectoryInfo(AppContext.BaseDirectory);
-        while (!File.Exists(Path.Combine(dir!.FullName, "Custos.slnx")))
-        {
-            dir = dir.Parent;
-        }
-
-        var original = PolicyYaml.Read(File.ReadAllText(Path.Combine(dir.FullName, "custos.example.yaml"))).Document!;
+        var original = PolicyYaml.Read(File.ReadAllText(Repo.File("custos.example.yaml"))).Document!;
         var withEverything = original with
         {
             Gateway = new GatewaySettings { MaxRequestBodyBytes = 2048, UpstreamTimeout = TimeSpan.FromSeconds(7), PromptRegexTimeout = TimeSpan.FromMilliseconds(30) },

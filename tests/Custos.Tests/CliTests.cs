@@ -2,7 +2,6 @@ using System.ClientModel;
 using System.Net.Http.Headers;
 using System.Text;
 using System.Text.Json;
-using Custos.Cli;
 using Custos.Gateway.Demo;
 using Custos.Identity;
 using OpenAI;
@@ -20,25 +19,6 @@ public sealed class CliTests : IDisposable
     {
         Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
         Directory.Delete(_directory, recursive: true);
-    }
-
-    private static async Task<(int Exit, string Output, string Error)> RunAsync(params string[] args)
-    {
-        var output = new StringWriter();
-        var error = new StringWriter();
-        var exit = await CustosCli.RunAsync(args, output, error);
-        return (exit, output.ToString(), error.ToString());
-    }
-
-    private static string RepoFile(string name)
-    {
-        var dir = new DirectoryInfo(AppContext.BaseDirectory);
-        while (!File.Exists(Path.Combine(dir!.FullName, "Custos.slnx")))
-        {
-            dir = dir.Parent;
-        }
-
-        return Path.Combine(dir.FullName, name);
     }
 
     [Fact]
@@ -87,12 +67,12 @@ public sealed class CliTests : IDisposable
         Assert.Contains("none pending", demo.Output, StringComparison.Ordinal);
 
         // custos requests: the table and the JSON lines.
-        var (exit, table, _) = await RunAsync("requests", "--data", data);
+        var (exit, table, _) = await Cli.RunAsync("requests", "--data", data);
         Assert.Equal(0, exit);
         Assert.Contains(requestId, table, StringComparison.Ordinal);
         Assert.Contains("2 entries", table, StringComparison.Ordinal);
 
-        var (_, json, _) = await RunAsync("requests", "--data", data, "--json", "--consumer", external.GetProperty("name").GetString()!);
+        var (_, json, _) = await Cli.RunAsync("requests", "--data", data, "--json", "--consumer", external.GetProperty("name").GetString()!);
         var lines = json.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonDocument.Parse(l).RootElement).ToList();
         Assert.Equal(2, lines.Count);
         string[] contract = ["request_id", "timestamp", "tenant", "service", "consumer", "category", "credential_id", "model", "endpoint", "stream",
@@ -101,7 +81,7 @@ public sealed class CliTests : IDisposable
         Assert.Equal(completion.Usage.InputTokenCount, lines[0].GetProperty("input_tokens").GetInt64());
         Assert.Equal(requestId, lines[1].GetProperty("request_id").GetString());
 
-        var (_, none, _) = await RunAsync("requests", "--data", data, "--decision", "deny");
+        var (_, none, _) = await Cli.RunAsync("requests", "--data", data, "--decision", "deny");
         Assert.Contains("No request entries match.", none, StringComparison.Ordinal);
     }
 
@@ -165,7 +145,7 @@ public sealed class CliTests : IDisposable
         Assert.Contains("Custos demo upstream", completion.Content[0].Text, StringComparison.Ordinal);
         Assert.Equal("Bearer sk-serve-upstream-0123456789", upstream.Received[^1].Headers["Authorization"]);
         Assert.Contains("missing governance", serve.Output, StringComparison.Ordinal); // service 'app' names no owners
-        var (exit, json, _) = await RunAsync("requests", "--config", config, "--json");
+        var (exit, json, _) = await Cli.RunAsync("requests", "--config", config, "--json");
         Assert.Equal(0, exit);
         var entry = JsonDocument.Parse(json.Split('\n')[0]).RootElement;
         Assert.Equal("app-backend", entry.GetProperty("consumer").GetString());
@@ -175,7 +155,7 @@ public sealed class CliTests : IDisposable
     [Fact]
     public async Task ConfigValidate_ExampleFile_IsValid()
     {
-        var (exit, output, _) = await RunAsync("config", "validate", RepoFile("custos.example.yaml"));
+        var (exit, output, _) = await Cli.RunAsync("config", "validate", Cli.RepoFile("custos.example.yaml"));
 
         Assert.Equal(0, exit);
         Assert.Contains("custos.example.yaml: valid", output, StringComparison.Ordinal);
@@ -187,7 +167,7 @@ public sealed class CliTests : IDisposable
         var file = Path.Combine(_directory, "broken.yaml");
         await File.WriteAllTextAsync(file, "tenants:\n  - id: Bad Id\n    time_zone: Nowhere/City\nconsumers:\n  - id: c\n    service: missing\n    category: internal\n");
 
-        var (exit, output, _) = await RunAsync("config", "validate", file);
+        var (exit, output, _) = await Cli.RunAsync("config", "validate", file);
 
         Assert.Equal(1, exit);
         Assert.Contains("broken.yaml:2:9: error: tenants[0].id:", output, StringComparison.Ordinal);
@@ -199,7 +179,7 @@ public sealed class CliTests : IDisposable
     [Fact]
     public async Task KeysGenerate_PrintsAValidKeyOnceAndTheHashToStore()
     {
-        var (exit, output, _) = await RunAsync("keys", "generate", "--consumer", "support-web");
+        var (exit, output, _) = await Cli.RunAsync("keys", "generate", "--consumer", "support-web");
 
         Assert.Equal(0, exit);
         var key = output.Split(' ', '\n').Single(w => w.StartsWith("csk_", StringComparison.Ordinal));
@@ -210,7 +190,7 @@ public sealed class CliTests : IDisposable
     [Fact]
     public async Task Requests_WithoutAStore_SaysWhereItLooked()
     {
-        var (exit, _, error) = await RunAsync("requests", "--data", Path.Combine(_directory, "nothing-here"));
+        var (exit, _, error) = await Cli.RunAsync("requests", "--data", Path.Combine(_directory, "nothing-here"));
 
         Assert.Equal(1, exit);
         Assert.Contains("No Custos store at", error, StringComparison.Ordinal);

@@ -1,6 +1,5 @@
 using System.Net.Http.Headers;
 using System.Text;
-using Custos.Cli;
 using Custos.Gateway.Demo;
 using Custos.Gateway.Hosting;
 using Custos.Identity;
@@ -39,14 +38,6 @@ public sealed class PolicyCliTests : IAsyncLifetime
         Directory.Delete(_directory, recursive: true);
     }
 
-    private static async Task<(int Exit, string Output, string Error)> RunAsync(params string[] args)
-    {
-        var output = new StringWriter();
-        var error = new StringWriter();
-        var exit = await CustosCli.RunAsync(args, output, error);
-        return (exit, output.ToString(), error.ToString());
-    }
-
     private async Task<HttpResponseMessage> ChatAsync(string consumer, string model)
     {
         using var client = new HttpClient { BaseAddress = _gateway.DataPlaneUri };
@@ -78,7 +69,7 @@ public sealed class PolicyCliTests : IAsyncLifetime
         await Task.Delay(10); // distinct timestamps for --at
 
         // Simulate first: the three recorded requests would now be refused.
-        var (simExit, simulated, simError) = await RunAsync("policy", "simulate", "-f", file, "--from", "1h", "--data", _directory);
+        var (simExit, simulated, simError) = await Cli.RunAsync("policy", "simulate", "-f", file, "--from", "1h", "--data", _directory);
         Assert.True(simExit == 0, simError);
         Assert.Contains("3 would be refused that were allowed", simulated, StringComparison.Ordinal);
         Assert.Contains("support-web", simulated, StringComparison.Ordinal);
@@ -86,14 +77,14 @@ public sealed class PolicyCliTests : IAsyncLifetime
 
         // A dry run changes nothing.
         var admin = _keys.Admins.Single(a => a.Role == "platform-admin").Key;
-        var (dryExit, dry, dryError) = await RunAsync("policy", "apply", "-f", file, "--reason", "narrow support-web", "--server", _gateway.AdminUri.ToString(), "--admin-key", admin, "--dry-run");
+        var (dryExit, dry, dryError) = await Cli.RunAsync("policy", "apply", "-f", file, "--reason", "narrow support-web", "--server", _gateway.AdminUri.ToString(), "--admin-key", admin, "--dry-run");
         Assert.True(dryExit == 0, dryError);
         Assert.Contains("~ consumers[support-web].models: [] -> [\"claude-sonnet\"]", dry, StringComparison.Ordinal);
         Assert.Contains("~ consumers[support-web].entitlements: [{", dry, StringComparison.Ordinal);
         Assert.Equal(1, _gateway.Policy.Current.Version);
 
         // Apply, through the admin API.
-        var (exit, applied, error) = await RunAsync("policy", "apply", "-f", file, "--reason", "narrow support-web", "--server", _gateway.AdminUri.ToString(), "--admin-key", admin);
+        var (exit, applied, error) = await Cli.RunAsync("policy", "apply", "-f", file, "--reason", "narrow support-web", "--server", _gateway.AdminUri.ToString(), "--admin-key", admin);
         Assert.True(exit == 0, error);
         Assert.Contains("Applied: policy version 2", applied, StringComparison.Ordinal);
         Assert.Contains("by demo-platform-admin", applied, StringComparison.Ordinal);
@@ -102,17 +93,17 @@ public sealed class PolicyCliTests : IAsyncLifetime
             Assert.Equal(System.Net.HttpStatusCode.Forbidden, denied.StatusCode);
         }
 
-        var (_, history, _) = await RunAsync("policy", "history", "--data", _directory);
+        var (_, history, _) = await Cli.RunAsync("policy", "history", "--data", _directory);
         Assert.Contains("system:demo", history, StringComparison.Ordinal);
         Assert.Contains("demo-platform-admin", history, StringComparison.Ordinal);
         Assert.Contains("narrow support-web", history, StringComparison.Ordinal);
 
-        var (_, diff, _) = await RunAsync("policy", "diff", "1", "2", "--data", _directory);
+        var (_, diff, _) = await Cli.RunAsync("policy", "diff", "1", "2", "--data", _directory);
         Assert.Contains("2 change(s)", diff, StringComparison.Ordinal);
         Assert.Contains("consumers[support-web].models", diff, StringComparison.Ordinal);
 
-        var (_, atBefore, _) = await RunAsync("policy", "show", "--at", beforeApply.ToString("O"), "--data", _directory);
-        var (_, now, _) = await RunAsync("policy", "show", "--data", _directory);
+        var (_, atBefore, _) = await Cli.RunAsync("policy", "show", "--at", beforeApply.ToString("O"), "--data", _directory);
+        var (_, now, _) = await Cli.RunAsync("policy", "show", "--data", _directory);
         Assert.Contains("# policy version 1,", atBefore, StringComparison.Ordinal);
         Assert.Contains("# policy version 2,", now, StringComparison.Ordinal);
         var shown = now[(now.IndexOf('\n', now.IndexOf('\n') + 1) + 1)..];
@@ -126,14 +117,14 @@ public sealed class PolicyCliTests : IAsyncLifetime
         var broken = Path.Combine(_directory, "broken.yaml");
         await File.WriteAllTextAsync(broken, "tenants: [{ id: acme, time_zone: Nowhere/City }]\n");
 
-        var (exit, output, error) = await RunAsync("policy", "apply", "-f", broken, "--reason", "x", "--server", _gateway.AdminUri.ToString(), "--admin-key", ApiKey.Generate(ApiKeyKind.Admin));
+        var (exit, output, error) = await Cli.RunAsync("policy", "apply", "-f", broken, "--reason", "x", "--server", _gateway.AdminUri.ToString(), "--admin-key", ApiKey.Generate(ApiKeyKind.Admin));
         Assert.Equal(1, exit);
         Assert.Contains("broken.yaml:1:", output, StringComparison.Ordinal);
         Assert.Contains("not valid; nothing was applied", error, StringComparison.Ordinal);
 
         var good = Path.Combine(_directory, "good.yaml");
         await File.WriteAllTextAsync(good, PolicyYamlWriter.Write(_gateway.Policy.Current.Document));
-        var (exit2, _, error2) = await RunAsync("policy", "apply", "-f", good, "--reason", "x", "--server", _gateway.AdminUri.ToString(), "--admin-key", ApiKey.Generate(ApiKeyKind.Admin));
+        var (exit2, _, error2) = await Cli.RunAsync("policy", "apply", "-f", good, "--reason", "x", "--server", _gateway.AdminUri.ToString(), "--admin-key", ApiKey.Generate(ApiKeyKind.Admin));
         Assert.Equal(1, exit2);
         Assert.Contains("401", error2, StringComparison.Ordinal);
     }

@@ -34,6 +34,9 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
     /// <summary>True when the upstream answered with an error status that the gateway replaced.</summary>
     public bool UpstreamFailed { get; private set; }
 
+    /// <summary>True when reading the provider's body failed on the provider's side (its stream broke).</summary>
+    public bool UpstreamBroke { get; set; }
+
     public override async ValueTask TransformRequestAsync(HttpContext httpContext, HttpRequestMessage proxyRequest, string destinationPrefix,
         CancellationToken cancellationToken)
     {
@@ -102,6 +105,7 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
 
         Body = new MeteringStream(httpContext.Response.Body, Meter, Meter.RewritesOutput);
         httpContext.Response.Body = Body;
+        proxyResponse.Content = new ObservedUpstreamContent(proxyResponse.Content, this);
         return true;
     }
 
@@ -197,6 +201,11 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
         if (UpstreamFailed)
         {
             return (null, Outcome.UpstreamError); // already recorded
+        }
+
+        if (UpstreamBroke)
+        {
+            return (Reasons.UpstreamStreamInterrupted, Outcome.Interrupted); // the provider broke first, whatever the client did after
         }
 
         switch (error)

@@ -171,9 +171,14 @@ public sealed class UpstreamFailureTests(GatewayFixture fixture) : IClassFixture
         await G.Gateway.Ledger.FlushAsync();
         var before = (await G.LedgerAsync()).Count;
         var persisted = G.Gateway.Ledger.Persisted;
-        using var cancel = new CancellationTokenSource(TimeSpan.FromMilliseconds(300));
+        var calls = G.Upstream.RequestCount;
+        using var cancel = new CancellationTokenSource();
 
-        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => G.Client.SendAsync(G.Post("/v1/chat/completions", ChatBody("mock-slow")), cancel.Token));
+        // Cancel once the request has really reached the provider (and so passed every gateway stage).
+        var send = G.Client.SendAsync(G.Post("/v1/chat/completions", ChatBody("mock-slow")), cancel.Token);
+        Assert.True(SpinWait.SpinUntil(() => G.Upstream.RequestCount > calls, TimeSpan.FromSeconds(10)), "the request never reached the provider");
+        await cancel.CancelAsync();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => send);
 
         // The gateway notices the disconnect and records the request once it has unwound.
         await G.Gateway.Ledger.WaitForPersistedAsync(persisted + 1).WaitAsync(TimeSpan.FromSeconds(10));
