@@ -194,7 +194,7 @@ credentials:
 EOF
 
 # --- is the machine quiet? -------------------------------------------------------------------------------------
-machine_busy_ticks() { # busy clock ticks of the whole machine, all cores
+machine_busy_ticks() { # busy clock ticks of the whole machine, all cores (steal: another VM on the host)
   local user nice system irq softirq steal
   read -r _ user nice system _ _ irq softirq steal _ </proc/stat
   echo $((user + nice + system + irq + softirq + steal))
@@ -279,10 +279,9 @@ cpu_ticks() { # total user+system clock ticks of the given pids
   echo "$total"
 }
 
-children_cpu_ms() { # CPU time of this shell's finished children (wrk among them), from the times builtin
+children_cpu_ms() { # CPU ms in a file written by the times builtin (its second line: this shell's reaped children)
   local user system
-  times >"$work/times" # not in a subshell: a subshell's children are not ours
-  { read -r _ _; read -r user system; } <"$work/times"
+  { read -r _ _; read -r user system; } <"$1"
   awk -v u="$user" -v s="$system" 'function ms(t) { split(t, p, "m"); return (p[1] * 60 + p[2]) * 1000 } BEGIN { printf "%.0f\n", ms(u) + ms(s) }'
 }
 
@@ -318,9 +317,11 @@ for name in "${cases[@]}"; do
   run_wrk "$work/$name.warmup.txt" "$lua" "$url" "$warmup"
   before=$(cpu_ticks "${pids[@]}")
   busy_before=$(machine_busy_ticks)
-  wrk_before=$(children_cpu_ms)
+  times >"$work/times.before" # in this shell, not a subshell: wrk is this shell's child
   run_wrk "$work/$name.txt" "$lua" "$url" "$duration" --latency
-  wrk_after=$(children_cpu_ms)
+  times >"$work/times.after"
+  wrk_before=$(children_cpu_ms "$work/times.before")
+  wrk_after=$(children_cpu_ms "$work/times.after")
   busy_after=$(machine_busy_ticks)
   after=$(cpu_ticks "${pids[@]}")
 
@@ -367,7 +368,7 @@ fi
 
 # --- report ----------------------------------------------------------------------------------------------------
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf (b > 0 ? "%.2f" : "n/a"), a / b }'; }
-delta() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.2f", a - b }'; }
+delta() { awk -v a="$1" -v b="$2" -v f="${3:-%+.2f}" 'BEGIN { printf f, a - b }'; }
 
 # wrk counts only the responses it read before its clock ran out. The request each connection may have in
 # flight at that moment still reaches Custos and gets an entry (completed, or cancelled), so the ledger may hold
@@ -400,7 +401,7 @@ cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/nul
   for kind in plain stream; do
     label=$([[ $kind == plain ]] && echo non-streaming || echo streaming)
     echo "| $label | $(ratio "${rps[custos-$kind]}" "${rps[direct-$kind]}") | $(delta "${p50[custos-$kind]}" "${p50[direct-$kind]}") |" \
-      "$(ratio "${p99[custos-$kind]}" "${p99[direct-$kind]}") | $(delta "${cpu_us[custos-$kind]}" "${cpu_us[direct-$kind]}") |"
+      "$(ratio "${p99[custos-$kind]}" "${p99[direct-$kind]}") | $(delta "${cpu_us[custos-$kind]}" "${cpu_us[direct-$kind]}" "%+.0f") |"
   done
   echo
   echo "Ledger check ($ledger_status)"
