@@ -1,0 +1,449 @@
+#!/usr/bin/env bash
+# bench/run.sh: a first load harness for Custos.
+#
+# Builds Release, starts the fast mock provider (bench/Custos.Bench.Upstream) and `custos serve` in front of it,
+# then measures with wrk, non-streaming and streaming, straight to the mock and through Custos. Prints a
+# markdown table (requests/s, p50, p99, overhead ratios), saves it to bench/results/latest.md, and checks that
+# the Custos ledger holds one entry for every request wrk counted. Stops everything it started.
+#
+# Environment (all optional):
+#   BENCH_DURATION=10      seconds measured per case          BENCH_WARMUP=10     seconds of warm-up per case
+#   BENCH_CONNECTIONS=32   wrk connections                    BENCH_THREADS=1     wrk threads
+#   BENCH_PIN=1            pin wrk to one core and the servers to the others (when there are >= 2 cores)
+#   BENCH_TIERING=fast     fast: run both servers with DOTNET_TC_CallCountingDelayMs=0, so the JIT reaches its
+#                          optimised tier within the warm-up; default: the runtime as shipped, which on a saturated
+#                          core takes about a minute to get there (see bench/README.md)
+#   BENCH_MOCK_PORT=18090  BENCH_PORT=18080  BENCH_ADMIN_PORT=18081   loopback ports used
+#   BENCH_RESULTS=bench/results/latest.md   where the table is saved
+#   BENCH_SKIP_BUILD=1     use the existing Release build
+#   BENCH_KEEP=1           keep the temporary directory (config, logs, ledger, wrk output)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+duration=${BENCH_DURATION:-10}
+warmup=${BENCH_WARMUP:-10}
+connections=${BENCH_CONNECTIONS:-32}
+threads=${BENCH_THREADS:-1}
+pin=${BENCH_PIN:-1}
+tiering=${BENCH_TIERING:-fast}
+mock_port=${BENCH_MOCK_PORT:-18090}
+custos_port=${BENCH_PORT:-18080}
+admin_port=${BENCH_ADMIN_PORT:-18081}
+results=${BENCH_RESULTS:-bench/results/latest.md}
+
+export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
+
+custos_dll=$root/src/Custos/bin/Release/net10.0/custos.dll
+mock_dll=$root/bench/Custos.Bench.Upstream/bin/Release/net10.0/Custos.Bench.Upstream.dll
+started=$SECONDS
+
+say() { printf '==> %s\n' "$*"; }
+die() { printf 'bench/run.sh: error: %s\n' "$*" >&2; exit 1; }
+
+for value in "$duration" "$warmup" "$connections" "$threads"; do
+  [[ $value =~ ^[0-9]+$ && $value -gt 0 ]] || die "BENCH_DURATION, BENCH_WARMUP, BENCH_CONNECTIONS and BENCH_THREADS must be positive integers (got '$value')"
+done
+[[ $tiering == fast || $tiering == default ]] || die "BENCH_TIERING must be fast or default (got '$tiering')"
+[[ $threads -le $connections ]] || die "BENCH_THREADS ($threads) must not exceed BENCH_CONNECTIONS ($connections)"
+
+# --- processes we start, and how we stop them ------------------------------------------------------------------
+work=$(mktemp -d -t custos-bench.XXXXXX)
+mock_pid=
+custos_pid=
+wrk_pid=
+
+# shellcheck disable=SC2317 # reached through the trap
+stop_process() { # name pid grace-seconds
+  local name=$1 pid=$2 grace=$3
+  [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < grace * 10; i++)); do
+    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+    sleep 0.1
+  done
+  echo "bench/run.sh: $name (pid $pid) did not stop within ${grace}s; killing it" >&2
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+# shellcheck disable=SC2317 # reached through the trap
+cleanup() {
+  local status=$?
+  trap - EXIT INT TERM
+  stop_process wrk "$wrk_pid" 2
+  stop_process custos "$custos_pid" 30
+  stop_process mock "$mock_pid" 10
+  if [[ $status -ne 0 || ${BENCH_KEEP:-0} == 1 ]]; then
+    echo "bench/run.sh: logs, config and ledger kept in $work" >&2
+  else
+    rm -rf "$work"
+  fi
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'echo "bench/run.sh: interrupted" >&2; exit 130' INT TERM
+
+# --- prerequisites ---------------------------------------------------------------------------------------------
+if ! command -v wrk >/dev/null; then
+  [[ $(id -u) -eq 0 ]] || die "wrk is not installed; install it with: sudo apt-get install -y wrk"
+  say "installing wrk (apt-get)"
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+fi
+command -v curl >/dev/null || die "curl is required (apt-get install -y curl)"
+
+for port in "$mock_port" "$custos_port" "$admin_port"; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    die "port $port on 127.0.0.1 is already in use; pick others with BENCH_MOCK_PORT, BENCH_PORT, BENCH_ADMIN_PORT"
+  fi
+done
+
+# CPU placement: wrk on the first allowed core, the mock and Custos on the rest.
+allowed=$(awk '/^Cpus_allowed_list/ {print $2}' /proc/self/status 2>/dev/null || true)
+cpus=()
+for part in ${allowed//,/ }; do
+  if [[ $part == *-* ]]; then
+    for ((c = ${part%-*}; c <= ${part#*-}; c++)); do cpus+=("$c"); done
+  else
+    cpus+=("$part")
+  fi
+done
+wrk_cmd=(wrk)
+server_cmd=()
+if [[ $pin == 1 && ${#cpus[@]} -ge 2 ]] && command -v taskset >/dev/null; then
+  wrk_cpu=${cpus[0]}
+  server_cpus=$(IFS=,; echo "${cpus[*]:1}")
+  wrk_cmd=(taskset -c "$wrk_cpu" wrk)
+  server_cmd=(taskset -c "$server_cpus")
+  placement="wrk pinned to CPU $wrk_cpu; mock and Custos pinned to CPU $server_cpus (taskset)"
+else
+  placement="no CPU pinning (${#cpus[@]} core(s) allowed, BENCH_PIN=$pin): wrk, mock and Custos share every core"
+fi
+
+# JIT tiering: by default the runtime waits for 100 ms without new tier-0 compilations before it starts counting
+# calls towards the optimised tier; under sustained load that wait keeps restarting, and a gateway on one busy core
+# needs about a minute to reach steady state. The bench measures steady state, so it starts counting at once.
+server_env=()
+if [[ $tiering == fast ]]; then
+  server_env=(env DOTNET_TC_CallCountingDelayMs=0)
+  tiering_note="servers run with DOTNET_TC_CallCountingDelayMs=0 (BENCH_TIERING=fast) to reach the optimised JIT tier during the warm-up"
+else
+  tiering_note="servers run with the runtime's default JIT tiering (BENCH_TIERING=default)"
+fi
+
+# --- build -----------------------------------------------------------------------------------------------------
+if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
+  say "building Release (src/Custos, bench/Custos.Bench.Upstream)"
+  for project in src/Custos/Custos.csproj bench/Custos.Bench.Upstream/Custos.Bench.Upstream.csproj; do
+    dotnet build "$project" -c Release -nologo -v quiet --disable-build-servers >"$work/build.log" 2>&1 \
+      || { cat "$work/build.log" >&2; die "dotnet build $project failed"; }
+  done
+fi
+[[ -f $custos_dll && -f $mock_dll ]] || die "Release build missing ($custos_dll, $mock_dll); run without BENCH_SKIP_BUILD"
+
+# --- configuration: one tenant, one provider (the mock), one model, one service, one consumer, one key ---------
+keys=$(dotnet "$custos_dll" keys generate --consumer bench-client --id cred-bench-client)
+api_key=$(sed -n 's/^key .*: \(csk_[^ ]*\)$/\1/p' <<<"$keys")
+key_sha256=$(sed -n 's/^ *key_sha256: \([0-9a-f]\{64\}\)$/\1/p' <<<"$keys")
+[[ -n $api_key && -n $key_sha256 ]] || die "could not read the key from 'custos keys generate':"$'\n'"$keys"
+
+config=$work/custos.yaml
+cat >"$config" <<EOF
+# Written by bench/run.sh for one benchmark run.
+server:
+  listen: http://127.0.0.1:$custos_port
+  admin_listen: http://127.0.0.1:$admin_port
+  data: data
+  node_id: bench
+
+tenants:
+  - id: bench
+    name: Bench
+    time_zone: UTC
+    providers:
+      - id: mock
+        type: openai
+        base_url: http://127.0.0.1:$mock_port/v1
+        api_key_env: BENCH_UPSTREAM_API_KEY
+    models:
+      - name: gpt-4o-mini
+        provider: mock
+        price: { input_per_mtok: 0.15, output_per_mtok: 0.60, currency: USD }
+
+services:
+  - id: bench-service
+    tenant: bench
+    description: Load test traffic
+    owners:
+      policy: { name: Bench policy owner, email: bench-policy@example.com }
+      billing: { name: Bench billing owner, email: bench-billing@example.com }
+      technical: { name: Bench technical owner, email: bench-tech@example.com }
+
+consumers:
+  - id: bench-client
+    service: bench-service
+    category: internal
+    models: [gpt-4o-mini]
+
+credentials:
+  - id: cred-bench-client
+    consumer: bench-client
+    key_sha256: $key_sha256
+    status: active
+EOF
+
+# --- is the machine quiet? -------------------------------------------------------------------------------------
+machine_busy_ticks() { # busy clock ticks of the whole machine, all cores (steal: another VM on the host)
+  local user nice system irq softirq steal
+  read -r _ user nice system _ _ irq softirq steal _ </proc/stat
+  echo $((user + nice + system + irq + softirq + steal))
+}
+
+clk_tck=$(getconf CLK_TCK)
+busy_before=$(machine_busy_ticks)
+sleep 1
+busy_now=$(awk -v t="$(($(machine_busy_ticks) - busy_before))" -v hz="$clk_tck" 'BEGIN { printf "%.0f\n", t / hz * 100 }')
+if ((busy_now > 20)); then
+  echo "bench/run.sh: warning: before the start, other processes were using ${busy_now}% of a core; the figures will be off" >&2
+fi
+
+# --- start the mock and Custos ---------------------------------------------------------------------------------
+wait_for_line() { # name pid log pattern timeout-seconds
+  local name=$1 pid=$2 log=$3 pattern=$4 timeout=$5
+  for ((i = 0; i < timeout * 10; i++)); do
+    grep -q "$pattern" "$log" 2>/dev/null && return 0
+    kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; die "$name exited before it was ready"; }
+    sleep 0.1
+  done
+  cat "$log" >&2
+  die "$name was not ready within ${timeout}s"
+}
+
+say "starting the mock upstream on 127.0.0.1:$mock_port"
+"${server_env[@]}" "${server_cmd[@]}" dotnet "$mock_dll" --port "$mock_port" >"$work/mock.log" 2>&1 &
+mock_pid=$!
+wait_for_line mock "$mock_pid" "$work/mock.log" 'listening on' 30
+
+say "starting custos serve on 127.0.0.1:$custos_port"
+BENCH_UPSTREAM_API_KEY=sk-bench-upstream "${server_env[@]}" "${server_cmd[@]}" dotnet "$custos_dll" serve --config "$config" >"$work/custos.log" 2>&1 &
+custos_pid=$!
+wait_for_line custos "$custos_pid" "$work/custos.log" '^Custos serving' 60
+if grep -q '^warning:' "$work/custos.log"; then
+  cat "$work/custos.log" >&2
+  die "custos serve printed warnings; the configuration is not what the bench expects"
+fi
+
+# --- request bodies and wrk scripts ----------------------------------------------------------------------------
+messages='"messages":[{"role":"system","content":"You are the support assistant of Acme Corp. Answer briefly and politely."},{"role":"user","content":"My order 12345 has not arrived yet. Can you tell me what to do next?"}]'
+body_plain='{"model":"gpt-4o-mini",'"$messages"',"temperature":0.2,"max_tokens":256}'
+body_stream='{"model":"gpt-4o-mini",'"$messages"',"temperature":0.2,"max_tokens":256,"stream":true}'
+
+write_lua() { # file body
+  cat >"$1" <<EOF
+wrk.method = "POST"
+wrk.body = [[$2]]
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $api_key"
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("BENCH requests=%d duration_us=%d p50_us=%d p99_us=%d non2xx=%d connect=%d read=%d write=%d timeout=%d\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.status, e.connect, e.read, e.write, e.timeout))
+end
+EOF
+}
+write_lua "$work/plain.lua" "$body_plain"
+write_lua "$work/stream.lua" "$body_stream"
+
+# --- sanity checks through Custos (each leaves one ledger entry) -----------------------------------------------
+custos_url=http://127.0.0.1:$custos_port/v1/chat/completions
+mock_url=http://127.0.0.1:$mock_port/v1/chat/completions
+check_plain=$(curl -sS -o "$work/check-plain.out" -w '%{http_code}' -H "Authorization: Bearer $api_key" -H 'Content-Type: application/json' -d "$body_plain" "$custos_url")
+[[ $check_plain == 200 ]] || { cat "$work/check-plain.out" >&2; die "a non-streaming request through Custos answered $check_plain, not 200"; }
+check_stream=$(curl -sS -N -o "$work/check-stream.out" -w '%{http_code}' -H "Authorization: Bearer $api_key" -H 'Content-Type: application/json' -d "$body_stream" "$custos_url")
+[[ $check_stream == 200 ]] || { cat "$work/check-stream.out" >&2; die "a streaming request through Custos answered $check_stream, not 200"; }
+grep -q '^data: \[DONE\]' "$work/check-stream.out" || die "the stream through Custos did not end with data: [DONE]"
+! grep -q '"choices":\[\]' "$work/check-stream.out" || die "the stream through Custos passed on the usage chunk it injected"
+wrk_counted=2 # the two curl checks
+custos_wrk_runs=0
+
+# --- measurements ----------------------------------------------------------------------------------------------
+cpu_ticks() { # total user+system clock ticks of the given pids
+  local total=0 pid fields
+  for pid in "$@"; do
+    read -r -a fields < <(sed 's/^.*) //' "/proc/$pid/stat")
+    total=$((total + fields[11] + fields[12]))
+  done
+  echo "$total"
+}
+
+children_cpu_ms() { # CPU ms in a file written by the times builtin (its second line: this shell's reaped children)
+  local user system
+  { read -r _ _; read -r user system; } <"$1"
+  awk -v u="$user" -v s="$system" 'function ms(t) { split(t, p, "m"); return (p[1] * 60 + p[2]) * 1000 } BEGIN { printf "%.0f\n", ms(u) + ms(s) }'
+}
+
+run_wrk() { # output-file lua url seconds [extra wrk args]
+  local out=$1 lua=$2 url=$3 seconds=$4
+  shift 4
+  "${wrk_cmd[@]}" -t "$threads" -c "$connections" -d "${seconds}s" --timeout 5s -s "$lua" "$@" "$url" >"$out" 2>&1 &
+  wrk_pid=$!
+  wait "$wrk_pid" || { local rc=$?; wrk_pid=; cat "$out" >&2; die "wrk failed ($rc) against $url"; }
+  wrk_pid=
+  grep -q '^BENCH ' "$out" || { cat "$out" >&2; die "wrk printed no summary for $url"; }
+}
+
+field() { sed -n "s/^BENCH .*\b$2=\([0-9]*\).*/\1/p" "$1"; }
+
+declare -A rps p50 p99 errors requests cpu_us foreign
+cases=(direct-plain custos-plain direct-stream custos-stream)
+declare -A case_label=(
+  [direct-plain]="direct to mock, non-streaming" [custos-plain]="through Custos, non-streaming"
+  [direct-stream]="direct to mock, streaming" [custos-stream]="through Custos, streaming")
+
+for name in "${cases[@]}"; do
+  case $name in
+    direct-*) url=$mock_url; pids=("$mock_pid") ;;
+    custos-*) url=$custos_url; pids=("$mock_pid" "$custos_pid") ;;
+  esac
+  case $name in
+    *-plain) lua=$work/plain.lua ;;
+    *-stream) lua=$work/stream.lua ;;
+  esac
+
+  say "${case_label[$name]}: warm-up ${warmup}s, then ${duration}s at $connections connections"
+  run_wrk "$work/$name.warmup.txt" "$lua" "$url" "$warmup"
+  before=$(cpu_ticks "${pids[@]}")
+  busy_before=$(machine_busy_ticks)
+  times >"$work/times.before" # in this shell, not a subshell: wrk is this shell's child
+  run_wrk "$work/$name.txt" "$lua" "$url" "$duration" --latency
+  times >"$work/times.after"
+  wrk_before=$(children_cpu_ms "$work/times.before")
+  wrk_after=$(children_cpu_ms "$work/times.after")
+  busy_after=$(machine_busy_ticks)
+  after=$(cpu_ticks "${pids[@]}")
+
+  out=$work/$name.txt
+  requests[$name]=$(field "$out" requests)
+  errors[$name]=$(($(field "$out" non2xx) + $(field "$out" connect) + $(field "$out" read) + $(field "$out" write) + $(field "$out" timeout)))
+  read -r "rps[$name]" "p50[$name]" "p99[$name]" "cpu_us[$name]" < <(awk -v r="${requests[$name]}" -v d="$(field "$out" duration_us)" \
+    -v a="$(field "$out" p50_us)" -v b="$(field "$out" p99_us)" -v t="$((after - before))" -v hz="$clk_tck" \
+    'BEGIN { printf "%.0f %.2f %.2f %.0f\n", r / (d / 1e6), a / 1000, b / 1000, (r > 0 ? t / hz * 1e6 / r : 0) }')
+  # CPU that neither wrk nor our servers used during the window: other processes on the machine, in % of one core.
+  foreign[$name]=$(awk -v busy="$((busy_after - busy_before))" -v ours="$((after - before))" -v wrk_ms="$((wrk_after - wrk_before))" \
+    -v hz="$clk_tck" -v d="$duration" 'BEGIN { f = ((busy - ours) / hz - wrk_ms / 1000) / d * 100; printf "%.0f\n", (f < 0 ? 0 : f) }')
+  printf '    %s requests, %s req/s, p50 %s ms, p99 %s ms, %s errors; other processes used %s%% of a core\n' \
+    "${requests[$name]}" "${rps[$name]}" "${p50[$name]}" "${p99[$name]}" "${errors[$name]}" "${foreign[$name]}"
+
+  if [[ $name == custos-* ]]; then
+    wrk_counted=$((wrk_counted + $(field "$work/$name.warmup.txt" requests) + requests[$name]))
+    custos_wrk_runs=$((custos_wrk_runs + 2))
+  fi
+done
+
+# --- ledger check: stop Custos gracefully (it drains the ledger), then count ------------------------------------
+say "stopping Custos (drains the ledger), then counting ledger entries"
+kill -TERM "$custos_pid"
+for ((i = 0; i < 300; i++)); do kill -0 "$custos_pid" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$custos_pid" 2>/dev/null; then
+  die "custos did not stop within 30 s of SIGTERM"
+fi
+custos_rc=0
+wait "$custos_pid" || custos_rc=$?
+custos_pid=
+[[ $custos_rc -eq 0 ]] || { tail -20 "$work/custos.log" >&2; die "custos serve exited with status $custos_rc"; }
+stopped_line=$(grep '^Stopped\.' "$work/custos.log" || true)
+
+dotnet "$custos_dll" requests --config "$config" --json --limit 10000000 >"$work/ledger.jsonl"
+ledger_total=$(grep -c '"kind":"request"' "$work/ledger.jsonl" || true)
+# Entries by status, outcome and reasons, e.g. "8862 × 200 completed", "61 × 499 cancelled client.cancelled".
+ledger_breakdown=$(sed -n 's/.*"reasons":\[\([^]]*\)\].*"status":\([0-9]*\),"outcome":"\([a-z_]*\)".*/\2 \3 \1/p' "$work/ledger.jsonl" \
+  | tr -d '"' | sort | uniq -c | sort -rn | awk '{printf "%s%s × %s %s%s", (NR > 1 ? ", " : ""), $1, $2, $3, ($4 != "" ? " " $4 : "")}')
+chain=""
+if command -v sqlite3 >/dev/null; then
+  chain=$(sqlite3 "$work/data/custos.db" "SELECT count(*) || ' rows, seq 1..' || max(seq) FROM ledger WHERE chain_id = 'bench';")
+fi
+
+# --- report ----------------------------------------------------------------------------------------------------
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf (b > 0 ? "%.2f" : "n/a"), a / b }'; }
+delta() { awk -v a="$1" -v b="$2" -v f="${3:-%+.2f}" 'BEGIN { printf f, a - b }'; }
+
+# wrk counts only the responses it read before its clock ran out. The request each connection may have in
+# flight at that moment still reaches Custos and gets an entry (completed, or cancelled), so the ledger may hold
+# up to one extra entry per connection per wrk run, and never fewer entries than wrk counted.
+slack=$((connections * custos_wrk_runs))
+extra=$((ledger_total - wrk_counted))
+if ((extra >= 0 && extra <= slack)); then
+  ledger_status="ok: none dropped"
+else
+  ledger_status=MISMATCH
+fi
+
+commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
+cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/null || echo unknown)
+{
+  echo "# Custos load benchmark"
+  echo
+  echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit \`$commit\`, $(nproc) cores ($cpu_model), .NET $(dotnet --version)."
+  echo "wrk: $connections connections, $threads thread(s), ${duration} s per case after a ${warmup} s warm-up; $placement;"
+  echo "$tiering_note."
+  echo
+  echo "| case | requests | req/s | p50 ms | p99 ms | errors | server CPU µs/req | other processes, % of a core |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+  for name in "${cases[@]}"; do
+    echo "| ${case_label[$name]} | ${requests[$name]} | ${rps[$name]} | ${p50[$name]} | ${p99[$name]} | ${errors[$name]} | ${cpu_us[$name]} | ${foreign[$name]} |"
+  done
+  echo
+  echo "| overhead of Custos | req/s ratio (Custos / direct) | added p50 ms (Custos − direct) | p99 ratio (Custos / direct) | added server CPU µs/req |"
+  echo "|---|---:|---:|---:|---:|"
+  for kind in plain stream; do
+    label=$([[ $kind == plain ]] && echo non-streaming || echo streaming)
+    echo "| $label | $(ratio "${rps[custos-$kind]}" "${rps[direct-$kind]}") | $(delta "${p50[custos-$kind]}" "${p50[direct-$kind]}") |" \
+      "$(ratio "${p99[custos-$kind]}" "${p99[direct-$kind]}") | $(delta "${cpu_us[custos-$kind]}" "${cpu_us[direct-$kind]}" "%+.0f") |"
+  done
+  echo
+  echo "Ledger check ($ledger_status)"
+  echo
+  echo "| requests through Custos | count |"
+  echo "|---|---:|"
+  echo "| counted by wrk ($custos_wrk_runs runs, warm-ups included) + 2 curl checks | $wrk_counted |"
+  echo "| request entries in the ledger | $ledger_total |"
+  echo "| ledger − wrk (in flight when a wrk run stopped; at most $connections × $custos_wrk_runs = $slack) | $extra |"
+  echo
+  echo "Ledger entries by status, outcome and reasons: $ledger_breakdown."
+  echo
+  if [[ -n $stopped_line ]]; then echo "custos serve on SIGTERM: \`$stopped_line\`"; fi
+  if [[ -n $chain ]]; then echo "Hash chain \`bench\` in SQLite: $chain."; fi
+  echo "The whole run (build, start-up, measurements, ledger check) took $((SECONDS - started)) s."
+  echo "Errors = non-2xx responses + socket errors (connect, read, write, timeout) that wrk reported."
+  echo "Server CPU = user + system CPU time of the mock (direct) or the mock and Custos (through Custos) during the measured window, per request."
+  echo "Other processes = CPU the machine spent during the measured window beyond wrk, the mock and Custos; more than a few % means"
+  echo "something else was running and the figures of that case are suspect."
+} >"$work/report.md"
+
+echo
+cat "$work/report.md"
+mkdir -p "$(dirname "$results")"
+cp "$work/report.md" "$results"
+echo
+say "saved to $results; took $((SECONDS - started)) s"
+
+status=0
+for name in custos-plain custos-stream; do
+  if [[ ${errors[$name]} -ne 0 ]]; then
+    echo "bench/run.sh: wrk reported ${errors[$name]} error(s) for ${case_label[$name]}" >&2
+    status=1
+  fi
+done
+for name in "${cases[@]}"; do
+  if ((foreign[$name] > 10)); then
+    echo "bench/run.sh: warning: other processes used ${foreign[$name]}% of a core during '${case_label[$name]}'; its figures are suspect" >&2
+  fi
+done
+if [[ $ledger_status == MISMATCH ]]; then
+  echo "bench/run.sh: the ledger does not hold one entry per request wrk counted (see the ledger check above)" >&2
+  status=1
+fi
+exit "$status"
