@@ -115,6 +115,10 @@ public static class Reasons
     public static readonly ReasonCode InvalidJson = new("invalid.json", 400, Invalid, false, Decision.Deny,
         "The request body is not valid JSON.");
 
+    /// <summary>The body could not be read: malformed framing such as broken chunked encoding.</summary>
+    public static readonly ReasonCode InvalidBody = new("invalid.body", 400, Invalid, false, Decision.Deny,
+        "The request body could not be read (malformed framing).");
+
     /// <summary>A field has the wrong type or value.</summary>
     public static readonly ReasonCode InvalidField = new("invalid.field", 400, Invalid, false, Decision.Deny,
         "A field of the request has the wrong type or value.");
@@ -180,7 +184,7 @@ public static class Reasons
     [
         CredentialMissing, CredentialMalformed, CredentialChecksum, CredentialUnknown, CredentialRevoked, CredentialSuspended,
         CredentialExpired, CredentialWrongKind, ModelMissing, ModelNotFound, ModelNotEntitled, EntitlementExpired, EntitlementNotYetValid,
-        TokenCeiling, PromptRestricted, RateLimited, QuotaExhausted, BudgetExhausted, ModelWrongEndpoint, InvalidJson,
+        TokenCeiling, PromptRestricted, RateLimited, QuotaExhausted, BudgetExhausted, ModelWrongEndpoint, InvalidJson, InvalidBody,
         InvalidField, BodyTooLarge, ContentType, UnknownEndpoint, MethodNotAllowed, UpstreamNotConfigured, UpstreamUnreachable,
         UpstreamTimeout, UpstreamError, UpstreamAuth, UpstreamRejected, UpstreamRateLimited, UpstreamStreamInterrupted,
         ClientCancelled, Internal,

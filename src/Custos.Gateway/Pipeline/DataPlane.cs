@@ -65,11 +65,20 @@ internal sealed partial class DataPlane(
             record.Fail(Reasons.ClientCancelled, Outcome.Cancelled);
             record.Status = Reasons.ClientCancelled.Status;
         }
-        catch (BadHttpRequestException ex)
+        catch (BadHttpRequestException ex) when (ex.StatusCode == StatusCodes.Status413PayloadTooLarge)
         {
-            // Kestrel's own refusals while reading the body (size limit, malformed chunking).
-            var reason = ex.StatusCode == StatusCodes.Status413PayloadTooLarge ? Reasons.BodyTooLarge : Reasons.InvalidJson;
-            await DenyAsync(context, record, reason);
+            await DenyAsync(context, record, Reasons.BodyTooLarge);
+        }
+        catch (BadHttpRequestException ex) when (IsClientGone(ex))
+        {
+            // The client hung up before sending its whole body; Kestrel reports that before RequestAborted fires.
+            record.Fail(Reasons.ClientCancelled, Outcome.Cancelled);
+            record.Status = Reasons.ClientCancelled.Status;
+        }
+        catch (BadHttpRequestException)
+        {
+            // Kestrel's other refusals while reading the body: malformed chunked framing and the like.
+            await DenyAsync(context, record, Reasons.InvalidBody);
         }
         catch (Exception ex)
         {
@@ -468,6 +477,10 @@ internal sealed partial class DataPlane(
         => contentType is not null
            && (contentType.StartsWith("application/json", StringComparison.OrdinalIgnoreCase)
                || (MediaTypeHeaderValue.TryParse(contentType, out var media) && media.MediaType.Equals("application/json", StringComparison.OrdinalIgnoreCase)));
+
+    /// <summary>True when Kestrel stopped reading because the body ended early: the connection closed mid-request.</summary>
+    private static bool IsClientGone(BadHttpRequestException ex)
+        => ex.Message.Contains("Unexpected end of request content", StringComparison.Ordinal) || ex.InnerException is IOException;
 
     private static bool IsAnthropic(RequestRecord record) => record.Endpoint == "/v1/messages";
 

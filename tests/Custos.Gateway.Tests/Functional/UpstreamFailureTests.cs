@@ -188,4 +188,28 @@ public sealed class UpstreamFailureTests(GatewayFixture fixture) : IClassFixture
         Assert.Equal(["client.cancelled"], entry.GetProperty("reasons").EnumerateArray().Select(r => r.GetString()));
         Assert.Equal(499, entry.GetProperty("status").GetInt32());
     }
+
+    [Fact]
+    public async Task ClientHangsUpMidBody_IsRecordedAsCancelledNotAsBadJson()
+    {
+        await G.Gateway.Ledger.FlushAsync();
+        var persisted = G.Gateway.Ledger.Persisted;
+        var calls = G.Upstream.RequestCount;
+
+        using (var tcp = new System.Net.Sockets.TcpClient())
+        {
+            await tcp.ConnectAsync(G.BaseUri.Host, G.BaseUri.Port);
+            var stream = tcp.GetStream();
+            var head = $"POST /v1/chat/completions HTTP/1.1\r\nHost: {G.BaseUri.Authority}\r\nAuthorization: Bearer {G.KeyOf("web")}\r\n" +
+                "Content-Type: application/json\r\nContent-Length: 5000\r\n\r\n{\"model\":\"gpt-4o-mini\",";
+            await stream.WriteAsync(System.Text.Encoding.ASCII.GetBytes(head));
+            await stream.FlushAsync();
+        }
+
+        await G.Gateway.Ledger.WaitForPersistedAsync(persisted + 1).WaitAsync(TimeSpan.FromSeconds(10));
+        var entry = (await G.LedgerAsync())[^1];
+        Assert.Equal("cancelled", entry.GetProperty("outcome").GetString());
+        Assert.Equal(["client.cancelled"], entry.GetProperty("reasons").EnumerateArray().Select(r => r.GetString()));
+        Assert.Equal(calls, G.Upstream.RequestCount);
+    }
 }
