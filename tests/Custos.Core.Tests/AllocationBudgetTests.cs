@@ -13,10 +13,15 @@ public sealed class AllocationBudgetTests
 {
     private static readonly DecisionFixture Fixture = new();
 
+    /// <summary>The budget of <paramref name="name"/>, as measured in Release; Debug builds box async state machines, so they get 20% more.</summary>
     private static long Budget(string name)
     {
         using var json = JsonDocument.Parse(File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "allocation-budgets.json")));
-        return json.RootElement.GetProperty(name).GetInt64();
+        var budget = json.RootElement.GetProperty(name).GetInt64();
+#if DEBUG
+        budget += budget / 5;
+#endif
+        return budget;
     }
 
     private static long AllocatedPerCall(Action action)
@@ -39,9 +44,17 @@ public sealed class AllocationBudgetTests
     [Fact]
     public void FullDecision_StaysWithinItsAllocationBudget()
     {
-        var perCall = AllocatedPerCall(() => Assert.True(Fixture.DecideAsync().AsTask().GetAwaiter().GetResult()));
+        var perCall = AllocatedPerCall(() => Assert.True(Decide()));
 
         Assert.True(perCall <= Budget("full_decision"), $"a full decision allocates {perCall} B; the budget is {Budget("full_decision")} B");
+    }
+
+    private static bool Decide()
+    {
+        // Every counter store call completes synchronously in-process, so the ValueTask is already done.
+        var decision = Fixture.DecideAsync();
+        Assert.True(decision.IsCompletedSuccessfully);
+        return decision.Result;
     }
 
     [Fact]
