@@ -15,20 +15,7 @@ internal static class AnthropicEndpoints
             prompt.AddMessage(DemoText.ContentText(system), isUser: false);
         }
 
-        if (root.TryGetProperty("messages", out var messages) && messages.ValueKind == JsonValueKind.Array)
-        {
-            foreach (var message in messages.EnumerateArray())
-            {
-                if (message.ValueKind != JsonValueKind.Object)
-                {
-                    continue;
-                }
-
-                var isUser = message.TryGetProperty("role", out var role) && role.ValueKind == JsonValueKind.String && role.ValueEquals("user"u8);
-                var text = message.TryGetProperty("content", out var content) ? DemoText.ContentText(content) : string.Empty;
-                prompt.AddMessage(text, isUser);
-            }
-        }
+        prompt.AddMessages(root);
 
         var reply = DemoText.Reply(prompt.LastUserText);
         var inputTokens = prompt.CountTokens();

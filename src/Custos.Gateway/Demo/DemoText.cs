@@ -128,6 +128,26 @@ internal sealed class PromptText
     /// <summary>The text of the last user message added, if any.</summary>
     public string? LastUserText { get; private set; }
 
+    /// <summary>Adds every message of a <c>messages</c> array (OpenAI and Anthropic share the shape), if the request has one.</summary>
+    public void AddMessages(JsonElement root)
+    {
+        if (!root.TryGetProperty("messages", out var messages) || messages.ValueKind != JsonValueKind.Array)
+        {
+            return;
+        }
+
+        foreach (var message in messages.EnumerateArray())
+        {
+            if (message.ValueKind != JsonValueKind.Object)
+            {
+                continue;
+            }
+
+            var isUser = message.TryGetProperty("role", out var role) && role.ValueKind == JsonValueKind.String && role.ValueEquals("user"u8);
+            AddMessage(message.TryGetProperty("content", out var content) ? DemoText.ContentText(content) : string.Empty, isUser);
+        }
+    }
+
     /// <summary>Adds one message (a system prompt counts as one).</summary>
     public void AddMessage(string text, bool isUser)
     {

@@ -33,20 +33,7 @@ internal static class OpenAiEndpoints
         }
 
         var prompt = new PromptText();
-        if (root.TryGetProperty("messages", out var messages) && messages.ValueKind == JsonValueKind.Array)
-        {
-            foreach (var message in messages.EnumerateArray())
-            {
-                if (message.ValueKind != JsonValueKind.Object)
-                {
-                    continue;
-                }
-
-                var isUser = message.TryGetProperty("role", out var role) && role.ValueKind == JsonValueKind.String && role.ValueEquals("user"u8);
-                var text = message.TryGetProperty("content", out var content) ? DemoText.ContentText(content) : string.Empty;
-                prompt.AddMessage(text, isUser);
-            }
-        }
+        prompt.AddMessages(root);
 
         var reply = DemoText.Reply(prompt.LastUserText);
         var usage = mode == MockMode.NoUsage ? null : new Usage(prompt.CountTokens(), n * DemoText.Count(reply));
