@@ -123,8 +123,9 @@ internal static class AdminApi
                 detail: "Send an admin key as 'Authorization: Bearer cak_…'.");
         }
 
-        var hash = KeyHash.Of(presented).ToHex();
-        admin = gateway.Policy.Current.Document.Admins.FirstOrDefault(a => string.Equals(a.KeySha256, hash, StringComparison.Ordinal));
+        // KeyHash equality compares all 32 bytes without an early exit.
+        var hash = KeyHash.Of(presented);
+        admin = gateway.Policy.Current.Document.Admins.FirstOrDefault(a => KeyHash.FromHex(a.KeySha256).Equals(hash));
         return admin is null
             ? Results.Problem(statusCode: StatusCodes.Status401Unauthorized, title: "Unknown admin key", detail: "The admin key is not known to this gateway.")
             : null;
