@@ -73,4 +73,24 @@ public sealed class AllocationBudgetTests
 
         Assert.True(perCall <= Budget("request_parse"), $"{perCall} B");
     }
+
+    private static readonly MeteringFixture Metering = new();
+
+    [Theory]
+    [InlineData(false, "sse_pass_through")]
+    [InlineData(true, "sse_hiding_usage")]
+    public void SseUsageExtraction_StaysWithinItsAllocationBudget(bool hide, string budget)
+    {
+        var perCall = AllocatedPerCall(() => Assert.Equal(10, Metering.MeterStream(hide)));
+
+        Assert.True(perCall <= Budget(budget), $"{perCall} B; the budget is {Budget(budget)} B");
+    }
+
+    [Fact]
+    public void ChainAppend_StaysWithinItsAllocationBudget()
+    {
+        var perCall = AllocatedPerCall(() => Metering.Append());
+
+        Assert.True(perCall <= Budget("chain_append"), $"{perCall} B; the budget is {Budget("chain_append")} B");
+    }
 }
