@@ -30,6 +30,7 @@ tiering=${BENCH_TIERING:-fast}
 mock_port=${BENCH_MOCK_PORT:-18090}
 custos_port=${BENCH_PORT:-18080}
 admin_port=${BENCH_ADMIN_PORT:-18081}
+nginx_port=${BENCH_NGINX_PORT:-18082}
 results=${BENCH_RESULTS:-bench/results/latest.md}
 
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
@@ -51,6 +52,7 @@ done
 work=$(mktemp -d -t custos-bench.XXXXXX)
 mock_pid=
 custos_pid=
+nginx_pid=
 wrk_pid=
 
 # shellcheck disable=SC2317 # reached through the trap
@@ -73,6 +75,7 @@ cleanup() {
   trap - EXIT INT TERM
   stop_process wrk "$wrk_pid" 2
   stop_process custos "$custos_pid" 30
+  stop_process nginx "$nginx_pid" 10
   stop_process mock "$mock_pid" 10
   if [[ $status -ne 0 || ${BENCH_KEEP:-0} == 1 ]]; then
     echo "bench/run.sh: logs, config and ledger kept in $work" >&2
@@ -92,10 +95,17 @@ if ! command -v wrk >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
 fi
 command -v curl >/dev/null || die "curl is required (apt-get install -y curl)"
+if ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]]; then
+  [[ $(id -u) -eq 0 ]] || die "nginx is not installed; install it with: sudo apt-get install -y nginx-light"
+  say "installing nginx (apt-get), the plain reverse proxy the figures are compared with"
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null
+fi
+nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 
-for port in "$mock_port" "$custos_port" "$admin_port"; do
+for port in "$mock_port" "$custos_port" "$admin_port" "$nginx_port"; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    die "port $port on 127.0.0.1 is already in use; pick others with BENCH_MOCK_PORT, BENCH_PORT, BENCH_ADMIN_PORT"
+    die "port $port on 127.0.0.1 is already in use; pick others with BENCH_MOCK_PORT, BENCH_PORT, BENCH_ADMIN_PORT, BENCH_NGINX_PORT"
   fi
 done
 
@@ -116,7 +126,7 @@ if [[ $pin == 1 && ${#cpus[@]} -ge 2 ]] && command -v taskset >/dev/null; then
   server_cpus=$(IFS=,; echo "${cpus[*]:1}")
   wrk_cmd=(taskset -c "$wrk_cpu" wrk)
   server_cmd=(taskset -c "$server_cpus")
-  placement="wrk pinned to CPU $wrk_cpu; mock and Custos pinned to CPU $server_cpus (taskset)"
+  placement="wrk pinned to CPU $wrk_cpu; mock, nginx and Custos pinned to CPU $server_cpus (taskset)"
 else
   placement="no CPU pinning (${#cpus[@]} core(s) allowed, BENCH_PIN=$pin): wrk, mock and Custos share every core"
 fi
@@ -225,6 +235,36 @@ say "starting the mock upstream on 127.0.0.1:$mock_port"
 mock_pid=$!
 wait_for_line mock "$mock_pid" "$work/mock.log" 'listening on' 30
 
+# nginx as a plain reverse proxy: one worker (one core, like Custos), keep-alive upstream connections, no
+# buffering (so SSE passes through), no access log: the baseline of what proxying alone costs on this machine.
+mkdir -p "$work/nginx"
+cat >"$work/nginx/nginx.conf" <<NGINX
+worker_processes 1;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $work/nginx/body;
+  proxy_temp_path $work/nginx/proxy;
+  upstream mock { server 127.0.0.1:$mock_port; keepalive 64; }
+  server {
+    listen 127.0.0.1:$nginx_port;
+    location / {
+      proxy_pass http://mock;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+    }
+  }
+}
+NGINX
+say "starting nginx (plain reverse proxy) on 127.0.0.1:$nginx_port"
+"${server_cmd[@]}" "$nginx_bin" -c "$work/nginx/nginx.conf" -g 'daemon off;' >"$work/nginx/stdout.log" 2>&1 &
+nginx_pid=$!
+for ((i = 0; i < 100; i++)); do (exec 3<>"/dev/tcp/127.0.0.1/$nginx_port") 2>/dev/null && break; sleep 0.1; done
+(exec 3<>"/dev/tcp/127.0.0.1/$nginx_port") 2>/dev/null || { cat "$work/nginx/"*.log >&2; die "nginx did not start"; }
+
 say "starting custos serve on 127.0.0.1:$custos_port"
 BENCH_UPSTREAM_API_KEY=sk-bench-upstream "${server_env[@]}" "${server_cmd[@]}" dotnet "$custos_dll" serve --config "$config" >"$work/custos.log" 2>&1 &
 custos_pid=$!
@@ -260,6 +300,7 @@ write_lua "$work/stream.lua" "$body_stream"
 # --- sanity checks through Custos (each leaves one ledger entry) -----------------------------------------------
 custos_url=http://127.0.0.1:$custos_port/v1/chat/completions
 mock_url=http://127.0.0.1:$mock_port/v1/chat/completions
+nginx_url=http://127.0.0.1:$nginx_port/v1/chat/completions
 check_plain=$(curl -sS -o "$work/check-plain.out" -w '%{http_code}' -H "Authorization: Bearer $api_key" -H 'Content-Type: application/json' -d "$body_plain" "$custos_url")
 [[ $check_plain == 200 ]] || { cat "$work/check-plain.out" >&2; die "a non-streaming request through Custos answered $check_plain, not 200"; }
 check_stream=$(curl -sS -N -o "$work/check-stream.out" -w '%{http_code}' -H "Authorization: Bearer $api_key" -H 'Content-Type: application/json' -d "$body_stream" "$custos_url")
@@ -298,14 +339,15 @@ run_wrk() { # output-file lua url seconds [extra wrk args]
 field() { sed -n "s/^BENCH .*\b$2=\([0-9]*\).*/\1/p" "$1"; }
 
 declare -A rps p50 p99 errors requests cpu_us foreign
-cases=(direct-plain custos-plain direct-stream custos-stream)
+cases=(direct-plain nginx-plain custos-plain direct-stream nginx-stream custos-stream)
 declare -A case_label=(
-  [direct-plain]="direct to mock, non-streaming" [custos-plain]="through Custos, non-streaming"
-  [direct-stream]="direct to mock, streaming" [custos-stream]="through Custos, streaming")
+  [direct-plain]="direct to mock, non-streaming" [nginx-plain]="through nginx, non-streaming" [custos-plain]="through Custos, non-streaming"
+  [direct-stream]="direct to mock, streaming" [nginx-stream]="through nginx, streaming" [custos-stream]="through Custos, streaming")
 
 for name in "${cases[@]}"; do
   case $name in
     direct-*) url=$mock_url; pids=("$mock_pid") ;;
+    nginx-*) url=$nginx_url; mapfile -t pids < <(echo "$mock_pid"; echo "$nginx_pid"; pgrep -P "$nginx_pid") ;;
     custos-*) url=$custos_url; pids=("$mock_pid" "$custos_pid") ;;
   esac
   case $name in
@@ -404,6 +446,15 @@ cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/nul
       "$(ratio "${p99[custos-$kind]}" "${p99[direct-$kind]}") | $(delta "${cpu_us[custos-$kind]}" "${cpu_us[direct-$kind]}" "%+.0f") |"
   done
   echo
+  echo "| Custos against nginx (same run) | req/s ratio (Custos / nginx) | added p50 ms, Custos / nginx | p99 ratio (Custos / nginx) | server CPU µs/req, Custos − nginx |"
+  echo "|---|---:|---:|---:|---:|"
+  for kind in plain stream; do
+    label=$([[ $kind == plain ]] && echo non-streaming || echo streaming)
+    echo "| $label | $(ratio "${rps[custos-$kind]}" "${rps[nginx-$kind]}") |" \
+      "$(delta "${p50[custos-$kind]}" "${p50[direct-$kind]}" "%.2f") / $(delta "${p50[nginx-$kind]}" "${p50[direct-$kind]}" "%.2f") |" \
+      "$(ratio "${p99[custos-$kind]}" "${p99[nginx-$kind]}") | $(delta "${cpu_us[custos-$kind]}" "${cpu_us[nginx-$kind]}" "%+.0f") |"
+  done
+  echo
   echo "Ledger check ($ledger_status)"
   echo
   echo "| requests through Custos | count |"
@@ -418,7 +469,7 @@ cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/nul
   if [[ -n $chain ]]; then echo "Hash chain \`bench\` in SQLite: $chain."; fi
   echo "The whole run (build, start-up, measurements, ledger check) took $((SECONDS - started)) s."
   echo "Errors = non-2xx responses + socket errors (connect, read, write, timeout) that wrk reported."
-  echo "Server CPU = user + system CPU time of the mock (direct) or the mock and Custos (through Custos) during the measured window, per request."
+  echo "Server CPU = user + system CPU time of the mock (direct), the mock and nginx (through nginx) or the mock and Custos (through Custos) during the measured window, per request."
   echo "Other processes = CPU the machine spent during the measured window beyond wrk, the mock and Custos; more than a few % means"
   echo "something else was running and the figures of that case are suspect."
 } >"$work/report.md"
