@@ -72,7 +72,7 @@ internal static class RequestsCommand
         var count = 0;
         if (!json)
         {
-            output.WriteLine($"{"time (UTC)",-19}  {"request id",-30}  {"tenant",-8} {"consumer",-16} {"model",-22} {"decision",-8} {"status",6} {"in",7} {"out",7} {"cost",12}  reasons");
+            output.WriteLine($"{"time (UTC)",-19}  {"request id",-30}  {"tenant",-8} {"consumer",-16} {"model",-22} {"decision",-8} {"status",6} {"policy",6} {"in",7} {"out",7} {"cost",12}  reasons");
         }
 
         await foreach (var row in store.QueryAsync(query, cancellationToken))
@@ -93,7 +93,7 @@ internal static class RequestsCommand
             var estimated = r.TryGetProperty("tokens_estimated", out var e) && e.ValueKind == JsonValueKind.True ? "~" : "";
             var cost = S("cost") is var c && c != "-" ? decimal.Parse(c, CultureInfo.InvariantCulture).ToString("0.000000", CultureInfo.InvariantCulture) : "-";
             output.WriteLine($"{(time.Length >= 19 ? time[..19].Replace('T', ' ') : time),-19}  {S("request_id"),-30}  {Trim(S("tenant"), 8),-8} " +
-                $"{Trim(S("consumer"), 16),-16} {Trim(S("model"), 22),-22} {S("decision"),-8} {N("status"),6} {estimated + N("input_tokens"),7} " +
+                $"{Trim(S("consumer"), 16),-16} {Trim(S("model"), 22),-22} {S("decision"),-8} {N("status"),6} {"v" + N("policy_version"),6} {estimated + N("input_tokens"),7} " +
                 $"{estimated + N("output_tokens"),7} {cost,12}  {reasons}");
         }
 
