@@ -48,8 +48,11 @@ public sealed class MeteringFixture
             Currency = "USD",
             Status = 200,
         };
-        _record.Controls.Add(new Controls.ControlResult("tenant_isolation", "tenant:acme", "pass") { Detail = "model resolved among tenant acme only" });
-        _record.Controls.Add(new Controls.ControlResult("budget", "tenant:acme", "pass") { Limit = 50, Used = 12.4m, Reserved = 0.03m, Requested = 0.01m });
+        _record.Controls =
+        [
+            new Controls.ControlResult("tenant_isolation", "tenant:acme", "pass") { Detail = "model resolved among tenant acme only" },
+            new Controls.ControlResult("budget", "tenant:acme", "pass") { Limit = 50, Used = 12.4m, Reserved = 0.03m, Requested = 0.01m },
+        ];
     }
 
     /// <summary>Meters the whole stream in 512-byte chunks, as the forwarder hands them over; returns the output tokens.</summary>

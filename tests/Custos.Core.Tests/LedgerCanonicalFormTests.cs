@@ -47,8 +47,11 @@ public sealed class LedgerCanonicalFormTests
             MaxOutputTokens = 1024,
             N = 1,
         };
-        record.Controls.Add(new Custos.Controls.ControlResult("budget", "tenant:acme", "pass") { Limit = 50.00m, Used = 12.40m, Reserved = 0.030m, Requested = 0.01m });
-        record.Controls.Add(new Custos.Controls.ControlResult("token_ceiling.output", "consumer:support-web", "modify") { Limit = 1024, Requested = 4096, Detail = "clamped 4096 to 1024" });
+        record.Controls =
+        [
+            new Custos.Controls.ControlResult("budget", "tenant:acme", "pass") { Limit = 50.00m, Used = 12.40m, Reserved = 0.030m, Requested = 0.01m },
+            new Custos.Controls.ControlResult("token_ceiling.output", "consumer:support-web", "modify") { Limit = 1024, Requested = 4096, Detail = "clamped 4096 to 1024" },
+        ];
         return record;
     }
 

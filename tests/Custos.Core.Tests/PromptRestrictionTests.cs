@@ -46,7 +46,7 @@ public sealed class PromptRestrictionTests
             PromptRanges = parsed.PromptRanges,
         }, new InMemoryCounterStore(TimeProvider.System));
         var output = new System.Buffers.ArrayBufferWriter<byte>();
-        BodyEdits.Apply(body, [.. admission.Redactions], output);
+        BodyEdits.Apply(body, [.. admission.Edits], output);
         return (admission, output.WrittenSpan.ToArray());
     }
 

@@ -52,8 +52,7 @@ public sealed record ControlResult(string Control, string? Scope, string Decisio
     {
         if (value is { } v)
         {
-            // Normalised scale: 12.40 and 12.4 are the same reading.
-            writer.WriteNumber(name, v / 1.0000000000000000000000000000m);
+            writer.WriteNumber(name, PolicyNames.Normalize(v)); // 12.40 and 12.4 are the same reading
         }
     }
 }
@@ -135,8 +134,8 @@ public sealed class Admission
     /// <summary>The output ceiling to write into the body, when the gateway clamps or injects one.</summary>
     public long? OutputCeiling { get; internal set; }
 
-    /// <summary>Redactions to apply before forwarding.</summary>
-    public List<BodyEdit> Redactions { get; } = [];
+    /// <summary>Changes to the request body before forwarding: the prompt rules' redactions; the forwarder adds its own.</summary>
+    public List<BodyEdit> Edits { get; } = [];
 
     /// <summary>The reservations made; settle them with <see cref="AdmissionEvaluator.SettleAsync"/>.</summary>
     public CounterCharge[] Charges { get; internal set; } = [];

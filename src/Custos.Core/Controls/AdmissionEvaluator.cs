@@ -218,7 +218,7 @@ public static class AdmissionEvaluator
 
                 if (toRedact is { Count: > 0 })
                 {
-                    admission.Redactions.Add(new BodyEdit(start, end, Redact(text, toRedact)));
+                    admission.Edits.Add(new BodyEdit(start, end, Redact(text, toRedact)));
                 }
             }
         }
@@ -267,9 +267,9 @@ public static class AdmissionEvaluator
         var day = Windows.Day(request.Now, tenant.TimeZone);
         var month = Windows.Month(request.Now, tenant.TimeZone);
 
+        // What the counters are charged, and beside each charge what it is for: one entry per limit in force.
         var charges = new List<CounterCharge>(12);
-        var kinds = new List<ChargeKind>(12);
-        var names = new List<(string Control, string Scope, bool Soft)>(12);
+        var names = new List<(string Control, string Scope, ChargeKind Kind)>(12);
         void Add(string prefix, string scope, string control, string window, long? limit, long amount, DateTimeOffset expires, ChargeKind kind, bool soft = false)
         {
             if (limit is not { } value)
@@ -277,9 +277,8 @@ public static class AdmissionEvaluator
                 return;
             }
 
-            charges.Add(new CounterCharge(prefix + control + "|" + window, amount, value, !soft, expires));
-            kinds.Add(kind);
-            names.Add((control, scope, soft));
+            charges.Add(new CounterCharge(prefix + control + "|" + window, amount, value, Enforce: !soft, expires));
+            names.Add((control, scope, kind));
         }
 
         void Scope(string prefix, string scope, LimitsConfig limits)
@@ -309,15 +308,16 @@ public static class AdmissionEvaluator
         var failed = await counters.TryReserveAsync(charges, readings, cancellationToken);
         for (var i = 0; i < charges.Count; i++)
         {
-            var (control, scope, soft) = names[i];
+            var (control, scope, kind) = names[i];
             var charge = charges[i];
+            var soft = !charge.Enforce;
             var reading = readings[i];
             var over = reading.Used + reading.Reserved + charge.Amount > charge.Limit;
             var decision = i == failed ? (control.StartsWith("rate_limit", StringComparison.Ordinal) ? ControlDecisions.Throttle : ControlDecisions.Deny)
                 : soft && over ? ControlDecisions.Warn
                 : failed >= 0 ? ControlDecisions.NotEvaluated
                 : ControlDecisions.Pass;
-            var scale = kinds[i] == ChargeKind.Cost ? CostUnit : 1m;
+            var scale = kind == ChargeKind.Cost ? CostUnit : 1m;
             admission.Controls.Add(new ControlResult(control, scope, decision)
             {
                 Limit = charge.Limit / scale,
@@ -355,7 +355,7 @@ public static class AdmissionEvaluator
         }
 
         admission.Charges = [.. charges];
-        admission.Kinds = [.. kinds];
+        admission.Kinds = [.. names.Select(n => n.Kind)];
     }
 
     /// <summary>

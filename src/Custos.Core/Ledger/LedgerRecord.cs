@@ -25,10 +25,6 @@ public abstract class LedgerRecord
     /// <summary>Writes the canonical JSON object.</summary>
     public abstract void WriteCanonical(Utf8JsonWriter writer);
 
-    /// <summary>Timestamps in the ledger: UTC, ISO 8601, microsecond precision, fixed width.</summary>
-    protected static string FormatTime(DateTimeOffset time)
-        => LedgerTime.Format(time);
-
     /// <summary>Writes a string or null.</summary>
     protected static void WriteNullable(Utf8JsonWriter writer, string name, string? value)
     {
@@ -87,7 +83,7 @@ public sealed class AdminRecord : LedgerRecord
         writer.WriteStartObject();
         writer.WriteNumber("v", LedgerFormat.Version);
         writer.WriteString("kind", Kind);
-        writer.WriteString("timestamp", FormatTime(Timestamp));
+        writer.WriteString("timestamp", LedgerTime.Format(Timestamp));
         WriteNullable(writer, "tenant", Tenant);
         writer.WriteString("actor", Actor);
         writer.WriteString("action", Action);

@@ -137,8 +137,8 @@ public sealed class RequestRecord : LedgerRecord
     /// <summary>Choices the client asked for (<c>n</c>), if any.</summary>
     public long? N { get; set; }
 
-    /// <summary>Every control evaluated, in order, with what it saw and decided.</summary>
-    public List<Controls.ControlResult> Controls { get; } = new(8);
+    /// <summary>Every control evaluated, in order, with what it saw and decided (the admission's list, not a copy).</summary>
+    public IReadOnlyList<Controls.ControlResult> Controls { get; set; } = [];
 
     /// <summary>Records a refusal or failure.</summary>
     public void Fail(ReasonCode reason, Outcome outcome)
@@ -155,7 +155,7 @@ public sealed class RequestRecord : LedgerRecord
         writer.WriteNumber("v", LedgerFormat.Version);
         writer.WriteString("kind", Kind);
         writer.WriteString("request_id", RequestId);
-        writer.WriteString("timestamp", FormatTime(Timestamp));
+        writer.WriteString("timestamp", LedgerTime.Format(Timestamp));
         writer.WriteString("node_id", NodeId);
         WriteNullable(writer, "tenant", Tenant);
         WriteNullable(writer, "service", Service);

@@ -220,10 +220,6 @@ public sealed class ChatRequest
         return true;
     }
 
-    /// <summary>True when <see cref="AddEdits"/> would change the body (not counting an output ceiling or redactions).</summary>
-    public bool NeedsRewrite(string upstreamModel, bool forceUsage)
-        => (Model is not null && !string.Equals(Model, upstreamModel, StringComparison.Ordinal)) || (forceUsage && IncludeUsage != true);
-
     /// <summary>
     /// Adds the edits the gateway makes to this request: the upstream model name, <c>include_usage</c> for OpenAI
     /// streams, and the output ceiling (every <c>max_tokens</c>/<c>max_completion_tokens</c> value set to it, or

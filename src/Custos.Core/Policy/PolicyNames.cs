@@ -39,6 +39,12 @@ public static class PolicyNames
         where T : struct, Enum
         => Enum.GetValues<T>().Select(Of);
 
+    /// <summary>
+    /// <paramref name="value"/> without trailing zeros (2.50 becomes 2.5), so one amount has one spelling in the
+    /// policy hash and in the ledger, however it was written or computed.
+    /// </summary>
+    public static decimal Normalize(decimal value) => value / 1.0000000000000000000000000000m;
+
     /// <summary>The ledger spelling of a category.</summary>
     public static string Of(ConsumerCategory category) => category switch
     {

@@ -11,6 +11,7 @@ public sealed class PolicySnapshot
 {
     private readonly FrozenDictionary<KeyHash, CredentialEntry> _credentials;
     private readonly FrozenDictionary<string, CredentialEntry> _credentialsById;
+    private readonly FrozenDictionary<KeyHash, AdminConfig> _admins;
 
     private PolicySnapshot(PolicyVersion version, FrozenDictionary<KeyHash, CredentialEntry> credentials, IReadOnlyList<TenantEntry> tenants,
         FrozenDictionary<string, ConsumerEntry> consumers)
@@ -20,7 +21,11 @@ public sealed class PolicySnapshot
         _credentialsById = credentials.Values.ToFrozenDictionary(c => c.Id, StringComparer.Ordinal);
         Tenants = tenants;
         Consumers = consumers;
+        _admins = version.Document.Admins.ToFrozenDictionary(a => KeyHash.FromHex(a.KeySha256));
     }
+
+    /// <summary>Finds the admin identity whose key hashes to <paramref name="hash"/>.</summary>
+    public bool TryGetAdmin(in KeyHash hash, out AdminConfig admin) => _admins.TryGetValue(hash, out admin!);
 
     /// <summary>Consumers by id.</summary>
     public FrozenDictionary<string, ConsumerEntry> Consumers { get; }
@@ -108,7 +113,7 @@ public sealed class PolicySnapshot
             var limits = (defaults?.Limits ?? LimitsConfig.Empty).Narrow(c.Limits);
             var entitled = entitlements.SelectMany(e => e.Models).Distinct().ToArray();
             static bool Counts(LimitsConfig l) => l.TokensPerMinute is not null || l.TokensPerDay is not null || l.TokensPerMonth is not null || l.Budget is not null;
-            return new ConsumerEntry(c.Id, c.Category, service, entitled.ToFrozenSet(), entitled)
+            return new ConsumerEntry(c.Id, c.Category, service, entitled)
             {
                 Entitlements = entitlements,
                 Limits = limits,
@@ -219,14 +224,10 @@ public sealed record ServiceEntry(string Id, TenantEntry Tenant, ServiceOwners O
 }
 
 /// <summary>A compiled consumer with its entitled models.</summary>
-public sealed record ConsumerEntry(string Id, ConsumerCategory Category, ServiceEntry Service,
-    FrozenSet<ModelRoute> EntitledRoutes, IReadOnlyList<ModelRoute> EntitledModels)
+public sealed record ConsumerEntry(string Id, ConsumerCategory Category, ServiceEntry Service, IReadOnlyList<ModelRoute> EntitledModels)
 {
     /// <summary>The ledger spelling of <see cref="Category"/>.</summary>
     public string CategoryName { get; } = PolicyNames.Of(Category);
-
-    /// <summary>True when some entitlement of the consumer names <paramref name="route"/> (valid now or not).</summary>
-    public bool IsEntitledTo(ModelRoute route) => EntitledRoutes.Contains(route);
 
     /// <summary>The consumer's entitlements, its own or inherited from its category.</summary>
     public IReadOnlyList<Entitlement> Entitlements { get; init; } = [];

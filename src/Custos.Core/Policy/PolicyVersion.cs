@@ -32,7 +32,7 @@ public sealed record PolicyVersion(long Number, string Sha256, string Author, st
         public override decimal Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options) => reader.GetDecimal();
 
         public override void Write(Utf8JsonWriter writer, decimal value, JsonSerializerOptions options)
-            => writer.WriteNumberValue(value / 1.0000000000000000000000000000m);
+            => writer.WriteNumberValue(PolicyNames.Normalize(value));
     }
 
     /// <summary>Lower-case hex SHA-256 of the canonical form.</summary>

@@ -679,8 +679,7 @@ public static partial class PolicyYaml
 
             if (decimal.TryParse(text, NumberStyles.Number, CultureInfo.InvariantCulture, out var value))
             {
-                // Normalise the scale so that 0.150 and 0.15 hash alike in the canonical form.
-                return value / 1.0000000000000000000000000000m;
+                return PolicyNames.Normalize(value);
             }
 
             _reader.Error(Node(key), Sub(key), $"'{text}' is not a number");

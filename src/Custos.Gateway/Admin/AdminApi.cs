@@ -123,10 +123,7 @@ internal static class AdminApi
                 detail: "Send an admin key as 'Authorization: Bearer cak_…'.");
         }
 
-        // KeyHash equality compares all 32 bytes without an early exit.
-        var hash = KeyHash.Of(presented);
-        admin = gateway.Policy.Current.Document.Admins.FirstOrDefault(a => KeyHash.FromHex(a.KeySha256).Equals(hash));
-        return admin is null
+        return !gateway.Policy.Current.TryGetAdmin(KeyHash.Of(presented), out admin)
             ? Results.Problem(statusCode: StatusCodes.Status401Unauthorized, title: "Unknown admin key", detail: "The admin key is not known to this gateway.")
             : null;
     }

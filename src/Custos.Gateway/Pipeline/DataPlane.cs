@@ -213,7 +213,7 @@ internal sealed partial class DataPlane(
             Body = body.WrittenMemory,
             PromptRanges = parsed.PromptRanges,
         }, counters, context.RequestAborted);
-        record.Controls.AddRange(admission.Controls);
+        record.Controls = admission.Controls;
         if (admission.Decision != Decision.Allow)
         {
             if (admission.RetryAfter is { } retryAfter)
@@ -255,12 +255,11 @@ internal sealed partial class DataPlane(
 
         // Forward, metering the response on its way back.
         var forceUsage = parsed.Stream && route.Provider.Kind == ProviderKind.OpenAI && endpoint != ApiEndpoint.Embeddings;
+        var edits = admission.Edits;
+        parsed.AddEdits(body.WrittenSpan, route.UpstreamModel, forceUsage, endpoint == ApiEndpoint.Embeddings ? null : admission.OutputCeiling, edits);
         PooledBufferWriter? rewritten = null;
-        if (admission.OutputCeiling is not null || admission.Redactions.Count > 0 || parsed.NeedsRewrite(route.UpstreamModel, forceUsage))
+        if (edits.Count > 0)
         {
-            var edits = new List<BodyEdit>(admission.Redactions.Count + 3);
-            edits.AddRange(admission.Redactions);
-            parsed.AddEdits(body.WrittenSpan, route.UpstreamModel, forceUsage, endpoint == ApiEndpoint.Embeddings ? null : admission.OutputCeiling, edits);
             rewritten = new PooledBufferWriter(body.WrittenCount + 256);
             BodyEdits.Apply(body.WrittenSpan, edits, rewritten);
         }
@@ -272,7 +271,7 @@ internal sealed partial class DataPlane(
         request.Headers.Remove(HeaderNames.TransferEncoding);
 
         var meter = new ResponseMeter(route.Provider.Kind, parsed.Stream, hideInjectedUsage: forceUsage && parsed.IncludeUsage != true);
-        var call = new UpstreamCall(record, route, endpoint, UpstreamUri(route.Provider, endpoint), meter, endpoint == ApiEndpoint.Messages);
+        var call = new UpstreamCall(record, route, UpstreamUri(route.Provider, endpoint), meter, endpoint == ApiEndpoint.Messages);
         var config = UpstreamCall.DefaultConfig with { ActivityTimeout = snapshot.Gateway.UpstreamTimeout };
         var error = await forwarder.SendAsync(context, route.Provider.BaseUrl.AbsoluteUri, upstreamClient, config, call);
         if (call.Body is { } meteringBody)

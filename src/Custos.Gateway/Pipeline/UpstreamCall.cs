@@ -17,7 +17,7 @@ namespace Custos.Gateway.Pipeline;
 /// rewritten body, no client secrets) and the client response (metering, upstream errors replaced by
 /// gateway errors with secrets removed). One instance per request holds that request's state.
 /// </summary>
-internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute route, ApiEndpoint endpoint, Uri upstreamUri,
+internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute route, Uri upstreamUri,
     ResponseMeter meter, bool anthropicErrors) : HttpTransformer, IDisposable
 {
     private const int MaxErrorBody = 64 * 1024;
@@ -234,9 +234,6 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
     /// <summary>Builds the upstream URI of <paramref name="endpoint"/> on <paramref name="provider"/>.</summary>
     public static Uri UriFor(ProviderEntry provider, ApiEndpoint endpoint)
         => new(provider.BaseUrl.AbsoluteUri.TrimEnd('/') + ApiEndpoints.UpstreamPath(endpoint));
-
-    /// <summary>Whether the endpoint in this call is the Anthropic one.</summary>
-    public ApiEndpoint Endpoint => endpoint;
 
     /// <summary>The HTTP version policy for upstream requests.</summary>
     public static readonly ForwarderRequestConfig DefaultConfig = new()
