@@ -3,14 +3,20 @@ using System.Net;
 using Custos.Bench.Upstream;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using Yarp.ReverseProxy.Forwarder;
 
 // A fast mock OpenAI provider for load tests: canned bytes, built once; no logging, no routing, no JSON parsing.
+// With --forward-to URL it is instead a bare YARP forwarder to URL with the upstream client settings Custos uses:
+// the floor of what forwarding costs on .NET, with none of Custos's controls, metering or ledger.
 if (!TryParsePort(args, out var port))
 {
-    await Console.Error.WriteLineAsync("usage: Custos.Bench.Upstream --port N   (N: 1-65535, listens on 127.0.0.1)");
+    await Console.Error.WriteLineAsync("usage: Custos.Bench.Upstream --port N [--forward-to http://127.0.0.1:M]   (N, M: 1-65535, listens on 127.0.0.1)");
     return 2;
 }
+
+var forwardTo = ValueOf(args, "--forward-to");
 
 var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions { Args = args });
 builder.WebHost.UseKestrelCore().ConfigureKestrel(options =>
@@ -19,25 +25,55 @@ builder.WebHost.UseKestrelCore().ConfigureKestrel(options =>
     options.Listen(IPAddress.Loopback, port);
 });
 
+if (forwardTo is not null)
+{
+    builder.Services.AddHttpForwarder();
+}
+
 await using var app = builder.Build();
-var responder = new MockResponder(CannedResponses.Build());
-app.Run(responder.HandleAsync);
+if (forwardTo is null)
+{
+    var responder = new MockResponder(CannedResponses.Build());
+    app.Run(responder.HandleAsync);
+}
+else
+{
+    var forwarder = app.Services.GetRequiredService<IHttpForwarder>();
+    var client = new HttpMessageInvoker(new SocketsHttpHandler
+    {
+        UseProxy = false,
+        AllowAutoRedirect = false,
+        AutomaticDecompression = DecompressionMethods.None,
+        UseCookies = false,
+        EnableMultipleHttp2Connections = true,
+        ActivityHeadersPropagator = null,
+        ConnectTimeout = TimeSpan.FromSeconds(10),
+    });
+    app.Run(async context => await forwarder.SendAsync(context, forwardTo, client));
+}
 
 await app.StartAsync();
-Console.WriteLine($"Custos.Bench.Upstream listening on http://127.0.0.1:{port}/v1 (POST /v1/chat/completions)");
+Console.WriteLine(forwardTo is null
+    ? $"Custos.Bench.Upstream listening on http://127.0.0.1:{port}/v1 (POST /v1/chat/completions)"
+    : $"Custos.Bench.Upstream listening on http://127.0.0.1:{port}, forwarding to {forwardTo}");
 await app.WaitForShutdownAsync();
 return 0;
 
 static bool TryParsePort(string[] args, out int port)
 {
     port = 0;
+    return int.TryParse(ValueOf(args, "--port"), NumberStyles.None, CultureInfo.InvariantCulture, out port) && port is > 0 and <= IPEndPoint.MaxPort;
+}
+
+static string? ValueOf(string[] args, string name)
+{
     for (var i = 0; i < args.Length - 1; i++)
     {
-        if (args[i] == "--port")
+        if (args[i] == name)
         {
-            return int.TryParse(args[i + 1], NumberStyles.None, CultureInfo.InvariantCulture, out port) && port is > 0 and <= IPEndPoint.MaxPort;
+            return args[i + 1];
         }
     }
 
-    return false;
+    return null;
 }

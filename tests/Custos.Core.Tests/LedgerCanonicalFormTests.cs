@@ -71,6 +71,25 @@ public sealed class LedgerCanonicalFormTests
     }
 
     [Fact]
+    public void ShedRecord_CanonicalForm_IsFrozen()
+    {
+        var record = new ShedRecord
+        {
+            Timestamp = new DateTimeOffset(2026, 11, 28, 14, 15, 31, TimeSpan.Zero),
+            First = new DateTimeOffset(2026, 11, 28, 14, 15, 30, 500, TimeSpan.Zero),
+            NodeId = "node-a",
+            Reasons = new Dictionary<string, long> { ["unavailable.overloaded"] = 2, ["unavailable.ledger_backlog"] = 40 },
+            PolicyVersion = 3,
+        };
+
+        var json = Encoding.UTF8.GetString(new HashChain("node-a", 0, HashChain.Genesis).Append(record).Canonical);
+
+        Assert.Equal(
+            """{"v":2,"kind":"shed","timestamp":"2026-11-28T14:15:31.000000Z","tenant":null,"node_id":"node-a","first":"2026-11-28T14:15:30.500000Z","count":42,"reasons":{"unavailable.ledger_backlog":40,"unavailable.overloaded":2},"policy_version":3}""",
+            json);
+    }
+
+    [Fact]
     public void HashChain_LinkRule_IsFrozen()
     {
         // sha256("000…000\n{}") computed independently.

@@ -149,7 +149,7 @@ public sealed class PolicyYamlWriterTests
         var original = PolicyYaml.Read(File.ReadAllText(Repo.File("custos.example.yaml"))).Document!;
         var withEverything = original with
         {
-            Gateway = new GatewaySettings { MaxRequestBodyBytes = 2048, UpstreamTimeout = TimeSpan.FromSeconds(7), PromptRegexTimeout = TimeSpan.FromMilliseconds(30) },
+            Gateway = new GatewaySettings { MaxRequestBodyBytes = 2048, UpstreamTimeout = TimeSpan.FromSeconds(7), PromptRegexTimeout = TimeSpan.FromMilliseconds(30), MaxInFlightRequests = 64 },
             Defaults = new CategoryDefaultsSet { Agent = new CategoryDefaults { Models = ["gpt-4o", "claude-sonnet"], Limits = new LimitsConfig { RequestsPerMinute = 5, Budget = new BudgetConfig { Amount = 12.5m, Mode = BudgetMode.Soft } } } },
             Tenants = [original.Tenants[0] with { PromptRules = [new PromptRuleConfig { Id = "cards", Detector = PromptDetector.PaymentCard, Action = PromptAction.Redact }, new PromptRuleConfig { Id = "x", Pattern = "(?i)falcon" }] }],
             Consumers = [.. original.Consumers.Select(c => c with { Entitlements = [new EntitlementConfig { Models = ["gpt-4o"], ApprovedBy = "dana", Ticket = "T-1", ValidUntil = new DateTimeOffset(2027, 1, 1, 0, 0, 0, TimeSpan.Zero) }], Limits = new LimitsConfig { MaxOutputTokens = 100, OutputCeiling = OutputCeilingMode.Deny } })],

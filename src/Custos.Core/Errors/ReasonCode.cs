@@ -34,6 +34,7 @@ public static class Reasons
     private const string NotFound = "not_found_error";
     private const string Upstream = "upstream_error";
     private const string Api = "api_error";
+    private const string OverloadedType = "overloaded_error";
 
     /// <summary>No credential was presented.</summary>
     public static readonly ReasonCode CredentialMissing = new("deny.credential_missing", 401, Auth, false, Decision.Deny,
@@ -179,6 +180,14 @@ public static class Reasons
     public static readonly ReasonCode Internal = new("gateway.internal_error", 500, Api, true, Decision.Deny,
         "The gateway failed unexpectedly; the request id identifies it in the gateway's logs.");
 
+    /// <summary>The gateway is at its limit of concurrent requests; it sheds this one before doing any work for it.</summary>
+    public static readonly ReasonCode Overloaded = new("unavailable.overloaded", 503, OverloadedType, true, Decision.Throttle,
+        "The gateway is at its limit of concurrent requests; retry shortly.");
+
+    /// <summary>The ledger cannot keep up: the gateway refuses new requests rather than serve them unrecorded.</summary>
+    public static readonly ReasonCode LedgerBacklog = new("unavailable.ledger_backlog", 503, OverloadedType, true, Decision.Throttle,
+        "The gateway cannot record requests as fast as they arrive and refuses new ones until it catches up; retry shortly.");
+
     /// <summary>Every code, for documentation and tests.</summary>
     public static IReadOnlyList<ReasonCode> All { get; } =
     [
@@ -187,6 +196,6 @@ public static class Reasons
         TokenCeiling, PromptRestricted, RateLimited, QuotaExhausted, BudgetExhausted, ModelWrongEndpoint, InvalidJson, InvalidBody,
         InvalidField, BodyTooLarge, ContentType, UnknownEndpoint, MethodNotAllowed, UpstreamNotConfigured, UpstreamUnreachable,
         UpstreamTimeout, UpstreamError, UpstreamAuth, UpstreamRejected, UpstreamRateLimited, UpstreamStreamInterrupted,
-        ClientCancelled, Internal,
+        ClientCancelled, Internal, Overloaded, LedgerBacklog,
     ];
 }

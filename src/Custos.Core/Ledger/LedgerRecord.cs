@@ -95,3 +95,47 @@ public sealed class AdminRecord : LedgerRecord
         writer.WriteEndObject();
     }
 }
+
+/// <summary>
+/// Requests shed while the ledger's queue was completely full, counted instead of recorded one by one: the
+/// last resort that keeps memory bounded when the store stops accepting writes, without losing the fact.
+/// </summary>
+public sealed class ShedRecord : LedgerRecord
+{
+    /// <inheritdoc/>
+    public override string Kind => "shed";
+
+    /// <summary>The node that shed them.</summary>
+    public required string NodeId { get; init; }
+
+    /// <summary>When the first of them arrived; <see cref="LedgerRecord.Timestamp"/> is when the last one did.</summary>
+    public required DateTimeOffset First { get; init; }
+
+    /// <summary>How many requests, by reason code.</summary>
+    public required IReadOnlyDictionary<string, long> Reasons { get; init; }
+
+    /// <summary>The policy version in force for the last of them.</summary>
+    public long PolicyVersion { get; init; }
+
+    /// <inheritdoc/>
+    public override void WriteCanonical(Utf8JsonWriter writer)
+    {
+        writer.WriteStartObject();
+        writer.WriteNumber("v", LedgerFormat.Version);
+        writer.WriteString("kind", Kind);
+        writer.WriteString("timestamp", LedgerTime.Format(Timestamp));
+        WriteNullable(writer, "tenant", Tenant);
+        writer.WriteString("node_id", NodeId);
+        writer.WriteString("first", LedgerTime.Format(First));
+        writer.WriteNumber("count", Reasons.Values.Sum());
+        writer.WriteStartObject("reasons");
+        foreach (var (code, count) in Reasons.OrderBy(r => r.Key, StringComparer.Ordinal))
+        {
+            writer.WriteNumber(code, count);
+        }
+
+        writer.WriteEndObject();
+        writer.WriteNumber("policy_version", PolicyVersion);
+        writer.WriteEndObject();
+    }
+}

@@ -80,6 +80,12 @@ public sealed record GatewaySettings
 
     /// <summary>How long one prompt-rule regular expression may run on one text; a timeout counts as a match. Default 50 ms.</summary>
     public TimeSpan PromptRegexTimeout { get; init; } = TimeSpan.FromMilliseconds(50);
+
+    /// <summary>
+    /// Model requests one node works on at once; beyond it, new ones are shed with 503 <c>unavailable.overloaded</c>
+    /// (and recorded), which bounds the memory requests in flight can hold. Default 4096.
+    /// </summary>
+    public int MaxInFlightRequests { get; init; } = 4096;
 }
 
 /// <summary>Defaults per consumer category: external customers, internal teams, automation jobs and agents get their own.</summary>

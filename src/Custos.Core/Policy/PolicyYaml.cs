@@ -137,7 +137,7 @@ public static partial class PolicyYaml
 
         private GatewaySettings ReadGateway(YamlNode node, string path)
         {
-            if (AsMap(node, path, ["max_request_body_bytes", "upstream_timeout_seconds", "prompt_regex_timeout_ms"]) is not { } map)
+            if (AsMap(node, path, ["max_request_body_bytes", "upstream_timeout_seconds", "prompt_regex_timeout_ms", "max_in_flight_requests"]) is not { } map)
             {
                 return new GatewaySettings();
             }
@@ -161,11 +161,18 @@ public static partial class PolicyYaml
                 Error(map.Node("prompt_regex_timeout_ms"), path + ".prompt_regex_timeout_ms", "must be between 1 and 10000 milliseconds");
             }
 
+            var inFlight = map.Long("max_in_flight_requests") ?? defaults.MaxInFlightRequests;
+            if (inFlight is < 1 or > 1_000_000)
+            {
+                Error(map.Node("max_in_flight_requests"), path + ".max_in_flight_requests", "must be between 1 and 1000000");
+            }
+
             return Remember(node, new GatewaySettings
             {
                 MaxRequestBodyBytes = maxBody,
                 UpstreamTimeout = TimeSpan.FromSeconds(timeout),
                 PromptRegexTimeout = TimeSpan.FromMilliseconds(regexTimeout),
+                MaxInFlightRequests = (int)Math.Clamp(inFlight, 1, 1_000_000),
             });
         }
 

@@ -54,6 +54,12 @@ public sealed record CustosGatewayOptions
     /// <summary>The counters behind rate limits, quotas and budgets. Default: in this process.</summary>
     public ICounterStore? Counters { get; init; }
 
+    /// <summary>
+    /// Ledger records that may wait in memory for the store. Default <see cref="LedgerWriter.DefaultCapacity"/>; from
+    /// seven-eighths full on, new requests are shed with 503 <c>unavailable.ledger_backlog</c>.
+    /// </summary>
+    public int LedgerQueueCapacity { get; init; } = LedgerWriter.DefaultCapacity;
+
     /// <summary>Logging set-up. Default: console, one line per message, Information and up.</summary>
     public Action<ILoggingBuilder>? ConfigureLogging { get; init; }
 }
@@ -188,7 +194,7 @@ public sealed partial class CustosGateway : IAsyncDisposable
 
             var policy = new ActivePolicy(PolicySnapshot.Compile(version, options.Secrets));
             var ledger = await LedgerWriter.StartAsync(store, options.NodeId, loggerFactory.CreateLogger<LedgerWriter>(),
-                cancellationToken: cancellationToken);
+                options.LedgerQueueCapacity, cancellationToken);
             started.Insert(0, ledger);
             if (created)
             {
@@ -308,15 +314,18 @@ public sealed partial class CustosGateway : IAsyncDisposable
         return context.Response.WriteAsync("ok");
     }
 
-    /// <summary>Ready while the ledger can record: a gateway that cannot prove what it did should not get traffic.</summary>
+    /// <summary>
+    /// Ready while the ledger can record and keeps up: a gateway that cannot prove what it did, or is shedding
+    /// requests because its ledger is behind, should not get traffic.
+    /// </summary>
     private static Task Ready(HttpContext context, ActivePolicy policy, LedgerWriter ledger)
     {
         context.Response.ContentType = "application/json";
         var snapshot = policy.Current;
-        var ready = ledger.IsHealthy;
-        context.Response.StatusCode = ready ? StatusCodes.Status200OK : StatusCodes.Status503ServiceUnavailable;
+        var status = !ledger.IsHealthy ? "ledger_unavailable" : ledger.IsBacklogged ? "ledger_backlog" : "ready";
+        context.Response.StatusCode = status == "ready" ? StatusCodes.Status200OK : StatusCodes.Status503ServiceUnavailable;
         return context.Response.WriteAsync(
-            $"{{\"status\":\"{(ready ? "ready" : "ledger_unavailable")}\",\"policy_version\":{snapshot.Version},\"policy_hash\":\"{snapshot.Hash}\",\"ledger_pending\":{ledger.Pending}}}");
+            $"{{\"status\":\"{status}\",\"policy_version\":{snapshot.Version},\"policy_hash\":\"{snapshot.Hash}\",\"ledger_pending\":{ledger.Pending}}}");
     }
 
     private static Uri BoundUri(WebApplication app)

@@ -7,13 +7,19 @@ namespace Custos.Gateway.Ledger;
 /// <summary>
 /// The recording stage: a bounded queue in front of the store, drained by one task that seals records
 /// into this node's hash chain and appends them in batches, one transaction per batch. Request threads
-/// only enqueue. When the queue is full, enqueuing waits (back-pressure) rather than dropping a record;
-/// <see cref="DisposeAsync"/> drains everything before returning.
+/// only enqueue. The queue is bounded, so memory is: once it is <see cref="IsBacklogged">seven-eighths full</see>
+/// the data plane sheds new requests (503, and a record of that), and the last eighth absorbs the records of
+/// requests already in flight. Should even that fill, the records of served requests wait for room
+/// (back-pressure), and shed requests are counted into one <see cref="ShedRecord"/> written as soon as there is
+/// room: nothing is dropped. <see cref="DisposeAsync"/> drains everything before returning.
 /// </summary>
 public sealed partial class LedgerWriter : IAsyncDisposable
 {
     /// <summary>Records per transaction at most.</summary>
     public const int MaxBatch = 512;
+
+    /// <summary>Default queue capacity: about 20 MB of records at most, and 1.5 s of a store stall at 5,000 requests/s.</summary>
+    public const int DefaultCapacity = 8192;
 
     private readonly Channel<LedgerRecord> _queue;
     private readonly ILedgerStore _store;
@@ -21,9 +27,14 @@ public sealed partial class LedgerWriter : IAsyncDisposable
     private readonly ILogger _logger;
     private readonly Task _drain;
     private readonly List<ChainedRecord> _batch = new(MaxBatch);
+    private readonly int _shedAt;
     private long _enqueued;
     private long _persisted;
     private int _failing;
+    private readonly Lock _shedLock = new();
+    private Dictionary<string, long>? _shed;
+    private RequestRecord? _shedFirst;
+    private RequestRecord? _shedLast;
     private TaskCompletionSource _progress = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     private LedgerWriter(ILedgerStore store, HashChain chain, int capacity, ILogger logger)
@@ -31,6 +42,8 @@ public sealed partial class LedgerWriter : IAsyncDisposable
         _store = store;
         _chain = chain;
         _logger = logger;
+        Capacity = capacity;
+        _shedAt = capacity - Math.Max(1, capacity / 8);
         _queue = Channel.CreateBounded<LedgerRecord>(new BoundedChannelOptions(capacity)
         {
             SingleReader = true,
@@ -40,9 +53,10 @@ public sealed partial class LedgerWriter : IAsyncDisposable
     }
 
     /// <summary>Continues this node's chain in <paramref name="store"/> and starts draining.</summary>
-    public static async Task<LedgerWriter> StartAsync(ILedgerStore store, string chainId, ILogger logger, int capacity = 65536,
+    public static async Task<LedgerWriter> StartAsync(ILedgerStore store, string chainId, ILogger logger, int capacity = DefaultCapacity,
         CancellationToken cancellationToken = default)
     {
+        ArgumentOutOfRangeException.ThrowIfLessThan(capacity, 2);
         var (seq, hash) = await store.GetChainHeadAsync(chainId, cancellationToken);
         return new LedgerWriter(store, new HashChain(chainId, seq, hash), capacity, logger);
     }
@@ -56,11 +70,62 @@ public sealed partial class LedgerWriter : IAsyncDisposable
     /// <summary>Records waiting in the queue.</summary>
     public int Pending => _queue.Reader.Count;
 
+    /// <summary>How many records the queue holds at most.</summary>
+    public int Capacity { get; }
+
+    /// <summary>True while the queue is seven-eighths full or more: new requests should be shed, not served.</summary>
+    public bool IsBacklogged => _queue.Reader.Count >= _shedAt;
+
     /// <summary>Queues <paramref name="record"/>; completes at once unless the queue is full.</summary>
     public ValueTask EnqueueAsync(LedgerRecord record)
     {
         Interlocked.Increment(ref _enqueued);
         return _queue.Writer.TryWrite(record) ? ValueTask.CompletedTask : _queue.Writer.WriteAsync(record);
+    }
+
+    /// <summary>
+    /// Queues the record of a shed request if there is room; otherwise counts it into the next <see cref="ShedRecord"/>.
+    /// Never waits: shedding must stay cheap exactly when the gateway is overloaded.
+    /// </summary>
+    public void RecordShed(RequestRecord record)
+    {
+        if (_queue.Writer.TryWrite(record))
+        {
+            Interlocked.Increment(ref _enqueued);
+            return;
+        }
+
+        lock (_shedLock)
+        {
+            _shed ??= new Dictionary<string, long>(StringComparer.Ordinal);
+            var reason = record.Reasons.Count > 0 ? record.Reasons[0] : "unknown";
+            _shed[reason] = _shed.GetValueOrDefault(reason) + 1;
+            _shedFirst ??= record;
+            _shedLast = record;
+        }
+    }
+
+    /// <summary>Takes the shed requests counted so far as one record, or null when there are none.</summary>
+    private ShedRecord? TakeShedSummary()
+    {
+        lock (_shedLock)
+        {
+            if (_shed is null)
+            {
+                return null;
+            }
+
+            var summary = new ShedRecord
+            {
+                Timestamp = _shedLast!.Timestamp,
+                First = _shedFirst!.Timestamp,
+                NodeId = _chain.ChainId,
+                Reasons = _shed,
+                PolicyVersion = _shedLast.PolicyVersion,
+            };
+            (_shed, _shedFirst, _shedLast) = (null, null, null);
+            return summary;
+        }
     }
 
     /// <summary>Waits until every record queued before this call is in the store.</summary>
@@ -99,6 +164,13 @@ public sealed partial class LedgerWriter : IAsyncDisposable
                 _batch.Add(_chain.Append(record));
             }
 
+            // Requests shed while the queue was full are sealed right after the records that were ahead of them.
+            if (_batch.Count < MaxBatch && TakeShedSummary() is { } summary)
+            {
+                Interlocked.Increment(ref _enqueued);
+                _batch.Add(_chain.Append(summary));
+            }
+
             await AppendWithRetryAsync();
             Interlocked.Add(ref _persisted, _batch.Count);
             _batch.Clear();
@@ -129,6 +201,11 @@ public sealed partial class LedgerWriter : IAsyncDisposable
     /// <summary>Stops accepting records and waits until all queued ones are stored.</summary>
     public async ValueTask DisposeAsync()
     {
+        if (TakeShedSummary() is { } summary)
+        {
+            await EnqueueAsync(summary);
+        }
+
         _queue.Writer.TryComplete();
         await _drain;
         Log.Drained(_logger, Persisted, _chain.ChainId, _chain.LastSeq);

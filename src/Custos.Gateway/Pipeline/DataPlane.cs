@@ -33,6 +33,7 @@ internal sealed partial class DataPlane(
     ILogger<DataPlane> logger)
 {
     private static readonly ConditionalWeakTable<ProviderEntry, Uri[]> UpstreamUris = new();
+    private int _inFlight;
 
     public async Task InvokeAsync(HttpContext context)
     {
@@ -56,9 +57,10 @@ internal sealed partial class DataPlane(
         context.Response.Headers[Headers.RequestId] = record.RequestId;
 
         UpstreamCall? call = null;
+        var inFlight = Interlocked.Increment(ref _inFlight);
         try
         {
-            call = await HandleAsync(context, snapshot, record);
+            call = await HandleAsync(context, snapshot, record, inFlight);
         }
         catch (Exception ex) when (ex is OperationCanceledException or IOException or BadHttpRequestException && context.RequestAborted.IsCancellationRequested)
         {
@@ -89,6 +91,7 @@ internal sealed partial class DataPlane(
         }
         finally
         {
+            Interlocked.Decrement(ref _inFlight);
             var elapsed = Stopwatch.GetElapsedTime(started).TotalMilliseconds;
             record.GatewayMs = elapsed - (record.UpstreamMs ?? 0);
             if (record.Status == 0)
@@ -97,11 +100,18 @@ internal sealed partial class DataPlane(
             }
 
             call?.Dispose();
-            await ledger.EnqueueAsync(record);
+            if (record.Reasons is [var reason] && (reason == Reasons.LedgerBacklog.Code || reason == Reasons.Overloaded.Code))
+            {
+                ledger.RecordShed(record);
+            }
+            else
+            {
+                await ledger.EnqueueAsync(record);
+            }
         }
     }
 
-    private async Task<UpstreamCall?> HandleAsync(HttpContext context, PolicySnapshot snapshot, RequestRecord record)
+    private async Task<UpstreamCall?> HandleAsync(HttpContext context, PolicySnapshot snapshot, RequestRecord record, int inFlight)
     {
         var request = context.Request;
         var endpoint = ApiEndpoints.Resolve(record.Endpoint);
@@ -124,6 +134,18 @@ internal sealed partial class DataPlane(
         if (credential is null)
         {
             await DenyAsync(context, record, authFailure!);
+            return null;
+        }
+
+        // Shed under overload, once the caller is known (so the record names who was refused) and before any work
+        // that costs memory: reading the body, reserving counters, calling the provider.
+        var shed = ledger.IsBacklogged ? Reasons.LedgerBacklog
+            : inFlight > snapshot.Gateway.MaxInFlightRequests ? Reasons.Overloaded
+            : null;
+        if (shed is not null)
+        {
+            context.Response.Headers.RetryAfter = "1";
+            await DenyAsync(context, record, shed);
             return null;
         }
 

@@ -4,6 +4,7 @@ using System.Text;
 using System.Text.Json;
 using Custos.Gateway.Demo;
 using Custos.Gateway.Hosting;
+using Custos.Gateway.Ledger;
 using Custos.Identity;
 using Custos.Ledger;
 using Custos.Policy;
@@ -48,7 +49,7 @@ public sealed class TestGateway : IAsyncDisposable
 
     public string KeyOf(string consumer) => _keys[consumer];
 
-    public static async Task<TestGateway> StartAsync(Func<PolicyDocument, PolicyDocument>? customize = null)
+    public static async Task<TestGateway> StartAsync(Func<PolicyDocument, PolicyDocument>? customize = null, int ledgerQueueCapacity = LedgerWriter.DefaultCapacity)
     {
         var directory = Path.Combine(Path.GetTempPath(), "custos-test-" + Guid.NewGuid().ToString("N"));
         var upstream = await DemoUpstream.StartAsync();
@@ -63,6 +64,7 @@ public sealed class TestGateway : IAsyncDisposable
             DataPlaneUrl = "http://127.0.0.1:0",
             AdminUrl = "http://127.0.0.1:0",
             NodeId = "test-node",
+            LedgerQueueCapacity = ledgerQueueCapacity,
             Secrets = name => name switch
             {
                 "TEST_OPENAI_KEY" => OpenAIUpstreamKey,
