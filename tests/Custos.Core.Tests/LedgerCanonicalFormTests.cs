@@ -90,6 +90,21 @@ public sealed class LedgerCanonicalFormTests
     }
 
     [Fact]
+    public void LedgerTime_WritesTheFrozenPattern_ForAnyInstant()
+    {
+        var random = new Random(20261128);
+        DateTimeOffset[] edges = [DateTimeOffset.UnixEpoch, new(2026, 12, 31, 23, 59, 59, 999, TimeSpan.Zero), new(2026, 11, 28, 14, 15, 30, TimeSpan.FromHours(5.5)), new DateTimeOffset(9999, 12, 31, 0, 0, 0, TimeSpan.Zero).AddTicks(9_999_999)];
+        var instants = edges.Concat(Enumerable.Range(0, 2000).Select(_ => new DateTimeOffset(random.NextInt64(DateTimeOffset.MinValue.Ticks, DateTimeOffset.MaxValue.Ticks), TimeSpan.Zero)));
+
+        foreach (var instant in instants)
+        {
+            var expected = instant.UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss.ffffff'Z'", System.Globalization.CultureInfo.InvariantCulture);
+            Assert.Equal(expected, LedgerTime.Format(instant));
+            Assert.Equal(instant.UtcTicks / 10, LedgerTime.Parse(expected).UtcTicks / 10);
+        }
+    }
+
+    [Fact]
     public void HashChain_LinkRule_IsFrozen()
     {
         // sha256("000…000\n{}") computed independently.

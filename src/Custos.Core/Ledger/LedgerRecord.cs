@@ -25,8 +25,22 @@ public abstract class LedgerRecord
     /// <summary>Writes the canonical JSON object.</summary>
     public abstract void WriteCanonical(Utf8JsonWriter writer);
 
+    /// <summary>Writes an instant in the ledger's text form (<see cref="LedgerTime"/>), without allocating.</summary>
+    protected static void WriteTime(Utf8JsonWriter writer, JsonEncodedText name, DateTimeOffset time)
+    {
+        Span<byte> utf8 = stackalloc byte[LedgerTime.Length];
+        LedgerTime.FormatUtf8(time, utf8);
+        writer.WriteString(name, utf8);
+    }
+
+    /// <summary>Writes an instant in the ledger's text form.</summary>
+    protected static void WriteTime(Utf8JsonWriter writer, string name, DateTimeOffset time) => WriteTime(writer, JsonEncodedText.Encode(name), time);
+
     /// <summary>Writes a string or null.</summary>
-    protected static void WriteNullable(Utf8JsonWriter writer, string name, string? value)
+    protected static void WriteNullable(Utf8JsonWriter writer, string name, string? value) => WriteNullable(writer, JsonEncodedText.Encode(name), value);
+
+    /// <summary>Writes a string or null.</summary>
+    protected static void WriteNullable(Utf8JsonWriter writer, JsonEncodedText name, string? value)
     {
         if (value is null)
         {
@@ -83,7 +97,7 @@ public sealed class AdminRecord : LedgerRecord
         writer.WriteStartObject();
         writer.WriteNumber("v", LedgerFormat.Version);
         writer.WriteString("kind", Kind);
-        writer.WriteString("timestamp", LedgerTime.Format(Timestamp));
+        WriteTime(writer, "timestamp", Timestamp);
         WriteNullable(writer, "tenant", Tenant);
         writer.WriteString("actor", Actor);
         writer.WriteString("action", Action);
@@ -123,10 +137,10 @@ public sealed class ShedRecord : LedgerRecord
         writer.WriteStartObject();
         writer.WriteNumber("v", LedgerFormat.Version);
         writer.WriteString("kind", Kind);
-        writer.WriteString("timestamp", LedgerTime.Format(Timestamp));
+        WriteTime(writer, "timestamp", Timestamp);
         WriteNullable(writer, "tenant", Tenant);
         writer.WriteString("node_id", NodeId);
-        writer.WriteString("first", LedgerTime.Format(First));
+        WriteTime(writer, "first", First);
         writer.WriteNumber("count", Reasons.Values.Sum());
         writer.WriteStartObject("reasons");
         foreach (var (code, count) in Reasons.OrderBy(r => r.Key, StringComparer.Ordinal))

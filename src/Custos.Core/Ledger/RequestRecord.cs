@@ -152,70 +152,72 @@ public sealed class RequestRecord : LedgerRecord
     public override void WriteCanonical(Utf8JsonWriter writer)
     {
         writer.WriteStartObject();
-        writer.WriteNumber("v", LedgerFormat.Version);
-        writer.WriteString("kind", Kind);
-        writer.WriteString("request_id", RequestId);
-        writer.WriteString("timestamp", LedgerTime.Format(Timestamp));
-        writer.WriteString("node_id", NodeId);
-        WriteNullable(writer, "tenant", Tenant);
-        WriteNullable(writer, "service", Service);
-        WriteNullable(writer, "consumer", Consumer);
-        WriteNullable(writer, "category", Category);
-        WriteNullable(writer, "credential_id", CredentialId);
-        writer.WriteString("method", Method);
-        writer.WriteString("endpoint", Endpoint);
-        writer.WriteBoolean("stream", Stream);
-        WriteNullable(writer, "model", Model);
-        WriteNullable(writer, "model_served", ModelServed);
-        WriteNullable(writer, "provider", Provider);
-        writer.WriteString("decision", Names.Of(Decision));
-        writer.WriteStartArray("reasons");
+        writer.WriteNumber(Field.V, LedgerFormat.Version);
+        writer.WriteString(Field.Kind, Kind);
+        writer.WriteString(Field.RequestId, RequestId);
+        WriteTime(writer, Field.Timestamp, Timestamp);
+        writer.WriteString(Field.NodeId, NodeId);
+        WriteNullable(writer, Field.Tenant, Tenant);
+        WriteNullable(writer, Field.Service, Service);
+        WriteNullable(writer, Field.Consumer, Consumer);
+        WriteNullable(writer, Field.Category, Category);
+        WriteNullable(writer, Field.CredentialId, CredentialId);
+        writer.WriteString(Field.Method, Method);
+        writer.WriteString(Field.Endpoint, Endpoint);
+        writer.WriteBoolean(Field.Stream, Stream);
+        WriteNullable(writer, Field.Model, Model);
+        WriteNullable(writer, Field.ModelServed, ModelServed);
+        WriteNullable(writer, Field.Provider, Provider);
+        writer.WriteString(Field.Decision, Names.Of(Decision));
+        writer.WriteStartArray(Field.Reasons);
         foreach (var reason in Reasons)
         {
             writer.WriteStringValue(reason);
         }
 
         writer.WriteEndArray();
-        writer.WriteNumber("policy_version", PolicyVersion);
-        WriteNullable(writer, "policy_hash", PolicyHash);
-        WriteNumber(writer, "input_tokens", InputTokens);
-        WriteNumber(writer, "output_tokens", OutputTokens);
-        writer.WriteBoolean("tokens_estimated", TokensEstimated);
+        writer.WriteNumber(Field.PolicyVersion, PolicyVersion);
+        WriteNullable(writer, Field.PolicyHash, PolicyHash);
+        WriteNumber(writer, Field.InputTokens, InputTokens);
+        WriteNumber(writer, Field.OutputTokens, OutputTokens);
+        writer.WriteBoolean(Field.TokensEstimated, TokensEstimated);
         if (Cost is { } cost)
         {
             // Fixed scale: the canonical form must not depend on how the decimal was computed.
-            writer.WriteString("cost", cost.ToString("0.000000000", System.Globalization.CultureInfo.InvariantCulture));
+            Span<byte> text = stackalloc byte[64];
+            cost.TryFormat(text, out var written, "0.000000000", System.Globalization.CultureInfo.InvariantCulture);
+            writer.WriteString(Field.Cost, text[..written]);
         }
         else
         {
-            writer.WriteNull("cost");
+            writer.WriteNull(Field.Cost);
         }
 
-        WriteNullable(writer, "currency", Currency);
-        WriteNumber(writer, "upstream_status", UpstreamStatus);
-        writer.WriteNumber("status", Status);
-        writer.WriteString("outcome", Names.Of(Outcome));
-        writer.WriteNumber("gateway_ms", Math.Round(GatewayMs, 3));
+        WriteNullable(writer, Field.Currency, Currency);
+        WriteNumber(writer, Field.UpstreamStatus, UpstreamStatus);
+        writer.WriteNumber(Field.Status, Status);
+        writer.WriteString(Field.Outcome, Names.Of(Outcome));
+        writer.WriteNumber(Field.GatewayMs, Math.Round(GatewayMs, 3));
         if (UpstreamMs is { } upstreamMs)
         {
-            writer.WriteNumber("upstream_ms", Math.Round(upstreamMs, 3));
+            writer.WriteNumber(Field.UpstreamMs, Math.Round(upstreamMs, 3));
         }
         else
         {
-            writer.WriteNull("upstream_ms");
+            writer.WriteNull(Field.UpstreamMs);
         }
 
-        WriteNullable(writer, "client_address", ClientAddress);
-        WriteNullable(writer, "agent_run", AgentRun);
-        WriteNullable(writer, "on_behalf_of", OnBehalfOf);
-        WriteNullable(writer, "prompt_sha256", PromptSha256);
-        writer.WriteNumber("request_bytes", RequestBytes);
-        writer.WriteNumber("response_bytes", ResponseBytes);
+        WriteNullable(writer, Field.ClientAddress, ClientAddress);
+        WriteNullable(writer, Field.AgentRun, AgentRun);
+        WriteNullable(writer, Field.OnBehalfOf, OnBehalfOf);
+        WriteNullable(writer, Field.PromptSha256, PromptSha256);
+        writer.WriteNumber(Field.RequestBytes, RequestBytes);
+        writer.WriteNumber(Field.ResponseBytes, ResponseBytes);
 
         // Format version 2 appends the request's ceilings and the controls.
-        WriteNumber(writer, "max_output_tokens", MaxOutputTokens);
-        WriteNumber(writer, "n", N);
-        writer.WriteStartArray("controls");
+        WriteNumber(writer, Field.MaxOutputTokens, MaxOutputTokens);
+        WriteNumber(writer, Field.N, N);
+        writer.WriteStartArray(Field.Controls);
         foreach (var control in Controls)
         {
             control.WriteTo(writer);
@@ -225,7 +227,7 @@ public sealed class RequestRecord : LedgerRecord
         writer.WriteEndObject();
     }
 
-    private static void WriteNumber(Utf8JsonWriter writer, string name, long? value)
+    private static void WriteNumber(Utf8JsonWriter writer, JsonEncodedText name, long? value)
     {
         if (value is { } v)
         {
@@ -235,6 +237,50 @@ public sealed class RequestRecord : LedgerRecord
         {
             writer.WriteNull(name);
         }
+    }
+
+    /// <summary>Property names of the canonical form, encoded once.</summary>
+    private static class Field
+    {
+        public static readonly JsonEncodedText V = JsonEncodedText.Encode("v");
+        public static readonly JsonEncodedText Kind = JsonEncodedText.Encode("kind");
+        public static readonly JsonEncodedText RequestId = JsonEncodedText.Encode("request_id");
+        public static readonly JsonEncodedText NodeId = JsonEncodedText.Encode("node_id");
+        public static readonly JsonEncodedText Method = JsonEncodedText.Encode("method");
+        public static readonly JsonEncodedText Endpoint = JsonEncodedText.Encode("endpoint");
+        public static readonly JsonEncodedText Stream = JsonEncodedText.Encode("stream");
+        public static readonly JsonEncodedText Decision = JsonEncodedText.Encode("decision");
+        public static readonly JsonEncodedText Reasons = JsonEncodedText.Encode("reasons");
+        public static readonly JsonEncodedText PolicyVersion = JsonEncodedText.Encode("policy_version");
+        public static readonly JsonEncodedText TokensEstimated = JsonEncodedText.Encode("tokens_estimated");
+        public static readonly JsonEncodedText Cost = JsonEncodedText.Encode("cost");
+        public static readonly JsonEncodedText Status = JsonEncodedText.Encode("status");
+        public static readonly JsonEncodedText Outcome = JsonEncodedText.Encode("outcome");
+        public static readonly JsonEncodedText GatewayMs = JsonEncodedText.Encode("gateway_ms");
+        public static readonly JsonEncodedText UpstreamMs = JsonEncodedText.Encode("upstream_ms");
+        public static readonly JsonEncodedText RequestBytes = JsonEncodedText.Encode("request_bytes");
+        public static readonly JsonEncodedText ResponseBytes = JsonEncodedText.Encode("response_bytes");
+        public static readonly JsonEncodedText Controls = JsonEncodedText.Encode("controls");
+        public static readonly JsonEncodedText Timestamp = JsonEncodedText.Encode("timestamp");
+        public static readonly JsonEncodedText Tenant = JsonEncodedText.Encode("tenant");
+        public static readonly JsonEncodedText Service = JsonEncodedText.Encode("service");
+        public static readonly JsonEncodedText Consumer = JsonEncodedText.Encode("consumer");
+        public static readonly JsonEncodedText Category = JsonEncodedText.Encode("category");
+        public static readonly JsonEncodedText CredentialId = JsonEncodedText.Encode("credential_id");
+        public static readonly JsonEncodedText Model = JsonEncodedText.Encode("model");
+        public static readonly JsonEncodedText ModelServed = JsonEncodedText.Encode("model_served");
+        public static readonly JsonEncodedText Provider = JsonEncodedText.Encode("provider");
+        public static readonly JsonEncodedText PolicyHash = JsonEncodedText.Encode("policy_hash");
+        public static readonly JsonEncodedText InputTokens = JsonEncodedText.Encode("input_tokens");
+        public static readonly JsonEncodedText OutputTokens = JsonEncodedText.Encode("output_tokens");
+        public static readonly JsonEncodedText Currency = JsonEncodedText.Encode("currency");
+        public static readonly JsonEncodedText UpstreamStatus = JsonEncodedText.Encode("upstream_status");
+        public static readonly JsonEncodedText ClientAddress = JsonEncodedText.Encode("client_address");
+        public static readonly JsonEncodedText AgentRun = JsonEncodedText.Encode("agent_run");
+        public static readonly JsonEncodedText OnBehalfOf = JsonEncodedText.Encode("on_behalf_of");
+        public static readonly JsonEncodedText PromptSha256 = JsonEncodedText.Encode("prompt_sha256");
+        public static readonly JsonEncodedText MaxOutputTokens = JsonEncodedText.Encode("max_output_tokens");
+        public static readonly JsonEncodedText N = JsonEncodedText.Encode("n");
     }
 }
 
