@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# bench/run.sh: a first load harness for Custos.
+# bench/run.sh: the load harness of Custos, side by side with a plain reverse proxy.
 #
-# Builds Release, starts the fast mock provider (bench/Custos.Bench.Upstream) and `custos serve` in front of it,
-# then measures with wrk, non-streaming and streaming, straight to the mock and through Custos. Prints a
-# markdown table (requests/s, p50, p99, overhead ratios), saves it to bench/results/latest.md, and checks that
-# the Custos ledger holds one entry for every request wrk counted. Stops everything it started.
+# Builds Release, starts the fast mock provider (bench/Custos.Bench.Upstream), nginx as a plain reverse proxy,
+# a bare YARP forwarder (the same project with --forward-to: what forwarding alone costs on .NET) and
+# `custos serve` with every control on, all in front of the mock. Measures with wrk, non-streaming and streaming:
+# throughput and latency at 32 connections, latency at one connection, streaming time to first byte (curl),
+# CPU per request and peak RSS. Prints a markdown table with ratios against nginx from the same run and the
+# issue-4 targets, saves it to bench/results/latest.md, and checks that the Custos ledger holds one entry for
+# every request. Stops everything it started.
 #
 # Environment (all optional):
 #   BENCH_DURATION=10      seconds measured per case          BENCH_WARMUP=10     seconds of warm-up per case
@@ -13,7 +16,9 @@
 #   BENCH_TIERING=fast     fast: run both servers with DOTNET_TC_CallCountingDelayMs=0, so the JIT reaches its
 #                          optimised tier within the warm-up; default: the runtime as shipped, which on a saturated
 #                          core takes about a minute to get there (see bench/README.md)
-#   BENCH_MOCK_PORT=18090  BENCH_PORT=18080  BENCH_ADMIN_PORT=18081   loopback ports used
+#   BENCH_MOCK_PORT=18090  BENCH_PORT=18080  BENCH_ADMIN_PORT=18081  BENCH_NGINX_PORT=18082  BENCH_YARP_PORT=18083
+#                          loopback ports used
+#   BENCH_SINGLE=5         seconds of the one-connection latency runs     BENCH_TTFB=200  streaming requests timed by curl
 #   BENCH_RESULTS=bench/results/latest.md   where the table is saved
 #   BENCH_SKIP_BUILD=1     use the existing Release build
 #   BENCH_KEEP=1           keep the temporary directory (config, logs, ledger, wrk output)
@@ -31,6 +36,9 @@ mock_port=${BENCH_MOCK_PORT:-18090}
 custos_port=${BENCH_PORT:-18080}
 admin_port=${BENCH_ADMIN_PORT:-18081}
 nginx_port=${BENCH_NGINX_PORT:-18082}
+yarp_port=${BENCH_YARP_PORT:-18083}
+single=${BENCH_SINGLE:-5}
+ttfb_count=${BENCH_TTFB:-200}
 results=${BENCH_RESULTS:-bench/results/latest.md}
 
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
@@ -42,8 +50,8 @@ started=$SECONDS
 say() { printf '==> %s\n' "$*"; }
 die() { printf 'bench/run.sh: error: %s\n' "$*" >&2; exit 1; }
 
-for value in "$duration" "$warmup" "$connections" "$threads"; do
-  [[ $value =~ ^[0-9]+$ && $value -gt 0 ]] || die "BENCH_DURATION, BENCH_WARMUP, BENCH_CONNECTIONS and BENCH_THREADS must be positive integers (got '$value')"
+for value in "$duration" "$warmup" "$connections" "$threads" "$single" "$ttfb_count"; do
+  [[ $value =~ ^[0-9]+$ && $value -gt 0 ]] || die "BENCH_DURATION, BENCH_WARMUP, BENCH_CONNECTIONS, BENCH_THREADS, BENCH_SINGLE and BENCH_TTFB must be positive integers (got '$value')"
 done
 [[ $tiering == fast || $tiering == default ]] || die "BENCH_TIERING must be fast or default (got '$tiering')"
 [[ $threads -le $connections ]] || die "BENCH_THREADS ($threads) must not exceed BENCH_CONNECTIONS ($connections)"
@@ -53,6 +61,7 @@ work=$(mktemp -d -t custos-bench.XXXXXX)
 mock_pid=
 custos_pid=
 nginx_pid=
+yarp_pid=
 wrk_pid=
 
 # shellcheck disable=SC2317 # reached through the trap
@@ -76,6 +85,7 @@ cleanup() {
   stop_process wrk "$wrk_pid" 2
   stop_process custos "$custos_pid" 30
   stop_process nginx "$nginx_pid" 10
+  stop_process yarp "$yarp_pid" 10
   stop_process mock "$mock_pid" 10
   if [[ $status -ne 0 || ${BENCH_KEEP:-0} == 1 ]]; then
     echo "bench/run.sh: logs, config and ledger kept in $work" >&2
@@ -103,9 +113,9 @@ if ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]]; then
 fi
 nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 
-for port in "$mock_port" "$custos_port" "$admin_port" "$nginx_port"; do
+for port in "$mock_port" "$custos_port" "$admin_port" "$nginx_port" "$yarp_port"; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    die "port $port on 127.0.0.1 is already in use; pick others with BENCH_MOCK_PORT, BENCH_PORT, BENCH_ADMIN_PORT, BENCH_NGINX_PORT"
+    die "port $port on 127.0.0.1 is already in use; pick others with BENCH_MOCK_PORT, BENCH_PORT, BENCH_ADMIN_PORT, BENCH_NGINX_PORT, BENCH_YARP_PORT"
   fi
 done
 
@@ -126,7 +136,7 @@ if [[ $pin == 1 && ${#cpus[@]} -ge 2 ]] && command -v taskset >/dev/null; then
   server_cpus=$(IFS=,; echo "${cpus[*]:1}")
   wrk_cmd=(taskset -c "$wrk_cpu" wrk)
   server_cmd=(taskset -c "$server_cpus")
-  placement="wrk pinned to CPU $wrk_cpu; mock, nginx and Custos pinned to CPU $server_cpus (taskset)"
+  placement="wrk pinned to CPU $wrk_cpu; mock, nginx, YARP and Custos pinned to CPU $server_cpus (taskset)"
 else
   placement="no CPU pinning (${#cpus[@]} core(s) allowed, BENCH_PIN=$pin): wrk, mock and Custos share every core"
 fi
@@ -180,6 +190,14 @@ tenants:
       - name: gpt-4o-mini
         provider: mock
         price: { input_per_mtok: 0.15, output_per_mtok: 0.60, currency: USD }
+    # Every control is on, with limits far above what a run uses, so every request pays for all of them:
+    # counters reserved and settled at three levels, a budget reservation, token counting, prompt detectors.
+    limits:
+      requests_per_minute: 1000000000
+      tokens_per_minute: 1000000000000
+      budget: { amount: 100000000.00, period: month }
+    prompt_rules:
+      - { id: no-secrets, detector: secrets, action: deny }
 
 services:
   - id: bench-service
@@ -189,12 +207,28 @@ services:
       policy: { name: Bench policy owner, email: bench-policy@example.com }
       billing: { name: Bench billing owner, email: bench-billing@example.com }
       technical: { name: Bench technical owner, email: bench-tech@example.com }
+    limits:
+      requests_per_day: 1000000000
+      tokens_per_day: 1000000000000
+      budget: { amount: 10000000.00, period: month }
+    prompt_rules:
+      - { id: card-numbers, detector: payment_card, action: redact }
+      - { id: e-mail, detector: email, action: redact }
 
 consumers:
   - id: bench-client
     service: bench-service
     category: internal
-    models: [gpt-4o-mini]
+    entitlements:
+      - models: [gpt-4o-mini]
+        approved_by: bench-policy@example.com
+        ticket: BENCH-1
+    limits:
+      requests_per_minute: 1000000000
+      tokens_per_day: 1000000000000
+      max_input_tokens: 8000
+      max_output_tokens: 512
+      budget: { amount: 1000000.00, period: day }
 
 credentials:
   - id: cred-bench-client
@@ -265,6 +299,11 @@ nginx_pid=$!
 for ((i = 0; i < 100; i++)); do (exec 3<>"/dev/tcp/127.0.0.1/$nginx_port") 2>/dev/null && break; sleep 0.1; done
 (exec 3<>"/dev/tcp/127.0.0.1/$nginx_port") 2>/dev/null || { cat "$work/nginx/"*.log >&2; die "nginx did not start"; }
 
+say "starting a bare YARP forwarder on 127.0.0.1:$yarp_port (no controls, no metering, no ledger)"
+"${server_env[@]}" "${server_cmd[@]}" dotnet "$mock_dll" --port "$yarp_port" --forward-to "http://127.0.0.1:$mock_port" >"$work/yarp.log" 2>&1 &
+yarp_pid=$!
+wait_for_line yarp "$yarp_pid" "$work/yarp.log" 'listening on' 30
+
 say "starting custos serve on 127.0.0.1:$custos_port"
 BENCH_UPSTREAM_API_KEY=sk-bench-upstream "${server_env[@]}" "${server_cmd[@]}" dotnet "$custos_dll" serve --config "$config" >"$work/custos.log" 2>&1 &
 custos_pid=$!
@@ -301,6 +340,7 @@ write_lua "$work/stream.lua" "$body_stream"
 custos_url=http://127.0.0.1:$custos_port/v1/chat/completions
 mock_url=http://127.0.0.1:$mock_port/v1/chat/completions
 nginx_url=http://127.0.0.1:$nginx_port/v1/chat/completions
+yarp_url=http://127.0.0.1:$yarp_port/v1/chat/completions
 check_plain=$(curl -sS -o "$work/check-plain.out" -w '%{http_code}' -H "Authorization: Bearer $api_key" -H 'Content-Type: application/json' -d "$body_plain" "$custos_url")
 [[ $check_plain == 200 ]] || { cat "$work/check-plain.out" >&2; die "a non-streaming request through Custos answered $check_plain, not 200"; }
 check_stream=$(curl -sS -N -o "$work/check-stream.out" -w '%{http_code}' -H "Authorization: Bearer $api_key" -H 'Content-Type: application/json' -d "$body_stream" "$custos_url")
@@ -339,16 +379,24 @@ run_wrk() { # output-file lua url seconds [extra wrk args]
 field() { sed -n "s/^BENCH .*\b$2=\([0-9]*\).*/\1/p" "$1"; }
 
 declare -A rps p50 p99 errors requests cpu_us foreign
-cases=(direct-plain nginx-plain custos-plain direct-stream nginx-stream custos-stream)
+cases=(direct-plain nginx-plain yarp-plain custos-plain direct-stream nginx-stream yarp-stream custos-stream)
 declare -A case_label=(
-  [direct-plain]="direct to mock, non-streaming" [nginx-plain]="through nginx, non-streaming" [custos-plain]="through Custos, non-streaming"
-  [direct-stream]="direct to mock, streaming" [nginx-stream]="through nginx, streaming" [custos-stream]="through Custos, streaming")
+  [direct-plain]="direct to mock, non-streaming" [nginx-plain]="through nginx, non-streaming"
+  [yarp-plain]="through bare YARP, non-streaming" [custos-plain]="through Custos, non-streaming"
+  [direct-stream]="direct to mock, streaming" [nginx-stream]="through nginx, streaming"
+  [yarp-stream]="through bare YARP, streaming" [custos-stream]="through Custos, streaming")
+
+target_url() { # direct|nginx|yarp|custos
+  case $1 in direct) echo "$mock_url" ;; nginx) echo "$nginx_url" ;; yarp) echo "$yarp_url" ;; custos) echo "$custos_url" ;; esac
+}
 
 for name in "${cases[@]}"; do
+  url=$(target_url "${name%%-*}")
   case $name in
-    direct-*) url=$mock_url; pids=("$mock_pid") ;;
-    nginx-*) url=$nginx_url; mapfile -t pids < <(echo "$mock_pid"; echo "$nginx_pid"; pgrep -P "$nginx_pid") ;;
-    custos-*) url=$custos_url; pids=("$mock_pid" "$custos_pid") ;;
+    direct-*) pids=("$mock_pid") ;;
+    nginx-*) mapfile -t pids < <(echo "$mock_pid"; echo "$nginx_pid"; pgrep -P "$nginx_pid") ;;
+    yarp-*) pids=("$mock_pid" "$yarp_pid") ;;
+    custos-*) pids=("$mock_pid" "$custos_pid") ;;
   esac
   case $name in
     *-plain) lua=$work/plain.lua ;;
@@ -384,6 +432,40 @@ for name in "${cases[@]}"; do
     custos_wrk_runs=$((custos_wrk_runs + 2))
   fi
 done
+
+# --- latency at one connection: what one request costs when nothing queues ------------------------------------
+declare -A single_p50 single_p99
+for target in direct nginx yarp custos; do
+  say "one connection, non-streaming, ${single}s: $target"
+  run_wrk "$work/single-$target.txt" "$work/plain.lua" "$(target_url "$target")" "$single" --latency -t 1 -c 1 # later options win
+  read -r "single_p50[$target]" "single_p99[$target]" < <(awk -v a="$(field "$work/single-$target.txt" p50_us)" \
+    -v b="$(field "$work/single-$target.txt" p99_us)" 'BEGIN { printf "%.3f %.3f\n", a / 1000, b / 1000 }')
+  printf '    p50 %s ms, p99 %s ms\n' "${single_p50[$target]}" "${single_p99[$target]}"
+  if [[ $target == custos ]]; then
+    wrk_counted=$((wrk_counted + $(field "$work/single-custos.txt" requests)))
+    custos_wrk_runs=$((custos_wrk_runs + 1))
+  fi
+done
+
+# --- streaming: time to the first byte, one request at a time (curl) ------------------------------------------
+declare -A ttfb
+for target in direct nginx yarp custos; do
+  url=$(target_url "$target")
+  for ((i = 0; i < ttfb_count; i++)); do
+    curl -sS -N -o /dev/null -w '%{time_starttransfer}\n' -H "Authorization: Bearer $api_key" -H 'Content-Type: application/json' \
+      -d "$body_stream" "$url"
+  done >"$work/ttfb-$target.txt"
+  ttfb[$target]=$(sort -n "$work/ttfb-$target.txt" | awk '{ v[NR] = $1 } END { printf "%.3f\n", v[int((NR + 1) / 2)] * 1000 }')
+  printf '    streaming time to first byte, median of %s: %s %s ms\n' "$ttfb_count" "$target" "${ttfb[$target]}"
+done
+wrk_counted=$((wrk_counted + ttfb_count))
+
+# --- peak memory of the proxies (VmHWM: the resident set's high-water mark since start) -----------------------
+peak_rss_mb() { awk '/^VmHWM/ { printf "%.0f\n", $2 / 1024 }' "/proc/$1/status"; }
+declare -A rss
+rss[custos]=$(peak_rss_mb "$custos_pid")
+rss[yarp]=$(peak_rss_mb "$yarp_pid")
+rss[nginx]=$(for pid in $(pgrep -P "$nginx_pid"); do peak_rss_mb "$pid"; done | sort -n | tail -1)
 
 # --- ledger check: stop Custos gracefully (it drains the ledger), then count ------------------------------------
 say "stopping Custos (drains the ledger), then counting ledger entries"
@@ -438,28 +520,47 @@ cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/nul
     echo "| ${case_label[$name]} | ${requests[$name]} | ${rps[$name]} | ${p50[$name]} | ${p99[$name]} | ${errors[$name]} | ${cpu_us[$name]} | ${foreign[$name]} |"
   done
   echo
-  echo "| overhead of Custos | req/s ratio (Custos / direct) | added p50 ms (Custos − direct) | p99 ratio (Custos / direct) | added server CPU µs/req |"
-  echo "|---|---:|---:|---:|---:|"
-  for kind in plain stream; do
-    label=$([[ $kind == plain ]] && echo non-streaming || echo streaming)
-    echo "| $label | $(ratio "${rps[custos-$kind]}" "${rps[direct-$kind]}") | $(delta "${p50[custos-$kind]}" "${p50[direct-$kind]}") |" \
-      "$(ratio "${p99[custos-$kind]}" "${p99[direct-$kind]}") | $(delta "${cpu_us[custos-$kind]}" "${cpu_us[direct-$kind]}" "%+.0f") |"
+  echo "| proxy, non-streaming | added p50 at 1 connection, ms | p99 at 1 connection, ms | added server CPU µs/req | peak RSS MB | streaming time to first byte, median ms |"
+  echo "|---|---:|---:|---:|---:|---:|"
+  echo "| none (direct to mock) | – | ${single_p99[direct]} | – | – | ${ttfb[direct]} |"
+  for target in nginx yarp custos; do
+    label=$(case $target in nginx) echo nginx ;; yarp) echo "bare YARP" ;; custos) echo Custos ;; esac)
+    echo "| $label | $(delta "${single_p50[$target]}" "${single_p50[direct]}" "%.3f") | ${single_p99[$target]} |" \
+      "$(delta "${cpu_us[$target-plain]}" "${cpu_us[direct-plain]}" "%.0f") | ${rss[$target]} | ${ttfb[$target]} |"
   done
   echo
-  echo "| Custos against nginx (same run) | req/s ratio (Custos / nginx) | added p50 ms, Custos / nginx | p99 ratio (Custos / nginx) | server CPU µs/req, Custos − nginx |"
-  echo "|---|---:|---:|---:|---:|"
+  echo "Issue 4's targets, as ratios of this run (Custos with full accountability against nginx as a plain proxy):"
+  echo
+  echo "| target | measured | met |"
+  echo "|---|---:|---|"
+  verdict() { awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN { ok = (op == "ge" ? v >= t : v <= t); print (ok ? "yes" : "**no**") }'; }
   for kind in plain stream; do
     label=$([[ $kind == plain ]] && echo non-streaming || echo streaming)
-    echo "| $label | $(ratio "${rps[custos-$kind]}" "${rps[nginx-$kind]}") |" \
-      "$(delta "${p50[custos-$kind]}" "${p50[direct-$kind]}" "%.2f") / $(delta "${p50[nginx-$kind]}" "${p50[direct-$kind]}" "%.2f") |" \
-      "$(ratio "${p99[custos-$kind]}" "${p99[nginx-$kind]}") | $(delta "${cpu_us[custos-$kind]}" "${cpu_us[nginx-$kind]}" "%+.0f") |"
+    r=$(ratio "${rps[custos-$kind]}" "${rps[nginx-$kind]}")
+    echo "| throughput at $connections connections, $label: at least 0.40 × nginx | $r × | $(verdict "$r" ge 0.40) |"
   done
+  added_custos=$(delta "${single_p50[custos]}" "${single_p50[direct]}" "%.3f")
+  added_nginx=$(delta "${single_p50[nginx]}" "${single_p50[direct]}" "%.3f")
+  r=$(ratio "$added_custos" "$added_nginx")
+  echo "| added p50 latency at 1 connection: at most 3 × nginx's | $r × ($added_custos / $added_nginx ms) | $(verdict "$r" le 3) |"
+  for kind in plain stream; do
+    label=$([[ $kind == plain ]] && echo non-streaming || echo streaming)
+    r=$(ratio "${p99[custos-$kind]}" "${p99[nginx-$kind]}")
+    echo "| p99 under load, $label: at most 2 × nginx's | $r × | $(verdict "$r" le 2) |"
+  done
+  echo "| peak RSS under load: under 150 MB | ${rss[custos]} MB | $(verdict "${rss[custos]}" le 149.99) |"
+  d=$(delta "${ttfb[custos]}" "${ttfb[direct]}" "%.3f")
+  echo "| streaming time to first byte: within 0.5 ms of direct | +$d ms | $(verdict "$d" le 0.5) |"
+  echo
+  echo "Bare YARP is the same Kestrel and YARP forwarding with the same upstream client settings as Custos, and nothing"
+  echo "else: the distance from nginx to bare YARP is what .NET's HTTP stack costs on this machine; the distance from bare"
+  echo "YARP to Custos is what accountability costs (credential, every control, metering, the chained ledger entry)."
   echo
   echo "Ledger check ($ledger_status)"
   echo
   echo "| requests through Custos | count |"
   echo "|---|---:|"
-  echo "| counted by wrk ($custos_wrk_runs runs, warm-ups included) + 2 curl checks | $wrk_counted |"
+  echo "| counted by wrk ($custos_wrk_runs runs, warm-ups included) + 2 curl checks + $ttfb_count timed streams | $wrk_counted |"
   echo "| request entries in the ledger | $ledger_total |"
   echo "| ledger − wrk (in flight when a wrk run stopped; at most $connections × $custos_wrk_runs = $slack) | $extra |"
   echo
@@ -469,7 +570,7 @@ cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/nul
   if [[ -n $chain ]]; then echo "Hash chain \`bench\` in SQLite: $chain."; fi
   echo "The whole run (build, start-up, measurements, ledger check) took $((SECONDS - started)) s."
   echo "Errors = non-2xx responses + socket errors (connect, read, write, timeout) that wrk reported."
-  echo "Server CPU = user + system CPU time of the mock (direct), the mock and nginx (through nginx) or the mock and Custos (through Custos) during the measured window, per request."
+  echo "Server CPU = user + system CPU time of the mock (direct), or of the mock and the proxy, during the measured window, per request."
   echo "Other processes = CPU the machine spent during the measured window beyond wrk, the mock and Custos; more than a few % means"
   echo "something else was running and the figures of that case are suspect."
 } >"$work/report.md"

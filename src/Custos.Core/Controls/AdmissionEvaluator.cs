@@ -268,8 +268,8 @@ public static class AdmissionEvaluator
         var month = Windows.Month(request.Now, tenant.TimeZone);
 
         // What the counters are charged, and beside each charge what it is for: one entry per limit in force.
-        var charges = new List<CounterCharge>(12);
-        var names = new List<(string Control, string Scope, ChargeKind Kind)>(12);
+        List<CounterCharge>? charges = null; // made on the first limit in force: most consumers have none
+        List<(string Control, string Scope, ChargeKind Kind)>? names = null;
         void Add(string prefix, string scope, string control, string window, long? limit, long amount, DateTimeOffset expires, ChargeKind kind, bool soft = false)
         {
             if (limit is not { } value)
@@ -277,8 +277,8 @@ public static class AdmissionEvaluator
                 return;
             }
 
-            charges.Add(new CounterCharge(prefix + control + "|" + window, amount, value, Enforce: !soft, expires));
-            names.Add((control, scope, kind));
+            (charges ??= new(12)).Add(new CounterCharge(prefix + control + "|" + window, amount, value, Enforce: !soft, expires));
+            (names ??= new(12)).Add((control, scope, kind));
         }
 
         void Scope(string prefix, string scope, LimitsConfig limits)
@@ -299,7 +299,7 @@ public static class AdmissionEvaluator
         Scope(consumer.CounterPrefix, consumer.Scope, consumer.Limits);
         Scope(service.CounterPrefix, service.Scope, service.Limits);
         Scope(tenant.CounterPrefix, tenant.Scope, tenant.Limits);
-        if (charges.Count == 0)
+        if (charges is null || names is null)
         {
             return;
         }
@@ -317,13 +317,12 @@ public static class AdmissionEvaluator
                 : soft && over ? ControlDecisions.Warn
                 : failed >= 0 ? ControlDecisions.NotEvaluated
                 : ControlDecisions.Pass;
-            var scale = kind == ChargeKind.Cost ? CostUnit : 1m;
             admission.Controls.Add(new ControlResult(control, scope, decision)
             {
-                Limit = charge.Limit / scale,
-                Used = reading.Used / scale,
-                Reserved = reading.Reserved / scale,
-                Requested = charge.Amount / scale,
+                Limit = FromUnits(charge.Limit, kind),
+                Used = FromUnits(reading.Used, kind),
+                Reserved = FromUnits(reading.Reserved, kind),
+                Requested = FromUnits(charge.Amount, kind),
             });
             if (decision == ControlDecisions.Warn && failed < 0)
             {
@@ -356,6 +355,19 @@ public static class AdmissionEvaluator
 
         admission.Charges = [.. charges];
         admission.Kinds = [.. names.Select(n => n.Kind)];
+    }
+
+    /// <summary>A counter value as the ledger shows it: cost counters count billionths of the currency unit.</summary>
+    private static decimal FromUnits(long value, ChargeKind kind)
+    {
+        if (kind != ChargeKind.Cost)
+        {
+            return value;
+        }
+
+        // value / 10^9 exactly, without a decimal division: the same 64-bit mantissa with scale 9.
+        var magnitude = value < 0 ? (ulong)-value : (ulong)value;
+        return new decimal((int)(uint)magnitude, (int)(uint)(magnitude >> 32), 0, value < 0, 9);
     }
 
     /// <summary>

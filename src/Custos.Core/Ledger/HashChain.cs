@@ -19,6 +19,7 @@ public sealed class HashChain
 
     private readonly ArrayBufferWriter<byte> _buffer = new(2048);
     private readonly Utf8JsonWriter _writer;
+    private readonly IncrementalHash _sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
 
     /// <summary>Continues a chain after <paramref name="lastSeq"/> whose last hash is <paramref name="lastHash"/>.</summary>
     public HashChain(string chainId, long lastSeq, string lastHash)
@@ -46,7 +47,7 @@ public sealed class HashChain
         record.WriteCanonical(_writer);
         _writer.Flush();
         var canonical = _buffer.WrittenSpan.ToArray();
-        var hash = Link(LastHash, canonical);
+        var hash = Link(_sha, LastHash, canonical);
         var chained = new ChainedRecord(record, ChainId, LastSeq + 1, canonical, LastHash, hash);
         LastSeq = chained.Seq;
         LastHash = hash;
@@ -57,6 +58,12 @@ public sealed class HashChain
     public static string Link(string prevHash, ReadOnlySpan<byte> canonical)
     {
         using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        return Link(sha, prevHash, canonical);
+    }
+
+    // One hash object per chain, reset by every use: the hash context is made once, not per record.
+    private static string Link(IncrementalHash sha, string prevHash, ReadOnlySpan<byte> canonical)
+    {
         Span<byte> prefix = stackalloc byte[65];
         System.Text.Encoding.ASCII.GetBytes(prevHash, prefix);
         prefix[64] = (byte)'\n';

@@ -43,7 +43,34 @@ public static class PolicyNames
     /// <paramref name="value"/> without trailing zeros (2.50 becomes 2.5), so one amount has one spelling in the
     /// policy hash and in the ledger, however it was written or computed.
     /// </summary>
-    public static decimal Normalize(decimal value) => value / 1.0000000000000000000000000000m;
+    /// <remarks>
+    /// Strips the zeros from the 96-bit mantissa directly: it runs for every number of every control reading in
+    /// the ledger, where a decimal division (the usual <c>value / 1.000…m</c> idiom) cost more than all the rest.
+    /// </remarks>
+    public static decimal Normalize(decimal value)
+    {
+        var scale = value.Scale;
+        if (scale == 0)
+        {
+            return value;
+        }
+
+        Span<int> bits = stackalloc int[4];
+        decimal.GetBits(value, bits);
+        var mantissa = ((UInt128)(uint)bits[2] << 64) | ((UInt128)(uint)bits[1] << 32) | (uint)bits[0];
+        if (mantissa == 0)
+        {
+            return decimal.Zero;
+        }
+
+        while (scale > 0 && mantissa % 10 == 0)
+        {
+            mantissa /= 10;
+            scale--;
+        }
+
+        return new decimal((int)(uint)mantissa, (int)(uint)(mantissa >> 32), (int)(uint)(mantissa >> 64), value < 0, scale);
+    }
 
     /// <summary>The ledger spelling of a category.</summary>
     public static string Of(ConsumerCategory category) => category switch

@@ -33,6 +33,8 @@ internal sealed partial class DataPlane(
     ILogger<DataPlane> logger)
 {
     private static readonly ConditionalWeakTable<ProviderEntry, Uri[]> UpstreamUris = new();
+    [ThreadStatic]
+    private static IncrementalHash? t_promptHash; // reset by every use; one hash context per thread, not per request
     private int _inFlight;
 
     public async Task InvokeAsync(HttpContext context)
@@ -482,7 +484,7 @@ internal sealed partial class DataPlane(
         }
         else
         {
-            using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+            var sha = t_promptHash ??= IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
             foreach (var range in ranges)
             {
                 sha.AppendData(body[range]);
