@@ -34,7 +34,7 @@ internal sealed partial class DataPlane(
 {
     private static readonly ConditionalWeakTable<ProviderEntry, Uri[]> UpstreamUris = new();
     [ThreadStatic]
-    private static IncrementalHash? t_promptHash; // reset by every use; one hash context per thread, not per request
+    private static IncrementalHash? _promptHash; // reset by every use; one hash context per thread, not per request
     private int _inFlight;
 
     public async Task InvokeAsync(HttpContext context)
@@ -484,7 +484,7 @@ internal sealed partial class DataPlane(
         }
         else
         {
-            var sha = t_promptHash ??= IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+            var sha = _promptHash ??= IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
             foreach (var range in ranges)
             {
                 sha.AppendData(body[range]);
