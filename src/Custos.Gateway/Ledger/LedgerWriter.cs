@@ -29,6 +29,7 @@ public sealed partial class LedgerWriter : IAsyncDisposable
     private readonly List<ChainedRecord> _batch = new(MaxBatch);
     private readonly int _shedAt;
     private long _enqueued;
+    private long _transactions;
     private long _persisted;
     private int _failing;
     private readonly Lock _shedLock = new();
@@ -173,6 +174,7 @@ public sealed partial class LedgerWriter : IAsyncDisposable
 
             await AppendWithRetryAsync();
             Interlocked.Add(ref _persisted, _batch.Count);
+            _transactions++;
             _batch.Clear();
             Interlocked.Exchange(ref _progress, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
         }
@@ -208,7 +210,7 @@ public sealed partial class LedgerWriter : IAsyncDisposable
 
         _queue.Writer.TryComplete();
         await _drain;
-        Log.Drained(_logger, Persisted, _chain.ChainId, _chain.LastSeq);
+        Log.Drained(_logger, Persisted, _transactions, _chain.ChainId, _chain.LastSeq);
     }
 
     private static partial class Log
@@ -216,7 +218,7 @@ public sealed partial class LedgerWriter : IAsyncDisposable
         [LoggerMessage(EventId = 100, Level = LogLevel.Error, Message = "Appending {Count} ledger records failed (attempt {Attempt}); retrying.")]
         public static partial void AppendFailed(ILogger logger, int count, int attempt, Exception exception);
 
-        [LoggerMessage(EventId = 101, Level = LogLevel.Information, Message = "Ledger drained: {Persisted} records stored this run; chain {ChainId} at seq {Seq}.")]
-        public static partial void Drained(ILogger logger, long persisted, string chainId, long seq);
+        [LoggerMessage(EventId = 101, Level = LogLevel.Information, Message = "Ledger drained: {Persisted} records stored this run in {Transactions} transactions; chain {ChainId} at seq {Seq}.")]
+        public static partial void Drained(ILogger logger, long persisted, long transactions, string chainId, long seq);
     }
 }

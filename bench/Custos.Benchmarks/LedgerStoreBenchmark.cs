@@ -1,0 +1,101 @@
+using BenchmarkDotNet.Attributes;
+using Custos.Ledger;
+using Custos.Storage;
+
+namespace Custos.Benchmarks;
+
+/// <summary>
+/// How many ledger entries per second the embedded SQLite store takes: 512 sealed request records (about 2 KB each,
+/// with the controls of a policy that has every control on) appended in transactions of 1, 16 or 512, as the ledger
+/// writer does at low, moderate and high load. Entries per second = 512 / mean time.
+/// </summary>
+[MemoryDiagnoser]
+public class LedgerStoreBenchmark
+{
+    private const int Records = 512;
+    private readonly string _directory = Path.Combine(Path.GetTempPath(), "custos-ledger-bench-" + Guid.NewGuid().ToString("N"));
+    private SqliteStore _store = null!;
+    private HashChain _chain = null!;
+    private ChainedRecord[][] _batches = [];
+
+    /// <summary>Records per transaction.</summary>
+    [Params(1, 16, 512)]
+    public int Batch { get; set; }
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        _store = SqliteStore.OpenAsync(_directory).GetAwaiter().GetResult();
+        _chain = new HashChain("bench-" + Batch, 0, HashChain.Genesis);
+    }
+
+    [IterationSetup]
+    public void Seal()
+    {
+        // Sealing (canonical JSON + SHA-256) is measured by MeteringBenchmark; here only the store's work is timed.
+        var records = Enumerable.Range(0, Records).Select(i => _chain.Append(Sample(i))).ToArray();
+        _batches = [.. records.Chunk(Batch)];
+    }
+
+    [Benchmark(Description = "append 512 ledger entries")]
+    public async Task Append()
+    {
+        foreach (var batch in _batches)
+        {
+            await _store.AppendAsync(batch);
+        }
+    }
+
+    [GlobalCleanup]
+    public void Cleanup()
+    {
+        _store.DisposeAsync().AsTask().GetAwaiter().GetResult();
+        Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+        Directory.Delete(_directory, recursive: true);
+    }
+
+    private static RequestRecord Sample(int i)
+    {
+        var record = new RequestRecord
+        {
+            RequestId = $"req_01JDQ{i:D21}",
+            NodeId = "bench",
+            Method = "POST",
+            Endpoint = "/v1/chat/completions",
+            Timestamp = DateTimeOffset.UnixEpoch.AddMilliseconds(i),
+            Tenant = "bench",
+            Service = "bench-service",
+            Consumer = "bench-client",
+            Category = "internal",
+            CredentialId = "cred-bench-client",
+            Model = "gpt-4o-mini",
+            ModelServed = "gpt-4o-mini",
+            Provider = "mock",
+            PolicyVersion = 1,
+            PolicyHash = new string('a', 64),
+            InputTokens = 41,
+            OutputTokens = 12,
+            Cost = 0.0000133500m,
+            Currency = "USD",
+            Status = 200,
+            PromptSha256 = new string('b', 64),
+            ClientAddress = "127.0.0.1",
+            RequestBytes = 271,
+            ResponseBytes = 610,
+        };
+        string[] counters = ["rate_limit.requests", "rate_limit.tokens", "quota.tokens_per_day", "budget"];
+        record.Controls =
+        [
+            new Controls.ControlResult("tenant_isolation", "tenant:bench", "pass") { Detail = "model resolved among tenant bench only" },
+            new Controls.ControlResult("entitlement", "consumer:bench-client", "pass") { Detail = "approved by bench-policy@example.com (BENCH-1)" },
+            new Controls.ControlResult("token_ceiling.input", "consumer:bench-client", "pass") { Limit = 8000, Requested = 41 },
+            new Controls.ControlResult("token_ceiling.output", "consumer:bench-client", "pass") { Limit = 512, Requested = 256 },
+            new Controls.ControlResult("prompt_restriction", "tenant:no-secrets", "pass"),
+            new Controls.ControlResult("prompt_restriction", "service:card-numbers", "pass"),
+            new Controls.ControlResult("prompt_restriction", "service:e-mail", "pass"),
+            .. counters.Select(c => new Controls.ControlResult(c, "consumer:bench-client", "pass") { Limit = 1000000000, Used = 12345 + i, Reserved = 297, Requested = 297 }),
+            .. counters.Select(c => new Controls.ControlResult(c, "service:bench-service", "pass") { Limit = 1000000000, Used = 12345 + i, Reserved = 297, Requested = 297 }),
+        ];
+        return record;
+    }
+}
