@@ -65,16 +65,9 @@ public sealed class SqliteStore : ILedgerStore, IPolicyStore, IAsyncDisposable
         _writer = new SqliteConnection(_connectionString);
         await _writer.OpenAsync(cancellationToken);
         raw.sqlite3_busy_timeout(_writer.Handle, 30_000); // another process holding the write lock: wait, then fail (and the writer retries)
-        // 16 KB pages (set only when the file is new; older stores keep theirs) and a checkpoint every 4,000 pages
-        // (64 MB of WAL, the file then truncated back to that): ledger rows are 1-2 KB, and with 4 KB pages and the
-        // default checkpoint every 1,000 pages the store spent about twice as long per entry. LedgerStoreBenchmark,
-        // docs/performance.md.
         await ExecuteAsync(_writer, """
-            PRAGMA page_size = 16384;
             PRAGMA journal_mode = WAL;
             PRAGMA synchronous = NORMAL;
-            PRAGMA wal_autocheckpoint = 4000;
-            PRAGMA journal_size_limit = 67108864;
             CREATE TABLE IF NOT EXISTS schema_info (version INTEGER NOT NULL);
             CREATE TABLE IF NOT EXISTS policy_versions (
                 number     INTEGER PRIMARY KEY,

@@ -66,22 +66,6 @@ public sealed class SqliteStoreTests : IAsyncLifetime
     }
 
     [Fact]
-    public async Task NewStore_UsesWalWith16KbPages()
-    {
-        await using var connection = new SqliteConnection($"Data Source={_store.Path}");
-        await connection.OpenAsync();
-        using var command = connection.CreateCommand();
-
-        command.CommandText = "PRAGMA page_size";
-        var pageSize = Convert.ToInt64(await command.ExecuteScalarAsync(), System.Globalization.CultureInfo.InvariantCulture);
-        command.CommandText = "PRAGMA journal_mode";
-        var journal = (string?)await command.ExecuteScalarAsync();
-
-        Assert.Equal(16384, pageSize);
-        Assert.Equal("wal", journal);
-    }
-
-    [Fact]
     public async Task Ledger_UpdateOrDelete_IsRefusedByTheStore()
     {
         var chain = new HashChain("n1", 0, HashChain.Genesis);
