@@ -170,6 +170,7 @@ public sealed class PolicyControlTests
         Assert.Equal(HttpStatusCode.TooManyRequests, acme2.StatusCode); // acme's tenant limit
         Assert.Equal(HttpStatusCode.OK, globex.StatusCode);           // does not touch globex
         Assert.Equal("Bearer " + TestGateway.AnthropicUpstreamKey, g.Upstream.Received[^1].Headers["Authorization"]); // globex's own upstream key
+        await g.EntryAsync(TestGateway.RequestIdOf(globex)); // a client can have its response before the record is queued
         var globexEntries = await g.LedgerAsync(new LedgerQuery { Tenant = "globex" });
         Assert.Single(globexEntries);
         Assert.All(await g.LedgerAsync(new LedgerQuery { Tenant = "acme" }), e => Assert.Equal("acme", e.GetProperty("tenant").GetString()));
