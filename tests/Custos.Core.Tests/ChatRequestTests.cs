@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Text;
+using System.Text.Json;
 using System.Text.Json.Nodes;
 using Custos.Metering;
 
@@ -114,5 +115,51 @@ public sealed class ChatRequestTests
 
         var text = TokenCounter.Count("system\nYou are terse.\nuser\nSay hello to the world.\n");
         Assert.Equal(text + (2 * 3) + 3, tokens);
+    }
+
+    [Theory]
+    [InlineData("""{"model":"m","messages":[{"role":"user","content":"caf\u00e9 \"quoted\" \n line \ud83d\ude00 and 😀 naïve"}]}""")]
+    [InlineData("""{"model":"m","messages":[{"role":"user","content":""},{"role":"user","content":"a"},{"role":"user","content":[{"type":"text","text":"x"},{"type":"text","text":""}]}]}""")]
+    [InlineData("""{"model":"m","prompt":"\u0041\u0042\u0043"}""")]
+    public void CountPrompt_CountsTheUnescapedText_OfEscapedAndNonAsciiStrings(string json)
+    {
+        var bytes = Encoding.UTF8.GetBytes(json);
+        ChatRequest.TryParse(bytes, out var request);
+        var text = new StringBuilder();
+        var overhead = 0;
+        foreach (var range in request.PromptRanges)
+        {
+            using var value = JsonDocument.Parse(bytes.AsMemory()[range]);
+            Collect(value.RootElement, depth: 0);
+        }
+
+        void Collect(JsonElement element, int depth)
+        {
+            switch (element.ValueKind)
+            {
+                case JsonValueKind.String:
+                    text.Append(element.GetString()).Append('\n');
+                    break;
+                case JsonValueKind.Array:
+                    foreach (var item in element.EnumerateArray())
+                    {
+                        overhead += depth == 0 && item.ValueKind == JsonValueKind.Object ? 3 : 0;
+                        Collect(item, depth + 1);
+                    }
+
+                    break;
+                case JsonValueKind.Object:
+                    foreach (var property in element.EnumerateObject())
+                    {
+                        Collect(property.Value, depth + 1);
+                    }
+
+                    break;
+            }
+        }
+
+        var tokens = TokenCounter.CountPrompt(bytes, request.PromptRanges);
+
+        Assert.Equal(overhead + (overhead > 0 ? 3 : 0) + TokenCounter.Count(text.ToString()), tokens);
     }
 }

@@ -1,4 +1,4 @@
-using System.Text;
+using System.Buffers;
 using System.Text.Json;
 using Microsoft.ML.Tokenizers;
 
@@ -24,28 +24,37 @@ public static class TokenCounter
     public static int CountPrompt(ReadOnlySpan<byte> json, IReadOnlyList<Range> promptRanges)
     {
         var total = 0;
-        var text = new StringBuilder();
-        foreach (var range in promptRanges)
+        var text = ArrayPool<char>.Shared.Rent(Math.Max(256, json.Length)); // unescaped text is never longer than its JSON
+        var length = 0;
+        try
         {
-            var reader = new Utf8JsonReader(json[range]);
-            var depth0Array = false;
-            while (reader.Read())
+            foreach (var range in promptRanges)
             {
-                switch (reader.TokenType)
+                var reader = new Utf8JsonReader(json[range]);
+                var depth0Array = false;
+                while (reader.Read())
                 {
-                    case JsonTokenType.StartArray when reader.CurrentDepth == 0:
-                        depth0Array = true;
-                        break;
-                    case JsonTokenType.StartObject when depth0Array && reader.CurrentDepth == 1:
-                        total += 3;
-                        break;
-                    case JsonTokenType.String:
-                        text.Append(reader.GetString()).Append('\n');
-                        break;
+                    switch (reader.TokenType)
+                    {
+                        case JsonTokenType.StartArray when reader.CurrentDepth == 0:
+                            depth0Array = true;
+                            break;
+                        case JsonTokenType.StartObject when depth0Array && reader.CurrentDepth == 1:
+                            total += 3;
+                            break;
+                        case JsonTokenType.String:
+                            length += reader.CopyString(text.AsSpan(length));
+                            text[length++] = '\n';
+                            break;
+                    }
                 }
             }
-        }
 
-        return total + (total > 0 ? 3 : 0) + Count(text.ToString().AsSpan());
+            return total + (total > 0 ? 3 : 0) + Count(text.AsSpan(0, length));
+        }
+        finally
+        {
+            ArrayPool<char>.Shared.Return(text);
+        }
     }
 }

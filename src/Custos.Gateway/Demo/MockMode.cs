@@ -64,9 +64,10 @@ internal static class MockModes
 
     /// <summary>
     /// How long <c>mock-cut-stream</c> lets the bytes already flushed reach the client before aborting:
-    /// an abort discards output the transport has not sent yet.
+    /// an abort discards output the transport has not sent yet. Generous, because on a busy machine (a test suite on
+    /// two cores) 100 ms was sometimes too little for the gateway to have the response headers.
     /// </summary>
-    public static readonly TimeSpan CutDelay = TimeSpan.FromMilliseconds(100);
+    public static readonly TimeSpan CutDelay = TimeSpan.FromMilliseconds(500);
 
     /// <summary>Aborts the connection after giving the flushed output <see cref="CutDelay"/> to leave.</summary>
     public static async Task CutAsync(HttpContext context)
