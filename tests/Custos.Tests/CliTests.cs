@@ -188,6 +188,29 @@ public sealed class CliTests : IDisposable
     }
 
     [Fact]
+    public async Task Requests_SaysHowManyRequestsWereShedWithoutEntriesOfTheirOwn()
+    {
+        var data = Path.Combine(_directory, "shed-data");
+        await using (var store = await Custos.Storage.SqliteStore.OpenAsync(data))
+        {
+            var chain = new Custos.Ledger.HashChain("node-a", 0, Custos.Ledger.HashChain.Genesis);
+            var now = DateTimeOffset.UtcNow;
+            await store.AppendAsync(
+            [
+                chain.Append(new Custos.Ledger.ShedRecord { Timestamp = now, First = now.AddSeconds(-2), NodeId = "node-a", Reasons = new Dictionary<string, long> { ["unavailable.ledger_backlog"] = 40 } }),
+                chain.Append(new Custos.Ledger.ShedRecord { Timestamp = now, First = now, NodeId = "node-a", Reasons = new Dictionary<string, long> { ["unavailable.ledger_backlog"] = 2 } }),
+            ]);
+        }
+
+        Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+        var (exit, output, _) = await Cli.RunAsync("requests", "--data", data);
+
+        Assert.Equal(0, exit);
+        Assert.Contains("No request entries match.", output, StringComparison.Ordinal);
+        Assert.Contains("Also 42 request(s) shed with 503 while the ledger queue was full, counted in 2 'shed' entries", output, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Requests_WithoutAStore_SaysWhereItLooked()
     {
         var (exit, _, error) = await Cli.RunAsync("requests", "--data", Path.Combine(_directory, "nothing-here"));

@@ -100,6 +100,20 @@ internal static class RequestsCommand
         if (!json)
         {
             output.WriteLine(count == 0 ? "No request entries match." : $"{count} entr{(count == 1 ? "y" : "ies")} (newest last; ~ marks estimated tokens).");
+
+            // Requests shed while the ledger queue was full have no entry of their own; say how many there were.
+            long shed = 0, summaries = 0;
+            await foreach (var row in store.QueryAsync(new LedgerQuery { Kind = "shed", From = query.From, To = query.To, Limit = int.MaxValue }, cancellationToken))
+            {
+                using var document = JsonDocument.Parse(row.Json);
+                shed += document.RootElement.GetProperty("count").GetInt64();
+                summaries++;
+            }
+
+            if (shed > 0)
+            {
+                output.WriteLine($"Also {shed} request(s) shed with 503 while the ledger queue was full, counted in {summaries} 'shed' entr{(summaries == 1 ? "y" : "ies")} instead of one each (docs/ledger.md).");
+            }
         }
 
         return 0;
