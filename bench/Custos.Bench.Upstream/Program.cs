@@ -39,16 +39,7 @@ if (forwardTo is null)
 else
 {
     var forwarder = app.Services.GetRequiredService<IHttpForwarder>();
-    var client = new HttpMessageInvoker(new SocketsHttpHandler
-    {
-        UseProxy = false,
-        AllowAutoRedirect = false,
-        AutomaticDecompression = DecompressionMethods.None,
-        UseCookies = false,
-        EnableMultipleHttp2Connections = true,
-        ActivityHeadersPropagator = null,
-        ConnectTimeout = TimeSpan.FromSeconds(10),
-    });
+    var client = Custos.Gateway.Hosting.CustosGateway.CreateUpstreamClient(); // the very client Custos forwards with
     app.Run(async context => await forwarder.SendAsync(context, forwardTo, client));
 }
 

@@ -25,6 +25,16 @@ public abstract class LedgerRecord
     /// <summary>Writes the canonical JSON object.</summary>
     public abstract void WriteCanonical(Utf8JsonWriter writer);
 
+    /// <summary>Opens the object and writes the fields every record kind but <c>request</c> starts with: v, kind, timestamp, tenant.</summary>
+    protected void WriteStart(Utf8JsonWriter writer)
+    {
+        writer.WriteStartObject();
+        writer.WriteNumber("v", LedgerFormat.Version);
+        writer.WriteString("kind", Kind);
+        WriteTime(writer, "timestamp", Timestamp);
+        WriteNullable(writer, "tenant", Tenant);
+    }
+
     /// <summary>Writes an instant in the ledger's text form (<see cref="LedgerTime"/>), without allocating.</summary>
     protected static void WriteTime(Utf8JsonWriter writer, JsonEncodedText name, DateTimeOffset time)
     {
@@ -94,11 +104,7 @@ public sealed class AdminRecord : LedgerRecord
     /// <inheritdoc/>
     public override void WriteCanonical(Utf8JsonWriter writer)
     {
-        writer.WriteStartObject();
-        writer.WriteNumber("v", LedgerFormat.Version);
-        writer.WriteString("kind", Kind);
-        WriteTime(writer, "timestamp", Timestamp);
-        WriteNullable(writer, "tenant", Tenant);
+        WriteStart(writer);
         writer.WriteString("actor", Actor);
         writer.WriteString("action", Action);
         writer.WriteString("target", Target);
@@ -134,11 +140,7 @@ public sealed class ShedRecord : LedgerRecord
     /// <inheritdoc/>
     public override void WriteCanonical(Utf8JsonWriter writer)
     {
-        writer.WriteStartObject();
-        writer.WriteNumber("v", LedgerFormat.Version);
-        writer.WriteString("kind", Kind);
-        WriteTime(writer, "timestamp", Timestamp);
-        WriteNullable(writer, "tenant", Tenant);
+        WriteStart(writer);
         writer.WriteString("node_id", NodeId);
         WriteTime(writer, "first", First);
         writer.WriteNumber("count", Reasons.Values.Sum());

@@ -211,18 +211,7 @@ public sealed partial class CustosGateway : IAsyncDisposable
                 });
             }
 
-            var upstreamClient = new HttpMessageInvoker(new SocketsHttpHandler
-            {
-                // As YARP recommends for forwarding: no proxy, no redirects, no cookies, no decompression.
-                UseProxy = false,
-                AllowAutoRedirect = false,
-                AutomaticDecompression = DecompressionMethods.None,
-                UseCookies = false,
-                EnableMultipleHttp2Connections = true,
-                ActivityHeadersPropagator = null,
-                ConnectTimeout = TimeSpan.FromSeconds(10),
-                PooledConnectionLifetime = TimeSpan.FromMinutes(5),
-            });
+            var upstreamClient = CreateUpstreamClient();
 
             var counters = options.Counters ?? new InMemoryCounterStore(options.TimeProvider);
             var dataPlane = BuildDataPlane(options, policy, ledger, upstreamClient, counters);
@@ -244,6 +233,22 @@ public sealed partial class CustosGateway : IAsyncDisposable
             throw;
         }
     }
+
+    /// <summary>
+    /// The client the gateway forwards with, as YARP recommends for forwarding: no proxy, no redirects, no cookies,
+    /// no decompression, no trace headers of its own. Public so the load harness's bare forwarder uses the very same.
+    /// </summary>
+    public static HttpMessageInvoker CreateUpstreamClient() => new(new SocketsHttpHandler
+    {
+        UseProxy = false,
+        AllowAutoRedirect = false,
+        AutomaticDecompression = DecompressionMethods.None,
+        UseCookies = false,
+        EnableMultipleHttp2Connections = true,
+        ActivityHeadersPropagator = null,
+        ConnectTimeout = TimeSpan.FromSeconds(10),
+        PooledConnectionLifetime = TimeSpan.FromMinutes(5),
+    });
 
     private static WebApplication BuildDataPlane(CustosGatewayOptions options, ActivePolicy policy, LedgerWriter ledger, HttpMessageInvoker upstreamClient,
         ICounterStore counters)
