@@ -56,45 +56,25 @@ public class LedgerStoreBenchmark
 
     private static RequestRecord Sample(int i)
     {
-        var record = new RequestRecord
-        {
-            RequestId = $"req_01JDQ{i:D21}",
-            NodeId = "bench",
-            Method = "POST",
-            Endpoint = "/v1/chat/completions",
-            Timestamp = DateTimeOffset.UnixEpoch.AddMilliseconds(i),
-            Tenant = "bench",
-            Service = "bench-service",
-            Consumer = "bench-client",
-            Category = "internal",
-            CredentialId = "cred-bench-client",
-            Model = "gpt-4o-mini",
-            ModelServed = "gpt-4o-mini",
-            Provider = "mock",
-            PolicyVersion = 1,
-            PolicyHash = new string('a', 64),
-            InputTokens = 41,
-            OutputTokens = 12,
-            Cost = 0.0000133500m,
-            Currency = "USD",
-            Status = 200,
-            PromptSha256 = new string('b', 64),
-            ClientAddress = "127.0.0.1",
-            RequestBytes = 271,
-            ResponseBytes = 610,
-        };
+        var record = MeteringFixture.SampleRecord($"req_01JDQ{i:D21}", DateTimeOffset.UnixEpoch.AddMilliseconds(i));
+        record.Provider = "mock";
+        record.PolicyVersion = 1;
+        record.PromptSha256 = new string('b', 64);
+        record.ClientAddress = "127.0.0.1";
+        record.RequestBytes = 271;
+        record.ResponseBytes = 610;
         string[] counters = ["rate_limit.requests", "rate_limit.tokens", "quota.tokens_per_day", "budget"];
         record.Controls =
         [
-            new Controls.ControlResult("tenant_isolation", "tenant:bench", "pass") { Detail = "model resolved among tenant bench only" },
-            new Controls.ControlResult("entitlement", "consumer:bench-client", "pass") { Detail = "approved by bench-policy@example.com (BENCH-1)" },
-            new Controls.ControlResult("token_ceiling.input", "consumer:bench-client", "pass") { Limit = 8000, Requested = 41 },
-            new Controls.ControlResult("token_ceiling.output", "consumer:bench-client", "pass") { Limit = 512, Requested = 256 },
+            new Controls.ControlResult("tenant_isolation", "tenant:acme", "pass") { Detail = "model resolved among tenant acme only" },
+            new Controls.ControlResult("entitlement", "consumer:support-web", "pass") { Detail = "approved by bench-policy@example.com (BENCH-1)" },
+            new Controls.ControlResult("token_ceiling.input", "consumer:support-web", "pass") { Limit = 8000, Requested = 41 },
+            new Controls.ControlResult("token_ceiling.output", "consumer:support-web", "pass") { Limit = 512, Requested = 256 },
             new Controls.ControlResult("prompt_restriction", "tenant:no-secrets", "pass"),
             new Controls.ControlResult("prompt_restriction", "service:card-numbers", "pass"),
             new Controls.ControlResult("prompt_restriction", "service:e-mail", "pass"),
-            .. counters.Select(c => new Controls.ControlResult(c, "consumer:bench-client", "pass") { Limit = 1000000000, Used = 12345 + i, Reserved = 297, Requested = 297 }),
-            .. counters.Select(c => new Controls.ControlResult(c, "service:bench-service", "pass") { Limit = 1000000000, Used = 12345 + i, Reserved = 297, Requested = 297 }),
+            .. counters.Select(c => new Controls.ControlResult(c, "consumer:support-web", "pass") { Limit = 1000000000, Used = 12345 + i, Reserved = 297, Requested = 297 }),
+            .. counters.Select(c => new Controls.ControlResult(c, "service:support-assistant", "pass") { Limit = 1000000000, Used = 12345 + i, Reserved = 297, Requested = 297 }),
         ];
         return record;
     }

@@ -27,33 +27,36 @@ public sealed class MeteringFixture
         stream.Append("data: [DONE]\n\n");
         var bytes = Encoding.UTF8.GetBytes(stream.ToString());
         _chunks = [.. bytes.Chunk(512)];
-        _record = new RequestRecord
-        {
-            RequestId = "req_01JDQ0000000000000000000AB",
-            NodeId = "bench",
-            Method = "POST",
-            Endpoint = "/v1/chat/completions",
-            Timestamp = DateTimeOffset.UnixEpoch,
-            Tenant = "acme",
-            Service = "support-assistant",
-            Consumer = "support-web",
-            Category = "external",
-            CredentialId = "cred-support-web",
-            Model = "gpt-4o-mini",
-            ModelServed = "gpt-4o-mini",
-            PolicyHash = new string('a', 64),
-            InputTokens = 12,
-            OutputTokens = 10,
-            Cost = 0.000018m,
-            Currency = "USD",
-            Status = 200,
-        };
+        _record = SampleRecord("req_01JDQ0000000000000000000AB", DateTimeOffset.UnixEpoch);
         _record.Controls =
         [
             new Controls.ControlResult("tenant_isolation", "tenant:acme", "pass") { Detail = "model resolved among tenant acme only" },
             new Controls.ControlResult("budget", "tenant:acme", "pass") { Limit = 50, Used = 12.4m, Reserved = 0.03m, Requested = 0.01m },
         ];
     }
+
+    /// <summary>A completed chat request record, as the gateway records one (without controls).</summary>
+    public static RequestRecord SampleRecord(string requestId, DateTimeOffset at) => new()
+    {
+        RequestId = requestId,
+        NodeId = "bench",
+        Method = "POST",
+        Endpoint = "/v1/chat/completions",
+        Timestamp = at,
+        Tenant = "acme",
+        Service = "support-assistant",
+        Consumer = "support-web",
+        Category = "external",
+        CredentialId = "cred-support-web",
+        Model = "gpt-4o-mini",
+        ModelServed = "gpt-4o-mini",
+        PolicyHash = new string('a', 64),
+        InputTokens = 12,
+        OutputTokens = 10,
+        Cost = 0.000018m,
+        Currency = "USD",
+        Status = 200,
+    };
 
     /// <summary>Meters the whole stream in 512-byte chunks, as the forwarder hands them over; returns the output tokens.</summary>
     public long MeterStream(bool hide)

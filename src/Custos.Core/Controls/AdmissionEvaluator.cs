@@ -354,7 +354,13 @@ public static class AdmissionEvaluator
         }
 
         admission.Charges = [.. charges];
-        admission.Kinds = [.. names.Select(n => n.Kind)];
+        var kinds = new ChargeKind[names.Count];
+        for (var i = 0; i < kinds.Length; i++)
+        {
+            kinds[i] = names[i].Kind;
+        }
+
+        admission.Kinds = kinds;
     }
 
     /// <summary>A counter value as the ledger shows it: cost counters count billionths of the currency unit.</summary>

@@ -33,9 +33,10 @@ public sealed partial class LedgerWriter : IAsyncDisposable
     private long _persisted;
     private int _failing;
     private readonly Lock _shedLock = new();
-    private Dictionary<string, long>? _shed;
-    private RequestRecord? _shedFirst;
-    private RequestRecord? _shedLast;
+    private Dictionary<string, long>? _shed; // null while nothing is counted
+    private DateTimeOffset _shedFirst;
+    private DateTimeOffset _shedLast;
+    private long _shedPolicyVersion;
     private TaskCompletionSource _progress = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     private LedgerWriter(ILedgerStore store, HashChain chain, int capacity, ILogger logger)
@@ -98,11 +99,16 @@ public sealed partial class LedgerWriter : IAsyncDisposable
 
         lock (_shedLock)
         {
-            _shed ??= new Dictionary<string, long>(StringComparer.Ordinal);
+            if (_shed is null)
+            {
+                _shed = new Dictionary<string, long>(StringComparer.Ordinal);
+                _shedFirst = record.Timestamp;
+            }
+
             var reason = record.Reasons.Count > 0 ? record.Reasons[0] : "unknown";
             _shed[reason] = _shed.GetValueOrDefault(reason) + 1;
-            _shedFirst ??= record;
-            _shedLast = record;
+            _shedLast = record.Timestamp;
+            _shedPolicyVersion = record.PolicyVersion;
         }
     }
 
@@ -118,13 +124,13 @@ public sealed partial class LedgerWriter : IAsyncDisposable
 
             var summary = new ShedRecord
             {
-                Timestamp = _shedLast!.Timestamp,
-                First = _shedFirst!.Timestamp,
+                Timestamp = _shedLast,
+                First = _shedFirst,
                 NodeId = _chain.ChainId,
                 Reasons = _shed,
-                PolicyVersion = _shedLast.PolicyVersion,
+                PolicyVersion = _shedPolicyVersion,
             };
-            (_shed, _shedFirst, _shedLast) = (null, null, null);
+            _shed = null;
             return summary;
         }
     }
