@@ -188,6 +188,46 @@ public static class Reasons
     public static readonly ReasonCode LedgerBacklog = new("unavailable.ledger_backlog", 503, OverloadedType, true, Decision.Throttle,
         "The gateway cannot record requests as fast as they arrive and refuses new ones until it catches up; retry shortly.");
 
+    /// <summary>Kill switch: the consumer is suspended.</summary>
+    public static readonly ReasonCode ConsumerSuspended = new("deny.consumer_suspended", 403, Permission, false, Decision.Deny,
+        "This consumer is suspended (kill switch); its service's technical control owner can release it.");
+
+    /// <summary>Kill switch: the consumer's service is suspended.</summary>
+    public static readonly ReasonCode ServiceSuspended = new("deny.service_suspended", 403, Permission, false, Decision.Deny,
+        "This service is suspended (kill switch); its technical control owner can release it.");
+
+    /// <summary>Kill switch: the consumer's tenant is suspended.</summary>
+    public static readonly ReasonCode TenantSuspended = new("deny.tenant_suspended", 403, Permission, false, Decision.Deny,
+        "This tenant is suspended (kill switch).");
+
+    /// <summary>The service lacks named owners and the policy requires them (<c>require_owners: block</c>).</summary>
+    public static readonly ReasonCode ServiceUngoverned = new("deny.service_ungoverned", 403, Permission, false, Decision.Deny,
+        "This service has no named policy, billing and technical owners, and the policy requires them before it can serve traffic.");
+
+    /// <summary>A bearer token that is neither a Custos key nor a well-formed JWT.</summary>
+    public static readonly ReasonCode TokenMalformed = new("deny.token_malformed", 401, Auth, false, Decision.Deny,
+        "The bearer token is not a well-formed JWT.");
+
+    /// <summary>A JWT from an issuer this gateway does not trust.</summary>
+    public static readonly ReasonCode TokenIssuer = new("deny.token_issuer", 401, Auth, false, Decision.Deny,
+        "The token's issuer is not trusted by this gateway.");
+
+    /// <summary>A JWT for another audience.</summary>
+    public static readonly ReasonCode TokenAudience = new("deny.token_audience", 401, Auth, false, Decision.Deny,
+        "The token is not meant for this gateway (wrong audience).");
+
+    /// <summary>A JWT whose signature does not verify with the issuer's keys.</summary>
+    public static readonly ReasonCode TokenSignature = new("deny.token_signature", 401, Auth, false, Decision.Deny,
+        "The token's signature does not verify with its issuer's keys.");
+
+    /// <summary>An expired (or not yet valid) JWT.</summary>
+    public static readonly ReasonCode TokenExpired = new("deny.token_expired", 401, Auth, false, Decision.Deny,
+        "The token has expired or is not valid yet.");
+
+    /// <summary>A valid JWT whose subject is bound to no consumer.</summary>
+    public static readonly ReasonCode TokenSubjectUnknown = new("deny.token_subject_unknown", 401, Auth, false, Decision.Deny,
+        "The token is valid, but its subject is bound to no consumer of this gateway.");
+
     /// <summary>Every code, for documentation and tests.</summary>
     public static IReadOnlyList<ReasonCode> All { get; } =
     [
@@ -196,6 +236,7 @@ public static class Reasons
         TokenCeiling, PromptRestricted, RateLimited, QuotaExhausted, BudgetExhausted, ModelWrongEndpoint, InvalidJson, InvalidBody,
         InvalidField, BodyTooLarge, ContentType, UnknownEndpoint, MethodNotAllowed, UpstreamNotConfigured, UpstreamUnreachable,
         UpstreamTimeout, UpstreamError, UpstreamAuth, UpstreamRejected, UpstreamRateLimited, UpstreamStreamInterrupted,
-        ClientCancelled, Internal, Overloaded, LedgerBacklog,
+        ClientCancelled, Internal, Overloaded, LedgerBacklog, ConsumerSuspended, ServiceSuspended, TenantSuspended, ServiceUngoverned,
+        TokenMalformed, TokenIssuer, TokenAudience, TokenSignature, TokenExpired, TokenSubjectUnknown,
     ];
 }

@@ -29,6 +29,45 @@ public sealed record PolicyDocument
 
     /// <summary>Administrators of the control plane, with their role and scope; keys stored as hashes only.</summary>
     public IReadOnlyList<AdminConfig> Admins { get; init; } = [];
+
+    /// <summary>
+    /// OIDC issuers whose JWT bearer tokens the gateway accepts: workload identities of automation jobs and agents
+    /// (credentials with <c>issuer</c> and <c>subject</c>), and admin sign-in (admins with <c>issuer</c> and <c>subject</c>).
+    /// Null (absent) keeps the canonical form, and so the hash, of policies written before it existed.
+    /// </summary>
+    public IReadOnlyList<IdentityProviderConfig>? IdentityProviders { get; init; }
+}
+
+/// <summary>An OIDC issuer trusted for JWT bearer tokens, with where its signing keys come from.</summary>
+public sealed record IdentityProviderConfig
+{
+    /// <summary>Required. Unique; credentials and admins name it.</summary>
+    public required string Id { get; init; }
+
+    /// <summary>Required. The exact <c>iss</c> claim its tokens carry.</summary>
+    public required string Issuer { get; init; }
+
+    /// <summary>Required. The <c>aud</c> claim a token must carry to be accepted here.</summary>
+    public required string Audience { get; init; }
+
+    /// <summary>Where its JSON Web Key Set is published. One of this and <see cref="Keys"/> is required.</summary>
+    public Uri? JwksUrl { get; init; }
+
+    /// <summary>Static public keys: PEM (<c>-----BEGIN PUBLIC KEY-----</c>) or JWK JSON.</summary>
+    public IReadOnlyList<string>? Keys { get; init; }
+
+    /// <summary>The claim that names the workload. Default <c>sub</c>.</summary>
+    public string? SubjectClaim { get; init; }
+}
+
+/// <summary>Whether a service with missing governance (an owner role unfilled, or one contact for every role) may serve traffic.</summary>
+public enum RequireOwners
+{
+    /// <summary>It serves; validation warns.</summary>
+    Warn,
+
+    /// <summary>Its requests are refused with 403 <c>deny.service_ungoverned</c> until its owners are named.</summary>
+    Block,
 }
 
 /// <summary>The roles of the control plane; each is least privilege for one group of people in the seed.</summary>
@@ -59,14 +98,20 @@ public sealed record AdminConfig
     /// <summary>Required. The role.</summary>
     public required AdminRole Role { get; init; }
 
-    /// <summary>Required. Lower-case hex SHA-256 of the admin key.</summary>
-    public required string KeySha256 { get; init; }
+    /// <summary>Lower-case hex SHA-256 of the admin key. Required unless the admin signs in with OIDC.</summary>
+    public string? KeySha256 { get; init; }
 
     /// <summary>Tenants in scope; empty means all.</summary>
     public IReadOnlyList<string> Tenants { get; init; } = [];
 
     /// <summary>Services in scope; empty means all services of the tenants in scope.</summary>
     public IReadOnlyList<string> Services { get; init; } = [];
+
+    /// <summary>OIDC sign-in: the id of an identity provider whose tokens, with <see cref="Subject"/>, sign this admin in.</summary>
+    public string? Issuer { get; init; }
+
+    /// <summary>OIDC sign-in: the subject (or the provider's subject claim) of this admin's tokens.</summary>
+    public string? Subject { get; init; }
 }
 
 /// <summary>Settings of the gateway process itself.</summary>
@@ -86,6 +131,9 @@ public sealed record GatewaySettings
     /// (and recorded), which bounds the memory requests in flight can hold. Default 4096.
     /// </summary>
     public int MaxInFlightRequests { get; init; } = 4096;
+
+    /// <summary>Whether services with missing governance may serve traffic. Null means <see cref="Policy.RequireOwners.Warn"/>.</summary>
+    public RequireOwners? RequireOwners { get; init; }
 }
 
 /// <summary>Defaults per consumer category: external customers, internal teams, automation jobs and agents get their own.</summary>
@@ -136,6 +184,9 @@ public sealed record TenantConfig
 
     /// <summary>Prompt restrictions for every request of the tenant.</summary>
     public IReadOnlyList<PromptRuleConfig> PromptRules { get; init; } = [];
+
+    /// <summary>Kill switch: when true, every request of the tenant is refused with <c>deny.tenant_suspended</c>.</summary>
+    public bool? Suspended { get; init; }
 }
 
 /// <summary>The wire protocol a provider speaks.</summary>
@@ -217,6 +268,9 @@ public sealed record OwnerConfig
 
     /// <summary>Webhook URL for notifications.</summary>
     public Uri? Webhook { get; init; }
+
+    /// <summary>The admin identity that acts for this owner in the control plane (for example to approve access).</summary>
+    public string? Admin { get; init; }
 }
 
 /// <summary>The accountable owners of a service.</summary>
@@ -258,6 +312,18 @@ public sealed record ServiceConfig
 
     /// <summary>Prompt restrictions for the service's requests (managed by its prompt admins).</summary>
     public IReadOnlyList<PromptRuleConfig> PromptRules { get; init; } = [];
+
+    /// <summary>
+    /// Model choice of the service (managed by its prompt admins): the tenant's models its consumers may be entitled
+    /// to. Null means every model of the tenant.
+    /// </summary>
+    public IReadOnlyList<string>? Models { get; init; }
+
+    /// <summary>Admin identities the policy names as delegates of the policy owner: they may approve access requests too.</summary>
+    public IReadOnlyList<string>? Approvers { get; init; }
+
+    /// <summary>Kill switch: when true, every request of the service is refused with <c>deny.service_suspended</c>.</summary>
+    public bool? Suspended { get; init; }
 }
 
 /// <summary>The kind of caller; each has its own default entitlements and anomaly thresholds.</summary>
@@ -300,6 +366,9 @@ public sealed record ConsumerConfig
 
     /// <summary>The consumer's own limits; they narrow its category's defaults.</summary>
     public LimitsConfig Limits { get; init; } = LimitsConfig.Empty;
+
+    /// <summary>Kill switch: when true, every request of the consumer is refused with <c>deny.consumer_suspended</c>.</summary>
+    public bool? Suspended { get; init; }
 }
 
 /// <summary>The lifecycle state of a credential.</summary>
@@ -315,21 +384,36 @@ public enum CredentialStatus
     Revoked,
 }
 
-/// <summary>An API key bound to exactly one consumer, known to the gateway only by its hash.</summary>
+/// <summary>
+/// How one consumer proves itself: an API key known to the gateway only by its hash, or a workload identity (a JWT
+/// from a configured issuer, matched by subject). Bound to exactly one consumer.
+/// </summary>
 public sealed record CredentialConfig
 {
     /// <summary>Required. Unique, not secret; it appears in the ledger.</summary>
     public required string Id { get; init; }
 
-    /// <summary>Required. The consumer the key is bound to.</summary>
+    /// <summary>Required. The consumer the credential is bound to.</summary>
     public required string Consumer { get; init; }
 
-    /// <summary>Required. Lower-case hex SHA-256 of the full key (see <c>custos keys generate</c>).</summary>
-    public required string KeySha256 { get; init; }
+    /// <summary>An API key: lower-case hex SHA-256 of the full key. Either this or <see cref="Issuer"/> and <see cref="Subject"/>.</summary>
+    public string? KeySha256 { get; init; }
 
     /// <summary>Active (default), suspended or revoked.</summary>
     public CredentialStatus Status { get; init; } = CredentialStatus.Active;
 
-    /// <summary>After this instant the key is refused as expired. Optional.</summary>
+    /// <summary>After this instant the credential is refused as expired. Optional.</summary>
     public DateTimeOffset? ExpiresAt { get; init; }
+
+    /// <summary>The first characters of the key (for example <c>csk_4VZ1rJ0m</c>): enough to recognise it, useless to an attacker.</summary>
+    public string? Prefix { get; init; }
+
+    /// <summary>When the credential was issued, when known.</summary>
+    public DateTimeOffset? CreatedAt { get; init; }
+
+    /// <summary>A workload identity: the id of the identity provider whose tokens it accepts.</summary>
+    public string? Issuer { get; init; }
+
+    /// <summary>A workload identity: the subject (or the provider's subject claim) its tokens carry.</summary>
+    public string? Subject { get; init; }
 }

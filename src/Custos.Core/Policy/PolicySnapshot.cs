@@ -11,21 +11,40 @@ public sealed class PolicySnapshot
 {
     private readonly FrozenDictionary<KeyHash, CredentialEntry> _credentials;
     private readonly FrozenDictionary<string, CredentialEntry> _credentialsById;
+    private readonly FrozenDictionary<(string Issuer, string Subject), CredentialEntry> _workloads;
     private readonly FrozenDictionary<KeyHash, AdminConfig> _admins;
+    private readonly FrozenDictionary<(string Issuer, string Subject), AdminConfig> _oidcAdmins;
 
-    private PolicySnapshot(PolicyVersion version, FrozenDictionary<KeyHash, CredentialEntry> credentials, IReadOnlyList<TenantEntry> tenants,
-        FrozenDictionary<string, ConsumerEntry> consumers)
+    private PolicySnapshot(PolicyVersion version, IReadOnlyList<CredentialEntry> credentials, IReadOnlyList<TenantEntry> tenants,
+        FrozenDictionary<string, ConsumerEntry> consumers, IReadOnlyDictionary<string, ServiceEntry> services)
     {
         Info = version;
-        _credentials = credentials;
-        _credentialsById = credentials.Values.ToFrozenDictionary(c => c.Id, StringComparer.Ordinal);
+        _credentials = credentials.Where(c => c.KeyHash is not null).ToFrozenDictionary(c => c.KeyHash!.Value);
+        _workloads = credentials.Where(c => c.Issuer is not null).ToFrozenDictionary(c => (c.Issuer!, c.Subject!));
+        _credentialsById = credentials.ToFrozenDictionary(c => c.Id, StringComparer.Ordinal);
         Tenants = tenants;
         Consumers = consumers;
-        _admins = version.Document.Admins.ToFrozenDictionary(a => KeyHash.FromHex(a.KeySha256));
+        Services = services.ToFrozenDictionary(StringComparer.Ordinal);
+        var admins = version.Document.Admins;
+        _admins = admins.Where(a => a.KeySha256 is not null).ToFrozenDictionary(a => KeyHash.FromHex(a.KeySha256!));
+        _oidcAdmins = admins.Where(a => a.Issuer is not null && a.Subject is not null).ToFrozenDictionary(a => (a.Issuer!, a.Subject!));
+        IdentityProviders = version.Document.IdentityProviders ?? [];
     }
 
     /// <summary>Finds the admin identity whose key hashes to <paramref name="hash"/>.</summary>
     public bool TryGetAdmin(in KeyHash hash, out AdminConfig admin) => _admins.TryGetValue(hash, out admin!);
+
+    /// <summary>Finds the admin identity that signs in with OIDC tokens of <paramref name="issuerId"/> for <paramref name="subject"/>.</summary>
+    public bool TryGetAdmin(string issuerId, string subject, out AdminConfig admin) => _oidcAdmins.TryGetValue((issuerId, subject), out admin!);
+
+    /// <summary>Finds the workload-identity credential bound to <paramref name="subject"/> of identity provider <paramref name="issuerId"/>.</summary>
+    public bool TryGetWorkload(string issuerId, string subject, out CredentialEntry credential) => _workloads.TryGetValue((issuerId, subject), out credential!);
+
+    /// <summary>The OIDC issuers trusted for JWT bearer tokens.</summary>
+    public IReadOnlyList<IdentityProviderConfig> IdentityProviders { get; }
+
+    /// <summary>Services by id.</summary>
+    public FrozenDictionary<string, ServiceEntry> Services { get; }
 
     /// <summary>Consumers by id.</summary>
     public FrozenDictionary<string, ConsumerEntry> Consumers { get; }
@@ -82,6 +101,7 @@ public sealed class PolicySnapshot
             var timeZone = TimeZoneInfo.FindSystemTimeZoneById(tenant.TimeZone);
             tenants[tenant.Id] = new TenantEntry(tenant.Id, tenant.Name ?? tenant.Id, timeZone, models.ToFrozenDictionary(StringComparer.Ordinal), canonical)
             {
+                Suspended = tenant.Suspended == true,
                 Limits = tenant.Limits,
                 PromptRules = [.. tenant.PromptRules.Select(r => Controls.PromptRule.Compile(r, "tenant", document.Gateway.PromptRegexTimeout))],
             };
@@ -91,7 +111,18 @@ public sealed class PolicySnapshot
         {
             var tenant = tenants[s.Tenant];
             Controls.PromptRule[] own = [.. s.PromptRules.Select(r => Controls.PromptRule.Compile(r, "service", document.Gateway.PromptRegexTimeout))];
-            return new ServiceEntry(s.Id, tenant, s.Owners) { Limits = s.Limits, PromptRules = own, AllPromptRules = [.. tenant.PromptRules, .. own] };
+            var ungoverned = document.Gateway.RequireOwners == RequireOwners.Block && Governance.Gaps(document, s).Count > 0;
+            return new ServiceEntry(s.Id, tenant, s.Owners)
+            {
+                Limits = s.Limits,
+                PromptRules = own,
+                AllPromptRules = [.. tenant.PromptRules, .. own],
+                Models = s.Models is null ? null : Routes(tenant, s.Models),
+                Refusal = tenant.Suspended ? Errors.Reasons.TenantSuspended
+                    : s.Suspended == true ? Errors.Reasons.ServiceSuspended
+                    : ungoverned ? Errors.Reasons.ServiceUngoverned
+                    : null,
+            };
         }, StringComparer.Ordinal);
         var consumers = document.Consumers.ToDictionary(c => c.Id, c =>
         {
@@ -111,6 +142,12 @@ public sealed class PolicySnapshot
             }
 
             var limits = (defaults?.Limits ?? LimitsConfig.Empty).Narrow(c.Limits);
+            if (service.Models is { } allowed)
+            {
+                // The service's model choice bounds every entitlement of its consumers.
+                entitlements = [.. entitlements.Select(e => e with { Models = e.Models.Where(allowed.Contains).ToFrozenSet() })];
+            }
+
             var entitled = entitlements.SelectMany(e => e.Models).Distinct().ToArray();
             static bool Counts(LimitsConfig l) => l.TokensPerMinute is not null || l.TokensPerDay is not null || l.TokensPerMonth is not null || l.Budget is not null;
             return new ConsumerEntry(c.Id, c.Category, service, entitled)
@@ -118,13 +155,17 @@ public sealed class PolicySnapshot
                 Entitlements = entitlements,
                 Limits = limits,
                 CountsInput = limits.MaxInputTokens is not null || Counts(limits) || Counts(service.Limits) || Counts(service.Tenant.Limits),
+                Refusal = service.Refusal ?? (c.Suspended == true ? Errors.Reasons.ConsumerSuspended : null),
             };
         }, StringComparer.Ordinal);
 
-        var credentials = document.Credentials.ToFrozenDictionary(
-            c => KeyHash.FromHex(c.KeySha256),
-            c => new CredentialEntry(c.Id, consumers[c.Consumer], c.Status, c.ExpiresAt));
-        return new PolicySnapshot(version, credentials, [.. tenants.Values], consumers.ToFrozenDictionary(StringComparer.Ordinal));
+        var credentials = document.Credentials.Select(c => new CredentialEntry(c.Id, consumers[c.Consumer], c.Status, c.ExpiresAt)
+        {
+            KeyHash = c.KeySha256 is null ? null : KeyHash.FromHex(c.KeySha256),
+            Issuer = c.Issuer,
+            Subject = c.Subject,
+        }).ToArray();
+        return new PolicySnapshot(version, credentials, [.. tenants.Values], consumers.ToFrozenDictionary(StringComparer.Ordinal), services);
     }
 
     private static FrozenSet<ModelRoute> Routes(TenantEntry tenant, IEnumerable<string> names)
@@ -153,6 +194,9 @@ public sealed record TenantEntry(string Id, string Name, TimeZoneInfo TimeZone, 
 
     /// <summary>The tenant's prompt rules.</summary>
     public IReadOnlyList<Controls.PromptRule> PromptRules { get; init; } = [];
+
+    /// <summary>Kill switch engaged: every request of the tenant is refused.</summary>
+    public bool Suspended { get; init; }
 
     /// <summary>Counter-key prefix of the tenant scope.</summary>
     public string CounterPrefix { get; } = Id + "|tenant|" + Id + "|";
@@ -216,6 +260,12 @@ public sealed record ServiceEntry(string Id, TenantEntry Tenant, ServiceOwners O
     /// <summary>The tenant's prompt rules, then the service's: every rule a request of the service meets.</summary>
     public Controls.PromptRule[] AllPromptRules { get; init; } = [];
 
+    /// <summary>The service's model choice, or null for every model of its tenant.</summary>
+    public FrozenSet<ModelRoute>? Models { get; init; }
+
+    /// <summary>Why every request of the service is refused (a kill switch, missing governance), or null when it serves.</summary>
+    public Errors.ReasonCode? Refusal { get; init; }
+
     /// <summary>Counter-key prefix of the service scope.</summary>
     public string CounterPrefix { get; } = Tenant.Id + "|service|" + Id + "|";
 
@@ -238,6 +288,9 @@ public sealed record ConsumerEntry(string Id, ConsumerCategory Category, Service
     /// <summary>True when a control needs the prompt's token count before forwarding (input ceiling, token limits, budgets).</summary>
     public bool CountsInput { get; init; }
 
+    /// <summary>Why every request of the consumer is refused (a kill switch at its level or above, missing governance), or null.</summary>
+    public Errors.ReasonCode? Refusal { get; init; }
+
     /// <summary>Counter-key prefix of the consumer scope.</summary>
     public string CounterPrefix { get; } = Service.Tenant.Id + "|consumer|" + Id + "|";
 
@@ -249,5 +302,15 @@ public sealed record ConsumerEntry(string Id, ConsumerCategory Category, Service
         => EntitledModels.Where(m => Entitlements.Any(e => e.Models.Contains(m) && e.IsValidAt(now)));
 }
 
-/// <summary>A compiled credential.</summary>
-public sealed record CredentialEntry(string Id, ConsumerEntry Consumer, CredentialStatus Status, DateTimeOffset? ExpiresAt);
+/// <summary>A compiled credential: an API key (by hash) or a workload identity (issuer and subject).</summary>
+public sealed record CredentialEntry(string Id, ConsumerEntry Consumer, CredentialStatus Status, DateTimeOffset? ExpiresAt)
+{
+    /// <summary>The hash of the API key, or null for a workload identity.</summary>
+    public KeyHash? KeyHash { get; init; }
+
+    /// <summary>The identity provider of a workload identity.</summary>
+    public string? Issuer { get; init; }
+
+    /// <summary>The subject of a workload identity.</summary>
+    public string? Subject { get; init; }
+}

@@ -138,6 +138,8 @@ internal static class PolicyValidator
 
         var credentialIds = new HashSet<string>(StringComparer.Ordinal);
         var hashes = new HashSet<string>(StringComparer.Ordinal);
+        var subjects = new HashSet<(string, string)>();
+        ValidateIdentityProviders(document, reader);
         for (var k = 0; k < document.Credentials.Count; k++)
         {
             var credential = document.Credentials[k];
@@ -154,12 +156,23 @@ internal static class PolicyValidator
                     $"consumer '{credential.Consumer}' is not declared");
             }
 
-            if (credential.KeySha256.Length > 0 && !IsSha256Hex(credential.KeySha256))
+            if (credential.Issuer is { } issuer && !(document.IdentityProviders ?? []).Any(p => p.Id == issuer))
+            {
+                reader.Add(DiagnosticSeverity.Error, reader.MarkOf(credential, "issuer"), path + ".issuer",
+                    $"identity provider '{issuer}' is not declared under identity_providers");
+            }
+            else if (credential.Issuer is not null && credential.Subject is not null && !subjects.Add((credential.Issuer, credential.Subject)))
+            {
+                reader.Add(DiagnosticSeverity.Error, reader.MarkOf(credential, "subject"), path + ".subject",
+                    "the same workload identity is bound twice; it belongs to exactly one consumer");
+            }
+
+            if (credential.KeySha256 is { Length: > 0 } && !IsSha256Hex(credential.KeySha256))
             {
                 reader.Add(DiagnosticSeverity.Error, reader.MarkOf(credential, "key_sha256"), path + ".key_sha256",
                     "must be the 64 lower-case hex digits of the key's SHA-256 (custos keys generate prints it); never the key itself");
             }
-            else if (credential.KeySha256.Length > 0 && !hashes.Add(credential.KeySha256))
+            else if (credential.KeySha256 is { Length: > 0 } && !hashes.Add(credential.KeySha256))
             {
                 reader.Add(DiagnosticSeverity.Error, reader.MarkOf(credential, "key_sha256"), path + ".key_sha256",
                     "the same key is bound twice; a key belongs to exactly one consumer");
@@ -214,12 +227,18 @@ internal static class PolicyValidator
                 reader.Add(DiagnosticSeverity.Error, reader.MarkOf(admin, "id"), path + ".id", $"admin '{admin.Id}' is declared twice");
             }
 
-            if (admin.KeySha256.Length > 0 && !IsSha256Hex(admin.KeySha256))
+            if (admin.Issuer is { } issuer && !(document.IdentityProviders ?? []).Any(p => p.Id == issuer))
+            {
+                reader.Add(DiagnosticSeverity.Error, reader.MarkOf(admin, "issuer"), path + ".issuer",
+                    $"identity provider '{issuer}' is not declared under identity_providers");
+            }
+
+            if (admin.KeySha256 is { Length: > 0 } && !IsSha256Hex(admin.KeySha256))
             {
                 reader.Add(DiagnosticSeverity.Error, reader.MarkOf(admin, "key_sha256"), path + ".key_sha256",
                     "must be the 64 lower-case hex digits of the admin key's SHA-256; never the key itself");
             }
-            else if (admin.KeySha256.Length > 0 && !keyHashes.Add(admin.KeySha256))
+            else if (admin.KeySha256 is { Length: > 0 } && !keyHashes.Add(admin.KeySha256))
             {
                 reader.Add(DiagnosticSeverity.Error, reader.MarkOf(admin, "key_sha256"), path + ".key_sha256", "this key is already bound to another identity");
             }
@@ -238,30 +257,50 @@ internal static class PolicyValidator
 
     private static void CheckOwners(PolicyYaml.Reader reader, PolicyDocument document, ServiceConfig service, string path)
     {
-        var owners = service.Owners;
         var mark = reader.MarkOf(service, "owners");
-        (string Role, OwnerConfig? Owner)[] required = [("policy", owners.Policy), ("billing", owners.Billing), ("technical", owners.Technical)];
-        foreach (var (role, owner) in required)
+        foreach (var gap in Governance.Gaps(document, service))
         {
-            if (owner is null)
+            reader.Add(DiagnosticSeverity.Warning, mark, path + "." + gap.Field, gap.Message);
+        }
+
+        var admins = document.Admins.Select(a => a.Id).ToHashSet(StringComparer.Ordinal);
+        var owners = service.Owners;
+        foreach (var (role, owner) in new[] { ("policy", owners.Policy), ("billing", owners.Billing), ("technical", owners.Technical),
+                     ("agent_operator", owners.AgentOperator), ("business_sponsor", owners.BusinessSponsor) })
+        {
+            if (owner?.Admin is { } admin && !admins.Contains(admin))
             {
-                reader.Add(DiagnosticSeverity.Warning, mark, path + ".owners." + role,
-                    $"service '{service.Id}' has no {role} owner: missing governance");
+                reader.Add(DiagnosticSeverity.Error, reader.MarkOf(owner, "admin"), $"{path}.owners.{role}.admin", $"admin '{admin}' is not declared");
             }
         }
 
-        var hasAgents = document.Consumers.Any(c => c.Service == service.Id && c.Category == ConsumerCategory.Agent);
-        if (hasAgents && (owners.AgentOperator is null || owners.BusinessSponsor is null))
+        foreach (var approver in (service.Approvers ?? []).Where(a => !admins.Contains(a)))
         {
-            reader.Add(DiagnosticSeverity.Warning, mark, path + ".owners",
-                $"service '{service.Id}' has agent consumers but no agent_operator or business_sponsor: missing governance");
+            reader.Add(DiagnosticSeverity.Error, reader.MarkOf(service, "approvers"), path + ".approvers", $"admin '{approver}' is not declared");
         }
 
-        var contacts = required.Where(r => r.Owner is not null).Select(r => r.Owner!.Email ?? r.Owner.Webhook?.ToString()).ToArray();
-        if (contacts.Length == 3 && contacts.Distinct(StringComparer.OrdinalIgnoreCase).Count() == 1)
+        if (service.Models is { } models && document.Tenants.FirstOrDefault(t => t.Id == service.Tenant) is { } tenant)
         {
-            reader.Add(DiagnosticSeverity.Warning, mark, path + ".owners",
-                $"service '{service.Id}' names one shared contact for every owner role: missing governance");
+            foreach (var model in models.Where(m => !tenant.Models.Any(x => x.Name == m || x.Aliases.Contains(m))))
+            {
+                reader.Add(DiagnosticSeverity.Error, reader.MarkOf(service, "models"), path + ".models", $"model '{model}' is not offered by tenant '{tenant.Id}'");
+            }
+        }
+    }
+
+    private static void ValidateIdentityProviders(PolicyDocument document, PolicyYaml.Reader reader)
+    {
+        var ids = new HashSet<string>(StringComparer.Ordinal);
+        var providers = document.IdentityProviders ?? [];
+        for (var i = 0; i < providers.Count; i++)
+        {
+            var provider = providers[i];
+            var path = $"identity_providers[{i}]";
+            CheckId(reader, provider, provider.Id, path + ".id");
+            if (!ids.Add(provider.Id))
+            {
+                reader.Add(DiagnosticSeverity.Error, reader.MarkOf(provider, "id"), path + ".id", $"identity provider '{provider.Id}' is declared twice");
+            }
         }
     }
 

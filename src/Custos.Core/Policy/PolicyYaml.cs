@@ -114,7 +114,7 @@ public static partial class PolicyYaml
 
         public PolicyDocument ReadDocument(YamlMappingNode root, out ServerSettings server)
         {
-            var map = new MapReader(this, root, "$", ["server", "gateway", "defaults", "tenants", "services", "consumers", "credentials", "admins"]);
+            var map = new MapReader(this, root, "$", ["server", "gateway", "defaults", "tenants", "services", "consumers", "credentials", "admins", "identity_providers"]);
             server = new ServerSettings();
             if (map.Node("server") is { } serverNode && AsMap(serverNode, "server", ["listen", "admin_listen", "data", "node_id"]) is { } s)
             {
@@ -132,12 +132,37 @@ public static partial class PolicyYaml
                 Consumers = ReadList(map, "consumers", ReadConsumer),
                 Credentials = ReadList(map, "credentials", ReadCredential),
                 Admins = ReadList(map, "admins", ReadAdmin),
+                IdentityProviders = map.Node("identity_providers") is null ? null : ReadList(map, "identity_providers", ReadIdentityProvider),
             };
+        }
+
+        private IdentityProviderConfig? ReadIdentityProvider(YamlNode node, string path)
+        {
+            if (AsMap(node, path, ["id", "issuer", "audience", "jwks_url", "keys", "subject_claim"]) is not { } map)
+            {
+                return null;
+            }
+
+            var provider = new IdentityProviderConfig
+            {
+                Id = map.RequiredString("id") ?? "",
+                Issuer = map.RequiredString("issuer") ?? "",
+                Audience = map.RequiredString("audience") ?? "",
+                JwksUrl = map.Url("jwks_url"),
+                Keys = map.Node("keys") is null ? null : map.StringList("keys"),
+                SubjectClaim = map.String("subject_claim"),
+            };
+            if (provider.JwksUrl is null && (provider.Keys is null || provider.Keys.Count == 0))
+            {
+                Error(node, path, "an identity provider needs 'jwks_url' or 'keys' to verify its tokens");
+            }
+
+            return Remember(node, provider, map);
         }
 
         private GatewaySettings ReadGateway(YamlNode node, string path)
         {
-            if (AsMap(node, path, ["max_request_body_bytes", "upstream_timeout_seconds", "prompt_regex_timeout_ms", "max_in_flight_requests"]) is not { } map)
+            if (AsMap(node, path, ["max_request_body_bytes", "upstream_timeout_seconds", "prompt_regex_timeout_ms", "max_in_flight_requests", "require_owners"]) is not { } map)
             {
                 return new GatewaySettings();
             }
@@ -173,12 +198,13 @@ public static partial class PolicyYaml
                 UpstreamTimeout = TimeSpan.FromSeconds(timeout),
                 PromptRegexTimeout = TimeSpan.FromMilliseconds(regexTimeout),
                 MaxInFlightRequests = (int)Math.Clamp(inFlight, 1, 1_000_000),
+                RequireOwners = map.Enum<RequireOwners>("require_owners"),
             });
         }
 
         private TenantConfig? ReadTenant(YamlNode node, string path)
         {
-            if (AsMap(node, path, ["id", "name", "time_zone", "providers", "models", "limits", "prompt_rules"]) is not { } map)
+            if (AsMap(node, path, ["id", "name", "time_zone", "providers", "models", "limits", "prompt_rules", "suspended"]) is not { } map)
             {
                 return null;
             }
@@ -192,6 +218,7 @@ public static partial class PolicyYaml
                 Models = ReadList(map, "models", ReadModel),
                 Limits = ReadLimits(map, path),
                 PromptRules = ReadList(map, "prompt_rules", ReadPromptRule),
+                Suspended = map.Bool("suspended"),
             };
             return Remember(node, tenant, map);
         }
@@ -249,7 +276,7 @@ public static partial class PolicyYaml
 
         private ServiceConfig? ReadService(YamlNode node, string path)
         {
-            if (AsMap(node, path, ["id", "tenant", "description", "owners", "limits", "prompt_rules"]) is not { } map)
+            if (AsMap(node, path, ["id", "tenant", "description", "owners", "limits", "prompt_rules", "models", "approvers", "suspended"]) is not { } map)
             {
                 return null;
             }
@@ -277,6 +304,9 @@ public static partial class PolicyYaml
                 Owners = owners,
                 Limits = ReadLimits(map, path),
                 PromptRules = ReadList(map, "prompt_rules", ReadPromptRule),
+                Models = map.Node("models") is null ? null : map.StringList("models"),
+                Approvers = map.Node("approvers") is null ? null : map.StringList("approvers"),
+                Suspended = map.Bool("suspended"),
             };
             return Remember(node, service, map);
         }
@@ -289,12 +319,12 @@ public static partial class PolicyYaml
             }
 
             var path = owners.Path + "." + role;
-            if (AsMap(node, path, ["name", "email", "webhook"]) is not { } map)
+            if (AsMap(node, path, ["name", "email", "webhook", "admin"]) is not { } map)
             {
                 return null;
             }
 
-            var owner = new OwnerConfig { Name = map.RequiredString("name") ?? "", Email = map.String("email"), Webhook = map.Url("webhook") };
+            var owner = new OwnerConfig { Name = map.RequiredString("name") ?? "", Email = map.String("email"), Webhook = map.Url("webhook"), Admin = map.String("admin") };
             if (owner.Email is null && owner.Webhook is null)
             {
                 Error(node, path, "an owner needs a contact: 'email' or 'webhook'");
@@ -305,7 +335,7 @@ public static partial class PolicyYaml
 
         private ConsumerConfig? ReadConsumer(YamlNode node, string path)
         {
-            if (AsMap(node, path, ["id", "service", "category", "models", "entitlements", "limits"]) is not { } map)
+            if (AsMap(node, path, ["id", "service", "category", "models", "entitlements", "limits", "suspended"]) is not { } map)
             {
                 return null;
             }
@@ -318,13 +348,14 @@ public static partial class PolicyYaml
                 Models = map.StringList("models"),
                 Entitlements = ReadList(map, "entitlements", ReadEntitlement),
                 Limits = ReadLimits(map, path),
+                Suspended = map.Bool("suspended"),
             };
             return Remember(node, consumer, map);
         }
 
         private CredentialConfig? ReadCredential(YamlNode node, string path)
         {
-            if (AsMap(node, path, ["id", "consumer", "key_sha256", "status", "expires_at"]) is not { } map)
+            if (AsMap(node, path, ["id", "consumer", "key_sha256", "status", "expires_at", "prefix", "created_at", "issuer", "subject"]) is not { } map)
             {
                 return null;
             }
@@ -333,10 +364,19 @@ public static partial class PolicyYaml
             {
                 Id = map.RequiredString("id") ?? "",
                 Consumer = map.RequiredString("consumer") ?? "",
-                KeySha256 = map.RequiredString("key_sha256") ?? "",
+                KeySha256 = map.String("key_sha256"),
                 Status = map.Enum<CredentialStatus>("status") ?? CredentialStatus.Active,
                 ExpiresAt = map.Timestamp("expires_at"),
+                Prefix = map.String("prefix"),
+                CreatedAt = map.Timestamp("created_at"),
+                Issuer = map.String("issuer"),
+                Subject = map.String("subject"),
             };
+            if ((credential.KeySha256 is null) == (credential.Issuer is null || credential.Subject is null))
+            {
+                Error(node, path, "a credential is either an API key ('key_sha256') or a workload identity ('issuer' and 'subject'), exactly one");
+            }
+
             return Remember(node, credential, map);
         }
 
@@ -490,7 +530,7 @@ public static partial class PolicyYaml
 
         private AdminConfig? ReadAdmin(YamlNode node, string path)
         {
-            if (AsMap(node, path, ["id", "role", "key_sha256", "tenants", "services"]) is not { } map)
+            if (AsMap(node, path, ["id", "role", "key_sha256", "tenants", "services", "issuer", "subject"]) is not { } map)
             {
                 return null;
             }
@@ -499,10 +539,17 @@ public static partial class PolicyYaml
             {
                 Id = map.RequiredString("id") ?? "",
                 Role = map.Enum<AdminRole>("role", required: true) ?? AdminRole.SecurityAuditor,
-                KeySha256 = map.RequiredString("key_sha256") ?? "",
+                KeySha256 = map.String("key_sha256"),
                 Tenants = map.StringList("tenants"),
                 Services = map.StringList("services"),
+                Issuer = map.String("issuer"),
+                Subject = map.String("subject"),
             };
+            if (admin.KeySha256 is null && (admin.Issuer is null || admin.Subject is null))
+            {
+                Error(node, path, "an admin signs in with an admin key ('key_sha256') or OIDC ('issuer' and 'subject'); neither is given");
+            }
+
             return Remember(node, admin, map);
         }
 
@@ -744,6 +791,23 @@ public static partial class PolicyYaml
             }
 
             _reader.Error(Node(key), Sub(key), $"'{text}' is not a timestamp such as 2027-01-31T00:00:00Z");
+            return null;
+        }
+
+        public bool? Bool(string key)
+        {
+            var text = String(key);
+            if (text is null)
+            {
+                return null;
+            }
+
+            if (bool.TryParse(text, out var value))
+            {
+                return value ? true : null; // false is the default: absent, so the canonical form (and hash) does not change
+            }
+
+            _reader.Error(Node(key), Sub(key), $"'{text}' is not true or false");
             return null;
         }
 
