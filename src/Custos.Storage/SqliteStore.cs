@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Text;
+using Custos.ControlPlane;
 using Custos.Ledger;
 using Custos.Policy;
 using Microsoft.Data.Sqlite;
@@ -12,15 +13,17 @@ namespace Custos.Storage;
 /// Appends go through one connection (the ledger writer is the only writer of its chain); reads
 /// open pooled connections of their own, so readers never block the writer.
 /// </summary>
-public sealed class SqliteStore : ILedgerStore, IPolicyStore, IAsyncDisposable
+public sealed partial class SqliteStore : ILedgerStore, IPolicyStore, IRegistryStore, IAsyncDisposable
 {
     /// <summary>The schema version this code writes. Bump with a migration step in <see cref="MigrateAsync"/>.</summary>
-    public const int SchemaVersion = 1;
+    public const int SchemaVersion = 2;
 
     private readonly string _connectionString;
     private readonly SemaphoreSlim _writeLock = new(1, 1);
     private SqliteConnection? _writer;
     private sqlite3_stmt? _insert;
+    private sqlite3_stmt? _usage;
+    private readonly Dictionary<string, DateTimeOffset> _lastUsed = new(StringComparer.Ordinal);
     private byte[] _scratch = new byte[1024];
 
     private SqliteStore(string path)
@@ -103,7 +106,7 @@ public sealed class SqliteStore : ILedgerStore, IPolicyStore, IAsyncDisposable
                 BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
             CREATE TRIGGER IF NOT EXISTS ledger_no_delete BEFORE DELETE ON ledger
                 BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
-            """, cancellationToken);
+            """ + RegistrySchema, cancellationToken);
 
         using var command = _writer.CreateCommand();
         command.CommandText = "SELECT version FROM schema_info";
@@ -115,6 +118,11 @@ public sealed class SqliteStore : ILedgerStore, IPolicyStore, IAsyncDisposable
         else if (Convert.ToInt32(version, System.Globalization.CultureInfo.InvariantCulture) > SchemaVersion)
         {
             throw new InvalidOperationException($"The store at {Path} has schema version {version}, newer than this Custos understands ({SchemaVersion}). Upgrade Custos.");
+        }
+        else if (Convert.ToInt32(version, System.Globalization.CultureInfo.InvariantCulture) < SchemaVersion)
+        {
+            // 1 -> 2: the registry tables, created above when missing.
+            await ExecuteAsync(_writer, $"UPDATE schema_info SET version = {SchemaVersion}", cancellationToken);
         }
     }
 
@@ -154,10 +162,16 @@ public sealed class SqliteStore : ILedgerStore, IPolicyStore, IAsyncDisposable
                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
                     """);
                 Span<byte> ts = stackalloc byte[LedgerTime.Length];
+                _lastUsed.Clear();
                 foreach (var item in batch)
                 {
                     var record = item.Record;
                     var request = record as RequestRecord;
+                    if (request?.CredentialId is { } credentialId)
+                    {
+                        _lastUsed[credentialId] = record.Timestamp;
+                    }
+
                     LedgerTime.FormatUtf8(record.Timestamp, ts);
                     BindText(insert, 1, item.ChainId);
                     raw.sqlite3_bind_int64(insert, 2, item.Seq);
@@ -177,6 +191,27 @@ public sealed class SqliteStore : ILedgerStore, IPolicyStore, IAsyncDisposable
                     if (rc != raw.SQLITE_DONE)
                     {
                         Check(db, rc);
+                    }
+                }
+
+                if (_lastUsed.Count > 0)
+                {
+                    // When each credential was last used: one row per credential of the batch, not per request.
+                    var usage = _usage ??= Prepare(db, """
+                        INSERT INTO credential_usage (credential_id, last_used) VALUES (?1, ?2)
+                        ON CONFLICT (credential_id) DO UPDATE SET last_used = max(last_used, excluded.last_used)
+                        """);
+                    foreach (var (credentialId, at) in _lastUsed)
+                    {
+                        LedgerTime.FormatUtf8(at, ts);
+                        BindText(usage, 1, credentialId);
+                        raw.sqlite3_bind_text(usage, 2, ts);
+                        var rc = raw.sqlite3_step(usage);
+                        raw.sqlite3_reset(usage);
+                        if (rc != raw.SQLITE_DONE)
+                        {
+                            Check(db, rc);
+                        }
                     }
                 }
 
@@ -362,6 +397,8 @@ public sealed class SqliteStore : ILedgerStore, IPolicyStore, IAsyncDisposable
         {
             _insert?.Dispose();
             _insert = null;
+            _usage?.Dispose();
+            _usage = null;
             if (_writer is not null)
             {
                 await _writer.DisposeAsync();

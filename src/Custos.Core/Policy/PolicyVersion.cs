@@ -19,6 +19,12 @@ public sealed record PolicyVersion(long Number, string Sha256, string Author, st
         WriteIndented = false,
     };
 
+    /// <summary>
+    /// The JSON conventions of the policy model (snake_case names and enums, nulls left out), for the admin API's
+    /// bodies that carry parts of it. Shared: do not modify.
+    /// </summary>
+    public static JsonSerializerOptions JsonOptions => CanonicalOptions;
+
     /// <summary>The canonical JSON form of <paramref name="document"/>.</summary>
     public static string CanonicalJson(PolicyDocument document) => JsonSerializer.Serialize(document, CanonicalOptions);
 

@@ -1,6 +1,10 @@
-using System.Text.Json.Serialization;
+using System.Text.Json;
+using Custos.ControlPlane;
 using Custos.Gateway.Hosting;
+using Custos.Gateway.Identity;
+using Custos.Gateway.Pipeline;
 using Custos.Identity;
+using Custos.Ledger;
 using Custos.Policy;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
@@ -8,89 +12,100 @@ using Microsoft.AspNetCore.Routing;
 
 namespace Custos.Gateway.Admin;
 
-/// <summary>Body of <c>POST /admin/v1/policy/versions</c>.</summary>
-public sealed record ApplyPolicyRequest(
-    [property: JsonPropertyName("yaml")] string Yaml,
-    [property: JsonPropertyName("reason")] string Reason,
-    [property: JsonPropertyName("dry_run")] bool DryRun = false);
-
-/// <summary>A policy version as the admin API shows it.</summary>
-public sealed record PolicyVersionView(
-    [property: JsonPropertyName("version")] long Version,
-    [property: JsonPropertyName("sha256")] string Sha256,
-    [property: JsonPropertyName("author")] string Author,
-    [property: JsonPropertyName("reason")] string Reason,
-    [property: JsonPropertyName("created_at")] DateTimeOffset CreatedAt)
+/// <summary>An admin API refusal: status, stable code and message. Thrown inside handlers, answered as problem details.</summary>
+internal sealed class AdminProblemException(int status, string code, string title, string detail) : Exception(detail)
 {
-    /// <summary>The view of <paramref name="version"/>.</summary>
-    public static PolicyVersionView Of(PolicyVersion version) => new(version.Number, version.Sha256, version.Author, version.Reason, version.CreatedAt);
+    public int Status { get; } = status;
+
+    public string Code { get; } = code;
+
+    public string Title { get; } = title;
+
+    public static AdminProblemException NotFound(string what, string id) => new(StatusCodes.Status404NotFound, "admin.not_found", "Not found", $"{what} '{id}' does not exist.");
+
+    public static AdminProblemException Conflict(string detail) => new(StatusCodes.Status409Conflict, "admin.conflict", "Conflict", detail);
+
+    public static AdminProblemException Invalid(string detail) => new(StatusCodes.Status400BadRequest, "admin.invalid_request", "Invalid request", detail);
 }
 
-/// <summary>The outcome of applying a policy.</summary>
-public sealed record ApplyPolicyResponse(
-    [property: JsonPropertyName("version")] PolicyVersionView Version,
-    [property: JsonPropertyName("created")] bool Created,
-    [property: JsonPropertyName("dry_run")] bool DryRun,
-    [property: JsonPropertyName("changes")] IReadOnlyList<string> Changes,
-    [property: JsonPropertyName("warnings")] IReadOnlyList<string> Warnings);
-
 /// <summary>
-/// The admin API on the admin listener (<c>/admin/v1/...</c>): admin keys (<c>cak_…</c>) from the policy's
-/// <c>admins</c>, each with a role. Every change, and every refused attempt, is a ledger entry naming the actor.
+/// The admin API on the admin listener (<c>/admin/v1/...</c>). Admins sign in with an admin key (<c>cak_…</c>) or an
+/// OIDC token of a configured identity provider; each holds a role scoped to tenants and services
+/// (<see cref="AdminAccess"/>). Every change is a new policy version plus a ledger entry naming the actor, the before
+/// and the after; every refused attempt is a ledger entry too. Described by <c>/admin/v1/openapi.json</c>.
 /// </summary>
-internal static class AdminApi
+internal static partial class AdminApi
 {
+    private const string AdminItem = "custos.admin";
+    private const string RequestIdItem = "custos.request_id";
+
     public static void Map(IEndpointRouteBuilder app, CustosGateway gateway)
     {
-        var api = app.MapGroup("/admin/v1");
+        var api = app.MapGroup("/admin/v1").AddEndpointFilter(async (context, next) =>
+        {
+            var http = context.HttpContext;
+            var requestId = RequestId.New(gateway.Time.GetUtcNow());
+            http.Items[RequestIdItem] = requestId;
+            http.Response.Headers["x-request-id"] = requestId;
+            try
+            {
+                var (admin, failure) = await AuthenticateAsync(http, gateway);
+                if (admin is null)
+                {
+                    return failure;
+                }
+
+                http.Items[AdminItem] = admin;
+                return await next(context);
+            }
+            catch (AdminProblemException ex)
+            {
+                return Problem(http, ex.Status, ex.Code, ex.Title, ex.Detail());
+            }
+            catch (PolicyValidationException ex)
+            {
+                return Results.Problem(statusCode: StatusCodes.Status422UnprocessableEntity, title: "The change would make the policy invalid",
+                    detail: string.Join(Environment.NewLine, ex.Diagnostics.Where(d => d.Severity == DiagnosticSeverity.Error).Select(d => d.Format("policy"))),
+                    extensions: new Dictionary<string, object?> { ["code"] = "admin.invalid_policy", ["request_id"] = requestId });
+            }
+        });
+
+        MapPolicy(api, gateway);
+        MapRegistry(api, gateway);
+        MapCredentials(api, gateway);
+        MapAccess(api, gateway);
+        MapEvidence(api, gateway);
+    }
+
+    private static string Detail(this AdminProblemException ex) => ex.Message;
+
+    private static void MapPolicy(RouteGroupBuilder api, CustosGateway gateway)
+    {
+        api.MapGet("/whoami", (HttpContext context) =>
+        {
+            var admin = Admin(context);
+            return Json(new WhoAmI(admin.Id, PolicyNames.Of(admin.Role), admin.Tenants, admin.Services, admin.KeySha256 is not null &&
+                context.Request.Headers.Authorization.ToString().Contains("cak_", StringComparison.Ordinal) ? "admin_key" : "oidc"));
+        }).WithSummary("The signed-in administrator: id, role and scope.").Produces<WhoAmI>();
 
         api.MapGet("/policy", (HttpContext context) =>
         {
-            if (Authenticate(context, gateway, out var admin) is { } failure)
-            {
-                return failure;
-            }
-
             var current = gateway.Policy.Current;
-            return Results.Ok(new
-            {
-                version = PolicyVersionView.Of(current.Info),
-                yaml = PolicyYamlWriter.Write(current.Document),
-            });
-        });
+            return Results.Ok(new { version = PolicyVersionView.Of(current.Info), yaml = PolicyYamlWriter.Write(current.Document) });
+        }).WithSummary("The policy in force, as YAML, with its version.");
 
         api.MapGet("/policy/versions", async (HttpContext context) =>
         {
-            if (Authenticate(context, gateway, out _) is { } failure)
-            {
-                return failure;
-            }
-
             var history = await gateway.Store.GetHistoryAsync(context.RequestAborted);
             return Results.Ok(history.Select(PolicyVersionView.Of));
-        });
+        })
+            .WithSummary("Every policy version: number, hash, author, reason, time.").Produces<PolicyVersionView[]>();
 
-        api.MapPost("/policy/versions", async (HttpContext context, ApplyPolicyRequest body) =>
+        api.MapPost("/policy/versions", async (HttpContext context) =>
         {
-            if (Authenticate(context, gateway, out var admin) is { } failure)
-            {
-                return failure;
-            }
-
-            if (admin!.Role != AdminRole.PlatformAdmin)
-            {
-                await gateway.RecordAdminAsync(admin.Id, "policy.apply_denied", "policy", null, null,
-                    $"role {PolicyNames.Of(admin.Role)} may not apply a whole policy");
-                return Results.Problem(statusCode: StatusCodes.Status403Forbidden, title: "Forbidden",
-                    detail: $"Applying a whole policy needs the platform-admin role; '{admin.Id}' is {PolicyNames.Of(admin.Role)}.");
-            }
-
-            if (string.IsNullOrWhiteSpace(body.Reason))
-            {
-                return Results.Problem(statusCode: StatusCodes.Status400BadRequest, title: "A reason is required",
-                    detail: "Every policy version records why it was made: send a non-empty 'reason'.");
-            }
-
+            var body = await ReadAsync<ApplyPolicyRequest>(context);
+            await RequireAsync(context, gateway, AdminPermission.ApplyPolicy, null, null, "policy.apply", "policy");
+            RequireReason(body.Reason);
             var read = PolicyYaml.Read(body.Yaml);
             if (read.Document is not { } document)
             {
@@ -106,25 +121,706 @@ internal static class AdminApi
                 return Results.Ok(new ApplyPolicyResponse(PolicyVersionView.Of(gateway.Policy.Current.Info), false, true, changes, warnings));
             }
 
-            var (version, created) = await gateway.ApplyPolicyAsync(document, admin.Id, body.Reason, body.Yaml, context.RequestAborted);
+            var (version, created) = await gateway.ApplyPolicyAsync(document, Admin(context).Id, body.Reason, body.Yaml, context.RequestAborted);
             return Results.Ok(new ApplyPolicyResponse(PolicyVersionView.Of(version), created, false, changes, warnings));
-        });
+        }).WithSummary("Validate a whole policy document and put it in force as a new version (platform-admin).")
+            .Accepts<ApplyPolicyRequest>("application/json").Produces<ApplyPolicyResponse>();
     }
 
-    /// <summary>Finds the admin identity of the request's key, or the 401 to answer.</summary>
-    private static IResult? Authenticate(HttpContext context, CustosGateway gateway, out AdminConfig? admin)
+    private static void MapRegistry(RouteGroupBuilder api, CustosGateway gateway)
     {
-        admin = null;
-        var header = context.Request.Headers.Authorization.ToString();
-        var presented = header.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase) ? header[7..].Trim() : "";
-        if (ApiKey.Validate(presented, out var kind) != ApiKeyFormatError.None || kind != ApiKeyKind.Admin)
+        api.MapGet("/services", (HttpContext context) =>
         {
-            return Results.Problem(statusCode: StatusCodes.Status401Unauthorized, title: "Admin key required",
-                detail: "Send an admin key as 'Authorization: Bearer cak_…'.");
+            var admin = Admin(context);
+            var document = gateway.Policy.Current.Document;
+            return Json(document.Services.Where(s => AdminAccess.InScope(admin, s.Tenant, s.Id)).Select(s => ViewOf(document, s)).ToArray());
+        }).WithSummary("Services in scope, with their owners and governance gaps.").Produces<ServiceView[]>();
+
+        api.MapGet("/services/{id}", (HttpContext context, string id) =>
+        {
+            var document = gateway.Policy.Current.Document;
+            var service = FindService(document, id);
+            return !AdminAccess.InScope(Admin(context), service.Tenant, service.Id)
+                ? throw AdminProblemException.NotFound("service", id)
+                : Json(ViewOf(document, service));
+        }).WithSummary("One service, with its owners and governance gaps.").Produces<ServiceView>();
+
+        api.MapGet("/owners", (HttpContext context) =>
+        {
+            var admin = Admin(context);
+            var rows = new List<OwnerView>();
+            foreach (var service in gateway.Policy.Current.Document.Services.Where(s => AdminAccess.InScope(admin, s.Tenant, s.Id)))
+            {
+                var o = service.Owners;
+                foreach (var (role, owner) in new[] { ("policy", o.Policy), ("billing", o.Billing), ("technical", o.Technical),
+                             ("agent_operator", o.AgentOperator), ("business_sponsor", o.BusinessSponsor) })
+                {
+                    rows.Add(new OwnerView(service.Tenant, service.Id, role, owner?.Name, owner?.Email, owner?.Webhook, owner?.Admin));
+                }
+            }
+
+            return Json(rows);
+        }).WithSummary("Every owner role of every service in scope; unfilled roles have no name.").Produces<OwnerView[]>();
+
+        api.MapPut("/services/{id}/owners", async (HttpContext context, string id) =>
+        {
+            var body = await ReadAsync<OwnersBody>(context);
+            var service = FindService(gateway.Policy.Current.Document, id);
+            await RequireAsync(context, gateway, AdminPermission.SetOwners, service.Tenant, service.Id, "service.owners_set", "service:" + id);
+            return await ChangeAsync(context, gateway, body.Reason, "service.owners_set", "service:" + id, doc =>
+            {
+                var current = FindService(doc, id);
+                var changed = doc with { Services = [.. doc.Services.Select(s => s.Id == id ? s with { Owners = body.Owners } : s)] };
+                return (changed, OwnersText(current.Owners), OwnersText(body.Owners));
+            });
+        }).WithSummary("Name a service's owners (platform-admin, service-owner).").Accepts<OwnersBody>("application/json").Produces<ChangeResult>();
+
+        api.MapPut("/services/{id}/prompt-rules", async (HttpContext context, string id) =>
+        {
+            var body = await ReadAsync<PromptRulesBody>(context);
+            var service = FindService(gateway.Policy.Current.Document, id);
+            await RequireAsync(context, gateway, AdminPermission.ManagePrompts, service.Tenant, service.Id, "service.prompt_rules_set", "service:" + id);
+            return await ChangeAsync(context, gateway, body.Reason, "service.prompt_rules_set", "service:" + id, doc =>
+            {
+                var current = FindService(doc, id);
+                var changed = doc with { Services = [.. doc.Services.Select(s => s.Id == id ? s with { PromptRules = body.PromptRules } : s)] };
+                return (changed, string.Join(",", current.PromptRules.Select(r => r.Id)), string.Join(",", body.PromptRules.Select(r => r.Id)));
+            });
+        }).WithSummary("Replace a service's prompt restrictions (platform-admin, prompt-admin).").Accepts<PromptRulesBody>("application/json").Produces<ChangeResult>();
+
+        api.MapPut("/services/{id}/models", async (HttpContext context, string id) =>
+        {
+            var body = await ReadAsync<ServiceModelsBody>(context);
+            var service = FindService(gateway.Policy.Current.Document, id);
+            await RequireAsync(context, gateway, AdminPermission.ManagePrompts, service.Tenant, service.Id, "service.models_set", "service:" + id);
+            return await ChangeAsync(context, gateway, body.Reason, "service.models_set", "service:" + id, doc =>
+            {
+                var current = FindService(doc, id);
+                var changed = doc with { Services = [.. doc.Services.Select(s => s.Id == id ? s with { Models = body.Models } : s)] };
+                return (changed, current.Models is null ? "all" : string.Join(",", current.Models), body.Models is null ? "all" : string.Join(",", body.Models));
+            });
+        }).WithSummary("Set a service's model choice (platform-admin, prompt-admin).").Accepts<ServiceModelsBody>("application/json").Produces<ChangeResult>();
+
+        api.MapPut("/budgets", async (HttpContext context) =>
+        {
+            var body = await ReadAsync<BudgetBody>(context);
+            var document = gateway.Policy.Current.Document;
+            var (tenant, service) = Locate(document, body.Scope, body.Id);
+            var target = body.Scope + ":" + body.Id;
+            await RequireAsync(context, gateway, AdminPermission.ManageBudgets, tenant, service, "budget.set", target);
+            return await ChangeAsync(context, gateway, body.Reason, "budget.set", target, doc =>
+            {
+                string? before = null;
+                LimitsConfig Set(LimitsConfig limits)
+                {
+                    before = BudgetText(limits.Budget);
+                    return limits with { Budget = body.Budget };
+                }
+
+                var changed = body.Scope switch
+                {
+                    "tenant" => doc with { Tenants = [.. doc.Tenants.Select(t => t.Id == body.Id ? t with { Limits = Set(t.Limits) } : t)] },
+                    "service" => doc with { Services = [.. doc.Services.Select(s => s.Id == body.Id ? s with { Limits = Set(s.Limits) } : s)] },
+                    _ => doc with { Consumers = [.. doc.Consumers.Select(c => c.Id == body.Id ? c with { Limits = Set(c.Limits) } : c)] },
+                };
+                return (changed, before, BudgetText(body.Budget));
+            });
+        }).WithSummary("Set or remove the budget of a tenant, service or consumer (platform-admin, finance).").Accepts<BudgetBody>("application/json").Produces<ChangeResult>();
+
+        api.MapGet("/consumers", (HttpContext context) =>
+        {
+            var admin = Admin(context);
+            var snapshot = gateway.Policy.Current;
+            var now = gateway.Time.GetUtcNow();
+            return Json(snapshot.Document.Consumers
+                .Select(c => (Config: c, Entry: snapshot.Consumers[c.Id]))
+                .Where(c => AdminAccess.InScope(admin, c.Entry.Service.Tenant.Id, c.Entry.Service.Id))
+                .Select(c => new ConsumerView(c.Config.Id, c.Config.Service, c.Entry.Service.Tenant.Id, c.Entry.CategoryName, c.Config.Suspended == true,
+                    [.. c.Entry.ModelsAt(now).Select(m => m.Name)], snapshot.Document.Credentials.Count(k => k.Consumer == c.Config.Id)))
+                .ToArray());
+        }).WithSummary("Consumers in scope: category, kill switch, models usable now, number of credentials.").Produces<ConsumerView[]>();
+
+        api.MapGet("/kill-switches", (HttpContext context) =>
+        {
+            var admin = Admin(context);
+            var document = gateway.Policy.Current.Document;
+            var engaged = document.Tenants.Where(t => t.Suspended == true && AdminAccess.InScope(admin, t.Id, null)).Select(t => new { scope = "tenant", id = t.Id })
+                .Concat(document.Services.Where(s => s.Suspended == true && AdminAccess.InScope(admin, s.Tenant, s.Id)).Select(s => new { scope = "service", id = s.Id }))
+                .Concat(document.Consumers.Where(c => c.Suspended == true).Select(c => (c, Locate(document, "consumer", c.Id)))
+                    .Where(x => AdminAccess.InScope(admin, x.Item2.Tenant, x.Item2.Service)).Select(x => new { scope = "consumer", id = x.c.Id }));
+            return Json(engaged.ToArray());
+        }).WithSummary("Kill switches engaged now, in scope.");
+
+        api.MapPost("/kill-switches", async (HttpContext context) =>
+        {
+            var body = await ReadAsync<KillSwitchBody>(context);
+            var document = gateway.Policy.Current.Document;
+            var (tenant, service) = Locate(document, body.Scope, body.Id);
+            var action = body.Engaged ? "kill_switch.engaged" : "kill_switch.released";
+            var target = body.Scope + ":" + body.Id;
+            await RequireAsync(context, gateway, body.Scope == "tenant" ? AdminPermission.TenantKillSwitch : AdminPermission.ManageCredentials, tenant, service,
+                action, target);
+            bool? flag = body.Engaged ? true : null;
+            var result = await ChangeAsync(context, gateway, body.Reason, action, target, doc =>
+            {
+                var changed = body.Scope switch
+                {
+                    "tenant" => doc with { Tenants = [.. doc.Tenants.Select(t => t.Id == body.Id ? t with { Suspended = flag } : t)] },
+                    "service" => doc with { Services = [.. doc.Services.Select(s => s.Id == body.Id ? s with { Suspended = flag } : s)] },
+                    _ => doc with { Consumers = [.. doc.Consumers.Select(c => c.Id == body.Id ? c with { Suspended = flag } : c)] },
+                };
+                var was = body.Scope switch
+                {
+                    "tenant" => doc.Tenants.First(t => t.Id == body.Id).Suspended,
+                    "service" => doc.Services.First(s => s.Id == body.Id).Suspended,
+                    _ => doc.Consumers.First(c => c.Id == body.Id).Suspended,
+                };
+                return (changed, was == true ? "engaged" : "released", body.Engaged ? "engaged" : "released");
+            }, notify: doc => body.Scope == "tenant" ? doc.Services.Where(s => s.Tenant == body.Id) : [FindService(doc, service!)]);
+            return result;
+        }).WithSummary("Engage or release the kill switch of a consumer, service (platform-admin, service-owner) or tenant (platform-admin).")
+            .Accepts<KillSwitchBody>("application/json").Produces<ChangeResult>();
+    }
+
+    private static void MapCredentials(RouteGroupBuilder api, CustosGateway gateway)
+    {
+        api.MapGet("/credentials", async (HttpContext context, string? consumer, string? service) =>
+        {
+            await RequireAsync(context, gateway, AdminPermission.ReadCredentials, null, null, "credential.list", "credentials", scoped: false);
+            var admin = Admin(context);
+            var snapshot = gateway.Policy.Current;
+            var lastUsed = await gateway.Store.GetCredentialLastUsedAsync(context.RequestAborted);
+            var now = gateway.Time.GetUtcNow();
+            return Json(snapshot.Document.Credentials
+                .Select(c => ViewOf(snapshot, c, lastUsed, now))
+                .Where(v => AdminAccess.InScope(admin, v.Tenant, v.Service))
+                .Where(v => (consumer is null || v.Consumer == consumer) && (service is null || v.Service == service))
+                .ToArray());
+        }).WithSummary("Credentials in scope: prefix, status, created, last used, expiry. Never a key.").Produces<CredentialView[]>();
+
+        api.MapPost("/credentials", async (HttpContext context) =>
+        {
+            var body = await ReadAsync<IssueCredentialBody>(context);
+            var document = gateway.Policy.Current.Document;
+            var (tenant, service) = Locate(document, "consumer", body.Consumer);
+            await RequireAsync(context, gateway, AdminPermission.ManageCredentials, tenant, service, "credential.issued", "consumer:" + body.Consumer);
+            var now = gateway.Time.GetUtcNow();
+            if (body.ExpiresAt is { } expires && expires <= now)
+            {
+                throw AdminProblemException.Invalid("'expires_at' is in the past.");
+            }
+
+            var key = ApiKey.Generate(ApiKeyKind.Consumer);
+            var credential = NewCredential(body.Consumer, key, now, body.ExpiresAt);
+            var change = await ChangeCoreAsync(context, gateway, body.Reason, "credential.issued", "credential:" + credential.Id,
+                doc => (doc with { Credentials = [.. doc.Credentials, credential] }, null, "active"), notify: doc => [FindService(doc, service!)]);
+            var snapshot = gateway.Policy.Current;
+            return Json(new IssuedCredential(ViewOf(snapshot, credential, new Dictionary<string, DateTimeOffset>(), now), key, change.PolicyVersion,
+                "This key is shown once. Custos keeps only its SHA-256; store it now."), StatusCodes.Status201Created);
+        }).WithSummary("Issue an API key for a consumer; the key is in this answer only.").Accepts<IssueCredentialBody>("application/json")
+            .Produces<IssuedCredential>(StatusCodes.Status201Created);
+
+        api.MapPost("/credentials/{id}/rotate", async (HttpContext context, string id) =>
+        {
+            var body = await ReadAsync<RotateCredentialBody>(context);
+            var old = FindCredential(gateway.Policy.Current.Document, id);
+            var (tenant, service) = Locate(gateway.Policy.Current.Document, "consumer", old.Consumer);
+            await RequireAsync(context, gateway, AdminPermission.ManageCredentials, tenant, service, "credential.rotated", "credential:" + id);
+            if (old.KeySha256 is null || old.Status == CredentialStatus.Revoked)
+            {
+                throw AdminProblemException.Conflict(old.KeySha256 is null
+                    ? $"credential '{id}' is a workload identity; its tokens rotate at their issuer."
+                    : $"credential '{id}' is revoked; issue a new one instead.");
+            }
+
+            var overlap = body.OverlapSeconds ?? 86_400;
+            if (overlap is < 0 or > 90L * 86_400)
+            {
+                throw AdminProblemException.Invalid("'overlap_seconds' must be between 0 and 7776000 (90 days).");
+            }
+
+            var now = gateway.Time.GetUtcNow();
+            var key = ApiKey.Generate(ApiKeyKind.Consumer);
+            var replacement = NewCredential(old.Consumer, key, now, old.ExpiresAt is { } e && e > now ? e : null);
+            var oldEnds = now.AddSeconds(overlap);
+            if (old.ExpiresAt is { } already && already < oldEnds)
+            {
+                oldEnds = already;
+            }
+
+            var change = await ChangeCoreAsync(context, gateway, body.Reason, "credential.rotated", "credential:" + id, doc => (doc with
+            {
+                Credentials = [.. doc.Credentials.Select(c => c.Id == id ? c with { ExpiresAt = oldEnds } : c), replacement],
+            }, "active", $"replaced by {replacement.Id}; old key expires at {LedgerTime.Format(oldEnds)}"), notify: doc => [FindService(doc, service!)]);
+            return Json(new IssuedCredential(ViewOf(gateway.Policy.Current, replacement, new Dictionary<string, DateTimeOffset>(), now), key,
+                change.PolicyVersion, $"This key is shown once. The old key ({old.Prefix ?? id}) keeps working until {LedgerTime.Format(oldEnds)}."),
+                StatusCodes.Status201Created);
+        }).WithSummary("Replace a key: a new key now, the old one working for an overlap window (default one day).")
+            .Accepts<RotateCredentialBody>("application/json").Produces<IssuedCredential>(StatusCodes.Status201Created);
+
+        MapLifecycle(api, gateway, "suspend", "credential.suspended", (c, now) => c.Status switch
+        {
+            CredentialStatus.Active => c with { Status = CredentialStatus.Suspended },
+            CredentialStatus.Suspended => throw AdminProblemException.Conflict($"credential '{c.Id}' is already suspended."),
+            _ => throw AdminProblemException.Conflict($"credential '{c.Id}' is revoked."),
+        });
+        MapLifecycle(api, gateway, "resume", "credential.resumed", (c, now) => c.Status switch
+        {
+            CredentialStatus.Suspended => c with { Status = CredentialStatus.Active },
+            CredentialStatus.Active => throw AdminProblemException.Conflict($"credential '{c.Id}' is not suspended."),
+            _ => throw AdminProblemException.Conflict($"credential '{c.Id}' is revoked, permanently; issue a new one."),
+        });
+        MapLifecycle(api, gateway, "revoke", "credential.revoked", (c, now) => c.Status == CredentialStatus.Revoked
+            ? throw AdminProblemException.Conflict($"credential '{c.Id}' is already revoked.")
+            : c with { Status = CredentialStatus.Revoked });
+        MapLifecycle(api, gateway, "expire", "credential.expired", (c, now) => c.ExpiresAt is { } e && e <= now
+            ? throw AdminProblemException.Conflict($"credential '{c.Id}' has already expired.")
+            : c with { ExpiresAt = now });
+    }
+
+    private static void MapLifecycle(RouteGroupBuilder api, CustosGateway gateway, string verb, string action, Func<CredentialConfig, DateTimeOffset, CredentialConfig> apply)
+    {
+        api.MapPost("/credentials/{id}/" + verb, async (HttpContext context, string id) =>
+        {
+            var body = await ReadAsync<ReasonBody>(context);
+            var credential = FindCredential(gateway.Policy.Current.Document, id);
+            var (tenant, service) = Locate(gateway.Policy.Current.Document, "consumer", credential.Consumer);
+            await RequireAsync(context, gateway, AdminPermission.ManageCredentials, tenant, service, action, "credential:" + id);
+            var now = gateway.Time.GetUtcNow();
+            return await ChangeAsync(context, gateway, body.Reason, action, "credential:" + id, doc =>
+            {
+                var current = FindCredential(doc, id);
+                var next = apply(current, now);
+                return (doc with { Credentials = [.. doc.Credentials.Select(c => c.Id == id ? next : c)] }, StatusText(current, now), StatusText(next, now));
+            }, notify: doc => [FindService(doc, service!)]);
+        }).WithSummary($"{char.ToUpperInvariant(verb[0])}{verb[1..]} a credential, with a reason; takes effect on the next request.")
+            .Accepts<ReasonBody>("application/json").Produces<ChangeResult>();
+    }
+
+    private static void MapAccess(RouteGroupBuilder api, CustosGateway gateway)
+    {
+        api.MapPost("/access-requests", async (HttpContext context) =>
+        {
+            var body = await ReadAsync<AccessRequestBody>(context);
+            var snapshot = gateway.Policy.Current;
+            var (tenant, service) = Locate(snapshot.Document, "consumer", body.Consumer);
+            await RequireAsync(context, gateway, AdminPermission.RequestAccess, tenant, service, "access.requested", "consumer:" + body.Consumer);
+            if (body.Models.Count == 0)
+            {
+                throw AdminProblemException.Invalid("'models' must name at least one model.");
+            }
+
+            var tenantEntry = snapshot.Services[service!].Tenant;
+            if (body.Models.FirstOrDefault(m => !tenantEntry.Models.ContainsKey(m)) is { } unknown)
+            {
+                throw AdminProblemException.Invalid($"model '{unknown}' is not offered by tenant '{tenant}'.");
+            }
+
+            RequireReason(body.Justification, "justification");
+            var admin = Admin(context);
+            var created = await gateway.Store.CreateAccessRequestAsync(new AccessRequest
+            {
+                Id = "",
+                Tenant = tenant,
+                Service = service!,
+                Consumer = body.Consumer,
+                Models = body.Models,
+                ValidUntil = body.ValidUntil,
+                Justification = body.Justification,
+                RequestedBy = admin.Id,
+                RequestedAt = gateway.Time.GetUtcNow(),
+            }, context.RequestAborted);
+            await gateway.RecordAdminAsync(admin.Id, "access.requested", "access_request:" + created.Id, null,
+                $"pending: {body.Consumer} -> {string.Join(",", body.Models)}", body.Justification, tenant);
+            await gateway.Notifier.NotifyAsync(FindService(snapshot.Document, service!), "policy", "access.requested", admin.Id, "access_request:" + created.Id,
+                body.Justification, new Dictionary<string, string?> { ["consumer"] = body.Consumer, ["models"] = string.Join(",", body.Models) }, context.RequestAborted);
+            return Json(created, StatusCodes.Status201Created);
+        }).WithSummary("Ask for a consumer's access to models; the service's policy owner (or a named delegate) decides.")
+            .Accepts<AccessRequestBody>("application/json").Produces<AccessRequest>(StatusCodes.Status201Created);
+
+        api.MapGet("/access-requests", async (HttpContext context, string? status) =>
+        {
+            AccessRequestStatus? filter = status is null ? null
+                : Enum.TryParse<AccessRequestStatus>(status, ignoreCase: true, out var s) ? s
+                : throw AdminProblemException.Invalid("'status' must be pending, approved or rejected.");
+            var admin = Admin(context);
+            var all = await gateway.Store.ListAccessRequestsAsync(filter, context.RequestAborted);
+            return Json(all.Where(r => AdminAccess.InScope(admin, r.Tenant, r.Service)).ToArray());
+        }).WithSummary("Access requests in scope, optionally of one status.").Produces<AccessRequest[]>();
+
+        api.MapPost("/access-requests/{id}/approve", (HttpContext context, string id) => DecideAsync(context, gateway, id, approve: true))
+            .WithSummary("Approve: the entitlement takes effect as a new policy version naming the approver (policy owner or named delegate).")
+            .Accepts<ReasonBody>("application/json").Produces<AccessRequest>();
+        api.MapPost("/access-requests/{id}/reject", (HttpContext context, string id) => DecideAsync(context, gateway, id, approve: false))
+            .WithSummary("Reject: nothing changes but the request's status.").Accepts<ReasonBody>("application/json").Produces<AccessRequest>();
+    }
+
+    private static async Task<IResult> DecideAsync(HttpContext context, CustosGateway gateway, string id, bool approve)
+    {
+        var body = await ReadAsync<ReasonBody>(context);
+        var request = await gateway.Store.GetAccessRequestAsync(id, context.RequestAborted) ?? throw AdminProblemException.NotFound("access request", id);
+        var admin = Admin(context);
+        var action = approve ? "access.approved" : "access.rejected";
+        var target = "access_request:" + id;
+        var service = FindService(gateway.Policy.Current.Document, request.Service);
+        if (!AdminAccess.MayDecideAccess(admin, service))
+        {
+            throw await DeniedAsync(context, gateway, action, target, request.Tenant,
+                $"only the policy owner of service '{service.Id}' ({service.Owners.Policy?.Admin ?? "no admin named"}) or a delegate the policy names may decide");
         }
 
-        return !gateway.Policy.Current.TryGetAdmin(KeyHash.Of(presented), out admin)
-            ? Results.Problem(statusCode: StatusCodes.Status401Unauthorized, title: "Unknown admin key", detail: "The admin key is not known to this gateway.")
+        if (request.RequestedBy == admin.Id)
+        {
+            throw await DeniedAsync(context, gateway, action, target, request.Tenant, "the requester cannot decide their own request (separation of duties)");
+        }
+
+        if (request.Status != AccessRequestStatus.Pending)
+        {
+            throw AdminProblemException.Conflict($"access request '{id}' was already {request.Status.ToString().ToLowerInvariant()} by {request.DecidedBy}.");
+        }
+
+        RequireReason(body.Reason);
+        var now = gateway.Time.GetUtcNow();
+        long? version = null;
+        if (approve)
+        {
+            var snapshot = gateway.Policy.Current;
+            var result = await ChangeCoreAsync(context, gateway, $"access request {id} approved: {body.Reason}", "access.approved", target, doc =>
+            {
+                var consumer = doc.Consumers.FirstOrDefault(c => c.Id == request.Consumer) ?? throw AdminProblemException.NotFound("consumer", request.Consumer);
+                var inherits = consumer.Models.Count == 0 && consumer.Entitlements.Count == 0;
+                var entitlement = new EntitlementConfig { Models = request.Models, ApprovedBy = admin.Id, Ticket = id, ValidFrom = now, ValidUntil = request.ValidUntil };
+                var next = consumer with
+                {
+                    // A consumer that inherited its category's models keeps them: they become its own, beside the approved ones.
+                    Models = inherits ? [.. snapshot.Consumers[consumer.Id].ModelsAt(now).Select(m => m.Name)] : consumer.Models,
+                    Entitlements = [.. consumer.Entitlements, entitlement],
+                };
+                return (doc with { Consumers = [.. doc.Consumers.Select(c => c.Id == consumer.Id ? next : c)] }, "pending",
+                    $"approved: {request.Consumer} -> {string.Join(",", request.Models)}");
+            });
+            version = result.PolicyVersion;
+        }
+        else
+        {
+            await gateway.RecordAdminAsync(admin.Id, action, target, "pending", "rejected", body.Reason, request.Tenant);
+        }
+
+        if (!await gateway.Store.DecideAccessRequestAsync(id, approve ? AccessRequestStatus.Approved : AccessRequestStatus.Rejected, admin.Id, now, body.Reason,
+                version, CancellationToken.None))
+        {
+            throw AdminProblemException.Conflict($"access request '{id}' was decided by someone else meanwhile.");
+        }
+
+        return Json(await gateway.Store.GetAccessRequestAsync(id, CancellationToken.None));
+    }
+
+    private static void MapEvidence(RouteGroupBuilder api, CustosGateway gateway)
+    {
+        api.MapGet("/ledger", async (HttpContext context, string? kind, string? tenant, string? service, string? consumer, string? decision, string? model,
+            string? request_id, DateTimeOffset? from, DateTimeOffset? to, int? limit) =>
+        {
+            await RequireAsync(context, gateway, AdminPermission.ReadLedger, null, null, "ledger.read", "ledger", scoped: false);
+            var admin = Admin(context);
+            var query = new LedgerQuery
+            {
+                Kind = kind is "any" ? null : kind ?? "request",
+                Tenant = tenant,
+                Service = service,
+                Consumer = consumer,
+                Decision = decision,
+                Model = model,
+                RequestId = request_id,
+                From = from,
+                To = to,
+                Limit = Math.Clamp(limit ?? 100, 1, 10_000),
+            };
+            var entries = new List<JsonElement>();
+            await foreach (var stored in gateway.Store.QueryAsync(query, context.RequestAborted))
+            {
+                using var json = JsonDocument.Parse(stored.Json);
+                var root = json.RootElement;
+                var entryTenant = root.TryGetProperty("tenant", out var t) && t.ValueKind == JsonValueKind.String ? t.GetString() : null;
+                var entryService = root.TryGetProperty("service", out var s) && s.ValueKind == JsonValueKind.String ? s.GetString() : null;
+                var visible = entryTenant is null ? admin.Tenants.Count == 0 && admin.Services.Count == 0 : AdminAccess.InScope(admin, entryTenant, entryService);
+                if (visible)
+                {
+                    entries.Add(root.Clone());
+                }
+            }
+
+            return Results.Ok(entries);
+        }).WithSummary("Ledger entries in scope (request entries by default; kind=admin, shed or any).");
+
+        api.MapGet("/requests/{requestId}/approval", async (HttpContext context, string requestId) =>
+        {
+            await RequireAsync(context, gateway, AdminPermission.ReadLedger, null, null, "ledger.read", "request:" + requestId, scoped: false);
+            return Json(await FindApprovalAsync(context, gateway, requestId));
+        }).WithSummary("Who approved the access a recorded request used: its policy version, the entitlement, the approver and the access request.")
+            .Produces<ApprovalView>();
+
+        api.MapGet("/spend", async (HttpContext context, DateTimeOffset? from, DateTimeOffset? to) =>
+        {
+            await RequireAsync(context, gateway, AdminPermission.ReadSpend, null, null, "spend.read", "spend", scoped: false);
+            var admin = Admin(context);
+            var now = gateway.Time.GetUtcNow();
+            var start = from ?? new DateTimeOffset(now.Year, now.Month, 1, 0, 0, 0, TimeSpan.Zero);
+            var spend = await gateway.Store.GetSpendAsync(start, to ?? now.AddSeconds(1), context.RequestAborted);
+            var document = gateway.Policy.Current.Document;
+            return Json(document.Services.Where(s => AdminAccess.InScope(admin, s.Tenant, s.Id)).Select(s =>
+            {
+                var (cost, requests) = spend.TryGetValue(s.Id, out var v) ? v : (0m, 0L);
+                return new SpendView(s.Tenant, s.Id, cost, requests, s.Limits.Budget);
+            }).ToArray());
+        }).WithSummary("Spend per service in a window (default: this calendar month, UTC), beside its budget.").Produces<SpendView[]>();
+
+        api.MapGet("/notifications", async (HttpContext context, int? limit) =>
+        {
+            await RequireAsync(context, gateway, AdminPermission.ReadLedger, null, null, "notifications.read", "notifications", scoped: false);
+            return Json(await gateway.Store.ListNotificationsAsync(Math.Clamp(limit ?? 100, 1, 1000), context.RequestAborted));
+        }).WithSummary("The owner-notification outbox, newest first, with delivery status.").Produces<Notification[]>();
+    }
+
+    private static async Task<ApprovalView> FindApprovalAsync(HttpContext context, CustosGateway gateway, string requestId)
+    {
+        StoredRecord? stored = null;
+        await foreach (var record in gateway.Store.QueryAsync(new LedgerQuery { RequestId = requestId, Limit = 1 }, context.RequestAborted))
+        {
+            stored = record;
+        }
+
+        if (stored is null)
+        {
+            throw AdminProblemException.NotFound("request", requestId);
+        }
+
+        using var json = JsonDocument.Parse(stored.Json);
+        var root = json.RootElement;
+        string? Text(string name) => root.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
+        var tenant = Text("tenant");
+        if (tenant is not null && !AdminAccess.InScope(Admin(context), tenant, Text("service")))
+        {
+            throw AdminProblemException.NotFound("request", requestId);
+        }
+
+        var timestamp = LedgerTime.Parse(Text("timestamp")!);
+        var versionNumber = root.GetProperty("policy_version").GetInt64();
+        var history = await gateway.Store.GetHistoryAsync(context.RequestAborted);
+        var version = history.FirstOrDefault(v => v.Number == versionNumber) ?? throw AdminProblemException.NotFound("policy version", versionNumber.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        var consumerId = Text("consumer");
+        var model = Text("model");
+        var decision = Text("decision") ?? "";
+        var snapshot = PolicySnapshot.Compile(version, _ => null);
+        Entitlement? used = null;
+        if (consumerId is not null && snapshot.Consumers.TryGetValue(consumerId, out var consumer) && model is not null
+            && consumer.Service.Tenant.Models.TryGetValue(model, out var route))
+        {
+            used = consumer.Entitlements.FirstOrDefault(e => e.Models.Contains(route) && e.IsValidAt(timestamp))
+                ?? consumer.Entitlements.FirstOrDefault(e => e.Models.Contains(route));
+        }
+
+        AccessRequest? access = used?.Ticket is { } ticket && ticket.StartsWith("ar-", StringComparison.Ordinal)
+            ? await gateway.Store.GetAccessRequestAsync(ticket, context.RequestAborted)
+            : null;
+        return new ApprovalView(requestId, timestamp, consumerId, model, decision, version.Number, Text("policy_hash"), version.Author, used?.Source,
+            used is null ? [] : [.. used.Models.Select(m => m.Name).Order(StringComparer.Ordinal)], used?.ApprovedBy, used?.Ticket, used?.ValidFrom,
+            used?.ValidUntil, access);
+    }
+
+    /// <summary>Applies a change as a new policy version, records it in the ledger, notifies owners; answers the <see cref="ChangeResult"/>.</summary>
+    private static async Task<IResult> ChangeAsync(HttpContext context, CustosGateway gateway, string reason, string action, string target,
+        Func<PolicyDocument, (PolicyDocument Document, string? Before, string? After)> change, Func<PolicyDocument, IEnumerable<ServiceConfig>>? notify = null)
+        => Json(await ChangeCoreAsync(context, gateway, reason, action, target, change, notify));
+
+    private static async Task<ChangeResult> ChangeCoreAsync(HttpContext context, CustosGateway gateway, string reason, string action, string target,
+        Func<PolicyDocument, (PolicyDocument Document, string? Before, string? After)> change, Func<PolicyDocument, IEnumerable<ServiceConfig>>? notify = null)
+    {
+        RequireReason(reason);
+        var admin = Admin(context);
+        string? before = null, after = null;
+        var (version, _) = await gateway.ChangePolicyAsync(doc =>
+        {
+            var (changed, b, a) = change(doc);
+            (before, after) = (b, a);
+            return changed;
+        }, admin.Id, reason, context.RequestAborted);
+        var tenant = TenantOf(version.Document, target);
+        await gateway.RecordAdminAsync(admin.Id, action, target, before, after, reason, tenant);
+        var notified = 0;
+        foreach (var service in notify?.Invoke(version.Document) ?? [])
+        {
+            notified += await gateway.Notifier.NotifyAsync(service, "technical", action, admin.Id, target, reason,
+                new Dictionary<string, string?> { ["before"] = before, ["after"] = after, ["policy_version"] = version.Number.ToString(System.Globalization.CultureInfo.InvariantCulture) },
+                CancellationToken.None);
+        }
+
+        return new ChangeResult(action, target, before, after, version.Number, notified);
+    }
+
+    /// <summary>Refuses (403, audited) unless the admin's role holds <paramref name="permission"/> within scope.</summary>
+    private static async Task RequireAsync(HttpContext context, CustosGateway gateway, AdminPermission permission, string? tenant, string? service,
+        string action, string target, bool scoped = true)
+    {
+        var admin = Admin(context);
+        if (!AdminAccess.Grants(admin.Role, permission))
+        {
+            throw await DeniedAsync(context, gateway, action, target, tenant, $"role {PolicyNames.Of(admin.Role)} may not do this");
+        }
+
+        if (scoped && tenant is not null && !AdminAccess.InScope(admin, tenant, service))
+        {
+            throw await DeniedAsync(context, gateway, action, target, tenant, $"{target} is outside the scope of '{admin.Id}'");
+        }
+    }
+
+    private static async Task<AdminProblemException> DeniedAsync(HttpContext context, CustosGateway gateway, string action, string target, string? tenant, string why)
+    {
+        var admin = Admin(context);
+        await gateway.RecordAdminAsync(admin.Id, action + "_denied", target, null, null, why, tenant);
+        return new AdminProblemException(StatusCodes.Status403Forbidden, "admin.forbidden", "Forbidden", $"'{admin.Id}' ({PolicyNames.Of(admin.Role)}): {why}.");
+    }
+
+    private static async Task<(AdminConfig? Admin, IResult? Failure)> AuthenticateAsync(HttpContext context, CustosGateway gateway)
+    {
+        var header = context.Request.Headers.Authorization.ToString();
+        var presented = header.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase) ? header[7..].Trim() : "";
+        var snapshot = gateway.Policy.Current;
+        if (snapshot.IdentityProviders.Count > 0 && JwtAuthenticator.LooksLikeJwt(presented))
+        {
+            var outcome = await gateway.Jwt.ValidateAsync(presented, snapshot.IdentityProviders, context.RequestAborted);
+            if (outcome.Failure is { } failure)
+            {
+                return (null, Problem(context, StatusCodes.Status401Unauthorized, failure.Code, "Sign-in refused", failure.Message));
+            }
+
+            return snapshot.TryGetAdmin(outcome.Provider!.Id, outcome.Subject!, out var oidcAdmin)
+                ? (oidcAdmin, null)
+                : (null, Problem(context, StatusCodes.Status401Unauthorized, "deny.token_subject_unknown", "Sign-in refused",
+                    $"The token is valid, but subject '{outcome.Subject}' of '{outcome.Provider.Id}' is no admin of this gateway."));
+        }
+
+        if (ApiKey.Validate(presented, out var kind) != ApiKeyFormatError.None || kind != ApiKeyKind.Admin)
+        {
+            return (null, Problem(context, StatusCodes.Status401Unauthorized, "admin.unauthenticated", "Admin key required",
+                "Send an admin key as 'Authorization: Bearer cak_…', or an OIDC token of a configured identity provider."));
+        }
+
+        return snapshot.TryGetAdmin(KeyHash.Of(presented), out var admin)
+            ? (admin, null)
+            : (null, Problem(context, StatusCodes.Status401Unauthorized, "admin.unknown_key", "Unknown admin key", "The admin key is not known to this gateway."));
+    }
+
+    private static IResult Problem(HttpContext context, int status, string code, string title, string detail)
+        => Results.Problem(statusCode: status, title: title, detail: detail,
+            extensions: new Dictionary<string, object?> { ["code"] = code, ["request_id"] = context.Items[RequestIdItem] as string });
+
+    private static AdminConfig Admin(HttpContext context) => (AdminConfig)context.Items[AdminItem]!;
+
+    private static IResult Json<T>(T value, int status = StatusCodes.Status200OK) => Results.Json(value, AdminJson.Options, statusCode: status);
+
+    private static async Task<T> ReadAsync<T>(HttpContext context)
+    {
+        try
+        {
+            return await JsonSerializer.DeserializeAsync<T>(context.Request.Body, AdminJson.Options, context.RequestAborted)
+                ?? throw AdminProblemException.Invalid("The request body is empty; send a JSON object.");
+        }
+        catch (JsonException ex)
+        {
+            throw AdminProblemException.Invalid("The request body is not valid: " + ex.Message);
+        }
+    }
+
+    private static void RequireReason(string? reason, string field = "reason")
+    {
+        if (string.IsNullOrWhiteSpace(reason))
+        {
+            throw AdminProblemException.Invalid($"Every change records why it was made: send a non-empty '{field}'.");
+        }
+    }
+
+    private static ServiceConfig FindService(PolicyDocument document, string id)
+        => document.Services.FirstOrDefault(s => s.Id == id) ?? throw AdminProblemException.NotFound("service", id);
+
+    private static CredentialConfig FindCredential(PolicyDocument document, string id)
+        => document.Credentials.FirstOrDefault(c => c.Id == id) ?? throw AdminProblemException.NotFound("credential", id);
+
+    /// <summary>The tenant and service (null for a tenant) of a scope and id.</summary>
+    private static (string Tenant, string? Service) Locate(PolicyDocument document, string scope, string id)
+    {
+        switch (scope)
+        {
+            case "tenant":
+                return document.Tenants.Any(t => t.Id == id) ? (id, null) : throw AdminProblemException.NotFound("tenant", id);
+            case "service":
+                var service = FindService(document, id);
+                return (service.Tenant, service.Id);
+            case "consumer":
+                var consumer = document.Consumers.FirstOrDefault(c => c.Id == id) ?? throw AdminProblemException.NotFound("consumer", id);
+                return (FindService(document, consumer.Service).Tenant, consumer.Service);
+            default:
+                throw AdminProblemException.Invalid($"'scope' must be consumer, service or tenant, not '{scope}'.");
+        }
+    }
+
+    private static string? TenantOf(PolicyDocument document, string target)
+    {
+        var colon = target.IndexOf(':', StringComparison.Ordinal);
+        if (colon < 0)
+        {
+            return null;
+        }
+
+        var (scope, id) = (target[..colon], target[(colon + 1)..]);
+        if (scope == "credential")
+        {
+            var credential = document.Credentials.FirstOrDefault(c => c.Id == id);
+            return credential is null ? null : TenantOf(document, "consumer:" + credential.Consumer);
+        }
+
+        return scope is "tenant" or "service" or "consumer" && (scope != "tenant" || document.Tenants.Any(t => t.Id == id))
+            && (scope != "service" || document.Services.Any(s => s.Id == id)) && (scope != "consumer" || document.Consumers.Any(c => c.Id == id))
+            ? Locate(document, scope, id).Tenant
             : null;
     }
+
+    private static CredentialConfig NewCredential(string consumer, string key, DateTimeOffset now, DateTimeOffset? expiresAt) => new()
+    {
+        Id = "cred-" + Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(6)),
+        Consumer = consumer,
+        KeySha256 = KeyHash.Of(key).ToHex(),
+        Prefix = key[..12],
+        CreatedAt = now,
+        ExpiresAt = expiresAt,
+    };
+
+    private static ServiceView ViewOf(PolicyDocument document, ServiceConfig service)
+        => new(service.Id, service.Tenant, service.Description, service.Owners, [.. Governance.Gaps(document, service).Select(g => g.Message)],
+            service.Suspended == true, service.Models, service.Approvers ?? [], service.Limits.Budget);
+
+    private static CredentialView ViewOf(PolicySnapshot snapshot, CredentialConfig credential, IReadOnlyDictionary<string, DateTimeOffset> lastUsed, DateTimeOffset now)
+    {
+        var consumer = snapshot.Consumers[credential.Consumer];
+        return new CredentialView(credential.Id, credential.Consumer, consumer.Service.Id, consumer.Service.Tenant.Id,
+            credential.KeySha256 is null ? "workload_identity" : "api_key", credential.Prefix, StatusText(credential, now), credential.CreatedAt,
+            lastUsed.TryGetValue(credential.Id, out var used) ? used : null, credential.ExpiresAt, credential.Issuer, credential.Subject);
+    }
+
+    private static string StatusText(CredentialConfig credential, DateTimeOffset now) => credential.Status switch
+    {
+        CredentialStatus.Revoked => "revoked",
+        CredentialStatus.Suspended => "suspended",
+        _ when credential.ExpiresAt is { } e && e <= now => "expired",
+        _ => "active",
+    };
+
+    private static string OwnersText(ServiceOwners owners)
+    {
+        static string One(string role, OwnerConfig? o) => o is null ? role + "=-" : $"{role}={o.Name} <{o.Email ?? o.Webhook?.ToString()}>";
+        return string.Join("; ", One("policy", owners.Policy), One("billing", owners.Billing), One("technical", owners.Technical),
+            One("agent_operator", owners.AgentOperator), One("business_sponsor", owners.BusinessSponsor));
+    }
+
+    private static string? BudgetText(BudgetConfig? budget)
+        => budget is null ? null : $"{PolicyNames.Normalize(budget.Amount).ToString(System.Globalization.CultureInfo.InvariantCulture)} per {PolicyNames.Of(budget.Period)} ({PolicyNames.Of(budget.Mode)})";
 }

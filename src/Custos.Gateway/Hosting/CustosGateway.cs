@@ -1,5 +1,7 @@
 using System.Net;
 using Custos.Controls;
+using Custos.Gateway.ControlPlane;
+using Custos.Gateway.Identity;
 using Custos.Gateway.Ledger;
 using Custos.Gateway.Pipeline;
 using Custos.Gateway.Policy;
@@ -60,6 +62,9 @@ public sealed record CustosGatewayOptions
     /// </summary>
     public int LedgerQueueCapacity { get; init; } = LedgerWriter.DefaultCapacity;
 
+    /// <summary>The HTTP handler owner notifications are delivered with. Default: a direct connection (tests put a recorder here).</summary>
+    public HttpMessageHandler? NotificationHandler { get; init; }
+
     /// <summary>Logging set-up. Default: console, one line per message, Information and up.</summary>
     public Action<ILoggingBuilder>? ConfigureLogging { get; init; }
 }
@@ -108,6 +113,15 @@ public sealed partial class CustosGateway : IAsyncDisposable
     /// <summary>This node's id.</summary>
     public string NodeId { get; }
 
+    /// <summary>The clock.</summary>
+    public TimeProvider Time => _options.TimeProvider;
+
+    /// <summary>Tells owners what happened to their services, through a durable outbox.</summary>
+    public OwnerNotifier Notifier { get; private init; } = null!;
+
+    /// <summary>Validates JWT bearer tokens (workload identities, admin sign-in).</summary>
+    public JwtAuthenticator Jwt { get; private init; } = null!;
+
     /// <summary>Where the data plane listens.</summary>
     public Uri DataPlaneUri => BoundUri(_dataPlane);
 
@@ -124,25 +138,7 @@ public sealed partial class CustosGateway : IAsyncDisposable
         await _applyLock.WaitAsync(cancellationToken);
         try
         {
-            var before = Policy.Current;
-            var (version, created) = await Store.SaveAsync(document, actor, reason, _options.TimeProvider.GetUtcNow(), source, cancellationToken);
-            if (created)
-            {
-                Policy.Update(PolicySnapshot.Compile(version, _options.Secrets));
-                await Ledger.EnqueueAsync(new AdminRecord
-                {
-                    Timestamp = version.CreatedAt,
-                    Actor = actor,
-                    Action = "policy.version_created",
-                    Target = "policy",
-                    Before = before.Hash,
-                    After = version.Sha256,
-                    Reason = reason,
-                    PolicyVersion = version.Number,
-                });
-            }
-
-            return (version, created);
+            return await ApplyLockedAsync(document, actor, reason, source, cancellationToken);
         }
         finally
         {
@@ -150,11 +146,64 @@ public sealed partial class CustosGateway : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Changes the policy in force through <paramref name="change"/> (read, modify, validate, store, put in force, all
+    /// under one lock, so concurrent administrators never lose each other's changes). The changed document is validated
+    /// as a whole, exactly as <c>custos policy apply</c> would; an invalid one throws <see cref="PolicyValidationException"/>
+    /// and changes nothing.
+    /// </summary>
+    public async Task<(PolicyVersion Version, bool Created)> ChangePolicyAsync(Func<PolicyDocument, PolicyDocument> change, string actor, string reason,
+        CancellationToken cancellationToken = default)
+    {
+        await _applyLock.WaitAsync(cancellationToken);
+        try
+        {
+            var document = change(Policy.Current.Document);
+            var yaml = PolicyYamlWriter.Write(document);
+            var read = PolicyYaml.Read(yaml);
+            if (!read.IsValid)
+            {
+                throw new PolicyValidationException(read.Diagnostics, "policy");
+            }
+
+            return await ApplyLockedAsync(document, actor, reason, yaml, cancellationToken);
+        }
+        finally
+        {
+            _applyLock.Release();
+        }
+    }
+
+    private async Task<(PolicyVersion Version, bool Created)> ApplyLockedAsync(PolicyDocument document, string actor, string reason, string? source,
+        CancellationToken cancellationToken)
+    {
+        var before = Policy.Current;
+        var (version, created) = await Store.SaveAsync(document, actor, reason, _options.TimeProvider.GetUtcNow(), source, cancellationToken);
+        if (created)
+        {
+            Policy.Update(PolicySnapshot.Compile(version, _options.Secrets));
+            await Ledger.EnqueueAsync(new AdminRecord
+            {
+                Timestamp = version.CreatedAt,
+                Actor = actor,
+                Action = "policy.version_created",
+                Target = "policy",
+                Before = before.Hash,
+                After = version.Sha256,
+                Reason = reason,
+                PolicyVersion = version.Number,
+            });
+        }
+
+        return (version, created);
+    }
+
     /// <summary>Records an administrative action (or a refused attempt) in the ledger.</summary>
-    public ValueTask RecordAdminAsync(string actor, string action, string target, string? before, string? after, string? reason)
+    public ValueTask RecordAdminAsync(string actor, string action, string target, string? before, string? after, string? reason, string? tenant = null)
         => Ledger.EnqueueAsync(new AdminRecord
         {
             Timestamp = _options.TimeProvider.GetUtcNow(),
+            Tenant = tenant,
             Actor = actor,
             Action = action,
             Target = target,
@@ -212,11 +261,25 @@ public sealed partial class CustosGateway : IAsyncDisposable
             }
 
             var upstreamClient = CreateUpstreamClient();
+            var jwt = new JwtAuthenticator(CreateUpstreamClient(), options.TimeProvider, loggerFactory.CreateLogger<JwtAuthenticator>());
+            var notifier = new OwnerNotifier(store, options.TimeProvider, loggerFactory.CreateLogger<OwnerNotifier>(), options.NotificationHandler);
+            started.Insert(0, notifier);
 
             var counters = options.Counters ?? new InMemoryCounterStore(options.TimeProvider);
-            var dataPlane = BuildDataPlane(options, policy, ledger, upstreamClient, counters);
-            var admin = CreateBuilder(options, options.AdminUrl).Build();
-            var gateway = new CustosGateway(options, store, policy, ledger, dataPlane, admin, upstreamClient, counters) { _loggerFactory = loggerFactory };
+            var dataPlane = BuildDataPlane(options, policy, ledger, upstreamClient, counters, jwt);
+            var adminBuilder = CreateBuilder(options, options.AdminUrl);
+            adminBuilder.Services.AddOpenApi("admin", o => o.AddDocumentTransformer((document, _, _) =>
+            {
+                document.Info = new() { Title = "Custos admin API", Version = "v1", Description = "The control plane of the Custos AI gateway." };
+                return Task.CompletedTask;
+            }));
+            var admin = adminBuilder.Build();
+            var gateway = new CustosGateway(options, store, policy, ledger, dataPlane, admin, upstreamClient, counters)
+            {
+                _loggerFactory = loggerFactory,
+                Notifier = notifier,
+                Jwt = jwt,
+            };
             MapAdmin(admin, gateway);
             await dataPlane.StartAsync(cancellationToken);
             started.Insert(0, dataPlane);
@@ -251,7 +314,7 @@ public sealed partial class CustosGateway : IAsyncDisposable
     });
 
     private static WebApplication BuildDataPlane(CustosGatewayOptions options, ActivePolicy policy, LedgerWriter ledger, HttpMessageInvoker upstreamClient,
-        ICounterStore counters)
+        ICounterStore counters, JwtAuthenticator jwt)
     {
         var builder = CreateBuilder(options, options.DataPlaneUrl);
         builder.Services.AddHttpForwarder();
@@ -259,7 +322,7 @@ public sealed partial class CustosGateway : IAsyncDisposable
         builder.Services.AddSingleton(ledger);
         builder.Services.AddSingleton(options.TimeProvider);
         builder.Services.AddSingleton(sp => new DataPlane(policy, ledger, sp.GetRequiredService<IHttpForwarder>(), upstreamClient,
-            counters, options.TimeProvider, options.NodeId, sp.GetRequiredService<ILogger<DataPlane>>()));
+            counters, options.TimeProvider, options.NodeId, jwt, sp.GetRequiredService<ILogger<DataPlane>>()));
         var app = builder.Build();
         var dataPlane = app.Services.GetRequiredService<DataPlane>();
         app.Run(context => context.Request.Path.Value switch
@@ -275,6 +338,7 @@ public sealed partial class CustosGateway : IAsyncDisposable
     {
         app.MapGet("/healthz", Health);
         app.MapGet("/readyz", (HttpContext context) => Ready(context, gateway.Policy, gateway.Ledger));
+        app.MapOpenApi("/admin/v1/openapi.json").WithName("openapi");
         Admin.AdminApi.Map(app, gateway);
     }
 
@@ -352,6 +416,7 @@ public sealed partial class CustosGateway : IAsyncDisposable
         await _admin.StopAsync();
         await _dataPlane.DisposeAsync();
         await _admin.DisposeAsync();
+        await Notifier.DisposeAsync();
         await Ledger.DisposeAsync();
         await Store.DisposeAsync();
         _upstreamClient.Dispose();

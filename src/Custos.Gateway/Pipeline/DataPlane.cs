@@ -4,6 +4,7 @@ using System.Security.Cryptography;
 using System.Text.Json;
 using Custos.Controls;
 using Custos.Errors;
+using Custos.Gateway.Identity;
 using Custos.Gateway.Ledger;
 using Custos.Gateway.Policy;
 using Custos.Identity;
@@ -30,6 +31,7 @@ internal sealed partial class DataPlane(
     ICounterStore counters,
     TimeProvider time,
     string nodeId,
+    JwtAuthenticator jwt,
     ILogger<DataPlane> logger)
 {
     private static readonly ConditionalWeakTable<ProviderEntry, Uri[]> UpstreamUris = new();
@@ -132,7 +134,12 @@ internal sealed partial class DataPlane(
         }
 
         // Authenticate.
-        var credential = Authenticate(request.Headers, snapshot, record, out var authFailure);
+        var credential = Authenticate(request.Headers, snapshot, record, out var authFailure, out var token);
+        if (token is not null)
+        {
+            (credential, authFailure) = await AuthenticateTokenAsync(token, snapshot, record, context.RequestAborted);
+        }
+
         if (credential is null)
         {
             await DenyAsync(context, record, authFailure!);
@@ -371,9 +378,11 @@ internal sealed partial class DataPlane(
         record.Currency = route.Currency;
     }
 
-    private static CredentialEntry? Authenticate(IHeaderDictionary headers, PolicySnapshot snapshot, RequestRecord record, out ReasonCode? failure)
+    private static CredentialEntry? Authenticate(IHeaderDictionary headers, PolicySnapshot snapshot, RequestRecord record, out ReasonCode? failure,
+        out string? token)
     {
         failure = null;
+        token = null;
         ReadOnlySpan<char> presented;
         var authorization = headers.Authorization;
         if (!StringValues.IsNullOrEmpty(authorization))
@@ -393,6 +402,9 @@ internal sealed partial class DataPlane(
 
         switch (ApiKey.Validate(presented, out var kind))
         {
+            case ApiKeyFormatError.NotAKey when snapshot.IdentityProviders.Count > 0 && JwtAuthenticator.LooksLikeJwt(presented):
+                token = presented.ToString(); // a workload identity: validated asynchronously (its issuer's keys may need fetching)
+                return null;
             case ApiKeyFormatError.NotAKey:
                 failure = Reasons.CredentialMalformed;
                 return null;
@@ -413,20 +425,44 @@ internal sealed partial class DataPlane(
             return null;
         }
 
+        failure = Admit(credential, record);
+        return failure is null ? credential : null;
+    }
+
+    private async Task<(CredentialEntry? Credential, ReasonCode? Failure)> AuthenticateTokenAsync(string token, PolicySnapshot snapshot, RequestRecord record,
+        CancellationToken cancellationToken)
+    {
+        var outcome = await jwt.ValidateAsync(token, snapshot.IdentityProviders, cancellationToken);
+        if (outcome.Failure is { } failure)
+        {
+            return (null, failure);
+        }
+
+        if (!snapshot.TryGetWorkload(outcome.Provider!.Id, outcome.Subject!, out var credential))
+        {
+            return (null, Reasons.TokenSubjectUnknown);
+        }
+
+        var refusal = Admit(credential, record);
+        return refusal is null ? (credential, null) : (null, refusal);
+    }
+
+    /// <summary>Names the caller in the record, then refuses a credential that is not active, or whose consumer, service or tenant is switched off.</summary>
+    private static ReasonCode? Admit(CredentialEntry credential, RequestRecord record)
+    {
         var consumer = credential.Consumer;
         record.CredentialId = credential.Id;
         record.Consumer = consumer.Id;
         record.Category = consumer.CategoryName;
         record.Service = consumer.Service.Id;
         record.Tenant = consumer.Service.Tenant.Id;
-        failure = credential.Status switch
+        return credential.Status switch
         {
             CredentialStatus.Revoked => Reasons.CredentialRevoked,
             CredentialStatus.Suspended => Reasons.CredentialSuspended,
             _ when credential.ExpiresAt is { } expires && expires <= record.Timestamp => Reasons.CredentialExpired,
-            _ => null,
+            _ => consumer.Refusal,
         };
-        return failure is null ? credential : null;
     }
 
     private Uri UpstreamUri(ProviderEntry provider, ApiEndpoint endpoint)

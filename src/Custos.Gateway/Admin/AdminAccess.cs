@@ -1,0 +1,83 @@
+using Custos.Policy;
+
+namespace Custos.Gateway.Admin;
+
+/// <summary>What an administrator can ask the admin API to do; each is granted to some roles, within their scope.</summary>
+public enum AdminPermission
+{
+    /// <summary>Read the policy and its versions.</summary>
+    ReadPolicy,
+
+    /// <summary>Apply a whole policy document.</summary>
+    ApplyPolicy,
+
+    /// <summary>Read services, owners and consumers.</summary>
+    ReadRegistry,
+
+    /// <summary>Name a service's owners.</summary>
+    SetOwners,
+
+    /// <summary>List credentials.</summary>
+    ReadCredentials,
+
+    /// <summary>Issue, rotate, suspend, resume, revoke and expire credentials; consumer and service kill switches.</summary>
+    ManageCredentials,
+
+    /// <summary>The tenant kill switch.</summary>
+    TenantKillSwitch,
+
+    /// <summary>Ask for a consumer's access to models.</summary>
+    RequestAccess,
+
+    /// <summary>Prompt restrictions and model choice of a service.</summary>
+    ManagePrompts,
+
+    /// <summary>Budgets at every level.</summary>
+    ManageBudgets,
+
+    /// <summary>Spend against budgets.</summary>
+    ReadSpend,
+
+    /// <summary>Ledger entries, who approved a request's access, notifications.</summary>
+    ReadLedger,
+}
+
+/// <summary>
+/// Least privilege for the admin API: which roles hold which permission, and whether a resource is within an
+/// admin's scope (tenants, then services). Tested as a role × endpoint matrix.
+/// </summary>
+public static class AdminAccess
+{
+    /// <summary>True when <paramref name="role"/> holds <paramref name="permission"/>.</summary>
+    public static bool Grants(AdminRole role, AdminPermission permission) => permission switch
+    {
+        AdminPermission.ReadPolicy or AdminPermission.ReadRegistry => true,
+        AdminPermission.ApplyPolicy or AdminPermission.TenantKillSwitch => role == AdminRole.PlatformAdmin,
+        AdminPermission.SetOwners or AdminPermission.ManageCredentials or AdminPermission.RequestAccess
+            => role is AdminRole.PlatformAdmin or AdminRole.ServiceOwner,
+        AdminPermission.ReadCredentials => role is AdminRole.PlatformAdmin or AdminRole.ServiceOwner or AdminRole.SecurityAuditor,
+        AdminPermission.ManagePrompts => role is AdminRole.PlatformAdmin or AdminRole.PromptAdmin,
+        AdminPermission.ManageBudgets => role is AdminRole.PlatformAdmin or AdminRole.Finance,
+        AdminPermission.ReadSpend => role is AdminRole.PlatformAdmin or AdminRole.Finance or AdminRole.SecurityAuditor,
+        AdminPermission.ReadLedger => role is AdminRole.PlatformAdmin or AdminRole.SecurityAuditor or AdminRole.ServiceOwner,
+        _ => false,
+    };
+
+    /// <summary>
+    /// True when the resource of <paramref name="tenant"/> (and <paramref name="service"/>, or the whole tenant when null)
+    /// is within <paramref name="admin"/>'s scope.
+    /// </summary>
+    public static bool InScope(AdminConfig admin, string tenant, string? service)
+    {
+        if (admin.Tenants.Count > 0 && !admin.Tenants.Contains(tenant))
+        {
+            return false;
+        }
+
+        return admin.Services.Count == 0 || (service is not null && admin.Services.Contains(service));
+    }
+
+    /// <summary>True when the admin is the policy owner of <paramref name="service"/>, or a delegate the policy names.</summary>
+    public static bool MayDecideAccess(AdminConfig admin, ServiceConfig service)
+        => service.Owners.Policy?.Admin == admin.Id || (service.Approvers?.Contains(admin.Id) ?? false);
+}

@@ -1,0 +1,181 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Custos.ControlPlane;
+using Custos.Policy;
+
+namespace Custos.Gateway.Admin;
+
+/// <summary>Body of <c>POST /admin/v1/policy/versions</c>.</summary>
+public sealed record ApplyPolicyRequest(
+    [property: JsonPropertyName("yaml")] string Yaml,
+    [property: JsonPropertyName("reason")] string Reason,
+    [property: JsonPropertyName("dry_run")] bool DryRun = false);
+
+/// <summary>A policy version as the admin API shows it.</summary>
+public sealed record PolicyVersionView(
+    [property: JsonPropertyName("version")] long Version,
+    [property: JsonPropertyName("sha256")] string Sha256,
+    [property: JsonPropertyName("author")] string Author,
+    [property: JsonPropertyName("reason")] string Reason,
+    [property: JsonPropertyName("created_at")] DateTimeOffset CreatedAt)
+{
+    /// <summary>The view of <paramref name="version"/>.</summary>
+    public static PolicyVersionView Of(PolicyVersion version) => new(version.Number, version.Sha256, version.Author, version.Reason, version.CreatedAt);
+}
+
+/// <summary>The outcome of applying a policy.</summary>
+public sealed record ApplyPolicyResponse(
+    [property: JsonPropertyName("version")] PolicyVersionView Version,
+    [property: JsonPropertyName("created")] bool Created,
+    [property: JsonPropertyName("dry_run")] bool DryRun,
+    [property: JsonPropertyName("changes")] IReadOnlyList<string> Changes,
+    [property: JsonPropertyName("warnings")] IReadOnlyList<string> Warnings);
+
+/// <summary>The signed-in administrator.</summary>
+public sealed record WhoAmI(string Id, string Role, IReadOnlyList<string> Tenants, IReadOnlyList<string> Services, string SignedInWith);
+
+/// <summary>A service with its owners and governance gaps.</summary>
+public sealed record ServiceView(string Id, string Tenant, string? Description, ServiceOwners Owners, IReadOnlyList<string> GovernanceGaps,
+    bool Suspended, IReadOnlyList<string>? Models, IReadOnlyList<string> Approvers, BudgetConfig? Budget);
+
+/// <summary>One owner role of one service.</summary>
+public sealed record OwnerView(string Tenant, string Service, string Role, string? Name, string? Email, Uri? Webhook, string? Admin);
+
+/// <summary>A consumer as the admin API shows it.</summary>
+public sealed record ConsumerView(string Id, string Service, string Tenant, string Category, bool Suspended, IReadOnlyList<string> Models, int Credentials);
+
+/// <summary>A credential as the admin API lists it: never the key, only its prefix.</summary>
+public sealed record CredentialView(string Id, string Consumer, string Service, string Tenant, string Kind, string? Prefix, string Status,
+    DateTimeOffset? CreatedAt, DateTimeOffset? LastUsed, DateTimeOffset? ExpiresAt, string? Issuer, string? Subject);
+
+/// <summary>A newly issued key: shown this once, stored only as its hash.</summary>
+public sealed record IssuedCredential(CredentialView Credential, string Key, long PolicyVersion, string Notice);
+
+/// <summary>The outcome of a change: the policy version it made (or the one already in force).</summary>
+public sealed record ChangeResult(string Action, string Target, string? Before, string? After, long PolicyVersion, int Notified);
+
+/// <summary>Body of <c>POST /admin/v1/credentials</c>.</summary>
+public sealed record IssueCredentialBody
+{
+    /// <summary>Required. The consumer the key is bound to.</summary>
+    public required string Consumer { get; init; }
+
+    /// <summary>Required. Why it is issued.</summary>
+    public required string Reason { get; init; }
+
+    /// <summary>When it expires; none by default.</summary>
+    public DateTimeOffset? ExpiresAt { get; init; }
+}
+
+/// <summary>Body of <c>POST /admin/v1/credentials/{id}/rotate</c>.</summary>
+public sealed record RotateCredentialBody
+{
+    /// <summary>Required. Why.</summary>
+    public required string Reason { get; init; }
+
+    /// <summary>How long the old key keeps working beside the new one. Default 86400 (one day); 0 ends it now.</summary>
+    public long? OverlapSeconds { get; init; }
+}
+
+/// <summary>Body of lifecycle actions that only need a reason.</summary>
+public sealed record ReasonBody
+{
+    /// <summary>Required. Why.</summary>
+    public required string Reason { get; init; }
+}
+
+/// <summary>Body of <c>POST /admin/v1/kill-switches</c>.</summary>
+public sealed record KillSwitchBody
+{
+    /// <summary>Required. <c>consumer</c>, <c>service</c> or <c>tenant</c>.</summary>
+    public required string Scope { get; init; }
+
+    /// <summary>Required. The id of the consumer, service or tenant.</summary>
+    public required string Id { get; init; }
+
+    /// <summary>True to engage (refuse every request), false to release.</summary>
+    public required bool Engaged { get; init; }
+
+    /// <summary>Required. Why.</summary>
+    public required string Reason { get; init; }
+}
+
+/// <summary>Body of <c>POST /admin/v1/access-requests</c>.</summary>
+public sealed record AccessRequestBody
+{
+    /// <summary>Required. The consumer that needs access.</summary>
+    public required string Consumer { get; init; }
+
+    /// <summary>Required. The models (names or aliases of its tenant).</summary>
+    public required IReadOnlyList<string> Models { get; init; }
+
+    /// <summary>Required. Why the access is needed.</summary>
+    public required string Justification { get; init; }
+
+    /// <summary>End of the access (exclusive); open-ended by default.</summary>
+    public DateTimeOffset? ValidUntil { get; init; }
+}
+
+/// <summary>Body of <c>PUT /admin/v1/services/{id}/owners</c>.</summary>
+public sealed record OwnersBody
+{
+    /// <summary>Required. The owners, every role at once.</summary>
+    public required ServiceOwners Owners { get; init; }
+
+    /// <summary>Required. Why.</summary>
+    public required string Reason { get; init; }
+}
+
+/// <summary>Body of <c>PUT /admin/v1/services/{id}/prompt-rules</c>.</summary>
+public sealed record PromptRulesBody
+{
+    /// <summary>Required. The service's prompt rules, replacing the current ones.</summary>
+    public required IReadOnlyList<PromptRuleConfig> PromptRules { get; init; }
+
+    /// <summary>Required. Why.</summary>
+    public required string Reason { get; init; }
+}
+
+/// <summary>Body of <c>PUT /admin/v1/services/{id}/models</c>.</summary>
+public sealed record ServiceModelsBody
+{
+    /// <summary>The service's model choice; null for every model of its tenant.</summary>
+    public IReadOnlyList<string>? Models { get; init; }
+
+    /// <summary>Required. Why.</summary>
+    public required string Reason { get; init; }
+}
+
+/// <summary>Body of <c>PUT /admin/v1/budgets</c>.</summary>
+public sealed record BudgetBody
+{
+    /// <summary>Required. <c>consumer</c>, <c>service</c> or <c>tenant</c>.</summary>
+    public required string Scope { get; init; }
+
+    /// <summary>Required. The id at that scope.</summary>
+    public required string Id { get; init; }
+
+    /// <summary>The budget; null removes it.</summary>
+    public BudgetConfig? Budget { get; init; }
+
+    /// <summary>Required. Why.</summary>
+    public required string Reason { get; init; }
+}
+
+/// <summary>Spend of one service in a window.</summary>
+public sealed record SpendView(string Tenant, string Service, decimal Spend, long Requests, BudgetConfig? Budget);
+
+/// <summary>Who approved the access a recorded request used.</summary>
+public sealed record ApprovalView(string RequestId, DateTimeOffset Timestamp, string? Consumer, string? Model, string Decision, long PolicyVersion,
+    string? PolicyHash, string PolicyAuthor, string? Source, IReadOnlyList<string> Models, string? ApprovedBy, string? Ticket, DateTimeOffset? ValidFrom,
+    DateTimeOffset? ValidUntil, AccessRequest? AccessRequest);
+
+/// <summary>JSON conventions of the admin API: the policy model's snake_case, with nulls written out.</summary>
+internal static class AdminJson
+{
+    public static JsonSerializerOptions Options { get; } = new(PolicyVersion.JsonOptions)
+    {
+        DefaultIgnoreCondition = JsonIgnoreCondition.Never,
+        WriteIndented = false,
+    };
+}

@@ -1,0 +1,167 @@
+using System.Text.Json;
+using Custos.ControlPlane;
+using Custos.Policy;
+using Microsoft.Extensions.Logging;
+
+namespace Custos.Gateway.ControlPlane;
+
+/// <summary>
+/// Tells a service's owners what happened to their service (a credential revoked, a kill switch engaged, an access
+/// request waiting): each message is written to a durable outbox first, then delivered to the owner's webhook by a
+/// background loop with retries and back-off, so nothing is lost across a restart or a receiver outage. E-mail
+/// contacts are kept in the outbox as <c>unsent</c>: this gateway has no mail relay.
+/// </summary>
+public sealed partial class OwnerNotifier : IAsyncDisposable
+{
+    private static readonly TimeSpan MaxBackoff = TimeSpan.FromMinutes(5);
+    private readonly IRegistryStore _store;
+    private readonly HttpClient _http;
+    private readonly TimeProvider _time;
+    private readonly ILogger _logger;
+    private readonly CancellationTokenSource _stopping = new();
+    private readonly SemaphoreSlim _wake = new(0);
+    private readonly Task _loop;
+
+    /// <summary>Starts the delivery loop.</summary>
+    public OwnerNotifier(IRegistryStore store, TimeProvider time, ILogger<OwnerNotifier> logger, HttpMessageHandler? handler = null)
+    {
+        _store = store;
+        _time = time;
+        _logger = logger;
+        _http = new HttpClient(handler ?? new SocketsHttpHandler { UseProxy = false, AllowAutoRedirect = false }) { Timeout = TimeSpan.FromSeconds(10) };
+        _loop = Task.Run(DeliverLoopAsync);
+    }
+
+    /// <summary>
+    /// Queues a message to the owner in <paramref name="role"/> of <paramref name="service"/>: one outbox entry per contact
+    /// (webhook, e-mail). Returns how many were queued; zero when that role is unfilled.
+    /// </summary>
+    public async Task<int> NotifyAsync(ServiceConfig service, string role, string @event, string actor, string target, string? reason,
+        IReadOnlyDictionary<string, string?>? details = null, CancellationToken cancellationToken = default)
+    {
+        var owner = role switch
+        {
+            "policy" => service.Owners.Policy,
+            "billing" => service.Owners.Billing,
+            "technical" => service.Owners.Technical,
+            "agent_operator" => service.Owners.AgentOperator,
+            _ => service.Owners.BusinessSponsor,
+        };
+        if (owner is null)
+        {
+            return 0;
+        }
+
+        var now = _time.GetUtcNow();
+        var payload = JsonSerializer.Serialize(new Dictionary<string, object?>
+        {
+            ["event"] = @event,
+            ["timestamp"] = Custos.Ledger.LedgerTime.Format(now),
+            ["tenant"] = service.Tenant,
+            ["service"] = service.Id,
+            ["owner_role"] = role,
+            ["owner"] = owner.Name,
+            ["actor"] = actor,
+            ["target"] = target,
+            ["reason"] = reason,
+            ["details"] = details,
+        });
+        var queued = new List<Notification>(2);
+        if (owner.Webhook is { } webhook)
+        {
+            queued.Add(new Notification { CreatedAt = now, Role = role, Recipient = owner.Name, Channel = "webhook", Target = webhook.ToString(), Payload = payload });
+        }
+
+        if (owner.Email is { } email)
+        {
+            queued.Add(new Notification
+            {
+                CreatedAt = now, Role = role, Recipient = owner.Name, Channel = "email", Target = email, Payload = payload, Status = "unsent",
+            });
+        }
+
+        await _store.EnqueueNotificationsAsync(queued, cancellationToken);
+        _wake.Release();
+        return queued.Count;
+    }
+
+    private async Task DeliverLoopAsync()
+    {
+        var token = _stopping.Token;
+        while (!token.IsCancellationRequested)
+        {
+            try
+            {
+                var due = await _store.DueNotificationsAsync(_time.GetUtcNow(), 32, token);
+                foreach (var notification in due)
+                {
+                    await DeliverAsync(notification, token);
+                }
+
+                // Sleep until woken by a new message or the next retry could be due.
+                await _wake.WaitAsync(due.Count == 32 ? TimeSpan.Zero : TimeSpan.FromSeconds(1), token);
+            }
+            catch (OperationCanceledException) when (token.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception ex)
+            {
+                Log.LoopFailed(_logger, ex);
+                await Task.Delay(TimeSpan.FromSeconds(1), _time, CancellationToken.None);
+            }
+        }
+    }
+
+    private async Task DeliverAsync(Notification notification, CancellationToken cancellationToken)
+    {
+        string? error;
+        try
+        {
+            using var content = new StringContent(notification.Payload, System.Text.Encoding.UTF8, "application/json");
+            using var response = await _http.PostAsync(notification.Target, content, cancellationToken);
+            if (response.IsSuccessStatusCode)
+            {
+                await _store.RecordNotificationAttemptAsync(notification.Id, true, null, null, CancellationToken.None);
+                return;
+            }
+
+            error = $"HTTP {(int)response.StatusCode}";
+        }
+        catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException && !cancellationToken.IsCancellationRequested)
+        {
+            error = ex.Message;
+        }
+
+        // Exponential back-off from one second, at most five minutes; the message stays in the outbox until delivered.
+        var backoff = TimeSpan.FromSeconds(Math.Min(Math.Pow(2, notification.Attempts), MaxBackoff.TotalSeconds));
+        Log.DeliveryFailed(_logger, notification.Id, notification.Target, error, backoff.TotalSeconds);
+        await _store.RecordNotificationAttemptAsync(notification.Id, false, error, _time.GetUtcNow() + backoff, CancellationToken.None);
+    }
+
+    /// <summary>Stops the delivery loop; undelivered messages stay in the outbox for the next start.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        await _stopping.CancelAsync();
+        try
+        {
+            await _loop;
+        }
+        catch (OperationCanceledException)
+        {
+        }
+
+        _http.Dispose();
+        _stopping.Dispose();
+        _wake.Dispose();
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(EventId = 40, Level = LogLevel.Warning, Message = "Notification {Id} to {Target} not delivered ({Error}); retrying in {Seconds} s.")]
+        public static partial void DeliveryFailed(ILogger logger, long id, string target, string? error, double seconds);
+
+        [LoggerMessage(EventId = 41, Level = LogLevel.Error, Message = "The notification outbox loop failed; retrying.")]
+        public static partial void LoopFailed(ILogger logger, Exception exception);
+    }
+}

@@ -1,0 +1,309 @@
+using System.Text.Json;
+using Custos.ControlPlane;
+using Custos.Ledger;
+using Microsoft.Data.Sqlite;
+
+namespace Custos.Storage;
+
+/// <summary>The control plane's records beside the policy: access requests, the notification outbox, credential use.</summary>
+public sealed partial class SqliteStore
+{
+    private const string RegistrySchema = """
+
+        CREATE TABLE IF NOT EXISTS access_requests (
+            number        INTEGER PRIMARY KEY AUTOINCREMENT,
+            tenant        TEXT NOT NULL,
+            service       TEXT NOT NULL,
+            consumer      TEXT NOT NULL,
+            models        TEXT NOT NULL,
+            valid_until   TEXT,
+            justification TEXT NOT NULL,
+            requested_by  TEXT NOT NULL,
+            requested_at  TEXT NOT NULL,
+            status        TEXT NOT NULL,
+            decided_by    TEXT,
+            decided_at    TEXT,
+            decision_reason TEXT,
+            policy_version INTEGER
+        );
+        CREATE TABLE IF NOT EXISTS notifications (
+            id           INTEGER PRIMARY KEY AUTOINCREMENT,
+            created_at   TEXT NOT NULL,
+            role         TEXT NOT NULL,
+            recipient    TEXT NOT NULL,
+            channel      TEXT NOT NULL,
+            target       TEXT NOT NULL,
+            payload      TEXT NOT NULL,
+            status       TEXT NOT NULL,
+            attempts     INTEGER NOT NULL DEFAULT 0,
+            next_attempt TEXT NOT NULL,
+            last_error   TEXT
+        );
+        CREATE INDEX IF NOT EXISTS notifications_due ON notifications (status, next_attempt);
+        CREATE TABLE IF NOT EXISTS credential_usage (
+            credential_id TEXT PRIMARY KEY,
+            last_used     TEXT NOT NULL
+        );
+        """;
+
+    private const string AccessRequestColumns =
+        "number, tenant, service, consumer, models, valid_until, justification, requested_by, requested_at, status, decided_by, decided_at, decision_reason, policy_version";
+
+    /// <inheritdoc/>
+    public async Task<AccessRequest> CreateAccessRequestAsync(AccessRequest request, CancellationToken cancellationToken = default)
+    {
+        await _writeLock.WaitAsync(cancellationToken);
+        try
+        {
+            using var command = Writer.CreateCommand();
+            command.CommandText = """
+                INSERT INTO access_requests (tenant, service, consumer, models, valid_until, justification, requested_by, requested_at, status)
+                VALUES ($tenant, $service, $consumer, $models, $until, $justification, $by, $at, 'pending')
+                RETURNING number
+                """;
+            command.Parameters.AddWithValue("$tenant", request.Tenant);
+            command.Parameters.AddWithValue("$service", request.Service);
+            command.Parameters.AddWithValue("$consumer", request.Consumer);
+            command.Parameters.AddWithValue("$models", JsonSerializer.Serialize(request.Models));
+            command.Parameters.AddWithValue("$until", request.ValidUntil is { } until ? LedgerTime.Format(until) : DBNull.Value);
+            command.Parameters.AddWithValue("$justification", request.Justification);
+            command.Parameters.AddWithValue("$by", request.RequestedBy);
+            command.Parameters.AddWithValue("$at", LedgerTime.Format(request.RequestedAt));
+            var number = Convert.ToInt64(await command.ExecuteScalarAsync(cancellationToken), System.Globalization.CultureInfo.InvariantCulture);
+            return request with { Id = "ar-" + number, Status = AccessRequestStatus.Pending };
+        }
+        finally
+        {
+            _writeLock.Release();
+        }
+    }
+
+    /// <inheritdoc/>
+    public async Task<AccessRequest?> GetAccessRequestAsync(string id, CancellationToken cancellationToken = default)
+    {
+        if (!id.StartsWith("ar-", StringComparison.Ordinal) || !long.TryParse(id.AsSpan(3), out var number))
+        {
+            return null;
+        }
+
+        var found = await ReadAccessRequestsAsync("WHERE number = $number", c => c.Parameters.AddWithValue("$number", number), cancellationToken);
+        return found.Count == 0 ? null : found[0];
+    }
+
+    /// <inheritdoc/>
+    public Task<IReadOnlyList<AccessRequest>> ListAccessRequestsAsync(AccessRequestStatus? status, CancellationToken cancellationToken = default)
+        => status is { } s
+            ? ReadAccessRequestsAsync("WHERE status = $status", c => c.Parameters.AddWithValue("$status", Name(s)), cancellationToken)
+            : ReadAccessRequestsAsync("", _ => { }, cancellationToken);
+
+    /// <inheritdoc/>
+    public async Task<bool> DecideAccessRequestAsync(string id, AccessRequestStatus status, string decidedBy, DateTimeOffset at, string reason,
+        long? policyVersion, CancellationToken cancellationToken = default)
+    {
+        if (!id.StartsWith("ar-", StringComparison.Ordinal) || !long.TryParse(id.AsSpan(3), out var number))
+        {
+            return false;
+        }
+
+        await _writeLock.WaitAsync(cancellationToken);
+        try
+        {
+            using var command = Writer.CreateCommand();
+            command.CommandText = """
+                UPDATE access_requests SET status = $status, decided_by = $by, decided_at = $at, decision_reason = $reason, policy_version = $version
+                WHERE number = $number AND status = 'pending'
+                """;
+            command.Parameters.AddWithValue("$status", Name(status));
+            command.Parameters.AddWithValue("$by", decidedBy);
+            command.Parameters.AddWithValue("$at", LedgerTime.Format(at));
+            command.Parameters.AddWithValue("$reason", reason);
+            command.Parameters.AddWithValue("$version", policyVersion is { } v ? v : DBNull.Value);
+            command.Parameters.AddWithValue("$number", number);
+            return await command.ExecuteNonQueryAsync(cancellationToken) == 1;
+        }
+        finally
+        {
+            _writeLock.Release();
+        }
+    }
+
+    /// <inheritdoc/>
+    public async Task EnqueueNotificationsAsync(IReadOnlyList<Notification> notifications, CancellationToken cancellationToken = default)
+    {
+        if (notifications.Count == 0)
+        {
+            return;
+        }
+
+        await _writeLock.WaitAsync(cancellationToken);
+        try
+        {
+            await using var transaction = await Writer.BeginTransactionAsync(cancellationToken);
+            foreach (var n in notifications)
+            {
+                using var command = Writer.CreateCommand();
+                command.Transaction = (SqliteTransaction)transaction;
+                command.CommandText = """
+                    INSERT INTO notifications (created_at, role, recipient, channel, target, payload, status, attempts, next_attempt)
+                    VALUES ($at, $role, $recipient, $channel, $target, $payload, $status, 0, $at)
+                    """;
+                command.Parameters.AddWithValue("$at", LedgerTime.Format(n.CreatedAt));
+                command.Parameters.AddWithValue("$role", n.Role);
+                command.Parameters.AddWithValue("$recipient", n.Recipient);
+                command.Parameters.AddWithValue("$channel", n.Channel);
+                command.Parameters.AddWithValue("$target", n.Target);
+                command.Parameters.AddWithValue("$payload", n.Payload);
+                command.Parameters.AddWithValue("$status", n.Status);
+                await command.ExecuteNonQueryAsync(cancellationToken);
+            }
+
+            await transaction.CommitAsync(cancellationToken);
+        }
+        finally
+        {
+            _writeLock.Release();
+        }
+    }
+
+    /// <inheritdoc/>
+    public Task<IReadOnlyList<Notification>> DueNotificationsAsync(DateTimeOffset now, int max, CancellationToken cancellationToken = default)
+        => ReadNotificationsAsync("WHERE status = 'pending' AND next_attempt <= $now ORDER BY id LIMIT $max", c =>
+        {
+            c.Parameters.AddWithValue("$now", LedgerTime.Format(now));
+            c.Parameters.AddWithValue("$max", max);
+        }, cancellationToken);
+
+    /// <inheritdoc/>
+    public Task<IReadOnlyList<Notification>> ListNotificationsAsync(int limit, CancellationToken cancellationToken = default)
+        => ReadNotificationsAsync("ORDER BY id DESC LIMIT $max", c => c.Parameters.AddWithValue("$max", limit), cancellationToken);
+
+    /// <inheritdoc/>
+    public async Task RecordNotificationAttemptAsync(long id, bool delivered, string? error, DateTimeOffset? nextAttempt,
+        CancellationToken cancellationToken = default)
+    {
+        await _writeLock.WaitAsync(cancellationToken);
+        try
+        {
+            using var command = Writer.CreateCommand();
+            command.CommandText = """
+                UPDATE notifications SET attempts = attempts + 1, status = $status, last_error = $error,
+                    next_attempt = coalesce($next, next_attempt)
+                WHERE id = $id
+                """;
+            command.Parameters.AddWithValue("$status", delivered ? "delivered" : "pending");
+            command.Parameters.AddWithValue("$error", (object?)error ?? DBNull.Value);
+            command.Parameters.AddWithValue("$next", nextAttempt is { } next ? LedgerTime.Format(next) : DBNull.Value);
+            command.Parameters.AddWithValue("$id", id);
+            await command.ExecuteNonQueryAsync(cancellationToken);
+        }
+        finally
+        {
+            _writeLock.Release();
+        }
+    }
+
+    /// <inheritdoc/>
+    public async Task<IReadOnlyDictionary<string, DateTimeOffset>> GetCredentialLastUsedAsync(CancellationToken cancellationToken = default)
+    {
+        await using var connection = await OpenReaderAsync(cancellationToken);
+        using var command = connection.CreateCommand();
+        command.CommandText = "SELECT credential_id, last_used FROM credential_usage";
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        var result = new Dictionary<string, DateTimeOffset>(StringComparer.Ordinal);
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            result[reader.GetString(0)] = LedgerTime.Parse(reader.GetString(1));
+        }
+
+        return result;
+    }
+
+    /// <inheritdoc/>
+    public async Task<IReadOnlyDictionary<string, (decimal Spend, long Requests)>> GetSpendAsync(DateTimeOffset from, DateTimeOffset to,
+        CancellationToken cancellationToken = default)
+    {
+        await using var connection = await OpenReaderAsync(cancellationToken);
+        using var command = connection.CreateCommand();
+        command.CommandText = """
+            SELECT service, json_extract(record, '$.cost') FROM ledger
+            WHERE kind = 'request' AND service IS NOT NULL AND ts >= $from AND ts < $to
+            """;
+        command.Parameters.AddWithValue("$from", LedgerTime.Format(from));
+        command.Parameters.AddWithValue("$to", LedgerTime.Format(to));
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        var result = new Dictionary<string, (decimal Spend, long Requests)>(StringComparer.Ordinal);
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            // Costs are summed as decimals, not as SQLite's floating point: spend must add up to the cent.
+            var cost = reader.IsDBNull(1) ? 0m : decimal.Parse(reader.GetString(1), System.Globalization.CultureInfo.InvariantCulture);
+            var (spend, requests) = result.GetValueOrDefault(reader.GetString(0));
+            result[reader.GetString(0)] = (spend + cost, requests + 1);
+        }
+
+        return result;
+    }
+
+    private SqliteConnection Writer => _writer ?? throw new ObjectDisposedException(nameof(SqliteStore));
+
+    private static string Name(AccessRequestStatus status) => status.ToString().ToLowerInvariant();
+
+    private async Task<IReadOnlyList<AccessRequest>> ReadAccessRequestsAsync(string where, Action<SqliteCommand> bind, CancellationToken cancellationToken)
+    {
+        await using var connection = await OpenReaderAsync(cancellationToken);
+        using var command = connection.CreateCommand();
+        command.CommandText = $"SELECT {AccessRequestColumns} FROM access_requests {where} ORDER BY number";
+        bind(command);
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        var result = new List<AccessRequest>();
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            result.Add(new AccessRequest
+            {
+                Id = "ar-" + reader.GetInt64(0),
+                Tenant = reader.GetString(1),
+                Service = reader.GetString(2),
+                Consumer = reader.GetString(3),
+                Models = JsonSerializer.Deserialize<string[]>(reader.GetString(4)) ?? [],
+                ValidUntil = reader.IsDBNull(5) ? null : LedgerTime.Parse(reader.GetString(5)),
+                Justification = reader.GetString(6),
+                RequestedBy = reader.GetString(7),
+                RequestedAt = LedgerTime.Parse(reader.GetString(8)),
+                Status = Enum.Parse<AccessRequestStatus>(reader.GetString(9), ignoreCase: true),
+                DecidedBy = reader.IsDBNull(10) ? null : reader.GetString(10),
+                DecidedAt = reader.IsDBNull(11) ? null : LedgerTime.Parse(reader.GetString(11)),
+                DecisionReason = reader.IsDBNull(12) ? null : reader.GetString(12),
+                PolicyVersion = reader.IsDBNull(13) ? null : reader.GetInt64(13),
+            });
+        }
+
+        return result;
+    }
+
+    private async Task<IReadOnlyList<Notification>> ReadNotificationsAsync(string tail, Action<SqliteCommand> bind, CancellationToken cancellationToken)
+    {
+        await using var connection = await OpenReaderAsync(cancellationToken);
+        using var command = connection.CreateCommand();
+        command.CommandText = "SELECT id, created_at, role, recipient, channel, target, payload, status, attempts, last_error FROM notifications " + tail;
+        bind(command);
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        var result = new List<Notification>();
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            result.Add(new Notification
+            {
+                Id = reader.GetInt64(0),
+                CreatedAt = LedgerTime.Parse(reader.GetString(1)),
+                Role = reader.GetString(2),
+                Recipient = reader.GetString(3),
+                Channel = reader.GetString(4),
+                Target = reader.GetString(5),
+                Payload = reader.GetString(6),
+                Status = reader.GetString(7),
+                Attempts = reader.GetInt32(8),
+                LastError = reader.IsDBNull(9) ? null : reader.GetString(9),
+            });
+        }
+
+        return result;
+    }
+}
