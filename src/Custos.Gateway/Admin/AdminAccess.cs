@@ -38,8 +38,11 @@ public enum AdminPermission
     /// <summary>Spend against budgets.</summary>
     ReadSpend,
 
-    /// <summary>Ledger entries, who approved a request's access, notifications.</summary>
+    /// <summary>Ledger entries and who approved a request's access.</summary>
     ReadLedger,
+
+    /// <summary>The owner-notification outbox of every tenant.</summary>
+    ReadOutbox,
 }
 
 /// <summary>
@@ -53,6 +56,7 @@ public static class AdminAccess
     {
         AdminPermission.ReadPolicy or AdminPermission.ReadRegistry => true,
         AdminPermission.ApplyPolicy or AdminPermission.TenantKillSwitch => role == AdminRole.PlatformAdmin,
+        AdminPermission.ReadOutbox => role is AdminRole.PlatformAdmin or AdminRole.SecurityAuditor,
         AdminPermission.SetOwners or AdminPermission.ManageCredentials or AdminPermission.RequestAccess
             => role is AdminRole.PlatformAdmin or AdminRole.ServiceOwner,
         AdminPermission.ReadCredentials => role is AdminRole.PlatformAdmin or AdminRole.ServiceOwner or AdminRole.SecurityAuditor,

@@ -576,7 +576,7 @@ internal static partial class AdminApi
 
         api.MapGet("/notifications", async (HttpContext context, int? limit) =>
         {
-            await RequireAsync(context, gateway, AdminPermission.ReadLedger, null, null, "notifications.read", "notifications", scoped: false);
+            await RequireAsync(context, gateway, AdminPermission.ReadOutbox, null, null, "notifications.read", "notifications", scoped: false);
             return Json(await gateway.Store.ListNotificationsAsync(Math.Clamp(limit ?? 100, 1, 1000), context.RequestAborted));
         }).WithSummary("The owner-notification outbox, newest first, with delivery status.").Produces<Notification[]>();
     }

@@ -268,7 +268,7 @@ public sealed partial class CustosGateway : IAsyncDisposable
             var counters = options.Counters ?? new InMemoryCounterStore(options.TimeProvider);
             var dataPlane = BuildDataPlane(options, policy, ledger, upstreamClient, counters, jwt);
             var adminBuilder = CreateBuilder(options, options.AdminUrl);
-            adminBuilder.Services.AddOpenApi("admin", o => o.AddDocumentTransformer((document, _, _) =>
+            adminBuilder.Services.AddOpenApi(o => o.AddDocumentTransformer((document, _, _) =>
             {
                 document.Info = new() { Title = "Custos admin API", Version = "v1", Description = "The control plane of the Custos AI gateway." };
                 return Task.CompletedTask;

@@ -49,7 +49,12 @@ public sealed class TestGateway : IAsyncDisposable
 
     public string KeyOf(string consumer) => _keys[consumer];
 
-    public static async Task<TestGateway> StartAsync(Func<PolicyDocument, PolicyDocument>? customize = null, int ledgerQueueCapacity = LedgerWriter.DefaultCapacity)
+    public static Task<TestGateway> StartAsync(Func<PolicyDocument, PolicyDocument>? customize = null, int ledgerQueueCapacity = LedgerWriter.DefaultCapacity)
+        => StartAsync(customize is null ? null : (_, policy) => customize(policy), ledgerQueueCapacity);
+
+    /// <summary>Starts with a policy customised by <paramref name="customize"/>, which can issue keys with <see cref="IssueKey"/>.</summary>
+    public static async Task<TestGateway> StartAsync(Func<TestGateway, PolicyDocument, PolicyDocument>? customize, int ledgerQueueCapacity = LedgerWriter.DefaultCapacity,
+        HttpMessageHandler? notificationHandler = null)
     {
         var directory = Path.Combine(Path.GetTempPath(), "custos-test-" + Guid.NewGuid().ToString("N"));
         var upstream = await DemoUpstream.StartAsync();
@@ -57,7 +62,8 @@ public sealed class TestGateway : IAsyncDisposable
         var policy = test.CreatePolicy(upstream.BaseUri);
         test.Gateway = await CustosGateway.StartAsync(new CustosGatewayOptions
         {
-            Policy = customize is null ? policy : customize(policy),
+            Policy = customize is null ? policy : customize(test, policy),
+            NotificationHandler = notificationHandler,
             PolicyAuthor = "test",
             PolicyReason = "functional test",
             DataDirectory = directory,
@@ -80,6 +86,9 @@ public sealed class TestGateway : IAsyncDisposable
         test.Client = new HttpClient { BaseAddress = test.Gateway.DataPlaneUri, Timeout = TimeSpan.FromSeconds(30) };
         return test;
     }
+
+    /// <summary>Makes a key for <paramref name="name"/> (kept for <see cref="KeyOf"/>) and returns its hash for the policy.</summary>
+    public string IssueKey(string name, ApiKeyKind kind = ApiKeyKind.Consumer) => NewKey(name, kind);
 
     private string NewKey(string consumer, ApiKeyKind kind = ApiKeyKind.Consumer)
     {

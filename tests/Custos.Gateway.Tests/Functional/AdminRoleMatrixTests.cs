@@ -1,0 +1,137 @@
+using System.Net;
+using System.Text.Json;
+using static Custos.Gateway.Tests.Functional.ControlPlaneFixture;
+
+namespace Custos.Gateway.Tests.Functional;
+
+/// <summary>
+/// Least privilege as a matrix: every admin endpoint, called by every admin (each role, in and out of scope). Allowed
+/// where the table says, 403 <c>admin.forbidden</c> elsewhere, and every refused attempt is itself a ledger entry.
+/// The expectations are written out by hand, not derived from the code under test.
+/// </summary>
+public sealed class AdminRoleMatrixTests
+{
+    private static readonly string[] All = Admins;
+
+    /// <summary>Method, path, body, and the admins allowed to do it.</summary>
+    private static IEnumerable<(HttpMethod Method, string Path, object? Body, string[] Allowed)> Endpoints(string currentYaml, JsonElement supportOwners) =>
+    [
+        (HttpMethod.Get, "/admin/v1/whoami", null, All),
+        (HttpMethod.Get, "/admin/v1/policy", null, All),
+        (HttpMethod.Get, "/admin/v1/policy/versions", null, All),
+        (HttpMethod.Post, "/admin/v1/policy/versions", new { yaml = currentYaml, reason = "matrix", dry_run = true }, ["root"]),
+        (HttpMethod.Get, "/admin/v1/services", null, All),
+        (HttpMethod.Get, "/admin/v1/owners", null, All),
+        (HttpMethod.Get, "/admin/v1/consumers", null, All),
+        (HttpMethod.Get, "/admin/v1/kill-switches", null, All),
+        (HttpMethod.Get, "/admin/v1/access-requests", null, All),
+        (HttpMethod.Put, "/admin/v1/services/support/owners", new { owners = supportOwners, reason = "matrix" }, ["root", "support-owner", "support-lead"]),
+        (HttpMethod.Put, "/admin/v1/services/support/prompt-rules", new { prompt_rules = Array.Empty<object>(), reason = "matrix" }, ["root", "prompts"]),
+        (HttpMethod.Put, "/admin/v1/services/support/models", new { models = (string[]?)null, reason = "matrix" }, ["root", "prompts"]),
+        (HttpMethod.Put, "/admin/v1/budgets", new { scope = "service", id = "support", budget = new { amount = 100, period = "month" }, reason = "matrix" },
+            ["root", "finance"]),
+        (HttpMethod.Put, "/admin/v1/budgets", new { scope = "service", id = "globex-app", budget = new { amount = 100, period = "month" }, reason = "matrix" },
+            ["root"]),
+        (HttpMethod.Get, "/admin/v1/credentials", null, ["root", "support-owner", "support-lead", "agents-owner", "auditor", "globex-owner"]),
+        (HttpMethod.Post, "/admin/v1/credentials", new { consumer = "web", reason = "matrix" }, ["root", "support-owner", "support-lead"]),
+        (HttpMethod.Post, "/admin/v1/credentials/cred-agent/rotate", new { reason = "matrix", overlap_seconds = 3600 }, ["root", "agents-owner"]),
+        (HttpMethod.Post, "/admin/v1/credentials/cred-suspended/suspend", new { reason = "matrix" }, ["root", "support-owner", "support-lead"]),
+        (HttpMethod.Post, "/admin/v1/credentials/cred-revoked/resume", new { reason = "matrix" }, ["root", "support-owner", "support-lead"]),
+        (HttpMethod.Post, "/admin/v1/credentials/cred-revoked/revoke", new { reason = "matrix" }, ["root", "support-owner", "support-lead"]),
+        (HttpMethod.Post, "/admin/v1/credentials/cred-globex/expire", new { reason = "matrix" }, ["root", "globex-owner"]),
+        (HttpMethod.Post, "/admin/v1/kill-switches", new { scope = "consumer", id = "web", engaged = false, reason = "matrix" }, ["root", "support-owner", "support-lead"]),
+        (HttpMethod.Post, "/admin/v1/kill-switches", new { scope = "service", id = "agents", engaged = false, reason = "matrix" }, ["root", "agents-owner"]),
+        (HttpMethod.Post, "/admin/v1/kill-switches", new { scope = "tenant", id = "acme", engaged = false, reason = "matrix" }, ["root"]),
+        (HttpMethod.Post, "/admin/v1/access-requests", new { consumer = "web", models = new[] { "gpt-4o" }, justification = "matrix" },
+            ["root", "support-owner", "support-lead"]),
+        (HttpMethod.Get, "/admin/v1/ledger", null, ["root", "support-owner", "support-lead", "agents-owner", "auditor", "globex-owner"]),
+        (HttpMethod.Get, "/admin/v1/spend", null, ["root", "auditor", "finance"]),
+        (HttpMethod.Get, "/admin/v1/notifications", null, ["root", "auditor"]),
+    ];
+
+    [Fact]
+    public async Task EveryEndpoint_EveryRole_AllowedOnlyWhereTheTableSays_AndRefusalsAreAudited()
+    {
+        await using var g = await StartAsync();
+        var yaml = (await JsonAsync(await AdminAsync(g, "root", HttpMethod.Get, "/admin/v1/policy"))).GetProperty("yaml").GetString()!;
+        var support = await JsonAsync(await AdminAsync(g, "root", HttpMethod.Get, "/admin/v1/services/support"));
+        var owners = support.GetProperty("owners").Clone();
+
+        var refused = new List<(string Admin, string Path)>();
+        foreach (var (method, path, body, allowed) in Endpoints(yaml, owners))
+        {
+            foreach (var admin in All)
+            {
+                using var response = await AdminAsync(g, admin, method, path, body);
+                var text = await response.Content.ReadAsStringAsync();
+                if (allowed.Contains(admin))
+                {
+                    // Allowed: anything but a refusal of authority (a 409 for an action already done is fine).
+                    Assert.True(response.StatusCode is not (HttpStatusCode.Forbidden or HttpStatusCode.Unauthorized) && (int)response.StatusCode < 500,
+                        $"{admin} {method} {path}: expected allowed, got {(int)response.StatusCode} {text}");
+                }
+                else
+                {
+                    Assert.True(response.StatusCode == HttpStatusCode.Forbidden, $"{admin} {method} {path}: expected 403, got {(int)response.StatusCode} {text}");
+                    using var problem = JsonDocument.Parse(text);
+                    Assert.Equal("admin.forbidden", problem.RootElement.GetProperty("code").GetString());
+                    Assert.StartsWith("req_", problem.RootElement.GetProperty("request_id").GetString(), StringComparison.Ordinal);
+                    refused.Add((admin, path));
+                }
+            }
+        }
+
+        // Every refused attempt is a "…_denied" ledger entry naming the actor.
+        var denied = (await AdminEntriesAsync(g)).Where(e => e.GetProperty("action").GetString()!.EndsWith("_denied", StringComparison.Ordinal)).ToList();
+        Assert.Equal(refused.Count, denied.Count);
+        foreach (var group in refused.GroupBy(r => r.Admin))
+        {
+            Assert.Equal(group.Count(), denied.Count(d => d.GetProperty("actor").GetString() == group.Key));
+        }
+    }
+
+    [Fact]
+    public async Task Lists_ShowOnlyWhatIsInScope()
+    {
+        await using var g = await StartAsync();
+        await ChatAsync(g, g.KeyOf("web"));
+        await ChatAsync(g, g.KeyOf("globex-user"), "globex-only");
+
+        var services = await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Get, "/admin/v1/services"));
+        Assert.Equal(["support"], services.EnumerateArray().Select(s => s.GetProperty("id").GetString()));
+
+        var credentials = await JsonAsync(await AdminAsync(g, "globex-owner", HttpMethod.Get, "/admin/v1/credentials"));
+        Assert.Equal(["cred-globex"], credentials.EnumerateArray().Select(c => c.GetProperty("id").GetString()));
+
+        await g.Gateway.Ledger.FlushAsync();
+        var ledger = await JsonAsync(await AdminAsync(g, "globex-owner", HttpMethod.Get, "/admin/v1/ledger"));
+        Assert.NotEmpty(ledger.EnumerateArray());
+        Assert.All(ledger.EnumerateArray(), e => Assert.Equal("globex", e.GetProperty("tenant").GetString()));
+
+        var all = await JsonAsync(await AdminAsync(g, "auditor", HttpMethod.Get, "/admin/v1/ledger"));
+        Assert.Contains(all.EnumerateArray(), e => e.GetProperty("tenant").GetString() == "acme");
+
+        // An unknown or missing admin key is 401, with a code.
+        using var http = new HttpClient { BaseAddress = g.Gateway.AdminUri };
+        using var anonymous = await http.GetAsync("/admin/v1/whoami");
+        Assert.Equal(HttpStatusCode.Unauthorized, anonymous.StatusCode);
+        Assert.Equal("admin.unauthenticated", JsonDocument.Parse(await anonymous.Content.ReadAsStringAsync()).RootElement.GetProperty("code").GetString());
+    }
+
+    [Fact]
+    public async Task OpenApiDocument_DescribesTheAdminApi()
+    {
+        await using var g = await StartAsync();
+        using var http = new HttpClient { BaseAddress = g.Gateway.AdminUri };
+        var text = await http.GetStringAsync("/admin/v1/openapi.json");
+        using var document = JsonDocument.Parse(text);
+        var paths = document.RootElement.GetProperty("paths");
+        foreach (var path in new[] { "/admin/v1/credentials", "/admin/v1/credentials/{id}/revoke", "/admin/v1/access-requests/{id}/approve", "/admin/v1/kill-switches",
+                     "/admin/v1/services/{id}/owners", "/admin/v1/policy/versions" })
+        {
+            Assert.True(paths.TryGetProperty(path, out _), $"{path} is missing from the OpenAPI document");
+        }
+
+        Assert.Equal("Custos admin API", document.RootElement.GetProperty("info").GetProperty("title").GetString());
+    }
+}

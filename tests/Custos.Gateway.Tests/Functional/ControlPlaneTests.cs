@@ -1,0 +1,316 @@
+using System.Net;
+using System.Text.Json;
+using Custos.Policy;
+using static Custos.Gateway.Tests.Functional.ControlPlaneFixture;
+
+namespace Custos.Gateway.Tests.Functional;
+
+/// <summary>The control plane end to end: access approvals, the credential lifecycle, kill switches, owners and their notifications.</summary>
+public sealed class ControlPlaneTests
+{
+    [Fact]
+    public async Task AccessRequest_ApprovedByThePolicyOwner_TakesEffect_AndTheCallNamesItsApprover()
+    {
+        await using var g = await StartAsync();
+        var before = await ChatAsync(g, g.KeyOf("web"), "gpt-4o");
+        Assert.Equal("deny.model_not_entitled", before.Code);
+
+        var created = await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Post, "/admin/v1/access-requests",
+            new { consumer = "web", models = new[] { "gpt-4o" }, justification = "escalations need the larger model" }));
+        var id = created.GetProperty("id").GetString()!;
+        Assert.Equal("pending", created.GetProperty("status").GetString());
+
+        // Pending is not access.
+        Assert.Equal("deny.model_not_entitled", (await ChatAsync(g, g.KeyOf("web"), "gpt-4o")).Code);
+
+        // Neither the platform admin (not the policy owner) nor the requester may decide; both attempts are audited.
+        using (var root = await AdminAsync(g, "root", HttpMethod.Post, $"/admin/v1/access-requests/{id}/approve", new { reason = "ok" }))
+        {
+            Assert.Equal(HttpStatusCode.Forbidden, root.StatusCode);
+        }
+
+        using (var self = await AdminAsync(g, "support-owner", HttpMethod.Post, $"/admin/v1/access-requests/{id}/approve", new { reason = "ok" }))
+        {
+            Assert.Equal(HttpStatusCode.Forbidden, self.StatusCode);
+            Assert.Contains("separation of duties", await self.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        }
+
+        var approved = await JsonAsync(await AdminAsync(g, "support-lead", HttpMethod.Post, $"/admin/v1/access-requests/{id}/approve",
+            new { reason = "justified; ticket SUP-7" }));
+        Assert.Equal("approved", approved.GetProperty("status").GetString());
+        Assert.Equal("support-lead", approved.GetProperty("decided_by").GetString());
+        var version = approved.GetProperty("policy_version").GetInt64();
+        Assert.Equal(version, g.Gateway.Policy.Current.Version);
+
+        // Deciding twice is a conflict.
+        using (var again = await AdminAsync(g, "support-lead", HttpMethod.Post, $"/admin/v1/access-requests/{id}/reject", new { reason = "no" }))
+        {
+            Assert.Equal(HttpStatusCode.Conflict, again.StatusCode);
+        }
+
+        // The first allowed call, and who approved it, followed from its ledger entry.
+        var call = await ChatAsync(g, g.KeyOf("web"), "gpt-4o");
+        Assert.Equal(HttpStatusCode.OK, call.Status);
+        var entry = await g.EntryAsync(call.RequestId);
+        Assert.Equal(version, entry.GetProperty("policy_version").GetInt64());
+        var entitlement = entry.GetProperty("controls").EnumerateArray().First(c => c.GetProperty("control").GetString() == "entitlement");
+        Assert.Contains($"approved by support-lead ({id})", entitlement.GetProperty("detail").GetString(), StringComparison.Ordinal);
+
+        var approval = await JsonAsync(await AdminAsync(g, "auditor", HttpMethod.Get, $"/admin/v1/requests/{call.RequestId}/approval"));
+        Assert.Equal("support-lead", approval.GetProperty("approved_by").GetString());
+        Assert.Equal(id, approval.GetProperty("ticket").GetString());
+        Assert.Equal(version, approval.GetProperty("policy_version").GetInt64());
+        Assert.Equal("support-owner", approval.GetProperty("access_request").GetProperty("requested_by").GetString());
+        Assert.Equal("escalations need the larger model", approval.GetProperty("access_request").GetProperty("justification").GetString());
+
+        // The consumer kept the models it had: approval added, it did not replace.
+        Assert.Equal(HttpStatusCode.OK, (await ChatAsync(g, g.KeyOf("web"), "gpt-4o-mini")).Status);
+
+        // A rejected request changes nothing. The policy owner asks this time; the delegate the policy names decides.
+        var second = await JsonAsync(await AdminAsync(g, "support-lead", HttpMethod.Post, "/admin/v1/access-requests",
+            new { consumer = "revoked-user", models = new[] { "gpt-4o" }, justification = "try" }));
+        var secondId = second.GetProperty("id").GetString();
+        using (var own = await AdminAsync(g, "support-lead", HttpMethod.Post, $"/admin/v1/access-requests/{secondId}/approve", new { reason = "mine" }))
+        {
+            Assert.Equal(HttpStatusCode.Forbidden, own.StatusCode);
+        }
+
+        var rejected = await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Post, $"/admin/v1/access-requests/{secondId}/reject",
+            new { reason = "not needed" }));
+        Assert.Equal("rejected", rejected.GetProperty("status").GetString());
+        Assert.Equal(version, g.Gateway.Policy.Current.Version);
+
+        var admin = await AdminEntriesAsync(g);
+        Assert.Contains(admin, e => e.GetProperty("action").GetString() == "access.requested" && e.GetProperty("actor").GetString() == "support-owner");
+        Assert.Contains(admin, e => e.GetProperty("action").GetString() == "access.approved" && e.GetProperty("actor").GetString() == "support-lead"
+            && e.GetProperty("before").GetString() == "pending" && e.GetProperty("after").GetString()!.StartsWith("approved", StringComparison.Ordinal));
+        Assert.Contains(admin, e => e.GetProperty("action").GetString() == "access.approved_denied" && e.GetProperty("actor").GetString() == "root");
+        Assert.Contains(admin, e => e.GetProperty("action").GetString() == "access.rejected" && e.GetProperty("after").GetString() == "rejected");
+    }
+
+    [Fact]
+    public async Task CredentialLifecycle_EachActionTakesEffectOnTheNextRequest_IsAudited_AndNotifiesTheTechnicalOwner()
+    {
+        var hooks = new RecordingHandler();
+        await using var g = await StartAsync(hooks);
+
+        // Issue: shown once, works at once, listed by prefix only.
+        var issued = await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Post, "/admin/v1/credentials", new { consumer = "web", reason = "new web release" }));
+        var key = issued.GetProperty("key").GetString()!;
+        var id = issued.GetProperty("credential").GetProperty("id").GetString()!;
+        Assert.StartsWith("csk_", key, StringComparison.Ordinal);
+        Assert.Equal(HttpStatusCode.OK, (await ChatAsync(g, key)).Status);
+        await g.Gateway.Ledger.FlushAsync();
+        var listed = (await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Get, "/admin/v1/credentials?consumer=web")))
+            .EnumerateArray().Single(c => c.GetProperty("id").GetString() == id);
+        Assert.Equal(key[..12], listed.GetProperty("prefix").GetString());
+        Assert.Equal("active", listed.GetProperty("status").GetString());
+        Assert.Equal(JsonValueKind.String, listed.GetProperty("last_used").ValueKind);
+        Assert.Equal(JsonValueKind.String, listed.GetProperty("created_at").ValueKind);
+        Assert.DoesNotContain(key, listed.GetRawText(), StringComparison.Ordinal);
+
+        async Task Act(string verb, string reason) => await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Post, $"/admin/v1/credentials/{id}/{verb}",
+            new { reason }));
+
+        await Act("suspend", "odd traffic from this key");
+        Assert.Equal("deny.credential_suspended", (await ChatAsync(g, key)).Code);
+        await Act("resume", "traffic explained");
+        Assert.Equal(HttpStatusCode.OK, (await ChatAsync(g, key)).Status);
+
+        // Rotate with an overlap: both keys work; without one, the old key ends now.
+        var rotated = await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Post, $"/admin/v1/credentials/{id}/rotate",
+            new { reason = "quarterly rotation", overlap_seconds = 3600 }));
+        var newKey = rotated.GetProperty("key").GetString()!;
+        var newId = rotated.GetProperty("credential").GetProperty("id").GetString()!;
+        Assert.Equal(HttpStatusCode.OK, (await ChatAsync(g, key)).Status);
+        Assert.Equal(HttpStatusCode.OK, (await ChatAsync(g, newKey)).Status);
+        await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Post, $"/admin/v1/credentials/{newId}/rotate", new { reason = "leaked in a log", overlap_seconds = 0 }));
+        Assert.Equal("deny.credential_expired", (await ChatAsync(g, newKey)).Code);
+
+        // Revoke is permanent.
+        await Act("revoke", "device lost");
+        Assert.Equal("deny.credential_revoked", (await ChatAsync(g, key)).Code);
+        using (var resume = await AdminAsync(g, "support-owner", HttpMethod.Post, $"/admin/v1/credentials/{id}/resume", new { reason = "oops" }))
+        {
+            Assert.Equal(HttpStatusCode.Conflict, resume.StatusCode);
+        }
+
+        // A change without a reason is refused, and changes nothing.
+        using (var noReason = await AdminAsync(g, "support-owner", HttpMethod.Post, "/admin/v1/credentials/cred-web/suspend", new { reason = " " }))
+        {
+            Assert.Equal(HttpStatusCode.BadRequest, noReason.StatusCode);
+            Assert.Equal(HttpStatusCode.OK, (await ChatAsync(g, g.KeyOf("web"))).Status);
+        }
+
+        // Every action is in the ledger with its actor, before and after, and reason.
+        var admin = await AdminEntriesAsync(g);
+        (string Action, string? Before, string After, string Reason)[] expected =
+        [
+            ("credential.issued", null, "active", "new web release"),
+            ("credential.suspended", "active", "suspended", "odd traffic from this key"),
+            ("credential.resumed", "suspended", "active", "traffic explained"),
+            ("credential.revoked", "active", "revoked", "device lost"),
+        ];
+        foreach (var (action, before, after, reason) in expected)
+        {
+            var entry = Assert.Single(admin, e => e.GetProperty("action").GetString() == action && e.GetProperty("reason").GetString() == reason);
+            Assert.Equal("support-owner", entry.GetProperty("actor").GetString());
+            Assert.Equal("acme", entry.GetProperty("tenant").GetString());
+            Assert.Equal(before, entry.GetProperty("before").ValueKind == JsonValueKind.Null ? null : entry.GetProperty("before").GetString());
+            Assert.Equal(after, entry.GetProperty("after").GetString());
+        }
+
+        Assert.Equal(2, admin.Count(e => e.GetProperty("action").GetString() == "credential.rotated"));
+        var versions = admin.Count(e => e.GetProperty("action").GetString() == "policy.version_created");
+        Assert.True(versions >= 7, $"each change is a policy version ({versions})");
+
+        // The technical control owner was told, at their webhook.
+        var note = await hooks.WaitForAsync(b => b.GetProperty("event").GetString() == "credential.revoked");
+        Assert.Equal("technical", note.GetProperty("owner_role").GetString());
+        Assert.Equal("support on-call", note.GetProperty("owner").GetString());
+        Assert.Equal("device lost", note.GetProperty("reason").GetString());
+        Assert.All(hooks.Received, r => Assert.Equal(TechnicalWebhook, r.Uri.ToString()));
+        Assert.DoesNotContain(key, string.Join("\n", hooks.Received.Select(r => r.Body.GetRawText())), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task KillSwitches_PerConsumerServiceAndTenant_RefuseFromTheNextRequest_AndRelease()
+    {
+        await using var g = await StartAsync();
+        async Task Switch(string admin, string scope, string id, bool engaged)
+            => await JsonAsync(await AdminAsync(g, admin, HttpMethod.Post, "/admin/v1/kill-switches", new { scope, id, engaged, reason = $"drill {scope}" }));
+
+        await Switch("support-owner", "consumer", "web", true);
+        Assert.Equal("deny.consumer_suspended", (await ChatAsync(g, g.KeyOf("web"))).Code);
+        Assert.Equal(HttpStatusCode.OK, (await ChatAsync(g, g.KeyOf("agent"), "gpt-4o")).Status);
+        await Switch("support-owner", "consumer", "web", false);
+        Assert.Equal(HttpStatusCode.OK, (await ChatAsync(g, g.KeyOf("web"))).Status);
+
+        await Switch("agents-owner", "service", "agents", true);
+        var refused = await ChatAsync(g, g.KeyOf("agent"), "gpt-4o");
+        Assert.Equal(HttpStatusCode.Forbidden, refused.Status);
+        Assert.Equal("deny.service_suspended", refused.Code);
+        Assert.Equal(HttpStatusCode.OK, (await ChatAsync(g, g.KeyOf("web"))).Status);
+        var listed = await JsonAsync(await AdminAsync(g, "auditor", HttpMethod.Get, "/admin/v1/kill-switches"));
+        Assert.Contains(listed.EnumerateArray(), k => k.GetProperty("scope").GetString() == "service" && k.GetProperty("id").GetString() == "agents");
+        await Switch("agents-owner", "service", "agents", false);
+
+        await Switch("root", "tenant", "acme", true);
+        Assert.Equal("deny.tenant_suspended", (await ChatAsync(g, g.KeyOf("web"))).Code);
+        Assert.Equal("deny.tenant_suspended", (await ChatAsync(g, g.KeyOf("agent"), "gpt-4o")).Code);
+        Assert.Equal(HttpStatusCode.OK, (await ChatAsync(g, g.KeyOf("globex-user"), "globex-only")).Status);
+        await Switch("root", "tenant", "acme", false);
+        Assert.Equal(HttpStatusCode.OK, (await ChatAsync(g, g.KeyOf("web"))).Status);
+
+        // The refusals name the policy version that switched them off.
+        var denied = (await g.LedgerAsync()).Where(e => e.GetProperty("reasons").EnumerateArray().Any(r => r.GetString() == "deny.tenant_suspended")).ToList();
+        Assert.Equal(2, denied.Count);
+        var admin = await AdminEntriesAsync(g);
+        var engaged = Assert.Single(admin, e => e.GetProperty("action").GetString() == "kill_switch.engaged" && e.GetProperty("target").GetString() == "tenant:acme");
+        Assert.All(denied, d => Assert.Equal(engaged.GetProperty("policy_version").GetInt64(), d.GetProperty("policy_version").GetInt64()));
+        Assert.Equal("released", engaged.GetProperty("before").GetString());
+        Assert.Equal("engaged", engaged.GetProperty("after").GetString());
+    }
+
+    [Fact]
+    public async Task RequireOwnersBlock_RefusesUngovernedServices_UntilTheirOwnersAreNamed()
+    {
+        await using var g = await StartAsync(more: p => p with
+        {
+            Gateway = p.Gateway with { RequireOwners = RequireOwners.Block },
+            Services = [.. p.Services.Select(s => s.Id == "agents" ? s with { Owners = new ServiceOwners() } : s)],
+        });
+        var refused = await ChatAsync(g, g.KeyOf("agent"), "gpt-4o");
+        Assert.Equal(HttpStatusCode.Forbidden, refused.Status);
+        Assert.Equal("deny.service_ungoverned", refused.Code);
+        Assert.Equal(HttpStatusCode.OK, (await ChatAsync(g, g.KeyOf("web"))).Status);
+
+        var agents = await JsonAsync(await AdminAsync(g, "agents-owner", HttpMethod.Get, "/admin/v1/services/agents"));
+        Assert.Contains(agents.GetProperty("governance_gaps").EnumerateArray(), gap => gap.GetString()!.Contains("no policy owner", StringComparison.Ordinal));
+
+        // One alias for every role is still missing governance.
+        var shared = new { name = "everyone", email = "ai@acme.example" };
+        await JsonAsync(await AdminAsync(g, "agents-owner", HttpMethod.Put, "/admin/v1/services/agents/owners",
+            new { owners = new { policy = shared, billing = shared, technical = shared, agent_operator = shared, business_sponsor = shared }, reason = "shared" }));
+        Assert.Equal("deny.service_ungoverned", (await ChatAsync(g, g.KeyOf("agent"), "gpt-4o")).Code);
+
+        await JsonAsync(await AdminAsync(g, "agents-owner", HttpMethod.Put, "/admin/v1/services/agents/owners", new
+        {
+            owners = new
+            {
+                policy = new { name = "Research lead", email = "lead@acme.example" },
+                billing = new { name = "Research finance", email = "finance@acme.example" },
+                technical = new { name = "Research on-call", email = "oncall@acme.example" },
+                agent_operator = new { name = "Agent ops", email = "agentops@acme.example" },
+                business_sponsor = new { name = "VP Research", email = "vp@acme.example" },
+            },
+            reason = "owners named",
+        }));
+        Assert.Equal(HttpStatusCode.OK, (await ChatAsync(g, g.KeyOf("agent"), "gpt-4o")).Status);
+        var entry = Assert.Single(await AdminEntriesAsync(g), e => e.GetProperty("action").GetString() == "service.owners_set"
+            && e.GetProperty("reason").GetString() == "owners named");
+        Assert.Contains("policy=everyone", entry.GetProperty("before").GetString(), StringComparison.Ordinal);
+        Assert.Contains("policy=Research lead", entry.GetProperty("after").GetString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task DelegatedAdministration_PromptAdminAndFinance_ChangeOnlyTheirPart()
+    {
+        await using var g = await StartAsync();
+
+        // The prompt admin narrows the service's model choice: a consumer entitled to a model outside it loses it.
+        await JsonAsync(await AdminAsync(g, "prompts", HttpMethod.Put, "/admin/v1/services/support/models",
+            new { models = new[] { "gpt-4o-mini", "claude-sonnet" }, reason = "cheaper default" }));
+        Assert.Equal("deny.model_not_entitled", (await ChatAsync(g, g.KeyOf("web"), "mock-slow")).Code);
+        Assert.Equal(HttpStatusCode.OK, (await ChatAsync(g, g.KeyOf("web"))).Status);
+
+        await JsonAsync(await AdminAsync(g, "prompts", HttpMethod.Put, "/admin/v1/services/support/prompt-rules", new
+        {
+            prompt_rules = new[] { new { id = "no-hi", pattern = "\\bhi\\b", action = "deny" } },
+            reason = "block greetings",
+        }));
+        Assert.Equal("deny.prompt_restricted", (await ChatAsync(g, g.KeyOf("web"))).Code);
+
+        // Finance sets a budget; a widening the category defaults forbid would be a 422, and changes nothing.
+        var version = g.Gateway.Policy.Current.Version;
+        var change = await JsonAsync(await AdminAsync(g, "finance", HttpMethod.Put, "/admin/v1/budgets",
+            new { scope = "service", id = "support", budget = new { amount = 0.5, period = "day", mode = "hard" }, reason = "pilot cap" }));
+        Assert.Equal(version + 1, change.GetProperty("policy_version").GetInt64());
+        Assert.Equal("0.5 per day (hard)", change.GetProperty("after").GetString());
+        Assert.Equal(0.5m, g.Gateway.Policy.Current.Document.Services.Single(s => s.Id == "support").Limits.Budget!.Amount);
+
+        using var invalid = await AdminAsync(g, "prompts", HttpMethod.Put, "/admin/v1/services/support/models",
+            new { models = new[] { "no-such-model" }, reason = "typo" });
+        Assert.Equal(HttpStatusCode.UnprocessableEntity, invalid.StatusCode);
+        Assert.Contains("no-such-model", await invalid.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        Assert.Equal(version + 1, g.Gateway.Policy.Current.Version);
+
+        var spend = await JsonAsync(await AdminAsync(g, "finance", HttpMethod.Get, "/admin/v1/spend"));
+        var support = spend.EnumerateArray().Single(s => s.GetProperty("service").GetString() == "support");
+        Assert.True(support.GetProperty("spend").GetDecimal() > 0);
+        Assert.Equal(0.5m, support.GetProperty("budget").GetProperty("amount").GetDecimal());
+    }
+
+    [Fact]
+    public async Task Notifications_SurviveAReceiverOutage_AndAreDeliveredWhenItReturns()
+    {
+        var hooks = new RecordingHandler { Failing = true };
+        await using var g = await StartAsync(hooks);
+        await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Post, "/admin/v1/credentials/cred-web/suspend", new { reason = "outage drill" }));
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (Volatile.Read(ref hooks.Attempts) < 2 && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(50);
+        }
+
+        Assert.True(hooks.Attempts >= 2, "the outbox retries a failed delivery");
+        var pending = await JsonAsync(await AdminAsync(g, "auditor", HttpMethod.Get, "/admin/v1/notifications"));
+        Assert.Contains(pending.EnumerateArray(), n => n.GetProperty("channel").GetString() == "webhook" && n.GetProperty("status").GetString() == "pending"
+            && n.GetProperty("last_error").GetString() == "HTTP 503");
+        Assert.Contains(pending.EnumerateArray(), n => n.GetProperty("channel").GetString() == "email" && n.GetProperty("status").GetString() == "unsent");
+
+        hooks.Failing = false;
+        var note = await hooks.WaitForAsync(b => b.GetProperty("event").GetString() == "credential.suspended", TimeSpan.FromSeconds(20));
+        Assert.Equal("credential:cred-web", note.GetProperty("target").GetString());
+    }
+}
