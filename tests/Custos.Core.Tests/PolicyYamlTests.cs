@@ -152,7 +152,10 @@ public sealed class PolicyYamlWriterTests
             Gateway = new GatewaySettings { MaxRequestBodyBytes = 2048, UpstreamTimeout = TimeSpan.FromSeconds(7), PromptRegexTimeout = TimeSpan.FromMilliseconds(30), MaxInFlightRequests = 64 },
             Defaults = new CategoryDefaultsSet { Agent = new CategoryDefaults { Models = ["gpt-4o", "claude-sonnet"], Limits = new LimitsConfig { RequestsPerMinute = 5, Budget = new BudgetConfig { Amount = 12.5m, Mode = BudgetMode.Soft } } } },
             Tenants = [original.Tenants[0] with { PromptRules = [new PromptRuleConfig { Id = "cards", Detector = PromptDetector.PaymentCard, Action = PromptAction.Redact }, new PromptRuleConfig { Id = "x", Pattern = "(?i)falcon" }] }],
-            Consumers = [.. original.Consumers.Select(c => c with { Entitlements = [new EntitlementConfig { Models = ["gpt-4o"], ApprovedBy = "dana", Ticket = "T-1", ValidUntil = new DateTimeOffset(2027, 1, 1, 0, 0, 0, TimeSpan.Zero) }], Limits = new LimitsConfig { MaxOutputTokens = 100, OutputCeiling = OutputCeilingMode.Deny } })],
+            Consumers = [.. original.Consumers.Select(c => c with { Entitlements = [new EntitlementConfig { Models = ["gpt-4o"], ApprovedBy = "dana", Ticket = "T-1", ValidUntil = new DateTimeOffset(2027, 1, 1, 0, 0, 0, TimeSpan.Zero) }], Limits = new LimitsConfig { MaxOutputTokens = 100, OutputCeiling = OutputCeilingMode.Deny }, Suspended = true })],
+            Services = [.. original.Services.Select(s => s with { Suspended = true, Models = ["gpt-4o"], Approvers = ["ops"] })],
+            Credentials = [.. original.Credentials.Select(c => c.KeySha256 is null ? c : c with { Prefix = "csk_abcdefgh", CreatedAt = new DateTimeOffset(2026, 11, 28, 10, 0, 0, TimeSpan.Zero) })],
+            IdentityProviders = [original.IdentityProviders![0] with { JwksUrl = null, Keys = ["-----BEGIN PUBLIC KEY-----\nMFkw\n-----END PUBLIC KEY-----"], SubjectClaim = "azp" }],
         };
 
         var yaml = PolicyYamlWriter.Write(withEverything);
@@ -160,5 +163,135 @@ public sealed class PolicyYamlWriterTests
 
         Assert.True(back.IsValid, yaml + "\n" + string.Join("\n", back.Diagnostics.Select(d => d.Format("written"))));
         Assert.Equal(PolicyVersion.CanonicalJson(withEverything), PolicyVersion.CanonicalJson(back.Document!));
+    }
+}
+
+public sealed class ControlPlanePolicyTests
+{
+    private const string Base = """
+        tenants:
+          - id: t
+            providers: [{ id: p, type: openai, base_url: http://x/v1 }]
+            models: [{ name: m }, { name: n }]
+        """;
+
+    [Fact]
+    public void Example_DeclaresWorkloadIdentityOidcAdminsOwnersAndApprovers()
+    {
+        var document = PolicyYaml.Read(File.ReadAllText(Repo.File("custos.example.yaml"))).Document!;
+
+        Assert.Equal(RequireOwners.Warn, document.Gateway.RequireOwners);
+        var provider = Assert.Single(document.IdentityProviders!);
+        Assert.Equal("custos", provider.Audience);
+        var workload = Assert.Single(document.Credentials, c => c.Issuer is not null);
+        Assert.Null(workload.KeySha256);
+        Assert.Equal("system:serviceaccount:research:digest", workload.Subject);
+        Assert.Equal("dana", document.Services[0].Owners.Policy!.Admin);
+        Assert.Equal(["sam"], document.Services[0].Approvers);
+        Assert.Contains(document.Admins, a => a.Id == "sam" && a.KeySha256 is null && a.Subject == "sam@acme.example");
+    }
+
+    [Fact]
+    public void NewOptionalFields_WhenAbsent_KeepTheHashOfOlderPolicies()
+    {
+        // Policies written before the control plane existed must hash as they did, or a restart would re-version them.
+        var document = PolicyYaml.Read(Base.Replace("[{ name: m }, { name: n }]", "[{ name: m, provider: p }]", StringComparison.Ordinal)).Document!;
+        var json = PolicyVersion.CanonicalJson(document);
+
+        foreach (var field in new[] { "identity_providers", "suspended", "approvers", "require_owners", "issuer", "subject", "prefix", "created_at" })
+        {
+            Assert.DoesNotContain($"\"{field}\"", json, StringComparison.Ordinal);
+        }
+    }
+
+    [Fact]
+    public void Validation_RejectsBrokenControlPlaneReferences_WithLines()
+    {
+        const string yaml = """
+            gateway: { require_owners: sometimes }
+            tenants:
+              - id: t
+                providers: [{ id: p, type: openai, base_url: http://x/v1 }]
+                models: [{ name: m, provider: p }]
+            services:
+              - id: s
+                tenant: t
+                models: [nope]
+                approvers: [ghost]
+                owners:
+                  policy: { name: P, email: p@x.example, admin: nobody }
+            consumers:
+              - { id: c, service: s, category: agent, suspended: maybe }
+            credentials:
+              - { id: k1, consumer: c, issuer: unknown-idp, subject: job }
+              - { id: k2, consumer: c }
+              - { id: k3, consumer: c, key_sha256: 0000000000000000000000000000000000000000000000000000000000000000, issuer: idp, subject: x }
+            identity_providers:
+              - { id: idp, issuer: https://idp.example/, audience: custos }
+            admins:
+              - { id: a, role: finance }
+            """;
+        var result = PolicyYaml.Read(yaml);
+
+        Assert.False(result.IsValid);
+        var messages = result.Diagnostics.Where(d => d.Severity == DiagnosticSeverity.Error).Select(d => d.Format("p")).ToList();
+        string[] expected =
+        [
+            "'sometimes' is not one of", "model 'nope' is not offered by tenant 't'", "admin 'ghost' is not declared", "admin 'nobody' is not declared",
+            "'maybe' is not true or false", "identity provider 'unknown-idp' is not declared", "either an API key ('key_sha256') or a workload identity",
+            "needs 'jwks_url' or 'keys'", "signs in with an admin key ('key_sha256') or OIDC",
+        ];
+        foreach (var text in expected)
+        {
+            Assert.Contains(messages, m => m.Contains(text, StringComparison.Ordinal));
+        }
+
+        // k2 (neither) and k3 (both) are both refused.
+        Assert.Equal(2, messages.Count(m => m.Contains("either an API key", StringComparison.Ordinal)));
+        Assert.All(result.Diagnostics, d => Assert.True(d.Line > 0, d.Format("p")));
+    }
+
+    [Fact]
+    public void Compile_KillSwitchesModelChoiceAndRequireOwners_BecomeEachConsumersRefusalAndModels()
+    {
+        static PolicySnapshot Compile(string yaml)
+        {
+            var read = PolicyYaml.Read(yaml);
+            Assert.True(read.IsValid, string.Join("\n", read.Diagnostics.Select(d => d.Format("p"))));
+            return PolicySnapshot.Compile(new PolicyVersion(1, PolicyVersion.HashOf(read.Document!), "t", "t", DateTimeOffset.UnixEpoch, read.Document!), _ => null);
+        }
+
+        const string policy = """
+            gateway: { require_owners: REQUIRE }
+            tenants:
+              - id: t
+                providers: [{ id: p, type: openai, base_url: http://x/v1 }]
+                models: [{ name: m, provider: p }, { name: n, provider: p }]
+            services:
+              - id: owned
+                tenant: t
+                models: [m]
+                owners:
+                  policy: { name: P, email: p@x.example }
+                  billing: { name: B, email: b@x.example }
+                  technical: { name: T, email: t@x.example }
+              - { id: bare, tenant: t }
+            consumers:
+              - { id: a, service: owned, category: internal, models: [m, n] }
+              - { id: b, service: bare, category: internal, models: [m] }
+              - { id: c, service: owned, category: internal, models: [m], suspended: true }
+            """;
+        var warn = Compile(policy.Replace("REQUIRE", "warn", StringComparison.Ordinal));
+        Assert.Equal(["m"], warn.Consumers["a"].EntitledModels.Select(r => r.Name));
+        Assert.Null(warn.Consumers["a"].Refusal);
+        Assert.Null(warn.Consumers["b"].Refusal);
+        Assert.Equal("deny.consumer_suspended", warn.Consumers["c"].Refusal?.Code);
+
+        var block = Compile(policy.Replace("REQUIRE", "block", StringComparison.Ordinal));
+        Assert.Null(block.Consumers["a"].Refusal);
+        Assert.Equal("deny.service_ungoverned", block.Consumers["b"].Refusal?.Code);
+
+        var tenantOff = Compile(policy.Replace("REQUIRE", "warn", StringComparison.Ordinal).Replace("  - id: t\n", "  - id: t\n    suspended: true\n", StringComparison.Ordinal));
+        Assert.All(tenantOff.Consumers.Values, c => Assert.Equal("deny.tenant_suspended", c.Refusal?.Code));
     }
 }

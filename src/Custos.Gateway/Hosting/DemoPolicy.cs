@@ -121,7 +121,8 @@ public static class DemoPolicy
             Description = description,
             Owners = new ServiceOwners
             {
-                Policy = Owner($"{team} product lead", $"{id}-policy@{tenant}.example"),
+                // The policy owner approves access requests through the demo's service-owner admin.
+                Policy = Owner($"{team} product lead", $"{id}-policy@{tenant}.example") with { Admin = "demo-service-owner" },
                 Billing = Owner($"{team} finance partner", $"{id}-billing@{tenant}.example"),
                 Technical = Owner($"{team} platform on-call", $"{id}-oncall@{tenant}.example"),
                 AgentOperator = agents ? Owner("Agent operations", $"{id}-agentops@{tenant}.example") : null,
