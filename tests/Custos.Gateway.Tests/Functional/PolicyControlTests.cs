@@ -241,7 +241,7 @@ public sealed class PolicyControlTests
     {
         await using var g = await TestGateway.StartAsync(p => p with
         {
-            Admins = [.. p.Admins, new AdminConfig { Id = "auditor", Role = AdminRole.SecurityAuditor, KeySha256 = Identity.KeyHash.Of(AuditorKey).ToHex() }],
+            Admins = [.. p.Admins, new AdminConfig { Id = "auditor", Role = AdminRole.SecurityAuditor, KeySha256 = Custos.Identity.KeyHash.Of(AuditorKey).ToHex() }],
         });
         using var admin = new HttpClient { BaseAddress = g.Gateway.AdminUri };
 
@@ -261,5 +261,5 @@ public sealed class PolicyControlTests
         Assert.Contains(audit, a => a.GetProperty("actor").GetString() == "auditor" && a.GetProperty("action").GetString() == "policy.apply_denied");
     }
 
-    private static readonly string AuditorKey = Identity.ApiKey.Generate(Identity.ApiKeyKind.Admin);
+    private static readonly string AuditorKey = Custos.Identity.ApiKey.Generate(Custos.Identity.ApiKeyKind.Admin);
 }

@@ -152,7 +152,7 @@ public sealed class RefusalTests(GatewayFixture fixture) : IClassFixture<Gateway
     public async Task WellFormedUnknownKey_Is401Unknown()
     {
         var request = G.Post("/v1/chat/completions", Chat, consumer: null);
-        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", Identity.ApiKey.Generate(Identity.ApiKeyKind.Consumer));
+        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", Custos.Identity.ApiKey.Generate(Custos.Identity.ApiKeyKind.Consumer));
 
         await AssertRefusedAsync(request, HttpStatusCode.Unauthorized, "deny.credential_unknown");
     }
