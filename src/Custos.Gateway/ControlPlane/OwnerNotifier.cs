@@ -76,7 +76,13 @@ public sealed partial class OwnerNotifier : IAsyncDisposable
         {
             queued.Add(new Notification
             {
-                CreatedAt = now, Role = role, Recipient = owner.Name, Channel = "email", Target = email, Payload = payload, Status = "unsent",
+                CreatedAt = now,
+                Role = role,
+                Recipient = owner.Name,
+                Channel = "email",
+                Target = email,
+                Payload = payload,
+                Status = "unsent",
             });
         }
 
