@@ -84,8 +84,8 @@ internal static partial class AdminApi
         api.MapGet("/whoami", (HttpContext context) =>
         {
             var admin = Admin(context);
-            return Json(new WhoAmI(admin.Id, PolicyNames.Of(admin.Role), admin.Tenants, admin.Services, admin.KeySha256 is not null &&
-                context.Request.Headers.Authorization.ToString().Contains("cak_", StringComparison.Ordinal) ? "admin_key" : "oidc"));
+            var withKey = context.Request.Headers.Authorization.ToString().Contains("Bearer cak_", StringComparison.OrdinalIgnoreCase);
+            return Json(new WhoAmI(admin.Id, PolicyNames.Of(admin.Role), admin.Tenants, admin.Services, withKey ? "admin_key" : "oidc"));
         }).WithSummary("The signed-in administrator: id, role and scope.").Produces<WhoAmI>();
 
         api.MapGet("/policy", (HttpContext context) =>

@@ -238,6 +238,17 @@ public sealed partial class CustosGateway : IAsyncDisposable
             }
             else
             {
+                if (previous is not null && lastLoad is not null && lastLoad != previous)
+                {
+                    // An edited file replaces what was changed through the admin API since it was last loaded: say what.
+                    var undone = PolicyDiff.Compute(previous.Document, options.Policy).Select(c => c.ToString()).ToArray();
+                    if (undone.Length > 0)
+                    {
+                        Log.FileOverridesAdminChanges(startupLog, previous.Number, previous.Author, lastLoad.Number, undone.Length,
+                            string.Join("; ", undone.Take(20)));
+                    }
+                }
+
                 (version, created) = await store.SaveAsync(options.Policy, options.PolicyAuthor, options.PolicyReason, now, options.PolicySource, cancellationToken);
             }
 
@@ -438,5 +449,9 @@ public sealed partial class CustosGateway : IAsyncDisposable
         [LoggerMessage(EventId = 10, Level = LogLevel.Information,
             Message = "Keeping policy version {Version} (by {Author}): the configuration is unchanged since it was loaded as version {Loaded}.")]
         public static partial void KeptAppliedVersion(ILogger logger, long version, string author, long loaded);
+
+        [LoggerMessage(EventId = 11, Level = LogLevel.Warning,
+            Message = "The edited configuration replaces version {Version} (by {Author}), which holds changes made through the admin API since the file was loaded as version {Loaded}; {Count} difference(s): {Changes}. Export the policy in force (custos policy show) before editing the file to keep them.")]
+        public static partial void FileOverridesAdminChanges(ILogger logger, long version, string author, long loaded, int count, string changes);
     }
 }
