@@ -40,6 +40,14 @@ public sealed partial class SqliteStore
             last_error   TEXT
         );
         CREATE INDEX IF NOT EXISTS notifications_due ON notifications (status, next_attempt);
+        CREATE TABLE IF NOT EXISTS checkpoints (
+            chain_id   TEXT NOT NULL,
+            to_seq     INTEGER NOT NULL,
+            from_seq   INTEGER NOT NULL,
+            checkpoint TEXT NOT NULL,
+            signature  TEXT NOT NULL,
+            PRIMARY KEY (chain_id, to_seq)
+        );
         CREATE TABLE IF NOT EXISTS credential_usage (
             credential_id TEXT PRIMARY KEY,
             last_used     TEXT NOT NULL

@@ -13,7 +13,7 @@ namespace Custos.Storage;
 /// Appends go through one connection (the ledger writer is the only writer of its chain); reads
 /// open pooled connections of their own, so readers never block the writer.
 /// </summary>
-public sealed partial class SqliteStore : ILedgerStore, IPolicyStore, IRegistryStore, IAsyncDisposable
+public sealed partial class SqliteStore : ILedgerStore, IPolicyStore, IRegistryStore, IEvidenceStore, IAsyncDisposable
 {
     /// <summary>The schema version this code writes. Bump with a migration step in <see cref="MigrateAsync"/>.</summary>
     public const int SchemaVersion = 2;

@@ -61,8 +61,8 @@ public sealed class HashChain
         return Link(sha, prevHash, canonical);
     }
 
-    // One hash object per chain, reset by every use: the hash context is made once, not per record.
-    private static string Link(IncrementalHash sha, string prevHash, ReadOnlySpan<byte> canonical)
+    /// <summary>As <see cref="Link(string, ReadOnlySpan{byte})"/>, with a hash object the caller reuses (reset by every use).</summary>
+    public static string Link(IncrementalHash sha, string prevHash, ReadOnlySpan<byte> canonical)
     {
         Span<byte> prefix = stackalloc byte[65];
         System.Text.Encoding.ASCII.GetBytes(prevHash, prefix);

@@ -63,3 +63,28 @@ public interface IPolicyStore
     /// <summary>All versions, oldest first.</summary>
     Task<IReadOnlyList<Policy.PolicyVersion>> GetHistoryAsync(CancellationToken cancellationToken = default);
 }
+
+/// <summary>One entry's place in its chain, as the verifier and the checkpointer read it.</summary>
+/// <param name="Seq">Sequence number.</param>
+/// <param name="Json">Canonical JSON as stored.</param>
+/// <param name="PrevHash">The stored previous hash.</param>
+/// <param name="Hash">The stored hash.</param>
+/// <param name="RequestId">The request id, for request entries.</param>
+/// <param name="Timestamp">The stored timestamp column.</param>
+public sealed record ChainEntry(long Seq, string Json, string PrevHash, string Hash, string? RequestId, string Timestamp);
+
+/// <summary>Signed checkpoints and ordered chain reads: what verification and proofs need.</summary>
+public interface IEvidenceStore
+{
+    /// <summary>Every chain (node) in the ledger with its highest sequence number and entry count.</summary>
+    Task<IReadOnlyList<(string ChainId, long LastSeq, long Count)>> GetChainsAsync(CancellationToken cancellationToken = default);
+
+    /// <summary>Entries of <paramref name="chainId"/> with <paramref name="fromSeq"/> ≤ seq ≤ <paramref name="toSeq"/>, in sequence order.</summary>
+    IAsyncEnumerable<ChainEntry> ReadChainAsync(string chainId, long fromSeq, long toSeq, CancellationToken cancellationToken = default);
+
+    /// <summary>Stores a checkpoint.</summary>
+    Task AppendCheckpointAsync(SignedCheckpoint checkpoint, CancellationToken cancellationToken = default);
+
+    /// <summary>Checkpoints of <paramref name="chainId"/> (or of every chain), in order.</summary>
+    Task<IReadOnlyList<SignedCheckpoint>> GetCheckpointsAsync(string? chainId = null, CancellationToken cancellationToken = default);
+}

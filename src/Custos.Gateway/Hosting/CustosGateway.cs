@@ -62,6 +62,9 @@ public sealed record CustosGatewayOptions
     /// </summary>
     public int LedgerQueueCapacity { get; init; } = LedgerWriter.DefaultCapacity;
 
+    /// <summary>How often the ledger is sealed with signed checkpoints, and the witnesses they also go to.</summary>
+    public CheckpointOptions Checkpoints { get; init; } = new();
+
     /// <summary>The HTTP handler owner notifications are delivered with. Default: a direct connection (tests put a recorder here).</summary>
     public HttpMessageHandler? NotificationHandler { get; init; }
 
@@ -118,6 +121,9 @@ public sealed partial class CustosGateway : IAsyncDisposable
 
     /// <summary>Tells owners what happened to their services, through a durable outbox.</summary>
     public OwnerNotifier Notifier { get; private init; } = null!;
+
+    /// <summary>Seals the ledger with signed checkpoints.</summary>
+    public Checkpointer Checkpointer { get; private init; } = null!;
 
     /// <summary>Validates JWT bearer tokens (workload identities, admin sign-in).</summary>
     public JwtAuthenticator Jwt { get; private init; } = null!;
@@ -275,6 +281,15 @@ public sealed partial class CustosGateway : IAsyncDisposable
             var jwt = new JwtAuthenticator(CreateUpstreamClient(), options.TimeProvider, loggerFactory.CreateLogger<JwtAuthenticator>());
             var notifier = new OwnerNotifier(store, options.TimeProvider, loggerFactory.CreateLogger<OwnerNotifier>(), options.NotificationHandler);
             started.Insert(0, notifier);
+            var checkpointKey = CheckpointKey.LoadOrCreate(options.DataDirectory, out var keyCreated);
+            if (keyCreated)
+            {
+                Log.CheckpointKeyCreated(startupLog, CheckpointKey.PublicPath(options.DataDirectory), checkpointKey.KeyId);
+            }
+
+            var checkpointer = await Checkpointer.StartAsync(store, store, ledger, checkpointKey, options.NodeId, options.Checkpoints, options.TimeProvider,
+                loggerFactory.CreateLogger<Checkpointer>(), cancellationToken);
+            started.Insert(1, checkpointer);
 
             var counters = options.Counters ?? new InMemoryCounterStore(options.TimeProvider);
             var dataPlane = BuildDataPlane(options, policy, ledger, upstreamClient, counters, jwt);
@@ -290,6 +305,7 @@ public sealed partial class CustosGateway : IAsyncDisposable
                 _loggerFactory = loggerFactory,
                 Notifier = notifier,
                 Jwt = jwt,
+                Checkpointer = checkpointer,
             };
             MapAdmin(admin, gateway);
             await dataPlane.StartAsync(cancellationToken);
@@ -427,8 +443,9 @@ public sealed partial class CustosGateway : IAsyncDisposable
         await _admin.StopAsync();
         await _dataPlane.DisposeAsync();
         await _admin.DisposeAsync();
-        await Notifier.DisposeAsync();
         await Ledger.DisposeAsync();
+        await Checkpointer.DisposeAsync(); // seals the last entries, now that the ledger has drained
+        await Notifier.DisposeAsync();
         await Store.DisposeAsync();
         _upstreamClient.Dispose();
         _applyLock.Dispose();
@@ -449,6 +466,10 @@ public sealed partial class CustosGateway : IAsyncDisposable
         [LoggerMessage(EventId = 10, Level = LogLevel.Information,
             Message = "Keeping policy version {Version} (by {Author}): the configuration is unchanged since it was loaded as version {Loaded}.")]
         public static partial void KeptAppliedVersion(ILogger logger, long version, string author, long loaded);
+
+        [LoggerMessage(EventId = 12, Level = LogLevel.Information,
+            Message = "Created the ledger's checkpoint signing key {KeyId}; give auditors its public key: {PublicKey}.")]
+        public static partial void CheckpointKeyCreated(ILogger logger, string publicKey, string keyId);
 
         [LoggerMessage(EventId = 11, Level = LogLevel.Warning,
             Message = "The edited configuration replaces version {Version} (by {Author}), which holds changes made through the admin API since the file was loaded as version {Loaded}; {Count} difference(s): {Changes}. Export the policy in force (custos policy show) before editing the file to keep them.")]

@@ -1,0 +1,185 @@
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+
+namespace Custos.Ledger;
+
+/// <summary>
+/// A signed seal over one interval of one chain: entries <see cref="FromSeq"/>..<see cref="ToSeq"/>, the hash of the
+/// last (<see cref="HeadHash"/>, which commits to every entry before it) and the RFC 6962 Merkle root of their hashes
+/// (for small inclusion proofs). Signed with the node's ECDSA P-256 checkpoint key; written to the store and to
+/// witnesses outside it.
+/// </summary>
+/// <remarks>WARNING: the canonical form is a persisted contract (signatures cover it), frozen by golden tests.</remarks>
+public sealed record Checkpoint
+{
+    /// <summary>Format version of the canonical form.</summary>
+    public int V { get; init; } = 1;
+
+    /// <summary>The chain (node) it seals.</summary>
+    public required string ChainId { get; init; }
+
+    /// <summary>First sequence number of the interval.</summary>
+    public required long FromSeq { get; init; }
+
+    /// <summary>Last sequence number of the interval.</summary>
+    public required long ToSeq { get; init; }
+
+    /// <summary>Hash of the entry before <see cref="FromSeq"/> (64 zeros at the start of a chain): links checkpoints.</summary>
+    public required string PrevHash { get; init; }
+
+    /// <summary>Hash of entry <see cref="ToSeq"/>.</summary>
+    public required string HeadHash { get; init; }
+
+    /// <summary>RFC 6962 Merkle root over the entry hashes of the interval, lower-case hex.</summary>
+    public required string MerkleRoot { get; init; }
+
+    /// <summary>When the checkpoint was made.</summary>
+    public required DateTimeOffset Timestamp { get; init; }
+
+    /// <summary>Timestamp of the last entry sealed.</summary>
+    public required DateTimeOffset LastEntryAt { get; init; }
+
+    /// <summary>Which key signed it: the first 16 hex digits of the SHA-256 of its public key (SubjectPublicKeyInfo).</summary>
+    public required string KeyId { get; init; }
+
+    /// <summary>Entries sealed.</summary>
+    public long Count => ToSeq - FromSeq + 1;
+
+    /// <summary>The bytes the signature covers: compact JSON, fields in this fixed order.</summary>
+    public byte[] CanonicalBytes()
+    {
+        using var buffer = new MemoryStream(512);
+        using (var writer = new Utf8JsonWriter(buffer))
+        {
+            writer.WriteStartObject();
+            writer.WriteNumber("v", V);
+            writer.WriteString("kind", "checkpoint");
+            writer.WriteString("chain_id", ChainId);
+            writer.WriteNumber("from_seq", FromSeq);
+            writer.WriteNumber("to_seq", ToSeq);
+            writer.WriteString("prev_hash", PrevHash);
+            writer.WriteString("head_hash", HeadHash);
+            writer.WriteString("merkle_root", MerkleRoot);
+            writer.WriteString("timestamp", LedgerTime.Format(Timestamp));
+            writer.WriteString("last_entry_at", LedgerTime.Format(LastEntryAt));
+            writer.WriteString("key_id", KeyId);
+            writer.WriteEndObject();
+        }
+
+        return buffer.ToArray();
+    }
+
+    /// <summary>Reads a checkpoint back from its canonical JSON.</summary>
+    public static Checkpoint Parse(string json)
+    {
+        using var document = JsonDocument.Parse(json);
+        var root = document.RootElement;
+        return new Checkpoint
+        {
+            V = root.GetProperty("v").GetInt32(),
+            ChainId = root.GetProperty("chain_id").GetString()!,
+            FromSeq = root.GetProperty("from_seq").GetInt64(),
+            ToSeq = root.GetProperty("to_seq").GetInt64(),
+            PrevHash = root.GetProperty("prev_hash").GetString()!,
+            HeadHash = root.GetProperty("head_hash").GetString()!,
+            MerkleRoot = root.GetProperty("merkle_root").GetString()!,
+            Timestamp = LedgerTime.Parse(root.GetProperty("timestamp").GetString()!),
+            LastEntryAt = LedgerTime.Parse(root.GetProperty("last_entry_at").GetString()!),
+            KeyId = root.GetProperty("key_id").GetString()!,
+        };
+    }
+}
+
+/// <summary>A checkpoint as stored and witnessed: its canonical JSON and the base64 signature over it.</summary>
+/// <param name="Json">The canonical JSON, exactly the signed bytes as UTF-8.</param>
+/// <param name="Signature">ECDSA P-256 / SHA-256 signature, IEEE P1363 (r || s), base64.</param>
+public sealed record SignedCheckpoint(string Json, string Signature)
+{
+    /// <summary>The checkpoint.</summary>
+    public Checkpoint Checkpoint => Checkpoint.Parse(Json);
+
+    /// <summary>True when <paramref name="publicKey"/> verifies the signature over the exact JSON bytes.</summary>
+    public bool VerifySignature(ECDsa publicKey)
+    {
+        Span<byte> signature = stackalloc byte[128];
+        return Convert.TryFromBase64String(Signature, signature, out var length)
+            && publicKey.VerifyData(Encoding.UTF8.GetBytes(Json), signature[..length], HashAlgorithmName.SHA256, DSASignatureFormat.IeeeP1363FixedFieldConcatenation);
+    }
+}
+
+/// <summary>
+/// The checkpoint signing key of a data folder: <c>keys/checkpoint.key.pem</c> (PKCS#8, private, mode 0600) and
+/// <c>keys/checkpoint.pub.pem</c> (SubjectPublicKeyInfo, to hand to auditors). Made by <c>custos init</c> or the first
+/// start of the gateway.
+/// </summary>
+public sealed class CheckpointKey : IDisposable
+{
+    private readonly ECDsa _key;
+
+    private CheckpointKey(ECDsa key)
+    {
+        _key = key;
+        KeyId = IdOf(key);
+    }
+
+    /// <summary>The key id checkpoints name.</summary>
+    public string KeyId { get; }
+
+    /// <summary>The private key file in <paramref name="dataDirectory"/>.</summary>
+    public static string PrivatePath(string dataDirectory) => Path.Combine(dataDirectory, "keys", "checkpoint.key.pem");
+
+    /// <summary>The public key file in <paramref name="dataDirectory"/>.</summary>
+    public static string PublicPath(string dataDirectory) => Path.Combine(dataDirectory, "keys", "checkpoint.pub.pem");
+
+    /// <summary>Loads the folder's key, creating it (and its public half) when there is none.</summary>
+    public static CheckpointKey LoadOrCreate(string dataDirectory, out bool created)
+    {
+        var privatePath = PrivatePath(dataDirectory);
+        created = false;
+        if (!File.Exists(privatePath))
+        {
+            Directory.CreateDirectory(Path.GetDirectoryName(privatePath)!);
+            using var fresh = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+            var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write };
+            if (!OperatingSystem.IsWindows())
+            {
+                options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+            }
+
+            using (var writer = new StreamWriter(privatePath, Encoding.ASCII, options))
+            {
+                writer.Write(fresh.ExportPkcs8PrivateKeyPem());
+            }
+
+            File.WriteAllText(PublicPath(dataDirectory), fresh.ExportSubjectPublicKeyInfoPem());
+            created = true;
+        }
+
+        var key = ECDsa.Create();
+        key.ImportFromPem(File.ReadAllText(privatePath));
+        return new CheckpointKey(key);
+    }
+
+    /// <summary>Reads a public key (PEM) for verification.</summary>
+    public static ECDsa LoadPublic(string pemPath)
+    {
+        var key = ECDsa.Create();
+        key.ImportFromPem(File.ReadAllText(pemPath));
+        return key;
+    }
+
+    /// <summary>The key id of <paramref name="key"/>.</summary>
+    public static string IdOf(ECDsa key) => Convert.ToHexStringLower(SHA256.HashData(key.ExportSubjectPublicKeyInfo()))[..16];
+
+    /// <summary>Signs <paramref name="checkpoint"/>.</summary>
+    public SignedCheckpoint Sign(Checkpoint checkpoint)
+    {
+        var bytes = checkpoint.CanonicalBytes();
+        var signature = _key.SignData(bytes, HashAlgorithmName.SHA256, DSASignatureFormat.IeeeP1363FixedFieldConcatenation);
+        return new SignedCheckpoint(Encoding.UTF8.GetString(bytes), Convert.ToBase64String(signature));
+    }
+
+    /// <inheritdoc/>
+    public void Dispose() => _key.Dispose();
+}

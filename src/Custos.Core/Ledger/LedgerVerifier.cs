@@ -1,0 +1,283 @@
+using System.Buffers;
+using System.Security.Cryptography;
+using System.Text;
+
+namespace Custos.Ledger;
+
+/// <summary>One thing verification found wrong, pinned to where it is.</summary>
+/// <param name="Kind">
+/// <c>modified</c>, <c>missing</c> (deleted), <c>broken_link</c> (inserted, reordered or a rewritten hash), <c>truncated</c>,
+/// <c>checkpoint_mismatch</c>, <c>checkpoint_gap</c>, <c>bad_signature</c>, <c>unknown_key</c>, <c>witness_mismatch</c>.
+/// </param>
+/// <param name="ChainId">The chain.</param>
+/// <param name="Seq">The first bad sequence number, when there is one.</param>
+/// <param name="RequestId">The request id of that entry, when it is a request entry.</param>
+/// <param name="Detail">What is wrong, in words.</param>
+public sealed record VerificationProblem(string Kind, string ChainId, long? Seq, string? RequestId, string Detail)
+{
+    /// <inheritdoc/>
+    public override string ToString()
+        => $"{Kind}: chain {ChainId}" + (Seq is { } seq ? $", seq {seq}" : "") + (RequestId is null ? "" : $" ({RequestId})") + ": " + Detail;
+}
+
+/// <summary>What verification covered and found.</summary>
+public sealed record VerificationResult
+{
+    /// <summary>Chains verified.</summary>
+    public required int Chains { get; init; }
+
+    /// <summary>Entries whose hashes were recomputed.</summary>
+    public required long Entries { get; init; }
+
+    /// <summary>Checkpoints whose signatures, heads and Merkle roots were checked.</summary>
+    public required int Checkpoints { get; init; }
+
+    /// <summary>Witness checkpoints compared with the database.</summary>
+    public int WitnessCheckpoints { get; init; }
+
+    /// <summary>Entries after the last checkpoint of their chain: chained, not yet sealed.</summary>
+    public required long Unsealed { get; init; }
+
+    /// <summary>Everything found wrong: the first problem of each chain, then witness problems.</summary>
+    public required IReadOnlyList<VerificationProblem> Problems { get; init; }
+
+    /// <summary>How long it took.</summary>
+    public TimeSpan Elapsed { get; init; }
+
+    /// <summary>True when nothing is wrong.</summary>
+    public bool Ok => Problems.Count == 0;
+}
+
+/// <summary>What to verify.</summary>
+public sealed record VerificationOptions
+{
+    /// <summary>Public keys whose checkpoints are trusted. Required: at least one.</summary>
+    public required IReadOnlyList<ECDsa> PublicKeys { get; init; }
+
+    /// <summary>Verify only checkpoint intervals that end at or after this instant (the interval before it anchors the start).</summary>
+    public DateTimeOffset? From { get; init; }
+
+    /// <summary>Verify only checkpoint intervals that start before this instant.</summary>
+    public DateTimeOffset? To { get; init; }
+
+    /// <summary>A directory witness to compare the database's checkpoints with.</summary>
+    public string? WitnessDirectory { get; init; }
+
+    /// <summary>Told the number of entries verified so far, every 100,000 or so.</summary>
+    public IProgress<long>? Progress { get; init; }
+}
+
+/// <summary>
+/// Recomputes every chain and checks every checkpoint: a modified, deleted, inserted or reordered entry, a truncated
+/// tail, a checkpoint re-signed with another key, and a database that disagrees with its witness are each found and
+/// pinned to the first bad entry (chain, sequence, request id).
+/// </summary>
+public static class LedgerVerifier
+{
+    /// <summary>Verifies the ledger in <paramref name="store"/>.</summary>
+    public static async Task<VerificationResult> VerifyAsync(IEvidenceStore store, VerificationOptions options, CancellationToken cancellationToken = default)
+    {
+        ArgumentOutOfRangeException.ThrowIfZero(options.PublicKeys.Count);
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
+        var keys = options.PublicKeys.ToDictionary(CheckpointKey.IdOf, k => k, StringComparer.Ordinal);
+        var problems = new List<VerificationProblem>();
+        var chains = await store.GetChainsAsync(cancellationToken);
+        var allCheckpoints = await store.GetCheckpointsAsync(null, cancellationToken);
+        long entries = 0, unsealed = 0;
+        var checkpointsChecked = 0;
+        using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        var buffer = ArrayPool<byte>.Shared.Rent(16 * 1024);
+        try
+        {
+            foreach (var (chainId, lastSeq, _) in chains)
+            {
+                var checkpoints = allCheckpoints.Where(c => c.Checkpoint.ChainId == chainId).OrderBy(c => c.Checkpoint.ToSeq).ToList();
+                VerificationProblem? problem = null;
+
+                // Checkpoints first: signed by a trusted key, and each continuing the one before.
+                for (var i = 0; i < checkpoints.Count && problem is null; i++)
+                {
+                    var c = checkpoints[i].Checkpoint;
+                    if (!keys.TryGetValue(c.KeyId, out var key))
+                    {
+                        problem = new("unknown_key", chainId, c.FromSeq, null,
+                            $"checkpoint {c.FromSeq}-{c.ToSeq} is signed by key {c.KeyId}, which is not a trusted key (re-signed?)");
+                    }
+                    else if (!checkpoints[i].VerifySignature(key))
+                    {
+                        problem = new("bad_signature", chainId, c.FromSeq, null, $"the signature of checkpoint {c.FromSeq}-{c.ToSeq} does not verify");
+                    }
+                    else if (i > 0 && (c.FromSeq != checkpoints[i - 1].Checkpoint.ToSeq + 1 || c.PrevHash != checkpoints[i - 1].Checkpoint.HeadHash))
+                    {
+                        problem = new("checkpoint_gap", chainId, c.FromSeq, null, $"checkpoint {c.FromSeq}-{c.ToSeq} does not continue the one before it");
+                    }
+                }
+
+                // Where to start: the whole chain, or from the checkpoint interval that contains From.
+                var startIndex = 0;
+                if (options.From is { } from)
+                {
+                    while (startIndex < checkpoints.Count && checkpoints[startIndex].Checkpoint.LastEntryAt < from)
+                    {
+                        startIndex++;
+                    }
+                }
+
+                var firstSeq = startIndex == 0 ? 1 : checkpoints[startIndex - 1].Checkpoint.ToSeq + 1;
+                var prevHash = startIndex == 0 ? HashChain.Genesis : checkpoints[startIndex - 1].Checkpoint.HeadHash;
+                var endSeq = long.MaxValue;
+                if (options.To is { } to)
+                {
+                    var last = checkpoints.FindIndex(startIndex, c => c.Checkpoint.LastEntryAt >= to);
+                    endSeq = last >= 0 ? checkpoints[last].Checkpoint.ToSeq : long.MaxValue;
+                }
+
+                var cpIndex = startIndex;
+                var leaves = new List<byte[]>();
+                var expected = firstSeq;
+                if (problem is null)
+                {
+                    await foreach (var entry in store.ReadChainAsync(chainId, firstSeq, endSeq, cancellationToken))
+                    {
+                        if (entry.Seq != expected)
+                        {
+                            problem = new("missing", chainId, expected, null,
+                                entry.Seq > expected ? $"entries {expected}-{entry.Seq - 1} are missing (deleted)" : $"sequence {entry.Seq} appears out of order");
+                            break;
+                        }
+
+                        if (entry.PrevHash != prevHash)
+                        {
+                            problem = new("broken_link", chainId, entry.Seq, entry.RequestId,
+                                "its prev_hash does not match the hash of the entry before it (an entry inserted, removed or reordered here)");
+                            break;
+                        }
+
+                        var length = Encoding.UTF8.GetByteCount(entry.Json);
+                        if (length > buffer.Length)
+                        {
+                            ArrayPool<byte>.Shared.Return(buffer);
+                            buffer = ArrayPool<byte>.Shared.Rent(length);
+                        }
+
+                        Encoding.UTF8.GetBytes(entry.Json, buffer);
+                        var hash = HashChain.Link(sha, prevHash, buffer.AsSpan(0, length));
+                        if (hash != entry.Hash)
+                        {
+                            problem = new("modified", chainId, entry.Seq, entry.RequestId, "its content does not match its hash (the entry was altered)");
+                            break;
+                        }
+
+                        prevHash = hash;
+                        expected++;
+                        entries++;
+                        if (entries % 100_000 == 0)
+                        {
+                            options.Progress?.Report(entries);
+                        }
+
+                        if (cpIndex < checkpoints.Count)
+                        {
+                            leaves.Add(Convert.FromHexString(hash));
+                            var c = checkpoints[cpIndex].Checkpoint;
+                            if (entry.Seq == c.ToSeq)
+                            {
+                                checkpointsChecked++;
+                                cpIndex++;
+                                var root = Convert.ToHexStringLower(MerkleTree.Root(leaves));
+                                leaves.Clear();
+                                if (c.HeadHash != hash || c.MerkleRoot != root)
+                                {
+                                    problem = new("checkpoint_mismatch", chainId, c.FromSeq, null,
+                                        $"the entries {c.FromSeq}-{c.ToSeq} are not the ones checkpoint {c.ToSeq} sealed (rewritten?)");
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
+
+                var sealedTo = checkpoints.Count > 0 ? checkpoints[^1].Checkpoint.ToSeq : 0;
+                if (problem is null && endSeq == long.MaxValue && sealedTo > lastSeq)
+                {
+                    problem = new("truncated", chainId, lastSeq + 1, null, $"the chain ends at {lastSeq}, but checkpoints seal it up to {sealedTo} (entries removed from the tail)");
+                }
+
+                unsealed += Math.Max(0, lastSeq - sealedTo);
+                if (problem is not null)
+                {
+                    problems.Add(problem);
+                }
+            }
+
+            var witnessed = 0;
+            if (options.WitnessDirectory is { } directory)
+            {
+                witnessed = CompareWitness(directory, allCheckpoints, chains, keys, problems);
+            }
+
+            options.Progress?.Report(entries);
+            return new VerificationResult
+            {
+                Chains = chains.Count,
+                Entries = entries,
+                Checkpoints = checkpointsChecked,
+                WitnessCheckpoints = witnessed,
+                Unsealed = unsealed,
+                Problems = problems,
+                Elapsed = System.Diagnostics.Stopwatch.GetElapsedTime(started),
+            };
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    /// <summary>Reads the checkpoints a directory witness holds.</summary>
+    public static IReadOnlyList<SignedCheckpoint> ReadWitness(string directory)
+    {
+        var result = new List<SignedCheckpoint>();
+        if (!Directory.Exists(directory))
+        {
+            return result;
+        }
+
+        foreach (var file in Directory.EnumerateFiles(directory, "*.json", SearchOption.AllDirectories).Order(StringComparer.Ordinal))
+        {
+            using var document = System.Text.Json.JsonDocument.Parse(File.ReadAllText(file));
+            result.Add(new SignedCheckpoint(document.RootElement.GetProperty("checkpoint").GetString()!, document.RootElement.GetProperty("signature").GetString()!));
+        }
+
+        return result;
+    }
+
+    private static int CompareWitness(string directory, IReadOnlyList<SignedCheckpoint> stored, IReadOnlyList<(string ChainId, long LastSeq, long Count)> chains,
+        Dictionary<string, ECDsa> keys, List<VerificationProblem> problems)
+    {
+        var witness = ReadWitness(directory);
+        var byPosition = stored.ToDictionary(c => (c.Checkpoint.ChainId, c.Checkpoint.ToSeq));
+        foreach (var w in witness)
+        {
+            var c = w.Checkpoint;
+            if (!keys.TryGetValue(c.KeyId, out var key) || !w.VerifySignature(key))
+            {
+                problems.Add(new("witness_mismatch", c.ChainId, c.FromSeq, null, $"the witness's checkpoint {c.ToSeq} is not signed by a trusted key"));
+            }
+            else if (!byPosition.TryGetValue((c.ChainId, c.ToSeq), out var mine))
+            {
+                var last = chains.FirstOrDefault(x => x.ChainId == c.ChainId).LastSeq;
+                problems.Add(new("witness_mismatch", c.ChainId, c.FromSeq, null, last < c.ToSeq
+                    ? $"the witness holds checkpoint {c.FromSeq}-{c.ToSeq}, but the database's chain ends at {last} (history removed)"
+                    : $"the witness holds checkpoint {c.FromSeq}-{c.ToSeq}, which the database does not (checkpoints rewritten)"));
+            }
+            else if (mine.Json != w.Json || mine.Signature != w.Signature)
+            {
+                problems.Add(new("witness_mismatch", c.ChainId, c.FromSeq, null,
+                    $"the database's checkpoint {c.ToSeq} differs from the witness's (history rewritten and re-sealed)"));
+            }
+        }
+
+        return witness.Count;
+    }
+}

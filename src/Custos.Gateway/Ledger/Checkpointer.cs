@@ -1,0 +1,247 @@
+using System.Text.Json;
+using Custos.ControlPlane;
+using Custos.Ledger;
+using Microsoft.Extensions.Logging;
+
+namespace Custos.Gateway.Ledger;
+
+/// <summary>Where checkpoints go besides the store, and how often they are made.</summary>
+public sealed record CheckpointOptions
+{
+    /// <summary>Seal after this many new entries. Default 1024.</summary>
+    public int Every { get; init; } = 1024;
+
+    /// <summary>Seal at least this often while there are new entries. Default 10 s.</summary>
+    public TimeSpan Interval { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>A directory witness: each checkpoint also becomes <c>DIR/CHAIN/TOSEQ.json</c>. Null: none.</summary>
+    public string? WitnessDirectory { get; init; }
+
+    /// <summary>A webhook witness: each checkpoint is also POSTed here, through the durable outbox. Null: none.</summary>
+    public Uri? WitnessWebhook { get; init; }
+}
+
+/// <summary>
+/// Seals this node's chain with signed checkpoints, off the request path: every <see cref="CheckpointOptions.Every"/>
+/// entries or <see cref="CheckpointOptions.Interval"/>, it reads the new entries' hashes back from the store, computes
+/// their Merkle root, signs, stores the checkpoint and hands it to the witnesses outside the database. The last
+/// checkpoint is made on shutdown, after the ledger has drained.
+/// </summary>
+public sealed partial class Checkpointer : IAsyncDisposable
+{
+    /// <summary>The most entries one checkpoint seals; a longer backlog is sealed in several.</summary>
+    public const int MaxPerCheckpoint = 65_536;
+
+    private static readonly JsonWriterOptions WitnessJson = new() { Indented = true };
+    private readonly IEvidenceStore _store;
+    private readonly IRegistryStore _outbox;
+    private readonly LedgerWriter _ledger;
+    private readonly CheckpointKey _key;
+    private readonly string _chainId;
+    private readonly CheckpointOptions _options;
+    private readonly TimeProvider _time;
+    private readonly ILogger _logger;
+    private readonly CancellationTokenSource _stopping = new();
+    private readonly SemaphoreSlim _sealLock = new(1, 1);
+    private readonly Task _loop;
+    private long _lastSeq;
+    private string _lastHash;
+
+    private Checkpointer(IEvidenceStore store, IRegistryStore outbox, LedgerWriter ledger, CheckpointKey key, string chainId, CheckpointOptions options,
+        TimeProvider time, ILogger logger, long lastSeq, string lastHash)
+    {
+        _store = store;
+        _outbox = outbox;
+        _ledger = ledger;
+        _key = key;
+        _chainId = chainId;
+        _options = options;
+        _time = time;
+        _logger = logger;
+        _lastSeq = lastSeq;
+        _lastHash = lastHash;
+        _loop = Task.Run(LoopAsync);
+    }
+
+    /// <summary>The last sequence number sealed.</summary>
+    public long SealedSeq => Interlocked.Read(ref _lastSeq);
+
+    /// <summary>Continues after this chain's last checkpoint.</summary>
+    public static async Task<Checkpointer> StartAsync(IEvidenceStore store, IRegistryStore outbox, LedgerWriter ledger, CheckpointKey key, string chainId,
+        CheckpointOptions options, TimeProvider time, ILogger<Checkpointer> logger, CancellationToken cancellationToken = default)
+    {
+        var existing = await store.GetCheckpointsAsync(chainId, cancellationToken);
+        var last = existing.Count > 0 ? existing[^1].Checkpoint : null;
+        return new Checkpointer(store, outbox, ledger, key, chainId, options, time, logger, last?.ToSeq ?? 0, last?.HeadHash ?? HashChain.Genesis);
+    }
+
+    /// <summary>Seals every entry stored so far; returns the checkpoints made.</summary>
+    public async Task<int> SealAsync(CancellationToken cancellationToken = default)
+    {
+        await _sealLock.WaitAsync(cancellationToken);
+        try
+        {
+            var made = 0;
+            while (true)
+            {
+                var leaves = new List<byte[]>();
+                ChainEntry? last = null;
+                var from = _lastSeq + 1;
+                await foreach (var entry in _store.ReadChainAsync(_chainId, from, _lastSeq + MaxPerCheckpoint, cancellationToken))
+                {
+                    leaves.Add(Convert.FromHexString(entry.Hash));
+                    last = entry;
+                }
+
+                if (last is null)
+                {
+                    return made;
+                }
+
+                var checkpoint = new Checkpoint
+                {
+                    ChainId = _chainId,
+                    FromSeq = from,
+                    ToSeq = last.Seq,
+                    PrevHash = _lastHash,
+                    HeadHash = last.Hash,
+                    MerkleRoot = Convert.ToHexStringLower(MerkleTree.Root(leaves)),
+                    Timestamp = _time.GetUtcNow(),
+                    LastEntryAt = LedgerTime.Parse(last.Timestamp),
+                    KeyId = _key.KeyId,
+                };
+                var signed = _key.Sign(checkpoint);
+                await _store.AppendCheckpointAsync(signed, cancellationToken);
+                Interlocked.Exchange(ref _lastSeq, checkpoint.ToSeq);
+                _lastHash = checkpoint.HeadHash;
+                made++;
+                await WitnessAsync(checkpoint, signed);
+            }
+        }
+        finally
+        {
+            _sealLock.Release();
+        }
+    }
+
+    /// <summary>The file a directory witness keeps a checkpoint in.</summary>
+    public static string WitnessPath(string directory, string chainId, long toSeq)
+        => Path.Combine(directory, chainId, toSeq.ToString("D12", System.Globalization.CultureInfo.InvariantCulture) + ".json");
+
+    /// <summary>The witness document of a checkpoint: the checkpoint object and its signature.</summary>
+    public static string WitnessDocument(SignedCheckpoint signed)
+    {
+        using var buffer = new MemoryStream();
+        using (var writer = new Utf8JsonWriter(buffer, WitnessJson))
+        {
+            writer.WriteStartObject();
+            writer.WriteString("checkpoint", signed.Json);
+            writer.WriteString("signature", signed.Signature);
+            writer.WriteEndObject();
+        }
+
+        return System.Text.Encoding.UTF8.GetString(buffer.ToArray());
+    }
+
+    private async Task WitnessAsync(Checkpoint checkpoint, SignedCheckpoint signed)
+    {
+        var document = WitnessDocument(signed);
+        if (_options.WitnessDirectory is { } directory)
+        {
+            try
+            {
+                var path = WitnessPath(directory, checkpoint.ChainId, checkpoint.ToSeq);
+                Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+                var temporary = path + ".tmp";
+                await File.WriteAllTextAsync(temporary, document);
+                File.Move(temporary, path, overwrite: true);
+            }
+            catch (IOException ex)
+            {
+                // The store has the checkpoint; the witness catches up at the next one only for new ones, so say it loudly.
+                Log.WitnessFailed(_logger, checkpoint.ToSeq, directory, ex);
+            }
+        }
+
+        if (_options.WitnessWebhook is { } webhook)
+        {
+            await _outbox.EnqueueNotificationsAsync(
+            [
+                new Notification
+                {
+                    CreatedAt = checkpoint.Timestamp,
+                    Role = "witness",
+                    Recipient = "checkpoint witness",
+                    Channel = "webhook",
+                    Target = webhook.ToString(),
+                    Payload = document,
+                },
+            ]);
+        }
+    }
+
+    private async Task LoopAsync()
+    {
+        var token = _stopping.Token;
+        var target = _ledger.Persisted + _options.Every;
+        while (!token.IsCancellationRequested)
+        {
+            try
+            {
+                try
+                {
+                    await _ledger.WaitForPersistedAsync(target, token).WaitAsync(_options.Interval, _time, token);
+                }
+                catch (TimeoutException)
+                {
+                    // Interval elapsed: seal whatever is new.
+                }
+
+                target = _ledger.Persisted + _options.Every;
+                await SealAsync(token);
+            }
+            catch (OperationCanceledException) when (token.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (InvalidOperationException) when (token.IsCancellationRequested || !_ledger.IsHealthy)
+            {
+                // The ledger writer stopped; the final seal happens on dispose.
+                await Task.Delay(_options.Interval, _time, token).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            }
+            catch (Exception ex)
+            {
+                Log.SealFailed(_logger, ex);
+                await Task.Delay(TimeSpan.FromSeconds(1), _time, token).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            }
+        }
+    }
+
+    /// <summary>Stops the loop and seals what is left; call after the ledger writer has drained.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        await _stopping.CancelAsync();
+        await _loop;
+        try
+        {
+            await SealAsync();
+        }
+        catch (Exception ex)
+        {
+            Log.SealFailed(_logger, ex);
+        }
+
+        _stopping.Dispose();
+        _sealLock.Dispose();
+        _key.Dispose();
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(EventId = 110, Level = LogLevel.Error, Message = "Sealing the ledger with a checkpoint failed; retrying.")]
+        public static partial void SealFailed(ILogger logger, Exception exception);
+
+        [LoggerMessage(EventId = 111, Level = LogLevel.Error, Message = "Writing checkpoint {ToSeq} to the witness directory {Directory} failed.")]
+        public static partial void WitnessFailed(ILogger logger, long toSeq, string directory, Exception exception);
+    }
+}
