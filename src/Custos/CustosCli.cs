@@ -16,8 +16,14 @@ internal static class CustosCli
             ConfigCommand.Create(output),
             KeysCommand.Create(output),
             PolicyCommand.Create(output),
+            ServicesCommand.Create(output),
+            OwnersCommand.Create(output),
+            AccessCommand.Create(output),
+            KillSwitchCommand.Create(output),
         };
-        var configuration = new InvocationConfiguration { Output = output, Error = error };
+
+        // Without the default handler a CliException reaches the catch below: one line, no stack trace.
+        var configuration = new InvocationConfiguration { Output = output, Error = error, EnableDefaultExceptionHandler = false };
         try
         {
             return await root.Parse(args).InvokeAsync(configuration);
@@ -26,6 +32,11 @@ internal static class CustosCli
         {
             await error.WriteLineAsync("error: " + ex.Message);
             return ex.ExitCode;
+        }
+        catch (OperationCanceledException)
+        {
+            // Ctrl+C during a call: stopped, as a shell expects (128 + SIGINT).
+            return 130;
         }
     }
 }

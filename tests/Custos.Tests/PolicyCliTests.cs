@@ -1,6 +1,5 @@
 using System.Net.Http.Headers;
 using System.Text;
-using Custos.Gateway.Demo;
 using Custos.Gateway.Hosting;
 using Custos.Identity;
 using Custos.Policy;
@@ -10,33 +9,18 @@ namespace Custos.Tests;
 /// <summary><c>custos policy apply|history|show|diff|simulate</c> against a running gateway and its store.</summary>
 public sealed class PolicyCliTests : IAsyncLifetime
 {
-    private readonly string _directory = Path.Combine(Path.GetTempPath(), "custos-policy-" + Guid.NewGuid().ToString("N"));
-    private DemoUpstream _upstream = null!;
+    private DemoGateway _demo = null!;
     private CustosGateway _gateway = null!;
     private DemoKeys _keys = null!;
+    private string _directory = null!;
 
     public async Task InitializeAsync()
     {
-        _upstream = await DemoUpstream.StartAsync();
-        _keys = DemoPolicy.CreateKeys(new Uri("http://127.0.0.1:1"), new Uri("http://127.0.0.1:2"), null);
-        _gateway = await CustosGateway.StartAsync(new CustosGatewayOptions
-        {
-            Policy = DemoPolicy.Create(_upstream.BaseUri, _keys),
-            PolicyAuthor = "system:demo",
-            DataDirectory = _directory,
-            DataPlaneUrl = "http://127.0.0.1:0",
-            AdminUrl = "http://127.0.0.1:0",
-            ConfigureLogging = _ => { },
-        });
+        _demo = await DemoGateway.StartAsync("policy");
+        (_gateway, _keys, _directory) = (_demo.Gateway, _demo.Keys, _demo.Directory);
     }
 
-    public async Task DisposeAsync()
-    {
-        await _gateway.DisposeAsync();
-        await _upstream.DisposeAsync();
-        Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
-        Directory.Delete(_directory, recursive: true);
-    }
+    public async Task DisposeAsync() => await _demo.DisposeAsync();
 
     private async Task<HttpResponseMessage> ChatAsync(string consumer, string model)
     {

@@ -1,7 +1,5 @@
 using System.CommandLine;
 using System.Globalization;
-using System.Net.Http.Headers;
-using System.Net.Http.Json;
 using System.Text.Json;
 using Custos.Controls;
 using Custos.Ledger;
@@ -33,18 +31,19 @@ internal static class PolicyCommand
     {
         var file = File();
         var reason = new Option<string>("--reason") { Description = "Why: recorded with the version.", Required = true };
-        var server = new Option<string>("--server") { Description = "Admin API of the running gateway.", DefaultValueFactory = _ => "http://127.0.0.1:8081" };
-        var adminKey = new Option<string?>("--admin-key") { Description = "Admin key (cak_…); default the CUSTOS_ADMIN_KEY environment variable." };
         var dryRun = new Option<bool>("--dry-run") { Description = "Validate and show the diff without applying." };
-        var command = new Command("apply", "Validate a policy file, show what changes, and put it in force as a new version.") { file, reason, server, adminKey, dryRun };
-        command.SetAction(async (parse, cancellationToken) =>
+        var command = new Command("apply", "Validate a policy file, show what changes, and put it in force as a new version.") { file, reason, dryRun };
+        return AdminClient.Define(command, output, async (parse, admin, cancellationToken) =>
         {
             var path = parse.GetValue(file)!;
             var yaml = ReadFile(path);
             var local = PolicyYaml.Read(yaml);
-            foreach (var diagnostic in local.Diagnostics)
+            if (!admin.Json || !local.IsValid)
             {
-                output.WriteLine(diagnostic.Format(path.Name));
+                foreach (var diagnostic in local.Diagnostics)
+                {
+                    output.WriteLine(diagnostic.Format(path.Name));
+                }
             }
 
             if (!local.IsValid)
@@ -52,51 +51,26 @@ internal static class PolicyCommand
                 throw new CliException($"{path.Name} is not valid; nothing was applied.");
             }
 
-            var key = parse.GetValue(adminKey) ?? Environment.GetEnvironmentVariable("CUSTOS_ADMIN_KEY")
-                ?? throw new CliException("an admin key is needed: --admin-key cak_… or CUSTOS_ADMIN_KEY");
-            using var http = new HttpClient { BaseAddress = new Uri(parse.GetValue(server)!), Timeout = TimeSpan.FromSeconds(30) };
-            http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", key);
-            HttpResponseMessage response;
-            try
+            return await admin.PostAsync("/admin/v1/policy/versions",
+                new { yaml, reason = parse.GetValue(reason), dry_run = parse.GetValue(dryRun) }, cancellationToken);
+        }, (_, root) =>
+        {
+            var changes = root.GetProperty("changes").EnumerateArray().Select(c => c.GetString()).ToList();
+            output.WriteLine(changes.Count == 0 ? "No changes." : $"{changes.Count} change(s):");
+            foreach (var change in changes)
             {
-                response = await http.PostAsJsonAsync("/admin/v1/policy/versions",
-                    new { yaml, reason = parse.GetValue(reason), dry_run = parse.GetValue(dryRun) }, cancellationToken);
-            }
-            catch (HttpRequestException ex)
-            {
-                throw new CliException($"cannot reach the admin API at {http.BaseAddress}: {ex.Message}");
+                output.WriteLine("  " + change);
             }
 
-            using (response)
-            {
-                var body = await response.Content.ReadAsStringAsync(cancellationToken);
-                if (!response.IsSuccessStatusCode)
-                {
-                    throw new CliException($"the gateway refused ({(int)response.StatusCode}): {ProblemText(body)}");
-                }
-
-                using var json = JsonDocument.Parse(body);
-                var root = json.RootElement;
-                var changes = root.GetProperty("changes").EnumerateArray().Select(c => c.GetString()).ToList();
-                output.WriteLine(changes.Count == 0 ? "No changes." : $"{changes.Count} change(s):");
-                foreach (var change in changes)
-                {
-                    output.WriteLine("  " + change);
-                }
-
-                var version = root.GetProperty("version");
-                var number = version.GetProperty("version").GetInt64();
-                var sha = version.GetProperty("sha256").GetString();
-                output.WriteLine(root.GetProperty("dry_run").GetBoolean()
-                    ? $"Dry run: nothing applied; version {number} stays in force."
-                    : root.GetProperty("created").GetBoolean()
-                        ? $"Applied: policy version {number} (sha256 {sha}) is in force, by {version.GetProperty("author").GetString()}."
-                        : $"Unchanged: version {number} (sha256 {sha}) already has this content.");
-            }
-
-            return 0;
+            var version = root.GetProperty("version");
+            var number = version.GetProperty("version").GetInt64();
+            var sha = version.GetProperty("sha256").GetString();
+            output.WriteLine(root.GetProperty("dry_run").GetBoolean()
+                ? $"Dry run: nothing applied; version {number} stays in force."
+                : root.GetProperty("created").GetBoolean()
+                    ? $"Applied: policy version {number} (sha256 {sha}) is in force, by {version.GetProperty("author").GetString()}."
+                    : $"Unchanged: version {number} (sha256 {sha}) already has this content.");
         });
-        return command;
     }
 
     private static Command History(TextWriter output)
@@ -263,26 +237,6 @@ internal static class PolicyCommand
         catch (FileNotFoundException ex)
         {
             throw new CliException(ex.Message);
-        }
-    }
-
-    private static string ProblemText(string body)
-    {
-        try
-        {
-            using var json = JsonDocument.Parse(body);
-            var root = json.RootElement;
-            var detail = root.TryGetProperty("detail", out var d) ? d.GetString() : root.TryGetProperty("title", out var t) ? t.GetString() : body;
-            if (root.TryGetProperty("errors", out var errors))
-            {
-                detail += Environment.NewLine + string.Join(Environment.NewLine, errors.EnumerateObject().SelectMany(e => e.Value.EnumerateArray()).Select(e => "  " + e.GetString()));
-            }
-
-            return detail ?? body;
-        }
-        catch (JsonException)
-        {
-            return body;
         }
     }
 }

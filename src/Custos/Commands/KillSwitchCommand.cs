@@ -1,0 +1,60 @@
+using System.CommandLine;
+
+namespace Custos.Cli.Commands;
+
+/// <summary>
+/// <c>custos kill-switch engage|release|list</c>: refuse every request of a consumer, service or tenant from the next
+/// request on, and release it again; each with a reason, recorded and notified to the owners.
+/// </summary>
+internal static class KillSwitchCommand
+{
+    public static Command Create(TextWriter output) => new("kill-switch", "Kill switches: refuse every request of a consumer, a service or a tenant, at once.")
+    {
+        Switch("engage", engaged: true, output), Switch("release", engaged: false, output), List(output),
+    };
+
+    private static Command Switch(string verb, bool engaged, TextWriter output)
+    {
+        Option<string?>[] scopes =
+        [
+            new("--consumer") { Description = "A consumer (platform-admin, service-owner)." },
+            new("--service") { Description = "A service (platform-admin, service-owner)." },
+            new("--tenant") { Description = "A whole tenant (platform-admin)." },
+        ];
+        var reason = new Option<string>("--reason") { Description = "Why: recorded in the ledger and sent to the owners.", Required = true };
+        var command = new Command(verb, engaged
+            ? "Engage a kill switch: every request of the consumer, service or tenant is refused from the next one on."
+            : "Release a kill switch: requests are served again.") { reason };
+        foreach (var scope in scopes)
+        {
+            command.Options.Add(scope);
+        }
+
+        command.Validators.Add(result =>
+        {
+            if (scopes.Count(s => result.GetValue(s) is not null) != 1)
+            {
+                result.AddError("name exactly one of --consumer ID, --service ID or --tenant ID");
+            }
+        });
+        return AdminClient.Define(command, output, (parse, admin, cancellationToken) =>
+        {
+            var scope = scopes.First(s => parse.GetValue(s) is not null);
+            return admin.PostAsync("/admin/v1/kill-switches", new
+            {
+                scope = scope.Name.TrimStart('-'),
+                id = parse.GetValue(scope),
+                engaged,
+                reason = parse.GetValue(reason),
+            }, cancellationToken);
+        }, (_, root) => AdminClient.WriteChange(output, root));
+    }
+
+    private static Command List(TextWriter output)
+    {
+        var command = new Command("list", "Kill switches engaged now, in scope.");
+        return AdminClient.Define(command, output, (_, admin, cancellationToken) => admin.GetAsync("/admin/v1/kill-switches", cancellationToken), (_, root) =>
+            AdminClient.WriteTable(output, ["SCOPE", "ID"], root.EnumerateArray().Select(k => new[] { AdminClient.Text(k, "scope"), AdminClient.Text(k, "id") }),
+                "No kill switch is engaged."));
+    }
+}

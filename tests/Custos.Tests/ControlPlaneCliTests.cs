@@ -1,0 +1,372 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Text;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using Custos.Cli;
+using Custos.Cli.Commands;
+using Custos.Gateway.Hosting;
+using Custos.Identity;
+
+namespace Custos.Tests;
+
+/// <summary>
+/// <c>custos keys|services|owners|access|kill-switch</c> against a real gateway on loopback: the demo policy, with the
+/// policy owner of <c>support-assistant</c> acting through <c>demo-service-owner</c> so that a second admin can approve.
+/// </summary>
+public sealed partial class ControlPlaneCliTests : IAsyncLifetime
+{
+    private const string Service = "support-assistant";
+    private const string Approver = "demo-service-owner";
+
+    private DemoGateway _demo = null!;
+    private CustosGateway _gateway = null!;
+
+    public async Task InitializeAsync()
+    {
+        _demo = await DemoGateway.StartAsync("controlplane-cli", policy => policy with
+        {
+            Services =
+            [
+                .. policy.Services.Select(s => s.Id == Service
+                    ? s with { Owners = s.Owners with { Policy = s.Owners.Policy! with { Admin = Approver } }, Approvers = null }
+                    : s),
+            ],
+        });
+        _gateway = _demo.Gateway;
+    }
+
+    public async Task DisposeAsync() => await _demo.DisposeAsync();
+
+    [GeneratedRegex("csk_[A-Za-z0-9]+")]
+    private static partial Regex ConsumerKey();
+
+    [GeneratedRegex(@"credential: (cred-[0-9a-f]+)")]
+    private static partial Regex CredentialId();
+
+    [GeneratedRegex(@"access request (ar-\d+)")]
+    private static partial Regex AccessRequestId();
+
+    /// <summary>Runs the CLI against the gateway's admin API as the demo admin of <paramref name="role"/>; asserts success unless told otherwise.</summary>
+    private async Task<string> AsAsync(string role, params string[] args)
+    {
+        var (exit, output, error) = await RunAsync(role, args);
+        Assert.True(exit == 0, $"custos {string.Join(' ', args)} exited {exit}: {error}");
+        Assert.Equal("", error);
+        return output;
+    }
+
+    private Task<(int Exit, string Output, string Error)> RunAsync(string role, params string[] args)
+        => Cli.RunAsync([.. args, "--server", _gateway.AdminUri.ToString(), "--admin-key", _demo.AdminKey(role)]);
+
+    /// <summary>One chat completion with <paramref name="key"/>: the status, the error code when refused, and the request id.</summary>
+    private async Task<(HttpStatusCode Status, string? Code, string RequestId)> CallAsync(string key, string model = "gpt-4o-mini")
+    {
+        using var client = new HttpClient { BaseAddress = _gateway.DataPlaneUri };
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions")
+        {
+            Content = new StringContent($$"""{"model":"{{model}}","messages":[{"role":"user","content":"hello"}],"max_tokens":16}""", Encoding.UTF8, "application/json"),
+        };
+        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", key);
+        using var response = await client.SendAsync(request);
+        var body = await response.Content.ReadAsStringAsync();
+        var code = response.IsSuccessStatusCode ? null : JsonDocument.Parse(body).RootElement.GetProperty("error").GetProperty("code").GetString();
+        return (response.StatusCode, code, response.Headers.GetValues("x-request-id").Single());
+    }
+
+    private static string[] Row(string table, string first)
+        => table.Split('\n').Select(l => Regex.Split(l.Trim(), " {2,}")).Single(cells => cells[0] == first);
+
+    [Fact]
+    public async Task Keys_IssueCallListSuspendResumeRotateRevoke_EndToEnd()
+    {
+        var issued = await AsAsync("service-owner", "keys", "issue", "--consumer", "support-web", "--reason", "new web release");
+        Assert.Contains("shown once", issued, StringComparison.Ordinal);
+        var key = ConsumerKey().Match(issued).Value;
+        var id = CredentialId().Match(issued).Groups[1].Value;
+        Assert.Equal(ApiKeyFormatError.None, ApiKey.Validate(key, out _));
+        Assert.Contains($"(prefix {key[..12]})", issued, StringComparison.Ordinal);
+
+        // The printed key works at once.
+        Assert.Equal(HttpStatusCode.OK, (await CallAsync(key)).Status);
+        await _gateway.Ledger.FlushAsync();
+
+        // Listed by prefix, active, last used; never the key.
+        var list = await AsAsync("service-owner", "keys", "list", "--consumer", "support-web");
+        Assert.StartsWith("ID", list, StringComparison.Ordinal);
+        foreach (var header in new[] { "CONSUMER", "SERVICE", "KIND", "PREFIX", "STATUS", "CREATED", "LAST USED", "EXPIRES" })
+        {
+            Assert.Contains(header, list, StringComparison.Ordinal);
+        }
+
+        var row = Row(list, id);
+        Assert.Equal(["support-web", Service, "api_key", key[..12], "active"], row[1..6]);
+        Assert.Matches(@"^\d{4}-\d\d-\d\d \d\d:\d\d$", row[7]); // last used
+        Assert.Equal("never", row[8]);
+        Assert.DoesNotContain(key, list, StringComparison.Ordinal);
+        Assert.Contains("cred-support-web", list, StringComparison.Ordinal);
+        Assert.DoesNotContain("cred-data-team", list, StringComparison.Ordinal);
+
+        // Suspend: the next call is refused; resume: served again.
+        Assert.Contains("credential.suspended", await AsAsync("service-owner", "keys", "suspend", id, "--reason", "odd traffic"), StringComparison.Ordinal);
+        var suspended = await CallAsync(key);
+        Assert.Equal((HttpStatusCode.Unauthorized, "deny.credential_suspended"), (suspended.Status, suspended.Code));
+        Assert.Equal("suspended", Row(await AsAsync("service-owner", "keys", "list", "--service", Service), id)[5]);
+        Assert.Contains("suspended -> active", await AsAsync("service-owner", "keys", "resume", id, "--reason", "explained"), StringComparison.Ordinal);
+        Assert.Equal(HttpStatusCode.OK, (await CallAsync(key)).Status);
+
+        // Rotate with no overlap: a new key, the old one refused from now on.
+        var rotated = await AsAsync("service-owner", "keys", "rotate", id, "--reason", "leaked in a log", "--overlap", "0");
+        Assert.Contains("shown once", rotated, StringComparison.Ordinal);
+        var newKey = ConsumerKey().Matches(rotated)[0].Value;
+        var newId = CredentialId().Match(rotated).Groups[1].Value;
+        Assert.NotEqual(key, newKey);
+        Assert.Equal("deny.credential_expired", (await CallAsync(key)).Code);
+        Assert.Equal(HttpStatusCode.OK, (await CallAsync(newKey)).Status);
+
+        // Revoke is for good.
+        Assert.Contains("active -> revoked", await AsAsync("service-owner", "keys", "revoke", newId, "--reason", "device lost"), StringComparison.Ordinal);
+        Assert.Equal("deny.credential_revoked", (await CallAsync(newKey)).Code);
+        var after = await AsAsync("security-auditor", "keys", "list");
+        Assert.Equal("expired", Row(after, id)[5]);
+        Assert.Equal("revoked", Row(after, newId)[5]);
+
+        // Deciding the state twice is a conflict, said plainly.
+        var (exit, _, error) = await RunAsync("service-owner", "keys", "resume", newId, "--reason", "oops");
+        Assert.Equal(1, exit);
+        Assert.StartsWith("error: conflict (409 admin.conflict): credential '" + newId + "' is revoked", error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Access_RequestListApprove_ThenExplainNamesTheApprover()
+    {
+        var before = await CallAsync(_demo.ConsumerKey("support-web"), "gpt-4o");
+        Assert.Equal("deny.model_not_entitled", before.Code);
+
+        var requested = await AsAsync("platform-admin", "access", "request", "--consumer", "support-web", "--model", "gpt-4o", "--model", "fast",
+            "--justification", "escalations need the larger model", "--valid-until", "30d");
+        var id = AccessRequestId().Match(requested).Groups[1].Value;
+        Assert.Contains("is pending", requested, StringComparison.Ordinal);
+
+        var pending = await AsAsync("platform-admin", "access", "list", "--status", "pending");
+        Assert.Equal(["pending", "support-web", Service, "gpt-4o,fast"], Row(pending, id)[1..5]);
+        Assert.Contains("escalations need the larger model", pending, StringComparison.Ordinal);
+        Assert.Equal("No access requests match.", (await AsAsync("platform-admin", "access", "list", "--status", "approved")).Trim());
+
+        // The platform admin who asked is not the policy owner: refused with the API's detail, nothing changes.
+        var (selfExit, selfOut, selfError) = await RunAsync("platform-admin", "access", "approve", id, "--reason", "mine");
+        Assert.Equal(1, selfExit);
+        Assert.Equal("", selfOut);
+        Assert.Contains("forbidden (403 admin.forbidden)", selfError, StringComparison.Ordinal);
+        Assert.Contains($"only the policy owner of service '{Service}' ({Approver})", selfError, StringComparison.Ordinal);
+
+        // The policy owner's admin approves: a new policy version naming them.
+        var approved = await AsAsync("service-owner", "access", "approve", id, "--reason", "justified; ticket SUP-7");
+        Assert.Contains($"access request {id} approved by {Approver}", approved, StringComparison.Ordinal);
+        Assert.Contains($"policy version {_gateway.Policy.Current.Version}", approved, StringComparison.Ordinal);
+        Assert.Equal(Approver, Row(await AsAsync("security-auditor", "access", "list"), id)[8]);
+
+        var call = await CallAsync(_demo.ConsumerKey("support-web"), "gpt-4o");
+        Assert.Equal(HttpStatusCode.OK, call.Status);
+        await _gateway.Ledger.FlushAsync();
+        var explained = await AsAsync("security-auditor", "access", "explain", call.RequestId);
+        Assert.StartsWith($"request {call.RequestId} used model gpt-4o under policy version {_gateway.Policy.Current.Version}; " +
+            $"access approved by {Approver} (ticket {id}, requested by demo-platform-admin: escalations need the larger model), valid from ", explained, StringComparison.Ordinal);
+        Assert.Contains(" until ", explained, StringComparison.Ordinal);
+
+        // A model of the demo's own entitlement names its approver without an access request.
+        var demo = await CallAsync(_demo.ConsumerKey("support-web"), "claude-sonnet");
+        await _gateway.Ledger.FlushAsync();
+        Assert.Contains("access approved by support-assistant-policy@acme.example (ticket DEMO-101)", await AsAsync("platform-admin", "access", "explain", demo.RequestId),
+            StringComparison.Ordinal);
+
+        // A consumer whose models the policy lists directly has no named approver.
+        var direct = await CallAsync(_demo.ConsumerKey("data-team"));
+        await _gateway.Ledger.FlushAsync();
+        Assert.Contains("came from the policy", await AsAsync("platform-admin", "access", "explain", direct.RequestId), StringComparison.Ordinal);
+
+        // A second request, rejected: nothing changes but its status.
+        var second = AccessRequestId().Match(await AsAsync("platform-admin", "access", "request", "--consumer", "support-web", "--model", "gpt-4o",
+            "--justification", "again")).Groups[1].Value;
+        var version = _gateway.Policy.Current.Version;
+        Assert.Contains($"access request {second} rejected by {Approver}", await AsAsync("service-owner", "access", "reject", second, "--reason", "has it already"),
+            StringComparison.Ordinal);
+        Assert.Equal(version, _gateway.Policy.Current.Version);
+        var (againExit, _, againError) = await RunAsync("service-owner", "access", "approve", second, "--reason", "changed my mind");
+        Assert.Equal(1, againExit);
+        Assert.Contains("409", againError, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task ServicesAndOwners_SetOneRole_ListAndShowIt()
+    {
+        var services = await AsAsync("security-auditor", "services", "list");
+        Assert.Equal(["acme", "5 of 5", "0", "no"], Row(services, "research-agents")[1..]);
+        Assert.Equal("3 of 5", Row(services, Service)[2]);
+
+        var set = await AsAsync("platform-admin", "owners", "set", "analytics", "--role", "agent-operator", "--name", "Analytics agent desk",
+            "--webhook", "http://hooks.example.test/analytics", "--admin", Approver, "--reason", "analytics runs an agent pilot");
+        Assert.Contains("service.owners_set service:analytics", set, StringComparison.Ordinal);
+        var owners = _gateway.Policy.Current.Document.Services.Single(s => s.Id == "analytics").Owners;
+        Assert.Equal("Analytics agent desk", owners.AgentOperator?.Name);
+        Assert.Equal("Analytics product lead", owners.Policy?.Name); // the other roles stay as they were
+
+        var list = await AsAsync("security-auditor", "owners", "list");
+        Assert.StartsWith("SERVICE", list, StringComparison.Ordinal);
+        var lines = list.Split('\n').Select(l => Regex.Split(l.Trim(), " {2,}")).ToList();
+        Assert.Contains(lines, l => l is ["analytics", "agent-operator", "Analytics agent desk", "http://hooks.example.test/analytics", Approver]);
+        Assert.Contains(lines, l => l is ["analytics", "business-sponsor", "— missing", "-", "-"]);
+        Assert.Contains(lines, l => l is ["analytics", "policy", "Analytics product lead", "analytics-policy@acme.example", "-"]);
+
+        var show = await AsAsync("security-auditor", "services", "show", Service);
+        Assert.Contains($"service {Service} (tenant acme): Customer-facing support chat", show, StringComparison.Ordinal);
+        Assert.Contains(show.Split('\n'), l => l.Trim().StartsWith("policy ", StringComparison.Ordinal) && l.TrimEnd().EndsWith(Approver, StringComparison.Ordinal));
+        Assert.Contains("agent-operator    — missing", show, StringComparison.Ordinal);
+        Assert.Contains("governance gaps: none", show, StringComparison.Ordinal);
+        Assert.Contains("model choice: every model of the tenant", show, StringComparison.Ordinal);
+        Assert.Contains("budget: 100 per month (hard)", show, StringComparison.Ordinal);
+
+        // An owner needs a contact: refused before any call.
+        var (exit, _, error) = await RunAsync("platform-admin", "owners", "set", "analytics", "--role", "technical", "--name", "x", "--reason", "y");
+        Assert.Equal(1, exit);
+        Assert.Contains("--email ADDRESS or --webhook URL", error, StringComparison.Ordinal);
+
+        // An acting admin that does not exist would make the policy invalid: 422, with the validation line.
+        var (invalidExit, _, invalid) = await RunAsync("platform-admin", "owners", "set", "analytics", "--role", "policy", "--name", "x", "--email", "x@acme.example",
+            "--admin", "nobody", "--reason", "y");
+        Assert.Equal(1, invalidExit);
+        Assert.Contains("422 admin.invalid_policy", invalid, StringComparison.Ordinal);
+        Assert.Contains("admin 'nobody' is not declared", invalid, StringComparison.Ordinal);
+
+        // Unknown service: 404.
+        var (missingExit, _, missing) = await RunAsync("security-auditor", "services", "show", "nope");
+        Assert.Equal(1, missingExit);
+        Assert.Contains("not found (404 admin.not_found): service 'nope' does not exist.", missing, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task KillSwitch_EngageAndRelease_ForAConsumerAndATenant()
+    {
+        var web = _demo.ConsumerKey("support-web");
+        var globex = _demo.ConsumerKey("globex-dev");
+        Assert.Contains("released -> engaged", await AsAsync("service-owner", "kill-switch", "engage", "--consumer", "support-web", "--reason", "drill"),
+            StringComparison.Ordinal);
+        Assert.Equal("deny.consumer_suspended", (await CallAsync(web)).Code);
+        Assert.Equal(["consumer", "support-web"], Row(await AsAsync("security-auditor", "kill-switch", "list"), "consumer"));
+        await AsAsync("service-owner", "kill-switch", "release", "--consumer", "support-web", "--reason", "drill over");
+        Assert.Equal(HttpStatusCode.OK, (await CallAsync(web)).Status);
+        Assert.Equal("No kill switch is engaged.", (await AsAsync("security-auditor", "kill-switch", "list")).Trim());
+
+        // Only a platform admin may stop a whole tenant.
+        var (deniedExit, _, denied) = await RunAsync("service-owner", "kill-switch", "engage", "--tenant", "globex", "--reason", "drill");
+        Assert.Equal(1, deniedExit);
+        Assert.Contains("role service_owner may not do this", denied, StringComparison.Ordinal);
+
+        await AsAsync("platform-admin", "kill-switch", "engage", "--tenant", "globex", "--reason", "incident 42");
+        Assert.Equal("deny.tenant_suspended", (await CallAsync(globex)).Code);
+        Assert.Equal(HttpStatusCode.OK, (await CallAsync(web)).Status);
+        await AsAsync("platform-admin", "kill-switch", "release", "--tenant", "globex", "--reason", "incident 42 resolved");
+        Assert.Equal(HttpStatusCode.OK, (await CallAsync(globex)).Status);
+
+        var (bothExit, _, both) = await RunAsync("platform-admin", "kill-switch", "engage", "--tenant", "globex", "--consumer", "support-web", "--reason", "x");
+        Assert.Equal(1, bothExit);
+        Assert.Contains("exactly one of --consumer ID, --service ID or --tenant ID", both, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Json_EveryCommandPrintsOneJsonDocument()
+    {
+        JsonElement Json(string output)
+        {
+            using var document = JsonDocument.Parse(output);
+            return document.RootElement.Clone();
+        }
+
+        var issued = Json(await AsAsync("platform-admin", "keys", "issue", "--consumer", "data-team", "--reason", "script", "--expires-at", "2099-01-01T00:00:00Z", "--json"));
+        var id = issued.GetProperty("credential").GetProperty("id").GetString()!;
+        Assert.StartsWith("csk_", issued.GetProperty("key").GetString(), StringComparison.Ordinal);
+        Assert.Equal(2099, issued.GetProperty("credential").GetProperty("expires_at").GetDateTimeOffset().Year);
+        Assert.Contains(Json(await AsAsync("platform-admin", "keys", "list", "--json")).EnumerateArray(), c => c.GetProperty("id").GetString() == id);
+        var rotated = Json(await AsAsync("platform-admin", "keys", "rotate", id, "--reason", "script", "--overlap", "1h30m", "--json"));
+        Assert.Contains("keeps working until", rotated.GetProperty("notice").GetString(), StringComparison.Ordinal);
+        Assert.Equal("credential.suspended", Json(await AsAsync("platform-admin", "keys", "suspend", id, "--reason", "script", "--json")).GetProperty("action").GetString());
+        Assert.Equal("credential.expired", Json(await AsAsync("platform-admin", "keys", "expire", id, "--reason", "script", "--json")).GetProperty("action").GetString());
+
+        var services = _gateway.Policy.Current.Document.Services.Count;
+        Assert.Equal(services, Json(await AsAsync("platform-admin", "services", "list", "--json")).GetArrayLength());
+        Assert.Equal(Service, Json(await AsAsync("platform-admin", "services", "show", Service, "--json")).GetProperty("id").GetString());
+        Assert.Equal(services * 5, Json(await AsAsync("platform-admin", "owners", "list", "--json")).GetArrayLength());
+        Assert.Equal("service.owners_set", Json(await AsAsync("platform-admin", "owners", "set", Service, "--role", "billing", "--name", "Finance desk",
+            "--email", "finance@acme.example", "--reason", "script", "--json")).GetProperty("action").GetString());
+
+        var request = Json(await AsAsync("platform-admin", "access", "request", "--consumer", "support-web", "--model", "gpt-4o", "--justification", "script", "--json"));
+        var requestId = request.GetProperty("id").GetString()!;
+        Assert.Single(Json(await AsAsync("platform-admin", "access", "list", "--json")).EnumerateArray());
+        Assert.Equal("approved", Json(await AsAsync("service-owner", "access", "approve", requestId, "--reason", "script", "--json")).GetProperty("status").GetString());
+        var call = await CallAsync(_demo.ConsumerKey("support-web"), "gpt-4o");
+        await _gateway.Ledger.FlushAsync();
+        Assert.Equal(Approver, Json(await AsAsync("platform-admin", "access", "explain", call.RequestId, "--json")).GetProperty("approved_by").GetString());
+
+        Assert.True(Json(await AsAsync("platform-admin", "kill-switch", "engage", "--service", "analytics", "--reason", "script", "--json")).GetProperty("policy_version").GetInt64() > 1);
+        Assert.Single(Json(await AsAsync("platform-admin", "kill-switch", "list", "--json")).EnumerateArray());
+    }
+
+    [Fact]
+    public async Task Errors_AreOneClearLine_AndExitNonZero()
+    {
+        // 403: the API's detail.
+        var (exit, output, error) = await RunAsync("finance", "keys", "issue", "--consumer", "support-web", "--reason", "not mine to do");
+        Assert.Equal(1, exit);
+        Assert.Equal("", output);
+        Assert.StartsWith("error: forbidden (403 admin.forbidden): 'demo-finance' (finance): role finance may not do this.", error, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", error, StringComparison.Ordinal); // no stack trace
+
+        // 401: the key is unknown, or missing.
+        var unknown = await Cli.RunAsync("keys", "list", "--server", _gateway.AdminUri.ToString(), "--admin-key", ApiKey.Generate(ApiKeyKind.Admin));
+        Assert.Equal(1, unknown.Exit);
+        Assert.Contains("not signed in (401 admin.unknown_key)", unknown.Error, StringComparison.Ordinal);
+        Assert.Contains("missing or unknown", unknown.Error, StringComparison.Ordinal);
+        var malformed = await Cli.RunAsync("services", "list", "--server", _gateway.AdminUri.ToString(), "--admin-key", "not-a-key");
+        Assert.Contains("not signed in (401 admin.unauthenticated)", malformed.Error, StringComparison.Ordinal);
+
+        // 400: the API's validation message.
+        var (badExit, _, bad) = await RunAsync("platform-admin", "keys", "suspend", "cred-support-web", "--reason", " ");
+        Assert.Equal(1, badExit);
+        Assert.Contains("invalid request (400 admin.invalid_request)", bad, StringComparison.Ordinal);
+
+        // The data plane instead of the admin API, and no server at all.
+        var wrong = await Cli.RunAsync("keys", "list", "--server", _gateway.DataPlaneUri.ToString(), "--admin-key", _demo.AdminKey("platform-admin"));
+        Assert.Equal(1, wrong.Exit);
+        Assert.Contains("admin address", wrong.Error, StringComparison.Ordinal);
+        var port = CustosProcess.FreePort();
+        var down = await Cli.RunAsync("keys", "list", "--server", $"http://127.0.0.1:{port}", "--admin-key", _demo.AdminKey("platform-admin"));
+        Assert.Equal(1, down.Exit);
+        Assert.StartsWith($"error: cannot reach the admin API at http://127.0.0.1:{port}/", down.Error, StringComparison.Ordinal);
+
+        // Caught before any call: a bad duration.
+        var (durationExit, _, duration) = await RunAsync("platform-admin", "keys", "rotate", "cred-support-web", "--reason", "x", "--overlap", "soon");
+        Assert.Equal(1, durationExit);
+        Assert.Contains("--overlap 'soon' is not a duration", duration, StringComparison.Ordinal);
+        Assert.NotEqual("expired", Row(await AsAsync("platform-admin", "keys", "list"), "cred-support-web")[5]);
+    }
+
+    [Theory]
+    [InlineData("0", 0)]
+    [InlineData("3600", 3600)]
+    [InlineData("3600s", 3600)]
+    [InlineData("90m", 5400)]
+    [InlineData("24h", 86400)]
+    [InlineData("7d", 604800)]
+    [InlineData("1h30m", 5400)]
+    public void Durations_ReadAsSeconds(string text, long seconds)
+        => Assert.Equal(seconds, (long)AdminClient.ParseDuration(text, "--overlap").TotalSeconds);
+
+    [Theory]
+    [InlineData("")]
+    [InlineData("h")]
+    [InlineData("1x")]
+    [InlineData("1h30")]
+    [InlineData("-5s")]
+    public void Durations_Malformed_AreRefused(string text)
+        => Assert.Throws<CliException>(() => AdminClient.ParseDuration(text, "--overlap"));
+}

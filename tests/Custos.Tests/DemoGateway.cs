@@ -1,0 +1,57 @@
+using Custos.Gateway.Demo;
+using Custos.Gateway.Hosting;
+using Custos.Policy;
+
+namespace Custos.Tests;
+
+/// <summary>
+/// A real gateway on loopback ports 0 with the demo policy (optionally changed) and the demo upstream, over a fresh
+/// store folder that disposing deletes.
+/// </summary>
+internal sealed class DemoGateway : IAsyncDisposable
+{
+    private DemoGateway(string directory, DemoUpstream upstream, DemoKeys keys, CustosGateway gateway)
+        => (Directory, Upstream, Keys, Gateway) = (directory, upstream, keys, gateway);
+
+    /// <summary>The store folder.</summary>
+    public string Directory { get; }
+
+    public DemoUpstream Upstream { get; }
+
+    /// <summary>The keys of the demo's consumers and of one admin per role (<c>demo-ROLE</c>).</summary>
+    public DemoKeys Keys { get; }
+
+    public CustosGateway Gateway { get; }
+
+    public static async Task<DemoGateway> StartAsync(string name, Func<PolicyDocument, PolicyDocument>? change = null)
+    {
+        var directory = Path.Combine(Path.GetTempPath(), $"custos-{name}-{Guid.NewGuid():N}");
+        var upstream = await DemoUpstream.StartAsync();
+        var keys = DemoPolicy.CreateKeys(new Uri("http://127.0.0.1:1"), new Uri("http://127.0.0.1:2"), null);
+        var policy = DemoPolicy.Create(upstream.BaseUri, keys);
+        var gateway = await CustosGateway.StartAsync(new CustosGatewayOptions
+        {
+            Policy = change is null ? policy : change(policy),
+            PolicyAuthor = "system:demo",
+            DataDirectory = directory,
+            DataPlaneUrl = "http://127.0.0.1:0",
+            AdminUrl = "http://127.0.0.1:0",
+            ConfigureLogging = _ => { },
+        });
+        return new DemoGateway(directory, upstream, keys, gateway);
+    }
+
+    /// <summary>The key of the demo consumer <paramref name="name"/>.</summary>
+    public string ConsumerKey(string name) => Keys.Consumers.Single(c => c.Name == name).Key;
+
+    /// <summary>The key of the demo admin of <paramref name="role"/>, for example <c>platform-admin</c>.</summary>
+    public string AdminKey(string role) => Keys.Admins.Single(a => a.Role == role).Key;
+
+    public async ValueTask DisposeAsync()
+    {
+        await Gateway.DisposeAsync();
+        await Upstream.DisposeAsync();
+        Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+        System.IO.Directory.Delete(Directory, recursive: true);
+    }
+}
