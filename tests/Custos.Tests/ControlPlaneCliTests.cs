@@ -216,7 +216,7 @@ public sealed partial class ControlPlaneCliTests : IAsyncLifetime
         var lines = list.Split('\n').Select(l => Regex.Split(l.Trim(), " {2,}")).ToList();
         Assert.Contains(lines, l => l is ["analytics", "agent-operator", "Analytics agent desk", "http://hooks.example.test/analytics", Approver]);
         Assert.Contains(lines, l => l is ["analytics", "business-sponsor", "— missing", "-", "-"]);
-        Assert.Contains(lines, l => l is ["analytics", "policy", "Analytics product lead", "analytics-policy@acme.example", "-"]);
+        Assert.Contains(lines, l => l is ["analytics", "policy", "Analytics product lead", "analytics-policy@acme.example", "demo-service-owner"]); // the demo names its admin
 
         var show = await AsAsync("security-auditor", "services", "show", Service);
         Assert.Contains($"service {Service} (tenant acme): Customer-facing support chat", show, StringComparison.Ordinal);
