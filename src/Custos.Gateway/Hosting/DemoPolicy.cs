@@ -182,6 +182,7 @@ public static class DemoPolicy
                     Id = "cred-" + k.Name,
                     Consumer = k.Name,
                     KeySha256 = KeyHash.Of(k.Key).ToHex(),
+                    Prefix = k.Key[..12],
                 }),
             ],
             Admins =
