@@ -20,6 +20,8 @@ internal static class CustosCli
             OwnersCommand.Create(output),
             AccessCommand.Create(output),
             KillSwitchCommand.Create(output),
+            AuditCommand.Create(output, error),
+            InitCommand.Create(output),
         };
 
         // Without the default handler a CliException reaches the catch below: one line, no stack trace.

@@ -22,6 +22,12 @@ public sealed record ServerSettings
 
     /// <summary>This node's id (its ledger chain). Default <c>node-</c> and the host name.</summary>
     public string? NodeId { get; init; }
+
+    /// <summary>A directory witness for ledger checkpoints, relative to the YAML file. Default: none.</summary>
+    public string? WitnessDir { get; init; }
+
+    /// <summary>A webhook witness for ledger checkpoints. Default: none.</summary>
+    public Uri? WitnessWebhook { get; init; }
 }
 
 /// <summary>The outcome of reading a policy document: the document when there are no errors, and every diagnostic.</summary>
@@ -116,9 +122,17 @@ public static partial class PolicyYaml
         {
             var map = new MapReader(this, root, "$", ["server", "gateway", "defaults", "tenants", "services", "consumers", "credentials", "admins", "identity_providers"]);
             server = new ServerSettings();
-            if (map.Node("server") is { } serverNode && AsMap(serverNode, "server", ["listen", "admin_listen", "data", "node_id"]) is { } s)
+            if (map.Node("server") is { } serverNode && AsMap(serverNode, "server", ["listen", "admin_listen", "data", "node_id", "witness_dir", "witness_webhook"]) is { } s)
             {
-                server = new ServerSettings { Listen = s.String("listen"), AdminListen = s.String("admin_listen"), Data = s.String("data"), NodeId = s.String("node_id") };
+                server = new ServerSettings
+                {
+                    Listen = s.String("listen"),
+                    AdminListen = s.String("admin_listen"),
+                    Data = s.String("data"),
+                    NodeId = s.String("node_id"),
+                    WitnessDir = s.String("witness_dir"),
+                    WitnessWebhook = s.Url("witness_webhook"),
+                };
             }
 
             var gateway = map.Node("gateway") is { } g ? ReadGateway(g, "gateway") : new GatewaySettings();

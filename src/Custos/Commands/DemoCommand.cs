@@ -39,6 +39,7 @@ internal static class DemoCommand
             DataDirectory = dataDirectory,
             DataPlaneUrl = dataPlaneUrl,
             AdminUrl = adminUrl,
+            Checkpoints = new Gateway.Ledger.CheckpointOptions { WitnessDirectory = Path.Combine(dataDirectory, "witness") },
         }, cancellationToken), "gateway", port);
 
         keys = keys with { DataPlane = gateway.DataPlaneUri.ToString().TrimEnd('/'), Admin = gateway.AdminUri.ToString().TrimEnd('/') };

@@ -48,6 +48,11 @@ internal static class ServeCommand
             DataPlaneUrl = port is { } p ? $"http://127.0.0.1:{p}" : server.Listen ?? defaults.DataPlaneUrl,
             AdminUrl = adminPort is { } a ? $"http://127.0.0.1:{a}" : server.AdminListen ?? defaults.AdminUrl,
             NodeId = nodeId ?? server.NodeId ?? defaults.NodeId,
+            Checkpoints = new Gateway.Ledger.CheckpointOptions
+            {
+                WitnessDirectory = server.WitnessDir is { } witness ? CommonOptions.ResolveRelative(config, witness) : null,
+                WitnessWebhook = server.WitnessWebhook,
+            },
         };
 
         var gateway = await CustosGateway.StartAsync(options, cancellationToken);

@@ -1,0 +1,301 @@
+using System.Net;
+using System.Security.Cryptography;
+using System.Text;
+using Custos.Gateway.Ledger;
+using Custos.Ledger;
+using Custos.Storage;
+using Microsoft.Data.Sqlite;
+
+namespace Custos.Gateway.Tests.Functional;
+
+/// <summary>
+/// The tamper matrix on a real store: a gateway writes and seals a ledger, stops, and then someone with write access to
+/// the database file alters it in each way an insider could. Each alteration is found and pinned to its entry; a clean
+/// store verifies; a witness outside the database catches even a rewrite re-sealed with the real key.
+/// </summary>
+public sealed class EvidenceTests : IAsyncLifetime
+{
+    private const int Requests = 40;
+    private TestGateway _gateway = null!;
+    private readonly List<string> _requestIds = [];
+    private readonly List<string> _copies = [];
+
+    private string Witness => Path.Combine(_gateway.DataDirectory, "witness");
+
+    public async Task InitializeAsync()
+    {
+        var witness = Path.Combine(Path.GetTempPath(), "custos-witness-" + Guid.NewGuid().ToString("N"));
+        _gateway = await TestGateway.StartAsync((Func<TestGateway, Custos.Policy.PolicyDocument, Custos.Policy.PolicyDocument>?)null,
+            checkpoints: new CheckpointOptions { Every = 8, WitnessDirectory = witness });
+        for (var i = 0; i < Requests; i++)
+        {
+            using var response = await _gateway.Client.SendAsync(_gateway.Post("/v1/chat/completions",
+                """{"model":"gpt-4o-mini","messages":[{"role":"user","content":"seal me"}],"max_tokens":8}"""));
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            _requestIds.Add(TestGateway.RequestIdOf(response));
+        }
+
+        await _gateway.Gateway.DisposeAsync(); // drains the ledger, then seals its tail
+        SqliteConnection.ClearAllPools();
+
+        // Keep the witness beside the data, so each tampered copy carries the same witness.
+        CopyDirectory(witness, Witness);
+        Directory.Delete(witness, recursive: true);
+    }
+
+    public async Task DisposeAsync()
+    {
+        SqliteConnection.ClearAllPools();
+        foreach (var copy in _copies)
+        {
+            Directory.Delete(copy, recursive: true);
+        }
+
+        await _gateway.DisposeAsync();
+    }
+
+    [Fact]
+    public async Task ACleanStore_Verifies_EverythingSealed()
+    {
+        var result = await VerifyAsync(_gateway.DataDirectory);
+
+        Assert.True(result.Ok, string.Join("\n", result.Problems));
+        Assert.True(result.Entries > Requests, $"{result.Entries} entries");
+        Assert.True(result.Checkpoints >= 5, $"{result.Checkpoints} checkpoints");
+        Assert.Equal(0, result.Unsealed);
+        Assert.Equal(result.Checkpoints, result.WitnessCheckpoints);
+    }
+
+    [Fact]
+    public async Task AModifiedEntry_IsFoundAtItsSequence()
+    {
+        var (directory, seq, requestId) = await TamperAsync(async (db, target) =>
+        {
+            // One character of the stored JSON: the model's name.
+            await ExecAsync(db, $"UPDATE ledger SET record = replace(record, '\"gpt-4o-mini\"', '\"gpt-4o-maxi\"') WHERE seq = {target}");
+        });
+
+        var problem = Assert.Single((await VerifyAsync(directory)).Problems);
+        Assert.Equal(("modified", seq, requestId), (problem.Kind, problem.Seq, problem.RequestId));
+    }
+
+    [Fact]
+    public async Task ADeletedEntry_IsFoundAsMissing()
+    {
+        var (directory, seq, _) = await TamperAsync((db, target) => ExecAsync(db, $"DELETE FROM ledger WHERE seq = {target}"));
+
+        var problem = Assert.Single((await VerifyAsync(directory)).Problems);
+        Assert.Equal(("missing", seq), (problem.Kind, problem.Seq));
+    }
+
+    [Fact]
+    public async Task AnInsertedEntry_BreaksTheLinkAfterIt()
+    {
+        var (directory, seq, _) = await TamperAsync(async (db, target) =>
+        {
+            // Make room at the target, then insert a forged entry that links correctly to the one before it.
+            await ExecAsync(db, $"UPDATE ledger SET seq = -seq - 1 WHERE seq >= {target}");
+            await ExecAsync(db, "UPDATE ledger SET seq = -seq WHERE seq < 0");
+            var (prevHash, json) = await ScalarRowAsync(db, $"SELECT hash, record FROM ledger WHERE seq = {target - 1}");
+            var forged = json.Replace("gpt-4o-mini", "gpt-4o", StringComparison.Ordinal);
+            var hash = HashChain.Link(prevHash, Encoding.UTF8.GetBytes(forged));
+            await ExecAsync(db, $"INSERT INTO ledger (chain_id, seq, kind, ts, record, prev_hash, hash) SELECT chain_id, {target}, kind, ts, '{forged.Replace("'", "''", StringComparison.Ordinal)}', '{prevHash}', '{hash}' FROM ledger WHERE seq = {target - 1}");
+        });
+
+        var problem = Assert.Single((await VerifyAsync(directory)).Problems);
+        Assert.Equal(("broken_link", seq + 1), (problem.Kind, problem.Seq));
+    }
+
+    [Fact]
+    public async Task ReorderedEntries_BreakTheLink()
+    {
+        var (directory, seq, _) = await TamperAsync(async (db, target) =>
+        {
+            await ExecAsync(db, $"UPDATE ledger SET seq = -1 WHERE seq = {target}");
+            await ExecAsync(db, $"UPDATE ledger SET seq = {target} WHERE seq = {target + 1}");
+            await ExecAsync(db, $"UPDATE ledger SET seq = {target + 1} WHERE seq = -1");
+        });
+
+        var problem = Assert.Single((await VerifyAsync(directory)).Problems);
+        Assert.Equal(("broken_link", seq), (problem.Kind, problem.Seq));
+    }
+
+    [Fact]
+    public async Task ATruncatedTail_IsFound()
+    {
+        var (directory, _, _) = await TamperAsync((db, _) => ExecAsync(db, "DELETE FROM ledger WHERE seq > (SELECT max(seq) - 3 FROM ledger)"));
+
+        var problem = Assert.Single((await VerifyAsync(directory)).Problems);
+        Assert.Equal("truncated", problem.Kind);
+    }
+
+    [Fact]
+    public async Task ARewriteResealedWithAnotherKey_IsFound_AndWithTheRealKey_OnlyTheWitnessCatchesIt()
+    {
+        // Another key: the checkpoints no longer verify with the gateway's public key.
+        var attackerFolder = Path.Combine(Path.GetTempPath(), "custos-attacker-" + Guid.NewGuid().ToString("N"));
+        _copies.Add(attackerFolder);
+        using var attacker = CheckpointKey.LoadOrCreate(attackerFolder, out _);
+        var (forged, seq, _) = await TamperAsync((db, target) => RewriteAndResealAsync(db, target, attacker));
+        var problem = Assert.Single((await VerifyAsync(forged, witness: false)).Problems);
+        Assert.Equal("unknown_key", problem.Kind);
+
+        // The real key (an insider with the key file too): the database alone is consistent again...
+        using var real = CheckpointKey.LoadOrCreate(_gateway.DataDirectory, out _);
+        var (resealed, _, _) = await TamperAsync((db, target) => RewriteAndResealAsync(db, target, real));
+        Assert.True((await VerifyAsync(resealed, witness: false)).Ok);
+
+        // ... but not with the witness that kept the original checkpoints outside the database.
+        var withWitness = await VerifyAsync(resealed);
+        Assert.Contains(withWitness.Problems, p => p.Kind == "witness_mismatch" && p.Detail.Contains("differs", StringComparison.Ordinal));
+        Assert.True(seq > 0);
+    }
+
+    [Fact]
+    public async Task AProofBundle_VerifiesOffline_AndFailsWhenAnyByteChanges()
+    {
+        await using var store = await SqliteStore.OpenExistingAsync(_gateway.DataDirectory);
+        var bundle = await LedgerProofs.BuildAsync(store, _requestIds[17]);
+        using var key = CheckpointKey.LoadPublic(CheckpointKey.PublicPath(_gateway.DataDirectory));
+        var checks = bundle.Verify(key);
+        Assert.All(checks, c => Assert.True(c.Ok, $"{c.Check}: {c.Detail}"));
+        Assert.Equal(7, checks.Count);
+
+        // Every single-byte change of the bundle makes it unreadable or invalid.
+        var bytes = Encoding.UTF8.GetBytes(bundle.ToJson());
+        for (var i = 0; i < bytes.Length; i++)
+        {
+            var copy = (byte[])bytes.Clone();
+            copy[i] ^= 0x01;
+            bool valid;
+            try
+            {
+                valid = ProofBundle.Parse(Encoding.UTF8.GetString(copy)).Verify(key).All(c => c.Ok);
+            }
+            catch (Exception ex) when (ex is System.Text.Json.JsonException or FormatException or ArgumentException or InvalidOperationException)
+            {
+                valid = false;
+            }
+
+            Assert.False(valid, $"byte {i} ('{(char)bytes[i]}') changed and the bundle still verified");
+        }
+
+        // And another gateway's public key does not verify it.
+        using var other = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        Assert.Contains(bundle.Verify(other), c => c.Check == "checkpoint signature" && !c.Ok);
+    }
+
+    private static Task<VerificationResult> VerifyAsync(string directory, bool witness = true)
+        => VerifyCoreAsync(directory, witness);
+
+    private static async Task<VerificationResult> VerifyCoreAsync(string directory, bool witness)
+    {
+        await using var store = await SqliteStore.OpenExistingAsync(directory);
+        using var key = CheckpointKey.LoadPublic(CheckpointKey.PublicPath(directory));
+        return await LedgerVerifier.VerifyAsync(store, new VerificationOptions
+        {
+            PublicKeys = [key],
+            WitnessDirectory = witness ? Path.Combine(directory, "witness") : null,
+        });
+    }
+
+    /// <summary>Copies the sealed data folder, lifts the append-only triggers, and lets <paramref name="tamper"/> alter entry 20 (or around it).</summary>
+    private async Task<(string Directory, long Seq, string? RequestId)> TamperAsync(Func<SqliteConnection, long, Task> tamper)
+    {
+        var copy = Path.Combine(Path.GetTempPath(), "custos-tamper-" + Guid.NewGuid().ToString("N"));
+        _copies.Add(copy);
+        CopyDirectory(_gateway.DataDirectory, copy);
+        await using var db = new SqliteConnection($"Data Source={Path.Combine(copy, "custos.db")};Pooling=false");
+        await db.OpenAsync();
+        await ExecAsync(db, "DROP TRIGGER ledger_no_update; DROP TRIGGER ledger_no_delete;");
+        const long target = 20;
+        var (requestId, _) = await ScalarRowAsync(db, $"SELECT coalesce(request_id, ''), '' FROM ledger WHERE seq = {target}");
+        await tamper(db, target);
+        return (copy, target, requestId.Length == 0 ? null : requestId);
+    }
+
+    /// <summary>What an insider who can also sign would do: alter an entry, re-chain everything after it, re-seal every checkpoint.</summary>
+    private static async Task RewriteAndResealAsync(SqliteConnection db, long target, CheckpointKey key)
+    {
+        await ExecAsync(db, $"UPDATE ledger SET record = replace(record, '\"gpt-4o-mini\"', '\"gpt-4o-maxi\"') WHERE seq = {target}");
+        var rows = new List<(long Seq, string Json, string Ts)>();
+        await using (var command = db.CreateCommand())
+        {
+            command.CommandText = "SELECT seq, record, ts FROM ledger ORDER BY seq";
+            await using var reader = await command.ExecuteReaderAsync();
+            while (await reader.ReadAsync())
+            {
+                rows.Add((reader.GetInt64(0), reader.GetString(1), reader.GetString(2)));
+            }
+        }
+
+        var hashes = new Dictionary<long, string>();
+        var prev = HashChain.Genesis;
+        foreach (var (seq, json, _) in rows)
+        {
+            var hash = HashChain.Link(prev, Encoding.UTF8.GetBytes(json));
+            await ExecAsync(db, $"UPDATE ledger SET prev_hash = '{prev}', hash = '{hash}' WHERE seq = {seq}");
+            hashes[seq] = hash;
+            prev = hash;
+        }
+
+        var intervals = new List<Checkpoint>();
+        await using (var command = db.CreateCommand())
+        {
+            command.CommandText = "SELECT checkpoint FROM checkpoints ORDER BY to_seq";
+            await using var reader = await command.ExecuteReaderAsync();
+            while (await reader.ReadAsync())
+            {
+                intervals.Add(Checkpoint.Parse(reader.GetString(0)));
+            }
+        }
+
+        await ExecAsync(db, "DELETE FROM checkpoints");
+        foreach (var original in intervals)
+        {
+            var leaves = Enumerable.Range((int)original.FromSeq, (int)original.Count).Select(s => Convert.FromHexString(hashes[s])).ToList();
+            var signed = key.Sign(original with
+            {
+                PrevHash = original.FromSeq == 1 ? HashChain.Genesis : hashes[original.FromSeq - 1],
+                HeadHash = hashes[original.ToSeq],
+                MerkleRoot = Convert.ToHexStringLower(MerkleTree.Root(leaves)),
+                KeyId = key.KeyId,
+            });
+            await using var insert = db.CreateCommand();
+            insert.CommandText = "INSERT INTO checkpoints (chain_id, to_seq, from_seq, checkpoint, signature) VALUES ($c, $t, $f, $j, $s)";
+            insert.Parameters.AddWithValue("$c", original.ChainId);
+            insert.Parameters.AddWithValue("$t", original.ToSeq);
+            insert.Parameters.AddWithValue("$f", original.FromSeq);
+            insert.Parameters.AddWithValue("$j", signed.Json);
+            insert.Parameters.AddWithValue("$s", signed.Signature);
+            await insert.ExecuteNonQueryAsync();
+        }
+    }
+
+    private static async Task ExecAsync(SqliteConnection db, string sql)
+    {
+        await using var command = db.CreateCommand();
+        command.CommandText = sql;
+        await command.ExecuteNonQueryAsync();
+    }
+
+    private static async Task<(string, string)> ScalarRowAsync(SqliteConnection db, string sql)
+    {
+        await using var command = db.CreateCommand();
+        command.CommandText = sql;
+        await using var reader = await command.ExecuteReaderAsync();
+        Assert.True(await reader.ReadAsync(), sql);
+        return (reader.GetString(0), reader.GetString(1));
+    }
+
+    private static void CopyDirectory(string from, string to)
+    {
+        Directory.CreateDirectory(to);
+        foreach (var file in Directory.EnumerateFiles(from, "*", SearchOption.AllDirectories))
+        {
+            var target = Path.Combine(to, Path.GetRelativePath(from, file));
+            Directory.CreateDirectory(Path.GetDirectoryName(target)!);
+            File.Copy(file, target);
+        }
+    }
+}
