@@ -1,0 +1,116 @@
+using System.Net.Http.Headers;
+using System.Text;
+using Microsoft.Data.Sqlite;
+
+namespace Custos.Tests;
+
+/// <summary><c>custos init</c> and <c>custos audit verify | prove | verify-bundle</c> as an auditor would run them, on a real gateway's ledger.</summary>
+public sealed class AuditCliTests
+{
+    [Fact]
+    public async Task VerifyProveAndVerifyBundle_OnARealLedger_AndTheyFailWhenItIsTampered()
+    {
+        var gateway = await DemoGateway.StartAsync("audit");
+        var requestIds = new List<string>();
+        try
+        {
+            using var http = new HttpClient { BaseAddress = gateway.Gateway.DataPlaneUri };
+            for (var i = 0; i < 5; i++)
+            {
+                using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions")
+                {
+                    Content = new StringContent("""{"model":"gpt-4o-mini","messages":[{"role":"user","content":"audit me"}]}""", Encoding.UTF8, "application/json"),
+                };
+                request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", gateway.ConsumerKey("support-web"));
+                using var response = await http.SendAsync(request);
+                requestIds.Add(response.Headers.GetValues("x-request-id").Single());
+            }
+
+            await gateway.Gateway.DisposeAsync(); // stopped: drained and sealed
+            SqliteConnection.ClearAllPools();
+            var data = gateway.Directory;
+
+            var (exit, output, _) = await Cli.RunAsync("audit", "verify", "--data", data);
+            Assert.Equal(0, exit);
+            Assert.StartsWith("OK: ", output, StringComparison.Ordinal);
+            Assert.Contains("0 entries not sealed yet", output, StringComparison.Ordinal);
+
+            var proof = Path.Combine(data, "proof.json");
+            (exit, output, _) = await Cli.RunAsync("audit", "prove", requestIds[2], "-o", proof);
+            Assert.NotEqual(0, exit); // the default store folder is not this one: a clear error, not a crash
+            (exit, output, _) = await Cli.RunAsync("audit", "prove", requestIds[2], "-o", proof, "--data", data);
+            Assert.Equal(0, exit);
+            Assert.Contains($"Proof of {requestIds[2]} written", output, StringComparison.Ordinal);
+
+            var publicKey = Path.Combine(data, "keys", "checkpoint.pub.pem");
+            (exit, output, _) = await Cli.RunAsync("audit", "verify-bundle", proof, "--public-key", publicKey);
+            Assert.Equal(0, exit);
+            Assert.Contains("VALID: request " + requestIds[2], output, StringComparison.Ordinal);
+
+            // One changed character in the entry: the bundle no longer proves anything.
+            File.WriteAllText(proof, File.ReadAllText(proof).Replace("audit me", "audit mE", StringComparison.Ordinal).Replace("gpt-4o-mini", "gpt-4o-mino", StringComparison.Ordinal));
+            (exit, output, _) = await Cli.RunAsync("audit", "verify-bundle", proof, "--public-key", publicKey);
+            Assert.Equal(1, exit);
+            Assert.Contains("FAIL entry hash", output, StringComparison.Ordinal);
+            Assert.Contains("INVALID", output, StringComparison.Ordinal);
+
+            // The database altered behind the gateway's back: verify names the entry and fails.
+            await using (var db = new SqliteConnection($"Data Source={Path.Combine(data, "custos.db")};Pooling=false"))
+            {
+                await db.OpenAsync();
+                await using var command = db.CreateCommand();
+                command.CommandText = $"""
+                    DROP TRIGGER ledger_no_update;
+                    UPDATE ledger SET record = replace(record, '"allow"', '"deny"') WHERE request_id = '{requestIds[3]}';
+                    """;
+                await command.ExecuteNonQueryAsync();
+            }
+
+            (exit, output, _) = await Cli.RunAsync("audit", "verify", "--data", data);
+            Assert.Equal(1, exit);
+            Assert.Contains($"FAIL modified: chain", output, StringComparison.Ordinal);
+            Assert.Contains(requestIds[3], output, StringComparison.Ordinal);
+            Assert.Contains("FAILED: ", output, StringComparison.Ordinal);
+
+            (exit, output, _) = await Cli.RunAsync("audit", "verify", "--data", data, "--json");
+            Assert.Equal(1, exit);
+            using var json = System.Text.Json.JsonDocument.Parse(output);
+            Assert.False(json.RootElement.GetProperty("ok").GetBoolean());
+            Assert.Equal(requestIds[3], json.RootElement.GetProperty("problems")[0].GetProperty("request_id").GetString());
+        }
+        finally
+        {
+            await gateway.DisposeAsync();
+        }
+    }
+
+    [Fact]
+    public async Task Init_MakesTheStoreAndTheCheckpointKeyOnce()
+    {
+        var data = Path.Combine(Path.GetTempPath(), "custos-init-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            var (exit, output, _) = await Cli.RunAsync("init", "--data", data);
+            Assert.Equal(0, exit);
+            Assert.Contains("Initialised", output, StringComparison.Ordinal);
+            Assert.True(File.Exists(Path.Combine(data, "custos.db")));
+            var pem = File.ReadAllText(Path.Combine(data, "keys", "checkpoint.pub.pem"));
+            Assert.StartsWith("-----BEGIN PUBLIC KEY-----", pem, StringComparison.Ordinal);
+
+            (exit, output, _) = await Cli.RunAsync("init", "--data", data);
+            Assert.Equal(0, exit);
+            Assert.Contains("kept it", output, StringComparison.Ordinal);
+            Assert.Equal(pem, File.ReadAllText(Path.Combine(data, "keys", "checkpoint.pub.pem")));
+
+            // An empty ledger verifies (nothing to find), and says so.
+            (exit, output, _) = await Cli.RunAsync("audit", "verify", "--data", data);
+            Assert.Equal(0, exit);
+            Assert.Contains("OK: 0 entries", output, StringComparison.Ordinal);
+        }
+        finally
+        {
+            SqliteConnection.ClearAllPools();
+            Directory.Delete(data, recursive: true);
+        }
+    }
+}
