@@ -54,7 +54,8 @@ public class LedgerStoreBenchmark
         Directory.Delete(_directory, recursive: true);
     }
 
-    private static RequestRecord Sample(int i)
+    /// <summary>A realistic request entry of a policy with every control on (also used by the verification benchmark).</summary>
+    internal static RequestRecord Sample(int i)
     {
         var record = MeteringFixture.SampleRecord($"req_01JDQ{i:D21}", DateTimeOffset.UnixEpoch.AddMilliseconds(i));
         record.Provider = "mock";
