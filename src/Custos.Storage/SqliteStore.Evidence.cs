@@ -23,13 +23,13 @@ public sealed partial class SqliteStore
     }
 
     /// <inheritdoc/>
-    public async IAsyncEnumerable<ChainEntry> ReadChainAsync(string chainId, long fromSeq, long toSeq,
+    public async IAsyncEnumerable<ChainEntry> ReadChainAsync(string chainId, long fromSeq, long toSeq, bool withRecords = true,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         await using var connection = await OpenReaderAsync(cancellationToken);
         using var command = connection.CreateCommand();
-        command.CommandText = """
-            SELECT seq, record, prev_hash, hash, request_id, ts FROM ledger
+        command.CommandText = $"""
+            SELECT seq, {(withRecords ? "record" : "''")}, prev_hash, hash, request_id, ts FROM ledger
             WHERE chain_id = $chain AND seq >= $from AND seq <= $to ORDER BY seq
             """;
         command.Parameters.AddWithValue("$chain", chainId);

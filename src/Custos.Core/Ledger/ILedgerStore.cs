@@ -79,8 +79,11 @@ public interface IEvidenceStore
     /// <summary>Every chain (node) in the ledger with its highest sequence number and entry count.</summary>
     Task<IReadOnlyList<(string ChainId, long LastSeq, long Count)>> GetChainsAsync(CancellationToken cancellationToken = default);
 
-    /// <summary>Entries of <paramref name="chainId"/> with <paramref name="fromSeq"/> ≤ seq ≤ <paramref name="toSeq"/>, in sequence order.</summary>
-    IAsyncEnumerable<ChainEntry> ReadChainAsync(string chainId, long fromSeq, long toSeq, CancellationToken cancellationToken = default);
+    /// <summary>
+    /// Entries of <paramref name="chainId"/> with <paramref name="fromSeq"/> ≤ seq ≤ <paramref name="toSeq"/>, in sequence order;
+    /// without <paramref name="withRecords"/>, their <see cref="ChainEntry.Json"/> is empty (sealing needs only the hashes).
+    /// </summary>
+    IAsyncEnumerable<ChainEntry> ReadChainAsync(string chainId, long fromSeq, long toSeq, bool withRecords = true, CancellationToken cancellationToken = default);
 
     /// <summary>Stores a checkpoint.</summary>
     Task AppendCheckpointAsync(SignedCheckpoint checkpoint, CancellationToken cancellationToken = default);

@@ -137,7 +137,7 @@ public static class LedgerVerifier
                 var expected = firstSeq;
                 if (problem is null)
                 {
-                    await foreach (var entry in store.ReadChainAsync(chainId, firstSeq, endSeq, cancellationToken))
+                    await foreach (var entry in store.ReadChainAsync(chainId, firstSeq, endSeq, cancellationToken: cancellationToken))
                     {
                         if (entry.Seq != expected)
                         {

@@ -187,7 +187,7 @@ public static class LedgerProofs
                 $"request {requestId} (chain {entry.ChainId}, seq {entry.Seq}) is not sealed by a checkpoint yet; a running gateway seals within seconds, a stopped one on shutdown");
         var checkpoint = signed.Checkpoint;
         var leaves = new List<byte[]>((int)checkpoint.Count);
-        await foreach (var row in store.ReadChainAsync(entry.ChainId, checkpoint.FromSeq, checkpoint.ToSeq, cancellationToken))
+        await foreach (var row in store.ReadChainAsync(entry.ChainId, checkpoint.FromSeq, checkpoint.ToSeq, withRecords: false, cancellationToken))
         {
             leaves.Add(Convert.FromHexString(row.Hash));
         }

@@ -87,7 +87,7 @@ public sealed partial class Checkpointer : IAsyncDisposable
                 var leaves = new List<byte[]>();
                 ChainEntry? last = null;
                 var from = _lastSeq + 1;
-                await foreach (var entry in _store.ReadChainAsync(_chainId, from, _lastSeq + MaxPerCheckpoint, cancellationToken))
+                await foreach (var entry in _store.ReadChainAsync(_chainId, from, _lastSeq + MaxPerCheckpoint, withRecords: false, cancellationToken))
                 {
                     leaves.Add(Convert.FromHexString(entry.Hash));
                     last = entry;

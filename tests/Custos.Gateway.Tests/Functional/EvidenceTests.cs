@@ -299,3 +299,38 @@ public sealed class EvidenceTests : IAsyncLifetime
         }
     }
 }
+
+/// <summary>The webhook witness: each checkpoint reaches the receiver, signed, through the durable outbox.</summary>
+public sealed class WitnessWebhookTests
+{
+    [Fact]
+    public async Task EveryCheckpoint_IsPostedToTheWitness_SignedByTheGatewaysKey()
+    {
+        var receiver = new RecordingHandler();
+        await using var g = await TestGateway.StartAsync((Func<TestGateway, Custos.Policy.PolicyDocument, Custos.Policy.PolicyDocument>?)null,
+            notificationHandler: receiver, checkpoints: new CheckpointOptions { Every = 4, WitnessWebhook = new Uri("http://witness.test/custos") });
+        for (var i = 0; i < 10; i++)
+        {
+            using var response = await g.Client.SendAsync(g.Post("/v1/chat/completions", """{"model":"gpt-4o-mini","messages":[{"role":"user","content":"w"}]}"""));
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        }
+
+        await g.Gateway.Ledger.FlushAsync();
+        await g.Gateway.Checkpointer.SealAsync();
+        var sealedTo = g.Gateway.Checkpointer.SealedSeq;
+        using var key = CheckpointKey.LoadPublic(CheckpointKey.PublicPath(g.DataDirectory));
+        var last = await receiver.WaitForAsync(body => Checkpoint.Parse(body.GetProperty("checkpoint").GetString()!).ToSeq == sealedTo);
+        var signed = new SignedCheckpoint(last.GetProperty("checkpoint").GetString()!, last.GetProperty("signature").GetString()!);
+        Assert.True(signed.VerifySignature(key));
+        Assert.All(receiver.Received, r => Assert.Equal("http://witness.test/custos", r.Uri.ToString()));
+
+        // The witness holds a continuous series of checkpoints from the start of the chain.
+        var series = receiver.Received.Select(r => Checkpoint.Parse(r.Body.GetProperty("checkpoint").GetString()!)).OrderBy(c => c.ToSeq).ToList();
+        Assert.Equal(1, series[0].FromSeq);
+        for (var i = 1; i < series.Count; i++)
+        {
+            Assert.Equal(series[i - 1].ToSeq + 1, series[i].FromSeq);
+            Assert.Equal(series[i - 1].HeadHash, series[i].PrevHash);
+        }
+    }
+}
