@@ -81,8 +81,9 @@ public static class LedgerVerifier
         var started = System.Diagnostics.Stopwatch.GetTimestamp();
         var keys = options.PublicKeys.ToDictionary(CheckpointKey.IdOf, k => k, StringComparer.Ordinal);
         var problems = new List<VerificationProblem>();
-        var chains = await store.GetChainsAsync(cancellationToken);
+        // Checkpoints before chain heads: a checkpoint sealed in between (a running gateway) must not look like a truncation.
         var allCheckpoints = await store.GetCheckpointsAsync(null, cancellationToken);
+        var chains = await store.GetChainsAsync(cancellationToken);
         long entries = 0, unsealed = 0;
         var checkpointsChecked = 0;
         using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);

@@ -208,10 +208,11 @@ public sealed class EvidenceTests : IAsyncLifetime
         await using var db = new SqliteConnection($"Data Source={Path.Combine(copy, "custos.db")};Pooling=false");
         await db.OpenAsync();
         await ExecAsync(db, "DROP TRIGGER ledger_no_update; DROP TRIGGER ledger_no_delete;");
-        const long target = 20;
+        // Entry 20, or the next one that does not end a checkpoint interval (there a rewrite shows as a checkpoint mismatch first).
+        var (target, _) = await ScalarRowAsync(db, "SELECT CAST(min(seq) AS TEXT), '' FROM ledger WHERE seq >= 20 AND seq NOT IN (SELECT to_seq FROM checkpoints)");
         var (requestId, _) = await ScalarRowAsync(db, $"SELECT coalesce(request_id, ''), '' FROM ledger WHERE seq = {target}");
-        await tamper(db, target);
-        return (copy, target, requestId.Length == 0 ? null : requestId);
+        await tamper(db, long.Parse(target, System.Globalization.CultureInfo.InvariantCulture));
+        return (copy, long.Parse(target, System.Globalization.CultureInfo.InvariantCulture), requestId.Length == 0 ? null : requestId);
     }
 
     /// <summary>What an insider who can also sign would do: alter an entry, re-chain everything after it, re-seal every checkpoint.</summary>
