@@ -20,6 +20,7 @@ internal static class CustosCli
             OwnersCommand.Create(output),
             AccessCommand.Create(output),
             KillSwitchCommand.Create(output),
+            ReportCommand.Create(output, error),
         };
 
         // Without the default handler a CliException reaches the catch below: one line, no stack trace.
