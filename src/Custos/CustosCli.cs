@@ -22,6 +22,7 @@ internal static class CustosCli
             KillSwitchCommand.Create(output),
             AuditCommand.Create(output, error),
             InitCommand.Create(output),
+            ReportCommand.Create(output, error),
         };
 
         // Without the default handler a CliException reaches the catch below: one line, no stack trace.

@@ -1,0 +1,675 @@
+using System.Globalization;
+using Custos.ControlPlane;
+using Custos.Policy;
+
+namespace Custos.Reports;
+
+/// <summary>The findings and the classification of an incident pack.</summary>
+public static partial class IncidentReportBuilder
+{
+    /// <summary>Reasons that mean a rate limit, quota or budget refused the request.</summary>
+    private static readonly HashSet<string> LimitReasons = new(StringComparer.Ordinal) { "throttle.rate_limit", "deny.quota_exhausted", "deny.budget_exhausted" };
+
+    /// <summary>Reasons that mean the caller asked for a model it was not entitled to (now).</summary>
+    private static readonly HashSet<string> EntitlementReasons = new(StringComparer.Ordinal)
+    {
+        "deny.model_not_entitled", "deny.model_not_found", "deny.entitlement_expired", "deny.entitlement_not_yet_valid",
+    };
+
+    /// <summary>Reasons that mean a stopped credential was still presented.</summary>
+    private static readonly HashSet<string> StoppedCredentialReasons = new(StringComparer.Ordinal)
+    {
+        "deny.credential_revoked", "deny.credential_suspended", "deny.credential_expired",
+    };
+
+    /// <summary>The order of classes whose scores tie: a cause in configuration or governance is what made apparent misuse possible.</summary>
+    private static readonly string[] ClassOrder = [Classification.Misconfiguration, Classification.MissingGovernance, Classification.Misuse];
+
+    private const int MaxRequestEvidence = 10;
+
+    /// <summary>A finding being assembled; the same finding under several policy versions is one, naming them all.</summary>
+    private sealed class Draft(string @class, string code, string severity, string title, string detail)
+    {
+        public string Class { get; } = @class;
+
+        public string Code { get; } = code;
+
+        public string Severity { get; } = severity;
+
+        public string Title { get; } = title;
+
+        public string Detail { get; set; } = detail;
+
+        public SortedSet<long> Versions { get; } = [];
+
+        public List<Evidence> Evidence { get; } = [];
+
+        public Finding ToFinding()
+        {
+            var evidence = new List<Evidence>();
+            if (Versions.Count > 0)
+            {
+                evidence.Add(new Evidence("policy_version", Ranges(Versions), $"in force during the window with this setting ({ReportText.Plural(Versions.Count, "version")})"));
+            }
+
+            evidence.AddRange(Evidence.Distinct());
+            return new Finding(Class, Code, Severity, Weight(Severity), Title, Detail, evidence);
+        }
+    }
+
+    private static int Weight(string severity) => severity switch
+    {
+        "high" => 3,
+        "medium" => 2,
+        _ => 1,
+    };
+
+    /// <summary><c>v2</c>, <c>v2-v4</c>, <c>v2, v5</c>.</summary>
+    private static string Ranges(IEnumerable<long> numbers)
+    {
+        var parts = new List<string>();
+        long? start = null, end = null;
+        foreach (var n in numbers.Order())
+        {
+            if (end is { } e && n == e + 1)
+            {
+                end = n;
+                continue;
+            }
+
+            if (start is not null)
+            {
+                parts.Add(start == end ? $"v{start}" : $"v{start}-v{end}");
+            }
+
+            (start, end) = (n, n);
+        }
+
+        if (start is not null)
+        {
+            parts.Add(start == end ? $"v{start}" : $"v{start}-v{end}");
+        }
+
+        return string.Join(", ", parts);
+    }
+
+    private static List<Finding> Findings(Context context)
+    {
+        var drafts = new Dictionary<string, Draft>(StringComparer.Ordinal);
+        Draft Add(string key, string @class, string code, string severity, string title, string detail)
+        {
+            if (!drafts.TryGetValue(code + "|" + key, out var draft))
+            {
+                draft = new Draft(@class, code, severity, title, detail);
+                drafts[code + "|" + key] = draft;
+            }
+
+            return draft;
+        }
+
+        MisuseFindings(context, Add);
+        ConfigurationFindings(context, Add);
+        SharedCredentialFindings(context, Add);
+        if (context.Input.Chain.HasProblems)
+        {
+            var draft = Add("chain", Classification.MissingGovernance, "chain_problem", "high", "The ledger's chain is broken",
+                "Verification found the record altered, incomplete or not sealed as signed. Until that is explained, no entry of the window can be taken as proof: " +
+                "whoever administers the database could have rewritten it.");
+            draft.Evidence.AddRange(context.Input.Chain.Problems.Select(p => new Evidence("verification", p.Split(':')[0], p)));
+        }
+
+        return [.. drafts.Values.Select(d => d.ToFinding())
+            .OrderByDescending(f => f.Weight).ThenBy(f => Array.IndexOf(ClassOrder, f.Class)).ThenBy(f => f.Code, StringComparer.Ordinal)];
+    }
+
+    private static Evidence RequestEvidence(RequestEntry r, string? why = null)
+        => new("request", r.RequestId, $"{ReportText.Time(r.Timestamp)} {r.Decision} {RequestWhat(r)} under v{r.PolicyVersion}, ledger {r.Position}" + (why is null ? "" : "; " + why));
+
+    private static void AddRequests(Draft draft, IReadOnlyList<RequestEntry> requests, Func<RequestEntry, string?>? why = null)
+    {
+        draft.Evidence.AddRange(requests.Take(MaxRequestEvidence).Select(r => RequestEvidence(r, why?.Invoke(r))));
+        if (requests.Count > MaxRequestEvidence)
+        {
+            draft.Evidence.Add(new Evidence("request", $"+{requests.Count - MaxRequestEvidence}",
+                $"{requests.Count - MaxRequestEvidence} more, from {requests[MaxRequestEvidence].RequestId} to {requests[^1].RequestId} (see the timeline)"));
+        }
+    }
+
+    private static void MisuseFindings(Context context, Func<string, string, string, string, string, string, Draft> add)
+    {
+        var requests = context.Requests;
+        var limited = requests.Where(r => r.Reasons.Any(LimitReasons.Contains)).ToList();
+        if (limited.Count >= 3)
+        {
+            var deciding = limited.SelectMany(r => r.Controls.Where(c => c.Decision is "deny" or "throttle"))
+                .GroupBy(c => (c.Control, c.Scope)).OrderByDescending(g => g.Count())
+                .Select(g => $"{g.Key.Control} of {g.Key.Scope} (limit {Number(g.Last().Limit)}) {g.Count()}x").ToList();
+            var severity = limited.Count >= 10 || limited.Count * 4 >= requests.Count ? "high" : "medium";
+            var draft = add("limits", Classification.Misuse, "limit_refusals", severity,
+                $"{limited.Count} of {requests.Count} requests refused by rate limits, quotas or budgets",
+                $"Between {ReportText.Time(limited[0].Timestamp)} and {ReportText.Time(limited[^1].Timestamp)} the caller kept sending after the limits refused it: " +
+                (deciding.Count > 0 ? string.Join("; ", deciding) : string.Join(", ", limited.SelectMany(r => r.Reasons).Distinct())) +
+                ". The controls held; the use itself was beyond what the policy allows.");
+            foreach (var (reason, count) in CountBy(limited.SelectMany(r => r.Reasons).Where(LimitReasons.Contains)))
+            {
+                draft.Evidence.Add(new Evidence("reason_count", reason, $"{count} request(s)"));
+            }
+
+            AddRequests(draft, limited);
+        }
+
+        var promptDenied = requests.Where(r => r.Reasons.Contains("deny.prompt_restricted")).ToList();
+        var redacted = requests.Where(r => r.Controls.Any(c => c.Control == "prompt_restriction" && c.Decision == "modify")).ToList();
+        if (promptDenied.Count > 0 || redacted.Count > 0)
+        {
+            var rules = requests.SelectMany(r => r.Controls.Where(c => c.Control == "prompt_restriction" && c.Decision is "deny" or "modify"))
+                .Select(c => c.Scope + (c.Detail is null ? "" : " (" + c.Detail + ")")).Distinct(StringComparer.Ordinal).ToList();
+            var severity = promptDenied.Count >= 3 ? "high" : promptDenied.Count > 0 ? "medium" : "low";
+            var draft = add("prompt", Classification.Misuse, "prompt_restrictions_hit", severity,
+                $"Prompt restrictions hit: {promptDenied.Count} refused, {redacted.Count} redacted",
+                $"Prompts matched restricted content ({(rules.Count > 0 ? string.Join(", ", rules) : "rules named in the entries")}). The gateway refused or redacted them; " +
+                "the text itself is not stored, only the rule and the prompt's SHA-256.");
+            draft.Evidence.Add(new Evidence("reason_count", "deny.prompt_restricted", $"{promptDenied.Count} request(s)"));
+            AddRequests(draft, [.. promptDenied.Concat(redacted).DistinctBy(r => r.RequestId).OrderBy(r => r.Timestamp)]);
+        }
+
+        var probing = requests.Where(r => r.Reasons.Any(EntitlementReasons.Contains)).ToList();
+        if (probing.Count >= 3)
+        {
+            var models = probing.Select(r => r.Model ?? "(none)").Distinct(StringComparer.Ordinal).ToList();
+            var draft = add("probing", Classification.Misuse, "entitlement_probing", "medium",
+                $"{probing.Count} requests for models outside the entitlement",
+                $"The caller asked for models it is not entitled to ({string.Join(", ", models)}); the entitlement control refused each one.");
+            foreach (var (reason, count) in CountBy(probing.SelectMany(r => r.Reasons).Where(EntitlementReasons.Contains)))
+            {
+                draft.Evidence.Add(new Evidence("reason_count", reason, $"{count} request(s)"));
+            }
+
+            AddRequests(draft, probing);
+        }
+
+        var stopped = requests.Where(r => r.Reasons.Any(StoppedCredentialReasons.Contains)).ToList();
+        if (stopped.Count > 0)
+        {
+            var draft = add("stopped", Classification.Misuse, "stopped_credential_presented", stopped.Count >= 3 ? "medium" : "low",
+                $"A stopped credential was still presented {ReportText.Plural(stopped.Count, "time")}",
+                "Requests kept arriving with a revoked, suspended or expired credential: whoever holds the key did not stop (a leaked key, or a client nobody told).");
+            foreach (var (reason, count) in CountBy(stopped.SelectMany(r => r.Reasons).Where(StoppedCredentialReasons.Contains)))
+            {
+                draft.Evidence.Add(new Evidence("reason_count", reason, $"{count} request(s)"));
+            }
+
+            AddRequests(draft, stopped);
+        }
+
+        var baseline = BaselineViewOf(context.Input);
+        if (baseline.Ratio is { } ratio && requests.Count >= 20 && ratio >= 5)
+        {
+            var draft = add("baseline", Classification.Misuse, "above_baseline", ratio >= 20 ? "high" : "medium",
+                $"Use {ratio.ToString("0.#", CultureInfo.InvariantCulture)}x the subject's earlier rate",
+                $"{ReportText.Plural(requests.Count, "request")} in the window ({baseline.WindowRequestsPerHour.ToString("0.##", CultureInfo.InvariantCulture)} per hour) " +
+                $"against {ReportText.Plural(baseline.Requests, "request")} in the {Describe(baseline.To - baseline.From)} before it " +
+                $"({baseline.RequestsPerHour.ToString("0.##", CultureInfo.InvariantCulture)} per hour); spend {ReportText.Money(requests.Sum(r => r.Cost ?? 0m))} against {ReportText.Money(baseline.Spend)}.");
+            draft.Evidence.Add(new Evidence("baseline", $"{ReportText.Time(baseline.From)} to {ReportText.Time(baseline.To)}", $"{baseline.Requests} request(s), {ReportText.Money(baseline.Spend)}"));
+            var summary = Summarise(context.Input);
+            if (summary.PeakMinute is { } peak)
+            {
+                draft.Evidence.Add(new Evidence("peak_minute", ReportText.Time(peak), $"{summary.PeakMinuteRequests} request(s) in the busiest minute"));
+            }
+        }
+        else if (baseline.Requests == 0 && requests.Count >= 100)
+        {
+            var draft = add("baseline", Classification.Misuse, "no_baseline", "low", $"{requests.Count} requests with no earlier use",
+                $"The subject made no request in the {Describe(baseline.To - baseline.From)} before the window, then {requests.Count} in it: new activity with nothing to compare with.");
+            draft.Evidence.Add(new Evidence("baseline", $"{ReportText.Time(baseline.From)} to {ReportText.Time(baseline.To)}", "no request"));
+        }
+    }
+
+    private static void ConfigurationFindings(Context context, Func<string, string, string, string, string, string, Draft> add)
+    {
+        var scope = context.Scope;
+        var history = context.Input.History;
+        foreach (var (version, _, _) in context.InForce)
+        {
+            var doc = version.Document;
+            foreach (var consumer in doc.Consumers.Where(c => scope.Consumers.Contains(c.Id)))
+            {
+                var service = PolicyControls.ServiceOf(doc, consumer);
+                var tenant = PolicyControls.TenantOf(doc, service);
+                var currency = PolicyControls.CurrencyOf(tenant);
+                var effective = PolicyControls.EffectiveLimits(doc, consumer);
+                var category = PolicyNames.Of(consumer.Category);
+                if (effective.MaxOutputTokens is null)
+                {
+                    var unbounded = context.OfConsumer(consumer.Id).Where(r => r.PolicyVersion == version.Number && r.Decision == "allow").ToList();
+                    var draft = add(consumer.Id, Classification.Misconfiguration, "no_output_ceiling", "high", $"No output ceiling for consumer '{consumer.Id}'",
+                        $"Neither consumer '{consumer.Id}' nor its category ({category}) sets max_output_tokens: each request may ask the provider for as much output as it likes " +
+                        "(a request naming none reserves 4,096 tokens per choice), so cost per request is bounded only by the client.");
+                    draft.Versions.Add(version.Number);
+                    if (unbounded.Count > 0 && draft.Evidence.Count < MaxRequestEvidence)
+                    {
+                        var largest = unbounded.OrderByDescending(r => r.MaxOutputTokens ?? 0).ThenByDescending(r => r.OutputTokens ?? 0).First();
+                        draft.Evidence.Add(RequestEvidence(largest, $"allowed with no output ceiling from policy (asked for {(largest.MaxOutputTokens is { } m ? m.ToString(CultureInfo.InvariantCulture) : "none")}, got {largest.OutputTokens?.ToString(CultureInfo.InvariantCulture) ?? "-"})"));
+                    }
+                }
+
+                if (effective.Budget is { } consumerBudget && service?.Limits.Budget is { } serviceBudget && Above(consumerBudget, serviceBudget))
+                {
+                    var draft = add(consumer.Id + consumerBudget + serviceBudget, Classification.Misconfiguration, "consumer_budget_above_service", "high",
+                        $"Consumer '{consumer.Id}' has a budget above its service's",
+                        $"Consumer '{consumer.Id}' may spend {ReportText.Budget(consumerBudget, currency)}, more than service '{service.Id}' as a whole " +
+                        $"({ReportText.Budget(serviceBudget, currency)}): the consumer's budget says more than the service declared it can spend." +
+                        (consumerBudget.Period != serviceBudget.Period ? " (Periods differ; compared as 30 days to a month.)" : ""));
+                    draft.Versions.Add(version.Number);
+                    AddBudgetChange(context, draft, "consumer:" + consumer.Id);
+                }
+
+                if (effective.Budget is { } cb && tenant?.Limits.Budget is { } tb && Above(cb, tb))
+                {
+                    var draft = add(consumer.Id + cb + tb, Classification.Misconfiguration, "consumer_budget_above_tenant", "medium",
+                        $"Consumer '{consumer.Id}' has a budget above its tenant's",
+                        $"Consumer '{consumer.Id}' may spend {ReportText.Budget(cb, currency)}, more than tenant '{tenant.Id}' ({ReportText.Budget(tb, currency)}).");
+                    draft.Versions.Add(version.Number);
+                }
+
+                if (doc.Defaults.For(consumer.Category)?.Limits.Budget is { } defaultBudget && consumer.Limits.Budget is { } ownBudget
+                    && effective.Budget == ownBudget && Above(ownBudget, defaultBudget))
+                {
+                    var draft = add(consumer.Id + ownBudget, Classification.Misconfiguration, "budget_above_category_default", "medium",
+                        $"Consumer '{consumer.Id}' replaced its category's budget with a larger one",
+                        $"Category {category} defaults to {ReportText.Budget(defaultBudget, currency)}; consumer '{consumer.Id}' sets {ReportText.Budget(ownBudget, currency)} " +
+                        "over a different period, which replaces the default instead of narrowing it.");
+                    draft.Versions.Add(version.Number);
+                }
+
+                var stated = PolicyControls.Entitlements(doc, consumer);
+                if (service?.Models is { } choice)
+                {
+                    var allowed = choice.Select(m => PolicyControls.CanonicalModel(tenant, m)).ToHashSet(StringComparer.Ordinal);
+                    foreach (var model in stated.Where(e => e.Source != "category_default").SelectMany(e => e.Models).Select(m => PolicyControls.CanonicalModel(tenant, m))
+                        .Distinct(StringComparer.Ordinal).Where(m => !allowed.Contains(m)))
+                    {
+                        var draft = add(consumer.Id + "|" + model, Classification.Misconfiguration, "model_outside_service_choice", "medium",
+                            $"Consumer '{consumer.Id}' is entitled to '{model}', outside its service's model choice",
+                            $"Service '{service.Id}' chose {string.Join(", ", choice)}; the entitlement names '{model}'. The gateway refuses it (the choice bounds " +
+                            "every entitlement), but the entitlement says more than the service intends, and widening the choice would silently open it.");
+                        draft.Versions.Add(version.Number);
+                    }
+                }
+
+                foreach (var entitlement in stated.Where(e => e.Source == "entitlement"))
+                {
+                    EntitlementFindings(context, add, version, consumer, service, tenant, entitlement);
+                }
+
+                if (!PolicyControls.HasBudget(doc, consumer))
+                {
+                    var draft = add(consumer.Id, Classification.MissingGovernance, "no_budget", "high", $"No budget at any level for consumer '{consumer.Id}'",
+                        $"Neither consumer '{consumer.Id}', its category ({category}), its service '{consumer.Service}' nor its tenant has a budget: nobody declared " +
+                        "what this use may cost, so nothing stops it and nobody is accountable for the bill.");
+                    draft.Versions.Add(version.Number);
+                    var spent = context.OfConsumer(consumer.Id).Where(r => r.PolicyVersion == version.Number && r.Cost is > 0m).ToList();
+                    if (spent.Count > 0)
+                    {
+                        draft.Evidence.Add(new Evidence("spend", "v" + version.Number.ToString(CultureInfo.InvariantCulture),
+                            $"{ReportText.Plural(spent.Count, "priced request")} under it spent {ReportText.Money(spent.Sum(r => r.Cost!.Value), spent[0].Currency)} with no budget"));
+                        AddRequests(draft, spent);
+                    }
+                }
+            }
+
+            foreach (var service in doc.Services.Where(s => scope.Services.Contains(s.Id)))
+            {
+                var tenant = doc.Tenants.FirstOrDefault(t => t.Id == service.Tenant);
+                foreach (var gap in Governance.Gaps(doc, service))
+                {
+                    var draft = add(service.Id + gap.Field + gap.Message, Classification.MissingGovernance, "owner_gap", "high",
+                        gap.Message.Replace(": missing governance", "", StringComparison.Ordinal),
+                        $"{gap.Message} ({gap.Field}). Without every owner role filled by a distinct contact, nobody answers for access ({"policy"}), " +
+                        "the bill (billing) or whether the controls were active and who can stop the traffic (technical).");
+                    draft.Versions.Add(version.Number);
+                    if (context.Input.AdminEntries.LastOrDefault(a => a.Action == "policy.version_created" && a.PolicyVersion == version.Number) is { } created)
+                    {
+                        draft.Evidence.Add(new Evidence("ledger_entry", created.Position, $"policy version {version.Number} put in force by {created.Actor}: {created.Reason}"));
+                    }
+
+                    foreach (var set in context.Input.AdminEntries.Where(a => a.Action == "service.owners_set" && a.Target == "service:" + service.Id && a.Timestamp < context.Input.To))
+                    {
+                        draft.Evidence.Add(new Evidence("ledger_entry", set.Position, $"{ReportText.Time(set.Timestamp)} service.owners_set by {set.Actor}: {set.Before} -> {set.After}"));
+                    }
+
+                    var served = context.OfService(service.Id).Where(r => r.PolicyVersion == version.Number && r.Decision == "allow").ToList();
+                    if (served.Count > 0 && draft.Evidence.All(e => e.Kind != "request"))
+                    {
+                        draft.Evidence.Add(new Evidence("reason_count", "allow", $"{ReportText.Plural(served.Count, "request")} of the service served under v{version.Number} without that owner"));
+                        AddRequests(draft, served);
+                    }
+                }
+
+                if (service.Limits.Budget is { } sb && tenant?.Limits.Budget is { } tb && Above(sb, tb))
+                {
+                    var draft = add(service.Id + sb + tb, Classification.Misconfiguration, "service_budget_above_tenant", "medium",
+                        $"Service '{service.Id}' has a budget above its tenant's",
+                        $"Service '{service.Id}' may spend {ReportText.Budget(sb, PolicyControls.CurrencyOf(tenant))}, more than tenant '{tenant.Id}' ({ReportText.Budget(tb, PolicyControls.CurrencyOf(tenant))}).");
+                    draft.Versions.Add(version.Number);
+                }
+            }
+
+            RemovedControls(context, add, version, history.LastOrDefault(v => v.Number < version.Number));
+        }
+
+        // Traffic of an agent under a consumer of another category escapes the agent defaults.
+        var agentTraffic = context.Requests.Where(r => r.AgentRun is not null && r.Category is not null && r.Category != "agent").ToList();
+        foreach (var group in agentTraffic.GroupBy(r => r.Consumer ?? "?"))
+        {
+            var list = group.ToList();
+            var draft = add(group.Key, Classification.Misconfiguration, "category_mismatch", "medium",
+                $"Agent traffic under {list[0].Category} consumer '{group.Key}'",
+                $"{ReportText.Plural(list.Count, "request")} carried an agent run (X-Custos-Agent-Run) but consumer '{group.Key}' is registered as {list[0].Category}: " +
+                "the agent category's defaults (limits, ceilings, budget) and its owner roles (agent operator, business sponsor) do not apply to it.");
+            AddRequests(draft, list);
+        }
+    }
+
+    private static void EntitlementFindings(Context context, Func<string, string, string, string, string, string, Draft> add, PolicyVersion version,
+        ConsumerConfig consumer, ServiceConfig? service, TenantConfig? tenant, StatedEntitlement entitlement)
+    {
+        var ticket = entitlement.Ticket;
+        if (entitlement.ApprovedBy is null)
+        {
+            var draft = add(consumer.Id + "|" + string.Join(",", entitlement.Models), Classification.MissingGovernance, "entitlement_without_approver", "low",
+                $"An entitlement of '{consumer.Id}' names no approver",
+                $"The entitlement to {string.Join(", ", entitlement.Models)} records no approved_by: nobody is on record as having approved this access.");
+            draft.Versions.Add(version.Number);
+        }
+        else if (service is not null && !IsApprover(service, entitlement.ApprovedBy))
+        {
+            var draft = add(consumer.Id + "|" + entitlement.ApprovedBy, Classification.MissingGovernance, "approver_not_policy_owner", "low",
+                $"Access of '{consumer.Id}' approved by '{entitlement.ApprovedBy}', not the service's policy owner",
+                $"'{entitlement.ApprovedBy}' is neither the policy owner of service '{service.Id}' ({service.Owners.Policy?.Name ?? "none named"}) nor a delegate the policy names.");
+            draft.Versions.Add(version.Number);
+        }
+
+        if (ticket is null || !ticket.StartsWith("ar-", StringComparison.Ordinal))
+        {
+            return;
+        }
+
+        var request = context.Input.AccessRequests.FirstOrDefault(a => a.Id == ticket);
+        if (request is null || request.Status != AccessRequestStatus.Approved)
+        {
+            var draft = add(consumer.Id + "|" + ticket, Classification.MissingGovernance, "entitlement_not_approved", "high",
+                $"Entitlement of '{consumer.Id}' cites {ticket}, which was never approved",
+                request is null
+                    ? $"The entitlement names access request {ticket}, which Custos does not hold: the approval it claims cannot be shown."
+                    : $"The entitlement names access request {ticket}, which is {request.Status.ToString().ToLowerInvariant()}: the access was put in the policy without its approval.");
+            draft.Versions.Add(version.Number);
+            if (request is not null)
+            {
+                draft.Evidence.Add(new Evidence("access_request", request.Id, $"{request.Status.ToString().ToLowerInvariant()}; asked by {request.RequestedBy} for {string.Join(", ", request.Models)}"));
+            }
+
+            return;
+        }
+
+        var requested = request.Models.Select(m => PolicyControls.CanonicalModel(tenant, m)).ToHashSet(StringComparer.Ordinal);
+        var granted = entitlement.Models.Select(m => PolicyControls.CanonicalModel(tenant, m)).Distinct(StringComparer.Ordinal).ToList();
+        var extra = granted.Where(m => !requested.Contains(m)).ToList();
+        var longer = request.ValidUntil is { } until && (entitlement.ValidUntil is null || entitlement.ValidUntil > until);
+        var otherConsumer = request.Consumer != consumer.Id;
+        if (extra.Count == 0 && !longer && !otherConsumer)
+        {
+            return;
+        }
+
+        var what = new List<string>();
+        if (extra.Count > 0)
+        {
+            what.Add($"models {string.Join(", ", extra)} were never requested (the request asked for {string.Join(", ", request.Models)})");
+        }
+
+        if (longer)
+        {
+            what.Add($"it is valid {(entitlement.ValidUntil is { } u ? "until " + ReportText.Time(u) : "without end")}, the request asked until {ReportText.Time(request.ValidUntil)}");
+        }
+
+        if (otherConsumer)
+        {
+            what.Add($"the request was for consumer '{request.Consumer}'");
+        }
+
+        var finding = add(consumer.Id + "|" + ticket, Classification.Misconfiguration, "entitlement_broader_than_requested", "high",
+            $"Entitlement of '{consumer.Id}' is broader than access request {ticket}",
+            $"The entitlement citing {ticket} (approved by {entitlement.ApprovedBy}) grants more than was asked and approved: {string.Join("; ", what)}.");
+        finding.Versions.Add(version.Number);
+        if (finding.Evidence.All(e => e.Ref != request.Id))
+        {
+            finding.Evidence.Add(new Evidence("access_request", request.Id,
+                $"asked by {request.RequestedBy} at {ReportText.Time(request.RequestedAt)} for {string.Join(", ", request.Models)}" +
+                $"{(request.ValidUntil is { } v ? " until " + ReportText.Time(v) : "")}; approved by {request.DecidedBy} at {ReportText.Time(request.DecidedAt)} as v{request.PolicyVersion}"));
+            var widened = context.Input.History.FirstOrDefault(v => v.Number > (request.PolicyVersion ?? 0)
+                && v.Document.Consumers.FirstOrDefault(c => c.Id == consumer.Id)?.Entitlements.Any(e => e.Ticket == ticket
+                    && e.Models.Select(m => PolicyControls.CanonicalModel(tenant, m)).Any(m => !requested.Contains(m))) == true);
+            if (widened is not null)
+            {
+                finding.Evidence.Add(new Evidence("policy_version", "v" + widened.Number, $"widened by {widened.Author} at {ReportText.Time(widened.CreatedAt)}: {widened.Reason}"));
+            }
+
+            var used = context.OfConsumer(consumer.Id).Where(r => r.Decision == "allow" && r.Model is not null
+                && extra.Contains(PolicyControls.CanonicalModel(tenant, r.Model))).ToList();
+            AddRequests(finding, used, _ => "used a model that was never requested");
+        }
+    }
+
+    private static void RemovedControls(Context context, Func<string, string, string, string, string, string, Draft> add, PolicyVersion version, PolicyVersion? previous)
+    {
+        if (previous is null)
+        {
+            return;
+        }
+
+        var (before, after) = (previous.Document, version.Document);
+        var lost = new List<(string Scope, string Control, string Was)>();
+        foreach (var consumer in after.Consumers.Where(c => context.Scope.Consumers.Contains(c.Id)))
+        {
+            if (before.Consumers.FirstOrDefault(c => c.Id == consumer.Id) is not { } old)
+            {
+                continue;
+            }
+
+            Compare("consumer:" + consumer.Id, PolicyControls.EffectiveLimits(before, old), PolicyControls.EffectiveLimits(after, consumer), ceilings: true);
+        }
+
+        foreach (var service in after.Services.Where(s => context.Scope.Services.Contains(s.Id)))
+        {
+            if (before.Services.FirstOrDefault(s => s.Id == service.Id) is { } old)
+            {
+                Compare("service:" + service.Id, old.Limits, service.Limits, ceilings: false);
+                lost.AddRange(old.PromptRules.Where(r => service.PromptRules.All(n => n.Id != r.Id)).Select(r => ("service:" + service.Id, "prompt_restriction", "rule " + r.Id)));
+            }
+        }
+
+        foreach (var tenant in after.Tenants.Where(t => context.Scope.Tenants.Contains(t.Id)))
+        {
+            if (before.Tenants.FirstOrDefault(t => t.Id == tenant.Id) is { } old)
+            {
+                Compare("tenant:" + tenant.Id, old.Limits, tenant.Limits, ceilings: false);
+                lost.AddRange(old.PromptRules.Where(r => tenant.PromptRules.All(n => n.Id != r.Id)).Select(r => ("tenant:" + tenant.Id, "prompt_restriction", "rule " + r.Id)));
+            }
+        }
+
+        var record = context.Input.AdminEntries.LastOrDefault(a => a.Action == "policy.version_created" && a.PolicyVersion == version.Number);
+        foreach (var (scope, control, was) in lost)
+        {
+            var draft = add(scope + control + was + version.Number, Classification.Misconfiguration, "control_removed", "medium",
+                $"{control} of {scope} removed in v{version.Number}",
+                $"Version {version.Number} (by {version.Author}, {ReportText.Time(version.CreatedAt)}: {version.Reason}) removed {control} of {scope}, which v{previous.Number} set ({was}).");
+            draft.Versions.Add(version.Number);
+            if (record is not null)
+            {
+                draft.Evidence.Add(new Evidence("ledger_entry", record.Position, $"policy.version_created by {record.Actor}"));
+            }
+        }
+
+        void Compare(string scope, LimitsConfig was, LimitsConfig now, bool ceilings)
+        {
+            (string Control, long? Was, long? Now)[] fields =
+            [
+                ("rate_limit.requests", was.RequestsPerMinute, now.RequestsPerMinute),
+                ("rate_limit.tokens", was.TokensPerMinute, now.TokensPerMinute),
+                ("quota.requests_per_day", was.RequestsPerDay, now.RequestsPerDay),
+                ("quota.tokens_per_day", was.TokensPerDay, now.TokensPerDay),
+                ("quota.requests_per_month", was.RequestsPerMonth, now.RequestsPerMonth),
+                ("quota.tokens_per_month", was.TokensPerMonth, now.TokensPerMonth),
+                .. (ceilings
+                    ? new (string, long?, long?)[] { ("token_ceiling.input", was.MaxInputTokens, now.MaxInputTokens), ("token_ceiling.output", was.MaxOutputTokens, now.MaxOutputTokens), ("token_ceiling.n", was.MaxN, now.MaxN) }
+                    : []),
+            ];
+            lost.AddRange(fields.Where(f => f.Was is not null && f.Now is null).Select(f => (scope, f.Control, f.Was!.Value.ToString("N0", CultureInfo.InvariantCulture))));
+            if (was.Budget is { } budget && now.Budget is null)
+            {
+                lost.Add((scope, "budget", ReportText.Budget(budget, null)));
+            }
+        }
+    }
+
+    private static void SharedCredentialFindings(Context context, Func<string, string, string, string, string, string, Draft> add)
+    {
+        var versions = context.Input.History.Where(v => v.CreatedAt < context.Input.To).ToList();
+        foreach (var id in context.Scope.Credentials)
+        {
+            var bindings = versions.SelectMany(v => v.Document.Credentials.Where(c => c.Id == id).Select(c => (v.Number, c.Consumer, c.KeySha256))).ToList();
+            var consumers = bindings.Select(b => b.Consumer).Distinct(StringComparer.Ordinal).ToList();
+            var hashes = bindings.Select(b => b.KeySha256).Where(h => h is not null).ToHashSet(StringComparer.Ordinal);
+            var twins = versions.SelectMany(v => v.Document.Credentials.Where(c => c.Id != id && c.KeySha256 is not null && hashes.Contains(c.KeySha256)).Select(c => (v.Number, c.Id, c.Consumer)))
+                .ToList();
+            var used = context.OfCredential(id).ToList();
+            var usedBy = used.Select(r => r.Consumer).Where(c => c is not null).Distinct(StringComparer.Ordinal).ToList();
+            var usedFrom = used.Select(r => r.Service).Where(s => s is not null).Distinct(StringComparer.Ordinal).ToList();
+            var twinConsumers = twins.Select(t => t.Consumer).Where(c => !consumers.Contains(c)).Distinct(StringComparer.Ordinal).ToList();
+            if (consumers.Count <= 1 && twinConsumers.Count == 0 && usedBy.Count <= 1 && usedFrom.Count <= 1)
+            {
+                continue;
+            }
+
+            var who = consumers.Union(twinConsumers).Union(usedBy!).Distinct(StringComparer.Ordinal).ToList();
+            var draft = add(id, Classification.MissingGovernance, "shared_credential", "high", $"Credential '{id}' is shared by several consumers",
+                $"Credential '{id}' has acted for {string.Join(", ", who)}" + (usedFrom.Count > 1 ? $" and from services {string.Join(", ", usedFrom)}" : "") +
+                ": a request made with it cannot be pinned on one accountable consumer and owner.");
+            foreach (var group in bindings.GroupBy(b => b.Consumer))
+            {
+                draft.Evidence.Add(new Evidence("policy_version", Ranges(group.Select(g => g.Number)), $"binds {id} to consumer '{group.Key}'"));
+            }
+
+            foreach (var group in twins.GroupBy(t => (t.Id, t.Consumer)))
+            {
+                draft.Evidence.Add(new Evidence("policy_version", Ranges(group.Select(g => g.Number)), $"binds the same key to credential '{group.Key.Id}' of consumer '{group.Key.Consumer}'"));
+            }
+
+            if (usedBy.Count > 1 || usedFrom.Count > 1)
+            {
+                AddRequests(draft, [.. used.GroupBy(r => r.Consumer + "|" + r.Service).Select(g => g.First())], r => $"as consumer '{r.Consumer}' of service '{r.Service}'");
+            }
+        }
+    }
+
+    /// <summary>Whether a budget allows more than another: same period by amount; otherwise a day counts as a thirtieth of a month.</summary>
+    private static bool Above(BudgetConfig a, BudgetConfig b)
+    {
+        static decimal Monthly(BudgetConfig x) => x.Period == BudgetPeriod.Day ? x.Amount * 30 : x.Amount;
+        return a.Period == b.Period ? a.Amount > b.Amount : Monthly(a) > Monthly(b);
+    }
+
+    private static void AddBudgetChange(Context context, Draft draft, string target)
+    {
+        foreach (var entry in context.Input.AdminEntries.Where(a => a.Action == "budget.set" && a.Target == target && a.Timestamp < context.Input.To))
+        {
+            draft.Evidence.Add(new Evidence("ledger_entry", entry.Position, $"{ReportText.Time(entry.Timestamp)} budget.set by {entry.Actor}: {entry.Before ?? "none"} -> {entry.After ?? "none"}; reason: {entry.Reason}"));
+        }
+    }
+
+    /// <summary>True when <paramref name="who"/> is the service's policy owner (its admin, e-mail or name) or a delegate the policy names.</summary>
+    private static bool IsApprover(ServiceConfig service, string who)
+    {
+        var owner = service.Owners.Policy;
+        return (owner is not null && (string.Equals(owner.Admin, who, StringComparison.Ordinal) || string.Equals(owner.Email, who, StringComparison.OrdinalIgnoreCase)
+                || string.Equals(owner.Name, who, StringComparison.Ordinal)))
+            || (service.Approvers ?? []).Contains(who, StringComparer.Ordinal);
+    }
+
+    private static string Number(decimal? value) => value is { } v ? PolicyNames.Normalize(v).ToString(CultureInfo.InvariantCulture) : "-";
+
+    private static string Describe(TimeSpan span) => span.TotalDays >= 1 ? $"{span.TotalDays:0.#} days" : span.TotalHours >= 1 ? $"{span.TotalHours:0.#} hours"
+        : span.TotalMinutes >= 1 ? $"{span.TotalMinutes:0.#} minutes" : $"{span.TotalSeconds:0.#} seconds";
+
+    private static Classification Classify(IReadOnlyList<Finding> findings, Context context)
+    {
+        var requests = context.Requests;
+        var ranked = ClassOrder.Select(c => (Class: c, Findings: findings.Where(f => f.Class == c).ToList()))
+            .Select(x => (x.Class, x.Findings, Score: x.Findings.Sum(f => f.Weight)))
+            .OrderByDescending(x => x.Score).ThenBy(x => Array.IndexOf(ClassOrder, x.Class)).ToList();
+        var rankings = new List<ClassRanking>();
+        var rank = 0;
+        foreach (var (cls, list, score) in ranked)
+        {
+            rank = score == 0 ? ranked.Count(r => r.Score > 0) + 1 : rank + 1;
+            string explanation;
+            if (list.Count == 0)
+            {
+                explanation = cls switch
+                {
+                    Classification.Misuse => "No anomalous use found: no burst of refusals, prompt restrictions, entitlement probing, stopped credential or use far above the baseline.",
+                    Classification.Misconfiguration => "No control found absent or set beyond the declared intent for the subject in the window.",
+                    _ => "Owners named, budgets set, credentials not shared and the chain intact for the subject in the window.",
+                };
+            }
+            else
+            {
+                var titles = string.Join("; ", list.Select(f => f.Title));
+                explanation = cls switch
+                {
+                    Classification.Misuse => $"Anomalous use: {titles}. " + MisusePreconditions(context),
+                    Classification.Misconfiguration => $"A control was absent or set beyond the declared intent: {titles}.",
+                    _ => $"Accountability was missing: {titles}.",
+                };
+            }
+
+            rankings.Add(new ClassRanking(rank, cls, score, list.Count, explanation));
+        }
+
+        var applying = rankings.Where(r => r.Score > 0).ToList();
+        if (applying.Count == 0)
+        {
+            return new Classification(null, rankings,
+                $"No finding in the window: {ReportText.Plural(requests.Count, "request")} under controls that held, owners named, budget set and the chain " +
+                (context.Input.Chain.Status == ChainCheck.Verified ? "intact." : "not verified.") + " Nothing here points to misuse, misconfiguration or missing governance.");
+        }
+
+        var order = string.Join(", then ", applying.Select(r => $"{Name(r.Class)} (score {r.Score}, {ReportText.Plural(r.Findings, "finding")})"));
+        var tie = applying.Count > 1 && applying[0].Score == applying[1].Score
+            ? $" {Name(applying[0].Class)} and {Name(applying[1].Class)} tie; a cause in configuration or governance is ranked first, because it is what made the rest possible."
+            : "";
+        var why = applying.Count > 1
+            ? $" Several classes apply: fix the first to remove the cause, and read the others as what else the incident shows."
+            : "";
+        return new Classification(applying[0].Class, rankings,
+            $"Classified {Name(applying[0].Class)}. Ranked by the weight of the evidence (each finding high 3, medium 2, low 1): {order}.{tie}{why}");
+    }
+
+    private static string MisusePreconditions(Context context)
+    {
+        var allowed = context.Requests.Where(r => r.Decision == "allow").ToList();
+        var approval = allowed.SelectMany(r => r.Controls.Where(c => c.Control == "entitlement" && c.Decision == "pass" && c.Detail is not null)).Select(c => c.Detail).FirstOrDefault();
+        var enforced = context.Requests.Count(r => r.Controls.Count > 0);
+        var refusedByControls = context.Requests.Count(r => r.Controls.Any(c => c.Decision is "deny" or "throttle"));
+        return $"The credential was entitled ({ReportText.Plural(allowed.Count, "request")} allowed{(approval is null ? "" : ", " + approval)}) and the controls were enforced " +
+            $"({ReportText.Plural(enforced, "request")} evaluated, {refusedByControls} refused by a control), so the anomaly is in the use, not in the setup.";
+    }
+
+    /// <summary>A class in words.</summary>
+    public static string Name(string cls) => cls switch
+    {
+        Classification.MissingGovernance => "missing governance",
+        _ => cls,
+    };
+}

@@ -1,0 +1,758 @@
+using System.Text.Json;
+using Custos.ControlPlane;
+using Custos.Policy;
+
+namespace Custos.Reports;
+
+/// <summary>The subject's use in the period before an incident window, accumulated entry by entry.</summary>
+/// <param name="from">Start of the baseline period.</param>
+/// <param name="to">End of the baseline period (the window's start).</param>
+public sealed class BaselineStats(DateTimeOffset from, DateTimeOffset to)
+{
+    /// <summary>Start of the baseline period.</summary>
+    public DateTimeOffset From { get; } = from;
+
+    /// <summary>End of the baseline period.</summary>
+    public DateTimeOffset To { get; } = to;
+
+    /// <summary>Request entries.</summary>
+    public long Requests { get; private set; }
+
+    /// <summary>Of those, refused.</summary>
+    public long Refused { get; private set; }
+
+    /// <summary>Their spend.</summary>
+    public decimal Spend { get; private set; }
+
+    /// <summary>Counts one request entry of the baseline period.</summary>
+    public void Add(RequestEntry entry)
+    {
+        Requests++;
+        Refused += entry.Refused ? 1 : 0;
+        Spend += entry.Cost ?? 0m;
+    }
+}
+
+/// <summary>Everything an incident pack is built from, loaded by the caller (the CLI reads it from the store).</summary>
+public sealed record IncidentInput
+{
+    /// <summary>What the pack is about.</summary>
+    public required IncidentSubject Subject { get; init; }
+
+    /// <summary>Start of the window (inclusive).</summary>
+    public required DateTimeOffset From { get; init; }
+
+    /// <summary>End of the window (exclusive).</summary>
+    public required DateTimeOffset To { get; init; }
+
+    /// <summary>When the pack is made.</summary>
+    public required DateTimeOffset GeneratedAt { get; init; }
+
+    /// <summary>Every policy version, oldest first.</summary>
+    public required IReadOnlyList<PolicyVersion> History { get; init; }
+
+    /// <summary>The subject's request entries in the window, oldest first.</summary>
+    public required IReadOnlyList<RequestEntry> Requests { get; init; }
+
+    /// <summary>The subject's use before the window.</summary>
+    public required BaselineStats Baseline { get; init; }
+
+    /// <summary>Administrative entries up to the end of the window (the builder picks the subject's).</summary>
+    public IReadOnlyList<AdminEntry> AdminEntries { get; init; } = [];
+
+    /// <summary>Every access request.</summary>
+    public IReadOnlyList<AccessRequest> AccessRequests { get; init; } = [];
+
+    /// <summary>Owner notifications (the builder picks the subject's services and the window).</summary>
+    public IReadOnlyList<Notification> Notifications { get; init; } = [];
+
+    /// <summary>When each credential was last used.</summary>
+    public IReadOnlyDictionary<string, DateTimeOffset> CredentialLastUsed { get; init; } = new Dictionary<string, DateTimeOffset>();
+
+    /// <summary>The ledger verification over the window.</summary>
+    public required ChainCheck Chain { get; init; }
+
+    /// <summary>Requests shed in the window without an entry of their own.</summary>
+    public long ShedInWindow { get; init; }
+
+    /// <summary>At most this many requests in the timeline's event list (every administrative action is kept).</summary>
+    public int TimelineLimit { get; init; } = IncidentReportBuilder.DefaultTimelineLimit;
+}
+
+/// <summary>Builds the incident evidence pack from loaded data: pure logic, no store.</summary>
+public static partial class IncidentReportBuilder
+{
+    /// <summary>Requests listed one by one in the timeline, at most.</summary>
+    public const int DefaultTimelineLimit = 5000;
+
+    /// <summary>The policy versions in force at some instant of [<paramref name="from"/>, <paramref name="to"/>), with when (clipped to the window).</summary>
+    public static IReadOnlyList<(PolicyVersion Version, DateTimeOffset From, DateTimeOffset To)> VersionsInForce(IReadOnlyList<PolicyVersion> history,
+        DateTimeOffset from, DateTimeOffset to)
+    {
+        var result = new List<(PolicyVersion, DateTimeOffset, DateTimeOffset)>();
+        for (var i = 0; i < history.Count; i++)
+        {
+            var version = history[i];
+            var end = i + 1 < history.Count ? history[i + 1].CreatedAt : DateTimeOffset.MaxValue;
+            if (version.CreatedAt < to && end > from)
+            {
+                result.Add((version, version.CreatedAt > from ? version.CreatedAt : from, end < to ? end : to));
+            }
+        }
+
+        return result;
+    }
+
+    /// <summary>True when <paramref name="entry"/> belongs to <paramref name="subject"/>.</summary>
+    public static bool Matches(IncidentSubject subject, RequestEntry entry) => subject.Kind switch
+    {
+        "consumer" => entry.Consumer == subject.Id,
+        "credential" => entry.CredentialId == subject.Id,
+        "service" => entry.Service == subject.Id,
+        _ => entry.Tenant == subject.Id,
+    };
+
+    /// <summary>True when some policy version names the subject.</summary>
+    public static bool Exists(IncidentSubject subject, IEnumerable<PolicyVersion> history) => history.Any(v => subject.Kind switch
+    {
+        "consumer" => v.Document.Consumers.Any(c => c.Id == subject.Id),
+        "credential" => v.Document.Credentials.Any(c => c.Id == subject.Id),
+        "service" => v.Document.Services.Any(s => s.Id == subject.Id),
+        _ => v.Document.Tenants.Any(t => t.Id == subject.Id),
+    });
+
+    /// <summary>The baseline period of a window: the same length immediately before it, at most 30 days.</summary>
+    public static (DateTimeOffset From, DateTimeOffset To) BaselineWindow(DateTimeOffset from, DateTimeOffset to)
+    {
+        var length = to - from;
+        if (length > TimeSpan.FromDays(30))
+        {
+            length = TimeSpan.FromDays(30);
+        }
+
+        return (from - length, from);
+    }
+
+    /// <summary>Builds the pack.</summary>
+    public static IncidentReport Build(IncidentInput input)
+    {
+        var (from, to) = (input.From, input.To);
+        var requests = input.Requests;
+        var inForce = VersionsInForce(input.History, from, to).ToList();
+        foreach (var number in requests.Select(r => r.PolicyVersion).Distinct().Where(n => inForce.All(v => v.Version.Number != n)))
+        {
+            // A request that started just before a version changed names the older one: it was in force for that request.
+            if (input.History.FirstOrDefault(v => v.Number == number) is { } named)
+            {
+                inForce.Add((named, from, from));
+            }
+        }
+
+        inForce.Sort((a, b) => a.Version.Number.CompareTo(b.Version.Number));
+        var scope = ResolveScope(input.Subject, inForce.Select(v => v.Version.Document), requests);
+        var context = new Context(input, inForce, scope);
+        var findings = Findings(context);
+        var notes = new List<string>();
+        if (inForce.Count == 0)
+        {
+            notes.Add("No policy version was in force during the window: there are no controls to report.");
+        }
+
+        if (input.Chain.Status == ChainCheck.NotVerified)
+        {
+            notes.Add("The ledger was not verified: " + input.Chain.Detail);
+        }
+
+        if (input.ShedInWindow > 0)
+        {
+            notes.Add($"{ReportText.Plural(input.ShedInWindow, "request was", "requests were")} shed with 503 in the window while the ledger queue was full and counted without an entry of their own; they cannot be attributed to a subject.");
+        }
+
+        var timeline = BuildTimeline(context);
+        if (timeline.OmittedRequests > 0)
+        {
+            notes.Add($"The timeline lists the first {ReportText.Count(input.TimelineLimit)} requests one by one; {ReportText.Count(timeline.OmittedRequests)} more are counted in its activity buckets (custos requests lists them all).");
+        }
+
+        return new IncidentReport
+        {
+            GeneratedAt = input.GeneratedAt,
+            Subject = input.Subject,
+            From = from,
+            To = to,
+            Scope = scope,
+            Summary = Summarise(input),
+            Classification = Classify(findings, context),
+            Findings = findings,
+            Timeline = timeline,
+            PolicyVersions = [.. inForce.Select(v => VersionView(context, v.Version, v.From, v.To))],
+            ControlsObserved = [.. requests.SelectMany(r => r.Controls).GroupBy(c => (c.Control, c.Scope, c.Decision))
+                .Select(g => new ControlObservation(g.Key.Control, g.Key.Scope, g.Key.Decision, g.Count(), g.Last().Limit))
+                .OrderBy(o => o.Control, StringComparer.Ordinal).ThenBy(o => o.Scope, StringComparer.Ordinal).ThenBy(o => o.Decision, StringComparer.Ordinal)],
+            Entitlements = EntitlementViews(context),
+            AccessRequests = [.. input.AccessRequests.Where(a => scope.Consumers.Contains(a.Consumer))],
+            Credentials = CredentialViews(context),
+            Spend = SpendView(context),
+            Alerts = new AlertsSection("not_configured",
+                "Alerting is not configured: this version of Custos has no alert rules or routes yet (they come with issue 7), so no alert could have fired " +
+                "and none is listed. The owner notifications Custos does send (credential actions, kill switches, access requests) are listed below."),
+            Notifications = NotificationViews(context),
+            Interventions = InterventionViews(context),
+            Owners = OwnerViews(context),
+            Chain = input.Chain,
+            Baseline = BaselineViewOf(input),
+            Notes = notes,
+        };
+    }
+
+    /// <summary>What the builder works from, resolved once.</summary>
+    private sealed class Context(IncidentInput input, IReadOnlyList<(PolicyVersion Version, DateTimeOffset From, DateTimeOffset To)> inForce, IncidentScope scope)
+    {
+        public IncidentInput Input { get; } = input;
+
+        public IReadOnlyList<(PolicyVersion Version, DateTimeOffset From, DateTimeOffset To)> InForce { get; } = inForce;
+
+        public IncidentScope Scope { get; } = scope;
+
+        public IReadOnlyList<RequestEntry> Requests => Input.Requests;
+
+        private ILookup<string, RequestEntry>? _byConsumer;
+        private ILookup<string, RequestEntry>? _byService;
+        private ILookup<string, RequestEntry>? _byCredential;
+
+        /// <summary>The window's requests of one consumer (looked up, so a tenant with many consumers stays linear).</summary>
+        public IEnumerable<RequestEntry> OfConsumer(string id) => (_byConsumer ??= Requests.Where(r => r.Consumer is not null).ToLookup(r => r.Consumer!, StringComparer.Ordinal))[id];
+
+        /// <summary>The window's requests of one service.</summary>
+        public IEnumerable<RequestEntry> OfService(string id) => (_byService ??= Requests.Where(r => r.Service is not null).ToLookup(r => r.Service!, StringComparer.Ordinal))[id];
+
+        /// <summary>The window's requests made with one credential.</summary>
+        public IEnumerable<RequestEntry> OfCredential(string id) => (_byCredential ??= Requests.Where(r => r.CredentialId is not null).ToLookup(r => r.CredentialId!, StringComparer.Ordinal))[id];
+
+        /// <summary>The newest version in force, or null.</summary>
+        public PolicyDocument? Last => InForce.Count == 0 ? null : InForce[^1].Version.Document;
+
+        /// <summary>Access request ids of the subject's consumers.</summary>
+        public HashSet<string> AccessRequestIds { get; } = [.. input.AccessRequests.Where(a => scope.Consumers.Contains(a.Consumer)).Select(a => a.Id)];
+
+        /// <summary>True when an administrative entry concerns the subject (or is a policy version change).</summary>
+        public bool Concerns(AdminEntry entry)
+        {
+            var colon = entry.Target.IndexOf(':', StringComparison.Ordinal);
+            if (colon < 0)
+            {
+                return entry.Target == "policy";
+            }
+
+            var id = entry.Target[(colon + 1)..];
+            return entry.Target[..colon] switch
+            {
+                "credential" => Scope.Credentials.Contains(id),
+                "consumer" => Scope.Consumers.Contains(id),
+                "service" => Scope.Services.Contains(id),
+                "tenant" => Scope.Tenants.Contains(id),
+                "access_request" => AccessRequestIds.Contains(id),
+                _ => false,
+            };
+        }
+
+        /// <summary>Administrative entries of the window that concern the subject.</summary>
+        public IEnumerable<AdminEntry> AdminInWindow => Input.AdminEntries.Where(a => a.Timestamp >= Input.From && a.Timestamp < Input.To && Concerns(a));
+    }
+
+    private static IncidentScope ResolveScope(IncidentSubject subject, IEnumerable<PolicyDocument> documents, IReadOnlyList<RequestEntry> requests)
+    {
+        var docs = documents.ToList();
+        var tenants = new SortedSet<string>(StringComparer.Ordinal);
+        var services = new SortedSet<string>(StringComparer.Ordinal);
+        var consumers = new SortedSet<string>(StringComparer.Ordinal);
+        var credentials = new SortedSet<string>(StringComparer.Ordinal);
+        switch (subject.Kind)
+        {
+            case "consumer":
+                consumers.Add(subject.Id);
+                break;
+            case "credential":
+                credentials.Add(subject.Id);
+                consumers.UnionWith(docs.SelectMany(d => d.Credentials.Where(c => c.Id == subject.Id).Select(c => c.Consumer)));
+                break;
+            case "service":
+                services.Add(subject.Id);
+                consumers.UnionWith(docs.SelectMany(d => d.Consumers.Where(c => c.Service == subject.Id).Select(c => c.Id)));
+                break;
+            default:
+                tenants.Add(subject.Id);
+                services.UnionWith(docs.SelectMany(d => d.Services.Where(s => s.Tenant == subject.Id).Select(s => s.Id)));
+                consumers.UnionWith(docs.SelectMany(d => d.Consumers.Where(c => services.Contains(c.Service)).Select(c => c.Id)));
+                break;
+        }
+
+        foreach (var r in requests)
+        {
+            Add(consumers, r.Consumer);
+            Add(services, r.Service);
+            Add(tenants, r.Tenant);
+            if (subject.Kind != "credential")
+            {
+                Add(credentials, r.CredentialId);
+            }
+        }
+
+        foreach (var doc in docs)
+        {
+            foreach (var consumer in doc.Consumers.Where(c => consumers.Contains(c.Id)))
+            {
+                services.Add(consumer.Service);
+                if (subject.Kind != "credential")
+                {
+                    credentials.UnionWith(doc.Credentials.Where(c => c.Consumer == consumer.Id).Select(c => c.Id));
+                }
+            }
+
+            tenants.UnionWith(doc.Services.Where(s => services.Contains(s.Id)).Select(s => s.Tenant));
+        }
+
+        return new IncidentScope([.. tenants], [.. services], [.. consumers], [.. credentials]);
+
+        static void Add(SortedSet<string> set, string? value)
+        {
+            if (value is not null)
+            {
+                set.Add(value);
+            }
+        }
+    }
+
+    private static IncidentSummary Summarise(IncidentInput input)
+    {
+        var requests = input.Requests;
+        var peak = requests.GroupBy(r => Floor(r.Timestamp, 60)).OrderByDescending(g => g.Count()).ThenBy(g => g.Key).FirstOrDefault();
+        return new IncidentSummary
+        {
+            Requests = requests.Count,
+            Allowed = requests.Count(r => r.Decision == "allow"),
+            Denied = requests.Count(r => r.Decision == "deny"),
+            Throttled = requests.Count(r => r.Decision == "throttle"),
+            Spend = requests.Sum(r => r.Cost ?? 0m),
+            Currency = requests.FirstOrDefault(r => r.Currency is not null)?.Currency,
+            Reasons = CountBy(requests.SelectMany(r => r.Reasons)),
+            Models = CountBy(requests.Select(r => r.Model ?? "(none)")),
+            FirstRequest = requests.Count == 0 ? null : requests[0].Timestamp,
+            LastRequest = requests.Count == 0 ? null : requests[^1].Timestamp,
+            PeakMinute = peak?.Key,
+            PeakMinuteRequests = peak?.Count() ?? 0,
+            ShedInWindow = input.ShedInWindow,
+        };
+    }
+
+    private static Dictionary<string, int> CountBy(IEnumerable<string> values)
+    {
+        var counts = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var value in values)
+        {
+            counts[value] = counts.GetValueOrDefault(value) + 1;
+        }
+
+        return counts.OrderByDescending(c => c.Value).ThenBy(c => c.Key, StringComparer.Ordinal).ToDictionary(c => c.Key, c => c.Value, StringComparer.Ordinal);
+    }
+
+    private static DateTimeOffset Floor(DateTimeOffset time, int seconds)
+    {
+        var ticks = TimeSpan.TicksPerSecond * seconds;
+        return new DateTimeOffset(time.UtcTicks - time.UtcTicks % ticks, TimeSpan.Zero);
+    }
+
+    private static Timeline BuildTimeline(Context context)
+    {
+        var input = context.Input;
+        var events = new List<TimelineEvent>();
+        var listed = input.Requests.Take(input.TimelineLimit).ToList();
+        events.AddRange(listed.Select(r => new TimelineEvent(r.Timestamp, "request", r.RequestId, $"{r.Consumer ?? "unidentified caller"} / {r.CredentialId ?? "no credential"}",
+            RequestWhat(r), r.Decision, r.Reasons, r.PolicyVersion)));
+        events.AddRange(context.AdminInWindow.Select(a => new TimelineEvent(a.Timestamp, "admin", a.Position, a.Actor, AdminWhat(a), a.Action, [], a.PolicyVersion)));
+        events.Sort((a, b) => a.At.CompareTo(b.At));
+
+        var length = input.To - input.From;
+        var bucket = length <= TimeSpan.FromHours(3) ? 60 : length <= TimeSpan.FromDays(3) ? 3600 : 86400;
+        var activity = input.Requests.GroupBy(r => Floor(r.Timestamp, bucket)).Select(g =>
+        {
+            var list = g.ToList();
+            return new ActivityBucket(g.Key, list.Count, list.Count(r => r.Decision == "allow"), list.Count(r => r.Decision == "deny"),
+                list.Count(r => r.Decision == "throttle"), list.Sum(r => r.Cost ?? 0m), CountBy(list.SelectMany(r => r.Reasons)), list[0].RequestId, list[^1].RequestId);
+        }).OrderBy(b => b.Start).ToList();
+        return new Timeline(events, input.Requests.Count - listed.Count, bucket, activity);
+    }
+
+    /// <summary>A request in words: model, status, outcome, cost.</summary>
+    internal static string RequestWhat(RequestEntry r)
+        => $"{r.Model ?? "(no model)"}: {r.Status} {r.Outcome}" + (r.Cost is { } cost && cost > 0 ? $", {ReportText.Money(cost, r.Currency)}" : "")
+            + (r.Reasons.Count > 0 ? " [" + string.Join(", ", r.Reasons) + "]" : "");
+
+    /// <summary>An administrative entry in words (without its action, which the timeline shows beside it).</summary>
+    internal static string AdminWhat(AdminEntry a)
+    {
+        var change = a.Action == "policy.version_created"
+            ? $"policy version {a.PolicyVersion} ({Short(a.After)})"
+            : $"{a.Target}" + (a.Before is null && a.After is null ? "" : $": {a.Before ?? "-"} -> {a.After ?? "-"}");
+        return change + (a.Reason is null ? "" : $"; reason: {a.Reason}");
+
+        static string Short(string? hash) => hash is { Length: > 12 } ? hash[..12] : hash ?? "-";
+    }
+
+    private static VersionInForce VersionView(Context context, PolicyVersion version, DateTimeOffset from, DateTimeOffset to)
+    {
+        var doc = version.Document;
+        var scope = context.Scope;
+        var previous = context.Input.History.LastOrDefault(v => v.Number < version.Number);
+        var ids = scope.Consumers.Select(c => $"consumers[{c}]").Concat(scope.Services.Select(s => $"services[{s}]"))
+            .Concat(scope.Tenants.Select(t => $"tenants[{t}]")).Concat(scope.Credentials.Select(c => $"credentials[{c}]")).ToList();
+        var changes = PolicyDiff.Compute(previous?.Document, doc)
+            .Where(c => c.Path.StartsWith("defaults", StringComparison.Ordinal) || c.Path.StartsWith("gateway", StringComparison.Ordinal)
+                || ids.Any(id => c.Path.StartsWith(id, StringComparison.Ordinal)))
+            .Select(c => c.ToString()).ToList();
+        var controls = new List<ScopeControls>();
+        foreach (var consumer in doc.Consumers.Where(c => scope.Consumers.Contains(c.Id)))
+        {
+            controls.Add(PolicyControls.ForConsumer(doc, consumer));
+        }
+
+        if (controls.Count == 0)
+        {
+            controls.AddRange(doc.Services.Where(s => scope.Services.Contains(s.Id)).Select(s => PolicyControls.ForService(doc, s)));
+        }
+
+        return new VersionInForce
+        {
+            Number = version.Number,
+            Sha256 = version.Sha256,
+            Author = version.Author,
+            Reason = version.Reason,
+            CreatedAt = version.CreatedAt,
+            InForceFrom = from,
+            InForceTo = to,
+            Requests = context.Requests.Count(r => r.PolicyVersion == version.Number),
+            Changes = previous is null ? ["(the first version)"] : changes,
+            Controls = controls,
+        };
+    }
+
+    private static List<EntitlementView> EntitlementViews(Context context)
+    {
+        var result = new List<EntitlementView>();
+        foreach (var consumerId in context.Scope.Consumers)
+        {
+            var holder = context.InForce.LastOrDefault(v => v.Version.Document.Consumers.Any(c => c.Id == consumerId)).Version;
+            if (holder is null)
+            {
+                continue;
+            }
+
+            var doc = holder.Document;
+            var consumer = doc.Consumers.First(c => c.Id == consumerId);
+            var tenant = PolicyControls.TenantOf(doc, PolicyControls.ServiceOf(doc, consumer));
+            foreach (var e in PolicyControls.Entitlements(doc, consumer))
+            {
+                var models = e.Models.Select(m => PolicyControls.CanonicalModel(tenant, m)).ToHashSet(StringComparer.Ordinal);
+                result.Add(new EntitlementView
+                {
+                    Consumer = consumerId,
+                    PolicyVersion = holder.Number,
+                    Models = e.Models,
+                    Source = e.Source,
+                    ApprovedBy = e.ApprovedBy,
+                    Ticket = e.Ticket,
+                    ValidFrom = e.ValidFrom,
+                    ValidUntil = e.ValidUntil,
+                    AccessRequest = e.Ticket is null ? null : context.Input.AccessRequests.FirstOrDefault(a => a.Id == e.Ticket),
+                    AllowedRequests = context.OfConsumer(consumerId).Count(r => r.Decision == "allow" && r.Model is not null
+                        && models.Contains(PolicyControls.CanonicalModel(tenant, r.Model))),
+                });
+            }
+        }
+
+        return result;
+    }
+
+    private static List<CredentialHistory> CredentialViews(Context context)
+    {
+        var input = context.Input;
+        var result = new List<CredentialHistory>();
+        foreach (var id in context.Scope.Credentials)
+        {
+            var holder = context.InForce.LastOrDefault(v => v.Version.Document.Credentials.Any(c => c.Id == id)).Version
+                ?? input.History.LastOrDefault(v => v.CreatedAt < input.To && v.Document.Credentials.Any(c => c.Id == id));
+            var config = holder?.Document.Credentials.First(c => c.Id == id);
+            var used = context.OfCredential(id).ToList();
+            result.Add(new CredentialHistory
+            {
+                Id = id,
+                Consumer = config?.Consumer,
+                BoundConsumers = [.. input.History.Where(v => v.CreatedAt < input.To).SelectMany(v => v.Document.Credentials.Where(c => c.Id == id).Select(c => c.Consumer))
+                    .Distinct(StringComparer.Ordinal)],
+                Kind = config is null ? null : config.KeySha256 is null ? "workload_identity" : "api_key",
+                Prefix = config?.Prefix,
+                StatusAtEnd = config is null ? "unknown (in no policy version)" : StatusAt(config, input.To),
+                CreatedAt = config?.CreatedAt,
+                ExpiresAt = config?.ExpiresAt,
+                LastUsed = input.CredentialLastUsed.TryGetValue(id, out var last) ? last : null,
+                RequestsInWindow = used.Count,
+                RefusedInWindow = used.Count(r => r.Refused),
+                History = [.. input.AdminEntries.Where(a => a.Target == "credential:" + id && a.Timestamp < input.To)],
+            });
+        }
+
+        return result;
+    }
+
+    /// <summary>A credential's status at an instant: revoked, suspended, expired or active.</summary>
+    internal static string StatusAt(CredentialConfig credential, DateTimeOffset at) => credential.Status switch
+    {
+        CredentialStatus.Revoked => "revoked",
+        CredentialStatus.Suspended => "suspended",
+        _ when credential.ExpiresAt is { } e && e <= at => "expired",
+        _ => "active",
+    };
+
+    private static SpendSection SpendView(Context context)
+    {
+        var requests = context.Requests;
+        var currency = requests.FirstOrDefault(r => r.Currency is not null)?.Currency;
+        var doc = context.Last;
+        var budgets = new List<BudgetView>();
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        (string Scope, BudgetConfig Budget, TenantConfig? Tenant)? chartBudget = null;
+        if (doc is not null)
+        {
+            currency ??= PolicyControls.CurrencyOf(doc.Tenants.FirstOrDefault(t => context.Scope.Tenants.Contains(t.Id)));
+            var levels = new List<(string Scope, BudgetConfig Budget, TenantConfig? Tenant)>();
+            foreach (var consumer in doc.Consumers.Where(c => context.Scope.Consumers.Contains(c.Id)))
+            {
+                var tenant = PolicyControls.TenantOf(doc, PolicyControls.ServiceOf(doc, consumer));
+                if (PolicyControls.EffectiveLimits(doc, consumer).Budget is { } b)
+                {
+                    levels.Add(("consumer:" + consumer.Id, b, tenant));
+                }
+            }
+
+            foreach (var service in doc.Services.Where(s => context.Scope.Services.Contains(s.Id) && s.Limits.Budget is not null))
+            {
+                levels.Add(("service:" + service.Id, service.Limits.Budget!, doc.Tenants.FirstOrDefault(t => t.Id == service.Tenant)));
+            }
+
+            foreach (var tenant in doc.Tenants.Where(t => context.Scope.Tenants.Contains(t.Id) && t.Limits.Budget is not null))
+            {
+                levels.Add(("tenant:" + tenant.Id, tenant.Limits.Budget!, tenant));
+            }
+
+            foreach (var (scope, budget, tenant) in levels.Where(l => seen.Add(l.Scope)))
+            {
+                var reading = requests.SelectMany(r => r.Controls.Where(c => c.Control == "budget" && c.Scope == scope).Select(c => (r.Timestamp, c))).LastOrDefault();
+                budgets.Add(new BudgetView
+                {
+                    Scope = scope,
+                    Amount = budget.Amount,
+                    Period = PolicyNames.Of(budget.Period),
+                    Mode = PolicyNames.Of(budget.Mode),
+                    SpendInWindow = InScope(requests, scope).Sum(r => r.Cost ?? 0m),
+                    LastUsed = reading.c?.Used,
+                    LastLimit = reading.c?.Limit,
+                    LastReadingAt = reading.c is null ? null : reading.Timestamp,
+                    Refused = requests.Count(r => r.Controls.Any(c => c.Control == "budget" && c.Scope == scope && c.Decision == "deny")),
+                });
+            }
+
+            // The chart's line: the subject's own level if it has a budget, else the nearest enclosing one (never a narrower one).
+            string[] order = context.Input.Subject.Kind switch
+            {
+                "consumer" or "credential" => ["consumer:", "service:", "tenant:"],
+                "service" => ["service:", "tenant:"],
+                _ => ["tenant:"],
+            };
+            foreach (var prefix in order)
+            {
+                if (levels.FirstOrDefault(l => l.Scope.StartsWith(prefix, StringComparison.Ordinal)) is { Scope: not null } level)
+                {
+                    chartBudget = level;
+                    break;
+                }
+            }
+        }
+
+        var points = new List<SpendPoint>();
+        var cumulative = 0m;
+        var segment = 0;
+        DateTimeOffset? periodEnd = null;
+        TimeZoneInfo zone = TimeZoneInfo.Utc;
+        if (chartBudget?.Tenant?.TimeZone is { } zoneId)
+        {
+            try
+            {
+                zone = TimeZoneInfo.FindSystemTimeZoneById(zoneId);
+            }
+            catch (TimeZoneNotFoundException)
+            {
+                zone = TimeZoneInfo.Utc;
+            }
+        }
+
+        points.Add(new SpendPoint(context.Input.From, 0m, 0));
+        foreach (var r in requests.Where(r => r.Cost is > 0m))
+        {
+            if (chartBudget is { } cb)
+            {
+                periodEnd ??= PeriodEnd(context.Input.From, cb.Budget.Period, zone);
+                if (r.Timestamp >= periodEnd)
+                {
+                    // A new budget period: the budget renews, so the line restarts from zero.
+                    while (r.Timestamp >= periodEnd)
+                    {
+                        periodEnd = PeriodEnd(periodEnd.Value, cb.Budget.Period, zone);
+                    }
+
+                    segment++;
+                    cumulative = 0m;
+                    points.Add(new SpendPoint(r.Timestamp, 0m, segment));
+                }
+            }
+
+            cumulative += r.Cost!.Value;
+            points.Add(new SpendPoint(r.Timestamp, cumulative, segment));
+        }
+
+        var total = requests.Sum(r => r.Cost ?? 0m);
+        var caption = chartBudget is { } chosen
+            ? $"Cumulative spend of {context.Input.Subject} in the window against the budget of {chosen.Scope}: {ReportText.Budget(chosen.Budget, currency)}. " +
+                $"By the end of the window: {ReportText.Money(cumulative, currency)} in the current period, " +
+                $"{(chosen.Budget.Amount > 0 ? (cumulative / chosen.Budget.Amount * 100).ToString("0.####", System.Globalization.CultureInfo.InvariantCulture) : "-")}% of the budget." +
+                (segment > 0 ? $" The line restarts at each new budget {PolicyNames.Of(chosen.Budget.Period)} ({segment} renewal(s) in the window)." : "") +
+                (!chosen.Scope.StartsWith(context.Input.Subject.Kind is "credential" ? "consumer" : context.Input.Subject.Kind, StringComparison.Ordinal)
+                    ? $" The subject has no budget of its own; {chosen.Scope}'s budget is shared with the rest of that scope." : "")
+            : $"Cumulative spend of {context.Input.Subject} in the window. No budget applied at any level, so there is no budget line.";
+        return new SpendSection
+        {
+            Currency = currency,
+            Total = total,
+            PricedRequests = requests.Count(r => r.Cost is not null),
+            Budgets = budgets,
+            Chart = new SpendChart(chartBudget?.Scope, chartBudget?.Budget.Amount, chartBudget is { } c ? PolicyNames.Of(c.Budget.Period) : null, Thin(points), caption),
+        };
+    }
+
+    /// <summary>The requests that count against a budget of <paramref name="scope"/> (<c>consumer:ID</c>, <c>service:ID</c>, <c>tenant:ID</c>).</summary>
+    private static IEnumerable<RequestEntry> InScope(IEnumerable<RequestEntry> requests, string scope)
+    {
+        var id = scope[(scope.IndexOf(':', StringComparison.Ordinal) + 1)..];
+        return scope.StartsWith("consumer:", StringComparison.Ordinal) ? requests.Where(r => r.Consumer == id)
+            : scope.StartsWith("service:", StringComparison.Ordinal) ? requests.Where(r => r.Service == id)
+            : requests.Where(r => r.Tenant == id);
+    }
+
+    /// <summary>Keeps a chart to at most ~1,000 points, always with the first, the last and every period start.</summary>
+    private static List<SpendPoint> Thin(List<SpendPoint> points)
+    {
+        if (points.Count <= 1000)
+        {
+            return points;
+        }
+
+        var step = (points.Count + 999) / 1000;
+        return [.. points.Where((p, i) => i % step == 0 || i == points.Count - 1 || (i > 0 && points[i - 1].Segment != p.Segment))];
+    }
+
+    private static DateTimeOffset PeriodEnd(DateTimeOffset instant, BudgetPeriod period, TimeZoneInfo zone)
+    {
+        var local = TimeZoneInfo.ConvertTime(instant, zone);
+        var start = period == BudgetPeriod.Day ? local.Date : new DateTime(local.Year, local.Month, 1, 0, 0, 0, DateTimeKind.Unspecified);
+        var next = period == BudgetPeriod.Day ? start.AddDays(1) : start.AddMonths(1);
+        return new DateTimeOffset(next, zone.GetUtcOffset(next)).ToUniversalTime();
+    }
+
+    private static List<NotificationView> NotificationViews(Context context)
+    {
+        var input = context.Input;
+        var result = new List<NotificationView>();
+        foreach (var n in input.Notifications.Where(n => n.CreatedAt >= input.From && n.CreatedAt < input.To).OrderBy(n => n.CreatedAt))
+        {
+            string? eventName = null, service = null, target = null;
+            try
+            {
+                using var payload = JsonDocument.Parse(n.Payload);
+                eventName = Json.Text(payload.RootElement, "event");
+                service = Json.Text(payload.RootElement, "service");
+                target = Json.Text(payload.RootElement, "target");
+            }
+            catch (JsonException)
+            {
+                // A payload that is not JSON still counts as a message; it just says less.
+            }
+
+            if (service is not null && context.Scope.Services.Contains(service))
+            {
+                result.Add(new NotificationView(n.CreatedAt, eventName, service, n.Role, n.Recipient, n.Channel, target, n.Status, n.Attempts));
+            }
+        }
+
+        return result;
+    }
+
+    private static InterventionsSection InterventionViews(Context context)
+    {
+        var actions = context.AdminInWindow.Where(a => a.Action.StartsWith("credential.", StringComparison.Ordinal) || a.Action.StartsWith("kill_switch.", StringComparison.Ordinal)).ToList();
+        string[] stops = ["deny.credential_revoked", "deny.credential_suspended", "deny.credential_expired", "deny.consumer_suspended", "deny.service_suspended",
+            "deny.tenant_suspended", "deny.service_ungoverned"];
+        var refusals = CountBy(context.Requests.SelectMany(r => r.Reasons).Where(stops.Contains));
+        var atEnd = new List<string>();
+        if (context.Last is { } doc)
+        {
+            atEnd.AddRange(doc.Tenants.Where(t => context.Scope.Tenants.Contains(t.Id) && t.Suspended == true).Select(t => $"kill switch engaged on tenant:{t.Id}"));
+            atEnd.AddRange(doc.Services.Where(s => context.Scope.Services.Contains(s.Id) && s.Suspended == true).Select(s => $"kill switch engaged on service:{s.Id}"));
+            atEnd.AddRange(doc.Consumers.Where(c => context.Scope.Consumers.Contains(c.Id) && c.Suspended == true).Select(c => $"kill switch engaged on consumer:{c.Id}"));
+            atEnd.AddRange(doc.Credentials.Where(c => context.Scope.Credentials.Contains(c.Id)).Select(c => (c, StatusAt(c, context.Input.To)))
+                .Where(x => x.Item2 != "active").Select(x => $"credential {x.c.Id} ({x.c.Consumer}) {x.Item2}"));
+        }
+
+        return new InterventionsSection(actions, refusals, atEnd);
+    }
+
+    private static OwnersSection OwnerViews(Context context)
+    {
+        var contacts = new List<OwnerContact>();
+        var gaps = new List<string>();
+        long? newest = null;
+        foreach (var serviceId in context.Scope.Services)
+        {
+            var holder = context.Input.History.LastOrDefault(v => v.Document.Services.Any(s => s.Id == serviceId));
+            if (holder is null)
+            {
+                continue;
+            }
+
+            newest = Math.Max(newest ?? 0, holder.Number);
+            var service = holder.Document.Services.First(s => s.Id == serviceId);
+            var owners = service.Owners;
+            var hasAgents = holder.Document.Consumers.Any(c => c.Service == serviceId && c.Category == ConsumerCategory.Agent);
+            var roles = new List<(string, OwnerConfig?)> { ("policy", owners.Policy), ("billing", owners.Billing), ("technical", owners.Technical) };
+            if (hasAgents || owners.AgentOperator is not null || owners.BusinessSponsor is not null)
+            {
+                roles.Add(("agent_operator", owners.AgentOperator));
+                roles.Add(("business_sponsor", owners.BusinessSponsor));
+            }
+
+            contacts.AddRange(roles.Select(r => new OwnerContact(serviceId, r.Item1, r.Item2?.Name, r.Item2?.Email, r.Item2?.Webhook?.ToString(), r.Item2?.Admin)));
+            gaps.AddRange(Governance.Gaps(holder.Document, service).Select(g => g.Message));
+        }
+
+        return new OwnersSection(newest, contacts, gaps);
+    }
+
+    private static BaselineView BaselineViewOf(IncidentInput input)
+    {
+        var baseline = input.Baseline;
+        var baselineHours = Math.Max((baseline.To - baseline.From).TotalHours, 1.0 / 3600);
+        var windowHours = Math.Max((input.To - input.From).TotalHours, 1.0 / 3600);
+        var baseRate = baseline.Requests / baselineHours;
+        var windowRate = input.Requests.Count / windowHours;
+        return new BaselineView(baseline.From, baseline.To, baseline.Requests, baseline.Refused, baseline.Spend, Math.Round(baseRate, 3), Math.Round(windowRate, 3),
+            baseline.Requests == 0 ? null : Math.Round(windowRate / baseRate, 2));
+    }
+}

@@ -1,0 +1,455 @@
+using System.Net;
+using System.Text.Json;
+using Custos.ControlPlane;
+using Custos.Policy;
+using Custos.Reports;
+
+namespace Custos.Tests;
+
+/// <summary>
+/// <c>custos report incident|posture</c> over real gateways: three staged incidents (misuse, misconfiguration, missing
+/// governance), each classified correctly with its evidence in the pack; the formats; and the posture of a known policy.
+/// </summary>
+public sealed class ReportTests
+{
+    private static readonly DateTimeOffset Epoch = DateTimeOffset.UtcNow;
+
+    private static string Iso(DateTimeOffset time) => time.UtcDateTime.ToString("yyyy-MM-ddTHH:mm:ss.fffffffZ", System.Globalization.CultureInfo.InvariantCulture);
+
+    private static IEnumerable<JsonElement> Findings(JsonElement pack, string cls)
+        => pack.GetProperty("findings").EnumerateArray().Where(f => f.GetProperty("class").GetString() == cls);
+
+    private static int Score(JsonElement pack, string cls)
+        => pack.GetProperty("classification").GetProperty("ranking").EnumerateArray().Single(r => r.GetProperty("class").GetString() == cls).GetProperty("score").GetInt32();
+
+    private static JsonElement Finding(JsonElement pack, string code)
+        => pack.GetProperty("findings").EnumerateArray().Single(f => f.GetProperty("code").GetString() == code);
+
+    private static List<string> Refs(JsonElement finding, string kind)
+        => [.. finding.GetProperty("evidence").EnumerateArray().Where(e => e.GetProperty("kind").GetString() == kind).Select(e => e.GetProperty("ref").GetString()!)];
+
+    /// <summary>A consumer with every control set, entitled through an approved access request, then a burst.</summary>
+    private static Task<ReportGateway> MisuseGatewayAsync() => ReportGateway.StartAsync("misuse", (g, upstream) => new PolicyDocument
+    {
+        Tenants = [ReportGateway.AcmeTenant(upstream, new LimitsConfig { Budget = new BudgetConfig { Amount = 1000m } })],
+        Services =
+        [
+            new ServiceConfig
+            {
+                Id = "chat-app",
+                Tenant = ReportGateway.Tenant,
+                Description = "Customer chat",
+                Owners = ReportGateway.FullOwners("chat-app"),
+                Models = ["gpt-4o-mini", "gpt-4o"],
+                Limits = new LimitsConfig { Budget = new BudgetConfig { Amount = 100m } },
+                PromptRules = [new PromptRuleConfig { Id = "no-secrets", Detector = PromptDetector.Secrets, Action = PromptAction.Deny }],
+            },
+        ],
+        Consumers =
+        [
+            new ConsumerConfig
+            {
+                Id = "web-bot",
+                Service = "chat-app",
+                Category = ConsumerCategory.External,
+                Limits = new LimitsConfig
+                {
+                    RequestsPerMinute = 5, TokensPerMinute = 100_000, RequestsPerDay = 1000, MaxInputTokens = 4000, MaxOutputTokens = 256, MaxN = 1,
+                    Budget = new BudgetConfig { Amount = 10m },
+                },
+            },
+        ],
+        Credentials = [new CredentialConfig { Id = "cred-web-bot", Consumer = "web-bot", KeySha256 = g.Key("web-bot"), ExpiresAt = Epoch.AddDays(30), Prefix = "csk_webbot" }],
+        Admins = g.Admins(),
+    });
+
+    /// <summary>Asks for <paramref name="models"/> as root and approves as the policy owner: ar-1.</summary>
+    private static async Task ApproveAccessAsync(ReportGateway g, string consumer, params string[] models)
+    {
+        var created = await g.AdminAsync("root", HttpMethod.Post, "/access-requests", new { consumer, models, justification = "the product launch needs it" });
+        Assert.Equal("ar-1", created.GetProperty("id").GetString());
+        await g.AdminAsync("owner-admin", HttpMethod.Post, "/access-requests/ar-1/approve", new { reason = "ticket OPS-7" });
+    }
+
+    [Fact]
+    public async Task Incident_MisuseBurst_ClassifiedMisuseWithRequestIdsAndReasonCounts()
+    {
+        await using var g = await MisuseGatewayAsync();
+        var from = DateTimeOffset.UtcNow.AddSeconds(-1);
+        await ApproveAccessAsync(g, "web-bot", "gpt-4o-mini");
+
+        // A burst well beyond 5 requests per minute, and one prompt carrying a cloud key.
+        var results = new List<(HttpStatusCode Status, string RequestId)>();
+        for (var i = 0; i < 16; i++)
+        {
+            results.Add(await g.ChatAsync("web-bot"));
+        }
+
+        var secret = await g.ChatAsync("web-bot", text: "deploy with AKIAIOSFODNN7EXAMPLE please");
+        Assert.Equal(HttpStatusCode.BadRequest, secret.Status);
+        var throttled = results.Where(r => r.Status == HttpStatusCode.TooManyRequests).Select(r => r.RequestId).ToList();
+        Assert.True(throttled.Count >= 6, $"expected the burst to be throttled, got {throttled.Count} 429s");
+        Assert.Equal(16, throttled.Count + results.Count(r => r.Status == HttpStatusCode.OK));
+        await g.StopAsync();
+
+        var json = await g.ReportAsync("misuse.json", "report", "incident", "--consumer", "web-bot", "--from", Iso(from), "--to", Iso(DateTimeOffset.UtcNow.AddSeconds(1)), "--format", "json");
+        var pack = JsonDocument.Parse(json).RootElement;
+
+        // Classified misuse first, and only misuse: the controls were all set and the access approved.
+        Assert.Equal("misuse", pack.GetProperty("classification").GetProperty("primary").GetString());
+        Assert.Equal("misuse", pack.GetProperty("findings")[0].GetProperty("class").GetString());
+        Assert.Equal(0, Score(pack, "misconfiguration"));
+        Assert.Equal(0, Score(pack, "missing_governance"));
+
+        // The evidence: the reason count matches what the client saw, and names the throttled requests.
+        var limits = Finding(pack, "limit_refusals");
+        Assert.Equal("high", limits.GetProperty("severity").GetString());
+        var count = limits.GetProperty("evidence").EnumerateArray().Single(e => e.GetProperty("ref").GetString() == "throttle.rate_limit").GetProperty("detail").GetString();
+        Assert.Equal($"{throttled.Count} request(s)", count);
+        Assert.Equal(throttled.Take(10), Refs(limits, "request").Take(10));
+        Assert.Contains("rate_limit.requests of consumer:web-bot (limit 5)", limits.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        var prompt = Finding(pack, "prompt_restrictions_hit");
+        Assert.Equal([secret.RequestId], Refs(prompt, "request"));
+
+        // The rest of the pack backs it up.
+        Assert.Equal(17, pack.GetProperty("summary").GetProperty("requests").GetInt32());
+        Assert.Equal(throttled.Count, pack.GetProperty("summary").GetProperty("reasons").GetProperty("throttle.rate_limit").GetInt32());
+        var entitlement = pack.GetProperty("entitlements").EnumerateArray().Single(e => e.GetProperty("source").GetString() == "entitlement");
+        Assert.Equal("owner-admin", entitlement.GetProperty("approved_by").GetString());
+        Assert.Equal("ar-1", entitlement.GetProperty("access_request").GetProperty("id").GetString());
+        Assert.Equal("root", entitlement.GetProperty("access_request").GetProperty("requested_by").GetString());
+        Assert.Equal("verified", pack.GetProperty("chain").GetProperty("status").GetString());
+        Assert.Contains("misuse", pack.GetProperty("classification").GetProperty("explanation").GetString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Incident_MisuseJsonAndHtml_JsonHasEverySectionAndHtmlIsOneFileWithSvgChart()
+    {
+        await using var g = await MisuseGatewayAsync();
+        var from = DateTimeOffset.UtcNow.AddSeconds(-1);
+        await ApproveAccessAsync(g, "web-bot", "gpt-4o-mini");
+        for (var i = 0; i < 3; i++)
+        {
+            Assert.Equal(HttpStatusCode.OK, (await g.ChatAsync("web-bot")).Status);
+        }
+
+        await g.AdminAsync("owner-admin", HttpMethod.Post, "/credentials/cred-web-bot/suspend", new { reason = "odd traffic" });
+        Assert.Equal(HttpStatusCode.Unauthorized, (await g.ChatAsync("web-bot")).Status);
+        await g.StopAsync();
+        string[] args = ["report", "incident", "--credential", "cred-web-bot", "--from", Iso(from), "--to", Iso(DateTimeOffset.UtcNow.AddSeconds(1))];
+
+        var pack = JsonDocument.Parse(await g.ReportAsync("pack.json", [.. args, "--format", "json"])).RootElement;
+        foreach (var section in new[] { "subject", "scope", "summary", "classification", "findings", "timeline", "policy_versions", "controls_observed", "entitlements",
+            "access_requests", "credentials", "spend", "alerts", "notifications", "interventions", "owners", "chain", "baseline" })
+        {
+            Assert.True(pack.TryGetProperty(section, out _), $"section {section} is missing");
+        }
+
+        Assert.Equal("credential", pack.GetProperty("subject").GetProperty("kind").GetString());
+        Assert.Equal("not_configured", pack.GetProperty("alerts").GetProperty("status").GetString());
+        Assert.Equal(["web-bot"], pack.GetProperty("scope").GetProperty("consumers").EnumerateArray().Select(e => e.GetString()));
+        var credential = pack.GetProperty("credentials").EnumerateArray().Single();
+        Assert.Equal("suspended", credential.GetProperty("status_at_end").GetString());
+        Assert.Contains(credential.GetProperty("history").EnumerateArray(), h => h.GetProperty("action").GetString() == "credential.suspended"
+            && h.GetProperty("actor").GetString() == "owner-admin" && h.GetProperty("reason").GetString() == "odd traffic");
+        Assert.Equal(1, pack.GetProperty("interventions").GetProperty("refusals").GetProperty("deny.credential_suspended").GetInt32());
+        Assert.Contains(pack.GetProperty("notifications").EnumerateArray(), n => n.GetProperty("event").GetString() == "credential.suspended"
+            && n.GetProperty("role").GetString() == "technical");
+        var controls = pack.GetProperty("policy_versions").EnumerateArray().Last().GetProperty("controls")[0].GetProperty("active").EnumerateArray()
+            .Select(c => c.GetProperty("control").GetString() + "@" + c.GetProperty("scope").GetString()).ToList();
+        Assert.Contains("budget@consumer:web-bot", controls);
+        Assert.Contains("token_ceiling.output@consumer:web-bot", controls);
+        Assert.Contains("prompt_restriction@service:chat-app", controls);
+        Assert.Contains("tenant_isolation@tenant:acme", controls);
+        var owners = pack.GetProperty("owners").GetProperty("contacts").EnumerateArray().ToList();
+        Assert.Equal("chat-app-oncall@acme.example", owners.Single(o => o.GetProperty("role").GetString() == "technical").GetProperty("email").GetString());
+        var spend = pack.GetProperty("spend");
+        Assert.Equal("consumer:web-bot", spend.GetProperty("chart").GetProperty("budget_scope").GetString());
+        Assert.Equal(10m, spend.GetProperty("chart").GetProperty("budget_amount").GetDecimal());
+        Assert.Equal(spend.GetProperty("total").GetDecimal(), spend.GetProperty("chart").GetProperty("points").EnumerateArray().Last().GetProperty("cumulative").GetDecimal());
+        Assert.True(spend.GetProperty("total").GetDecimal() > 0m);
+
+        var html = await g.ReportAsync("pack.html", [.. args, "--format", "html"]);
+        Assert.StartsWith("<!DOCTYPE html>", html, StringComparison.Ordinal);
+        Assert.Contains("<style>", html, StringComparison.Ordinal);
+        Assert.Equal(1, html.Split("<svg").Length - 1);
+        Assert.Contains("budget 10.00 USD per month (consumer:web-bot)", html, StringComparison.Ordinal);
+        Assert.DoesNotContain("src=", html, StringComparison.Ordinal);
+        Assert.DoesNotContain("<script", html, StringComparison.Ordinal);
+        Assert.DoesNotContain("<link", html, StringComparison.Ordinal);
+        Assert.DoesNotContain("href=\"http", html, StringComparison.Ordinal);
+        Assert.Contains("Alerting not configured.", html, StringComparison.Ordinal);
+
+        var md = await g.ReportAsync("pack.md", [.. args]);
+        Assert.StartsWith("# Incident evidence pack: credential cred-web-bot", md, StringComparison.Ordinal);
+        Assert.Contains("## Owners to contact", md, StringComparison.Ordinal);
+        Assert.Contains("| chat-app | technical | Tec On-call | chat-app-oncall@acme.example |", md, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Incident_Misconfiguration_NoCeilingBudgetAboveServiceBroaderEntitlement_ClassifiedMisconfiguration()
+    {
+        await using var g = await ReportGateway.StartAsync("misconfig", (g, upstream) => new PolicyDocument
+        {
+            Tenants = [ReportGateway.AcmeTenant(upstream)],
+            Services =
+            [
+                new ServiceConfig
+                {
+                    Id = "docs-app", Tenant = ReportGateway.Tenant, Description = "Internal documentation helper", Owners = ReportGateway.FullOwners("docs-app"),
+                    Limits = new LimitsConfig { Budget = new BudgetConfig { Amount = 20m } },
+                },
+            ],
+            Consumers =
+            [
+                new ConsumerConfig
+                {
+                    Id = "docs-writer", Service = "docs-app", Category = ConsumerCategory.Internal,
+                    Limits = new LimitsConfig { RequestsPerMinute = 100, Budget = new BudgetConfig { Amount = 5m } },
+                },
+            ],
+            Credentials = [new CredentialConfig { Id = "cred-docs", Consumer = "docs-writer", KeySha256 = g.Key("docs-writer"), ExpiresAt = Epoch.AddDays(30) }],
+            Admins = g.Admins(),
+        });
+        var from = DateTimeOffset.UtcNow.AddSeconds(-1);
+        await ApproveAccessAsync(g, "docs-writer", "gpt-4o-mini");
+
+        // Finance raises the consumer's budget above the whole service's; an admin widens the approved entitlement by hand.
+        await g.AdminAsync("finance", HttpMethod.Put, "/budgets",
+            new { scope = "consumer", id = "docs-writer", budget = new { amount = 500, period = "month", mode = "hard" }, reason = "quarter-end push" });
+        var widened = g.Gateway.Policy.Current.Document;
+        widened = widened with
+        {
+            Consumers = [.. widened.Consumers.Select(c => c with { Entitlements = [.. c.Entitlements.Select(e => e with { Models = [.. e.Models, "gpt-4o"] })] })],
+        };
+        var applied = await g.AdminAsync("root", HttpMethod.Post, "/policy/versions", new { yaml = PolicyYamlWriter.Write(widened), reason = "also the big model" });
+        var widenedVersion = applied.GetProperty("version").GetProperty("version").GetInt64();
+
+        Assert.Equal(HttpStatusCode.OK, (await g.ChatAsync("docs-writer", maxTokens: 2000)).Status);
+        var big = new[] { await g.ChatAsync("docs-writer", "gpt-4o", maxTokens: null), await g.ChatAsync("docs-writer", "gpt-4o", maxTokens: 3000) };
+        Assert.All(big, b => Assert.Equal(HttpStatusCode.OK, b.Status));
+        await g.StopAsync();
+
+        var pack = JsonDocument.Parse(await g.ReportAsync("misconfig.json", "report", "incident", "--consumer", "docs-writer", "--from", Iso(from),
+            "--to", Iso(DateTimeOffset.UtcNow.AddSeconds(1)), "--format", "json")).RootElement;
+
+        Assert.Equal("misconfiguration", pack.GetProperty("classification").GetProperty("primary").GetString());
+        Assert.Equal(0, Score(pack, "misuse"));
+        Assert.Equal(0, Score(pack, "missing_governance"));
+        Assert.Equal(["consumer_budget_above_service", "entitlement_broader_than_requested", "no_output_ceiling"],
+            Findings(pack, "misconfiguration").Select(f => f.GetProperty("code").GetString()).Order(StringComparer.Ordinal));
+
+        var broader = Finding(pack, "entitlement_broader_than_requested");
+        Assert.Contains("models gpt-4o were never requested", broader.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        Assert.Equal(["ar-1"], Refs(broader, "access_request"));
+        Assert.Contains($"v{widenedVersion}", Refs(broader, "policy_version"));
+        Assert.Equal(big.Select(b => b.RequestId), Refs(broader, "request"));
+
+        var budget = Finding(pack, "consumer_budget_above_service");
+        Assert.Contains("500 USD per month (hard), more than service 'docs-app' as a whole (20 USD per month (hard))", budget.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        Assert.Contains(budget.GetProperty("evidence").EnumerateArray(), e => e.GetProperty("kind").GetString() == "ledger_entry"
+            && e.GetProperty("detail").GetString()!.Contains("budget.set by finance: 5 per month (hard) -> 500 per month (hard); reason: quarter-end push", StringComparison.Ordinal));
+
+        var ceiling = Finding(pack, "no_output_ceiling");
+        Assert.Contains(Refs(ceiling, "request"), r => big.Any(b => b.RequestId == r));
+        Assert.Contains(pack.GetProperty("policy_versions").EnumerateArray().Last().GetProperty("controls")[0].GetProperty("not_set").EnumerateArray(),
+            c => c.GetString() == "token_ceiling.output");
+    }
+
+    [Fact]
+    public async Task Incident_MissingGovernance_OwnerUnfilledAndNoBudget_ClassifiedMissingGovernance()
+    {
+        await using var g = await ReportGateway.StartAsync("governance", (g, upstream) => new PolicyDocument
+        {
+            Tenants = [ReportGateway.AcmeTenant(upstream)],
+            Services =
+            [
+                new ServiceConfig
+                {
+                    Id = "labs", Tenant = ReportGateway.Tenant, Description = "Experiments",
+                    Owners = new ServiceOwners
+                    {
+                        Policy = new OwnerConfig { Name = "Lab lead", Email = "labs@acme.example" },
+                        Billing = new OwnerConfig { Name = "Lab lead", Email = "labs@acme.example" },
+                    },
+                },
+            ],
+            Consumers =
+            [
+                new ConsumerConfig
+                {
+                    Id = "lab-script", Service = "labs", Category = ConsumerCategory.Automation, Models = ["gpt-4o-mini"],
+                    Limits = new LimitsConfig { RequestsPerMinute = 100, MaxOutputTokens = 512 },
+                },
+            ],
+            Credentials = [new CredentialConfig { Id = "cred-lab", Consumer = "lab-script", KeySha256 = g.Key("lab-script"), ExpiresAt = Epoch.AddDays(30) }],
+            Admins = g.Admins(),
+        });
+        var from = DateTimeOffset.UtcNow.AddSeconds(-1);
+        for (var i = 0; i < 3; i++)
+        {
+            Assert.Equal(HttpStatusCode.OK, (await g.ChatAsync("lab-script")).Status);
+        }
+
+        await g.StopAsync();
+        var pack = JsonDocument.Parse(await g.ReportAsync("governance.json", "report", "incident", "--service", "labs", "--from", Iso(from),
+            "--to", Iso(DateTimeOffset.UtcNow.AddSeconds(1)), "--format", "json")).RootElement;
+
+        Assert.Equal("missing_governance", pack.GetProperty("classification").GetProperty("primary").GetString());
+        Assert.Equal(0, Score(pack, "misuse"));
+        Assert.Equal(0, Score(pack, "misconfiguration"));
+        Assert.Equal(["no_budget", "owner_gap"], Findings(pack, "missing_governance").Select(f => f.GetProperty("code").GetString()).Order(StringComparer.Ordinal));
+        var gap = Finding(pack, "owner_gap");
+        Assert.Equal("service 'labs' has no technical owner", gap.GetProperty("title").GetString());
+        Assert.Equal(["v1"], Refs(gap, "policy_version"));
+        Assert.Contains("lab-script", Finding(pack, "no_budget").GetProperty("title").GetString(), StringComparison.Ordinal);
+        var technical = pack.GetProperty("owners").GetProperty("contacts").EnumerateArray().Single(o => o.GetProperty("role").GetString() == "technical");
+        Assert.Equal(JsonValueKind.Null, technical.GetProperty("name").ValueKind);
+        Assert.Equal(3, pack.GetProperty("summary").GetProperty("allowed").GetInt32());
+
+        var md = await g.ReportAsync("governance.md", "report", "incident", "--service", "labs", "--from", Iso(from), "--to", Iso(DateTimeOffset.UtcNow.AddSeconds(1)));
+        Assert.Contains("> **MISSING GOVERNANCE**", md, StringComparison.Ordinal);
+        Assert.Contains("| labs | technical | MISSING |", md, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Posture_KnownPolicy_ExpectedPassWarnFailWithItems()
+    {
+        await using var g = await ReportGateway.StartAsync("posture", (g, upstream) => new PolicyDocument
+        {
+            Tenants = [ReportGateway.AcmeTenant(upstream) with
+            {
+                PromptRules = [new PromptRuleConfig { Id = "no-secrets", Detector = PromptDetector.Secrets, Action = PromptAction.Deny }],
+            }],
+            Services =
+            [
+                new ServiceConfig
+                {
+                    Id = "good", Tenant = ReportGateway.Tenant, Description = "Well governed", Owners = ReportGateway.FullOwners("good"), Models = ["gpt-4o-mini"],
+                    Limits = new LimitsConfig { Budget = new BudgetConfig { Amount = 50m } },
+                },
+                new ServiceConfig
+                {
+                    Id = "ungoverned", Tenant = ReportGateway.Tenant, Description = "Missing its billing owner", Models = ["gpt-4o-mini"],
+                    Owners = ReportGateway.FullOwners("ungoverned") with { Billing = null },
+                    Limits = new LimitsConfig { Budget = new BudgetConfig { Amount = 50m } },
+                },
+            ],
+            Consumers =
+            [
+                new ConsumerConfig { Id = "good-web", Service = "good", Category = ConsumerCategory.External, Models = ["gpt-4o-mini"],
+                    Limits = new LimitsConfig { RequestsPerMinute = 60, MaxOutputTokens = 512 } },
+                new ConsumerConfig { Id = "other-web", Service = "ungoverned", Category = ConsumerCategory.External, Models = ["gpt-4o-mini"],
+                    Limits = new LimitsConfig { RequestsPerMinute = 60, MaxOutputTokens = 512 } },
+            ],
+            Credentials =
+            [
+                new CredentialConfig { Id = "cred-expiring", Consumer = "good-web", KeySha256 = g.Key("good-web"), ExpiresAt = Epoch.AddDays(30) },
+                new CredentialConfig { Id = "cred-forever", Consumer = "other-web", KeySha256 = g.Key("other-web") },
+            ],
+            Admins = g.Admins(),
+        });
+        Assert.Equal(HttpStatusCode.OK, (await g.ChatAsync("good-web")).Status);
+        Assert.Equal(HttpStatusCode.OK, (await g.ChatAsync("other-web")).Status);
+        await g.StopAsync();
+
+        var json = await g.ReportAsync("posture.json", "report", "posture", "--format", "json");
+        var report = JsonDocument.Parse(json).RootElement;
+        var controls = report.GetProperty("controls").EnumerateArray().ToDictionary(c => c.GetProperty("id").GetString()!);
+        Assert.Equal(23, controls.Count);
+        (string Status, string Items) Of(string id)
+            => (controls[id].GetProperty("status").GetString()!, string.Join("\n", controls[id].GetProperty("items").EnumerateArray()
+                .Select(i => $"{i.GetProperty("status").GetString()} {i.GetProperty("subject").GetString()}: {i.GetProperty("detail").GetString()}")));
+
+        Assert.Equal(("fail", "fail service:ungoverned: service 'ungoverned' has no billing owner"), Of("GV.RR-02"));
+        Assert.Equal(("warn", "warn credential:cred-forever: API key of consumer 'other-web' has no expiry (expires_at not set)"), Of("PR.AA-01"));
+        Assert.Equal("pass", Of("GV.OC-01").Status);
+        Assert.Equal("pass", Of("GV.PO-01").Status);
+        Assert.Equal("pass", Of("GV.PO-02").Status);
+        Assert.Equal("pass", Of("RS.AN-07").Status);
+        Assert.Equal("pass", Of("DE.CM-09").Status);
+        Assert.Equal(("warn", "warn alerting: alert routes are not configured: Custos has no alerting yet (it comes with issue 7), so adverse events are recorded but nobody is paged"),
+            Of("DE.AE-02"));
+        Assert.Equal("warn", Of("PR.AA-05").Status); // shorthand entitlements record no approver
+        Assert.Equal("fail", Of("GOVERN 2.1").Status);
+        Assert.Equal("verified", report.GetProperty("chain").GetProperty("status").GetString());
+        Assert.True(report.GetProperty("chain").GetProperty("checkpoints").GetInt32() >= 1);
+        var summary = report.GetProperty("summary");
+        Assert.Equal(23, summary.GetProperty("pass").GetInt32() + summary.GetProperty("warn").GetInt32() + summary.GetProperty("fail").GetInt32());
+
+        var html = await g.ReportAsync("posture.html", "report", "posture", "--format", "html");
+        Assert.Contains("GV.RR-02: FAIL", html, StringComparison.Ordinal);
+        Assert.DoesNotContain("src=", html, StringComparison.Ordinal);
+        var md = await g.ReportAsync("posture.md", "report", "posture");
+        Assert.Contains("| `GV.RR-02` | NIST CSF 2.0 | FAIL | 1 |", md, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Incident_BadArguments_OneLineErrors()
+    {
+        var (exit, _, error) = await Cli.RunAsync("report", "incident", "--consumer", "a", "--service", "b", "--from", "1h", "--data", Path.GetTempPath());
+        Assert.Equal(1, exit);
+        Assert.Equal("error: name exactly one subject: --consumer, --credential, --service or --tenant", error.Trim());
+        (exit, _, error) = await Cli.RunAsync("report", "posture", "--format", "pdf", "--data", Path.GetTempPath());
+        Assert.Equal(1, exit);
+        Assert.Equal("error: --format must be md, json or html, not 'pdf'", error.Trim());
+    }
+
+    [Fact]
+    public void Incident_CredentialBoundToTwoConsumersAcrossVersions_SharedCredentialFinding()
+    {
+        // Pure builder: version 1 binds cred-x to alpha; version 2 re-binds the same credential to beta.
+        static ServiceConfig Service(string id) => new() { Id = id, Tenant = "t", Owners = ReportGateway.FullOwners(id), Limits = new LimitsConfig { Budget = new BudgetConfig { Amount = 5m } } };
+        PolicyDocument Doc(string consumer) => new()
+        {
+            Tenants = [new TenantConfig { Id = "t", Models = [new ModelConfig { Name = "m", Provider = "p" }], Providers = [new ProviderConfig { Id = "p", Kind = ProviderKind.OpenAI, BaseUrl = new Uri("http://127.0.0.1:9/v1") }] }],
+            Services = [Service("s")],
+            Consumers =
+            [
+                new ConsumerConfig { Id = "alpha", Service = "s", Category = ConsumerCategory.Internal, Models = ["m"], Limits = new LimitsConfig { MaxOutputTokens = 100 } },
+                new ConsumerConfig { Id = "beta", Service = "s", Category = ConsumerCategory.Internal, Models = ["m"], Limits = new LimitsConfig { MaxOutputTokens = 100 } },
+            ],
+            Credentials = [new CredentialConfig { Id = "cred-x", Consumer = consumer, KeySha256 = new string('a', 64) }],
+        };
+        var t0 = new DateTimeOffset(2026, 3, 1, 10, 0, 0, TimeSpan.Zero);
+        var history = new[]
+        {
+            new PolicyVersion(1, "h1", "a", "first", t0, Doc("alpha")),
+            new PolicyVersion(2, "h2", "b", "moved", t0.AddMinutes(30), Doc("beta")),
+        };
+        RequestEntry Request(int i, string consumer) => new()
+        {
+            ChainId = "n",
+            Seq = i,
+            RequestId = "req_" + i,
+            Timestamp = t0.AddMinutes(10 + ((i - 1) * 30)),
+            Tenant = "t",
+            Service = "s",
+            Consumer = consumer,
+            CredentialId = "cred-x",
+            Model = "m",
+            Decision = "allow",
+            PolicyVersion = i == 1 ? 1 : 2,
+            Status = 200,
+        };
+
+        var report = IncidentReportBuilder.Build(new IncidentInput
+        {
+            Subject = new IncidentSubject("credential", "cred-x"),
+            From = t0,
+            To = t0.AddHours(1),
+            GeneratedAt = t0.AddHours(2),
+            History = history,
+            Requests = [Request(1, "alpha"), Request(2, "beta")],
+            Baseline = new BaselineStats(t0.AddHours(-1), t0),
+            Chain = ChainCheck.NotRun("test"),
+        });
+
+        Assert.Equal(Classification.MissingGovernance, report.Classification.Primary);
+        var shared = Assert.Single(report.Findings, f => f.Code == "shared_credential");
+        Assert.Equal("Credential 'cred-x' has acted for alpha, beta: a request made with it cannot be pinned on one accountable consumer and owner.", shared.Detail);
+        Assert.Equal(["v1", "v2", "req_1", "req_2"], shared.Evidence.Select(e => e.Ref));
+        Assert.Equal(["alpha", "beta"], report.Credentials.Single().BoundConsumers);
+        Assert.Equal([1L, 2L], report.PolicyVersions.Select(v => v.Number));
+    }
+}
