@@ -34,7 +34,7 @@ internal sealed class AdminProblemException(int status, string code, string titl
 /// (<see cref="AdminAccess"/>). Every change is a new policy version plus a ledger entry naming the actor, the before
 /// and the after; every refused attempt is a ledger entry too. Described by <c>/admin/v1/openapi.json</c>.
 /// </summary>
-internal static partial class AdminApi
+internal static class AdminApi
 {
     private const string AdminItem = "custos.admin";
     private const string RequestIdItem = "custos.request_id";
@@ -60,7 +60,7 @@ internal static partial class AdminApi
             }
             catch (AdminProblemException ex)
             {
-                return Problem(http, ex.Status, ex.Code, ex.Title, ex.Detail());
+                return Problem(http, ex.Status, ex.Code, ex.Title, ex.Message);
             }
             catch (PolicyValidationException ex)
             {
@@ -76,8 +76,6 @@ internal static partial class AdminApi
         MapAccess(api, gateway);
         MapEvidence(api, gateway);
     }
-
-    private static string Detail(this AdminProblemException ex) => ex.Message;
 
     private static void MapPolicy(RouteGroupBuilder api, CustosGateway gateway)
     {
@@ -162,44 +160,15 @@ internal static partial class AdminApi
             return Json(rows);
         }).WithSummary("Every owner role of every service in scope; unfilled roles have no name.").Produces<OwnerView[]>();
 
-        api.MapPut("/services/{id}/owners", async (HttpContext context, string id) =>
-        {
-            var body = await ReadAsync<OwnersBody>(context);
-            var service = FindService(gateway.Policy.Current.Document, id);
-            await RequireAsync(context, gateway, AdminPermission.SetOwners, service.Tenant, service.Id, "service.owners_set", "service:" + id);
-            return await ChangeAsync(context, gateway, body.Reason, "service.owners_set", "service:" + id, doc =>
-            {
-                var current = FindService(doc, id);
-                var changed = doc with { Services = [.. doc.Services.Select(s => s.Id == id ? s with { Owners = body.Owners } : s)] };
-                return (changed, OwnersText(current.Owners), OwnersText(body.Owners));
-            });
-        }).WithSummary("Name a service's owners (platform-admin, service-owner).").Accepts<OwnersBody>("application/json").Produces<ChangeResult>();
-
-        api.MapPut("/services/{id}/prompt-rules", async (HttpContext context, string id) =>
-        {
-            var body = await ReadAsync<PromptRulesBody>(context);
-            var service = FindService(gateway.Policy.Current.Document, id);
-            await RequireAsync(context, gateway, AdminPermission.ManagePrompts, service.Tenant, service.Id, "service.prompt_rules_set", "service:" + id);
-            return await ChangeAsync(context, gateway, body.Reason, "service.prompt_rules_set", "service:" + id, doc =>
-            {
-                var current = FindService(doc, id);
-                var changed = doc with { Services = [.. doc.Services.Select(s => s.Id == id ? s with { PromptRules = body.PromptRules } : s)] };
-                return (changed, string.Join(",", current.PromptRules.Select(r => r.Id)), string.Join(",", body.PromptRules.Select(r => r.Id)));
-            });
-        }).WithSummary("Replace a service's prompt restrictions (platform-admin, prompt-admin).").Accepts<PromptRulesBody>("application/json").Produces<ChangeResult>();
-
-        api.MapPut("/services/{id}/models", async (HttpContext context, string id) =>
-        {
-            var body = await ReadAsync<ServiceModelsBody>(context);
-            var service = FindService(gateway.Policy.Current.Document, id);
-            await RequireAsync(context, gateway, AdminPermission.ManagePrompts, service.Tenant, service.Id, "service.models_set", "service:" + id);
-            return await ChangeAsync(context, gateway, body.Reason, "service.models_set", "service:" + id, doc =>
-            {
-                var current = FindService(doc, id);
-                var changed = doc with { Services = [.. doc.Services.Select(s => s.Id == id ? s with { Models = body.Models } : s)] };
-                return (changed, current.Models is null ? "all" : string.Join(",", current.Models), body.Models is null ? "all" : string.Join(",", body.Models));
-            });
-        }).WithSummary("Set a service's model choice (platform-admin, prompt-admin).").Accepts<ServiceModelsBody>("application/json").Produces<ChangeResult>();
+        MapServiceChange<OwnersBody>(api, gateway, "owners", AdminPermission.SetOwners, "service.owners_set", b => b.Reason,
+            (s, b) => s with { Owners = b.Owners }, s => OwnersText(s.Owners))
+            .WithSummary("Name a service's owners (platform-admin, service-owner).");
+        MapServiceChange<PromptRulesBody>(api, gateway, "prompt-rules", AdminPermission.ManagePrompts, "service.prompt_rules_set", b => b.Reason,
+            (s, b) => s with { PromptRules = b.PromptRules }, s => string.Join(",", s.PromptRules.Select(r => r.Id)))
+            .WithSummary("Replace a service's prompt restrictions (platform-admin, prompt-admin).");
+        MapServiceChange<ServiceModelsBody>(api, gateway, "models", AdminPermission.ManagePrompts, "service.models_set", b => b.Reason,
+            (s, b) => s with { Models = b.Models }, s => s.Models is null ? "all" : string.Join(",", s.Models))
+            .WithSummary("Set a service's model choice (platform-admin, prompt-admin).");
 
         api.MapPut("/budgets", async (HttpContext context) =>
         {
@@ -281,6 +250,26 @@ internal static partial class AdminApi
         }).WithSummary("Engage or release the kill switch of a consumer, service (platform-admin, service-owner) or tenant (platform-admin).")
             .Accepts<KillSwitchBody>("application/json").Produces<ChangeResult>();
     }
+
+    /// <summary>
+    /// <c>PUT /services/{id}/PART</c>: one part of a service changed by <paramref name="apply"/>, within the admin's permission
+    /// and scope, recorded with the part <paramref name="describe"/>d before and after.
+    /// </summary>
+    private static RouteHandlerBuilder MapServiceChange<TBody>(RouteGroupBuilder api, CustosGateway gateway, string part, AdminPermission permission,
+        string action, Func<TBody, string> reasonOf, Func<ServiceConfig, TBody, ServiceConfig> apply, Func<ServiceConfig, string> describe)
+        where TBody : notnull
+        => api.MapPut("/services/{id}/" + part, async (HttpContext context, string id) =>
+        {
+            var body = await ReadAsync<TBody>(context);
+            var service = FindService(gateway.Policy.Current.Document, id);
+            await RequireAsync(context, gateway, permission, service.Tenant, service.Id, action, "service:" + id);
+            return await ChangeAsync(context, gateway, reasonOf(body), action, "service:" + id, doc =>
+            {
+                var current = FindService(doc, id);
+                var next = apply(current, body);
+                return (doc with { Services = [.. doc.Services.Select(s => s.Id == id ? next : s)] }, describe(current), describe(next));
+            });
+        }).Accepts<TBody>("application/json").Produces<ChangeResult>();
 
     private static void MapCredentials(RouteGroupBuilder api, CustosGateway gateway)
     {

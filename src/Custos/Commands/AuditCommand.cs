@@ -42,7 +42,7 @@ internal static class AuditCommand
         command.SetAction(async (parse, cancellationToken) =>
         {
             var directory = CommonOptions.ResolveDataDirectory(parse.GetValue(data), parse.GetValue(config));
-            await using var store = await OpenAsync(directory, cancellationToken);
+            await using var store = await CommonOptions.OpenStoreAsync(directory, cancellationToken);
             var publicKeys = LoadKeys(parse.GetValue(keys), directory);
             var witnessDirectory = parse.GetValue(witness);
             if (witnessDirectory is { Exists: false })
@@ -106,7 +106,7 @@ internal static class AuditCommand
         command.SetAction(async (parse, cancellationToken) =>
         {
             var directory = CommonOptions.ResolveDataDirectory(parse.GetValue(data), parse.GetValue(config));
-            await using var store = await OpenAsync(directory, cancellationToken);
+            await using var store = await CommonOptions.OpenStoreAsync(directory, cancellationToken);
             ProofBundle bundle;
             try
             {
@@ -200,17 +200,6 @@ internal static class AuditCommand
         }
     }
 
-    private static async Task<SqliteStore> OpenAsync(string directory, CancellationToken cancellationToken)
-    {
-        try
-        {
-            return await SqliteStore.OpenExistingAsync(directory, cancellationToken);
-        }
-        catch (FileNotFoundException ex)
-        {
-            throw new CliException(ex.Message);
-        }
-    }
 }
 
 /// <summary><c>custos init</c>: a data folder with its store and its checkpoint signing key, before the first start.</summary>

@@ -35,6 +35,23 @@ internal static class CommonOptions
         return Path.GetFullPath(DefaultDataDirectory);
     }
 
+    /// <summary>Opens the existing store in <paramref name="directory"/> for a command; a missing one is a one-line error.</summary>
+    public static async Task<Storage.SqliteStore> OpenStoreAsync(string directory, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await Storage.SqliteStore.OpenExistingAsync(directory, cancellationToken);
+        }
+        catch (FileNotFoundException ex)
+        {
+            throw new CliException(ex.Message);
+        }
+    }
+
+    /// <summary>Opens the existing store that <c>--data</c> or <c>--config</c> name (see <see cref="ResolveDataDirectory"/>).</summary>
+    public static Task<Storage.SqliteStore> OpenStoreAsync(string? data, FileInfo? config, CancellationToken cancellationToken)
+        => OpenStoreAsync(ResolveDataDirectory(data, config), cancellationToken);
+
     public static string ResolveRelative(FileInfo config, string path)
         => Path.GetFullPath(Path.Combine(config.DirectoryName ?? ".", path));
 

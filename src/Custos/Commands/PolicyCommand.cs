@@ -4,7 +4,6 @@ using System.Text.Json;
 using Custos.Controls;
 using Custos.Ledger;
 using Custos.Policy;
-using Custos.Storage;
 
 namespace Custos.Cli.Commands;
 
@@ -81,7 +80,7 @@ internal static class PolicyCommand
         var command = new Command("history", "List every policy version: number, hash, author, reason, time.") { data, config, json };
         command.SetAction(async (parse, cancellationToken) =>
         {
-            await using var store = await OpenAsync(parse.GetValue(data), parse.GetValue(config), cancellationToken);
+            await using var store = await CommonOptions.OpenStoreAsync(parse.GetValue(data), parse.GetValue(config), cancellationToken);
             var history = await store.GetHistoryAsync(cancellationToken);
             if (parse.GetValue(json))
             {
@@ -114,7 +113,7 @@ internal static class PolicyCommand
         var command = new Command("show", "Print a policy version: the one in force now, at a time, or by number.") { data, config, at, version, json };
         command.SetAction(async (parse, cancellationToken) =>
         {
-            await using var store = await OpenAsync(parse.GetValue(data), parse.GetValue(config), cancellationToken);
+            await using var store = await CommonOptions.OpenStoreAsync(parse.GetValue(data), parse.GetValue(config), cancellationToken);
             var history = await store.GetHistoryAsync(cancellationToken);
             var selected = Select(history, parse.GetValue(version), parse.GetValue(at));
             output.WriteLine($"# policy version {selected.Number}, sha256 {selected.Sha256}");
@@ -134,7 +133,7 @@ internal static class PolicyCommand
         var command = new Command("diff", "Show what changed between two policy versions.") { from, to, data, config };
         command.SetAction(async (parse, cancellationToken) =>
         {
-            await using var store = await OpenAsync(parse.GetValue(data), parse.GetValue(config), cancellationToken);
+            await using var store = await CommonOptions.OpenStoreAsync(parse.GetValue(data), parse.GetValue(config), cancellationToken);
             var history = await store.GetHistoryAsync(cancellationToken);
             var a = Select(history, parse.GetValue(from), null);
             var b = Select(history, parse.GetValue(to), null);
@@ -179,7 +178,7 @@ internal static class PolicyCommand
             var now = DateTimeOffset.UtcNow;
             var start = RequestsCommand.ParseTime(parse.GetValue(from), now, "--from")!.Value;
             var end = RequestsCommand.ParseTime(parse.GetValue(to), now, "--to") ?? now;
-            await using var store = await OpenAsync(parse.GetValue(data), parse.GetValue(config), cancellationToken);
+            await using var store = await CommonOptions.OpenStoreAsync(parse.GetValue(data), parse.GetValue(config), cancellationToken);
             var snapshot = PolicySnapshot.Compile(new PolicyVersion(0, PolicyVersion.HashOf(candidate), "candidate", "simulation", now, candidate), _ => null);
             var records = store.QueryAsync(new LedgerQuery { From = start, To = end, Limit = int.MaxValue }, cancellationToken).Select(r => r.Json);
             var report = await PolicySimulator.RunAsync(snapshot, records, start, end, cancellationToken);
@@ -228,15 +227,4 @@ internal static class PolicyCommand
     private static string ReadFile(FileInfo file)
         => file.Exists ? System.IO.File.ReadAllText(file.FullName) : throw new CliException($"file not found: {file.FullName}");
 
-    private static async Task<SqliteStore> OpenAsync(string? data, FileInfo? config, CancellationToken cancellationToken)
-    {
-        try
-        {
-            return await SqliteStore.OpenExistingAsync(CommonOptions.ResolveDataDirectory(data, config), cancellationToken);
-        }
-        catch (FileNotFoundException ex)
-        {
-            throw new CliException(ex.Message);
-        }
-    }
 }

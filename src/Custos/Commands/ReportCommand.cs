@@ -71,7 +71,7 @@ internal static class ReportCommand
             }
 
             var directory = CommonOptions.ResolveDataDirectory(parse.GetValue(data), parse.GetValue(config));
-            await using var store = await OpenAsync(directory, cancellationToken);
+            await using var store = await CommonOptions.OpenStoreAsync(directory, cancellationToken);
             var history = await store.GetHistoryAsync(cancellationToken);
 
             // The subject's requests of the window; a credential has no column of its own, so its window is scanned.
@@ -143,7 +143,7 @@ internal static class ReportCommand
             var reportFormat = ParseFormat(parse.GetValue(format));
             var now = DateTimeOffset.UtcNow;
             var directory = CommonOptions.ResolveDataDirectory(parse.GetValue(data), parse.GetValue(config));
-            await using var store = await OpenAsync(directory, cancellationToken);
+            await using var store = await CommonOptions.OpenStoreAsync(directory, cancellationToken);
             var history = await store.GetHistoryAsync(cancellationToken);
             var admin = await ReadAdminAsync(store, null, cancellationToken);
             var activity = new LedgerActivity(now, PostureReportBuilder.RevocationTimes(admin));
@@ -181,18 +181,6 @@ internal static class ReportCommand
         "html" => ReportFormat.Html,
         _ => throw new CliException($"--format must be md, json or html, not '{text}'"),
     };
-
-    private static async Task<SqliteStore> OpenAsync(string directory, CancellationToken cancellationToken)
-    {
-        try
-        {
-            return await SqliteStore.OpenExistingAsync(directory, cancellationToken);
-        }
-        catch (FileNotFoundException ex)
-        {
-            throw new CliException(ex.Message);
-        }
-    }
 
     /// <summary>Streams request entries, keeping those of <paramref name="subject"/> (all when null), with progress on stderr for big windows.</summary>
     private static async Task ScanAsync(SqliteStore store, LedgerQuery query, IncidentSubject? subject, Action<RequestEntry> add, TextWriter error, string what,

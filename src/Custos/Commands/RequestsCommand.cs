@@ -49,22 +49,10 @@ internal static class RequestsCommand
                 Limit = Math.Max(1, parse.GetValue(limit)),
             };
             var directory = CommonOptions.ResolveDataDirectory(parse.GetValue(data), parse.GetValue(config));
-            await using var store = await OpenAsync(directory, cancellationToken);
+            await using var store = await CommonOptions.OpenStoreAsync(directory, cancellationToken);
             return await PrintAsync(store, query, parse.GetValue(json), output, cancellationToken);
         });
         return command;
-    }
-
-    private static async Task<SqliteStore> OpenAsync(string directory, CancellationToken cancellationToken)
-    {
-        try
-        {
-            return await SqliteStore.OpenExistingAsync(directory, cancellationToken);
-        }
-        catch (FileNotFoundException ex)
-        {
-            throw new CliException(ex.Message);
-        }
     }
 
     private static async Task<int> PrintAsync(SqliteStore store, LedgerQuery query, bool json, TextWriter output, CancellationToken cancellationToken)
