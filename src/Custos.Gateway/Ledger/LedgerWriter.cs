@@ -4,6 +4,16 @@ using Microsoft.Extensions.Logging;
 
 namespace Custos.Gateway.Ledger;
 
+/// <summary>Sees every ledger batch once it is stored: detectors and metrics feed from the ledger, not from the request path.</summary>
+public interface ILedgerObserver
+{
+    /// <summary>
+    /// Called on the ledger's drain task with each stored batch, in order. Must return quickly: the next batch waits.
+    /// The list is reused after the call returns; keep the records, not the list.
+    /// </summary>
+    void OnPersisted(IReadOnlyList<ChainedRecord> batch);
+}
+
 /// <summary>
 /// The recording stage: a bounded queue in front of the store, drained by one task that seals records
 /// into this node's hash chain and appends them in batches, one transaction per batch. Request threads
@@ -38,6 +48,7 @@ public sealed partial class LedgerWriter : IAsyncDisposable
     private DateTimeOffset _shedLast;
     private long _shedPolicyVersion;
     private TaskCompletionSource _progress = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private ILedgerObserver[] _observers = [];
 
     private LedgerWriter(ILedgerStore store, HashChain chain, int capacity, ILogger logger)
     {
@@ -77,6 +88,19 @@ public sealed partial class LedgerWriter : IAsyncDisposable
 
     /// <summary>True while the queue is seven-eighths full or more: new requests should be shed, not served.</summary>
     public bool IsBacklogged => _queue.Reader.Count >= _shedAt;
+
+    /// <summary>
+    /// Adds an observer that sees every batch once it is stored (detectors, metrics). Observers run on the drain task,
+    /// in ledger order, one batch at a time: they must be quick and must not block.
+    /// </summary>
+    public void AddObserver(ILedgerObserver observer)
+    {
+        ArgumentNullException.ThrowIfNull(observer);
+        lock (_shedLock)
+        {
+            _observers = [.. _observers, observer];
+        }
+    }
 
     /// <summary>Queues <paramref name="record"/>; completes at once unless the queue is full.</summary>
     public ValueTask EnqueueAsync(LedgerRecord record)
@@ -179,10 +203,27 @@ public sealed partial class LedgerWriter : IAsyncDisposable
             }
 
             await AppendWithRetryAsync();
+            Notify();
             Interlocked.Add(ref _persisted, _batch.Count);
             _transactions++;
             _batch.Clear();
             Interlocked.Exchange(ref _progress, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
+        }
+    }
+
+    private void Notify()
+    {
+        foreach (var observer in Volatile.Read(ref _observers))
+        {
+            try
+            {
+                observer.OnPersisted(_batch);
+            }
+            catch (Exception ex)
+            {
+                // An observer's fault must never stop the ledger.
+                Log.ObserverFailed(_logger, observer.GetType().Name, ex);
+            }
         }
     }
 
@@ -221,6 +262,9 @@ public sealed partial class LedgerWriter : IAsyncDisposable
 
     private static partial class Log
     {
+        [LoggerMessage(EventId = 102, Level = LogLevel.Error, Message = "Ledger observer {Observer} failed on a batch; the batch is stored.")]
+        public static partial void ObserverFailed(ILogger logger, string observer, Exception exception);
+
         [LoggerMessage(EventId = 100, Level = LogLevel.Error, Message = "Appending {Count} ledger records failed (attempt {Attempt}); retrying.")]
         public static partial void AppendFailed(ILogger logger, int count, int attempt, Exception exception);
 
