@@ -16,7 +16,7 @@ namespace Custos.Storage;
 public sealed partial class SqliteStore : ILedgerStore, IPolicyStore, IRegistryStore, IEvidenceStore, IAsyncDisposable
 {
     /// <summary>The schema version this code writes. Bump with a migration step in <see cref="MigrateAsync"/>.</summary>
-    public const int SchemaVersion = 2;
+    public const int SchemaVersion = 3;
 
     private readonly string _connectionString;
     private readonly SemaphoreSlim _writeLock = new(1, 1);
@@ -106,7 +106,7 @@ public sealed partial class SqliteStore : ILedgerStore, IPolicyStore, IRegistryS
                 BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
             CREATE TRIGGER IF NOT EXISTS ledger_no_delete BEFORE DELETE ON ledger
                 BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
-            """ + RegistrySchema, cancellationToken);
+            """ + RegistrySchema + AlertSchema, cancellationToken);
 
         using var command = _writer.CreateCommand();
         command.CommandText = "SELECT version FROM schema_info";
@@ -121,7 +121,7 @@ public sealed partial class SqliteStore : ILedgerStore, IPolicyStore, IRegistryS
         }
         else if (Convert.ToInt32(version, System.Globalization.CultureInfo.InvariantCulture) < SchemaVersion)
         {
-            // 1 -> 2: the registry tables, created above when missing.
+            // 1 -> 2: the registry tables; 2 -> 3: the alerts table; each created above when missing.
             await ExecuteAsync(_writer, $"UPDATE schema_info SET version = {SchemaVersion}", cancellationToken);
         }
     }

@@ -36,6 +36,9 @@ public sealed record PolicyDocument
     /// Null (absent) keeps the canonical form, and so the hash, of policies written before it existed.
     /// </summary>
     public IReadOnlyList<IdentityProviderConfig>? IdentityProviders { get; init; }
+
+    /// <summary>Detection and response settings. Null (absent) runs every detector with its defaults.</summary>
+    public AlertsConfig? Alerts { get; init; }
 }
 
 /// <summary>An OIDC issuer trusted for JWT bearer tokens, with where its signing keys come from.</summary>
@@ -271,6 +274,9 @@ public sealed record OwnerConfig
 
     /// <summary>The admin identity that acts for this owner in the control plane (for example to approve access).</summary>
     public string? Admin { get; init; }
+
+    /// <summary>How the webhook is written to: Custos JSON (default) or a Slack-compatible payload.</summary>
+    public WebhookFormat? WebhookFormat { get; init; }
 }
 
 /// <summary>The accountable owners of a service.</summary>
@@ -369,6 +375,9 @@ public sealed record ConsumerConfig
 
     /// <summary>Kill switch: when true, every request of the consumer is refused with <c>deny.consumer_suspended</c>.</summary>
     public bool? Suspended { get; init; }
+
+    /// <summary>When the consumer is expected to call; traffic outside it raises an alert. Null means any time.</summary>
+    public ScheduleConfig? Schedule { get; init; }
 }
 
 /// <summary>The lifecycle state of a credential.</summary>

@@ -120,7 +120,7 @@ public static partial class PolicyYaml
 
         public PolicyDocument ReadDocument(YamlMappingNode root, out ServerSettings server)
         {
-            var map = new MapReader(this, root, "$", ["server", "gateway", "defaults", "tenants", "services", "consumers", "credentials", "admins", "identity_providers"]);
+            var map = new MapReader(this, root, "$", ["server", "gateway", "defaults", "tenants", "services", "consumers", "credentials", "admins", "identity_providers", "alerts"]);
             server = new ServerSettings();
             if (map.Node("server") is { } serverNode && AsMap(serverNode, "server", ["listen", "admin_listen", "data", "node_id", "witness_dir", "witness_webhook"]) is { } s)
             {
@@ -147,7 +147,133 @@ public static partial class PolicyYaml
                 Credentials = ReadList(map, "credentials", ReadCredential),
                 Admins = ReadList(map, "admins", ReadAdmin),
                 IdentityProviders = map.Node("identity_providers") is null ? null : ReadList(map, "identity_providers", ReadIdentityProvider),
+                Alerts = map.Node("alerts") is { } alerts ? ReadAlerts(alerts, "alerts") : null,
             };
+        }
+
+        private AlertsConfig? ReadAlerts(YamlNode node, string path)
+        {
+            if (AsMap(node, path, ["budget_thresholds", "escalate_after_minutes", "security", "auth_failures_per_minute", "denials_per_minute",
+                "agent_run_requests_per_minute", "baseline_warmup_minutes", "disabled", "categories"]) is not { } map)
+            {
+                return null;
+            }
+
+            List<long>? thresholds = null;
+            if (map.Node("budget_thresholds") is not null)
+            {
+                thresholds = [];
+                foreach (var text in map.StringList("budget_thresholds"))
+                {
+                    if (long.TryParse(text.TrimEnd('%'), NumberStyles.Integer, CultureInfo.InvariantCulture, out var percent) && percent is >= 1 and <= 1000)
+                    {
+                        thresholds.Add(percent);
+                    }
+                    else
+                    {
+                        Error(map.Node("budget_thresholds"), path + ".budget_thresholds", $"'{text}' is not a per cent between 1 and 1000");
+                    }
+                }
+
+                thresholds.Sort();
+            }
+
+            long? Positive(string key, long max)
+            {
+                var value = map.Long(key);
+                if (value is { } v && (v < 1 || v > max))
+                {
+                    Error(map.Node(key), path + "." + key, $"must be between 1 and {max}");
+                }
+
+                return value;
+            }
+
+            var disabled = map.Node("disabled") is null ? null : map.StringList("disabled");
+            foreach (var name in disabled ?? [])
+            {
+                if (!Custos.Alerts.AlertTypes.Detectors.Contains(name))
+                {
+                    Error(map.Node("disabled"), path + ".disabled", $"'{name}' is not a detector; expected one of: {string.Join(", ", Custos.Alerts.AlertTypes.Detectors)}");
+                }
+            }
+
+            CategoryAlertsSet? categories = null;
+            if (map.Node("categories") is { } categoriesNode && AsMap(categoriesNode, path + ".categories", ["external", "internal", "automation", "agent"]) is { } c)
+            {
+                categories = Remember(categoriesNode, new CategoryAlertsSet
+                {
+                    External = c.Node("external") is { } e ? ReadCategoryAlerts(e, path + ".categories.external") : null,
+                    Internal = c.Node("internal") is { } i ? ReadCategoryAlerts(i, path + ".categories.internal") : null,
+                    Automation = c.Node("automation") is { } a ? ReadCategoryAlerts(a, path + ".categories.automation") : null,
+                    Agent = c.Node("agent") is { } g ? ReadCategoryAlerts(g, path + ".categories.agent") : null,
+                });
+            }
+
+            return Remember(node, new AlertsConfig
+            {
+                BudgetThresholds = thresholds,
+                EscalateAfterMinutes = Positive("escalate_after_minutes", 7 * 24 * 60),
+                Security = map.Node("security") is not null ? ReadOwner(map, "security") : null,
+                AuthFailuresPerMinute = Positive("auth_failures_per_minute", 1_000_000),
+                DenialsPerMinute = Positive("denials_per_minute", 1_000_000),
+                AgentRunRequestsPerMinute = Positive("agent_run_requests_per_minute", 1_000_000),
+                BaselineWarmupMinutes = Positive("baseline_warmup_minutes", 7 * 24 * 60),
+                Disabled = disabled,
+                Categories = categories,
+            }, map);
+        }
+
+        private CategoryAlertConfig? ReadCategoryAlerts(YamlNode node, string path)
+        {
+            if (AsMap(node, path, ["alert_at", "act_at", "action", "throttle_requests_per_minute", "min_requests_per_minute"]) is not { } map)
+            {
+                return null;
+            }
+
+            var config = new CategoryAlertConfig
+            {
+                AlertAt = map.Decimal("alert_at"),
+                ActAt = map.Decimal("act_at"),
+                Action = map.Enum<AlertAction>("action"),
+                ThrottleRequestsPerMinute = map.Long("throttle_requests_per_minute"),
+                MinRequestsPerMinute = map.Long("min_requests_per_minute"),
+            };
+            if (config.AlertAt is <= 1 || config.ActAt is <= 1)
+            {
+                Error(node, path, "'alert_at' and 'act_at' are multiples of the baseline and must be above 1");
+            }
+
+            if (config.ThrottleRequestsPerMinute is < 1 || config.MinRequestsPerMinute is < 1)
+            {
+                Error(node, path, "'throttle_requests_per_minute' and 'min_requests_per_minute' must be at least 1");
+            }
+
+            return Remember(node, config, map);
+        }
+
+        private ScheduleConfig? ReadSchedule(YamlNode node, string path)
+        {
+            if (AsMap(node, path, ["days", "hours"]) is not { } map)
+            {
+                return null;
+            }
+
+            var schedule = new ScheduleConfig { Days = map.StringList("days"), Hours = map.String("hours") };
+            foreach (var day in schedule.Days)
+            {
+                if (!Custos.Alerts.Schedules.TryParseDay(day, out _))
+                {
+                    Error(map.Node("days"), path + ".days", $"'{day}' is not a day; expected mon, tue, wed, thu, fri, sat or sun");
+                }
+            }
+
+            if (schedule.Hours is { } hours && !Custos.Alerts.Schedules.TryParseHours(hours, out _, out _))
+            {
+                Error(map.Node("hours"), path + ".hours", $"'{hours}' is not a range of hours such as 08:00-18:00");
+            }
+
+            return Remember(node, schedule, map);
         }
 
         private IdentityProviderConfig? ReadIdentityProvider(YamlNode node, string path)
@@ -333,12 +459,19 @@ public static partial class PolicyYaml
             }
 
             var path = owners.Path + "." + role;
-            if (AsMap(node, path, ["name", "email", "webhook", "admin"]) is not { } map)
+            if (AsMap(node, path, ["name", "email", "webhook", "admin", "webhook_format"]) is not { } map)
             {
                 return null;
             }
 
-            var owner = new OwnerConfig { Name = map.RequiredString("name") ?? "", Email = map.String("email"), Webhook = map.Url("webhook"), Admin = map.String("admin") };
+            var owner = new OwnerConfig
+            {
+                Name = map.RequiredString("name") ?? "",
+                Email = map.String("email"),
+                Webhook = map.Url("webhook"),
+                Admin = map.String("admin"),
+                WebhookFormat = map.Enum<WebhookFormat>("webhook_format")
+            };
             if (owner.Email is null && owner.Webhook is null)
             {
                 Error(node, path, "an owner needs a contact: 'email' or 'webhook'");
@@ -349,7 +482,7 @@ public static partial class PolicyYaml
 
         private ConsumerConfig? ReadConsumer(YamlNode node, string path)
         {
-            if (AsMap(node, path, ["id", "service", "category", "models", "entitlements", "limits", "suspended"]) is not { } map)
+            if (AsMap(node, path, ["id", "service", "category", "models", "entitlements", "limits", "suspended", "schedule"]) is not { } map)
             {
                 return null;
             }
@@ -363,6 +496,7 @@ public static partial class PolicyYaml
                 Entitlements = ReadList(map, "entitlements", ReadEntitlement),
                 Limits = ReadLimits(map, path),
                 Suspended = map.Bool("suspended"),
+                Schedule = map.Node("schedule") is { } schedule ? ReadSchedule(schedule, path + ".schedule") : null,
             };
             return Remember(node, consumer, map);
         }

@@ -43,6 +43,12 @@ public enum AdminPermission
 
     /// <summary>The owner-notification outbox of every tenant.</summary>
     ReadOutbox,
+
+    /// <summary>Alerts of the tenants and services in scope.</summary>
+    ReadAlerts,
+
+    /// <summary>Acknowledge alerts in scope (stops their escalation).</summary>
+    AcknowledgeAlerts,
 }
 
 /// <summary>
@@ -54,7 +60,8 @@ public static class AdminAccess
     /// <summary>True when <paramref name="role"/> holds <paramref name="permission"/>.</summary>
     public static bool Grants(AdminRole role, AdminPermission permission) => permission switch
     {
-        AdminPermission.ReadPolicy or AdminPermission.ReadRegistry => true,
+        AdminPermission.ReadPolicy or AdminPermission.ReadRegistry or AdminPermission.ReadAlerts => true,
+        AdminPermission.AcknowledgeAlerts => role is AdminRole.PlatformAdmin or AdminRole.ServiceOwner or AdminRole.Finance,
         AdminPermission.ApplyPolicy or AdminPermission.TenantKillSwitch => role == AdminRole.PlatformAdmin,
         AdminPermission.ReadOutbox => role is AdminRole.PlatformAdmin or AdminRole.SecurityAuditor,
         AdminPermission.SetOwners or AdminPermission.ManageCredentials or AdminPermission.RequestAccess
@@ -71,8 +78,13 @@ public static class AdminAccess
     /// True when the resource of <paramref name="tenant"/> (and <paramref name="service"/>, or the whole tenant when null)
     /// is within <paramref name="admin"/>'s scope.
     /// </summary>
-    public static bool InScope(AdminConfig admin, string tenant, string? service)
+    public static bool InScope(AdminConfig admin, string? tenant, string? service)
     {
+        if (tenant is null)
+        {
+            return admin.Tenants.Count == 0 && admin.Services.Count == 0; // what belongs to no tenant is for gateway-wide admins
+        }
+
         if (admin.Tenants.Count > 0 && !admin.Tenants.Contains(tenant))
         {
             return false;

@@ -75,6 +75,68 @@ internal static class AdminApi
         MapCredentials(api, gateway);
         MapAccess(api, gateway);
         MapEvidence(api, gateway);
+        MapAlerts(api, gateway);
+    }
+
+    private static void MapAlerts(RouteGroupBuilder api, CustosGateway gateway)
+    {
+        api.MapGet("/alerts", async (HttpContext context, string? status, int? limit) =>
+        {
+            await RequireAsync(context, gateway, AdminPermission.ReadAlerts, null, null, "alerts.read", "alerts", scoped: false);
+            Custos.Alerts.AlertStatus? wanted = status is null ? null
+                : Enum.TryParse<Custos.Alerts.AlertStatus>(status, ignoreCase: true, out var s) ? s
+                : throw AdminProblemException.Invalid($"status '{status}' is not one of: open, acknowledged, resolved.");
+            var admin = Admin(context);
+            var alerts = await gateway.Store.ListAlertsAsync(wanted, Math.Clamp(limit ?? 100, 1, 10_000), context.RequestAborted);
+            return Json(alerts.Where(a => AdminAccess.InScope(admin, a.Signal.Tenant, a.Signal.Service)).Select(AlertView.Of).ToArray());
+        }).WithSummary("Alerts in the caller's scope, newest first; filter with status=open|acknowledged|resolved.").Produces<AlertView[]>();
+
+        api.MapGet("/alerts/{id}", async (HttpContext context, string id) =>
+        {
+            var alert = await FindAlertAsync(context, gateway, id, AdminPermission.ReadAlerts, "alerts.read");
+            return Json(AlertView.Of(alert));
+        }).WithSummary("One alert: the signal, its evidence, who was told, and what was done.").Produces<AlertView>();
+
+        api.MapPost("/alerts/{id}/ack", async (HttpContext context, string id) =>
+        {
+            var body = context.Request.ContentLength is > 0 ? await ReadAsync<AcknowledgeBody>(context) : new AcknowledgeBody();
+            var alert = await FindAlertAsync(context, gateway, id, AdminPermission.AcknowledgeAlerts, "alert.acknowledge");
+            return Json(AlertView.Of(await gateway.Alerts.AcknowledgeAsync(alert, Admin(context).Id, body.Note, context.RequestAborted)));
+        }).WithSummary("Acknowledges an alert: its owners have it, so it stops escalating.").Accepts<AcknowledgeBody>("application/json").Produces<AlertView>();
+
+        api.MapPost("/alerts/{id}/resume", async (HttpContext context, string id) =>
+        {
+            var body = await ReadAsync<ReasonBody>(context);
+            RequireReason(body.Reason);
+            var alert = await FindAlertAsync(context, gateway, id, AdminPermission.ManageCredentials, "alert.resume");
+            try
+            {
+                var (resolved, version) = await gateway.Alerts.ResumeAsync(alert, Admin(context).Id, body.Reason, context.RequestAborted);
+                return Json(new ResumeResult(AlertView.Of(resolved), version));
+            }
+            catch (InvalidOperationException ex)
+            {
+                throw AdminProblemException.Conflict(ex.Message);
+            }
+        }).WithSummary("Undoes an alert's automatic action (resumes the credential, lifts the throttle) with a reason, and resolves it.")
+            .Accepts<ReasonBody>("application/json").Produces<ResumeResult>();
+    }
+
+    private static async Task<Custos.Alerts.Alert> FindAlertAsync(HttpContext context, CustosGateway gateway, string id, AdminPermission permission, string action)
+    {
+        var alert = await gateway.Store.GetAlertAsync(id, context.RequestAborted) ?? throw AdminProblemException.NotFound("Alert", id);
+        var admin = Admin(context);
+        if (!AdminAccess.Grants(admin.Role, permission))
+        {
+            throw await DeniedAsync(context, gateway, action, id, alert.Signal.Tenant, $"role {PolicyNames.Of(admin.Role)} may not do this");
+        }
+
+        if (!AdminAccess.InScope(admin, alert.Signal.Tenant, alert.Signal.Service))
+        {
+            throw await DeniedAsync(context, gateway, action, id, alert.Signal.Tenant, $"{id} is outside the scope of '{admin.Id}'");
+        }
+
+        return alert;
     }
 
     private static void MapPolicy(RouteGroupBuilder api, CustosGateway gateway)

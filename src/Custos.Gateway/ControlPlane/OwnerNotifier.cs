@@ -21,11 +21,13 @@ public sealed partial class OwnerNotifier : IAsyncDisposable
     private readonly CancellationTokenSource _stopping = new();
     private readonly SemaphoreSlim _wake = new(0);
     private readonly Task _loop;
+    private readonly WebhookSigner _signer;
 
     /// <summary>Starts the delivery loop.</summary>
-    public OwnerNotifier(IRegistryStore store, TimeProvider time, ILogger<OwnerNotifier> logger, HttpMessageHandler? handler = null)
+    public OwnerNotifier(IRegistryStore store, TimeProvider time, ILogger<OwnerNotifier> logger, WebhookSigner signer, HttpMessageHandler? handler = null)
     {
         _store = store;
+        _signer = signer;
         _time = time;
         _logger = logger;
         _http = new HttpClient(handler ?? new SocketsHttpHandler { UseProxy = false, AllowAutoRedirect = false }) { Timeout = TimeSpan.FromSeconds(10) };
@@ -39,14 +41,7 @@ public sealed partial class OwnerNotifier : IAsyncDisposable
     public async Task<int> NotifyAsync(ServiceConfig service, string role, string @event, string actor, string target, string? reason,
         IReadOnlyDictionary<string, string?>? details = null, CancellationToken cancellationToken = default)
     {
-        var owner = role switch
-        {
-            "policy" => service.Owners.Policy,
-            "billing" => service.Owners.Billing,
-            "technical" => service.Owners.Technical,
-            "agent_operator" => service.Owners.AgentOperator,
-            _ => service.Owners.BusinessSponsor,
-        };
+        var owner = Custos.Alerts.OwnerRoles.Of(service.Owners, role);
         if (owner is null)
         {
             return 0;
@@ -66,10 +61,32 @@ public sealed partial class OwnerNotifier : IAsyncDisposable
             ["reason"] = reason,
             ["details"] = details,
         });
+        var slack = $"*{@event}* on {service.Id} ({service.Tenant}) by {actor}: {target}" + (reason is null ? "" : $" — {reason}");
+        var queued = MessagesTo(owner, role, now, payload, slack);
+        await EnqueueAsync(queued, cancellationToken);
+        return queued.Count;
+    }
+
+    /// <summary>
+    /// The outbox entries that tell <paramref name="owner"/>: one per contact (webhook, e-mail), the webhook in the format
+    /// its owner asked for (Custos JSON, or Slack's <c>text</c> with <paramref name="slackText"/>).
+    /// </summary>
+    public static List<Notification> MessagesTo(OwnerConfig owner, string role, DateTimeOffset now, string payload, string slackText)
+    {
         var queued = new List<Notification>(2);
         if (owner.Webhook is { } webhook)
         {
-            queued.Add(new Notification { CreatedAt = now, Role = role, Recipient = owner.Name, Channel = "webhook", Target = webhook.ToString(), Payload = payload });
+            var slack = owner.WebhookFormat == WebhookFormat.Slack
+                || (owner.WebhookFormat is null && webhook.Host.Equals("hooks.slack.com", StringComparison.OrdinalIgnoreCase));
+            queued.Add(new Notification
+            {
+                CreatedAt = now,
+                Role = role,
+                Recipient = owner.Name,
+                Channel = "webhook",
+                Target = webhook.ToString(),
+                Payload = slack ? SlackPayload(slackText) : payload,
+            });
         }
 
         if (owner.Email is { } email)
@@ -86,9 +103,21 @@ public sealed partial class OwnerNotifier : IAsyncDisposable
             });
         }
 
-        await _store.EnqueueNotificationsAsync(queued, cancellationToken);
+        return queued;
+    }
+
+    /// <summary>A Slack-compatible incoming-webhook body: <c>text</c> (the fallback) and one mrkdwn section block.</summary>
+    public static string SlackPayload(string text) => JsonSerializer.Serialize(new Dictionary<string, object>
+    {
+        ["text"] = text,
+        ["blocks"] = new object[] { new Dictionary<string, object> { ["type"] = "section", ["text"] = new Dictionary<string, string> { ["type"] = "mrkdwn", ["text"] = text } } },
+    });
+
+    /// <summary>Adds messages to the durable outbox and wakes the delivery loop.</summary>
+    public async Task EnqueueAsync(IReadOnlyList<Notification> notifications, CancellationToken cancellationToken = default)
+    {
+        await _store.EnqueueNotificationsAsync(notifications, cancellationToken);
         _wake.Release();
-        return queued.Count;
     }
 
     private async Task DeliverLoopAsync()
@@ -124,8 +153,14 @@ public sealed partial class OwnerNotifier : IAsyncDisposable
         string? error;
         try
         {
-            using var content = new StringContent(notification.Payload, System.Text.Encoding.UTF8, "application/json");
-            using var response = await _http.PostAsync(notification.Target, content, cancellationToken);
+            var body = System.Text.Encoding.UTF8.GetBytes(notification.Payload);
+            var timestamp = _time.GetUtcNow().ToUnixTimeSeconds();
+            using var request = new HttpRequestMessage(HttpMethod.Post, notification.Target) { Content = new ByteArrayContent(body) };
+            request.Content.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/json") { CharSet = "utf-8" };
+            request.Headers.Add(WebhookSigner.TimestampHeader, timestamp.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            request.Headers.Add(WebhookSigner.SignatureHeader, _signer.Sign(timestamp, body));
+            request.Headers.Add("X-Custos-Delivery", notification.Id.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            using var response = await _http.SendAsync(request, cancellationToken);
             if (response.IsSuccessStatusCode)
             {
                 await _store.RecordNotificationAttemptAsync(notification.Id, true, null, null, CancellationToken.None);

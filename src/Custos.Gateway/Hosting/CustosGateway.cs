@@ -1,5 +1,6 @@
 using System.Net;
 using Custos.Controls;
+using Custos.Gateway.Alerts;
 using Custos.Gateway.ControlPlane;
 using Custos.Gateway.Identity;
 using Custos.Gateway.Ledger;
@@ -121,6 +122,9 @@ public sealed partial class CustosGateway : IAsyncDisposable
 
     /// <summary>Tells owners what happened to their services, through a durable outbox.</summary>
     public OwnerNotifier Notifier { get; private init; } = null!;
+
+    /// <summary>Detection and response: alerts routed to owners, automatic actions, escalation.</summary>
+    public AlertEngine Alerts { get; private set; } = null!;
 
     /// <summary>Seals the ledger with signed checkpoints.</summary>
     public Checkpointer Checkpointer { get; private init; } = null!;
@@ -279,7 +283,13 @@ public sealed partial class CustosGateway : IAsyncDisposable
 
             var upstreamClient = CreateUpstreamClient();
             var jwt = new JwtAuthenticator(CreateUpstreamClient(), options.TimeProvider, loggerFactory.CreateLogger<JwtAuthenticator>());
-            var notifier = new OwnerNotifier(store, options.TimeProvider, loggerFactory.CreateLogger<OwnerNotifier>(), options.NotificationHandler);
+            var signer = WebhookSigner.LoadOrCreate(options.DataDirectory, options.Secrets, out var secretCreated);
+            if (secretCreated)
+            {
+                Log.WebhookSecretCreated(startupLog, WebhookSigner.SecretPath(options.DataDirectory));
+            }
+
+            var notifier = new OwnerNotifier(store, options.TimeProvider, loggerFactory.CreateLogger<OwnerNotifier>(), signer, options.NotificationHandler);
             started.Insert(0, notifier);
             var checkpointKey = CheckpointKey.LoadOrCreate(options.DataDirectory, out var keyCreated);
             if (keyCreated)
@@ -307,6 +317,9 @@ public sealed partial class CustosGateway : IAsyncDisposable
                 Jwt = jwt,
                 Checkpointer = checkpointer,
             };
+            gateway.Alerts = await AlertEngine.StartAsync(gateway, store, options.TimeProvider, loggerFactory.CreateLogger<AlertEngine>(), cancellationToken);
+            started.Insert(0, gateway.Alerts);
+            ledger.AddObserver(gateway.Alerts);
             MapAdmin(admin, gateway);
             await dataPlane.StartAsync(cancellationToken);
             started.Insert(0, dataPlane);
@@ -443,7 +456,9 @@ public sealed partial class CustosGateway : IAsyncDisposable
         await _admin.StopAsync();
         await _dataPlane.DisposeAsync();
         await _admin.DisposeAsync();
-        await Ledger.DisposeAsync();
+        await Ledger.FlushAsync(); // every record seen by the detectors,
+        await Alerts.DisposeAsync(); // every signal handled (its ledger entries queued),
+        await Ledger.DisposeAsync(); // then everything stored
         await Checkpointer.DisposeAsync(); // seals the last entries, now that the ledger has drained
         await Notifier.DisposeAsync();
         await Store.DisposeAsync();
@@ -470,6 +485,10 @@ public sealed partial class CustosGateway : IAsyncDisposable
         [LoggerMessage(EventId = 12, Level = LogLevel.Information,
             Message = "Created the ledger's checkpoint signing key {KeyId}; give auditors its public key: {PublicKey}.")]
         public static partial void CheckpointKeyCreated(ILogger logger, string publicKey, string keyId);
+
+        [LoggerMessage(EventId = 13, Level = LogLevel.Information,
+            Message = "Created the webhook signing secret {Path}; give it to your webhook receivers to check X-Custos-Signature (or set CUSTOS_WEBHOOK_SECRET).")]
+        public static partial void WebhookSecretCreated(ILogger logger, string path);
 
         [LoggerMessage(EventId = 11, Level = LogLevel.Warning,
             Message = "The edited configuration replaces version {Version} (by {Author}), which holds changes made through the admin API since the file was loaded as version {Loaded}; {Count} difference(s): {Changes}. Export the policy in force (custos policy show) before editing the file to keep them.")]

@@ -1,0 +1,593 @@
+using System.Globalization;
+using Custos.Controls;
+using Custos.Errors;
+using Custos.Ledger;
+using Custos.Policy;
+
+namespace Custos.Alerts;
+
+/// <summary>
+/// The detectors, fed with every request entry as the ledger stores it: budget thresholds, quota exhaustion, denial
+/// spikes, authentication-failure bursts per source, usage far above a consumer's own moving baseline (thresholds and
+/// automatic actions per category), first use of a model, agent fan-out, and traffic outside a declared schedule.
+/// Time is the entries' own timestamps, so staged traffic with a fake clock behaves exactly like real traffic.
+/// </summary>
+/// <remarks>Not thread-safe: one caller at a time (the ledger's drain task). Memory is bounded by sweeping idle keys.</remarks>
+public sealed class AlertDetectors
+{
+    private const double BaselineAlpha = 2.0 / (60 + 1); // an exponential moving average over about an hour of minutes
+    private static readonly TimeSpan Minute = TimeSpan.FromMinutes(1);
+    private readonly Dictionary<string, BurstWindow> _authFailures = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, BurstWindow> _denials = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, AgentRun> _agentRuns = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, Baseline> _baselines = new(StringComparer.Ordinal);
+    private readonly HashSet<string> _modelsUsed = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, string> _scheduleFired = new(StringComparer.Ordinal);
+    private long _version = -1;
+    private AlertRules _rules = AlertRules.Default;
+    private Dictionary<string, ScheduleConfig> _schedules = new(StringComparer.Ordinal);
+    private Dictionary<string, (BudgetPeriod Period, TimeZoneInfo Zone)> _budgetPeriods = new(StringComparer.Ordinal);
+    private DateTimeOffset _nextSweep = DateTimeOffset.MinValue;
+
+    /// <summary>Keys currently tracked (sources, consumers, agent runs): bounded by sweeping idle ones.</summary>
+    public int TrackedKeys => _authFailures.Count + _denials.Count + _agentRuns.Count + _baselines.Count;
+
+    /// <summary>Remembers models consumers used before this process started, so their next use is not a "first".</summary>
+    public void SeedModelsUsed(IEnumerable<(string Consumer, string Model)> pairs)
+    {
+        foreach (var (consumer, model) in pairs)
+        {
+            _modelsUsed.Add(consumer + "\n" + model);
+        }
+    }
+
+    /// <summary>Feeds one ledger entry; adds what it raises to <paramref name="signals"/>.</summary>
+    public void Observe(RequestRecord record, PolicySnapshot snapshot, List<AlertSignal> signals)
+    {
+        if (snapshot.Version != _version)
+        {
+            Compile(snapshot);
+        }
+
+        var at = record.Timestamp;
+        if (at >= _nextSweep)
+        {
+            Sweep(at);
+            _nextSweep = at + TimeSpan.FromMinutes(5);
+        }
+
+        if (record.Status == 401)
+        {
+            DetectAuthFailure(record, snapshot, signals);
+            return;
+        }
+
+        if (record.Consumer is null || !snapshot.Consumers.TryGetValue(record.Consumer, out var consumer))
+        {
+            return;
+        }
+
+        if (_rules.IsEnabled(AlertTypes.BudgetThreshold) || _rules.IsEnabled(AlertTypes.QuotaExhausted))
+        {
+            DetectLimits(record, consumer, signals);
+        }
+
+        if (record.Decision != Decision.Allow)
+        {
+            DetectDenial(record, consumer, signals);
+        }
+        else if (record.Model is { } model && _rules.IsEnabled(AlertTypes.FirstModelUse) && _modelsUsed.Add(consumer.Id + "\n" + model))
+        {
+            signals.Add(Signal(record, consumer, AlertTypes.FirstModelUse, AlertSeverity.Info, $"model.first_use|{consumer.Id}|{model}",
+                $"{consumer.Id} used model {model} for the first time.", new() { ["model"] = model }));
+        }
+
+        if (_rules.IsEnabled(AlertTypes.UsageAnomaly))
+        {
+            DetectAnomaly(record, consumer, signals);
+        }
+
+        if (record.AgentRun is { } run && _rules.IsEnabled(AlertTypes.AgentFanOut))
+        {
+            DetectFanOut(record, consumer, run, signals);
+        }
+
+        if (_schedules.TryGetValue(consumer.Id, out var schedule) && _rules.IsEnabled(AlertTypes.OutsideSchedule))
+        {
+            var local = TimeZoneInfo.ConvertTime(at, consumer.Service.Tenant.TimeZone).DateTime;
+            var hour = local.ToString("yyyy-MM-dd'T'HH", CultureInfo.InvariantCulture);
+            if (!Schedules.IsWithin(schedule, local) && _scheduleFired.GetValueOrDefault(consumer.Id) != hour)
+            {
+                _scheduleFired[consumer.Id] = hour;
+                signals.Add(Signal(record, consumer, AlertTypes.OutsideSchedule, AlertSeverity.Warning, $"schedule.outside|{consumer.Id}|{hour}",
+                    $"{consumer.Id} called at {local:ddd HH:mm} ({consumer.Service.Tenant.TimeZone.Id}), outside its schedule.",
+                    new()
+                    {
+                        ["local_time"] = local.ToString("yyyy-MM-dd'T'HH:mm:ss", CultureInfo.InvariantCulture),
+                        ["schedule_days"] = schedule.Days.Count == 0 ? "every day" : string.Join(",", schedule.Days),
+                        ["schedule_hours"] = schedule.Hours ?? "all day",
+                    }));
+            }
+        }
+    }
+
+    private void Compile(PolicySnapshot snapshot)
+    {
+        _version = snapshot.Version;
+        _rules = new AlertRules(snapshot.Document.Alerts);
+        _schedules = new Dictionary<string, ScheduleConfig>(StringComparer.Ordinal);
+        foreach (var consumer in snapshot.Document.Consumers)
+        {
+            if (consumer.Schedule is { } schedule)
+            {
+                _schedules[consumer.Id] = schedule;
+            }
+        }
+
+        _budgetPeriods = new(StringComparer.Ordinal);
+        foreach (var tenant in snapshot.Tenants)
+        {
+            Remember(tenant.Scope, tenant.Limits, tenant.TimeZone);
+        }
+
+        foreach (var service in snapshot.Services.Values)
+        {
+            Remember(service.Scope, service.Limits, service.Tenant.TimeZone);
+        }
+
+        foreach (var consumer in snapshot.Consumers.Values)
+        {
+            Remember(consumer.Scope, consumer.Limits, consumer.Service.Tenant.TimeZone);
+        }
+
+        void Remember(string scope, LimitsConfig limits, TimeZoneInfo zone)
+        {
+            if (limits.Budget is { } budget)
+            {
+                _budgetPeriods[scope] = (budget.Period, zone);
+            }
+        }
+    }
+
+    /// <summary>The alerts rules in force for the last entry seen.</summary>
+    public AlertRules Rules => _rules;
+
+    private void DetectLimits(RequestRecord record, ConsumerEntry consumer, List<AlertSignal> signals)
+    {
+        foreach (var control in record.Controls)
+        {
+            if (control.Control == "budget" && control.Limit is > 0 && control.Scope is { } scope && _rules.IsEnabled(AlertTypes.BudgetThreshold))
+            {
+                var limit = control.Limit.Value;
+                var before = control.Used ?? 0;
+                var after = control.Decision == ControlDecisions.Deny ? limit : before + (record.Cost ?? 0);
+                var window = WindowKey(scope, record.Timestamp);
+                foreach (var percent in _rules.BudgetThresholds)
+                {
+                    var threshold = limit * percent / 100m;
+                    if (!(after >= threshold && (before < threshold || control.Decision == ControlDecisions.Deny)))
+                    {
+                        continue;
+                    }
+
+                    var exhausted = percent >= 100;
+                    var currency = record.Currency ?? "";
+                    signals.Add(Signal(record, consumer, exhausted ? AlertTypes.BudgetExhausted : AlertTypes.BudgetThreshold,
+                        exhausted ? AlertSeverity.Critical : AlertSeverity.Warning, $"budget|{scope}|{percent}|{window}",
+                        control.Decision == ControlDecisions.Deny
+                            ? $"The budget of {scope} ({Money(limit)} {currency}) is exhausted: a request was refused."
+                            : $"The budget of {scope} crossed {percent}%: {Money(after)} of {Money(limit)} {currency} spent.",
+                        new()
+                        {
+                            ["scope"] = scope,
+                            ["threshold_percent"] = percent.ToString(CultureInfo.InvariantCulture),
+                            ["limit"] = Money(limit),
+                            ["spent_before"] = Money(before),
+                            ["spent_after"] = Money(after),
+                            ["currency"] = currency,
+                            ["window"] = window,
+                        }) with
+                    { Subject = scope });
+                    if (control.Decision == ControlDecisions.Deny)
+                    {
+                        break;
+                    }
+                }
+            }
+            else if (control.Control.StartsWith("quota.", StringComparison.Ordinal) && control.Decision == ControlDecisions.Deny
+                && control.Scope is { } quotaScope && _rules.IsEnabled(AlertTypes.QuotaExhausted))
+            {
+                var local = TimeZoneInfo.ConvertTime(record.Timestamp, consumer.Service.Tenant.TimeZone);
+                var window = control.Control.EndsWith("_month", StringComparison.Ordinal)
+                    ? local.ToString("yyyy-MM", CultureInfo.InvariantCulture)
+                    : local.ToString("yyyy-MM-dd", CultureInfo.InvariantCulture);
+                signals.Add(Signal(record, consumer, AlertTypes.QuotaExhausted, AlertSeverity.Warning, $"quota|{quotaScope}|{control.Control}|{window}",
+                    $"Quota {control.Control} of {quotaScope} ({control.Limit}) is used up; requests are refused until it renews.",
+                    new() { ["scope"] = quotaScope, ["quota"] = control.Control, ["limit"] = Number(control.Limit), ["used"] = Number(control.Used), ["window"] = window })
+                    with
+                { Subject = quotaScope });
+            }
+        }
+    }
+
+    private string WindowKey(string scope, DateTimeOffset at)
+    {
+        var (period, zone) = _budgetPeriods.GetValueOrDefault(scope, (BudgetPeriod.Month, TimeZoneInfo.Utc));
+        var local = TimeZoneInfo.ConvertTime(at, zone);
+        return local.ToString(period == BudgetPeriod.Day ? "yyyy-MM-dd" : "yyyy-MM", CultureInfo.InvariantCulture);
+    }
+
+    private void DetectAuthFailure(RequestRecord record, PolicySnapshot snapshot, List<AlertSignal> signals)
+    {
+        if (!_rules.IsEnabled(AlertTypes.AuthFailures))
+        {
+            return;
+        }
+
+        var source = record.ClientAddress ?? "unknown";
+        if (!_authFailures.TryGetValue(source, out var window))
+        {
+            window = new BurstWindow(_rules.AuthFailuresPerMinute);
+            _authFailures[source] = window;
+        }
+
+        if (!window.Add(record.Timestamp, record.RequestId, record.Reasons.Count > 0 ? record.Reasons[0] : "unknown"))
+        {
+            return;
+        }
+
+        ConsumerEntry? consumer = null;
+        if (record.Consumer is { } id)
+        {
+            snapshot.Consumers.TryGetValue(id, out consumer);
+        }
+
+        signals.Add(new AlertSignal
+        {
+            Type = AlertTypes.AuthFailures,
+            Severity = AlertSeverity.Critical,
+            Fingerprint = "auth.failures|" + source,
+            Subject = "source:" + source,
+            Summary = $"{window.Count} failed authentications from {source} within a minute (possible credential stuffing).",
+            At = record.Timestamp,
+            Tenant = consumer?.Service.Tenant.Id,
+            Service = consumer?.Service.Id,
+            Consumer = consumer?.Id,
+            Category = consumer?.Category,
+            CredentialId = record.CredentialId,
+            RequestId = record.RequestId,
+            PolicyVersion = record.PolicyVersion,
+            Rule = $"{_rules.AuthFailuresPerMinute} failed authentications per source per minute",
+            Evidence = new Dictionary<string, string>
+            {
+                ["source"] = source,
+                ["failures"] = window.Count.ToString(CultureInfo.InvariantCulture),
+                ["threshold_per_minute"] = _rules.AuthFailuresPerMinute.ToString(CultureInfo.InvariantCulture),
+                ["reasons"] = window.Reasons,
+                ["recent_requests"] = window.RecentRequests,
+            },
+        });
+    }
+
+    private void DetectDenial(RequestRecord record, ConsumerEntry consumer, List<AlertSignal> signals)
+    {
+        if (!_rules.IsEnabled(AlertTypes.DenialSpike) || record.Reasons.Count == 0)
+        {
+            return;
+        }
+
+        var reason = record.Reasons[0];
+        if (reason is "deny.budget_exhausted" or "deny.quota_exhausted" || reason.StartsWith("unavailable.", StringComparison.Ordinal))
+        {
+            return; // their own alerts, or the gateway's load rather than the consumer's behaviour
+        }
+
+        if (!_denials.TryGetValue(consumer.Id, out var window))
+        {
+            window = new BurstWindow(_rules.DenialsPerMinute);
+            _denials[consumer.Id] = window;
+        }
+
+        if (!window.Add(record.Timestamp, record.RequestId, reason))
+        {
+            return;
+        }
+
+        var entitlement = window.CountOf(r => r is "deny.model_not_entitled" or "deny.entitlement_expired" or "deny.entitlement_not_yet_valid" or "deny.model_not_found");
+        var type = entitlement * 2 > window.Count ? AlertTypes.EntitlementDenials : AlertTypes.DenialSpike;
+        signals.Add(Signal(record, consumer, type, AlertSeverity.Warning, $"{type}|{consumer.Id}",
+            type == AlertTypes.EntitlementDenials
+                ? $"{window.Count} requests of {consumer.Id} refused within a minute, mostly for entitlement: check what it is entitled to."
+                : $"{window.Count} requests of {consumer.Id} refused or throttled within a minute.",
+            new()
+            {
+                ["denials"] = window.Count.ToString(CultureInfo.InvariantCulture),
+                ["threshold_per_minute"] = _rules.DenialsPerMinute.ToString(CultureInfo.InvariantCulture),
+                ["reasons"] = window.Reasons,
+                ["recent_requests"] = window.RecentRequests,
+            }) with
+        { Rule = $"{_rules.DenialsPerMinute} refusals per consumer per minute" });
+    }
+
+    private void DetectAnomaly(RequestRecord record, ConsumerEntry consumer, List<AlertSignal> signals)
+    {
+        var minute = record.Timestamp.ToUnixTimeSeconds() / 60;
+        if (!_baselines.TryGetValue(consumer.Id, out var baseline))
+        {
+            baseline = new Baseline { Minute = minute, FirstMinute = minute };
+            _baselines[consumer.Id] = baseline;
+        }
+
+        baseline.Advance(minute);
+        baseline.Requests++;
+        baseline.Tokens += (record.InputTokens ?? 0) + (record.OutputTokens ?? 0);
+        baseline.Spend += (double)(record.Cost ?? 0);
+        baseline.Remember(record.RequestId);
+
+        var rule = _rules.For(consumer.Category);
+        if (minute - baseline.FirstMinute < _rules.BaselineWarmupMinutes || baseline.Requests < rule.MinRequestsPerMinute)
+        {
+            return;
+        }
+
+        // The largest ratio of the three measures; a floor keeps a near-zero baseline from dividing by nothing.
+        var (metric, observed, average, ratio) = Max(
+            ("requests", baseline.Requests, baseline.AverageRequests, baseline.Requests / Math.Max(baseline.AverageRequests, 0.1)),
+            ("tokens", baseline.Tokens, baseline.AverageTokens, baseline.Tokens / Math.Max(baseline.AverageTokens, 1)),
+            ("spend", baseline.Spend, baseline.AverageSpend, baseline.Spend / Math.Max(baseline.AverageSpend, 1e-6)));
+        var level = rule.ActAt is { } actAt && ratio >= (double)actAt ? 2 : ratio >= (double)rule.AlertAt ? 1 : 0;
+        if (level <= baseline.FiredLevel)
+        {
+            return;
+        }
+
+        baseline.FiredLevel = level;
+        var acting = level == 2;
+        var category = PolicyNames.Of(consumer.Category);
+        var action = acting ? rule.Action : AlertAction.None;
+        var ruleText = acting
+            ? $"{category}: usage at {rule.ActAt}× its baseline {ActionText(rule)}"
+            : $"{category}: usage at {rule.AlertAt}× its baseline raises an alert";
+        signals.Add(Signal(record, consumer, AlertTypes.UsageAnomaly, acting ? AlertSeverity.Critical : AlertSeverity.Warning,
+            $"usage.anomaly|{consumer.Id}|{(acting ? "act" : "alert")}",
+            $"{consumer.Id} ({category}) is at {ratio:0.#}× its baseline {metric} per minute ({Format(observed)} vs {Format(average)}).",
+            new()
+            {
+                ["metric"] = metric,
+                ["observed_per_minute"] = Format(observed),
+                ["baseline_per_minute"] = Format(average),
+                ["ratio"] = ratio.ToString("0.##", CultureInfo.InvariantCulture),
+                ["alert_at"] = rule.AlertAt.ToString(CultureInfo.InvariantCulture),
+                ["act_at"] = rule.ActAt?.ToString(CultureInfo.InvariantCulture) ?? "none",
+                ["minutes_observed"] = (minute - baseline.FirstMinute).ToString(CultureInfo.InvariantCulture),
+                ["recent_requests"] = baseline.RecentRequests,
+            }) with
+        {
+            Rule = ruleText,
+            Action = action,
+            ThrottleRequestsPerMinute = action == AlertAction.Throttle ? rule.ThrottleRequestsPerMinute : null,
+        });
+    }
+
+    private static string ActionText(CategoryRule rule) => rule.Action switch
+    {
+        AlertAction.Suspend => "suspends the credential",
+        AlertAction.Throttle => $"throttles the consumer to {rule.ThrottleRequestsPerMinute} requests per minute",
+        _ => "raises an alert",
+    };
+
+    private static (string, double, double, double) Max(params ReadOnlySpan<(string, double, double, double)> candidates)
+    {
+        var best = candidates[0];
+        foreach (var candidate in candidates)
+        {
+            if (candidate.Item4 > best.Item4)
+            {
+                best = candidate;
+            }
+        }
+
+        return best;
+    }
+
+    private void DetectFanOut(RequestRecord record, ConsumerEntry consumer, string run, List<AlertSignal> signals)
+    {
+        var key = consumer.Id + "|" + run;
+        if (!_agentRuns.TryGetValue(key, out var state))
+        {
+            state = new AgentRun(_rules.AgentRunRequestsPerMinute);
+            _agentRuns[key] = state;
+        }
+
+        var burst = state.Window.Add(record.Timestamp, record.RequestId, "request");
+        var growing = state.Grow(record.Timestamp);
+        if (!burst && !growing)
+        {
+            return;
+        }
+
+        signals.Add(Signal(record, consumer, AlertTypes.AgentFanOut, AlertSeverity.Warning, $"agent.fanout|{consumer.Id}|{run}",
+            burst
+                ? $"Agent run {run} of {consumer.Id} made {state.Window.Count} requests within a minute."
+                : $"Agent run {run} of {consumer.Id} is growing faster than linearly: {state.Buckets} requests per 10 s.",
+            new()
+            {
+                ["agent_run"] = run,
+                ["requests_last_minute"] = state.Window.Count.ToString(CultureInfo.InvariantCulture),
+                ["threshold_per_minute"] = _rules.AgentRunRequestsPerMinute.ToString(CultureInfo.InvariantCulture),
+                ["requests_per_10s"] = state.Buckets,
+                ["recent_requests"] = state.Window.RecentRequests,
+            }) with
+        { Subject = "agent_run:" + run, Rule = burst ? $"{_rules.AgentRunRequestsPerMinute} requests per agent run per minute" : "requests per 10 s doubling three times in a row" });
+    }
+
+    private static AlertSignal Signal(RequestRecord record, ConsumerEntry consumer, string type, AlertSeverity severity, string fingerprint, string summary,
+        Dictionary<string, string> evidence) => new()
+        {
+            Type = type,
+            Severity = severity,
+            Fingerprint = fingerprint,
+            Subject = consumer.Scope,
+            Summary = summary,
+            At = record.Timestamp,
+            Tenant = consumer.Service.Tenant.Id,
+            Service = consumer.Service.Id,
+            Consumer = consumer.Id,
+            Category = consumer.Category,
+            CredentialId = record.CredentialId,
+            RequestId = record.RequestId,
+            PolicyVersion = record.PolicyVersion,
+            Evidence = evidence,
+        };
+
+    private void Sweep(DateTimeOffset now)
+    {
+        Remove(_authFailures, w => now - w.Last > TimeSpan.FromMinutes(2));
+        Remove(_denials, w => now - w.Last > TimeSpan.FromMinutes(2));
+        Remove(_agentRuns, r => now - r.Window.Last > TimeSpan.FromMinutes(10));
+        var minute = now.ToUnixTimeSeconds() / 60;
+        Remove(_baselines, b => minute - b.Minute > 24 * 60); // a day idle: start again
+
+        static void Remove<T>(Dictionary<string, T> map, Func<T, bool> idle)
+        {
+            foreach (var (key, value) in map)
+            {
+                if (idle(value))
+                {
+                    map.Remove(key);
+                }
+            }
+        }
+    }
+
+    private static string Money(decimal value) => value.ToString("0.00####", CultureInfo.InvariantCulture);
+
+    private static string Number(decimal? value) => value?.ToString("0.##", CultureInfo.InvariantCulture) ?? "";
+
+    private static string Format(double value) => value.ToString(value >= 100 ? "0" : "0.###", CultureInfo.InvariantCulture);
+
+    /// <summary>The last <c>threshold</c> events of one key; a burst is <c>threshold</c> of them within a minute.</summary>
+    private sealed class BurstWindow(int threshold)
+    {
+        private readonly Queue<(DateTimeOffset At, string RequestId, string Reason)> _events = new(Math.Min(threshold, 1024));
+        private DateTimeOffset _quietUntil = DateTimeOffset.MinValue;
+
+        public DateTimeOffset Last { get; private set; }
+
+        public int Count => _events.Count;
+
+        /// <summary>Adds an event; true when it completes a burst (at most once a minute per key).</summary>
+        public bool Add(DateTimeOffset at, string requestId, string reason)
+        {
+            Last = at;
+            _events.Enqueue((at, requestId, reason));
+            while (_events.Count > threshold || (_events.Count > 0 && at - _events.Peek().At > Minute))
+            {
+                _events.Dequeue();
+            }
+
+            if (_events.Count < threshold || at < _quietUntil)
+            {
+                return false;
+            }
+
+            _quietUntil = at + Minute;
+            return true;
+        }
+
+        public int CountOf(Func<string, bool> match) => _events.Count(e => match(e.Reason));
+
+        public string Reasons => string.Join(", ", _events.GroupBy(e => e.Reason).OrderByDescending(g => g.Count()).Select(g => $"{g.Key} ×{g.Count()}"));
+
+        public string RecentRequests => string.Join(",", _events.Reverse().Take(5).Select(e => e.RequestId));
+    }
+
+    /// <summary>A consumer's usage this minute and its moving averages per minute.</summary>
+    private sealed class Baseline
+    {
+        private readonly string[] _recent = new string[5];
+        private int _next;
+
+        public long Minute;
+        public long FirstMinute;
+        public double Requests;
+        public double Tokens;
+        public double Spend;
+        public double AverageRequests;
+        public double AverageTokens;
+        public double AverageSpend;
+        public int FiredLevel;
+
+        /// <summary>Folds the finished minute (and any idle minutes after it) into the averages.</summary>
+        public void Advance(long minute)
+        {
+            if (minute <= Minute)
+            {
+                return;
+            }
+
+            AverageRequests += BaselineAlpha * (Requests - AverageRequests);
+            AverageTokens += BaselineAlpha * (Tokens - AverageTokens);
+            AverageSpend += BaselineAlpha * (Spend - AverageSpend);
+            var idle = Math.Min(minute - Minute - 1, 24 * 60);
+            if (idle > 0)
+            {
+                var decay = Math.Pow(1 - BaselineAlpha, idle);
+                AverageRequests *= decay;
+                AverageTokens *= decay;
+                AverageSpend *= decay;
+            }
+
+            Minute = minute;
+            Requests = Tokens = Spend = 0;
+            FiredLevel = 0;
+        }
+
+        public void Remember(string requestId)
+        {
+            _recent[_next] = requestId;
+            _next = (_next + 1) % _recent.Length;
+        }
+
+        public string RecentRequests => string.Join(",", _recent.Where(r => r is not null));
+    }
+
+    /// <summary>An agent run: requests in the last minute, and per 10-second bucket to see growth.</summary>
+    private sealed class AgentRun(int threshold)
+    {
+        private readonly long[] _buckets = new long[3]; // two before, and the current one
+        private long _bucket = long.MinValue;
+        private bool _grewAlready;
+
+        public BurstWindow Window { get; } = new(threshold);
+
+        public string Buckets => string.Join(" → ", _buckets);
+
+        /// <summary>Counts a request; true once per run when each 10 s has at least doubled twice in a row (to 8 or more).</summary>
+        public bool Grow(DateTimeOffset at)
+        {
+            var bucket = at.ToUnixTimeSeconds() / 10;
+            if (bucket != _bucket)
+            {
+                var shift = _bucket == long.MinValue ? 3 : Math.Min(bucket - _bucket, 3);
+                for (var i = 0; i < shift; i++)
+                {
+                    _buckets[0] = _buckets[1];
+                    _buckets[1] = _buckets[2];
+                    _buckets[2] = 0;
+                }
+
+                _bucket = bucket;
+            }
+
+            _buckets[2]++;
+            if (_grewAlready || _buckets[0] < 2 || _buckets[1] < 2 * _buckets[0] || _buckets[2] < 2 * _buckets[1] || _buckets[2] < 8)
+            {
+                return false;
+            }
+
+            _grewAlready = true;
+            return true;
+        }
+    }
+}

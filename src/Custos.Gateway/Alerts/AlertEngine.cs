@@ -1,0 +1,459 @@
+using System.Globalization;
+using System.Text.Json;
+using System.Threading.Channels;
+using Custos.Alerts;
+using Custos.ControlPlane;
+using Custos.Gateway.Hosting;
+using Custos.Gateway.Ledger;
+using Custos.Ledger;
+using Custos.Policy;
+using Microsoft.Extensions.Logging;
+
+namespace Custos.Gateway.Alerts;
+
+/// <summary>
+/// Detection and response. Fed by the ledger (every stored request entry goes through the <see cref="AlertDetectors"/>
+/// on the drain task), it turns signals into alerts on its own task: de-duplicates them by fingerprint while an alert is
+/// open, stores them, takes the category's automatic action (suspend a credential, throttle a consumer) as a new policy
+/// version with the rule and the evidence in the ledger, routes them to the owner roles responsible through the durable
+/// outbox, and escalates those not acknowledged in time to the next contact and to security.
+/// </summary>
+public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
+{
+    /// <summary>The actor the gateway's own alert actions are recorded under.</summary>
+    public const string Actor = "custos:alerts";
+
+    private static readonly TimeSpan Requiet = TimeSpan.FromHours(1);
+    private readonly CustosGateway _gateway;
+    private readonly IAlertStore _store;
+    private readonly TimeProvider _time;
+    private readonly ILogger _logger;
+    private readonly AlertDetectors _detectors = new();
+    private readonly List<AlertSignal> _scratch = [];
+    private readonly Channel<AlertSignal> _signals = Channel.CreateUnbounded<AlertSignal>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly Dictionary<string, Alert> _active = new(StringComparer.Ordinal); // by fingerprint: open or acknowledged
+    private readonly SemaphoreSlim _lock = new(1, 1);
+    private readonly CancellationTokenSource _stopping = new();
+    private Task _loop = Task.CompletedTask;
+    private Task _escalation = Task.CompletedTask;
+    private long _signalled;
+    private long _handled;
+
+    private AlertEngine(CustosGateway gateway, IAlertStore store, TimeProvider time, ILogger logger)
+    {
+        _gateway = gateway;
+        _store = store;
+        _time = time;
+        _logger = logger;
+    }
+
+    /// <summary>Raised after an alert is stored and routed (for metrics).</summary>
+    public event Action<Alert>? Raised;
+
+    /// <summary>Loads open alerts and the models consumers have used, then starts.</summary>
+    public static async Task<AlertEngine> StartAsync(CustosGateway gateway, IAlertStore store, TimeProvider time, ILogger<AlertEngine> logger,
+        CancellationToken cancellationToken = default)
+    {
+        var engine = new AlertEngine(gateway, store, time, logger);
+        engine._detectors.SeedModelsUsed(await store.GetConsumerModelsAsync(cancellationToken));
+        foreach (var alert in (await store.ListAlertsAsync(AlertStatus.Open, 10_000, cancellationToken))
+            .Concat(await store.ListAlertsAsync(AlertStatus.Acknowledged, 10_000, cancellationToken)).Reverse())
+        {
+            engine._active[alert.Signal.Fingerprint] = alert;
+        }
+
+        engine._loop = Task.Run(engine.HandleLoopAsync, CancellationToken.None);
+        engine._escalation = Task.Run(engine.EscalationLoopAsync, CancellationToken.None);
+        return engine;
+    }
+
+    /// <inheritdoc/>
+    public void OnPersisted(IReadOnlyList<ChainedRecord> batch)
+    {
+        var snapshot = _gateway.Policy.Current;
+        foreach (var chained in batch)
+        {
+            if (chained.Record is RequestRecord record)
+            {
+                _detectors.Observe(record, snapshot, _scratch);
+            }
+        }
+
+        foreach (var signal in _scratch)
+        {
+            Interlocked.Increment(ref _signalled);
+            _signals.Writer.TryWrite(signal);
+        }
+
+        _scratch.Clear();
+    }
+
+    /// <summary>Waits until every signal raised so far is handled (stored, acted on, queued for delivery).</summary>
+    public async Task WaitIdleAsync(CancellationToken cancellationToken = default)
+    {
+        while (Interlocked.Read(ref _handled) < Interlocked.Read(ref _signalled))
+        {
+            await Task.Delay(10, cancellationToken);
+        }
+    }
+
+    private async Task HandleLoopAsync()
+    {
+        await foreach (var signal in _signals.Reader.ReadAllAsync())
+        {
+            try
+            {
+                await _lock.WaitAsync();
+                try
+                {
+                    await HandleAsync(signal);
+                }
+                finally
+                {
+                    _lock.Release();
+                }
+            }
+            catch (Exception ex)
+            {
+                Log.HandleFailed(_logger, signal.Type, signal.Subject, ex);
+            }
+            finally
+            {
+                Interlocked.Increment(ref _handled);
+            }
+        }
+    }
+
+    private async Task HandleAsync(AlertSignal signal)
+    {
+        var now = _time.GetUtcNow();
+        if (_active.TryGetValue(signal.Fingerprint, out var existing)
+            && (existing.Status == AlertStatus.Open || signal.At - existing.LastSeenAt < Requiet))
+        {
+            // The same thing again while its alert is open (or was acknowledged recently): one more occurrence, no new message.
+            var repeated = existing with { Occurrences = existing.Occurrences + 1, LastSeenAt = signal.At };
+            _active[signal.Fingerprint] = repeated;
+            await _store.UpdateAlertAsync(repeated);
+            return;
+        }
+
+        var alert = await _store.CreateAlertAsync(new Alert { Signal = signal, RaisedAt = now, LastSeenAt = signal.At });
+        await _gateway.RecordAdminAsync(Actor, "alert.raise", alert.Id, null, signal.Type,
+            $"{signal.Summary} Evidence: {JsonSerializer.Serialize(signal.Evidence)}", signal.Tenant);
+        if (signal.Action != AlertAction.None)
+        {
+            alert = await ActAsync(alert);
+        }
+
+        var snapshot = _gateway.Policy.Current;
+        var roles = signal.Service is null ? [] : AlertTypes.RolesFor(signal.Type, signal.Category);
+        var includeSecurity = signal.Service is null || signal.Type == AlertTypes.AuthFailures;
+        alert = await NotifyAsync(alert, snapshot, roles, includeSecurity, "alert.raised");
+        _active[signal.Fingerprint] = alert;
+        Log.Raised(_logger, alert.Id, signal.Type, signal.Subject, string.Join(", ", alert.Recipients));
+        Raised?.Invoke(alert);
+    }
+
+    /// <summary>Takes the rule's automatic action as a new policy version, with the rule and the evidence in the ledger.</summary>
+    private async Task<Alert> ActAsync(Alert alert)
+    {
+        var signal = alert.Signal;
+        var evidence = JsonSerializer.Serialize(signal.Evidence);
+        var reason = $"{alert.Id}: {signal.Rule}. {signal.Summary} Evidence: {evidence}";
+        try
+        {
+            if (signal.Action == AlertAction.Suspend && signal.CredentialId is { } credentialId)
+            {
+                var (version, _) = await _gateway.ChangePolicyAsync(doc => doc with
+                {
+                    Credentials = [.. doc.Credentials.Select(c => c.Id == credentialId && c.Status == CredentialStatus.Active ? c with { Status = CredentialStatus.Suspended } : c)],
+                }, Actor, reason);
+                await _gateway.RecordAdminAsync(Actor, "credential.suspend", credentialId, "active", "suspended", reason, signal.Tenant);
+                return alert with { ActionTaken = $"suspended credential {credentialId}", ActionPolicyVersion = version.Number };
+            }
+
+            if (signal.Action == AlertAction.Throttle && signal.Consumer is { } consumerId && signal.ThrottleRequestsPerMinute is { } rpm)
+            {
+                long? before = null;
+                var (version, _) = await _gateway.ChangePolicyAsync(doc => doc with
+                {
+                    Consumers = [.. doc.Consumers.Select(c =>
+                    {
+                        if (c.Id != consumerId)
+                        {
+                            return c;
+                        }
+
+                        before = c.Limits.RequestsPerMinute;
+                        return c with { Limits = c.Limits with { RequestsPerMinute = Math.Min(rpm, before ?? long.MaxValue) } };
+                    })],
+                }, Actor, reason);
+                await _gateway.RecordAdminAsync(Actor, "consumer.throttle", "consumer:" + consumerId, Text(before), rpm.ToString(CultureInfo.InvariantCulture), reason, signal.Tenant);
+                return alert with { ActionTaken = $"throttled consumer {consumerId} to {rpm} requests per minute", ActionBefore = before, ActionPolicyVersion = version.Number };
+            }
+        }
+        catch (Exception ex) when (ex is PolicyValidationException or InvalidOperationException)
+        {
+            Log.ActionFailed(_logger, alert.Id, signal.Action.ToString(), ex);
+            return alert with { ActionTaken = $"failed: {ex.Message}" };
+        }
+
+        return alert;
+    }
+
+    private static string? Text(long? value) => value?.ToString(CultureInfo.InvariantCulture);
+
+    /// <summary>Queues the alert for each role's contact (and security's), one message per distinct webhook or address.</summary>
+    private async Task<Alert> NotifyAsync(Alert alert, PolicySnapshot snapshot, IReadOnlyList<string> roles, bool includeSecurity, string @event)
+    {
+        var signal = alert.Signal;
+        var service = signal.Service is not null && snapshot.Services.TryGetValue(signal.Service, out var entry) ? entry : null;
+        var rules = new AlertRules(snapshot.Document.Alerts);
+        var targets = new List<(string Role, OwnerConfig Owner)>();
+        foreach (var role in roles)
+        {
+            if (service is not null && OwnerRoles.Of(service.Owners, role) is { } owner)
+            {
+                targets.Add((role, owner));
+            }
+        }
+
+        if (includeSecurity && rules.Security is { } security)
+        {
+            targets.Add((OwnerRoles.Security, security));
+        }
+
+        var now = _time.GetUtcNow();
+        var queued = new List<Notification>();
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var (role, owner) in targets)
+        {
+            foreach (var message in Custos.Gateway.ControlPlane.OwnerNotifier.MessagesTo(owner, role, now, Payload(alert, @event, role, owner), SlackText(alert, @event)))
+            {
+                if (seen.Add(message.Channel + " " + message.Target))
+                {
+                    queued.Add(message);
+                }
+            }
+        }
+
+        await _gateway.Notifier.EnqueueAsync(queued);
+        return alert with
+        {
+            NotifiedRoles = [.. alert.NotifiedRoles, .. roles.Where(r => targets.Any(t => t.Role == r)), .. includeSecurity && rules.Security is not null ? [OwnerRoles.Security] : Array.Empty<string>()],
+            Recipients = [.. alert.Recipients, .. targets.Select(t => $"{t.Owner.Name} ({t.Role})")],
+        };
+    }
+
+    private static string Payload(Alert alert, string @event, string role, OwnerConfig owner)
+    {
+        var signal = alert.Signal;
+        return JsonSerializer.Serialize(new Dictionary<string, object?>
+        {
+            ["event"] = @event,
+            ["alert_id"] = alert.Id,
+            ["type"] = signal.Type,
+            ["severity"] = PolicyNames.Of(signal.Severity),
+            ["summary"] = signal.Summary,
+            ["subject"] = signal.Subject,
+            ["tenant"] = signal.Tenant,
+            ["service"] = signal.Service,
+            ["consumer"] = signal.Consumer,
+            ["category"] = signal.Category is { } c ? PolicyNames.Of(c) : null,
+            ["credential_id"] = signal.CredentialId,
+            ["request_id"] = signal.RequestId,
+            ["policy_version"] = signal.PolicyVersion,
+            ["rule"] = signal.Rule,
+            ["evidence"] = signal.Evidence,
+            ["action_taken"] = alert.ActionTaken,
+            ["occurred_at"] = LedgerTime.Format(signal.At),
+            ["raised_at"] = LedgerTime.Format(alert.RaisedAt),
+            ["owner_role"] = role,
+            ["owner"] = owner.Name,
+        });
+    }
+
+    private static string SlackText(Alert alert, string @event)
+    {
+        var signal = alert.Signal;
+        var head = @event == "alert.escalated" ? ":rotating_light: *Escalated*" : signal.Severity == AlertSeverity.Critical ? ":rotating_light:" : ":warning:";
+        var action = alert.ActionTaken is null ? "" : $"\n*Action taken:* {alert.ActionTaken}";
+        return $"{head} *{signal.Type}* `{alert.Id}` ({PolicyNames.Of(signal.Severity)}) — {signal.Summary}{action}\n"
+            + $"Service: {signal.Service ?? "none"} · Consumer: {signal.Consumer ?? "unknown"} · Request: {signal.RequestId} · Policy v{signal.PolicyVersion}\n"
+            + $"Acknowledge: `custos alerts ack {alert.Id}`";
+    }
+
+    /// <summary>Acknowledges an alert: it stops escalating. Recorded in the ledger under <paramref name="actor"/>.</summary>
+    public async Task<Alert> AcknowledgeAsync(Alert alert, string actor, string? note, CancellationToken cancellationToken = default)
+    {
+        await _lock.WaitAsync(cancellationToken);
+        try
+        {
+            var current = await _store.GetAlertAsync(alert.Id, cancellationToken) ?? alert;
+            if (current.Status != AlertStatus.Open)
+            {
+                return current;
+            }
+
+            var acknowledged = current with { Status = AlertStatus.Acknowledged, AcknowledgedBy = actor, AcknowledgedAt = _time.GetUtcNow(), Note = note ?? current.Note };
+            await _store.UpdateAlertAsync(acknowledged, cancellationToken);
+            _active[acknowledged.Signal.Fingerprint] = acknowledged;
+            await _gateway.RecordAdminAsync(actor, "alert.acknowledge", alert.Id, "open", "acknowledged", note, alert.Signal.Tenant);
+            return acknowledged;
+        }
+        finally
+        {
+            _lock.Release();
+        }
+    }
+
+    /// <summary>
+    /// Undoes an alert's automatic action (resumes the suspended credential, lifts the throttle) as a new policy version
+    /// by <paramref name="actor"/> with <paramref name="reason"/>, and resolves the alert.
+    /// </summary>
+    public async Task<(Alert Alert, long PolicyVersion)> ResumeAsync(Alert alert, string actor, string reason, CancellationToken cancellationToken = default)
+    {
+        await _lock.WaitAsync(cancellationToken);
+        try
+        {
+            var current = await _store.GetAlertAsync(alert.Id, cancellationToken) ?? alert;
+            var signal = current.Signal;
+            if (current.Status == AlertStatus.Resolved)
+            {
+                throw new InvalidOperationException($"Alert {current.Id} is resolved already (by {current.ResolvedBy}).");
+            }
+
+            if (current.ActionPolicyVersion is null)
+            {
+                throw new InvalidOperationException($"Alert {current.Id} took no automatic action, so there is nothing to resume; acknowledge it instead.");
+            }
+
+            long version;
+            if (signal.Action == AlertAction.Suspend && signal.CredentialId is { } credentialId)
+            {
+                (var v, _) = await _gateway.ChangePolicyAsync(doc => doc with
+                {
+                    Credentials = [.. doc.Credentials.Select(c => c.Id == credentialId && c.Status == CredentialStatus.Suspended ? c with { Status = CredentialStatus.Active } : c)],
+                }, actor, reason, cancellationToken);
+                version = v.Number;
+                await _gateway.RecordAdminAsync(actor, "credential.resume", credentialId, "suspended", "active", $"{current.Id}: {reason}", signal.Tenant);
+            }
+            else
+            {
+                var consumerId = signal.Consumer!;
+                (var v, _) = await _gateway.ChangePolicyAsync(doc => doc with
+                {
+                    Consumers = [.. doc.Consumers.Select(c => c.Id == consumerId ? c with { Limits = c.Limits with { RequestsPerMinute = current.ActionBefore } } : c)],
+                }, actor, reason, cancellationToken);
+                version = v.Number;
+                await _gateway.RecordAdminAsync(actor, "consumer.unthrottle", "consumer:" + consumerId, signal.ThrottleRequestsPerMinute?.ToString(CultureInfo.InvariantCulture),
+                    Text(current.ActionBefore) ?? "none", $"{current.Id}: {reason}", signal.Tenant);
+            }
+
+            var now = _time.GetUtcNow();
+            var resolved = current with
+            {
+                Status = AlertStatus.Resolved,
+                ResolvedBy = actor,
+                ResolvedAt = now,
+                AcknowledgedBy = current.AcknowledgedBy ?? actor,
+                AcknowledgedAt = current.AcknowledgedAt ?? now,
+                Note = reason,
+            };
+            await _store.UpdateAlertAsync(resolved, cancellationToken);
+            _active.Remove(signal.Fingerprint);
+            await _gateway.RecordAdminAsync(actor, "alert.resolve", current.Id, PolicyNames.Of(current.Status), "resolved", reason, signal.Tenant);
+            return (resolved, version);
+        }
+        finally
+        {
+            _lock.Release();
+        }
+    }
+
+    /// <summary>
+    /// Escalates every open alert raised more than <c>alerts.escalate_after_minutes</c> before <paramref name="now"/> and not
+    /// escalated yet: to the next owner on the ladder not told yet, and to security. Returns how many escalated.
+    /// </summary>
+    public async Task<int> EscalateDueAsync(DateTimeOffset now, CancellationToken cancellationToken = default)
+    {
+        await _lock.WaitAsync(cancellationToken);
+        try
+        {
+            var snapshot = _gateway.Policy.Current;
+            var after = new AlertRules(snapshot.Document.Alerts).EscalateAfter;
+            var escalated = 0;
+            foreach (var alert in _active.Values.Where(a => a.Status == AlertStatus.Open && a.EscalatedAt is null && now - a.RaisedAt >= after).ToList())
+            {
+                var service = alert.Signal.Service is { } id && snapshot.Services.TryGetValue(id, out var entry) ? entry : null;
+                var next = service is null ? null
+                    : AlertTypes.EscalationLadder.FirstOrDefault(r => !alert.NotifiedRoles.Contains(r) && OwnerRoles.Of(service.Owners, r) is not null);
+                var updated = await NotifyAsync(alert, snapshot, next is null ? [] : [next], includeSecurity: true, "alert.escalated");
+                updated = updated with { EscalatedAt = now };
+                await _store.UpdateAlertAsync(updated, cancellationToken);
+                _active[alert.Signal.Fingerprint] = updated;
+                await _gateway.RecordAdminAsync(Actor, "alert.escalate", alert.Id, string.Join(",", alert.NotifiedRoles), string.Join(",", updated.NotifiedRoles),
+                    $"not acknowledged within {after.TotalMinutes:0} minutes", alert.Signal.Tenant);
+                Log.Escalated(_logger, alert.Id, next ?? "security only");
+                escalated++;
+            }
+
+            return escalated;
+        }
+        finally
+        {
+            _lock.Release();
+        }
+    }
+
+    private async Task EscalationLoopAsync()
+    {
+        using var timer = new PeriodicTimer(TimeSpan.FromSeconds(5), _time);
+        try
+        {
+            while (await timer.WaitForNextTickAsync(_stopping.Token))
+            {
+                try
+                {
+                    await EscalateDueAsync(_time.GetUtcNow(), _stopping.Token);
+                }
+                catch (Exception ex) when (ex is not OperationCanceledException)
+                {
+                    Log.EscalationFailed(_logger, ex);
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+
+    /// <summary>Handles the signals already raised, then stops.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        _signals.Writer.TryComplete();
+        await _stopping.CancelAsync();
+        await _loop;
+        await _escalation;
+        _stopping.Dispose();
+        _lock.Dispose();
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(EventId = 60, Level = LogLevel.Warning, Message = "Alert {Id} raised: {Type} on {Subject}; told {Recipients}.")]
+        public static partial void Raised(ILogger logger, string id, string type, string subject, string recipients);
+
+        [LoggerMessage(EventId = 61, Level = LogLevel.Warning, Message = "Alert {Id} escalated to {Next} and security: not acknowledged in time.")]
+        public static partial void Escalated(ILogger logger, string id, string next);
+
+        [LoggerMessage(EventId = 62, Level = LogLevel.Error, Message = "Handling a {Type} signal on {Subject} failed.")]
+        public static partial void HandleFailed(ILogger logger, string type, string subject, Exception exception);
+
+        [LoggerMessage(EventId = 63, Level = LogLevel.Error, Message = "The automatic action of alert {Id} ({Action}) failed.")]
+        public static partial void ActionFailed(ILogger logger, string id, string action, Exception exception);
+
+        [LoggerMessage(EventId = 64, Level = LogLevel.Error, Message = "Escalating alerts failed; retrying.")]
+        public static partial void EscalationFailed(ILogger logger, Exception exception);
+    }
+}

@@ -1,0 +1,147 @@
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Custos.Alerts;
+using Custos.Ledger;
+
+namespace Custos.Storage;
+
+/// <summary>Alerts: one row each, the whole alert as JSON beside the columns the lists filter on.</summary>
+public sealed partial class SqliteStore : IAlertStore
+{
+    private const string AlertSchema = """
+
+        CREATE TABLE IF NOT EXISTS alerts (
+            number      INTEGER PRIMARY KEY AUTOINCREMENT,
+            status      TEXT NOT NULL,
+            fingerprint TEXT NOT NULL,
+            raised_at   TEXT NOT NULL,
+            alert       TEXT NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS alerts_status ON alerts (status, number);
+        """;
+
+    private static readonly JsonSerializerOptions AlertJson = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower) },
+    };
+
+    /// <inheritdoc/>
+    public async Task<Alert> CreateAlertAsync(Alert alert, CancellationToken cancellationToken = default)
+    {
+        await _writeLock.WaitAsync(cancellationToken);
+        try
+        {
+            using var command = Writer.CreateCommand();
+            command.CommandText = """
+                INSERT INTO alerts (status, fingerprint, raised_at, alert) VALUES ($status, $fingerprint, $at, '{}');
+                SELECT last_insert_rowid();
+                """;
+            command.Parameters.AddWithValue("$status", StatusText(alert.Status));
+            command.Parameters.AddWithValue("$fingerprint", alert.Signal.Fingerprint);
+            command.Parameters.AddWithValue("$at", LedgerTime.Format(alert.RaisedAt));
+            var number = Convert.ToInt64(await command.ExecuteScalarAsync(cancellationToken), CultureInfo.InvariantCulture);
+            var stored = alert with { Id = "al-" + number.ToString(CultureInfo.InvariantCulture) };
+            using var update = Writer.CreateCommand();
+            update.CommandText = "UPDATE alerts SET alert = $alert WHERE number = $number";
+            update.Parameters.AddWithValue("$alert", JsonSerializer.Serialize(stored, AlertJson));
+            update.Parameters.AddWithValue("$number", number);
+            await update.ExecuteNonQueryAsync(cancellationToken);
+            return stored;
+        }
+        finally
+        {
+            _writeLock.Release();
+        }
+    }
+
+    /// <inheritdoc/>
+    public async Task UpdateAlertAsync(Alert alert, CancellationToken cancellationToken = default)
+    {
+        var number = NumberOf(alert.Id) ?? throw new ArgumentException($"'{alert.Id}' is not an alert id.", nameof(alert));
+        await _writeLock.WaitAsync(cancellationToken);
+        try
+        {
+            using var command = Writer.CreateCommand();
+            command.CommandText = "UPDATE alerts SET status = $status, alert = $alert WHERE number = $number";
+            command.Parameters.AddWithValue("$status", StatusText(alert.Status));
+            command.Parameters.AddWithValue("$alert", JsonSerializer.Serialize(alert, AlertJson));
+            command.Parameters.AddWithValue("$number", number);
+            await command.ExecuteNonQueryAsync(cancellationToken);
+        }
+        finally
+        {
+            _writeLock.Release();
+        }
+    }
+
+    /// <inheritdoc/>
+    public async Task<Alert?> GetAlertAsync(string id, CancellationToken cancellationToken = default)
+    {
+        if (NumberOf(id) is not { } number)
+        {
+            return null;
+        }
+
+        await using var connection = await OpenReaderAsync(cancellationToken);
+        using var command = connection.CreateCommand();
+        command.CommandText = "SELECT alert FROM alerts WHERE number = $number";
+        command.Parameters.AddWithValue("$number", number);
+        return await command.ExecuteScalarAsync(cancellationToken) is string json ? JsonSerializer.Deserialize<Alert>(json, AlertJson) : null;
+    }
+
+    /// <inheritdoc/>
+    public async Task<IReadOnlyList<Alert>> ListAlertsAsync(AlertStatus? status, int limit, CancellationToken cancellationToken = default)
+    {
+        await using var connection = await OpenReaderAsync(cancellationToken);
+        using var command = connection.CreateCommand();
+        command.CommandText = status is null
+            ? "SELECT alert FROM alerts ORDER BY number DESC LIMIT $limit"
+            : "SELECT alert FROM alerts WHERE status = $status ORDER BY number DESC LIMIT $limit";
+        command.Parameters.AddWithValue("$limit", Math.Clamp(limit, 1, 100_000));
+        if (status is { } s)
+        {
+            command.Parameters.AddWithValue("$status", StatusText(s));
+        }
+
+        var result = new List<Alert>();
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            result.Add(JsonSerializer.Deserialize<Alert>(reader.GetString(0), AlertJson)!);
+        }
+
+        return result;
+    }
+
+    /// <inheritdoc/>
+    public async Task<IReadOnlyList<(string Consumer, string Model)>> GetConsumerModelsAsync(CancellationToken cancellationToken = default)
+    {
+        await using var connection = await OpenReaderAsync(cancellationToken);
+        using var command = connection.CreateCommand();
+        command.CommandText = """
+            SELECT DISTINCT consumer, model FROM ledger
+            WHERE kind = 'request' AND decision = 'allow' AND consumer IS NOT NULL AND model IS NOT NULL
+            """;
+        var result = new List<(string, string)>();
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            result.Add((reader.GetString(0), reader.GetString(1)));
+        }
+
+        return result;
+    }
+
+    private static string StatusText(AlertStatus status) => status switch
+    {
+        AlertStatus.Open => "open",
+        AlertStatus.Acknowledged => "acknowledged",
+        _ => "resolved",
+    };
+
+    private static long? NumberOf(string id)
+        => id.StartsWith("al-", StringComparison.Ordinal) && long.TryParse(id.AsSpan(3), NumberStyles.None, CultureInfo.InvariantCulture, out var n) ? n : null;
+}
