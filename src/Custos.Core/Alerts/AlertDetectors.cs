@@ -21,7 +21,7 @@ public sealed class AlertDetectors
     private readonly Dictionary<string, BurstWindow> _denials = new(StringComparer.Ordinal);
     private readonly Dictionary<string, AgentRun> _agentRuns = new(StringComparer.Ordinal);
     private readonly Dictionary<string, Baseline> _baselines = new(StringComparer.Ordinal);
-    private readonly HashSet<string> _modelsUsed = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, HashSet<string>> _modelsUsed = new(StringComparer.Ordinal); // consumer → models
     private readonly Dictionary<string, string> _scheduleFired = new(StringComparer.Ordinal);
     private long _version = -1;
     private AlertRules _rules = AlertRules.Default;
@@ -37,7 +37,7 @@ public sealed class AlertDetectors
     {
         foreach (var (consumer, model) in pairs)
         {
-            _modelsUsed.Add(consumer + "\n" + model);
+            UsedBefore(consumer, model);
         }
     }
 
@@ -76,7 +76,7 @@ public sealed class AlertDetectors
         {
             DetectDenial(record, consumer, signals);
         }
-        else if (record.Model is { } model && _rules.IsEnabled(AlertTypes.FirstModelUse) && _modelsUsed.Add(consumer.Id + "\n" + model))
+        else if (record.Model is { } model && _rules.IsEnabled(AlertTypes.FirstModelUse) && !UsedBefore(consumer.Id, model))
         {
             signals.Add(Signal(record, consumer, AlertTypes.FirstModelUse, AlertSeverity.Info, $"model.first_use|{consumer.Id}|{model}",
                 $"{consumer.Id} used model {model} for the first time.", new() { ["model"] = model }));
@@ -109,6 +109,18 @@ public sealed class AlertDetectors
                     }));
             }
         }
+    }
+
+    /// <summary>True when <paramref name="consumer"/> used <paramref name="model"/> before; remembers it either way.</summary>
+    private bool UsedBefore(string consumer, string model)
+    {
+        if (!_modelsUsed.TryGetValue(consumer, out var models))
+        {
+            models = new HashSet<string>(StringComparer.Ordinal);
+            _modelsUsed[consumer] = models;
+        }
+
+        return !models.Add(model);
     }
 
     private void Compile(PolicySnapshot snapshot)
@@ -161,8 +173,7 @@ public sealed class AlertDetectors
                 var limit = control.Limit.Value;
                 var before = control.Used ?? 0;
                 var after = control.Decision == ControlDecisions.Deny ? limit : before + (record.Cost ?? 0);
-                var window = WindowKey(scope, record.Timestamp);
-                foreach (var percent in _rules.BudgetThresholds)
+                foreach (var percent in control.Decision == ControlDecisions.Deny ? [Math.Max(100, _rules.BudgetThresholds[^1])] : _rules.BudgetThresholds)
                 {
                     var threshold = limit * percent / 100m;
                     if (!(after >= threshold && (before < threshold || control.Decision == ControlDecisions.Deny)))
@@ -171,6 +182,7 @@ public sealed class AlertDetectors
                     }
 
                     var exhausted = percent >= 100;
+                    var window = WindowKey(scope, record.Timestamp);
                     var currency = record.Currency ?? "";
                     signals.Add(Signal(record, consumer, exhausted ? AlertTypes.BudgetExhausted : AlertTypes.BudgetThreshold,
                         exhausted ? AlertSeverity.Critical : AlertSeverity.Warning, $"budget|{scope}|{percent}|{window}",
@@ -188,10 +200,6 @@ public sealed class AlertDetectors
                             ["window"] = window,
                         }) with
                     { Subject = scope });
-                    if (control.Decision == ControlDecisions.Deny)
-                    {
-                        break;
-                    }
                 }
             }
             else if (control.Control.StartsWith("quota.", StringComparison.Ordinal) && control.Decision == ControlDecisions.Deny
@@ -381,7 +389,7 @@ public sealed class AlertDetectors
         var best = candidates[0];
         foreach (var candidate in candidates)
         {
-            if (candidate.Item4 > best.Item4)
+            if (candidate.Item4 > best.Item4 * 1.0001) // on a tie, the first (requests) names it
             {
                 best = candidate;
             }
@@ -507,6 +515,7 @@ public sealed class AlertDetectors
     {
         private readonly string[] _recent = new string[5];
         private int _next;
+        private long _folded;
 
         public long Minute;
         public long FirstMinute;
@@ -518,7 +527,10 @@ public sealed class AlertDetectors
         public double AverageSpend;
         public int FiredLevel;
 
-        /// <summary>Folds the finished minute (and any idle minutes after it) into the averages.</summary>
+        /// <summary>
+        /// Folds the finished minute (and any idle minutes after it) into the averages. The first minutes are averaged
+        /// plainly (weight 1/n), so a young baseline is not biased towards zero; after that it moves with about an hour's memory.
+        /// </summary>
         public void Advance(long minute)
         {
             if (minute <= Minute)
@@ -526,21 +538,24 @@ public sealed class AlertDetectors
                 return;
             }
 
-            AverageRequests += BaselineAlpha * (Requests - AverageRequests);
-            AverageTokens += BaselineAlpha * (Tokens - AverageTokens);
-            AverageSpend += BaselineAlpha * (Spend - AverageSpend);
+            Fold(Requests, Tokens, Spend);
             var idle = Math.Min(minute - Minute - 1, 24 * 60);
-            if (idle > 0)
+            for (var i = 0; i < idle; i++)
             {
-                var decay = Math.Pow(1 - BaselineAlpha, idle);
-                AverageRequests *= decay;
-                AverageTokens *= decay;
-                AverageSpend *= decay;
+                Fold(0, 0, 0);
             }
 
             Minute = minute;
             Requests = Tokens = Spend = 0;
             FiredLevel = 0;
+        }
+
+        private void Fold(double requests, double tokens, double spend)
+        {
+            var weight = Math.Max(BaselineAlpha, 1.0 / ++_folded);
+            AverageRequests += weight * (requests - AverageRequests);
+            AverageTokens += weight * (tokens - AverageTokens);
+            AverageSpend += weight * (spend - AverageSpend);
         }
 
         public void Remember(string requestId)

@@ -149,6 +149,7 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
         var roles = signal.Service is null ? [] : AlertTypes.RolesFor(signal.Type, signal.Category);
         var includeSecurity = signal.Service is null || signal.Type == AlertTypes.AuthFailures;
         alert = await NotifyAsync(alert, snapshot, roles, includeSecurity, "alert.raised");
+        await _store.UpdateAlertAsync(alert);
         _active[signal.Fingerprint] = alert;
         Log.Raised(_logger, alert.Id, signal.Type, signal.Subject, string.Join(", ", alert.Recipients));
         Raised?.Invoke(alert);

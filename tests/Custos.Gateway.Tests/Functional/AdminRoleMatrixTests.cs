@@ -47,6 +47,7 @@ public sealed class AdminRoleMatrixTests
         (HttpMethod.Get, "/admin/v1/ledger", null, ["root", "support-owner", "support-lead", "agents-owner", "auditor", "globex-owner"]),
         (HttpMethod.Get, "/admin/v1/spend", null, ["root", "auditor", "finance"]),
         (HttpMethod.Get, "/admin/v1/notifications", null, ["root", "auditor"]),
+        (HttpMethod.Get, "/admin/v1/alerts", null, All),
     ];
 
     [Fact]

@@ -54,7 +54,7 @@ public sealed class TestGateway : IAsyncDisposable
 
     /// <summary>Starts with a policy customised by <paramref name="customize"/>, which can issue keys with <see cref="IssueKey"/>.</summary>
     public static async Task<TestGateway> StartAsync(Func<TestGateway, PolicyDocument, PolicyDocument>? customize, int ledgerQueueCapacity = LedgerWriter.DefaultCapacity,
-        HttpMessageHandler? notificationHandler = null, CheckpointOptions? checkpoints = null)
+        HttpMessageHandler? notificationHandler = null, CheckpointOptions? checkpoints = null, TimeProvider? time = null)
     {
         var directory = Path.Combine(Path.GetTempPath(), "custos-test-" + Guid.NewGuid().ToString("N"));
         var upstream = await DemoUpstream.StartAsync();
@@ -64,6 +64,7 @@ public sealed class TestGateway : IAsyncDisposable
         {
             Policy = customize is null ? policy : customize(test, policy),
             NotificationHandler = notificationHandler,
+            TimeProvider = time ?? TimeProvider.System,
             Checkpoints = checkpoints ?? new CheckpointOptions(),
             PolicyAuthor = "test",
             PolicyReason = "functional test",

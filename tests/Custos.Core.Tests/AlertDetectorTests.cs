@@ -1,0 +1,347 @@
+using Custos.Alerts;
+using Custos.Controls;
+using Custos.Errors;
+using Custos.Ledger;
+using Custos.Policy;
+
+namespace Custos.Core.Tests;
+
+/// <summary>Each detector fires on staged traffic and stays silent on normal traffic; time is the entries' own clock.</summary>
+public sealed class AlertDetectorTests
+{
+    private static readonly DateTimeOffset Start = new(2026, 11, 30, 9, 0, 0, TimeSpan.Zero); // a Monday
+
+    private readonly AlertDetectors _detectors = new();
+    private readonly List<AlertSignal> _signals = [];
+    private int _sequence;
+
+    private static PolicySnapshot Compile(string alerts = "", string consumerExtra = "")
+    {
+        var yaml = $$"""
+            tenants:
+              - id: acme
+                time_zone: Europe/Paris
+                providers: [{ id: p, type: openai, base_url: http://127.0.0.1:1/v1 }]
+                models: [{ name: small, provider: p }, { name: large, provider: p }]
+            services:
+              - id: svc
+                tenant: acme
+            consumers:
+              - { id: web, service: svc, category: external, models: [small, large] }
+              - { id: team, service: svc, category: internal, models: [small, large] }
+              - { id: batch, service: svc, category: automation, models: [small] }
+              - id: bot
+                service: svc
+                category: agent
+                models: [small]
+            {{consumerExtra}}
+            {{alerts}}
+            """;
+        var result = PolicyYaml.Read(yaml);
+        Assert.True(result.IsValid, string.Join("\n", result.Diagnostics.Select(d => d.Format("test"))));
+        var document = result.Document!;
+        return PolicySnapshot.Compile(new PolicyVersion(1, PolicyVersion.HashOf(document), "t", "t", Start, document), _ => null);
+    }
+
+    private RequestRecord Record(DateTimeOffset at, string? consumer = "team", ReasonCode? refused = null, string model = "small", long tokens = 100,
+        decimal cost = 0.01m, string? agentRun = null, string address = "10.0.0.1", params ControlResult[] controls)
+    {
+        var record = new RequestRecord
+        {
+            RequestId = $"req-{++_sequence}",
+            NodeId = "n",
+            Method = "POST",
+            Endpoint = "/v1/chat/completions",
+            Timestamp = at,
+            Consumer = consumer,
+            Service = consumer is null ? null : "svc",
+            Tenant = consumer is null ? null : "acme",
+            CredentialId = consumer is null ? null : "cred-" + consumer,
+            Model = model,
+            ClientAddress = address,
+            AgentRun = agentRun,
+            PolicyVersion = 1,
+            Status = 200,
+            InputTokens = tokens / 2,
+            OutputTokens = tokens / 2,
+            Cost = cost,
+            Currency = "USD",
+            Controls = controls,
+        };
+        if (refused is not null)
+        {
+            record.Fail(refused, Outcome.Denied);
+            record.Status = refused.Status;
+            record.Cost = null;
+            record.InputTokens = record.OutputTokens = null;
+        }
+
+        return record;
+    }
+
+    private List<AlertSignal> Feed(PolicySnapshot snapshot, IEnumerable<RequestRecord> records)
+    {
+        foreach (var record in records)
+        {
+            _detectors.Observe(record, snapshot, _signals);
+        }
+
+        return _signals;
+    }
+
+    /// <summary>A steady <paramref name="perMinute"/> requests a minute for <paramref name="minutes"/> minutes from <paramref name="from"/>.</summary>
+    private IEnumerable<RequestRecord> Steady(DateTimeOffset from, int minutes, int perMinute, string consumer, string? agentRun = null)
+    {
+        for (var m = 0; m < minutes; m++)
+        {
+            for (var i = 0; i < perMinute; i++)
+            {
+                yield return Record(from.AddMinutes(m).AddSeconds(i * 60.0 / perMinute), consumer, agentRun: agentRun);
+            }
+        }
+    }
+
+    private static ControlResult Budget(decimal used, decimal limit = 10m, string decision = ControlDecisions.Pass)
+        => new("budget", "consumer:team", decision) { Limit = limit, Used = used, Reserved = 0, Requested = 0.5m };
+
+    [Fact]
+    public void BudgetThresholds_FireOncePerThresholdAndWindow()
+    {
+        var snapshot = Compile("alerts: { disabled: [model.first_use] }");
+        var spent = 0m;
+        var records = new List<RequestRecord>();
+        for (var i = 0; i < 12; i++)
+        {
+            records.Add(Record(Start.AddMinutes(i), cost: 1m, controls: Budget(spent)));
+            spent += 1m;
+        }
+
+        var signals = Feed(snapshot, records);
+
+        Assert.Collection(signals.Where(s => s.Type is AlertTypes.BudgetThreshold or AlertTypes.BudgetExhausted),
+            s => Assert.Equal(("50", "5.00", "4.00"), (s.Evidence["threshold_percent"], s.Evidence["spent_after"], s.Evidence["spent_before"])),
+            s => Assert.Equal(("80", AlertSeverity.Warning), (s.Evidence["threshold_percent"], s.Severity)),
+            s => Assert.Equal((AlertTypes.BudgetExhausted, "100", AlertSeverity.Critical), (s.Type, s.Evidence["threshold_percent"], s.Severity)));
+        Assert.All(signals, s => Assert.Equal("consumer:team", s.Subject));
+        Assert.Equal(["budget|consumer:team|50|2026-11", "budget|consumer:team|80|2026-11", "budget|consumer:team|100|2026-11"],
+            signals.Select(s => s.Fingerprint));
+    }
+
+    [Fact]
+    public void BudgetRefusal_IsExhaustion_AndSpendUnderThresholds_IsSilent()
+    {
+        var snapshot = Compile("alerts: { disabled: [model.first_use] }");
+
+        Feed(snapshot, Enumerable.Range(0, 10).Select(i => Record(Start.AddMinutes(i), cost: 0.1m, controls: Budget(0.1m * i))));
+        Assert.Empty(_signals);
+
+        Feed(snapshot, [Record(Start.AddHours(1), refused: Reasons.BudgetExhausted, controls: Budget(9.9m, decision: ControlDecisions.Deny))]);
+        var signal = Assert.Single(_signals);
+        Assert.Equal(AlertTypes.BudgetExhausted, signal.Type);
+        Assert.Contains("exhausted", signal.Summary, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void QuotaExhaustion_Fires()
+    {
+        var snapshot = Compile("alerts: { disabled: [model.first_use] }");
+        var quota = new ControlResult("quota.requests_per_day", "consumer:team", ControlDecisions.Deny) { Limit = 100, Used = 100, Requested = 1 };
+
+        Feed(snapshot, [Record(Start, controls: new ControlResult("quota.requests_per_day", "consumer:team", ControlDecisions.Pass) { Limit = 100, Used = 5 })]);
+        Assert.Empty(_signals);
+        Feed(snapshot, [Record(Start.AddMinutes(1), refused: Reasons.QuotaExhausted, controls: quota)]);
+
+        var signal = Assert.Single(_signals);
+        Assert.Equal((AlertTypes.QuotaExhausted, "quota|consumer:team|quota.requests_per_day|2026-11-30"), (signal.Type, signal.Fingerprint));
+    }
+
+    [Fact]
+    public void DenialSpike_FiresAtThreshold_AndClassifiesEntitlementProblems()
+    {
+        var snapshot = Compile("alerts: { denials_per_minute: 10, disabled: [model.first_use] }");
+
+        // Normal: a few refusals spread over minutes.
+        Feed(snapshot, Enumerable.Range(0, 20).Select(i => Record(Start.AddSeconds(i * 20), refused: Reasons.RateLimited)));
+        Assert.Empty(_signals);
+
+        Feed(snapshot, Enumerable.Range(0, 10).Select(i => Record(Start.AddMinutes(30).AddSeconds(i), "web", refused: Reasons.RateLimited)));
+        var spike = Assert.Single(_signals);
+        Assert.Equal((AlertTypes.DenialSpike, "consumer:web"), (spike.Type, spike.Subject));
+        Assert.Contains("throttle.rate_limit ×10", spike.Evidence["reasons"], StringComparison.Ordinal);
+
+        _signals.Clear();
+        Feed(snapshot, Enumerable.Range(0, 10).Select(i => Record(Start.AddMinutes(40).AddSeconds(i), "batch", refused: Reasons.ModelNotEntitled, model: "large")));
+        Assert.Equal(AlertTypes.EntitlementDenials, Assert.Single(_signals).Type);
+        Assert.Equal([OwnerRoles.Policy], AlertTypes.RolesFor(AlertTypes.EntitlementDenials, ConsumerCategory.Automation));
+    }
+
+    [Fact]
+    public void AuthFailureBurst_PerSource()
+    {
+        var snapshot = Compile("alerts: { auth_failures_per_minute: 15 }");
+
+        // Fourteen failures in a minute from one source, and failures spread out from another: silent.
+        Feed(snapshot, Enumerable.Range(0, 14).Select(i => Record(Start.AddSeconds(i), null, Reasons.CredentialUnknown, address: "198.51.100.7")));
+        Feed(snapshot, Enumerable.Range(0, 10).Select(i => Record(Start.AddSeconds(i * 10), null, Reasons.CredentialUnknown, address: "198.51.100.8")));
+        Assert.Empty(_signals);
+
+        Feed(snapshot, [Record(Start.AddSeconds(30), null, Reasons.CredentialRevoked, address: "198.51.100.7")]);
+        var burst = Assert.Single(_signals);
+        Assert.Equal((AlertTypes.AuthFailures, "source:198.51.100.7", AlertSeverity.Critical), (burst.Type, burst.Subject, burst.Severity));
+        Assert.Null(burst.Service); // no service owns it: security's
+        Assert.Contains("deny.credential_unknown ×14", burst.Evidence["reasons"], StringComparison.Ordinal);
+
+        // Still bursting within the minute: not raised again by the detector.
+        Feed(snapshot, Enumerable.Range(0, 20).Select(i => Record(Start.AddSeconds(31 + i), null, Reasons.CredentialUnknown, address: "198.51.100.7")));
+        Assert.Single(_signals);
+    }
+
+    [Fact]
+    public void UsageAnomaly_PerCategoryThresholds_AgentSuspendsAtTenTimes()
+    {
+        var snapshot = Compile("alerts: { disabled: [model.first_use] }");
+
+        // Twenty minutes of a steady 4 requests a minute: the baseline. Normal traffic at the same rate is silent.
+        Feed(snapshot, Steady(Start, 40, 4, "bot"));
+        Assert.Empty(_signals);
+
+        // Then 60 in one minute: 3× raises an alert (after 20 requests, the minimum), 10× takes the agent's action.
+        Feed(snapshot, Enumerable.Range(0, 60).Select(i => Record(Start.AddMinutes(40).AddSeconds(i), "bot")));
+
+        Assert.Collection(_signals,
+            alert =>
+            {
+                Assert.Equal((AlertTypes.UsageAnomaly, AlertSeverity.Warning, AlertAction.None), (alert.Type, alert.Severity, alert.Action));
+                Assert.Equal("20", alert.Evidence["observed_per_minute"]); // the twentieth request
+                Assert.Equal("4", alert.Evidence["baseline_per_minute"]);
+            },
+            act =>
+            {
+                Assert.Equal((AlertSeverity.Critical, AlertAction.Suspend), (act.Severity, act.Action));
+                Assert.Equal("40", act.Evidence["observed_per_minute"]);
+                Assert.Equal("cred-bot", act.CredentialId);
+                Assert.Contains("10× its baseline suspends the credential", act.Rule, StringComparison.Ordinal);
+            });
+    }
+
+    [Fact]
+    public void UsageAnomaly_InternalOnlyAlerts_ExternalThrottles_AndWarmupIsSilent()
+    {
+        var snapshot = Compile("alerts: { disabled: [model.first_use], categories: { external: { alert_at: 4, act_at: 8, throttle_requests_per_minute: 7 } } }");
+
+        // A spike during warm-up (first 15 minutes) is not judged.
+        Feed(snapshot, Steady(Start, 5, 2, "web").Concat(Enumerable.Range(0, 60).Select(i => Record(Start.AddMinutes(5).AddSeconds(i), "web"))));
+        Assert.Empty(_signals);
+
+        Feed(snapshot, Steady(Start.AddMinutes(6), 30, 2, "web").Concat(Steady(Start, 36, 2, "team")));
+        _signals.Clear();
+        Feed(snapshot, Enumerable.Range(0, 100).Select(i => Record(Start.AddMinutes(36).AddSeconds(i * 0.5), "web"))
+            .Concat(Enumerable.Range(0, 100).Select(i => Record(Start.AddMinutes(36).AddSeconds(i * 0.5), "team"))));
+
+        var web = _signals.Where(s => s.Consumer == "web").ToList();
+        Assert.Equal([AlertAction.None, AlertAction.Throttle], web.Select(s => s.Action));
+        Assert.Equal(7, web[1].ThrottleRequestsPerMinute);
+        var team = Assert.Single(_signals, s => s.Consumer == "team");
+        Assert.Equal(AlertAction.None, team.Action); // internal teams: alert only
+    }
+
+    [Fact]
+    public void TokensFarAboveBaseline_IsAnAnomalyEvenAtTheSameRequestRate()
+    {
+        var snapshot = Compile("alerts: { disabled: [model.first_use] }");
+        Feed(snapshot, Steady(Start, 30, 25, "team"));
+        Assert.Empty(_signals);
+
+        Feed(snapshot, Enumerable.Range(0, 25).Select(i => Record(Start.AddMinutes(30).AddSeconds(i), "team", tokens: 10_000, cost: 1m)));
+
+        var signal = Assert.Single(_signals);
+        Assert.Contains(signal.Evidence["metric"], new[] { "tokens", "spend" });
+    }
+
+    [Fact]
+    public void FirstModelUse_FiresOncePerConsumerAndModel_AndRemembersSeededHistory()
+    {
+        var snapshot = Compile();
+        _detectors.SeedModelsUsed([("team", "small")]);
+
+        Feed(snapshot, [Record(Start, "team"), Record(Start.AddSeconds(1), "team", model: "large"), Record(Start.AddSeconds(2), "team", model: "large"),
+            Record(Start.AddSeconds(3), "web", refused: Reasons.ModelNotEntitled, model: "large")]);
+
+        var signal = Assert.Single(_signals);
+        Assert.Equal((AlertTypes.FirstModelUse, "large", AlertSeverity.Info), (signal.Type, signal.Evidence["model"], signal.Severity));
+    }
+
+    [Fact]
+    public void AgentFanOut_BurstUnderOneRun_AndSuperlinearGrowth()
+    {
+        var snapshot = Compile("alerts: { agent_run_requests_per_minute: 50, disabled: [model.first_use, usage.anomaly] }");
+
+        // Normal: 30 requests a minute under one run, for five minutes.
+        Feed(snapshot, Steady(Start, 5, 30, "bot", agentRun: "run-calm"));
+        Assert.Empty(_signals);
+
+        Feed(snapshot, Enumerable.Range(0, 50).Select(i => Record(Start.AddMinutes(10).AddSeconds(i), "bot", agentRun: "run-wide")));
+        var burst = Assert.Single(_signals);
+        Assert.Equal((AlertTypes.AgentFanOut, "agent_run:run-wide"), (burst.Type, burst.Subject));
+
+        // Doubling every 10 s: 2, 4, 8 — well under 50 a minute, but growing faster than linearly.
+        _signals.Clear();
+        var t = Start.AddMinutes(20);
+        var records = new List<RequestRecord>();
+        foreach (var (bucket, count) in new[] { (0, 2), (1, 4), (2, 8) })
+        {
+            for (var i = 0; i < count; i++)
+            {
+                records.Add(Record(t.AddSeconds(bucket * 10 + i), "bot", agentRun: "run-growing"));
+            }
+        }
+
+        Feed(snapshot, records);
+        var growth = Assert.Single(_signals);
+        Assert.Equal("2 → 4 → 8", growth.Evidence["requests_per_10s"]);
+    }
+
+    [Fact]
+    public void TrafficOutsideSchedule_FiresOncePerHour_InTheTenantsZone()
+    {
+        var snapshot = Compile(consumerExtra: """
+              - id: nightly
+                service: svc
+                category: automation
+                models: [small]
+                schedule: { days: [mon, tue, wed, thu, fri], hours: "01:00-05:00" }
+            """, alerts: "alerts: { disabled: [model.first_use] }");
+
+        // 09:00 UTC on Monday is 10:00 in Paris: outside 01:00-05:00. 01:30 UTC is 02:30 in Paris: inside.
+        Feed(snapshot, [Record(Start.AddHours(-7.5), "nightly"), Record(Start.AddHours(-7), "nightly")]);
+        Assert.Empty(_signals);
+
+        Feed(snapshot, [Record(Start, "nightly"), Record(Start.AddMinutes(10), "nightly"), Record(Start.AddHours(1), "nightly")]);
+        Assert.Equal(2, _signals.Count);
+        Assert.All(_signals, s => Assert.Equal(AlertTypes.OutsideSchedule, s.Type));
+        Assert.Equal("2026-11-30T10:00:00", _signals[0].Evidence["local_time"]);
+    }
+
+    [Fact]
+    public void DisabledDetectors_StaySilent_AndUnknownNamesAreRefused()
+    {
+        var snapshot = Compile("alerts: { auth_failures_per_minute: 2, disabled: [auth.failures, model.first_use] }");
+        Feed(snapshot, Enumerable.Range(0, 10).Select(i => Record(Start.AddSeconds(i), null, Reasons.CredentialUnknown)));
+        Assert.Empty(_signals);
+
+        var invalid = PolicyYaml.Read("tenants: []\nalerts: { disabled: [auth.failure] }\n");
+        Assert.Contains(invalid.Diagnostics, d => d.Message.Contains("'auth.failure' is not a detector", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void IdleKeysAreSwept()
+    {
+        var snapshot = Compile("alerts: { disabled: [model.first_use] }");
+        Feed(snapshot, Enumerable.Range(0, 1000).Select(i => Record(Start.AddMilliseconds(i), null, Reasons.CredentialUnknown, address: $"10.1.{i / 256}.{i % 256}")));
+        Assert.True(_detectors.TrackedKeys >= 1000);
+
+        Feed(snapshot, [Record(Start.AddMinutes(10), "team")]);
+
+        Assert.True(_detectors.TrackedKeys < 10, $"{_detectors.TrackedKeys} keys still tracked");
+    }
+}

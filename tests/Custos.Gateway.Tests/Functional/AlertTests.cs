@@ -1,0 +1,384 @@
+using System.Collections.Concurrent;
+using System.Net;
+using System.Net.Http.Headers;
+using System.Text;
+using System.Text.Json;
+using Custos.Gateway.ControlPlane;
+using Custos.Policy;
+using Microsoft.Extensions.Time.Testing;
+using static Custos.Gateway.Tests.Functional.ControlPlaneFixture;
+
+namespace Custos.Gateway.Tests.Functional;
+
+/// <summary>
+/// Detection and response end to end: real traffic through a real gateway raises alerts, routed to the owner role
+/// responsible, signed, delivered through the outbox exactly once per alert across a receiver outage, escalated when
+/// not acknowledged; an agent far above its baseline is suspended automatically and an owner's resume restores it.
+/// </summary>
+public sealed class AlertTests
+{
+    private const string Hooks = "http://hooks.test/";
+
+    /// <summary>Every owner role of every service gets its own webhook, so routing is visible in the URL.</summary>
+    private static PolicyDocument WithWebhooks(PolicyDocument policy, AlertsConfig alerts) => policy with
+    {
+        Alerts = alerts,
+        Services =
+        [
+            .. policy.Services.Select(s => s with
+            {
+                Owners = new ServiceOwners
+                {
+                    Policy = Hook(s.Id, "policy", s.Owners.Policy?.Admin),
+                    Billing = Hook(s.Id, "billing"),
+                    Technical = Hook(s.Id, "technical"),
+                    AgentOperator = s.Id == "agents" ? Hook(s.Id, "agent_operator") : null,
+                    BusinessSponsor = s.Id == "agents" ? Hook(s.Id, "business_sponsor") : null,
+                },
+            }),
+        ],
+    };
+
+    private static OwnerConfig Hook(string service, string role, string? admin = null)
+        => new() { Name = $"{service} {role}", Webhook = new Uri($"{Hooks}{service}/{role}"), Admin = admin };
+
+    private static readonly OwnerConfig Security = new() { Name = "secops", Webhook = new Uri(Hooks + "security"), WebhookFormat = WebhookFormat.Slack };
+
+    private static Task<TestGateway> StartAsync(WebhookReceiver hooks, AlertsConfig alerts, TimeProvider? time = null)
+        => TestGateway.StartAsync((test, policy) => WithWebhooks(Customize(test, policy), alerts), notificationHandler: hooks, time: time);
+
+    private static async Task<(HttpStatusCode Status, string? Code)> ChatAsync(TestGateway test, string key, string model = "gpt-4o-mini", string? agentRun = null)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions")
+        {
+            Content = new StringContent($$"""{"model":"{{model}}","messages":[{"role":"user","content":"hello there"}],"max_tokens":16}""", Encoding.UTF8, "application/json"),
+        };
+        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", key);
+        if (agentRun is not null)
+        {
+            request.Headers.Add("X-Custos-Agent-Run", agentRun);
+        }
+
+        using var response = await test.Client.SendAsync(request);
+        var text = await response.Content.ReadAsStringAsync();
+        return (response.StatusCode, response.IsSuccessStatusCode ? null : JsonDocument.Parse(text).RootElement.GetProperty("error").GetProperty("code").GetString());
+    }
+
+    private static async Task SettleAsync(TestGateway test)
+    {
+        await test.Gateway.Ledger.FlushAsync();
+        await test.Gateway.Alerts.WaitIdleAsync();
+    }
+
+    private static async Task<JsonElement[]> AlertsAsync(TestGateway test, string admin = "root")
+        => [.. (await JsonAsync(await AdminAsync(test, admin, HttpMethod.Get, "/admin/v1/alerts"))).EnumerateArray()];
+
+    [Fact]
+    public async Task EachAlertGoesToTheOwnerRoleResponsible_SignedWithHmac()
+    {
+        var hooks = new WebhookReceiver();
+        await using var g = await StartAsync(hooks, new AlertsConfig { Security = Security, AuthFailuresPerMinute = 10, AgentRunRequestsPerMinute = 5 },
+            time: null);
+        await g.Gateway.ChangePolicyAsync(doc => doc with
+        {
+            Consumers = [.. doc.Consumers.Select(c => c.Id == "web" ? c with { Limits = new LimitsConfig { Budget = new BudgetConfig { Amount = 0.0002m, Mode = BudgetMode.Soft } } } : c)],
+        }, "test", "a tiny soft budget");
+
+        // Spend: web's soft budget crosses 50, 80 and 100 per cent. Entitlement: its first use of a model.
+        for (var i = 0; i < 12; i++)
+        {
+            Assert.Equal(HttpStatusCode.OK, (await ChatAsync(g, g.KeyOf("web"))).Status);
+        }
+
+        // Abuse: a burst of bad keys from one source. Agents: one run fanning out.
+        for (var i = 0; i < 10; i++)
+        {
+            Assert.Equal(HttpStatusCode.Unauthorized, (await ChatAsync(g, "csk_" + new string('x', 40))).Status);
+        }
+
+        for (var i = 0; i < 5; i++)
+        {
+            Assert.Equal(HttpStatusCode.OK, (await ChatAsync(g, g.KeyOf("agent"), "gpt-4o", agentRun: "run-42")).Status);
+        }
+
+        await SettleAsync(g);
+        var alerts = await AlertsAsync(g);
+        string[] types = ["budget.threshold", "budget.exhausted", "model.first_use", "auth.failures", "agent.fanout"];
+        Assert.Equal(types.Order(), alerts.Select(a => a.GetProperty("type").GetString()).Distinct().Order());
+
+        var signer = WebhookSigner.LoadOrCreate(g.DataDirectory, _ => null, out _);
+        var expected = new Dictionary<string, string[]>
+        {
+            ["budget.threshold"] = ["support/billing"],
+            ["budget.exhausted"] = ["support/billing"],
+            ["model.first_use"] = ["support/policy", "agents/policy", "agents/agent_operator"],
+            ["auth.failures"] = ["security"],
+            ["agent.fanout"] = ["agents/technical", "agents/agent_operator"],
+        };
+        foreach (var alert in alerts)
+        {
+            var id = alert.GetProperty("id").GetString()!;
+            var type = alert.GetProperty("type").GetString()!;
+            var consumer = alert.GetProperty("consumer").ValueKind == JsonValueKind.String ? alert.GetProperty("consumer").GetString() : null;
+            var messages = await hooks.WaitForAlertAsync(id, expected[type].Count(p => consumer is null || !p.StartsWith(consumer == "web" ? "agents" : "support", StringComparison.Ordinal)));
+            foreach (var message in messages)
+            {
+                Assert.Contains(message.Uri.AbsolutePath.TrimStart('/'), expected[type]);
+                Assert.True(signer.Verify(message.Timestamp, Encoding.UTF8.GetBytes(message.Body), message.Signature), $"bad signature on {message.Uri}");
+            }
+        }
+
+        // The budget alerts name the thresholds crossed; security's Slack message carries the alert id in its text.
+        Assert.Equal(["100", "50", "80"], alerts.Where(a => a.GetProperty("type").GetString()!.StartsWith("budget", StringComparison.Ordinal))
+            .Select(a => a.GetProperty("evidence").GetProperty("threshold_percent").GetString()).Order());
+        var stuffing = Assert.Single(alerts, a => a.GetProperty("type").GetString() == "auth.failures");
+        var slack = Assert.Single(hooks.Received, m => m.Uri.AbsolutePath == "/security");
+        using (var body = JsonDocument.Parse(slack.Body))
+        {
+            Assert.Contains(stuffing.GetProperty("id").GetString()!, body.RootElement.GetProperty("text").GetString(), StringComparison.Ordinal);
+            Assert.Equal("section", body.RootElement.GetProperty("blocks")[0].GetProperty("type").GetString());
+        }
+
+        // A tampered body does not verify.
+        var any = hooks.Received.First();
+        Assert.False(signer.Verify(any.Timestamp, Encoding.UTF8.GetBytes(any.Body + " "), any.Signature));
+
+        // Every alert is in the ledger too, raised by the gateway itself.
+        var raised = (await AdminEntriesAsync(g)).Where(e => e.GetProperty("action").GetString() == "alert.raise").ToList();
+        Assert.Equal(alerts.Select(a => a.GetProperty("id").GetString()).Order(), raised.Select(e => e.GetProperty("target").GetString()).Order());
+        Assert.All(raised, e => Assert.Equal("custos:alerts", e.GetProperty("actor").GetString()));
+    }
+
+    [Fact]
+    public async Task UnacknowledgedAlertsEscalate_ToTheNextContactAndSecurity()
+    {
+        var hooks = new WebhookReceiver();
+        await using var g = await StartAsync(hooks, new AlertsConfig { Security = Security, EscalateAfterMinutes = 30 });
+        await ChatAsync(g, g.KeyOf("web"));
+        await ChatAsync(g, g.KeyOf("agent"), "gpt-4o");
+        await SettleAsync(g);
+        var alerts = await AlertsAsync(g);
+        var web = Assert.Single(alerts, a => a.GetProperty("consumer").GetString() == "web").GetProperty("id").GetString()!;
+        var agent = Assert.Single(alerts, a => a.GetProperty("consumer").GetString() == "agent").GetProperty("id").GetString()!;
+        await hooks.WaitForAlertAsync(agent, 2);
+
+        // An owner acknowledges the web alert; finance may not acknowledge an alert outside its tenants' scope... but is in acme.
+        var acked = await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Post, $"/admin/v1/alerts/{web}/ack", new { note = "looking" }));
+        Assert.Equal(("acknowledged", "support-owner"), (acked.GetProperty("status").GetString(), acked.GetProperty("acknowledged_by").GetString()));
+        var outOfScope = await AdminAsync(g, "globex-owner", HttpMethod.Post, $"/admin/v1/alerts/{agent}/ack", new { note = "not mine" });
+        Assert.Equal(HttpStatusCode.Forbidden, outOfScope.StatusCode);
+        var auditor = await AdminAsync(g, "auditor", HttpMethod.Post, $"/admin/v1/alerts/{agent}/ack", new { });
+        Assert.Equal(HttpStatusCode.Forbidden, auditor.StatusCode);
+
+        // Before the deadline nothing escalates; after it, only the unacknowledged alert, once.
+        var now = g.Gateway.Time.GetUtcNow();
+        Assert.Equal(0, await g.Gateway.Alerts.EscalateDueAsync(now.AddMinutes(29)));
+        Assert.Equal(1, await g.Gateway.Alerts.EscalateDueAsync(now.AddMinutes(31)));
+        Assert.Equal(0, await g.Gateway.Alerts.EscalateDueAsync(now.AddMinutes(90)));
+
+        // It was with the agents' policy owner and agent operator: next on the ladder is the technical owner, and security.
+        var escalated = await hooks.WaitForAlertAsync(agent, 4);
+        Assert.Equal(["/agents/technical", "/security"], escalated.Where(m => m.Event == "alert.escalated" || m.Uri.AbsolutePath == "/security")
+            .Select(m => m.Uri.AbsolutePath).Order());
+        var view = await JsonAsync(await AdminAsync(g, "root", HttpMethod.Get, $"/admin/v1/alerts/{agent}"));
+        Assert.Equal(JsonValueKind.String, view.GetProperty("escalated_at").ValueKind);
+        Assert.Equal(["policy", "agent_operator", "technical", "security"], view.GetProperty("notified_roles").EnumerateArray().Select(r => r.GetString()));
+        Assert.DoesNotContain(hooks.Received, m => m.AlertId == web && m.Event == "alert.escalated");
+
+        var entries = await AdminEntriesAsync(g);
+        Assert.Contains(entries, e => e.GetProperty("action").GetString() == "alert.escalate" && e.GetProperty("target").GetString() == agent);
+        Assert.Contains(entries, e => e.GetProperty("action").GetString() == "alert.acknowledge" && e.GetProperty("actor").GetString() == "support-owner");
+    }
+
+    [Fact]
+    public async Task AgentAtTenTimesItsBaseline_IsSuspended_AndAnOwnersResumeRestoresIt()
+    {
+        var clock = new FakeTimeProvider(new DateTimeOffset(2026, 11, 30, 9, 0, 0, TimeSpan.Zero));
+        var hooks = new WebhookReceiver();
+        await using var g = await StartAsync(hooks, new AlertsConfig
+        {
+            BaselineWarmupMinutes = 3,
+            Disabled = ["model.first_use"],
+            Categories = new CategoryAlertsSet { Agent = new CategoryAlertConfig { MinRequestsPerMinute = 5 } },
+        }, clock);
+        var key = g.KeyOf("agent");
+
+        // Its baseline: one request a minute for five minutes.
+        for (var minute = 0; minute < 5; minute++)
+        {
+            Assert.Equal(HttpStatusCode.OK, (await ChatAsync(g, key, "gpt-4o")).Status);
+            clock.Advance(TimeSpan.FromMinutes(1));
+        }
+
+        // Then a burst: the tenth request in the minute is 10× the baseline.
+        var served = 0;
+        (HttpStatusCode Status, string? Code) last = default;
+        for (var i = 0; i < 15; i++)
+        {
+            last = await ChatAsync(g, key, "gpt-4o");
+            if (last.Status != HttpStatusCode.OK)
+            {
+                break;
+            }
+
+            served++;
+            await SettleAsync(g);
+        }
+
+        Assert.Equal(10, served);
+        Assert.Equal((HttpStatusCode.Unauthorized, "deny.credential_suspended"), last);
+
+        var alert = Assert.Single(await AlertsAsync(g), a => a.GetProperty("severity").GetString() == "critical");
+        var id = alert.GetProperty("id").GetString()!;
+        Assert.Equal("suspended credential cred-agent", alert.GetProperty("action_taken").GetString());
+        Assert.Equal("10", alert.GetProperty("evidence").GetProperty("observed_per_minute").GetString());
+
+        // The suspension is a ledger entry by the gateway with the rule and the evidence, and a new policy version.
+        var suspend = Assert.Single(await AdminEntriesAsync(g), e => e.GetProperty("action").GetString() == "credential.suspend");
+        Assert.Equal(("custos:alerts", "cred-agent"), (suspend.GetProperty("actor").GetString(), suspend.GetProperty("target").GetString()));
+        Assert.Contains("10× its baseline suspends the credential", suspend.GetProperty("reason").GetString(), StringComparison.Ordinal);
+        Assert.Contains("observed_per_minute", suspend.GetProperty("reason").GetString(), StringComparison.Ordinal);
+
+        // Resuming takes an owner in scope, with a reason; someone else's owner, or no reason, is refused.
+        Assert.Equal(HttpStatusCode.Forbidden, (await AdminAsync(g, "support-owner", HttpMethod.Post, $"/admin/v1/alerts/{id}/resume", new { reason = "x" })).StatusCode);
+        Assert.Equal(HttpStatusCode.BadRequest, (await AdminAsync(g, "agents-owner", HttpMethod.Post, $"/admin/v1/alerts/{id}/resume", new { reason = "" })).StatusCode);
+        var resumed = await JsonAsync(await AdminAsync(g, "agents-owner", HttpMethod.Post, $"/admin/v1/alerts/{id}/resume",
+            new { reason = "batch job was a planned backfill" }));
+        Assert.Equal(("resolved", "agents-owner"), (resumed.GetProperty("alert").GetProperty("status").GetString(),
+            resumed.GetProperty("alert").GetProperty("resolved_by").GetString()));
+
+        Assert.Equal(HttpStatusCode.OK, (await ChatAsync(g, key, "gpt-4o")).Status);
+        var entries = await AdminEntriesAsync(g);
+        Assert.Contains(entries, e => e.GetProperty("action").GetString() == "credential.resume" && e.GetProperty("actor").GetString() == "agents-owner"
+            && e.GetProperty("reason").GetString()!.Contains("planned backfill", StringComparison.Ordinal));
+        Assert.Equal(HttpStatusCode.Conflict, (await AdminAsync(g, "agents-owner", HttpMethod.Post, $"/admin/v1/alerts/{id}/resume", new { reason = "again" })).StatusCode);
+    }
+
+    [Fact]
+    public async Task ExternalCustomerFarAboveBaseline_IsThrottled_AndResumeLiftsIt()
+    {
+        var clock = new FakeTimeProvider(new DateTimeOffset(2026, 11, 30, 9, 0, 0, TimeSpan.Zero));
+        await using var g = await StartAsync(new WebhookReceiver(), new AlertsConfig
+        {
+            BaselineWarmupMinutes = 2,
+            Disabled = ["model.first_use"],
+            Categories = new CategoryAlertsSet { External = new CategoryAlertConfig { MinRequestsPerMinute = 4, AlertAt = 3, ActAt = 6, ThrottleRequestsPerMinute = 7 } },
+        }, clock);
+        var key = g.KeyOf("web");
+        for (var minute = 0; minute < 3; minute++)
+        {
+            await ChatAsync(g, key);
+            clock.Advance(TimeSpan.FromMinutes(1));
+        }
+
+        var statuses = new List<HttpStatusCode>();
+        for (var i = 0; i < 16; i++)
+        {
+            statuses.Add((await ChatAsync(g, key)).Status);
+            await SettleAsync(g);
+        }
+
+        // Throttled at the sixth request (6× the baseline) to 7 a minute from then on: 6 + 7 served, then the limit holds.
+        Assert.Equal(13, statuses.Count(s => s == HttpStatusCode.OK));
+        Assert.Equal(HttpStatusCode.TooManyRequests, statuses[^1]);
+        Assert.Equal(7, g.Gateway.Policy.Current.Document.Consumers.Single(c => c.Id == "web").Limits.RequestsPerMinute);
+
+        var alert = Assert.Single(await AlertsAsync(g), a => a.GetProperty("action_taken").ValueKind == JsonValueKind.String);
+        await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Post, $"/admin/v1/alerts/{alert.GetProperty("id").GetString()}/resume",
+            new { reason = "launch-day traffic, expected" }));
+        Assert.Null(g.Gateway.Policy.Current.Document.Consumers.Single(c => c.Id == "web").Limits.RequestsPerMinute);
+        Assert.Equal(HttpStatusCode.OK, (await ChatAsync(g, key)).Status);
+    }
+
+    [Fact]
+    public async Task AReceiverDownForAWhile_StillGetsEveryAlert_ExactlyOncePerAlertId()
+    {
+        var hooks = new WebhookReceiver { Down = true };
+        await using var g = await StartAsync(hooks, new AlertsConfig { Security = Security });
+
+        // Three first uses (three alerts to the support policy owner) while the receiver answers 503.
+        foreach (var model in new[] { "gpt-4o-mini", "mock-no-usage", "mock-error-500" })
+        {
+            await ChatAsync(g, g.KeyOf("web"), model);
+        }
+
+        await SettleAsync(g);
+        var ids = (await AlertsAsync(g)).Select(a => a.GetProperty("id").GetString()!).ToList();
+        Assert.Equal(3, ids.Count);
+
+        // Down until every alert was refused at least once (the first attempts, then retries with back-off), then up.
+        var deadline = DateTime.UtcNow.AddSeconds(20);
+        while (hooks.Refused < 4 && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(50);
+        }
+
+        hooks.Down = false;
+        foreach (var id in ids)
+        {
+            await hooks.WaitForAlertAsync(id, 1, TimeSpan.FromSeconds(20));
+        }
+
+        Assert.True(hooks.Refused >= 4, $"the receiver refused only {hooks.Refused}");
+        await Task.Delay(500);
+        Assert.Equal(ids.Order(), hooks.Received.Select(m => m.AlertId).Order());
+    }
+}
+
+/// <summary>An owners' webhook receiver that keeps each delivery with its signature headers; can be down for a while first.</summary>
+internal sealed class WebhookReceiver : HttpMessageHandler
+{
+    private readonly ConcurrentQueue<Delivery> _received = new();
+    private int _refused;
+
+    public sealed record Delivery(Uri Uri, string Body, long Timestamp, string Signature, string? AlertId, string? Event);
+
+    public volatile bool Down;
+
+    public int Refused => Volatile.Read(ref _refused);
+
+    public IReadOnlyCollection<Delivery> Received => _received;
+
+    protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+    {
+        if (Down)
+        {
+            Interlocked.Increment(ref _refused);
+            return new HttpResponseMessage(HttpStatusCode.ServiceUnavailable);
+        }
+
+        var body = await request.Content!.ReadAsStringAsync(cancellationToken);
+        using var json = JsonDocument.Parse(body);
+        var root = json.RootElement;
+        string? alertId = root.TryGetProperty("alert_id", out var a) ? a.GetString() : null;
+        if (alertId is null && root.TryGetProperty("text", out var text))
+        {
+            alertId = System.Text.RegularExpressions.Regex.Match(text.GetString()!, "al-[0-9]+").Value;
+        }
+
+        _received.Enqueue(new Delivery(request.RequestUri!, body, long.Parse(request.Headers.GetValues(WebhookSigner.TimestampHeader).Single(), System.Globalization.CultureInfo.InvariantCulture),
+            request.Headers.GetValues(WebhookSigner.SignatureHeader).Single(), alertId, root.TryGetProperty("event", out var e) ? e.GetString() : null));
+        return new HttpResponseMessage(HttpStatusCode.OK);
+    }
+
+    public async Task<List<Delivery>> WaitForAlertAsync(string alertId, int count, TimeSpan? timeout = null)
+    {
+        var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(15));
+        while (true)
+        {
+            var matching = _received.Where(d => d.AlertId == alertId).ToList();
+            if (matching.Count >= count)
+            {
+                return matching;
+            }
+
+            if (DateTime.UtcNow > deadline)
+            {
+                throw new Xunit.Sdk.XunitException($"{matching.Count} of {count} deliveries of {alertId} arrived: "
+                    + string.Join(", ", _received.Select(d => $"{d.AlertId}→{d.Uri.AbsolutePath}")));
+            }
+
+            await Task.Delay(25);
+        }
+    }
+}
