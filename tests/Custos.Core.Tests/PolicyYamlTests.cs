@@ -58,6 +58,29 @@ public sealed class PolicyYamlTests
         Assert.True(errors.Count >= 7);
     }
 
+    [Theory]
+    [InlineData("grpc", OtlpProtocol.Grpc)]
+    [InlineData("http/protobuf", OtlpProtocol.HttpProtobuf)]
+    public void Read_ServerOtlpSettings_AreReadInTheStandardSpelling(string protocol, OtlpProtocol expected)
+    {
+        var result = PolicyYaml.Read($"server:\n  otlp_endpoint: http://collector:4318\n  otlp_protocol: {protocol}\n");
+
+        Assert.DoesNotContain(result.Diagnostics, d => d.Severity == DiagnosticSeverity.Error && d.Path.StartsWith("server", StringComparison.Ordinal));
+        Assert.Equal(new Uri("http://collector:4318"), result.Server.OtlpEndpoint);
+        Assert.Equal(expected, result.Server.OtlpProtocol);
+    }
+
+    [Fact]
+    public void Read_UnknownOtlpProtocol_IsAnErrorNamingTheChoices()
+    {
+        var result = PolicyYaml.Read("server:\n  otlp_endpoint: collector:4317\n  otlp_protocol: http/json\n");
+
+        Assert.Contains(result.Diagnostics, d => d.Path == "server.otlp_endpoint" && d.Line == 2);
+        Assert.Contains(result.Diagnostics, d => d.Path == "server.otlp_protocol" && d.Line == 3
+            && d.Message.Contains("'http/json' is not one of: grpc, http/protobuf", StringComparison.Ordinal));
+        Assert.Null(result.Server.OtlpProtocol);
+    }
+
     [Fact]
     public void Read_MissingRequiredField_PointsAtTheMapping()
     {

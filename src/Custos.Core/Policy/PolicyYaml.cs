@@ -28,6 +28,28 @@ public sealed record ServerSettings
 
     /// <summary>A webhook witness for ledger checkpoints. Default: none.</summary>
     public Uri? WitnessWebhook { get; init; }
+
+    /// <summary>
+    /// An OpenTelemetry collector to push metrics and traces to over OTLP. Default: none, unless the standard
+    /// <c>OTEL_EXPORTER_OTLP_ENDPOINT</c> environment variable is set.
+    /// </summary>
+    public Uri? OtlpEndpoint { get; init; }
+
+    /// <summary>How to reach <see cref="OtlpEndpoint"/>. Default: <c>OTEL_EXPORTER_OTLP_PROTOCOL</c>, else gRPC.</summary>
+    public OtlpProtocol? OtlpProtocol { get; init; }
+}
+
+/// <summary>The OTLP transport, as the standard <c>OTEL_EXPORTER_OTLP_PROTOCOL</c> variable names it.</summary>
+public enum OtlpProtocol
+{
+    /// <summary><c>grpc</c>: OTLP over gRPC, by convention on port 4317.</summary>
+    Grpc,
+
+    /// <summary>
+    /// <c>http/protobuf</c>: OTLP over HTTP with protobuf bodies, by convention on port 4318; the signal paths
+    /// (<c>/v1/metrics</c>, <c>/v1/traces</c>) are appended to the endpoint.
+    /// </summary>
+    HttpProtobuf,
 }
 
 /// <summary>The outcome of reading a policy document: the document when there are no errors, and every diagnostic.</summary>
@@ -118,11 +140,29 @@ public static partial class PolicyYaml
             return _marks.TryGetValue(record, out var mark) ? mark : Mark.Empty;
         }
 
+        /// <summary>The OTLP protocol in the spelling of <c>OTEL_EXPORTER_OTLP_PROTOCOL</c>, which the enum reader cannot parse.</summary>
+        private OtlpProtocol? ReadOtlpProtocol(MapReader server)
+        {
+            switch (server.String("otlp_protocol"))
+            {
+                case null:
+                    return null;
+                case "grpc":
+                    return OtlpProtocol.Grpc;
+                case "http/protobuf":
+                    return OtlpProtocol.HttpProtobuf;
+                case var other:
+                    Error(server.Node("otlp_protocol"), "server.otlp_protocol", $"'{other}' is not one of: grpc, http/protobuf");
+                    return null;
+            }
+        }
+
         public PolicyDocument ReadDocument(YamlMappingNode root, out ServerSettings server)
         {
             var map = new MapReader(this, root, "$", ["server", "gateway", "defaults", "tenants", "services", "consumers", "credentials", "admins", "identity_providers", "alerts"]);
             server = new ServerSettings();
-            if (map.Node("server") is { } serverNode && AsMap(serverNode, "server", ["listen", "admin_listen", "data", "node_id", "witness_dir", "witness_webhook"]) is { } s)
+            if (map.Node("server") is { } serverNode && AsMap(serverNode, "server",
+                    ["listen", "admin_listen", "data", "node_id", "witness_dir", "witness_webhook", "otlp_endpoint", "otlp_protocol"]) is { } s)
             {
                 server = new ServerSettings
                 {
@@ -132,6 +172,8 @@ public static partial class PolicyYaml
                     NodeId = s.String("node_id"),
                     WitnessDir = s.String("witness_dir"),
                     WitnessWebhook = s.Url("witness_webhook"),
+                    OtlpEndpoint = s.Url("otlp_endpoint"),
+                    OtlpProtocol = ReadOtlpProtocol(s),
                 };
             }
 

@@ -6,6 +6,7 @@ using Custos.Gateway.Identity;
 using Custos.Gateway.Ledger;
 using Custos.Gateway.Pipeline;
 using Custos.Gateway.Policy;
+using Custos.Gateway.Telemetry;
 using Custos.Ledger;
 using Custos.Policy;
 using Custos.Storage;
@@ -71,6 +72,19 @@ public sealed record CustosGatewayOptions
 
     /// <summary>Logging set-up. Default: console, one line per message, Information and up.</summary>
     public Action<ILoggingBuilder>? ConfigureLogging { get; init; }
+
+    /// <summary>
+    /// An OpenTelemetry collector to push metrics and traces to over OTLP. Default: none, unless the standard
+    /// <c>OTEL_EXPORTER_OTLP_ENDPOINT</c> variable is set; the other <c>OTEL_*</c> variables apply either way.
+    /// Prometheus can always scrape <c>/metrics</c> on the admin listener. See <c>docs/telemetry.md</c>.
+    /// </summary>
+    public Uri? OtlpEndpoint { get; init; }
+
+    /// <summary>How to reach <see cref="OtlpEndpoint"/>. Default: <c>OTEL_EXPORTER_OTLP_PROTOCOL</c>, else gRPC.</summary>
+    public OtlpProtocol? OtlpProtocol { get; init; }
+
+    /// <summary>How often OTLP metrics are pushed and spans batched. Default: the OpenTelemetry defaults (60 s, 5 s) or their variables.</summary>
+    internal TimeSpan? OtlpExportInterval { get; init; }
 }
 
 /// <summary>
@@ -85,6 +99,7 @@ public sealed partial class CustosGateway : IAsyncDisposable
     private readonly HttpMessageInvoker _upstreamClient;
     private readonly CustosGatewayOptions _options;
     private readonly SemaphoreSlim _applyLock = new(1, 1);
+    private TelemetryExport? _telemetryExport;
     private ILoggerFactory? _loggerFactory;
     private bool _disposed;
 
@@ -128,6 +143,9 @@ public sealed partial class CustosGateway : IAsyncDisposable
 
     /// <summary>Seals the ledger with signed checkpoints.</summary>
     public Checkpointer Checkpointer { get; private init; } = null!;
+
+    /// <summary>The gateway's metrics and spans, recorded from the ledger; the alerting engine counts its alerts here.</summary>
+    public CustosTelemetry Telemetry { get; private init; } = null!;
 
     /// <summary>Validates JWT bearer tokens (workload identities, admin sign-in).</summary>
     public JwtAuthenticator Jwt { get; private init; } = null!;
@@ -302,6 +320,11 @@ public sealed partial class CustosGateway : IAsyncDisposable
             started.Insert(1, checkpointer);
 
             var counters = options.Counters ?? new InMemoryCounterStore(options.TimeProvider);
+            var telemetry = new CustosTelemetry(policy, ledger, counters);
+            started.Add(new AsyncDisposableAdapter(telemetry));
+            var telemetryExport = TelemetryExport.Start(telemetry, options, startupLog);
+            started.Insert(0, new AsyncDisposableAdapter(telemetryExport));
+            ledger.AddObserver(telemetry);
             var dataPlane = BuildDataPlane(options, policy, ledger, upstreamClient, counters, jwt);
             var adminBuilder = CreateBuilder(options, options.AdminUrl);
             adminBuilder.Services.AddOpenApi(o => o.AddDocumentTransformer((document, _, _) =>
@@ -316,10 +339,14 @@ public sealed partial class CustosGateway : IAsyncDisposable
                 Notifier = notifier,
                 Jwt = jwt,
                 Checkpointer = checkpointer,
+                Telemetry = telemetry,
+                _telemetryExport = telemetryExport,
             };
             gateway.Alerts = await AlertEngine.StartAsync(gateway, store, options.TimeProvider, loggerFactory.CreateLogger<AlertEngine>(), cancellationToken);
             started.Insert(0, gateway.Alerts);
             ledger.AddObserver(gateway.Alerts);
+            gateway.Alerts.Raised += alert => telemetry.RecordAlert(alert.Signal.Type, PolicyNames.Of(alert.Signal.Severity),
+                alert.Signal.Category is { } category ? PolicyNames.Of(category) : null);
             MapAdmin(admin, gateway);
             await dataPlane.StartAsync(cancellationToken);
             started.Insert(0, dataPlane);
@@ -379,6 +406,7 @@ public sealed partial class CustosGateway : IAsyncDisposable
         app.MapGet("/healthz", Health);
         app.MapGet("/readyz", (HttpContext context) => Ready(context, gateway.Policy, gateway.Ledger));
         app.MapOpenApi("/admin/v1/openapi.json").WithName("openapi");
+        app.MapPrometheusScrapingEndpoint("/metrics", gateway._telemetryExport!.Meters, configureBranchedPipeline: null, optionsName: null);
         Admin.AdminApi.Map(app, gateway);
     }
 
@@ -459,6 +487,8 @@ public sealed partial class CustosGateway : IAsyncDisposable
         await Ledger.FlushAsync(); // every record seen by the detectors,
         await Alerts.DisposeAsync(); // every signal handled (its ledger entries queued),
         await Ledger.DisposeAsync(); // then everything stored
+        _telemetryExport?.Dispose(); // pushes the last measurements and spans
+        Telemetry.Dispose();
         await Checkpointer.DisposeAsync(); // seals the last entries, now that the ledger has drained
         await Notifier.DisposeAsync();
         await Store.DisposeAsync();

@@ -53,6 +53,8 @@ internal static class ServeCommand
                 WitnessDirectory = server.WitnessDir is { } witness ? CommonOptions.ResolveRelative(config, witness) : null,
                 WitnessWebhook = server.WitnessWebhook,
             },
+            OtlpEndpoint = server.OtlpEndpoint,
+            OtlpProtocol = server.OtlpProtocol,
         };
 
         var gateway = await CustosGateway.StartAsync(options, cancellationToken);

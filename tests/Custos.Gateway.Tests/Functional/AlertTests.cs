@@ -143,6 +143,13 @@ public sealed class AlertTests
         var any = hooks.Received.First();
         Assert.False(signer.Verify(any.Timestamp, Encoding.UTF8.GetBytes(any.Body + " "), any.Signature));
 
+        // And counted in the metrics, by type and severity.
+        using (var http = new HttpClient { BaseAddress = g.Gateway.AdminUri })
+        {
+            var metrics = await http.GetStringAsync("/metrics");
+            Assert.Matches("custos_alerts_total\\{[^}]*custos_alert_severity=\"critical\"[^}]*custos_alert_type=\"auth.failures\"[^}]*\\} 1", metrics);
+        }
+
         // Every alert is in the ledger too, raised by the gateway itself.
         var raised = (await AdminEntriesAsync(g)).Where(e => e.GetProperty("action").GetString() == "alert.raise").ToList();
         Assert.Equal(alerts.Select(a => a.GetProperty("id").GetString()).Order(), raised.Select(e => e.GetProperty("target").GetString()).Order());

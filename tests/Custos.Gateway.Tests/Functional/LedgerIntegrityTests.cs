@@ -59,10 +59,13 @@ public sealed class LedgerIntegrityTests
                 stored.Add(row);
             }
 
-            Assert.Equal(51, stored.Count); // 50 requests and the policy version's admin record
+            // 50 requests, the policy version's admin record, and the alert the first use of a model raised (handled during shutdown).
+            Assert.Equal(50, stored.Count(r => r.Json.Contains("\"kind\":\"request\"", StringComparison.Ordinal)));
+            Assert.Single(stored, r => r.Json.Contains("\"action\":\"alert.raise\"", StringComparison.Ordinal));
+            Assert.Equal(52, stored.Count);
             Assert.All(ids, id => Assert.Contains(stored, r => r.Json.Contains(id, StringComparison.Ordinal)));
             var chain = stored.OrderBy(r => r.Seq).ToList();
-            Assert.Equal(Enumerable.Range(1, 51).Select(i => (long)i), chain.Select(r => r.Seq));
+            Assert.Equal(Enumerable.Range(1, 52).Select(i => (long)i), chain.Select(r => r.Seq));
             Assert.Equal(HashChain.Genesis, chain[0].PrevHash);
             for (var i = 0; i < chain.Count; i++)
             {

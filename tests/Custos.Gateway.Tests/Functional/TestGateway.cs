@@ -54,13 +54,14 @@ public sealed class TestGateway : IAsyncDisposable
 
     /// <summary>Starts with a policy customised by <paramref name="customize"/>, which can issue keys with <see cref="IssueKey"/>.</summary>
     public static async Task<TestGateway> StartAsync(Func<TestGateway, PolicyDocument, PolicyDocument>? customize, int ledgerQueueCapacity = LedgerWriter.DefaultCapacity,
-        HttpMessageHandler? notificationHandler = null, CheckpointOptions? checkpoints = null, TimeProvider? time = null)
+        HttpMessageHandler? notificationHandler = null, CheckpointOptions? checkpoints = null, TimeProvider? time = null,
+        Func<CustosGatewayOptions, CustosGatewayOptions>? options = null)
     {
         var directory = Path.Combine(Path.GetTempPath(), "custos-test-" + Guid.NewGuid().ToString("N"));
         var upstream = await DemoUpstream.StartAsync();
         var test = new TestGateway(directory, upstream);
         var policy = test.CreatePolicy(upstream.BaseUri);
-        test.Gateway = await CustosGateway.StartAsync(new CustosGatewayOptions
+        var gatewayOptions = new CustosGatewayOptions
         {
             Policy = customize is null ? policy : customize(test, policy),
             NotificationHandler = notificationHandler,
@@ -84,7 +85,8 @@ public sealed class TestGateway : IAsyncDisposable
                 logging.SetMinimumLevel(LogLevel.Trace);
                 logging.AddProvider(test.Logs);
             },
-        });
+        };
+        test.Gateway = await CustosGateway.StartAsync(options is null ? gatewayOptions : options(gatewayOptions));
         test.Client = new HttpClient { BaseAddress = test.Gateway.DataPlaneUri, Timeout = TimeSpan.FromSeconds(30) };
         return test;
     }
