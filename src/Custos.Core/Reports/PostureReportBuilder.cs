@@ -152,7 +152,30 @@ public static class PostureReportBuilder
 
     private const string Csf = "NIST CSF 2.0";
     private const string Rmf = "NIST AI RMF 1.0";
-    private const string AlertRoutes = "alert routes are not configured: Custos has no alerting yet (it comes with issue 7), so adverse events are recorded but nobody is paged";
+    /// <summary>Gaps in detection and response: detectors switched off, no security contact for escalations.</summary>
+    private static List<PostureItem> AlertingGaps(PolicyDocument doc)
+    {
+        var gaps = new List<PostureItem>();
+        var rules = new Alerts.AlertRules(doc.Alerts);
+        foreach (var detector in Alerts.AlertTypes.Detectors.Where(d => !rules.IsEnabled(d)))
+        {
+            gaps.Add(new PostureItem("warn", "alerts.disabled", $"detector {detector} is switched off: those adverse events are recorded but nobody is told"));
+        }
+
+        if (rules.Security is null)
+        {
+            gaps.Add(new PostureItem("warn", "alerts.security", "no security contact (alerts.security): escalations and authentication bursts no service owns reach nobody"));
+        }
+
+        return gaps;
+    }
+
+    private static string AlertingText(PolicyDocument doc)
+    {
+        var rules = new Alerts.AlertRules(doc.Alerts);
+        return $"{Alerts.AlertTypes.Detectors.Count(rules.IsEnabled)} of {Alerts.AlertTypes.Detectors.Count} detectors run on every ledger entry; " +
+            $"alerts go to the owner role responsible through a signed, durable outbox and escalate after {rules.EscalateAfter.TotalMinutes:0} minutes unacknowledged.";
+    }
 
     /// <summary>When each credential was (last) revoked, from the administrative entries.</summary>
     public static IReadOnlyDictionary<string, DateTimeOffset> RevocationTimes(IEnumerable<AdminEntry> entries)
@@ -393,9 +416,9 @@ public static class PostureReportBuilder
         Set("DE.CM-09", $"Prompts are inspected by {doc.Services.Sum(s => s.PromptRules.Count) + doc.Tenants.Sum(t => t.PromptRules.Count)} prompt rule(s) and token use metered per request; " +
             $"{consumers.Count(c => PolicyControls.EffectiveLimits(doc, c).MaxOutputTokens is not null)} of {consumers.Count} consumers have an output ceiling.", cm09);
 
-        // DE.AE-02: adverse events analysed: no alerting yet.
+        // DE.AE-02: adverse events analysed, as they happen (detectors) and on demand (incident report).
         Set("DE.AE-02", $"Every refusal is recorded with its reason code and the control that decided it ({ReportText.Count(activity.Refused30)} in the last 30 days); " +
-            "custos report incident analyses a subject's window on demand.", [Warn("alerting", AlertRoutes)]);
+            AlertingText(doc) + " custos report incident analyses a subject's window on demand.", AlertingGaps(doc));
 
         // DE.AE-03: correlation across sources.
         var ae03 = new List<PostureItem>();
@@ -457,7 +480,7 @@ public static class PostureReportBuilder
             $"requests of the last 90 days checked for use after revocation.", mi02);
 
         // GOVERN 1.5: monitoring and periodic review.
-        var g15 = new List<PostureItem> { Warn("alerting", AlertRoutes) };
+        var g15 = AlertingGaps(doc);
         g15.AddRange(input.AccessRequests.Where(a => a.Status == AccessRequestStatus.Pending && now - a.RequestedAt > PendingTooLong)
             .Select(a => Warn("access_request:" + a.Id, $"pending since {ReportText.Time(a.RequestedAt)} ({a.Consumer} -> {string.Join(", ", a.Models)}): nobody reviews it")));
         if (now - current.CreatedAt > ReviewEvery)
@@ -556,7 +579,7 @@ public static class PostureReportBuilder
             $"{services.Count - path.Select(p => p.Subject).Distinct().Count()} of {services.Count} services have someone named to act and be told.", [.. path]);
 
         // MANAGE 4.1: post-deployment monitoring, incident response, change management.
-        var m41 = new List<PostureItem> { Warn("alerting", AlertRoutes) };
+        var m41 = AlertingGaps(doc);
         if (failing.Count > 0)
         {
             m41.Add(Warn("notifications", $"{failing.Count} owner notification(s) failing delivery"));
