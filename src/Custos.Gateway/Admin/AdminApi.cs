@@ -100,7 +100,7 @@ internal static class AdminApi
         api.MapPost("/alerts/{id}/ack", async (HttpContext context, string id) =>
         {
             var body = context.Request.ContentLength is > 0 ? await ReadAsync<AcknowledgeBody>(context) : new AcknowledgeBody();
-            var alert = await FindAlertAsync(context, gateway, id, AdminPermission.AcknowledgeAlerts, "alert.acknowledge");
+            var alert = await FindAlertAsync(context, gateway, id, AdminPermission.AcknowledgeAlerts, "alert.acknowledged");
             return Json(AlertView.Of(await gateway.Alerts.AcknowledgeAsync(alert, Admin(context).Id, body.Note, context.RequestAborted)));
         }).WithSummary("Acknowledges an alert: its owners have it, so it stops escalating.").Accepts<AcknowledgeBody>("application/json").Produces<AlertView>();
 
@@ -108,7 +108,7 @@ internal static class AdminApi
         {
             var body = await ReadAsync<ReasonBody>(context);
             RequireReason(body.Reason);
-            var alert = await FindAlertAsync(context, gateway, id, AdminPermission.ManageCredentials, "alert.resume");
+            var alert = await FindAlertAsync(context, gateway, id, AdminPermission.ManageCredentials, "alert.resumed");
             try
             {
                 var (resolved, version) = await gateway.Alerts.ResumeAsync(alert, Admin(context).Id, body.Reason, context.RequestAborted);
@@ -128,12 +128,12 @@ internal static class AdminApi
         var admin = Admin(context);
         if (!AdminAccess.Grants(admin.Role, permission))
         {
-            throw await DeniedAsync(context, gateway, action, id, alert.Signal.Tenant, $"role {PolicyNames.Of(admin.Role)} may not do this");
+            throw await DeniedAsync(context, gateway, action, "alert:" + id, alert.Signal.Tenant, $"role {PolicyNames.Of(admin.Role)} may not do this");
         }
 
         if (!AdminAccess.InScope(admin, alert.Signal.Tenant, alert.Signal.Service))
         {
-            throw await DeniedAsync(context, gateway, action, id, alert.Signal.Tenant, $"{id} is outside the scope of '{admin.Id}'");
+            throw await DeniedAsync(context, gateway, action, "alert:" + id, alert.Signal.Tenant, $"{id} is outside the scope of '{admin.Id}'");
         }
 
         return alert;

@@ -138,7 +138,7 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
         }
 
         var alert = await _store.CreateAlertAsync(new Alert { Signal = signal, RaisedAt = now, LastSeenAt = signal.At });
-        await _gateway.RecordAdminAsync(Actor, "alert.raise", alert.Id, null, signal.Type,
+        await _gateway.RecordAdminAsync(Actor, "alert.raised", "alert:" + alert.Id, null, signal.Type,
             $"{signal.Summary} Evidence: {JsonSerializer.Serialize(signal.Evidence)}", signal.Tenant);
         if (signal.Action != AlertAction.None)
         {
@@ -169,7 +169,7 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
                 {
                     Credentials = [.. doc.Credentials.Select(c => c.Id == credentialId && c.Status == CredentialStatus.Active ? c with { Status = CredentialStatus.Suspended } : c)],
                 }, Actor, reason);
-                await _gateway.RecordAdminAsync(Actor, "credential.suspend", credentialId, "active", "suspended", reason, signal.Tenant);
+                await _gateway.RecordAdminAsync(Actor, "credential.suspended", "credential:" + credentialId, "active", "suspended", reason, signal.Tenant);
                 return alert with { ActionTaken = $"suspended credential {credentialId}", ActionPolicyVersion = version.Number };
             }
 
@@ -189,7 +189,7 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
                         return c with { Limits = c.Limits with { RequestsPerMinute = Math.Min(rpm, before ?? long.MaxValue) } };
                     })],
                 }, Actor, reason);
-                await _gateway.RecordAdminAsync(Actor, "consumer.throttle", "consumer:" + consumerId, Text(before), rpm.ToString(CultureInfo.InvariantCulture), reason, signal.Tenant);
+                await _gateway.RecordAdminAsync(Actor, "consumer.throttled", "consumer:" + consumerId, Text(before), rpm.ToString(CultureInfo.InvariantCulture), reason, signal.Tenant);
                 return alert with { ActionTaken = $"throttled consumer {consumerId} to {rpm} requests per minute", ActionBefore = before, ActionPolicyVersion = version.Number };
             }
         }
@@ -299,7 +299,7 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
             var acknowledged = current with { Status = AlertStatus.Acknowledged, AcknowledgedBy = actor, AcknowledgedAt = _time.GetUtcNow(), Note = note ?? current.Note };
             await _store.UpdateAlertAsync(acknowledged, cancellationToken);
             _active[acknowledged.Signal.Fingerprint] = acknowledged;
-            await _gateway.RecordAdminAsync(actor, "alert.acknowledge", alert.Id, "open", "acknowledged", note, alert.Signal.Tenant);
+            await _gateway.RecordAdminAsync(actor, "alert.acknowledged", "alert:" + alert.Id, "open", "acknowledged", note, alert.Signal.Tenant);
             return acknowledged;
         }
         finally
@@ -337,7 +337,7 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
                     Credentials = [.. doc.Credentials.Select(c => c.Id == credentialId && c.Status == CredentialStatus.Suspended ? c with { Status = CredentialStatus.Active } : c)],
                 }, actor, reason, cancellationToken);
                 version = v.Number;
-                await _gateway.RecordAdminAsync(actor, "credential.resume", credentialId, "suspended", "active", $"{current.Id}: {reason}", signal.Tenant);
+                await _gateway.RecordAdminAsync(actor, "credential.resumed", "credential:" + credentialId, "suspended", "active", $"{current.Id}: {reason}", signal.Tenant);
             }
             else
             {
@@ -347,7 +347,7 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
                     Consumers = [.. doc.Consumers.Select(c => c.Id == consumerId ? c with { Limits = c.Limits with { RequestsPerMinute = current.ActionBefore } } : c)],
                 }, actor, reason, cancellationToken);
                 version = v.Number;
-                await _gateway.RecordAdminAsync(actor, "consumer.unthrottle", "consumer:" + consumerId, signal.ThrottleRequestsPerMinute?.ToString(CultureInfo.InvariantCulture),
+                await _gateway.RecordAdminAsync(actor, "consumer.unthrottled", "consumer:" + consumerId, signal.ThrottleRequestsPerMinute?.ToString(CultureInfo.InvariantCulture),
                     Text(current.ActionBefore) ?? "none", $"{current.Id}: {reason}", signal.Tenant);
             }
 
@@ -363,7 +363,7 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
             };
             await _store.UpdateAlertAsync(resolved, cancellationToken);
             _active.Remove(signal.Fingerprint);
-            await _gateway.RecordAdminAsync(actor, "alert.resolve", current.Id, PolicyNames.Of(current.Status), "resolved", reason, signal.Tenant);
+            await _gateway.RecordAdminAsync(actor, "alert.resolved", "alert:" + current.Id, PolicyNames.Of(current.Status), "resolved", reason, signal.Tenant);
             return (resolved, version);
         }
         finally
@@ -393,7 +393,7 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
                 updated = updated with { EscalatedAt = now };
                 await _store.UpdateAlertAsync(updated, cancellationToken);
                 _active[alert.Signal.Fingerprint] = updated;
-                await _gateway.RecordAdminAsync(Actor, "alert.escalate", alert.Id, string.Join(",", alert.NotifiedRoles), string.Join(",", updated.NotifiedRoles),
+                await _gateway.RecordAdminAsync(Actor, "alert.escalated", "alert:" + alert.Id, string.Join(",", alert.NotifiedRoles), string.Join(",", updated.NotifiedRoles),
                     $"not acknowledged within {after.TotalMinutes:0} minutes", alert.Signal.Tenant);
                 Log.Escalated(_logger, alert.Id, next ?? "security only");
                 escalated++;

@@ -151,6 +151,7 @@ public static class DemoPolicy
                     Limits = new LimitsConfig { RequestsPerMinute = 30, MaxOutputTokens = 2048, Budget = new BudgetConfig { Amount = 5m, Period = BudgetPeriod.Day } },
                 },
             },
+            Alerts = new AlertsConfig { Security = new OwnerConfig { Name = "Security operations", Email = "secops@acme.example" } },
             Tenants = [Tenant("acme", "Acme Corp (demo)", "Europe/Berlin"), Tenant("globex", "Globex (demo)", "America/New_York")],
             Services =
             [

@@ -151,8 +151,8 @@ public sealed class AlertTests
         }
 
         // Every alert is in the ledger too, raised by the gateway itself.
-        var raised = (await AdminEntriesAsync(g)).Where(e => e.GetProperty("action").GetString() == "alert.raise").ToList();
-        Assert.Equal(alerts.Select(a => a.GetProperty("id").GetString()).Order(), raised.Select(e => e.GetProperty("target").GetString()).Order());
+        var raised = (await AdminEntriesAsync(g)).Where(e => e.GetProperty("action").GetString() == "alert.raised").ToList();
+        Assert.Equal(alerts.Select(a => "alert:" + a.GetProperty("id").GetString()).Order(), raised.Select(e => e.GetProperty("target").GetString()).Order());
         Assert.All(raised, e => Assert.Equal("custos:alerts", e.GetProperty("actor").GetString()));
     }
 
@@ -193,8 +193,8 @@ public sealed class AlertTests
         Assert.DoesNotContain(hooks.Received, m => m.AlertId == web && m.Event == "alert.escalated");
 
         var entries = await AdminEntriesAsync(g);
-        Assert.Contains(entries, e => e.GetProperty("action").GetString() == "alert.escalate" && e.GetProperty("target").GetString() == agent);
-        Assert.Contains(entries, e => e.GetProperty("action").GetString() == "alert.acknowledge" && e.GetProperty("actor").GetString() == "support-owner");
+        Assert.Contains(entries, e => e.GetProperty("action").GetString() == "alert.escalated" && e.GetProperty("target").GetString() == "alert:" + agent);
+        Assert.Contains(entries, e => e.GetProperty("action").GetString() == "alert.acknowledged" && e.GetProperty("actor").GetString() == "support-owner");
     }
 
     [Fact]
@@ -241,8 +241,8 @@ public sealed class AlertTests
         Assert.Equal("10", alert.GetProperty("evidence").GetProperty("observed_per_minute").GetString());
 
         // The suspension is a ledger entry by the gateway with the rule and the evidence, and a new policy version.
-        var suspend = Assert.Single(await AdminEntriesAsync(g), e => e.GetProperty("action").GetString() == "credential.suspend");
-        Assert.Equal(("custos:alerts", "cred-agent"), (suspend.GetProperty("actor").GetString(), suspend.GetProperty("target").GetString()));
+        var suspend = Assert.Single(await AdminEntriesAsync(g), e => e.GetProperty("action").GetString() == "credential.suspended");
+        Assert.Equal(("custos:alerts", "credential:cred-agent"), (suspend.GetProperty("actor").GetString(), suspend.GetProperty("target").GetString()));
         Assert.Contains("10× its baseline suspends the credential", suspend.GetProperty("reason").GetString(), StringComparison.Ordinal);
         Assert.Contains("observed_per_minute", suspend.GetProperty("reason").GetString(), StringComparison.Ordinal);
 
@@ -256,7 +256,7 @@ public sealed class AlertTests
 
         Assert.Equal(HttpStatusCode.OK, (await ChatAsync(g, key, "gpt-4o")).Status);
         var entries = await AdminEntriesAsync(g);
-        Assert.Contains(entries, e => e.GetProperty("action").GetString() == "credential.resume" && e.GetProperty("actor").GetString() == "agents-owner"
+        Assert.Contains(entries, e => e.GetProperty("action").GetString() == "credential.resumed" && e.GetProperty("actor").GetString() == "agents-owner"
             && e.GetProperty("reason").GetString()!.Contains("planned backfill", StringComparison.Ordinal));
         Assert.Equal(HttpStatusCode.Conflict, (await AdminAsync(g, "agents-owner", HttpMethod.Post, $"/admin/v1/alerts/{id}/resume", new { reason = "again" })).StatusCode);
     }

@@ -61,7 +61,7 @@ public sealed class LedgerIntegrityTests
 
             // 50 requests, the policy version's admin record, and the alert the first use of a model raised (handled during shutdown).
             Assert.Equal(50, stored.Count(r => r.Json.Contains("\"kind\":\"request\"", StringComparison.Ordinal)));
-            Assert.Single(stored, r => r.Json.Contains("\"action\":\"alert.raise\"", StringComparison.Ordinal));
+            Assert.Single(stored, r => r.Json.Contains("\"action\":\"alert.raised\"", StringComparison.Ordinal));
             Assert.Equal(52, stored.Count);
             Assert.All(ids, id => Assert.Contains(stored, r => r.Json.Contains(id, StringComparison.Ordinal)));
             var chain = stored.OrderBy(r => r.Seq).ToList();
