@@ -5,5 +5,10 @@ if (args is ["verify", ..])
     return await Custos.Benchmarks.VerifyBench.RunAsync(args);
 }
 
+if (args is ["alert-latency", ..])
+{
+    return await Custos.Benchmarks.AlertLatencyBench.RunAsync(args);
+}
+
 BenchmarkSwitcher.FromAssembly(typeof(Custos.Benchmarks.DecisionBenchmark).Assembly).Run(args);
 return 0;

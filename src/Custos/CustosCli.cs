@@ -20,6 +20,7 @@ internal static class CustosCli
             OwnersCommand.Create(output),
             AccessCommand.Create(output),
             KillSwitchCommand.Create(output),
+            AlertsCommand.Create(output),
             AuditCommand.Create(output, error),
             InitCommand.Create(output),
             ReportCommand.Create(output, error),

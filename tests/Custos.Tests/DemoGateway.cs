@@ -23,7 +23,8 @@ internal sealed class DemoGateway : IAsyncDisposable
 
     public CustosGateway Gateway { get; }
 
-    public static async Task<DemoGateway> StartAsync(string name, Func<PolicyDocument, PolicyDocument>? change = null)
+    /// <summary>Starts one; <paramref name="time"/> is the gateway's clock (default the system's).</summary>
+    public static async Task<DemoGateway> StartAsync(string name, Func<PolicyDocument, PolicyDocument>? change = null, TimeProvider? time = null)
     {
         var directory = Path.Combine(Path.GetTempPath(), $"custos-{name}-{Guid.NewGuid():N}");
         var upstream = await DemoUpstream.StartAsync();
@@ -37,6 +38,7 @@ internal sealed class DemoGateway : IAsyncDisposable
             DataPlaneUrl = "http://127.0.0.1:0",
             AdminUrl = "http://127.0.0.1:0",
             ConfigureLogging = _ => { },
+            TimeProvider = time ?? TimeProvider.System,
         });
         return new DemoGateway(directory, upstream, keys, gateway);
     }

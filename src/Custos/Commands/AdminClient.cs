@@ -2,7 +2,6 @@ using System.CommandLine;
 using System.Globalization;
 using System.Net;
 using System.Net.Http.Headers;
-using System.Net.Http.Json;
 using System.Text.Json;
 
 namespace Custos.Cli.Commands;
@@ -104,7 +103,11 @@ internal sealed class AdminClient : IDisposable
         request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", _key);
         if (body is not null)
         {
-            request.Content = JsonContent.Create(body, body.GetType(), options: BodyOptions);
+            // Serialised up front so the request carries a Content-Length: the API reads an optional body only when it has one.
+            request.Content = new ByteArrayContent(JsonSerializer.SerializeToUtf8Bytes(body, body.GetType(), BodyOptions))
+            {
+                Headers = { ContentType = new MediaTypeHeaderValue("application/json") { CharSet = "utf-8" } },
+            };
         }
 
         HttpResponseMessage response;
