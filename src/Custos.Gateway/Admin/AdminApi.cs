@@ -99,7 +99,8 @@ internal static class AdminApi
 
         api.MapPost("/alerts/{id}/ack", async (HttpContext context, string id) =>
         {
-            var body = context.Request.ContentLength is > 0 ? await ReadAsync<AcknowledgeBody>(context) : new AcknowledgeBody();
+            var hasBody = context.Features.Get<Microsoft.AspNetCore.Http.Features.IHttpRequestBodyDetectionFeature>()?.CanHaveBody ?? context.Request.ContentLength > 0;
+            var body = hasBody ? await ReadAsync<AcknowledgeBody>(context) : new AcknowledgeBody();
             var alert = await FindAlertAsync(context, gateway, id, AdminPermission.AcknowledgeAlerts, "alert.acknowledged");
             return Json(AlertView.Of(await gateway.Alerts.AcknowledgeAsync(alert, Admin(context).Id, body.Note, context.RequestAborted)));
         }).WithSummary("Acknowledges an alert: its owners have it, so it stops escalating.").Accepts<AcknowledgeBody>("application/json").Produces<AlertView>();
