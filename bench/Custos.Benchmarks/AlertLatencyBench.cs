@@ -41,7 +41,11 @@ internal static class AlertLatencyBench
 
     public static async Task<int> RunAsync(string[] args)
     {
-        var measured = args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 200;
+        // alert-latency [N] [--load C]: C connections of background traffic (a consumer of its own service, no limits) run
+        // throughout, so the alert path is measured while the ledger writes real batches.
+        var loadAt = Array.IndexOf(args, "--load");
+        var load = loadAt > 0 && loadAt + 1 < args.Length ? int.Parse(args[loadAt + 1], CultureInfo.InvariantCulture) : 0;
+        var measured = args.Length > 1 && loadAt != 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 200;
         if (measured < 1)
         {
             Console.Error.WriteLine("alert-latency: N must be at least 1");
@@ -58,9 +62,11 @@ internal static class AlertLatencyBench
         var demoKeys = DemoPolicy.CreateKeys(new Uri("http://127.0.0.1:1"), new Uri("http://127.0.0.1:2"), null);
         var demo = DemoPolicy.Create(upstream.BaseUri, demoKeys);
         var keys = Enumerable.Range(0, total).Select(_ => ApiKey.Generate(ApiKeyKind.Consumer)).ToArray();
+        var loadKey = ApiKey.Generate(ApiKeyKind.Consumer);
         string Consumer(int i) => $"bench-{i:D5}";
         var policy = demo with
         {
+            Defaults = demo.Defaults with { Internal = new CategoryDefaults() }, // the background traffic must not be throttled
             Services =
             [
                 .. demo.Services,
@@ -71,20 +77,25 @@ internal static class AlertLatencyBench
                     Description = "Alert latency benchmark",
                     Owners = new ServiceOwners { Policy = new OwnerConfig { Name = "Bench receiver", Webhook = receiver.Uri } },
                 },
+                new ServiceConfig { Id = "alert-bench-load", Tenant = "acme", Description = "Background traffic of the alert latency benchmark" },
             ],
             Consumers =
             [
                 .. demo.Consumers,
                 .. keys.Select((_, i) => new ConsumerConfig { Id = Consumer(i), Service = "alert-bench", Category = ConsumerCategory.Internal, Models = ["gpt-4o-mini"] }),
+                new ConsumerConfig { Id = "bench-load", Service = "alert-bench-load", Category = ConsumerCategory.Internal, Models = ["gpt-4o-mini"] },
             ],
             Credentials =
             [
                 .. demo.Credentials,
                 .. keys.Select((key, i) => new CredentialConfig { Id = "cred-" + Consumer(i), Consumer = Consumer(i), KeySha256 = KeyHash.Of(key).ToHex(), Prefix = key[..12] }),
+                new CredentialConfig { Id = "cred-bench-load", Consumer = "bench-load", KeySha256 = KeyHash.Of(loadKey).ToHex(), Prefix = loadKey[..12] },
             ],
         };
 
         var latencies = new List<double>(measured);
+        long background = 0;
+        var loadTime = Stopwatch.StartNew();
         try
         {
             // The secret comes from the data folder, never from CUSTOS_WEBHOOK_SECRET, so the receiver can read it there.
@@ -100,6 +111,17 @@ internal static class AlertLatencyBench
             {
                 receiver.Signer = WebhookSigner.LoadOrCreate(directory, _ => null, out _);
                 using var client = new HttpClient { BaseAddress = gateway.DataPlaneUri };
+                using var stopLoad = new CancellationTokenSource();
+                var loaders = Enumerable.Range(0, load).Select(_ => Task.Run(async () =>
+                {
+                    using var loadClient = new HttpClient { BaseAddress = gateway.DataPlaneUri };
+                    while (!stopLoad.IsCancellationRequested)
+                    {
+                        await CallAsync(loadClient, loadKey);
+                        Interlocked.Increment(ref background);
+                    }
+                })).ToArray();
+                loadTime.Restart();
                 for (var i = 0; i < total; i++)
                 {
                     var (requestId, done) = await CallAsync(client, keys[i]);
@@ -109,6 +131,10 @@ internal static class AlertLatencyBench
                         latencies.Add(Stopwatch.GetElapsedTime(done, delivery.ReceivedAt).TotalMilliseconds);
                     }
                 }
+
+                loadTime.Stop();
+                await stopLoad.CancelAsync();
+                await Task.WhenAll(loaders);
             }
 
             if (receiver.Invalid > 0 || receiver.Unexpected > 0 || receiver.Count != total)
@@ -138,6 +164,7 @@ internal static class AlertLatencyBench
             to the receiver holding the whole POST (ledger append, detectors, alert stored and recorded, outbox, signed delivery). {Warmup} iterations first, not counted.
             The gateway queues the ledger entry once it has written the response, so the work starts while the client still reads it: a POST can
             arrive just before the client holds the last byte, which shows as a negative time. Load average at the start: {LoadAverage()}.
+            Background traffic meanwhile: {(load == 0 ? "none" : $"{load} connections, {background / loadTime.Elapsed.TotalSeconds:N0} requests/s through the same gateway and ledger")}.
 
             | alerts | received, signature valid | min ms | p50 ms | p90 ms | p99 ms | max ms | target p99 |
             |---|---|---|---|---|---|---|---|
