@@ -330,6 +330,66 @@ public sealed class AlertTests
         await Task.Delay(500);
         Assert.Equal(ids.Order(), hooks.Received.Select(m => m.AlertId).Order());
     }
+
+    [Fact]
+    public async Task AlertsQueuedWhileTheReceiverIsDown_AreDeliveredAfterARestart_AndFirstUsesAreRemembered()
+    {
+        var hooks = new WebhookReceiver { Down = true };
+        var g = await StartAsync(hooks, new AlertsConfig());
+        try
+        {
+            foreach (var model in new[] { "gpt-4o-mini", "mock-no-usage" })
+            {
+                await ChatAsync(g, g.KeyOf("web"), model);
+            }
+
+            await SettleAsync(g);
+            var ids = (await AlertsAsync(g)).Select(a => a.GetProperty("id").GetString()!).Order().ToList();
+            Assert.Equal(2, ids.Count);
+            var deadline = DateTime.UtcNow.AddSeconds(20);
+            while (hooks.Refused < 2 && DateTime.UtcNow < deadline)
+            {
+                await Task.Delay(50);
+            }
+
+            // Stop with both undelivered; start again on the same folder with the receiver back.
+            var policy = g.Gateway.Policy.Current.Document;
+            await g.Gateway.DisposeAsync();
+            hooks.Down = false;
+            await using var again = await Hosting.CustosGateway.StartAsync(new Hosting.CustosGatewayOptions
+            {
+                Policy = policy,
+                PolicyAuthor = "test",
+                DataDirectory = g.DataDirectory,
+                DataPlaneUrl = "http://127.0.0.1:0",
+                AdminUrl = "http://127.0.0.1:0",
+                NotificationHandler = hooks,
+                Secrets = name => name == "TEST_OPENAI_KEY" ? TestGateway.OpenAIUpstreamKey : null,
+            });
+            foreach (var id in ids)
+            {
+                await hooks.WaitForAlertAsync(id, 1, TimeSpan.FromSeconds(20));
+            }
+
+            // The same first uses after the restart raise nothing new: the detectors start from the ledger's history.
+            using var client = new HttpClient { BaseAddress = again.DataPlaneUri };
+            using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions")
+            {
+                Content = new StringContent("""{"model":"gpt-4o-mini","messages":[{"role":"user","content":"again"}],"max_tokens":16}""", Encoding.UTF8, "application/json"),
+            };
+            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", g.KeyOf("web"));
+            Assert.Equal(HttpStatusCode.OK, (await client.SendAsync(request)).StatusCode);
+            await again.Ledger.FlushAsync();
+            await again.Alerts.WaitIdleAsync();
+            Assert.Equal(2, (await again.Store.ListAlertsAsync(null, 100)).Count);
+            await Task.Delay(300);
+            Assert.Equal(ids, hooks.Received.Select(m => m.AlertId).Order());
+        }
+        finally
+        {
+            await g.DisposeAsync();
+        }
+    }
 }
 
 /// <summary>An owners' webhook receiver that keeps each delivery with its signature headers; can be down for a while first.</summary>
