@@ -368,8 +368,12 @@ public sealed class ReportTests
         Assert.Equal("pass", Of("GV.PO-02").Status);
         Assert.Equal("pass", Of("RS.AN-07").Status);
         Assert.Equal("pass", Of("DE.CM-09").Status);
-        Assert.Equal(("warn", "warn alerting: alert routes are not configured: Custos has no alerting yet (it comes with issue 7), so adverse events are recorded but nobody is paged"),
-            Of("DE.AE-02"));
+        // Every detector runs (the policy has no alerts section), but nobody in security is named for escalations.
+        const string NoSecurity = "warn alerts.security: no security contact (alerts.security): escalations and authentication bursts no service owns reach nobody";
+        Assert.Equal(("warn", NoSecurity), Of("DE.AE-02"));
+        Assert.Contains("8 of 8 detectors run on every ledger entry", controls["DE.AE-02"].GetProperty("evidence").GetString(), StringComparison.Ordinal);
+        Assert.Equal(("warn", NoSecurity), Of("GOVERN 1.5"));
+        Assert.Equal(("warn", NoSecurity), Of("MANAGE 4.1"));
         Assert.Equal("warn", Of("PR.AA-05").Status); // shorthand entitlements record no approver
         Assert.Equal("fail", Of("GOVERN 2.1").Status);
         Assert.Equal("verified", report.GetProperty("chain").GetProperty("status").GetString());
