@@ -146,7 +146,11 @@ public sealed class ReportTests
         }
 
         Assert.Equal("credential", pack.GetProperty("subject").GetProperty("kind").GetString());
-        Assert.Equal("not_configured", pack.GetProperty("alerts").GetProperty("status").GetString());
+        var alerts = pack.GetProperty("alerts");
+        Assert.Equal(("configured", 1), (alerts.GetProperty("status").GetString(), alerts.GetProperty("count").GetInt32()));
+        var firstUse = alerts.GetProperty("alerts").EnumerateArray().Single();
+        Assert.Equal(("al-1", "model.first_use", "cred-web-bot"), (firstUse.GetProperty("id").GetString(), firstUse.GetProperty("type").GetString(),
+            firstUse.GetProperty("credential_id").GetString()));
         Assert.Equal(["web-bot"], pack.GetProperty("scope").GetProperty("consumers").EnumerateArray().Select(e => e.GetString()));
         var credential = pack.GetProperty("credentials").EnumerateArray().Single();
         Assert.Equal("suspended", credential.GetProperty("status_at_end").GetString());
@@ -178,12 +182,59 @@ public sealed class ReportTests
         Assert.DoesNotContain("<script", html, StringComparison.Ordinal);
         Assert.DoesNotContain("<link", html, StringComparison.Ordinal);
         Assert.DoesNotContain("href=\"http", html, StringComparison.Ordinal);
-        Assert.Contains("Alerting not configured.", html, StringComparison.Ordinal);
+        Assert.Contains("<code>al-1</code>", html, StringComparison.Ordinal);
 
         var md = await g.ReportAsync("pack.md", [.. args]);
         Assert.StartsWith("# Incident evidence pack: credential cred-web-bot", md, StringComparison.Ordinal);
         Assert.Contains("## Owners to contact", md, StringComparison.Ordinal);
         Assert.Contains("| chat-app | technical | Tec On-call | chat-app-oncall@acme.example |", md, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Incident_SuspendedKeyKeepsKnocking_AlertsListedWithIdTypeRecipientsAndLedgerEntries()
+    {
+        await using var g = await MisuseGatewayAsync();
+        var from = DateTimeOffset.UtcNow.AddSeconds(-1);
+        await ApproveAccessAsync(g, "web-bot", "gpt-4o-mini");
+
+        // The first allowed request of a model raises model.first_use; after the owner suspends the key, its holder keeps
+        // trying: the 20th refusal within a minute from one address raises auth.failures.
+        Assert.Equal(HttpStatusCode.OK, (await g.ChatAsync("web-bot")).Status);
+        await g.AdminAsync("owner-admin", HttpMethod.Post, "/credentials/cred-web-bot/suspend", new { reason = "key seen in a public repository" });
+        for (var i = 0; i < 20; i++)
+        {
+            Assert.Equal(HttpStatusCode.Unauthorized, (await g.ChatAsync("web-bot")).Status);
+        }
+
+        await g.StopAsync();
+        string[] args = ["report", "incident", "--credential", "cred-web-bot", "--from", Iso(from), "--to", Iso(DateTimeOffset.UtcNow.AddSeconds(1))];
+        var pack = JsonDocument.Parse(await g.ReportAsync("alerts.json", [.. args, "--format", "json"])).RootElement;
+
+        var section = pack.GetProperty("alerts");
+        Assert.Equal(("configured", 2), (section.GetProperty("status").GetString(), section.GetProperty("count").GetInt32()));
+        Assert.Contains("8 of 8 detectors run under v", section.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        Assert.Contains("no security contact is named (alerts.security), so escalations reach nobody in security", section.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        var alerts = section.GetProperty("alerts").EnumerateArray().ToList();
+        Assert.Equal([("al-1", "model.first_use", "info"), ("al-2", "auth.failures", "critical")],
+            alerts.Select(a => (a.GetProperty("id").GetString(), a.GetProperty("type").GetString(), a.GetProperty("severity").GetString())));
+        Assert.Equal(["Pat Policy (policy)"], alerts[0].GetProperty("recipients").EnumerateArray().Select(r => r.GetString()));
+        var burst = alerts[1];
+        Assert.Equal("open", burst.GetProperty("status").GetString());
+        Assert.Equal(["Tec On-call (technical)"], burst.GetProperty("recipients").EnumerateArray().Select(r => r.GetString()));
+        Assert.StartsWith("20 failed authentications from ", burst.GetProperty("summary").GetString(), StringComparison.Ordinal);
+        Assert.Contains("deny.credential_suspended", burst.GetProperty("evidence").GetProperty("reasons").GetString(), StringComparison.Ordinal);
+        Assert.Equal(JsonValueKind.Null, burst.GetProperty("acknowledged_by").ValueKind);
+
+        // Each alert is a ledger entry of the timeline; its deliveries are among the owner notifications, naming it.
+        var raised = pack.GetProperty("timeline").GetProperty("events").EnumerateArray().Where(e => e.GetProperty("decision").GetString() == "alert.raise").ToList();
+        Assert.Equal(["custos:alerts", "custos:alerts"], raised.Select(e => e.GetProperty("who").GetString()));
+        Assert.Contains(pack.GetProperty("notifications").EnumerateArray(), n => n.GetProperty("event").GetString() == "alert.raised"
+            && n.GetProperty("target").GetString() == "al-2" && n.GetProperty("role").GetString() == "technical");
+        Assert.Equal("medium", Finding(pack, "stopped_credential_presented").GetProperty("severity").GetString());
+
+        var md = await g.ReportAsync("alerts.md", [.. args]);
+        Assert.Contains("> **2 alerts.**", md, StringComparison.Ordinal);
+        Assert.Contains("| `al-2` | `auth.failures` | critical |", md, StringComparison.Ordinal);
     }
 
     [Fact]
