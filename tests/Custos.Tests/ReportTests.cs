@@ -1,5 +1,6 @@
 using System.Net;
 using System.Text.Json;
+using Custos.Alerts;
 using Custos.ControlPlane;
 using Custos.Policy;
 using Custos.Reports;
@@ -506,5 +507,126 @@ public sealed class ReportTests
         Assert.Equal(["v1", "v2", "req_1", "req_2"], shared.Evidence.Select(e => e.Ref));
         Assert.Equal(["alpha", "beta"], report.Credentials.Single().BoundConsumers);
         Assert.Equal([1L, 2L], report.PolicyVersions.Select(v => v.Number));
+    }
+
+    [Fact]
+    public void Incident_AlertsOfTheSubject_ListedInTheWindowWithSuspensionAndEscalationFindings()
+    {
+        // Pure builder: an agent's credential suspended by an alert rule, an alert nobody acknowledged in time, and alerts
+        // that are not the subject's (another consumer's, and one raised before the window).
+        var t0 = new DateTimeOffset(2026, 3, 1, 10, 0, 0, TimeSpan.Zero);
+        var doc = new PolicyDocument
+        {
+            Tenants = [new TenantConfig { Id = "t", Models = [new ModelConfig { Name = "m", Provider = "p" }], Providers = [new ProviderConfig { Id = "p", Kind = ProviderKind.OpenAI, BaseUrl = new Uri("http://127.0.0.1:9/v1") }] }],
+            Services = [new ServiceConfig { Id = "s", Tenant = "t", Owners = ReportGateway.FullOwners("s"), Limits = new LimitsConfig { Budget = new BudgetConfig { Amount = 5m } } }],
+            Consumers =
+            [
+                new ConsumerConfig { Id = "bot", Service = "s", Category = ConsumerCategory.Internal, Models = ["m"], Limits = new LimitsConfig { MaxOutputTokens = 100 } },
+                new ConsumerConfig { Id = "other", Service = "s", Category = ConsumerCategory.Internal, Models = ["m"], Limits = new LimitsConfig { MaxOutputTokens = 100 } },
+            ],
+            Credentials =
+            [
+                new CredentialConfig { Id = "cred-bot", Consumer = "bot", KeySha256 = new string('a', 64) },
+                new CredentialConfig { Id = "cred-other", Consumer = "other", KeySha256 = new string('b', 64) },
+            ],
+            Alerts = new AlertsConfig { Disabled = ["schedule.outside"], Security = new OwnerConfig { Name = "Sec Desk", Email = "sec@t.example" } },
+        };
+        var history = new[] { new PolicyVersion(1, "h1", "a", "first", t0.AddDays(-1), doc), new PolicyVersion(2, "h2", "custos:alerts", "al-2", t0.AddMinutes(20), doc) };
+        Alert Raised(string id, string type, string consumer, string credential, DateTimeOffset at) => new()
+        {
+            Id = id,
+            RaisedAt = at,
+            LastSeenAt = at,
+            Signal = new AlertSignal
+            {
+                Type = type,
+                Severity = AlertSeverity.Critical,
+                Fingerprint = type + consumer,
+                Subject = "consumer:" + consumer,
+                Summary = $"{type} of {consumer}.",
+                At = at,
+                Tenant = "t",
+                Service = "s",
+                Consumer = consumer,
+                CredentialId = credential,
+                RequestId = "req_" + id,
+                PolicyVersion = 1,
+                Rule = "10x the baseline suspends the credential",
+                Evidence = new Dictionary<string, string> { ["observed_per_minute"] = "10" },
+            },
+        };
+        AdminEntry Admin(long seq, int minute, string action, string target, string? reason = null) => new()
+        {
+            ChainId = "n",
+            Seq = seq,
+            Timestamp = t0.AddMinutes(minute),
+            Actor = "custos:alerts",
+            Action = action,
+            Target = target,
+            Reason = reason,
+            PolicyVersion = 1,
+        };
+        var alerts = new[]
+        {
+            Raised("al-1", "usage.anomaly", "bot", "cred-bot", t0.AddHours(-2)) with { Status = AlertStatus.Resolved },
+            Raised("al-2", "usage.anomaly", "bot", "cred-bot", t0.AddMinutes(20)) with
+            {
+                ActionTaken = "suspended credential cred-bot", ActionPolicyVersion = 2, Recipients = ["Tec On-call (technical)"],
+            },
+            Raised("al-3", "denials.spike", "bot", "cred-bot", t0.AddMinutes(10)) with
+            {
+                Recipients = ["Tec On-call (technical)", "Pat Policy (policy)", "Sec Desk (security)"], EscalatedAt = t0.AddMinutes(40),
+                Status = AlertStatus.Acknowledged, AcknowledgedBy = "owner-admin", AcknowledgedAt = t0.AddMinutes(50),
+            },
+            Raised("al-4", "usage.anomaly", "other", "cred-other", t0.AddMinutes(30)),
+        };
+
+        var report = IncidentReportBuilder.Build(new IncidentInput
+        {
+            Subject = new IncidentSubject("consumer", "bot"),
+            From = t0,
+            To = t0.AddHours(1),
+            GeneratedAt = t0.AddHours(2),
+            History = history,
+            Requests = [],
+            Baseline = new BaselineStats(t0.AddHours(-1), t0),
+            Chain = ChainCheck.NotRun("test"),
+            Alerts = alerts,
+            AdminEntries =
+            [
+                Admin(1, 10, "alert.raise", "al-3"),
+                Admin(2, 20, "alert.raise", "al-2"),
+                Admin(3, 21, "credential.suspend", "cred-bot", "al-2: 10x the baseline suspends the credential. Evidence: {}"),
+                Admin(4, 30, "alert.raise", "al-4"),
+                Admin(5, 40, "alert.escalate", "al-3"),
+            ],
+        });
+
+        // Only the subject's alerts raised in the window, oldest first.
+        Assert.Equal(AlertsSection.Configured, report.Alerts.Status);
+        Assert.Equal(["al-3", "al-2"], report.Alerts.Alerts.Select(a => a.Id));
+        Assert.Equal(2, report.Alerts.Count);
+        Assert.Equal("2 alerts about consumer bot raised in the window (2 critical). 7 of 8 detectors run under v2 (schedule.outside switched off); an alert goes to the owner role " +
+            "responsible and, unacknowledged after 30 minutes, escalates to the next owner and to security (Sec Desk). Status, acknowledgement and resolution are as they stood " +
+            "when the pack was made.", report.Alerts.Detail);
+        var escalated = report.Alerts.Alerts[0];
+        Assert.Equal(("acknowledged", "owner-admin", t0.AddMinutes(40)), (escalated.Status, escalated.AcknowledgedBy, escalated.EscalatedAt!.Value));
+
+        // The automatic suspension is misuse evidence, with the alert, the policy version it made and its ledger entry.
+        var action = Assert.Single(report.Findings, f => f.Code == "automatic_action");
+        Assert.Equal((Classification.Misuse, "high", "Alert al-2 suspended credential cred-bot automatically"), (action.Class, action.Severity, action.Title));
+        Assert.Equal([("alert", "al-2"), ("request", "req_al-2"), ("policy_version", "v2"), ("ledger_entry", "n#3")], action.Evidence.Select(e => (e.Kind, e.Ref)));
+        Assert.Contains("observed_per_minute 10", action.Evidence[0].Detail, StringComparison.Ordinal);
+
+        // The alert nobody acknowledged in time is missing governance, with its escalation entry.
+        var late = Assert.Single(report.Findings, f => f.Code == "alert_escalated");
+        Assert.Equal(Classification.MissingGovernance, late.Class);
+        Assert.Equal([("alert", "al-3"), ("ledger_entry", "n#5")], late.Evidence.Select(e => (e.Kind, e.Ref)));
+        Assert.Contains("owner-admin acknowledged it at 2026-03-01 10:50:00 UTC", late.Detail, StringComparison.Ordinal);
+
+        // The engine names alerts and the suspended credential bare: those entries still reach the timeline, the credential and the interventions.
+        Assert.Equal(["alert.raise", "alert.raise", "credential.suspend", "alert.escalate"], report.Timeline.Events.Select(e => e.Decision));
+        Assert.Equal(["credential.suspend"], report.Credentials.Single(c => c.Id == "cred-bot").History.Select(h => h.Action));
+        Assert.Equal(["credential.suspend"], report.Interventions.Actions.Select(a => a.Action));
     }
 }

@@ -169,8 +169,8 @@ public sealed record ClassRanking(int Rank, string Class, int Score, int Finding
 public sealed record Finding(string Class, string Code, string Severity, int Weight, string Title, string Detail, IReadOnlyList<Evidence> Evidence);
 
 /// <summary>One piece of evidence.</summary>
-/// <param name="Kind"><c>request</c>, <c>policy_version</c>, <c>ledger_entry</c>, <c>access_request</c>, <c>reason_count</c>, <c>verification</c>, <c>credential</c>.</param>
-/// <param name="Ref">What to look up: a request id, <c>v3</c>, <c>node#42</c>, <c>ar-1</c>, a reason code.</param>
+/// <param name="Kind"><c>request</c>, <c>policy_version</c>, <c>ledger_entry</c>, <c>access_request</c>, <c>alert</c>, <c>reason_count</c>, <c>verification</c>, <c>credential</c>.</param>
+/// <param name="Ref">What to look up: a request id, <c>v3</c>, <c>node#42</c>, <c>ar-1</c>, <c>al-5</c>, a reason code.</param>
 /// <param name="Detail">What it shows.</param>
 public sealed record Evidence(string Kind, string Ref, string? Detail);
 
