@@ -1,5 +1,6 @@
 using System.Net;
 using System.Text.Json;
+using Custos.Alerts;
 using Custos.ControlPlane;
 using Custos.Policy;
 using Custos.Reports;
@@ -146,7 +147,11 @@ public sealed class ReportTests
         }
 
         Assert.Equal("credential", pack.GetProperty("subject").GetProperty("kind").GetString());
-        Assert.Equal("not_configured", pack.GetProperty("alerts").GetProperty("status").GetString());
+        var alerts = pack.GetProperty("alerts");
+        Assert.Equal(("configured", 1), (alerts.GetProperty("status").GetString(), alerts.GetProperty("count").GetInt32()));
+        var firstUse = alerts.GetProperty("alerts").EnumerateArray().Single();
+        Assert.Equal(("al-1", "model.first_use", "cred-web-bot"), (firstUse.GetProperty("id").GetString(), firstUse.GetProperty("type").GetString(),
+            firstUse.GetProperty("credential_id").GetString()));
         Assert.Equal(["web-bot"], pack.GetProperty("scope").GetProperty("consumers").EnumerateArray().Select(e => e.GetString()));
         var credential = pack.GetProperty("credentials").EnumerateArray().Single();
         Assert.Equal("suspended", credential.GetProperty("status_at_end").GetString());
@@ -178,12 +183,59 @@ public sealed class ReportTests
         Assert.DoesNotContain("<script", html, StringComparison.Ordinal);
         Assert.DoesNotContain("<link", html, StringComparison.Ordinal);
         Assert.DoesNotContain("href=\"http", html, StringComparison.Ordinal);
-        Assert.Contains("Alerting not configured.", html, StringComparison.Ordinal);
+        Assert.Contains("<code>al-1</code>", html, StringComparison.Ordinal);
 
         var md = await g.ReportAsync("pack.md", [.. args]);
         Assert.StartsWith("# Incident evidence pack: credential cred-web-bot", md, StringComparison.Ordinal);
         Assert.Contains("## Owners to contact", md, StringComparison.Ordinal);
         Assert.Contains("| chat-app | technical | Tec On-call | chat-app-oncall@acme.example |", md, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Incident_SuspendedKeyKeepsKnocking_AlertsListedWithIdTypeRecipientsAndLedgerEntries()
+    {
+        await using var g = await MisuseGatewayAsync();
+        var from = DateTimeOffset.UtcNow.AddSeconds(-1);
+        await ApproveAccessAsync(g, "web-bot", "gpt-4o-mini");
+
+        // The first allowed request of a model raises model.first_use; after the owner suspends the key, its holder keeps
+        // trying: the 20th refusal within a minute from one address raises auth.failures.
+        Assert.Equal(HttpStatusCode.OK, (await g.ChatAsync("web-bot")).Status);
+        await g.AdminAsync("owner-admin", HttpMethod.Post, "/credentials/cred-web-bot/suspend", new { reason = "key seen in a public repository" });
+        for (var i = 0; i < 20; i++)
+        {
+            Assert.Equal(HttpStatusCode.Unauthorized, (await g.ChatAsync("web-bot")).Status);
+        }
+
+        await g.StopAsync();
+        string[] args = ["report", "incident", "--credential", "cred-web-bot", "--from", Iso(from), "--to", Iso(DateTimeOffset.UtcNow.AddSeconds(1))];
+        var pack = JsonDocument.Parse(await g.ReportAsync("alerts.json", [.. args, "--format", "json"])).RootElement;
+
+        var section = pack.GetProperty("alerts");
+        Assert.Equal(("configured", 2), (section.GetProperty("status").GetString(), section.GetProperty("count").GetInt32()));
+        Assert.Contains("8 of 8 detectors run under v", section.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        Assert.Contains("no security contact is named (alerts.security), so escalations reach nobody in security", section.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        var alerts = section.GetProperty("alerts").EnumerateArray().ToList();
+        Assert.Equal([("al-1", "model.first_use", "info"), ("al-2", "auth.failures", "critical")],
+            alerts.Select(a => (a.GetProperty("id").GetString(), a.GetProperty("type").GetString(), a.GetProperty("severity").GetString())));
+        Assert.Equal(["Pat Policy (policy)"], alerts[0].GetProperty("recipients").EnumerateArray().Select(r => r.GetString()));
+        var burst = alerts[1];
+        Assert.Equal("open", burst.GetProperty("status").GetString());
+        Assert.Equal(["Tec On-call (technical)"], burst.GetProperty("recipients").EnumerateArray().Select(r => r.GetString()));
+        Assert.StartsWith("20 failed authentications from ", burst.GetProperty("summary").GetString(), StringComparison.Ordinal);
+        Assert.Contains("deny.credential_suspended", burst.GetProperty("evidence").GetProperty("reasons").GetString(), StringComparison.Ordinal);
+        Assert.Equal(JsonValueKind.Null, burst.GetProperty("acknowledged_by").ValueKind);
+
+        // Each alert is a ledger entry of the timeline; its deliveries are among the owner notifications, naming it.
+        var raised = pack.GetProperty("timeline").GetProperty("events").EnumerateArray().Where(e => e.GetProperty("decision").GetString() == "alert.raise").ToList();
+        Assert.Equal(["custos:alerts", "custos:alerts"], raised.Select(e => e.GetProperty("who").GetString()));
+        Assert.Contains(pack.GetProperty("notifications").EnumerateArray(), n => n.GetProperty("event").GetString() == "alert.raised"
+            && n.GetProperty("target").GetString() == "al-2" && n.GetProperty("role").GetString() == "technical");
+        Assert.Equal("medium", Finding(pack, "stopped_credential_presented").GetProperty("severity").GetString());
+
+        var md = await g.ReportAsync("alerts.md", [.. args]);
+        Assert.Contains("> **2 alerts.**", md, StringComparison.Ordinal);
+        Assert.Contains("| `al-2` | `auth.failures` | critical |", md, StringComparison.Ordinal);
     }
 
     [Fact]
@@ -368,8 +420,12 @@ public sealed class ReportTests
         Assert.Equal("pass", Of("GV.PO-02").Status);
         Assert.Equal("pass", Of("RS.AN-07").Status);
         Assert.Equal("pass", Of("DE.CM-09").Status);
-        Assert.Equal(("warn", "warn alerting: alert routes are not configured: Custos has no alerting yet (it comes with issue 7), so adverse events are recorded but nobody is paged"),
-            Of("DE.AE-02"));
+        // Every detector runs (the policy has no alerts section), but nobody in security is named for escalations.
+        const string NoSecurity = "warn alerts.security: no security contact (alerts.security): escalations and authentication bursts no service owns reach nobody";
+        Assert.Equal(("warn", NoSecurity), Of("DE.AE-02"));
+        Assert.Contains("8 of 8 detectors run on every ledger entry", controls["DE.AE-02"].GetProperty("evidence").GetString(), StringComparison.Ordinal);
+        Assert.Equal(("warn", NoSecurity), Of("GOVERN 1.5"));
+        Assert.Equal(("warn", NoSecurity), Of("MANAGE 4.1"));
         Assert.Equal("warn", Of("PR.AA-05").Status); // shorthand entitlements record no approver
         Assert.Equal("fail", Of("GOVERN 2.1").Status);
         Assert.Equal("verified", report.GetProperty("chain").GetProperty("status").GetString());
@@ -451,5 +507,126 @@ public sealed class ReportTests
         Assert.Equal(["v1", "v2", "req_1", "req_2"], shared.Evidence.Select(e => e.Ref));
         Assert.Equal(["alpha", "beta"], report.Credentials.Single().BoundConsumers);
         Assert.Equal([1L, 2L], report.PolicyVersions.Select(v => v.Number));
+    }
+
+    [Fact]
+    public void Incident_AlertsOfTheSubject_ListedInTheWindowWithSuspensionAndEscalationFindings()
+    {
+        // Pure builder: an agent's credential suspended by an alert rule, an alert nobody acknowledged in time, and alerts
+        // that are not the subject's (another consumer's, and one raised before the window).
+        var t0 = new DateTimeOffset(2026, 3, 1, 10, 0, 0, TimeSpan.Zero);
+        var doc = new PolicyDocument
+        {
+            Tenants = [new TenantConfig { Id = "t", Models = [new ModelConfig { Name = "m", Provider = "p" }], Providers = [new ProviderConfig { Id = "p", Kind = ProviderKind.OpenAI, BaseUrl = new Uri("http://127.0.0.1:9/v1") }] }],
+            Services = [new ServiceConfig { Id = "s", Tenant = "t", Owners = ReportGateway.FullOwners("s"), Limits = new LimitsConfig { Budget = new BudgetConfig { Amount = 5m } } }],
+            Consumers =
+            [
+                new ConsumerConfig { Id = "bot", Service = "s", Category = ConsumerCategory.Internal, Models = ["m"], Limits = new LimitsConfig { MaxOutputTokens = 100 } },
+                new ConsumerConfig { Id = "other", Service = "s", Category = ConsumerCategory.Internal, Models = ["m"], Limits = new LimitsConfig { MaxOutputTokens = 100 } },
+            ],
+            Credentials =
+            [
+                new CredentialConfig { Id = "cred-bot", Consumer = "bot", KeySha256 = new string('a', 64) },
+                new CredentialConfig { Id = "cred-other", Consumer = "other", KeySha256 = new string('b', 64) },
+            ],
+            Alerts = new AlertsConfig { Disabled = ["schedule.outside"], Security = new OwnerConfig { Name = "Sec Desk", Email = "sec@t.example" } },
+        };
+        var history = new[] { new PolicyVersion(1, "h1", "a", "first", t0.AddDays(-1), doc), new PolicyVersion(2, "h2", "custos:alerts", "al-2", t0.AddMinutes(20), doc) };
+        Alert Raised(string id, string type, string consumer, string credential, DateTimeOffset at) => new()
+        {
+            Id = id,
+            RaisedAt = at,
+            LastSeenAt = at,
+            Signal = new AlertSignal
+            {
+                Type = type,
+                Severity = AlertSeverity.Critical,
+                Fingerprint = type + consumer,
+                Subject = "consumer:" + consumer,
+                Summary = $"{type} of {consumer}.",
+                At = at,
+                Tenant = "t",
+                Service = "s",
+                Consumer = consumer,
+                CredentialId = credential,
+                RequestId = "req_" + id,
+                PolicyVersion = 1,
+                Rule = "10x the baseline suspends the credential",
+                Evidence = new Dictionary<string, string> { ["observed_per_minute"] = "10" },
+            },
+        };
+        AdminEntry Admin(long seq, int minute, string action, string target, string? reason = null) => new()
+        {
+            ChainId = "n",
+            Seq = seq,
+            Timestamp = t0.AddMinutes(minute),
+            Actor = "custos:alerts",
+            Action = action,
+            Target = target,
+            Reason = reason,
+            PolicyVersion = 1,
+        };
+        var alerts = new[]
+        {
+            Raised("al-1", "usage.anomaly", "bot", "cred-bot", t0.AddHours(-2)) with { Status = AlertStatus.Resolved },
+            Raised("al-2", "usage.anomaly", "bot", "cred-bot", t0.AddMinutes(20)) with
+            {
+                ActionTaken = "suspended credential cred-bot", ActionPolicyVersion = 2, Recipients = ["Tec On-call (technical)"],
+            },
+            Raised("al-3", "denials.spike", "bot", "cred-bot", t0.AddMinutes(10)) with
+            {
+                Recipients = ["Tec On-call (technical)", "Pat Policy (policy)", "Sec Desk (security)"], EscalatedAt = t0.AddMinutes(40),
+                Status = AlertStatus.Acknowledged, AcknowledgedBy = "owner-admin", AcknowledgedAt = t0.AddMinutes(50),
+            },
+            Raised("al-4", "usage.anomaly", "other", "cred-other", t0.AddMinutes(30)),
+        };
+
+        var report = IncidentReportBuilder.Build(new IncidentInput
+        {
+            Subject = new IncidentSubject("consumer", "bot"),
+            From = t0,
+            To = t0.AddHours(1),
+            GeneratedAt = t0.AddHours(2),
+            History = history,
+            Requests = [],
+            Baseline = new BaselineStats(t0.AddHours(-1), t0),
+            Chain = ChainCheck.NotRun("test"),
+            Alerts = alerts,
+            AdminEntries =
+            [
+                Admin(1, 10, "alert.raise", "al-3"),
+                Admin(2, 20, "alert.raise", "al-2"),
+                Admin(3, 21, "credential.suspend", "cred-bot", "al-2: 10x the baseline suspends the credential. Evidence: {}"),
+                Admin(4, 30, "alert.raise", "al-4"),
+                Admin(5, 40, "alert.escalate", "al-3"),
+            ],
+        });
+
+        // Only the subject's alerts raised in the window, oldest first.
+        Assert.Equal(AlertsSection.Configured, report.Alerts.Status);
+        Assert.Equal(["al-3", "al-2"], report.Alerts.Alerts.Select(a => a.Id));
+        Assert.Equal(2, report.Alerts.Count);
+        Assert.Equal("2 alerts about consumer bot raised in the window (2 critical). 7 of 8 detectors run under v2 (schedule.outside switched off); an alert goes to the owner role " +
+            "responsible and, unacknowledged after 30 minutes, escalates to the next owner and to security (Sec Desk). Status, acknowledgement and resolution are as they stood " +
+            "when the pack was made.", report.Alerts.Detail);
+        var escalated = report.Alerts.Alerts[0];
+        Assert.Equal(("acknowledged", "owner-admin", t0.AddMinutes(40)), (escalated.Status, escalated.AcknowledgedBy, escalated.EscalatedAt!.Value));
+
+        // The automatic suspension is misuse evidence, with the alert, the policy version it made and its ledger entry.
+        var action = Assert.Single(report.Findings, f => f.Code == "automatic_action");
+        Assert.Equal((Classification.Misuse, "high", "Alert al-2 suspended credential cred-bot automatically"), (action.Class, action.Severity, action.Title));
+        Assert.Equal([("alert", "al-2"), ("request", "req_al-2"), ("policy_version", "v2"), ("ledger_entry", "n#3")], action.Evidence.Select(e => (e.Kind, e.Ref)));
+        Assert.Contains("observed_per_minute 10", action.Evidence[0].Detail, StringComparison.Ordinal);
+
+        // The alert nobody acknowledged in time is missing governance, with its escalation entry.
+        var late = Assert.Single(report.Findings, f => f.Code == "alert_escalated");
+        Assert.Equal(Classification.MissingGovernance, late.Class);
+        Assert.Equal([("alert", "al-3"), ("ledger_entry", "n#5")], late.Evidence.Select(e => (e.Kind, e.Ref)));
+        Assert.Contains("owner-admin acknowledged it at 2026-03-01 10:50:00 UTC", late.Detail, StringComparison.Ordinal);
+
+        // The engine names alerts and the suspended credential bare: those entries still reach the timeline, the credential and the interventions.
+        Assert.Equal(["alert.raise", "alert.raise", "credential.suspend", "alert.escalate"], report.Timeline.Events.Select(e => e.Decision));
+        Assert.Equal(["credential.suspend"], report.Credentials.Single(c => c.Id == "cred-bot").History.Select(h => h.Action));
+        Assert.Equal(["credential.suspend"], report.Interventions.Actions.Select(a => a.Action));
     }
 }

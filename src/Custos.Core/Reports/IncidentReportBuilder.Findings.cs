@@ -1,4 +1,5 @@
 using System.Globalization;
+using Custos.Alerts;
 using Custos.ControlPlane;
 using Custos.Policy;
 
@@ -110,6 +111,7 @@ public static partial class IncidentReportBuilder
         MisuseFindings(context, Add);
         ConfigurationFindings(context, Add);
         SharedCredentialFindings(context, Add);
+        AlertFindings(context, Add);
         if (context.Input.Chain.HasProblems)
         {
             var draft = Add("chain", Classification.MissingGovernance, "chain_problem", "high", "The ledger's chain is broken",
@@ -573,6 +575,61 @@ public static partial class IncidentReportBuilder
         }
     }
 
+    private static void AlertFindings(Context context, Func<string, string, string, string, string, string, Draft> add)
+    {
+        foreach (var alert in context.Alerts)
+        {
+            var signal = alert.Signal;
+            if (alert.ActionPolicyVersion is { } actionVersion)
+            {
+                // The detector's rule acted on its own: the use was anomalous enough to stop. An owner undoing it says it was explained.
+                var undone = alert.Status == AlertStatus.Resolved;
+                var draft = add(alert.Id, Classification.Misuse, "automatic_action", undone ? "medium" : "high", $"Alert {alert.Id} {alert.ActionTaken} automatically",
+                    $"The {signal.Type} detector raised {alert.Id} at {ReportText.Time(alert.RaisedAt)}: {signal.Summary} Its rule ({signal.Rule ?? "no rule recorded"}) acted on its own " +
+                    $"as policy version {actionVersion}" +
+                    (undone ? $"; {alert.ResolvedBy} undid it at {ReportText.Time(alert.ResolvedAt)} ({alert.Note})." : ", still in force when the pack was made."));
+                draft.Evidence.Add(AlertEvidence(alert));
+                AddRaisingRequest(context, draft, signal);
+                draft.Evidence.Add(new Evidence("policy_version", "v" + actionVersion.ToString(CultureInfo.InvariantCulture), $"made by custos:alerts: {alert.ActionTaken}"));
+                foreach (var entry in context.Input.AdminEntries.Where(a => a.Actor == "custos:alerts" && a.Action is "credential.suspend" or "consumer.throttle"
+                    && a.Reason?.StartsWith(alert.Id + ":", StringComparison.Ordinal) == true))
+                {
+                    draft.Evidence.Add(new Evidence("ledger_entry", entry.Position, $"{ReportText.Time(entry.Timestamp)} {entry.Action} of {entry.Target} by {entry.Actor}, with the rule and the evidence"));
+                }
+            }
+
+            if (alert.EscalatedAt is { } escalatedAt)
+            {
+                var told = alert.Recipients.Count == 0 ? "nobody" : string.Join(", ", alert.Recipients);
+                var draft = add(alert.Id, Classification.MissingGovernance, "alert_escalated", "medium", $"Alert {alert.Id} was not acknowledged in time",
+                    $"{signal.Type} alert {alert.Id} ({PolicyNames.Of(signal.Severity)}), raised at {ReportText.Time(alert.RaisedAt)}, was not acknowledged before it escalated at " +
+                    $"{ReportText.Time(escalatedAt)}" + (alert.AcknowledgedBy is null ? "; nobody had acknowledged it when the pack was made" : $"; {alert.AcknowledgedBy} acknowledged it at {ReportText.Time(alert.AcknowledgedAt)}") +
+                    $". Told: {told}. The owners were named but did not answer in the time the policy sets (alerts.escalate_after_minutes).");
+                draft.Evidence.Add(AlertEvidence(alert));
+                foreach (var entry in context.Input.AdminEntries.Where(a => a.Target == alert.Id && a.Action is "alert.escalate" or "alert.acknowledge"))
+                {
+                    draft.Evidence.Add(new Evidence("ledger_entry", entry.Position, $"{ReportText.Time(entry.Timestamp)} {entry.Action} by {entry.Actor}: {entry.Before ?? "-"} -> {entry.After ?? "-"}"));
+                }
+            }
+        }
+
+        static Evidence AlertEvidence(Alert alert) => new("alert", alert.Id,
+            $"{alert.Signal.Type} ({PolicyNames.Of(alert.Signal.Severity)}) raised {ReportText.Time(alert.RaisedAt)}, {PolicyNames.Of(alert.Status)}" +
+            (alert.Signal.Evidence.Count == 0 ? "" : "; " + string.Join(", ", alert.Signal.Evidence.Select(e => $"{e.Key} {e.Value}"))));
+
+        static void AddRaisingRequest(Context context, Draft draft, AlertSignal signal)
+        {
+            if (signal.RequestId is not { } id)
+            {
+                return;
+            }
+
+            draft.Evidence.Add(context.Requests.FirstOrDefault(r => r.RequestId == id) is { } request
+                ? RequestEvidence(request, "raised the alert")
+                : new Evidence("request", id, "raised the alert"));
+        }
+    }
+
     /// <summary>Whether a budget allows more than another: same period by amount; otherwise a day counts as a thirtieth of a month.</summary>
     private static bool Above(BudgetConfig a, BudgetConfig b)
     {
@@ -618,9 +675,9 @@ public static partial class IncidentReportBuilder
             {
                 explanation = cls switch
                 {
-                    Classification.Misuse => "No anomalous use found: no burst of refusals, prompt restrictions, entitlement probing, stopped credential or use far above the baseline.",
+                    Classification.Misuse => "No anomalous use found: no burst of refusals, prompt restrictions, entitlement probing, stopped credential, use far above the baseline or automatic action by an alert rule.",
                     Classification.Misconfiguration => "No control found absent or set beyond the declared intent for the subject in the window.",
-                    _ => "Owners named, budgets set, credentials not shared and the chain intact for the subject in the window.",
+                    _ => "Owners named, budgets set, credentials not shared, alerts acknowledged in time and the chain intact for the subject in the window.",
                 };
             }
             else

@@ -1,4 +1,6 @@
+using System.Text;
 using System.Text.Json;
+using Custos.Alerts;
 using Custos.ControlPlane;
 using Custos.Policy;
 
@@ -66,6 +68,9 @@ public sealed record IncidentInput
     /// <summary>Owner notifications (the builder picks the subject's services and the window).</summary>
     public IReadOnlyList<Notification> Notifications { get; init; } = [];
 
+    /// <summary>Stored alerts, at most <see cref="IncidentReportBuilder.AlertLimit"/> (the builder picks the subject's, raised in the window).</summary>
+    public IReadOnlyList<Alert> Alerts { get; init; } = [];
+
     /// <summary>When each credential was last used.</summary>
     public IReadOnlyDictionary<string, DateTimeOffset> CredentialLastUsed { get; init; } = new Dictionary<string, DateTimeOffset>();
 
@@ -84,6 +89,9 @@ public static partial class IncidentReportBuilder
 {
     /// <summary>Requests listed one by one in the timeline, at most.</summary>
     public const int DefaultTimelineLimit = 5000;
+
+    /// <summary>The newest alerts the caller loads, at most; the pack says so when that may have left some of the window out.</summary>
+    public const int AlertLimit = 100_000;
 
     /// <summary>The policy versions in force at some instant of [<paramref name="from"/>, <paramref name="to"/>), with when (clipped to the window).</summary>
     public static IReadOnlyList<(PolicyVersion Version, DateTimeOffset From, DateTimeOffset To)> VersionsInForce(IReadOnlyList<PolicyVersion> history,
@@ -110,6 +118,15 @@ public static partial class IncidentReportBuilder
         "credential" => entry.CredentialId == subject.Id,
         "service" => entry.Service == subject.Id,
         _ => entry.Tenant == subject.Id,
+    };
+
+    /// <summary>True when the alert <paramref name="signal"/> raised belongs to <paramref name="subject"/>, as a request would.</summary>
+    public static bool Matches(IncidentSubject subject, AlertSignal signal) => subject.Kind switch
+    {
+        "consumer" => signal.Consumer == subject.Id,
+        "credential" => signal.CredentialId == subject.Id,
+        "service" => signal.Service == subject.Id,
+        _ => signal.Tenant == subject.Id,
     };
 
     /// <summary>True when some policy version names the subject.</summary>
@@ -168,6 +185,12 @@ public static partial class IncidentReportBuilder
             notes.Add($"{ReportText.Plural(input.ShedInWindow, "request was", "requests were")} shed with 503 in the window while the ledger queue was full and counted without an entry of their own; they cannot be attributed to a subject.");
         }
 
+        if (input.Alerts.Count >= AlertLimit && input.Alerts.Min(a => a.RaisedAt) > from)
+        {
+            notes.Add($"Only the newest {ReportText.Count(AlertLimit)} alerts were read and the oldest of them was raised after the window started: " +
+                "earlier alerts of the window may be missing (custos alerts lists them all).");
+        }
+
         var timeline = BuildTimeline(context);
         if (timeline.OmittedRequests > 0)
         {
@@ -193,9 +216,7 @@ public static partial class IncidentReportBuilder
             AccessRequests = [.. input.AccessRequests.Where(a => scope.Consumers.Contains(a.Consumer))],
             Credentials = CredentialViews(context),
             Spend = SpendView(context),
-            Alerts = new AlertsSection("not_configured",
-                "Alerting is not configured: this version of Custos has no alert rules or routes yet (they come with issue 7), so no alert could have fired " +
-                "and none is listed. The owner notifications Custos does send (credential actions, kill switches, access requests) are listed below."),
+            Alerts = AlertViews(context),
             Notifications = NotificationViews(context),
             Interventions = InterventionViews(context),
             Owners = OwnerViews(context),
@@ -235,13 +256,21 @@ public static partial class IncidentReportBuilder
         /// <summary>Access request ids of the subject's consumers.</summary>
         public HashSet<string> AccessRequestIds { get; } = [.. input.AccessRequests.Where(a => scope.Consumers.Contains(a.Consumer)).Select(a => a.Id)];
 
+        /// <summary>The subject's alerts raised in the window, oldest first.</summary>
+        public IReadOnlyList<Alert> Alerts { get; } = [.. input.Alerts.Where(a => a.RaisedAt >= input.From && a.RaisedAt < input.To && Matches(input.Subject, a.Signal))
+            .OrderBy(a => a.RaisedAt).ThenBy(a => a.Id.Length).ThenBy(a => a.Id, StringComparer.Ordinal)];
+
+        private HashSet<string>? _alertIds;
+
         /// <summary>True when an administrative entry concerns the subject (or is a policy version change).</summary>
         public bool Concerns(AdminEntry entry)
         {
             var colon = entry.Target.IndexOf(':', StringComparison.Ordinal);
             if (colon < 0)
             {
-                return entry.Target == "policy";
+                // The alert engine names its alerts (al-N) bare, and the credential of an automatic suspension too.
+                return entry.Target == "policy" || (_alertIds ??= [.. Alerts.Select(a => a.Id)]).Contains(entry.Target)
+                    || (entry.Action.StartsWith("credential.", StringComparison.Ordinal) && Scope.Credentials.Contains(entry.Target));
             }
 
             var id = entry.Target[(colon + 1)..];
@@ -497,12 +526,16 @@ public static partial class IncidentReportBuilder
                 LastUsed = input.CredentialLastUsed.TryGetValue(id, out var last) ? last : null,
                 RequestsInWindow = used.Count,
                 RefusedInWindow = used.Count(r => r.Refused),
-                History = [.. input.AdminEntries.Where(a => a.Target == "credential:" + id && a.Timestamp < input.To)],
+                History = [.. input.AdminEntries.Where(a => IsCredentialTarget(a, id) && a.Timestamp < input.To)],
             });
         }
 
         return result;
     }
+
+    /// <summary>True when <paramref name="entry"/> acts on credential <paramref name="id"/>: <c>credential:ID</c>, or the bare id of the alert engine's automatic suspension.</summary>
+    private static bool IsCredentialTarget(AdminEntry entry, string id)
+        => entry.Target == "credential:" + id || (entry.Target == id && entry.Action.StartsWith("credential.", StringComparison.Ordinal));
 
     /// <summary>A credential's status at an instant: revoked, suspended, expired or active.</summary>
     internal static string StatusAt(CredentialConfig credential, DateTimeOffset at) => credential.Status switch
@@ -679,7 +712,7 @@ public static partial class IncidentReportBuilder
                 using var payload = JsonDocument.Parse(n.Payload);
                 eventName = Json.Text(payload.RootElement, "event");
                 service = Json.Text(payload.RootElement, "service");
-                target = Json.Text(payload.RootElement, "target");
+                target = Json.Text(payload.RootElement, "target") ?? Json.Text(payload.RootElement, "alert_id");
             }
             catch (JsonException)
             {
@@ -695,9 +728,76 @@ public static partial class IncidentReportBuilder
         return result;
     }
 
+    private static AlertsSection AlertViews(Context context)
+    {
+        var alerts = context.Alerts;
+        var views = alerts.Select(a => new AlertView
+        {
+            Id = a.Id,
+            RaisedAt = a.RaisedAt,
+            Type = a.Signal.Type,
+            Severity = PolicyNames.Of(a.Signal.Severity),
+            Subject = a.Signal.Subject,
+            Summary = a.Signal.Summary,
+            Status = PolicyNames.Of(a.Status),
+            Occurrences = a.Occurrences,
+            LastSeenAt = a.LastSeenAt,
+            Consumer = a.Signal.Consumer,
+            CredentialId = a.Signal.CredentialId,
+            RequestId = a.Signal.RequestId,
+            PolicyVersion = a.Signal.PolicyVersion,
+            Rule = a.Signal.Rule,
+            Evidence = a.Signal.Evidence,
+            Recipients = a.Recipients,
+            AcknowledgedBy = a.AcknowledgedBy,
+            AcknowledgedAt = a.AcknowledgedAt,
+            EscalatedAt = a.EscalatedAt,
+            ActionTaken = a.ActionTaken,
+            ActionPolicyVersion = a.ActionPolicyVersion,
+            ResolvedBy = a.ResolvedBy,
+            ResolvedAt = a.ResolvedAt,
+            Note = a.Note,
+        }).ToList();
+
+        var detail = new StringBuilder($"{ReportText.Plural(views.Count, "alert")} about {context.Input.Subject} raised in the window");
+        if (views.Count > 0)
+        {
+            detail.Append(" (").AppendJoin(", ", views.GroupBy(v => v.Severity).OrderBy(g => g.Key, StringComparer.Ordinal).Select(g => $"{g.Count()} {g.Key}")).Append(')');
+        }
+
+        detail.Append(". ");
+        var status = AlertsSection.Configured;
+        if (context.InForce.Count == 0)
+        {
+            detail.Append("No policy version was in force, so no detector settings apply. ");
+        }
+        else
+        {
+            var number = context.InForce[^1].Version.Number;
+            var rules = new AlertRules(context.Last!.Alerts);
+            var off = AlertTypes.Detectors.Where(d => !rules.IsEnabled(d)).ToList();
+            if (off.Count == AlertTypes.Detectors.Count)
+            {
+                status = AlertsSection.Disabled;
+                detail.Append($"Every detector is switched off (alerts.disabled) under v{number}, so nothing could be raised. ");
+            }
+            else
+            {
+                detail.Append($"{AlertTypes.Detectors.Count - off.Count} of {AlertTypes.Detectors.Count} detectors run under v{number}")
+                    .Append(off.Count > 0 ? $" ({string.Join(", ", off)} switched off)" : "")
+                    .Append($"; an alert goes to the owner role responsible and, unacknowledged after {rules.EscalateAfter.TotalMinutes:0} minutes, escalates to the next owner")
+                    .Append(rules.Security is { } security ? $" and to security ({security.Name}). " : "; no security contact is named (alerts.security), so escalations reach nobody in security. ");
+            }
+        }
+
+        detail.Append("Status, acknowledgement and resolution are as they stood when the pack was made.");
+        return new AlertsSection(status, detail.ToString(), views.Count, views);
+    }
+
     private static InterventionsSection InterventionViews(Context context)
     {
-        var actions = context.AdminInWindow.Where(a => a.Action.StartsWith("credential.", StringComparison.Ordinal) || a.Action.StartsWith("kill_switch.", StringComparison.Ordinal)).ToList();
+        var actions = context.AdminInWindow.Where(a => a.Action.StartsWith("credential.", StringComparison.Ordinal) || a.Action.StartsWith("kill_switch.", StringComparison.Ordinal)
+            || a.Action is "consumer.throttle" or "consumer.unthrottle").ToList();
         string[] stops = ["deny.credential_revoked", "deny.credential_suspended", "deny.credential_expired", "deny.consumer_suspended", "deny.service_suspended",
             "deny.tenant_suspended", "deny.service_ungoverned"];
         var refusals = CountBy(context.Requests.SelectMany(r => r.Reasons).Where(stops.Contains));

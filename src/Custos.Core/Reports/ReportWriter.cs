@@ -192,8 +192,22 @@ public static class ReportWriter
         b.Add(new ChartBlock(r.Spend.Chart, r.Spend.Currency, r.From, r.To));
 
         b.Add(new Heading(2, "Alerts"));
-        b.Add(new Callout("Alerting not configured.", r.Alerts.Detail, "warn"));
-        b.Add(new Para("Owner notifications raised in the window for the subject's services:"));
+        var alerts = r.Alerts.Alerts;
+        b.Add(r.Alerts.Status == AlertsSection.Disabled ? new Callout("Alerting switched off.", r.Alerts.Detail, "warn")
+            : alerts.Count == 0 ? new Callout("No alert.", r.Alerts.Detail, "info")
+            : new Callout($"{ReportText.Plural(alerts.Count, "alert")}.", r.Alerts.Detail, alerts.Any(a => a.Severity == "critical") ? "fail" : alerts.Any(a => a.Severity == "warning") ? "warn" : "info"));
+        if (alerts.Count > 0)
+        {
+            b.Add(new Table(["raised", "alert", "type", "severity", "summary", "status", "told", "acknowledged", "escalated", "action taken", "resolved"],
+                [.. alerts.Select(a => (IReadOnlyList<Cell>)[ReportText.Time(a.RaisedAt), new Cell(a.Id, Code: true), new Cell(a.Type, Code: true),
+                    new Cell(a.Severity, Tone: a.Severity switch { "critical" => "fail", "warning" => "warn", _ => "info" }),
+                    a.Summary + (a.Occurrences > 1 ? $" ({a.Occurrences} occurrences, the last at {ReportText.Time(a.LastSeenAt)})" : ""), a.Status,
+                    a.Recipients.Count == 0 ? new Cell("nobody", Tone: "fail") : string.Join(", ", a.Recipients), By(a.AcknowledgedBy, a.AcknowledgedAt),
+                    ReportText.Time(a.EscalatedAt), a.ActionTaken is null ? "-" : a.ActionTaken + (a.ActionPolicyVersion is { } av ? $" (v{av})" : ""),
+                    By(a.ResolvedBy, a.ResolvedAt) + (a.ResolvedBy is not null && a.Note is not null ? ": " + a.Note : "")])]));
+        }
+
+        b.Add(new Para("Owner notifications raised in the window for the subject's services (alert deliveries among them):"));
         b.Add(r.Notifications.Count == 0 ? new Para("None.")
             : new Table(["time", "event", "service", "to", "channel", "target", "delivery"],
                 [.. r.Notifications.Select(x => (IReadOnlyList<Cell>)[ReportText.Time(x.CreatedAt), x.Event ?? "", x.Service ?? "", $"{x.Recipient} ({x.Role} owner)", x.Channel, x.Target ?? "",
@@ -289,6 +303,8 @@ public static class ReportWriter
 
     private static bool SameControls(IReadOnlyList<ScopeControls> a, IReadOnlyList<ScopeControls> b)
         => a.Count == b.Count && a.Zip(b).All(x => x.First.Scope == x.Second.Scope && x.First.Active.SequenceEqual(x.Second.Active) && x.First.NotSet.SequenceEqual(x.Second.NotSet));
+
+    private static string By(string? who, DateTimeOffset? at) => who is null ? "-" : $"{who}, {ReportText.Time(at)}";
 
     private static string List(IReadOnlyList<string> values) => values.Count == 0 ? "-" : string.Join(", ", values);
 

@@ -47,7 +47,7 @@ internal static class ReportCommand
         var config = CommonOptions.Config();
         var command = new Command("incident",
             "The evidence pack of one consumer, credential, service or tenant over a window: timeline, policy versions and controls, entitlements and approvals, " +
-            "credential history, spend against budget, interventions, owners, chain verification, and a classification (misuse, misconfiguration, missing governance).")
+            "credential history, spend against budget, alerts, interventions, owners, chain verification, and a classification (misuse, misconfiguration, missing governance).")
         {
             consumer, credential, service, tenant, from, to, format, file, data, config,
         };
@@ -108,6 +108,7 @@ internal static class ReportCommand
                 AdminEntries = admin,
                 AccessRequests = await store.ListAccessRequestsAsync(null, cancellationToken),
                 Notifications = await store.ListNotificationsAsync(100_000, cancellationToken),
+                Alerts = await store.ListAlertsAsync(null, IncidentReportBuilder.AlertLimit, cancellationToken),
                 CredentialLastUsed = await store.GetCredentialLastUsedAsync(cancellationToken),
                 Chain = chain,
                 ShedInWindow = shed,
