@@ -227,7 +227,7 @@ public sealed class ReportTests
         Assert.Equal(JsonValueKind.Null, burst.GetProperty("acknowledged_by").ValueKind);
 
         // Each alert is a ledger entry of the timeline; its deliveries are among the owner notifications, naming it.
-        var raised = pack.GetProperty("timeline").GetProperty("events").EnumerateArray().Where(e => e.GetProperty("decision").GetString() == "alert.raise").ToList();
+        var raised = pack.GetProperty("timeline").GetProperty("events").EnumerateArray().Where(e => e.GetProperty("decision").GetString() == "alert.raised").ToList();
         Assert.Equal(["custos:alerts", "custos:alerts"], raised.Select(e => e.GetProperty("who").GetString()));
         Assert.Contains(pack.GetProperty("notifications").EnumerateArray(), n => n.GetProperty("event").GetString() == "alert.raised"
             && n.GetProperty("target").GetString() == "al-2" && n.GetProperty("role").GetString() == "technical");
@@ -594,11 +594,11 @@ public sealed class ReportTests
             Alerts = alerts,
             AdminEntries =
             [
-                Admin(1, 10, "alert.raise", "al-3"),
-                Admin(2, 20, "alert.raise", "al-2"),
-                Admin(3, 21, "credential.suspend", "cred-bot", "al-2: 10x the baseline suspends the credential. Evidence: {}"),
-                Admin(4, 30, "alert.raise", "al-4"),
-                Admin(5, 40, "alert.escalate", "al-3"),
+                Admin(1, 10, "alert.raised", "alert:al-3"),
+                Admin(2, 20, "alert.raised", "alert:al-2"),
+                Admin(3, 21, "credential.suspended", "credential:cred-bot", "al-2: 10x the baseline suspends the credential. Evidence: {}"),
+                Admin(4, 30, "alert.raised", "alert:al-4"),
+                Admin(5, 40, "alert.escalated", "alert:al-3"),
             ],
         });
 
@@ -625,8 +625,8 @@ public sealed class ReportTests
         Assert.Contains("owner-admin acknowledged it at 2026-03-01 10:50:00 UTC", late.Detail, StringComparison.Ordinal);
 
         // The engine names alerts and the suspended credential bare: those entries still reach the timeline, the credential and the interventions.
-        Assert.Equal(["alert.raise", "alert.raise", "credential.suspend", "alert.escalate"], report.Timeline.Events.Select(e => e.Decision));
-        Assert.Equal(["credential.suspend"], report.Credentials.Single(c => c.Id == "cred-bot").History.Select(h => h.Action));
-        Assert.Equal(["credential.suspend"], report.Interventions.Actions.Select(a => a.Action));
+        Assert.Equal(["alert.raised", "alert.raised", "credential.suspended", "alert.escalated"], report.Timeline.Events.Select(e => e.Decision));
+        Assert.Equal(["credential.suspended"], report.Credentials.Single(c => c.Id == "cred-bot").History.Select(h => h.Action));
+        Assert.Equal(["credential.suspended"], report.Interventions.Actions.Select(a => a.Action));
     }
 }

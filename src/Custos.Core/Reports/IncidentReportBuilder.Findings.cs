@@ -591,7 +591,7 @@ public static partial class IncidentReportBuilder
                 draft.Evidence.Add(AlertEvidence(alert));
                 AddRaisingRequest(context, draft, signal);
                 draft.Evidence.Add(new Evidence("policy_version", "v" + actionVersion.ToString(CultureInfo.InvariantCulture), $"made by custos:alerts: {alert.ActionTaken}"));
-                foreach (var entry in context.Input.AdminEntries.Where(a => a.Actor == "custos:alerts" && a.Action is "credential.suspend" or "consumer.throttle"
+                foreach (var entry in context.Input.AdminEntries.Where(a => a.Actor == "custos:alerts" && a.Action is "credential.suspended" or "consumer.throttled"
                     && a.Reason?.StartsWith(alert.Id + ":", StringComparison.Ordinal) == true))
                 {
                     draft.Evidence.Add(new Evidence("ledger_entry", entry.Position, $"{ReportText.Time(entry.Timestamp)} {entry.Action} of {entry.Target} by {entry.Actor}, with the rule and the evidence"));
@@ -606,7 +606,7 @@ public static partial class IncidentReportBuilder
                     $"{ReportText.Time(escalatedAt)}" + (alert.AcknowledgedBy is null ? "; nobody had acknowledged it when the pack was made" : $"; {alert.AcknowledgedBy} acknowledged it at {ReportText.Time(alert.AcknowledgedAt)}") +
                     $". Told: {told}. The owners were named but did not answer in the time the policy sets (alerts.escalate_after_minutes).");
                 draft.Evidence.Add(AlertEvidence(alert));
-                foreach (var entry in context.Input.AdminEntries.Where(a => a.Target == alert.Id && a.Action is "alert.escalate" or "alert.acknowledge"))
+                foreach (var entry in context.Input.AdminEntries.Where(a => a.Target == "alert:" + alert.Id && a.Action is "alert.escalated" or "alert.acknowledged"))
                 {
                     draft.Evidence.Add(new Evidence("ledger_entry", entry.Position, $"{ReportText.Time(entry.Timestamp)} {entry.Action} by {entry.Actor}: {entry.Before ?? "-"} -> {entry.After ?? "-"}"));
                 }

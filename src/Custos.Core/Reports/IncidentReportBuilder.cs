@@ -268,9 +268,7 @@ public static partial class IncidentReportBuilder
             var colon = entry.Target.IndexOf(':', StringComparison.Ordinal);
             if (colon < 0)
             {
-                // The alert engine names its alerts (al-N) bare, and the credential of an automatic suspension too.
-                return entry.Target == "policy" || (_alertIds ??= [.. Alerts.Select(a => a.Id)]).Contains(entry.Target)
-                    || (entry.Action.StartsWith("credential.", StringComparison.Ordinal) && Scope.Credentials.Contains(entry.Target));
+                return entry.Target == "policy";
             }
 
             var id = entry.Target[(colon + 1)..];
@@ -281,6 +279,7 @@ public static partial class IncidentReportBuilder
                 "service" => Scope.Services.Contains(id),
                 "tenant" => Scope.Tenants.Contains(id),
                 "access_request" => AccessRequestIds.Contains(id),
+                "alert" => (_alertIds ??= [.. Alerts.Select(a => a.Id)]).Contains(id),
                 _ => false,
             };
         }
@@ -533,9 +532,8 @@ public static partial class IncidentReportBuilder
         return result;
     }
 
-    /// <summary>True when <paramref name="entry"/> acts on credential <paramref name="id"/>: <c>credential:ID</c>, or the bare id of the alert engine's automatic suspension.</summary>
-    private static bool IsCredentialTarget(AdminEntry entry, string id)
-        => entry.Target == "credential:" + id || (entry.Target == id && entry.Action.StartsWith("credential.", StringComparison.Ordinal));
+    /// <summary>True when <paramref name="entry"/> acts on credential <paramref name="id"/> (target <c>credential:ID</c>).</summary>
+    private static bool IsCredentialTarget(AdminEntry entry, string id) => entry.Target == "credential:" + id;
 
     /// <summary>A credential's status at an instant: revoked, suspended, expired or active.</summary>
     internal static string StatusAt(CredentialConfig credential, DateTimeOffset at) => credential.Status switch
@@ -797,7 +795,7 @@ public static partial class IncidentReportBuilder
     private static InterventionsSection InterventionViews(Context context)
     {
         var actions = context.AdminInWindow.Where(a => a.Action.StartsWith("credential.", StringComparison.Ordinal) || a.Action.StartsWith("kill_switch.", StringComparison.Ordinal)
-            || a.Action is "consumer.throttle" or "consumer.unthrottle").ToList();
+            || a.Action is "consumer.throttled" or "consumer.unthrottled").ToList();
         string[] stops = ["deny.credential_revoked", "deny.credential_suspended", "deny.credential_expired", "deny.consumer_suspended", "deny.service_suspended",
             "deny.tenant_suspended", "deny.service_ungoverned"];
         var refusals = CountBy(context.Requests.SelectMany(r => r.Reasons).Where(stops.Contains));

@@ -587,7 +587,7 @@ public static class PostureReportBuilder
 
         m41.AddRange(unrecorded.Select(v => Fail("policy:v" + v.Number, $"version {v.Number} was not made through the gateway's change path (no ledger entry)")));
         Set("MANAGE 4.1", "Changes go through versioned policy with author and reason, recorded in the ledger; credentials and kill switches notify owners; " +
-            "incident packs and ledger verification support response and recovery.", m41);
+            AlertingText(doc) + " Incident packs and ledger verification support response and recovery.", m41);
 
         return [.. Catalogue.Select(c =>
         {
