@@ -101,26 +101,36 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
     {
         await foreach (var signal in _signals.Reader.ReadAllAsync())
         {
-            try
+            // A store that fails (locked, full) is retried with back-off: an alert is not given up on a hiccup.
+            for (var attempt = 1; ; attempt++)
             {
-                await _lock.WaitAsync();
                 try
                 {
-                    await HandleAsync(signal);
+                    await _lock.WaitAsync();
+                    try
+                    {
+                        await HandleAsync(signal);
+                    }
+                    finally
+                    {
+                        _lock.Release();
+                    }
+
+                    break;
                 }
-                finally
+                catch (Exception ex) when (attempt < 6)
                 {
-                    _lock.Release();
+                    Log.HandleFailed(_logger, signal.Type, signal.Subject, attempt, ex);
+                    await Task.Delay(TimeSpan.FromMilliseconds(250 * attempt * attempt));
+                }
+                catch (Exception ex)
+                {
+                    Log.HandleGaveUp(_logger, signal.Type, signal.Subject, signal.Summary, ex);
+                    break;
                 }
             }
-            catch (Exception ex)
-            {
-                Log.HandleFailed(_logger, signal.Type, signal.Subject, ex);
-            }
-            finally
-            {
-                Interlocked.Increment(ref _handled);
-            }
+
+            Interlocked.Increment(ref _handled);
         }
     }
 
@@ -138,6 +148,7 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
         }
 
         var alert = await _store.CreateAlertAsync(new Alert { Signal = signal, RaisedAt = now, LastSeenAt = signal.At });
+        _active[signal.Fingerprint] = alert; // a retry after a later failure counts an occurrence, never a second alert
         await _gateway.RecordAdminAsync(Actor, "alert.raised", "alert:" + alert.Id, null, signal.Type,
             $"{signal.Summary} Evidence: {JsonSerializer.Serialize(signal.Evidence)}", signal.Tenant);
         if (signal.Action != AlertAction.None)
@@ -383,6 +394,11 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
         {
             var snapshot = _gateway.Policy.Current;
             var after = new AlertRules(snapshot.Document.Alerts).EscalateAfter;
+            foreach (var (fingerprint, _) in _active.Where(a => a.Value.Status == AlertStatus.Acknowledged && now - a.Value.LastSeenAt > Requiet).ToList())
+            {
+                _active.Remove(fingerprint); // acknowledged and quiet for an hour: the next signal is a new alert anyway
+            }
+
             var escalated = 0;
             foreach (var alert in _active.Values.Where(a => a.Status == AlertStatus.Open && a.EscalatedAt is null && now - a.RaisedAt >= after).ToList())
             {
@@ -448,8 +464,11 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
         [LoggerMessage(EventId = 61, Level = LogLevel.Warning, Message = "Alert {Id} escalated to {Next} and security: not acknowledged in time.")]
         public static partial void Escalated(ILogger logger, string id, string next);
 
-        [LoggerMessage(EventId = 62, Level = LogLevel.Error, Message = "Handling a {Type} signal on {Subject} failed.")]
-        public static partial void HandleFailed(ILogger logger, string type, string subject, Exception exception);
+        [LoggerMessage(EventId = 62, Level = LogLevel.Warning, Message = "Handling a {Type} signal on {Subject} failed (attempt {Attempt}); retrying.")]
+        public static partial void HandleFailed(ILogger logger, string type, string subject, int attempt, Exception exception);
+
+        [LoggerMessage(EventId = 65, Level = LogLevel.Error, Message = "Gave up on a {Type} signal on {Subject} after repeated failures: {Summary}")]
+        public static partial void HandleGaveUp(ILogger logger, string type, string subject, string summary, Exception exception);
 
         [LoggerMessage(EventId = 63, Level = LogLevel.Error, Message = "The automatic action of alert {Id} ({Action}) failed.")]
         public static partial void ActionFailed(ILogger logger, string id, string action, Exception exception);
