@@ -102,8 +102,10 @@ internal static class DemoCommand
                   new OpenAI.OpenAIClientOptions {"{"} Endpoint = new Uri("{dataPlane}/v1") {"}"});
               Console.WriteLine(chat.CompleteChat("Hello, Custos").Value.Content[0].Text);
 
-            Then see what the ledger recorded:
+            Then see what the ledger recorded, and the alerts it raised (a first use of a model is one):
               dotnet run --project src/Custos -- requests --data {dataDirectory}
+              CUSTOS_ADMIN_KEY=<the platform-admin key in {DemoKeys.FileName}> dotnet run --project src/Custos -- alerts list --server {keys.Admin}
+              curl -s {keys.Admin}/metrics
 
             Press Ctrl+C to stop.
             """);
