@@ -259,6 +259,23 @@ public sealed class AlertDetectorTests
     }
 
     [Fact]
+    public void AQuietJobFarAboveItsHourlyBaseline_RaisesAnAlert_ThatMinutesCouldNotSee()
+    {
+        var snapshot = Compile("alerts: { disabled: [model.first_use] }");
+
+        // Thirty hours of four calls an hour: never 20 in a minute, so per-minute judgement has nothing to say.
+        Feed(snapshot, Enumerable.Range(0, 30 * 4).Select(i => Record(Start.AddMinutes(i * 15), "batch")));
+        Assert.Empty(_signals);
+
+        // Then two calls a minute for an hour: 120 in the hour, 30× its hourly baseline; still quiet per minute.
+        Feed(snapshot, Enumerable.Range(0, 120).Select(i => Record(Start.AddHours(30).AddSeconds(i * 30), "batch")));
+
+        var signal = Assert.Single(_signals);
+        Assert.Equal((AlertTypes.UsageAnomaly, "usage.anomaly|batch|hour", AlertAction.None), (signal.Type, signal.Fingerprint, signal.Action));
+        Assert.Equal(("100", "4"), (signal.Evidence["observed_per_hour"], signal.Evidence["baseline_per_hour"]));
+    }
+
+    [Fact]
     public void FirstModelUse_FiresOncePerConsumerAndModel_AndRemembersSeededHistory()
     {
         var snapshot = Compile();

@@ -16,11 +16,13 @@ namespace Custos.Alerts;
 public sealed class AlertDetectors
 {
     private const double BaselineAlpha = 2.0 / (60 + 1); // an exponential moving average over about an hour of minutes
+    private const double HourlyAlpha = 2.0 / (24 + 1); // and over about a day of hours
     private static readonly TimeSpan Minute = TimeSpan.FromMinutes(1);
     private readonly Dictionary<string, BurstWindow> _authFailures = new(StringComparer.Ordinal);
     private readonly Dictionary<string, BurstWindow> _denials = new(StringComparer.Ordinal);
     private readonly Dictionary<string, AgentRun> _agentRuns = new(StringComparer.Ordinal);
-    private readonly Dictionary<string, Baseline> _baselines = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, Baseline> _baselines = new(StringComparer.Ordinal); // per minute
+    private readonly Dictionary<string, Baseline> _hourly = new(StringComparer.Ordinal); // per hour
     private readonly Dictionary<string, HashSet<string>> _modelsUsed = new(StringComparer.Ordinal); // consumer → models
     private readonly Dictionary<string, string> _scheduleFired = new(StringComparer.Ordinal);
     private long _version = -1;
@@ -322,7 +324,7 @@ public sealed class AlertDetectors
         var minute = record.Timestamp.ToUnixTimeSeconds() / 60;
         if (!_baselines.TryGetValue(consumer.Id, out var baseline))
         {
-            baseline = new Baseline { Minute = minute, FirstMinute = minute };
+            baseline = new Baseline(BaselineAlpha) { Bucket = minute, FirstBucket = minute };
             _baselines[consumer.Id] = baseline;
         }
 
@@ -333,16 +335,13 @@ public sealed class AlertDetectors
         baseline.Remember(record.RequestId);
 
         var rule = _rules.For(consumer.Category);
-        if (minute - baseline.FirstMinute < _rules.BaselineWarmupMinutes || baseline.Requests < rule.MinRequestsPerMinute)
+        DetectHourlyAnomaly(record, consumer, rule, signals);
+        if (minute - baseline.FirstBucket < _rules.BaselineWarmupMinutes || baseline.Requests < rule.MinRequestsPerMinute)
         {
             return;
         }
 
-        // The largest ratio of the three measures; a floor keeps a near-zero baseline from dividing by nothing.
-        var (metric, observed, average, ratio) = Max(
-            ("requests", baseline.Requests, baseline.AverageRequests, baseline.Requests / Math.Max(baseline.AverageRequests, 0.1)),
-            ("tokens", baseline.Tokens, baseline.AverageTokens, baseline.Tokens / Math.Max(baseline.AverageTokens, 1)),
-            ("spend", baseline.Spend, baseline.AverageSpend, baseline.Spend / Math.Max(baseline.AverageSpend, 1e-6)));
+        var (metric, observed, average, ratio) = Judge(baseline);
         var level = rule.ActAt is { } actAt && ratio >= (double)actAt ? 2 : ratio >= (double)rule.AlertAt ? 1 : 0;
         if (level <= baseline.FiredLevel)
         {
@@ -367,7 +366,7 @@ public sealed class AlertDetectors
                 ["ratio"] = ratio.ToString("0.##", CultureInfo.InvariantCulture),
                 ["alert_at"] = rule.AlertAt.ToString(CultureInfo.InvariantCulture),
                 ["act_at"] = rule.ActAt?.ToString(CultureInfo.InvariantCulture) ?? "none",
-                ["minutes_observed"] = (minute - baseline.FirstMinute).ToString(CultureInfo.InvariantCulture),
+                ["minutes_observed"] = (minute - baseline.FirstBucket).ToString(CultureInfo.InvariantCulture),
                 ["recent_requests"] = baseline.RecentRequests,
             }) with
         {
@@ -375,6 +374,59 @@ public sealed class AlertDetectors
             Action = action,
             ThrottleRequestsPerMinute = action == AlertAction.Throttle ? rule.ThrottleRequestsPerMinute : null,
         });
+    }
+
+    /// <summary>The largest ratio of the three measures to their baselines; a floor keeps a near-zero baseline from dividing by nothing.</summary>
+    private static (string Metric, double Observed, double Average, double Ratio) Judge(Baseline baseline) => Max(
+        ("requests", baseline.Requests, baseline.AverageRequests, baseline.Requests / Math.Max(baseline.AverageRequests, 0.1)),
+        ("tokens", baseline.Tokens, baseline.AverageTokens, baseline.Tokens / Math.Max(baseline.AverageTokens, 1)),
+        ("spend", baseline.Spend, baseline.AverageSpend, baseline.Spend / Math.Max(baseline.AverageSpend, 1e-6)));
+
+    /// <summary>
+    /// The same judgement per hour, for consumers too quiet for minutes to tell (a job calling a few times an hour): an
+    /// alert only, never an action, once an hour of history per <c>baseline_warmup_hours</c> is there and the hour has
+    /// at least five times the category's minimum per minute.
+    /// </summary>
+    private void DetectHourlyAnomaly(RequestRecord record, ConsumerEntry consumer, CategoryRule rule, List<AlertSignal> signals)
+    {
+        var hour = record.Timestamp.ToUnixTimeSeconds() / 3600;
+        if (!_hourly.TryGetValue(consumer.Id, out var baseline))
+        {
+            baseline = new Baseline(HourlyAlpha) { Bucket = hour, FirstBucket = hour };
+            _hourly[consumer.Id] = baseline;
+        }
+
+        baseline.Advance(hour);
+        baseline.Requests++;
+        baseline.Tokens += (record.InputTokens ?? 0) + (record.OutputTokens ?? 0);
+        baseline.Spend += (double)(record.Cost ?? 0);
+        baseline.Remember(record.RequestId);
+        if (hour - baseline.FirstBucket < _rules.BaselineWarmupHours || baseline.Requests < rule.MinRequestsPerMinute * 5 || baseline.FiredLevel > 0)
+        {
+            return;
+        }
+
+        var (metric, observed, average, ratio) = Judge(baseline);
+        if (ratio < (double)rule.AlertAt)
+        {
+            return;
+        }
+
+        baseline.FiredLevel = 1;
+        var category = PolicyNames.Of(consumer.Category);
+        signals.Add(Signal(record, consumer, AlertTypes.UsageAnomaly, AlertSeverity.Warning, $"usage.anomaly|{consumer.Id}|hour",
+            $"{consumer.Id} ({category}) is at {ratio:0.#}× its baseline {metric} per hour ({Format(observed)} vs {Format(average)}).",
+            new()
+            {
+                ["metric"] = metric,
+                ["observed_per_hour"] = Format(observed),
+                ["baseline_per_hour"] = Format(average),
+                ["ratio"] = ratio.ToString("0.##", CultureInfo.InvariantCulture),
+                ["alert_at"] = rule.AlertAt.ToString(CultureInfo.InvariantCulture),
+                ["hours_observed"] = (hour - baseline.FirstBucket).ToString(CultureInfo.InvariantCulture),
+                ["recent_requests"] = baseline.RecentRequests,
+            }) with
+        { Rule = $"{category}: usage at {rule.AlertAt}× its hourly baseline raises an alert" });
     }
 
     private static string ActionText(CategoryRule rule) => rule.Action switch
@@ -454,7 +506,8 @@ public sealed class AlertDetectors
         Remove(_denials, w => now - w.Last > TimeSpan.FromMinutes(2));
         Remove(_agentRuns, r => now - r.Window.Last > TimeSpan.FromMinutes(10));
         var minute = now.ToUnixTimeSeconds() / 60;
-        Remove(_baselines, b => minute - b.Minute > 24 * 60); // a day idle: start again
+        Remove(_baselines, b => minute - b.Bucket > 24 * 60); // a day idle: start again
+        Remove(_hourly, b => minute / 60 - b.Bucket > 7 * 24); // a week idle
 
         static void Remove<T>(Dictionary<string, T> map, Func<T, bool> idle)
         {
@@ -510,15 +563,15 @@ public sealed class AlertDetectors
         public string RecentRequests => string.Join(",", _events.Reverse().Take(5).Select(e => e.RequestId));
     }
 
-    /// <summary>A consumer's usage this minute and its moving averages per minute.</summary>
-    private sealed class Baseline
+    /// <summary>A consumer's usage this minute (or hour) and its moving averages per minute (or hour).</summary>
+    private sealed class Baseline(double alpha)
     {
         private readonly string[] _recent = new string[5];
         private int _next;
         private long _folded;
 
-        public long Minute;
-        public long FirstMinute;
+        public long Bucket;
+        public long FirstBucket;
         public double Requests;
         public double Tokens;
         public double Spend;
@@ -531,28 +584,28 @@ public sealed class AlertDetectors
         /// Folds the finished minute (and any idle minutes after it) into the averages. The first minutes are averaged
         /// plainly (weight 1/n), so a young baseline is not biased towards zero; after that it moves with about an hour's memory.
         /// </summary>
-        public void Advance(long minute)
+        public void Advance(long bucket)
         {
-            if (minute <= Minute)
+            if (bucket <= Bucket)
             {
                 return;
             }
 
             Fold(Requests, Tokens, Spend);
-            var idle = Math.Min(minute - Minute - 1, 24 * 60);
+            var idle = Math.Min(bucket - Bucket - 1, 24 * 60);
             for (var i = 0; i < idle; i++)
             {
                 Fold(0, 0, 0);
             }
 
-            Minute = minute;
+            Bucket = bucket;
             Requests = Tokens = Spend = 0;
             FiredLevel = 0;
         }
 
         private void Fold(double requests, double tokens, double spend)
         {
-            var weight = Math.Max(BaselineAlpha, 1.0 / ++_folded);
+            var weight = Math.Max(alpha, 1.0 / ++_folded);
             AverageRequests += weight * (requests - AverageRequests);
             AverageTokens += weight * (tokens - AverageTokens);
             AverageSpend += weight * (spend - AverageSpend);

@@ -24,6 +24,7 @@ public sealed class AlertRules
         DenialsPerMinute = (int)Math.Min(config?.DenialsPerMinute ?? 30, 100_000);
         AgentRunRequestsPerMinute = (int)Math.Min(config?.AgentRunRequestsPerMinute ?? 120, 100_000);
         BaselineWarmupMinutes = config?.BaselineWarmupMinutes ?? 15;
+        BaselineWarmupHours = config?.BaselineWarmupHours ?? 24;
         _disabled = new HashSet<string>(config?.Disabled ?? [], StringComparer.Ordinal);
         var categories = config?.Categories;
         _categories[(int)ConsumerCategory.External] = Fill(categories?.External, new CategoryRule(5, 20, AlertAction.Throttle, 60, 20));
@@ -52,6 +53,9 @@ public sealed class AlertRules
 
     /// <summary>Minutes observed before a consumer's baseline is trusted.</summary>
     public long BaselineWarmupMinutes { get; }
+
+    /// <summary>Hours observed before a consumer's hourly baseline is trusted.</summary>
+    public long BaselineWarmupHours { get; }
 
     /// <summary>True unless the detector is switched off.</summary>
     public bool IsEnabled(string detector) => !_disabled.Contains(detector);

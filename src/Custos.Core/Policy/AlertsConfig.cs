@@ -51,6 +51,9 @@ public sealed record AlertsConfig
     /// <summary>Minutes of a consumer's traffic observed before its baseline is trusted. Default 15.</summary>
     public long? BaselineWarmupMinutes { get; init; }
 
+    /// <summary>Hours of a consumer's traffic observed before its hourly baseline is trusted. Default 24.</summary>
+    public long? BaselineWarmupHours { get; init; }
+
     /// <summary>Detectors switched off, by name (for example <c>model.first_use</c>).</summary>
     public IReadOnlyList<string>? Disabled { get; init; }
 

@@ -196,7 +196,7 @@ public static partial class PolicyYaml
         private AlertsConfig? ReadAlerts(YamlNode node, string path)
         {
             if (AsMap(node, path, ["budget_thresholds", "escalate_after_minutes", "security", "auth_failures_per_minute", "denials_per_minute",
-                "agent_run_requests_per_minute", "baseline_warmup_minutes", "disabled", "categories"]) is not { } map)
+                "agent_run_requests_per_minute", "baseline_warmup_minutes", "baseline_warmup_hours", "disabled", "categories"]) is not { } map)
             {
                 return null;
             }
@@ -261,6 +261,7 @@ public static partial class PolicyYaml
                 DenialsPerMinute = Positive("denials_per_minute", 1_000_000),
                 AgentRunRequestsPerMinute = Positive("agent_run_requests_per_minute", 1_000_000),
                 BaselineWarmupMinutes = Positive("baseline_warmup_minutes", 7 * 24 * 60),
+                BaselineWarmupHours = Positive("baseline_warmup_hours", 30 * 24),
                 Disabled = disabled,
                 Categories = categories,
             }, map);
