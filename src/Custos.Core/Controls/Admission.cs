@@ -140,6 +140,9 @@ public sealed class Admission
     /// <summary>The reservations made; settle them with <see cref="AdmissionEvaluator.SettleAsync"/>.</summary>
     public CounterCharge[] Charges { get; internal set; } = [];
 
+    /// <summary>The identity the charges were reserved under, for the settlement.</summary>
+    public Guid Reservation { get; internal set; }
+
     /// <summary>What each charge counts: requests, tokens or cost.</summary>
     internal ChargeKind[] Kinds { get; set; } = [];
 

@@ -305,7 +305,8 @@ public static class AdmissionEvaluator
         }
 
         var readings = new CounterReading[charges.Count];
-        var failed = await counters.TryReserveAsync(charges, readings, cancellationToken);
+        var reservation = Guid.NewGuid();
+        var failed = await counters.TryReserveAsync(reservation, charges, readings, cancellationToken);
         for (var i = 0; i < charges.Count; i++)
         {
             var (control, scope, kind) = names[i];
@@ -353,6 +354,7 @@ public static class AdmissionEvaluator
             return;
         }
 
+        admission.Reservation = reservation;
         admission.Charges = [.. charges];
         var kinds = new ChargeKind[names.Count];
         for (var i = 0; i < kinds.Length; i++)
@@ -402,6 +404,6 @@ public static class AdmissionEvaluator
 
         var charges = admission.Charges;
         admission.Charges = [];
-        return counters.SettleAsync(charges, actual, cancellationToken);
+        return counters.SettleAsync(admission.Reservation, charges, actual, cancellationToken);
     }
 }

@@ -18,6 +18,11 @@ public readonly record struct CounterReading(long Used, long Reserved);
 /// is used and reserved never passes an enforced limit. The in-process implementation is the default; the
 /// Redis one (multi-node) runs the same contract in Lua.
 /// </summary>
+/// <remarks>
+/// Every reservation carries an identity, made by the caller once per request and passed again to
+/// <see cref="SettleAsync"/>: a shared store needs it to tell a settlement from a reservation whose request never
+/// settled (its node died), which it must give back on its own.
+/// </remarks>
 public interface ICounterStore
 {
     /// <summary>
@@ -25,14 +30,25 @@ public interface ICounterStore
     /// (<c>used + reserved + amount &gt; limit</c>). <paramref name="readings"/> receives each counter's state before
     /// the charge, whichever way it went.
     /// </summary>
+    /// <param name="reservation">The request's reservation, unique per request; settle with the same value.</param>
+    /// <param name="charges">What to reserve, one charge per counter.</param>
+    /// <param name="readings">Receives each counter's state before its charge; as long as <paramref name="charges"/>.</param>
+    /// <param name="cancellationToken">Stops waiting for the store.</param>
     /// <returns>-1 when all were reserved, else the index of the charge that failed.</returns>
-    ValueTask<int> TryReserveAsync(IReadOnlyList<CounterCharge> charges, CounterReading[] readings, CancellationToken cancellationToken = default);
+    ValueTask<int> TryReserveAsync(Guid reservation, IReadOnlyList<CounterCharge> charges, CounterReading[] readings, CancellationToken cancellationToken = default);
 
-    /// <summary>Turns reservations into use: each counter drops <c>reserved</c> and adds <c>actual</c>.</summary>
-    ValueTask SettleAsync(IReadOnlyList<CounterCharge> charges, IReadOnlyList<long> actual, CancellationToken cancellationToken = default);
+    /// <summary>
+    /// Turns reservations into use: each counter drops <c>reserved</c> by the charge's amount and adds <c>actual</c> to
+    /// <c>used</c>. <paramref name="charges"/> are the ones reserved under <paramref name="reservation"/>.
+    /// </summary>
+    ValueTask SettleAsync(Guid reservation, IReadOnlyList<CounterCharge> charges, IReadOnlyList<long> actual, CancellationToken cancellationToken = default);
 }
 
-/// <summary>Counters in this process: one lock, held for a few dictionary operations per request.</summary>
+/// <summary>
+/// Counters in this process: one lock, held for a few dictionary operations per request. Reservations are not
+/// tracked one by one: in one process every admitted request is settled exactly once, and a crash loses the
+/// counters with the reservations, so there is nothing to expire.
+/// </summary>
 public sealed class InMemoryCounterStore(TimeProvider time) : ICounterStore
 {
     private readonly Dictionary<string, Counter> _counters = new(StringComparer.Ordinal);
@@ -59,7 +75,7 @@ public sealed class InMemoryCounterStore(TimeProvider time) : ICounterStore
     }
 
     /// <inheritdoc/>
-    public ValueTask<int> TryReserveAsync(IReadOnlyList<CounterCharge> charges, CounterReading[] readings, CancellationToken cancellationToken = default)
+    public ValueTask<int> TryReserveAsync(Guid reservation, IReadOnlyList<CounterCharge> charges, CounterReading[] readings, CancellationToken cancellationToken = default)
     {
         lock (_lock)
         {
@@ -98,7 +114,7 @@ public sealed class InMemoryCounterStore(TimeProvider time) : ICounterStore
     }
 
     /// <inheritdoc/>
-    public ValueTask SettleAsync(IReadOnlyList<CounterCharge> charges, IReadOnlyList<long> actual, CancellationToken cancellationToken = default)
+    public ValueTask SettleAsync(Guid reservation, IReadOnlyList<CounterCharge> charges, IReadOnlyList<long> actual, CancellationToken cancellationToken = default)
     {
         lock (_lock)
         {
