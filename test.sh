@@ -6,6 +6,12 @@ cd "$(dirname "$0")"
 
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
 
+if ! command -v redis-server >/dev/null; then
+  echo "error: redis-server is not on PATH; the Redis counter tests start their own." >&2
+  echo "       Run .ci/run (installs it), or: sudo apt-get install -y --no-install-recommends redis-server" >&2
+  exit 1
+fi
+
 echo "==> build"
 dotnet build Custos.slnx -c Release -nologo -v quiet
 
