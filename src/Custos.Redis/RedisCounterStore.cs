@@ -37,7 +37,8 @@ public sealed record RedisCounterOptions
 /// of the sorted set whose deadline has passed (their amounts leave <c>reserved</c>). The settlement removes its own
 /// members; only if one was still there does it lower <c>reserved</c>, so a request that settles after its lease ran
 /// out adds its use without taking back a reservation twice. Expiry is thus checked when a counter is next
-/// charged, which is the only time it matters.
+/// charged, which is the only time it matters. A reservation whose caller stopped waiting (cancellation) may still
+/// have been made; it is one of those and is taken back the same way.
 /// </para>
 /// <para>
 /// Time: windows and leases are judged by the gateway's <see cref="TimeProvider"/> (a window whose <c>end</c> has
