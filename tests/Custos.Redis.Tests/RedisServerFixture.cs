@@ -22,7 +22,7 @@ public sealed class RedisServerFixture : IAsyncLifetime
     {
         var executable = Find("redis-server") ?? throw new InvalidOperationException(
             "redis-server is not on PATH: the Redis counter tests need a real server. Install it with " +
-            "'apt-get install -y --no-install-recommends redis-server' (or run .ci/run, which does) and run the tests again.");
+            "'apt-get install -y --no-install-recommends redis-server' (or run ./test.sh, which does) and run the tests again.");
         _folder = Directory.CreateTempSubdirectory("custos-redis-").FullName;
         Port = FreePort();
         var start = new ProcessStartInfo(executable)
