@@ -37,6 +37,19 @@ public sealed record ServerSettings
 
     /// <summary>How to reach <see cref="OtlpEndpoint"/>. Default: <c>OTEL_EXPORTER_OTLP_PROTOCOL</c>, else gRPC.</summary>
     public OtlpProtocol? OtlpProtocol { get; init; }
+
+    /// <summary>Where rate limits, quotas and budgets are counted: in this process (default) or in Redis, shared by every node.</summary>
+    public CounterBackend? Counters { get; init; }
+}
+
+/// <summary>Where the counters behind rate limits, quotas and budgets live.</summary>
+public enum CounterBackend
+{
+    /// <summary>In this process: one node.</summary>
+    Memory,
+
+    /// <summary>In Redis (connection string from <c>CUSTOS_REDIS</c>): shared by every node.</summary>
+    Redis,
 }
 
 /// <summary>The OTLP transport, as the standard <c>OTEL_EXPORTER_OTLP_PROTOCOL</c> variable names it.</summary>
@@ -162,7 +175,7 @@ public static partial class PolicyYaml
             var map = new MapReader(this, root, "$", ["server", "gateway", "defaults", "tenants", "services", "consumers", "credentials", "admins", "identity_providers", "alerts"]);
             server = new ServerSettings();
             if (map.Node("server") is { } serverNode && AsMap(serverNode, "server",
-                    ["listen", "admin_listen", "data", "node_id", "witness_dir", "witness_webhook", "otlp_endpoint", "otlp_protocol"]) is { } s)
+                    ["listen", "admin_listen", "data", "node_id", "witness_dir", "witness_webhook", "otlp_endpoint", "otlp_protocol", "counters"]) is { } s)
             {
                 server = new ServerSettings
                 {
@@ -174,6 +187,7 @@ public static partial class PolicyYaml
                     WitnessWebhook = s.Url("witness_webhook"),
                     OtlpEndpoint = s.Url("otlp_endpoint"),
                     OtlpProtocol = ReadOtlpProtocol(s),
+                    Counters = s.Enum<CounterBackend>("counters"),
                 };
             }
 

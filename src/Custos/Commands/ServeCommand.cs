@@ -38,6 +38,7 @@ internal static class ServeCommand
 
         var server = result.Server;
         var defaults = new CustosGatewayOptions { Policy = document, DataDirectory = "." };
+        using var redis = server.Counters == Custos.Policy.CounterBackend.Redis ? await ConnectRedisAsync() : null;
         var options = new CustosGatewayOptions
         {
             Policy = document,
@@ -55,17 +56,41 @@ internal static class ServeCommand
             },
             OtlpEndpoint = server.OtlpEndpoint,
             OtlpProtocol = server.OtlpProtocol,
+            Counters = redis is null ? null : new Redis.RedisCounterStore(redis.GetDatabase(), TimeProvider.System),
         };
 
         var gateway = await CustosGateway.StartAsync(options, cancellationToken);
         return await GatewayRunner.RunUntilStoppedAsync(gateway, output, cancellationToken, () => PrintReady(gateway, config, output));
     }
 
+    /// <summary>The Redis of <c>server.counters: redis</c>, from <c>CUSTOS_REDIS</c>; unreachable at start means not starting.</summary>
+    private static async Task<StackExchange.Redis.ConnectionMultiplexer> ConnectRedisAsync()
+    {
+        var configuration = Environment.GetEnvironmentVariable(RedisVariable);
+        if (string.IsNullOrWhiteSpace(configuration))
+        {
+            throw new CliException($"server.counters is redis, but {RedisVariable} is not set; set it to the Redis connection string (for example 127.0.0.1:6379).");
+        }
+
+        try
+        {
+            return await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(configuration);
+        }
+        catch (StackExchange.Redis.RedisConnectionException ex)
+        {
+            // The connection string may hold a password: name the variable, not its value.
+            throw new CliException($"cannot reach Redis ({RedisVariable}): {ex.Message.Split('\n')[0]}; nothing was started.");
+        }
+    }
+
+    /// <summary>The environment variable with the Redis connection string.</summary>
+    public const string RedisVariable = "CUSTOS_REDIS";
+
     private static void PrintReady(CustosGateway gateway, FileInfo config, TextWriter output)
     {
         var snapshot = gateway.Policy.Current;
         output.WriteLine($"Custos serving {config.Name}: data plane {gateway.DataPlaneUri}, admin {gateway.AdminUri}, store {gateway.Store.Path}, " +
-            $"node {gateway.NodeId}, policy version {snapshot.Version} (sha256 {snapshot.Hash}).");
+            $"node {gateway.NodeId}, counters {(gateway.Counters is Redis.RedisCounterStore ? "in Redis (shared)" : "in-process")}, policy version {snapshot.Version} (sha256 {snapshot.Hash}).");
         foreach (var tenant in snapshot.Tenants)
         {
             foreach (var provider in tenant.CanonicalModels.Select(m => m.Provider).Distinct().Where(p => p.IsMissingKey))
