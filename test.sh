@@ -23,7 +23,9 @@ status=0
 dotnet test Custos.slnx -c Release --no-build -nologo "$@" 2>&1 | tee "$log" || status=$?
 
 # Sum the per-project result lines ("Passed!  - Failed: 0, Passed: 83, Skipped: 0, ...").
-read -r passed failed skipped < <(grep -E '(Passed|Failed)!  - Failed:' "$log" | sed -E 's/.*Failed: +([0-9]+), Passed: +([0-9]+), Skipped: +([0-9]+).*/\2 \1 \3/' \
+# Projects run in parallel, so two result lines can land on one line of output: take every match, not every line.
+read -r passed failed skipped < <(grep -oE '(Passed|Failed)!  - Failed: +[0-9]+, Passed: +[0-9]+, Skipped: +[0-9]+' "$log" \
+  | sed -E 's/.*Failed: +([0-9]+), Passed: +([0-9]+), Skipped: +([0-9]+).*/\2 \1 \3/' \
   | awk '{p+=$1; f+=$2; s+=$3} END {print p+0, f+0, s+0}')
 echo
 echo "$passed passed, $failed failed, $skipped skipped"
