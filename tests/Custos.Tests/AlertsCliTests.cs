@@ -35,7 +35,7 @@ public sealed class AlertsCliTests : IAsyncLifetime
     public async Task Alerts_FirstUseOfAModel_ListShowAndAcknowledge()
     {
         // Arrange: support-web's first call of gpt-4o-mini raises model.first_use for its policy owner.
-        var call = await CallAsync(_demo.ConsumerKey("support-web"), "gpt-4o-mini");
+        var call = await DemoGateway.ChatAsync(_gateway.DataPlaneUri, _demo.ConsumerKey("support-web"), "gpt-4o-mini");
         Assert.Equal(HttpStatusCode.OK, call.Status);
         var alert = Assert.Single(await AlertsAsync());
         var id = alert.GetProperty("id").GetString()!;
@@ -43,7 +43,7 @@ public sealed class AlertsCliTests : IAsyncLifetime
         // List: one row, its columns in order; open, no action.
         var list = await AsAsync("security-auditor", "alerts", "list");
         Assert.Matches(@"^ID +RAISED +SEVERITY +TYPE +SUBJECT +STATUS +ACTION +SUMMARY\n", list.ReplaceLineEndings("\n"));
-        var row = Row(list, id);
+        var row = DemoGateway.Row(list, id);
         Assert.Matches(@"^\d{4}-\d\d-\d\d \d\d:\d\d$", row[1]);
         Assert.Equal(["info", "model.first_use", "consumer:support-web", "open", "-", "support-web used model gpt-4o-mini for the first time."], row[2..]);
         Assert.Contains("1 alert(s); times in UTC.", list, StringComparison.Ordinal);
@@ -60,7 +60,7 @@ public sealed class AlertsCliTests : IAsyncLifetime
         // Ack, with a note: acknowledged by the service owner, recorded in the ledger under their name.
         var ack = await AsAsync("service-owner", "alerts", "ack", id, "--note", "expected: new release");
         Assert.StartsWith($"alert {id} acknowledged by demo-service-owner at ", ack, StringComparison.Ordinal);
-        Assert.Equal("acknowledged", Row(await AsAsync("security-auditor", "alerts", "list", "--status", "acknowledged"), id)[5]);
+        Assert.Equal("acknowledged", DemoGateway.Row(await AsAsync("security-auditor", "alerts", "list", "--status", "acknowledged"), id)[5]);
         Assert.Equal("No alerts.", (await AsAsync("security-auditor", "alerts", "list", "--status", "open")).Trim());
         Assert.Matches(@"\n  note: +expected: new release\n", (await AsAsync("security-auditor", "alerts", "show", id)).ReplaceLineEndings("\n"));
         var entry = Assert.Single(await AdminEntriesAsync("alert.acknowledged"));
@@ -99,14 +99,14 @@ public sealed class AlertsCliTests : IAsyncLifetime
         var key = _demo.ConsumerKey("research-agent");
         for (var i = 0; i < 2; i++)
         {
-            Assert.Equal(HttpStatusCode.OK, (await CallAsync(key, "gpt-4o")).Status);
+            Assert.Equal(HttpStatusCode.OK, (await DemoGateway.ChatAsync(_gateway.DataPlaneUri, key, "gpt-4o")).Status);
         }
 
         await AlertsAsync();
         _time.Advance(TimeSpan.FromMinutes(1));
         for (var i = 0; i < 20; i++)
         {
-            Assert.Equal(HttpStatusCode.OK, (await CallAsync(key, "gpt-4o")).Status);
+            Assert.Equal(HttpStatusCode.OK, (await DemoGateway.ChatAsync(_gateway.DataPlaneUri, key, "gpt-4o")).Status);
         }
 
         var alerts = await AlertsAsync();
@@ -114,9 +114,9 @@ public sealed class AlertsCliTests : IAsyncLifetime
         var id = anomaly.GetProperty("id").GetString()!;
         var suspendedIn = anomaly.GetProperty("action_policy_version").GetInt64();
         Assert.Equal(suspendedIn, _gateway.Policy.Current.Version);
-        Assert.Equal("deny.credential_suspended", (await CallAsync(key, "gpt-4o")).Code);
+        Assert.Equal("deny.credential_suspended", (await DemoGateway.ChatAsync(_gateway.DataPlaneUri, key, "gpt-4o")).Code);
 
-        var row = Row(await AsAsync("security-auditor", "alerts", "list"), id);
+        var row = DemoGateway.Row(await AsAsync("security-auditor", "alerts", "list"), id);
         Assert.Equal(["critical", "usage.anomaly", "consumer:research-agent", "open", "suspended credential cred-research-agent"], row[2..7]);
         var show = (await AsAsync("security-auditor", "alerts", "show", id)).ReplaceLineEndings("\n");
         Assert.Matches($@"\n  action: +suspended credential cred-research-agent \(policy version {suspendedIn}\)\n", show);
@@ -127,7 +127,7 @@ public sealed class AlertsCliTests : IAsyncLifetime
         // Acknowledging keeps the action in force, and says how to undo it.
         Assert.EndsWith($"Its automatic action (suspended credential cred-research-agent) stays until: custos alerts resume {id} --reason …",
             (await AsAsync("service-owner", "alerts", "ack", id)).Trim(), StringComparison.Ordinal);
-        Assert.Equal("deny.credential_suspended", (await CallAsync(key, "gpt-4o")).Code);
+        Assert.Equal("deny.credential_suspended", (await DemoGateway.ChatAsync(_gateway.DataPlaneUri, key, "gpt-4o")).Code);
 
         // Act: the service owner undoes it with a reason.
         var resumed = await AsAsync("service-owner", "alerts", "resume", id, "--reason", "load test by the research team");
@@ -137,8 +137,8 @@ public sealed class AlertsCliTests : IAsyncLifetime
         Assert.True(version > suspendedIn);
         Assert.Equal($"alert {id} resolved by demo-service-owner: undid \"suspended credential cred-research-agent\" (policy version {suspendedIn}); " +
             $"policy version {version} is in force.", resumed.Trim());
-        Assert.Equal(HttpStatusCode.OK, (await CallAsync(key, "gpt-4o")).Status);
-        Assert.Equal("resolved", Row(await AsAsync("security-auditor", "alerts", "list", "--status", "resolved"), id)[5]);
+        Assert.Equal(HttpStatusCode.OK, (await DemoGateway.ChatAsync(_gateway.DataPlaneUri, key, "gpt-4o")).Status);
+        Assert.Equal("resolved", DemoGateway.Row(await AsAsync("security-auditor", "alerts", "list", "--status", "resolved"), id)[5]);
         Assert.Equal("custos:alerts", Assert.Single(await AdminEntriesAsync("credential.suspended")).GetProperty("actor").GetString());
         Assert.Equal("demo-service-owner", Assert.Single(await AdminEntriesAsync("credential.resumed")).GetProperty("actor").GetString());
         Assert.Equal("alert:" + id, Assert.Single(await AdminEntriesAsync("alert.resolved")).GetProperty("target").GetString());
@@ -202,20 +202,5 @@ public sealed class AlertsCliTests : IAsyncLifetime
     private Task<(int Exit, string Output, string Error)> RunAsync(string role, params string[] args)
         => Cli.RunAsync([.. args, "--server", _gateway.AdminUri.ToString(), "--admin-key", _demo.AdminKey(role)]);
 
-    private async Task<(HttpStatusCode Status, string? Code, string RequestId)> CallAsync(string key, string model)
-    {
-        using var client = new HttpClient { BaseAddress = _gateway.DataPlaneUri };
-        using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions")
-        {
-            Content = new StringContent($$"""{"model":"{{model}}","messages":[{"role":"user","content":"hello"}],"max_tokens":16}""", Encoding.UTF8, "application/json"),
-        };
-        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", key);
-        using var response = await client.SendAsync(request);
-        var body = await response.Content.ReadAsStringAsync();
-        var code = response.IsSuccessStatusCode ? null : JsonDocument.Parse(body).RootElement.GetProperty("error").GetProperty("code").GetString();
-        return (response.StatusCode, code, response.Headers.GetValues("x-request-id").Single());
-    }
 
-    private static string[] Row(string table, string first)
-        => table.ReplaceLineEndings("\n").Split('\n').Select(l => Regex.Split(l.Trim(), " {2,}")).Single(cells => cells[0] == first);
 }

@@ -59,23 +59,7 @@ public sealed partial class ControlPlaneCliTests : IAsyncLifetime
     private Task<(int Exit, string Output, string Error)> RunAsync(string role, params string[] args)
         => Cli.RunAsync([.. args, "--server", _gateway.AdminUri.ToString(), "--admin-key", _demo.AdminKey(role)]);
 
-    /// <summary>One chat completion with <paramref name="key"/>: the status, the error code when refused, and the request id.</summary>
-    private async Task<(HttpStatusCode Status, string? Code, string RequestId)> CallAsync(string key, string model = "gpt-4o-mini")
-    {
-        using var client = new HttpClient { BaseAddress = _gateway.DataPlaneUri };
-        using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions")
-        {
-            Content = new StringContent($$"""{"model":"{{model}}","messages":[{"role":"user","content":"hello"}],"max_tokens":16}""", Encoding.UTF8, "application/json"),
-        };
-        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", key);
-        using var response = await client.SendAsync(request);
-        var body = await response.Content.ReadAsStringAsync();
-        var code = response.IsSuccessStatusCode ? null : JsonDocument.Parse(body).RootElement.GetProperty("error").GetProperty("code").GetString();
-        return (response.StatusCode, code, response.Headers.GetValues("x-request-id").Single());
-    }
 
-    private static string[] Row(string table, string first)
-        => table.Split('\n').Select(l => Regex.Split(l.Trim(), " {2,}")).Single(cells => cells[0] == first);
 
     [Fact]
     public async Task Keys_IssueCallListSuspendResumeRotateRevoke_EndToEnd()
@@ -88,7 +72,7 @@ public sealed partial class ControlPlaneCliTests : IAsyncLifetime
         Assert.Contains($"(prefix {key[..12]})", issued, StringComparison.Ordinal);
 
         // The printed key works at once.
-        Assert.Equal(HttpStatusCode.OK, (await CallAsync(key)).Status);
+        Assert.Equal(HttpStatusCode.OK, (await DemoGateway.ChatAsync(_gateway.DataPlaneUri, key)).Status);
         await _gateway.Ledger.FlushAsync();
 
         // Listed by prefix, active, last used; never the key.
@@ -99,7 +83,7 @@ public sealed partial class ControlPlaneCliTests : IAsyncLifetime
             Assert.Contains(header, list, StringComparison.Ordinal);
         }
 
-        var row = Row(list, id);
+        var row = DemoGateway.Row(list, id);
         Assert.Equal(["support-web", Service, "api_key", key[..12], "active"], row[1..6]);
         Assert.Matches(@"^\d{4}-\d\d-\d\d \d\d:\d\d$", row[7]); // last used
         Assert.Equal("never", row[8]);
@@ -109,11 +93,11 @@ public sealed partial class ControlPlaneCliTests : IAsyncLifetime
 
         // Suspend: the next call is refused; resume: served again.
         Assert.Contains("credential.suspended", await AsAsync("service-owner", "keys", "suspend", id, "--reason", "odd traffic"), StringComparison.Ordinal);
-        var suspended = await CallAsync(key);
+        var suspended = await DemoGateway.ChatAsync(_gateway.DataPlaneUri, key);
         Assert.Equal((HttpStatusCode.Unauthorized, "deny.credential_suspended"), (suspended.Status, suspended.Code));
-        Assert.Equal("suspended", Row(await AsAsync("service-owner", "keys", "list", "--service", Service), id)[5]);
+        Assert.Equal("suspended", DemoGateway.Row(await AsAsync("service-owner", "keys", "list", "--service", Service), id)[5]);
         Assert.Contains("suspended -> active", await AsAsync("service-owner", "keys", "resume", id, "--reason", "explained"), StringComparison.Ordinal);
-        Assert.Equal(HttpStatusCode.OK, (await CallAsync(key)).Status);
+        Assert.Equal(HttpStatusCode.OK, (await DemoGateway.ChatAsync(_gateway.DataPlaneUri, key)).Status);
 
         // Rotate with no overlap: a new key, the old one refused from now on.
         var rotated = await AsAsync("service-owner", "keys", "rotate", id, "--reason", "leaked in a log", "--overlap", "0");
@@ -121,15 +105,15 @@ public sealed partial class ControlPlaneCliTests : IAsyncLifetime
         var newKey = ConsumerKey().Matches(rotated)[0].Value;
         var newId = CredentialId().Match(rotated).Groups[1].Value;
         Assert.NotEqual(key, newKey);
-        Assert.Equal("deny.credential_expired", (await CallAsync(key)).Code);
-        Assert.Equal(HttpStatusCode.OK, (await CallAsync(newKey)).Status);
+        Assert.Equal("deny.credential_expired", (await DemoGateway.ChatAsync(_gateway.DataPlaneUri, key)).Code);
+        Assert.Equal(HttpStatusCode.OK, (await DemoGateway.ChatAsync(_gateway.DataPlaneUri, newKey)).Status);
 
         // Revoke is for good.
         Assert.Contains("active -> revoked", await AsAsync("service-owner", "keys", "revoke", newId, "--reason", "device lost"), StringComparison.Ordinal);
-        Assert.Equal("deny.credential_revoked", (await CallAsync(newKey)).Code);
+        Assert.Equal("deny.credential_revoked", (await DemoGateway.ChatAsync(_gateway.DataPlaneUri, newKey)).Code);
         var after = await AsAsync("security-auditor", "keys", "list");
-        Assert.Equal("expired", Row(after, id)[5]);
-        Assert.Equal("revoked", Row(after, newId)[5]);
+        Assert.Equal("expired", DemoGateway.Row(after, id)[5]);
+        Assert.Equal("revoked", DemoGateway.Row(after, newId)[5]);
 
         // Deciding the state twice is a conflict, said plainly.
         var (exit, _, error) = await RunAsync("service-owner", "keys", "resume", newId, "--reason", "oops");
@@ -140,7 +124,7 @@ public sealed partial class ControlPlaneCliTests : IAsyncLifetime
     [Fact]
     public async Task Access_RequestListApprove_ThenExplainNamesTheApprover()
     {
-        var before = await CallAsync(_demo.ConsumerKey("support-web"), "gpt-4o");
+        var before = await DemoGateway.ChatAsync(_gateway.DataPlaneUri, _demo.ConsumerKey("support-web"), "gpt-4o");
         Assert.Equal("deny.model_not_entitled", before.Code);
 
         var requested = await AsAsync("platform-admin", "access", "request", "--consumer", "support-web", "--model", "gpt-4o", "--model", "fast",
@@ -149,7 +133,7 @@ public sealed partial class ControlPlaneCliTests : IAsyncLifetime
         Assert.Contains("is pending", requested, StringComparison.Ordinal);
 
         var pending = await AsAsync("platform-admin", "access", "list", "--status", "pending");
-        Assert.Equal(["pending", "support-web", Service, "gpt-4o,fast"], Row(pending, id)[1..5]);
+        Assert.Equal(["pending", "support-web", Service, "gpt-4o,fast"], DemoGateway.Row(pending, id)[1..5]);
         Assert.Contains("escalations need the larger model", pending, StringComparison.Ordinal);
         Assert.Equal("No access requests match.", (await AsAsync("platform-admin", "access", "list", "--status", "approved")).Trim());
 
@@ -164,9 +148,9 @@ public sealed partial class ControlPlaneCliTests : IAsyncLifetime
         var approved = await AsAsync("service-owner", "access", "approve", id, "--reason", "justified; ticket SUP-7");
         Assert.Contains($"access request {id} approved by {Approver}", approved, StringComparison.Ordinal);
         Assert.Contains($"policy version {_gateway.Policy.Current.Version}", approved, StringComparison.Ordinal);
-        Assert.Equal(Approver, Row(await AsAsync("security-auditor", "access", "list"), id)[8]);
+        Assert.Equal(Approver, DemoGateway.Row(await AsAsync("security-auditor", "access", "list"), id)[8]);
 
-        var call = await CallAsync(_demo.ConsumerKey("support-web"), "gpt-4o");
+        var call = await DemoGateway.ChatAsync(_gateway.DataPlaneUri, _demo.ConsumerKey("support-web"), "gpt-4o");
         Assert.Equal(HttpStatusCode.OK, call.Status);
         await _gateway.Ledger.FlushAsync();
         var explained = await AsAsync("security-auditor", "access", "explain", call.RequestId);
@@ -175,13 +159,13 @@ public sealed partial class ControlPlaneCliTests : IAsyncLifetime
         Assert.Contains(" until ", explained, StringComparison.Ordinal);
 
         // A model of the demo's own entitlement names its approver without an access request.
-        var demo = await CallAsync(_demo.ConsumerKey("support-web"), "claude-sonnet");
+        var demo = await DemoGateway.ChatAsync(_gateway.DataPlaneUri, _demo.ConsumerKey("support-web"), "claude-sonnet");
         await _gateway.Ledger.FlushAsync();
         Assert.Contains("access approved by support-assistant-policy@acme.example (ticket DEMO-101)", await AsAsync("platform-admin", "access", "explain", demo.RequestId),
             StringComparison.Ordinal);
 
         // A consumer whose models the policy lists directly has no named approver.
-        var direct = await CallAsync(_demo.ConsumerKey("data-team"));
+        var direct = await DemoGateway.ChatAsync(_gateway.DataPlaneUri, _demo.ConsumerKey("data-team"));
         await _gateway.Ledger.FlushAsync();
         Assert.Contains("came from the policy", await AsAsync("platform-admin", "access", "explain", direct.RequestId), StringComparison.Ordinal);
 
@@ -201,8 +185,8 @@ public sealed partial class ControlPlaneCliTests : IAsyncLifetime
     public async Task ServicesAndOwners_SetOneRole_ListAndShowIt()
     {
         var services = await AsAsync("security-auditor", "services", "list");
-        Assert.Equal(["acme", "5 of 5", "0", "no"], Row(services, "research-agents")[1..]);
-        Assert.Equal("3 of 5", Row(services, Service)[2]);
+        Assert.Equal(["acme", "5 of 5", "0", "no"], DemoGateway.Row(services, "research-agents")[1..]);
+        Assert.Equal("3 of 5", DemoGateway.Row(services, Service)[2]);
 
         var set = await AsAsync("platform-admin", "owners", "set", "analytics", "--role", "agent-operator", "--name", "Analytics agent desk",
             "--webhook", "http://hooks.example.test/analytics", "--admin", Approver, "--reason", "analytics runs an agent pilot");
@@ -251,10 +235,10 @@ public sealed partial class ControlPlaneCliTests : IAsyncLifetime
         var globex = _demo.ConsumerKey("globex-dev");
         Assert.Contains("released -> engaged", await AsAsync("service-owner", "kill-switch", "engage", "--consumer", "support-web", "--reason", "drill"),
             StringComparison.Ordinal);
-        Assert.Equal("deny.consumer_suspended", (await CallAsync(web)).Code);
-        Assert.Equal(["consumer", "support-web"], Row(await AsAsync("security-auditor", "kill-switch", "list"), "consumer"));
+        Assert.Equal("deny.consumer_suspended", (await DemoGateway.ChatAsync(_gateway.DataPlaneUri, web)).Code);
+        Assert.Equal(["consumer", "support-web"], DemoGateway.Row(await AsAsync("security-auditor", "kill-switch", "list"), "consumer"));
         await AsAsync("service-owner", "kill-switch", "release", "--consumer", "support-web", "--reason", "drill over");
-        Assert.Equal(HttpStatusCode.OK, (await CallAsync(web)).Status);
+        Assert.Equal(HttpStatusCode.OK, (await DemoGateway.ChatAsync(_gateway.DataPlaneUri, web)).Status);
         Assert.Equal("No kill switch is engaged.", (await AsAsync("security-auditor", "kill-switch", "list")).Trim());
 
         // Only a platform admin may stop a whole tenant.
@@ -263,10 +247,10 @@ public sealed partial class ControlPlaneCliTests : IAsyncLifetime
         Assert.Contains("role service_owner may not do this", denied, StringComparison.Ordinal);
 
         await AsAsync("platform-admin", "kill-switch", "engage", "--tenant", "globex", "--reason", "incident 42");
-        Assert.Equal("deny.tenant_suspended", (await CallAsync(globex)).Code);
-        Assert.Equal(HttpStatusCode.OK, (await CallAsync(web)).Status);
+        Assert.Equal("deny.tenant_suspended", (await DemoGateway.ChatAsync(_gateway.DataPlaneUri, globex)).Code);
+        Assert.Equal(HttpStatusCode.OK, (await DemoGateway.ChatAsync(_gateway.DataPlaneUri, web)).Status);
         await AsAsync("platform-admin", "kill-switch", "release", "--tenant", "globex", "--reason", "incident 42 resolved");
-        Assert.Equal(HttpStatusCode.OK, (await CallAsync(globex)).Status);
+        Assert.Equal(HttpStatusCode.OK, (await DemoGateway.ChatAsync(_gateway.DataPlaneUri, globex)).Status);
 
         var (bothExit, _, both) = await RunAsync("platform-admin", "kill-switch", "engage", "--tenant", "globex", "--consumer", "support-web", "--reason", "x");
         Assert.Equal(1, bothExit);
@@ -303,7 +287,7 @@ public sealed partial class ControlPlaneCliTests : IAsyncLifetime
         var requestId = request.GetProperty("id").GetString()!;
         Assert.Single(Json(await AsAsync("platform-admin", "access", "list", "--json")).EnumerateArray());
         Assert.Equal("approved", Json(await AsAsync("service-owner", "access", "approve", requestId, "--reason", "script", "--json")).GetProperty("status").GetString());
-        var call = await CallAsync(_demo.ConsumerKey("support-web"), "gpt-4o");
+        var call = await DemoGateway.ChatAsync(_gateway.DataPlaneUri, _demo.ConsumerKey("support-web"), "gpt-4o");
         await _gateway.Ledger.FlushAsync();
         Assert.Equal(Approver, Json(await AsAsync("platform-admin", "access", "explain", call.RequestId, "--json")).GetProperty("approved_by").GetString());
 
@@ -347,7 +331,7 @@ public sealed partial class ControlPlaneCliTests : IAsyncLifetime
         var (durationExit, _, duration) = await RunAsync("platform-admin", "keys", "rotate", "cred-support-web", "--reason", "x", "--overlap", "soon");
         Assert.Equal(1, durationExit);
         Assert.Contains("--overlap 'soon' is not a duration", duration, StringComparison.Ordinal);
-        Assert.NotEqual("expired", Row(await AsAsync("platform-admin", "keys", "list"), "cred-support-web")[5]);
+        Assert.NotEqual("expired", DemoGateway.Row(await AsAsync("platform-admin", "keys", "list"), "cred-support-web")[5]);
     }
 
     [Theory]

@@ -1,3 +1,8 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Text;
+using System.Text.Json;
+using System.Text.RegularExpressions;
 using Custos.Gateway.Demo;
 using Custos.Gateway.Hosting;
 using Custos.Policy;
@@ -56,4 +61,23 @@ internal sealed class DemoGateway : IAsyncDisposable
         Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
         System.IO.Directory.Delete(Directory, recursive: true);
     }
+
+    /// <summary>One chat completion with <paramref name="key"/>: the status, the error code when refused, and the request id.</summary>
+    public static async Task<(HttpStatusCode Status, string? Code, string RequestId)> ChatAsync(Uri dataPlane, string key, string model = "gpt-4o-mini")
+    {
+        using var client = new HttpClient { BaseAddress = dataPlane };
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions")
+        {
+            Content = new StringContent($$"""{"model":"{{model}}","messages":[{"role":"user","content":"hello"}],"max_tokens":16}""", Encoding.UTF8, "application/json"),
+        };
+        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", key);
+        using var response = await client.SendAsync(request);
+        var body = await response.Content.ReadAsStringAsync();
+        var code = response.IsSuccessStatusCode ? null : JsonDocument.Parse(body).RootElement.GetProperty("error").GetProperty("code").GetString();
+        return (response.StatusCode, code, response.Headers.GetValues("x-request-id").Single());
+    }
+
+    /// <summary>The cells of the row of a CLI table whose first cell is <paramref name="first"/>.</summary>
+    public static string[] Row(string table, string first)
+        => table.ReplaceLineEndings("\n").Split('\n').Select(l => Regex.Split(l.Trim(), " {2,}")).Single(cells => cells[0] == first);
 }
