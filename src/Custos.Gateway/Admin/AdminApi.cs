@@ -689,15 +689,8 @@ internal static class AdminApi
     {
         RequireReason(reason);
         var admin = Admin(context);
-        string? before = null, after = null;
-        var (version, _) = await gateway.ChangePolicyAsync(doc =>
-        {
-            var (changed, b, a) = change(doc);
-            (before, after) = (b, a);
-            return changed;
-        }, admin.Id, reason, context.RequestAborted);
-        var tenant = TenantOf(version.Document, target);
-        await gateway.RecordAdminAsync(admin.Id, action, target, before, after, reason, tenant);
+        var (version, before, after) = await gateway.ChangeAndRecordAsync(admin.Id, action, target, reason, change, doc => TenantOf(doc, target),
+            context.RequestAborted);
         var notified = 0;
         foreach (var service in notify?.Invoke(version.Document) ?? [])
         {

@@ -176,31 +176,19 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
         {
             if (signal.Action == AlertAction.Suspend && signal.CredentialId is { } credentialId)
             {
-                var (version, _) = await _gateway.ChangePolicyAsync(doc => doc with
-                {
-                    Credentials = [.. doc.Credentials.Select(c => c.Id == credentialId && c.Status == CredentialStatus.Active ? c with { Status = CredentialStatus.Suspended } : c)],
-                }, Actor, reason);
-                await _gateway.RecordAdminAsync(Actor, "credential.suspended", "credential:" + credentialId, "active", "suspended", reason, signal.Tenant);
+                var (version, _, _) = await _gateway.ChangeAndRecordAsync(Actor, "credential.suspended", "credential:" + credentialId, reason,
+                    doc => SetStatus(doc, credentialId, CredentialStatus.Active, CredentialStatus.Suspended), _ => signal.Tenant);
                 return alert with { ActionTaken = $"suspended credential {credentialId}", ActionPolicyVersion = version.Number };
             }
 
             if (signal.Action == AlertAction.Throttle && signal.Consumer is { } consumerId && signal.ThrottleRequestsPerMinute is { } rpm)
             {
                 long? before = null;
-                var (version, _) = await _gateway.ChangePolicyAsync(doc => doc with
+                var (version, _, _) = await _gateway.ChangeAndRecordAsync(Actor, "consumer.throttled", "consumer:" + consumerId, reason, doc =>
                 {
-                    Consumers = [.. doc.Consumers.Select(c =>
-                    {
-                        if (c.Id != consumerId)
-                        {
-                            return c;
-                        }
-
-                        before = c.Limits.RequestsPerMinute;
-                        return c with { Limits = c.Limits with { RequestsPerMinute = Math.Min(rpm, before ?? long.MaxValue) } };
-                    })],
-                }, Actor, reason);
-                await _gateway.RecordAdminAsync(Actor, "consumer.throttled", "consumer:" + consumerId, Text(before), rpm.ToString(CultureInfo.InvariantCulture), reason, signal.Tenant);
+                    before = doc.Consumers.FirstOrDefault(c => c.Id == consumerId)?.Limits.RequestsPerMinute;
+                    return SetRequestsPerMinute(doc, consumerId, Math.Min(rpm, before ?? long.MaxValue));
+                }, _ => signal.Tenant);
                 return alert with { ActionTaken = $"throttled consumer {consumerId} to {rpm} requests per minute", ActionBefore = before, ActionPolicyVersion = version.Number };
             }
         }
@@ -213,7 +201,26 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
         return alert;
     }
 
-    private static string? Text(long? value) => value?.ToString(CultureInfo.InvariantCulture);
+    /// <summary>
+    /// The credential moved from <paramref name="from"/> to <paramref name="to"/>, with its status before and after for the
+    /// ledger. A credential in any other state is left alone: a resume never brings back a key revoked meanwhile.
+    /// </summary>
+    private static (PolicyDocument, string?, string?) SetStatus(PolicyDocument doc, string credentialId, CredentialStatus from, CredentialStatus to)
+    {
+        var before = doc.Credentials.FirstOrDefault(c => c.Id == credentialId)?.Status;
+        var changed = doc with { Credentials = [.. doc.Credentials.Select(c => c.Id == credentialId && c.Status == from ? c with { Status = to } : c)] };
+        return (changed, before is { } b ? PolicyNames.Of(b) : null, PolicyNames.Of(before == from ? to : before ?? to));
+    }
+
+    /// <summary>The consumer's own requests-per-minute limit set to <paramref name="limit"/> (none when null), before and after for the ledger.</summary>
+    private static (PolicyDocument, string?, string?) SetRequestsPerMinute(PolicyDocument doc, string consumerId, long? limit)
+    {
+        var before = doc.Consumers.FirstOrDefault(c => c.Id == consumerId)?.Limits.RequestsPerMinute;
+        var changed = doc with { Consumers = [.. doc.Consumers.Select(c => c.Id == consumerId ? c with { Limits = c.Limits with { RequestsPerMinute = limit } } : c)] };
+        return (changed, Text(before), Text(limit));
+    }
+
+    private static string Text(long? value) => value?.ToString(CultureInfo.InvariantCulture) ?? "none";
 
     /// <summary>Queues the alert for each role's contact (and security's), one message per distinct webhook or address.</summary>
     private async Task<Alert> NotifyAsync(Alert alert, PolicySnapshot snapshot, IReadOnlyList<string> roles, bool includeSecurity, string @event)
@@ -252,7 +259,7 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
         await _gateway.Notifier.EnqueueAsync(queued);
         return alert with
         {
-            NotifiedRoles = [.. alert.NotifiedRoles, .. roles.Where(r => targets.Any(t => t.Role == r)), .. includeSecurity && rules.Security is not null ? [OwnerRoles.Security] : Array.Empty<string>()],
+            NotifiedRoles = [.. alert.NotifiedRoles, .. targets.Select(t => t.Role)],
             Recipients = [.. alert.Recipients, .. targets.Select(t => $"{t.Owner.Name} ({t.Role})")],
         };
     }
@@ -340,27 +347,12 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
                 throw new InvalidOperationException($"Alert {current.Id} took no automatic action, so there is nothing to resume; acknowledge it instead.");
             }
 
-            long version;
-            if (signal.Action == AlertAction.Suspend && signal.CredentialId is { } credentialId)
-            {
-                (var v, _) = await _gateway.ChangePolicyAsync(doc => doc with
-                {
-                    Credentials = [.. doc.Credentials.Select(c => c.Id == credentialId && c.Status == CredentialStatus.Suspended ? c with { Status = CredentialStatus.Active } : c)],
-                }, actor, reason, cancellationToken);
-                version = v.Number;
-                await _gateway.RecordAdminAsync(actor, "credential.resumed", "credential:" + credentialId, "suspended", "active", $"{current.Id}: {reason}", signal.Tenant);
-            }
-            else
-            {
-                var consumerId = signal.Consumer!;
-                (var v, _) = await _gateway.ChangePolicyAsync(doc => doc with
-                {
-                    Consumers = [.. doc.Consumers.Select(c => c.Id == consumerId ? c with { Limits = c.Limits with { RequestsPerMinute = current.ActionBefore } } : c)],
-                }, actor, reason, cancellationToken);
-                version = v.Number;
-                await _gateway.RecordAdminAsync(actor, "consumer.unthrottled", "consumer:" + consumerId, signal.ThrottleRequestsPerMinute?.ToString(CultureInfo.InvariantCulture),
-                    Text(current.ActionBefore) ?? "none", $"{current.Id}: {reason}", signal.Tenant);
-            }
+            var why = $"{current.Id}: {reason}";
+            var (version, _, _) = signal.Action == AlertAction.Suspend && signal.CredentialId is { } credentialId
+                ? await _gateway.ChangeAndRecordAsync(actor, "credential.resumed", "credential:" + credentialId, why,
+                    doc => SetStatus(doc, credentialId, CredentialStatus.Suspended, CredentialStatus.Active), _ => signal.Tenant, cancellationToken)
+                : await _gateway.ChangeAndRecordAsync(actor, "consumer.unthrottled", "consumer:" + signal.Consumer, why,
+                    doc => SetRequestsPerMinute(doc, signal.Consumer!, current.ActionBefore), _ => signal.Tenant, cancellationToken);
 
             var now = _time.GetUtcNow();
             var resolved = current with
@@ -375,7 +367,7 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
             await _store.UpdateAlertAsync(resolved, cancellationToken);
             _active.Remove(signal.Fingerprint);
             await _gateway.RecordAdminAsync(actor, "alert.resolved", "alert:" + current.Id, PolicyNames.Of(current.Status), "resolved", reason, signal.Tenant);
-            return (resolved, version);
+            return (resolved, version.Number);
         }
         finally
         {

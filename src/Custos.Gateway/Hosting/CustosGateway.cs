@@ -202,6 +202,28 @@ public sealed partial class CustosGateway : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// An administrative change: <see cref="ChangePolicyAsync"/>, then one ledger entry naming <paramref name="actor"/>,
+    /// <paramref name="action"/> and <paramref name="target"/>, with the readable before and after that
+    /// <paramref name="change"/> reports from the very document it changed. The admin API and the alert engine's
+    /// automatic actions both change the policy this way. The tenant the entry belongs to is <paramref name="tenantOf"/>
+    /// the changed document.
+    /// </summary>
+    public async Task<(PolicyVersion Version, string? Before, string? After)> ChangeAndRecordAsync(string actor, string action, string target, string reason,
+        Func<PolicyDocument, (PolicyDocument Document, string? Before, string? After)> change, Func<PolicyDocument, string?> tenantOf,
+        CancellationToken cancellationToken = default)
+    {
+        string? before = null, after = null;
+        var (version, _) = await ChangePolicyAsync(doc =>
+        {
+            var (changed, b, a) = change(doc);
+            (before, after) = (b, a);
+            return changed;
+        }, actor, reason, cancellationToken);
+        await RecordAdminAsync(actor, action, target, before, after, reason, tenantOf(version.Document));
+        return (version, before, after);
+    }
+
     private async Task<(PolicyVersion Version, bool Created)> ApplyLockedAsync(PolicyDocument document, string actor, string reason, string? source,
         CancellationToken cancellationToken)
     {
