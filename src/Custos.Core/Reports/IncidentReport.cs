@@ -390,7 +390,7 @@ public sealed record SpendPoint(DateTimeOffset At, decimal Cumulative, int Segme
 /// <param name="Detail">What ran, who escalations reach, and what the list holds, in words.</param>
 /// <param name="Count">How many alerts are listed.</param>
 /// <param name="Alerts">Each alert, oldest first, with who was told and what was done about it, as it stood when the pack was made.</param>
-public sealed record AlertsSection(string Status, string Detail, int Count, IReadOnlyList<AlertView> Alerts)
+public sealed record AlertsSection(string Status, string Detail, int Count, IReadOnlyList<Custos.Alerts.AlertView> Alerts)
 {
     /// <summary>Detectors ran (some may be switched off; the detail names them).</summary>
     public const string Configured = "configured";
@@ -399,81 +399,6 @@ public sealed record AlertsSection(string Status, string Detail, int Count, IRea
     public const string Disabled = "disabled";
 }
 
-/// <summary>One alert about the subject.</summary>
-public sealed record AlertView
-{
-    /// <summary>The id, <c>al-N</c> (<c>custos alerts show al-N</c>).</summary>
-    public required string Id { get; init; }
-
-    /// <summary>When it was raised.</summary>
-    public required DateTimeOffset RaisedAt { get; init; }
-
-    /// <summary>The detector's type, for example <c>usage.anomaly</c>.</summary>
-    public required string Type { get; init; }
-
-    /// <summary>info, warning or critical.</summary>
-    public required string Severity { get; init; }
-
-    /// <summary>What it is about, for example <c>consumer:support-bot</c> or <c>source:203.0.113.7</c>.</summary>
-    public required string Subject { get; init; }
-
-    /// <summary>One line for people.</summary>
-    public required string Summary { get; init; }
-
-    /// <summary>open, acknowledged or resolved.</summary>
-    public required string Status { get; init; }
-
-    /// <summary>Signals folded into it, the first included.</summary>
-    public long Occurrences { get; init; }
-
-    /// <summary>The last of them.</summary>
-    public DateTimeOffset LastSeenAt { get; init; }
-
-    /// <summary>The consumer, when known.</summary>
-    public string? Consumer { get; init; }
-
-    /// <summary>The credential of the request that raised it, when known.</summary>
-    public string? CredentialId { get; init; }
-
-    /// <summary>The request that raised it.</summary>
-    public string? RequestId { get; init; }
-
-    /// <summary>The policy version in force for that request.</summary>
-    public long PolicyVersion { get; init; }
-
-    /// <summary>The rule that fired.</summary>
-    public string? Rule { get; init; }
-
-    /// <summary>What was measured.</summary>
-    public IReadOnlyDictionary<string, string> Evidence { get; init; } = new Dictionary<string, string>();
-
-    /// <summary>Who was told (name and role), in order; escalations add to it.</summary>
-    public IReadOnlyList<string> Recipients { get; init; } = [];
-
-    /// <summary>Who acknowledged it.</summary>
-    public string? AcknowledgedBy { get; init; }
-
-    /// <summary>When.</summary>
-    public DateTimeOffset? AcknowledgedAt { get; init; }
-
-    /// <summary>When it escalated for want of an acknowledgement.</summary>
-    public DateTimeOffset? EscalatedAt { get; init; }
-
-    /// <summary>The automatic action taken (<c>suspended credential …</c>, <c>throttled consumer …</c>), if any.</summary>
-    public string? ActionTaken { get; init; }
-
-    /// <summary>The policy version that action made.</summary>
-    public long? ActionPolicyVersion { get; init; }
-
-    /// <summary>Who resolved it.</summary>
-    public string? ResolvedBy { get; init; }
-
-    /// <summary>When.</summary>
-    public DateTimeOffset? ResolvedAt { get; init; }
-
-    /// <summary>The acknowledgement or resolution note.</summary>
-    public string? Note { get; init; }
-}
 
 /// <summary>A message to an owner.</summary>
 public sealed record NotificationView(DateTimeOffset CreatedAt, string? Event, string? Service, string Role, string Recipient, string Channel, string? Target,

@@ -729,33 +729,7 @@ public static partial class IncidentReportBuilder
     private static AlertsSection AlertViews(Context context)
     {
         var alerts = context.Alerts;
-        var views = alerts.Select(a => new AlertView
-        {
-            Id = a.Id,
-            RaisedAt = a.RaisedAt,
-            Type = a.Signal.Type,
-            Severity = PolicyNames.Of(a.Signal.Severity),
-            Subject = a.Signal.Subject,
-            Summary = a.Signal.Summary,
-            Status = PolicyNames.Of(a.Status),
-            Occurrences = a.Occurrences,
-            LastSeenAt = a.LastSeenAt,
-            Consumer = a.Signal.Consumer,
-            CredentialId = a.Signal.CredentialId,
-            RequestId = a.Signal.RequestId,
-            PolicyVersion = a.Signal.PolicyVersion,
-            Rule = a.Signal.Rule,
-            Evidence = a.Signal.Evidence,
-            Recipients = a.Recipients,
-            AcknowledgedBy = a.AcknowledgedBy,
-            AcknowledgedAt = a.AcknowledgedAt,
-            EscalatedAt = a.EscalatedAt,
-            ActionTaken = a.ActionTaken,
-            ActionPolicyVersion = a.ActionPolicyVersion,
-            ResolvedBy = a.ResolvedBy,
-            ResolvedAt = a.ResolvedAt,
-            Note = a.Note,
-        }).ToList();
+        var views = alerts.Select(AlertView.Of).ToList();
 
         var detail = new StringBuilder($"{ReportText.Plural(views.Count, "alert")} about {context.Input.Subject} raised in the window");
         if (views.Count > 0)

@@ -88,22 +88,22 @@ internal static class AdminApi
                 : throw AdminProblemException.Invalid($"status '{status}' is not one of: open, acknowledged, resolved.");
             var admin = Admin(context);
             var alerts = await gateway.Store.ListAlertsAsync(wanted, Math.Clamp(limit ?? 100, 1, 10_000), context.RequestAborted);
-            return Json(alerts.Where(a => AdminAccess.InScope(admin, a.Signal.Tenant, a.Signal.Service)).Select(AlertView.Of).ToArray());
-        }).WithSummary("Alerts in the caller's scope, newest first; filter with status=open|acknowledged|resolved.").Produces<AlertView[]>();
+            return Json(alerts.Where(a => AdminAccess.InScope(admin, a.Signal.Tenant, a.Signal.Service)).Select(Custos.Alerts.AlertView.Of).ToArray());
+        }).WithSummary("Alerts in the caller's scope, newest first; filter with status=open|acknowledged|resolved.").Produces<Custos.Alerts.AlertView[]>();
 
         api.MapGet("/alerts/{id}", async (HttpContext context, string id) =>
         {
             var alert = await FindAlertAsync(context, gateway, id, AdminPermission.ReadAlerts, "alerts.read");
-            return Json(AlertView.Of(alert));
-        }).WithSummary("One alert: the signal, its evidence, who was told, and what was done.").Produces<AlertView>();
+            return Json(Custos.Alerts.AlertView.Of(alert));
+        }).WithSummary("One alert: the signal, its evidence, who was told, and what was done.").Produces<Custos.Alerts.AlertView>();
 
         api.MapPost("/alerts/{id}/ack", async (HttpContext context, string id) =>
         {
             var hasBody = context.Features.Get<Microsoft.AspNetCore.Http.Features.IHttpRequestBodyDetectionFeature>()?.CanHaveBody ?? context.Request.ContentLength > 0;
             var body = hasBody ? await ReadAsync<AcknowledgeBody>(context) : new AcknowledgeBody();
             var alert = await FindAlertAsync(context, gateway, id, AdminPermission.AcknowledgeAlerts, "alert.acknowledged");
-            return Json(AlertView.Of(await gateway.Alerts.AcknowledgeAsync(alert, Admin(context).Id, body.Note, context.RequestAborted)));
-        }).WithSummary("Acknowledges an alert: its owners have it, so it stops escalating.").Accepts<AcknowledgeBody>("application/json").Produces<AlertView>();
+            return Json(Custos.Alerts.AlertView.Of(await gateway.Alerts.AcknowledgeAsync(alert, Admin(context).Id, body.Note, context.RequestAborted)));
+        }).WithSummary("Acknowledges an alert: its owners have it, so it stops escalating.").Accepts<AcknowledgeBody>("application/json").Produces<Custos.Alerts.AlertView>();
 
         api.MapPost("/alerts/{id}/resume", async (HttpContext context, string id) =>
         {
@@ -113,7 +113,7 @@ internal static class AdminApi
             try
             {
                 var (resolved, version) = await gateway.Alerts.ResumeAsync(alert, Admin(context).Id, body.Reason, context.RequestAborted);
-                return Json(new ResumeResult(AlertView.Of(resolved), version));
+                return Json(new ResumeResult(Custos.Alerts.AlertView.Of(resolved), version));
             }
             catch (InvalidOperationException ex)
             {

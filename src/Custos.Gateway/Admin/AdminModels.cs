@@ -187,23 +187,5 @@ public sealed record AcknowledgeBody
     public string? Note { get; init; }
 }
 
-/// <summary>An alert as the admin API shows it.</summary>
-public sealed record AlertView(string Id, string Type, string Severity, string Status, string Summary, string Subject, string? Tenant, string? Service,
-    string? Consumer, string? Category, string? CredentialId, string? RequestId, long PolicyVersion, string? Rule, IReadOnlyDictionary<string, string> Evidence,
-    DateTimeOffset OccurredAt, DateTimeOffset RaisedAt, DateTimeOffset LastSeenAt, long Occurrences, IReadOnlyList<string> Recipients,
-    IReadOnlyList<string> NotifiedRoles, string? AcknowledgedBy, DateTimeOffset? AcknowledgedAt, DateTimeOffset? EscalatedAt, string? ActionTaken,
-    long? ActionPolicyVersion, string? ResolvedBy, DateTimeOffset? ResolvedAt, string? Note)
-{
-    /// <summary>The view of <paramref name="alert"/>.</summary>
-    public static AlertView Of(Custos.Alerts.Alert alert)
-    {
-        var s = alert.Signal;
-        return new AlertView(alert.Id, s.Type, PolicyNames.Of(s.Severity), PolicyNames.Of(alert.Status), s.Summary, s.Subject, s.Tenant, s.Service, s.Consumer,
-            s.Category is { } c ? PolicyNames.Of(c) : null, s.CredentialId, s.RequestId, s.PolicyVersion, s.Rule, s.Evidence, s.At, alert.RaisedAt,
-            alert.LastSeenAt, alert.Occurrences, alert.Recipients, alert.NotifiedRoles, alert.AcknowledgedBy, alert.AcknowledgedAt, alert.EscalatedAt,
-            alert.ActionTaken, alert.ActionPolicyVersion, alert.ResolvedBy, alert.ResolvedAt, alert.Note);
-    }
-}
-
 /// <summary>What resuming an alert's automatic action did.</summary>
-public sealed record ResumeResult(AlertView Alert, long PolicyVersion);
+public sealed record ResumeResult(Custos.Alerts.AlertView Alert, long PolicyVersion);
