@@ -7,7 +7,7 @@ using Custos.Ledger;
 namespace Custos.Storage;
 
 /// <summary>Alerts: one row each, the whole alert as JSON beside the columns the lists filter on.</summary>
-public sealed partial class SqliteStore : IAlertStore
+public sealed partial class SqliteStore
 {
     private const string AlertSchema = """
 

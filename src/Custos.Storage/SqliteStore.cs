@@ -1,6 +1,5 @@
 using System.Runtime.CompilerServices;
 using System.Text;
-using Custos.ControlPlane;
 using Custos.Ledger;
 using Custos.Policy;
 using Microsoft.Data.Sqlite;
@@ -13,7 +12,7 @@ namespace Custos.Storage;
 /// Appends go through one connection (the ledger writer is the only writer of its chain); reads
 /// open pooled connections of their own, so readers never block the writer.
 /// </summary>
-public sealed partial class SqliteStore : ILedgerStore, IPolicyStore, IRegistryStore, IEvidenceStore, IAsyncDisposable
+public sealed partial class SqliteStore : ICustosStore
 {
     /// <summary>The schema version this code writes. Bump with a migration step in <see cref="MigrateAsync"/>.</summary>
     public const int SchemaVersion = 3;
@@ -41,6 +40,9 @@ public sealed partial class SqliteStore : ILedgerStore, IPolicyStore, IRegistryS
 
     /// <summary>The database file.</summary>
     public string Path { get; }
+
+    /// <inheritdoc/>
+    public string Description => Path;
 
     /// <summary>Opens (creating when needed) the store in <paramref name="dataDirectory"/> as <c>custos.db</c>.</summary>
     public static async Task<SqliteStore> OpenAsync(string dataDirectory, CancellationToken cancellationToken = default)
@@ -324,7 +326,7 @@ public sealed partial class SqliteStore : ILedgerStore, IPolicyStore, IRegistryS
 
     /// <inheritdoc/>
     public async Task<(PolicyVersion Version, bool Created)> SaveAsync(PolicyDocument document, string author, string reason,
-        DateTimeOffset now, string? source, CancellationToken cancellationToken = default)
+        DateTimeOffset now, string? source, long? basedOn = null, CancellationToken cancellationToken = default)
     {
         var canonical = PolicyVersion.CanonicalJson(document);
         var sha = PolicyVersion.HashOf(document);
@@ -335,6 +337,11 @@ public sealed partial class SqliteStore : ILedgerStore, IPolicyStore, IRegistryS
             if (latest is not null && latest.Sha256 == sha)
             {
                 return (latest, false);
+            }
+
+            if (basedOn is { } based && based != (latest?.Number ?? 0))
+            {
+                throw new PolicyConflictException(based, latest?.Number ?? 0);
             }
 
             var version = new PolicyVersion((latest?.Number ?? 0) + 1, sha, author, reason, now, document);

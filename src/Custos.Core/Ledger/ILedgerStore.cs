@@ -56,9 +56,14 @@ public interface IPolicyStore
     /// <summary>The newest version, or null when none was ever stored.</summary>
     Task<Policy.PolicyVersion?> GetLatestAsync(CancellationToken cancellationToken = default);
 
-    /// <summary>Stores <paramref name="document"/> as the next version, unless it equals the latest; returns the version in force.</summary>
+    /// <summary>
+    /// Stores <paramref name="document"/> as the next version, unless it equals the latest; returns the version in force.
+    /// With <paramref name="basedOn"/>, the change was made to that version: when another writer (another node) stored a
+    /// newer one meanwhile, nothing is stored and <see cref="PolicyConflictException"/> is thrown, so the caller can
+    /// re-apply its change to the newer version instead of silently undoing it.
+    /// </summary>
     Task<(Policy.PolicyVersion Version, bool Created)> SaveAsync(Policy.PolicyDocument document, string author, string reason,
-        DateTimeOffset now, string? source, CancellationToken cancellationToken = default);
+        DateTimeOffset now, string? source, long? basedOn = null, CancellationToken cancellationToken = default);
 
     /// <summary>All versions, oldest first.</summary>
     Task<IReadOnlyList<Policy.PolicyVersion>> GetHistoryAsync(CancellationToken cancellationToken = default);
@@ -90,4 +95,28 @@ public interface IEvidenceStore
 
     /// <summary>Checkpoints of <paramref name="chainId"/> (or of every chain), in order.</summary>
     Task<IReadOnlyList<SignedCheckpoint>> GetCheckpointsAsync(string? chainId = null, CancellationToken cancellationToken = default);
+}
+
+/// <summary>A policy change was made to a version that is no longer the latest: another writer stored a newer one.</summary>
+/// <param name="basedOn">The version the change was made to.</param>
+/// <param name="latest">The latest version stored.</param>
+public sealed class PolicyConflictException(long basedOn, long latest)
+    : Exception($"The policy change was made to version {basedOn}, but version {latest} is the latest now.")
+{
+    /// <summary>The version the change was made to.</summary>
+    public long BasedOn { get; } = basedOn;
+
+    /// <summary>The latest version stored.</summary>
+    public long Latest { get; } = latest;
+}
+
+/// <summary>
+/// Everything a gateway node stores: the ledger, policy versions, the registry, evidence and alerts. SQLite
+/// (<c>Custos.Storage.SqliteStore</c>) is the embedded implementation; PostgreSQL (<c>Custos.Postgres.PostgresStore</c>)
+/// the one many nodes share. Both pass the same contract suite.
+/// </summary>
+public interface ICustosStore : ILedgerStore, IPolicyStore, ControlPlane.IRegistryStore, IEvidenceStore, Alerts.IAlertStore, IAsyncDisposable
+{
+    /// <summary>Where the store is, for people: a file path or a database name; never a password.</summary>
+    string Description { get; }
 }

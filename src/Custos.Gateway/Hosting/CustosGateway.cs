@@ -103,7 +103,7 @@ public sealed partial class CustosGateway : IAsyncDisposable
     private ILoggerFactory? _loggerFactory;
     private bool _disposed;
 
-    private CustosGateway(CustosGatewayOptions options, SqliteStore store, ActivePolicy policy, LedgerWriter ledger, WebApplication dataPlane,
+    private CustosGateway(CustosGatewayOptions options, ICustosStore store, ActivePolicy policy, LedgerWriter ledger, WebApplication dataPlane,
         WebApplication admin, HttpMessageInvoker upstreamClient, ICounterStore counters)
     {
         _options = options;
@@ -120,8 +120,8 @@ public sealed partial class CustosGateway : IAsyncDisposable
     /// <summary>The counters behind rate limits, quotas and budgets.</summary>
     public ICounterStore Counters { get; }
 
-    /// <summary>The embedded store.</summary>
-    public SqliteStore Store { get; }
+    /// <summary>The store: embedded SQLite, or PostgreSQL shared by many nodes.</summary>
+    public ICustosStore Store { get; }
 
     /// <summary>The policy in force.</summary>
     public ActivePolicy Policy { get; }
@@ -228,7 +228,7 @@ public sealed partial class CustosGateway : IAsyncDisposable
         CancellationToken cancellationToken)
     {
         var before = Policy.Current;
-        var (version, created) = await Store.SaveAsync(document, actor, reason, _options.TimeProvider.GetUtcNow(), source, cancellationToken);
+        var (version, created) = await Store.SaveAsync(document, actor, reason, _options.TimeProvider.GetUtcNow(), source, cancellationToken: cancellationToken);
         if (created)
         {
             Policy.Update(PolicySnapshot.Compile(version, _options.Secrets));
@@ -299,7 +299,7 @@ public sealed partial class CustosGateway : IAsyncDisposable
                     }
                 }
 
-                (version, created) = await store.SaveAsync(options.Policy, options.PolicyAuthor, options.PolicyReason, now, options.PolicySource, cancellationToken);
+                (version, created) = await store.SaveAsync(options.Policy, options.PolicyAuthor, options.PolicyReason, now, options.PolicySource, cancellationToken: cancellationToken);
             }
 
             var policy = new ActivePolicy(PolicySnapshot.Compile(version, options.Secrets));

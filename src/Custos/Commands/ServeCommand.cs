@@ -89,7 +89,7 @@ internal static class ServeCommand
     private static void PrintReady(CustosGateway gateway, FileInfo config, TextWriter output)
     {
         var snapshot = gateway.Policy.Current;
-        output.WriteLine($"Custos serving {config.Name}: data plane {gateway.DataPlaneUri}, admin {gateway.AdminUri}, store {gateway.Store.Path}, " +
+        output.WriteLine($"Custos serving {config.Name}: data plane {gateway.DataPlaneUri}, admin {gateway.AdminUri}, store {gateway.Store.Description}, " +
             $"node {gateway.NodeId}, counters {(gateway.Counters is Redis.RedisCounterStore ? "in Redis (shared)" : "in-process")}, policy version {snapshot.Version} (sha256 {snapshot.Hash}).");
         foreach (var tenant in snapshot.Tenants)
         {

@@ -101,7 +101,7 @@ public sealed class LedgerIntegrityTests
             request.Headers.Authorization = new("Bearer", typo);
             using var typoResponse = await g.Client.SendAsync(request);
 
-            database = g.Gateway.Store.Path;
+            database = g.Gateway.Store.Description;
             await g.Gateway.DisposeAsync();
             Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
 
