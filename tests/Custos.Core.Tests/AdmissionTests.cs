@@ -193,6 +193,35 @@ public sealed class AdmissionTests
         Assert.Equal(Decision.Allow, (await AdmissionEvaluator.EvaluateAsync(Request(snapshot), counters)).Decision);
     }
 
+    /// <summary>Shared counters that cannot be reached.</summary>
+    private sealed class UnreachableCounters : ICounterStore
+    {
+        public ValueTask<int> TryReserveAsync(Guid reservation, IReadOnlyList<CounterCharge> charges, CounterReading[] readings, CancellationToken cancellationToken = default)
+            => throw new TimeoutException("no connection");
+
+        public ValueTask SettleAsync(Guid reservation, IReadOnlyList<CounterCharge> charges, IReadOnlyList<long> actual, CancellationToken cancellationToken = default)
+            => throw new TimeoutException("no connection");
+    }
+
+    [Theory]
+    [InlineData("", "throttle", "unavailable.counters", "closed")] // budgets fail closed by default: 503, retry shortly
+    [InlineData("gateway: { fail_modes: { budgets: open } }", "allow", null, "open")]
+    public async Task UnreachableCounters_FollowTheDeclaredFailModes_AndTheControlsSayDegraded(string gateway, string decision, string? reason, string budgetMode)
+    {
+        var snapshot = Compile(Policy(defaults: gateway).Replace("    models: [small]\n",
+            "    models: [small]\n    limits: { requests_per_minute: 100, budget: { amount: 10, period: month } }\n", StringComparison.Ordinal));
+        var counters = new ResilientCounterStore(new UnreachableCounters(), _clock, () => 2);
+
+        var admission = await AdmissionEvaluator.EvaluateAsync(Request(snapshot), counters);
+
+        Assert.Equal(decision, Custos.Ledger.Names.Of(admission.Decision));
+        Assert.Equal(reason, admission.Reason?.Code);
+        Assert.True(admission.Degraded);
+        Assert.Equal(budgetMode, Control(admission, "budget").Degraded);
+        Assert.Equal("local_share", Control(admission, "rate_limit.requests").Degraded);
+        Assert.Equal(50m, Control(admission, "rate_limit.requests").Limit); // a half share of 100 for each of two nodes
+    }
+
     [Fact]
     public async Task TokensPerMinute_ReservesWorstCase_SettlesToActual()
     {

@@ -71,6 +71,28 @@ public sealed class PolicyYamlTests
     }
 
     [Fact]
+    public void Read_FailModes_DefaultsAndLocalShareOnlyForRateLimits()
+    {
+        const string tenant = """
+            tenants:
+              - id: acme
+                providers: [{ id: p, type: openai, base_url: http://127.0.0.1:1/v1 }]
+                models: [{ name: m, provider: p }]
+            """;
+        var plain = PolicyYaml.Read(tenant);
+        Assert.Null(plain.Document!.Gateway.FailModes); // nothing declared: the defaults, and the policy hash unchanged
+
+        var declared = PolicyYaml.Read("gateway: { fail_modes: { rate_limits: closed, quotas: open } }\n" + tenant);
+        Assert.True(declared.IsValid);
+        var modes = declared.Document!.Gateway.FailModes!;
+        Assert.Equal((FailMode.Closed, FailMode.Open, FailMode.Closed, FailMode.Closed), (modes.RateLimits, modes.Quotas, modes.Budgets, modes.Revocation));
+
+        var wrong = PolicyYaml.Read("gateway: { fail_modes: { budgets: local_share } }\n" + tenant);
+        Assert.False(wrong.IsValid);
+        Assert.Contains(wrong.Diagnostics, d => d.Path == "gateway.fail_modes.budgets" && d.Message.Contains("rate limits only", StringComparison.Ordinal));
+    }
+
+    [Fact]
     public void Read_UnknownOtlpProtocol_IsAnErrorNamingTheChoices()
     {
         var result = PolicyYaml.Read("server:\n  otlp_endpoint: collector:4317\n  otlp_protocol: http/json\n");

@@ -25,6 +25,12 @@ public sealed record ControlResult(string Control, string? Scope, string Decisio
     /// <summary>A short explanation: the rule that matched, the approver, the clamped value. Never prompt text.</summary>
     public string? Detail { get; init; }
 
+    /// <summary>
+    /// Set when the control was decided in a degraded mode because a shared engine was unreachable: the declared fail
+    /// mode that applied (<c>local_share</c>, <c>open</c>, <c>closed</c>). Null when the control ran normally.
+    /// </summary>
+    public string? Degraded { get; init; }
+
     /// <summary>Writes the canonical JSON object (part of the ledger's persisted format).</summary>
     public void WriteTo(Utf8JsonWriter writer)
     {
@@ -43,6 +49,11 @@ public sealed record ControlResult(string Control, string? Scope, string Decisio
         if (Detail is not null)
         {
             writer.WriteString("detail", Detail);
+        }
+
+        if (Degraded is not null)
+        {
+            writer.WriteString("degraded", Degraded);
         }
 
         writer.WriteEndObject();
@@ -154,6 +165,9 @@ public sealed class Admission
 
     /// <summary>Soft limits passed by this request (events to raise).</summary>
     public List<string> Events { get; } = [];
+
+    /// <summary>True when a control was decided in a degraded mode (a shared engine was unreachable); the record says so.</summary>
+    public bool Degraded { get; internal set; }
 
     internal void Refuse(ReasonCode reason, string message, TimeSpan? retryAfter = null)
     {

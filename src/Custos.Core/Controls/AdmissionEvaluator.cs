@@ -270,6 +270,7 @@ public static class AdmissionEvaluator
         // What the counters are charged, and beside each charge what it is for: one entry per limit in force.
         List<CounterCharge>? charges = null; // made on the first limit in force: most consumers have none
         List<(string Control, string Scope, ChargeKind Kind)>? names = null;
+        var failModes = tenant.FailModes;
         void Add(string prefix, string scope, string control, string window, long? limit, long amount, DateTimeOffset expires, ChargeKind kind, bool soft = false)
         {
             if (limit is not { } value)
@@ -277,7 +278,8 @@ public static class AdmissionEvaluator
                 return;
             }
 
-            (charges ??= new(12)).Add(new CounterCharge(prefix + control + "|" + window, amount, value, Enforce: !soft, expires));
+            var failMode = control[0] == 'r' ? failModes.RateLimits : control[0] == 'q' ? failModes.Quotas : failModes.Budgets;
+            (charges ??= new(12)).Add(new CounterCharge(prefix + control + "|" + window, amount, value, Enforce: !soft, expires) { FailMode = failMode });
             (names ??= new(12)).Add((control, scope, kind));
         }
 
@@ -315,16 +317,19 @@ public static class AdmissionEvaluator
             var reading = readings[i];
             var over = reading.Used + reading.Reserved + charge.Amount > charge.Limit;
             var decision = i == failed ? (control.StartsWith("rate_limit", StringComparison.Ordinal) ? ControlDecisions.Throttle : ControlDecisions.Deny)
+                : reading.Degraded == FailMode.Open ? ControlDecisions.NotEvaluated
                 : soft && over ? ControlDecisions.Warn
                 : failed >= 0 ? ControlDecisions.NotEvaluated
                 : ControlDecisions.Pass;
             admission.Controls.Add(new ControlResult(control, scope, decision)
             {
-                Limit = FromUnits(charge.Limit, kind),
+                Limit = FromUnits(reading.AppliedLimit ?? charge.Limit, kind),
                 Used = FromUnits(reading.Used, kind),
                 Reserved = FromUnits(reading.Reserved, kind),
                 Requested = FromUnits(charge.Amount, kind),
+                Degraded = reading.Degraded is { } degraded ? PolicyNames.Of(degraded) : null,
             });
+            admission.Degraded |= reading.Degraded is not null;
             if (decision == ControlDecisions.Warn && failed < 0)
             {
                 admission.Events.Add($"budget.soft_exceeded {scope}");
@@ -336,7 +341,13 @@ public static class AdmissionEvaluator
             var (control, scope, _) = names[failed];
             var charge = charges[failed];
             var retryAfter = charge.ExpiresAt - request.Now;
-            if (control.StartsWith("rate_limit", StringComparison.Ordinal))
+            if (readings[failed].Degraded == FailMode.Closed)
+            {
+                admission.Refuse(Reasons.CountersUnavailable,
+                    $"The shared counters behind {control} of {scope} cannot be reached, and the policy says to refuse rather than serve unchecked; retry shortly.",
+                    TimeSpan.FromSeconds(1));
+            }
+            else if (control.StartsWith("rate_limit", StringComparison.Ordinal))
             {
                 admission.Refuse(Reasons.RateLimited, $"Rate limit {control} of {scope} ({charge.Limit} per minute) is reached; retry after {Math.Ceiling(retryAfter.TotalSeconds)} s.", retryAfter);
             }

@@ -6,10 +6,25 @@ namespace Custos.Controls;
 /// <param name="Limit">The limit of the window.</param>
 /// <param name="Enforce">False for soft limits: the reservation is made whatever the reading.</param>
 /// <param name="ExpiresAt">When the window ends and the counter may be forgotten.</param>
-public readonly record struct CounterCharge(string Key, long Amount, long Limit, bool Enforce, DateTimeOffset ExpiresAt);
+public readonly record struct CounterCharge(string Key, long Amount, long Limit, bool Enforce, DateTimeOffset ExpiresAt)
+{
+    /// <summary>What to do with this charge when the shared counters cannot be reached. Default <see cref="Policy.FailMode.Closed"/>.</summary>
+    public Policy.FailMode FailMode { get; init; }
+}
 
 /// <summary>A counter as it stood when a charge was evaluated, before the charge.</summary>
-public readonly record struct CounterReading(long Used, long Reserved);
+public readonly record struct CounterReading(long Used, long Reserved)
+{
+    /// <summary>
+    /// Set when the shared counters could not be reached and the charge's <see cref="CounterCharge.FailMode"/> decided
+    /// instead: <see cref="Policy.FailMode.LocalShare"/> (counted on this node), <see cref="Policy.FailMode.Open"/>
+    /// (not counted) or <see cref="Policy.FailMode.Closed"/> (refused). Null when the counters answered.
+    /// </summary>
+    public Policy.FailMode? Degraded { get; init; }
+
+    /// <summary>The limit applied instead of the charge's when it was counted on this node (<see cref="Policy.FailMode.LocalShare"/>).</summary>
+    public long? AppliedLimit { get; init; }
+}
 
 /// <summary>
 /// Shared counters behind rate limits, quotas and budgets, with reserve-then-settle: a request reserves its

@@ -188,6 +188,14 @@ public static class Reasons
     public static readonly ReasonCode LedgerBacklog = new("unavailable.ledger_backlog", 503, OverloadedType, true, Decision.Throttle,
         "The gateway cannot record requests as fast as they arrive and refuses new ones until it catches up; retry shortly.");
 
+    /// <summary>The shared counters (Redis) cannot be reached and the control's declared fail mode is closed.</summary>
+    public static readonly ReasonCode CountersUnavailable = new("unavailable.counters", 503, OverloadedType, true, Decision.Throttle,
+        "The gateway cannot reach the shared counters behind a quota or budget and refuses rather than serve unchecked; retry shortly.");
+
+    /// <summary>This node cannot confirm it holds the latest policy (revocations may be missing) and the declared fail mode is closed.</summary>
+    public static readonly ReasonCode PolicyUnconfirmed = new("unavailable.policy_unconfirmed", 503, OverloadedType, true, Decision.Throttle,
+        "The gateway cannot confirm it holds the latest policy version (a revocation may be pending) and refuses rather than serve unchecked; retry shortly.");
+
     /// <summary>Kill switch: the consumer is suspended.</summary>
     public static readonly ReasonCode ConsumerSuspended = new("deny.consumer_suspended", 403, Permission, false, Decision.Deny,
         "This consumer is suspended (kill switch); its service's technical control owner can release it.");
@@ -238,5 +246,6 @@ public static class Reasons
         UpstreamTimeout, UpstreamError, UpstreamAuth, UpstreamRejected, UpstreamRateLimited, UpstreamStreamInterrupted,
         ClientCancelled, Internal, Overloaded, LedgerBacklog, ConsumerSuspended, ServiceSuspended, TenantSuspended, ServiceUngoverned,
         TokenMalformed, TokenIssuer, TokenAudience, TokenSignature, TokenExpired, TokenSubjectUnknown,
+        CountersUnavailable, PolicyUnconfirmed,
     ];
 }

@@ -140,6 +140,23 @@ public sealed class RequestRecord : LedgerRecord
     /// <summary>Every control evaluated, in order, with what it saw and decided (the admission's list, not a copy).</summary>
     public IReadOnlyList<Controls.ControlResult> Controls { get; set; } = [];
 
+    /// <summary>
+    /// What was degraded when this request was decided, when anything was: <c>counters</c> (the shared counters were
+    /// unreachable and the controls' declared fail modes decided), <c>policy_unconfirmed</c> (this node could not confirm
+    /// it held the latest policy version). Null on a normal decision; the canonical JSON has the field only when set.
+    /// </summary>
+    public List<string>? Degraded { get; set; }
+
+    /// <summary>Adds <paramref name="what"/> to <see cref="Degraded"/> once.</summary>
+    public void MarkDegraded(string what)
+    {
+        Degraded ??= new(2);
+        if (!Degraded.Contains(what))
+        {
+            Degraded.Add(what);
+        }
+    }
+
     /// <summary>Records a refusal or failure.</summary>
     public void Fail(ReasonCode reason, Outcome outcome)
     {
@@ -224,6 +241,17 @@ public sealed class RequestRecord : LedgerRecord
         }
 
         writer.WriteEndArray();
+        if (Degraded is { Count: > 0 } degraded)
+        {
+            writer.WriteStartArray(Field.Degraded);
+            foreach (var what in degraded)
+            {
+                writer.WriteStringValue(what);
+            }
+
+            writer.WriteEndArray();
+        }
+
         writer.WriteEndObject();
     }
 
@@ -261,6 +289,7 @@ public sealed class RequestRecord : LedgerRecord
         public static readonly JsonEncodedText RequestBytes = JsonEncodedText.Encode("request_bytes");
         public static readonly JsonEncodedText ResponseBytes = JsonEncodedText.Encode("response_bytes");
         public static readonly JsonEncodedText Controls = JsonEncodedText.Encode("controls");
+        public static readonly JsonEncodedText Degraded = JsonEncodedText.Encode("degraded");
         public static readonly JsonEncodedText Timestamp = JsonEncodedText.Encode("timestamp");
         public static readonly JsonEncodedText Tenant = JsonEncodedText.Encode("tenant");
         public static readonly JsonEncodedText Service = JsonEncodedText.Encode("service");

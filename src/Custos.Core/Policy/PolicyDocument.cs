@@ -137,6 +137,45 @@ public sealed record GatewaySettings
 
     /// <summary>Whether services with missing governance may serve traffic. Null means <see cref="Policy.RequireOwners.Warn"/>.</summary>
     public RequireOwners? RequireOwners { get; init; }
+
+    /// <summary>What each control does when a shared engine it needs cannot be reached. Null means the defaults of <see cref="Policy.FailModes"/>.</summary>
+    public FailModes? FailModes { get; init; }
+}
+
+/// <summary>What a control does when the shared engine behind it (Redis, PostgreSQL) cannot be reached.</summary>
+public enum FailMode
+{
+    /// <summary>Refuse the request (503): nothing is served that the control could not check.</summary>
+    Closed,
+
+    /// <summary>Serve the request without the control; the ledger records that it was not enforced.</summary>
+    Open,
+
+    /// <summary>Rate limits only: count on this node, against its share of the limit (the limit divided by the live nodes).</summary>
+    LocalShare,
+}
+
+/// <summary>
+/// The declared behaviour of each control when a shared engine is unreachable. Every decision taken in a degraded
+/// mode says so in the ledger (<c>degraded</c> on the record and on the control). See <c>docs/deploy.md</c>.
+/// </summary>
+public sealed record FailModes
+{
+    /// <summary>Rate limits when the shared counters are unreachable. Default <see cref="FailMode.LocalShare"/>.</summary>
+    public FailMode RateLimits { get; init; } = FailMode.LocalShare;
+
+    /// <summary>Quotas when the shared counters are unreachable. Default <see cref="FailMode.Closed"/>.</summary>
+    public FailMode Quotas { get; init; } = FailMode.Closed;
+
+    /// <summary>Budgets when the shared counters are unreachable. Default <see cref="FailMode.Closed"/>.</summary>
+    public FailMode Budgets { get; init; } = FailMode.Closed;
+
+    /// <summary>
+    /// Credential, kill-switch and entitlement checks when this node cannot confirm it holds the latest policy version
+    /// (neither the change feed nor the store answers, or a newer version is announced but cannot be loaded).
+    /// Default <see cref="FailMode.Closed"/>.
+    /// </summary>
+    public FailMode Revocation { get; init; } = FailMode.Closed;
 }
 
 /// <summary>Defaults per consumer category: external customers, internal teams, automation jobs and agents get their own.</summary>

@@ -102,6 +102,7 @@ public sealed class PolicySnapshot
             tenants[tenant.Id] = new TenantEntry(tenant.Id, tenant.Name ?? tenant.Id, timeZone, models.ToFrozenDictionary(StringComparer.Ordinal), canonical)
             {
                 Suspended = tenant.Suspended == true,
+                FailModes = document.Gateway.FailModes ?? TenantEntry.DefaultFailModes,
                 Limits = tenant.Limits,
                 PromptRules = [.. tenant.PromptRules.Select(r => Controls.PromptRule.Compile(r, "tenant", document.Gateway.PromptRegexTimeout))],
             };
@@ -197,6 +198,12 @@ public sealed record TenantEntry(string Id, string Name, TimeZoneInfo TimeZone, 
 
     /// <summary>Kill switch engaged: every request of the tenant is refused.</summary>
     public bool Suspended { get; init; }
+
+    /// <summary>What the tenant's controls do when a shared engine is unreachable (the gateway's declared fail modes).</summary>
+    public FailModes FailModes { get; init; } = DefaultFailModes;
+
+    /// <summary>The fail modes when the policy declares none.</summary>
+    public static FailModes DefaultFailModes { get; } = new();
 
     /// <summary>Counter-key prefix of the tenant scope.</summary>
     public string CounterPrefix { get; } = Id + "|tenant|" + Id + "|";

@@ -359,7 +359,8 @@ public static partial class PolicyYaml
 
         private GatewaySettings ReadGateway(YamlNode node, string path)
         {
-            if (AsMap(node, path, ["max_request_body_bytes", "upstream_timeout_seconds", "prompt_regex_timeout_ms", "max_in_flight_requests", "require_owners"]) is not { } map)
+            if (AsMap(node, path, ["max_request_body_bytes", "upstream_timeout_seconds", "prompt_regex_timeout_ms", "max_in_flight_requests", "require_owners",
+                "fail_modes"]) is not { } map)
             {
                 return new GatewaySettings();
             }
@@ -396,6 +397,35 @@ public static partial class PolicyYaml
                 PromptRegexTimeout = TimeSpan.FromMilliseconds(regexTimeout),
                 MaxInFlightRequests = (int)Math.Clamp(inFlight, 1, 1_000_000),
                 RequireOwners = map.Enum<RequireOwners>("require_owners"),
+                FailModes = map.Node("fail_modes") is { } failModes ? ReadFailModes(failModes, path + ".fail_modes") : null,
+            });
+        }
+
+        private FailModes? ReadFailModes(YamlNode node, string path)
+        {
+            if (AsMap(node, path, ["rate_limits", "quotas", "budgets", "revocation"]) is not { } map)
+            {
+                return null;
+            }
+
+            var defaults = new FailModes();
+            FailMode Read(string key, FailMode fallback)
+            {
+                var mode = map.Enum<FailMode>(key) ?? fallback;
+                if (mode == FailMode.LocalShare && key != "rate_limits")
+                {
+                    Error(map.Node(key), path + "." + key, "local_share applies to rate limits only; use closed or open");
+                }
+
+                return mode;
+            }
+
+            return Remember(node, new FailModes
+            {
+                RateLimits = Read("rate_limits", defaults.RateLimits),
+                Quotas = Read("quotas", defaults.Quotas),
+                Budgets = Read("budgets", defaults.Budgets),
+                Revocation = Read("revocation", defaults.Revocation),
             });
         }
 

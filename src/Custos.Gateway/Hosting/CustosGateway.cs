@@ -55,8 +55,23 @@ public sealed record CustosGatewayOptions
     /// <summary>Resolves upstream secrets by environment-variable name. Default the process environment.</summary>
     public Func<string, string?> Secrets { get; init; } = Environment.GetEnvironmentVariable;
 
-    /// <summary>The counters behind rate limits, quotas and budgets. Default: in this process.</summary>
+    /// <summary>
+    /// The counters behind rate limits, quotas and budgets. Default: in this process. Shared counters (Redis) are
+    /// wrapped in a <see cref="ResilientCounterStore"/> that applies the policy's fail modes when they cannot be reached.
+    /// </summary>
     public ICounterStore? Counters { get; init; }
+
+    /// <summary>
+    /// The store, opened by the caller (the gateway disposes it): PostgreSQL shared by many nodes. Default: the embedded
+    /// SQLite store in <see cref="DataDirectory"/>.
+    /// </summary>
+    public ICustosStore? Store { get; init; }
+
+    /// <summary>How nodes sharing a store announce policy versions and heartbeats to each other (Redis). Default: none (one node, or the periodic read only).</summary>
+    public Cluster.IChangeFeed? ChangeFeed { get; init; }
+
+    /// <summary>How this node keeps its policy in step with the shared store.</summary>
+    public PolicySyncOptions PolicySync { get; init; } = new();
 
     /// <summary>
     /// Ledger records that may wait in memory for the store. Default <see cref="LedgerWriter.DefaultCapacity"/>; from
@@ -147,6 +162,9 @@ public sealed partial class CustosGateway : IAsyncDisposable
     /// <summary>The gateway's metrics and spans, recorded from the ledger; the alerting engine counts its alerts here.</summary>
     public CustosTelemetry Telemetry { get; private init; } = null!;
 
+    /// <summary>Keeps this node's policy version in step with the other nodes sharing its store.</summary>
+    public PolicySync Sync { get; private set; } = null!;
+
     /// <summary>Validates JWT bearer tokens (workload identities, admin sign-in).</summary>
     public JwtAuthenticator Jwt { get; private init; } = null!;
 
@@ -166,7 +184,7 @@ public sealed partial class CustosGateway : IAsyncDisposable
         await _applyLock.WaitAsync(cancellationToken);
         try
         {
-            return await ApplyLockedAsync(document, actor, reason, source, cancellationToken);
+            return await ApplyLockedAsync(document, actor, reason, source, basedOn: null, cancellationToken);
         }
         finally
         {
@@ -186,15 +204,28 @@ public sealed partial class CustosGateway : IAsyncDisposable
         await _applyLock.WaitAsync(cancellationToken);
         try
         {
-            var document = change(Policy.Current.Document);
-            var yaml = PolicyYamlWriter.Write(document);
-            var read = PolicyYaml.Read(yaml);
-            if (!read.IsValid)
+            // Another node may have stored a newer version than the one in force here: change that one, and should yet
+            // another be stored between reading and saving, start over from it, so no node's change is silently undone.
+            for (var attempt = 1; ; attempt++)
             {
-                throw new PolicyValidationException(read.Diagnostics, "policy");
-            }
+                await Sync.ReconcileAsync(cancellationToken);
+                var basedOn = Policy.Current;
+                var document = change(basedOn.Document);
+                var yaml = PolicyYamlWriter.Write(document);
+                var read = PolicyYaml.Read(yaml);
+                if (!read.IsValid)
+                {
+                    throw new PolicyValidationException(read.Diagnostics, "policy");
+                }
 
-            return await ApplyLockedAsync(document, actor, reason, yaml, cancellationToken);
+                try
+                {
+                    return await ApplyLockedAsync(document, actor, reason, yaml, basedOn.Version, cancellationToken);
+                }
+                catch (PolicyConflictException) when (attempt < 5)
+                {
+                }
+            }
         }
         finally
         {
@@ -225,13 +256,14 @@ public sealed partial class CustosGateway : IAsyncDisposable
     }
 
     private async Task<(PolicyVersion Version, bool Created)> ApplyLockedAsync(PolicyDocument document, string actor, string reason, string? source,
-        CancellationToken cancellationToken)
+        long? basedOn, CancellationToken cancellationToken)
     {
         var before = Policy.Current;
-        var (version, created) = await Store.SaveAsync(document, actor, reason, _options.TimeProvider.GetUtcNow(), source, cancellationToken: cancellationToken);
+        var (version, created) = await Store.SaveAsync(document, actor, reason, _options.TimeProvider.GetUtcNow(), source, basedOn, cancellationToken);
         if (created)
         {
             Policy.Update(PolicySnapshot.Compile(version, _options.Secrets));
+            await Sync.AnnounceAsync(version.Number);
             await Ledger.EnqueueAsync(new AdminRecord
             {
                 Timestamp = version.CreatedAt,
@@ -266,7 +298,7 @@ public sealed partial class CustosGateway : IAsyncDisposable
     /// <summary>Opens the store, puts the policy in force and starts both listeners.</summary>
     public static async Task<CustosGateway> StartAsync(CustosGatewayOptions options, CancellationToken cancellationToken = default)
     {
-        var store = await SqliteStore.OpenAsync(options.DataDirectory, cancellationToken);
+        var store = options.Store ?? await SqliteStore.OpenAsync(options.DataDirectory, cancellationToken);
         var started = new List<IAsyncDisposable> { store };
         try
         {
@@ -321,6 +353,14 @@ public sealed partial class CustosGateway : IAsyncDisposable
                 });
             }
 
+            var sync = await PolicySync.StartAsync(store, policy, options.ChangeFeed, options.NodeId, options.Secrets, loggerFactory.CreateLogger<PolicySync>(),
+                options.PolicySync, cancellationToken);
+            started.Insert(0, sync);
+            if (created)
+            {
+                await sync.AnnounceAsync(version.Number);
+            }
+
             var upstreamClient = CreateUpstreamClient();
             var jwt = new JwtAuthenticator(CreateUpstreamClient(), options.TimeProvider, loggerFactory.CreateLogger<JwtAuthenticator>());
             var signer = WebhookSigner.LoadOrCreate(options.DataDirectory, options.Secrets, out var secretCreated);
@@ -341,7 +381,12 @@ public sealed partial class CustosGateway : IAsyncDisposable
                 loggerFactory.CreateLogger<Checkpointer>(), cancellationToken);
             started.Insert(1, checkpointer);
 
-            var counters = options.Counters ?? new InMemoryCounterStore(options.TimeProvider);
+            ICounterStore counters = options.Counters switch
+            {
+                null => new InMemoryCounterStore(options.TimeProvider),
+                InMemoryCounterStore or ResilientCounterStore => options.Counters,
+                var shared => Resilient(shared, options.TimeProvider, sync, loggerFactory.CreateLogger<ResilientCounterStore>()),
+            };
             var telemetry = new CustosTelemetry(policy, ledger, counters);
             started.Add(new AsyncDisposableAdapter(telemetry));
             var telemetryExport = TelemetryExport.Start(telemetry, options, startupLog);
@@ -363,6 +408,7 @@ public sealed partial class CustosGateway : IAsyncDisposable
                 Checkpointer = checkpointer,
                 Telemetry = telemetry,
                 _telemetryExport = telemetryExport,
+                Sync = sync,
             };
             gateway.Alerts = await AlertEngine.StartAsync(gateway, store, options.TimeProvider, loggerFactory.CreateLogger<AlertEngine>(), cancellationToken);
             started.Insert(0, gateway.Alerts);
@@ -384,6 +430,23 @@ public sealed partial class CustosGateway : IAsyncDisposable
 
             throw;
         }
+    }
+
+    private static ResilientCounterStore Resilient(ICounterStore shared, TimeProvider time, PolicySync sync, ILogger logger)
+    {
+        var resilient = new ResilientCounterStore(shared, time, () => sync.LiveNodes);
+        resilient.DegradedChanged += (degraded, error) =>
+        {
+            if (degraded)
+            {
+                Log.CountersUnreachable(logger, sync.LiveNodes, error?.Message);
+            }
+            else
+            {
+                Log.CountersBack(logger);
+            }
+        };
+        return resilient;
     }
 
     /// <summary>
@@ -512,6 +575,7 @@ public sealed partial class CustosGateway : IAsyncDisposable
         _telemetryExport?.Dispose(); // pushes the last measurements and spans
         Telemetry.Dispose();
         await Checkpointer.DisposeAsync(); // seals the last entries, now that the ledger has drained
+        await Sync.DisposeAsync();
         await Notifier.DisposeAsync();
         await Store.DisposeAsync();
         _upstreamClient.Dispose();
@@ -545,5 +609,12 @@ public sealed partial class CustosGateway : IAsyncDisposable
         [LoggerMessage(EventId = 11, Level = LogLevel.Warning,
             Message = "The edited configuration replaces version {Version} (by {Author}), which holds changes made through the admin API since the file was loaded as version {Loaded}; {Count} difference(s): {Changes}. Export the policy in force (custos policy show) before editing the file to keep them.")]
         public static partial void FileOverridesAdminChanges(ILogger logger, long version, string author, long loaded, int count, string changes);
+
+        [LoggerMessage(EventId = 14, Level = LogLevel.Warning,
+            Message = "The shared counters cannot be reached ({Error}): rate limits, quotas and budgets follow the policy's fail modes (rate limits count a 1/{Nodes} share here) until they answer.")]
+        public static partial void CountersUnreachable(ILogger logger, int nodes, string? error);
+
+        [LoggerMessage(EventId = 15, Level = LogLevel.Information, Message = "The shared counters answer again: normal enforcement resumed.")]
+        public static partial void CountersBack(ILogger logger);
     }
 }

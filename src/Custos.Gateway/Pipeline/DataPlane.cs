@@ -160,6 +160,19 @@ internal sealed partial class DataPlane(
 
         var consumer = credential.Consumer;
         var tenant = consumer.Service.Tenant;
+        if (policy.IsUnconfirmed)
+        {
+            // This node cannot vouch that its version is the latest: a revocation may be stored elsewhere already.
+            if (tenant.FailModes.Revocation == FailMode.Closed)
+            {
+                context.Response.Headers.RetryAfter = "1";
+                await DenyAsync(context, record, Reasons.PolicyUnconfirmed);
+                return null;
+            }
+
+            record.MarkDegraded("policy_unconfirmed");
+        }
+
         if (endpoint == ApiEndpoint.Models)
         {
             await WriteModelsAsync(context, consumer, record.Timestamp);
@@ -245,6 +258,11 @@ internal sealed partial class DataPlane(
             PromptRanges = parsed.PromptRanges,
         }, counters, context.RequestAborted);
         record.Controls = admission.Controls;
+        if (admission.Degraded)
+        {
+            record.MarkDegraded("counters");
+        }
+
         if (admission.Decision != Decision.Allow)
         {
             if (admission.RetryAfter is { } retryAfter)

@@ -23,12 +23,39 @@ public sealed class ActivePolicy
     /// <summary>Fires once when the next snapshot replaces the current one.</summary>
     public IChangeToken GetChangeToken() => new CancellationChangeToken(Volatile.Read(ref _changed).Token);
 
-    /// <summary>Puts <paramref name="next"/> in force.</summary>
-    public void Update(PolicySnapshot next)
+    /// <summary>
+    /// True while this node cannot confirm that <see cref="Current"/> is the latest version stored (set by
+    /// <see cref="PolicySync"/>): requests then follow the revocation fail mode the policy declares.
+    /// </summary>
+    public bool IsUnconfirmed
     {
-        Volatile.Write(ref _current, next);
-        var previous = Interlocked.Exchange(ref _changed, new CancellationTokenSource());
+        get => Volatile.Read(ref _unconfirmed);
+        internal set => Volatile.Write(ref _unconfirmed, value);
+    }
+
+    private bool _unconfirmed;
+    private readonly Lock _updateLock = new();
+
+    /// <summary>
+    /// Puts <paramref name="next"/> in force, unless a version at least as new already is (two paths can deliver
+    /// versions: this node's own changes and other nodes' announcements; neither may step back). Returns whether it did.
+    /// </summary>
+    public bool Update(PolicySnapshot next)
+    {
+        CancellationTokenSource previous;
+        lock (_updateLock)
+        {
+            if (next.Version <= _current.Version)
+            {
+                return false;
+            }
+
+            Volatile.Write(ref _current, next);
+            previous = Interlocked.Exchange(ref _changed, new CancellationTokenSource());
+        }
+
         previous.Cancel();
         previous.Dispose();
+        return true;
     }
 }

@@ -57,6 +57,7 @@ internal static class ServeCommand
             OtlpEndpoint = server.OtlpEndpoint,
             OtlpProtocol = server.OtlpProtocol,
             Counters = redis is null ? null : new Redis.RedisCounterStore(redis.GetDatabase(), TimeProvider.System),
+            ChangeFeed = redis is null ? null : new Redis.RedisChangeFeed(redis),
         };
 
         var gateway = await CustosGateway.StartAsync(options, cancellationToken);
@@ -74,7 +75,7 @@ internal static class ServeCommand
 
         try
         {
-            return await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(configuration);
+            return await Redis.RedisConnection.ConnectAsync(configuration);
         }
         catch (StackExchange.Redis.RedisConnectionException ex)
         {
@@ -90,7 +91,7 @@ internal static class ServeCommand
     {
         var snapshot = gateway.Policy.Current;
         output.WriteLine($"Custos serving {config.Name}: data plane {gateway.DataPlaneUri}, admin {gateway.AdminUri}, store {gateway.Store.Description}, " +
-            $"node {gateway.NodeId}, counters {(gateway.Counters is Redis.RedisCounterStore ? "in Redis (shared)" : "in-process")}, policy version {snapshot.Version} (sha256 {snapshot.Hash}).");
+            $"node {gateway.NodeId}, counters {(gateway.Counters is Controls.ResilientCounterStore { Shared: Redis.RedisCounterStore } ? "in Redis (shared)" : "in-process")}, policy version {snapshot.Version} (sha256 {snapshot.Hash}).");
         foreach (var tenant in snapshot.Tenants)
         {
             foreach (var provider in tenant.CanonicalModels.Select(m => m.Provider).Distinct().Where(p => p.IsMissingKey))

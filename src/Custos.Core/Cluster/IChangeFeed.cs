@@ -1,0 +1,26 @@
+namespace Custos.Cluster;
+
+/// <summary>
+/// How the nodes of one deployment tell each other about changes: a new policy version (which carries every
+/// revocation, suspension and kill switch) is announced the moment it is stored, and each node announces that it is
+/// alive. Announcements are best effort (pub/sub loses what is sent while a node is disconnected); the store stays
+/// the truth, and every node also reconciles from it periodically. Redis is the implementation
+/// (<c>Custos.Redis.RedisChangeFeed</c>).
+/// </summary>
+public interface IChangeFeed : IAsyncDisposable
+{
+    /// <summary>True while the feed can deliver announcements.</summary>
+    bool IsConnected { get; }
+
+    /// <summary>Raised when the connection comes back after a loss: announcements may have been missed, reconcile now.</summary>
+    event Action? Restored;
+
+    /// <summary>Starts delivering other nodes' policy announcements to <paramref name="onPolicyVersion"/> (version, announcing node).</summary>
+    Task SubscribeAsync(Action<long, string> onPolicyVersion, CancellationToken cancellationToken = default);
+
+    /// <summary>Tells every node that <paramref name="version"/> was stored by <paramref name="nodeId"/>.</summary>
+    Task PublishPolicyVersionAsync(long version, string nodeId, CancellationToken cancellationToken = default);
+
+    /// <summary>Records that <paramref name="nodeId"/> is alive at <paramref name="now"/>; returns how many nodes are.</summary>
+    Task<int> HeartbeatAsync(string nodeId, DateTimeOffset now, CancellationToken cancellationToken = default);
+}
