@@ -20,24 +20,40 @@ public sealed class RedisServerFixture : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
-        var executable = Find("redis-server") ?? throw new InvalidOperationException(
+        _executable = Find("redis-server") ?? throw new InvalidOperationException(
             "redis-server is not on PATH: the Redis counter tests need a real server. Install it with " +
             "'apt-get install -y --no-install-recommends redis-server' (or run ./test.sh, which does) and run the tests again.");
         _folder = Directory.CreateTempSubdirectory("custos-redis-").FullName;
         Port = FreePort();
-        var start = new ProcessStartInfo(executable)
+        await StartAsync();
+        Connection = await ConnectionMultiplexer.ConnectAsync(ConnectionString + ",abortConnect=true,allowAdmin=true");
+    }
+
+    private string? _executable;
+
+    /// <summary>How a client reaches this server.</summary>
+    public string ConnectionString => $"127.0.0.1:{Port}";
+
+    /// <summary>True while the server runs.</summary>
+    public bool IsRunning => _server is { HasExited: false };
+
+    /// <summary>Starts the server (again) on <see cref="Port"/> and waits until it answers.</summary>
+    public async Task StartAsync()
+    {
+        var start = new ProcessStartInfo(_executable!)
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
         };
         foreach (var argument in new[] { "--port", Port.ToString(System.Globalization.CultureInfo.InvariantCulture), "--bind", "127.0.0.1",
-                     "--save", "", "--appendonly", "no", "--dir", _folder })
+                     "--save", "", "--appendonly", "no", "--dir", _folder! })
         {
             start.ArgumentList.Add(argument);
         }
 
-        _server = Process.Start(start) ?? throw new InvalidOperationException($"Could not start {executable}.");
+        _server?.Dispose();
+        _server = Process.Start(start) ?? throw new InvalidOperationException($"Could not start {_executable}.");
         _server.OutputDataReceived += (_, _) => { };
         _server.ErrorDataReceived += (_, _) => { };
         _server.BeginOutputReadLine();
@@ -48,14 +64,24 @@ public sealed class RedisServerFixture : IAsyncLifetime
         {
             try
             {
-                Connection = await ConnectionMultiplexer.ConnectAsync($"127.0.0.1:{Port},abortConnect=true,connectTimeout=1000,allowAdmin=true");
-                await Connection.GetDatabase().PingAsync();
+                await using var probe = await ConnectionMultiplexer.ConnectAsync(ConnectionString + ",abortConnect=true,connectTimeout=1000");
+                await probe.GetDatabase().PingAsync();
                 return;
             }
             catch (RedisConnectionException) when (deadline.Elapsed < TimeSpan.FromSeconds(10) && !_server.HasExited)
             {
                 await Task.Delay(50);
             }
+        }
+    }
+
+    /// <summary>Kills the server (its data is gone: there is no persistence), as an outage would.</summary>
+    public async Task StopAsync()
+    {
+        if (_server is { HasExited: false })
+        {
+            _server.Kill();
+            await _server.WaitForExitAsync();
         }
     }
 

@@ -95,6 +95,16 @@ internal sealed partial class CustosProcess : IAsyncDisposable
         return _process.ExitCode;
     }
 
+    /// <summary>Kills the process with SIGKILL: no shutdown, no drain, as a crash or an OOM kill would.</summary>
+    public void Kill() => _process.Kill();
+
+    /// <summary>Waits for the process to end on its own (a command, not a server); returns its exit code.</summary>
+    public async Task<int> WaitForExitAsync()
+    {
+        await _process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(120));
+        return _process.ExitCode;
+    }
+
     private const int Sigterm = 15;
 
     [DllImport("libc", EntryPoint = "kill", SetLastError = true)]

@@ -40,6 +40,19 @@ public sealed record ServerSettings
 
     /// <summary>Where rate limits, quotas and budgets are counted: in this process (default) or in Redis, shared by every node.</summary>
     public CounterBackend? Counters { get; init; }
+
+    /// <summary>Where the ledger, policy versions and registry are stored: embedded SQLite (default) or PostgreSQL, shared by every node.</summary>
+    public StorageBackend? Storage { get; init; }
+}
+
+/// <summary>Where the ledger, policy versions, registry, evidence and alerts are stored.</summary>
+public enum StorageBackend
+{
+    /// <summary>The embedded SQLite file in the data folder: one node.</summary>
+    Sqlite,
+
+    /// <summary>PostgreSQL (connection string from <c>CUSTOS_POSTGRES</c>): shared by every node.</summary>
+    Postgres,
 }
 
 /// <summary>Where the counters behind rate limits, quotas and budgets live.</summary>
@@ -175,7 +188,7 @@ public static partial class PolicyYaml
             var map = new MapReader(this, root, "$", ["server", "gateway", "defaults", "tenants", "services", "consumers", "credentials", "admins", "identity_providers", "alerts"]);
             server = new ServerSettings();
             if (map.Node("server") is { } serverNode && AsMap(serverNode, "server",
-                    ["listen", "admin_listen", "data", "node_id", "witness_dir", "witness_webhook", "otlp_endpoint", "otlp_protocol", "counters"]) is { } s)
+                    ["listen", "admin_listen", "data", "node_id", "witness_dir", "witness_webhook", "otlp_endpoint", "otlp_protocol", "counters", "storage"]) is { } s)
             {
                 server = new ServerSettings
                 {
@@ -188,6 +201,7 @@ public static partial class PolicyYaml
                     OtlpEndpoint = s.Url("otlp_endpoint"),
                     OtlpProtocol = ReadOtlpProtocol(s),
                     Counters = s.Enum<CounterBackend>("counters"),
+                    Storage = s.Enum<StorageBackend>("storage"),
                 };
             }
 

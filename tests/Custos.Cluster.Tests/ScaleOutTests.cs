@@ -1,0 +1,188 @@
+using System.Diagnostics;
+using System.Net.Http.Headers;
+using System.Text;
+using Custos.Policy;
+using Custos.Postgres.Tests;
+using Custos.Redis.Tests;
+using Microsoft.Extensions.Time.Testing;
+using Xunit.Abstractions;
+
+namespace Custos.Cluster.Tests;
+
+/// <summary>
+/// Three gateway nodes sharing one PostgreSQL and one Redis: limits hold globally, revocations reach every node
+/// within a second, and each control follows its declared fail mode while Redis is down.
+/// </summary>
+[Collection(ClusterCollection.Name)]
+public sealed class ScaleOutTests(RedisServerFixture redis, PostgresServerFixture postgres, ITestOutputHelper output)
+{
+    private static PolicyDocument WithLimits(PolicyDocument policy, string consumer, LimitsConfig limits)
+        => policy with { Consumers = [.. policy.Consumers.Select(c => c.Id == consumer ? c with { Limits = limits } : c)] };
+
+    [Fact]
+    public async Task ARateLimit_HoldsGlobally_AcrossThreeNodes()
+    {
+        var clock = new FakeTimeProvider(new DateTimeOffset(2026, 11, 30, 9, 0, 5, TimeSpan.Zero)); // one minute window throughout
+        await using var cluster = await Cluster.StartAsync(3, await postgres.CreateDatabaseAsync(), redis.ConnectionString,
+            p => WithLimits(p, "support-web", new LimitsConfig { RequestsPerMinute = 10 }), clock);
+        var clients = cluster.Nodes.Select(n => new HttpClient { BaseAddress = n.DataPlaneUri }).ToArray();
+        var key = cluster.KeyOf("support-web");
+
+        var results = await Task.WhenAll(Enumerable.Range(0, 60).Select(i => Cluster.ChatAsync(clients[i % 3], key)));
+
+        // Ten in all, not ten per node: counters per process would admit up to thirty.
+        Assert.Equal(10, results.Count(r => r.Status == 200));
+        Assert.Equal(50, results.Count(r => r.Status == 429 && r.Code == "throttle.rate_limit"));
+        foreach (var client in clients)
+        {
+            client.Dispose();
+        }
+    }
+
+    [Fact]
+    public async Task ABudget_Under200ConcurrentRequestsOverThreeNodes_IsNotOverspent()
+    {
+        const decimal budget = 0.005m;
+        await using var cluster = await Cluster.StartAsync(3, await postgres.CreateDatabaseAsync(), redis.ConnectionString,
+            p => WithLimits(p, "data-team", new LimitsConfig { RequestsPerMinute = 10_000, Budget = new BudgetConfig { Amount = budget, Period = BudgetPeriod.Month } }));
+        var clients = cluster.Nodes.Select(n => new HttpClient { BaseAddress = n.DataPlaneUri }).ToArray();
+        var key = cluster.KeyOf("data-team");
+
+        var results = await Task.WhenAll(Enumerable.Range(0, 200).Select(i => Cluster.ChatAsync(clients[i % 3], key, "gpt-4o", maxTokens: 16)));
+        foreach (var node in cluster.Nodes)
+        {
+            await node.Ledger.FlushAsync();
+        }
+
+        var entries = (await cluster.RequestEntriesAsync()).Where(e => e.GetProperty("consumer").GetString() == "data-team").ToList();
+        var allowed = entries.Where(e => e.GetProperty("decision").GetString() == "allow").ToList();
+        var spend = allowed.Sum(e => decimal.Parse(e.GetProperty("cost").GetString()!, System.Globalization.CultureInfo.InvariantCulture));
+        var largest = allowed.Max(e => decimal.Parse(e.GetProperty("cost").GetString()!, System.Globalization.CultureInfo.InvariantCulture));
+        output.WriteLine($"200 requests over 3 nodes: {allowed.Count} allowed, spend {spend} of a {budget} budget (largest request {largest}).");
+
+        Assert.Equal(200, entries.Count);
+        Assert.Equal(allowed.Count, results.Count(r => r.Status == 200));
+        Assert.Equal(200 - allowed.Count, results.Count(r => r.Status == 402 && r.Code == "deny.budget_exhausted"));
+        Assert.True(spend <= budget + largest, $"spend {spend} exceeds the budget {budget} by more than one request ({largest})");
+        Assert.True(allowed.Count is > 5 and < 200, $"{allowed.Count} allowed: the budget should admit some and refuse the rest");
+        foreach (var client in clients)
+        {
+            client.Dispose();
+        }
+    }
+
+    [Fact]
+    public async Task ACredentialRevokedThroughNodeA_IsRefusedByNodesBAndC_WithinOneSecond()
+    {
+        await using var cluster = await Cluster.StartAsync(3, await postgres.CreateDatabaseAsync(), redis.ConnectionString);
+        var (a, b, c) = (cluster.Nodes[0], cluster.Nodes[1], cluster.Nodes[2]);
+        using var clientB = new HttpClient { BaseAddress = b.DataPlaneUri };
+        using var clientC = new HttpClient { BaseAddress = c.DataPlaneUri };
+        var delays = new List<double>();
+        for (var trial = 0; trial < 10; trial++)
+        {
+            var issued = await cluster.AdminAsync(a, HttpMethod.Post, "/credentials", new { consumer = "data-team", reason = $"propagation trial {trial}" });
+            var key = issued.GetProperty("key").GetString()!;
+            var id = issued.GetProperty("credential").GetProperty("id").GetString()!;
+            await WaitForAsync(clientB, key, 200);
+            await WaitForAsync(clientC, key, 200);
+
+            var revoked = Stopwatch.StartNew();
+            await cluster.AdminAsync(a, HttpMethod.Post, $"/credentials/{id}/revoke", new { reason = $"propagation trial {trial}" });
+            var onB = WaitForAsync(clientB, key, 401, revoked);
+            var onC = WaitForAsync(clientC, key, 401, revoked);
+            delays.Add(await onB);
+            delays.Add(await onC);
+        }
+
+        delays.Sort();
+        output.WriteLine($"revocation through node A refused by B and C after (ms, 20 measurements): min {delays[0]:0.0}, p50 {delays[9]:0.0}, p90 {delays[17]:0.0}, max {delays[^1]:0.0}");
+        Assert.All(delays, d => Assert.True(d < 1000, $"refused only after {d:0} ms"));
+    }
+
+    /// <summary>Calls until <paramref name="status"/> comes back; returns the milliseconds since <paramref name="since"/>.</summary>
+    private static async Task<double> WaitForAsync(HttpClient client, string key, int status, Stopwatch? since = null)
+    {
+        var deadline = Stopwatch.StartNew();
+        while (true)
+        {
+            var result = await Cluster.ChatAsync(client, key);
+            if (result.Status == status)
+            {
+                return (since ?? deadline).Elapsed.TotalMilliseconds;
+            }
+
+            Assert.True(deadline.Elapsed < TimeSpan.FromSeconds(10), $"still {result.Status} {result.Code} after 10 s, waiting for {status}");
+            await Task.Delay(2);
+        }
+    }
+
+    [Fact]
+    public async Task RedisStoppedUnderLoad_EachControlFollowsItsFailMode_AndNormalServiceReturnsWithinFiveSeconds()
+    {
+        await using var cluster = await Cluster.StartAsync(3, await postgres.CreateDatabaseAsync(), redis.ConnectionString, p =>
+            WithLimits(WithLimits(p, "data-team", new LimitsConfig { RequestsPerMinute = 100_000 }),
+                "nightly-digest", new LimitsConfig { Budget = new BudgetConfig { Amount = 1000m, Period = BudgetPeriod.Month } }));
+        var clients = cluster.Nodes.Select(n => new HttpClient { BaseAddress = n.DataPlaneUri }).ToArray();
+        var limited = cluster.KeyOf("data-team"); // a rate limit: local_share by default
+        var budgeted = cluster.KeyOf("nightly-digest"); // a budget: closed by default
+        try
+        {
+            Assert.Equal(200, (await Cluster.ChatAsync(clients[0], limited)).Status);
+            Assert.Equal(200, (await Cluster.ChatAsync(clients[1], budgeted)).Status);
+
+            await redis.StopAsync();
+            var during = new List<(int Status, string? RequestId, string? Code, string Consumer)>();
+            var outage = Stopwatch.StartNew();
+            for (var i = 0; outage.Elapsed < TimeSpan.FromSeconds(2); i++)
+            {
+                var rate = await Cluster.ChatAsync(clients[i % 3], limited);
+                var budget = await Cluster.ChatAsync(clients[(i + 1) % 3], budgeted);
+                during.Add((rate.Status, rate.RequestId, rate.Code, "data-team"));
+                during.Add((budget.Status, budget.RequestId, budget.Code, "nightly-digest"));
+            }
+
+            // Rate limits count a per-node share and serve; the budget refuses rather than serve unchecked.
+            Assert.All(during.Where(d => d.Consumer == "data-team"), d => Assert.Equal(200, d.Status));
+            Assert.All(during.Where(d => d.Consumer == "nightly-digest"), d => Assert.Equal((503, "unavailable.counters"), (d.Status, d.Code)));
+
+            await redis.StartAsync();
+            var back = Stopwatch.StartNew();
+            while ((await Cluster.ChatAsync(clients[2], budgeted)).Status != 200)
+            {
+                Assert.True(back.Elapsed < TimeSpan.FromSeconds(5), "the budget still refuses 5 s after Redis returned");
+                await Task.Delay(20);
+            }
+
+            output.WriteLine($"{during.Count} requests during a 2 s Redis outage; normal service {back.Elapsed.TotalMilliseconds:0} ms after Redis answered again.");
+            foreach (var node in cluster.Nodes)
+            {
+                await node.Ledger.FlushAsync();
+            }
+
+            // Every decision taken meanwhile says it was degraded, and which mode decided.
+            var entries = (await cluster.RequestEntriesAsync()).ToDictionary(e => e.GetProperty("request_id").GetString()!);
+            foreach (var (status, requestId, _, consumer) in during)
+            {
+                var entry = entries[requestId!];
+                Assert.Equal("counters", Assert.Single(entry.GetProperty("degraded").EnumerateArray()).GetString());
+                var control = entry.GetProperty("controls").EnumerateArray().Single(c => c.GetProperty("control").GetString() is "rate_limit.requests" or "budget");
+                Assert.Equal(consumer == "data-team" ? "local_share" : "closed", control.GetProperty("degraded").GetString());
+            }
+
+            Assert.False(entries.Values.Last().TryGetProperty("degraded", out _));
+        }
+        finally
+        {
+            if (!redis.IsRunning)
+            {
+                await redis.StartAsync();
+            }
+
+            foreach (var client in clients)
+            {
+                client.Dispose();
+            }
+        }
+    }
+}
