@@ -169,9 +169,10 @@ public sealed partial class SqliteStore : ICustosStore
                 {
                     var record = item.Record;
                     var request = record as RequestRecord;
-                    if (request?.CredentialId is { } credentialId)
+                    if (request?.CredentialId is { } credentialId
+                        && (!_lastUsed.TryGetValue(credentialId, out var known) || known < record.Timestamp))
                     {
-                        _lastUsed[credentialId] = record.Timestamp;
+                        _lastUsed[credentialId] = record.Timestamp; // the latest use, whatever the order in the batch
                     }
 
                     LedgerTime.FormatUtf8(record.Timestamp, ts);
@@ -333,32 +334,50 @@ public sealed partial class SqliteStore : ICustosStore
         await _writeLock.WaitAsync(cancellationToken);
         try
         {
-            var latest = await GetLatestAsync(cancellationToken);
-            if (latest is not null && latest.Sha256 == sha)
+            // Read the latest and write the next in one write transaction: another process on the same file
+            // (another node) waits for it, and then reads this version as the latest.
+            var writer = _writer ?? throw new ObjectDisposedException(nameof(SqliteStore));
+            await ExecuteAsync(writer, "BEGIN IMMEDIATE", cancellationToken);
+            var committed = false;
+            try
             {
-                return (latest, false);
-            }
+                var found = await ReadVersionsAsync(writer, "ORDER BY number DESC LIMIT 1", cancellationToken);
+                var latest = found.Count == 0 ? null : found[0];
+                if (latest is not null && latest.Sha256 == sha)
+                {
+                    return (latest, false);
+                }
 
-            if (basedOn is { } based && based != (latest?.Number ?? 0))
+                if (basedOn is { } based && based != (latest?.Number ?? 0))
+                {
+                    throw new PolicyConflictException(based, latest?.Number ?? 0);
+                }
+
+                var version = new PolicyVersion((latest?.Number ?? 0) + 1, sha, author, reason, now, document);
+                using var command = writer.CreateCommand();
+                command.CommandText = """
+                    INSERT INTO policy_versions (number, sha256, author, reason, created_at, canonical, source)
+                    VALUES ($number, $sha, $author, $reason, $created, $canonical, $source)
+                    """;
+                command.Parameters.AddWithValue("$number", version.Number);
+                command.Parameters.AddWithValue("$sha", sha);
+                command.Parameters.AddWithValue("$author", author);
+                command.Parameters.AddWithValue("$reason", reason);
+                command.Parameters.AddWithValue("$created", LedgerTime.Format(now));
+                command.Parameters.AddWithValue("$canonical", canonical);
+                command.Parameters.AddWithValue("$source", (object?)source ?? DBNull.Value);
+                await command.ExecuteNonQueryAsync(cancellationToken);
+                await ExecuteAsync(writer, "COMMIT", cancellationToken);
+                committed = true;
+                return (version, true);
+            }
+            finally
             {
-                throw new PolicyConflictException(based, latest?.Number ?? 0);
+                if (!committed)
+                {
+                    await ExecuteAsync(writer, "ROLLBACK", CancellationToken.None);
+                }
             }
-
-            var version = new PolicyVersion((latest?.Number ?? 0) + 1, sha, author, reason, now, document);
-            using var command = _writer!.CreateCommand();
-            command.CommandText = """
-                INSERT INTO policy_versions (number, sha256, author, reason, created_at, canonical, source)
-                VALUES ($number, $sha, $author, $reason, $created, $canonical, $source)
-                """;
-            command.Parameters.AddWithValue("$number", version.Number);
-            command.Parameters.AddWithValue("$sha", sha);
-            command.Parameters.AddWithValue("$author", author);
-            command.Parameters.AddWithValue("$reason", reason);
-            command.Parameters.AddWithValue("$created", LedgerTime.Format(now));
-            command.Parameters.AddWithValue("$canonical", canonical);
-            command.Parameters.AddWithValue("$source", (object?)source ?? DBNull.Value);
-            await command.ExecuteNonQueryAsync(cancellationToken);
-            return (version, true);
         }
         finally
         {
@@ -369,6 +388,11 @@ public sealed partial class SqliteStore : ICustosStore
     private async Task<IReadOnlyList<PolicyVersion>> ReadVersionsAsync(string order, CancellationToken cancellationToken)
     {
         await using var connection = await OpenReaderAsync(cancellationToken);
+        return await ReadVersionsAsync(connection, order, cancellationToken);
+    }
+
+    private static async Task<IReadOnlyList<PolicyVersion>> ReadVersionsAsync(SqliteConnection connection, string order, CancellationToken cancellationToken)
+    {
         using var command = connection.CreateCommand();
         command.CommandText = "SELECT number, sha256, author, reason, created_at, canonical FROM policy_versions " + order;
         await using var reader = await command.ExecuteReaderAsync(cancellationToken);

@@ -1,0 +1,114 @@
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Custos.Alerts;
+using Npgsql;
+
+namespace Custos.Postgres;
+
+/// <summary>Alerts: one row each, the whole alert as JSON (the SQLite store's form) beside the columns the lists filter on.</summary>
+public sealed partial class PostgresStore
+{
+    private static readonly JsonSerializerOptions AlertJson = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower) },
+    };
+
+    /// <inheritdoc/>
+    /// <remarks>The number is drawn from the identity's sequence first, so the row is written once, with its id inside.</remarks>
+    public async Task<Alert> CreateAlertAsync(Alert alert, CancellationToken cancellationToken = default)
+    {
+        await using var connection = await _dataSource.OpenConnectionAsync(cancellationToken);
+        long number;
+        await using (var next = new NpgsqlCommand("SELECT nextval(pg_get_serial_sequence('alerts', 'number'))", connection))
+        {
+            number = (long)(await next.ExecuteScalarAsync(cancellationToken))!;
+        }
+
+        var stored = alert with { Id = "al-" + number.ToString(CultureInfo.InvariantCulture) };
+        await using var insert = new NpgsqlCommand("INSERT INTO alerts (number, status, fingerprint, raised_at, alert) VALUES ($1, $2, $3, $4, $5)", connection);
+        insert.Parameters.Add(new NpgsqlParameter { Value = number });
+        insert.Parameters.Add(new NpgsqlParameter { Value = StatusText(alert.Status) });
+        insert.Parameters.Add(new NpgsqlParameter { Value = alert.Signal.Fingerprint });
+        insert.Parameters.Add(new NpgsqlParameter { Value = Utc(alert.RaisedAt) });
+        insert.Parameters.Add(new NpgsqlParameter { Value = JsonSerializer.Serialize(stored, AlertJson) });
+        await insert.ExecuteNonQueryAsync(cancellationToken);
+        return stored;
+    }
+
+    /// <inheritdoc/>
+    public async Task UpdateAlertAsync(Alert alert, CancellationToken cancellationToken = default)
+    {
+        var number = AlertNumber(alert.Id) ?? throw new ArgumentException($"'{alert.Id}' is not an alert id.", nameof(alert));
+        await ExecuteAsync("UPDATE alerts SET status = $1, alert = $2 WHERE number = $3", p =>
+        {
+            p.Add(new NpgsqlParameter { Value = StatusText(alert.Status) });
+            p.Add(new NpgsqlParameter { Value = JsonSerializer.Serialize(alert, AlertJson) });
+            p.Add(new NpgsqlParameter { Value = number });
+        }, cancellationToken);
+    }
+
+    /// <inheritdoc/>
+    public async Task<Alert?> GetAlertAsync(string id, CancellationToken cancellationToken = default)
+    {
+        if (AlertNumber(id) is not { } number)
+        {
+            return null;
+        }
+
+        await using var command = _dataSource.CreateCommand("SELECT alert FROM alerts WHERE number = $1");
+        command.Parameters.Add(new NpgsqlParameter { Value = number });
+        return await command.ExecuteScalarAsync(cancellationToken) is string json ? JsonSerializer.Deserialize<Alert>(json, AlertJson) : null;
+    }
+
+    /// <inheritdoc/>
+    public async Task<IReadOnlyList<Alert>> ListAlertsAsync(AlertStatus? status, int limit, CancellationToken cancellationToken = default)
+    {
+        await using var command = _dataSource.CreateCommand(status is null
+            ? "SELECT alert FROM alerts ORDER BY number DESC LIMIT $1"
+            : "SELECT alert FROM alerts WHERE status = $2 ORDER BY number DESC LIMIT $1");
+        command.Parameters.Add(new NpgsqlParameter { Value = Math.Clamp(limit, 1, 100_000) });
+        if (status is { } s)
+        {
+            command.Parameters.Add(new NpgsqlParameter { Value = StatusText(s) });
+        }
+
+        var result = new List<Alert>();
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            result.Add(JsonSerializer.Deserialize<Alert>(reader.GetString(0), AlertJson)!);
+        }
+
+        return result;
+    }
+
+    /// <inheritdoc/>
+    public async Task<IReadOnlyList<(string Consumer, string Model)>> GetConsumerModelsAsync(CancellationToken cancellationToken = default)
+    {
+        await using var command = _dataSource.CreateCommand("""
+            SELECT DISTINCT consumer, model FROM ledger
+            WHERE kind = 'request' AND decision = 'allow' AND consumer IS NOT NULL AND model IS NOT NULL
+            """);
+        var result = new List<(string, string)>();
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            result.Add((reader.GetString(0), reader.GetString(1)));
+        }
+
+        return result;
+    }
+
+    private static string StatusText(AlertStatus status) => status switch
+    {
+        AlertStatus.Open => "open",
+        AlertStatus.Acknowledged => "acknowledged",
+        _ => "resolved",
+    };
+
+    private static long? AlertNumber(string id)
+        => id.StartsWith("al-", StringComparison.Ordinal) && long.TryParse(id.AsSpan(3), NumberStyles.None, CultureInfo.InvariantCulture, out var n) ? n : null;
+}

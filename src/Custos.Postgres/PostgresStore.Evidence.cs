@@ -1,0 +1,77 @@
+using System.Runtime.CompilerServices;
+using Custos.Ledger;
+using Npgsql;
+
+namespace Custos.Postgres;
+
+/// <summary>Ordered chain reads and signed checkpoints.</summary>
+public sealed partial class PostgresStore
+{
+    /// <inheritdoc/>
+    public async Task<IReadOnlyList<(string ChainId, long LastSeq, long Count)>> GetChainsAsync(CancellationToken cancellationToken = default)
+    {
+        await using var command = _dataSource.CreateCommand("SELECT chain_id, max(seq), count(*) FROM ledger GROUP BY chain_id ORDER BY chain_id");
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        var result = new List<(string, long, long)>();
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            result.Add((reader.GetString(0), reader.GetInt64(1), reader.GetInt64(2)));
+        }
+
+        return result;
+    }
+
+    /// <inheritdoc/>
+    public async IAsyncEnumerable<ChainEntry> ReadChainAsync(string chainId, long fromSeq, long toSeq, bool withRecords = true,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        await using var command = _dataSource.CreateCommand($"""
+            SELECT seq, {(withRecords ? "record" : "NULL")}, prev_hash, hash, request_id, ts FROM ledger
+            WHERE chain_id = $1 AND seq >= $2 AND seq <= $3 ORDER BY seq
+            """);
+        command.Parameters.Add(new NpgsqlParameter { Value = chainId });
+        command.Parameters.Add(new NpgsqlParameter { Value = fromSeq });
+        command.Parameters.Add(new NpgsqlParameter { Value = toSeq });
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            yield return new ChainEntry(reader.GetInt64(0), withRecords ? Json(reader, 1) : "", reader.GetString(2), reader.GetString(3),
+                reader.IsDBNull(4) ? null : reader.GetString(4), LedgerTime.Format(Time(reader, 5)));
+        }
+    }
+
+    /// <inheritdoc/>
+    public async Task AppendCheckpointAsync(SignedCheckpoint checkpoint, CancellationToken cancellationToken = default)
+    {
+        var parsed = checkpoint.Checkpoint;
+        await ExecuteAsync("INSERT INTO checkpoints (chain_id, to_seq, from_seq, checkpoint, signature) VALUES ($1, $2, $3, $4, $5)", p =>
+        {
+            p.Add(new NpgsqlParameter { Value = parsed.ChainId });
+            p.Add(new NpgsqlParameter { Value = parsed.ToSeq });
+            p.Add(new NpgsqlParameter { Value = parsed.FromSeq });
+            p.Add(new NpgsqlParameter { Value = checkpoint.Json });
+            p.Add(new NpgsqlParameter { Value = checkpoint.Signature });
+        }, cancellationToken);
+    }
+
+    /// <inheritdoc/>
+    public async Task<IReadOnlyList<SignedCheckpoint>> GetCheckpointsAsync(string? chainId = null, CancellationToken cancellationToken = default)
+    {
+        await using var command = _dataSource.CreateCommand(chainId is null
+            ? "SELECT checkpoint, signature FROM checkpoints ORDER BY chain_id, to_seq"
+            : "SELECT checkpoint, signature FROM checkpoints WHERE chain_id = $1 ORDER BY to_seq");
+        if (chainId is not null)
+        {
+            command.Parameters.Add(new NpgsqlParameter { Value = chainId });
+        }
+
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        var result = new List<SignedCheckpoint>();
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            result.Add(new SignedCheckpoint(reader.GetString(0), reader.GetString(1)));
+        }
+
+        return result;
+    }
+}

@@ -1,0 +1,416 @@
+using System.Collections.Concurrent;
+using System.Globalization;
+using System.Runtime.CompilerServices;
+using System.Text;
+using Custos.Ledger;
+using Custos.Policy;
+using Npgsql;
+using NpgsqlTypes;
+
+namespace Custos.Postgres;
+
+/// <summary>
+/// The store many gateway nodes share: policy versions, the ledger (partitioned by month), the registry, evidence and
+/// alerts in one PostgreSQL database. Every method is safe with callers on other nodes: each node appends only its
+/// own chain, and whatever must be serialised across nodes (migrations, policy versions, new partitions) is, with
+/// PostgreSQL advisory locks.
+/// </summary>
+public sealed partial class PostgresStore : ICustosStore
+{
+    private const string LedgerColumns = "chain_id, seq, kind, ts, request_id, tenant, service, consumer, decision, model, cost, record, prev_hash, hash";
+
+    private readonly NpgsqlDataSource _dataSource;
+    private readonly ConcurrentDictionary<int, bool> _months = new();
+    private readonly Dictionary<int, long> _retryAfter = [];
+    private readonly SemaphoreSlim _partitionLock = new(1, 1);
+
+    private PostgresStore(NpgsqlDataSource dataSource, string description)
+    {
+        _dataSource = dataSource;
+        Description = description;
+    }
+
+    /// <summary>Where the store is: <c>postgresql://host:port/database</c>, never the user's password.</summary>
+    public string Description { get; }
+
+    /// <summary>How a batch reaches the ledger table: binary COPY (the default, measured faster) or one INSERT of arrays.</summary>
+    internal AppendMode Mode { get; set; } = AppendMode.Copy;
+
+    /// <summary>
+    /// Opens the store in the database <paramref name="connectionString"/> names (an Npgsql connection string), brings
+    /// its schema up to date and makes sure the ledger has partitions for this month and the next.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">
+    /// The server cannot be reached or refuses the login, the database is not UTF8, or its schema is newer than this
+    /// code. The message names the server and database, never the password.
+    /// </exception>
+    public static async Task<PostgresStore> OpenAsync(string connectionString, CancellationToken cancellationToken = default)
+    {
+        var builder = new NpgsqlDataSourceBuilder(connectionString);
+        var settings = builder.ConnectionStringBuilder;
+        if (string.IsNullOrEmpty(settings.ApplicationName))
+        {
+            settings.ApplicationName = "custos";
+        }
+
+        var description = string.Create(CultureInfo.InvariantCulture,
+            $"postgresql://{settings.Host ?? "localhost"}:{settings.Port}/{settings.Database ?? settings.Username ?? "postgres"}");
+        var store = new PostgresStore(builder.Build(), description);
+        try
+        {
+            await store.MigrateAsync(cancellationToken);
+            await store.LoadPartitionsAsync(cancellationToken);
+            var month = MonthOf(DateTime.UtcNow);
+            await store.EnsurePartitionsAsync([month, month + 1], cancellationToken);
+            return store;
+        }
+        catch (Exception e) when (e is NpgsqlException or TimeoutException)
+        {
+            await store.DisposeAsync();
+            throw new InvalidOperationException($"Cannot open the PostgreSQL store {description}: {e.Message}", e);
+        }
+        catch
+        {
+            await store.DisposeAsync();
+            throw;
+        }
+    }
+
+    /// <inheritdoc/>
+    public async Task<(long Seq, string Hash)> GetChainHeadAsync(string chainId, CancellationToken cancellationToken = default)
+    {
+        await using var command = _dataSource.CreateCommand("SELECT seq, hash FROM ledger WHERE chain_id = $1 ORDER BY seq DESC LIMIT 1");
+        command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = chainId });
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        return await reader.ReadAsync(cancellationToken) ? (reader.GetInt64(0), reader.GetString(1)) : (0, HashChain.Genesis);
+    }
+
+    /// <inheritdoc/>
+    /// <remarks>
+    /// On every request's path (through the ledger writer): one transaction per batch, the rows sent by binary COPY
+    /// (the canonical JSON as the bytes that were hashed), then one upsert of the batch's credentials (the latest use
+    /// wins, whichever node writes last). A batch reaching into a month without a partition creates it first.
+    /// </remarks>
+    public async Task AppendAsync(IReadOnlyList<ChainedRecord> batch, CancellationToken cancellationToken = default)
+    {
+        if (batch.Count == 0)
+        {
+            return;
+        }
+
+        List<int>? missing = null;
+        var last = -1;
+        foreach (var item in batch)
+        {
+            var month = MonthOf(item.Record.Timestamp.UtcDateTime);
+            if (month != last && !_months.ContainsKey(month))
+            {
+                (missing ??= []).Add(month);
+                missing.Add(month + 1);
+            }
+
+            last = month;
+        }
+
+        if (missing is not null)
+        {
+            await EnsurePartitionsAsync(missing.Distinct().Order(), cancellationToken);
+        }
+
+        await using var connection = await _dataSource.OpenConnectionAsync(cancellationToken);
+        await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
+        var usage = Mode == AppendMode.Copy
+            ? await CopyAsync(connection, batch, cancellationToken)
+            : await InsertAsync(connection, batch, cancellationToken);
+        if (usage is not null)
+        {
+            await using var command = UsageCommand(usage);
+            command.Connection = connection;
+            await command.ExecuteNonQueryAsync(cancellationToken);
+        }
+
+        await transaction.CommitAsync(cancellationToken);
+    }
+
+    private static async Task<SortedDictionary<string, DateTime>?> CopyAsync(NpgsqlConnection connection, IReadOnlyList<ChainedRecord> batch,
+        CancellationToken cancellationToken)
+    {
+        SortedDictionary<string, DateTime>? usage = null;
+        await using var importer = await connection.BeginBinaryImportAsync($"COPY ledger ({LedgerColumns}) FROM STDIN (FORMAT BINARY)", cancellationToken);
+        foreach (var item in batch)
+        {
+            var record = item.Record;
+            var request = record as RequestRecord;
+            var ts = Utc(record.Timestamp);
+            if (request?.CredentialId is { } credentialId)
+            {
+                Use(ref usage, credentialId, ts);
+            }
+
+            await importer.StartRowAsync(cancellationToken);
+            await importer.WriteAsync(item.ChainId, NpgsqlDbType.Text, cancellationToken);
+            await importer.WriteAsync(item.Seq, NpgsqlDbType.Bigint, cancellationToken);
+            await importer.WriteAsync(record.Kind, NpgsqlDbType.Text, cancellationToken);
+            await importer.WriteAsync(ts, NpgsqlDbType.TimestampTz, cancellationToken);
+            await WriteTextAsync(importer, request?.RequestId, cancellationToken);
+            await WriteTextAsync(importer, record.Tenant, cancellationToken);
+            await WriteTextAsync(importer, request?.Service, cancellationToken);
+            await WriteTextAsync(importer, request?.Consumer, cancellationToken);
+            await WriteTextAsync(importer, request is null ? null : Names.Of(request.Decision), cancellationToken);
+            await WriteTextAsync(importer, request?.Model, cancellationToken);
+            if (request?.Cost is { } cost)
+            {
+                await importer.WriteAsync(CanonicalCost(cost), NpgsqlDbType.Numeric, cancellationToken);
+            }
+            else
+            {
+                await importer.WriteNullAsync(cancellationToken);
+            }
+
+            await importer.WriteAsync(item.Canonical, NpgsqlDbType.Bytea, cancellationToken);
+            await importer.WriteAsync(item.PrevHash, NpgsqlDbType.Text, cancellationToken);
+            await importer.WriteAsync(item.Hash, NpgsqlDbType.Text, cancellationToken);
+        }
+
+        await importer.CompleteAsync(cancellationToken);
+        return usage;
+    }
+
+    private static async Task<SortedDictionary<string, DateTime>?> InsertAsync(NpgsqlConnection connection, IReadOnlyList<ChainedRecord> batch,
+        CancellationToken cancellationToken)
+    {
+        SortedDictionary<string, DateTime>? usage = null;
+        var n = batch.Count;
+        var (chain, seq, kind, ts) = (new string[n], new long[n], new string[n], new DateTime[n]);
+        var (requestId, tenant, service, consumer, decision, model) = (new string?[n], new string?[n], new string?[n], new string?[n], new string?[n], new string?[n]);
+        var (cost, record, prev, hash) = (new decimal?[n], new byte[n][], new string[n], new string[n]);
+        for (var i = 0; i < n; i++)
+        {
+            var item = batch[i];
+            var request = item.Record as RequestRecord;
+            (chain[i], seq[i], kind[i], ts[i]) = (item.ChainId, item.Seq, item.Record.Kind, Utc(item.Record.Timestamp));
+            (requestId[i], tenant[i], service[i], consumer[i]) = (request?.RequestId, item.Record.Tenant, request?.Service, request?.Consumer);
+            (decision[i], model[i]) = (request is null ? null : Names.Of(request.Decision), request?.Model);
+            (cost[i], record[i], prev[i], hash[i]) = (request?.Cost is { } c ? CanonicalCost(c) : null, item.Canonical, item.PrevHash, item.Hash);
+            if (request?.CredentialId is { } credentialId)
+            {
+                Use(ref usage, credentialId, ts[i]);
+            }
+        }
+
+        await using var command = new NpgsqlCommand($"""
+            INSERT INTO ledger ({LedgerColumns})
+            SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::timestamptz[], $5::text[], $6::text[], $7::text[], $8::text[],
+                $9::text[], $10::text[], $11::numeric[], $12::bytea[], $13::text[], $14::text[])
+            """, connection);
+        foreach (var values in new object[] { chain, seq, kind, ts, requestId, tenant, service, consumer, decision, model, cost, record, prev, hash })
+        {
+            command.Parameters.Add(new NpgsqlParameter { Value = values });
+        }
+
+        await command.ExecuteNonQueryAsync(cancellationToken);
+        return usage;
+    }
+
+    private static void Use(ref SortedDictionary<string, DateTime>? usage, string credentialId, DateTime at)
+    {
+        usage ??= new SortedDictionary<string, DateTime>(StringComparer.Ordinal);
+        if (!usage.TryGetValue(credentialId, out var known) || known < at)
+        {
+            usage[credentialId] = at;
+        }
+    }
+
+    /// <summary>
+    /// When each credential of a batch was last used: one row per credential, never moved back. Rows are written in
+    /// one order on every node, so two nodes' batches naming the same credentials wait for each other, never deadlock.
+    /// </summary>
+    private static NpgsqlCommand UsageCommand(SortedDictionary<string, DateTime> usage)
+    {
+        var command = new NpgsqlCommand("""
+            INSERT INTO credential_usage (credential_id, last_used)
+            SELECT id, at FROM unnest($1::text[], $2::timestamptz[]) AS u (id, at) ORDER BY id COLLATE "C"
+            ON CONFLICT (credential_id) DO UPDATE SET last_used = GREATEST(credential_usage.last_used, excluded.last_used)
+            """);
+        command.Parameters.Add(new NpgsqlParameter { Value = usage.Keys.ToArray() });
+        command.Parameters.Add(new NpgsqlParameter { Value = usage.Values.ToArray() });
+        return command;
+    }
+
+    private static Task WriteTextAsync(NpgsqlBinaryImporter importer, string? value, CancellationToken cancellationToken)
+        => value is null ? importer.WriteNullAsync(cancellationToken) : importer.WriteAsync(value, NpgsqlDbType.Text, cancellationToken);
+
+    /// <summary>The cost as the canonical record states it (nine decimals): what the SQLite store sums from the JSON.</summary>
+    private static decimal CanonicalCost(decimal cost)
+    {
+        Span<char> text = stackalloc char[64];
+        cost.TryFormat(text, out var written, "0.000000000", CultureInfo.InvariantCulture);
+        return decimal.Parse(text[..written], NumberStyles.Number, CultureInfo.InvariantCulture);
+    }
+
+    /// <summary>An instant as PostgreSQL stores it: UTC, whole microseconds (truncated, as <see cref="LedgerTime"/> writes it).</summary>
+    internal static DateTime Utc(DateTimeOffset time)
+    {
+        var ticks = time.UtcTicks;
+        return new DateTime(ticks - (ticks % 10), DateTimeKind.Utc);
+    }
+
+    /// <summary>A stored instant back as the gateway knows it.</summary>
+    private static DateTimeOffset Time(NpgsqlDataReader reader, int ordinal) => new(reader.GetDateTime(ordinal), TimeSpan.Zero);
+
+    /// <inheritdoc/>
+    public async IAsyncEnumerable<StoredRecord> QueryAsync(LedgerQuery query, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        await using var command = _dataSource.CreateCommand();
+        var where = new List<string>();
+        void Filter(string column, object? value)
+        {
+            if (value is not null)
+            {
+                command.Parameters.Add(new NpgsqlParameter { Value = value });
+                where.Add($"{column} = ${command.Parameters.Count}");
+            }
+        }
+
+        Filter("kind", query.Kind);
+        Filter("tenant", query.Tenant);
+        Filter("service", query.Service);
+        Filter("consumer", query.Consumer);
+        Filter("decision", query.Decision);
+        Filter("model", query.Model);
+        Filter("request_id", query.RequestId);
+        if (query.From is { } from)
+        {
+            command.Parameters.Add(new NpgsqlParameter { Value = Utc(from) });
+            where.Add($"ts >= ${command.Parameters.Count}");
+        }
+
+        if (query.To is { } to)
+        {
+            command.Parameters.Add(new NpgsqlParameter { Value = Utc(to) });
+            where.Add($"ts < ${command.Parameters.Count}");
+        }
+
+        command.Parameters.Add(new NpgsqlParameter { Value = query.Limit < 0 ? DBNull.Value : query.Limit, NpgsqlDbType = NpgsqlDbType.Integer });
+
+        // Newest N, returned oldest first.
+        command.CommandText = $"""
+            SELECT chain_id, seq, kind, record, prev_hash, hash FROM (
+                SELECT chain_id, seq, kind, record, prev_hash, hash, ts FROM ledger
+                {(where.Count > 0 ? "WHERE " + string.Join(" AND ", where) : "")}
+                ORDER BY ts DESC, chain_id DESC, seq DESC LIMIT ${command.Parameters.Count}) newest
+            ORDER BY ts, chain_id, seq
+            """;
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            yield return new StoredRecord(reader.GetString(0), reader.GetInt64(1), reader.GetString(2), Json(reader, 3), reader.GetString(4), reader.GetString(5));
+        }
+    }
+
+    /// <summary>The canonical JSON of a ledger row, from its exact bytes.</summary>
+    private static string Json(NpgsqlDataReader reader, int ordinal) => Encoding.UTF8.GetString(reader.GetFieldValue<byte[]>(ordinal));
+
+    /// <inheritdoc/>
+    public async Task<PolicyVersion?> GetLatestAsync(CancellationToken cancellationToken = default)
+    {
+        await using var connection = await _dataSource.OpenConnectionAsync(cancellationToken);
+        var latest = await ReadVersionsAsync(connection, "ORDER BY number DESC LIMIT 1", cancellationToken);
+        return latest.Count == 0 ? null : latest[0];
+    }
+
+    /// <inheritdoc/>
+    public async Task<IReadOnlyList<PolicyVersion>> GetHistoryAsync(CancellationToken cancellationToken = default)
+    {
+        await using var connection = await _dataSource.OpenConnectionAsync(cancellationToken);
+        return await ReadVersionsAsync(connection, "ORDER BY number", cancellationToken);
+    }
+
+    /// <inheritdoc/>
+    /// <remarks>
+    /// Writers on every node are serialised by a transaction-scoped advisory lock: the latest version is read, compared
+    /// (same document, <paramref name="basedOn"/>) and followed inside it, so two nodes never store the same number.
+    /// </remarks>
+    public async Task<(PolicyVersion Version, bool Created)> SaveAsync(PolicyDocument document, string author, string reason,
+        DateTimeOffset now, string? source, long? basedOn = null, CancellationToken cancellationToken = default)
+    {
+        var canonical = PolicyVersion.CanonicalJson(document);
+        var sha = PolicyVersion.HashOf(document);
+        await using var connection = await _dataSource.OpenConnectionAsync(cancellationToken);
+        await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
+        await ExecuteAsync(connection, $"SELECT pg_advisory_xact_lock({PolicyLock})", cancellationToken);
+        var found = await ReadVersionsAsync(connection, "ORDER BY number DESC LIMIT 1", cancellationToken);
+        var latest = found.Count == 0 ? null : found[0];
+        if (latest is not null && latest.Sha256 == sha)
+        {
+            return (latest, false);
+        }
+
+        if (basedOn is { } based && based != (latest?.Number ?? 0))
+        {
+            throw new PolicyConflictException(based, latest?.Number ?? 0);
+        }
+
+        var version = new PolicyVersion((latest?.Number ?? 0) + 1, sha, author, reason, now, document);
+        await using (var command = new NpgsqlCommand("""
+            INSERT INTO policy_versions (number, sha256, author, reason, created_at, canonical, source) VALUES ($1, $2, $3, $4, $5, $6, $7)
+            """, connection))
+        {
+            command.Parameters.Add(new NpgsqlParameter { Value = version.Number });
+            command.Parameters.Add(new NpgsqlParameter { Value = sha });
+            command.Parameters.Add(new NpgsqlParameter { Value = author });
+            command.Parameters.Add(new NpgsqlParameter { Value = reason });
+            command.Parameters.Add(new NpgsqlParameter { Value = Utc(now) });
+            command.Parameters.Add(new NpgsqlParameter { Value = canonical });
+            command.Parameters.Add(new NpgsqlParameter { Value = (object?)source ?? DBNull.Value, NpgsqlDbType = NpgsqlDbType.Text });
+            await command.ExecuteNonQueryAsync(cancellationToken);
+        }
+
+        await transaction.CommitAsync(cancellationToken);
+        return (version, true);
+    }
+
+    private static async Task<IReadOnlyList<PolicyVersion>> ReadVersionsAsync(NpgsqlConnection connection, string order, CancellationToken cancellationToken)
+    {
+        await using var command = new NpgsqlCommand("SELECT number, sha256, author, reason, created_at, canonical FROM policy_versions " + order, connection);
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        var result = new List<PolicyVersion>();
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            result.Add(new PolicyVersion(reader.GetInt64(0), reader.GetString(1), reader.GetString(2), reader.GetString(3),
+                Time(reader, 4), PolicyVersion.FromCanonicalJson(reader.GetString(5))));
+        }
+
+        return result;
+    }
+
+    private static async Task ExecuteAsync(NpgsqlConnection connection, string sql, CancellationToken cancellationToken)
+    {
+        await using var command = new NpgsqlCommand(sql, connection);
+        await command.ExecuteNonQueryAsync(cancellationToken);
+    }
+
+    private async Task<int> ExecuteAsync(string sql, Action<NpgsqlParameterCollection> bind, CancellationToken cancellationToken)
+    {
+        await using var command = _dataSource.CreateCommand(sql);
+        bind(command.Parameters);
+        return await command.ExecuteNonQueryAsync(cancellationToken);
+    }
+
+    /// <inheritdoc/>
+    public async ValueTask DisposeAsync()
+    {
+        await _dataSource.DisposeAsync();
+        _partitionLock.Dispose();
+    }
+}
+
+/// <summary>How <see cref="PostgresStore.AppendAsync"/> sends a batch.</summary>
+internal enum AppendMode
+{
+    /// <summary>Binary COPY into the partitioned table.</summary>
+    Copy,
+
+    /// <summary>One <c>INSERT … SELECT FROM unnest(arrays)</c>.</summary>
+    Batch,
+}

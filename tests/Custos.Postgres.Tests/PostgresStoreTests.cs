@@ -1,0 +1,238 @@
+using Custos.Errors;
+using Custos.Ledger;
+using Custos.Storage.Tests;
+using Npgsql;
+
+namespace Custos.Postgres.Tests;
+
+/// <summary>The store contract against a real PostgreSQL (a database per test), plus what only PostgreSQL has to do.</summary>
+[Collection(PostgresCollection.Name)]
+public sealed class PostgresStoreTests(PostgresServerFixture server) : StoreContract
+{
+    private string? _connectionString;
+
+    private string ConnectionString => _connectionString ?? throw new InvalidOperationException("No database yet.");
+
+    protected override async Task<ICustosStore> CreateStoreAsync()
+    {
+        _connectionString = await server.CreateDatabaseAsync();
+        return await PostgresStore.OpenAsync(_connectionString);
+    }
+
+    protected override async Task<ICustosStore> OpenSameStoreAsync() => await PostgresStore.OpenAsync(ConnectionString);
+
+    protected override async Task ExecuteRawAsync(string sql)
+    {
+        await using var connection = new NpgsqlConnection(ConnectionString);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand(sql, connection);
+        await command.ExecuteNonQueryAsync();
+    }
+
+    protected override async Task CleanUpAsync()
+    {
+        if (_connectionString is not null)
+        {
+            await server.DropDatabaseAsync(_connectionString);
+        }
+    }
+
+    private async Task<T> ScalarAsync<T>(string sql)
+    {
+        await using var connection = new NpgsqlConnection(ConnectionString);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand(sql, connection);
+        return (T)(await command.ExecuteScalarAsync())!;
+    }
+
+    private async Task<List<(string Partition, long Rows)>> RowsPerPartitionAsync()
+    {
+        await using var connection = new NpgsqlConnection(ConnectionString);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand("SELECT tableoid::regclass::text, count(*) FROM ledger GROUP BY 1 ORDER BY 1", connection);
+        await using var reader = await command.ExecuteReaderAsync();
+        var result = new List<(string, long)>();
+        while (await reader.ReadAsync())
+        {
+            result.Add((reader.GetString(0), reader.GetInt64(1)));
+        }
+
+        return result;
+    }
+
+    private async Task<string[]> PartitionsAsync()
+    {
+        await using var connection = new NpgsqlConnection(ConnectionString);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'ledger'::regclass ORDER BY 1", connection);
+        await using var reader = await command.ExecuteReaderAsync();
+        var result = new List<string>();
+        while (await reader.ReadAsync())
+        {
+            result.Add(reader.GetString(0));
+        }
+
+        return [.. result];
+    }
+
+    [Fact]
+    public async Task OpenAsync_CreatesPartitionsForThisMonthAndTheNext_AndTheDefault()
+    {
+        var now = DateTime.UtcNow;
+        var next = now.AddMonths(1);
+
+        var partitions = await PartitionsAsync();
+
+        Assert.Contains($"ledger_{now:yyyy_MM}", partitions);
+        Assert.Contains($"ledger_{next:yyyy_MM}", partitions);
+        Assert.Contains("ledger_default", partitions);
+        Assert.Equal(3, partitions.Length);
+    }
+
+    [Fact]
+    public async Task AppendAsync_BatchSpanningNewMonths_LandsInTheirOwnPartitions()
+    {
+        var chain = new HashChain("n1", 0, HashChain.Genesis);
+        var lastOfMarch = new DateTimeOffset(2031, 3, 31, 23, 59, 59, TimeSpan.Zero).AddTicks(9_999_990);
+        await Store.AppendAsync(
+        [
+            chain.Append(Request("r1", "acme", "a", Decision.Allow, lastOfMarch)),
+            chain.Append(Request("r2", "acme", "a", Decision.Allow, lastOfMarch.AddTicks(10))), // 2031-04-01T00:00:00Z exactly
+            chain.Append(Request("r3", "acme", "a", Decision.Allow, lastOfMarch.AddDays(1))),
+        ]);
+
+        var rows = await RowsPerPartitionAsync();
+
+        Assert.Equal([("ledger_2031_03", 1L), ("ledger_2031_04", 2L)], rows);
+        Assert.Contains("ledger_2031_05", await PartitionsAsync()); // the month after, ready before it starts
+        await using var other = await PostgresStore.OpenAsync(ConnectionString); // a node that has not seen them
+        var chainTwo = new HashChain("n2", 0, HashChain.Genesis);
+        await other.AppendAsync([chainTwo.Append(Request("r4", "acme", "a", Decision.Allow, lastOfMarch))]);
+        Assert.Equal([("ledger_2031_03", 2L), ("ledger_2031_04", 2L)], await RowsPerPartitionAsync());
+    }
+
+    [Fact]
+    public async Task AppendAsync_RowsInTheDefaultPartition_DoNotStopTheAppender()
+    {
+        // Rows of a month land in DEFAULT (as when its partition could not be made in time); the partition for that
+        // month then cannot be created, and the appender keeps writing there instead of failing.
+        await ExecuteRawAsync("""
+            INSERT INTO ledger (chain_id, seq, kind, ts, record, prev_hash, hash)
+            VALUES ('old', 1, 'admin', '2035-01-15T00:00:00Z', '\x7b7d', 'p', 'h')
+            """);
+        var chain = new HashChain("n1", 0, HashChain.Genesis);
+
+        await Store.AppendAsync([chain.Append(Request("r1", "acme", "a", Decision.Allow, new DateTimeOffset(2035, 1, 20, 0, 0, 0, TimeSpan.Zero)))]);
+
+        Assert.Equal([("ledger_default", 2L)], await RowsPerPartitionAsync());
+        Assert.Equal((1, chain.LastHash), await Store.GetChainHeadAsync("n1"));
+    }
+
+    [Fact]
+    public async Task Ledger_Truncate_IsRefused_OnTheTableAndOnAPartition()
+    {
+        var chain = new HashChain("n1", 0, HashChain.Genesis);
+        await Store.AppendAsync([chain.Append(Request("r1", "acme", "a", Decision.Allow, DateTimeOffset.UtcNow))]);
+
+        var whole = await Assert.ThrowsAsync<PostgresException>(() => ExecuteRawAsync("TRUNCATE ledger"));
+        var partition = await Assert.ThrowsAsync<PostgresException>(() => ExecuteRawAsync($"TRUNCATE ledger_{DateTime.UtcNow:yyyy_MM}"));
+        var direct = await Assert.ThrowsAsync<PostgresException>(() => ExecuteRawAsync($"DELETE FROM ledger_{DateTime.UtcNow:yyyy_MM}"));
+
+        Assert.All([whole, partition, direct], e => Assert.Contains("append-only", e.MessageText, StringComparison.Ordinal));
+        Assert.Equal(1L, await ScalarAsync<long>("SELECT count(*) FROM ledger"));
+    }
+
+    [Fact]
+    public async Task OpenAsync_Again_IsIdempotent()
+    {
+        await using (await PostgresStore.OpenAsync(ConnectionString))
+        {
+        }
+
+        await using var again = await PostgresStore.OpenAsync(ConnectionString);
+
+        Assert.Equal(1L, await ScalarAsync<long>("SELECT count(*) FROM schema_info"));
+        Assert.Equal(PostgresStore.SchemaVersion, await ScalarAsync<int>("SELECT version FROM schema_info"));
+        Assert.Equal(3, (await PartitionsAsync()).Length);
+    }
+
+    [Fact]
+    public async Task OpenAsync_ThreeNodesAtOnceOnAnEmptyDatabase_MigrateOnce()
+    {
+        var fresh = await server.CreateDatabaseAsync();
+        try
+        {
+            for (var round = 0; round < 3; round++)
+            {
+                var stores = await Task.WhenAll(Enumerable.Range(0, 3).Select(_ => Task.Run(() => PostgresStore.OpenAsync(fresh))));
+                foreach (var store in stores)
+                {
+                    await store.DisposeAsync();
+                }
+            }
+
+            await using var connection = new NpgsqlConnection(fresh);
+            await connection.OpenAsync();
+            await using var command = new NpgsqlCommand("SELECT (SELECT count(*) FROM schema_info), (SELECT max(version) FROM schema_info)", connection);
+            await using var reader = await command.ExecuteReaderAsync();
+            Assert.True(await reader.ReadAsync());
+            Assert.Equal((1L, PostgresStore.SchemaVersion), (reader.GetInt64(0), reader.GetInt32(1)));
+        }
+        finally
+        {
+            await server.DropDatabaseAsync(fresh);
+        }
+    }
+
+    [Fact]
+    public async Task OpenAsync_SchemaNewerThanTheCode_FailsClearly()
+    {
+        await ExecuteRawAsync($"UPDATE schema_info SET version = {PostgresStore.SchemaVersion + 1}");
+
+        var error = await Assert.ThrowsAsync<InvalidOperationException>(() => PostgresStore.OpenAsync(ConnectionString));
+
+        Assert.Contains($"schema version {PostgresStore.SchemaVersion + 1}", error.Message, StringComparison.Ordinal);
+        Assert.Contains("newer than this Custos understands", error.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain(server.Password, error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Description_NamesHostPortAndDatabase_NeverThePassword()
+    {
+        var database = new NpgsqlConnectionStringBuilder(ConnectionString).Database;
+
+        Assert.Equal($"postgresql://127.0.0.1:{server.Port}/{database}", Store.Description);
+        Assert.DoesNotContain(server.Password, Store.Description, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task OpenAsync_NoServer_FailsClearly_WithoutThePassword()
+    {
+        var nowhere = new NpgsqlConnectionStringBuilder(ConnectionString) { Port = FreePort(), Timeout = 2 }.ConnectionString;
+
+        var error = await Assert.ThrowsAsync<InvalidOperationException>(() => PostgresStore.OpenAsync(nowhere));
+
+        Assert.StartsWith("Cannot open the PostgreSQL store postgresql://127.0.0.1:", error.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain(server.Password, error.Message, StringComparison.Ordinal);
+        Assert.IsAssignableFrom<NpgsqlException>(error.InnerException);
+    }
+
+    [Fact]
+    public async Task OpenAsync_WrongPassword_FailsClearly_WithoutEitherPassword()
+    {
+        var wrong = new NpgsqlConnectionStringBuilder(ConnectionString) { Password = "not-the-password-42" }.ConnectionString;
+
+        var error = await Assert.ThrowsAsync<InvalidOperationException>(() => PostgresStore.OpenAsync(wrong));
+
+        Assert.Contains("password authentication failed", error.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain("not-the-password-42", error.Message, StringComparison.Ordinal);
+    }
+
+    private static int FreePort()
+    {
+        using var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        listener.Start();
+        return ((System.Net.IPEndPoint)listener.LocalEndpoint).Port;
+    }
+}

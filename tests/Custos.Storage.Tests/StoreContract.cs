@@ -1,0 +1,680 @@
+using System.Data.Common;
+using System.Text;
+using System.Text.Json;
+using Custos.Alerts;
+using Custos.ControlPlane;
+using Custos.Errors;
+using Custos.Ledger;
+using Custos.Policy;
+
+namespace Custos.Storage.Tests;
+
+/// <summary>
+/// What every <see cref="ICustosStore"/> must do, whatever keeps the data: each implementation's tests derive from this
+/// class and supply a fresh empty store (<see cref="CreateStoreAsync"/>), a second one on the same data (another node,
+/// <see cref="OpenSameStoreAsync"/>) and raw SQL on it (<see cref="ExecuteRawAsync"/>). Linked into the PostgreSQL
+/// tests, so it stays free of anything but Core.
+/// </summary>
+public abstract class StoreContract : IAsyncLifetime
+{
+    private readonly List<ICustosStore> _opened = [];
+
+    protected static readonly DateTimeOffset T0 = new(2026, 11, 1, 0, 0, 0, TimeSpan.Zero);
+
+    /// <summary>The store under test: fresh and empty for every test.</summary>
+    protected ICustosStore Store { get; private set; } = null!;
+
+    /// <summary>A new, empty store.</summary>
+    protected abstract Task<ICustosStore> CreateStoreAsync();
+
+    /// <summary>Another store on the data of the last <see cref="CreateStoreAsync"/>: what a second gateway node opens.</summary>
+    protected abstract Task<ICustosStore> OpenSameStoreAsync();
+
+    /// <summary>Runs <paramref name="sql"/> on the store's database directly, around the store; throws the driver's exception.</summary>
+    protected abstract Task ExecuteRawAsync(string sql);
+
+    /// <summary>Cleans up after the stores were disposed.</summary>
+    protected virtual Task CleanUpAsync() => Task.CompletedTask;
+
+    public async Task InitializeAsync() => Store = await TrackAsync(CreateStoreAsync());
+
+    public async Task DisposeAsync()
+    {
+        foreach (var store in _opened)
+        {
+            await store.DisposeAsync();
+        }
+
+        await CleanUpAsync();
+    }
+
+    protected async Task<ICustosStore> OpenSecondNodeAsync() => await TrackAsync(OpenSameStoreAsync());
+
+    private async Task<ICustosStore> TrackAsync(Task<ICustosStore> opening)
+    {
+        var store = await opening;
+        _opened.Add(store);
+        return store;
+    }
+
+    protected static RequestRecord Request(string id, string tenant, string consumer, Decision decision, DateTimeOffset at,
+        string? service = "svc", string? model = "m", decimal? cost = null, string? credential = null)
+    {
+        var record = new RequestRecord
+        {
+            RequestId = id,
+            NodeId = "n1",
+            Method = "POST",
+            Endpoint = "/v1/chat/completions",
+            Timestamp = at,
+            Tenant = tenant,
+            Consumer = consumer,
+            Service = service,
+            Model = model,
+            Cost = cost,
+            CredentialId = credential,
+        };
+        if (decision == Decision.Deny)
+        {
+            record.Fail(Reasons.ModelNotEntitled, Outcome.Denied);
+        }
+
+        return record;
+    }
+
+    protected static AdminRecord Admin(DateTimeOffset at, string tenant = "acme")
+        => new() { Timestamp = at, Tenant = tenant, Actor = "x", Action = "policy.version_created", Target = "policy" };
+
+    private async Task<string[]> IdsAsync(LedgerQuery query)
+    {
+        var ids = new List<string>();
+        await foreach (var row in Store.QueryAsync(query))
+        {
+            using var json = JsonDocument.Parse(row.Json);
+            ids.Add(json.RootElement.TryGetProperty("request_id", out var id) ? id.GetString()! : "admin:" + json.RootElement.GetProperty("action").GetString());
+        }
+
+        return [.. ids];
+    }
+
+    private async Task<List<StoredRecord>> RowsAsync(LedgerQuery query)
+    {
+        var rows = new List<StoredRecord>();
+        await foreach (var row in Store.QueryAsync(query))
+        {
+            rows.Add(row);
+        }
+
+        return rows;
+    }
+
+    // ---------------------------------------------------------------- ledger
+
+    [Fact]
+    public async Task AppendAsync_ThenQuery_FiltersByEveryColumnAndTime()
+    {
+        var chain = new HashChain("n1", 0, HashChain.Genesis);
+        await Store.AppendAsync(
+        [
+            chain.Append(Request("r1", "acme", "a", Decision.Allow, T0)),
+            chain.Append(Request("r2", "acme", "b", Decision.Deny, T0.AddMinutes(1), service: "billing")),
+            chain.Append(Request("r3", "globex", "c", Decision.Allow, T0.AddMinutes(2), model: "big")),
+            chain.Append(Admin(T0.AddMinutes(3))),
+        ]);
+
+        Assert.Equal(["r1", "r2", "r3"], await IdsAsync(new LedgerQuery()));
+        Assert.Equal(["r1", "r2"], await IdsAsync(new LedgerQuery { Tenant = "acme" }));
+        Assert.Equal(["r2"], await IdsAsync(new LedgerQuery { Decision = "deny" }));
+        Assert.Equal(["r3"], await IdsAsync(new LedgerQuery { Consumer = "c" }));
+        Assert.Equal(["r2"], await IdsAsync(new LedgerQuery { Service = "billing" }));
+        Assert.Equal(["r3"], await IdsAsync(new LedgerQuery { Model = "big" }));
+        Assert.Equal(["r2"], await IdsAsync(new LedgerQuery { RequestId = "r2" }));
+        Assert.Equal(["r2", "r3"], await IdsAsync(new LedgerQuery { From = T0.AddSeconds(30) }));
+        Assert.Equal(["r1"], await IdsAsync(new LedgerQuery { To = T0.AddSeconds(30) }));
+        Assert.Equal(["r2"], await IdsAsync(new LedgerQuery { From = T0.AddMinutes(1), To = T0.AddMinutes(2) }));
+        Assert.Equal(["r2", "r3"], await IdsAsync(new LedgerQuery { Limit = 2 }));
+        Assert.Equal(["admin:policy.version_created"], await IdsAsync(new LedgerQuery { Kind = "admin" }));
+        Assert.Equal(["r1", "r2", "r3", "admin:policy.version_created"], await IdsAsync(new LedgerQuery { Kind = null }));
+        Assert.Empty(await IdsAsync(new LedgerQuery { Tenant = "acme", Consumer = "c" }));
+        Assert.Equal((4, chain.LastHash), await Store.GetChainHeadAsync("n1"));
+    }
+
+    [Fact]
+    public async Task QueryAsync_ReturnsTheStoredBytesAndLinks_OrderedByTimeThenChainThenSeq()
+    {
+        var a = new HashChain("node-a", 0, HashChain.Genesis);
+        var b = new HashChain("node-b", 0, HashChain.Genesis);
+        // Non-ASCII text and an instant with sub-microsecond ticks: both must come back exactly as hashed.
+        var odd = Request("r-ü", "acme", "Zoë 東京", Decision.Allow, T0.AddTicks(1234567));
+        var first = a.Append(odd);
+        var second = b.Append(Request("r-b1", "acme", "x", Decision.Allow, T0));
+        var third = a.Append(Request("r-a2", "acme", "x", Decision.Allow, T0));
+        await Store.AppendAsync([first, third]);
+        await Store.AppendAsync([second]);
+
+        var rows = await RowsAsync(new LedgerQuery());
+
+        // T0 < T0 + 123 ms; at T0 node-a's seq 2 sorts before node-b's seq 1 (chain id, then seq).
+        Assert.Equal([("node-a", 2L), ("node-b", 1L), ("node-a", 1L)], rows.Select(r => (r.ChainId, r.Seq)));
+        var stored = rows[2];
+        Assert.Equal(Encoding.UTF8.GetString(first.Canonical), stored.Json);
+        Assert.Equal(first.Canonical, Encoding.UTF8.GetBytes(stored.Json));
+        Assert.Equal((first.PrevHash, first.Hash, "request"), (stored.PrevHash, stored.Hash, stored.Kind));
+        Assert.Equal(HashChain.Link(stored.PrevHash, Encoding.UTF8.GetBytes(stored.Json)), stored.Hash);
+        Assert.Equal(["r-ü"], await IdsAsync(new LedgerQuery { Consumer = "Zoë 東京" }));
+    }
+
+    [Fact]
+    public async Task QueryAsync_TimeBounds_FromIsInclusive_ToIsExclusive_AtMicrosecondPrecision()
+    {
+        var chain = new HashChain("n1", 0, HashChain.Genesis);
+        var at = T0.AddTicks(15); // 1.5 µs: stored as 1 µs, as the canonical form states it
+        await Store.AppendAsync([chain.Append(Request("r1", "acme", "a", Decision.Allow, at))]);
+
+        Assert.Equal(["r1"], await IdsAsync(new LedgerQuery { From = T0.AddTicks(10) }));
+        Assert.Equal(["r1"], await IdsAsync(new LedgerQuery { From = T0.AddTicks(19) }));
+        Assert.Empty(await IdsAsync(new LedgerQuery { From = T0.AddTicks(20) }));
+        Assert.Empty(await IdsAsync(new LedgerQuery { To = T0.AddTicks(10) }));
+        Assert.Equal(["r1"], await IdsAsync(new LedgerQuery { To = T0.AddTicks(20) }));
+    }
+
+    [Fact]
+    public async Task GetChainHeadAsync_NewChain_IsGenesis_EachChainHasItsOwnHead()
+    {
+        Assert.Equal((0, HashChain.Genesis), await Store.GetChainHeadAsync("n1"));
+        var a = new HashChain("n1", 0, HashChain.Genesis);
+        var b = new HashChain("n2", 0, HashChain.Genesis);
+        await Store.AppendAsync([a.Append(Admin(T0)), a.Append(Admin(T0)), a.Append(Admin(T0.AddDays(40)))]);
+        await Store.AppendAsync([b.Append(Admin(T0))]);
+
+        Assert.Equal((3, a.LastHash), await Store.GetChainHeadAsync("n1"));
+        Assert.Equal((1, b.LastHash), await Store.GetChainHeadAsync("n2"));
+        Assert.Equal((0, HashChain.Genesis), await Store.GetChainHeadAsync("n3"));
+
+        // A node restarting continues from the head the store gives back.
+        var (seq, hash) = await Store.GetChainHeadAsync("n1");
+        var resumed = new HashChain("n1", seq, hash);
+        await Store.AppendAsync([resumed.Append(Admin(T0.AddDays(41)))]);
+        Assert.Equal((4, resumed.LastHash), await Store.GetChainHeadAsync("n1"));
+    }
+
+    [Fact]
+    public async Task AppendAsync_EmptyBatch_DoesNothing()
+    {
+        await Store.AppendAsync([]);
+
+        Assert.Empty(await Store.GetChainsAsync());
+    }
+
+    [Fact]
+    public async Task AppendAsync_DuplicateSeq_FailsWholeBatch()
+    {
+        var chain = new HashChain("n1", 0, HashChain.Genesis);
+        var first = chain.Append(Request("r1", "acme", "a", Decision.Allow, T0));
+        await Store.AppendAsync([first]);
+
+        var next = chain.Append(Request("r2", "acme", "a", Decision.Allow, T0.AddSeconds(1)));
+        await Assert.ThrowsAnyAsync<DbException>(() => Store.AppendAsync([next, first]));
+
+        Assert.Equal(["r1"], await IdsAsync(new LedgerQuery()));
+        Assert.Equal((1, first.Hash), await Store.GetChainHeadAsync("n1"));
+    }
+
+    [Fact]
+    public async Task Ledger_UpdateOrDelete_IsRefusedByTheStore()
+    {
+        var chain = new HashChain("n1", 0, HashChain.Genesis);
+        var record = chain.Append(Request("r1", "acme", "a", Decision.Allow, T0));
+        await Store.AppendAsync([record]);
+
+        var update = await Assert.ThrowsAnyAsync<DbException>(() => ExecuteRawAsync("UPDATE ledger SET hash = 'forged'"));
+        var delete = await Assert.ThrowsAnyAsync<DbException>(() => ExecuteRawAsync("DELETE FROM ledger"));
+
+        Assert.Contains("append-only", update.Message, StringComparison.Ordinal);
+        Assert.Contains("append-only", delete.Message, StringComparison.Ordinal);
+        var rows = await RowsAsync(new LedgerQuery());
+        Assert.Equal(record.Hash, Assert.Single(rows).Hash);
+    }
+
+    [Fact]
+    public async Task AppendAsync_TwoNodesAtOnce_EachChainIsComplete()
+    {
+        var other = await OpenSecondNodeAsync();
+        async Task WriteAsync(ICustosStore store, string node)
+        {
+            var chain = new HashChain(node, 0, HashChain.Genesis);
+            for (var batch = 0; batch < 10; batch++)
+            {
+                var records = Enumerable.Range(0, 20)
+                    .Select(i => chain.Append(Request($"{node}-{batch}-{i}", "acme", node, Decision.Allow, T0.AddSeconds((batch * 20) + i), credential: "k-shared")))
+                    .ToList();
+                await store.AppendAsync(records);
+            }
+        }
+
+        await Task.WhenAll(Task.Run(() => WriteAsync(Store, "node-a")), Task.Run(() => WriteAsync(other, "node-b")));
+
+        Assert.Equal([("node-a", 200L, 200L), ("node-b", 200L, 200L)], await Store.GetChainsAsync());
+        Assert.Equal(T0.AddSeconds(199), (await Store.GetCredentialLastUsedAsync())["k-shared"]);
+    }
+
+    // ---------------------------------------------------------------- policy
+
+    private static PolicyDocument Document(string tenant, string? timeZone = null)
+        => new() { Tenants = [timeZone is null ? new TenantConfig { Id = tenant } : new TenantConfig { Id = tenant, TimeZone = timeZone }] };
+
+    [Fact]
+    public async Task SaveAsync_SameDocumentTwice_KeepsOneVersion_ChangedDocument_AddsNext()
+    {
+        var document = Document("t");
+        var now = T0.AddTicks(17);
+
+        Assert.Null(await Store.GetLatestAsync());
+        var (v1, created1) = await Store.SaveAsync(document, "alice", "first", now, "tenants: [{id: t}]");
+        var (again, created2) = await Store.SaveAsync(document with { }, "bob", "same", now, null);
+        var (v2, created3) = await Store.SaveAsync(Document("t", "Europe/Berlin"), "carol", "tz", now.AddMinutes(1), null);
+
+        Assert.True(created1);
+        Assert.False(created2);
+        Assert.True(created3);
+        Assert.Equal(1, v1.Number);
+        Assert.Equal(v1.Sha256, again.Sha256);
+        Assert.Equal(1, again.Number);
+        Assert.Equal(2, v2.Number);
+        var history = await Store.GetHistoryAsync();
+        Assert.Equal(["alice", "carol"], history.Select(v => v.Author));
+        Assert.Equal(["first", "tz"], history.Select(v => v.Reason));
+        Assert.Equal("Europe/Berlin", history[1].Document.Tenants[0].TimeZone);
+        Assert.Equal(PolicyVersion.HashOf(document), history[0].Sha256);
+        Assert.Equal(T0.AddTicks(10), history[0].CreatedAt); // stored to the microsecond
+        var latest = await Store.GetLatestAsync();
+        Assert.Equal((2L, v2.Sha256), (latest!.Number, latest.Sha256));
+    }
+
+    [Fact]
+    public async Task SaveAsync_BasedOnTheLatest_Stores_BasedOnAnOlderVersion_ConflictsAndStoresNothing()
+    {
+        Assert.True((await Store.SaveAsync(Document("a"), "alice", "first", T0, null, basedOn: 0)).Created);
+        Assert.True((await Store.SaveAsync(Document("b"), "alice", "second", T0, null, basedOn: 1)).Created);
+
+        var conflict = await Assert.ThrowsAsync<PolicyConflictException>(() => Store.SaveAsync(Document("c"), "bob", "stale", T0, null, basedOn: 1));
+        var fromScratch = await Assert.ThrowsAsync<PolicyConflictException>(() => Store.SaveAsync(Document("d"), "bob", "stale", T0, null, basedOn: 0));
+
+        Assert.Equal((1L, 2L), (conflict.BasedOn, conflict.Latest));
+        Assert.Equal((0L, 2L), (fromScratch.BasedOn, fromScratch.Latest));
+        Assert.Equal([1L, 2L], (await Store.GetHistoryAsync()).Select(v => v.Number));
+        // A stale change that changes nothing is no conflict: the document in force is returned.
+        var (same, created) = await Store.SaveAsync(Document("b"), "bob", "stale but same", T0, null, basedOn: 1);
+        Assert.Equal((2L, false), (same.Number, created));
+    }
+
+    [Fact]
+    public async Task SaveAsync_ConflictOnAnEmptyStore_NamesVersionZero()
+    {
+        var conflict = await Assert.ThrowsAsync<PolicyConflictException>(() => Store.SaveAsync(Document("a"), "alice", "x", T0, null, basedOn: 3));
+
+        Assert.Equal((3L, 0L), (conflict.BasedOn, conflict.Latest));
+        Assert.Null(await Store.GetLatestAsync());
+    }
+
+    [Fact]
+    public async Task SaveAsync_TwoNodesAtOnce_GetDistinctNumbers_NeverADuplicate()
+    {
+        var other = await OpenSecondNodeAsync();
+        var saved = new System.Collections.Concurrent.ConcurrentBag<long>();
+        async Task WriteAsync(ICustosStore store, string node)
+        {
+            for (var i = 0; i < 15; i++)
+            {
+                var (version, created) = await store.SaveAsync(Document($"{node}-{i}"), node, "race", T0, null);
+                Assert.True(created);
+                saved.Add(version.Number);
+            }
+        }
+
+        await Task.WhenAll(Task.Run(() => WriteAsync(Store, "a")), Task.Run(() => WriteAsync(other, "b")));
+
+        Assert.Equal(Enumerable.Range(1, 30).Select(n => (long)n), saved.Order());
+        var history = await Store.GetHistoryAsync();
+        Assert.Equal(Enumerable.Range(1, 30).Select(n => (long)n), history.Select(v => v.Number));
+        Assert.Equal(30, history.Select(v => v.Sha256).Distinct().Count());
+    }
+
+    [Fact]
+    public async Task SaveAsync_TwoNodesChangingTheSameVersionAtOnce_OneWins_TheOtherConflicts()
+    {
+        var other = await OpenSecondNodeAsync();
+        for (var round = 0; round < 10; round++)
+        {
+            var basedOn = (await Store.GetLatestAsync())?.Number ?? 0;
+            async Task<Exception?> TryAsync(ICustosStore store, string node)
+            {
+                try
+                {
+                    await store.SaveAsync(Document($"{node}-{round}"), node, "race", T0, null, basedOn);
+                    return null;
+                }
+                catch (PolicyConflictException e)
+                {
+                    return e;
+                }
+            }
+
+            var outcomes = await Task.WhenAll(Task.Run(() => TryAsync(Store, "a")), Task.Run(() => TryAsync(other, "b")));
+
+            Assert.Single(outcomes, e => e is null);
+            Assert.Single(outcomes, e => e is PolicyConflictException);
+            Assert.Equal(basedOn + 1, (await other.GetLatestAsync())!.Number);
+        }
+
+        Assert.Equal(Enumerable.Range(1, 10).Select(n => (long)n), (await Store.GetHistoryAsync()).Select(v => v.Number));
+    }
+
+    // ---------------------------------------------------------------- registry
+
+    private static AccessRequest NewAccessRequest(string consumer) => new()
+    {
+        Id = "",
+        Tenant = "acme",
+        Service = "support",
+        Consumer = consumer,
+        Models = ["gpt-4o", "claude"],
+        ValidUntil = T0.AddDays(30),
+        Justification = "pilot",
+        RequestedBy = "alice",
+        RequestedAt = T0.AddTicks(5),
+    };
+
+    [Fact]
+    public async Task AccessRequests_CreateGetListDecide()
+    {
+        var first = await Store.CreateAccessRequestAsync(NewAccessRequest("bot-1"));
+        var second = await Store.CreateAccessRequestAsync(NewAccessRequest("bot-2") with { ValidUntil = null });
+
+        Assert.Equal(("ar-1", "ar-2"), (first.Id, second.Id));
+        Assert.Equal(AccessRequestStatus.Pending, first.Status);
+        var read = await Store.GetAccessRequestAsync("ar-1");
+        Assert.NotNull(read);
+        Assert.Equal(["gpt-4o", "claude"], read.Models);
+        Assert.Equal((T0.AddDays(30), T0, "pilot", "alice", "bot-1"), (read.ValidUntil, read.RequestedAt, read.Justification, read.RequestedBy, read.Consumer));
+        Assert.Null((await Store.GetAccessRequestAsync("ar-2"))!.ValidUntil);
+        Assert.Null(await Store.GetAccessRequestAsync("ar-3"));
+        Assert.Null(await Store.GetAccessRequestAsync("al-1"));
+        Assert.Null(await Store.GetAccessRequestAsync("ar-x"));
+
+        Assert.True(await Store.DecideAccessRequestAsync("ar-2", AccessRequestStatus.Approved, "owner", T0.AddHours(1), "ok", 7));
+        Assert.False(await Store.DecideAccessRequestAsync("ar-2", AccessRequestStatus.Rejected, "other", T0.AddHours(2), "late", null));
+        Assert.False(await Store.DecideAccessRequestAsync("ar-9", AccessRequestStatus.Rejected, "other", T0, "none", null));
+        Assert.False(await Store.DecideAccessRequestAsync("nope", AccessRequestStatus.Rejected, "other", T0, "none", null));
+
+        var decided = (await Store.GetAccessRequestAsync("ar-2"))!;
+        Assert.Equal((AccessRequestStatus.Approved, "owner", T0.AddHours(1), "ok", 7L),
+            (decided.Status, decided.DecidedBy, decided.DecidedAt, decided.DecisionReason, decided.PolicyVersion));
+        Assert.Equal(["ar-1", "ar-2"], (await Store.ListAccessRequestsAsync(null)).Select(r => r.Id));
+        Assert.Equal(["ar-1"], (await Store.ListAccessRequestsAsync(AccessRequestStatus.Pending)).Select(r => r.Id));
+        Assert.Equal(["ar-2"], (await Store.ListAccessRequestsAsync(AccessRequestStatus.Approved)).Select(r => r.Id));
+        Assert.Empty(await Store.ListAccessRequestsAsync(AccessRequestStatus.Rejected));
+    }
+
+    [Fact]
+    public async Task AccessRequests_TwoNodesDecidingAtOnce_ExactlyOneDecides()
+    {
+        var other = await OpenSecondNodeAsync();
+        for (var i = 0; i < 5; i++)
+        {
+            var request = await Store.CreateAccessRequestAsync(NewAccessRequest("bot"));
+            var results = await Task.WhenAll(
+                Task.Run(() => Store.DecideAccessRequestAsync(request.Id, AccessRequestStatus.Approved, "a", T0, "yes", 1)),
+                Task.Run(() => other.DecideAccessRequestAsync(request.Id, AccessRequestStatus.Rejected, "b", T0, "no", null)));
+
+            Assert.Single(results, r => r);
+        }
+    }
+
+    private static Notification NewNotification(string recipient, DateTimeOffset at, string status = "pending") => new()
+    {
+        CreatedAt = at,
+        Role = "technical",
+        Recipient = recipient,
+        Channel = "webhook",
+        Target = "https://example.invalid/hook",
+        Payload = """{"text":"hello"}""",
+        Status = status,
+    };
+
+    [Fact]
+    public async Task Notifications_DueRetryDeliveredAndList()
+    {
+        await Store.EnqueueNotificationsAsync([]);
+        await Store.EnqueueNotificationsAsync(
+        [
+            NewNotification("ann", T0),
+            NewNotification("bob", T0.AddMinutes(1)),
+            NewNotification("cid", T0, status: "undeliverable"),
+        ]);
+        await Store.EnqueueNotificationsAsync([NewNotification("dan", T0.AddMinutes(2))]);
+
+        Assert.Empty(await Store.DueNotificationsAsync(T0.AddSeconds(-1), 10));
+        var due = await Store.DueNotificationsAsync(T0.AddMinutes(5), 10);
+        Assert.Equal(["ann", "bob", "dan"], due.Select(n => n.Recipient));
+        Assert.Equal(["ann"], (await Store.DueNotificationsAsync(T0.AddMinutes(5), 1)).Select(n => n.Recipient));
+        Assert.Equal(["ann"], (await Store.DueNotificationsAsync(T0.AddSeconds(30), 10)).Select(n => n.Recipient));
+        var ann = due[0];
+        Assert.Equal((T0, "technical", "webhook", "https://example.invalid/hook", """{"text":"hello"}""", "pending", 0, (string?)null),
+            (ann.CreatedAt, ann.Role, ann.Channel, ann.Target, ann.Payload, ann.Status, ann.Attempts, ann.LastError));
+
+        await Store.RecordNotificationAttemptAsync(ann.Id, false, "HTTP 503", T0.AddMinutes(10));
+        await Store.RecordNotificationAttemptAsync(due[1].Id, true, null, null);
+
+        Assert.Equal(["dan"], (await Store.DueNotificationsAsync(T0.AddMinutes(9), 10)).Select(n => n.Recipient));
+        var retried = await Store.DueNotificationsAsync(T0.AddMinutes(10), 10);
+        Assert.Equal(["ann", "dan"], retried.Select(n => n.Recipient));
+        Assert.Equal((1, "HTTP 503"), (retried[0].Attempts, retried[0].LastError));
+
+        var listed = await Store.ListNotificationsAsync(3);
+        Assert.Equal(["dan", "cid", "bob"], listed.Select(n => n.Recipient));
+        Assert.Equal(("delivered", 1), (listed[2].Status, listed[2].Attempts));
+        Assert.Equal("undeliverable", listed[1].Status);
+        Assert.True(listed[0].Id > listed[1].Id && listed[1].Id > listed[2].Id);
+    }
+
+    [Fact]
+    public async Task GetSpendAsync_SumsExactCostsPerService_InTheWindow_RequestsOnly()
+    {
+        var chain = new HashChain("n1", 0, HashChain.Genesis);
+        var other = new HashChain("n2", 0, HashChain.Genesis);
+        await Store.AppendAsync(
+        [
+            chain.Append(Request("r1", "acme", "a", Decision.Allow, T0, service: "support", cost: 0.1m)),
+            chain.Append(Request("r2", "acme", "a", Decision.Allow, T0.AddHours(1), service: "support", cost: 0.2m)),
+            chain.Append(Request("r3", "acme", "a", Decision.Deny, T0.AddHours(2), service: "support")), // no cost: counted, adds nothing
+            chain.Append(Request("r4", "acme", "b", Decision.Allow, T0.AddHours(3), service: "search", cost: 0.000000001m)),
+            chain.Append(Request("r5", "acme", "b", Decision.Allow, T0.AddHours(3), service: null, cost: 5m)), // no service: not counted
+            chain.Append(Request("r6", "acme", "b", Decision.Allow, T0.AddDays(1), service: "support", cost: 1m)), // outside
+            chain.Append(Request("r7", "acme", "b", Decision.Allow, T0.AddTicks(-10), service: "support", cost: 1m)), // outside
+            chain.Append(Admin(T0.AddHours(1))),
+        ]);
+        await Store.AppendAsync([other.Append(Request("r8", "acme", "a", Decision.Allow, T0.AddHours(4), service: "support", cost: 0.0000000014m))]);
+
+        var spend = await Store.GetSpendAsync(T0, T0.AddDays(1));
+
+        Assert.Equal(2, spend.Count);
+        // 0.1 + 0.2 exactly (no floating point), plus 0.0000000014 as the record states it: 0.000000001.
+        Assert.Equal((0.300000001m, 4L), spend["support"]);
+        Assert.Equal((0.000000001m, 1L), spend["search"]);
+        Assert.Empty(await Store.GetSpendAsync(T0.AddDays(2), T0.AddDays(3)));
+    }
+
+    [Fact]
+    public async Task GetCredentialLastUsedAsync_KeepsTheLatestUse_AnOlderBatchNeverMovesItBack()
+    {
+        Assert.Empty(await Store.GetCredentialLastUsedAsync());
+        var a = new HashChain("n1", 0, HashChain.Genesis);
+        var b = new HashChain("n2", 0, HashChain.Genesis);
+        await Store.AppendAsync(
+        [
+            a.Append(Request("r1", "acme", "a", Decision.Allow, T0.AddMinutes(5), credential: "k1")),
+            a.Append(Request("r2", "acme", "a", Decision.Allow, T0.AddMinutes(1), credential: "k1")),
+            a.Append(Request("r3", "acme", "a", Decision.Deny, T0.AddMinutes(2), credential: "k2")),
+            a.Append(Admin(T0.AddMinutes(9))),
+        ]);
+        await Store.AppendAsync([b.Append(Request("r4", "acme", "a", Decision.Allow, T0.AddMinutes(3), credential: "k1"))]);
+        await Store.AppendAsync([b.Append(Request("r5", "acme", "a", Decision.Allow, T0.AddMinutes(4).AddTicks(3), credential: "k2"))]);
+
+        var lastUsed = await Store.GetCredentialLastUsedAsync();
+
+        Assert.Equal(2, lastUsed.Count);
+        Assert.Equal(T0.AddMinutes(5), lastUsed["k1"]);
+        Assert.Equal(T0.AddMinutes(4), lastUsed["k2"]);
+    }
+
+    // ---------------------------------------------------------------- evidence
+
+    [Fact]
+    public async Task GetChainsAndReadChain_GiveEveryChainInOrder()
+    {
+        var b = new HashChain("node-b", 0, HashChain.Genesis);
+        var a = new HashChain("node-a", 0, HashChain.Genesis);
+        var records = new List<ChainedRecord>();
+        for (var i = 1; i <= 5; i++)
+        {
+            records.Add(a.Append(i == 3 ? Admin(T0.AddDays(i * 20)) : Request($"r{i}", "acme", "a", Decision.Allow, T0.AddDays(i * 20).AddTicks(i * 11))));
+        }
+
+        await Store.AppendAsync(records);
+        await Store.AppendAsync([b.Append(Admin(T0)), b.Append(Admin(T0))]);
+
+        Assert.Equal([("node-a", 5L, 5L), ("node-b", 2L, 2L)], await Store.GetChainsAsync());
+        var entries = new List<ChainEntry>();
+        await foreach (var entry in Store.ReadChainAsync("node-a", 2, 4))
+        {
+            entries.Add(entry);
+        }
+
+        Assert.Equal([2L, 3L, 4L], entries.Select(e => e.Seq));
+        Assert.Equal(["r2", null, "r4"], entries.Select(e => e.RequestId));
+        Assert.Equal(records.Skip(1).Take(3).Select(r => LedgerTime.Format(r.Record.Timestamp)), entries.Select(e => e.Timestamp));
+        Assert.Equal(records.Skip(1).Take(3).Select(r => Encoding.UTF8.GetString(r.Canonical)), entries.Select(e => e.Json));
+        Assert.Equal(records.Skip(1).Take(3).Select(r => (r.PrevHash, r.Hash)), entries.Select(e => (e.PrevHash, e.Hash)));
+
+        var hashesOnly = new List<ChainEntry>();
+        await foreach (var entry in Store.ReadChainAsync("node-a", 1, 100, withRecords: false))
+        {
+            hashesOnly.Add(entry);
+        }
+
+        Assert.Equal([1L, 2L, 3L, 4L, 5L], hashesOnly.Select(e => e.Seq));
+        Assert.All(hashesOnly, e => Assert.Equal("", e.Json));
+        Assert.Equal(records.Select(r => r.Hash), hashesOnly.Select(e => e.Hash));
+    }
+
+    private static SignedCheckpoint NewCheckpoint(string chain, long from, long to)
+    {
+        var checkpoint = new Checkpoint
+        {
+            ChainId = chain,
+            FromSeq = from,
+            ToSeq = to,
+            PrevHash = HashChain.Genesis,
+            HeadHash = new string('a', 64),
+            MerkleRoot = new string('b', 64),
+            Timestamp = T0,
+            LastEntryAt = T0,
+            KeyId = "0123456789abcdef",
+        };
+        return new SignedCheckpoint(Encoding.UTF8.GetString(checkpoint.CanonicalBytes()), $"sig-{chain}-{to}");
+    }
+
+    [Fact]
+    public async Task Checkpoints_AreKeptPerChainInOrder_AndNeverTwiceForOneInterval()
+    {
+        await Store.AppendCheckpointAsync(NewCheckpoint("node-b", 1, 10));
+        await Store.AppendCheckpointAsync(NewCheckpoint("node-a", 11, 20));
+        await Store.AppendCheckpointAsync(NewCheckpoint("node-a", 1, 10));
+
+        Assert.Equal(["sig-node-a-10", "sig-node-a-20", "sig-node-b-10"], (await Store.GetCheckpointsAsync()).Select(c => c.Signature));
+        var a = await Store.GetCheckpointsAsync("node-a");
+        Assert.Equal(["sig-node-a-10", "sig-node-a-20"], a.Select(c => c.Signature));
+        Assert.Equal(NewCheckpoint("node-a", 1, 10).Json, a[0].Json);
+        Assert.Equal((1L, 10L), (a[0].Checkpoint.FromSeq, a[0].Checkpoint.ToSeq));
+        Assert.Empty(await Store.GetCheckpointsAsync("node-c"));
+        await Assert.ThrowsAnyAsync<DbException>(() => Store.AppendCheckpointAsync(NewCheckpoint("node-a", 5, 10)));
+    }
+
+    // ---------------------------------------------------------------- alerts
+
+    private static Alert NewAlert(string fingerprint, DateTimeOffset at) => new()
+    {
+        Signal = new AlertSignal
+        {
+            Type = "usage_spike",
+            Severity = AlertSeverity.Critical,
+            Fingerprint = fingerprint,
+            Subject = "consumer:support-bot",
+            Summary = "10× the baseline",
+            At = at,
+            Tenant = "acme",
+            Consumer = "support-bot",
+            Category = ConsumerCategory.Agent,
+            PolicyVersion = 4,
+            Evidence = new Dictionary<string, string> { ["observed"] = "120", ["baseline"] = "12" },
+            Action = AlertAction.Suspend,
+        },
+        RaisedAt = at,
+        LastSeenAt = at,
+        NotifiedRoles = ["technical", "security"],
+    };
+
+    [Fact]
+    public async Task Alerts_CreateGetUpdateList()
+    {
+        var first = await Store.CreateAlertAsync(NewAlert("f1", T0));
+        var second = await Store.CreateAlertAsync(NewAlert("f2", T0.AddMinutes(1)));
+        var third = await Store.CreateAlertAsync(NewAlert("f3", T0.AddMinutes(2)));
+
+        Assert.Equal(["al-1", "al-2", "al-3"], new[] { first.Id, second.Id, third.Id });
+        var read = await Store.GetAlertAsync("al-1");
+        Assert.NotNull(read);
+        Assert.Equal(("al-1", AlertStatus.Open, "f1", AlertSeverity.Critical, ConsumerCategory.Agent), (read.Id, read.Status, read.Signal.Fingerprint, read.Signal.Severity, read.Signal.Category));
+        Assert.Equal("120", read.Signal.Evidence["observed"]);
+        Assert.Equal(["technical", "security"], read.NotifiedRoles);
+        Assert.Equal(T0, read.RaisedAt);
+        Assert.Null(await Store.GetAlertAsync("al-4"));
+        Assert.Null(await Store.GetAlertAsync("ar-1"));
+        Assert.Null(await Store.GetAlertAsync("al-x"));
+
+        await Store.UpdateAlertAsync(second with { Status = AlertStatus.Acknowledged, AcknowledgedBy = "owner", AcknowledgedAt = T0.AddHours(1), Occurrences = 3 });
+        await Store.UpdateAlertAsync(third with { Status = AlertStatus.Resolved, ResolvedBy = "owner", Note = "fixed" });
+        await Assert.ThrowsAsync<ArgumentException>(() => Store.UpdateAlertAsync(first with { Id = "x-1" }));
+
+        var acknowledged = (await Store.GetAlertAsync("al-2"))!;
+        Assert.Equal((AlertStatus.Acknowledged, "owner", T0.AddHours(1), 3L), (acknowledged.Status, acknowledged.AcknowledgedBy, acknowledged.AcknowledgedAt, acknowledged.Occurrences));
+        Assert.Equal(["al-3", "al-2", "al-1"], (await Store.ListAlertsAsync(null, 10)).Select(a => a.Id));
+        Assert.Equal(["al-3", "al-2"], (await Store.ListAlertsAsync(null, 2)).Select(a => a.Id));
+        Assert.Equal(["al-1"], (await Store.ListAlertsAsync(AlertStatus.Open, 10)).Select(a => a.Id));
+        Assert.Equal(["al-2"], (await Store.ListAlertsAsync(AlertStatus.Acknowledged, 10)).Select(a => a.Id));
+        Assert.Equal(["al-3"], (await Store.ListAlertsAsync(AlertStatus.Resolved, 10)).Select(a => a.Id));
+        Assert.Equal("fixed", (await Store.ListAlertsAsync(AlertStatus.Resolved, 0)).Single().Note); // a limit below 1 still lists one
+    }
+
+    [Fact]
+    public async Task GetConsumerModelsAsync_GivesEachAllowedPairOnce()
+    {
+        Assert.Empty(await Store.GetConsumerModelsAsync());
+        var chain = new HashChain("n1", 0, HashChain.Genesis);
+        await Store.AppendAsync(
+        [
+            chain.Append(Request("r1", "acme", "a", Decision.Allow, T0, model: "m1")),
+            chain.Append(Request("r2", "acme", "a", Decision.Allow, T0, model: "m1")),
+            chain.Append(Request("r3", "acme", "a", Decision.Allow, T0, model: "m2")),
+            chain.Append(Request("r4", "acme", "b", Decision.Deny, T0, model: "m3")),
+            chain.Append(Request("r5", "acme", "c", Decision.Allow, T0, model: null)),
+            chain.Append(Admin(T0)),
+        ]);
+        await Store.AppendAsync([chain.Append(Request("r6", "acme", "b", Decision.Allow, T0.AddDays(45), model: "m1"))]);
+
+        var pairs = await Store.GetConsumerModelsAsync();
+
+        Assert.Equal([("a", "m1"), ("a", "m2"), ("b", "m1")], pairs.Order());
+    }
+}
