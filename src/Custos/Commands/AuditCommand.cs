@@ -42,7 +42,7 @@ internal static class AuditCommand
         command.SetAction(async (parse, cancellationToken) =>
         {
             var directory = CommonOptions.ResolveDataDirectory(parse.GetValue(data), parse.GetValue(config));
-            await using var store = await CommonOptions.OpenStoreAsync(directory, cancellationToken);
+            await using var store = await CommonOptions.OpenStoreAsync(directory, parse.GetValue(config), cancellationToken);
             var publicKeys = LoadKeys(parse.GetValue(keys), directory);
             var witnessDirectory = parse.GetValue(witness);
             if (witnessDirectory is { Exists: false })
@@ -106,7 +106,7 @@ internal static class AuditCommand
         command.SetAction(async (parse, cancellationToken) =>
         {
             var directory = CommonOptions.ResolveDataDirectory(parse.GetValue(data), parse.GetValue(config));
-            await using var store = await CommonOptions.OpenStoreAsync(directory, cancellationToken);
+            await using var store = await CommonOptions.OpenStoreAsync(directory, parse.GetValue(config), cancellationToken);
             ProofBundle bundle;
             try
             {

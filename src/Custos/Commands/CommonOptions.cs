@@ -35,9 +35,21 @@ internal static class CommonOptions
         return Path.GetFullPath(DefaultDataDirectory);
     }
 
-    /// <summary>Opens the existing store in <paramref name="directory"/> for a command; a missing one is a one-line error.</summary>
-    public static async Task<Storage.SqliteStore> OpenStoreAsync(string directory, CancellationToken cancellationToken)
+    /// <summary>The environment variable with the PostgreSQL connection string of <c>server.storage: postgres</c>.</summary>
+    public const string PostgresVariable = "CUSTOS_POSTGRES";
+
+    /// <summary>
+    /// Opens the existing store for a command: PostgreSQL when <paramref name="config"/> says <c>server.storage: postgres</c>
+    /// (connection string from <c>CUSTOS_POSTGRES</c>), else the SQLite store in <paramref name="directory"/>. A missing or
+    /// unreachable store is a one-line error.
+    /// </summary>
+    public static async Task<Ledger.ICustosStore> OpenStoreAsync(string directory, FileInfo? config, CancellationToken cancellationToken)
     {
+        if (config is not null && ReadConfig(config).Server.Storage == StorageBackend.Postgres)
+        {
+            return await OpenPostgresAsync(cancellationToken);
+        }
+
         try
         {
             return await Storage.SqliteStore.OpenExistingAsync(directory, cancellationToken);
@@ -49,8 +61,28 @@ internal static class CommonOptions
     }
 
     /// <summary>Opens the existing store that <c>--data</c> or <c>--config</c> name (see <see cref="ResolveDataDirectory"/>).</summary>
-    public static Task<Storage.SqliteStore> OpenStoreAsync(string? data, FileInfo? config, CancellationToken cancellationToken)
-        => OpenStoreAsync(ResolveDataDirectory(data, config), cancellationToken);
+    public static Task<Ledger.ICustosStore> OpenConfiguredStoreAsync(string? data, FileInfo? config, CancellationToken cancellationToken)
+        => OpenStoreAsync(ResolveDataDirectory(data, config), config, cancellationToken);
+
+    /// <summary>The PostgreSQL store of <c>CUSTOS_POSTGRES</c>; its migrations run on open. Errors name the variable, never its value.</summary>
+    public static async Task<Ledger.ICustosStore> OpenPostgresAsync(CancellationToken cancellationToken)
+    {
+        var connectionString = Environment.GetEnvironmentVariable(PostgresVariable);
+        if (string.IsNullOrWhiteSpace(connectionString))
+        {
+            throw new CliException($"server.storage is postgres, but {PostgresVariable} is not set; set it to the connection string " +
+                "(for example Host=db;Database=custos;Username=custos;Password=…).");
+        }
+
+        try
+        {
+            return await Postgres.PostgresStore.OpenAsync(connectionString, cancellationToken);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            throw new CliException($"cannot open the PostgreSQL store ({PostgresVariable}): {ex.Message.Split('\n')[0]}");
+        }
+    }
 
     public static string ResolveRelative(FileInfo config, string path)
         => Path.GetFullPath(Path.Combine(config.DirectoryName ?? ".", path));

@@ -80,7 +80,7 @@ internal static class PolicyCommand
         var command = new Command("history", "List every policy version: number, hash, author, reason, time.") { data, config, json };
         command.SetAction(async (parse, cancellationToken) =>
         {
-            await using var store = await CommonOptions.OpenStoreAsync(parse.GetValue(data), parse.GetValue(config), cancellationToken);
+            await using var store = await CommonOptions.OpenConfiguredStoreAsync(parse.GetValue(data), parse.GetValue(config), cancellationToken);
             var history = await store.GetHistoryAsync(cancellationToken);
             if (parse.GetValue(json))
             {
@@ -113,7 +113,7 @@ internal static class PolicyCommand
         var command = new Command("show", "Print a policy version: the one in force now, at a time, or by number.") { data, config, at, version, json };
         command.SetAction(async (parse, cancellationToken) =>
         {
-            await using var store = await CommonOptions.OpenStoreAsync(parse.GetValue(data), parse.GetValue(config), cancellationToken);
+            await using var store = await CommonOptions.OpenConfiguredStoreAsync(parse.GetValue(data), parse.GetValue(config), cancellationToken);
             var history = await store.GetHistoryAsync(cancellationToken);
             var selected = Select(history, parse.GetValue(version), parse.GetValue(at));
             output.WriteLine($"# policy version {selected.Number}, sha256 {selected.Sha256}");
@@ -133,7 +133,7 @@ internal static class PolicyCommand
         var command = new Command("diff", "Show what changed between two policy versions.") { from, to, data, config };
         command.SetAction(async (parse, cancellationToken) =>
         {
-            await using var store = await CommonOptions.OpenStoreAsync(parse.GetValue(data), parse.GetValue(config), cancellationToken);
+            await using var store = await CommonOptions.OpenConfiguredStoreAsync(parse.GetValue(data), parse.GetValue(config), cancellationToken);
             var history = await store.GetHistoryAsync(cancellationToken);
             var a = Select(history, parse.GetValue(from), null);
             var b = Select(history, parse.GetValue(to), null);
@@ -178,7 +178,7 @@ internal static class PolicyCommand
             var now = DateTimeOffset.UtcNow;
             var start = RequestsCommand.ParseTime(parse.GetValue(from), now, "--from")!.Value;
             var end = RequestsCommand.ParseTime(parse.GetValue(to), now, "--to") ?? now;
-            await using var store = await CommonOptions.OpenStoreAsync(parse.GetValue(data), parse.GetValue(config), cancellationToken);
+            await using var store = await CommonOptions.OpenConfiguredStoreAsync(parse.GetValue(data), parse.GetValue(config), cancellationToken);
             var snapshot = PolicySnapshot.Compile(new PolicyVersion(0, PolicyVersion.HashOf(candidate), "candidate", "simulation", now, candidate), _ => null);
             var records = store.QueryAsync(new LedgerQuery { From = start, To = end, Limit = int.MaxValue }, cancellationToken).Select(r => r.Json);
             var report = await PolicySimulator.RunAsync(snapshot, records, start, end, cancellationToken);

@@ -3,7 +3,6 @@ using System.Globalization;
 using System.Text.Json;
 using Custos.Ledger;
 using Custos.Reports;
-using Custos.Storage;
 
 namespace Custos.Cli.Commands;
 
@@ -71,7 +70,7 @@ internal static class ReportCommand
             }
 
             var directory = CommonOptions.ResolveDataDirectory(parse.GetValue(data), parse.GetValue(config));
-            await using var store = await CommonOptions.OpenStoreAsync(directory, cancellationToken);
+            await using var store = await CommonOptions.OpenStoreAsync(directory, parse.GetValue(config), cancellationToken);
             var history = await store.GetHistoryAsync(cancellationToken);
 
             // The subject's requests of the window; a credential has no column of its own, so its window is scanned.
@@ -144,7 +143,7 @@ internal static class ReportCommand
             var reportFormat = ParseFormat(parse.GetValue(format));
             var now = DateTimeOffset.UtcNow;
             var directory = CommonOptions.ResolveDataDirectory(parse.GetValue(data), parse.GetValue(config));
-            await using var store = await CommonOptions.OpenStoreAsync(directory, cancellationToken);
+            await using var store = await CommonOptions.OpenStoreAsync(directory, parse.GetValue(config), cancellationToken);
             var history = await store.GetHistoryAsync(cancellationToken);
             var admin = await ReadAdminAsync(store, null, cancellationToken);
             var activity = new LedgerActivity(now, PostureReportBuilder.RevocationTimes(admin));
@@ -184,7 +183,7 @@ internal static class ReportCommand
     };
 
     /// <summary>Streams request entries, keeping those of <paramref name="subject"/> (all when null), with progress on stderr for big windows.</summary>
-    private static async Task ScanAsync(SqliteStore store, LedgerQuery query, IncidentSubject? subject, Action<RequestEntry> add, TextWriter error, string what,
+    private static async Task ScanAsync(Ledger.ICustosStore store, LedgerQuery query, IncidentSubject? subject, Action<RequestEntry> add, TextWriter error, string what,
         CancellationToken cancellationToken)
     {
         long read = 0, kept = 0;
@@ -204,7 +203,7 @@ internal static class ReportCommand
         }
     }
 
-    private static async Task<List<AdminEntry>> ReadAdminAsync(SqliteStore store, DateTimeOffset? to, CancellationToken cancellationToken)
+    private static async Task<List<AdminEntry>> ReadAdminAsync(Ledger.ICustosStore store, DateTimeOffset? to, CancellationToken cancellationToken)
     {
         var result = new List<AdminEntry>();
         await foreach (var row in store.QueryAsync(new LedgerQuery { Kind = "admin", To = to, Limit = int.MaxValue }, cancellationToken))
@@ -215,7 +214,7 @@ internal static class ReportCommand
         return result;
     }
 
-    private static async Task<long> CountShedAsync(SqliteStore store, DateTimeOffset from, DateTimeOffset? to, CancellationToken cancellationToken)
+    private static async Task<long> CountShedAsync(Ledger.ICustosStore store, DateTimeOffset from, DateTimeOffset? to, CancellationToken cancellationToken)
     {
         long shed = 0;
         await foreach (var row in store.QueryAsync(new LedgerQuery { Kind = "shed", From = from, To = to, Limit = int.MaxValue }, cancellationToken))
@@ -228,7 +227,7 @@ internal static class ReportCommand
     }
 
     /// <summary>Runs the ledger verifier with the folder's checkpoint public key; without the key, says so instead of failing the report.</summary>
-    private static async Task<ChainCheck> VerifyAsync(SqliteStore store, string directory, DateTimeOffset? from, DateTimeOffset? to, TextWriter error, string scope,
+    private static async Task<ChainCheck> VerifyAsync(Ledger.ICustosStore store, string directory, DateTimeOffset? from, DateTimeOffset? to, TextWriter error, string scope,
         CancellationToken cancellationToken)
     {
         var keyPath = CheckpointKey.PublicPath(directory);

@@ -2,7 +2,6 @@ using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
 using Custos.Ledger;
-using Custos.Storage;
 
 namespace Custos.Cli.Commands;
 
@@ -49,13 +48,13 @@ internal static class RequestsCommand
                 Limit = Math.Max(1, parse.GetValue(limit)),
             };
             var directory = CommonOptions.ResolveDataDirectory(parse.GetValue(data), parse.GetValue(config));
-            await using var store = await CommonOptions.OpenStoreAsync(directory, cancellationToken);
+            await using var store = await CommonOptions.OpenStoreAsync(directory, parse.GetValue(config), cancellationToken);
             return await PrintAsync(store, query, parse.GetValue(json), output, cancellationToken);
         });
         return command;
     }
 
-    private static async Task<int> PrintAsync(SqliteStore store, LedgerQuery query, bool json, TextWriter output, CancellationToken cancellationToken)
+    private static async Task<int> PrintAsync(Ledger.ICustosStore store, LedgerQuery query, bool json, TextWriter output, CancellationToken cancellationToken)
     {
         var count = 0;
         if (!json)

@@ -39,6 +39,7 @@ internal static class ServeCommand
         var server = result.Server;
         var defaults = new CustosGatewayOptions { Policy = document, DataDirectory = "." };
         using var redis = server.Counters == Custos.Policy.CounterBackend.Redis ? await ConnectRedisAsync() : null;
+        var store = server.Storage == Custos.Policy.StorageBackend.Postgres ? await CommonOptions.OpenPostgresAsync(cancellationToken) : null;
         var options = new CustosGatewayOptions
         {
             Policy = document,
@@ -58,6 +59,7 @@ internal static class ServeCommand
             OtlpProtocol = server.OtlpProtocol,
             Counters = redis is null ? null : new Redis.RedisCounterStore(redis.GetDatabase(), TimeProvider.System),
             ChangeFeed = redis is null ? null : new Redis.RedisChangeFeed(redis),
+            Store = store,
         };
 
         var gateway = await CustosGateway.StartAsync(options, cancellationToken);
