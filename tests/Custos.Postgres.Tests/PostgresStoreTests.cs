@@ -143,6 +143,31 @@ public sealed class PostgresStoreTests(PostgresServerFixture server) : StoreCont
         Assert.Equal(1L, await ScalarAsync<long>("SELECT count(*) FROM ledger"));
     }
 
+    [Theory]
+    [InlineData("SELECT seq, hash FROM ledger WHERE chain_id = 'n1' ORDER BY seq DESC LIMIT 1", "chain_id_seq_ts")]
+    [InlineData("SELECT seq FROM ledger WHERE chain_id = 'n1' AND seq >= 5 AND seq <= 9 ORDER BY seq", "chain_id_seq_ts")]
+    [InlineData("SELECT seq FROM ledger WHERE request_id = 'r1'", "request_id")]
+    [InlineData("SELECT seq FROM ledger WHERE tenant = 'acme' AND ts >= '2026-11-02Z' AND ts < '2026-11-03Z'", "tenant_ts")]
+    [InlineData("SELECT seq FROM ledger WHERE consumer = 'a' AND ts >= '2026-11-02Z'", "consumer_ts")]
+    [InlineData("SELECT seq FROM ledger WHERE ts >= '2026-11-02Z' AND ts < '2026-11-03Z'", "ts_idx")]
+    public async Task LedgerQueries_UseTheirIndexes(string query, string index)
+    {
+        await using var connection = new NpgsqlConnection(ConnectionString);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand("SET enable_seqscan = off; SET enable_bitmapscan = off; EXPLAIN " + query, connection);
+        var plan = new List<string>();
+        await using (var reader = await command.ExecuteReaderAsync())
+        {
+            while (await reader.ReadAsync())
+            {
+                plan.Add(reader.GetString(0));
+            }
+        }
+
+        Assert.Contains(plan, line => line.Contains("Index", StringComparison.Ordinal) && line.Contains(index, StringComparison.Ordinal));
+        Assert.DoesNotContain(plan, line => line.Contains("Seq Scan", StringComparison.Ordinal));
+    }
+
     [Fact]
     public async Task OpenAsync_Again_IsIdempotent()
     {
