@@ -105,12 +105,26 @@ public sealed partial class PostgresStore
     }
 
     /// <inheritdoc/>
-    public Task<IReadOnlyList<Notification>> DueNotificationsAsync(DateTimeOffset now, int max, CancellationToken cancellationToken = default)
-        => ReadNotificationsAsync("WHERE status = 'pending' AND next_attempt <= $1 ORDER BY id LIMIT $2", p =>
+    /// <remarks>
+    /// Several nodes run the outbox against one database: the rows returned are claimed (their next attempt moved
+    /// <see cref="NotificationClaim"/> ahead, with <c>FOR UPDATE SKIP LOCKED</c>), so no other node sends them meanwhile.
+    /// The delivering node records the attempt; should it die first, the claim lapses and another node sends them.
+    /// </remarks>
+    public async Task<IReadOnlyList<Notification>> DueNotificationsAsync(DateTimeOffset now, int max, CancellationToken cancellationToken = default)
+    {
+        var claimed = await ReadNotificationsAsync("""
+            WHERE id IN (SELECT id FROM notifications WHERE status = 'pending' AND next_attempt <= $1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)
+            """, p =>
         {
             p.Add(new NpgsqlParameter { Value = Utc(now) });
             p.Add(Limit(max));
-        }, cancellationToken);
+            p.Add(new NpgsqlParameter { Value = Utc(now + NotificationClaim) });
+        }, cancellationToken, update: "UPDATE notifications SET next_attempt = $3 ");
+        return [.. claimed.OrderBy(n => n.Id)];
+    }
+
+    /// <summary>How long a node's claim on due notifications holds before another node may send them. Default 2 minutes.</summary>
+    public TimeSpan NotificationClaim { get; init; } = TimeSpan.FromMinutes(2);
 
     /// <inheritdoc/>
     public Task<IReadOnlyList<Notification>> ListNotificationsAsync(int limit, CancellationToken cancellationToken = default)
@@ -211,10 +225,13 @@ public sealed partial class PostgresStore
         return result;
     }
 
-    private async Task<IReadOnlyList<Notification>> ReadNotificationsAsync(string tail, Action<NpgsqlParameterCollection> bind, CancellationToken cancellationToken)
+    private async Task<IReadOnlyList<Notification>> ReadNotificationsAsync(string tail, Action<NpgsqlParameterCollection> bind, CancellationToken cancellationToken,
+        string? update = null)
     {
-        await using var command = _dataSource.CreateCommand(
-            "SELECT id, created_at, role, recipient, channel, target, payload, status, attempts, last_error FROM notifications " + tail);
+        const string Columns = "id, created_at, role, recipient, channel, target, payload, status, attempts, last_error";
+        await using var command = _dataSource.CreateCommand(update is null
+            ? $"SELECT {Columns} FROM notifications {tail}"
+            : $"{update}{tail} RETURNING {Columns}");
         bind(command.Parameters);
         await using var reader = await command.ExecuteReaderAsync(cancellationToken);
         var result = new List<Notification>();

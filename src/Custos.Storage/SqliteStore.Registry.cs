@@ -174,12 +174,30 @@ public sealed partial class SqliteStore
     }
 
     /// <inheritdoc/>
-    public Task<IReadOnlyList<Notification>> DueNotificationsAsync(DateTimeOffset now, int max, CancellationToken cancellationToken = default)
-        => ReadNotificationsAsync("WHERE status = 'pending' AND next_attempt <= $now ORDER BY id LIMIT $max", c =>
+    /// <remarks>The rows returned are claimed for <see cref="NotificationClaim"/> (their next attempt moved ahead), as in PostgreSQL.</remarks>
+    public async Task<IReadOnlyList<Notification>> DueNotificationsAsync(DateTimeOffset now, int max, CancellationToken cancellationToken = default)
+    {
+        await _writeLock.WaitAsync(cancellationToken);
+        try
         {
-            c.Parameters.AddWithValue("$now", LedgerTime.Format(now));
-            c.Parameters.AddWithValue("$max", max);
-        }, cancellationToken);
+            var claimed = await ReadNotificationsAsync("""
+                WHERE id IN (SELECT id FROM notifications WHERE status = 'pending' AND next_attempt <= $now ORDER BY id LIMIT $max)
+                """, c =>
+            {
+                c.Parameters.AddWithValue("$now", LedgerTime.Format(now));
+                c.Parameters.AddWithValue("$max", max);
+                c.Parameters.AddWithValue("$claim", LedgerTime.Format(now + NotificationClaim));
+            }, cancellationToken, update: "UPDATE notifications SET next_attempt = $claim ");
+            return [.. claimed.OrderBy(n => n.Id)];
+        }
+        finally
+        {
+            _writeLock.Release();
+        }
+    }
+
+    /// <summary>How long a claim on due notifications holds before they are due again. Default 2 minutes.</summary>
+    public TimeSpan NotificationClaim { get; init; } = TimeSpan.FromMinutes(2);
 
     /// <inheritdoc/>
     public Task<IReadOnlyList<Notification>> ListNotificationsAsync(int limit, CancellationToken cancellationToken = default)
@@ -287,11 +305,13 @@ public sealed partial class SqliteStore
         return result;
     }
 
-    private async Task<IReadOnlyList<Notification>> ReadNotificationsAsync(string tail, Action<SqliteCommand> bind, CancellationToken cancellationToken)
+    private async Task<IReadOnlyList<Notification>> ReadNotificationsAsync(string tail, Action<SqliteCommand> bind, CancellationToken cancellationToken,
+        string? update = null)
     {
-        await using var connection = await OpenReaderAsync(cancellationToken);
-        using var command = connection.CreateCommand();
-        command.CommandText = "SELECT id, created_at, role, recipient, channel, target, payload, status, attempts, last_error FROM notifications " + tail;
+        const string Columns = "id, created_at, role, recipient, channel, target, payload, status, attempts, last_error";
+        await using var connection = update is null ? await OpenReaderAsync(cancellationToken) : null;
+        using var command = (connection ?? _writer!).CreateCommand();
+        command.CommandText = update is null ? $"SELECT {Columns} FROM notifications {tail}" : $"{update}{tail} RETURNING {Columns}";
         bind(command);
         await using var reader = await command.ExecuteReaderAsync(cancellationToken);
         var result = new List<Notification>();

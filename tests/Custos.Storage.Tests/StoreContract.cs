@@ -455,10 +455,13 @@ public abstract class StoreContract : IAsyncLifetime
         await Store.EnqueueNotificationsAsync([NewNotification("dan", T0.AddMinutes(2))]);
 
         Assert.Empty(await Store.DueNotificationsAsync(T0.AddSeconds(-1), 10));
-        var due = await Store.DueNotificationsAsync(T0.AddMinutes(5), 10);
-        Assert.Equal(["ann", "bob", "dan"], due.Select(n => n.Recipient));
-        Assert.Equal(["ann"], (await Store.DueNotificationsAsync(T0.AddMinutes(5), 1)).Select(n => n.Recipient));
-        Assert.Equal(["ann"], (await Store.DueNotificationsAsync(T0.AddSeconds(30), 10)).Select(n => n.Recipient));
+        Assert.Equal(["ann"], (await Store.DueNotificationsAsync(T0.AddSeconds(30), 10)).Select(n => n.Recipient)); // claimed until 2:30
+        var first = await Store.DueNotificationsAsync(T0.AddMinutes(5), 1);
+        Assert.Equal(["ann"], first.Select(n => n.Recipient)); // the claim lapsed: due again
+        var rest = await Store.DueNotificationsAsync(T0.AddMinutes(5), 10);
+        Assert.Equal(["bob", "dan"], rest.Select(n => n.Recipient));
+        Assert.Empty(await Store.DueNotificationsAsync(T0.AddMinutes(5), 10)); // all claimed: another node sends nothing twice
+        var due = first.Concat(rest).ToList();
         var ann = due[0];
         Assert.Equal((T0, "technical", "webhook", "https://example.invalid/hook", """{"text":"hello"}""", "pending", 0, (string?)null),
             (ann.CreatedAt, ann.Role, ann.Channel, ann.Target, ann.Payload, ann.Status, ann.Attempts, ann.LastError));
@@ -466,8 +469,8 @@ public abstract class StoreContract : IAsyncLifetime
         await Store.RecordNotificationAttemptAsync(ann.Id, false, "HTTP 503", T0.AddMinutes(10));
         await Store.RecordNotificationAttemptAsync(due[1].Id, true, null, null);
 
-        Assert.Equal(["dan"], (await Store.DueNotificationsAsync(T0.AddMinutes(9), 10)).Select(n => n.Recipient));
-        var retried = await Store.DueNotificationsAsync(T0.AddMinutes(10), 10);
+        Assert.Equal(["dan"], (await Store.DueNotificationsAsync(T0.AddMinutes(9), 10)).Select(n => n.Recipient)); // its claim lapsed at 7:00
+        var retried = await Store.DueNotificationsAsync(T0.AddMinutes(11), 10);
         Assert.Equal(["ann", "dan"], retried.Select(n => n.Recipient));
         Assert.Equal((1, "HTTP 503"), (retried[0].Attempts, retried[0].LastError));
 

@@ -392,8 +392,16 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
             }
 
             var escalated = 0;
-            foreach (var alert in _active.Values.Where(a => a.Status == AlertStatus.Open && a.EscalatedAt is null && now - a.RaisedAt >= after).ToList())
+            foreach (var candidate in _active.Values.Where(a => a.Status == AlertStatus.Open && a.EscalatedAt is null && now - a.RaisedAt >= after).ToList())
             {
+                // With several nodes, the alert may have been acknowledged or resolved through another node's admin API.
+                var alert = await _store.GetAlertAsync(candidate.Id, cancellationToken) ?? candidate;
+                if (alert.Status != AlertStatus.Open || alert.EscalatedAt is not null)
+                {
+                    _active[alert.Signal.Fingerprint] = alert;
+                    continue;
+                }
+
                 var service = alert.Signal.Service is { } id && snapshot.Services.TryGetValue(id, out var entry) ? entry : null;
                 var next = service is null ? null
                     : AlertTypes.EscalationLadder.FirstOrDefault(r => !alert.NotifiedRoles.Contains(r) && OwnerRoles.Of(service.Owners, r) is not null);
