@@ -20,6 +20,9 @@
 #                          loopback ports used
 #   BENCH_SINGLE=5         seconds of the one-connection latency runs     BENCH_TTFB=100  streaming requests timed by curl
 #   BENCH_RESULTS=bench/results/latest.md   where the table is saved
+#   BENCH_SHARED=1         also measure Custos on the multi-node engines: Redis counters and the PostgreSQL store
+#                          (a private redis-server and postgres on loopback, started and stopped by the script; 0: skip)
+#   BENCH_REDIS_PORT=18084 BENCH_PG_PORT=18085  BENCH_SHARED_PORT=18086  BENCH_SHARED_ADMIN_PORT=18087
 #   BENCH_SKIP_BUILD=1     use the existing Release build
 #   BENCH_KEEP=1           keep the temporary directory (config, logs, ledger, wrk output)
 set -euo pipefail
@@ -40,6 +43,11 @@ yarp_port=${BENCH_YARP_PORT:-18083}
 single=${BENCH_SINGLE:-5}
 ttfb_count=${BENCH_TTFB:-100}
 results=${BENCH_RESULTS:-bench/results/latest.md}
+shared=${BENCH_SHARED:-1}
+redis_port=${BENCH_REDIS_PORT:-18084}
+pg_port=${BENCH_PG_PORT:-18085}
+shared_port=${BENCH_SHARED_PORT:-18086}
+shared_admin_port=${BENCH_SHARED_ADMIN_PORT:-18087}
 
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
 
@@ -63,6 +71,10 @@ custos_pid=
 nginx_pid=
 yarp_pid=
 wrk_pid=
+shared_pid=
+redis_pid=
+pg_pid=
+pg_dir=
 
 # shellcheck disable=SC2317 # reached through the trap
 stop_process() { # name pid grace-seconds
@@ -84,6 +96,10 @@ cleanup() {
   trap - EXIT INT TERM
   stop_process wrk "$wrk_pid" 2
   stop_process custos "$custos_pid" 30
+  stop_process "custos (shared engines)" "$shared_pid" 30
+  stop_process redis "$redis_pid" 10
+  stop_process postgres "$pg_pid" 30
+  [[ -n $pg_dir ]] && rm -rf "$pg_dir"
   stop_process nginx "$nginx_pid" 10
   stop_process yarp "$yarp_pid" 10
   stop_process mock "$mock_pid" 10
@@ -113,11 +129,31 @@ if ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]]; then
 fi
 nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 
-for port in "$mock_port" "$custos_port" "$admin_port" "$nginx_port" "$yarp_port"; do
+ports=("$mock_port" "$custos_port" "$admin_port" "$nginx_port" "$yarp_port")
+[[ $shared == 1 ]] && ports+=("$redis_port" "$pg_port" "$shared_port" "$shared_admin_port")
+for port in "${ports[@]}"; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     die "port $port on 127.0.0.1 is already in use; pick others with BENCH_MOCK_PORT, BENCH_PORT, BENCH_ADMIN_PORT, BENCH_NGINX_PORT, BENCH_YARP_PORT"
   fi
 done
+
+# The multi-node engines: Debian's redis-server and PostgreSQL (./test.sh installs both; so does this).
+pg_bindir=
+if [[ $shared == 1 ]]; then
+  find_pg() {
+    if command -v postgres >/dev/null && command -v initdb >/dev/null; then dirname "$(command -v postgres)"; return; fi
+    local bin
+    for bin in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+      [[ -x $bin/postgres && -x $bin/initdb ]] && { echo "$bin"; return; }
+    done
+  }
+  if ! command -v redis-server >/dev/null || [[ -z $(find_pg) ]]; then
+    say "installing redis-server and postgresql (scripts/test-deps.sh) for the shared-engines case"
+    scripts/test-deps.sh >/dev/null || die "could not install redis-server and postgresql; run with BENCH_SHARED=0 to skip that case"
+  fi
+  pg_bindir=$(find_pg)
+  [[ -n $pg_bindir ]] || die "PostgreSQL binaries not found; run with BENCH_SHARED=0 to skip the shared-engines case"
+fi
 
 # CPU placement: wrk on the first allowed core, the mock and Custos on the rest.
 allowed=$(awk '/^Cpus_allowed_list/ {print $2}' /proc/self/status 2>/dev/null || true)
@@ -237,6 +273,11 @@ credentials:
     status: active
 EOF
 
+# The same policy on the shared engines: PostgreSQL for the store, Redis for the counters (and the change feed).
+shared_config=$work/custos-shared.yaml
+sed -e "s|^  listen: .*|  listen: http://127.0.0.1:$shared_port|" -e "s|^  admin_listen: .*|  admin_listen: http://127.0.0.1:$shared_admin_port|" \
+  -e "s|^  data: data$|  data: data-shared\n  storage: postgres\n  counters: redis|" -e "s|^  node_id: bench$|  node_id: bench-shared|" "$config" >"$shared_config"
+
 # --- is the machine quiet? -------------------------------------------------------------------------------------
 machine_busy_ticks() { # busy clock ticks of the whole machine, all cores (steal: another VM on the host)
   local user nice system irq softirq steal
@@ -313,6 +354,33 @@ if grep -q '^warning:' "$work/custos.log"; then
   die "custos serve printed warnings; the configuration is not what the bench expects"
 fi
 
+shared_env=()
+if [[ $shared == 1 ]]; then
+  say "starting redis-server on 127.0.0.1:$redis_port and PostgreSQL on 127.0.0.1:$pg_port (durable: fsync and synchronous commit on)"
+  "${server_cmd[@]}" redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >"$work/redis.log" 2>&1 &
+  redis_pid=$!
+  pg_dir=$(mktemp -d -t custos-bench-pg.XXXXXX) # outside $work: the postgres user must reach it
+  as_pg=()
+  if [[ $(id -u) -eq 0 ]]; then
+    chown postgres: "$pg_dir" || die "cannot hand $pg_dir to the postgres user"
+    as_pg=(setpriv --reuid=postgres --regid=postgres --init-groups)
+  fi
+  "${as_pg[@]}" "$pg_bindir/initdb" -D "$pg_dir/data" -U custos --auth=trust -E UTF8 --locale=C >"$work/initdb.log" 2>&1 \
+    || { cat "$work/initdb.log" >&2; die "initdb failed"; }
+  "${server_cmd[@]}" "${as_pg[@]}" "$pg_bindir/postgres" -D "$pg_dir/data" -p "$pg_port" -k "$pg_dir" -c listen_addresses=127.0.0.1 \
+    >"$work/postgres.log" 2>&1 &
+  pg_pid=$!
+  for ((i = 0; i < 300; i++)); do grep -q 'ready to accept connections' "$work/postgres.log" 2>/dev/null && break; sleep 0.1; done
+  grep -q 'ready to accept connections' "$work/postgres.log" || { cat "$work/postgres.log" >&2; die "PostgreSQL did not start"; }
+  shared_env=(env "CUSTOS_POSTGRES=Host=127.0.0.1;Port=$pg_port;Username=custos;Database=postgres" "CUSTOS_REDIS=127.0.0.1:$redis_port")
+  say "starting custos serve on the shared engines on 127.0.0.1:$shared_port"
+  BENCH_UPSTREAM_API_KEY=sk-bench-upstream "${shared_env[@]}" "${server_env[@]}" "${server_cmd[@]}" dotnet "$custos_dll" serve --config "$shared_config" \
+    >"$work/custos-shared.log" 2>&1 &
+  shared_pid=$!
+  wait_for_line "custos (shared engines)" "$shared_pid" "$work/custos-shared.log" '^Custos serving' 60
+  grep -q 'counters in Redis (shared)' "$work/custos-shared.log" || { cat "$work/custos-shared.log" >&2; die "custos did not start on Redis counters"; }
+fi
+
 # --- request bodies and wrk scripts ----------------------------------------------------------------------------
 messages='"messages":[{"role":"system","content":"You are the support assistant of Acme Corp. Answer briefly and politely."},{"role":"user","content":"My order 12345 has not arrived yet. Can you tell me what to do next?"}]'
 body_plain='{"model":"gpt-4o-mini",'"$messages"',"temperature":0.2,"max_tokens":256}'
@@ -349,6 +417,14 @@ grep -q '^data: \[DONE\]' "$work/check-stream.out" || die "the stream through Cu
 ! grep -q '"choices":\[\]' "$work/check-stream.out" || die "the stream through Custos passed on the usage chunk it injected"
 wrk_counted=2 # the two curl checks
 custos_wrk_runs=0
+shared_url=http://127.0.0.1:$shared_port/v1/chat/completions
+shared_counted=0
+shared_wrk_runs=0
+if [[ $shared == 1 ]]; then
+  check=$(curl -sS -o "$work/check-shared.out" -w '%{http_code}' -H "Authorization: Bearer $api_key" -H 'Content-Type: application/json' -d "$body_plain" "$shared_url")
+  [[ $check == 200 ]] || { cat "$work/check-shared.out" >&2; die "a request through Custos on the shared engines answered $check, not 200"; }
+  shared_counted=1
+fi
 
 # --- measurements ----------------------------------------------------------------------------------------------
 cpu_ticks() { # total user+system clock ticks of the given pids
@@ -380,14 +456,21 @@ field() { sed -n "s/^BENCH .*\b$2=\([0-9]*\).*/\1/p" "$1"; }
 
 declare -A rps p50 p99 errors requests cpu_us foreign
 cases=(direct-plain nginx-plain yarp-plain custos-plain direct-stream nginx-stream yarp-stream custos-stream)
+targets=(direct nginx yarp custos)
+if [[ $shared == 1 ]]; then
+  cases=(direct-plain nginx-plain yarp-plain custos-plain shared-plain direct-stream nginx-stream yarp-stream custos-stream shared-stream)
+  targets+=(shared)
+fi
 declare -A case_label=(
   [direct-plain]="direct to mock, non-streaming" [nginx-plain]="through nginx, non-streaming"
   [yarp-plain]="through bare YARP, non-streaming" [custos-plain]="through Custos, non-streaming"
+  [shared-plain]="through Custos on Redis + PostgreSQL, non-streaming"
   [direct-stream]="direct to mock, streaming" [nginx-stream]="through nginx, streaming"
-  [yarp-stream]="through bare YARP, streaming" [custos-stream]="through Custos, streaming")
+  [yarp-stream]="through bare YARP, streaming" [custos-stream]="through Custos, streaming"
+  [shared-stream]="through Custos on Redis + PostgreSQL, streaming")
 
-target_url() { # direct|nginx|yarp|custos
-  case $1 in direct) echo "$mock_url" ;; nginx) echo "$nginx_url" ;; yarp) echo "$yarp_url" ;; custos) echo "$custos_url" ;; esac
+target_url() { # direct|nginx|yarp|custos|shared
+  case $1 in direct) echo "$mock_url" ;; nginx) echo "$nginx_url" ;; yarp) echo "$yarp_url" ;; custos) echo "$custos_url" ;; shared) echo "$shared_url" ;; esac
 }
 
 for name in "${cases[@]}"; do
@@ -397,6 +480,7 @@ for name in "${cases[@]}"; do
     nginx-*) mapfile -t pids < <(echo "$mock_pid"; echo "$nginx_pid"; pgrep -P "$nginx_pid") ;;
     yarp-*) pids=("$mock_pid" "$yarp_pid") ;;
     custos-*) pids=("$mock_pid" "$custos_pid") ;;
+    shared-*) pids=("$mock_pid" "$shared_pid" "$redis_pid" "$pg_pid") && mapfile -t -O 4 pids < <(pgrep -P "$pg_pid") ;;
   esac
   case $name in
     *-plain) lua=$work/plain.lua ;;
@@ -406,6 +490,7 @@ for name in "${cases[@]}"; do
   # The .NET proxies need the warm-up for their JIT; the mock is warm after its first case and nginx needs none.
   case_warmup=$warmup
   if [[ $name == direct-stream || $name == nginx-* ]] && ((warmup > 3)); then case_warmup=3; fi
+  if [[ $name == shared-stream || $name == custos-stream ]] && ((warmup > 5)); then case_warmup=5; fi # the same code, warm from its non-streaming case
   say "${case_label[$name]}: warm-up ${case_warmup}s, then ${duration}s at $connections connections"
   run_wrk "$work/$name.warmup.txt" "$lua" "$url" "$case_warmup"
   before=$(cpu_ticks "${pids[@]}")
@@ -433,12 +518,15 @@ for name in "${cases[@]}"; do
   if [[ $name == custos-* ]]; then
     wrk_counted=$((wrk_counted + $(field "$work/$name.warmup.txt" requests) + requests[$name]))
     custos_wrk_runs=$((custos_wrk_runs + 2))
+  elif [[ $name == shared-* ]]; then
+    shared_counted=$((shared_counted + $(field "$work/$name.warmup.txt" requests) + requests[$name]))
+    shared_wrk_runs=$((shared_wrk_runs + 2))
   fi
 done
 
 # --- latency at one connection: what one request costs when nothing queues ------------------------------------
 declare -A single_p50 single_p99
-for target in direct nginx yarp custos; do
+for target in "${targets[@]}"; do
   say "one connection, non-streaming, ${single}s: $target"
   run_wrk "$work/single-$target.txt" "$work/plain.lua" "$(target_url "$target")" "$single" --latency -t 1 -c 1 # later options win
   read -r "single_p50[$target]" "single_p99[$target]" < <(awk -v a="$(field "$work/single-$target.txt" p50_us)" \
@@ -447,12 +535,15 @@ for target in direct nginx yarp custos; do
   if [[ $target == custos ]]; then
     wrk_counted=$((wrk_counted + $(field "$work/single-custos.txt" requests)))
     custos_wrk_runs=$((custos_wrk_runs + 1))
+  elif [[ $target == shared ]]; then
+    shared_counted=$((shared_counted + $(field "$work/single-shared.txt" requests)))
+    shared_wrk_runs=$((shared_wrk_runs + 1))
   fi
 done
 
 # --- streaming: time to the first byte, one request at a time (curl) ------------------------------------------
 declare -A ttfb
-for target in direct nginx yarp custos; do
+for target in "${targets[@]}"; do
   url=$(target_url "$target")
   for ((i = 0; i < ttfb_count; i++)); do
     curl -sS -N -o /dev/null -w '%{time_starttransfer}\n' -H "Authorization: Bearer $api_key" -H 'Content-Type: application/json' \
@@ -462,6 +553,7 @@ for target in direct nginx yarp custos; do
   printf '    streaming time to first byte, median of %s: %s %s ms\n' "$ttfb_count" "$target" "${ttfb[$target]}"
 done
 wrk_counted=$((wrk_counted + ttfb_count))
+[[ $shared == 1 ]] && shared_counted=$((shared_counted + ttfb_count))
 
 # --- peak memory of the proxies (VmHWM: the resident set's high-water mark since start) -----------------------
 peak_rss_mb() { awk '/^VmHWM/ { printf "%.0f\n", $2 / 1024 }' "/proc/$1/status"; }
@@ -469,6 +561,7 @@ declare -A rss
 rss[custos]=$(peak_rss_mb "$custos_pid")
 rss[yarp]=$(peak_rss_mb "$yarp_pid")
 rss[nginx]=$(for pid in $(pgrep -P "$nginx_pid"); do peak_rss_mb "$pid"; done | sort -n | tail -1)
+[[ $shared == 1 ]] && rss[shared]=$(peak_rss_mb "$shared_pid")
 
 # --- ledger check: stop Custos gracefully (it drains the ledger), then count ------------------------------------
 say "stopping Custos (drains the ledger), then counting ledger entries"
@@ -488,6 +581,17 @@ ledger_total=$(grep -c '"kind":"request"' "$work/ledger.jsonl" || true)
 # Entries by status, outcome and reasons, e.g. "8862 × 200 completed", "61 × 499 cancelled client.cancelled".
 ledger_breakdown=$(sed -n 's/.*"reasons":\[\([^]]*\)\].*"status":\([0-9]*\),"outcome":"\([a-z_]*\)".*/\2 \3 \1/p' "$work/ledger.jsonl" \
   | tr -d '"' | sort | uniq -c | sort -rn | awk '{printf "%s%s × %s %s%s", (NR > 1 ? ", " : ""), $1, $2, $3, ($4 != "" ? " " $4 : "")}')
+shared_total=0
+shared_status=""
+if [[ $shared == 1 ]]; then
+  say "stopping Custos on the shared engines (drains its ledger into PostgreSQL), then counting its entries"
+  stop_process "custos (shared engines)" "$shared_pid" 30
+  shared_pid=
+  "${shared_env[@]}" dotnet "$custos_dll" requests --config "$shared_config" --json --limit 10000000 >"$work/ledger-shared.jsonl"
+  shared_total=$(grep -c '"kind":"request"' "$work/ledger-shared.jsonl" || true)
+  shared_extra=$((shared_total - shared_counted))
+  if ((shared_extra >= 0 && shared_extra <= connections * shared_wrk_runs)); then shared_status="ok: none dropped"; else shared_status=MISMATCH; fi
+fi
 chain=""
 if command -v sqlite3 >/dev/null; then
   chain=$(sqlite3 "$work/data/custos.db" "SELECT count(*) || ' rows, seq 1..' || max(seq) FROM ledger WHERE chain_id = 'bench';")
@@ -526,8 +630,8 @@ cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/nul
   echo "| proxy, non-streaming | added p50 at 1 connection, ms | p99 at 1 connection, ms | added server CPU µs/req | peak RSS MB | streaming time to first byte, median ms |"
   echo "|---|---:|---:|---:|---:|---:|"
   echo "| none (direct to mock) | – | ${single_p99[direct]} | – | – | ${ttfb[direct]} |"
-  for target in nginx yarp custos; do
-    label=$(case $target in nginx) echo nginx ;; yarp) echo "bare YARP" ;; custos) echo Custos ;; esac)
+  for target in "${targets[@]:1}"; do
+    label=$(case $target in nginx) echo nginx ;; yarp) echo "bare YARP" ;; custos) echo Custos ;; shared) echo "Custos on Redis + PostgreSQL" ;; esac)
     echo "| $label | $(delta "${single_p50[$target]}" "${single_p50[direct]}" "%.3f") | ${single_p99[$target]} |" \
       "$(delta "${cpu_us[$target-plain]}" "${cpu_us[direct-plain]}" "%.0f") | ${rss[$target]} | ${ttfb[$target]} |"
   done
@@ -555,6 +659,13 @@ cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/nul
   d=$(delta "${ttfb[custos]}" "${ttfb[direct]}" "%.3f")
   echo "| streaming time to first byte: within 0.5 ms of direct | +$d ms | $(verdict "$d" le 0.5) |"
   echo
+  if [[ $shared == 1 ]]; then
+    echo "Custos on the multi-node engines (Redis counters and change feed, PostgreSQL store with durable commits, both on"
+    echo "the servers' core), same policy and load: throughput $(ratio "${rps[shared-plain]}" "${rps[nginx-plain]}") × nginx non-streaming,"
+    echo "$(ratio "${rps[shared-stream]}" "${rps[nginx-stream]}") × streaming; $(ratio "${rps[shared-plain]}" "${rps[custos-plain]}") × the embedded store's."
+    echo "Its ledger: $shared_total request entries in PostgreSQL for $shared_counted requests sent ($shared_status)."
+    echo
+  fi
   echo "Bare YARP is the same Kestrel and YARP forwarding with the same upstream client settings as Custos, and nothing"
   echo "else: the distance from nginx to bare YARP is what .NET's HTTP stack costs on this machine; the distance from bare"
   echo "YARP to Custos is what accountability costs (credential, every control, metering, the chained ledger entry)."
@@ -586,7 +697,8 @@ echo
 say "saved to $results; took $((SECONDS - started)) s"
 
 status=0
-for name in custos-plain custos-stream; do
+for name in "${cases[@]}"; do
+  [[ $name == custos-* || $name == shared-* ]] || continue
   if [[ ${errors[$name]} -ne 0 ]]; then
     echo "bench/run.sh: wrk reported ${errors[$name]} error(s) for ${case_label[$name]}" >&2
     status=1
@@ -597,6 +709,10 @@ for name in "${cases[@]}"; do
     echo "bench/run.sh: warning: other processes used ${foreign[$name]}% of a core during '${case_label[$name]}'; its figures are suspect" >&2
   fi
 done
+if [[ $shared_status == MISMATCH ]]; then
+  echo "bench/run.sh: the PostgreSQL ledger does not hold one entry per request sent to Custos on the shared engines" >&2
+  status=1
+fi
 if [[ $ledger_status == MISMATCH ]]; then
   echo "bench/run.sh: the ledger does not hold one entry per request wrk counted (see the ledger check above)" >&2
   status=1
