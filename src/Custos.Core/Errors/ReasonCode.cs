@@ -196,6 +196,13 @@ public static class Reasons
     public static readonly ReasonCode PolicyUnconfirmed = new("unavailable.policy_unconfirmed", 503, OverloadedType, true, Decision.Throttle,
         "The gateway cannot confirm it holds the latest policy version (a revocation may be pending) and refuses rather than serve unchecked; retry shortly.");
 
+    /// <summary>
+    /// The ledger can store nothing durably right now (its store and its local spool both refuse writes): the gateway
+    /// refuses new requests rather than serve them unrecorded.
+    /// </summary>
+    public static readonly ReasonCode LedgerUnavailable = new("unavailable.ledger", 503, OverloadedType, true, Decision.Throttle,
+        "The gateway cannot record requests right now and refuses new ones rather than serve them unrecorded; retry shortly.");
+
     /// <summary>Kill switch: the consumer is suspended.</summary>
     public static readonly ReasonCode ConsumerSuspended = new("deny.consumer_suspended", 403, Permission, false, Decision.Deny,
         "This consumer is suspended (kill switch); its service's technical control owner can release it.");
@@ -244,7 +251,7 @@ public static class Reasons
         TokenCeiling, PromptRestricted, RateLimited, QuotaExhausted, BudgetExhausted, ModelWrongEndpoint, InvalidJson, InvalidBody,
         InvalidField, BodyTooLarge, ContentType, UnknownEndpoint, MethodNotAllowed, UpstreamNotConfigured, UpstreamUnreachable,
         UpstreamTimeout, UpstreamError, UpstreamAuth, UpstreamRejected, UpstreamRateLimited, UpstreamStreamInterrupted,
-        ClientCancelled, Internal, Overloaded, LedgerBacklog, ConsumerSuspended, ServiceSuspended, TenantSuspended, ServiceUngoverned,
+        ClientCancelled, Internal, Overloaded, LedgerBacklog, LedgerUnavailable, ConsumerSuspended, ServiceSuspended, TenantSuspended, ServiceUngoverned,
         TokenMalformed, TokenIssuer, TokenAudience, TokenSignature, TokenExpired, TokenSubjectUnknown,
         CountersUnavailable, PolicyUnconfirmed,
     ];

@@ -100,6 +100,12 @@ public sealed record CustosGatewayOptions
 
     /// <summary>How often OTLP metrics are pushed and spans batched. Default: the OpenTelemetry defaults (60 s, 5 s) or their variables.</summary>
     internal TimeSpan? OtlpExportInterval { get; init; }
+
+    /// <summary>Tests: wraps the store the ledger writer appends to (a store that fails on demand).</summary>
+    internal Func<ILedgerStore, ILedgerStore>? LedgerStore { get; init; }
+
+    /// <summary>Tests: adjusts the ledger writer's options (timings).</summary>
+    internal Func<LedgerWriterOptions, LedgerWriterOptions>? LedgerOptions { get; init; }
 }
 
 /// <summary>
@@ -335,8 +341,9 @@ public sealed partial class CustosGateway : IAsyncDisposable
             }
 
             var policy = new ActivePolicy(PolicySnapshot.Compile(version, options.Secrets));
-            var ledger = await LedgerWriter.StartAsync(store, options.NodeId, loggerFactory.CreateLogger<LedgerWriter>(),
-                options.LedgerQueueCapacity, cancellationToken);
+            var ledgerOptions = new LedgerWriterOptions { Capacity = options.LedgerQueueCapacity, SpoolDirectory = Path.Combine(options.DataDirectory, "spool") };
+            var ledger = await LedgerWriter.StartAsync(options.LedgerStore?.Invoke(store) ?? store, options.NodeId, loggerFactory.CreateLogger<LedgerWriter>(),
+                options.LedgerOptions?.Invoke(ledgerOptions) ?? ledgerOptions, cancellationToken);
             started.Insert(0, ledger);
             if (created)
             {
@@ -538,7 +545,8 @@ public sealed partial class CustosGateway : IAsyncDisposable
 
     /// <summary>
     /// Ready while the ledger can record and keeps up: a gateway that cannot prove what it did, or is shedding
-    /// requests because its ledger is behind, should not get traffic.
+    /// requests because its ledger is behind, should not get traffic. Spooling (the store is away, records go to the
+    /// local spool) is ready: every record is still durable; <c>ledger_spooled</c> says how many wait there.
     /// </summary>
     private static Task Ready(HttpContext context, ActivePolicy policy, LedgerWriter ledger)
     {
@@ -547,7 +555,7 @@ public sealed partial class CustosGateway : IAsyncDisposable
         var status = !ledger.IsHealthy ? "ledger_unavailable" : ledger.IsBacklogged ? "ledger_backlog" : "ready";
         context.Response.StatusCode = status == "ready" ? StatusCodes.Status200OK : StatusCodes.Status503ServiceUnavailable;
         return context.Response.WriteAsync(
-            $"{{\"status\":\"{status}\",\"policy_version\":{snapshot.Version},\"policy_hash\":\"{snapshot.Hash}\",\"ledger_pending\":{ledger.Pending}}}");
+            $"{{\"status\":\"{status}\",\"policy_version\":{snapshot.Version},\"policy_hash\":\"{snapshot.Hash}\",\"ledger_pending\":{ledger.Pending},\"ledger_spooled\":{ledger.Spooled}}}");
     }
 
     private static Uri BoundUri(WebApplication app)
@@ -569,7 +577,7 @@ public sealed partial class CustosGateway : IAsyncDisposable
         await _admin.StopAsync();
         await _dataPlane.DisposeAsync();
         await _admin.DisposeAsync();
-        await Ledger.FlushAsync(); // every record seen by the detectors,
+        await Ledger.FlushAsync().WaitAsync(TimeSpan.FromSeconds(30)).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing); // every record seen by the detectors,
         await Alerts.DisposeAsync(); // every signal handled (its ledger entries queued),
         await Ledger.DisposeAsync(); // then everything stored
         _telemetryExport?.Dispose(); // pushes the last measurements and spans

@@ -95,7 +95,6 @@ internal sealed partial class DataPlane(
         }
         finally
         {
-            Interlocked.Decrement(ref _inFlight);
             var elapsed = Stopwatch.GetElapsedTime(started).TotalMilliseconds;
             record.GatewayMs = elapsed - (record.UpstreamMs ?? 0);
             if (record.Status == 0)
@@ -103,20 +102,71 @@ internal sealed partial class DataPlane(
                 record.Status = context.Response.StatusCode;
             }
 
-            call?.Dispose();
-            if (record.Reasons is [var reason] && (reason == Reasons.LedgerBacklog.Code || reason == Reasons.Overloaded.Code))
+            // No response without its evidence: the bytes held back (the end of a body, of a stream's final event) are
+            // written only once the record is durable, stored or spooled, and a chunked response ends only after this
+            // block. Should the record not become durable, the connection is aborted: the client never holds a complete
+            // response that is not recorded. Shed requests never wait: shedding must stay cheap.
+            var durable = true;
+            try
             {
-                ledger.RecordShed(record);
+                if (record.Reasons is [var reason] && (reason == Reasons.LedgerBacklog.Code || reason == Reasons.Overloaded.Code || reason == Reasons.LedgerUnavailable.Code))
+                {
+                    ledger.RecordShed(record);
+                }
+                else
+                {
+                    try
+                    {
+                        await ledger.RecordAsync(record);
+                    }
+                    catch (Exception ex)
+                    {
+                        durable = false;
+                        Log.NotRecorded(logger, record.RequestId, ex);
+                        context.Abort();
+                    }
+                }
+
+                if (durable)
+                {
+                    await ReleaseHeldAsync(context, call?.Body);
+                }
             }
-            else
+            finally
             {
-                await ledger.EnqueueAsync(record);
+                call?.Dispose();
+                Interlocked.Decrement(ref _inFlight);
             }
+        }
+    }
+
+    private static async Task ReleaseHeldAsync(HttpContext context, MeteringStream? body)
+    {
+        try
+        {
+            if (body is not null)
+            {
+                await body.ReleaseAsync(context.RequestAborted);
+            }
+
+            await HeldBody.ReleaseAsync(context);
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or IOException)
+        {
+            // The client left: the record says what it was sent.
         }
     }
 
     private async Task<UpstreamCall?> HandleAsync(HttpContext context, PolicySnapshot snapshot, RequestRecord record, int inFlight)
     {
+        // A request the ledger could not record is refused before any work: the store and the spool both refuse writes.
+        if (!ledger.IsHealthy)
+        {
+            context.Response.Headers.RetryAfter = "1";
+            await DenyAsync(context, record, Reasons.LedgerUnavailable);
+            return null;
+        }
+
         var request = context.Request;
         var endpoint = ApiEndpoints.Resolve(record.Endpoint);
         if (endpoint == ApiEndpoint.Unknown)
@@ -175,7 +225,7 @@ internal sealed partial class DataPlane(
 
         if (endpoint == ApiEndpoint.Models)
         {
-            await WriteModelsAsync(context, consumer, record.Timestamp);
+            WriteModels(context, consumer, record.Timestamp);
             record.Status = StatusCodes.Status200OK;
             return null;
         }
@@ -574,7 +624,7 @@ internal sealed partial class DataPlane(
         return ErrorResponses.WriteAsync(context, reason, record.RequestId, IsAnthropic(record), message, param);
     }
 
-    private static async Task WriteModelsAsync(HttpContext context, ConsumerEntry consumer, DateTimeOffset now)
+    private static void WriteModels(HttpContext context, ConsumerEntry consumer, DateTimeOffset now)
     {
         var response = context.Response;
         response.StatusCode = StatusCodes.Status200OK;
@@ -599,8 +649,7 @@ internal sealed partial class DataPlane(
             writer.WriteEndObject();
         }
 
-        response.ContentLength = buffer.WrittenCount;
-        await response.Body.WriteAsync(buffer.WrittenMemory, context.RequestAborted);
+        HeldBody.Hold(context, buffer.WrittenSpan);
     }
 
     private static partial class Log
@@ -616,5 +665,9 @@ internal sealed partial class DataPlane(
 
         [LoggerMessage(EventId = 4, Level = LogLevel.Warning, Message = "Request {RequestId}: {Event}.")]
         public static partial void SoftLimit(ILogger logger, string requestId, string @event);
+
+        [LoggerMessage(EventId = 5, Level = LogLevel.Error,
+            Message = "Request {RequestId}: its ledger record could not be made durable; the connection was aborted so the client holds no unrecorded response.")]
+        public static partial void NotRecorded(ILogger logger, string requestId, Exception exception);
     }
 }

@@ -14,13 +14,17 @@ internal static class ErrorResponses
     // JSON for API clients, never embedded in HTML: readable quotes and apostrophes in messages.
     private static readonly JsonWriterOptions WriterOptions = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
-    public static async Task WriteAsync(HttpContext context, ReasonCode reason, string requestId, bool anthropic,
+    /// <summary>
+    /// Sets the status and keeps the error body for <see cref="HeldBody.ReleaseAsync"/>: the client gets it once the
+    /// request's ledger record is durable. Does nothing once the response has started.
+    /// </summary>
+    public static Task WriteAsync(HttpContext context, ReasonCode reason, string requestId, bool anthropic,
         string? message = null, string? param = null, int? status = null)
     {
         var response = context.Response;
         if (response.HasStarted)
         {
-            return;
+            return Task.CompletedTask;
         }
 
         response.StatusCode = status ?? reason.Status;
@@ -52,14 +56,7 @@ internal static class ErrorResponses
             writer.WriteEndObject();
         }
 
-        response.ContentLength = buffer.WrittenCount;
-        try
-        {
-            await response.Body.WriteAsync(buffer.WrittenMemory, context.RequestAborted);
-        }
-        catch (OperationCanceledException)
-        {
-            // The client is gone; the ledger still records what it was sent.
-        }
+        HeldBody.Hold(context, buffer.WrittenSpan);
+        return Task.CompletedTask;
     }
 }

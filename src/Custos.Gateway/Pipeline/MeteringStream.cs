@@ -1,3 +1,4 @@
+using System.Buffers;
 using Custos.Metering;
 
 namespace Custos.Gateway.Pipeline;
@@ -7,10 +8,28 @@ namespace Custos.Gateway.Pipeline;
 /// every chunk goes to the client as it arrives (flushed by the server's pipe), and the
 /// <see cref="ResponseMeter"/> reads usage from it on the way. Only when the meter must hide what the gateway
 /// asked for does it write the meter's edited output instead of the chunk.
+/// <para>
+/// The client must not hold a complete response before its ledger record is durable, so the stream holds back the
+/// end of a complete body until <see cref="ReleaseAsync"/>: for a body of known length (<c>Content-Length</c>), the
+/// write that completes it (up to 64 KB of it, usually the whole body: a client can do nothing with part of a JSON
+/// document, and one write after the wait costs less than two); for a stream, the last two bytes of its final event
+/// (<c>data: [DONE]</c>, Anthropic's <c>message_stop</c>), so the client's parser cannot dispatch it. Nothing before
+/// that waits: every other event goes out as it arrives.
+/// </para>
 /// </summary>
-internal sealed class MeteringStream(Stream inner, ResponseMeter meter, bool rewrites) : Stream
+internal sealed class MeteringStream(Stream inner, ResponseMeter meter, bool rewrites, long? contentLength) : Stream
 {
+    /// <summary>An event ends with a blank line, "\n\n" or "\r\n\r\n": holding its last two bytes keeps it from being dispatched.</summary>
+    private const int StreamTail = 2;
+
+    /// <summary>At most this much of the write that completes a body of known length waits.</summary>
+    private const int MaxBodyTail = 64 * 1024;
+
     private readonly PooledBufferWriter? _edited = rewrites ? new PooledBufferWriter(8192) : null;
+    private long _written;
+    private int _tail; // 0 until the body is complete; then how many of its last bytes wait in _held for ReleaseAsync
+    private byte[]? _held; // rented
+    private int _heldCount;
 
     public override bool CanRead => false;
 
@@ -22,21 +41,73 @@ internal sealed class MeteringStream(Stream inner, ResponseMeter meter, bool rew
 
     public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
 
+    /// <summary>True while bytes are held back for <see cref="ReleaseAsync"/>.</summary>
+    public bool IsHolding => _heldCount > 0;
+
     public override async ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
     {
+        var streamWasComplete = meter.StreamCompleted;
+        ReadOnlyMemory<byte> output;
         if (_edited is null)
         {
             meter.Process(buffer.Span, null);
-            await inner.WriteAsync(buffer, cancellationToken);
+            output = buffer;
+        }
+        else
+        {
+            _edited.Clear();
+            meter.Process(buffer.Span, _edited);
+            output = _edited.WrittenMemory;
+        }
+
+        if (_tail == 0)
+        {
+            if (!streamWasComplete && meter.StreamCompleted)
+            {
+                _tail = StreamTail;
+            }
+            else if (_written + output.Length == contentLength)
+            {
+                _tail = (int)Math.Min(MaxBodyTail, Math.Max(StreamTail, output.Length));
+            }
+        }
+
+        await WriteOutAsync(output, cancellationToken);
+    }
+
+    /// <summary>Writes <paramref name="data"/> to the client, keeping back the last bytes once the body is complete.</summary>
+    private async ValueTask WriteOutAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
+    {
+        if (data.IsEmpty)
+        {
             return;
         }
 
-        _edited.Clear();
-        meter.Process(buffer.Span, _edited);
-        if (_edited.WrittenCount > 0)
+        _written += data.Length;
+        if (_tail == 0)
         {
-            await inner.WriteAsync(_edited.WrittenMemory, cancellationToken);
+            await inner.WriteAsync(data, cancellationToken);
+            return;
         }
+
+        // What is held is always the very end of what the client should get, at most _tail bytes: older ones go first.
+        _held ??= ArrayPool<byte>.Shared.Rent(_tail);
+        var keep = Math.Min(_tail, data.Length);
+        var release = Math.Max(0, _heldCount + keep - _tail); // held bytes that must go out now
+        if (release > 0)
+        {
+            await inner.WriteAsync(_held.AsMemory(0, release), cancellationToken);
+            _held.AsSpan(release, _heldCount - release).CopyTo(_held);
+            _heldCount -= release;
+        }
+
+        if (data.Length > keep)
+        {
+            await inner.WriteAsync(data[..^keep], cancellationToken);
+        }
+
+        data.Span[^keep..].CopyTo(_held.AsSpan(_heldCount));
+        _heldCount += keep;
     }
 
     public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken)
@@ -59,10 +130,20 @@ internal sealed class MeteringStream(Stream inner, ResponseMeter meter, bool rew
 
         _edited.Clear();
         meter.Complete(_edited);
-        if (_edited.WrittenCount > 0)
+        await WriteOutAsync(_edited.WrittenMemory, cancellationToken);
+    }
+
+    /// <summary>Writes the bytes held back: call once the request's ledger record is durable.</summary>
+    public async ValueTask ReleaseAsync(CancellationToken cancellationToken)
+    {
+        if (_heldCount == 0)
         {
-            await inner.WriteAsync(_edited.WrittenMemory, cancellationToken);
+            return;
         }
+
+        var count = _heldCount;
+        _heldCount = 0;
+        await inner.WriteAsync(_held!.AsMemory(0, count), cancellationToken);
     }
 
     public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
@@ -76,6 +157,12 @@ internal sealed class MeteringStream(Stream inner, ResponseMeter meter, bool rew
         if (disposing)
         {
             _edited?.Dispose();
+            if (_held is { } held)
+            {
+                _held = null;
+                _heldCount = 0;
+                ArrayPool<byte>.Shared.Return(held);
+            }
         }
 
         base.Dispose(disposing);

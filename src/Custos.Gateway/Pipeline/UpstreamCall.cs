@@ -103,7 +103,7 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
             httpContext.Response.ContentLength = null;
         }
 
-        Body = new MeteringStream(httpContext.Response.Body, Meter, Meter.RewritesOutput);
+        Body = new MeteringStream(httpContext.Response.Body, Meter, Meter.RewritesOutput, httpContext.Response.ContentLength);
         httpContext.Response.Body = Body;
         proxyResponse.Content = new ObservedUpstreamContent(proxyResponse.Content, this);
         return true;

@@ -63,7 +63,7 @@ public sealed class CustosTelemetry : ILedgerObserver, IDisposable
             "Limit, quota and budget counters charged by admitted requests (reserved) or that refused a request (refused).");
         _alerts = Meter.CreateCounter<long>("custos.alerts", "{alert}", "Alerts raised.");
         Meter.CreateObservableGauge("custos.ledger.lag", () => ledger.Pending, "{record}", "Ledger records waiting in memory to be stored.");
-        Meter.CreateObservableCounter("custos.ledger.persisted", () => ledger.Persisted, "{record}", "Ledger records stored since start.");
+        Meter.CreateObservableCounter("custos.ledger.persisted", () => ledger.Persisted, "{record}", "Ledger records made durable (stored, or spooled while the store is away) since start.");
         if (counters is InMemoryCounterStore local)
         {
             Meter.CreateObservableGauge("custos.counters", () => local.Count, "{counter}", "Limit, quota and budget counters held in this process.");
