@@ -48,7 +48,7 @@ public sealed class ScaleOutTests(RedisServerFixture redis, PostgresServerFixtur
         var clients = cluster.Nodes.Select(n => new HttpClient { BaseAddress = n.DataPlaneUri }).ToArray();
         var key = cluster.KeyOf("data-team");
 
-        var results = await Task.WhenAll(Enumerable.Range(0, 200).Select(i => Cluster.ChatAsync(clients[i % 3], key, "gpt-4o", maxTokens: 64)));
+        var results = await Task.WhenAll(Enumerable.Range(0, 200).Select(i => Cluster.ChatAsync(clients[i % 3], key, "gpt-4o", maxTokens: 32)));
         foreach (var node in cluster.Nodes)
         {
             await node.Ledger.FlushAsync();

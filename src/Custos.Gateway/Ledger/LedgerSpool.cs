@@ -402,7 +402,7 @@ internal sealed class LedgerSpool : IDisposable
 /// <summary>
 /// Turns a spooled record's canonical JSON back into a <see cref="LedgerRecord"/> for the store. The canonical bytes stay
 /// what is stored and hashed (<see cref="ChainedRecord.Canonical"/>); the object only carries what stores index: kind,
-/// timestamp, tenant, and for requests the request id, service, consumer, credential, decision and model.
+/// timestamp, tenant, and for requests the request id, service, consumer, credential, decision, model and cost.
 /// </summary>
 internal static class RestoredRecords
 {
@@ -461,6 +461,8 @@ internal static class RestoredRecords
                 Category = fields.GetValueOrDefault("category"),
                 CredentialId = fields.GetValueOrDefault("credential_id"),
                 Model = fields.GetValueOrDefault("model"),
+                Cost = fields.GetValueOrDefault("cost") is { } cost ? decimal.Parse(cost, NumberStyles.Number, CultureInfo.InvariantCulture) : null, // stores index spend
+                Currency = fields.GetValueOrDefault("currency"),
                 Decision = fields.GetValueOrDefault("decision") switch
                 {
                     "deny" => Decision.Deny,

@@ -28,6 +28,8 @@ public sealed class LedgerSpoolTests : IDisposable
         CredentialId = "cred-web",
         Model = "gpt-4o-mini",
         Status = 200,
+        Cost = 0.000123m * i,
+        Currency = "USD",
         PolicyVersion = 3,
         PromptSha256 = new string('a', 64),
         ClientAddress = "127.0.0.1",
@@ -97,6 +99,7 @@ public sealed class LedgerSpoolTests : IDisposable
                 Assert.Equal(request.CredentialId, restored.CredentialId);
                 Assert.Equal(request.Model, restored.Model);
                 Assert.Equal(request.Decision, restored.Decision);
+                Assert.Equal(request.Cost, restored.Cost); // stores sum spend from it
             }
         }
 

@@ -1,0 +1,170 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using Custos.Gateway.Demo;
+using Custos.Gateway.Hosting;
+using Custos.Ledger;
+using Custos.Policy;
+using Custos.Postgres.Tests;
+using Custos.Redis.Tests;
+using Custos.Tests;
+using Xunit.Abstractions;
+
+namespace Custos.Cluster.Tests;
+
+/// <summary>Nodes killed and engines stopped under load: nothing served goes unrecorded, and the ledger still verifies.</summary>
+[Collection(ClusterCollection.Name)]
+public sealed class FaultTests(RedisServerFixture redis, PostgresServerFixture postgres, ITestOutputHelper output)
+{
+    /// <summary>Requests from <paramref name="loops"/> concurrent callers per client until <paramref name="stop"/>; every response kept.</summary>
+    private static Task LoadAsync(IReadOnlyList<HttpClient> clients, string key, int loops, CancellationToken stop,
+        ConcurrentBag<(int Client, int Status, string? RequestId)> responses)
+        => Task.WhenAll(clients.SelectMany((client, index) => Enumerable.Range(0, loops).Select(_ => Task.Run(async () =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                try
+                {
+                    var (status, requestId, _) = await Cluster.ChatAsync(client, key);
+                    responses.Add((index, status, requestId));
+                }
+                catch (HttpRequestException)
+                {
+                    // The node is gone: this request got no response.
+                    await Task.Delay(10);
+                }
+            }
+        }))));
+
+    /// <summary>The demo policy with the internal consumers' rate limit (data-team's) out of the way, so that the load is served, not throttled.</summary>
+    private static PolicyDocument Unlimited(PolicyDocument policy) => policy with
+    {
+        // A consumer's limits only narrow its category's defaults: raise the internal category's.
+        Defaults = policy.Defaults with { Internal = new CategoryDefaults { Limits = new LimitsConfig { RequestsPerMinute = 10_000_000 } } },
+    };
+
+    [Fact]
+    public async Task PostgresStoppedFor30SecondsUnderLoad_LosesNoLedgerEntry()
+    {
+        await using var cluster = await Cluster.StartAsync(3, await postgres.CreateDatabaseAsync(), redis.ConnectionString, Unlimited);
+        var clients = cluster.Nodes.Select(n => new HttpClient { BaseAddress = n.DataPlaneUri }).ToArray();
+        var responses = new ConcurrentBag<(int Client, int Status, string? RequestId)>();
+        using var stop = new CancellationTokenSource();
+        var load = LoadAsync(clients, cluster.KeyOf("data-team"), 2, stop.Token, responses);
+        try
+        {
+            await Task.Delay(1000);
+            await postgres.StopAsync();
+            var outage = Stopwatch.StartNew();
+            await Task.Delay(TimeSpan.FromSeconds(30));
+            var servedDuringOutage = responses.Count;
+            await postgres.StartAsync();
+            output.WriteLine($"PostgreSQL stopped for {outage.Elapsed.TotalSeconds:0.0} s; {servedDuringOutage} responses by then, spooled: " +
+                string.Join(", ", cluster.Nodes.Select(n => $"{n.NodeId} {n.Ledger.Spooled}")));
+            await Task.Delay(1000);
+        }
+        finally
+        {
+            await stop.CancelAsync();
+            await load;
+            if (!postgres.IsRunning)
+            {
+                await postgres.StartAsync();
+            }
+        }
+
+        var drain = Stopwatch.StartNew();
+        foreach (var node in cluster.Nodes)
+        {
+            await node.Ledger.FlushAsync();
+            await node.Ledger.WaitForSpoolDrainedAsync().WaitAsync(TimeSpan.FromSeconds(120));
+        }
+
+        output.WriteLine($"every spool drained into PostgreSQL {drain.Elapsed.TotalSeconds:0.0} s after the load stopped.");
+
+        var entries = await cluster.RequestEntriesAsync();
+        var allowed = entries.Count(e => e.GetProperty("decision").GetString() == "allow");
+        output.WriteLine($"{responses.Count} responses, {cluster.Upstream.RequestCount} served by the provider, {allowed} allowed entries after recovery.");
+        Assert.True(responses.Count(r => r.Status == 200) > responses.Count / 2, "the load should have been served through the outage");
+        Assert.Equal(cluster.Upstream.RequestCount, allowed);
+        Assert.Empty(responses.Select(r => r.RequestId).Except(entries.Select(e => e.GetProperty("request_id").GetString())));
+        foreach (var client in clients)
+        {
+            client.Dispose();
+        }
+    }
+
+    [Fact]
+    public async Task ANodeKilledWithSigkillUnderLoad_EveryAnsweredRequestIsInTheLedger_AndAuditVerifyPasses()
+    {
+        var database = await postgres.CreateDatabaseAsync();
+        await using var upstream = await DemoUpstream.StartAsync();
+        var keys = DemoPolicy.CreateKeys(new Uri("http://127.0.0.1:1"), new Uri("http://127.0.0.1:2"), null);
+        var folder = Directory.CreateTempSubdirectory("custos-sigkill-").FullName;
+        var config = Path.Combine(folder, "custos.yaml");
+        File.WriteAllText(config, "server:\n  storage: postgres\n  counters: redis\n" + PolicyYamlWriter.Write(Unlimited(DemoPolicy.Create(upstream.BaseUri, keys))));
+        var environment = new Dictionary<string, string> { ["CUSTOS_POSTGRES"] = database, ["CUSTOS_REDIS"] = redis.ConnectionString };
+        var nodes = new List<(CustosProcess Process, string Data, int Port)>();
+        try
+        {
+            foreach (var id in new[] { "node-a", "node-b", "node-c" })
+            {
+                var port = CustosProcess.FreePort();
+                var data = Path.Combine(folder, id);
+                var process = CustosProcess.Start("Custos serving", environment, "serve", "--config", config, "--node-id", id,
+                    "--port", port.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                    "--admin-port", CustosProcess.FreePort().ToString(System.Globalization.CultureInfo.InvariantCulture), "--data", data);
+                nodes.Add((process, data, port));
+            }
+
+            foreach (var node in nodes)
+            {
+                await node.Process.WaitReadyAsync();
+            }
+
+            var clients = nodes.Select(n => new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{n.Port}") }).ToArray();
+            var responses = new ConcurrentBag<(int Client, int Status, string? RequestId)>();
+            using var stop = new CancellationTokenSource();
+            var load = LoadAsync(clients, keys.Consumers.Single(c => c.Name == "data-team").Key, 4, stop.Token, responses);
+            await Task.Delay(2000);
+            var beforeKill = responses.Count(r => r.Client == 1);
+            nodes[1].Process.Kill(); // SIGKILL: no shutdown, no drain
+            await Task.Delay(1500);
+            await stop.CancelAsync();
+            await load;
+            Assert.Equal(0, await nodes[0].Process.StopAsync());
+            Assert.Equal(0, await nodes[2].Process.StopAsync());
+
+            await using var store = await Postgres.PostgresStore.OpenAsync(database);
+            var recorded = new HashSet<string>();
+            await foreach (var row in store.QueryAsync(new LedgerQuery { Limit = 1_000_000 }))
+            {
+                recorded.Add(System.Text.Json.JsonDocument.Parse(row.Json).RootElement.GetProperty("request_id").GetString()!);
+            }
+
+            var answered = responses.Select(r => r.RequestId!).ToList();
+            output.WriteLine($"{answered.Count} answered ({beforeKill} by node-b before it was killed), {recorded.Count} request entries.");
+            Assert.True(beforeKill > 20, "node-b should have answered requests before it was killed");
+            Assert.Empty(answered.Except(recorded));
+
+            var verify = CustosProcess.Start("never", environment, ["audit", "verify", "--config", config, "--data", nodes[0].Data,
+                .. nodes.SelectMany(n => new[] { "--public-key", CheckpointKey.PublicPath(n.Data) })]);
+            var exit = await verify.WaitForExitAsync();
+            output.WriteLine(verify.Output);
+            Assert.True(exit == 0, verify.Output);
+            Assert.Contains("in 3 chain(s)", verify.Output, StringComparison.Ordinal);
+            foreach (var client in clients)
+            {
+                client.Dispose();
+            }
+        }
+        finally
+        {
+            foreach (var node in nodes)
+            {
+                await node.Process.DisposeAsync();
+            }
+
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+}
