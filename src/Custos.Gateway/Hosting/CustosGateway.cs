@@ -270,7 +270,7 @@ public sealed partial class CustosGateway : IAsyncDisposable
         {
             Policy.Update(PolicySnapshot.Compile(version, _options.Secrets));
             await Sync.AnnounceAsync(version.Number);
-            await Ledger.EnqueueAsync(new AdminRecord
+            await Ledger.RecordAsync(new AdminRecord
             {
                 Timestamp = version.CreatedAt,
                 Actor = actor,
@@ -286,9 +286,12 @@ public sealed partial class CustosGateway : IAsyncDisposable
         return (version, created);
     }
 
-    /// <summary>Records an administrative action (or a refused attempt) in the ledger.</summary>
+    /// <summary>
+    /// Records an administrative action (or a refused attempt) in the ledger, and returns once the entry is durable: an
+    /// administrator who got an answer can rely on the change being on record, whatever happens to the node next.
+    /// </summary>
     public ValueTask RecordAdminAsync(string actor, string action, string target, string? before, string? after, string? reason, string? tenant = null)
-        => Ledger.EnqueueAsync(new AdminRecord
+        => Ledger.RecordAsync(new AdminRecord
         {
             Timestamp = _options.TimeProvider.GetUtcNow(),
             Tenant = tenant,
