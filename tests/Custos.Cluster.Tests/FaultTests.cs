@@ -94,6 +94,54 @@ public sealed class FaultTests(RedisServerFixture redis, PostgresServerFixture p
     }
 
     [Fact]
+    public async Task RedisAndPostgresBothDown_TheRevocationCheckFailsClosed_AndServiceReturnsWithThem()
+    {
+        await using var cluster = await Cluster.StartAsync(2, await postgres.CreateDatabaseAsync(), redis.ConnectionString, Unlimited);
+        using var client = new HttpClient { BaseAddress = cluster.Nodes[0].DataPlaneUri };
+        var key = cluster.KeyOf("data-team");
+        Assert.Equal(200, (await Cluster.ChatAsync(client, key)).Status);
+        try
+        {
+            await redis.StopAsync();
+            await postgres.StopAsync();
+
+            // Nothing can tell this node about a revocation now: once its last read of the store is 5 s old (StaleAfter),
+            // it stops serving.
+            var down = Stopwatch.StartNew();
+            (int Status, string? RequestId, string? Code) result;
+            while ((result = await Cluster.ChatAsync(client, key)).Status == 200)
+            {
+                Assert.True(down.Elapsed < TimeSpan.FromSeconds(10), "still serving 10 s after both engines went down");
+                await Task.Delay(100);
+            }
+
+            output.WriteLine($"refused {down.Elapsed.TotalSeconds:0.0} s after both engines went down: {result.Status} {result.Code}");
+            Assert.Equal((503, "unavailable.policy_unconfirmed"), (result.Status, result.Code));
+        }
+        finally
+        {
+            await redis.StartAsync();
+            await postgres.StartAsync();
+        }
+
+        var back = Stopwatch.StartNew();
+        while ((await Cluster.ChatAsync(client, key)).Status != 200)
+        {
+            Assert.True(back.Elapsed < TimeSpan.FromSeconds(10), "not serving 10 s after both engines returned");
+            await Task.Delay(100);
+        }
+
+        output.WriteLine($"serving again {back.Elapsed.TotalSeconds:0.0} s after both engines returned.");
+        foreach (var node in cluster.Nodes)
+        {
+            await node.Ledger.WaitForSpoolDrainedAsync().WaitAsync(TimeSpan.FromSeconds(60));
+        }
+
+        var refused = (await cluster.RequestEntriesAsync()).Where(e => e.GetProperty("reasons").EnumerateArray().Any(r => r.GetString() == "unavailable.policy_unconfirmed"));
+        Assert.NotEmpty(refused); // the refusals themselves are on record (spooled while PostgreSQL was down)
+    }
+
+    [Fact]
     public async Task ANodeKilledWithSigkillUnderLoad_EveryAnsweredRequestIsInTheLedger_AndAuditVerifyPasses()
     {
         var database = await postgres.CreateDatabaseAsync();

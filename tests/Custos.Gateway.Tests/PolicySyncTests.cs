@@ -1,0 +1,174 @@
+using Custos.Cluster;
+using Custos.Gateway.Policy;
+using Custos.Ledger;
+using Custos.Policy;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace Custos.Gateway.Tests;
+
+/// <summary>How a node keeps its policy version in step with a shared store, and when it stops vouching for it.</summary>
+public sealed class PolicySyncTests
+{
+    private static readonly DateTimeOffset T0 = new(2026, 11, 30, 9, 0, 0, TimeSpan.Zero);
+
+    private static PolicyDocument Document(string tenant) => PolicyYaml.Read($$"""
+        tenants:
+          - id: {{tenant}}
+            providers: [{ id: p, type: openai, base_url: http://127.0.0.1:1/v1 }]
+            models: [{ name: m, provider: p }]
+        """).Document!;
+
+    private static PolicyVersion Version(long number, string tenant = "acme")
+    {
+        var document = Document(tenant);
+        return new PolicyVersion(number, PolicyVersion.HashOf(document), "test", "test", T0, document);
+    }
+
+    /// <summary>A policy store that holds versions in memory and can be made unreachable.</summary>
+    private sealed class FakeStore : IPolicyStore
+    {
+        public List<PolicyVersion> Versions { get; } = [];
+
+        public bool Down { get; set; }
+
+        public Task<PolicyVersion?> GetLatestAsync(CancellationToken cancellationToken = default)
+            => Down ? throw new TimeoutException("store unreachable") : Task.FromResult(Versions.LastOrDefault());
+
+        public Task<(PolicyVersion Version, bool Created)> SaveAsync(PolicyDocument document, string author, string reason, DateTimeOffset now, string? source,
+            long? basedOn = null, CancellationToken cancellationToken = default) => throw new NotSupportedException();
+
+        public Task<IReadOnlyList<PolicyVersion>> GetHistoryAsync(CancellationToken cancellationToken = default)
+            => Task.FromResult<IReadOnlyList<PolicyVersion>>(Versions);
+    }
+
+    /// <summary>A change feed that delivers what the test announces.</summary>
+    private sealed class FakeFeed : IChangeFeed
+    {
+        private Action<long, string>? _handler;
+
+        public bool IsConnected { get; set; } = true;
+
+        public List<long> Published { get; } = [];
+
+        public event Action? Restored;
+
+        public void Announce(long version, string node) => _handler?.Invoke(version, node);
+
+        public void Restore() => Restored?.Invoke();
+
+        public Task SubscribeAsync(Action<long, string> onPolicyVersion, CancellationToken cancellationToken = default)
+        {
+            _handler = onPolicyVersion;
+            return Task.CompletedTask;
+        }
+
+        public Task PublishPolicyVersionAsync(long version, string nodeId, CancellationToken cancellationToken = default)
+        {
+            Published.Add(version);
+            return Task.CompletedTask;
+        }
+
+        public Task<int> HeartbeatAsync(string nodeId, DateTimeOffset now, CancellationToken cancellationToken = default) => Task.FromResult(3);
+
+        public ValueTask DisposeAsync() => ValueTask.CompletedTask;
+    }
+
+    private static async Task WaitUntilAsync(Func<bool> condition, string what)
+    {
+        for (var i = 0; i < 500 && !condition(); i++)
+        {
+            await Task.Delay(10);
+        }
+
+        Assert.True(condition(), what);
+    }
+
+    private static readonly PolicySyncOptions Fast = new()
+    {
+        ReconcileInterval = TimeSpan.FromSeconds(30), // only announcements (or the test) trigger reads
+        FallbackInterval = TimeSpan.FromMilliseconds(50),
+        StaleAfter = TimeSpan.FromMilliseconds(300),
+        FeedConfirmsFor = TimeSpan.FromSeconds(60),
+    };
+
+    [Fact]
+    public async Task AVersionAnnouncedByAnotherNode_IsReadFromTheStoreAndPutInForce()
+    {
+        var store = new FakeStore();
+        store.Versions.Add(Version(1));
+        var policy = new ActivePolicy(PolicySnapshot.Compile(store.Versions[0], _ => null));
+        var feed = new FakeFeed();
+        await using var sync = await PolicySync.StartAsync(store, policy, feed, "node-b", _ => null, NullLogger.Instance, Fast);
+
+        store.Versions.Add(Version(2, "globex"));
+        feed.Announce(2, "node-a");
+
+        await WaitUntilAsync(() => policy.Current.Version == 2, "version 2 in force");
+        Assert.Contains(policy.Current.Tenants, t => t.Id == "globex");
+        Assert.False(policy.IsUnconfirmed);
+        Assert.Equal(3, sync.LiveNodes);
+    }
+
+    [Fact]
+    public async Task ANewerVersionThatCannotBeLoaded_MakesTheVersionInForceUnconfirmed_UntilItIs()
+    {
+        var store = new FakeStore();
+        store.Versions.Add(Version(1));
+        var policy = new ActivePolicy(PolicySnapshot.Compile(store.Versions[0], _ => null));
+        var feed = new FakeFeed();
+        await using var sync = await PolicySync.StartAsync(store, policy, feed, "node-b", _ => null, NullLogger.Instance, Fast);
+
+        store.Down = true;
+        feed.Announce(2, "node-a"); // a revocation, say, that this node cannot read
+        await WaitUntilAsync(() => policy.IsUnconfirmed, "unconfirmed once a newer version is known and cannot be loaded");
+
+        store.Versions.Add(Version(2, "globex"));
+        store.Down = false;
+        await sync.ReconcileAsync();
+        Assert.Equal(2, policy.Current.Version);
+        Assert.False(policy.IsUnconfirmed);
+    }
+
+    [Fact]
+    public async Task WithTheFeedDown_TheStoreConfirms_AndWithBothDown_TheVersionIsUnconfirmedAfterStaleAfter()
+    {
+        var store = new FakeStore();
+        store.Versions.Add(Version(1));
+        var policy = new ActivePolicy(PolicySnapshot.Compile(store.Versions[0], _ => null));
+        var feed = new FakeFeed { IsConnected = false };
+        await using var sync = await PolicySync.StartAsync(store, policy, feed, "node-b", _ => null, NullLogger.Instance, Fast);
+
+        await Task.Delay(600); // twice StaleAfter: the periodic reads keep confirming
+        Assert.False(policy.IsUnconfirmed);
+
+        store.Down = true;
+        await WaitUntilAsync(() => policy.IsUnconfirmed, "unconfirmed once neither the feed nor the store can vouch");
+
+        store.Down = false;
+        await WaitUntilAsync(() => !policy.IsUnconfirmed, "confirmed again once the store answers");
+    }
+
+    [Fact]
+    public async Task WithOnlyTheStoreDown_TheConnectedFeedKeepsTheVersionConfirmed()
+    {
+        var store = new FakeStore();
+        store.Versions.Add(Version(1));
+        var policy = new ActivePolicy(PolicySnapshot.Compile(store.Versions[0], _ => null));
+        var feed = new FakeFeed();
+        await using var sync = await PolicySync.StartAsync(store, policy, feed, "node-b", _ => null, NullLogger.Instance, Fast);
+
+        store.Down = true;
+        await Task.Delay(500);
+        await sync.ReconcileAsync();
+        Assert.False(policy.IsUnconfirmed); // no version can be stored without the store, and none was announced
+    }
+
+    [Fact]
+    public void AnOlderVersion_NeverReplacesANewerOne()
+    {
+        var policy = new ActivePolicy(PolicySnapshot.Compile(Version(5), _ => null));
+        Assert.False(policy.Update(PolicySnapshot.Compile(Version(4, "globex"), _ => null)));
+        Assert.Equal(5, policy.Current.Version);
+        Assert.True(policy.Update(PolicySnapshot.Compile(Version(6, "globex"), _ => null)));
+    }
+}
