@@ -117,6 +117,13 @@ public sealed class FaultTests(RedisServerFixture redis, PostgresServerFixture p
 
             output.WriteLine($"refused {down.Elapsed.TotalSeconds:0.0} s after both engines went down: {result.Status} {result.Code}");
             Assert.Equal((503, "unavailable.policy_unconfirmed"), (result.Status, result.Code));
+
+            // The load balancer is told too: the node is not ready while it would refuse everything.
+            using var ready = await client.GetAsync("/readyz");
+            var body = await ready.Content.ReadAsStringAsync();
+            Assert.Equal(System.Net.HttpStatusCode.ServiceUnavailable, ready.StatusCode);
+            Assert.Contains("\"status\":\"policy_unconfirmed\"", body, StringComparison.Ordinal);
+            Assert.Contains("\"counters\":\"degraded\"", body, StringComparison.Ordinal);
         }
         finally
         {
@@ -132,6 +139,13 @@ public sealed class FaultTests(RedisServerFixture redis, PostgresServerFixture p
         }
 
         output.WriteLine($"serving again {back.Elapsed.TotalSeconds:0.0} s after both engines returned.");
+        using (var ready = await client.GetAsync("/readyz"))
+        {
+            var body = await ready.Content.ReadAsStringAsync();
+            Assert.True(ready.IsSuccessStatusCode, body);
+            Assert.Contains("\"policy\":\"confirmed\",\"counters\":\"shared\"", body, StringComparison.Ordinal);
+        }
+
         foreach (var node in cluster.Nodes)
         {
             await node.Ledger.WaitForSpoolDrainedAsync().WaitAsync(TimeSpan.FromSeconds(60));

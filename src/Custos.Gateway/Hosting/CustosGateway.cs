@@ -490,7 +490,7 @@ public sealed partial class CustosGateway : IAsyncDisposable
         app.Run(context => context.Request.Path.Value switch
         {
             "/healthz" => Health(context),
-            "/readyz" => Ready(context, policy, ledger),
+            "/readyz" => Ready(context, policy, ledger, counters),
             _ => dataPlane.InvokeAsync(context),
         });
         return app;
@@ -499,7 +499,7 @@ public sealed partial class CustosGateway : IAsyncDisposable
     private static void MapAdmin(WebApplication app, CustosGateway gateway)
     {
         app.MapGet("/healthz", Health);
-        app.MapGet("/readyz", (HttpContext context) => Ready(context, gateway.Policy, gateway.Ledger));
+        app.MapGet("/readyz", (HttpContext context) => Ready(context, gateway.Policy, gateway.Ledger, gateway.Counters));
         app.MapOpenApi("/admin/v1/openapi.json").WithName("openapi");
         app.MapPrometheusScrapingEndpoint("/metrics", gateway._telemetryExport!.Meters, configureBranchedPipeline: null, optionsName: null);
         Admin.AdminApi.Map(app, gateway);
@@ -551,14 +551,27 @@ public sealed partial class CustosGateway : IAsyncDisposable
     /// requests because its ledger is behind, should not get traffic. Spooling (the store is away, records go to the
     /// local spool) is ready: every record is still durable; <c>ledger_spooled</c> says how many wait there.
     /// </summary>
-    private static Task Ready(HttpContext context, ActivePolicy policy, LedgerWriter ledger)
+    /// <remarks>
+    /// Also not ready while this node cannot confirm its policy version and the policy's revocation fail mode is
+    /// <c>closed</c> (it would refuse every request). <c>policy</c> and <c>counters</c> say what is degraded either way.
+    /// </remarks>
+    private static Task Ready(HttpContext context, ActivePolicy policy, LedgerWriter ledger, ICounterStore counters)
     {
         context.Response.ContentType = "application/json";
         var snapshot = policy.Current;
-        var status = !ledger.IsHealthy ? "ledger_unavailable" : ledger.IsBacklogged ? "ledger_backlog" : "ready";
+        var unconfirmed = policy.IsUnconfirmed;
+        var refusing = unconfirmed && (snapshot.Document.Gateway.FailModes ?? TenantEntry.DefaultFailModes).Revocation == FailMode.Closed;
+        var status = !ledger.IsHealthy ? "ledger_unavailable" : ledger.IsBacklogged ? "ledger_backlog" : refusing ? "policy_unconfirmed" : "ready";
+        var countersState = counters switch
+        {
+            ResilientCounterStore { IsDegraded: true } => "degraded",
+            ResilientCounterStore => "shared",
+            _ => "local",
+        };
         context.Response.StatusCode = status == "ready" ? StatusCodes.Status200OK : StatusCodes.Status503ServiceUnavailable;
         return context.Response.WriteAsync(
-            $"{{\"status\":\"{status}\",\"policy_version\":{snapshot.Version},\"policy_hash\":\"{snapshot.Hash}\",\"ledger_pending\":{ledger.Pending},\"ledger_spooled\":{ledger.Spooled}}}");
+            $"{{\"status\":\"{status}\",\"policy_version\":{snapshot.Version},\"policy_hash\":\"{snapshot.Hash}\",\"policy\":\"{(unconfirmed ? "unconfirmed" : "confirmed")}\"," +
+            $"\"counters\":\"{countersState}\",\"ledger_pending\":{ledger.Pending},\"ledger_spooled\":{ledger.Spooled}}}");
     }
 
     private static Uri BoundUri(WebApplication app)
