@@ -1,7 +1,7 @@
-using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using Custos.Alerts;
+using Custos.Policy;
 using Npgsql;
 
 namespace Custos.Postgres;
@@ -27,10 +27,10 @@ public sealed partial class PostgresStore
             number = (long)(await next.ExecuteScalarAsync(cancellationToken))!;
         }
 
-        var stored = alert with { Id = "al-" + number.ToString(CultureInfo.InvariantCulture) };
+        var stored = alert with { Id = Alert.IdOf(number) };
         await using var insert = new NpgsqlCommand("INSERT INTO alerts (number, status, fingerprint, raised_at, alert) VALUES ($1, $2, $3, $4, $5)", connection);
         insert.Parameters.Add(new NpgsqlParameter { Value = number });
-        insert.Parameters.Add(new NpgsqlParameter { Value = StatusText(alert.Status) });
+        insert.Parameters.Add(new NpgsqlParameter { Value = PolicyNames.Of(alert.Status) });
         insert.Parameters.Add(new NpgsqlParameter { Value = alert.Signal.Fingerprint });
         insert.Parameters.Add(new NpgsqlParameter { Value = Utc(alert.RaisedAt) });
         insert.Parameters.Add(new NpgsqlParameter { Value = JsonSerializer.Serialize(stored, AlertJson) });
@@ -41,10 +41,10 @@ public sealed partial class PostgresStore
     /// <inheritdoc/>
     public async Task UpdateAlertAsync(Alert alert, CancellationToken cancellationToken = default)
     {
-        var number = AlertNumber(alert.Id) ?? throw new ArgumentException($"'{alert.Id}' is not an alert id.", nameof(alert));
+        var number = Alert.NumberOf(alert.Id) ?? throw new ArgumentException($"'{alert.Id}' is not an alert id.", nameof(alert));
         await ExecuteAsync("UPDATE alerts SET status = $1, alert = $2 WHERE number = $3", p =>
         {
-            p.Add(new NpgsqlParameter { Value = StatusText(alert.Status) });
+            p.Add(new NpgsqlParameter { Value = PolicyNames.Of(alert.Status) });
             p.Add(new NpgsqlParameter { Value = JsonSerializer.Serialize(alert, AlertJson) });
             p.Add(new NpgsqlParameter { Value = number });
         }, cancellationToken);
@@ -53,7 +53,7 @@ public sealed partial class PostgresStore
     /// <inheritdoc/>
     public async Task<Alert?> GetAlertAsync(string id, CancellationToken cancellationToken = default)
     {
-        if (AlertNumber(id) is not { } number)
+        if (Alert.NumberOf(id) is not { } number)
         {
             return null;
         }
@@ -72,7 +72,7 @@ public sealed partial class PostgresStore
         command.Parameters.Add(new NpgsqlParameter { Value = Math.Clamp(limit, 1, 100_000) });
         if (status is { } s)
         {
-            command.Parameters.Add(new NpgsqlParameter { Value = StatusText(s) });
+            command.Parameters.Add(new NpgsqlParameter { Value = PolicyNames.Of(s) });
         }
 
         var result = new List<Alert>();
@@ -102,13 +102,4 @@ public sealed partial class PostgresStore
         return result;
     }
 
-    private static string StatusText(AlertStatus status) => status switch
-    {
-        AlertStatus.Open => "open",
-        AlertStatus.Acknowledged => "acknowledged",
-        _ => "resolved",
-    };
-
-    private static long? AlertNumber(string id)
-        => id.StartsWith("al-", StringComparison.Ordinal) && long.TryParse(id.AsSpan(3), NumberStyles.None, CultureInfo.InvariantCulture, out var n) ? n : null;
 }

@@ -341,17 +341,12 @@ public sealed partial class PostgresStore : ICustosStore
         await ExecuteAsync(connection, $"SELECT pg_advisory_xact_lock({PolicyLock})", cancellationToken);
         var found = await ReadVersionsAsync(connection, "ORDER BY number DESC LIMIT 1", cancellationToken);
         var latest = found.Count == 0 ? null : found[0];
-        if (latest is not null && latest.Sha256 == sha)
+        var (version, created) = PolicyVersion.Next(latest, document, sha, author, reason, now, basedOn);
+        if (!created)
         {
-            return (latest, false);
+            return (version, false);
         }
 
-        if (basedOn is { } based && based != (latest?.Number ?? 0))
-        {
-            throw new PolicyConflictException(based, latest?.Number ?? 0);
-        }
-
-        var version = new PolicyVersion((latest?.Number ?? 0) + 1, sha, author, reason, now, document);
         await using (var command = new NpgsqlCommand("""
             INSERT INTO policy_versions (number, sha256, author, reason, created_at, canonical, source) VALUES ($1, $2, $3, $4, $5, $6, $7)
             """, connection))

@@ -3,6 +3,7 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using Custos.Alerts;
 using Custos.Ledger;
+using Custos.Policy;
 
 namespace Custos.Storage;
 
@@ -39,11 +40,11 @@ public sealed partial class SqliteStore
                 INSERT INTO alerts (status, fingerprint, raised_at, alert) VALUES ($status, $fingerprint, $at, '{}');
                 SELECT last_insert_rowid();
                 """;
-            command.Parameters.AddWithValue("$status", StatusText(alert.Status));
+            command.Parameters.AddWithValue("$status", PolicyNames.Of(alert.Status));
             command.Parameters.AddWithValue("$fingerprint", alert.Signal.Fingerprint);
             command.Parameters.AddWithValue("$at", LedgerTime.Format(alert.RaisedAt));
             var number = Convert.ToInt64(await command.ExecuteScalarAsync(cancellationToken), CultureInfo.InvariantCulture);
-            var stored = alert with { Id = "al-" + number.ToString(CultureInfo.InvariantCulture) };
+            var stored = alert with { Id = Alert.IdOf(number) };
             using var update = Writer.CreateCommand();
             update.CommandText = "UPDATE alerts SET alert = $alert WHERE number = $number";
             update.Parameters.AddWithValue("$alert", JsonSerializer.Serialize(stored, AlertJson));
@@ -60,13 +61,13 @@ public sealed partial class SqliteStore
     /// <inheritdoc/>
     public async Task UpdateAlertAsync(Alert alert, CancellationToken cancellationToken = default)
     {
-        var number = NumberOf(alert.Id) ?? throw new ArgumentException($"'{alert.Id}' is not an alert id.", nameof(alert));
+        var number = Alert.NumberOf(alert.Id) ?? throw new ArgumentException($"'{alert.Id}' is not an alert id.", nameof(alert));
         await _writeLock.WaitAsync(cancellationToken);
         try
         {
             using var command = Writer.CreateCommand();
             command.CommandText = "UPDATE alerts SET status = $status, alert = $alert WHERE number = $number";
-            command.Parameters.AddWithValue("$status", StatusText(alert.Status));
+            command.Parameters.AddWithValue("$status", PolicyNames.Of(alert.Status));
             command.Parameters.AddWithValue("$alert", JsonSerializer.Serialize(alert, AlertJson));
             command.Parameters.AddWithValue("$number", number);
             await command.ExecuteNonQueryAsync(cancellationToken);
@@ -80,7 +81,7 @@ public sealed partial class SqliteStore
     /// <inheritdoc/>
     public async Task<Alert?> GetAlertAsync(string id, CancellationToken cancellationToken = default)
     {
-        if (NumberOf(id) is not { } number)
+        if (Alert.NumberOf(id) is not { } number)
         {
             return null;
         }
@@ -103,7 +104,7 @@ public sealed partial class SqliteStore
         command.Parameters.AddWithValue("$limit", Math.Clamp(limit, 1, 100_000));
         if (status is { } s)
         {
-            command.Parameters.AddWithValue("$status", StatusText(s));
+            command.Parameters.AddWithValue("$status", PolicyNames.Of(s));
         }
 
         var result = new List<Alert>();
@@ -135,13 +136,4 @@ public sealed partial class SqliteStore
         return result;
     }
 
-    private static string StatusText(AlertStatus status) => status switch
-    {
-        AlertStatus.Open => "open",
-        AlertStatus.Acknowledged => "acknowledged",
-        _ => "resolved",
-    };
-
-    private static long? NumberOf(string id)
-        => id.StartsWith("al-", StringComparison.Ordinal) && long.TryParse(id.AsSpan(3), NumberStyles.None, CultureInfo.InvariantCulture, out var n) ? n : null;
 }

@@ -343,17 +343,12 @@ public sealed partial class SqliteStore : ICustosStore
             {
                 var found = await ReadVersionsAsync(writer, "ORDER BY number DESC LIMIT 1", cancellationToken);
                 var latest = found.Count == 0 ? null : found[0];
-                if (latest is not null && latest.Sha256 == sha)
+                var (version, created) = PolicyVersion.Next(latest, document, sha, author, reason, now, basedOn);
+                if (!created)
                 {
-                    return (latest, false);
+                    return (version, false);
                 }
 
-                if (basedOn is { } based && based != (latest?.Number ?? 0))
-                {
-                    throw new PolicyConflictException(based, latest?.Number ?? 0);
-                }
-
-                var version = new PolicyVersion((latest?.Number ?? 0) + 1, sha, author, reason, now, document);
                 using var command = writer.CreateCommand();
                 command.CommandText = """
                     INSERT INTO policy_versions (number, sha256, author, reason, created_at, canonical, source)

@@ -87,6 +87,14 @@ public sealed record Alert
     /// <summary>The id, <c>al-N</c>.</summary>
     public string Id { get; init; } = "";
 
+    /// <summary>The id of the <paramref name="number"/>th alert a store keeps: <c>al-N</c>.</summary>
+    public static string IdOf(long number) => "al-" + number.ToString(System.Globalization.CultureInfo.InvariantCulture);
+
+    /// <summary>The number in an alert id (<c>al-N</c>), or null when <paramref name="id"/> is not one.</summary>
+    public static long? NumberOf(string id)
+        => id.StartsWith("al-", StringComparison.Ordinal)
+            && long.TryParse(id.AsSpan(3), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var n) ? n : null;
+
     /// <summary>The first signal.</summary>
     public required AlertSignal Signal { get; init; }
 

@@ -41,6 +41,28 @@ public sealed record PolicyVersion(long Number, string Sha256, string Author, st
             => writer.WriteNumberValue(PolicyNames.Normalize(value));
     }
 
+    /// <summary>
+    /// What storing <paramref name="document"/> after <paramref name="latest"/> means, the same in every store: the latest
+    /// itself when the document equals it (nothing is stored), a conflict when the change was made to a version
+    /// (<paramref name="basedOn"/>) that is no longer the latest, else the next version. Stores call it under their write lock.
+    /// </summary>
+    /// <exception cref="Ledger.PolicyConflictException">Another writer stored a newer version than <paramref name="basedOn"/>.</exception>
+    public static (PolicyVersion Version, bool Created) Next(PolicyVersion? latest, PolicyDocument document, string sha256, string author, string reason,
+        DateTimeOffset now, long? basedOn)
+    {
+        if (latest is not null && latest.Sha256 == sha256)
+        {
+            return (latest, false);
+        }
+
+        if (basedOn is { } based && based != (latest?.Number ?? 0))
+        {
+            throw new Ledger.PolicyConflictException(based, latest?.Number ?? 0);
+        }
+
+        return (new PolicyVersion((latest?.Number ?? 0) + 1, sha256, author, reason, now, document), true);
+    }
+
     /// <summary>Lower-case hex SHA-256 of the canonical form.</summary>
     public static string HashOf(PolicyDocument document)
         => Convert.ToHexStringLower(SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(CanonicalJson(document))));
