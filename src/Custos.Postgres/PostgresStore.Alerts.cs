@@ -1,6 +1,6 @@
 using System.Text.Json;
-using System.Text.Json.Serialization;
 using Custos.Alerts;
+using Custos.Ledger;
 using Custos.Policy;
 using Npgsql;
 
@@ -9,13 +9,6 @@ namespace Custos.Postgres;
 /// <summary>Alerts: one row each, the whole alert as JSON (the SQLite store's form) beside the columns the lists filter on.</summary>
 public sealed partial class PostgresStore
 {
-    private static readonly JsonSerializerOptions AlertJson = new()
-    {
-        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
-        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
-        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower) },
-    };
-
     /// <inheritdoc/>
     /// <remarks>The number is drawn from the identity's sequence first, so the row is written once, with its id inside.</remarks>
     public async Task<Alert> CreateAlertAsync(Alert alert, CancellationToken cancellationToken = default)
@@ -33,7 +26,7 @@ public sealed partial class PostgresStore
         insert.Parameters.Add(new NpgsqlParameter { Value = PolicyNames.Of(alert.Status) });
         insert.Parameters.Add(new NpgsqlParameter { Value = alert.Signal.Fingerprint });
         insert.Parameters.Add(new NpgsqlParameter { Value = Utc(alert.RaisedAt) });
-        insert.Parameters.Add(new NpgsqlParameter { Value = JsonSerializer.Serialize(stored, AlertJson) });
+        insert.Parameters.Add(new NpgsqlParameter { Value = JsonSerializer.Serialize(stored, StoreRows.AlertJson) });
         await insert.ExecuteNonQueryAsync(cancellationToken);
         return stored;
     }
@@ -45,7 +38,7 @@ public sealed partial class PostgresStore
         await ExecuteAsync("UPDATE alerts SET status = $1, alert = $2 WHERE number = $3", p =>
         {
             p.Add(new NpgsqlParameter { Value = PolicyNames.Of(alert.Status) });
-            p.Add(new NpgsqlParameter { Value = JsonSerializer.Serialize(alert, AlertJson) });
+            p.Add(new NpgsqlParameter { Value = JsonSerializer.Serialize(alert, StoreRows.AlertJson) });
             p.Add(new NpgsqlParameter { Value = number });
         }, cancellationToken);
     }
@@ -60,7 +53,7 @@ public sealed partial class PostgresStore
 
         await using var command = _dataSource.CreateCommand("SELECT alert FROM alerts WHERE number = $1");
         command.Parameters.Add(new NpgsqlParameter { Value = number });
-        return await command.ExecuteScalarAsync(cancellationToken) is string json ? JsonSerializer.Deserialize<Alert>(json, AlertJson) : null;
+        return await command.ExecuteScalarAsync(cancellationToken) is string json ? JsonSerializer.Deserialize<Alert>(json, StoreRows.AlertJson) : null;
     }
 
     /// <inheritdoc/>
@@ -75,14 +68,7 @@ public sealed partial class PostgresStore
             command.Parameters.Add(new NpgsqlParameter { Value = PolicyNames.Of(s) });
         }
 
-        var result = new List<Alert>();
-        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
-        while (await reader.ReadAsync(cancellationToken))
-        {
-            result.Add(JsonSerializer.Deserialize<Alert>(reader.GetString(0), AlertJson)!);
-        }
-
-        return result;
+        return await StoreRows.ReadAllAsync(command, StoreRows.Alert, cancellationToken);
     }
 
     /// <inheritdoc/>
@@ -92,14 +78,7 @@ public sealed partial class PostgresStore
             SELECT DISTINCT consumer, model FROM ledger
             WHERE kind = 'request' AND decision = 'allow' AND consumer IS NOT NULL AND model IS NOT NULL
             """);
-        var result = new List<(string, string)>();
-        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
-        while (await reader.ReadAsync(cancellationToken))
-        {
-            result.Add((reader.GetString(0), reader.GetString(1)));
-        }
-
-        return result;
+        return await StoreRows.ReadAllAsync(command, reader => (reader.GetString(0), reader.GetString(1)), cancellationToken);
     }
 
 }

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.Json;
 using Custos.ControlPlane;
+using Custos.Ledger;
 using Npgsql;
 using NpgsqlTypes;
 
@@ -9,9 +10,6 @@ namespace Custos.Postgres;
 /// <summary>The control plane's records beside the policy: access requests, the notification outbox, credential use.</summary>
 public sealed partial class PostgresStore
 {
-    private const string AccessRequestColumns =
-        "number, tenant, service, consumer, models, valid_until, justification, requested_by, requested_at, status, decided_by, decided_at, decision_reason, policy_version";
-
     /// <inheritdoc/>
     public async Task<AccessRequest> CreateAccessRequestAsync(AccessRequest request, CancellationToken cancellationToken = default)
     {
@@ -193,65 +191,22 @@ public sealed partial class PostgresStore
 
     private async Task<IReadOnlyList<AccessRequest>> ReadAccessRequestsAsync(string where, object? value, CancellationToken cancellationToken)
     {
-        await using var command = _dataSource.CreateCommand($"SELECT {AccessRequestColumns} FROM access_requests {where} ORDER BY number");
+        await using var command = _dataSource.CreateCommand($"SELECT {StoreRows.AccessRequestColumns} FROM access_requests {where} ORDER BY number");
         if (value is not null)
         {
             command.Parameters.Add(new NpgsqlParameter { Value = value });
         }
 
-        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
-        var result = new List<AccessRequest>();
-        while (await reader.ReadAsync(cancellationToken))
-        {
-            result.Add(new AccessRequest
-            {
-                Id = "ar-" + reader.GetInt64(0).ToString(CultureInfo.InvariantCulture),
-                Tenant = reader.GetString(1),
-                Service = reader.GetString(2),
-                Consumer = reader.GetString(3),
-                Models = JsonSerializer.Deserialize<string[]>(reader.GetString(4)) ?? [],
-                ValidUntil = reader.IsDBNull(5) ? null : Time(reader, 5),
-                Justification = reader.GetString(6),
-                RequestedBy = reader.GetString(7),
-                RequestedAt = Time(reader, 8),
-                Status = Enum.Parse<AccessRequestStatus>(reader.GetString(9), ignoreCase: true),
-                DecidedBy = reader.IsDBNull(10) ? null : reader.GetString(10),
-                DecidedAt = reader.IsDBNull(11) ? null : Time(reader, 11),
-                DecisionReason = reader.IsDBNull(12) ? null : reader.GetString(12),
-                PolicyVersion = reader.IsDBNull(13) ? null : reader.GetInt64(13),
-            });
-        }
-
-        return result;
+        return await StoreRows.ReadAllAsync(command, r => StoreRows.AccessRequest(r, Time), cancellationToken);
     }
 
     private async Task<IReadOnlyList<Notification>> ReadNotificationsAsync(string tail, Action<NpgsqlParameterCollection> bind, CancellationToken cancellationToken,
         string? update = null)
     {
-        const string Columns = "id, created_at, role, recipient, channel, target, payload, status, attempts, last_error";
         await using var command = _dataSource.CreateCommand(update is null
-            ? $"SELECT {Columns} FROM notifications {tail}"
-            : $"{update}{tail} RETURNING {Columns}");
+            ? $"SELECT {StoreRows.NotificationColumns} FROM notifications {tail}"
+            : $"{update}{tail} RETURNING {StoreRows.NotificationColumns}");
         bind(command.Parameters);
-        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
-        var result = new List<Notification>();
-        while (await reader.ReadAsync(cancellationToken))
-        {
-            result.Add(new Notification
-            {
-                Id = reader.GetInt64(0),
-                CreatedAt = Time(reader, 1),
-                Role = reader.GetString(2),
-                Recipient = reader.GetString(3),
-                Channel = reader.GetString(4),
-                Target = reader.GetString(5),
-                Payload = reader.GetString(6),
-                Status = reader.GetString(7),
-                Attempts = reader.GetInt32(8),
-                LastError = reader.IsDBNull(9) ? null : reader.GetString(9),
-            });
-        }
-
-        return result;
+        return await StoreRows.ReadAllAsync(command, r => StoreRows.Notification(r, Time), cancellationToken);
     }
 }

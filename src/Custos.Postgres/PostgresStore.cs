@@ -256,29 +256,18 @@ public sealed partial class PostgresStore : ICustosStore
     }
 
     /// <summary>A stored instant back as the gateway knows it.</summary>
-    private static DateTimeOffset Time(NpgsqlDataReader reader, int ordinal) => new(reader.GetDateTime(ordinal), TimeSpan.Zero);
+    private static DateTimeOffset Time(System.Data.Common.DbDataReader reader, int ordinal) => new(reader.GetDateTime(ordinal), TimeSpan.Zero);
 
     /// <inheritdoc/>
     public async IAsyncEnumerable<StoredRecord> QueryAsync(LedgerQuery query, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         await using var command = _dataSource.CreateCommand();
         var where = new List<string>();
-        void Filter(string column, object? value)
+        foreach (var (column, value) in query.ColumnFilters())
         {
-            if (value is not null)
-            {
-                command.Parameters.Add(new NpgsqlParameter { Value = value });
-                where.Add($"{column} = ${command.Parameters.Count}");
-            }
+            command.Parameters.Add(new NpgsqlParameter { Value = value });
+            where.Add($"{column} = ${command.Parameters.Count}");
         }
-
-        Filter("kind", query.Kind);
-        Filter("tenant", query.Tenant);
-        Filter("service", query.Service);
-        Filter("consumer", query.Consumer);
-        Filter("decision", query.Decision);
-        Filter("model", query.Model);
-        Filter("request_id", query.RequestId);
         if (query.From is { } from)
         {
             command.Parameters.Add(new NpgsqlParameter { Value = Utc(from) });

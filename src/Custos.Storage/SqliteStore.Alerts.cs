@@ -1,6 +1,5 @@
 using System.Globalization;
 using System.Text.Json;
-using System.Text.Json.Serialization;
 using Custos.Alerts;
 using Custos.Ledger;
 using Custos.Policy;
@@ -22,13 +21,6 @@ public sealed partial class SqliteStore
         CREATE INDEX IF NOT EXISTS alerts_status ON alerts (status, number);
         """;
 
-    private static readonly JsonSerializerOptions AlertJson = new()
-    {
-        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
-        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
-        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower) },
-    };
-
     /// <inheritdoc/>
     public async Task<Alert> CreateAlertAsync(Alert alert, CancellationToken cancellationToken = default)
     {
@@ -47,7 +39,7 @@ public sealed partial class SqliteStore
             var stored = alert with { Id = Alert.IdOf(number) };
             using var update = Writer.CreateCommand();
             update.CommandText = "UPDATE alerts SET alert = $alert WHERE number = $number";
-            update.Parameters.AddWithValue("$alert", JsonSerializer.Serialize(stored, AlertJson));
+            update.Parameters.AddWithValue("$alert", JsonSerializer.Serialize(stored, StoreRows.AlertJson));
             update.Parameters.AddWithValue("$number", number);
             await update.ExecuteNonQueryAsync(cancellationToken);
             return stored;
@@ -68,7 +60,7 @@ public sealed partial class SqliteStore
             using var command = Writer.CreateCommand();
             command.CommandText = "UPDATE alerts SET status = $status, alert = $alert WHERE number = $number";
             command.Parameters.AddWithValue("$status", PolicyNames.Of(alert.Status));
-            command.Parameters.AddWithValue("$alert", JsonSerializer.Serialize(alert, AlertJson));
+            command.Parameters.AddWithValue("$alert", JsonSerializer.Serialize(alert, StoreRows.AlertJson));
             command.Parameters.AddWithValue("$number", number);
             await command.ExecuteNonQueryAsync(cancellationToken);
         }
@@ -90,7 +82,7 @@ public sealed partial class SqliteStore
         using var command = connection.CreateCommand();
         command.CommandText = "SELECT alert FROM alerts WHERE number = $number";
         command.Parameters.AddWithValue("$number", number);
-        return await command.ExecuteScalarAsync(cancellationToken) is string json ? JsonSerializer.Deserialize<Alert>(json, AlertJson) : null;
+        return await command.ExecuteScalarAsync(cancellationToken) is string json ? JsonSerializer.Deserialize<Alert>(json, StoreRows.AlertJson) : null;
     }
 
     /// <inheritdoc/>
@@ -107,14 +99,7 @@ public sealed partial class SqliteStore
             command.Parameters.AddWithValue("$status", PolicyNames.Of(s));
         }
 
-        var result = new List<Alert>();
-        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
-        while (await reader.ReadAsync(cancellationToken))
-        {
-            result.Add(JsonSerializer.Deserialize<Alert>(reader.GetString(0), AlertJson)!);
-        }
-
-        return result;
+        return await StoreRows.ReadAllAsync(command, StoreRows.Alert, cancellationToken);
     }
 
     /// <inheritdoc/>
@@ -126,14 +111,7 @@ public sealed partial class SqliteStore
             SELECT DISTINCT consumer, model FROM ledger
             WHERE kind = 'request' AND decision = 'allow' AND consumer IS NOT NULL AND model IS NOT NULL
             """;
-        var result = new List<(string, string)>();
-        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
-        while (await reader.ReadAsync(cancellationToken))
-        {
-            result.Add((reader.GetString(0), reader.GetString(1)));
-        }
-
-        return result;
+        return await StoreRows.ReadAllAsync(command, reader => (reader.GetString(0), reader.GetString(1)), cancellationToken);
     }
 
 }

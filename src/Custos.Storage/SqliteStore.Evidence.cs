@@ -12,14 +12,7 @@ public sealed partial class SqliteStore
         await using var connection = await OpenReaderAsync(cancellationToken);
         using var command = connection.CreateCommand();
         command.CommandText = "SELECT chain_id, max(seq), count(*) FROM ledger GROUP BY chain_id ORDER BY chain_id";
-        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
-        var result = new List<(string, long, long)>();
-        while (await reader.ReadAsync(cancellationToken))
-        {
-            result.Add((reader.GetString(0), reader.GetInt64(1), reader.GetInt64(2)));
-        }
-
-        return result;
+        return await StoreRows.ReadAllAsync(command, reader => (reader.GetString(0), reader.GetInt64(1), reader.GetInt64(2)), cancellationToken);
     }
 
     /// <inheritdoc/>
@@ -80,13 +73,6 @@ public sealed partial class SqliteStore
             command.Parameters.AddWithValue("$chain", chainId);
         }
 
-        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
-        var result = new List<SignedCheckpoint>();
-        while (await reader.ReadAsync(cancellationToken))
-        {
-            result.Add(new SignedCheckpoint(reader.GetString(0), reader.GetString(1)));
-        }
-
-        return result;
+        return await StoreRows.ReadAllAsync(command, reader => new SignedCheckpoint(reader.GetString(0), reader.GetString(1)), cancellationToken);
     }
 }

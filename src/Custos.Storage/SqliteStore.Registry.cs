@@ -54,9 +54,6 @@ public sealed partial class SqliteStore
         );
         """;
 
-    private const string AccessRequestColumns =
-        "number, tenant, service, consumer, models, valid_until, justification, requested_by, requested_at, status, decided_by, decided_at, decision_reason, policy_version";
-
     /// <inheritdoc/>
     public async Task<AccessRequest> CreateAccessRequestAsync(AccessRequest request, CancellationToken cancellationToken = default)
     {
@@ -277,61 +274,23 @@ public sealed partial class SqliteStore
     {
         await using var connection = await OpenReaderAsync(cancellationToken);
         using var command = connection.CreateCommand();
-        command.CommandText = $"SELECT {AccessRequestColumns} FROM access_requests {where} ORDER BY number";
+        command.CommandText = $"SELECT {StoreRows.AccessRequestColumns} FROM access_requests {where} ORDER BY number";
         bind(command);
-        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
-        var result = new List<AccessRequest>();
-        while (await reader.ReadAsync(cancellationToken))
-        {
-            result.Add(new AccessRequest
-            {
-                Id = "ar-" + reader.GetInt64(0),
-                Tenant = reader.GetString(1),
-                Service = reader.GetString(2),
-                Consumer = reader.GetString(3),
-                Models = JsonSerializer.Deserialize<string[]>(reader.GetString(4)) ?? [],
-                ValidUntil = reader.IsDBNull(5) ? null : LedgerTime.Parse(reader.GetString(5)),
-                Justification = reader.GetString(6),
-                RequestedBy = reader.GetString(7),
-                RequestedAt = LedgerTime.Parse(reader.GetString(8)),
-                Status = Enum.Parse<AccessRequestStatus>(reader.GetString(9), ignoreCase: true),
-                DecidedBy = reader.IsDBNull(10) ? null : reader.GetString(10),
-                DecidedAt = reader.IsDBNull(11) ? null : LedgerTime.Parse(reader.GetString(11)),
-                DecisionReason = reader.IsDBNull(12) ? null : reader.GetString(12),
-                PolicyVersion = reader.IsDBNull(13) ? null : reader.GetInt64(13),
-            });
-        }
-
-        return result;
+        return await StoreRows.ReadAllAsync(command, r => StoreRows.AccessRequest(r, Time), cancellationToken);
     }
 
     private async Task<IReadOnlyList<Notification>> ReadNotificationsAsync(string tail, Action<SqliteCommand> bind, CancellationToken cancellationToken,
         string? update = null)
     {
-        const string Columns = "id, created_at, role, recipient, channel, target, payload, status, attempts, last_error";
         await using var connection = update is null ? await OpenReaderAsync(cancellationToken) : null;
         using var command = (connection ?? _writer!).CreateCommand();
-        command.CommandText = update is null ? $"SELECT {Columns} FROM notifications {tail}" : $"{update}{tail} RETURNING {Columns}";
+        command.CommandText = update is null
+            ? $"SELECT {StoreRows.NotificationColumns} FROM notifications {tail}"
+            : $"{update}{tail} RETURNING {StoreRows.NotificationColumns}";
         bind(command);
-        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
-        var result = new List<Notification>();
-        while (await reader.ReadAsync(cancellationToken))
-        {
-            result.Add(new Notification
-            {
-                Id = reader.GetInt64(0),
-                CreatedAt = LedgerTime.Parse(reader.GetString(1)),
-                Role = reader.GetString(2),
-                Recipient = reader.GetString(3),
-                Channel = reader.GetString(4),
-                Target = reader.GetString(5),
-                Payload = reader.GetString(6),
-                Status = reader.GetString(7),
-                Attempts = reader.GetInt32(8),
-                LastError = reader.IsDBNull(9) ? null : reader.GetString(9),
-            });
-        }
-
-        return result;
+        return await StoreRows.ReadAllAsync(command, r => StoreRows.Notification(r, Time), cancellationToken);
     }
+
+    /// <summary>SQLite keeps times as <see cref="LedgerTime"/> text.</summary>
+    private static DateTimeOffset Time(System.Data.Common.DbDataReader reader, int ordinal) => LedgerTime.Parse(reader.GetString(ordinal));
 }

@@ -270,22 +270,11 @@ public sealed partial class SqliteStore : ICustosStore
         await using var connection = await OpenReaderAsync(cancellationToken);
         using var command = connection.CreateCommand();
         var where = new List<string>();
-        void Filter(string column, string? value)
+        foreach (var (column, value) in query.ColumnFilters())
         {
-            if (value is not null)
-            {
-                where.Add($"{column} = ${column}");
-                command.Parameters.AddWithValue("$" + column, value);
-            }
+            where.Add($"{column} = ${column}");
+            command.Parameters.AddWithValue("$" + column, value);
         }
-
-        Filter("kind", query.Kind);
-        Filter("tenant", query.Tenant);
-        Filter("service", query.Service);
-        Filter("consumer", query.Consumer);
-        Filter("decision", query.Decision);
-        Filter("model", query.Model);
-        Filter("request_id", query.RequestId);
         if (query.From is { } from)
         {
             where.Add("ts >= $from");

@@ -83,6 +83,14 @@ public sealed class PolicySyncTests
         Assert.True(condition(), what);
     }
 
+    /// <summary>A store holding version 1, and that version in force.</summary>
+    private static (FakeStore Store, ActivePolicy Policy) Started()
+    {
+        var store = new FakeStore();
+        store.Versions.Add(Version(1));
+        return (store, new ActivePolicy(PolicySnapshot.Compile(store.Versions[0], _ => null)));
+    }
+
     private static readonly PolicySyncOptions Fast = new()
     {
         ReconcileInterval = TimeSpan.FromSeconds(30), // only announcements (or the test) trigger reads
@@ -94,9 +102,7 @@ public sealed class PolicySyncTests
     [Fact]
     public async Task AVersionAnnouncedByAnotherNode_IsReadFromTheStoreAndPutInForce()
     {
-        var store = new FakeStore();
-        store.Versions.Add(Version(1));
-        var policy = new ActivePolicy(PolicySnapshot.Compile(store.Versions[0], _ => null));
+        var (store, policy) = Started();
         var feed = new FakeFeed();
         await using var sync = await PolicySync.StartAsync(store, policy, feed, "node-b", _ => null, NullLogger.Instance, Fast);
 
@@ -112,9 +118,7 @@ public sealed class PolicySyncTests
     [Fact]
     public async Task ANewerVersionThatCannotBeLoaded_MakesTheVersionInForceUnconfirmed_UntilItIs()
     {
-        var store = new FakeStore();
-        store.Versions.Add(Version(1));
-        var policy = new ActivePolicy(PolicySnapshot.Compile(store.Versions[0], _ => null));
+        var (store, policy) = Started();
         var feed = new FakeFeed();
         await using var sync = await PolicySync.StartAsync(store, policy, feed, "node-b", _ => null, NullLogger.Instance, Fast);
 
@@ -132,9 +136,7 @@ public sealed class PolicySyncTests
     [Fact]
     public async Task WithTheFeedDown_TheStoreConfirms_AndWithBothDown_TheVersionIsUnconfirmedAfterStaleAfter()
     {
-        var store = new FakeStore();
-        store.Versions.Add(Version(1));
-        var policy = new ActivePolicy(PolicySnapshot.Compile(store.Versions[0], _ => null));
+        var (store, policy) = Started();
         var feed = new FakeFeed { IsConnected = false };
         await using var sync = await PolicySync.StartAsync(store, policy, feed, "node-b", _ => null, NullLogger.Instance, Fast);
 
@@ -151,9 +153,7 @@ public sealed class PolicySyncTests
     [Fact]
     public async Task WithOnlyTheStoreDown_TheConnectedFeedKeepsTheVersionConfirmed()
     {
-        var store = new FakeStore();
-        store.Versions.Add(Version(1));
-        var policy = new ActivePolicy(PolicySnapshot.Compile(store.Versions[0], _ => null));
+        var (store, policy) = Started();
         var feed = new FakeFeed();
         await using var sync = await PolicySync.StartAsync(store, policy, feed, "node-b", _ => null, NullLogger.Instance, Fast);
 

@@ -32,6 +32,20 @@ public sealed record LedgerQuery
 
     /// <summary>At most this many, newest last. Default 1000.</summary>
     public int Limit { get; init; } = 1000;
+
+    /// <summary>The equality filters that are set, as (ledger column, value): what every store turns into its WHERE clause.</summary>
+    public IEnumerable<(string Column, string Value)> ColumnFilters()
+    {
+        (string, string?)[] filters =
+            [("kind", Kind), ("tenant", Tenant), ("service", Service), ("consumer", Consumer), ("decision", Decision), ("model", Model), ("request_id", RequestId)];
+        foreach (var (column, value) in filters)
+        {
+            if (value is not null)
+            {
+                yield return (column, value);
+            }
+        }
+    }
 }
 
 /// <summary>A stored ledger row: where it sits in its chain, and its canonical JSON.</summary>

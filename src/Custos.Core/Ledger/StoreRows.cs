@@ -1,0 +1,81 @@
+using System.Data.Common;
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Custos.Alerts;
+using Custos.ControlPlane;
+
+namespace Custos.Ledger;
+
+/// <summary>
+/// How both stores (SQLite, PostgreSQL) turn their rows into the control plane's records: the same columns in the
+/// same order, so one mapping serves both. Only time columns differ (text in SQLite, <c>timestamptz</c> in
+/// PostgreSQL), so each store passes its own reader for them.
+/// </summary>
+public static class StoreRows
+{
+    /// <summary>The columns <see cref="AccessRequest(DbDataReader, Func{DbDataReader, int, DateTimeOffset})"/> reads, in order.</summary>
+    public const string AccessRequestColumns =
+        "number, tenant, service, consumer, models, valid_until, justification, requested_by, requested_at, status, decided_by, decided_at, decision_reason, policy_version";
+
+    /// <summary>The columns <see cref="Notification(DbDataReader, Func{DbDataReader, int, DateTimeOffset})"/> reads, in order.</summary>
+    public const string NotificationColumns = "id, created_at, role, recipient, channel, target, payload, status, attempts, last_error";
+
+    /// <summary>How an alert is kept: one JSON column.</summary>
+    public static JsonSerializerOptions AlertJson { get; } = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower) },
+    };
+
+    /// <summary>Runs <paramref name="command"/> and maps every row with <paramref name="map"/>.</summary>
+    public static async Task<List<T>> ReadAllAsync<T>(DbCommand command, Func<DbDataReader, T> map, CancellationToken cancellationToken)
+    {
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        var result = new List<T>();
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            result.Add(map(reader));
+        }
+
+        return result;
+    }
+
+    /// <summary>An access request from a row of <see cref="AccessRequestColumns"/>.</summary>
+    public static AccessRequest AccessRequest(DbDataReader reader, Func<DbDataReader, int, DateTimeOffset> time) => new()
+    {
+        Id = "ar-" + reader.GetInt64(0).ToString(CultureInfo.InvariantCulture),
+        Tenant = reader.GetString(1),
+        Service = reader.GetString(2),
+        Consumer = reader.GetString(3),
+        Models = JsonSerializer.Deserialize<string[]>(reader.GetString(4)) ?? [],
+        ValidUntil = reader.IsDBNull(5) ? null : time(reader, 5),
+        Justification = reader.GetString(6),
+        RequestedBy = reader.GetString(7),
+        RequestedAt = time(reader, 8),
+        Status = Enum.Parse<AccessRequestStatus>(reader.GetString(9), ignoreCase: true),
+        DecidedBy = reader.IsDBNull(10) ? null : reader.GetString(10),
+        DecidedAt = reader.IsDBNull(11) ? null : time(reader, 11),
+        DecisionReason = reader.IsDBNull(12) ? null : reader.GetString(12),
+        PolicyVersion = reader.IsDBNull(13) ? null : reader.GetInt64(13),
+    };
+
+    /// <summary>A notification from a row of <see cref="NotificationColumns"/>.</summary>
+    public static Notification Notification(DbDataReader reader, Func<DbDataReader, int, DateTimeOffset> time) => new()
+    {
+        Id = reader.GetInt64(0),
+        CreatedAt = time(reader, 1),
+        Role = reader.GetString(2),
+        Recipient = reader.GetString(3),
+        Channel = reader.GetString(4),
+        Target = reader.GetString(5),
+        Payload = reader.GetString(6),
+        Status = reader.GetString(7),
+        Attempts = reader.GetInt32(8),
+        LastError = reader.IsDBNull(9) ? null : reader.GetString(9),
+    };
+
+    /// <summary>An alert from its JSON column.</summary>
+    public static Alert Alert(DbDataReader reader) => JsonSerializer.Deserialize<Alert>(reader.GetString(0), AlertJson)!;
+}
