@@ -49,6 +49,9 @@ public enum AdminPermission
 
     /// <summary>Acknowledge alerts in scope (stops their escalation).</summary>
     AcknowledgeAlerts,
+
+    /// <summary>The incident evidence pack of a subject in scope, and (gateway-wide admins) the posture report.</summary>
+    ReadReports,
 }
 
 /// <summary>
@@ -71,6 +74,7 @@ public static class AdminAccess
         AdminPermission.ManageBudgets => role is AdminRole.PlatformAdmin or AdminRole.Finance,
         AdminPermission.ReadSpend => role is AdminRole.PlatformAdmin or AdminRole.Finance or AdminRole.SecurityAuditor,
         AdminPermission.ReadLedger => role is AdminRole.PlatformAdmin or AdminRole.SecurityAuditor or AdminRole.ServiceOwner,
+        AdminPermission.ReadReports => role is AdminRole.PlatformAdmin or AdminRole.SecurityAuditor or AdminRole.ServiceOwner,
         _ => false,
     };
 

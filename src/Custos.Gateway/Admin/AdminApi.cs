@@ -34,7 +34,7 @@ internal sealed class AdminProblemException(int status, string code, string titl
 /// (<see cref="AdminAccess"/>). Every change is a new policy version plus a ledger entry naming the actor, the before
 /// and the after; every refused attempt is a ledger entry too. Described by <c>/admin/v1/openapi.json</c>.
 /// </summary>
-internal static class AdminApi
+internal static partial class AdminApi
 {
     private const string AdminItem = "custos.admin";
     private const string RequestIdItem = "custos.request_id";
@@ -76,6 +76,7 @@ internal static class AdminApi
         MapAccess(api, gateway);
         MapEvidence(api, gateway);
         MapAlerts(api, gateway);
+        MapInsight(api, gateway);
     }
 
     private static void MapAlerts(RouteGroupBuilder api, CustosGateway gateway)
@@ -146,8 +147,9 @@ internal static class AdminApi
         {
             var admin = Admin(context);
             var withKey = context.Request.Headers.Authorization.ToString().Contains("Bearer cak_", StringComparison.OrdinalIgnoreCase);
-            return Json(new WhoAmI(admin.Id, PolicyNames.Of(admin.Role), admin.Tenants, admin.Services, withKey ? "admin_key" : "oidc"));
-        }).WithSummary("The signed-in administrator: id, role and scope.").Produces<WhoAmI>();
+            return Json(new WhoAmI(admin.Id, PolicyNames.Of(admin.Role), admin.Tenants, admin.Services, withKey ? "admin_key" : "oidc",
+                [.. Enum.GetValues<AdminPermission>().Where(p => AdminAccess.Grants(admin.Role, p)).Select(p => PolicyNames.ToSnakeCase(p.ToString()))]));
+        }).WithSummary("The signed-in administrator: id, role, scope, and the permissions the role holds.").Produces<WhoAmI>();
 
         api.MapGet("/policy", (HttpContext context) =>
         {

@@ -31,8 +31,9 @@ public sealed record ApplyPolicyResponse(
     [property: JsonPropertyName("changes")] IReadOnlyList<string> Changes,
     [property: JsonPropertyName("warnings")] IReadOnlyList<string> Warnings);
 
-/// <summary>The signed-in administrator.</summary>
-public sealed record WhoAmI(string Id, string Role, IReadOnlyList<string> Tenants, IReadOnlyList<string> Services, string SignedInWith);
+/// <summary>The signed-in administrator, with the permissions of the role (snake_case <see cref="AdminPermission"/> names).</summary>
+public sealed record WhoAmI(string Id, string Role, IReadOnlyList<string> Tenants, IReadOnlyList<string> Services, string SignedInWith,
+    IReadOnlyList<string> Permissions);
 
 /// <summary>A service with its owners and governance gaps.</summary>
 public sealed record ServiceView(string Id, string Tenant, string? Description, ServiceOwners Owners, IReadOnlyList<string> GovernanceGaps,
@@ -189,3 +190,35 @@ public sealed record AcknowledgeBody
 
 /// <summary>What resuming an alert's automatic action did.</summary>
 public sealed record ResumeResult(Custos.Alerts.AlertView Alert, long PolicyVersion);
+
+/// <summary>
+/// The console's overview: requests and refusals over a window in buckets, spend this month per service (cumulative, day by
+/// day) beside its monthly budget, every budget's use in its current period, top consumers and open alerts; all in scope.
+/// <c>scanned</c> counts the request entries read; <c>truncated</c> says the read stopped at its limit.
+/// </summary>
+public sealed record OverviewView(DateTimeOffset From, DateTimeOffset To, int BucketSeconds, string Currency, IReadOnlyList<OverviewBucket> Buckets,
+    DateTimeOffset MonthStart, IReadOnlyList<DateTimeOffset> Days, IReadOnlyList<SpendSeries> SpendThisMonth, IReadOnlyList<BudgetUse> Budgets,
+    IReadOnlyList<ConsumerUse> TopConsumers, IReadOnlyDictionary<string, long> Reasons, int OpenAlerts, long Scanned, bool Truncated);
+
+/// <summary>One time bucket of the overview; <paramref name="Reasons"/> counts the reason codes of refused requests.</summary>
+public sealed record OverviewBucket(DateTimeOffset Start, long Requests, long Allowed, long Denied, long Throttled, decimal Spend,
+    IReadOnlyDictionary<string, long> Reasons);
+
+/// <summary>A service's spend this month, cumulative at the end of each day (UTC), and its monthly budget if it has one.</summary>
+public sealed record SpendSeries(string Tenant, string Service, decimal? MonthlyBudget, IReadOnlyList<decimal> Cumulative);
+
+/// <summary>A budget and what its current period has spent (<paramref name="Fraction"/> of the amount).</summary>
+public sealed record BudgetUse(string Scope, string Id, string Tenant, string? Service, decimal Amount, string Period, string Mode, DateTimeOffset PeriodStart,
+    decimal Spent, decimal Fraction);
+
+/// <summary>A consumer's requests, refusals and spend in the overview window.</summary>
+public sealed record ConsumerUse(string Consumer, string? Service, string? Tenant, long Requests, long Refused, decimal Spend);
+
+/// <summary>One policy version with its YAML and what it changed from the one before.</summary>
+public sealed record PolicyVersionDetail(PolicyVersionView Version, string Yaml, IReadOnlyList<string> Changes);
+
+/// <summary>The difference of two policy versions: changes by path, and a line diff of their YAML.</summary>
+public sealed record PolicyDiffView(PolicyVersionView From, PolicyVersionView To, IReadOnlyList<string> Changes, IReadOnlyList<DiffLine> Lines);
+
+/// <summary>One line of a YAML diff: <c>same</c>, <c>added</c> or <c>removed</c>.</summary>
+public sealed record DiffLine(string Kind, string Text);

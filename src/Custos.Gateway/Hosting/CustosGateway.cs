@@ -156,6 +156,9 @@ public sealed partial class CustosGateway : IAsyncDisposable
     /// <summary>The clock.</summary>
     public TimeProvider Time => _options.TimeProvider;
 
+    /// <summary>The data folder: the embedded store, the checkpoint keys, the ledger spool.</summary>
+    public string DataDirectory => _options.DataDirectory;
+
     /// <summary>Tells owners what happened to their services, through a durable outbox.</summary>
     public OwnerNotifier Notifier { get; private init; } = null!;
 
@@ -404,6 +407,7 @@ public sealed partial class CustosGateway : IAsyncDisposable
             ledger.AddObserver(telemetry);
             var dataPlane = BuildDataPlane(options, policy, ledger, upstreamClient, counters, jwt);
             var adminBuilder = CreateBuilder(options, options.AdminUrl);
+            adminBuilder.Services.AddResponseCompression(); // the console's script and the admin API's JSON
             adminBuilder.Services.AddOpenApi(o => o.AddDocumentTransformer((document, _, _) =>
             {
                 document.Info = new() { Title = "Custos admin API", Version = "v1", Description = "The control plane of the Custos AI gateway." };
@@ -498,6 +502,8 @@ public sealed partial class CustosGateway : IAsyncDisposable
 
     private static void MapAdmin(WebApplication app, CustosGateway gateway)
     {
+        app.UseResponseCompression();
+        Console.ConsoleHost.Use(app);
         app.MapGet("/healthz", Health);
         app.MapGet("/readyz", (HttpContext context) => Ready(context, gateway.Policy, gateway.Ledger, gateway.Counters));
         app.MapOpenApi("/admin/v1/openapi.json").WithName("openapi");

@@ -1,6 +1,5 @@
 using System.CommandLine;
 using System.Globalization;
-using System.Text.Json;
 using Custos.Ledger;
 using Custos.Reports;
 
@@ -13,9 +12,6 @@ namespace Custos.Cli.Commands;
 /// </summary>
 internal static class ReportCommand
 {
-    /// <summary>Entries read between two progress lines on stderr.</summary>
-    private const int ProgressEvery = 100_000;
-
     public static Command Create(TextWriter output, TextWriter error)
     {
         var report = new Command("report", "Evidence reports: an incident pack for one subject and window, and the compliance posture.");
@@ -71,48 +67,17 @@ internal static class ReportCommand
 
             var directory = CommonOptions.ResolveDataDirectory(parse.GetValue(data), parse.GetValue(config));
             await using var store = await CommonOptions.OpenStoreAsync(directory, parse.GetValue(config), cancellationToken);
-            var history = await store.GetHistoryAsync(cancellationToken);
-
-            // The subject's requests of the window; a credential has no column of its own, so its window is scanned.
-            var filter = new LedgerQuery
+            IncidentReport built;
+            try
             {
-                Consumer = subject.Kind == "consumer" ? subject.Id : null,
-                Service = subject.Kind == "service" ? subject.Id : null,
-                Tenant = subject.Kind == "tenant" ? subject.Id : null,
-                Limit = int.MaxValue,
-            };
-            var requests = new List<RequestEntry>();
-            await ScanAsync(store, filter with { From = start, To = end }, subject, requests.Add, error, "window", cancellationToken);
-            if (!IncidentReportBuilder.Exists(subject, history) && requests.Count == 0)
+                built = await ReportSources.IncidentAsync(store, directory, subject, start, end, now, error.WriteLine, cancellationToken);
+            }
+            catch (ReportSubjectNotFoundException ex)
             {
-                throw new CliException($"no {subject.Kind} '{subject.Id}' in any policy version, and no request entry of the window names it");
+                throw new CliException(ex.Message);
             }
 
-            var (baselineFrom, baselineTo) = IncidentReportBuilder.BaselineWindow(start, end);
-            var baseline = new BaselineStats(baselineFrom, baselineTo);
-            await ScanAsync(store, filter with { From = baselineFrom, To = baselineTo }, subject, baseline.Add, error, "baseline", cancellationToken);
-
-            var admin = await ReadAdminAsync(store, end, cancellationToken);
-            var shed = await CountShedAsync(store, start, end, cancellationToken);
-            var chain = await VerifyAsync(store, directory, start, end, error, $"the window {ReportText.Time(start)} to {ReportText.Time(end)}", cancellationToken);
-            var built = IncidentReportBuilder.Build(new IncidentInput
-            {
-                Subject = subject,
-                From = start,
-                To = end,
-                GeneratedAt = now,
-                History = history,
-                Requests = requests,
-                Baseline = baseline,
-                AdminEntries = admin,
-                AccessRequests = await store.ListAccessRequestsAsync(null, cancellationToken),
-                Notifications = await store.ListNotificationsAsync(100_000, cancellationToken),
-                Alerts = await store.ListAlertsAsync(null, IncidentReportBuilder.AlertLimit, cancellationToken),
-                CredentialLastUsed = await store.GetCredentialLastUsedAsync(cancellationToken),
-                Chain = chain,
-                ShedInWindow = shed,
-            });
-
+            var chain = built.Chain;
             var target = parse.GetValue(file);
             await EmitAsync(ReportWriter.Write(built, reportFormat), target, output, cancellationToken);
             var c = built.Classification;
@@ -144,24 +109,8 @@ internal static class ReportCommand
             var now = DateTimeOffset.UtcNow;
             var directory = CommonOptions.ResolveDataDirectory(parse.GetValue(data), parse.GetValue(config));
             await using var store = await CommonOptions.OpenStoreAsync(directory, parse.GetValue(config), cancellationToken);
-            var history = await store.GetHistoryAsync(cancellationToken);
-            var admin = await ReadAdminAsync(store, null, cancellationToken);
-            var activity = new LedgerActivity(now, PostureReportBuilder.RevocationTimes(admin));
-            await ScanAsync(store, new LedgerQuery { From = activity.Since, Limit = int.MaxValue }, null, activity.Add, error, "last 90 days", cancellationToken);
-            var chain = await VerifyAsync(store, directory, null, null, error, "the whole ledger", cancellationToken);
-            var built = PostureReportBuilder.Build(new PostureInput
-            {
-                GeneratedAt = now,
-                History = history,
-                AdminEntries = admin,
-                AccessRequests = await store.ListAccessRequestsAsync(null, cancellationToken),
-                Notifications = await store.ListNotificationsAsync(1000, cancellationToken),
-                CredentialLastUsed = await store.GetCredentialLastUsedAsync(cancellationToken),
-                Activity = activity,
-                Shed30 = await CountShedAsync(store, activity.Since30, null, cancellationToken),
-                Chain = chain,
-            });
-
+            var built = await ReportSources.PostureAsync(store, directory, now, error.WriteLine, cancellationToken);
+            var chain = built.Chain;
             var target = parse.GetValue(file);
             await EmitAsync(ReportWriter.Write(built, reportFormat), target, output, cancellationToken);
             var failing = built.Controls.Where(x => x.Status == "fail").Select(x => x.Id).ToList();
@@ -182,71 +131,6 @@ internal static class ReportCommand
         _ => throw new CliException($"--format must be md, json or html, not '{text}'"),
     };
 
-    /// <summary>Streams request entries, keeping those of <paramref name="subject"/> (all when null), with progress on stderr for big windows.</summary>
-    private static async Task ScanAsync(Ledger.ICustosStore store, LedgerQuery query, IncidentSubject? subject, Action<RequestEntry> add, TextWriter error, string what,
-        CancellationToken cancellationToken)
-    {
-        long read = 0, kept = 0;
-        await foreach (var row in store.QueryAsync(query, cancellationToken))
-        {
-            if (++read % ProgressEvery == 0)
-            {
-                await error.WriteLineAsync($"  reading the ledger ({what}): {ReportText.Count(read)} entries, {ReportText.Count(kept)} for the subject…");
-            }
-
-            var entry = RequestEntry.Parse(row);
-            if (subject is null || IncidentReportBuilder.Matches(subject, entry))
-            {
-                kept++;
-                add(entry);
-            }
-        }
-    }
-
-    private static async Task<List<AdminEntry>> ReadAdminAsync(Ledger.ICustosStore store, DateTimeOffset? to, CancellationToken cancellationToken)
-    {
-        var result = new List<AdminEntry>();
-        await foreach (var row in store.QueryAsync(new LedgerQuery { Kind = "admin", To = to, Limit = int.MaxValue }, cancellationToken))
-        {
-            result.Add(AdminEntry.Parse(row));
-        }
-
-        return result;
-    }
-
-    private static async Task<long> CountShedAsync(Ledger.ICustosStore store, DateTimeOffset from, DateTimeOffset? to, CancellationToken cancellationToken)
-    {
-        long shed = 0;
-        await foreach (var row in store.QueryAsync(new LedgerQuery { Kind = "shed", From = from, To = to, Limit = int.MaxValue }, cancellationToken))
-        {
-            using var document = JsonDocument.Parse(row.Json);
-            shed += document.RootElement.GetProperty("count").GetInt64();
-        }
-
-        return shed;
-    }
-
-    /// <summary>Runs the ledger verifier with the folder's checkpoint public key; without the key, says so instead of failing the report.</summary>
-    private static async Task<ChainCheck> VerifyAsync(Ledger.ICustosStore store, string directory, DateTimeOffset? from, DateTimeOffset? to, TextWriter error, string scope,
-        CancellationToken cancellationToken)
-    {
-        var keyPath = CheckpointKey.PublicPath(directory);
-        if (!File.Exists(keyPath))
-        {
-            return ChainCheck.NotRun($"no checkpoint public key at {keyPath}; the gateway writes it when it first starts on this folder.");
-        }
-
-        using var key = CheckpointKey.LoadPublic(keyPath);
-        var result = await LedgerVerifier.VerifyAsync(store, new VerificationOptions
-        {
-            PublicKeys = [key],
-            From = from,
-            To = to,
-            Progress = new Progress(error),
-        }, cancellationToken);
-        return ChainCheck.From(result, scope);
-    }
-
     private static async Task EmitAsync(string text, FileInfo? target, TextWriter output, CancellationToken cancellationToken)
     {
         if (target is null)
@@ -261,20 +145,5 @@ internal static class ReportCommand
         }
 
         await File.WriteAllTextAsync(target.FullName, text, cancellationToken);
-    }
-
-    /// <summary>Verification progress on stderr, synchronously (System.Progress would post to the thread pool and print out of order).</summary>
-    private sealed class Progress(TextWriter error) : IProgress<long>
-    {
-        private long _last;
-
-        public void Report(long value)
-        {
-            if (value >= _last + ProgressEvery)
-            {
-                _last = value;
-                error.WriteLine($"  verifying the ledger: {ReportText.Count(value)} entries…");
-            }
-        }
     }
 }

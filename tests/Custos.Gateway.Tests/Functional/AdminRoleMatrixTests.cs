@@ -48,6 +48,11 @@ public sealed class AdminRoleMatrixTests
         (HttpMethod.Get, "/admin/v1/spend", null, ["root", "auditor", "finance"]),
         (HttpMethod.Get, "/admin/v1/notifications", null, ["root", "auditor"]),
         (HttpMethod.Get, "/admin/v1/alerts", null, All),
+        (HttpMethod.Get, "/admin/v1/overview", null, ["root", "support-owner", "support-lead", "agents-owner", "auditor", "finance", "globex-owner"]),
+        (HttpMethod.Get, "/admin/v1/policy/versions/1", null, All),
+        (HttpMethod.Get, "/admin/v1/policy/diff?from=1&to=1", null, All),
+        (HttpMethod.Get, "/admin/v1/reports/incident?subject=consumer&id=web", null, ["root", "support-owner", "support-lead", "auditor"]),
+        (HttpMethod.Get, "/admin/v1/reports/posture", null, ["root", "auditor"]),
     ];
 
     [Fact]

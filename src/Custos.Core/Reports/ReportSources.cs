@@ -1,0 +1,177 @@
+using System.Text.Json;
+using Custos.Ledger;
+
+namespace Custos.Reports;
+
+/// <summary>The subject of an incident pack names nothing the policy history or the window's ledger knows.</summary>
+public sealed class ReportSubjectNotFoundException(IncidentSubject subject)
+    : Exception($"no {subject.Kind} '{subject.Id}' in any policy version, and no request entry of the window names it")
+{
+    /// <summary>The subject asked for.</summary>
+    public IncidentSubject Subject { get; } = subject;
+}
+
+/// <summary>
+/// Gathers what the report builders need from a store: the subject's requests of a window and its baseline, the admin
+/// entries, shed counts, access requests, notifications, alerts, and a chain verification with the data folder's
+/// checkpoint public key. One place for the CLI (<c>custos report</c>) and the console (<c>/admin/v1/reports</c>).
+/// </summary>
+public static class ReportSources
+{
+    /// <summary>Entries read between two progress lines.</summary>
+    public const int ProgressEvery = 100_000;
+
+    /// <summary>
+    /// The incident pack of <paramref name="subject"/> from <paramref name="from"/> to <paramref name="to"/> (exclusive).
+    /// <paramref name="progress"/>, when given, receives a line every <see cref="ProgressEvery"/> entries read.
+    /// </summary>
+    /// <exception cref="ReportSubjectNotFoundException">Nothing names the subject.</exception>
+    public static async Task<IncidentReport> IncidentAsync(ICustosStore store, string dataDirectory, IncidentSubject subject, DateTimeOffset from,
+        DateTimeOffset to, DateTimeOffset now, Action<string>? progress, CancellationToken cancellationToken)
+    {
+        var history = await store.GetHistoryAsync(cancellationToken);
+
+        // The subject's requests of the window; a credential has no column of its own, so its window is scanned.
+        var filter = new LedgerQuery
+        {
+            Consumer = subject.Kind == "consumer" ? subject.Id : null,
+            Service = subject.Kind == "service" ? subject.Id : null,
+            Tenant = subject.Kind == "tenant" ? subject.Id : null,
+            Limit = int.MaxValue,
+        };
+        var requests = new List<RequestEntry>();
+        await ScanAsync(store, filter with { From = from, To = to }, subject, requests.Add, progress, "window", cancellationToken);
+        if (!IncidentReportBuilder.Exists(subject, history) && requests.Count == 0)
+        {
+            throw new ReportSubjectNotFoundException(subject);
+        }
+
+        var (baselineFrom, baselineTo) = IncidentReportBuilder.BaselineWindow(from, to);
+        var baseline = new BaselineStats(baselineFrom, baselineTo);
+        await ScanAsync(store, filter with { From = baselineFrom, To = baselineTo }, subject, baseline.Add, progress, "baseline", cancellationToken);
+
+        var admin = await ReadAdminAsync(store, to, cancellationToken);
+        var shed = await CountShedAsync(store, from, to, cancellationToken);
+        var chain = await VerifyAsync(store, dataDirectory, from, to, progress, $"the window {ReportText.Time(from)} to {ReportText.Time(to)}", cancellationToken);
+        return IncidentReportBuilder.Build(new IncidentInput
+        {
+            Subject = subject,
+            From = from,
+            To = to,
+            GeneratedAt = now,
+            History = history,
+            Requests = requests,
+            Baseline = baseline,
+            AdminEntries = admin,
+            AccessRequests = await store.ListAccessRequestsAsync(null, cancellationToken),
+            Notifications = await store.ListNotificationsAsync(100_000, cancellationToken),
+            Alerts = await store.ListAlertsAsync(null, IncidentReportBuilder.AlertLimit, cancellationToken),
+            CredentialLastUsed = await store.GetCredentialLastUsedAsync(cancellationToken),
+            Chain = chain,
+            ShedInWindow = shed,
+        });
+    }
+
+    /// <summary>The NIST CSF 2.0 / AI RMF posture report as of <paramref name="now"/>.</summary>
+    public static async Task<PostureReport> PostureAsync(ICustosStore store, string dataDirectory, DateTimeOffset now, Action<string>? progress,
+        CancellationToken cancellationToken)
+    {
+        var history = await store.GetHistoryAsync(cancellationToken);
+        var admin = await ReadAdminAsync(store, null, cancellationToken);
+        var activity = new LedgerActivity(now, PostureReportBuilder.RevocationTimes(admin));
+        await ScanAsync(store, new LedgerQuery { From = activity.Since, Limit = int.MaxValue }, null, activity.Add, progress, "last 90 days", cancellationToken);
+        var chain = await VerifyAsync(store, dataDirectory, null, null, progress, "the whole ledger", cancellationToken);
+        return PostureReportBuilder.Build(new PostureInput
+        {
+            GeneratedAt = now,
+            History = history,
+            AdminEntries = admin,
+            AccessRequests = await store.ListAccessRequestsAsync(null, cancellationToken),
+            Notifications = await store.ListNotificationsAsync(1000, cancellationToken),
+            CredentialLastUsed = await store.GetCredentialLastUsedAsync(cancellationToken),
+            Activity = activity,
+            Shed30 = await CountShedAsync(store, activity.Since30, null, cancellationToken),
+            Chain = chain,
+        });
+    }
+
+    /// <summary>Streams request entries, keeping those of <paramref name="subject"/> (all when null), with progress for big windows.</summary>
+    private static async Task ScanAsync(ICustosStore store, LedgerQuery query, IncidentSubject? subject, Action<RequestEntry> add, Action<string>? progress,
+        string what, CancellationToken cancellationToken)
+    {
+        long read = 0, kept = 0;
+        await foreach (var row in store.QueryAsync(query, cancellationToken))
+        {
+            if (++read % ProgressEvery == 0)
+            {
+                progress?.Invoke($"  reading the ledger ({what}): {ReportText.Count(read)} entries, {ReportText.Count(kept)} for the subject…");
+            }
+
+            var entry = RequestEntry.Parse(row);
+            if (subject is null || IncidentReportBuilder.Matches(subject, entry))
+            {
+                kept++;
+                add(entry);
+            }
+        }
+    }
+
+    private static async Task<List<AdminEntry>> ReadAdminAsync(ICustosStore store, DateTimeOffset? to, CancellationToken cancellationToken)
+    {
+        var result = new List<AdminEntry>();
+        await foreach (var row in store.QueryAsync(new LedgerQuery { Kind = "admin", To = to, Limit = int.MaxValue }, cancellationToken))
+        {
+            result.Add(AdminEntry.Parse(row));
+        }
+
+        return result;
+    }
+
+    private static async Task<long> CountShedAsync(ICustosStore store, DateTimeOffset from, DateTimeOffset? to, CancellationToken cancellationToken)
+    {
+        long shed = 0;
+        await foreach (var row in store.QueryAsync(new LedgerQuery { Kind = "shed", From = from, To = to, Limit = int.MaxValue }, cancellationToken))
+        {
+            using var document = JsonDocument.Parse(row.Json);
+            shed += document.RootElement.GetProperty("count").GetInt64();
+        }
+
+        return shed;
+    }
+
+    /// <summary>Runs the ledger verifier with the folder's checkpoint public key; without the key, says so instead of failing the report.</summary>
+    private static async Task<ChainCheck> VerifyAsync(ICustosStore store, string directory, DateTimeOffset? from, DateTimeOffset? to, Action<string>? progress,
+        string scope, CancellationToken cancellationToken)
+    {
+        var keyPath = CheckpointKey.PublicPath(directory);
+        if (!File.Exists(keyPath))
+        {
+            return ChainCheck.NotRun($"no checkpoint public key at {keyPath}; the gateway writes it when it first starts on this folder.");
+        }
+
+        using var key = CheckpointKey.LoadPublic(keyPath);
+        var result = await LedgerVerifier.VerifyAsync(store, new VerificationOptions
+        {
+            PublicKeys = [key],
+            From = from,
+            To = to,
+            Progress = progress is null ? null : new VerifyProgress(progress),
+        }, cancellationToken);
+        return ChainCheck.From(result, scope);
+    }
+
+    /// <summary>Verification progress, synchronously (System.Progress would post to the thread pool and report out of order).</summary>
+    private sealed class VerifyProgress(Action<string> progress) : IProgress<long>
+    {
+        private long _last;
+
+        public void Report(long value)
+        {
+            if (value >= _last + ProgressEvery)
+            {
+                _last = value;
+                progress($"  verifying the ledger: {ReportText.Count(value)} entries…");
+            }
+        }
+    }
+}

@@ -1,0 +1,364 @@
+using System.Globalization;
+using Custos.Gateway.Hosting;
+using Custos.Ledger;
+using Custos.Policy;
+using Custos.Reports;
+using DiffPlex.DiffBuilder;
+using DiffPlex.DiffBuilder.Model;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+
+namespace Custos.Gateway.Admin;
+
+/// <summary>
+/// What the console reads beside the resources themselves: the overview (spend against budgets, requests and refusals
+/// over time, top consumers), one policy version and the diff of any two, and the evidence reports.
+/// </summary>
+internal static partial class AdminApi
+{
+    /// <summary>Request entries one overview reads at most; beyond, it says it is truncated.</summary>
+    private const int OverviewScanLimit = 1_000_000;
+
+    private static void MapInsight(RouteGroupBuilder api, CustosGateway gateway)
+    {
+        api.MapGet("/overview", async (HttpContext context, string? window) =>
+        {
+            var admin = Admin(context);
+            if (!AdminAccess.Grants(admin.Role, AdminPermission.ReadSpend) && !AdminAccess.Grants(admin.Role, AdminPermission.ReadLedger))
+            {
+                throw await DeniedAsync(context, gateway, "overview.read", "overview", null, $"role {PolicyNames.Of(admin.Role)} may not do this");
+            }
+
+            var (span, bucket) = window switch
+            {
+                "1h" => (TimeSpan.FromHours(1), TimeSpan.FromMinutes(1)),
+                null or "24h" => (TimeSpan.FromHours(24), TimeSpan.FromHours(1)),
+                "7d" => (TimeSpan.FromDays(7), TimeSpan.FromHours(6)),
+                "30d" => (TimeSpan.FromDays(30), TimeSpan.FromDays(1)),
+                _ => throw AdminProblemException.Invalid($"'window' must be 1h, 24h, 7d or 30d, not '{window}'."),
+            };
+            return Json(await OverviewAsync(context, gateway, span, bucket));
+        }).WithSummary("Spend against budgets this month, requests and refusals by reason over a window (1h, 24h, 7d, 30d), top consumers, open alerts; in scope.")
+            .Produces<OverviewView>();
+
+        api.MapGet("/policy/versions/{number:long}", async (HttpContext context, long number) =>
+        {
+            var history = await gateway.Store.GetHistoryAsync(context.RequestAborted);
+            var version = FindVersion(history, number);
+            var previous = history.Where(v => v.Number < number).MaxBy(v => v.Number);
+            return Json(new PolicyVersionDetail(PolicyVersionView.Of(version), PolicyYamlWriter.Write(version.Document),
+                [.. PolicyDiff.Compute(previous?.Document, version.Document).Select(c => c.ToString())]));
+        }).WithSummary("One policy version: who, why, when, its YAML, and what it changed from the version before.").Produces<PolicyVersionDetail>();
+
+        api.MapGet("/policy/diff", async (HttpContext context, long from, long to) =>
+        {
+            var history = await gateway.Store.GetHistoryAsync(context.RequestAborted);
+            var (before, after) = (FindVersion(history, from), FindVersion(history, to));
+            var diff = InlineDiffBuilder.Diff(PolicyYamlWriter.Write(before.Document), PolicyYamlWriter.Write(after.Document), ignoreWhiteSpace: false);
+            var lines = diff.Lines.Select(l => new DiffLine(l.Type switch
+            {
+                ChangeType.Inserted => "added",
+                ChangeType.Deleted => "removed",
+                _ => "same",
+            }, l.Text)).ToArray();
+            return Json(new PolicyDiffView(PolicyVersionView.Of(before), PolicyVersionView.Of(after),
+                [.. PolicyDiff.Compute(before.Document, after.Document).Select(c => c.ToString())], lines));
+        }).WithSummary("What changed between two policy versions: the changes by path, and a line diff of their YAML.").Produces<PolicyDiffView>();
+
+        api.MapGet("/reports/incident", async (HttpContext context, string? subject, string? id, DateTimeOffset? from, DateTimeOffset? to, string? format) =>
+        {
+            var kind = subject ?? "consumer";
+            if (kind is not ("consumer" or "credential" or "service" or "tenant") || string.IsNullOrWhiteSpace(id))
+            {
+                throw AdminProblemException.Invalid("Name the subject: 'subject' (consumer, credential, service or tenant) and its 'id'.");
+            }
+
+            var now = gateway.Time.GetUtcNow();
+            var end = to ?? now;
+            var start = from ?? end.AddHours(-24);
+            if (end <= start)
+            {
+                throw AdminProblemException.Invalid($"'to' ({LedgerTime.Format(end)}) must be after 'from' ({LedgerTime.Format(start)}).");
+            }
+
+            var reportFormat = ReportFormatOf(format);
+            var (tenant, service) = SubjectScope(gateway.Policy.Current.Document, kind, id);
+            await RequireAsync(context, gateway, AdminPermission.ReadReports, tenant, service, "report.incident", kind + ":" + id, scoped: false);
+            if (tenant is null ? !AdminAccess.InScope(Admin(context), null, null) : !AdminAccess.InScope(Admin(context), tenant, service))
+            {
+                throw await DeniedAsync(context, gateway, "report.incident", kind + ":" + id, tenant, $"{kind}:{id} is outside the scope of '{Admin(context).Id}'");
+            }
+
+            try
+            {
+                var report = await ReportSources.IncidentAsync(gateway.Store, gateway.DataDirectory, new IncidentSubject(kind, id), start, end, now, null,
+                    context.RequestAborted);
+                return Report(context, ReportWriter.Write(report, reportFormat), reportFormat, $"incident-{kind}-{id}-{now:yyyyMMdd-HHmm}");
+            }
+            catch (ReportSubjectNotFoundException ex)
+            {
+                throw new AdminProblemException(StatusCodes.Status404NotFound, "admin.not_found", "Not found", ex.Message + ".");
+            }
+        }).WithSummary("The incident evidence pack of a consumer, credential, service or tenant over a window (default the last 24 hours), as json, md or html.");
+
+        api.MapGet("/reports/posture", async (HttpContext context, string? format) =>
+        {
+            var reportFormat = ReportFormatOf(format);
+            await RequireAsync(context, gateway, AdminPermission.ReadReports, null, null, "report.posture", "posture", scoped: false);
+            if (!AdminAccess.InScope(Admin(context), null, null))
+            {
+                throw await DeniedAsync(context, gateway, "report.posture", "posture", null, "the posture report covers the whole gateway; it is for gateway-wide admins");
+            }
+
+            var now = gateway.Time.GetUtcNow();
+            var report = await ReportSources.PostureAsync(gateway.Store, gateway.DataDirectory, now, null, context.RequestAborted);
+            return Report(context, ReportWriter.Write(report, reportFormat), reportFormat, $"posture-{now:yyyyMMdd-HHmm}");
+        }).WithSummary("The NIST CSF 2.0 / AI RMF posture report from live evidence, as json, md or html (gateway-wide admins).");
+    }
+
+    private static async Task<OverviewView> OverviewAsync(HttpContext context, CustosGateway gateway, TimeSpan span, TimeSpan bucket)
+    {
+        var admin = Admin(context);
+        var document = gateway.Policy.Current.Document;
+        var now = gateway.Time.GetUtcNow();
+        var bucketTicks = bucket.Ticks;
+        var to = new DateTimeOffset((now.UtcTicks / bucketTicks + 1) * bucketTicks, TimeSpan.Zero);
+        var from = to - span;
+        var monthStart = new DateTimeOffset(now.Year, now.Month, 1, 0, 0, 0, TimeSpan.Zero);
+        var days = now.Day;
+
+        var buckets = new OverviewCounts[(int)(span.Ticks / bucketTicks)];
+        for (var i = 0; i < buckets.Length; i++)
+        {
+            buckets[i] = new OverviewCounts(from.AddTicks(i * bucketTicks));
+        }
+
+        var reasons = new Dictionary<string, long>(StringComparer.Ordinal);
+        var consumers = new Dictionary<string, ConsumerCounts>(StringComparer.Ordinal);
+        var dailyByService = new Dictionary<string, decimal[]>(StringComparer.Ordinal);
+        string? currency = null;
+        long scanned = 0;
+        var truncated = false;
+        var start = from < monthStart ? from : monthStart;
+        await foreach (var row in gateway.Store.QueryAsync(new LedgerQuery { Kind = "request", From = start, To = to, Limit = OverviewScanLimit + 1 }, context.RequestAborted))
+        {
+            if (++scanned > OverviewScanLimit)
+            {
+                truncated = true;
+                break;
+            }
+
+            var entry = RequestEntry.Parse(row);
+            var visible = entry.Tenant is null ? admin.Tenants.Count == 0 && admin.Services.Count == 0 : AdminAccess.InScope(admin, entry.Tenant, entry.Service);
+            if (!visible)
+            {
+                continue;
+            }
+
+            var cost = entry.Cost ?? 0m;
+            currency ??= entry.Currency;
+            if (entry.Timestamp >= monthStart && entry.Service is { } service)
+            {
+                if (!dailyByService.TryGetValue(service, out var daily))
+                {
+                    dailyByService[service] = daily = new decimal[days];
+                }
+
+                daily[Math.Min(entry.Timestamp.UtcDateTime.Day, days) - 1] += cost;
+            }
+
+            if (entry.Timestamp < from)
+            {
+                continue;
+            }
+
+            var counts = buckets[Math.Min((int)((entry.Timestamp - from).Ticks / bucketTicks), buckets.Length - 1)];
+            counts.Add(entry, cost);
+            if (entry.Decision != "allow")
+            {
+                foreach (var reason in entry.Reasons)
+                {
+                    reasons[reason] = reasons.GetValueOrDefault(reason) + 1;
+                    counts.Reasons[reason] = counts.Reasons.GetValueOrDefault(reason) + 1;
+                }
+            }
+
+            var key = entry.Consumer ?? "(unidentified)";
+            if (!consumers.TryGetValue(key, out var consumer))
+            {
+                consumers[key] = consumer = new ConsumerCounts(key, entry.Service, entry.Tenant);
+            }
+
+            consumer.Add(entry, cost);
+        }
+
+        // Spend this month, day by day and cumulative, for every service in scope that spent or has a budget.
+        var spendSeries = document.Services
+            .Where(s => AdminAccess.InScope(admin, s.Tenant, s.Id) && (dailyByService.ContainsKey(s.Id) || s.Limits.Budget is not null))
+            .Select(s =>
+            {
+                var daily = dailyByService.GetValueOrDefault(s.Id) ?? new decimal[days];
+                var cumulative = new decimal[days];
+                var sum = 0m;
+                for (var d = 0; d < days; d++)
+                {
+                    cumulative[d] = sum += daily[d];
+                }
+
+                return new SpendSeries(s.Tenant, s.Id, s.Limits.Budget is { Period: BudgetPeriod.Month } b ? PolicyNames.Normalize(b.Amount) : null, cumulative);
+            }).ToArray();
+
+        var budgets = await BudgetsAsync(gateway, admin, document, now, context.RequestAborted);
+        var openAlerts = (await gateway.Store.ListAlertsAsync(Custos.Alerts.AlertStatus.Open, 10_000, context.RequestAborted))
+            .Count(a => AdminAccess.InScope(admin, a.Signal.Tenant, a.Signal.Service));
+        return new OverviewView(from, to, (int)bucket.TotalSeconds, currency ?? "USD", [.. buckets.Select(b => b.View())], monthStart,
+            [.. Enumerable.Range(0, days).Select(d => monthStart.AddDays(d))], spendSeries, budgets,
+            [.. consumers.Values.OrderByDescending(c => c.Spend).ThenByDescending(c => c.Requests).Take(10).Select(c => c.View())],
+            reasons.OrderByDescending(r => r.Value).ToDictionary(r => r.Key, r => r.Value), openAlerts, Math.Min(scanned, OverviewScanLimit), truncated);
+    }
+
+    /// <summary>Every budget in scope with what its current period (in its tenant's time zone) has spent, from the ledger.</summary>
+    private static async Task<BudgetUse[]> BudgetsAsync(CustosGateway gateway, AdminConfig admin, PolicyDocument document, DateTimeOffset now,
+        CancellationToken cancellationToken)
+    {
+        var zones = document.Tenants.ToDictionary(t => t.Id, t => TimeZoneInfo.FindSystemTimeZoneById(t.TimeZone), StringComparer.Ordinal);
+        var wanted = new List<(string Scope, string Id, string Tenant, string? Service, BudgetConfig Budget)>();
+        wanted.AddRange(document.Tenants.Where(t => t.Limits.Budget is not null && AdminAccess.InScope(admin, t.Id, null))
+            .Select(t => ("tenant", t.Id, t.Id, (string?)null, t.Limits.Budget!)));
+        wanted.AddRange(document.Services.Where(s => s.Limits.Budget is not null && AdminAccess.InScope(admin, s.Tenant, s.Id))
+            .Select(s => ("service", s.Id, s.Tenant, (string?)s.Id, s.Limits.Budget!)));
+        foreach (var consumer in document.Consumers)
+        {
+            // A consumer's own budget, else its category's default (each consumer of the category has one of its own).
+            var budget = consumer.Limits.Budget ?? document.Defaults.For(consumer.Category)?.Limits.Budget;
+            var service = document.Services.FirstOrDefault(s => s.Id == consumer.Service);
+            if (budget is not null && service is not null && AdminAccess.InScope(admin, service.Tenant, service.Id))
+            {
+                wanted.Add(("consumer", consumer.Id, service.Tenant, service.Id, budget));
+            }
+        }
+
+        var result = new List<BudgetUse>();
+        foreach (var group in wanted.GroupBy(w => PeriodStart(w.Budget.Period, zones.GetValueOrDefault(w.Tenant) ?? TimeZoneInfo.Utc, now)))
+        {
+            // One pass over the period per distinct start: the ledger's spend, summed per tenant, service and consumer.
+            var spent = new Dictionary<string, decimal>(StringComparer.Ordinal);
+            await foreach (var row in gateway.Store.QueryAsync(new LedgerQuery { Kind = "request", From = group.Key, To = now.AddSeconds(1), Limit = OverviewScanLimit }, cancellationToken))
+            {
+                var entry = RequestEntry.Parse(row);
+                if (entry.Cost is not { } cost || cost == 0)
+                {
+                    continue;
+                }
+
+                foreach (var key in (ReadOnlySpan<string?>)["tenant:" + entry.Tenant, "service:" + entry.Service, "consumer:" + entry.Consumer])
+                {
+                    spent[key!] = spent.GetValueOrDefault(key!) + cost;
+                }
+            }
+
+            foreach (var w in group)
+            {
+                var amount = PolicyNames.Normalize(w.Budget.Amount);
+                var used = spent.GetValueOrDefault(w.Scope + ":" + w.Id);
+                result.Add(new BudgetUse(w.Scope, w.Id, w.Tenant, w.Service, amount, PolicyNames.Of(w.Budget.Period), PolicyNames.Of(w.Budget.Mode), group.Key, used,
+                    amount == 0 ? 0 : Math.Round(used / amount, 9)));
+            }
+        }
+
+        return [.. result.OrderByDescending(b => b.Fraction).ThenBy(b => b.Id, StringComparer.Ordinal)];
+    }
+
+    private static DateTimeOffset PeriodStart(BudgetPeriod period, TimeZoneInfo zone, DateTimeOffset now)
+    {
+        var local = TimeZoneInfo.ConvertTime(now, zone);
+        var start = period == BudgetPeriod.Day ? local.Date : new DateTime(local.Year, local.Month, 1, 0, 0, 0, DateTimeKind.Unspecified);
+        return new DateTimeOffset(start, zone.GetUtcOffset(start)).ToUniversalTime();
+    }
+
+    private static PolicyVersion FindVersion(IReadOnlyList<PolicyVersion> history, long number)
+        => history.FirstOrDefault(v => v.Number == number) ?? throw AdminProblemException.NotFound("policy version", number.ToString(CultureInfo.InvariantCulture));
+
+    /// <summary>The tenant and service a report subject belongs to under the policy in force; (null, null) for one it no longer names.</summary>
+    private static (string? Tenant, string? Service) SubjectScope(PolicyDocument document, string kind, string id)
+    {
+        switch (kind)
+        {
+            case "tenant":
+                return (document.Tenants.Any(t => t.Id == id) ? id : null, null);
+            case "credential":
+                var credential = document.Credentials.FirstOrDefault(c => c.Id == id);
+                return credential is null ? (null, null) : SubjectScope(document, "consumer", credential.Consumer);
+            default:
+                var serviceId = kind == "service" ? id : document.Consumers.FirstOrDefault(c => c.Id == id)?.Service;
+                var service = serviceId is null ? null : document.Services.FirstOrDefault(s => s.Id == serviceId);
+                return service is null ? (null, null) : (service.Tenant, service.Id);
+        }
+    }
+
+    private static ReportFormat ReportFormatOf(string? format) => format?.ToLowerInvariant() switch
+    {
+        null or "json" => ReportFormat.Json,
+        "md" or "markdown" => ReportFormat.Md,
+        "html" => ReportFormat.Html,
+        _ => throw AdminProblemException.Invalid($"'format' must be json, md or html, not '{format}'."),
+    };
+
+    private static IResult Report(HttpContext context, string text, ReportFormat format, string name)
+    {
+        var (type, extension) = format switch
+        {
+            ReportFormat.Json => ("application/json", "json"),
+            ReportFormat.Md => ("text/markdown; charset=utf-8", "md"),
+            _ => ("text/html; charset=utf-8", "html"),
+        };
+        context.Response.Headers.ContentDisposition = $"inline; filename=\"{name}.{extension}\"";
+        return Results.Text(text, type);
+    }
+
+    /// <summary>Counts of one bucket of the overview.</summary>
+    private sealed class OverviewCounts(DateTimeOffset start)
+    {
+        private long _requests, _allowed, _denied, _throttled;
+        private decimal _spend;
+
+        public Dictionary<string, long> Reasons { get; } = new(StringComparer.Ordinal);
+
+        public void Add(RequestEntry entry, decimal cost)
+        {
+            _requests++;
+            _spend += cost;
+            switch (entry.Decision)
+            {
+                case "allow": _allowed++; break;
+                case "throttle": _throttled++; break;
+                default: _denied++; break;
+            }
+        }
+
+        public OverviewBucket View() => new(start, _requests, _allowed, _denied, _throttled, _spend, Reasons);
+    }
+
+    /// <summary>One consumer's counts in the overview window.</summary>
+    private sealed class ConsumerCounts(string consumer, string? service, string? tenant)
+    {
+        public long Requests { get; private set; }
+
+        public decimal Spend { get; private set; }
+
+        private long _refused;
+
+        public void Add(RequestEntry entry, decimal cost)
+        {
+            Requests++;
+            Spend += cost;
+            if (entry.Decision != "allow")
+            {
+                _refused++;
+            }
+        }
+
+        public ConsumerUse View() => new(consumer, service, tenant, Requests, _refused, Spend);
+    }
+}

@@ -1,0 +1,160 @@
+using System.Globalization;
+using System.Net;
+using System.Text.Json;
+using static Custos.Gateway.Tests.Functional.ControlPlaneFixture;
+
+namespace Custos.Gateway.Tests.Functional;
+
+/// <summary>
+/// What the console reads beyond the resources: the overview's figures against the ledger's, the diff of two policy
+/// versions, the evidence reports over HTTP, and the console's files with their security headers.
+/// </summary>
+public sealed class ConsoleApiTests
+{
+    [Fact]
+    public async Task Overview_CountsAndSpend_MatchTheLedger_InScope()
+    {
+        await using var g = await StartAsync(more: doc => doc with
+        {
+            Services = [.. doc.Services.Select(s => s.Id == "support"
+                ? s with { Limits = s.Limits with { Budget = new Custos.Policy.BudgetConfig { Amount = 50m, Period = Custos.Policy.BudgetPeriod.Month } } } : s)],
+        });
+        Assert.Equal(HttpStatusCode.OK, (await ChatAsync(g, g.KeyOf("web"))).Status);
+        Assert.Equal(HttpStatusCode.OK, (await ChatAsync(g, g.KeyOf("web"))).Status);
+        Assert.Equal("deny.model_not_entitled", (await ChatAsync(g, g.KeyOf("web"), "gpt-4o")).Code);
+        Assert.Equal(HttpStatusCode.OK, (await ChatAsync(g, g.KeyOf("globex-user"), "globex-only")).Status);
+        var ledger = await g.LedgerAsync();
+        decimal CostOf(string consumer) => ledger.Where(e => e.GetProperty("consumer").GetString() == consumer && e.GetProperty("cost").ValueKind == JsonValueKind.String)
+            .Sum(e => decimal.Parse(e.GetProperty("cost").GetString()!, CultureInfo.InvariantCulture));
+        var webSpend = CostOf("web");
+        Assert.True(webSpend > 0);
+
+        var root = await JsonAsync(await AdminAsync(g, "root", HttpMethod.Get, "/admin/v1/overview?window=1h"));
+        var buckets = root.GetProperty("buckets").EnumerateArray().ToList();
+        Assert.Equal(60, buckets.Count);
+        Assert.Equal(4, buckets.Sum(b => b.GetProperty("requests").GetInt64()));
+        Assert.Equal(1, buckets.Sum(b => b.GetProperty("denied").GetInt64()));
+        Assert.Equal(1, root.GetProperty("reasons").GetProperty("deny.model_not_entitled").GetInt64());
+        var web = root.GetProperty("top_consumers").EnumerateArray().Single(c => c.GetProperty("consumer").GetString() == "web");
+        Assert.Equal(3, web.GetProperty("requests").GetInt64());
+        Assert.Equal(1, web.GetProperty("refused").GetInt64());
+        Assert.Equal(webSpend, web.GetProperty("spend").GetDecimal());
+
+        // This month's spend against the monthly budget: the last cumulative point is what the ledger says was spent.
+        var support = root.GetProperty("spend_this_month").EnumerateArray().Single(s => s.GetProperty("service").GetString() == "support");
+        Assert.Equal(50m, support.GetProperty("monthly_budget").GetDecimal());
+        Assert.Equal(webSpend, support.GetProperty("cumulative").EnumerateArray().Last().GetDecimal());
+        var budget = root.GetProperty("budgets").EnumerateArray().Single(b => b.GetProperty("id").GetString() == "support");
+        Assert.Equal(webSpend, budget.GetProperty("spent").GetDecimal());
+        Assert.Equal(Math.Round(webSpend / 50m, 9), budget.GetProperty("fraction").GetDecimal());
+
+        // Scope: the globex owner sees globex's request only, and no acme budget.
+        var globex = await JsonAsync(await AdminAsync(g, "globex-owner", HttpMethod.Get, "/admin/v1/overview?window=24h"));
+        Assert.Equal(1, globex.GetProperty("buckets").EnumerateArray().Sum(b => b.GetProperty("requests").GetInt64()));
+        Assert.Equal(["globex-user"], globex.GetProperty("top_consumers").EnumerateArray().Select(c => c.GetProperty("consumer").GetString()));
+        Assert.Empty(globex.GetProperty("budgets").EnumerateArray());
+
+        using var bad = await AdminAsync(g, "root", HttpMethod.Get, "/admin/v1/overview?window=2y");
+        Assert.Equal(HttpStatusCode.BadRequest, bad.StatusCode);
+        Assert.Equal("admin.invalid_request", (await JsonDocument.ParseAsync(await bad.Content.ReadAsStreamAsync())).RootElement.GetProperty("code").GetString());
+    }
+
+    [Fact]
+    public async Task PolicyDiff_ShowsWhatChangedBetweenAnyTwoVersions()
+    {
+        await using var g = await StartAsync();
+        var first = g.Gateway.Policy.Current.Info.Number;
+        var change = await JsonAsync(await AdminAsync(g, "finance", HttpMethod.Put, "/admin/v1/budgets",
+            new { scope = "service", id = "support", budget = new { amount = 75, period = "month" }, reason = "Q4 plan" }));
+        var second = change.GetProperty("policy_version").GetInt64();
+        Assert.Equal(first + 1, second);
+
+        var diff = await JsonAsync(await AdminAsync(g, "auditor", HttpMethod.Get, $"/admin/v1/policy/diff?from={first}&to={second}"));
+        Assert.Equal(first, diff.GetProperty("from").GetProperty("version").GetInt64());
+        Assert.Equal("finance", diff.GetProperty("to").GetProperty("author").GetString());
+        Assert.Contains(diff.GetProperty("changes").EnumerateArray(), c => c.GetString()!.Contains("budget", StringComparison.Ordinal));
+        var lines = diff.GetProperty("lines").EnumerateArray().ToList();
+        Assert.Contains(lines, l => l.GetProperty("kind").GetString() == "added" && l.GetProperty("text").GetString()!.Contains("75", StringComparison.Ordinal));
+        Assert.DoesNotContain(lines, l => l.GetProperty("kind").GetString() == "removed" && l.GetProperty("text").GetString()!.Contains("75", StringComparison.Ordinal));
+        Assert.Contains(lines, l => l.GetProperty("kind").GetString() == "same");
+
+        // The same pair the other way round: what was added is now removed.
+        var back = await JsonAsync(await AdminAsync(g, "auditor", HttpMethod.Get, $"/admin/v1/policy/diff?from={second}&to={first}"));
+        Assert.Contains(back.GetProperty("lines").EnumerateArray(), l => l.GetProperty("kind").GetString() == "removed" && l.GetProperty("text").GetString()!.Contains("75", StringComparison.Ordinal));
+
+        var version = await JsonAsync(await AdminAsync(g, "prompts", HttpMethod.Get, $"/admin/v1/policy/versions/{second}"));
+        Assert.Equal("Q4 plan", version.GetProperty("version").GetProperty("reason").GetString());
+        Assert.Contains("75", version.GetProperty("yaml").GetString(), StringComparison.Ordinal);
+        Assert.NotEmpty(version.GetProperty("changes").EnumerateArray());
+
+        using var missing = await AdminAsync(g, "root", HttpMethod.Get, "/admin/v1/policy/diff?from=1&to=999");
+        Assert.Equal(HttpStatusCode.NotFound, missing.StatusCode);
+    }
+
+    [Fact]
+    public async Task Reports_OverHttp_AreTheSamePacksAsTheCli_AndScoped()
+    {
+        await using var g = await StartAsync();
+        await ChatAsync(g, g.KeyOf("web"));
+        await ChatAsync(g, g.KeyOf("web"), "gpt-4o");
+        await g.Gateway.Ledger.FlushAsync();
+
+        var pack = await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Get, "/admin/v1/reports/incident?subject=consumer&id=web"));
+        Assert.Equal("incident", pack.GetProperty("report").GetString());
+        Assert.Equal(2, pack.GetProperty("summary").GetProperty("requests").GetInt32());
+        Assert.Equal(1, pack.GetProperty("summary").GetProperty("denied").GetInt32());
+
+        using var markdown = await AdminAsync(g, "auditor", HttpMethod.Get, "/admin/v1/reports/incident?subject=credential&id=cred-web&format=md");
+        Assert.Equal(HttpStatusCode.OK, markdown.StatusCode);
+        Assert.StartsWith("text/markdown", markdown.Content.Headers.ContentType!.ToString(), StringComparison.Ordinal);
+        Assert.StartsWith("# ", await markdown.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        Assert.Contains("incident-credential-cred-web-", markdown.Content.Headers.ContentDisposition!.FileName, StringComparison.Ordinal);
+
+        // Out of scope, and not a subject at all.
+        using var outside = await AdminAsync(g, "globex-owner", HttpMethod.Get, "/admin/v1/reports/incident?subject=consumer&id=web");
+        Assert.Equal(HttpStatusCode.Forbidden, outside.StatusCode);
+        using var unknown = await AdminAsync(g, "root", HttpMethod.Get, "/admin/v1/reports/incident?subject=consumer&id=nobody");
+        Assert.Equal(HttpStatusCode.NotFound, unknown.StatusCode);
+        using var badFormat = await AdminAsync(g, "root", HttpMethod.Get, "/admin/v1/reports/incident?subject=consumer&id=web&format=pdf");
+        Assert.Equal(HttpStatusCode.BadRequest, badFormat.StatusCode);
+
+        // The posture report is gateway-wide: a scoped service owner may read incident packs but not it.
+        var posture = await JsonAsync(await AdminAsync(g, "auditor", HttpMethod.Get, "/admin/v1/reports/posture"));
+        Assert.Equal("posture", posture.GetProperty("report").GetString());
+        Assert.NotEmpty(posture.GetProperty("controls").EnumerateArray());
+        using var scoped = await AdminAsync(g, "support-owner", HttpMethod.Get, "/admin/v1/reports/posture");
+        Assert.Equal(HttpStatusCode.Forbidden, scoped.StatusCode);
+    }
+
+    [Fact]
+    public async Task Console_IsServedOnTheAdminListener_WithStrictHeaders_AndWhoAmINamesPermissions()
+    {
+        await using var g = await StartAsync();
+        using var http = new HttpClient(new HttpClientHandler { AllowAutoRedirect = false }) { BaseAddress = g.Gateway.AdminUri };
+        using var root = await http.GetAsync("/");
+        Assert.Equal(HttpStatusCode.Redirect, root.StatusCode);
+        Assert.Equal("/console/", root.Headers.Location!.OriginalString);
+
+        using var page = await http.GetAsync("/console/");
+        Assert.Equal(HttpStatusCode.OK, page.StatusCode);
+        Assert.Contains("script-src 'self'", page.Headers.GetValues("Content-Security-Policy").Single(), StringComparison.Ordinal);
+        Assert.Equal("DENY", page.Headers.GetValues("X-Frame-Options").Single());
+        Assert.Contains("app.js", await page.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        using var script = await http.GetAsync("/console/app.js");
+        Assert.Equal("text/javascript", script.Content.Headers.ContentType!.MediaType);
+        using var chart = await http.GetAsync("/console/lib/chart.umd.min.js");
+        Assert.Equal(HttpStatusCode.OK, chart.StatusCode);
+        using var none = await http.GetAsync("/console/nope.js");
+        Assert.Equal(HttpStatusCode.NotFound, none.StatusCode);
+
+        // The data plane does not serve it.
+        using var dataPlane = await g.Client.GetAsync("/console/");
+        Assert.NotEqual(HttpStatusCode.OK, dataPlane.StatusCode);
+
+        var auditor = await JsonAsync(await AdminAsync(g, "auditor", HttpMethod.Get, "/admin/v1/whoami"));
+        var permissions = auditor.GetProperty("permissions").EnumerateArray().Select(p => p.GetString()).ToList();
+        Assert.Contains("read_ledger", permissions);
+        Assert.Contains("read_reports", permissions);
+        Assert.DoesNotContain("manage_credentials", permissions);
+    }
+}
