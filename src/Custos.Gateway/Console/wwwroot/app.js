@@ -208,13 +208,13 @@ function renderShell(active) {
   const scope = [...me.tenants.map(t => `tenant ${t}`), ...me.services.map(s => `service ${s}`)].join(", ") || "all tenants";
   const main = el("main", { class: "main", id: "main" });
   app.replaceChildren(
-    el("aside", { class: "sidebar" },
+    el("aside", { class: "sidebar" }, el("div", { class: "sidebar-inner" },
       el("div", { class: "brand" }, el("img", { src: "favicon.svg", alt: "" }), "Custos"),
       el("nav", { class: "nav" }, pages.filter(p => p.show()).map(p =>
         el("a", { href: `#/${p.path}`, class: p.path === active ? "active" : null, "data-nav": p.path }, p.title))),
       el("div", { class: "who", "data-testid": "who" },
         el("strong", null, me.id), `${me.role} · ${scope}`,
-        el("button", { type: "button", onclick: () => signOut() }, "Sign out"))),
+        el("button", { type: "button", onclick: () => signOut() }, "Sign out")))),
     main);
   return main;
 }
@@ -291,9 +291,12 @@ async function overviewPage(main) {
   const datasets = [];
   o.spend_this_month.forEach((s, i) => {
     const color = palette[i % palette.length];
+    const spent = Number(s.cumulative.at(-1) ?? 0);
     datasets.push({ label: s.service, data: s.cumulative.map(Number), borderColor: color, backgroundColor: color, tension: 0.2, pointRadius: 2 });
     if (s.monthly_budget !== null) {
-      datasets.push({ label: `${s.service} budget`, data: labels.map(() => Number(s.monthly_budget)), borderColor: color, borderDash: [6, 4], pointRadius: 0, borderWidth: 1.5 });
+      // A budget line far above the spend would flatten it to zero: start it hidden (the legend shows it again).
+      datasets.push({ label: `${s.service} budget (${percent(spent / Number(s.monthly_budget))} used)`, data: labels.map(() => Number(s.monthly_budget)),
+        borderColor: color, borderDash: [6, 4], pointRadius: 0, borderWidth: 1.5, hidden: spent < Number(s.monthly_budget) * 0.05 });
     }
   });
   spendCanvas.dataset.total = o.spend_this_month.reduce((t, s) => t + Number(s.cumulative.at(-1) ?? 0), 0).toFixed(9);
@@ -627,10 +630,11 @@ async function ledgerEntryPage(main, requestId) {
     main.append(approval);
     try {
       const a = await api(`/requests/${encodeURIComponent(requestId)}/approval`);
-      approval.append(el("dl", { class: "facts" },
+      if (!a.source) { approval.append(el("p", { class: "muted" }, `No entitlement of ${entry.consumer} covered ${entry.model} under policy version ${a.policy_version}.`)); return; }
+      approval.append(el("dl", { class: "facts" }, [
         ["Entitlement", a.source ?? "—"], ["Models", (a.models ?? []).join(", ") || "—"], ["Approved by", a.approved_by ?? "—"], ["Ticket", a.ticket ?? "—"],
         ["Valid", `${time(a.valid_from)} – ${a.valid_until ? time(a.valid_until) : "no end"}`], ["Access request", a.access_request?.id ?? "—"],
-      ].flatMap(([k, v]) => [el("dt", null, k), el("dd", null, v)]));
+      ].flatMap(([k, v]) => [el("dt", null, k), el("dd", null, v)])));
     } catch (error) { approval.append(errorBox(error)); }
   }
   main.append(el("section", { class: "panel" }, el("h2", null, "Canonical record"), el("pre", null, JSON.stringify(entry, null, 2))));
