@@ -1,0 +1,278 @@
+using System.Globalization;
+using System.Net;
+using System.Text.Json;
+using Custos.Ledger;
+using Custos.Tests;
+using Microsoft.Playwright;
+using static Microsoft.Playwright.Assertions;
+
+namespace Custos.Browser.Tests;
+
+/// <summary>
+/// The console in real headless Chromium against a real demo gateway with data: sign-in and the overview's chart of the
+/// seeded spend, revoking a key and approving access through the UI (then calling the data plane with the OpenAI wire
+/// format to see the effect), what a security auditor sees and cannot do, and every page at laptop and wide-screen
+/// sizes. Each test saves screenshots into <c>artifacts/screenshots/</c>.
+/// </summary>
+[Collection(BrowserCollection.Name)]
+public sealed class ConsoleTests(BrowserFixture browser)
+{
+    private static readonly string[] Pages = ["overview", "services", "consumers", "access", "alerts", "ledger", "policy", "reports"];
+
+    [Fact]
+    public async Task SignIn_ThenTheOverviewChartRendersTheSeededSpend()
+    {
+        await using var demo = await SeededAsync("console-overview");
+        var page = await browser.NewPageAsync();
+        await SignInAsync(page, demo, "platform-admin");
+        await Expect(page.Locator("[data-testid=who]")).ToContainTextAsync("demo-platform-admin");
+
+        // The chart's last point for the support service is its spend this month, as the ledger records it.
+        var expected = await SpendAsync(demo, "support-assistant");
+        Assert.True(expected > 0);
+        var chart = await page.EvaluateAsync<JsonElement>("""
+            () => {
+              const chart = Chart.getChart(document.getElementById('spend-chart'));
+              return { drawn: !!chart && chart.chartArea.width > 0,
+                       series: chart.data.datasets.map(d => ({ label: d.label, last: d.data.at(-1), hidden: !!d.hidden })) };
+            }
+            """);
+        Assert.True(chart.GetProperty("drawn").GetBoolean(), "the spend chart was not drawn");
+        var support = chart.GetProperty("series").EnumerateArray().Single(s => s.GetProperty("label").GetString() == "support-assistant");
+        Assert.Equal((double)expected, support.GetProperty("last").GetDouble(), 12);
+        Assert.Contains(chart.GetProperty("series").EnumerateArray(), s => s.GetProperty("label").GetString()!.StartsWith("support-assistant budget", StringComparison.Ordinal));
+
+        // The cards and tables say the same: 4 requests, 1 refused, and the refusal's reason.
+        await Expect(page.Locator("[data-testid=card-requests]")).ToHaveTextAsync("4");
+        await Expect(page.Locator("[data-testid=card-refused]")).ToHaveTextAsync("1");
+        await Expect(page.Locator("[data-testid=reasons]")).ToContainTextAsync("deny.model_not_entitled");
+        await Expect(page.Locator("[data-testid=top-consumers]")).ToContainTextAsync("support-web");
+        await Expect(page.Locator("[data-testid=budget-spent-service-support-assistant]"))
+            .ToHaveTextAsync(expected.ToString("0.000000", CultureInfo.InvariantCulture) + " USD");
+        await browser.ScreenshotAsync(page, "console-overview");
+        browser.AssertNoErrors(page);
+    }
+
+    [Fact]
+    public async Task SignIn_WithAnUnknownKey_IsRefusedWithItsCode()
+    {
+        await using var demo = await DemoGateway.StartAsync("console-signin");
+        var page = await browser.NewPageAsync();
+        await page.GotoAsync(new Uri(demo.Gateway.AdminUri, "/").ToString());
+        await page.FillAsync("input[name=key]", "cak_" + new string('x', 38));
+        await page.ClickAsync("button[type=submit]");
+        await Expect(page.Locator(".error")).ToContainTextAsync("admin.unknown_key");
+        await Expect(page.Locator(".error")).ToContainTextAsync("req_");
+        await browser.ScreenshotAsync(page, "console-signin-refused");
+        browser.AssertNoErrors(page, "status of 401");
+    }
+
+    [Fact]
+    public async Task RevokeACredentialInTheConsole_TheNextApiCallIsRefusedAsRevoked()
+    {
+        await using var demo = await SeededAsync("console-revoke");
+        var page = await browser.NewPageAsync();
+        await SignInAsync(page, demo, "platform-admin");
+        await GoAsync(page, demo, "consumers");
+
+        await page.ClickAsync("button[data-action=revoke][data-credential=cred-support-web]");
+        await page.FillAsync("dialog textarea[name=reason]", "key pasted in a public ticket");
+        await page.ClickAsync("dialog button[type=submit]");
+        await Expect(page.Locator("table[data-testid=credentials] tr[data-key=cred-support-web]")).ToContainTextAsync("revoked");
+        await browser.ScreenshotAsync(page, "console-consumers-revoked");
+
+        var (status, code, _) = await DemoGateway.ChatAsync(demo.Gateway.DataPlaneUri, demo.ConsumerKey("support-web"));
+        Assert.Equal(HttpStatusCode.Unauthorized, status);
+        Assert.Equal("deny.credential_revoked", code);
+
+        // On the record: who revoked it and why.
+        var revoked = (await AdminEntriesAsync(demo)).Single(e => e.GetProperty("action").GetString() == "credential.revoked");
+        Assert.Equal("demo-platform-admin", revoked.GetProperty("actor").GetString());
+        Assert.Equal("key pasted in a public ticket", revoked.GetProperty("reason").GetString());
+        browser.AssertNoErrors(page);
+    }
+
+    [Fact]
+    public async Task ApproveAnAccessRequestInTheConsole_ThenTheConsumerCanCallTheModel()
+    {
+        await using var demo = await SeededAsync("console-access");
+        var key = demo.ConsumerKey("support-web");
+        Assert.Equal("deny.model_not_entitled", (await DemoGateway.ChatAsync(demo.Gateway.DataPlaneUri, key, "gpt-4o")).Code);
+
+        // The platform admin asks; the service's policy owner (demo-service-owner) decides, each in their own session.
+        var asker = await browser.NewPageAsync();
+        await SignInAsync(asker, demo, "platform-admin");
+        await GoAsync(asker, demo, "access");
+        await asker.FillAsync("input[name=consumer]", "support-web");
+        await asker.FillAsync("input[name=models]", "gpt-4o");
+        await asker.FillAsync("input[name=justification]", "SUP-42 harder questions");
+        await asker.ClickAsync("form:has(input[name=justification]) button[type=submit]");
+        await Expect(asker.Locator("table[data-testid=access-requests]")).ToContainTextAsync("SUP-42 harder questions");
+        await Expect(asker.Locator("button[data-action=approve]")).ToHaveCountAsync(0); // the requester cannot decide
+
+        var owner = await browser.NewPageAsync();
+        await SignInAsync(owner, demo, "service-owner");
+        await GoAsync(owner, demo, "access");
+        await owner.ClickAsync("button[data-action=approve]");
+        await owner.FillAsync("dialog textarea[name=reason]", "fine for support");
+        await owner.ClickAsync("dialog button[type=submit]");
+        await Expect(owner.Locator(".toast")).ToContainTextAsync("approved");
+        await GoAsync(owner, demo, "access", "all");
+        await Expect(owner.Locator("table[data-testid=access-requests]")).ToContainTextAsync("demo-service-owner");
+        await browser.ScreenshotAsync(owner, "console-access-approved");
+
+        var (status, code, _) = await DemoGateway.ChatAsync(demo.Gateway.DataPlaneUri, key, "gpt-4o");
+        Assert.True(status == HttpStatusCode.OK, $"{status} {code}");
+        browser.AssertNoErrors(asker);
+        browser.AssertNoErrors(owner);
+    }
+
+    [Fact]
+    public async Task SecurityAuditor_SeesLedgerAndReports_HasNoRevokeControl_AndAForgedRevokeIsRefused()
+    {
+        await using var demo = await SeededAsync("console-auditor");
+        var page = await browser.NewPageAsync();
+        await SignInAsync(page, demo, "security-auditor");
+        await Expect(page.Locator("a[data-nav=ledger]")).ToBeVisibleAsync();
+        await Expect(page.Locator("a[data-nav=reports]")).ToBeVisibleAsync();
+
+        // The ledger, and one entry's controls with a link to the policy version in force.
+        await GoAsync(page, demo, "ledger");
+        await Expect(page.Locator("table[data-testid=ledger] tbody tr")).ToHaveCountAsync(4);
+        await page.ClickAsync("table[data-testid=ledger] tbody tr:has-text('deny')");
+        await Expect(page.Locator("table[data-testid=controls]")).ToContainTextAsync("entitlement");
+        await Expect(page.Locator("[data-testid=policy-link]")).ToHaveTextAsync("v1");
+        await browser.ScreenshotAsync(page, "console-auditor-ledger-entry");
+
+        // Reports: the incident pack of the consumer.
+        await GoAsync(page, demo, "reports");
+        await page.FillAsync("input[name=id]", "support-web");
+        await page.ClickAsync("form[data-testid=incident-form] button[type=submit]");
+        await Expect(page.Locator("[data-testid=card-incident-requests]")).ToHaveTextAsync("4");
+        await browser.ScreenshotAsync(page, "console-auditor-reports");
+
+        // Credentials are listed, with no control to change them.
+        await GoAsync(page, demo, "consumers");
+        await Expect(page.Locator("table[data-testid=credentials]")).ToContainTextAsync("cred-support-web");
+        await Expect(page.Locator("button[data-action=revoke]")).ToHaveCountAsync(0);
+        await Expect(page.Locator("button[data-action=suspend]")).ToHaveCountAsync(0);
+
+        // A request forged from this session (its own token) is refused by the API, and recorded.
+        var forged = await page.EvaluateAsync<JsonElement>("""
+            async () => {
+              const response = await fetch('/admin/v1/credentials/cred-support-web/revoke', {
+                method: 'POST',
+                headers: { Authorization: 'Bearer ' + sessionStorage.getItem('custos.console.token'), 'Content-Type': 'application/json' },
+                body: JSON.stringify({ reason: 'forged' }) });
+              return { status: response.status, body: await response.json() };
+            }
+            """);
+        Assert.Equal(403, forged.GetProperty("status").GetInt32());
+        Assert.Equal("admin.forbidden", forged.GetProperty("body").GetProperty("code").GetString());
+        Assert.Equal(HttpStatusCode.OK, (await DemoGateway.ChatAsync(demo.Gateway.DataPlaneUri, demo.ConsumerKey("support-web"))).Status);
+        var denied = (await AdminEntriesAsync(demo)).Single(e => e.GetProperty("action").GetString() == "credential.revoked_denied");
+        Assert.Equal("demo-security-auditor", denied.GetProperty("actor").GetString());
+        browser.AssertNoErrors(page, "status of 403");
+    }
+
+    [Theory]
+    [InlineData(1280, 800)]
+    [InlineData(1920, 1080)]
+    public async Task EveryPage_Renders_WithoutErrorsOrSidewaysScrolling(int width, int height)
+    {
+        await using var demo = await SeededAsync($"console-pages-{width}");
+        using (var http = AdminClient(demo, "finance"))
+        {
+            using var response = await http.PutAsync("/admin/v1/budgets", Json(new { scope = "service", id = "analytics", budget = new { amount = 250, period = "month" }, reason = "Q4 plan" }));
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        }
+
+        var page = await browser.NewPageAsync(width, height);
+        await SignInAsync(page, demo, "platform-admin");
+        foreach (var name in Pages)
+        {
+            await GoAsync(page, demo, name);
+            await Expect(page.Locator("main .error")).ToHaveCountAsync(0);
+            var overflow = await page.EvaluateAsync<int>("() => document.documentElement.scrollWidth - window.innerWidth");
+            Assert.True(overflow <= 0, $"{name} at {width}px scrolls sideways by {overflow}px");
+            await browser.ScreenshotAsync(page, $"console-{name}-{width}");
+        }
+
+        // The pages behind a selection: a version's diff, and a request's detail.
+        await GoAsync(page, demo, "policy", "1", "2");
+        await Expect(page.Locator("[data-testid=changes]")).ToContainTextAsync("services[analytics].limits.budget");
+        await Expect(page.Locator("[data-testid=diff] .added").First).ToBeVisibleAsync();
+        await browser.ScreenshotAsync(page, $"console-policy-diff-{width}");
+        await GoAsync(page, demo, "ledger");
+        await page.ClickAsync("table[data-testid=ledger] tbody tr:first-child");
+        await Expect(page.Locator("table[data-testid=controls]")).ToBeVisibleAsync();
+        await browser.ScreenshotAsync(page, $"console-ledger-entry-{width}");
+        browser.AssertNoErrors(page);
+    }
+
+    /// <summary>A demo gateway with traffic: three allowed chats of support-web and one refused (a model it is not entitled to).</summary>
+    private static async Task<DemoGateway> SeededAsync(string name)
+    {
+        var demo = await DemoGateway.StartAsync(name);
+        var key = demo.ConsumerKey("support-web");
+        for (var i = 0; i < 3; i++)
+        {
+            Assert.Equal(HttpStatusCode.OK, (await DemoGateway.ChatAsync(demo.Gateway.DataPlaneUri, key)).Status);
+        }
+
+        Assert.Equal("deny.model_not_entitled", (await DemoGateway.ChatAsync(demo.Gateway.DataPlaneUri, key, "gpt-4o")).Code);
+        await demo.Gateway.Ledger.FlushAsync();
+        return demo;
+    }
+
+    private static async Task SignInAsync(IPage page, DemoGateway demo, string role)
+    {
+        await page.GotoAsync(new Uri(demo.Gateway.AdminUri, "/").ToString());
+        await page.FillAsync("input[name=key]", demo.AdminKey(role));
+        await page.ClickAsync("button[type=submit]");
+        await Expect(page.Locator("main[data-ready]")).ToBeVisibleAsync();
+    }
+
+    private static async Task GoAsync(IPage page, DemoGateway demo, string name, params string[] rest)
+    {
+        var hash = string.Join('/', [name, .. rest]);
+        await page.GotoAsync(new Uri(demo.Gateway.AdminUri, "/console/#/" + hash).ToString());
+        await Expect(page.Locator($"main[data-ready='{name}']")).ToBeVisibleAsync();
+    }
+
+    private static async Task<decimal> SpendAsync(DemoGateway demo, string service)
+    {
+        var total = 0m;
+        await foreach (var row in demo.Gateway.Store.QueryAsync(new LedgerQuery { Service = service, Limit = 100_000 }))
+        {
+            using var entry = JsonDocument.Parse(row.Json);
+            if (entry.RootElement.GetProperty("cost") is { ValueKind: JsonValueKind.String } cost)
+            {
+                total += decimal.Parse(cost.GetString()!, CultureInfo.InvariantCulture);
+            }
+        }
+
+        return total;
+    }
+
+    private static async Task<List<JsonElement>> AdminEntriesAsync(DemoGateway demo)
+    {
+        await demo.Gateway.Ledger.FlushAsync();
+        var result = new List<JsonElement>();
+        await foreach (var row in demo.Gateway.Store.QueryAsync(new LedgerQuery { Kind = "admin", Limit = 100_000 }))
+        {
+            result.Add(JsonDocument.Parse(row.Json).RootElement.Clone());
+        }
+
+        return result;
+    }
+
+    private static HttpClient AdminClient(DemoGateway demo, string role)
+    {
+        var http = new HttpClient { BaseAddress = demo.Gateway.AdminUri };
+        http.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", demo.AdminKey(role));
+        return http;
+    }
+
+    private static StringContent Json(object body) => new(JsonSerializer.Serialize(body), System.Text.Encoding.UTF8, "application/json");
+}
