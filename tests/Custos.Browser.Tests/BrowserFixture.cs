@@ -58,7 +58,7 @@ public sealed class BrowserFixture : IAsyncLifetime
     public IBrowser Browser => _browser ?? throw new InvalidOperationException("The browser fixture has not started.");
 
     /// <summary>Where <see cref="ScreenshotAsync"/> writes: <c>$CUSTOS_SCREENSHOTS</c>, else <c>artifacts/screenshots/</c> in the repository.</summary>
-    public static string ScreenshotDirectory { get; } = Environment.GetEnvironmentVariable("CUSTOS_SCREENSHOTS") is { Length: > 0 } folder
+    public static string ScreenshotDirectory => Environment.GetEnvironmentVariable("CUSTOS_SCREENSHOTS") is { Length: > 0 } folder
         ? Path.GetFullPath(folder)
         : Path.Combine(RepositoryRoot(), "artifacts", "screenshots");
 
@@ -89,8 +89,8 @@ public sealed class BrowserFixture : IAsyncLifetime
     /// <summary>
     /// A new page in a new browser context (no cookies, no storage) of <paramref name="width"/> x <paramref name="height"/>,
     /// locale en-US and time zone UTC, with <see cref="DefaultTimeout"/> for actions and navigations. Its errors are
-    /// collected from now on (and still readable after the context closes). The context is closed when the fixture ends; close it earlier with
-    /// <c>page.Context.CloseAsync()</c> if a test opens many.
+    /// collected from now on (and can still be read after the context closes). The context is closed when the fixture
+    /// ends; close it earlier with <c>page.Context.CloseAsync()</c> if a test opens many.
     /// </summary>
     public async Task<IPage> NewPageAsync(int width = 1440, int height = 900)
     {
