@@ -7,7 +7,8 @@ cd "$(dirname "$0")"
 
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
 
-# Beyond the SDK, the tests need redis-server and PostgreSQL (they start their own on loopback): installed from Debian when missing.
+# Beyond the SDK, the tests need redis-server and PostgreSQL (they start their own on loopback) and Chromium (the browser
+# tests drive it headless): installed from Debian when missing.
 scripts/test-deps.sh
 
 echo "==> build"
