@@ -59,10 +59,16 @@ public sealed class ConsoleTests(BrowserFixture browser)
         await using var demo = await DemoGateway.StartAsync("console-signin");
         var page = await browser.NewPageAsync();
         await page.GotoAsync(new Uri(demo.Gateway.AdminUri, "/").ToString());
-        await page.FillAsync("input[name=key]", "cak_" + new string('x', 38));
+        await page.FillAsync("input[name=key]", "not a key");
+        await page.ClickAsync("button[type=submit]");
+        await Expect(page.Locator(".error")).ToContainTextAsync("admin.unauthenticated");
+
+        // A well-formed admin key this gateway does not know.
+        await page.FillAsync("input[name=key]", Custos.Identity.ApiKey.Generate(Custos.Identity.ApiKeyKind.Admin));
         await page.ClickAsync("button[type=submit]");
         await Expect(page.Locator(".error")).ToContainTextAsync("admin.unknown_key");
         await Expect(page.Locator(".error")).ToContainTextAsync("req_");
+        await Expect(page.Locator("[data-testid=who]")).ToHaveCountAsync(0);
         await browser.ScreenshotAsync(page, "console-signin-refused");
         browser.AssertNoErrors(page, "status of 401");
     }
@@ -84,6 +90,13 @@ public sealed class ConsoleTests(BrowserFixture browser)
         var (status, code, _) = await DemoGateway.ChatAsync(demo.Gateway.DataPlaneUri, demo.ConsumerKey("support-web"));
         Assert.Equal(HttpStatusCode.Unauthorized, status);
         Assert.Equal("deny.credential_revoked", code);
+
+        // The alert the first call raised (a first use of a model): acknowledged in the console, it stops escalating.
+        await GoAsync(page, demo, "alerts");
+        await page.ClickAsync("button[data-action=acknowledge]");
+        await Expect(page.Locator(".toast").Last).ToContainTextAsync("acknowledged");
+        await GoAsync(page, demo, "alerts", "acknowledged");
+        await Expect(page.Locator("table[data-testid=alerts]")).ToContainTextAsync("acknowledged by demo-platform-admin");
 
         // On the record: who revoked it and why.
         var revoked = (await AdminEntriesAsync(demo)).Single(e => e.GetProperty("action").GetString() == "credential.revoked");

@@ -43,7 +43,11 @@ function money(value, currency = "USD") {
   return `${amount.toFixed(digits)} ${currency}`;
 }
 function count(value) { return Number(value ?? 0).toLocaleString(); }
-function percent(fraction) { return `${(Number(fraction) * 100).toFixed(Number(fraction) < 0.01 && Number(fraction) > 0 ? 4 : 1)}%`; }
+function percent(fraction) {
+  const value = Number(fraction) * 100;
+  return value > 0 && value < 0.01 ? "< 0.01%" : `${value.toFixed(value < 1 && value > 0 ? 2 : 1)}%`;
+}
+function axis(value) { return Number(value).toLocaleString(undefined, { maximumSignificantDigits: 3 }); }
 
 function badge(text, kind) { return el("span", { class: `badge ${kind ?? ""}` }, text); }
 function decisionBadge(decision) {
@@ -305,7 +309,7 @@ async function overviewPage(main) {
     data: { labels, datasets },
     options: {
       maintainAspectRatio: false, animation: false, interaction: { mode: "index", intersect: false },
-      scales: { y: { beginAtZero: true, title: { display: true, text: o.currency } } },
+      scales: { y: { beginAtZero: true, title: { display: true, text: o.currency }, ticks: { callback: axis } } },
       plugins: { tooltip: { callbacks: { label: c => `${c.dataset.label}: ${money(c.parsed.y, o.currency)}` } } },
     },
   });
