@@ -163,6 +163,14 @@ public sealed class ConsoleTests(BrowserFixture browser)
         await page.ClickAsync("form[data-testid=incident-form] button[type=submit]");
         await Expect(page.Locator("[data-testid=card-incident-requests]")).ToHaveTextAsync("4");
         await browser.ScreenshotAsync(page, "console-auditor-reports");
+        var download = await page.RunAndWaitForDownloadAsync(() => page.ClickAsync("[data-testid=incident-report] ~ div button[data-download=json]"));
+        Assert.StartsWith("incident-consumer-support-web-", download.SuggestedFilename, StringComparison.Ordinal);
+        Assert.EndsWith(".json", download.SuggestedFilename, StringComparison.Ordinal);
+        using (var pack = JsonDocument.Parse(await File.ReadAllTextAsync((await download.PathAsync())!)))
+        {
+            Assert.Equal("incident", pack.RootElement.GetProperty("report").GetString());
+            Assert.Equal(4, pack.RootElement.GetProperty("summary").GetProperty("requests").GetInt32());
+        }
 
         // Credentials are listed, with no control to change them.
         await GoAsync(page, demo, "consumers");

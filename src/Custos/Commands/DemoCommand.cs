@@ -70,6 +70,7 @@ internal static class DemoCommand
             Custos demo: an accountable AI gateway
               data plane   {dataPlane}
               admin        {keys.Admin}
+              console      {keys.Admin}/console/  (sign in with an admin key from {DemoKeys.FileName}, one per role)
               demo upstream {upstream.ToString().TrimEnd('/')}  (deterministic demo output, not a real model)
               store        {Path.Combine(dataDirectory, "custos.db")}
               policy       version {snapshot.Version}, sha256 {snapshot.Hash}
