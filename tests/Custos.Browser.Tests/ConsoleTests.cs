@@ -196,6 +196,32 @@ public sealed class ConsoleTests(BrowserFixture browser)
         browser.AssertNoErrors(page, "status of 403");
     }
 
+    [Fact]
+    public async Task ServicesAndOwners_FlagMissingGovernance()
+    {
+        // The analytics service loses its billing owner; the research agents their operator and sponsor.
+        await using var demo = await DemoGateway.StartAsync("console-governance", policy => policy with
+        {
+            Services = [.. policy.Services.Select(s => s.Id switch
+            {
+                "analytics" => s with { Owners = s.Owners with { Billing = null } },
+                "research-agents" => s with { Owners = s.Owners with { AgentOperator = null, BusinessSponsor = null } },
+                _ => s,
+            })],
+        });
+        var page = await browser.NewPageAsync();
+        await SignInAsync(page, demo, "finance");
+        await GoAsync(page, demo, "services");
+        await Expect(page.Locator("[data-testid=card-gaps]")).ToHaveTextAsync("2");
+        var analytics = page.Locator("table[data-testid=services] tr[data-key=analytics]");
+        await Expect(analytics).ToContainTextAsync("service 'analytics' has no billing owner: missing governance");
+        await Expect(analytics.Locator(".badge.bad")).ToHaveTextAsync("missing");
+        await Expect(page.Locator("table[data-testid=services] tr[data-key=research-agents]")).ToContainTextAsync("no agent_operator or business_sponsor");
+        await Expect(page.Locator("table[data-testid=services] tr[data-key=support-assistant]")).ToContainTextAsync("complete");
+        await browser.ScreenshotAsync(page, "console-services-gaps");
+        browser.AssertNoErrors(page);
+    }
+
     [Theory]
     [InlineData(1280, 800)]
     [InlineData(1920, 1080)]
