@@ -74,6 +74,47 @@ public sealed class ConsoleTests(BrowserFixture browser)
     }
 
     [Fact]
+    public async Task SignIn_WithAnOidcToken_OfTheConfiguredIdentityProvider()
+    {
+        using var signer = System.Security.Cryptography.ECDsa.Create(System.Security.Cryptography.ECCurve.NamedCurves.nistP256);
+        await using var demo = await DemoGateway.StartAsync("console-oidc", policy => policy with
+        {
+            IdentityProviders = [new Custos.Policy.IdentityProviderConfig { Id = "corp", Issuer = "https://login.acme.test/", Audience = "custos-console", Keys = [signer.ExportSubjectPublicKeyInfoPem()] }],
+            Admins = [.. policy.Admins, new Custos.Policy.AdminConfig { Id = "dana", Role = Custos.Policy.AdminRole.SecurityAuditor, Issuer = "corp", Subject = "dana@acme.test" }],
+        });
+        string Token(TimeSpan expiresIn)
+        {
+            var expires = DateTime.UtcNow + expiresIn;
+            var issued = expires.AddMinutes(-60);
+            return new Microsoft.IdentityModel.JsonWebTokens.JsonWebTokenHandler { SetDefaultTimesOnTokenCreation = false }.CreateToken(new Microsoft.IdentityModel.Tokens.SecurityTokenDescriptor
+            {
+                Issuer = "https://login.acme.test/",
+                Audience = "custos-console",
+                IssuedAt = issued,
+                NotBefore = issued,
+                Expires = expires,
+                Claims = new Dictionary<string, object> { ["sub"] = "dana@acme.test" },
+                SigningCredentials = new Microsoft.IdentityModel.Tokens.SigningCredentials(new Microsoft.IdentityModel.Tokens.ECDsaSecurityKey(signer) { KeyId = "k1" },
+                    Microsoft.IdentityModel.Tokens.SecurityAlgorithms.EcdsaSha256),
+            });
+        }
+
+        var page = await browser.NewPageAsync();
+        await page.GotoAsync(new Uri(demo.Gateway.AdminUri, "/").ToString());
+        await page.FillAsync("input[name=key]", Token(TimeSpan.FromMinutes(-5)));
+        await page.ClickAsync("button[type=submit]");
+        await Expect(page.Locator(".error")).ToContainTextAsync("deny.token_expired");
+
+        await page.FillAsync("input[name=key]", Token(TimeSpan.FromMinutes(30)));
+        await page.ClickAsync("button[type=submit]");
+        await Expect(page.Locator("[data-testid=who]")).ToContainTextAsync("dana");
+        await Expect(page.Locator("[data-testid=who]")).ToContainTextAsync("security_auditor");
+        await Expect(page.Locator("a[data-nav=ledger]")).ToBeVisibleAsync();
+        await browser.ScreenshotAsync(page, "console-oidc-signed-in");
+        browser.AssertNoErrors(page, "status of 401");
+    }
+
+    [Fact]
     public async Task RevokeACredentialInTheConsole_TheNextApiCallIsRefusedAsRevoked()
     {
         await using var demo = await SeededAsync("console-revoke");
