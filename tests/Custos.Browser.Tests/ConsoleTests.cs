@@ -193,6 +193,12 @@ public sealed class ConsoleTests(BrowserFixture browser)
         // The ledger, and one entry's controls with a link to the policy version in force.
         await GoAsync(page, demo, "ledger");
         await Expect(page.Locator("table[data-testid=ledger] tbody tr")).ToHaveCountAsync(4);
+        await page.FillAsync("form[data-testid=ledger-filters] input[name=consumer]", "support-web");
+        await page.SelectOptionAsync("form[data-testid=ledger-filters] select[name=decision]", "deny");
+        await page.FillAsync("form[data-testid=ledger-filters] input[name=from]", DateTime.UtcNow.AddHours(-1).ToString("yyyy-MM-ddTHH:mm", CultureInfo.InvariantCulture));
+        await page.ClickAsync("form[data-testid=ledger-filters] button[type=submit]");
+        await Expect(page.Locator("table[data-testid=ledger] tbody tr")).ToHaveCountAsync(1);
+        await Expect(page.Locator("form[data-testid=ledger-filters] select[name=decision]")).ToHaveValueAsync("deny");
         await page.ClickAsync("table[data-testid=ledger] tbody tr:has-text('deny')");
         await Expect(page.Locator("table[data-testid=controls]")).ToContainTextAsync("entitlement");
         await Expect(page.Locator("[data-testid=policy-link]")).ToHaveTextAsync("v1");

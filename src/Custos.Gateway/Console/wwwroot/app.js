@@ -235,7 +235,7 @@ async function route() {
   const main = renderShell(page.path);
   document.title = `${page.title} · Custos console`;
   try {
-    await page.render(main, rest.map(decodeURIComponent));
+    await page.render(main, rest); // as in the address: a filter segment is a query string, which URLSearchParams decodes
   } catch (error) {
     main.append(errorBox(error));
   }
