@@ -1,6 +1,5 @@
 using System.Buffers;
 using System.Text.Json;
-using Microsoft.ML.Tokenizers;
 
 namespace Custos.Metering;
 
@@ -11,10 +10,8 @@ namespace Custos.Metering;
 /// </summary>
 public static class TokenCounter
 {
-    private static readonly Lazy<Tokenizer> Tokenizer = new(() => TiktokenTokenizer.CreateForEncoding("o200k_base"));
-
     /// <summary>Tokens in <paramref name="text"/>.</summary>
-    public static int Count(ReadOnlySpan<char> text) => text.IsEmpty ? 0 : Tokenizer.Value.CountTokens(text);
+    public static int Count(ReadOnlySpan<char> text) => text.IsEmpty ? 0 : O200kTokenCounter.Shared.Count(text);
 
     /// <summary>
     /// Estimates the input tokens of a request from the raw JSON of its prompt values (messages, prompt,

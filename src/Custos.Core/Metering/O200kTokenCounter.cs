@@ -1,0 +1,297 @@
+using System.Buffers;
+using System.Buffers.Text;
+using System.IO.Compression;
+using System.Numerics;
+using System.Reflection;
+using System.Text;
+using System.Text.RegularExpressions;
+
+namespace Custos.Metering;
+
+/// <summary>
+/// Counts tiktoken <c>o200k_base</c> tokens with a compact vocabulary: every token's bytes in one array, their
+/// starts in a second, and an open-addressing table of ranks in a third (about 5 MB in all), instead of the per-token
+/// objects and dictionaries of a general tokenizer (about 40 MB managed, 60 MB resident, measured). Counting is what
+/// the gateway needs (estimates before forwarding, metering when a provider reports no usage); it never decodes.
+/// </summary>
+/// <remarks>
+/// The algorithm is tiktoken's: split the text at the special tokens (each is one token), split the rest with the
+/// encoding's pre-tokenisation pattern, and count each piece by byte-pair merging with the ranks of the vocabulary,
+/// lowest rank first. The vocabulary is OpenAI's <c>o200k_base.tiktoken</c> as the
+/// <c>Microsoft.ML.Tokenizers.Data.O200kBase</c> package embeds it. <c>O200kTokenCounterTests</c> checks the counts
+/// against Microsoft.ML.Tokenizers over a varied corpus.
+/// </remarks>
+internal sealed partial class O200kTokenCounter
+{
+    private const string Resource = "o200k_base.tiktoken.deflate";
+    private const string DataAssembly = "Microsoft.ML.Tokenizers.Data.O200kBase";
+
+    // tiktoken_ext/openai_public.py, o200k_base.
+    private const string Pattern =
+        @"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?" +
+        @"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?" +
+        @"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+    private static readonly string[] SpecialTokens = ["<|endoftext|>", "<|endofprompt|>"];
+
+    private readonly byte[] _bytes;
+    private readonly int[] _starts;
+    private readonly int[] _table;
+    private readonly int _mask;
+
+    private O200kTokenCounter(byte[] bytes, int[] starts, int[] table)
+        => (_bytes, _starts, _table, _mask) = (bytes, starts, table, table.Length - 1);
+
+    /// <summary>The counter, loaded on first use.</summary>
+    public static O200kTokenCounter Shared => LazyShared.Value;
+
+    private static readonly Lazy<O200kTokenCounter> LazyShared = new(Load);
+
+    /// <summary>Tokens in <paramref name="text"/>.</summary>
+    public int Count(ReadOnlySpan<char> text)
+    {
+        var total = 0;
+        while (!text.IsEmpty)
+        {
+            // The next special token, if any: the text before it is ordinary, the token itself is one.
+            var at = -1;
+            var length = 0;
+            foreach (var special in SpecialTokens)
+            {
+                var index = text.IndexOf(special, StringComparison.Ordinal);
+                if (index >= 0 && (at < 0 || index < at))
+                {
+                    (at, length) = (index, special.Length);
+                }
+            }
+
+            if (at < 0)
+            {
+                return total + CountOrdinary(text);
+            }
+
+            total += CountOrdinary(text[..at]) + 1;
+            text = text[(at + length)..];
+        }
+
+        return total;
+    }
+
+    private int CountOrdinary(ReadOnlySpan<char> text)
+    {
+        var total = 0;
+        byte[]? rented = null;
+        Span<byte> buffer = stackalloc byte[256];
+        foreach (var match in PreTokenizer().EnumerateMatches(text))
+        {
+            var piece = text.Slice(match.Index, match.Length);
+            var needed = Encoding.UTF8.GetMaxByteCount(piece.Length);
+            if (needed > buffer.Length)
+            {
+                if (rented is not null)
+                {
+                    ArrayPool<byte>.Shared.Return(rented);
+                }
+
+                rented = ArrayPool<byte>.Shared.Rent(needed);
+                buffer = rented;
+            }
+
+            var written = Encoding.UTF8.GetBytes(piece, buffer);
+            total += CountPiece(buffer[..written]);
+        }
+
+        if (rented is not null)
+        {
+            ArrayPool<byte>.Shared.Return(rented);
+        }
+
+        return total;
+    }
+
+    /// <summary>tiktoken's byte-pair merge, counting the parts left: merge the adjacent pair of lowest rank until none is a token.</summary>
+    private int CountPiece(ReadOnlySpan<byte> piece)
+    {
+        if (piece.Length <= 1 || Rank(piece) >= 0)
+        {
+            return piece.Length == 0 ? 0 : 1;
+        }
+
+        // parts[i] = start of part i; ranks[i] = rank of the bytes of parts i and i+1 together (int.MaxValue: not a token).
+        var count = piece.Length + 1;
+        int[]? rentedParts = null, rentedRanks = null;
+        Span<int> parts = count <= 128 ? stackalloc int[128] : (rentedParts = ArrayPool<int>.Shared.Rent(count));
+        Span<int> ranks = count <= 128 ? stackalloc int[128] : (rentedRanks = ArrayPool<int>.Shared.Rent(count));
+        for (var i = 0; i < count; i++)
+        {
+            parts[i] = i;
+        }
+
+        for (var i = 0; i < count - 2; i++)
+        {
+            ranks[i] = PairRank(piece, i, i + 2);
+        }
+
+        ranks[count - 2] = int.MaxValue;
+        while (count > 2)
+        {
+            var min = int.MaxValue;
+            var at = -1;
+            for (var i = 0; i < count - 2; i++)
+            {
+                if (ranks[i] < min)
+                {
+                    (min, at) = (ranks[i], i);
+                }
+            }
+
+            if (at < 0)
+            {
+                break;
+            }
+
+            // Parts at and at+1 become one: drop the start of at+1, then the pairs either side change.
+            parts[(at + 2)..count].CopyTo(parts[(at + 1)..]);
+            ranks[(at + 2)..count].CopyTo(ranks[(at + 1)..]);
+            count--;
+            ranks[at] = at + 2 < count ? PairRank(piece, parts[at], parts[at + 2]) : int.MaxValue;
+            if (at > 0)
+            {
+                ranks[at - 1] = PairRank(piece, parts[at - 1], parts[at + 1]);
+            }
+        }
+
+        if (rentedParts is not null)
+        {
+            ArrayPool<int>.Shared.Return(rentedParts);
+            ArrayPool<int>.Shared.Return(rentedRanks!);
+        }
+
+        return count - 1;
+    }
+
+    private int PairRank(ReadOnlySpan<byte> piece, int start, int end)
+    {
+        var rank = Rank(piece[start..end]);
+        return rank < 0 ? int.MaxValue : rank;
+    }
+
+    /// <summary>The rank of the token with exactly these bytes, or -1.</summary>
+    private int Rank(ReadOnlySpan<byte> token)
+    {
+        for (var slot = Hash(token) & _mask; ; slot = (slot + 1) & _mask)
+        {
+            var entry = _table[slot] - 1;
+            if (entry < 0)
+            {
+                return -1;
+            }
+
+            if (_bytes.AsSpan(_starts[entry], _starts[entry + 1] - _starts[entry]).SequenceEqual(token))
+            {
+                return entry;
+            }
+        }
+    }
+
+    /// <summary>FNV-1a: stable, and fast enough for tokens of a few bytes.</summary>
+    private static int Hash(ReadOnlySpan<byte> bytes)
+    {
+        var hash = 2166136261u;
+        foreach (var b in bytes)
+        {
+            hash = (hash ^ b) * 16777619u;
+        }
+
+        return (int)(hash ^ (hash >> 15));
+    }
+
+    /// <summary>Reads the vocabulary (a token a line, base64, ranks dense from 0) into the three arrays.</summary>
+    internal static O200kTokenCounter Load()
+    {
+        var assembly = Assembly.Load(DataAssembly);
+        using var compressed = assembly.GetManifestResourceStream(Resource)
+            ?? throw new InvalidOperationException($"{DataAssembly} has no resource {Resource}.");
+        using var inflated = new DeflateStream(compressed, CompressionMode.Decompress);
+
+        // Sized once from the compressed length (the text is about 2.2 times it), so loading leaves little garbage behind.
+        using var text = new MemoryStream((int)Math.Min(int.MaxValue / 2, compressed.Length * 5 / 2));
+        inflated.CopyTo(text);
+        var data = text.GetBuffer().AsSpan(0, (int)text.Length);
+
+        var ranks = new List<(int Rank, int Start)>(data.Length / 10);
+        var bytes = new ArrayBufferWriter<byte>(data.Length * 3 / 4); // base64 decodes to 3/4 of its length, and there are newlines
+        while (!data.IsEmpty)
+        {
+            var end = data.IndexOf((byte)'\n');
+            var line = end < 0 ? data : data[..end];
+            data = end < 0 ? [] : data[(end + 1)..];
+            line = line.TrimEnd((byte)'\r');
+            if (line.IsEmpty || line.StartsWith("Capacity:"u8))
+            {
+                continue; // the package's header line
+            }
+
+            // "BASE64 RANK" as OpenAI publishes it, or "BASE64" alone, its rank the line's place, as the package keeps it.
+            var space = line.IndexOf((byte)' ');
+            var token = space < 0 ? line : line[..space];
+            var rank = ranks.Count;
+            var destination = bytes.GetSpan(Base64.GetMaxDecodedFromUtf8Length(token.Length));
+            if (Base64.DecodeFromUtf8(token, destination, out _, out var written) != OperationStatus.Done
+                || (space >= 0 && !Utf8Parser.TryParse(line[(space + 1)..], out rank, out _)))
+            {
+                throw new InvalidDataException($"{Resource}: line {ranks.Count + 1} is not 'BASE64 [RANK]'.");
+            }
+
+            ranks.Add((rank, bytes.WrittenCount));
+            bytes.Advance(written);
+        }
+
+        // Starts by rank (ranks are dense from 0 in o200k_base), then one end.
+        var count = ranks.Count;
+        var starts = new int[count + 1];
+        var lengths = new int[count];
+        for (var i = 0; i < count; i++)
+        {
+            var (rank, start) = ranks[i];
+            if ((uint)rank >= (uint)count)
+            {
+                throw new InvalidDataException($"{Resource}: rank {rank} is outside 0..{count - 1}.");
+            }
+
+            var end = i + 1 < count ? ranks[i + 1].Start : bytes.WrittenCount;
+            (starts[rank], lengths[rank]) = (start, end - start);
+        }
+
+        // Lay the tokens out in rank order so that token r ends where token r+1 starts.
+        var ordered = new byte[bytes.WrittenCount];
+        var offset = 0;
+        var source = bytes.WrittenSpan;
+        for (var rank = 0; rank < count; rank++)
+        {
+            source.Slice(starts[rank], lengths[rank]).CopyTo(ordered.AsSpan(offset));
+            starts[rank] = offset;
+            offset += lengths[rank];
+        }
+
+        starts[count] = offset;
+        var table = new int[(int)BitOperations.RoundUpToPowerOf2((uint)count * 2)];
+        var counter = new O200kTokenCounter(ordered, starts, table);
+        for (var rank = 0; rank < count; rank++)
+        {
+            var token = ordered.AsSpan(starts[rank], starts[rank + 1] - starts[rank]);
+            var slot = Hash(token) & counter._mask;
+            while (table[slot] != 0)
+            {
+                slot = (slot + 1) & counter._mask;
+            }
+
+            table[slot] = rank + 1;
+        }
+
+        return counter;
+    }
+
+    [GeneratedRegex(Pattern, RegexOptions.CultureInvariant)]
+    private static partial Regex PreTokenizer();
+}
