@@ -173,6 +173,11 @@ public sealed class ConsoleTests(BrowserFixture browser)
         await Expect(owner.Locator(".toast")).ToContainTextAsync("approved");
         await GoAsync(owner, demo, "access", "all");
         await Expect(owner.Locator("table[data-testid=access-requests]")).ToContainTextAsync("demo-service-owner");
+
+        // The new entitlement is in force, naming its approver and the access request as its ticket.
+        await Expect(owner.Locator("table[data-testid=entitlements] tr:has-text('ar-1')")).ToContainTextAsync("demo-service-owner");
+        await Expect(owner.Locator("table[data-testid=entitlements] tr:has-text('ar-1')")).ToContainTextAsync("in force");
+        await Expect(owner.Locator("table[data-testid=entitlements] tr:has-text('DEMO-101')")).ToContainTextAsync("support-assistant-policy@acme.example");
         await browser.ScreenshotAsync(owner, "console-access-approved");
 
         var (status, code, _) = await DemoGateway.ChatAsync(demo.Gateway.DataPlaneUri, key, "gpt-4o");

@@ -270,9 +270,11 @@ internal static partial class AdminApi
                 .Select(c => (Config: c, Entry: snapshot.Consumers[c.Id]))
                 .Where(c => AdminAccess.InScope(admin, c.Entry.Service.Tenant.Id, c.Entry.Service.Id))
                 .Select(c => new ConsumerView(c.Config.Id, c.Config.Service, c.Entry.Service.Tenant.Id, c.Entry.CategoryName, c.Config.Suspended == true,
-                    [.. c.Entry.ModelsAt(now).Select(m => m.Name)], snapshot.Document.Credentials.Count(k => k.Consumer == c.Config.Id)))
+                    [.. c.Entry.ModelsAt(now).Select(m => m.Name)], snapshot.Document.Credentials.Count(k => k.Consumer == c.Config.Id),
+                    [.. c.Entry.Entitlements.Select(e => new ConsumerEntitlement([.. e.Models.Select(m => m.Name).Order(StringComparer.Ordinal)], e.ApprovedBy, e.Ticket,
+                        e.ValidFrom, e.ValidUntil, e.Source, e.IsValidAt(now)))]))
                 .ToArray());
-        }).WithSummary("Consumers in scope: category, kill switch, models usable now, number of credentials.").Produces<ConsumerView[]>();
+        }).WithSummary("Consumers in scope: category, kill switch, models usable now, entitlements with their approvers, number of credentials.").Produces<ConsumerView[]>();
 
         api.MapGet("/kill-switches", (HttpContext context) =>
         {

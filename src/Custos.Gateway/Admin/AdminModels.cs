@@ -42,8 +42,13 @@ public sealed record ServiceView(string Id, string Tenant, string? Description, 
 /// <summary>One owner role of one service.</summary>
 public sealed record OwnerView(string Tenant, string Service, string Role, string? Name, string? Email, Uri? Webhook, string? Admin);
 
-/// <summary>A consumer as the admin API shows it.</summary>
-public sealed record ConsumerView(string Id, string Service, string Tenant, string Category, bool Suspended, IReadOnlyList<string> Models, int Credentials);
+/// <summary>A consumer as the admin API shows it, with its entitlements: who approved which models, on which ticket, for how long.</summary>
+public sealed record ConsumerView(string Id, string Service, string Tenant, string Category, bool Suspended, IReadOnlyList<string> Models, int Credentials,
+    IReadOnlyList<ConsumerEntitlement> Entitlements);
+
+/// <summary>One entitlement of a consumer; <paramref name="Active"/> when valid now.</summary>
+public sealed record ConsumerEntitlement(IReadOnlyList<string> Models, string? ApprovedBy, string? Ticket, DateTimeOffset? ValidFrom, DateTimeOffset? ValidUntil,
+    string Source, bool Active);
 
 /// <summary>A credential as the admin API lists it: never the key, only its prefix.</summary>
 public sealed record CredentialView(string Id, string Consumer, string Service, string Tenant, string Kind, string? Prefix, string Status,

@@ -162,7 +162,7 @@ const pages = [
   { path: "overview", title: "Overview", show: () => can("read_spend") || can("read_ledger"), render: overviewPage },
   { path: "services", title: "Services and owners", show: () => true, render: servicesPage },
   { path: "consumers", title: "Consumers and credentials", show: () => true, render: consumersPage },
-  { path: "access", title: "Access requests", show: () => true, render: accessPage },
+  { path: "access", title: "Entitlements and access", show: () => true, render: accessPage },
   { path: "alerts", title: "Alerts", show: () => can("read_alerts"), render: alertsPage },
   { path: "ledger", title: "Ledger", show: () => can("read_ledger"), render: ledgerPage },
   { path: "policy", title: "Policy", show: () => can("read_policy"), render: policyPage },
@@ -434,8 +434,8 @@ async function consumersPage(main) {
 async function accessPage(main, [status = "pending"]) {
   const select = el("select", { name: "status", "aria-label": "Status" }, ["pending", "approved", "rejected", "all"].map(s => el("option", { value: s, selected: s === status }, s)));
   select.addEventListener("change", () => { location.hash = `#/access/${select.value}`; });
-  main.append(head("Access requests", "Who asked for which models, and who decided. The service's policy owner (or a delegate the policy names) decides.", el("label", null, "Status", select)));
-  const [requests, services] = await Promise.all([api(`/access-requests${status === "all" ? "" : query({ status })}`), api("/services")]);
+  main.append(head("Entitlements and access requests", "Who may call which models, who approved it, and who asked for more. The service's policy owner (or a delegate the policy names) decides.", el("label", null, "Status", select)));
+  const [requests, services, consumers] = await Promise.all([api(`/access-requests${status === "all" ? "" : query({ status })}`), api("/services"), api("/consumers")]);
   const mayDecide = r => {
     const service = services.find(s => s.id === r.service);
     return r.status === "pending" && r.requested_by !== state.me.id && service && (service.owners.policy?.admin === state.me.id || service.approvers.includes(state.me.id));
@@ -464,6 +464,15 @@ async function accessPage(main, [status = "pending"]) {
     { title: "", actions: true, cell: r => mayDecide(r) ? el("div", { class: "row" }, decide(r, true), decide(r, false)) : null },
   ], requests, { testid: "access-requests", key: r => r.id, empty: `No ${status === "all" ? "" : status} access requests.` })));
   if (can("request_access")) main.append(requestAccessForm());
+  const entitlements = consumers.flatMap(c => c.entitlements.map(e => ({ consumer: c, ...e })));
+  main.append(el("section", { class: "panel" }, el("h2", null, "Entitlements in the policy in force"), table([
+    { title: "Consumer", cell: e => el("span", null, el("strong", null, e.consumer.id), el("br"), el("span", { class: "small muted" }, `${e.consumer.service} · ${e.consumer.category}`)) },
+    { title: "Models", cell: e => e.models.join(", ") },
+    { title: "Approved by", cell: e => e.approved_by ?? el("span", { class: "muted" }, e.source === "policy" ? "not recorded" : e.source) },
+    { title: "Ticket", cell: e => e.ticket ?? "—" },
+    { title: "Valid", cell: e => `${e.valid_from ? time(e.valid_from) : "always"} – ${e.valid_until ? time(e.valid_until) : "no end"}` },
+    { title: "Now", cell: e => e.active ? badge("in force", "ok") : badge("not in force", "warn") },
+  ], entitlements, { testid: "entitlements", empty: "No consumer has an entitlement of its own; they use their category's models." })));
 }
 
 function requestAccessForm() {
