@@ -28,7 +28,7 @@ internal static class CustosCli
 
         // Without the default handler a CliException reaches the catch below: one line, no stack trace.
         // On SIGINT/SIGTERM System.CommandLine cancels the command's token and, after ProcessTerminationTimeout (2 s by
-        // default), gives up waiting and exits with 130: a gateway still draining requests and flushing its ledger
+        // default), gives up waiting and exits with 130/143: a gateway still draining requests and flushing its ledger
         // (up to 30 s for in-flight requests, 10 s for the spool) must be given the time it needs.
         var configuration = new InvocationConfiguration
         {

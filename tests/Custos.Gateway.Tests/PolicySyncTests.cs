@@ -31,8 +31,21 @@ public sealed class PolicySyncTests
 
         public bool Down { get; set; }
 
-        public Task<PolicyVersion?> GetLatestAsync(CancellationToken cancellationToken = default)
-            => Down ? throw new TimeoutException("store unreachable") : Task.FromResult(Versions.LastOrDefault());
+        /// <summary>Reads wait until cancelled, as a store read in flight when the node stops.</summary>
+        public bool Hangs { get; set; }
+
+        public TaskCompletionSource ReadStarted { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public async Task<PolicyVersion?> GetLatestAsync(CancellationToken cancellationToken = default)
+        {
+            if (Hangs)
+            {
+                ReadStarted.TrySetResult();
+                await Task.Delay(Timeout.Infinite, cancellationToken);
+            }
+
+            return Down ? throw new TimeoutException("store unreachable") : Versions.LastOrDefault();
+        }
 
         public Task<(PolicyVersion Version, bool Created)> SaveAsync(PolicyDocument document, string author, string reason, DateTimeOffset now, string? source,
             long? basedOn = null, CancellationToken cancellationToken = default) => throw new NotSupportedException();
@@ -170,5 +183,19 @@ public sealed class PolicySyncTests
         Assert.False(policy.Update(PolicySnapshot.Compile(Version(4, "globex"), _ => null)));
         Assert.Equal(5, policy.Current.Version);
         Assert.True(policy.Update(PolicySnapshot.Compile(Version(6, "globex"), _ => null)));
+    }
+
+    [Fact]
+    public async Task Stopping_WhileAStoreReadIsInFlight_EndsQuietly()
+    {
+        // A node told to stop while its reconcile read waits on the store: the read is cancelled, and stopping does not
+        // fail with the cancellation (a gateway stopped by SIGTERM at that moment exited with 130 instead of 0).
+        var (store, policy) = Started();
+        store.Hangs = true;
+        var sync = await PolicySync.StartAsync(store, policy, feed: null, "node-b", _ => null, NullLogger.Instance,
+            Fast with { ReadTimeout = TimeSpan.FromMinutes(5) });
+        await store.ReadStarted.Task.WaitAsync(TimeSpan.FromSeconds(10));
+
+        await sync.DisposeAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(10));
     }
 }

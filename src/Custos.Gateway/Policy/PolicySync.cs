@@ -138,30 +138,29 @@ public sealed partial class PolicySync : IAsyncDisposable
     private async Task RunAsync()
     {
         var token = _stop.Token;
-        while (!token.IsCancellationRequested)
+        try
         {
-            var connected = _feed?.IsConnected == true;
-            try
+            while (!token.IsCancellationRequested)
             {
+                var connected = _feed?.IsConnected == true;
                 await _wake.WaitAsync(connected ? _options.ReconcileInterval : _options.FallbackInterval, token);
-            }
-            catch (OperationCanceledException)
-            {
-                return;
-            }
-
-            await ReconcileAsync(token);
-            if (_feed is not null)
-            {
-                try
+                await ReconcileAsync(token);
+                if (_feed is not null)
                 {
-                    Volatile.Write(ref _liveNodes, Math.Max(1, await _feed.HeartbeatAsync(_nodeId, DateTimeOffset.UtcNow, token)));
-                }
-                catch (Exception ex) when (ex is not OperationCanceledException)
-                {
-                    // The feed is down: keep the last count (rate limits share by it).
+                    try
+                    {
+                        Volatile.Write(ref _liveNodes, Math.Max(1, await _feed.HeartbeatAsync(_nodeId, DateTimeOffset.UtcNow, token)));
+                    }
+                    catch (Exception ex) when (ex is not OperationCanceledException)
+                    {
+                        // The feed is down: keep the last count (rate limits share by it).
+                    }
                 }
             }
+        }
+        catch (OperationCanceledException) when (token.IsCancellationRequested)
+        {
+            // Stopping, whether waiting, reading the store or beating the heart.
         }
     }
 
