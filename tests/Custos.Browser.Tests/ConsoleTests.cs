@@ -122,9 +122,7 @@ public sealed class ConsoleTests(BrowserFixture browser)
         await SignInAsync(page, demo, "platform-admin");
         await GoAsync(page, demo, "consumers");
 
-        await page.ClickAsync("button[data-action=revoke][data-credential=cred-support-web]");
-        await page.FillAsync("dialog textarea[name=reason]", "key pasted in a public ticket");
-        await page.ClickAsync("dialog button[type=submit]");
+        await ConfirmWithReasonAsync(page, "button[data-action=revoke][data-credential=cred-support-web]", "key pasted in a public ticket");
         await Expect(page.Locator("table[data-testid=credentials] tr[data-key=cred-support-web]")).ToContainTextAsync("revoked");
         await browser.ScreenshotAsync(page, "console-consumers-revoked");
 
@@ -140,7 +138,7 @@ public sealed class ConsoleTests(BrowserFixture browser)
         await Expect(page.Locator("table[data-testid=alerts]")).ToContainTextAsync("acknowledged by demo-platform-admin");
 
         // On the record: who revoked it and why.
-        var revoked = (await AdminEntriesAsync(demo)).Single(e => e.GetProperty("action").GetString() == "credential.revoked");
+        var revoked = Assert.Single(await demo.AdminEntriesAsync("credential.revoked"));
         Assert.Equal("demo-platform-admin", revoked.GetProperty("actor").GetString());
         Assert.Equal("key pasted in a public ticket", revoked.GetProperty("reason").GetString());
         browser.AssertNoErrors(page);
@@ -167,9 +165,7 @@ public sealed class ConsoleTests(BrowserFixture browser)
         var owner = await browser.NewPageAsync();
         await SignInAsync(owner, demo, "service-owner");
         await GoAsync(owner, demo, "access");
-        await owner.ClickAsync("button[data-action=approve]");
-        await owner.FillAsync("dialog textarea[name=reason]", "fine for support");
-        await owner.ClickAsync("dialog button[type=submit]");
+        await ConfirmWithReasonAsync(owner, "button[data-action=approve]", "fine for support");
         await Expect(owner.Locator(".toast")).ToContainTextAsync("approved");
         await GoAsync(owner, demo, "access", "all");
         await Expect(owner.Locator("table[data-testid=access-requests]")).ToContainTextAsync("demo-service-owner");
@@ -243,7 +239,7 @@ public sealed class ConsoleTests(BrowserFixture browser)
         Assert.Equal(403, forged.GetProperty("status").GetInt32());
         Assert.Equal("admin.forbidden", forged.GetProperty("body").GetProperty("code").GetString());
         Assert.Equal(HttpStatusCode.OK, (await DemoGateway.ChatAsync(demo.Gateway.DataPlaneUri, demo.ConsumerKey("support-web"))).Status);
-        var denied = (await AdminEntriesAsync(demo)).Single(e => e.GetProperty("action").GetString() == "credential.revoked_denied");
+        var denied = Assert.Single(await demo.AdminEntriesAsync("credential.revoked_denied"));
         Assert.Equal("demo-security-auditor", denied.GetProperty("actor").GetString());
         browser.AssertNoErrors(page, "status of 403");
     }
@@ -340,30 +336,16 @@ public sealed class ConsoleTests(BrowserFixture browser)
     }
 
     private static async Task<decimal> SpendAsync(DemoGateway demo, string service)
+        => (await demo.LedgerAsync(new LedgerQuery { Service = service, Limit = 100_000 }))
+            .Where(e => e.GetProperty("cost").ValueKind == JsonValueKind.String)
+            .Sum(e => decimal.Parse(e.GetProperty("cost").GetString()!, CultureInfo.InvariantCulture));
+
+    /// <summary>Clicks <paramref name="button"/>, gives <paramref name="reason"/> in the dialog it opens, and confirms.</summary>
+    private static async Task ConfirmWithReasonAsync(IPage page, string button, string reason)
     {
-        var total = 0m;
-        await foreach (var row in demo.Gateway.Store.QueryAsync(new LedgerQuery { Service = service, Limit = 100_000 }))
-        {
-            using var entry = JsonDocument.Parse(row.Json);
-            if (entry.RootElement.GetProperty("cost") is { ValueKind: JsonValueKind.String } cost)
-            {
-                total += decimal.Parse(cost.GetString()!, CultureInfo.InvariantCulture);
-            }
-        }
-
-        return total;
-    }
-
-    private static async Task<List<JsonElement>> AdminEntriesAsync(DemoGateway demo)
-    {
-        await demo.Gateway.Ledger.FlushAsync();
-        var result = new List<JsonElement>();
-        await foreach (var row in demo.Gateway.Store.QueryAsync(new LedgerQuery { Kind = "admin", Limit = 100_000 }))
-        {
-            result.Add(JsonDocument.Parse(row.Json).RootElement.Clone());
-        }
-
-        return result;
+        await page.ClickAsync(button);
+        await page.FillAsync("dialog textarea[name=reason]", reason);
+        await page.ClickAsync("dialog button[type=submit]");
     }
 
     private static HttpClient AdminClient(DemoGateway demo, string role)

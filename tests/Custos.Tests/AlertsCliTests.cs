@@ -63,7 +63,7 @@ public sealed class AlertsCliTests : IAsyncLifetime
         Assert.Equal("acknowledged", DemoGateway.Row(await AsAsync("security-auditor", "alerts", "list", "--status", "acknowledged"), id)[5]);
         Assert.Equal("No alerts.", (await AsAsync("security-auditor", "alerts", "list", "--status", "open")).Trim());
         Assert.Matches(@"\n  note: +expected: new release\n", (await AsAsync("security-auditor", "alerts", "show", id)).ReplaceLineEndings("\n"));
-        var entry = Assert.Single(await AdminEntriesAsync("alert.acknowledged"));
+        var entry = Assert.Single(await _demo.AdminEntriesAsync("alert.acknowledged"));
         Assert.Equal(("demo-service-owner", "alert:" + id, "expected: new release"),
             (entry.GetProperty("actor").GetString(), entry.GetProperty("target").GetString(), entry.GetProperty("reason").GetString()));
 
@@ -75,8 +75,8 @@ public sealed class AlertsCliTests : IAsyncLifetime
         Assert.Contains("role security_auditor may not do this", error, StringComparison.Ordinal);
         Assert.Matches(@"\(admin request [^)\s]+\)", error);
         Assert.DoesNotContain("   at ", error, StringComparison.Ordinal);
-        Assert.Single(await AdminEntriesAsync("alert.acknowledged"));
-        Assert.Equal("demo-security-auditor", Assert.Single(await AdminEntriesAsync("alert.acknowledged_denied")).GetProperty("actor").GetString());
+        Assert.Single(await _demo.AdminEntriesAsync("alert.acknowledged"));
+        Assert.Equal("demo-security-auditor", Assert.Single(await _demo.AdminEntriesAsync("alert.acknowledged_denied")).GetProperty("actor").GetString());
 
         // Nothing to resume on an alert that took no action: a conflict, said plainly.
         var resume = await RunAsync("service-owner", "alerts", "resume", id, "--reason", "just in case");
@@ -139,9 +139,9 @@ public sealed class AlertsCliTests : IAsyncLifetime
             $"policy version {version} is in force.", resumed.Trim());
         Assert.Equal(HttpStatusCode.OK, (await DemoGateway.ChatAsync(_gateway.DataPlaneUri, key, "gpt-4o")).Status);
         Assert.Equal("resolved", DemoGateway.Row(await AsAsync("security-auditor", "alerts", "list", "--status", "resolved"), id)[5]);
-        Assert.Equal("custos:alerts", Assert.Single(await AdminEntriesAsync("credential.suspended")).GetProperty("actor").GetString());
-        Assert.Equal("demo-service-owner", Assert.Single(await AdminEntriesAsync("credential.resumed")).GetProperty("actor").GetString());
-        Assert.Equal("alert:" + id, Assert.Single(await AdminEntriesAsync("alert.resolved")).GetProperty("target").GetString());
+        Assert.Equal("custos:alerts", Assert.Single(await _demo.AdminEntriesAsync("credential.suspended")).GetProperty("actor").GetString());
+        Assert.Equal("demo-service-owner", Assert.Single(await _demo.AdminEntriesAsync("credential.resumed")).GetProperty("actor").GetString());
+        Assert.Equal("alert:" + id, Assert.Single(await _demo.AdminEntriesAsync("alert.resolved")).GetProperty("target").GetString());
 
         var again = await RunAsync("service-owner", "alerts", "resume", id, "--reason", "twice");
         Assert.Equal(1, again.Exit);
@@ -172,23 +172,6 @@ public sealed class AlertsCliTests : IAsyncLifetime
         await _gateway.Alerts.WaitIdleAsync().WaitAsync(TimeSpan.FromSeconds(10));
         using var json = JsonDocument.Parse(await AsAsync("platform-admin", "alerts", "list", "--json"));
         return [.. json.RootElement.EnumerateArray().Select(a => a.Clone())];
-    }
-
-    /// <summary>The admin entries of the ledger with <paramref name="action"/>.</summary>
-    private async Task<List<JsonElement>> AdminEntriesAsync(string action)
-    {
-        await _gateway.Ledger.FlushAsync();
-        var entries = new List<JsonElement>();
-        await foreach (var row in _gateway.Store.QueryAsync(new LedgerQuery { Kind = "admin", Limit = 100_000 }))
-        {
-            using var entry = JsonDocument.Parse(row.Json);
-            if (entry.RootElement.GetProperty("action").GetString() == action)
-            {
-                entries.Add(entry.RootElement.Clone());
-            }
-        }
-
-        return entries;
     }
 
     private async Task<string> AsAsync(string role, params string[] args)

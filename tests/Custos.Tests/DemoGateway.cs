@@ -5,6 +5,7 @@ using System.Text.Json;
 using System.Text.RegularExpressions;
 using Custos.Gateway.Demo;
 using Custos.Gateway.Hosting;
+using Custos.Ledger;
 using Custos.Policy;
 
 namespace Custos.Tests;
@@ -53,6 +54,24 @@ internal sealed class DemoGateway : IAsyncDisposable
 
     /// <summary>The key of the demo admin of <paramref name="role"/>, for example <c>platform-admin</c>.</summary>
     public string AdminKey(string role) => Keys.Admins.Single(a => a.Role == role).Key;
+
+    /// <summary>The ledger entries matching <paramref name="query"/>, oldest first, once every queued record is stored.</summary>
+    public async Task<List<JsonElement>> LedgerAsync(LedgerQuery query)
+    {
+        await Gateway.Ledger.FlushAsync();
+        var entries = new List<JsonElement>();
+        await foreach (var row in Gateway.Store.QueryAsync(query))
+        {
+            using var entry = JsonDocument.Parse(row.Json);
+            entries.Add(entry.RootElement.Clone());
+        }
+
+        return entries;
+    }
+
+    /// <summary>The administrative entries of the ledger with <paramref name="action"/>, oldest first.</summary>
+    public async Task<List<JsonElement>> AdminEntriesAsync(string action)
+        => [.. (await LedgerAsync(new LedgerQuery { Kind = "admin", Limit = 100_000 })).Where(e => e.GetProperty("action").GetString() == action)];
 
     public async ValueTask DisposeAsync()
     {

@@ -187,12 +187,14 @@ internal sealed partial class O200kTokenCounter
                 return -1;
             }
 
-            if (_bytes.AsSpan(_starts[entry], _starts[entry + 1] - _starts[entry]).SequenceEqual(token))
+            if (TokenBytes(entry).SequenceEqual(token))
             {
                 return entry;
             }
         }
     }
+
+    private ReadOnlySpan<byte> TokenBytes(int rank) => _bytes.AsSpan(_starts[rank], _starts[rank + 1] - _starts[rank]);
 
     /// <summary>FNV-1a: stable, and fast enough for tokens of a few bytes.</summary>
     private static int Hash(ReadOnlySpan<byte> bytes)
@@ -219,7 +221,9 @@ internal sealed partial class O200kTokenCounter
         inflated.CopyTo(text);
         var data = text.GetBuffer().AsSpan(0, (int)text.Length);
 
-        var ranks = new List<(int Rank, int Start)>(data.Length / 10);
+        // Token r's bytes end where token r+1's start: ranks are dense from 0 and in line order (checked), so the
+        // bytes go into one array as they are decoded, and only their starts are kept.
+        var starts = new List<int>(data.Length / 10) { 0 };
         var bytes = new ArrayBufferWriter<byte>(data.Length * 3 / 4); // base64 decodes to 3/4 of its length, and there are newlines
         while (!data.IsEmpty)
         {
@@ -235,52 +239,24 @@ internal sealed partial class O200kTokenCounter
             // "BASE64 RANK" as OpenAI publishes it, or "BASE64" alone, its rank the line's place, as the package keeps it.
             var space = line.IndexOf((byte)' ');
             var token = space < 0 ? line : line[..space];
-            var rank = ranks.Count;
-            var destination = bytes.GetSpan(Base64.GetMaxDecodedFromUtf8Length(token.Length));
-            if (Base64.DecodeFromUtf8(token, destination, out _, out var written) != OperationStatus.Done
-                || (space >= 0 && !Utf8Parser.TryParse(line[(space + 1)..], out rank, out _)))
+            var expected = starts.Count - 1;
+            var rank = expected;
+            if (Base64.DecodeFromUtf8(token, bytes.GetSpan(Base64.GetMaxDecodedFromUtf8Length(token.Length)), out _, out var written) != OperationStatus.Done
+                || (space >= 0 && !Utf8Parser.TryParse(line[(space + 1)..], out rank, out _)) || rank != expected)
             {
-                throw new InvalidDataException($"{Resource}: line {ranks.Count + 1} is not 'BASE64 [RANK]'.");
+                throw new InvalidDataException($"{Resource}: line {starts.Count} is not 'BASE64 [RANK]' with rank {expected}.");
             }
 
-            ranks.Add((rank, bytes.WrittenCount));
             bytes.Advance(written);
+            starts.Add(bytes.WrittenCount);
         }
 
-        // Starts by rank (ranks are dense from 0 in o200k_base), then one end.
-        var count = ranks.Count;
-        var starts = new int[count + 1];
-        var lengths = new int[count];
-        for (var i = 0; i < count; i++)
-        {
-            var (rank, start) = ranks[i];
-            if ((uint)rank >= (uint)count)
-            {
-                throw new InvalidDataException($"{Resource}: rank {rank} is outside 0..{count - 1}.");
-            }
-
-            var end = i + 1 < count ? ranks[i + 1].Start : bytes.WrittenCount;
-            (starts[rank], lengths[rank]) = (start, end - start);
-        }
-
-        // Lay the tokens out in rank order so that token r ends where token r+1 starts.
-        var ordered = new byte[bytes.WrittenCount];
-        var offset = 0;
-        var source = bytes.WrittenSpan;
-        for (var rank = 0; rank < count; rank++)
-        {
-            source.Slice(starts[rank], lengths[rank]).CopyTo(ordered.AsSpan(offset));
-            starts[rank] = offset;
-            offset += lengths[rank];
-        }
-
-        starts[count] = offset;
+        var count = starts.Count - 1;
         var table = new int[(int)BitOperations.RoundUpToPowerOf2((uint)count * 2)];
-        var counter = new O200kTokenCounter(ordered, starts, table);
+        var counter = new O200kTokenCounter(bytes.WrittenSpan.ToArray(), [.. starts], table);
         for (var rank = 0; rank < count; rank++)
         {
-            var token = ordered.AsSpan(starts[rank], starts[rank + 1] - starts[rank]);
-            var slot = Hash(token) & counter._mask;
+            var slot = Hash(counter.TokenBytes(rank)) & counter._mask;
             while (table[slot] != 0)
             {
                 slot = (slot + 1) & counter._mask;

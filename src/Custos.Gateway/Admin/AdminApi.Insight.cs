@@ -85,7 +85,7 @@ internal static partial class AdminApi
             var reportFormat = ReportFormatOf(format);
             var (tenant, service) = SubjectScope(gateway.Policy.Current.Document, kind, id);
             await RequireAsync(context, gateway, AdminPermission.ReadReports, tenant, service, "report.incident", kind + ":" + id, scoped: false);
-            if (tenant is null ? !AdminAccess.InScope(Admin(context), null, null) : !AdminAccess.InScope(Admin(context), tenant, service))
+            if (!AdminAccess.InScope(Admin(context), tenant, service)) // a subject the policy no longer names: gateway-wide admins only
             {
                 throw await DeniedAsync(context, gateway, "report.incident", kind + ":" + id, tenant, $"{kind}:{id} is outside the scope of '{Admin(context).Id}'");
             }
@@ -117,6 +117,10 @@ internal static partial class AdminApi
         }).WithSummary("The NIST CSF 2.0 / AI RMF posture report from live evidence, as json, md or html (gateway-wide admins).");
     }
 
+    /// <summary>
+    /// The overview from one pass over the ledger, from the earliest of the window, this month and the current period
+    /// of every budget in scope: each request entry is parsed once and counted wherever it belongs.
+    /// </summary>
     private static async Task<OverviewView> OverviewAsync(HttpContext context, CustosGateway gateway, TimeSpan span, TimeSpan bucket)
     {
         var admin = Admin(context);
@@ -134,13 +138,17 @@ internal static partial class AdminApi
             buckets[i] = new OverviewCounts(from.AddTicks(i * bucketTicks));
         }
 
+        // What each budget's current period has spent, per distinct period start: summed per tenant, service and consumer.
+        var budgets = BudgetsInScope(admin, document, now);
+        var spentSince = budgets.Select(b => b.PeriodStart).Distinct().ToDictionary(start => start, _ => new Dictionary<string, decimal>(StringComparer.Ordinal));
+
         var reasons = new Dictionary<string, long>(StringComparer.Ordinal);
         var consumers = new Dictionary<string, ConsumerCounts>(StringComparer.Ordinal);
         var dailyByService = new Dictionary<string, decimal[]>(StringComparer.Ordinal);
         string? currency = null;
         long scanned = 0;
         var truncated = false;
-        var start = from < monthStart ? from : monthStart;
+        var start = spentSince.Keys.Append(from).Append(monthStart).Min();
         await foreach (var row in gateway.Store.QueryAsync(new LedgerQuery { Kind = "request", From = start, To = to, Limit = OverviewScanLimit + 1 }, context.RequestAborted))
         {
             if (++scanned > OverviewScanLimit)
@@ -150,13 +158,26 @@ internal static partial class AdminApi
             }
 
             var entry = RequestEntry.Parse(row);
-            var visible = entry.Tenant is null ? admin.Tenants.Count == 0 && admin.Services.Count == 0 : AdminAccess.InScope(admin, entry.Tenant, entry.Service);
-            if (!visible)
+            var cost = entry.Cost ?? 0m;
+            if (cost != 0)
+            {
+                foreach (var (periodStart, spent) in spentSince)
+                {
+                    if (entry.Timestamp >= periodStart)
+                    {
+                        foreach (var key in (ReadOnlySpan<string>)["tenant:" + entry.Tenant, "service:" + entry.Service, "consumer:" + entry.Consumer])
+                        {
+                            spent[key] = spent.GetValueOrDefault(key) + cost;
+                        }
+                    }
+                }
+            }
+
+            if (!AdminAccess.InScope(admin, entry.Tenant, entry.Service))
             {
                 continue;
             }
 
-            var cost = entry.Cost ?? 0m;
             currency ??= entry.Currency;
             if (entry.Timestamp >= monthStart && entry.Service is { } service)
             {
@@ -184,10 +205,10 @@ internal static partial class AdminApi
                 }
             }
 
-            var key = entry.Consumer ?? "(unidentified)";
-            if (!consumers.TryGetValue(key, out var consumer))
+            var consumerId = entry.Consumer ?? "(unidentified)";
+            if (!consumers.TryGetValue(consumerId, out var consumer))
             {
-                consumers[key] = consumer = new ConsumerCounts(key, entry.Service, entry.Tenant);
+                consumers[consumerId] = consumer = new ConsumerCounts(consumerId, entry.Service, entry.Tenant);
             }
 
             consumer.Add(entry, cost);
@@ -209,18 +230,24 @@ internal static partial class AdminApi
                 return new SpendSeries(s.Tenant, s.Id, s.Limits.Budget is { Period: BudgetPeriod.Month } b ? PolicyNames.Normalize(b.Amount) : null, cumulative);
             }).ToArray();
 
-        var budgets = await BudgetsAsync(gateway, admin, document, now, context.RequestAborted);
+        var budgetUse = budgets.Select(w =>
+        {
+            var amount = PolicyNames.Normalize(w.Budget.Amount);
+            var used = spentSince[w.PeriodStart].GetValueOrDefault(w.Scope + ":" + w.Id);
+            return new BudgetUse(w.Scope, w.Id, w.Tenant, w.Service, amount, PolicyNames.Of(w.Budget.Period), PolicyNames.Of(w.Budget.Mode), w.PeriodStart, used,
+                amount == 0 ? 0 : Math.Round(used / amount, 9));
+        }).OrderByDescending(b => b.Fraction).ThenBy(b => b.Id, StringComparer.Ordinal).ToArray();
         var openAlerts = (await gateway.Store.ListAlertsAsync(Custos.Alerts.AlertStatus.Open, 10_000, context.RequestAborted))
             .Count(a => AdminAccess.InScope(admin, a.Signal.Tenant, a.Signal.Service));
         return new OverviewView(from, to, (int)bucket.TotalSeconds, currency ?? "USD", [.. buckets.Select(b => b.View())], monthStart,
-            [.. Enumerable.Range(0, days).Select(d => monthStart.AddDays(d))], spendSeries, budgets,
+            [.. Enumerable.Range(0, days).Select(d => monthStart.AddDays(d))], spendSeries, budgetUse,
             [.. consumers.Values.OrderByDescending(c => c.Spend).ThenByDescending(c => c.Requests).Take(10).Select(c => c.View())],
             reasons.OrderByDescending(r => r.Value).ToDictionary(r => r.Key, r => r.Value), openAlerts, Math.Min(scanned, OverviewScanLimit), truncated);
     }
 
-    /// <summary>Every budget in scope with what its current period (in its tenant's time zone) has spent, from the ledger.</summary>
-    private static async Task<BudgetUse[]> BudgetsAsync(CustosGateway gateway, AdminConfig admin, PolicyDocument document, DateTimeOffset now,
-        CancellationToken cancellationToken)
+    /// <summary>Every budget in scope (tenant, service, and each consumer's own or its category's), with the start of its current period in its tenant's time zone.</summary>
+    private static List<(string Scope, string Id, string Tenant, string? Service, BudgetConfig Budget, DateTimeOffset PeriodStart)> BudgetsInScope(
+        AdminConfig admin, PolicyDocument document, DateTimeOffset now)
     {
         var zones = document.Tenants.ToDictionary(t => t.Id, t => TimeZoneInfo.FindSystemTimeZoneById(t.TimeZone), StringComparer.Ordinal);
         var wanted = new List<(string Scope, string Id, string Tenant, string? Service, BudgetConfig Budget)>();
@@ -239,35 +266,7 @@ internal static partial class AdminApi
             }
         }
 
-        var result = new List<BudgetUse>();
-        foreach (var group in wanted.GroupBy(w => PeriodStart(w.Budget.Period, zones.GetValueOrDefault(w.Tenant) ?? TimeZoneInfo.Utc, now)))
-        {
-            // One pass over the period per distinct start: the ledger's spend, summed per tenant, service and consumer.
-            var spent = new Dictionary<string, decimal>(StringComparer.Ordinal);
-            await foreach (var row in gateway.Store.QueryAsync(new LedgerQuery { Kind = "request", From = group.Key, To = now.AddSeconds(1), Limit = OverviewScanLimit }, cancellationToken))
-            {
-                var entry = RequestEntry.Parse(row);
-                if (entry.Cost is not { } cost || cost == 0)
-                {
-                    continue;
-                }
-
-                foreach (var key in (ReadOnlySpan<string?>)["tenant:" + entry.Tenant, "service:" + entry.Service, "consumer:" + entry.Consumer])
-                {
-                    spent[key!] = spent.GetValueOrDefault(key!) + cost;
-                }
-            }
-
-            foreach (var w in group)
-            {
-                var amount = PolicyNames.Normalize(w.Budget.Amount);
-                var used = spent.GetValueOrDefault(w.Scope + ":" + w.Id);
-                result.Add(new BudgetUse(w.Scope, w.Id, w.Tenant, w.Service, amount, PolicyNames.Of(w.Budget.Period), PolicyNames.Of(w.Budget.Mode), group.Key, used,
-                    amount == 0 ? 0 : Math.Round(used / amount, 9)));
-            }
-        }
-
-        return [.. result.OrderByDescending(b => b.Fraction).ThenBy(b => b.Id, StringComparer.Ordinal)];
+        return [.. wanted.Select(w => (w.Scope, w.Id, w.Tenant, w.Service, w.Budget, PeriodStart(w.Budget.Period, zones.GetValueOrDefault(w.Tenant) ?? TimeZoneInfo.Utc, now)))];
     }
 
     private static DateTimeOffset PeriodStart(BudgetPeriod period, TimeZoneInfo zone, DateTimeOffset now)

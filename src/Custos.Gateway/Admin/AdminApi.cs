@@ -598,8 +598,7 @@ internal static partial class AdminApi
                 var root = json.RootElement;
                 var entryTenant = root.TryGetProperty("tenant", out var t) && t.ValueKind == JsonValueKind.String ? t.GetString() : null;
                 var entryService = root.TryGetProperty("service", out var s) && s.ValueKind == JsonValueKind.String ? s.GetString() : null;
-                var visible = entryTenant is null ? admin.Tenants.Count == 0 && admin.Services.Count == 0 : AdminAccess.InScope(admin, entryTenant, entryService);
-                if (visible)
+                if (AdminAccess.InScope(admin, entryTenant, entryService)) // what belongs to no tenant: gateway-wide admins only
                 {
                     entries.Add(root.Clone());
                 }

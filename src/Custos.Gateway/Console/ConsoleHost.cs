@@ -1,6 +1,5 @@
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.FileProviders;
-using Microsoft.Net.Http.Headers;
 
 namespace Custos.Gateway.Console;
 
@@ -45,11 +44,6 @@ internal static class ConsoleHost
             return next(context);
         });
         app.UseDefaultFiles(new DefaultFilesOptions { FileProvider = files, RequestPath = Path });
-        app.UseStaticFiles(new StaticFileOptions
-        {
-            FileProvider = files,
-            RequestPath = Path,
-            OnPrepareResponse = context => context.Context.Response.Headers[HeaderNames.CacheControl] = "no-cache",
-        });
+        app.UseStaticFiles(new StaticFileOptions { FileProvider = files, RequestPath = Path });
     }
 }

@@ -58,6 +58,16 @@ function statusBadge(status) {
     suspended: "warn", warn: "warn", expired: "warn", revoked: "bad", rejected: "bad", fail: "bad" }[status]);
 }
 
+// A definition list of [label, value] pairs.
+function facts(pairs) { return el("dl", { class: "facts" }, pairs.map(([k, v]) => [el("dt", null, k), el("dd", null, v)])); }
+
+// A status filter that navigates to #/PAGE/STATUS.
+function statusFilter(page, statuses, status) {
+  const select = el("select", { name: "status", "aria-label": "Status" }, statuses.map(s => el("option", { value: s, selected: s === status }, s)));
+  select.addEventListener("change", () => { location.hash = `#/${page}/${select.value}`; });
+  return el("label", null, "Status", select);
+}
+
 function table(columns, rows, options = {}) {
   if (rows.length === 0) return el("div", { class: "empty" }, options.empty ?? "Nothing to show.");
   return el("div", { class: "table-wrap" },
@@ -279,7 +289,6 @@ async function overviewPage(main) {
 
   // Spend this month against budgets: cumulative spend per service, and each monthly budget as a dashed line.
   const spendCanvas = el("canvas", { id: "spend-chart", "aria-label": "Spend this month against budgets", role: "img" });
-  const budgetRows = o.budgets.map(b => ({ ...b }));
   main.append(el("div", { class: "grid two" },
     el("section", { class: "panel" }, el("h2", null, "Spend this month against budgets"), el("div", { class: "chart-box" }, spendCanvas)),
     el("section", { class: "panel" }, el("h2", null, "Budgets in their current period"),
@@ -288,8 +297,8 @@ async function overviewPage(main) {
         { title: "Spent", num: true, cell: b => el("span", { "data-testid": `budget-spent-${b.scope}-${b.id}` }, money(b.spent, o.currency)) },
         { title: "of", num: true, cell: b => `${money(b.amount, o.currency)} / ${b.period}` },
         { title: "Used", cell: b => el("div", null, el("div", { class: `bar ${b.fraction >= 1 ? "bad" : b.fraction >= 0.8 ? "warn" : ""}` },
-          el("span", { style: null, dataset: { width: Math.min(100, b.fraction * 100) } })), el("span", { class: "small muted" }, percent(b.fraction))) },
-      ], budgetRows, { testid: "budgets", empty: "No budgets in your scope." }))));
+          el("span", { dataset: { width: Math.min(100, b.fraction * 100) } })), el("span", { class: "small muted" }, percent(b.fraction))) },
+      ], o.budgets, { testid: "budgets", empty: "No budgets in your scope." }))));
   for (const span of main.querySelectorAll(".bar span")) span.style.width = `${span.dataset.width}%`;
   const labels = o.days.map(d => dayMonth.format(new Date(d)));
   const datasets = [];
@@ -303,7 +312,6 @@ async function overviewPage(main) {
         borderColor: color, borderDash: [6, 4], pointRadius: 0, borderWidth: 1.5, hidden: spent < Number(s.monthly_budget) * 0.05 });
     }
   });
-  spendCanvas.dataset.total = o.spend_this_month.reduce((t, s) => t + Number(s.cumulative.at(-1) ?? 0), 0).toFixed(9);
   chart(spendCanvas, {
     type: "line",
     data: { labels, datasets },
@@ -432,9 +440,7 @@ async function consumersPage(main) {
 // Access requests
 
 async function accessPage(main, [status = "pending"]) {
-  const select = el("select", { name: "status", "aria-label": "Status" }, ["pending", "approved", "rejected", "all"].map(s => el("option", { value: s, selected: s === status }, s)));
-  select.addEventListener("change", () => { location.hash = `#/access/${select.value}`; });
-  main.append(head("Entitlements and access requests", "Who may call which models, who approved it, and who asked for more. The service's policy owner (or a delegate the policy names) decides.", el("label", null, "Status", select)));
+  main.append(head("Entitlements and access requests", "Who may call which models, who approved it, and who asked for more. The service's policy owner (or a delegate the policy names) decides.", statusFilter("access", ["pending", "approved", "rejected", "all"], status)));
   const [requests, services, consumers] = await Promise.all([api(`/access-requests${status === "all" ? "" : query({ status })}`), api("/services"), api("/consumers")]);
   const mayDecide = r => {
     const service = services.find(s => s.id === r.service);
@@ -537,9 +543,7 @@ function alertTable(alerts, { compact = false } = {}) {
 }
 
 async function alertsPage(main, [status = "open"]) {
-  const select = el("select", { name: "status", "aria-label": "Status" }, ["open", "acknowledged", "resolved", "all"].map(s => el("option", { value: s, selected: s === status }, s)));
-  select.addEventListener("change", () => { location.hash = `#/alerts/${select.value}`; });
-  main.append(head("Alerts", "What the detectors raised, who was told, and what was done automatically.", el("label", null, "Status", select)));
+  main.append(head("Alerts", "What the detectors raised, who was told, and what was done automatically.", statusFilter("alerts", ["open", "acknowledged", "resolved", "all"], status)));
   const alerts = await api(`/alerts${status === "all" ? "" : query({ status })}`);
   main.append(el("section", { class: "panel" }, alertTable(alerts)));
 }
@@ -613,7 +617,7 @@ async function ledgerEntryPage(main, requestId) {
     el("a", { href: "#/ledger", class: "button" }, "← Ledger")));
   const [entry] = await api(`/ledger${query({ request_id: requestId, kind: "any" })}`);
   if (!entry) { main.append(el("div", { class: "panel empty" }, "No such request in your scope.")); return; }
-  const facts = [
+  const entryFacts = [
     ["Time", time(entry.timestamp)], ["Decision", el("span", null, decisionBadge(entry.decision), " ", entry.reasons.map(r => el("code", null, `${r} `)))],
     ["Policy version", el("a", { href: `#/policy/${entry.policy_version}`, "data-testid": "policy-link" }, `v${entry.policy_version}`)],
     ["Policy hash", el("span", { class: "mono small" }, entry.policy_hash)],
@@ -637,17 +641,17 @@ async function ledgerEntryPage(main, requestId) {
         { title: "Requested", num: true, cell: c => c.requested ?? "—" },
         { title: "Detail", cell: c => c.detail ?? "" },
       ], entry.controls ?? [], { testid: "controls", empty: "No controls ran: the request was refused before them (bad input or an unknown key)." })),
-    el("section", { class: "panel" }, el("h2", null, "Entry"), el("dl", { class: "facts" }, facts.flatMap(([k, v]) => [el("dt", null, k), el("dd", null, v)])))));
+    el("section", { class: "panel" }, el("h2", null, "Entry"), facts(entryFacts))));
   if (entry.consumer && entry.model) {
     const approval = el("section", { class: "panel" }, el("h2", null, "Who approved this access"));
     main.append(approval);
     try {
       const a = await api(`/requests/${encodeURIComponent(requestId)}/approval`);
       if (!a.source) { approval.append(el("p", { class: "muted" }, `No entitlement of ${entry.consumer} covered ${entry.model} under policy version ${a.policy_version}.`)); return; }
-      approval.append(el("dl", { class: "facts" }, [
+      approval.append(facts([
         ["Entitlement", a.source ?? "—"], ["Models", (a.models ?? []).join(", ") || "—"], ["Approved by", a.approved_by ?? "—"], ["Ticket", a.ticket ?? "—"],
         ["Valid", `${time(a.valid_from)} – ${a.valid_until ? time(a.valid_until) : "no end"}`], ["Access request", a.access_request?.id ?? "—"],
-      ].flatMap(([k, v]) => [el("dt", null, k), el("dd", null, v)])));
+      ]));
     } catch (error) { approval.append(errorBox(error)); }
   }
   main.append(el("section", { class: "panel" }, el("h2", null, "Canonical record"), el("pre", null, JSON.stringify(entry, null, 2))));
@@ -710,8 +714,7 @@ async function policyVersionPage(main, number, history) {
   main.append(el("div", { class: "grid two" },
     el("section", { class: "panel" }, el("h2", null, "YAML"), el("pre", { "data-testid": "yaml" }, detail.yaml)),
     el("section", { class: "panel" }, el("h2", null, number > 1 ? `Changes from v${number - 1}` : "The first version"),
-      el("dl", { class: "facts" }, [["SHA-256", el("span", { class: "mono small" }, v.sha256)], ["In force", number === history[0]?.version ? "now" : "superseded"]]
-        .flatMap(([k, value]) => [el("dt", null, k), el("dd", null, value)])),
+      facts([["SHA-256", el("span", { class: "mono small" }, v.sha256)], ["In force", number === history[0]?.version ? "now" : "superseded"]]),
       detail.changes.length ? el("ul", { class: "changes", "data-testid": "changes" }, detail.changes.map(c => el("li", null, c))) : el("p", { class: "muted" }, "No changes."))));
 }
 
@@ -786,11 +789,11 @@ function incidentView(r) {
     el("h3", null, `${r.subject.kind} ${r.subject.id}, ${time(r.from)} – ${time(r.to)}`),
     el("div", { class: "cards" }, card("Requests", count(s.requests), "incident-requests"), card("Refused", count(s.denied + s.throttled), "incident-refused"),
       card("Spend", money(s.spend, s.currency ?? "USD"), "incident-spend"), card("Chain", r.chain.status.replace(/_/g, " "), "incident-chain")),
-    el("dl", { class: "facts" }, [
+    facts([
       ["Classification", r.classification.primary ? badge(r.classification.primary.replace(/_/g, " "), "warn") : "nothing found"],
       ["Why", r.classification.explanation], ["Policy versions", r.policy_versions.map(v => `v${v.version ?? v.number}`).join(", ") || "—"],
       ["Chain", r.chain.detail],
-    ].flatMap(([k, v]) => [el("dt", null, k), el("dd", null, v)])),
+    ]),
     el("h3", null, "Findings"),
     table([
       { title: "Severity", cell: f => badge(f.severity, { high: "bad", critical: "bad", medium: "warn", low: "info" }[f.severity]) },
