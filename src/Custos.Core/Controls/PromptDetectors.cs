@@ -10,30 +10,52 @@ namespace Custos.Controls;
 /// </summary>
 public static partial class PromptDetectors
 {
-    /// <summary>The matches of <paramref name="detector"/> in <paramref name="text"/>, as (index, length).</summary>
-    public static IEnumerable<(int Index, int Length)> Find(PromptDetector detector, string text)
+    /// <summary>
+    /// Finds the matches of <paramref name="detector"/> in <paramref name="text"/>, adding them to
+    /// <paramref name="spans"/> as (index, length) when given; without it, stops at the first. Returns whether any
+    /// matched. Allocates nothing of its own: matches are enumerated as spans over <paramref name="text"/>.
+    /// </summary>
+    public static bool Find(PromptDetector detector, string text, List<(int Index, int Length)>? spans)
     {
-        var (regex, check) = detector switch
+        var regex = detector switch
         {
-            PromptDetector.Secrets => (Secrets(), (Func<string, bool>?)null),
-            PromptDetector.PaymentCard => (Cards(), IsLuhnCard),
-            PromptDetector.Email => (Email(), null),
-            PromptDetector.Iban => (Iban(), IsValidIban),
-            PromptDetector.UsSsn => (Ssn(), null),
+            PromptDetector.Secrets => Secrets(),
+            PromptDetector.PaymentCard => Cards(),
+            PromptDetector.Email => Email(),
+            PromptDetector.Iban => Iban(),
+            PromptDetector.UsSsn => Ssn(),
             _ => throw new ArgumentOutOfRangeException(nameof(detector)),
         };
 
-        foreach (Match match in regex.Matches(text))
+        var matched = false;
+        foreach (var match in regex.EnumerateMatches(text))
         {
-            if (check is null || check(match.Value))
+            var candidate = text.AsSpan(match.Index, match.Length);
+            var confirmed = detector switch
             {
-                yield return (match.Index, match.Length);
+                PromptDetector.PaymentCard => IsLuhnCard(candidate),
+                PromptDetector.Iban => IsValidIban(candidate),
+                _ => true,
+            };
+            if (!confirmed)
+            {
+                continue;
             }
+
+            matched = true;
+            if (spans is null)
+            {
+                return true;
+            }
+
+            spans.Add((match.Index, match.Length));
         }
+
+        return matched;
     }
 
     /// <summary>Luhn check over the digits of <paramref name="candidate"/> (13 to 19 of them).</summary>
-    public static bool IsLuhnCard(string candidate)
+    public static bool IsLuhnCard(ReadOnlySpan<char> candidate)
     {
         Span<int> digits = stackalloc int[19];
         var count = 0;
@@ -74,19 +96,29 @@ public static partial class PromptDetectors
         return sum % 10 == 0;
     }
 
-    /// <summary>ISO 13616 mod-97 check.</summary>
-    public static bool IsValidIban(string candidate)
+    /// <summary>ISO 13616 mod-97 check: the first four characters moved to the end, spaces ignored, letters as 10–35.</summary>
+    public static bool IsValidIban(ReadOnlySpan<char> candidate)
     {
-        var compact = candidate.Replace(" ", "", StringComparison.Ordinal).ToUpperInvariant();
-        if (compact.Length is < 15 or > 34)
+        var length = candidate.Length - candidate.Count(' ');
+        if (length is < 15 or > 34)
         {
             return false;
         }
 
-        var rearranged = compact[4..] + compact[..4];
-        var remainder = 0;
-        foreach (var c in rearranged)
+        Span<char> compact = stackalloc char[34];
+        var n = 0;
+        foreach (var c in candidate)
         {
+            if (c != ' ')
+            {
+                compact[n++] = char.ToUpperInvariant(c);
+            }
+        }
+
+        var remainder = 0;
+        for (var i = 0; i < n; i++)
+        {
+            var c = compact[(i + 4) % n];
             var value = char.IsAsciiDigit(c) ? c - '0' : char.IsAsciiLetterUpper(c) ? c - 'A' + 10 : -1;
             if (value < 0)
             {

@@ -44,17 +44,7 @@ public sealed class PromptRule
         {
             if (_detector is { } detector)
             {
-                foreach (var span in PromptDetectors.Find(detector, text))
-                {
-                    matched = true;
-                    if (spans is null)
-                    {
-                        return true;
-                    }
-
-                    spans.Add(span);
-                }
-
+                matched = PromptDetectors.Find(detector, text, spans);
                 return true;
             }
 
@@ -64,7 +54,7 @@ public sealed class PromptRule
                 return true;
             }
 
-            foreach (Match match in _regex!.Matches(text))
+            foreach (var match in _regex!.EnumerateMatches(text))
             {
                 matched = true;
                 spans.Add((match.Index, match.Length));

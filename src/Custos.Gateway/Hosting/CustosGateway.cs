@@ -1,4 +1,5 @@
 using System.Net;
+using System.Runtime;
 using Custos.Controls;
 using Custos.Gateway.Alerts;
 using Custos.Gateway.ControlPlane;
@@ -8,6 +9,7 @@ using Custos.Gateway.Pipeline;
 using Custos.Gateway.Policy;
 using Custos.Gateway.Telemetry;
 using Custos.Ledger;
+using Custos.Metering;
 using Custos.Policy;
 using Custos.Storage;
 using Microsoft.AspNetCore.Builder;
@@ -433,6 +435,7 @@ public sealed partial class CustosGateway : IAsyncDisposable
             await dataPlane.StartAsync(cancellationToken);
             started.Insert(0, dataPlane);
             await admin.StartAsync(cancellationToken);
+            WarmUp(policy.Current);
             return gateway;
         }
         catch
@@ -444,6 +447,35 @@ public sealed partial class CustosGateway : IAsyncDisposable
 
             throw;
         }
+    }
+
+    /// <summary>
+    /// Builds now what the first requests would otherwise build under load: the o200k vocabulary when a consumer's
+    /// limits count tokens, and the prompt detectors' automata (the linear-time regex engine's construction churns
+    /// through several megabytes of large objects). Then one compacting collection returns that garbage to the
+    /// system, so it is not part of the peak under load. Measured in docs/performance.md.
+    /// </summary>
+    private static void WarmUp(PolicySnapshot snapshot)
+    {
+        foreach (var consumer in snapshot.Consumers.Values)
+        {
+            if (consumer.CountsInput)
+            {
+                TokenCounter.Count("warm up");
+                break;
+            }
+        }
+
+        foreach (var service in snapshot.Services.Values)
+        {
+            foreach (var rule in service.AllPromptRules)
+            {
+                rule.TryMatch("warm up", null, out _);
+            }
+        }
+
+        GCSettings.LargeObjectHeapCompactionMode = GCLargeObjectHeapCompactionMode.CompactOnce;
+        GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
     }
 
     private static ResilientCounterStore Resilient(ICounterStore shared, TimeProvider time, PolicySync sync, ILogger logger)
@@ -511,9 +543,19 @@ public sealed partial class CustosGateway : IAsyncDisposable
         Admin.AdminApi.Map(app, gateway);
     }
 
-    private static WebApplicationBuilder CreateBuilder(CustosGatewayOptions options, string url)
+    /// <summary>
+    /// A slim host for one listener. Custos is configured by its policy, not by <c>appsettings.json</c>: the host's
+    /// default of reloading that file on change would watch the whole content root (the working directory, usually
+    /// holding the SQLite ledger) with a recursive <see cref="FileSystemWatcher"/>, and every ledger commit would
+    /// wake it. So the file is read once, if present, and nothing is watched.
+    /// </summary>
+    internal static WebApplicationBuilder CreateBuilder(CustosGatewayOptions options, string url)
     {
-        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { ApplicationName = "Custos" });
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions
+        {
+            ApplicationName = "Custos",
+            Args = ["--hostBuilder:reloadConfigOnChange=false"],
+        });
         builder.Logging.ClearProviders();
         ConfigureLogging(builder.Logging, options);
         builder.WebHost.UseUrls(url);
