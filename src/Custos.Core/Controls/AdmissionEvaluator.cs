@@ -53,7 +53,7 @@ public static class AdmissionEvaluator
                 admission.Entitlement = entitlement;
                 admission.Controls.Add(new ControlResult("entitlement", consumer.Scope, ControlDecisions.Pass)
                 {
-                    Detail = Describe(entitlement),
+                    Detail = entitlement.Detail,
                 });
                 return true;
             }
@@ -65,7 +65,7 @@ public static class AdmissionEvaluator
         {
             var notYet = outOfWindow.ValidFrom > request.Now;
             var reason = notYet ? Reasons.EntitlementNotYetValid : Reasons.EntitlementExpired;
-            admission.Controls.Add(new ControlResult("entitlement", consumer.Scope, ControlDecisions.Deny) { Detail = Describe(outOfWindow) });
+            admission.Controls.Add(new ControlResult("entitlement", consumer.Scope, ControlDecisions.Deny) { Detail = outOfWindow.Detail });
             admission.Refuse(reason, notYet
                 ? $"Consumer '{consumer.Id}' is entitled to '{request.Route.Name}' only from {outOfWindow.ValidFrom:u}."
                 : $"Consumer '{consumer.Id}' was entitled to '{request.Route.Name}' until {outOfWindow.ValidUntil:u}; ask the policy owner of service '{consumer.Service.Id}' to renew it.");
@@ -76,12 +76,6 @@ public static class AdmissionEvaluator
         admission.Refuse(Reasons.ModelNotEntitled,
             $"Consumer '{consumer.Id}' is not entitled to the model '{request.Route.Name}'; ask the policy owner of service '{consumer.Service.Id}' for access.");
         return false;
-    }
-
-    private static string Describe(Entitlement entitlement)
-    {
-        var approver = entitlement.ApprovedBy is null ? (entitlement.Source == "category_default" ? "category default" : "policy (no approver named)") : "approved by " + entitlement.ApprovedBy;
-        return entitlement.Ticket is null ? approver : approver + " (" + entitlement.Ticket + ")";
     }
 
     private static bool CheckCeilings(AdmissionRequest request, Admission admission)
@@ -166,7 +160,7 @@ public static class AdmissionEvaluator
         }
 
         var body = request.Body.Span;
-        var redacted = new HashSet<string>(StringComparer.Ordinal);
+        HashSet<string>? redacted = null; // made on the first redaction
         List<(int Index, int Length)>? found = null;
         List<(int Index, int Length, string Rule)>? toRedact = null;
         foreach (var range in request.PromptRanges)
@@ -195,7 +189,7 @@ public static class AdmissionEvaluator
 
                     if (!rule.TryMatch(text, redact ? found : null, out var matched))
                     {
-                        admission.Controls.Add(new ControlResult("prompt_restriction", rule.Scope + ":" + rule.Id, ControlDecisions.Deny) { Detail = "rule timed out; failing closed" });
+                        admission.Controls.Add(new ControlResult("prompt_restriction", rule.ControlScope, ControlDecisions.Deny) { Detail = "rule timed out; failing closed" });
                         admission.Refuse(Reasons.PromptRestricted, $"The prompt could not be checked against rule '{rule.Id}' in time, so it was refused.");
                         return false;
                     }
@@ -207,12 +201,12 @@ public static class AdmissionEvaluator
 
                     if (!redact)
                     {
-                        admission.Controls.Add(new ControlResult("prompt_restriction", rule.Scope + ":" + rule.Id, ControlDecisions.Deny) { Detail = "matched" });
+                        admission.Controls.Add(new ControlResult("prompt_restriction", rule.ControlScope, ControlDecisions.Deny) { Detail = "matched" });
                         admission.Refuse(Reasons.PromptRestricted, $"The prompt matches restriction '{rule.Id}'.");
                         return false;
                     }
 
-                    redacted.Add(rule.Id);
+                    (redacted ??= new(StringComparer.Ordinal)).Add(rule.Id);
                     (toRedact ??= []).AddRange(found!.Select(f => (f.Index, f.Length, rule.Id)));
                 }
 
@@ -225,8 +219,8 @@ public static class AdmissionEvaluator
 
         foreach (var rule in rules)
         {
-            var modified = redacted.Contains(rule.Id);
-            admission.Controls.Add(new ControlResult("prompt_restriction", rule.Scope + ":" + rule.Id, modified ? ControlDecisions.Modify : ControlDecisions.Pass)
+            var modified = redacted?.Contains(rule.Id) == true;
+            admission.Controls.Add(new ControlResult("prompt_restriction", rule.ControlScope, modified ? ControlDecisions.Modify : ControlDecisions.Pass)
             {
                 Detail = modified ? "redacted" : null,
             });
@@ -263,44 +257,44 @@ public static class AdmissionEvaluator
         var tenant = service.Tenant;
         var tokens = request.InputTokens + admission.ReservedOutputTokens;
         var cost = (long)Math.Ceiling(request.Route.Cost(request.InputTokens, admission.ReservedOutputTokens) * CostUnit);
-        var minute = Windows.Minute(request.Now);
-        var day = Windows.Day(request.Now, tenant.TimeZone);
-        var month = Windows.Month(request.Now, tenant.TimeZone);
+        var minute = tenant.Clock.Minute(request.Now);
+        var day = tenant.Clock.Day(request.Now);
+        var month = tenant.Clock.Month(request.Now);
 
         // What the counters are charged, and beside each charge what it is for: one entry per limit in force.
         List<CounterCharge>? charges = null; // made on the first limit in force: most consumers have none
         List<(string Control, string Scope, ChargeKind Kind)>? names = null;
         var failModes = tenant.FailModes;
-        void Add(string prefix, string scope, string control, string window, long? limit, long amount, DateTimeOffset expires, ChargeKind kind, bool soft = false)
+        void Add(CounterKeys keys, string scope, int control, in Window window, long? limit, long amount, ChargeKind kind, bool soft = false)
         {
             if (limit is not { } value)
             {
                 return;
             }
 
-            var failMode = control[0] == 'r' ? failModes.RateLimits : control[0] == 'q' ? failModes.Quotas : failModes.Budgets;
-            (charges ??= new(12)).Add(new CounterCharge(prefix + control + "|" + window, amount, value, Enforce: !soft, expires) { FailMode = failMode });
-            (names ??= new(12)).Add((control, scope, kind));
+            var name = CounterKeys.Controls[control];
+            var failMode = name[0] == 'r' ? failModes.RateLimits : name[0] == 'q' ? failModes.Quotas : failModes.Budgets;
+            (charges ??= new(12)).Add(new CounterCharge(keys.For(control, window.Id), amount, value, Enforce: !soft, window.End) { FailMode = failMode });
+            (names ??= new(12)).Add((name, scope, kind));
         }
 
-        void Scope(string prefix, string scope, LimitsConfig limits)
+        void Scope(CounterKeys keys, string scope, LimitsConfig limits)
         {
-            Add(prefix, scope, "rate_limit.requests", minute.Id, limits.RequestsPerMinute, 1, minute.End, ChargeKind.Requests);
-            Add(prefix, scope, "rate_limit.tokens", minute.Id, limits.TokensPerMinute, tokens, minute.End, ChargeKind.Tokens);
-            Add(prefix, scope, "quota.requests_per_day", day.Id, limits.RequestsPerDay, 1, day.End, ChargeKind.Requests);
-            Add(prefix, scope, "quota.tokens_per_day", day.Id, limits.TokensPerDay, tokens, day.End, ChargeKind.Tokens);
-            Add(prefix, scope, "quota.requests_per_month", month.Id, limits.RequestsPerMonth, 1, month.End, ChargeKind.Requests);
-            Add(prefix, scope, "quota.tokens_per_month", month.Id, limits.TokensPerMonth, tokens, month.End, ChargeKind.Tokens);
+            Add(keys, scope, 0, minute, limits.RequestsPerMinute, 1, ChargeKind.Requests);
+            Add(keys, scope, 1, minute, limits.TokensPerMinute, tokens, ChargeKind.Tokens);
+            Add(keys, scope, 2, day, limits.RequestsPerDay, 1, ChargeKind.Requests);
+            Add(keys, scope, 3, day, limits.TokensPerDay, tokens, ChargeKind.Tokens);
+            Add(keys, scope, 4, month, limits.RequestsPerMonth, 1, ChargeKind.Requests);
+            Add(keys, scope, 5, month, limits.TokensPerMonth, tokens, ChargeKind.Tokens);
             if (limits.Budget is { } budget)
             {
-                var window = budget.Period == BudgetPeriod.Day ? day : month;
-                Add(prefix, scope, "budget", window.Id, (long)(budget.Amount * CostUnit), cost, window.End, ChargeKind.Cost, budget.Mode == BudgetMode.Soft);
+                Add(keys, scope, 6, budget.Period == BudgetPeriod.Day ? day : month, (long)(budget.Amount * CostUnit), cost, ChargeKind.Cost, budget.Mode == BudgetMode.Soft);
             }
         }
 
-        Scope(consumer.CounterPrefix, consumer.Scope, consumer.Limits);
-        Scope(service.CounterPrefix, service.Scope, service.Limits);
-        Scope(tenant.CounterPrefix, tenant.Scope, tenant.Limits);
+        Scope(consumer.CounterKeys, consumer.Scope, consumer.Limits);
+        Scope(service.CounterKeys, service.Scope, service.Limits);
+        Scope(tenant.CounterKeys, tenant.Scope, tenant.Limits);
         if (charges is null || names is null)
         {
             return;

@@ -24,6 +24,9 @@ public sealed class PromptRule
     /// <summary><c>tenant</c> or <c>service</c>: where the rule is declared.</summary>
     public string Scope { get; }
 
+    /// <summary>The scope its control records in the ledger: <c>SCOPE:ID</c>.</summary>
+    public string ControlScope => field ??= Scope + ":" + Id;
+
     /// <summary>Deny or redact.</summary>
     public PromptAction Action { get; }
 

@@ -183,6 +183,10 @@ public sealed class PolicySnapshot
 public sealed record Entitlement(FrozenSet<ModelRoute> Models, string? ApprovedBy, string? Ticket, DateTimeOffset? ValidFrom,
     DateTimeOffset? ValidUntil, string Source)
 {
+    /// <summary>What the entitlement control records about it: who approved it, and the ticket.</summary>
+    public string Detail { get; } = (ApprovedBy is null ? (Source == "category_default" ? "category default" : "policy (no approver named)") : "approved by " + ApprovedBy)
+        + (Ticket is null ? "" : " (" + Ticket + ")");
+
     /// <summary>True when valid at <paramref name="now"/>.</summary>
     public bool IsValidAt(DateTimeOffset now) => (ValidFrom is null || ValidFrom <= now) && (ValidUntil is null || now < ValidUntil);
 }
@@ -205,8 +209,11 @@ public sealed record TenantEntry(string Id, string Name, TimeZoneInfo TimeZone, 
     /// <summary>The fail modes when the policy declares none.</summary>
     public static FailModes DefaultFailModes { get; } = new();
 
-    /// <summary>Counter-key prefix of the tenant scope.</summary>
-    public string CounterPrefix { get; } = Id + "|tenant|" + Id + "|";
+    /// <summary>Counter keys of the tenant scope.</summary>
+    public Controls.CounterKeys CounterKeys { get; } = new(Id + "|tenant|" + Id + "|");
+
+    /// <summary>The tenant's current counting windows, in its time zone.</summary>
+    public Controls.WindowClock Clock { get; } = new(TimeZone);
 
     /// <summary>The tenant's scope as the ledger names it: <c>tenant:ID</c>.</summary>
     public string Scope { get; } = "tenant:" + Id;
@@ -273,8 +280,8 @@ public sealed record ServiceEntry(string Id, TenantEntry Tenant, ServiceOwners O
     /// <summary>Why every request of the service is refused (a kill switch, missing governance), or null when it serves.</summary>
     public Errors.ReasonCode? Refusal { get; init; }
 
-    /// <summary>Counter-key prefix of the service scope.</summary>
-    public string CounterPrefix { get; } = Tenant.Id + "|service|" + Id + "|";
+    /// <summary>Counter keys of the service scope.</summary>
+    public Controls.CounterKeys CounterKeys { get; } = new(Tenant.Id + "|service|" + Id + "|");
 
     /// <summary>The service's scope as the ledger names it: <c>service:ID</c>.</summary>
     public string Scope { get; } = "service:" + Id;
@@ -298,8 +305,8 @@ public sealed record ConsumerEntry(string Id, ConsumerCategory Category, Service
     /// <summary>Why every request of the consumer is refused (a kill switch at its level or above, missing governance), or null.</summary>
     public Errors.ReasonCode? Refusal { get; init; }
 
-    /// <summary>Counter-key prefix of the consumer scope.</summary>
-    public string CounterPrefix { get; } = Service.Tenant.Id + "|consumer|" + Id + "|";
+    /// <summary>Counter keys of the consumer scope.</summary>
+    public Controls.CounterKeys CounterKeys { get; } = new(Service.Tenant.Id + "|consumer|" + Id + "|");
 
     /// <summary>The consumer's scope as the ledger names it: <c>consumer:ID</c>.</summary>
     public string Scope { get; } = "consumer:" + Id;
