@@ -34,9 +34,13 @@ internal sealed partial class TelemetryExport : IDisposable
     /// <summary>The tracer provider, with OTLP only.</summary>
     public TracerProvider? Tracer { get; }
 
+    /// <summary>True when metrics and traces are exported over OTLP: an endpoint in the options or in <c>OTEL_EXPORTER_OTLP_ENDPOINT</c>.</summary>
+    public static bool IsOtlpEnabled(CustosGatewayOptions options)
+        => options.OtlpEndpoint is not null || !string.IsNullOrEmpty(Environment.GetEnvironmentVariable(OtlpEndpointVariable));
+
     public static TelemetryExport Start(CustosTelemetry telemetry, CustosGatewayOptions options, ILogger logger)
     {
-        var otlp = options.OtlpEndpoint is not null || !string.IsNullOrEmpty(Environment.GetEnvironmentVariable(OtlpEndpointVariable));
+        var otlp = IsOtlpEnabled(options);
         var interval = options.OtlpExportInterval is { } i ? (int)i.TotalMilliseconds : (int?)null;
         var meters = Sdk.CreateMeterProviderBuilder()
             .ConfigureResource(r => Describe(r, options))
