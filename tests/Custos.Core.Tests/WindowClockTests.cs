@@ -39,12 +39,12 @@ public sealed class WindowClockTests
     public void CounterKeys_AreMadeOncePerWindow()
     {
         var keys = new CounterKeys("acme|consumer|bot|");
-        var budget = Array.IndexOf(CounterKeys.Controls, "budget");
+        var budget = CountedLimit.Budget;
 
         var key = keys.For(budget, "M202611");
         Assert.Equal("acme|consumer|bot|budget|M202611", key);
         Assert.Same(key, keys.For(budget, new string("M202611".AsSpan()))); // an equal id, another string: still the same key
         Assert.Equal("acme|consumer|bot|budget|M202612", keys.For(budget, "M202612"));
-        Assert.Equal("acme|consumer|bot|rate_limit.requests|m1", keys.For(0, "m1"));
+        Assert.Equal("acme|consumer|bot|rate_limit.requests|m1", keys.For(CountedLimit.RequestsPerMinute, "m1"));
     }
 }

@@ -7,13 +7,14 @@ namespace Custos.Gateway.Tests;
 
 public sealed class HostingTests
 {
+    private static readonly CustosGatewayOptions Options = new() { Policy = new Custos.Policy.PolicyDocument(), DataDirectory = Path.GetTempPath() };
+
     [Fact]
     public void Listeners_ReadAppSettingsOnce_AndWatchNoFiles()
     {
         // A reloadable appsettings.json makes the host watch its whole content root (the working directory, where the
         // SQLite ledger usually is) with a recursive FileSystemWatcher, woken by every ledger commit.
-        var options = new CustosGatewayOptions { Policy = new Custos.Policy.PolicyDocument(), DataDirectory = Path.GetTempPath() };
-        var builder = CustosGateway.CreateBuilder(options, "http://127.0.0.1:0");
+        var builder = CustosGateway.CreateBuilder(Options, "http://127.0.0.1:0");
 
         var files = ((IConfigurationRoot)builder.Configuration).Providers.OfType<FileConfigurationProvider>().ToList();
 
@@ -26,8 +27,7 @@ public sealed class HostingTests
     {
         // ASP.NET Core starts an Activity for every request while this category is enabled at any level (for log
         // scopes); it only logs request start and finish, at Information, which the gateway does not write anyway.
-        var options = new CustosGatewayOptions { Policy = new Custos.Policy.PolicyDocument(), DataDirectory = Path.GetTempPath() };
-        using var services = CustosGateway.CreateBuilder(options, "http://127.0.0.1:0").Services.BuildServiceProvider();
+        using var services = CustosGateway.CreateBuilder(Options, "http://127.0.0.1:0").Services.BuildServiceProvider();
         var loggers = services.GetRequiredService<ILoggerFactory>();
 
         Assert.False(loggers.CreateLogger("Microsoft.AspNetCore.Hosting.Diagnostics").IsEnabled(LogLevel.Critical));
@@ -35,7 +35,7 @@ public sealed class HostingTests
         Assert.True(loggers.CreateLogger("Custos.Gateway.Pipeline.DataPlane").IsEnabled(LogLevel.Information));
 
         // With traces exported the Activity stays: it carries a caller's traceparent to the gateway's spans.
-        var tracing = options with { OtlpEndpoint = new Uri("http://127.0.0.1:4318") };
+        var tracing = Options with { OtlpEndpoint = new Uri("http://127.0.0.1:4318") };
         using var traced = CustosGateway.CreateBuilder(tracing, "http://127.0.0.1:0").Services.BuildServiceProvider();
         Assert.True(traced.GetRequiredService<ILoggerFactory>().CreateLogger("Microsoft.AspNetCore.Hosting.Diagnostics").IsEnabled(LogLevel.Critical));
     }

@@ -265,30 +265,34 @@ public static class AdmissionEvaluator
         List<CounterCharge>? charges = null; // made on the first limit in force: most consumers have none
         List<(string Control, string Scope, ChargeKind Kind)>? names = null;
         var failModes = tenant.FailModes;
-        void Add(CounterKeys keys, string scope, int control, in Window window, long? limit, long amount, ChargeKind kind, bool soft = false)
+        void Add(CounterKeys keys, string scope, CountedLimit limit, in Window window, long? ceiling, long amount, ChargeKind kind, bool soft = false)
         {
-            if (limit is not { } value)
+            if (ceiling is not { } value)
             {
                 return;
             }
 
-            var name = CounterKeys.Controls[control];
-            var failMode = name[0] == 'r' ? failModes.RateLimits : name[0] == 'q' ? failModes.Quotas : failModes.Budgets;
-            (charges ??= new(12)).Add(new CounterCharge(keys.For(control, window.Id), amount, value, Enforce: !soft, window.End) { FailMode = failMode });
-            (names ??= new(12)).Add((name, scope, kind));
+            var failMode = limit switch
+            {
+                CountedLimit.RequestsPerMinute or CountedLimit.TokensPerMinute => failModes.RateLimits,
+                CountedLimit.Budget => failModes.Budgets,
+                _ => failModes.Quotas,
+            };
+            (charges ??= new(12)).Add(new CounterCharge(keys.For(limit, window.Id), amount, value, Enforce: !soft, window.End) { FailMode = failMode });
+            (names ??= new(12)).Add((CounterKeys.NameOf(limit), scope, kind));
         }
 
         void Scope(CounterKeys keys, string scope, LimitsConfig limits)
         {
-            Add(keys, scope, 0, minute, limits.RequestsPerMinute, 1, ChargeKind.Requests);
-            Add(keys, scope, 1, minute, limits.TokensPerMinute, tokens, ChargeKind.Tokens);
-            Add(keys, scope, 2, day, limits.RequestsPerDay, 1, ChargeKind.Requests);
-            Add(keys, scope, 3, day, limits.TokensPerDay, tokens, ChargeKind.Tokens);
-            Add(keys, scope, 4, month, limits.RequestsPerMonth, 1, ChargeKind.Requests);
-            Add(keys, scope, 5, month, limits.TokensPerMonth, tokens, ChargeKind.Tokens);
+            Add(keys, scope, CountedLimit.RequestsPerMinute, minute, limits.RequestsPerMinute, 1, ChargeKind.Requests);
+            Add(keys, scope, CountedLimit.TokensPerMinute, minute, limits.TokensPerMinute, tokens, ChargeKind.Tokens);
+            Add(keys, scope, CountedLimit.RequestsPerDay, day, limits.RequestsPerDay, 1, ChargeKind.Requests);
+            Add(keys, scope, CountedLimit.TokensPerDay, day, limits.TokensPerDay, tokens, ChargeKind.Tokens);
+            Add(keys, scope, CountedLimit.RequestsPerMonth, month, limits.RequestsPerMonth, 1, ChargeKind.Requests);
+            Add(keys, scope, CountedLimit.TokensPerMonth, month, limits.TokensPerMonth, tokens, ChargeKind.Tokens);
             if (limits.Budget is { } budget)
             {
-                Add(keys, scope, 6, budget.Period == BudgetPeriod.Day ? day : month, (long)(budget.Amount * CostUnit), cost, ChargeKind.Cost, budget.Mode == BudgetMode.Soft);
+                Add(keys, scope, CountedLimit.Budget, budget.Period == BudgetPeriod.Day ? day : month, (long)(budget.Amount * CostUnit), cost, ChargeKind.Cost, budget.Mode == BudgetMode.Soft);
             }
         }
 

@@ -13,6 +13,7 @@ public sealed class PromptRule
     {
         Id = id;
         Scope = scope;
+        ControlScope = scope + ":" + id;
         Action = action;
         _regex = regex;
         _detector = detector;
@@ -25,7 +26,7 @@ public sealed class PromptRule
     public string Scope { get; }
 
     /// <summary>The scope its control records in the ledger: <c>SCOPE:ID</c>.</summary>
-    public string ControlScope => field ??= Scope + ":" + Id;
+    public string ControlScope { get; }
 
     /// <summary>Deny or redact.</summary>
     public PromptAction Action { get; }

@@ -63,16 +63,16 @@ public sealed class WindowClock(TimeZoneInfo zone)
     private Current? _month;
 
     /// <summary>The minute window containing <paramref name="now"/>.</summary>
-    public Window Minute(DateTimeOffset now)
-        => _minute is { } current && current.Window.Contains(now) ? current.Window : (_minute = new(Windows.Minute(now))).Window;
+    public Window Minute(DateTimeOffset now) => Of(ref _minute, now, zone, static (now, _) => Windows.Minute(now));
 
     /// <summary>The tenant's calendar day containing <paramref name="now"/>.</summary>
-    public Window Day(DateTimeOffset now)
-        => _day is { } current && current.Window.Contains(now) ? current.Window : (_day = new(Windows.Day(now, zone))).Window;
+    public Window Day(DateTimeOffset now) => Of(ref _day, now, zone, Windows.Day);
 
     /// <summary>The tenant's calendar month containing <paramref name="now"/>.</summary>
-    public Window Month(DateTimeOffset now)
-        => _month is { } current && current.Window.Contains(now) ? current.Window : (_month = new(Windows.Month(now, zone))).Window;
+    public Window Month(DateTimeOffset now) => Of(ref _month, now, zone, Windows.Month);
+
+    private static Window Of(ref Current? slot, DateTimeOffset now, TimeZoneInfo zone, Func<DateTimeOffset, TimeZoneInfo, Window> make)
+        => slot is { } current && current.Window.Contains(now) ? current.Window : (slot = new(make(now, zone))).Window;
 
     /// <inheritdoc/>
     public override bool Equals(object? obj) => obj is WindowClock;
@@ -92,28 +92,30 @@ public sealed class WindowClock(TimeZoneInfo zone)
 /// <remarks>Equal to every other instance with the same prefix, so it leaves the equality of the records holding it alone.</remarks>
 public sealed class CounterKeys(string prefix)
 {
-    /// <summary>The controls a scope can count, in the order of the key slots.</summary>
-    public static readonly string[] Controls =
+    private static readonly string[] Names =
     [
         "rate_limit.requests", "rate_limit.tokens", "quota.requests_per_day", "quota.tokens_per_day",
         "quota.requests_per_month", "quota.tokens_per_month", "budget",
     ];
 
-    private readonly Key?[] _keys = new Key?[Controls.Length];
+    private readonly Key?[] _keys = new Key?[Names.Length];
 
     /// <summary>The key prefix of the scope: <c>TENANT|LEVEL|ID|</c>.</summary>
     public string Prefix { get; } = prefix;
 
-    /// <summary>The key of control number <paramref name="control"/> (an index into <see cref="Controls"/>) in <paramref name="window"/>.</summary>
-    public string For(int control, string window)
+    /// <summary>The control's name as the ledger records it, e.g. <c>rate_limit.requests</c>.</summary>
+    public static string NameOf(CountedLimit limit) => Names[(int)limit];
+
+    /// <summary>The key of <paramref name="limit"/>'s counter in <paramref name="window"/>.</summary>
+    public string For(CountedLimit limit, string window)
     {
-        if (_keys[control] is { } key && (ReferenceEquals(key.Window, window) || key.Window == window))
+        if (_keys[(int)limit] is { } key && (ReferenceEquals(key.Window, window) || key.Window == window))
         {
             return key.Value;
         }
 
-        var made = new Key(window, Prefix + Controls[control] + "|" + window);
-        _keys[control] = made;
+        var made = new Key(window, Prefix + NameOf(limit) + "|" + window);
+        _keys[(int)limit] = made;
         return made.Value;
     }
 
@@ -124,4 +126,29 @@ public sealed class CounterKeys(string prefix)
     public override int GetHashCode() => Prefix.GetHashCode(StringComparison.Ordinal);
 
     private sealed record Key(string Window, string Value);
+}
+
+/// <summary>The limits a scope can count: each has one counter per scope and window.</summary>
+public enum CountedLimit
+{
+    /// <summary><c>rate_limit.requests</c>: requests per minute.</summary>
+    RequestsPerMinute,
+
+    /// <summary><c>rate_limit.tokens</c>: tokens per minute.</summary>
+    TokensPerMinute,
+
+    /// <summary><c>quota.requests_per_day</c>.</summary>
+    RequestsPerDay,
+
+    /// <summary><c>quota.tokens_per_day</c>.</summary>
+    TokensPerDay,
+
+    /// <summary><c>quota.requests_per_month</c>.</summary>
+    RequestsPerMonth,
+
+    /// <summary><c>quota.tokens_per_month</c>.</summary>
+    TokensPerMonth,
+
+    /// <summary><c>budget</c>: cost per day or month.</summary>
+    Budget,
 }

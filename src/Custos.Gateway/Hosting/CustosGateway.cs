@@ -457,13 +457,9 @@ public sealed partial class CustosGateway : IAsyncDisposable
     /// </summary>
     private static void WarmUp(PolicySnapshot snapshot)
     {
-        foreach (var consumer in snapshot.Consumers.Values)
+        if (snapshot.Consumers.Values.Any(c => c.CountsInput))
         {
-            if (consumer.CountsInput)
-            {
-                TokenCounter.Count("warm up");
-                break;
-            }
+            TokenCounter.Count("warm up");
         }
 
         foreach (var service in snapshot.Services.Values)
