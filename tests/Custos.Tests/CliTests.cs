@@ -1,4 +1,5 @@
 using System.ClientModel;
+using System.Net;
 using System.Net.Http.Headers;
 using System.Text;
 using System.Text.Json;
@@ -140,6 +141,17 @@ public sealed class CliTests : IDisposable
         await serve.WaitReadyAsync();
         var chat = new ChatClient("gpt-4o-mini", new ApiKeyCredential(key), new OpenAIClientOptions { Endpoint = new Uri($"http://127.0.0.1:{port}/v1") });
         ChatCompletion completion = await chat.CompleteChatAsync("Hello");
+
+        // What a gateway that uses neither Redis nor its console does not load: the Redis client, the XML readers (the
+        // console's file manifest), expression trees (the admin endpoints' delegates are generated at build time; the
+        // first admin request builds every endpoint).
+        using var http = new HttpClient();
+        Assert.Equal(HttpStatusCode.OK, (await http.GetAsync($"http://127.0.0.1:{adminPort}/healthz")).StatusCode);
+        var mapped = serve.MappedFileNames();
+        Assert.Contains("Custos.Gateway.dll", mapped);
+        Assert.DoesNotContain("StackExchange.Redis.dll", mapped);
+        Assert.DoesNotContain("System.Private.Xml.dll", mapped);
+        Assert.DoesNotContain("System.Linq.Expressions.dll", mapped);
         Assert.Equal(0, await serve.StopAsync());
 
         Assert.Contains("Custos demo upstream", completion.Content[0].Text, StringComparison.Ordinal);

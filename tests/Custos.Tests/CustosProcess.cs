@@ -81,6 +81,13 @@ internal sealed partial class CustosProcess : IAsyncDisposable
         }
     }
 
+    /// <summary>The names of the files the process has mapped (from <c>/proc/PID/maps</c>), such as the assemblies it loaded.</summary>
+    public IReadOnlySet<string> MappedFileNames()
+        => File.ReadLines($"/proc/{_process.Id}/maps")
+            .Select(line => line.IndexOf('/', StringComparison.Ordinal) is var at and >= 0 ? Path.GetFileName(line[at..]) : null)
+            .OfType<string>()
+            .ToHashSet(StringComparer.Ordinal);
+
     public Task WaitReadyAsync() => _ready.Task.WaitAsync(TimeSpan.FromSeconds(60));
 
     /// <summary>Sends SIGTERM, as a service manager would, and waits for a clean exit.</summary>

@@ -1,5 +1,6 @@
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.FileProviders;
+using Microsoft.Extensions.Primitives;
 
 namespace Custos.Gateway.Console;
 
@@ -19,7 +20,7 @@ internal static class ConsoleHost
 
     public static void Use(WebApplication app)
     {
-        var files = new ManifestEmbeddedFileProvider(typeof(ConsoleHost).Assembly, "Console/wwwroot");
+        var files = new FirstUseFileProvider(() => new ManifestEmbeddedFileProvider(typeof(ConsoleHost).Assembly, "Console/wwwroot"));
         app.Use((context, next) =>
         {
             var path = context.Request.Path;
@@ -45,5 +46,20 @@ internal static class ConsoleHost
         });
         app.UseDefaultFiles(new DefaultFilesOptions { FileProvider = files, RequestPath = Path });
         app.UseStaticFiles(new StaticFileOptions { FileProvider = files, RequestPath = Path });
+    }
+
+    /// <summary>
+    /// Opens the console's files on the first console request rather than at start: their manifest is XML, and reading it
+    /// loads the XML libraries (about 3 MB of memory) into every gateway, whether anyone opens the console or not.
+    /// </summary>
+    private sealed class FirstUseFileProvider(Func<IFileProvider> open) : IFileProvider
+    {
+        private readonly Lazy<IFileProvider> _files = new(open);
+
+        public IFileInfo GetFileInfo(string subpath) => _files.Value.GetFileInfo(subpath);
+
+        public IDirectoryContents GetDirectoryContents(string subpath) => _files.Value.GetDirectoryContents(subpath);
+
+        public IChangeToken Watch(string filter) => NullChangeToken.Singleton; // built into the assembly: never changes
     }
 }

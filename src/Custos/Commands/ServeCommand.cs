@@ -57,8 +57,8 @@ internal static class ServeCommand
             },
             OtlpEndpoint = server.OtlpEndpoint,
             OtlpProtocol = server.OtlpProtocol,
-            Counters = redis is null ? null : new Redis.RedisCounterStore(redis.GetDatabase(), TimeProvider.System),
-            ChangeFeed = redis is null ? null : new Redis.RedisChangeFeed(redis),
+            Counters = redis?.Counters,
+            ChangeFeed = redis?.ChangeFeed,
             Store = store,
         };
 
@@ -67,7 +67,7 @@ internal static class ServeCommand
     }
 
     /// <summary>The Redis of <c>server.counters: redis</c>, from <c>CUSTOS_REDIS</c>; unreachable at start means not starting.</summary>
-    private static async Task<StackExchange.Redis.ConnectionMultiplexer> ConnectRedisAsync()
+    private static async Task<Redis.RedisEngines> ConnectRedisAsync()
     {
         var configuration = Environment.GetEnvironmentVariable(RedisVariable);
         if (string.IsNullOrWhiteSpace(configuration))
@@ -77,12 +77,12 @@ internal static class ServeCommand
 
         try
         {
-            return await Redis.RedisConnection.ConnectAsync(configuration);
+            return await Redis.RedisEngines.ConnectAsync(configuration, TimeProvider.System);
         }
-        catch (StackExchange.Redis.RedisConnectionException ex)
+        catch (InvalidOperationException ex)
         {
             // The connection string may hold a password: name the variable, not its value.
-            throw new CliException($"cannot reach Redis ({RedisVariable}): {ex.Message.Split('\n')[0]}; nothing was started.");
+            throw new CliException($"cannot reach Redis ({RedisVariable}): {ex.Message}; nothing was started.");
         }
     }
 
@@ -93,7 +93,7 @@ internal static class ServeCommand
     {
         var snapshot = gateway.Policy.Current;
         output.WriteLine($"Custos serving {config.Name}: data plane {gateway.DataPlaneUri}, admin {gateway.AdminUri}, store {gateway.Store.Description}, " +
-            $"node {gateway.NodeId}, counters {(gateway.Counters is Controls.ResilientCounterStore { Shared: Redis.RedisCounterStore } ? "in Redis (shared)" : "in-process")}, policy version {snapshot.Version} (sha256 {snapshot.Hash}).");
+            $"node {gateway.NodeId}, counters {(gateway.Counters is Controls.ResilientCounterStore ? "in Redis (shared)" : "in-process")}, policy version {snapshot.Version} (sha256 {snapshot.Hash}).");
         foreach (var tenant in snapshot.Tenants)
         {
             foreach (var provider in tenant.CanonicalModels.Select(m => m.Provider).Distinct().Where(p => p.IsMissingKey))

@@ -1,0 +1,47 @@
+using Custos.Cluster;
+using Custos.Controls;
+using StackExchange.Redis;
+
+namespace Custos.Redis;
+
+/// <summary>
+/// What a gateway node takes from Redis when <c>server.counters: redis</c>: the shared counters and the policy change
+/// feed, over one connection. Callers see only the engines' interfaces, so a gateway that does not use Redis never loads
+/// the client library (about 1 MB of code) at all.
+/// </summary>
+public sealed class RedisEngines : IDisposable
+{
+    private readonly ConnectionMultiplexer _connection;
+
+    private RedisEngines(ConnectionMultiplexer connection, TimeProvider time)
+    {
+        _connection = connection;
+        Counters = new RedisCounterStore(connection.GetDatabase(), time);
+        ChangeFeed = new RedisChangeFeed(connection);
+    }
+
+    /// <summary>The counters every node reserves against.</summary>
+    public ICounterStore Counters { get; }
+
+    /// <summary>The feed that tells every node of a new policy version.</summary>
+    public IChangeFeed ChangeFeed { get; }
+
+    /// <summary>
+    /// Connects with <paramref name="configuration"/> (see <see cref="RedisConnection.ConnectAsync"/>). Throws
+    /// <see cref="InvalidOperationException"/>, with Redis's first line of explanation, when Redis cannot be reached now.
+    /// </summary>
+    public static async Task<RedisEngines> ConnectAsync(string configuration, TimeProvider time)
+    {
+        try
+        {
+            return new RedisEngines(await RedisConnection.ConnectAsync(configuration), time);
+        }
+        catch (RedisConnectionException ex)
+        {
+            throw new InvalidOperationException(ex.Message.Split('\n')[0], ex);
+        }
+    }
+
+    /// <inheritdoc />
+    public void Dispose() => _connection.Dispose();
+}
