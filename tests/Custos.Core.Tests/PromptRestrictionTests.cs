@@ -56,6 +56,11 @@ public sealed class PromptRestrictionTests
     [InlineData("secrets", "-----BEGIN RSA PRIVATE KEY-----\nMIIE", true)]
     [InlineData("secrets", "token ghp_abcdefghijklmnopqrstuvwxyz0123456789", true)]
     [InlineData("secrets", "the word skeleton and sk-short", false)]
+    [InlineData("secrets", "slack xoxb-1234567890-abcdefghij", true)]
+    [InlineData("secrets", "google AIzaSyA1234567890abcdefghijklmnopqrstuv", true)]
+    [InlineData("secrets", "jwt eyJhbGciOiJIUzI1.eyJzdWIiOiIxMjM0.SflKxwRJSMeKKF2QT4", true)]
+    [InlineData("secrets", "gateway key csk_0123456789abcdefghijklmnopqrstuvwxyzAB.", true)]
+    [InlineData("secrets", "almost csk_0123456789abcdefghijklmnopqrstuvwxyzABC", false)]
     [InlineData("payment_card", "card 4111 1111 1111 1111 exp 12/29", true)]
     [InlineData("payment_card", "card 4111-1111-1111-1112", false)]
     [InlineData("payment_card", "order number 1234567890123", false)]
@@ -79,6 +84,31 @@ public sealed class PromptRestrictionTests
             Assert.Equal($"service:no-{detector.Replace('_', '-')}", control.Scope);
             Assert.DoesNotContain(prompt, admission.Message!, StringComparison.Ordinal);
         }
+    }
+
+    /// <summary>
+    /// Near misses repeated over a quarter of a megabyte: inputs that make a backtracking pattern retry each candidate
+    /// from every start. Each detector must finish (the 30 s bound only stops a hang; a scan takes milliseconds) and find
+    /// nothing.
+    /// </summary>
+    [Theory]
+    [InlineData(PromptDetector.Secrets, "sk-proj-abcdefgh ")]
+    [InlineData(PromptDetector.Secrets, "eyJabcdefghijklmnop.abcdefghijklmnop.abc ")]
+    [InlineData(PromptDetector.Secrets, "eyJ0123456789abcdef")]
+    [InlineData(PromptDetector.Secrets, "csk_0123456789abcdefghijklmnopqrstuvwxyzABC-")]
+    [InlineData(PromptDetector.Secrets, "-----BEGIN RSA PRIVATE KEY---- AKIA0123 ghp_abc xoxb- AIza")]
+    [InlineData(PromptDetector.PaymentCard, "4111 1111 1111 1112 ")]
+    [InlineData(PromptDetector.Email, "a.b-c.d_e.")]
+    [InlineData(PromptDetector.Email, "a@b.c.d.e.f.g.h.i.j.k.")]
+    [InlineData(PromptDetector.Iban, "DE00 3704 0044 0532 0130 00 ")]
+    [InlineData(PromptDetector.UsSsn, "000-45-6789 ")]
+    public async Task Detector_AdversarialPrompt_FinishesAndFindsNothing(PromptDetector detector, string unit)
+    {
+        var prompt = string.Concat(Enumerable.Repeat(unit, 256 * 1024 / unit.Length));
+
+        var found = await Task.Run(() => PromptDetectors.Find(detector, prompt, null)).WaitAsync(TimeSpan.FromSeconds(30));
+
+        Assert.False(found);
     }
 
     [Fact]
