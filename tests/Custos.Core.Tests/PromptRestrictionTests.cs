@@ -100,10 +100,10 @@ public sealed class PromptRestrictionTests
     [InlineData(PromptDetector.PaymentCard, "4111 1111 1111 1112 ")]
     [InlineData(PromptDetector.PaymentCard, "1 1 1 1 1 1 1 1 1 1 1 1  ")]
     [InlineData(PromptDetector.PaymentCard, "1-2-3-4-5-6-7-8-9-0-1-2--")]
-    [InlineData(PromptDetector.Iban, "DE12 ABCD ")]
     [InlineData(PromptDetector.Email, "a.b-c.d_e.")]
     [InlineData(PromptDetector.Email, "a@b.c.d.e.f.g.h.i.j.k.")]
     [InlineData(PromptDetector.Iban, "DE00 3704 0044 0532 0130 00 ")]
+    [InlineData(PromptDetector.Iban, "DE12 ABCD ")]
     [InlineData(PromptDetector.UsSsn, "000-45-6789 ")]
     public async Task Detector_AdversarialPrompt_FinishesAndFindsNothing(PromptDetector detector, string unit)
     {
