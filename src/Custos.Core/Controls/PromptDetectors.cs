@@ -13,8 +13,10 @@ namespace Custos.Controls;
 /// (<see cref="RegexOptions.NonBacktracking"/>): its domain loop can give back the dot that follows it, and on the
 /// backtracking engine 300 KB of <c>a.b-c.d_e.</c> took 2.8 s. The others run on the generated backtracking engine,
 /// which keeps no state: in the secrets pattern every loop ends the match or meets a character outside its set, so it
-/// never gives characters back; the card and IBAN loops are bounded (at most 19 and 7 repetitions), so each start
-/// costs a constant. The non-backtracking engine kept an automaton per pattern, grown with the prompts it saw: 4.6 MB
+/// never gives characters back; the card and IBAN loops are bounded (at most 19 and 7 repetitions) and the SSN pattern
+/// has fixed lengths, so each start costs a constant. None has a match timeout: a linear scan of a large prompt is
+/// slow, not stuck, and a timeout would refuse it (the SSN pattern had one, of 100 ms, which 4 MB of digits takes
+/// 22 ms of on a quiet machine and a larger body or a busy one would exceed). The non-backtracking engine kept an automaton per pattern, grown with the prompts it saw: 4.6 MB
 /// for the secrets pattern, 0.9 MB for cards and 0.5 MB for IBANs. <c>PromptRestrictionTests</c> runs each detector
 /// over adversarial prompts.
 /// </remarks>
@@ -155,6 +157,6 @@ public static partial class PromptDetectors
     [GeneratedRegex(@"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b", RegexOptions.CultureInvariant)]
     private static partial Regex Iban();
 
-    [GeneratedRegex(@"\b(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}\b", RegexOptions.CultureInvariant, matchTimeoutMilliseconds: 100)]
+    [GeneratedRegex(@"\b(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}\b", RegexOptions.CultureInvariant)]
     private static partial Regex Ssn();
 }

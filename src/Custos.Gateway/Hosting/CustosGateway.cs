@@ -451,9 +451,9 @@ public sealed partial class CustosGateway : IAsyncDisposable
 
     /// <summary>
     /// Builds now what the first requests would otherwise build under load: the o200k vocabulary when a consumer's
-    /// limits count tokens, and the prompt detectors' automata (the linear-time regex engine's construction churns
-    /// through several megabytes of large objects). Then one compacting collection returns that garbage to the
-    /// system, so it is not part of the peak under load. Measured in docs/performance.md.
+    /// limits count tokens, and each prompt rule's matcher (the e-mail detector's non-backtracking automaton is built
+    /// on its first match, through large temporary objects). Then one compacting collection returns that garbage to
+    /// the system, so it is not part of the peak under load. Measured in docs/performance.md.
     /// </summary>
     private static void WarmUp(PolicySnapshot snapshot)
     {

@@ -63,7 +63,7 @@ internal static class ServeCommand
         };
 
         var gateway = await CustosGateway.StartAsync(options, cancellationToken);
-        return await GatewayRunner.RunUntilStoppedAsync(gateway, output, cancellationToken, () => PrintReady(gateway, config, output));
+        return await GatewayRunner.RunUntilStoppedAsync(gateway, output, cancellationToken, () => PrintReady(gateway, config, redis is not null, output));
     }
 
     /// <summary>The Redis of <c>server.counters: redis</c>, from <c>CUSTOS_REDIS</c>; unreachable at start means not starting.</summary>
@@ -89,11 +89,11 @@ internal static class ServeCommand
     /// <summary>The environment variable with the Redis connection string.</summary>
     public const string RedisVariable = "CUSTOS_REDIS";
 
-    private static void PrintReady(CustosGateway gateway, FileInfo config, TextWriter output)
+    private static void PrintReady(CustosGateway gateway, FileInfo config, bool sharedCounters, TextWriter output)
     {
         var snapshot = gateway.Policy.Current;
         output.WriteLine($"Custos serving {config.Name}: data plane {gateway.DataPlaneUri}, admin {gateway.AdminUri}, store {gateway.Store.Description}, " +
-            $"node {gateway.NodeId}, counters {(gateway.Counters is Controls.ResilientCounterStore ? "in Redis (shared)" : "in-process")}, policy version {snapshot.Version} (sha256 {snapshot.Hash}).");
+            $"node {gateway.NodeId}, counters {(sharedCounters ? "in Redis (shared)" : "in-process")}, policy version {snapshot.Version} (sha256 {snapshot.Hash}).");
         foreach (var tenant in snapshot.Tenants)
         {
             foreach (var provider in tenant.CanonicalModels.Select(m => m.Provider).Distinct().Where(p => p.IsMissingKey))
