@@ -152,7 +152,7 @@ public sealed class Admission
     public TimeSpan? RetryAfter { get; internal set; }
 
     /// <summary>Every control evaluated, in order.</summary>
-    public List<ControlResult> Controls { get; } = new(8);
+    public List<ControlResult> Controls { get; } = new(16); // every control on: 16 results
 
     /// <summary>The output ceiling to write into the body, when the gateway clamps or injects one.</summary>
     public long? OutputCeiling { get; internal set; }

@@ -207,7 +207,11 @@ public static class AdmissionEvaluator
                     }
 
                     (redacted ??= new(StringComparer.Ordinal)).Add(rule.Id);
-                    (toRedact ??= []).AddRange(found!.Select(f => (f.Index, f.Length, rule.Id)));
+                    toRedact ??= [];
+                    foreach (var (at, count) in found!)
+                    {
+                        toRedact.Add((at, count, rule.Id)); // a loop, not a lambda: its closure was made for every rule and string
+                    }
                 }
 
                 if (toRedact is { Count: > 0 })
