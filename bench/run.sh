@@ -58,7 +58,7 @@ custos_dll=$root/src/Custos/bin/Release/net10.0/custos.dll
 mock_dll=$root/bench/Custos.Bench.Upstream/bin/Release/net10.0/Custos.Bench.Upstream.dll
 started=$SECONDS
 
-say() { printf '==> %s\n' "$*"; }
+say() { printf '==> [%3d s] %s\n' "$((SECONDS - started))" "$*"; }
 die() { printf 'bench/run.sh: error: %s\n' "$*" >&2; exit 1; }
 
 for value in "$duration" "$warmup" "$warmup_max" "$connections" "$threads" "$single" "$ttfb_count"; do
@@ -509,7 +509,7 @@ for name in "${cases[@]}"; do
   # used under 5 % of a core in the last step, up to BENCH_WARMUP_MAX seconds; the table says how long it took.
   case_warmup=$warmup
   if [[ $name == direct-stream || $name == nginx-* ]] && ((warmup > 3)); then case_warmup=3; fi
-  if [[ $name == shared-stream || $name == custos-stream ]] && ((warmup > 5)); then case_warmup=5; fi # the same code, warm from its non-streaming case
+  if [[ $name == yarp-stream || $name == shared-stream || $name == custos-stream ]] && ((warmup > 5)); then case_warmup=5; fi # the same code, warm from its non-streaming case
   jit_pids=()
   case $name in
     direct-plain) jit_pids=("$mock_pid") ;;
