@@ -265,9 +265,11 @@ public static class AdmissionEvaluator
         var day = tenant.Clock.Day(request.Now);
         var month = tenant.Clock.Month(request.Now);
 
-        // What the counters are charged, and beside each charge what it is for: one entry per limit in force.
-        List<CounterCharge>? charges = null; // made on the first limit in force: most consumers have none
-        List<(string Control, string Scope, ChargeKind Kind)>? names = null;
+        // What the counters are charged, and beside each charge what it is for: one entry per limit in force, at most
+        // seven counted limits at three scopes. Gathered on the stack, then copied once into arrays of the exact size.
+        var charges = default(ChargeBuffer);
+        var names = default(ChargeNameBuffer);
+        var count = 0;
         var failModes = tenant.FailModes;
         void Add(CounterKeys keys, string scope, CountedLimit limit, in Window window, long? ceiling, long amount, ChargeKind kind, bool soft = false)
         {
@@ -282,8 +284,9 @@ public static class AdmissionEvaluator
                 CountedLimit.Budget => failModes.Budgets,
                 _ => failModes.Quotas,
             };
-            (charges ??= new(12)).Add(new CounterCharge(keys.For(limit, window.Id), amount, value, Enforce: !soft, window.End) { FailMode = failMode });
-            (names ??= new(12)).Add((CounterKeys.NameOf(limit), scope, kind));
+            charges[count] = new CounterCharge(keys.For(limit, window.Id), amount, value, Enforce: !soft, window.End) { FailMode = failMode };
+            names[count] = (CounterKeys.NameOf(limit), scope, kind);
+            count++;
         }
 
         void Scope(CounterKeys keys, string scope, LimitsConfig limits)
@@ -303,18 +306,19 @@ public static class AdmissionEvaluator
         Scope(consumer.CounterKeys, consumer.Scope, consumer.Limits);
         Scope(service.CounterKeys, service.Scope, service.Limits);
         Scope(tenant.CounterKeys, tenant.Scope, tenant.Limits);
-        if (charges is null || names is null)
+        if (count == 0)
         {
-            return;
+            return; // most consumers have no limit: nothing is allocated for them
         }
 
-        var readings = new CounterReading[charges.Count];
+        var reserved = ((ReadOnlySpan<CounterCharge>)charges)[..count].ToArray();
+        var readings = new CounterReading[count];
         var reservation = Guid.NewGuid();
-        var failed = await counters.TryReserveAsync(reservation, charges, readings, cancellationToken);
-        for (var i = 0; i < charges.Count; i++)
+        var failed = await counters.TryReserveAsync(reservation, reserved, readings, cancellationToken);
+        for (var i = 0; i < reserved.Length; i++)
         {
             var (control, scope, kind) = names[i];
-            var charge = charges[i];
+            var charge = reserved[i];
             var soft = !charge.Enforce;
             var reading = readings[i];
             var over = reading.Used + reading.Reserved + charge.Amount > charge.Limit;
@@ -341,7 +345,7 @@ public static class AdmissionEvaluator
         if (failed >= 0)
         {
             var (control, scope, _) = names[failed];
-            var charge = charges[failed];
+            var charge = reserved[failed];
             var retryAfter = charge.ExpiresAt - request.Now;
             if (readings[failed].Degraded == FailMode.Closed)
             {
@@ -368,14 +372,29 @@ public static class AdmissionEvaluator
         }
 
         admission.Reservation = reservation;
-        admission.Charges = [.. charges];
-        var kinds = new ChargeKind[names.Count];
+        admission.Charges = reserved;
+        var kinds = new ChargeKind[count];
         for (var i = 0; i < kinds.Length; i++)
         {
             kinds[i] = names[i].Kind;
         }
 
         admission.Kinds = kinds;
+    }
+
+    /// <summary>Seven counted limits (requests and tokens per minute, day and month, a budget) at three scopes.</summary>
+    private const int MaxCharges = 21;
+
+    [System.Runtime.CompilerServices.InlineArray(MaxCharges)]
+    private struct ChargeBuffer
+    {
+        private CounterCharge _first;
+    }
+
+    [System.Runtime.CompilerServices.InlineArray(MaxCharges)]
+    private struct ChargeNameBuffer
+    {
+        private (string Control, string Scope, ChargeKind Kind) _first;
     }
 
     /// <summary>A counter value as the ledger shows it: cost counters count billionths of the currency unit.</summary>
