@@ -469,7 +469,7 @@ run_wrk() { # output-file lua url seconds [extra wrk args]
 
 field() { sed -n "s/^BENCH .*\b$2=\([0-9]*\).*/\1/p" "$1"; }
 
-declare -A rps p50 p99 errors requests cpu_us foreign warmed warm_jit
+declare -A rps p50 p99 errors requests cpu_us foreign warmed
 cases=(direct-plain nginx-plain yarp-plain custos-plain direct-stream nginx-stream yarp-stream custos-stream)
 targets=(direct nginx yarp custos)
 if [[ $shared == 1 ]]; then
@@ -528,9 +528,9 @@ for name in "${cases[@]}"; do
     warm_requests=$((warm_requests + $(field "$work/$name.warmup.txt" requests)))
     warm_runs=$((warm_runs + 1))
     warmed[$name]=$((warmed[$name] + step))
-    warm_jit[$name]=$(($(tiering_ms "${jit_pids[@]}") - jit_before))
-    ((${#jit_pids[@]} == 0 || warm_jit[$name] * 100 < step * 1000 * 5 || warmed[$name] + 5 > warmup_max)) && break
-    printf '    JIT still busy: %s ms of compilation in the last %s s; warming on\n' "${warm_jit[$name]}" "$step"
+    jit_ms=$(($(tiering_ms "${jit_pids[@]}") - jit_before))
+    ((${#jit_pids[@]} == 0 || jit_ms * 100 < step * 1000 * 5 || warmed[$name] + 5 > warmup_max)) && break
+    printf '    JIT still busy: %s ms of compilation in the last %s s; warming on\n' "$jit_ms" "$step"
     step=5
   done
   before=$(cpu_ticks "${pids[@]}")
