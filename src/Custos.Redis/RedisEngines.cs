@@ -28,13 +28,19 @@ public sealed class RedisEngines : IDisposable
 
     /// <summary>
     /// Connects with <paramref name="configuration"/> (see <see cref="RedisConnection.ConnectAsync"/>). Throws
-    /// <see cref="InvalidOperationException"/>, with Redis's first line of explanation, when Redis cannot be reached now.
+    /// <see cref="ArgumentException"/> when the string is not a Redis connection string (naming the option, never a
+    /// value: the string may hold a password), and <see cref="InvalidOperationException"/>, with Redis's first line of
+    /// explanation, when Redis cannot be reached now.
     /// </summary>
     public static async Task<RedisEngines> ConnectAsync(string configuration, TimeProvider time)
     {
         try
         {
             return new RedisEngines(await RedisConnection.ConnectAsync(configuration), time);
+        }
+        catch (ArgumentException ex)
+        {
+            throw new ArgumentException($"its option '{ex.ParamName}' is not one StackExchange.Redis accepts, or its value is not valid", nameof(configuration));
         }
         catch (RedisConnectionException ex)
         {

@@ -195,6 +195,35 @@ public sealed class CliTests : IDisposable
     }
 
     [Fact]
+    public async Task Serve_WithRedisCountersAndAMalformedConnectionString_NamesTheOptionNotTheValue_AndStartsNothing()
+    {
+        var config = Path.Combine(_directory, "redis-bad.yaml");
+        var port = CustosProcess.FreePort();
+        await File.WriteAllTextAsync(config, $$"""
+            server:
+              listen: http://127.0.0.1:{{port}}
+              admin_listen: http://127.0.0.1:{{CustosProcess.FreePort()}}
+              data: redis-bad-data
+              counters: redis
+            tenants:
+              - id: acme
+                providers: [{ id: main, type: openai, base_url: http://127.0.0.1:1/v1 }]
+                models: [{ name: gpt-4o-mini, provider: main }]
+            services: [{ id: app, tenant: acme }]
+            consumers: [{ id: app-backend, service: app, category: internal, models: [gpt-4o-mini] }]
+            """);
+
+        await using var serve = CustosProcess.Start("Custos serving", new Dictionary<string, string> { ["CUSTOS_REDIS"] = "127.0.0.1:1,password=s3cret-redis,bogus=1" },
+            "serve", "--config", config);
+
+        Assert.Equal(1, await serve.WaitForExitAsync());
+        Assert.Contains("CUSTOS_REDIS is not a Redis connection string: its option 'bogus'", serve.Output, StringComparison.Ordinal);
+        Assert.Contains("nothing was started", serve.Output, StringComparison.Ordinal);
+        Assert.DoesNotContain("s3cret-redis", serve.Output, StringComparison.Ordinal);
+        Assert.DoesNotContain("Unhandled exception", serve.Output, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task ConfigValidate_ExampleFile_IsValid()
     {
         var (exit, output, _) = await Cli.RunAsync("config", "validate", Cli.RepoFile("custos.example.yaml"));

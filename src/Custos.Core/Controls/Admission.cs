@@ -166,8 +166,8 @@ public sealed class Admission
     /// <summary>The identity the charges were reserved under, for the settlement.</summary>
     public Guid Reservation { get; internal set; }
 
-    /// <summary>What each charge counts: requests, tokens or cost.</summary>
-    internal ChargeKind[] Kinds { get; set; } = [];
+    /// <summary>What each charge is for, in the order of <see cref="Charges"/>: the control, its scope, what it counts.</summary>
+    internal ChargePurpose[] Purposes { get; set; } = [];
 
     /// <summary>The entitlement that admitted the model.</summary>
     public Entitlement? Entitlement { get; internal set; }
@@ -189,6 +189,9 @@ public sealed class Admission
         RetryAfter = retryAfter;
     }
 }
+
+/// <summary>What one counter charge is for: the control that reads it (<c>quota.tokens_per_day</c>), the scope, what it counts.</summary>
+internal readonly record struct ChargePurpose(string Control, string Scope, ChargeKind Kind);
 
 /// <summary>What a counter counts.</summary>
 internal enum ChargeKind

@@ -256,68 +256,17 @@ public static class AdmissionEvaluator
 
     private static async ValueTask ReserveAsync(AdmissionRequest request, Admission admission, ICounterStore counters, CancellationToken cancellationToken)
     {
-        var consumer = request.Consumer;
-        var service = consumer.Service;
-        var tenant = service.Tenant;
-        var tokens = request.InputTokens + admission.ReservedOutputTokens;
-        var cost = (long)Math.Ceiling(request.Route.Cost(request.InputTokens, admission.ReservedOutputTokens) * CostUnit);
-        var minute = tenant.Clock.Minute(request.Now);
-        var day = tenant.Clock.Day(request.Now);
-        var month = tenant.Clock.Month(request.Now);
-
-        // What the counters are charged, and beside each charge what it is for: one entry per limit in force, at most
-        // seven counted limits at three scopes. Gathered on the stack, then copied once into arrays of the exact size.
-        var charges = default(ChargeBuffer);
-        var names = default(ChargeNameBuffer);
-        var count = 0;
-        var failModes = tenant.FailModes;
-        void Add(CounterKeys keys, string scope, CountedLimit limit, in Window window, long? ceiling, long amount, ChargeKind kind, bool soft = false)
-        {
-            if (ceiling is not { } value)
-            {
-                return;
-            }
-
-            var failMode = limit switch
-            {
-                CountedLimit.RequestsPerMinute or CountedLimit.TokensPerMinute => failModes.RateLimits,
-                CountedLimit.Budget => failModes.Budgets,
-                _ => failModes.Quotas,
-            };
-            charges[count] = new CounterCharge(keys.For(limit, window.Id), amount, value, Enforce: !soft, window.End) { FailMode = failMode };
-            names[count] = (CounterKeys.NameOf(limit), scope, kind);
-            count++;
-        }
-
-        void Scope(CounterKeys keys, string scope, LimitsConfig limits)
-        {
-            Add(keys, scope, CountedLimit.RequestsPerMinute, minute, limits.RequestsPerMinute, 1, ChargeKind.Requests);
-            Add(keys, scope, CountedLimit.TokensPerMinute, minute, limits.TokensPerMinute, tokens, ChargeKind.Tokens);
-            Add(keys, scope, CountedLimit.RequestsPerDay, day, limits.RequestsPerDay, 1, ChargeKind.Requests);
-            Add(keys, scope, CountedLimit.TokensPerDay, day, limits.TokensPerDay, tokens, ChargeKind.Tokens);
-            Add(keys, scope, CountedLimit.RequestsPerMonth, month, limits.RequestsPerMonth, 1, ChargeKind.Requests);
-            Add(keys, scope, CountedLimit.TokensPerMonth, month, limits.TokensPerMonth, tokens, ChargeKind.Tokens);
-            if (limits.Budget is { } budget)
-            {
-                Add(keys, scope, CountedLimit.Budget, budget.Period == BudgetPeriod.Day ? day : month, (long)(budget.Amount * CostUnit), cost, ChargeKind.Cost, budget.Mode == BudgetMode.Soft);
-            }
-        }
-
-        Scope(consumer.CounterKeys, consumer.Scope, consumer.Limits);
-        Scope(service.CounterKeys, service.Scope, service.Limits);
-        Scope(tenant.CounterKeys, tenant.Scope, tenant.Limits);
-        if (count == 0)
+        if (!TryGatherCharges(request, admission, out var reserved, out var purposes))
         {
             return; // most consumers have no limit: nothing is allocated for them
         }
 
-        var reserved = ((ReadOnlySpan<CounterCharge>)charges)[..count].ToArray();
-        var readings = new CounterReading[count];
+        var readings = new CounterReading[reserved.Length];
         var reservation = Guid.NewGuid();
         var failed = await counters.TryReserveAsync(reservation, reserved, readings, cancellationToken);
         for (var i = 0; i < reserved.Length; i++)
         {
-            var (control, scope, kind) = names[i];
+            var (control, scope, kind) = purposes[i];
             var charge = reserved[i];
             var soft = !charge.Enforce;
             var reading = readings[i];
@@ -344,7 +293,7 @@ public static class AdmissionEvaluator
 
         if (failed >= 0)
         {
-            var (control, scope, _) = names[failed];
+            var (control, scope, _) = purposes[failed];
             var charge = reserved[failed];
             var retryAfter = charge.ExpiresAt - request.Now;
             if (readings[failed].Degraded == FailMode.Closed)
@@ -373,13 +322,66 @@ public static class AdmissionEvaluator
 
         admission.Reservation = reservation;
         admission.Charges = reserved;
-        var kinds = new ChargeKind[count];
-        for (var i = 0; i < kinds.Length; i++)
+        admission.Purposes = purposes;
+    }
+
+    /// <summary>
+    /// What the counters are charged, and beside each charge what it is for: one entry per limit in force, at most seven
+    /// counted limits at three scopes. Gathered on the stack, then copied once into arrays of the exact size. Not part of
+    /// <see cref="ReserveAsync"/>, whose state machine would carry the buffers (and box them when the store awaits).
+    /// </summary>
+    private static bool TryGatherCharges(AdmissionRequest request, Admission admission, out CounterCharge[] charges, out ChargePurpose[] purposes)
+    {
+        var consumer = request.Consumer;
+        var service = consumer.Service;
+        var tenant = service.Tenant;
+        var tokens = request.InputTokens + admission.ReservedOutputTokens;
+        var cost = (long)Math.Ceiling(request.Route.Cost(request.InputTokens, admission.ReservedOutputTokens) * CostUnit);
+        var minute = tenant.Clock.Minute(request.Now);
+        var day = tenant.Clock.Day(request.Now);
+        var month = tenant.Clock.Month(request.Now);
+        var failModes = tenant.FailModes;
+        var chargeBuffer = default(ChargeBuffer);
+        var purposeBuffer = default(PurposeBuffer);
+        var count = 0;
+        void Add(CounterKeys keys, string scope, CountedLimit limit, in Window window, long? ceiling, long amount, ChargeKind kind, bool soft = false)
         {
-            kinds[i] = names[i].Kind;
+            if (ceiling is not { } value)
+            {
+                return;
+            }
+
+            var failMode = limit switch
+            {
+                CountedLimit.RequestsPerMinute or CountedLimit.TokensPerMinute => failModes.RateLimits,
+                CountedLimit.Budget => failModes.Budgets,
+                _ => failModes.Quotas,
+            };
+            chargeBuffer[count] = new CounterCharge(keys.For(limit, window.Id), amount, value, Enforce: !soft, window.End) { FailMode = failMode };
+            purposeBuffer[count] = new ChargePurpose(CounterKeys.NameOf(limit), scope, kind);
+            count++;
         }
 
-        admission.Kinds = kinds;
+        void Scope(CounterKeys keys, string scope, LimitsConfig limits)
+        {
+            Add(keys, scope, CountedLimit.RequestsPerMinute, minute, limits.RequestsPerMinute, 1, ChargeKind.Requests);
+            Add(keys, scope, CountedLimit.TokensPerMinute, minute, limits.TokensPerMinute, tokens, ChargeKind.Tokens);
+            Add(keys, scope, CountedLimit.RequestsPerDay, day, limits.RequestsPerDay, 1, ChargeKind.Requests);
+            Add(keys, scope, CountedLimit.TokensPerDay, day, limits.TokensPerDay, tokens, ChargeKind.Tokens);
+            Add(keys, scope, CountedLimit.RequestsPerMonth, month, limits.RequestsPerMonth, 1, ChargeKind.Requests);
+            Add(keys, scope, CountedLimit.TokensPerMonth, month, limits.TokensPerMonth, tokens, ChargeKind.Tokens);
+            if (limits.Budget is { } budget)
+            {
+                Add(keys, scope, CountedLimit.Budget, budget.Period == BudgetPeriod.Day ? day : month, (long)(budget.Amount * CostUnit), cost, ChargeKind.Cost, budget.Mode == BudgetMode.Soft);
+            }
+        }
+
+        Scope(consumer.CounterKeys, consumer.Scope, consumer.Limits);
+        Scope(service.CounterKeys, service.Scope, service.Limits);
+        Scope(tenant.CounterKeys, tenant.Scope, tenant.Limits);
+        charges = ((ReadOnlySpan<CounterCharge>)chargeBuffer)[..count].ToArray(); // [] when none: ToArray of an empty span allocates nothing
+        purposes = ((ReadOnlySpan<ChargePurpose>)purposeBuffer)[..count].ToArray();
+        return count > 0;
     }
 
     /// <summary>Seven counted limits (requests and tokens per minute, day and month, a budget) at three scopes.</summary>
@@ -392,9 +394,9 @@ public static class AdmissionEvaluator
     }
 
     [System.Runtime.CompilerServices.InlineArray(MaxCharges)]
-    private struct ChargeNameBuffer
+    private struct PurposeBuffer
     {
-        private (string Control, string Scope, ChargeKind Kind) _first;
+        private ChargePurpose _first;
     }
 
     /// <summary>A counter value as the ledger shows it: cost counters count billionths of the currency unit.</summary>
@@ -426,7 +428,7 @@ public static class AdmissionEvaluator
         var costUnits = (long)Math.Ceiling(cost * CostUnit);
         for (var i = 0; i < actual.Length; i++)
         {
-            actual[i] = admission.Kinds[i] switch
+            actual[i] = admission.Purposes[i].Kind switch
             {
                 ChargeKind.Requests => 1,
                 ChargeKind.Tokens => inputTokens + outputTokens,

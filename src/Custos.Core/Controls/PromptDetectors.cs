@@ -15,10 +15,10 @@ namespace Custos.Controls;
 /// which keeps no state: in the secrets pattern every loop ends the match or meets a character outside its set, so it
 /// never gives characters back; the card and IBAN loops are bounded (at most 19 and 7 repetitions) and the SSN pattern
 /// has fixed lengths, so each start costs a constant. None has a match timeout: a linear scan of a large prompt is
-/// slow, not stuck, and a timeout would refuse it (the SSN pattern had one, of 100 ms, which 4 MB of digits takes
-/// 22 ms of on a quiet machine and a larger body or a busy one would exceed). The non-backtracking engine kept an automaton per pattern, grown with the prompts it saw: 4.6 MB
-/// for the secrets pattern, 0.9 MB for cards and 0.5 MB for IBANs. <c>PromptRestrictionTests</c> runs each detector
-/// over adversarial prompts.
+/// slow, not stuck, and a timeout would refuse it (the SSN pattern had one of 100 ms; 4 MB of digits takes 22 ms on a
+/// quiet machine, and a larger body or a busy machine would pass it). The non-backtracking engine kept an automaton per
+/// pattern, grown with the prompts it saw: 4.6 MB for the secrets pattern, 0.9 MB for cards and 0.5 MB for IBANs.
+/// <c>PromptRestrictionTests</c> runs each detector over adversarial prompts.
 /// </remarks>
 public static partial class PromptDetectors
 {

@@ -79,9 +79,13 @@ internal static class ServeCommand
         {
             return await Redis.RedisEngines.ConnectAsync(configuration, TimeProvider.System);
         }
+        // The connection string may hold a password: name the variable, never its value.
+        catch (ArgumentException ex)
+        {
+            throw new CliException($"{RedisVariable} is not a Redis connection string: {ex.Message.Split(" (Parameter", 2)[0]}; nothing was started.");
+        }
         catch (InvalidOperationException ex)
         {
-            // The connection string may hold a password: name the variable, not its value.
             throw new CliException($"cannot reach Redis ({RedisVariable}): {ex.Message}; nothing was started.");
         }
     }
