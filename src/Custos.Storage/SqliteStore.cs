@@ -24,10 +24,13 @@ public sealed partial class SqliteStore : ICustosStore
     private sqlite3_stmt? _usage;
     private readonly Dictionary<string, DateTimeOffset> _lastUsed = new(StringComparer.Ordinal);
     private byte[] _scratch = new byte[1024];
+    private readonly TimeSpan _checkpointInterval;
+    private WalCheckpointer? _checkpointer; // started by the first ledger append
 
-    private SqliteStore(string path)
+    private SqliteStore(string path, TimeSpan checkpointInterval)
     {
         Path = path;
+        _checkpointInterval = checkpointInterval;
         _connectionString = new SqliteConnectionStringBuilder
         {
             DataSource = path,
@@ -41,14 +44,21 @@ public sealed partial class SqliteStore : ICustosStore
     /// <summary>The database file.</summary>
     public string Path { get; }
 
+    /// <summary>Whether the log's checkpoint thread has copied everything committed so far; false before the first append.</summary>
+    internal bool CheckpointCaughtUp => _checkpointer?.CaughtUp ?? false;
+
     /// <inheritdoc/>
     public string Description => Path;
 
     /// <summary>Opens (creating when needed) the store in <paramref name="dataDirectory"/> as <c>custos.db</c>.</summary>
-    public static async Task<SqliteStore> OpenAsync(string dataDirectory, CancellationToken cancellationToken = default)
+    public static Task<SqliteStore> OpenAsync(string dataDirectory, CancellationToken cancellationToken = default)
+        => OpenAsync(dataDirectory, WalCheckpointer.DefaultInterval, cancellationToken);
+
+    /// <summary>Opens the store with its log checkpointed at least every <paramref name="checkpointInterval"/> (infinite: never, for tests).</summary>
+    internal static async Task<SqliteStore> OpenAsync(string dataDirectory, TimeSpan checkpointInterval, CancellationToken cancellationToken = default)
     {
         Directory.CreateDirectory(dataDirectory);
-        var store = new SqliteStore(System.IO.Path.Combine(dataDirectory, "custos.db"));
+        var store = new SqliteStore(System.IO.Path.Combine(dataDirectory, "custos.db"), checkpointInterval);
         await store.MigrateAsync(cancellationToken);
         return store;
     }
@@ -156,6 +166,7 @@ public sealed partial class SqliteStore : ICustosStore
         try
         {
             var db = (_writer ?? throw new ObjectDisposedException(nameof(SqliteStore))).Handle!;
+            var checkpointer = _checkpointer ??= WalCheckpointer.Start(db, _connectionString, _checkpointInterval);
             Check(db, raw.sqlite3_exec(db, "BEGIN IMMEDIATE"));
             try
             {
@@ -225,6 +236,8 @@ public sealed partial class SqliteStore : ICustosStore
                 raw.sqlite3_exec(db, "ROLLBACK");
                 throw;
             }
+
+            checkpointer.Committed(db);
         }
         finally
         {
@@ -410,6 +423,8 @@ public sealed partial class SqliteStore : ICustosStore
         await _writeLock.WaitAsync();
         try
         {
+            _checkpointer?.Dispose(); // before the writer closes: closing the last connection checkpoints the rest
+            _checkpointer = null;
             _insert?.Dispose();
             _insert = null;
             _usage?.Dispose();

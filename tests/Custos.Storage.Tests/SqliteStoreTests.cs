@@ -1,3 +1,4 @@
+using Custos.Errors;
 using Custos.Ledger;
 using Custos.Storage;
 using Microsoft.Data.Sqlite;
@@ -54,5 +55,81 @@ public sealed class SqliteStoreTests : StoreContract
         using var command = connection.CreateCommand();
         command.CommandText = "SELECT version FROM schema_info";
         Assert.Equal((long)SqliteStore.SchemaVersion, await command.ExecuteScalarAsync());
+    }
+
+    [Fact]
+    public async Task AppendAsync_CommitsWithoutCheckpointing_TheLogStaysUntilTheCheckpointThreadCopiesIt()
+    {
+        // With the thread never running, a commit of far more than SQLite's 1,000-page checkpoint threshold leaves
+        // everything in the log: the database file does not grow inside the commit.
+        var directory = Path.Combine(_directory, "never");
+        await using (var store = await SqliteStore.OpenAsync(directory, Timeout.InfiniteTimeSpan))
+        {
+            var before = new FileInfo(store.Path).Length;
+
+            await store.AppendAsync(Records(new HashChain("n1", 0, HashChain.Genesis), 3_000));
+
+            Assert.Equal(before, new FileInfo(store.Path).Length);
+            Assert.True(new FileInfo(store.Path + "-wal").Length > 4L * 1024 * 1024, "the commit's pages are in the log");
+            Assert.Equal(3_000, await CountAsync(store.Path));
+        }
+    }
+
+    [Fact]
+    public async Task AppendAsync_TheCheckpointThreadCopiesTheLog_AndTheLogStartsAgainFromItsBeginning()
+    {
+        var store = (SqliteStore)Store;
+        var chain = new HashChain("n1", 0, HashChain.Genesis);
+        var before = new FileInfo(store.Path).Length;
+
+        for (var i = 0; i < 10; i++)
+        {
+            await store.AppendAsync(Records(chain, 300));
+        }
+
+        await WaitUntilAsync(() => store.CheckpointCaughtUp);
+        Assert.True(new FileInfo(store.Path).Length > before + (2L * 1024 * 1024), $"the thread copied the log into the database file: {before} -> {new FileInfo(store.Path).Length} bytes, log {new FileInfo(store.Path + "-wal").Length}");
+        var log = new FileInfo(store.Path + "-wal").Length;
+
+        // As much again: had the log not started again from its beginning, it would have doubled.
+        for (var i = 0; i < 10; i++)
+        {
+            await store.AppendAsync(Records(chain, 300));
+        }
+
+        await WaitUntilAsync(() => store.CheckpointCaughtUp);
+        Assert.True(new FileInfo(store.Path + "-wal").Length < log * 3 / 2, $"the log grew from {log} to {new FileInfo(store.Path + "-wal").Length} bytes");
+        Assert.Equal(6_000, await CountAsync(store.Path));
+    }
+
+    private static ChainedRecord[] Records(HashChain chain, int count)
+    {
+        var records = new ChainedRecord[count];
+        for (var i = 0; i < count; i++)
+        {
+            // About a kilobyte each, like a request's record.
+            records[i] = chain.Append(Request("r-" + Guid.NewGuid().ToString("N"), "acme", new string('c', 900), Decision.Allow, T0.AddSeconds(i)));
+        }
+
+        return records;
+    }
+
+    private static async Task<long> CountAsync(string path)
+    {
+        await using var connection = new SqliteConnection($"Data Source={path};Mode=ReadOnly;Pooling=False");
+        await connection.OpenAsync();
+        using var command = connection.CreateCommand();
+        command.CommandText = "SELECT count(*) FROM ledger";
+        return (long)(await command.ExecuteScalarAsync())!;
+    }
+
+    private static async Task WaitUntilAsync(Func<bool> condition)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while (!condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the checkpoint thread did not catch up within 30 s");
+            await Task.Delay(20);
+        }
     }
 }

@@ -1,0 +1,135 @@
+using Microsoft.Data.Sqlite;
+using SQLitePCL;
+
+namespace Custos.Storage;
+
+/// <summary>
+/// Copies the write-ahead log into the database file on a thread of its own, so that a ledger append never waits for it.
+/// </summary>
+/// <remarks>
+/// SQLite's own checkpoint runs inside the commit that grows the log past 1,000 pages, on the committing connection. For
+/// the ledger writer under the load harness that was a checkpoint (a thousand page writes and two fsyncs) three times a
+/// second, each holding a batch of requests. Here the writer's automatic checkpoint is off. Once the writer has written
+/// <see cref="CheckpointFrames"/> pages since the last one, and at least every <see cref="DefaultInterval"/> while
+/// anything was committed, this thread checkpoints what it can without waiting for anyone (<c>PASSIVE</c>) on a connection
+/// of its own: fewer, larger checkpoints, so a page written many times is copied once. SQLite starts the log again from
+/// its beginning when a transaction begins after a checkpoint has caught up with the whole log. Under continuous load that
+/// may not happen, so once the log holds <see cref="WriterCheckpointFrames"/> frames the writer checkpoints the rest
+/// itself after a commit, and its next transaction restarts the log. A checkpoint that fails loses nothing: the log keeps
+/// every frame until one succeeds.
+/// </remarks>
+internal sealed class WalCheckpointer : IDisposable
+{
+    /// <summary>How often the thread checkpoints at least, while anything was committed.</summary>
+    internal static readonly TimeSpan DefaultInterval = TimeSpan.FromSeconds(1);
+
+    /// <summary>Pages (4 KB) written by the writer after which the thread checkpoints: 16 MB.</summary>
+    internal const int CheckpointFrames = 4_096;
+
+    /// <summary>Frames in the log from which the writer checkpoints itself: 64 MB.</summary>
+    internal const int WriterCheckpointFrames = 16_384;
+
+    private readonly SqliteConnection _connection;
+    private readonly TimeSpan _interval;
+    private readonly Thread? _thread;
+    private readonly ManualResetEventSlim _wake = new(false);
+    private volatile bool _stopping;
+    private long _commits; // written by the writer only, under its lock
+    private long _written; // pages the writer wrote since it last woke the thread; the writer's only
+    private long _caughtUpAt = -1; // the commit count at the last checkpoint that copied the whole log
+    private int _logFrames;
+
+    private WalCheckpointer(SqliteConnection connection, TimeSpan interval)
+    {
+        _connection = connection;
+        _interval = interval;
+        if (interval != Timeout.InfiniteTimeSpan)
+        {
+            _thread = new Thread(Run) { IsBackground = true, Name = "Custos WAL checkpoint" };
+        }
+    }
+
+    /// <summary>Checkpoints on a thread of its own from now on; <paramref name="writer"/> no longer checkpoints by itself.</summary>
+    /// <param name="writer">The connection that appends.</param>
+    /// <param name="connectionString">The store's, for the thread's own connection.</param>
+    /// <param name="interval">How often to checkpoint at least; infinite for no thread at all (tests).</param>
+    public static WalCheckpointer Start(sqlite3 writer, string connectionString, TimeSpan interval)
+    {
+        var connection = new SqliteConnection(connectionString);
+        connection.Open();
+        using (var read = connection.CreateCommand())
+        {
+            // A connection finds the log at its first transaction; until then a checkpoint does nothing.
+            read.CommandText = "SELECT count(*) FROM sqlite_schema";
+            read.ExecuteScalar();
+        }
+
+        var checkpointer = new WalCheckpointer(connection, interval);
+        raw.sqlite3_wal_autocheckpoint(writer, 0);
+        raw.sqlite3_db_status(writer, raw.SQLITE_DBSTATUS_CACHE_WRITE, out _, out _, 1);
+        checkpointer._thread?.Start();
+        return checkpointer;
+    }
+
+    /// <summary>True when the last checkpoint copied the whole log and nothing was committed since.</summary>
+    internal bool CaughtUp => Volatile.Read(ref _caughtUpAt) == Volatile.Read(ref _commits);
+
+    /// <summary>Called by the writer after each commit, still holding the write lock.</summary>
+    public void Committed(sqlite3 writer)
+    {
+        Volatile.Write(ref _commits, _commits + 1);
+        raw.sqlite3_db_status(writer, raw.SQLITE_DBSTATUS_CACHE_WRITE, out var written, out _, 1); // pages written to the log
+        _written += written;
+        if (_written >= CheckpointFrames)
+        {
+            _written = 0;
+            _wake.Set();
+        }
+
+        if (Volatile.Read(ref _logFrames) >= WriterCheckpointFrames
+            && raw.sqlite3_wal_checkpoint_v2(writer, null, raw.SQLITE_CHECKPOINT_PASSIVE, out var log, out _) == raw.SQLITE_OK)
+        {
+            Volatile.Write(ref _logFrames, log);
+        }
+    }
+
+    private void Run()
+    {
+        var seen = 0L;
+        while (true)
+        {
+            _wake.Wait(_interval);
+            _wake.Reset();
+            if (_stopping)
+            {
+                return;
+            }
+
+            var commits = Volatile.Read(ref _commits);
+            if (commits == seen)
+            {
+                continue;
+            }
+
+            seen = commits;
+            if (raw.sqlite3_wal_checkpoint_v2(_connection.Handle, null, raw.SQLITE_CHECKPOINT_PASSIVE, out var log, out var copied) == raw.SQLITE_OK)
+            {
+                Volatile.Write(ref _logFrames, log);
+                Volatile.Write(ref _caughtUpAt, log >= 0 && log == copied ? commits : -1);
+            }
+
+            // Otherwise (busy: the writer is checkpointing; an I/O error) the next round tries again.
+        }
+    }
+
+    /// <summary>Stops the thread after its current checkpoint, and checkpoints once more (the writer holds its lock).</summary>
+    public void Dispose()
+    {
+        _stopping = true;
+        _wake.Set();
+        _thread?.Join();
+        raw.sqlite3_wal_checkpoint_v2(_connection.Handle, null, raw.SQLITE_CHECKPOINT_PASSIVE, out _, out _);
+        _connection.Dispose();
+        _wake.Dispose();
+    }
+}
