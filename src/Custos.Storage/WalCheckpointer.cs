@@ -12,11 +12,15 @@ namespace Custos.Storage;
 /// second, each holding a batch of requests. Here the writer's automatic checkpoint is off. Once the writer has written
 /// <see cref="CheckpointFrames"/> pages since the last one, and at least every <see cref="DefaultInterval"/> while
 /// anything was committed, this thread checkpoints what it can without waiting for anyone (<c>PASSIVE</c>) on a connection
-/// of its own: fewer, larger checkpoints, so a page written many times is copied once. SQLite starts the log again from
-/// its beginning when a transaction begins after a checkpoint has caught up with the whole log. Under continuous load that
-/// may not happen, so once the log holds <see cref="WriterCheckpointFrames"/> frames the writer checkpoints the rest
-/// itself after a commit, and its next transaction restarts the log. A checkpoint that fails loses nothing: the log keeps
-/// every frame until one succeeds.
+/// of its own: fewer, larger checkpoints, so a page written many times is copied once.
+/// <para>
+/// SQLite starts the log again from its beginning only when a transaction begins after a checkpoint has copied all of
+/// it, which under continuous load the thread rarely manages: the writer commits while it copies. So after a checkpoint
+/// of a long log the writer checkpoints the few pages committed meanwhile itself, after its next commit, and its next
+/// transaction restarts the log; and should that not happen, it does so anyway once the log holds
+/// <see cref="WriterCheckpointFrames"/> frames. A checkpoint that fails loses nothing: the log keeps every frame until one
+/// succeeds.
+/// </para>
 /// </remarks>
 internal sealed class WalCheckpointer : IDisposable
 {
@@ -38,6 +42,7 @@ internal sealed class WalCheckpointer : IDisposable
     private long _written; // pages the writer wrote since it last woke the thread; the writer's only
     private long _caughtUpAt = -1; // the commit count at the last checkpoint that copied the whole log
     private int _logFrames;
+    private volatile bool _tailWanted; // the thread copied a long log: the writer copies the rest and restarts it
 
     private WalCheckpointer(SqliteConnection connection, TimeSpan interval)
     {
@@ -86,9 +91,10 @@ internal sealed class WalCheckpointer : IDisposable
             _wake.Set();
         }
 
-        if (Volatile.Read(ref _logFrames) >= WriterCheckpointFrames
+        if ((_tailWanted || Volatile.Read(ref _logFrames) >= WriterCheckpointFrames)
             && raw.sqlite3_wal_checkpoint_v2(writer, null, raw.SQLITE_CHECKPOINT_PASSIVE, out var log, out _) == raw.SQLITE_OK)
         {
+            _tailWanted = false;
             Volatile.Write(ref _logFrames, log);
         }
     }
@@ -116,6 +122,7 @@ internal sealed class WalCheckpointer : IDisposable
             {
                 Volatile.Write(ref _logFrames, log);
                 Volatile.Write(ref _caughtUpAt, log >= 0 && log == copied ? commits : -1);
+                _tailWanted = log >= CheckpointFrames;
             }
 
             // Otherwise (busy: the writer is checkpointing; an I/O error) the next round tries again.
