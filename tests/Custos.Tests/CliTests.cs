@@ -167,21 +167,9 @@ public sealed class CliTests : IDisposable
     [Fact]
     public async Task Serve_WithRedisCountersAndRedisDown_SaysSoWithoutItsAddressDetails_AndStartsNothing()
     {
-        var config = Path.Combine(_directory, "redis.yaml");
-        int port = CustosProcess.FreePort(), unused = CustosProcess.FreePort();
-        await File.WriteAllTextAsync(config, $$"""
-            server:
-              listen: http://127.0.0.1:{{port}}
-              admin_listen: http://127.0.0.1:{{CustosProcess.FreePort()}}
-              data: redis-data
-              counters: redis
-            tenants:
-              - id: acme
-                providers: [{ id: main, type: openai, base_url: http://127.0.0.1:1/v1 }]
-                models: [{ name: gpt-4o-mini, provider: main }]
-            services: [{ id: app, tenant: acme }]
-            consumers: [{ id: app-backend, service: app, category: internal, models: [gpt-4o-mini] }]
-            """);
+        var port = CustosProcess.FreePort();
+        var unused = CustosProcess.FreePort();
+        var config = await WriteRedisCountersConfigAsync("redis", port);
 
         await using var serve = CustosProcess.Start("Custos serving", new Dictionary<string, string> { ["CUSTOS_REDIS"] = $"127.0.0.1:{unused},password=s3cret-redis" },
             "serve", "--config", config);
@@ -197,21 +185,8 @@ public sealed class CliTests : IDisposable
     [Fact]
     public async Task Serve_WithRedisCountersAndAMalformedConnectionString_NamesTheOptionNotTheValue_AndStartsNothing()
     {
-        var config = Path.Combine(_directory, "redis-bad.yaml");
         var port = CustosProcess.FreePort();
-        await File.WriteAllTextAsync(config, $$"""
-            server:
-              listen: http://127.0.0.1:{{port}}
-              admin_listen: http://127.0.0.1:{{CustosProcess.FreePort()}}
-              data: redis-bad-data
-              counters: redis
-            tenants:
-              - id: acme
-                providers: [{ id: main, type: openai, base_url: http://127.0.0.1:1/v1 }]
-                models: [{ name: gpt-4o-mini, provider: main }]
-            services: [{ id: app, tenant: acme }]
-            consumers: [{ id: app-backend, service: app, category: internal, models: [gpt-4o-mini] }]
-            """);
+        var config = await WriteRedisCountersConfigAsync("redis-bad", port);
 
         await using var serve = CustosProcess.Start("Custos serving", new Dictionary<string, string> { ["CUSTOS_REDIS"] = "127.0.0.1:1,password=s3cret-redis,bogus=1" },
             "serve", "--config", config);
@@ -221,6 +196,26 @@ public sealed class CliTests : IDisposable
         Assert.Contains("nothing was started", serve.Output, StringComparison.Ordinal);
         Assert.DoesNotContain("s3cret-redis", serve.Output, StringComparison.Ordinal);
         Assert.DoesNotContain("Unhandled exception", serve.Output, StringComparison.Ordinal);
+    }
+
+    /// <summary>A policy whose counters are in Redis, its data plane on <paramref name="port"/>; returns its path.</summary>
+    private async Task<string> WriteRedisCountersConfigAsync(string name, int port)
+    {
+        var config = Path.Combine(_directory, name + ".yaml");
+        await File.WriteAllTextAsync(config, $$"""
+            server:
+              listen: http://127.0.0.1:{{port}}
+              admin_listen: http://127.0.0.1:{{CustosProcess.FreePort()}}
+              data: {{name}}-data
+              counters: redis
+            tenants:
+              - id: acme
+                providers: [{ id: main, type: openai, base_url: http://127.0.0.1:1/v1 }]
+                models: [{ name: gpt-4o-mini, provider: main }]
+            services: [{ id: app, tenant: acme }]
+            consumers: [{ id: app-backend, service: app, category: internal, models: [gpt-4o-mini] }]
+            """);
+        return config;
     }
 
     [Fact]
