@@ -28,7 +28,7 @@ public sealed class RedisEngines : IDisposable
 
     /// <summary>
     /// Connects with <paramref name="configuration"/> (see <see cref="RedisConnection.ConnectAsync"/>). Throws
-    /// <see cref="ArgumentException"/> when the string is not a Redis connection string (naming the option, never a
+    /// <see cref="FormatException"/> when the string is not a Redis connection string (naming the option, never a
     /// value: the string may hold a password), and <see cref="InvalidOperationException"/>, with Redis's first line of
     /// explanation, when Redis cannot be reached now.
     /// </summary>
@@ -40,7 +40,7 @@ public sealed class RedisEngines : IDisposable
         }
         catch (ArgumentException ex)
         {
-            throw new ArgumentException($"its option '{ex.ParamName}' is not one StackExchange.Redis accepts, or its value is not valid", nameof(configuration));
+            throw new FormatException($"its option '{ex.ParamName}' is not one StackExchange.Redis accepts, or its value is not valid");
         }
         catch (RedisConnectionException ex)
         {

@@ -91,8 +91,7 @@ internal sealed class WalCheckpointer : IDisposable
             _wake.Set();
         }
 
-        if ((_tailWanted || Volatile.Read(ref _logFrames) >= WriterCheckpointFrames)
-            && raw.sqlite3_wal_checkpoint_v2(writer, null, raw.SQLITE_CHECKPOINT_PASSIVE, out var log, out _) == raw.SQLITE_OK)
+        if ((_tailWanted || Volatile.Read(ref _logFrames) >= WriterCheckpointFrames) && Checkpoint(writer, out var log, out _))
         {
             _tailWanted = false;
             Volatile.Write(ref _logFrames, log);
@@ -118,7 +117,7 @@ internal sealed class WalCheckpointer : IDisposable
             }
 
             seen = commits;
-            if (raw.sqlite3_wal_checkpoint_v2(_connection.Handle, null, raw.SQLITE_CHECKPOINT_PASSIVE, out var log, out var copied) == raw.SQLITE_OK)
+            if (Checkpoint(_connection.Handle!, out var log, out var copied))
             {
                 Volatile.Write(ref _logFrames, log);
                 Volatile.Write(ref _caughtUpAt, log >= 0 && log == copied ? commits : -1);
@@ -129,13 +128,17 @@ internal sealed class WalCheckpointer : IDisposable
         }
     }
 
+    /// <summary>Copies what it can without waiting for anyone; <paramref name="log"/> is the log's length in frames.</summary>
+    private static bool Checkpoint(sqlite3 db, out int log, out int copied)
+        => raw.sqlite3_wal_checkpoint_v2(db, null, raw.SQLITE_CHECKPOINT_PASSIVE, out log, out copied) == raw.SQLITE_OK;
+
     /// <summary>Stops the thread after its current checkpoint, and checkpoints once more (the writer holds its lock).</summary>
     public void Dispose()
     {
         _stopping = true;
         _wake.Set();
         _thread?.Join();
-        raw.sqlite3_wal_checkpoint_v2(_connection.Handle, null, raw.SQLITE_CHECKPOINT_PASSIVE, out _, out _);
+        Checkpoint(_connection.Handle!, out _, out _);
         _connection.Dispose();
         _wake.Dispose();
     }

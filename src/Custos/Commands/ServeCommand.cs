@@ -80,9 +80,9 @@ internal static class ServeCommand
             return await Redis.RedisEngines.ConnectAsync(configuration, TimeProvider.System);
         }
         // The connection string may hold a password: name the variable, never its value.
-        catch (ArgumentException ex)
+        catch (FormatException ex)
         {
-            throw new CliException($"{RedisVariable} is not a Redis connection string: {ex.Message.Split(" (Parameter", 2)[0]}; nothing was started.");
+            throw new CliException($"{RedisVariable} is not a Redis connection string: {ex.Message}; nothing was started.");
         }
         catch (InvalidOperationException ex)
         {
