@@ -20,7 +20,8 @@
 #                          core takes about a minute to get there (see bench/README.md)
 #   BENCH_MOCK_PORT=18090  BENCH_PORT=18080  BENCH_ADMIN_PORT=18081  BENCH_NGINX_PORT=18082  BENCH_YARP_PORT=18083
 #                          loopback ports used
-#   BENCH_SINGLE=5         seconds of the one-connection latency runs     BENCH_TTFB=100  streaming requests timed by curl
+#   BENCH_SINGLE=2         seconds of each one-connection latency run     BENCH_TTFB=100  streaming requests timed by curl
+#   BENCH_SINGLE_ROUNDS=3  one-connection rounds (every target once per round); the table has the median of the rounds
 #   BENCH_RESULTS=bench/results/latest.md   where the table is saved
 #   BENCH_SHARED=1         also measure Custos on the multi-node engines: Redis counters and the PostgreSQL store
 #                          (a private redis-server and postgres on loopback, started and stopped by the script; 0: skip)
@@ -43,7 +44,8 @@ custos_port=${BENCH_PORT:-18080}
 admin_port=${BENCH_ADMIN_PORT:-18081}
 nginx_port=${BENCH_NGINX_PORT:-18082}
 yarp_port=${BENCH_YARP_PORT:-18083}
-single=${BENCH_SINGLE:-5}
+single=${BENCH_SINGLE:-2}
+single_rounds=${BENCH_SINGLE_ROUNDS:-3}
 ttfb_count=${BENCH_TTFB:-100}
 results=${BENCH_RESULTS:-bench/results/latest.md}
 shared=${BENCH_SHARED:-1}
@@ -61,8 +63,8 @@ started=$SECONDS
 say() { printf '==> [%3d s] %s\n' "$((SECONDS - started))" "$*"; }
 die() { printf 'bench/run.sh: error: %s\n' "$*" >&2; exit 1; }
 
-for value in "$duration" "$warmup" "$warmup_max" "$connections" "$threads" "$single" "$ttfb_count"; do
-  [[ $value =~ ^[0-9]+$ && $value -gt 0 ]] || die "BENCH_DURATION, BENCH_WARMUP, BENCH_WARMUP_MAX, BENCH_CONNECTIONS, BENCH_THREADS, BENCH_SINGLE and BENCH_TTFB must be positive integers (got '$value')"
+for value in "$duration" "$warmup" "$warmup_max" "$connections" "$threads" "$single" "$single_rounds" "$ttfb_count"; do
+  [[ $value =~ ^[0-9]+$ && $value -gt 0 ]] || die "BENCH_DURATION, BENCH_WARMUP, BENCH_WARMUP_MAX, BENCH_CONNECTIONS, BENCH_THREADS, BENCH_SINGLE, BENCH_SINGLE_ROUNDS and BENCH_TTFB must be positive integers (got '$value')"
 done
 [[ $tiering == fast || $tiering == default ]] || die "BENCH_TIERING must be fast or default (got '$tiering')"
 [[ $threads -le $connections ]] || die "BENCH_THREADS ($threads) must not exceed BENCH_CONNECTIONS ($connections)"
@@ -565,20 +567,30 @@ for name in "${cases[@]}"; do
 done
 
 # --- latency at one connection: what one request costs when nothing queues ------------------------------------
-declare -A single_p50 single_p99
+# In rounds, each target once per round, and the median of the rounds: nginx adds well under a tenth of a
+# millisecond, so one burst of another tenant's work during a single run would decide the ratio (it did at 13:16 on
+# 2026-11-29: direct to the mock measured 0.45 ms, through nginx 0.17).
+declare -A single_p50 single_p99 single_runs
+for ((round = 1; round <= single_rounds; round++)); do
+  say "one connection, non-streaming, round $round of $single_rounds, ${single}s per target"
+  for target in "${targets[@]}"; do
+    out=$work/single-$target-$round.txt
+    run_wrk "$out" "$work/plain.lua" "$(target_url "$target")" "$single" --latency -t 1 -c 1 # later options win
+    single_runs[$target]+="$(field "$out" p50_us) $(field "$out" p99_us)"$'\n'
+    printf '    %s: p50 %s µs, p99 %s µs\n' "$target" "$(field "$out" p50_us)" "$(field "$out" p99_us)"
+    if [[ $target == custos ]]; then
+      wrk_counted=$((wrk_counted + $(field "$out" requests)))
+      custos_wrk_runs=$((custos_wrk_runs + 1))
+    elif [[ $target == shared ]]; then
+      shared_counted=$((shared_counted + $(field "$out" requests)))
+      shared_wrk_runs=$((shared_wrk_runs + 1))
+    fi
+  done
+done
+median_of_column() { awk -v c="$1" 'NF { print $c }' | sort -n | awk '{ v[NR] = $1 } END { printf "%.3f\n", v[int((NR + 1) / 2)] / 1000 }'; }
 for target in "${targets[@]}"; do
-  say "one connection, non-streaming, ${single}s: $target"
-  run_wrk "$work/single-$target.txt" "$work/plain.lua" "$(target_url "$target")" "$single" --latency -t 1 -c 1 # later options win
-  read -r "single_p50[$target]" "single_p99[$target]" < <(awk -v a="$(field "$work/single-$target.txt" p50_us)" \
-    -v b="$(field "$work/single-$target.txt" p99_us)" 'BEGIN { printf "%.3f %.3f\n", a / 1000, b / 1000 }')
-  printf '    p50 %s ms, p99 %s ms\n' "${single_p50[$target]}" "${single_p99[$target]}"
-  if [[ $target == custos ]]; then
-    wrk_counted=$((wrk_counted + $(field "$work/single-custos.txt" requests)))
-    custos_wrk_runs=$((custos_wrk_runs + 1))
-  elif [[ $target == shared ]]; then
-    shared_counted=$((shared_counted + $(field "$work/single-shared.txt" requests)))
-    shared_wrk_runs=$((shared_wrk_runs + 1))
-  fi
+  single_p50[$target]=$(median_of_column 1 <<<"${single_runs[$target]}")
+  single_p99[$target]=$(median_of_column 2 <<<"${single_runs[$target]}")
 done
 
 # --- streaming: time to the first byte, one request at a time (curl) ------------------------------------------
@@ -673,6 +685,7 @@ cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/nul
   echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit \`$commit\`, $(nproc) cores ($cpu_model), .NET $(dotnet --version)."
   echo "wrk: $connections connections, $threads thread(s), ${duration} s per case after a warm-up of at least ${warmup} s (3 s for nginx and the warm mock), for the .NET servers until their JIT settled (under 5 % of a core compiling in the last 5 s, at most ${warmup_max} s); $placement;"
   echo "$tiering_note."
+  echo "One connection: wrk -c 1, ${single} s per target, ${single_rounds} rounds of every target in turn; the median of the rounds."
   echo
   echo "| case | warm-up s | requests | req/s | p50 ms | p99 ms | errors | server CPU µs/req | other processes, % of a core |"
   echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
