@@ -10,7 +10,7 @@ namespace Custos.Tests;
 public sealed class RuntimeConfigTests
 {
     [Fact]
-    public void Custos_RunsWorkstationGc_WithTheYoungGenerationCappedAtFourMegabytes()
+    public void Custos_RunsWorkstationGc_WithTheYoungGenerationCappedAtFourMegabytes_AndNoThreadPoolHillClimbing()
     {
         using var config = JsonDocument.Parse(File.ReadAllText(Path.ChangeExtension(CustosProcess.CustosDll, ".runtimeconfig.json")));
         var properties = config.RootElement.GetProperty("runtimeOptions").GetProperty("configProperties");
@@ -18,5 +18,6 @@ public sealed class RuntimeConfigTests
         Assert.False(properties.GetProperty("System.GC.Server").GetBoolean());
         Assert.True(properties.GetProperty("System.GC.Concurrent").GetBoolean());
         Assert.Equal(4 * 1024 * 1024, properties.GetProperty("System.GC.Gen0MaxBudget").GetInt64());
+        Assert.True(properties.GetProperty("System.Threading.ThreadPool.HillClimbing.Disable").GetBoolean());
     }
 }
