@@ -587,10 +587,11 @@ for ((round = 1; round <= single_rounds; round++)); do
     fi
   done
 done
-median_of_column() { awk -v c="$1" 'NF { print $c }' | sort -n | awk '{ v[NR] = $1 } END { printf "%.3f\n", v[int((NR + 1) / 2)] / 1000 }'; }
+# The median of the numbers on stdin, one per line, times $1, to three decimals.
+median() { sort -n | awk -v scale="$1" '{ v[NR] = $1 } END { printf "%.3f\n", v[int((NR + 1) / 2)] * scale }'; }
 for target in "${targets[@]}"; do
-  single_p50[$target]=$(median_of_column 1 <<<"${single_runs[$target]}")
-  single_p99[$target]=$(median_of_column 2 <<<"${single_runs[$target]}")
+  single_p50[$target]=$(awk 'NF { print $1 }' <<<"${single_runs[$target]}" | median 0.001) # µs -> ms
+  single_p99[$target]=$(awk 'NF { print $2 }' <<<"${single_runs[$target]}" | median 0.001)
 done
 
 # --- streaming: time to the first byte, one request at a time (curl) ------------------------------------------
@@ -598,20 +599,19 @@ done
 # on one kept-alive connection (one curl, the URL repeated; the first 5 are not counted), which is how the SDKs
 # call: they pool their connections.
 declare -A ttfb ttfb_kept
-median_ms() { sort -n | awk '{ v[NR] = $1 } END { printf "%.3f\n", v[int((NR + 1) / 2)] * 1000 }'; }
 for target in "${targets[@]}"; do
   url=$(target_url "$target")
   for ((i = 0; i < ttfb_count; i++)); do
     curl -sS -N -o /dev/null -w '%{time_starttransfer}\n' -H "Authorization: Bearer $api_key" -H 'Content-Type: application/json' \
       -d "$body_stream" "$url"
   done >"$work/ttfb-$target.txt"
-  ttfb[$target]=$(median_ms <"$work/ttfb-$target.txt")
+  ttfb[$target]=$(median 1000 <"$work/ttfb-$target.txt") # s -> ms
   kept_args=()
   for ((i = 0; i < ttfb_count + 5; i++)); do kept_args+=(-o /dev/null "$url"); done
   curl -sS -N -w '%{num_connects} %{time_starttransfer}\n' -H "Authorization: Bearer $api_key" -H 'Content-Type: application/json' \
     -d "$body_stream" "${kept_args[@]}" >"$work/ttfb-kept-$target.txt"
   (($(awk '{ n += $1 } END { print n }' "$work/ttfb-kept-$target.txt") == 1)) || die "curl did not keep its connection to $target alive"
-  ttfb_kept[$target]=$(tail -n +6 "$work/ttfb-kept-$target.txt" | awk '{ print $2 }' | median_ms)
+  ttfb_kept[$target]=$(tail -n +6 "$work/ttfb-kept-$target.txt" | awk '{ print $2 }' | median 1000)
   printf '    streaming time to first byte, median of %s: %s %s ms on new connections, %s ms on one kept-alive connection\n' \
     "$ttfb_count" "$target" "${ttfb[$target]}" "${ttfb_kept[$target]}"
 done
