@@ -1,5 +1,6 @@
 using Custos.Controls;
 using Custos.Policy;
+using Custos.Testing;
 using Microsoft.Extensions.Time.Testing;
 
 namespace Custos.Core.Tests;
@@ -109,7 +110,7 @@ public sealed class ResilientCounterStoreTests
         _clock.Advance(TimeSpan.FromSeconds(1));
         var probe = Charge("budget", 0, 0, FailMode.Closed) with { Enforce = false };
         await ReserveAsync(Guid.NewGuid(), probe); // the first success ends the outage and replays the settlement
-        await WaitUntilAsync(() => _store.PendingSettlements == 0);
+        await Eventually.TrueAsync(() => _store.PendingSettlements == 0, "the pending settlements replayed");
 
         var (_, readings) = await ReserveAsync(Guid.NewGuid(), probe);
         Assert.Equal(new CounterReading(10, 0), readings[0]); // the reservation was given back, the use kept
@@ -129,15 +130,5 @@ public sealed class ResilientCounterStoreTests
 
         var (_, readings) = await ReserveAsync(Guid.NewGuid(), charge with { Amount = 0 });
         Assert.Equal(20, readings[0].Used);
-    }
-
-    private static async Task WaitUntilAsync(Func<bool> condition)
-    {
-        for (var i = 0; i < 200 && !condition(); i++)
-        {
-            await Task.Delay(10);
-        }
-
-        Assert.True(condition());
     }
 }

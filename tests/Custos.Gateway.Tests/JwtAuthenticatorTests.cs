@@ -7,6 +7,7 @@ using Custos.Errors;
 using Custos.Gateway.Identity;
 using Custos.Gateway.Tests.Functional;
 using Custos.Policy;
+using Custos.Testing;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
@@ -527,7 +528,7 @@ public sealed class JwtAuthenticatorTests : IDisposable
         _time.Advance(TimeSpan.FromMinutes(11));
         Assert.Null((await ValidateAsync(Token(EcCredentials(Ec, "ec-1")), provider)).Failure); // the old set serves meanwhile
 
-        await WaitUntilAsync(() => jwks.Fetches == 2);
+        await Eventually.TrueAsync(() => jwks.Fetches == 2, "the key set fetched a second time");
         Assert.Null((await ValidateAsync(Token(EcCredentials(Ec, "ec-1")), provider)).Failure);
         Assert.Equal(2, jwks.Fetches);
     }
@@ -648,7 +649,7 @@ public sealed class JwtAuthenticatorTests : IDisposable
 
         Assert.Null(outcome.Failure);
         Assert.True(DateTime.UtcNow - started < TimeSpan.FromSeconds(2), "a known kid must not wait for the refetch");
-        await WaitUntilAsync(() => _logs.Lines.Count(l => l.Contains("[201]", StringComparison.Ordinal)) == 2);
+        await Eventually.TrueAsync(() => _logs.Lines.Count(l => l.Contains("[201]", StringComparison.Ordinal)) == 2, "two [201] log lines");
     }
 
     [Fact]
@@ -661,7 +662,7 @@ public sealed class JwtAuthenticatorTests : IDisposable
         jwks.Status = 500;
         _time.Advance(TimeSpan.FromMinutes(11));
         Assert.Null((await ValidateAsync(Token(EcCredentials(Ec, "ec-1")), provider)).Failure);
-        await WaitUntilAsync(() => _logs.Lines.Any(l => l.Contains("[200]", StringComparison.Ordinal)));
+        await Eventually.TrueAsync(() => _logs.Lines.Any(l => l.Contains("[200]", StringComparison.Ordinal)), "a [200] log line");
 
         Assert.Null((await ValidateAsync(Token(EcCredentials(Ec, "ec-1")), provider)).Failure);
     }
@@ -783,16 +784,6 @@ public sealed class JwtAuthenticatorTests : IDisposable
         using var listener = new TcpListener(IPAddress.Loopback, 0);
         listener.Start();
         return ((IPEndPoint)listener.LocalEndpoint).Port;
-    }
-
-    private static async Task WaitUntilAsync(Func<bool> condition)
-    {
-        var deadline = DateTime.UtcNow.AddSeconds(10);
-        while (!condition())
-        {
-            Assert.True(DateTime.UtcNow < deadline, "timed out waiting");
-            await Task.Delay(10);
-        }
     }
 
     /// <summary>A JSON Web Key Set served by Kestrel on loopback, counting its fetches.</summary>

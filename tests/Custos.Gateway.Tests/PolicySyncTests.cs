@@ -2,6 +2,7 @@ using Custos.Cluster;
 using Custos.Gateway.Policy;
 using Custos.Ledger;
 using Custos.Policy;
+using Custos.Testing;
 using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Custos.Gateway.Tests;
@@ -86,16 +87,6 @@ public sealed class PolicySyncTests
         public ValueTask DisposeAsync() => ValueTask.CompletedTask;
     }
 
-    private static async Task WaitUntilAsync(Func<bool> condition, string what)
-    {
-        for (var i = 0; i < 500 && !condition(); i++)
-        {
-            await Task.Delay(10);
-        }
-
-        Assert.True(condition(), what);
-    }
-
     /// <summary>A store holding version 1, and that version in force.</summary>
     private static (FakeStore Store, ActivePolicy Policy) Started()
     {
@@ -122,7 +113,7 @@ public sealed class PolicySyncTests
         store.Versions.Add(Version(2, "globex"));
         feed.Announce(2, "node-a");
 
-        await WaitUntilAsync(() => policy.Current.Version == 2, "version 2 in force");
+        await Eventually.TrueAsync(() => policy.Current.Version == 2, "version 2 in force");
         Assert.Contains(policy.Current.Tenants, t => t.Id == "globex");
         Assert.False(policy.IsUnconfirmed);
         Assert.Equal(3, sync.LiveNodes);
@@ -137,7 +128,7 @@ public sealed class PolicySyncTests
 
         store.Down = true;
         feed.Announce(2, "node-a"); // a revocation, say, that this node cannot read
-        await WaitUntilAsync(() => policy.IsUnconfirmed, "unconfirmed once a newer version is known and cannot be loaded");
+        await Eventually.TrueAsync(() => policy.IsUnconfirmed, "unconfirmed once a newer version is known and cannot be loaded");
 
         store.Versions.Add(Version(2, "globex"));
         store.Down = false;
@@ -157,10 +148,10 @@ public sealed class PolicySyncTests
         Assert.False(policy.IsUnconfirmed);
 
         store.Down = true;
-        await WaitUntilAsync(() => policy.IsUnconfirmed, "unconfirmed once neither the feed nor the store can vouch");
+        await Eventually.TrueAsync(() => policy.IsUnconfirmed, "unconfirmed once neither the feed nor the store can vouch");
 
         store.Down = false;
-        await WaitUntilAsync(() => !policy.IsUnconfirmed, "confirmed again once the store answers");
+        await Eventually.TrueAsync(() => !policy.IsUnconfirmed, "confirmed again once the store answers");
     }
 
     [Fact]

@@ -1,6 +1,7 @@
 using Custos.Errors;
 using Custos.Ledger;
 using Custos.Storage;
+using Custos.Testing;
 using Microsoft.Data.Sqlite;
 
 namespace Custos.Storage.Tests;
@@ -87,7 +88,7 @@ public sealed class SqliteStoreTests : StoreContract
             await store.AppendAsync(Records(chain, 300));
         }
 
-        await WaitUntilAsync(() => store.CheckpointCaughtUp);
+        await Eventually.TrueAsync(() => store.CheckpointCaughtUp, "the checkpoint thread caught up with the log", TimeSpan.FromSeconds(30));
         Assert.True(new FileInfo(store.Path).Length > before + (2L * 1024 * 1024), $"the thread copied the log into the database file: {before} -> {new FileInfo(store.Path).Length} bytes, log {new FileInfo(store.Path + "-wal").Length}");
         var log = new FileInfo(store.Path + "-wal").Length;
 
@@ -97,7 +98,7 @@ public sealed class SqliteStoreTests : StoreContract
             await store.AppendAsync(Records(chain, 300));
         }
 
-        await WaitUntilAsync(() => store.CheckpointCaughtUp);
+        await Eventually.TrueAsync(() => store.CheckpointCaughtUp, "the checkpoint thread caught up with the log", TimeSpan.FromSeconds(30));
         Assert.True(new FileInfo(store.Path + "-wal").Length < log * 3 / 2, $"the log grew from {log} to {new FileInfo(store.Path + "-wal").Length} bytes");
         Assert.Equal(6_000, await CountAsync(store.Path));
     }
@@ -121,15 +122,5 @@ public sealed class SqliteStoreTests : StoreContract
         using var command = connection.CreateCommand();
         command.CommandText = "SELECT count(*) FROM ledger";
         return (long)(await command.ExecuteScalarAsync())!;
-    }
-
-    private static async Task WaitUntilAsync(Func<bool> condition)
-    {
-        var deadline = DateTime.UtcNow.AddSeconds(30);
-        while (!condition())
-        {
-            Assert.True(DateTime.UtcNow < deadline, "the checkpoint thread did not catch up within 30 s");
-            await Task.Delay(20);
-        }
     }
 }

@@ -6,6 +6,7 @@ using Custos.Gateway.Hosting;
 using Custos.Gateway.Ledger;
 using Custos.Gateway.Tests.Ledger;
 using Custos.Ledger;
+using Custos.Testing;
 
 namespace Custos.Gateway.Tests.Functional;
 
@@ -152,7 +153,7 @@ public sealed class LedgerDurabilityTests
         store.Failing = true;
 
         var inFlight = g.Client.SendAsync(g.Post("/v1/chat/completions", Chat));
-        await WaitUntilAsync(() => !g.Gateway.Ledger.IsHealthy);
+        await Eventually.TrueAsync(() => !g.Gateway.Ledger.IsHealthy, "the ledger reports itself unhealthy");
 
         var refused = new List<string>();
         for (var i = 0; i < 5; i++)
@@ -199,7 +200,7 @@ public sealed class LedgerDurabilityTests
         File.WriteAllText(Path.Combine(g.DataDirectory, "spool"), "in the way");
         store.Failing = true;
         var inFlight = g.Client.SendAsync(g.Post("/v1/chat/completions", Chat));
-        await WaitUntilAsync(() => !g.Gateway.Ledger.IsHealthy);
+        await Eventually.TrueAsync(() => !g.Gateway.Ledger.IsHealthy, "the ledger reports itself unhealthy");
 
         await g.Gateway.Ledger.DisposeAsync().AsTask().WaitAsync(Bound); // gives up: nothing takes the record
 
@@ -301,15 +302,5 @@ public sealed class LedgerDurabilityTests
         var result = await LedgerVerifier.VerifyAsync(store, new VerificationOptions { PublicKeys = [key] });
         Assert.True(result.Ok, string.Join("; ", result.Problems));
         Assert.True(result.Entries > 0);
-    }
-
-    internal static async Task WaitUntilAsync(Func<bool> condition)
-    {
-        for (var i = 0; i < 400 && !condition(); i++)
-        {
-            await Task.Delay(25);
-        }
-
-        Assert.True(condition(), "the condition did not become true within 10 s");
     }
 }

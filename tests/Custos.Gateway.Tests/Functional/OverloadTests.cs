@@ -2,6 +2,7 @@ using System.Net;
 using System.Text.Json;
 using Custos.Gateway.Tests.Ledger;
 using Custos.Ledger;
+using Custos.Testing;
 using Microsoft.Data.Sqlite;
 
 namespace Custos.Gateway.Tests.Functional;
@@ -20,7 +21,7 @@ public sealed class OverloadTests
     {
         await using var g = await TestGateway.StartAsync(p => p with { Gateway = p.Gateway with { MaxInFlightRequests = 2 } });
         var slow = new[] { g.Client.SendAsync(g.Post("/v1/chat/completions", Slow)), g.Client.SendAsync(g.Post("/v1/chat/completions", Slow)) };
-        await WaitUntilAsync(() => g.Upstream.RequestCount == 2);
+        await Eventually.TrueAsync(() => g.Upstream.RequestCount == 2, "both requests at the upstream");
 
         using var shed = await g.Client.SendAsync(g.Post("/v1/chat/completions", Chat));
 
@@ -79,7 +80,7 @@ public sealed class OverloadTests
             Assert.True(inFlight.Count < 2 * capacity, "the queue never filled");
             var pending = g.Gateway.Ledger.Pending;
             inFlight.Add(g.Client.SendAsync(g.Post("/v1/chat/completions", Chat)));
-            await WaitUntilAsync(() => g.Gateway.Ledger.Pending > pending || (inFlight.Count == 1 && store.AppendWaiting.IsCompleted));
+            await Eventually.TrueAsync(() => g.Gateway.Ledger.Pending > pending || (inFlight.Count == 1 && store.AppendWaiting.IsCompleted), "the request's record queued");
         }
 
         using (var shed = await g.Client.SendAsync(g.Post("/v1/chat/completions", Chat)))
@@ -131,7 +132,7 @@ public sealed class OverloadTests
 
         // A request served meanwhile waits for its record: the writer gives up on the hung append, cannot spool, and says so.
         var served = g.Client.SendAsync(g.Post("/v1/chat/completions", Chat));
-        await WaitUntilAsync(() => !g.Gateway.Ledger.IsHealthy);
+        await Eventually.TrueAsync(() => !g.Gateway.Ledger.IsHealthy, "the ledger reports itself unhealthy");
 
         var ids = new List<string>();
         var maxPending = 0;
@@ -190,15 +191,5 @@ public sealed class OverloadTests
 
         using var afterwards = await g.Client.SendAsync(g.Post("/v1/chat/completions", Chat));
         Assert.Equal(HttpStatusCode.OK, afterwards.StatusCode);
-    }
-
-    private static async Task WaitUntilAsync(Func<bool> condition)
-    {
-        for (var i = 0; i < 200 && !condition(); i++)
-        {
-            await Task.Delay(25);
-        }
-
-        Assert.True(condition(), "the condition did not become true within 5 s");
     }
 }

@@ -4,6 +4,7 @@ using Custos.Errors;
 using Custos.Gateway.Ledger;
 using Custos.Ledger;
 using Custos.Storage;
+using Custos.Testing;
 using Microsoft.Data.Sqlite;
 using Microsoft.Extensions.Logging.Abstractions;
 
@@ -340,7 +341,7 @@ public sealed class LedgerWriterSpoolTests : IAsyncLifetime
         _store.Failing = true;
 
         var waiting = RecordAsync(writer, 2, 3);
-        await WaitUntilAsync(() => !writer.IsHealthy);
+        await Eventually.TrueAsync(() => !writer.IsHealthy, "the writer reports itself unhealthy");
         Assert.False(waiting.IsCompleted);
 
         _store.Failing = false;
@@ -357,7 +358,7 @@ public sealed class LedgerWriterSpoolTests : IAsyncLifetime
         File.WriteAllText(SpoolRoot, "not a folder");
         _store.Failing = true;
         var waiting = writer.RecordAsync(LedgerSpoolTests.Request(2, Node)).AsTask();
-        await WaitUntilAsync(() => !writer.IsHealthy);
+        await Eventually.TrueAsync(() => !writer.IsHealthy, "the writer reports itself unhealthy");
 
         var stopping = System.Diagnostics.Stopwatch.StartNew();
         await writer.DisposeAsync().AsTask().WaitAsync(Bound);
@@ -397,15 +398,5 @@ public sealed class LedgerWriterSpoolTests : IAsyncLifetime
         }
 
         Assert.Equal(Ids(1, 1000), await StoredChainAsync());
-    }
-
-    private static async Task WaitUntilAsync(Func<bool> condition)
-    {
-        for (var i = 0; i < 400 && !condition(); i++)
-        {
-            await Task.Delay(25);
-        }
-
-        Assert.True(condition(), "the condition did not become true within 10 s");
     }
 }
