@@ -31,7 +31,7 @@ public sealed partial class SqliteStore
         await using var reader = await command.ExecuteReaderAsync(cancellationToken);
         while (await reader.ReadAsync(cancellationToken))
         {
-            yield return new ChainEntry(reader.GetInt64(0), reader.GetString(1), reader.GetString(2), reader.GetString(3),
+            yield return new ChainEntry(reader.GetInt64(0), withRecords ? LedgerRecordCodec.Read(reader, 1, _dictionaries) : "", reader.GetString(2), reader.GetString(3),
                 reader.IsDBNull(4) ? null : reader.GetString(4), reader.GetString(5));
         }
     }

@@ -248,7 +248,7 @@ public sealed partial class SqliteStore
         await using var connection = await OpenReaderAsync(cancellationToken);
         using var command = connection.CreateCommand();
         command.CommandText = """
-            SELECT service, json_extract(record, '$.cost') FROM ledger
+            SELECT service, json_extract(custos_record(record), '$.cost') FROM ledger
             WHERE kind = 'request' AND service IS NOT NULL AND ts >= $from AND ts < $to
             """;
         command.Parameters.AddWithValue("$from", LedgerTime.Format(from));

@@ -15,13 +15,16 @@ namespace Custos.Storage;
 public sealed partial class SqliteStore : ICustosStore
 {
     /// <summary>The schema version this code writes. Bump with a migration step in <see cref="MigrateAsync"/>.</summary>
-    public const int SchemaVersion = 3;
+    public const int SchemaVersion = 4;
 
     private readonly string _connectionString;
     private readonly SemaphoreSlim _writeLock = new(1, 1);
     private SqliteConnection? _writer;
     private sqlite3_stmt? _insert;
     private sqlite3_stmt? _usage;
+    private sqlite3_stmt? _dictionary;
+    private RecordEncoder? _encoder; // the writer's, under _writeLock; null after a failed append (its dictionary may not exist)
+    private readonly RecordDictionaries _dictionaries;
     private readonly Dictionary<string, DateTimeOffset> _lastUsed = new(StringComparer.Ordinal);
     private byte[] _scratch = new byte[1024];
     private readonly TimeSpan _checkpointInterval;
@@ -31,6 +34,7 @@ public sealed partial class SqliteStore : ICustosStore
     {
         Path = path;
         _checkpointInterval = checkpointInterval;
+        _dictionaries = new RecordDictionaries(path);
         _connectionString = new SqliteConnectionStringBuilder
         {
             DataSource = path,
@@ -118,7 +122,7 @@ public sealed partial class SqliteStore : ICustosStore
                 BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
             CREATE TRIGGER IF NOT EXISTS ledger_no_delete BEFORE DELETE ON ledger
                 BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
-            """ + RegistrySchema + AlertSchema, cancellationToken);
+            """ + LedgerRecordCodec.Schema + RegistrySchema + AlertSchema, cancellationToken);
 
         using var command = _writer.CreateCommand();
         command.CommandText = "SELECT version FROM schema_info";
@@ -133,7 +137,8 @@ public sealed partial class SqliteStore : ICustosStore
         }
         else if (Convert.ToInt32(version, System.Globalization.CultureInfo.InvariantCulture) < SchemaVersion)
         {
-            // 1 -> 2: the registry tables; 2 -> 3: the alerts table; each created above when missing.
+            // 1 -> 2: the registry tables; 2 -> 3: the alerts table; each created above when missing. 3 -> 4: new ledger
+            // records are stored compressed (LedgerRecordCodec); the older ones stay TEXT, and both are read.
             await ExecuteAsync(_writer, $"UPDATE schema_info SET version = {SchemaVersion}", cancellationToken);
         }
     }
@@ -152,8 +157,8 @@ public sealed partial class SqliteStore : ICustosStore
     /// <inheritdoc/>
     /// <remarks>
     /// On every request's path (through the ledger writer), so it talks to SQLite directly: one statement prepared
-    /// once, values bound from UTF-8 bytes (the canonical JSON as it was hashed, never turned into a string), one
-    /// transaction per batch. Measured in <c>docs/performance.md</c>.
+    /// once, values bound from UTF-8 bytes (the canonical JSON as it was hashed, never turned into a string, compressed by
+    /// <see cref="LedgerRecordCodec"/>), one transaction per batch. Measured in <c>docs/performance.md</c>.
     /// </remarks>
     public async Task AppendAsync(IReadOnlyList<ChainedRecord> batch, CancellationToken cancellationToken = default)
     {
@@ -197,7 +202,13 @@ public sealed partial class SqliteStore : ICustosStore
                     BindText(insert, 8, request?.Consumer);
                     BindText(insert, 9, request is null ? null : Names.Of(request.Decision));
                     BindText(insert, 10, request?.Model);
-                    raw.sqlite3_bind_text(insert, 11, item.Canonical);
+                    var encoder = _encoder ??= new RecordEncoder();
+                    if (encoder.WantsDictionary)
+                    {
+                        encoder.UseDictionary(AddDictionary(db, item.Canonical, ts), item.Canonical);
+                    }
+
+                    raw.sqlite3_bind_blob(insert, 11, encoder.Encode(item.Canonical));
                     BindText(insert, 12, item.PrevHash);
                     BindText(insert, 13, item.Hash);
                     var rc = raw.sqlite3_step(insert);
@@ -234,6 +245,8 @@ public sealed partial class SqliteStore : ICustosStore
             catch
             {
                 raw.sqlite3_exec(db, "ROLLBACK");
+                _encoder?.Dispose();
+                _encoder = null; // a dictionary it took in this transaction is gone
                 throw;
             }
 
@@ -243,6 +256,22 @@ public sealed partial class SqliteStore : ICustosStore
         {
             _writeLock.Release();
         }
+    }
+
+    /// <summary>Stores <paramref name="canonical"/> as a new record dictionary, in the append's transaction; its id.</summary>
+    private long AddDictionary(sqlite3 db, ReadOnlySpan<byte> canonical, ReadOnlySpan<byte> ts)
+    {
+        var statement = _dictionary ??= Prepare(db, "INSERT INTO record_dictionaries (created_at, bytes) VALUES (?1, ?2)");
+        raw.sqlite3_bind_text(statement, 1, ts);
+        raw.sqlite3_bind_blob(statement, 2, canonical);
+        var rc = raw.sqlite3_step(statement);
+        raw.sqlite3_reset(statement);
+        if (rc != raw.SQLITE_DONE)
+        {
+            Check(db, rc);
+        }
+
+        return raw.sqlite3_last_insert_rowid(db);
     }
 
     private static sqlite3_stmt Prepare(sqlite3 db, string sql)
@@ -312,7 +341,7 @@ public sealed partial class SqliteStore : ICustosStore
         await using var reader = await command.ExecuteReaderAsync(cancellationToken);
         while (await reader.ReadAsync(cancellationToken))
         {
-            yield return new StoredRecord(reader.GetString(0), reader.GetInt64(1), reader.GetString(2), reader.GetString(3), reader.GetString(4), reader.GetString(5));
+            yield return new StoredRecord(reader.GetString(0), reader.GetInt64(1), reader.GetString(2), LedgerRecordCodec.Read(reader, 3, _dictionaries), reader.GetString(4), reader.GetString(5));
         }
     }
 
@@ -407,6 +436,7 @@ public sealed partial class SqliteStore : ICustosStore
     {
         var connection = new SqliteConnection(_connectionString);
         await connection.OpenAsync(cancellationToken);
+        LedgerRecordCodec.AddFunctions(connection, _dictionaries);
         return connection;
     }
 
@@ -429,6 +459,10 @@ public sealed partial class SqliteStore : ICustosStore
             _insert = null;
             _usage?.Dispose();
             _usage = null;
+            _dictionary?.Dispose();
+            _dictionary = null;
+            _encoder?.Dispose();
+            _encoder = null;
             if (_writer is not null)
             {
                 await _writer.DisposeAsync();

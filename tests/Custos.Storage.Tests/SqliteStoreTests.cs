@@ -103,13 +103,135 @@ public sealed class SqliteStoreTests : StoreContract
         Assert.Equal(6_000, await CountAsync(store.Path));
     }
 
+    [Fact]
+    public async Task AppendAsync_StoresRecordsCompressed_AndEveryReaderGetsTheCanonicalBytesBack()
+    {
+        var chain = new HashChain("n1", 0, HashChain.Genesis);
+        var records = Enumerable.Range(0, 20)
+            .Select(i => chain.Append(Request($"req-{i}", "acme", "support-web", Decision.Allow, T0.AddSeconds(i), cost: 0.0001m * i)))
+            .ToArray();
+        await Store.AppendAsync(records);
+
+        await using var connection = new SqliteConnection($"Data Source={((SqliteStore)Store).Path};Mode=ReadOnly;Pooling=False");
+        await connection.OpenAsync();
+        using (var command = connection.CreateCommand())
+        {
+            command.CommandText = "SELECT typeof(record), max(length(record)), sum(length(record)) FROM ledger";
+            await using var reader = await command.ExecuteReaderAsync();
+            Assert.True(await reader.ReadAsync());
+            Assert.Equal("blob", reader.GetString(0));
+            var canonical = records.Sum(r => r.Canonical.Length);
+            Assert.True(reader.GetInt64(2) * 4 < canonical, $"{reader.GetInt64(2)} bytes stored for {canonical} canonical bytes");
+        }
+
+        using (var command = connection.CreateCommand())
+        {
+            command.CommandText = "SELECT count(*) FROM record_dictionaries";
+            Assert.Equal(1L, await command.ExecuteScalarAsync()); // the first record, in the same transaction
+        }
+
+        var read = new List<ChainEntry>();
+        await foreach (var entry in Store.ReadChainAsync("n1", 1, 20))
+        {
+            read.Add(entry);
+        }
+
+        Assert.Equal(records.Select(r => System.Text.Encoding.UTF8.GetString(r.Canonical)), read.Select(e => e.Json));
+        Assert.All(read.Zip(records), pair => Assert.Equal(pair.Second.Hash, HashChain.Link(pair.Second.PrevHash, System.Text.Encoding.UTF8.GetBytes(pair.First.Json))));
+
+        // SQL reads them through the store's function, as the spend query does.
+        LedgerRecordCodec.AddFunctions(connection);
+        using var cost = connection.CreateCommand();
+        cost.CommandText = "SELECT json_extract(custos_record(record), '$.cost') FROM ledger WHERE seq = 3";
+        Assert.Equal("0.000200000", await cost.ExecuteScalarAsync());
+    }
+
+    [Fact]
+    public async Task EntriesStoredAsText_BeforeSchemaVersion4_AreReadBesideCompressedOnes()
+    {
+        var chain = new HashChain("n1", 0, HashChain.Genesis);
+        var old = chain.Append(Request("req-old", "acme", "support-web", Decision.Allow, T0));
+        var json = System.Text.Encoding.UTF8.GetString(old.Canonical);
+        await ExecuteRawAsync($"""
+            INSERT INTO ledger (chain_id, seq, kind, ts, request_id, tenant, record, prev_hash, hash)
+            VALUES ('n1', 1, 'request', '{LedgerTime.Format(T0)}', 'req-old', 'acme', '{json.Replace("'", "''", StringComparison.Ordinal)}', '{old.PrevHash}', '{old.Hash}')
+            """);
+        var next = chain.Append(Request("req-new", "acme", "support-web", Decision.Deny, T0.AddSeconds(1)));
+        await Store.AppendAsync([next]);
+
+        var read = new List<StoredRecord>();
+        await foreach (var row in Store.QueryAsync(new LedgerQuery { Tenant = "acme" }))
+        {
+            read.Add(row);
+        }
+
+        Assert.Equal([json, System.Text.Encoding.UTF8.GetString(next.Canonical)], read.Select(r => r.Json));
+    }
+
+    [Fact]
+    public async Task ARecordThatCannotBeRead_FailsClearly_NamingWhy()
+    {
+        var chain = new HashChain("n1", 0, HashChain.Genesis);
+        var record = chain.Append(Request("req-1", "acme", "support-web", Decision.Allow, T0));
+        await Store.AppendAsync([record]);
+        byte[] stored;
+        await using (var connection = new SqliteConnection($"Data Source={((SqliteStore)Store).Path};Mode=ReadOnly;Pooling=False"))
+        {
+            await connection.OpenAsync();
+            using var command = connection.CreateCommand();
+            command.CommandText = "SELECT record FROM ledger WHERE seq = 1";
+            stored = (byte[])(await command.ExecuteScalarAsync())!;
+        }
+
+        var dictionaries = new RecordDictionaries(((SqliteStore)Store).Path);
+        Assert.Equal(System.Text.Encoding.UTF8.GetString(record.Canonical), dictionaries.Decode(stored));
+
+        var unknown = Assert.Throws<InvalidDataException>(() => dictionaries.Decode([9, 1, 0, 0, 0, 7]));
+        Assert.Contains("format 9", unknown.Message, StringComparison.Ordinal);
+
+        var missing = stored.ToArray();
+        missing[1] = 99;
+        Assert.Contains("dictionary 99", Assert.Throws<InvalidDataException>(() => dictionaries.Decode(missing)).Message, StringComparison.Ordinal);
+
+        Assert.Throws<InvalidDataException>(() => dictionaries.Decode(stored[..^4]));
+    }
+
+    [Fact]
+    public void RecordEncoder_TakesANewDictionary_OnceAQuarterOfTheRecordsCompressPoorly()
+    {
+        using var encoder = new RecordEncoder();
+        Assert.True(encoder.WantsDictionary);
+        var chain = new HashChain("n1", 0, HashChain.Genesis);
+        var first = chain.Append(Request("req-0", "acme", "support-web", Decision.Allow, T0)).Canonical;
+        encoder.UseDictionary(1, first);
+
+        for (var i = 1; i <= RecordEncoder.MinRecordsPerDictionary; i++)
+        {
+            var canonical = chain.Append(Request($"req-{i}", "acme", "support-web", Decision.Allow, T0.AddSeconds(i))).Canonical;
+            Assert.True(encoder.Encode(canonical).Length * 4 < canonical.Length);
+        }
+
+        Assert.False(encoder.WantsDictionary); // alike records compress well: the dictionary stays
+
+        for (var i = 0; i < RecordEncoder.MinRecordsPerDictionary / 2; i++)
+        {
+            // Records unlike the dictionary (another deployment's names, random ones).
+            static string Name() => Convert.ToHexString(System.Security.Cryptography.RandomNumberGenerator.GetBytes(200));
+            encoder.Encode(chain.Append(Request(Name(), Name(), Name(), Decision.Deny, T0, Name(), Name())).Canonical);
+        }
+
+        Assert.True(encoder.WantsDictionary);
+    }
+
     private static ChainedRecord[] Records(HashChain chain, int count)
     {
         var records = new ChainedRecord[count];
         for (var i = 0; i < count; i++)
         {
-            // About a kilobyte each, like a request's record.
-            records[i] = chain.Append(Request("r-" + Guid.NewGuid().ToString("N"), "acme", new string('c', 900), Decision.Allow, T0.AddSeconds(i)));
+            // About two kilobytes stored each, as a request's record was before records were compressed: random, so it
+            // does not compress.
+            var consumer = Convert.ToHexString(System.Security.Cryptography.RandomNumberGenerator.GetBytes(450));
+            records[i] = chain.Append(Request("r-" + Guid.NewGuid().ToString("N"), "acme", consumer, Decision.Allow, T0.AddSeconds(i)));
         }
 
         return records;

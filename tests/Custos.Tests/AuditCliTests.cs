@@ -58,10 +58,11 @@ public sealed class AuditCliTests
             await using (var db = new SqliteConnection($"Data Source={Path.Combine(data, "custos.db")};Pooling=false"))
             {
                 await db.OpenAsync();
+                Custos.Storage.LedgerRecordCodec.AddFunctions(db); // records are stored compressed: read one as JSON, write it back as TEXT
                 await using var command = db.CreateCommand();
                 command.CommandText = $"""
                     DROP TRIGGER ledger_no_update;
-                    UPDATE ledger SET record = replace(record, '"allow"', '"deny"') WHERE request_id = '{requestIds[3]}';
+                    UPDATE ledger SET record = replace(custos_record(record), '"allow"', '"deny"') WHERE request_id = '{requestIds[3]}';
                     """;
                 await command.ExecuteNonQueryAsync();
             }

@@ -72,7 +72,7 @@ public sealed class EvidenceTests : IAsyncLifetime
         var (directory, seq, requestId) = await TamperAsync(async (db, target) =>
         {
             // One character of the stored JSON: the model's name.
-            await ExecAsync(db, $"UPDATE ledger SET record = replace(record, '\"gpt-4o-mini\"', '\"gpt-4o-maxi\"') WHERE seq = {target}");
+            await ExecAsync(db, $"UPDATE ledger SET record = replace(custos_record(record), '\"gpt-4o-mini\"', '\"gpt-4o-maxi\"') WHERE seq = {target}");
         });
 
         var problem = Assert.Single((await VerifyAsync(directory)).Problems);
@@ -96,7 +96,7 @@ public sealed class EvidenceTests : IAsyncLifetime
             // Make room at the target, then insert a forged entry that links correctly to the one before it.
             await ExecAsync(db, $"UPDATE ledger SET seq = -seq - 1 WHERE seq >= {target}");
             await ExecAsync(db, "UPDATE ledger SET seq = -seq WHERE seq < 0");
-            var (prevHash, json) = await ScalarRowAsync(db, $"SELECT hash, record FROM ledger WHERE seq = {target - 1}");
+            var (prevHash, json) = await ScalarRowAsync(db, $"SELECT hash, custos_record(record) FROM ledger WHERE seq = {target - 1}");
             var forged = json.Replace("gpt-4o-mini", "gpt-4o", StringComparison.Ordinal);
             var hash = HashChain.Link(prevHash, Encoding.UTF8.GetBytes(forged));
             await ExecAsync(db, $"INSERT INTO ledger (chain_id, seq, kind, ts, record, prev_hash, hash) SELECT chain_id, {target}, kind, ts, '{forged.Replace("'", "''", StringComparison.Ordinal)}', '{prevHash}', '{hash}' FROM ledger WHERE seq = {target - 1}");
@@ -207,6 +207,7 @@ public sealed class EvidenceTests : IAsyncLifetime
         CopyDirectory(_gateway.DataDirectory, copy);
         await using var db = new SqliteConnection($"Data Source={Path.Combine(copy, "custos.db")};Pooling=false");
         await db.OpenAsync();
+        LedgerRecordCodec.AddFunctions(db); // records are stored compressed: read them as JSON (and write them back as TEXT)
         await ExecAsync(db, "DROP TRIGGER ledger_no_update; DROP TRIGGER ledger_no_delete;");
         // Entry 20, or the next one that does not end a checkpoint interval (there a rewrite shows as a checkpoint mismatch first).
         var (target, _) = await ScalarRowAsync(db, "SELECT CAST(min(seq) AS TEXT), '' FROM ledger WHERE seq >= 20 AND seq NOT IN (SELECT to_seq FROM checkpoints)");
@@ -218,11 +219,11 @@ public sealed class EvidenceTests : IAsyncLifetime
     /// <summary>What an insider who can also sign would do: alter an entry, re-chain everything after it, re-seal every checkpoint.</summary>
     private static async Task RewriteAndResealAsync(SqliteConnection db, long target, CheckpointKey key)
     {
-        await ExecAsync(db, $"UPDATE ledger SET record = replace(record, '\"gpt-4o-mini\"', '\"gpt-4o-maxi\"') WHERE seq = {target}");
+        await ExecAsync(db, $"UPDATE ledger SET record = replace(custos_record(record), '\"gpt-4o-mini\"', '\"gpt-4o-maxi\"') WHERE seq = {target}");
         var rows = new List<(long Seq, string Json, string Ts)>();
         await using (var command = db.CreateCommand())
         {
-            command.CommandText = "SELECT seq, record, ts FROM ledger ORDER BY seq";
+            command.CommandText = "SELECT seq, custos_record(record), ts FROM ledger ORDER BY seq";
             await using var reader = await command.ExecuteReaderAsync();
             while (await reader.ReadAsync())
             {
