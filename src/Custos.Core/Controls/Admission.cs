@@ -35,31 +35,31 @@ public sealed record ControlResult(string Control, string? Scope, string Decisio
     public void WriteTo(Utf8JsonWriter writer)
     {
         writer.WriteStartObject();
-        writer.WriteString("control", Control);
+        writer.WriteString(Field.Control, Control);
         if (Scope is not null)
         {
-            writer.WriteString("scope", Scope);
+            writer.WriteString(Field.Scope, Scope);
         }
 
-        writer.WriteString("decision", Decision);
-        Number(writer, "limit", Limit);
-        Number(writer, "used", Used);
-        Number(writer, "reserved", Reserved);
-        Number(writer, "requested", Requested);
+        writer.WriteString(Field.Decision, Decision);
+        Number(writer, Field.Limit, Limit);
+        Number(writer, Field.Used, Used);
+        Number(writer, Field.Reserved, Reserved);
+        Number(writer, Field.Requested, Requested);
         if (Detail is not null)
         {
-            writer.WriteString("detail", Detail);
+            writer.WriteString(Field.Detail, Detail);
         }
 
         if (Degraded is not null)
         {
-            writer.WriteString("degraded", Degraded);
+            writer.WriteString(Field.Degraded, Degraded);
         }
 
         writer.WriteEndObject();
     }
 
-    private static void Number(Utf8JsonWriter writer, string name, decimal? value)
+    private static void Number(Utf8JsonWriter writer, JsonEncodedText name, decimal? value)
     {
         if (value is not { } v)
         {
@@ -77,6 +77,20 @@ public sealed record ControlResult(string Control, string? Scope, string Decisio
         {
             writer.WriteNumber(name, v);
         }
+    }
+
+    /// <summary>The property names, encoded once: a ledger entry writes about a hundred of them.</summary>
+    private static class Field
+    {
+        public static readonly JsonEncodedText Control = JsonEncodedText.Encode("control");
+        public static readonly JsonEncodedText Scope = JsonEncodedText.Encode("scope");
+        public static readonly JsonEncodedText Decision = JsonEncodedText.Encode("decision");
+        public static readonly JsonEncodedText Limit = JsonEncodedText.Encode("limit");
+        public static readonly JsonEncodedText Used = JsonEncodedText.Encode("used");
+        public static readonly JsonEncodedText Reserved = JsonEncodedText.Encode("reserved");
+        public static readonly JsonEncodedText Requested = JsonEncodedText.Encode("requested");
+        public static readonly JsonEncodedText Detail = JsonEncodedText.Encode("detail");
+        public static readonly JsonEncodedText Degraded = JsonEncodedText.Encode("degraded");
     }
 }
 
