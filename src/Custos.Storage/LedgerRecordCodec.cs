@@ -21,7 +21,7 @@ namespace Custos.Storage;
 /// <para>
 /// Why (<c>docs/performance.md</c>): a 3 KB row filled a 4 KB page of its own, so every entry cost a page in the write-ahead
 /// log, again at the checkpoint, and 4.2 KB of database; the store was about a fifth of the gateway's CPU and most of its
-/// latency tail. Against an entry of the same deployment zstd compresses 3 KB in about 2 µs.
+/// latency tail. Against an entry of the same deployment zstd compresses 3 KB in about 3 µs.
 /// </para>
 /// </remarks>
 public static class LedgerRecordCodec
@@ -149,7 +149,9 @@ internal sealed class RecordEncoder : IDisposable
     /// <summary>Records compressed with a dictionary before a new one may be taken.</summary>
     internal const int MinRecordsPerDictionary = 256;
 
-    private const int Level = 1;
+    // A fast negative level: against an entry of the same deployment it stores the same ~124 bytes as level 1, in 3.3 µs
+    // instead of 5.0 (literals are left uncompressed; the dictionary supplies nearly everything anyway).
+    private const int Level = -3;
 
     private Compressor? _compressor;
     private uint _dictionary;
