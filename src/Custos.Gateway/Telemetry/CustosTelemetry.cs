@@ -42,6 +42,11 @@ public sealed class CustosTelemetry : ILedgerObserver, IDisposable
     private readonly Counter<double> _spend;
     private readonly Counter<long> _reservations;
     private readonly Counter<long> _alerts;
+
+    // Counter increments of one batch, summed before they reach the meter: a request under nine limits makes nine
+    // reservations, and the same few tag sets repeat through a batch. Used on the drain task only.
+    private readonly Dictionary<(string Decision, string Reason, string? Tenant, string? Service), long> _batchDecisions = [];
+    private readonly Dictionary<(string Control, string Result, string? Tenant), long> _batchReservations = [];
     private PolicySnapshot? _providersOf; // these two only on the drain task
     private Dictionary<(string Tenant, string Provider), ProviderTags> _providers = [];
 
@@ -128,6 +133,8 @@ public sealed class CustosTelemetry : ILedgerObserver, IDisposable
                         break;
                 }
             }
+
+            AddBatchCounts();
         }
         finally
         {
@@ -143,9 +150,8 @@ public sealed class CustosTelemetry : ILedgerObserver, IDisposable
         var reason = record.Reasons.Count > 0 ? record.Reasons[0] : null;
         if (_decisions.Enabled)
         {
-            var tags = new TagList { { "custos.decision", Names.Of(record.Decision) }, { "custos.reason", reason ?? "none" } };
-            AddScope(ref tags, record);
-            _decisions.Add(1, tags);
+            var key = (Names.Of(record.Decision), reason ?? "none", record.Tenant, record.Service);
+            _batchDecisions[key] = _batchDecisions.GetValueOrDefault(key) + 1;
         }
 
         if (record.Cost is { } cost && _spend.Enabled)
@@ -238,14 +244,33 @@ public sealed class CustosTelemetry : ILedgerObserver, IDisposable
                 continue;
             }
 
-            var tags = new TagList { { "custos.control", control.Control }, { "custos.result", result } };
-            if (record.Tenant is not null)
+            var key = (control.Control, result, record.Tenant);
+            _batchReservations[key] = _batchReservations.GetValueOrDefault(key) + 1;
+        }
+    }
+
+    private void AddBatchCounts()
+    {
+        foreach (var ((decision, reason, tenant, service), count) in _batchDecisions)
+        {
+            var tags = new TagList { { "custos.decision", decision }, { "custos.reason", reason } };
+            AddScope(ref tags, tenant, service);
+            _decisions.Add(count, tags);
+        }
+
+        foreach (var ((control, result, tenant), count) in _batchReservations)
+        {
+            var tags = new TagList { { "custos.control", control }, { "custos.result", result } };
+            if (tenant is not null)
             {
-                tags.Add("custos.tenant", record.Tenant);
+                tags.Add("custos.tenant", tenant);
             }
 
-            _reservations.Add(1, tags);
+            _reservations.Add(count, tags);
         }
+
+        _batchDecisions.Clear();
+        _batchReservations.Clear();
     }
 
     private static bool IsCounterControl(string control)
@@ -325,16 +350,18 @@ public sealed class CustosTelemetry : ILedgerObserver, IDisposable
         activity.SetEndTime(record.Timestamp.UtcDateTime.AddMilliseconds(record.GatewayMs + (record.UpstreamMs ?? 0)));
     }
 
-    private static void AddScope(ref TagList tags, RequestRecord record)
+    private static void AddScope(ref TagList tags, RequestRecord record) => AddScope(ref tags, record.Tenant, record.Service);
+
+    private static void AddScope(ref TagList tags, string? tenant, string? service)
     {
-        if (record.Tenant is not null)
+        if (tenant is not null)
         {
-            tags.Add("custos.tenant", record.Tenant);
+            tags.Add("custos.tenant", tenant);
         }
 
-        if (record.Service is not null)
+        if (service is not null)
         {
-            tags.Add("custos.service", record.Service);
+            tags.Add("custos.service", service);
         }
     }
 
