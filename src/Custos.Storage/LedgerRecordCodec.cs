@@ -48,7 +48,10 @@ public static class LedgerRecordCodec
 
     /// <summary>
     /// Adds <c>custos_record(record)</c> to <paramref name="connection"/> (open, on a Custos store): the canonical JSON of a
-    /// stored record, so SQL can read records, e.g. <c>json_extract(custos_record(record), '$.cost')</c>.
+    /// stored record, so SQL can read records, e.g. <c>json_extract(custos_record(record), '$.cost')</c>. For tools and
+    /// tests, on a connection without pooling (<c>Pooling=False</c>): Microsoft.Data.Sqlite removes a pooled connection's
+    /// functions when it returns to the pool, and that fails while any statement on it is active. The store itself never
+    /// adds functions to its connections.
     /// </summary>
     public static void AddFunctions(SqliteConnection connection)
     {
@@ -56,7 +59,7 @@ public static class LedgerRecordCodec
         AddFunctions(connection, new RecordDictionaries(connection.DataSource));
     }
 
-    internal static void AddFunctions(SqliteConnection connection, RecordDictionaries dictionaries)
+    private static void AddFunctions(SqliteConnection connection, RecordDictionaries dictionaries)
         => connection.CreateFunction<object?, string?>(ReadFunction, value => value switch
         {
             null or DBNull => null,
@@ -67,6 +70,12 @@ public static class LedgerRecordCodec
     /// <summary>The canonical JSON of column <paramref name="ordinal"/>: TEXT as it is, a BLOB decoded.</summary>
     internal static string Read(SqliteDataReader reader, int ordinal, RecordDictionaries dictionaries)
         => reader.GetFieldType(ordinal) == typeof(byte[]) ? dictionaries.Decode(reader.GetFieldValue<byte[]>(ordinal)) : reader.GetString(ordinal);
+
+    /// <summary>The canonical JSON of column <paramref name="ordinal"/> as UTF-8: TEXT's bytes, a BLOB decoded.</summary>
+    internal static byte[] ReadUtf8(SqliteDataReader reader, int ordinal, RecordDictionaries dictionaries)
+        => reader.GetFieldType(ordinal) == typeof(byte[])
+            ? dictionaries.DecodeUtf8(reader.GetFieldValue<byte[]>(ordinal))
+            : System.Text.Encoding.UTF8.GetBytes(reader.GetString(ordinal));
 }
 
 /// <summary>The dictionaries of one database file, read once each (they never change), and decompressors for them per thread.</summary>
@@ -86,7 +95,11 @@ internal sealed class RecordDictionaries
 
     /// <summary>The canonical JSON of a stored BLOB record.</summary>
     /// <exception cref="InvalidDataException">The format is unknown (a newer Custos wrote it), the dictionary is missing, or the data is damaged.</exception>
-    public string Decode(ReadOnlySpan<byte> stored)
+    public string Decode(ReadOnlySpan<byte> stored) => System.Text.Encoding.UTF8.GetString(DecodeUtf8(stored));
+
+    /// <summary>The canonical JSON of a stored BLOB record, as UTF-8.</summary>
+    /// <exception cref="InvalidDataException">The format is unknown (a newer Custos wrote it), the dictionary is missing, or the data is damaged.</exception>
+    public byte[] DecodeUtf8(ReadOnlySpan<byte> stored)
     {
         if (stored.Length <= LedgerRecordCodec.HeaderLength || stored[0] != LedgerRecordCodec.ZstdWithDictionary)
         {
@@ -116,7 +129,7 @@ internal sealed class RecordDictionaries
 
         try
         {
-            return System.Text.Encoding.UTF8.GetString(decompressor.Unwrap(stored[LedgerRecordCodec.HeaderLength..]));
+            return decompressor.Unwrap(stored[LedgerRecordCodec.HeaderLength..]).ToArray();
         }
         catch (ZstdException ex)
         {

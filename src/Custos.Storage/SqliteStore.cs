@@ -436,7 +436,6 @@ public sealed partial class SqliteStore : ICustosStore
     {
         var connection = new SqliteConnection(_connectionString);
         await connection.OpenAsync(cancellationToken);
-        LedgerRecordCodec.AddFunctions(connection, _dictionaries);
         return connection;
     }
 
