@@ -139,7 +139,7 @@ public sealed class SqliteStoreTests : StoreContract
         Assert.Equal(records.Select(r => System.Text.Encoding.UTF8.GetString(r.Canonical)), read.Select(e => e.Json));
         Assert.All(read.Zip(records), pair => Assert.Equal(pair.Second.Hash, HashChain.Link(pair.Second.PrevHash, System.Text.Encoding.UTF8.GetBytes(pair.First.Json))));
 
-        // SQL reads them through the store's function, as the spend query does.
+        // Tools read them with SQL through custos_record(), on a connection without pooling (this one).
         LedgerRecordCodec.AddFunctions(connection);
         using var cost = connection.CreateCommand();
         cost.CommandText = "SELECT json_extract(custos_record(record), '$.cost') FROM ledger WHERE seq = 3";
