@@ -56,16 +56,14 @@ public static class LedgerRecordCodec
     public static void AddFunctions(SqliteConnection connection)
     {
         ArgumentNullException.ThrowIfNull(connection);
-        AddFunctions(connection, new RecordDictionaries(connection.DataSource));
-    }
-
-    private static void AddFunctions(SqliteConnection connection, RecordDictionaries dictionaries)
-        => connection.CreateFunction<object?, string?>(ReadFunction, value => value switch
+        var dictionaries = new RecordDictionaries(connection.DataSource);
+        connection.CreateFunction<object?, string?>(ReadFunction, value => value switch
         {
             null or DBNull => null,
             byte[] blob => dictionaries.Decode(blob),
             _ => Convert.ToString(value, System.Globalization.CultureInfo.InvariantCulture),
         }, isDeterministic: true);
+    }
 
     /// <summary>The canonical JSON of column <paramref name="ordinal"/>: TEXT as it is, a BLOB decoded.</summary>
     internal static string Read(SqliteDataReader reader, int ordinal, RecordDictionaries dictionaries)
