@@ -68,12 +68,6 @@ public static class LedgerRecordCodec
     /// <summary>The canonical JSON of column <paramref name="ordinal"/>: TEXT as it is, a BLOB decoded.</summary>
     internal static string Read(SqliteDataReader reader, int ordinal, RecordDictionaries dictionaries)
         => reader.GetFieldType(ordinal) == typeof(byte[]) ? dictionaries.Decode(reader.GetFieldValue<byte[]>(ordinal)) : reader.GetString(ordinal);
-
-    /// <summary>The canonical JSON of column <paramref name="ordinal"/> as UTF-8: TEXT's bytes, a BLOB decoded.</summary>
-    internal static byte[] ReadUtf8(SqliteDataReader reader, int ordinal, RecordDictionaries dictionaries)
-        => reader.GetFieldType(ordinal) == typeof(byte[])
-            ? dictionaries.DecodeUtf8(reader.GetFieldValue<byte[]>(ordinal))
-            : System.Text.Encoding.UTF8.GetBytes(reader.GetString(ordinal));
 }
 
 /// <summary>The dictionaries of one database file, read once each (they never change), and decompressors for them per thread.</summary>
@@ -93,11 +87,7 @@ internal sealed class RecordDictionaries
 
     /// <summary>The canonical JSON of a stored BLOB record.</summary>
     /// <exception cref="InvalidDataException">The format is unknown (a newer Custos wrote it), the dictionary is missing, or the data is damaged.</exception>
-    public string Decode(ReadOnlySpan<byte> stored) => System.Text.Encoding.UTF8.GetString(DecodeUtf8(stored));
-
-    /// <summary>The canonical JSON of a stored BLOB record, as UTF-8.</summary>
-    /// <exception cref="InvalidDataException">The format is unknown (a newer Custos wrote it), the dictionary is missing, or the data is damaged.</exception>
-    public byte[] DecodeUtf8(ReadOnlySpan<byte> stored)
+    public string Decode(ReadOnlySpan<byte> stored)
     {
         if (stored.Length <= LedgerRecordCodec.HeaderLength || stored[0] != LedgerRecordCodec.ZstdWithDictionary)
         {
@@ -127,7 +117,7 @@ internal sealed class RecordDictionaries
 
         try
         {
-            return decompressor.Unwrap(stored[LedgerRecordCodec.HeaderLength..]).ToArray();
+            return System.Text.Encoding.UTF8.GetString(decompressor.Unwrap(stored[LedgerRecordCodec.HeaderLength..]));
         }
         catch (ZstdException ex)
         {

@@ -258,35 +258,15 @@ public sealed partial class SqliteStore
         while (await reader.ReadAsync(cancellationToken))
         {
             // Costs are summed as decimals, not as SQLite's floating point: spend must add up to the cent.
-            var cost = CostOf(LedgerRecordCodec.ReadUtf8(reader, 1, _dictionaries));
+            using var entry = System.Text.Json.JsonDocument.Parse(LedgerRecordCodec.Read(reader, 1, _dictionaries));
+            var cost = entry.RootElement.TryGetProperty("cost", out var value) && value.ValueKind == System.Text.Json.JsonValueKind.String
+                ? decimal.Parse(value.GetString()!, System.Globalization.CultureInfo.InvariantCulture)
+                : 0m;
             var (spend, requests) = result.GetValueOrDefault(reader.GetString(0));
             result[reader.GetString(0)] = (spend + cost, requests + 1);
         }
 
         return result;
-    }
-
-    /// <summary>The <c>cost</c> of a request entry's canonical JSON (a top-level string, before the controls), 0 when null.</summary>
-    private static decimal CostOf(ReadOnlySpan<byte> json)
-    {
-        var reader = new System.Text.Json.Utf8JsonReader(json);
-        while (reader.Read())
-        {
-            if (reader.CurrentDepth == 1 && reader.TokenType == System.Text.Json.JsonTokenType.PropertyName && reader.ValueTextEquals("cost"u8))
-            {
-                reader.Read();
-                return reader.TokenType == System.Text.Json.JsonTokenType.String
-                    ? decimal.Parse(reader.ValueSpan, System.Globalization.CultureInfo.InvariantCulture)
-                    : 0m;
-            }
-
-            if (reader.CurrentDepth == 1 && reader.TokenType is System.Text.Json.JsonTokenType.StartArray or System.Text.Json.JsonTokenType.StartObject)
-            {
-                reader.Skip();
-            }
-        }
-
-        return 0m;
     }
 
     private SqliteConnection Writer => _writer ?? throw new ObjectDisposedException(nameof(SqliteStore));
