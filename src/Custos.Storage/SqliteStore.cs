@@ -51,6 +51,9 @@ public sealed partial class SqliteStore : ICustosStore
     /// <summary>Whether the log's checkpoint thread has copied everything committed so far; false before the first append.</summary>
     internal bool CheckpointCaughtUp => _checkpointer?.CaughtUp ?? false;
 
+    /// <summary>Runs one round of the checkpoint thread on this thread (tests; with no checkpoint thread running).</summary>
+    internal void CheckpointRound() => _checkpointer?.Round();
+
     /// <inheritdoc/>
     public string Description => Path;
 

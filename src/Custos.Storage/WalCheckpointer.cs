@@ -47,6 +47,7 @@ internal sealed class WalCheckpointer : IDisposable
     private long _commits; // written by the writer only, under its lock
     private long _written; // pages the writer wrote since it last woke the thread; the writer's only
     private long _caughtUpAt = -1; // the commit count at the last checkpoint that copied the whole log
+    private long _seen; // the commit count at the thread's last round; the thread's only
     private int _logFrames;
     private volatile bool _tailWanted; // the thread copied a long log: the writer copies the rest and restarts it
 
@@ -106,7 +107,6 @@ internal sealed class WalCheckpointer : IDisposable
 
     private void Run()
     {
-        var seen = 0L;
         while (true)
         {
             _wake.Wait(_interval);
@@ -116,22 +116,29 @@ internal sealed class WalCheckpointer : IDisposable
                 return;
             }
 
-            var commits = Volatile.Read(ref _commits);
-            if (commits == seen)
-            {
-                continue;
-            }
-
-            seen = commits;
-            if (Checkpoint(_connection.Handle!, out var log, out var copied))
-            {
-                Volatile.Write(ref _logFrames, log);
-                Volatile.Write(ref _caughtUpAt, log >= 0 && log == copied ? commits : -1);
-                _tailWanted = log >= CheckpointFrames;
-            }
-
-            // Otherwise (busy: the writer is checkpointing; an I/O error) the next round tries again.
+            Round();
         }
+    }
+
+    /// <summary>One round of the thread: checkpoints when anything was committed since the last round.</summary>
+    /// <remarks>Internal for tests, which run it themselves on a checkpointer without a thread.</remarks>
+    internal void Round()
+    {
+        var commits = Volatile.Read(ref _commits);
+        if (commits == _seen)
+        {
+            return;
+        }
+
+        _seen = commits;
+        if (Checkpoint(_connection.Handle!, out var log, out var copied))
+        {
+            Volatile.Write(ref _logFrames, log);
+            Volatile.Write(ref _caughtUpAt, log >= 0 && log == copied ? commits : -1);
+            _tailWanted = log >= CheckpointFrames;
+        }
+
+        // Otherwise (busy: the writer is checkpointing; an I/O error) the next round tries again.
     }
 
     /// <summary>Copies what it can without waiting for anyone; <paramref name="log"/> is the log's length in frames.</summary>
