@@ -26,6 +26,8 @@
 #   BENCH_SHARED=1         also measure Custos on the multi-node engines: Redis counters and the PostgreSQL store
 #                          (a private redis-server and postgres on loopback, started and stopped by the script; 0: skip)
 #   BENCH_REDIS_PORT=18084 BENCH_PG_PORT=18085  BENCH_SHARED_PORT=18086  BENCH_SHARED_ADMIN_PORT=18087
+#   BENCH_INLINE_IO=1      run Custos (both) with inline I/O, DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS=1 (docs/deploy.md);
+#                          default 0: as shipped
 #   BENCH_SKIP_BUILD=1     use the existing Release build
 #   BENCH_KEEP=1           keep the temporary directory (config, logs, ledger, wrk output)
 set -euo pipefail
@@ -193,6 +195,13 @@ else
   tiering_note="servers run with the runtime's default JIT tiering (BENCH_TIERING=default)"
 fi
 
+# Inline I/O (docs/deploy.md): a deployment choice, off as shipped; measured when asked for.
+custos_env=(env)
+if [[ ${BENCH_INLINE_IO:-0} == 1 ]]; then
+  custos_env=(env DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS=1)
+  tiering_note+="; Custos runs with inline I/O (BENCH_INLINE_IO=1: DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS=1)"
+fi
+
 # --- build -----------------------------------------------------------------------------------------------------
 if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
   say "building Release (src/Custos, bench/Custos.Bench.Upstream)"
@@ -351,7 +360,7 @@ yarp_pid=$!
 wait_for_line yarp "$yarp_pid" "$work/yarp.log" 'listening on' 30
 
 say "starting custos serve on 127.0.0.1:$custos_port"
-BENCH_UPSTREAM_API_KEY=sk-bench-upstream "${server_env[@]}" "${server_cmd[@]}" dotnet "$custos_dll" serve --config "$config" >"$work/custos.log" 2>&1 &
+BENCH_UPSTREAM_API_KEY=sk-bench-upstream "${custos_env[@]}" "${server_env[@]}" "${server_cmd[@]}" dotnet "$custos_dll" serve --config "$config" >"$work/custos.log" 2>&1 &
 custos_pid=$!
 wait_for_line custos "$custos_pid" "$work/custos.log" '^Custos serving' 60
 if grep -q '^warning:' "$work/custos.log"; then
@@ -379,7 +388,7 @@ if [[ $shared == 1 ]]; then
   grep -q 'ready to accept connections' "$work/postgres.log" || { cat "$work/postgres.log" >&2; die "PostgreSQL did not start"; }
   shared_env=(env "CUSTOS_POSTGRES=Host=127.0.0.1;Port=$pg_port;Username=custos;Database=postgres" "CUSTOS_REDIS=127.0.0.1:$redis_port")
   say "starting custos serve on the shared engines on 127.0.0.1:$shared_port"
-  BENCH_UPSTREAM_API_KEY=sk-bench-upstream "${shared_env[@]}" "${server_env[@]}" "${server_cmd[@]}" dotnet "$custos_dll" serve --config "$shared_config" \
+  BENCH_UPSTREAM_API_KEY=sk-bench-upstream "${custos_env[@]}" "${shared_env[@]}" "${server_env[@]}" "${server_cmd[@]}" dotnet "$custos_dll" serve --config "$shared_config" \
     >"$work/custos-shared.log" 2>&1 &
   shared_pid=$!
   wait_for_line "custos (shared engines)" "$shared_pid" "$work/custos-shared.log" '^Custos serving' 60

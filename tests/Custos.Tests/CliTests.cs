@@ -114,27 +114,8 @@ public sealed class CliTests : IDisposable
     {
         await using var upstream = await DemoUpstream.StartAsync();
         var key = ApiKey.Generate(ApiKeyKind.Consumer);
-        var config = Path.Combine(_directory, "custos.yaml");
         int port = CustosProcess.FreePort(), adminPort = CustosProcess.FreePort();
-        await File.WriteAllTextAsync(config, $"""
-            server:
-              listen: http://127.0.0.1:{port}
-              admin_listen: http://127.0.0.1:{adminPort}
-              data: serve-data
-            tenants:
-              - id: acme
-                providers:
-                  - {"{"} id: main, type: openai, base_url: {upstream.BaseUri}v1, api_key_env: CUSTOS_TEST_UPSTREAM_KEY {"}"}
-                models:
-                  - {"{"} name: gpt-4o-mini, provider: main, price: {"{"} input_per_mtok: 1, output_per_mtok: 1 {"}"} {"}"}
-            services:
-              - id: app
-                tenant: acme
-            consumers:
-              - {"{"} id: app-backend, service: app, category: internal, models: [gpt-4o-mini] {"}"}
-            credentials:
-              - {"{"} id: cred-1, consumer: app-backend, key_sha256: {KeyHash.Of(key).ToHex()} {"}"}
-            """);
+        var config = await WriteServeConfigAsync(port, adminPort, upstream, key);
 
         await using var serve = CustosProcess.Start("Custos serving", new Dictionary<string, string> { ["CUSTOS_TEST_UPSTREAM_KEY"] = "sk-serve-upstream-0123456789" },
             "serve", "--config", config);
@@ -162,6 +143,78 @@ public sealed class CliTests : IDisposable
         var entry = JsonDocument.Parse(json.Split('\n')[0]).RootElement;
         Assert.Equal("app-backend", entry.GetProperty("consumer").GetString());
         Assert.Equal(1, entry.GetProperty("policy_version").GetInt64());
+    }
+
+    [Fact]
+    public async Task Serve_WithInlineIo_SaysSo_AndServesSmallAndLargeBodiesSideBySide()
+    {
+        await using var upstream = await DemoUpstream.StartAsync();
+        var key = ApiKey.Generate(ApiKeyKind.Consumer);
+        int port = CustosProcess.FreePort(), adminPort = CustosProcess.FreePort();
+        var config = await WriteServeConfigAsync(port, adminPort, upstream, key);
+        await using var serve = CustosProcess.Start("Custos serving", new Dictionary<string, string>
+        {
+            ["CUSTOS_TEST_UPSTREAM_KEY"] = "sk-serve-upstream-0123456789",
+            ["DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS"] = "1",
+        }, "serve", "--config", config);
+        await serve.WaitReadyAsync();
+        Assert.Contains(", inline I/O.", serve.Output, StringComparison.Ordinal);
+
+        // Small prompts on the socket threads, large ones (over 64 KB) moved to the thread pool, streaming and not, at once.
+        var chat = new ChatClient("gpt-4o-mini", new ApiKeyCredential(key), new OpenAIClientOptions { Endpoint = new Uri($"http://127.0.0.1:{port}/v1") });
+        var large = "Summarise this: " + string.Join(' ', Enumerable.Repeat("the quick brown fox jumps over the lazy dog", 5_000));
+        var calls = Enumerable.Range(0, 24).Select(async i =>
+        {
+            var prompt = i % 3 == 0 ? large : $"Hello {i}";
+            if (i % 2 == 0)
+            {
+                ChatCompletion completion = await chat.CompleteChatAsync(prompt);
+                return completion.Content[0].Text;
+            }
+
+            var text = new StringBuilder();
+            await foreach (var update in chat.CompleteChatStreamingAsync(prompt))
+            {
+                text.Append(string.Concat(update.ContentUpdate.Select(part => part.Text)));
+            }
+
+            return text.ToString();
+        });
+        var answers = await Task.WhenAll(calls);
+        Assert.Equal(0, await serve.StopAsync());
+
+        Assert.All(answers, answer => Assert.Contains("Custos demo upstream", answer, StringComparison.Ordinal));
+        var (exit, json, _) = await Cli.RunAsync("requests", "--config", config, "--json");
+        Assert.Equal(0, exit);
+        var entries = json.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonDocument.Parse(l).RootElement).ToList();
+        Assert.Equal(24, entries.Count);
+        Assert.All(entries, e => Assert.Equal("allow", e.GetProperty("decision").GetString()));
+        Assert.Equal(8, entries.Count(e => e.GetProperty("input_tokens").GetInt64() > 40_000)); // the large prompts, counted whole
+    }
+
+    private async Task<string> WriteServeConfigAsync(int port, int adminPort, DemoUpstream upstream, string key)
+    {
+        var config = Path.Combine(_directory, "custos.yaml");
+        await File.WriteAllTextAsync(config, $"""
+            server:
+              listen: http://127.0.0.1:{port}
+              admin_listen: http://127.0.0.1:{adminPort}
+              data: serve-data
+            tenants:
+              - id: acme
+                providers:
+                  - {"{"} id: main, type: openai, base_url: {upstream.BaseUri}v1, api_key_env: CUSTOS_TEST_UPSTREAM_KEY {"}"}
+                models:
+                  - {"{"} name: gpt-4o-mini, provider: main, price: {"{"} input_per_mtok: 1, output_per_mtok: 1 {"}"} {"}"}
+            services:
+              - id: app
+                tenant: acme
+            consumers:
+              - {"{"} id: app-backend, service: app, category: internal, models: [gpt-4o-mini] {"}"}
+            credentials:
+              - {"{"} id: cred-1, consumer: app-backend, key_sha256: {KeyHash.Of(key).ToHex()} {"}"}
+            """);
+        return config;
     }
 
     [Fact]

@@ -182,6 +182,9 @@ public sealed partial class CustosGateway : IAsyncDisposable
     /// <summary>Where the data plane listens.</summary>
     public Uri DataPlaneUri => BoundUri(_dataPlane);
 
+    /// <summary>Whether the data plane runs requests on the socket threads (<c>DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS=1</c>).</summary>
+    public static bool InlineIoEnabled => InlineIo.Enabled;
+
     /// <summary>Where the admin listener listens.</summary>
     public Uri AdminUri => BoundUri(_admin);
 
@@ -511,6 +514,11 @@ public sealed partial class CustosGateway : IAsyncDisposable
         ICounterStore counters, JwtAuthenticator jwt)
     {
         var builder = CreateBuilder(options, options.DataPlaneUrl);
+        if (InlineIo.Enabled)
+        {
+            builder.WebHost.UseSockets(o => o.UnsafePreferInlineScheduling = true);
+        }
+
         builder.Services.AddHttpForwarder();
         builder.Services.AddSingleton(policy);
         builder.Services.AddSingleton(ledger);

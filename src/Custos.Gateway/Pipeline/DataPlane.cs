@@ -4,6 +4,7 @@ using System.Security.Cryptography;
 using System.Text.Json;
 using Custos.Controls;
 using Custos.Errors;
+using Custos.Gateway.Hosting;
 using Custos.Gateway.Identity;
 using Custos.Gateway.Ledger;
 using Custos.Gateway.Policy;
@@ -254,6 +255,11 @@ internal sealed partial class DataPlane(
         }
 
         record.RequestBytes = body.WrittenCount;
+        if (InlineIo.ShouldLeaveSocketThread(body.WrittenCount))
+        {
+            await Task.Yield(); // to the thread pool: parsing and scanning a large body would hold the socket thread's other connections
+        }
+
         var parseError = ChatRequest.TryParse(body.WrittenSpan, out var parsed);
         record.Stream = parsed.Stream;
         record.Model = parsed.Model;

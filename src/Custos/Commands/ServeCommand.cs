@@ -97,7 +97,8 @@ internal static class ServeCommand
     {
         var snapshot = gateway.Policy.Current;
         output.WriteLine($"Custos serving {config.Name}: data plane {gateway.DataPlaneUri}, admin {gateway.AdminUri}, store {gateway.Store.Description}, " +
-            $"node {gateway.NodeId}, counters {(sharedCounters ? "in Redis (shared)" : "in-process")}, policy version {snapshot.Version} (sha256 {snapshot.Hash}).");
+            $"node {gateway.NodeId}, counters {(sharedCounters ? "in Redis (shared)" : "in-process")}, policy version {snapshot.Version} (sha256 {snapshot.Hash})" +
+            (CustosGateway.InlineIoEnabled ? ", inline I/O." : "."));
         foreach (var tenant in snapshot.Tenants)
         {
             foreach (var provider in tenant.CanonicalModels.Select(m => m.Provider).Distinct().Where(p => p.IsMissingKey))
