@@ -26,8 +26,8 @@
 #   BENCH_SHARED=1         also measure Custos on the multi-node engines: Redis counters and the PostgreSQL store
 #                          (a private redis-server and postgres on loopback, started and stopped by the script; 0: skip)
 #   BENCH_REDIS_PORT=18084 BENCH_PG_PORT=18085  BENCH_SHARED_PORT=18086  BENCH_SHARED_ADMIN_PORT=18087
-#   BENCH_INLINE_IO=1      run Custos (both) with inline I/O, DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS=1 (docs/deploy.md);
-#                          default 0: as shipped
+#   BENCH_INLINE_IO=       unset: Custos as shipped (inline I/O on the embedded store, off on PostgreSQL; docs/deploy.md);
+#                          1 or 0: both Custos runs with DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS set to it
 #   BENCH_SKIP_BUILD=1     use the existing Release build
 #   BENCH_KEEP=1           keep the temporary directory (config, logs, ledger, wrk output)
 set -euo pipefail
@@ -195,11 +195,16 @@ else
   tiering_note="servers run with the runtime's default JIT tiering (BENCH_TIERING=default)"
 fi
 
-# Inline I/O (docs/deploy.md): a deployment choice, off as shipped; measured when asked for.
+# Inline I/O (docs/deploy.md): custos turns it on by itself on the embedded store and leaves it off on PostgreSQL,
+# unless the environment says either way.
 custos_env=(env)
-if [[ ${BENCH_INLINE_IO:-0} == 1 ]]; then
-  custos_env=(env DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS=1)
-  tiering_note+="; Custos runs with inline I/O (BENCH_INLINE_IO=1: DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS=1)"
+inline_io=${BENCH_INLINE_IO:-}
+[[ -z $inline_io || $inline_io == 0 || $inline_io == 1 ]] || die "BENCH_INLINE_IO must be 0 or 1 when set (got '$inline_io')"
+if [[ -n $inline_io ]]; then
+  custos_env=(env "DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS=$inline_io")
+  tiering_note+="; both Custos runs with DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS=$inline_io (BENCH_INLINE_IO)"
+else
+  tiering_note+="; Custos as shipped: inline I/O on the embedded store, not on PostgreSQL"
 fi
 
 # --- build -----------------------------------------------------------------------------------------------------

@@ -146,19 +146,29 @@ public sealed class CliTests : IDisposable
     }
 
     [Fact]
-    public async Task Serve_WithInlineIo_SaysSo_AndServesSmallAndLargeBodiesSideBySide()
+    public async Task Serve_OnTheEmbeddedStore_RunsRequestsOnTheSocketThreads_SmallAndLargeSideBySide_UnlessTheEnvironmentSaysNo()
     {
         await using var upstream = await DemoUpstream.StartAsync();
         var key = ApiKey.Generate(ApiKeyKind.Consumer);
         int port = CustosProcess.FreePort(), adminPort = CustosProcess.FreePort();
         var config = await WriteServeConfigAsync(port, adminPort, upstream, key);
-        await using var serve = CustosProcess.Start("Custos serving", new Dictionary<string, string>
+        var environment = new Dictionary<string, string> { ["CUSTOS_TEST_UPSTREAM_KEY"] = "sk-serve-upstream-0123456789" };
+
+        // Turned off by the runtime's own switch: the ready line says nothing of it.
+        await using (var off = CustosProcess.Start("Custos serving", new Dictionary<string, string>(environment) { ["DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS"] = "0" },
+            "serve", "--config", config))
         {
-            ["CUSTOS_TEST_UPSTREAM_KEY"] = "sk-serve-upstream-0123456789",
-            ["DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS"] = "1",
-        }, "serve", "--config", config);
+            await off.WaitReadyAsync();
+            Assert.DoesNotContain("inline I/O", off.Output, StringComparison.Ordinal);
+            var client = new ChatClient("gpt-4o-mini", new ApiKeyCredential(key), new OpenAIClientOptions { Endpoint = new Uri($"http://127.0.0.1:{port}/v1") });
+            Assert.Contains("Custos demo upstream", (await client.CompleteChatAsync("Hello")).Value.Content[0].Text, StringComparison.Ordinal);
+            Assert.Equal(0, await off.StopAsync());
+        }
+
+        await using var serve = CustosProcess.Start("Custos serving", environment, "serve", "--config", config);
         await serve.WaitReadyAsync();
         Assert.Contains(", inline I/O.", serve.Output, StringComparison.Ordinal);
+        Assert.Equal(Environment.ProcessorCount, serve.ThreadNames().Count(name => name == ".NET Sockets")); // the runtime took the switch: a socket thread per core
 
         // Small prompts on the socket threads, large ones (over 64 KB) moved to the thread pool, streaming and not, at once.
         var chat = new ChatClient("gpt-4o-mini", new ApiKeyCredential(key), new OpenAIClientOptions { Endpoint = new Uri($"http://127.0.0.1:{port}/v1") });
@@ -187,7 +197,7 @@ public sealed class CliTests : IDisposable
         var (exit, json, _) = await Cli.RunAsync("requests", "--config", config, "--json");
         Assert.Equal(0, exit);
         var entries = json.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonDocument.Parse(l).RootElement).ToList();
-        Assert.Equal(24, entries.Count);
+        Assert.Equal(25, entries.Count); // and the one before, while it was off
         Assert.All(entries, e => Assert.Equal("allow", e.GetProperty("decision").GetString()));
         Assert.Equal(8, entries.Count(e => e.GetProperty("input_tokens").GetInt64() > 40_000)); // the large prompts, counted whole
     }

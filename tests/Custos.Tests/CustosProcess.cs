@@ -88,6 +88,10 @@ internal sealed partial class CustosProcess : IAsyncDisposable
             .OfType<string>()
             .ToHashSet(StringComparer.Ordinal);
 
+    /// <summary>The names of the process's threads (from <c>/proc/PID/task/*/comm</c>).</summary>
+    public IReadOnlyList<string> ThreadNames()
+        => Directory.GetDirectories($"/proc/{_process.Id}/task").Select(task => File.ReadAllText(Path.Combine(task, "comm")).TrimEnd('\n')).ToList();
+
     public Task WaitReadyAsync() => _ready.Task.WaitAsync(TimeSpan.FromSeconds(60));
 
     /// <summary>Sends SIGTERM, as a service manager would, and waits for a clean exit.</summary>

@@ -37,6 +37,7 @@ internal static class ServeCommand
         }
 
         var server = result.Server;
+        CustosGateway.PreferInlineIo(embeddedStore: server.Storage != Custos.Policy.StorageBackend.Postgres); // before the first socket
         var defaults = new CustosGatewayOptions { Policy = document, DataDirectory = "." };
         using var redis = server.Counters == Custos.Policy.CounterBackend.Redis ? await ConnectRedisAsync() : null;
         var store = server.Storage == Custos.Policy.StorageBackend.Postgres ? await CommonOptions.OpenPostgresAsync(cancellationToken) : null;
