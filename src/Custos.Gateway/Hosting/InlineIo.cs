@@ -7,7 +7,7 @@ namespace Custos.Gateway.Hosting;
 /// serve</c> and <c>custos demo</c> turn it on for a node on the embedded store unless the environment sets it.
 /// </summary>
 /// <remarks>
-/// Under the load harness on one core, 12–15 % more requests per second at 12–15 % less CPU per request
+/// Under the load harness on one core, 12–15 % more non-streaming requests per second at 12–15 % less CPU per request
 /// (docs/performance.md), because a request no longer costs two thread hand-offs. The price: while a socket thread runs
 /// one request's code, the other connections on that thread wait. The data plane keeps its per-request work short
 /// and moves a request whose body is larger than <see cref="ThreadPoolBodyBytes"/> to the thread pool before scanning
