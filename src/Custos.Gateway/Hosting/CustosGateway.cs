@@ -182,15 +182,6 @@ public sealed partial class CustosGateway : IAsyncDisposable
     /// <summary>Where the data plane listens.</summary>
     public Uri DataPlaneUri => BoundUri(_dataPlane);
 
-    /// <summary>Whether the data plane runs requests on the socket threads (<c>DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS=1</c>).</summary>
-    public static bool InlineIoEnabled => InlineIo.Enabled;
-
-    /// <summary>
-    /// Turns inline I/O on for a process on the embedded store unless the environment sets it either way (docs/deploy.md).
-    /// Call before the process opens its first socket.
-    /// </summary>
-    public static void PreferInlineIo(bool embeddedStore) => InlineIo.PreferFor(embeddedStore);
-
     /// <summary>Where the admin listener listens.</summary>
     public Uri AdminUri => BoundUri(_admin);
 

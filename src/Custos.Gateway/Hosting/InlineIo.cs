@@ -15,7 +15,7 @@ namespace Custos.Gateway.Hosting;
 /// store includes the admin API's reads (exports, spend reports: they can be long) and the ledger writer's loop. So
 /// on PostgreSQL it stays off unless the environment turns it on; docs/deploy.md says when to.
 /// </remarks>
-internal static class InlineIo
+public static class InlineIo
 {
     /// <summary>The runtime's switch.</summary>
     public const string Variable = "DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS";
@@ -41,6 +41,6 @@ internal static class InlineIo
     }
 
     /// <summary>Moves the caller to the thread pool when it runs on a socket thread and has <paramref name="bytes"/> to scan.</summary>
-    public static bool ShouldLeaveSocketThread(int bytes)
+    internal static bool ShouldLeaveSocketThread(int bytes)
         => bytes > ThreadPoolBodyBytes && Enabled && !Thread.CurrentThread.IsThreadPoolThread;
 }

@@ -26,7 +26,7 @@ internal static class DemoCommand
     {
         var dataDirectory = Path.GetFullPath(data);
         Directory.CreateDirectory(dataDirectory);
-        CustosGateway.PreferInlineIo(embeddedStore: true); // before the first socket
+        InlineIo.PreferFor(embeddedStore: true); // before the first socket
         await using var upstream = await Start(() => DemoUpstream.StartAsync(upstreamPort, cancellationToken), "demo upstream", upstreamPort);
 
         var dataPlaneUrl = $"http://127.0.0.1:{port}";

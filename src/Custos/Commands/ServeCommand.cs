@@ -37,7 +37,7 @@ internal static class ServeCommand
         }
 
         var server = result.Server;
-        CustosGateway.PreferInlineIo(embeddedStore: server.Storage != Custos.Policy.StorageBackend.Postgres); // before the first socket
+        InlineIo.PreferFor(embeddedStore: server.Storage != Custos.Policy.StorageBackend.Postgres); // before the first socket
         var defaults = new CustosGatewayOptions { Policy = document, DataDirectory = "." };
         using var redis = server.Counters == Custos.Policy.CounterBackend.Redis ? await ConnectRedisAsync() : null;
         var store = server.Storage == Custos.Policy.StorageBackend.Postgres ? await CommonOptions.OpenPostgresAsync(cancellationToken) : null;
@@ -99,7 +99,7 @@ internal static class ServeCommand
         var snapshot = gateway.Policy.Current;
         output.WriteLine($"Custos serving {config.Name}: data plane {gateway.DataPlaneUri}, admin {gateway.AdminUri}, store {gateway.Store.Description}, " +
             $"node {gateway.NodeId}, counters {(sharedCounters ? "in Redis (shared)" : "in-process")}, policy version {snapshot.Version} (sha256 {snapshot.Hash})" +
-            (CustosGateway.InlineIoEnabled ? ", inline I/O." : "."));
+            (InlineIo.Enabled ? ", inline I/O." : "."));
         foreach (var tenant in snapshot.Tenants)
         {
             foreach (var provider in tenant.CanonicalModels.Select(m => m.Provider).Distinct().Where(p => p.IsMissingKey))
