@@ -145,10 +145,7 @@ internal sealed partial class DataPlane(
     {
         try
         {
-            if (body is not null)
-            {
-                await body.ReleaseAsync(context.RequestAborted);
-            }
+            body?.Release();
 
             await HeldBody.ReleaseAsync(context);
         }

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.IO.Pipelines;
 using Custos.Metering;
 
 namespace Custos.Gateway.Pipeline;
@@ -10,14 +11,14 @@ namespace Custos.Gateway.Pipeline;
 /// asked for does it write the meter's edited output instead of the chunk.
 /// <para>
 /// The client must not hold a complete response before its ledger record is durable, so the stream holds back the
-/// end of a complete body until <see cref="ReleaseAsync"/>: for a body of known length (<c>Content-Length</c>), the
+/// end of a complete body until <see cref="Release"/>: for a body of known length (<c>Content-Length</c>), the
 /// write that completes it (up to 64 KB of it, usually the whole body: a client can do nothing with part of a JSON
 /// document, and one write after the wait costs less than two); for a stream, the last two bytes of its final event
 /// (<c>data: [DONE]</c>, Anthropic's <c>message_stop</c>), so the client's parser cannot dispatch it. Nothing before
 /// that waits: every other event goes out as it arrives.
 /// </para>
 /// </summary>
-internal sealed class MeteringStream(Stream inner, ResponseMeter meter, bool rewrites, long? contentLength) : Stream
+internal sealed class MeteringStream(Stream inner, PipeWriter response, ResponseMeter meter, bool rewrites, long? contentLength) : Stream
 {
     /// <summary>An event ends with a blank line, "\n\n" or "\r\n\r\n": holding its last two bytes keeps it from being dispatched.</summary>
     private const int StreamTail = 2;
@@ -27,7 +28,7 @@ internal sealed class MeteringStream(Stream inner, ResponseMeter meter, bool rew
 
     private readonly PooledBufferWriter? _edited = rewrites ? new PooledBufferWriter(8192) : null;
     private long _written;
-    private int _tail; // 0 until the body is complete; then how many of its last bytes wait in _held for ReleaseAsync
+    private int _tail; // 0 until the body is complete; then how many of its last bytes wait in _held for Release
     private byte[]? _held; // rented
     private int _heldCount;
 
@@ -41,7 +42,7 @@ internal sealed class MeteringStream(Stream inner, ResponseMeter meter, bool rew
 
     public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
 
-    /// <summary>True while bytes are held back for <see cref="ReleaseAsync"/>.</summary>
+    /// <summary>True while bytes are held back for <see cref="Release"/>.</summary>
     public bool IsHolding => _heldCount > 0;
 
     public override async ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
@@ -133,8 +134,12 @@ internal sealed class MeteringStream(Stream inner, ResponseMeter meter, bool rew
         await WriteOutAsync(_edited.WrittenMemory, cancellationToken);
     }
 
-    /// <summary>Writes the bytes held back: call once the request's ledger record is durable.</summary>
-    public async ValueTask ReleaseAsync(CancellationToken cancellationToken)
+    /// <summary>Writes the bytes held back into the response's writer: call once the request's ledger record is durable.</summary>
+    /// <remarks>
+    /// Not flushed: the response's end (the last chunk of a chunked stream) follows at once, and Kestrel sends both in one
+    /// write when the request completes, where a flush here would send them in two.
+    /// </remarks>
+    public void Release()
     {
         if (_heldCount == 0)
         {
@@ -143,7 +148,7 @@ internal sealed class MeteringStream(Stream inner, ResponseMeter meter, bool rew
 
         var count = _heldCount;
         _heldCount = 0;
-        await inner.WriteAsync(_held!.AsMemory(0, count), cancellationToken);
+        response.Write(_held.AsSpan(0, count));
     }
 
     public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
