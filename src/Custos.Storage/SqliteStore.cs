@@ -214,12 +214,7 @@ public sealed partial class SqliteStore : ICustosStore
                     raw.sqlite3_bind_blob(insert, 11, encoder.Encode(item.Canonical));
                     BindText(insert, 12, item.PrevHash);
                     BindText(insert, 13, item.Hash);
-                    var rc = raw.sqlite3_step(insert);
-                    raw.sqlite3_reset(insert);
-                    if (rc != raw.SQLITE_DONE)
-                    {
-                        Check(db, rc);
-                    }
+                    Run(db, insert);
                 }
 
                 if (_lastUsed.Count > 0)
@@ -234,12 +229,7 @@ public sealed partial class SqliteStore : ICustosStore
                         LedgerTime.FormatUtf8(at, ts);
                         BindText(usage, 1, credentialId);
                         raw.sqlite3_bind_text(usage, 2, ts);
-                        var rc = raw.sqlite3_step(usage);
-                        raw.sqlite3_reset(usage);
-                        if (rc != raw.SQLITE_DONE)
-                        {
-                            Check(db, rc);
-                        }
+                        Run(db, usage);
                     }
                 }
 
@@ -267,13 +257,7 @@ public sealed partial class SqliteStore : ICustosStore
         var statement = _dictionary ??= Prepare(db, "INSERT INTO record_dictionaries (created_at, bytes) VALUES (?1, ?2)");
         raw.sqlite3_bind_text(statement, 1, ts);
         raw.sqlite3_bind_blob(statement, 2, canonical);
-        var rc = raw.sqlite3_step(statement);
-        raw.sqlite3_reset(statement);
-        if (rc != raw.SQLITE_DONE)
-        {
-            Check(db, rc);
-        }
-
+        Run(db, statement);
         return raw.sqlite3_last_insert_rowid(db);
     }
 
@@ -299,6 +283,17 @@ public sealed partial class SqliteStore : ICustosStore
 
         var written = Encoding.UTF8.GetBytes(value, _scratch);
         raw.sqlite3_bind_text(statement, index, _scratch.AsSpan(0, written)); // SQLite copies it (SQLITE_TRANSIENT)
+    }
+
+    /// <summary>Runs a prepared statement that returns no rows, and resets it for its next use.</summary>
+    private static void Run(sqlite3 db, sqlite3_stmt statement)
+    {
+        var rc = raw.sqlite3_step(statement);
+        raw.sqlite3_reset(statement);
+        if (rc != raw.SQLITE_DONE)
+        {
+            Check(db, rc);
+        }
     }
 
     private static void Check(sqlite3 db, int rc)

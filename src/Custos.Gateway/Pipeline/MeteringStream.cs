@@ -5,8 +5,8 @@ using Custos.Metering;
 namespace Custos.Gateway.Pipeline;
 
 /// <summary>
-/// Sits in front of the client's response body while the forwarder copies the provider's response into it:
-/// every chunk goes to the client as it arrives (flushed by the server's pipe), and the
+/// Takes the place of the client's response body while the forwarder copies the provider's response into it, and writes
+/// into the response's own <see cref="PipeWriter"/>: every chunk goes to the client as it arrives (each write flushes), and the
 /// <see cref="ResponseMeter"/> reads usage from it on the way. Only when the meter must hide what the gateway
 /// asked for does it write the meter's edited output instead of the chunk.
 /// <para>
@@ -18,7 +18,7 @@ namespace Custos.Gateway.Pipeline;
 /// that waits: every other event goes out as it arrives.
 /// </para>
 /// </summary>
-internal sealed class MeteringStream(Stream inner, PipeWriter response, ResponseMeter meter, bool rewrites, long? contentLength) : Stream
+internal sealed class MeteringStream(PipeWriter response, ResponseMeter meter, bool rewrites, long? contentLength) : Stream
 {
     /// <summary>An event ends with a blank line, "\n\n" or "\r\n\r\n": holding its last two bytes keeps it from being dispatched.</summary>
     private const int StreamTail = 2;
@@ -87,7 +87,7 @@ internal sealed class MeteringStream(Stream inner, PipeWriter response, Response
         _written += data.Length;
         if (_tail == 0)
         {
-            await inner.WriteAsync(data, cancellationToken);
+            await response.WriteAsync(data, cancellationToken);
             return;
         }
 
@@ -97,14 +97,14 @@ internal sealed class MeteringStream(Stream inner, PipeWriter response, Response
         var release = Math.Max(0, _heldCount + keep - _tail); // held bytes that must go out now
         if (release > 0)
         {
-            await inner.WriteAsync(_held.AsMemory(0, release), cancellationToken);
+            await response.WriteAsync(_held.AsMemory(0, release), cancellationToken);
             _held.AsSpan(release, _heldCount - release).CopyTo(_held);
             _heldCount -= release;
         }
 
         if (data.Length > keep)
         {
-            await inner.WriteAsync(data[..^keep], cancellationToken);
+            await response.WriteAsync(data[..^keep], cancellationToken);
         }
 
         data.Span[^keep..].CopyTo(_held.AsSpan(_heldCount));
@@ -116,9 +116,9 @@ internal sealed class MeteringStream(Stream inner, PipeWriter response, Response
 
     public override void Write(byte[] buffer, int offset, int count) => WriteAsync(buffer, offset, count).GetAwaiter().GetResult();
 
-    public override Task FlushAsync(CancellationToken cancellationToken) => inner.FlushAsync(cancellationToken);
+    public override Task FlushAsync(CancellationToken cancellationToken) => response.FlushAsync(cancellationToken).AsTask();
 
-    public override void Flush() => inner.Flush();
+    public override void Flush() => FlushAsync(CancellationToken.None).GetAwaiter().GetResult();
 
     /// <summary>The upstream body ended: lets the meter finish and writes anything it still held.</summary>
     public async Task CompleteAsync(CancellationToken cancellationToken)

@@ -103,8 +103,8 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
             httpContext.Response.ContentLength = null;
         }
 
-        // The response's own writer, taken before Body is replaced (after that, BodyWriter would write through Body).
-        Body = new MeteringStream(httpContext.Response.Body, httpContext.Response.BodyWriter, Meter, Meter.RewritesOutput, httpContext.Response.ContentLength);
+        // Into the response's own writer, taken before Body is replaced (after that, BodyWriter would write through Body).
+        Body = new MeteringStream(httpContext.Response.BodyWriter, Meter, Meter.RewritesOutput, httpContext.Response.ContentLength);
         httpContext.Response.Body = Body;
         proxyResponse.Content = new ObservedUpstreamContent(proxyResponse.Content, this);
         return true;

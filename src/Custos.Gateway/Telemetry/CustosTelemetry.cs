@@ -261,11 +261,7 @@ public sealed class CustosTelemetry : ILedgerObserver, IDisposable
         foreach (var ((control, result, tenant), count) in _batchReservations)
         {
             var tags = new TagList { { "custos.control", control }, { "custos.result", result } };
-            if (tenant is not null)
-            {
-                tags.Add("custos.tenant", tenant);
-            }
-
+            AddScope(ref tags, tenant, service: null);
             _reservations.Add(count, tags);
         }
 
