@@ -495,7 +495,7 @@ public sealed partial class CustosGateway : IAsyncDisposable
     /// The client the gateway forwards with, as YARP recommends for forwarding: no proxy, no redirects, no cookies,
     /// no decompression, no trace headers of its own. Public so the load harness's bare forwarder uses the very same.
     /// </summary>
-    public static HttpMessageInvoker CreateUpstreamClient() => new(new SocketsHttpHandler
+    public static HttpMessageInvoker CreateUpstreamClient() => new(new WholeBodyHandler(new SocketsHttpHandler
     {
         UseProxy = false,
         AllowAutoRedirect = false,
@@ -505,7 +505,7 @@ public sealed partial class CustosGateway : IAsyncDisposable
         ActivityHeadersPropagator = null,
         ConnectTimeout = TimeSpan.FromSeconds(10),
         PooledConnectionLifetime = TimeSpan.FromMinutes(5),
-    });
+    }));
 
     private static WebApplication BuildDataPlane(CustosGatewayOptions options, ActivePolicy policy, LedgerWriter ledger, HttpMessageInvoker upstreamClient,
         ICounterStore counters, JwtAuthenticator jwt)

@@ -13,6 +13,7 @@ using Custos.Ledger;
 using Custos.Metering;
 using Custos.Policy;
 using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Primitives;
 using Microsoft.Net.Http.Headers;
@@ -368,14 +369,25 @@ internal sealed partial class DataPlane(
 
         using var rewrittenScope = rewritten;
         var upstreamBody = rewritten ?? body;
-        request.Body = new MemoryStream(upstreamBody.Buffer, 0, upstreamBody.WrittenCount, writable: false);
-        request.ContentLength = upstreamBody.WrittenCount;
+        // The body is read whole, so it goes upstream as one content: HttpClient sends it with the headers in one write,
+        // where YARP's streamed copy would flush the headers first (a write of their own per request).
+        context.Features.Set<IHttpRequestBodyDetectionFeature>(BodyReadWhole.Instance);
         request.Headers.Remove(HeaderNames.TransferEncoding);
 
         var meter = new ResponseMeter(route.Provider.Kind, parsed.Stream, hideInjectedUsage: forceUsage && parsed.IncludeUsage != true);
-        var call = new UpstreamCall(record, route, UpstreamUri(route.Provider, endpoint), meter, endpoint == ApiEndpoint.Messages);
+        var call = new UpstreamCall(record, route, UpstreamUri(route.Provider, endpoint), meter, endpoint == ApiEndpoint.Messages,
+            upstreamBody.WrittenMemory);
         var config = UpstreamCall.DefaultConfig with { ActivityTimeout = snapshot.Gateway.UpstreamTimeout };
-        var error = await forwarder.SendAsync(context, route.Provider.BaseUrl.AbsoluteUri, upstreamClient, config, call);
+        ForwarderError error;
+        try
+        {
+            error = await forwarder.SendAsync(context, route.Provider.BaseUrl.AbsoluteUri, upstreamClient, config, call);
+        }
+        finally
+        {
+            await call.CloseBodyAsync(); // before the body's buffer goes back to the pool
+        }
+
         if (call.Body is { } meteringBody)
         {
             try

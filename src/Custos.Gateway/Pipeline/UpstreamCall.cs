@@ -18,9 +18,11 @@ namespace Custos.Gateway.Pipeline;
 /// gateway errors with secrets removed). One instance per request holds that request's state.
 /// </summary>
 internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute route, Uri upstreamUri,
-    ResponseMeter meter, bool anthropicErrors) : HttpTransformer, IDisposable
+    ResponseMeter meter, bool anthropicErrors, ReadOnlyMemory<byte> body) : HttpTransformer, IDisposable
 {
     private const int MaxErrorBody = 64 * 1024;
+
+    private WholeBodyContent? _body;
 
     public RequestRecord Record { get; } = record;
 
@@ -50,6 +52,24 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
         headers.Remove(HeaderNames.AcceptEncoding); // identity, so usage can be read from the body
         headers.Remove(Headers.AgentRun);
         headers.TryAddWithoutValidation("X-Custos-Request-Id", Record.RequestId);
+        headers.ExpectContinue = null; // the body is all here: no reason to wait for a 100 Continue
+
+        // The body, read whole, goes as one content that WholeBodyHandler attaches below YARP. The client's content
+        // headers came on YARP's empty stand-in content (the client's body detection says none is left to stream).
+        var content = _body = new WholeBodyContent(body);
+        if (proxyRequest.Content is { } clientHeaders)
+        {
+            foreach (var (name, values) in clientHeaders.Headers.NonValidated)
+            {
+                if (!string.Equals(name, HeaderNames.ContentLength, StringComparison.OrdinalIgnoreCase))
+                {
+                    content.Headers.TryAddWithoutValidation(name, values);
+                }
+            }
+        }
+
+        proxyRequest.Content = null;
+        proxyRequest.Options.Set(WholeBodyHandler.Body, content);
 
         var key = route.Provider.ApiKey;
         if (route.Provider.Kind == ProviderKind.Anthropic)
@@ -71,6 +91,12 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
 
         StartedAt = Stopwatch.GetTimestamp();
     }
+
+    /// <summary>
+    /// Ends the upstream request's use of the body (pooled, returned after the call): no write of it starts after this,
+    /// and one still running (HTTP/2 sends the body alongside the response) is waited for.
+    /// </summary>
+    public ValueTask CloseBodyAsync() => _body?.CloseAsync() ?? ValueTask.CompletedTask;
 
     public override async ValueTask<bool> TransformResponseAsync(HttpContext httpContext, HttpResponseMessage? proxyResponse,
         CancellationToken cancellationToken)

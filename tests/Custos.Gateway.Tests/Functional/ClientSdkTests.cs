@@ -1,5 +1,7 @@
 using System.ClientModel;
 using System.ClientModel.Primitives;
+using System.Globalization;
+using System.Net.Http.Headers;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
@@ -231,6 +233,36 @@ public sealed class ClientSdkTests(GatewayFixture fixture) : IClassFixture<Gatew
         {
             Assert.DoesNotContain(seen.Headers.Values, v => v.Contains(G.KeyOf("web"), StringComparison.Ordinal));
         }
+    }
+
+    [Fact]
+    public async Task Forwarding_SendsTheBodyWhole_WithTheClientsContentHeaders_EvenWhenTheClientStreamedIt()
+    {
+        const string body = """{"model":"gpt-4o-mini","messages":[{"role":"user","content":"sent in chunks"}]}""";
+        var request = G.Post("/v1/chat/completions", body);
+        // No length up front: HttpClient sends the body chunked, and asks the gateway to confirm before sending it.
+        request.Content = new StreamContent(new NonSeekableStream(Encoding.UTF8.GetBytes(body)));
+        request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/json") { CharSet = "utf-8" };
+        request.Content.Headers.ContentLanguage.Add("en");
+        request.Headers.ExpectContinue = true;
+
+        using var response = await G.Client.SendAsync(request);
+
+        Assert.Equal(System.Net.HttpStatusCode.OK, response.StatusCode);
+        var seen = G.Upstream.Received[^1];
+        Assert.Equal(Encoding.UTF8.GetByteCount(seen.Body).ToString(CultureInfo.InvariantCulture), seen.Headers["Content-Length"]);
+        Assert.False(seen.Headers.ContainsKey("Transfer-Encoding"));
+        Assert.False(seen.Headers.ContainsKey("Expect"));
+        Assert.Equal("application/json; charset=utf-8", seen.Headers["Content-Type"]);
+        Assert.Equal("en", seen.Headers["Content-Language"]);
+        using var sent = JsonDocument.Parse(seen.Body);
+        Assert.Equal("sent in chunks", sent.RootElement.GetProperty("messages")[0].GetProperty("content").GetString());
+    }
+
+    /// <summary>A stream without a length, so HttpClient cannot send a Content-Length.</summary>
+    private sealed class NonSeekableStream(byte[] bytes) : MemoryStream(bytes)
+    {
+        public override bool CanSeek => false;
     }
 
     [Fact]
