@@ -362,4 +362,20 @@ public sealed class AdmissionTests
         Assert.Equal(Decision.Deny, tooLong.Decision);
         Assert.Equal(Decision.Allow, fine.Decision);
     }
+
+    [Fact]
+    public void NextReservation_IsUniqueAcrossThreads_AndCarriesThisProcesssPrefix()
+    {
+        var ids = new System.Collections.Concurrent.ConcurrentBag<Guid>();
+        Parallel.For(0, 4, _ =>
+        {
+            for (var i = 0; i < 2_000; i++)
+            {
+                ids.Add(AdmissionEvaluator.NextReservation());
+            }
+        });
+
+        Assert.Equal(8_000, ids.Distinct().Count());
+        Assert.Single(ids.Select(id => Convert.ToHexString(id.ToByteArray(), 0, 8)).Distinct());
+    }
 }

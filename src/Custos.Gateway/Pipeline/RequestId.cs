@@ -10,6 +10,18 @@ internal static class RequestId
 {
     private const string Alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
+    /// <summary>Random bytes per id: 16 characters of 5 bits each.</summary>
+    private const int RandomPerId = 16;
+
+    /// <summary>Each thread takes random bytes from the system for 32 ids at a time: one read instead of one per request.</summary>
+    private const int RandomBatch = 32 * RandomPerId;
+
+    [ThreadStatic]
+    private static byte[]? t_random;
+
+    [ThreadStatic]
+    private static int t_left;
+
     public static string New(DateTimeOffset now) => string.Create(30, now.ToUnixTimeMilliseconds(), static (chars, ms) =>
     {
         "req_".AsSpan().CopyTo(chars);
@@ -20,11 +32,23 @@ internal static class RequestId
             ms >>= 5;
         }
 
-        Span<byte> random = stackalloc byte[16];
-        RandomNumberGenerator.Fill(random);
-        for (var i = 0; i < 16; i++)
+        var random = TakeRandom();
+        for (var i = 0; i < RandomPerId; i++)
         {
             id[10 + i] = Alphabet[random[i] & 31];
         }
     });
+
+    private static ReadOnlySpan<byte> TakeRandom()
+    {
+        var batch = t_random ??= new byte[RandomBatch];
+        if (t_left == 0)
+        {
+            RandomNumberGenerator.Fill(batch);
+            t_left = RandomBatch;
+        }
+
+        t_left -= RandomPerId;
+        return batch.AsSpan(t_left, RandomPerId);
+    }
 }
