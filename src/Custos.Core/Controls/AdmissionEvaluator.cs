@@ -28,7 +28,7 @@ public static class AdmissionEvaluator
     /// </summary>
     private static readonly ulong ReservationPrefix = BinaryPrimitives.ReadUInt64LittleEndian(RandomNumberGenerator.GetBytes(8));
 
-    private static long s_reservations;
+    private static long _reservations;
 
     /// <summary>Evaluates the controls and, when allowed, reserves the request's worst case.</summary>
     public static async ValueTask<Admission> EvaluateAsync(AdmissionRequest request, ICounterStore counters, CancellationToken cancellationToken = default)
@@ -269,7 +269,7 @@ public static class AdmissionEvaluator
     {
         Span<byte> id = stackalloc byte[16];
         BinaryPrimitives.WriteUInt64LittleEndian(id, ReservationPrefix);
-        BinaryPrimitives.WriteInt64LittleEndian(id[8..], Interlocked.Increment(ref s_reservations));
+        BinaryPrimitives.WriteInt64LittleEndian(id[8..], Interlocked.Increment(ref _reservations));
         return new Guid(id);
     }
 

@@ -17,10 +17,10 @@ internal static class RequestId
     private const int RandomBatch = 32 * RandomPerId;
 
     [ThreadStatic]
-    private static byte[]? t_random;
+    private static byte[]? _random;
 
     [ThreadStatic]
-    private static int t_left;
+    private static int _left;
 
     public static string New(DateTimeOffset now) => string.Create(30, now.ToUnixTimeMilliseconds(), static (chars, ms) =>
     {
@@ -41,14 +41,14 @@ internal static class RequestId
 
     private static ReadOnlySpan<byte> TakeRandom()
     {
-        var batch = t_random ??= new byte[RandomBatch];
-        if (t_left == 0)
+        var batch = _random ??= new byte[RandomBatch];
+        if (_left == 0)
         {
             RandomNumberGenerator.Fill(batch);
-            t_left = RandomBatch;
+            _left = RandomBatch;
         }
 
-        t_left -= RandomPerId;
-        return batch.AsSpan(t_left, RandomPerId);
+        _left -= RandomPerId;
+        return batch.AsSpan(_left, RandomPerId);
     }
 }
