@@ -54,6 +54,23 @@ public sealed class ResponseMeterTests
         Assert.Equal(4, meter.OutputTokens);
     }
 
+    [Theory]
+    [InlineData(1)]
+    [InlineData(5)]
+    [InlineData(4096)]
+    public void Process_StreamWithCrLfLineEnds_FindsEveryEvent(int chunkSize)
+    {
+        // SSE allows CRLF line ends: events then end in "\r\n\r\n", which may be split across reads anywhere.
+        var body = Encoding.UTF8.GetBytes(Encoding.UTF8.GetString(Cassette("openai-chat-stream-include-usage.sse")).Replace("\n", "\r\n", StringComparison.Ordinal));
+
+        var (meter, output) = Run(ProviderKind.OpenAI, stream: true, hide: false, body, chunkSize);
+
+        Assert.Equal(body, output);
+        Assert.Equal(9, meter.InputTokens);
+        Assert.Equal(4, meter.OutputTokens);
+        Assert.True(meter.StreamCompleted);
+    }
+
     [Fact]
     public void Process_OpenAIStreamWithoutUsage_EstimatesFromTheText()
     {
