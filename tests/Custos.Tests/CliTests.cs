@@ -112,22 +112,18 @@ public sealed class CliTests : IDisposable
     [Fact]
     public async Task Serve_WithAConfigFile_ForwardsToTheDeclaredProviderWithItsKeyFromTheEnvironment()
     {
-        await using var upstream = await DemoUpstream.StartAsync();
-        var key = ApiKey.Generate(ApiKeyKind.Consumer);
-        int port = CustosProcess.FreePort(), adminPort = CustosProcess.FreePort();
-        var config = await WriteServeConfigAsync(port, adminPort, upstream, key);
+        await using var setup = await StartServeSetupAsync();
+        var (upstream, config) = (setup.Upstream, setup.Config);
 
-        await using var serve = CustosProcess.Start("Custos serving", new Dictionary<string, string> { ["CUSTOS_TEST_UPSTREAM_KEY"] = "sk-serve-upstream-0123456789" },
-            "serve", "--config", config);
+        await using var serve = CustosProcess.Start("Custos serving", setup.Environment(), "serve", "--config", config);
         await serve.WaitReadyAsync();
-        var chat = new ChatClient("gpt-4o-mini", new ApiKeyCredential(key), new OpenAIClientOptions { Endpoint = new Uri($"http://127.0.0.1:{port}/v1") });
-        ChatCompletion completion = await chat.CompleteChatAsync("Hello");
+        ChatCompletion completion = await setup.Chat().CompleteChatAsync("Hello");
 
         // What a gateway that uses neither Redis nor its console does not load: the Redis client, the XML readers (the
         // console's file manifest), expression trees (the admin endpoints' delegates are generated at build time; the
         // first admin request builds every endpoint).
         using var http = new HttpClient();
-        Assert.Equal(HttpStatusCode.OK, (await http.GetAsync($"http://127.0.0.1:{adminPort}/healthz")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await http.GetAsync($"http://127.0.0.1:{setup.AdminPort}/healthz")).StatusCode);
         var mapped = serve.MappedFileNames();
         Assert.Contains("Custos.Gateway.dll", mapped);
         Assert.DoesNotContain("StackExchange.Redis.dll", mapped);
@@ -148,11 +144,8 @@ public sealed class CliTests : IDisposable
     [Fact]
     public async Task Serve_OnTheEmbeddedStore_RunsRequestsOnTheSocketThreads_SmallAndLargeSideBySide_UnlessTheEnvironmentSaysNo()
     {
-        await using var upstream = await DemoUpstream.StartAsync();
-        var key = ApiKey.Generate(ApiKeyKind.Consumer);
-        int port = CustosProcess.FreePort(), adminPort = CustosProcess.FreePort();
-        var config = await WriteServeConfigAsync(port, adminPort, upstream, key);
-        var environment = new Dictionary<string, string> { ["CUSTOS_TEST_UPSTREAM_KEY"] = "sk-serve-upstream-0123456789" };
+        await using var setup = await StartServeSetupAsync();
+        var (config, environment) = (setup.Config, setup.Environment());
 
         // Turned off by the runtime's own switch: the ready line says nothing of it.
         await using (var off = CustosProcess.Start("Custos serving", new Dictionary<string, string>(environment) { ["DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS"] = "0" },
@@ -160,8 +153,7 @@ public sealed class CliTests : IDisposable
         {
             await off.WaitReadyAsync();
             Assert.DoesNotContain("inline I/O", off.Output, StringComparison.Ordinal);
-            var client = new ChatClient("gpt-4o-mini", new ApiKeyCredential(key), new OpenAIClientOptions { Endpoint = new Uri($"http://127.0.0.1:{port}/v1") });
-            Assert.Contains("Custos demo upstream", (await client.CompleteChatAsync("Hello")).Value.Content[0].Text, StringComparison.Ordinal);
+            Assert.Contains("Custos demo upstream", (await setup.Chat().CompleteChatAsync("Hello")).Value.Content[0].Text, StringComparison.Ordinal);
             Assert.Equal(0, await off.StopAsync());
         }
 
@@ -171,7 +163,7 @@ public sealed class CliTests : IDisposable
         Assert.Equal(Environment.ProcessorCount, serve.ThreadNames().Count(name => name == ".NET Sockets")); // the runtime took the switch: a socket thread per core
 
         // Small prompts on the socket threads, large ones (over 64 KB) moved to the thread pool, streaming and not, at once.
-        var chat = new ChatClient("gpt-4o-mini", new ApiKeyCredential(key), new OpenAIClientOptions { Endpoint = new Uri($"http://127.0.0.1:{port}/v1") });
+        var chat = setup.Chat();
         var large = "Summarise this: " + string.Join(' ', Enumerable.Repeat("the quick brown fox jumps over the lazy dog", 5_000));
         var calls = Enumerable.Range(0, 24).Select(async i =>
         {
@@ -200,6 +192,26 @@ public sealed class CliTests : IDisposable
         Assert.Equal(25, entries.Count); // and the one before, while it was off
         Assert.All(entries, e => Assert.Equal("allow", e.GetProperty("decision").GetString()));
         Assert.Equal(8, entries.Count(e => e.GetProperty("input_tokens").GetInt64() > 40_000)); // the large prompts, counted whole
+    }
+
+    /// <summary>A mock provider, a consumer key and a <c>serve</c> config that names both, on free ports.</summary>
+    private sealed record ServeSetup(DemoUpstream Upstream, string Key, int Port, int AdminPort, string Config) : IAsyncDisposable
+    {
+        /// <summary>The environment <c>serve</c> reads the provider's key from.</summary>
+        public Dictionary<string, string> Environment() => new() { ["CUSTOS_TEST_UPSTREAM_KEY"] = "sk-serve-upstream-0123456789" };
+
+        /// <summary>The OpenAI SDK's client, through the gateway, with the consumer's key.</summary>
+        public ChatClient Chat() => new("gpt-4o-mini", new ApiKeyCredential(Key), new OpenAIClientOptions { Endpoint = new Uri($"http://127.0.0.1:{Port}/v1") });
+
+        public ValueTask DisposeAsync() => Upstream.DisposeAsync();
+    }
+
+    private async Task<ServeSetup> StartServeSetupAsync()
+    {
+        var upstream = await DemoUpstream.StartAsync();
+        var key = ApiKey.Generate(ApiKeyKind.Consumer);
+        int port = CustosProcess.FreePort(), adminPort = CustosProcess.FreePort();
+        return new ServeSetup(upstream, key, port, adminPort, await WriteServeConfigAsync(port, adminPort, upstream, key));
     }
 
     private async Task<string> WriteServeConfigAsync(int port, int adminPort, DemoUpstream upstream, string key)

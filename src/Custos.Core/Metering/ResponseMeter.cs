@@ -182,7 +182,7 @@ public sealed class ResponseMeter : IDisposable
     private static int IndexOfEventEnd(ReadOnlySpan<byte> buffer, out int separatorLength)
     {
         // Line ends found with the vectorised search: an event's JSON is mostly bytes that are not '\n'.
-        for (var i = buffer.IndexOf((byte)'\n'); i >= 0 && i < buffer.Length - 1; i = NextLineEnd(buffer, i))
+        for (var i = NextLineEnd(buffer, -1); i >= 0 && i < buffer.Length - 1; i = NextLineEnd(buffer, i))
         {
             if (buffer[i + 1] == '\n')
             {
@@ -201,6 +201,7 @@ public sealed class ResponseMeter : IDisposable
         return -1;
     }
 
+    /// <summary>The first '\n' after index <paramref name="after"/> (-1: from the start), or -1.</summary>
     private static int NextLineEnd(ReadOnlySpan<byte> buffer, int after)
     {
         var next = buffer[(after + 1)..].IndexOf((byte)'\n');
