@@ -171,11 +171,13 @@ public sealed class LedgerCanonicalFormTests
     public void ControlResult_WritesEveryReadingWithTheDecimalFormattersSpelling()
     {
         var random = new Random(7);
-        decimal[] edges = [0m, -0m, 0.000m, 1m, 1.0m, 12.40m, -3m, long.MaxValue, (decimal)long.MaxValue + 1, 1000000000000m, 0.000014400m, decimal.MaxValue, decimal.MinValue];
-        var values = edges.Concat(Enumerable.Range(0, 5000).Select(_ => random.Next(3) switch
+        decimal[] edges = [0m, -0m, 0.000m, 1m, 1.0m, 12.40m, -3m, long.MaxValue, (decimal)long.MaxValue + 1, 1000000000000m, 0.000014400m, decimal.MaxValue, decimal.MinValue,
+            ulong.MaxValue, (decimal)ulong.MaxValue + 1, 1.8446744073709551615m, 0.0000000000000000000000000001m, 0.1000000000000000000000000000m, 5.000m, 0.10m];
+        var values = edges.Concat(Enumerable.Range(0, 8000).Select(_ => random.Next(4) switch
         {
             0 => (decimal)random.NextInt64(0, long.MaxValue),
             1 => new decimal(random.Next(), random.Next(), 0, false, (byte)random.Next(0, 12)),
+            2 => new decimal(random.Next(), random.Next(3) == 0 ? 0 : random.Next() | int.MinValue, 0, false, (byte)random.Next(0, 29)),
             _ => new decimal(random.Next(), random.Next(), random.Next(), random.Next(2) == 0, (byte)random.Next(0, 29)),
         }));
 

@@ -61,22 +61,73 @@ public sealed record ControlResult(string Control, string? Scope, string Decisio
 
     private static void Number(Utf8JsonWriter writer, JsonEncodedText name, decimal? value)
     {
-        if (value is not { } v)
+        if (value is { } v)
         {
+            WriteNumber(writer, name, v);
+        }
+    }
+
+    /// <summary>
+    /// Writes <paramref name="value"/> without trailing zeros (12.40 and 12.4 are the same reading): the same bytes as
+    /// <c>writer.WriteNumber(name, PolicyNames.Normalize(value))</c>, which stays the path for what is not covered here.
+    /// </summary>
+    /// <remarks>
+    /// A ledger entry writes about 35 of these. Counts and limits are whole; amounts have up to a dozen digits. Both
+    /// fit a 64-bit mantissa, where the zeros come off with 64-bit arithmetic and the digits are placed directly,
+    /// instead of the 128-bit divisions of a general decimal and the decimal formatter (2 % of a request's CPU, perf).
+    /// </remarks>
+    private static void WriteNumber(Utf8JsonWriter writer, JsonEncodedText name, decimal value)
+    {
+        Span<int> bits = stackalloc int[4];
+        decimal.GetBits(value, bits);
+        var mantissa = ((ulong)(uint)bits[1] << 32) | (uint)bits[0];
+        if (bits[2] != 0 || bits[3] < 0 || mantissa == 0)
+        {
+            // Beyond 64 bits, negative, or zero (whose spelling the general path decides): rare in the ledger.
+            writer.WriteNumber(name, PolicyNames.Normalize(value));
             return;
         }
 
-        v = PolicyNames.Normalize(v); // 12.40 and 12.4 are the same reading
-        if (v.Scale == 0 && !decimal.IsNegative(v) && v <= long.MaxValue)
+        var scale = (bits[3] >> 16) & 0xFF;
+        while (scale > 0 && mantissa % 10 == 0)
         {
-            // Requests and tokens are whole numbers: the same digits from a long, without the decimal formatter's
-            // 128-bit division per digit (a ledger entry writes about 30 of these).
-            writer.WriteNumber(name, (long)v);
+            mantissa /= 10;
+            scale--;
+        }
+
+        if (scale == 0)
+        {
+            writer.WriteNumber(name, mantissa);
+            return;
+        }
+
+        // At most 20 digits and 28 places: "0." and 27 zeros before one digit is the longest.
+        Span<byte> digits = stackalloc byte[20];
+        Span<byte> text = stackalloc byte[32];
+        mantissa.TryFormat(digits, out var count, default, System.Globalization.CultureInfo.InvariantCulture);
+        int length;
+        if (count > scale)
+        {
+            // 12.345: the integer digits, the point, the rest.
+            var whole = count - scale;
+            digits[..whole].CopyTo(text);
+            text[whole] = (byte)'.';
+            digits.Slice(whole, scale).CopyTo(text[(whole + 1)..]);
+            length = count + 1;
         }
         else
         {
-            writer.WriteNumber(name, v);
+            // 0.00123: "0.", the zeros the scale asks for, the digits.
+            text[0] = (byte)'0';
+            text[1] = (byte)'.';
+            var zeros = scale - count;
+            text.Slice(2, zeros).Fill((byte)'0');
+            digits[..count].CopyTo(text[(2 + zeros)..]);
+            length = 2 + scale;
         }
+
+        writer.WritePropertyName(name);
+        writer.WriteRawValue(text[..length], skipInputValidation: true);
     }
 
     /// <summary>The property names, encoded once: a ledger entry writes about a hundred of them.</summary>

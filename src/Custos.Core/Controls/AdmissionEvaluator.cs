@@ -36,7 +36,7 @@ public static class AdmissionEvaluator
         var admission = new Admission();
         var consumer = request.Consumer;
         var tenant = consumer.Service.Tenant;
-        admission.Controls.Add(new ControlResult("tenant_isolation", tenant.Scope, ControlDecisions.Pass) { Detail = tenant.IsolationDetail });
+        admission.Controls.Add(tenant.IsolationPass);
 
         if (!CheckEntitlement(request, admission) || !CheckCeilings(request, admission) || !CheckPrompt(request, admission))
         {
@@ -233,11 +233,7 @@ public static class AdmissionEvaluator
 
         foreach (var rule in rules)
         {
-            var modified = redacted?.Contains(rule.Id) == true;
-            admission.Controls.Add(new ControlResult("prompt_restriction", rule.ControlScope, modified ? ControlDecisions.Modify : ControlDecisions.Pass)
-            {
-                Detail = modified ? "redacted" : null,
-            });
+            admission.Controls.Add(redacted?.Contains(rule.Id) == true ? rule.Redacted : rule.Passed);
         }
 
         return true;

@@ -14,6 +14,8 @@ public sealed class PromptRule
         Id = id;
         Scope = scope;
         ControlScope = scope + ":" + id;
+        Passed = new ControlResult("prompt_restriction", ControlScope, ControlDecisions.Pass);
+        Redacted = new ControlResult("prompt_restriction", ControlScope, ControlDecisions.Modify) { Detail = "redacted" };
         Action = action;
         _regex = regex;
         _detector = detector;
@@ -27,6 +29,12 @@ public sealed class PromptRule
 
     /// <summary>The scope its control records in the ledger: <c>SCOPE:ID</c>.</summary>
     public string ControlScope { get; }
+
+    /// <summary>What the rule's control records when the prompt passed it: one instance for every request.</summary>
+    public ControlResult Passed { get; }
+
+    /// <summary>What the rule's control records when it redacted the prompt.</summary>
+    public ControlResult Redacted { get; }
 
     /// <summary>Deny or redact.</summary>
     public PromptAction Action { get; }

@@ -218,8 +218,11 @@ public sealed record TenantEntry(string Id, string Name, TimeZoneInfo TimeZone, 
     /// <summary>The tenant's scope as the ledger names it: <c>tenant:ID</c>.</summary>
     public string Scope { get; } = "tenant:" + Id;
 
-    /// <summary>What the tenant-isolation control records.</summary>
-    public string IsolationDetail { get; } = "model resolved among tenant " + Id + " only";
+    /// <summary>What the tenant-isolation control records for every request of the tenant: one instance, not one a request.</summary>
+    public Controls.ControlResult IsolationPass { get; } = new("tenant_isolation", "tenant:" + Id, Controls.ControlDecisions.Pass)
+    {
+        Detail = "model resolved among tenant " + Id + " only",
+    };
 }
 
 /// <summary>A provider with its resolved upstream secret. The secret never leaves the gateway.</summary>

@@ -2,6 +2,7 @@ using System.Collections.Frozen;
 using System.Diagnostics;
 using System.Diagnostics.Metrics;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using Custos.Controls;
 using Custos.Errors;
 using Custos.Gateway.Ledger;
@@ -47,6 +48,7 @@ public sealed class CustosTelemetry : ILedgerObserver, IDisposable
     // reservations, and the same few tag sets repeat through a batch. Used on the drain task only.
     private readonly Dictionary<(string Decision, string Reason, string? Tenant, string? Service), long> _batchDecisions = [];
     private readonly Dictionary<(string Control, string Result, string? Tenant), long> _batchReservations = [];
+    private readonly Dictionary<(string? Currency, string? Tenant, string? Service), decimal> _batchSpend = [];
     private PolicySnapshot? _providersOf; // these two only on the drain task
     private Dictionary<(string Tenant, string Provider), ProviderTags> _providers = [];
 
@@ -151,14 +153,13 @@ public sealed class CustosTelemetry : ILedgerObserver, IDisposable
         if (_decisions.Enabled)
         {
             var key = (Names.Of(record.Decision), reason ?? "none", record.Tenant, record.Service);
-            _batchDecisions[key] = _batchDecisions.GetValueOrDefault(key) + 1;
+            CollectionsMarshal.GetValueRefOrAddDefault(_batchDecisions, key, out _)++;
         }
 
         if (record.Cost is { } cost && _spend.Enabled)
         {
-            var tags = new TagList { { "custos.currency", record.Currency } };
-            AddScope(ref tags, record);
-            _spend.Add((double)cost, tags);
+            // Summed per batch like the counts: one Add per currency and scope, not one per request.
+            CollectionsMarshal.GetValueRefOrAddDefault(_batchSpend, (record.Currency, record.Tenant, record.Service), out _) += cost;
         }
 
         if (record.Controls.Count > 0 && _reservations.Enabled)
@@ -245,7 +246,7 @@ public sealed class CustosTelemetry : ILedgerObserver, IDisposable
             }
 
             var key = (control.Control, result, record.Tenant);
-            _batchReservations[key] = _batchReservations.GetValueOrDefault(key) + 1;
+            CollectionsMarshal.GetValueRefOrAddDefault(_batchReservations, key, out _)++; // one look-up, not two
         }
     }
 
@@ -265,8 +266,16 @@ public sealed class CustosTelemetry : ILedgerObserver, IDisposable
             _reservations.Add(count, tags);
         }
 
+        foreach (var ((currency, tenant, service), amount) in _batchSpend)
+        {
+            var tags = new TagList { { "custos.currency", currency } };
+            AddScope(ref tags, tenant, service);
+            _spend.Add((double)amount, tags);
+        }
+
         _batchDecisions.Clear();
         _batchReservations.Clear();
+        _batchSpend.Clear();
     }
 
     private static bool IsCounterControl(string control)
@@ -345,8 +354,6 @@ public sealed class CustosTelemetry : ILedgerObserver, IDisposable
 
         activity.SetEndTime(record.Timestamp.UtcDateTime.AddMilliseconds(record.GatewayMs + (record.UpstreamMs ?? 0)));
     }
-
-    private static void AddScope(ref TagList tags, RequestRecord record) => AddScope(ref tags, record.Tenant, record.Service);
 
     private static void AddScope(ref TagList tags, string? tenant, string? service)
     {
