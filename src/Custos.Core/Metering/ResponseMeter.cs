@@ -107,7 +107,14 @@ public sealed class ResponseMeter : IDisposable
         {
             if (!_captureOverflow && _pendingLength > 0)
             {
-                ReadJsonBody(_pending.AsSpan(0, _pendingLength));
+                var body = _pending.AsSpan(0, _pendingLength);
+                ReadJsonBody(body, captureText: false);
+                if (OutputTokens is null)
+                {
+                    // No usage to trust: read the body again for the text to estimate from. Providers report usage,
+                    // so the text is not decoded into strings for every response on the chance that one does not.
+                    ReadJsonBody(body, captureText: true);
+                }
             }
 
             return;
@@ -406,7 +413,7 @@ public sealed class ResponseMeter : IDisposable
         }
     }
 
-    private void ReadJsonBody(ReadOnlySpan<byte> body)
+    private void ReadJsonBody(ReadOnlySpan<byte> body, bool captureText)
     {
         var reader = new Utf8JsonReader(body);
         try
@@ -426,7 +433,7 @@ public sealed class ResponseMeter : IDisposable
                         ReadUsageObject(ref reader);
                     }
                 }
-                else if (reader.ValueTextEquals("content"u8) || reader.ValueTextEquals("text"u8))
+                else if (captureText && (reader.ValueTextEquals("content"u8) || reader.ValueTextEquals("text"u8)))
                 {
                     reader.Read();
                     if (reader.TokenType == JsonTokenType.String)
