@@ -596,20 +596,23 @@ internal sealed partial class DataPlane(
             return null;
         }
 
+        // The thread's context is reused even for one range: a one-shot SHA256.HashData sets up an OpenSSL context per call.
         Span<byte> hash = stackalloc byte[32];
-        if (ranges.Count == 1)
+        var sha = _promptHash ??= IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        try
         {
-            SHA256.HashData(body[ranges[0]], hash);
-        }
-        else
-        {
-            var sha = _promptHash ??= IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
             foreach (var range in ranges)
             {
                 sha.AppendData(body[range]);
             }
 
             sha.GetHashAndReset(hash);
+        }
+        catch
+        {
+            _promptHash = null; // never reuse a context left half-fed
+            sha.Dispose();
+            throw;
         }
 
         return Convert.ToHexStringLower(hash);
