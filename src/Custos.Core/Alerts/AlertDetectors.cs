@@ -168,17 +168,25 @@ public sealed class AlertDetectors
 
     private void DetectLimits(RequestRecord record, ConsumerEntry consumer, List<AlertSignal> signals)
     {
-        foreach (var control in record.Controls)
+        // Index loops: this runs for every request, and foreach over the interfaces boxes an enumerator each time.
+        var controls = record.Controls;
+        for (var c = 0; c < controls.Count; c++)
         {
+            var control = controls[c];
             if (control.Control == "budget" && control.Limit is > 0 && control.Scope is { } scope && _rules.IsEnabled(AlertTypes.BudgetThreshold))
             {
                 var limit = control.Limit.Value;
                 var before = control.Used ?? 0;
-                var after = control.Decision == ControlDecisions.Deny ? limit : before + (record.Cost ?? 0);
-                foreach (var percent in control.Decision == ControlDecisions.Deny ? [Math.Max(100, _rules.BudgetThresholds[^1])] : _rules.BudgetThresholds)
+                var denied = control.Decision == ControlDecisions.Deny;
+                var after = denied ? limit : before + (record.Cost ?? 0);
+                var thresholds = _rules.BudgetThresholds;
+                for (var t = 0; t < (denied ? 1 : thresholds.Count); t++)
                 {
-                    var threshold = limit * percent / 100m;
-                    if (!(after >= threshold && (before < threshold || control.Decision == ControlDecisions.Deny)))
+                    var percent = denied ? Math.Max(100, thresholds[^1]) : thresholds[t];
+
+                    // after >= limit × percent / 100, and before below it, compared in hundredths: no decimal division.
+                    var thresholdTimes100 = limit * percent;
+                    if (!(after * 100 >= thresholdTimes100 && (before * 100 < thresholdTimes100 || denied)))
                     {
                         continue;
                     }

@@ -235,9 +235,10 @@ public sealed class RequestRecord : LedgerRecord
         WriteNumber(writer, Field.MaxOutputTokens, MaxOutputTokens);
         WriteNumber(writer, Field.N, N);
         writer.WriteStartArray(Field.Controls);
-        foreach (var control in Controls)
+        var controls = Controls;
+        for (var i = 0; i < controls.Count; i++)
         {
-            control.WriteTo(writer);
+            controls[i].WriteTo(writer); // not foreach: it would box the list's enumerator for every entry
         }
 
         writer.WriteEndArray();

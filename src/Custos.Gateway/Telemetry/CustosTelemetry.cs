@@ -227,8 +227,10 @@ public sealed class CustosTelemetry : ILedgerObserver, IDisposable
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void RecordReservations(RequestRecord record)
     {
-        foreach (var control in record.Controls)
+        var controls = record.Controls;
+        for (var i = 0; i < controls.Count; i++) // not foreach: it would box the list's enumerator for every record
         {
+            var control = controls[i];
             if (!IsCounterControl(control.Control))
             {
                 continue;
