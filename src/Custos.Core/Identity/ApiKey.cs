@@ -141,14 +141,9 @@ public readonly struct KeyHash : IEquatable<KeyHash>
         Span<byte> utf8 = stackalloc byte[256];
         var length = key.Length <= 256 ? Encoding.UTF8.GetBytes(key, utf8) : 0;
         Span<byte> hash = stackalloc byte[32];
-        var sha = _sha ??= IncrementalHash.CreateHash(HashAlgorithmName.SHA256); // reused: a one-shot sets up an OpenSSL context per call
-        sha.AppendData(length > 0 ? utf8[..length] : Encoding.UTF8.GetBytes(key.ToString()));
-        sha.GetHashAndReset(hash);
+        Hashing.Sha256.Hash(length > 0 ? utf8[..length] : Encoding.UTF8.GetBytes(key.ToString()), hash);
         return new KeyHash(hash);
     }
-
-    [ThreadStatic]
-    private static IncrementalHash? _sha;
 
     /// <summary>Parses 64 hex digits, as stored in the policy.</summary>
     public static KeyHash FromHex(string hex) => new(Convert.FromHexString(hex));

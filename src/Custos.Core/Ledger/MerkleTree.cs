@@ -1,5 +1,3 @@
-using System.Security.Cryptography;
-
 namespace Custos.Ledger;
 
 /// <summary>
@@ -117,7 +115,7 @@ public static class MerkleTree
         Span<byte> buffer = stackalloc byte[1 + 32];
         buffer[0] = 0;
         leaf.AsSpan().CopyTo(buffer[1..]);
-        return Digest(buffer[..(1 + leaf.Length)]);
+        return Hashing.Sha256.Hash(buffer[..(1 + leaf.Length)]);
     }
 
     private static byte[] NodeHash(byte[] left, byte[] right)
@@ -126,20 +124,6 @@ public static class MerkleTree
         buffer[0] = 1;
         left.AsSpan().CopyTo(buffer[1..]);
         right.AsSpan().CopyTo(buffer[33..]);
-        return Digest(buffer);
+        return Hashing.Sha256.Hash(buffer);
     }
-
-    /// <summary>
-    /// SHA-256 with this thread's reused context: a checkpoint hashes two short inputs per entry, and a one-shot
-    /// <c>SHA256.HashData</c> sets up an OpenSSL context each time, which costs more than hashing 65 bytes.
-    /// </summary>
-    private static byte[] Digest(ReadOnlySpan<byte> data)
-    {
-        var sha = _sha ??= IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        sha.AppendData(data);
-        return sha.GetHashAndReset();
-    }
-
-    [ThreadStatic]
-    private static IncrementalHash? _sha;
 }

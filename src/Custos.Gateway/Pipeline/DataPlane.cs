@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
-using System.Security.Cryptography;
 using System.Text.Json;
 using Custos.Controls;
 using Custos.Errors;
@@ -8,6 +7,7 @@ using Custos.Gateway.Hosting;
 using Custos.Gateway.Identity;
 using Custos.Gateway.Ledger;
 using Custos.Gateway.Policy;
+using Custos.Hashing;
 using Custos.Identity;
 using Custos.Ledger;
 using Custos.Metering;
@@ -37,8 +37,6 @@ internal sealed partial class DataPlane(
     ILogger<DataPlane> logger)
 {
     private static readonly ConditionalWeakTable<ProviderEntry, Uri[]> UpstreamUris = new();
-    [ThreadStatic]
-    private static IncrementalHash? _promptHash; // reset by every use; one hash context per thread, not per request
     private int _inFlight;
 
     public async Task InvokeAsync(HttpContext context)
@@ -596,25 +594,8 @@ internal sealed partial class DataPlane(
             return null;
         }
 
-        // The thread's context is reused even for one range: a one-shot SHA256.HashData sets up an OpenSSL context per call.
         Span<byte> hash = stackalloc byte[32];
-        var sha = _promptHash ??= IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        try
-        {
-            foreach (var range in ranges)
-            {
-                sha.AppendData(body[range]);
-            }
-
-            sha.GetHashAndReset(hash);
-        }
-        catch
-        {
-            _promptHash = null; // never reuse a context left half-fed
-            sha.Dispose();
-            throw;
-        }
-
+        Sha256.Hash(body, ranges, hash);
         return Convert.ToHexStringLower(hash);
     }
 
