@@ -33,4 +33,12 @@ public sealed class Sha256Tests
         Sha256.Hash(body, ranges, actual);
         Assert.Equal(expected, actual);
     }
+
+    [Fact]
+    public void Hash_IntoATooShortDestination_FailsBeforeFeedingTheContext()
+    {
+        var data = Encoding.UTF8.GetBytes("csk_example");
+        Assert.Throws<ArgumentOutOfRangeException>(() => Sha256.Hash(data, new byte[31]));
+        Assert.Equal(SHA256.HashData(data), Sha256.Hash(data)); // nothing of the failed call was left in the context
+    }
 }

@@ -15,6 +15,7 @@ public static class Sha256
     /// <summary>Writes the hash of <paramref name="data"/> to <paramref name="destination"/> (32 bytes).</summary>
     public static void Hash(ReadOnlySpan<byte> data, Span<byte> destination)
     {
+        ThrowIfTooShort(destination); // before anything is fed in, so a failed call leaves the context clean
         var context = _context ??= IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         context.AppendData(data);
         context.GetHashAndReset(destination);
@@ -31,6 +32,7 @@ public static class Sha256
     /// <summary>Writes the hash of the slices <paramref name="ranges"/> of <paramref name="data"/>, one after another, to <paramref name="destination"/>.</summary>
     public static void Hash(ReadOnlySpan<byte> data, IReadOnlyList<Range> ranges, Span<byte> destination)
     {
+        ThrowIfTooShort(destination);
         var context = _context ??= IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         try
         {
@@ -48,4 +50,7 @@ public static class Sha256
             throw;
         }
     }
+
+    private static void ThrowIfTooShort(Span<byte> destination)
+        => ArgumentOutOfRangeException.ThrowIfLessThan(destination.Length, SHA256.HashSizeInBytes, nameof(destination));
 }
