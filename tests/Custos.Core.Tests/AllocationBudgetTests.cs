@@ -24,14 +24,13 @@ public sealed class AllocationBudgetTests
         return budget;
     }
 
-    private static long AllocatedPerCall(Action action)
+    private static long AllocatedPerCall(Action action, int calls = 2000)
     {
         for (var i = 0; i < 200; i++)
         {
             action(); // warm up: tiering, caches, first windows
         }
 
-        const int calls = 2000;
         var before = GC.GetAllocatedBytesForCurrentThread();
         for (var i = 0; i < calls; i++)
         {
@@ -92,5 +91,29 @@ public sealed class AllocationBudgetTests
         var perCall = AllocatedPerCall(() => Metering.Append());
 
         Assert.True(perCall <= Budget("chain_append"), $"{perCall} B; the budget is {Budget("chain_append")} B");
+    }
+
+    private static readonly PromptFixture Prompt = new();
+
+    [Fact]
+    public void LongPromptChecks_StayWithinTheirAllocationBudget()
+    {
+        // Steady state: until the runtime has recompiled the regex search loops (tier 1), their generic searches box a char
+        // per call, and in a busy test run that can take a while. So measure in rounds, and give tiering time in between.
+        // Release allocates nothing (BenchmarkDotNet); the budget leaves room for a regex runner made while a test running
+        // in parallel holds the cached one.
+        var budget = Budget("long_prompt_checks");
+        var perCall = long.MaxValue;
+        for (var round = 0; round < 20 && perCall > budget; round++)
+        {
+            Thread.Sleep(round == 0 ? 0 : 200);
+            perCall = Math.Min(perCall, AllocatedPerCall(() =>
+            {
+                Assert.True(Prompt.CountTokens() > 2_000);
+                Assert.Equal(0, Prompt.Detect());
+            }, calls: 100));
+        }
+
+        Assert.True(perCall <= budget, $"{perCall} B; the budget is {budget} B");
     }
 }

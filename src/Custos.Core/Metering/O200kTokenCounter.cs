@@ -4,7 +4,6 @@ using System.IO.Compression;
 using System.Numerics;
 using System.Reflection;
 using System.Text;
-using System.Text.RegularExpressions;
 
 namespace Custos.Metering;
 
@@ -16,21 +15,15 @@ namespace Custos.Metering;
 /// </summary>
 /// <remarks>
 /// The algorithm is tiktoken's: split the text at the special tokens (each is one token), split the rest with the
-/// encoding's pre-tokenisation pattern, and count each piece by byte-pair merging with the ranks of the vocabulary,
+/// encoding's pre-tokenisation pattern (<see cref="O200kPieces"/>), and count each piece by byte-pair merging with the ranks of the vocabulary,
 /// lowest rank first. The vocabulary is OpenAI's <c>o200k_base.tiktoken</c> as the
 /// <c>Microsoft.ML.Tokenizers.Data.O200kBase</c> package embeds it. <c>O200kTokenCounterTests</c> checks the counts
 /// against Microsoft.ML.Tokenizers over a varied corpus.
 /// </remarks>
-internal sealed partial class O200kTokenCounter
+internal sealed class O200kTokenCounter
 {
     private const string Resource = "o200k_base.tiktoken.deflate";
     private const string DataAssembly = "Microsoft.ML.Tokenizers.Data.O200kBase";
-
-    // tiktoken_ext/openai_public.py, o200k_base.
-    private const string Pattern =
-        @"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?" +
-        @"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?" +
-        @"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
     private static readonly string[] SpecialTokens = ["<|endoftext|>", "<|endofprompt|>"];
 
@@ -82,9 +75,17 @@ internal sealed partial class O200kTokenCounter
         var total = 0;
         byte[]? rented = null;
         Span<byte> buffer = stackalloc byte[256];
-        foreach (var match in PreTokenizer().EnumerateMatches(text))
+        for (var start = 0; start < text.Length;)
         {
-            var piece = text.Slice(match.Index, match.Length);
+            var end = O200kPieces.End(text, start);
+            if (end == start)
+            {
+                start++; // no piece starts here (never, for this pattern): the regex, too, would move on
+                continue;
+            }
+
+            var piece = text[start..end];
+            start = end;
             var needed = Encoding.UTF8.GetMaxByteCount(piece.Length);
             if (needed > buffer.Length)
             {
@@ -267,7 +268,4 @@ internal sealed partial class O200kTokenCounter
 
         return counter;
     }
-
-    [GeneratedRegex(Pattern, RegexOptions.CultureInvariant)]
-    private static partial Regex PreTokenizer();
 }
