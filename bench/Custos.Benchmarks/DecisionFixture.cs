@@ -125,8 +125,7 @@ public sealed class DecisionFixture
             InputTokens = 40,
             MaxOutputTokens = Parsed.MaxOutputTokens,
             N = 1,
-            Body = Body,
-            PromptRanges = Parsed.PromptRanges,
+            Prompt = Parsed,
         }, Counters);
         await AdmissionEvaluator.SettleAsync(admission, Counters, 40, 100, route.Cost(40, 100));
         return admission.Decision == Errors.Decision.Allow;

@@ -61,8 +61,7 @@ public sealed class AdmissionTests
             InputTokens = input,
             MaxOutputTokens = maxOutput,
             N = n,
-            Body = body,
-            PromptRanges = parsed.PromptRanges,
+            Prompt = parsed,
         };
     }
 

@@ -111,7 +111,7 @@ public sealed class ChatRequestTests
         var bytes = Encoding.UTF8.GetBytes("""{"model":"m","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello to the world."}]}""");
         ChatRequest.TryParse(bytes, out var request);
 
-        var tokens = TokenCounter.CountPrompt(bytes, request.PromptRanges);
+        var tokens = TokenCounter.CountPrompt(request);
 
         var text = TokenCounter.Count("system\nYou are terse.\nuser\nSay hello to the world.\n");
         Assert.Equal(text + (2 * 3) + 3, tokens);
@@ -121,6 +121,10 @@ public sealed class ChatRequestTests
     [InlineData("""{"model":"m","messages":[{"role":"user","content":"caf\u00e9 \"quoted\" \n line \ud83d\ude00 and 😀 naïve"}]}""")]
     [InlineData("""{"model":"m","messages":[{"role":"user","content":""},{"role":"user","content":"a"},{"role":"user","content":[{"type":"text","text":"x"},{"type":"text","text":""}]}]}""")]
     [InlineData("""{"model":"m","prompt":"\u0041\u0042\u0043"}""")]
+    [InlineData("""{"model":"m","system":[{"type":"text","text":"be \"brief\"","cache_control":{"type":"ephemeral"}}],"max_tokens":5,"messages":[{"role":"user","content":[{"type":"text","text":"tab\there"},{"type":"image","source":{"type":"base64","data":"iVBORw0KGgo="}}]}]}""")]
+    [InlineData("""{"model":"m","input":["one","two",["three"],{"deep":{"deeper":["four",5,true,null]}}]}""")]
+    [InlineData("""{"model":"m","input":[1,2,3],"prompt":null,"system":"plain"}""")]
+    [InlineData("""{"model":"m","messages":{"role":"user","content":"an object, not an array"}}""")]
     public void CountPrompt_CountsTheUnescapedText_OfEscapedAndNonAsciiStrings(string json)
     {
         var bytes = Encoding.UTF8.GetBytes(json);
@@ -158,8 +162,34 @@ public sealed class ChatRequestTests
             }
         }
 
-        var tokens = TokenCounter.CountPrompt(bytes, request.PromptRanges);
+        var tokens = TokenCounter.CountPrompt(request);
 
         Assert.Equal(overhead + (overhead > 0 ? 3 : 0) + TokenCounter.Count(text.ToString()), tokens);
+    }
+
+    [Fact]
+    public void PromptStrings_NameEachStringsTextAndItsTokenInTheBody()
+    {
+        var bytes = Encoding.UTF8.GetBytes("""{"model":"m","messages":[{"role":"user","content":"caf\u00e9 \"quoted\"\nline"},{"role":"assistant","content":[{"type":"text","text":"😀"}]}],"temperature":0.5}""");
+
+        Assert.Equal(ParseError.None, ChatRequest.TryParse(bytes, out var request));
+
+        var strings = request.PromptStrings;
+        Assert.Equal(["user", "café \"quoted\"\nline", "assistant", "text", "😀"], strings.Select(s => request.PromptText.Slice(s.TextStart, s.TextLength).ToString()));
+        foreach (var s in strings)
+        {
+            // The token in the body, quotes included, is the JSON of the same text.
+            Assert.Equal(request.PromptText.Slice(s.TextStart, s.TextLength).ToString(), JsonSerializer.Deserialize<string>(bytes.AsSpan(s.BodyStart, s.BodyEnd - s.BodyStart)));
+        }
+
+        Assert.Equal(2, request.PromptMessages);
+    }
+
+    [Fact]
+    public void TryParse_ALoneEscapedSurrogateInThePrompt_IsInvalidJson()
+    {
+        var bytes = Encoding.UTF8.GetBytes("""{"model":"m","messages":[{"role":"user","content":"half: \ud83d!"}]}""");
+
+        Assert.Equal(ParseError.InvalidJson, ChatRequest.TryParse(bytes, out _));
     }
 }

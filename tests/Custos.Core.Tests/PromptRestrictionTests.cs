@@ -42,8 +42,7 @@ public sealed class PromptRestrictionTests
             Route = consumer.Service.Tenant.Models["m"],
             Now = DateTimeOffset.UnixEpoch,
             InputTokens = 1,
-            Body = body,
-            PromptRanges = parsed.PromptRanges,
+            Prompt = parsed,
         }, new InMemoryCounterStore(TimeProvider.System));
         var output = new System.Buffers.ArrayBufferWriter<byte>();
         BodyEdits.Apply(body, [.. admission.Edits], output);

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Custos.Errors;
+using Custos.Metering;
 using Custos.Policy;
 
 namespace Custos.Controls;
@@ -188,11 +189,8 @@ public sealed class AdmissionRequest
     /// <summary>Choices asked for (<c>n</c>); 1 when absent.</summary>
     public long N { get; init; } = 1;
 
-    /// <summary>The request body, for prompt rules; empty when prompts cannot be evaluated (replays).</summary>
-    public ReadOnlyMemory<byte> Body { get; init; }
-
-    /// <summary>Where the prompt values sit in <see cref="Body"/>.</summary>
-    public IReadOnlyList<Range> PromptRanges { get; init; } = [];
+    /// <summary>The parsed request, for prompt rules: its prompt strings and where they sit in the body; null when there is none.</summary>
+    public ChatRequest? Prompt { get; init; }
 
     /// <summary>False in replays, where prompt text is not available.</summary>
     public bool PromptAvailable { get; init; } = true;

@@ -169,24 +169,17 @@ public static class AdmissionEvaluator
             return true;
         }
 
-        var body = request.Body.Span;
         HashSet<string>? redacted = null; // made on the first redaction
         List<(int Index, int Length)>? found = null;
         List<(int Index, int Length, string Rule)>? toRedact = null;
-        foreach (var range in request.PromptRanges)
+        if (request.Prompt is { } prompt)
         {
-            var (offset, length) = range.GetOffsetAndLength(body.Length);
-            var reader = new Utf8JsonReader(body.Slice(offset, length));
-            while (reader.Read())
+            // The strings were unescaped once, when the body was parsed: no second reading of the JSON, no string each.
+            var strings = prompt.PromptStrings;
+            for (var i = 0; i < strings.Count; i++) // not foreach: it would box the list's enumerator
             {
-                if (reader.TokenType != JsonTokenType.String)
-                {
-                    continue;
-                }
-
-                var text = reader.GetString()!;
-                var start = offset + (int)reader.TokenStartIndex;
-                var end = offset + (int)reader.BytesConsumed;
+                var promptString = strings[i];
+                var text = prompt.PromptText.Slice(promptString.TextStart, promptString.TextLength);
                 toRedact?.Clear();
                 foreach (var rule in rules)
                 {
@@ -226,7 +219,7 @@ public static class AdmissionEvaluator
 
                 if (toRedact is { Count: > 0 })
                 {
-                    admission.Edits.Add(new BodyEdit(start, end, Redact(text, toRedact)));
+                    admission.Edits.Add(new BodyEdit(promptString.BodyStart, promptString.BodyEnd, Redact(text, toRedact)));
                 }
             }
         }
@@ -240,7 +233,7 @@ public static class AdmissionEvaluator
     }
 
     /// <summary>The JSON string of <paramref name="text"/> with every match replaced by <c>[REDACTED:rule]</c>.</summary>
-    private static byte[] Redact(string text, List<(int Index, int Length, string Rule)> matches)
+    private static byte[] Redact(ReadOnlySpan<char> text, List<(int Index, int Length, string Rule)> matches)
     {
         matches.Sort((a, b) => a.Index != b.Index ? a.Index.CompareTo(b.Index) : b.Length.CompareTo(a.Length));
         var builder = new StringBuilder(text.Length);
@@ -252,11 +245,11 @@ public static class AdmissionEvaluator
                 continue; // overlaps a match already replaced
             }
 
-            builder.Append(text, position, index - position).Append("[REDACTED:").Append(rule).Append(']');
+            builder.Append(text[position..index]).Append("[REDACTED:").Append(rule).Append(']');
             position = index + length;
         }
 
-        builder.Append(text, position, text.Length - position);
+        builder.Append(text[position..]);
         return JsonSerializer.SerializeToUtf8Bytes(builder.ToString());
     }
 

@@ -49,7 +49,7 @@ public sealed class PromptRule
     /// Finds the rule's matches in <paramref name="text"/>, adding their spans to <paramref name="spans"/> when
     /// given. Returns false when the regular expression ran out of time: the caller fails closed.
     /// </summary>
-    public bool TryMatch(string text, List<(int Index, int Length)>? spans, out bool matched)
+    public bool TryMatch(ReadOnlySpan<char> text, List<(int Index, int Length)>? spans, out bool matched)
     {
         matched = false;
         try

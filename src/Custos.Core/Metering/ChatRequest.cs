@@ -54,8 +54,24 @@ public sealed class ChatRequest
     /// <summary>Byte ranges of the prompt values (<c>system</c>, <c>messages</c>, <c>prompt</c>, <c>input</c>), in body order.</summary>
     public List<Range> PromptRanges { get; } = new(2);
 
+    /// <summary>
+    /// Every string of the prompt values, unescaped, each followed by a line feed: the text that is counted and that the
+    /// prompt rules check, decoded once, in the pass that parses the body.
+    /// </summary>
+    public ReadOnlySpan<char> PromptText => _promptText.AsSpan(0, _promptLength);
+
+    /// <summary>Each string of the prompt values: where its text sits in <see cref="PromptText"/>, and its JSON token in the body.</summary>
+    public IReadOnlyList<PromptString> PromptStrings => (IReadOnlyList<PromptString>?)_promptStrings ?? [];
+
+    /// <summary>The objects directly inside prompt values that are arrays: the messages (each costs the chat format tokens).</summary>
+    public int PromptMessages { get; private set; }
+
     /// <summary>The field that failed, with <see cref="ParseError.InvalidField"/>.</summary>
     public string? ErrorField { get; private set; }
+
+    private char[]? _promptText;
+    private int _promptLength;
+    private List<PromptString>? _promptStrings;
 
     /// <summary>Parses <paramref name="body"/>.</summary>
     public static ParseError TryParse(ReadOnlySpan<byte> body, out ChatRequest request)
@@ -67,6 +83,12 @@ public sealed class ChatRequest
         }
         catch (JsonException)
         {
+            return ParseError.InvalidJson;
+        }
+        catch (InvalidOperationException)
+        {
+            // A prompt string that is not text: an escaped half of a surrogate pair (\ud83d alone). It could be neither
+            // counted nor checked, so it is refused like any other body that is not valid JSON text.
             return ParseError.InvalidJson;
         }
     }
@@ -176,7 +198,7 @@ public sealed class ChatRequest
             {
                 reader.Read();
                 var start = (int)reader.TokenStartIndex;
-                reader.Skip();
+                ReadPrompt(ref reader, body.Length);
                 PromptRanges.Add(start..(int)reader.BytesConsumed);
             }
             else
@@ -193,6 +215,57 @@ public sealed class ChatRequest
         }
 
         return ParseError.None;
+    }
+
+    /// <summary>
+    /// Reads a prompt value to its end, as <see cref="Utf8JsonReader.Skip"/> would, keeping the text of its strings and
+    /// counting the objects directly inside it when it is an array.
+    /// </summary>
+    private void ReadPrompt(ref Utf8JsonReader reader, int bodyLength)
+    {
+        if (reader.TokenType == JsonTokenType.String)
+        {
+            AddPromptString(ref reader, bodyLength);
+            return;
+        }
+
+        if (reader.TokenType is not (JsonTokenType.StartObject or JsonTokenType.StartArray))
+        {
+            return; // a number, true, false or null
+        }
+
+        var depth = reader.CurrentDepth;
+        var array = reader.TokenType == JsonTokenType.StartArray;
+        while (reader.Read() && reader.CurrentDepth > depth) // the value's closing token is back at its depth
+        {
+            if (reader.TokenType == JsonTokenType.String)
+            {
+                AddPromptString(ref reader, bodyLength);
+            }
+            else if (array && reader.TokenType == JsonTokenType.StartObject && reader.CurrentDepth == depth + 1)
+            {
+                PromptMessages++;
+            }
+        }
+    }
+
+    private void AddPromptString(ref Utf8JsonReader reader, int bodyLength)
+    {
+        // Unescaped, a string and its line feed take at most as many UTF-16 units as its JSON token has bytes (quotes
+        // included), so the rest of the body bounds every prompt string still to come: one array, sized once.
+        var escaped = reader.HasValueSequence ? checked((int)reader.ValueSequence.Length) : reader.ValueSpan.Length;
+        var needed = _promptLength + escaped + 1;
+        if (_promptText is null || _promptText.Length < needed)
+        {
+            var text = new char[Math.Max(needed, _promptLength + bodyLength - (int)reader.TokenStartIndex)];
+            PromptText.CopyTo(text);
+            _promptText = text;
+        }
+
+        var written = reader.CopyString(_promptText.AsSpan(_promptLength));
+        (_promptStrings ??= new(4)).Add(new PromptString(_promptLength, written, (int)reader.TokenStartIndex, (int)reader.BytesConsumed));
+        _promptLength += written;
+        _promptText[_promptLength++] = '\n';
     }
 
     private ParseError Invalid(string field)
@@ -270,3 +343,10 @@ public sealed class ChatRequest
         }
     }
 }
+
+/// <summary>
+/// One string of a request's prompt: its unescaped text at <paramref name="TextStart"/> in
+/// <see cref="ChatRequest.PromptText"/>, and its JSON string token, quotes included, at
+/// <paramref name="BodyStart"/>..<paramref name="BodyEnd"/> in the body.
+/// </summary>
+public readonly record struct PromptString(int TextStart, int TextLength, int BodyStart, int BodyEnd);

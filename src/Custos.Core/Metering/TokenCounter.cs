@@ -1,6 +1,3 @@
-using System.Buffers;
-using System.Text.Json;
-
 namespace Custos.Metering;
 
 /// <summary>
@@ -14,44 +11,14 @@ public static class TokenCounter
     public static int Count(ReadOnlySpan<char> text) => text.IsEmpty ? 0 : O200kTokenCounter.Shared.Count(text);
 
     /// <summary>
-    /// Estimates the input tokens of a request from the raw JSON of its prompt values (messages, prompt,
-    /// input, system): every string is counted, plus the chat format's overhead of 3 tokens per message
-    /// and 3 for the reply primer, as OpenAI documents.
+    /// Estimates the input tokens of a request from its prompt values (messages, prompt, input, system): every string is
+    /// counted, plus the chat format's overhead of 3 tokens per message and 3 for the reply primer, as OpenAI documents.
+    /// The strings were unescaped when the body was parsed (<see cref="ChatRequest.PromptText"/>).
     /// </summary>
-    public static int CountPrompt(ReadOnlySpan<byte> json, IReadOnlyList<Range> promptRanges)
+    public static int CountPrompt(ChatRequest request)
     {
-        var total = 0;
-        var text = ArrayPool<char>.Shared.Rent(Math.Max(256, json.Length)); // unescaped text is never longer than its JSON
-        var length = 0;
-        try
-        {
-            foreach (var range in promptRanges)
-            {
-                var reader = new Utf8JsonReader(json[range]);
-                var depth0Array = false;
-                while (reader.Read())
-                {
-                    switch (reader.TokenType)
-                    {
-                        case JsonTokenType.StartArray when reader.CurrentDepth == 0:
-                            depth0Array = true;
-                            break;
-                        case JsonTokenType.StartObject when depth0Array && reader.CurrentDepth == 1:
-                            total += 3;
-                            break;
-                        case JsonTokenType.String:
-                            length += reader.CopyString(text.AsSpan(length));
-                            text[length++] = '\n';
-                            break;
-                    }
-                }
-            }
-
-            return total + (total > 0 ? 3 : 0) + Count(text.AsSpan(0, length));
-        }
-        finally
-        {
-            ArrayPool<char>.Shared.Return(text);
-        }
+        ArgumentNullException.ThrowIfNull(request);
+        var messages = request.PromptMessages;
+        return (messages * 3) + (messages > 0 ? 3 : 0) + Count(request.PromptText);
     }
 }

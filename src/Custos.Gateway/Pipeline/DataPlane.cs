@@ -303,11 +303,10 @@ internal sealed partial class DataPlane(
             Consumer = consumer,
             Route = route,
             Now = record.Timestamp,
-            InputTokens = consumer.CountsInput ? TokenCounter.CountPrompt(body.WrittenSpan, parsed.PromptRanges) : 0,
+            InputTokens = consumer.CountsInput ? TokenCounter.CountPrompt(parsed) : 0,
             MaxOutputTokens = parsed.MaxOutputTokens,
             N = parsed.N ?? 1,
-            Body = body.WrittenMemory,
-            PromptRanges = parsed.PromptRanges,
+            Prompt = parsed,
         }, counters, context.RequestAborted);
         record.Controls = admission.Controls;
         if (admission.Degraded)
@@ -427,12 +426,12 @@ internal sealed partial class DataPlane(
             record.Outcome = outcome;
         }
 
-        Settle(record, route, meter, body.WrittenSpan, parsed);
+        Settle(record, route, meter, parsed);
         return call;
     }
 
     /// <summary>Records tokens and cost: the provider's usage, or the tokenizer's estimate when it reported none.</summary>
-    private static void Settle(RequestRecord record, ModelRoute route, ResponseMeter meter, ReadOnlySpan<byte> body, ChatRequest parsed)
+    private static void Settle(RequestRecord record, ModelRoute route, ResponseMeter meter, ChatRequest parsed)
     {
         record.ResponseBytes = meter.BytesOut;
         var answered = record.Outcome is Outcome.Completed or Outcome.Interrupted || (record.Outcome == Outcome.Cancelled && meter.BytesOut > 0);
@@ -448,7 +447,7 @@ internal sealed partial class DataPlane(
         }
         else
         {
-            input = meter.InputTokens ?? TokenCounter.CountPrompt(body, parsed.PromptRanges);
+            input = meter.InputTokens ?? TokenCounter.CountPrompt(parsed);
             output = meter.OutputTokens ?? meter.EstimateOutputTokens();
             record.TokensEstimated = true;
         }

@@ -49,6 +49,11 @@ public sealed class RefusalTests(GatewayFixture fixture) : IClassFixture<Gateway
         => AssertRefusedAsync(G.Post("/v1/chat/completions", """{"model":"gpt-4o-mini","messages":[}"""), HttpStatusCode.BadRequest, "invalid.json");
 
     [Fact]
+    public Task LoneSurrogateEscapeInThePrompt_Is400InvalidJson()
+        => AssertRefusedAsync(G.Post("/v1/chat/completions", """{"model":"gpt-4o-mini","messages":[{"role":"user","content":"half an emoji: \ud83d and more"}]}"""),
+            HttpStatusCode.BadRequest, "invalid.json");
+
+    [Fact]
     public Task MissingModel_Is400ModelMissing()
         => AssertRefusedAsync(G.Post("/v1/chat/completions", """{"messages":[]}"""), HttpStatusCode.BadRequest, "invalid.model_missing", "model");
 
