@@ -28,6 +28,8 @@
 #   BENCH_REDIS_PORT=18084 BENCH_PG_PORT=18085  BENCH_SHARED_PORT=18086  BENCH_SHARED_ADMIN_PORT=18087
 #   BENCH_INLINE_IO=       unset: Custos as shipped (inline I/O on the embedded store, off on PostgreSQL; docs/deploy.md);
 #                          1 or 0: both Custos runs with DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS set to it
+#   BENCH_PROMPT_BYTES=0   0: the short chat prompt (about 270 bytes of body); N: the user message grown with support-ticket
+#                          prose (digits, punctuation, escaped line feeds) to at least N bytes, for every target alike
 #   BENCH_SKIP_BUILD=1     use the existing Release build
 #   BENCH_KEEP=1           keep the temporary directory (config, logs, ledger, wrk output)
 set -euo pipefail
@@ -55,6 +57,7 @@ redis_port=${BENCH_REDIS_PORT:-18084}
 pg_port=${BENCH_PG_PORT:-18085}
 shared_port=${BENCH_SHARED_PORT:-18086}
 shared_admin_port=${BENCH_SHARED_ADMIN_PORT:-18087}
+prompt_bytes=${BENCH_PROMPT_BYTES:-0}
 
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
 
@@ -68,6 +71,7 @@ die() { printf 'bench/run.sh: error: %s\n' "$*" >&2; exit 1; }
 for value in "$duration" "$warmup" "$warmup_max" "$connections" "$threads" "$single" "$single_rounds" "$ttfb_count"; do
   [[ $value =~ ^[0-9]+$ && $value -gt 0 ]] || die "BENCH_DURATION, BENCH_WARMUP, BENCH_WARMUP_MAX, BENCH_CONNECTIONS, BENCH_THREADS, BENCH_SINGLE, BENCH_SINGLE_ROUNDS and BENCH_TTFB must be positive integers (got '$value')"
 done
+[[ $prompt_bytes =~ ^[0-9]+$ ]] || die "BENCH_PROMPT_BYTES must be 0 or a positive integer (got '$prompt_bytes')"
 [[ $tiering == fast || $tiering == default ]] || die "BENCH_TIERING must be fast or default (got '$tiering')"
 [[ $threads -le $connections ]] || die "BENCH_THREADS ($threads) must not exceed BENCH_CONNECTIONS ($connections)"
 
@@ -401,7 +405,13 @@ if [[ $shared == 1 ]]; then
 fi
 
 # --- request bodies and wrk scripts ----------------------------------------------------------------------------
-messages='"messages":[{"role":"system","content":"You are the support assistant of Acme Corp. Answer briefly and politely."},{"role":"user","content":"My order 12345 has not arrived yet. Can you tell me what to do next?"}]'
+user_content='My order 12345 has not arrived yet. Can you tell me what to do next?'
+ticket=41000
+while (( ${#user_content} < prompt_bytes )); do # a long prompt: JSON-escaped line feeds, as real ones have
+  user_content+="\\nTicket $ticket: the customer wrote on Tuesday that the parcel, sent from the warehouse in Rotterdam on 2026-11-$((10 + ticket % 18)), seems to be lost. Please summarise the options (a refund, a replacement, or waiting another week) and explain the trade-offs in plain language.\\n- Order total: EUR 129.90, paid by card; shipping: standard, 3-5 working days."
+  ticket=$((ticket + 1))
+done
+messages='"messages":[{"role":"system","content":"You are the support assistant of Acme Corp. Answer briefly and politely."},{"role":"user","content":"'"$user_content"'"}]'
 body_plain='{"model":"gpt-4o-mini",'"$messages"',"temperature":0.2,"max_tokens":256}'
 body_stream='{"model":"gpt-4o-mini",'"$messages"',"temperature":0.2,"max_tokens":256,"stream":true}'
 
@@ -700,6 +710,9 @@ cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/nul
   echo "wrk: $connections connections, $threads thread(s), ${duration} s per case after a warm-up of at least ${warmup} s (3 s for nginx and the warm mock), for the .NET servers until their JIT settled (under 5 % of a core compiling in the last 5 s, at most ${warmup_max} s); $placement;"
   echo "$tiering_note."
   echo "One connection: wrk -c 1, ${single} s per target, ${single_rounds} rounds of every target in turn; the median of the rounds."
+  if (( prompt_bytes > 0 )); then
+    echo "Long prompt (BENCH_PROMPT_BYTES=$prompt_bytes): a request body of ${#body_plain} bytes."
+  fi
   echo
   echo "| case | warm-up s | requests | req/s | p50 ms | p99 ms | errors | server CPU µs/req | other processes, % of a core |"
   echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
