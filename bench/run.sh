@@ -345,6 +345,8 @@ http {
   access_log off;
   client_body_temp_path $work/nginx/body;
   proxy_temp_path $work/nginx/proxy;
+  client_body_buffer_size 1m; # long prompts (BENCH_PROMPT_BYTES) in memory, as the .NET proxies hold them, not in temp files
+  client_max_body_size 16m;
   upstream mock { server 127.0.0.1:$mock_port; keepalive 64; }
   server {
     listen 127.0.0.1:$nginx_port;
@@ -621,18 +623,19 @@ done
 # --- streaming: time to the first byte, one request at a time (curl) ------------------------------------------
 # Twice: each request on a new connection (a new curl each time, so connection set-up is in the figure), and all
 # on one kept-alive connection (one curl, the URL repeated; the first 5 are not counted), which is how the SDKs
-# call: they pool their connections.
+# call: they pool their connections. Without curl's Expect: 100-continue, which it sends for bodies over 1 KB and
+# the SDKs do not.
 declare -A ttfb ttfb_kept
 for target in "${targets[@]}"; do
   url=$(target_url "$target")
   for ((i = 0; i < ttfb_count; i++)); do
-    curl -sS -N -o /dev/null -w '%{time_starttransfer}\n' -H "Authorization: Bearer $api_key" -H 'Content-Type: application/json' \
+    curl -sS -N -o /dev/null -w '%{time_starttransfer}\n' -H "Authorization: Bearer $api_key" -H 'Content-Type: application/json' -H 'Expect:' \
       -d "$body_stream" "$url"
   done >"$work/ttfb-$target.txt"
   ttfb[$target]=$(median 1000 <"$work/ttfb-$target.txt") # s -> ms
   kept_args=()
   for ((i = 0; i < ttfb_count + 5; i++)); do kept_args+=(-o /dev/null "$url"); done
-  curl -sS -N -w '%{num_connects} %{time_starttransfer}\n' -H "Authorization: Bearer $api_key" -H 'Content-Type: application/json' \
+  curl -sS -N -w '%{num_connects} %{time_starttransfer}\n' -H "Authorization: Bearer $api_key" -H 'Content-Type: application/json' -H 'Expect:' \
     -d "$body_stream" "${kept_args[@]}" >"$work/ttfb-kept-$target.txt"
   (($(awk '{ n += $1 } END { print n }' "$work/ttfb-kept-$target.txt") == 1)) || die "curl did not keep its connection to $target alive"
   ttfb_kept[$target]=$(tail -n +6 "$work/ttfb-kept-$target.txt" | awk '{ print $2 }' | median 1000)
