@@ -100,13 +100,71 @@ public static partial class PromptDetectors
 
                 var local = text[..at].LastIndexOfAnyExcept(LocalPart);
                 return local + 1;
-            case PromptDetector.PaymentCard or PromptDetector.UsSsn:
-                // Cards and SSNs begin with a digit: \d is any Unicode decimal digit, so an ASCII digit or anything
-                // beyond ASCII may be the first.
+            case PromptDetector.PaymentCard:
+                return FirstLongDigitChain(text, CardMinDigits);
+            case PromptDetector.UsSsn:
+                // SSNs begin with a digit: \d is any Unicode decimal digit, so an ASCII digit or anything beyond ASCII
+                // may be the first.
                 return text.IndexOfAnyExcept(AsciiButDigits);
             default:
                 return 0;
         }
+    }
+
+    /// <summary>Digits in the shortest card number the pattern takes: <c>(?:\d[ \-]?){12,18}\d</c>.</summary>
+    private const int CardMinDigits = 13;
+
+    /// <summary>
+    /// The start of the first chain of at least <paramref name="minDigits"/> digits, each separated from the next by at
+    /// most one space or hyphen, or -1. A card's match lies inside one such chain, so chains shorter than a card (dates,
+    /// amounts, order numbers: the digits of most prompts) are skipped without running the regex over them.
+    /// </summary>
+    private static int FirstLongDigitChain(ReadOnlySpan<char> text, int minDigits)
+    {
+        var at = 0;
+        while (at < text.Length)
+        {
+            var found = text[at..].IndexOfAnyExcept(AsciiButDigits); // a digit, or a character beyond ASCII that may be one
+            if (found < 0)
+            {
+                return -1;
+            }
+
+            var start = at + found;
+            if (!char.IsDigit(text[start]))
+            {
+                at = start + 1;
+                continue;
+            }
+
+            var digits = 1;
+            var end = start + 1;
+            while (end < text.Length)
+            {
+                if (char.IsDigit(text[end]))
+                {
+                    digits++;
+                    end++;
+                }
+                else if (text[end] is ' ' or '-' && end + 1 < text.Length && char.IsDigit(text[end + 1]))
+                {
+                    end++;
+                }
+                else
+                {
+                    break;
+                }
+            }
+
+            if (digits >= minDigits)
+            {
+                return start;
+            }
+
+            at = end;
+        }
+
+        return -1;
     }
 
     private static readonly SearchValues<string> SecretOpenings = SearchValues.Create(
