@@ -252,16 +252,8 @@ public sealed class ChatRequest
     private void AddPromptString(ref Utf8JsonReader reader, int bodyLength)
     {
         // Unescaped, a string and its line feed take at most as many UTF-16 units as its JSON token has bytes (quotes
-        // included), so the rest of the body bounds every prompt string still to come: one array, sized once.
-        var escaped = reader.HasValueSequence ? checked((int)reader.ValueSequence.Length) : reader.ValueSpan.Length;
-        var needed = _promptLength + escaped + 1;
-        if (_promptText is null || _promptText.Length < needed)
-        {
-            var text = new char[Math.Max(needed, _promptLength + bodyLength - (int)reader.TokenStartIndex)];
-            PromptText.CopyTo(text);
-            _promptText = text;
-        }
-
+        // included), so the body from the first prompt string on bounds them all: one array, sized at the first.
+        _promptText ??= new char[bodyLength - (int)reader.TokenStartIndex];
         var written = reader.CopyString(_promptText.AsSpan(_promptLength));
         (_promptStrings ??= new(4)).Add(new PromptString(_promptLength, written, (int)reader.TokenStartIndex, (int)reader.BytesConsumed));
         _promptLength += written;
