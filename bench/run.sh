@@ -426,8 +426,8 @@ wrk.headers["Authorization"] = "Bearer $api_key"
 
 function done(summary, latency, requests)
   local e = summary.errors
-  io.write(string.format("BENCH requests=%d duration_us=%d p50_us=%d p99_us=%d non2xx=%d connect=%d read=%d write=%d timeout=%d\n",
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+  io.write(string.format("BENCH requests=%d duration_us=%d p50_us=%d p90_us=%d p99_us=%d non2xx=%d connect=%d read=%d write=%d timeout=%d\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(90), latency:percentile(99),
     e.status, e.connect, e.read, e.write, e.timeout))
 end
 EOF
@@ -497,7 +497,7 @@ run_wrk() { # output-file lua url seconds [extra wrk args]
 
 field() { sed -n "s/^BENCH .*\b$2=\([0-9]*\).*/\1/p" "$1"; }
 
-declare -A rps p50 p99 errors requests cpu_us foreign warmed
+declare -A rps p50 p90 p99 errors requests cpu_us foreign warmed
 cases=(direct-plain nginx-plain yarp-plain custos-plain direct-stream nginx-stream yarp-stream custos-stream)
 targets=(direct nginx yarp custos)
 if [[ $shared == 1 ]]; then
@@ -574,14 +574,14 @@ for name in "${cases[@]}"; do
   out=$work/$name.txt
   requests[$name]=$(field "$out" requests)
   errors[$name]=$(($(field "$out" non2xx) + $(field "$out" connect) + $(field "$out" read) + $(field "$out" write) + $(field "$out" timeout)))
-  read -r "rps[$name]" "p50[$name]" "p99[$name]" "cpu_us[$name]" < <(awk -v r="${requests[$name]}" -v d="$(field "$out" duration_us)" \
-    -v a="$(field "$out" p50_us)" -v b="$(field "$out" p99_us)" -v t="$((after - before))" -v hz="$clk_tck" \
-    'BEGIN { printf "%.0f %.2f %.2f %.0f\n", r / (d / 1e6), a / 1000, b / 1000, (r > 0 ? t / hz * 1e6 / r : 0) }')
+  read -r "rps[$name]" "p50[$name]" "p90[$name]" "p99[$name]" "cpu_us[$name]" < <(awk -v r="${requests[$name]}" -v d="$(field "$out" duration_us)" \
+    -v a="$(field "$out" p50_us)" -v n="$(field "$out" p90_us)" -v b="$(field "$out" p99_us)" -v t="$((after - before))" -v hz="$clk_tck" \
+    'BEGIN { printf "%.0f %.2f %.2f %.2f %.0f\n", r / (d / 1e6), a / 1000, n / 1000, b / 1000, (r > 0 ? t / hz * 1e6 / r : 0) }')
   # CPU that neither wrk nor our servers used during the window: other processes on the machine, in % of one core.
   foreign[$name]=$(awk -v busy="$((busy_after - busy_before))" -v ours="$((after - before))" -v wrk_ms="$((wrk_after - wrk_before))" \
     -v hz="$clk_tck" -v d="$duration" 'BEGIN { f = ((busy - ours) / hz - wrk_ms / 1000) / d * 100; printf "%.0f\n", (f < 0 ? 0 : f) }')
-  printf '    %s requests, %s req/s, p50 %s ms, p99 %s ms, %s errors; other processes used %s%% of a core\n' \
-    "${requests[$name]}" "${rps[$name]}" "${p50[$name]}" "${p99[$name]}" "${errors[$name]}" "${foreign[$name]}"
+  printf '    %s requests, %s req/s, p50 %s ms, p90 %s ms, p99 %s ms, %s errors; other processes used %s%% of a core\n' \
+    "${requests[$name]}" "${rps[$name]}" "${p50[$name]}" "${p90[$name]}" "${p99[$name]}" "${errors[$name]}" "${foreign[$name]}"
 
   if [[ $name == custos-* ]]; then
     wrk_counted=$((wrk_counted + warm_requests + requests[$name]))
@@ -717,10 +717,10 @@ cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/nul
     echo "Long prompt (BENCH_PROMPT_BYTES=$prompt_bytes): a request body of ${#body_plain} bytes."
   fi
   echo
-  echo "| case | warm-up s | requests | req/s | p50 ms | p99 ms | errors | server CPU µs/req | other processes, % of a core |"
-  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| case | warm-up s | requests | req/s | p50 ms | p90 ms | p99 ms | errors | server CPU µs/req | other processes, % of a core |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   for name in "${cases[@]}"; do
-    echo "| ${case_label[$name]} | ${warmed[$name]} | ${requests[$name]} | ${rps[$name]} | ${p50[$name]} | ${p99[$name]} | ${errors[$name]} | ${cpu_us[$name]} | ${foreign[$name]} |"
+    echo "| ${case_label[$name]} | ${warmed[$name]} | ${requests[$name]} | ${rps[$name]} | ${p50[$name]} | ${p90[$name]} | ${p99[$name]} | ${errors[$name]} | ${cpu_us[$name]} | ${foreign[$name]} |"
   done
   echo
   echo "| proxy, non-streaming | added p50 at 1 connection, ms | p99 at 1 connection, ms | added server CPU µs/req | peak RSS MB | streaming time to first byte, median ms: new connection | kept-alive connection |"
