@@ -497,7 +497,7 @@ run_wrk() { # output-file lua url seconds [extra wrk args]
 
 field() { sed -n "s/^BENCH .*\b$2=\([0-9]*\).*/\1/p" "$1"; }
 
-declare -A rps p50 p90 p99 errors requests cpu_us foreign warmed
+declare -A rps p50 p90 p99 errors requests cpu_us foreign warmed jit_window
 cases=(direct-plain nginx-plain yarp-plain custos-plain direct-stream nginx-stream yarp-stream custos-stream)
 targets=(direct nginx yarp custos)
 if [[ $shared == 1 ]]; then
@@ -561,6 +561,7 @@ for name in "${cases[@]}"; do
     printf '    JIT still busy: %s ms of compilation in the last %s s; warming on\n' "$jit_ms" "$step"
     step=5
   done
+  jit_before=$(tiering_ms "${jit_pids[@]}")
   before=$(cpu_ticks "${pids[@]}")
   busy_before=$(machine_busy_ticks)
   times >"$work/times.before" # in this shell, not a subshell: wrk is this shell's child
@@ -570,6 +571,7 @@ for name in "${cases[@]}"; do
   wrk_after=$(children_cpu_ms "$work/times.after")
   busy_after=$(machine_busy_ticks)
   after=$(cpu_ticks "${pids[@]}")
+  jit_window[$name]=$(($(tiering_ms "${jit_pids[@]}") - jit_before)) # the .NET server's tiered compilation in the window
 
   out=$work/$name.txt
   requests[$name]=$(field "$out" requests)
@@ -580,8 +582,8 @@ for name in "${cases[@]}"; do
   # CPU that neither wrk nor our servers used during the window: other processes on the machine, in % of one core.
   foreign[$name]=$(awk -v busy="$((busy_after - busy_before))" -v ours="$((after - before))" -v wrk_ms="$((wrk_after - wrk_before))" \
     -v hz="$clk_tck" -v d="$duration" 'BEGIN { f = ((busy - ours) / hz - wrk_ms / 1000) / d * 100; printf "%.0f\n", (f < 0 ? 0 : f) }')
-  printf '    %s requests, %s req/s, p50 %s ms, p90 %s ms, p99 %s ms, %s errors; other processes used %s%% of a core\n' \
-    "${requests[$name]}" "${rps[$name]}" "${p50[$name]}" "${p90[$name]}" "${p99[$name]}" "${errors[$name]}" "${foreign[$name]}"
+  printf '    %s requests, %s req/s, p50 %s ms, p90 %s ms, p99 %s ms, %s errors; other processes used %s%% of a core; JIT %s ms\n' \
+    "${requests[$name]}" "${rps[$name]}" "${p50[$name]}" "${p90[$name]}" "${p99[$name]}" "${errors[$name]}" "${foreign[$name]}" "${jit_window[$name]}"
 
   if [[ $name == custos-* ]]; then
     wrk_counted=$((wrk_counted + warm_requests + requests[$name]))
@@ -785,6 +787,13 @@ cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/nul
   echo "Server CPU = user + system CPU time of the mock (direct), or of the mock and the proxy, during the measured window, per request."
   echo "Other processes = CPU the machine spent during the measured window beyond wrk, the mock and Custos; more than a few % means"
   echo "something else was running and the figures of that case are suspect."
+  jit_note=
+  for name in "${cases[@]}"; do
+    if ((jit_window[$name] * 100 > duration * 1000 * 2)); then jit_note+=" ${case_label[$name]}: ${jit_window[$name]} ms;"; fi
+  done
+  if [[ -n $jit_note ]]; then
+    echo "The JIT compiled for more than 2 % of a core during the measured window of:${jit_note%;} (tiered compilation of the .NET server; its figures include that)."
+  fi
 } >"$work/report.md"
 
 echo
