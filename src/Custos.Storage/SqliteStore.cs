@@ -28,12 +28,14 @@ public sealed partial class SqliteStore : ICustosStore
     private readonly Dictionary<string, DateTimeOffset> _lastUsed = new(StringComparer.Ordinal);
     private byte[] _scratch = new byte[1024];
     private readonly TimeSpan _checkpointInterval;
+    private readonly int _writerCheckpointFrames;
     private WalCheckpointer? _checkpointer; // started by the first ledger append
 
-    private SqliteStore(string path, TimeSpan checkpointInterval)
+    private SqliteStore(string path, TimeSpan checkpointInterval, int writerCheckpointFrames)
     {
         Path = path;
         _checkpointInterval = checkpointInterval;
+        _writerCheckpointFrames = writerCheckpointFrames;
         _dictionaries = new RecordDictionaries(path);
         _connectionString = new SqliteConnectionStringBuilder
         {
@@ -54,6 +56,9 @@ public sealed partial class SqliteStore : ICustosStore
     /// <summary>Runs one round of the checkpoint thread on this thread (tests; with no checkpoint thread running).</summary>
     internal void CheckpointRound() => _checkpointer?.Round();
 
+    /// <summary>Checkpoints the ledger writer made itself, after a commit (tests).</summary>
+    internal long WriterCheckpoints => _checkpointer?.WriterCheckpoints ?? 0;
+
     /// <inheritdoc/>
     public string Description => Path;
 
@@ -62,10 +67,18 @@ public sealed partial class SqliteStore : ICustosStore
         => OpenAsync(dataDirectory, WalCheckpointer.DefaultInterval, cancellationToken);
 
     /// <summary>Opens the store with its log checkpointed at least every <paramref name="checkpointInterval"/> (infinite: never, for tests).</summary>
-    internal static async Task<SqliteStore> OpenAsync(string dataDirectory, TimeSpan checkpointInterval, CancellationToken cancellationToken = default)
+    internal static Task<SqliteStore> OpenAsync(string dataDirectory, TimeSpan checkpointInterval, CancellationToken cancellationToken = default)
+        => OpenAsync(dataDirectory, checkpointInterval, WalCheckpointer.WriterCheckpointFrames, cancellationToken);
+
+    /// <summary>
+    /// Opens the store with its log checkpointed at least every <paramref name="checkpointInterval"/> (infinite: never, for
+    /// tests), and by the ledger writer itself once the log holds <paramref name="writerCheckpointFrames"/> frames (tests).
+    /// </summary>
+    internal static async Task<SqliteStore> OpenAsync(string dataDirectory, TimeSpan checkpointInterval, int writerCheckpointFrames,
+        CancellationToken cancellationToken = default)
     {
         Directory.CreateDirectory(dataDirectory);
-        var store = new SqliteStore(System.IO.Path.Combine(dataDirectory, "custos.db"), checkpointInterval);
+        var store = new SqliteStore(System.IO.Path.Combine(dataDirectory, "custos.db"), checkpointInterval, writerCheckpointFrames);
         await store.MigrateAsync(cancellationToken);
         return store;
     }
@@ -174,7 +187,7 @@ public sealed partial class SqliteStore : ICustosStore
         try
         {
             var db = (_writer ?? throw new ObjectDisposedException(nameof(SqliteStore))).Handle!;
-            var checkpointer = _checkpointer ??= WalCheckpointer.Start(db, _connectionString, _checkpointInterval);
+            var checkpointer = _checkpointer ??= WalCheckpointer.Start(db, _connectionString, _checkpointInterval, _writerCheckpointFrames);
             Check(db, raw.sqlite3_exec(db, "BEGIN IMMEDIATE"));
             try
             {

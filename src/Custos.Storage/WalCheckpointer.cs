@@ -16,11 +16,13 @@ namespace Custos.Storage;
 /// checkpoints are small and frequent: a long log between them made the latency tail longer, not the CPU lower.
 /// <para>
 /// SQLite starts the log again from its beginning only when a transaction begins after a checkpoint has copied all of
-/// it, which under continuous load the thread rarely manages: the writer commits while it copies. So after a checkpoint
-/// of a long log the writer checkpoints the few pages committed meanwhile itself, after its next commit, and its next
-/// transaction restarts the log; and should that not happen, it does so anyway once the log holds
-/// <see cref="WriterCheckpointFrames"/> frames. A checkpoint that fails loses nothing: the log keeps every frame until one
-/// succeeds.
+/// it, which under continuous load the thread rarely manages: the writer commits while it copies. So once the log holds
+/// <see cref="WriterCheckpointFrames"/> frames the writer copies the few pages committed since the thread's last round
+/// itself, after its next commit, and its next transaction restarts the log. It does so at most once per round of the
+/// thread: every checkpoint syncs the log and the database file, and the writer's runs on the requests' path (each
+/// request waits for its record), so a sync that the disk makes slow stalls every request in flight. Until
+/// 2026-11-30 the writer did so whenever the thread had copied 4 MB, a dozen syncs a second under the load harness
+/// (<c>docs/performance.md</c>). A checkpoint that fails loses nothing: the log keeps every frame until one succeeds.
 /// </para>
 /// </remarks>
 internal sealed class WalCheckpointer : IDisposable
@@ -36,11 +38,12 @@ internal sealed class WalCheckpointer : IDisposable
     /// <summary>Pages (4 KB) written by the writer after which the thread checkpoints: 4 MB.</summary>
     internal const int CheckpointFrames = 1_024;
 
-    /// <summary>Frames in the log from which the writer checkpoints itself: 64 MB.</summary>
+    /// <summary>Frames in the log (4 KB each) from which the writer copies the rest of it itself, so that it starts again: 64 MB.</summary>
     internal const int WriterCheckpointFrames = 16_384;
 
     private readonly SqliteConnection _connection;
     private readonly TimeSpan _interval;
+    private readonly int _writerCheckpointFrames;
     private readonly Thread? _thread;
     private readonly ManualResetEventSlim _wake = new(false);
     private volatile bool _stopping;
@@ -48,13 +51,14 @@ internal sealed class WalCheckpointer : IDisposable
     private long _written; // pages the writer wrote since it last woke the thread; the writer's only
     private long _caughtUpAt = -1; // the commit count at the last checkpoint that copied the whole log
     private long _seen; // the commit count at the thread's last round; the thread's only
-    private int _logFrames;
-    private volatile bool _tailWanted; // the thread copied a long log: the writer copies the rest and restarts it
+    private int _logFrames; // the log's length at the last checkpoint; the writer's own sets what it left
+    private long _writerCheckpoints;
 
-    private WalCheckpointer(SqliteConnection connection, TimeSpan interval)
+    private WalCheckpointer(SqliteConnection connection, TimeSpan interval, int writerCheckpointFrames)
     {
         _connection = connection;
         _interval = interval;
+        _writerCheckpointFrames = writerCheckpointFrames;
         if (interval != Timeout.InfiniteTimeSpan)
         {
             _thread = new Thread(Run) { IsBackground = true, Name = "Custos WAL checkpoint" };
@@ -65,7 +69,8 @@ internal sealed class WalCheckpointer : IDisposable
     /// <param name="writer">The connection that appends.</param>
     /// <param name="connectionString">The store's, for the thread's own connection.</param>
     /// <param name="interval">How often to checkpoint at least; infinite for no thread at all (tests).</param>
-    public static WalCheckpointer Start(sqlite3 writer, string connectionString, TimeSpan interval)
+    /// <param name="writerCheckpointFrames">The log's length from which the writer copies the rest itself (tests use less than <see cref="WriterCheckpointFrames"/>).</param>
+    public static WalCheckpointer Start(sqlite3 writer, string connectionString, TimeSpan interval, int writerCheckpointFrames = WriterCheckpointFrames)
     {
         var connection = new SqliteConnection(connectionString);
         connection.Open();
@@ -76,7 +81,7 @@ internal sealed class WalCheckpointer : IDisposable
             read.ExecuteScalar();
         }
 
-        var checkpointer = new WalCheckpointer(connection, interval);
+        var checkpointer = new WalCheckpointer(connection, interval, writerCheckpointFrames);
         raw.sqlite3_wal_autocheckpoint(writer, 0);
         raw.sqlite3_db_status(writer, raw.SQLITE_DBSTATUS_CACHE_WRITE, out _, out _, 1);
         checkpointer._thread?.Start();
@@ -85,6 +90,9 @@ internal sealed class WalCheckpointer : IDisposable
 
     /// <summary>True when the last checkpoint copied the whole log and nothing was committed since.</summary>
     internal bool CaughtUp => Volatile.Read(ref _caughtUpAt) == Volatile.Read(ref _commits);
+
+    /// <summary>Checkpoints the writer made itself, on the requests' path.</summary>
+    internal long WriterCheckpoints => Volatile.Read(ref _writerCheckpoints);
 
     /// <summary>Called by the writer after each commit, still holding the write lock.</summary>
     public void Committed(sqlite3 writer)
@@ -98,10 +106,12 @@ internal sealed class WalCheckpointer : IDisposable
             _wake.Set();
         }
 
-        if ((_tailWanted || Volatile.Read(ref _logFrames) >= WriterCheckpointFrames) && Checkpoint(writer, out var log, out _))
+        if (Volatile.Read(ref _logFrames) >= _writerCheckpointFrames && Checkpoint(writer, out var log, out var copied))
         {
-            _tailWanted = false;
-            Volatile.Write(ref _logFrames, log);
+            // What it left (nothing, unless a reader holds part of the log): so it does not sync again after every
+            // commit until the log has started again, only once the thread's next round finds it still long.
+            Volatile.Write(ref _logFrames, log - copied);
+            Volatile.Write(ref _writerCheckpoints, _writerCheckpoints + 1);
         }
     }
 
@@ -135,7 +145,6 @@ internal sealed class WalCheckpointer : IDisposable
         {
             Volatile.Write(ref _logFrames, log);
             Volatile.Write(ref _caughtUpAt, log >= 0 && log == copied ? commits : -1);
-            _tailWanted = log >= CheckpointFrames;
         }
 
         // Otherwise (busy: the writer is checkpointing; an I/O error) the next round tries again.

@@ -123,6 +123,49 @@ public sealed class SqliteStoreTests : StoreContract
     }
 
     [Fact]
+    public async Task AppendAsync_OnceTheLogIsLong_TheWriterCopiesTheRestItselfOnce_NotAfterEveryCommit()
+    {
+        // The writer's own checkpoint syncs the disk on the requests' path, so it must happen once per long log. A reader
+        // holds the log while the thread's round runs, so the round copies only part of it and finds it long; then the
+        // writer copies the rest after its next commit, and the transaction after that starts the log again.
+        var directory = Path.Combine(_directory, "writer");
+        await using var store = await SqliteStore.OpenAsync(directory, Timeout.InfiniteTimeSpan, writerCheckpointFrames: 512);
+        var chain = new HashChain("n1", 0, HashChain.Genesis);
+        for (var i = 0; i < 10; i++)
+        {
+            await store.AppendAsync(Records(chain, 300));
+        }
+
+        await using (var reader = new SqliteConnection($"Data Source={store.Path};Mode=ReadOnly;Pooling=False"))
+        {
+            await reader.OpenAsync();
+            await using var snapshot = await reader.BeginTransactionAsync();
+            using (var read = reader.CreateCommand())
+            {
+                read.CommandText = "SELECT count(*) FROM ledger";
+                Assert.Equal(3_000L, await read.ExecuteScalarAsync());
+            }
+
+            await store.AppendAsync(Records(chain, 300));
+            store.CheckpointRound();
+            Assert.False(store.CheckpointCaughtUp, "the reader kept the round from copying the whole log");
+        }
+
+        Assert.Equal(0, store.WriterCheckpoints);
+        await store.AppendAsync(Records(chain, 300)); // appended to the log's end, then the writer copies the rest
+        Assert.Equal(1, store.WriterCheckpoints);
+        var log = new FileInfo(store.Path + "-wal").Length;
+        for (var i = 0; i < 4; i++)
+        {
+            await store.AppendAsync(Records(chain, 300));
+        }
+
+        Assert.Equal(1, store.WriterCheckpoints);
+        Assert.True(new FileInfo(store.Path + "-wal").Length <= log, $"the log started again from its beginning: {log} -> {new FileInfo(store.Path + "-wal").Length} bytes");
+        Assert.Equal(4_800, await CountAsync(store.Path));
+    }
+
+    [Fact]
     public async Task AppendAsync_StoresRecordsCompressed_AndEveryReaderGetsTheCanonicalBytesBack()
     {
         var chain = new HashChain("n1", 0, HashChain.Genesis);
