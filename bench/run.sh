@@ -467,15 +467,26 @@ cpu_ticks() { # total user+system clock ticks of the given pids
   echo "$total"
 }
 
-tiering_ms() { # CPU ms used so far by the tiered-compilation threads (".NET Tiered Com") of the given pids
-  local total=0 pid task fields
+tiering_snapshot() { # "task ticks" for each tiered-compilation thread (".NET Tiered Com") of the given pids
+  local pid task fields
   for pid in "$@"; do
     for task in /proc/"$pid"/task/*; do
       [[ $(cat "$task/comm" 2>/dev/null) == ".NET Tiered Com" ]] || continue
       read -r -a fields < <(sed 's/^.*) //' "$task/stat" 2>/dev/null) || continue
-      total=$((total + fields[11] + fields[12]))
+      echo "$task $((fields[11] + fields[12]))"
     done
   done
+}
+
+tiering_ms_since() { # CPU ms those threads used since the snapshot $1. The runtime ends the thread when it is idle and
+  # starts a new one when there is work again: a thread new since the snapshot counts whole, one that ended is gone
+  # (a difference of the totals went negative then).
+  local snapshot=$1 total=0 task ticks was
+  shift
+  while read -r task ticks; do
+    was=$(awk -v t="$task" '$1 == t { print $2 }' <<<"$snapshot")
+    total=$((total + ticks - ${was:-0}))
+  done < <(tiering_snapshot "$@")
   echo $((total * 1000 / clk_tck))
 }
 
@@ -551,17 +562,17 @@ for name in "${cases[@]}"; do
   warmed[$name]=0
   step=$case_warmup
   while :; do
-    jit_before=$(tiering_ms "${jit_pids[@]}")
+    jit_before=$(tiering_snapshot "${jit_pids[@]}")
     run_wrk "$work/$name.warmup.txt" "$lua" "$url" "$step"
     warm_requests=$((warm_requests + $(field "$work/$name.warmup.txt" requests)))
     warm_runs=$((warm_runs + 1))
     warmed[$name]=$((warmed[$name] + step))
-    jit_ms=$(($(tiering_ms "${jit_pids[@]}") - jit_before))
+    jit_ms=$(tiering_ms_since "$jit_before" "${jit_pids[@]}")
     ((${#jit_pids[@]} == 0 || jit_ms * 100 < step * 1000 * 5 || warmed[$name] + 5 > warmup_max)) && break
     printf '    JIT still busy: %s ms of compilation in the last %s s; warming on\n' "$jit_ms" "$step"
     step=5
   done
-  jit_before=$(tiering_ms "${jit_pids[@]}")
+  jit_before=$(tiering_snapshot "${jit_pids[@]}")
   before=$(cpu_ticks "${pids[@]}")
   busy_before=$(machine_busy_ticks)
   times >"$work/times.before" # in this shell, not a subshell: wrk is this shell's child
@@ -571,7 +582,7 @@ for name in "${cases[@]}"; do
   wrk_after=$(children_cpu_ms "$work/times.after")
   busy_after=$(machine_busy_ticks)
   after=$(cpu_ticks "${pids[@]}")
-  jit_window[$name]=$(($(tiering_ms "${jit_pids[@]}") - jit_before)) # the .NET server's tiered compilation in the window
+  jit_window[$name]=$(tiering_ms_since "$jit_before" "${jit_pids[@]}") # the .NET server's tiered compilation in the window
 
   out=$work/$name.txt
   requests[$name]=$(field "$out" requests)
