@@ -212,6 +212,11 @@ else
 fi
 
 # --- build -----------------------------------------------------------------------------------------------------
+# What is measured: the commit, and whether the code built differs from it (a build of uncommitted changes says so).
+measured="commit \`$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)\`"
+if [[ -n $(git -C "$root" status --porcelain --untracked-files=no -- src bench/Custos.Bench.Upstream 2>/dev/null) ]]; then
+  measured+=" with uncommitted changes in src or the mock"
+fi
 if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
   say "building Release (src/Custos, bench/Custos.Bench.Upstream)"
   for project in src/Custos/Custos.csproj bench/Custos.Bench.Upstream/Custos.Bench.Upstream.csproj; do
@@ -717,12 +722,11 @@ else
   ledger_status=MISMATCH
 fi
 
-commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
 cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/null || echo unknown)
 {
   echo "# Custos load benchmark"
   echo
-  echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit \`$commit\`, $(nproc) cores ($cpu_model), .NET $(dotnet --version)."
+  echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $measured, $(nproc) cores ($cpu_model), .NET $(dotnet --version)."
   echo "wrk: $connections connections, $threads thread(s), ${duration} s per case after a warm-up of at least ${warmup} s (3 s for nginx and the warm mock), for the .NET servers until their JIT settled (under 5 % of a core compiling in the last 5 s, at most ${warmup_max} s); $placement;"
   echo "$tiering_note."
   echo "One connection: wrk -c 1, ${single} s per target, ${single_rounds} rounds of every target in turn; the median of the rounds."
