@@ -69,8 +69,8 @@ internal sealed class WalCheckpointer : IDisposable
     /// <param name="writer">The connection that appends.</param>
     /// <param name="connectionString">The store's, for the thread's own connection.</param>
     /// <param name="interval">How often to checkpoint at least; infinite for no thread at all (tests).</param>
-    /// <param name="writerCheckpointFrames">The log's length from which the writer copies the rest itself (tests use less than <see cref="WriterCheckpointFrames"/>).</param>
-    public static WalCheckpointer Start(sqlite3 writer, string connectionString, TimeSpan interval, int writerCheckpointFrames = WriterCheckpointFrames)
+    /// <param name="writerCheckpointFrames">The log's length from which the writer copies the rest itself: <see cref="WriterCheckpointFrames"/>, less in tests.</param>
+    public static WalCheckpointer Start(sqlite3 writer, string connectionString, TimeSpan interval, int writerCheckpointFrames)
     {
         var connection = new SqliteConnection(connectionString);
         connection.Open();
