@@ -20,9 +20,9 @@ namespace Custos.Storage;
 /// <see cref="WriterCheckpointFrames"/> frames the writer copies the few pages committed since the thread's last round
 /// itself, after its next commit, and its next transaction restarts the log. It does so at most once per round of the
 /// thread: every checkpoint syncs the log and the database file, and the writer's runs on the requests' path (each
-/// request waits for its record), so a sync that the disk makes slow stalls every request in flight. Until
-/// 2026-11-30 the writer did so whenever the thread had copied 4 MB, a dozen syncs a second under the load harness
-/// (<c>docs/performance.md</c>). A checkpoint that fails loses nothing: the log keeps every frame until one succeeds.
+/// request waits for its record), so a sync that the disk makes slow stalls every request in flight
+/// (<c>docs/performance.md</c>, "The writer's own checkpoints"). A checkpoint that fails loses nothing: the log keeps
+/// every frame until one succeeds.
 /// </para>
 /// </remarks>
 internal sealed class WalCheckpointer : IDisposable
