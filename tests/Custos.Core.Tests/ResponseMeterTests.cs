@@ -81,6 +81,57 @@ public sealed class ResponseMeterTests
         Assert.Equal(TokenCounter.Count("Hello there!"), meter.EstimateOutputTokens());
     }
 
+    [Fact]
+    public void Process_OpenAIStreamWithALoneSurrogateInItsText_PassesThroughAndStillReadsUsage()
+    {
+        // "\ud83d" alone is valid JSON but no text: the reader cannot unescape it. The stream goes on as it is.
+        var body = Encoding.UTF8.GetBytes(Encoding.UTF8.GetString(Cassette("openai-chat-stream-include-usage.sse"))
+            .Replace("\"content\":\"Hello\"", "\"content\":\"Hello \\ud83d\"", StringComparison.Ordinal));
+
+        var (meter, output) = Run(ProviderKind.OpenAI, stream: true, hide: false, body, 4096);
+
+        Assert.Equal(body, output);
+        Assert.Equal(9, meter.InputTokens);
+        Assert.Equal(4, meter.OutputTokens);
+        Assert.True(meter.StreamCompleted);
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(4096)]
+    public void Process_OpenAIChunksThatChangeAfterTheirFirstMembers_AreReadAndCutAsWhole(int chunkSize)
+    {
+        // Later chunks of a stream are read from "choices" on when they start as an earlier one did; these differ from
+        // that start in every way that matters: usage right after it, at the end, nothing after it, a trailing comma.
+        const string head = "{\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",";
+        var body = Encoding.UTF8.GetBytes(
+            "data: " + head + "\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}\n\n"
+            + "data: " + head + "\"usage\":null,\"choices\":[{\"index\":0,\"delta\":{\"content\":\" you\"}}]}\n\n"
+            + "data: " + head + "\"choices\":[{\"index\":0,\"delta\":{\"content\":\"!\"}}],\"usage\":null}\n\n"
+            + "data: " + head + "\"usage\":null}\n\n"
+            + "data: " + head + "}\n\n"
+            + "data: " + head + "\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":3,\"total_tokens\":8}}\n\n"
+            + "data: [DONE]\n\n");
+        var expected = "data: " + head + "\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\n"
+            + "data: " + head + "\"choices\":[{\"index\":0,\"delta\":{\"content\":\" you\"}}]}\n\n"
+            + "data: " + head + "\"choices\":[{\"index\":0,\"delta\":{\"content\":\"!\"}}]}\n\n"
+            + "data: " + head[..^1] + "}\n\n"
+            + "data: " + head + "}\n\n" // not valid JSON (a trailing comma): passed on as it came
+            + "data: [DONE]\n\n";
+
+        var (meter, output) = Run(ProviderKind.OpenAI, stream: true, hide: true, body, chunkSize);
+
+        Assert.Equal(expected, Encoding.UTF8.GetString(output));
+        Assert.Equal(5, meter.InputTokens);
+        Assert.Equal(3, meter.OutputTokens);
+
+        // The text of every chunk was seen, those read from "choices" on included.
+        var withoutUsage = Encoding.UTF8.GetString(body).Replace("\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":3,\"total_tokens\":8}", "\"usage\":null", StringComparison.Ordinal);
+        var (unmetered, _) = Run(ProviderKind.OpenAI, stream: true, hide: false, Encoding.UTF8.GetBytes(withoutUsage), chunkSize);
+        Assert.False(unmetered.HasUsage);
+        Assert.Equal(TokenCounter.Count("Hi you!"), unmetered.EstimateOutputTokens());
+    }
+
     [Theory]
     [InlineData(1)]
     [InlineData(64)]

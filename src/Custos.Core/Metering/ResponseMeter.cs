@@ -20,14 +20,25 @@ public sealed class ResponseMeter : IDisposable
 
     private const int MaxTextCapture = 64 * 1024;
 
+    /// <summary>The longest run of members before <c>"choices"</c> that is remembered (see <see cref="ReadOpenAIChunk"/>).</summary>
+    private const int MaxChunkHead = 1024;
+
     private readonly ProviderKind _provider;
     private readonly bool _stream;
     private readonly bool _hideInjectedUsage;
     private byte[] _pending = [];
     private int _pendingLength;
     private bool _captureOverflow;
-    private StringBuilder? _text;
-    private long _textChars;
+    private byte[] _text = []; // the text seen (content deltas), unescaped, as UTF-8: decoded only if an estimate is needed
+    private int _textLength;
+    private long _textMissed; // bytes of text past MaxTextCapture, as they came (escaped)
+
+    // The members an OpenAI chunk had before "choices" (id, object, created, model, ...), read and checked in full once:
+    // every chunk of a stream repeats them, so a chunk that starts with the same bytes is read from "choices" on.
+    private byte[] _chunkHead = [];
+    private int _chunkHeadLength;
+    private int _chunkHeadComma; // where the comma after the last of those members is
+    private byte[] _chunkRest = [];
 
     /// <summary>Creates a meter for one response.</summary>
     /// <param name="provider">The wire format of the response.</param>
@@ -131,13 +142,13 @@ public sealed class ResponseMeter : IDisposable
     /// <summary>Estimates output tokens from the text seen, when the provider reported none.</summary>
     public long EstimateOutputTokens()
     {
-        if (_text is null)
+        if (_textLength == 0)
         {
             return 0;
         }
 
-        var counted = TokenCounter.Count(_text.ToString().AsSpan());
-        return _textChars <= _text.Length ? counted : (long)Math.Ceiling(counted * ((double)_textChars / _text.Length));
+        var counted = TokenCounter.Count(Encoding.UTF8.GetString(_text, 0, _textLength).AsSpan());
+        return _textMissed == 0 ? counted : (long)Math.Ceiling(counted * ((double)(_textLength + _textMissed) / _textLength));
     }
 
     /// <inheritdoc/>
@@ -147,6 +158,26 @@ public sealed class ResponseMeter : IDisposable
         {
             ArrayPool<byte>.Shared.Return(_pending);
             _pending = [];
+        }
+
+        if (_chunkRest.Length > 0)
+        {
+            ArrayPool<byte>.Shared.Return(_chunkRest);
+            _chunkRest = [];
+        }
+
+        if (_chunkHead.Length > 0)
+        {
+            ArrayPool<byte>.Shared.Return(_chunkHead);
+            _chunkHead = [];
+            _chunkHeadLength = 0;
+        }
+
+        if (_text.Length > 0)
+        {
+            ArrayPool<byte>.Shared.Return(_text);
+            _text = [];
+            _textLength = 0;
         }
     }
 
@@ -285,27 +316,57 @@ public sealed class ResponseMeter : IDisposable
     }
 
     /// <summary>Reads one OpenAI chunk; true when it is the usage-only chunk (empty choices, usage set).</summary>
+    /// <remarks>
+    /// Positions are kept in <paramref name="data"/>'s terms. When the chunk starts with the members an earlier chunk
+    /// had before <c>"choices"</c> (<see cref="_chunkHead"/>), the reader gets "{" and what follows them instead: those
+    /// members were read and checked then, and the rest is valid JSON after "{" exactly when the whole chunk is valid
+    /// after them (but for a trailing comma, which yields nothing either way). Every chunk has them, so this reads about
+    /// half the bytes (docs/performance.md, "Stream chunks read from their choices on").
+    /// </remarks>
     private bool ReadOpenAIChunk(ReadOnlySpan<byte> data, out Range? nullUsageRange)
     {
         nullUsageRange = null;
         var emptyChoices = false;
         var hasUsage = false;
-        var reader = new Utf8JsonReader(data);
+        var json = data;
+        var offset = 0; // data index = json index + offset
+        if (_chunkHeadLength > 0 && data.Length > _chunkHeadLength && data.StartsWith(_chunkHead.AsSpan(0, _chunkHeadLength)))
+        {
+            var rest = data[_chunkHeadLength..];
+            if (_chunkRest.Length <= rest.Length)
+            {
+                if (_chunkRest.Length > 0)
+                {
+                    ArrayPool<byte>.Shared.Return(_chunkRest);
+                }
+
+                _chunkRest = ArrayPool<byte>.Shared.Rent(Math.Max(512, rest.Length + 1));
+            }
+
+            _chunkRest[0] = (byte)'{';
+            rest.CopyTo(_chunkRest.AsSpan(1));
+            json = _chunkRest.AsSpan(0, rest.Length + 1);
+            offset = _chunkHeadLength - 1;
+        }
+
+        var reader = new Utf8JsonReader(json);
         try
         {
             reader.Read();
-            var previousEnd = (int)reader.BytesConsumed; // just after '{'
+            var previousEnd = offset == 0 ? (int)reader.BytesConsumed : _chunkHeadComma; // just after '{', or the head's comma
+            var inHead = offset == 0; // still among the members before "choices", none of them "usage"
             while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
             {
-                var propertyStart = (int)reader.TokenStartIndex;
+                var propertyStart = offset + (int)reader.TokenStartIndex;
                 if (reader.ValueTextEquals("usage"u8))
                 {
+                    inHead = false;
                     reader.Read();
                     if (reader.TokenType == JsonTokenType.Null)
                     {
                         // Remove from the end of the previous member (taking its comma) to the end of null;
                         // for a first member, from the property to just past the following comma.
-                        var end = (int)reader.BytesConsumed;
+                        var end = offset + (int)reader.BytesConsumed;
                         var after = data[end..];
                         var comma = after.IndexOfAnyExcept(" \t\r\n"u8);
                         nullUsageRange = previousEnd == propertyStart || data[previousEnd..propertyStart].IndexOf((byte)',') < 0
@@ -324,6 +385,12 @@ public sealed class ResponseMeter : IDisposable
                 }
                 else if (reader.ValueTextEquals("choices"u8))
                 {
+                    if (inHead)
+                    {
+                        RememberChunkHead(data[..propertyStart]);
+                        inHead = false;
+                    }
+
                     reader.Read();
                     if (reader.TokenType == JsonTokenType.StartArray)
                     {
@@ -358,7 +425,7 @@ public sealed class ResponseMeter : IDisposable
                     reader.Skip();
                 }
 
-                previousEnd = (int)reader.BytesConsumed;
+                previousEnd = offset + (int)reader.BytesConsumed;
             }
         }
         catch (JsonException)
@@ -367,6 +434,30 @@ public sealed class ResponseMeter : IDisposable
         }
 
         return emptyChoices && hasUsage;
+    }
+
+    /// <summary>Keeps <paramref name="head"/>: "{", then whole members and the comma after the last, all read and checked.</summary>
+    private void RememberChunkHead(ReadOnlySpan<byte> head)
+    {
+        var comma = head.LastIndexOf((byte)',');
+        if (comma < 0 || head.Length > MaxChunkHead)
+        {
+            return;
+        }
+
+        if (_chunkHead.Length < head.Length)
+        {
+            if (_chunkHead.Length > 0)
+            {
+                ArrayPool<byte>.Shared.Return(_chunkHead);
+            }
+
+            _chunkHead = ArrayPool<byte>.Shared.Rent(Math.Max(256, head.Length));
+        }
+
+        head.CopyTo(_chunkHead);
+        _chunkHeadLength = head.Length;
+        _chunkHeadComma = comma;
     }
 
     private void ReadAnthropicEvent(ReadOnlySpan<byte> data)
@@ -501,14 +592,47 @@ public sealed class ResponseMeter : IDisposable
         }
     }
 
+    /// <summary>Keeps the string the reader is on (a content delta), unescaped: copied as bytes, not made a string.</summary>
     private void CaptureText(ref Utf8JsonReader reader)
     {
-        var length = reader.HasValueSequence ? reader.ValueSequence.Length : reader.ValueSpan.Length;
-        _textChars += length;
-        _text ??= new StringBuilder();
-        if (_text.Length < MaxTextCapture)
+        var length = reader.HasValueSequence ? checked((int)reader.ValueSequence.Length) : reader.ValueSpan.Length;
+        if (_textLength >= MaxTextCapture)
         {
-            _text.Append(reader.GetString());
+            _textMissed += length;
+            return;
+        }
+
+        if (_text.Length - _textLength < length)
+        {
+            // Unescaped, a string takes at most as many bytes as it did in the JSON.
+            var larger = ArrayPool<byte>.Shared.Rent(Math.Max(_textLength + length, Math.Max(1024, _text.Length * 2)));
+            _text.AsSpan(0, _textLength).CopyTo(larger);
+            if (_text.Length > 0)
+            {
+                ArrayPool<byte>.Shared.Return(_text);
+            }
+
+            _text = larger;
+        }
+
+        try
+        {
+            _textLength += reader.CopyString(_text.AsSpan(_textLength));
+        }
+        catch (InvalidOperationException)
+        {
+            // Valid JSON but no text, such as half of a surrogate pair ("\ud83d"), which a provider may split across
+            // two chunks: kept as it came, escapes and all, for the estimate.
+            if (reader.HasValueSequence)
+            {
+                reader.ValueSequence.CopyTo(_text.AsSpan(_textLength));
+            }
+            else
+            {
+                reader.ValueSpan.CopyTo(_text.AsSpan(_textLength));
+            }
+
+            _textLength += length;
         }
     }
 }

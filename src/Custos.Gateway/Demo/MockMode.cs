@@ -31,6 +31,12 @@ internal enum MockMode
 
     /// <summary><c>mock-no-usage</c>: answers without any usage object.</summary>
     NoUsage,
+
+    /// <summary>
+    /// <c>mock-split-emoji</c>: a chat stream whose reply ends with an emoji sent in two chunks, one half of its surrogate
+    /// pair in each (<c>"\ud83d"</c>, then <c>"\ude00"</c>), as providers that stream by token may do.
+    /// </summary>
+    SplitEmoji,
 }
 
 /// <summary>Maps model names to <see cref="MockMode"/> and holds the canned error texts.</summary>
@@ -57,6 +63,7 @@ internal static class MockModes
             : Is(model, "mock-slow") ? MockMode.Slow
             : Is(model, "mock-cut-stream") ? MockMode.CutStream
             : Is(model, "mock-no-usage") ? MockMode.NoUsage
+            : Is(model, "mock-split-emoji") ? MockMode.SplitEmoji
             : MockMode.Normal;
 
         static bool Is(string model, string prefix) => model.StartsWith(prefix, StringComparison.OrdinalIgnoreCase);

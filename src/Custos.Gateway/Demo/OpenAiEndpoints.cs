@@ -35,7 +35,7 @@ internal static class OpenAiEndpoints
         var prompt = new PromptText();
         prompt.AddMessages(root);
 
-        var reply = DemoText.Reply(prompt.LastUserText);
+        var reply = DemoText.Reply(prompt.LastUserText) + (mode == MockMode.SplitEmoji ? " \U0001F600" : string.Empty);
         var usage = mode == MockMode.NoUsage ? null : new Usage(prompt.CountTokens(), n * DemoText.Count(reply));
         var id = Wire.NewId("chatcmpl-");
         var created = Wire.Now();
@@ -83,7 +83,7 @@ internal static class OpenAiEndpoints
 
         var includeUsage = usage is not null && IncludeUsage(root);
         using var sse = new SseWriter(context);
-        var chunks = DemoText.Chunks(reply);
+        var chunks = DemoText.Chunks(mode == MockMode.SplitEmoji ? reply[..^2] : reply);
         for (var i = 0; i < n; i++)
         {
             var index = i;
@@ -98,6 +98,15 @@ internal static class OpenAiEndpoints
 
                 var chunk = chunks[c];
                 await sse.SendAsync(null, w => WriteChatChunk(w, id, created, model, includeUsage, index, role: false, content: chunk, finish: null));
+            }
+
+            if (mode == MockMode.SplitEmoji)
+            {
+                // Half a surrogate pair is valid JSON but no text: Utf8JsonWriter will not write it, so it goes in raw.
+                foreach (var half in (string[])["\"\\ud83d\"", "\"\\ude00\""])
+                {
+                    await sse.SendAsync(null, w => WriteChatChunk(w, id, created, model, includeUsage, index, role: false, content: null, finish: null, rawContent: half));
+                }
             }
 
             await sse.SendAsync(null, w => WriteChatChunk(w, id, created, model, includeUsage, index, role: false, content: null, finish: "stop"));
@@ -450,7 +459,7 @@ internal static class OpenAiEndpoints
         w.WriteEndObject();
     }
 
-    private static void WriteChatChunk(Utf8JsonWriter w, string id, long created, string model, bool includeUsage, int index, bool role, string? content, string? finish)
+    private static void WriteChatChunk(Utf8JsonWriter w, string id, long created, string model, bool includeUsage, int index, bool role, string? content, string? finish, string? rawContent = null)
     {
         w.WriteStartObject();
         WriteHeader(w, id, "chat.completion.chunk", created, model);
@@ -468,6 +477,11 @@ internal static class OpenAiEndpoints
         if (content is not null)
         {
             w.WriteString("content", content);
+        }
+        else if (rawContent is not null)
+        {
+            w.WritePropertyName("content");
+            w.WriteRawValue(rawContent, skipInputValidation: true);
         }
 
         if (role)

@@ -114,7 +114,7 @@ public sealed class TestGateway : IAsyncDisposable
             OutputPerMillion = 2m,
         };
 
-        string[] mocks = ["mock-error-500", "mock-error-401", "mock-error-400", "mock-error-429", "mock-slow", "mock-cut-stream", "mock-no-usage"];
+        string[] mocks = ["mock-error-500", "mock-error-401", "mock-error-400", "mock-error-429", "mock-slow", "mock-cut-stream", "mock-no-usage", "mock-split-emoji"];
         var acme = new TenantConfig
         {
             Id = "acme",

@@ -165,6 +165,28 @@ public sealed class UpstreamFailureTests(GatewayFixture fixture) : IClassFixture
         Assert.NotEqual(JsonValueKind.Null, entry.GetProperty("cost").ValueKind);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task StreamWithAnEmojiSplitAcrossChunks_ReachesTheClientWhole_AndItsUsageIsRecorded(bool clientAsksForUsage)
+    {
+        // Each chunk carries half of the emoji's surrogate pair: valid JSON, but neither half is text on its own.
+        var body = clientAsksForUsage
+            ? """{"model":"mock-split-emoji","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"""
+            : ChatBody("mock-split-emoji", stream: true);
+
+        var (response, received, entry) = await SendAsync(G.Post("/v1/chat/completions", body));
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Contains("""{"content":"\ud83d"}""", received, StringComparison.Ordinal);
+        Assert.Contains("""{"content":"\ude00"}""", received, StringComparison.Ordinal);
+        Assert.EndsWith("data: [DONE]\n\n", received, StringComparison.Ordinal);
+        Assert.Equal(clientAsksForUsage, received.Contains("\"usage\":{", StringComparison.Ordinal));
+        Assert.Equal("completed", entry.GetProperty("outcome").GetString());
+        Assert.False(entry.GetProperty("tokens_estimated").GetBoolean());
+        Assert.True(entry.GetProperty("output_tokens").GetInt64() > 0);
+    }
+
     [Fact]
     public async Task ClientCancelsMidRequest_LedgerSaysCancelled()
     {
