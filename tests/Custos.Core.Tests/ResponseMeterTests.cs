@@ -148,6 +148,21 @@ public sealed class ResponseMeterTests
     }
 
     [Fact]
+    public void Process_AnthropicEventWhoseTypeIsNotAString_PassesThroughAndTheRestIsRead()
+    {
+        // Valid JSON, but not what Anthropic sends: comparing a number to text would throw; the stream must go on.
+        var body = Encoding.UTF8.GetBytes("event: ping\ndata: {\"type\":1}\n\nevent: ping\ndata: {\"type\":{\"a\":[]}}\n\n"
+            + Encoding.UTF8.GetString(Cassette("anthropic-messages-stream.sse")));
+
+        var (meter, output) = Run(ProviderKind.Anthropic, stream: true, hide: false, body, 64);
+
+        Assert.Equal(body, output);
+        Assert.Equal(25, meter.InputTokens);
+        Assert.Equal(15, meter.OutputTokens);
+        Assert.True(meter.StreamCompleted);
+    }
+
+    [Fact]
     public void Process_StreamCutBeforeTerminalEvent_IsNotCompleted()
     {
         var body = Cassette("anthropic-messages-stream.sse");

@@ -475,7 +475,7 @@ public sealed class ResponseMeter : IDisposable
                 if (reader.ValueTextEquals("type"u8) && reader.CurrentDepth == 1)
                 {
                     reader.Read();
-                    if (reader.ValueTextEquals("message_stop"u8))
+                    if (reader.TokenType == JsonTokenType.String && reader.ValueTextEquals("message_stop"u8))
                     {
                         StreamCompleted = true;
                     }
