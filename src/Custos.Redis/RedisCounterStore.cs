@@ -55,21 +55,31 @@ public sealed class RedisCounterStore : ICounterStore
 {
     // KEYS: hash and set per charge. ARGV: now (ms), deadline (ms), reservation; then per charge amount, limit, enforce, end (ms).
     // Returns { failed index or -1, used and reserved of each counter before the charge }.
+    // The window's end and the expiry are written only to a hash that does not have them yet, and the set's expiry only
+    // when the set is new (ZRANGE of its first member, which the lease check needs anyway, says whether it exists): each
+    // key's window, and so its end, is part of its name, so a key that has them keeps them. That is 27 fewer writes per
+    // request with nine counters, each of which Redis also sends to its AOF and replicas (docs/performance.md, "Fewer
+    // writes per reservation").
     internal const string ReserveScript = """
         local now, deadline, id = tonumber(ARGV[1]), ARGV[2], ARGV[3]
         local count = #KEYS / 2
-        local result, failed = {}, -1
+        local result, failed, newHash, newSet = {}, -1, {}, {}
         for i = 1, count do
           local counter, open, a = KEYS[2 * i - 1], KEYS[2 * i], 3 + (i - 1) * 4
           local amount, limit, enforce = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), ARGV[a + 3]
           local state = redis.call('HMGET', counter, 'used', 'reserved', 'end')
           local used, reserved = tonumber(state[1]) or 0, tonumber(state[2]) or 0
+          newHash[i], newSet[i] = state[3] ~= ARGV[a + 4], false
           if state[3] and tonumber(state[3]) <= now then
             redis.call('DEL', counter, open)
             used, reserved = 0, 0
+            newHash[i], newSet[i] = true, true
           else
-            local lapsed = redis.call('ZRANGEBYSCORE', open, '-inf', now)
-            if #lapsed > 0 then
+            local first = redis.call('ZRANGE', open, 0, 0, 'WITHSCORES')
+            if #first == 0 then
+              newSet[i] = true
+            elseif tonumber(first[2]) <= now then
+              local lapsed = redis.call('ZRANGEBYSCORE', open, '-inf', now)
               local back = 0
               for _, member in ipairs(lapsed) do
                 back = back + tonumber(string.match(member, '^(%d+):'))
@@ -77,6 +87,7 @@ public sealed class RedisCounterStore : ICounterStore
               redis.call('ZREMRANGEBYSCORE', open, '-inf', now)
               reserved = math.max(0, reserved - back)
               redis.call('HSET', counter, 'reserved', string.format('%d', reserved))
+              newSet[i] = true -- it may have been emptied, and so removed
             end
           end
           result[2 * i], result[2 * i + 1] = used, reserved
@@ -92,10 +103,14 @@ public sealed class RedisCounterStore : ICounterStore
           local counter, open, a = KEYS[2 * i - 1], KEYS[2 * i], 3 + (i - 1) * 4
           local amount, ends = ARGV[a + 1], ARGV[a + 4]
           redis.call('HINCRBY', counter, 'reserved', amount)
-          redis.call('HSET', counter, 'end', ends)
+          if newHash[i] then
+            redis.call('HSET', counter, 'end', ends)
+            redis.call('PEXPIREAT', counter, ends)
+          end
           redis.call('ZADD', open, deadline, amount .. ':' .. id .. ':' .. (i - 1))
-          redis.call('PEXPIREAT', counter, ends)
-          redis.call('PEXPIREAT', open, ends)
+          if newSet[i] then
+            redis.call('PEXPIREAT', open, ends)
+          end
         end
         return result
         """;

@@ -85,6 +85,45 @@ public sealed class RedisCounterStoreTests : CounterStoreContract
     }
 
     [Fact]
+    public async Task TryReserve_KeysEmptiedAndMadeAgain_ExpireAtTheEndOfTheWindowEachTime()
+    {
+        // The script writes an expiry only to a key that lacks one: the set of open reservations disappears when its
+        // last member goes (settled, or its lease ran out) and must get it again when it is made anew.
+        var key = NewKey();
+        var ends = Clock.GetUtcNow() + TimeSpan.FromHours(1);
+        CounterCharge[] charges = [new CounterCharge(key, 1, 10, true, ends)];
+        var (first, second) = (Guid.NewGuid(), Guid.NewGuid());
+
+        await ReserveAsync(first, charges);
+        await ReserveAsync(second, charges); // the set exists: no new expiry written
+        await AssertExpireAtAsync(charges, ends);
+
+        await Store.SettleAsync(first, charges, [1]);
+        await Store.SettleAsync(second, charges, [1]); // the set is empty, so Redis removed it
+        await ReserveAsync(charges);
+        await AssertExpireAtAsync(charges, ends);
+
+        Clock.Advance(Lease + TimeSpan.FromSeconds(1)); // that reservation lapses; the next takes it back, emptying the set
+        var (failed, readings) = await ReserveAsync(charges);
+        Assert.Equal(-1, failed);
+        Assert.Equal(new CounterReading(2, 0), readings[0]);
+        await AssertExpireAtAsync(charges, ends);
+        Assert.Equal(new CounterReading(2, 1), await ReadAsync(key));
+    }
+
+    private async Task AssertExpireAtAsync(CounterCharge[] charges, DateTimeOffset ends)
+    {
+        var database = _redis.Connection.GetDatabase();
+        foreach (var stored in ((RedisCounterStore)Store).Keys(charges))
+        {
+            Assert.True(await database.KeyExistsAsync(stored), $"{stored} is missing");
+            var expiry = await database.KeyExpireTimeAsync(stored);
+            Assert.NotNull(expiry);
+            Assert.InRange(expiry.Value, ends.UtcDateTime.AddSeconds(-1), ends.UtcDateTime.AddSeconds(1));
+        }
+    }
+
+    [Fact]
     public async Task TryReserve_LargeCostCounters_KeepEveryUnit()
     {
         var key = NewKey("budget");
