@@ -24,6 +24,15 @@ public sealed class ResponseMeterTests
         return (meter, output.WrittenSpan.ToArray());
     }
 
+    /// <summary>The stream reached the client as it came, whole, and its usage was read.</summary>
+    private static void AssertPassedWholeAndMetered(byte[] body, byte[] output, ResponseMeter meter, long input, long outputTokens)
+    {
+        Assert.Equal(body, output);
+        Assert.Equal(input, meter.InputTokens);
+        Assert.Equal(outputTokens, meter.OutputTokens);
+        Assert.True(meter.StreamCompleted);
+    }
+
     [Theory]
     [InlineData(1)]
     [InlineData(7)]
@@ -65,10 +74,7 @@ public sealed class ResponseMeterTests
 
         var (meter, output) = Run(ProviderKind.OpenAI, stream: true, hide: false, body, chunkSize);
 
-        Assert.Equal(body, output);
-        Assert.Equal(9, meter.InputTokens);
-        Assert.Equal(4, meter.OutputTokens);
-        Assert.True(meter.StreamCompleted);
+        AssertPassedWholeAndMetered(body, output, meter, 9, 4);
     }
 
     [Fact]
@@ -90,10 +96,7 @@ public sealed class ResponseMeterTests
 
         var (meter, output) = Run(ProviderKind.OpenAI, stream: true, hide: false, body, 4096);
 
-        Assert.Equal(body, output);
-        Assert.Equal(9, meter.InputTokens);
-        Assert.Equal(4, meter.OutputTokens);
-        Assert.True(meter.StreamCompleted);
+        AssertPassedWholeAndMetered(body, output, meter, 9, 4);
     }
 
     [Theory]
@@ -141,10 +144,7 @@ public sealed class ResponseMeterTests
 
         var (meter, output) = Run(ProviderKind.Anthropic, stream: true, hide: false, body, chunkSize);
 
-        Assert.Equal(body, output);
-        Assert.Equal(25, meter.InputTokens);
-        Assert.Equal(15, meter.OutputTokens);
-        Assert.True(meter.StreamCompleted);
+        AssertPassedWholeAndMetered(body, output, meter, 25, 15);
     }
 
     [Fact]
@@ -156,10 +156,7 @@ public sealed class ResponseMeterTests
 
         var (meter, output) = Run(ProviderKind.Anthropic, stream: true, hide: false, body, 64);
 
-        Assert.Equal(body, output);
-        Assert.Equal(25, meter.InputTokens);
-        Assert.Equal(15, meter.OutputTokens);
-        Assert.True(meter.StreamCompleted);
+        AssertPassedWholeAndMetered(body, output, meter, 25, 15);
     }
 
     [Fact]
