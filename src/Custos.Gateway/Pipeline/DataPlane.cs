@@ -385,15 +385,25 @@ internal sealed partial class DataPlane(
             await call.CloseBodyAsync(); // before the body's buffer goes back to the pool
         }
 
+        var errorException = error == ForwarderError.None ? null : context.Features.Get<IForwarderErrorFeature>()?.Exception;
         if (call.Body is { } meteringBody)
         {
-            try
+            if (UpstreamCall.GatewayFailed(error, context.RequestAborted.IsCancellationRequested, errorException))
             {
-                await meteringBody.CompleteAsync(context.RequestAborted);
+                // The gateway's own stream failed: what the meter still holds was never checked and must not go out, and
+                // the error body written below must not go through the meter again.
+                meteringBody.Bypass();
             }
-            catch (Exception ex) when (ex is OperationCanceledException or IOException)
+            else
             {
-                // Client gone while the last bytes were written: classified below.
+                try
+                {
+                    await meteringBody.CompleteAsync(context.RequestAborted);
+                }
+                catch (Exception ex) when (ex is OperationCanceledException or IOException)
+                {
+                    // Client gone while the last bytes were written: classified below.
+                }
             }
         }
 
@@ -402,9 +412,14 @@ internal sealed partial class DataPlane(
             record.UpstreamMs = Stopwatch.GetElapsedTime(call.StartedAt).TotalMilliseconds;
         }
 
-        var (reason, outcome) = call.Classify(error, context.RequestAborted.IsCancellationRequested);
+        var (reason, outcome) = call.Classify(error, context.RequestAborted.IsCancellationRequested, errorException);
         if (reason is not null)
         {
+            if (reason == Reasons.Internal)
+            {
+                Log.Unexpected(logger, record.RequestId, errorException!);
+            }
+
             record.Fail(reason, outcome);
             if (!context.Response.HasStarted)
             {
@@ -418,7 +433,7 @@ internal sealed partial class DataPlane(
 
             if (outcome == Outcome.UpstreamError && error != ForwarderError.None)
             {
-                Log.UpstreamFailed(logger, record.RequestId, route.Provider.Id, error, context.Features.Get<IForwarderErrorFeature>()?.Exception);
+                Log.UpstreamFailed(logger, record.RequestId, route.Provider.Id, error, errorException);
             }
         }
         else

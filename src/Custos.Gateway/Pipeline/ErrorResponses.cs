@@ -29,6 +29,7 @@ internal static class ErrorResponses
 
         response.StatusCode = status ?? reason.Status;
         response.ContentType = "application/json";
+        response.Headers[Headers.RequestId] = requestId; // again: the forwarder clears the headers when it fails before the response starts
         using var buffer = new PooledBufferWriter(512);
         using (var writer = new Utf8JsonWriter(buffer, WriterOptions))
         {

@@ -31,6 +31,7 @@ internal sealed class MeteringStream(PipeWriter response, ResponseMeter meter, b
     private int _tail; // 0 until the body is complete; then how many of its last bytes wait in _held for Release
     private byte[]? _held; // rented
     private int _heldCount;
+    private bool _bypassed;
 
     public override bool CanRead => false;
 
@@ -47,6 +48,12 @@ internal sealed class MeteringStream(PipeWriter response, ResponseMeter meter, b
 
     public override async ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
     {
+        if (_bypassed)
+        {
+            await response.WriteAsync(buffer, cancellationToken);
+            return;
+        }
+
         var streamWasComplete = meter.StreamCompleted;
         ReadOnlyMemory<byte> output;
         if (_edited is null)
@@ -132,6 +139,17 @@ internal sealed class MeteringStream(PipeWriter response, ResponseMeter meter, b
         _edited.Clear();
         meter.Complete(_edited);
         await WriteOutAsync(_edited.WrittenMemory, cancellationToken);
+    }
+
+    /// <summary>
+    /// After the gateway's own failure while copying (<see cref="UpstreamCall.GatewayFailed"/>): drops what is held and
+    /// passes later writes, the gateway's error body, straight to the client, unmetered.
+    /// </summary>
+    public void Bypass()
+    {
+        _bypassed = true;
+        _tail = 0;
+        _heldCount = 0;
     }
 
     /// <summary>Writes the bytes held back into the response's writer: call once the request's ledger record is durable.</summary>

@@ -223,7 +223,10 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
     }
 
     /// <summary>Maps the forwarder's outcome to the ledger's, once the call is over.</summary>
-    public (ReasonCode? Reason, Outcome Outcome) Classify(ForwarderError error, bool clientAborted)
+    /// <param name="error">What the forwarder reported.</param>
+    /// <param name="clientAborted">Whether the client's connection has gone.</param>
+    /// <param name="exception">The exception behind <paramref name="error"/>, if any (<c>IForwarderErrorFeature</c>).</param>
+    public (ReasonCode? Reason, Outcome Outcome) Classify(ForwarderError error, bool clientAborted, Exception? exception = null)
     {
         if (UpstreamFailed)
         {
@@ -244,6 +247,8 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
                 }
 
                 return (null, Outcome.Completed);
+            case ForwarderError.RequestBodyClient or ForwarderError.ResponseBodyClient when GatewayFailed(error, clientAborted, exception):
+                return (Reasons.Internal, Outcome.Failed);
             case ForwarderError.RequestCanceled or ForwarderError.RequestBodyCanceled or ForwarderError.ResponseBodyCanceled
                 or ForwarderError.RequestBodyClient or ForwarderError.ResponseBodyClient:
                 return (Reasons.ClientCancelled, Outcome.Cancelled);
@@ -257,6 +262,16 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
                 return clientAborted ? (Reasons.ClientCancelled, Outcome.Cancelled) : (Reasons.UpstreamUnreachable, Outcome.UpstreamError);
         }
     }
+
+    /// <summary>
+    /// True when the forwarder reports an error on the client's side of a copy that a client going away does not explain:
+    /// that side is the gateway's own stream (the metering stream), so an exception that is neither I/O nor cancellation,
+    /// while the client is still there, is the gateway's failure, not the client's.
+    /// </summary>
+    internal static bool GatewayFailed(ForwarderError error, bool clientAborted, Exception? exception)
+        => error is ForwarderError.RequestBodyClient or ForwarderError.ResponseBodyClient
+            && !clientAborted
+            && exception is not null and not (IOException or OperationCanceledException or BadHttpRequestException or ObjectDisposedException);
 
     /// <summary>Builds the upstream URI of <paramref name="endpoint"/> on <paramref name="provider"/>.</summary>
     public static Uri UriFor(ProviderEntry provider, ApiEndpoint endpoint)
