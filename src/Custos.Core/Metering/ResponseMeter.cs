@@ -154,30 +154,34 @@ public sealed class ResponseMeter : IDisposable
     /// <inheritdoc/>
     public void Dispose()
     {
-        if (_pending.Length > 0)
+        Return(ref _pending);
+        Return(ref _chunkRest);
+        Return(ref _chunkHead);
+        Return(ref _text);
+        _pendingLength = _chunkHeadLength = _textLength = 0;
+    }
+
+    /// <summary>Makes <paramref name="buffer"/> (rented, or empty) at least <paramref name="needed"/> bytes long, keeping its first <paramref name="keep"/>.</summary>
+    private static void Grow(ref byte[] buffer, int keep, int needed, int minimum)
+    {
+        if (buffer.Length >= needed)
         {
-            ArrayPool<byte>.Shared.Return(_pending);
-            _pending = [];
+            return;
         }
 
-        if (_chunkRest.Length > 0)
-        {
-            ArrayPool<byte>.Shared.Return(_chunkRest);
-            _chunkRest = [];
-        }
+        var larger = ArrayPool<byte>.Shared.Rent(Math.Max(needed, Math.Max(minimum, buffer.Length * 2)));
+        buffer.AsSpan(0, keep).CopyTo(larger);
+        Return(ref buffer);
+        buffer = larger;
+    }
 
-        if (_chunkHead.Length > 0)
+    /// <summary>Gives a rented <paramref name="buffer"/> back to the pool and leaves it empty.</summary>
+    private static void Return(ref byte[] buffer)
+    {
+        if (buffer.Length > 0)
         {
-            ArrayPool<byte>.Shared.Return(_chunkHead);
-            _chunkHead = [];
-            _chunkHeadLength = 0;
-        }
-
-        if (_text.Length > 0)
-        {
-            ArrayPool<byte>.Shared.Return(_text);
-            _text = [];
-            _textLength = 0;
+            ArrayPool<byte>.Shared.Return(buffer);
+            buffer = [];
         }
     }
 
@@ -201,18 +205,7 @@ public sealed class ResponseMeter : IDisposable
             return;
         }
 
-        if (needed > _pending.Length)
-        {
-            var larger = ArrayPool<byte>.Shared.Rent(Math.Max(needed, Math.Max(4096, _pending.Length * 2)));
-            _pending.AsSpan(0, _pendingLength).CopyTo(larger);
-            if (_pending.Length > 0)
-            {
-                ArrayPool<byte>.Shared.Return(_pending);
-            }
-
-            _pending = larger;
-        }
-
+        Grow(ref _pending, _pendingLength, needed, 4096);
         chunk.CopyTo(_pending.AsSpan(_pendingLength));
         _pendingLength = needed;
     }
@@ -333,16 +326,7 @@ public sealed class ResponseMeter : IDisposable
         if (_chunkHeadLength > 0 && data.Length > _chunkHeadLength && data.StartsWith(_chunkHead.AsSpan(0, _chunkHeadLength)))
         {
             var rest = data[_chunkHeadLength..];
-            if (_chunkRest.Length <= rest.Length)
-            {
-                if (_chunkRest.Length > 0)
-                {
-                    ArrayPool<byte>.Shared.Return(_chunkRest);
-                }
-
-                _chunkRest = ArrayPool<byte>.Shared.Rent(Math.Max(512, rest.Length + 1));
-            }
-
+            Grow(ref _chunkRest, 0, rest.Length + 1, 512);
             _chunkRest[0] = (byte)'{';
             rest.CopyTo(_chunkRest.AsSpan(1));
             json = _chunkRest.AsSpan(0, rest.Length + 1);
@@ -445,16 +429,7 @@ public sealed class ResponseMeter : IDisposable
             return;
         }
 
-        if (_chunkHead.Length < head.Length)
-        {
-            if (_chunkHead.Length > 0)
-            {
-                ArrayPool<byte>.Shared.Return(_chunkHead);
-            }
-
-            _chunkHead = ArrayPool<byte>.Shared.Rent(Math.Max(256, head.Length));
-        }
-
+        Grow(ref _chunkHead, 0, head.Length, 256);
         head.CopyTo(_chunkHead);
         _chunkHeadLength = head.Length;
         _chunkHeadComma = comma;
@@ -593,28 +568,17 @@ public sealed class ResponseMeter : IDisposable
     }
 
     /// <summary>Keeps the string the reader is on (a content delta), unescaped: copied as bytes, not made a string.</summary>
+    /// <remarks>Every reader here reads one span, so the value is always in <see cref="Utf8JsonReader.ValueSpan"/>.</remarks>
     private void CaptureText(ref Utf8JsonReader reader)
     {
-        var length = reader.HasValueSequence ? checked((int)reader.ValueSequence.Length) : reader.ValueSpan.Length;
+        var value = reader.ValueSpan;
         if (_textLength >= MaxTextCapture)
         {
-            _textMissed += length;
+            _textMissed += value.Length;
             return;
         }
 
-        if (_text.Length - _textLength < length)
-        {
-            // Unescaped, a string takes at most as many bytes as it did in the JSON.
-            var larger = ArrayPool<byte>.Shared.Rent(Math.Max(_textLength + length, Math.Max(1024, _text.Length * 2)));
-            _text.AsSpan(0, _textLength).CopyTo(larger);
-            if (_text.Length > 0)
-            {
-                ArrayPool<byte>.Shared.Return(_text);
-            }
-
-            _text = larger;
-        }
-
+        Grow(ref _text, _textLength, _textLength + value.Length, 1024); // unescaped, a string is no longer than in the JSON
         try
         {
             _textLength += reader.CopyString(_text.AsSpan(_textLength));
@@ -623,16 +587,8 @@ public sealed class ResponseMeter : IDisposable
         {
             // Valid JSON but no text, such as half of a surrogate pair ("\ud83d"), which a provider may split across
             // two chunks: kept as it came, escapes and all, for the estimate.
-            if (reader.HasValueSequence)
-            {
-                reader.ValueSequence.CopyTo(_text.AsSpan(_textLength));
-            }
-            else
-            {
-                reader.ValueSpan.CopyTo(_text.AsSpan(_textLength));
-            }
-
-            _textLength += length;
+            value.CopyTo(_text.AsSpan(_textLength));
+            _textLength += value.Length;
         }
     }
 }

@@ -226,7 +226,7 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
     /// <param name="error">What the forwarder reported.</param>
     /// <param name="clientAborted">Whether the client's connection has gone.</param>
     /// <param name="exception">The exception behind <paramref name="error"/>, if any (<c>IForwarderErrorFeature</c>).</param>
-    public (ReasonCode? Reason, Outcome Outcome) Classify(ForwarderError error, bool clientAborted, Exception? exception = null)
+    public (ReasonCode? Reason, Outcome Outcome) Classify(ForwarderError error, bool clientAborted, Exception? exception)
     {
         if (UpstreamFailed)
         {
