@@ -708,7 +708,7 @@ if command -v sqlite3 >/dev/null; then
 fi
 
 # --- report ----------------------------------------------------------------------------------------------------
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf (b > 0 ? "%.2f" : "n/a"), a / b }'; }
+ratio() { awk -v a="$1" -v b="$2" -v f="${3:-%.2f}" 'BEGIN { printf (b > 0 ? f : "n/a"), a / b }'; }
 delta() { awk -v a="$1" -v b="$2" -v f="${3:-%+.2f}" 'BEGIN { printf f, a - b }'; }
 
 # wrk counts only the responses it read before its clock ran out. The request each connection may have in
@@ -758,7 +758,7 @@ cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/nul
   verdict_ratio() { awk -v a="$1" -v b="$2" -v op="$3" -v t="$4" 'BEGIN { v = (b > 0 ? a / b : 0); ok = (b > 0 && (op == "ge" ? v >= t : v <= t)); print (ok ? "yes" : "**no**") }'; }
   for kind in plain stream; do
     label=$([[ $kind == plain ]] && echo non-streaming || echo streaming)
-    r=$(awk -v a="${rps[custos-$kind]}" -v b="${rps[nginx-$kind]}" 'BEGIN { printf (b > 0 ? "%.3f" : "n/a"), a / b }')
+    r=$(ratio "${rps[custos-$kind]}" "${rps[nginx-$kind]}" "%.3f")
     echo "| throughput at $connections connections, $label: at least 0.40 × nginx | $r × | $(verdict_ratio "${rps[custos-$kind]}" "${rps[nginx-$kind]}" ge 0.40) |"
   done
   added_custos=$(delta "${single_p50[custos]}" "${single_p50[direct]}" "%.3f")
