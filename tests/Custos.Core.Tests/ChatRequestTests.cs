@@ -48,6 +48,50 @@ public sealed class ChatRequestTests
     }
 
     [Theory]
+    [InlineData("""{"model":"cheap","messages":[],"model":"expensive"}""", "model")]
+    [InlineData("""{"model":"cheap","mod\u0065l":"expensive"}""", "model")]
+    [InlineData("""{"model":"m","stream":false,"stream":true}""", "stream")]
+    [InlineData("""{"model":"m","stream_options":null,"stream_options":{"include_usage":true}}""", "stream_options")]
+    [InlineData("""{"model":"m","stream_options":{"include_usage":false,"include_usage":true}}""", "stream_options.include_usage")]
+    [InlineData("""{"model":"m","max_tokens":1,"max_tokens":4096}""", "max_tokens")]
+    [InlineData("""{"model":"m","max_completion_tokens":null,"max_completion_tokens":4096}""", "max_completion_tokens")]
+    [InlineData("""{"model":"m","n":1,"n":8}""", "n")]
+    [InlineData("""{"model":"m","messages":[],"messages":[{"role":"user","content":"x"}]}""", "messages")]
+    [InlineData("""{"model":"m","system":"a","max_tokens":5,"system":"b"}""", "system")]
+    [InlineData("""{"model":"m","prompt":"a","prompt":"b"}""", "prompt")]
+    [InlineData("""{"model":"m","input":"a","input":"b"}""", "input")]
+    public void TryParse_AFieldItReadsTwice_IsADuplicateNamingIt(string body, string field)
+    {
+        // Parsers differ on which of two equal keys counts: the gateway would govern one and the provider act on the other.
+        var (error, request) = Parse(body);
+
+        Assert.Equal(ParseError.DuplicateField, error);
+        Assert.Equal(field, request.ErrorField);
+    }
+
+    [Fact]
+    public void TryParse_TheSameNamesInsideOtherValues_AreNotDuplicates()
+    {
+        var (error, request) = Parse("""{"model":"m","messages":[{"role":"user","content":"x","model":"y"},{"role":"user","content":"z","n":2}],"metadata":{"model":"z","max_tokens":9,"stream":true},"max_tokens":5}""");
+
+        Assert.Equal(ParseError.None, error);
+        Assert.Equal(("m", 5L, false), (request.Model, request.MaxOutputTokens, request.Stream));
+    }
+
+    [Theory]
+    [InlineData("""{"model":"m","max_tokens":1,"max_completion_tokens":4096}""")]
+    [InlineData("""{"model":"m","max_completion_tokens":4096,"max_tokens":1}""")]
+    public void TryParse_BothOutputCeilings_TheLargerIsWhatTheRequestMayAskFor(string body)
+    {
+        // A provider may honour either; the gateway checks and reserves for the one that asks for more.
+        var (error, request) = Parse(body);
+
+        Assert.Equal(ParseError.None, error);
+        Assert.Equal(4096, request.MaxOutputTokens);
+        Assert.Equal(2, request.MaxOutputRanges.Count);
+    }
+
+    [Theory]
     [InlineData("""{"model":"fast","stream":true,"messages":[]}""", true)]
     [InlineData("""{"stream":true,"stream_options":{},"model":"fast"}""", true)]
     [InlineData("""{"stream":true,"stream_options":{"include_usage":false},"model":"fast"}""", true)]

@@ -124,6 +124,10 @@ public static class Reasons
     public static readonly ReasonCode InvalidField = new("invalid.field", 400, Invalid, false, Decision.Deny,
         "A field of the request has the wrong type or value.");
 
+    /// <summary>A field the gateway reads appears more than once: the gateway and the provider could each act on another.</summary>
+    public static readonly ReasonCode DuplicateField = new("invalid.duplicate_field", 400, Invalid, false, Decision.Deny,
+        "A field of the request appears more than once.");
+
     /// <summary>The body is over the configured limit.</summary>
     public static readonly ReasonCode BodyTooLarge = new("invalid.body_too_large", 413, Invalid, false, Decision.Deny,
         "The request body is larger than this gateway accepts.");
@@ -249,7 +253,7 @@ public static class Reasons
         CredentialMissing, CredentialMalformed, CredentialChecksum, CredentialUnknown, CredentialRevoked, CredentialSuspended,
         CredentialExpired, CredentialWrongKind, ModelMissing, ModelNotFound, ModelNotEntitled, EntitlementExpired, EntitlementNotYetValid,
         TokenCeiling, PromptRestricted, RateLimited, QuotaExhausted, BudgetExhausted, ModelWrongEndpoint, InvalidJson, InvalidBody,
-        InvalidField, BodyTooLarge, ContentType, UnknownEndpoint, MethodNotAllowed, UpstreamNotConfigured, UpstreamUnreachable,
+        InvalidField, DuplicateField, BodyTooLarge, ContentType, UnknownEndpoint, MethodNotAllowed, UpstreamNotConfigured, UpstreamUnreachable,
         UpstreamTimeout, UpstreamError, UpstreamAuth, UpstreamRejected, UpstreamRateLimited, UpstreamStreamInterrupted,
         ClientCancelled, Internal, Overloaded, LedgerBacklog, LedgerUnavailable, ConsumerSuspended, ServiceSuspended, TenantSuspended, ServiceUngoverned,
         TokenMalformed, TokenIssuer, TokenAudience, TokenSignature, TokenExpired, TokenSubjectUnknown,

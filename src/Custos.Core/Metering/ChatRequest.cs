@@ -15,6 +15,12 @@ public enum ParseError
 
     /// <summary>A known field has the wrong type; <see cref="ChatRequest.ErrorField"/> names it.</summary>
     InvalidField,
+
+    /// <summary>
+    /// A field the gateway reads appears twice in one object; <see cref="ChatRequest.ErrorField"/> names it. Parsers differ
+    /// on which of the two counts, so the gateway could govern one and the provider act on the other.
+    /// </summary>
+    DuplicateField,
 }
 
 /// <summary>
@@ -42,7 +48,10 @@ public sealed class ChatRequest
     /// <summary>Byte range of the <c>include_usage</c> value inside <c>stream_options</c>, when present.</summary>
     public Range? IncludeUsageRange { get; private set; }
 
-    /// <summary><c>max_tokens</c>, <c>max_completion_tokens</c> or Anthropic <c>max_tokens</c>.</summary>
+    /// <summary>
+    /// <c>max_tokens</c>, <c>max_completion_tokens</c> or Anthropic <c>max_tokens</c>; with both OpenAI fields, the larger:
+    /// the most output the provider could be asked for, which the ceiling checks and the reservation covers.
+    /// </summary>
     public long? MaxOutputTokens { get; private set; }
 
     /// <summary>Byte ranges of the <c>max_tokens</c> and <c>max_completion_tokens</c> values, when present.</summary>
@@ -66,12 +75,30 @@ public sealed class ChatRequest
     /// <summary>The objects directly inside prompt values that are arrays: the messages (each costs the chat format tokens).</summary>
     public int PromptMessages { get; private set; }
 
-    /// <summary>The field that failed, with <see cref="ParseError.InvalidField"/>.</summary>
+    /// <summary>The field that failed, with <see cref="ParseError.InvalidField"/> or <see cref="ParseError.DuplicateField"/>.</summary>
     public string? ErrorField { get; private set; }
 
     private char[]? _promptText;
     private int _promptLength;
     private List<PromptString>? _promptStrings;
+    private Fields _seen;
+
+    /// <summary>The top-level fields the gateway reads, each allowed once.</summary>
+    [Flags]
+    private enum Fields
+    {
+        None = 0,
+        Model = 1,
+        Stream = 1 << 1,
+        StreamOptions = 1 << 2,
+        MaxTokens = 1 << 3,
+        MaxCompletionTokens = 1 << 4,
+        N = 1 << 5,
+        Messages = 1 << 6,
+        Prompt = 1 << 7,
+        Input = 1 << 8,
+        System = 1 << 9,
+    }
 
     /// <summary>Parses <paramref name="body"/>.</summary>
     public static ParseError TryParse(ReadOnlySpan<byte> body, out ChatRequest request)
@@ -105,6 +132,11 @@ public sealed class ChatRequest
         {
             if (reader.ValueTextEquals("model"u8))
             {
+                if (!FirstTime(Fields.Model))
+                {
+                    return Duplicate("model");
+                }
+
                 reader.Read();
                 if (reader.TokenType != JsonTokenType.String)
                 {
@@ -117,6 +149,11 @@ public sealed class ChatRequest
             }
             else if (reader.ValueTextEquals("stream"u8))
             {
+                if (!FirstTime(Fields.Stream))
+                {
+                    return Duplicate("stream");
+                }
+
                 reader.Read();
                 switch (reader.TokenType)
                 {
@@ -127,6 +164,11 @@ public sealed class ChatRequest
             }
             else if (reader.ValueTextEquals("stream_options"u8))
             {
+                if (!FirstTime(Fields.StreamOptions))
+                {
+                    return Duplicate("stream_options");
+                }
+
                 reader.Read();
                 if (reader.TokenType == JsonTokenType.Null)
                 {
@@ -145,6 +187,11 @@ public sealed class ChatRequest
                     reader.Read();
                     if (isIncludeUsage)
                     {
+                        if (IncludeUsageRange is not null)
+                        {
+                            return Duplicate("stream_options.include_usage");
+                        }
+
                         if (reader.TokenType is not (JsonTokenType.True or JsonTokenType.False))
                         {
                             return Invalid("stream_options.include_usage");
@@ -163,7 +210,13 @@ public sealed class ChatRequest
             }
             else if (reader.ValueTextEquals("max_tokens"u8) || reader.ValueTextEquals("max_completion_tokens"u8))
             {
-                var name = reader.GetString()!;
+                var completion = reader.ValueTextEquals("max_completion_tokens"u8);
+                var name = completion ? "max_completion_tokens" : "max_tokens";
+                if (!FirstTime(completion ? Fields.MaxCompletionTokens : Fields.MaxTokens))
+                {
+                    return Duplicate(name);
+                }
+
                 reader.Read();
                 if (reader.TokenType == JsonTokenType.Null)
                 {
@@ -175,11 +228,16 @@ public sealed class ChatRequest
                     return Invalid(name);
                 }
 
-                MaxOutputTokens = MaxOutputTokens is { } other ? Math.Min(other, max) : max;
+                MaxOutputTokens = MaxOutputTokens is { } other ? Math.Max(other, max) : max;
                 MaxOutputRanges.Add((int)reader.TokenStartIndex..(int)reader.BytesConsumed);
             }
             else if (reader.ValueTextEquals("n"u8))
             {
+                if (!FirstTime(Fields.N))
+                {
+                    return Duplicate("n");
+                }
+
                 reader.Read();
                 if (reader.TokenType == JsonTokenType.Null)
                 {
@@ -193,9 +251,13 @@ public sealed class ChatRequest
 
                 N = n;
             }
-            else if (reader.ValueTextEquals("messages"u8) || reader.ValueTextEquals("prompt"u8)
-                || reader.ValueTextEquals("input"u8) || reader.ValueTextEquals("system"u8))
+            else if (PromptField(ref reader) is { } prompt)
             {
+                if (!FirstTime(prompt))
+                {
+                    return Duplicate(reader.GetString()!);
+                }
+
                 reader.Read();
                 var start = (int)reader.TokenStartIndex;
                 ReadPrompt(ref reader, body.Length);
@@ -258,6 +320,28 @@ public sealed class ChatRequest
         (_promptStrings ??= new(4)).Add(new PromptString(_promptLength, written, (int)reader.TokenStartIndex, (int)reader.BytesConsumed));
         _promptLength += written;
         _promptText[_promptLength++] = '\n';
+    }
+
+    /// <summary>Which prompt field the property name at <paramref name="reader"/> is, if any.</summary>
+    private static Fields? PromptField(ref Utf8JsonReader reader)
+        => reader.ValueTextEquals("messages"u8) ? Fields.Messages
+            : reader.ValueTextEquals("prompt"u8) ? Fields.Prompt
+            : reader.ValueTextEquals("input"u8) ? Fields.Input
+            : reader.ValueTextEquals("system"u8) ? Fields.System
+            : null;
+
+    /// <summary>Notes <paramref name="field"/> as seen; false when it was seen before.</summary>
+    private bool FirstTime(Fields field)
+    {
+        var first = (_seen & field) == 0;
+        _seen |= field;
+        return first;
+    }
+
+    private ParseError Duplicate(string field)
+    {
+        ErrorField = field;
+        return ParseError.DuplicateField;
     }
 
     private ParseError Invalid(string field)

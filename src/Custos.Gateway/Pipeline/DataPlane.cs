@@ -271,6 +271,12 @@ internal sealed partial class DataPlane(
             return null;
         }
 
+        if (parseError == ParseError.DuplicateField)
+        {
+            await DenyAsync(context, record, Reasons.DuplicateField, $"The field '{parsed.ErrorField}' appears more than once; send it once.", parsed.ErrorField);
+            return null;
+        }
+
         record.PromptSha256 = HashPrompt(body.WrittenSpan, parsed.PromptRanges);
 
         // Admit.

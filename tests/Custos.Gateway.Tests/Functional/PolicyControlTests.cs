@@ -110,6 +110,24 @@ public sealed class PolicyControlTests
     }
 
     [Fact]
+    public async Task OutputCeiling_WithBothOpenAIFields_IsCheckedAgainstTheLarger_AndClampsBoth()
+    {
+        // A small max_tokens beside a large max_completion_tokens: the provider may honour the large one.
+        await using var g = await TestGateway.StartAsync(p => WithConsumer(p, "web", c => c with { Limits = new LimitsConfig { MaxOutputTokens = 64 } }));
+
+        using var response = await g.Client.SendAsync(g.Post("/v1/chat/completions",
+            """{"model":"gpt-4o-mini","max_tokens":1,"max_completion_tokens":4096,"messages":[{"role":"user","content":"hi"}]}"""));
+        var sent = JsonDocument.Parse(g.Upstream.Received[^1].Body).RootElement;
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal((64, 64), (sent.GetProperty("max_tokens").GetInt32(), sent.GetProperty("max_completion_tokens").GetInt32()));
+        var entry = await g.EntryAsync(TestGateway.RequestIdOf(response));
+        var control = entry.GetProperty("controls").EnumerateArray().Single(c => c.GetProperty("control").GetString() == "token_ceiling.output");
+        Assert.Equal("clamped 4096 to 64", control.GetProperty("detail").GetString());
+        Assert.Equal(4096, entry.GetProperty("max_output_tokens").GetInt64());
+    }
+
+    [Fact]
     public async Task PromptRules_RedactBeforeForwarding_AndDenyWithoutCallingTheProvider()
     {
         await using var g = await TestGateway.StartAsync(p => p with

@@ -88,6 +88,11 @@ public sealed class RefusalTests(GatewayFixture fixture) : IClassFixture<Gateway
         => AssertRefusedAsync(G.Post("/v1/chat/completions", """{"model":"gpt-4o-mini","stream":"yes"}"""), HttpStatusCode.BadRequest, "invalid.field", "stream");
 
     [Fact]
+    public Task ModelTwice_Is400DuplicateFieldNamingIt()
+        => AssertRefusedAsync(G.Post("/v1/chat/completions", """{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"model":"gpt-4o-mini"}"""),
+            HttpStatusCode.BadRequest, "invalid.duplicate_field", "model");
+
+    [Fact]
     public Task BodyOverLimit_WithContentLength_Is413()
         => AssertRefusedAsync(G.Post("/v1/chat/completions", $$"""{"model":"gpt-4o-mini","messages":[{"role":"user","content":"{{new string('x', 70_000)}}"}]}"""),
             HttpStatusCode.RequestEntityTooLarge, "invalid.body_too_large");
