@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Custos.Controls;
 using Custos.Metering;
 
 namespace Custos.Core.Tests;
@@ -124,6 +125,25 @@ public sealed class ChatRequestTests
                 Assert.True(JsonNode.DeepEquals(value, rewritten[name]), name);
             }
         }
+    }
+
+    [Theory]
+    [InlineData("""{"model":"m","max_tokens":null,"messages":[]}""", """{"model":"up","max_tokens":64,"messages":[]}""")]
+    [InlineData("""{"model":"m","max_completion_tokens":null,"max_tokens":null}""", """{"model":"up","max_completion_tokens":64,"max_tokens":64}""")]
+    [InlineData("""{"model":"m","stream":true,"stream_options":null}""", """{"model":"up","stream":true,"stream_options":{"include_usage":true}}""")]
+    public void AddEdits_OverNullValues_WriteInTheirPlace_NotBesideThem(string body, string expected)
+    {
+        // A ceiling or forced usage written beside "max_tokens":null or "stream_options":null would send the field twice,
+        // and a provider that takes the last would see no ceiling and send no usage.
+        var bytes = Encoding.UTF8.GetBytes(body);
+        Assert.Equal(ParseError.None, ChatRequest.TryParse(bytes, out var request));
+        var edits = new List<BodyEdit>();
+        var output = new ArrayBufferWriter<byte>();
+
+        request.AddEdits(bytes, "up", forceUsage: request.Stream, outputCeiling: request.Stream ? null : 64, edits);
+        BodyEdits.Apply(bytes, edits, output);
+
+        Assert.Equal(expected, Encoding.UTF8.GetString(output.WrittenSpan));
     }
 
     [Fact]

@@ -42,7 +42,7 @@ public sealed class ChatRequest
     /// <summary><c>stream_options.include_usage</c> as sent, or null when absent.</summary>
     public bool? IncludeUsage { get; private set; }
 
-    /// <summary>Byte range of the <c>stream_options</c> object value, when present.</summary>
+    /// <summary>Byte range of the <c>stream_options</c> value (an object or <c>null</c>), when present.</summary>
     public Range? StreamOptionsRange { get; private set; }
 
     /// <summary>Byte range of the <c>include_usage</c> value inside <c>stream_options</c>, when present.</summary>
@@ -54,7 +54,10 @@ public sealed class ChatRequest
     /// </summary>
     public long? MaxOutputTokens { get; private set; }
 
-    /// <summary>Byte ranges of the <c>max_tokens</c> and <c>max_completion_tokens</c> values, when present.</summary>
+    /// <summary>
+    /// Byte ranges of the <c>max_tokens</c> and <c>max_completion_tokens</c> values, <c>null</c>s included, when present: an
+    /// output ceiling is written over them, or injected when there are none.
+    /// </summary>
     public List<Range> MaxOutputRanges { get; } = new(1);
 
     /// <summary>Number of choices asked for (<c>n</c>).</summary>
@@ -172,6 +175,7 @@ public sealed class ChatRequest
                 reader.Read();
                 if (reader.TokenType == JsonTokenType.Null)
                 {
+                    StreamOptionsRange = (int)reader.TokenStartIndex..(int)reader.BytesConsumed; // forced usage replaces it
                     continue;
                 }
 
@@ -218,8 +222,10 @@ public sealed class ChatRequest
                 }
 
                 reader.Read();
+                var range = (int)reader.TokenStartIndex..(int)reader.BytesConsumed;
                 if (reader.TokenType == JsonTokenType.Null)
                 {
+                    MaxOutputRanges.Add(range); // no ceiling asked for, but a ceiling injected goes here, not beside it
                     continue;
                 }
 
@@ -229,7 +235,7 @@ public sealed class ChatRequest
                 }
 
                 MaxOutputTokens = MaxOutputTokens is { } other ? Math.Max(other, max) : max;
-                MaxOutputRanges.Add((int)reader.TokenStartIndex..(int)reader.BytesConsumed);
+                MaxOutputRanges.Add(range);
             }
             else if (reader.ValueTextEquals("n"u8))
             {
@@ -392,10 +398,17 @@ public sealed class ChatRequest
             }
             else if (StreamOptionsRange is { } options)
             {
-                // Inside the existing stream_options object: add the field first; keep the others.
-                var (offset, _) = options.GetOffsetAndLength(body.Length);
-                var empty = body[(offset + 1)..].TrimStart(" \t\r\n"u8).StartsWith("}"u8);
-                edits.Add(new BodyEdit(offset + 1, offset + 1, empty ? "\"include_usage\":true"u8.ToArray() : "\"include_usage\":true,"u8.ToArray()));
+                var (offset, length) = options.GetOffsetAndLength(body.Length);
+                if (body[offset] == (byte)'n')
+                {
+                    edits.Add(new BodyEdit(offset, offset + length, "{\"include_usage\":true}"u8.ToArray())); // over "stream_options":null
+                }
+                else
+                {
+                    // Inside the existing stream_options object: add the field first; keep the others.
+                    var empty = body[(offset + 1)..].TrimStart(" \t\r\n"u8).StartsWith("}"u8);
+                    edits.Add(new BodyEdit(offset + 1, offset + 1, empty ? "\"include_usage\":true"u8.ToArray() : "\"include_usage\":true,"u8.ToArray()));
+                }
             }
             else
             {

@@ -170,10 +170,11 @@ public sealed class ClientSdkTests(GatewayFixture fixture) : IClassFixture<Gatew
         Assert.Equal("completed", entry.GetProperty("outcome").GetString());
     }
 
-    [Fact]
-    public async Task RawStream_ClientDidNotAskForUsage_GetsNoUsageButLedgerHasIt()
+    [Theory]
+    [InlineData("""{"model":"fast","stream":true,"messages":[{"role":"user","content":"count for me"}]}""")]
+    [InlineData("""{"model":"fast","stream":true,"stream_options":null,"messages":[{"role":"user","content":"count for me"}]}""")]
+    public async Task RawStream_ClientDidNotAskForUsage_GetsNoUsageButLedgerHasIt(string body)
     {
-        const string body = """{"model":"fast","stream":true,"messages":[{"role":"user","content":"count for me"}]}""";
         using var response = await G.Client.SendAsync(G.Post("/v1/chat/completions", body), HttpCompletionOption.ResponseHeadersRead);
         var text = await response.Content.ReadAsStringAsync();
 
@@ -182,6 +183,7 @@ public sealed class ClientSdkTests(GatewayFixture fixture) : IClassFixture<Gatew
         Assert.EndsWith("data: [DONE]\n\n", text, StringComparison.Ordinal);
         var upstreamBody = G.Upstream.Received[^1].Body;
         using var sent = JsonDocument.Parse(upstreamBody);
+        Assert.Single(System.Text.RegularExpressions.Regex.Matches(upstreamBody, "\"stream_options\""));
         Assert.True(sent.RootElement.GetProperty("stream_options").GetProperty("include_usage").GetBoolean());
         Assert.Equal("gpt-4o-mini", sent.RootElement.GetProperty("model").GetString());
 

@@ -128,6 +128,20 @@ public sealed class PolicyControlTests
     }
 
     [Fact]
+    public async Task OutputCeiling_OverAnExplicitNull_IsWrittenInItsPlace_NotBesideIt()
+    {
+        // Injected beside "max_tokens":null, the provider would get the field twice, and one that takes the last no ceiling.
+        await using var g = await TestGateway.StartAsync(p => WithConsumer(p, "web", c => c with { Limits = new LimitsConfig { MaxOutputTokens = 64 } }));
+
+        using var response = await g.Client.SendAsync(g.Post("/v1/chat/completions", """{"model":"gpt-4o-mini","max_tokens":null,"messages":[{"role":"user","content":"hi"}]}"""));
+        var sent = g.Upstream.Received[^1].Body;
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Single(System.Text.RegularExpressions.Regex.Matches(sent, "\"max_tokens\""));
+        Assert.Equal(64, JsonDocument.Parse(sent).RootElement.GetProperty("max_tokens").GetInt32());
+    }
+
+    [Fact]
     public async Task PromptRules_RedactBeforeForwarding_AndDenyWithoutCallingTheProvider()
     {
         await using var g = await TestGateway.StartAsync(p => p with
