@@ -159,6 +159,47 @@ public sealed class ResponseMeterTests
         AssertPassedWholeAndMetered(body, output, meter, 25, 15);
     }
 
+    [Theory]
+    [InlineData(ProviderKind.Anthropic, "anthropic-messages-stream.sse", "event: ping\ndata: {\"type\":\"ping\",\"\\ude00\":1}\n\n", 25, 15)]
+    [InlineData(ProviderKind.OpenAI, "openai-chat-stream-include-usage.sse", "data: {\"id\":\"x\",\"\\ud83d\":[],\"choices\":[]}\n\n", 9, 4)]
+    public void Process_AnEventWithANameThatIsNotText_PassesThroughAndTheRestIsRead(ProviderKind provider, string cassette, string odd, long input, long outputTokens)
+    {
+        // Valid JSON whose name is half a surrogate pair: comparing it with a name throws; the stream must go on.
+        var body = Encoding.UTF8.GetBytes(odd + Encoding.UTF8.GetString(Cassette(cassette)));
+
+        var (meter, output) = Run(provider, stream: true, hide: false, body, 64);
+
+        AssertPassedWholeAndMetered(body, output, meter, input, outputTokens);
+    }
+
+    [Theory]
+    [InlineData(ProviderKind.OpenAI)]
+    [InlineData(ProviderKind.Anthropic)]
+    public void Complete_AJsonBodyWithANameThatIsNotText_PassesThroughWithoutUsage(ProviderKind provider)
+    {
+        var body = Encoding.UTF8.GetBytes("{\"\\ude00\":0," + Encoding.UTF8.GetString(Cassette("openai-chat.json")).TrimStart()[1..]);
+
+        var (meter, output) = Run(provider, stream: false, hide: false, body, 16);
+
+        Assert.Equal(body, output);
+        Assert.False(meter.HasUsage);
+    }
+
+    [Fact]
+    public void Complete_UsageBelowZero_IsNotTaken_AndTheTextIsCountedInstead()
+    {
+        // A negative count would refund every budget it is charged to.
+        var body = Encoding.UTF8.GetBytes(Encoding.UTF8.GetString(Cassette("openai-chat.json"))
+            .Replace("\"prompt_tokens\": 9", "\"prompt_tokens\": -9000", StringComparison.Ordinal)
+            .Replace("\"completion_tokens\": 4", "\"completion_tokens\": -4000", StringComparison.Ordinal));
+
+        var (meter, _) = Run(ProviderKind.OpenAI, stream: false, hide: false, body, 16);
+
+        Assert.Contains("\"prompt_tokens\": -9000", Encoding.UTF8.GetString(body), StringComparison.Ordinal);
+        Assert.False(meter.HasUsage);
+        Assert.Equal(TokenCounter.Count("Hello there!"), meter.EstimateOutputTokens());
+    }
+
     [Fact]
     public void Process_StreamCutBeforeTerminalEvent_IsNotCompleted()
     {

@@ -412,7 +412,7 @@ public sealed class ResponseMeter : IDisposable
                 previousEnd = offset + (int)reader.BytesConsumed;
             }
         }
-        catch (JsonException)
+        catch (Exception e) when (IsUnreadable(e))
         {
             return false;
         }
@@ -473,7 +473,7 @@ public sealed class ResponseMeter : IDisposable
                 }
             }
         }
-        catch (JsonException)
+        catch (Exception e) when (IsUnreadable(e))
         {
             // A malformed event is passed on as it is; it carries no usage we can trust.
         }
@@ -509,11 +509,18 @@ public sealed class ResponseMeter : IDisposable
                 }
             }
         }
-        catch (JsonException)
+        catch (Exception e) when (IsUnreadable(e))
         {
             // Not JSON after all: no usage.
         }
     }
+
+    /// <summary>
+    /// What <see cref="Utf8JsonReader"/> throws on bytes that are not JSON, or on JSON whose names or strings are not
+    /// text: comparing a name such as "\ude00" (half a surrogate pair) throws <see cref="InvalidOperationException"/>.
+    /// Either way the provider's bytes go on to the client as they came, and carry no usage to trust.
+    /// </summary>
+    private static bool IsUnreadable(Exception exception) => exception is JsonException or InvalidOperationException;
 
     /// <summary>Reads an OpenAI or Anthropic usage object, leaving the reader on its end.</summary>
     private void ReadUsageObject(ref Utf8JsonReader reader)
@@ -531,9 +538,9 @@ public sealed class ResponseMeter : IDisposable
             var isOutput = reader.ValueTextEquals("completion_tokens"u8) || reader.ValueTextEquals("output_tokens"u8);
             var isCache = reader.ValueTextEquals("cache_creation_input_tokens"u8) || reader.ValueTextEquals("cache_read_input_tokens"u8);
             reader.Read();
-            if (reader.TokenType != JsonTokenType.Number || !reader.TryGetInt64(out var value))
+            if (reader.TokenType != JsonTokenType.Number || !reader.TryGetInt64(out var value) || value < 0)
             {
-                reader.Skip();
+                reader.Skip(); // a count below zero would be a refund to every budget it is charged to: not a count
                 continue;
             }
 
