@@ -34,6 +34,16 @@ public sealed class ChatRequestTests
     [InlineData("{\"model\":\"x\",}")]
     public void TryParse_Malformed_IsInvalidJson(string body) => Assert.Equal(ParseError.InvalidJson, Parse(body).Item1);
 
+    [Fact]
+    public void TryParse_BytesThatAreNotUtf8_InAFieldItSkips_AreInvalidJson()
+    {
+        // The reader would skip the name unread; a provider's decoder might read it otherwise.
+        var body = Encoding.UTF8.GetBytes("{\"model\":\"m\",\"x\":1}");
+        body[Array.IndexOf(body, (byte)'x')] = 0xC1;
+
+        Assert.Equal(ParseError.InvalidJson, ChatRequest.TryParse(body, out _));
+    }
+
     [Theory]
     [InlineData("""{"model":42}""", "model")]
     [InlineData("""{"model":"m","stream":"yes"}""", "stream")]

@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Text.Json;
+using System.Text.Unicode;
 using Custos.Controls;
 
 namespace Custos.Metering;
@@ -10,7 +11,7 @@ public enum ParseError
     /// <summary>Understood.</summary>
     None,
 
-    /// <summary>Not JSON, or not a JSON object.</summary>
+    /// <summary>Not JSON, not UTF-8, or not a JSON object.</summary>
     InvalidJson,
 
     /// <summary>A known field has the wrong type; <see cref="ChatRequest.ErrorField"/> names it.</summary>
@@ -107,6 +108,13 @@ public sealed class ChatRequest
     public static ParseError TryParse(ReadOnlySpan<byte> body, out ChatRequest request)
     {
         request = new ChatRequest();
+        if (!Utf8.IsValid(body))
+        {
+            // JSON between systems is UTF-8 (RFC 8259). The reader checks the strings it decodes, not the names and values
+            // it skips, and a provider's decoder may read such bytes otherwise than the gateway did.
+            return ParseError.InvalidJson;
+        }
+
         try
         {
             return request.Parse(body);
