@@ -54,6 +54,17 @@ public sealed class RefusalTests(GatewayFixture fixture) : IClassFixture<Gateway
             HttpStatusCode.BadRequest, "invalid.json");
 
     [Fact]
+    public Task BytesThatAreNotUtf8_Are400InvalidJson()
+    {
+        // In a field the gateway does not read: the provider's decoder might read them otherwise than the gateway did.
+        var request = G.Post("/v1/chat/completions", "");
+        var body = Encoding.UTF8.GetBytes("""{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"user":"x"}""");
+        body[Array.LastIndexOf(body, (byte)'x')] = 0xC1;
+        request.Content = new ByteArrayContent(body) { Headers = { ContentType = new MediaTypeHeaderValue("application/json") } };
+        return AssertRefusedAsync(request, HttpStatusCode.BadRequest, "invalid.json");
+    }
+
+    [Fact]
     public Task MissingModel_Is400ModelMissing()
         => AssertRefusedAsync(G.Post("/v1/chat/completions", """{"messages":[]}"""), HttpStatusCode.BadRequest, "invalid.model_missing", "model");
 
