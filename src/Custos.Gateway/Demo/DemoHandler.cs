@@ -106,15 +106,23 @@ internal sealed class DemoHandler
         }
         catch (JsonException ex)
         {
-            await Wire.BadRequestAsync(context, flavor, flavor == WireFlavor.Anthropic
-                ? $"There was an error parsing the body of your request: {ex.Message}"
-                : "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)");
+            await UnparsableAsync(context, flavor, ex);
             return;
         }
 
         using (document)
         {
             var root = document.RootElement;
+            try
+            {
+                CheckText(root);
+            }
+            catch (InvalidOperationException ex)
+            {
+                await UnparsableAsync(context, flavor, ex);
+                return;
+            }
+
             if (root.ValueKind != JsonValueKind.Object)
             {
                 await Wire.BadRequestAsync(context, flavor, flavor == WireFlavor.Anthropic
@@ -149,6 +157,40 @@ internal sealed class DemoHandler
             }
 
             await endpoint(context, root, model, mode);
+        }
+    }
+
+    private static Task UnparsableAsync(HttpContext context, WireFlavor flavor, Exception ex) =>
+        Wire.BadRequestAsync(context, flavor, flavor == WireFlavor.Anthropic
+            ? $"There was an error parsing the body of your request: {ex.Message}"
+            : "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)");
+
+    /// <summary>
+    /// Reads every name and string of <paramref name="element"/> as text, so that one that is not (half a surrogate pair,
+    /// such as "\ud83d") is refused as unparsable here, as a provider would, and not thrown from the middle of an answer.
+    /// </summary>
+    private static void CheckText(JsonElement element)
+    {
+        switch (element.ValueKind)
+        {
+            case JsonValueKind.Object:
+                foreach (var property in element.EnumerateObject())
+                {
+                    _ = property.Name;
+                    CheckText(property.Value);
+                }
+
+                break;
+            case JsonValueKind.Array:
+                foreach (var item in element.EnumerateArray())
+                {
+                    CheckText(item);
+                }
+
+                break;
+            case JsonValueKind.String:
+                _ = element.GetString();
+                break;
         }
     }
 

@@ -403,6 +403,7 @@ public sealed class DemoUpstreamTests
     [InlineData("/v1/chat/completions", "{not json")]
     [InlineData("/v1/chat/completions", """{"messages":[]}""")]
     [InlineData("/v1/embeddings", """{"input":"x"}""")]
+    [InlineData("/v1/chat/completions", """{"model":"gpt-4o-mini","messages":[{"role":"user","cont\ud83dent":"hi"}]}""")]
     public async Task OpenAiEndpoint_BadJsonOrMissingModel_Returns400InOpenAiShape(string path, string json)
     {
         await using var upstream = await DemoUpstream.StartAsync();
@@ -418,6 +419,7 @@ public sealed class DemoUpstreamTests
     [Theory]
     [InlineData("{not json")]
     [InlineData("""{"max_tokens":10,"messages":[]}""")]
+    [InlineData("""{"model":"claude-sonnet-4-5","max_tokens":10,"messages":[{"role":"user","content":"half an emoji: \ud83d"}]}""")]
     public async Task Messages_BadJsonOrMissingModel_Returns400InAnthropicShape(string json)
     {
         await using var upstream = await DemoUpstream.StartAsync();
