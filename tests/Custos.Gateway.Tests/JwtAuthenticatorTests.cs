@@ -706,6 +706,83 @@ public sealed class JwtAuthenticatorTests : IDisposable
     public void LooksLikeJwt_Not(string candidate)
         => Assert.False(JwtAuthenticator.LooksLikeJwt(candidate));
 
+    // ---- mutated tokens ----
+
+    [Fact]
+    public async Task MutatedTokens_AreRefusedWithAReason_NeverThrow_AndNoneNamesAnotherSubject()
+    {
+        // Seeded, so a failure repeats: the token's characters, and the JSON of its header and payload re-encoded
+        // under the original signature.
+        var provider = PemProvider(Rsa.ExportSubjectPublicKeyInfoPem());
+        var token = Token(RsaCredentials(Rsa, SecurityAlgorithms.RsaSha256));
+        var parts = token.Split('.');
+        string[] fragments =
+        [
+            "\"", ",", ":", "{", "}", "[", "]", "null", "1e999", "-1", "\"none\"", "\"alg\"", "\"kid\"", "\"sub\"", "\"iss\"", "\"aud\"",
+            "\"exp\"", "\"nbf\"", "\\ud83d", "[\"custos\"]", "{\"a\":1}", "9223372036854775808",
+        ];
+        const string alphabet = "ABCxyz019-_.=+/ ";
+        var random = new Random(20261130);
+        var refused = 0;
+
+        for (var run = 0; run < 3000; run++)
+        {
+            string mutated;
+            if (random.Next(2) == 0)
+            {
+                var chars = new StringBuilder(token);
+                for (var k = random.Next(1, 4); k > 0; k--)
+                {
+                    var at = random.Next(chars.Length);
+                    _ = random.Next(3) switch
+                    {
+                        0 => chars.Remove(at, 1),
+                        1 => chars.Insert(at, alphabet[random.Next(alphabet.Length)]),
+                        _ => chars.Replace(chars[at], alphabet[random.Next(alphabet.Length)], at, 1),
+                    };
+                }
+
+                mutated = chars.ToString();
+            }
+            else
+            {
+                var which = random.Next(2);
+                var json = new StringBuilder(Base64UrlEncoder.Decode(parts[which]));
+                for (var k = random.Next(1, 3); k > 0; k--)
+                {
+                    var at = random.Next(json.Length + 1);
+                    if (random.Next(2) == 0 && at < json.Length)
+                    {
+                        json.Remove(at, Math.Min(random.Next(1, 6), json.Length - at));
+                    }
+                    else
+                    {
+                        json.Insert(at, fragments[random.Next(fragments.Length)]);
+                    }
+                }
+
+                var encoded = Base64UrlEncoder.Encode(json.ToString());
+                mutated = which == 0 ? $"{encoded}.{parts[1]}.{parts[2]}" : $"{parts[0]}.{encoded}.{parts[2]}";
+            }
+
+            JwtOutcome outcome;
+            try
+            {
+                outcome = await ValidateAsync(mutated, provider);
+            }
+            catch (Exception ex)
+            {
+                throw new Xunit.Sdk.XunitException($"run {run}: {mutated} threw {ex}");
+            }
+
+            // Base64url's last character can carry unused bits, so a few mutations leave the token's bytes as they were.
+            Assert.True(outcome.Failure is not null || outcome.Subject == Subject, $"run {run}: {mutated} named {outcome.Subject}");
+            refused += outcome.Failure is null ? 0 : 1;
+        }
+
+        Assert.True(refused > 2900, $"only {refused} of 3000 refused");
+    }
+
     // ---- helpers ----
 
     private ValueTask<JwtOutcome> ValidateAsync(string token, IdentityProviderConfig provider)
