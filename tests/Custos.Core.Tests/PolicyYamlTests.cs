@@ -123,6 +123,25 @@ public sealed class PolicyYamlTests
         Assert.True(error.Line >= 2);
     }
 
+    [Theory]
+    [InlineData("email: research-finance@acme.example }", "email: research-finance@acme.exa")] // InvalidOperationException
+    [InlineData("- name: gpt-4o-mini ", "- : email, acname: gpt-4o-mini ")] // ArgumentException: an event it did not expect
+    [InlineData("aliases: [fast]", "aliases: !!str[fast]")] // ArgumentException: a tag that is not a URI
+    public void Read_YamlTheParserThrowsOtherExceptionsOn_IsADiagnosticWithoutAPosition(string from, string to)
+    {
+        // Found by mutating the example configuration at random: YamlDotNet threw these, and `custos config validate`
+        // ended in an unhandled exception.
+        var yaml = File.ReadAllText(Repo.File("custos.example.yaml"));
+        Assert.Contains(from, yaml, StringComparison.Ordinal);
+
+        var result = PolicyYaml.Read(yaml.Replace(from, to, StringComparison.Ordinal));
+
+        var error = Assert.Single(result.Diagnostics);
+        Assert.StartsWith("YAML syntax (the parser gave no line)", error.Message, StringComparison.Ordinal);
+        Assert.Equal((0, 0), (error.Line, error.Column));
+        Assert.Null(result.Document);
+    }
+
     [Fact]
     public void Read_ServiceWithoutOwnersOrWithOneSharedContact_WarnsMissingGovernance()
     {
@@ -162,6 +181,18 @@ public sealed class PolicyYamlTests
         var result = PolicyYaml.Read(yaml);
 
         Assert.Contains(result.Diagnostics, d => d.Path == "credentials[0].key_sha256" && d.Line == 7);
+    }
+
+    [Theory]
+    [InlineData("credentials:\n  - id: k\n    consumer: c\n    key_sha256: \"\"\n", "credentials[0].key_sha256")]
+    [InlineData("admins:\n  - id: a\n    role: auditor\n    key_sha256: # to come\n", "admins[0].key_sha256")]
+    public void Read_AnEmptyKeyHash_IsRejected(string entry, string path)
+    {
+        // It passed as valid, and compiling the policy (serve, policy apply) then threw on the empty hash.
+        var result = PolicyYaml.Read("tenants: [{ id: t }]\nservices: [{ id: s, tenant: t }]\nconsumers: [{ id: c, service: s, category: internal }]\n" + entry);
+
+        Assert.False(result.IsValid);
+        Assert.Contains(result.Diagnostics, d => d.Severity == DiagnosticSeverity.Error && d.Path == path);
     }
 
     [Fact]

@@ -167,7 +167,7 @@ internal static class PolicyValidator
                     "the same workload identity is bound twice; it belongs to exactly one consumer");
             }
 
-            if (credential.KeySha256 is { Length: > 0 } && !IsSha256Hex(credential.KeySha256))
+            if (credential.KeySha256 is not null && !IsSha256Hex(credential.KeySha256))
             {
                 reader.Add(DiagnosticSeverity.Error, reader.MarkOf(credential, "key_sha256"), path + ".key_sha256",
                     "must be the 64 lower-case hex digits of the key's SHA-256 (custos keys generate prints it); never the key itself");
@@ -233,7 +233,7 @@ internal static class PolicyValidator
                     $"identity provider '{issuer}' is not declared under identity_providers");
             }
 
-            if (admin.KeySha256 is { Length: > 0 } && !IsSha256Hex(admin.KeySha256))
+            if (admin.KeySha256 is not null && !IsSha256Hex(admin.KeySha256))
             {
                 reader.Add(DiagnosticSeverity.Error, reader.MarkOf(admin, "key_sha256"), path + ".key_sha256",
                     "must be the 64 lower-case hex digits of the admin key's SHA-256; never the key itself");

@@ -106,8 +106,7 @@ public static partial class PolicyYaml
         var server = new ServerSettings();
         try
         {
-            var stream = new YamlStream();
-            stream.Load(new StringReader(yaml));
+            var stream = LoadNodes(yaml);
             if (stream.Documents.Count == 0 || stream.Documents[0].RootNode is not YamlMappingNode root)
             {
                 reader.Error(stream.Documents.Count == 0 ? null : stream.Documents[0].RootNode, "$",
@@ -117,6 +116,10 @@ public static partial class PolicyYaml
             {
                 document = reader.ReadDocument(root, out server);
             }
+        }
+        catch (UnplacedYamlException ex)
+        {
+            reader.Diagnostics.Add(new PolicyDiagnostic(DiagnosticSeverity.Error, 0, 0, "$", "YAML syntax (the parser gave no line): " + ex.Message));
         }
         catch (YamlException ex)
         {
@@ -133,6 +136,30 @@ public static partial class PolicyYaml
         var valid = document is not null && !ordered.Any(d => d.Severity == DiagnosticSeverity.Error);
         return new PolicyReadResult(valid ? document : null, ordered) { Server = server };
     }
+
+    /// <summary>
+    /// Loads <paramref name="yaml"/>'s node tree. YamlDotNet reports most malformed input as <see cref="YamlException"/>
+    /// with its position, but a few (a plain scalar cut at the end, a tag that is not a URI, an event it does not expect)
+    /// as <see cref="InvalidOperationException"/> or <see cref="ArgumentException"/>; those become an
+    /// <see cref="UnplacedYamlException"/>, so that a broken document is a diagnostic (line 0: not known) and never a crash.
+    /// </summary>
+    private static YamlStream LoadNodes(string yaml)
+    {
+        var stream = new YamlStream();
+        try
+        {
+            stream.Load(new StringReader(yaml));
+        }
+        catch (Exception ex) when (ex is InvalidOperationException or ArgumentException)
+        {
+            throw new UnplacedYamlException(ex.Message, ex);
+        }
+
+        return stream;
+    }
+
+    /// <summary>Malformed YAML that YamlDotNet reported without a position.</summary>
+    private sealed class UnplacedYamlException(string message, Exception inner) : YamlException(message, inner);
 
     /// <summary>Reads <paramref name="path"/> and validates it; throws <see cref="PolicyValidationException"/> on errors.</summary>
     public static PolicyDocument Load(string path)
