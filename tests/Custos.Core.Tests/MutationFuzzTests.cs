@@ -8,10 +8,12 @@ using Custos.Policy;
 namespace Custos.Core.Tests;
 
 /// <summary>
-/// Recorded provider traffic and request bodies, mutated at random (seeded, so a failure repeats): whatever arrives, the
-/// meter passes the provider's bytes on and never throws, and the parser either refuses a body or edits it into one it
-/// reads back as intended, checked with another parser (docs/architecture.md, "One reading of a request"). Both found
-/// bugs when first run: a name such as "\ude00" threw out of the meter, and a ceiling went in beside "max_tokens":null.
+/// Recorded provider traffic, request bodies and the example configuration, mutated at random (seeded, so a failure
+/// repeats): whatever arrives, the meter passes the provider's bytes on and never throws; the parser either refuses a
+/// body or edits it into one it reads back as intended, checked with another parser (docs/architecture.md, "One reading
+/// of a request"); the configuration reader reports what is wrong, and what it passes compiles. Each found bugs when
+/// first run: a name such as "\ude00" threw out of the meter, a ceiling went in beside "max_tokens":null, YAML that
+/// YamlDotNet throws other exceptions on ended `custos config validate`, and an empty key hash passed validation.
 /// </summary>
 public sealed class MutationFuzzTests
 {
@@ -145,6 +147,61 @@ public sealed class MutationFuzzTests
         }
 
         Assert.True(checkedEdits > Runs / 10, $"only {checkedEdits} bodies were understood and edited");
+    }
+
+    [Fact]
+    public void PolicyYaml_OverMutatedConfigurations_ReportsDiagnostics_AndWhatItPassesCompiles()
+    {
+        string[] fragments =
+        [
+            ":", "- ", "\n", "  ", "{", "}", "[", "]", "&a", "*a", "!!str", "!!int", "null", "~", "-1", "0", "1e999", "\"", "'", "#",
+            "? ", "|", ">", "tenants", "models", "limits", "budget", "<<: *a", "2026-13-45", "\t",
+        ];
+        var seed = File.ReadAllText(Repo.File("custos.example.yaml"));
+        var random = new Random(20261130);
+        var valid = 0;
+
+        for (var run = 0; run < 3000; run++)
+        {
+            var yaml = new StringBuilder(seed);
+            for (var k = random.Next(1, 4); k > 0; k--)
+            {
+                var at = random.Next(yaml.Length + 1);
+                switch (random.Next(3))
+                {
+                    case 0 when at < yaml.Length:
+                        yaml.Remove(at, Math.Min(random.Next(1, 10), yaml.Length - at));
+                        break;
+                    case 1:
+                        var from = random.Next(yaml.Length);
+                        yaml.Insert(at, yaml.ToString(from, Math.Min(random.Next(1, 80), yaml.Length - from)));
+                        break;
+                    default:
+                        yaml.Insert(at, fragments[random.Next(fragments.Length)]);
+                        break;
+                }
+            }
+
+            try
+            {
+                var result = PolicyYaml.Read(yaml.ToString());
+                if (result.Document is { } document)
+                {
+                    PolicySnapshot.Compile(new PolicyVersion(1, "", "fuzz", "fuzz", DateTimeOffset.UnixEpoch, document), _ => null);
+                    valid++;
+                }
+                else
+                {
+                    Assert.Contains(result.Diagnostics, d => d.Severity == DiagnosticSeverity.Error);
+                }
+            }
+            catch (Exception e) when (e is not Xunit.Sdk.XunitException)
+            {
+                Assert.Fail($"run {run} threw {e}\n{yaml}");
+            }
+        }
+
+        Assert.True(valid > 300, $"only {valid} of 3000 mutated configurations were valid");
     }
 
     /// <summary>Read as a provider would, with another parser: each field once, and the gateway's values in them.</summary>
