@@ -229,10 +229,10 @@ internal static partial class AdminApi
             (s, b) => s with { Owners = b.Owners }, s => OwnersText(s.Owners))
             .WithSummary("Name a service's owners (platform-admin, service-owner).");
         MapServiceChange<PromptRulesBody>(api, gateway, "prompt-rules", AdminPermission.ManagePrompts, "service.prompt_rules_set", b => b.Reason,
-            (s, b) => s with { PromptRules = b.PromptRules }, s => string.Join(",", s.PromptRules.Select(r => r.Id)))
+            (s, b) => s with { PromptRules = RequireNoNulls(b.PromptRules, "prompt_rules") }, s => string.Join(",", s.PromptRules.Select(r => r.Id)))
             .WithSummary("Replace a service's prompt restrictions (platform-admin, prompt-admin).");
         MapServiceChange<ServiceModelsBody>(api, gateway, "models", AdminPermission.ManagePrompts, "service.models_set", b => b.Reason,
-            (s, b) => s with { Models = b.Models }, s => s.Models is null ? "all" : string.Join(",", s.Models))
+            (s, b) => s with { Models = b.Models is null ? null : RequireNoNulls(b.Models, "models") }, s => s.Models is null ? "all" : string.Join(",", s.Models))
             .WithSummary("Set a service's model choice (platform-admin, prompt-admin).");
 
         api.MapPut("/budgets", async (HttpContext context) =>
@@ -458,6 +458,7 @@ internal static partial class AdminApi
         api.MapPost("/access-requests", async (HttpContext context) =>
         {
             var body = await ReadAsync<AccessRequestBody>(context);
+            RequireNoNulls(body.Models, "models");
             var snapshot = gateway.Policy.Current;
             var (tenant, service) = Locate(snapshot.Document, "consumer", body.Consumer);
             await RequireAsync(context, gateway, AdminPermission.RequestAccess, tenant, service, "access.requested", "consumer:" + body.Consumer);
@@ -770,14 +771,21 @@ internal static partial class AdminApi
     {
         try
         {
-            return await JsonSerializer.DeserializeAsync<T>(context.Request.Body, AdminJson.Options, context.RequestAborted)
+            return await JsonSerializer.DeserializeAsync<T>(context.Request.Body, AdminJson.BodyOptions, context.RequestAborted)
                 ?? throw AdminProblemException.Invalid("The request body is empty; send a JSON object.");
         }
         catch (JsonException ex)
         {
-            throw AdminProblemException.Invalid("The request body is not valid: " + ex.Message);
+            // Path is where the reader was: "$.models" for a null list, "$" for a required member missing.
+            var field = ex.Path is { Length: > 2 } path && path.StartsWith("$.", StringComparison.Ordinal) ? $" at '{path[2..]}'" : "";
+            throw AdminProblemException.Invalid($"The request body is not valid{field}: {ex.Message}");
         }
     }
+
+    /// <summary>The body options reject a null list, but not a null in one (<c>[null]</c>): that is refused here.</summary>
+    private static IReadOnlyList<T> RequireNoNulls<T>(IReadOnlyList<T> items, string field)
+        where T : class
+        => items.Contains(null) ? throw AdminProblemException.Invalid($"'{field}' has an empty (null) entry.") : items;
 
     private static void RequireReason(string? reason, string field = "reason")
     {

@@ -184,6 +184,17 @@ internal static class AdminJson
         DefaultIgnoreCondition = JsonIgnoreCondition.Never,
         WriteIndented = false,
     };
+
+    /// <summary>
+    /// For the bodies of changes: a null where the model has no null, a missing required member or a member the body type
+    /// does not have is an error. A misspelt <c>budget</c> would otherwise read as "no budget", and remove it.
+    /// </summary>
+    public static JsonSerializerOptions BodyOptions { get; } = new(Options)
+    {
+        RespectNullableAnnotations = true,
+        RespectRequiredConstructorParameters = true,
+        UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
+    };
 }
 
 /// <summary>Acknowledging an alert: an optional note.</summary>

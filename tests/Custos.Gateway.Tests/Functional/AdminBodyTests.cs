@@ -1,0 +1,43 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Text;
+using System.Text.Json;
+
+namespace Custos.Gateway.Tests.Functional;
+
+/// <summary>
+/// Bodies of admin changes that are wrong in shape: each a 400 <c>admin.invalid_request</c> with the request id, and no
+/// new policy version. Before, five of them were 500s (a null where the code expects none, in a list or as the list), and
+/// a member the body does not have was ignored: a budget change with "amount" instead of "budget" removed the budget.
+/// </summary>
+public sealed class AdminBodyTests
+{
+    [Theory]
+    [InlineData("POST", "/admin/v1/policy/versions", """{"reason":"no yaml"}""", "yaml")]
+    [InlineData("POST", "/admin/v1/access-requests", """{"consumer":"web","models":null,"justification":"x"}""", "models")]
+    [InlineData("POST", "/admin/v1/access-requests", """{"consumer":"web","models":[null],"justification":"x"}""", "models")]
+    [InlineData("PUT", "/admin/v1/services/support/owners", """{"owners":null,"reason":"x"}""", "owners")]
+    [InlineData("PUT", "/admin/v1/services/support/prompt-rules", """{"prompt_rules":null,"reason":"x"}""", "prompt_rules")]
+    [InlineData("PUT", "/admin/v1/services/support/prompt-rules", """{"prompt_rules":[null],"reason":"x"}""", "prompt_rules")]
+    [InlineData("PUT", "/admin/v1/services/support/models", """{"models":[null],"reason":"x"}""", "models")]
+    [InlineData("POST", "/admin/v1/kill-switches", """{"scope":"consumer","id":"web","engaged":null,"reason":"x"}""", "engaged")]
+    [InlineData("PUT", "/admin/v1/budgets", """{"scope":"service","id":"support","amount":5,"reason":"typo for budget"}""", "amount")]
+    public async Task AMalformedChange_Is400NamingTheField_AndChangesNothing(string method, string path, string body, string field)
+    {
+        await using var g = await ControlPlaneFixture.StartAsync();
+        var before = g.Gateway.Policy.Current.Info.Number;
+        using var http = new HttpClient { BaseAddress = g.Gateway.AdminUri };
+        using var request = new HttpRequestMessage(new HttpMethod(method), path) { Content = new StringContent(body, Encoding.UTF8, "application/json") };
+        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", ControlPlaneFixture.AdminKey(g, "root"));
+
+        using var response = await http.SendAsync(request);
+
+        var text = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == HttpStatusCode.BadRequest, $"{(int)response.StatusCode}: {text}");
+        using var problem = JsonDocument.Parse(text);
+        Assert.Equal("admin.invalid_request", problem.RootElement.GetProperty("code").GetString());
+        Assert.Equal(TestGateway.RequestIdOf(response), problem.RootElement.GetProperty("request_id").GetString());
+        Assert.Contains($"'{field}'", problem.RootElement.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        Assert.Equal(before, g.Gateway.Policy.Current.Info.Number);
+    }
+}
