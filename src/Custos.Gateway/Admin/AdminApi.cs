@@ -1,3 +1,5 @@
+using System.Globalization;
+using System.Reflection;
 using System.Text.Json;
 using Custos.ControlPlane;
 using Custos.Gateway.Hosting;
@@ -39,6 +41,64 @@ internal static partial class AdminApi
     private const string AdminItem = "custos.admin";
     private const string RequestIdItem = "custos.request_id";
 
+    /// <summary>
+    /// A query or route value that does not bind (<c>?limit=x</c>, a required one missing) fails before the endpoint's
+    /// filter runs, and ASP.NET Core would answer an empty 400. With <see cref="RouteHandlerOptions.ThrowOnBadRequest"/>
+    /// set, this answers it as every other refusal: problem details with <c>admin.invalid_request</c>, naming the parameter,
+    /// and a request id.
+    /// </summary>
+    public static void UseBadRequestProblems(IApplicationBuilder app, CustosGateway gateway)
+        => app.Use(async (context, next) =>
+        {
+            try
+            {
+                await next(context);
+            }
+            catch (BadHttpRequestException ex) when (context.Request.Path.StartsWithSegments("/admin/v1") && !context.Response.HasStarted)
+            {
+                var requestId = context.Items[RequestIdItem] as string ?? RequestId.New(gateway.Time.GetUtcNow());
+                context.Items[RequestIdItem] = requestId;
+                context.Response.Headers["x-request-id"] = requestId;
+                await Problem(context, ex.StatusCode, "admin.invalid_request", "Invalid request", ex.Message).ExecuteAsync(context);
+            }
+        });
+
+    /// <summary>
+    /// A query value of a number or time parameter that does not read as one (<c>?limit=x</c>, <c>?from=yesterday</c>):
+    /// ASP.NET Core would answer an empty 400 after this filter; named here instead. The parameters are the handler's own,
+    /// read as the framework reads them (invariant culture).
+    /// </summary>
+    private static string? UnreadableQueryValue(HttpContext http)
+    {
+        if (http.GetEndpoint()?.Metadata.GetMetadata<MethodInfo>() is not { } handler)
+        {
+            return null;
+        }
+
+        foreach (var parameter in handler.GetParameters())
+        {
+            var type = Nullable.GetUnderlyingType(parameter.ParameterType) ?? parameter.ParameterType;
+            if (parameter.Name is not { } name || !http.Request.Query.TryGetValue(name, out var values))
+            {
+                continue;
+            }
+
+            var value = values.ToString();
+            if (type == typeof(int) && !int.TryParse(value, NumberStyles.Integer, CultureInfo.InvariantCulture, out _)
+                || type == typeof(long) && !long.TryParse(value, NumberStyles.Integer, CultureInfo.InvariantCulture, out _))
+            {
+                return $"'{name}' must be a whole number, not '{value}'.";
+            }
+
+            if (type == typeof(DateTimeOffset) && !DateTimeOffset.TryParse(value, CultureInfo.InvariantCulture, DateTimeStyles.None, out _))
+            {
+                return $"'{name}' must be a time such as 2026-11-30T09:00:00Z, not '{value}'.";
+            }
+        }
+
+        return null;
+    }
+
     public static void Map(IEndpointRouteBuilder app, CustosGateway gateway)
     {
         var api = app.MapGroup("/admin/v1").AddEndpointFilter(async (context, next) =>
@@ -56,6 +116,11 @@ internal static partial class AdminApi
                 }
 
                 http.Items[AdminItem] = admin;
+                if (UnreadableQueryValue(http) is { } unreadable)
+                {
+                    return Problem(http, StatusCodes.Status400BadRequest, "admin.invalid_request", "Invalid request", unreadable);
+                }
+
                 return await next(context);
             }
             catch (AdminProblemException ex)

@@ -6,12 +6,38 @@ using System.Text.Json;
 namespace Custos.Gateway.Tests.Functional;
 
 /// <summary>
+/// Admin requests that are wrong in shape. Query values that do not read as their type: each a 400
+/// <c>admin.invalid_request</c> naming the parameter, with the request id; before, an empty 400 without either.
 /// Bodies of admin changes that are wrong in shape: each a 400 <c>admin.invalid_request</c> with the request id, and no
 /// new policy version. Before, five of them were 500s (a null where the code expects none, in a list or as the list), and
 /// a member the body does not have was ignored: a budget change with "amount" instead of "budget" removed the budget.
 /// </summary>
-public sealed class AdminBodyTests
+public sealed class AdminBadInputTests
 {
+    [Theory]
+    [InlineData("/admin/v1/ledger?limit=99999999999", "limit")]
+    [InlineData("/admin/v1/ledger?from=garbage", "from")]
+    [InlineData("/admin/v1/alerts?limit=ten", "limit")]
+    [InlineData("/admin/v1/spend?to=yesterday", "to")]
+    [InlineData("/admin/v1/reports/incident?subject=consumer&id=web&from=last%20week", "from")]
+    [InlineData("/admin/v1/policy/diff?to=1", "from")]
+    public async Task AQueryValueThatDoesNotRead_Is400NamingIt(string path, string parameter)
+    {
+        await using var g = await ControlPlaneFixture.StartAsync();
+        using var http = new HttpClient { BaseAddress = g.Gateway.AdminUri };
+        using var request = new HttpRequestMessage(HttpMethod.Get, path);
+        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", ControlPlaneFixture.AdminKey(g, "root"));
+
+        using var response = await http.SendAsync(request);
+
+        var text = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == HttpStatusCode.BadRequest && text.Length > 0, $"{(int)response.StatusCode}: {text}");
+        using var problem = JsonDocument.Parse(text);
+        Assert.Equal("admin.invalid_request", problem.RootElement.GetProperty("code").GetString());
+        Assert.Equal(TestGateway.RequestIdOf(response), problem.RootElement.GetProperty("request_id").GetString());
+        Assert.Contains(parameter, problem.RootElement.GetProperty("detail").GetString(), StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData("POST", "/admin/v1/policy/versions", """{"reason":"no yaml"}""", "yaml")]
     [InlineData("POST", "/admin/v1/access-requests", """{"consumer":"web","models":null,"justification":"x"}""", "models")]
