@@ -4,6 +4,7 @@ using System.Text.Json;
 using Custos.Controls;
 using Custos.Metering;
 using Custos.Policy;
+using Custos.Testing;
 
 namespace Custos.Core.Tests;
 
@@ -36,34 +37,6 @@ public sealed class MutationFuzzTests
 
     private static byte[] Cassette(string name) => File.ReadAllBytes(Path.Combine(AppContext.BaseDirectory, "Cassettes", name));
 
-    /// <summary>Up to <paramref name="most"/> cuts, flipped bytes, repeated runs and inserted fragments.</summary>
-    private static byte[] Mutate(byte[] seed, Random random, int most)
-    {
-        var bytes = new List<byte>(seed);
-        for (var k = random.Next(1, most + 1); k > 0; k--)
-        {
-            var at = random.Next(bytes.Count + 1);
-            switch (random.Next(4))
-            {
-                case 0:
-                    bytes.RemoveRange(Math.Min(at, bytes.Count), Math.Min(random.Next(1, 12), bytes.Count - Math.Min(at, bytes.Count)));
-                    break;
-                case 1 when at < bytes.Count:
-                    bytes[at] = (byte)random.Next(256);
-                    break;
-                case 2 when bytes.Count > 0:
-                    var from = random.Next(bytes.Count);
-                    bytes.InsertRange(at, bytes.GetRange(from, Math.Min(random.Next(1, 200), bytes.Count - from)));
-                    break;
-                default:
-                    bytes.InsertRange(at, Encoding.UTF8.GetBytes(Fragments[random.Next(Fragments.Length)]));
-                    break;
-            }
-        }
-
-        return [.. bytes];
-    }
-
     [Fact]
     public void ResponseMeter_OverMutatedProviderTraffic_PassesItOnAndNeverThrows()
     {
@@ -80,7 +53,7 @@ public sealed class MutationFuzzTests
         for (var run = 0; run < Runs; run++)
         {
             var (seed, provider, stream) = seeds[random.Next(seeds.Length)];
-            var body = Mutate(seed, random, most: 5);
+            var body = Mutations.Apply(seed, random, Fragments);
             var hide = random.Next(2) == 0;
             var chunk = random.Next(3) switch { 0 => 1, 1 => random.Next(2, 64), _ => body.Length + 1 };
             var output = new ArrayBufferWriter<byte>();
@@ -123,7 +96,7 @@ public sealed class MutationFuzzTests
 
         for (var run = 0; run < Runs; run++)
         {
-            var body = Mutate(Encoding.UTF8.GetBytes(seeds[random.Next(seeds.Length)]), random, most: 2);
+            var body = Mutations.Apply(Encoding.UTF8.GetBytes(seeds[random.Next(seeds.Length)]), random, Fragments, most: 2);
             var error = ChatRequest.TryParse(body, out var request);
             if (error != ParseError.None || request.Model is null)
             {

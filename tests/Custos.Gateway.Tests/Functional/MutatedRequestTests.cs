@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Http.Headers;
 using System.Text;
 using System.Text.Json;
+using Custos.Testing;
 
 namespace Custos.Gateway.Tests.Functional;
 
@@ -31,33 +32,6 @@ public sealed class MutatedRequestTests
         "\"messages\"", "\"system\"", "\"input\"", "\"prompt\"", "\"content\"",
     ];
 
-    private static byte[] Mutate(byte[] seed, Random random)
-    {
-        var bytes = new List<byte>(seed);
-        for (var k = random.Next(0, 3); k > 0; k--)
-        {
-            var at = random.Next(bytes.Count + 1);
-            switch (random.Next(4))
-            {
-                case 0 when at < bytes.Count:
-                    bytes.RemoveRange(at, Math.Min(random.Next(1, 8), bytes.Count - at));
-                    break;
-                case 1 when at < bytes.Count:
-                    bytes[at] = (byte)random.Next(256);
-                    break;
-                case 2 when bytes.Count > 0:
-                    var from = random.Next(bytes.Count);
-                    bytes.InsertRange(at, bytes.GetRange(from, Math.Min(random.Next(1, 60), bytes.Count - from)));
-                    break;
-                default:
-                    bytes.InsertRange(at, Encoding.UTF8.GetBytes(Fragments[random.Next(Fragments.Length)]));
-                    break;
-            }
-        }
-
-        return [.. bytes];
-    }
-
     [Fact]
     public async Task MutatedRequests_AreEachAnsweredWithTheirRequestId_NeverFailInside_AndRecordedOnce()
     {
@@ -69,7 +43,7 @@ public sealed class MutatedRequestTests
         for (var i = 0; i < Requests; i++)
         {
             var (path, seed, anthropic) = Seeds[random.Next(Seeds.Length)];
-            var body = Mutate(Encoding.UTF8.GetBytes(seed), random);
+            var body = Mutations.Apply(Encoding.UTF8.GetBytes(seed), random, Fragments, fewest: 0, most: 2, longestRepeat: 60);
             using var request = g.Post(path, "", anthropicHeader: anthropic);
             request.Content = new ByteArrayContent(body) { Headers = { ContentType = new MediaTypeHeaderValue("application/json") } };
             using var response = await g.Client.SendAsync(request);
