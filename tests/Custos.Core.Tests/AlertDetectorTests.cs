@@ -351,6 +351,31 @@ public sealed class AlertDetectorTests
     }
 
     [Fact]
+    public void AgentRunsAndFailingSources_WhichCallersName_AreTrackedUpToABound_AndTrackedOnesStillAlert()
+    {
+        // One request each under 3,000 agent runs of their own, and one failure each from 3,000 addresses: a caller could
+        // otherwise make the gateway track without end (each key held for minutes).
+        var detectors = new AlertDetectors { MaxCallerNamedKeys = 500 };
+        var snapshot = Compile("alerts: { agent_run_requests_per_minute: 5, disabled: [model.first_use, usage.anomaly] }");
+        var signals = new List<AlertSignal>();
+        for (var i = 0; i < 3000; i++)
+        {
+            detectors.Observe(Record(Start.AddMilliseconds(i), "bot", agentRun: $"run-{i}"), snapshot, signals);
+            detectors.Observe(Record(Start.AddMilliseconds(i), null, Reasons.CredentialUnknown, address: $"10.2.{i / 256}.{i % 256}"), snapshot, signals);
+        }
+
+        Assert.InRange(detectors.TrackedKeys, 1000, 1010); // 500 runs, 500 sources, and the consumer's own few
+
+        // A run tracked before the bound was reached still raises its alert.
+        for (var i = 0; i < 5; i++)
+        {
+            detectors.Observe(Record(Start.AddSeconds(10 + i), "bot", agentRun: "run-0"), snapshot, signals);
+        }
+
+        Assert.Contains(signals, s => s.Type == AlertTypes.AgentFanOut && s.Subject == "agent_run:run-0");
+    }
+
+    [Fact]
     public void IdleKeysAreSwept()
     {
         var snapshot = Compile("alerts: { disabled: [model.first_use] }");

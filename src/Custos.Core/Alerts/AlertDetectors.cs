@@ -31,6 +31,13 @@ public sealed class AlertDetectors
     private Dictionary<string, (BudgetPeriod Period, TimeZoneInfo Zone)> _budgetPeriods = new(StringComparer.Ordinal);
     private DateTimeOffset _nextSweep = DateTimeOffset.MinValue;
 
+    /// <summary>
+    /// The most client addresses failing authentication, and agent runs, tracked at once. Both are named by callers
+    /// (a source address, an <c>X-Custos-Agent-Run</c> header), so a caller could otherwise make the gateway track
+    /// without end; past the bound, new ones are not tracked until the sweep frees idle ones (docs/alerts.md).
+    /// </summary>
+    internal int MaxCallerNamedKeys { get; init; } = 50_000;
+
     /// <summary>Keys currently tracked (sources, consumers, agent runs): bounded by sweeping idle ones.</summary>
     public int TrackedKeys => _authFailures.Count + _denials.Count + _agentRuns.Count + _baselines.Count;
 
@@ -245,6 +252,11 @@ public sealed class AlertDetectors
         var source = record.ClientAddress ?? "unknown";
         if (!_authFailures.TryGetValue(source, out var window))
         {
+            if (_authFailures.Count >= MaxCallerNamedKeys)
+            {
+                return;
+            }
+
             window = new BurstWindow(_rules.AuthFailuresPerMinute);
             _authFailures[source] = window;
         }
@@ -463,6 +475,11 @@ public sealed class AlertDetectors
         var key = consumer.Id + "|" + run;
         if (!_agentRuns.TryGetValue(key, out var state))
         {
+            if (_agentRuns.Count >= MaxCallerNamedKeys)
+            {
+                return;
+            }
+
             state = new AgentRun(_rules.AgentRunRequestsPerMinute);
             _agentRuns[key] = state;
         }
@@ -538,7 +555,8 @@ public sealed class AlertDetectors
     /// <summary>The last <c>threshold</c> events of one key; a burst is <c>threshold</c> of them within a minute.</summary>
     private sealed class BurstWindow(int threshold)
     {
-        private readonly Queue<(DateTimeOffset At, string RequestId, string Reason)> _events = new(Math.Min(threshold, 1024));
+        // Grown as events come, not sized to the threshold up front: most keys (one agent run, one source) see a few events.
+        private readonly Queue<(DateTimeOffset At, string RequestId, string Reason)> _events = new();
         private DateTimeOffset _quietUntil = DateTimeOffset.MinValue;
 
         public DateTimeOffset Last { get; private set; }
