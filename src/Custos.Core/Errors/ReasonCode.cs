@@ -128,6 +128,10 @@ public static class Reasons
     public static readonly ReasonCode DuplicateField = new("invalid.duplicate_field", 400, Invalid, false, Decision.Deny,
         "A field of the request appears more than once.");
 
+    /// <summary>A header the gateway records has a value it does not accept (longer than it records).</summary>
+    public static readonly ReasonCode InvalidHeader = new("invalid.header", 400, Invalid, false, Decision.Deny,
+        "A request header has a value this gateway does not accept.");
+
     /// <summary>The body is over the configured limit.</summary>
     public static readonly ReasonCode BodyTooLarge = new("invalid.body_too_large", 413, Invalid, false, Decision.Deny,
         "The request body is larger than this gateway accepts.");
@@ -253,7 +257,7 @@ public static class Reasons
         CredentialMissing, CredentialMalformed, CredentialChecksum, CredentialUnknown, CredentialRevoked, CredentialSuspended,
         CredentialExpired, CredentialWrongKind, ModelMissing, ModelNotFound, ModelNotEntitled, EntitlementExpired, EntitlementNotYetValid,
         TokenCeiling, PromptRestricted, RateLimited, QuotaExhausted, BudgetExhausted, ModelWrongEndpoint, InvalidJson, InvalidBody,
-        InvalidField, DuplicateField, BodyTooLarge, ContentType, UnknownEndpoint, MethodNotAllowed, UpstreamNotConfigured, UpstreamUnreachable,
+        InvalidField, DuplicateField, InvalidHeader, BodyTooLarge, ContentType, UnknownEndpoint, MethodNotAllowed, UpstreamNotConfigured, UpstreamUnreachable,
         UpstreamTimeout, UpstreamError, UpstreamAuth, UpstreamRejected, UpstreamRateLimited, UpstreamStreamInterrupted,
         ClientCancelled, Internal, Overloaded, LedgerBacklog, LedgerUnavailable, ConsumerSuspended, ServiceSuspended, TenantSuspended, ServiceUngoverned,
         TokenMalformed, TokenIssuer, TokenAudience, TokenSignature, TokenExpired, TokenSubjectUnknown,

@@ -39,12 +39,20 @@ internal sealed partial class DataPlane(
     private static readonly ConditionalWeakTable<ProviderEntry, Uri[]> UpstreamUris = new();
     private int _inFlight;
 
+    /// <summary>
+    /// The longest <c>X-Custos-Agent-Run</c> or <c>X-On-Behalf-Of</c> recorded: each names an agent run or a person, is
+    /// kept in every ledger entry and keys the agent fan-out detector, so a caller may not make it as large as Kestrel's
+    /// header limit allows.
+    /// </summary>
+    internal const int MaxIdentifyingHeaderLength = 256;
+
     public async Task InvokeAsync(HttpContext context)
     {
         var started = Stopwatch.GetTimestamp();
         var snapshot = policy.Current;
         var request = context.Request;
         var now = time.GetUtcNow();
+        string? oversized = null;
         var record = new RequestRecord
         {
             RequestId = RequestId.New(now),
@@ -55,8 +63,8 @@ internal sealed partial class DataPlane(
             PolicyVersion = snapshot.Version,
             PolicyHash = snapshot.Hash,
             ClientAddress = context.Connection.RemoteIpAddress?.ToString(),
-            AgentRun = HeaderOrNull(request.Headers, Headers.AgentRun),
-            OnBehalfOf = HeaderOrNull(request.Headers, Headers.OnBehalfOf),
+            AgentRun = IdentifyingHeader(request.Headers, Headers.AgentRun, ref oversized),
+            OnBehalfOf = IdentifyingHeader(request.Headers, Headers.OnBehalfOf, ref oversized),
         };
         context.Response.Headers[Headers.RequestId] = record.RequestId;
 
@@ -64,7 +72,7 @@ internal sealed partial class DataPlane(
         var inFlight = Interlocked.Increment(ref _inFlight);
         try
         {
-            call = await HandleAsync(context, snapshot, record, inFlight);
+            call = await HandleAsync(context, snapshot, record, inFlight, oversized);
         }
         catch (Exception ex) when (ex is OperationCanceledException or IOException or BadHttpRequestException && context.RequestAborted.IsCancellationRequested)
         {
@@ -154,7 +162,7 @@ internal sealed partial class DataPlane(
         }
     }
 
-    private async Task<UpstreamCall?> HandleAsync(HttpContext context, PolicySnapshot snapshot, RequestRecord record, int inFlight)
+    private async Task<UpstreamCall?> HandleAsync(HttpContext context, PolicySnapshot snapshot, RequestRecord record, int inFlight, string? oversizedHeader)
     {
         // A request the ledger could not record is refused before any work: the store and the spool both refuse writes.
         if (!ledger.IsHealthy)
@@ -177,6 +185,13 @@ internal sealed partial class DataPlane(
         {
             context.Response.Headers.Allow = allowed;
             await DenyAsync(context, record, Reasons.MethodNotAllowed);
+            return null;
+        }
+
+        if (oversizedHeader is { } oversized)
+        {
+            await DenyAsync(context, record, Reasons.InvalidHeader,
+                $"The header '{oversized}' is longer than the {MaxIdentifyingHeaderLength} characters this gateway records.", oversized);
             return null;
         }
 
@@ -630,10 +645,27 @@ internal sealed partial class DataPlane(
 
     private static bool IsAnthropic(RequestRecord record) => record.Endpoint == "/v1/messages";
 
-    private static string? HeaderOrNull(IHeaderDictionary headers, string name)
+    /// <summary>
+    /// The value of a header that names who or what a call is for (<c>X-Custos-Agent-Run</c>, <c>X-On-Behalf-Of</c>), as
+    /// recorded; null when absent, or when longer than <see cref="MaxIdentifyingHeaderLength"/>: then
+    /// <paramref name="oversized"/> names the header, the request is refused, and the value is not recorded.
+    /// </summary>
+    private static string? IdentifyingHeader(IHeaderDictionary headers, string name, ref string? oversized)
     {
         var value = headers[name];
-        return StringValues.IsNullOrEmpty(value) ? null : value.ToString();
+        if (StringValues.IsNullOrEmpty(value))
+        {
+            return null;
+        }
+
+        var text = value.ToString();
+        if (text.Length <= MaxIdentifyingHeaderLength)
+        {
+            return text;
+        }
+
+        oversized ??= name;
+        return null;
     }
 
     private static Task DenyAsync(HttpContext context, RequestRecord record, ReasonCode reason, string? message = null, string? param = null)

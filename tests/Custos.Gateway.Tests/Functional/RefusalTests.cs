@@ -64,6 +64,33 @@ public sealed class RefusalTests(GatewayFixture fixture) : IClassFixture<Gateway
         return AssertRefusedAsync(request, HttpStatusCode.BadRequest, "invalid.json");
     }
 
+    [Theory]
+    [InlineData("X-Custos-Agent-Run", "agent_run")]
+    [InlineData("X-On-Behalf-Of", "on_behalf_of")]
+    public async Task AnIdentifyingHeaderLongerThanRecorded_Is400InvalidHeader_AndIsNotRecorded(string header, string field)
+    {
+        var request = G.Post("/v1/chat/completions", Chat);
+        request.Headers.Add(header, new string('r', 257));
+
+        var entry = await AssertRefusedAsync(request, HttpStatusCode.BadRequest, "invalid.header", header);
+
+        Assert.True(!entry.TryGetProperty(field, out var value) || value.ValueKind == JsonValueKind.Null, entry.GetRawText());
+        Assert.DoesNotContain(new string('r', 257), entry.GetRawText(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task AnIdentifyingHeaderAtTheLimit_IsRecorded()
+    {
+        using var request = G.Post("/v1/chat/completions", Chat);
+        var run = new string('r', 256);
+        request.Headers.Add("X-Custos-Agent-Run", run);
+
+        using var response = await G.Client.SendAsync(request);
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal(run, (await G.EntryAsync(TestGateway.RequestIdOf(response))).GetProperty("agent_run").GetString());
+    }
+
     [Fact]
     public Task MissingModel_Is400ModelMissing()
         => AssertRefusedAsync(G.Post("/v1/chat/completions", """{"messages":[]}"""), HttpStatusCode.BadRequest, "invalid.model_missing", "model");
