@@ -42,31 +42,9 @@ internal static partial class AdminApi
     private const string RequestIdItem = "custos.request_id";
 
     /// <summary>
-    /// A query or route value that does not bind (<c>?limit=x</c>, a required one missing) fails before the endpoint's
-    /// filter runs, and ASP.NET Core would answer an empty 400. With <see cref="RouteHandlerOptions.ThrowOnBadRequest"/>
-    /// set, this answers it as every other refusal: problem details with <c>admin.invalid_request</c>, naming the parameter,
-    /// and a request id.
-    /// </summary>
-    public static void UseBadRequestProblems(IApplicationBuilder app, CustosGateway gateway)
-        => app.Use(async (context, next) =>
-        {
-            try
-            {
-                await next(context);
-            }
-            catch (BadHttpRequestException ex) when (context.Request.Path.StartsWithSegments("/admin/v1") && !context.Response.HasStarted)
-            {
-                var requestId = context.Items[RequestIdItem] as string ?? RequestId.New(gateway.Time.GetUtcNow());
-                context.Items[RequestIdItem] = requestId;
-                context.Response.Headers["x-request-id"] = requestId;
-                await Problem(context, ex.StatusCode, "admin.invalid_request", "Invalid request", ex.Message).ExecuteAsync(context);
-            }
-        });
-
-    /// <summary>
-    /// A query value of a number or time parameter that does not read as one (<c>?limit=x</c>, <c>?from=yesterday</c>):
-    /// ASP.NET Core would answer an empty 400 after this filter; named here instead. The parameters are the handler's own,
-    /// read as the framework reads them (invariant culture).
+    /// A query value of a number or time parameter that does not read as one (<c>?limit=x</c>, <c>?from=yesterday</c>), or
+    /// a required one missing: ASP.NET Core would answer an empty 400 after this filter, without a code or request id;
+    /// named here instead. The parameters are the handler's own, read as the framework reads them (invariant culture).
     /// </summary>
     private static string? UnreadableQueryValue(HttpContext http)
     {
@@ -78,8 +56,19 @@ internal static partial class AdminApi
         foreach (var parameter in handler.GetParameters())
         {
             var type = Nullable.GetUnderlyingType(parameter.ParameterType) ?? parameter.ParameterType;
-            if (parameter.Name is not { } name || !http.Request.Query.TryGetValue(name, out var values))
+            if (parameter.Name is not { } name || http.Request.RouteValues.ContainsKey(name)
+                || !(type == typeof(int) || type == typeof(long) || type == typeof(DateTimeOffset)))
             {
+                continue;
+            }
+
+            if (!http.Request.Query.TryGetValue(name, out var values))
+            {
+                if (type == parameter.ParameterType)
+                {
+                    return $"'{name}' is required.";
+                }
+
                 continue;
             }
 

@@ -410,7 +410,6 @@ public sealed partial class CustosGateway : IAsyncDisposable
             var dataPlane = BuildDataPlane(options, policy, ledger, upstreamClient, counters, jwt);
             var adminBuilder = CreateBuilder(options, options.AdminUrl);
             adminBuilder.Services.AddResponseCompression(); // the console's script and the admin API's JSON
-            adminBuilder.Services.Configure<Microsoft.AspNetCore.Routing.RouteHandlerOptions>(o => o.ThrowOnBadRequest = true); // AdminApi answers them (UseBadRequestProblems)
             adminBuilder.Services.AddOpenApi(o => o.AddDocumentTransformer((document, _, _) =>
             {
                 document.Info = new() { Title = "Custos admin API", Version = "v1", Description = "The control plane of the Custos AI gateway." };
@@ -542,7 +541,6 @@ public sealed partial class CustosGateway : IAsyncDisposable
         app.MapGet("/readyz", (HttpContext context) => Ready(context, gateway.Policy, gateway.Ledger, gateway.Counters));
         app.MapOpenApi("/admin/v1/openapi.json").WithName("openapi");
         app.MapPrometheusScrapingEndpoint("/metrics", gateway._telemetryExport!.Meters, configureBranchedPipeline: null, optionsName: null);
-        Admin.AdminApi.UseBadRequestProblems(app, gateway);
         Admin.AdminApi.Map(app, gateway);
     }
 

@@ -274,21 +274,14 @@ internal sealed partial class DataPlane(
         var parseError = ChatRequest.TryParse(body.WrittenSpan, out var parsed);
         record.Stream = parsed.Stream;
         record.Model = parsed.Model;
-        if (parseError == ParseError.InvalidJson)
+        if (parseError != ParseError.None)
         {
-            await DenyAsync(context, record, Reasons.InvalidJson);
-            return null;
-        }
-
-        if (parseError == ParseError.InvalidField)
-        {
-            await DenyAsync(context, record, Reasons.InvalidField, $"The field '{parsed.ErrorField}' has the wrong type or value.", parsed.ErrorField);
-            return null;
-        }
-
-        if (parseError == ParseError.DuplicateField)
-        {
-            await DenyAsync(context, record, Reasons.DuplicateField, $"The field '{parsed.ErrorField}' appears more than once; send it once.", parsed.ErrorField);
+            await (parseError switch
+            {
+                ParseError.InvalidField => DenyAsync(context, record, Reasons.InvalidField, $"The field '{parsed.ErrorField}' has the wrong type or value.", parsed.ErrorField),
+                ParseError.DuplicateField => DenyAsync(context, record, Reasons.DuplicateField, $"The field '{parsed.ErrorField}' appears more than once; send it once.", parsed.ErrorField),
+                _ => DenyAsync(context, record, Reasons.InvalidJson),
+            });
             return null;
         }
 

@@ -22,6 +22,10 @@ public sealed class PolicyControlTests
             ? $$"""{"model":"{{model}}","messages":[{"role":"user","content":{{JsonSerializer.Serialize(content)}}}]}"""
             : $$"""{"model":"{{model}}","max_tokens":{{maxTokens}},"messages":[{"role":"user","content":{{JsonSerializer.Serialize(content)}}}]}""";
 
+    /// <summary>A gateway whose consumer <c>web</c> may ask for at most <paramref name="tokens"/> output tokens (clamped).</summary>
+    private static Task<TestGateway> StartWithOutputCeilingAsync(long tokens)
+        => TestGateway.StartAsync(p => WithConsumer(p, "web", c => c with { Limits = new LimitsConfig { MaxOutputTokens = tokens } }));
+
     private static decimal Cost(JsonElement entry) => decimal.Parse(entry.GetProperty("cost").GetString()!, CultureInfo.InvariantCulture);
 
     [Fact]
@@ -94,7 +98,7 @@ public sealed class PolicyControlTests
     [Fact]
     public async Task OutputCeiling_ClampsWhatReachesTheProvider_AndRecordsIt()
     {
-        await using var g = await TestGateway.StartAsync(p => WithConsumer(p, "web", c => c with { Limits = new LimitsConfig { MaxOutputTokens = 64 } }));
+        await using var g = await StartWithOutputCeilingAsync(64);
 
         using var clamped = await g.Client.SendAsync(g.Post("/v1/chat/completions", Chat(maxTokens: 4096)));
         var sentClamped = JsonDocument.Parse(g.Upstream.Received[^1].Body).RootElement;
@@ -113,7 +117,7 @@ public sealed class PolicyControlTests
     public async Task OutputCeiling_WithBothOpenAIFields_IsCheckedAgainstTheLarger_AndClampsBoth()
     {
         // A small max_tokens beside a large max_completion_tokens: the provider may honour the large one.
-        await using var g = await TestGateway.StartAsync(p => WithConsumer(p, "web", c => c with { Limits = new LimitsConfig { MaxOutputTokens = 64 } }));
+        await using var g = await StartWithOutputCeilingAsync(64);
 
         using var response = await g.Client.SendAsync(g.Post("/v1/chat/completions",
             """{"model":"gpt-4o-mini","max_tokens":1,"max_completion_tokens":4096,"messages":[{"role":"user","content":"hi"}]}"""));
@@ -131,7 +135,7 @@ public sealed class PolicyControlTests
     public async Task OutputCeiling_OverAnExplicitNull_IsWrittenInItsPlace_NotBesideIt()
     {
         // Injected beside "max_tokens":null, the provider would get the field twice, and one that takes the last no ceiling.
-        await using var g = await TestGateway.StartAsync(p => WithConsumer(p, "web", c => c with { Limits = new LimitsConfig { MaxOutputTokens = 64 } }));
+        await using var g = await StartWithOutputCeilingAsync(64);
 
         using var response = await g.Client.SendAsync(g.Post("/v1/chat/completions", """{"model":"gpt-4o-mini","max_tokens":null,"messages":[{"role":"user","content":"hi"}]}"""));
         var sent = g.Upstream.Received[^1].Body;
