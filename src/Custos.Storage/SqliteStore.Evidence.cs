@@ -22,7 +22,7 @@ public sealed partial class SqliteStore
         await using var connection = await OpenReaderAsync(cancellationToken);
         using var command = connection.CreateCommand();
         command.CommandText = $"""
-            SELECT seq, {(withRecords ? "record" : "''")}, prev_hash, hash, request_id, ts FROM ledger
+            SELECT seq, {(withRecords ? "record" : "''")}, prev_hash, hash, request_id, ts{(withRecords ? ", kind, tenant, service, consumer, decision, model" : "")} FROM ledger
             WHERE chain_id = $chain AND seq >= $from AND seq <= $to ORDER BY seq
             """;
         command.Parameters.AddWithValue("$chain", chainId);
@@ -31,10 +31,29 @@ public sealed partial class SqliteStore
         await using var reader = await command.ExecuteReaderAsync(cancellationToken);
         while (await reader.ReadAsync(cancellationToken))
         {
+            var requestId = reader.IsDBNull(4) ? null : reader.GetString(4);
+            var ts = reader.GetString(5);
             yield return new ChainEntry(reader.GetInt64(0), withRecords ? LedgerRecordCodec.Read(reader, 1, _dictionaries) : "", reader.GetString(2), reader.GetString(3),
-                reader.IsDBNull(4) ? null : reader.GetString(4), reader.GetString(5));
+                requestId, ts)
+            {
+                Columns = withRecords
+                    ? new LedgerColumns
+                    {
+                        Kind = reader.GetString(6),
+                        Timestamp = ts,
+                        RequestId = requestId,
+                        Tenant = Text(reader, 7),
+                        Service = Text(reader, 8),
+                        Consumer = Text(reader, 9),
+                        Decision = Text(reader, 10),
+                        Model = Text(reader, 11),
+                    }
+                    : null,
+            };
         }
     }
+
+    private static string? Text(Microsoft.Data.Sqlite.SqliteDataReader reader, int ordinal) => reader.IsDBNull(ordinal) ? null : reader.GetString(ordinal);
 
     /// <inheritdoc/>
     public async Task AppendCheckpointAsync(SignedCheckpoint checkpoint, CancellationToken cancellationToken = default)

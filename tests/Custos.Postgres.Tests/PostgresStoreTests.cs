@@ -21,6 +21,8 @@ public sealed class PostgresStoreTests(PostgresServerFixture server) : StoreCont
 
     protected override async Task<ICustosStore> OpenSameStoreAsync() => await PostgresStore.OpenAsync(ConnectionString);
 
+    protected override Task AlterLedgerAsync(string sql) => ExecuteRawAsync("SET session_replication_role = replica; " + sql); // ordinary triggers do not fire
+
     protected override async Task ExecuteRawAsync(string sql)
     {
         await using var connection = new NpgsqlConnection(ConnectionString);
@@ -74,6 +76,21 @@ public sealed class PostgresStoreTests(PostgresServerFixture server) : StoreCont
         }
 
         return [.. result];
+    }
+
+    [Fact]
+    public async Task Verify_FindsAnAlteredCostColumn_WhichTheSpendFiguresSum()
+    {
+        await Store.AppendAsync(EveryKind(new HashChain("n1", 0, HashChain.Genesis)));
+        using var key = System.Security.Cryptography.ECDsa.Create(System.Security.Cryptography.ECCurve.NamedCurves.nistP256);
+        var options = new VerificationOptions { PublicKeys = [key] };
+        Assert.True((await LedgerVerifier.VerifyAsync(Store, options)).Ok);
+
+        await AlterLedgerAsync("UPDATE ledger SET cost = 0 WHERE chain_id = 'n1' AND seq = 1");
+
+        var problem = Assert.Single((await LedgerVerifier.VerifyAsync(Store, options)).Problems);
+        Assert.Equal(("altered_columns", 1L, "r1"), (problem.Kind, problem.Seq, problem.RequestId));
+        Assert.StartsWith("its cost column says '0' but the entry says '0.000123400'", problem.Detail, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -33,6 +33,12 @@ public abstract class StoreContract : IAsyncLifetime
     /// <summary>Runs <paramref name="sql"/> on the store's database directly, around the store; throws the driver's exception.</summary>
     protected abstract Task ExecuteRawAsync(string sql);
 
+    /// <summary>
+    /// Runs <paramref name="sql"/> with the ledger's append-only guard lifted, as an insider with the database owner's rights
+    /// would: what verification must catch.
+    /// </summary>
+    protected abstract Task AlterLedgerAsync(string sql);
+
     /// <summary>Cleans up after the stores were disposed.</summary>
     protected virtual Task CleanUpAsync() => Task.CompletedTask;
 
@@ -569,6 +575,91 @@ public abstract class StoreContract : IAsyncLifetime
         Assert.Equal([1L, 2L, 3L, 4L, 5L], hashesOnly.Select(e => e.Seq));
         Assert.All(hashesOnly, e => Assert.Equal("", e.Json));
         Assert.Equal(records.Select(r => r.Hash), hashesOnly.Select(e => e.Hash));
+    }
+
+    /// <summary>An entry of every kind: a request allowed with a cost, one refused before anything about it was known, an admin action, a shed count.</summary>
+    protected static List<ChainedRecord> EveryKind(HashChain chain)
+    {
+        var unknown = new RequestRecord { RequestId = "r2", NodeId = "n1", Method = "POST", Endpoint = "/v1/chat/completions", Timestamp = T0.AddSeconds(1) };
+        unknown.Fail(Reasons.CredentialUnknown, Outcome.Denied);
+        return
+        [
+            chain.Append(Request("r1", "acme", "a", Decision.Allow, T0.AddTicks(17), cost: 0.0001234m)),
+            chain.Append(unknown),
+            chain.Append(Admin(T0.AddSeconds(2))),
+            chain.Append(new ShedRecord
+            {
+                Timestamp = T0.AddSeconds(3),
+                NodeId = "n1",
+                First = T0,
+                Reasons = new Dictionary<string, long>(StringComparer.Ordinal) { ["unavailable.ledger_backlog"] = 3 },
+            }),
+        ];
+    }
+
+    private async Task<List<ChainEntry>> ReadChainAsync(string chainId)
+    {
+        var entries = new List<ChainEntry>();
+        await foreach (var entry in Store.ReadChainAsync(chainId, 1, long.MaxValue))
+        {
+            entries.Add(entry);
+        }
+
+        return entries;
+    }
+
+    [Fact]
+    public async Task ReadChain_GivesTheSearchColumns_AsEachKindOfEntryHasThem()
+    {
+        await Store.AppendAsync(EveryKind(new HashChain("n1", 0, HashChain.Genesis)));
+
+        var entries = await ReadChainAsync("n1");
+
+        Assert.All(entries, entry =>
+        {
+            var recorded = LedgerColumns.Read(Encoding.UTF8.GetBytes(entry.Json));
+            Assert.NotNull(recorded);
+            Assert.NotNull(entry.Columns);
+            Assert.Null(LedgerColumns.Difference(recorded, entry.Columns));
+        });
+        var columns = entries.Select(e => e.Columns!).ToList();
+        Assert.Equal(["request", "request", "admin", "shed"], columns.Select(c => c.Kind));
+        Assert.Equal([LedgerTime.Format(T0.AddTicks(17)), LedgerTime.Format(T0.AddSeconds(1))], columns.Take(2).Select(c => c.Timestamp));
+        Assert.Equal(("r1", "acme", "svc", "a", "allow", "m"), (columns[0].RequestId, columns[0].Tenant, columns[0].Service, columns[0].Consumer, columns[0].Decision, columns[0].Model));
+        Assert.Equal(("r2", null, null, null, "deny", null), (columns[1].RequestId, columns[1].Tenant, columns[1].Service, columns[1].Consumer, columns[1].Decision, columns[1].Model));
+        Assert.Equal(("acme", null, null), (columns[2].Tenant, columns[2].RequestId, columns[2].Decision));
+        if (columns[0].HasCost)
+        {
+            Assert.Equal([0.0001234m, null, null, null], columns.Select(c => c.Cost));
+        }
+
+        await foreach (var entry in Store.ReadChainAsync("n1", 1, 4, withRecords: false))
+        {
+            Assert.Null(entry.Columns);
+        }
+    }
+
+    [Theory]
+    [InlineData("kind", "'admin'")] // out of every search for requests
+    [InlineData("ts", "'2026-10-01T00:00:00.000000Z'")] // out of the month's reports
+    [InlineData("request_id", "'r1'")]
+    [InlineData("tenant", "'acme'")] // into another tenant's reports
+    [InlineData("service", "'svc'")]
+    [InlineData("consumer", "'a'")]
+    [InlineData("decision", "'allow'")] // a refusal hidden from every search for refusals
+    [InlineData("model", "'m'")]
+    public async Task Verify_FindsAnAlteredSearchColumn_AtItsEntry(string column, string value)
+    {
+        await Store.AppendAsync(EveryKind(new HashChain("n1", 0, HashChain.Genesis)));
+        using var key = System.Security.Cryptography.ECDsa.Create(System.Security.Cryptography.ECCurve.NamedCurves.nistP256);
+        var options = new VerificationOptions { PublicKeys = [key] };
+        Assert.True((await LedgerVerifier.VerifyAsync(Store, options)).Ok);
+
+        await AlterLedgerAsync($"UPDATE ledger SET {column} = {value} WHERE chain_id = 'n1' AND seq = 2");
+
+        var problem = Assert.Single((await LedgerVerifier.VerifyAsync(Store, options)).Problems);
+        Assert.Equal(("altered_columns", 2L, "r2"), (problem.Kind, problem.Seq, problem.RequestId));
+        Assert.StartsWith($"its {column} column says", problem.Detail, StringComparison.Ordinal);
     }
 
     private static SignedCheckpoint NewCheckpoint(string chain, long from, long to)

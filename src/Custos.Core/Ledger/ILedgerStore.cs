@@ -90,7 +90,11 @@ public interface IPolicyStore
 /// <param name="Hash">The stored hash.</param>
 /// <param name="RequestId">The request id, for request entries.</param>
 /// <param name="Timestamp">The stored timestamp column.</param>
-public sealed record ChainEntry(long Seq, string Json, string PrevHash, string Hash, string? RequestId, string Timestamp);
+public sealed record ChainEntry(long Seq, string Json, string PrevHash, string Hash, string? RequestId, string Timestamp)
+{
+    /// <summary>Every column the store searches by, as stored, for the verifier to compare with the entry; read with the records only.</summary>
+    public LedgerColumns? Columns { get; init; }
+}
 
 /// <summary>Signed checkpoints and ordered chain reads: what verification and proofs need.</summary>
 public interface IEvidenceStore
@@ -100,7 +104,8 @@ public interface IEvidenceStore
 
     /// <summary>
     /// Entries of <paramref name="chainId"/> with <paramref name="fromSeq"/> ≤ seq ≤ <paramref name="toSeq"/>, in sequence order;
-    /// without <paramref name="withRecords"/>, their <see cref="ChainEntry.Json"/> is empty (sealing needs only the hashes).
+    /// without <paramref name="withRecords"/>, their <see cref="ChainEntry.Json"/> is empty and their <see cref="ChainEntry.Columns"/>
+    /// null (sealing needs only the hashes).
     /// </summary>
     IAsyncEnumerable<ChainEntry> ReadChainAsync(string chainId, long fromSeq, long toSeq, bool withRecords = true, CancellationToken cancellationToken = default);
 

@@ -169,6 +169,12 @@ public static class LedgerVerifier
                             break;
                         }
 
+                        if (ColumnProblem(chainId, entry, buffer.AsSpan(0, length)) is { } altered)
+                        {
+                            problem = altered;
+                            break;
+                        }
+
                         prevHash = hash;
                         expected++;
                         entries++;
@@ -233,6 +239,32 @@ public static class LedgerVerifier
         {
             ArrayPool<byte>.Shared.Return(buffer);
         }
+    }
+
+    /// <summary>
+    /// A problem when the columns the store searches by do not say what the entry says: the hash covers the entry, not its
+    /// columns, and searches and reports select entries by them (<see cref="LedgerColumns"/>).
+    /// </summary>
+    private static VerificationProblem? ColumnProblem(string chainId, ChainEntry entry, ReadOnlySpan<byte> canonical)
+    {
+        if (entry.Columns is not { } stored)
+        {
+            return null; // a store that keeps no columns
+        }
+
+        if (LedgerColumns.Read(canonical) is not { } recorded)
+        {
+            return new("altered_columns", chainId, entry.Seq, entry.RequestId,
+                "its columns cannot be compared: the entry is not a JSON object with a kind and a timestamp");
+        }
+
+        return LedgerColumns.Difference(recorded, stored) is var (column, was, says)
+            ? new("altered_columns", chainId, entry.Seq, recorded.RequestId,
+                $"its {column} column says {Quote(was)} but the entry says {Quote(says)}: the row's search columns were altered, "
+                + "so searches and reports would miss it or count it wrongly")
+            : null;
+
+        static string Quote(string? value) => value is null ? "null" : $"'{value}'";
     }
 
     /// <summary>Reads the checkpoints a directory witness holds.</summary>

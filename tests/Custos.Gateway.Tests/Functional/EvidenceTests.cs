@@ -80,6 +80,18 @@ public sealed class EvidenceTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task AnAlteredSearchColumn_IsFoundAtItsSequence()
+    {
+        // The entry and its hashes untouched; only the column that searches and reports select a tenant's requests by.
+        var (directory, seq, requestId) = await TamperAsync((db, target) => ExecAsync(db, $"UPDATE ledger SET tenant = 'globex' WHERE seq = {target}"));
+
+        var problem = Assert.Single((await VerifyAsync(directory)).Problems);
+        Assert.Equal(("altered_columns", seq, requestId), (problem.Kind, problem.Seq, problem.RequestId));
+        Assert.Equal("its tenant column says 'globex' but the entry says 'acme': the row's search columns were altered, so searches and reports would miss it or count it wrongly",
+            problem.Detail);
+    }
+
+    [Fact]
     public async Task ADeletedEntry_IsFoundAsMissing()
     {
         var (directory, seq, _) = await TamperAsync((db, target) => ExecAsync(db, $"DELETE FROM ledger WHERE seq = {target}"));
@@ -99,7 +111,11 @@ public sealed class EvidenceTests : IAsyncLifetime
             var (prevHash, json) = await ScalarRowAsync(db, $"SELECT hash, custos_record(record) FROM ledger WHERE seq = {target - 1}");
             var forged = json.Replace("gpt-4o-mini", "gpt-4o", StringComparison.Ordinal);
             var hash = HashChain.Link(prevHash, Encoding.UTF8.GetBytes(forged));
-            await ExecAsync(db, $"INSERT INTO ledger (chain_id, seq, kind, ts, record, prev_hash, hash) SELECT chain_id, {target}, kind, ts, '{forged.Replace("'", "''", StringComparison.Ordinal)}', '{prevHash}', '{hash}' FROM ledger WHERE seq = {target - 1}");
+            await ExecAsync(db, $"""
+                INSERT INTO ledger (chain_id, seq, kind, ts, request_id, tenant, service, consumer, decision, model, record, prev_hash, hash)
+                SELECT chain_id, {target}, kind, ts, request_id, tenant, service, consumer, decision, 'gpt-4o', '{forged.Replace("'", "''", StringComparison.Ordinal)}', '{prevHash}', '{hash}'
+                FROM ledger WHERE seq = {target - 1}
+                """);
         });
 
         var problem = Assert.Single((await VerifyAsync(directory)).Problems);
@@ -219,7 +235,8 @@ public sealed class EvidenceTests : IAsyncLifetime
     /// <summary>What an insider who can also sign would do: alter an entry, re-chain everything after it, re-seal every checkpoint.</summary>
     private static async Task RewriteAndResealAsync(SqliteConnection db, long target, CheckpointKey key)
     {
-        await ExecAsync(db, $"UPDATE ledger SET record = replace(custos_record(record), '\"gpt-4o-mini\"', '\"gpt-4o-maxi\"') WHERE seq = {target}");
+        // The entry and its search column alike: the database alone then says nothing of the change.
+        await ExecAsync(db, $"UPDATE ledger SET record = replace(custos_record(record), '\"gpt-4o-mini\"', '\"gpt-4o-maxi\"'), model = 'gpt-4o-maxi' WHERE seq = {target}");
         var rows = new List<(long Seq, string Json, string Ts)>();
         await using (var command = db.CreateCommand())
         {

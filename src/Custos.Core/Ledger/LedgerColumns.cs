@@ -1,0 +1,177 @@
+using System.Globalization;
+using System.Text.Json;
+
+namespace Custos.Ledger;
+
+/// <summary>
+/// What a store keeps beside each ledger entry to search by: kind, time, request id, tenant, service, consumer, decision,
+/// model, and in PostgreSQL the cost. They are copies of fields of the entry's canonical JSON, written from the same record.
+/// </summary>
+/// <remarks>
+/// The hash chain covers the canonical JSON, not these copies. Searches (<c>custos requests</c>, the admin API's ledger) and
+/// reports select entries by them, so a row whose columns were altered would hide from a search or a report, or show up in
+/// the wrong one, while every hash still verified. <see cref="LedgerVerifier"/> therefore reads them back with each entry and
+/// compares them with the entry's own fields (<see cref="Read"/>, <see cref="Difference"/>).
+/// </remarks>
+public sealed record LedgerColumns
+{
+    /// <summary><c>request</c>, <c>admin</c>, <c>shed</c>, or a kind a newer version writes.</summary>
+    public required string Kind { get; init; }
+
+    /// <summary>The entry's instant, in the ledger's text form (<see cref="LedgerTime"/>).</summary>
+    public required string Timestamp { get; init; }
+
+    /// <summary>The tenant, on every kind that has one.</summary>
+    public string? Tenant { get; init; }
+
+    /// <summary>Request entries only: the request id.</summary>
+    public string? RequestId { get; init; }
+
+    /// <summary>Request entries only: the service.</summary>
+    public string? Service { get; init; }
+
+    /// <summary>Request entries only: the consumer.</summary>
+    public string? Consumer { get; init; }
+
+    /// <summary>Request entries only: <c>allow</c>, <c>deny</c> or <c>throttle</c>.</summary>
+    public string? Decision { get; init; }
+
+    /// <summary>Request entries only: the model the client asked for.</summary>
+    public string? Model { get; init; }
+
+    /// <summary>Request entries only: the cost, when <see cref="HasCost"/>.</summary>
+    public decimal? Cost { get; init; }
+
+    /// <summary>Whether <see cref="Cost"/> is one of the columns: true for an entry's own fields and for PostgreSQL, false for SQLite, which keeps no cost column.</summary>
+    public bool HasCost { get; init; }
+
+    /// <summary>
+    /// The columns as the stores write them for the entry with canonical JSON <paramref name="canonical"/>: the request's
+    /// fields only on a <c>request</c> entry. Null when the bytes are not a JSON object with a kind and a timestamp.
+    /// </summary>
+    public static LedgerColumns? Read(ReadOnlySpan<byte> canonical)
+    {
+        var values = new string?[Names.Length];
+        try
+        {
+            var reader = new Utf8JsonReader(canonical);
+            if (!reader.Read() || reader.TokenType != JsonTokenType.StartObject)
+            {
+                return null;
+            }
+
+            // Every field is read once; the reading stops when the kind's fields are all seen, so a request entry's controls,
+            // which follow them and are most of its bytes, are not read (verification reads every entry).
+            var seen = 0;
+            while (!AllSeen(seen, values[0]) && reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
+            {
+                var index = IndexOf(ref reader);
+                reader.Read();
+                if (index >= 0)
+                {
+                    seen |= 1 << index;
+                }
+
+                if (index < 0 || reader.TokenType != JsonTokenType.String)
+                {
+                    reader.Skip(); // null stays null; objects and arrays are passed over whole
+                    continue;
+                }
+
+                values[index] = reader.GetString();
+            }
+        }
+        catch (Exception ex) when (ex is JsonException or InvalidOperationException)
+        {
+            return null;
+        }
+
+        var (kind, timestamp, tenant, cost) = (values[0], values[1], values[2], values[8]);
+        if (kind is null || timestamp is null)
+        {
+            return null;
+        }
+
+        var request = kind == "request";
+        decimal? amount = null;
+        if (request && cost is not null)
+        {
+            if (!decimal.TryParse(cost, NumberStyles.Number, CultureInfo.InvariantCulture, out var parsed))
+            {
+                return null;
+            }
+
+            amount = parsed;
+        }
+
+        return new LedgerColumns
+        {
+            Kind = kind,
+            Timestamp = timestamp,
+            Tenant = tenant,
+            RequestId = request ? values[3] : null,
+            Service = request ? values[4] : null,
+            Consumer = request ? values[5] : null,
+            Decision = request ? values[6] : null,
+            Model = request ? values[7] : null,
+            Cost = amount,
+            HasCost = true,
+        };
+    }
+
+    /// <summary>
+    /// The first column of <paramref name="stored"/> that does not say what the entry (<paramref name="recorded"/>, from
+    /// <see cref="Read"/>) says, with both values as text; null when they agree. The cost is compared only where it is a column.
+    /// </summary>
+    public static (string Column, string? Stored, string? Recorded)? Difference(LedgerColumns recorded, LedgerColumns stored)
+    {
+        ArgumentNullException.ThrowIfNull(recorded);
+        ArgumentNullException.ThrowIfNull(stored);
+        (string, string?, string?)[] columns =
+        [
+            ("kind", stored.Kind, recorded.Kind),
+            ("ts", stored.Timestamp, recorded.Timestamp),
+            ("request_id", stored.RequestId, recorded.RequestId),
+            ("tenant", stored.Tenant, recorded.Tenant),
+            ("service", stored.Service, recorded.Service),
+            ("consumer", stored.Consumer, recorded.Consumer),
+            ("decision", stored.Decision, recorded.Decision),
+            ("model", stored.Model, recorded.Model),
+        ];
+        foreach (var (column, left, right) in columns)
+        {
+            if (!string.Equals(left, right, StringComparison.Ordinal))
+            {
+                return (column, left, right);
+            }
+        }
+
+        if (stored.HasCost && stored.Cost != recorded.Cost)
+        {
+            return ("cost", stored.Cost?.ToString(CultureInfo.InvariantCulture), recorded.Cost?.ToString(CultureInfo.InvariantCulture));
+        }
+
+        return null;
+    }
+
+    /// <summary>Whether every field of an entry of kind <paramref name="kind"/> has been seen: the first three on any kind, all on a request.</summary>
+    private static bool AllSeen(int seen, string? kind)
+        => kind is not null && (seen & 0b111) == 0b111 && (kind != "request" || seen == (1 << Names.Length) - 1);
+
+    private static int IndexOf(ref Utf8JsonReader reader)
+    {
+        for (var i = 0; i < Names.Length; i++)
+        {
+            if (reader.ValueTextEquals(Names[i]))
+            {
+                return i;
+            }
+        }
+
+        return -1;
+    }
+
+    /// <summary>The fields <see cref="Read"/> takes, in the order of its values.</summary>
+    private static readonly byte[][] Names =
+        [.. new[] { "kind", "timestamp", "tenant", "request_id", "service", "consumer", "decision", "model", "cost" }.Select(System.Text.Encoding.UTF8.GetBytes)];
+}
