@@ -71,24 +71,41 @@ public sealed record Checkpoint
     }
 
     /// <summary>Reads a checkpoint back from its canonical JSON.</summary>
+    /// <exception cref="JsonException">It is not JSON.</exception>
+    /// <exception cref="FormatException">It is JSON but not a checkpoint: a field missing or of another type.</exception>
     public static Checkpoint Parse(string json)
     {
         using var document = JsonDocument.Parse(json);
         var root = document.RootElement;
+        if (root.ValueKind != JsonValueKind.Object)
+        {
+            throw new FormatException($"A checkpoint is a JSON object, not {root.ValueKind}.");
+        }
+
         return new Checkpoint
         {
-            V = root.GetProperty("v").GetInt32(),
-            ChainId = root.GetProperty("chain_id").GetString()!,
-            FromSeq = root.GetProperty("from_seq").GetInt64(),
-            ToSeq = root.GetProperty("to_seq").GetInt64(),
-            PrevHash = root.GetProperty("prev_hash").GetString()!,
-            HeadHash = root.GetProperty("head_hash").GetString()!,
-            MerkleRoot = root.GetProperty("merkle_root").GetString()!,
-            Timestamp = LedgerTime.Parse(root.GetProperty("timestamp").GetString()!),
-            LastEntryAt = LedgerTime.Parse(root.GetProperty("last_entry_at").GetString()!),
-            KeyId = root.GetProperty("key_id").GetString()!,
+            V = Number(root, "v") is var v and >= 0 and <= int.MaxValue ? (int)v : throw new FormatException("The checkpoint's v is out of range."),
+            ChainId = Text(root, "chain_id"),
+            FromSeq = Number(root, "from_seq"),
+            ToSeq = Number(root, "to_seq"),
+            PrevHash = Text(root, "prev_hash"),
+            HeadHash = Text(root, "head_hash"),
+            MerkleRoot = Text(root, "merkle_root"),
+            Timestamp = LedgerTime.Parse(Text(root, "timestamp")),
+            LastEntryAt = LedgerTime.Parse(Text(root, "last_entry_at")),
+            KeyId = Text(root, "key_id"),
         };
     }
+
+    private static string Text(JsonElement root, string name)
+        => root.TryGetProperty(name, out var value) && value.ValueKind == JsonValueKind.String
+            ? value.GetString()!
+            : throw new FormatException($"The checkpoint's {name} is missing or not a string.");
+
+    private static long Number(JsonElement root, string name)
+        => root.TryGetProperty(name, out var value) && value.ValueKind == JsonValueKind.Number && value.TryGetInt64(out var number)
+            ? number
+            : throw new FormatException($"The checkpoint's {name} is missing or not a whole number.");
 }
 
 /// <summary>A checkpoint as stored and witnessed: its canonical JSON and the base64 signature over it.</summary>

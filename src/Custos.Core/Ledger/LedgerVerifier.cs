@@ -82,8 +82,9 @@ public static class LedgerVerifier
         var keys = options.PublicKeys.ToDictionary(CheckpointKey.IdOf, k => k, StringComparer.Ordinal);
         var problems = new List<VerificationProblem>();
         // Checkpoints before chain heads: a checkpoint sealed in between (a running gateway) must not look like a truncation.
-        var allCheckpoints = await store.GetCheckpointsAsync(null, cancellationToken);
+        var stored = await store.GetCheckpointsAsync(null, cancellationToken);
         var chains = await store.GetChainsAsync(cancellationToken);
+        var allCheckpoints = Readable(stored, problems);
         long entries = 0, unsealed = 0;
         var checkpointsChecked = 0;
         using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
@@ -93,6 +94,7 @@ public static class LedgerVerifier
             foreach (var (chainId, lastSeq, _) in chains)
             {
                 var checkpoints = allCheckpoints.Where(c => c.Checkpoint.ChainId == chainId).OrderBy(c => c.Checkpoint.ToSeq).ToList();
+
                 VerificationProblem? problem = null;
 
                 // Checkpoints first: signed by a trusted key, and each continuing the one before.
@@ -104,7 +106,7 @@ public static class LedgerVerifier
                         problem = new("unknown_key", chainId, c.FromSeq, null,
                             $"checkpoint {c.FromSeq}-{c.ToSeq} is signed by key {c.KeyId}, which is not a trusted key (re-signed?)");
                     }
-                    else if (!checkpoints[i].VerifySignature(key))
+                    else if (!checkpoints[i].Signed.VerifySignature(key))
                     {
                         problem = new("bad_signature", chainId, c.FromSeq, null, $"the signature of checkpoint {c.FromSeq}-{c.ToSeq} does not verify");
                     }
@@ -138,76 +140,91 @@ public static class LedgerVerifier
                 var expected = firstSeq;
                 if (problem is null)
                 {
-                    await foreach (var entry in store.ReadChainAsync(chainId, firstSeq, endSeq, cancellationToken: cancellationToken))
+                    try
                     {
-                        if (entry.Seq != expected)
+                        await foreach (var entry in store.ReadChainAsync(chainId, firstSeq, endSeq, cancellationToken: cancellationToken))
                         {
-                            problem = new("missing", chainId, expected, null,
-                                entry.Seq > expected ? $"entries {expected}-{entry.Seq - 1} are missing (deleted)" : $"sequence {entry.Seq} appears out of order");
-                            break;
-                        }
-
-                        if (entry.PrevHash != prevHash)
-                        {
-                            problem = new("broken_link", chainId, entry.Seq, entry.RequestId,
-                                "its prev_hash does not match the hash of the entry before it (an entry inserted, removed or reordered here)");
-                            break;
-                        }
-
-                        var length = Encoding.UTF8.GetByteCount(entry.Json);
-                        if (length > buffer.Length)
-                        {
-                            ArrayPool<byte>.Shared.Return(buffer);
-                            buffer = ArrayPool<byte>.Shared.Rent(length);
-                        }
-
-                        Encoding.UTF8.GetBytes(entry.Json, buffer);
-                        var hash = HashChain.Link(sha, prevHash, buffer.AsSpan(0, length));
-                        if (hash != entry.Hash)
-                        {
-                            problem = new("modified", chainId, entry.Seq, entry.RequestId, "its content does not match its hash (the entry was altered)");
-                            break;
-                        }
-
-                        if (ColumnProblem(chainId, entry, buffer.AsSpan(0, length)) is { } altered)
-                        {
-                            problem = altered;
-                            break;
-                        }
-
-                        prevHash = hash;
-                        expected++;
-                        entries++;
-                        if (entries % 100_000 == 0)
-                        {
-                            options.Progress?.Report(entries);
-                        }
-
-                        if (cpIndex < checkpoints.Count)
-                        {
-                            leaves.Add(Convert.FromHexString(hash));
-                            var c = checkpoints[cpIndex].Checkpoint;
-                            if (entry.Seq == c.ToSeq)
+                            if (entry.Seq != expected)
                             {
-                                checkpointsChecked++;
-                                cpIndex++;
-                                var root = Convert.ToHexStringLower(MerkleTree.Root(leaves));
-                                leaves.Clear();
-                                if (c.HeadHash != hash || c.MerkleRoot != root)
+                                problem = new("missing", chainId, expected, null,
+                                    entry.Seq > expected ? $"entries {expected}-{entry.Seq - 1} are missing (deleted)" : $"sequence {entry.Seq} appears out of order");
+                                break;
+                            }
+
+                            if (entry.PrevHash != prevHash)
+                            {
+                                problem = new("broken_link", chainId, entry.Seq, entry.RequestId,
+                                    "its prev_hash does not match the hash of the entry before it (an entry inserted, removed or reordered here)");
+                                break;
+                            }
+
+                            var length = Encoding.UTF8.GetByteCount(entry.Json);
+                            if (length > buffer.Length)
+                            {
+                                ArrayPool<byte>.Shared.Return(buffer);
+                                buffer = ArrayPool<byte>.Shared.Rent(length);
+                            }
+
+                            Encoding.UTF8.GetBytes(entry.Json, buffer);
+                            var hash = HashChain.Link(sha, prevHash, buffer.AsSpan(0, length));
+                            if (hash != entry.Hash)
+                            {
+                                problem = new("modified", chainId, entry.Seq, entry.RequestId, "its content does not match its hash (the entry was altered)");
+                                break;
+                            }
+
+                            if (ColumnProblem(chainId, entry, buffer.AsSpan(0, length)) is { } altered)
+                            {
+                                problem = altered;
+                                break;
+                            }
+
+                            prevHash = hash;
+                            expected++;
+                            entries++;
+                            if (entries % 100_000 == 0)
+                            {
+                                options.Progress?.Report(entries);
+                            }
+
+                            if (cpIndex < checkpoints.Count)
+                            {
+                                leaves.Add(Convert.FromHexString(hash));
+                                var c = checkpoints[cpIndex].Checkpoint;
+                                if (entry.Seq == c.ToSeq)
                                 {
-                                    problem = new("checkpoint_mismatch", chainId, c.FromSeq, null,
-                                        $"the entries {c.FromSeq}-{c.ToSeq} are not the ones checkpoint {c.ToSeq} sealed (rewritten?)");
-                                    break;
+                                    checkpointsChecked++;
+                                    cpIndex++;
+                                    var root = Convert.ToHexStringLower(MerkleTree.Root(leaves));
+                                    leaves.Clear();
+                                    if (c.HeadHash != hash || c.MerkleRoot != root)
+                                    {
+                                        problem = new("checkpoint_mismatch", chainId, c.FromSeq, null,
+                                            $"the entries {c.FromSeq}-{c.ToSeq} are not the ones checkpoint {c.ToSeq} sealed (rewritten?)");
+                                        break;
+                                    }
                                 }
                             }
                         }
                     }
+                    catch (InvalidDataException ex)
+                    {
+                        // The store could not give the entry back (a compressed record or its dictionary altered).
+                        problem = new("unreadable", chainId, expected, null, $"the stored entry cannot be read: {ex.Message}");
+                    }
                 }
 
+                // The walk must reach every checkpoint it set out to check, and every entry the store counts: a sequence number
+                // altered so that its row no longer reads as part of the chain must not pass as an end that was never sealed.
                 var sealedTo = checkpoints.Count > 0 ? checkpoints[^1].Checkpoint.ToSeq : 0;
-                if (problem is null && endSeq == long.MaxValue && sealedTo > lastSeq)
+                var lastRead = expected - 1;
+                if (problem is null && cpIndex < checkpoints.Count && checkpoints[cpIndex].Checkpoint.ToSeq <= endSeq)
                 {
-                    problem = new("truncated", chainId, lastSeq + 1, null, $"the chain ends at {lastSeq}, but checkpoints seal it up to {sealedTo} (entries removed from the tail)");
+                    problem = new("truncated", chainId, lastRead + 1, null, $"the chain ends at {lastRead}, but checkpoints seal it up to {sealedTo} (entries removed from the tail)");
+                }
+                else if (problem is null && endSeq == long.MaxValue && lastSeq > lastRead)
+                {
+                    problem = new("missing", chainId, lastRead + 1, null, $"the chain's entries end at {lastRead}, but its highest sequence number is {lastSeq}");
                 }
 
                 unsealed += Math.Max(0, lastSeq - sealedTo);
@@ -267,10 +284,32 @@ public static class LedgerVerifier
         static string Quote(string? value) => value is null ? "null" : $"'{value}'";
     }
 
-    /// <summary>Reads the checkpoints a directory witness holds.</summary>
-    public static IReadOnlyList<SignedCheckpoint> ReadWitness(string directory)
+    /// <summary>
+    /// The stored checkpoints with their contents read once; one that cannot be read (its JSON altered) is a problem of its
+    /// own, and the chain it sealed then shows a gap where it was.
+    /// </summary>
+    private static List<(SignedCheckpoint Signed, Checkpoint Checkpoint)> Readable(IReadOnlyList<SignedCheckpoint> stored, List<VerificationProblem> problems)
     {
-        var result = new List<SignedCheckpoint>();
+        var readable = new List<(SignedCheckpoint, Checkpoint)>(stored.Count);
+        foreach (var signed in stored)
+        {
+            try
+            {
+                readable.Add((signed, signed.Checkpoint));
+            }
+            catch (Exception ex) when (ex is System.Text.Json.JsonException or FormatException)
+            {
+                problems.Add(new("unreadable_checkpoint", "?", null, null, $"a stored checkpoint cannot be read ({ex.Message}): the checkpoints were altered"));
+            }
+        }
+
+        return readable;
+    }
+
+    /// <summary>Reads the checkpoints a directory witness holds: every <c>*.json</c> file, with what is wrong with those that are not checkpoints.</summary>
+    public static IReadOnlyList<(string File, SignedCheckpoint? Signed, Checkpoint? Checkpoint, string? Error)> ReadWitness(string directory)
+    {
+        var result = new List<(string, SignedCheckpoint?, Checkpoint?, string?)>();
         if (!Directory.Exists(directory))
         {
             return result;
@@ -278,22 +317,43 @@ public static class LedgerVerifier
 
         foreach (var file in Directory.EnumerateFiles(directory, "*.json", SearchOption.AllDirectories).Order(StringComparer.Ordinal))
         {
-            using var document = System.Text.Json.JsonDocument.Parse(File.ReadAllText(file));
-            result.Add(new SignedCheckpoint(document.RootElement.GetProperty("checkpoint").GetString()!, document.RootElement.GetProperty("signature").GetString()!));
+            try
+            {
+                using var document = System.Text.Json.JsonDocument.Parse(File.ReadAllText(file));
+                var root = document.RootElement;
+                var signed = root.ValueKind == System.Text.Json.JsonValueKind.Object
+                    && root.TryGetProperty("checkpoint", out var json) && json.ValueKind == System.Text.Json.JsonValueKind.String
+                    && root.TryGetProperty("signature", out var signature) && signature.ValueKind == System.Text.Json.JsonValueKind.String
+                        ? new SignedCheckpoint(json.GetString()!, signature.GetString()!)
+                        : throw new FormatException("it is not {\"checkpoint\": \"…\", \"signature\": \"…\"}");
+                result.Add((file, signed, signed.Checkpoint, null));
+            }
+            catch (Exception ex) when (ex is System.Text.Json.JsonException or FormatException or IOException or UnauthorizedAccessException)
+            {
+                result.Add((file, null, null, ex.Message));
+            }
         }
 
         return result;
     }
 
-    private static int CompareWitness(string directory, IReadOnlyList<SignedCheckpoint> stored, IReadOnlyList<(string ChainId, long LastSeq, long Count)> chains,
-        Dictionary<string, ECDsa> keys, List<VerificationProblem> problems)
+    private static int CompareWitness(string directory, List<(SignedCheckpoint Signed, Checkpoint Checkpoint)> stored,
+        IReadOnlyList<(string ChainId, long LastSeq, long Count)> chains, Dictionary<string, ECDsa> keys, List<VerificationProblem> problems)
     {
         var witness = ReadWitness(directory);
-        var byPosition = stored.ToDictionary(c => (c.Checkpoint.ChainId, c.Checkpoint.ToSeq));
-        foreach (var w in witness)
+        var byPosition = new Dictionary<(string, long), SignedCheckpoint>();
+        foreach (var (signed, checkpoint) in stored)
         {
-            var c = w.Checkpoint;
-            if (!keys.TryGetValue(c.KeyId, out var key) || !w.VerifySignature(key))
+            byPosition.TryAdd((checkpoint.ChainId, checkpoint.ToSeq), signed);
+        }
+
+        foreach (var (file, w, c, error) in witness)
+        {
+            if (w is null || c is null)
+            {
+                problems.Add(new("witness_mismatch", "?", null, null, $"the witness file {file} is not a checkpoint: {error}"));
+            }
+            else if (!keys.TryGetValue(c.KeyId, out var key) || !w.VerifySignature(key))
             {
                 problems.Add(new("witness_mismatch", c.ChainId, c.FromSeq, null, $"the witness's checkpoint {c.ToSeq} is not signed by a trusted key"));
             }

@@ -19,6 +19,10 @@ public sealed record ProofBundle
         PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
         WriteIndented = true,
         Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+
+        // Read strictly: a null where the format has none, or a member given twice, is not a bundle this gateway wrote.
+        RespectNullableAnnotations = true,
+        AllowDuplicateProperties = false,
     };
 
     /// <summary>Always <see cref="CurrentFormat"/>.</summary>
@@ -53,8 +57,15 @@ public sealed record ProofBundle
 
         Check("format", Format == CurrentFormat, Format);
         var record = Encoding.UTF8.GetBytes(Entry.Record);
-        var hash = HashChain.Link(Entry.PrevHash, record);
-        Check("entry hash", hash == Entry.Hash, "SHA-256(prev_hash \\n canonical entry) = " + hash);
+        if (IsHash(Entry.PrevHash) && IsHash(Entry.Hash))
+        {
+            var hash = HashChain.Link(Entry.PrevHash, record);
+            Check("entry hash", hash == Entry.Hash, "SHA-256(prev_hash \\n canonical entry) = " + hash);
+        }
+        else
+        {
+            Check("entry hash", false, "prev_hash and hash are not both 64 lower-case hex digits");
+        }
 
         string? requestId = null, policyHash = null;
         long? policyVersion = null;
@@ -62,9 +73,12 @@ public sealed record ProofBundle
         {
             using var document = JsonDocument.Parse(record);
             var root = document.RootElement;
-            requestId = root.TryGetProperty("request_id", out var r) ? r.GetString() : null;
-            policyHash = root.TryGetProperty("policy_hash", out var h) && h.ValueKind == JsonValueKind.String ? h.GetString() : null;
-            policyVersion = root.TryGetProperty("policy_version", out var v) ? v.GetInt64() : null;
+            if (root.ValueKind == JsonValueKind.Object)
+            {
+                requestId = root.TryGetProperty("request_id", out var r) && r.ValueKind == JsonValueKind.String ? r.GetString() : null;
+                policyHash = root.TryGetProperty("policy_hash", out var h) && h.ValueKind == JsonValueKind.String ? h.GetString() : null;
+                policyVersion = root.TryGetProperty("policy_version", out var v) && v.ValueKind == JsonValueKind.Number && v.TryGetInt64(out var number) ? number : null;
+            }
         }
         catch (JsonException)
         {
@@ -78,7 +92,7 @@ public sealed record ProofBundle
         {
             checkpoint = signed.Checkpoint;
         }
-        catch (Exception ex) when (ex is JsonException or KeyNotFoundException or InvalidOperationException or FormatException)
+        catch (Exception ex) when (ex is JsonException or FormatException)
         {
         }
 
@@ -87,22 +101,18 @@ public sealed record ProofBundle
         var inRange = checkpoint is not null && checkpoint.ChainId == Entry.ChainId && Entry.Seq >= checkpoint.FromSeq && Entry.Seq <= checkpoint.ToSeq
             && Inclusion.LeafIndex == Entry.Seq - checkpoint.FromSeq && Inclusion.TreeSize == checkpoint.Count;
         Check("sealed by the checkpoint", inRange, checkpoint is null ? "no checkpoint" : $"chain {checkpoint.ChainId}, entries {checkpoint.FromSeq}-{checkpoint.ToSeq}");
-        var included = false;
-        try
-        {
-            included = checkpoint is not null && MerkleTree.VerifyInclusion(Convert.FromHexString(Entry.Hash), Inclusion.LeafIndex, Inclusion.TreeSize,
+        var included = checkpoint is not null && IsHash(Entry.Hash) && IsHash(checkpoint.MerkleRoot) && Inclusion.Path.All(IsHash)
+            && MerkleTree.VerifyInclusion(Convert.FromHexString(Entry.Hash), Inclusion.LeafIndex, Inclusion.TreeSize,
                 [.. Inclusion.Path.Select(Convert.FromHexString)], Convert.FromHexString(checkpoint.MerkleRoot));
-        }
-        catch (FormatException)
-        {
-        }
-
         Check("merkle inclusion", included, $"leaf {Inclusion.LeafIndex} of {Inclusion.TreeSize}, {Inclusion.Path.Count} hashes to root {checkpoint?.MerkleRoot}");
         var policySha = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(Policy.Canonical)));
         Check("policy version", policySha == Policy.Sha256 && policySha == policyHash && Policy.Number == policyVersion,
             $"version {Policy.Number}, sha256 {policySha}; the entry names version {policyVersion}, {policyHash}");
         return checks;
     }
+
+    /// <summary>Whether <paramref name="value"/> is a SHA-256 as the ledger writes it: 64 lower-case hex digits.</summary>
+    private static bool IsHash(string? value) => value is { Length: 64 } && value.AsSpan().IndexOfAnyExcept("0123456789abcdef") < 0;
 }
 
 /// <summary>The entry of a proof, with its chain links.</summary>
