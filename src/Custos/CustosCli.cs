@@ -46,6 +46,12 @@ internal static class CustosCli
             await error.WriteLineAsync("error: " + ex.Message);
             return ex.ExitCode;
         }
+        catch (InvalidDataException ex)
+        {
+            // Stored data that is damaged or was altered (a spool segment, a ledger record): say what and where, in one line.
+            await error.WriteLineAsync("error: " + ex.Message);
+            return 1;
+        }
         catch (OperationCanceledException)
         {
             // Ctrl+C during a call: stopped, as a shell expects (128 + SIGINT).

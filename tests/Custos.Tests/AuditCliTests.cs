@@ -78,6 +78,26 @@ public sealed class AuditCliTests
             using var json = System.Text.Json.JsonDocument.Parse(output);
             Assert.False(json.RootElement.GetProperty("ok").GetBoolean());
             Assert.Equal(requestIds[3], json.RootElement.GetProperty("problems")[0].GetProperty("request_id").GetString());
+
+            // Records stored compressed against a dictionary that is gone: every reader says so in one line, and verify names the entry.
+            await using (var db = new SqliteConnection($"Data Source={Path.Combine(data, "custos.db")};Pooling=false"))
+            {
+                await db.OpenAsync();
+                await using var command = db.CreateCommand();
+                command.CommandText = "DROP TRIGGER record_dictionaries_no_delete; DELETE FROM record_dictionaries;";
+                await command.ExecuteNonQueryAsync();
+            }
+
+            string error;
+            (exit, output, error) = await Cli.RunAsync("requests", "--data", data);
+            Assert.Equal(1, exit);
+            Assert.StartsWith("error: A stored ledger record names dictionary 1", error, StringComparison.Ordinal);
+            Assert.Contains("the database was altered", error, StringComparison.Ordinal);
+            Assert.Single(error.Split('\n', StringSplitOptions.RemoveEmptyEntries)); // no stack trace
+
+            (exit, output, _) = await Cli.RunAsync("audit", "verify", "--data", data);
+            Assert.Equal(1, exit);
+            Assert.Contains("FAIL unreadable: chain", output, StringComparison.Ordinal);
         }
         finally
         {

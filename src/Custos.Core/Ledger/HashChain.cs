@@ -62,6 +62,9 @@ public sealed class HashChain
         return chained;
     }
 
+    /// <summary>Whether <paramref name="value"/> is a hash as the chain writes it: 64 lower-case hex digits (SHA-256).</summary>
+    public static bool IsHash(string? value) => value is { Length: 64 } && value.AsSpan().IndexOfAnyExcept("0123456789abcdef") < 0;
+
     /// <summary>The hash of a record with canonical form <paramref name="canonical"/> following <paramref name="prevHash"/>.</summary>
     public static string Link(string prevHash, ReadOnlySpan<byte> canonical)
     {

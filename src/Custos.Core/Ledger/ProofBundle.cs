@@ -57,7 +57,7 @@ public sealed record ProofBundle
 
         Check("format", Format == CurrentFormat, Format);
         var record = Encoding.UTF8.GetBytes(Entry.Record);
-        if (IsHash(Entry.PrevHash) && IsHash(Entry.Hash))
+        if (HashChain.IsHash(Entry.PrevHash) && HashChain.IsHash(Entry.Hash))
         {
             var hash = HashChain.Link(Entry.PrevHash, record);
             Check("entry hash", hash == Entry.Hash, "SHA-256(prev_hash \\n canonical entry) = " + hash);
@@ -101,7 +101,7 @@ public sealed record ProofBundle
         var inRange = checkpoint is not null && checkpoint.ChainId == Entry.ChainId && Entry.Seq >= checkpoint.FromSeq && Entry.Seq <= checkpoint.ToSeq
             && Inclusion.LeafIndex == Entry.Seq - checkpoint.FromSeq && Inclusion.TreeSize == checkpoint.Count;
         Check("sealed by the checkpoint", inRange, checkpoint is null ? "no checkpoint" : $"chain {checkpoint.ChainId}, entries {checkpoint.FromSeq}-{checkpoint.ToSeq}");
-        var included = checkpoint is not null && IsHash(Entry.Hash) && IsHash(checkpoint.MerkleRoot) && Inclusion.Path.All(IsHash)
+        var included = checkpoint is not null && HashChain.IsHash(Entry.Hash) && HashChain.IsHash(checkpoint.MerkleRoot) && Inclusion.Path.All(HashChain.IsHash)
             && MerkleTree.VerifyInclusion(Convert.FromHexString(Entry.Hash), Inclusion.LeafIndex, Inclusion.TreeSize,
                 [.. Inclusion.Path.Select(Convert.FromHexString)], Convert.FromHexString(checkpoint.MerkleRoot));
         Check("merkle inclusion", included, $"leaf {Inclusion.LeafIndex} of {Inclusion.TreeSize}, {Inclusion.Path.Count} hashes to root {checkpoint?.MerkleRoot}");
@@ -110,9 +110,6 @@ public sealed record ProofBundle
             $"version {Policy.Number}, sha256 {policySha}; the entry names version {policyVersion}, {policyHash}");
         return checks;
     }
-
-    /// <summary>Whether <paramref name="value"/> is a SHA-256 as the ledger writes it: 64 lower-case hex digits.</summary>
-    private static bool IsHash(string? value) => value is { Length: 64 } && value.AsSpan().IndexOfAnyExcept("0123456789abcdef") < 0;
 }
 
 /// <summary>The entry of a proof, with its chain links.</summary>

@@ -100,7 +100,17 @@ internal sealed class LedgerSpool : IDisposable
             Array.Sort(files, StringComparer.Ordinal); // fixed-width names: ordinal order is sequence order
             for (var i = 0; i < files.Length; i++)
             {
-                var records = ReadSegment(files[i], chainId, cutTornTail: i == files.Length - 1);
+                List<ChainedRecord> records;
+                try
+                {
+                    records = ReadSegment(files[i], chainId, cutTornTail: i == files.Length - 1);
+                }
+                catch (InvalidDataException ex)
+                {
+                    throw new InvalidDataException(
+                        $"{ex.Message} The gateway does not start on a damaged spool: its records are not in the store yet. Move {directory} aside, start again, and check it.", ex);
+                }
+
                 if (records.Count == 0)
                 {
                     File.Delete(files[i]); // a segment whose only write failed, or was torn
@@ -309,7 +319,7 @@ internal sealed class LedgerSpool : IDisposable
             {
                 record = ParseLine(bytes.AsSpan(position, end - position));
             }
-            catch (Exception ex) when (ex is JsonException or FormatException or InvalidDataException or ArgumentException)
+            catch (Exception ex) when (ex is JsonException or FormatException or InvalidDataException or ArgumentException or InvalidOperationException or OverflowException)
             {
                 throw new InvalidDataException($"Ledger spool segment {path} has an unreadable line {line}: {ex.Message}", ex);
             }
@@ -386,6 +396,11 @@ internal sealed class LedgerSpool : IDisposable
         if (chainId is null || kind is null || prevHash is null || hash is null || canonical is null || seq <= 0)
         {
             throw new InvalidDataException("a field is missing");
+        }
+
+        if (!HashChain.IsHash(prevHash) || !HashChain.IsHash(hash))
+        {
+            throw new InvalidDataException("prev_hash or hash is not a SHA-256 (64 lower-case hex digits)");
         }
 
         return new ChainedRecord(RestoredRecords.Restore(kind, canonical), chainId, seq, canonical, prevHash, hash);

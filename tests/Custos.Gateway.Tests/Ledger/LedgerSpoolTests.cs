@@ -154,6 +154,48 @@ public sealed class LedgerSpoolTests : IDisposable
     }
 
     [Fact]
+    public void DamagedSpools_OpenAsAnUnbrokenPrefix_OrAreRefusedAsInvalidData()
+    {
+        // What a disk or a careless hand can do to a spool between two runs: bytes cut, flipped, repeated, inserted.
+        var chain = new HashChain("node-a", 0, HashChain.Genesis);
+        var written = Chain(chain, 1, 20);
+        string segment;
+        using (var spool = LedgerSpool.Open(_root, "node-a"))
+        {
+            spool.Append(written);
+            segment = Assert.Single(spool.Segments);
+        }
+
+        var original = File.ReadAllBytes(segment);
+        var random = new Random(2026);
+        string[] fragments = ["\n", "null", "\"seq\":", "9223372036854775808", "1e400", "\"x\"", "{}", "[]", "-", "\"cost\":\"1e99\"", "\"policy_version\":99999999999999999999"];
+        int opened = 0, refused = 0;
+        for (var i = 0; i < 2_000; i++)
+        {
+            // One in ten is what a crash leaves: the file cut anywhere. That opens as the lines before the cut.
+            File.WriteAllBytes(segment, i % 10 == 0 ? original[..random.Next(original.Length)] : Mutations.Apply(original, random, fragments, most: 3));
+            try
+            {
+                using var reopened = LedgerSpool.Open(_root, "node-a");
+                var back = reopened.Segments.SelectMany(s => LedgerSpool.ReadSegment(s, "node-a", cutTornTail: false)).ToList();
+                Assert.True(back.Count <= written.Count);
+                Assert.Equal(written.Take(back.Count).Select(r => (r.Seq, r.Hash, Convert.ToHexString(r.Canonical))),
+                    back.Select(r => (r.Seq, r.Hash, Convert.ToHexString(r.Canonical)))); // only what was written, in order, never altered
+                Assert.Equal(back.Count, reopened.Count);
+                opened++;
+            }
+            catch (InvalidDataException)
+            {
+                refused++; // the operator is told which segment and line, and the gateway does not start on it
+            }
+
+            Directory.CreateDirectory(Path.GetDirectoryName(segment)!);
+        }
+
+        Assert.True(opened >= 200 && refused > 1_500, $"{opened} opened, {refused} refused");
+    }
+
+    [Fact]
     public void Segments_RollOver_AndAreReadAndDeletedOldestFirst()
     {
         var chain = new HashChain("node/a", 0, HashChain.Genesis);
