@@ -293,7 +293,7 @@ public sealed partial class PostgresStore : ICustosStore
         await using var reader = await command.ExecuteReaderAsync(cancellationToken);
         while (await reader.ReadAsync(cancellationToken))
         {
-            yield return new StoredRecord(reader.GetString(0), reader.GetInt64(1), reader.GetString(2), Json(reader, 3), reader.GetString(4), reader.GetString(5));
+            yield return query.Checked(new StoredRecord(reader.GetString(0), reader.GetInt64(1), reader.GetString(2), Json(reader, 3), reader.GetString(4), reader.GetString(5)));
         }
     }
 

@@ -352,7 +352,8 @@ public sealed partial class SqliteStore : ICustosStore
         await using var reader = await command.ExecuteReaderAsync(cancellationToken);
         while (await reader.ReadAsync(cancellationToken))
         {
-            yield return new StoredRecord(reader.GetString(0), reader.GetInt64(1), reader.GetString(2), LedgerRecordCodec.Read(reader, 3, _dictionaries), reader.GetString(4), reader.GetString(5));
+            yield return query.Checked(new StoredRecord(reader.GetString(0), reader.GetInt64(1), reader.GetString(2), LedgerRecordCodec.Read(reader, 3, _dictionaries),
+                reader.GetString(4), reader.GetString(5)));
         }
     }
 

@@ -15,7 +15,7 @@ public sealed class SqliteStoreTests : StoreContract
 
     protected override async Task<ICustosStore> OpenSameStoreAsync() => await SqliteStore.OpenAsync(_directory);
 
-    protected override Task AlterLedgerAsync(string sql) => ExecuteRawAsync("DROP TRIGGER ledger_no_update; " + sql);
+    protected override Task AlterLedgerAsync(string sql) => ExecuteRawAsync("DROP TRIGGER IF EXISTS ledger_no_update; " + sql);
 
     protected override async Task ExecuteRawAsync(string sql)
     {

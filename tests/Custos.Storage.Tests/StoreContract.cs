@@ -662,6 +662,24 @@ public abstract class StoreContract : IAsyncLifetime
         Assert.StartsWith($"its {column} column says", problem.Detail, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task Query_NeverTakesAnEntryForWhatItsAlteredColumnsSay()
+    {
+        await Store.AppendAsync(EveryKind(new HashChain("n1", 0, HashChain.Genesis)));
+        Assert.Equal(["r1"], await IdsAsync(new LedgerQuery { Tenant = "acme" }));
+
+        // Entry 2 (refused before its tenant was known) moved into tenant acme, entry 1 moved a month back.
+        await AlterLedgerAsync("UPDATE ledger SET tenant = 'acme' WHERE chain_id = 'n1' AND seq = 2");
+        await AlterLedgerAsync("UPDATE ledger SET ts = '2026-10-01T00:00:00.000000Z' WHERE chain_id = 'n1' AND seq = 1");
+
+        var tenant = await Assert.ThrowsAsync<InvalidDataException>(() => IdsAsync(new LedgerQuery { Tenant = "acme" }));
+        Assert.Equal("Ledger entry 2 of chain n1 was selected by its tenant column, but the entry says null: the store's search columns were altered. Run custos audit verify.",
+            tenant.Message);
+        var time = await Assert.ThrowsAsync<InvalidDataException>(() => IdsAsync(new LedgerQuery { From = T0.AddDays(-31), To = T0.AddDays(-30) }));
+        Assert.StartsWith($"Ledger entry 1 of chain n1 was selected by its ts column, but the entry says '{LedgerTime.Format(T0.AddTicks(17))}'", time.Message, StringComparison.Ordinal);
+        Assert.Equal(["r2"], await IdsAsync(new LedgerQuery { Decision = "deny" })); // rows whose columns are intact read as before
+    }
+
     private static SignedCheckpoint NewCheckpoint(string chain, long from, long to)
     {
         var checkpoint = new Checkpoint

@@ -33,6 +33,42 @@ public sealed record LedgerQuery
     /// <summary>At most this many, newest last. Default 1000.</summary>
     public int Limit { get; init; } = 1000;
 
+    /// <summary>
+    /// <paramref name="row"/>, once its entry is seen to say what the store selected it by: the equality filters and the time
+    /// window, which stores match against their search columns, not against the entry the hash covers. Every store checks
+    /// every row it returns, so a search or a report never takes an entry for what its altered columns say it is.
+    /// </summary>
+    /// <exception cref="InvalidDataException">The entry says otherwise: the row's search columns were altered.</exception>
+    public StoredRecord Checked(StoredRecord row)
+    {
+        ArgumentNullException.ThrowIfNull(row);
+        var recorded = LedgerColumns.Read(System.Text.Encoding.UTF8.GetBytes(row.Json));
+        foreach (var (column, value) in ColumnFilters())
+        {
+            if (recorded?.ValueOf(column) is var says && says != value)
+            {
+                throw Altered(row, $"its {column} column", says);
+            }
+        }
+
+        if (From is not null || To is not null)
+        {
+            // As the stores compare: the ledger's text form, whole microseconds, fixed width, so text order is time order.
+            var at = recorded?.Timestamp;
+            if (at is null || (From is { } from && string.CompareOrdinal(at, LedgerTime.Format(from)) < 0)
+                || (To is { } to && string.CompareOrdinal(at, LedgerTime.Format(to)) >= 0))
+            {
+                throw Altered(row, "its ts column", recorded?.Timestamp);
+            }
+        }
+
+        return row;
+
+        static InvalidDataException Altered(StoredRecord row, string by, string? says)
+            => new($"Ledger entry {row.Seq} of chain {row.ChainId} was selected by {by}, but the entry says {(says is null ? "null" : $"'{says}'")}: "
+                + "the store's search columns were altered. Run custos audit verify.");
+    }
+
     /// <summary>The equality filters that are set, as (ledger column, value): what every store turns into its WHERE clause.</summary>
     public IEnumerable<(string Column, string Value)> ColumnFilters()
     {

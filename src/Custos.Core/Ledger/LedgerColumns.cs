@@ -127,22 +127,11 @@ public sealed record LedgerColumns
     {
         ArgumentNullException.ThrowIfNull(recorded);
         ArgumentNullException.ThrowIfNull(stored);
-        (string, string?, string?)[] columns =
-        [
-            ("kind", stored.Kind, recorded.Kind),
-            ("ts", stored.Timestamp, recorded.Timestamp),
-            ("request_id", stored.RequestId, recorded.RequestId),
-            ("tenant", stored.Tenant, recorded.Tenant),
-            ("service", stored.Service, recorded.Service),
-            ("consumer", stored.Consumer, recorded.Consumer),
-            ("decision", stored.Decision, recorded.Decision),
-            ("model", stored.Model, recorded.Model),
-        ];
-        foreach (var (column, left, right) in columns)
+        foreach (var column in TextColumns)
         {
-            if (!string.Equals(left, right, StringComparison.Ordinal))
+            if (!string.Equals(stored.ValueOf(column), recorded.ValueOf(column), StringComparison.Ordinal))
             {
-                return (column, left, right);
+                return (column, stored.ValueOf(column), recorded.ValueOf(column));
             }
         }
 
@@ -170,6 +159,23 @@ public sealed record LedgerColumns
 
         return -1;
     }
+
+    /// <summary>The text columns, by their names in the stores.</summary>
+    public static IReadOnlyList<string> TextColumns { get; } = ["kind", "ts", "request_id", "tenant", "service", "consumer", "decision", "model"];
+
+    /// <summary>The value of the text column named <paramref name="column"/> (one of <see cref="TextColumns"/>).</summary>
+    public string? ValueOf(string column) => column switch
+    {
+        "kind" => Kind,
+        "ts" => Timestamp,
+        "request_id" => RequestId,
+        "tenant" => Tenant,
+        "service" => Service,
+        "consumer" => Consumer,
+        "decision" => Decision,
+        "model" => Model,
+        _ => throw new ArgumentOutOfRangeException(nameof(column), column, "not a text column of the ledger"),
+    };
 
     /// <summary>The fields <see cref="Read"/> takes, in the order of its values.</summary>
     private static readonly byte[][] Names =

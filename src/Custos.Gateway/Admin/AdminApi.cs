@@ -116,6 +116,11 @@ internal static partial class AdminApi
             {
                 return Problem(http, ex.Status, ex.Code, ex.Title, ex.Message);
             }
+            catch (InvalidDataException ex)
+            {
+                // Stored data damaged or altered behind the gateway (a search column, a compressed record): say so, not "internal error".
+                return Problem(http, StatusCodes.Status500InternalServerError, "admin.store_damaged", "Stored data is damaged or was altered", ex.Message);
+            }
             catch (PolicyValidationException ex)
             {
                 return Results.Problem(statusCode: StatusCodes.Status422UnprocessableEntity, title: "The change would make the policy invalid",

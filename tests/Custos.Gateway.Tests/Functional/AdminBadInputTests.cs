@@ -38,6 +38,35 @@ public sealed class AdminBadInputTests
         Assert.Contains(parameter, problem.RootElement.GetProperty("detail").GetString(), StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task ALedgerRowAlteredBehindTheGateway_IsAnsweredAsStoreDamaged_NotTakenForWhatItsColumnsSay()
+    {
+        await using var g = await ControlPlaneFixture.StartAsync();
+        using (var served = await g.Client.SendAsync(g.Post("/v1/chat/completions", """{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}""")))
+        {
+            Assert.Equal(HttpStatusCode.OK, served.StatusCode); // released only once its ledger entry is committed
+        }
+
+        await using (var db = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={Path.Combine(g.DataDirectory, "custos.db")};Pooling=false"))
+        {
+            await db.OpenAsync();
+            await using var command = db.CreateCommand();
+            command.CommandText = "DROP TRIGGER ledger_no_update; UPDATE ledger SET tenant = 'globex' WHERE kind = 'request';";
+            Assert.Equal(1, await command.ExecuteNonQueryAsync());
+        }
+
+        using var http = new HttpClient { BaseAddress = g.Gateway.AdminUri };
+        using var request = new HttpRequestMessage(HttpMethod.Get, "/admin/v1/ledger?tenant=globex");
+        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", ControlPlaneFixture.AdminKey(g, "root"));
+        using var response = await http.SendAsync(request);
+
+        Assert.Equal(HttpStatusCode.InternalServerError, response.StatusCode);
+        using var problem = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+        Assert.Equal("admin.store_damaged", problem.RootElement.GetProperty("code").GetString());
+        Assert.Equal(TestGateway.RequestIdOf(response), problem.RootElement.GetProperty("request_id").GetString());
+        Assert.Contains("was selected by its tenant column, but the entry says 'acme'", problem.RootElement.GetProperty("detail").GetString(), StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData("POST", "/admin/v1/policy/versions", """{"reason":"no yaml"}""", "yaml")]
     [InlineData("POST", "/admin/v1/access-requests", """{"consumer":"web","models":null,"justification":"x"}""", "models")]
