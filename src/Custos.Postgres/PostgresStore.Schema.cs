@@ -9,7 +9,7 @@ namespace Custos.Postgres;
 public sealed partial class PostgresStore
 {
     /// <summary>The schema version this code writes: the number of the last step in <see cref="Migrations"/>.</summary>
-    public const int SchemaVersion = 1;
+    public const int SchemaVersion = 2;
 
     // Advisory lock keys (64-bit, database-wide): "Custos" in ASCII, then a number per purpose.
     internal const long MigrationLock = 0x4375_7374_6F73_0001;
@@ -124,6 +124,13 @@ public sealed partial class PostgresStore
             alert       text NOT NULL
         );
         CREATE INDEX alerts_status ON alerts (status, number);
+        """,
+
+        // 2: checkpoints are append-only like the entries they seal.
+        """
+        CREATE TRIGGER checkpoints_no_update BEFORE UPDATE ON checkpoints FOR EACH ROW EXECUTE FUNCTION ledger_append_only();
+        CREATE TRIGGER checkpoints_no_delete BEFORE DELETE ON checkpoints FOR EACH ROW EXECUTE FUNCTION ledger_append_only();
+        CREATE TRIGGER checkpoints_no_truncate BEFORE TRUNCATE ON checkpoints FOR EACH STATEMENT EXECUTE FUNCTION ledger_append_only();
         """,
     ];
 

@@ -48,6 +48,10 @@ public sealed partial class SqliteStore
             signature  TEXT NOT NULL,
             PRIMARY KEY (chain_id, to_seq)
         );
+        CREATE TRIGGER IF NOT EXISTS checkpoints_no_update BEFORE UPDATE ON checkpoints
+            BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+        CREATE TRIGGER IF NOT EXISTS checkpoints_no_delete BEFORE DELETE ON checkpoints
+            BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
         CREATE TABLE IF NOT EXISTS credential_usage (
             credential_id TEXT PRIMARY KEY,
             last_used     TEXT NOT NULL

@@ -238,6 +238,14 @@ public abstract class StoreContract : IAsyncLifetime
 
         Assert.Contains("append-only", update.Message, StringComparison.Ordinal);
         Assert.Contains("append-only", delete.Message, StringComparison.Ordinal);
+
+        // And the checkpoints that seal entries.
+        await Store.AppendCheckpointAsync(NewCheckpoint("n1", 1, 1));
+        var reseal = await Assert.ThrowsAnyAsync<DbException>(() => ExecuteRawAsync("UPDATE checkpoints SET signature = 'forged'"));
+        var unseal = await Assert.ThrowsAnyAsync<DbException>(() => ExecuteRawAsync("DELETE FROM checkpoints"));
+        Assert.Contains("append-only", reseal.Message, StringComparison.Ordinal);
+        Assert.Contains("append-only", unseal.Message, StringComparison.Ordinal);
+        Assert.Equal("sig-n1-1", Assert.Single(await Store.GetCheckpointsAsync("n1")).Signature);
         var rows = await RowsAsync(new LedgerQuery());
         Assert.Equal(record.Hash, Assert.Single(rows).Hash);
     }

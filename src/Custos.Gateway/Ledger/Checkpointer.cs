@@ -71,7 +71,17 @@ public sealed partial class Checkpointer : IAsyncDisposable
         CheckpointOptions options, TimeProvider time, ILogger<Checkpointer> logger, CancellationToken cancellationToken = default)
     {
         var existing = await store.GetCheckpointsAsync(chainId, cancellationToken);
-        var last = existing.Count > 0 ? existing[^1].Checkpoint : null;
+        Checkpoint? last;
+        try
+        {
+            last = existing.Count > 0 ? existing[^1].Checkpoint : null;
+        }
+        catch (Exception ex) when (ex is JsonException or FormatException)
+        {
+            // The next checkpoint continues this one; sealing after one that cannot be read would leave a gap no one can explain.
+            throw new InvalidDataException($"The last stored checkpoint of chain {chainId} cannot be read ({ex.Message}): the store was altered. Run custos audit verify.", ex);
+        }
+
         return new Checkpointer(store, outbox, ledger, key, chainId, options, time, logger, last?.ToSeq ?? 0, last?.HeadHash ?? HashChain.Genesis);
     }
 

@@ -212,6 +212,12 @@ public sealed partial class LedgerWriter : IAsyncDisposable
         {
             (seq, hash) = await _store.GetChainHeadAsync(_chainId, cancellationToken);
             _storeHeadKnown = true;
+            if (!HashChain.IsHash(hash))
+            {
+                // Chaining onto it would write entries no verification can follow; the store needs an operator first.
+                throw new InvalidDataException(
+                    $"The ledger's chain {_chainId} ends at entry {seq}, whose stored hash is not a SHA-256: the store was altered. Run custos audit verify.");
+            }
         }
 
         _chain = new HashChain(_chainId, seq, hash);

@@ -169,6 +169,20 @@ public sealed class EvidenceTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task NoGatewayStartsOnAChainHead_OrALastCheckpoint_ThatWasAltered()
+    {
+        // Chaining onto either would write entries no verification can follow: the start stops and says why.
+        var (head, _, _) = await TamperAsync((db, _) => ExecAsync(db, "UPDATE ledger SET hash = 'zz' WHERE seq = (SELECT max(seq) FROM ledger)"));
+        var error = await Assert.ThrowsAsync<InvalidDataException>(() => TestGateway.StartAsync(null, options: o => o with { DataDirectory = head }));
+        Assert.Contains("ends at entry", error.Message, StringComparison.Ordinal);
+        Assert.Contains("whose stored hash is not a SHA-256: the store was altered", error.Message, StringComparison.Ordinal);
+
+        var (checkpoint, _, _) = await TamperAsync((db, _) => ExecAsync(db, "UPDATE checkpoints SET checkpoint = '[1]' WHERE to_seq = (SELECT max(to_seq) FROM checkpoints)"));
+        error = await Assert.ThrowsAsync<InvalidDataException>(() => TestGateway.StartAsync(null, options: o => o with { DataDirectory = checkpoint }));
+        Assert.StartsWith("The last stored checkpoint of chain test-node cannot be read", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task ATruncatedTail_IsFound()
     {
         var (directory, _, _) = await TamperAsync((db, _) => ExecAsync(db, "DELETE FROM ledger WHERE seq > (SELECT max(seq) - 3 FROM ledger)"));
@@ -350,7 +364,7 @@ public sealed class EvidenceTests : IAsyncLifetime
         });
     }
 
-    /// <summary>Copies the sealed data folder, lifts the append-only triggers, and lets <paramref name="tamper"/> alter entry 20 (or around it).</summary>
+    /// <summary>Copies the sealed data folder, lifts the append-only triggers (entries and checkpoints), and lets <paramref name="tamper"/> alter entry 20 (or around it).</summary>
     private async Task<(string Directory, long Seq, string? RequestId)> TamperAsync(Func<SqliteConnection, long, Task> tamper)
     {
         var copy = Path.Combine(Path.GetTempPath(), "custos-tamper-" + Guid.NewGuid().ToString("N"));
@@ -359,7 +373,7 @@ public sealed class EvidenceTests : IAsyncLifetime
         await using var db = new SqliteConnection($"Data Source={Path.Combine(copy, "custos.db")};Pooling=false");
         await db.OpenAsync();
         LedgerRecordCodec.AddFunctions(db); // records are stored compressed: read them as JSON (and write them back as TEXT)
-        await ExecAsync(db, "DROP TRIGGER ledger_no_update; DROP TRIGGER ledger_no_delete;");
+        await ExecAsync(db, "DROP TRIGGER ledger_no_update; DROP TRIGGER ledger_no_delete; DROP TRIGGER checkpoints_no_update; DROP TRIGGER checkpoints_no_delete;");
         // Entry 20, or the next one that does not end a checkpoint interval (there a rewrite shows as a checkpoint mismatch first).
         var (target, _) = await ScalarRowAsync(db, "SELECT CAST(min(seq) AS TEXT), '' FROM ledger WHERE seq >= 20 AND seq NOT IN (SELECT to_seq FROM checkpoints)");
         var (requestId, _) = await ScalarRowAsync(db, $"SELECT coalesce(request_id, ''), '' FROM ledger WHERE seq = {target}");

@@ -86,7 +86,16 @@ public sealed class TestGateway : IAsyncDisposable
                 logging.AddProvider(test.Logs);
             },
         };
-        test.Gateway = await CustosGateway.StartAsync(options is null ? gatewayOptions : options(gatewayOptions));
+        try
+        {
+            test.Gateway = await CustosGateway.StartAsync(options is null ? gatewayOptions : options(gatewayOptions));
+        }
+        catch
+        {
+            await upstream.DisposeAsync();
+            throw;
+        }
+
         test.Client = new HttpClient { BaseAddress = test.Gateway.DataPlaneUri, Timeout = TimeSpan.FromSeconds(30) };
         return test;
     }
