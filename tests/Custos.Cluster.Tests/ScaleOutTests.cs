@@ -4,6 +4,7 @@ using System.Text;
 using Custos.Policy;
 using Custos.Postgres.Tests;
 using Custos.Redis.Tests;
+using Custos.Testing;
 using Microsoft.Extensions.Time.Testing;
 using Xunit.Abstractions;
 
@@ -22,7 +23,7 @@ public sealed class ScaleOutTests(RedisServerFixture redis, PostgresServerFixtur
     [Fact]
     public async Task ARateLimit_HoldsGlobally_AcrossThreeNodes()
     {
-        var clock = new FakeTimeProvider(new DateTimeOffset(2026, 11, 30, 9, 0, 5, TimeSpan.Zero)); // one minute window throughout
+        var clock = new FakeTimeProvider(TestTime.MinuteAhead(5)); // one minute window throughout, ending after the real clock (Redis expires by it)
         await using var cluster = await Cluster.StartAsync(3, await postgres.CreateDatabaseAsync(), redis.ConnectionString,
             p => WithLimits(p, "support-web", new LimitsConfig { RequestsPerMinute = 10 }), clock);
         var clients = cluster.Nodes.Select(n => new HttpClient { BaseAddress = n.DataPlaneUri }).ToArray();

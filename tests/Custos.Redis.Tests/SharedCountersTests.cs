@@ -4,6 +4,7 @@ using System.Text;
 using Custos.Gateway.Demo;
 using Custos.Gateway.Hosting;
 using Custos.Policy;
+using Custos.Testing;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Time.Testing;
 
@@ -16,7 +17,7 @@ public sealed class SharedCountersTests(RedisServerFixture redis)
     [Fact]
     public async Task ARateLimitHoldsAcrossTwoNodes_NeverAdmittingMoreThanTheLimit()
     {
-        var clock = new FakeTimeProvider(new DateTimeOffset(2026, 11, 30, 9, 0, 5, TimeSpan.Zero)); // one minute window throughout
+        var clock = new FakeTimeProvider(TestTime.MinuteAhead(5)); // one minute window throughout, ending after the real clock (Redis expires by it)
         await using var upstream = await DemoUpstream.StartAsync();
         var keys = DemoPolicy.CreateKeys(new Uri("http://127.0.0.1:1"), new Uri("http://127.0.0.1:2"), null);
         var demo = DemoPolicy.Create(upstream.BaseUri, keys);
