@@ -46,9 +46,10 @@ internal static class CustosCli
             await error.WriteLineAsync("error: " + ex.Message);
             return ex.ExitCode;
         }
-        catch (InvalidDataException ex)
+        catch (Exception ex) when (ex is InvalidDataException or IOException or UnauthorizedAccessException)
         {
-            // Stored data that is damaged or was altered (a spool segment, a ledger record): say what and where, in one line.
+            // Stored data that is damaged or was altered (a spool segment, a ledger record), or a file or folder the command was
+            // given that cannot be read or written (missing, no permission, disk full): say what and where, in one line.
             await error.WriteLineAsync("error: " + ex.Message);
             return 1;
         }

@@ -359,4 +359,21 @@ public sealed class CliTests : IDisposable
         Assert.Equal(1, exit);
         Assert.Contains("No Custos store at", error, StringComparison.Ordinal);
     }
+
+    [Theory]
+    [InlineData("error: --data names no folder", "requests", "--data", "")]
+    [InlineData("error: --from '100000000d' reaches further back than a time can", "audit", "verify", "--data", "{data}", "--from", "100000000d")]
+    [InlineData("error: Could not find file '/proc/custos-test'", "init", "--data", "/proc/custos-test")] // a folder that cannot be made
+    [InlineData("error: No space left on device", "report", "posture", "--data", "{data}", "-o", "/dev/full")] // a file that cannot be written
+    public async Task ArgumentsThatCannotWork_AreOneLineOfError_NeverAStackTrace(string expected, params string[] args)
+    {
+        var data = Path.Combine(_directory, "data");
+        Assert.Equal(0, (await Cli.RunAsync("init", "--data", data)).Exit);
+
+        var (exit, _, error) = await Cli.RunAsync([.. args.Select(a => a.Replace("{data}", data, StringComparison.Ordinal))]);
+
+        Assert.Equal(1, exit);
+        Assert.StartsWith(expected, error, StringComparison.Ordinal);
+        Assert.Single(error.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+    }
 }

@@ -23,7 +23,7 @@ internal static class CommonOptions
     {
         if (data is not null)
         {
-            return Path.GetFullPath(data);
+            return string.IsNullOrWhiteSpace(data) ? throw new CliException("--data names no folder") : Path.GetFullPath(data);
         }
 
         if (config is not null)

@@ -118,13 +118,20 @@ internal static class RequestsCommand
         if (text.Length >= 2 && char.IsDigit(text[0]) && "smhd".Contains(text[^1], StringComparison.Ordinal)
             && int.TryParse(text.AsSpan(0, text.Length - 1), NumberStyles.None, CultureInfo.InvariantCulture, out var amount))
         {
-            return now - (text[^1] switch
+            try
             {
-                's' => TimeSpan.FromSeconds(amount),
-                'm' => TimeSpan.FromMinutes(amount),
-                'h' => TimeSpan.FromHours(amount),
-                _ => TimeSpan.FromDays(amount),
-            });
+                return now - (text[^1] switch
+                {
+                    's' => TimeSpan.FromSeconds(amount),
+                    'm' => TimeSpan.FromMinutes(amount),
+                    'h' => TimeSpan.FromHours(amount),
+                    _ => TimeSpan.FromDays(amount),
+                });
+            }
+            catch (ArgumentOutOfRangeException)
+            {
+                throw new CliException($"{option} '{text}' reaches further back than a time can");
+            }
         }
 
         if (DateTimeOffset.TryParse(text, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal | DateTimeStyles.AdjustToUniversal, out var time))
