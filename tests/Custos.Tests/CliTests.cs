@@ -362,9 +362,13 @@ public sealed class CliTests : IDisposable
 
     [Theory]
     [InlineData("error: --data names no folder", "requests", "--data", "")]
-    [InlineData("error: --from '100000000d' reaches further back than a time can", "audit", "verify", "--data", "{data}", "--from", "100000000d")]
+    [InlineData("error: --from '100000000d' is longer than a time span can be", "audit", "verify", "--data", "{data}", "--from", "100000000d")]
     [InlineData("error: Could not find file '/proc/custos-test'", "init", "--data", "/proc/custos-test")] // a folder that cannot be made
     [InlineData("error: No space left on device", "report", "posture", "--data", "{data}", "-o", "/dev/full")] // a file that cannot be written
+    [InlineData("error: --since '100000000d' is longer than a time span can be", "requests", "--data", "{data}", "--since", "100000000d")]
+    [InlineData("error: --overlap '99999999d' is longer than a time span can be", "keys", "rotate", "c1", "--reason", "r", "--overlap", "99999999d", "--server", "http://127.0.0.1:1")]
+    [InlineData("error: an empty id names nothing", "services", "show", "", "--server", "http://127.0.0.1:1")] // not the list in its place
+    [InlineData("error: an empty id names nothing", "alerts", "show", " ", "--server", "http://127.0.0.1:1")]
     public async Task ArgumentsThatCannotWork_AreOneLineOfError_NeverAStackTrace(string expected, params string[] args)
     {
         var data = Path.Combine(_directory, "data");

@@ -87,8 +87,9 @@ internal sealed class AdminClient : IDisposable
     /// <summary>PUT <paramref name="body"/> to <paramref name="path"/>.</summary>
     public Task<AdminReply> PutAsync(string path, object body, CancellationToken cancellationToken) => SendAsync(HttpMethod.Put, path, body, cancellationToken);
 
-    /// <summary>One path segment, escaped.</summary>
-    public static string Segment(string id) => Uri.EscapeDataString(id);
+    /// <summary>One path segment, escaped; an empty one would name the list instead of an item, so it is refused.</summary>
+    public static string Segment(string id)
+        => string.IsNullOrWhiteSpace(id) ? throw new CliException("an empty id names nothing; give the id of the item") : Uri.EscapeDataString(id);
 
     public void Dispose() => _http.Dispose();
 
@@ -286,6 +287,18 @@ internal sealed class AdminClient : IDisposable
     /// </summary>
     public static TimeSpan ParseDuration(string text, string option)
     {
+        try
+        {
+            return Duration(text, option);
+        }
+        catch (Exception ex) when (ex is OverflowException or ArgumentOutOfRangeException)
+        {
+            throw new CliException($"{option} '{text}' is longer than a time span can be");
+        }
+    }
+
+    private static TimeSpan Duration(string text, string option)
+    {
         var trimmed = text.Trim();
         if (long.TryParse(trimmed, NumberStyles.None, CultureInfo.InvariantCulture, out var plain))
         {
@@ -337,6 +350,9 @@ internal sealed class AdminClient : IDisposable
                 : throw new CliException($"{option} '{text}' is neither an ISO 8601 time nor a duration from now such as 30d or 12h");
         }
 
-        return DateTimeOffset.UtcNow + ParseDuration(text, option);
+        var span = ParseDuration(text, option);
+        return span <= DateTimeOffset.MaxValue - DateTimeOffset.UtcNow
+            ? DateTimeOffset.UtcNow + span
+            : throw new CliException($"{option} '{text}' reaches further ahead than a time can");
     }
 }

@@ -115,23 +115,11 @@ internal static class RequestsCommand
             return null;
         }
 
-        if (text.Length >= 2 && char.IsDigit(text[0]) && "smhd".Contains(text[^1], StringComparison.Ordinal)
-            && int.TryParse(text.AsSpan(0, text.Length - 1), NumberStyles.None, CultureInfo.InvariantCulture, out var amount))
+        if (text.Length >= 2 && char.IsDigit(text[0]) && "smhd".Contains(text[^1], StringComparison.Ordinal))
         {
-            try
-            {
-                return now - (text[^1] switch
-                {
-                    's' => TimeSpan.FromSeconds(amount),
-                    'm' => TimeSpan.FromMinutes(amount),
-                    'h' => TimeSpan.FromHours(amount),
-                    _ => TimeSpan.FromDays(amount),
-                });
-            }
-            catch (ArgumentOutOfRangeException)
-            {
-                throw new CliException($"{option} '{text}' reaches further back than a time can");
-            }
+            // An age: the same durations as everywhere else (7d, 2h, 1h30m), back from now.
+            var age = AdminClient.ParseDuration(text, option);
+            return age <= now - DateTimeOffset.MinValue ? now - age : throw new CliException($"{option} '{text}' reaches further back than a time can");
         }
 
         if (DateTimeOffset.TryParse(text, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal | DateTimeStyles.AdjustToUniversal, out var time))
