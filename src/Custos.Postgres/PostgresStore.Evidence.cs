@@ -19,7 +19,7 @@ public sealed partial class PostgresStore
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         await using var command = _dataSource.CreateCommand($"""
-            SELECT seq, {(withRecords ? "record" : "NULL")}, prev_hash, hash, request_id, ts{(withRecords ? ", kind, tenant, service, consumer, decision, model, cost" : "")} FROM ledger
+            SELECT seq, {(withRecords ? "record" : "NULL")}, prev_hash, hash, request_id, ts{(withRecords ? ", " + StoreRows.SearchColumns + ", cost" : "")} FROM ledger
             WHERE chain_id = $1 AND seq >= $2 AND seq <= $3 ORDER BY seq
             """);
         command.Parameters.Add(new NpgsqlParameter { Value = chainId });
@@ -33,25 +33,11 @@ public sealed partial class PostgresStore
             yield return new ChainEntry(reader.GetInt64(0), withRecords ? Json(reader, 1) : "", reader.GetString(2), reader.GetString(3), requestId, ts)
             {
                 Columns = withRecords
-                    ? new LedgerColumns
-                    {
-                        Kind = reader.GetString(6),
-                        Timestamp = ts,
-                        RequestId = requestId,
-                        Tenant = Text(reader, 7),
-                        Service = Text(reader, 8),
-                        Consumer = Text(reader, 9),
-                        Decision = Text(reader, 10),
-                        Model = Text(reader, 11),
-                        Cost = reader.IsDBNull(12) ? null : reader.GetDecimal(12),
-                        HasCost = true,
-                    }
+                    ? StoreRows.Columns(reader, 6, ts, requestId) with { Cost = reader.IsDBNull(12) ? null : reader.GetDecimal(12), HasCost = true }
                     : null,
             };
         }
     }
-
-    private static string? Text(NpgsqlDataReader reader, int ordinal) => reader.IsDBNull(ordinal) ? null : reader.GetString(ordinal);
 
     /// <inheritdoc/>
     public async Task AppendCheckpointAsync(SignedCheckpoint checkpoint, CancellationToken cancellationToken = default)

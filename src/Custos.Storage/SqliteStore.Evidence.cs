@@ -22,7 +22,7 @@ public sealed partial class SqliteStore
         await using var connection = await OpenReaderAsync(cancellationToken);
         using var command = connection.CreateCommand();
         command.CommandText = $"""
-            SELECT seq, {(withRecords ? "record" : "''")}, prev_hash, hash, request_id, ts{(withRecords ? ", kind, tenant, service, consumer, decision, model" : "")} FROM ledger
+            SELECT seq, {(withRecords ? "record" : "''")}, prev_hash, hash, request_id, ts{(withRecords ? ", " + StoreRows.SearchColumns : "")} FROM ledger
             WHERE chain_id = $chain AND seq >= $from AND seq <= $to ORDER BY seq
             """;
         command.Parameters.AddWithValue("$chain", chainId);
@@ -36,24 +36,10 @@ public sealed partial class SqliteStore
             yield return new ChainEntry(reader.GetInt64(0), withRecords ? LedgerRecordCodec.Read(reader, 1, _dictionaries) : "", reader.GetString(2), reader.GetString(3),
                 requestId, ts)
             {
-                Columns = withRecords
-                    ? new LedgerColumns
-                    {
-                        Kind = reader.GetString(6),
-                        Timestamp = ts,
-                        RequestId = requestId,
-                        Tenant = Text(reader, 7),
-                        Service = Text(reader, 8),
-                        Consumer = Text(reader, 9),
-                        Decision = Text(reader, 10),
-                        Model = Text(reader, 11),
-                    }
-                    : null,
+                Columns = withRecords ? StoreRows.Columns(reader, 6, ts, requestId) : null,
             };
         }
     }
-
-    private static string? Text(Microsoft.Data.Sqlite.SqliteDataReader reader, int ordinal) => reader.IsDBNull(ordinal) ? null : reader.GetString(ordinal);
 
     /// <inheritdoc/>
     public async Task AppendCheckpointAsync(SignedCheckpoint checkpoint, CancellationToken cancellationToken = default)

@@ -21,6 +21,24 @@ public static class StoreRows
     /// <summary>The columns <see cref="Notification(DbDataReader, Func{DbDataReader, int, DateTimeOffset})"/> reads, in order.</summary>
     public const string NotificationColumns = "id, created_at, role, recipient, channel, target, payload, status, attempts, last_error";
 
+    /// <summary>The search columns of a ledger row that <see cref="Columns"/> reads after the row's <c>ts</c>, in order (PostgreSQL adds <c>cost</c>).</summary>
+    public const string SearchColumns = "kind, tenant, service, consumer, decision, model";
+
+    /// <summary>A ledger row's search columns, from <see cref="SearchColumns"/> at <paramref name="ordinal"/> and the row's time and request id.</summary>
+    public static LedgerColumns Columns(DbDataReader reader, int ordinal, string timestamp, string? requestId) => new()
+    {
+        Kind = reader.GetString(ordinal),
+        Timestamp = timestamp,
+        RequestId = requestId,
+        Tenant = Text(reader, ordinal + 1),
+        Service = Text(reader, ordinal + 2),
+        Consumer = Text(reader, ordinal + 3),
+        Decision = Text(reader, ordinal + 4),
+        Model = Text(reader, ordinal + 5),
+    };
+
+    private static string? Text(DbDataReader reader, int ordinal) => reader.IsDBNull(ordinal) ? null : reader.GetString(ordinal);
+
     /// <summary>How an alert is kept: one JSON column.</summary>
     public static JsonSerializerOptions AlertJson { get; } = new()
     {
