@@ -94,7 +94,6 @@ public static class LedgerVerifier
             foreach (var (chainId, lastSeq, _) in chains)
             {
                 var checkpoints = allCheckpoints.Where(c => c.Checkpoint.ChainId == chainId).OrderBy(c => c.Checkpoint.ToSeq).ToList();
-
                 VerificationProblem? problem = null;
 
                 // Checkpoints first: signed by a trusted key, and each continuing the one before.
