@@ -521,6 +521,11 @@ internal static partial class AdminApi
             var snapshot = gateway.Policy.Current;
             var (tenant, service) = Locate(snapshot.Document, "consumer", body.Consumer);
             await RequireAsync(context, gateway, AdminPermission.RequestAccess, tenant, service, "access.requested", "consumer:" + body.Consumer);
+            if (body.ValidUntil is { } until && until <= gateway.Time.GetUtcNow())
+            {
+                throw AdminProblemException.Invalid("'valid_until' is in the past."); // access that could never be granted
+            }
+
             if (body.Models.Count == 0)
             {
                 throw AdminProblemException.Invalid("'models' must name at least one model.");

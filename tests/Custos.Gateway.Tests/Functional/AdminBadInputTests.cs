@@ -71,6 +71,7 @@ public sealed class AdminBadInputTests
     [InlineData("POST", "/admin/v1/policy/versions", """{"reason":"no yaml"}""", "yaml")]
     [InlineData("POST", "/admin/v1/access-requests", """{"consumer":"web","models":null,"justification":"x"}""", "models")]
     [InlineData("POST", "/admin/v1/access-requests", """{"consumer":"web","models":[null],"justification":"x"}""", "models")]
+    [InlineData("POST", "/admin/v1/access-requests", """{"consumer":"web","models":["gpt-4o"],"justification":"x","valid_until":"2001-01-01T00:00:00Z"}""", "valid_until")]
     [InlineData("PUT", "/admin/v1/services/support/owners", """{"owners":null,"reason":"x"}""", "owners")]
     [InlineData("PUT", "/admin/v1/services/support/prompt-rules", """{"prompt_rules":null,"reason":"x"}""", "prompt_rules")]
     [InlineData("PUT", "/admin/v1/services/support/prompt-rules", """{"prompt_rules":[null],"reason":"x"}""", "prompt_rules")]
