@@ -51,6 +51,10 @@ public static class LedgerTime
     public static DateTimeOffset Parse(string text)
         => DateTimeOffset.ParseExact(text, Pattern, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal | DateTimeStyles.AdjustToUniversal);
 
+    /// <summary>Reads the ledger's text form; false when <paramref name="text"/> is not in it.</summary>
+    public static bool TryParse(string? text, out DateTimeOffset time)
+        => DateTimeOffset.TryParseExact(text, Pattern, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal | DateTimeStyles.AdjustToUniversal, out time);
+
     private static void Digits(Span<byte> destination, int value)
     {
         for (var i = destination.Length - 1; i >= 0; i--)

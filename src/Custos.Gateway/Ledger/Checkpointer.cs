@@ -117,7 +117,7 @@ public sealed partial class Checkpointer : IAsyncDisposable
                     HeadHash = last.Hash,
                     MerkleRoot = Convert.ToHexStringLower(MerkleTree.Root(leaves)),
                     Timestamp = _time.GetUtcNow(),
-                    LastEntryAt = LedgerTime.Parse(last.Timestamp),
+                    LastEntryAt = await LastEntryAtAsync(last.Seq, cancellationToken),
                     KeyId = _key.KeyId,
                 };
                 var signed = _key.Sign(checkpoint);
@@ -132,6 +132,23 @@ public sealed partial class Checkpointer : IAsyncDisposable
         {
             _sealLock.Release();
         }
+    }
+
+    /// <summary>
+    /// When entry <paramref name="seq"/> happened, as the entry itself says: the signed checkpoint carries it, and windowed
+    /// verification picks intervals by it, so it is not taken from the row's <c>ts</c> column, which the hash does not cover.
+    /// </summary>
+    private async Task<DateTimeOffset> LastEntryAtAsync(long seq, CancellationToken cancellationToken)
+    {
+        await foreach (var entry in _store.ReadChainAsync(_chainId, seq, seq, withRecords: true, cancellationToken))
+        {
+            if (LedgerColumns.Read(System.Text.Encoding.UTF8.GetBytes(entry.Json)) is { } recorded && LedgerTime.TryParse(recorded.Timestamp, out var at))
+            {
+                return at;
+            }
+        }
+
+        throw new InvalidDataException($"Entry {seq} of chain {_chainId} cannot be read for its time: the store was altered. Run custos audit verify.");
     }
 
     /// <summary>The file a directory witness keeps a checkpoint in.</summary>

@@ -183,6 +183,40 @@ public sealed class EvidenceTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task ACheckpointTakesItsLastEntrysTime_FromTheEntry_NotFromItsAlterableColumn()
+    {
+        var gateway = await TestGateway.StartAsync((Func<TestGateway, Custos.Policy.PolicyDocument, Custos.Policy.PolicyDocument>?)null,
+            checkpoints: new CheckpointOptions { Every = 1_000, Interval = TimeSpan.FromHours(1) }); // nothing sealed until the stop
+        try
+        {
+            using (var response = await gateway.Client.SendAsync(gateway.Post("/v1/chat/completions", """{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}""")))
+            {
+                Assert.Equal(HttpStatusCode.OK, response.StatusCode); // released once its entry is committed
+            }
+
+            // Before the seal, the last entry's time column is moved a year back, where a windowed verification would not look.
+            await using (var db = new SqliteConnection($"Data Source={Path.Combine(gateway.DataDirectory, "custos.db")};Pooling=false"))
+            {
+                await db.OpenAsync();
+                await ExecAsync(db, "DROP TRIGGER ledger_no_update; UPDATE ledger SET ts = '2025-11-30T00:00:00.000000Z' WHERE seq = (SELECT max(seq) FROM ledger)");
+            }
+
+            await gateway.Gateway.DisposeAsync(); // seals the tail
+            SqliteConnection.ClearAllPools();
+            await using var store = await SqliteStore.OpenExistingAsync(gateway.DataDirectory);
+            var sealedAt = Assert.Single(await store.GetCheckpointsAsync("test-node")).Checkpoint.LastEntryAt;
+            var last = await store.ReadChainAsync("test-node", 1, long.MaxValue).LastAsync();
+            Assert.Equal(LedgerColumns.Read(Encoding.UTF8.GetBytes(last.Json))!.Timestamp, LedgerTime.Format(sealedAt));
+            Assert.True(sealedAt > DateTimeOffset.UtcNow.AddDays(-1), $"sealed as {sealedAt:O}");
+            Assert.Equal("altered_columns", Assert.Single((await VerifyAsync(gateway.DataDirectory, witness: false)).Problems).Kind);
+        }
+        finally
+        {
+            await gateway.DisposeAsync();
+        }
+    }
+
+    [Fact]
     public async Task ATruncatedTail_IsFound()
     {
         var (directory, _, _) = await TamperAsync((db, _) => ExecAsync(db, "DELETE FROM ledger WHERE seq > (SELECT max(seq) - 3 FROM ledger)"));
