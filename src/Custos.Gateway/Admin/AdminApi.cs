@@ -136,6 +136,12 @@ internal static partial class AdminApi
         MapEvidence(api, gateway);
         MapAlerts(api, gateway);
         MapInsight(api, gateway);
+
+        // Anything else under /admin/v1 (an unknown path, an id of the wrong form): a problem with its code and request id
+        // like every other answer, not routing's empty 404.
+        api.MapFallback("{**path}", (HttpContext context) => Problem(context, StatusCodes.Status404NotFound, "admin.not_found", "Not found",
+            $"There is no admin API route {context.Request.Method} {context.Request.Path}; the routes are listed at /admin/v1/openapi.json."))
+            .ExcludeFromDescription();
     }
 
     private static void MapAlerts(RouteGroupBuilder api, CustosGateway gateway)

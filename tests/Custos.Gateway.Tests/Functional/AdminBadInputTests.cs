@@ -38,6 +38,26 @@ public sealed class AdminBadInputTests
         Assert.Contains(parameter, problem.RootElement.GetProperty("detail").GetString(), StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("GET", "/admin/v1/nonexistent")]
+    [InlineData("GET", "/admin/v1/policy/versions/latest")] // a version is a number
+    [InlineData("DELETE", "/admin/v1/services")]
+    public async Task ARouteTheAdminApiDoesNotHave_Is404WithCodeAndRequestId_NotAnEmptyAnswer(string method, string path)
+    {
+        await using var g = await ControlPlaneFixture.StartAsync();
+        using var http = new HttpClient { BaseAddress = g.Gateway.AdminUri };
+        using var request = new HttpRequestMessage(new HttpMethod(method), path);
+        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", ControlPlaneFixture.AdminKey(g, "root"));
+
+        using var response = await http.SendAsync(request);
+
+        Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
+        using var problem = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+        Assert.Equal("admin.not_found", problem.RootElement.GetProperty("code").GetString());
+        Assert.Equal(TestGateway.RequestIdOf(response), problem.RootElement.GetProperty("request_id").GetString());
+        Assert.Equal($"There is no admin API route {method} {path}; the routes are listed at /admin/v1/openapi.json.", problem.RootElement.GetProperty("detail").GetString());
+    }
+
     [Fact]
     public async Task ALedgerRowAlteredBehindTheGateway_IsAnsweredAsStoreDamaged_NotTakenForWhatItsColumnsSay()
     {
