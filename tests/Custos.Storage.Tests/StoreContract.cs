@@ -625,7 +625,7 @@ public abstract class StoreContract : IAsyncLifetime
 
         Assert.All(entries, entry =>
         {
-            var recorded = LedgerColumns.Read(Encoding.UTF8.GetBytes(entry.Json));
+            var recorded = LedgerColumns.Read(entry.Json);
             Assert.NotNull(recorded);
             Assert.NotNull(entry.Columns);
             Assert.Null(LedgerColumns.Difference(recorded, entry.Columns));

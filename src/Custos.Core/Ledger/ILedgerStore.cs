@@ -42,7 +42,7 @@ public sealed record LedgerQuery
     public StoredRecord Checked(StoredRecord row)
     {
         ArgumentNullException.ThrowIfNull(row);
-        var recorded = LedgerColumns.Read(System.Text.Encoding.UTF8.GetBytes(row.Json));
+        var recorded = LedgerColumns.Read(row.Json);
         foreach (var (column, value) in ColumnFilters())
         {
             if (recorded?.ValueOf(column) is var says && says != value)

@@ -11,7 +11,7 @@ namespace Custos.Ledger;
 /// The hash chain covers the canonical JSON, not these copies. Searches (<c>custos requests</c>, the admin API's ledger) and
 /// reports select entries by them, so a row whose columns were altered would hide from a search or a report, or show up in
 /// the wrong one, while every hash still verified. <see cref="LedgerVerifier"/> therefore reads them back with each entry and
-/// compares them with the entry's own fields (<see cref="Read"/>, <see cref="Difference"/>).
+/// compares them with the entry's own fields (<see cref="Read(string)"/>, <see cref="Difference"/>).
 /// </remarks>
 public sealed record LedgerColumns
 {
@@ -49,6 +49,13 @@ public sealed record LedgerColumns
     /// The columns as the stores write them for the entry with canonical JSON <paramref name="canonical"/>: the request's
     /// fields only on a <c>request</c> entry. Null when the bytes are not a JSON object with a kind and a timestamp.
     /// </summary>
+    public static LedgerColumns? Read(string canonical)
+    {
+        ArgumentNullException.ThrowIfNull(canonical);
+        return Read(System.Text.Encoding.UTF8.GetBytes(canonical));
+    }
+
+    /// <summary>As <see cref="Read(string)"/>, from the canonical JSON's UTF-8 bytes.</summary>
     public static LedgerColumns? Read(ReadOnlySpan<byte> canonical)
     {
         var values = new string?[Names.Length];
@@ -86,7 +93,8 @@ public sealed record LedgerColumns
             return null;
         }
 
-        var (kind, timestamp, tenant, cost) = (values[0], values[1], values[2], values[8]);
+        var (kind, timestamp, tenant, requestId, service, consumer, decision, model, cost) =
+            (values[0], values[1], values[2], values[3], values[4], values[5], values[6], values[7], values[8]); // the order of Names
         if (kind is null || timestamp is null)
         {
             return null;
@@ -109,11 +117,11 @@ public sealed record LedgerColumns
             Kind = kind,
             Timestamp = timestamp,
             Tenant = tenant,
-            RequestId = request ? values[3] : null,
-            Service = request ? values[4] : null,
-            Consumer = request ? values[5] : null,
-            Decision = request ? values[6] : null,
-            Model = request ? values[7] : null,
+            RequestId = request ? requestId : null,
+            Service = request ? service : null,
+            Consumer = request ? consumer : null,
+            Decision = request ? decision : null,
+            Model = request ? model : null,
             Cost = amount,
             HasCost = true,
         };
@@ -121,7 +129,7 @@ public sealed record LedgerColumns
 
     /// <summary>
     /// The first column of <paramref name="stored"/> that does not say what the entry (<paramref name="recorded"/>, from
-    /// <see cref="Read"/>) says, with both values as text; null when they agree. The cost is compared only where it is a column.
+    /// <see cref="Read(string)"/>) says, with both values as text; null when they agree. The cost is compared only where it is a column.
     /// </summary>
     public static (string Column, string? Stored, string? Recorded)? Difference(LedgerColumns recorded, LedgerColumns stored)
     {
@@ -177,7 +185,7 @@ public sealed record LedgerColumns
         _ => throw new ArgumentOutOfRangeException(nameof(column), column, "not a text column of the ledger"),
     };
 
-    /// <summary>The fields <see cref="Read"/> takes, in the order of its values.</summary>
+    /// <summary>The fields <see cref="Read(string)"/> takes, in the order of its values.</summary>
     private static readonly byte[][] Names =
         [.. new[] { "kind", "timestamp", "tenant", "request_id", "service", "consumer", "decision", "model", "cost" }.Select(System.Text.Encoding.UTF8.GetBytes)];
 }

@@ -142,7 +142,7 @@ public sealed partial class Checkpointer : IAsyncDisposable
     {
         await foreach (var entry in _store.ReadChainAsync(_chainId, seq, seq, withRecords: true, cancellationToken))
         {
-            if (LedgerColumns.Read(System.Text.Encoding.UTF8.GetBytes(entry.Json)) is { } recorded && LedgerTime.TryParse(recorded.Timestamp, out var at))
+            if (LedgerColumns.Read(entry.Json) is { } recorded && LedgerTime.TryParse(recorded.Timestamp, out var at))
             {
                 return at;
             }

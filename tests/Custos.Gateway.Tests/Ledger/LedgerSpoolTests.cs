@@ -62,6 +62,15 @@ public sealed class LedgerSpoolTests : IDisposable
         }
     }
 
+    /// <summary>Spools <paramref name="count"/> records of chain node-a, from seq 1, into one segment file, and closes the spool.</summary>
+    private (List<ChainedRecord> Written, string Segment) WriteOneSegment(int count)
+    {
+        var written = Chain(new HashChain("node-a", 0, HashChain.Genesis), 1, count);
+        using var spool = LedgerSpool.Open(_root, "node-a");
+        spool.Append(written);
+        return (written, Assert.Single(spool.Segments));
+    }
+
     [Fact]
     public void EveryRecord_ComesBackByteForByte_WithWhatStoresIndex()
     {
@@ -112,17 +121,10 @@ public sealed class LedgerSpoolTests : IDisposable
     [Fact]
     public void ATornLastLine_IsCutOff_WhenTheSpoolOpens()
     {
-        var chain = new HashChain("node-a", 0, HashChain.Genesis);
-        var written = Chain(chain, 1, 5);
-        string segment;
-        using (var spool = LedgerSpool.Open(_root, "node-a"))
-        {
-            spool.Append(written);
-            segment = Assert.Single(spool.Segments);
-        }
+        var (written, segment) = WriteOneSegment(5);
 
         var complete = new FileInfo(segment).Length;
-        var next = chain.Append(Request(6));
+        var next = new HashChain("node-a", written[^1].Seq, written[^1].Hash).Append(Request(6)); // the chain continued
         // The process died while writing the next batch: half a line.
         File.AppendAllText(segment, """{"chain_id":"node-a","seq":6,"kind":"request","prev_hash":" """.TrimEnd());
 
@@ -138,13 +140,7 @@ public sealed class LedgerSpoolTests : IDisposable
     [Fact]
     public void ADamagedLine_IsRefused_NotSkipped()
     {
-        var chain = new HashChain("node-a", 0, HashChain.Genesis);
-        string segment;
-        using (var spool = LedgerSpool.Open(_root, "node-a"))
-        {
-            spool.Append(Chain(chain, 1, 5));
-            segment = Assert.Single(spool.Segments);
-        }
+        var (_, segment) = WriteOneSegment(5);
 
         var text = File.ReadAllText(segment);
         File.WriteAllText(segment, text.Replace("\"consumer\":\"web\"", "\"consumer\":\"bob\"", StringComparison.Ordinal), new UTF8Encoding(false));
@@ -157,14 +153,7 @@ public sealed class LedgerSpoolTests : IDisposable
     public void DamagedSpools_OpenAsAnUnbrokenPrefix_OrAreRefusedAsInvalidData()
     {
         // What a disk or a careless hand can do to a spool between two runs: bytes cut, flipped, repeated, inserted.
-        var chain = new HashChain("node-a", 0, HashChain.Genesis);
-        var written = Chain(chain, 1, 20);
-        string segment;
-        using (var spool = LedgerSpool.Open(_root, "node-a"))
-        {
-            spool.Append(written);
-            segment = Assert.Single(spool.Segments);
-        }
+        var (written, segment) = WriteOneSegment(20);
 
         var original = File.ReadAllBytes(segment);
         var random = new Random(2026);
