@@ -37,6 +37,12 @@ internal enum MockMode
     /// pair in each (<c>"\ud83d"</c>, then <c>"\ude00"</c>), as providers that stream by token may do.
     /// </summary>
     SplitEmoji,
+
+    /// <summary>
+    /// <c>mock-sized-stream</c>: a chat stream sent whole, with a <c>Content-Length</c> instead of chunked, as a server or
+    /// proxy that buffers its responses may send it.
+    /// </summary>
+    SizedStream,
 }
 
 /// <summary>Maps model names to <see cref="MockMode"/> and holds the canned error texts.</summary>
@@ -64,6 +70,7 @@ internal static class MockModes
             : Is(model, "mock-cut-stream") ? MockMode.CutStream
             : Is(model, "mock-no-usage") ? MockMode.NoUsage
             : Is(model, "mock-split-emoji") ? MockMode.SplitEmoji
+            : Is(model, "mock-sized-stream") ? MockMode.SizedStream
             : MockMode.Normal;
 
         static bool Is(string model, string prefix) => model.StartsWith(prefix, StringComparison.OrdinalIgnoreCase);

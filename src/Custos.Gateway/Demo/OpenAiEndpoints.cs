@@ -82,7 +82,7 @@ internal static class OpenAiEndpoints
         }
 
         var includeUsage = usage is not null && IncludeUsage(root);
-        using var sse = new SseWriter(context);
+        using var sse = new SseWriter(context, sized: mode == MockMode.SizedStream);
         var chunks = DemoText.Chunks(mode == MockMode.SplitEmoji ? reply[..^2] : reply);
         for (var i = 0; i < n; i++)
         {

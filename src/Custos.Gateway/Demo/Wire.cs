@@ -163,11 +163,18 @@ internal sealed class SseWriter : IDisposable
     private readonly HttpContext _context;
     private readonly ArrayBufferWriter<byte> _buffer = new(512);
     private readonly Utf8JsonWriter _json;
+    private readonly ArrayBufferWriter<byte>? _whole;
 
     /// <summary>Sets the event-stream status and headers on <paramref name="context"/>'s response.</summary>
-    public SseWriter(HttpContext context)
+    /// <param name="context">The request.</param>
+    /// <param name="sized">
+    /// True to keep the events and send them whole, with a <c>Content-Length</c>, at <see cref="SendDoneAsync"/>
+    /// (<see cref="MockMode.SizedStream"/>).
+    /// </param>
+    public SseWriter(HttpContext context, bool sized = false)
     {
         _context = context;
+        _whole = sized ? new ArrayBufferWriter<byte>(4096) : null;
         _json = new Utf8JsonWriter(_buffer, Wire.WriterOptions);
         var response = context.Response;
         response.StatusCode = StatusCodes.Status200OK;
@@ -199,7 +206,14 @@ internal sealed class SseWriter : IDisposable
     {
         _buffer.ResetWrittenCount();
         _buffer.Write("data: [DONE]\n\n"u8);
-        return FlushAsync();
+        if (_whole is null)
+        {
+            return FlushAsync();
+        }
+
+        _whole.Write(_buffer.WrittenSpan);
+        _context.Response.ContentLength = _whole.WrittenCount;
+        return _context.Response.Body.WriteAsync(_whole.WrittenMemory, _context.RequestAborted).AsTask();
     }
 
     /// <inheritdoc/>
@@ -207,6 +221,12 @@ internal sealed class SseWriter : IDisposable
 
     private async Task FlushAsync()
     {
+        if (_whole is not null)
+        {
+            _whole.Write(_buffer.WrittenSpan);
+            return;
+        }
+
         var body = _context.Response.Body;
         await body.WriteAsync(_buffer.WrittenMemory, _context.RequestAborted);
         await body.FlushAsync(_context.RequestAborted);

@@ -152,7 +152,10 @@ internal sealed partial class DataPlane(
     {
         try
         {
-            body?.Release();
+            if (body is not null)
+            {
+                await body.ReleaseAsync(context.RequestAborted);
+            }
 
             await HeldBody.ReleaseAsync(context);
         }

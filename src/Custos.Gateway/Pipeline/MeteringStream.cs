@@ -11,7 +11,7 @@ namespace Custos.Gateway.Pipeline;
 /// asked for does it write the meter's edited output instead of the chunk.
 /// <para>
 /// The client must not hold a complete response before its ledger record is durable, so the stream holds back the
-/// end of a complete body until <see cref="Release"/>: for a body of known length (<c>Content-Length</c>), the
+/// end of a complete body until <see cref="ReleaseAsync"/>: for a body of known length (<c>Content-Length</c>), the
 /// write that completes it (up to 64 KB of it, usually the whole body: a client can do nothing with part of a JSON
 /// document, and one write after the wait costs less than two); for a stream, the last two bytes of its final event
 /// (<c>data: [DONE]</c>, Anthropic's <c>message_stop</c>), so the client's parser cannot dispatch it. Nothing before
@@ -28,7 +28,7 @@ internal sealed class MeteringStream(PipeWriter response, ResponseMeter meter, b
 
     private readonly PooledBufferWriter? _edited = rewrites ? new PooledBufferWriter(8192) : null;
     private long _written;
-    private int _tail; // 0 until the body is complete; then how many of its last bytes wait in _held for Release
+    private int _tail; // 0 until the body is complete; then how many of its last bytes wait in _held for ReleaseAsync
     private byte[]? _held; // rented
     private int _heldCount;
     private bool _bypassed;
@@ -43,7 +43,7 @@ internal sealed class MeteringStream(PipeWriter response, ResponseMeter meter, b
 
     public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
 
-    /// <summary>True while bytes are held back for <see cref="Release"/>.</summary>
+    /// <summary>True while bytes are held back for <see cref="ReleaseAsync"/>.</summary>
     public bool IsHolding => _heldCount > 0;
 
     public override async ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
@@ -152,22 +152,34 @@ internal sealed class MeteringStream(PipeWriter response, ResponseMeter meter, b
         _heldCount = 0;
     }
 
-    /// <summary>Writes the bytes held back into the response's writer: call once the request's ledger record is durable.</summary>
+    /// <summary>Writes the bytes held back to the client: call once the request's ledger record is durable.</summary>
     /// <remarks>
-    /// Not flushed: the response's end (the last chunk of a chunked stream) follows at once, and Kestrel sends both in one
-    /// write when the request completes, where a flush here would send them in two.
+    /// A chunked response's held bytes are written without a flush: its end (the last chunk) follows at once, and
+    /// Kestrel sends both in one write when the request completes, where a flush here would send them in two. A body of
+    /// known length (<c>Content-Length</c>) has no such end, and once its headers are out Kestrel's end of the response
+    /// flushes only bytes it was handed by a write, not bytes advanced into its writer: so they are written and flushed
+    /// here, or they would wait in Kestrel's buffer until the connection closed, and the client with them.
     /// </remarks>
-    public void Release()
+    public ValueTask ReleaseAsync(CancellationToken cancellationToken)
     {
         if (_heldCount == 0)
         {
-            return;
+            return ValueTask.CompletedTask;
         }
 
         var count = _heldCount;
         _heldCount = 0;
-        response.Write(_held.AsSpan(0, count));
+        if (contentLength is null)
+        {
+            response.Write(_held.AsSpan(0, count));
+            return ValueTask.CompletedTask;
+        }
+
+        return WriteHeldAsync(_held.AsMemory(0, count), cancellationToken);
     }
+
+    private async ValueTask WriteHeldAsync(ReadOnlyMemory<byte> held, CancellationToken cancellationToken)
+        => await response.WriteAsync(held, cancellationToken);
 
     public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
 

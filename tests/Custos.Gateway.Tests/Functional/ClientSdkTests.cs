@@ -102,6 +102,26 @@ public sealed class ClientSdkTests(GatewayFixture fixture) : IClassFixture<Gatew
     }
 
     [Fact]
+    public async Task GenerateEmbeddings_OpenAISdk_ABatchLargerThanTheHeldTail_ArrivesWhole()
+    {
+        // Eight vectors of 4,096 floats: about 300 KB of JSON with a Content-Length, far more than the 64 KB the gateway
+        // holds back until the record is durable. Those held bytes once waited in Kestrel's buffer until the connection
+        // closed, and the SDK with them.
+        var client = new EmbeddingClient("text-embedding-3-small", new ApiKeyCredential(G.KeyOf("web")), OpenAIOptions());
+        string[] inputs = ["one", "two", "three", "four", "five", "six", "seven", "eight"];
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+
+        OpenAIEmbeddingCollection embeddings = null!;
+        var entry = await G.NextEntryAsync(async () => embeddings = await client.GenerateEmbeddingsAsync(
+            inputs, new EmbeddingGenerationOptions { Dimensions = 4096 }, timeout.Token));
+
+        Assert.Equal(inputs.Length, embeddings.Count);
+        Assert.All(embeddings, e => Assert.Equal(4096, e.ToFloats().Length));
+        Assert.True(entry.GetProperty("response_bytes").GetInt64() > 128 * 1024);
+        Assert.Equal("completed", entry.GetProperty("outcome").GetString());
+    }
+
+    [Fact]
     public async Task GetModels_OpenAISdk_ListsOnlyEntitledModels()
     {
         var client = new OpenAIModelClient(new ApiKeyCredential(G.KeyOf("agent")), OpenAIOptions());

@@ -188,6 +188,25 @@ public sealed class UpstreamFailureTests(GatewayFixture fixture) : IClassFixture
     }
 
     [Fact]
+    public async Task StreamSentWithAContentLength_EndsForTheClient()
+    {
+        // A server that buffers its responses sends the stream whole with a Content-Length. The end of the final event,
+        // held back until the record was durable, once stayed in Kestrel's buffer until the client gave up. The client
+        // asks for usage, so the gateway passes the stream on as it came, Content-Length and all.
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        var body = """{"model":"mock-sized-stream","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}""";
+        var response = await G.Client.SendAsync(G.Post("/v1/chat/completions", body), timeout.Token);
+        var received = await response.Content.ReadAsByteArrayAsync(timeout.Token);
+        var entry = await G.EntryAsync(TestGateway.RequestIdOf(response));
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal(received.Length, response.Content.Headers.ContentLength);
+        Assert.EndsWith("data: [DONE]\n\n", System.Text.Encoding.UTF8.GetString(received), StringComparison.Ordinal);
+        Assert.Equal("completed", entry.GetProperty("outcome").GetString());
+        Assert.Equal(received.Length, entry.GetProperty("response_bytes").GetInt64());
+    }
+
+    [Fact]
     public async Task ClientCancelsMidRequest_LedgerSaysCancelled()
     {
         await G.Gateway.Ledger.FlushAsync();

@@ -22,7 +22,7 @@ public sealed class MeteringStreamTests
 
         stream.Bypass();
         await stream.WriteAsync(Encoding.UTF8.GetBytes("""{"error":{}}"""));
-        stream.Release();
+        await stream.ReleaseAsync(CancellationToken.None);
         await pipe.Writer.CompleteAsync();
 
         var result = await pipe.Reader.ReadAsync();
