@@ -192,6 +192,30 @@ public sealed class AdmissionTests
         Assert.Equal(Decision.Allow, (await AdmissionEvaluator.EvaluateAsync(Request(snapshot), counters)).Decision);
     }
 
+    [Theory]
+    [InlineData(long.MaxValue, 5L)]
+    [InlineData(long.MaxValue, long.MaxValue)]
+    [InlineData(1L << 62, 1L << 62)]
+    public async Task UsageTooLargeToAdd_ChargesTheMostACounterTakes_NeverWrapsIntoARefund(long input, long output)
+    {
+        // A provider may report any count; added up or priced it once overflowed: an exception in place of the settlement,
+        // or a negative sum that every counter took as a refund and then admitted everything.
+        var snapshot = Compile(Policy().Replace("    models: [small]\n",
+            "    models: [small]\n    limits: { tokens_per_day: 1000000, budget: { amount: 100, period: month } }\n", StringComparison.Ordinal));
+        var counters = new InMemoryCounterStore(_clock);
+        var first = await AdmissionEvaluator.EvaluateAsync(Request(snapshot), counters);
+        Assert.Equal(Decision.Allow, first.Decision);
+
+        var cost = snapshot.Consumers["c1"].Service.Tenant.Models["small"].Cost(input, output);
+        await AdmissionEvaluator.SettleAsync(first, counters, input, output, cost);
+
+        var next = await AdmissionEvaluator.EvaluateAsync(Request(snapshot), counters);
+        Assert.Equal(Decision.Deny, next.Decision);
+        Assert.Equal(Reasons.QuotaExhausted, next.Reason);
+        Assert.Equal(AdmissionEvaluator.MaxCharge, Control(next, "quota.tokens_per_day").Used);
+        Assert.Equal(AdmissionEvaluator.MaxCharge / AdmissionEvaluator.CostUnit, Control(next, "budget").Used);
+    }
+
     /// <summary>Shared counters that cannot be reached.</summary>
     private sealed class UnreachableCounters : ICounterStore
     {

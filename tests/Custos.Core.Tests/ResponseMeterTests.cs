@@ -77,6 +77,18 @@ public sealed class ResponseMeterTests
         AssertPassedWholeAndMetered(body, output, meter, 9, 4);
     }
 
+    [Theory]
+    [InlineData(ProviderKind.Anthropic, """{"usage":{"input_tokens":9223372036854775807,"cache_read_input_tokens":5,"output_tokens":3}}""")]
+    [InlineData(ProviderKind.Anthropic, """{"usage":{"input_tokens":1,"cache_creation_input_tokens":9223372036854775807,"cache_read_input_tokens":9223372036854775807,"output_tokens":3}}""")]
+    public void Complete_InputCountsTooLargeToAdd_StayTheLargestCount(ProviderKind provider, string body)
+    {
+        // Input and cached input added up once wrapped around into a negative count: a refund to every budget.
+        var (meter, _) = Run(provider, stream: false, hide: false, Encoding.UTF8.GetBytes(body), 100_000);
+
+        Assert.Equal(long.MaxValue, meter.InputTokens);
+        Assert.Equal(3, meter.OutputTokens);
+    }
+
     [Fact]
     public void Process_OpenAIStreamWithoutUsage_EstimatesFromTheText()
     {

@@ -350,7 +350,7 @@ public sealed class AlertDetectors
 
         baseline.Advance(minute);
         baseline.Requests++;
-        baseline.Tokens += (record.InputTokens ?? 0) + (record.OutputTokens ?? 0);
+        baseline.Tokens += (double)(record.InputTokens ?? 0) + (record.OutputTokens ?? 0); // as doubles: no sum of counts wraps
         baseline.Spend += (double)(record.Cost ?? 0);
         baseline.Remember(record.RequestId);
 
@@ -418,7 +418,7 @@ public sealed class AlertDetectors
 
         baseline.Advance(hour);
         baseline.Requests++;
-        baseline.Tokens += (record.InputTokens ?? 0) + (record.OutputTokens ?? 0);
+        baseline.Tokens += (double)(record.InputTokens ?? 0) + (record.OutputTokens ?? 0); // as doubles: no sum of counts wraps
         baseline.Spend += (double)(record.Cost ?? 0);
         baseline.Remember(record.RequestId);
         if (hour - baseline.FirstBucket < _rules.BaselineWarmupHours || baseline.Requests < rule.MinRequestsPerMinute * 5 || baseline.FiredLevel > 0)

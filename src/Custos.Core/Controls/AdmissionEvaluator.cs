@@ -4,6 +4,7 @@ using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
 using Custos.Errors;
+using Custos.Metering;
 using Custos.Policy;
 
 namespace Custos.Controls;
@@ -21,6 +22,14 @@ public static class AdmissionEvaluator
 
     /// <summary>Budgets count cost in units of 10⁻⁹ of the currency.</summary>
     public const decimal CostUnit = 1_000_000_000m;
+
+    /// <summary>
+    /// The most one request charges a counter: 2⁵³, about 9 × 10¹⁵ tokens, or 9 million of the currency in
+    /// <see cref="CostUnit"/>s. A provider's usage is trusted however large, and a request it says cost more is charged
+    /// this much, which exhausts any limit, instead of overflowing the counter into a refund. Exact in Redis's Lua
+    /// numbers, and a counter takes a thousand such charges before it could overflow.
+    /// </summary>
+    public const long MaxCharge = 1L << 53;
 
     /// <summary>
     /// This process's half of every reservation id, random; the other half counts. Unique across nodes and restarts
@@ -344,7 +353,7 @@ public static class AdmissionEvaluator
         var service = consumer.Service;
         var tenant = service.Tenant;
         var tokens = request.InputTokens + admission.ReservedOutputTokens;
-        var cost = (long)Math.Ceiling(request.Route.Cost(request.InputTokens, admission.ReservedOutputTokens) * CostUnit);
+        var cost = CostUnits(request.Route.Cost(request.InputTokens, admission.ReservedOutputTokens));
         var minute = tenant.Clock.Minute(request.Now);
         var day = tenant.Clock.Day(request.Now);
         var month = tenant.Clock.Month(request.Now);
@@ -433,13 +442,14 @@ public static class AdmissionEvaluator
         }
 
         var actual = new long[admission.Charges.Length];
-        var costUnits = (long)Math.Ceiling(cost * CostUnit);
+        var costUnits = CostUnits(cost);
+        var tokens = Math.Min(MaxCharge, Saturating.Add(inputTokens, outputTokens));
         for (var i = 0; i < actual.Length; i++)
         {
             actual[i] = admission.Purposes[i].Kind switch
             {
                 ChargeKind.Requests => 1,
-                ChargeKind.Tokens => inputTokens + outputTokens,
+                ChargeKind.Tokens => tokens,
                 _ => costUnits,
             };
         }
@@ -448,4 +458,7 @@ public static class AdmissionEvaluator
         admission.Charges = [];
         return counters.SettleAsync(admission.Reservation, charges, actual, cancellationToken);
     }
+
+    /// <summary>A cost in whole <see cref="CostUnit"/>s, rounded up, at most <see cref="MaxCharge"/>.</summary>
+    private static long CostUnits(decimal cost) => cost >= MaxCharge / CostUnit ? MaxCharge : (long)Math.Ceiling(cost * CostUnit);
 }

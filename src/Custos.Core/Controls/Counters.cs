@@ -1,3 +1,5 @@
+using Custos.Metering;
+
 namespace Custos.Controls;
 
 /// <summary>One amount to reserve against one counter, in one window.</summary>
@@ -102,7 +104,7 @@ public sealed class InMemoryCounterStore(TimeProvider time) : ICounterStore
                 var counter = _counters.GetValueOrDefault(charge.Key);
                 var reading = counter is null ? default : new CounterReading(counter.Used, counter.Reserved);
                 readings[i] = reading;
-                if (failed < 0 && charge.Enforce && reading.Used + reading.Reserved + charge.Amount > charge.Limit)
+                if (failed < 0 && charge.Enforce && Saturating.Add(Saturating.Add(reading.Used, reading.Reserved), charge.Amount) > charge.Limit)
                 {
                     failed = i;
                 }
@@ -138,7 +140,7 @@ public sealed class InMemoryCounterStore(TimeProvider time) : ICounterStore
                 if (_counters.TryGetValue(charges[i].Key, out var counter))
                 {
                     counter.Reserved = Math.Max(0, counter.Reserved - charges[i].Amount);
-                    counter.Used += actual[i];
+                    counter.Used = Saturating.Add(counter.Used, actual[i]);
                 }
             }
         }

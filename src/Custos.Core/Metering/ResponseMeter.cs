@@ -554,14 +554,14 @@ public sealed class ResponseMeter : IDisposable
             }
             else if (isCache)
             {
-                cached = (cached ?? 0) + value;
+                cached = Saturating.Add(cached ?? 0, value);
             }
         }
 
         // Anthropic reports input once (message_start) and cumulative output later (message_delta).
         if (input is not null || cached is not null)
         {
-            InputTokens = (input ?? 0) + (cached ?? 0);
+            InputTokens = Saturating.Add(input ?? 0, cached ?? 0);
         }
 
         if (output is not null)
