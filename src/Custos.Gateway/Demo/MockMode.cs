@@ -43,6 +43,9 @@ internal enum MockMode
     /// proxy that buffers its responses may send it.
     /// </summary>
     SizedStream,
+
+    /// <summary><c>mock-ignores-stream</c>: answers a chat request that asked for a stream with a whole JSON body.</summary>
+    IgnoresStream,
 }
 
 /// <summary>Maps model names to <see cref="MockMode"/> and holds the canned error texts.</summary>
@@ -71,6 +74,7 @@ internal static class MockModes
             : Is(model, "mock-no-usage") ? MockMode.NoUsage
             : Is(model, "mock-split-emoji") ? MockMode.SplitEmoji
             : Is(model, "mock-sized-stream") ? MockMode.SizedStream
+            : Is(model, "mock-ignores-stream") ? MockMode.IgnoresStream
             : MockMode.Normal;
 
         static bool Is(string model, string prefix) => model.StartsWith(prefix, StringComparison.OrdinalIgnoreCase);

@@ -41,7 +41,7 @@ internal static class OpenAiEndpoints
         var created = Wire.Now();
         Wire.SetRequestId(context, WireFlavor.OpenAi);
 
-        if (!IsStream(root))
+        if (!IsStream(root) || mode == MockMode.IgnoresStream)
         {
             await Wire.WriteJsonAsync(
                 context,

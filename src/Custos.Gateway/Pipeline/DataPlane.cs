@@ -440,6 +440,9 @@ internal sealed partial class DataPlane(
             record.Fail(reason, outcome);
             if (!context.Response.HasStarted)
             {
+                // Nothing of the provider's response went out, and the error takes its place: what the metering stream
+                // holds of that response must not follow it, and the error must not be metered as the provider's bytes.
+                call.Body?.Bypass();
                 record.Status = reason.Status;
                 await ErrorResponses.WriteAsync(context, reason, record.RequestId, endpoint == ApiEndpoint.Messages);
             }

@@ -207,6 +207,21 @@ public sealed class UpstreamFailureTests(GatewayFixture fixture) : IClassFixture
     }
 
     [Fact]
+    public async Task StreamAnsweredWithAWholeJsonBody_IsA502WithItsCode_NotKestrels500()
+    {
+        // The provider ignored "stream": its whole body waited, held, and the error written in its place went out after it,
+        // past the provider's Content-Length: Kestrel threw and answered an empty 500 without the request id.
+        var body = """{"model":"mock-ignores-stream","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}""";
+        var (response, received, entry) = await SendAsync(G.Post("/v1/chat/completions", body));
+
+        Assert.Equal(HttpStatusCode.BadGateway, response.StatusCode);
+        AssertError(received, "upstream.stream_interrupted");
+        Assert.DoesNotContain("chat.completion", received, StringComparison.Ordinal);
+        Assert.Equal(502, entry.GetProperty("status").GetInt32());
+        Assert.Equal("interrupted", entry.GetProperty("outcome").GetString());
+    }
+
+    [Fact]
     public async Task ClientCancelsMidRequest_LedgerSaysCancelled()
     {
         await G.Gateway.Ledger.FlushAsync();
