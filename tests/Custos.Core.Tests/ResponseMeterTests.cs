@@ -89,6 +89,32 @@ public sealed class ResponseMeterTests
         Assert.Equal(3, meter.OutputTokens);
     }
 
+    [Theory]
+    [InlineData("\"10\"")]
+    [InlineData("1.5")]
+    [InlineData("-1")]
+    [InlineData("null")]
+    [InlineData("18446744073709551616")]
+    public void Complete_AnOpenAIOutputCountThatIsNoCount_StaysUnknown_NotZero(string count)
+    {
+        // Read as an embedding's missing count, it once recorded no output at all, as reported, not estimated.
+        var body = $$$"""{"object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there"}}],"usage":{"prompt_tokens":10,"completion_tokens":{{{count}}},"total_tokens":15}}""";
+        var (meter, _) = Run(ProviderKind.OpenAI, stream: false, hide: false, Encoding.UTF8.GetBytes(body), 100_000);
+
+        Assert.Equal(10, meter.InputTokens);
+        Assert.Null(meter.OutputTokens);
+        Assert.True(meter.EstimateOutputTokens() > 0);
+    }
+
+    [Fact]
+    public void Complete_AnOpenAIEmbeddingsBody_HasNoOutput()
+    {
+        var body = """{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1]}],"usage":{"prompt_tokens":4,"total_tokens":4}}""";
+        var (meter, _) = Run(ProviderKind.OpenAI, stream: false, hide: false, Encoding.UTF8.GetBytes(body), 100_000);
+
+        Assert.Equal((4L, 0L), (meter.InputTokens!.Value, meter.OutputTokens!.Value));
+    }
+
     [Fact]
     public void Process_OpenAIStreamWithoutUsage_EstimatesFromTheText()
     {

@@ -526,6 +526,7 @@ public sealed class ResponseMeter : IDisposable
     private void ReadUsageObject(ref Utf8JsonReader reader)
     {
         long? input = null, output = null, cached = null;
+        var outputUnreadable = false;
         var depth = reader.CurrentDepth;
         while (reader.Read() && !(reader.TokenType == JsonTokenType.EndObject && reader.CurrentDepth == depth))
         {
@@ -541,6 +542,7 @@ public sealed class ResponseMeter : IDisposable
             if (reader.TokenType != JsonTokenType.Number || !reader.TryGetInt64(out var value) || value < 0)
             {
                 reader.Skip(); // a count below zero would be a refund to every budget it is charged to: not a count
+                outputUnreadable |= isOutput;
                 continue;
             }
 
@@ -568,9 +570,11 @@ public sealed class ResponseMeter : IDisposable
         {
             OutputTokens = output;
         }
-        else if (input is not null && _provider == ProviderKind.OpenAI)
+        else if (input is not null && _provider == ProviderKind.OpenAI && !outputUnreadable)
         {
-            OutputTokens = 0; // embeddings: prompt_tokens and total_tokens only.
+            // Embeddings: prompt_tokens and total_tokens only. An output count that is there but is no count ("10",
+            // 1.5, -1) is not zero: it stays unknown, and the gateway estimates it.
+            OutputTokens = 0;
         }
     }
 
