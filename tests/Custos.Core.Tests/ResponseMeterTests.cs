@@ -107,6 +107,21 @@ public sealed class ResponseMeterTests
     }
 
     [Fact]
+    public void Process_AnAnthropicFinalOutputCountThatIsNoCount_IsUnknown_NotTheStartsPlaceholder()
+    {
+        var body = Encoding.UTF8.GetBytes(
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":10,\"output_tokens\":1}}}\n\n" +
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello there\"}}\n\n" +
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":true}}\n\n" +
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
+        var (meter, output) = Run(ProviderKind.Anthropic, stream: true, hide: false, body, 100_000);
+
+        Assert.Equal(body, output);
+        Assert.Equal(10, meter.InputTokens);
+        Assert.Null(meter.OutputTokens);
+    }
+
+    [Fact]
     public void Complete_AnOpenAIEmbeddingsBody_HasNoOutput()
     {
         var body = """{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1]}],"usage":{"prompt_tokens":4,"total_tokens":4}}""";

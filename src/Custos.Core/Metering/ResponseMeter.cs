@@ -570,11 +570,15 @@ public sealed class ResponseMeter : IDisposable
         {
             OutputTokens = output;
         }
-        else if (input is not null && _provider == ProviderKind.OpenAI && !outputUnreadable)
+        else if (outputUnreadable)
         {
-            // Embeddings: prompt_tokens and total_tokens only. An output count that is there but is no count ("10",
-            // 1.5, -1) is not zero: it stays unknown, and the gateway estimates it.
-            OutputTokens = 0;
+            // An output count that is there but is no count ("10", 1.5, -1) is unknown, not zero, and not the count an
+            // earlier event gave (Anthropic's message_start carries a placeholder): the gateway estimates it.
+            OutputTokens = null;
+        }
+        else if (input is not null && _provider == ProviderKind.OpenAI)
+        {
+            OutputTokens = 0; // embeddings: prompt_tokens and total_tokens only.
         }
     }
 
