@@ -46,6 +46,9 @@ internal enum MockMode
 
     /// <summary><c>mock-ignores-stream</c>: answers a chat request that asked for a stream with a whole JSON body.</summary>
     IgnoresStream,
+
+    /// <summary><c>mock-cut-first-event</c>: a chat stream that sends part of its first event, then aborts the connection.</summary>
+    CutFirstEvent,
 }
 
 /// <summary>Maps model names to <see cref="MockMode"/> and holds the canned error texts.</summary>
@@ -75,6 +78,7 @@ internal static class MockModes
             : Is(model, "mock-split-emoji") ? MockMode.SplitEmoji
             : Is(model, "mock-sized-stream") ? MockMode.SizedStream
             : Is(model, "mock-ignores-stream") ? MockMode.IgnoresStream
+            : Is(model, "mock-cut-first-event") ? MockMode.CutFirstEvent
             : MockMode.Normal;
 
         static bool Is(string model, string prefix) => model.StartsWith(prefix, StringComparison.OrdinalIgnoreCase);

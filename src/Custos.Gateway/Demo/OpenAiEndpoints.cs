@@ -83,6 +83,13 @@ internal static class OpenAiEndpoints
 
         var includeUsage = usage is not null && IncludeUsage(root);
         using var sse = new SseWriter(context, sized: mode == MockMode.SizedStream);
+        if (mode == MockMode.CutFirstEvent)
+        {
+            await sse.SendPartAsync("data: {\"id\":\""u8.ToArray());
+            await MockModes.CutAsync(context);
+            return;
+        }
+
         var chunks = DemoText.Chunks(mode == MockMode.SplitEmoji ? reply[..^2] : reply);
         for (var i = 0; i < n; i++)
         {

@@ -201,6 +201,14 @@ internal sealed class SseWriter : IDisposable
         return FlushAsync();
     }
 
+    /// <summary>Sends <paramref name="bytes"/> as they are, such as part of an event (<see cref="MockMode.CutFirstEvent"/>).</summary>
+    public Task SendPartAsync(byte[] bytes)
+    {
+        _buffer.ResetWrittenCount();
+        _buffer.Write(bytes);
+        return FlushAsync();
+    }
+
     /// <summary>Sends the OpenAI terminator <c>data: [DONE]</c>.</summary>
     public Task SendDoneAsync()
     {

@@ -411,6 +411,13 @@ internal sealed partial class DataPlane(
                 // the error body written below must not go through the meter again.
                 meteringBody.Bypass();
             }
+            else if (!context.Response.HasStarted && call.Classify(error, context.RequestAborted.IsCancellationRequested, errorException).Reason is not null)
+            {
+                // Nothing of the provider's answer went out, and it failed: the error written below takes its place (the
+                // forwarder may have set its own 502 already). What the meter still holds of the answer, such as a
+                // stream's unterminated remainder, must not follow the error, and the error must not be metered.
+                meteringBody.Discard();
+            }
             else
             {
                 try
@@ -440,9 +447,6 @@ internal sealed partial class DataPlane(
             record.Fail(reason, outcome);
             if (!context.Response.HasStarted)
             {
-                // Nothing of the provider's response went out, and the error takes its place: what the metering stream
-                // holds of that response must not follow it, and the error must not be metered as the provider's bytes.
-                call.Body?.Bypass();
                 record.Status = reason.Status;
                 await ErrorResponses.WriteAsync(context, reason, record.RequestId, endpoint == ApiEndpoint.Messages);
             }

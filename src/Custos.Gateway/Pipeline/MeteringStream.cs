@@ -142,6 +142,17 @@ internal sealed class MeteringStream(PipeWriter response, ResponseMeter meter, b
     }
 
     /// <summary>
+    /// The provider's answer failed before any of it went out, and the gateway's error takes its place: lets the meter
+    /// finish reading what came (its usage, the text to estimate from) without writing any of it, drops what is held,
+    /// and passes later writes, the error, straight to the client.
+    /// </summary>
+    public void Discard()
+    {
+        meter.Complete(null);
+        Bypass();
+    }
+
+    /// <summary>
     /// After the gateway's own failure while copying (<see cref="UpstreamCall.GatewayFailed"/>): drops what is held and
     /// passes later writes, the gateway's error body, straight to the client, unmetered.
     /// </summary>

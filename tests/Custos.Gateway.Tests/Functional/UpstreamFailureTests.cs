@@ -222,6 +222,21 @@ public sealed class UpstreamFailureTests(GatewayFixture fixture) : IClassFixture
     }
 
     [Fact]
+    public async Task StreamCutInItsFirstEvent_IsA502WithItsCode_NotTheProvidersBytes()
+    {
+        // The client did not ask for usage, so the gateway edits the stream and held the unfinished first event. The
+        // forwarder answered 502 before anything went out, and that held part followed as the body of the 502, without
+        // the gateway's error or the request id.
+        var (response, received, entry) = await SendAsync(G.Post("/v1/chat/completions", ChatBody("mock-cut-first-event", stream: true)));
+
+        Assert.Equal(HttpStatusCode.BadGateway, response.StatusCode);
+        AssertError(received, "upstream.stream_interrupted");
+        Assert.DoesNotContain("data:", received, StringComparison.Ordinal);
+        Assert.Equal(502, entry.GetProperty("status").GetInt32());
+        Assert.Equal("interrupted", entry.GetProperty("outcome").GetString());
+    }
+
+    [Fact]
     public async Task ClientCancelsMidRequest_LedgerSaysCancelled()
     {
         await G.Gateway.Ledger.FlushAsync();
