@@ -49,6 +49,12 @@ internal enum MockMode
 
     /// <summary><c>mock-cut-first-event</c>: a chat stream that sends part of its first event, then aborts the connection.</summary>
     CutFirstEvent,
+
+    /// <summary><c>mock-redirect</c>: a 307 to another host, as a provider moving its API might answer.</summary>
+    Redirect,
+
+    /// <summary><c>mock-no-content</c>: a 204, no answer at all.</summary>
+    NoContent,
 }
 
 /// <summary>Maps model names to <see cref="MockMode"/> and holds the canned error texts.</summary>
@@ -56,6 +62,9 @@ internal static class MockModes
 {
     /// <summary>The fake provider secret the 500 error body contains; the gateway must never pass it on.</summary>
     public const string LeakedSecret = "sk-upstream-SECRET-should-not-leak";
+
+    /// <summary>Where <c>mock-redirect</c> sends the caller; the gateway must never pass it on.</summary>
+    public const string RedirectTarget = "https://elsewhere.example/v1/chat/completions";
 
     /// <summary>How long <c>mock-slow</c> waits.</summary>
     public static readonly TimeSpan SlowDelay = TimeSpan.FromSeconds(10);
@@ -79,6 +88,8 @@ internal static class MockModes
             : Is(model, "mock-sized-stream") ? MockMode.SizedStream
             : Is(model, "mock-ignores-stream") ? MockMode.IgnoresStream
             : Is(model, "mock-cut-first-event") ? MockMode.CutFirstEvent
+            : Is(model, "mock-redirect") ? MockMode.Redirect
+            : Is(model, "mock-no-content") ? MockMode.NoContent
             : MockMode.Normal;
 
         static bool Is(string model, string prefix) => model.StartsWith(prefix, StringComparison.OrdinalIgnoreCase);
@@ -100,5 +111,5 @@ internal static class MockModes
 
     /// <summary>Whether the mode answers with an error status.</summary>
     public static bool IsError(MockMode mode) =>
-        mode is MockMode.Error500 or MockMode.Error401 or MockMode.Error400 or MockMode.Error429;
+        mode is MockMode.Error500 or MockMode.Error401 or MockMode.Error400 or MockMode.Error429 or MockMode.Redirect or MockMode.NoContent;
 }

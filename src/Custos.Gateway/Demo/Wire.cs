@@ -106,6 +106,13 @@ internal static class Wire
                     "Rate limit reached for requests per min (RPM): Limit 1, Used 1, Requested 1. Please try again in 1s.",
                     param: null,
                     code: "rate_limit_exceeded");
+            case MockMode.Redirect:
+                context.Response.StatusCode = StatusCodes.Status307TemporaryRedirect;
+                context.Response.Headers.Location = MockModes.RedirectTarget;
+                return Task.CompletedTask;
+            case MockMode.NoContent:
+                context.Response.StatusCode = StatusCodes.Status204NoContent;
+                return Task.CompletedTask;
             default:
                 throw new ArgumentOutOfRangeException(nameof(mode), mode, "Not an error mode.");
         }

@@ -108,7 +108,7 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
 
         var status = (int)proxyResponse.StatusCode;
         Record.UpstreamStatus = status;
-        if (status >= 400)
+        if (status >= 400 || !IsAnswer(status))
         {
             UpstreamFailed = true;
             await ReplaceUpstreamErrorAsync(httpContext, proxyResponse, status, cancellationToken);
@@ -135,6 +135,14 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
         proxyResponse.Content = new ObservedUpstreamContent(proxyResponse.Content, this);
         return true;
     }
+
+    /// <summary>
+    /// Whether a status other than an error carries an answer to pass on: a success with a body. A redirect is the
+    /// provider's to follow, not the client's: passed on, it would send the client, with its gateway key, to wherever the
+    /// provider pointed, around the gateway. A 204 or 205 has no answer in it, and a client waiting for a completion
+    /// could only fail on it. Either is an upstream error.
+    /// </summary>
+    private static bool IsAnswer(int status) => status is >= 200 and < 300 and not (204 or 205);
 
     private async Task ReplaceUpstreamErrorAsync(HttpContext context, HttpResponseMessage response, int status, CancellationToken cancellationToken)
     {

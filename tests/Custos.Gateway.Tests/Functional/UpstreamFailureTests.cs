@@ -71,6 +71,24 @@ public sealed class UpstreamFailureTests(GatewayFixture fixture) : IClassFixture
         Assert.Equal(429, entry.GetProperty("upstream_status").GetInt32());
     }
 
+    [Theory]
+    [InlineData("mock-redirect", 307)]
+    [InlineData("mock-no-content", 204)]
+    public async Task UpstreamRedirectOrNoContent_Is502_AndTheRedirectIsNotPassedOn(string model, int upstreamStatus)
+    {
+        // A redirect passed on would send the client, key and all, to wherever the provider pointed, around the gateway;
+        // a 204 is no completion. Both went to the client as they came (and a 204 with a length, as a 500 from Kestrel).
+        var (response, body, entry) = await SendAsync(G.Post("/v1/chat/completions", ChatBody(model)));
+
+        Assert.Equal(HttpStatusCode.BadGateway, response.StatusCode);
+        AssertError(body, "upstream.error");
+        Assert.Null(response.Headers.Location);
+        Assert.DoesNotContain("elsewhere.example", body, StringComparison.Ordinal);
+        Assert.Equal(upstreamStatus, entry.GetProperty("upstream_status").GetInt32());
+        Assert.Equal(502, entry.GetProperty("status").GetInt32());
+        Assert.Equal("upstream_error", entry.GetProperty("outcome").GetString());
+    }
+
     [Fact]
     public async Task UpstreamRefused_Is502Unreachable()
     {
