@@ -126,7 +126,9 @@ public sealed class UpstreamFailureTests(GatewayFixture fixture) : IClassFixture
     /// <summary>
     /// Sends a request whose provider stream breaks. The gateway then aborts the client connection, so that no
     /// client mistakes a cut stream for a whole one; depending on timing the client sees part of the stream or
-    /// only the reset.
+    /// only the reset. On a loaded machine the provider's reset can also reach the gateway before it read any of the
+    /// stream (a reset discards what the socket had not delivered): then nothing went out, and the answer is the
+    /// gateway's own 502 with <c>upstream.stream_interrupted</c>.
     /// </summary>
     private async Task<(string Received, JsonElement Entry)> SendCutAsync(HttpRequestMessage request)
     {
@@ -136,8 +138,12 @@ public sealed class UpstreamFailureTests(GatewayFixture fixture) : IClassFixture
             try
             {
                 using var response = await G.Client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
-                Assert.Equal(HttpStatusCode.OK, response.StatusCode);
                 received = await response.Content.ReadAsStringAsync();
+                if (response.StatusCode != HttpStatusCode.OK)
+                {
+                    Assert.Equal(HttpStatusCode.BadGateway, response.StatusCode);
+                    AssertError(received, "upstream.stream_interrupted");
+                }
             }
             catch (HttpRequestException)
             {
@@ -157,7 +163,7 @@ public sealed class UpstreamFailureTests(GatewayFixture fixture) : IClassFixture
         Assert.Equal(["upstream.stream_interrupted"], entry.GetProperty("reasons").EnumerateArray().Select(r => r.GetString()));
         Assert.Equal(200, entry.GetProperty("upstream_status").GetInt32());
         Assert.True(entry.GetProperty("tokens_estimated").GetBoolean());
-        Assert.True(entry.GetProperty("output_tokens").GetInt64() > 0);
+        Assert.True(entry.GetProperty("output_tokens").GetInt64() > 0 || !received.Contains("data:", StringComparison.Ordinal));
     }
 
     [Fact]
