@@ -13,10 +13,10 @@ namespace Custos.Gateway.Tests.Functional;
 /// to add, bodies with flipped or cut bytes, odd statuses, a stream sent with a Content-Length or answered with JSON,
 /// bodies over the 64 KB the gateway holds back. Whatever it sends, each request is answered within seconds with its
 /// request id, a gateway error says what went wrong in a JSON error, nothing fails inside the gateway, and each request
-/// has exactly one ledger entry with counts of zero or more. The same checks over a Python provider with 2,100 answers
-/// found five failures (2026-11-30): responses whose end never reached the client, an overflow that failed the request
-/// inside the gateway, Kestrel's bare 500 for an error written after a held body, a 502 carrying the provider's partial
-/// bytes, and a provider's redirect passed to the client.
+/// has exactly one ledger entry with counts of zero or more. The same checks over a Python provider, about 3,000 answers,
+/// found six failures (2026-11-30): responses whose end never reached the client, an overflow that failed the request
+/// inside the gateway, an output count that was no count recorded as zero output, Kestrel's bare 500 for an error
+/// written after a held body, a 502 carrying the provider's partial bytes, and a provider's redirect passed to the client.
 /// </summary>
 public sealed class MutatedUpstreamTests
 {
