@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Net;
 using System.Net.Sockets;
+using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Json;
 using Custos.Policy;
@@ -31,7 +32,7 @@ public sealed class MutatedUpstreamTests
     [Fact]
     public async Task ABadProvider_EveryRequestIsAnsweredWithItsId_NeverFailsInside_AndIsRecordedOnce()
     {
-        await using var provider = await ScriptedProvider.StartAsync();
+        await using var provider = ScriptedProvider.Start();
         await using var g = await TestGateway.StartAsync((_, policy) => policy with
         {
             Tenants = [.. policy.Tenants.Select(t => t with
@@ -186,7 +187,7 @@ public sealed class MutatedUpstreamTests
             var chunked = new StringBuilder();
             foreach (var piece in body.Chunk(97))
             {
-                chunked.Append(CultureInvariant($"{piece.Length:x}\r\n")).Append(Encoding.Latin1.GetString(piece)).Append("\r\n");
+                chunked.Append(FormattableString.Invariant($"{piece.Length:x}\r\n")).Append(Encoding.Latin1.GetString(piece)).Append("\r\n");
             }
 
             return (name + " chunked", new Reply(
@@ -196,10 +197,8 @@ public sealed class MutatedUpstreamTests
         return (name, new Reply(Head(status, contentType, body.Length) + "\r\n", body, Close: false));
     }
 
-    private static string CultureInvariant(FormattableString s) => FormattableString.Invariant(s);
-
     private static string Head(int status, string contentType, int length)
-        => CultureInvariant($"HTTP/1.1 {status} X\r\nContent-Type: {contentType}\r\nContent-Length: {length}\r\n");
+        => FormattableString.Invariant($"HTTP/1.1 {status} X\r\nContent-Type: {contentType}\r\nContent-Length: {length}\r\n");
 
     private static string Json(bool anthropic, string text, string input, string output) => anthropic
         ? $$$$"""{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[{"type":"text","text":"{{{{text}}}}"}],"stop_reason":"end_turn","usage":{"input_tokens":{{{{input}}}},"output_tokens":{{{{output}}}}}}"""
@@ -247,12 +246,12 @@ public sealed class MutatedUpstreamTests
 
         public Uri BaseUri => new($"http://127.0.0.1:{((IPEndPoint)_listener.LocalEndpoint).Port}/");
 
-        public static Task<ScriptedProvider> StartAsync()
+        public static ScriptedProvider Start()
         {
             var provider = new ScriptedProvider();
             provider._listener.Start();
             provider._accepting = provider.AcceptAsync();
-            return Task.FromResult(provider);
+            return provider;
         }
 
         private async Task AcceptAsync()
@@ -285,7 +284,7 @@ public sealed class MutatedUpstreamTests
                     while (true)
                     {
                         int end;
-                        while ((end = IndexOf(received, "\r\n\r\n"u8)) < 0)
+                        while ((end = CollectionsMarshal.AsSpan(received).IndexOf("\r\n\r\n"u8)) < 0)
                         {
                             var n = await stream.ReadAsync(buffer, _stop.Token);
                             if (n == 0)
@@ -326,25 +325,6 @@ public sealed class MutatedUpstreamTests
                     // The gateway closed the connection, or the test ended.
                 }
             }
-        }
-
-        private static int IndexOf(List<byte> bytes, ReadOnlySpan<byte> value)
-        {
-            for (var i = 0; i + value.Length <= bytes.Count; i++)
-            {
-                var match = true;
-                for (var j = 0; j < value.Length && match; j++)
-                {
-                    match = bytes[i + j] == value[j];
-                }
-
-                if (match)
-                {
-                    return i;
-                }
-            }
-
-            return -1;
         }
 
         public async ValueTask DisposeAsync()
