@@ -120,6 +120,14 @@ public static class Reasons
     public static readonly ReasonCode InvalidBody = new("invalid.body", 400, Invalid, false, Decision.Deny,
         "The request body could not be read (malformed framing).");
 
+    /// <summary>The body arrived too slowly: below the server's minimum data rate once its grace period passed.</summary>
+    public static readonly ReasonCode BodyTimeout = new("invalid.body_timeout", 408, Invalid, false, Decision.Deny,
+        "The request body arrived too slowly; send it at once.");
+
+    /// <summary>The body declares a content coding (such as gzip) that the gateway does not decode.</summary>
+    public static readonly ReasonCode ContentEncoding = new("invalid.content_encoding", 415, Invalid, false, Decision.Deny,
+        "The request body must not be compressed: this gateway reads it as JSON, without a Content-Encoding.");
+
     /// <summary>A field has the wrong type or value.</summary>
     public static readonly ReasonCode InvalidField = new("invalid.field", 400, Invalid, false, Decision.Deny,
         "A field of the request has the wrong type or value.");
@@ -256,8 +264,8 @@ public static class Reasons
     [
         CredentialMissing, CredentialMalformed, CredentialChecksum, CredentialUnknown, CredentialRevoked, CredentialSuspended,
         CredentialExpired, CredentialWrongKind, ModelMissing, ModelNotFound, ModelNotEntitled, EntitlementExpired, EntitlementNotYetValid,
-        TokenCeiling, PromptRestricted, RateLimited, QuotaExhausted, BudgetExhausted, ModelWrongEndpoint, InvalidJson, InvalidBody,
-        InvalidField, DuplicateField, InvalidHeader, BodyTooLarge, ContentType, UnknownEndpoint, MethodNotAllowed, UpstreamNotConfigured, UpstreamUnreachable,
+        TokenCeiling, PromptRestricted, RateLimited, QuotaExhausted, BudgetExhausted, ModelWrongEndpoint, InvalidJson, InvalidBody, BodyTimeout,
+        InvalidField, DuplicateField, InvalidHeader, BodyTooLarge, ContentType, ContentEncoding, UnknownEndpoint, MethodNotAllowed, UpstreamNotConfigured, UpstreamUnreachable,
         UpstreamTimeout, UpstreamError, UpstreamAuth, UpstreamRejected, UpstreamRateLimited, UpstreamStreamInterrupted,
         ClientCancelled, Internal, Overloaded, LedgerBacklog, LedgerUnavailable, ConsumerSuspended, ServiceSuspended, TenantSuspended, ServiceUngoverned,
         TokenMalformed, TokenIssuer, TokenAudience, TokenSignature, TokenExpired, TokenSubjectUnknown,

@@ -89,6 +89,11 @@ internal sealed partial class DataPlane(
             record.Fail(Reasons.ClientCancelled, Outcome.Cancelled);
             record.Status = Reasons.ClientCancelled.Status;
         }
+        catch (BadHttpRequestException ex) when (ex.StatusCode == StatusCodes.Status408RequestTimeout)
+        {
+            // Below Kestrel's minimum data rate (240 bytes a second) once its grace period (5 s) passed.
+            await DenyAsync(context, record, Reasons.BodyTimeout);
+        }
         catch (BadHttpRequestException)
         {
             // Kestrel's other refusals while reading the body: malformed chunked framing and the like.
@@ -249,6 +254,14 @@ internal sealed partial class DataPlane(
         if (!IsJson(request.ContentType))
         {
             await DenyAsync(context, record, Reasons.ContentType);
+            return null;
+        }
+
+        if (!StringValues.IsNullOrEmpty(request.Headers.ContentEncoding) && !IsIdentity(request.Headers.ContentEncoding))
+        {
+            // Read as it came, a compressed body is no JSON; a JSON body that claims a coding would be read by the
+            // gateway one way and by the provider another.
+            await DenyAsync(context, record, Reasons.ContentEncoding);
             return null;
         }
 
@@ -641,6 +654,19 @@ internal sealed partial class DataPlane(
         => contentType is not null
            && (contentType.StartsWith("application/json", StringComparison.OrdinalIgnoreCase)
                || (MediaTypeHeaderValue.TryParse(contentType, out var media) && media.MediaType.Equals("application/json", StringComparison.OrdinalIgnoreCase)));
+
+    private static bool IsIdentity(StringValues codings)
+    {
+        foreach (var coding in codings)
+        {
+            if (!string.Equals(coding?.Trim(), "identity", StringComparison.OrdinalIgnoreCase))
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
 
     /// <summary>True when Kestrel stopped reading because the body ended early: the connection closed mid-request.</summary>
     private static bool IsClientGone(BadHttpRequestException ex)

@@ -1,5 +1,7 @@
+using System.IO.Compression;
 using System.Net;
 using System.Net.Http.Headers;
+using System.Net.Sockets;
 using System.Text;
 using System.Text.Json;
 
@@ -40,6 +42,58 @@ public sealed class RefusalTests(GatewayFixture fixture) : IClassFixture<Gateway
         Assert.Equal((int)status, entry.GetProperty("status").GetInt32());
         Assert.Equal(JsonValueKind.Null, entry.GetProperty("upstream_status").ValueKind);
         return entry;
+    }
+
+    /// <summary>
+    /// Sends <paramref name="head"/> (header lines after the request line, the credential and the content type) and
+    /// <paramref name="body"/> over a raw connection that stays open, for framing no HTTP client sends, and asserts
+    /// what <see cref="AssertRefusedAsync"/> does.
+    /// </summary>
+    private async Task AssertRawRefusedAsync(string head, string body, HttpStatusCode status, string code)
+    {
+        var upstreamCalls = G.Upstream.RequestCount;
+        using var tcp = new TcpClient();
+        await tcp.ConnectAsync(G.BaseUri.Host, G.BaseUri.Port);
+        var stream = tcp.GetStream();
+        var request = $"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {G.KeyOf("web")}\r\n"
+                      + $"Content-Type: application/json\r\n{head}\r\n{body}";
+        await stream.WriteAsync(Encoding.ASCII.GetBytes(request));
+
+        // The status line and headers, then as many bytes as the Content-Length says; the connection is not closed.
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        var received = new List<byte>();
+        var buffer = new byte[4096];
+        int headerEnd;
+        while ((headerEnd = Encoding.ASCII.GetString([.. received]).IndexOf("\r\n\r\n", StringComparison.Ordinal)) < 0)
+        {
+            var read = await stream.ReadAsync(buffer, timeout.Token);
+            Assert.True(read > 0, "The gateway closed the connection without an answer: " + Encoding.ASCII.GetString([.. received]));
+            received.AddRange(buffer.AsSpan(0, read));
+        }
+
+        var lines = Encoding.ASCII.GetString([.. received], 0, headerEnd).Split("\r\n");
+        string? Header(string name) => lines.Skip(1).Select(l => l.Split(':', 2)).Where(p => p[0].Equals(name, StringComparison.OrdinalIgnoreCase))
+            .Select(p => p[1].Trim()).SingleOrDefault();
+        var length = int.Parse(Header("Content-Length") ?? "-1", System.Globalization.CultureInfo.InvariantCulture);
+        Assert.True(length > 0, string.Join('\n', lines));
+        while (received.Count < headerEnd + 4 + length)
+        {
+            var read = await stream.ReadAsync(buffer, timeout.Token);
+            Assert.True(read > 0, "The answer's body ended early.");
+            received.AddRange(buffer.AsSpan(0, read));
+        }
+
+        Assert.Equal($"HTTP/1.1 {(int)status}", lines[0][..12]);
+        var requestId = Header("x-request-id");
+        Assert.NotNull(requestId);
+        using var json = JsonDocument.Parse(received.Skip(headerEnd + 4).Take(length).ToArray());
+        var error = json.RootElement.GetProperty("error");
+        Assert.Equal(code, error.GetProperty("code").GetString());
+        Assert.Equal(requestId, error.GetProperty("request_id").GetString());
+        Assert.Equal(upstreamCalls, G.Upstream.RequestCount);
+        var entry = await G.EntryAsync(requestId);
+        Assert.Equal([code], entry.GetProperty("reasons").EnumerateArray().Select(r => r.GetString()));
+        Assert.Equal((int)status, entry.GetProperty("status").GetInt32());
     }
 
     private const string Chat = """{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}""";
@@ -154,6 +208,51 @@ public sealed class RefusalTests(GatewayFixture fixture) : IClassFixture<Gateway
         request.Content = new StringContent(Chat, Encoding.UTF8, "application/x-www-form-urlencoded");
 
         await AssertRefusedAsync(request, HttpStatusCode.UnsupportedMediaType, "invalid.content_type");
+    }
+
+    [Fact]
+    public Task BrokenChunkedFraming_Is400InvalidBody()
+        => AssertRawRefusedAsync("Transfer-Encoding: chunked\r\n", $"zz\r\n{Chat}\r\n0\r\n\r\n", HttpStatusCode.BadRequest, "invalid.body");
+
+    [Fact]
+    public Task BodyShorterThanItsContentLength_FromAClientThatWaits_Is408BodyTimeout()
+        => AssertRawRefusedAsync($"Content-Length: {Chat.Length + 10}\r\n", Chat, HttpStatusCode.RequestTimeout, "invalid.body_timeout");
+
+    [Theory]
+    [InlineData("gzip", true)]
+    [InlineData("gzip", false)] // JSON that claims to be compressed: a provider would try to decompress what the gateway read
+    [InlineData("br", false)]
+    [InlineData("identity, gzip", false)]
+    public async Task CompressedBody_Is415ContentEncoding(string coding, bool compress)
+    {
+        var bytes = Encoding.UTF8.GetBytes(Chat);
+        if (compress)
+        {
+            using var compressed = new MemoryStream();
+            using (var gzip = new GZipStream(compressed, CompressionLevel.Fastest))
+            {
+                gzip.Write(bytes);
+            }
+
+            bytes = compressed.ToArray();
+        }
+
+        var request = G.Post("/v1/chat/completions", "");
+        request.Content = new ByteArrayContent(bytes) { Headers = { ContentType = new MediaTypeHeaderValue("application/json") } };
+        request.Content.Headers.TryAddWithoutValidation("Content-Encoding", coding);
+
+        await AssertRefusedAsync(request, HttpStatusCode.UnsupportedMediaType, "invalid.content_encoding");
+    }
+
+    [Fact]
+    public async Task IdentityContentEncoding_IsServed()
+    {
+        var request = G.Post("/v1/chat/completions", Chat);
+        request.Content!.Headers.ContentEncoding.Add("identity");
+
+        using var response = await G.Client.SendAsync(request);
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
     }
 
     [Fact]
