@@ -33,7 +33,7 @@ public static class PolicySimulator
     private static readonly HashSet<string> NotPolicy = new(StringComparer.Ordinal)
     {
         "invalid.json", "invalid.body", "invalid.body_timeout", "invalid.field", "invalid.duplicate_field", "invalid.header", "invalid.body_too_large",
-        "invalid.content_type", "invalid.content_encoding", "invalid.endpoint", "invalid.method",
+        "invalid.content_type", "invalid.content_encoding", "invalid.http", "invalid.endpoint", "invalid.method",
         "invalid.model_missing", "deny.credential_missing", "deny.credential_malformed", "deny.credential_checksum",
         "deny.credential_unknown", "deny.credential_wrong_kind", "client.cancelled",
     };

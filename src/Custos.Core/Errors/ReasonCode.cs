@@ -120,6 +120,13 @@ public static class Reasons
     public static readonly ReasonCode InvalidBody = new("invalid.body", 400, Invalid, false, Decision.Deny,
         "The request body could not be read (malformed framing).");
 
+    /// <summary>
+    /// The HTTP server refused the request before the gateway read it: a malformed request line or header, two
+    /// Content-Lengths, headers over its limits. The server answers with its own bare status, which the record keeps.
+    /// </summary>
+    public static readonly ReasonCode InvalidHttp = new("invalid.http", 400, Invalid, false, Decision.Deny,
+        "The request is not well-formed HTTP/1.1.");
+
     /// <summary>The body arrived too slowly: below the server's minimum data rate once its grace period passed.</summary>
     public static readonly ReasonCode BodyTimeout = new("invalid.body_timeout", 408, Invalid, false, Decision.Deny,
         "The request body arrived too slowly; send it at once.");
@@ -264,7 +271,7 @@ public static class Reasons
     [
         CredentialMissing, CredentialMalformed, CredentialChecksum, CredentialUnknown, CredentialRevoked, CredentialSuspended,
         CredentialExpired, CredentialWrongKind, ModelMissing, ModelNotFound, ModelNotEntitled, EntitlementExpired, EntitlementNotYetValid,
-        TokenCeiling, PromptRestricted, RateLimited, QuotaExhausted, BudgetExhausted, ModelWrongEndpoint, InvalidJson, InvalidBody, BodyTimeout,
+        TokenCeiling, PromptRestricted, RateLimited, QuotaExhausted, BudgetExhausted, ModelWrongEndpoint, InvalidJson, InvalidBody, BodyTimeout, InvalidHttp,
         InvalidField, DuplicateField, InvalidHeader, BodyTooLarge, ContentType, ContentEncoding, UnknownEndpoint, MethodNotAllowed, UpstreamNotConfigured, UpstreamUnreachable,
         UpstreamTimeout, UpstreamError, UpstreamAuth, UpstreamRejected, UpstreamRateLimited, UpstreamStreamInterrupted,
         ClientCancelled, Internal, Overloaded, LedgerBacklog, LedgerUnavailable, ConsumerSuspended, ServiceSuspended, TenantSuspended, ServiceUngoverned,

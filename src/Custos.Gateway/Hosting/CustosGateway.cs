@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Net;
 using System.Runtime;
 using Custos.Controls;
@@ -522,8 +523,10 @@ public sealed partial class CustosGateway : IAsyncDisposable
         builder.Services.AddSingleton(options.TimeProvider);
         builder.Services.AddSingleton(sp => new DataPlane(policy, ledger, sp.GetRequiredService<IHttpForwarder>(), upstreamClient,
             counters, options.TimeProvider, options.NodeId, jwt, sp.GetRequiredService<ILogger<DataPlane>>()));
+        builder.Services.AddSingleton(sp => new ProtocolRefusals(sp.GetRequiredService<DiagnosticListener>(), policy, ledger, options.TimeProvider, options.NodeId));
         var app = builder.Build();
         var dataPlane = app.Services.GetRequiredService<DataPlane>();
+        app.Services.GetRequiredService<ProtocolRefusals>(); // subscribes; disposed with the host
         app.Run(context => context.Request.Path.Value switch
         {
             "/healthz" => Health(context),

@@ -314,8 +314,8 @@ public sealed partial class LedgerWriter : IAsyncDisposable
     }
 
     /// <summary>
-    /// Queues the record of a shed request if there is room; otherwise counts it into the next <see cref="ShedRecord"/>.
-    /// Never waits: shedding must stay cheap exactly when the gateway is overloaded.
+    /// Queues the record of a shed request, or of one the HTTP server refused, if there is room; otherwise counts it into
+    /// the next <see cref="ShedRecord"/>. Never waits: shedding must stay cheap exactly when the gateway is overloaded.
     /// </summary>
     public void RecordShed(RequestRecord record)
     {

@@ -52,6 +52,7 @@ public sealed class RefusalTests(GatewayFixture fixture) : IClassFixture<Gateway
     private async Task AssertRawRefusedAsync(string head, string body, HttpStatusCode status, string code)
     {
         var upstreamCalls = G.Upstream.RequestCount;
+        var entries = (await G.LedgerAsync()).Count;
         using var tcp = new TcpClient();
         await tcp.ConnectAsync(G.BaseUri.Host, G.BaseUri.Port);
         var stream = tcp.GetStream();
@@ -94,6 +95,7 @@ public sealed class RefusalTests(GatewayFixture fixture) : IClassFixture<Gateway
         var entry = await G.EntryAsync(requestId);
         Assert.Equal([code], entry.GetProperty("reasons").EnumerateArray().Select(r => r.GetString()));
         Assert.Equal((int)status, entry.GetProperty("status").GetInt32());
+        Assert.Equal(entries + 1, (await G.LedgerAsync()).Count); // the HTTP server's refusal is not recorded apart
     }
 
     private const string Chat = """{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}""";
@@ -208,6 +210,42 @@ public sealed class RefusalTests(GatewayFixture fixture) : IClassFixture<Gateway
         request.Content = new StringContent(Chat, Encoding.UTF8, "application/x-www-form-urlencoded");
 
         await AssertRefusedAsync(request, HttpStatusCode.UnsupportedMediaType, "invalid.content_type");
+    }
+
+    [Theory]
+    [InlineData("POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}", 400, "POST", "/v1/chat/completions")]
+    [InlineData("POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nX-Padding: {0}\r\n\r\n", 431, "POST", "/v1/chat/completions")]
+    [InlineData("POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nNo Colon Here\r\n\r\n", 400, "POST", "/v1/chat/completions")]
+    [InlineData("GARBAGE\r\n\r\n", 400, "", "")]
+    [InlineData("GET /v1/models HTTP/9.9\r\nHost: localhost\r\n\r\n", 505, "", "")]
+    public async Task RequestTheHttpServerRefuses_IsRecordedAsInvalidHttp_WithItsStatusAndClient(string raw, int status, string method, string endpoint)
+    {
+        var upstreamCalls = G.Upstream.RequestCount;
+        var entries = (await G.LedgerAsync()).Count;
+        string? statusLine = null;
+
+        var entry = await G.NextEntryAsync(async () =>
+        {
+            using var tcp = new TcpClient();
+            await tcp.ConnectAsync(G.BaseUri.Host, G.BaseUri.Port);
+            var stream = tcp.GetStream();
+            await stream.WriteAsync(Encoding.ASCII.GetBytes(raw.Replace("{0}", new string('h', 40_000), StringComparison.Ordinal)));
+            using var reader = new StreamReader(stream, Encoding.ASCII);
+            statusLine = await reader.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(10));
+        });
+
+        // Kestrel's own answer: a bare status, which cannot carry the request id; the ledger has the rest.
+        Assert.StartsWith($"HTTP/1.1 {status} ", statusLine, StringComparison.Ordinal);
+        Assert.Equal(["invalid.http"], entry.GetProperty("reasons").EnumerateArray().Select(r => r.GetString()));
+        Assert.Equal(status, entry.GetProperty("status").GetInt32());
+        Assert.Equal("deny", entry.GetProperty("decision").GetString());
+        Assert.Equal(method, entry.GetProperty("method").GetString());
+        Assert.Equal(endpoint, entry.GetProperty("endpoint").GetString());
+        Assert.Equal("127.0.0.1", entry.GetProperty("client_address").GetString());
+        Assert.True(entry.GetProperty("policy_version").GetInt64() > 0);
+        Assert.StartsWith("req_", entry.GetProperty("request_id").GetString(), StringComparison.Ordinal);
+        Assert.Equal(entries + 1, (await G.LedgerAsync()).Count);
+        Assert.Equal(upstreamCalls, G.Upstream.RequestCount);
     }
 
     [Fact]
