@@ -1,6 +1,8 @@
 using System.ClientModel;
 using System.Net;
 using System.Net.Http.Headers;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using System.Text.Json;
 using Custos.Gateway.Demo;
@@ -194,6 +196,42 @@ public sealed class CliTests : IDisposable
         Assert.Equal(8, entries.Count(e => e.GetProperty("input_tokens").GetInt64() > 40_000)); // the large prompts, counted whole
     }
 
+    [Fact]
+    public async Task Serve_ToAProviderOverTls_NamesTheProvidersHost_NotTheGateways()
+    {
+        // As real providers are reached: over TLS, by name. The client names the gateway in Host; passed on, that name
+        // was what the provider's TLS was asked for, its certificate did not match, and every call failed as unreachable.
+        using var rsa = RSA.Create(2048);
+        var request = new CertificateRequest("CN=localhost", rsa, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1);
+        var names = new SubjectAlternativeNameBuilder();
+        names.AddDnsName("localhost");
+        request.CertificateExtensions.Add(names.Build());
+        request.CertificateExtensions.Add(new X509BasicConstraintsExtension(true, false, 0, true));
+        using var certificate = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(1));
+        var trusted = Path.Combine(_directory, "provider-ca.pem");
+        await File.WriteAllTextAsync(trusted, certificate.ExportCertificatePem());
+        var upstream = await DemoUpstream.StartAsync(0, certificate);
+        var key = ApiKey.Generate(ApiKeyKind.Consumer);
+        int port = CustosProcess.FreePort(), adminPort = CustosProcess.FreePort();
+        var config = await WriteServeConfigAsync(port, adminPort, new Uri($"https://localhost:{upstream.BaseUri.Port}/"), key);
+        await using var setup = new ServeSetup(upstream, key, port, adminPort, config);
+        var environment = new Dictionary<string, string>(setup.Environment()) { ["SSL_CERT_FILE"] = trusted }; // trust the provider's certificate
+
+        await using var serve = CustosProcess.Start("Custos serving", environment, "serve", "--config", config);
+        await serve.WaitReadyAsync();
+        ChatCompletion completion = await setup.Chat().CompleteChatAsync("Hello over TLS");
+        var streamed = new StringBuilder();
+        await foreach (var update in setup.Chat().CompleteChatStreamingAsync("Hello again"))
+        {
+            streamed.Append(string.Concat(update.ContentUpdate.Select(part => part.Text)));
+        }
+
+        Assert.Equal(0, await serve.StopAsync());
+        Assert.Contains("Hello over TLS", completion.Content[0].Text, StringComparison.Ordinal);
+        Assert.Contains("Hello again", streamed.ToString(), StringComparison.Ordinal);
+        Assert.All(upstream.Received, seen => Assert.Equal($"localhost:{upstream.BaseUri.Port}", seen.Headers["Host"]));
+    }
+
     /// <summary>A mock provider, a consumer key and a <c>serve</c> config that names both, on free ports.</summary>
     private sealed record ServeSetup(DemoUpstream Upstream, string Key, int Port, int AdminPort, string Config) : IAsyncDisposable
     {
@@ -211,10 +249,10 @@ public sealed class CliTests : IDisposable
         var upstream = await DemoUpstream.StartAsync();
         var key = ApiKey.Generate(ApiKeyKind.Consumer);
         int port = CustosProcess.FreePort(), adminPort = CustosProcess.FreePort();
-        return new ServeSetup(upstream, key, port, adminPort, await WriteServeConfigAsync(port, adminPort, upstream, key));
+        return new ServeSetup(upstream, key, port, adminPort, await WriteServeConfigAsync(port, adminPort, upstream.BaseUri, key));
     }
 
-    private async Task<string> WriteServeConfigAsync(int port, int adminPort, DemoUpstream upstream, string key)
+    private async Task<string> WriteServeConfigAsync(int port, int adminPort, Uri upstream, string key)
     {
         var config = Path.Combine(_directory, "custos.yaml");
         await File.WriteAllTextAsync(config, $"""
@@ -225,7 +263,7 @@ public sealed class CliTests : IDisposable
             tenants:
               - id: acme
                 providers:
-                  - {"{"} id: main, type: openai, base_url: {upstream.BaseUri}v1, api_key_env: CUSTOS_TEST_UPSTREAM_KEY {"}"}
+                  - {"{"} id: main, type: openai, base_url: {upstream}v1, api_key_env: CUSTOS_TEST_UPSTREAM_KEY {"}"}
                 models:
                   - {"{"} name: gpt-4o-mini, provider: main, price: {"{"} input_per_mtok: 1, output_per_mtok: 1 {"}"} {"}"}
             services:

@@ -1,4 +1,5 @@
 using System.Net;
+using System.Security.Cryptography.X509Certificates;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
@@ -52,7 +53,17 @@ public sealed class DemoUpstream : IAsyncDisposable
     /// <param name="port">The loopback port to bind, or 0 for an ephemeral one.</param>
     /// <param name="ct">Cancels the start.</param>
     /// <returns>The running server; dispose it to stop.</returns>
-    public static async Task<DemoUpstream> StartAsync(int port = 0, CancellationToken ct = default)
+    public static Task<DemoUpstream> StartAsync(int port = 0, CancellationToken ct = default) => StartAsync(port, certificate: null, ct);
+
+    /// <summary>
+    /// Starts a demo upstream as <see cref="StartAsync(int, CancellationToken)"/> does, speaking HTTPS with
+    /// <paramref name="certificate"/> when one is given, as a real provider does.
+    /// </summary>
+    /// <param name="port">The loopback port to bind, or 0 for an ephemeral one.</param>
+    /// <param name="certificate">The server certificate, with its private key; null for plain HTTP.</param>
+    /// <param name="ct">Cancels the start.</param>
+    /// <returns>The running server; dispose it to stop.</returns>
+    public static async Task<DemoUpstream> StartAsync(int port, X509Certificate2? certificate, CancellationToken ct = default)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(port);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(port, IPEndPoint.MaxPort);
@@ -67,7 +78,13 @@ public sealed class DemoUpstream : IAsyncDisposable
         {
             options.AddServerHeader = false;
             options.Limits.MaxRequestBodySize = null;
-            options.Listen(IPAddress.Loopback, port);
+            options.Listen(IPAddress.Loopback, port, listen =>
+            {
+                if (certificate is not null)
+                {
+                    listen.UseHttps(certificate);
+                }
+            });
         });
 
         var app = builder.Build();

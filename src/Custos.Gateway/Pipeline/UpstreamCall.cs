@@ -45,11 +45,16 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
         await base.TransformRequestAsync(httpContext, proxyRequest, destinationPrefix, cancellationToken);
         proxyRequest.RequestUri = upstreamUri;
         var headers = proxyRequest.Headers;
+        // The provider's host, from its URI: the client's Host names the gateway, and HttpClient would send it upstream
+        // and present it to the provider's TLS as the server name, which a provider's certificate does not match.
+        headers.Host = null;
         // The client's credential and anything else of the client's that is not the provider's business.
         headers.Remove(HeaderNames.Authorization);
         headers.Remove("x-api-key");
         headers.Remove(HeaderNames.Cookie);
         headers.Remove(HeaderNames.AcceptEncoding); // identity, so usage can be read from the body
+        headers.Remove("OpenAI-Organization"); // the provider account billed is the gateway's, as its key is
+        headers.Remove("OpenAI-Project");
         headers.Remove(Headers.AgentRun);
         headers.TryAddWithoutValidation("X-Custos-Request-Id", Record.RequestId);
         headers.ExpectContinue = null; // the body is all here: no reason to wait for a 100 Continue

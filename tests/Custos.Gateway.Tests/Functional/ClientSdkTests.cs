@@ -258,6 +258,25 @@ public sealed class ClientSdkTests(GatewayFixture fixture) : IClassFixture<Gatew
     }
 
     [Fact]
+    public async Task Forwarding_NamesTheProvidersHost_AndLeavesTheProviderAccountToTheGateway()
+    {
+        // A client names the gateway in Host. Passed on, it would be the server name the provider's TLS is asked for,
+        // which the provider's certificate does not match: every call to a real provider failed so.
+        var request = G.Post("/v1/chat/completions", """{"model":"gpt-4o-mini","messages":[{"role":"user","content":"x"}]}""");
+        request.Headers.Host = "custos.example.internal:8080";
+        request.Headers.Add("OpenAI-Organization", "org-someone-elses");
+        request.Headers.Add("OpenAI-Project", "proj_someone_elses");
+
+        using var response = await G.Client.SendAsync(request);
+
+        Assert.Equal(System.Net.HttpStatusCode.OK, response.StatusCode);
+        var seen = G.Upstream.Received[^1];
+        Assert.Equal(G.Upstream.BaseUri.Authority, seen.Headers["Host"]);
+        Assert.False(seen.Headers.ContainsKey("OpenAI-Organization"));
+        Assert.False(seen.Headers.ContainsKey("OpenAI-Project"));
+    }
+
+    [Fact]
     public async Task Forwarding_SendsTheBodyWhole_WithTheClientsContentHeaders_EvenWhenTheClientStreamedIt()
     {
         const string body = """{"model":"gpt-4o-mini","messages":[{"role":"user","content":"sent in chunks"}]}""";
