@@ -201,23 +201,10 @@ public sealed class CliTests : IDisposable
     {
         // As real providers are reached: over TLS, by name. The client names the gateway in Host; passed on, that name
         // was what the provider's TLS was asked for, its certificate did not match, and every call failed as unreachable.
-        using var rsa = RSA.Create(2048);
-        var request = new CertificateRequest("CN=localhost", rsa, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1);
-        var names = new SubjectAlternativeNameBuilder();
-        names.AddDnsName("localhost");
-        request.CertificateExtensions.Add(names.Build());
-        request.CertificateExtensions.Add(new X509BasicConstraintsExtension(true, false, 0, true));
-        using var certificate = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(1));
-        var trusted = Path.Combine(_directory, "provider-ca.pem");
-        await File.WriteAllTextAsync(trusted, certificate.ExportCertificatePem());
-        var upstream = await DemoUpstream.StartAsync(0, certificate);
-        var key = ApiKey.Generate(ApiKeyKind.Consumer);
-        int port = CustosProcess.FreePort(), adminPort = CustosProcess.FreePort();
-        var config = await WriteServeConfigAsync(port, adminPort, new Uri($"https://localhost:{upstream.BaseUri.Port}/"), key);
-        await using var setup = new ServeSetup(upstream, key, port, adminPort, config);
-        var environment = new Dictionary<string, string>(setup.Environment()) { ["SSL_CERT_FILE"] = trusted }; // trust the provider's certificate
+        var (setup, environment) = await StartTlsServeSetupAsync();
+        await using var _ = setup;
 
-        await using var serve = CustosProcess.Start("Custos serving", environment, "serve", "--config", config);
+        await using var serve = CustosProcess.Start("Custos serving", environment, "serve", "--config", setup.Config);
         await serve.WaitReadyAsync();
         ChatCompletion completion = await setup.Chat().CompleteChatAsync("Hello over TLS");
         var streamed = new StringBuilder();
@@ -229,7 +216,50 @@ public sealed class CliTests : IDisposable
         Assert.Equal(0, await serve.StopAsync());
         Assert.Contains("Hello over TLS", completion.Content[0].Text, StringComparison.Ordinal);
         Assert.Contains("Hello again", streamed.ToString(), StringComparison.Ordinal);
-        Assert.All(upstream.Received, seen => Assert.Equal($"localhost:{upstream.BaseUri.Port}", seen.Headers["Host"]));
+        Assert.All(setup.Upstream.Received, seen => Assert.Equal($"localhost:{setup.Upstream.BaseUri.Port}", seen.Headers["Host"]));
+        Assert.DoesNotContain("proxy", serve.Output, StringComparison.OrdinalIgnoreCase);
+    }
+
+    [Fact]
+    public async Task Serve_WhereTheEnvironmentNamesAnEgressProxy_CallsTheProviderThroughIt_AndSaysSoWithoutItsCredentials()
+    {
+        var (setup, environment) = await StartTlsServeSetupAsync();
+        await using var _ = setup;
+        await using var proxy = new ConnectProxy();
+        environment["HTTPS_PROXY"] = $"http://egress-user:egress-secret-4711@127.0.0.1:{proxy.Port}";
+
+        await using var serve = CustosProcess.Start("Custos serving", environment, "serve", "--config", setup.Config);
+        await serve.WaitReadyAsync();
+        ChatCompletion completion = await setup.Chat().CompleteChatAsync("Hello through the proxy");
+        Assert.Equal(0, await serve.StopAsync());
+
+        Assert.Contains("Hello through the proxy", completion.Content[0].Text, StringComparison.Ordinal);
+        Assert.Equal([$"localhost:{setup.Upstream.BaseUri.Port}"], proxy.Targets);
+        Assert.Contains($"through the proxy http://127.0.0.1:{proxy.Port} (HTTPS_PROXY)", serve.Output, StringComparison.Ordinal);
+        Assert.DoesNotContain("egress-secret-4711", serve.Output, StringComparison.Ordinal);
+    }
+
+    /// <summary>
+    /// The demo provider over HTTPS as <c>localhost</c>, with a certificate made for the test, and the environment for
+    /// <c>serve</c> that trusts it (<c>SSL_CERT_FILE</c>).
+    /// </summary>
+    private async Task<(ServeSetup Setup, Dictionary<string, string> Environment)> StartTlsServeSetupAsync()
+    {
+        using var rsa = RSA.Create(2048);
+        var request = new CertificateRequest("CN=localhost", rsa, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1);
+        var names = new SubjectAlternativeNameBuilder();
+        names.AddDnsName("localhost");
+        request.CertificateExtensions.Add(names.Build());
+        request.CertificateExtensions.Add(new X509BasicConstraintsExtension(true, false, 0, true));
+        var certificate = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(1));
+        var trusted = Path.Combine(_directory, "provider-ca.pem");
+        await File.WriteAllTextAsync(trusted, certificate.ExportCertificatePem());
+        var upstream = await DemoUpstream.StartAsync(0, certificate);
+        var key = ApiKey.Generate(ApiKeyKind.Consumer);
+        int port = CustosProcess.FreePort(), adminPort = CustosProcess.FreePort();
+        var config = await WriteServeConfigAsync(port, adminPort, new Uri($"https://localhost:{upstream.BaseUri.Port}/"), key);
+        var setup = new ServeSetup(upstream, key, port, adminPort, config);
+        return (setup, new Dictionary<string, string>(setup.Environment()) { ["SSL_CERT_FILE"] = trusted });
     }
 
     /// <summary>A mock provider, a consumer key and a <c>serve</c> config that names both, on free ports.</summary>

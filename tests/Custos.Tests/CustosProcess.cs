@@ -47,6 +47,12 @@ internal sealed partial class CustosProcess : IAsyncDisposable
             info.ArgumentList.Add(arg);
         }
 
+        // The gateway's calls go through a proxy the environment names; the tests' providers are on loopback.
+        foreach (var proxy in (string[])["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"])
+        {
+            info.Environment.Remove(proxy);
+        }
+
         foreach (var (name, value) in environment ?? new Dictionary<string, string>())
         {
             info.Environment[name] = value;

@@ -377,6 +377,11 @@ public sealed partial class CustosGateway : IAsyncDisposable
                 await sync.AnnounceAsync(version.Number);
             }
 
+            if (EgressProxy.Configured)
+            {
+                Log.EgressProxy(startupLog, EgressProxy.Variable!, EgressProxy.Address!);
+            }
+
             var upstreamClient = CreateUpstreamClient();
             var jwt = new JwtAuthenticator(CreateUpstreamClient(), options.TimeProvider, loggerFactory.CreateLogger<JwtAuthenticator>());
             var signer = WebhookSigner.LoadOrCreate(options.DataDirectory, options.Secrets, out var secretCreated);
@@ -493,12 +498,13 @@ public sealed partial class CustosGateway : IAsyncDisposable
     }
 
     /// <summary>
-    /// The client the gateway forwards with, as YARP recommends for forwarding: no proxy, no redirects, no cookies,
-    /// no decompression, no trace headers of its own. Public so the load harness's bare forwarder uses the very same.
+    /// The client the gateway forwards with, as YARP recommends for forwarding: no redirects, no cookies, no
+    /// decompression, no trace headers of its own, and no proxy unless the environment names one
+    /// (<see cref="EgressProxy"/>). Public so the load harness's bare forwarder uses the very same.
     /// </summary>
     public static HttpMessageInvoker CreateUpstreamClient() => new(new WholeBodyHandler(new SocketsHttpHandler
     {
-        UseProxy = false,
+        UseProxy = EgressProxy.Configured,
         AllowAutoRedirect = false,
         AutomaticDecompression = DecompressionMethods.None,
         UseCookies = false,
@@ -700,5 +706,9 @@ public sealed partial class CustosGateway : IAsyncDisposable
 
         [LoggerMessage(EventId = 15, Level = LogLevel.Information, Message = "The shared counters answer again: normal enforcement resumed.")]
         public static partial void CountersBack(ILogger logger);
+
+        [LoggerMessage(EventId = 16, Level = LogLevel.Information,
+            Message = "Calls to providers, identity providers and webhooks go through the proxy {Address} ({Variable}), except to the hosts NO_PROXY names.")]
+        public static partial void EgressProxy(ILogger logger, string variable, string address);
     }
 }
