@@ -93,6 +93,22 @@ public sealed class PolicyYamlTests
     }
 
     [Fact]
+    public void Read_TrustedProxies_AreAddressesAndRanges_AndAnythingElseIsAnErrorAtItsLine()
+    {
+        var result = PolicyYaml.Read("server:\n  trusted_proxies:\n    - 10.0.0.0/8\n    - 192.168.1.7\n    - fd00::/8\n");
+
+        Assert.DoesNotContain(result.Diagnostics, d => d.Path.StartsWith("server", StringComparison.Ordinal));
+        Assert.Equal(["10.0.0.0/8", "192.168.1.7/32", "fd00::/8"], result.Server.TrustedProxies.Select(n => n.ToString()));
+        Assert.Empty(PolicyYaml.Read("server:\n  listen: http://127.0.0.1:8080\n").Server.TrustedProxies);
+
+        var wrong = PolicyYaml.Read("server:\n  trusted_proxies:\n    - 10.0.0.0/8\n    - lb.internal\n    - 10.0.0.0/33\n");
+
+        Assert.Contains(wrong.Diagnostics, d => d.Path == "server.trusted_proxies[1]" && d.Line == 4
+            && d.Message.Contains("'lb.internal' is neither an IP address nor a CIDR range", StringComparison.Ordinal));
+        Assert.Contains(wrong.Diagnostics, d => d.Path == "server.trusted_proxies[2]" && d.Line == 5);
+    }
+
+    [Fact]
     public void Read_UnknownOtlpProtocol_IsAnErrorNamingTheChoices()
     {
         var result = PolicyYaml.Read("server:\n  otlp_endpoint: collector:4317\n  otlp_protocol: http/json\n");

@@ -43,6 +43,12 @@ public sealed record ServerSettings
 
     /// <summary>Where the ledger, policy versions and registry are stored: embedded SQLite (default) or PostgreSQL, shared by every node.</summary>
     public StorageBackend? Storage { get; init; }
+
+    /// <summary>
+    /// The load balancers and proxies in front of the data plane (addresses or CIDR ranges) whose
+    /// <c>X-Forwarded-For</c> names the client the ledger records. Default: none, and the header is ignored.
+    /// </summary>
+    public IReadOnlyList<System.Net.IPNetwork> TrustedProxies { get; init; } = [];
 }
 
 /// <summary>Where the ledger, policy versions, registry, evidence and alerts are stored.</summary>
@@ -210,12 +216,38 @@ public static partial class PolicyYaml
             }
         }
 
+        /// <summary>A list of addresses (<c>10.0.0.5</c>) and CIDR ranges (<c>10.0.0.0/8</c>, <c>fd00::/8</c>).</summary>
+        private List<System.Net.IPNetwork> ReadNetworks(MapReader map, string key)
+        {
+            var texts = map.StringList(key);
+            var networks = new List<System.Net.IPNetwork>(texts.Count);
+            for (var i = 0; i < texts.Count; i++)
+            {
+                if (System.Net.IPNetwork.TryParse(texts[i], out var network))
+                {
+                    networks.Add(network);
+                }
+                else if (System.Net.IPAddress.TryParse(texts[i], out var address))
+                {
+                    networks.Add(new System.Net.IPNetwork(address, address.GetAddressBytes().Length * 8));
+                }
+                else
+                {
+                    var node = map.Node(key) is YamlSequenceNode { Children.Count: var count } list && count == texts.Count ? list.Children[i] : map.Node(key);
+                    Error(node, $"{map.Path}.{key}[{i}]", $"'{texts[i]}' is neither an IP address nor a CIDR range such as 10.0.0.0/8");
+                }
+            }
+
+            return networks;
+        }
+
         public PolicyDocument ReadDocument(YamlMappingNode root, out ServerSettings server)
         {
             var map = new MapReader(this, root, "$", ["server", "gateway", "defaults", "tenants", "services", "consumers", "credentials", "admins", "identity_providers", "alerts"]);
             server = new ServerSettings();
             if (map.Node("server") is { } serverNode && AsMap(serverNode, "server",
-                    ["listen", "admin_listen", "data", "node_id", "witness_dir", "witness_webhook", "otlp_endpoint", "otlp_protocol", "counters", "storage"]) is { } s)
+                    ["listen", "admin_listen", "data", "node_id", "witness_dir", "witness_webhook", "otlp_endpoint", "otlp_protocol", "counters", "storage",
+                        "trusted_proxies"]) is { } s)
             {
                 server = new ServerSettings
                 {
@@ -229,6 +261,7 @@ public static partial class PolicyYaml
                     OtlpProtocol = ReadOtlpProtocol(s),
                     Counters = s.Enum<CounterBackend>("counters"),
                     Storage = s.Enum<StorageBackend>("storage"),
+                    TrustedProxies = ReadNetworks(s, "trusted_proxies"),
                 };
             }
 

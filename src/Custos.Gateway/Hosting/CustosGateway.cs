@@ -18,6 +18,7 @@ using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.HttpOverrides;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -48,6 +49,12 @@ public sealed record CustosGatewayOptions
 
     /// <summary>Admin listen URL. Default <c>http://127.0.0.1:8081</c>; port 0 picks a free port.</summary>
     public string AdminUrl { get; init; } = "http://127.0.0.1:8081";
+
+    /// <summary>
+    /// The load balancers and proxies in front of the data plane whose <c>X-Forwarded-For</c> is believed: the client
+    /// recorded is the nearest address in it that is not one of them. Default: none, and the header is ignored.
+    /// </summary>
+    public IReadOnlyList<System.Net.IPNetwork> TrustedProxies { get; init; } = [];
 
     /// <summary>This node's id: its ledger chain id. Default <c>node-</c> and the host name.</summary>
     public string NodeId { get; init; } = "node-" + Environment.MachineName.ToLowerInvariant();
@@ -533,6 +540,21 @@ public sealed partial class CustosGateway : IAsyncDisposable
         var app = builder.Build();
         var dataPlane = app.Services.GetRequiredService<DataPlane>();
         app.Services.GetRequiredService<ProtocolRefusals>(); // subscribes; disposed with the host
+        if (options.TrustedProxies.Count > 0)
+        {
+            // Right to left through X-Forwarded-For while the address it came from is a trusted proxy's; nothing else
+            // runs per request when none is configured.
+            var forwarded = new ForwardedHeadersOptions { ForwardedHeaders = ForwardedHeaders.XForwardedFor, ForwardLimit = null };
+            forwarded.KnownIPNetworks.Clear();
+            forwarded.KnownProxies.Clear();
+            foreach (var network in options.TrustedProxies)
+            {
+                forwarded.KnownIPNetworks.Add(network);
+            }
+
+            app.UseForwardedHeaders(forwarded);
+        }
+
         app.Run(context => context.Request.Path.Value switch
         {
             "/healthz" => Health(context),

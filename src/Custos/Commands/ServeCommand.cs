@@ -51,6 +51,7 @@ internal static class ServeCommand
             DataPlaneUrl = port is { } p ? $"http://127.0.0.1:{p}" : server.Listen ?? defaults.DataPlaneUrl,
             AdminUrl = adminPort is { } a ? $"http://127.0.0.1:{a}" : server.AdminListen ?? defaults.AdminUrl,
             NodeId = nodeId ?? server.NodeId ?? defaults.NodeId,
+            TrustedProxies = server.TrustedProxies,
             Checkpoints = new Gateway.Ledger.CheckpointOptions
             {
                 WitnessDirectory = server.WitnessDir is { } witness ? CommonOptions.ResolveRelative(config, witness) : null,
@@ -64,7 +65,7 @@ internal static class ServeCommand
         };
 
         var gateway = await CustosGateway.StartAsync(options, cancellationToken);
-        return await GatewayRunner.RunUntilStoppedAsync(gateway, output, cancellationToken, () => PrintReady(gateway, config, redis is not null, output));
+        return await GatewayRunner.RunUntilStoppedAsync(gateway, output, cancellationToken, () => PrintReady(gateway, config, redis is not null, server.TrustedProxies, output));
     }
 
     /// <summary>The Redis of <c>server.counters: redis</c>, from <c>CUSTOS_REDIS</c>; unreachable at start means not starting.</summary>
@@ -94,12 +95,16 @@ internal static class ServeCommand
     /// <summary>The environment variable with the Redis connection string.</summary>
     public const string RedisVariable = "CUSTOS_REDIS";
 
-    private static void PrintReady(CustosGateway gateway, FileInfo config, bool sharedCounters, TextWriter output)
+    private static void PrintReady(CustosGateway gateway, FileInfo config, bool sharedCounters, IReadOnlyList<System.Net.IPNetwork> trustedProxies, TextWriter output)
     {
         var snapshot = gateway.Policy.Current;
         output.WriteLine($"Custos serving {config.Name}: data plane {gateway.DataPlaneUri}, admin {gateway.AdminUri}, store {gateway.Store.Description}, " +
             $"node {gateway.NodeId}, counters {(sharedCounters ? "in Redis (shared)" : "in-process")}, policy version {snapshot.Version} (sha256 {snapshot.Hash})" +
             (InlineIo.Enabled ? ", inline I/O." : "."));
+        if (trustedProxies.Count > 0)
+        {
+            output.WriteLine($"Client addresses are read from X-Forwarded-For on connections from {string.Join(", ", trustedProxies)} (server.trusted_proxies).");
+        }
         foreach (var tenant in snapshot.Tenants)
         {
             foreach (var provider in tenant.CanonicalModels.Select(m => m.Provider).Distinct().Where(p => p.IsMissingKey))

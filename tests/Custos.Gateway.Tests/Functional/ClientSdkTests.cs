@@ -276,6 +276,24 @@ public sealed class ClientSdkTests(GatewayFixture fixture) : IClassFixture<Gatew
         Assert.False(seen.Headers.ContainsKey("OpenAI-Project"));
     }
 
+    [Theory]
+    [InlineData(null, "127.0.0.1")] // no proxy trusted: anyone could write the header
+    [InlineData("127.0.0.1/32", "203.0.113.7")] // the load balancer on loopback: the address it saw
+    [InlineData("127.0.0.1/32,203.0.113.0/24", "198.51.100.1")] // and a proxy before it
+    [InlineData("10.0.0.0/8", "127.0.0.1")] // the connection is not from a trusted proxy
+    public async Task ClientAddress_ComesFromXForwardedFor_OnlyThroughTrustedProxies_NearestUntrustedFirst(string? trusted, string recorded)
+    {
+        var proxies = trusted?.Split(',').Select(System.Net.IPNetwork.Parse).ToList() ?? [];
+        await using var g = await TestGateway.StartAsync(null, options: o => o with { TrustedProxies = proxies });
+        var request = g.Post("/v1/chat/completions", """{"model":"gpt-4o-mini","messages":[{"role":"user","content":"x"}]}""");
+        request.Headers.Add("X-Forwarded-For", "192.0.2.99, 198.51.100.1, 203.0.113.7");
+
+        using var response = await g.Client.SendAsync(request);
+
+        Assert.Equal(System.Net.HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal(recorded, (await g.EntryAsync(TestGateway.RequestIdOf(response))).GetProperty("client_address").GetString());
+    }
+
     [Fact]
     public async Task Forwarding_SendsTheBodyWhole_WithTheClientsContentHeaders_EvenWhenTheClientStreamedIt()
     {
