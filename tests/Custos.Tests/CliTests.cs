@@ -239,6 +239,70 @@ public sealed class CliTests : IDisposable
         Assert.DoesNotContain("egress-secret-4711", serve.Output, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task Serve_OnHttpsListeners_ServesTheSdkAndTheAdminApiOverTls_WithTheConfiguredCertificate()
+    {
+        await using var setup = await StartServeSetupAsync();
+        using var rsa = RSA.Create(2048);
+        var request = new CertificateRequest("CN=custos.test", rsa, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1);
+        var names = new SubjectAlternativeNameBuilder();
+        names.AddIpAddress(IPAddress.Loopback);
+        request.CertificateExtensions.Add(names.Build());
+        using var certificate = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(1));
+        await File.WriteAllTextAsync(Path.Combine(_directory, "gateway.pem"), certificate.ExportCertificatePem());
+        await File.WriteAllTextAsync(Path.Combine(_directory, "gateway.key"), rsa.ExportPkcs8PrivateKeyPem());
+        var yaml = (await File.ReadAllTextAsync(setup.Config)).Replace("listen: http://", "listen: https://", StringComparison.Ordinal)
+            .Replace("data: serve-data", "data: serve-data\n  tls_certificate: gateway.pem\n  tls_key: gateway.key", StringComparison.Ordinal);
+        await File.WriteAllTextAsync(setup.Config, yaml);
+        using var handler = new HttpClientHandler { ServerCertificateCustomValidationCallback = (_, presented, _, _) => presented?.Thumbprint == certificate.Thumbprint };
+        using var http = new HttpClient(handler);
+        var chat = new ChatClient("gpt-4o-mini", new ApiKeyCredential(setup.Key), new OpenAIClientOptions
+        {
+            Endpoint = new Uri($"https://127.0.0.1:{setup.Port}/v1"),
+            Transport = new System.ClientModel.Primitives.HttpClientPipelineTransport(http),
+        });
+
+        await using var serve = CustosProcess.Start("Custos serving", setup.Environment(), "serve", "--config", setup.Config);
+        await serve.WaitReadyAsync();
+        ChatCompletion completion = await chat.CompleteChatAsync("Hello over HTTPS");
+        var streamed = new StringBuilder();
+        await foreach (var update in chat.CompleteChatStreamingAsync("Streamed over HTTPS"))
+        {
+            streamed.Append(string.Concat(update.ContentUpdate.Select(part => part.Text)));
+        }
+
+        using var health = await http.GetAsync($"https://127.0.0.1:{setup.AdminPort}/healthz");
+        Assert.Equal(0, await serve.StopAsync());
+
+        Assert.Contains("Hello over HTTPS", completion.Content[0].Text, StringComparison.Ordinal);
+        Assert.Contains("Streamed over HTTPS", streamed.ToString(), StringComparison.Ordinal);
+        Assert.Equal(HttpStatusCode.OK, health.StatusCode);
+        Assert.Equal(new Version(1, 1), health.Version);
+        Assert.Contains($"data plane https://127.0.0.1:{setup.Port}/", serve.Output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Serve_OnAnHttpsListener_WithoutACertificate_OrWithOneThatCannotBeRead_SaysWhich_AndStartsNothing()
+    {
+        await using var setup = await StartServeSetupAsync();
+        var yaml = (await File.ReadAllTextAsync(setup.Config)).Replace("listen: http://", "listen: https://", StringComparison.Ordinal);
+        await File.WriteAllTextAsync(setup.Config, yaml);
+
+        var (exit, output, _) = await Cli.RunAsync("config", "validate", setup.Config);
+
+        Assert.NotEqual(0, exit);
+        Assert.Contains("server.listen", output, StringComparison.Ordinal);
+        Assert.Contains("an https:// listener needs server.tls_certificate", output, StringComparison.Ordinal);
+
+        await File.WriteAllTextAsync(setup.Config, yaml.Replace("data: serve-data", "data: serve-data\n  tls_certificate: missing.pem", StringComparison.Ordinal));
+        await using var serve = CustosProcess.Start("Custos serving", setup.Environment(), "serve", "--config", setup.Config);
+
+        Assert.Equal(1, await serve.WaitForExitAsync());
+        Assert.Contains("server.tls_certificate", serve.Output, StringComparison.Ordinal);
+        Assert.Contains("missing.pem", serve.Output, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", serve.Output, StringComparison.Ordinal); // a message, not a stack trace
+    }
+
     /// <summary>
     /// The demo provider over HTTPS as <c>localhost</c>, with a certificate made for the test, and the environment for
     /// <c>serve</c> that trusts it (<c>SSL_CERT_FILE</c>).

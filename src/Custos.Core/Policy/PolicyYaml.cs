@@ -49,6 +49,15 @@ public sealed record ServerSettings
     /// <c>X-Forwarded-For</c> names the client the ledger records. Default: none, and the header is ignored.
     /// </summary>
     public IReadOnlyList<System.Net.IPNetwork> TrustedProxies { get; init; } = [];
+
+    /// <summary>
+    /// The certificate (PEM, with its chain) that <c>https://</c> listeners present, relative to the YAML file.
+    /// Required when <see cref="Listen"/> or <see cref="AdminListen"/> is HTTPS.
+    /// </summary>
+    public string? TlsCertificate { get; init; }
+
+    /// <summary>The certificate's private key (PEM), relative to the YAML file. Default: read from the certificate's file.</summary>
+    public string? TlsKey { get; init; }
 }
 
 /// <summary>Where the ledger, policy versions, registry, evidence and alerts are stored.</summary>
@@ -247,7 +256,7 @@ public static partial class PolicyYaml
             server = new ServerSettings();
             if (map.Node("server") is { } serverNode && AsMap(serverNode, "server",
                     ["listen", "admin_listen", "data", "node_id", "witness_dir", "witness_webhook", "otlp_endpoint", "otlp_protocol", "counters", "storage",
-                        "trusted_proxies"]) is { } s)
+                        "trusted_proxies", "tls_certificate", "tls_key"]) is { } s)
             {
                 server = new ServerSettings
                 {
@@ -262,7 +271,21 @@ public static partial class PolicyYaml
                     Counters = s.Enum<CounterBackend>("counters"),
                     Storage = s.Enum<StorageBackend>("storage"),
                     TrustedProxies = ReadNetworks(s, "trusted_proxies"),
+                    TlsCertificate = s.String("tls_certificate"),
+                    TlsKey = s.String("tls_key"),
                 };
+                foreach (var (listener, url) in (ReadOnlySpan<(string, string?)>)[("listen", server.Listen), ("admin_listen", server.AdminListen)])
+                {
+                    if (url is not null && url.StartsWith("https://", StringComparison.OrdinalIgnoreCase) && server.TlsCertificate is null)
+                    {
+                        Error(s.Node(listener), $"server.{listener}", "an https:// listener needs server.tls_certificate (and server.tls_key, unless the certificate's file holds the key)");
+                    }
+                }
+
+                if (server.TlsKey is not null && server.TlsCertificate is null)
+                {
+                    Error(s.Node("tls_key"), "server.tls_key", "is set without server.tls_certificate");
+                }
             }
 
             var gateway = map.Node("gateway") is { } g ? ReadGateway(g, "gateway") : new GatewaySettings();

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Net;
 using System.Runtime;
+using System.Security.Cryptography.X509Certificates;
 using Custos.Controls;
 using Custos.Gateway.Alerts;
 using Custos.Gateway.ControlPlane;
@@ -19,6 +20,7 @@ using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.HttpOverrides;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -55,6 +57,12 @@ public sealed record CustosGatewayOptions
     /// recorded is the nearest address in it that is not one of them. Default: none, and the header is ignored.
     /// </summary>
     public IReadOnlyList<System.Net.IPNetwork> TrustedProxies { get; init; } = [];
+
+    /// <summary>
+    /// The certificate, with its private key, that <c>https://</c> listeners present; they speak HTTP/1.1. Required
+    /// when <see cref="DataPlaneUrl"/> or <see cref="AdminUrl"/> is HTTPS.
+    /// </summary>
+    public X509Certificate2? ServerCertificate { get; init; }
 
     /// <summary>This node's id: its ledger chain id. Default <c>node-</c> and the host name.</summary>
     public string NodeId { get; init; } = "node-" + Environment.MachineName.ToLowerInvariant();
@@ -591,10 +599,26 @@ public sealed partial class CustosGateway : IAsyncDisposable
         builder.Logging.ClearProviders();
         ConfigureLogging(builder.Logging, options);
         builder.WebHost.UseUrls(url);
+        var https = url.StartsWith("https://", StringComparison.OrdinalIgnoreCase);
+        if (https)
+        {
+            if (options.ServerCertificate is null)
+            {
+                throw new InvalidOperationException($"{url} is an https:// listener, but no server certificate is configured (server.tls_certificate).");
+            }
+
+            builder.WebHost.UseKestrelHttpsConfiguration();
+        }
+
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             kestrel.AddServerHeader = false;
             kestrel.Limits.MaxRequestBodySize = 256L * 1024 * 1024; // the policy's own, smaller limit is enforced per request
+            if (https)
+            {
+                kestrel.ConfigureHttpsDefaults(tls => tls.ServerCertificate = options.ServerCertificate);
+                kestrel.ConfigureEndpointDefaults(listen => listen.Protocols = HttpProtocols.Http1); // what the data plane is tested on
+            }
         });
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(30));
         builder.Services.AddSingleton<IHostLifetime>(new EmbeddedLifetime());

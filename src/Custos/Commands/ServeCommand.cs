@@ -1,4 +1,6 @@
 using System.CommandLine;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
 using Custos.Gateway.Hosting;
 
 namespace Custos.Cli.Commands;
@@ -52,6 +54,9 @@ internal static class ServeCommand
             AdminUrl = adminPort is { } a ? $"http://127.0.0.1:{a}" : server.AdminListen ?? defaults.AdminUrl,
             NodeId = nodeId ?? server.NodeId ?? defaults.NodeId,
             TrustedProxies = server.TrustedProxies,
+            ServerCertificate = server.TlsCertificate is { } certificate
+                ? LoadCertificate(CommonOptions.ResolveRelative(config, certificate), server.TlsKey is { } key ? CommonOptions.ResolveRelative(config, key) : null)
+                : null,
             Checkpoints = new Gateway.Ledger.CheckpointOptions
             {
                 WitnessDirectory = server.WitnessDir is { } witness ? CommonOptions.ResolveRelative(config, witness) : null,
@@ -66,6 +71,20 @@ internal static class ServeCommand
 
         var gateway = await CustosGateway.StartAsync(options, cancellationToken);
         return await GatewayRunner.RunUntilStoppedAsync(gateway, output, cancellationToken, () => PrintReady(gateway, config, redis is not null, server.TrustedProxies, output));
+    }
+
+    /// <summary>The listeners' certificate and key, from PEM files; a file that cannot be read stops the start, saying which.</summary>
+    private static X509Certificate2 LoadCertificate(string certificate, string? key)
+    {
+        try
+        {
+            return X509Certificate2.CreateFromPemFile(certificate, key);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or CryptographicException or ArgumentException)
+        {
+            // The message names the file and what is wrong with it, never the key's contents.
+            throw new CliException($"server.tls_certificate {certificate}{(key is null ? "" : $" with server.tls_key {key}")} could not be loaded: {ex.Message}");
+        }
     }
 
     /// <summary>The Redis of <c>server.counters: redis</c>, from <c>CUSTOS_REDIS</c>; unreachable at start means not starting.</summary>
