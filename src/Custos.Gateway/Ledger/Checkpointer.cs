@@ -126,6 +126,12 @@ public sealed partial class Checkpointer : IAsyncDisposable
                 _lastHash = checkpoint.HeadHash;
                 made++;
                 await WitnessAsync(checkpoint, signed);
+                if (leaves.Count < MaxPerCheckpoint)
+                {
+                    // The head as of the read is sealed. Entries stored since wait for the next round: reading on would
+                    // chase the writer under load, one checkpoint (a signature, a witness copy) for every batch.
+                    return made;
+                }
             }
         }
         finally

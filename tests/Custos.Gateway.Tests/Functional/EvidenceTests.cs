@@ -547,3 +547,35 @@ public sealed class WitnessWebhookTests
         }
     }
 }
+
+/// <summary>How often the chain is sealed while requests keep coming.</summary>
+public sealed class CheckpointCadenceTests
+{
+    [Fact]
+    public async Task UnderSteadyLoad_ACheckpointSealsEveryNEntries_NotEveryBatch()
+    {
+        // A seal used to read on while the writer stored more, and sealed each newly stored batch on its own: under
+        // steady load one checkpoint (a signature, a witness copy) per batch instead of per 'Every' entries.
+        const int every = 16, workers = 4, perWorker = 100;
+        var witness = Path.Combine(Path.GetTempPath(), "custos-witness-" + Guid.NewGuid().ToString("N")); // a copy of each is written: a seal takes a while
+        await using var g = await TestGateway.StartAsync((Func<TestGateway, Custos.Policy.PolicyDocument, Custos.Policy.PolicyDocument>?)null,
+            checkpoints: new CheckpointOptions { Every = every, Interval = TimeSpan.FromHours(1), WitnessDirectory = witness });
+
+        await Task.WhenAll(Enumerable.Range(0, workers).Select(async _ =>
+        {
+            for (var i = 0; i < perWorker; i++)
+            {
+                using var response = await g.Client.SendAsync(g.Post("/v1/chat/completions", """{"model":"gpt-4o-mini","messages":[{"role":"user","content":"c"}]}"""));
+                Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            }
+        }));
+        await g.Gateway.Ledger.FlushAsync();
+        var entries = g.Gateway.Ledger.Persisted;
+        var checkpoints = await g.Gateway.Store.GetCheckpointsAsync();
+
+        Assert.True(entries >= workers * perWorker);
+        Assert.NotEmpty(checkpoints);
+        Assert.True(checkpoints.Count <= entries / every + 1, $"{checkpoints.Count} checkpoints for {entries} entries, sealing every {every}");
+        Directory.Delete(witness, recursive: true);
+    }
+}
