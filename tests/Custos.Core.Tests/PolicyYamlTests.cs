@@ -108,6 +108,35 @@ public sealed class PolicyYamlTests
         Assert.Contains(wrong.Diagnostics, d => d.Path == "server.trusted_proxies[2]" && d.Line == 5);
     }
 
+    [Theory]
+    [InlineData("anthropic", "https://api.anthropic.com/v1", "https://api.anthropic.com/v1/v1/messages")]
+    [InlineData("openai", "https://api.openai.com", "https://api.openai.com/chat/completions")]
+    [InlineData("anthropic", "https://api.anthropic.com", null)]
+    [InlineData("openai", "https://api.openai.com/v1/", null)]
+    [InlineData("openai", "https://generativelanguage.googleapis.com/v1beta/openai/", null)]
+    public void Read_ABaseUrlThatWouldMissTheApi_IsAWarningNamingWhereRequestsWouldGo(string type, string baseUrl, string? wouldGo)
+    {
+        var result = PolicyYaml.Read($$"""
+            tenants:
+              - id: acme
+                providers: [{ id: p, type: {{type}}, base_url: "{{baseUrl}}" }]
+                models: [{ name: m, provider: p }]
+            """);
+
+        var warnings = result.Diagnostics.Where(d => d.Path == "tenants[0].providers[0].base_url").ToList();
+        if (wouldGo is null)
+        {
+            Assert.Empty(warnings);
+        }
+        else
+        {
+            var warning = Assert.Single(warnings);
+            Assert.Equal(DiagnosticSeverity.Warning, warning.Severity);
+            Assert.Contains(wouldGo, warning.Message, StringComparison.Ordinal);
+            Assert.Equal(3, warning.Line);
+        }
+    }
+
     [Fact]
     public void Read_UnknownOtlpProtocol_IsAnErrorNamingTheChoices()
     {

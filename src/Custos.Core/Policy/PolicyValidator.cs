@@ -37,6 +37,19 @@ internal static class PolicyValidator
                     reader.Add(DiagnosticSeverity.Error, reader.MarkOf(provider, "id"), $"{path}.providers[{p}].id",
                         $"provider '{provider.Id}' is declared twice in tenant '{tenant.Id}'");
                 }
+
+                // The gateway appends the endpoint's path: /v1/messages for Anthropic, /chat/completions (and the like) for OpenAI.
+                var basePath = provider.BaseUrl.AbsolutePath.TrimEnd('/');
+                if (provider.Kind == ProviderKind.Anthropic && basePath.EndsWith("/v1", StringComparison.OrdinalIgnoreCase))
+                {
+                    reader.Add(DiagnosticSeverity.Warning, reader.MarkOf(provider, "base_url"), $"{path}.providers[{p}].base_url",
+                        $"an Anthropic base_url is the API's root (https://api.anthropic.com): requests would go to {provider.BaseUrl.AbsoluteUri.TrimEnd('/')}/v1/messages");
+                }
+                else if (provider.Kind == ProviderKind.OpenAI && basePath.Length == 0)
+                {
+                    reader.Add(DiagnosticSeverity.Warning, reader.MarkOf(provider, "base_url"), $"{path}.providers[{p}].base_url",
+                        $"an OpenAI-compatible base_url names the API's version (https://api.openai.com/v1): requests would go to {provider.BaseUrl.AbsoluteUri.TrimEnd('/')}/chat/completions");
+                }
             }
 
             var modelNames = new HashSet<string>(StringComparer.Ordinal);
