@@ -55,9 +55,34 @@ internal static class Wire
     /// <summary>Seconds since the Unix epoch, as <c>created</c> fields carry.</summary>
     public static long Now() => DateTimeOffset.UtcNow.ToUnixTimeSeconds();
 
-    /// <summary>Sets the provider's request-id header.</summary>
-    public static void SetRequestId(HttpContext context, WireFlavor flavor) =>
-        context.Response.Headers[flavor == WireFlavor.OpenAi ? "x-request-id" : "request-id"] = NewId("req_");
+    /// <summary>
+    /// Sets the provider's request-id header, and the headers a real provider sends about the account a request was
+    /// billed to: its organisation, its rate limits, and its CDN's cookie.
+    /// </summary>
+    public static void SetRequestId(HttpContext context, WireFlavor flavor)
+    {
+        var headers = context.Response.Headers;
+        if (flavor == WireFlavor.OpenAi)
+        {
+            headers["x-request-id"] = NewId("req_");
+            headers["openai-organization"] = "org-custos-demo";
+            headers["openai-project"] = "proj_custos_demo";
+            headers["openai-processing-ms"] = "1";
+            headers["x-ratelimit-limit-requests"] = "10000";
+            headers["x-ratelimit-remaining-requests"] = "9999";
+            headers["x-ratelimit-limit-tokens"] = "30000000";
+            headers["x-ratelimit-remaining-tokens"] = "29999000";
+        }
+        else
+        {
+            headers["request-id"] = NewId("req_");
+            headers["anthropic-organization-id"] = "00000000-0000-4000-8000-00000000c057";
+            headers["anthropic-ratelimit-requests-limit"] = "4000";
+            headers["anthropic-ratelimit-requests-remaining"] = "3999";
+        }
+
+        headers.SetCookie = "__cf_bm=custos-demo; path=/; HttpOnly; Secure; SameSite=None";
+    }
 
     /// <summary>Writes a 400 <c>invalid_request_error</c> in the provider's own shape.</summary>
     public static Task BadRequestAsync(HttpContext context, WireFlavor flavor, string message, string? param = null) =>

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Net;
+using System.Net.Http.Headers;
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using Custos.Errors;
@@ -120,6 +121,7 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
             return false;
         }
 
+        RemoveProviderAccountHeaders(proxyResponse.Headers);
         await base.TransformResponseAsync(httpContext, proxyResponse, cancellationToken);
         var headers = httpContext.Response.Headers;
         if (headers.TryGetValue(Headers.RequestId, out var ids) && ids.Count > 1)
@@ -139,6 +141,38 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
         httpContext.Response.Body = Body;
         proxyResponse.Content = new ObservedUpstreamContent(proxyResponse.Content, this);
         return true;
+    }
+
+    /// <summary>
+    /// Removes what the provider says about the account the gateway called it with: the organisation and project, that
+    /// account's rate limits (not the consumer's, which are the gateway's), and cookies meant for the gateway's session.
+    /// A consumer, perhaps an external customer, learns nothing of the company's provider account.
+    /// </summary>
+    private static void RemoveProviderAccountHeaders(HttpResponseHeaders headers)
+    {
+        List<string>? found = null;
+        foreach (var (name, _) in headers.NonValidated)
+        {
+            if (name.Equals(HeaderNames.SetCookie, StringComparison.OrdinalIgnoreCase)
+                || name.Equals("openai-organization", StringComparison.OrdinalIgnoreCase)
+                || name.Equals("openai-project", StringComparison.OrdinalIgnoreCase)
+                || name.Equals("anthropic-organization-id", StringComparison.OrdinalIgnoreCase)
+                || name.StartsWith("x-ratelimit-", StringComparison.OrdinalIgnoreCase)
+                || name.StartsWith("anthropic-ratelimit-", StringComparison.OrdinalIgnoreCase))
+            {
+                (found ??= []).Add(name);
+            }
+        }
+
+        if (found is null)
+        {
+            return;
+        }
+
+        foreach (var name in found)
+        {
+            headers.Remove(name);
+        }
     }
 
     /// <summary>

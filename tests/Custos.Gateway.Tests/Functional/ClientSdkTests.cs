@@ -277,6 +277,27 @@ public sealed class ClientSdkTests(GatewayFixture fixture) : IClassFixture<Gatew
     }
 
     [Theory]
+    [InlineData("/v1/chat/completions", """{"model":"gpt-4o-mini","messages":[{"role":"user","content":"x"}]}""", false)]
+    [InlineData("/v1/chat/completions", """{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"x"}]}""", false)]
+    [InlineData("/v1/messages", """{"model":"claude-sonnet","max_tokens":10,"messages":[{"role":"user","content":"x"}]}""", true)]
+    public async Task Responses_SayNothingOfTheProviderAccount(string path, string body, bool anthropic)
+    {
+        using var direct = new HttpClient();
+        using var fromProvider = await direct.PostAsync(new Uri(G.Upstream.BaseUri, path),
+            new StringContent(body.Replace("claude-sonnet", "claude-sonnet-4-5", StringComparison.Ordinal), System.Text.Encoding.UTF8, "application/json"));
+
+        using var response = await G.Client.SendAsync(G.Post(path, body, anthropicHeader: anthropic));
+
+        Assert.Equal(System.Net.HttpStatusCode.OK, response.StatusCode);
+        string[] account = anthropic
+            ? ["anthropic-organization-id", "anthropic-ratelimit-requests-limit", "Set-Cookie"]
+            : ["openai-organization", "openai-project", "x-ratelimit-remaining-tokens", "Set-Cookie"];
+        Assert.All(account, name => Assert.True(fromProvider.Headers.Contains(name), $"the mock provider sends {name}"));
+        Assert.All(account, name => Assert.False(response.Headers.Contains(name), $"{name} reached the client"));
+        Assert.True(response.Headers.Contains("x-upstream-request-id") || anthropic); // the provider's request id is kept aside
+    }
+
+    [Theory]
     [InlineData(null, "127.0.0.1")] // no proxy trusted: anyone could write the header
     [InlineData("127.0.0.1/32", "203.0.113.7")] // the load balancer on loopback: the address it saw
     [InlineData("127.0.0.1/32,203.0.113.0/24", "198.51.100.1")] // and a proxy before it
