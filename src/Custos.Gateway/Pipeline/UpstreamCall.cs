@@ -57,6 +57,8 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
         headers.Remove("OpenAI-Organization"); // the provider account billed is the gateway's, as its key is
         headers.Remove("OpenAI-Project");
         headers.Remove(Headers.AgentRun);
+        headers.Remove(Headers.OnBehalfOf); // the person a call is for is the ledger's to know, not the provider's
+        headers.Remove("X-Custos-Request-Id");
         headers.TryAddWithoutValidation("X-Custos-Request-Id", Record.RequestId);
         headers.ExpectContinue = null; // the body is all here: no reason to wait for a 100 Continue
 

@@ -258,7 +258,7 @@ public sealed class ClientSdkTests(GatewayFixture fixture) : IClassFixture<Gatew
     }
 
     [Fact]
-    public async Task Forwarding_NamesTheProvidersHost_AndLeavesTheProviderAccountToTheGateway()
+    public async Task Forwarding_NamesTheProvidersHost_LeavesTheProviderAccountToTheGateway_AndTellsItNothingOfWhoCalled()
     {
         // A client names the gateway in Host. Passed on, it would be the server name the provider's TLS is asked for,
         // which the provider's certificate does not match: every call to a real provider failed so.
@@ -266,6 +266,9 @@ public sealed class ClientSdkTests(GatewayFixture fixture) : IClassFixture<Gatew
         request.Headers.Host = "custos.example.internal:8080";
         request.Headers.Add("OpenAI-Organization", "org-someone-elses");
         request.Headers.Add("OpenAI-Project", "proj_someone_elses");
+        request.Headers.Add("X-On-Behalf-Of", "user:alice@acme.example");
+        request.Headers.Add("X-Custos-Agent-Run", "run-7");
+        request.Headers.Add("X-Custos-Request-Id", "req_chosen_by_the_client");
 
         using var response = await G.Client.SendAsync(request);
 
@@ -274,6 +277,9 @@ public sealed class ClientSdkTests(GatewayFixture fixture) : IClassFixture<Gatew
         Assert.Equal(G.Upstream.BaseUri.Authority, seen.Headers["Host"]);
         Assert.False(seen.Headers.ContainsKey("OpenAI-Organization"));
         Assert.False(seen.Headers.ContainsKey("OpenAI-Project"));
+        Assert.False(seen.Headers.ContainsKey("X-On-Behalf-Of")); // recorded in the ledger, not told to the provider
+        Assert.False(seen.Headers.ContainsKey("X-Custos-Agent-Run"));
+        Assert.Equal(TestGateway.RequestIdOf(response), seen.Headers["X-Custos-Request-Id"]);
     }
 
     [Theory]
