@@ -223,7 +223,8 @@ public sealed class CliTests : IDisposable
     [Fact]
     public async Task Serve_WhereTheEnvironmentNamesAnEgressProxy_CallsTheProviderThroughIt_AndSaysSoWithoutItsCredentials()
     {
-        var (setup, environment) = await StartTlsServeSetupAsync();
+        // The provider by a name only the proxy resolves, as an outside provider is: the tunnel leads to the demo provider.
+        var (setup, environment) = await StartTlsServeSetupAsync("provider.test");
         await using var _ = setup;
         await using var proxy = new ConnectProxy();
         environment["HTTPS_PROXY"] = $"http://egress-user:egress-secret-4711@127.0.0.1:{proxy.Port}";
@@ -234,7 +235,7 @@ public sealed class CliTests : IDisposable
         Assert.Equal(0, await serve.StopAsync());
 
         Assert.Contains("Hello through the proxy", completion.Content[0].Text, StringComparison.Ordinal);
-        Assert.Equal([$"localhost:{setup.Upstream.BaseUri.Port}"], proxy.Targets);
+        Assert.Equal([$"provider.test:{setup.Upstream.BaseUri.Port}"], proxy.Targets);
         Assert.Contains($"through the proxy http://127.0.0.1:{proxy.Port} (HTTPS_PROXY)", serve.Output, StringComparison.Ordinal);
         Assert.DoesNotContain("egress-secret-4711", serve.Output, StringComparison.Ordinal);
     }
@@ -303,16 +304,36 @@ public sealed class CliTests : IDisposable
         Assert.DoesNotContain("   at ", serve.Output, StringComparison.Ordinal); // a message, not a stack trace
     }
 
+    [Fact]
+    public async Task Serve_WithProxiesInTheEnvironment_CallsAProviderOnThisMachineDirectly()
+    {
+        // A shell with a company's proxy variables, and the provider beside the gateway (the demo's, a local model server).
+        await using var setup = await StartServeSetupAsync();
+        var environment = new Dictionary<string, string>(setup.Environment())
+        {
+            ["HTTP_PROXY"] = "http://127.0.0.1:9", // nothing listens there
+            ["HTTPS_PROXY"] = "http://127.0.0.1:9",
+        };
+
+        await using var serve = CustosProcess.Start("Custos serving", environment, "serve", "--config", setup.Config);
+        await serve.WaitReadyAsync();
+        ChatCompletion completion = await setup.Chat().CompleteChatAsync("Hello, neighbour");
+        Assert.Equal(0, await serve.StopAsync());
+
+        Assert.Contains("Hello, neighbour", completion.Content[0].Text, StringComparison.Ordinal);
+        Assert.Contains("through the proxy http://127.0.0.1:9", serve.Output, StringComparison.Ordinal);
+    }
+
     /// <summary>
-    /// The demo provider over HTTPS as <c>localhost</c>, with a certificate made for the test, and the environment for
-    /// <c>serve</c> that trusts it (<c>SSL_CERT_FILE</c>).
+    /// The demo provider over HTTPS as <paramref name="host"/> (on loopback), with a certificate made for the test, and
+    /// the environment for <c>serve</c> that trusts it (<c>SSL_CERT_FILE</c>).
     /// </summary>
-    private async Task<(ServeSetup Setup, Dictionary<string, string> Environment)> StartTlsServeSetupAsync()
+    private async Task<(ServeSetup Setup, Dictionary<string, string> Environment)> StartTlsServeSetupAsync(string host = "localhost")
     {
         using var rsa = RSA.Create(2048);
-        var request = new CertificateRequest("CN=localhost", rsa, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1);
+        var request = new CertificateRequest("CN=" + host, rsa, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1);
         var names = new SubjectAlternativeNameBuilder();
-        names.AddDnsName("localhost");
+        names.AddDnsName(host);
         request.CertificateExtensions.Add(names.Build());
         request.CertificateExtensions.Add(new X509BasicConstraintsExtension(true, false, 0, true));
         var certificate = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(1));
@@ -321,7 +342,7 @@ public sealed class CliTests : IDisposable
         var upstream = await DemoUpstream.StartAsync(0, certificate);
         var key = ApiKey.Generate(ApiKeyKind.Consumer);
         int port = CustosProcess.FreePort(), adminPort = CustosProcess.FreePort();
-        var config = await WriteServeConfigAsync(port, adminPort, new Uri($"https://localhost:{upstream.BaseUri.Port}/"), key);
+        var config = await WriteServeConfigAsync(port, adminPort, new Uri($"https://{host}:{upstream.BaseUri.Port}/"), key);
         var setup = new ServeSetup(upstream, key, port, adminPort, config);
         return (setup, new Dictionary<string, string>(setup.Environment()) { ["SSL_CERT_FILE"] = trusted });
     }

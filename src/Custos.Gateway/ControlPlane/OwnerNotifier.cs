@@ -30,7 +30,7 @@ public sealed partial class OwnerNotifier : IAsyncDisposable
         _signer = signer;
         _time = time;
         _logger = logger;
-        _http = new HttpClient(handler ?? new SocketsHttpHandler { UseProxy = Hosting.EgressProxy.Configured, AllowAutoRedirect = false }) { Timeout = TimeSpan.FromSeconds(10) };
+        _http = new HttpClient(handler ?? new SocketsHttpHandler { UseProxy = Hosting.EgressProxy.Configured, Proxy = Hosting.EgressProxy.Proxy, AllowAutoRedirect = false }) { Timeout = TimeSpan.FromSeconds(10) };
         _loop = Task.Run(DeliverLoopAsync);
     }
 

@@ -520,6 +520,7 @@ public sealed partial class CustosGateway : IAsyncDisposable
     public static HttpMessageInvoker CreateUpstreamClient() => new(new WholeBodyHandler(new SocketsHttpHandler
     {
         UseProxy = EgressProxy.Configured,
+        Proxy = EgressProxy.Proxy,
         AllowAutoRedirect = false,
         AutomaticDecompression = DecompressionMethods.None,
         UseCookies = false,
