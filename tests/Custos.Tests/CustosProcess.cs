@@ -48,7 +48,7 @@ internal sealed partial class CustosProcess : IAsyncDisposable
         }
 
         // The gateway's calls go through a proxy the environment names; the tests' providers are on loopback.
-        foreach (var proxy in (string[])["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"])
+        foreach (var proxy in (string[])["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"])
         {
             info.Environment.Remove(proxy);
         }
