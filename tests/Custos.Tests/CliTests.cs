@@ -244,14 +244,12 @@ public sealed class CliTests : IDisposable
     public async Task Serve_OnHttpsListeners_ServesTheSdkAndTheAdminApiOverTls_WithTheConfiguredCertificate()
     {
         await using var setup = await StartServeSetupAsync();
-        using var rsa = RSA.Create(2048);
-        var request = new CertificateRequest("CN=custos.test", rsa, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1);
-        var names = new SubjectAlternativeNameBuilder();
-        names.AddIpAddress(IPAddress.Loopback);
-        request.CertificateExtensions.Add(names.Build());
-        using var certificate = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(1));
+        using var certificate = SelfSignedCertificate("custos.test", names => names.AddIpAddress(IPAddress.Loopback));
         await File.WriteAllTextAsync(Path.Combine(_directory, "gateway.pem"), certificate.ExportCertificatePem());
-        await File.WriteAllTextAsync(Path.Combine(_directory, "gateway.key"), rsa.ExportPkcs8PrivateKeyPem());
+        using (var key = certificate.GetRSAPrivateKey()!)
+        {
+            await File.WriteAllTextAsync(Path.Combine(_directory, "gateway.key"), key.ExportPkcs8PrivateKeyPem());
+        }
         var yaml = (await File.ReadAllTextAsync(setup.Config)).Replace("listen: http://", "listen: https://", StringComparison.Ordinal)
             .Replace("data: serve-data", "data: serve-data\n  tls_certificate: gateway.pem\n  tls_key: gateway.key", StringComparison.Ordinal);
         await File.WriteAllTextAsync(setup.Config, yaml);
@@ -330,13 +328,7 @@ public sealed class CliTests : IDisposable
     /// </summary>
     private async Task<(ServeSetup Setup, Dictionary<string, string> Environment)> StartTlsServeSetupAsync(string host = "localhost")
     {
-        using var rsa = RSA.Create(2048);
-        var request = new CertificateRequest("CN=" + host, rsa, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1);
-        var names = new SubjectAlternativeNameBuilder();
-        names.AddDnsName(host);
-        request.CertificateExtensions.Add(names.Build());
-        request.CertificateExtensions.Add(new X509BasicConstraintsExtension(true, false, 0, true));
-        var certificate = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(1));
+        var certificate = SelfSignedCertificate(host, names => names.AddDnsName(host));
         var trusted = Path.Combine(_directory, "provider-ca.pem");
         await File.WriteAllTextAsync(trusted, certificate.ExportCertificatePem());
         var upstream = await DemoUpstream.StartAsync(0, certificate);
@@ -345,6 +337,18 @@ public sealed class CliTests : IDisposable
         var config = await WriteServeConfigAsync(port, adminPort, new Uri($"https://{host}:{upstream.BaseUri.Port}/"), key);
         var setup = new ServeSetup(upstream, key, port, adminPort, config);
         return (setup, new Dictionary<string, string>(setup.Environment()) { ["SSL_CERT_FILE"] = trusted });
+    }
+
+    /// <summary>A certificate for the names <paramref name="names"/> adds, valid today, that is its own CA, with its key.</summary>
+    private static X509Certificate2 SelfSignedCertificate(string commonName, Action<SubjectAlternativeNameBuilder> names)
+    {
+        using var rsa = RSA.Create(2048);
+        var request = new CertificateRequest("CN=" + commonName, rsa, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1);
+        var alternatives = new SubjectAlternativeNameBuilder();
+        names(alternatives);
+        request.CertificateExtensions.Add(alternatives.Build());
+        request.CertificateExtensions.Add(new X509BasicConstraintsExtension(true, false, 0, true));
+        return request.CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(1));
     }
 
     /// <summary>A mock provider, a consumer key and a <c>serve</c> config that names both, on free ports.</summary>
