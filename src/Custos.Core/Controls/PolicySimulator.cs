@@ -30,13 +30,17 @@ public sealed record SimulationReport(
 /// </remarks>
 public static class PolicySimulator
 {
-    private static readonly HashSet<string> NotPolicy = new(StringComparer.Ordinal)
-    {
-        "invalid.json", "invalid.body", "invalid.body_timeout", "invalid.field", "invalid.duplicate_field", "invalid.header", "invalid.body_too_large",
-        "invalid.content_type", "invalid.content_encoding", "invalid.http", "invalid.endpoint", "invalid.method",
-        "invalid.model_missing", "deny.credential_missing", "deny.credential_malformed", "deny.credential_checksum",
-        "deny.credential_unknown", "deny.credential_wrong_kind", "client.cancelled",
-    };
+    /// <summary>
+    /// Refusals made before the request was understood, which no candidate policy decides: every <c>invalid.*</c> code
+    /// (its HTTP, body, endpoint, fields) except <c>invalid.model_endpoint</c>, which the policy's models decide; a
+    /// credential missing, malformed or unknown; a client that left. Derived, so a new <c>invalid.*</c> code is one.
+    /// </summary>
+    private static readonly HashSet<string> NotPolicy = Reasons.All
+        .Where(reason => reason.Code.StartsWith("invalid.", StringComparison.Ordinal) && reason != Reasons.ModelWrongEndpoint)
+        .Concat([Reasons.CredentialMissing, Reasons.CredentialMalformed, Reasons.CredentialChecksum, Reasons.CredentialUnknown,
+            Reasons.CredentialWrongKind, Reasons.ClientCancelled])
+        .Select(reason => reason.Code)
+        .ToHashSet(StringComparer.Ordinal);
 
     /// <summary>Replays <paramref name="records"/> (canonical request JSON, oldest first) against <paramref name="candidate"/>.</summary>
     public static async Task<SimulationReport> RunAsync(PolicySnapshot candidate, IAsyncEnumerable<string> records, DateTimeOffset from, DateTimeOffset to,

@@ -21,7 +21,7 @@ internal static class AnthropicEndpoints
         var inputTokens = prompt.CountTokens();
         var outputTokens = DemoText.Count(reply);
         var id = Wire.NewId("msg_");
-        Wire.SetRequestId(context, WireFlavor.Anthropic);
+        Wire.SetProviderHeaders(context, WireFlavor.Anthropic);
 
         var stream = root.TryGetProperty("stream", out var streamValue) && streamValue.ValueKind == JsonValueKind.True;
         if (!stream)

@@ -39,7 +39,7 @@ internal static class OpenAiEndpoints
         var usage = mode == MockMode.NoUsage ? null : new Usage(prompt.CountTokens(), n * DemoText.Count(reply));
         var id = Wire.NewId("chatcmpl-");
         var created = Wire.Now();
-        Wire.SetRequestId(context, WireFlavor.OpenAi);
+        Wire.SetProviderHeaders(context, WireFlavor.OpenAi);
 
         if (!IsStream(root) || mode == MockMode.IgnoresStream)
         {
@@ -162,7 +162,7 @@ internal static class OpenAiEndpoints
         var usage = mode == MockMode.NoUsage ? null : new Usage(promptTokens, completionTokens);
         var id = Wire.NewId("cmpl-");
         var created = Wire.Now();
-        Wire.SetRequestId(context, WireFlavor.OpenAi);
+        Wire.SetProviderHeaders(context, WireFlavor.OpenAi);
 
         if (!IsStream(root))
         {
@@ -267,7 +267,7 @@ internal static class OpenAiEndpoints
             promptTokens += item.Tokens ?? DemoText.Count(item.Text);
         }
 
-        Wire.SetRequestId(context, WireFlavor.OpenAi);
+        Wire.SetProviderHeaders(context, WireFlavor.OpenAi);
         await Wire.WriteJsonAsync(
             context,
             StatusCodes.Status200OK,
@@ -325,7 +325,7 @@ internal static class OpenAiEndpoints
     /// <summary><c>GET /v1/models</c>.</summary>
     public static Task ModelsAsync(HttpContext context)
     {
-        Wire.SetRequestId(context, WireFlavor.OpenAi);
+        Wire.SetProviderHeaders(context, WireFlavor.OpenAi);
         return Wire.WriteJsonAsync(context, StatusCodes.Status200OK, w =>
         {
             w.WriteStartObject();

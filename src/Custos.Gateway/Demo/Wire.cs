@@ -59,7 +59,7 @@ internal static class Wire
     /// Sets the provider's request-id header, and the headers a real provider sends about the account a request was
     /// billed to: its organisation, its rate limits, and its CDN's cookie.
     /// </summary>
-    public static void SetRequestId(HttpContext context, WireFlavor flavor)
+    public static void SetProviderHeaders(HttpContext context, WireFlavor flavor)
     {
         var headers = context.Response.Headers;
         if (flavor == WireFlavor.OpenAi)
@@ -146,7 +146,7 @@ internal static class Wire
     /// <summary>Writes an error body: OpenAI <c>{"error":{message,type,param,code}}</c> or Anthropic <c>{"type":"error","error":{type,message}}</c>.</summary>
     public static Task ErrorAsync(HttpContext context, WireFlavor flavor, int status, string type, string message, string? param, string? code)
     {
-        SetRequestId(context, flavor);
+        SetProviderHeaders(context, flavor);
         return WriteJsonAsync(context, status, w =>
         {
             w.WriteStartObject();
