@@ -17,6 +17,12 @@ public sealed record RedisCounterOptions
     /// use. Default 15 minutes.
     /// </summary>
     public TimeSpan ReservationLease { get; init; } = TimeSpan.FromMinutes(15);
+
+    /// <summary>
+    /// One reservation in this many also takes back the lapsed reservations that nodes of a version before
+    /// 2026-11-30 left beside each counter (see <see cref="RedisCounterStore"/>); 0 never. Default 64.
+    /// </summary>
+    public int LegacySweepEvery { get; init; } = 64;
 }
 
 /// <summary>
@@ -26,19 +32,28 @@ public sealed record RedisCounterOptions
 /// </summary>
 /// <remarks>
 /// <para>
-/// Layout, per counter key <c>K</c> (for example <c>acme|consumer|web|rate_limit.requests|29384756</c>):
-/// a hash <c>{prefix}{acme}|consumer|web|…</c> with fields <c>used</c>, <c>reserved</c> and <c>end</c> (the window's end,
-/// Unix milliseconds), and a sorted set beside it (<c>…|r</c>) holding one member per open reservation,
-/// <c>amount:reservation:index</c>, scored by the reservation's deadline (now + <see cref="RedisCounterOptions.ReservationLease"/>).
-/// Both keys carry <c>PEXPIREAT</c> at the window's end, so Redis forgets a counter when its window is over.
+/// Layout. Per counter key <c>K</c> (for example <c>acme|consumer|web|rate_limit.requests|29384756</c>), a hash
+/// <c>{prefix}{acme}|consumer|web|…</c> with fields <c>used</c>, <c>reserved</c> and <c>end</c> (the window's end, Unix
+/// milliseconds), carrying <c>PEXPIREAT</c> at the window's end, so Redis forgets a counter when its window is over.
+/// Per tenant, the open reservations: a sorted set <c>{prefix}{acme}|leases</c> of reservation ids scored by their
+/// deadline (now + <see cref="RedisCounterOptions.ReservationLease"/>), and a hash <c>{prefix}{acme}|leases|held</c>
+/// saying what each one holds, one line per counter: <c>amount key</c>.
 /// </para>
 /// <para>
-/// Unsettled reservations: the reservation script first takes back, from each counter it charges, the members
-/// of the sorted set whose deadline has passed (their amounts leave <c>reserved</c>). The settlement removes its own
-/// members; only if one was still there does it lower <c>reserved</c>, so a request that settles after its lease ran
-/// out adds its use without taking back a reservation twice. Expiry is thus checked when a counter is next
-/// charged, which is the only time it matters. A reservation whose caller stopped waiting (cancellation) may still
-/// have been made; it is one of those and is taken back the same way.
+/// Unsettled reservations: the reservation script first takes back the tenant's reservations whose deadline has passed
+/// (their amounts leave <c>reserved</c> of each counter they held that still exists). The settlement removes its own
+/// reservation; only if it was still there does it lower <c>reserved</c>, so a request that settles after its lease ran
+/// out adds its use without taking back a reservation twice. Expiry is thus checked when the tenant next reserves. A
+/// reservation whose caller stopped waiting (cancellation) may still have been made; it is one of those and is taken
+/// back the same way.
+/// </para>
+/// <para>
+/// Before 2026-11-30 the open reservations were a sorted set beside each counter (<c>…|r</c>, members
+/// <c>amount:reservation:index</c>): four commands per counter to reserve and four to settle, where this layout needs
+/// two and two (docs/performance.md, "The shared counters: a third less work per request in Redis"). The counters
+/// themselves are unchanged, so nodes of both versions share them during a rolling upgrade, each settling its own
+/// reservations. Every <see cref="RedisCounterOptions.LegacySweepEvery"/>th reservation also takes back the lapsed
+/// members of the old sets, which only a node of the old version that died before settling leaves behind.
 /// </para>
 /// <para>
 /// Time: windows and leases are judged by the gateway's <see cref="TimeProvider"/> (a window whose <c>end</c> has
@@ -48,47 +63,61 @@ public sealed record RedisCounterOptions
 /// <para>
 /// Redis Cluster: a script may only touch keys of one hash slot. A request's counters all belong to one tenant (its
 /// consumer, service and tenant scopes), so the tenant, the first segment of every key, is written as a hash tag
-/// (<c>{acme}</c>) and each tenant's counters live in one slot. Single nodes and Sentinel need nothing of this.
+/// (<c>{acme}</c>) and each tenant's counters and reservations live in one slot. Single nodes and Sentinel need nothing
+/// of this.
 /// </para>
 /// </remarks>
 public sealed class RedisCounterStore : ICounterStore
 {
-    // KEYS: hash and set per charge. ARGV: now (ms), deadline (ms), reservation; then per charge amount, limit, enforce, end (ms).
+    // KEYS: each charge's counter hash, then the tenant's leases and held, then (sweeping) each charge's old set.
+    // ARGV: now (ms), deadline (ms), reservation, sweep ('1' or '0'); then per charge amount, limit, enforce, end (ms).
     // Returns { failed index or -1, used and reserved of each counter before the charge }.
-    // The window's end and the expiry are written only to a hash that does not have them yet, and the set's expiry only
-    // when the set is new (ZRANGE of its first member, which the lease check needs anyway, says whether it exists): each
-    // key's window, and so its end, is part of its name, so a key that has them keeps them. That is 27 fewer writes per
-    // request with nine counters, each of which Redis also sends to its AOF and replicas (docs/performance.md, "Fewer
-    // writes per reservation").
+    // The window's end and the expiry are written only to a hash that does not have them yet: each key's window, and
+    // so its end, is part of its name, so a key that has them keeps them.
     internal const string ReserveScript = """
-        local now, deadline, id = tonumber(ARGV[1]), ARGV[2], ARGV[3]
-        local count = #KEYS / 2
-        local result, failed, newHash, newSet = {}, -1, {}, {}
+        local now, deadline, id, sweep = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4] == '1'
+        local count = sweep and (#KEYS - 2) / 2 or #KEYS - 2
+        local leases, held = KEYS[count + 1], KEYS[count + 2]
+        local first = redis.call('ZRANGE', leases, 0, 0, 'WITHSCORES')
+        if #first > 0 and tonumber(first[2]) <= now then
+          local lapsed = redis.call('ZRANGEBYSCORE', leases, '-inf', now)
+          local holding = redis.call('HMGET', held, unpack(lapsed))
+          for j = 1, #lapsed do
+            for amount, key in string.gmatch(holding[j] or '', '(%d+) ([^\n]+)') do
+              if redis.call('EXISTS', key) == 1 and redis.call('HINCRBY', key, 'reserved', '-' .. amount) < 0 then
+                redis.call('HSET', key, 'reserved', 0)
+              end
+            end
+          end
+          redis.call('ZREMRANGEBYSCORE', leases, '-inf', now)
+          redis.call('HDEL', held, unpack(lapsed))
+        end
+        if sweep then
+          for i = 1, count do
+            local counter, old = KEYS[i], KEYS[count + 2 + i]
+            local oldest = redis.call('ZRANGE', old, 0, 0, 'WITHSCORES')
+            if #oldest > 0 and tonumber(oldest[2]) <= now then
+              local back = 0
+              for _, member in ipairs(redis.call('ZRANGEBYSCORE', old, '-inf', now)) do
+                back = back + tonumber(string.match(member, '^(%d+):'))
+              end
+              redis.call('ZREMRANGEBYSCORE', old, '-inf', now)
+              if redis.call('EXISTS', counter) == 1 and redis.call('HINCRBY', counter, 'reserved', string.format('-%d', back)) < 0 then
+                redis.call('HSET', counter, 'reserved', 0)
+              end
+            end
+          end
+        end
+        local result, failed, new = {}, -1, {}
         for i = 1, count do
-          local counter, open, a = KEYS[2 * i - 1], KEYS[2 * i], 3 + (i - 1) * 4
+          local counter, a = KEYS[i], 4 + (i - 1) * 4
           local amount, limit, enforce = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), ARGV[a + 3]
           local state = redis.call('HMGET', counter, 'used', 'reserved', 'end')
           local used, reserved = tonumber(state[1]) or 0, tonumber(state[2]) or 0
-          newHash[i], newSet[i] = state[3] ~= ARGV[a + 4], false
+          new[i] = state[3] ~= ARGV[a + 4]
           if state[3] and tonumber(state[3]) <= now then
-            redis.call('DEL', counter, open)
-            used, reserved = 0, 0
-            newHash[i], newSet[i] = true, true
-          else
-            local first = redis.call('ZRANGE', open, 0, 0, 'WITHSCORES')
-            if #first == 0 then
-              newSet[i] = true
-            elseif tonumber(first[2]) <= now then
-              local lapsed = redis.call('ZRANGEBYSCORE', open, '-inf', now)
-              local back = 0
-              for _, member in ipairs(lapsed) do
-                back = back + tonumber(string.match(member, '^(%d+):'))
-              end
-              redis.call('ZREMRANGEBYSCORE', open, '-inf', now)
-              reserved = math.max(0, reserved - back)
-              redis.call('HSET', counter, 'reserved', string.format('%d', reserved))
-              newSet[i] = true -- it may have been emptied, and so removed
-            end
+            redis.call('DEL', counter)
+            used, reserved, new[i] = 0, 0, true
           end
           result[2 * i], result[2 * i + 1] = used, reserved
           if failed < 0 and enforce == '1' and used + reserved + amount > limit then
@@ -99,34 +128,47 @@ public sealed class RedisCounterStore : ICounterStore
         if failed >= 0 then
           return result
         end
+        local holding = {}
         for i = 1, count do
-          local counter, open, a = KEYS[2 * i - 1], KEYS[2 * i], 3 + (i - 1) * 4
+          local counter, a = KEYS[i], 4 + (i - 1) * 4
           local amount, ends = ARGV[a + 1], ARGV[a + 4]
           redis.call('HINCRBY', counter, 'reserved', amount)
-          if newHash[i] then
+          if new[i] then
             redis.call('HSET', counter, 'end', ends)
             redis.call('PEXPIREAT', counter, ends)
           end
-          redis.call('ZADD', open, deadline, amount .. ':' .. id .. ':' .. (i - 1))
-          if newSet[i] then
-            redis.call('PEXPIREAT', open, ends)
-          end
+          holding[i] = amount .. ' ' .. counter
         end
+        redis.call('ZADD', leases, deadline, id)
+        redis.call('HSET', held, id, table.concat(holding, '\n'))
         return result
         """;
 
-    // KEYS: hash and set per charge. ARGV: reservation; then per charge amount, actual.
+    // KEYS: each charge's counter hash, then the tenant's leases and held. ARGV: reservation; then per charge amount, actual.
+    // A counter whose window ended while its request ran is gone (expired); an increment would make it again, without
+    // its end or expiry, so one that comes back from nothing is looked at and, if it lacks its end, deleted.
     internal const string SettleScript = """
         local id = ARGV[1]
-        for i = 1, #KEYS / 2 do
-          local counter, open, a = KEYS[2 * i - 1], KEYS[2 * i], 1 + (i - 1) * 2
-          if redis.call('EXISTS', counter) == 1 then
-            if redis.call('ZREM', open, ARGV[a + 1] .. ':' .. id .. ':' .. (i - 1)) == 1 then
-              if ARGV[a + 1] ~= '0' and redis.call('HINCRBY', counter, 'reserved', '-' .. ARGV[a + 1]) < 0 then
+        local count = #KEYS - 2
+        local open = redis.call('ZREM', KEYS[count + 1], id) == 1
+        if open then
+          redis.call('HDEL', KEYS[count + 2], id)
+        end
+        for i = 1, count do
+          local counter, a = KEYS[i], 1 + (i - 1) * 2
+          local amount, actual = ARGV[a + 1], ARGV[a + 2]
+          if open then
+            local reserved = amount ~= '0' and redis.call('HINCRBY', counter, 'reserved', '-' .. amount)
+            local used = actual ~= '0' and redis.call('HINCRBY', counter, 'used', actual)
+            if (reserved and reserved < 0) or (not reserved and used == tonumber(actual)) then
+              if redis.call('HEXISTS', counter, 'end') == 0 then
+                redis.call('DEL', counter)
+              elseif reserved and reserved < 0 then
                 redis.call('HSET', counter, 'reserved', 0)
               end
             end
-            redis.call('HINCRBY', counter, 'used', ARGV[a + 2])
+          elseif actual ~= '0' and redis.call('EXISTS', counter) == 1 then
+            redis.call('HINCRBY', counter, 'used', actual)
           end
         end
         return 0
@@ -138,6 +180,7 @@ public sealed class RedisCounterStore : ICounterStore
     private readonly IDatabaseAsync _database;
     private readonly TimeProvider _time;
     private readonly RedisCounterOptions _options;
+    private int _reservations;
 
     /// <summary>Counters in <paramref name="database"/>, on the gateway's clock.</summary>
     public RedisCounterStore(IDatabaseAsync database, TimeProvider time, RedisCounterOptions? options = null)
@@ -160,20 +203,22 @@ public sealed class RedisCounterStore : ICounterStore
             return -1;
         }
 
+        var sweep = _options.LegacySweepEvery > 0 && (uint)Interlocked.Increment(ref _reservations) % (uint)_options.LegacySweepEvery == 0;
         var now = _time.GetUtcNow();
-        var keys = Keys(charges);
-        var values = new RedisValue[3 + charges.Count * 4];
+        var keys = Keys(charges, sweep);
+        var values = new RedisValue[4 + charges.Count * 4];
         values[0] = now.ToUnixTimeMilliseconds();
         values[1] = (now + _options.ReservationLease).ToUnixTimeMilliseconds();
         values[2] = reservation.ToString("N");
+        values[3] = sweep ? 1 : 0;
         for (var i = 0; i < charges.Count; i++)
         {
             var charge = charges[i];
             ArgumentOutOfRangeException.ThrowIfNegative(charge.Amount);
-            values[3 + i * 4] = charge.Amount;
-            values[4 + i * 4] = charge.Limit;
-            values[5 + i * 4] = charge.Enforce ? 1 : 0;
-            values[6 + i * 4] = charge.ExpiresAt.ToUnixTimeMilliseconds();
+            values[4 + i * 4] = charge.Amount;
+            values[5 + i * 4] = charge.Limit;
+            values[6 + i * 4] = charge.Enforce ? 1 : 0;
+            values[7 + i * 4] = charge.ExpiresAt.ToUnixTimeMilliseconds();
         }
 
         var result = (RedisResult[])(await EvaluateAsync(ReserveHash, ReserveScript, keys, values, cancellationToken))!;
@@ -202,24 +247,37 @@ public sealed class RedisCounterStore : ICounterStore
             values[2 + i * 2] = actual[i];
         }
 
-        await EvaluateAsync(SettleHash, SettleScript, Keys(charges), values, cancellationToken);
+        await EvaluateAsync(SettleHash, SettleScript, Keys(charges, sweep: false), values, cancellationToken);
     }
 
-    /// <summary>The hash and the set of reservations of each charge's counter, the tenant as hash tag.</summary>
-    internal RedisKey[] Keys(IReadOnlyList<CounterCharge> charges)
+    /// <summary>
+    /// Each charge's counter hash, then the tenant's open reservations (<c>leases</c>) and what they hold (<c>held</c>),
+    /// then, to <paramref name="sweep"/>, each counter's set of the layout before 2026-11-30. The tenant of the first
+    /// charge is the hash tag of all of them.
+    /// </summary>
+    internal RedisKey[] Keys(IReadOnlyList<CounterCharge> charges, bool sweep)
     {
-        var keys = new RedisKey[charges.Count * 2];
-        for (var i = 0; i < charges.Count; i++)
+        var count = charges.Count;
+        var keys = new RedisKey[sweep ? count * 2 + 2 : count + 2];
+        for (var i = 0; i < count; i++)
         {
             var key = charges[i].Key;
             var tenant = key.IndexOf('|', StringComparison.Ordinal);
             var counter = tenant > 0
                 ? $"{_options.KeyPrefix}{{{key.AsSpan(0, tenant)}}}{key.AsSpan(tenant)}"
                 : _options.KeyPrefix + key;
-            keys[i * 2] = counter;
-            keys[i * 2 + 1] = counter + "|r";
+            keys[i] = counter;
+            if (sweep)
+            {
+                keys[count + 2 + i] = counter + "|r";
+            }
         }
 
+        var first = charges[0].Key;
+        var end = first.IndexOf('|', StringComparison.Ordinal);
+        var leases = end > 0 ? $"{_options.KeyPrefix}{{{first.AsSpan(0, end)}}}|leases" : _options.KeyPrefix + "|leases";
+        keys[count] = leases;
+        keys[count + 1] = leases + "|held";
         return keys;
     }
 

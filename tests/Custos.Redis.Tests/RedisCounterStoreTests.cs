@@ -66,58 +66,122 @@ public sealed class RedisCounterStoreTests : CounterStoreContract
     }
 
     [Fact]
-    public async Task TryReserve_Keys_ExpireAtTheEndOfTheWindowInTheTenantsSlot()
+    public async Task TryReserve_Keys_CountersExpireAtTheEndOfTheWindow_AllInTheTenantsSlot()
     {
         var key = NewKey();
         var ends = Clock.GetUtcNow() + TimeSpan.FromMinutes(1);
+        CounterCharge[] charges = [new CounterCharge(key, 1, 10, true, ends)];
 
-        await ReserveAsync(new CounterCharge(key, 1, 10, true, ends));
+        await ReserveAsync(charges);
 
-        var database = _redis.Connection.GetDatabase();
-        var keys = ((RedisCounterStore)Store).Keys([new CounterCharge(key, 1, 10, true, ends)]);
+        var keys = StoredKeys(charges);
         Assert.StartsWith(_options.KeyPrefix + "{acme}|consumer|", keys[0].ToString());
-        foreach (var stored in keys)
-        {
-            var expiry = await database.KeyExpireTimeAsync(stored);
-            Assert.NotNull(expiry);
-            Assert.InRange(expiry.Value, ends.UtcDateTime.AddSeconds(-1), ends.UtcDateTime.AddSeconds(1));
-        }
+        Assert.Equal(_options.KeyPrefix + "{acme}|leases", keys[1].ToString());
+        Assert.Equal(_options.KeyPrefix + "{acme}|leases|held", keys[2].ToString());
+        Assert.Single(keys.Select(stored => _redis.Connection.HashSlot(stored)).Distinct());
+        await AssertExpireAtAsync(charges, ends);
     }
 
     [Fact]
-    public async Task TryReserve_KeysEmptiedAndMadeAgain_ExpireAtTheEndOfTheWindowEachTime()
+    public async Task TryReserve_CounterEmptiedAndMadeAgain_ExpiresAtTheEndOfTheWindowEachTime()
     {
-        // The script writes an expiry only to a key that lacks one: the set of open reservations disappears when its
-        // last member goes (settled, or its lease ran out) and must get it again when it is made anew.
+        // The script writes an expiry only to a counter that lacks its end: one whose window ended starts over.
         var key = NewKey();
         var ends = Clock.GetUtcNow() + TimeSpan.FromHours(1);
         CounterCharge[] charges = [new CounterCharge(key, 1, 10, true, ends)];
         var (first, second) = (Guid.NewGuid(), Guid.NewGuid());
 
         await ReserveAsync(first, charges);
-        await ReserveAsync(second, charges); // the set exists: no new expiry written
+        await ReserveAsync(second, charges); // the counter has its end: no new expiry written
         await AssertExpireAtAsync(charges, ends);
-
         await Store.SettleAsync(first, charges, [1]);
-        await Store.SettleAsync(second, charges, [1]); // the set is empty, so Redis removed it
-        await ReserveAsync(charges);
-        await AssertExpireAtAsync(charges, ends);
+        await Store.SettleAsync(second, charges, [1]);
+        Assert.False(await Database.KeyExistsAsync(StoredKeys(charges)[1]), "the tenant's leases stay after the last was settled");
 
-        Clock.Advance(Lease + TimeSpan.FromSeconds(1)); // that reservation lapses; the next takes it back, emptying the set
-        var (failed, readings) = await ReserveAsync(charges);
+        Clock.Advance(TimeSpan.FromHours(1) + TimeSpan.FromSeconds(1)); // the window is over: the next reservation starts a new one
+        var later = Clock.GetUtcNow() + TimeSpan.FromHours(1);
+        CounterCharge[] again = [new CounterCharge(key, 1, 10, true, later)];
+        var (failed, readings) = await ReserveAsync(again);
+
         Assert.Equal(-1, failed);
-        Assert.Equal(new CounterReading(2, 0), readings[0]);
-        await AssertExpireAtAsync(charges, ends);
-        Assert.Equal(new CounterReading(2, 1), await ReadAsync(key));
+        Assert.Equal(new CounterReading(0, 0), readings[0]);
+        await AssertExpireAtAsync(again, later);
     }
+
+    [Fact]
+    public async Task TryReserve_LapsedReservationOfAnotherConsumer_IsTakenBackByAnyReservationOfTheTenant()
+    {
+        var (tenant, dead, alive) = (NewKey("quota.tokens_per_day"), NewKey(), NewKey());
+        var lapsed = Guid.NewGuid();
+        await ReserveAsync(lapsed, Charge(tenant, 40, 100, window: TimeSpan.FromHours(1)), Charge(dead, 1, 1, window: TimeSpan.FromHours(1)));
+        Clock.Advance(Lease + TimeSpan.FromSeconds(1)); // the node that made it died before settling
+
+        var (failed, readings) = await ReserveAsync(Charge(alive, 1, 5, window: TimeSpan.FromHours(1)));
+
+        Assert.Equal(-1, failed);
+        Assert.Equal(new CounterReading(0, 0), readings[0]);
+        var leases = StoredKeys([Charge(alive, 1, 5)]);
+        Assert.Null(await Database.SortedSetScoreAsync(leases[1], lapsed.ToString("N")));
+        Assert.False(await Database.HashExistsAsync(leases[2], lapsed.ToString("N")), "what the lapsed reservation held was kept");
+        Assert.Equal(new CounterReading(0, 0), await ReadAsync(tenant));
+        Assert.Equal(new CounterReading(0, 0), await ReadAsync(dead));
+    }
+
+    [Fact]
+    public async Task Settle_AfterTheCounterExpired_DoesNotMakeItAgainWithoutExpiry()
+    {
+        // A per-minute counter whose window ended while a stream ran: Redis removed it at its end.
+        var (minute, day) = (NewKey(), NewKey("quota.tokens_per_day"));
+        var reservation = Guid.NewGuid();
+        CounterCharge[] charges = [Charge(minute, 1, 10), Charge(day, 50, 1000, window: TimeSpan.FromHours(1))];
+        await ReserveAsync(reservation, charges);
+        await Database.KeyDeleteAsync(StoredKeys(charges)[0]);
+
+        await Store.SettleAsync(reservation, charges, [1, 30]);
+
+        Assert.False(await Database.KeyExistsAsync(StoredKeys(charges)[0]), "the expired counter was made again");
+        Assert.Equal(new CounterReading(30, 0), await ReadAsync(day));
+    }
+
+    [Fact]
+    public async Task TryReserve_NodeOfThePreviousVersion_SharesTheCountersAndItsLapsedReservationsAreTakenBack()
+    {
+        // What a node of the version before 2026-11-30 writes when it reserves: the counter as now, and a member
+        // amount:reservation:index in a set beside it, scored by its deadline.
+        var store = new RedisCounterStore(Database, Clock, _options with { LegacySweepEvery = 1 });
+        var key = NewKey("quota.tokens_per_day");
+        var counter = StoredKeys([Charge(key, 1, 1)])[0].ToString();
+        var ends = Clock.GetUtcNow() + TimeSpan.FromHours(1);
+        async Task ReserveAsOldNodeAsync(long amount, TimeSpan lease)
+        {
+            await Database.HashIncrementAsync(counter, "reserved", amount);
+            await Database.HashSetAsync(counter, "end", ends.ToUnixTimeMilliseconds());
+            await Database.SortedSetAddAsync(counter + "|r", $"{amount}:{Guid.NewGuid():N}:0", (Clock.GetUtcNow() + lease).ToUnixTimeMilliseconds());
+        }
+
+        await ReserveAsOldNodeAsync(60, Lease); // its node dies
+        await ReserveAsOldNodeAsync(30, Lease + TimeSpan.FromMinutes(10)); // a node still running, with a longer lease
+        var readings = new CounterReading[1];
+        Assert.Equal(0, await store.TryReserveAsync(Guid.NewGuid(), [new CounterCharge(key, 20, 100, true, ends)], readings));
+        Assert.Equal(new CounterReading(0, 90), readings[0]);
+
+        Clock.Advance(Lease + TimeSpan.FromSeconds(1));
+        Assert.Equal(-1, await store.TryReserveAsync(Guid.NewGuid(), [new CounterCharge(key, 20, 100, true, ends)], readings));
+
+        Assert.Equal(new CounterReading(0, 30), readings[0]);
+        Assert.Equal(1, await Database.SortedSetLengthAsync(counter + "|r"));
+    }
+
+    private IDatabase Database => _redis.Connection.GetDatabase();
+
+    private RedisKey[] StoredKeys(CounterCharge[] charges) => ((RedisCounterStore)Store).Keys(charges, sweep: false);
 
     private async Task AssertExpireAtAsync(CounterCharge[] charges, DateTimeOffset ends)
     {
-        var database = _redis.Connection.GetDatabase();
-        foreach (var stored in ((RedisCounterStore)Store).Keys(charges))
+        foreach (var stored in StoredKeys(charges).Take(charges.Length))
         {
-            Assert.True(await database.KeyExistsAsync(stored), $"{stored} is missing");
-            var expiry = await database.KeyExpireTimeAsync(stored);
+            Assert.True(await Database.KeyExistsAsync(stored), $"{stored} is missing");
+            var expiry = await Database.KeyExpireTimeAsync(stored);
             Assert.NotNull(expiry);
             Assert.InRange(expiry.Value, ends.UtcDateTime.AddSeconds(-1), ends.UtcDateTime.AddSeconds(1));
         }
