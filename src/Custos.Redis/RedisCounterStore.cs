@@ -37,11 +37,11 @@ public sealed record RedisCounterOptions
 /// milliseconds), carrying <c>PEXPIREAT</c> at the window's end, so Redis forgets a counter when its window is over.
 /// Per tenant, the open reservations: a sorted set <c>{prefix}{acme}|leases</c> of reservation ids scored by their
 /// deadline (now + <see cref="RedisCounterOptions.ReservationLease"/>), and a hash <c>{prefix}{acme}|leases|held</c>
-/// saying what each one holds, one line per counter: <c>amount key</c>.
+/// saying what each one holds, one line per counter: <c>amount end key</c>.
 /// </para>
 /// <para>
-/// Unsettled reservations: the reservation script first takes back the tenant's reservations whose deadline has passed
-/// (their amounts leave <c>reserved</c> of each counter they held that still exists). The settlement removes its own
+/// Unsettled reservations: the reservation script first takes back the tenant's reservations whose deadline has passed,
+/// up to 256 at a time (their amounts leave <c>reserved</c> of each counter they held that is still in the same window). The settlement removes its own
 /// reservation; only if it was still there does it lower <c>reserved</c>, so a request that settles after its lease ran
 /// out adds its use without taking back a reservation twice. Expiry is thus checked when the tenant next reserves. A
 /// reservation whose caller stopped waiting (cancellation) may still have been made; it is one of those and is taken
@@ -80,16 +80,16 @@ public sealed class RedisCounterStore : ICounterStore
         local leases, held = KEYS[count + 1], KEYS[count + 2]
         local first = redis.call('ZRANGE', leases, 0, 0, 'WITHSCORES')
         if #first > 0 and tonumber(first[2]) <= now then
-          local lapsed = redis.call('ZRANGEBYSCORE', leases, '-inf', now)
+          local lapsed = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, 256)
           local holding = redis.call('HMGET', held, unpack(lapsed))
           for j = 1, #lapsed do
-            for amount, key in string.gmatch(holding[j] or '', '(%d+) ([^\n]+)') do
-              if redis.call('EXISTS', key) == 1 and redis.call('HINCRBY', key, 'reserved', '-' .. amount) < 0 then
+            for amount, ends, key in string.gmatch(holding[j] or '', '(%d+) (%d+) ([^\n]+)') do
+              if redis.call('HGET', key, 'end') == ends and redis.call('HINCRBY', key, 'reserved', '-' .. amount) < 0 then
                 redis.call('HSET', key, 'reserved', 0)
               end
             end
           end
-          redis.call('ZREMRANGEBYSCORE', leases, '-inf', now)
+          redis.call('ZREM', leases, unpack(lapsed))
           redis.call('HDEL', held, unpack(lapsed))
         end
         if sweep then
@@ -137,7 +137,7 @@ public sealed class RedisCounterStore : ICounterStore
             redis.call('HSET', counter, 'end', ends)
             redis.call('PEXPIREAT', counter, ends)
           end
-          holding[i] = amount .. ' ' .. counter
+          holding[i] = amount .. ' ' .. ends .. ' ' .. counter
         end
         redis.call('ZADD', leases, deadline, id)
         redis.call('HSET', held, id, table.concat(holding, '\n'))
