@@ -513,7 +513,7 @@ run_wrk() { # output-file lua url seconds [extra wrk args]
 
 field() { sed -n "s/^BENCH .*\b$2=\([0-9]*\).*/\1/p" "$1"; }
 
-declare -A rps p50 p90 p99 errors requests cpu_us foreign warmed jit_window
+declare -A rps p50 p90 p99 errors requests cpu_us foreign warmed jit_window split_us
 cases=(direct-plain nginx-plain yarp-plain custos-plain direct-stream nginx-stream yarp-stream custos-stream)
 targets=(direct nginx yarp custos)
 if [[ $shared == 1 ]]; then
@@ -579,6 +579,7 @@ for name in "${cases[@]}"; do
   done
   jit_before=$(tiering_snapshot "${jit_pids[@]}")
   before=$(cpu_ticks "${pids[@]}")
+  [[ $name == shared-* ]] && split_before=("$(cpu_ticks "$shared_pid")" "$(cpu_ticks "$redis_pid")" "$(cpu_ticks "${pids[@]:3}")" "$(cpu_ticks "$mock_pid")")
   busy_before=$(machine_busy_ticks)
   times >"$work/times.before" # in this shell, not a subshell: wrk is this shell's child
   run_wrk "$work/$name.txt" "$lua" "$url" "$duration" --latency
@@ -587,10 +588,15 @@ for name in "${cases[@]}"; do
   wrk_after=$(children_cpu_ms "$work/times.after")
   busy_after=$(machine_busy_ticks)
   after=$(cpu_ticks "${pids[@]}")
+  [[ $name == shared-* ]] && split_after=("$(cpu_ticks "$shared_pid")" "$(cpu_ticks "$redis_pid")" "$(cpu_ticks "${pids[@]:3}")" "$(cpu_ticks "$mock_pid")")
   jit_window[$name]=$(tiering_ms_since "$jit_before" "${jit_pids[@]}") # the .NET server's tiered compilation in the window
 
   out=$work/$name.txt
   requests[$name]=$(field "$out" requests)
+  if [[ $name == shared-* ]]; then # where the shared engines' CPU goes: Custos, Redis, PostgreSQL, the mock, µs per request
+    split_us[$name]=$(for i in 0 1 2 3; do awk -v t="$((split_after[i] - split_before[i]))" -v r="${requests[$name]}" -v hz="$clk_tck" \
+      'BEGIN { printf "%.0f ", (r > 0 ? t / hz * 1e6 / r : 0) }'; done)
+  fi
   errors[$name]=$(($(field "$out" non2xx) + $(field "$out" connect) + $(field "$out" read) + $(field "$out" write) + $(field "$out" timeout)))
   read -r "rps[$name]" "p50[$name]" "p90[$name]" "p99[$name]" "cpu_us[$name]" < <(awk -v r="${requests[$name]}" -v d="$(field "$out" duration_us)" \
     -v a="$(field "$out" p50_us)" -v n="$(field "$out" p90_us)" -v b="$(field "$out" p99_us)" -v t="$((after - before))" -v hz="$clk_tck" \
@@ -781,6 +787,10 @@ cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/nul
     echo "the servers' core), same policy and load: throughput $(ratio "${rps[shared-plain]}" "${rps[nginx-plain]}") × nginx non-streaming,"
     echo "$(ratio "${rps[shared-stream]}" "${rps[nginx-stream]}") × streaming; $(ratio "${rps[shared-plain]}" "${rps[custos-plain]}") × the embedded store's."
     echo "Its ledger: $shared_total request entries in PostgreSQL for $shared_counted requests sent ($shared_status)."
+    read -r c1 r1 g1 m1 <<<"${split_us[shared-plain]}"
+    read -r c2 r2 g2 m2 <<<"${split_us[shared-stream]}"
+    echo "Its server CPU per request by process, non-streaming / streaming: Custos $c1 / $c2 µs, Redis $r1 / $r2, PostgreSQL"
+    echo "$g1 / $g2 (its processes at the start of the window), the mock $m1 / $m2. Redis serves every node of a deployment on one thread."
     echo
   fi
   echo "Bare YARP is the same Kestrel and YARP forwarding with the same upstream client settings as Custos, and nothing"
