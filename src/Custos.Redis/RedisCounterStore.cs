@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Security.Cryptography;
 using System.Text;
 using Custos.Controls;
@@ -180,6 +181,8 @@ public sealed class RedisCounterStore : ICounterStore
     private readonly IDatabaseAsync _database;
     private readonly TimeProvider _time;
     private readonly RedisCounterOptions _options;
+    private readonly ConditionalWeakTable<string, Stored> _stored = new();
+    private readonly ConditionalWeakTable<string, Stored>.CreateValueCallback _store;
     private int _reservations;
 
     /// <summary>Counters in <paramref name="database"/>, on the gateway's clock.</summary>
@@ -188,6 +191,7 @@ public sealed class RedisCounterStore : ICounterStore
         _database = database;
         _time = time;
         _options = options ?? new RedisCounterOptions();
+        _store = Store;
         if (_options.ReservationLease <= TimeSpan.Zero)
         {
             throw new ArgumentOutOfRangeException(nameof(options), "The reservation lease must be positive.");
@@ -261,25 +265,37 @@ public sealed class RedisCounterStore : ICounterStore
         var keys = new RedisKey[sweep ? count * 2 + 2 : count + 2];
         for (var i = 0; i < count; i++)
         {
-            var key = charges[i].Key;
-            var tenant = key.IndexOf('|', StringComparison.Ordinal);
-            var counter = tenant > 0
-                ? $"{_options.KeyPrefix}{{{key.AsSpan(0, tenant)}}}{key.AsSpan(tenant)}"
-                : _options.KeyPrefix + key;
-            keys[i] = counter;
+            var stored = StoredKeys(charges[i].Key);
+            keys[i] = stored.Counter;
             if (sweep)
             {
-                keys[count + 2 + i] = counter + "|r";
+                keys[count + 2 + i] = stored.Counter + "|r";
             }
         }
 
-        var first = charges[0].Key;
-        var end = first.IndexOf('|', StringComparison.Ordinal);
-        var leases = end > 0 ? $"{_options.KeyPrefix}{{{first.AsSpan(0, end)}}}|leases" : _options.KeyPrefix + "|leases";
-        keys[count] = leases;
-        keys[count + 1] = leases + "|held";
+        var tenant = StoredKeys(charges[0].Key);
+        keys[count] = tenant.Leases;
+        keys[count + 1] = tenant.Held;
         return keys;
     }
+
+    /// <summary>
+    /// The Redis keys of counter key <paramref name="key"/>, its tenant (the first segment) as hash tag. A counter key is
+    /// one string for its whole window (<see cref="CounterKeys"/>), so these are formatted once a window, not twice a
+    /// request; they go when the window's key does.
+    /// </summary>
+    private Stored StoredKeys(string key) => _stored.GetValue(key, _store);
+
+    private Stored Store(string key)
+    {
+        var prefix = _options.KeyPrefix;
+        var tenant = key.IndexOf('|', StringComparison.Ordinal);
+        var tag = tenant > 0 ? $"{prefix}{{{key.AsSpan(0, tenant)}}}" : prefix;
+        var leases = tag + "|leases";
+        return new Stored(tenant > 0 ? string.Concat(tag, key.AsSpan(tenant)) : prefix + key, leases, leases + "|held");
+    }
+
+    private sealed record Stored(string Counter, string Leases, string Held);
 
     /// <summary>EVALSHA; the script's text only when the server does not know it yet (first use, restart, failover).</summary>
     private async Task<RedisResult> EvaluateAsync(byte[] hash, string script, RedisKey[] keys, RedisValue[] values, CancellationToken cancellationToken)

@@ -58,8 +58,8 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
         headers.Remove("OpenAI-Project");
         headers.Remove(Headers.AgentRun);
         headers.Remove(Headers.OnBehalfOf); // the person a call is for is the ledger's to know, not the provider's
-        headers.Remove("X-Custos-Request-Id");
-        headers.TryAddWithoutValidation("X-Custos-Request-Id", Record.RequestId);
+        headers.Remove(Headers.UpstreamRequestId);
+        headers.TryAddWithoutValidation(Headers.UpstreamRequestId, Record.RequestId);
         headers.ExpectContinue = null; // the body is all here: no reason to wait for a 100 Continue
 
         // The body, read whole, goes as one content that WholeBodyHandler attaches below YARP. The client's content
@@ -340,4 +340,7 @@ internal static class Headers
     public const string RequestId = "x-request-id";
     public const string AgentRun = "X-Custos-Agent-Run";
     public const string OnBehalfOf = "X-On-Behalf-Of";
+
+    /// <summary>The request's id as the provider receives it, the gateway's own (a client's is replaced).</summary>
+    public const string UpstreamRequestId = "X-Custos-Request-Id";
 }
