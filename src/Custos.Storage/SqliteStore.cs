@@ -221,7 +221,8 @@ public sealed partial class SqliteStore : ICustosStore
                     var encoder = _encoder ??= new RecordEncoder();
                     if (encoder.WantsDictionary)
                     {
-                        encoder.UseDictionary(AddDictionary(db, item.Canonical, ts), item.Canonical);
+                        var dictionary = encoder.DictionaryFor(item.Canonical);
+                        encoder.UseDictionary(AddDictionary(db, dictionary, ts), dictionary);
                     }
 
                     raw.sqlite3_bind_blob(insert, 11, encoder.Encode(item.Canonical));
@@ -264,12 +265,12 @@ public sealed partial class SqliteStore : ICustosStore
         }
     }
 
-    /// <summary>Stores <paramref name="canonical"/> as a new record dictionary, in the append's transaction; its id.</summary>
-    private long AddDictionary(sqlite3 db, ReadOnlySpan<byte> canonical, ReadOnlySpan<byte> ts)
+    /// <summary>Stores <paramref name="dictionary"/> as a new record dictionary, in the append's transaction; its id.</summary>
+    private long AddDictionary(sqlite3 db, ReadOnlySpan<byte> dictionary, ReadOnlySpan<byte> ts)
     {
         var statement = _dictionary ??= Prepare(db, "INSERT INTO record_dictionaries (created_at, bytes) VALUES (?1, ?2)");
         raw.sqlite3_bind_text(statement, 1, ts);
-        raw.sqlite3_bind_blob(statement, 2, canonical);
+        raw.sqlite3_bind_blob(statement, 2, dictionary);
         Run(db, statement);
         return raw.sqlite3_last_insert_rowid(db);
     }

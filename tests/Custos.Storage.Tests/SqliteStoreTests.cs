@@ -211,6 +211,88 @@ public sealed class SqliteStoreTests : StoreContract
     }
 
     [Fact]
+    public async Task TheDictionary_IsTheFirstRecord_InZstdsFormat_WithEntropyTables()
+    {
+        var chain = new HashChain("n1", 0, HashChain.Genesis);
+        var records = Enumerable.Range(0, 50)
+            .Select(i => chain.Append(Request($"req-{i}", "acme", "support-web", Decision.Allow, T0.AddSeconds(i), cost: 0.0001m * i)))
+            .ToArray();
+        await Store.AppendAsync(records);
+
+        await using var connection = new SqliteConnection($"Data Source={((SqliteStore)Store).Path};Mode=ReadOnly;Pooling=False");
+        await connection.OpenAsync();
+        using var command = connection.CreateCommand();
+        command.CommandText = "SELECT bytes FROM record_dictionaries";
+        var dictionary = (byte[])(await command.ExecuteScalarAsync())!;
+        Assert.Equal([0x37, 0xA4, 0x30, 0xEC], dictionary[..4]); // zstd's dictionary magic number, little-endian
+        Assert.True(dictionary.AsSpan().EndsWith(records[0].Canonical), "the first record is the dictionary's content");
+        Assert.InRange(dictionary.Length - records[0].Canonical.Length, 8, 1024); // the id and the entropy tables before it
+
+        var read = new List<ChainEntry>();
+        await foreach (var entry in Store.ReadChainAsync("n1", 1, 50))
+        {
+            read.Add(entry);
+        }
+
+        Assert.Equal(records.Select(r => System.Text.Encoding.UTF8.GetString(r.Canonical)), read.Select(e => e.Json));
+    }
+
+    [Theory]
+    [InlineData("{}")]
+    [InlineData("{\"kind\":\"x\"}")]
+    public void EvenATinyRecord_MakesADictionaryThatRecordsCompressAgainst_AndDecompressFrom(string first)
+    {
+        using var encoder = new RecordEncoder();
+        var dictionary = encoder.DictionaryFor(System.Text.Encoding.UTF8.GetBytes(first)).ToArray();
+        encoder.UseDictionary(1, dictionary);
+        var canonical = new HashChain("n1", 0, HashChain.Genesis).Append(Request("req-1", "acme", "support-web", Decision.Allow, T0)).Canonical;
+        var stored = encoder.Encode(canonical).ToArray();
+
+        using var decompressor = new ZstdSharp.Decompressor();
+        decompressor.LoadDictionary(dictionary);
+        Assert.Equal(canonical, decompressor.Unwrap(stored.AsSpan(5)).ToArray());
+    }
+
+    [Fact]
+    public async Task RecordsCompressedAgainstARawDictionary_AsBefore_AreStillRead()
+    {
+        // What the previous version wrote: the first record itself as the dictionary, and no dictionary id in the frames.
+        var chain = new HashChain("n1", 0, HashChain.Genesis);
+        var records = Enumerable.Range(0, 3).Select(i => chain.Append(Request($"req-{i}", "acme", "support-web", Decision.Allow, T0.AddSeconds(i)))).ToArray();
+        await Store.AppendAsync([records[0]]); // creates the schema (and a dictionary of the new kind, id 1)
+        await using (var connection = new SqliteConnection($"Data Source={((SqliteStore)Store).Path};Pooling=False"))
+        {
+            await connection.OpenAsync();
+            using var command = connection.CreateCommand();
+            command.CommandText = "INSERT INTO record_dictionaries (created_at, bytes) VALUES ('2026-11-29T00:00:00.000Z', $bytes) RETURNING id";
+            command.Parameters.AddWithValue("$bytes", records[0].Canonical);
+            var id = (long)(await command.ExecuteScalarAsync())!;
+            using var old = new ZstdSharp.Compressor(-3);
+            old.LoadDictionary(records[0].Canonical);
+            foreach (var record in records.Skip(1))
+            {
+                var frame = old.Wrap(record.Canonical).ToArray();
+                byte[] blob = [LedgerRecordCodec.ZstdWithDictionary, .. BitConverter.GetBytes((uint)id), .. frame];
+                using var insert = connection.CreateCommand();
+                insert.CommandText = $"""
+                    INSERT INTO ledger (chain_id, seq, kind, ts, request_id, tenant, record, prev_hash, hash)
+                    VALUES ('n1', {record.Seq}, 'request', '{LedgerTime.Format(record.Record.Timestamp)}', 'req-{record.Seq - 1}', 'acme', $record, '{record.PrevHash}', '{record.Hash}')
+                    """;
+                insert.Parameters.AddWithValue("$record", blob);
+                await insert.ExecuteNonQueryAsync();
+            }
+        }
+
+        var read = new List<ChainEntry>();
+        await foreach (var entry in Store.ReadChainAsync("n1", 1, 3))
+        {
+            read.Add(entry);
+        }
+
+        Assert.Equal(records.Select(r => System.Text.Encoding.UTF8.GetString(r.Canonical)), read.Select(e => e.Json));
+    }
+
+    [Fact]
     public async Task EntriesStoredAsText_BeforeSchemaVersion4_AreReadBesideCompressedOnes()
     {
         var chain = new HashChain("n1", 0, HashChain.Genesis);
