@@ -5,6 +5,11 @@ if (args is ["verify", ..])
     return await Custos.Benchmarks.VerifyBench.RunAsync(args);
 }
 
+if (args is ["allocations", ..])
+{
+    return Custos.Benchmarks.AllocationTrace.Run(args);
+}
+
 if (args is ["alert-latency", ..])
 {
     return await Custos.Benchmarks.AlertLatencyBench.RunAsync(args);
