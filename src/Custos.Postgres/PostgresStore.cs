@@ -191,7 +191,7 @@ public sealed partial class PostgresStore : ICustosStore
             (chain[i], seq[i], kind[i], ts[i]) = (item.ChainId, item.Seq, item.Record.Kind, Utc(item.Record.Timestamp));
             (requestId[i], tenant[i], service[i], consumer[i]) = (request?.RequestId, item.Record.Tenant, request?.Service, request?.Consumer);
             (decision[i], model[i]) = (request is null ? null : Names.Of(request.Decision), request?.Model);
-            (cost[i], record[i], prev[i], hash[i]) = (request?.Cost is { } c ? CanonicalCost(c) : null, item.Canonical, item.PrevHash, item.Hash);
+            (cost[i], record[i], prev[i], hash[i]) = (request?.Cost is { } c ? CanonicalCost(c) : null, item.Canonical.ToArray(), item.PrevHash, item.Hash);
             if (request?.CredentialId is { } credentialId)
             {
                 Use(ref usage, credentialId, ts[i]);

@@ -221,11 +221,11 @@ public sealed partial class SqliteStore : ICustosStore
                     var encoder = _encoder ??= new RecordEncoder();
                     if (encoder.WantsDictionary)
                     {
-                        var dictionary = encoder.DictionaryFor(item.Canonical);
+                        var dictionary = encoder.DictionaryFor(item.Canonical.Span);
                         encoder.UseDictionary(AddDictionary(db, dictionary, ts), dictionary);
                     }
 
-                    raw.sqlite3_bind_blob(insert, 11, encoder.Encode(item.Canonical));
+                    raw.sqlite3_bind_blob(insert, 11, encoder.Encode(item.Canonical.Span));
                     BindText(insert, 12, item.PrevHash);
                     BindText(insert, 13, item.Hash);
                     Run(db, insert);

@@ -67,10 +67,10 @@ public sealed class LedgerCanonicalFormTests
 
         Assert.Equal(
             """{"v":2,"kind":"request","request_id":"req_01JDQ0000000000000000000AB","timestamp":"2026-11-28T14:15:30.123456Z","node_id":"node-a","tenant":"acme","service":"support-assistant","consumer":"support-web","category":"external","credential_id":"cred-support-web","method":"POST","endpoint":"/v1/chat/completions","stream":true,"model":"fast","model_served":"gpt-4o-mini","provider":"openai","decision":"allow","reasons":[],"policy_version":3,"policy_hash":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","input_tokens":9,"output_tokens":4,"tokens_estimated":false,"cost":"0.000003750","currency":"USD","upstream_status":200,"status":200,"outcome":"completed","gateway_ms":0.412,"upstream_ms":12.5,"client_address":"127.0.0.1","agent_run":"run-7","on_behalf_of":"user:alice","prompt_sha256":"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb","request_bytes":120,"response_bytes":900,"max_output_tokens":1024,"n":1,"controls":[{"control":"budget","scope":"tenant:acme","decision":"pass","limit":50,"used":12.4,"reserved":0.03,"requested":0.01},{"control":"token_ceiling.output","scope":"consumer:support-web","decision":"modify","limit":1024,"requested":4096,"detail":"clamped 4096 to 1024"}]}""",
-            Encoding.UTF8.GetString(sealedRecord.Canonical));
+            Encoding.UTF8.GetString(sealedRecord.Canonical.Span));
         Assert.Equal(1, sealedRecord.Seq);
         Assert.Equal(HashChain.Genesis, sealedRecord.PrevHash);
-        Assert.Equal(HashChain.Link(HashChain.Genesis, sealedRecord.Canonical), sealedRecord.Hash);
+        Assert.Equal(HashChain.Link(HashChain.Genesis, sealedRecord.Canonical.Span), sealedRecord.Hash);
     }
 
     [Fact]
@@ -85,7 +85,7 @@ public sealed class LedgerCanonicalFormTests
             PolicyVersion = 3,
         };
 
-        var json = Encoding.UTF8.GetString(new HashChain("node-a", 0, HashChain.Genesis).Append(record).Canonical);
+        var json = Encoding.UTF8.GetString(new HashChain("node-a", 0, HashChain.Genesis).Append(record).Canonical.Span);
 
         Assert.Equal(
             """{"v":2,"kind":"shed","timestamp":"2026-11-28T14:15:31.000000Z","tenant":null,"node_id":"node-a","first":"2026-11-28T14:15:30.500000Z","count":42,"reasons":{"unavailable.ledger_backlog":40,"unavailable.overloaded":2},"policy_version":3}""",
@@ -149,7 +149,7 @@ public sealed class LedgerCanonicalFormTests
         record.Fail(Reasons.UnknownEndpoint, Outcome.Denied);
         record.Status = 404;
 
-        var json = Encoding.UTF8.GetString(new HashChain("n", 0, HashChain.Genesis).Append(record).Canonical);
+        var json = Encoding.UTF8.GetString(new HashChain("n", 0, HashChain.Genesis).Append(record).Canonical.Span);
 
         Assert.Contains("\"decision\":\"deny\",\"reasons\":[\"invalid.endpoint\"]", json, StringComparison.Ordinal);
         Assert.Contains("\"tenant\":null", json, StringComparison.Ordinal);

@@ -200,7 +200,7 @@ public sealed class SqliteStoreTests : StoreContract
             read.Add(entry);
         }
 
-        Assert.Equal(records.Select(r => System.Text.Encoding.UTF8.GetString(r.Canonical)), read.Select(e => e.Json));
+        Assert.Equal(records.Select(r => System.Text.Encoding.UTF8.GetString(r.Canonical.Span)), read.Select(e => e.Json));
         Assert.All(read.Zip(records), pair => Assert.Equal(pair.Second.Hash, HashChain.Link(pair.Second.PrevHash, System.Text.Encoding.UTF8.GetBytes(pair.First.Json))));
 
         // Tools read them with SQL through custos_record(), on a connection without pooling (this one).
@@ -225,7 +225,7 @@ public sealed class SqliteStoreTests : StoreContract
         command.CommandText = "SELECT bytes FROM record_dictionaries";
         var dictionary = (byte[])(await command.ExecuteScalarAsync())!;
         Assert.Equal([0x37, 0xA4, 0x30, 0xEC], dictionary[..4]); // zstd's dictionary magic number, little-endian
-        Assert.True(dictionary.AsSpan().EndsWith(records[0].Canonical), "the first record is the dictionary's content");
+        Assert.True(dictionary.AsSpan().EndsWith(records[0].Canonical.Span), "the first record is the dictionary's content");
         Assert.InRange(dictionary.Length - records[0].Canonical.Length, 8, 1024); // the id and the entropy tables before it
 
         var read = new List<ChainEntry>();
@@ -234,7 +234,7 @@ public sealed class SqliteStoreTests : StoreContract
             read.Add(entry);
         }
 
-        Assert.Equal(records.Select(r => System.Text.Encoding.UTF8.GetString(r.Canonical)), read.Select(e => e.Json));
+        Assert.Equal(records.Select(r => System.Text.Encoding.UTF8.GetString(r.Canonical.Span)), read.Select(e => e.Json));
     }
 
     [Theory]
@@ -245,7 +245,7 @@ public sealed class SqliteStoreTests : StoreContract
         using var encoder = new RecordEncoder();
         var dictionary = encoder.DictionaryFor(System.Text.Encoding.UTF8.GetBytes(first)).ToArray();
         encoder.UseDictionary(1, dictionary);
-        var canonical = new HashChain("n1", 0, HashChain.Genesis).Append(Request("req-1", "acme", "support-web", Decision.Allow, T0)).Canonical;
+        var canonical = new HashChain("n1", 0, HashChain.Genesis).Append(Request("req-1", "acme", "support-web", Decision.Allow, T0)).Canonical.ToArray();
         var stored = encoder.Encode(canonical).ToArray();
 
         using var decompressor = new ZstdSharp.Decompressor();
@@ -265,13 +265,13 @@ public sealed class SqliteStoreTests : StoreContract
             await connection.OpenAsync();
             using var command = connection.CreateCommand();
             command.CommandText = "INSERT INTO record_dictionaries (created_at, bytes) VALUES ('2026-11-29T00:00:00.000Z', $bytes) RETURNING id";
-            command.Parameters.AddWithValue("$bytes", records[0].Canonical);
+            command.Parameters.AddWithValue("$bytes", records[0].Canonical.ToArray());
             var id = (long)(await command.ExecuteScalarAsync())!;
             using var old = new ZstdSharp.Compressor(-3);
-            old.LoadDictionary(records[0].Canonical);
+            old.LoadDictionary(records[0].Canonical.Span);
             foreach (var record in records.Skip(1))
             {
-                var frame = old.Wrap(record.Canonical).ToArray();
+                var frame = old.Wrap(record.Canonical.Span).ToArray();
                 byte[] blob = [LedgerRecordCodec.ZstdWithDictionary, .. BitConverter.GetBytes((uint)id), .. frame];
                 using var insert = connection.CreateCommand();
                 insert.CommandText = $"""
@@ -289,7 +289,7 @@ public sealed class SqliteStoreTests : StoreContract
             read.Add(entry);
         }
 
-        Assert.Equal(records.Select(r => System.Text.Encoding.UTF8.GetString(r.Canonical)), read.Select(e => e.Json));
+        Assert.Equal(records.Select(r => System.Text.Encoding.UTF8.GetString(r.Canonical.Span)), read.Select(e => e.Json));
     }
 
     [Fact]
@@ -297,7 +297,7 @@ public sealed class SqliteStoreTests : StoreContract
     {
         var chain = new HashChain("n1", 0, HashChain.Genesis);
         var old = chain.Append(Request("req-old", "acme", "support-web", Decision.Allow, T0));
-        var json = System.Text.Encoding.UTF8.GetString(old.Canonical);
+        var json = System.Text.Encoding.UTF8.GetString(old.Canonical.Span);
         await ExecuteRawAsync($"""
             INSERT INTO ledger (chain_id, seq, kind, ts, request_id, tenant, record, prev_hash, hash)
             VALUES ('n1', 1, 'request', '{LedgerTime.Format(T0)}', 'req-old', 'acme', '{json.Replace("'", "''", StringComparison.Ordinal)}', '{old.PrevHash}', '{old.Hash}')
@@ -311,7 +311,7 @@ public sealed class SqliteStoreTests : StoreContract
             read.Add(row);
         }
 
-        Assert.Equal([json, System.Text.Encoding.UTF8.GetString(next.Canonical)], read.Select(r => r.Json));
+        Assert.Equal([json, System.Text.Encoding.UTF8.GetString(next.Canonical.Span)], read.Select(r => r.Json));
     }
 
     [Fact]
@@ -330,7 +330,7 @@ public sealed class SqliteStoreTests : StoreContract
         }
 
         var dictionaries = new RecordDictionaries(((SqliteStore)Store).Path);
-        Assert.Equal(System.Text.Encoding.UTF8.GetString(record.Canonical), dictionaries.Decode(stored));
+        Assert.Equal(System.Text.Encoding.UTF8.GetString(record.Canonical.Span), dictionaries.Decode(stored));
 
         var unknown = Assert.Throws<InvalidDataException>(() => dictionaries.Decode([9, 1, 0, 0, 0, 7]));
         Assert.Contains("format 9", unknown.Message, StringComparison.Ordinal);
@@ -348,12 +348,12 @@ public sealed class SqliteStoreTests : StoreContract
         using var encoder = new RecordEncoder();
         Assert.True(encoder.WantsDictionary);
         var chain = new HashChain("n1", 0, HashChain.Genesis);
-        var first = chain.Append(Request("req-0", "acme", "support-web", Decision.Allow, T0)).Canonical;
+        var first = chain.Append(Request("req-0", "acme", "support-web", Decision.Allow, T0)).Canonical.Span;
         encoder.UseDictionary(1, first);
 
         for (var i = 1; i <= RecordEncoder.MinRecordsPerDictionary; i++)
         {
-            var canonical = chain.Append(Request($"req-{i}", "acme", "support-web", Decision.Allow, T0.AddSeconds(i))).Canonical;
+            var canonical = chain.Append(Request($"req-{i}", "acme", "support-web", Decision.Allow, T0.AddSeconds(i))).Canonical.Span;
             Assert.True(encoder.Encode(canonical).Length * 4 < canonical.Length);
         }
 
@@ -363,7 +363,7 @@ public sealed class SqliteStoreTests : StoreContract
         {
             // Records unlike the dictionary (another deployment's names, random ones).
             static string Name() => Convert.ToHexString(System.Security.Cryptography.RandomNumberGenerator.GetBytes(200));
-            encoder.Encode(chain.Append(Request(Name(), Name(), Name(), Decision.Deny, T0, Name(), Name())).Canonical);
+            encoder.Encode(chain.Append(Request(Name(), Name(), Name(), Decision.Deny, T0, Name(), Name())).Canonical.Span);
         }
 
         Assert.True(encoder.WantsDictionary);

@@ -163,8 +163,8 @@ public abstract class StoreContract : IAsyncLifetime
         // T0 < T0 + 123 ms; at T0 node-a's seq 2 sorts before node-b's seq 1 (chain id, then seq).
         Assert.Equal([("node-a", 2L), ("node-b", 1L), ("node-a", 1L)], rows.Select(r => (r.ChainId, r.Seq)));
         var stored = rows[2];
-        Assert.Equal(Encoding.UTF8.GetString(first.Canonical), stored.Json);
-        Assert.Equal(first.Canonical, Encoding.UTF8.GetBytes(stored.Json));
+        Assert.Equal(Encoding.UTF8.GetString(first.Canonical.Span), stored.Json);
+        Assert.Equal(first.Canonical.ToArray(), Encoding.UTF8.GetBytes(stored.Json));
         Assert.Equal((first.PrevHash, first.Hash, "request"), (stored.PrevHash, stored.Hash, stored.Kind));
         Assert.Equal(HashChain.Link(stored.PrevHash, Encoding.UTF8.GetBytes(stored.Json)), stored.Hash);
         Assert.Equal(["r-ü"], await IdsAsync(new LedgerQuery { Consumer = "Zoë 東京" }));
@@ -571,7 +571,7 @@ public abstract class StoreContract : IAsyncLifetime
         Assert.Equal([2L, 3L, 4L], entries.Select(e => e.Seq));
         Assert.Equal(["r2", null, "r4"], entries.Select(e => e.RequestId));
         Assert.Equal(records.Skip(1).Take(3).Select(r => LedgerTime.Format(r.Record.Timestamp)), entries.Select(e => e.Timestamp));
-        Assert.Equal(records.Skip(1).Take(3).Select(r => Encoding.UTF8.GetString(r.Canonical)), entries.Select(e => e.Json));
+        Assert.Equal(records.Skip(1).Take(3).Select(r => Encoding.UTF8.GetString(r.Canonical.Span)), entries.Select(e => e.Json));
         Assert.Equal(records.Skip(1).Take(3).Select(r => (r.PrevHash, r.Hash)), entries.Select(e => (e.PrevHash, e.Hash)));
 
         var hashesOnly = new List<ChainEntry>();

@@ -5,7 +5,11 @@ using System.Text.Json;
 namespace Custos.Ledger;
 
 /// <summary>A record sealed into a chain: its place, its canonical bytes and the hashes linking it.</summary>
-public sealed record ChainedRecord(LedgerRecord Record, string ChainId, long Seq, byte[] Canonical, string PrevHash, string Hash);
+/// <remarks>
+/// <see cref="Canonical"/> may live in the ledger writer's <see cref="CanonicalArena"/>: valid while the writer's batch
+/// is being stored and observed, not after. Code that keeps a record beyond that copies the bytes.
+/// </remarks>
+public sealed record ChainedRecord(LedgerRecord Record, string ChainId, long Seq, ReadOnlyMemory<byte> Canonical, string PrevHash, string Hash);
 
 /// <summary>
 /// Links records of one chain (one gateway node): <c>hash = SHA-256(prev_hash_hex || "\n" || canonical_json)</c>,
@@ -40,8 +44,14 @@ public sealed class HashChain
     /// <summary>Hash of the last appended record.</summary>
     public string LastHash { get; private set; }
 
-    /// <summary>Seals <paramref name="record"/> as the next link. Not thread-safe: one writer per chain.</summary>
-    public ChainedRecord Append(LedgerRecord record)
+    /// <summary>Seals <paramref name="record"/> as the next link, its canonical bytes in an array of their own. Not thread-safe: one writer per chain.</summary>
+    public ChainedRecord Append(LedgerRecord record) => Append(record, arena: null);
+
+    /// <summary>
+    /// Seals <paramref name="record"/> as the next link, its canonical bytes copied into <paramref name="arena"/> (an
+    /// array of their own when null). Not thread-safe: one writer per chain.
+    /// </summary>
+    public ChainedRecord Append(LedgerRecord record, CanonicalArena? arena)
     {
         // The buffer holds what is hashed: the previous hash and "\n" (WritePrefix), then the canonical JSON, so it is
         // hashed in one call, on the thread's reused context (a one-shot SHA256.HashData sets up an OpenSSL context
@@ -52,7 +62,8 @@ public sealed class HashChain
         _writer.Reset();
         record.WriteCanonical(_writer);
         _writer.Flush();
-        var canonical = _buffer.WrittenSpan[PrefixLength..].ToArray();
+        var written = _buffer.WrittenSpan[PrefixLength..];
+        var canonical = arena is null ? written.ToArray() : arena.Copy(written);
         Span<byte> digest = stackalloc byte[32];
         Hashing.Sha256.Hash(_buffer.WrittenSpan, digest);
         var hash = Convert.ToHexStringLower(digest);

@@ -167,7 +167,7 @@ internal sealed class LedgerSpool : IDisposable
             _writer.WriteString(PrevHashName, item.PrevHash);
             _writer.WriteString(HashName, item.Hash);
             _writer.WritePropertyName(RecordName);
-            _writer.WriteRawValue(item.Canonical, skipInputValidation: true);
+            _writer.WriteRawValue(item.Canonical.Span, skipInputValidation: true);
             _writer.WriteEndObject();
             _writer.Flush();
             _buffer.GetSpan(1)[0] = (byte)'\n';
@@ -329,7 +329,7 @@ internal sealed class LedgerSpool : IDisposable
                 throw new InvalidDataException($"Ledger spool segment {path} line {line} belongs to chain {record.ChainId}, not {chainId}.");
             }
 
-            if (HashChain.Link(sha, record.PrevHash, record.Canonical) != record.Hash)
+            if (HashChain.Link(sha, record.PrevHash, record.Canonical.Span) != record.Hash)
             {
                 throw new InvalidDataException($"Ledger spool segment {path} line {line} (seq {record.Seq}) does not match its hash.");
             }

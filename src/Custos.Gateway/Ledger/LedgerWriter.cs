@@ -103,6 +103,8 @@ public sealed partial class LedgerWriter : IAsyncDisposable
     private Task _drain = Task.CompletedTask;
     private List<ChainedRecord> _batch = new(MaxBatch);
     private bool _batchDonated; // a timed-out append still reads _batch: the next batch gets a new list
+    private CanonicalArena _arena = new(); // the batch's canonical bytes
+    private bool _arenaDonated; // a timed-out append may still read records of this batch: the next gets a new arena
     private int _pooled;
     private long _enqueued;
     private long _transactions;
@@ -529,7 +531,7 @@ public sealed partial class LedgerWriter : IAsyncDisposable
         var reader = _queue.Reader;
         while (_batch.Count < MaxBatch && reader.TryRead(out var entry))
         {
-            _batch.Add(_chain.Append(entry.Record));
+            _batch.Add(_chain.Append(entry.Record, _arena));
             if (entry.Wait is { } wait)
             {
                 _waits.Add(wait);
@@ -540,7 +542,7 @@ public sealed partial class LedgerWriter : IAsyncDisposable
         if (_batch.Count is > 0 and < MaxBatch && TakeShedSummary() is { } summary)
         {
             Interlocked.Increment(ref _enqueued);
-            _batch.Add(_chain.Append(summary));
+            _batch.Add(_chain.Append(summary, _arena));
         }
     }
 
@@ -662,6 +664,7 @@ public sealed partial class LedgerWriter : IAsyncDisposable
         _orphan = append;
         _ = append.ContinueWith(static t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
         _batchDonated |= ReferenceEquals(records, _batch); // it still reads the list
+        _arenaDonated = true; // and may read records of this batch (a part of the list, or all of it)
         _storeHeadKnown = false;
     }
 
@@ -894,6 +897,16 @@ public sealed partial class LedgerWriter : IAsyncDisposable
         else
         {
             _batch.Clear();
+        }
+
+        if (_arenaDonated)
+        {
+            _arena = new CanonicalArena();
+            _arenaDonated = false;
+        }
+        else
+        {
+            _arena.Reset();
         }
     }
 

@@ -96,7 +96,7 @@ public sealed class LedgerSpoolTests : IDisposable
             Assert.Equal(expected.Seq, actual.Seq);
             Assert.Equal(expected.PrevHash, actual.PrevHash);
             Assert.Equal(expected.Hash, actual.Hash);
-            Assert.Equal(expected.Canonical, actual.Canonical);
+            Assert.Equal(expected.Canonical.ToArray(), actual.Canonical.ToArray());
             Assert.Equal(expected.Record.Kind, actual.Record.Kind);
             Assert.Equal(expected.Record.Timestamp, actual.Record.Timestamp);
             Assert.Equal(expected.Record.Tenant, actual.Record.Tenant);
@@ -168,8 +168,8 @@ public sealed class LedgerSpoolTests : IDisposable
                 using var reopened = LedgerSpool.Open(_root, "node-a");
                 var back = reopened.Segments.SelectMany(s => LedgerSpool.ReadSegment(s, "node-a", cutTornTail: false)).ToList();
                 Assert.True(back.Count <= written.Count);
-                Assert.Equal(written.Take(back.Count).Select(r => (r.Seq, r.Hash, Convert.ToHexString(r.Canonical))),
-                    back.Select(r => (r.Seq, r.Hash, Convert.ToHexString(r.Canonical)))); // only what was written, in order, never altered
+                Assert.Equal(written.Take(back.Count).Select(r => (r.Seq, r.Hash, Convert.ToHexString(r.Canonical.Span))),
+                    back.Select(r => (r.Seq, r.Hash, Convert.ToHexString(r.Canonical.Span)))); // only what was written, in order, never altered
                 Assert.Equal(back.Count, reopened.Count);
                 opened++;
             }
@@ -415,6 +415,27 @@ public sealed class LedgerWriterSpoolTests : IAsyncLifetime
         await RecordAsync(writer, 6, 1).WaitAsync(Bound);
 
         Assert.Equal(Ids(1, 6), await StoredChainAsync());
+    }
+
+    [Fact]
+    public async Task AHungAppendThatCommitsLate_StoresTheBytesItWasGiven_ThoughLaterBatchesWereSealedMeanwhile()
+    {
+        // The writer seals each batch's canonical bytes into memory it reuses once the batch is durable; a hung append
+        // still reads its batch when it commits, so that memory must not be reused for the batches sealed meanwhile.
+        await using var writer = await StartAsync(Options with { AppendTimeout = TimeSpan.FromMilliseconds(300) });
+        await RecordAsync(writer, 1, 1);
+        _store.CloseGate();
+
+        await RecordAsync(writer, 2, 4).WaitAsync(Bound); // the hung append's batch, spooled
+        for (var i = 6; i < 60; i += 6)
+        {
+            await RecordAsync(writer, i, 6).WaitAsync(Bound); // sealed and spooled while the append still hangs
+        }
+
+        _store.OpenGate(); // the hung append reads its batch now, and commits
+        await writer.WaitForSpoolDrainedAsync().WaitAsync(Bound);
+
+        Assert.Equal(Ids(1, 59), await StoredChainAsync()); // every entry's bytes match its hash
     }
 
     [Fact]
