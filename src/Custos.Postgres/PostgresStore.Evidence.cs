@@ -40,6 +40,24 @@ public sealed partial class PostgresStore
     }
 
     /// <inheritdoc/>
+    public async IAsyncEnumerable<(long Seq, byte[] Hash)> ReadChainHashesAsync(string chainId, long fromSeq, long toSeq,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        await using var command = _dataSource.CreateCommand("""
+            SELECT seq, hash FROM ledger WHERE chain_id = $1 AND seq >= $2 AND seq <= $3 ORDER BY seq
+            """);
+        command.Parameters.Add(new NpgsqlParameter { Value = chainId });
+        command.Parameters.Add(new NpgsqlParameter { Value = fromSeq });
+        command.Parameters.Add(new NpgsqlParameter { Value = toSeq });
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            // Decoded here, not with decode(hash, 'hex'): an altered hash then fails as FormatException, as on SQLite.
+            yield return (reader.GetInt64(0), Convert.FromHexString(reader.GetString(1)));
+        }
+    }
+
+    /// <inheritdoc/>
     public async Task AppendCheckpointAsync(SignedCheckpoint checkpoint, CancellationToken cancellationToken = default)
     {
         var parsed = checkpoint.Checkpoint;

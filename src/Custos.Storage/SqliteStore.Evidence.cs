@@ -42,6 +42,26 @@ public sealed partial class SqliteStore
     }
 
     /// <inheritdoc/>
+    public async IAsyncEnumerable<(long Seq, byte[] Hash)> ReadChainHashesAsync(string chainId, long fromSeq, long toSeq,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        await using var connection = await OpenReaderAsync(cancellationToken);
+        using var command = connection.CreateCommand();
+        command.CommandText = "SELECT seq, unhex(hash) FROM ledger WHERE chain_id = $chain AND seq >= $from AND seq <= $to ORDER BY seq";
+        command.Parameters.AddWithValue("$chain", chainId);
+        command.Parameters.AddWithValue("$from", fromSeq);
+        command.Parameters.AddWithValue("$to", toSeq);
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            var seq = reader.GetInt64(0);
+            yield return (seq, reader.IsDBNull(1)
+                ? throw new FormatException($"The stored hash of chain {chainId} seq {seq} is not hexadecimal.")
+                : reader.GetFieldValue<byte[]>(1));
+        }
+    }
+
+    /// <inheritdoc/>
     public async Task AppendCheckpointAsync(SignedCheckpoint checkpoint, CancellationToken cancellationToken = default)
     {
         var parsed = checkpoint.Checkpoint;

@@ -583,6 +583,36 @@ public abstract class StoreContract : IAsyncLifetime
         Assert.Equal([1L, 2L, 3L, 4L, 5L], hashesOnly.Select(e => e.Seq));
         Assert.All(hashesOnly, e => Assert.Equal("", e.Json));
         Assert.Equal(records.Select(r => r.Hash), hashesOnly.Select(e => e.Hash));
+
+        // The Merkle leaves as bytes, decoded by the store: the same hashes, in order, only within the range.
+        var leaves = new List<(long Seq, byte[] Hash)>();
+        await foreach (var leaf in Store.ReadChainHashesAsync("node-a", 2, 4))
+        {
+            leaves.Add(leaf);
+        }
+
+        Assert.Equal([2L, 3L, 4L], leaves.Select(l => l.Seq));
+        Assert.Equal(records.Skip(1).Take(3).Select(r => r.Hash), leaves.Select(l => Convert.ToHexStringLower(l.Hash)));
+        Assert.All(leaves, l => Assert.Equal(32, l.Hash.Length));
+        await foreach (var _ in Store.ReadChainHashesAsync("node-a", 6, 100))
+        {
+            Assert.Fail("no entry after the head");
+        }
+    }
+
+    [Fact]
+    public async Task ReadChainHashes_FailsClearly_OnAStoredHashThatIsNotHex()
+    {
+        var chain = new HashChain("node-a", 0, HashChain.Genesis);
+        await Store.AppendAsync([chain.Append(Request("r1", "acme", "a", Decision.Allow, T0)), chain.Append(Request("r2", "acme", "a", Decision.Allow, T0))]);
+        await AlterLedgerAsync("UPDATE ledger SET hash = 'not-hex' WHERE seq = 2");
+
+        await Assert.ThrowsAsync<FormatException>(async () =>
+        {
+            await foreach (var _ in Store.ReadChainHashesAsync("node-a", 1, 2))
+            {
+            }
+        });
     }
 
     /// <summary>An entry of every kind: a request allowed with a cost, one refused before anything about it was known, an admin action, a shed count.</summary>

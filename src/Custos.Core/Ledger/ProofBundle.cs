@@ -194,9 +194,9 @@ public static class LedgerProofs
                 $"request {requestId} (chain {entry.ChainId}, seq {entry.Seq}) is not sealed by a checkpoint yet; a running gateway seals within seconds, a stopped one on shutdown");
         var checkpoint = signed.Checkpoint;
         var leaves = new List<byte[]>((int)checkpoint.Count);
-        await foreach (var row in store.ReadChainAsync(entry.ChainId, checkpoint.FromSeq, checkpoint.ToSeq, withRecords: false, cancellationToken))
+        await foreach (var (_, hash) in store.ReadChainHashesAsync(entry.ChainId, checkpoint.FromSeq, checkpoint.ToSeq, cancellationToken))
         {
-            leaves.Add(Convert.FromHexString(row.Hash));
+            leaves.Add(hash);
         }
 
         var index = (int)(entry.Seq - checkpoint.FromSeq);

@@ -95,15 +95,15 @@ public sealed partial class Checkpointer : IAsyncDisposable
             while (true)
             {
                 var leaves = new List<byte[]>();
-                ChainEntry? last = null;
+                var lastSeq = 0L;
                 var from = _lastSeq + 1;
-                await foreach (var entry in _store.ReadChainAsync(_chainId, from, _lastSeq + MaxPerCheckpoint, withRecords: false, cancellationToken))
+                await foreach (var (seq, hash) in _store.ReadChainHashesAsync(_chainId, from, _lastSeq + MaxPerCheckpoint, cancellationToken))
                 {
-                    leaves.Add(Convert.FromHexString(entry.Hash));
-                    last = entry;
+                    leaves.Add(hash);
+                    lastSeq = seq;
                 }
 
-                if (last is null)
+                if (leaves.Count == 0)
                 {
                     return made;
                 }
@@ -112,12 +112,12 @@ public sealed partial class Checkpointer : IAsyncDisposable
                 {
                     ChainId = _chainId,
                     FromSeq = from,
-                    ToSeq = last.Seq,
+                    ToSeq = lastSeq,
                     PrevHash = _lastHash,
-                    HeadHash = last.Hash,
+                    HeadHash = Convert.ToHexStringLower(leaves[^1]), // as the chain writes hashes (HashChain.IsHash)
                     MerkleRoot = Convert.ToHexStringLower(MerkleTree.Root(leaves)),
                     Timestamp = _time.GetUtcNow(),
-                    LastEntryAt = await LastEntryAtAsync(last.Seq, cancellationToken),
+                    LastEntryAt = await LastEntryAtAsync(lastSeq, cancellationToken),
                     KeyId = _key.KeyId,
                 };
                 var signed = _key.Sign(checkpoint);
