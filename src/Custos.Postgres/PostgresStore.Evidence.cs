@@ -15,11 +15,11 @@ public sealed partial class PostgresStore
     }
 
     /// <inheritdoc/>
-    public async IAsyncEnumerable<ChainEntry> ReadChainAsync(string chainId, long fromSeq, long toSeq, bool withRecords = true,
+    public async IAsyncEnumerable<ChainEntry> ReadChainAsync(string chainId, long fromSeq, long toSeq,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         await using var command = _dataSource.CreateCommand($"""
-            SELECT seq, {(withRecords ? "record" : "NULL")}, prev_hash, hash, request_id, ts{(withRecords ? ", " + StoreRows.SearchColumns + ", cost" : "")} FROM ledger
+            SELECT seq, record, prev_hash, hash, request_id, ts, {StoreRows.SearchColumns}, cost FROM ledger
             WHERE chain_id = $1 AND seq >= $2 AND seq <= $3 ORDER BY seq
             """);
         command.Parameters.Add(new NpgsqlParameter { Value = chainId });
@@ -30,11 +30,9 @@ public sealed partial class PostgresStore
         {
             var requestId = reader.IsDBNull(4) ? null : reader.GetString(4);
             var ts = LedgerTime.Format(Time(reader, 5));
-            yield return new ChainEntry(reader.GetInt64(0), withRecords ? Json(reader, 1) : "", reader.GetString(2), reader.GetString(3), requestId, ts)
+            yield return new ChainEntry(reader.GetInt64(0), Json(reader, 1), reader.GetString(2), reader.GetString(3), requestId, ts)
             {
-                Columns = withRecords
-                    ? StoreRows.Columns(reader, 6, ts, requestId) with { Cost = reader.IsDBNull(12) ? null : reader.GetDecimal(12), HasCost = true }
-                    : null,
+                Columns = StoreRows.Columns(reader, 6, ts, requestId) with { Cost = reader.IsDBNull(12) ? null : reader.GetDecimal(12), HasCost = true },
             };
         }
     }

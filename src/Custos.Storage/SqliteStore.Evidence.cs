@@ -16,13 +16,13 @@ public sealed partial class SqliteStore
     }
 
     /// <inheritdoc/>
-    public async IAsyncEnumerable<ChainEntry> ReadChainAsync(string chainId, long fromSeq, long toSeq, bool withRecords = true,
+    public async IAsyncEnumerable<ChainEntry> ReadChainAsync(string chainId, long fromSeq, long toSeq,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         await using var connection = await OpenReaderAsync(cancellationToken);
         using var command = connection.CreateCommand();
         command.CommandText = $"""
-            SELECT seq, {(withRecords ? "record" : "''")}, prev_hash, hash, request_id, ts{(withRecords ? ", " + StoreRows.SearchColumns : "")} FROM ledger
+            SELECT seq, record, prev_hash, hash, request_id, ts, {StoreRows.SearchColumns} FROM ledger
             WHERE chain_id = $chain AND seq >= $from AND seq <= $to ORDER BY seq
             """;
         command.Parameters.AddWithValue("$chain", chainId);
@@ -33,10 +33,10 @@ public sealed partial class SqliteStore
         {
             var requestId = reader.IsDBNull(4) ? null : reader.GetString(4);
             var ts = reader.GetString(5);
-            yield return new ChainEntry(reader.GetInt64(0), withRecords ? LedgerRecordCodec.Read(reader, 1, _dictionaries) : "", reader.GetString(2), reader.GetString(3),
+            yield return new ChainEntry(reader.GetInt64(0), LedgerRecordCodec.Read(reader, 1, _dictionaries), reader.GetString(2), reader.GetString(3),
                 requestId, ts)
             {
-                Columns = withRecords ? StoreRows.Columns(reader, 6, ts, requestId) : null,
+                Columns = StoreRows.Columns(reader, 6, ts, requestId),
             };
         }
     }

@@ -139,11 +139,10 @@ public interface IEvidenceStore
     Task<IReadOnlyList<(string ChainId, long LastSeq, long Count)>> GetChainsAsync(CancellationToken cancellationToken = default);
 
     /// <summary>
-    /// Entries of <paramref name="chainId"/> with <paramref name="fromSeq"/> ≤ seq ≤ <paramref name="toSeq"/>, in sequence order;
-    /// without <paramref name="withRecords"/>, their <see cref="ChainEntry.Json"/> is empty and their <see cref="ChainEntry.Columns"/>
-    /// null (sealing needs only the hashes).
+    /// Entries of <paramref name="chainId"/> with <paramref name="fromSeq"/> ≤ seq ≤ <paramref name="toSeq"/>, in sequence
+    /// order, with their records and search columns (sealing, which needs only the hashes, reads <see cref="ReadChainHashesAsync"/>).
     /// </summary>
-    IAsyncEnumerable<ChainEntry> ReadChainAsync(string chainId, long fromSeq, long toSeq, bool withRecords = true, CancellationToken cancellationToken = default);
+    IAsyncEnumerable<ChainEntry> ReadChainAsync(string chainId, long fromSeq, long toSeq, CancellationToken cancellationToken = default);
 
     /// <summary>
     /// The stored hashes of the entries of <paramref name="chainId"/> with <paramref name="fromSeq"/> ≤ seq ≤
@@ -152,14 +151,7 @@ public interface IEvidenceStore
     /// back: 3 % of the bytes a gateway allocated under load, <c>docs/performance.md</c>).
     /// </summary>
     /// <exception cref="FormatException">A stored hash is not hexadecimal (the store was altered).</exception>
-    async IAsyncEnumerable<(long Seq, byte[] Hash)> ReadChainHashesAsync(string chainId, long fromSeq, long toSeq,
-        [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken = default)
-    {
-        await foreach (var entry in ReadChainAsync(chainId, fromSeq, toSeq, withRecords: false, cancellationToken))
-        {
-            yield return (entry.Seq, Convert.FromHexString(entry.Hash));
-        }
-    }
+    IAsyncEnumerable<(long Seq, byte[] Hash)> ReadChainHashesAsync(string chainId, long fromSeq, long toSeq, CancellationToken cancellationToken = default);
 
     /// <summary>Stores a checkpoint.</summary>
     Task AppendCheckpointAsync(SignedCheckpoint checkpoint, CancellationToken cancellationToken = default);

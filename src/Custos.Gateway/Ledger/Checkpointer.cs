@@ -146,7 +146,7 @@ public sealed partial class Checkpointer : IAsyncDisposable
     /// </summary>
     private async Task<DateTimeOffset> LastEntryAtAsync(long seq, CancellationToken cancellationToken)
     {
-        await foreach (var entry in _store.ReadChainAsync(_chainId, seq, seq, withRecords: true, cancellationToken))
+        await foreach (var entry in _store.ReadChainAsync(_chainId, seq, seq, cancellationToken))
         {
             if (LedgerColumns.Read(entry.Json) is { } recorded && LedgerTime.TryParse(recorded.Timestamp, out var at))
             {
