@@ -38,7 +38,10 @@ public sealed record RedisCounterOptions
 /// milliseconds), carrying <c>PEXPIREAT</c> at the window's end, so Redis forgets a counter when its window is over.
 /// Per tenant, the open reservations: a sorted set <c>{prefix}{acme}|leases</c> of reservation ids scored by their
 /// deadline (now + <see cref="RedisCounterOptions.ReservationLease"/>), and a hash <c>{prefix}{acme}|leases|held</c>
-/// saying what each one holds, one line per counter: <c>amount end key</c>.
+/// saying what each one holds, one line per counter: <c>amount end key</c>. Final charges (<see cref="CounterCharge.Final"/>:
+/// a request's request counters) go to <c>used</c> when reserved and are not held; a reservation of final charges only
+/// is not recorded, and its settlement does not run. Nodes of earlier versions reserved them as they reserve the
+/// others and settled them to the same amount, so nodes of both kinds share the counters during a rolling upgrade.
 /// </para>
 /// <para>
 /// Unsettled reservations: the reservation script first takes back the tenant's reservations whose deadline has passed,
@@ -71,8 +74,10 @@ public sealed record RedisCounterOptions
 public sealed class RedisCounterStore : ICounterStore
 {
     // KEYS: each charge's counter hash, then the tenant's leases and held, then (sweeping) each charge's old set.
-    // ARGV: now (ms), deadline (ms), reservation, sweep ('1' or '0'); then per charge amount, limit, enforce, end (ms).
-    // Returns { failed index or -1, used and reserved of each counter before the charge }.
+    // ARGV: now (ms), deadline (ms), reservation, sweep ('1' or '0'); then per charge amount, limit, flags, end (ms),
+    // flags 1 to enforce the limit plus 2 for a final charge (added to used at once, not held by the reservation).
+    // Returns { failed index or -1, used and reserved of each counter before the charge }. A reservation of final
+    // charges only holds nothing, and is not recorded among the tenant's leases.
     // The window's end and the expiry are written only to a hash that does not have them yet: each key's window, and
     // so its end, is part of its name, so a key that has them keeps them.
     internal const string ReserveScript = """
@@ -112,7 +117,7 @@ public sealed class RedisCounterStore : ICounterStore
         local result, failed, new = {}, -1, {}
         for i = 1, count do
           local counter, a = KEYS[i], 4 + (i - 1) * 4
-          local amount, limit, enforce = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), ARGV[a + 3]
+          local amount, limit, enforce = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]) % 2 == 1
           local state = redis.call('HMGET', counter, 'used', 'reserved', 'end')
           local used, reserved = tonumber(state[1]) or 0, tonumber(state[2]) or 0
           new[i] = state[3] ~= ARGV[a + 4]
@@ -121,7 +126,7 @@ public sealed class RedisCounterStore : ICounterStore
             used, reserved, new[i] = 0, 0, true
           end
           result[2 * i], result[2 * i + 1] = used, reserved
-          if failed < 0 and enforce == '1' and used + reserved + amount > limit then
+          if failed < 0 and enforce and used + reserved + amount > limit then
             failed = i - 1
           end
         end
@@ -133,15 +138,21 @@ public sealed class RedisCounterStore : ICounterStore
         for i = 1, count do
           local counter, a = KEYS[i], 4 + (i - 1) * 4
           local amount, ends = ARGV[a + 1], ARGV[a + 4]
-          redis.call('HINCRBY', counter, 'reserved', amount)
+          if tonumber(ARGV[a + 3]) >= 2 then
+            redis.call('HINCRBY', counter, 'used', amount)
+          else
+            redis.call('HINCRBY', counter, 'reserved', amount)
+            holding[#holding + 1] = amount .. ' ' .. ends .. ' ' .. counter
+          end
           if new[i] then
             redis.call('HSET', counter, 'end', ends)
             redis.call('PEXPIREAT', counter, ends)
           end
-          holding[i] = amount .. ' ' .. ends .. ' ' .. counter
         end
-        redis.call('ZADD', leases, deadline, id)
-        redis.call('HSET', held, id, table.concat(holding, '\n'))
+        if #holding > 0 then
+          redis.call('ZADD', leases, deadline, id)
+          redis.call('HSET', held, id, table.concat(holding, '\n'))
+        end
         return result
         """;
 
@@ -221,7 +232,7 @@ public sealed class RedisCounterStore : ICounterStore
             ArgumentOutOfRangeException.ThrowIfNegative(charge.Amount);
             values[4 + i * 4] = charge.Amount;
             values[5 + i * 4] = charge.Limit;
-            values[6 + i * 4] = charge.Enforce ? 1 : 0;
+            values[6 + i * 4] = (charge.Enforce ? 1 : 0) | (charge.Final ? 2 : 0);
             values[7 + i * 4] = charge.ExpiresAt.ToUnixTimeMilliseconds();
         }
 
@@ -238,20 +249,39 @@ public sealed class RedisCounterStore : ICounterStore
     public async ValueTask SettleAsync(Guid reservation, IReadOnlyList<CounterCharge> charges, IReadOnlyList<long> actual,
         CancellationToken cancellationToken = default)
     {
-        if (charges.Count == 0)
+        // Final charges were counted when reserved and are not held by the reservation: only the others are settled.
+        var held = 0;
+        for (var i = 0; i < charges.Count; i++)
+        {
+            held += charges[i].Final ? 0 : 1;
+        }
+
+        if (held == 0)
         {
             return;
         }
 
-        var values = new RedisValue[1 + charges.Count * 2];
+        var subset = held == charges.Count ? null : new CounterCharge[held];
+        var values = new RedisValue[1 + held * 2];
         values[0] = reservation.ToString("N");
-        for (var i = 0; i < charges.Count; i++)
+        for (int i = 0, j = 0; i < charges.Count; i++)
         {
-            values[1 + i * 2] = charges[i].Amount;
-            values[2 + i * 2] = actual[i];
+            if (charges[i].Final)
+            {
+                continue;
+            }
+
+            if (subset is not null)
+            {
+                subset[j] = charges[i];
+            }
+
+            values[1 + j * 2] = charges[i].Amount;
+            values[2 + j * 2] = actual[i];
+            j++;
         }
 
-        await EvaluateAsync(SettleHash, SettleScript, Keys(charges, sweep: false), values, cancellationToken);
+        await EvaluateAsync(SettleHash, SettleScript, Keys(subset ?? charges, sweep: false), values, cancellationToken);
     }
 
     /// <summary>

@@ -246,6 +246,25 @@ public sealed class AdmissionTests
     }
 
     [Fact]
+    public async Task RequestCounters_CountWhenAdmitted_TokensWhenSettled()
+    {
+        var snapshot = Compile(Policy().Replace("    models: [small]\n", "    models: [small]\n    limits: { requests_per_minute: 3, tokens_per_minute: 1000 }\n", StringComparison.Ordinal));
+        var counters = new InMemoryCounterStore(_clock);
+
+        var first = await AdmissionEvaluator.EvaluateAsync(Request(snapshot, input: 40, maxOutput: 40), counters);
+        var second = await AdmissionEvaluator.EvaluateAsync(Request(snapshot, input: 10, maxOutput: 10), counters); // the first in flight
+        await AdmissionEvaluator.SettleAsync(first, counters, 40, 5, 0);
+        await AdmissionEvaluator.SettleAsync(second, counters, 10, 5, 0);
+        var third = await AdmissionEvaluator.EvaluateAsync(Request(snapshot, input: 10, maxOutput: 10), counters);
+
+        // The request in flight is a request used; its tokens are reserved until it settles.
+        Assert.Equal((1m, 0m), (Control(second, "rate_limit.requests").Used!.Value, Control(second, "rate_limit.requests").Reserved!.Value));
+        Assert.Equal((0m, 80m), (Control(second, "rate_limit.tokens").Used!.Value, Control(second, "rate_limit.tokens").Reserved!.Value));
+        Assert.Equal((2m, 0m), (Control(third, "rate_limit.requests").Used!.Value, Control(third, "rate_limit.requests").Reserved!.Value));
+        Assert.Equal((60m, 0m), (Control(third, "rate_limit.tokens").Used!.Value, Control(third, "rate_limit.tokens").Reserved!.Value));
+    }
+
+    [Fact]
     public async Task TokensPerMinute_ReservesWorstCase_SettlesToActual()
     {
         var snapshot = Compile(Policy().Replace("    models: [small]\n", "    models: [small]\n    limits: { tokens_per_minute: 100 }\n", StringComparison.Ordinal));

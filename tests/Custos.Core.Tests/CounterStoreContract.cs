@@ -124,6 +124,50 @@ public abstract class CounterStoreContract
     }
 
     [Fact]
+    public async Task TryReserve_FinalCharge_CountsAsUsedAtOnce_AndSettlingLeavesIt()
+    {
+        var (requests, tokens) = (NewKey(), NewKey("quota.tokens_per_day"));
+        var reservation = Guid.NewGuid();
+        CounterCharge[] charges = [Charge(requests, 1, 10) with { Final = true }, Charge(tokens, 40, 100)];
+
+        var (failed, readings) = await ReserveAsync(reservation, charges);
+        var reserved = (await ReadAsync(requests), await ReadAsync(tokens));
+        await Store.SettleAsync(reservation, charges, [1, 25]);
+
+        Assert.Equal(-1, failed);
+        Assert.Equal([new(0, 0), new(0, 0)], readings);
+        Assert.Equal((new CounterReading(1, 0), new CounterReading(0, 40)), reserved);
+        Assert.Equal(new CounterReading(1, 0), await ReadAsync(requests)); // not added a second time
+        Assert.Equal(new CounterReading(25, 0), await ReadAsync(tokens));
+    }
+
+    [Fact]
+    public async Task TryReserve_FinalCharges_CountAgainstTheLimitWithoutSettling()
+    {
+        var key = NewKey();
+        for (var i = 0; i < 3; i++)
+        {
+            Assert.Equal(-1, (await ReserveAsync(Charge(key, 1, 3) with { Final = true })).Failed);
+        }
+
+        var (failed, readings) = await ReserveAsync(Charge(key, 1, 3) with { Final = true });
+
+        Assert.Equal(0, failed);
+        Assert.Equal(new CounterReading(3, 0), readings[0]);
+    }
+
+    [Fact]
+    public async Task TryReserve_AnotherChargeFails_TheFinalChargeIsNotCounted()
+    {
+        var (requests, tokens) = (NewKey(), NewKey("quota.tokens_per_day"));
+
+        var (failed, _) = await ReserveAsync(Charge(requests, 1, 10) with { Final = true }, Charge(tokens, 200, 100));
+
+        Assert.Equal(1, failed);
+        Assert.Equal(new CounterReading(0, 0), await ReadAsync(requests));
+    }
+
+    [Fact]
     public async Task TryReserve_AfterSettlements_CountsUseAgainstTheLimit()
     {
         var key = NewKey();

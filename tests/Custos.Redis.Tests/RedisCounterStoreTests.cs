@@ -207,6 +207,56 @@ public sealed class RedisCounterStoreTests : CounterStoreContract
         Assert.Equal(1, await Database.SortedSetLengthAsync(counter + "|r"));
     }
 
+    [Fact]
+    public async Task TryReserve_FinalCharges_AreNotHeldByTheReservation()
+    {
+        var (requests, tokens) = (NewKey(), NewKey("quota.tokens_per_day"));
+        var keys = StoredKeys([Charge(requests, 1, 10)]); // the counter, then the tenant's leases and held
+        var (onlyFinal, mixed) = (Guid.NewGuid(), Guid.NewGuid());
+
+        await ReserveAsync(onlyFinal, Charge(requests, 1, 10) with { Final = true });
+        var leasesAfterFinalOnly = await Database.SortedSetLengthAsync(keys[1]);
+        await ReserveAsync(mixed, Charge(requests, 1, 10) with { Final = true }, Charge(tokens, 40, 100));
+
+        Assert.Equal(0, leasesAfterFinalOnly);
+        Assert.Equal(1, await Database.SortedSetLengthAsync(keys[1]));
+        var held = (await Database.HashGetAsync(keys[2], mixed.ToString("N"))).ToString();
+        Assert.StartsWith("40 ", held, StringComparison.Ordinal);
+        Assert.DoesNotContain('\n', held);
+    }
+
+    [Fact]
+    public async Task TryReserve_LapsedReservation_TakesBackWhatItHeld_NotItsFinalCharges()
+    {
+        var (requests, tokens) = (NewKey(), NewKey("quota.tokens_per_day"));
+        var window = TimeSpan.FromHours(1);
+        await ReserveAsync(Charge(requests, 1, 10, window: window) with { Final = true }, Charge(tokens, 40, 100, window: window)); // its node died
+
+        Clock.Advance(Lease + TimeSpan.FromSeconds(1));
+        var (_, readings) = await ReserveAsync(Charge(requests, 1, 10, window: window) with { Final = true }, Charge(tokens, 5, 100, window: window));
+
+        Assert.Equal([new(1, 0), new(0, 0)], readings);
+    }
+
+    [Fact]
+    public async Task TryReserve_RequestCounterOfAnEarlierNode_AddsUpWithFinalCharges()
+    {
+        // A node of an earlier version reserves a request counter like the others, then settles it to 1.
+        var key = NewKey();
+        var earlier = Guid.NewGuid();
+        CounterCharge[] asEarlier = [Charge(key, 1, 3)];
+        await ReserveAsync(earlier, asEarlier);
+        await ReserveAsync(Charge(key, 1, 3) with { Final = true });
+
+        var (failed, readings) = await ReserveAsync(Charge(key, 1, 3) with { Final = true });
+        var refused = await ReserveAsync(Charge(key, 1, 3) with { Final = true });
+        await Store.SettleAsync(earlier, asEarlier, [1]);
+
+        Assert.Equal((-1, new CounterReading(1, 1)), (failed, readings[0]));
+        Assert.Equal(0, refused.Failed);
+        Assert.Equal(new CounterReading(3, 0), await ReadAsync(key));
+    }
+
     private IDatabase Database => _redis.Connection.GetDatabase();
 
     private RedisKey[] StoredKeys(CounterCharge[] charges) => ((RedisCounterStore)Store).Keys(charges, sweep: false);

@@ -374,7 +374,13 @@ public static class AdmissionEvaluator
                 CountedLimit.Budget => failModes.Budgets,
                 _ => failModes.Quotas,
             };
-            chargeBuffer[count] = new CounterCharge(keys.For(limit, window.Id), amount, value, Enforce: !soft, window.End) { FailMode = failMode };
+            // A request counts as one whatever the provider does: its request counters are charged as used at once
+            // and have nothing to settle (two fewer writes each on a shared store).
+            chargeBuffer[count] = new CounterCharge(keys.For(limit, window.Id), amount, value, Enforce: !soft, window.End)
+            {
+                FailMode = failMode,
+                Final = kind == ChargeKind.Requests,
+            };
             purposeBuffer[count] = new ChargePurpose(CounterKeys.NameOf(limit), scope, kind);
             count++;
         }

@@ -12,6 +12,14 @@ public readonly record struct CounterCharge(string Key, long Amount, long Limit,
 {
     /// <summary>What to do with this charge when the shared counters cannot be reached. Default <see cref="Policy.FailMode.Closed"/>.</summary>
     public Policy.FailMode FailMode { get; init; }
+
+    /// <summary>
+    /// True when <see cref="Amount"/> is already what the request uses, whatever becomes of it: a request counts as one
+    /// request whether the provider answers or not. Such a charge goes to <c>used</c> at once, is not held as a
+    /// reservation, and settling leaves it alone. The same end as reserving it and settling it to its amount, with
+    /// nothing to settle.
+    /// </summary>
+    public bool Final { get; init; }
 }
 
 /// <summary>A counter as it stood when a charge was evaluated, before the charge.</summary>
@@ -56,7 +64,8 @@ public interface ICounterStore
 
     /// <summary>
     /// Turns reservations into use: each counter drops <c>reserved</c> by the charge's amount and adds <c>actual</c> to
-    /// <c>used</c>. <paramref name="charges"/> are the ones reserved under <paramref name="reservation"/>.
+    /// <c>used</c>. <paramref name="charges"/> are the ones reserved under <paramref name="reservation"/>; the
+    /// <see cref="CounterCharge.Final"/> ones among them were counted when reserved and are left alone.
     /// </summary>
     ValueTask SettleAsync(Guid reservation, IReadOnlyList<CounterCharge> charges, IReadOnlyList<long> actual, CancellationToken cancellationToken = default);
 }
@@ -123,7 +132,14 @@ public sealed class InMemoryCounterStore(TimeProvider time) : ICounterStore
                     _counters[charge.Key] = counter;
                 }
 
-                counter.Reserved += charge.Amount;
+                if (charge.Final)
+                {
+                    counter.Used = Saturating.Add(counter.Used, charge.Amount);
+                }
+                else
+                {
+                    counter.Reserved += charge.Amount;
+                }
             }
 
             return ValueTask.FromResult(-1);
@@ -137,7 +153,7 @@ public sealed class InMemoryCounterStore(TimeProvider time) : ICounterStore
         {
             for (var i = 0; i < charges.Count; i++)
             {
-                if (_counters.TryGetValue(charges[i].Key, out var counter))
+                if (!charges[i].Final && _counters.TryGetValue(charges[i].Key, out var counter))
                 {
                     counter.Reserved = Math.Max(0, counter.Reserved - charges[i].Amount);
                     counter.Used = Saturating.Add(counter.Used, actual[i]);
