@@ -249,58 +249,67 @@ public sealed class RedisCounterStore : ICounterStore
     public async ValueTask SettleAsync(Guid reservation, IReadOnlyList<CounterCharge> charges, IReadOnlyList<long> actual,
         CancellationToken cancellationToken = default)
     {
-        // Final charges were counted when reserved and are not held by the reservation: only the others are settled.
-        var held = 0;
-        for (var i = 0; i < charges.Count; i++)
+        if (charges.Count == 0)
         {
-            held += charges[i].Final ? 0 : 1;
+            return;
         }
 
+        // Final charges were counted when reserved and are not held by the reservation: only the others are settled.
+        var keys = Keys(charges, sweep: false, heldOnly: true);
+        var held = keys.Length - 2;
         if (held == 0)
         {
             return;
         }
 
-        var subset = held == charges.Count ? null : new CounterCharge[held];
         var values = new RedisValue[1 + held * 2];
         values[0] = reservation.ToString("N");
         for (int i = 0, j = 0; i < charges.Count; i++)
         {
-            if (charges[i].Final)
+            if (!charges[i].Final)
+            {
+                values[1 + j * 2] = charges[i].Amount;
+                values[2 + j * 2] = actual[i];
+                j++;
+            }
+        }
+
+        await EvaluateAsync(SettleHash, SettleScript, keys, values, cancellationToken);
+    }
+
+    /// <summary>
+    /// Each charge's counter hash (only those a reservation holds, not the final ones, with <paramref name="heldOnly"/>),
+    /// then the tenant's open reservations (<c>leases</c>) and what they hold (<c>held</c>), then, to
+    /// <paramref name="sweep"/>, each counter's set of the layout before 2026-11-30. The tenant of the first charge is
+    /// the hash tag of all of them.
+    /// </summary>
+    internal RedisKey[] Keys(IReadOnlyList<CounterCharge> charges, bool sweep, bool heldOnly = false)
+    {
+        var count = charges.Count;
+        if (heldOnly)
+        {
+            foreach (var charge in charges)
+            {
+                count -= charge.Final ? 1 : 0;
+            }
+        }
+
+        var keys = new RedisKey[sweep ? count * 2 + 2 : count + 2];
+        for (int i = 0, j = 0; i < charges.Count; i++)
+        {
+            if (heldOnly && charges[i].Final)
             {
                 continue;
             }
 
-            if (subset is not null)
-            {
-                subset[j] = charges[i];
-            }
-
-            values[1 + j * 2] = charges[i].Amount;
-            values[2 + j * 2] = actual[i];
-            j++;
-        }
-
-        await EvaluateAsync(SettleHash, SettleScript, Keys(subset ?? charges, sweep: false), values, cancellationToken);
-    }
-
-    /// <summary>
-    /// Each charge's counter hash, then the tenant's open reservations (<c>leases</c>) and what they hold (<c>held</c>),
-    /// then, to <paramref name="sweep"/>, each counter's set of the layout before 2026-11-30. The tenant of the first
-    /// charge is the hash tag of all of them.
-    /// </summary>
-    internal RedisKey[] Keys(IReadOnlyList<CounterCharge> charges, bool sweep)
-    {
-        var count = charges.Count;
-        var keys = new RedisKey[sweep ? count * 2 + 2 : count + 2];
-        for (var i = 0; i < count; i++)
-        {
             var stored = StoredKeys(charges[i].Key);
-            keys[i] = stored.Counter;
+            keys[j] = stored.Counter;
             if (sweep)
             {
-                keys[count + 2 + i] = stored.Counter + "|r";
+                keys[count + 2 + j] = stored.Counter + "|r";
             }
+
+            j++;
         }
 
         var tenant = StoredKeys(charges[0].Key);

@@ -214,8 +214,10 @@ public sealed class RedisCounterStoreTests : CounterStoreContract
         var keys = StoredKeys([Charge(requests, 1, 10)]); // the counter, then the tenant's leases and held
         var (onlyFinal, mixed) = (Guid.NewGuid(), Guid.NewGuid());
 
-        await ReserveAsync(onlyFinal, Charge(requests, 1, 10) with { Final = true });
+        CounterCharge[] finalOnly = [Charge(requests, 1, 10) with { Final = true }];
+        await ReserveAsync(onlyFinal, finalOnly);
         var leasesAfterFinalOnly = await Database.SortedSetLengthAsync(keys[1]);
+        await Store.SettleAsync(onlyFinal, finalOnly, [1]); // nothing to settle
         await ReserveAsync(mixed, Charge(requests, 1, 10) with { Final = true }, Charge(tokens, 40, 100));
 
         Assert.Equal(0, leasesAfterFinalOnly);
@@ -223,6 +225,7 @@ public sealed class RedisCounterStoreTests : CounterStoreContract
         var held = (await Database.HashGetAsync(keys[2], mixed.ToString("N"))).ToString();
         Assert.StartsWith("40 ", held, StringComparison.Ordinal);
         Assert.DoesNotContain('\n', held);
+        Assert.Equal(new CounterReading(2, 0), await ReadAsync(requests));
     }
 
     [Fact]
