@@ -463,6 +463,14 @@ if [[ $shared == 1 ]]; then
 fi
 
 # --- measurements ----------------------------------------------------------------------------------------------
+redis_calls() { # Redis's own count since it started: scripts run (EVALSHA, EVAL) and the data commands inside them
+  redis-cli -p "$redis_port" INFO commandstats 2>/dev/null | tr -d '\r' | awk -F'[:=,]' '
+    /^cmdstat_(evalsha|eval):/ { scripts += $3; next }
+    /^cmdstat_(info|script|config|client|hello|cluster|ping|echo|subscribe|publish|command)/ { next }
+    /^cmdstat_/ { inside += $3 }
+    END { printf "%d %d\n", scripts, inside }'
+}
+
 cpu_ticks() { # total user+system clock ticks of the given pids
   local total=0 pid fields
   for pid in "$@"; do
@@ -513,7 +521,7 @@ run_wrk() { # output-file lua url seconds [extra wrk args]
 
 field() { sed -n "s/^BENCH .*\b$2=\([0-9]*\).*/\1/p" "$1"; }
 
-declare -A rps p50 p90 p99 errors requests cpu_us foreign warmed jit_window split_us
+declare -A rps p50 p90 p99 errors requests cpu_us foreign warmed jit_window split_us redis_per_request
 cases=(direct-plain nginx-plain yarp-plain custos-plain direct-stream nginx-stream yarp-stream custos-stream)
 targets=(direct nginx yarp custos)
 if [[ $shared == 1 ]]; then
@@ -580,6 +588,7 @@ for name in "${cases[@]}"; do
   jit_before=$(tiering_snapshot "${jit_pids[@]}")
   before=$(cpu_ticks "${pids[@]}")
   [[ $name == shared-* ]] && split_before=("$(cpu_ticks "$shared_pid")" "$(cpu_ticks "$redis_pid")" "$(cpu_ticks "${pids[@]:3}")" "$(cpu_ticks "$mock_pid")")
+  [[ $name == shared-* ]] && read -r scripts_before calls_before < <(redis_calls)
   busy_before=$(machine_busy_ticks)
   times >"$work/times.before" # in this shell, not a subshell: wrk is this shell's child
   run_wrk "$work/$name.txt" "$lua" "$url" "$duration" --latency
@@ -589,6 +598,7 @@ for name in "${cases[@]}"; do
   busy_after=$(machine_busy_ticks)
   after=$(cpu_ticks "${pids[@]}")
   [[ $name == shared-* ]] && split_after=("$(cpu_ticks "$shared_pid")" "$(cpu_ticks "$redis_pid")" "$(cpu_ticks "${pids[@]:3}")" "$(cpu_ticks "$mock_pid")")
+  [[ $name == shared-* ]] && read -r scripts_after calls_after < <(redis_calls)
   jit_window[$name]=$(tiering_ms_since "$jit_before" "${jit_pids[@]}") # the .NET server's tiered compilation in the window
 
   out=$work/$name.txt
@@ -596,6 +606,8 @@ for name in "${cases[@]}"; do
   if [[ $name == shared-* ]]; then # where the shared engines' CPU goes: Custos, Redis, PostgreSQL, the mock, µs per request
     split_us[$name]=$(for i in 0 1 2 3; do awk -v t="$((split_after[i] - split_before[i]))" -v r="${requests[$name]}" -v hz="$clk_tck" \
       'BEGIN { printf "%.0f ", (r > 0 ? t / hz * 1e6 / r : 0) }'; done)
+    redis_per_request[$name]=$(awk -v s="$((scripts_after - scripts_before))" -v c="$((calls_after - calls_before))" -v r="${requests[$name]}" \
+      'BEGIN { printf "%.1f %.1f", (r > 0 ? s / r : 0), (r > 0 ? c / r : 0) }')
   fi
   errors[$name]=$(($(field "$out" non2xx) + $(field "$out" connect) + $(field "$out" read) + $(field "$out" write) + $(field "$out" timeout)))
   read -r "rps[$name]" "p50[$name]" "p90[$name]" "p99[$name]" "cpu_us[$name]" < <(awk -v r="${requests[$name]}" -v d="$(field "$out" duration_us)" \
@@ -791,6 +803,10 @@ cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/nul
     read -r c2 r2 g2 m2 <<<"${split_us[shared-stream]}"
     echo "Its server CPU per request by process, non-streaming / streaming: Custos $c1 / $c2 µs, Redis $r1 / $r2, PostgreSQL"
     echo "$g1 / $g2 (its processes at the start of the window), the mock $m1 / $m2. Redis serves every node of a deployment on one thread."
+    read -r s1 k1 <<<"${redis_per_request[shared-plain]}"
+    read -r s2 k2 <<<"${redis_per_request[shared-stream]}"
+    echo "Redis per request (INFO commandstats over the window), non-streaming / streaming: $s1 / $s2 scripts, $k1 / $k2 commands run by"
+    echo "them (each about a microsecond of Redis's thread; docs/performance.md, \"Request counters counted when admitted\")."
     echo
   fi
   echo "Bare YARP is the same Kestrel and YARP forwarding with the same upstream client settings as Custos, and nothing"
