@@ -463,6 +463,25 @@ if [[ $shared == 1 ]]; then
 fi
 
 # --- measurements ----------------------------------------------------------------------------------------------
+tree_ticks() { # a process and its children, those that exited too: its own ticks, its reaped children's
+  # (cutime, cstime), its live children's. PostgreSQL starts and ends workers of its own (autovacuum) during a window;
+  # counted this way they are PostgreSQL's, not other processes'.
+  local total fields child
+  read -r -a fields < <(sed 's/^.*) //' "/proc/$1/stat")
+  total=$((fields[11] + fields[12] + fields[13] + fields[14]))
+  for child in $(pgrep -P "$1"); do
+    total=$((total + $(cpu_ticks "$child" 2>/dev/null || echo 0)))
+  done
+  echo "$total"
+}
+
+server_ticks() { # the servers of case $1: the pids of the case (pids), and for the shared engines PostgreSQL's tree
+  local total
+  total=$(cpu_ticks "${pids[@]}")
+  [[ $1 == shared-* ]] && total=$((total + $(tree_ticks "$pg_pid")))
+  echo "$total"
+}
+
 redis_calls() { # Redis's own count since it started: scripts run (EVALSHA, EVAL) and the data commands inside them
   redis-cli -p "$redis_port" INFO commandstats 2>/dev/null | tr -d '\r' | awk -F'[:=,]' '
     /^cmdstat_(evalsha|eval):/ { scripts += $3; next }
@@ -547,7 +566,7 @@ for name in "${cases[@]}"; do
     nginx-*) mapfile -t pids < <(echo "$mock_pid"; echo "$nginx_pid"; pgrep -P "$nginx_pid") ;;
     yarp-*) pids=("$mock_pid" "$yarp_pid") ;;
     custos-*) pids=("$mock_pid" "$custos_pid") ;;
-    shared-*) pids=("$mock_pid" "$shared_pid" "$redis_pid" "$pg_pid") && mapfile -t -O 4 pids < <(pgrep -P "$pg_pid") ;;
+    shared-*) pids=("$mock_pid" "$shared_pid" "$redis_pid") ;; # and PostgreSQL's tree (server_ticks)
   esac
   case $name in
     *-plain) lua=$work/plain.lua ;;
@@ -586,8 +605,8 @@ for name in "${cases[@]}"; do
     step=5
   done
   jit_before=$(tiering_snapshot "${jit_pids[@]}")
-  before=$(cpu_ticks "${pids[@]}")
-  [[ $name == shared-* ]] && split_before=("$(cpu_ticks "$shared_pid")" "$(cpu_ticks "$redis_pid")" "$(cpu_ticks "${pids[@]:3}")" "$(cpu_ticks "$mock_pid")")
+  before=$(server_ticks "$name")
+  [[ $name == shared-* ]] && split_before=("$(cpu_ticks "$shared_pid")" "$(cpu_ticks "$redis_pid")" "$(tree_ticks "$pg_pid")" "$(cpu_ticks "$mock_pid")")
   [[ $name == shared-* ]] && read -r scripts_before calls_before < <(redis_calls)
   busy_before=$(machine_busy_ticks)
   times >"$work/times.before" # in this shell, not a subshell: wrk is this shell's child
@@ -596,8 +615,8 @@ for name in "${cases[@]}"; do
   wrk_before=$(children_cpu_ms "$work/times.before")
   wrk_after=$(children_cpu_ms "$work/times.after")
   busy_after=$(machine_busy_ticks)
-  after=$(cpu_ticks "${pids[@]}")
-  [[ $name == shared-* ]] && split_after=("$(cpu_ticks "$shared_pid")" "$(cpu_ticks "$redis_pid")" "$(cpu_ticks "${pids[@]:3}")" "$(cpu_ticks "$mock_pid")")
+  after=$(server_ticks "$name")
+  [[ $name == shared-* ]] && split_after=("$(cpu_ticks "$shared_pid")" "$(cpu_ticks "$redis_pid")" "$(tree_ticks "$pg_pid")" "$(cpu_ticks "$mock_pid")")
   [[ $name == shared-* ]] && read -r scripts_after calls_after < <(redis_calls)
   jit_window[$name]=$(tiering_ms_since "$jit_before" "${jit_pids[@]}") # the .NET server's tiered compilation in the window
 
@@ -802,7 +821,7 @@ cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/nul
     read -r c1 r1 g1 m1 <<<"${split_us[shared-plain]}"
     read -r c2 r2 g2 m2 <<<"${split_us[shared-stream]}"
     echo "Its server CPU per request by process, non-streaming / streaming: Custos $c1 / $c2 µs, Redis $r1 / $r2, PostgreSQL"
-    echo "$g1 / $g2 (its processes at the start of the window), the mock $m1 / $m2. Redis serves every node of a deployment on one thread."
+    echo "$g1 / $g2 (its workers started and ended in the window included), the mock $m1 / $m2. Redis serves every node of a deployment on one thread."
     read -r s1 k1 <<<"${redis_per_request[shared-plain]}"
     read -r s2 k2 <<<"${redis_per_request[shared-stream]}"
     echo "Redis per request (INFO commandstats over the window), non-streaming / streaming: $s1 / $s2 scripts, $k1 / $k2 commands run by"
