@@ -464,8 +464,8 @@ fi
 
 # --- measurements ----------------------------------------------------------------------------------------------
 tree_ticks() { # a process and its children, those that exited too: its own ticks, its reaped children's
-  # (cutime, cstime), its live children's. PostgreSQL starts and ends workers of its own (autovacuum) during a window;
-  # counted this way they are PostgreSQL's, not other processes'.
+  # (cutime, cstime), its live children's. PostgreSQL starts and ends processes of its own during a window
+  # (autovacuum's workers, backends); counted this way they are PostgreSQL's, not other processes'.
   local total fields child
   read -r -a fields < <(sed 's/^.*) //' "/proc/$1/stat")
   total=$((fields[11] + fields[12] + fields[13] + fields[14]))
