@@ -470,16 +470,13 @@ tree_ticks() { # a process and its children, those that exited too: its own tick
   read -r -a fields < <(sed 's/^.*) //' "/proc/$1/stat")
   total=$((fields[11] + fields[12] + fields[13] + fields[14]))
   for child in $(pgrep -P "$1"); do
-    total=$((total + $(cpu_ticks "$child" 2>/dev/null || echo 0)))
+    total=$((total + $(cpu_ticks "$child" 2>/dev/null))) # one that ended meanwhile counts 0 here, its ticks in cutime
   done
   echo "$total"
 }
 
-server_ticks() { # the servers of case $1: the pids of the case (pids), and for the shared engines PostgreSQL's tree
-  local total
-  total=$(cpu_ticks "${pids[@]}")
-  [[ $1 == shared-* ]] && total=$((total + $(tree_ticks "$pg_pid")))
-  echo "$total"
+shared_snapshot() { # the shared engines' case: CPU ticks of Custos, Redis, PostgreSQL's tree and the mock; Redis's scripts and commands
+  echo "$(cpu_ticks "$shared_pid") $(cpu_ticks "$redis_pid") $(tree_ticks "$pg_pid") $(cpu_ticks "$mock_pid") $(redis_calls)"
 }
 
 redis_calls() { # Redis's own count since it started: scripts run (EVALSHA, EVAL) and the data commands inside them
@@ -566,7 +563,7 @@ for name in "${cases[@]}"; do
     nginx-*) mapfile -t pids < <(echo "$mock_pid"; echo "$nginx_pid"; pgrep -P "$nginx_pid") ;;
     yarp-*) pids=("$mock_pid" "$yarp_pid") ;;
     custos-*) pids=("$mock_pid" "$custos_pid") ;;
-    shared-*) pids=("$mock_pid" "$shared_pid" "$redis_pid") ;; # and PostgreSQL's tree (server_ticks)
+    shared-*) pids=() ;; # shared_snapshot names its processes, PostgreSQL's whole tree among them
   esac
   case $name in
     *-plain) lua=$work/plain.lua ;;
@@ -605,9 +602,12 @@ for name in "${cases[@]}"; do
     step=5
   done
   jit_before=$(tiering_snapshot "${jit_pids[@]}")
-  before=$(server_ticks "$name")
-  [[ $name == shared-* ]] && split_before=("$(cpu_ticks "$shared_pid")" "$(cpu_ticks "$redis_pid")" "$(tree_ticks "$pg_pid")" "$(cpu_ticks "$mock_pid")")
-  [[ $name == shared-* ]] && read -r scripts_before calls_before < <(redis_calls)
+  if [[ $name == shared-* ]]; then
+    read -r -a shared_before < <(shared_snapshot)
+    before=$((shared_before[0] + shared_before[1] + shared_before[2] + shared_before[3]))
+  else
+    before=$(cpu_ticks "${pids[@]}")
+  fi
   busy_before=$(machine_busy_ticks)
   times >"$work/times.before" # in this shell, not a subshell: wrk is this shell's child
   run_wrk "$work/$name.txt" "$lua" "$url" "$duration" --latency
@@ -615,17 +615,20 @@ for name in "${cases[@]}"; do
   wrk_before=$(children_cpu_ms "$work/times.before")
   wrk_after=$(children_cpu_ms "$work/times.after")
   busy_after=$(machine_busy_ticks)
-  after=$(server_ticks "$name")
-  [[ $name == shared-* ]] && split_after=("$(cpu_ticks "$shared_pid")" "$(cpu_ticks "$redis_pid")" "$(tree_ticks "$pg_pid")" "$(cpu_ticks "$mock_pid")")
-  [[ $name == shared-* ]] && read -r scripts_after calls_after < <(redis_calls)
+  if [[ $name == shared-* ]]; then
+    read -r -a shared_after < <(shared_snapshot)
+    after=$((shared_after[0] + shared_after[1] + shared_after[2] + shared_after[3]))
+  else
+    after=$(cpu_ticks "${pids[@]}")
+  fi
   jit_window[$name]=$(tiering_ms_since "$jit_before" "${jit_pids[@]}") # the .NET server's tiered compilation in the window
 
   out=$work/$name.txt
   requests[$name]=$(field "$out" requests)
   if [[ $name == shared-* ]]; then # where the shared engines' CPU goes: Custos, Redis, PostgreSQL, the mock, µs per request
-    split_us[$name]=$(for i in 0 1 2 3; do awk -v t="$((split_after[i] - split_before[i]))" -v r="${requests[$name]}" -v hz="$clk_tck" \
+    split_us[$name]=$(for i in 0 1 2 3; do awk -v t="$((shared_after[i] - shared_before[i]))" -v r="${requests[$name]}" -v hz="$clk_tck" \
       'BEGIN { printf "%.0f ", (r > 0 ? t / hz * 1e6 / r : 0) }'; done)
-    redis_per_request[$name]=$(awk -v s="$((scripts_after - scripts_before))" -v c="$((calls_after - calls_before))" -v r="${requests[$name]}" \
+    redis_per_request[$name]=$(awk -v s="$((shared_after[4] - shared_before[4]))" -v c="$((shared_after[5] - shared_before[5]))" -v r="${requests[$name]}" \
       'BEGIN { printf "%.1f %.1f", (r > 0 ? s / r : 0), (r > 0 ? c / r : 0) }')
   fi
   errors[$name]=$(($(field "$out" non2xx) + $(field "$out" connect) + $(field "$out" read) + $(field "$out" write) + $(field "$out" timeout)))

@@ -75,7 +75,7 @@ public sealed class RedisCounterStore : ICounterStore
 {
     // KEYS: each charge's counter hash, then the tenant's leases and held, then (sweeping) each charge's old set.
     // ARGV: now (ms), deadline (ms), reservation, sweep ('1' or '0'); then per charge amount, limit, flags, end (ms),
-    // flags 1 to enforce the limit plus 2 for a final charge (added to used at once, not held by the reservation).
+    // flags a digit: 1 to enforce the limit, plus 2 for a final charge (added to used at once, not held by the reservation).
     // Returns { failed index or -1, used and reserved of each counter before the charge }. A reservation of final
     // charges only holds nothing, and is not recorded among the tenant's leases.
     // The window's end and the expiry are written only to a hash that does not have them yet: each key's window, and
@@ -117,7 +117,7 @@ public sealed class RedisCounterStore : ICounterStore
         local result, failed, new = {}, -1, {}
         for i = 1, count do
           local counter, a = KEYS[i], 4 + (i - 1) * 4
-          local amount, limit, enforce = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]) % 2 == 1
+          local amount, limit, flags = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), ARGV[a + 3]
           local state = redis.call('HMGET', counter, 'used', 'reserved', 'end')
           local used, reserved = tonumber(state[1]) or 0, tonumber(state[2]) or 0
           new[i] = state[3] ~= ARGV[a + 4]
@@ -126,7 +126,7 @@ public sealed class RedisCounterStore : ICounterStore
             used, reserved, new[i] = 0, 0, true
           end
           result[2 * i], result[2 * i + 1] = used, reserved
-          if failed < 0 and enforce and used + reserved + amount > limit then
+          if failed < 0 and (flags == '1' or flags == '3') and used + reserved + amount > limit then
             failed = i - 1
           end
         end
@@ -138,7 +138,7 @@ public sealed class RedisCounterStore : ICounterStore
         for i = 1, count do
           local counter, a = KEYS[i], 4 + (i - 1) * 4
           local amount, ends = ARGV[a + 1], ARGV[a + 4]
-          if tonumber(ARGV[a + 3]) >= 2 then
+          if ARGV[a + 3] >= '2' then
             redis.call('HINCRBY', counter, 'used', amount)
           else
             redis.call('HINCRBY', counter, 'reserved', amount)

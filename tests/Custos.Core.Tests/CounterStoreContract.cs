@@ -22,6 +22,10 @@ public abstract class CounterStoreContract
     protected CounterCharge Charge(string key, long amount, long limit, bool enforce = true, TimeSpan? window = null) =>
         new(key, amount, limit, enforce, Clock.GetUtcNow() + (window ?? TimeSpan.FromMinutes(1)));
 
+    /// <summary>A final charge (<see cref="CounterCharge.Final"/>), as a request counter is charged.</summary>
+    protected CounterCharge FinalCharge(string key, long amount, long limit, TimeSpan? window = null) =>
+        Charge(key, amount, limit, window: window) with { Final = true };
+
     protected async Task<(int Failed, CounterReading[] Readings)> ReserveAsync(Guid reservation, params CounterCharge[] charges)
     {
         var readings = new CounterReading[charges.Length];
@@ -128,7 +132,7 @@ public abstract class CounterStoreContract
     {
         var (requests, tokens) = (NewKey(), NewKey("quota.tokens_per_day"));
         var reservation = Guid.NewGuid();
-        CounterCharge[] charges = [Charge(requests, 1, 10) with { Final = true }, Charge(tokens, 40, 100)];
+        CounterCharge[] charges = [FinalCharge(requests, 1, 10), Charge(tokens, 40, 100)];
 
         var (failed, readings) = await ReserveAsync(reservation, charges);
         var reserved = (await ReadAsync(requests), await ReadAsync(tokens));
@@ -147,10 +151,10 @@ public abstract class CounterStoreContract
         var key = NewKey();
         for (var i = 0; i < 3; i++)
         {
-            Assert.Equal(-1, (await ReserveAsync(Charge(key, 1, 3) with { Final = true })).Failed);
+            Assert.Equal(-1, (await ReserveAsync(FinalCharge(key, 1, 3))).Failed);
         }
 
-        var (failed, readings) = await ReserveAsync(Charge(key, 1, 3) with { Final = true });
+        var (failed, readings) = await ReserveAsync(FinalCharge(key, 1, 3));
 
         Assert.Equal(0, failed);
         Assert.Equal(new CounterReading(3, 0), readings[0]);
@@ -161,7 +165,7 @@ public abstract class CounterStoreContract
     {
         var (requests, tokens) = (NewKey(), NewKey("quota.tokens_per_day"));
 
-        var (failed, _) = await ReserveAsync(Charge(requests, 1, 10) with { Final = true }, Charge(tokens, 200, 100));
+        var (failed, _) = await ReserveAsync(FinalCharge(requests, 1, 10), Charge(tokens, 200, 100));
 
         Assert.Equal(1, failed);
         Assert.Equal(new CounterReading(0, 0), await ReadAsync(requests));

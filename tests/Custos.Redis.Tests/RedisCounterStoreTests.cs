@@ -214,11 +214,11 @@ public sealed class RedisCounterStoreTests : CounterStoreContract
         var keys = StoredKeys([Charge(requests, 1, 10)]); // the counter, then the tenant's leases and held
         var (onlyFinal, mixed) = (Guid.NewGuid(), Guid.NewGuid());
 
-        CounterCharge[] finalOnly = [Charge(requests, 1, 10) with { Final = true }];
+        CounterCharge[] finalOnly = [FinalCharge(requests, 1, 10)];
         await ReserveAsync(onlyFinal, finalOnly);
         var leasesAfterFinalOnly = await Database.SortedSetLengthAsync(keys[1]);
         await Store.SettleAsync(onlyFinal, finalOnly, [1]); // nothing to settle
-        await ReserveAsync(mixed, Charge(requests, 1, 10) with { Final = true }, Charge(tokens, 40, 100));
+        await ReserveAsync(mixed, FinalCharge(requests, 1, 10), Charge(tokens, 40, 100));
 
         Assert.Equal(0, leasesAfterFinalOnly);
         Assert.Equal(1, await Database.SortedSetLengthAsync(keys[1]));
@@ -233,10 +233,10 @@ public sealed class RedisCounterStoreTests : CounterStoreContract
     {
         var (requests, tokens) = (NewKey(), NewKey("quota.tokens_per_day"));
         var window = TimeSpan.FromHours(1);
-        await ReserveAsync(Charge(requests, 1, 10, window: window) with { Final = true }, Charge(tokens, 40, 100, window: window)); // its node died
+        await ReserveAsync(FinalCharge(requests, 1, 10, window: window), Charge(tokens, 40, 100, window: window)); // its node died
 
         Clock.Advance(Lease + TimeSpan.FromSeconds(1));
-        var (_, readings) = await ReserveAsync(Charge(requests, 1, 10, window: window) with { Final = true }, Charge(tokens, 5, 100, window: window));
+        var (_, readings) = await ReserveAsync(FinalCharge(requests, 1, 10, window: window), Charge(tokens, 5, 100, window: window));
 
         Assert.Equal([new(1, 0), new(0, 0)], readings);
     }
@@ -249,10 +249,10 @@ public sealed class RedisCounterStoreTests : CounterStoreContract
         var earlier = Guid.NewGuid();
         CounterCharge[] asEarlier = [Charge(key, 1, 3)];
         await ReserveAsync(earlier, asEarlier);
-        await ReserveAsync(Charge(key, 1, 3) with { Final = true });
+        await ReserveAsync(FinalCharge(key, 1, 3));
 
-        var (failed, readings) = await ReserveAsync(Charge(key, 1, 3) with { Final = true });
-        var refused = await ReserveAsync(Charge(key, 1, 3) with { Final = true });
+        var (failed, readings) = await ReserveAsync(FinalCharge(key, 1, 3));
+        var refused = await ReserveAsync(FinalCharge(key, 1, 3));
         await Store.SettleAsync(earlier, asEarlier, [1]);
 
         Assert.Equal((-1, new CounterReading(1, 1)), (failed, readings[0]));
