@@ -30,7 +30,7 @@ public sealed partial class PostgresStore
         {
             var requestId = reader.IsDBNull(4) ? null : reader.GetString(4);
             var ts = LedgerTime.Format(Time(reader, 5));
-            yield return new ChainEntry(reader.GetInt64(0), Json(reader, 1), reader.GetString(2), reader.GetString(3), requestId, ts)
+            yield return new ChainEntry(reader.GetInt64(0), await JsonAsync(reader, 1, cancellationToken), reader.GetString(2), reader.GetString(3), requestId, ts)
             {
                 Columns = StoreRows.Columns(reader, 6, ts, requestId) with { Cost = reader.IsDBNull(12) ? null : reader.GetDecimal(12), HasCost = true },
             };

@@ -1,4 +1,5 @@
 using System.Globalization;
+using Custos.Ledger;
 using Npgsql;
 
 namespace Custos.Postgres;
@@ -9,7 +10,7 @@ namespace Custos.Postgres;
 public sealed partial class PostgresStore
 {
     /// <summary>The schema version this code writes: the number of the last step in <see cref="Migrations"/>.</summary>
-    public const int SchemaVersion = 2;
+    public const int SchemaVersion = 3;
 
     // Advisory lock keys (64-bit, database-wide): "Custos" in ASCII, then a number per purpose.
     internal const long MigrationLock = 0x4375_7374_6F73_0001;
@@ -132,7 +133,42 @@ public sealed partial class PostgresStore
         CREATE TRIGGER checkpoints_no_delete BEFORE DELETE ON checkpoints FOR EACH ROW EXECUTE FUNCTION ledger_append_only();
         CREATE TRIGGER checkpoints_no_truncate BEFORE TRUNCATE ON checkpoints FOR EACH STATEMENT EXECUTE FUNCTION ledger_append_only();
         """,
+
+        // 3: records may be stored compressed against a dictionary (RecordCompression); schema_info says whether new
+        // ones are. 'json' here: a database made before this step may have nodes of an earlier version running, which
+        // cannot read compressed records. A database created at this version is switched to 'zstd' by MigrateAsync.
+        """
+        CREATE TABLE record_dictionaries (
+            id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            created_at timestamptz NOT NULL,
+            chain_id   text COLLATE "C" NOT NULL,
+            bytes      bytea NOT NULL
+        );
+        CREATE TRIGGER record_dictionaries_no_update BEFORE UPDATE ON record_dictionaries FOR EACH ROW EXECUTE FUNCTION ledger_append_only();
+        CREATE TRIGGER record_dictionaries_no_delete BEFORE DELETE ON record_dictionaries FOR EACH ROW EXECUTE FUNCTION ledger_append_only();
+        CREATE TRIGGER record_dictionaries_no_truncate BEFORE TRUNCATE ON record_dictionaries FOR EACH STATEMENT EXECUTE FUNCTION ledger_append_only();
+        ALTER TABLE schema_info ADD COLUMN record_format text NOT NULL DEFAULT 'json';
+        """,
     ];
+
+    /// <summary><c>schema_info.record_format</c>: new ledger records are stored as their canonical JSON.</summary>
+    public const string RecordsAsJson = IRecordFormatSetting.Json;
+
+    /// <summary><c>schema_info.record_format</c>: new ledger records are stored compressed (<see cref="RecordCompression"/>).</summary>
+    public const string RecordsCompressed = IRecordFormatSetting.Compressed;
+
+    private string _recordFormat = RecordsAsJson;
+    private long _recordFormatReadAt; // Environment.TickCount64 of the last reading
+
+    /// <inheritdoc/>
+    /// <remarks>As <c>schema_info.record_format</c> said at open, read again once a minute by the appends. Every node reads both formats.</remarks>
+    public string RecordFormat => Volatile.Read(ref _recordFormat);
+
+    /// <summary>How often the appends read <c>schema_info.record_format</c> again: a minute (tests: shorter).</summary>
+    internal TimeSpan RecordFormatReadEvery { get; set; } = TimeSpan.FromMinutes(1);
+
+    /// <summary>The step that added <c>schema_info.record_format</c>: a database migrated from empty through it stores records compressed from the start.</summary>
+    private const int RecordFormatStep = 3;
 
     /// <summary>
     /// Brings the schema to <see cref="SchemaVersion"/>. A session advisory lock serialises nodes starting together:
@@ -167,8 +203,22 @@ public sealed partial class PostgresStore
                     await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
                     await ExecuteAsync(connection, Migrations[step - 1], cancellationToken);
                     await ExecuteAsync(connection, $"UPDATE schema_info SET version = {step}", cancellationToken);
+                    if (step == RecordFormatStep && version == 0)
+                    {
+                        // A new database: no node of an earlier version can run on it (they refuse its schema version).
+                        await ExecuteAsync(connection, $"UPDATE schema_info SET record_format = '{RecordsCompressed}'", cancellationToken);
+                    }
+
                     await transaction.CommitAsync(cancellationToken);
                 }
+            }
+
+            await using (var format = new NpgsqlCommand("SELECT record_format FROM schema_info", connection))
+            {
+                var stored = await format.ExecuteScalarAsync(cancellationToken) as string;
+                _recordFormat = Known(stored) ?? throw new InvalidOperationException(
+                    $"The PostgreSQL store {Description} stores ledger records as '{stored}', which this Custos does not write. Upgrade Custos.");
+                _recordFormatReadAt = Environment.TickCount64;
             }
         }
         finally
@@ -204,6 +254,51 @@ public sealed partial class PostgresStore
 
     private static string MonthStart(int month)
         => string.Create(CultureInfo.InvariantCulture, $"{month / 12:D4}-{(month % 12) + 1:D2}-01 00:00:00+00");
+
+    private static string? Known(string? format) => format switch
+    {
+        RecordsAsJson => RecordsAsJson,
+        RecordsCompressed => RecordsCompressed,
+        _ => null,
+    };
+
+    /// <inheritdoc/>
+    /// <remarks>In a transaction holding the row, so two operators switching at once each get the format the other left.</remarks>
+    public async Task<string> SetRecordFormatAsync(string format, CancellationToken cancellationToken = default)
+    {
+        var wanted = Known(format) ?? throw new ArgumentException($"'{format}' is not a record format: '{RecordsAsJson}' or '{RecordsCompressed}'.", nameof(format));
+        await using var connection = await _dataSource.OpenConnectionAsync(cancellationToken);
+        await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
+        await using var read = new NpgsqlCommand("SELECT record_format FROM schema_info FOR UPDATE", connection);
+        var before = (string)(await read.ExecuteScalarAsync(cancellationToken))!;
+        await using var write = new NpgsqlCommand("UPDATE schema_info SET record_format = $1", connection);
+        write.Parameters.Add(new NpgsqlParameter { Value = wanted });
+        await write.ExecuteNonQueryAsync(cancellationToken);
+        await transaction.CommitAsync(cancellationToken);
+        Volatile.Write(ref _recordFormat, wanted);
+        return before;
+    }
+
+    /// <summary>
+    /// Reads <c>schema_info.record_format</c> again when a minute has passed since the last reading, so that a switch made
+    /// on another node reaches this one. A format this version does not know (written by a newer one) is ignored here:
+    /// the appends go on as they were.
+    /// </summary>
+    private async ValueTask RefreshRecordFormatAsync(CancellationToken cancellationToken)
+    {
+        var now = Environment.TickCount64;
+        if (now - Volatile.Read(ref _recordFormatReadAt) < (long)RecordFormatReadEvery.TotalMilliseconds)
+        {
+            return;
+        }
+
+        Volatile.Write(ref _recordFormatReadAt, now);
+        await using var command = _dataSource.CreateCommand("SELECT record_format FROM schema_info");
+        if (Known(await command.ExecuteScalarAsync(cancellationToken) as string) is { } format)
+        {
+            Volatile.Write(ref _recordFormat, format);
+        }
+    }
 
     /// <summary>Reads which monthly partitions exist, so the appender creates only missing ones.</summary>
     private async Task LoadPartitionsAsync(CancellationToken cancellationToken)

@@ -15,7 +15,7 @@ namespace Custos.Postgres;
 /// own chain, and whatever must be serialised across nodes (migrations, policy versions, new partitions) is, with
 /// PostgreSQL advisory locks.
 /// </summary>
-public sealed partial class PostgresStore : ICustosStore
+public sealed partial class PostgresStore : ICustosStore, IRecordFormatSetting
 {
     private const string LedgerColumns = "chain_id, seq, kind, ts, request_id, tenant, service, consumer, decision, model, cost, record, prev_hash, hash";
 
@@ -23,11 +23,14 @@ public sealed partial class PostgresStore : ICustosStore
     private readonly ConcurrentDictionary<int, bool> _months = new();
     private readonly Dictionary<int, long> _retryAfter = [];
     private readonly SemaphoreSlim _partitionLock = new(1, 1);
+    private readonly RecordDictionaries _dictionaries;
+    private RecordEncoder? _encoder; // between appends; an append takes it for its batch, so two appends at once never share one
 
     private PostgresStore(NpgsqlDataSource dataSource, string description)
     {
         _dataSource = dataSource;
         Description = description;
+        _dictionaries = new RecordDictionaries(description);
     }
 
     /// <summary>Where the store is: <c>postgresql://host:port/database</c>, never the user's password.</summary>
@@ -117,23 +120,73 @@ public sealed partial class PostgresStore : ICustosStore
             await EnsurePartitionsAsync(missing.Distinct().Order(), cancellationToken);
         }
 
-        await using var connection = await _dataSource.OpenConnectionAsync(cancellationToken);
-        await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
-        var usage = Mode == AppendMode.Copy
-            ? await CopyAsync(connection, batch, cancellationToken)
-            : await InsertAsync(connection, batch, cancellationToken);
-        if (usage is not null)
+        await RefreshRecordFormatAsync(cancellationToken);
+        var encoder = RecordFormat == RecordsCompressed ? Interlocked.Exchange(ref _encoder, null) ?? new RecordEncoder() : null;
+        try
         {
-            await using var command = UsageCommand(usage);
-            command.Connection = connection;
-            await command.ExecuteNonQueryAsync(cancellationToken);
+            await using var connection = await _dataSource.OpenConnectionAsync(cancellationToken);
+            await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
+            var dictionary = encoder is { WantsDictionary: true } ? await AddDictionaryAsync(connection, encoder, batch, cancellationToken) : default;
+            var usage = Mode == AppendMode.Copy
+                ? await CopyAsync(connection, batch, encoder, cancellationToken)
+                : await InsertAsync(connection, batch, encoder, cancellationToken);
+            if (usage is not null)
+            {
+                await using var command = UsageCommand(usage);
+                command.Connection = connection;
+                await command.ExecuteNonQueryAsync(cancellationToken);
+            }
+
+            await transaction.CommitAsync(cancellationToken);
+            if (dictionary.Bytes is not null)
+            {
+                _dictionaries.Add(dictionary.Id, dictionary.Bytes); // this node reads its own records without fetching it
+            }
+        }
+        catch
+        {
+            encoder?.Dispose(); // a dictionary it took in this transaction is gone
+            encoder = null;
+            throw;
+        }
+        finally
+        {
+            if (encoder is not null && Interlocked.CompareExchange(ref _encoder, encoder, null) is not null)
+            {
+                encoder.Dispose();
+            }
+        }
+    }
+
+    /// <summary>
+    /// Stores a new record dictionary in the append's transaction and compresses against it from now on: made of the batch's
+    /// first request record (the kind nearly every entry is), or its first record.
+    /// </summary>
+    private static async Task<(uint Id, byte[]? Bytes)> AddDictionaryAsync(NpgsqlConnection connection, RecordEncoder encoder,
+        IReadOnlyList<ChainedRecord> batch, CancellationToken cancellationToken)
+    {
+        var sample = batch[0];
+        foreach (var item in batch)
+        {
+            if (item.Record is RequestRecord)
+            {
+                sample = item;
+                break;
+            }
         }
 
-        await transaction.CommitAsync(cancellationToken);
+        var bytes = encoder.DictionaryFor(sample.Canonical.Span).ToArray();
+        await using var command = new NpgsqlCommand("INSERT INTO record_dictionaries (created_at, chain_id, bytes) VALUES ($1, $2, $3) RETURNING id", connection);
+        command.Parameters.Add(new NpgsqlParameter { Value = Utc(sample.Record.Timestamp) });
+        command.Parameters.Add(new NpgsqlParameter { Value = sample.ChainId });
+        command.Parameters.Add(new NpgsqlParameter { Value = bytes });
+        var id = (long)(await command.ExecuteScalarAsync(cancellationToken))!;
+        encoder.UseDictionary(id, bytes);
+        return ((uint)id, bytes);
     }
 
     private static async Task<SortedDictionary<string, DateTime>?> CopyAsync(NpgsqlConnection connection, IReadOnlyList<ChainedRecord> batch,
-        CancellationToken cancellationToken)
+        RecordEncoder? encoder, CancellationToken cancellationToken)
     {
         SortedDictionary<string, DateTime>? usage = null;
         await using var importer = await connection.BeginBinaryImportAsync($"COPY ledger ({LedgerColumns}) FROM STDIN (FORMAT BINARY)", cancellationToken);
@@ -167,7 +220,7 @@ public sealed partial class PostgresStore : ICustosStore
                 await importer.WriteNullAsync(cancellationToken);
             }
 
-            await importer.WriteAsync(item.Canonical, NpgsqlDbType.Bytea, cancellationToken);
+            await importer.WriteAsync(encoder is null ? item.Canonical : encoder.Encode(item.Canonical.Span), NpgsqlDbType.Bytea, cancellationToken);
             await importer.WriteAsync(item.PrevHash, NpgsqlDbType.Text, cancellationToken);
             await importer.WriteAsync(item.Hash, NpgsqlDbType.Text, cancellationToken);
         }
@@ -177,7 +230,7 @@ public sealed partial class PostgresStore : ICustosStore
     }
 
     private static async Task<SortedDictionary<string, DateTime>?> InsertAsync(NpgsqlConnection connection, IReadOnlyList<ChainedRecord> batch,
-        CancellationToken cancellationToken)
+        RecordEncoder? encoder, CancellationToken cancellationToken)
     {
         SortedDictionary<string, DateTime>? usage = null;
         var n = batch.Count;
@@ -191,7 +244,7 @@ public sealed partial class PostgresStore : ICustosStore
             (chain[i], seq[i], kind[i], ts[i]) = (item.ChainId, item.Seq, item.Record.Kind, Utc(item.Record.Timestamp));
             (requestId[i], tenant[i], service[i], consumer[i]) = (request?.RequestId, item.Record.Tenant, request?.Service, request?.Consumer);
             (decision[i], model[i]) = (request is null ? null : Names.Of(request.Decision), request?.Model);
-            (cost[i], record[i], prev[i], hash[i]) = (request?.Cost is { } c ? CanonicalCost(c) : null, item.Canonical.ToArray(), item.PrevHash, item.Hash);
+            (cost[i], record[i], prev[i], hash[i]) = (request?.Cost is { } c ? CanonicalCost(c) : null, (encoder is null ? item.Canonical : encoder.Encode(item.Canonical.Span)).ToArray(), item.PrevHash, item.Hash);
             if (request?.CredentialId is { } credentialId)
             {
                 Use(ref usage, credentialId, ts[i]);
@@ -293,12 +346,30 @@ public sealed partial class PostgresStore : ICustosStore
         await using var reader = await command.ExecuteReaderAsync(cancellationToken);
         while (await reader.ReadAsync(cancellationToken))
         {
-            yield return query.Checked(new StoredRecord(reader.GetString(0), reader.GetInt64(1), reader.GetString(2), Json(reader, 3), reader.GetString(4), reader.GetString(5)));
+            yield return query.Checked(new StoredRecord(reader.GetString(0), reader.GetInt64(1), reader.GetString(2), await JsonAsync(reader, 3, cancellationToken), reader.GetString(4), reader.GetString(5)));
         }
     }
 
-    /// <summary>The canonical JSON of a ledger row, from its exact bytes.</summary>
-    private static string Json(NpgsqlDataReader reader, int ordinal) => Encoding.UTF8.GetString(reader.GetFieldValue<byte[]>(ordinal));
+    /// <summary>The canonical JSON of a ledger row: its exact bytes, or decompressed against the dictionary it names (fetched once).</summary>
+    /// <exception cref="InvalidDataException">A compressed record cannot be read: unknown format, missing dictionary, damaged data.</exception>
+    private async ValueTask<string> JsonAsync(NpgsqlDataReader reader, int ordinal, CancellationToken cancellationToken)
+    {
+        var stored = reader.GetFieldValue<byte[]>(ordinal);
+        if (!RecordCompression.IsCompressed(stored))
+        {
+            return Encoding.UTF8.GetString(stored);
+        }
+
+        if (RecordCompression.DictionaryOf(stored) is var id and not 0 && !_dictionaries.Contains(id))
+        {
+            // On a connection of its own: the caller's is busy reading rows.
+            await using var command = _dataSource.CreateCommand("SELECT bytes FROM record_dictionaries WHERE id = $1");
+            command.Parameters.Add(new NpgsqlParameter { Value = (long)id });
+            _dictionaries.Add(id, await command.ExecuteScalarAsync(cancellationToken) as byte[]);
+        }
+
+        return _dictionaries.Decode(stored);
+    }
 
     /// <inheritdoc/>
     public async Task<PolicyVersion?> GetLatestAsync(CancellationToken cancellationToken = default)

@@ -36,7 +36,7 @@ public sealed partial class SqliteStore : ICustosStore
         Path = path;
         _checkpointInterval = checkpointInterval;
         _writerCheckpointFrames = writerCheckpointFrames;
-        _dictionaries = new RecordDictionaries(path);
+        _dictionaries = LedgerRecordCodec.Dictionaries(path);
         _connectionString = new SqliteConnectionStringBuilder
         {
             DataSource = path,
@@ -225,7 +225,7 @@ public sealed partial class SqliteStore : ICustosStore
                         encoder.UseDictionary(AddDictionary(db, dictionary, ts), dictionary);
                     }
 
-                    raw.sqlite3_bind_blob(insert, 11, encoder.Encode(item.Canonical.Span));
+                    raw.sqlite3_bind_blob(insert, 11, encoder.Encode(item.Canonical.Span).Span);
                     BindText(insert, 12, item.PrevHash);
                     BindText(insert, 13, item.Hash);
                     Run(db, insert);

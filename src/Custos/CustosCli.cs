@@ -20,6 +20,7 @@ internal static class CustosCli
             OwnersCommand.Create(output),
             AccessCommand.Create(output),
             KillSwitchCommand.Create(output),
+            StoreCommand.Create(output),
             AlertsCommand.Create(output),
             AuditCommand.Create(output, error),
             InitCommand.Create(output),

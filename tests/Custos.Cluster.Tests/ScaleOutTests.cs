@@ -1,7 +1,9 @@
 using System.Diagnostics;
 using System.Net.Http.Headers;
 using System.Text;
+using Custos.Ledger;
 using Custos.Policy;
+using Custos.Postgres;
 using Custos.Postgres.Tests;
 using Custos.Redis.Tests;
 using Custos.Testing;
@@ -66,6 +68,74 @@ public sealed class ScaleOutTests(RedisServerFixture redis, PostgresServerFixtur
         Assert.Equal(200 - allowed.Count, results.Count(r => r.Status == 402 && r.Code == "deny.budget_exhausted"));
         Assert.True(spend <= budget + largest, $"spend {spend} exceeds the budget {budget} by more than one request ({largest})");
         Assert.True(allowed.Count is > 5 and < 200, $"{allowed.Count} allowed: the budget should admit some and refuse the rest");
+        foreach (var client in clients)
+        {
+            client.Dispose();
+        }
+    }
+
+    [Fact]
+    public async Task ADatabaseMadeBeforeRecordCompression_SwitchedThroughOneNode_IsCompressedByEveryNode_AndTheSwitchIsOnRecord()
+    {
+        // A database an earlier Custos made (schema version 2): nodes of that version may still be running on it.
+        var database = await postgres.CreateDatabaseAsync();
+        await using (var connection = new Npgsql.NpgsqlConnection(database))
+        {
+            await connection.OpenAsync();
+            foreach (var sql in (string[])["CREATE TABLE schema_info (version integer NOT NULL); INSERT INTO schema_info (version) VALUES (2);", .. PostgresStore.Migrations[..2]])
+            {
+                await using var command = new Npgsql.NpgsqlCommand(sql, connection);
+                await command.ExecuteNonQueryAsync();
+            }
+        }
+
+        await using var cluster = await Cluster.StartAsync(2, database, redis.ConnectionString);
+        var (a, b) = (cluster.Nodes[0], cluster.Nodes[1]);
+        ((PostgresStore)b.Store).RecordFormatReadEvery = TimeSpan.Zero; // a minute in service
+        var clients = cluster.Nodes.Select(n => new HttpClient { BaseAddress = n.DataPlaneUri }).ToArray();
+        var key = cluster.KeyOf("support-web");
+        var store = await cluster.AdminAsync(b, HttpMethod.Get, "/store");
+        Assert.Equal(("json", true), (store.GetProperty("record_format").GetString(), store.GetProperty("record_format_switchable").GetBoolean()));
+
+        foreach (var client in clients)
+        {
+            Assert.Equal(200, (await Cluster.ChatAsync(client, key)).Status);
+        }
+
+        var change = await cluster.AdminAsync(a, HttpMethod.Put, "/store/record-format", new { format = "zstd", reason = "every node runs this version" });
+        Assert.Equal(("store.record_format_changed", "json", "zstd"),
+            (change.GetProperty("action").GetString(), change.GetProperty("before").GetString(), change.GetProperty("after").GetString()));
+        foreach (var client in clients)
+        {
+            Assert.Equal(200, (await Cluster.ChatAsync(client, key)).Status);
+        }
+
+        foreach (var node in cluster.Nodes)
+        {
+            await node.Ledger.FlushAsync();
+        }
+
+        // Each node's requests before the switch as JSON, after it compressed; all four read back by any node.
+        var stored = new List<(string Chain, byte First)>();
+        await using (var connection = new Npgsql.NpgsqlConnection(database))
+        {
+            await connection.OpenAsync();
+            await using var command = new Npgsql.NpgsqlCommand("SELECT chain_id, get_byte(record, 0) FROM ledger WHERE kind = 'request' ORDER BY ts", connection);
+            await using var reader = await command.ExecuteReaderAsync();
+            while (await reader.ReadAsync())
+            {
+                stored.Add((reader.GetString(0), (byte)reader.GetInt32(1)));
+            }
+        }
+
+        Assert.Equal([("node-a", (byte)'{'), ("node-b", (byte)'{'), ("node-a", RecordCompression.ZstdWithDictionary), ("node-b", RecordCompression.ZstdWithDictionary)], stored);
+        Assert.Equal(4, (await cluster.RequestEntriesAsync()).Count(e => e.GetProperty("consumer").GetString() == "support-web"));
+
+        var entry = Assert.Single((await cluster.AdminAsync(b, HttpMethod.Get, "/ledger?kind=admin")).EnumerateArray(),
+            e => e.GetProperty("action").GetString() == "store.record_format_changed");
+        Assert.Equal(("json", "zstd", "every node runs this version"),
+            (entry.GetProperty("before").GetString(), entry.GetProperty("after").GetString(), entry.GetProperty("reason").GetString()));
+        Assert.Equal("demo-platform-admin", entry.GetProperty("actor").GetString());
         foreach (var client in clients)
         {
             client.Dispose();

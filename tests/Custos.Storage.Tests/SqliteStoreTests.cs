@@ -308,7 +308,7 @@ public sealed class SqliteStoreTests : StoreContract
             stored = (byte[])(await command.ExecuteScalarAsync())!;
         }
 
-        var dictionaries = new RecordDictionaries(((SqliteStore)Store).Path);
+        var dictionaries = LedgerRecordCodec.Dictionaries(((SqliteStore)Store).Path);
         Assert.Equal(System.Text.Encoding.UTF8.GetString(record.Canonical.Span), dictionaries.Decode(stored));
 
         var unknown = Assert.Throws<InvalidDataException>(() => dictionaries.Decode([9, 1, 0, 0, 0, 7]));

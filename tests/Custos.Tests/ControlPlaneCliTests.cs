@@ -258,6 +258,22 @@ public sealed partial class ControlPlaneCliTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Store_ShowsTheRecordFormat_AndTheEmbeddedStoreRefusesASwitch_Clearly()
+    {
+        var shown = await AsAsync("security-auditor", "store", "show");
+        Assert.Contains("record format: zstd (fixed: the embedded store always compresses)", shown, StringComparison.Ordinal);
+        Assert.Contains("custos.db", shown, StringComparison.Ordinal);
+
+        var (exit, _, error) = await RunAsync("platform-admin", "store", "record-format", "json", "--reason", "drill");
+        Assert.Equal(1, exit);
+        Assert.Contains("(409 admin.record_format_fixed)", error, StringComparison.Ordinal);
+
+        var (badExit, _, bad) = await RunAsync("platform-admin", "store", "record-format", "lz4", "--reason", "drill");
+        Assert.NotEqual(0, badExit);
+        Assert.Contains("lz4", bad, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Json_EveryCommandPrintsOneJsonDocument()
     {
         JsonElement Json(string output)

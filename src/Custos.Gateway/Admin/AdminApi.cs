@@ -381,6 +381,32 @@ internal static partial class AdminApi
             return result;
         }).WithSummary("Engage or release the kill switch of a consumer, service (platform-admin, service-owner) or tenant (platform-admin).")
             .Accepts<KillSwitchBody>("application/json").Produces<ChangeResult>();
+
+        api.MapGet("/store", (HttpContext context) => Json(StoreOf(gateway)))
+            .WithSummary("The store: where it is, and how new ledger records are stored (zstd or json).").Produces<StoreView>();
+
+        api.MapPut("/store/record-format", async (HttpContext context) =>
+        {
+            var body = await ReadAsync<RecordFormatBody>(context);
+            const string action = "store.record_format_changed", target = "store";
+            await RequireAsync(context, gateway, AdminPermission.ApplyPolicy, null, null, action, target);
+            RequireReason(body.Reason);
+            if (body.Format is not (IRecordFormatSetting.Json or IRecordFormatSetting.Compressed))
+            {
+                throw AdminProblemException.Invalid($"'format' is '{body.Format}'; it is '{IRecordFormatSetting.Compressed}' or '{IRecordFormatSetting.Json}'.");
+            }
+
+            if (gateway.Store is not IRecordFormatSetting setting)
+            {
+                throw new AdminProblemException(StatusCodes.Status409Conflict, "admin.record_format_fixed", "The store's record format is fixed",
+                    $"{gateway.Store.Description} always stores ledger records compressed; the setting is the PostgreSQL store's.");
+            }
+
+            var before = await setting.SetRecordFormatAsync(body.Format, context.RequestAborted);
+            await gateway.RecordAdminAsync(Admin(context).Id, action, target, before, body.Format, body.Reason);
+            return Json(new ChangeResult(action, target, before, body.Format, gateway.Policy.Current.Version, 0));
+        }).WithSummary("How every node stores new ledger records (platform-admin; the PostgreSQL store): zstd once no node of an earlier version is left, or json.")
+            .Accepts<RecordFormatBody>("application/json").Produces<ChangeResult>();
     }
 
     /// <summary>
@@ -775,6 +801,10 @@ internal static partial class AdminApi
 
         return new ChangeResult(action, target, before, after, version.Number, notified);
     }
+
+    private static StoreView StoreOf(CustosGateway gateway) => gateway.Store is IRecordFormatSetting setting
+        ? new StoreView(gateway.Store.Description, setting.RecordFormat, RecordFormatSwitchable: true)
+        : new StoreView(gateway.Store.Description, IRecordFormatSetting.Compressed, RecordFormatSwitchable: false);
 
     /// <summary>Refuses (403, audited) unless the admin's role holds <paramref name="permission"/> within scope.</summary>
     private static async Task RequireAsync(HttpContext context, CustosGateway gateway, AdminPermission permission, string? tenant, string? service,

@@ -106,6 +106,22 @@ public sealed record KillSwitchBody
     public required string Reason { get; init; }
 }
 
+/// <summary>Body of <c>PUT /admin/v1/store/record-format</c>.</summary>
+public sealed record RecordFormatBody
+{
+    /// <summary>Required. <c>zstd</c> (compressed against a dictionary of the store) or <c>json</c>.</summary>
+    public required string Format { get; init; }
+
+    /// <summary>Required. Why.</summary>
+    public required string Reason { get; init; }
+}
+
+/// <summary>The store the gateway uses: where it is, and how new ledger records are stored.</summary>
+/// <param name="Description">Where: a file, or <c>postgresql://host:port/database</c> (never a password).</param>
+/// <param name="RecordFormat"><c>zstd</c> or <c>json</c>.</param>
+/// <param name="RecordFormatSwitchable">Whether <c>PUT /store/record-format</c> can change it (the PostgreSQL store); the embedded store always compresses.</param>
+public sealed record StoreView(string Description, string RecordFormat, bool RecordFormatSwitchable);
+
 /// <summary>Body of <c>POST /admin/v1/access-requests</c>.</summary>
 public sealed record AccessRequestBody
 {

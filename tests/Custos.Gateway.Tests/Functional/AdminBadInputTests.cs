@@ -76,6 +76,8 @@ public sealed class AdminBadInputTests
     [InlineData("PUT", "/admin/v1/services/support/models", """{"models":[null],"reason":"x"}""", "models")]
     [InlineData("POST", "/admin/v1/kill-switches", """{"scope":"consumer","id":"web","engaged":null,"reason":"x"}""", "engaged")]
     [InlineData("PUT", "/admin/v1/budgets", """{"scope":"service","id":"support","amount":5,"reason":"typo for budget"}""", "amount")]
+    [InlineData("PUT", "/admin/v1/store/record-format", """{"format":"lz4","reason":"x"}""", "format")]
+    [InlineData("PUT", "/admin/v1/store/record-format", """{"format":"zstd","reason":" "}""", "reason")]
     public async Task AMalformedChange_Is400NamingTheField_AndChangesNothing(string method, string path, string body, string field)
     {
         await using var g = await ControlPlaneFixture.StartAsync();
@@ -85,6 +87,23 @@ public sealed class AdminBadInputTests
 
         Assert.Contains($"'{field}'", detail, StringComparison.Ordinal);
         Assert.Equal(before, g.Gateway.Policy.Current.Info.Number);
+    }
+
+    [Fact]
+    public async Task TheEmbeddedStoresRecordFormat_IsShownAsFixed_AndASwitchIs409_OnRecordAsNothingChanged()
+    {
+        await using var g = await ControlPlaneFixture.StartAsync();
+        using var http = new HttpClient { BaseAddress = g.Gateway.AdminUri };
+        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", ControlPlaneFixture.AdminKey(g, "root"));
+        using (var store = JsonDocument.Parse(await http.GetStringAsync("/admin/v1/store")))
+        {
+            Assert.Equal(("zstd", false), (store.RootElement.GetProperty("record_format").GetString(), store.RootElement.GetProperty("record_format_switchable").GetBoolean()));
+            Assert.EndsWith("custos.db", store.RootElement.GetProperty("description").GetString(), StringComparison.Ordinal);
+        }
+
+        var detail = await ProblemAsync(g, "PUT", "/admin/v1/store/record-format", HttpStatusCode.Conflict, "admin.record_format_fixed", """{"format":"json","reason":"x"}""");
+
+        Assert.EndsWith("always stores ledger records compressed; the setting is the PostgreSQL store's.", detail, StringComparison.Ordinal);
     }
 
     /// <summary>

@@ -53,6 +53,8 @@ public sealed class AdminRoleMatrixTests
         (HttpMethod.Get, "/admin/v1/policy/diff?from=1&to=1", null, All),
         (HttpMethod.Get, "/admin/v1/reports/incident?subject=consumer&id=web", null, ["root", "support-owner", "support-lead", "auditor"]),
         (HttpMethod.Get, "/admin/v1/reports/posture", null, ["root", "auditor"]),
+        (HttpMethod.Get, "/admin/v1/store", null, All),
+        (HttpMethod.Put, "/admin/v1/store/record-format", new { format = "zstd", reason = "matrix" }, ["root"]), // 409 on the embedded store
     ];
 
     [Fact]
