@@ -120,7 +120,7 @@ public sealed class RecordDictionaries
         }
 
         bytes = _load?.Invoke(id)
-            ?? throw new InvalidDataException($"A stored ledger record names dictionary {id}, which {_source} does not hold: the store was altered.");
+            ?? throw new InvalidDataException($"A stored ledger record names dictionary {id}, which {_source} does not hold: the database was altered.");
         return _bytes.GetOrAdd(id, bytes);
     }
 }
