@@ -151,13 +151,7 @@ public sealed partial class PostgresStore
         """,
     ];
 
-    /// <summary><c>schema_info.record_format</c>: new ledger records are stored as their canonical JSON.</summary>
-    public const string RecordsAsJson = IRecordFormatSetting.Json;
-
-    /// <summary><c>schema_info.record_format</c>: new ledger records are stored compressed (<see cref="RecordCompression"/>).</summary>
-    public const string RecordsCompressed = IRecordFormatSetting.Compressed;
-
-    private string _recordFormat = RecordsAsJson;
+    private string _recordFormat = IRecordFormatSetting.Json;
     private long _recordFormatReadAt; // Environment.TickCount64 of the last reading
 
     /// <inheritdoc/>
@@ -206,7 +200,7 @@ public sealed partial class PostgresStore
                     if (step == RecordFormatStep && version == 0)
                     {
                         // A new database: no node of an earlier version can run on it (they refuse its schema version).
-                        await ExecuteAsync(connection, $"UPDATE schema_info SET record_format = '{RecordsCompressed}'", cancellationToken);
+                        await ExecuteAsync(connection, $"UPDATE schema_info SET record_format = '{IRecordFormatSetting.Compressed}'", cancellationToken);
                     }
 
                     await transaction.CommitAsync(cancellationToken);
@@ -257,8 +251,8 @@ public sealed partial class PostgresStore
 
     private static string? Known(string? format) => format switch
     {
-        RecordsAsJson => RecordsAsJson,
-        RecordsCompressed => RecordsCompressed,
+        IRecordFormatSetting.Json => IRecordFormatSetting.Json,
+        IRecordFormatSetting.Compressed => IRecordFormatSetting.Compressed,
         _ => null,
     };
 
@@ -266,7 +260,7 @@ public sealed partial class PostgresStore
     /// <remarks>In a transaction holding the row, so two operators switching at once each get the format the other left.</remarks>
     public async Task<string> SetRecordFormatAsync(string format, CancellationToken cancellationToken = default)
     {
-        var wanted = Known(format) ?? throw new ArgumentException($"'{format}' is not a record format: '{RecordsAsJson}' or '{RecordsCompressed}'.", nameof(format));
+        var wanted = Known(format) ?? throw new ArgumentException($"'{format}' is not a record format: '{IRecordFormatSetting.Json}' or '{IRecordFormatSetting.Compressed}'.", nameof(format));
         await using var connection = await _dataSource.OpenConnectionAsync(cancellationToken);
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
         await using var read = new NpgsqlCommand("SELECT record_format FROM schema_info FOR UPDATE", connection);

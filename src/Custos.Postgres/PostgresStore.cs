@@ -121,7 +121,7 @@ public sealed partial class PostgresStore : ICustosStore, IRecordFormatSetting
         }
 
         await RefreshRecordFormatAsync(cancellationToken);
-        var encoder = RecordFormat == RecordsCompressed ? Interlocked.Exchange(ref _encoder, null) ?? new RecordEncoder() : null;
+        var encoder = RecordFormat == IRecordFormatSetting.Compressed ? Interlocked.Exchange(ref _encoder, null) ?? new RecordEncoder() : null;
         try
         {
             await using var connection = await _dataSource.OpenConnectionAsync(cancellationToken);

@@ -90,7 +90,7 @@ public sealed class PostgresRecordCompressionTests(PostgresServerFixture server)
         var records = Requests(chain, 1, 40);
         await using (var store = await PostgresStore.OpenAsync(_connectionString))
         {
-            Assert.Equal(PostgresStore.RecordsCompressed, store.RecordFormat);
+            Assert.Equal(IRecordFormatSetting.Compressed, store.RecordFormat);
             await store.AppendAsync(records[..20]);
             await store.AppendAsync(records[20..]);
             Assert.Equal(Json(records), (await ReadAsync(store)).Select(e => e.Json));
@@ -157,12 +157,12 @@ public sealed class PostgresRecordCompressionTests(PostgresServerFixture server)
         third.RecordFormatReadEvery = TimeSpan.Zero;
 
         // Nodes of the earlier version may still be running on it, and they cannot read compressed records.
-        Assert.Equal(PostgresStore.RecordsAsJson, store.RecordFormat);
+        Assert.Equal(IRecordFormatSetting.Json, store.RecordFormat);
         await store.AppendAsync(records[..10]);
         Assert.All(await StoredAsync(), row => Assert.Equal((byte)'{', row.First));
 
-        Assert.Equal(PostgresStore.RecordsAsJson, await store.SetRecordFormatAsync(PostgresStore.RecordsCompressed));
-        Assert.Equal(PostgresStore.RecordsCompressed, await store.SetRecordFormatAsync(PostgresStore.RecordsCompressed));
+        Assert.Equal(IRecordFormatSetting.Json, await store.SetRecordFormatAsync(IRecordFormatSetting.Compressed));
+        Assert.Equal(IRecordFormatSetting.Compressed, await store.SetRecordFormatAsync(IRecordFormatSetting.Compressed));
         await store.AppendAsync(records[10..]);
         await second.AppendAsync(others[..10]);
         await third.AppendAsync(others[10..]);
@@ -170,9 +170,9 @@ public sealed class PostgresRecordCompressionTests(PostgresServerFixture server)
         var stored = await StoredAsync();
         Assert.Equal([.. Enumerable.Repeat((byte)'{', 10), .. Enumerable.Repeat(RecordCompression.ZstdWithDictionary, 20)], stored.Take(30).Select(r => r.First));
         Assert.Equal([.. Enumerable.Repeat((byte)'{', 10), .. Enumerable.Repeat(RecordCompression.ZstdWithDictionary, 10)], stored.Skip(30).Select(r => r.First));
-        Assert.Equal(PostgresStore.RecordsAsJson, second.RecordFormat); // until its minute is up
+        Assert.Equal(IRecordFormatSetting.Json, second.RecordFormat); // until its minute is up
         await using var reopened = await PostgresStore.OpenAsync(_connectionString);
-        Assert.Equal(PostgresStore.RecordsCompressed, reopened.RecordFormat);
+        Assert.Equal(IRecordFormatSetting.Compressed, reopened.RecordFormat);
         Assert.Equal(Json(records), (await ReadAsync(reopened)).Select(e => e.Json));
         Assert.Equal(Json(others), (await ReadAsync(reopened, "n2")).Select(e => e.Json));
         Assert.True((await LedgerVerifier.VerifyAsync(reopened, Options)).Ok);
