@@ -127,9 +127,10 @@ public sealed partial class PostgresStore : ICustosStore, IRecordFormatSetting
             await using var connection = await _dataSource.OpenConnectionAsync(cancellationToken);
             await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
             var dictionary = encoder is { WantsDictionary: true } ? await AddDictionaryAsync(connection, encoder, batch, cancellationToken) : default;
+            var compressing = encoder is { HasDictionary: true } ? encoder : null; // none before the first request entry: stored as they are
             var usage = Mode == AppendMode.Copy
-                ? await CopyAsync(connection, batch, encoder, cancellationToken)
-                : await InsertAsync(connection, batch, encoder, cancellationToken);
+                ? await CopyAsync(connection, batch, compressing, cancellationToken)
+                : await InsertAsync(connection, batch, compressing, cancellationToken);
             if (usage is not null)
             {
                 await using var command = UsageCommand(usage);
@@ -160,19 +161,24 @@ public sealed partial class PostgresStore : ICustosStore, IRecordFormatSetting
 
     /// <summary>
     /// Stores a new record dictionary in the append's transaction and compresses against it from now on: made of the batch's
-    /// first request record (the kind nearly every entry is), or its first record.
+    /// first request entry (<see cref="RecordEncoder.MayBeDictionary"/>). A batch without one leaves the encoder as it was.
     /// </summary>
     private static async Task<(uint Id, byte[]? Bytes)> AddDictionaryAsync(NpgsqlConnection connection, RecordEncoder encoder,
         IReadOnlyList<ChainedRecord> batch, CancellationToken cancellationToken)
     {
-        var sample = batch[0];
+        ChainedRecord? found = null;
         foreach (var item in batch)
         {
-            if (item.Record is RequestRecord)
+            if (RecordEncoder.MayBeDictionary(item.Record))
             {
-                sample = item;
+                found = item;
                 break;
             }
+        }
+
+        if (found is not { } sample)
+        {
+            return default;
         }
 
         var bytes = encoder.DictionaryFor(sample.Canonical.Span).ToArray();

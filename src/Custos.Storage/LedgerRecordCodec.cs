@@ -11,9 +11,10 @@ namespace Custos.Storage;
 /// <remarks>
 /// <para>
 /// A stored record is either TEXT (the canonical JSON itself: every entry written before schema version 4) or a BLOB in
-/// <see cref="RecordCompression"/>'s format, naming a row of <c>record_dictionaries</c>. The writer takes its first record
-/// as the dictionary (stored in the same transaction), and a new one when a quarter of the records since compress less
-/// than four to one (a new policy, new names). Dictionaries are append-only, like the ledger.
+/// <see cref="RecordCompression"/>'s format, naming a row of <c>record_dictionaries</c>. The writer takes its first request
+/// entry as the dictionary (stored in the same transaction; entries of other kinds before it are stored as TEXT), and a new
+/// one when a quarter of the records since compress less than four to one (a new policy, new names). Dictionaries are
+/// append-only, like the ledger.
 /// </para>
 /// <para>
 /// Why (<c>docs/performance.md</c>): a 3 KB row filled a 4 KB page of its own, so every entry cost a page in the write-ahead

@@ -219,13 +219,20 @@ public sealed partial class SqliteStore : ICustosStore
                     BindText(insert, 9, request is null ? null : Names.Of(request.Decision));
                     BindText(insert, 10, request?.Model);
                     var encoder = _encoder ??= new RecordEncoder();
-                    if (encoder.WantsDictionary)
+                    if (encoder.WantsDictionary && RecordEncoder.MayBeDictionary(record))
                     {
                         var dictionary = encoder.DictionaryFor(item.Canonical.Span);
                         encoder.UseDictionary(AddDictionary(db, dictionary, ts), dictionary);
                     }
 
-                    raw.sqlite3_bind_blob(insert, 11, encoder.Encode(item.Canonical.Span).Span);
+                    if (encoder.HasDictionary)
+                    {
+                        raw.sqlite3_bind_blob(insert, 11, encoder.Encode(item.Canonical.Span).Span);
+                    }
+                    else
+                    {
+                        raw.sqlite3_bind_text(insert, 11, item.Canonical.Span); // before the first request entry: stored as it is
+                    }
                     BindText(insert, 12, item.PrevHash);
                     BindText(insert, 13, item.Hash);
                     Run(db, insert);

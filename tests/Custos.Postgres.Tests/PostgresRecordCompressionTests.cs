@@ -126,6 +126,29 @@ public sealed class PostgresRecordCompressionTests(PostgresServerFixture server)
     }
 
     [Fact]
+    public async Task EntriesBeforeTheFirstRequest_AreStoredAsTheyAre_AndTheDictionaryIsMadeOfARequest()
+    {
+        // A start records the policy version first: a dictionary made of it would leave the requests compressed poorly.
+        var chain = new HashChain("n1", 0, HashChain.Genesis);
+        var admin = chain.Append(new AdminRecord { Timestamp = T0, Tenant = "acme", Actor = "ops", Action = "policy.version_created", Target = "policy" });
+        var records = Requests(chain, 1, 10);
+        await using var store = await PostgresStore.OpenAsync(_connectionString);
+        await store.AppendAsync([admin]);
+        await store.AppendAsync([chain.Append(new AdminRecord { Timestamp = T0, Tenant = "acme", Actor = "ops", Action = "credential.issued", Target = "c" }), .. records]);
+
+        var stored = await StoredAsync();
+        // The first batch as it is; the second compressed whole, against a dictionary made of its first request.
+        Assert.Equal([(byte)'{', .. Enumerable.Repeat(RecordCompression.ZstdWithDictionary, 11)], stored.Select(r => r.First));
+        Assert.All(stored.Skip(2).Zip(records), pair => Assert.True(pair.First.Length * 4 < pair.Second.Canonical.Length));
+        await using var connection = new NpgsqlConnection(_connectionString);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand("SELECT bytes FROM record_dictionaries", connection);
+        var dictionary = (byte[])(await command.ExecuteScalarAsync())!;
+        Assert.True(dictionary.AsSpan().EndsWith(records[0].Canonical.Span), "the first request is the dictionary's content");
+        Assert.Equal(12, (await ReadAsync(store)).Count);
+    }
+
+    [Fact]
     public async Task TwoNodesAppendingAtOnce_EachCompressAgainstTheirOwnDictionary_AndBothChainsVerify()
     {
         await using var a = await PostgresStore.OpenAsync(_connectionString);

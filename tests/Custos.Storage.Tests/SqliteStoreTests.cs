@@ -216,6 +216,47 @@ public sealed class SqliteStoreTests : StoreContract
         Assert.Equal("0.000200000", await cost.ExecuteScalarAsync());
     }
 
+    [Fact]
+    public async Task AnEntryBeforeTheFirstRequest_IsStoredAsItIs_AndTheDictionaryIsMadeOfTheRequest()
+    {
+        // A start records the policy version first: a dictionary made of it would leave the requests compressed poorly.
+        var chain = new HashChain("n1", 0, HashChain.Genesis);
+        var admin = chain.Append(Admin(T0));
+        var requests = Enumerable.Range(1, 10).Select(i => chain.Append(Request($"req-{i}", "acme", "support-web", Decision.Allow, T0.AddSeconds(i)))).ToArray();
+        await Store.AppendAsync([admin, .. requests]);
+
+        await using var connection = new SqliteConnection($"Data Source={((SqliteStore)Store).Path};Mode=ReadOnly;Pooling=False");
+        await connection.OpenAsync();
+        using (var command = connection.CreateCommand())
+        {
+            command.CommandText = "SELECT typeof(record), length(record) FROM ledger ORDER BY seq";
+            await using var reader = await command.ExecuteReaderAsync();
+            var rows = new List<(string Type, long Length)>();
+            while (await reader.ReadAsync())
+            {
+                rows.Add((reader.GetString(0), reader.GetInt64(1)));
+            }
+
+            Assert.Equal(["text", .. Enumerable.Repeat("blob", 10)], rows.Select(r => r.Type));
+            Assert.All(rows.Skip(1).Zip(requests), pair => Assert.True(pair.First.Length * 4 < pair.Second.Canonical.Length));
+        }
+
+        using (var command = connection.CreateCommand())
+        {
+            command.CommandText = "SELECT bytes FROM record_dictionaries";
+            var dictionary = (byte[])(await command.ExecuteScalarAsync())!;
+            Assert.True(dictionary.AsSpan().EndsWith(requests[0].Canonical.Span), "the first request is the dictionary's content");
+        }
+
+        var read = new List<ChainEntry>();
+        await foreach (var entry in Store.ReadChainAsync("n1", 1, 11))
+        {
+            read.Add(entry);
+        }
+
+        Assert.Equal(new[] { admin }.Concat(requests).Select(r => System.Text.Encoding.UTF8.GetString(r.Canonical.Span)), read.Select(e => e.Json));
+    }
+
     [Theory]
     [InlineData("{}")]
     [InlineData("{\"kind\":\"x\"}")]

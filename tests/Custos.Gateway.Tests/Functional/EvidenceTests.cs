@@ -155,10 +155,11 @@ public sealed class EvidenceTests : IAsyncLifetime
         var problems = (await VerifyAsync(checkpoint)).Problems;
         Assert.Contains(problems, p => p.Kind == "unreadable_checkpoint" && p.Detail.Contains("not Array", StringComparison.Ordinal));
 
-        // Entries are stored compressed against a dictionary row: without it they cannot be read back.
+        // Entries are stored compressed against a dictionary row from the first request entry on (the policy version
+        // recorded at the start, entry 1, is stored as it is): without the row they cannot be read back.
         var (dictionary, _, _) = await TamperAsync((db, _) => ExecAsync(db, "DROP TRIGGER record_dictionaries_no_delete; DELETE FROM record_dictionaries"));
         var unreadable = Assert.Single((await VerifyAsync(dictionary)).Problems);
-        Assert.Equal(("unreadable", 1L), (unreadable.Kind, unreadable.Seq));
+        Assert.Equal(("unreadable", 2L), (unreadable.Kind, unreadable.Seq));
         Assert.Contains("does not hold: the database was altered", unreadable.Detail, StringComparison.Ordinal);
 
         var (witness, _, _) = await TamperAsync((_, _) => Task.CompletedTask);
