@@ -360,6 +360,7 @@ public sealed class SqliteStoreTests : StoreContract
         Assert.Contains("dictionary 99", Assert.Throws<InvalidDataException>(() => dictionaries.Decode(missing)).Message, StringComparison.Ordinal);
 
         Assert.Throws<InvalidDataException>(() => dictionaries.Decode(stored[..^4]));
+        Assert.Contains("ends after 3 bytes, before its data", Assert.Throws<InvalidDataException>(() => dictionaries.Decode(stored[..3])).Message, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -78,8 +78,8 @@ public sealed class RecordDictionaries
     {
         if (stored.Length <= RecordCompression.HeaderLength || stored[0] != RecordCompression.ZstdWithDictionary)
         {
-            throw new InvalidDataException(stored.IsEmpty
-                ? "A stored ledger record is empty."
+            throw new InvalidDataException(stored.IsEmpty ? "A stored ledger record is empty."
+                : stored[0] == RecordCompression.ZstdWithDictionary ? $"A stored ledger record of format {stored[0]} ends after {stored.Length} bytes, before its data: the database was altered."
                 : $"A stored ledger record has format {stored[0]} ({stored.Length} bytes); this version of Custos reads JSON and format {RecordCompression.ZstdWithDictionary}. Upgrade Custos.");
         }
 
