@@ -741,6 +741,13 @@ if [[ $shared == 1 ]]; then
   shared_total=$(grep -c '"kind":"request"' "$work/ledger-shared.jsonl" || true)
   shared_extra=$((shared_total - shared_counted))
   if ((shared_extra >= 0 && shared_extra <= connections * shared_wrk_runs)); then shared_status="ok: none dropped"; else shared_status=MISMATCH; fi
+  # What an entry costs PostgreSQL's disk: the record as stored (compressed by Custos since schema version 3), and the
+  # ledger's partitions with their indexes, per entry of every kind.
+  psql_bin=$pg_bindir/psql
+  [[ -x $psql_bin ]] || psql_bin=$(command -v psql || echo "$pg_bindir/psql") # postgres may be a link outside its bin folder
+  shared_bytes=$("${as_pg[@]}" "$psql_bin" -h 127.0.0.1 -p "$pg_port" -U custos -d postgres -Atc "
+    SELECT count(*), round(avg(pg_column_size(record))), round((SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits
+      WHERE inhparent = 'ledger'::regclass) / greatest(count(*), 1)) FROM ledger" 2>"$work/psql.log" | tr '|' ' ' || true)
 fi
 chain=""
 if command -v sqlite3 >/dev/null; then
@@ -821,6 +828,12 @@ cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/nul
     echo "the servers' core), same policy and load: throughput $(ratio "${rps[shared-plain]}" "${rps[nginx-plain]}") × nginx non-streaming,"
     echo "$(ratio "${rps[shared-stream]}" "${rps[nginx-stream]}") × streaming; $(ratio "${rps[shared-plain]}" "${rps[custos-plain]}") × the embedded store's."
     echo "Its ledger: $shared_total request entries in PostgreSQL for $shared_counted requests sent ($shared_status)."
+    if [[ -n ${shared_bytes:-} ]]; then
+      read -r b_rows b_record b_entry <<<"$shared_bytes"
+      echo "PostgreSQL keeps a ledger entry's record in $b_record bytes on average, and $b_entry bytes per entry with the rest of its row and the indexes ($b_rows entries)."
+    else
+      echo "PostgreSQL's sizes could not be read: $(head -c 300 "$work/psql.log" 2>/dev/null | tr '\n' ' ')"
+    fi
     read -r c1 r1 g1 m1 <<<"${split_us[shared-plain]}"
     read -r c2 r2 g2 m2 <<<"${split_us[shared-stream]}"
     echo "Its server CPU per request by process, non-streaming / streaming: Custos $c1 / $c2 µs, Redis $r1 / $r2, PostgreSQL"
