@@ -210,7 +210,7 @@ public sealed partial class PostgresStore
             await using (var format = new NpgsqlCommand("SELECT record_format FROM schema_info", connection))
             {
                 var stored = await format.ExecuteScalarAsync(cancellationToken) as string;
-                _recordFormat = Known(stored) ?? throw new InvalidOperationException(
+                _recordFormat = IRecordFormatSetting.IsFormat(stored) ? stored! : throw new InvalidOperationException(
                     $"The PostgreSQL store {Description} stores ledger records as '{stored}', which this Custos does not write. Upgrade Custos.");
                 _recordFormatReadAt = Environment.TickCount64;
             }
@@ -249,27 +249,24 @@ public sealed partial class PostgresStore
     private static string MonthStart(int month)
         => string.Create(CultureInfo.InvariantCulture, $"{month / 12:D4}-{(month % 12) + 1:D2}-01 00:00:00+00");
 
-    private static string? Known(string? format) => format switch
-    {
-        IRecordFormatSetting.Json => IRecordFormatSetting.Json,
-        IRecordFormatSetting.Compressed => IRecordFormatSetting.Compressed,
-        _ => null,
-    };
-
     /// <inheritdoc/>
     /// <remarks>In a transaction holding the row, so two operators switching at once each get the format the other left.</remarks>
     public async Task<string> SetRecordFormatAsync(string format, CancellationToken cancellationToken = default)
     {
-        var wanted = Known(format) ?? throw new ArgumentException($"'{format}' is not a record format: '{IRecordFormatSetting.Json}' or '{IRecordFormatSetting.Compressed}'.", nameof(format));
+        if (!IRecordFormatSetting.IsFormat(format))
+        {
+            throw new ArgumentException($"'{format}' is not a record format: '{IRecordFormatSetting.Json}' or '{IRecordFormatSetting.Compressed}'.", nameof(format));
+        }
+
         await using var connection = await _dataSource.OpenConnectionAsync(cancellationToken);
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
         await using var read = new NpgsqlCommand("SELECT record_format FROM schema_info FOR UPDATE", connection);
         var before = (string)(await read.ExecuteScalarAsync(cancellationToken))!;
         await using var write = new NpgsqlCommand("UPDATE schema_info SET record_format = $1", connection);
-        write.Parameters.Add(new NpgsqlParameter { Value = wanted });
+        write.Parameters.Add(new NpgsqlParameter { Value = format });
         await write.ExecuteNonQueryAsync(cancellationToken);
         await transaction.CommitAsync(cancellationToken);
-        Volatile.Write(ref _recordFormat, wanted);
+        Volatile.Write(ref _recordFormat, format);
         return before;
     }
 
@@ -288,7 +285,7 @@ public sealed partial class PostgresStore
 
         Volatile.Write(ref _recordFormatReadAt, now);
         await using var command = _dataSource.CreateCommand("SELECT record_format FROM schema_info");
-        if (Known(await command.ExecuteScalarAsync(cancellationToken) as string) is { } format)
+        if (await command.ExecuteScalarAsync(cancellationToken) is string format && IRecordFormatSetting.IsFormat(format))
         {
             Volatile.Write(ref _recordFormat, format);
         }

@@ -7,20 +7,23 @@ namespace Custos.Ledger;
 /// </summary>
 public interface IRecordFormatSetting
 {
+    /// <summary>Records stored as their canonical JSON.</summary>
+    public const string Json = "json";
+
+    /// <summary>Records stored compressed against a dictionary of the store (<see cref="RecordCompression"/>).</summary>
+    public const string Compressed = "zstd";
+
     /// <summary>How this node writes new ledger records now: <see cref="Json"/> or <see cref="Compressed"/>.</summary>
     string RecordFormat { get; }
+
+    /// <summary>Whether <paramref name="format"/> is one of the formats: <see cref="Json"/> or <see cref="Compressed"/>.</summary>
+    public static bool IsFormat(string? format) => format is Json or Compressed;
 
     /// <summary>
     /// Sets how every node writes new ledger records: this one from its next batch, the others within a minute. Records
     /// already stored stay as they are; every node of this version reads both formats.
     /// </summary>
     /// <returns>The format the store had before.</returns>
-    /// <exception cref="ArgumentException"><paramref name="format"/> is neither <see cref="Json"/> nor <see cref="Compressed"/>.</exception>
+    /// <exception cref="ArgumentException"><paramref name="format"/> is not one of the formats (<see cref="IsFormat"/>).</exception>
     Task<string> SetRecordFormatAsync(string format, CancellationToken cancellationToken = default);
-
-    /// <summary>Records stored as their canonical JSON.</summary>
-    public const string Json = "json";
-
-    /// <summary>Records stored compressed against a dictionary of the store (<see cref="RecordCompression"/>).</summary>
-    public const string Compressed = "zstd";
 }

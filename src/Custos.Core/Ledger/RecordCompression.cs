@@ -9,7 +9,7 @@ namespace Custos.Ledger;
 /// How a store may keep a ledger entry's canonical JSON: compressed with zstd against a dictionary made of an earlier entry
 /// of the same store, so that an entry of about 3 KB takes 100–300 bytes. The hash chain is over the canonical bytes, not
 /// the stored ones: every reader gets the exact bytes back, and verification is unchanged. Both stores use it, the SQLite
-/// store since its schema version 4 and the PostgreSQL store since its schema version 3 (<c>docs/storage.md</c>,
+/// store since its schema version 4 and the PostgreSQL store since its schema version 3 (<c>docs/ledger.md</c>,
 /// <c>docs/storage-postgres.md</c>).
 /// </summary>
 /// <remarks>

@@ -391,7 +391,7 @@ internal static partial class AdminApi
             const string action = "store.record_format_changed", target = "store";
             await RequireAsync(context, gateway, AdminPermission.ApplyPolicy, null, null, action, target);
             RequireReason(body.Reason);
-            if (body.Format is not (IRecordFormatSetting.Json or IRecordFormatSetting.Compressed))
+            if (!IRecordFormatSetting.IsFormat(body.Format))
             {
                 throw AdminProblemException.Invalid($"'format' is '{body.Format}'; it is '{IRecordFormatSetting.Compressed}' or '{IRecordFormatSetting.Json}'.");
             }
