@@ -320,7 +320,15 @@ public sealed partial class PostgresStore : ICustosStore, IRecordFormatSetting
     /// <inheritdoc/>
     public async IAsyncEnumerable<StoredRecord> QueryAsync(LedgerQuery query, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        await using var command = _dataSource.CreateCommand();
+        if (query.Limit == 0)
+        {
+            yield break;
+        }
+
+        // One snapshot for the statements below, so they see the same ledger.
+        await using var connection = await _dataSource.OpenConnectionAsync(cancellationToken);
+        await using var snapshot = await connection.BeginTransactionAsync(System.Data.IsolationLevel.RepeatableRead, cancellationToken);
+        await using var command = new NpgsqlCommand { Connection = connection, Transaction = snapshot };
         var where = new List<string>();
         foreach (var (column, value) in query.ColumnFilters())
         {
@@ -339,21 +347,36 @@ public sealed partial class PostgresStore : ICustosStore, IRecordFormatSetting
             where.Add($"ts < ${command.Parameters.Count}");
         }
 
-        command.Parameters.Add(new NpgsqlParameter { Value = query.Limit < 0 ? DBNull.Value : query.Limit, NpgsqlDbType = NpgsqlDbType.Integer });
+        // Newest N, returned oldest first, as the SQLite store does it: the oldest time among the newest N found over the
+        // index, the rows from that time on read in order, less the oldest ties at that time that are not among them.
+        // Sorting the newest N the other way round would sort their records as well (on disk, for an export).
+        var skip = 0L;
+        if (query.Limit > 0)
+        {
+            command.CommandText = $"SELECT ts FROM ledger {Where(where)} ORDER BY ts DESC LIMIT 1 OFFSET {query.Limit - 1}";
+            if (await command.ExecuteScalarAsync(cancellationToken) is DateTime cut)
+            {
+                command.Parameters.Add(new NpgsqlParameter { Value = cut, NpgsqlDbType = NpgsqlDbType.TimestampTz });
+                where.Add($"ts >= ${command.Parameters.Count}");
+                command.CommandText = $"SELECT count(*) FROM ledger {Where(where)}";
+                skip = (long)(await command.ExecuteScalarAsync(cancellationToken))! - query.Limit;
+            }
+        }
 
-        // Newest N, returned oldest first.
-        command.CommandText = $"""
-            SELECT chain_id, seq, kind, record, prev_hash, hash FROM (
-                SELECT chain_id, seq, kind, record, prev_hash, hash, ts FROM ledger
-                {(where.Count > 0 ? "WHERE " + string.Join(" AND ", where) : "")}
-                ORDER BY ts DESC, chain_id DESC, seq DESC LIMIT ${command.Parameters.Count}) newest
-            ORDER BY ts, chain_id, seq
-            """;
+        command.CommandText = $"SELECT chain_id, seq, kind, record, prev_hash, hash FROM ledger {Where(where)} ORDER BY ts, chain_id, seq";
         await using var reader = await command.ExecuteReaderAsync(cancellationToken);
         while (await reader.ReadAsync(cancellationToken))
         {
+            if (skip > 0)
+            {
+                skip--;
+                continue;
+            }
+
             yield return query.Checked(new StoredRecord(reader.GetString(0), reader.GetInt64(1), reader.GetString(2), await JsonAsync(reader, 3, cancellationToken), reader.GetString(4), reader.GetString(5)));
         }
+
+        static string Where(List<string> where) => where.Count > 0 ? "WHERE " + string.Join(" AND ", where) : "";
     }
 
     /// <summary>The canonical JSON of a ledger row: its exact bytes, or decompressed against the dictionary it names (fetched once).</summary>

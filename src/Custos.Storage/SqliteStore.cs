@@ -328,6 +328,11 @@ public sealed partial class SqliteStore : ICustosStore
     /// <inheritdoc/>
     public async IAsyncEnumerable<StoredRecord> QueryAsync(LedgerQuery query, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
+        if (query.Limit == 0)
+        {
+            yield break;
+        }
+
         await using var connection = await OpenReaderAsync(cancellationToken);
         using var command = connection.CreateCommand();
         var where = new List<string>();
@@ -348,21 +353,40 @@ public sealed partial class SqliteStore : ICustosStore
             command.Parameters.AddWithValue("$to", LedgerTime.Format(to));
         }
 
-        // Newest N, returned oldest first.
-        command.CommandText = $"""
-            SELECT chain_id, seq, kind, record, prev_hash, hash FROM (
-                SELECT chain_id, seq, kind, record, prev_hash, hash, ts FROM ledger
-                {(where.Count > 0 ? "WHERE " + string.Join(" AND ", where) : "")}
-                ORDER BY ts DESC, chain_id DESC, seq DESC LIMIT $limit)
-            ORDER BY ts, chain_id, seq
-            """;
-        command.Parameters.AddWithValue("$limit", query.Limit);
+        // Newest N, returned oldest first. Sorting the newest N the other way round would sort their records as well (a
+        // temporary B-tree of the whole ledger for an export); instead the oldest time among them is found over the
+        // index, and the rows from that time on are read in order, less the oldest ties at that time that are not among
+        // the newest N. One read transaction, so the statements see the same ledger.
+        using var snapshot = connection.BeginTransaction(deferred: true);
+        command.Transaction = snapshot;
+        var skip = 0L;
+        if (query.Limit > 0)
+        {
+            command.CommandText = $"SELECT ts FROM ledger {Where(where)} ORDER BY ts DESC LIMIT 1 OFFSET {query.Limit - 1}";
+            if (await command.ExecuteScalarAsync(cancellationToken) is string cut)
+            {
+                command.Parameters.AddWithValue("$cut", cut);
+                where.Add("ts >= $cut");
+                command.CommandText = $"SELECT count(*) FROM ledger {Where(where)}";
+                skip = (long)(await command.ExecuteScalarAsync(cancellationToken))! - query.Limit;
+            }
+        }
+
+        command.CommandText = $"SELECT chain_id, seq, kind, record, prev_hash, hash FROM ledger {Where(where)} ORDER BY ts, chain_id, seq";
         await using var reader = await command.ExecuteReaderAsync(cancellationToken);
         while (await reader.ReadAsync(cancellationToken))
         {
+            if (skip > 0)
+            {
+                skip--;
+                continue;
+            }
+
             yield return query.Checked(new StoredRecord(reader.GetString(0), reader.GetInt64(1), reader.GetString(2), LedgerRecordCodec.Read(reader, 3, _dictionaries),
                 reader.GetString(4), reader.GetString(5)));
         }
+
+        static string Where(List<string> where) => where.Count > 0 ? "WHERE " + string.Join(" AND ", where) : "";
     }
 
     /// <inheritdoc/>

@@ -171,6 +171,40 @@ public abstract class StoreContract : IAsyncLifetime
     }
 
     [Fact]
+    public async Task QueryAsync_Limit_GivesTheNewestN_AlsoWhenTheOldestOfThemTiesWithOthers()
+    {
+        // Four entries on each of two chains at T0, one before and one after, and an admin entry at T0 that the default
+        // kind leaves out: every limit that cuts among the entries at T0 must keep the newest of them.
+        var a = new HashChain("node-a", 0, HashChain.Genesis);
+        var b = new HashChain("node-b", 0, HashChain.Genesis);
+        List<ChainedRecord> onA = [a.Append(Request("a0", "acme", "x", Decision.Allow, T0.AddMinutes(-1)))], onB = [];
+        for (var i = 1; i <= 4; i++)
+        {
+            onA.Add(a.Append(Request($"a{i}", i % 2 == 0 ? "acme" : "globex", "x", Decision.Allow, T0)));
+            onB.Add(b.Append(Request($"b{i}", i % 2 == 0 ? "acme" : "globex", "x", Decision.Allow, T0)));
+        }
+
+        onA.Add(a.Append(Admin(T0)));
+        onB.Add(b.Append(Request("b5", "acme", "x", Decision.Allow, T0.AddMinutes(1))));
+        await Store.AppendAsync(onA);
+        await Store.AppendAsync(onB);
+
+        var all = await IdsAsync(new LedgerQuery { Limit = 100 });
+        var acme = await IdsAsync(new LedgerQuery { Tenant = "acme", Limit = 100 });
+        var both = await IdsAsync(new LedgerQuery { Kind = null, Limit = 100 });
+
+        Assert.Equal(["a0", "a1", "a2", "a3", "a4", "b1", "b2", "b3", "b4", "b5"], all);
+        Assert.Equal(["a0", "a2", "a4", "b2", "b4", "b5"], acme);
+        Assert.Equal(["a0", "a1", "a2", "a3", "a4", "admin:policy.version_created", "b1", "b2", "b3", "b4", "b5"], both);
+        for (var limit = 0; limit <= all.Length + 1; limit++)
+        {
+            Assert.Equal(all.TakeLast(limit), await IdsAsync(new LedgerQuery { Limit = limit }));
+            Assert.Equal(acme.TakeLast(limit), await IdsAsync(new LedgerQuery { Tenant = "acme", Limit = limit }));
+            Assert.Equal(both.TakeLast(limit), await IdsAsync(new LedgerQuery { Kind = null, Limit = limit }));
+        }
+    }
+
+    [Fact]
     public async Task QueryAsync_TimeBounds_FromIsInclusive_ToIsExclusive_AtMicrosecondPrecision()
     {
         var chain = new HashChain("n1", 0, HashChain.Genesis);
