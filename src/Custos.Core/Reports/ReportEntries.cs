@@ -4,15 +4,20 @@ using Custos.Ledger;
 
 namespace Custos.Reports;
 
-/// <summary>One control reading of a request entry (<c>controls[]</c> in docs/ledger.md), as reports read it.</summary>
+/// <summary>
+/// One control reading of a request entry (<c>controls[]</c> in docs/ledger.md), as reports read it: what was decided
+/// under which limit, and for budgets what the window had spent (the incident pack shows the last). What other controls'
+/// windows had used and what the request asked for, which differ from request to request, are left out, so that equal
+/// readings are one object (<see cref="RequestEntry.Parse(string, long, string)"/>): an incident window of 740,000
+/// requests held 2.3 GB when every request had its own.
+/// </summary>
 /// <param name="Control">For example <c>rate_limit.requests</c>.</param>
 /// <param name="Scope">For example <c>consumer:support-web</c>, or null.</param>
 /// <param name="Decision"><c>pass</c>, <c>deny</c>, <c>throttle</c>, <c>modify</c>, <c>warn</c> or <c>not_evaluated</c>.</param>
 /// <param name="Limit">The limit in force.</param>
-/// <param name="Used">What the window had used before the request.</param>
-/// <param name="Requested">What the request asked for or reserved.</param>
+/// <param name="Used">For a budget, what its window had spent before the request; null for other controls.</param>
 /// <param name="Detail">The short explanation, if any.</param>
-public sealed record ControlReading(string Control, string? Scope, string Decision, decimal? Limit, decimal? Used, decimal? Requested, string? Detail);
+public sealed record ControlReading(string Control, string? Scope, string Decision, decimal? Limit, decimal? Used, string? Detail);
 
 /// <summary>A request entry of the ledger, with the fields the reports use, and where it sits in its chain.</summary>
 public sealed record RequestEntry
@@ -103,13 +108,17 @@ public sealed record RequestEntry
     {
         using var document = JsonDocument.Parse(json);
         var r = document.RootElement;
-        var controls = new List<ControlReading>();
+        ControlReading[] controls = [];
         if (r.TryGetProperty("controls", out var list) && list.ValueKind == JsonValueKind.Array)
         {
+            controls = new ControlReading[list.GetArrayLength()];
+            var i = 0;
             foreach (var c in list.EnumerateArray())
             {
-                controls.Add(new ControlReading(Json.Name(c, "control") ?? "", Json.Name(c, "scope"), Json.Name(c, "decision") ?? "",
-                    Json.Decimal(c, "limit"), Json.Decimal(c, "used"), Json.Decimal(c, "requested"), Json.Name(c, "detail")));
+                var control = Json.Name(c, "control") ?? "";
+                var reading = new ControlReading(control, Json.Name(c, "scope"), Json.Name(c, "decision") ?? "", Json.Decimal(c, "limit"),
+                    control == "budget" ? Json.Decimal(c, "used") : null, Json.Name(c, "detail"));
+                controls[i++] = reading.Used is null ? Shared(reading) : reading; // a budget's spend is its own
             }
         }
 
@@ -141,6 +150,21 @@ public sealed record RequestEntry
             Controls = controls,
         };
     }
+
+    /// <summary>The one instance of <paramref name="reading"/>'s value: the policy decides how many there are, not the window.</summary>
+    private static ControlReading Shared(ControlReading reading)
+    {
+        if (SharedReadings.Count >= MaxSharedReadings)
+        {
+            SharedReadings.Clear(); // a policy with more distinct readings than this: they are shared again from here
+        }
+
+        return SharedReadings.GetOrAdd(reading, reading);
+    }
+
+    private const int MaxSharedReadings = 16_384;
+
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<ControlReading, ControlReading> SharedReadings = new();
 }
 
 /// <summary>An administrative entry of the ledger: who did what to what, before, after, why.</summary>
