@@ -124,7 +124,7 @@ public sealed record RequestEntry
 
         return new RequestEntry
         {
-            ChainId = chainId,
+            ChainId = string.Intern(chainId), // a node's chain: a handful of names for any number of entries
             Seq = seq,
             RequestId = Json.Text(r, "request_id") ?? "",
             Timestamp = LedgerTime.Parse(Json.Text(r, "timestamp")!),
@@ -135,7 +135,9 @@ public sealed record RequestEntry
             CredentialId = Json.Name(r, "credential_id"),
             Model = Json.Name(r, "model"),
             Decision = Json.Name(r, "decision") ?? "allow",
-            Reasons = r.TryGetProperty("reasons", out var reasons) ? [.. reasons.EnumerateArray().Select(e => string.Intern(e.GetString()!))] : [],
+            Reasons = r.TryGetProperty("reasons", out var reasons) && reasons.GetArrayLength() > 0
+                ? [.. reasons.EnumerateArray().Select(e => string.Intern(e.GetString()!))]
+                : [],
             PolicyVersion = Json.Long(r, "policy_version") ?? 0,
             Cost = Json.Text(r, "cost") is { } cost ? decimal.Parse(cost, CultureInfo.InvariantCulture) : null,
             Currency = Json.Name(r, "currency"),
