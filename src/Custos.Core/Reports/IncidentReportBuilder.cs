@@ -577,7 +577,7 @@ public static partial class IncidentReportBuilder
 
             foreach (var (scope, budget, tenant) in levels.Where(l => seen.Add(l.Scope)))
             {
-                var reading = requests.SelectMany(r => r.Controls.Where(c => c.Control == "budget" && c.Scope == scope).Select(c => (r.Timestamp, c))).LastOrDefault();
+                var reading = requests.SelectMany(r => r.Budgets().Where(b => b.Reading.Scope == scope).Select(b => (r.Timestamp, c: b.Reading, b.Used))).LastOrDefault();
                 budgets.Add(new BudgetView
                 {
                     Scope = scope,
@@ -585,7 +585,7 @@ public static partial class IncidentReportBuilder
                     Period = PolicyNames.Of(budget.Period),
                     Mode = PolicyNames.Of(budget.Mode),
                     SpendInWindow = InScope(requests, scope).Sum(r => r.Cost ?? 0m),
-                    LastUsed = reading.c?.Used,
+                    LastUsed = reading.Used,
                     LastLimit = reading.c?.Limit,
                     LastReadingAt = reading.c is null ? null : reading.Timestamp,
                     Refused = requests.Count(r => r.Controls.Any(c => c.Control == "budget" && c.Scope == scope && c.Decision == "deny")),

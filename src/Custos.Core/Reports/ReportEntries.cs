@@ -6,18 +6,17 @@ namespace Custos.Reports;
 
 /// <summary>
 /// One control reading of a request entry (<c>controls[]</c> in docs/ledger.md), as reports read it: what was decided
-/// under which limit, and for budgets what the window had spent (the incident pack shows the last). What other controls'
-/// windows had used and what the request asked for, which differ from request to request, are left out, so that equal
-/// readings are one object (<see cref="RequestEntry.Parse(string, long, string)"/>): an incident window of 740,000
-/// requests held 2.3 GB when every request had its own.
+/// under which limit. What the window had used and what the request asked for, which differ from request to request,
+/// are left out (a budget's spend is <see cref="RequestEntry.BudgetsUsed"/>), so that equal readings, and equal lists of
+/// them, are one object (<see cref="RequestEntry.Parse(string, long, string)"/>): an incident window of 740,000 requests
+/// held 2.3 GB when every request had its own.
 /// </summary>
 /// <param name="Control">For example <c>rate_limit.requests</c>.</param>
 /// <param name="Scope">For example <c>consumer:support-web</c>, or null.</param>
 /// <param name="Decision"><c>pass</c>, <c>deny</c>, <c>throttle</c>, <c>modify</c>, <c>warn</c> or <c>not_evaluated</c>.</param>
 /// <param name="Limit">The limit in force.</param>
-/// <param name="Used">For a budget, what its window had spent before the request; null for other controls.</param>
 /// <param name="Detail">The short explanation, if any.</param>
-public sealed record ControlReading(string Control, string? Scope, string Decision, decimal? Limit, decimal? Used, string? Detail);
+public sealed record ControlReading(string Control, string? Scope, string Decision, decimal? Limit, string? Detail);
 
 /// <summary>A request entry of the ledger, with the fields the reports use, and where it sits in its chain.</summary>
 public sealed record RequestEntry
@@ -94,6 +93,23 @@ public sealed record RequestEntry
     /// <summary>The controls evaluated (empty for format version 1 and early refusals).</summary>
     public IReadOnlyList<ControlReading> Controls { get; init; } = [];
 
+    /// <summary>For each budget reading of <see cref="Controls"/>, in their order, what its window had spent before the request.</summary>
+    public IReadOnlyList<decimal?> BudgetsUsed { get; init; } = [];
+
+    /// <summary>The budget readings of <see cref="Controls"/>, each with what its window had spent before the request.</summary>
+    public IEnumerable<(ControlReading Reading, decimal? Used)> Budgets()
+    {
+        var k = 0;
+        foreach (var reading in Controls)
+        {
+            if (reading.Control == "budget")
+            {
+                yield return (reading, k < BudgetsUsed.Count ? BudgetsUsed[k] : null);
+                k++;
+            }
+        }
+    }
+
     /// <summary>Where the entry is: <c>chain#seq</c>.</summary>
     public string Position => ChainId + "#" + Seq.ToString(CultureInfo.InvariantCulture);
 
@@ -109,6 +125,7 @@ public sealed record RequestEntry
         using var document = JsonDocument.Parse(json);
         var r = document.RootElement;
         ControlReading[] controls = [];
+        List<decimal?>? budgetsUsed = null;
         if (r.TryGetProperty("controls", out var list) && list.ValueKind == JsonValueKind.Array)
         {
             controls = new ControlReading[list.GetArrayLength()];
@@ -116,10 +133,15 @@ public sealed record RequestEntry
             foreach (var c in list.EnumerateArray())
             {
                 var control = Json.Name(c, "control") ?? "";
-                var reading = new ControlReading(control, Json.Name(c, "scope"), Json.Name(c, "decision") ?? "", Json.Decimal(c, "limit"),
-                    control == "budget" ? Json.Decimal(c, "used") : null, Json.Name(c, "detail"));
-                controls[i++] = reading.Used is null ? Shared(reading) : reading; // a budget's spend is its own
+                controls[i++] = Shared(new ControlReading(control, Json.Name(c, "scope"), Json.Name(c, "decision") ?? "", Json.Decimal(c, "limit"),
+                    Json.Name(c, "detail")));
+                if (control == "budget")
+                {
+                    (budgetsUsed ??= []).Add(Json.Decimal(c, "used"));
+                }
             }
+
+            controls = SharedList(controls);
         }
 
         return new RequestEntry
@@ -150,8 +172,26 @@ public sealed record RequestEntry
             AgentRun = Json.Text(r, "agent_run"),
             ClientAddress = Json.Text(r, "client_address"),
             Controls = controls,
+            BudgetsUsed = budgetsUsed is null ? [] : budgetsUsed.ToArray(),
         };
     }
+
+    /// <summary>
+    /// The list of the entry read last on this thread when <paramref name="controls"/> holds the same readings: consecutive
+    /// requests of one consumer are usually decided by the same readings.
+    /// </summary>
+    private static ControlReading[] SharedList(ControlReading[] controls)
+    {
+        if (_lastControls is { } last && last.AsSpan().SequenceEqual(controls, ReferenceEqualityComparer.Instance))
+        {
+            return last;
+        }
+
+        return _lastControls = controls;
+    }
+
+    [ThreadStatic]
+    private static ControlReading[]? _lastControls;
 
     /// <summary>The one instance of <paramref name="reading"/>'s value: the policy decides how many there are, not the window.</summary>
     private static ControlReading Shared(ControlReading reading)
