@@ -12,7 +12,7 @@ public sealed class ReportEntriesTests
     public void Parse_EqualReadingsOfManyEntries_AreOneObject_EachBudgetKeepsItsSpend()
     {
         var chain = new HashChain("node-a", 0, HashChain.Genesis);
-        var entries = new[] { 57m, 58m }.Select((used, i) =>
+        var entries = new[] { 57m, 58m }.Select(used =>
         {
             var record = LedgerCanonicalFormTests.SampleRequest();
             record.Controls =
