@@ -320,12 +320,7 @@ public sealed partial class PostgresStore : ICustosStore, IRecordFormatSetting
     /// <inheritdoc/>
     public async IAsyncEnumerable<StoredRecord> QueryAsync(LedgerQuery query, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        if (query.Limit == 0)
-        {
-            yield break;
-        }
-
-        // One snapshot for the statements below, so they see the same ledger.
+        // One snapshot for the statements, so they see the same ledger.
         await using var connection = await _dataSource.OpenConnectionAsync(cancellationToken);
         await using var snapshot = await connection.BeginTransactionAsync(System.Data.IsolationLevel.RepeatableRead, cancellationToken);
         await using var command = new NpgsqlCommand { Connection = connection, Transaction = snapshot };
@@ -347,36 +342,15 @@ public sealed partial class PostgresStore : ICustosStore, IRecordFormatSetting
             where.Add($"ts < ${command.Parameters.Count}");
         }
 
-        // Newest N, returned oldest first, as the SQLite store does it: the oldest time among the newest N found over the
-        // index, the rows from that time on read in order, less the oldest ties at that time that are not among them.
-        // Sorting the newest N the other way round would sort their records as well (on disk, for an export).
-        var skip = 0L;
-        if (query.Limit > 0)
+        await foreach (var reader in StoreRows.NewestInOrderAsync(command, where, query.Limit, cut =>
         {
-            command.CommandText = $"SELECT ts FROM ledger {Where(where)} ORDER BY ts DESC LIMIT 1 OFFSET {query.Limit - 1}";
-            if (await command.ExecuteScalarAsync(cancellationToken) is DateTime cut)
-            {
-                command.Parameters.Add(new NpgsqlParameter { Value = cut, NpgsqlDbType = NpgsqlDbType.TimestampTz });
-                where.Add($"ts >= ${command.Parameters.Count}");
-                command.CommandText = $"SELECT count(*) FROM ledger {Where(where)}";
-                skip = (long)(await command.ExecuteScalarAsync(cancellationToken))! - query.Limit;
-            }
-        }
-
-        command.CommandText = $"SELECT chain_id, seq, kind, record, prev_hash, hash FROM ledger {Where(where)} ORDER BY ts, chain_id, seq";
-        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
-        while (await reader.ReadAsync(cancellationToken))
+            command.Parameters.Add(new NpgsqlParameter { Value = cut, NpgsqlDbType = NpgsqlDbType.TimestampTz });
+            return "$" + command.Parameters.Count.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        }, cancellationToken))
         {
-            if (skip > 0)
-            {
-                skip--;
-                continue;
-            }
-
-            yield return query.Checked(new StoredRecord(reader.GetString(0), reader.GetInt64(1), reader.GetString(2), await JsonAsync(reader, 3, cancellationToken), reader.GetString(4), reader.GetString(5)));
+            yield return query.Checked(new StoredRecord(reader.GetString(0), reader.GetInt64(1), reader.GetString(2),
+                await JsonAsync((NpgsqlDataReader)reader, 3, cancellationToken), reader.GetString(4), reader.GetString(5)));
         }
-
-        static string Where(List<string> where) => where.Count > 0 ? "WHERE " + string.Join(" AND ", where) : "";
     }
 
     /// <summary>The canonical JSON of a ledger row: its exact bytes, or decompressed against the dictionary it names (fetched once).</summary>

@@ -328,13 +328,10 @@ public sealed partial class SqliteStore : ICustosStore
     /// <inheritdoc/>
     public async IAsyncEnumerable<StoredRecord> QueryAsync(LedgerQuery query, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        if (query.Limit == 0)
-        {
-            yield break;
-        }
-
         await using var connection = await OpenReaderAsync(cancellationToken);
+        using var snapshot = connection.BeginTransaction(deferred: true); // one snapshot for the statements
         using var command = connection.CreateCommand();
+        command.Transaction = snapshot;
         var where = new List<string>();
         foreach (var (column, value) in query.ColumnFilters())
         {
@@ -353,40 +350,15 @@ public sealed partial class SqliteStore : ICustosStore
             command.Parameters.AddWithValue("$to", LedgerTime.Format(to));
         }
 
-        // Newest N, returned oldest first. Sorting the newest N the other way round would sort their records as well (a
-        // temporary B-tree of the whole ledger for an export); instead the oldest time among them is found over the
-        // index, and the rows from that time on are read in order, less the oldest ties at that time that are not among
-        // the newest N. One read transaction, so the statements see the same ledger.
-        using var snapshot = connection.BeginTransaction(deferred: true);
-        command.Transaction = snapshot;
-        var skip = 0L;
-        if (query.Limit > 0)
+        await foreach (var reader in StoreRows.NewestInOrderAsync(command, where, query.Limit, cut =>
         {
-            command.CommandText = $"SELECT ts FROM ledger {Where(where)} ORDER BY ts DESC LIMIT 1 OFFSET {query.Limit - 1}";
-            if (await command.ExecuteScalarAsync(cancellationToken) is string cut)
-            {
-                command.Parameters.AddWithValue("$cut", cut);
-                where.Add("ts >= $cut");
-                command.CommandText = $"SELECT count(*) FROM ledger {Where(where)}";
-                skip = (long)(await command.ExecuteScalarAsync(cancellationToken))! - query.Limit;
-            }
-        }
-
-        command.CommandText = $"SELECT chain_id, seq, kind, record, prev_hash, hash FROM ledger {Where(where)} ORDER BY ts, chain_id, seq";
-        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
-        while (await reader.ReadAsync(cancellationToken))
+            command.Parameters.AddWithValue("$cut", cut);
+            return "$cut";
+        }, cancellationToken))
         {
-            if (skip > 0)
-            {
-                skip--;
-                continue;
-            }
-
-            yield return query.Checked(new StoredRecord(reader.GetString(0), reader.GetInt64(1), reader.GetString(2), LedgerRecordCodec.Read(reader, 3, _dictionaries),
-                reader.GetString(4), reader.GetString(5)));
+            yield return query.Checked(new StoredRecord(reader.GetString(0), reader.GetInt64(1), reader.GetString(2),
+                LedgerRecordCodec.Read((SqliteDataReader)reader, 3, _dictionaries), reader.GetString(4), reader.GetString(5)));
         }
-
-        static string Where(List<string> where) => where.Count > 0 ? "WHERE " + string.Join(" AND ", where) : "";
     }
 
     /// <inheritdoc/>

@@ -39,6 +39,55 @@ public static class StoreRows
 
     private static string? Text(DbDataReader reader, int ordinal) => reader.IsDBNull(ordinal) ? null : reader.GetString(ordinal);
 
+    /// <summary>
+    /// The newest <paramref name="limit"/> ledger rows matching <paramref name="where"/> (all of them when negative), oldest
+    /// first, each as <paramref name="command"/>'s reader positioned on it: <c>chain_id, seq, kind, record, prev_hash,
+    /// hash</c>. Sorting the newest N the other way round would sort their records as well (for an export, the whole
+    /// ledger in a temporary B-tree or on disk), so the oldest time among them is found over the <c>ts</c> index, the rows
+    /// from that time on are counted and read in order, and the oldest ties at that time that are not among the newest N
+    /// are skipped. Run it in one snapshot (a read transaction) so that the statements see the same ledger.
+    /// </summary>
+    /// <param name="command">The store's command, its filter parameters bound.</param>
+    /// <param name="where">The filter's conditions; the cut's is added to it.</param>
+    /// <param name="limit">At most this many; negative for all.</param>
+    /// <param name="bindCut">Binds the cut's time (as the store read it) to <paramref name="command"/> and gives its placeholder.</param>
+    /// <param name="cancellationToken">Stops reading.</param>
+    public static async IAsyncEnumerable<DbDataReader> NewestInOrderAsync(DbCommand command, List<string> where, int limit, Func<object, string> bindCut,
+        [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        if (limit == 0)
+        {
+            yield break;
+        }
+
+        var skip = 0L;
+        if (limit > 0)
+        {
+            command.CommandText = $"SELECT ts FROM ledger {Where(where)} ORDER BY ts DESC LIMIT 1 OFFSET {limit - 1}";
+            if (await command.ExecuteScalarAsync(cancellationToken) is { } cut and not DBNull)
+            {
+                where.Add("ts >= " + bindCut(cut));
+                command.CommandText = $"SELECT count(*) FROM ledger {Where(where)}";
+                skip = Convert.ToInt64(await command.ExecuteScalarAsync(cancellationToken), CultureInfo.InvariantCulture) - limit;
+            }
+        }
+
+        command.CommandText = $"SELECT chain_id, seq, kind, record, prev_hash, hash FROM ledger {Where(where)} ORDER BY ts, chain_id, seq";
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            if (skip > 0)
+            {
+                skip--;
+                continue;
+            }
+
+            yield return reader;
+        }
+
+        static string Where(List<string> where) => where.Count > 0 ? "WHERE " + string.Join(" AND ", where) : "";
+    }
+
     /// <summary>How an alert is kept: one JSON column.</summary>
     public static JsonSerializerOptions AlertJson { get; } = new()
     {
