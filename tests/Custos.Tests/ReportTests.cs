@@ -496,7 +496,7 @@ public sealed class ReportTests
             To = t0.AddHours(1),
             GeneratedAt = t0.AddHours(2),
             History = history,
-            Requests = [Request(1, "alpha"), Request(2, "beta")],
+            Window = IncidentWindow.Of(t0, t0.AddHours(1), [Request(1, "alpha"), Request(2, "beta")]),
             Baseline = new BaselineStats(t0.AddHours(-1), t0),
             Chain = ChainCheck.NotRun("test"),
         });
@@ -588,7 +588,7 @@ public sealed class ReportTests
             To = t0.AddHours(1),
             GeneratedAt = t0.AddHours(2),
             History = history,
-            Requests = [],
+            Window = new IncidentWindow(t0, t0.AddHours(1)),
             Baseline = new BaselineStats(t0.AddHours(-1), t0),
             Chain = ChainCheck.NotRun("test"),
             Alerts = alerts,

@@ -8,21 +8,6 @@ namespace Custos.Reports;
 /// <summary>The findings and the classification of an incident pack.</summary>
 public static partial class IncidentReportBuilder
 {
-    /// <summary>Reasons that mean a rate limit, quota or budget refused the request.</summary>
-    private static readonly HashSet<string> LimitReasons = new(StringComparer.Ordinal) { "throttle.rate_limit", "deny.quota_exhausted", "deny.budget_exhausted" };
-
-    /// <summary>Reasons that mean the caller asked for a model it was not entitled to (now).</summary>
-    private static readonly HashSet<string> EntitlementReasons = new(StringComparer.Ordinal)
-    {
-        "deny.model_not_entitled", "deny.model_not_found", "deny.entitlement_expired", "deny.entitlement_not_yet_valid",
-    };
-
-    /// <summary>Reasons that mean a stopped credential was still presented.</summary>
-    private static readonly HashSet<string> StoppedCredentialReasons = new(StringComparer.Ordinal)
-    {
-        "deny.credential_revoked", "deny.credential_suspended", "deny.credential_expired",
-    };
-
     /// <summary>The order of classes whose scores tie: a cause in configuration or governance is what made apparent misuse possible.</summary>
     private static readonly string[] ClassOrder = [Classification.Misconfiguration, Classification.MissingGovernance, Classification.Misuse];
 
@@ -127,32 +112,31 @@ public static partial class IncidentReportBuilder
     private static Evidence RequestEvidence(RequestEntry r, string? why = null)
         => new("request", r.RequestId, $"{ReportText.Time(r.Timestamp)} {r.Decision} {RequestWhat(r)} under v{r.PolicyVersion}, ledger {r.Position}" + (why is null ? "" : "; " + why));
 
-    private static void AddRequests(Draft draft, IReadOnlyList<RequestEntry> requests, Func<RequestEntry, string?>? why = null)
+    private static void AddRequests(Draft draft, IncidentWindow.Sample requests, Func<RequestEntry, string?>? why = null)
     {
-        draft.Evidence.AddRange(requests.Take(MaxRequestEvidence).Select(r => RequestEvidence(r, why?.Invoke(r))));
+        draft.Evidence.AddRange(requests.Head.Take(MaxRequestEvidence).Select(r => RequestEvidence(r.Entry, why?.Invoke(r.Entry))));
         if (requests.Count > MaxRequestEvidence)
         {
             draft.Evidence.Add(new Evidence("request", $"+{requests.Count - MaxRequestEvidence}",
-                $"{requests.Count - MaxRequestEvidence} more, from {requests[MaxRequestEvidence].RequestId} to {requests[^1].RequestId} (see the timeline)"));
+                $"{requests.Count - MaxRequestEvidence} more, from {requests.Head[MaxRequestEvidence].Entry.RequestId} to {requests.Tail.Entry.RequestId} (see the timeline)"));
         }
     }
 
     private static void MisuseFindings(Context context, Func<string, string, string, string, string, string, Draft> add)
     {
-        var requests = context.Requests;
-        var limited = requests.Where(r => r.Reasons.Any(LimitReasons.Contains)).ToList();
+        var window = context.Window;
+        var limited = window.Limited;
         if (limited.Count >= 3)
         {
-            var deciding = limited.SelectMany(r => r.Controls.Where(c => c.Decision is "deny" or "throttle"))
-                .GroupBy(c => (c.Control, c.Scope)).OrderByDescending(g => g.Count())
-                .Select(g => $"{g.Key.Control} of {g.Key.Scope} (limit {Number(g.Last().Limit)}) {g.Count()}x").ToList();
-            var severity = limited.Count >= 10 || limited.Count * 4 >= requests.Count ? "high" : "medium";
+            var deciding = window.LimitedBy.OrderByDescending(g => g.Value.Count)
+                .Select(g => $"{g.Key.Control} of {g.Key.Scope} (limit {Number(g.Value.Limit)}) {g.Value.Count}x").ToList();
+            var severity = limited.Count >= 10 || limited.Count * 4 >= window.Count ? "high" : "medium";
             var draft = add("limits", Classification.Misuse, "limit_refusals", severity,
-                $"{limited.Count} of {requests.Count} requests refused by rate limits, quotas or budgets",
-                $"Between {ReportText.Time(limited[0].Timestamp)} and {ReportText.Time(limited[^1].Timestamp)} the caller kept sending after the limits refused it: " +
-                (deciding.Count > 0 ? string.Join("; ", deciding) : string.Join(", ", limited.SelectMany(r => r.Reasons).Distinct())) +
+                $"{limited.Count} of {window.Count} requests refused by rate limits, quotas or budgets",
+                $"Between {ReportText.Time(limited.FirstEntry.Timestamp)} and {ReportText.Time(limited.Tail.Entry.Timestamp)} the caller kept sending after the limits refused it: " +
+                (deciding.Count > 0 ? string.Join("; ", deciding) : string.Join(", ", window.LimitedReasons)) +
                 ". The controls held; the use itself was beyond what the policy allows.");
-            foreach (var (reason, count) in CountBy(limited.SelectMany(r => r.Reasons).Where(LimitReasons.Contains)))
+            foreach (var (reason, count) in IncidentWindow.Sorted(window.Reasons, IncidentWindow.LimitReasons.Contains))
             {
                 draft.Evidence.Add(new Evidence("reason_count", reason, $"{count} request(s)"));
             }
@@ -160,29 +144,27 @@ public static partial class IncidentReportBuilder
             AddRequests(draft, limited);
         }
 
-        var promptDenied = requests.Where(r => r.Reasons.Contains("deny.prompt_restricted")).ToList();
-        var redacted = requests.Where(r => r.Controls.Any(c => c.Control == "prompt_restriction" && c.Decision == "modify")).ToList();
-        if (promptDenied.Count > 0 || redacted.Count > 0)
+        var (promptDenied, redacted) = (window.PromptDenied, window.PromptRedacted);
+        if (promptDenied > 0 || redacted > 0)
         {
-            var rules = requests.SelectMany(r => r.Controls.Where(c => c.Control == "prompt_restriction" && c.Decision is "deny" or "modify"))
-                .Select(c => c.Scope + (c.Detail is null ? "" : " (" + c.Detail + ")")).Distinct(StringComparer.Ordinal).ToList();
-            var severity = promptDenied.Count >= 3 ? "high" : promptDenied.Count > 0 ? "medium" : "low";
+            var rules = window.PromptRules;
+            var severity = promptDenied >= 3 ? "high" : promptDenied > 0 ? "medium" : "low";
             var draft = add("prompt", Classification.Misuse, "prompt_restrictions_hit", severity,
-                $"Prompt restrictions hit: {promptDenied.Count} refused, {redacted.Count} redacted",
+                $"Prompt restrictions hit: {promptDenied} refused, {redacted} redacted",
                 $"Prompts matched restricted content ({(rules.Count > 0 ? string.Join(", ", rules) : "rules named in the entries")}). The gateway refused or redacted them; " +
                 "the text itself is not stored, only the rule and the prompt's SHA-256.");
-            draft.Evidence.Add(new Evidence("reason_count", "deny.prompt_restricted", $"{promptDenied.Count} request(s)"));
-            AddRequests(draft, [.. promptDenied.Concat(redacted).DistinctBy(r => r.RequestId).OrderBy(r => r.Timestamp)]);
+            draft.Evidence.Add(new Evidence("reason_count", "deny.prompt_restricted", $"{promptDenied} request(s)"));
+            AddRequests(draft, window.PromptHit);
         }
 
-        var probing = requests.Where(r => r.Reasons.Any(EntitlementReasons.Contains)).ToList();
+        var probing = window.Probing;
         if (probing.Count >= 3)
         {
-            var models = probing.Select(r => r.Model ?? "(none)").Distinct(StringComparer.Ordinal).ToList();
+            var models = window.ProbedModels;
             var draft = add("probing", Classification.Misuse, "entitlement_probing", "medium",
                 $"{probing.Count} requests for models outside the entitlement",
                 $"The caller asked for models it is not entitled to ({string.Join(", ", models)}); the entitlement control refused each one.");
-            foreach (var (reason, count) in CountBy(probing.SelectMany(r => r.Reasons).Where(EntitlementReasons.Contains)))
+            foreach (var (reason, count) in IncidentWindow.Sorted(window.Reasons, IncidentWindow.EntitlementReasons.Contains))
             {
                 draft.Evidence.Add(new Evidence("reason_count", reason, $"{count} request(s)"));
             }
@@ -190,13 +172,13 @@ public static partial class IncidentReportBuilder
             AddRequests(draft, probing);
         }
 
-        var stopped = requests.Where(r => r.Reasons.Any(StoppedCredentialReasons.Contains)).ToList();
+        var stopped = window.Stopped;
         if (stopped.Count > 0)
         {
             var draft = add("stopped", Classification.Misuse, "stopped_credential_presented", stopped.Count >= 3 ? "medium" : "low",
                 $"A stopped credential was still presented {ReportText.Plural(stopped.Count, "time")}",
                 "Requests kept arriving with a revoked, suspended or expired credential: whoever holds the key did not stop (a leaked key, or a client nobody told).");
-            foreach (var (reason, count) in CountBy(stopped.SelectMany(r => r.Reasons).Where(StoppedCredentialReasons.Contains)))
+            foreach (var (reason, count) in IncidentWindow.Sorted(window.Reasons, IncidentWindow.StoppedCredentialReasons.Contains))
             {
                 draft.Evidence.Add(new Evidence("reason_count", reason, $"{count} request(s)"));
             }
@@ -205,13 +187,13 @@ public static partial class IncidentReportBuilder
         }
 
         var baseline = BaselineViewOf(context.Input);
-        if (baseline.Ratio is { } ratio && requests.Count >= 20 && ratio >= 5)
+        if (baseline.Ratio is { } ratio && window.Count >= 20 && ratio >= 5)
         {
             var draft = add("baseline", Classification.Misuse, "above_baseline", ratio >= 20 ? "high" : "medium",
                 $"Use {ratio.ToString("0.#", CultureInfo.InvariantCulture)}x the subject's earlier rate",
-                $"{ReportText.Plural(requests.Count, "request")} in the window ({baseline.WindowRequestsPerHour.ToString("0.##", CultureInfo.InvariantCulture)} per hour) " +
+                $"{ReportText.Plural(window.Count, "request")} in the window ({baseline.WindowRequestsPerHour.ToString("0.##", CultureInfo.InvariantCulture)} per hour) " +
                 $"against {ReportText.Plural(baseline.Requests, "request")} in the {Describe(baseline.To - baseline.From)} before it " +
-                $"({baseline.RequestsPerHour.ToString("0.##", CultureInfo.InvariantCulture)} per hour); spend {ReportText.Money(requests.Sum(r => r.Cost ?? 0m))} against {ReportText.Money(baseline.Spend)}.");
+                $"({baseline.RequestsPerHour.ToString("0.##", CultureInfo.InvariantCulture)} per hour); spend {ReportText.Money(window.Spend)} against {ReportText.Money(baseline.Spend)}.");
             draft.Evidence.Add(new Evidence("baseline", $"{ReportText.Time(baseline.From)} to {ReportText.Time(baseline.To)}", $"{baseline.Requests} request(s), {ReportText.Money(baseline.Spend)}"));
             var summary = Summarise(context.Input);
             if (summary.PeakMinute is { } peak)
@@ -219,10 +201,10 @@ public static partial class IncidentReportBuilder
                 draft.Evidence.Add(new Evidence("peak_minute", ReportText.Time(peak), $"{summary.PeakMinuteRequests} request(s) in the busiest minute"));
             }
         }
-        else if (baseline.Requests == 0 && requests.Count >= 100)
+        else if (baseline.Requests == 0 && window.Count >= 100)
         {
-            var draft = add("baseline", Classification.Misuse, "no_baseline", "low", $"{requests.Count} requests with no earlier use",
-                $"The subject made no request in the {Describe(baseline.To - baseline.From)} before the window, then {requests.Count} in it: new activity with nothing to compare with.");
+            var draft = add("baseline", Classification.Misuse, "no_baseline", "low", $"{window.Count} requests with no earlier use",
+                $"The subject made no request in the {Describe(baseline.To - baseline.From)} before the window, then {window.Count} in it: new activity with nothing to compare with.");
             draft.Evidence.Add(new Evidence("baseline", $"{ReportText.Time(baseline.From)} to {ReportText.Time(baseline.To)}", "no request"));
         }
     }
@@ -243,14 +225,13 @@ public static partial class IncidentReportBuilder
                 var category = PolicyNames.Of(consumer.Category);
                 if (effective.MaxOutputTokens is null)
                 {
-                    var unbounded = context.OfConsumer(consumer.Id).Where(r => r.PolicyVersion == version.Number && r.Decision == "allow").ToList();
+                    var largest = context.Window.LargestAllowed.GetValueOrDefault((consumer.Id, version.Number));
                     var draft = add(consumer.Id, Classification.Misconfiguration, "no_output_ceiling", "high", $"No output ceiling for consumer '{consumer.Id}'",
                         $"Neither consumer '{consumer.Id}' nor its category ({category}) sets max_output_tokens: each request may ask the provider for as much output as it likes " +
                         "(a request naming none reserves 4,096 tokens per choice), so cost per request is bounded only by the client.");
                     draft.Versions.Add(version.Number);
-                    if (unbounded.Count > 0 && draft.Evidence.Count < MaxRequestEvidence)
+                    if (largest is not null && draft.Evidence.Count < MaxRequestEvidence)
                     {
-                        var largest = unbounded.OrderByDescending(r => r.MaxOutputTokens ?? 0).ThenByDescending(r => r.OutputTokens ?? 0).First();
                         draft.Evidence.Add(RequestEvidence(largest, $"allowed with no output ceiling from policy (asked for {(largest.MaxOutputTokens is { } m ? m.ToString(CultureInfo.InvariantCulture) : "none")}, got {largest.OutputTokens?.ToString(CultureInfo.InvariantCulture) ?? "-"})"));
                     }
                 }
@@ -310,11 +291,10 @@ public static partial class IncidentReportBuilder
                         $"Neither consumer '{consumer.Id}', its category ({category}), its service '{consumer.Service}' nor its tenant has a budget: nobody declared " +
                         "what this use may cost, so nothing stops it and nobody is accountable for the bill.");
                     draft.Versions.Add(version.Number);
-                    var spent = context.OfConsumer(consumer.Id).Where(r => r.PolicyVersion == version.Number && r.Cost is > 0m).ToList();
-                    if (spent.Count > 0)
+                    if (context.Window.Spent.GetValueOrDefault((consumer.Id, version.Number)) is { } spent)
                     {
                         draft.Evidence.Add(new Evidence("spend", "v" + version.Number.ToString(CultureInfo.InvariantCulture),
-                            $"{ReportText.Plural(spent.Count, "priced request")} under it spent {ReportText.Money(spent.Sum(r => r.Cost!.Value), spent[0].Currency)} with no budget"));
+                            $"{ReportText.Plural(spent.Count, "priced request")} under it spent {ReportText.Money(spent.Sum, spent.FirstEntry.Currency)} with no budget"));
                         AddRequests(draft, spent);
                     }
                 }
@@ -340,8 +320,7 @@ public static partial class IncidentReportBuilder
                         draft.Evidence.Add(new Evidence("ledger_entry", set.Position, $"{ReportText.Time(set.Timestamp)} service.owners_set by {set.Actor}: {set.Before} -> {set.After}"));
                     }
 
-                    var served = context.OfService(service.Id).Where(r => r.PolicyVersion == version.Number && r.Decision == "allow").ToList();
-                    if (served.Count > 0 && draft.Evidence.All(e => e.Kind != "request"))
+                    if (context.Window.Served.GetValueOrDefault((service.Id, version.Number)) is { } served && draft.Evidence.All(e => e.Kind != "request"))
                     {
                         draft.Evidence.Add(new Evidence("reason_count", "allow", $"{ReportText.Plural(served.Count, "request")} of the service served under v{version.Number} without that owner"));
                         AddRequests(draft, served);
@@ -361,13 +340,11 @@ public static partial class IncidentReportBuilder
         }
 
         // Traffic of an agent under a consumer of another category escapes the agent defaults.
-        var agentTraffic = context.Requests.Where(r => r.AgentRun is not null && r.Category is not null && r.Category != "agent").ToList();
-        foreach (var group in agentTraffic.GroupBy(r => r.Consumer ?? "?"))
+        foreach (var (consumer, list) in context.Window.AgentTraffic)
         {
-            var list = group.ToList();
-            var draft = add(group.Key, Classification.Misconfiguration, "category_mismatch", "medium",
-                $"Agent traffic under {list[0].Category} consumer '{group.Key}'",
-                $"{ReportText.Plural(list.Count, "request")} carried an agent run (X-Custos-Agent-Run) but consumer '{group.Key}' is registered as {list[0].Category}: " +
+            var draft = add(consumer, Classification.Misconfiguration, "category_mismatch", "medium",
+                $"Agent traffic under {list.FirstEntry.Category} consumer '{consumer}'",
+                $"{ReportText.Plural(list.Count, "request")} carried an agent run (X-Custos-Agent-Run) but consumer '{consumer}' is registered as {list.FirstEntry.Category}: " +
                 "the agent category's defaults (limits, ceilings, budget) and its owner roles (agent operator, business sponsor) do not apply to it.");
             AddRequests(draft, list);
         }
@@ -457,8 +434,7 @@ public static partial class IncidentReportBuilder
                 finding.Evidence.Add(new Evidence("policy_version", "v" + widened.Number, $"widened by {widened.Author} at {ReportText.Time(widened.CreatedAt)}: {widened.Reason}"));
             }
 
-            var used = context.OfConsumer(consumer.Id).Where(r => r.Decision == "allow" && r.Model is not null
-                && extra.Contains(PolicyControls.CanonicalModel(tenant, r.Model))).ToList();
+            var used = context.AllowedFor(consumer.Id, tenant, extra.Contains);
             AddRequests(finding, used, _ => "used a model that was never requested");
         }
     }
@@ -545,16 +521,16 @@ public static partial class IncidentReportBuilder
             var hashes = bindings.Select(b => b.KeySha256).Where(h => h is not null).ToHashSet(StringComparer.Ordinal);
             var twins = versions.SelectMany(v => v.Document.Credentials.Where(c => c.Id != id && c.KeySha256 is not null && hashes.Contains(c.KeySha256)).Select(c => (v.Number, c.Id, c.Consumer)))
                 .ToList();
-            var used = context.OfCredential(id).ToList();
-            var usedBy = used.Select(r => r.Consumer).Where(c => c is not null).Distinct(StringComparer.Ordinal).ToList();
-            var usedFrom = used.Select(r => r.Service).Where(s => s is not null).Distinct(StringComparer.Ordinal).ToList();
+            var used = context.Window.Credentials.GetValueOrDefault(id);
+            var usedBy = used?.Consumers ?? [];
+            var usedFrom = used?.Services ?? [];
             var twinConsumers = twins.Select(t => t.Consumer).Where(c => !consumers.Contains(c)).Distinct(StringComparer.Ordinal).ToList();
             if (consumers.Count <= 1 && twinConsumers.Count == 0 && usedBy.Count <= 1 && usedFrom.Count <= 1)
             {
                 continue;
             }
 
-            var who = consumers.Union(twinConsumers).Union(usedBy!).Distinct(StringComparer.Ordinal).ToList();
+            var who = consumers.Union(twinConsumers).Union(usedBy).Distinct(StringComparer.Ordinal).ToList();
             var draft = add(id, Classification.MissingGovernance, "shared_credential", "high", $"Credential '{id}' is shared by several consumers",
                 $"Credential '{id}' has acted for {string.Join(", ", who)}" + (usedFrom.Count > 1 ? $" and from services {string.Join(", ", usedFrom)}" : "") +
                 ": a request made with it cannot be pinned on one accountable consumer and owner.");
@@ -570,7 +546,7 @@ public static partial class IncidentReportBuilder
 
             if (usedBy.Count > 1 || usedFrom.Count > 1)
             {
-                AddRequests(draft, [.. used.GroupBy(r => r.Consumer + "|" + r.Service).Select(g => g.First())], r => $"as consumer '{r.Consumer}' of service '{r.Service}'");
+                AddRequests(draft, IncidentWindow.Sample.Of([.. used!.FirstAs.Values]), r => $"as consumer '{r.Consumer}' of service '{r.Service}'");
             }
         }
     }
@@ -624,7 +600,7 @@ public static partial class IncidentReportBuilder
                 return;
             }
 
-            draft.Evidence.Add(context.Requests.FirstOrDefault(r => r.RequestId == id) is { } request
+            draft.Evidence.Add(context.Window.Found.GetValueOrDefault(id) is { } request
                 ? RequestEvidence(request, "raised the alert")
                 : new Evidence("request", id, "raised the alert"));
         }
@@ -661,7 +637,6 @@ public static partial class IncidentReportBuilder
 
     private static Classification Classify(IReadOnlyList<Finding> findings, Context context)
     {
-        var requests = context.Requests;
         var ranked = ClassOrder.Select(c => (Class: c, Findings: findings.Where(f => f.Class == c).ToList()))
             .Select(x => (x.Class, x.Findings, Score: x.Findings.Sum(f => f.Weight)))
             .OrderByDescending(x => x.Score).ThenBy(x => Array.IndexOf(ClassOrder, x.Class)).ToList();
@@ -698,7 +673,7 @@ public static partial class IncidentReportBuilder
         if (applying.Count == 0)
         {
             return new Classification(null, rankings,
-                $"No finding in the window: {ReportText.Plural(requests.Count, "request")} under controls that held, owners named, budget set and the chain " +
+                $"No finding in the window: {ReportText.Plural(context.Window.Count, "request")} under controls that held, owners named, budget set and the chain " +
                 (context.Input.Chain.Status == ChainCheck.Verified ? "intact." : "not verified.") + " Nothing here points to misuse, misconfiguration or missing governance.");
         }
 
@@ -715,12 +690,9 @@ public static partial class IncidentReportBuilder
 
     private static string MisusePreconditions(Context context)
     {
-        var allowed = context.Requests.Where(r => r.Decision == "allow").ToList();
-        var approval = allowed.SelectMany(r => r.Controls.Where(c => c.Control == "entitlement" && c.Decision == "pass" && c.Detail is not null)).Select(c => c.Detail).FirstOrDefault();
-        var enforced = context.Requests.Count(r => r.Controls.Count > 0);
-        var refusedByControls = context.Requests.Count(r => r.Controls.Any(c => c.Decision is "deny" or "throttle"));
-        return $"The credential was entitled ({ReportText.Plural(allowed.Count, "request")} allowed{(approval is null ? "" : ", " + approval)}) and the controls were enforced " +
-            $"({ReportText.Plural(enforced, "request")} evaluated, {refusedByControls} refused by a control), so the anomaly is in the use, not in the setup.";
+        var window = context.Window;
+        return $"The credential was entitled ({ReportText.Plural(window.Allowed, "request")} allowed{(window.Approval is null ? "" : ", " + window.Approval)}) and the controls were enforced " +
+            $"({ReportText.Plural(window.Enforced, "request")} evaluated, {window.RefusedByControls} refused by a control), so the anomaly is in the use, not in the setup.";
     }
 
     /// <summary>A class in words.</summary>

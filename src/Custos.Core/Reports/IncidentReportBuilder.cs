@@ -53,8 +53,8 @@ public sealed record IncidentInput
     /// <summary>Every policy version, oldest first.</summary>
     public required IReadOnlyList<PolicyVersion> History { get; init; }
 
-    /// <summary>The subject's request entries in the window, oldest first.</summary>
-    public required IReadOnlyList<RequestEntry> Requests { get; init; }
+    /// <summary>The subject's request entries in the window, taken in oldest first.</summary>
+    public required IncidentWindow Window { get; init; }
 
     /// <summary>The subject's use before the window.</summary>
     public required BaselineStats Baseline { get; init; }
@@ -79,9 +79,6 @@ public sealed record IncidentInput
 
     /// <summary>Requests shed in the window without an entry of their own.</summary>
     public long ShedInWindow { get; init; }
-
-    /// <summary>At most this many requests in the timeline's event list (every administrative action is kept).</summary>
-    public int TimelineLimit { get; init; } = IncidentReportBuilder.DefaultTimelineLimit;
 }
 
 /// <summary>Builds the incident evidence pack from loaded data: pure logic, no store.</summary>
@@ -154,9 +151,9 @@ public static partial class IncidentReportBuilder
     public static IncidentReport Build(IncidentInput input)
     {
         var (from, to) = (input.From, input.To);
-        var requests = input.Requests;
+        var window = input.Window;
         var inForce = VersionsInForce(input.History, from, to).ToList();
-        foreach (var number in requests.Select(r => r.PolicyVersion).Distinct().Where(n => inForce.All(v => v.Version.Number != n)))
+        foreach (var number in window.ByVersion.Keys.Where(n => inForce.All(v => v.Version.Number != n)))
         {
             // A request that started just before a version changed names the older one: it was in force for that request.
             if (input.History.FirstOrDefault(v => v.Number == number) is { } named)
@@ -166,7 +163,7 @@ public static partial class IncidentReportBuilder
         }
 
         inForce.Sort((a, b) => a.Version.Number.CompareTo(b.Version.Number));
-        var scope = ResolveScope(input.Subject, inForce.Select(v => v.Version.Document), requests);
+        var scope = ResolveScope(input.Subject, inForce.Select(v => v.Version.Document), window);
         var context = new Context(input, inForce, scope);
         var findings = Findings(context);
         var notes = new List<string>();
@@ -194,7 +191,7 @@ public static partial class IncidentReportBuilder
         var timeline = BuildTimeline(context);
         if (timeline.OmittedRequests > 0)
         {
-            notes.Add($"The timeline lists the first {ReportText.Count(input.TimelineLimit)} requests one by one; {ReportText.Count(timeline.OmittedRequests)} more are counted in its activity buckets (custos requests lists them all).");
+            notes.Add($"The timeline lists the first {ReportText.Count(window.TimelineLimit)} requests one by one; {ReportText.Count(timeline.OmittedRequests)} more are counted in its activity buckets (custos requests lists them all).");
         }
 
         return new IncidentReport
@@ -209,8 +206,7 @@ public static partial class IncidentReportBuilder
             Findings = findings,
             Timeline = timeline,
             PolicyVersions = [.. inForce.Select(v => VersionView(context, v.Version, v.From, v.To))],
-            ControlsObserved = [.. requests.SelectMany(r => r.Controls).GroupBy(c => (c.Control, c.Scope, c.Decision))
-                .Select(g => new ControlObservation(g.Key.Control, g.Key.Scope, g.Key.Decision, g.Count(), g.Last().Limit))
+            ControlsObserved = [.. window.Controls.Select(c => new ControlObservation(c.Key.Control, c.Key.Scope, c.Key.Decision, c.Value.Count, c.Value.Limit))
                 .OrderBy(o => o.Control, StringComparer.Ordinal).ThenBy(o => o.Scope, StringComparer.Ordinal).ThenBy(o => o.Decision, StringComparer.Ordinal)],
             Entitlements = EntitlementViews(context),
             AccessRequests = [.. input.AccessRequests.Where(a => scope.Consumers.Contains(a.Consumer))],
@@ -235,20 +231,12 @@ public static partial class IncidentReportBuilder
 
         public IncidentScope Scope { get; } = scope;
 
-        public IReadOnlyList<RequestEntry> Requests => Input.Requests;
+        public IncidentWindow Window => Input.Window;
 
-        private ILookup<string, RequestEntry>? _byConsumer;
-        private ILookup<string, RequestEntry>? _byService;
-        private ILookup<string, RequestEntry>? _byCredential;
-
-        /// <summary>The window's requests of one consumer (looked up, so a tenant with many consumers stays linear).</summary>
-        public IEnumerable<RequestEntry> OfConsumer(string id) => (_byConsumer ??= Requests.Where(r => r.Consumer is not null).ToLookup(r => r.Consumer!, StringComparer.Ordinal))[id];
-
-        /// <summary>The window's requests of one service.</summary>
-        public IEnumerable<RequestEntry> OfService(string id) => (_byService ??= Requests.Where(r => r.Service is not null).ToLookup(r => r.Service!, StringComparer.Ordinal))[id];
-
-        /// <summary>The window's requests made with one credential.</summary>
-        public IEnumerable<RequestEntry> OfCredential(string id) => (_byCredential ??= Requests.Where(r => r.CredentialId is not null).ToLookup(r => r.CredentialId!, StringComparer.Ordinal))[id];
+        /// <summary>The allowed requests of a consumer for the models (canonical names in <paramref name="tenant"/>) <paramref name="models"/> keeps.</summary>
+        public IncidentWindow.Sample AllowedFor(string consumer, TenantConfig? tenant, Func<string, bool> models)
+            => IncidentWindow.Sample.Merge(Window.AllowedByConsumerModel.Where(a => a.Key.Consumer == consumer && models(PolicyControls.CanonicalModel(tenant, a.Key.Model)))
+                .Select(a => a.Value));
 
         /// <summary>The newest version in force, or null.</summary>
         public PolicyDocument? Last => InForce.Count == 0 ? null : InForce[^1].Version.Document;
@@ -288,7 +276,7 @@ public static partial class IncidentReportBuilder
         public IEnumerable<AdminEntry> AdminInWindow => Input.AdminEntries.Where(a => a.Timestamp >= Input.From && a.Timestamp < Input.To && Concerns(a));
     }
 
-    private static IncidentScope ResolveScope(IncidentSubject subject, IEnumerable<PolicyDocument> documents, IReadOnlyList<RequestEntry> requests)
+    private static IncidentScope ResolveScope(IncidentSubject subject, IEnumerable<PolicyDocument> documents, IncidentWindow window)
     {
         var docs = documents.ToList();
         var tenants = new SortedSet<string>(StringComparer.Ordinal);
@@ -315,15 +303,12 @@ public static partial class IncidentReportBuilder
                 break;
         }
 
-        foreach (var r in requests)
+        consumers.UnionWith(window.Consumers);
+        services.UnionWith(window.Services);
+        tenants.UnionWith(window.Tenants);
+        if (subject.Kind != "credential")
         {
-            Add(consumers, r.Consumer);
-            Add(services, r.Service);
-            Add(tenants, r.Tenant);
-            if (subject.Kind != "credential")
-            {
-                Add(credentials, r.CredentialId);
-            }
+            credentials.UnionWith(window.Credentials.Keys);
         }
 
         foreach (var doc in docs)
@@ -341,74 +326,41 @@ public static partial class IncidentReportBuilder
         }
 
         return new IncidentScope([.. tenants], [.. services], [.. consumers], [.. credentials]);
-
-        static void Add(SortedSet<string> set, string? value)
-        {
-            if (value is not null)
-            {
-                set.Add(value);
-            }
-        }
     }
 
     private static IncidentSummary Summarise(IncidentInput input)
     {
-        var requests = input.Requests;
-        var peak = requests.GroupBy(r => Floor(r.Timestamp, 60)).OrderByDescending(g => g.Count()).ThenBy(g => g.Key).FirstOrDefault();
+        var window = input.Window;
+        var peak = window.PeakMinute();
         return new IncidentSummary
         {
-            Requests = requests.Count,
-            Allowed = requests.Count(r => r.Decision == "allow"),
-            Denied = requests.Count(r => r.Decision == "deny"),
-            Throttled = requests.Count(r => r.Decision == "throttle"),
-            Spend = requests.Sum(r => r.Cost ?? 0m),
-            Currency = requests.FirstOrDefault(r => r.Currency is not null)?.Currency,
-            Reasons = CountBy(requests.SelectMany(r => r.Reasons)),
-            Models = CountBy(requests.Select(r => r.Model ?? "(none)")),
-            FirstRequest = requests.Count == 0 ? null : requests[0].Timestamp,
-            LastRequest = requests.Count == 0 ? null : requests[^1].Timestamp,
-            PeakMinute = peak?.Key,
-            PeakMinuteRequests = peak?.Count() ?? 0,
+            Requests = window.Count,
+            Allowed = window.Allowed,
+            Denied = window.Denied,
+            Throttled = window.Throttled,
+            Spend = window.Spend,
+            Currency = window.Currency,
+            Reasons = IncidentWindow.Sorted(window.Reasons),
+            Models = IncidentWindow.Sorted(window.Models),
+            FirstRequest = window.First,
+            LastRequest = window.Last,
+            PeakMinute = peak?.Minute,
+            PeakMinuteRequests = peak?.Requests ?? 0,
             ShedInWindow = input.ShedInWindow,
         };
     }
 
-    private static Dictionary<string, int> CountBy(IEnumerable<string> values)
-    {
-        var counts = new Dictionary<string, int>(StringComparer.Ordinal);
-        foreach (var value in values)
-        {
-            counts[value] = counts.GetValueOrDefault(value) + 1;
-        }
-
-        return counts.OrderByDescending(c => c.Value).ThenBy(c => c.Key, StringComparer.Ordinal).ToDictionary(c => c.Key, c => c.Value, StringComparer.Ordinal);
-    }
-
-    private static DateTimeOffset Floor(DateTimeOffset time, int seconds)
-    {
-        var ticks = TimeSpan.TicksPerSecond * seconds;
-        return new DateTimeOffset(time.UtcTicks - time.UtcTicks % ticks, TimeSpan.Zero);
-    }
-
     private static Timeline BuildTimeline(Context context)
     {
-        var input = context.Input;
+        var window = context.Window;
         var events = new List<TimelineEvent>();
-        var listed = input.Requests.Take(input.TimelineLimit).ToList();
+        var listed = window.Listed;
         events.AddRange(listed.Select(r => new TimelineEvent(r.Timestamp, "request", r.RequestId, $"{r.Consumer ?? "unidentified caller"} / {r.CredentialId ?? "no credential"}",
             RequestWhat(r), r.Decision, r.Reasons, r.PolicyVersion)));
         events.AddRange(context.AdminInWindow.Select(a => new TimelineEvent(a.Timestamp, "admin", a.Position, a.Actor, AdminWhat(a), a.Action, [], a.PolicyVersion)));
         events.Sort((a, b) => a.At.CompareTo(b.At));
 
-        var length = input.To - input.From;
-        var bucket = length <= TimeSpan.FromHours(3) ? 60 : length <= TimeSpan.FromDays(3) ? 3600 : 86400;
-        var activity = input.Requests.GroupBy(r => Floor(r.Timestamp, bucket)).Select(g =>
-        {
-            var list = g.ToList();
-            return new ActivityBucket(g.Key, list.Count, list.Count(r => r.Decision == "allow"), list.Count(r => r.Decision == "deny"),
-                list.Count(r => r.Decision == "throttle"), list.Sum(r => r.Cost ?? 0m), CountBy(list.SelectMany(r => r.Reasons)), list[0].RequestId, list[^1].RequestId);
-        }).OrderBy(b => b.Start).ToList();
-        return new Timeline(events, input.Requests.Count - listed.Count, bucket, activity);
+        return new Timeline(events, window.Count - listed.Count, window.BucketSeconds, window.Activity());
     }
 
     /// <summary>A request in words: model, status, outcome, cost.</summary>
@@ -458,7 +410,7 @@ public static partial class IncidentReportBuilder
             CreatedAt = version.CreatedAt,
             InForceFrom = from,
             InForceTo = to,
-            Requests = context.Requests.Count(r => r.PolicyVersion == version.Number),
+            Requests = context.Window.ByVersion.GetValueOrDefault(version.Number),
             Changes = previous is null ? ["(the first version)"] : changes,
             Controls = controls,
         };
@@ -492,8 +444,7 @@ public static partial class IncidentReportBuilder
                     ValidFrom = e.ValidFrom,
                     ValidUntil = e.ValidUntil,
                     AccessRequest = e.Ticket is null ? null : context.Input.AccessRequests.FirstOrDefault(a => a.Id == e.Ticket),
-                    AllowedRequests = context.OfConsumer(consumerId).Count(r => r.Decision == "allow" && r.Model is not null
-                        && models.Contains(PolicyControls.CanonicalModel(tenant, r.Model))),
+                    AllowedRequests = context.AllowedFor(consumerId, tenant, models.Contains).Count,
                 });
             }
         }
@@ -510,7 +461,7 @@ public static partial class IncidentReportBuilder
             var holder = context.InForce.LastOrDefault(v => v.Version.Document.Credentials.Any(c => c.Id == id)).Version
                 ?? input.History.LastOrDefault(v => v.CreatedAt < input.To && v.Document.Credentials.Any(c => c.Id == id));
             var config = holder?.Document.Credentials.First(c => c.Id == id);
-            var used = context.OfCredential(id).ToList();
+            var used = context.Window.Credentials.GetValueOrDefault(id);
             result.Add(new CredentialHistory
             {
                 Id = id,
@@ -523,8 +474,8 @@ public static partial class IncidentReportBuilder
                 CreatedAt = config?.CreatedAt,
                 ExpiresAt = config?.ExpiresAt,
                 LastUsed = input.CredentialLastUsed.TryGetValue(id, out var last) ? last : null,
-                RequestsInWindow = used.Count,
-                RefusedInWindow = used.Count(r => r.Refused),
+                RequestsInWindow = used?.Count ?? 0,
+                RefusedInWindow = used?.Refused ?? 0,
                 History = [.. input.AdminEntries.Where(a => IsCredentialTarget(a, id) && a.Timestamp < input.To)],
             });
         }
@@ -546,8 +497,8 @@ public static partial class IncidentReportBuilder
 
     private static SpendSection SpendView(Context context)
     {
-        var requests = context.Requests;
-        var currency = requests.FirstOrDefault(r => r.Currency is not null)?.Currency;
+        var window = context.Window;
+        var currency = window.Currency;
         var doc = context.Last;
         var budgets = new List<BudgetView>();
         var seen = new HashSet<string>(StringComparer.Ordinal);
@@ -577,18 +528,18 @@ public static partial class IncidentReportBuilder
 
             foreach (var (scope, budget, tenant) in levels.Where(l => seen.Add(l.Scope)))
             {
-                var reading = requests.SelectMany(r => r.Budgets().Where(b => b.Reading.Scope == scope).Select(b => (r.Timestamp, c: b.Reading, b.Used))).LastOrDefault();
+                var reading = window.LastBudget.TryGetValue(scope, out var last) ? last : default;
                 budgets.Add(new BudgetView
                 {
                     Scope = scope,
                     Amount = budget.Amount,
                     Period = PolicyNames.Of(budget.Period),
                     Mode = PolicyNames.Of(budget.Mode),
-                    SpendInWindow = InScope(requests, scope).Sum(r => r.Cost ?? 0m),
+                    SpendInWindow = window.SpendByScope.GetValueOrDefault(scope),
                     LastUsed = reading.Used,
-                    LastLimit = reading.c?.Limit,
-                    LastReadingAt = reading.c is null ? null : reading.Timestamp,
-                    Refused = requests.Count(r => r.Controls.Any(c => c.Control == "budget" && c.Scope == scope && c.Decision == "deny")),
+                    LastLimit = reading.Reading?.Limit,
+                    LastReadingAt = reading.Reading is null ? null : reading.At,
+                    Refused = window.BudgetRefused.GetValueOrDefault(scope),
                 });
             }
 
@@ -627,30 +578,30 @@ public static partial class IncidentReportBuilder
         }
 
         points.Add(new SpendPoint(context.Input.From, 0m, 0));
-        foreach (var r in requests.Where(r => r.Cost is > 0m))
+        foreach (var (at, cost) in window.PricedRequests())
         {
             if (chartBudget is { } cb)
             {
                 periodEnd ??= PeriodEnd(context.Input.From, cb.Budget.Period, zone);
-                if (r.Timestamp >= periodEnd)
+                if (at >= periodEnd)
                 {
                     // A new budget period: the budget renews, so the line restarts from zero.
-                    while (r.Timestamp >= periodEnd)
+                    while (at >= periodEnd)
                     {
                         periodEnd = PeriodEnd(periodEnd.Value, cb.Budget.Period, zone);
                     }
 
                     segment++;
                     cumulative = 0m;
-                    points.Add(new SpendPoint(r.Timestamp, 0m, segment));
+                    points.Add(new SpendPoint(at, 0m, segment));
                 }
             }
 
-            cumulative += r.Cost!.Value;
-            points.Add(new SpendPoint(r.Timestamp, cumulative, segment));
+            cumulative += cost;
+            points.Add(new SpendPoint(at, cumulative, segment));
         }
 
-        var total = requests.Sum(r => r.Cost ?? 0m);
+        var total = window.Spend;
         var caption = chartBudget is { } chosen
             ? $"Cumulative spend of {context.Input.Subject} in the window against the budget of {chosen.Scope}: {ReportText.Budget(chosen.Budget, currency)}. " +
                 $"By the end of the window: {ReportText.Money(cumulative, currency)} in the current period, " +
@@ -663,19 +614,10 @@ public static partial class IncidentReportBuilder
         {
             Currency = currency,
             Total = total,
-            PricedRequests = requests.Count(r => r.Cost is not null),
+            PricedRequests = window.Priced,
             Budgets = budgets,
             Chart = new SpendChart(chartBudget?.Scope, chartBudget?.Budget.Amount, chartBudget is { } c ? PolicyNames.Of(c.Budget.Period) : null, Thin(points), caption),
         };
-    }
-
-    /// <summary>The requests that count against a budget of <paramref name="scope"/> (<c>consumer:ID</c>, <c>service:ID</c>, <c>tenant:ID</c>).</summary>
-    private static IEnumerable<RequestEntry> InScope(IEnumerable<RequestEntry> requests, string scope)
-    {
-        var id = scope[(scope.IndexOf(':', StringComparison.Ordinal) + 1)..];
-        return scope.StartsWith("consumer:", StringComparison.Ordinal) ? requests.Where(r => r.Consumer == id)
-            : scope.StartsWith("service:", StringComparison.Ordinal) ? requests.Where(r => r.Service == id)
-            : requests.Where(r => r.Tenant == id);
     }
 
     /// <summary>Keeps a chart to at most ~1,000 points, always with the first, the last and every period start.</summary>
@@ -772,7 +714,7 @@ public static partial class IncidentReportBuilder
             || a.Action is "consumer.throttled" or "consumer.unthrottled").ToList();
         string[] stops = ["deny.credential_revoked", "deny.credential_suspended", "deny.credential_expired", "deny.consumer_suspended", "deny.service_suspended",
             "deny.tenant_suspended", "deny.service_ungoverned"];
-        var refusals = CountBy(context.Requests.SelectMany(r => r.Reasons).Where(stops.Contains));
+        var refusals = IncidentWindow.Sorted(context.Window.Reasons, stops.Contains);
         var atEnd = new List<string>();
         if (context.Last is { } doc)
         {
@@ -823,7 +765,7 @@ public static partial class IncidentReportBuilder
         var baselineHours = Math.Max((baseline.To - baseline.From).TotalHours, 1.0 / 3600);
         var windowHours = Math.Max((input.To - input.From).TotalHours, 1.0 / 3600);
         var baseRate = baseline.Requests / baselineHours;
-        var windowRate = input.Requests.Count / windowHours;
+        var windowRate = input.Window.Count / windowHours;
         return new BaselineView(baseline.From, baseline.To, baseline.Requests, baseline.Refused, baseline.Spend, Math.Round(baseRate, 3), Math.Round(windowRate, 3),
             baseline.Requests == 0 ? null : Math.Round(windowRate / baseRate, 2));
     }

@@ -39,9 +39,11 @@ public static class ReportSources
             Tenant = subject.Kind == "tenant" ? subject.Id : null,
             Limit = int.MaxValue,
         };
-        var requests = new List<RequestEntry>();
-        await ScanAsync(store, filter with { From = from, To = to }, subject, requests.Add, progress, "window", cancellationToken);
-        if (!IncidentReportBuilder.Exists(subject, history) && requests.Count == 0)
+        // The alerts first: the requests that raised them are kept when the window's scan meets them.
+        var alerts = await store.ListAlertsAsync(null, IncidentReportBuilder.AlertLimit, cancellationToken);
+        var window = new IncidentWindow(from, to, alerts.Where(a => a.RaisedAt >= from && a.RaisedAt < to).Select(a => a.Signal.RequestId).OfType<string>());
+        await ScanAsync(store, filter with { From = from, To = to }, subject, window.Add, progress, "window", cancellationToken);
+        if (!IncidentReportBuilder.Exists(subject, history) && window.Count == 0)
         {
             throw new ReportSubjectNotFoundException(subject);
         }
@@ -60,12 +62,12 @@ public static class ReportSources
             To = to,
             GeneratedAt = now,
             History = history,
-            Requests = requests,
+            Window = window,
             Baseline = baseline,
             AdminEntries = admin,
             AccessRequests = await store.ListAccessRequestsAsync(null, cancellationToken),
             Notifications = await store.ListNotificationsAsync(100_000, cancellationToken),
-            Alerts = await store.ListAlertsAsync(null, IncidentReportBuilder.AlertLimit, cancellationToken),
+            Alerts = alerts,
             CredentialLastUsed = await store.GetCredentialLastUsedAsync(cancellationToken),
             Chain = chain,
             ShedInWindow = shed,

@@ -1,0 +1,109 @@
+using Custos.Policy;
+using Custos.Reports;
+
+namespace Custos.Core.Tests;
+
+/// <summary>
+/// An incident window taken in entry by entry, as the pack reads it: what each finding lists is the first requests of
+/// its kind, the count and the last, with nothing kept per request beyond that.
+/// </summary>
+public sealed class IncidentWindowTests
+{
+    private static readonly DateTimeOffset T0 = new(2026, 3, 1, 10, 0, 0, TimeSpan.Zero);
+
+    private static PolicyDocument Doc() => new()
+    {
+        Tenants = [new TenantConfig { Id = "t", Models = [new ModelConfig { Name = "m", Provider = "p" }], Providers = [new ProviderConfig { Id = "p", Kind = ProviderKind.OpenAI, BaseUrl = new Uri("http://127.0.0.1:9/v1") }] }],
+        Services = [new ServiceConfig { Id = "s", Tenant = "t", Limits = new LimitsConfig { Budget = new BudgetConfig { Amount = 5m } } }],
+        Consumers = [new ConsumerConfig { Id = "c", Service = "s", Category = ConsumerCategory.Internal, Models = ["m"] }],
+        Credentials = [new CredentialConfig { Id = "cred-c", Consumer = "c", KeySha256 = new string('a', 64) }],
+    };
+
+    /// <summary>Odd requests are allowed; even ones throttled by the rate limit, with two refusing readings of one budget.</summary>
+    private static RequestEntry Request(int i) => new()
+    {
+        ChainId = "n",
+        Seq = i,
+        RequestId = "req_" + i,
+        Timestamp = T0.AddSeconds(i),
+        Tenant = "t",
+        Service = "s",
+        Consumer = "c",
+        CredentialId = "cred-c",
+        Model = "m",
+        PolicyVersion = 1,
+        Decision = i % 2 == 1 ? "allow" : "throttle",
+        Status = i % 2 == 1 ? 200 : 429,
+        Cost = i % 2 == 1 ? 0.01m : null,
+        MaxOutputTokens = i % 97,
+        Reasons = i % 2 == 1 ? [] : ["throttle.rate_limit"],
+        Controls = i % 2 == 1
+            ? [new ControlReading("budget", "service:s", "pass", 5m, null)]
+            : [new ControlReading("rate_limit.requests", "consumer:c", "throttle", 5m, null), new ControlReading("budget", "service:s", "deny", 5m, null),
+                new ControlReading("budget", "service:s", "deny", 5m, null)],
+        BudgetsUsed = i % 2 == 1 ? [i / 1000m] : [4.99m, 5m],
+    };
+
+    [Fact]
+    public void Build_OverTwoThousandRequests_FindingsListTheFirstTenTheCountAndTheLast_BudgetRefusalsCountedOncePerRequest()
+    {
+        var window = new IncidentWindow(T0, T0.AddHours(1), timelineLimit: 100);
+        for (var i = 1; i <= 2000; i++)
+        {
+            window.Add(Request(i));
+        }
+
+        var report = IncidentReportBuilder.Build(new IncidentInput
+        {
+            Subject = new IncidentSubject("consumer", "c"),
+            From = T0,
+            To = T0.AddHours(1),
+            GeneratedAt = T0.AddHours(2),
+            History = [new PolicyVersion(1, "h1", "a", "first", T0.AddDays(-1), Doc())],
+            Window = window,
+            Baseline = new BaselineStats(T0.AddHours(-1), T0),
+            Chain = ChainCheck.NotRun("test"),
+        });
+
+        // What the window keeps of a kind of request: the first eleven (ten listed, the first left out) and the last.
+        Assert.Equal(IncidentWindow.Sample.Keep, window.Limited.Head.Count);
+        Assert.Equal(("req_2000", 1000), (window.Limited.Tail.Entry.RequestId, window.Limited.Count));
+
+        var limits = Assert.Single(report.Findings, f => f.Code == "limit_refusals");
+        Assert.Equal("1000 of 2000 requests refused by rate limits, quotas or budgets", limits.Title);
+        Assert.Contains("budget of service:s (limit 5) 2000x; rate_limit.requests of consumer:c (limit 5) 1000x", limits.Detail, StringComparison.Ordinal);
+        var requests = limits.Evidence.Where(e => e.Kind == "request").ToList();
+        Assert.Equal([.. Enumerable.Range(1, 10).Select(k => "req_" + (2 * k)), "+990"], requests.Select(e => e.Ref));
+        Assert.Equal("990 more, from req_22 to req_2000 (see the timeline)", requests[^1].Detail);
+
+        // The allowed request that asked for the most output: the first of those with the most (i % 97 == 96, odd).
+        var ceiling = Assert.Single(report.Findings, f => f.Code == "no_output_ceiling");
+        Assert.Equal("req_193", Assert.Single(ceiling.Evidence, e => e.Kind == "request").Ref);
+
+        // Two refusing readings of one budget in a request are one refused request; the last reading's spend is kept.
+        var budget = Assert.Single(report.Spend.Budgets, b => b.Scope == "service:s");
+        Assert.Equal((1000, 10.00m, 5m), (budget.Refused, budget.SpendInWindow, budget.LastUsed!.Value));
+
+        Assert.Equal((2000, 1000, 1000), (report.Summary.Requests, report.Summary.Allowed, report.Summary.Throttled));
+        Assert.Equal((100, 1900), (report.Timeline.Events.Count(e => e.Kind == "request"), report.Timeline.OmittedRequests));
+        var points = report.Spend.Chart.Points; // the start and 1,000 priced requests, thinned to every other point and the last
+        Assert.Equal((501, T0, T0.AddSeconds(1999), 10.00m), (points.Count, points[0].At, points[^1].At, points[^1].Cumulative));
+        Assert.Equal(1000, report.Spend.PricedRequests);
+    }
+
+    [Fact]
+    public void SampleMerge_KindsInterleaved_GivesTheFirstInWindowOrderTheCountAndTheLast()
+    {
+        var (a, b) = (new IncidentWindow.Sample(), new IncidentWindow.Sample());
+        for (var i = 0; i < 30; i++)
+        {
+            (i % 3 == 0 ? a : b).Add(Request(i + 1), i);
+        }
+
+        var merged = IncidentWindow.Sample.Merge([a, b]);
+
+        Assert.Equal(30, merged.Count);
+        Assert.Equal(Enumerable.Range(1, IncidentWindow.Sample.Keep).Select(i => "req_" + i), merged.Head.Select(h => h.Entry.RequestId));
+        Assert.Equal("req_30", merged.Tail.Entry.RequestId);
+    }
+}
