@@ -92,6 +92,36 @@ public sealed class IncidentWindowTests
     }
 
     [Fact]
+    public void Add_TenThousandRequests_KeepsOnlyTheTimelinesAndTheSamplesEntries()
+    {
+        var window = new IncidentWindow(T0, T0.AddHours(1), timelineLimit: 100);
+        var taken = TakeIn(window, 10_000);
+        GC.Collect(2, GCCollectionMode.Forced, blocking: true);
+        GC.WaitForPendingFinalizers();
+        GC.Collect(2, GCCollectionMode.Forced, blocking: true);
+
+        // The timeline's first 100 and a dozen per kind of evidence; a window that held its entries would keep all 10,000.
+        var alive = taken.Count(w => w.IsAlive);
+        Assert.InRange(alive, 100, 200);
+        Assert.Equal(10_000, window.Count);
+    }
+
+    /// <summary>Takes <paramref name="count"/> requests into <paramref name="window"/>, returning weak references to them.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static List<WeakReference> TakeIn(IncidentWindow window, int count)
+    {
+        var taken = new List<WeakReference>(count);
+        for (var i = 1; i <= count; i++)
+        {
+            var entry = Request(i);
+            window.Add(entry);
+            taken.Add(new WeakReference(entry));
+        }
+
+        return taken;
+    }
+
+    [Fact]
     public void SampleMerge_KindsInterleaved_GivesTheFirstInWindowOrderTheCountAndTheLast()
     {
         var (a, b) = (new IncidentWindow.Sample(), new IncidentWindow.Sample());
