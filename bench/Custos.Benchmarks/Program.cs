@@ -5,6 +5,11 @@ if (args is ["verify", ..])
     return await Custos.Benchmarks.VerifyBench.RunAsync(args);
 }
 
+if (args is ["report", ..])
+{
+    return await Custos.Benchmarks.ReportBench.RunAsync(args);
+}
+
 if (args is ["allocations", ..])
 {
     return Custos.Benchmarks.AllocationTrace.Run(args);
