@@ -122,6 +122,31 @@ public sealed class IncidentWindowTests
     }
 
     [Fact]
+    public void PricedRequests_PastTheLimit_ShareAPointPerSecondThenPerMinute_TheSpendKept()
+    {
+        // 1,200 priced requests, ten a second for two minutes; a limit of 100 points.
+        var window = new IncidentWindow(T0, T0.AddHours(1)) { ChartPointLimit = 100 };
+        for (var i = 0; i < 1200; i++)
+        {
+            window.Add(Request(1) with { RequestId = "req_p" + i, Timestamp = T0.AddMilliseconds(i * 100), Cost = 0.001m });
+        }
+
+        var points = window.PricedRequests().ToList();
+
+        // Past 100 points, a point per second; past 100 seconds, a point per minute: each minute's last request and its spend.
+        Assert.Equal([(T0.AddMilliseconds(59_900), 0.6m), (T0.AddMilliseconds(119_900), 0.6m)], points);
+        Assert.Equal(1.2m, window.Spend);
+
+        var exact = new IncidentWindow(T0, T0.AddHours(1)) { ChartPointLimit = 2000 };
+        for (var i = 0; i < 1200; i++)
+        {
+            exact.Add(Request(1) with { RequestId = "req_p" + i, Timestamp = T0.AddMilliseconds(i * 100), Cost = 0.001m });
+        }
+
+        Assert.Equal(1200, exact.PricedRequests().Count()); // under the limit, a point per request as before
+    }
+
+    [Fact]
     public void SampleMerge_KindsInterleaved_GivesTheFirstInWindowOrderTheCountAndTheLast()
     {
         var (a, b) = (new IncidentWindow.Sample(), new IncidentWindow.Sample());

@@ -3,9 +3,10 @@ namespace Custos.Reports;
 /// <summary>
 /// The request entries of an incident window, taken in one by one as they are read (oldest first) and kept as what the
 /// pack reads of them: counts, sums, the first and last entries of each kind of evidence, and the first
-/// <see cref="TimelineLimit"/> entries for the timeline. Nothing grows with the number of requests but the spend chart's
-/// points (24 bytes per priced request); the rest grows with the distinct consumers, services, credentials, models,
-/// policy versions and minutes of the window. A window of 743,441 requests held 0.75 GB as a list of entries.
+/// <see cref="TimelineLimit"/> entries for the timeline. Nothing grows with the number of requests: what grows, grows
+/// with the distinct consumers, services, credentials, models, policy versions and minutes of the window (the spend
+/// chart keeps a point per priced request up to <see cref="ChartPointLimit"/>, then per second, then per minute). A
+/// window of 743,441 requests held 0.75 GB as a list of entries.
 /// </summary>
 /// <param name="from">Start of the window (inclusive).</param>
 /// <param name="to">End of the window (exclusive): with <paramref name="from"/>, sets the timeline's bucket size.</param>
@@ -32,6 +33,7 @@ public sealed class IncidentWindow(DateTimeOffset from, DateTimeOffset to, IEnum
     private readonly HashSet<string> _wanted = new(wantedRequestIds ?? [], StringComparer.Ordinal);
     private readonly List<RequestEntry> _listed = [];
     private readonly List<(long Ticks, decimal Cost)> _priced = [];
+    private long _pricedResolution; // 0: each priced request a point of its own; else the ticks of a point's span
     private readonly Dictionary<DateTimeOffset, int> _perMinute = [];
     private readonly Dictionary<DateTimeOffset, Bucket> _buckets = [];
 
@@ -218,7 +220,7 @@ public sealed class IncidentWindow(DateTimeOffset from, DateTimeOffset to, IEnum
         bucket.Add(r);
         if (r.Cost is > 0m)
         {
-            _priced.Add((r.Timestamp.UtcTicks, r.Cost.Value));
+            AddPriced(r.Timestamp.UtcTicks, r.Cost.Value);
         }
 
         if (_wanted.Count > 0 && _wanted.Contains(r.RequestId))
@@ -420,8 +422,44 @@ public sealed class IncidentWindow(DateTimeOffset from, DateTimeOffset to, IEnum
     /// <summary>The timeline's activity buckets, oldest first.</summary>
     internal List<ActivityBucket> Activity() => [.. _buckets.OrderBy(b => b.Key).Select(b => b.Value.ToBucket(b.Key))];
 
-    /// <summary>The priced requests (cost above zero), oldest first.</summary>
+    /// <summary>
+    /// Priced requests the spend chart keeps one point each for, at most; past that, requests of the same second share a
+    /// point (the last one's time, their costs summed), then requests of the same minute. Budget periods start on whole
+    /// minutes, so no point spans the start of a period, and the chart, thinned to about 1,000 points, looks the same.
+    /// </summary>
+    internal int ChartPointLimit { get; init; } = 100_000;
+
+    /// <summary>The priced requests (cost above zero), oldest first; in a busy window, those of a second or a minute summed.</summary>
     internal IEnumerable<(DateTimeOffset At, decimal Cost)> PricedRequests() => _priced.Select(p => (new DateTimeOffset(p.Ticks, TimeSpan.Zero), p.Cost));
+
+    private void AddPriced(long ticks, decimal cost)
+    {
+        if (_pricedResolution > 0 && _priced.Count > 0 && _priced[^1].Ticks / _pricedResolution == ticks / _pricedResolution)
+        {
+            _priced[^1] = (ticks, _priced[^1].Cost + cost);
+            return;
+        }
+
+        _priced.Add((ticks, cost));
+        if (_priced.Count > ChartPointLimit && _pricedResolution < TimeSpan.TicksPerMinute)
+        {
+            _pricedResolution = _pricedResolution == 0 ? TimeSpan.TicksPerSecond : TimeSpan.TicksPerMinute;
+            var merged = 0;
+            for (var i = 0; i < _priced.Count; i++)
+            {
+                if (merged > 0 && _priced[merged - 1].Ticks / _pricedResolution == _priced[i].Ticks / _pricedResolution)
+                {
+                    _priced[merged - 1] = (_priced[i].Ticks, _priced[merged - 1].Cost + _priced[i].Cost);
+                }
+                else
+                {
+                    _priced[merged++] = _priced[i];
+                }
+            }
+
+            _priced.RemoveRange(merged, _priced.Count - merged);
+        }
+    }
 
     /// <summary>Counts sorted as reports show them: most first, then by name.</summary>
     internal static Dictionary<string, int> Sorted(Dictionary<string, int> counts, Func<string, bool>? keep = null)
