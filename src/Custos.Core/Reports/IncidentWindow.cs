@@ -458,6 +458,7 @@ public sealed class IncidentWindow(DateTimeOffset from, DateTimeOffset to, IEnum
             }
 
             _priced.RemoveRange(merged, _priced.Count - merged);
+            _priced.TrimExcess();
         }
     }
 
