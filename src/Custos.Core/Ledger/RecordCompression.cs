@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Buffers.Binary;
 using System.Collections.Concurrent;
 using ZstdSharp;
@@ -42,6 +43,9 @@ public static class RecordCompression
 public sealed class RecordDictionaries
 {
     private const int MaxDecompressorsPerThread = 64;
+
+    /// <summary>Records up to this size are decompressed into pooled memory; larger ones (a ledger entry is a few KB) into their own array.</summary>
+    private const ulong MaxPooledRecord = 1 << 20;
 
     [ThreadStatic]
     private static Dictionary<(RecordDictionaries, uint), Decompressor>? _decompressors;
@@ -104,7 +108,23 @@ public sealed class RecordDictionaries
 
         try
         {
-            return System.Text.Encoding.UTF8.GetString(decompressor.Unwrap(stored[RecordCompression.HeaderLength..]));
+            // Decompressed into a pooled buffer when the frame says its size (the writer's always do): the text is what is kept.
+            var frame = stored[RecordCompression.HeaderLength..];
+            var size = Decompressor.GetDecompressedSize(frame);
+            if (size is 0 or > MaxPooledRecord)
+            {
+                return System.Text.Encoding.UTF8.GetString(decompressor.Unwrap(frame));
+            }
+
+            var buffer = ArrayPool<byte>.Shared.Rent((int)size);
+            try
+            {
+                return System.Text.Encoding.UTF8.GetString(buffer, 0, decompressor.Unwrap(frame, buffer));
+            }
+            finally
+            {
+                ArrayPool<byte>.Shared.Return(buffer);
+            }
         }
         catch (ZstdException ex)
         {
