@@ -47,7 +47,7 @@ public sealed class IncidentWindowTests
     [Fact]
     public void Build_OverTwoThousandRequests_FindingsListTheFirstTenTheCountAndTheLast_BudgetRefusalsCountedOncePerRequest()
     {
-        var window = new IncidentWindow(T0, T0.AddHours(1), timelineLimit: 100);
+        var window = new IncidentWindow(T0, T0.AddHours(1), ["req_5"], timelineLimit: 100); // req_5 raised an alert
         for (var i = 1; i <= 2000; i++)
         {
             window.Add(Request(i));
@@ -63,6 +63,7 @@ public sealed class IncidentWindowTests
             Window = window,
             Baseline = new BaselineStats(T0.AddHours(-1), T0),
             Chain = ChainCheck.NotRun("test"),
+            Alerts = [Raised("req_5")],
         });
 
         // What the window keeps of a kind of request: the first eleven (ten listed, the first left out) and the last.
@@ -89,7 +90,42 @@ public sealed class IncidentWindowTests
         var points = report.Spend.Chart.Points; // the start and 1,000 priced requests, thinned to every other point and the last
         Assert.Equal((501, T0, T0.AddSeconds(1999), 10.00m), (points.Count, points[0].At, points[^1].At, points[^1].Cumulative));
         Assert.Equal(1000, report.Spend.PricedRequests);
+
+        // The service names no owner: each gap lists the requests it served, the first ten, the count and the last.
+        var gap = report.Findings.First(f => f.Code == "owner_gap");
+        Assert.Equal([.. Enumerable.Range(0, 10).Select(k => "req_" + ((2 * k) + 1)), "+990"], gap.Evidence.Where(e => e.Kind == "request").Select(e => e.Ref));
+        Assert.Contains(gap.Evidence, e => e.Detail == "990 more, from req_21 to req_1999 (see the timeline)");
+
+        // The request that raised the alert, found while the window was read, is the alert's evidence with what it was.
+        var action = Assert.Single(report.Findings, f => f.Code == "automatic_action");
+        var raising = Assert.Single(action.Evidence, e => e.Kind == "request");
+        Assert.Equal("req_5", raising.Ref);
+        Assert.Equal("2026-03-01 10:00:05 UTC allow m: 200 , 0.01 under v1, ledger n#5; raised the alert", raising.Detail);
     }
+
+    private static Custos.Alerts.Alert Raised(string requestId) => new()
+    {
+        Id = "al-1",
+        RaisedAt = T0.AddMinutes(1),
+        LastSeenAt = T0.AddMinutes(1),
+        ActionTaken = "throttled consumer c",
+        ActionPolicyVersion = 1,
+        Signal = new Custos.Alerts.AlertSignal
+        {
+            Type = "usage.anomaly",
+            Severity = Custos.Alerts.AlertSeverity.Critical,
+            Fingerprint = "usage.anomaly:c",
+            Subject = "consumer:c",
+            Summary = "c sent ten times its usual rate.",
+            At = T0.AddMinutes(1),
+            Tenant = "t",
+            Service = "s",
+            Consumer = "c",
+            CredentialId = "cred-c",
+            RequestId = requestId,
+            PolicyVersion = 1,
+        },
+    };
 
     [Fact]
     public void Add_TenThousandRequests_KeepsOnlyTheTimelinesAndTheSamplesEntries()
