@@ -53,7 +53,8 @@ internal static class AlertLatencyBench
         }
 
         var total = Warmup + measured;
-        var directory = Path.Combine(Path.GetTempPath(), "custos-alert-bench-" + Guid.NewGuid().ToString("N"));
+        using var temp = new BenchDirectory("alert");
+        var directory = temp.Path;
         await using var receiver = await Receiver.StartAsync();
         await using var upstream = await DemoUpstream.StartAsync();
 
@@ -147,11 +148,6 @@ internal static class AlertLatencyBench
         {
             Console.Error.WriteLine($"alert-latency: an alert's POST did not arrive within {Patience.TotalSeconds:0} s ({receiver.Count} of {total} received)");
             return 1;
-        }
-        finally
-        {
-            Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
-            Directory.Delete(directory, recursive: true);
         }
 
         latencies.Sort();

@@ -18,82 +18,75 @@ internal static class ReportBench
     public static async Task<int> RunAsync(string[] args)
     {
         var entries = args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 200_000;
-        var directory = Path.Combine(Path.GetTempPath(), "custos-report-bench-" + Guid.NewGuid().ToString("N"));
-        try
+        using var temp = new BenchDirectory("report");
+        var directory = temp.Path;
+        await using var store = await SqliteStore.OpenAsync(directory);
+        using (CheckpointKey.LoadOrCreate(directory, out _))
         {
-            await using var store = await SqliteStore.OpenAsync(directory);
-            using (CheckpointKey.LoadOrCreate(directory, out _))
-            {
-                // The pack verifies its window with the folder's public key.
-            }
-
-            var chain = new HashChain("bench-node", 0, HashChain.Genesis);
-            var batch = new List<ChainedRecord>(512);
-            for (var i = 0; i < entries; i++)
-            {
-                batch.Add(chain.Append(LedgerStoreBenchmark.Sample(i)));
-                if (batch.Count == 512 || i == entries - 1)
-                {
-                    await store.AppendAsync(batch);
-                    batch.Clear();
-                }
-            }
-
-            var (from, to) = (DateTimeOffset.UnixEpoch, DateTimeOffset.UnixEpoch.AddMilliseconds(entries));
-            var query = new LedgerQuery { Consumer = "support-web", From = from, To = to, Limit = int.MaxValue };
-
-            // Each pass twice, the first as a warm-up of the JIT and the store's pages; the second is measured.
-            var (read, rows) = await TimeAsync(store, query, _ => { });
-            (read, rows) = await TimeAsync(store, query, _ => { });
-            var (parse, _) = await TimeAsync(store, query, row => RequestEntry.Parse(row));
-            (parse, _) = await TimeAsync(store, query, row => RequestEntry.Parse(row));
-
-            var held = new List<RequestEntry>();
-            var heldBytes = await RetainedAsync(store, query, row => held.Add(RequestEntry.Parse(row)));
-            GC.KeepAlive(held);
-            held = null;
-
-            var window = new IncidentWindow(from, to);
-            var windowBytes = await RetainedAsync(store, query, row => window.Add(RequestEntry.Parse(row)));
-            GC.KeepAlive(window);
-            var kept = window.Count;
-            window = null;
-
-            var subject = new IncidentSubject("consumer", "support-web");
-            await ReportSources.IncidentAsync(store, directory, subject, from, to, to, null, CancellationToken.None);
-            var allocated = GC.GetTotalAllocatedBytes(precise: true);
-            var pack = Stopwatch.StartNew();
-            var report = await ReportSources.IncidentAsync(store, directory, subject, from, to, to, null, CancellationToken.None);
-            pack.Stop();
-            allocated = GC.GetTotalAllocatedBytes(precise: true) - allocated;
-            if (report.Summary.Requests != entries || kept != entries || rows != entries)
-            {
-                Console.Error.WriteLine($"expected {entries:N0} requests; read {rows:N0}, the window took {kept:N0}, the pack counted {report.Summary.Requests:N0}");
-                return 1;
-            }
-
-            double Rate(TimeSpan s) => entries / s.TotalSeconds;
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"""
-                | {entries:N0} request entries of one consumer | seconds | entries/s | vs. reading only |
-                |---|---:|---:|---:|
-                | baseline: read the window's rows from the store | {read.TotalSeconds:N2} | {Rate(read):N0} | 1.00× |
-                | read and parse each entry (`RequestEntry.Parse`) | {parse.TotalSeconds:N2} | {Rate(parse):N0} | {parse / read:N2}× |
-                | the whole incident pack (`ReportSources.IncidentAsync`: the window, the baseline period, the verification, the build) | {pack.Elapsed.TotalSeconds:N2} | {Rate(pack.Elapsed):N0} | {pack.Elapsed / read:N2}× |
-
-                | memory kept while reading the window | bytes per entry |
-                |---|---:|
-                | baseline: the parsed entries held in a list (what the pack did before 2026-12-01) | {heldBytes / (double)entries:N0} |
-                | the pack's window (`IncidentWindow`: counts, sums, samples, the timeline's first 5,000, the chart's points) | {windowBytes / (double)entries:N0} |
-
-                The whole pack allocated {allocated / (double)entries:N0} bytes per entry.
-                """));
-            return 0;
+            // The pack verifies its window with the folder's public key.
         }
-        finally
+
+        var chain = new HashChain("bench-node", 0, HashChain.Genesis);
+        var batch = new List<ChainedRecord>(512);
+        for (var i = 0; i < entries; i++)
         {
-            Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
-            Directory.Delete(directory, recursive: true);
+            batch.Add(chain.Append(LedgerStoreBenchmark.Sample(i)));
+            if (batch.Count == 512 || i == entries - 1)
+            {
+                await store.AppendAsync(batch);
+                batch.Clear();
+            }
         }
+
+        var (from, to) = (DateTimeOffset.UnixEpoch, DateTimeOffset.UnixEpoch.AddMilliseconds(entries));
+        var query = new LedgerQuery { Consumer = "support-web", From = from, To = to, Limit = int.MaxValue };
+
+        // Each pass twice, the first as a warm-up of the JIT and the store's pages; the second is measured.
+        var (read, rows) = await TimeAsync(store, query, _ => { });
+        (read, rows) = await TimeAsync(store, query, _ => { });
+        var (parse, _) = await TimeAsync(store, query, row => RequestEntry.Parse(row));
+        (parse, _) = await TimeAsync(store, query, row => RequestEntry.Parse(row));
+
+        var held = new List<RequestEntry>();
+        var heldBytes = await RetainedAsync(store, query, row => held.Add(RequestEntry.Parse(row)));
+        GC.KeepAlive(held);
+        held = null;
+
+        var window = new IncidentWindow(from, to);
+        var windowBytes = await RetainedAsync(store, query, row => window.Add(RequestEntry.Parse(row)));
+        GC.KeepAlive(window);
+        var kept = window.Count;
+        window = null;
+
+        var subject = new IncidentSubject("consumer", "support-web");
+        await ReportSources.IncidentAsync(store, directory, subject, from, to, to, null, CancellationToken.None);
+        var allocated = GC.GetTotalAllocatedBytes(precise: true);
+        var pack = Stopwatch.StartNew();
+        var report = await ReportSources.IncidentAsync(store, directory, subject, from, to, to, null, CancellationToken.None);
+        pack.Stop();
+        allocated = GC.GetTotalAllocatedBytes(precise: true) - allocated;
+        if (report.Summary.Requests != entries || kept != entries || rows != entries)
+        {
+            Console.Error.WriteLine($"expected {entries:N0} requests; read {rows:N0}, the window took {kept:N0}, the pack counted {report.Summary.Requests:N0}");
+            return 1;
+        }
+
+        double Rate(TimeSpan s) => entries / s.TotalSeconds;
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"""
+            | {entries:N0} request entries of one consumer | seconds | entries/s | vs. reading only |
+            |---|---:|---:|---:|
+            | baseline: read the window's rows from the store | {read.TotalSeconds:N2} | {Rate(read):N0} | 1.00× |
+            | read and parse each entry (`RequestEntry.Parse`) | {parse.TotalSeconds:N2} | {Rate(parse):N0} | {parse / read:N2}× |
+            | the whole incident pack (`ReportSources.IncidentAsync`: the window, the baseline period, the verification, the build) | {pack.Elapsed.TotalSeconds:N2} | {Rate(pack.Elapsed):N0} | {pack.Elapsed / read:N2}× |
+
+            | memory kept while reading the window | bytes per entry |
+            |---|---:|
+            | baseline: the parsed entries held in a list (what the pack did before 2026-12-01) | {heldBytes / (double)entries:N0} |
+            | the pack's window (`IncidentWindow`: counts, sums, samples, the timeline's first 5,000, the chart's points) | {windowBytes / (double)entries:N0} |
+
+            The whole pack allocated {allocated / (double)entries:N0} bytes per entry.
+            """));
+        return 0;
     }
 
     private static async Task<(TimeSpan Elapsed, long Rows)> TimeAsync(SqliteStore store, LedgerQuery query, Action<StoredRecord> each)

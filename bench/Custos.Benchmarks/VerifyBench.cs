@@ -16,92 +16,85 @@ internal static class VerifyBench
     public static async Task<int> RunAsync(string[] args)
     {
         var entries = args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 1_000_000;
-        var directory = Path.Combine(Path.GetTempPath(), "custos-verify-bench-" + Guid.NewGuid().ToString("N"));
-        try
+        using var temp = new BenchDirectory("verify");
+        var directory = temp.Path;
+        await using var store = await SqliteStore.OpenAsync(directory);
+        using var key = CheckpointKey.LoadOrCreate(directory, out _);
+
+        // Build: seal and append in the writer's batches, checkpoint every 1,024 entries.
+        var build = Stopwatch.StartNew();
+        var chain = new HashChain("bench-node", 0, HashChain.Genesis);
+        var leaves = new List<byte[]>(1024);
+        var prevCheckpointHash = HashChain.Genesis;
+        var batch = new List<ChainedRecord>(512);
+        for (var i = 0; i < entries; i++)
         {
-            await using var store = await SqliteStore.OpenAsync(directory);
-            using var key = CheckpointKey.LoadOrCreate(directory, out _);
-
-            // Build: seal and append in the writer's batches, checkpoint every 1,024 entries.
-            var build = Stopwatch.StartNew();
-            var chain = new HashChain("bench-node", 0, HashChain.Genesis);
-            var leaves = new List<byte[]>(1024);
-            var prevCheckpointHash = HashChain.Genesis;
-            var batch = new List<ChainedRecord>(512);
-            for (var i = 0; i < entries; i++)
+            var chained = chain.Append(LedgerStoreBenchmark.Sample(i));
+            batch.Add(chained);
+            leaves.Add(Convert.FromHexString(chained.Hash));
+            if (batch.Count == 512 || i == entries - 1)
             {
-                var chained = chain.Append(LedgerStoreBenchmark.Sample(i));
-                batch.Add(chained);
-                leaves.Add(Convert.FromHexString(chained.Hash));
-                if (batch.Count == 512 || i == entries - 1)
-                {
-                    await store.AppendAsync(batch);
-                    batch.Clear();
-                }
-
-                if (leaves.Count == 1024 || i == entries - 1)
-                {
-                    var checkpoint = new Checkpoint
-                    {
-                        ChainId = chain.ChainId,
-                        FromSeq = chained.Seq - leaves.Count + 1,
-                        ToSeq = chained.Seq,
-                        PrevHash = prevCheckpointHash,
-                        HeadHash = chained.Hash,
-                        MerkleRoot = Convert.ToHexStringLower(MerkleTree.Root(leaves)),
-                        Timestamp = DateTimeOffset.UtcNow,
-                        LastEntryAt = chained.Record.Timestamp,
-                        KeyId = key.KeyId,
-                    };
-                    await store.AppendCheckpointAsync(key.Sign(checkpoint));
-                    prevCheckpointHash = chained.Hash;
-                    leaves.Clear();
-                }
-
-                if ((i + 1) % 200_000 == 0)
-                {
-                    Console.Error.WriteLine($"  built {i + 1:N0} entries");
-                }
+                await store.AppendAsync(batch);
+                batch.Clear();
             }
 
-            build.Stop();
-            var size = new FileInfo(Path.Combine(directory, "custos.db")).Length + (File.Exists(Path.Combine(directory, "custos.db-wal")) ? new FileInfo(Path.Combine(directory, "custos.db-wal")).Length : 0);
-
-            // Baseline: read every row in chain order, as verification must, and do nothing with it.
-            var read = Stopwatch.StartNew();
-            long rows = 0, bytes = 0;
-            await foreach (var entry in store.ReadChainAsync("bench-node", 1, long.MaxValue))
+            if (leaves.Count == 1024 || i == entries - 1)
             {
-                rows++;
-                bytes += entry.Json.Length;
+                var checkpoint = new Checkpoint
+                {
+                    ChainId = chain.ChainId,
+                    FromSeq = chained.Seq - leaves.Count + 1,
+                    ToSeq = chained.Seq,
+                    PrevHash = prevCheckpointHash,
+                    HeadHash = chained.Hash,
+                    MerkleRoot = Convert.ToHexStringLower(MerkleTree.Root(leaves)),
+                    Timestamp = DateTimeOffset.UtcNow,
+                    LastEntryAt = chained.Record.Timestamp,
+                    KeyId = key.KeyId,
+                };
+                await store.AppendCheckpointAsync(key.Sign(checkpoint));
+                prevCheckpointHash = chained.Hash;
+                leaves.Clear();
             }
 
-            read.Stop();
-
-            using var publicKey = CheckpointKey.LoadPublic(CheckpointKey.PublicPath(directory));
-            var verify = Stopwatch.StartNew();
-            var result = await LedgerVerifier.VerifyAsync(store, new VerificationOptions { PublicKeys = [publicKey] });
-            verify.Stop();
-            if (!result.Ok || result.Entries != entries)
+            if ((i + 1) % 200_000 == 0)
             {
-                Console.Error.WriteLine("verification failed: " + string.Join("; ", result.Problems));
-                return 1;
+                Console.Error.WriteLine($"  built {i + 1:N0} entries");
             }
-
-            double Rate(long n, Stopwatch s) => n / s.Elapsed.TotalSeconds;
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"""
-                | {entries:N0} entries ({bytes / (double)rows:N0} B each, store {size / 1048576.0:N0} MiB), {result.Checkpoints:N0} checkpoints | seconds | entries/s | vs. reading only |
-                |---|---|---|---|
-                | build: seal, append in batches of 512, checkpoint every 1,024 | {build.Elapsed.TotalSeconds:N1} | {Rate(entries, build):N0} | |
-                | baseline: read every row in chain order | {read.Elapsed.TotalSeconds:N1} | {Rate(rows, read):N0} | 1.00× |
-                | `audit verify`: read, recompute every hash, Merkle roots, signatures | {verify.Elapsed.TotalSeconds:N1} | {Rate(result.Entries, verify):N0} | {verify.Elapsed.TotalSeconds / read.Elapsed.TotalSeconds:N2}× |
-                """));
-            return 0;
         }
-        finally
+
+        build.Stop();
+        var size = new FileInfo(Path.Combine(directory, "custos.db")).Length + (File.Exists(Path.Combine(directory, "custos.db-wal")) ? new FileInfo(Path.Combine(directory, "custos.db-wal")).Length : 0);
+
+        // Baseline: read every row in chain order, as verification must, and do nothing with it.
+        var read = Stopwatch.StartNew();
+        long rows = 0, bytes = 0;
+        await foreach (var entry in store.ReadChainAsync("bench-node", 1, long.MaxValue))
         {
-            Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
-            Directory.Delete(directory, recursive: true);
+            rows++;
+            bytes += entry.Json.Length;
         }
+
+        read.Stop();
+
+        using var publicKey = CheckpointKey.LoadPublic(CheckpointKey.PublicPath(directory));
+        var verify = Stopwatch.StartNew();
+        var result = await LedgerVerifier.VerifyAsync(store, new VerificationOptions { PublicKeys = [publicKey] });
+        verify.Stop();
+        if (!result.Ok || result.Entries != entries)
+        {
+            Console.Error.WriteLine("verification failed: " + string.Join("; ", result.Problems));
+            return 1;
+        }
+
+        double Rate(long n, Stopwatch s) => n / s.Elapsed.TotalSeconds;
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"""
+            | {entries:N0} entries ({bytes / (double)rows:N0} B each, store {size / 1048576.0:N0} MiB), {result.Checkpoints:N0} checkpoints | seconds | entries/s | vs. reading only |
+            |---|---|---|---|
+            | build: seal, append in batches of 512, checkpoint every 1,024 | {build.Elapsed.TotalSeconds:N1} | {Rate(entries, build):N0} | |
+            | baseline: read every row in chain order | {read.Elapsed.TotalSeconds:N1} | {Rate(rows, read):N0} | 1.00× |
+            | `audit verify`: read, recompute every hash, Merkle roots, signatures | {verify.Elapsed.TotalSeconds:N1} | {Rate(result.Entries, verify):N0} | {verify.Elapsed.TotalSeconds / read.Elapsed.TotalSeconds:N2}× |
+            """));
+        return 0;
     }
 }
