@@ -480,9 +480,6 @@ internal static class Json
 
     public static long? Long(JsonElement element, string name)
         => element.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.Number ? v.GetInt64() : null;
-
-    public static decimal? Decimal(JsonElement element, string name)
-        => element.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.Number ? v.GetDecimal() : null;
 }
 
 /// <summary>Readers of a <see cref="Utf8JsonReader"/>'s current value, for members that may be missing, null or of another kind.</summary>
