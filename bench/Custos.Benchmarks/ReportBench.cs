@@ -21,21 +21,9 @@ internal static class ReportBench
         using var temp = new BenchDirectory("report");
         var directory = temp.Path;
         await using var store = await SqliteStore.OpenAsync(directory);
-        using (CheckpointKey.LoadOrCreate(directory, out _))
+        using (var key = CheckpointKey.LoadOrCreate(directory, out _))
         {
-            // The pack verifies its window with the folder's public key.
-        }
-
-        var chain = new HashChain("bench-node", 0, HashChain.Genesis);
-        var batch = new List<ChainedRecord>(512);
-        for (var i = 0; i < entries; i++)
-        {
-            batch.Add(chain.Append(LedgerStoreBenchmark.Sample(i)));
-            if (batch.Count == 512 || i == entries - 1)
-            {
-                await store.AppendAsync(batch);
-                batch.Clear();
-            }
+            await SampleLedger.BuildAsync(store, key, entries); // sealed, so that the pack's verification checks its checkpoints
         }
 
         var (from, to) = (DateTimeOffset.UnixEpoch, DateTimeOffset.UnixEpoch.AddMilliseconds(entries));
