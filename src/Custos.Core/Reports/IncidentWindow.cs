@@ -468,7 +468,7 @@ public sealed class IncidentWindow(DateTimeOffset from, DateTimeOffset to, IEnum
             .ToDictionary(c => c.Key, c => c.Value, StringComparer.Ordinal);
 
     /// <summary>The start of the <paramref name="seconds"/>-long bucket <paramref name="time"/> falls in.</summary>
-    internal static DateTimeOffset Floor(DateTimeOffset time, int seconds)
+    private static DateTimeOffset Floor(DateTimeOffset time, int seconds)
     {
         var ticks = TimeSpan.TicksPerSecond * seconds;
         return new DateTimeOffset(time.UtcTicks - time.UtcTicks % ticks, TimeSpan.Zero);
