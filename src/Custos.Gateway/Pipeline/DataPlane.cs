@@ -78,6 +78,7 @@ internal sealed partial class DataPlane(
         {
             record.Fail(Reasons.ClientCancelled, Outcome.Cancelled);
             record.Status = Reasons.ClientCancelled.Status;
+            ProtocolRefusals.MarkClientGone(context);
         }
         catch (BadHttpRequestException ex) when (ex.StatusCode == StatusCodes.Status413PayloadTooLarge)
         {
@@ -88,6 +89,7 @@ internal sealed partial class DataPlane(
             // The client hung up before sending its whole body; Kestrel reports that before RequestAborted fires.
             record.Fail(Reasons.ClientCancelled, Outcome.Cancelled);
             record.Status = Reasons.ClientCancelled.Status;
+            ProtocolRefusals.MarkClientGone(context);
         }
         catch (BadHttpRequestException ex) when (ex.StatusCode == StatusCodes.Status408RequestTimeout)
         {

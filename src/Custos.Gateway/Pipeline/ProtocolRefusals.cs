@@ -3,6 +3,7 @@ using Custos.Errors;
 using Custos.Gateway.Ledger;
 using Custos.Gateway.Policy;
 using Custos.Ledger;
+using Microsoft.AspNetCore.Connections.Features;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
 
@@ -18,12 +19,16 @@ namespace Custos.Gateway.Pipeline;
 /// <remarks>
 /// Queued without waiting, from the server's own thread: when the ledger's queue is full such refusals are counted into
 /// its summary of shed requests instead, as shed requests are. A refusal while the data plane was reading the body (broken
-/// chunked framing) is the data plane's own record, which set the request id; it is not recorded twice.
+/// chunked framing) is the data plane's own record, which set the request id; it is not recorded twice. Nor is a client that
+/// hung up mid-body (<see cref="MarkClientGone"/>).
 /// </remarks>
 internal sealed class ProtocolRefusals : IObserver<KeyValuePair<string, object?>>, IDisposable
 {
     /// <summary>The diagnostic event Kestrel writes for every request it refuses.</summary>
     public const string EventName = "Microsoft.AspNetCore.Server.Kestrel.BadRequest";
+
+    /// <summary>The key of <see cref="MarkClientGone"/>'s mark in the connection's items.</summary>
+    private static readonly object ClientGone = new();
 
     private readonly ActivePolicy _policy;
     private readonly LedgerWriter _ledger;
@@ -43,7 +48,8 @@ internal sealed class ProtocolRefusals : IObserver<KeyValuePair<string, object?>
     public void OnNext(KeyValuePair<string, object?> value)
     {
         if (value.Key != EventName || value.Value is not IFeatureCollection features
-            || features.Get<IHttpResponseFeature>()?.Headers.ContainsKey(Headers.RequestId) == true)
+            || features.Get<IHttpResponseFeature>()?.Headers.ContainsKey(Headers.RequestId) == true
+            || features.Get<IConnectionItemsFeature>()?.Items.ContainsKey(ClientGone) == true)
         {
             return;
         }
@@ -65,6 +71,20 @@ internal sealed class ProtocolRefusals : IObserver<KeyValuePair<string, object?>
         record.Fail(Reasons.InvalidHttp, Outcome.Denied);
         record.Status = features.Get<IBadRequestExceptionFeature>()?.Error is BadHttpRequestException refusal ? refusal.StatusCode : Reasons.InvalidHttp.Status;
         _ledger.RecordShed(record);
+    }
+
+    /// <summary>
+    /// Marks the connection of a request the data plane recorded as cancelled: its client hung up, mid-body or later.
+    /// Kestrel leaves the body's unread bytes in the connection's input and, the input having ended, parses them as the
+    /// next request's line: a refusal (<c>Invalid request line</c>) of a request the client never sent. The mark lives
+    /// with the connection, which the refusal's request, reset by then, does not carry over.
+    /// </summary>
+    public static void MarkClientGone(HttpContext context)
+    {
+        if (context.Features.Get<IConnectionItemsFeature>() is { } connection)
+        {
+            connection.Items[ClientGone] = ClientGone;
+        }
     }
 
     public void OnError(Exception error)
