@@ -150,6 +150,12 @@ internal sealed class DemoHandler
                 return;
             }
 
+            if (mode == MockMode.Reset)
+            {
+                context.Abort();
+                return;
+            }
+
             if (mode == MockMode.Slow)
             {
                 using var wait = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, _stopping);

@@ -55,6 +55,12 @@ internal enum MockMode
 
     /// <summary><c>mock-no-content</c>: a 204, no answer at all.</summary>
     NoContent,
+
+    /// <summary>
+    /// <c>mock-reset</c>: reads the whole request, then aborts the connection without a byte of answer, as a provider's
+    /// server or load balancer that fails mid-request does. The request reached the provider, which may have billed it.
+    /// </summary>
+    Reset,
 }
 
 /// <summary>Maps model names to <see cref="MockMode"/> and holds the canned error texts.</summary>
@@ -90,6 +96,7 @@ internal static class MockModes
             : Is(model, "mock-cut-first-event") ? MockMode.CutFirstEvent
             : Is(model, "mock-redirect") ? MockMode.Redirect
             : Is(model, "mock-no-content") ? MockMode.NoContent
+            : Is(model, "mock-reset") ? MockMode.Reset
             : MockMode.Normal;
 
         static bool Is(string model, string prefix) => model.StartsWith(prefix, StringComparison.OrdinalIgnoreCase);

@@ -307,10 +307,21 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
                 return (Reasons.ClientCancelled, Outcome.Cancelled);
             case ForwarderError.ResponseBodyDestination:
                 return (Reasons.UpstreamStreamInterrupted, Outcome.Interrupted);
+            case ForwarderError.Request when !clientAborted && LostAfterSending(exception):
+                return (Reasons.UpstreamStreamInterrupted, Outcome.Interrupted);
             default:
                 return clientAborted ? (Reasons.ClientCancelled, Outcome.Cancelled) : (Reasons.UpstreamUnreachable, Outcome.UpstreamError);
         }
     }
+
+    /// <summary>
+    /// True when the provider's connection was lost after the request went out, before its answer's headers came: it ended
+    /// or was reset. The provider was reached and may have billed the request, so this is no <c>upstream.unreachable</c>
+    /// (refused, unresolvable, no TLS: <see cref="HttpRequestError.ConnectionError"/> and its kin).
+    /// </summary>
+    internal static bool LostAfterSending(Exception? exception)
+        => exception is HttpRequestException { HttpRequestError: HttpRequestError.ResponseEnded }
+            or HttpRequestException { HttpRequestError: HttpRequestError.Unknown, InnerException: IOException };
 
     /// <summary>
     /// True when the forwarder reports an error on the client's side of a copy that a client going away does not explain:

@@ -123,7 +123,7 @@ public sealed class TestGateway : IAsyncDisposable
             OutputPerMillion = 2m,
         };
 
-        string[] mocks = ["mock-error-500", "mock-error-401", "mock-error-400", "mock-error-429", "mock-slow", "mock-cut-stream", "mock-no-usage", "mock-split-emoji", "mock-sized-stream", "mock-ignores-stream", "mock-cut-first-event", "mock-redirect", "mock-no-content"];
+        string[] mocks = ["mock-error-500", "mock-error-401", "mock-error-400", "mock-error-429", "mock-slow", "mock-cut-stream", "mock-no-usage", "mock-split-emoji", "mock-sized-stream", "mock-ignores-stream", "mock-cut-first-event", "mock-redirect", "mock-no-content", "mock-reset"];
         var acme = new TenantConfig
         {
             Id = "acme",

@@ -9,7 +9,7 @@ using Yarp.ReverseProxy.Forwarder;
 
 namespace Custos.Gateway.Tests.Pipeline;
 
-/// <summary>Who the ledger says failed when the forwarder reports an error on the client's side of the copy.</summary>
+/// <summary>Who the ledger says failed when the forwarder reports an error: on the client's side of the copy, or calling the provider.</summary>
 public sealed class UpstreamCallTests
 {
     private static UpstreamCall Call()
@@ -60,5 +60,25 @@ public sealed class UpstreamCallTests
 
         Assert.Equal((Reasons.ClientCancelled, Outcome.Cancelled),
             call.Classify(ForwarderError.ResponseBodyClient, clientAborted: true, new InvalidOperationException("Writing is not allowed after the writer was completed.")));
+    }
+
+    public static TheoryData<Exception, string> RequestErrors() => new()
+    {
+        // What SocketsHttpHandler throws: the first two before the request went out, the others after.
+        { new HttpRequestException(HttpRequestError.ConnectionError, "Connection refused", new System.Net.Sockets.SocketException(111)), "upstream.unreachable" },
+        { new HttpRequestException(HttpRequestError.NameResolutionError, "Name or service not known"), "upstream.unreachable" },
+        { new HttpRequestException(HttpRequestError.Unknown, "An error occurred while sending the request.", new IOException("Connection reset by peer")), "upstream.stream_interrupted" },
+        { new HttpRequestException(HttpRequestError.ResponseEnded, "The response ended prematurely."), "upstream.stream_interrupted" },
+        { new HttpRequestException(HttpRequestError.Unknown, "Something else."), "upstream.unreachable" },
+    };
+
+    [Theory]
+    [MemberData(nameof(RequestErrors))]
+    public void Classify_RequestError_IsUnreachableOnlyWhenTheRequestNeverWentOut(Exception exception, string reason)
+    {
+        using var call = Call();
+
+        Assert.Equal(reason, call.Classify(ForwarderError.Request, clientAborted: false, exception).Reason?.Code);
+        Assert.Equal(Reasons.ClientCancelled, call.Classify(ForwarderError.Request, clientAborted: true, exception).Reason);
     }
 }
