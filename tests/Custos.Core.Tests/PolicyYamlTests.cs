@@ -93,6 +93,31 @@ public sealed class PolicyYamlTests
     }
 
     [Fact]
+    public void Read_MaxConcurrentReports_UnsetLeavesTheHashAlone_AndOutOfRangeIsAnError()
+    {
+        const string tenant = """
+            tenants:
+              - id: acme
+                providers: [{ id: p, type: openai, base_url: http://127.0.0.1:1/v1 }]
+                models: [{ name: m, provider: p }]
+            """;
+        var plain = PolicyYaml.Read(tenant).Document!;
+        Assert.Null(plain.Gateway.MaxConcurrentReports);
+        Assert.DoesNotContain("max_concurrent_reports", PolicyVersion.CanonicalJson(plain), StringComparison.Ordinal); // versions stored before it hash alike
+
+        var declared = PolicyYaml.Read("gateway: { max_concurrent_reports: 1 }\n" + tenant);
+        Assert.True(declared.IsValid);
+        Assert.Equal(1, declared.Document!.Gateway.MaxConcurrentReports);
+
+        foreach (var wrong in new[] { "0", "65" })
+        {
+            var result = PolicyYaml.Read($"gateway: {{ max_concurrent_reports: {wrong} }}\n" + tenant);
+            Assert.False(result.IsValid);
+            Assert.Contains(result.Diagnostics, d => d.Path == "gateway.max_concurrent_reports" && d.Message.Contains("between 1 and 64", StringComparison.Ordinal));
+        }
+    }
+
+    [Fact]
     public void Read_TrustedProxies_AreAddressesAndRanges_AndAnythingElseIsAnErrorAtItsLine()
     {
         var result = PolicyYaml.Read("server:\n  trusted_proxies:\n    - 10.0.0.0/8\n    - 192.168.1.7\n    - fd00::/8\n");
@@ -270,7 +295,7 @@ public sealed class PolicyYamlWriterTests
         var original = PolicyYaml.Read(File.ReadAllText(Repo.File("custos.example.yaml"))).Document!;
         var withEverything = original with
         {
-            Gateway = new GatewaySettings { MaxRequestBodyBytes = 2048, UpstreamTimeout = TimeSpan.FromSeconds(7), PromptRegexTimeout = TimeSpan.FromMilliseconds(30), MaxInFlightRequests = 64 },
+            Gateway = new GatewaySettings { MaxRequestBodyBytes = 2048, UpstreamTimeout = TimeSpan.FromSeconds(7), PromptRegexTimeout = TimeSpan.FromMilliseconds(30), MaxInFlightRequests = 64, MaxConcurrentReports = 3 },
             Defaults = new CategoryDefaultsSet { Agent = new CategoryDefaults { Models = ["gpt-4o", "claude-sonnet"], Limits = new LimitsConfig { RequestsPerMinute = 5, Budget = new BudgetConfig { Amount = 12.5m, Mode = BudgetMode.Soft } } } },
             Tenants = [original.Tenants[0] with { PromptRules = [new PromptRuleConfig { Id = "cards", Detector = PromptDetector.PaymentCard, Action = PromptAction.Redact }, new PromptRuleConfig { Id = "x", Pattern = "(?i)falcon" }] }],
             Consumers = [.. original.Consumers.Select(c => c with { Entitlements = [new EntitlementConfig { Models = ["gpt-4o"], ApprovedBy = "dana", Ticket = "T-1", ValidUntil = new DateTimeOffset(2027, 1, 1, 0, 0, 0, TimeSpan.Zero) }], Limits = new LimitsConfig { MaxOutputTokens = 100, OutputCeiling = OutputCeilingMode.Deny }, Suspended = true })],

@@ -135,6 +135,13 @@ public sealed record GatewaySettings
     /// </summary>
     public int MaxInFlightRequests { get; init; } = 4096;
 
+    /// <summary>
+    /// The admin API's heavy reads (the console's overview, incident packs, the posture report) one node builds at once;
+    /// a few more wait their turn, beyond them 429 <c>admin.busy</c>. They read the ledger on the gateway's own cores.
+    /// Null means 2.
+    /// </summary>
+    public int? MaxConcurrentReports { get; init; }
+
     /// <summary>Whether services with missing governance may serve traffic. Null means <see cref="Policy.RequireOwners.Warn"/>.</summary>
     public RequireOwners? RequireOwners { get; init; }
 

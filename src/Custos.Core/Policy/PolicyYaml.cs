@@ -456,7 +456,7 @@ public static partial class PolicyYaml
 
         private GatewaySettings ReadGateway(YamlNode node, string path)
         {
-            if (AsMap(node, path, ["max_request_body_bytes", "upstream_timeout_seconds", "prompt_regex_timeout_ms", "max_in_flight_requests", "require_owners",
+            if (AsMap(node, path, ["max_request_body_bytes", "upstream_timeout_seconds", "prompt_regex_timeout_ms", "max_in_flight_requests", "max_concurrent_reports", "require_owners",
                 "fail_modes"]) is not { } map)
             {
                 return new GatewaySettings();
@@ -487,12 +487,19 @@ public static partial class PolicyYaml
                 Error(map.Node("max_in_flight_requests"), path + ".max_in_flight_requests", "must be between 1 and 1000000");
             }
 
+            var reports = map.Long("max_concurrent_reports");
+            if (reports is < 1 or > 64)
+            {
+                Error(map.Node("max_concurrent_reports"), path + ".max_concurrent_reports", "must be between 1 and 64");
+            }
+
             return Remember(node, new GatewaySettings
             {
                 MaxRequestBodyBytes = maxBody,
                 UpstreamTimeout = TimeSpan.FromSeconds(timeout),
                 PromptRegexTimeout = TimeSpan.FromMilliseconds(regexTimeout),
                 MaxInFlightRequests = (int)Math.Clamp(inFlight, 1, 1_000_000),
+                MaxConcurrentReports = reports is { } r ? (int)Math.Clamp(r, 1, 64) : null,
                 RequireOwners = map.Enum<RequireOwners>("require_owners"),
                 FailModes = map.Node("fail_modes") is { } failModes ? ReadFailModes(failModes, path + ".fail_modes") : null,
             });

@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Threading.RateLimiting;
 using Custos.Gateway.Hosting;
 using Custos.Ledger;
 using Custos.Policy;
@@ -38,6 +39,7 @@ internal static partial class AdminApi
                 "30d" => (TimeSpan.FromDays(30), TimeSpan.FromDays(1)),
                 _ => throw AdminProblemException.Invalid($"'window' must be 1h, 24h, 7d or 30d, not '{window}'."),
             };
+            using var turn = await TurnAsync(context, gateway);
             return Json(await OverviewAsync(context, gateway, span, bucket));
         }).WithSummary("Spend against budgets this month, requests and refusals by reason over a window (1h, 24h, 7d, 30d), top consumers, open alerts; in scope.")
             .Produces<OverviewView>();
@@ -90,6 +92,7 @@ internal static partial class AdminApi
                 throw await DeniedAsync(context, gateway, "report.incident", kind + ":" + id, tenant, $"{kind}:{id} is outside the scope of '{Admin(context).Id}'");
             }
 
+            using var turn = await TurnAsync(context, gateway);
             try
             {
                 var report = await ReportSources.IncidentAsync(gateway.Store, gateway.DataDirectory, new IncidentSubject(kind, id), start, end, now, null,
@@ -111,10 +114,31 @@ internal static partial class AdminApi
                 throw await DeniedAsync(context, gateway, "report.posture", "posture", null, "the posture report covers the whole gateway; it is for gateway-wide admins");
             }
 
+            using var turn = await TurnAsync(context, gateway);
             var now = gateway.Time.GetUtcNow();
             var report = await ReportSources.PostureAsync(gateway.Store, gateway.DataDirectory, now, null, context.RequestAborted);
             return Report(context, ReportWriter.Write(report, reportFormat), reportFormat, $"posture-{now:yyyyMMdd-HHmm}");
         }).WithSummary("The NIST CSF 2.0 / AI RMF posture report from live evidence, as json, md or html (gateway-wide admins).");
+    }
+
+    /// <summary>
+    /// A turn to build one heavy read (<see cref="AdminReadGate"/>), asked for once the admin may have it: dispose it when
+    /// the read is done. A full queue is 429 <c>admin.busy</c> with a <c>Retry-After</c>.
+    /// </summary>
+    private static async Task<RateLimitLease> TurnAsync(HttpContext context, CustosGateway gateway)
+    {
+        var limit = gateway.Policy.Current.Document.Gateway.MaxConcurrentReports;
+        var turn = await gateway.AdminReads.EnterAsync(limit, context.RequestAborted);
+        if (turn.IsAcquired)
+        {
+            return turn;
+        }
+
+        turn.Dispose();
+        context.Response.Headers.RetryAfter = AdminReadGate.RetryAfterSeconds.ToString(CultureInfo.InvariantCulture);
+        throw new AdminProblemException(StatusCodes.Status429TooManyRequests, "admin.busy", "Busy",
+            $"This node is building {limit ?? AdminReadGate.DefaultLimit} overview(s) or report(s) and {AdminReadGate.QueueLimit} more are waiting " +
+            $"(gateway.max_concurrent_reports); try again in {AdminReadGate.RetryAfterSeconds} s.");
     }
 
     /// <summary>

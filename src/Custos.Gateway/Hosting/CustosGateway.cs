@@ -171,6 +171,9 @@ public sealed partial class CustosGateway : IAsyncDisposable
     /// <summary>This node's id.</summary>
     public string NodeId { get; }
 
+    /// <summary>Bounds the admin API's heavy reads (overview, reports) running at once on this node.</summary>
+    internal Admin.AdminReadGate AdminReads { get; } = new();
+
     /// <summary>The clock.</summary>
     public TimeProvider Time => _options.TimeProvider;
 

@@ -59,6 +59,49 @@ public sealed class ConsoleApiTests
         Assert.Equal("admin.invalid_request", (await JsonDocument.ParseAsync(await bad.Content.ReadAsStreamAsync())).RootElement.GetProperty("code").GetString());
     }
 
+    /// <summary>
+    /// Overviews and reports read the ledger on the gateway's own cores. Beyond <c>gateway.max_concurrent_reports</c> they
+    /// wait their turn; beyond the queue they are refused at once, with a code, the request id and a Retry-After. A read
+    /// the admin may not have is refused as before, without taking a turn.
+    /// </summary>
+    [Fact]
+    public async Task HeavyReads_BeyondTheLimit_WaitTheirTurn_AndBeyondTheQueue_Are429Busy()
+    {
+        await using var g = await StartAsync(more: doc => doc with { Gateway = doc.Gateway with { MaxConcurrentReports = 1 } });
+        var gate = g.Gateway.AdminReads;
+        var held = await gate.EnterAsync(1, CancellationToken.None); // a report being built
+        Assert.True(held.IsAcquired);
+
+        var waiting = Enumerable.Range(0, Custos.Gateway.Admin.AdminReadGate.QueueLimit)
+            .Select(i => AdminAsync(g, "root", HttpMethod.Get, i % 2 == 0 ? "/admin/v1/overview?window=1h" : "/admin/v1/reports/incident?subject=consumer&id=web&format=json"))
+            .ToList();
+        Assert.True(SpinWait.SpinUntil(() => gate.Queued == Custos.Gateway.Admin.AdminReadGate.QueueLimit, TimeSpan.FromSeconds(20)), $"{gate.Queued} queued");
+        Assert.DoesNotContain(waiting, t => t.IsCompleted);
+
+        using (var busy = await AdminAsync(g, "root", HttpMethod.Get, "/admin/v1/reports/posture"))
+        {
+            Assert.Equal(HttpStatusCode.TooManyRequests, busy.StatusCode);
+            Assert.Equal(TimeSpan.FromSeconds(Custos.Gateway.Admin.AdminReadGate.RetryAfterSeconds), busy.Headers.RetryAfter?.Delta);
+            using var problem = await JsonDocument.ParseAsync(await busy.Content.ReadAsStreamAsync());
+            Assert.Equal("admin.busy", problem.RootElement.GetProperty("code").GetString());
+            Assert.StartsWith("req_", problem.RootElement.GetProperty("request_id").GetString(), StringComparison.Ordinal);
+        }
+
+        using (var forbidden = await AdminAsync(g, "finance", HttpMethod.Get, "/admin/v1/reports/posture"))
+        {
+            Assert.Equal(HttpStatusCode.Forbidden, forbidden.StatusCode);
+        }
+
+        held.Dispose();
+        foreach (var response in await Task.WhenAll(waiting))
+        {
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            response.Dispose();
+        }
+
+        Assert.Equal(0, gate.Queued);
+    }
+
     [Fact]
     public async Task PolicyDiff_ShowsWhatChangedBetweenAnyTwoVersions()
     {
