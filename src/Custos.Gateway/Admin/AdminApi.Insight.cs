@@ -40,7 +40,7 @@ internal static partial class AdminApi
                 _ => throw AdminProblemException.Invalid($"'window' must be 1h, 24h, 7d or 30d, not '{window}'."),
             };
             using var turn = await TurnAsync(context, gateway);
-            return Json(await OverviewAsync(context, gateway, span, bucket));
+            return Json(await AdminReadGate.RunAsync(() => OverviewAsync(context, gateway, span, bucket)));
         }).WithSummary("Spend against budgets this month, requests and refusals by reason over a window (1h, 24h, 7d, 30d), top consumers, open alerts; in scope.")
             .Produces<OverviewView>();
 
@@ -95,8 +95,8 @@ internal static partial class AdminApi
             using var turn = await TurnAsync(context, gateway);
             try
             {
-                var report = await ReportSources.IncidentAsync(gateway.Store, gateway.DataDirectory, new IncidentSubject(kind, id), start, end, now, null,
-                    context.RequestAborted);
+                var report = await AdminReadGate.RunAsync(() => ReportSources.IncidentAsync(gateway.Store, gateway.DataDirectory, new IncidentSubject(kind, id),
+                    start, end, now, null, context.RequestAborted));
                 return Report(context, ReportWriter.Write(report, reportFormat), reportFormat, $"incident-{kind}-{id}-{now:yyyyMMdd-HHmm}");
             }
             catch (ReportSubjectNotFoundException ex)
@@ -116,7 +116,7 @@ internal static partial class AdminApi
 
             using var turn = await TurnAsync(context, gateway);
             var now = gateway.Time.GetUtcNow();
-            var report = await ReportSources.PostureAsync(gateway.Store, gateway.DataDirectory, now, null, context.RequestAborted);
+            var report = await AdminReadGate.RunAsync(() => ReportSources.PostureAsync(gateway.Store, gateway.DataDirectory, now, null, context.RequestAborted));
             return Report(context, ReportWriter.Write(report, reportFormat), reportFormat, $"posture-{now:yyyyMMdd-HHmm}");
         }).WithSummary("The NIST CSF 2.0 / AI RMF posture report from live evidence, as json, md or html (gateway-wide admins).");
     }

@@ -35,6 +35,15 @@ internal sealed class AdminReadGate
     public ValueTask<RateLimitLease> EnterAsync(int? configured, CancellationToken cancellationToken)
         => TurnsOf(configured ?? DefaultLimit).AcquireAsync(1, cancellationToken);
 
+    /// <summary>
+    /// Runs <paramref name="read"/> on a thread of its own, outside the thread pool. A heavy read keeps its thread busy
+    /// for as long as it reads (the embedded store's reads complete synchronously); on the pool, two of them held both
+    /// threads a two-core machine starts with, and model requests queued behind them until the pool added threads.
+    /// </summary>
+    public static Task<T> RunAsync<T>(Func<Task<T>> read)
+        => Task.Factory.StartNew(() => read().GetAwaiter().GetResult(), CancellationToken.None,
+            TaskCreationOptions.LongRunning | TaskCreationOptions.DenyChildAttach, TaskScheduler.Default);
+
     private ConcurrencyLimiter TurnsOf(int limit)
     {
         if (Volatile.Read(ref _turns) is { } turns && turns.Limit == limit)
