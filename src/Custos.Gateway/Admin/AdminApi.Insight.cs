@@ -39,7 +39,7 @@ internal static partial class AdminApi
                 "30d" => (TimeSpan.FromDays(30), TimeSpan.FromDays(1)),
                 _ => throw AdminProblemException.Invalid($"'window' must be 1h, 24h, 7d or 30d, not '{window}'."),
             };
-            using var turn = await TurnAsync(context, gateway);
+            using var turn = await TurnAsync(context, gateway, "overview.read", "overview", null);
             return Json(await AdminReadGate.RunAsync(() => OverviewAsync(context, gateway, span, bucket)));
         }).WithSummary("Spend against budgets this month, requests and refusals by reason over a window (1h, 24h, 7d, 30d), top consumers, open alerts; in scope.")
             .Produces<OverviewView>();
@@ -92,7 +92,7 @@ internal static partial class AdminApi
                 throw await DeniedAsync(context, gateway, "report.incident", kind + ":" + id, tenant, $"{kind}:{id} is outside the scope of '{Admin(context).Id}'");
             }
 
-            using var turn = await TurnAsync(context, gateway);
+            using var turn = await TurnAsync(context, gateway, "report.incident", kind + ":" + id, tenant);
             try
             {
                 var report = await AdminReadGate.RunAsync(() => ReportSources.IncidentAsync(gateway.Store, gateway.DataDirectory, new IncidentSubject(kind, id),
@@ -114,7 +114,7 @@ internal static partial class AdminApi
                 throw await DeniedAsync(context, gateway, "report.posture", "posture", null, "the posture report covers the whole gateway; it is for gateway-wide admins");
             }
 
-            using var turn = await TurnAsync(context, gateway);
+            using var turn = await TurnAsync(context, gateway, "report.posture", "posture", null);
             var now = gateway.Time.GetUtcNow();
             var report = await AdminReadGate.RunAsync(() => ReportSources.PostureAsync(gateway.Store, gateway.DataDirectory, now, null, context.RequestAborted));
             return Report(context, ReportWriter.Write(report, reportFormat), reportFormat, $"posture-{now:yyyyMMdd-HHmm}");
@@ -123,11 +123,13 @@ internal static partial class AdminApi
 
     /// <summary>
     /// A turn to build one heavy read (<see cref="AdminReadGate"/>), asked for once the admin may have it: dispose it when
-    /// the read is done. A full queue is 429 <c>admin.busy</c> with a <c>Retry-After</c>.
+    /// the read is done. A full queue is 429 <c>admin.busy</c> with a <c>Retry-After</c>, recorded as a refused attempt
+    /// (<c>ACTION_denied</c>) under the policy version that set the limit.
     /// </summary>
-    private static async Task<RateLimitLease> TurnAsync(HttpContext context, CustosGateway gateway)
+    private static async Task<RateLimitLease> TurnAsync(HttpContext context, CustosGateway gateway, string action, string target, string? tenant)
     {
-        var limit = gateway.Policy.Current.Document.Gateway.MaxConcurrentReports;
+        var snapshot = gateway.Policy.Current;
+        var limit = snapshot.Document.Gateway.MaxConcurrentReports ?? AdminReadGate.DefaultLimit;
         var turn = await gateway.AdminReads.EnterAsync(limit, context.RequestAborted);
         if (turn.IsAcquired)
         {
@@ -135,10 +137,12 @@ internal static partial class AdminApi
         }
 
         turn.Dispose();
+        var busy = $"building {limit} overview(s) or report(s) (gateway.max_concurrent_reports, policy version {snapshot.Version}) " +
+            $"and {AdminReadGate.QueueLimit} more are waiting";
+        await gateway.RecordAdminAsync(Admin(context).Id, action + "_denied", target, null, null, "busy: this node is " + busy, tenant);
         context.Response.Headers.RetryAfter = AdminReadGate.RetryAfterSeconds.ToString(CultureInfo.InvariantCulture);
         throw new AdminProblemException(StatusCodes.Status429TooManyRequests, "admin.busy", "Busy",
-            $"This node is building {limit ?? AdminReadGate.DefaultLimit} overview(s) or report(s) and {AdminReadGate.QueueLimit} more are waiting " +
-            $"(gateway.max_concurrent_reports); try again in {AdminReadGate.RetryAfterSeconds} s.");
+            $"This node is {busy}; try again in {AdminReadGate.RetryAfterSeconds} s.");
     }
 
     /// <summary>

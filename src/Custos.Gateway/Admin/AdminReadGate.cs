@@ -28,12 +28,12 @@ internal sealed class AdminReadGate
     public long Queued => Volatile.Read(ref _turns)?.Limiter.GetStatistics()?.CurrentQueuedCount ?? 0;
 
     /// <summary>
-    /// Waits for a turn under the limit in force, <paramref name="configured"/> or <see cref="DefaultLimit"/>. The lease
+    /// Waits for a turn under the limit in force, <paramref name="limit"/>. The lease
     /// returned is the turn: dispose it when the read is done. When the queue is full, the lease is not acquired.
     /// A new limit applies to the reads that ask after it; those already running or waiting finish under the old one.
     /// </summary>
-    public ValueTask<RateLimitLease> EnterAsync(int? configured, CancellationToken cancellationToken)
-        => TurnsOf(configured ?? DefaultLimit).AcquireAsync(1, cancellationToken);
+    public ValueTask<RateLimitLease> EnterAsync(int limit, CancellationToken cancellationToken)
+        => TurnsOf(limit).AcquireAsync(1, cancellationToken);
 
     /// <summary>
     /// Runs <paramref name="read"/> on a thread of its own, outside the thread pool. A heavy read keeps its thread busy

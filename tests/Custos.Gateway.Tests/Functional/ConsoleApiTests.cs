@@ -87,6 +87,12 @@ public sealed class ConsoleApiTests
             Assert.StartsWith("req_", problem.RootElement.GetProperty("request_id").GetString(), StringComparison.Ordinal);
         }
 
+        // A refused attempt is on record, under the policy version that set the limit.
+        var refused = Assert.Single(await AdminEntriesAsync(g), e => e.GetProperty("action").GetString() == "report.posture_denied");
+        Assert.Equal("root", refused.GetProperty("actor").GetString());
+        Assert.StartsWith("busy: this node is building 1 overview(s) or report(s)", refused.GetProperty("reason").GetString(), StringComparison.Ordinal);
+        Assert.Equal(g.Gateway.Policy.Current.Version, refused.GetProperty("policy_version").GetInt64());
+
         using (var forbidden = await AdminAsync(g, "finance", HttpMethod.Get, "/admin/v1/reports/posture"))
         {
             Assert.Equal(HttpStatusCode.Forbidden, forbidden.StatusCode);
