@@ -24,11 +24,15 @@ public static class ReportSources
     /// <summary>
     /// The incident pack of <paramref name="subject"/> from <paramref name="from"/> to <paramref name="to"/> (exclusive).
     /// <paramref name="progress"/>, when given, receives a line every <see cref="ProgressEvery"/> entries read.
+    /// With <paramref name="verifyAlongside"/>, the chain is verified on a thread of its own while the window is read
+    /// (two cores at once: for the CLI, not inside the gateway).
     /// </summary>
     /// <exception cref="ReportSubjectNotFoundException">Nothing names the subject.</exception>
     public static async Task<IncidentReport> IncidentAsync(ICustosStore store, string dataDirectory, IncidentSubject subject, DateTimeOffset from,
-        DateTimeOffset to, DateTimeOffset now, Action<string>? progress, CancellationToken cancellationToken)
+        DateTimeOffset to, DateTimeOffset now, Action<string>? progress, CancellationToken cancellationToken, bool verifyAlongside = false)
     {
+        await using var verification = new Verification(store, dataDirectory, from, to, $"the window {ReportText.Time(from)} to {ReportText.Time(to)}",
+            verifyAlongside, ref progress, cancellationToken);
         var history = await store.GetHistoryAsync(cancellationToken);
 
         // The subject's requests of the window; a credential has no column of its own, so its window is scanned.
@@ -54,7 +58,7 @@ public static class ReportSources
 
         var admin = await ReadAdminAsync(store, to, cancellationToken);
         var shed = await CountShedAsync(store, from, to, cancellationToken);
-        var chain = await VerifyAsync(store, dataDirectory, from, to, progress, $"the window {ReportText.Time(from)} to {ReportText.Time(to)}", cancellationToken);
+        var chain = await verification.ResultAsync();
         return IncidentReportBuilder.Build(new IncidentInput
         {
             Subject = subject,
@@ -74,15 +78,19 @@ public static class ReportSources
         });
     }
 
-    /// <summary>The NIST CSF 2.0 / AI RMF posture report as of <paramref name="now"/>.</summary>
+    /// <summary>
+    /// The NIST CSF 2.0 / AI RMF posture report as of <paramref name="now"/>. With <paramref name="verifyAlongside"/>, the
+    /// chain is verified on a thread of its own while the last 90 days are read.
+    /// </summary>
     public static async Task<PostureReport> PostureAsync(ICustosStore store, string dataDirectory, DateTimeOffset now, Action<string>? progress,
-        CancellationToken cancellationToken)
+        CancellationToken cancellationToken, bool verifyAlongside = false)
     {
+        await using var verification = new Verification(store, dataDirectory, null, null, "the whole ledger", verifyAlongside, ref progress, cancellationToken);
         var history = await store.GetHistoryAsync(cancellationToken);
         var admin = await ReadAdminAsync(store, null, cancellationToken);
         var activity = new LedgerActivity(now, PostureReportBuilder.RevocationTimes(admin));
         await ScanAsync(store, new LedgerQuery { From = activity.Since, Limit = int.MaxValue }, null, activity.Add, progress, "last 90 days", cancellationToken);
-        var chain = await VerifyAsync(store, dataDirectory, null, null, progress, "the whole ledger", cancellationToken);
+        var chain = await verification.ResultAsync();
         return PostureReportBuilder.Build(new PostureInput
         {
             GeneratedAt = now,
@@ -160,6 +168,62 @@ public static class ReportSources
             Progress = progress is null ? null : new VerifyProgress(progress),
         }, cancellationToken);
         return ChainCheck.From(result, scope);
+    }
+
+    /// <summary>
+    /// A report's chain verification: run when its result is asked for, or, alongside, started at once on a thread of its
+    /// own and stopped (and waited for) should the report end without it.
+    /// </summary>
+    private sealed class Verification : IAsyncDisposable
+    {
+        private readonly Func<CancellationToken, Task<ChainCheck>> _verify;
+        private readonly CancellationToken _cancellationToken;
+        private readonly CancellationTokenSource? _stop;
+        private readonly Task<ChainCheck>? _running;
+
+        public Verification(ICustosStore store, string directory, DateTimeOffset? from, DateTimeOffset? to, string scope, bool alongside,
+            ref Action<string>? progress, CancellationToken cancellationToken)
+        {
+            if (alongside && progress is { } lines)
+            {
+                // Two threads report progress now; the writer behind it need not be safe for that.
+                var gate = new Lock();
+                progress = line =>
+                {
+                    lock (gate)
+                    {
+                        lines(line);
+                    }
+                };
+            }
+
+            var report = progress;
+            _verify = token => VerifyAsync(store, directory, from, to, report, scope, token);
+            _cancellationToken = cancellationToken;
+            if (alongside)
+            {
+                _stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+                _running = Task.Factory.StartNew(() => _verify(_stop.Token), _stop.Token, TaskCreationOptions.LongRunning, TaskScheduler.Default).Unwrap();
+            }
+        }
+
+        public Task<ChainCheck> ResultAsync() => _running ?? _verify(_cancellationToken);
+
+        public async ValueTask DisposeAsync()
+        {
+            if (_running is null || _stop is null)
+            {
+                return;
+            }
+
+            if (!_running.IsCompleted)
+            {
+                await _stop.CancelAsync();
+            }
+
+            await ((Task)_running).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            _stop.Dispose();
+        }
     }
 
     /// <summary>Verification progress, synchronously (System.Progress would post to the thread pool and report out of order).</summary>

@@ -70,7 +70,7 @@ internal static class ReportCommand
             IncidentReport built;
             try
             {
-                built = await ReportSources.IncidentAsync(store, directory, subject, start, end, now, error.WriteLine, cancellationToken);
+                built = await ReportSources.IncidentAsync(store, directory, subject, start, end, now, error.WriteLine, cancellationToken, verifyAlongside: true);
             }
             catch (ReportSubjectNotFoundException ex)
             {
@@ -109,7 +109,7 @@ internal static class ReportCommand
             var now = DateTimeOffset.UtcNow;
             var directory = CommonOptions.ResolveDataDirectory(parse.GetValue(data), parse.GetValue(config));
             await using var store = await CommonOptions.OpenStoreAsync(directory, parse.GetValue(config), cancellationToken);
-            var built = await ReportSources.PostureAsync(store, directory, now, error.WriteLine, cancellationToken);
+            var built = await ReportSources.PostureAsync(store, directory, now, error.WriteLine, cancellationToken, verifyAlongside: true);
             var chain = built.Chain;
             var target = parse.GetValue(file);
             await EmitAsync(ReportWriter.Write(built, reportFormat), target, output, cancellationToken);
