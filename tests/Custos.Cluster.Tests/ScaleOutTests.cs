@@ -142,6 +142,39 @@ public sealed class ScaleOutTests(RedisServerFixture redis, PostgresServerFixtur
         }
     }
 
+    /// <summary>
+    /// The console's heavy reads on the shared store: built on a thread of their own (whose reads of PostgreSQL, unlike
+    /// the embedded store's, go asynchronous), they count every node's requests, whichever node is asked.
+    /// </summary>
+    [Fact]
+    public async Task TheConsolesOverviewAndPack_OnTheSharedStore_CountEveryNodesRequests()
+    {
+        await using var cluster = await Cluster.StartAsync(2, await postgres.CreateDatabaseAsync(), redis.ConnectionString);
+        var key = cluster.KeyOf("support-web");
+        var sent = new List<string>();
+        for (var i = 0; i < 5; i++)
+        {
+            using var client = new HttpClient { BaseAddress = cluster.Nodes[i % 2].DataPlaneUri };
+            var (status, requestId, _) = await Cluster.ChatAsync(client, key);
+            Assert.Equal(200, status);
+            sent.Add(requestId!);
+        }
+
+        foreach (var node in cluster.Nodes)
+        {
+            await node.Ledger.FlushAsync();
+        }
+
+        var b = cluster.Nodes[1];
+        var overview = await cluster.AdminAsync(b, HttpMethod.Get, "/overview?window=1h");
+        Assert.Equal(5, overview.GetProperty("buckets").EnumerateArray().Sum(x => x.GetProperty("requests").GetInt64()));
+        var pack = await cluster.AdminAsync(b, HttpMethod.Get, "/reports/incident?subject=consumer&id=support-web&format=json");
+        Assert.Equal(5, pack.GetProperty("summary").GetProperty("requests").GetInt32());
+        Assert.NotEqual("failed", pack.GetProperty("chain").GetProperty("status").GetString());
+        var posture = await cluster.AdminAsync(b, HttpMethod.Get, "/reports/posture?format=json");
+        Assert.NotEqual("failed", posture.GetProperty("chain").GetProperty("status").GetString());
+    }
+
     [Fact]
     public async Task ACredentialRevokedThroughNodeA_IsRefusedByNodesBAndC_WithinOneSecond()
     {
