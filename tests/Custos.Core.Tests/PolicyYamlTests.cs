@@ -70,24 +70,26 @@ public sealed class PolicyYamlTests
         Assert.Equal(expected, result.Server.OtlpProtocol);
     }
 
+    /// <summary>One tenant with one provider and one model: a valid policy to put a <c>gateway:</c> section in front of.</summary>
+    private const string MinimalTenant = """
+        tenants:
+          - id: acme
+            providers: [{ id: p, type: openai, base_url: http://127.0.0.1:1/v1 }]
+            models: [{ name: m, provider: p }]
+        """;
+
     [Fact]
     public void Read_FailModes_DefaultsAndLocalShareOnlyForRateLimits()
     {
-        const string tenant = """
-            tenants:
-              - id: acme
-                providers: [{ id: p, type: openai, base_url: http://127.0.0.1:1/v1 }]
-                models: [{ name: m, provider: p }]
-            """;
-        var plain = PolicyYaml.Read(tenant);
+        var plain = PolicyYaml.Read(MinimalTenant);
         Assert.Null(plain.Document!.Gateway.FailModes); // nothing declared: the defaults, and the policy hash unchanged
 
-        var declared = PolicyYaml.Read("gateway: { fail_modes: { rate_limits: closed, quotas: open } }\n" + tenant);
+        var declared = PolicyYaml.Read("gateway: { fail_modes: { rate_limits: closed, quotas: open } }\n" + MinimalTenant);
         Assert.True(declared.IsValid);
         var modes = declared.Document!.Gateway.FailModes!;
         Assert.Equal((FailMode.Closed, FailMode.Open, FailMode.Closed, FailMode.Closed), (modes.RateLimits, modes.Quotas, modes.Budgets, modes.Revocation));
 
-        var wrong = PolicyYaml.Read("gateway: { fail_modes: { budgets: local_share } }\n" + tenant);
+        var wrong = PolicyYaml.Read("gateway: { fail_modes: { budgets: local_share } }\n" + MinimalTenant);
         Assert.False(wrong.IsValid);
         Assert.Contains(wrong.Diagnostics, d => d.Path == "gateway.fail_modes.budgets" && d.Message.Contains("rate limits only", StringComparison.Ordinal));
     }
@@ -95,23 +97,17 @@ public sealed class PolicyYamlTests
     [Fact]
     public void Read_MaxConcurrentReports_UnsetLeavesTheHashAlone_AndOutOfRangeIsAnError()
     {
-        const string tenant = """
-            tenants:
-              - id: acme
-                providers: [{ id: p, type: openai, base_url: http://127.0.0.1:1/v1 }]
-                models: [{ name: m, provider: p }]
-            """;
-        var plain = PolicyYaml.Read(tenant).Document!;
+        var plain = PolicyYaml.Read(MinimalTenant).Document!;
         Assert.Null(plain.Gateway.MaxConcurrentReports);
         Assert.DoesNotContain("max_concurrent_reports", PolicyVersion.CanonicalJson(plain), StringComparison.Ordinal); // versions stored before it hash alike
 
-        var declared = PolicyYaml.Read("gateway: { max_concurrent_reports: 1 }\n" + tenant);
+        var declared = PolicyYaml.Read("gateway: { max_concurrent_reports: 1 }\n" + MinimalTenant);
         Assert.True(declared.IsValid);
         Assert.Equal(1, declared.Document!.Gateway.MaxConcurrentReports);
 
         foreach (var wrong in new[] { "0", "65" })
         {
-            var result = PolicyYaml.Read($"gateway: {{ max_concurrent_reports: {wrong} }}\n" + tenant);
+            var result = PolicyYaml.Read($"gateway: {{ max_concurrent_reports: {wrong} }}\n" + MinimalTenant);
             Assert.False(result.IsValid);
             Assert.Contains(result.Diagnostics, d => d.Path == "gateway.max_concurrent_reports" && d.Message.Contains("between 1 and 64", StringComparison.Ordinal));
         }

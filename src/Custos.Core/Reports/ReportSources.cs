@@ -31,8 +31,9 @@ public static class ReportSources
     public static async Task<IncidentReport> IncidentAsync(ICustosStore store, string dataDirectory, IncidentSubject subject, DateTimeOffset from,
         DateTimeOffset to, DateTimeOffset now, Action<string>? progress, CancellationToken cancellationToken, bool verifyAlongside = false)
     {
+        progress = verifyAlongside ? Serialized(progress) : progress;
         await using var verification = new Verification(store, dataDirectory, from, to, $"the window {ReportText.Time(from)} to {ReportText.Time(to)}",
-            verifyAlongside, ref progress, cancellationToken);
+            verifyAlongside, progress, cancellationToken);
         var history = await store.GetHistoryAsync(cancellationToken);
 
         // The subject's requests of the window; a credential has no column of its own, so its window is scanned.
@@ -85,7 +86,8 @@ public static class ReportSources
     public static async Task<PostureReport> PostureAsync(ICustosStore store, string dataDirectory, DateTimeOffset now, Action<string>? progress,
         CancellationToken cancellationToken, bool verifyAlongside = false)
     {
-        await using var verification = new Verification(store, dataDirectory, null, null, "the whole ledger", verifyAlongside, ref progress, cancellationToken);
+        progress = verifyAlongside ? Serialized(progress) : progress;
+        await using var verification = new Verification(store, dataDirectory, null, null, "the whole ledger", verifyAlongside, progress, cancellationToken);
         var history = await store.GetHistoryAsync(cancellationToken);
         var admin = await ReadAdminAsync(store, null, cancellationToken);
         var activity = new LedgerActivity(now, PostureReportBuilder.RevocationTimes(admin));
@@ -171,6 +173,27 @@ public static class ReportSources
     }
 
     /// <summary>
+    /// <paramref name="progress"/> one line at a time: with the verification alongside, two threads report progress, and
+    /// the writer behind it need not be safe for that.
+    /// </summary>
+    private static Action<string>? Serialized(Action<string>? progress)
+    {
+        if (progress is null)
+        {
+            return null;
+        }
+
+        var gate = new Lock();
+        return line =>
+        {
+            lock (gate)
+            {
+                progress(line);
+            }
+        };
+    }
+
+    /// <summary>
     /// A report's chain verification: run when its result is asked for, or, alongside, started at once on a thread of its
     /// own and stopped (and waited for) should the report end without it.
     /// </summary>
@@ -182,23 +205,9 @@ public static class ReportSources
         private readonly Task<ChainCheck>? _running;
 
         public Verification(ICustosStore store, string directory, DateTimeOffset? from, DateTimeOffset? to, string scope, bool alongside,
-            ref Action<string>? progress, CancellationToken cancellationToken)
+            Action<string>? progress, CancellationToken cancellationToken)
         {
-            if (alongside && progress is { } lines)
-            {
-                // Two threads report progress now; the writer behind it need not be safe for that.
-                var gate = new Lock();
-                progress = line =>
-                {
-                    lock (gate)
-                    {
-                        lines(line);
-                    }
-                };
-            }
-
-            var report = progress;
-            _verify = token => VerifyAsync(store, directory, from, to, report, scope, token);
+            _verify = token => VerifyAsync(store, directory, from, to, progress, scope, token);
             _cancellationToken = cancellationToken;
             if (alongside)
             {
