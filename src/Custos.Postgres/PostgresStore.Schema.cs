@@ -10,7 +10,7 @@ namespace Custos.Postgres;
 public sealed partial class PostgresStore
 {
     /// <summary>The schema version this code writes: the number of the last step in <see cref="Migrations"/>.</summary>
-    public const int SchemaVersion = 3;
+    public const int SchemaVersion = 4;
 
     // Advisory lock keys (64-bit, database-wide): "Custos" in ASCII, then a number per purpose.
     internal const long MigrationLock = 0x4375_7374_6F73_0001;
@@ -149,6 +149,23 @@ public sealed partial class PostgresStore
         CREATE TRIGGER record_dictionaries_no_truncate BEFORE TRUNCATE ON record_dictionaries FOR EACH STATEMENT EXECUTE FUNCTION ledger_append_only();
         ALTER TABLE schema_info ADD COLUMN record_format text NOT NULL DEFAULT 'json';
         """,
+
+        // 4: the requests of each quarter hour summed by who and how they were decided (RequestTotals): what the console's
+        // overview reads. Kept in each append's transaction; a database with entries gets them filled in (TotalsStep).
+        """
+        CREATE TABLE request_totals (
+            slot     bigint NOT NULL,
+            tenant   text COLLATE "C" NOT NULL,
+            service  text COLLATE "C" NOT NULL,
+            consumer text COLLATE "C" NOT NULL,
+            decision text COLLATE "C" NOT NULL,
+            reasons  text COLLATE "C" NOT NULL,
+            currency text COLLATE "C" NOT NULL,
+            requests bigint NOT NULL,
+            spend    numeric NOT NULL,
+            PRIMARY KEY (slot, tenant, service, consumer, decision, reasons, currency)
+        );
+        """,
     ];
 
     private string _recordFormat = IRecordFormatSetting.Json;
@@ -164,12 +181,15 @@ public sealed partial class PostgresStore
     /// <summary>The step that added <c>schema_info.record_format</c>: a database migrated from empty through it stores records compressed from the start.</summary>
     private const int RecordFormatStep = 3;
 
+    /// <summary>The step that added the request totals: a database migrated from an earlier version gets them filled in from its entries.</summary>
+    private const int TotalsStep = 4;
+
     /// <summary>
     /// Brings the schema to <see cref="SchemaVersion"/>. A session advisory lock serialises nodes starting together:
     /// the first applies the missing steps (each in its own transaction, with the new version), the others wait and
     /// then find nothing to do.
     /// </summary>
-    private async Task MigrateAsync(CancellationToken cancellationToken)
+    private async Task MigrateAsync(Action<string>? upgrade, CancellationToken cancellationToken)
     {
         await using var connection = await _dataSource.OpenConnectionAsync(cancellationToken);
         await CheckEncodingAsync(connection, cancellationToken);
@@ -197,6 +217,17 @@ public sealed partial class PostgresStore
                     await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
                     await ExecuteAsync(connection, Migrations[step - 1], cancellationToken);
                     await ExecuteAsync(connection, $"UPDATE schema_info SET version = {step}", cancellationToken);
+                    if (step == TotalsStep && version > 0)
+                    {
+                        // From every entry, in the step's transaction; nodes of this version wait on the migration lock meanwhile.
+                        await RequestTotals.FillAsync(this, Description, async (totals, ct) =>
+                        {
+                            await using var fill = TotalsCommand(totals);
+                            fill.Connection = connection;
+                            await fill.ExecuteNonQueryAsync(ct);
+                        }, upgrade, cancellationToken);
+                    }
+
                     if (step == RecordFormatStep && version == 0)
                     {
                         // A new database: no node of an earlier version can run on it (they refuse its schema version).

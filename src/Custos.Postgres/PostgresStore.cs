@@ -47,7 +47,14 @@ public sealed partial class PostgresStore : ICustosStore, IRecordFormatSetting
     /// The server cannot be reached or refuses the login, the database is not UTF8, or its schema is newer than this
     /// code. The message names the server and database, never the password.
     /// </exception>
-    public static async Task<PostgresStore> OpenAsync(string connectionString, CancellationToken cancellationToken = default)
+    public static Task<PostgresStore> OpenAsync(string connectionString, CancellationToken cancellationToken = default)
+        => OpenAsync(connectionString, null, cancellationToken);
+
+    /// <summary>
+    /// Opens the store as <see cref="OpenAsync(string, CancellationToken)"/>; when the migration takes long (a database made
+    /// before the request totals, which are filled in from its entries once), <paramref name="upgrade"/> hears how it goes.
+    /// </summary>
+    public static async Task<PostgresStore> OpenAsync(string connectionString, Action<string>? upgrade, CancellationToken cancellationToken = default)
     {
         var builder = new NpgsqlDataSourceBuilder(connectionString);
         var settings = builder.ConnectionStringBuilder;
@@ -61,7 +68,7 @@ public sealed partial class PostgresStore : ICustosStore, IRecordFormatSetting
         var store = new PostgresStore(builder.Build(), description);
         try
         {
-            await store.MigrateAsync(cancellationToken);
+            await store.MigrateAsync(upgrade, cancellationToken);
             await store.LoadPartitionsAsync(cancellationToken);
             var month = MonthOf(DateTime.UtcNow);
             await store.EnsurePartitionsAsync([month, month + 1], cancellationToken);
@@ -134,6 +141,19 @@ public sealed partial class PostgresStore : ICustosStore, IRecordFormatSetting
             if (usage is not null)
             {
                 await using var command = UsageCommand(usage);
+                command.Connection = connection;
+                await command.ExecuteNonQueryAsync(cancellationToken);
+            }
+
+            var totals = new RequestTotals();
+            foreach (var item in batch)
+            {
+                totals.Add(item.Record);
+            }
+
+            if (totals.Count > 0)
+            {
+                await using var command = TotalsCommand(totals);
                 command.Connection = connection;
                 await command.ExecuteNonQueryAsync(cancellationToken);
             }
@@ -219,7 +239,7 @@ public sealed partial class PostgresStore : ICustosStore, IRecordFormatSetting
             await WriteTextAsync(importer, request?.Model, cancellationToken);
             if (request?.Cost is { } cost)
             {
-                await importer.WriteAsync(CanonicalCost(cost), NpgsqlDbType.Numeric, cancellationToken);
+                await importer.WriteAsync(RequestRecord.CanonicalCost(cost), NpgsqlDbType.Numeric, cancellationToken);
             }
             else
             {
@@ -250,7 +270,7 @@ public sealed partial class PostgresStore : ICustosStore, IRecordFormatSetting
             (chain[i], seq[i], kind[i], ts[i]) = (item.ChainId, item.Seq, item.Record.Kind, Utc(item.Record.Timestamp));
             (requestId[i], tenant[i], service[i], consumer[i]) = (request?.RequestId, item.Record.Tenant, request?.Service, request?.Consumer);
             (decision[i], model[i]) = (request is null ? null : Names.Of(request.Decision), request?.Model);
-            (cost[i], record[i], prev[i], hash[i]) = (request?.Cost is { } c ? CanonicalCost(c) : null, (encoder is null ? item.Canonical : encoder.Encode(item.Canonical.Span)).ToArray(), item.PrevHash, item.Hash);
+            (cost[i], record[i], prev[i], hash[i]) = (request?.Cost is { } c ? RequestRecord.CanonicalCost(c) : null, (encoder is null ? item.Canonical : encoder.Encode(item.Canonical.Span)).ToArray(), item.PrevHash, item.Hash);
             if (request?.CredentialId is { } credentialId)
             {
                 Use(ref usage, credentialId, ts[i]);
@@ -296,16 +316,59 @@ public sealed partial class PostgresStore : ICustosStore, IRecordFormatSetting
         return command;
     }
 
+    /// <summary>
+    /// Adds <paramref name="totals"/> to the stored request totals. Rows are written in one order on every node, so two
+    /// nodes' batches adding to the same totals wait for each other, never deadlock.
+    /// </summary>
+    private static NpgsqlCommand TotalsCommand(RequestTotals totals)
+    {
+        var n = totals.Count;
+        var (slot, tenant, service, consumer, decision, reasons, currency) = (new long[n], new string[n], new string[n], new string[n], new string[n], new string[n], new string[n]);
+        var (requests, spend) = (new long[n], new decimal[n]);
+        var i = 0;
+        foreach (var (key, total) in totals.Rows)
+        {
+            (slot[i], tenant[i], service[i], consumer[i], decision[i], reasons[i], currency[i]) = (key.Slot, key.Tenant, key.Service, key.Consumer, key.Decision, key.Reasons, key.Currency);
+            (requests[i], spend[i]) = (total.Requests, total.Spend);
+            i++;
+        }
+
+        var command = new NpgsqlCommand("""
+            INSERT INTO request_totals AS t (slot, tenant, service, consumer, decision, reasons, currency, requests, spend)
+            SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[], $9::numeric[])
+                AS u (slot, tenant, service, consumer, decision, reasons, currency, requests, spend)
+            ORDER BY slot, tenant COLLATE "C", service COLLATE "C", consumer COLLATE "C", decision COLLATE "C", reasons COLLATE "C", currency COLLATE "C"
+            ON CONFLICT (slot, tenant, service, consumer, decision, reasons, currency)
+            DO UPDATE SET requests = t.requests + excluded.requests, spend = t.spend + excluded.spend
+            """);
+        foreach (var values in new object[] { slot, tenant, service, consumer, decision, reasons, currency, requests, spend })
+        {
+            command.Parameters.Add(new NpgsqlParameter { Value = values });
+        }
+
+        return command;
+    }
+
+    /// <inheritdoc/>
+    public async IAsyncEnumerable<RequestTotal> ReadTotalsAsync(DateTimeOffset from, DateTimeOffset to,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        await using var command = _dataSource.CreateCommand("""
+            SELECT slot, tenant, service, consumer, decision, reasons, currency, requests, spend FROM request_totals
+            WHERE slot >= $1 AND slot < $2 ORDER BY slot, tenant, service, consumer, decision, reasons, currency
+            """);
+        command.Parameters.Add(new NpgsqlParameter { Value = RequestTotals.SecondsAtOrAfter(from) });
+        command.Parameters.Add(new NpgsqlParameter { Value = RequestTotals.SecondsAtOrAfter(to) });
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            yield return new RequestTotalKey(reader.GetInt64(0), reader.GetString(1), reader.GetString(2), reader.GetString(3), reader.GetString(4),
+                reader.GetString(5), reader.GetString(6)).ToTotal(reader.GetInt64(7), reader.GetDecimal(8));
+        }
+    }
+
     private static Task WriteTextAsync(NpgsqlBinaryImporter importer, string? value, CancellationToken cancellationToken)
         => value is null ? importer.WriteNullAsync(cancellationToken) : importer.WriteAsync(value, NpgsqlDbType.Text, cancellationToken);
-
-    /// <summary>The cost as the canonical record states it (nine decimals): what the SQLite store sums from the JSON.</summary>
-    private static decimal CanonicalCost(decimal cost)
-    {
-        Span<char> text = stackalloc char[64];
-        cost.TryFormat(text, out var written, "0.000000000", CultureInfo.InvariantCulture);
-        return decimal.Parse(text[..written], NumberStyles.Number, CultureInfo.InvariantCulture);
-    }
 
     /// <summary>An instant as PostgreSQL stores it: UTC, whole microseconds (truncated, as <see cref="LedgerTime"/> writes it).</summary>
     internal static DateTime Utc(DateTimeOffset time)

@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Runtime.CompilerServices;
 using System.Text;
 using Custos.Ledger;
@@ -15,7 +16,7 @@ namespace Custos.Storage;
 public sealed partial class SqliteStore : ICustosStore
 {
     /// <summary>The schema version this code writes. Bump with a migration step in <see cref="MigrateAsync"/>.</summary>
-    public const int SchemaVersion = 4;
+    public const int SchemaVersion = 5;
 
     private readonly string _connectionString;
     private readonly SemaphoreSlim _writeLock = new(1, 1);
@@ -23,9 +24,11 @@ public sealed partial class SqliteStore : ICustosStore
     private sqlite3_stmt? _insert;
     private sqlite3_stmt? _usage;
     private sqlite3_stmt? _dictionary;
+    private sqlite3_stmt? _total;
     private RecordEncoder? _encoder; // the writer's, under _writeLock; null after a failed append (its dictionary may not exist)
     private readonly RecordDictionaries _dictionaries;
     private readonly Dictionary<string, DateTimeOffset> _lastUsed = new(StringComparer.Ordinal);
+    private readonly RequestTotals _totals = new(); // the writer's, under _writeLock
     private byte[] _scratch = new byte[1024];
     private readonly TimeSpan _checkpointInterval;
     private readonly int _writerCheckpointFrames;
@@ -66,6 +69,13 @@ public sealed partial class SqliteStore : ICustosStore
     public static Task<SqliteStore> OpenAsync(string dataDirectory, CancellationToken cancellationToken = default)
         => OpenAsync(dataDirectory, WalCheckpointer.DefaultInterval, cancellationToken);
 
+    /// <summary>
+    /// Opens the store in <paramref name="dataDirectory"/>; when it must be upgraded at length (a store made before the
+    /// request totals, which are filled in from its entries once), <paramref name="upgrade"/> hears how it goes, for people.
+    /// </summary>
+    public static Task<SqliteStore> OpenAsync(string dataDirectory, Action<string>? upgrade, CancellationToken cancellationToken = default)
+        => OpenAsync(dataDirectory, WalCheckpointer.DefaultInterval, WalCheckpointer.WriterCheckpointFrames, cancellationToken, upgrade);
+
     /// <summary>Opens the store with its log checkpointed at least every <paramref name="checkpointInterval"/> (infinite: never, for tests).</summary>
     internal static Task<SqliteStore> OpenAsync(string dataDirectory, TimeSpan checkpointInterval, CancellationToken cancellationToken = default)
         => OpenAsync(dataDirectory, checkpointInterval, WalCheckpointer.WriterCheckpointFrames, cancellationToken);
@@ -75,16 +85,20 @@ public sealed partial class SqliteStore : ICustosStore
     /// tests), and by the ledger writer itself once the log holds <paramref name="writerCheckpointFrames"/> frames (tests).
     /// </summary>
     internal static async Task<SqliteStore> OpenAsync(string dataDirectory, TimeSpan checkpointInterval, int writerCheckpointFrames,
-        CancellationToken cancellationToken = default)
+        CancellationToken cancellationToken = default, Action<string>? upgrade = null)
     {
         Directory.CreateDirectory(dataDirectory);
         var store = new SqliteStore(System.IO.Path.Combine(dataDirectory, "custos.db"), checkpointInterval, writerCheckpointFrames);
-        await store.MigrateAsync(cancellationToken);
+        await store.MigrateAsync(upgrade, cancellationToken);
         return store;
     }
 
     /// <summary>Opens an existing store for reading; fails clearly when there is none.</summary>
-    public static async Task<SqliteStore> OpenExistingAsync(string dataDirectory, CancellationToken cancellationToken = default)
+    public static Task<SqliteStore> OpenExistingAsync(string dataDirectory, CancellationToken cancellationToken = default)
+        => OpenExistingAsync(dataDirectory, null, cancellationToken);
+
+    /// <summary>Opens an existing store, as <see cref="OpenAsync(string, Action{string}?, CancellationToken)"/>; fails clearly when there is none.</summary>
+    public static async Task<SqliteStore> OpenExistingAsync(string dataDirectory, Action<string>? upgrade, CancellationToken cancellationToken = default)
     {
         var path = System.IO.Path.Combine(dataDirectory, "custos.db");
         if (!File.Exists(path))
@@ -92,14 +106,16 @@ public sealed partial class SqliteStore : ICustosStore
             throw new FileNotFoundException($"No Custos store at {path}. Run the gateway with --data {dataDirectory} first, or pass the right --data.", path);
         }
 
-        return await OpenAsync(dataDirectory, cancellationToken);
+        return await OpenAsync(dataDirectory, upgrade, cancellationToken);
     }
 
-    private async Task MigrateAsync(CancellationToken cancellationToken)
+    private async Task MigrateAsync(Action<string>? upgrade, CancellationToken cancellationToken)
     {
         _writer = new SqliteConnection(_connectionString);
         await _writer.OpenAsync(cancellationToken);
         raw.sqlite3_busy_timeout(_writer.Handle, 30_000); // another process holding the write lock: wait, then fail (and the writer retries)
+        _writer.CreateFunction("custos_decimal_add", (string a, string b) => (ParseDecimal(a) + ParseDecimal(b)).ToString(CultureInfo.InvariantCulture),
+            isDeterministic: true);
         await ExecuteAsync(_writer, """
             PRAGMA journal_mode = WAL;
             PRAGMA synchronous = NORMAL;
@@ -138,6 +154,20 @@ public sealed partial class SqliteStore : ICustosStore
                 BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
             CREATE TRIGGER IF NOT EXISTS ledger_no_delete BEFORE DELETE ON ledger
                 BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+            -- The requests of each quarter hour summed by who and how they were decided (RequestTotals): what the console's
+            -- overview reads. Kept in each append's transaction; spend is a decimal as text, added by custos_decimal_add.
+            CREATE TABLE IF NOT EXISTS request_totals (
+                slot     INTEGER NOT NULL,
+                tenant   TEXT NOT NULL,
+                service  TEXT NOT NULL,
+                consumer TEXT NOT NULL,
+                decision TEXT NOT NULL,
+                reasons  TEXT NOT NULL,
+                currency TEXT NOT NULL,
+                requests INTEGER NOT NULL,
+                spend    TEXT NOT NULL,
+                PRIMARY KEY (slot, tenant, service, consumer, decision, reasons, currency)
+            ) WITHOUT ROWID;
             """ + LedgerRecordCodec.Schema + RegistrySchema + AlertSchema, cancellationToken);
 
         using var command = _writer.CreateCommand();
@@ -154,8 +184,35 @@ public sealed partial class SqliteStore : ICustosStore
         else if (Convert.ToInt32(version, System.Globalization.CultureInfo.InvariantCulture) < SchemaVersion)
         {
             // 1 -> 2: the registry tables; 2 -> 3: the alerts table; each created above when missing. 3 -> 4: new ledger
-            // records are stored compressed (LedgerRecordCodec); the older ones stay TEXT, and both are read.
-            await ExecuteAsync(_writer, $"UPDATE schema_info SET version = {SchemaVersion}", cancellationToken);
+            // records are stored compressed (LedgerRecordCodec); the older ones stay TEXT, and both are read. 4 -> 5: the
+            // request totals, filled in from every entry in one transaction with the new version (readers see the ledger
+            // as committed meanwhile; no writer runs before the store is open).
+            await _writeLock.WaitAsync(cancellationToken);
+            try
+            {
+                var db = _writer.Handle!;
+                Check(db, raw.sqlite3_exec(db, "BEGIN IMMEDIATE"));
+                try
+                {
+                    Check(db, raw.sqlite3_exec(db, "DELETE FROM request_totals"));
+                    await RequestTotals.FillAsync(this, Path, (totals, _) =>
+                    {
+                        WriteTotals(db, totals);
+                        return Task.CompletedTask;
+                    }, upgrade, cancellationToken);
+                    Check(db, raw.sqlite3_exec(db, $"UPDATE schema_info SET version = {SchemaVersion}"));
+                    Check(db, raw.sqlite3_exec(db, "COMMIT"));
+                }
+                catch
+                {
+                    raw.sqlite3_exec(db, "ROLLBACK");
+                    throw;
+                }
+            }
+            finally
+            {
+                _writeLock.Release();
+            }
         }
     }
 
@@ -197,10 +254,12 @@ public sealed partial class SqliteStore : ICustosStore
                     """);
                 Span<byte> ts = stackalloc byte[LedgerTime.Length];
                 _lastUsed.Clear();
+                _totals.Clear();
                 foreach (var item in batch)
                 {
                     var record = item.Record;
                     var request = record as RequestRecord;
+                    _totals.Add(record);
                     if (request?.CredentialId is { } credentialId
                         && (!_lastUsed.TryGetValue(credentialId, out var known) || known < record.Timestamp))
                     {
@@ -254,6 +313,7 @@ public sealed partial class SqliteStore : ICustosStore
                     }
                 }
 
+                WriteTotals(db, _totals);
                 Check(db, raw.sqlite3_exec(db, "COMMIT"));
             }
             catch
@@ -269,6 +329,57 @@ public sealed partial class SqliteStore : ICustosStore
         finally
         {
             _writeLock.Release();
+        }
+    }
+
+    /// <summary>Adds <paramref name="totals"/> to the stored request totals, in the caller's transaction.</summary>
+    private void WriteTotals(sqlite3 db, RequestTotals totals)
+    {
+        if (totals.Count == 0)
+        {
+            return;
+        }
+
+        var upsert = _total ??= Prepare(db, """
+            INSERT INTO request_totals (slot, tenant, service, consumer, decision, reasons, currency, requests, spend)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+            ON CONFLICT (slot, tenant, service, consumer, decision, reasons, currency)
+            DO UPDATE SET requests = requests + excluded.requests, spend = custos_decimal_add(spend, excluded.spend)
+            """);
+        foreach (var (key, (requests, spend)) in totals.Rows)
+        {
+            raw.sqlite3_bind_int64(upsert, 1, key.Slot);
+            BindText(upsert, 2, key.Tenant);
+            BindText(upsert, 3, key.Service);
+            BindText(upsert, 4, key.Consumer);
+            BindText(upsert, 5, key.Decision);
+            BindText(upsert, 6, key.Reasons);
+            BindText(upsert, 7, key.Currency);
+            raw.sqlite3_bind_int64(upsert, 8, requests);
+            BindText(upsert, 9, spend.ToString(CultureInfo.InvariantCulture));
+            Run(db, upsert);
+        }
+    }
+
+    private static decimal ParseDecimal(string value) => decimal.Parse(value, NumberStyles.Number, CultureInfo.InvariantCulture);
+
+    /// <inheritdoc/>
+    public async IAsyncEnumerable<RequestTotal> ReadTotalsAsync(DateTimeOffset from, DateTimeOffset to,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        await using var connection = await OpenReaderAsync(cancellationToken);
+        using var command = connection.CreateCommand();
+        command.CommandText = """
+            SELECT slot, tenant, service, consumer, decision, reasons, currency, requests, spend FROM request_totals
+            WHERE slot >= $from AND slot < $to ORDER BY slot, tenant, service, consumer, decision, reasons, currency
+            """;
+        command.Parameters.AddWithValue("$from", RequestTotals.SecondsAtOrAfter(from));
+        command.Parameters.AddWithValue("$to", RequestTotals.SecondsAtOrAfter(to));
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            yield return new RequestTotalKey(reader.GetInt64(0), reader.GetString(1), reader.GetString(2), reader.GetString(3), reader.GetString(4),
+                reader.GetString(5), reader.GetString(6)).ToTotal(reader.GetInt64(7), ParseDecimal(reader.GetString(8)));
         }
     }
 
@@ -476,6 +587,8 @@ public sealed partial class SqliteStore : ICustosStore
             _usage = null;
             _dictionary?.Dispose();
             _dictionary = null;
+            _total?.Dispose();
+            _total = null;
             _encoder?.Dispose();
             _encoder = null;
             if (_writer is not null)

@@ -15,6 +15,8 @@ public sealed class SqliteStoreTests : StoreContract
 
     protected override async Task<ICustosStore> OpenSameStoreAsync() => await SqliteStore.OpenAsync(_directory);
 
+    protected override string BeforeRequestTotalsSql => "DROP TABLE request_totals; UPDATE schema_info SET version = 4";
+
     protected override Task AlterLedgerAsync(string sql) => ExecuteRawAsync("DROP TRIGGER IF EXISTS ledger_no_update; " + sql);
 
     protected override async Task ExecuteRawAsync(string sql)
@@ -93,6 +95,42 @@ public sealed class SqliteStoreTests : StoreContract
         await Eventually.TrueAsync(() => store.CheckpointCaughtUp, "the checkpoint thread caught up with the log", TimeSpan.FromSeconds(30));
         Assert.True(new FileInfo(store.Path).Length > before + (2L * 1024 * 1024), $"the thread copied the log into the database file: {before} -> {new FileInfo(store.Path).Length} bytes, log {new FileInfo(store.Path + "-wal").Length}");
         Assert.Equal(3_000, await CountAsync(store.Path));
+    }
+
+    [Fact]
+    public async Task OpenAsync_OfAStoreMadeBeforeTheTotals_SaysWhatItIsDoing_AndHowManyEntriesItAddedUp()
+    {
+        var directory = Path.Combine(_directory, "upgrade");
+        await using (var store = await SqliteStore.OpenAsync(directory))
+        {
+            var chain = new HashChain("n1", 0, HashChain.Genesis);
+            await store.AppendAsync([.. Enumerable.Range(0, 5).Select(i => chain.Append(Request($"r{i}", "acme", "a", Decision.Allow, T0.AddMinutes(i))))]);
+            await store.AppendAsync([chain.Append(Admin(T0))]);
+        }
+
+        await using (var connection = new SqliteConnection($"Data Source={Path.Combine(directory, "custos.db")};Pooling=False"))
+        {
+            await connection.OpenAsync();
+            using var command = connection.CreateCommand();
+            command.CommandText = BeforeRequestTotalsSql;
+            await command.ExecuteNonQueryAsync();
+        }
+
+        var heard = new List<string>();
+        await using (await SqliteStore.OpenAsync(directory, heard.Add))
+        {
+        }
+
+        Assert.Equal(2, heard.Count);
+        Assert.StartsWith("Upgrading the store " + Path.Combine(directory, "custos.db") + ": adding up its request entries", heard[0], StringComparison.Ordinal);
+        Assert.Matches(@"^Request totals filled in from 5 request entries in \d+\.\d s\.$", heard[1]);
+
+        heard.Clear();
+        await using (await SqliteStore.OpenAsync(directory, heard.Add))
+        {
+        }
+
+        Assert.Empty(heard); // once
     }
 
     [Fact]
@@ -396,9 +434,9 @@ public sealed class SqliteStoreTests : StoreContract
         for (var i = 0; i < count; i++)
         {
             // About two kilobytes stored each, as a request's record was before records were compressed: random, so it
-            // does not compress.
-            var consumer = Convert.ToHexString(System.Security.Cryptography.RandomNumberGenerator.GetBytes(450));
-            records[i] = chain.Append(Request("r-" + Guid.NewGuid().ToString("N"), "acme", consumer, Decision.Allow, T0.AddSeconds(i)));
+            // does not compress. In the model, which the request totals do not sum by: every request adds to one total.
+            var model = Convert.ToHexString(System.Security.Cryptography.RandomNumberGenerator.GetBytes(450));
+            records[i] = chain.Append(Request("r-" + Guid.NewGuid().ToString("N"), "acme", "a", Decision.Allow, T0.AddSeconds(i), model: model));
         }
 
         return records;

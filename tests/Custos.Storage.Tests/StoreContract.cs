@@ -39,6 +39,9 @@ public abstract class StoreContract : IAsyncLifetime
     /// </summary>
     protected abstract Task AlterLedgerAsync(string sql);
 
+    /// <summary>SQL that takes the store's schema back to the version before the request totals, as a store made by an earlier Custos.</summary>
+    protected abstract string BeforeRequestTotalsSql { get; }
+
     /// <summary>Cleans up after the stores were disposed.</summary>
     protected virtual Task CleanUpAsync() => Task.CompletedTask;
 
@@ -854,5 +857,102 @@ public abstract class StoreContract : IAsyncLifetime
         var pairs = await Store.GetConsumerModelsAsync();
 
         Assert.Equal([("a", "m1"), ("a", "m2"), ("b", "m1")], pairs.Order());
+    }
+
+    // ---------------------------------------------------------------- request totals
+
+    private static async Task<List<string>> TotalsAsync(ICustosStore store, DateTimeOffset from, DateTimeOffset to)
+    {
+        var rows = new List<string>();
+        await foreach (var t in store.ReadTotalsAsync(from, to))
+        {
+            rows.Add($"{t.Slot:HH:mm} {t.Tenant}/{t.Service}/{t.Consumer ?? "-"} {t.Decision} [{string.Join(",", t.Reasons)}] {t.Requests} {t.Spend.ToString(System.Globalization.CultureInfo.InvariantCulture)} {t.Currency ?? "-"}");
+        }
+
+        return rows;
+    }
+
+    private static RequestRecord Priced(RequestRecord record, string currency = "USD")
+    {
+        record.Currency = currency;
+        return record;
+    }
+
+    [Fact]
+    public async Task AppendAsync_AddsEachRequestToItsQuarterHoursTotal_AcrossBatches_ToTheNinthDecimal()
+    {
+        var chain = new HashChain("n1", 0, HashChain.Genesis);
+        await Store.AppendAsync(
+        [
+            chain.Append(Priced(Request("r1", "acme", "a", Decision.Allow, T0, cost: 0.1m))),
+            chain.Append(Priced(Request("r2", "acme", "a", Decision.Allow, T0.AddMinutes(14).AddSeconds(59), cost: 0.2m))),
+            chain.Append(Request("r3", "acme", "b", Decision.Deny, T0.AddMinutes(1))),
+            chain.Append(Priced(Request("r4", "acme", "a", Decision.Allow, T0.AddMinutes(15), cost: 0.0000000004m))), // the ledger says 0.000000000
+            chain.Append(Admin(T0.AddMinutes(2))),
+            chain.Append(Priced(Request("r5", "globex", "c", Decision.Allow, T0.AddMinutes(20), service: null, cost: 1m), "EUR")),
+        ]);
+        await Store.AppendAsync([chain.Append(Priced(Request("r6", "acme", "a", Decision.Allow, T0.AddMinutes(7), cost: 0.000000001m)))]);
+
+        Assert.Equal(
+        [
+            "00:00 acme/svc/a allow [] 3 0.300000001 USD",
+            "00:00 acme/svc/b deny [deny.model_not_entitled] 1 0 -",
+            "00:15 acme/svc/a allow [] 1 0.000000000 USD",
+            "00:15 globex//c allow [] 1 1.000000000 EUR",
+        ], await TotalsAsync(Store, T0, T0.AddHours(1)));
+        Assert.Equal(2, (await TotalsAsync(Store, T0.AddTicks(1), T0.AddHours(1))).Count); // a slot that starts before 'from' is not read
+        Assert.Equal(2, (await TotalsAsync(Store, T0, T0.AddMinutes(15))).Count); // nor one that starts at 'to'
+        Assert.Empty(await TotalsAsync(Store, T0.AddHours(1), T0.AddHours(2)));
+    }
+
+    [Fact]
+    public async Task AppendAsync_TwoNodesAddingToTheSameTotalsAtOnce_CountEveryRequest()
+    {
+        var second = await OpenSecondNodeAsync();
+        var consumers = new[] { "a", "b", "c", "d", "e" };
+        async Task AppendManyAsync(ICustosStore store, string node, bool reversed)
+        {
+            var chain = new HashChain(node, 0, HashChain.Genesis);
+            for (var batch = 0; batch < 20; batch++)
+            {
+                var order = reversed ? consumers.Reverse() : consumers;
+                await store.AppendAsync([.. order.Select(c => chain.Append(Priced(Request($"{node}-{batch}-{c}", "acme", c, Decision.Allow,
+                    T0.AddMinutes(Array.IndexOf(consumers, c) * 15), cost: 0.5m))))]);
+            }
+        }
+
+        await Task.WhenAll(Task.Run(() => AppendManyAsync(Store, "n1", false)), Task.Run(() => AppendManyAsync(second, "n2", true)));
+
+        var totals = new List<RequestTotal>();
+        await foreach (var t in Store.ReadTotalsAsync(T0, T0.AddDays(1)))
+        {
+            totals.Add(t);
+        }
+
+        Assert.Equal(5, totals.Count);
+        Assert.All(totals, t => Assert.Equal((40L, 20m), (t.Requests, t.Spend)));
+    }
+
+    [Fact]
+    public async Task OpenAsync_OfAStoreMadeBeforeTheTotals_FillsThemInFromEveryEntry_ThenKeepsAddingToThem()
+    {
+        var chain = new HashChain("n1", 0, HashChain.Genesis);
+        await Store.AppendAsync(
+        [
+            chain.Append(Priced(Request("old", "acme", "a", Decision.Allow, T0.AddYears(-1), cost: 7m))),
+            chain.Append(Priced(Request("r1", "acme", "a", Decision.Allow, T0, cost: 0.25m))),
+            chain.Append(Priced(Request("r2", "acme", "a", Decision.Allow, T0.AddMinutes(3), cost: 0.5m))),
+            chain.Append(Request("r3", "acme", "b", Decision.Deny, T0.AddHours(1))),
+            chain.Append(Admin(T0)),
+        ]);
+        var written = await TotalsAsync(Store, T0.AddYears(-2), T0.AddDays(1));
+        Assert.Equal(3, written.Count);
+
+        await ExecuteRawAsync(BeforeRequestTotalsSql);
+        var upgraded = await OpenSecondNodeAsync();
+
+        Assert.Equal(written, await TotalsAsync(upgraded, T0.AddYears(-2), T0.AddDays(1)));
+        await upgraded.AppendAsync([chain.Append(Priced(Request("r4", "acme", "a", Decision.Allow, T0.AddMinutes(5), cost: 0.25m)))]);
+        Assert.Equal("00:00 acme/svc/a allow [] 3 1.000000000 USD", (await TotalsAsync(upgraded, T0, T0.AddMinutes(15))).Single());
     }
 }

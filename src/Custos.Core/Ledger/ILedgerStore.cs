@@ -182,4 +182,10 @@ public interface ICustosStore : ILedgerStore, IPolicyStore, ControlPlane.IRegist
 {
     /// <summary>Where the store is, for people: a file path or a database name; never a password.</summary>
     string Description { get; }
+
+    /// <summary>
+    /// The request totals (<see cref="RequestTotals"/>) of the quarter hours that start at or after <paramref name="from"/>
+    /// and before <paramref name="to"/>, in key order. Kept by <see cref="ILedgerStore.AppendAsync"/> in each batch's transaction.
+    /// </summary>
+    IAsyncEnumerable<RequestTotal> ReadTotalsAsync(DateTimeOffset from, DateTimeOffset to, CancellationToken cancellationToken = default);
 }

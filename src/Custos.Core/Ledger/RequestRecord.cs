@@ -95,6 +95,17 @@ public sealed class RequestRecord : LedgerRecord
     /// <summary>Cost at the price table of the policy version.</summary>
     public decimal? Cost { get; set; }
 
+    /// <summary>
+    /// <paramref name="cost"/> as the canonical JSON states it: to nine decimals, whatever its scale. What the stores' cost
+    /// columns and request totals hold, so that they add up to what the entries say.
+    /// </summary>
+    public static decimal CanonicalCost(decimal cost)
+    {
+        Span<char> text = stackalloc char[64];
+        cost.TryFormat(text, out var written, "0.000000000", System.Globalization.CultureInfo.InvariantCulture);
+        return decimal.Parse(text[..written], System.Globalization.NumberStyles.Number, System.Globalization.CultureInfo.InvariantCulture);
+    }
+
     /// <summary>Currency of <see cref="Cost"/>.</summary>
     public string? Currency { get; set; }
 

@@ -18,7 +18,7 @@ namespace Custos.Gateway.Admin;
 /// </summary>
 internal static partial class AdminApi
 {
-    /// <summary>Request entries one overview reads at most; beyond, it says it is truncated.</summary>
+    /// <summary>Request entries an overview of the last hour reads at most; beyond, it says it is truncated.</summary>
     private const int OverviewScanLimit = 1_000_000;
 
     private static void MapInsight(RouteGroupBuilder api, CustosGateway gateway)
@@ -146,8 +146,9 @@ internal static partial class AdminApi
     }
 
     /// <summary>
-    /// The overview from one pass over the ledger, from the earliest of the window, this month and the current period
-    /// of every budget in scope: each request entry is parsed once and counted wherever it belongs.
+    /// The overview from the request totals (<see cref="RequestTotals"/>), from the earliest of the window, this month and the
+    /// current period of every budget in scope: each quarter hour's totals are read once and counted wherever they belong.
+    /// A window in minutes (the last hour) counts its requests from the ledger's entries instead, one by one.
     /// </summary>
     private static async Task<OverviewView> OverviewAsync(HttpContext context, CustosGateway gateway, TimeSpan span, TimeSpan bucket)
     {
@@ -176,70 +177,88 @@ internal static partial class AdminApi
         string? currency = null;
         long scanned = 0;
         var truncated = false;
-        var start = spentSince.Keys.Append(from).Append(monthStart).Min();
-        await foreach (var row in gateway.Store.QueryAsync(new LedgerQuery { Kind = "request", From = start, To = to, Limit = OverviewScanLimit + 1 }, context.RequestAborted))
-        {
-            if (++scanned > OverviewScanLimit)
-            {
-                truncated = true;
-                break;
-            }
 
-            var entry = RequestEntry.Parse(row);
-            var cost = entry.Cost ?? 0m;
-            if (cost != 0)
+        // Buckets of a quarter hour or more are made of whole slots (every bucket and period starts on a slot's boundary).
+        var windowFromTotals = bucketTicks % TimeSpan.TicksPerSecond == 0 && bucketTicks / TimeSpan.TicksPerSecond % RequestTotals.SlotSeconds == 0;
+        var start = RequestTotals.SlotStart(RequestTotals.SlotOf(spentSince.Keys.Append(from).Append(monthStart).Min()));
+        await foreach (var total in gateway.Store.ReadTotalsAsync(start, to, context.RequestAborted))
+        {
+            scanned += total.Requests;
+            if (total.Spend != 0)
             {
                 foreach (var (periodStart, spent) in spentSince)
                 {
-                    if (entry.Timestamp >= periodStart)
+                    if (total.Slot >= periodStart)
                     {
-                        foreach (var key in (ReadOnlySpan<string>)["tenant:" + entry.Tenant, "service:" + entry.Service, "consumer:" + entry.Consumer])
+                        foreach (var key in (ReadOnlySpan<string>)["tenant:" + total.Tenant, "service:" + total.Service, "consumer:" + total.Consumer])
                         {
-                            spent[key] = spent.GetValueOrDefault(key) + cost;
+                            spent[key] = spent.GetValueOrDefault(key) + total.Spend;
                         }
                     }
                 }
             }
 
-            if (!AdminAccess.InScope(admin, entry.Tenant, entry.Service))
+            if (!AdminAccess.InScope(admin, total.Tenant, total.Service))
             {
                 continue;
             }
 
-            currency ??= entry.Currency;
-            if (entry.Timestamp >= monthStart && entry.Service is { } service)
+            currency ??= total.Currency;
+            if (total.Slot >= monthStart && total.Service is { } service)
             {
                 if (!dailyByService.TryGetValue(service, out var daily))
                 {
                     dailyByService[service] = daily = new decimal[days];
                 }
 
-                daily[Math.Min(entry.Timestamp.UtcDateTime.Day, days) - 1] += cost;
+                daily[Math.Min(total.Slot.UtcDateTime.Day, days) - 1] += total.Spend;
             }
 
-            if (entry.Timestamp < from)
+            if (windowFromTotals && total.Slot >= from)
             {
-                continue;
+                Count(total);
             }
+        }
 
-            var counts = buckets[Math.Min((int)((entry.Timestamp - from).Ticks / bucketTicks), buckets.Length - 1)];
-            counts.Add(entry, cost);
-            if (entry.Decision != "allow")
+        if (!windowFromTotals)
+        {
+            long read = 0;
+            await foreach (var row in gateway.Store.QueryAsync(new LedgerQuery { Kind = "request", From = from, To = to, Limit = OverviewScanLimit + 1 }, context.RequestAborted))
             {
-                foreach (var reason in entry.Reasons)
+                if (++read > OverviewScanLimit)
                 {
-                    reasons[reason] = reasons.GetValueOrDefault(reason) + 1;
-                    counts.Reasons[reason] = counts.Reasons.GetValueOrDefault(reason) + 1;
+                    truncated = true;
+                    break;
+                }
+
+                var entry = RequestEntry.Parse(row);
+                if (AdminAccess.InScope(admin, entry.Tenant, entry.Service))
+                {
+                    Count(new RequestTotal(entry.Timestamp, entry.Tenant, entry.Service, entry.Consumer, entry.Decision, entry.Reasons, entry.Currency, 1, entry.Cost ?? 0m));
+                }
+            }
+        }
+
+        void Count(RequestTotal total)
+        {
+            var counts = buckets[Math.Min((int)((total.Slot - from).Ticks / bucketTicks), buckets.Length - 1)];
+            counts.Add(total);
+            if (total.Decision != "allow")
+            {
+                foreach (var reason in total.Reasons)
+                {
+                    reasons[reason] = reasons.GetValueOrDefault(reason) + total.Requests;
+                    counts.Reasons[reason] = counts.Reasons.GetValueOrDefault(reason) + total.Requests;
                 }
             }
 
-            var consumerId = entry.Consumer ?? "(unidentified)";
+            var consumerId = total.Consumer ?? "(unidentified)";
             if (!consumers.TryGetValue(consumerId, out var consumer))
             {
-                consumers[consumerId] = consumer = new ConsumerCounts(consumerId, entry.Service, entry.Tenant);
+                consumers[consumerId] = consumer = new ConsumerCounts(consumerId, total.Service, total.Tenant);
             }
 
-            consumer.Add(entry, cost);
+            consumer.Add(total);
         }
 
         // Spend this month, day by day and cumulative, for every service in scope that spent or has a budget.
@@ -270,7 +289,7 @@ internal static partial class AdminApi
         return new OverviewView(from, to, (int)bucket.TotalSeconds, currency ?? "USD", [.. buckets.Select(b => b.View())], monthStart,
             [.. Enumerable.Range(0, days).Select(d => monthStart.AddDays(d))], spendSeries, budgetUse,
             [.. consumers.Values.OrderByDescending(c => c.Spend).ThenByDescending(c => c.Requests).Take(10).Select(c => c.View())],
-            reasons.OrderByDescending(r => r.Value).ToDictionary(r => r.Key, r => r.Value), openAlerts, Math.Min(scanned, OverviewScanLimit), truncated);
+            reasons.OrderByDescending(r => r.Value).ToDictionary(r => r.Key, r => r.Value), openAlerts, scanned, truncated);
     }
 
     /// <summary>Every budget in scope (tenant, service, and each consumer's own or its category's), with the start of its current period in its tenant's time zone.</summary>
@@ -352,15 +371,15 @@ internal static partial class AdminApi
 
         public Dictionary<string, long> Reasons { get; } = new(StringComparer.Ordinal);
 
-        public void Add(RequestEntry entry, decimal cost)
+        public void Add(RequestTotal total)
         {
-            _requests++;
-            _spend += cost;
-            switch (entry.Decision)
+            _requests += total.Requests;
+            _spend += total.Spend;
+            switch (total.Decision)
             {
-                case "allow": _allowed++; break;
-                case "throttle": _throttled++; break;
-                default: _denied++; break;
+                case "allow": _allowed += total.Requests; break;
+                case "throttle": _throttled += total.Requests; break;
+                default: _denied += total.Requests; break;
             }
         }
 
@@ -376,13 +395,13 @@ internal static partial class AdminApi
 
         private long _refused;
 
-        public void Add(RequestEntry entry, decimal cost)
+        public void Add(RequestTotal total)
         {
-            Requests++;
-            Spend += cost;
-            if (entry.Decision != "allow")
+            Requests += total.Requests;
+            Spend += total.Spend;
+            if (total.Decision != "allow")
             {
-                _refused++;
+                _refused += total.Requests;
             }
         }
 

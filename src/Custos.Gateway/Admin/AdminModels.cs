@@ -226,7 +226,8 @@ public sealed record ResumeResult(Custos.Alerts.AlertView Alert, long PolicyVers
 /// <summary>
 /// The console's overview: requests and refusals over a window in buckets, spend this month per service (cumulative, day by
 /// day) beside its monthly budget, every budget's use in its current period, top consumers and open alerts; all in scope.
-/// <c>scanned</c> counts the request entries read; <c>truncated</c> says the read stopped at its limit.
+/// <c>scanned</c> counts the requests it summed (from the request totals, since the earliest period it covers); <c>truncated</c>
+/// says that the last hour's entries, which it reads one by one, were more than it reads.
 /// </summary>
 public sealed record OverviewView(DateTimeOffset From, DateTimeOffset To, int BucketSeconds, string Currency, IReadOnlyList<OverviewBucket> Buckets,
     DateTimeOffset MonthStart, IReadOnlyList<DateTimeOffset> Days, IReadOnlyList<SpendSeries> SpendThisMonth, IReadOnlyList<BudgetUse> Budgets,

@@ -331,16 +331,25 @@ public sealed partial class CustosGateway : IAsyncDisposable
     /// <summary>Opens the store, puts the policy in force and starts both listeners.</summary>
     public static async Task<CustosGateway> StartAsync(CustosGatewayOptions options, CancellationToken cancellationToken = default)
     {
-        var store = options.Store ?? await SqliteStore.OpenAsync(options.DataDirectory, cancellationToken);
-        var started = new List<IAsyncDisposable> { store };
+        var loggerFactory = LoggerFactory.Create(b => ConfigureLogging(b, options));
+        var startupLog = loggerFactory.CreateLogger<CustosGateway>();
+        ICustosStore store;
+        try
+        {
+            store = options.Store ?? await SqliteStore.OpenAsync(options.DataDirectory, line => startupLog.LogInformation("{Upgrade}", line), cancellationToken);
+        }
+        catch
+        {
+            loggerFactory.Dispose();
+            throw;
+        }
+
+        var started = new List<IAsyncDisposable> { store, new AsyncDisposableAdapter(loggerFactory) };
         try
         {
             var now = options.TimeProvider.GetUtcNow();
             var history = await store.GetHistoryAsync(cancellationToken);
             var previous = history.Count > 0 ? history[^1] : null;
-            var loggerFactory = LoggerFactory.Create(b => ConfigureLogging(b, options));
-            started.Add(new AsyncDisposableAdapter(loggerFactory));
-            var startupLog = loggerFactory.CreateLogger<CustosGateway>();
 
             // A file loaded before, unchanged since, does not undo versions applied through the admin API after it.
             var lastLoad = history.LastOrDefault(v => v.Author == options.PolicyAuthor);

@@ -212,7 +212,7 @@ internal static class InitCommand
         command.SetAction(async (parse, cancellationToken) =>
         {
             var directory = Path.GetFullPath(parse.GetValue(data)!);
-            await using (await SqliteStore.OpenAsync(directory, cancellationToken))
+            await using (await SqliteStore.OpenAsync(directory, Console.Error.WriteLine, cancellationToken))
             {
             }
 

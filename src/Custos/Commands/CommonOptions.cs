@@ -52,7 +52,7 @@ internal static class CommonOptions
 
         try
         {
-            return await Storage.SqliteStore.OpenExistingAsync(directory, cancellationToken);
+            return await Storage.SqliteStore.OpenExistingAsync(directory, Console.Error.WriteLine, cancellationToken);
         }
         catch (FileNotFoundException ex)
         {
@@ -76,7 +76,7 @@ internal static class CommonOptions
 
         try
         {
-            return await Postgres.PostgresStore.OpenAsync(connectionString, cancellationToken);
+            return await Postgres.PostgresStore.OpenAsync(connectionString, Console.Error.WriteLine, cancellationToken);
         }
         catch (Exception ex) when (ex is not OperationCanceledException)
         {

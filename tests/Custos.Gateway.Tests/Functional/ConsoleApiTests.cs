@@ -48,6 +48,19 @@ public sealed class ConsoleApiTests
         Assert.Equal(webSpend, budget.GetProperty("spent").GetDecimal());
         Assert.Equal(Math.Round(webSpend / 50m, 9), budget.GetProperty("fraction").GetDecimal());
 
+        // The longer windows count the same requests from the quarter hours' totals, not from the entries.
+        foreach (var window in (string[])["24h", "7d", "30d"])
+        {
+            var longer = await JsonAsync(await AdminAsync(g, "root", HttpMethod.Get, "/admin/v1/overview?window=" + window));
+            Assert.Equal((4L, 1L, 3L), (longer.GetProperty("buckets").EnumerateArray().Sum(b => b.GetProperty("requests").GetInt64()),
+                longer.GetProperty("buckets").EnumerateArray().Sum(b => b.GetProperty("denied").GetInt64()),
+                longer.GetProperty("buckets").EnumerateArray().Sum(b => b.GetProperty("allowed").GetInt64())));
+            Assert.Equal(1, longer.GetProperty("reasons").GetProperty("deny.model_not_entitled").GetInt64());
+            var webInWindow = longer.GetProperty("top_consumers").EnumerateArray().Single(c => c.GetProperty("consumer").GetString() == "web");
+            Assert.Equal((3L, 1L, webSpend), (webInWindow.GetProperty("requests").GetInt64(), webInWindow.GetProperty("refused").GetInt64(), webInWindow.GetProperty("spend").GetDecimal()));
+            Assert.Equal(4, longer.GetProperty("scanned").GetInt64());
+        }
+
         // Scope: the globex owner sees globex's request only, and no acme budget.
         var globex = await JsonAsync(await AdminAsync(g, "globex-owner", HttpMethod.Get, "/admin/v1/overview?window=24h"));
         Assert.Equal(1, globex.GetProperty("buckets").EnumerateArray().Sum(b => b.GetProperty("requests").GetInt64()));

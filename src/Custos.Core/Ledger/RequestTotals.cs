@@ -1,0 +1,167 @@
+namespace Custos.Ledger;
+
+/// <summary>
+/// The requests of one quarter of an hour that share a tenant, service, consumer, decision, reasons and currency:
+/// how many, and what they cost. What the console's overview reads instead of every entry (<c>docs/console.md</c>).
+/// </summary>
+/// <param name="Slot">The start of the quarter hour (UTC), or the entry's own instant when made of one entry.</param>
+/// <param name="Tenant">The tenant, or null.</param>
+/// <param name="Service">The service, or null.</param>
+/// <param name="Consumer">The consumer, or null.</param>
+/// <param name="Decision"><c>allow</c>, <c>deny</c> or <c>throttle</c>.</param>
+/// <param name="Reasons">The entries' reason codes, in their order.</param>
+/// <param name="Currency">The cost's currency, or null.</param>
+/// <param name="Requests">How many requests.</param>
+/// <param name="Spend">What they cost together.</param>
+public sealed record RequestTotal(DateTimeOffset Slot, string? Tenant, string? Service, string? Consumer, string Decision,
+    IReadOnlyList<string> Reasons, string? Currency, long Requests, decimal Spend);
+
+/// <summary>
+/// Where a total is kept: the quarter hour (seconds since the Unix epoch of its start) and the fields it is summed by.
+/// A missing field is the empty string, and the reasons are joined by spaces, so that every part can be a key column.
+/// </summary>
+public readonly record struct RequestTotalKey(long Slot, string Tenant, string Service, string Consumer, string Decision, string Reasons, string Currency)
+    : IComparable<RequestTotalKey>
+{
+    /// <inheritdoc/>
+    public int CompareTo(RequestTotalKey other)
+    {
+        var c = Slot.CompareTo(other.Slot);
+        foreach (var (mine, theirs) in (ReadOnlySpan<(string, string)>)[(Tenant, other.Tenant), (Service, other.Service), (Consumer, other.Consumer),
+            (Decision, other.Decision), (Reasons, other.Reasons), (Currency, other.Currency)])
+        {
+            if (c != 0)
+            {
+                return c;
+            }
+
+            c = string.CompareOrdinal(mine, theirs);
+        }
+
+        return c;
+    }
+
+    /// <summary>The total as the overview reads it.</summary>
+    public RequestTotal ToTotal(long requests, decimal spend)
+        => new(RequestTotals.SlotStart(Slot), NullIfEmpty(Tenant), NullIfEmpty(Service), NullIfEmpty(Consumer), Decision,
+            Reasons.Length == 0 ? [] : Reasons.Split(' '), NullIfEmpty(Currency), requests, spend);
+
+    private static string? NullIfEmpty(string value) => value.Length == 0 ? null : value;
+}
+
+/// <summary>
+/// Request entries summed by quarter hour, tenant, service, consumer, decision, reasons and currency: a batch's, which a
+/// store adds to its totals in the batch's transaction, or a ledger's, when a store made before the totals fills them in.
+/// </summary>
+/// <remarks>
+/// The totals are a summary kept beside the ledger, not evidence: the chain covers the entries, and reports and proofs
+/// read the entries. Quarter hours because every time zone's midnight falls on one, so a budget's day or month starts on
+/// a slot's boundary; so do the overview's buckets of an hour and more. Keys are kept in one order, the order in which
+/// stores write them, so that two nodes adding to the same totals wait for each other and never deadlock.
+/// </remarks>
+public sealed class RequestTotals
+{
+    /// <summary>The length of a slot: a quarter of an hour.</summary>
+    public const int SlotSeconds = 900;
+
+    /// <summary>How many totals <see cref="FillAsync"/> keeps before it hands them to the store.</summary>
+    public const int FillBatch = 50_000;
+
+    private readonly SortedDictionary<RequestTotalKey, (long Requests, decimal Spend)> _totals = [];
+
+    /// <summary>How many distinct totals.</summary>
+    public int Count => _totals.Count;
+
+    /// <summary>The totals, in key order.</summary>
+    public IEnumerable<KeyValuePair<RequestTotalKey, (long Requests, decimal Spend)>> Rows => _totals;
+
+    /// <summary>The slot (seconds since the Unix epoch of its start) that <paramref name="at"/> falls in.</summary>
+    public static long SlotOf(DateTimeOffset at) => Math.DivRem(at.ToUnixTimeSeconds(), SlotSeconds) switch
+    {
+        var (q, r) when r < 0 => (q - 1) * SlotSeconds,
+        var (q, _) => q * SlotSeconds,
+    };
+
+    /// <summary>
+    /// The first whole second since the Unix epoch at or after <paramref name="at"/>: a slot starts at or after
+    /// <paramref name="at"/> exactly when its start is at or after this (the stores' bounds of <c>ReadTotalsAsync</c>).
+    /// </summary>
+    public static long SecondsAtOrAfter(DateTimeOffset at)
+    {
+        var seconds = at.ToUnixTimeSeconds();
+        return DateTimeOffset.FromUnixTimeSeconds(seconds) < at ? seconds + 1 : seconds;
+    }
+
+    /// <summary>The instant a slot starts.</summary>
+    public static DateTimeOffset SlotStart(long slot) => DateTimeOffset.FromUnixTimeSeconds(slot);
+
+    /// <summary>
+    /// Adds up every request entry of <paramref name="store"/> and hands the totals to <paramref name="write"/>, which adds
+    /// them to the stored ones: what a store made before the totals does once, when it is upgraded. The totals are handed
+    /// over every <see cref="FillBatch"/> keys, so memory stays bounded however long the ledger. <paramref name="progress"/>
+    /// hears, for people, that the upgrade started, every 100,000 entries read, and the summary. Returns the number of entries read.
+    /// </summary>
+    public static async Task<long> FillAsync(ILedgerStore store, string description, Func<RequestTotals, CancellationToken, Task> write,
+        Action<string>? progress, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(store);
+        ArgumentNullException.ThrowIfNull(write);
+        progress?.Invoke($"Upgrading the store {description}: adding up its request entries into the request totals the console's overview reads (once).");
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
+        var totals = new RequestTotals();
+        long read = 0;
+        await foreach (var row in store.QueryAsync(new LedgerQuery { Kind = "request", Limit = -1 }, cancellationToken))
+        {
+            var entry = Reports.RequestEntry.Parse(row);
+            totals.Add(entry.Timestamp, entry.Tenant, entry.Service, entry.Consumer, entry.Decision, entry.Reasons, entry.Currency, entry.Cost);
+            if (++read % 100_000 == 0)
+            {
+                progress?.Invoke(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"  {read:N0} request entries added up"));
+            }
+
+            if (totals.Count >= FillBatch)
+            {
+                await write(totals, cancellationToken);
+                totals.Clear();
+            }
+        }
+
+        if (totals.Count > 0)
+        {
+            await write(totals, cancellationToken);
+        }
+
+        progress?.Invoke(string.Create(System.Globalization.CultureInfo.InvariantCulture,
+            $"Request totals filled in from {read:N0} request entries in {System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalSeconds:0.0} s."));
+        return read;
+    }
+
+    /// <summary>Adds a request entry: nothing for an entry of another kind.</summary>
+    public void Add(LedgerRecord record)
+    {
+        if (record is RequestRecord request)
+        {
+            Add(request.Timestamp, request.Tenant, request.Service, request.Consumer, Names.Of(request.Decision), request.Reasons, request.Currency,
+                request.Cost is { } cost ? RequestRecord.CanonicalCost(cost) : null);
+        }
+    }
+
+    /// <summary>Adds one request with these fields.</summary>
+    public void Add(DateTimeOffset at, string? tenant, string? service, string? consumer, string decision, IReadOnlyList<string> reasons,
+        string? currency, decimal? cost)
+    {
+        var key = new RequestTotalKey(SlotOf(at), tenant ?? "", service ?? "", consumer ?? "", decision, Join(reasons), currency ?? "");
+        var (requests, spend) = _totals.GetValueOrDefault(key);
+        _totals[key] = (requests + 1, spend + (cost ?? 0m));
+    }
+
+    /// <summary>Forgets every total (the ledger writer reuses one for each batch).</summary>
+    public void Clear() => _totals.Clear();
+
+    private static string Join(IReadOnlyList<string> reasons) => reasons.Count switch
+    {
+        0 => "",
+        1 => reasons[0],
+        _ => string.Join(' ', reasons),
+    };
+}
