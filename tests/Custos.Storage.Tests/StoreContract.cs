@@ -955,4 +955,32 @@ public abstract class StoreContract : IAsyncLifetime
         await upgraded.AppendAsync([chain.Append(Priced(Request("r4", "acme", "a", Decision.Allow, T0.AddMinutes(5), cost: 0.25m)))]);
         Assert.Equal("00:00 acme/svc/a allow [] 3 1.000000000 USD", (await TotalsAsync(upgraded, T0, T0.AddMinutes(15))).Single());
     }
+
+    [Fact]
+    public async Task Verify_AddsTheEntriesUpAgain_AndFindsAlteredOrMissingRequestTotals_OnceTheyAreSettled()
+    {
+        await Store.AppendAsync(EveryKind(new HashChain("n1", 0, HashChain.Genesis)));
+        using var key = System.Security.Cryptography.ECDsa.Create(System.Security.Cryptography.ECCurve.NamedCurves.nistP256);
+        var options = new VerificationOptions { PublicKeys = [key] };
+        var clean = await LedgerVerifier.VerifyAsync(Store, options);
+        Assert.True(clean.Ok);
+        Assert.Equal(2, clean.TotalsCompared); // r1's and the unknown credential's refusal
+
+        // An insider lowers what consumer a spent, which the console's overview and spend read.
+        await ExecuteRawAsync("UPDATE request_totals SET requests = requests + 1 WHERE consumer = 'a'");
+        var problem = Assert.Single((await LedgerVerifier.VerifyAsync(Store, options)).Problems);
+        Assert.Equal("altered_totals", problem.Kind);
+        Assert.Equal("altered_totals: the request totals of the quarter hour from 2026-11-01 00:00 UTC for tenant acme, service svc, consumer a, allow, say "
+            + "2 request(s) costing 0.000123400, but the entries 1 costing 0.000123400: the totals were altered, or a node of an earlier version appended "
+            + "entries without them; the console's overview and spend read them", problem.ToString());
+
+        // Totals missing altogether; a range is not compared, nor are totals not yet settled (a running gateway adds to them).
+        await ExecuteRawAsync("DELETE FROM request_totals");
+        var missing = await LedgerVerifier.VerifyAsync(Store, options);
+        Assert.Equal(2, missing.Problems.Count);
+        Assert.All(missing.Problems, p => Assert.Contains("say 0 request(s) costing 0, but the entries 1", p.Detail, StringComparison.Ordinal));
+        Assert.True((await LedgerVerifier.VerifyAsync(Store, options with { From = T0.AddYears(-1) })).Ok);
+        var unsettled = await LedgerVerifier.VerifyAsync(Store, options with { Now = T0.AddMinutes(59) });
+        Assert.Equal((true, 0L), (unsettled.Ok, unsettled.TotalsCompared));
+    }
 }

@@ -153,6 +153,13 @@ public interface IEvidenceStore
     /// <exception cref="FormatException">A stored hash is not hexadecimal (the store was altered).</exception>
     IAsyncEnumerable<(long Seq, byte[] Hash)> ReadChainHashesAsync(string chainId, long fromSeq, long toSeq, CancellationToken cancellationToken = default);
 
+    /// <summary>
+    /// The request totals (<see cref="RequestTotals"/>) of the quarter hours that start at or after <paramref name="from"/>
+    /// and before <paramref name="to"/>. Kept by <see cref="ILedgerStore.AppendAsync"/> in each batch's transaction; what
+    /// the console's overview reads, and what verification adds up again from the entries.
+    /// </summary>
+    IAsyncEnumerable<RequestTotal> ReadTotalsAsync(DateTimeOffset from, DateTimeOffset to, CancellationToken cancellationToken = default);
+
     /// <summary>Stores a checkpoint.</summary>
     Task AppendCheckpointAsync(SignedCheckpoint checkpoint, CancellationToken cancellationToken = default);
 
@@ -182,10 +189,4 @@ public interface ICustosStore : ILedgerStore, IPolicyStore, ControlPlane.IRegist
 {
     /// <summary>Where the store is, for people: a file path or a database name; never a password.</summary>
     string Description { get; }
-
-    /// <summary>
-    /// The request totals (<see cref="RequestTotals"/>) of the quarter hours that start at or after <paramref name="from"/>
-    /// and before <paramref name="to"/>, in key order. Kept by <see cref="ILedgerStore.AppendAsync"/> in each batch's transaction.
-    /// </summary>
-    IAsyncEnumerable<RequestTotal> ReadTotalsAsync(DateTimeOffset from, DateTimeOffset to, CancellationToken cancellationToken = default);
 }

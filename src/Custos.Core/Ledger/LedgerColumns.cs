@@ -42,6 +42,12 @@ public sealed record LedgerColumns
     /// <summary>Request entries only: the cost, when <see cref="HasCost"/>.</summary>
     public decimal? Cost { get; init; }
 
+    /// <summary>Request entries read from their JSON only: the reason codes, which the request totals sum by (<see cref="RequestTotals"/>); empty elsewhere.</summary>
+    public IReadOnlyList<string> Reasons { get; init; } = [];
+
+    /// <summary>Request entries read from their JSON only: the cost's currency, which the request totals sum by.</summary>
+    public string? Currency { get; init; }
+
     /// <summary>Whether <see cref="Cost"/> is one of the columns: true for an entry's own fields and for PostgreSQL, false for SQLite, which keeps no cost column.</summary>
     public bool HasCost { get; init; }
 
@@ -59,6 +65,7 @@ public sealed record LedgerColumns
     public static LedgerColumns? Read(ReadOnlySpan<byte> canonical)
     {
         var values = new string?[Names.Length];
+        List<string>? reasons = null;
         try
         {
             var reader = new Utf8JsonReader(canonical);
@@ -79,6 +86,21 @@ public sealed record LedgerColumns
                     seen |= 1 << index;
                 }
 
+                if (index == ReasonsIndex && reader.TokenType == JsonTokenType.StartArray)
+                {
+                    while (reader.Read() && reader.TokenType == JsonTokenType.String)
+                    {
+                        (reasons ??= []).Add(reader.GetString()!);
+                    }
+
+                    if (reader.TokenType != JsonTokenType.EndArray)
+                    {
+                        return null; // reason codes are strings
+                    }
+
+                    continue;
+                }
+
                 if (index < 0 || reader.TokenType != JsonTokenType.String)
                 {
                     reader.Skip(); // null stays null; objects and arrays are passed over whole
@@ -93,8 +115,8 @@ public sealed record LedgerColumns
             return null;
         }
 
-        var (kind, timestamp, tenant, requestId, service, consumer, decision, model, cost) =
-            (values[0], values[1], values[2], values[3], values[4], values[5], values[6], values[7], values[8]); // the order of Names
+        var (kind, timestamp, tenant, requestId, service, consumer, decision, model, cost, currency) =
+            (values[0], values[1], values[2], values[3], values[4], values[5], values[6], values[7], values[8], values[10]); // the order of Names
         if (kind is null || timestamp is null)
         {
             return null;
@@ -124,6 +146,8 @@ public sealed record LedgerColumns
             Model = request ? model : null,
             Cost = amount,
             HasCost = true,
+            Reasons = request ? (IReadOnlyList<string>?)reasons ?? [] : [],
+            Currency = request ? currency : null,
         };
     }
 
@@ -187,5 +211,8 @@ public sealed record LedgerColumns
 
     /// <summary>The fields <see cref="Read(string)"/> takes, in the order of its values.</summary>
     private static readonly byte[][] Names =
-        [.. new[] { "kind", "timestamp", "tenant", "request_id", "service", "consumer", "decision", "model", "cost" }.Select(System.Text.Encoding.UTF8.GetBytes)];
+        [.. new[] { "kind", "timestamp", "tenant", "request_id", "service", "consumer", "decision", "model", "cost", "reasons", "currency" }.Select(System.Text.Encoding.UTF8.GetBytes)];
+
+    /// <summary>The place of <c>reasons</c>, an array, in <see cref="Names"/>.</summary>
+    private const int ReasonsIndex = 9;
 }

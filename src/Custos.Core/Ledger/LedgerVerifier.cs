@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Globalization;
 using System.Security.Cryptography;
 using System.Text;
 
@@ -17,7 +18,7 @@ public sealed record VerificationProblem(string Kind, string ChainId, long? Seq,
 {
     /// <inheritdoc/>
     public override string ToString()
-        => $"{Kind}: chain {ChainId}" + (Seq is { } seq ? $", seq {seq}" : "") + (RequestId is null ? "" : $" ({RequestId})") + ": " + Detail;
+        => Kind + (ChainId.Length == 0 ? "" : $": chain {ChainId}") + (Seq is { } seq ? $", seq {seq}" : "") + (RequestId is null ? "" : $" ({RequestId})") + ": " + Detail;
 }
 
 /// <summary>What verification covered and found.</summary>
@@ -28,6 +29,9 @@ public sealed record VerificationResult
 
     /// <summary>Entries whose hashes were recomputed.</summary>
     public required long Entries { get; init; }
+
+    /// <summary>Request totals (quarter hours by who and how) compared with what the entries add up to; 0 when a range was verified.</summary>
+    public long TotalsCompared { get; init; }
 
     /// <summary>Checkpoints whose signatures, heads and Merkle roots were checked.</summary>
     public required int Checkpoints { get; init; }
@@ -63,6 +67,9 @@ public sealed record VerificationOptions
     /// <summary>A directory witness to compare the database's checkpoints with.</summary>
     public string? WitnessDirectory { get; init; }
 
+    /// <summary>When verification starts, for which request totals are settled; default: the system clock's now.</summary>
+    public DateTimeOffset? Now { get; init; }
+
     /// <summary>Told the number of entries verified so far, every 100,000 or so.</summary>
     public IProgress<long>? Progress { get; init; }
 }
@@ -70,7 +77,9 @@ public sealed record VerificationOptions
 /// <summary>
 /// Recomputes every chain and checks every checkpoint: a modified, deleted, inserted or reordered entry, a truncated
 /// tail, a checkpoint re-signed with another key, and a database that disagrees with its witness are each found and
-/// pinned to the first bad entry (chain, sequence, request id).
+/// pinned to the first bad entry (chain, sequence, request id). Verifying the whole ledger also adds the request entries
+/// up again and compares them with the stored request totals (<see cref="RequestTotals"/>), which the console's overview
+/// and spend read: totals altered, or missing for entries a node of an earlier version appended, are found there.
 /// </summary>
 public static class LedgerVerifier
 {
@@ -79,6 +88,8 @@ public static class LedgerVerifier
     {
         ArgumentOutOfRangeException.ThrowIfZero(options.PublicKeys.Count);
         var started = System.Diagnostics.Stopwatch.GetTimestamp();
+        var now = options.Now ?? DateTimeOffset.UtcNow;
+        var totals = options.From is null && options.To is null ? new RequestTotals() : null;
         var keys = options.PublicKeys.ToDictionary(CheckpointKey.IdOf, k => k, StringComparer.Ordinal);
         var problems = new List<VerificationProblem>();
         // Checkpoints before chain heads: a checkpoint sealed in between (a running gateway) must not look like a truncation.
@@ -172,10 +183,16 @@ public static class LedgerVerifier
                                 break;
                             }
 
-                            if (ColumnProblem(chainId, entry, buffer.AsSpan(0, length)) is { } altered)
+                            var recorded = entry.Columns is not null || totals is not null ? LedgerColumns.Read(buffer.AsSpan(0, length)) : null;
+                            if (ColumnProblem(chainId, entry, recorded) is { } altered)
                             {
                                 problem = altered;
                                 break;
+                            }
+
+                            if (recorded is not null)
+                            {
+                                totals?.Add(recorded);
                             }
 
                             prevHash = hash;
@@ -233,6 +250,8 @@ public static class LedgerVerifier
                 }
             }
 
+            // The totals only where every chain was read whole: a chain cut short by a problem would make them all differ.
+            var totalsCompared = totals is not null && problems.Count == 0 ? await CompareTotalsAsync(store, totals, now, problems, cancellationToken) : 0;
             var witnessed = 0;
             if (options.WitnessDirectory is { } directory)
             {
@@ -244,6 +263,7 @@ public static class LedgerVerifier
             {
                 Chains = chains.Count,
                 Entries = entries,
+                TotalsCompared = totalsCompared,
                 Checkpoints = checkpointsChecked,
                 WitnessCheckpoints = witnessed,
                 Unsealed = unsealed,
@@ -261,14 +281,14 @@ public static class LedgerVerifier
     /// A problem when the columns the store searches by do not say what the entry says: the hash covers the entry, not its
     /// columns, and searches and reports select entries by them (<see cref="LedgerColumns"/>).
     /// </summary>
-    private static VerificationProblem? ColumnProblem(string chainId, ChainEntry entry, ReadOnlySpan<byte> canonical)
+    private static VerificationProblem? ColumnProblem(string chainId, ChainEntry entry, LedgerColumns? recorded)
     {
         if (entry.Columns is not { } stored)
         {
             return null; // a store that keeps no columns
         }
 
-        if (LedgerColumns.Read(canonical) is not { } recorded)
+        if (recorded is null)
         {
             return new("altered_columns", chainId, entry.Seq, entry.RequestId,
                 "its columns cannot be compared: the entry is not a JSON object with a kind and a timestamp");
@@ -281,6 +301,67 @@ public static class LedgerVerifier
             : null;
 
         static string Quote(string? value) => value is null ? "null" : $"'{value}'";
+    }
+
+    /// <summary>
+    /// How long after its end a quarter hour's request totals are compared: a request is recorded when it ends, under the
+    /// instant it started, so a running gateway may still add to the last hour's totals while verification reads.
+    /// </summary>
+    public static readonly TimeSpan TotalsSettleAfter = TimeSpan.FromHours(1);
+
+    /// <summary>At most this many differing request totals are named one by one; the rest are counted.</summary>
+    private const int TotalsNamed = 10;
+
+    /// <summary>
+    /// Compares the stored request totals with the entries' (<paramref name="added"/>), for the quarter hours settled at
+    /// <paramref name="now"/>; adds a problem for each that differs. Returns how many totals were compared.
+    /// </summary>
+    private static async Task<long> CompareTotalsAsync(IEvidenceStore store, RequestTotals added, DateTimeOffset now, List<VerificationProblem> problems,
+        CancellationToken cancellationToken)
+    {
+        var before = RequestTotals.SlotStart(RequestTotals.SlotOf(now - TotalsSettleAfter));
+        long compared = 0, differing = 0;
+        await foreach (var stored in store.ReadTotalsAsync(DateTimeOffset.MinValue, before, cancellationToken))
+        {
+            compared++;
+            var key = RequestTotalKey.Of(stored);
+            var (requests, spend) = added.Remove(key, out var found) ? found : (0L, 0m);
+            if (requests != stored.Requests || spend != stored.Spend)
+            {
+                Differs(key, (stored.Requests, stored.Spend), (requests, spend));
+            }
+        }
+
+        foreach (var (key, total) in added.Rows)
+        {
+            if (RequestTotals.SlotStart(key.Slot) < before)
+            {
+                compared++;
+                Differs(key, (0, 0m), total);
+            }
+        }
+
+        if (differing > TotalsNamed)
+        {
+            problems.Add(new("altered_totals", "", null, null, $"and {differing - TotalsNamed:N0} more quarter hours' request totals differ from their entries"));
+        }
+
+        return compared;
+
+        void Differs(RequestTotalKey key, (long Requests, decimal Spend) stored, (long Requests, decimal Spend) entries)
+        {
+            if (++differing > TotalsNamed)
+            {
+                return;
+            }
+
+            var who = string.Join(", ", new[] { ("tenant", key.Tenant), ("service", key.Service), ("consumer", key.Consumer), ("reasons", key.Reasons), ("currency", key.Currency) }
+                .Where(p => p.Item2.Length > 0).Select(p => $"{p.Item1} {p.Item2}"));
+            problems.Add(new("altered_totals", "", null, null, string.Create(CultureInfo.InvariantCulture,
+                $"the request totals of the quarter hour from {RequestTotals.SlotStart(key.Slot):yyyy-MM-dd HH:mm} UTC for {who}, {key.Decision}, say " +
+                $"{stored.Requests:N0} request(s) costing {stored.Spend}, but the entries {entries.Requests:N0} costing {entries.Spend}: the totals were " +
+                $"altered, or a node of an earlier version appended entries without them; the console's overview and spend read them")));
+        }
     }
 
     /// <summary>

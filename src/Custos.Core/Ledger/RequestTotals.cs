@@ -41,6 +41,14 @@ public readonly record struct RequestTotalKey(long Slot, string Tenant, string S
         return c;
     }
 
+    /// <summary>The key of <paramref name="total"/>, as a store keeps it.</summary>
+    public static RequestTotalKey Of(RequestTotal total)
+    {
+        ArgumentNullException.ThrowIfNull(total);
+        return new(RequestTotals.SlotOf(total.Slot), total.Tenant ?? "", total.Service ?? "", total.Consumer ?? "", total.Decision,
+            string.Join(' ', total.Reasons), total.Currency ?? "");
+    }
+
     /// <summary>The total as the overview reads it.</summary>
     public RequestTotal ToTotal(long requests, decimal spend)
         => new(RequestTotals.SlotStart(Slot), NullIfEmpty(Tenant), NullIfEmpty(Service), NullIfEmpty(Consumer), Decision,
@@ -154,6 +162,19 @@ public sealed class RequestTotals
         var (requests, spend) = _totals.GetValueOrDefault(key);
         _totals[key] = (requests + 1, spend + (cost ?? 0m));
     }
+
+    /// <summary>Adds a request entry as <see cref="LedgerColumns.Read(ReadOnlySpan{byte})"/> read it from its JSON: nothing for another kind.</summary>
+    public void Add(LedgerColumns entry)
+    {
+        ArgumentNullException.ThrowIfNull(entry);
+        if (entry.Kind == "request" && LedgerTime.TryParse(entry.Timestamp, out var at))
+        {
+            Add(at, entry.Tenant, entry.Service, entry.Consumer, entry.Decision ?? "", entry.Reasons, entry.Currency, entry.Cost);
+        }
+    }
+
+    /// <summary>Takes the total kept under <paramref name="key"/> out, if there is one.</summary>
+    public bool Remove(RequestTotalKey key, out (long Requests, decimal Spend) total) => _totals.Remove(key, out total);
 
     /// <summary>Forgets every total (the ledger writer reuses one for each batch).</summary>
     public void Clear() => _totals.Clear();

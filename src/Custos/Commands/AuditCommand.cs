@@ -67,6 +67,7 @@ internal static class AuditCommand
                     ok = result.Ok,
                     chains = result.Chains,
                     entries = result.Entries,
+                    totals_compared = result.TotalsCompared,
                     checkpoints = result.Checkpoints,
                     witness_checkpoints = result.WitnessCheckpoints,
                     unsealed = result.Unsealed,
@@ -84,7 +85,8 @@ internal static class AuditCommand
                 var rate = result.Elapsed.TotalSeconds > 0 ? result.Entries / result.Elapsed.TotalSeconds : 0;
                 output.WriteLine(string.Create(CultureInfo.InvariantCulture,
                     $"{(result.Ok ? "OK" : "FAILED")}: {result.Entries:N0} entries in {result.Chains} chain(s) recomputed, {result.Checkpoints} checkpoint(s) checked " +
-                    $"(signature, head, Merkle root){(witnessDirectory is null ? "" : $", {result.WitnessCheckpoints} witness checkpoint(s) compared")}; " +
+                    $"(signature, head, Merkle root){(witnessDirectory is null ? "" : $", {result.WitnessCheckpoints} witness checkpoint(s) compared")}" +
+                    $"{(result.TotalsCompared == 0 ? "" : $", {result.TotalsCompared:N0} request total(s) compared with their entries")}; " +
                     $"{result.Unsealed} entr{(result.Unsealed == 1 ? "y" : "ies")} not sealed yet; {result.Elapsed.TotalSeconds:0.00} s ({rate:N0} entries/s)."));
             }
 
