@@ -326,7 +326,7 @@ public sealed partial class PostgresStore : ICustosStore, IRecordFormatSetting
         var (slot, tenant, service, consumer, decision, reasons, currency) = (new long[n], new string[n], new string[n], new string[n], new string[n], new string[n], new string[n]);
         var (requests, spend) = (new long[n], new decimal[n]);
         var i = 0;
-        foreach (var (key, total) in totals.Rows)
+        foreach (var (key, total) in totals)
         {
             (slot[i], tenant[i], service[i], consumer[i], decision[i], reasons[i], currency[i]) = (key.Slot, key.Tenant, key.Service, key.Consumer, key.Decision, key.Reasons, key.Currency);
             (requests[i], spend[i]) = (total.Requests, total.Spend);

@@ -1,4 +1,3 @@
-using System.Globalization;
 using System.Runtime.CompilerServices;
 using System.Text;
 using Custos.Ledger;
@@ -114,8 +113,6 @@ public sealed partial class SqliteStore : ICustosStore
         _writer = new SqliteConnection(_connectionString);
         await _writer.OpenAsync(cancellationToken);
         raw.sqlite3_busy_timeout(_writer.Handle, 30_000); // another process holding the write lock: wait, then fail (and the writer retries)
-        _writer.CreateFunction("custos_decimal_add", (string a, string b) => (ParseDecimal(a) + ParseDecimal(b)).ToString(CultureInfo.InvariantCulture),
-            isDeterministic: true);
         await ExecuteAsync(_writer, """
             PRAGMA journal_mode = WAL;
             PRAGMA synchronous = NORMAL;
@@ -155,7 +152,7 @@ public sealed partial class SqliteStore : ICustosStore
             CREATE TRIGGER IF NOT EXISTS ledger_no_delete BEFORE DELETE ON ledger
                 BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
             -- The requests of each quarter hour summed by who and how they were decided (RequestTotals): what the console's
-            -- overview reads. Kept in each append's transaction; spend is a decimal as text, added by custos_decimal_add.
+            -- overview reads. Kept in each append's transaction; spend in billionths (entries state costs to nine decimals).
             CREATE TABLE IF NOT EXISTS request_totals (
                 slot     INTEGER NOT NULL,
                 tenant   TEXT NOT NULL,
@@ -165,7 +162,7 @@ public sealed partial class SqliteStore : ICustosStore
                 reasons  TEXT NOT NULL,
                 currency TEXT NOT NULL,
                 requests INTEGER NOT NULL,
-                spend    TEXT NOT NULL,
+                spend    INTEGER NOT NULL,
                 PRIMARY KEY (slot, tenant, service, consumer, decision, reasons, currency)
             ) WITHOUT ROWID;
             """ + LedgerRecordCodec.Schema + RegistrySchema + AlertSchema, cancellationToken);
@@ -344,9 +341,9 @@ public sealed partial class SqliteStore : ICustosStore
             INSERT INTO request_totals (slot, tenant, service, consumer, decision, reasons, currency, requests, spend)
             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
             ON CONFLICT (slot, tenant, service, consumer, decision, reasons, currency)
-            DO UPDATE SET requests = requests + excluded.requests, spend = custos_decimal_add(spend, excluded.spend)
+            DO UPDATE SET requests = requests + excluded.requests, spend = spend + excluded.spend
             """);
-        foreach (var (key, (requests, spend)) in totals.Rows)
+        foreach (var (key, (requests, spend)) in totals)
         {
             raw.sqlite3_bind_int64(upsert, 1, key.Slot);
             BindText(upsert, 2, key.Tenant);
@@ -356,12 +353,10 @@ public sealed partial class SqliteStore : ICustosStore
             BindText(upsert, 6, key.Reasons);
             BindText(upsert, 7, key.Currency);
             raw.sqlite3_bind_int64(upsert, 8, requests);
-            BindText(upsert, 9, spend.ToString(CultureInfo.InvariantCulture));
+            raw.sqlite3_bind_int64(upsert, 9, RequestTotals.ToNanos(spend));
             Run(db, upsert);
         }
     }
-
-    private static decimal ParseDecimal(string value) => decimal.Parse(value, NumberStyles.Number, CultureInfo.InvariantCulture);
 
     /// <inheritdoc/>
     public async IAsyncEnumerable<RequestTotal> ReadTotalsAsync(DateTimeOffset from, DateTimeOffset to,
@@ -379,7 +374,7 @@ public sealed partial class SqliteStore : ICustosStore
         while (await reader.ReadAsync(cancellationToken))
         {
             yield return new RequestTotalKey(reader.GetInt64(0), reader.GetString(1), reader.GetString(2), reader.GetString(3), reader.GetString(4),
-                reader.GetString(5), reader.GetString(6)).ToTotal(reader.GetInt64(7), ParseDecimal(reader.GetString(8)));
+                reader.GetString(5), reader.GetString(6)).ToTotal(reader.GetInt64(7), RequestTotals.FromNanos(reader.GetInt64(8)));
         }
     }
 

@@ -332,7 +332,7 @@ public static class LedgerVerifier
             }
         }
 
-        foreach (var (key, total) in added.Rows)
+        foreach (var (key, total) in added)
         {
             if (RequestTotals.SlotStart(key.Slot) < before)
             {

@@ -21,26 +21,7 @@ public sealed record RequestTotal(DateTimeOffset Slot, string? Tenant, string? S
 /// A missing field is the empty string, and the reasons are joined by spaces, so that every part can be a key column.
 /// </summary>
 public readonly record struct RequestTotalKey(long Slot, string Tenant, string Service, string Consumer, string Decision, string Reasons, string Currency)
-    : IComparable<RequestTotalKey>
 {
-    /// <inheritdoc/>
-    public int CompareTo(RequestTotalKey other)
-    {
-        var c = Slot.CompareTo(other.Slot);
-        foreach (var (mine, theirs) in (ReadOnlySpan<(string, string)>)[(Tenant, other.Tenant), (Service, other.Service), (Consumer, other.Consumer),
-            (Decision, other.Decision), (Reasons, other.Reasons), (Currency, other.Currency)])
-        {
-            if (c != 0)
-            {
-                return c;
-            }
-
-            c = string.CompareOrdinal(mine, theirs);
-        }
-
-        return c;
-    }
-
     /// <summary>The key of <paramref name="total"/>, as a store keeps it.</summary>
     public static RequestTotalKey Of(RequestTotal total)
     {
@@ -64,8 +45,8 @@ public readonly record struct RequestTotalKey(long Slot, string Tenant, string S
 /// <remarks>
 /// The totals are a summary kept beside the ledger, not evidence: the chain covers the entries, and reports and proofs
 /// read the entries. Quarter hours because every time zone's midnight falls on one, so a budget's day or month starts on
-/// a slot's boundary; so do the overview's buckets of an hour and more. Keys are kept in one order, the order in which
-/// stores write them, so that two nodes adding to the same totals wait for each other and never deadlock.
+/// a slot's boundary; so do the overview's buckets of an hour and more. Costs are summed as the entries state them, to
+/// the ninth decimal (<see cref="RequestRecord.CanonicalCost"/>), so the totals add up to exactly what the entries say.
 /// </remarks>
 public sealed class RequestTotals
 {
@@ -75,13 +56,26 @@ public sealed class RequestTotals
     /// <summary>How many totals <see cref="FillAsync"/> keeps before it hands them to the store.</summary>
     public const int FillBatch = 50_000;
 
-    private readonly SortedDictionary<RequestTotalKey, (long Requests, decimal Spend)> _totals = [];
+    private readonly Dictionary<RequestTotalKey, (long Requests, decimal Spend)> _totals = [];
 
     /// <summary>How many distinct totals.</summary>
     public int Count => _totals.Count;
 
-    /// <summary>The totals, in key order.</summary>
-    public IEnumerable<KeyValuePair<RequestTotalKey, (long Requests, decimal Spend)>> Rows => _totals;
+    /// <summary>The totals, in no particular order (a store that needs one orders them itself).</summary>
+    public Dictionary<RequestTotalKey, (long Requests, decimal Spend)>.Enumerator GetEnumerator() => _totals.GetEnumerator();
+
+    /// <summary>
+    /// <paramref name="nanos"/> billionths as a decimal of nine decimals: how the SQLite store keeps spend, exactly, since
+    /// an entry states its cost to the ninth decimal.
+    /// </summary>
+    public static decimal FromNanos(long nanos)
+    {
+        var magnitude = nanos < 0 ? (ulong)-nanos : (ulong)nanos;
+        return new decimal((int)(uint)magnitude, (int)(uint)(magnitude >> 32), 0, nanos < 0, 9);
+    }
+
+    /// <summary>A spend of nine decimals at most in billionths (<see cref="FromNanos"/>).</summary>
+    public static long ToNanos(decimal spend) => decimal.ToInt64(spend * 1_000_000_000m);
 
     /// <summary>The slot (seconds since the Unix epoch of its start) that <paramref name="at"/> falls in.</summary>
     public static long SlotOf(DateTimeOffset at) => Math.DivRem(at.ToUnixTimeSeconds(), SlotSeconds) switch
@@ -159,8 +153,8 @@ public sealed class RequestTotals
         string? currency, decimal? cost)
     {
         var key = new RequestTotalKey(SlotOf(at), tenant ?? "", service ?? "", consumer ?? "", decision, Join(reasons), currency ?? "");
-        var (requests, spend) = _totals.GetValueOrDefault(key);
-        _totals[key] = (requests + 1, spend + (cost ?? 0m));
+        ref var total = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrAddDefault(_totals, key, out _);
+        total = (total.Requests + 1, total.Spend + (cost ?? 0m));
     }
 
     /// <summary>Adds a request entry as <see cref="LedgerColumns.Read(ReadOnlySpan{byte})"/> read it from its JSON: nothing for another kind.</summary>
