@@ -152,7 +152,8 @@ public sealed partial class SqliteStore : ICustosStore
             CREATE TRIGGER IF NOT EXISTS ledger_no_delete BEFORE DELETE ON ledger
                 BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
             -- The requests of each quarter hour summed by who and how they were decided (RequestTotals): what the console's
-            -- overview reads. Kept in each append's transaction; spend in billionths (entries state costs to nine decimals).
+            -- overview reads. Kept in each append's transaction. Spend in whole units and billionths (entries state costs to
+            -- nine decimals), added up exactly by SQLite's integers.
             CREATE TABLE IF NOT EXISTS request_totals (
                 slot     INTEGER NOT NULL,
                 tenant   TEXT NOT NULL,
@@ -162,7 +163,8 @@ public sealed partial class SqliteStore : ICustosStore
                 reasons  TEXT NOT NULL,
                 currency TEXT NOT NULL,
                 requests INTEGER NOT NULL,
-                spend    INTEGER NOT NULL,
+                spend_units INTEGER NOT NULL,
+                spend_nanos INTEGER NOT NULL,
                 PRIMARY KEY (slot, tenant, service, consumer, decision, reasons, currency)
             ) WITHOUT ROWID;
             """ + LedgerRecordCodec.Schema + RegistrySchema + AlertSchema, cancellationToken);
@@ -338,10 +340,12 @@ public sealed partial class SqliteStore : ICustosStore
         }
 
         var upsert = _total ??= Prepare(db, """
-            INSERT INTO request_totals (slot, tenant, service, consumer, decision, reasons, currency, requests, spend)
-            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+            INSERT INTO request_totals (slot, tenant, service, consumer, decision, reasons, currency, requests, spend_units, spend_nanos)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
             ON CONFLICT (slot, tenant, service, consumer, decision, reasons, currency)
-            DO UPDATE SET requests = requests + excluded.requests, spend = spend + excluded.spend
+            DO UPDATE SET requests = requests + excluded.requests,
+                spend_units = spend_units + excluded.spend_units + (spend_nanos + excluded.spend_nanos) / 1000000000,
+                spend_nanos = (spend_nanos + excluded.spend_nanos) % 1000000000
             """);
         foreach (var (key, (requests, spend)) in totals)
         {
@@ -353,7 +357,9 @@ public sealed partial class SqliteStore : ICustosStore
             BindText(upsert, 6, key.Reasons);
             BindText(upsert, 7, key.Currency);
             raw.sqlite3_bind_int64(upsert, 8, requests);
-            raw.sqlite3_bind_int64(upsert, 9, RequestTotals.ToNanos(spend));
+            var (units, nanos) = Split(spend);
+            raw.sqlite3_bind_int64(upsert, 9, units);
+            raw.sqlite3_bind_int64(upsert, 10, nanos);
             Run(db, upsert);
         }
     }
@@ -365,7 +371,7 @@ public sealed partial class SqliteStore : ICustosStore
         await using var connection = await OpenReaderAsync(cancellationToken);
         using var command = connection.CreateCommand();
         command.CommandText = """
-            SELECT slot, tenant, service, consumer, decision, reasons, currency, requests, spend FROM request_totals
+            SELECT slot, tenant, service, consumer, decision, reasons, currency, requests, spend_units, spend_nanos FROM request_totals
             WHERE slot >= $from AND slot < $to ORDER BY slot, tenant, service, consumer, decision, reasons, currency
             """;
         command.Parameters.AddWithValue("$from", RequestTotals.SecondsAtOrAfter(from));
@@ -374,8 +380,19 @@ public sealed partial class SqliteStore : ICustosStore
         while (await reader.ReadAsync(cancellationToken))
         {
             yield return new RequestTotalKey(reader.GetInt64(0), reader.GetString(1), reader.GetString(2), reader.GetString(3), reader.GetString(4),
-                reader.GetString(5), reader.GetString(6)).ToTotal(reader.GetInt64(7), RequestTotals.FromNanos(reader.GetInt64(8)));
+                reader.GetString(5), reader.GetString(6)).ToTotal(reader.GetInt64(7), reader.GetInt64(8) + new decimal(reader.GetInt32(9), 0, 0, false, 9));
         }
+    }
+
+    /// <summary>
+    /// A spend (nine decimals at most, as entries state costs) as whole units and billionths from 0 to 999,999,999, which
+    /// SQLite adds up exactly; whole units beyond a 64-bit integer (9.2 × 10^18, no real spend) are kept at its limit.
+    /// </summary>
+    private static (long Units, long Nanos) Split(decimal spend)
+    {
+        var units = decimal.Floor(spend);
+        var nanos = (long)((spend - units) * 1_000_000_000m);
+        return (units >= long.MaxValue ? long.MaxValue : units <= long.MinValue ? long.MinValue : (long)units, nanos);
     }
 
     /// <summary>Stores <paramref name="dictionary"/> as a new record dictionary, in the append's transaction; its id.</summary>

@@ -906,6 +906,18 @@ public abstract class StoreContract : IAsyncLifetime
     }
 
     [Fact]
+    public async Task AppendAsync_CostsFarBeyondAnyBill_AreAddedUpExactly_NotLost()
+    {
+        // A provider that reports absurd usage gives absurd costs; they must neither stop the ledger writer nor be rounded.
+        var chain = new HashChain("n1", 0, HashChain.Genesis);
+        await Store.AppendAsync([chain.Append(Priced(Request("r1", "acme", "a", Decision.Allow, T0, cost: 98_765_432_109_876.543210987m)))]);
+        await Store.AppendAsync([chain.Append(Priced(Request("r2", "acme", "a", Decision.Allow, T0.AddMinutes(1), cost: 0.999999999m)))]);
+        await Store.AppendAsync([chain.Append(Priced(Request("r3", "acme", "a", Decision.Allow, T0.AddMinutes(2), cost: 0.000000014m)))]);
+
+        Assert.Equal(["00:00 acme/svc/a allow [] 3 98765432109877.543211 USD"], await TotalsAsync(Store, T0, T0.AddHours(1)));
+    }
+
+    [Fact]
     public async Task AppendAsync_TwoNodesAddingToTheSameTotalsAtOnce_CountEveryRequest()
     {
         var second = await OpenSecondNodeAsync();

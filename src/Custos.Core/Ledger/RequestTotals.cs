@@ -64,19 +64,6 @@ public sealed class RequestTotals
     /// <summary>The totals, in no particular order (a store that needs one orders them itself).</summary>
     public Dictionary<RequestTotalKey, (long Requests, decimal Spend)>.Enumerator GetEnumerator() => _totals.GetEnumerator();
 
-    /// <summary>
-    /// <paramref name="nanos"/> billionths as a decimal of nine decimals: how the SQLite store keeps spend, exactly, since
-    /// an entry states its cost to the ninth decimal.
-    /// </summary>
-    public static decimal FromNanos(long nanos)
-    {
-        var magnitude = nanos < 0 ? (ulong)-nanos : (ulong)nanos;
-        return new decimal((int)(uint)magnitude, (int)(uint)(magnitude >> 32), 0, nanos < 0, 9);
-    }
-
-    /// <summary>A spend of nine decimals at most in billionths (<see cref="FromNanos"/>).</summary>
-    public static long ToNanos(decimal spend) => decimal.ToInt64(spend * 1_000_000_000m);
-
     /// <summary>The slot (seconds since the Unix epoch of its start) that <paramref name="at"/> falls in.</summary>
     public static long SlotOf(DateTimeOffset at) => Math.DivRem(at.ToUnixTimeSeconds(), SlotSeconds) switch
     {
