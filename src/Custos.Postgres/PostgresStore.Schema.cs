@@ -222,8 +222,7 @@ public sealed partial class PostgresStore
                         // From every entry, in the step's transaction; nodes of this version wait on the migration lock meanwhile.
                         await RequestTotals.FillAsync(this, Description, async (totals, ct) =>
                         {
-                            await using var fill = TotalsCommand(totals);
-                            fill.Connection = connection;
+                            await using var fill = new NpgsqlBatch(connection) { BatchCommands = { TotalsCommand(totals) } };
                             await fill.ExecuteNonQueryAsync(ct);
                         }, upgrade, cancellationToken);
                     }

@@ -138,24 +138,30 @@ public sealed partial class PostgresStore : ICustosStore, IRecordFormatSetting
             var usage = Mode == AppendMode.Copy
                 ? await CopyAsync(connection, batch, compressing, cancellationToken)
                 : await InsertAsync(connection, batch, compressing, cancellationToken);
-            if (usage is not null)
-            {
-                await using var command = UsageCommand(usage);
-                command.Connection = connection;
-                await command.ExecuteNonQueryAsync(cancellationToken);
-            }
-
             var totals = new RequestTotals();
             foreach (var item in batch)
             {
                 totals.Add(item.Record);
             }
 
-            if (totals.Count > 0)
+            // The credentials' last use and the request totals in one round trip: each trip is a switch to PostgreSQL and back.
+            await using (var statements = new NpgsqlBatch(connection))
             {
-                await using var command = TotalsCommand(totals);
-                command.Connection = connection;
-                await command.ExecuteNonQueryAsync(cancellationToken);
+                if (usage is not null)
+                {
+                    statements.BatchCommands.Add(UsageCommand(usage));
+                }
+
+                if (totals.Count > 0)
+                {
+                    statements.BatchCommands.Add(TotalsCommand(totals));
+                }
+
+                if (statements.BatchCommands.Count > 0)
+                {
+                    await statements.PrepareAsync(cancellationToken); // parsed and planned once per connection, not per batch
+                    await statements.ExecuteNonQueryAsync(cancellationToken);
+                }
             }
 
             await transaction.CommitAsync(cancellationToken);
@@ -304,9 +310,9 @@ public sealed partial class PostgresStore : ICustosStore, IRecordFormatSetting
     /// When each credential of a batch was last used: one row per credential, never moved back. Rows are written in
     /// one order on every node, so two nodes' batches naming the same credentials wait for each other, never deadlock.
     /// </summary>
-    private static NpgsqlCommand UsageCommand(SortedDictionary<string, DateTime> usage)
+    private static NpgsqlBatchCommand UsageCommand(SortedDictionary<string, DateTime> usage)
     {
-        var command = new NpgsqlCommand("""
+        var command = new NpgsqlBatchCommand("""
             INSERT INTO credential_usage (credential_id, last_used)
             SELECT id, at FROM unnest($1::text[], $2::timestamptz[]) AS u (id, at) ORDER BY id COLLATE "C"
             ON CONFLICT (credential_id) DO UPDATE SET last_used = GREATEST(credential_usage.last_used, excluded.last_used)
@@ -320,7 +326,7 @@ public sealed partial class PostgresStore : ICustosStore, IRecordFormatSetting
     /// Adds <paramref name="totals"/> to the stored request totals. Rows are written in one order on every node, so two
     /// nodes' batches adding to the same totals wait for each other, never deadlock.
     /// </summary>
-    private static NpgsqlCommand TotalsCommand(RequestTotals totals)
+    private static NpgsqlBatchCommand TotalsCommand(RequestTotals totals)
     {
         var n = totals.Count;
         var (slot, tenant, service, consumer, decision, reasons, currency) = (new long[n], new string[n], new string[n], new string[n], new string[n], new string[n], new string[n]);
@@ -333,7 +339,7 @@ public sealed partial class PostgresStore : ICustosStore, IRecordFormatSetting
             i++;
         }
 
-        var command = new NpgsqlCommand("""
+        var command = new NpgsqlBatchCommand("""
             INSERT INTO request_totals AS t (slot, tenant, service, consumer, decision, reasons, currency, requests, spend)
             SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[], $9::numeric[])
                 AS u (slot, tenant, service, consumer, decision, reasons, currency, requests, spend)
