@@ -168,6 +168,11 @@ public sealed class ScaleOutTests(RedisServerFixture redis, PostgresServerFixtur
         var b = cluster.Nodes[1];
         var overview = await cluster.AdminAsync(b, HttpMethod.Get, "/overview?window=1h");
         Assert.Equal(5, overview.GetProperty("buckets").EnumerateArray().Sum(x => x.GetProperty("requests").GetInt64()));
+        var day = await cluster.AdminAsync(b, HttpMethod.Get, "/overview?window=24h"); // from both nodes' request totals
+        Assert.Equal((5L, 5L), (day.GetProperty("buckets").EnumerateArray().Sum(x => x.GetProperty("requests").GetInt64()), day.GetProperty("scanned").GetInt64()));
+        var spend = day.GetProperty("top_consumers").EnumerateArray().Single().GetProperty("spend").GetDecimal();
+        Assert.True(spend > 0);
+        Assert.Equal(spend, (await cluster.AdminAsync(b, HttpMethod.Get, "/spend")).EnumerateArray().Sum(s => s.GetProperty("spend").GetDecimal()));
         var pack = await cluster.AdminAsync(b, HttpMethod.Get, "/reports/incident?subject=consumer&id=support-web&format=json");
         Assert.Equal(5, pack.GetProperty("summary").GetProperty("requests").GetInt32());
         Assert.NotEqual("failed", pack.GetProperty("chain").GetProperty("status").GetString());
