@@ -994,5 +994,11 @@ public abstract class StoreContract : IAsyncLifetime
         Assert.True((await LedgerVerifier.VerifyAsync(Store, options with { From = T0.AddYears(-1) })).Ok);
         var unsettled = await LedgerVerifier.VerifyAsync(Store, options with { Now = T0.AddMinutes(59) });
         Assert.Equal((true, 0L), (unsettled.Ok, unsettled.TotalsCompared));
+
+        // Their table gone: a problem named, not a crash.
+        await ExecuteRawAsync("DROP TABLE request_totals");
+        var gone = Assert.Single((await LedgerVerifier.VerifyAsync(Store, options)).Problems);
+        Assert.Equal("altered_totals", gone.Kind);
+        Assert.StartsWith("the request totals cannot be read (", gone.Detail, StringComparison.Ordinal);
     }
 }

@@ -321,15 +321,24 @@ public static class LedgerVerifier
     {
         var before = RequestTotals.SlotStart(RequestTotals.SlotOf(now - TotalsSettleAfter));
         long compared = 0, differing = 0;
-        await foreach (var stored in store.ReadTotalsAsync(DateTimeOffset.MinValue, before, cancellationToken))
+        try
         {
-            compared++;
-            var key = RequestTotalKey.Of(stored);
-            var (requests, spend) = added.Remove(key, out var found) ? found : (0L, 0m);
-            if (requests != stored.Requests || spend != stored.Spend)
+            await foreach (var stored in store.ReadTotalsAsync(DateTimeOffset.MinValue, before, cancellationToken))
             {
-                Differs(key, (stored.Requests, stored.Spend), (requests, spend));
+                compared++;
+                var key = RequestTotalKey.Of(stored);
+                var (requests, spend) = added.Remove(key, out var found) ? found : (0L, 0m);
+                if (requests != stored.Requests || spend != stored.Spend)
+                {
+                    Differs(key, (stored.Requests, stored.Spend), (requests, spend));
+                }
             }
+        }
+        catch (System.Data.Common.DbException ex)
+        {
+            problems.Add(new("altered_totals", "", null, null,
+                $"the request totals cannot be read ({ex.Message.Split('\n')[0]}): their table was altered or removed; the console's overview and spend read them"));
+            return compared;
         }
 
         foreach (var (key, total) in added)
