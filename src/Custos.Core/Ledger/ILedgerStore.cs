@@ -155,8 +155,9 @@ public interface IEvidenceStore
 
     /// <summary>
     /// The request totals (<see cref="RequestTotals"/>) of the quarter hours that start at or after <paramref name="from"/>
-    /// and before <paramref name="to"/>. Kept by <see cref="ILedgerStore.AppendAsync"/> in each batch's transaction; what
-    /// the console's overview reads, and what verification adds up again from the entries.
+    /// and before <paramref name="to"/>, by slot and then by the fields of their key, byte-wise. Kept by
+    /// <see cref="ILedgerStore.AppendAsync"/> in each batch's transaction; what the console's overview reads, and what
+    /// verification adds up again from the entries.
     /// </summary>
     IAsyncEnumerable<RequestTotal> ReadTotalsAsync(DateTimeOffset from, DateTimeOffset to, CancellationToken cancellationToken = default);
 

@@ -11,7 +11,9 @@ namespace Custos.Ledger;
 /// The hash chain covers the canonical JSON, not these copies. Searches (<c>custos requests</c>, the admin API's ledger) and
 /// reports select entries by them, so a row whose columns were altered would hide from a search or a report, or show up in
 /// the wrong one, while every hash still verified. <see cref="LedgerVerifier"/> therefore reads them back with each entry and
-/// compares them with the entry's own fields (<see cref="Read(string)"/>, <see cref="Difference"/>).
+/// compares them with the entry's own fields (<see cref="Read(string)"/>, <see cref="Difference"/>). The same reading also
+/// gives a request entry's <see cref="Reasons"/> and <see cref="Currency"/>, which are not columns: with the columns, they are
+/// what the request totals sum by, so the verifier adds the entries up again without parsing them a second time.
 /// </remarks>
 public sealed record LedgerColumns
 {

@@ -27,7 +27,7 @@ public readonly record struct RequestTotalKey(long Slot, string Tenant, string S
     {
         ArgumentNullException.ThrowIfNull(total);
         return new(RequestTotals.SlotOf(total.Slot), total.Tenant ?? "", total.Service ?? "", total.Consumer ?? "", total.Decision,
-            string.Join(' ', total.Reasons), total.Currency ?? "");
+            RequestTotals.Join(total.Reasons), total.Currency ?? "");
     }
 
     /// <summary>The total as the overview reads it.</summary>
@@ -160,7 +160,8 @@ public sealed class RequestTotals
     /// <summary>Forgets every total (the ledger writer reuses one for each batch).</summary>
     public void Clear() => _totals.Clear();
 
-    private static string Join(IReadOnlyList<string> reasons) => reasons.Count switch
+    /// <summary>Reason codes as a key holds them: joined by spaces (none is the empty string).</summary>
+    internal static string Join(IReadOnlyList<string> reasons) => reasons.Count switch
     {
         0 => "",
         1 => reasons[0],

@@ -179,7 +179,7 @@ internal static partial class AdminApi
         var truncated = false;
 
         // Buckets of a quarter hour or more are made of whole slots (every bucket and period starts on a slot's boundary).
-        var windowFromTotals = bucketTicks % TimeSpan.TicksPerSecond == 0 && bucketTicks / TimeSpan.TicksPerSecond % RequestTotals.SlotSeconds == 0;
+        var windowFromTotals = bucketTicks % (RequestTotals.SlotSeconds * TimeSpan.TicksPerSecond) == 0;
         var start = RequestTotals.SlotStart(RequestTotals.SlotOf(spentSince.Keys.Append(from).Append(monthStart).Min()));
         await foreach (var total in gateway.Store.ReadTotalsAsync(start, to, context.RequestAborted))
         {
