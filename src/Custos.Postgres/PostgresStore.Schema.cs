@@ -10,7 +10,7 @@ namespace Custos.Postgres;
 public sealed partial class PostgresStore
 {
     /// <summary>The schema version this code writes: the number of the last step in <see cref="Migrations"/>.</summary>
-    public const int SchemaVersion = 4;
+    public const int SchemaVersion = 5;
 
     // Advisory lock keys (64-bit, database-wide): "Custos" in ASCII, then a number per purpose.
     internal const long MigrationLock = 0x4375_7374_6F73_0001;
@@ -166,6 +166,22 @@ public sealed partial class PostgresStore
             PRIMARY KEY (slot, tenant, service, consumer, decision, reasons, currency)
         );
         """,
+
+        // 5: the same by minute: what the overview of the last hour reads. Filled in the same way (MinuteTotalsStep).
+        """
+        CREATE TABLE request_minute_totals (
+            slot     bigint NOT NULL,
+            tenant   text COLLATE "C" NOT NULL,
+            service  text COLLATE "C" NOT NULL,
+            consumer text COLLATE "C" NOT NULL,
+            decision text COLLATE "C" NOT NULL,
+            reasons  text COLLATE "C" NOT NULL,
+            currency text COLLATE "C" NOT NULL,
+            requests bigint NOT NULL,
+            spend    numeric NOT NULL,
+            PRIMARY KEY (slot, tenant, service, consumer, decision, reasons, currency)
+        );
+        """,
     ];
 
     private string _recordFormat = IRecordFormatSetting.Json;
@@ -183,6 +199,9 @@ public sealed partial class PostgresStore
 
     /// <summary>The step that added the request totals: a database migrated from an earlier version gets them filled in from its entries.</summary>
     private const int TotalsStep = 4;
+
+    /// <summary>The step that added the request totals by minute: filled in the same way.</summary>
+    private const int MinuteTotalsStep = 5;
 
     /// <summary>
     /// Brings the schema to <see cref="SchemaVersion"/>. A session advisory lock serialises nodes starting together:
@@ -217,10 +236,10 @@ public sealed partial class PostgresStore
                     await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
                     await ExecuteAsync(connection, Migrations[step - 1], cancellationToken);
                     await ExecuteAsync(connection, $"UPDATE schema_info SET version = {step}", cancellationToken);
-                    if (step == TotalsStep && version > 0)
+                    if ((step is TotalsStep or MinuteTotalsStep) && version > 0)
                     {
                         // From every entry, in the step's transaction; nodes of this version wait on the migration lock meanwhile.
-                        await RequestTotals.FillAsync(this, Description, async (totals, ct) =>
+                        await RequestTotals.FillAsync(this, Description, [step == TotalsStep ? RequestTotals.SlotSeconds : RequestTotals.MinuteSeconds], async (totals, ct) =>
                         {
                             await using var fill = new NpgsqlBatch(connection) { BatchCommands = { TotalsCommand(totals) } };
                             await fill.ExecuteNonQueryAsync(ct);

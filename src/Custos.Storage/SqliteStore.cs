@@ -15,7 +15,7 @@ namespace Custos.Storage;
 public sealed partial class SqliteStore : ICustosStore
 {
     /// <summary>The schema version this code writes. Bump with a migration step in <see cref="MigrateAsync"/>.</summary>
-    public const int SchemaVersion = 5;
+    public const int SchemaVersion = 6;
 
     private readonly string _connectionString;
     private readonly SemaphoreSlim _writeLock = new(1, 1);
@@ -24,10 +24,12 @@ public sealed partial class SqliteStore : ICustosStore
     private sqlite3_stmt? _usage;
     private sqlite3_stmt? _dictionary;
     private sqlite3_stmt? _total;
+    private sqlite3_stmt? _minuteTotal;
     private RecordEncoder? _encoder; // the writer's, under _writeLock; null after a failed append (its dictionary may not exist)
     private readonly RecordDictionaries _dictionaries;
     private readonly Dictionary<string, DateTimeOffset> _lastUsed = new(StringComparer.Ordinal);
     private readonly RequestTotals _totals = new(); // the writer's, under _writeLock
+    private readonly RequestTotals _minuteTotals = new(RequestTotals.MinuteSeconds); // the writer's, under _writeLock
     private byte[] _scratch = new byte[1024];
     private readonly TimeSpan _checkpointInterval;
     private readonly int _writerCheckpointFrames;
@@ -167,6 +169,20 @@ public sealed partial class SqliteStore : ICustosStore
                 spend_nanos INTEGER NOT NULL,
                 PRIMARY KEY (slot, tenant, service, consumer, decision, reasons, currency)
             ) WITHOUT ROWID;
+            -- The same by minute: what the overview of the last hour reads.
+            CREATE TABLE IF NOT EXISTS request_minute_totals (
+                slot     INTEGER NOT NULL,
+                tenant   TEXT NOT NULL,
+                service  TEXT NOT NULL,
+                consumer TEXT NOT NULL,
+                decision TEXT NOT NULL,
+                reasons  TEXT NOT NULL,
+                currency TEXT NOT NULL,
+                requests INTEGER NOT NULL,
+                spend_units INTEGER NOT NULL,
+                spend_nanos INTEGER NOT NULL,
+                PRIMARY KEY (slot, tenant, service, consumer, decision, reasons, currency)
+            ) WITHOUT ROWID;
             """ + LedgerRecordCodec.Schema + RegistrySchema + AlertSchema, cancellationToken);
 
         using var command = _writer.CreateCommand();
@@ -185,7 +201,8 @@ public sealed partial class SqliteStore : ICustosStore
             // 1 -> 2: the registry tables; 2 -> 3: the alerts table; each created above when missing. 3 -> 4: new ledger
             // records are stored compressed (LedgerRecordCodec); the older ones stay TEXT, and both are read. 4 -> 5: the
             // request totals, filled in from every entry in one transaction with the new version (readers see the ledger
-            // as committed meanwhile; no writer runs before the store is open).
+            // as committed meanwhile; no writer runs before the store is open). 5 -> 6: the request totals by minute, the same way.
+            var widths = Convert.ToInt32(version, System.Globalization.CultureInfo.InvariantCulture) < 5 ? RequestTotals.Widths : [RequestTotals.MinuteSeconds];
             await _writeLock.WaitAsync(cancellationToken);
             try
             {
@@ -193,8 +210,12 @@ public sealed partial class SqliteStore : ICustosStore
                 Check(db, raw.sqlite3_exec(db, "BEGIN IMMEDIATE"));
                 try
                 {
-                    Check(db, raw.sqlite3_exec(db, "DELETE FROM request_totals"));
-                    await RequestTotals.FillAsync(this, Path, (totals, _) =>
+                    foreach (var width in widths)
+                    {
+                        Check(db, raw.sqlite3_exec(db, $"DELETE FROM {TotalsTable(width)}"));
+                    }
+
+                    await RequestTotals.FillAsync(this, Path, widths, (totals, _) =>
                     {
                         WriteTotals(db, totals);
                         return Task.CompletedTask;
@@ -254,11 +275,13 @@ public sealed partial class SqliteStore : ICustosStore
                 Span<byte> ts = stackalloc byte[LedgerTime.Length];
                 _lastUsed.Clear();
                 _totals.Clear();
+                _minuteTotals.Clear();
                 foreach (var item in batch)
                 {
                     var record = item.Record;
                     var request = record as RequestRecord;
                     _totals.Add(record);
+                    _minuteTotals.Add(record);
                     if (request?.CredentialId is { } credentialId
                         && (!_lastUsed.TryGetValue(credentialId, out var known) || known < record.Timestamp))
                     {
@@ -313,6 +336,7 @@ public sealed partial class SqliteStore : ICustosStore
                 }
 
                 WriteTotals(db, _totals);
+                WriteTotals(db, _minuteTotals);
                 Check(db, raw.sqlite3_exec(db, "COMMIT"));
             }
             catch
@@ -331,7 +355,10 @@ public sealed partial class SqliteStore : ICustosStore
         }
     }
 
-    /// <summary>Adds <paramref name="totals"/> to the stored request totals, in the caller's transaction.</summary>
+    /// <summary>The table of the request totals of slots <paramref name="width"/> seconds long.</summary>
+    private static string TotalsTable(int width) => width == RequestTotals.MinuteSeconds ? "request_minute_totals" : "request_totals";
+
+    /// <summary>Adds <paramref name="totals"/> to the stored request totals of their width, in the caller's transaction.</summary>
     private void WriteTotals(sqlite3 db, RequestTotals totals)
     {
         if (totals.Count == 0)
@@ -339,8 +366,9 @@ public sealed partial class SqliteStore : ICustosStore
             return;
         }
 
-        var upsert = _total ??= Prepare(db, """
-            INSERT INTO request_totals (slot, tenant, service, consumer, decision, reasons, currency, requests, spend_units, spend_nanos)
+        ref var statement = ref totals.Width == RequestTotals.MinuteSeconds ? ref _minuteTotal : ref _total;
+        var upsert = statement ??= Prepare(db, $"""
+            INSERT INTO {TotalsTable(totals.Width)} (slot, tenant, service, consumer, decision, reasons, currency, requests, spend_units, spend_nanos)
             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
             ON CONFLICT (slot, tenant, service, consumer, decision, reasons, currency)
             DO UPDATE SET requests = requests + excluded.requests,
@@ -365,13 +393,20 @@ public sealed partial class SqliteStore : ICustosStore
     }
 
     /// <inheritdoc/>
-    public async IAsyncEnumerable<RequestTotal> ReadTotalsAsync(DateTimeOffset from, DateTimeOffset to,
-        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    public IAsyncEnumerable<RequestTotal> ReadTotalsAsync(DateTimeOffset from, DateTimeOffset to, CancellationToken cancellationToken = default)
+        => ReadTotalsAsync(RequestTotals.SlotSeconds, from, to, cancellationToken);
+
+    /// <inheritdoc/>
+    public IAsyncEnumerable<RequestTotal> ReadMinuteTotalsAsync(DateTimeOffset from, DateTimeOffset to, CancellationToken cancellationToken = default)
+        => ReadTotalsAsync(RequestTotals.MinuteSeconds, from, to, cancellationToken);
+
+    private async IAsyncEnumerable<RequestTotal> ReadTotalsAsync(int width, DateTimeOffset from, DateTimeOffset to,
+        [EnumeratorCancellation] CancellationToken cancellationToken)
     {
         await using var connection = await OpenReaderAsync(cancellationToken);
         using var command = connection.CreateCommand();
-        command.CommandText = """
-            SELECT slot, tenant, service, consumer, decision, reasons, currency, requests, spend_units, spend_nanos FROM request_totals
+        command.CommandText = $"""
+            SELECT slot, tenant, service, consumer, decision, reasons, currency, requests, spend_units, spend_nanos FROM {TotalsTable(width)}
             WHERE slot >= $from AND slot < $to ORDER BY slot, tenant, service, consumer, decision, reasons, currency
             """;
         command.Parameters.AddWithValue("$from", RequestTotals.SecondsAtOrAfter(from));
@@ -601,6 +636,8 @@ public sealed partial class SqliteStore : ICustosStore
             _dictionary = null;
             _total?.Dispose();
             _total = null;
+            _minuteTotal?.Dispose();
+            _minuteTotal = null;
             _encoder?.Dispose();
             _encoder = null;
             if (_writer is not null)

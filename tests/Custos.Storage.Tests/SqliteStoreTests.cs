@@ -15,7 +15,9 @@ public sealed class SqliteStoreTests : StoreContract
 
     protected override async Task<ICustosStore> OpenSameStoreAsync() => await SqliteStore.OpenAsync(_directory);
 
-    protected override string BeforeRequestTotalsSql => "DROP TABLE request_totals; UPDATE schema_info SET version = 4";
+    protected override string BeforeRequestTotalsSql => "DROP TABLE request_totals; DROP TABLE request_minute_totals; UPDATE schema_info SET version = 4";
+
+    protected override string BeforeMinuteTotalsSql => "DROP TABLE request_minute_totals; UPDATE schema_info SET version = 5";
 
     protected override Task AlterLedgerAsync(string sql) => ExecuteRawAsync("DROP TRIGGER IF EXISTS ledger_no_update; " + sql);
 

@@ -42,6 +42,9 @@ public abstract class StoreContract : IAsyncLifetime
     /// <summary>SQL that takes the store's schema back to the version before the request totals, as a store made by an earlier Custos.</summary>
     protected abstract string BeforeRequestTotalsSql { get; }
 
+    /// <summary>SQL that takes the store back to the schema version before the request totals by minute, dropping them.</summary>
+    protected abstract string BeforeMinuteTotalsSql { get; }
+
     /// <summary>Cleans up after the stores were disposed.</summary>
     protected virtual Task CleanUpAsync() => Task.CompletedTask;
 
@@ -861,10 +864,10 @@ public abstract class StoreContract : IAsyncLifetime
 
     // ---------------------------------------------------------------- request totals
 
-    private static async Task<List<string>> TotalsAsync(ICustosStore store, DateTimeOffset from, DateTimeOffset to)
+    private static async Task<List<string>> TotalsAsync(ICustosStore store, DateTimeOffset from, DateTimeOffset to, bool byMinute = false)
     {
         var rows = new List<string>();
-        await foreach (var t in store.ReadTotalsAsync(from, to))
+        await foreach (var t in byMinute ? store.ReadMinuteTotalsAsync(from, to) : store.ReadTotalsAsync(from, to))
         {
             rows.Add($"{t.Slot:HH:mm} {t.Tenant}/{t.Service}/{t.Consumer ?? "-"} {t.Decision} [{string.Join(",", t.Reasons)}] {t.Requests} {t.Spend.ToString("0.#########", System.Globalization.CultureInfo.InvariantCulture)} {t.Currency ?? "-"}");
         }
@@ -879,7 +882,7 @@ public abstract class StoreContract : IAsyncLifetime
     }
 
     [Fact]
-    public async Task AppendAsync_AddsEachRequestToItsQuarterHoursTotal_AcrossBatches_ToTheNinthDecimal()
+    public async Task AppendAsync_AddsEachRequestToItsQuarterHoursAndItsMinutesTotal_AcrossBatches_ToTheNinthDecimal()
     {
         var chain = new HashChain("n1", 0, HashChain.Genesis);
         await Store.AppendAsync(
@@ -891,11 +894,15 @@ public abstract class StoreContract : IAsyncLifetime
             chain.Append(Admin(T0.AddMinutes(2))),
             chain.Append(Priced(Request("r5", "globex", "c", Decision.Allow, T0.AddMinutes(20), service: null, cost: 1m), "EUR")),
         ]);
-        await Store.AppendAsync([chain.Append(Priced(Request("r6", "acme", "a", Decision.Allow, T0.AddMinutes(7), cost: 0.000000001m)))]);
+        await Store.AppendAsync(
+        [
+            chain.Append(Priced(Request("r6", "acme", "a", Decision.Allow, T0.AddMinutes(7), cost: 0.000000001m))),
+            chain.Append(Priced(Request("r7", "acme", "a", Decision.Allow, T0.AddSeconds(59), cost: 0.000000002m))),
+        ]);
 
         Assert.Equal(
         [
-            "00:00 acme/svc/a allow [] 3 0.300000001 USD",
+            "00:00 acme/svc/a allow [] 4 0.300000003 USD",
             "00:00 acme/svc/b deny [deny.model_not_entitled] 1 0 -",
             "00:15 acme/svc/a allow [] 1 0 USD",
             "00:15 globex//c allow [] 1 1 EUR",
@@ -903,6 +910,18 @@ public abstract class StoreContract : IAsyncLifetime
         Assert.Equal(2, (await TotalsAsync(Store, T0.AddTicks(1), T0.AddHours(1))).Count); // a slot that starts before 'from' is not read
         Assert.Equal(2, (await TotalsAsync(Store, T0, T0.AddMinutes(15))).Count); // nor one that starts at 'to'
         Assert.Empty(await TotalsAsync(Store, T0.AddHours(1), T0.AddHours(2)));
+
+        Assert.Equal(
+        [
+            "00:00 acme/svc/a allow [] 2 0.100000002 USD",
+            "00:01 acme/svc/b deny [deny.model_not_entitled] 1 0 -",
+            "00:07 acme/svc/a allow [] 1 0.000000001 USD",
+            "00:14 acme/svc/a allow [] 1 0.2 USD",
+            "00:15 acme/svc/a allow [] 1 0 USD",
+            "00:20 globex//c allow [] 1 1 EUR",
+        ], await TotalsAsync(Store, T0, T0.AddHours(1), byMinute: true));
+        Assert.Equal(5, (await TotalsAsync(Store, T0.AddTicks(1), T0.AddHours(1), byMinute: true)).Count);
+        Assert.Equal(3, (await TotalsAsync(Store, T0, T0.AddMinutes(14), byMinute: true)).Count);
     }
 
     [Fact]
@@ -943,6 +962,13 @@ public abstract class StoreContract : IAsyncLifetime
 
         Assert.Equal(5, totals.Count);
         Assert.All(totals, t => Assert.Equal((40L, 20m), (t.Requests, t.Spend)));
+        var minutes = new List<RequestTotal>();
+        await foreach (var t in Store.ReadMinuteTotalsAsync(T0, T0.AddDays(1)))
+        {
+            minutes.Add(t);
+        }
+
+        Assert.Equal(totals.Select(t => (t.Slot, t.Consumer, 40L, 20m)), minutes.Select(t => (t.Slot, t.Consumer, t.Requests, t.Spend)));
     }
 
     [Fact]
@@ -958,14 +984,36 @@ public abstract class StoreContract : IAsyncLifetime
             chain.Append(Admin(T0)),
         ]);
         var written = await TotalsAsync(Store, T0.AddYears(-2), T0.AddDays(1));
-        Assert.Equal(3, written.Count);
+        var writtenByMinute = await TotalsAsync(Store, T0.AddYears(-2), T0.AddDays(1), byMinute: true);
+        Assert.Equal((3, 4), (written.Count, writtenByMinute.Count));
 
         await ExecuteRawAsync(BeforeRequestTotalsSql);
         var upgraded = await OpenSecondNodeAsync();
 
         Assert.Equal(written, await TotalsAsync(upgraded, T0.AddYears(-2), T0.AddDays(1)));
+        Assert.Equal(writtenByMinute, await TotalsAsync(upgraded, T0.AddYears(-2), T0.AddDays(1), byMinute: true));
         await upgraded.AppendAsync([chain.Append(Priced(Request("r4", "acme", "a", Decision.Allow, T0.AddMinutes(5), cost: 0.25m)))]);
         Assert.Equal("00:00 acme/svc/a allow [] 3 1 USD", (await TotalsAsync(upgraded, T0, T0.AddMinutes(15))).Single());
+        Assert.Equal("00:05 acme/svc/a allow [] 1 0.25 USD", (await TotalsAsync(upgraded, T0.AddMinutes(5), T0.AddMinutes(6), byMinute: true)).Single());
+    }
+
+    [Fact]
+    public async Task OpenAsync_OfAStoreMadeBeforeTheTotalsByMinute_FillsInOnlyThose()
+    {
+        var chain = new HashChain("n1", 0, HashChain.Genesis);
+        await Store.AppendAsync(
+        [
+            chain.Append(Priced(Request("r1", "acme", "a", Decision.Allow, T0, cost: 0.25m))),
+            chain.Append(Priced(Request("r2", "acme", "a", Decision.Allow, T0.AddMinutes(3), cost: 0.5m))),
+        ]);
+        var byMinute = await TotalsAsync(Store, T0, T0.AddDays(1), byMinute: true);
+        Assert.Equal(2, byMinute.Count);
+
+        await ExecuteRawAsync(BeforeMinuteTotalsSql);
+        var upgraded = await OpenSecondNodeAsync();
+
+        Assert.Equal(byMinute, await TotalsAsync(upgraded, T0, T0.AddDays(1), byMinute: true));
+        Assert.Equal("00:00 acme/svc/a allow [] 2 0.75 USD", (await TotalsAsync(upgraded, T0, T0.AddDays(1))).Single()); // not added twice
     }
 
     [Fact]
@@ -976,7 +1024,7 @@ public abstract class StoreContract : IAsyncLifetime
         var options = new VerificationOptions { PublicKeys = [key] };
         var clean = await LedgerVerifier.VerifyAsync(Store, options);
         Assert.True(clean.Ok);
-        Assert.Equal(2, clean.TotalsCompared); // r1's and the unknown credential's refusal
+        Assert.Equal(4, clean.TotalsCompared); // r1's and the unknown credential's refusal, by quarter hour and by minute
 
         // An insider lowers what consumer a spent, which the console's overview and spend read.
         await ExecuteRawAsync("UPDATE request_totals SET requests = requests + 1 WHERE consumer = 'a'");
@@ -985,6 +1033,16 @@ public abstract class StoreContract : IAsyncLifetime
         Assert.Equal("altered_totals: the request totals of the quarter hour from 2026-11-01 00:00 UTC for tenant acme, service svc, consumer a, allow, say "
             + "2 request(s) costing 0.000123400, but the entries 1 costing 0.000123400: the totals were altered, or a node of an earlier version appended "
             + "entries without them; the console's overview and spend read them", problem.ToString());
+
+        // The same by minute.
+        await ExecuteRawAsync("UPDATE request_totals SET requests = requests - 1 WHERE consumer = 'a'");
+        Assert.True((await LedgerVerifier.VerifyAsync(Store, options)).Ok);
+        await ExecuteRawAsync("UPDATE request_minute_totals SET requests = requests + 2 WHERE consumer = 'a'");
+        var byMinute = Assert.Single((await LedgerVerifier.VerifyAsync(Store, options)).Problems);
+        Assert.Equal("altered_totals", byMinute.Kind);
+        Assert.StartsWith("the request totals by minute of the quarter hour from 2026-11-01 00:00 UTC for tenant acme, service svc, consumer a, allow, add up to "
+            + "3 request(s) costing 0.000123400, but the entries 1 costing 0.000123400: ", byMinute.Detail, StringComparison.Ordinal);
+        await ExecuteRawAsync("UPDATE request_minute_totals SET requests = requests - 2 WHERE consumer = 'a'");
 
         // Totals missing altogether; a range is not compared, nor are totals not yet settled (a running gateway adds to them).
         await ExecuteRawAsync("DELETE FROM request_totals");
@@ -995,10 +1053,13 @@ public abstract class StoreContract : IAsyncLifetime
         var unsettled = await LedgerVerifier.VerifyAsync(Store, options with { Now = T0.AddMinutes(59) });
         Assert.Equal((true, 0L), (unsettled.Ok, unsettled.TotalsCompared));
 
-        // Their table gone: a problem named, not a crash.
+        // Their tables gone: a problem named, not a crash.
         await ExecuteRawAsync("DROP TABLE request_totals");
         var gone = Assert.Single((await LedgerVerifier.VerifyAsync(Store, options)).Problems);
         Assert.Equal("altered_totals", gone.Kind);
         Assert.StartsWith("the request totals cannot be read (", gone.Detail, StringComparison.Ordinal);
+        await ExecuteRawAsync("DROP TABLE request_minute_totals");
+        var goneByMinute = Assert.Single((await LedgerVerifier.VerifyAsync(Store, options)).Problems);
+        Assert.StartsWith("the request totals by minute cannot be read (", goneByMinute.Detail, StringComparison.Ordinal);
     }
 }

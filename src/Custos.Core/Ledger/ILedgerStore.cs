@@ -161,6 +161,14 @@ public interface IEvidenceStore
     /// </summary>
     IAsyncEnumerable<RequestTotal> ReadTotalsAsync(DateTimeOffset from, DateTimeOffset to, CancellationToken cancellationToken = default);
 
+    /// <summary>
+    /// The request totals by minute (<see cref="RequestTotals.MinuteSeconds"/>) of the minutes that start at or after
+    /// <paramref name="from"/> and before <paramref name="to"/>, in the order of <see cref="ReadTotalsAsync"/>. Kept beside
+    /// the quarter hours' in each batch's transaction; what the console's overview of the last hour reads, and what
+    /// verification adds up by quarter hour and compares with the entries.
+    /// </summary>
+    IAsyncEnumerable<RequestTotal> ReadMinuteTotalsAsync(DateTimeOffset from, DateTimeOffset to, CancellationToken cancellationToken = default);
+
     /// <summary>Stores a checkpoint.</summary>
     Task AppendCheckpointAsync(SignedCheckpoint checkpoint, CancellationToken cancellationToken = default);
 

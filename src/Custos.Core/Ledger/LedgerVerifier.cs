@@ -314,15 +314,44 @@ public static class LedgerVerifier
 
     /// <summary>
     /// Compares the stored request totals with the entries' (<paramref name="added"/>), for the quarter hours settled at
-    /// <paramref name="now"/>; adds a problem for each that differs. Returns how many totals were compared.
+    /// <paramref name="now"/>: the totals by minute added up by quarter hour first, then the quarter hours' own; adds a
+    /// problem for each that differs. Returns how many stored totals were compared, with those missing.
     /// </summary>
     private static async Task<long> CompareTotalsAsync(IEvidenceStore store, RequestTotals added, DateTimeOffset now, List<VerificationProblem> problems,
         CancellationToken cancellationToken)
     {
         var before = RequestTotals.SlotStart(RequestTotals.SlotOf(now - TotalsSettleAfter));
         long compared = 0, differing = 0;
+
+        // The minutes of whole quarter hours (before is a quarter hour's start), each counted towards its quarter hour's key.
+        var minutes = new RequestTotals();
+        var what = "request totals by minute";
         try
         {
+            await foreach (var stored in store.ReadMinuteTotalsAsync(DateTimeOffset.MinValue, before, cancellationToken))
+            {
+                compared++;
+                minutes.Add(RequestTotalKey.Of(stored), stored.Requests, stored.Spend);
+            }
+
+            foreach (var (key, total) in added)
+            {
+                if (RequestTotals.SlotStart(key.Slot) < before)
+                {
+                    var byMinute = minutes.Remove(key, out var found) ? found : (0L, 0m);
+                    if (byMinute != total)
+                    {
+                        Differs(key, byMinute, total);
+                    }
+                }
+            }
+
+            foreach (var (key, total) in minutes)
+            {
+                Differs(key, total, (0, 0m));
+            }
+
+            what = "request totals";
             await foreach (var stored in store.ReadTotalsAsync(DateTimeOffset.MinValue, before, cancellationToken))
             {
                 compared++;
@@ -337,7 +366,7 @@ public static class LedgerVerifier
         catch (System.Data.Common.DbException ex)
         {
             problems.Add(new("altered_totals", "", null, null,
-                $"the request totals cannot be read ({ex.Message.Split('\n')[0]}): their table was altered or removed; the console's overview and spend read them"));
+                $"the {what} cannot be read ({ex.Message.Split('\n')[0]}): their table was altered or removed; the console's overview and spend read them"));
             return compared;
         }
 
@@ -366,8 +395,9 @@ public static class LedgerVerifier
 
             var who = string.Join(", ", new[] { ("tenant", key.Tenant), ("service", key.Service), ("consumer", key.Consumer), ("reasons", key.Reasons), ("currency", key.Currency) }
                 .Where(p => p.Item2.Length > 0).Select(p => $"{p.Item1} {p.Item2}"));
+            var says = what == "request totals" ? "say" : "add up to";
             problems.Add(new("altered_totals", "", null, null, string.Create(CultureInfo.InvariantCulture,
-                $"the request totals of the quarter hour from {RequestTotals.SlotStart(key.Slot):yyyy-MM-dd HH:mm} UTC for {who}, {key.Decision}, say " +
+                $"the {what} of the quarter hour from {RequestTotals.SlotStart(key.Slot):yyyy-MM-dd HH:mm} UTC for {who}, {key.Decision}, {says} " +
                 $"{stored.Requests:N0} request(s) costing {stored.Spend}, but the entries {entries.Requests:N0} costing {entries.Spend}: the totals were " +
                 $"altered, or a node of an earlier version appended entries without them; the console's overview and spend read them")));
         }

@@ -22,7 +22,7 @@ public sealed record RequestTotal(DateTimeOffset Slot, string? Tenant, string? S
 /// </summary>
 public readonly record struct RequestTotalKey(long Slot, string Tenant, string Service, string Consumer, string Decision, string Reasons, string Currency)
 {
-    /// <summary>The key of <paramref name="total"/>, as a store keeps it.</summary>
+    /// <summary>The key of the quarter hour's total that <paramref name="total"/> (of a quarter hour, or of a minute in it) counts towards.</summary>
     public static RequestTotalKey Of(RequestTotal total)
     {
         ArgumentNullException.ThrowIfNull(total);
@@ -39,19 +39,31 @@ public readonly record struct RequestTotalKey(long Slot, string Tenant, string S
 }
 
 /// <summary>
-/// Request entries summed by quarter hour, tenant, service, consumer, decision, reasons and currency: a batch's, which a
-/// store adds to its totals in the batch's transaction, or a ledger's, when a store made before the totals fills them in.
+/// Request entries summed by slot (a quarter hour, or a minute), tenant, service, consumer, decision, reasons and currency:
+/// a batch's, which a store adds to its totals in the batch's transaction, or a ledger's, when a store made before the
+/// totals fills them in.
 /// </summary>
 /// <remarks>
 /// The totals are a summary kept beside the ledger, not evidence: the chain covers the entries, and reports and proofs
 /// read the entries. Quarter hours because every time zone's midnight falls on one, so a budget's day or month starts on
-/// a slot's boundary; so do the overview's buckets of an hour and more. Costs are summed as the entries state them, to
-/// the ninth decimal (<see cref="RequestRecord.CanonicalCost"/>), so the totals add up to exactly what the entries say.
+/// a slot's boundary; so do the overview's buckets of an hour and more. Minutes for the last hour's buckets: a store keeps
+/// both. Costs are summed as the entries state them, to the ninth decimal (<see cref="RequestRecord.CanonicalCost"/>), so
+/// the totals add up to exactly what the entries say.
 /// </remarks>
-public sealed class RequestTotals
+/// <param name="width">The length of a slot in seconds: <see cref="SlotSeconds"/> or <see cref="MinuteSeconds"/>.</param>
+public sealed class RequestTotals(int width = RequestTotals.SlotSeconds)
 {
     /// <summary>The length of a slot: a quarter of an hour.</summary>
     public const int SlotSeconds = 900;
+
+    /// <summary>The length of a slot of the totals by minute, which the overview of the last hour reads.</summary>
+    public const int MinuteSeconds = 60;
+
+    /// <summary>The slot widths a store keeps totals of: quarter hours and minutes.</summary>
+    public static IReadOnlyList<int> Widths { get; } = [SlotSeconds, MinuteSeconds];
+
+    /// <summary>The length of this instance's slots, in seconds.</summary>
+    public int Width { get; } = width is SlotSeconds or MinuteSeconds ? width : throw new ArgumentOutOfRangeException(nameof(width), width, "A slot is a quarter hour or a minute.");
 
     /// <summary>How many totals <see cref="FillAsync"/> keeps before it hands them to the store.</summary>
     public const int FillBatch = 50_000;
@@ -64,11 +76,14 @@ public sealed class RequestTotals
     /// <summary>The totals, in no particular order (a store that needs one orders them itself).</summary>
     public Dictionary<RequestTotalKey, (long Requests, decimal Spend)>.Enumerator GetEnumerator() => _totals.GetEnumerator();
 
-    /// <summary>The slot (seconds since the Unix epoch of its start) that <paramref name="at"/> falls in.</summary>
-    public static long SlotOf(DateTimeOffset at) => Math.DivRem(at.ToUnixTimeSeconds(), SlotSeconds) switch
+    /// <summary>The quarter hour (seconds since the Unix epoch of its start) that <paramref name="at"/> falls in.</summary>
+    public static long SlotOf(DateTimeOffset at) => SlotOf(at, SlotSeconds);
+
+    /// <summary>The slot <paramref name="width"/> seconds long (seconds since the Unix epoch of its start) that <paramref name="at"/> falls in.</summary>
+    public static long SlotOf(DateTimeOffset at, int width) => Math.DivRem(at.ToUnixTimeSeconds(), width) switch
     {
-        var (q, r) when r < 0 => (q - 1) * SlotSeconds,
-        var (q, _) => q * SlotSeconds,
+        var (q, r) when r < 0 => (q - 1) * width,
+        var (q, _) => q * width,
     };
 
     /// <summary>
@@ -85,37 +100,44 @@ public sealed class RequestTotals
     public static DateTimeOffset SlotStart(long slot) => DateTimeOffset.FromUnixTimeSeconds(slot);
 
     /// <summary>
-    /// Adds up every request entry of <paramref name="store"/> and hands the totals to <paramref name="write"/>, which adds
-    /// them to the stored ones: what a store made before the totals does once, when it is upgraded. The totals are handed
-    /// over every <see cref="FillBatch"/> keys, so memory stays bounded however long the ledger. <paramref name="progress"/>
+    /// Adds up every request entry of <paramref name="store"/> by the slots of each width in <paramref name="widths"/>, in
+    /// one read, and hands the totals to <paramref name="write"/>, which adds them to the stored ones (by their
+    /// <see cref="Width"/>): what a store made before the totals does once, when it is upgraded. The totals are handed over
+    /// every <see cref="FillBatch"/> keys, so memory stays bounded however long the ledger. <paramref name="progress"/>
     /// hears, for people, that the upgrade started, every 100,000 entries read, and the summary. Returns the number of entries read.
     /// </summary>
-    public static async Task<long> FillAsync(ILedgerStore store, string description, Func<RequestTotals, CancellationToken, Task> write,
-        Action<string>? progress, CancellationToken cancellationToken = default)
+    public static async Task<long> FillAsync(ILedgerStore store, string description, IReadOnlyList<int> widths,
+        Func<RequestTotals, CancellationToken, Task> write, Action<string>? progress, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(store);
+        ArgumentNullException.ThrowIfNull(widths);
         ArgumentNullException.ThrowIfNull(write);
-        progress?.Invoke($"Upgrading the store {description}: adding up its request entries into the request totals the console's overview reads (once).");
+        var what = widths.Count == 1 && widths[0] == MinuteSeconds ? "the request totals by minute the console's overview of the last hour reads"
+            : "the request totals the console's overview reads";
+        progress?.Invoke($"Upgrading the store {description}: adding up its request entries into {what} (once).");
         var started = System.Diagnostics.Stopwatch.GetTimestamp();
-        var totals = new RequestTotals();
+        var all = widths.Select(w => new RequestTotals(w)).ToArray();
         long read = 0;
         await foreach (var row in store.QueryAsync(new LedgerQuery { Kind = "request", Limit = -1 }, cancellationToken))
         {
             var entry = Reports.RequestEntry.Parse(row);
-            totals.Add(entry.Timestamp, entry.Tenant, entry.Service, entry.Consumer, entry.Decision, entry.Reasons, entry.Currency, entry.Cost);
+            foreach (var totals in all)
+            {
+                totals.Add(entry.Timestamp, entry.Tenant, entry.Service, entry.Consumer, entry.Decision, entry.Reasons, entry.Currency, entry.Cost);
+                if (totals.Count >= FillBatch)
+                {
+                    await write(totals, cancellationToken);
+                    totals.Clear();
+                }
+            }
+
             if (++read % 100_000 == 0)
             {
                 progress?.Invoke(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"  {read:N0} request entries added up"));
             }
-
-            if (totals.Count >= FillBatch)
-            {
-                await write(totals, cancellationToken);
-                totals.Clear();
-            }
         }
 
-        if (totals.Count > 0)
+        foreach (var totals in all.Where(t => t.Count > 0))
         {
             await write(totals, cancellationToken);
         }
@@ -138,11 +160,7 @@ public sealed class RequestTotals
     /// <summary>Adds one request with these fields.</summary>
     public void Add(DateTimeOffset at, string? tenant, string? service, string? consumer, string decision, IReadOnlyList<string> reasons,
         string? currency, decimal? cost)
-    {
-        var key = new RequestTotalKey(SlotOf(at), tenant ?? "", service ?? "", consumer ?? "", decision, Join(reasons), currency ?? "");
-        ref var total = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrAddDefault(_totals, key, out _);
-        total = (total.Requests + 1, total.Spend + (cost ?? 0m));
-    }
+        => Add(new RequestTotalKey(SlotOf(at, Width), tenant ?? "", service ?? "", consumer ?? "", decision, Join(reasons), currency ?? ""), 1, cost ?? 0m);
 
     /// <summary>Adds a request entry as <see cref="LedgerColumns.Read(ReadOnlySpan{byte})"/> read it from its JSON: nothing for another kind.</summary>
     public void Add(LedgerColumns entry)
@@ -152,6 +170,16 @@ public sealed class RequestTotals
         {
             Add(at, entry.Tenant, entry.Service, entry.Consumer, entry.Decision ?? "", entry.Reasons, entry.Currency, entry.Cost);
         }
+    }
+
+    /// <summary>The total kept under <paramref name="key"/>, if there is one.</summary>
+    public bool TryGetValue(RequestTotalKey key, out (long Requests, decimal Spend) total) => _totals.TryGetValue(key, out total);
+
+    /// <summary>Adds <paramref name="requests"/> costing <paramref name="spend"/> to the total kept under <paramref name="key"/>.</summary>
+    public void Add(RequestTotalKey key, long requests, decimal spend)
+    {
+        ref var total = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrAddDefault(_totals, key, out _);
+        total = (total.Requests + requests, total.Spend + spend);
     }
 
     /// <summary>Takes the total kept under <paramref name="key"/> out, if there is one.</summary>

@@ -18,9 +18,6 @@ namespace Custos.Gateway.Admin;
 /// </summary>
 internal static partial class AdminApi
 {
-    /// <summary>Request entries an overview of the last hour reads at most; beyond, it says it is truncated.</summary>
-    private const int OverviewScanLimit = 1_000_000;
-
     private static void MapInsight(RouteGroupBuilder api, CustosGateway gateway)
     {
         api.MapGet("/overview", async (HttpContext context, string? window) =>
@@ -148,7 +145,7 @@ internal static partial class AdminApi
     /// <summary>
     /// The overview from the request totals (<see cref="RequestTotals"/>), from the earliest of the window, this month and the
     /// current period of every budget in scope: each quarter hour's totals are read once and counted wherever they belong.
-    /// A window in minutes (the last hour) counts its requests from the ledger's entries instead, one by one.
+    /// A window in minutes (the last hour) counts its requests from the totals by minute.
     /// </summary>
     private static async Task<OverviewView> OverviewAsync(HttpContext context, CustosGateway gateway, TimeSpan span, TimeSpan bucket)
     {
@@ -176,7 +173,6 @@ internal static partial class AdminApi
         var dailyByService = new Dictionary<string, decimal[]>(StringComparer.Ordinal);
         string? currency = null;
         long scanned = 0;
-        var truncated = false;
 
         // Buckets of a quarter hour or more are made of whole slots (every bucket and period starts on a slot's boundary).
         var windowFromTotals = bucketTicks % (RequestTotals.SlotSeconds * TimeSpan.TicksPerSecond) == 0;
@@ -222,19 +218,12 @@ internal static partial class AdminApi
 
         if (!windowFromTotals)
         {
-            long read = 0;
-            await foreach (var row in gateway.Store.QueryAsync(new LedgerQuery { Kind = "request", From = from, To = to, Limit = OverviewScanLimit + 1 }, context.RequestAborted))
+            // The last hour's minutes.
+            await foreach (var total in gateway.Store.ReadMinuteTotalsAsync(from, to, context.RequestAborted))
             {
-                if (++read > OverviewScanLimit)
+                if (AdminAccess.InScope(admin, total.Tenant, total.Service))
                 {
-                    truncated = true;
-                    break;
-                }
-
-                var entry = RequestEntry.Parse(row);
-                if (AdminAccess.InScope(admin, entry.Tenant, entry.Service))
-                {
-                    Count(new RequestTotal(entry.Timestamp, entry.Tenant, entry.Service, entry.Consumer, entry.Decision, entry.Reasons, entry.Currency, 1, entry.Cost ?? 0m));
+                    Count(total);
                 }
             }
         }
@@ -289,7 +278,7 @@ internal static partial class AdminApi
         return new OverviewView(from, to, (int)bucket.TotalSeconds, currency ?? "USD", [.. buckets.Select(b => b.View())], monthStart,
             [.. Enumerable.Range(0, days).Select(d => monthStart.AddDays(d))], spendSeries, budgetUse,
             [.. consumers.Values.OrderByDescending(c => c.Spend).ThenByDescending(c => c.Requests).Take(10).Select(c => c.View())],
-            reasons.OrderByDescending(r => r.Value).ToDictionary(r => r.Key, r => r.Value), openAlerts, scanned, truncated);
+            reasons.OrderByDescending(r => r.Value).ToDictionary(r => r.Key, r => r.Value), openAlerts, scanned);
     }
 
     /// <summary>Every budget in scope (tenant, service, and each consumer's own or its category's), with the start of its current period in its tenant's time zone.</summary>

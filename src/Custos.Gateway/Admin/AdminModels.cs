@@ -226,12 +226,12 @@ public sealed record ResumeResult(Custos.Alerts.AlertView Alert, long PolicyVers
 /// <summary>
 /// The console's overview: requests and refusals over a window in buckets, spend this month per service (cumulative, day by
 /// day) beside its monthly budget, every budget's use in its current period, top consumers and open alerts; all in scope.
-/// <c>scanned</c> counts the requests it summed (from the request totals, since the earliest period it covers); <c>truncated</c>
-/// says that the last hour's entries, which it reads one by one, were more than it reads.
+/// <c>scanned</c> counts the requests it summed (from the request totals, since the earliest period it covers). Every figure
+/// comes from the request totals, the last hour's from those by minute (<c>docs/console.md</c>).
 /// </summary>
 public sealed record OverviewView(DateTimeOffset From, DateTimeOffset To, int BucketSeconds, string Currency, IReadOnlyList<OverviewBucket> Buckets,
     DateTimeOffset MonthStart, IReadOnlyList<DateTimeOffset> Days, IReadOnlyList<SpendSeries> SpendThisMonth, IReadOnlyList<BudgetUse> Budgets,
-    IReadOnlyList<ConsumerUse> TopConsumers, IReadOnlyDictionary<string, long> Reasons, int OpenAlerts, long Scanned, bool Truncated);
+    IReadOnlyList<ConsumerUse> TopConsumers, IReadOnlyDictionary<string, long> Reasons, int OpenAlerts, long Scanned);
 
 /// <summary>One time bucket of the overview; <paramref name="Reasons"/> counts the reason codes of refused requests.</summary>
 public sealed record OverviewBucket(DateTimeOffset Start, long Requests, long Allowed, long Denied, long Throttled, decimal Spend,

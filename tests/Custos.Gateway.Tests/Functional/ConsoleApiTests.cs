@@ -35,6 +35,11 @@ public sealed class ConsoleApiTests
         Assert.Equal(4, buckets.Sum(b => b.GetProperty("requests").GetInt64()));
         Assert.Equal(1, buckets.Sum(b => b.GetProperty("denied").GetInt64()));
         Assert.Equal(1, root.GetProperty("reasons").GetProperty("deny.model_not_entitled").GetInt64());
+        // From the totals by minute: each request in the bucket of the minute it started in.
+        Assert.Equal(ledger.Where(e => e.GetProperty("kind").GetString() == "request")
+                .GroupBy(e => { var at = DateTimeOffset.Parse(e.GetProperty("timestamp").GetString()!, CultureInfo.InvariantCulture); return at.AddTicks(-(at.UtcTicks % TimeSpan.TicksPerMinute)); })
+                .Select(m => (m.Key, (long)m.Count())).OrderBy(m => m.Key),
+            buckets.Where(b => b.GetProperty("requests").GetInt64() > 0).Select(b => (b.GetProperty("start").GetDateTimeOffset(), b.GetProperty("requests").GetInt64())));
         var web = root.GetProperty("top_consumers").EnumerateArray().Single(c => c.GetProperty("consumer").GetString() == "web");
         Assert.Equal(3, web.GetProperty("requests").GetInt64());
         Assert.Equal(1, web.GetProperty("refused").GetInt64());

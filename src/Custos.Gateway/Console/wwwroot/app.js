@@ -285,7 +285,6 @@ async function overviewPage(main) {
     card("Refused", count(totals.refused), "refused"),
     card("Spend", money(totals.spend, o.currency), "spend"),
     card("Open alerts", count(o.open_alerts), "open-alerts")));
-  if (o.truncated) main.append(el("div", { class: "error" }, "The last hour has more requests than the overview reads one by one: its buckets count only the newest; the longer windows count them all."));
 
   // Spend this month against budgets: cumulative spend per service, and each monthly budget as a dashed line.
   const spendCanvas = el("canvas", { id: "spend-chart", "aria-label": "Spend this month against budgets", role: "img" });
