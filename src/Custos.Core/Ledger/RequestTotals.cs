@@ -59,7 +59,7 @@ public sealed class RequestTotals(int width = RequestTotals.SlotSeconds)
     /// <summary>The length of a slot of the totals by minute, which the overview of the last hour reads.</summary>
     public const int MinuteSeconds = 60;
 
-    /// <summary>The slot widths a store keeps totals of: quarter hours and minutes.</summary>
+    /// <summary>The slot widths a store keeps totals of, coarsest first: quarter hours and minutes.</summary>
     public static IReadOnlyList<int> Widths { get; } = [SlotSeconds, MinuteSeconds];
 
     /// <summary>The length of this instance's slots, in seconds.</summary>

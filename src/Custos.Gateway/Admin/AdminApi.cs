@@ -735,19 +735,12 @@ internal static partial class AdminApi
 
     /// <summary>
     /// Spend and requests per service from <paramref name="from"/> to <paramref name="to"/>: the quarter hours wholly inside
-    /// from the request totals, the pieces at either end from the entries, so that a month costs a few thousand rows.
+    /// from the request totals, the minutes wholly inside the pieces at either end from the totals by minute, and only
+    /// the seconds left at either end from the entries, so that a month costs a few thousand rows.
     /// </summary>
     internal static async Task<IReadOnlyDictionary<string, (decimal Spend, long Requests)>> SpendAsync(ICustosStore store, DateTimeOffset from,
         DateTimeOffset to, CancellationToken cancellationToken)
     {
-        var first = RequestTotals.SlotStart(RequestTotals.SlotOf(from));
-        first = first < from ? first.AddSeconds(RequestTotals.SlotSeconds) : first;
-        var last = RequestTotals.SlotStart(RequestTotals.SlotOf(to));
-        if (first >= last)
-        {
-            return await store.GetSpendAsync(from, to, cancellationToken);
-        }
-
         var spend = new Dictionary<string, (decimal Spend, long Requests)>(StringComparer.Ordinal);
         void Add(string service, decimal cost, long requests)
         {
@@ -755,26 +748,49 @@ internal static partial class AdminApi
             spend[service] = (s + cost, r + requests);
         }
 
-        foreach (var (edgeFrom, edgeTo) in new[] { (from, first), (last, to) })
+        await AddAsync(from, to, 0);
+        return spend;
+
+        // The whole slots of widths[level] between from and to, and what is left at either end one level finer; the entries below the last.
+        async Task AddAsync(DateTimeOffset from, DateTimeOffset to, int level)
         {
-            if (edgeFrom < edgeTo)
+            if (from >= to)
             {
-                foreach (var (service, (cost, requests)) in await store.GetSpendAsync(edgeFrom, edgeTo, cancellationToken))
+                return;
+            }
+
+            if (level == RequestTotals.Widths.Count)
+            {
+                foreach (var (service, (cost, requests)) in await store.GetSpendAsync(from, to, cancellationToken))
                 {
                     Add(service, cost, requests);
                 }
-            }
-        }
 
-        await foreach (var total in store.ReadTotalsAsync(first, last, cancellationToken))
-        {
-            if (total.Service is { } service)
+                return;
+            }
+
+            var width = RequestTotals.Widths[level];
+            var first = RequestTotals.SlotStart(RequestTotals.SlotOf(from, width));
+            first = first < from ? first.AddSeconds(width) : first;
+            var last = RequestTotals.SlotStart(RequestTotals.SlotOf(to, width));
+            if (first >= last)
             {
-                Add(service, total.Spend, total.Requests);
+                await AddAsync(from, to, level + 1);
+                return;
             }
-        }
 
-        return spend;
+            await AddAsync(from, first, level + 1);
+            var totals = width == RequestTotals.MinuteSeconds ? store.ReadMinuteTotalsAsync(first, last, cancellationToken) : store.ReadTotalsAsync(first, last, cancellationToken);
+            await foreach (var total in totals)
+            {
+                if (total.Service is { } service)
+                {
+                    Add(service, total.Spend, total.Requests);
+                }
+            }
+
+            await AddAsync(last, to, level + 1);
+        }
     }
 
     private static async Task<ApprovalView> FindApprovalAsync(HttpContext context, CustosGateway gateway, string requestId)

@@ -4,7 +4,10 @@ using Custos.Storage;
 
 namespace Custos.Gateway.Tests.Admin;
 
-/// <summary>The admin API's spend: whole quarter hours from the request totals, the ends from the entries, adding up to the entries' own sum.</summary>
+/// <summary>
+/// The admin API's spend: whole quarter hours from the request totals, whole minutes at the ends from the totals by
+/// minute, the seconds left from the entries, adding up to the entries' own sum.
+/// </summary>
 public sealed class SpendTests : IAsyncLifetime
 {
     private static readonly DateTimeOffset T0 = new(2026, 11, 1, 0, 0, 0, TimeSpan.Zero);
@@ -48,6 +51,8 @@ public sealed class SpendTests : IAsyncLifetime
     [InlineData(0, 86_400)] // whole slots only
     [InlineData(1, 86_400)] // a second into the first slot
     [InlineData(437, 20_000)] // pieces at both ends
+    [InlineData(430, 19_920)] // an entry in the seconds before the first whole minute (433) and one after the last (19,918)
+    [InlineData(430, 1_000)] // no whole quarter hour: minutes, and seconds at both ends
     [InlineData(100, 700)] // within one slot: the entries alone
     [InlineData(866, 901)] // across a boundary, no whole slot
     [InlineData(900, 2_700)]
