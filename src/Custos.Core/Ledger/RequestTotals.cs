@@ -172,9 +172,6 @@ public sealed class RequestTotals(int width = RequestTotals.SlotSeconds)
         }
     }
 
-    /// <summary>The total kept under <paramref name="key"/>, if there is one.</summary>
-    public bool TryGetValue(RequestTotalKey key, out (long Requests, decimal Spend) total) => _totals.TryGetValue(key, out total);
-
     /// <summary>Adds <paramref name="requests"/> costing <paramref name="spend"/> to the total kept under <paramref name="key"/>.</summary>
     public void Add(RequestTotalKey key, long requests, decimal spend)
     {
