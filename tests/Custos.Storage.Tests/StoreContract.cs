@@ -1016,12 +1016,14 @@ public abstract class StoreContract : IAsyncLifetime
         Assert.Equal("00:00 acme/svc/a allow [] 2 0.75 USD", (await TotalsAsync(upgraded, T0, T0.AddDays(1))).Single()); // not added twice
     }
 
-    [Fact]
-    public async Task Verify_AddsTheEntriesUpAgain_AndFindsAlteredOrMissingRequestTotals_OnceTheyAreSettled()
+    [Theory]
+    [InlineData(250_000)] // added up in memory while the chains are read
+    [InlineData(1)] // more totals than verification keeps in memory: added up again a day at a time
+    public async Task Verify_AddsTheEntriesUpAgain_AndFindsAlteredOrMissingRequestTotals_OnceTheyAreSettled(int totalsKeptInMemory)
     {
         await Store.AppendAsync(EveryKind(new HashChain("n1", 0, HashChain.Genesis)));
         using var key = System.Security.Cryptography.ECDsa.Create(System.Security.Cryptography.ECCurve.NamedCurves.nistP256);
-        var options = new VerificationOptions { PublicKeys = [key] };
+        var options = new VerificationOptions { PublicKeys = [key], TotalsKeptInMemory = totalsKeptInMemory };
         var clean = await LedgerVerifier.VerifyAsync(Store, options);
         Assert.True(clean.Ok);
         Assert.Equal(4, clean.TotalsCompared); // r1's and the unknown credential's refusal, by quarter hour and by minute
@@ -1043,6 +1045,15 @@ public abstract class StoreContract : IAsyncLifetime
         Assert.StartsWith("the request totals by minute of the quarter hour from 2026-11-01 00:00 UTC for tenant acme, service svc, consumer a, allow, add up to "
             + "3 request(s) costing 0.000123400, but the entries 1 costing 0.000123400: ", byMinute.Detail, StringComparison.Ordinal);
         await ExecuteRawAsync("UPDATE request_minute_totals SET requests = requests - 2 WHERE consumer = 'a'");
+
+        // Moved a year back: a total where there are no entries (before the first of them), and entries without their total.
+        await ExecuteRawAsync("UPDATE request_totals SET slot = slot - 31536000 WHERE consumer = 'a'");
+        var moved = (await LedgerVerifier.VerifyAsync(Store, options)).Problems;
+        Assert.Equal(["say 1 request(s) costing 0.000123400, but the entries 0 costing 0", "say 0 request(s) costing 0, but the entries 1 costing 0.000123400"],
+            moved.Select(p => p.Detail[(p.Detail.IndexOf(" say ", StringComparison.Ordinal) + 1)..p.Detail.IndexOf(": the totals", StringComparison.Ordinal)]));
+        Assert.StartsWith("the request totals of the quarter hour from 2025-11-01 00:00 UTC", moved[0].Detail, StringComparison.Ordinal);
+        await ExecuteRawAsync("UPDATE request_totals SET slot = slot + 31536000 WHERE consumer = 'a'");
+        Assert.True((await LedgerVerifier.VerifyAsync(Store, options)).Ok);
 
         // Totals missing altogether; a range is not compared, nor are totals not yet settled (a running gateway adds to them).
         await ExecuteRawAsync("DELETE FROM request_totals");

@@ -72,6 +72,13 @@ public sealed record VerificationOptions
 
     /// <summary>Told the number of entries verified so far, every 100,000 or so.</summary>
     public IProgress<long>? Progress { get; init; }
+
+    /// <summary>
+    /// How many request totals verification adds up in memory while it reads the chains (about 300 bytes each); a ledger
+    /// with more is added up again a day at a time once the chains are read, from the entries of each day, so that memory
+    /// stays bounded however long the ledger (a gateway runs this for the posture report). Default 250,000.
+    /// </summary>
+    public int TotalsKeptInMemory { get; init; } = 250_000;
 }
 
 /// <summary>
@@ -89,7 +96,9 @@ public static class LedgerVerifier
         ArgumentOutOfRangeException.ThrowIfZero(options.PublicKeys.Count);
         var started = System.Diagnostics.Stopwatch.GetTimestamp();
         var now = options.Now ?? DateTimeOffset.UtcNow;
-        var totals = options.From is null && options.To is null ? new RequestTotals() : null;
+        var wholeLedger = options.From is null && options.To is null;
+        var totals = wholeLedger ? new RequestTotals() : null;
+        DateTimeOffset? earliest = null; // of the request entries, for the totals added up a day at a time
         var keys = options.PublicKeys.ToDictionary(CheckpointKey.IdOf, k => k, StringComparer.Ordinal);
         var problems = new List<VerificationProblem>();
         // Checkpoints before chain heads: a checkpoint sealed in between (a running gateway) must not look like a truncation.
@@ -183,16 +192,21 @@ public static class LedgerVerifier
                                 break;
                             }
 
-                            var recorded = entry.Columns is not null || totals is not null ? LedgerColumns.Read(buffer.AsSpan(0, length)) : null;
+                            var recorded = entry.Columns is not null || wholeLedger ? LedgerColumns.Read(buffer.AsSpan(0, length)) : null;
                             if (ColumnProblem(chainId, entry, recorded) is { } altered)
                             {
                                 problem = altered;
                                 break;
                             }
 
-                            if (recorded is not null)
+                            if (wholeLedger && recorded is { Kind: "request" } && LedgerTime.TryParse(recorded.Timestamp, out var at))
                             {
+                                earliest = earliest is { } e && e <= at ? e : at;
                                 totals?.Add(recorded);
+                                if (totals?.Count > options.TotalsKeptInMemory)
+                                {
+                                    totals = null; // added up a day at a time instead, below
+                                }
                             }
 
                             prevHash = hash;
@@ -251,7 +265,23 @@ public static class LedgerVerifier
             }
 
             // The totals only where every chain was read whole: a chain cut short by a problem would make them all differ.
-            var totalsCompared = totals is not null && problems.Count == 0 ? await CompareTotalsAsync(store, totals, now, problems, cancellationToken) : 0;
+            long totalsCompared = 0;
+            if (wholeLedger && problems.Count == 0)
+            {
+                var check = new TotalsCheck(problems);
+                var before = RequestTotals.SlotStart(RequestTotals.SlotOf(now - TotalsSettleAfter));
+                if (totals is not null)
+                {
+                    await CompareTotalsAsync(store, totals, DateTimeOffset.MinValue, before, check, cancellationToken);
+                }
+                else
+                {
+                    await CompareTotalsByDayAsync(store, earliest, before, check, cancellationToken);
+                }
+
+                totalsCompared = check.Finish();
+            }
+
             var witnessed = 0;
             if (options.WitnessDirectory is { } directory)
             {
@@ -312,83 +342,26 @@ public static class LedgerVerifier
     /// <summary>At most this many differing request totals are named one by one; the rest are counted.</summary>
     private const int TotalsNamed = 10;
 
-    /// <summary>
-    /// Compares the stored request totals with the entries' (<paramref name="added"/>), for the quarter hours settled at
-    /// <paramref name="now"/>: the totals by minute added up by quarter hour first, then the quarter hours' own; adds a
-    /// problem for each that differs. Returns how many stored totals were compared, with those missing.
-    /// </summary>
-    private static async Task<long> CompareTotalsAsync(IEvidenceStore store, RequestTotals added, DateTimeOffset now, List<VerificationProblem> problems,
-        CancellationToken cancellationToken)
+    /// <summary>What comparing the request totals found so far: how many were compared, and the problems, up to <see cref="TotalsNamed"/> named.</summary>
+    private sealed class TotalsCheck(List<VerificationProblem> problems)
     {
-        var before = RequestTotals.SlotStart(RequestTotals.SlotOf(now - TotalsSettleAfter));
-        long compared = 0, differing = 0;
+        private long _differing;
 
-        // The minutes of whole quarter hours (before is a quarter hour's start), each counted towards its quarter hour's key.
-        var minutes = new RequestTotals();
-        var what = "request totals by minute";
-        try
+        public long Compared { get; set; }
+
+        /// <summary>A table of totals could not be read: nothing more is compared.</summary>
+        public bool Failed { get; private set; }
+
+        public void Unreadable(string what, System.Data.Common.DbException ex)
         {
-            await foreach (var stored in store.ReadMinuteTotalsAsync(DateTimeOffset.MinValue, before, cancellationToken))
-            {
-                compared++;
-                minutes.Add(RequestTotalKey.Of(stored), stored.Requests, stored.Spend);
-            }
-
-            foreach (var (key, total) in added)
-            {
-                if (RequestTotals.SlotStart(key.Slot) < before)
-                {
-                    var byMinute = minutes.Remove(key, out var found) ? found : (0L, 0m);
-                    if (byMinute != total)
-                    {
-                        Differs(key, byMinute, total);
-                    }
-                }
-            }
-
-            foreach (var (key, total) in minutes)
-            {
-                Differs(key, total, (0, 0m));
-            }
-
-            what = "request totals";
-            await foreach (var stored in store.ReadTotalsAsync(DateTimeOffset.MinValue, before, cancellationToken))
-            {
-                compared++;
-                var key = RequestTotalKey.Of(stored);
-                var (requests, spend) = added.Remove(key, out var found) ? found : (0L, 0m);
-                if (requests != stored.Requests || spend != stored.Spend)
-                {
-                    Differs(key, (stored.Requests, stored.Spend), (requests, spend));
-                }
-            }
-        }
-        catch (System.Data.Common.DbException ex)
-        {
+            Failed = true;
             problems.Add(new("altered_totals", "", null, null,
                 $"the {what} cannot be read ({ex.Message.Split('\n')[0]}): their table was altered or removed; the console's overview and spend read them"));
-            return compared;
         }
 
-        foreach (var (key, total) in added)
+        public void Differs(string what, RequestTotalKey key, (long Requests, decimal Spend) stored, (long Requests, decimal Spend) entries)
         {
-            if (RequestTotals.SlotStart(key.Slot) < before)
-            {
-                compared++;
-                Differs(key, (0, 0m), total);
-            }
-        }
-
-        if (differing > TotalsNamed)
-        {
-            problems.Add(new("altered_totals", "", null, null, $"and {differing - TotalsNamed:N0} more quarter hours' request totals differ from their entries"));
-        }
-
-        return compared;
-
-        void Differs(RequestTotalKey key, (long Requests, decimal Spend) stored, (long Requests, decimal Spend) entries)
-        {
-            if (++differing > TotalsNamed)
+            if (++_differing > TotalsNamed)
             {
                 return;
             }
@@ -400,6 +373,125 @@ public static class LedgerVerifier
                 $"the {what} of the quarter hour from {RequestTotals.SlotStart(key.Slot):yyyy-MM-dd HH:mm} UTC for {who}, {key.Decision}, {says} " +
                 $"{stored.Requests:N0} request(s) costing {stored.Spend}, but the entries {entries.Requests:N0} costing {entries.Spend}: the totals were " +
                 $"altered, or a node of an earlier version appended entries without them; the console's overview and spend read them")));
+        }
+
+        /// <summary>Names how many more differ than were named; returns how many totals were compared.</summary>
+        public long Finish()
+        {
+            if (_differing > TotalsNamed)
+            {
+                problems.Add(new("altered_totals", "", null, null, $"and {_differing - TotalsNamed:N0} more quarter hours' request totals differ from their entries"));
+            }
+
+            return Compared;
+        }
+    }
+
+    /// <summary>
+    /// Compares the stored request totals of the quarter hours from <paramref name="from"/> to <paramref name="before"/>
+    /// (both a quarter hour's start) with the entries' (<paramref name="added"/>): the totals by minute added up by quarter
+    /// hour first, then the quarter hours' own.
+    /// </summary>
+    private static async Task CompareTotalsAsync(IEvidenceStore store, RequestTotals added, DateTimeOffset from, DateTimeOffset before, TotalsCheck check,
+        CancellationToken cancellationToken)
+    {
+        // The minutes of whole quarter hours, each counted towards its quarter hour's key.
+        var minutes = new RequestTotals();
+        var what = "request totals by minute";
+        try
+        {
+            await foreach (var stored in store.ReadMinuteTotalsAsync(from, before, cancellationToken))
+            {
+                check.Compared++;
+                minutes.Add(RequestTotalKey.Of(stored), stored.Requests, stored.Spend);
+            }
+
+            foreach (var (key, total) in added)
+            {
+                if (RequestTotals.SlotStart(key.Slot) < before)
+                {
+                    var byMinute = minutes.Remove(key, out var found) ? found : (0L, 0m);
+                    if (byMinute != total)
+                    {
+                        check.Differs(what, key, byMinute, total);
+                    }
+                }
+            }
+
+            foreach (var (key, total) in minutes)
+            {
+                check.Differs(what, key, total, (0, 0m));
+            }
+
+            what = "request totals";
+            await foreach (var stored in store.ReadTotalsAsync(from, before, cancellationToken))
+            {
+                check.Compared++;
+                var key = RequestTotalKey.Of(stored);
+                var (requests, spend) = added.Remove(key, out var found) ? found : (0L, 0m);
+                if (requests != stored.Requests || spend != stored.Spend)
+                {
+                    check.Differs(what, key, (stored.Requests, stored.Spend), (requests, spend));
+                }
+            }
+        }
+        catch (System.Data.Common.DbException ex)
+        {
+            check.Unreadable(what, ex);
+            return;
+        }
+
+        foreach (var (key, total) in added)
+        {
+            if (RequestTotals.SlotStart(key.Slot) < before)
+            {
+                check.Compared++;
+                check.Differs(what, key, (0, 0m), total);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Compares the request totals a day (UTC) at a time, from the day of the earliest entry or stored total to
+    /// <paramref name="before"/>, adding up each day's entries read by time: for a ledger with more totals than verification
+    /// keeps in memory (<see cref="VerificationOptions.TotalsKeptInMemory"/>).
+    /// </summary>
+    private static async Task CompareTotalsByDayAsync(IEvidenceStore store, DateTimeOffset? earliest, DateTimeOffset before, TotalsCheck check,
+        CancellationToken cancellationToken)
+    {
+        if (store is not ILedgerStore ledger)
+        {
+            return; // no entries to read by time
+        }
+
+        try
+        {
+            foreach (var first in new[] { store.ReadTotalsAsync(DateTimeOffset.MinValue, before, cancellationToken), store.ReadMinuteTotalsAsync(DateTimeOffset.MinValue, before, cancellationToken) })
+            {
+                await foreach (var stored in first)
+                {
+                    earliest = earliest is { } e && e <= stored.Slot ? e : stored.Slot;
+                    break;
+                }
+            }
+        }
+        catch (System.Data.Common.DbException)
+        {
+            // Named by the comparison below.
+        }
+
+        var day = earliest is { } start ? new DateTimeOffset(start.UtcDateTime.Date, TimeSpan.Zero) : before;
+        for (; day < before && !check.Failed; day = day.AddDays(1))
+        {
+            var end = day.AddDays(1) < before ? day.AddDays(1) : before;
+            var added = new RequestTotals();
+            await foreach (var row in ledger.QueryAsync(new LedgerQuery { Kind = "request", From = day, To = end, Limit = -1 }, cancellationToken))
+            {
+                var entry = Reports.RequestEntry.Parse(row);
+                added.Add(entry.Timestamp, entry.Tenant, entry.Service, entry.Consumer, entry.Decision, entry.Reasons, entry.Currency, entry.Cost);
+            }
+
+            await CompareTotalsAsync(store, added, day, end, check, cancellationToken);
         }
     }
 
