@@ -74,7 +74,7 @@ public sealed record VerificationOptions
     public IProgress<long>? Progress { get; init; }
 
     /// <summary>
-    /// How many request totals verification adds up in memory while it reads the chains (about 300 bytes each); a ledger
+    /// How many request totals verification adds up in memory while it reads the chains (about 350 bytes each); a ledger
     /// with more is added up again a day at a time once the chains are read, from the entries of each day, so that memory
     /// stays bounded however long the ledger (a gateway runs this for the posture report). Default 250,000.
     /// </summary>
