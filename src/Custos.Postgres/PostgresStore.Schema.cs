@@ -167,20 +167,10 @@ public sealed partial class PostgresStore
         );
         """,
 
-        // 5: the same by minute: what the overview of the last hour reads. Filled in the same way (MinuteTotalsStep).
+        // 5: the same by minute (columns, collations and key as request_totals'): what the overview of the last hour reads.
+        // Filled in the same way (MinuteTotalsStep).
         """
-        CREATE TABLE request_minute_totals (
-            slot     bigint NOT NULL,
-            tenant   text COLLATE "C" NOT NULL,
-            service  text COLLATE "C" NOT NULL,
-            consumer text COLLATE "C" NOT NULL,
-            decision text COLLATE "C" NOT NULL,
-            reasons  text COLLATE "C" NOT NULL,
-            currency text COLLATE "C" NOT NULL,
-            requests bigint NOT NULL,
-            spend    numeric NOT NULL,
-            PRIMARY KEY (slot, tenant, service, consumer, decision, reasons, currency)
-        );
+        CREATE TABLE request_minute_totals (LIKE request_totals INCLUDING ALL);
         """,
     ];
 

@@ -156,34 +156,9 @@ public sealed partial class SqliteStore : ICustosStore
             -- The requests of each quarter hour summed by who and how they were decided (RequestTotals): what the console's
             -- overview reads. Kept in each append's transaction. Spend in whole units and billionths (entries state costs to
             -- nine decimals), added up exactly by SQLite's integers.
-            CREATE TABLE IF NOT EXISTS request_totals (
-                slot     INTEGER NOT NULL,
-                tenant   TEXT NOT NULL,
-                service  TEXT NOT NULL,
-                consumer TEXT NOT NULL,
-                decision TEXT NOT NULL,
-                reasons  TEXT NOT NULL,
-                currency TEXT NOT NULL,
-                requests INTEGER NOT NULL,
-                spend_units INTEGER NOT NULL,
-                spend_nanos INTEGER NOT NULL,
-                PRIMARY KEY (slot, tenant, service, consumer, decision, reasons, currency)
-            ) WITHOUT ROWID;
+            """ + TotalsSchema(RequestTotals.SlotSeconds) + """
             -- The same by minute: what the overview of the last hour reads.
-            CREATE TABLE IF NOT EXISTS request_minute_totals (
-                slot     INTEGER NOT NULL,
-                tenant   TEXT NOT NULL,
-                service  TEXT NOT NULL,
-                consumer TEXT NOT NULL,
-                decision TEXT NOT NULL,
-                reasons  TEXT NOT NULL,
-                currency TEXT NOT NULL,
-                requests INTEGER NOT NULL,
-                spend_units INTEGER NOT NULL,
-                spend_nanos INTEGER NOT NULL,
-                PRIMARY KEY (slot, tenant, service, consumer, decision, reasons, currency)
-            ) WITHOUT ROWID;
-            """ + LedgerRecordCodec.Schema + RegistrySchema + AlertSchema, cancellationToken);
+            """ + TotalsSchema(RequestTotals.MinuteSeconds) + LedgerRecordCodec.Schema + RegistrySchema + AlertSchema, cancellationToken);
 
         using var command = _writer.CreateCommand();
         command.CommandText = "SELECT version FROM schema_info";
@@ -357,6 +332,25 @@ public sealed partial class SqliteStore : ICustosStore
 
     /// <summary>The table of the request totals of slots <paramref name="width"/> seconds long.</summary>
     private static string TotalsTable(int width) => width == RequestTotals.MinuteSeconds ? "request_minute_totals" : "request_totals";
+
+    /// <summary>The table of the request totals of slots <paramref name="width"/> seconds long, created when missing (a statement of its own lines).</summary>
+    private static string TotalsSchema(int width) => $"""
+
+        CREATE TABLE IF NOT EXISTS {TotalsTable(width)} (
+            slot     INTEGER NOT NULL,
+            tenant   TEXT NOT NULL,
+            service  TEXT NOT NULL,
+            consumer TEXT NOT NULL,
+            decision TEXT NOT NULL,
+            reasons  TEXT NOT NULL,
+            currency TEXT NOT NULL,
+            requests INTEGER NOT NULL,
+            spend_units INTEGER NOT NULL,
+            spend_nanos INTEGER NOT NULL,
+            PRIMARY KEY (slot, tenant, service, consumer, decision, reasons, currency)
+        ) WITHOUT ROWID;
+
+        """;
 
     /// <summary>Adds <paramref name="totals"/> to the stored request totals of their width, in the caller's transaction.</summary>
     private void WriteTotals(sqlite3 db, RequestTotals totals)
