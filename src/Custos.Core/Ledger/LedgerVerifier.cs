@@ -202,7 +202,7 @@ public static class LedgerVerifier
                             if (wholeLedger && recorded is { Kind: "request" } && LedgerTime.TryParse(recorded.Timestamp, out var at))
                             {
                                 earliest = earliest is { } e && e <= at ? e : at;
-                                totals?.Add(recorded);
+                                totals?.Add(at, recorded.Tenant, recorded.Service, recorded.Consumer, recorded.Decision ?? "", recorded.Reasons, recorded.Currency, recorded.Cost);
                                 if (totals?.Count > options.TotalsKeptInMemory)
                                 {
                                     totals = null; // added up a day at a time instead, below

@@ -162,16 +162,6 @@ public sealed class RequestTotals(int width = RequestTotals.SlotSeconds)
         string? currency, decimal? cost)
         => Add(new RequestTotalKey(SlotOf(at, Width), tenant ?? "", service ?? "", consumer ?? "", decision, Join(reasons), currency ?? ""), 1, cost ?? 0m);
 
-    /// <summary>Adds a request entry as <see cref="LedgerColumns.Read(ReadOnlySpan{byte})"/> read it from its JSON: nothing for another kind.</summary>
-    public void Add(LedgerColumns entry)
-    {
-        ArgumentNullException.ThrowIfNull(entry);
-        if (entry.Kind == "request" && LedgerTime.TryParse(entry.Timestamp, out var at))
-        {
-            Add(at, entry.Tenant, entry.Service, entry.Consumer, entry.Decision ?? "", entry.Reasons, entry.Currency, entry.Cost);
-        }
-    }
-
     /// <summary>Adds <paramref name="requests"/> costing <paramref name="spend"/> to the total kept under <paramref name="key"/>.</summary>
     public void Add(RequestTotalKey key, long requests, decimal spend)
     {
