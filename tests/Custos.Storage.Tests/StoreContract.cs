@@ -1046,13 +1046,14 @@ public abstract class StoreContract : IAsyncLifetime
             + "3 request(s) costing 0.000123400, but the entries 1 costing 0.000123400: ", byMinute.Detail, StringComparison.Ordinal);
         await ExecuteRawAsync("UPDATE request_minute_totals SET requests = requests - 2 WHERE consumer = 'a'");
 
-        // Moved a year back: a total where there are no entries (before the first of them), and entries without their total.
-        await ExecuteRawAsync("UPDATE request_totals SET slot = slot - 31536000 WHERE consumer = 'a'");
+        // Moved thirty years back: a total where there are no entries (before the first of them), and entries without their
+        // total; a day at a time, the days in between without either are skipped, not read.
+        await ExecuteRawAsync("UPDATE request_totals SET slot = slot - 946080000 WHERE consumer = 'a'");
         var moved = (await LedgerVerifier.VerifyAsync(Store, options)).Problems;
         Assert.Equal(["say 1 request(s) costing 0.000123400, but the entries 0 costing 0", "say 0 request(s) costing 0, but the entries 1 costing 0.000123400"],
             moved.Select(p => p.Detail[(p.Detail.IndexOf(" say ", StringComparison.Ordinal) + 1)..p.Detail.IndexOf(": the totals", StringComparison.Ordinal)]));
-        Assert.StartsWith("the request totals of the quarter hour from 2025-11-01 00:00 UTC", moved[0].Detail, StringComparison.Ordinal);
-        await ExecuteRawAsync("UPDATE request_totals SET slot = slot + 31536000 WHERE consumer = 'a'");
+        Assert.StartsWith("the request totals of the quarter hour from 1996-11-08 00:00 UTC", moved[0].Detail, StringComparison.Ordinal);
+        await ExecuteRawAsync("UPDATE request_totals SET slot = slot + 946080000 WHERE consumer = 'a'");
         Assert.True((await LedgerVerifier.VerifyAsync(Store, options)).Ok);
 
         // Totals missing altogether; a range is not compared, nor are totals not yet settled (a running gateway adds to them).

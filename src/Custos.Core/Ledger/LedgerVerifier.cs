@@ -98,7 +98,7 @@ public static class LedgerVerifier
         var now = options.Now ?? DateTimeOffset.UtcNow;
         var wholeLedger = options.From is null && options.To is null;
         var totals = wholeLedger ? new RequestTotals() : null;
-        DateTimeOffset? earliest = null; // of the request entries, for the totals added up a day at a time
+        var entryDays = new HashSet<long>(); // the days (UTC) with request entries, for the totals added up a day at a time
         var keys = options.PublicKeys.ToDictionary(CheckpointKey.IdOf, k => k, StringComparer.Ordinal);
         var problems = new List<VerificationProblem>();
         // Checkpoints before chain heads: a checkpoint sealed in between (a running gateway) must not look like a truncation.
@@ -201,7 +201,7 @@ public static class LedgerVerifier
 
                             if (wholeLedger && recorded is { Kind: "request" } && LedgerTime.TryParse(recorded.Timestamp, out var at))
                             {
-                                earliest = earliest is { } e && e <= at ? e : at;
+                                entryDays.Add(at.UtcTicks / TimeSpan.TicksPerDay);
                                 totals?.Add(at, recorded.Tenant, recorded.Service, recorded.Consumer, recorded.Decision ?? "", recorded.Reasons, recorded.Currency, recorded.Cost);
                                 if (totals?.Count > options.TotalsKeptInMemory)
                                 {
@@ -276,7 +276,7 @@ public static class LedgerVerifier
                 }
                 else
                 {
-                    await CompareTotalsByDayAsync(store, earliest, before, check, cancellationToken);
+                    await CompareTotalsByDayAsync(store, entryDays, before, check, cancellationToken);
                 }
 
                 totalsCompared = check.Finish();
@@ -452,11 +452,11 @@ public static class LedgerVerifier
     }
 
     /// <summary>
-    /// Compares the request totals a day (UTC) at a time, from the day of the earliest entry or stored total to
-    /// <paramref name="before"/>, adding up each day's entries read by time: for a ledger with more totals than verification
-    /// keeps in memory (<see cref="VerificationOptions.TotalsKeptInMemory"/>).
+    /// Compares the request totals a day (UTC) at a time, each day that has request entries (<paramref name="entryDays"/>,
+    /// days since the epoch) or stored totals, up to <paramref name="before"/>, adding up each day's entries read by time:
+    /// for a ledger with more totals than verification keeps in memory (<see cref="VerificationOptions.TotalsKeptInMemory"/>).
     /// </summary>
-    private static async Task CompareTotalsByDayAsync(IEvidenceStore store, DateTimeOffset? earliest, DateTimeOffset before, TotalsCheck check,
+    private static async Task CompareTotalsByDayAsync(IEvidenceStore store, HashSet<long> entryDays, DateTimeOffset before, TotalsCheck check,
         CancellationToken cancellationToken)
     {
         if (store is not ILedgerStore ledger)
@@ -464,35 +464,54 @@ public static class LedgerVerifier
             return; // no entries to read by time
         }
 
-        try
+        var days = entryDays.Order().ToArray();
+        var next = 0;
+        var day = DateTimeOffset.MinValue;
+        while (!check.Failed)
         {
-            foreach (var first in new[] { store.ReadTotalsAsync(DateTimeOffset.MinValue, before, cancellationToken), store.ReadMinuteTotalsAsync(DateTimeOffset.MinValue, before, cancellationToken) })
+            // The next day with entries or stored totals: days with neither are skipped, however many.
+            while (next < days.Length && Day(days[next]) < day)
             {
-                await foreach (var stored in first)
+                next++;
+            }
+
+            DateTimeOffset? found = next < days.Length ? Day(days[next]) : null;
+            foreach (var (what, stored) in new[] { ("request totals by minute", store.ReadMinuteTotalsAsync(day, before, cancellationToken)), ("request totals", store.ReadTotalsAsync(day, before, cancellationToken)) })
+            {
+                try
                 {
-                    earliest = earliest is { } e && e <= stored.Slot ? e : stored.Slot;
-                    break;
+                    await foreach (var total in stored)
+                    {
+                        var start = new DateTimeOffset(total.Slot.UtcDateTime.Date, TimeSpan.Zero);
+                        found = found is { } f && f <= start ? f : start;
+                        break;
+                    }
+                }
+                catch (System.Data.Common.DbException ex)
+                {
+                    check.Unreadable(what, ex);
+                    return;
                 }
             }
-        }
-        catch (System.Data.Common.DbException)
-        {
-            // Named by the comparison below.
-        }
 
-        var day = earliest is { } start ? new DateTimeOffset(start.UtcDateTime.Date, TimeSpan.Zero) : before;
-        for (; day < before && !check.Failed; day = day.AddDays(1))
-        {
-            var end = day.AddDays(1) < before ? day.AddDays(1) : before;
+            if (found is not { } from || from >= before)
+            {
+                return;
+            }
+
+            var end = from.AddDays(1) < before ? from.AddDays(1) : before;
             var added = new RequestTotals();
-            await foreach (var row in ledger.QueryAsync(new LedgerQuery { Kind = "request", From = day, To = end, Limit = -1 }, cancellationToken))
+            await foreach (var row in ledger.QueryAsync(new LedgerQuery { Kind = "request", From = from, To = end, Limit = -1 }, cancellationToken))
             {
                 var entry = Reports.RequestEntry.Parse(row);
                 added.Add(entry.Timestamp, entry.Tenant, entry.Service, entry.Consumer, entry.Decision, entry.Reasons, entry.Currency, entry.Cost);
             }
 
-            await CompareTotalsAsync(store, added, day, end, check, cancellationToken);
+            await CompareTotalsAsync(store, added, from, end, check, cancellationToken);
+            day = end;
         }
+
+        static DateTimeOffset Day(long days) => new(days * TimeSpan.TicksPerDay, TimeSpan.Zero);
     }
 
     /// <summary>
