@@ -72,8 +72,8 @@ internal static class ReportBench
             | baseline: read the window's rows from the store | {read.TotalSeconds:N2} | {Rate(read):N0} | 1.00× |
             | read and parse each entry (`RequestEntry.Parse`) | {parse.TotalSeconds:N2} | {Rate(parse):N0} | {parse / read:N2}× |
             | the whole incident pack (`ReportSources.IncidentAsync`: the window, the baseline period, the verification, the build) | {pack.Elapsed.TotalSeconds:N2} | {Rate(pack.Elapsed):N0} | {pack.Elapsed / read:N2}× |
-            | the window's request totals (`ReadTotalsAsync`, what the console's overview reads; the same {totalled:N0} requests) | {totals.TotalSeconds:N4} | {Rate(totals):N0} | {totals / read:N4}× |
-            | the window's request totals by minute (`ReadMinuteTotalsAsync`, what the overview's last hour reads; the same requests) | {minutes.TotalSeconds:N4} | {Rate(minutes):N0} | {minutes / read:N4}× |
+            | the window's request totals (`ReadTotalsAsync` by quarter hour, what the console's overview reads; the same {totalled:N0} requests) | {totals.TotalSeconds:N4} | {Rate(totals):N0} | {totals / read:N4}× |
+            | the window's request totals by minute (`ReadTotalsAsync` by minute, what the overview's last hour reads; the same requests) | {minutes.TotalSeconds:N4} | {Rate(minutes):N0} | {minutes / read:N4}× |
 
             | memory kept while reading the window | bytes per entry |
             |---|---:|
@@ -102,7 +102,7 @@ internal static class ReportBench
     {
         var watch = Stopwatch.StartNew();
         long requests = 0;
-        await foreach (var total in byMinute ? store.ReadMinuteTotalsAsync(from, to) : store.ReadTotalsAsync(from, to))
+        await foreach (var total in store.ReadTotalsAsync(byMinute ? RequestTotals.MinuteSeconds : RequestTotals.SlotSeconds, from, to))
         {
             requests += total.Requests;
         }

@@ -142,8 +142,7 @@ public sealed partial class PostgresStore : ICustosStore, IRecordFormatSetting
             var minuteTotals = new RequestTotals(RequestTotals.MinuteSeconds);
             foreach (var item in batch)
             {
-                totals.Add(item.Record);
-                minuteTotals.Add(item.Record);
+                RequestTotals.AddToEach(item.Record, totals, minuteTotals);
             }
 
             // The credentials' last use and the request totals in one round trip: each trip is a switch to PostgreSQL and back.
@@ -325,9 +324,6 @@ public sealed partial class PostgresStore : ICustosStore, IRecordFormatSetting
         return command;
     }
 
-    /// <summary>The table of the request totals of slots <paramref name="width"/> seconds long.</summary>
-    private static string TotalsTable(int width) => width == RequestTotals.MinuteSeconds ? "request_minute_totals" : "request_totals";
-
     /// <summary>
     /// Adds <paramref name="totals"/> to the stored request totals of their width. Rows are written in one order on every
     /// node (the quarter hours' before the minutes'), so two nodes' batches adding to the same totals wait for each other,
@@ -347,7 +343,7 @@ public sealed partial class PostgresStore : ICustosStore, IRecordFormatSetting
         }
 
         var command = new NpgsqlBatchCommand($"""
-            INSERT INTO {TotalsTable(totals.Width)} AS t (slot, tenant, service, consumer, decision, reasons, currency, requests, spend)
+            INSERT INTO {RequestTotals.TableOf(totals.Width)} AS t (slot, tenant, service, consumer, decision, reasons, currency, requests, spend)
             SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[], $9::numeric[])
                 AS u (slot, tenant, service, consumer, decision, reasons, currency, requests, spend)
             ORDER BY slot, tenant COLLATE "C", service COLLATE "C", consumer COLLATE "C", decision COLLATE "C", reasons COLLATE "C", currency COLLATE "C"
@@ -363,18 +359,11 @@ public sealed partial class PostgresStore : ICustosStore, IRecordFormatSetting
     }
 
     /// <inheritdoc/>
-    public IAsyncEnumerable<RequestTotal> ReadTotalsAsync(DateTimeOffset from, DateTimeOffset to, CancellationToken cancellationToken = default)
-        => ReadTotalsAsync(RequestTotals.SlotSeconds, from, to, cancellationToken);
-
-    /// <inheritdoc/>
-    public IAsyncEnumerable<RequestTotal> ReadMinuteTotalsAsync(DateTimeOffset from, DateTimeOffset to, CancellationToken cancellationToken = default)
-        => ReadTotalsAsync(RequestTotals.MinuteSeconds, from, to, cancellationToken);
-
-    private async IAsyncEnumerable<RequestTotal> ReadTotalsAsync(int width, DateTimeOffset from, DateTimeOffset to,
-        [EnumeratorCancellation] CancellationToken cancellationToken)
+    public async IAsyncEnumerable<RequestTotal> ReadTotalsAsync(int width, DateTimeOffset from, DateTimeOffset to,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         await using var command = _dataSource.CreateCommand($"""
-            SELECT slot, tenant, service, consumer, decision, reasons, currency, requests, spend FROM {TotalsTable(width)}
+            SELECT slot, tenant, service, consumer, decision, reasons, currency, requests, spend FROM {RequestTotals.TableOf(width)}
             WHERE slot >= $1 AND slot < $2 ORDER BY slot, tenant, service, consumer, decision, reasons, currency
             """);
         command.Parameters.Add(new NpgsqlParameter { Value = RequestTotals.SecondsAtOrAfter(from) });

@@ -187,7 +187,7 @@ public sealed partial class SqliteStore : ICustosStore
                 {
                     foreach (var width in widths)
                     {
-                        Check(db, raw.sqlite3_exec(db, $"DELETE FROM {TotalsTable(width)}"));
+                        Check(db, raw.sqlite3_exec(db, $"DELETE FROM {RequestTotals.TableOf(width)}"));
                     }
 
                     await RequestTotals.FillAsync(this, Path, widths, (totals, _) =>
@@ -255,8 +255,7 @@ public sealed partial class SqliteStore : ICustosStore
                 {
                     var record = item.Record;
                     var request = record as RequestRecord;
-                    _totals.Add(record);
-                    _minuteTotals.Add(record);
+                    RequestTotals.AddToEach(record, _totals, _minuteTotals);
                     if (request?.CredentialId is { } credentialId
                         && (!_lastUsed.TryGetValue(credentialId, out var known) || known < record.Timestamp))
                     {
@@ -330,13 +329,10 @@ public sealed partial class SqliteStore : ICustosStore
         }
     }
 
-    /// <summary>The table of the request totals of slots <paramref name="width"/> seconds long.</summary>
-    private static string TotalsTable(int width) => width == RequestTotals.MinuteSeconds ? "request_minute_totals" : "request_totals";
-
     /// <summary>The table of the request totals of slots <paramref name="width"/> seconds long, created when missing (a statement of its own lines).</summary>
     private static string TotalsSchema(int width) => $"""
 
-        CREATE TABLE IF NOT EXISTS {TotalsTable(width)} (
+        CREATE TABLE IF NOT EXISTS {RequestTotals.TableOf(width)} (
             slot     INTEGER NOT NULL,
             tenant   TEXT NOT NULL,
             service  TEXT NOT NULL,
@@ -362,7 +358,7 @@ public sealed partial class SqliteStore : ICustosStore
 
         ref var statement = ref totals.Width == RequestTotals.MinuteSeconds ? ref _minuteTotal : ref _total;
         var upsert = statement ??= Prepare(db, $"""
-            INSERT INTO {TotalsTable(totals.Width)} (slot, tenant, service, consumer, decision, reasons, currency, requests, spend_units, spend_nanos)
+            INSERT INTO {RequestTotals.TableOf(totals.Width)} (slot, tenant, service, consumer, decision, reasons, currency, requests, spend_units, spend_nanos)
             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
             ON CONFLICT (slot, tenant, service, consumer, decision, reasons, currency)
             DO UPDATE SET requests = requests + excluded.requests,
@@ -387,20 +383,13 @@ public sealed partial class SqliteStore : ICustosStore
     }
 
     /// <inheritdoc/>
-    public IAsyncEnumerable<RequestTotal> ReadTotalsAsync(DateTimeOffset from, DateTimeOffset to, CancellationToken cancellationToken = default)
-        => ReadTotalsAsync(RequestTotals.SlotSeconds, from, to, cancellationToken);
-
-    /// <inheritdoc/>
-    public IAsyncEnumerable<RequestTotal> ReadMinuteTotalsAsync(DateTimeOffset from, DateTimeOffset to, CancellationToken cancellationToken = default)
-        => ReadTotalsAsync(RequestTotals.MinuteSeconds, from, to, cancellationToken);
-
-    private async IAsyncEnumerable<RequestTotal> ReadTotalsAsync(int width, DateTimeOffset from, DateTimeOffset to,
-        [EnumeratorCancellation] CancellationToken cancellationToken)
+    public async IAsyncEnumerable<RequestTotal> ReadTotalsAsync(int width, DateTimeOffset from, DateTimeOffset to,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         await using var connection = await OpenReaderAsync(cancellationToken);
         using var command = connection.CreateCommand();
         command.CommandText = $"""
-            SELECT slot, tenant, service, consumer, decision, reasons, currency, requests, spend_units, spend_nanos FROM {TotalsTable(width)}
+            SELECT slot, tenant, service, consumer, decision, reasons, currency, requests, spend_units, spend_nanos FROM {RequestTotals.TableOf(width)}
             WHERE slot >= $from AND slot < $to ORDER BY slot, tenant, service, consumer, decision, reasons, currency
             """;
         command.Parameters.AddWithValue("$from", RequestTotals.SecondsAtOrAfter(from));

@@ -867,7 +867,7 @@ public abstract class StoreContract : IAsyncLifetime
     private static async Task<List<string>> TotalsAsync(ICustosStore store, DateTimeOffset from, DateTimeOffset to, bool byMinute = false)
     {
         var rows = new List<string>();
-        await foreach (var t in byMinute ? store.ReadMinuteTotalsAsync(from, to) : store.ReadTotalsAsync(from, to))
+        await foreach (var t in store.ReadTotalsAsync(byMinute ? RequestTotals.MinuteSeconds : RequestTotals.SlotSeconds, from, to))
         {
             rows.Add($"{t.Slot:HH:mm} {t.Tenant}/{t.Service}/{t.Consumer ?? "-"} {t.Decision} [{string.Join(",", t.Reasons)}] {t.Requests} {t.Spend.ToString("0.#########", System.Globalization.CultureInfo.InvariantCulture)} {t.Currency ?? "-"}");
         }
@@ -955,7 +955,7 @@ public abstract class StoreContract : IAsyncLifetime
         await Task.WhenAll(Task.Run(() => AppendManyAsync(Store, "n1", false)), Task.Run(() => AppendManyAsync(second, "n2", true)));
 
         var totals = new List<RequestTotal>();
-        await foreach (var t in Store.ReadTotalsAsync(T0, T0.AddDays(1)))
+        await foreach (var t in Store.ReadTotalsAsync(RequestTotals.SlotSeconds, T0, T0.AddDays(1)))
         {
             totals.Add(t);
         }
@@ -963,7 +963,7 @@ public abstract class StoreContract : IAsyncLifetime
         Assert.Equal(5, totals.Count);
         Assert.All(totals, t => Assert.Equal((40L, 20m), (t.Requests, t.Spend)));
         var minutes = new List<RequestTotal>();
-        await foreach (var t in Store.ReadMinuteTotalsAsync(T0, T0.AddDays(1)))
+        await foreach (var t in Store.ReadTotalsAsync(RequestTotals.MinuteSeconds, T0, T0.AddDays(1)))
         {
             minutes.Add(t);
         }

@@ -154,20 +154,13 @@ public interface IEvidenceStore
     IAsyncEnumerable<(long Seq, byte[] Hash)> ReadChainHashesAsync(string chainId, long fromSeq, long toSeq, CancellationToken cancellationToken = default);
 
     /// <summary>
-    /// The request totals (<see cref="RequestTotals"/>) of the quarter hours that start at or after <paramref name="from"/>
-    /// and before <paramref name="to"/>, by slot and then by the fields of their key, byte-wise. Kept by
-    /// <see cref="ILedgerStore.AppendAsync"/> in each batch's transaction; what the console's overview reads, and what
-    /// verification adds up again from the entries.
+    /// The request totals (<see cref="RequestTotals"/>) of the slots <paramref name="width"/> seconds long (a quarter hour,
+    /// <see cref="RequestTotals.SlotSeconds"/>, or a minute, <see cref="RequestTotals.MinuteSeconds"/>) that start at or
+    /// after <paramref name="from"/> and before <paramref name="to"/>, by slot and then by the fields of their key,
+    /// byte-wise. Both widths are kept by <see cref="ILedgerStore.AppendAsync"/> in each batch's transaction; what the
+    /// console's overview and the spend read (the last hour by minute), and what verification adds up again from the entries.
     /// </summary>
-    IAsyncEnumerable<RequestTotal> ReadTotalsAsync(DateTimeOffset from, DateTimeOffset to, CancellationToken cancellationToken = default);
-
-    /// <summary>
-    /// The request totals by minute (<see cref="RequestTotals.MinuteSeconds"/>) of the minutes that start at or after
-    /// <paramref name="from"/> and before <paramref name="to"/>, in the order of <see cref="ReadTotalsAsync"/>. Kept beside
-    /// the quarter hours' in each batch's transaction; what the console's overview of the last hour reads, and what
-    /// verification adds up by quarter hour and compares with the entries.
-    /// </summary>
-    IAsyncEnumerable<RequestTotal> ReadMinuteTotalsAsync(DateTimeOffset from, DateTimeOffset to, CancellationToken cancellationToken = default);
+    IAsyncEnumerable<RequestTotal> ReadTotalsAsync(int width, DateTimeOffset from, DateTimeOffset to, CancellationToken cancellationToken = default);
 
     /// <summary>Stores a checkpoint.</summary>
     Task AppendCheckpointAsync(SignedCheckpoint checkpoint, CancellationToken cancellationToken = default);

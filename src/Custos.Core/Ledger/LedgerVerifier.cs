@@ -400,7 +400,7 @@ public static class LedgerVerifier
         var what = "request totals by minute";
         try
         {
-            await foreach (var stored in store.ReadMinuteTotalsAsync(from, before, cancellationToken))
+            await foreach (var stored in store.ReadTotalsAsync(RequestTotals.MinuteSeconds, from, before, cancellationToken))
             {
                 check.Compared++;
                 minutes.Add(RequestTotalKey.Of(stored), stored.Requests, stored.Spend);
@@ -424,7 +424,7 @@ public static class LedgerVerifier
             }
 
             what = "request totals";
-            await foreach (var stored in store.ReadTotalsAsync(from, before, cancellationToken))
+            await foreach (var stored in store.ReadTotalsAsync(RequestTotals.SlotSeconds, from, before, cancellationToken))
             {
                 check.Compared++;
                 var key = RequestTotalKey.Of(stored);
@@ -476,7 +476,7 @@ public static class LedgerVerifier
             }
 
             DateTimeOffset? found = next < days.Length ? Day(days[next]) : null;
-            foreach (var (what, stored) in new[] { ("request totals by minute", store.ReadMinuteTotalsAsync(day, before, cancellationToken)), ("request totals", store.ReadTotalsAsync(day, before, cancellationToken)) })
+            foreach (var (what, stored) in new[] { ("request totals by minute", store.ReadTotalsAsync(RequestTotals.MinuteSeconds, day, before, cancellationToken)), ("request totals", store.ReadTotalsAsync(RequestTotals.SlotSeconds, day, before, cancellationToken)) })
             {
                 try
                 {

@@ -102,9 +102,12 @@ public sealed class RequestRecord : LedgerRecord
     public static decimal CanonicalCost(decimal cost)
     {
         Span<char> text = stackalloc char[64];
-        cost.TryFormat(text, out var written, "0.000000000", System.Globalization.CultureInfo.InvariantCulture);
+        cost.TryFormat(text, out var written, CostFormat, System.Globalization.CultureInfo.InvariantCulture);
         return decimal.Parse(text[..written], System.Globalization.NumberStyles.Number, System.Globalization.CultureInfo.InvariantCulture);
     }
+
+    /// <summary>How the canonical JSON writes <see cref="Cost"/>: a fixed scale, so that it does not depend on how the decimal was computed.</summary>
+    private const string CostFormat = "0.000000000";
 
     /// <summary>Currency of <see cref="Cost"/>.</summary>
     public string? Currency { get; set; }
@@ -213,7 +216,7 @@ public sealed class RequestRecord : LedgerRecord
         {
             // Fixed scale: the canonical form must not depend on how the decimal was computed.
             Span<byte> text = stackalloc byte[64];
-            cost.TryFormat(text, out var written, "0.000000000", System.Globalization.CultureInfo.InvariantCulture);
+            cost.TryFormat(text, out var written, CostFormat, System.Globalization.CultureInfo.InvariantCulture);
             writer.WriteString(Field.Cost, text[..written]);
         }
         else

@@ -62,6 +62,14 @@ public sealed class RequestTotals(int width = RequestTotals.SlotSeconds)
     /// <summary>The slot widths a store keeps totals of, coarsest first: quarter hours and minutes.</summary>
     public static IReadOnlyList<int> Widths { get; } = [SlotSeconds, MinuteSeconds];
 
+    /// <summary>The table a store keeps the totals of slots <paramref name="width"/> seconds long in.</summary>
+    public static string TableOf(int width) => width switch
+    {
+        SlotSeconds => "request_totals",
+        MinuteSeconds => "request_minute_totals",
+        _ => throw new ArgumentOutOfRangeException(nameof(width), width, "A slot is a quarter hour or a minute."),
+    };
+
     /// <summary>The length of this instance's slots, in seconds.</summary>
     public int Width { get; } = width is SlotSeconds or MinuteSeconds ? width : throw new ArgumentOutOfRangeException(nameof(width), width, "A slot is a quarter hour or a minute.");
 
@@ -121,9 +129,9 @@ public sealed class RequestTotals(int width = RequestTotals.SlotSeconds)
         await foreach (var row in store.QueryAsync(new LedgerQuery { Kind = "request", Limit = -1 }, cancellationToken))
         {
             var entry = Reports.RequestEntry.Parse(row);
+            AddToEach(entry.Timestamp, entry.Tenant, entry.Service, entry.Consumer, entry.Decision, entry.Reasons, entry.Currency, entry.Cost, all);
             foreach (var totals in all)
             {
-                totals.Add(entry.Timestamp, entry.Tenant, entry.Service, entry.Consumer, entry.Decision, entry.Reasons, entry.Currency, entry.Cost);
                 if (totals.Count >= FillBatch)
                 {
                     await write(totals, cancellationToken);
@@ -147,20 +155,34 @@ public sealed class RequestTotals(int width = RequestTotals.SlotSeconds)
         return read;
     }
 
-    /// <summary>Adds a request entry: nothing for an entry of another kind.</summary>
-    public void Add(LedgerRecord record)
+    /// <summary>
+    /// Adds a request entry to each of <paramref name="totals"/> (of their own widths; a store keeps both), its fields read
+    /// once: nothing for an entry of another kind.
+    /// </summary>
+    public static void AddToEach(LedgerRecord record, params ReadOnlySpan<RequestTotals> totals)
     {
         if (record is RequestRecord request)
         {
-            Add(request.Timestamp, request.Tenant, request.Service, request.Consumer, Names.Of(request.Decision), request.Reasons, request.Currency,
-                request.Cost is { } cost ? RequestRecord.CanonicalCost(cost) : null);
+            AddToEach(request.Timestamp, request.Tenant, request.Service, request.Consumer, Names.Of(request.Decision), request.Reasons, request.Currency,
+                request.Cost is { } cost ? RequestRecord.CanonicalCost(cost) : null, totals);
+        }
+    }
+
+    /// <summary>Adds one request with these fields to each of <paramref name="totals"/>, in the slot of its own width.</summary>
+    public static void AddToEach(DateTimeOffset at, string? tenant, string? service, string? consumer, string decision, IReadOnlyList<string> reasons,
+        string? currency, decimal? cost, params ReadOnlySpan<RequestTotals> totals)
+    {
+        var key = new RequestTotalKey(0, tenant ?? "", service ?? "", consumer ?? "", decision, Join(reasons), currency ?? "");
+        foreach (var each in totals)
+        {
+            each.Add(key with { Slot = SlotOf(at, each.Width) }, 1, cost ?? 0m);
         }
     }
 
     /// <summary>Adds one request with these fields.</summary>
     public void Add(DateTimeOffset at, string? tenant, string? service, string? consumer, string decision, IReadOnlyList<string> reasons,
         string? currency, decimal? cost)
-        => Add(new RequestTotalKey(SlotOf(at, Width), tenant ?? "", service ?? "", consumer ?? "", decision, Join(reasons), currency ?? ""), 1, cost ?? 0m);
+        => AddToEach(at, tenant, service, consumer, decision, reasons, currency, cost, this);
 
     /// <summary>Adds <paramref name="requests"/> costing <paramref name="spend"/> to the total kept under <paramref name="key"/>.</summary>
     public void Add(RequestTotalKey key, long requests, decimal spend)

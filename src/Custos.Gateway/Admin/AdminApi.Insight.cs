@@ -177,7 +177,7 @@ internal static partial class AdminApi
         // Buckets of a quarter hour or more are made of whole slots (every bucket and period starts on a slot's boundary).
         var windowFromTotals = bucketTicks % (RequestTotals.SlotSeconds * TimeSpan.TicksPerSecond) == 0;
         var start = RequestTotals.SlotStart(RequestTotals.SlotOf(spentSince.Keys.Append(from).Append(monthStart).Min()));
-        await foreach (var total in gateway.Store.ReadTotalsAsync(start, to, context.RequestAborted))
+        await foreach (var total in gateway.Store.ReadTotalsAsync(RequestTotals.SlotSeconds, start, to, context.RequestAborted))
         {
             scanned += total.Requests;
             if (total.Spend != 0)
@@ -219,7 +219,7 @@ internal static partial class AdminApi
         if (!windowFromTotals)
         {
             // The last hour's minutes.
-            await foreach (var total in gateway.Store.ReadMinuteTotalsAsync(from, to, context.RequestAborted))
+            await foreach (var total in gateway.Store.ReadTotalsAsync(RequestTotals.MinuteSeconds, from, to, context.RequestAborted))
             {
                 if (AdminAccess.InScope(admin, total.Tenant, total.Service))
                 {

@@ -780,8 +780,7 @@ internal static partial class AdminApi
             }
 
             await AddAsync(from, first, level + 1);
-            var totals = width == RequestTotals.MinuteSeconds ? store.ReadMinuteTotalsAsync(first, last, cancellationToken) : store.ReadTotalsAsync(first, last, cancellationToken);
-            await foreach (var total in totals)
+            await foreach (var total in store.ReadTotalsAsync(width, first, last, cancellationToken))
             {
                 if (total.Service is { } service)
                 {
