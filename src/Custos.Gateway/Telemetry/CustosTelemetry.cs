@@ -45,12 +45,14 @@ public sealed class CustosTelemetry : ILedgerObserver, IDisposable
     private readonly Counter<long> _alerts;
 
     // Counter increments of one batch, summed before they reach the meter: a request under nine limits makes nine
-    // reservations, and the same few tag sets repeat through a batch. Used on the drain task only.
-    private readonly Dictionary<(string Decision, string Reason, string? Tenant, string? Service), long> _batchDecisions = [];
-    private readonly Dictionary<(string Control, string Result, string? Tenant), long> _batchReservations = [];
-    private readonly Dictionary<(string? Currency, string? Tenant, string? Service), decimal> _batchSpend = [];
+    // reservations, and the same few tag sets repeat through a batch. Used on the drain task only. Keyed by the
+    // strings' identity (SameStrings): the tags are the policy snapshot's and the code's own strings, so this finds
+    // them without hashing their characters nine times a request.
+    private readonly Dictionary<(string? Decision, string? Reason, string? Tenant, string? Service), long> _batchDecisions = new(SameStrings.Instance);
+    private readonly Dictionary<(string? Control, string? Result, string? Tenant), long> _batchReservations = new(SameStrings.Instance);
+    private readonly Dictionary<(string? Currency, string? Tenant, string? Service), decimal> _batchSpend = new(SameStrings.Instance);
     private PolicySnapshot? _providersOf; // these two only on the drain task
-    private Dictionary<(string Tenant, string Provider), ProviderTags> _providers = [];
+    private Dictionary<(string? Tenant, string? Provider), ProviderTags> _providers = []; // kept between batches: by content
 
     /// <summary>Creates the instruments; observable ones read <paramref name="ledger"/> and <paramref name="counters"/> when collected.</summary>
     public CustosTelemetry(ActivePolicy policy, LedgerWriter ledger, ICounterStore counters)
@@ -392,12 +394,12 @@ public sealed class CustosTelemetry : ILedgerObserver, IDisposable
             _providersOf = snapshot;
         }
 
-        var key = (record.Tenant ?? "", record.Provider ?? "");
+        var key = (record.Tenant, record.Provider);
         if (!_providers.TryGetValue(key, out var tags))
         {
-            var entry = snapshot.Tenants.FirstOrDefault(t => t.Id == key.Item1)?.CanonicalModels.Select(m => m.Provider).FirstOrDefault(p => p.Id == key.Item2);
+            var entry = snapshot.Tenants.FirstOrDefault(t => t.Id == key.Tenant)?.CanonicalModels.Select(m => m.Provider).FirstOrDefault(p => p.Id == key.Provider);
             tags = entry is null
-                ? new ProviderTags(record.Provider ?? "_OTHER", null, 0)
+                ? new ProviderTags(record.Provider ?? "_OTHER", null, null)
                 : new ProviderTags(entry.Kind switch
                 {
                     ProviderKind.OpenAI => "openai",
@@ -417,5 +419,29 @@ public sealed class CustosTelemetry : ILedgerObserver, IDisposable
         Source.Dispose();
     }
 
-    private sealed record ProviderTags(string Name, string? Address, int Port);
+    /// <summary>A provider's tags; <paramref name="Port"/> boxed once, not at every measurement that carries it.</summary>
+    private sealed record ProviderTags(string Name, string? Address, object? Port);
+
+    /// <summary>
+    /// Tuples of strings equal when they hold the same string instances. Two equal strings that are different instances
+    /// make two keys, whose sums reach the meter as two increments of the same tag set: the totals are the same.
+    /// </summary>
+    private sealed class SameStrings :
+        IEqualityComparer<(string?, string?, string?)>,
+        IEqualityComparer<(string?, string?, string?, string?)>
+    {
+        public static readonly SameStrings Instance = new();
+
+        public bool Equals((string?, string?, string?) x, (string?, string?, string?) y)
+            => ReferenceEquals(x.Item1, y.Item1) && ReferenceEquals(x.Item2, y.Item2) && ReferenceEquals(x.Item3, y.Item3);
+
+        public bool Equals((string?, string?, string?, string?) x, (string?, string?, string?, string?) y)
+            => ReferenceEquals(x.Item1, y.Item1) && ReferenceEquals(x.Item2, y.Item2) && ReferenceEquals(x.Item3, y.Item3) && ReferenceEquals(x.Item4, y.Item4);
+
+        public int GetHashCode((string?, string?, string?) key) => HashCode.Combine(Of(key.Item1), Of(key.Item2), Of(key.Item3));
+
+        public int GetHashCode((string?, string?, string?, string?) key) => HashCode.Combine(Of(key.Item1), Of(key.Item2), Of(key.Item3), Of(key.Item4));
+
+        private static int Of(string? value) => RuntimeHelpers.GetHashCode(value);
+    }
 }

@@ -60,7 +60,8 @@ public sealed class TelemetryTests
             Assert.Equal(3, served.Count);
             Assert.All(served, e => Assert.True(e.GetProperty(field).GetInt64() > 0));
             bool Chat4oMini(Labels l) => l.Is("gen_ai_token_type", type) && l.Is("gen_ai_operation_name", "chat") && l.Is("gen_ai_request_model", "gpt-4o-mini")
-                && l.Is("gen_ai_response_model", "gpt-4o-mini") && l.Is("gen_ai_provider_name", "openai");
+                && l.Is("gen_ai_response_model", "gpt-4o-mini") && l.Is("gen_ai_provider_name", "openai")
+                && l.Is("server_address", g.Upstream.BaseUri.Host) && l.Is("server_port", g.Upstream.BaseUri.Port.ToString(CultureInfo.InvariantCulture));
             Assert.Equal(3, metrics.Sum("gen_ai_client_token_usage_count", Chat4oMini));
             Assert.Equal(served.Sum(e => e.GetProperty(field).GetInt64()), metrics.Sum("gen_ai_client_token_usage_sum", Chat4oMini));
             Assert.Equal(counted.Count, metrics.Sum("gen_ai_client_token_usage_count", l => l.Is("gen_ai_token_type", type)));
