@@ -26,13 +26,36 @@ public sealed class ChatRequestTests
     }
 
     [Theory]
-    [InlineData("")]
-    [InlineData("not json")]
-    [InlineData("[1,2]")]
-    [InlineData("{\"model\":\"x\"")]
-    [InlineData("{\"model\":\"x\"} trailing")]
-    [InlineData("{\"model\":\"x\",}")]
-    public void TryParse_Malformed_IsInvalidJson(string body) => Assert.Equal(ParseError.InvalidJson, Parse(body).Item1);
+    [InlineData("", "it is empty")]
+    [InlineData("   ", "it is empty")]
+    [InlineData("not json", "'o' cannot be there (line 1, byte 2)")]
+    [InlineData("{\"model\":\"m\",\"key\":sk-secret-value}", "'s' cannot be there (line 1, byte 20)")]
+    [InlineData("[1,2]", "it is an array, not an object")]
+    [InlineData("\"hi\"", "it is a string, not an object")]
+    [InlineData("42", "it is a number, not an object")]
+    [InlineData("true", "it is a boolean, not an object")]
+    [InlineData("null", "it is null, not an object")]
+    [InlineData("{\"model\":\"x\"", "it ends before its JSON does (line 1, byte ")]
+    [InlineData("{\"model\":\"x\"}\n  trailing", "'t' cannot be there (line 2, byte 3)")]
+    [InlineData("{\"model\":\"x\",}", "'}' cannot be there (line 1, byte 14)")]
+    [InlineData("{\n\"model\":\"x\",\n\"messages\":[}", "'}' cannot be there (line 3, byte 13)")]
+    [InlineData("{\"model\":\"x\",\"m\":\"\u0001\"}", "byte 0x01 cannot be there (line 1, byte 19)")]
+    public void TryParse_Malformed_IsInvalidJson_AndSaysWhatAndWhere(string body, string detail)
+    {
+        var (error, request) = Parse(body);
+
+        Assert.Equal(ParseError.InvalidJson, error);
+        Assert.Contains(detail, request.ErrorDetail, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void TryParse_NestedDeeperThanItReads_IsInvalidJson_AndSaysSo()
+    {
+        var (error, request) = Parse("{\"model\":\"m\",\"x\":" + new string('[', 200) + new string(']', 200) + "}");
+
+        Assert.Equal(ParseError.InvalidJson, error);
+        Assert.Equal("it nests arrays and objects more than 128 deep (line 1, byte 145)", request.ErrorDetail);
+    }
 
     [Fact]
     public void TryParse_BytesThatAreNotUtf8_InAFieldItSkips_AreInvalidJson()
@@ -41,7 +64,18 @@ public sealed class ChatRequestTests
         var body = Encoding.UTF8.GetBytes("{\"model\":\"m\",\"x\":1}");
         body[Array.IndexOf(body, (byte)'x')] = 0xC1;
 
-        Assert.Equal(ParseError.InvalidJson, ChatRequest.TryParse(body, out _));
+        Assert.Equal(ParseError.InvalidJson, ChatRequest.TryParse(body, out var request));
+        Assert.Equal("it is not UTF-8 (the bytes from offset 14 are not a character)", request.ErrorDetail);
+    }
+
+    [Fact]
+    public void TryParse_BytesThatAreNotUtf8_FarIntoALongBody_AreFoundWhereTheyAre()
+    {
+        var body = Encoding.UTF8.GetBytes("{\"model\":\"m\",\"x\":\"" + new string('é', 1000) + "\"}");
+        body[^3] = 0xFF; // the second byte of the last 'é': the sequence is bad from its first
+
+        Assert.Equal(ParseError.InvalidJson, ChatRequest.TryParse(body, out var request));
+        Assert.Equal($"it is not UTF-8 (the bytes from offset {body.Length - 4} are not a character)", request.ErrorDetail);
     }
 
     [Theory]
@@ -264,6 +298,7 @@ public sealed class ChatRequestTests
     {
         var bytes = Encoding.UTF8.GetBytes("""{"model":"m","messages":[{"role":"user","content":"half: \ud83d!"}]}""");
 
-        Assert.Equal(ParseError.InvalidJson, ChatRequest.TryParse(bytes, out _));
+        Assert.Equal(ParseError.InvalidJson, ChatRequest.TryParse(bytes, out var request));
+        Assert.Contains("half of a surrogate pair", request.ErrorDetail, StringComparison.Ordinal);
     }
 }

@@ -82,6 +82,13 @@ public sealed class ChatRequest
     /// <summary>The field that failed, with <see cref="ParseError.InvalidField"/> or <see cref="ParseError.DuplicateField"/>.</summary>
     public string? ErrorField { get; private set; }
 
+    /// <summary>
+    /// With <see cref="ParseError.InvalidJson"/>: what is wrong and where, for the client's error message, for example
+    /// <c>it is an array, not an object</c> or <c>'}' cannot be there (line 1, byte 36)</c>. It quotes at most one
+    /// character of the body.
+    /// </summary>
+    public string? ErrorDetail { get; private set; }
+
     private char[]? _promptText;
     private int _promptLength;
     private List<PromptString>? _promptStrings;
@@ -112,31 +119,107 @@ public sealed class ChatRequest
         {
             // JSON between systems is UTF-8 (RFC 8259). The reader checks the strings it decodes, not the names and values
             // it skips, and a provider's decoder may read such bytes otherwise than the gateway did.
-            return ParseError.InvalidJson;
+            return request.InvalidJson($"it is not UTF-8 (the bytes from offset {FirstInvalidUtf8(body)} are not a character)");
         }
 
         try
         {
             return request.Parse(body);
         }
-        catch (JsonException)
+        catch (JsonException e)
         {
-            return ParseError.InvalidJson;
+            return request.InvalidJson(Describe(body, e));
         }
         catch (InvalidOperationException)
         {
             // A prompt string that is not text: an escaped half of a surrogate pair (\ud83d alone). It could be neither
             // counted nor checked, so it is refused like any other body that is not valid JSON text.
-            return ParseError.InvalidJson;
+            return request.InvalidJson("a string holds half of a surrogate pair (an escaped \\ud800 to \\udfff without its other half)");
         }
+    }
+
+    /// <summary>
+    /// Where the reader stopped, in the client's terms (line and byte counted from 1), and the one character found there.
+    /// Not the reader's own message: that quotes whole runs of the body, which may hold a secret.
+    /// </summary>
+    private static string Describe(ReadOnlySpan<byte> body, JsonException e)
+    {
+        if (body.Trim(" \t\r\n"u8).IsEmpty)
+        {
+            return "it is empty";
+        }
+
+        if (e.LineNumber is not { } line || e.BytePositionInLine is not { } position)
+        {
+            return "it is not JSON";
+        }
+
+        var offset = 0L;
+        for (var i = 0L; i < line && offset < body.Length; i++)
+        {
+            var newline = body[(int)offset..].IndexOf((byte)'\n');
+            offset = newline < 0 ? body.Length : offset + newline + 1;
+        }
+
+        offset += position;
+        var where = FormattableString.Invariant($"line {line + 1}, byte {position + 1}");
+        if (e.Message.Contains("maximum configured depth", StringComparison.Ordinal))
+        {
+            return $"it nests arrays and objects more than 128 deep ({where})";
+        }
+
+        if (offset >= body.TrimEnd(" \t\r\n"u8).Length)
+        {
+            return $"it ends before its JSON does ({where})";
+        }
+
+        var found = body[(int)offset];
+        return found is >= 0x20 and < 0x7F
+            ? $"'{(char)found}' cannot be there ({where})"
+            : FormattableString.Invariant($"byte 0x{found:X2} cannot be there ({where})");
+    }
+
+    private static long FirstInvalidUtf8(ReadOnlySpan<byte> body)
+    {
+        Span<char> chars = stackalloc char[256];
+        long offset = 0;
+        while (true)
+        {
+            var status = Utf8.ToUtf16(body, chars, out var read, out _, replaceInvalidSequences: false);
+            if (status != OperationStatus.DestinationTooSmall)
+            {
+                return offset + read; // InvalidData (or Done, which the caller's check rules out)
+            }
+
+            body = body[read..];
+            offset += read;
+        }
+    }
+
+    private ParseError InvalidJson(string detail)
+    {
+        ErrorDetail = detail;
+        return ParseError.InvalidJson;
     }
 
     private ParseError Parse(ReadOnlySpan<byte> body)
     {
         var reader = new Utf8JsonReader(body, new JsonReaderOptions { CommentHandling = JsonCommentHandling.Disallow, MaxDepth = 128 });
-        if (!reader.Read() || reader.TokenType != JsonTokenType.StartObject)
+        if (!reader.Read())
         {
-            return ParseError.InvalidJson;
+            return InvalidJson("it is empty");
+        }
+
+        if (reader.TokenType != JsonTokenType.StartObject)
+        {
+            return InvalidJson(reader.TokenType switch
+            {
+                JsonTokenType.StartArray => "it is an array, not an object",
+                JsonTokenType.String => "it is a string, not an object",
+                JsonTokenType.Number => "it is a number, not an object",
+                JsonTokenType.True or JsonTokenType.False => "it is a boolean, not an object",
+                _ => "it is null, not an object",
+            });
         }
 
         while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
@@ -287,7 +370,7 @@ public sealed class ChatRequest
         // Trailing content after the object is invalid JSON; Read throws on it.
         if (reader.TokenType != JsonTokenType.EndObject || reader.Read())
         {
-            return ParseError.InvalidJson;
+            return InvalidJson("it goes on after its object");
         }
 
         return ParseError.None;

@@ -298,7 +298,7 @@ internal sealed partial class DataPlane(
             {
                 ParseError.InvalidField => DenyAsync(context, record, Reasons.InvalidField, $"The field '{parsed.ErrorField}' has the wrong type or value.", parsed.ErrorField),
                 ParseError.DuplicateField => DenyAsync(context, record, Reasons.DuplicateField, $"The field '{parsed.ErrorField}' appears more than once; send it once.", parsed.ErrorField),
-                _ => DenyAsync(context, record, Reasons.InvalidJson),
+                _ => DenyAsync(context, record, Reasons.InvalidJson, parsed.ErrorDetail is { } detail ? $"The request body is not a valid JSON object: {detail}." : null),
             });
             return null;
         }

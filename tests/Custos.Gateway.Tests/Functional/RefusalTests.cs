@@ -104,6 +104,19 @@ public sealed class RefusalTests(GatewayFixture fixture) : IClassFixture<Gateway
     public Task MalformedJson_Is400InvalidJson()
         => AssertRefusedAsync(G.Post("/v1/chat/completions", """{"model":"gpt-4o-mini","messages":[}"""), HttpStatusCode.BadRequest, "invalid.json");
 
+    [Theory]
+    [InlineData("[1,2]", "The request body is not a valid JSON object: it is an array, not an object.")]
+    [InlineData("{\"model\":\"gpt-4o-mini\",\n\"messages\":[}", "The request body is not a valid JSON object: '}' cannot be there (line 2, byte 13).")]
+    [InlineData("{\"model\":\"gpt-4o-mini\",\"user\":sk-not-for-the-error-message}", "The request body is not a valid JSON object: 's' cannot be there (line 1, byte 31).")]
+    public async Task InvalidJson_SaysWhatIsWrongAndWhere_QuotingAtMostOneCharacter(string body, string message)
+    {
+        await AssertRefusedAsync(G.Post("/v1/chat/completions", body), HttpStatusCode.BadRequest, "invalid.json");
+
+        using var response = await G.Client.SendAsync(G.Post("/v1/chat/completions", body));
+        using var json = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+        Assert.Equal(message, json.RootElement.GetProperty("error").GetProperty("message").GetString());
+    }
+
     [Fact]
     public Task LoneSurrogateEscapeInThePrompt_Is400InvalidJson()
         => AssertRefusedAsync(G.Post("/v1/chat/completions", """{"model":"gpt-4o-mini","messages":[{"role":"user","content":"half an emoji: \ud83d and more"}]}"""),
