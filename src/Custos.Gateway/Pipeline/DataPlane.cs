@@ -325,7 +325,7 @@ internal sealed partial class DataPlane(
         if (!Serves(route, endpoint))
         {
             await DenyAsync(context, record, Reasons.ModelWrongEndpoint,
-                $"The model '{parsed.Model}' is a {PolicyNames.Of(route.Kind)} model served by a {PolicyNames.Of(route.Provider.Kind)} provider; it does not serve {record.Endpoint}.", "model");
+                $"The model '{parsed.Model}' (kind {PolicyNames.Of(route.Kind)}, provider '{route.Provider.Id}' of type {PolicyNames.Of(route.Provider.Kind)}) does not serve {record.Endpoint}.", "model");
             return null;
         }
 
