@@ -935,10 +935,47 @@ internal static partial class AdminApi
         }
         catch (JsonException ex)
         {
-            // Path is where the reader was: "$.models" for a null list, "$" for a required member missing.
-            var field = ex.Path is { Length: > 2 } path && path.StartsWith("$.", StringComparison.Ordinal) ? $" at '{path[2..]}'" : "";
-            throw AdminProblemException.Invalid($"The request body is not valid{field}: {ex.Message}");
+            throw AdminProblemException.Invalid($"The request body is not valid: {Describe(ex)}.");
         }
+    }
+
+    /// <summary>
+    /// A body's fault in the API's terms: its fields by their JSON names, never the .NET types behind them, and a
+    /// position rather than the reader's quote of the body.
+    /// </summary>
+    internal static string Describe(JsonException ex)
+    {
+        var message = ex.Message;
+        var end = message.IndexOf(" Path:", StringComparison.Ordinal);
+        message = (end >= 0 ? message[..end] : message).TrimEnd('.', ' ');
+
+        // Path is where the reader was: "$.models" for a null list, "$" for a required member missing.
+        var field = ex.Path is { Length: > 2 } path && path.StartsWith("$.", StringComparison.Ordinal) ? path[2..] : null;
+        const string Missing = "missing required properties including: ";
+        const string Unmapped = "The JSON property '";
+        if (message.IndexOf(Missing, StringComparison.Ordinal) is var missing and >= 0)
+        {
+            return "it lacks " + message[(missing + Missing.Length)..];
+        }
+
+        if (message.StartsWith(Unmapped, StringComparison.Ordinal) && message.IndexOf('\'', Unmapped.Length) is var close and > 0)
+        {
+            return $"this request takes no field '{message[Unmapped.Length..close]}'";
+        }
+
+        if (message.Contains("could not be converted", StringComparison.Ordinal) || message.Contains("null", StringComparison.Ordinal) && field is not null)
+        {
+            return field is null ? "it is not a JSON object" : $"'{field}' has a value of the wrong type or null";
+        }
+
+        if (message.StartsWith("The input does not contain any JSON tokens", StringComparison.Ordinal))
+        {
+            return "it is empty; send a JSON object";
+        }
+
+        return ex.LineNumber is { } line && ex.BytePositionInLine is { } position
+            ? FormattableString.Invariant($"it is not JSON (line {line + 1}, byte {position + 1})")
+            : "it is not JSON";
     }
 
     /// <summary>The body options reject a null list, but not a null in one (<c>[null]</c>): that is refused here.</summary>
