@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Text;
+using System.Text.Json;
 using Custos.Metering;
 using Custos.Policy;
 
@@ -11,9 +12,9 @@ public sealed class ResponseMeterTests
     private static byte[] Cassette(string name) => File.ReadAllBytes(Path.Combine(AppContext.BaseDirectory, "Cassettes", name));
 
     /// <summary>Feeds <paramref name="body"/> in chunks of <paramref name="chunkSize"/> bytes, as a network would.</summary>
-    private static (ResponseMeter Meter, byte[] Output) Run(ProviderKind provider, bool stream, bool hide, byte[] body, int chunkSize)
+    private static (ResponseMeter Meter, byte[] Output) Run(ProviderKind provider, bool stream, bool hide, byte[] body, int chunkSize, bool readsLikeTheLast = true)
     {
-        var meter = new ResponseMeter(provider, stream, hide);
+        var meter = new ResponseMeter(provider, stream, hide) { ReadsChunksLikeTheLast = readsLikeTheLast };
         var output = new ArrayBufferWriter<byte>();
         for (var offset = 0; offset < body.Length; offset += chunkSize)
         {
@@ -150,6 +151,110 @@ public sealed class ResponseMeterTests
         var (meter, output) = Run(ProviderKind.OpenAI, stream: true, hide: false, body, 4096);
 
         AssertPassedWholeAndMetered(body, output, meter, 9, 4);
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(4096)]
+    public void Process_ChunksOfTextLikeTheLast_AreReadAsTheirText_AndCutAsWhole(int chunkSize)
+    {
+        var body = Cassette("openai-chat-stream-include-usage.sse");
+
+        var (meter, output) = Run(ProviderKind.OpenAI, stream: true, hide: true, body, chunkSize);
+
+        Assert.Equal(Encoding.UTF8.GetString(Cassette("openai-chat-stream.sse")), Encoding.UTF8.GetString(output));
+        Assert.Equal(2, meter.ChunksReadLikeTheLast); // after the role's chunk and "Hello", read whole: " there" and "!"
+        var withoutUsage = Encoding.UTF8.GetString(body).Replace("\"usage\":{", "\"x\":{", StringComparison.Ordinal);
+        var (estimated, _) = Run(ProviderKind.OpenAI, stream: true, hide: false, Encoding.UTF8.GetBytes(withoutUsage), chunkSize);
+        Assert.False(estimated.HasUsage);
+        Assert.Equal(TokenCounter.Count(TextOf(Cassette("openai-chat-stream.sse"))), estimated.EstimateOutputTokens());
+    }
+
+    /// <summary>
+    /// Random OpenAI streams, read with chunks like the last read as their text and with every chunk read whole, must
+    /// come out the same: output byte for byte, usage, completion, the estimate from the text. The strings of text include
+    /// runs that are not one JSON string (two strings, a number, an unterminated one, white space after), which must not be
+    /// taken for one, and the chunks' shape, head and usage change as they go.
+    /// </summary>
+    [Fact]
+    public void Process_RandomStreams_ReadTheSame_WithOrWithoutReadingChunksAsTheirText()
+    {
+        string[] texts =
+        [
+            "\"Hello\"", "\" world\"", "\"\"", "\"\\\"quoted\\\"\"", "\"back\\\\slash\"", "\"\\ud83d\"", "\"\\ude00 after\"", "\"\\ud83d\\ude00\"",
+            "\"é ü 中文\"", "\"line\\nbreak\"", "\"\\u0041\"", "\"a\",\"content\":\"b\"", "\"a\",\"x\":1,\"y\":\"b\"", "null", "42", "\"a\" ", " \"a\"",
+            "\"unterminated", "\"bad \\q escape\"", "\"a\"}},{\"index\":1,\"delta\":{\"content\":\"b\"", "\"usage\\\":null\"",
+        ];
+        string[] heads = ["{\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",", "{\"id\":\"c2\",\"object\":\"chat.completion.chunk\",\"created\":2,\"model\":\"m\","];
+        var random = new Random(20261201);
+        var taken = 0;
+        for (var round = 0; round < 600; round++)
+        {
+            var sse = new StringBuilder();
+            var head = heads[random.Next(heads.Length)];
+            var usage = random.Next(4) > 0 ? ",\"usage\":null" : "";
+            sse.Append("data: ").Append(head).Append("\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]").Append(usage).Append("}\n\n");
+            for (var i = random.Next(12); i > 0; i--)
+            {
+                if (random.Next(10) == 0)
+                {
+                    head = heads[random.Next(heads.Length)];
+                }
+
+                var text = texts[random.Next(texts.Length)];
+                var chunk = random.Next(8) switch
+                {
+                    0 => "\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":" + text + "}}]},\"finish_reason\":null}]" + usage,
+                    1 => "\"usage\":null,\"choices\":[{\"index\":0,\"delta\":{\"content\":" + text + "},\"finish_reason\":null}]",
+                    2 => "\"choices\":[{\"index\":0,\"delta\":{\"content\":" + text + "},\"logprobs\":null,\"finish_reason\":null}]" + usage,
+                    _ => "\"choices\":[{\"index\":0,\"delta\":{\"content\":" + text + "},\"finish_reason\":null}]" + usage,
+                };
+                sse.Append("data: ").Append(head).Append(chunk).Append(random.Next(20) == 0 ? ",}" : "}").Append(random.Next(10) == 0 ? "\r\n\r\n" : "\n\n");
+            }
+
+            sse.Append("data: ").Append(head).Append("\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]").Append(usage).Append("}\n\n");
+            if (random.Next(3) > 0)
+            {
+                sse.Append("data: ").Append(head).Append("\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":").Append(random.Next(100)).Append(",\"total_tokens\":9}}\n\n");
+            }
+
+            sse.Append("data: [DONE]\n\n");
+            var body = Encoding.UTF8.GetBytes(sse.ToString());
+            var hide = random.Next(2) == 0;
+            var chunkSize = random.Next(1, 300);
+
+            var (fast, fastOutput) = Run(ProviderKind.OpenAI, stream: true, hide, body, chunkSize, readsLikeTheLast: true);
+            var (whole, wholeOutput) = Run(ProviderKind.OpenAI, stream: true, hide, body, chunkSize, readsLikeTheLast: false);
+
+            Assert.True(wholeOutput.AsSpan().SequenceEqual(fastOutput), $"round {round}:\n{sse}\nwhole:\n{Encoding.UTF8.GetString(wholeOutput)}\nas text:\n{Encoding.UTF8.GetString(fastOutput)}");
+            Assert.Equal((whole.InputTokens, whole.OutputTokens, whole.StreamCompleted, whole.BytesOut), (fast.InputTokens, fast.OutputTokens, fast.StreamCompleted, fast.BytesOut));
+            Assert.True(whole.EstimateOutputTokens() == fast.EstimateOutputTokens(), $"round {round}: estimate {whole.EstimateOutputTokens()} whole, {fast.EstimateOutputTokens()} as text\n{sse}");
+            Assert.Equal(0, whole.ChunksReadLikeTheLast);
+            taken += fast.ChunksReadLikeTheLast;
+        }
+
+        Assert.True(taken > 400, $"only {taken} chunks were read as their text");
+    }
+
+    private static string TextOf(byte[] sse)
+    {
+        var text = new StringBuilder();
+        foreach (var line in Encoding.UTF8.GetString(sse).Split('\n'))
+        {
+            if (line.StartsWith("data: {", StringComparison.Ordinal))
+            {
+                using var chunk = JsonDocument.Parse(line[6..]);
+                foreach (var choice in chunk.RootElement.GetProperty("choices").EnumerateArray())
+                {
+                    if (choice.GetProperty("delta").TryGetProperty("content", out var content))
+                    {
+                        text.Append(content.GetString());
+                    }
+                }
+            }
+        }
+
+        return text.ToString();
     }
 
     [Theory]

@@ -40,6 +40,14 @@ public sealed class ResponseMeter : IDisposable
     private int _chunkHeadComma; // where the comma after the last of those members is
     private byte[] _chunkRest = [];
 
+    // What a chunk of text had after its head, read and checked in full once: the bytes up to its one string of text
+    // (the middle) and after it (the tail). Chunks that differ from it only in that string are read as that string.
+    private byte[] _chunkMiddle = [];
+    private int _chunkMiddleLength;
+    private byte[] _chunkTail = [];
+    private int _chunkTailLength;
+    private (int Start, int End)? _chunkTailNullUsage; // "usage":null in the tail, counted back from the chunk's end
+
     /// <summary>Creates a meter for one response.</summary>
     /// <param name="provider">The wire format of the response.</param>
     /// <param name="stream">True for an SSE response.</param>
@@ -68,6 +76,12 @@ public sealed class ResponseMeter : IDisposable
 
     /// <summary>Bytes handed to the client.</summary>
     public long BytesOut { get; private set; }
+
+    /// <summary>Whether chunks like the last chunk of text are read as their text (tests compare with reading every chunk whole).</summary>
+    internal bool ReadsChunksLikeTheLast { get; init; } = true;
+
+    /// <summary>Chunks read as the text between the last chunk's middle and tail (tests).</summary>
+    internal int ChunksReadLikeTheLast { get; private set; }
 
     /// <summary>
     /// Takes the next chunk of the upstream body and writes what the client should receive to
@@ -157,8 +171,10 @@ public sealed class ResponseMeter : IDisposable
         Return(ref _pending);
         Return(ref _chunkRest);
         Return(ref _chunkHead);
+        Return(ref _chunkMiddle);
+        Return(ref _chunkTail);
         Return(ref _text);
-        _pendingLength = _chunkHeadLength = _textLength = 0;
+        _pendingLength = _chunkHeadLength = _chunkMiddleLength = _chunkTailLength = _textLength = 0;
     }
 
     /// <summary>Makes <paramref name="buffer"/> (rented, or empty) at least <paramref name="needed"/> bytes long, keeping its first <paramref name="keep"/>.</summary>
@@ -318,9 +334,17 @@ public sealed class ResponseMeter : IDisposable
     /// </remarks>
     private bool ReadOpenAIChunk(ReadOnlySpan<byte> data, out Range? nullUsageRange)
     {
+        if (TryReadLikeLastChunk(data, out nullUsageRange))
+        {
+            return false;
+        }
+
         nullUsageRange = null;
         var emptyChoices = false;
         var hasUsage = false;
+        var texts = 0; // the strings of text read, and where the last one was in data
+        var textStart = 0;
+        var textEnd = 0;
         var json = data;
         var offset = 0; // data index = json index + offset
         if (_chunkHeadLength > 0 && data.Length > _chunkHeadLength && data.StartsWith(_chunkHead.AsSpan(0, _chunkHeadLength)))
@@ -389,6 +413,9 @@ public sealed class ResponseMeter : IDisposable
                                 reader.Read();
                                 if (reader.TokenType == JsonTokenType.String)
                                 {
+                                    texts++;
+                                    textStart = offset + (int)reader.TokenStartIndex;
+                                    textEnd = offset + (int)reader.BytesConsumed;
                                     CaptureText(ref reader);
                                 }
 
@@ -417,7 +444,78 @@ public sealed class ResponseMeter : IDisposable
             return false;
         }
 
+        if (texts == 1 && !hasUsage)
+        {
+            RememberTextChunk(data, textStart, textEnd, nullUsageRange);
+        }
+
         return emptyChoices && hasUsage;
+    }
+
+    /// <summary>
+    /// Reads <paramref name="data"/> as the last chunk remembered by <see cref="RememberTextChunk"/> when it is that chunk
+    /// with another string of text: the same head, middle and tail byte for byte, and between them one JSON string, which
+    /// the reader checks as it would have in the whole chunk. A string token for a string token leaves valid JSON valid
+    /// and every member where it was, so the chunk reads as that one had: not usage, its <c>"usage":null</c> where that
+    /// one's was, its text this string (docs/performance.md, "A chunk of text read as its text").
+    /// </summary>
+    private bool TryReadLikeLastChunk(ReadOnlySpan<byte> data, out Range? nullUsageRange)
+    {
+        nullUsageRange = null;
+        var before = _chunkHeadLength + _chunkMiddleLength;
+        if (_chunkMiddleLength == 0 || !ReadsChunksLikeTheLast || data.Length < before + _chunkTailLength + 2
+            || !data.StartsWith(_chunkHead.AsSpan(0, _chunkHeadLength))
+            || !data[_chunkHeadLength..].StartsWith(_chunkMiddle.AsSpan(0, _chunkMiddleLength))
+            || !data.EndsWith(_chunkTail.AsSpan(0, _chunkTailLength)))
+        {
+            return false;
+        }
+
+        var text = data[before..^_chunkTailLength];
+        var reader = new Utf8JsonReader(text);
+        try
+        {
+            if (!reader.Read() || reader.TokenType != JsonTokenType.String || reader.BytesConsumed != text.Length)
+            {
+                return false; // more than one string, or not a string: read in full
+            }
+        }
+        catch (JsonException)
+        {
+            return false;
+        }
+
+        CaptureText(ref reader);
+        ChunksReadLikeTheLast++;
+        if (_chunkTailNullUsage is { } usage)
+        {
+            nullUsageRange = (data.Length - usage.Start)..(data.Length - usage.End);
+        }
+
+        return true;
+    }
+
+    /// <summary>Keeps what a chunk of one string of text, read in full, had around that string (see <see cref="TryReadLikeLastChunk"/>).</summary>
+    private void RememberTextChunk(ReadOnlySpan<byte> data, int textStart, int textEnd, Range? nullUsageRange)
+    {
+        _chunkMiddleLength = 0;
+        var (usageStart, usageLength) = nullUsageRange?.GetOffsetAndLength(data.Length) ?? (0, 0);
+        if (_chunkHeadLength == 0 || textStart <= _chunkHeadLength || textStart - _chunkHeadLength > MaxChunkHead || data.Length - textEnd > MaxChunkHead
+            || !data.StartsWith(_chunkHead.AsSpan(0, _chunkHeadLength))
+            || (nullUsageRange is not null && usageStart < textEnd))
+        {
+            return;
+        }
+
+        var middle = data[_chunkHeadLength..textStart];
+        var tail = data[textEnd..];
+        Grow(ref _chunkMiddle, 0, middle.Length, 256);
+        Grow(ref _chunkTail, 0, tail.Length, 256);
+        middle.CopyTo(_chunkMiddle);
+        tail.CopyTo(_chunkTail);
+        _chunkTailLength = tail.Length;
+        _chunkTailNullUsage = nullUsageRange is null ? null : (data.Length - usageStart, data.Length - usageStart - usageLength);
+        _chunkMiddleLength = middle.Length;
     }
 
     /// <summary>Keeps <paramref name="head"/>: "{", then whole members and the comma after the last, all read and checked.</summary>
