@@ -236,6 +236,79 @@ public sealed class ResponseMeterTests
         Assert.True(taken > 400, $"only {taken} chunks were read as their text");
     }
 
+    /// <summary>As <see cref="Process_RandomStreams_ReadTheSame_WithOrWithoutReadingChunksAsTheirText"/>, for Anthropic's events.</summary>
+    [Fact]
+    public void Process_RandomAnthropicStreams_ReadTheSame_WithOrWithoutReadingEventsAsTheirText()
+    {
+        string[] texts =
+        [
+            "\"Hello\"", "\" world\"", "\"\"", "\"\\\"quoted\\\"\"", "\"\\ud83d\"", "\"\\ude00 after\"", "\"é ü 中文\"", "\"a\",\"text\":\"b\"",
+            "\"a\"},\"usage\":{\"output_tokens\":7}, \"x\":{\"y\":\"b\"", "\"a\"},\"type\":\"message_stop\",\"x\":{\"y\":\"b\"", "null", "42", "\"a\" ", "\"unterminated", "\"bad \\q\"",
+        ];
+        var random = new Random(20261202);
+        var taken = 0;
+        for (var round = 0; round < 400; round++)
+        {
+            var sse = new StringBuilder();
+            sse.Append("event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\n\n");
+            sse.Append("event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n");
+            for (var i = random.Next(12); i > 0; i--)
+            {
+                var text = texts[random.Next(texts.Length)];
+                var index = random.Next(6) == 0 ? 1 : 0;
+                if (random.Next(5) == 0)
+                {
+                    // Usage between two events alike: an event remembered with its usage would not be read again.
+                    sse.Append("event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{},\"usage\":{\"output_tokens\":").Append(random.Next(8, 100)).Append("}}\n\n");
+                }
+
+                sse.Append(random.Next(10) == 0 ? "event: ping\ndata: {\"type\": \"ping\"}\n\n" : "")
+                    .Append("event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":").Append(index)
+                    .Append(",\"delta\":{\"type\":\"text_delta\",\"text\":").Append(text).Append(random.Next(20) == 0 ? "}" : "}}").Append("\n\n");
+            }
+
+            sse.Append("event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n");
+            if (random.Next(3) > 0)
+            {
+                sse.Append("event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":").Append(random.Next(100)).Append("}}\n\n");
+            }
+
+            sse.Append("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
+            var body = Encoding.UTF8.GetBytes(sse.ToString());
+            var chunkSize = random.Next(1, 300);
+
+            var (fast, fastOutput) = Run(ProviderKind.Anthropic, stream: true, hide: false, body, chunkSize, readsLikeTheLast: true);
+            var (whole, wholeOutput) = Run(ProviderKind.Anthropic, stream: true, hide: false, body, chunkSize, readsLikeTheLast: false);
+
+            Assert.Equal(body, fastOutput);
+            Assert.Equal(body, wholeOutput);
+            Assert.True((whole.InputTokens, whole.OutputTokens, whole.StreamCompleted) == (fast.InputTokens, fast.OutputTokens, fast.StreamCompleted), $"round {round}:\n{sse}");
+            Assert.True(whole.EstimateOutputTokens() == fast.EstimateOutputTokens(), $"round {round}: estimate {whole.EstimateOutputTokens()} whole, {fast.EstimateOutputTokens()} as text\n{sse}");
+            taken += fast.ChunksReadLikeTheLast;
+        }
+
+        Assert.True(taken > 400, $"only {taken} events were read as their text");
+    }
+
+    [Theory]
+    [InlineData(ProviderKind.Anthropic)]
+    [InlineData(ProviderKind.OpenAI)]
+    public void Process_AnEventOfTextThatAlsoCarriesUsage_IsReadInFullEveryTime(ProviderKind provider)
+    {
+        // Twice the same event, with a different usage between: the second must count again, not be read as its text.
+        var (withUsage, between) = provider == ProviderKind.Anthropic
+            ? ("data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"a\"},\"usage\":{\"output_tokens\":7}}\n\n",
+                "data: {\"type\":\"message_delta\",\"delta\":{},\"usage\":{\"output_tokens\":50}}\n\n")
+            : ("data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":7}}\n\n",
+                "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":50}}\n\n");
+        var body = Encoding.UTF8.GetBytes(withUsage + between + withUsage);
+
+        var (meter, _) = Run(provider, stream: true, hide: false, body, chunkSize: 4096);
+
+        Assert.Equal(7, meter.OutputTokens);
+        Assert.Equal(0, meter.ChunksReadLikeTheLast);
+    }
+
     private static string TextOf(byte[] sse)
     {
         var text = new StringBuilder();

@@ -454,7 +454,7 @@ public sealed class ResponseMeter : IDisposable
 
     /// <summary>
     /// Reads <paramref name="data"/> as the last chunk remembered by <see cref="RememberTextChunk"/> when it is that chunk
-    /// with another string of text: the same head, middle and tail byte for byte, and between them one JSON string, which
+    /// with another string of text: the same head (OpenAI's; an Anthropic event has none), middle and tail byte for byte, and between them one JSON string, which
     /// the reader checks as it would have in the whole chunk. A string token for a string token leaves valid JSON valid
     /// and every member where it was, so the chunk reads as that one had: not usage, its <c>"usage":null</c> where that
     /// one's was, its text this string (docs/performance.md, "A chunk of text read as its text").
@@ -500,7 +500,7 @@ public sealed class ResponseMeter : IDisposable
     {
         _chunkMiddleLength = 0;
         var (usageStart, usageLength) = nullUsageRange?.GetOffsetAndLength(data.Length) ?? (0, 0);
-        if (_chunkHeadLength == 0 || textStart <= _chunkHeadLength || textStart - _chunkHeadLength > MaxChunkHead || data.Length - textEnd > MaxChunkHead
+        if ((_chunkHeadLength == 0 && _provider == ProviderKind.OpenAI) || textStart <= _chunkHeadLength || textStart - _chunkHeadLength > MaxChunkHead || data.Length - textEnd > MaxChunkHead
             || !data.StartsWith(_chunkHead.AsSpan(0, _chunkHeadLength))
             || (nullUsageRange is not null && usageStart < textEnd))
         {
@@ -535,6 +535,15 @@ public sealed class ResponseMeter : IDisposable
 
     private void ReadAnthropicEvent(ReadOnlySpan<byte> data)
     {
+        if (TryReadLikeLastChunk(data, out _))
+        {
+            return;
+        }
+
+        var texts = 0; // as in ReadOpenAIChunk: an event of one string of text and nothing else read is remembered
+        var textStart = 0;
+        var textEnd = 0;
+        var other = false;
         var reader = new Utf8JsonReader(data);
         try
         {
@@ -551,6 +560,7 @@ public sealed class ResponseMeter : IDisposable
                     if (reader.TokenType == JsonTokenType.String && reader.ValueTextEquals("message_stop"u8))
                     {
                         StreamCompleted = true;
+                        other = true;
                     }
                 }
                 else if (reader.ValueTextEquals("usage"u8))
@@ -558,6 +568,7 @@ public sealed class ResponseMeter : IDisposable
                     reader.Read();
                     if (reader.TokenType == JsonTokenType.StartObject)
                     {
+                        other = true;
                         ReadUsageObject(ref reader);
                     }
                 }
@@ -566,6 +577,9 @@ public sealed class ResponseMeter : IDisposable
                     reader.Read();
                     if (reader.TokenType == JsonTokenType.String)
                     {
+                        texts++;
+                        textStart = (int)reader.TokenStartIndex;
+                        textEnd = (int)reader.BytesConsumed;
                         CaptureText(ref reader);
                     }
                 }
@@ -574,6 +588,12 @@ public sealed class ResponseMeter : IDisposable
         catch (Exception e) when (IsUnreadable(e))
         {
             // A malformed event is passed on as it is; it carries no usage we can trust.
+            return;
+        }
+
+        if (texts == 1 && !other)
+        {
+            RememberTextChunk(data, textStart, textEnd, nullUsageRange: null);
         }
     }
 
