@@ -943,7 +943,7 @@ internal static partial class AdminApi
     /// A body's fault in the API's terms: its fields by their JSON names, never the .NET types behind them, and a
     /// position rather than the reader's quote of the body.
     /// </summary>
-    internal static string Describe(JsonException ex)
+    private static string Describe(JsonException ex)
     {
         var message = ex.Message;
         var end = message.IndexOf(" Path:", StringComparison.Ordinal);
