@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Text.Json;
 using System.Text.Unicode;
 using Custos.Controls;
+using Custos.Errors;
 
 namespace Custos.Metering;
 
@@ -31,6 +32,9 @@ public enum ParseError
 /// </summary>
 public sealed class ChatRequest
 {
+    /// <summary>How deep arrays and objects may nest in a request body.</summary>
+    private const int MaxDepth = 128;
+
     /// <summary>The requested model, or null when absent.</summary>
     public string? Model { get; private set; }
 
@@ -119,7 +123,7 @@ public sealed class ChatRequest
         {
             // JSON between systems is UTF-8 (RFC 8259). The reader checks the strings it decodes, not the names and values
             // it skips, and a provider's decoder may read such bytes otherwise than the gateway did.
-            return request.InvalidJson($"it is not UTF-8 (the bytes from offset {FirstInvalidUtf8(body)} are not a character)");
+            return request.InvalidJson(JsonFaults.DescribeNotUtf8(body));
         }
 
         try
@@ -128,71 +132,13 @@ public sealed class ChatRequest
         }
         catch (JsonException e)
         {
-            return request.InvalidJson(Describe(body, e));
+            return request.InvalidJson(JsonFaults.Describe(body, e, MaxDepth));
         }
         catch (InvalidOperationException)
         {
             // A prompt string that is not text: an escaped half of a surrogate pair (\ud83d alone). It could be neither
             // counted nor checked, so it is refused like any other body that is not valid JSON text.
             return request.InvalidJson("a string holds half of a surrogate pair (an escaped \\ud800 to \\udfff without its other half)");
-        }
-    }
-
-    /// <summary>
-    /// Where the reader stopped, in the client's terms (line and byte counted from 1), and the one character found there.
-    /// Not the reader's own message: that quotes whole runs of the body, which may hold a secret.
-    /// </summary>
-    private static string Describe(ReadOnlySpan<byte> body, JsonException e)
-    {
-        if (body.Trim(" \t\r\n"u8).IsEmpty)
-        {
-            return "it is empty";
-        }
-
-        if (e.LineNumber is not { } line || e.BytePositionInLine is not { } position)
-        {
-            return "it is not JSON";
-        }
-
-        var offset = 0L;
-        for (var i = 0L; i < line && offset < body.Length; i++)
-        {
-            var newline = body[(int)offset..].IndexOf((byte)'\n');
-            offset = newline < 0 ? body.Length : offset + newline + 1;
-        }
-
-        offset += position;
-        var where = FormattableString.Invariant($"line {line + 1}, byte {position + 1}");
-        if (e.Message.Contains("maximum configured depth", StringComparison.Ordinal))
-        {
-            return $"it nests arrays and objects more than 128 deep ({where})";
-        }
-
-        if (offset >= body.TrimEnd(" \t\r\n"u8).Length)
-        {
-            return $"it ends before its JSON does ({where})";
-        }
-
-        var found = body[(int)offset];
-        return found is >= 0x20 and < 0x7F
-            ? $"'{(char)found}' cannot be there ({where})"
-            : FormattableString.Invariant($"byte 0x{found:X2} cannot be there ({where})");
-    }
-
-    private static long FirstInvalidUtf8(ReadOnlySpan<byte> body)
-    {
-        Span<char> chars = stackalloc char[256];
-        long offset = 0;
-        while (true)
-        {
-            var status = Utf8.ToUtf16(body, chars, out var read, out _, replaceInvalidSequences: false);
-            if (status != OperationStatus.DestinationTooSmall)
-            {
-                return offset + read; // InvalidData (or Done, which the caller's check rules out)
-            }
-
-            body = body[read..];
-            offset += read;
         }
     }
 
@@ -204,7 +150,7 @@ public sealed class ChatRequest
 
     private ParseError Parse(ReadOnlySpan<byte> body)
     {
-        var reader = new Utf8JsonReader(body, new JsonReaderOptions { CommentHandling = JsonCommentHandling.Disallow, MaxDepth = 128 });
+        var reader = new Utf8JsonReader(body, new JsonReaderOptions { CommentHandling = JsonCommentHandling.Disallow, MaxDepth = MaxDepth });
         if (!reader.Read())
         {
             return InvalidJson("it is empty");

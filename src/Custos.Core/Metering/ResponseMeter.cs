@@ -454,10 +454,11 @@ public sealed class ResponseMeter : IDisposable
 
     /// <summary>
     /// Reads <paramref name="data"/> as the last chunk remembered by <see cref="RememberTextChunk"/> when it is that chunk
-    /// with another string of text: the same head (OpenAI's; an Anthropic event has none), middle and tail byte for byte, and between them one JSON string, which
-    /// the reader checks as it would have in the whole chunk. A string token for a string token leaves valid JSON valid
-    /// and every member where it was, so the chunk reads as that one had: not usage, its <c>"usage":null</c> where that
-    /// one's was, its text this string (docs/performance.md, "A chunk of text read as its text").
+    /// with another string of text: the same head (OpenAI's; an Anthropic event has none), middle and tail byte for byte,
+    /// and between them one JSON string, which the reader checks as it would have in the whole chunk. A string token for
+    /// a string token leaves valid JSON valid and every member where it was, so the chunk reads as that one had: not
+    /// usage, its <c>"usage":null</c> where that one's was, its text this string (docs/performance.md, "A chunk of text
+    /// read as its text").
     /// </summary>
     private bool TryReadLikeLastChunk(ReadOnlySpan<byte> data, out Range? nullUsageRange)
     {

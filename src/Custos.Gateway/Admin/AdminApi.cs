@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Reflection;
 using System.Text.Json;
 using Custos.ControlPlane;
+using Custos.Errors;
 using Custos.Gateway.Hosting;
 using Custos.Gateway.Identity;
 using Custos.Gateway.Pipeline;
@@ -928,22 +929,31 @@ internal static partial class AdminApi
 
     private static async Task<T> ReadAsync<T>(HttpContext context)
     {
+        // Read whole (admin bodies are small) so that a fault can be described from the bytes, not the reader's quote of them.
+        using var buffer = new MemoryStream();
+        await context.Request.Body.CopyToAsync(buffer, context.RequestAborted);
+        var body = buffer.GetBuffer().AsSpan(0, (int)buffer.Length);
+        if (body.Trim(" \t\r\n"u8).IsEmpty)
+        {
+            throw AdminProblemException.Invalid("The request body is not valid: it is empty; send a JSON object.");
+        }
+
         try
         {
-            return await JsonSerializer.DeserializeAsync<T>(context.Request.Body, AdminJson.BodyOptions, context.RequestAborted)
+            return JsonSerializer.Deserialize<T>(body, AdminJson.BodyOptions)
                 ?? throw AdminProblemException.Invalid("The request body is empty; send a JSON object.");
         }
         catch (JsonException ex)
         {
-            throw AdminProblemException.Invalid($"The request body is not valid: {Describe(ex)}.");
+            throw AdminProblemException.Invalid($"The request body is not valid: {Describe(body, ex)}.");
         }
     }
 
     /// <summary>
-    /// A body's fault in the API's terms: its fields by their JSON names, never the .NET types behind them, and a
-    /// position rather than the reader's quote of the body.
+    /// A body's fault in the API's terms: its fields by their JSON names, never the .NET types behind them; where it is
+    /// not JSON, what <see cref="JsonFaults"/> says of it.
     /// </summary>
-    private static string Describe(JsonException ex)
+    private static string Describe(ReadOnlySpan<byte> body, JsonException ex)
     {
         var message = ex.Message;
         var end = message.IndexOf(" Path:", StringComparison.Ordinal);
@@ -968,14 +978,7 @@ internal static partial class AdminApi
             return field is null ? "it is not a JSON object" : $"'{field}' has a value of the wrong type or null";
         }
 
-        if (message.StartsWith("The input does not contain any JSON tokens", StringComparison.Ordinal))
-        {
-            return "it is empty; send a JSON object";
-        }
-
-        return ex.LineNumber is { } line && ex.BytePositionInLine is { } position
-            ? FormattableString.Invariant($"it is not JSON (line {line + 1}, byte {position + 1})")
-            : "it is not JSON";
+        return JsonFaults.Describe(body, ex);
     }
 
     /// <summary>The body options reject a null list, but not a null in one (<c>[null]</c>): that is refused here.</summary>
