@@ -20,6 +20,7 @@ using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.HttpOverrides;
+using Microsoft.AspNetCore.Routing;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
@@ -146,6 +147,7 @@ public sealed partial class CustosGateway : IAsyncDisposable
         WebApplication admin, HttpMessageInvoker upstreamClient, ICounterStore counters)
     {
         _options = options;
+        AdminDocument = new(DescribedAdminHost);
         Store = store;
         Policy = policy;
         Ledger = ledger;
@@ -173,6 +175,9 @@ public sealed partial class CustosGateway : IAsyncDisposable
 
     /// <summary>Bounds the admin API's heavy reads (overview, reports) running at once on this node.</summary>
     internal Admin.AdminReadGate AdminReads { get; } = new();
+
+    /// <summary>The admin API's OpenAPI document, generated from a second host with the same routes when first asked for.</summary>
+    internal Admin.AdminOpenApiDocument AdminDocument { get; }
 
     /// <summary>The clock.</summary>
     public TimeProvider Time => _options.TimeProvider;
@@ -203,6 +208,9 @@ public sealed partial class CustosGateway : IAsyncDisposable
 
     /// <summary>Where the admin listener listens.</summary>
     public Uri AdminUri => BoundUri(_admin);
+
+    /// <summary>The admin listener's routes.</summary>
+    internal IReadOnlyList<Endpoint> AdminEndpoints => _admin.Services.GetRequiredService<EndpointDataSource>().Endpoints;
 
     /// <summary>
     /// Stores <paramref name="document"/> as a new policy version (unless it equals the one in force), puts it in
@@ -443,11 +451,6 @@ public sealed partial class CustosGateway : IAsyncDisposable
             var dataPlane = BuildDataPlane(options, policy, ledger, upstreamClient, counters, jwt);
             var adminBuilder = CreateBuilder(options, options.AdminUrl);
             adminBuilder.Services.AddResponseCompression(); // the console's script and the admin API's JSON
-            adminBuilder.Services.AddOpenApi(o => o.AddDocumentTransformer((document, _, _) =>
-            {
-                document.Info = new() { Title = "Custos admin API", Version = "v1", Description = "The control plane of the Custos AI gateway." };
-                return Task.CompletedTask;
-            }));
             var admin = adminBuilder.Build();
             var gateway = new CustosGateway(options, store, policy, ledger, dataPlane, admin, upstreamClient, counters)
             {
@@ -585,13 +588,23 @@ public sealed partial class CustosGateway : IAsyncDisposable
         return app;
     }
 
+    /// <summary>A host with the admin API's routes, never started, that its OpenAPI document is generated from.</summary>
+    private WebApplication DescribedAdminHost()
+    {
+        var builder = CreateBuilder(_options, "http://127.0.0.1:0");
+        Admin.AdminOpenApiDocument.AddServices(builder.Services);
+        var host = builder.Build();
+        MapAdmin(host, this);
+        return host;
+    }
+
     private static void MapAdmin(WebApplication app, CustosGateway gateway)
     {
         app.UseResponseCompression();
         Console.ConsoleHost.Use(app);
         app.MapGet("/healthz", Health);
         app.MapGet("/readyz", (HttpContext context) => Ready(context, gateway.Policy, gateway.Ledger, gateway.Counters));
-        app.MapOpenApi("/admin/v1/openapi.json").WithName("openapi");
+        app.MapGet("/admin/v1/openapi.json", (RequestDelegate)gateway.AdminDocument.WriteAsync).WithName("openapi").ExcludeFromDescription();
         app.MapPrometheusScrapingEndpoint("/metrics", gateway._telemetryExport!.Meters, configureBranchedPipeline: null, optionsName: null);
         Admin.AdminApi.Map(app, gateway);
     }

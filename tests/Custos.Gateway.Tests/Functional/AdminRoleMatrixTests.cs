@@ -1,5 +1,7 @@
 using System.Net;
 using System.Text.Json;
+using System.Text.RegularExpressions;
+using Microsoft.AspNetCore.Routing;
 using static Custos.Gateway.Tests.Functional.ControlPlaneFixture;
 
 namespace Custos.Gateway.Tests.Functional;
@@ -141,5 +143,20 @@ public sealed class AdminRoleMatrixTests
         }
 
         Assert.Equal("Custos admin API", document.RootElement.GetProperty("info").GetProperty("title").GetString());
+
+        // Generated once, from a second host that is never started: it names no server, and is the same every time.
+        Assert.False(document.RootElement.TryGetProperty("servers", out _));
+        using var again = await http.GetAsync("/admin/v1/openapi.json");
+        Assert.Equal("application/json; charset=utf-8", again.Content.Headers.ContentType!.ToString());
+        Assert.Equal(text, await again.Content.ReadAsStringAsync());
+
+        // Every route of the admin API's own is in it (not the fallback that answers a route that does not exist).
+        var routes = g.Gateway.AdminEndpoints.OfType<RouteEndpoint>()
+            .Select(e => "/" + Regex.Replace(e.RoutePattern.RawText!.TrimStart('/'), @"\{([^}:=?]+)[^}]*\}", "{$1}"))
+            .Where(p => p.StartsWith("/admin/v1/", StringComparison.Ordinal) && p != "/admin/v1/openapi.json" && !p.Contains("{*", StringComparison.Ordinal))
+            .Distinct()
+            .ToList();
+        Assert.True(routes.Count > 30, $"only {routes.Count} admin routes found");
+        Assert.All(routes, route => Assert.True(paths.TryGetProperty(route, out _), $"{route} is missing from the OpenAPI document"));
     }
 }
