@@ -13,7 +13,7 @@ namespace Custos.Gateway.Admin;
 /// <remarks>
 /// The generator (ASP.NET Core's OpenAPI package, Microsoft.OpenApi and the endpoints' API explorer) is loaded only
 /// then, in a second host that is built with the admin API's routes and never started: a node that nobody asks for
-/// the document does not carry it, 1.5–2 MB of its peak memory under load (docs/performance.md, "The admin API's
+/// the document does not carry it, 2–5 MB of its peak memory under load (docs/performance.md, "The admin API's
 /// document when asked for"). The document describes the routes, not the listener: it names no server, so its paths
 /// are relative to wherever it was fetched from.
 /// </remarks>
