@@ -158,7 +158,7 @@ public sealed class AlertsCliTests : IAsyncLifetime
 
         var badLimit = await RunAsync("security-auditor", "alerts", "list", "--limit", "0");
         Assert.Equal(1, badLimit.Exit);
-        Assert.Contains("--limit must be at least 1", badLimit.Error, StringComparison.Ordinal);
+        Assert.Contains("--limit takes a whole number of at least 1, not '0'", badLimit.Error, StringComparison.Ordinal);
 
         var badStatus = await RunAsync("security-auditor", "alerts", "list", "--status", "closed");
         Assert.Equal(1, badStatus.Exit);

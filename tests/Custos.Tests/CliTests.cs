@@ -88,6 +88,24 @@ public sealed class CliTests : IDisposable
         Assert.Contains("No request entries match.", none, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("--limit takes a whole number of at least 1, not 'x'", "requests", "--limit", "x")]
+    [InlineData("--limit takes a whole number of at least 1, not '-5'", "requests", "--limit", "-5")]
+    [InlineData("<from> takes a whole number of at least 1, not 'abc'", "policy", "diff", "abc", "2")]
+    [InlineData("<to> takes a whole number of at least 1, not '0'", "policy", "diff", "1", "0")]
+    [InlineData("--version takes a whole number of at least 1, not '1.5'", "policy", "show", "--version", "1.5")]
+    [InlineData("--port takes a whole number from 0 to 65535, not '70000'", "demo", "--port", "70000")]
+    [InlineData("--admin-port takes a whole number from 0 to 65535, not '-1'", "serve", "--config", "custos.yaml", "--admin-port", "-1")]
+    public async Task ANumberOutOfRange_IsRefusedByName_BeforeAnythingRuns(string message, params string[] args)
+    {
+        var data = Path.Combine(_directory, "not-created");
+        var (exit, _, error) = await Cli.RunAsync([.. args, "--data", data]);
+        Assert.Equal(1, exit);
+        Assert.Contains(message, error, StringComparison.Ordinal);
+        Assert.DoesNotContain("System.", error, StringComparison.Ordinal);
+        Assert.False(Directory.Exists(data), "nothing is created for a command that was refused");
+    }
+
     [Fact]
     public async Task Demo_RestartedOnTheSameData_KeepsKeysAndPolicyVersion()
     {

@@ -27,14 +27,7 @@ internal static class AlertsCommand
     {
         var status = new Option<string?>("--status") { Description = "Only alerts of this status." };
         status.AcceptOnlyFromAmong("open", "acknowledged", "resolved");
-        var limit = new Option<int?>("--limit") { Description = "At most this many, newest first. Default: the gateway's (100)." };
-        limit.Validators.Add(result =>
-        {
-            if (result.GetValueOrDefault<int?>() is < 1)
-            {
-                result.AddError("--limit must be at least 1");
-            }
-        });
+        var limit = CommonOptions.WholeNumber(new Option<int?>("--limit") { Description = "At most this many, newest first. Default: the gateway's (100)." }, 1, int.MaxValue);
         var command = new Command("list", "Alerts in scope, newest first: when, how bad, what, about whom, where they stand, what was done.") { status, limit };
         return AdminClient.Define(command, output, (parse, admin, cancellationToken) =>
         {

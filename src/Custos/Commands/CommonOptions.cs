@@ -18,6 +18,42 @@ internal static class CommonOptions
         Description = "A custos.yaml file; its server.data names the store.",
     };
 
+    /// <summary>A port on 127.0.0.1: 1 to 65535, or 0 for any free port.</summary>
+    public static Option<T> Port<T>(Option<T> option) => WholeNumber(option, 0, ushort.MaxValue);
+
+    /// <summary>
+    /// Makes <paramref name="option"/> take a whole number from <paramref name="min"/> to <paramref name="max"/>, and refuse
+    /// anything else by its name and the value given ("--limit takes a whole number of at least 1, not '-5'") instead
+    /// of the parser's message, which names a .NET type, or a range check after the fact (a port of 70000).
+    /// </summary>
+    public static Option<T> WholeNumber<T>(Option<T> option, long min, long max)
+    {
+        option.CustomParser = result => Parse<T>(result, option.Name, min, max);
+        return option;
+    }
+
+    /// <inheritdoc cref="WholeNumber{T}(Option{T}, long, long)"/>
+    public static Argument<T> WholeNumber<T>(Argument<T> argument, long min, long max)
+    {
+        argument.CustomParser = result => Parse<T>(result, $"<{argument.Name}>", min, max);
+        return argument;
+    }
+
+    private static T? Parse<T>(System.CommandLine.Parsing.ArgumentResult result, string name, long min, long max)
+    {
+        var text = result.Tokens.Count > 0 ? result.Tokens[^1].Value : "";
+        if (long.TryParse(text, System.Globalization.NumberStyles.AllowLeadingSign, System.Globalization.CultureInfo.InvariantCulture, out var value)
+            && value >= min && value <= max)
+        {
+            var type = Nullable.GetUnderlyingType(typeof(T)) ?? typeof(T);
+            return (T)Convert.ChangeType(value, type, System.Globalization.CultureInfo.InvariantCulture);
+        }
+
+        var range = max >= int.MaxValue ? $"of at least {min}" : $"from {min} to {max}";
+        result.AddError($"{name} takes a whole number {range}, not '{text}'");
+        return default;
+    }
+
     /// <summary>The store folder: --data, else the config's server.data (relative to the file), else ./custos-data.</summary>
     public static string ResolveDataDirectory(string? data, FileInfo? config)
     {

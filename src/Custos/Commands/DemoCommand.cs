@@ -9,9 +9,9 @@ internal static class DemoCommand
 {
     public static Command Create(TextWriter output)
     {
-        var port = new Option<int>("--port") { Description = "Data-plane port on 127.0.0.1.", DefaultValueFactory = _ => 8080 };
-        var adminPort = new Option<int>("--admin-port") { Description = "Admin port on 127.0.0.1.", DefaultValueFactory = _ => 8081 };
-        var upstreamPort = new Option<int>("--upstream-port") { Description = "Port of the demo upstream on 127.0.0.1.", DefaultValueFactory = _ => 8089 };
+        var port = CommonOptions.Port(new Option<int>("--port") { Description = "Data-plane port on 127.0.0.1 (0: any free port).", DefaultValueFactory = _ => 8080 });
+        var adminPort = CommonOptions.Port(new Option<int>("--admin-port") { Description = "Admin port on 127.0.0.1 (0: any free port).", DefaultValueFactory = _ => 8081 });
+        var upstreamPort = CommonOptions.Port(new Option<int>("--upstream-port") { Description = "Port of the demo upstream on 127.0.0.1 (0: any free port).", DefaultValueFactory = _ => 8089 });
         var data = new Option<string>("--data") { Description = "Folder for the SQLite store and demo-keys.json.", DefaultValueFactory = _ => CommonOptions.DefaultDataDirectory };
         var command = new Command("demo", "Run the whole gateway with zero set-up: embedded store, a seeded policy, printed keys, and a deterministic demo upstream.")
         {

@@ -108,7 +108,7 @@ internal static class PolicyCommand
         var data = CommonOptions.Data();
         var config = CommonOptions.Config();
         var at = new Option<string?>("--at") { Description = "The policy in force at this time (ISO 8601, or an age such as 2h). Default: now." };
-        var version = new Option<long?>("--version") { Description = "A version number instead of a time." };
+        var version = CommonOptions.WholeNumber(new Option<long?>("--version") { Description = "A version number instead of a time." }, 1, long.MaxValue);
         var json = new Option<bool>("--json") { Description = "The canonical JSON (what the hash covers) instead of YAML." };
         var command = new Command("show", "Print a policy version: the one in force now, at a time, or by number.") { data, config, at, version, json };
         command.SetAction(async (parse, cancellationToken) =>
@@ -128,8 +128,8 @@ internal static class PolicyCommand
     {
         var data = CommonOptions.Data();
         var config = CommonOptions.Config();
-        var from = new Argument<long>("from") { Description = "The earlier version number." };
-        var to = new Argument<long>("to") { Description = "The later version number." };
+        var from = CommonOptions.WholeNumber(new Argument<long>("from") { Description = "The earlier version number." }, 1, long.MaxValue);
+        var to = CommonOptions.WholeNumber(new Argument<long>("to") { Description = "The later version number." }, 1, long.MaxValue);
         var command = new Command("diff", "Show what changed between two policy versions.") { from, to, data, config };
         command.SetAction(async (parse, cancellationToken) =>
         {

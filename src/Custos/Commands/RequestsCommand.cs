@@ -20,7 +20,7 @@ internal static class RequestsCommand
         var requestId = new Option<string?>("--request-id") { Description = "Only this request." };
         var since = new Option<string?>("--since") { Description = "From this time: ISO 8601 (2026-11-28T10:00:00Z) or an age such as 15m, 2h, 7d." };
         var until = new Option<string?>("--until") { Description = "Before this time, same forms as --since." };
-        var limit = new Option<int>("--limit") { Description = "At most this many, the newest.", DefaultValueFactory = _ => 100 };
+        var limit = CommonOptions.WholeNumber(new Option<int>("--limit") { Description = "At most this many, the newest.", DefaultValueFactory = _ => 100 }, 1, int.MaxValue);
         var json = new Option<bool>("--json") { Description = "One JSON object per line, every ledger field (see docs/ledger.md)." };
         var command = new Command("requests", "List request entries from the ledger.")
         {

@@ -11,8 +11,8 @@ internal static class ServeCommand
     public static Command Create(TextWriter output)
     {
         var config = new Option<FileInfo>("--config", "-c") { Description = "The custos.yaml to serve.", Required = true };
-        var port = new Option<int?>("--port") { Description = "Data-plane port on 127.0.0.1 (overrides server.listen)." };
-        var adminPort = new Option<int?>("--admin-port") { Description = "Admin port on 127.0.0.1 (overrides server.admin_listen)." };
+        var port = CommonOptions.Port(new Option<int?>("--port") { Description = "Data-plane port on 127.0.0.1 (overrides server.listen; 0: any free port)." });
+        var adminPort = CommonOptions.Port(new Option<int?>("--admin-port") { Description = "Admin port on 127.0.0.1 (overrides server.admin_listen; 0: any free port)." });
         var data = CommonOptions.Data();
         var nodeId = new Option<string?>("--node-id") { Description = "This node's id, which names its ledger chain." };
         var command = new Command("serve", "Run the gateway with the policy and providers declared in a YAML file.")
