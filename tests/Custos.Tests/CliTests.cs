@@ -106,6 +106,18 @@ public sealed class CliTests : IDisposable
         Assert.False(Directory.Exists(data), "nothing is created for a command that was refused");
     }
 
+    [Theory]
+    [InlineData("--expires-at 'tomorrow' is neither an ISO 8601 time nor a duration from now such as 30d or 12h", "keys", "issue", "--consumer", "web", "--reason", "r", "--expires-at", "tomorrow")]
+    [InlineData("--expires-at '1h30' is neither an ISO 8601 time nor a duration from now such as 30d or 12h", "keys", "issue", "--consumer", "web", "--reason", "r", "--expires-at", "1h30")]
+    [InlineData("--overlap 'tomorrow' is not a duration such as 24h, 90m, 3600s, 7d or 1h30m", "keys", "rotate", "cred_1", "--reason", "r", "--overlap", "tomorrow")]
+    public async Task ATimeThatIsNone_IsRefusedByName_BeforeTheGatewayIsCalled(string message, params string[] args)
+    {
+        // Nothing listens on port 1: a call to the gateway would fail differently.
+        var (exit, _, error) = await Cli.RunAsync([.. args, "--server", "http://127.0.0.1:1", "--admin-key", "cak_never_sent"]);
+        Assert.Equal(1, exit);
+        Assert.Equal("error: " + message, error.Trim());
+    }
+
     [Fact]
     public async Task Demo_RestartedOnTheSameData_KeepsKeysAndPolicyVersion()
     {

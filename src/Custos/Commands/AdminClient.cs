@@ -286,10 +286,14 @@ internal sealed class AdminClient : IDisposable
     /// A duration such as <c>24h</c>, <c>90m</c>, <c>3600s</c>, <c>7d</c> or <c>1h30m</c>, or a plain number of seconds.
     /// </summary>
     public static TimeSpan ParseDuration(string text, string option)
+        => TryParseDuration(text, option) ?? throw new CliException($"{option} '{text}' is not a duration such as 24h, 90m, 3600s, 7d or 1h30m");
+
+    /// <summary>As <see cref="ParseDuration"/>, or null when <paramref name="text"/> is not a duration.</summary>
+    private static TimeSpan? TryParseDuration(string text, string option)
     {
         try
         {
-            return Duration(text, option);
+            return Duration(text);
         }
         catch (Exception ex) when (ex is OverflowException or ArgumentOutOfRangeException)
         {
@@ -297,7 +301,7 @@ internal sealed class AdminClient : IDisposable
         }
     }
 
-    private static TimeSpan Duration(string text, string option)
+    private static TimeSpan? Duration(string text)
     {
         var trimmed = text.Trim();
         if (long.TryParse(trimmed, NumberStyles.None, CultureInfo.InvariantCulture, out var plain))
@@ -317,7 +321,7 @@ internal sealed class AdminClient : IDisposable
             if (i == start || "smhd".IndexOf(trimmed[i], StringComparison.Ordinal) < 0
                 || !long.TryParse(trimmed.AsSpan(start, i - start), NumberStyles.None, CultureInfo.InvariantCulture, out var amount))
             {
-                throw new CliException($"{option} '{text}' is not a duration such as 24h, 90m, 3600s, 7d or 1h30m");
+                return null;
             }
 
             total += trimmed[i] switch
@@ -330,9 +334,7 @@ internal sealed class AdminClient : IDisposable
             start = i + 1;
         }
 
-        return start == trimmed.Length && start > 0
-            ? total
-            : throw new CliException($"{option} '{text}' is not a duration such as 24h, 90m, 3600s, 7d or 1h30m");
+        return start == trimmed.Length && start > 0 ? total : null;
     }
 
     /// <summary>A future instant: ISO 8601, or a duration from now such as <c>30d</c>; null when <paramref name="text"/> is empty.</summary>
@@ -350,7 +352,8 @@ internal sealed class AdminClient : IDisposable
                 : throw new CliException($"{option} '{text}' is neither an ISO 8601 time nor a duration from now such as 30d or 12h");
         }
 
-        var span = ParseDuration(text, option);
+        var span = TryParseDuration(text, option)
+            ?? throw new CliException($"{option} '{text}' is neither an ISO 8601 time nor a duration from now such as 30d or 12h");
         return span <= DateTimeOffset.MaxValue - DateTimeOffset.UtcNow
             ? DateTimeOffset.UtcNow + span
             : throw new CliException($"{option} '{text}' reaches further ahead than a time can");
