@@ -194,7 +194,7 @@ internal sealed partial class DataPlane(
         if (!string.Equals(request.Method, allowed, StringComparison.Ordinal))
         {
             context.Response.Headers.Allow = allowed;
-            await DenyAsync(context, record, Reasons.MethodNotAllowed);
+            await DenyAsync(context, record, Reasons.MethodNotAllowed, $"{record.Endpoint} takes {allowed}, not {request.Method}.");
             return null;
         }
 

@@ -318,7 +318,7 @@ public sealed class RefusalTests(GatewayFixture fixture) : IClassFixture<Gateway
         using var probe = await G.Client.SendAsync(new HttpRequestMessage(HttpMethod.Get, "/v1/chat/completions"));
         Assert.Equal("POST", string.Join(",", probe.Content.Headers.Allow));
 
-        await AssertRefusedAsync(request, HttpStatusCode.MethodNotAllowed, "invalid.method");
+        await AssertRefusedAsync(request, HttpStatusCode.MethodNotAllowed, "invalid.method", message: "/v1/chat/completions takes POST, not GET.");
     }
 
     [Fact]
