@@ -77,7 +77,13 @@ internal static partial class AdminApi
             if (type == typeof(int) && !int.TryParse(value, NumberStyles.Integer, CultureInfo.InvariantCulture, out _)
                 || type == typeof(long) && !long.TryParse(value, NumberStyles.Integer, CultureInfo.InvariantCulture, out _))
             {
-                return $"'{name}' must be a whole number, not '{value}'.";
+                return $"'{name}' must be a whole number{(name == "limit" ? " of at least 1" : "")}, not '{value}'.";
+            }
+
+            // A limit of none or fewer would be read as one (each list caps it at its most): say so instead.
+            if (name == "limit" && long.Parse(value, NumberStyles.Integer, CultureInfo.InvariantCulture) < 1)
+            {
+                return $"'limit' must be a whole number of at least 1, not '{value}'.";
             }
 
             if (type == typeof(DateTimeOffset) && !DateTimeOffset.TryParse(value, CultureInfo.InvariantCulture, DateTimeStyles.None, out _))

@@ -18,6 +18,8 @@ public sealed class AdminBadInputTests
     [InlineData("/admin/v1/ledger?limit=99999999999", "limit")]
     [InlineData("/admin/v1/ledger?from=garbage", "from")]
     [InlineData("/admin/v1/alerts?limit=ten", "limit")]
+    [InlineData("/admin/v1/ledger?limit=0", "'limit' must be a whole number of at least 1, not '0'.")]
+    [InlineData("/admin/v1/notifications?limit=-1", "'limit' must be a whole number of at least 1, not '-1'.")]
     [InlineData("/admin/v1/spend?to=yesterday", "to")]
     [InlineData("/admin/v1/reports/incident?subject=consumer&id=web&from=last%20week", "from")]
     [InlineData("/admin/v1/policy/diff?to=1", "from")]
