@@ -79,17 +79,20 @@ public sealed class ChatRequestTests
     }
 
     [Theory]
-    [InlineData("""{"model":42}""", "model")]
-    [InlineData("""{"model":"m","stream":"yes"}""", "stream")]
-    [InlineData("""{"model":"m","max_tokens":-1}""", "max_tokens")]
-    [InlineData("""{"model":"m","n":0}""", "n")]
-    [InlineData("""{"model":"m","stream_options":{"include_usage":"true"}}""", "stream_options.include_usage")]
-    public void TryParse_WrongFieldType_NamesTheField(string body, string field)
+    [InlineData("""{"model":42}""", "model", "a string")]
+    [InlineData("""{"model":"m","stream":"yes"}""", "stream", "true, false or null")]
+    [InlineData("""{"model":"m","stream_options":[]}""", "stream_options", "an object or null")]
+    [InlineData("""{"model":"m","max_tokens":-1}""", "max_tokens", "a whole number of at least 0, or null")]
+    [InlineData("""{"model":"m","max_completion_tokens":1.5}""", "max_completion_tokens", "a whole number of at least 0, or null")]
+    [InlineData("""{"model":"m","n":0}""", "n", "a whole number of at least 1, or null")]
+    [InlineData("""{"model":"m","stream_options":{"include_usage":"true"}}""", "stream_options.include_usage", "true or false")]
+    public void TryParse_WrongFieldType_NamesTheField_AndWhatItMustBe(string body, string field, string expected)
     {
         var (error, request) = Parse(body);
 
         Assert.Equal(ParseError.InvalidField, error);
         Assert.Equal(field, request.ErrorField);
+        Assert.Equal(expected, request.ErrorExpectation);
     }
 
     [Theory]

@@ -87,6 +87,21 @@ public sealed class ChatRequest
     public string? ErrorField { get; private set; }
 
     /// <summary>
+    /// With <see cref="ParseError.InvalidField"/>: what <see cref="ErrorField"/> must be, for the client's error message,
+    /// for example <c>a whole number of at least 1, or null</c>.
+    /// </summary>
+    public string? ErrorExpectation => ErrorField switch
+    {
+        "model" => "a string",
+        "stream" => "true, false or null",
+        "stream_options" => "an object or null",
+        "stream_options.include_usage" => "true or false",
+        "max_tokens" or "max_completion_tokens" => "a whole number of at least 0, or null",
+        "n" => "a whole number of at least 1, or null",
+        _ => null,
+    };
+
+    /// <summary>
     /// With <see cref="ParseError.InvalidJson"/>: what is wrong and where, for the client's error message, for example
     /// <c>it is an array, not an object</c> or <c>'}' cannot be there (line 1, byte 36)</c>. It quotes at most one
     /// character of the body.

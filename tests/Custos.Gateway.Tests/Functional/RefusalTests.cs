@@ -192,7 +192,8 @@ public sealed class RefusalTests(GatewayFixture fixture) : IClassFixture<Gateway
 
     [Fact]
     public Task WrongFieldType_Is400InvalidFieldNamingIt()
-        => AssertRefusedAsync(G.Post("/v1/chat/completions", """{"model":"gpt-4o-mini","stream":"yes"}"""), HttpStatusCode.BadRequest, "invalid.field", "stream");
+        => AssertRefusedAsync(G.Post("/v1/chat/completions", """{"model":"gpt-4o-mini","stream":"yes"}"""), HttpStatusCode.BadRequest, "invalid.field", "stream",
+            message: "The field 'stream' must be true, false or null.");
 
     [Fact]
     public Task ModelTwice_Is400DuplicateFieldNamingIt()
