@@ -74,16 +74,17 @@ internal static partial class AdminApi
             }
 
             var value = values.ToString();
-            if (type == typeof(int) && !int.TryParse(value, NumberStyles.Integer, CultureInfo.InvariantCulture, out _)
-                || type == typeof(long) && !long.TryParse(value, NumberStyles.Integer, CultureInfo.InvariantCulture, out _))
+            if (type == typeof(int) || type == typeof(long))
             {
-                return $"'{name}' must be a whole number{(name == "limit" ? " of at least 1" : "")}, not '{value}'.";
-            }
-
-            // A limit of none or fewer would be read as one (each list caps it at its most): say so instead.
-            if (name == "limit" && long.Parse(value, NumberStyles.Integer, CultureInfo.InvariantCulture) < 1)
-            {
-                return $"'limit' must be a whole number of at least 1, not '{value}'.";
+                // A limit below 1 would be read as 1 (each list caps it between 1 and its most): say so instead.
+                var minimum = name == "limit" ? 1 : long.MinValue;
+                var whole = type == typeof(int)
+                    ? int.TryParse(value, NumberStyles.Integer, CultureInfo.InvariantCulture, out var small) && small >= minimum
+                    : long.TryParse(value, NumberStyles.Integer, CultureInfo.InvariantCulture, out var large) && large >= minimum;
+                if (!whole)
+                {
+                    return $"'{name}' must be a whole number{(minimum == 1 ? " of at least 1" : "")}, not '{value}'.";
+                }
             }
 
             if (type == typeof(DateTimeOffset) && !DateTimeOffset.TryParse(value, CultureInfo.InvariantCulture, DateTimeStyles.None, out _))
