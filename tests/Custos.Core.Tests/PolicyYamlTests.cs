@@ -394,6 +394,18 @@ public sealed class ControlPlanePolicyTests
     }
 
     [Fact]
+    public void AProblemWithNoPlaceInTheFile_IsFormattedWithoutOne()
+    {
+        var result = PolicyYaml.Read("""
+            server:
+              listen: http://127.0.0.1:9
+            """);
+
+        Assert.Contains("custos.yaml: error: tenants: at least one tenant is required", result.Diagnostics.Select(d => d.Format("custos.yaml")));
+        Assert.Equal("custos.yaml:3:1: error: x: y", new PolicyDiagnostic(DiagnosticSeverity.Error, 3, 1, "x", "y").Format("custos.yaml"));
+    }
+
+    [Fact]
     public void Compile_KillSwitchesModelChoiceAndRequireOwners_BecomeEachConsumersRefusalAndModels()
     {
         static PolicySnapshot Compile(string yaml)

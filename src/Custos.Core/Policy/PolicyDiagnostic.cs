@@ -18,11 +18,16 @@ public enum DiagnosticSeverity
 /// <param name="Message">What is wrong and, where possible, how to fix it.</param>
 public sealed record PolicyDiagnostic(DiagnosticSeverity Severity, int Line, int Column, string Path, string Message)
 {
-    /// <summary>Formats as <c>source:line:column: error: path: message</c>, like a compiler.</summary>
+    /// <summary>
+    /// Formats as <c>source:line:column: error: path: message</c>, like a compiler; as <c>source: error: path: message</c>
+    /// when the problem has no place in the source (a section that is missing altogether).
+    /// </summary>
     public string Format(string source)
     {
         var severity = Severity == DiagnosticSeverity.Error ? "error" : "warning";
-        return $"{source}:{Line}:{Column}: {severity}: {Path}: {Message}";
+        return Line > 0
+            ? $"{source}:{Line}:{Column}: {severity}: {Path}: {Message}"
+            : $"{source}: {severity}: {Path}: {Message}";
     }
 }
 
