@@ -11,7 +11,10 @@ using Custos.Ledger;
 using Custos.Policy;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Metadata;
 using Microsoft.AspNetCore.Routing;
+using Microsoft.AspNetCore.Routing.Template;
+using Microsoft.Extensions.DependencyInjection;
 
 namespace Custos.Gateway.Admin;
 
@@ -146,10 +149,31 @@ internal static partial class AdminApi
         MapInsight(api, gateway);
 
         // Anything else under /admin/v1 (an unknown path, an id of the wrong form): a problem with its code and request id
-        // like every other answer, not routing's empty 404.
-        api.MapFallback("{**path}", (HttpContext context) => Problem(context, StatusCodes.Status404NotFound, "admin.not_found", "Not found",
-            $"There is no admin API route {context.Request.Method} {context.Request.Path}; the routes are listed at /admin/v1/openapi.json."))
+        // like every other answer, not routing's empty 404. A change sent without a JSON content type lands here too,
+        // since its route accepts only JSON: that is a 415 naming what to send, not "there is no route".
+        api.MapFallback("{**path}", (HttpContext context) => TakesJson(context)
+                ? Problem(context, StatusCodes.Status415UnsupportedMediaType, "admin.unsupported_media_type", "Unsupported media type",
+                    $"{context.Request.Method} {context.Request.Path} takes a JSON body: send 'Content-Type: application/json'.")
+                : Problem(context, StatusCodes.Status404NotFound, "admin.not_found", "Not found",
+                    $"There is no admin API route {context.Request.Method} {context.Request.Path}; the routes are listed at /admin/v1/openapi.json."))
             .ExcludeFromDescription();
+    }
+
+    /// <summary>Whether a route that accepts only JSON has this request's method and path (so its content type kept it out).</summary>
+    private static bool TakesJson(HttpContext context)
+    {
+        var method = context.Request.Method;
+        foreach (var endpoint in context.RequestServices.GetRequiredService<EndpointDataSource>().Endpoints)
+        {
+            if (endpoint is RouteEndpoint route && endpoint.Metadata.GetMetadata<IAcceptsMetadata>() is { ContentTypes.Count: > 0 }
+                && endpoint.Metadata.GetMetadata<IHttpMethodMetadata>()?.HttpMethods.Contains(method, StringComparer.OrdinalIgnoreCase) == true
+                && new TemplateMatcher(TemplateParser.Parse(route.RoutePattern.RawText!), []).TryMatch(context.Request.Path, []))
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 
     private static void MapAlerts(RouteGroupBuilder api, CustosGateway gateway)

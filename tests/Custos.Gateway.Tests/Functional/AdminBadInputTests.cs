@@ -45,6 +45,40 @@ public sealed class AdminBadInputTests
         Assert.Equal($"There is no admin API route {method} {path}; the routes are listed at /admin/v1/openapi.json.", detail);
     }
 
+    [Theory]
+    [InlineData("/admin/v1/credentials", "text/plain", true)]
+    [InlineData("/admin/v1/credentials", null, true)]
+    [InlineData("/admin/v1/credentials/cred_1/revoke", "application/x-www-form-urlencoded", true)]
+    [InlineData("/admin/v1/nonexistent", "text/plain", false)]
+    public async Task AChangeSentWithoutJson_Is415SayingWhatToSend_NotNoSuchRoute(string path, string? contentType, bool routeExists)
+    {
+        await using var g = await ControlPlaneFixture.StartAsync();
+        using var http = new HttpClient { BaseAddress = g.Gateway.AdminUri };
+        using var request = new HttpRequestMessage(HttpMethod.Post, path);
+        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", ControlPlaneFixture.AdminKey(g, "root"));
+        request.Content = new ByteArrayContent("""{"consumer":"web","reason":"r"}"""u8.ToArray());
+        if (contentType is not null)
+        {
+            request.Content.Headers.ContentType = new MediaTypeHeaderValue(contentType);
+        }
+
+        using var response = await http.SendAsync(request);
+
+        using var problem = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+        Assert.Equal(TestGateway.RequestIdOf(response), problem.RootElement.GetProperty("request_id").GetString());
+        if (routeExists)
+        {
+            Assert.Equal(HttpStatusCode.UnsupportedMediaType, response.StatusCode);
+            Assert.Equal("admin.unsupported_media_type", problem.RootElement.GetProperty("code").GetString());
+            Assert.Equal($"POST {path} takes a JSON body: send 'Content-Type: application/json'.", problem.RootElement.GetProperty("detail").GetString());
+        }
+        else
+        {
+            Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
+            Assert.Equal("admin.not_found", problem.RootElement.GetProperty("code").GetString());
+        }
+    }
+
     [Fact]
     public async Task ALedgerRowAlteredBehindTheGateway_IsAnsweredAsStoreDamaged_NotTakenForWhatItsColumnsSay()
     {
