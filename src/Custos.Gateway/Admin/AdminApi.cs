@@ -159,9 +159,17 @@ internal static partial class AdminApi
             .ExcludeFromDescription();
     }
 
-    /// <summary>Whether a route that accepts only JSON has this request's method and path (so its content type kept it out).</summary>
+    /// <summary>
+    /// Whether this request is not JSON and a route that accepts only JSON has its method and path (so its content type
+    /// kept it out). A JSON request that lands here has a path of the wrong form, which is a 404.
+    /// </summary>
     private static bool TakesJson(HttpContext context)
     {
+        if (context.Request.HasJsonContentType())
+        {
+            return false;
+        }
+
         var method = context.Request.Method;
         foreach (var endpoint in context.RequestServices.GetRequiredService<EndpointDataSource>().Endpoints)
         {

@@ -50,6 +50,7 @@ public sealed class AdminBadInputTests
     [InlineData("/admin/v1/credentials", null, true)]
     [InlineData("/admin/v1/credentials/cred_1/revoke", "application/x-www-form-urlencoded", true)]
     [InlineData("/admin/v1/nonexistent", "text/plain", false)]
+    [InlineData("/admin/v1/access-requests/x/y/approve", "application/json", false)]
     public async Task AChangeSentWithoutJson_Is415SayingWhatToSend_NotNoSuchRoute(string path, string? contentType, bool routeExists)
     {
         await using var g = await ControlPlaneFixture.StartAsync();
