@@ -88,18 +88,9 @@ public sealed class ChatRequest
 
     /// <summary>
     /// With <see cref="ParseError.InvalidField"/>: what <see cref="ErrorField"/> must be, for the client's error message,
-    /// for example <c>a whole number of at least 1, or null</c>.
+    /// for example <c>a whole number of at least 1, or null</c>; named where the field is read, so the two cannot drift.
     /// </summary>
-    public string? ErrorExpectation => ErrorField switch
-    {
-        "model" => "a string",
-        "stream" => "true, false or null",
-        "stream_options" => "an object or null",
-        "stream_options.include_usage" => "true or false",
-        "max_tokens" or "max_completion_tokens" => "a whole number of at least 0, or null",
-        "n" => "a whole number of at least 1, or null",
-        _ => null,
-    };
+    public string? ErrorExpectation { get; private set; }
 
     /// <summary>
     /// With <see cref="ParseError.InvalidJson"/>: what is wrong and where, for the client's error message, for example
@@ -195,7 +186,7 @@ public sealed class ChatRequest
                 reader.Read();
                 if (reader.TokenType != JsonTokenType.String)
                 {
-                    return Invalid("model");
+                    return Invalid("model", "a string");
                 }
 
                 var start = (int)reader.TokenStartIndex;
@@ -214,7 +205,7 @@ public sealed class ChatRequest
                 {
                     case JsonTokenType.True: Stream = true; break;
                     case JsonTokenType.False or JsonTokenType.Null: Stream = false; break;
-                    default: return Invalid("stream");
+                    default: return Invalid("stream", "true, false or null");
                 }
             }
             else if (reader.ValueTextEquals("stream_options"u8))
@@ -233,7 +224,7 @@ public sealed class ChatRequest
 
                 if (reader.TokenType != JsonTokenType.StartObject)
                 {
-                    return Invalid("stream_options");
+                    return Invalid("stream_options", "an object or null");
                 }
 
                 var start = (int)reader.TokenStartIndex;
@@ -250,7 +241,7 @@ public sealed class ChatRequest
 
                         if (reader.TokenType is not (JsonTokenType.True or JsonTokenType.False))
                         {
-                            return Invalid("stream_options.include_usage");
+                            return Invalid("stream_options.include_usage", "true or false");
                         }
 
                         IncludeUsage = reader.TokenType == JsonTokenType.True;
@@ -283,7 +274,7 @@ public sealed class ChatRequest
 
                 if (reader.TokenType != JsonTokenType.Number || !reader.TryGetInt64(out var max) || max < 0)
                 {
-                    return Invalid(name);
+                    return Invalid(name, "a whole number of at least 0, or null");
                 }
 
                 MaxOutputTokens = MaxOutputTokens is { } other ? Math.Max(other, max) : max;
@@ -304,7 +295,7 @@ public sealed class ChatRequest
 
                 if (reader.TokenType != JsonTokenType.Number || !reader.TryGetInt64(out var n) || n < 1)
                 {
-                    return Invalid("n");
+                    return Invalid("n", "a whole number of at least 1, or null");
                 }
 
                 N = n;
@@ -402,9 +393,10 @@ public sealed class ChatRequest
         return ParseError.DuplicateField;
     }
 
-    private ParseError Invalid(string field)
+    private ParseError Invalid(string field, string expected)
     {
         ErrorField = field;
+        ErrorExpectation = expected;
         return ParseError.InvalidField;
     }
 

@@ -296,9 +296,7 @@ internal sealed partial class DataPlane(
         {
             await (parseError switch
             {
-                ParseError.InvalidField => DenyAsync(context, record, Reasons.InvalidField, parsed.ErrorExpectation is { } expected
-                    ? $"The field '{parsed.ErrorField}' must be {expected}."
-                    : $"The field '{parsed.ErrorField}' has the wrong type or value.", parsed.ErrorField),
+                ParseError.InvalidField => DenyAsync(context, record, Reasons.InvalidField, $"The field '{parsed.ErrorField}' must be {parsed.ErrorExpectation}.", parsed.ErrorField),
                 ParseError.DuplicateField => DenyAsync(context, record, Reasons.DuplicateField, $"The field '{parsed.ErrorField}' appears more than once; send it once.", parsed.ErrorField),
                 _ => DenyAsync(context, record, Reasons.InvalidJson, parsed.ErrorDetail is { } detail ? $"The request body is not a valid JSON object: {detail}." : null),
             });
