@@ -9,6 +9,12 @@ internal static class AnthropicEndpoints
     /// <summary><c>POST /v1/messages</c>.</summary>
     public static async Task MessagesAsync(HttpContext context, JsonElement root, string model, MockMode mode)
     {
+        if (Refused(root) is { } refused)
+        {
+            await Wire.BadRequestAsync(context, WireFlavor.Anthropic, refused);
+            return;
+        }
+
         var prompt = new PromptText();
         if (root.TryGetProperty("system", out var system) && system.ValueKind is JsonValueKind.String or JsonValueKind.Array)
         {
@@ -134,6 +140,40 @@ internal static class AnthropicEndpoints
             w.WriteString("type", "message_stop");
             w.WriteEndObject();
         });
+    }
+
+    /// <summary>
+    /// What Anthropic refuses in a Messages request before a model sees it, in its words: <c>max_tokens</c> missing, not
+    /// a whole number or below 1, and <c>messages</c> missing, not a list or empty. Null when none of these.
+    /// </summary>
+    internal static string? Refused(JsonElement root)
+    {
+        if (!root.TryGetProperty("max_tokens", out var maxTokens))
+        {
+            return "max_tokens: Field required";
+        }
+
+        if (maxTokens.ValueKind != JsonValueKind.Number || !maxTokens.TryGetInt64(out var limit))
+        {
+            return "max_tokens: Input should be a valid integer";
+        }
+
+        if (limit < 1)
+        {
+            return "max_tokens: Input should be greater than or equal to 1";
+        }
+
+        if (!root.TryGetProperty("messages", out var messages))
+        {
+            return "messages: Field required";
+        }
+
+        if (messages.ValueKind != JsonValueKind.Array)
+        {
+            return "messages: Input should be a valid list";
+        }
+
+        return messages.GetArrayLength() == 0 ? "messages: at least one message is required" : null;
     }
 
     private static void WriteMessageHeader(Utf8JsonWriter w, string id, string model)

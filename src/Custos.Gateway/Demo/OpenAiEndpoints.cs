@@ -26,6 +26,12 @@ internal static class OpenAiEndpoints
     /// <summary><c>POST /v1/chat/completions</c>.</summary>
     public static async Task ChatAsync(HttpContext context, JsonElement root, string model, MockMode mode)
     {
+        if (RefusedChat(root) is { } refused)
+        {
+            await Wire.ErrorAsync(context, WireFlavor.OpenAi, StatusCodes.Status400BadRequest, "invalid_request_error", refused.Message, refused.Param, refused.Code);
+            return;
+        }
+
         if (!TryGetN(context, root, out var n, out var invalidN))
         {
             await invalidN;
@@ -383,6 +389,46 @@ internal static class OpenAiEndpoints
         && options.ValueKind == JsonValueKind.Object
         && options.TryGetProperty("include_usage", out var include)
         && include.ValueKind == JsonValueKind.True;
+
+    /// <summary>
+    /// What OpenAI refuses in a chat request before a model sees it, in its words: <c>messages</c> missing, not an array
+    /// or empty, and a token limit below 1. Null when none of these.
+    /// </summary>
+    internal static (string Message, string Param, string Code)? RefusedChat(JsonElement root)
+    {
+        if (!root.TryGetProperty("messages", out var messages) || messages.ValueKind == JsonValueKind.Null)
+        {
+            return ("Missing required parameter: 'messages'.", "messages", "missing_required_parameter");
+        }
+
+        if (messages.ValueKind != JsonValueKind.Array)
+        {
+            return ($"Invalid type for 'messages': expected an array of objects, but got {TypeName(messages)} instead.", "messages", "invalid_type");
+        }
+
+        if (messages.GetArrayLength() == 0)
+        {
+            return ("Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.", "messages", "empty_array");
+        }
+
+        foreach (var name in (ReadOnlySpan<string>)["max_tokens", "max_completion_tokens"])
+        {
+            if (root.TryGetProperty(name, out var limit) && limit.ValueKind == JsonValueKind.Number && limit.TryGetInt64(out var value) && value < 1)
+            {
+                return ($"Invalid '{name}': integer below minimum value. Expected a value >= 1, but got {value} instead.", name, "integer_below_min_value");
+            }
+        }
+
+        return null;
+
+        static string TypeName(JsonElement value) => value.ValueKind switch
+        {
+            JsonValueKind.String => "a string",
+            JsonValueKind.Number => "a number",
+            JsonValueKind.Object => "an object",
+            _ => "a boolean",
+        };
+    }
 
     private static bool TryGetN(HttpContext context, JsonElement root, out int n, out Task error)
     {

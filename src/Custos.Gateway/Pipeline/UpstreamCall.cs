@@ -196,12 +196,15 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
         };
 
         string? message = null;
+        string? param = null;
         int? clientStatus = null;
         if (reason == Reasons.UpstreamRejected)
         {
-            // The provider's explanation helps the caller fix the request; pass its message, never its body.
-            var detail = await ReadErrorMessageAsync(response, cancellationToken);
+            // The provider's explanation helps the caller fix the request; pass its message and the field it names
+            // (OpenAI's param), never its body.
+            var (detail, field) = await ReadErrorMessageAsync(response, cancellationToken);
             message = detail is null ? null : $"{reason.Message} {Redact(detail, route.Provider.ApiKey)}";
+            param = field is null ? null : Redact(field, route.Provider.ApiKey);
             clientStatus = status is 400 or 404 or 413 or 422 ? status : 400;
         }
         else if (reason == Reasons.UpstreamRateLimited && response.Headers.RetryAfter is { } retryAfter)
@@ -212,10 +215,11 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
         Record.Fail(reason, Outcome.UpstreamError);
         Record.Status = clientStatus ?? reason.Status;
         context.Response.Headers.Remove(HeaderNames.ContentLength);
-        await ErrorResponses.WriteAsync(context, reason, Record.RequestId, anthropicErrors, message, status: clientStatus);
+        await ErrorResponses.WriteAsync(context, reason, Record.RequestId, anthropicErrors, message, param, clientStatus);
     }
 
-    private static async Task<string?> ReadErrorMessageAsync(HttpResponseMessage response, CancellationToken cancellationToken)
+    /// <summary>The message of a provider's error body, and the field it names (OpenAI's <c>param</c>), when it has them.</summary>
+    private static async Task<(string? Message, string? Param)> ReadErrorMessageAsync(HttpResponseMessage response, CancellationToken cancellationToken)
     {
         try
         {
@@ -233,12 +237,13 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
             {
                 if (error.ValueKind == JsonValueKind.Object && error.TryGetProperty("message", out var message) && message.ValueKind == JsonValueKind.String)
                 {
-                    return message.GetString();
+                    var param = error.TryGetProperty("param", out var field) && field.ValueKind == JsonValueKind.String ? field.GetString() : null;
+                    return (message.GetString(), param);
                 }
 
                 if (error.ValueKind == JsonValueKind.String)
                 {
-                    return error.GetString();
+                    return (error.GetString(), null);
                 }
             }
         }
@@ -247,7 +252,7 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
             // No usable message: the caller gets the generic one.
         }
 
-        return null;
+        return (null, null);
     }
 
     /// <summary>Removes anything that looks like a credential from a provider's message.</summary>

@@ -382,6 +382,48 @@ public sealed class DemoUpstreamTests
     }
 
     [Theory]
+    [InlineData("""{"model":"gpt-4o-mini"}""", "Missing required parameter: 'messages'.", "messages", "missing_required_parameter")]
+    [InlineData("""{"model":"gpt-4o-mini","messages":null}""", "Missing required parameter: 'messages'.", "messages", "missing_required_parameter")]
+    [InlineData("""{"model":"gpt-4o-mini","messages":"hi"}""", "Invalid type for 'messages': expected an array of objects, but got a string instead.", "messages", "invalid_type")]
+    [InlineData("""{"model":"gpt-4o-mini","messages":[]}""", "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.", "messages", "empty_array")]
+    [InlineData("""{"model":"gpt-4o-mini","max_tokens":0,"messages":[{"role":"user","content":"hi"}]}""", "Invalid 'max_tokens': integer below minimum value. Expected a value >= 1, but got 0 instead.", "max_tokens", "integer_below_min_value")]
+    [InlineData("""{"model":"gpt-4o-mini","max_completion_tokens":-3,"messages":[{"role":"user","content":"hi"}]}""", "Invalid 'max_completion_tokens': integer below minimum value. Expected a value >= 1, but got -3 instead.", "max_completion_tokens", "integer_below_min_value")]
+    public async Task Chat_WhatOpenAIRefuses_IsRefusedInItsWords(string request, string message, string param, string code)
+    {
+        await using var upstream = await DemoUpstream.StartAsync();
+        using var http = new HttpClient { BaseAddress = upstream.BaseUri };
+
+        var (status, body) = await PostJsonAsync(http, "/v1/chat/completions", request);
+
+        Assert.Equal(HttpStatusCode.BadRequest, status);
+        var error = body.GetProperty("error");
+        Assert.Equal(message, error.GetProperty("message").GetString());
+        Assert.Equal("invalid_request_error", error.GetProperty("type").GetString());
+        Assert.Equal(param, error.GetProperty("param").GetString());
+        Assert.Equal(code, error.GetProperty("code").GetString());
+    }
+
+    [Theory]
+    [InlineData("""{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":"hi"}]}""", "max_tokens: Field required")]
+    [InlineData("""{"model":"claude-sonnet-4-5","max_tokens":"10","messages":[{"role":"user","content":"hi"}]}""", "max_tokens: Input should be a valid integer")]
+    [InlineData("""{"model":"claude-sonnet-4-5","max_tokens":0,"messages":[{"role":"user","content":"hi"}]}""", "max_tokens: Input should be greater than or equal to 1")]
+    [InlineData("""{"model":"claude-sonnet-4-5","max_tokens":10}""", "messages: Field required")]
+    [InlineData("""{"model":"claude-sonnet-4-5","max_tokens":10,"messages":"hi"}""", "messages: Input should be a valid list")]
+    [InlineData("""{"model":"claude-sonnet-4-5","max_tokens":10,"messages":[]}""", "messages: at least one message is required")]
+    public async Task Messages_WhatAnthropicRefuses_IsRefusedInItsWords(string request, string message)
+    {
+        await using var upstream = await DemoUpstream.StartAsync();
+        using var http = new HttpClient { BaseAddress = upstream.BaseUri };
+
+        var (status, body) = await PostJsonAsync(http, "/v1/messages", request);
+
+        Assert.Equal(HttpStatusCode.BadRequest, status);
+        Assert.Equal("error", body.GetProperty("type").GetString());
+        Assert.Equal("invalid_request_error", body.GetProperty("error").GetProperty("type").GetString());
+        Assert.Equal(message, body.GetProperty("error").GetProperty("message").GetString());
+    }
+
+    [Theory]
     [InlineData("mock-error-500", 500, "api_error", "sk-upstream-SECRET-should-not-leak")]
     [InlineData("mock-error-401", 401, "authentication_error", "sk-upst***leak")]
     [InlineData("mock-error-400", 400, "invalid_request_error", "max_tokens is too large")]

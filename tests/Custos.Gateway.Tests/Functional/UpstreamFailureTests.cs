@@ -58,6 +58,34 @@ public sealed class UpstreamFailureTests(GatewayFixture fixture) : IClassFixture
         Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
         AssertError(body, "upstream.rejected");
         Assert.Contains("max_tokens is too large", body, StringComparison.Ordinal);
+        using var json = JsonDocument.Parse(body);
+        Assert.Equal("max_tokens", json.RootElement.GetProperty("error").GetProperty("param").GetString()); // the provider's param, passed on
+    }
+
+    [Fact]
+    public async Task WhatTheProviderRefuses_IsRefusedInItsWords_AndRecordedWithItsStatus()
+    {
+        // The gateway checks what it needs to enforce policy; the rest of a request's form is the provider's to judge
+        // (docs/decisions.md). Anthropic requires max_tokens: its refusal reaches the caller and the ledger.
+        var (response, body, entry) = await SendAsync(G.Post("/v1/messages", """{"model":"claude-sonnet","messages":[{"role":"user","content":"hi"}]}""", anthropicHeader: true));
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        using var json = JsonDocument.Parse(body);
+        Assert.Equal("upstream.rejected", json.RootElement.GetProperty("error").GetProperty("code").GetString());
+        Assert.Contains("max_tokens: Field required", json.RootElement.GetProperty("error").GetProperty("message").GetString(), StringComparison.Ordinal);
+        Assert.Equal(400, entry.GetProperty("upstream_status").GetInt32());
+        Assert.Equal(400, entry.GetProperty("status").GetInt32());
+        Assert.Equal("allow", entry.GetProperty("decision").GetString());
+        Assert.Equal("upstream_error", entry.GetProperty("outcome").GetString());
+        Assert.Equal(JsonValueKind.Null, json.RootElement.GetProperty("error").GetProperty("param").ValueKind); // Anthropic names no param
+
+        // OpenAI requires at least one message, and names the field.
+        (response, body, _) = await SendAsync(G.Post("/v1/chat/completions", """{"model":"gpt-4o-mini","messages":[]}"""));
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        using var openAi = JsonDocument.Parse(body);
+        Assert.Equal("upstream.rejected", openAi.RootElement.GetProperty("error").GetProperty("code").GetString());
+        Assert.Contains("Invalid 'messages': empty array.", openAi.RootElement.GetProperty("error").GetProperty("message").GetString(), StringComparison.Ordinal);
+        Assert.Equal("messages", openAi.RootElement.GetProperty("error").GetProperty("param").GetString());
     }
 
     [Fact]
