@@ -88,7 +88,7 @@ public sealed partial class SqliteStore : ICustosStore
     internal static async Task<SqliteStore> OpenAsync(string dataDirectory, TimeSpan checkpointInterval, int writerCheckpointFrames,
         CancellationToken cancellationToken = default, Action<string>? upgrade = null)
     {
-        Directory.CreateDirectory(dataDirectory);
+        DataFolder.Create(dataDirectory);
         var store = new SqliteStore(System.IO.Path.Combine(dataDirectory, "custos.db"), checkpointInterval, writerCheckpointFrames);
         await store.MigrateAsync(upgrade, cancellationToken);
         return store;

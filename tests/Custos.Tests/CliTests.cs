@@ -118,6 +118,22 @@ public sealed class CliTests : IDisposable
         Assert.Equal("error: " + message, error.Trim());
     }
 
+    [Theory]
+    [InlineData("init")]
+    [InlineData("demo", "--port", "0", "--admin-port", "0", "--upstream-port", "0")]
+    public async Task ADataFolderThatIsAFile_IsRefusedInOneLine(params string[] args)
+    {
+        // Was .NET's "The file '…' already exists." from creating the folder.
+        var file = Path.Combine(_directory, "a-file");
+        await File.WriteAllTextAsync(file, "not a folder");
+
+        var (exit, _, error) = await Cli.RunAsync([.. args, "--data", file]);
+
+        Assert.Equal(1, exit);
+        Assert.Equal($"error: the data folder {file} is a file; name a folder (it is created if missing)", error.Trim());
+        Assert.Equal("not a folder", await File.ReadAllTextAsync(file));
+    }
+
     [Fact]
     public async Task Demo_RestartedOnTheSameData_KeepsKeysAndPolicyVersion()
     {

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using Custos.Gateway.Demo;
 using Custos.Gateway.Hosting;
+using Custos.Storage;
 
 namespace Custos.Cli.Commands;
 
@@ -25,7 +26,7 @@ internal static class DemoCommand
     private static async Task<int> RunAsync(int port, int adminPort, int upstreamPort, string data, TextWriter output, CancellationToken cancellationToken)
     {
         var dataDirectory = Path.GetFullPath(data);
-        Directory.CreateDirectory(dataDirectory);
+        DataFolder.Create(dataDirectory);
         InlineIo.PreferFor(embeddedStore: true); // before the first socket
         await using var upstream = await Start(() => DemoUpstream.StartAsync(upstreamPort, cancellationToken), "demo upstream", upstreamPort);
 
