@@ -134,4 +134,28 @@ public sealed class AuditCliTests
             Directory.Delete(data, recursive: true);
         }
     }
+
+    [Theory]
+    [InlineData("{}", "it lacks 'format', 'request_id', 'entry', 'inclusion', 'checkpoint', 'policy'")]
+    [InlineData("[1]", "it is not a JSON object")]
+    [InlineData("{\"format\":\n  tru}", "'}' cannot be there (line 2, byte 6)")]
+    [InlineData("null", "it is null, not an object")]
+    [InlineData("", "it is empty")]
+    [InlineData("root:x:0:0:root:/root:/bin/bash", "'r' cannot be there (line 1, byte 1)")]
+    public async Task VerifyBundle_OfAFileThatIsNoBundle_SaysWhatIsWrongInItsTerms(string content, string problem)
+    {
+        // Was the serializer's own words: "JSON deserialization for type 'Custos.Ledger.ProofBundle' was missing …", "Path: $ | LineNumber: 0".
+        var file = Path.Combine(Path.GetTempPath(), "custos-bundle-" + Guid.NewGuid().ToString("N") + ".json");
+        await File.WriteAllTextAsync(file, content);
+        try
+        {
+            var (exit, _, error) = await Cli.RunAsync("audit", "verify-bundle", file, "--public-key", file);
+            Assert.Equal(1, exit);
+            Assert.Equal($"error: {Path.GetFileName(file)} is not a proof bundle: {problem}", error.Trim());
+        }
+        finally
+        {
+            File.Delete(file);
+        }
+    }
 }

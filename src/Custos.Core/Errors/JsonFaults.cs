@@ -54,6 +54,46 @@ public static class JsonFaults
             : FormattableString.Invariant($"byte 0x{found:X2} cannot be there ({where})");
     }
 
+    /// <summary>
+    /// What is wrong with a document the serializer could not read into its type (an admin API body, a proof bundle), in
+    /// the document's terms: its fields by their JSON names, never the .NET types behind them; where it is not JSON,
+    /// what <see cref="Describe"/> says of it.
+    /// </summary>
+    /// <returns>For example <c>it lacks 'consumer', 'reason'</c>, <c>it takes no field 'expires'</c> or <c>'models' has a value of the wrong type or null</c>.</returns>
+    public static string DescribeDocument(ReadOnlySpan<byte> body, JsonException fault)
+    {
+        ArgumentNullException.ThrowIfNull(fault);
+        if (fault.InnerException is JsonException || body.Trim(" \t\r\n"u8).IsEmpty)
+        {
+            return Describe(body, fault); // the reader's: the body is not JSON
+        }
+
+        var message = fault.Message;
+        var end = message.IndexOf(" Path:", StringComparison.Ordinal);
+        message = (end >= 0 ? message[..end] : message).TrimEnd('.', ' ');
+
+        // Path is where the reader was: "$.models" for a null list, "$" for a required member missing.
+        var field = fault.Path is { Length: > 2 } path && path.StartsWith("$.", StringComparison.Ordinal) ? path[2..] : null;
+        const string Missing = "missing required properties including: ";
+        const string Unmapped = "The JSON property '";
+        if (message.IndexOf(Missing, StringComparison.Ordinal) is var missing and >= 0)
+        {
+            return "it lacks " + message[(missing + Missing.Length)..];
+        }
+
+        if (message.StartsWith(Unmapped, StringComparison.Ordinal) && message.IndexOf('\'', Unmapped.Length) is var close and > 0)
+        {
+            return $"it takes no field '{message[Unmapped.Length..close]}'";
+        }
+
+        if (message.Contains("could not be converted", StringComparison.Ordinal) || message.Contains("null", StringComparison.Ordinal) && field is not null)
+        {
+            return field is null ? "it is not a JSON object" : $"'{field}' has a value of the wrong type or null";
+        }
+
+        return fault.LineNumber is null ? message : Describe(body, fault); // without a place, the caller's own words
+    }
+
     /// <summary>Where <paramref name="body"/>, which is not valid UTF-8, has its first bytes that are not a character.</summary>
     public static string DescribeNotUtf8(ReadOnlySpan<byte> body)
     {

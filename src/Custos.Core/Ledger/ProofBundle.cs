@@ -47,7 +47,10 @@ public sealed record ProofBundle
     public string ToJson() => JsonSerializer.Serialize(this, Json);
 
     /// <summary>Reads a bundle.</summary>
-    public static ProofBundle Parse(string json) => JsonSerializer.Deserialize<ProofBundle>(json, Json) ?? throw new JsonException("empty proof bundle");
+    public static ProofBundle Parse(string json) => Parse(System.Text.Encoding.UTF8.GetBytes(json));
+
+    /// <summary>Reads a bundle from its UTF-8 JSON.</summary>
+    public static ProofBundle Parse(ReadOnlySpan<byte> json) => JsonSerializer.Deserialize<ProofBundle>(json, Json) ?? throw new JsonException("it is null, not an object");
 
     /// <summary>Checks every link with <paramref name="publicKey"/>; each check is named, with its outcome.</summary>
     public IReadOnlyList<(string Check, bool Ok, string Detail)> Verify(ECDsa publicKey)

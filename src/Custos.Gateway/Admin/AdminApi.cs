@@ -984,40 +984,8 @@ internal static partial class AdminApi
         }
         catch (JsonException ex)
         {
-            throw AdminProblemException.Invalid($"The request body is not valid: {Describe(body, ex)}.");
+            throw AdminProblemException.Invalid($"The request body is not valid: {JsonFaults.DescribeDocument(body, ex)}.");
         }
-    }
-
-    /// <summary>
-    /// A body's fault in the API's terms: its fields by their JSON names, never the .NET types behind them; where it is
-    /// not JSON, what <see cref="JsonFaults"/> says of it.
-    /// </summary>
-    private static string Describe(ReadOnlySpan<byte> body, JsonException ex)
-    {
-        var message = ex.Message;
-        var end = message.IndexOf(" Path:", StringComparison.Ordinal);
-        message = (end >= 0 ? message[..end] : message).TrimEnd('.', ' ');
-
-        // Path is where the reader was: "$.models" for a null list, "$" for a required member missing.
-        var field = ex.Path is { Length: > 2 } path && path.StartsWith("$.", StringComparison.Ordinal) ? path[2..] : null;
-        const string Missing = "missing required properties including: ";
-        const string Unmapped = "The JSON property '";
-        if (message.IndexOf(Missing, StringComparison.Ordinal) is var missing and >= 0)
-        {
-            return "it lacks " + message[(missing + Missing.Length)..];
-        }
-
-        if (message.StartsWith(Unmapped, StringComparison.Ordinal) && message.IndexOf('\'', Unmapped.Length) is var close and > 0)
-        {
-            return $"this request takes no field '{message[Unmapped.Length..close]}'";
-        }
-
-        if (message.Contains("could not be converted", StringComparison.Ordinal) || message.Contains("null", StringComparison.Ordinal) && field is not null)
-        {
-            return field is null ? "it is not a JSON object" : $"'{field}' has a value of the wrong type or null";
-        }
-
-        return JsonFaults.Describe(body, ex);
     }
 
     /// <summary>The body options reject a null list, but not a null in one (<c>[null]</c>): that is refused here.</summary>

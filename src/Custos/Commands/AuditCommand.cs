@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using System.Security.Cryptography;
 using System.Text.Json;
+using Custos.Errors;
 using Custos.Ledger;
 using Custos.Storage;
 
@@ -147,13 +148,14 @@ internal static class AuditCommand
             }
 
             ProofBundle bundle;
+            var bytes = File.ReadAllBytes(path.FullName);
             try
             {
-                bundle = ProofBundle.Parse(File.ReadAllText(path.FullName));
+                bundle = ProofBundle.Parse(bytes);
             }
             catch (JsonException ex)
             {
-                throw new CliException($"{path.Name} is not a proof bundle: {ex.Message}");
+                throw new CliException($"{path.Name} is not a proof bundle: {JsonFaults.DescribeDocument(bytes, ex)}");
             }
 
             using var publicKey = LoadKey(keyPath);
