@@ -129,6 +129,21 @@ public sealed class PolicyYamlTests
         Assert.Contains(wrong.Diagnostics, d => d.Path == "server.trusted_proxies[2]" && d.Line == 5);
     }
 
+    [Fact]
+    public void Read_ABaseUrlThatIsNoUrl_IsOneError_WithoutAWarningAboutWhereRequestsWouldGo()
+    {
+        var result = PolicyYaml.Read("""
+            tenants:
+              - id: acme
+                providers: [{ id: p, type: openai, base_url: "not a url" }]
+                models: [{ name: m, provider: p }]
+            """);
+
+        var diagnostic = Assert.Single(result.Diagnostics, d => d.Path == "tenants[0].providers[0].base_url");
+        Assert.Equal(DiagnosticSeverity.Error, diagnostic.Severity);
+        Assert.Equal("'not a url' is not an absolute http or https URL", diagnostic.Message);
+    }
+
     [Theory]
     [InlineData("anthropic", "https://api.anthropic.com/v1", "https://api.anthropic.com/v1/v1/messages")]
     [InlineData("openai", "https://api.openai.com", "https://api.openai.com/chat/completions")]
@@ -156,6 +171,40 @@ public sealed class PolicyYamlTests
             Assert.Contains(wouldGo, warning.Message, StringComparison.Ordinal);
             Assert.Equal(3, warning.Line);
         }
+    }
+
+    [Theory]
+    [InlineData("listen: http://127.0.0.1:99999", "server.listen", "'http://127.0.0.1:99999' has no port from 0 to 65535")]
+    [InlineData("listen: http://127.0.0.1:x", "server.listen", "'http://127.0.0.1:x' has no port from 0 to 65535")]
+    [InlineData("listen: bogus", "server.listen", "'bogus' is not http:// or https://; a listener address is a scheme, a host and a port")]
+    [InlineData("admin_listen: http://:8081", "server.admin_listen", "'http://:8081' has no host; a listener address")]
+    [InlineData("listen: http://127.0.0.1:8080/v1", "server.listen", "'http://127.0.0.1:8080/v1' has a path; a listener address")]
+    [InlineData("listen: http://127.0.0.1:8080\n  admin_listen: http://127.0.0.1:8080/", "server.admin_listen", "is the data plane's address too (http://127.0.0.1:8080/); the admin API needs a port of its own")]
+    public void Read_AListenerAddressKestrelCouldNotBind_IsAnErrorAtItsLine(string server, string path, string message)
+    {
+        // Each of these passed validation, and `custos serve` then ended in an unhandled exception (or bound nothing).
+        var result = PolicyYaml.Read("server:\n  " + server + "\n");
+
+        var error = Assert.Single(result.Diagnostics, d => d.Path == path);
+        Assert.Equal(DiagnosticSeverity.Error, error.Severity);
+        Assert.Contains(message, error.Message, StringComparison.Ordinal);
+        Assert.True(error.Line >= 2);
+    }
+
+    [Theory]
+    [InlineData("http://127.0.0.1:8080")]
+    [InlineData("http://0.0.0.0:8080/")]
+    [InlineData("http://[::]:8080")]
+    [InlineData("http://*:8080")]
+    [InlineData("http://localhost")]
+    [InlineData("http://127.0.0.1:0")]
+    [InlineData("http://unix:/run/custos.sock")]
+    public void Read_ListenerAddressesKestrelBinds_AreAccepted(string url)
+    {
+        var result = PolicyYaml.Read($"server:\n  listen: {url}\n  admin_listen: http://127.0.0.1:0\n");
+
+        Assert.DoesNotContain(result.Diagnostics, d => d.Path.StartsWith("server.", StringComparison.Ordinal));
+        Assert.Equal(url, result.Server.Listen);
     }
 
     [Fact]

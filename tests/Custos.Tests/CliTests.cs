@@ -349,6 +349,21 @@ public sealed class CliTests : IDisposable
     }
 
     [Fact]
+    public async Task Serve_WhenItsAdminAddressIsTaken_SaysSoInOneLine_WithoutAStackTrace()
+    {
+        await using var setup = await StartServeSetupAsync();
+        using var taken = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, setup.AdminPort);
+        taken.Start();
+
+        await using var serve = CustosProcess.Start("Custos serving", setup.Environment(), "serve", "--config", setup.Config);
+
+        Assert.Equal(1, await serve.WaitForExitAsync());
+        Assert.Contains($"error: Failed to bind to address http://127.0.0.1:{setup.AdminPort}: address already in use.", serve.Output, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", serve.Output, StringComparison.Ordinal); // was the host's log of the failed start, stack and all
+        Assert.DoesNotContain("Hosting failed to start", serve.Output, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Serve_WithProxiesInTheEnvironment_CallsAProviderOnThisMachineDirectly()
     {
         // A shell with a company's proxy variables, and the provider beside the gateway (the demo's, a local model server).
@@ -566,7 +581,7 @@ public sealed class CliTests : IDisposable
     [Theory]
     [InlineData("error: --data names no folder", "requests", "--data", "")]
     [InlineData("error: --from '100000000d' is longer than a time span can be", "audit", "verify", "--data", "{data}", "--from", "100000000d")]
-    [InlineData("error: Could not find file '/proc/custos-test'", "init", "--data", "/proc/custos-test")] // a folder that cannot be made
+    [InlineData("error: cannot create the data folder /proc/custos-test: Could not find file '/proc/custos-test'.", "init", "--data", "/proc/custos-test")] // a folder that cannot be made
     [InlineData("error: No space left on device", "report", "posture", "--data", "{data}", "-o", "/dev/full")] // a file that cannot be written
     [InlineData("error: --since '100000000d' is longer than a time span can be", "requests", "--data", "{data}", "--since", "100000000d")]
     [InlineData("error: --overlap '99999999d' is longer than a time span can be", "keys", "rotate", "c1", "--reason", "r", "--overlap", "99999999d", "--server", "http://127.0.0.1:1")]

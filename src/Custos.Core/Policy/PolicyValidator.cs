@@ -40,7 +40,11 @@ internal static class PolicyValidator
 
                 // The gateway appends the endpoint's path: /v1/messages for Anthropic, /chat/completions (and the like) for OpenAI.
                 var basePath = provider.BaseUrl.AbsolutePath.TrimEnd('/');
-                if (provider.Kind == ProviderKind.Anthropic && basePath.EndsWith("/v1", StringComparison.OrdinalIgnoreCase))
+                if (ReferenceEquals(provider.BaseUrl, PolicyYaml.UnreadableUrl))
+                {
+                    // Refused where it was read.
+                }
+                else if (provider.Kind == ProviderKind.Anthropic && basePath.EndsWith("/v1", StringComparison.OrdinalIgnoreCase))
                 {
                     reader.Add(DiagnosticSeverity.Warning, reader.MarkOf(provider, "base_url"), $"{path}.providers[{p}].base_url",
                         $"an Anthropic base_url is the API's root (https://api.anthropic.com): requests would go to {provider.BaseUrl.AbsoluteUri.TrimEnd('/')}/v1/messages");

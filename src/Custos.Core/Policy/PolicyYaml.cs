@@ -113,6 +113,9 @@ public sealed record PolicyReadResult(PolicyDocument? Document, IReadOnlyList<Po
 /// </summary>
 public static partial class PolicyYaml
 {
+    /// <summary>A provider's <c>base_url</c> that could not be read (already an error): no more is said of it.</summary>
+    internal static readonly Uri UnreadableUrl = new("http://invalid");
+
     /// <summary>Parses and validates <paramref name="yaml"/>.</summary>
     public static PolicyReadResult Read(string yaml)
     {
@@ -250,6 +253,58 @@ public static partial class PolicyYaml
             return networks;
         }
 
+        /// <summary>
+        /// What is wrong with a listener's address as Kestrel would bind it (<c>http://127.0.0.1:8080</c>,
+        /// <c>http://0.0.0.0:8080</c>, <c>http://[::]:8080</c>, <c>http://*:8080</c>), or null: checked here so that a
+        /// mistyped one is a line in <c>custos config validate</c>, not an exception when the gateway starts.
+        /// </summary>
+        internal static string? ListenerProblem(string url)
+        {
+            const string Shape = "a listener address is a scheme, a host and a port, such as http://127.0.0.1:8080 or http://0.0.0.0:8080";
+            var scheme = url.StartsWith("http://", StringComparison.OrdinalIgnoreCase) ? 7
+                : url.StartsWith("https://", StringComparison.OrdinalIgnoreCase) ? 8 : 0;
+            if (scheme == 0)
+            {
+                return $"'{url}' is not http:// or https://; {Shape}";
+            }
+
+            var authority = url.AsSpan(scheme);
+            if (authority.StartsWith("unix:/", StringComparison.OrdinalIgnoreCase))
+            {
+                return null; // a Unix domain socket: http://unix:/run/custos.sock
+            }
+
+            var slash = authority.IndexOf('/');
+            if (slash >= 0)
+            {
+                if (slash != authority.Length - 1)
+                {
+                    return $"'{url}' has a path; {Shape}";
+                }
+
+                authority = authority[..slash];
+            }
+
+            // The port follows the last ':' after an IPv6 address's ']'.
+            var colon = authority.LastIndexOf(':');
+            var host = colon > authority.LastIndexOf(']') ? authority[..colon] : authority;
+            if (host.IsEmpty || host.ContainsAny(" @?#"))
+            {
+                return $"'{url}' has no host; {Shape}";
+            }
+
+            if (host.Length != authority.Length)
+            {
+                var port = authority[(colon + 1)..];
+                if (!int.TryParse(port, NumberStyles.None, CultureInfo.InvariantCulture, out var number) || number > 65535)
+                {
+                    return $"'{url}' has no port from 0 to 65535";
+                }
+            }
+
+            return null;
+        }
+
         public PolicyDocument ReadDocument(YamlMappingNode root, out ServerSettings server)
         {
             var map = new MapReader(this, root, "$", ["server", "gateway", "defaults", "tenants", "services", "consumers", "credentials", "admins", "identity_providers", "alerts"]);
@@ -276,10 +331,20 @@ public static partial class PolicyYaml
                 };
                 foreach (var (listener, url) in (ReadOnlySpan<(string, string?)>)[("listen", server.Listen), ("admin_listen", server.AdminListen)])
                 {
-                    if (url is not null && url.StartsWith("https://", StringComparison.OrdinalIgnoreCase) && server.TlsCertificate is null)
+                    if (url is not null && ListenerProblem(url) is { } problem)
+                    {
+                        Error(s.Node(listener), $"server.{listener}", problem);
+                    }
+                    else if (url is not null && url.StartsWith("https://", StringComparison.OrdinalIgnoreCase) && server.TlsCertificate is null)
                     {
                         Error(s.Node(listener), $"server.{listener}", "an https:// listener needs server.tls_certificate (and server.tls_key, unless the certificate's file holds the key)");
                     }
+                }
+
+                if (server.Listen is { } data && server.AdminListen is { } admin && ListenerProblem(data) is null
+                    && string.Equals(data.TrimEnd('/'), admin.TrimEnd('/'), StringComparison.OrdinalIgnoreCase) && !data.TrimEnd('/').EndsWith(":0", StringComparison.Ordinal))
+                {
+                    Error(s.Node("admin_listen"), "server.admin_listen", $"is the data plane's address too ({admin}); the admin API needs a port of its own");
                 }
 
                 if (server.TlsKey is not null && server.TlsCertificate is null)
@@ -565,7 +630,7 @@ public static partial class PolicyYaml
             {
                 Id = map.RequiredString("id") ?? "",
                 Kind = map.Enum<ProviderKind>("type", required: true) ?? ProviderKind.OpenAI,
-                BaseUrl = map.Url("base_url", required: true) ?? new Uri("http://invalid"),
+                BaseUrl = map.Url("base_url", required: true) ?? UnreadableUrl,
                 ApiKeyEnv = map.String("api_key_env"),
             };
             return Remember(node, provider, map);

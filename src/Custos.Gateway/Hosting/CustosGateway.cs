@@ -676,6 +676,11 @@ public sealed partial class CustosGateway : IAsyncDisposable
         }
         logging.AddFilter("Yarp", LogLevel.Warning);
         logging.AddFilter("System.Net.Http", LogLevel.Warning);
+
+        // The host logs a failed start (a listener's address in use) with its whole stack before it throws to the caller,
+        // which says it in one line (custos serve: "error: Failed to bind to address …: address already in use.").
+        // The gateway has no BackgroundService whose failure only the host would report.
+        logging.AddFilter("Microsoft.Extensions.Hosting.Internal.Host", LogLevel.Critical);
     }
 
     private static Task Health(HttpContext context)
