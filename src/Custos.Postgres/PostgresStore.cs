@@ -47,6 +47,7 @@ public sealed partial class PostgresStore : ICustosStore, IRecordFormatSetting
     /// The server cannot be reached or refuses the login, the database is not UTF8, or its schema is newer than this
     /// code. The message names the server and database, never the password.
     /// </exception>
+    /// <exception cref="FormatException">The string is not a connection string Npgsql reads; the message names the option, never a value.</exception>
     public static Task<PostgresStore> OpenAsync(string connectionString, CancellationToken cancellationToken = default)
         => OpenAsync(connectionString, null, cancellationToken);
 
@@ -56,7 +57,19 @@ public sealed partial class PostgresStore : ICustosStore, IRecordFormatSetting
     /// </summary>
     public static async Task<PostgresStore> OpenAsync(string connectionString, Action<string>? upgrade, CancellationToken cancellationToken = default)
     {
-        var builder = new NpgsqlDataSourceBuilder(connectionString);
+        NpgsqlDataSourceBuilder builder;
+        try
+        {
+            builder = new NpgsqlDataSourceBuilder(connectionString);
+        }
+        catch (ArgumentException e)
+        {
+            // Named by its option, never its value: the string may hold a password.
+            throw new FormatException(e.ParamName is { Length: > 0 } option
+                ? $"its option '{option}' is not one Npgsql accepts, or its value is not valid"
+                : "it is not Key=Value pairs separated by ';', such as Host=db;Database=custos;Username=custos;Password=…", e);
+        }
+
         var settings = builder.ConnectionStringBuilder;
         if (string.IsNullOrEmpty(settings.ApplicationName))
         {

@@ -44,7 +44,12 @@ public sealed class RedisEngines : IDisposable
         }
         catch (RedisConnectionException ex)
         {
-            throw new InvalidOperationException(ex.Message.Split('\n')[0], ex);
+            // Its first line, without the client's advice to keep retrying (abortConnect=false): the gateway fails fast
+            // on purpose (docs/deploy.md). The endpoints are named; the rest of the string may hold a password.
+            var message = ex.Message.Split('\n')[0];
+            var advice = message.IndexOf(" To allow this multiplexer", StringComparison.Ordinal);
+            var endpoints = string.Join(", ", ConfigurationOptions.Parse(configuration).EndPoints.Select(e => e is System.Net.DnsEndPoint dns ? $"{dns.Host}:{dns.Port}" : e.ToString()));
+            throw new InvalidOperationException($"{endpoints}: {(advice > 0 ? message[..advice] : message).TrimEnd('.', ' ')}", ex);
         }
     }
 

@@ -275,6 +275,19 @@ public sealed class PostgresStoreTests(PostgresServerFixture server) : StoreCont
         Assert.DoesNotContain("not-the-password-42", error.Message, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("Host=db;Password=s3cret-pg;Timeout=soon", "its option 'timeout' is not one Npgsql accepts, or its value is not valid")]
+    [InlineData("Host=db;Password=s3cret-pg;Colour=blue", "its option 'colour' is not one Npgsql accepts, or its value is not valid")]
+    [InlineData("s3cret-pg", "it is not Key=Value pairs separated by ';', such as Host=db;Database=custos;Username=custos;Password=…")]
+    public async Task OpenAsync_NoConnectionString_IsAFormatException_NamingTheOptionNeverAValue(string connectionString, string message)
+    {
+        // Was Npgsql's ArgumentException ("Format of the initialization string does not conform to specification…").
+        var error = await Assert.ThrowsAsync<FormatException>(() => PostgresStore.OpenAsync(connectionString));
+
+        Assert.Equal(message, error.Message);
+        Assert.DoesNotContain("s3cret-pg", error.Message, StringComparison.Ordinal);
+    }
+
     private static int FreePort()
     {
         using var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);

@@ -114,6 +114,15 @@ internal static class CommonOptions
         {
             return await Postgres.PostgresStore.OpenAsync(connectionString, Console.Error.WriteLine, cancellationToken);
         }
+        catch (FormatException ex)
+        {
+            throw new CliException($"{PostgresVariable} is not a PostgreSQL connection string: {ex.Message}");
+        }
+        catch (InvalidOperationException ex)
+        {
+            // The store's own line: "Cannot open the PostgreSQL store postgresql://host:port/database: why".
+            throw new CliException($"{ex.Message.Split('\n')[0].TrimEnd('.', ' ')} ({PostgresVariable})");
+        }
         catch (Exception ex) when (ex is not OperationCanceledException)
         {
             throw new CliException($"cannot open the PostgreSQL store ({PostgresVariable}): {ex.Message.Split('\n')[0]}");
