@@ -33,11 +33,11 @@ public static class PolicySimulator
     /// <summary>
     /// Refusals made before the request was understood, which no candidate policy decides: every <c>invalid.*</c> code
     /// (its HTTP, body, endpoint, fields) except <c>invalid.model_endpoint</c>, which the policy's models decide; a
-    /// credential missing, malformed or unknown; a client that left. Derived, so a new <c>invalid.*</c> code is one.
+    /// credential missing, malformed, ambiguous or unknown; a client that left. Derived, so a new <c>invalid.*</c> code is one.
     /// </summary>
     private static readonly HashSet<string> NotPolicy = Reasons.All
         .Where(reason => reason.Code.StartsWith("invalid.", StringComparison.Ordinal) && reason != Reasons.ModelWrongEndpoint)
-        .Concat([Reasons.CredentialMissing, Reasons.CredentialMalformed, Reasons.CredentialChecksum, Reasons.CredentialUnknown,
+        .Concat([Reasons.CredentialMissing, Reasons.CredentialMalformed, Reasons.CredentialAmbiguous, Reasons.CredentialChecksum, Reasons.CredentialUnknown,
             Reasons.CredentialWrongKind, Reasons.ClientCancelled])
         .Select(reason => reason.Code)
         .ToHashSet(StringComparer.Ordinal);

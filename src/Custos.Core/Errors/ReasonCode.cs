@@ -44,6 +44,10 @@ public static class Reasons
     public static readonly ReasonCode CredentialMalformed = new("deny.credential_malformed", 401, Auth, false, Decision.Deny,
         "The credential is not a Custos API key (expected 'csk_' followed by 38 letters and digits).");
 
+    /// <summary>Two different credentials in one request: which caller it is cannot be said.</summary>
+    public static readonly ReasonCode CredentialAmbiguous = new("deny.credential_ambiguous", 401, Auth, false, Decision.Deny,
+        "The request carries two different credentials, in 'Authorization' and 'x-api-key'; send one.");
+
     /// <summary>Right shape, wrong checksum: a typo, a truncated copy, or a forgery.</summary>
     public static readonly ReasonCode CredentialChecksum = new("deny.credential_checksum", 401, Auth, false, Decision.Deny,
         "The API key's checksum does not match: it was mistyped or truncated.");
@@ -269,7 +273,7 @@ public static class Reasons
     /// <summary>Every code, for documentation and tests.</summary>
     public static IReadOnlyList<ReasonCode> All { get; } =
     [
-        CredentialMissing, CredentialMalformed, CredentialChecksum, CredentialUnknown, CredentialRevoked, CredentialSuspended,
+        CredentialMissing, CredentialMalformed, CredentialAmbiguous, CredentialChecksum, CredentialUnknown, CredentialRevoked, CredentialSuspended,
         CredentialExpired, CredentialWrongKind, ModelMissing, ModelNotFound, ModelNotEntitled, EntitlementExpired, EntitlementNotYetValid,
         TokenCeiling, PromptRestricted, RateLimited, QuotaExhausted, BudgetExhausted, ModelWrongEndpoint, InvalidJson, InvalidBody, BodyTimeout, InvalidHttp,
         InvalidField, DuplicateField, InvalidHeader, BodyTooLarge, ContentType, ContentEncoding, UnknownEndpoint, MethodNotAllowed, UpstreamNotConfigured, UpstreamUnreachable,

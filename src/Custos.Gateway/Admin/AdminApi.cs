@@ -231,7 +231,7 @@ internal static partial class AdminApi
 
     private static async Task<Custos.Alerts.Alert> FindAlertAsync(HttpContext context, CustosGateway gateway, string id, AdminPermission permission, string action)
     {
-        var alert = await gateway.Store.GetAlertAsync(id, context.RequestAborted) ?? throw AdminProblemException.NotFound("Alert", id);
+        var alert = await gateway.Store.GetAlertAsync(id, context.RequestAborted) ?? throw AdminProblemException.NotFound("alert", id);
         var admin = Admin(context);
         if (!AdminAccess.Grants(admin.Role, permission))
         {

@@ -523,6 +523,15 @@ internal sealed partial class DataPlane(
         {
             var value = authorization.ToString().AsSpan().Trim();
             presented = value.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase) ? value[7..].Trim() : value;
+
+            // Both headers, with different keys: the caller is one or the other, and a proxy or a log on the way may have
+            // read the other. The same key in both (some clients send it twice) is one caller.
+            if (headers.TryGetValue("x-api-key", out var second) && !StringValues.IsNullOrEmpty(second)
+                && !second.ToString().AsSpan().Trim().SequenceEqual(presented))
+            {
+                failure = Reasons.CredentialAmbiguous;
+                return null;
+            }
         }
         else if (headers.TryGetValue("x-api-key", out var apiKey) && !StringValues.IsNullOrEmpty(apiKey))
         {

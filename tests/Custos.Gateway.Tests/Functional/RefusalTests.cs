@@ -335,6 +335,21 @@ public sealed class RefusalTests(GatewayFixture fixture) : IClassFixture<Gateway
     }
 
     [Fact]
+    public async Task TwoDifferentKeys_Is401Ambiguous_AndTheSameKeyTwiceIsServed()
+    {
+        var request = G.Post("/v1/chat/completions", Chat); // Authorization: web's key
+        request.Headers.Add("x-api-key", G.KeyOf("agent"));
+
+        var entry = await AssertRefusedAsync(request, HttpStatusCode.Unauthorized, "deny.credential_ambiguous");
+        Assert.Equal(JsonValueKind.Null, entry.GetProperty("consumer").ValueKind); // neither is believed
+
+        var twice = G.Post("/v1/chat/completions", Chat);
+        twice.Headers.Add("x-api-key", G.KeyOf("web"));
+        using var served = await G.Client.SendAsync(twice);
+        Assert.Equal(HttpStatusCode.OK, served.StatusCode);
+    }
+
+    [Fact]
     public async Task OneCharacterTypo_Is401Checksum()
     {
         var key = G.KeyOf("web").ToCharArray();
