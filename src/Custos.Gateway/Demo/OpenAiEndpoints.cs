@@ -242,6 +242,13 @@ internal static class OpenAiEndpoints
             return;
         }
 
+        if (input.ValueKind == JsonValueKind.String ? input.GetString()!.Length == 0 : input.GetArrayLength() == 0)
+        {
+            // OpenAI embeds nothing: an empty string or list is refused, in these words and without a param.
+            await Wire.BadRequestAsync(context, WireFlavor.OpenAi, "'$.input' is invalid. Please check the API reference: https://platform.openai.com/docs/api-reference.");
+            return;
+        }
+
         var dimensions = DefaultDimensions;
         if (root.TryGetProperty("dimensions", out var dims) && dims.ValueKind != JsonValueKind.Null)
         {

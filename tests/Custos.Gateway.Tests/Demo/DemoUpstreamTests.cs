@@ -388,12 +388,14 @@ public sealed class DemoUpstreamTests
     [InlineData("""{"model":"gpt-4o-mini","messages":[]}""", "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.", "messages", "empty_array")]
     [InlineData("""{"model":"gpt-4o-mini","max_tokens":0,"messages":[{"role":"user","content":"hi"}]}""", "Invalid 'max_tokens': integer below minimum value. Expected a value >= 1, but got 0 instead.", "max_tokens", "integer_below_min_value")]
     [InlineData("""{"model":"gpt-4o-mini","max_completion_tokens":-3,"messages":[{"role":"user","content":"hi"}]}""", "Invalid 'max_completion_tokens': integer below minimum value. Expected a value >= 1, but got -3 instead.", "max_completion_tokens", "integer_below_min_value")]
-    public async Task Chat_WhatOpenAIRefuses_IsRefusedInItsWords(string request, string message, string param, string code)
+    [InlineData("""{"model":"text-embedding-3-small","input":[]}""", "'$.input' is invalid. Please check the API reference: https://platform.openai.com/docs/api-reference.", null, null, "/v1/embeddings")]
+    [InlineData("""{"model":"text-embedding-3-small","input":""}""", "'$.input' is invalid. Please check the API reference: https://platform.openai.com/docs/api-reference.", null, null, "/v1/embeddings")]
+    public async Task WhatOpenAIRefuses_IsRefusedInItsWords(string request, string message, string? param, string? code, string path = "/v1/chat/completions")
     {
         await using var upstream = await DemoUpstream.StartAsync();
         using var http = new HttpClient { BaseAddress = upstream.BaseUri };
 
-        var (status, body) = await PostJsonAsync(http, "/v1/chat/completions", request);
+        var (status, body) = await PostJsonAsync(http, path, request);
 
         Assert.Equal(HttpStatusCode.BadRequest, status);
         var error = body.GetProperty("error");
