@@ -207,6 +207,7 @@ internal static partial class AdminApi
         {
             var hasBody = context.Features.Get<Microsoft.AspNetCore.Http.Features.IHttpRequestBodyDetectionFeature>()?.CanHaveBody ?? context.Request.ContentLength > 0;
             var body = hasBody ? await ReadAsync<AcknowledgeBody>(context) : new AcknowledgeBody();
+            CheckText(body.Note, "note");
             var alert = await FindAlertAsync(context, gateway, id, AdminPermission.AcknowledgeAlerts, "alert.acknowledged");
             return Json(Custos.Alerts.AlertView.Of(await gateway.Alerts.AcknowledgeAsync(alert, Admin(context).Id, body.Note, context.RequestAborted)));
         }).WithSummary("Acknowledges an alert: its owners have it, so it stops escalating.").Accepts<AcknowledgeBody>("application/json").Produces<Custos.Alerts.AlertView>();
@@ -993,11 +994,47 @@ internal static partial class AdminApi
         where T : class
         => items.Contains(null) ? throw AdminProblemException.Invalid($"'{field}' has an empty (null) entry.") : items;
 
+    /// <summary>The most characters a reason, justification or note may have: the ledger keeps it for good.</summary>
+    public const int MaxReasonLength = 2000;
+
     private static void RequireReason(string? reason, string field = "reason")
     {
         if (string.IsNullOrWhiteSpace(reason))
         {
             throw AdminProblemException.Invalid($"Every change records why it was made: send a non-empty '{field}'.");
+        }
+
+        CheckText(reason, field);
+    }
+
+    /// <summary>
+    /// Free text that goes into the ledger, and from there to terminals and reports: at most <see cref="MaxReasonLength"/>
+    /// characters, and no control characters but line breaks and tabs (an escape sequence would restyle or hide text
+    /// on an auditor's terminal).
+    /// </summary>
+    private static void CheckText(string? text, string field)
+    {
+        if (text is null)
+        {
+            return;
+        }
+
+        if (text.Length > MaxReasonLength)
+        {
+            throw AdminProblemException.Invalid(string.Create(CultureInfo.InvariantCulture,
+                $"'{field}' is {text.Length:N0} characters; the ledger keeps it for good, so at most {MaxReasonLength:N0}: summarise it, and link to the ticket."));
+        }
+
+        var control = -1;
+        for (var i = 0; i < text.Length && control < 0; i++)
+        {
+            control = char.IsControl(text[i]) && text[i] is not ('\n' or '\r' or '\t') ? i : -1;
+        }
+
+        if (control >= 0)
+        {
+            throw AdminProblemException.Invalid(string.Create(CultureInfo.InvariantCulture,
+                $"'{field}' holds a control character (U+{(int)text[control]:X4}) at character {control + 1}; send text without them (line breaks and tabs are kept)."));
         }
     }
 

@@ -147,6 +147,29 @@ public sealed class AdminBadInputTests
     }
 
     [Fact]
+    public async Task AReasonTheLedgerWouldKeepBadly_IsRefused_AndALineBreakIsKept()
+    {
+        // The ledger is append-only: a 5 MB reason piped in by mistake, or an escape sequence that restyles an auditor's
+        // terminal, would be there for good.
+        await using var g = await ControlPlaneFixture.StartAsync();
+        var before = g.Gateway.Policy.Current.Info.Number;
+        var tooLong = JsonSerializer.Serialize(new { consumer = "web", reason = new string('x', 2001) });
+        var escape = JsonSerializer.Serialize(new { consumer = "web", reason = "rotation \u001b[8mhidden" });
+
+        Assert.Equal("'reason' is 2,001 characters; the ledger keeps it for good, so at most 2,000: summarise it, and link to the ticket.",
+            await ProblemAsync(g, "POST", "/admin/v1/credentials", HttpStatusCode.BadRequest, "admin.invalid_request", tooLong));
+        Assert.Equal("'reason' holds a control character (U+001B) at character 10; send text without them (line breaks and tabs are kept).",
+            await ProblemAsync(g, "POST", "/admin/v1/credentials", HttpStatusCode.BadRequest, "admin.invalid_request", escape));
+        Assert.Equal(before, g.Gateway.Policy.Current.Info.Number);
+
+        var kept = JsonSerializer.Serialize(new { consumer = "web", reason = "rotation\nticket SEC-42\t(urgent)" + new string('x', 1960) });
+        using var http = new HttpClient { BaseAddress = g.Gateway.AdminUri };
+        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", ControlPlaneFixture.AdminKey(g, "root"));
+        using var issued = await http.PostAsync("/admin/v1/credentials", new StringContent(kept, Encoding.UTF8, "application/json"));
+        Assert.True(issued.IsSuccessStatusCode, await issued.Content.ReadAsStringAsync());
+    }
+
+    [Fact]
     public async Task TheEmbeddedStoresRecordFormat_IsShownAsFixed_AndASwitchIs409_OnRecordAsNothingChanged()
     {
         await using var g = await ControlPlaneFixture.StartAsync();
