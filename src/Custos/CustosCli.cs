@@ -8,6 +8,9 @@ internal static class CustosCli
 {
     public static async Task<int> RunAsync(string[] args, TextWriter output, TextWriter error)
     {
+        // Ledger entries hold what callers sent: printed, a control character in one is shown as its escape.
+        output = new TerminalWriter(output);
+        error = new TerminalWriter(error);
         var root = new RootCommand("Custos: an accountable AI API gateway. It enforces policy at the gateway and proves afterwards who called which model, under which policy version, and what it cost.")
         {
             DemoCommand.Create(output),
