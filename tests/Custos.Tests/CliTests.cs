@@ -118,6 +118,17 @@ public sealed class CliTests : IDisposable
         Assert.Equal("error: " + message, error.Trim());
     }
 
+    [Fact]
+    public async Task KeysGenerate_WithAnUnknownRole_ShowsNoKey()
+    {
+        // The key was printed ("shown once") and then the role refused: a key shown for nothing.
+        var (exit, output, error) = await Cli.RunAsync("keys", "generate", "--admin", "auditor-1", "--role", "auditor");
+
+        Assert.Equal(1, exit);
+        Assert.Equal("", output);
+        Assert.StartsWith("error: unknown role 'auditor'", error, StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData("init")]
     [InlineData("demo", "--port", "0", "--admin-port", "0", "--upstream-port", "0")]
@@ -588,6 +599,12 @@ public sealed class CliTests : IDisposable
     [InlineData("error: --overlap '99999999d' is longer than a time span can be", "keys", "rotate", "c1", "--reason", "r", "--overlap", "99999999d", "--server", "http://127.0.0.1:1")]
     [InlineData("error: an empty id names nothing", "services", "show", "", "--server", "http://127.0.0.1:1")] // not the list in its place
     [InlineData("error: an empty id names nothing", "alerts", "show", " ", "--server", "http://127.0.0.1:1")]
+    [InlineData("error: --until (2026-01-01T00:00:00.000000Z) must be after --since (2026-01-02T00:00:00.000000Z)", "requests", "--data", "{data}", "--since", "2026-01-02T00:00:00Z", "--until", "2026-01-01T00:00:00Z")]
+    [InlineData("error: --to (", "audit", "verify", "--data", "{data}", "--from", "1h", "--to", "2h")] // ages: two hours ago is before one hour ago
+    [InlineData("error: --to (", "report", "incident", "--consumer", "web", "--data", "{data}", "--from", "1h", "--to", "2h")]
+    [InlineData("error: --to (", "report", "incident", "--consumer", "web", "--data", "{data}", "--from", "2999-01-01T00:00:00Z")] // a start after now, and no end: ends now
+    [InlineData("error: unknown role 'god'", "keys", "generate", "--admin", "x", "--role", "god")] // refused before the key is made and shown
+    [InlineData("error: unknown role '1'", "keys", "generate", "--admin", "x", "--role", "1")]
     public async Task ArgumentsThatCannotWork_AreOneLineOfError_NeverAStackTrace(string expected, params string[] args)
     {
         var data = Path.Combine(_directory, "data");

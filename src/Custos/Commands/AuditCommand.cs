@@ -52,11 +52,12 @@ internal static class AuditCommand
             }
 
             var progress = new Progress<long>(n => error.WriteLine($"  ... {n:N0} entries verified"));
+            var window = RequestsCommand.ParseWindow(parse.GetValue(from), parse.GetValue(to), DateTimeOffset.UtcNow);
             var result = await LedgerVerifier.VerifyAsync(store, new VerificationOptions
             {
                 PublicKeys = publicKeys,
-                From = RequestsCommand.ParseTime(parse.GetValue(from), DateTimeOffset.UtcNow, "--from"),
-                To = RequestsCommand.ParseTime(parse.GetValue(to), DateTimeOffset.UtcNow, "--to"),
+                From = window.From,
+                To = window.To,
                 WitnessDirectory = witnessDirectory?.FullName,
                 Progress = progress,
             }, cancellationToken);

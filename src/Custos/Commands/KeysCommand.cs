@@ -140,6 +140,13 @@ internal static class KeysCommand
             throw new CliException("name exactly one of --consumer NAME or --admin NAME");
         }
 
+        // Checked before the key is made: a key printed and then refused would be shown once for nothing.
+        var normalized = role.Replace("-", "", StringComparison.Ordinal).Replace("_", "", StringComparison.Ordinal);
+        if (admin is not null && !Enum.GetNames<AdminRole>().Contains(normalized, StringComparer.OrdinalIgnoreCase))
+        {
+            throw new CliException($"unknown role '{role}': use platform-admin, service-owner, prompt-admin, security-auditor or finance");
+        }
+
         var key = ApiKey.Generate(admin is null ? ApiKeyKind.Consumer : ApiKeyKind.Admin);
         var hash = KeyHash.Of(key).ToHex();
         output.WriteLine($"key (shown once, store it in your secret manager): {key}");
@@ -153,11 +160,6 @@ internal static class KeysCommand
         }
         else
         {
-            if (!Enum.TryParse<AdminRole>(role.Replace("-", "", StringComparison.Ordinal).Replace("_", "", StringComparison.Ordinal), true, out _))
-            {
-                throw new CliException($"unknown role '{role}': use platform-admin, service-owner, prompt-admin, security-auditor or finance");
-            }
-
             output.WriteLine("Add to the admins of your policy:");
             output.WriteLine($"  - id: {admin}");
             output.WriteLine($"    role: {role.Replace('-', '_')}");

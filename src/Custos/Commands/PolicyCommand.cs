@@ -176,8 +176,7 @@ internal static class PolicyCommand
             }
 
             var now = DateTimeOffset.UtcNow;
-            var start = RequestsCommand.ParseTime(parse.GetValue(from), now, "--from")!.Value;
-            var end = RequestsCommand.ParseTime(parse.GetValue(to), now, "--to") ?? now;
+            var (start, end) = RequestsCommand.ParseWindowToNow(parse.GetValue(from)!, parse.GetValue(to), now);
             await using var store = await CommonOptions.OpenConfiguredStoreAsync(parse.GetValue(data), parse.GetValue(config), cancellationToken);
             var snapshot = PolicySnapshot.Compile(new PolicyVersion(0, PolicyVersion.HashOf(candidate), "candidate", "simulation", now, candidate), _ => null);
             var records = store.QueryAsync(new LedgerQuery { From = start, To = end, Limit = int.MaxValue }, cancellationToken).Select(r => r.Json);

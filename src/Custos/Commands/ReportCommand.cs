@@ -1,6 +1,5 @@
 using System.CommandLine;
 using System.Globalization;
-using Custos.Ledger;
 using Custos.Reports;
 
 namespace Custos.Cli.Commands;
@@ -58,12 +57,7 @@ internal static class ReportCommand
             var subject = new IncidentSubject(subjects[0].Item1, subjects[0].Item2!);
             var reportFormat = ParseFormat(parse.GetValue(format));
             var now = DateTimeOffset.UtcNow;
-            var start = RequestsCommand.ParseTime(parse.GetValue(from), now, "--from")!.Value;
-            var end = RequestsCommand.ParseTime(parse.GetValue(to), now, "--to") ?? now;
-            if (end <= start)
-            {
-                throw new CliException($"--to ({LedgerTime.Format(end)}) must be after --from ({LedgerTime.Format(start)})");
-            }
+            var (start, end) = RequestsCommand.ParseWindowToNow(parse.GetValue(from)!, parse.GetValue(to), now);
 
             var directory = CommonOptions.ResolveDataDirectory(parse.GetValue(data), parse.GetValue(config));
             await using var store = await CommonOptions.OpenStoreAsync(directory, parse.GetValue(config), cancellationToken);

@@ -34,7 +34,7 @@ internal static class RequestsCommand
                 throw new CliException($"--decision must be allow, deny or throttle, not '{decisionValue}'");
             }
 
-            var now = DateTimeOffset.UtcNow;
+            var window = ParseWindow(parse.GetValue(since), parse.GetValue(until), DateTimeOffset.UtcNow, "--since", "--until");
             var query = new LedgerQuery
             {
                 Tenant = parse.GetValue(tenant),
@@ -43,8 +43,8 @@ internal static class RequestsCommand
                 Decision = decisionValue,
                 Model = parse.GetValue(model),
                 RequestId = parse.GetValue(requestId),
-                From = ParseTime(parse.GetValue(since), now, "--since"),
-                To = ParseTime(parse.GetValue(until), now, "--until"),
+                From = window.From,
+                To = window.To,
                 Limit = Math.Max(1, parse.GetValue(limit)),
             };
             var directory = CommonOptions.ResolveDataDirectory(parse.GetValue(data), parse.GetValue(config));
@@ -114,6 +114,32 @@ internal static class RequestsCommand
     {
         value = value.ReplaceLineEndings("\\n");
         return value.Length <= width ? value : value[..(width - 1)] + "…";
+    }
+
+    /// <summary>
+    /// A window's two ends (either may be absent), each as <see cref="ParseTime"/> reads it; an end that is not after the
+    /// start is refused, naming both, rather than read as an empty window.
+    /// </summary>
+    internal static (DateTimeOffset? From, DateTimeOffset? To) ParseWindow(string? from, string? to, DateTimeOffset now, string fromOption = "--from", string toOption = "--to")
+        => ParseWindow(from, to, now, defaultTo: null, fromOption, toOption);
+
+    /// <summary>A window that has a start (a required option), and ends at <paramref name="now"/> unless <paramref name="to"/> says otherwise.</summary>
+    internal static (DateTimeOffset From, DateTimeOffset To) ParseWindowToNow(string from, string? to, DateTimeOffset now)
+    {
+        var (start, end) = ParseWindow(from, to, now, defaultTo: now, "--from", "--to");
+        return (start!.Value, end!.Value);
+    }
+
+    private static (DateTimeOffset? From, DateTimeOffset? To) ParseWindow(string? from, string? to, DateTimeOffset now, DateTimeOffset? defaultTo, string fromOption, string toOption)
+    {
+        var start = ParseTime(from, now, fromOption);
+        var end = ParseTime(to, now, toOption) ?? defaultTo;
+        if (start is { } s && end is { } e && e <= s)
+        {
+            throw new CliException($"{toOption} ({LedgerTime.Format(e)}) must be after {fromOption} ({LedgerTime.Format(s)})");
+        }
+
+        return (start, end);
     }
 
     internal static DateTimeOffset? ParseTime(string? text, DateTimeOffset now, string option)
