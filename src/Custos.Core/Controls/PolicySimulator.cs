@@ -59,7 +59,7 @@ public static class PolicySimulator
             var reasons = r.GetProperty("reasons").EnumerateArray().Select(e => e.GetString()!).ToList();
             var credentialId = r.GetProperty("credential_id").GetString();
             var model = r.GetProperty("model").GetString();
-            if (credentialId is null || model is null || reasons.Any(NotPolicy.Contains) || r.GetProperty("endpoint").GetString() == "/v1/models")
+            if (credentialId is null || model is null || reasons.Any(NotPolicy.Contains) || r.GetProperty("endpoint").GetString() is { } endpoint && endpoint.StartsWith("/v1/models", StringComparison.Ordinal))
             {
                 skipped++;
                 continue;

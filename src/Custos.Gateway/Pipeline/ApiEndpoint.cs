@@ -9,10 +9,16 @@ internal enum ApiEndpoint
     Embeddings,
     Models,
     Messages,
+
+    /// <summary><c>GET /v1/models/{model}</c>: one model of the list (last: the values before it index <c>DataPlane.UpstreamUri</c>'s table).</summary>
+    Model,
 }
 
 internal static class ApiEndpoints
 {
+    /// <summary>The prefix of <see cref="ApiEndpoint.Model"/>'s path; the rest is the model's name.</summary>
+    public const string ModelPrefix = "/v1/models/";
+
     /// <summary>Maps a request path to its endpoint; exact, case-sensitive, as providers do.</summary>
     public static ApiEndpoint Resolve(string path) => path switch
     {
@@ -21,11 +27,13 @@ internal static class ApiEndpoints
         "/v1/embeddings" => ApiEndpoint.Embeddings,
         "/v1/models" => ApiEndpoint.Models,
         "/v1/messages" => ApiEndpoint.Messages,
+        // A model's name may hold a '/' (org/model, as OpenAI-compatible servers name theirs): all of the rest is the name.
+        _ when path.Length > ModelPrefix.Length && path.StartsWith(ModelPrefix, StringComparison.Ordinal) => ApiEndpoint.Model,
         _ => ApiEndpoint.Unknown,
     };
 
     /// <summary>The one HTTP method each endpoint accepts.</summary>
-    public static string MethodOf(ApiEndpoint endpoint) => endpoint == ApiEndpoint.Models ? "GET" : "POST";
+    public static string MethodOf(ApiEndpoint endpoint) => endpoint is ApiEndpoint.Models or ApiEndpoint.Model ? "GET" : "POST";
 
     /// <summary>The path appended to a provider's base URL (OpenAI bases end in <c>/v1</c>, Anthropic bases do not).</summary>
     public static string UpstreamPath(ApiEndpoint endpoint) => endpoint switch

@@ -252,6 +252,22 @@ internal sealed partial class DataPlane(
             return null;
         }
 
+        if (endpoint == ApiEndpoint.Model)
+        {
+            // One model of the consumer's list, as OpenAI's "retrieve model" answers it; any other name is the chat's 404.
+            // The entry names the model in its endpoint only: a look-up is no use of the model (model.first_use).
+            var name = record.Endpoint[ApiEndpoints.ModelPrefix.Length..];
+            if (consumer.ModelsAt(record.Timestamp).FirstOrDefault(m => m.Name == name) is not { } listed)
+            {
+                await DenyAsync(context, record, Reasons.ModelNotFound, $"The model '{name}' does not exist or you do not have access to it.", "model");
+                return null;
+            }
+
+            WriteModel(context, consumer, listed);
+            record.Status = StatusCodes.Status200OK;
+            return null;
+        }
+
         // Parse.
         if (!IsJson(request.ContentType))
         {
@@ -728,12 +744,7 @@ internal sealed partial class DataPlane(
             writer.WriteStartArray("data");
             foreach (var model in consumer.ModelsAt(now))
             {
-                writer.WriteStartObject();
-                writer.WriteString("id", model.Name);
-                writer.WriteString("object", "model");
-                writer.WriteNumber("created", 0);
-                writer.WriteString("owned_by", consumer.Service.Tenant.Id + "/" + model.Provider.Id);
-                writer.WriteEndObject();
+                WriteModelObject(writer, consumer, model);
             }
 
             writer.WriteEndArray();
@@ -741,6 +752,31 @@ internal sealed partial class DataPlane(
         }
 
         HeldBody.Hold(context, buffer.WrittenSpan);
+    }
+
+    private static void WriteModel(HttpContext context, ConsumerEntry consumer, ModelRoute model)
+    {
+        var response = context.Response;
+        response.StatusCode = StatusCodes.Status200OK;
+        response.ContentType = "application/json";
+        using var buffer = new PooledBufferWriter(256);
+        using (var writer = new Utf8JsonWriter(buffer))
+        {
+            WriteModelObject(writer, consumer, model);
+        }
+
+        HeldBody.Hold(context, buffer.WrittenSpan);
+    }
+
+    /// <summary>A model as OpenAI's model object: its name, and who serves it (tenant/provider).</summary>
+    private static void WriteModelObject(Utf8JsonWriter writer, ConsumerEntry consumer, ModelRoute model)
+    {
+        writer.WriteStartObject();
+        writer.WriteString("id", model.Name);
+        writer.WriteString("object", "model");
+        writer.WriteNumber("created", 0);
+        writer.WriteString("owned_by", consumer.Service.Tenant.Id + "/" + model.Provider.Id);
+        writer.WriteEndObject();
     }
 
     private static partial class Log

@@ -132,6 +132,27 @@ public sealed class ClientSdkTests(GatewayFixture fixture) : IClassFixture<Gatew
     }
 
     [Fact]
+    public async Task GetModel_OpenAISdk_FindsAnEntitledModel_AndNotAnother_AndTheLedgerRecordsBoth()
+    {
+        var client = new OpenAIModelClient(new ApiKeyCredential(G.KeyOf("agent")), OpenAIOptions());
+
+        OpenAIModel model = await client.GetModelAsync("gpt-4o");
+        Assert.Equal("gpt-4o", model.Id);
+        Assert.Equal("acme/openai", model.OwnedBy);
+
+        // Offered by the tenant, but not to this consumer: the chat's own 404, in OpenAI's words, through the SDK.
+        var refused = await Assert.ThrowsAsync<ClientResultException>(() => client.GetModelAsync("gpt-4o-mini"));
+        Assert.Equal(404, refused.Status);
+        Assert.Contains("The model 'gpt-4o-mini' does not exist or you do not have access to it.", refused.Message, StringComparison.Ordinal);
+
+        var response = refused.GetRawResponse()!;
+        var entry = await G.EntryAsync(response.Headers.TryGetValue("x-request-id", out var id) ? id! : throw new InvalidOperationException("no request id"));
+        Assert.Equal("/v1/models/gpt-4o-mini", entry.GetProperty("endpoint").GetString());
+        Assert.Equal("deny.model_not_found", entry.GetProperty("reasons")[0].GetString());
+        Assert.Equal(JsonValueKind.Null, entry.GetProperty("model").ValueKind); // a look-up is no use of a model
+    }
+
+    [Fact]
     public async Task MessagesCreate_AnthropicSdk_AnswersAndLedgerHasProviderUsage()
     {
         Message message = null!;
