@@ -263,7 +263,7 @@ internal sealed partial class DataPlane(
                 return null;
             }
 
-            WriteModel(context, consumer, listed);
+            WriteModels(context, consumer, record.Timestamp, listed);
             record.Status = StatusCodes.Status200OK;
             return null;
         }
@@ -731,7 +731,8 @@ internal sealed partial class DataPlane(
         return ErrorResponses.WriteAsync(context, reason, record.RequestId, IsAnthropic(record), message, param);
     }
 
-    private static void WriteModels(HttpContext context, ConsumerEntry consumer, DateTimeOffset now)
+    /// <summary>The models <paramref name="consumer"/> may use at <paramref name="now"/> (<c>GET /v1/models</c>), or just <paramref name="one"/>.</summary>
+    private static void WriteModels(HttpContext context, ConsumerEntry consumer, DateTimeOffset now, ModelRoute? one = null)
     {
         var response = context.Response;
         response.StatusCode = StatusCodes.Status200OK;
@@ -739,30 +740,23 @@ internal sealed partial class DataPlane(
         using var buffer = new PooledBufferWriter(1024);
         using (var writer = new Utf8JsonWriter(buffer))
         {
-            writer.WriteStartObject();
-            writer.WriteString("object", "list");
-            writer.WriteStartArray("data");
-            foreach (var model in consumer.ModelsAt(now))
+            if (one is not null)
             {
-                WriteModelObject(writer, consumer, model);
+                WriteModelObject(writer, consumer, one);
             }
+            else
+            {
+                writer.WriteStartObject();
+                writer.WriteString("object", "list");
+                writer.WriteStartArray("data");
+                foreach (var model in consumer.ModelsAt(now))
+                {
+                    WriteModelObject(writer, consumer, model);
+                }
 
-            writer.WriteEndArray();
-            writer.WriteEndObject();
-        }
-
-        HeldBody.Hold(context, buffer.WrittenSpan);
-    }
-
-    private static void WriteModel(HttpContext context, ConsumerEntry consumer, ModelRoute model)
-    {
-        var response = context.Response;
-        response.StatusCode = StatusCodes.Status200OK;
-        response.ContentType = "application/json";
-        using var buffer = new PooledBufferWriter(256);
-        using (var writer = new Utf8JsonWriter(buffer))
-        {
-            WriteModelObject(writer, consumer, model);
+                writer.WriteEndArray();
+                writer.WriteEndObject();
+            }
         }
 
         HeldBody.Hold(context, buffer.WrittenSpan);
