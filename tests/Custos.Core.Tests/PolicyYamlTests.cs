@@ -129,6 +129,19 @@ public sealed class PolicyYamlTests
         Assert.Contains(wrong.Diagnostics, d => d.Path == "server.trusted_proxies[2]" && d.Line == 5);
     }
 
+    [Theory]
+    [InlineData("abc", "'abc' is not a decimal number such as 12.50")]
+    [InlineData("1e30", "'1e30' is not a decimal number such as 12.50")]
+    [InlineData("-5", "must be a positive amount")]
+    [InlineData("0", "must be a positive amount")]
+    public void Read_ABudgetAmountThatIsNoPositiveNumber_IsOneError(string amount, string message)
+    {
+        var result = PolicyYaml.Read($"defaults:\n  agent:\n    limits:\n      budget: {{ amount: {amount}, period: day }}\n");
+
+        var error = Assert.Single(result.Diagnostics, d => d.Path == "defaults.agent.limits.budget.amount"); // was two for 'abc': not a number, and not positive
+        Assert.Equal(message, error.Message);
+    }
+
     [Fact]
     public void Read_ABaseUrlThatIsNoUrl_IsOneError_WithoutAWarningAboutWhereRequestsWouldGo()
     {

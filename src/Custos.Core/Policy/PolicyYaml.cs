@@ -839,12 +839,13 @@ public static partial class PolicyYaml
             BudgetConfig? budget = null;
             if (map.Node("budget") is { } budgetNode && AsMap(budgetNode, path + ".budget", ["amount", "period", "mode"]) is { } b)
             {
-                var amountText = b.RequiredString("amount");
-                var amount = amountText is null ? 0 : b.Decimal("amount") ?? 0;
-                if (amountText is not null && amount <= 0)
+                var read = b.RequiredString("amount") is null ? null : b.Decimal("amount"); // unreadable: already said
+                if (read <= 0)
                 {
                     Error(b.Node("amount"), path + ".budget.amount", "must be a positive amount");
                 }
+
+                var amount = read ?? 0;
 
                 budget = Remember(budgetNode, new BudgetConfig
                 {
@@ -1140,7 +1141,7 @@ public static partial class PolicyYaml
                 return PolicyNames.Normalize(value);
             }
 
-            _reader.Error(Node(key), Sub(key), $"'{text}' is not a number");
+            _reader.Error(Node(key), Sub(key), $"'{text}' is not a decimal number such as 12.50");
             return null;
         }
 
