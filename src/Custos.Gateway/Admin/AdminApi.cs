@@ -948,10 +948,16 @@ internal static partial class AdminApi
                     $"The token is valid, but subject '{outcome.Subject}' of '{outcome.Provider.Id}' is no admin of this gateway."));
         }
 
-        if (ApiKey.Validate(presented, out var kind) != ApiKeyFormatError.None || kind != ApiKeyKind.Admin)
+        var format = ApiKey.Validate(presented, out var kind);
+        if (format != ApiKeyFormatError.None || kind != ApiKeyKind.Admin)
         {
-            return (null, Problem(context, StatusCodes.Status401Unauthorized, "admin.unauthenticated", "Admin key required",
-                "Send an admin key as 'Authorization: Bearer cak_…', or an OIDC token of a configured identity provider."));
+            // What is wrong with the key is in its form, known to anyone: saying it gives nothing away.
+            return (null, Problem(context, StatusCodes.Status401Unauthorized, "admin.unauthenticated", "Admin key required", (format, kind) switch
+            {
+                (ApiKeyFormatError.None, ApiKeyKind.Consumer) => "A consumer key (csk_…) calls models on the data plane; the admin API takes an admin key (cak_…).",
+                (ApiKeyFormatError.BadChecksum, _) => "The key's checksum does not match: it was mistyped or truncated.",
+                _ => "Send an admin key as 'Authorization: Bearer cak_…', or an OIDC token of a configured identity provider.",
+            }));
         }
 
         return snapshot.TryGetAdmin(KeyHash.Of(presented), out var admin)

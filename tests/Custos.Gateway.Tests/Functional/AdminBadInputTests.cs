@@ -147,6 +147,29 @@ public sealed class AdminBadInputTests
     }
 
     [Fact]
+    public async Task AKeyOfTheWrongKindOrMistyped_IsToldWhatIsWrongWithIt()
+    {
+        await using var g = await ControlPlaneFixture.StartAsync();
+        using var http = new HttpClient { BaseAddress = g.Gateway.AdminUri };
+        async Task<string> DetailAsync(string key)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, "/admin/v1/whoami");
+            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", key);
+            using var response = await http.SendAsync(request);
+            Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
+            using var json = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+            Assert.Equal("admin.unauthenticated", json.RootElement.GetProperty("code").GetString());
+            return json.RootElement.GetProperty("detail").GetString()!;
+        }
+
+        Assert.Equal("A consumer key (csk_…) calls models on the data plane; the admin API takes an admin key (cak_…).", await DetailAsync(g.KeyOf("web")));
+        var typo = ControlPlaneFixture.AdminKey(g, "root").ToCharArray();
+        typo[10] = typo[10] == 'a' ? 'b' : 'a';
+        Assert.Equal("The key's checksum does not match: it was mistyped or truncated.", await DetailAsync(new string(typo)));
+        Assert.StartsWith("Send an admin key as 'Authorization: Bearer cak_…'", await DetailAsync("sk-proj-not-ours"), StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task AReasonTheLedgerWouldKeepBadly_IsRefused_AndALineBreakIsKept()
     {
         // The ledger is append-only: a 5 MB reason piped in by mistake, or an escape sequence that restyles an auditor's
