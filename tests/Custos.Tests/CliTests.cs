@@ -119,6 +119,19 @@ public sealed class CliTests : IDisposable
     }
 
     [Fact]
+    public async Task AnOutputThatIsAFolder_IsRefusedByName()
+    {
+        // Was the system's "Access to the path '…' is denied." (report and audit prove write through one helper)
+        var data = Path.Combine(_directory, "data");
+        Assert.Equal(0, (await Cli.RunAsync("init", "--data", data)).Exit);
+
+        var (exit, _, error) = await Cli.RunAsync("report", "posture", "--data", data, "-o", _directory);
+
+        Assert.Equal(1, exit);
+        Assert.Equal($"error: -o {_directory} is a folder; name a file to write", error.Trim());
+    }
+
+    [Fact]
     public async Task KeysGenerate_WithAnUnknownRole_ShowsNoKey()
     {
         // The key was printed ("shown once") and then the role refused: a key shown for nothing.

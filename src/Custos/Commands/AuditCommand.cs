@@ -122,7 +122,7 @@ internal static class AuditCommand
             }
 
             var target = parse.GetValue(file)!;
-            await File.WriteAllTextAsync(target.FullName, bundle.ToJson(), cancellationToken);
+            await CommonOptions.WriteFileAsync(target, bundle.ToJson(), "-o", cancellationToken);
             output.WriteLine($"Proof of {bundle.RequestId} written to {target.FullName}: entry {bundle.Entry.Seq} of chain {bundle.Entry.ChainId}, " +
                 $"{bundle.Inclusion.Path.Count}-hash Merkle path to a checkpoint of {bundle.Inclusion.TreeSize} entries, policy version {bundle.Policy.Number}.");
             output.WriteLine($"Check it anywhere: custos audit verify-bundle {target.Name} --public-key {CheckpointKey.PublicPath(directory)}");

@@ -129,6 +129,25 @@ internal static class CommonOptions
         }
     }
 
+    /// <summary>
+    /// Writes what a command produced to the file <paramref name="option"/> names, making its folder if missing. A path
+    /// that is a folder is refused by name (the system says only "access denied").
+    /// </summary>
+    public static async Task WriteFileAsync(FileInfo target, string text, string option, CancellationToken cancellationToken)
+    {
+        if (Directory.Exists(target.FullName))
+        {
+            throw new CliException($"{option} {target.FullName} is a folder; name a file to write");
+        }
+
+        if (target.Directory is { Exists: false } folder)
+        {
+            folder.Create();
+        }
+
+        await File.WriteAllTextAsync(target.FullName, text, cancellationToken);
+    }
+
     public static string ResolveRelative(FileInfo config, string path)
         => Path.GetFullPath(Path.Combine(config.DirectoryName ?? ".", path));
 

@@ -133,11 +133,6 @@ internal static class ReportCommand
             return;
         }
 
-        if (target.Directory is { Exists: false } folder)
-        {
-            folder.Create();
-        }
-
-        await File.WriteAllTextAsync(target.FullName, text, cancellationToken);
+        await CommonOptions.WriteFileAsync(target, text, "-o", cancellationToken);
     }
 }
