@@ -91,6 +91,7 @@ public sealed class CliTests : IDisposable
     [Theory]
     [InlineData("--limit takes a whole number of at least 1, not 'x'", "requests", "--limit", "x")]
     [InlineData("--limit takes a whole number of at least 1, not '-5'", "requests", "--limit", "-5")]
+    [InlineData("--limit takes a whole number from 1 to 2147483647, not '99999999999'", "requests", "--limit", "99999999999")]
     [InlineData("<from> takes a whole number of at least 1, not 'abc'", "policy", "diff", "abc", "2")]
     [InlineData("<to> takes a whole number of at least 1, not '0'", "policy", "diff", "1", "0")]
     [InlineData("--version takes a whole number of at least 1, not '1.5'", "policy", "show", "--version", "1.5")]

@@ -49,7 +49,9 @@ internal static class CommonOptions
             return (T)Convert.ChangeType(value, type, System.Globalization.CultureInfo.InvariantCulture);
         }
 
-        var range = max >= int.MaxValue ? $"of at least {min}" : $"from {min} to {max}";
+        // "At least 1" reads wrong for a number past the top (a --limit of 99999999999): name the top then.
+        var past = long.TryParse(text, System.Globalization.NumberStyles.AllowLeadingSign, System.Globalization.CultureInfo.InvariantCulture, out var number) && number > max;
+        var range = max >= int.MaxValue && !past ? $"of at least {min}" : string.Create(System.Globalization.CultureInfo.InvariantCulture, $"from {min} to {max}");
         result.AddError($"{name} takes a whole number {range}, not '{text}'");
         return default;
     }
