@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Text;
 
 namespace Custos.Cli;
@@ -6,6 +7,7 @@ namespace Custos.Cli;
 /// What the CLI prints, with every control character but line feeds and tabs written as its escape (<c>\u001B</c>).
 /// Ledger entries hold what callers sent (a model name, a header): printed as it came, an escape sequence in one would
 /// restyle, move or hide text on an operator's or auditor's terminal. JSON output is unchanged: it escapes them itself.
+/// The asynchronous writes are <see cref="TextWriter"/>'s, which end in these.
 /// </summary>
 internal sealed class TerminalWriter(TextWriter inner) : TextWriter(inner.FormatProvider)
 {
@@ -22,15 +24,16 @@ internal sealed class TerminalWriter(TextWriter inner) : TextWriter(inner.Format
     }
 
     /// <summary>
-    /// The character is one to print as its escape; a carriage return is one, as it would move the cursor back over what
-    /// the line already shows.
+    /// The characters printed as their escapes: what <see cref="char.IsControl(char)"/> names (C0, DEL, C1) but a line feed
+    /// and a tab. A carriage return is one, as it would move the cursor back over what the line already shows.
     /// </summary>
-    public static bool IsUnsafe(char c) => char.IsControl(c) && c is not ('\n' or '\t');
+    private static readonly SearchValues<char> Unsafe = SearchValues.Create(
+        [.. Enumerable.Range(0, 0xA0).Select(c => (char)c).Where(c => char.IsControl(c) && c is not ('\n' or '\t'))]);
 
     /// <inheritdoc/>
     public override void Write(char value)
     {
-        if (IsUnsafe(value))
+        if (Unsafe.Contains(value))
         {
             WriteEscape(value);
         }
@@ -51,7 +54,7 @@ internal sealed class TerminalWriter(TextWriter inner) : TextWriter(inner.Format
     {
         while (!buffer.IsEmpty)
         {
-            var next = IndexOfUnsafe(buffer);
+            var next = buffer.IndexOfAny(Unsafe);
             if (next < 0)
             {
                 inner.Write(buffer);
@@ -71,7 +74,7 @@ internal sealed class TerminalWriter(TextWriter inner) : TextWriter(inner.Format
     public override void WriteLine(ReadOnlySpan<char> buffer)
     {
         // A line without anything to escape is one write to the console (one system call: Program.cs), as before.
-        if (IndexOfUnsafe(buffer) < 0)
+        if (buffer.IndexOfAny(Unsafe) < 0)
         {
             inner.WriteLine(buffer);
             return;
@@ -85,74 +88,10 @@ internal sealed class TerminalWriter(TextWriter inner) : TextWriter(inner.Format
     public override void WriteLine() => inner.WriteLine();
 
     /// <inheritdoc/>
-    public override Task WriteAsync(char value)
-    {
-        Write(value);
-        return Task.CompletedTask;
-    }
-
-    /// <inheritdoc/>
-    public override Task WriteAsync(string? value)
-    {
-        Write(value);
-        return Task.CompletedTask;
-    }
-
-    /// <inheritdoc/>
-    public override Task WriteAsync(ReadOnlyMemory<char> buffer, CancellationToken cancellationToken = default)
-    {
-        Write(buffer.Span);
-        return Task.CompletedTask;
-    }
-
-    /// <inheritdoc/>
-    public override Task WriteLineAsync(string? value)
-    {
-        WriteLine(value);
-        return Task.CompletedTask;
-    }
-
-    /// <inheritdoc/>
-    public override Task WriteLineAsync(ReadOnlyMemory<char> buffer, CancellationToken cancellationToken = default)
-    {
-        WriteLine(buffer.Span);
-        return Task.CompletedTask;
-    }
-
-    /// <inheritdoc/>
-    public override Task WriteLineAsync()
-    {
-        inner.WriteLine();
-        return Task.CompletedTask;
-    }
-
-    /// <inheritdoc/>
     public override void Flush() => inner.Flush();
 
     /// <inheritdoc/>
     public override Task FlushAsync() => inner.FlushAsync();
-
-    private static int IndexOfUnsafe(ReadOnlySpan<char> text)
-    {
-        // C0 (but \t and \n), DEL and C1: the ranges char.IsControl covers.
-        for (var start = 0; ;)
-        {
-            var found = text[start..].IndexOfAnyInRange('\0', '\u001F');
-            var c1 = text[start..].IndexOfAnyInRange('\u007F', '\u009F');
-            var next = found < 0 ? c1 : c1 < 0 ? found : Math.Min(found, c1);
-            if (next < 0)
-            {
-                return -1;
-            }
-
-            if (IsUnsafe(text[start + next]))
-            {
-                return start + next;
-            }
-
-            start += next + 1;
-        }
-    }
 
     private void WriteEscape(char c)
     {

@@ -1000,6 +1000,10 @@ internal static partial class AdminApi
         where T : class
         => items.Contains(null) ? throw AdminProblemException.Invalid($"'{field}' has an empty (null) entry.") : items;
 
+    /// <summary>What <see cref="char.IsControl(char)"/> names (C0, DEL, C1) but line breaks and tabs.</summary>
+    private static readonly System.Buffers.SearchValues<char> ControlCharacters = System.Buffers.SearchValues.Create(
+        [.. Enumerable.Range(0, 0xA0).Select(c => (char)c).Where(c => char.IsControl(c) && c is not ('\n' or '\r' or '\t'))]);
+
     /// <summary>The most characters a reason, justification or note may have: the ledger keeps it for good.</summary>
     public const int MaxReasonLength = 2000;
 
@@ -1031,12 +1035,7 @@ internal static partial class AdminApi
                 $"'{field}' is {text.Length:N0} characters; the ledger keeps it for good, so at most {MaxReasonLength:N0}: summarise it, and link to the ticket."));
         }
 
-        var control = -1;
-        for (var i = 0; i < text.Length && control < 0; i++)
-        {
-            control = char.IsControl(text[i]) && text[i] is not ('\n' or '\r' or '\t') ? i : -1;
-        }
-
+        var control = text.AsSpan().IndexOfAny(ControlCharacters);
         if (control >= 0)
         {
             throw AdminProblemException.Invalid(string.Create(CultureInfo.InvariantCulture,
