@@ -281,6 +281,51 @@ public sealed class AdmissionTests
         Assert.Equal(45m, Control(third, "rate_limit.tokens").Used);
     }
 
+    [Theory]
+    [InlineData("tokens_per_minute: 100", "rate_limit.tokens", "(101) is more than the whole of rate_limit.tokens of consumer:c1 (100)")]
+    [InlineData("tokens_per_day: 100", "quota.tokens_per_day", "(101) is more than the whole of quota.tokens_per_day")]
+    [InlineData("budget: { amount: 100, period: month }", "budget", "(191.00 USD) is more than the whole of budget of consumer:c1 (100.00 USD)")]
+    public async Task RequestLargerThanAWholeLimit_IsDeniedWithoutRetryAfter_WhileOneThatFitsLaterIsNot(string limit, string control, string message)
+    {
+        // 11 input + 90 output tokens cost 11 + 180 = 191: alone more than the whole limit. A 429 or 402 with Retry-After
+        // would have clients wait and retry a request no wait lets through.
+        var snapshot = Compile(Policy().Replace("    models: [small]\n", $"    models: [small]\n    limits: {{ {limit} }}\n", StringComparison.Ordinal));
+        var counters = new InMemoryCounterStore(_clock);
+
+        var tooLarge = await AdmissionEvaluator.EvaluateAsync(Request(snapshot, input: 11, maxOutput: 90), counters);
+        // 50 tokens and 90 USD each: each fits alone, until the counter is too full for the next.
+        var admitted = 0;
+        Admission later;
+        while ((later = await AdmissionEvaluator.EvaluateAsync(Request(snapshot, input: 10, maxOutput: 40), counters)).Decision == Decision.Allow)
+        {
+            admitted++;
+        }
+
+        Assert.Equal(Decision.Deny, tooLarge.Decision);
+        Assert.Equal(Reasons.ExceedsLimit, tooLarge.Reason);
+        Assert.Null(tooLarge.RetryAfter);
+        Assert.Contains(message, tooLarge.Message, StringComparison.Ordinal);
+        Assert.Equal(ControlDecisions.Deny, Control(tooLarge, control).Decision);
+        Assert.InRange(admitted, 1, 2);
+        Assert.NotEqual(Reasons.ExceedsLimit, later.Reason);
+        Assert.NotNull(later.RetryAfter);
+    }
+
+    [Theory]
+    [InlineData(4611686018427387904L, 4L)] // 2^62 × 4 wrapped around to 0: admitted against a quota of 100 with 10 tokens reserved
+    [InlineData(long.MaxValue, 2L)]
+    public async Task OutputCeilingTimesChoices_TooLargeToMultiply_ReservesTheMost_NeverWrapsAround(long maxOutput, long n)
+    {
+        var snapshot = Compile(Policy().Replace("    models: [small]\n", "    models: [small]\n    limits: { tokens_per_day: 5000000 }\n", StringComparison.Ordinal));
+        var counters = new InMemoryCounterStore(_clock);
+
+        var admission = await AdmissionEvaluator.EvaluateAsync(Request(snapshot, input: 10, maxOutput: maxOutput, n: n), counters);
+
+        Assert.Equal(long.MaxValue, admission.ReservedOutputTokens);
+        Assert.Equal(Reasons.ExceedsLimit, admission.Reason);
+        Assert.Equal(AdmissionEvaluator.MaxCharge, Control(admission, "quota.tokens_per_day").Requested);
+    }
+
     [Fact]
     public async Task DailyQuota_FollowsTheTenantsTimeZone()
     {

@@ -26,6 +26,36 @@ public sealed class ChatRequestTests
     }
 
     [Theory]
+    [InlineData("""{"model":"m","prompt":"one"}""", null, null, 1L, null)]
+    [InlineData("""{"model":"m","prompt":"one","n":3}""", 3L, null, 1L, 3L)]
+    [InlineData("""{"model":"m","prompt":["a","b","c"]}""", null, null, 3L, 3L)]
+    [InlineData("""{"model":"m","prompt":["a","b"],"n":2,"best_of":5}""", 2L, 5L, 2L, 10L)]
+    [InlineData("""{"model":"m","prompt":[[1,2],[3],[4]],"best_of":2}""", null, 2L, 3L, 6L)]
+    [InlineData("""{"model":"m","prompt":[1,2,3],"n":4}""", 4L, null, 1L, 4L)] // a list of token ids is one prompt
+    [InlineData("""{"model":"m","prompt":[],"best_of":null}""", null, null, 1L, null)]
+    [InlineData("""{"model":"m","messages":[{"role":"user","content":"a"},{"role":"user","content":"b"}]}""", null, null, 1L, null)]
+    public void TryParse_LegacyCompletion_CountsEveryCompletionTheProviderGenerates(string json, long? n, long? bestOf, long prompts, long? choices)
+    {
+        // A completion with 50 prompts and best_of 5 generates 250 completions, each up to max_tokens, and bills them all.
+        var (error, request) = Parse(json);
+
+        Assert.Equal(ParseError.None, error);
+        Assert.Equal((n, bestOf, prompts, choices), (request.N, request.BestOf, request.Prompts, request.CompletionChoices));
+    }
+
+    [Theory]
+    [InlineData("""{"best_of":0}""", "best_of")]
+    [InlineData("""{"best_of":"2"}""", "best_of")]
+    [InlineData("""{"best_of":2,"best_of":3}""", "best_of")]
+    public void TryParse_BadBestOf_NamesTheField(string json, string field)
+    {
+        var (error, request) = Parse(json);
+
+        Assert.NotEqual(ParseError.None, error);
+        Assert.Equal(field, request.ErrorField);
+    }
+
+    [Theory]
     [InlineData("", "it is empty")]
     [InlineData("   ", "it is empty")]
     [InlineData("not json", "'o' cannot be there (line 1, byte 2)")]

@@ -107,7 +107,7 @@ public static class AdmissionEvaluator
             admission.Controls.Add(new ControlResult("token_ceiling.n", scope, ok ? ControlDecisions.Pass : ControlDecisions.Deny) { Limit = maxN, Requested = request.N });
             if (!ok)
             {
-                admission.Refuse(Reasons.TokenCeiling, $"The request asks for {request.N} choices; at most {maxN} are allowed.");
+                admission.Refuse(Reasons.TokenCeiling, $"The request asks for {request.N} choices (with a legacy completion, best_of or n for each prompt); the policy allows {maxN}.");
                 return false;
             }
         }
@@ -148,11 +148,12 @@ public static class AdmissionEvaluator
                 admission.Controls.Add(new ControlResult("token_ceiling.output", scope, ControlDecisions.Pass) { Limit = maxOutput, Requested = requested });
             }
 
-            admission.ReservedOutputTokens = Math.Min(requested ?? maxOutput, maxOutput) * Math.Max(1, request.N);
+            admission.ReservedOutputTokens = Saturating.Multiply(Math.Min(requested ?? maxOutput, maxOutput), Math.Max(1, request.N));
         }
         else
         {
-            admission.ReservedOutputTokens = (request.MaxOutputTokens ?? DefaultOutputReservation) * Math.Max(1, request.N);
+            // Saturating: a ceiling of 2⁶² times four choices must reserve the most there is, not wrap around to a few tokens.
+            admission.ReservedOutputTokens = Saturating.Multiply(request.MaxOutputTokens ?? DefaultOutputReservation, Math.Max(1, request.N));
         }
 
         if (request.Route.Kind == ModelKind.Embedding)
@@ -288,7 +289,7 @@ public static class AdmissionEvaluator
             var soft = !charge.Enforce;
             var reading = readings[i];
             var over = reading.Used + reading.Reserved + charge.Amount > charge.Limit;
-            var decision = i == failed ? (control.StartsWith("rate_limit", StringComparison.Ordinal) ? ControlDecisions.Throttle : ControlDecisions.Deny)
+            var decision = i == failed ? (control.StartsWith("rate_limit", StringComparison.Ordinal) && !NeverFits(charge, reading) ? ControlDecisions.Throttle : ControlDecisions.Deny)
                 : reading.Degraded == FailMode.Open ? ControlDecisions.NotEvaluated
                 : soft && over ? ControlDecisions.Warn
                 : failed >= 0 ? ControlDecisions.NotEvaluated
@@ -318,6 +319,17 @@ public static class AdmissionEvaluator
                 admission.Refuse(Reasons.CountersUnavailable,
                     $"The shared counters behind {control} of {scope} cannot be reached, and the policy says to refuse rather than serve unchecked; retry shortly.",
                     TimeSpan.FromSeconds(1));
+            }
+            else if (NeverFits(charge, readings[failed]))
+            {
+                // Alone larger than the whole limit: no wait would let it through, so no Retry-After invites a client to try.
+                var (needed, limit) = control == "budget"
+                    ? ($"{FromUnits(charge.Amount, ChargeKind.Cost).ToString("0.00##", CultureInfo.InvariantCulture)} {request.Route.Currency}",
+                        $"{FromUnits(readings[failed].AppliedLimit ?? charge.Limit, ChargeKind.Cost).ToString("0.00", CultureInfo.InvariantCulture)} {request.Route.Currency}")
+                    : (charge.Amount.ToString(CultureInfo.InvariantCulture), (readings[failed].AppliedLimit ?? charge.Limit).ToString(CultureInfo.InvariantCulture));
+                admission.Refuse(Reasons.ExceedsLimit,
+                    $"This request's worst case ({needed}) is more than the whole of {control} of {scope} ({limit}), so it can never be served under it; " +
+                    "ask for fewer output tokens (max_tokens) or choices, or send a shorter prompt.");
             }
             else if (control.StartsWith("rate_limit", StringComparison.Ordinal))
             {
@@ -352,7 +364,7 @@ public static class AdmissionEvaluator
         var consumer = request.Consumer;
         var service = consumer.Service;
         var tenant = service.Tenant;
-        var tokens = request.InputTokens + admission.ReservedOutputTokens;
+        var tokens = Math.Min(MaxCharge, Saturating.Add(request.InputTokens, admission.ReservedOutputTokens));
         var cost = CostUnits(request.Route.Cost(request.InputTokens, admission.ReservedOutputTokens));
         var minute = tenant.Clock.Minute(request.Now);
         var day = tenant.Clock.Day(request.Now);
@@ -421,6 +433,9 @@ public static class AdmissionEvaluator
     {
         private ChargePurpose _first;
     }
+
+    /// <summary>Whether <paramref name="charge"/> alone is more than its counter's whole limit: refused whatever the counter holds.</summary>
+    private static bool NeverFits(in CounterCharge charge, in CounterReading reading) => charge.Amount > (reading.AppliedLimit ?? charge.Limit);
 
     /// <summary>A counter value as the ledger shows it: cost counters count billionths of the currency unit.</summary>
     private static decimal FromUnits(long value, ChargeKind kind)

@@ -112,6 +112,13 @@ public static class Reasons
     public static readonly ReasonCode BudgetExhausted = new("deny.budget_exhausted", 402, "insufficient_quota", false, Decision.Deny,
         "The budget cannot cover this request.");
 
+    /// <summary>
+    /// The request's worst case alone is more than a whole rate limit, quota or budget: no wait would let it through. Not
+    /// 429 or 402 with a Retry-After, which clients and SDKs retry.
+    /// </summary>
+    public static readonly ReasonCode ExceedsLimit = new("deny.exceeds_limit", 400, Invalid, false, Decision.Deny,
+        "The request's worst case is more than a whole limit of your policy; it can never be served under it.");
+
     /// <summary>The model serves another API (for example an embedding model on chat completions).</summary>
     public static readonly ReasonCode ModelWrongEndpoint = new("invalid.model_endpoint", 400, Invalid, false, Decision.Deny,
         "The model does not serve this endpoint.");
@@ -275,7 +282,7 @@ public static class Reasons
     [
         CredentialMissing, CredentialMalformed, CredentialAmbiguous, CredentialChecksum, CredentialUnknown, CredentialRevoked, CredentialSuspended,
         CredentialExpired, CredentialWrongKind, ModelMissing, ModelNotFound, ModelNotEntitled, EntitlementExpired, EntitlementNotYetValid,
-        TokenCeiling, PromptRestricted, RateLimited, QuotaExhausted, BudgetExhausted, ModelWrongEndpoint, InvalidJson, InvalidBody, BodyTimeout, InvalidHttp,
+        TokenCeiling, PromptRestricted, RateLimited, QuotaExhausted, BudgetExhausted, ExceedsLimit, ModelWrongEndpoint, InvalidJson, InvalidBody, BodyTimeout, InvalidHttp,
         InvalidField, DuplicateField, InvalidHeader, BodyTooLarge, ContentType, ContentEncoding, UnknownEndpoint, MethodNotAllowed, UpstreamNotConfigured, UpstreamUnreachable,
         UpstreamTimeout, UpstreamError, UpstreamAuth, UpstreamRejected, UpstreamRateLimited, UpstreamStreamInterrupted,
         ClientCancelled, Internal, Overloaded, LedgerBacklog, LedgerUnavailable, ConsumerSuspended, ServiceSuspended, TenantSuspended, ServiceUngoverned,

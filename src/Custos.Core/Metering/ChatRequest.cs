@@ -68,6 +68,18 @@ public sealed class ChatRequest
     /// <summary>Number of choices asked for (<c>n</c>).</summary>
     public long? N { get; private set; }
 
+    /// <summary>Legacy completions' <c>best_of</c>: completions generated for each prompt, of which <c>n</c> are returned.</summary>
+    public long? BestOf { get; private set; }
+
+    /// <summary>A legacy completion's prompts: the strings or token lists when <c>prompt</c> is a list of them; otherwise 1.</summary>
+    public long Prompts { get; private set; } = 1;
+
+    /// <summary>
+    /// The completions a legacy <c>/v1/completions</c> request has the provider generate, and bill: <c>best_of</c>, or
+    /// <c>n</c> when larger, for each prompt. Null when it names neither and has one prompt.
+    /// </summary>
+    public long? CompletionChoices => N is null && BestOf is null && Prompts == 1 ? null : Saturating.Multiply(Prompts, Math.Max(N ?? 1, BestOf ?? 1));
+
     /// <summary>Byte ranges of the prompt values (<c>system</c>, <c>messages</c>, <c>prompt</c>, <c>input</c>), in body order.</summary>
     public List<Range> PromptRanges { get; } = new(2);
 
@@ -119,6 +131,7 @@ public sealed class ChatRequest
         Prompt = 1 << 7,
         Input = 1 << 8,
         System = 1 << 9,
+        BestOf = 1 << 10,
     }
 
     /// <summary>Parses <paramref name="body"/>.</summary>
@@ -280,11 +293,13 @@ public sealed class ChatRequest
                 MaxOutputTokens = MaxOutputTokens is { } other ? Math.Max(other, max) : max;
                 MaxOutputRanges.Add(range);
             }
-            else if (reader.ValueTextEquals("n"u8))
+            else if (reader.ValueTextEquals("n"u8) || reader.ValueTextEquals("best_of"u8))
             {
-                if (!FirstTime(Fields.N))
+                var bestOf = reader.ValueTextEquals("best_of"u8);
+                var name = bestOf ? "best_of" : "n";
+                if (!FirstTime(bestOf ? Fields.BestOf : Fields.N))
                 {
-                    return Duplicate("n");
+                    return Duplicate(name);
                 }
 
                 reader.Read();
@@ -295,10 +310,17 @@ public sealed class ChatRequest
 
                 if (reader.TokenType != JsonTokenType.Number || !reader.TryGetInt64(out var n) || n < 1)
                 {
-                    return Invalid("n", "a whole number of at least 1, or null");
+                    return Invalid(name, "a whole number of at least 1, or null");
                 }
 
-                N = n;
+                if (bestOf)
+                {
+                    BestOf = n;
+                }
+                else
+                {
+                    N = n;
+                }
             }
             else if (PromptField(ref reader) is { } prompt)
             {
@@ -309,7 +331,7 @@ public sealed class ChatRequest
 
                 reader.Read();
                 var start = (int)reader.TokenStartIndex;
-                ReadPrompt(ref reader, body.Length);
+                ReadPrompt(ref reader, body.Length, countPrompts: prompt == Fields.Prompt);
                 PromptRanges.Add(start..(int)reader.BytesConsumed);
             }
             else
@@ -330,9 +352,10 @@ public sealed class ChatRequest
 
     /// <summary>
     /// Reads a prompt value to its end, as <see cref="Utf8JsonReader.Skip"/> would, keeping the text of its strings and
-    /// counting the objects directly inside it when it is an array.
+    /// counting the objects directly inside it when it is an array, and with <paramref name="countPrompts"/> the strings
+    /// and lists directly inside it (a legacy completion's prompts; a list of numbers is one prompt of token ids).
     /// </summary>
-    private void ReadPrompt(ref Utf8JsonReader reader, int bodyLength)
+    private void ReadPrompt(ref Utf8JsonReader reader, int bodyLength, bool countPrompts)
     {
         if (reader.TokenType == JsonTokenType.String)
         {
@@ -347,16 +370,28 @@ public sealed class ChatRequest
 
         var depth = reader.CurrentDepth;
         var array = reader.TokenType == JsonTokenType.StartArray;
+        var prompts = 0L;
         while (reader.Read() && reader.CurrentDepth > depth) // the value's closing token is back at its depth
         {
+            var direct = array && reader.CurrentDepth == depth + 1;
             if (reader.TokenType == JsonTokenType.String)
             {
                 AddPromptString(ref reader, bodyLength);
+                prompts += direct ? 1 : 0;
             }
-            else if (array && reader.TokenType == JsonTokenType.StartObject && reader.CurrentDepth == depth + 1)
+            else if (direct && reader.TokenType == JsonTokenType.StartObject)
             {
                 PromptMessages++;
             }
+            else if (direct && reader.TokenType == JsonTokenType.StartArray)
+            {
+                prompts++;
+            }
+        }
+
+        if (countPrompts && array)
+        {
+            Prompts = Math.Max(1, prompts);
         }
     }
 

@@ -9,4 +9,7 @@ public static class Saturating
 {
     /// <summary><paramref name="a"/> + <paramref name="b"/> for counts (zero or more), at most <see cref="long.MaxValue"/>.</summary>
     public static long Add(long a, long b) => a > long.MaxValue - b ? long.MaxValue : a + b;
+
+    /// <summary><paramref name="a"/> × <paramref name="b"/> for counts (zero or more), at most <see cref="long.MaxValue"/>.</summary>
+    public static long Multiply(long a, long b) => a != 0 && b > long.MaxValue / a ? long.MaxValue : a * b;
 }

@@ -337,7 +337,8 @@ internal sealed partial class DataPlane(
         record.ModelServed = route.UpstreamModel;
         record.Provider = route.Provider.Id;
         record.MaxOutputTokens = parsed.MaxOutputTokens;
-        record.N = parsed.N;
+        // A legacy completion generates best_of (or n) for each of its prompts, and is billed for all of them.
+        record.N = endpoint == ApiEndpoint.Completions ? parsed.CompletionChoices : parsed.N;
         if (!Serves(route, endpoint))
         {
             await DenyAsync(context, record, Reasons.ModelWrongEndpoint,
@@ -353,7 +354,7 @@ internal sealed partial class DataPlane(
             Now = record.Timestamp,
             InputTokens = consumer.CountsInput ? TokenCounter.CountPrompt(parsed) : 0,
             MaxOutputTokens = parsed.MaxOutputTokens,
-            N = parsed.N ?? 1,
+            N = record.N ?? 1,
             Prompt = parsed,
         }, counters, context.RequestAborted);
         record.Controls = admission.Controls;
