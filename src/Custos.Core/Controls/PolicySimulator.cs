@@ -156,6 +156,7 @@ public static class PolicySimulator
         "throttle.rate_limit" => "rate_limit",
         "deny.quota_exhausted" => "quota",
         "deny.budget_exhausted" => "budget",
+        "deny.exceeds_limit" => "limit",
         "deny.token_ceiling" => "token_ceiling",
         "deny.prompt_restricted" => "prompt_restriction",
         "deny.model_not_entitled" or "deny.entitlement_expired" or "deny.entitlement_not_yet_valid" => "entitlement",

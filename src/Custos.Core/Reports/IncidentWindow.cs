@@ -16,7 +16,7 @@ public sealed class IncidentWindow(DateTimeOffset from, DateTimeOffset to, IEnum
     int timelineLimit = IncidentReportBuilder.DefaultTimelineLimit)
 {
     /// <summary>Reasons that mean a rate limit, quota or budget refused the request.</summary>
-    internal static readonly HashSet<string> LimitReasons = new(StringComparer.Ordinal) { "throttle.rate_limit", "deny.quota_exhausted", "deny.budget_exhausted" };
+    internal static readonly HashSet<string> LimitReasons = new(StringComparer.Ordinal) { "throttle.rate_limit", "deny.quota_exhausted", "deny.budget_exhausted", "deny.exceeds_limit" };
 
     /// <summary>Reasons that mean the caller asked for a model it was not entitled to (now).</summary>
     internal static readonly HashSet<string> EntitlementReasons = new(StringComparer.Ordinal)
