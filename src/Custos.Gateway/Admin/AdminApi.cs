@@ -127,6 +127,10 @@ internal static partial class AdminApi
             {
                 return Problem(http, ex.Status, ex.Code, ex.Title, ex.Message);
             }
+            catch (RevocationUndoneException ex)
+            {
+                return Problem(http, StatusCodes.Status409Conflict, "admin.revocation_permanent", "A revocation is permanent", ex.Message + ".");
+            }
             catch (InvalidDataException ex)
             {
                 // Stored data damaged or altered behind the gateway (a search column, a compressed record): say so, not "internal error".
@@ -278,9 +282,7 @@ internal static partial class AdminApi
             var read = PolicyYaml.Read(body.Yaml);
             if (read.Document is not { } document)
             {
-                return Results.ValidationProblem(
-                    new Dictionary<string, string[]> { ["yaml"] = [.. read.Diagnostics.Select(d => d.Format("policy"))] },
-                    title: "The policy is not valid", statusCode: StatusCodes.Status422UnprocessableEntity);
+                throw new PolicyValidationException(read.Diagnostics, "policy");
             }
 
             var warnings = read.Diagnostics.Select(d => d.Format("policy")).ToArray();
@@ -536,10 +538,28 @@ internal static partial class AdminApi
                 oldEnds = already;
             }
 
-            var change = await ChangeCoreAsync(context, gateway, body.Reason, "credential.rotated", "credential:" + id, doc => (doc with
+            var change = await ChangeCoreAsync(context, gateway, body.Reason, "credential.rotated", "credential:" + id, doc =>
             {
-                Credentials = [.. doc.Credentials.Select(c => c.Id == id ? c with { ExpiresAt = oldEnds } : c), replacement],
-            }, "active", $"replaced by {replacement.Id}; old key expires at {LedgerTime.Format(oldEnds)}"), notify: doc => [FindService(doc, service!)]);
+                // Judged on the document being changed, under the policy's lock: a key suspended, revoked or expired since
+                // (or by a rotation a moment ago, with no overlap) gets no working replacement, nor a "keeps working" promise.
+                var current = FindCredential(doc, id);
+                var refusal = current.Status switch
+                {
+                    CredentialStatus.Revoked => $"credential '{id}' is revoked; issue a new one instead.",
+                    CredentialStatus.Suspended => $"credential '{id}' is suspended; resume it first, or revoke it and issue a new one.",
+                    _ when current.ExpiresAt is { } ended && ended <= now => $"credential '{id}' has expired; issue a new one instead.",
+                    _ => null,
+                };
+                if (refusal is not null)
+                {
+                    throw AdminProblemException.Conflict(refusal);
+                }
+
+                return (doc with
+                {
+                    Credentials = [.. doc.Credentials.Select(c => c.Id == id ? c with { ExpiresAt = oldEnds } : c), replacement],
+                }, StatusText(current, now), $"replaced by {replacement.Id}; old key expires at {LedgerTime.Format(oldEnds)}");
+            }, notify: doc => [FindService(doc, service!)]);
             return Json(new IssuedCredential(ViewOf(gateway.Policy.Current, replacement, new Dictionary<string, DateTimeOffset>(), now), key,
                 change.PolicyVersion, $"This key is shown once. The old key ({old.Prefix ?? id}) keeps working until {LedgerTime.Format(oldEnds)}."),
                 StatusCodes.Status201Created);
@@ -916,11 +936,18 @@ internal static partial class AdminApi
             throw await DeniedAsync(context, gateway, action, target, tenant, $"role {PolicyNames.Of(admin.Role)} may not do this");
         }
 
-        if (scoped && tenant is not null && !AdminAccess.InScope(admin, tenant, service))
+        if (scoped && !AdminAccess.InScope(admin, tenant, service))
         {
-            throw await DeniedAsync(context, gateway, action, target, tenant, $"{target} is outside the scope of '{admin.Id}'");
+            // What belongs to no tenant (the whole policy, the store) is for gateway-wide admins only: a whole policy from an
+            // admin scoped to one tenant could rewrite every other tenant, and the admin's own scope with them.
+            throw await DeniedAsync(context, gateway, action, target, tenant, tenant is null
+                ? $"{target} is the whole gateway's, and '{admin.Id}' is scoped to {ScopeOf(admin)}; it takes an admin without tenants or services"
+                : $"{target} is outside the scope of '{admin.Id}'");
         }
     }
+
+    private static string ScopeOf(AdminConfig admin) => string.Join(", ",
+        admin.Tenants.Select(t => "tenant " + t).Concat(admin.Services.Select(s => "service " + s)));
 
     private static async Task<AdminProblemException> DeniedAsync(HttpContext context, CustosGateway gateway, string action, string target, string? tenant, string why)
     {

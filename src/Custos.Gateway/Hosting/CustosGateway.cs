@@ -297,6 +297,11 @@ public sealed partial class CustosGateway : IAsyncDisposable
         long? basedOn, CancellationToken cancellationToken)
     {
         var before = Policy.Current;
+        if (PolicyRevocations.Undone(before.Document, document) is { Count: > 0 } undone)
+        {
+            throw new RevocationUndoneException(undone);
+        }
+
         var (version, created) = await Store.SaveAsync(document, actor, reason, _options.TimeProvider.GetUtcNow(), source, basedOn, cancellationToken);
         if (created)
         {
@@ -370,6 +375,11 @@ public sealed partial class CustosGateway : IAsyncDisposable
             }
             else
             {
+                if (previous is not null && PolicyRevocations.Undone(previous.Document, options.Policy) is { Count: > 0 } revived)
+                {
+                    throw new RevocationUndoneException(revived);
+                }
+
                 if (previous is not null && lastLoad is not null && lastLoad != previous)
                 {
                     // An edited file replaces what was changed through the admin API since it was last loaded: say what.

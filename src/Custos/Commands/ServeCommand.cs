@@ -69,7 +69,16 @@ internal static class ServeCommand
             Store = store,
         };
 
-        var gateway = await CustosGateway.StartAsync(options, cancellationToken);
+        CustosGateway gateway;
+        try
+        {
+            gateway = await CustosGateway.StartAsync(options, cancellationToken);
+        }
+        catch (Policy.RevocationUndoneException ex)
+        {
+            throw new CliException($"{config.Name}: {ex.Message}; nothing was started.");
+        }
+
         return await GatewayRunner.RunUntilStoppedAsync(gateway, output, cancellationToken, () => PrintReady(gateway, config, redis is not null, server.TrustedProxies, output));
     }
 

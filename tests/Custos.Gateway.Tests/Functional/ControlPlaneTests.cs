@@ -1,4 +1,5 @@
 using System.Net;
+using System.Net.Http.Json;
 using System.Text.Json;
 using Custos.Policy;
 using static Custos.Gateway.Tests.Functional.ControlPlaneFixture;
@@ -171,6 +172,71 @@ public sealed class ControlPlaneTests
         Assert.Equal("device lost", note.GetProperty("reason").GetString());
         Assert.All(hooks.Received, r => Assert.Equal(TechnicalWebhook, r.Uri.ToString()));
         Assert.DoesNotContain(key, string.Join("\n", hooks.Received.Select(r => r.Body.GetRawText())), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Revocation_StaysPermanent_ThroughAWholePolicyApplied_AndRotationNeedsALiveKey()
+    {
+        await using var g = await StartAsync(more: p => p with
+        {
+            Admins = [.. p.Admins, new AdminConfig { Id = "acme-platform", Role = AdminRole.PlatformAdmin, KeySha256 = ScopedPlatformAdmin.Hash, Tenants = ["acme"] }],
+        });
+        var beforeRevocation = PolicyYamlWriter.Write(g.Gateway.Policy.Current.Document);
+        await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Post, "/admin/v1/credentials/cred-web/revoke", new { reason = "leaked" }));
+        var revokedAt = g.Gateway.Policy.Current.Version;
+
+        // The whole policy as it was before the revocation: it would bring the leaked key back.
+        using (var revived = await AdminAsync(g, "root", HttpMethod.Post, "/admin/v1/policy/versions", new { yaml = beforeRevocation, reason = "tweak limits" }))
+        {
+            var problem = JsonDocument.Parse(await revived.Content.ReadAsStringAsync()).RootElement;
+            Assert.Equal(HttpStatusCode.Conflict, revived.StatusCode);
+            Assert.Equal("admin.revocation_permanent", problem.GetProperty("code").GetString());
+            Assert.Contains("credential 'cred-web' is revoked in the policy in force", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        }
+
+        Assert.Equal(revokedAt, g.Gateway.Policy.Current.Version);
+        Assert.Equal("deny.credential_revoked", (await ChatAsync(g, g.KeyOf("web"))).Code);
+
+        // A platform admin scoped to one tenant may not replace the whole gateway's policy (nor its own scope with it).
+        using (var client = new HttpClient { BaseAddress = g.Gateway.AdminUri })
+        {
+            client.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", ScopedPlatformAdmin.Key);
+            using var scoped = await client.PostAsJsonAsync("/admin/v1/policy/versions",
+                new { yaml = PolicyYamlWriter.Write(g.Gateway.Policy.Current.Document), reason = "widen my scope" });
+            Assert.Equal(HttpStatusCode.Forbidden, scoped.StatusCode);
+            Assert.Contains("is the whole gateway's, and 'acme-platform' is scoped to tenant acme", await scoped.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        }
+
+        Assert.Equal(revokedAt, g.Gateway.Policy.Current.Version);
+
+        // Rotation makes a working key only from a live one.
+        var issued = await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Post, "/admin/v1/credentials", new { consumer = "web", reason = "new key" }));
+        var id = issued.GetProperty("credential").GetProperty("id").GetString()!;
+        await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Post, $"/admin/v1/credentials/{id}/suspend", new { reason = "odd traffic" }));
+        using (var suspended = await AdminAsync(g, "support-owner", HttpMethod.Post, $"/admin/v1/credentials/{id}/rotate", new { reason = "rotate" }))
+        {
+            Assert.Equal(HttpStatusCode.Conflict, suspended.StatusCode);
+            Assert.Contains("is suspended; resume it first", await suspended.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        }
+
+        await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Post, $"/admin/v1/credentials/{id}/resume", new { reason = "explained" }));
+        await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Post, $"/admin/v1/credentials/{id}/rotate", new { reason = "leaked", overlap_seconds = 0 }));
+        using (var again = await AdminAsync(g, "support-owner", HttpMethod.Post, $"/admin/v1/credentials/{id}/rotate", new { reason = "again", overlap_seconds = 0 }))
+        {
+            Assert.Equal(HttpStatusCode.Conflict, again.StatusCode);
+            Assert.Contains("has expired; issue a new one", await again.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        }
+
+        var rotated = Assert.Single(await AdminEntriesAsync(g), e => e.GetProperty("action").GetString() == "credential.rotated");
+        Assert.Equal("active", rotated.GetProperty("before").GetString());
+    }
+
+    private static readonly (string Key, string Hash) ScopedPlatformAdmin = NewAdminKey();
+
+    private static (string Key, string Hash) NewAdminKey()
+    {
+        var key = Custos.Identity.ApiKey.Generate(Custos.Identity.ApiKeyKind.Admin);
+        return (key, Custos.Identity.KeyHash.Of(key).ToHex());
     }
 
     [Fact]
