@@ -688,20 +688,47 @@ internal static partial class AdminApi
             throw await DeniedAsync(context, gateway, action, target, request.Tenant, "the requester cannot decide their own request (separation of duties)");
         }
 
-        if (request.Status != AccessRequestStatus.Pending)
-        {
-            throw AdminProblemException.Conflict($"access request '{id}' was already {request.Status.ToString().ToLowerInvariant()} by {request.DecidedBy}.");
-        }
-
         RequireReason(body.Reason);
-        var now = gateway.Time.GetUtcNow();
-        long? version = null;
-        if (approve)
+
+        // One decision at a time on this node, and the request read again once it is this one's turn: approvals racing each
+        // other, or a rejection, must not each add an entitlement, or leave one behind a request that says rejected.
+        await gateway.AccessDecisions.WaitAsync(context.RequestAborted);
+        try
         {
+            request = await gateway.Store.GetAccessRequestAsync(id, context.RequestAborted) ?? throw AdminProblemException.NotFound("access request", id);
+            if (request.Status != AccessRequestStatus.Pending)
+            {
+                throw AdminProblemException.Conflict($"access request '{id}' was already {request.Status.ToString().ToLowerInvariant()} by {request.DecidedBy}.");
+            }
+
+            var now = gateway.Time.GetUtcNow();
+            if (!approve)
+            {
+                if (!await gateway.Store.DecideAccessRequestAsync(id, AccessRequestStatus.Rejected, admin.Id, now, body.Reason, null, CancellationToken.None))
+                {
+                    throw AdminProblemException.Conflict($"access request '{id}' was decided by someone else meanwhile.");
+                }
+
+                await gateway.RecordAdminAsync(admin.Id, action, target, "pending", "rejected", body.Reason, request.Tenant);
+                return Json(await gateway.Store.GetAccessRequestAsync(id, CancellationToken.None));
+            }
+
+            if (request.ValidUntil is { } until && until <= now)
+            {
+                throw AdminProblemException.Conflict($"access request '{id}' asked for access until {LedgerTime.Format(until)}, which has passed; " +
+                    "reject it, and ask again with a later --valid-until.");
+            }
+
             var snapshot = gateway.Policy.Current;
             var result = await ChangeCoreAsync(context, gateway, $"access request {id} approved: {body.Reason}", "access.approved", target, doc =>
             {
                 var consumer = doc.Consumers.FirstOrDefault(c => c.Id == request.Consumer) ?? throw AdminProblemException.NotFound("consumer", request.Consumer);
+                if (consumer.Entitlements.Any(e => e.Ticket == id))
+                {
+                    // Approved on another node a moment ago: the policy already holds its entitlement.
+                    throw AdminProblemException.Conflict($"access request '{id}' was decided by someone else meanwhile.");
+                }
+
                 var inherits = consumer.Models.Count == 0 && consumer.Entitlements.Count == 0;
                 var entitlement = new EntitlementConfig { Models = request.Models, ApprovedBy = admin.Id, Ticket = id, ValidFrom = now, ValidUntil = request.ValidUntil };
                 var next = consumer with
@@ -713,17 +740,23 @@ internal static partial class AdminApi
                 return (doc with { Consumers = [.. doc.Consumers.Select(c => c.Id == consumer.Id ? next : c)] }, "pending",
                     $"approved: {request.Consumer} -> {string.Join(",", request.Models)}");
             });
-            version = result.PolicyVersion;
-        }
-        else
-        {
-            await gateway.RecordAdminAsync(admin.Id, action, target, "pending", "rejected", body.Reason, request.Tenant);
-        }
 
-        if (!await gateway.Store.DecideAccessRequestAsync(id, approve ? AccessRequestStatus.Approved : AccessRequestStatus.Rejected, admin.Id, now, body.Reason,
-                version, CancellationToken.None))
+            if (!await gateway.Store.DecideAccessRequestAsync(id, AccessRequestStatus.Approved, admin.Id, now, body.Reason, result.PolicyVersion, CancellationToken.None))
+            {
+                // Rejected on another node while the entitlement went in: take it out again, and say so in the ledger.
+                await ChangeCoreAsync(context, gateway, $"access request {id} was decided elsewhere meanwhile", "access.approval_withdrawn", target, doc =>
+                    (doc with
+                    {
+                        Consumers = [.. doc.Consumers.Select(c => c.Id == request.Consumer
+                            ? c with { Entitlements = [.. c.Entitlements.Where(e => e.Ticket != id)] }
+                            : c)],
+                    }, "approved", "withdrawn"));
+                throw AdminProblemException.Conflict($"access request '{id}' was decided by someone else meanwhile; the approval was withdrawn.");
+            }
+        }
+        finally
         {
-            throw AdminProblemException.Conflict($"access request '{id}' was decided by someone else meanwhile.");
+            gateway.AccessDecisions.Release();
         }
 
         return Json(await gateway.Store.GetAccessRequestAsync(id, CancellationToken.None));

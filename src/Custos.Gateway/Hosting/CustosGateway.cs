@@ -139,6 +139,9 @@ public sealed partial class CustosGateway : IAsyncDisposable
     private readonly HttpMessageInvoker _upstreamClient;
     private readonly CustosGatewayOptions _options;
     private readonly SemaphoreSlim _applyLock = new(1, 1);
+
+    /// <summary>Access requests are decided one at a time on a node (the admin API's approvals and rejections).</summary>
+    internal SemaphoreSlim AccessDecisions { get; } = new(1, 1);
     private TelemetryExport? _telemetryExport;
     private ILoggerFactory? _loggerFactory;
     private bool _disposed;

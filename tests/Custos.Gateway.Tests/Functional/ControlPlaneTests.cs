@@ -175,6 +175,35 @@ public sealed class ControlPlaneTests
     }
 
     [Fact]
+    public async Task AccessRequest_DecidedByRacingAdmins_IsDecidedOnce_AndTheEntitlementMatchesTheDecision()
+    {
+        await using var g = await StartAsync();
+        for (var round = 0; round < 3; round++)
+        {
+            var id = (await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Post, "/admin/v1/access-requests",
+                new { consumer = "web", models = new[] { "gpt-4o" }, justification = "escalations" }))).GetProperty("id").GetString()!;
+
+            // Three approvals and a rejection at once: one of them decides, the others are conflicts.
+            var decisions = await Task.WhenAll(new[] { "approve", "approve", "reject", "approve" }.Select(async verb =>
+            {
+                using var response = await AdminAsync(g, "support-lead", HttpMethod.Post, $"/admin/v1/access-requests/{id}/{verb}", new { reason = "decided" });
+                return (verb, response.StatusCode);
+            }));
+
+            var winner = Assert.Single(decisions, d => d.StatusCode == HttpStatusCode.OK);
+            Assert.All(decisions.Where(d => d != winner), d => Assert.Equal(HttpStatusCode.Conflict, d.StatusCode));
+            var stored = (await JsonAsync(await AdminAsync(g, "root", HttpMethod.Get, "/admin/v1/access-requests")))
+                .EnumerateArray().Single(r => r.GetProperty("id").GetString() == id);
+            Assert.Equal(winner.verb == "approve" ? "approved" : "rejected", stored.GetProperty("status").GetString());
+            var entitlements = g.Gateway.Policy.Current.Document.Consumers.Single(c => c.Id == "web").Entitlements.Count(e => e.Ticket == id);
+            Assert.Equal(winner.verb == "approve" ? 1 : 0, entitlements);
+            var decided = (await AdminEntriesAsync(g)).Count(e => e.GetProperty("target").GetString() == "access_request:" + id
+                && e.GetProperty("action").GetString() is "access.approved" or "access.rejected");
+            Assert.Equal(1, decided);
+        }
+    }
+
+    [Fact]
     public async Task Revocation_StaysPermanent_ThroughAWholePolicyApplied_AndRotationNeedsALiveKey()
     {
         await using var g = await StartAsync(more: p => p with
