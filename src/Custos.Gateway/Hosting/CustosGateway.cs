@@ -363,6 +363,7 @@ public sealed partial class CustosGateway : IAsyncDisposable
         var started = new List<IAsyncDisposable> { store, new AsyncDisposableAdapter(loggerFactory) };
         try
         {
+            var lastSealed = await Checkpointer.LastSealedAsync(store, options.NodeId, cancellationToken); // before anything is written
             var now = options.TimeProvider.GetUtcNow();
             var history = await store.GetHistoryAsync(cancellationToken);
             var previous = history.Count > 0 ? history[^1] : null;
@@ -446,8 +447,8 @@ public sealed partial class CustosGateway : IAsyncDisposable
                 Log.CheckpointKeyCreated(startupLog, CheckpointKey.PublicPath(options.DataDirectory), checkpointKey.KeyId);
             }
 
-            var checkpointer = await Checkpointer.StartAsync(store, store, ledger, checkpointKey, options.NodeId, options.Checkpoints, options.TimeProvider,
-                loggerFactory.CreateLogger<Checkpointer>(), cancellationToken);
+            var checkpointer = Checkpointer.Start(store, store, ledger, checkpointKey, options.NodeId, options.Checkpoints, options.TimeProvider,
+                loggerFactory.CreateLogger<Checkpointer>(), lastSealed);
             started.Insert(1, checkpointer);
 
             ICounterStore counters = options.Counters switch

@@ -66,9 +66,18 @@ public sealed partial class Checkpointer : IAsyncDisposable
     /// <summary>The last sequence number sealed.</summary>
     public long SealedSeq => Interlocked.Read(ref _lastSeq);
 
-    /// <summary>Continues after this chain's last checkpoint.</summary>
-    public static async Task<Checkpointer> StartAsync(IEvidenceStore store, IRegistryStore outbox, LedgerWriter ledger, CheckpointKey key, string chainId,
-        CheckpointOptions options, TimeProvider time, ILogger<Checkpointer> logger, CancellationToken cancellationToken = default)
+    /// <summary>Continues after this chain's last checkpoint, <paramref name="last"/> (<see cref="LastSealedAsync"/>).</summary>
+    public static Checkpointer Start(IEvidenceStore store, IRegistryStore outbox, LedgerWriter ledger, CheckpointKey key, string chainId,
+        CheckpointOptions options, TimeProvider time, ILogger<Checkpointer> logger, Checkpoint? last)
+        => new(store, outbox, ledger, key, chainId, options, time, logger, last?.ToSeq ?? 0, last?.HeadHash ?? HashChain.Genesis);
+
+    /// <summary>
+    /// This chain's last checkpoint, once the chain is seen to still hold what it sealed. Read before anything is written to
+    /// the chain: entries deleted from its end (or a store restored from a copy older than the checkpoint) would otherwise
+    /// be numbered again by new ones, under a checkpoint that never saw them, and the deletion would no longer show as what
+    /// it is.
+    /// </summary>
+    public static async Task<Checkpoint?> LastSealedAsync(IEvidenceStore store, string chainId, CancellationToken cancellationToken = default)
     {
         var existing = await store.GetCheckpointsAsync(chainId, cancellationToken);
         Checkpoint? last;
@@ -82,7 +91,33 @@ public sealed partial class Checkpointer : IAsyncDisposable
             throw new InvalidDataException($"The last stored checkpoint of chain {chainId} cannot be read ({ex.Message}): the store was altered. Run custos audit verify.", ex);
         }
 
-        return new Checkpointer(store, outbox, ledger, key, chainId, options, time, logger, last?.ToSeq ?? 0, last?.HeadHash ?? HashChain.Genesis);
+        if (last is null)
+        {
+            return null;
+        }
+
+        byte[]? head = null;
+        try
+        {
+            await foreach (var (_, hash) in store.ReadChainHashesAsync(chainId, last.ToSeq, last.ToSeq, cancellationToken))
+            {
+                head = hash;
+            }
+        }
+        catch (FormatException)
+        {
+            throw new InvalidDataException($"The ledger's chain {chainId} holds entry {last.ToSeq}, which its last checkpoint sealed, with a stored hash " +
+                "that is not a SHA-256: the store was altered. Run custos audit verify.");
+        }
+
+        if (head is null || !string.Equals(Convert.ToHexStringLower(head), last.HeadHash, StringComparison.OrdinalIgnoreCase))
+        {
+            throw new InvalidDataException($"Chain {chainId} of the ledger {(head is null ? "ends before" : "differs at")} entry {last.ToSeq}, which its last " +
+                $"checkpoint (signed {LedgerTime.Format(last.Timestamp)}) sealed: entries were {(head is null ? "deleted from its end" : "altered")}, or the " +
+                "store was restored from an older copy. The gateway writes nothing after it, as new entries would take their place; run custos audit verify.");
+        }
+
+        return last;
     }
 
     /// <summary>Seals every entry stored so far; returns the checkpoints made.</summary>

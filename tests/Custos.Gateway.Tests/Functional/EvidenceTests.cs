@@ -175,12 +175,30 @@ public sealed class EvidenceTests : IAsyncLifetime
         // Chaining onto either would write entries no verification can follow: the start stops and says why.
         var (head, _, _) = await TamperAsync((db, _) => ExecAsync(db, "UPDATE ledger SET hash = 'zz' WHERE seq = (SELECT max(seq) FROM ledger)"));
         var error = await Assert.ThrowsAsync<InvalidDataException>(() => TestGateway.StartAsync(null, options: o => o with { DataDirectory = head }));
-        Assert.Contains("ends at entry", error.Message, StringComparison.Ordinal);
-        Assert.Contains("whose stored hash is not a SHA-256: the store was altered", error.Message, StringComparison.Ordinal);
+        Assert.Contains("is not a SHA-256: the store was altered", error.Message, StringComparison.Ordinal); // the head, sealed or not yet
 
         var (checkpoint, _, _) = await TamperAsync((db, _) => ExecAsync(db, "UPDATE checkpoints SET checkpoint = '[1]' WHERE to_seq = (SELECT max(to_seq) FROM checkpoints)"));
         error = await Assert.ThrowsAsync<InvalidDataException>(() => TestGateway.StartAsync(null, options: o => o with { DataDirectory = checkpoint }));
         Assert.StartsWith("The last stored checkpoint of chain test-node cannot be read", error.Message, StringComparison.Ordinal);
+
+        // Entries deleted from the chain's end, its last checkpoint's among them: new entries would take their numbers and
+        // chain onto the checkpoint, and what reads as a deletion now would read as a fork.
+        var (truncated, _, _) = await TamperAsync((db, _) => ExecAsync(db, "DELETE FROM ledger WHERE seq >= (SELECT max(to_seq) FROM checkpoints) - 1"));
+        var before = await CountRowsAsync(truncated);
+        error = await Assert.ThrowsAsync<InvalidDataException>(() => TestGateway.StartAsync(null, options: o => o with { DataDirectory = truncated }));
+        Assert.StartsWith("Chain test-node of the ledger ends before entry ", error.Message, StringComparison.Ordinal);
+        Assert.Contains("entries were deleted from its end, or the store was restored from an older copy", error.Message, StringComparison.Ordinal);
+        Assert.Equal(before, await CountRowsAsync(truncated)); // nothing written after it
+        Assert.Contains((await VerifyAsync(truncated)).Problems, p => p.Kind == "truncated");
+    }
+
+    private static async Task<long> CountRowsAsync(string directory)
+    {
+        await using var db = new SqliteConnection($"Data Source={Path.Combine(directory, "custos.db")};Pooling=false");
+        await db.OpenAsync();
+        await using var command = db.CreateCommand();
+        command.CommandText = "SELECT count(*) FROM ledger";
+        return (long)(await command.ExecuteScalarAsync())!;
     }
 
     [Fact]
