@@ -35,16 +35,18 @@ public sealed partial class SqliteStore : ICustosStore
     private readonly int _writerCheckpointFrames;
     private WalCheckpointer? _checkpointer; // started by the first ledger append
 
-    private SqliteStore(string path, TimeSpan checkpointInterval, int writerCheckpointFrames)
+    private SqliteStore(string path, TimeSpan checkpointInterval, int writerCheckpointFrames, bool readOnly = false, bool immutable = false)
     {
         Path = path;
         _checkpointInterval = checkpointInterval;
         _writerCheckpointFrames = writerCheckpointFrames;
-        _dictionaries = LedgerRecordCodec.Dictionaries(path);
+        // Immutable: a URI, which SQLite reads without the log's index beside the file (a read-only file system).
+        var source = immutable ? new Uri(path).AbsoluteUri + "?immutable=1" : path;
+        _dictionaries = LedgerRecordCodec.Dictionaries(source);
         _connectionString = new SqliteConnectionStringBuilder
         {
-            DataSource = path,
-            Mode = SqliteOpenMode.ReadWriteCreate,
+            DataSource = source,
+            Mode = readOnly ? SqliteOpenMode.ReadOnly : SqliteOpenMode.ReadWriteCreate,
             Cache = SqliteCacheMode.Private,
             Pooling = true,
             DefaultTimeout = 30,
@@ -101,13 +103,88 @@ public sealed partial class SqliteStore : ICustosStore
     /// <summary>Opens an existing store, as <see cref="OpenAsync(string, Action{string}?, CancellationToken)"/>; fails clearly when there is none.</summary>
     public static async Task<SqliteStore> OpenExistingAsync(string dataDirectory, Action<string>? upgrade, CancellationToken cancellationToken = default)
     {
-        var path = System.IO.Path.Combine(dataDirectory, "custos.db");
-        if (!File.Exists(path))
+        ExistingPath(dataDirectory);
+        return await OpenAsync(dataDirectory, upgrade, cancellationToken);
+    }
+
+    /// <summary>
+    /// Opens an existing store to read it only, as the CLI's listings, verification and reports do: nothing is created,
+    /// upgraded or written, not even the append-only triggers that a tampered store lacks, whose absence is evidence. A
+    /// store of an older schema is upgraded first (as <see cref="OpenExistingAsync(string, Action{string}?, CancellationToken)"/>),
+    /// since reading it needs the newer tables. On a read-only file system, where SQLite cannot make the log's index beside
+    /// the file, a store with no log left is read as immutable.
+    /// </summary>
+    public static async Task<SqliteStore> OpenReadOnlyAsync(string dataDirectory, Action<string>? upgrade, CancellationToken cancellationToken = default)
+    {
+        var path = ExistingPath(dataDirectory);
+        var store = new SqliteStore(path, Timeout.InfiniteTimeSpan, WalCheckpointer.WriterCheckpointFrames, readOnly: true);
+        long? version;
+        try
         {
-            throw new FileNotFoundException($"No Custos store at {path}. Run the gateway with --data {dataDirectory} first, or pass the right --data.", path);
+            version = await store.SchemaVersionAsync(cancellationToken);
+        }
+        catch (SqliteException ex) when (ex.SqliteErrorCode == raw.SQLITE_CANTOPEN)
+        {
+            await store.DisposeAsync();
+            var log = new FileInfo(path + "-wal");
+            if (log.Exists && log.Length > 0)
+            {
+                throw new IOException($"The store at {path} cannot be read where it is ({ex.Message}): SQLite needs to write the index of its " +
+                    $"log, {log.Name}, beside it, and the log holds entries not yet in the database. Copy the folder somewhere writable and read the copy.", ex);
+            }
+
+            store = new SqliteStore(path, Timeout.InfiniteTimeSpan, WalCheckpointer.WriterCheckpointFrames, readOnly: true, immutable: true);
+            try
+            {
+                version = await store.SchemaVersionAsync(cancellationToken);
+            }
+            catch
+            {
+                await store.DisposeAsync();
+                throw;
+            }
+        }
+        catch
+        {
+            await store.DisposeAsync();
+            throw;
         }
 
-        return await OpenAsync(dataDirectory, upgrade, cancellationToken);
+        if (version == SchemaVersion)
+        {
+            return store;
+        }
+
+        await store.DisposeAsync();
+        return version > SchemaVersion
+            ? throw new InvalidOperationException($"The store at {path} has schema version {version}, newer than this Custos understands ({SchemaVersion}). Upgrade Custos.")
+            : await OpenAsync(dataDirectory, upgrade, cancellationToken);
+    }
+
+    /// <summary>The store's schema version; null for a database without Custos's tables.</summary>
+    private async Task<long?> SchemaVersionAsync(CancellationToken cancellationToken)
+    {
+        await using var connection = await OpenReaderAsync(cancellationToken);
+        using var command = connection.CreateCommand();
+        command.CommandText = "SELECT version FROM schema_info";
+        try
+        {
+            return await command.ExecuteScalarAsync(cancellationToken) is { } version and not DBNull
+                ? Convert.ToInt64(version, System.Globalization.CultureInfo.InvariantCulture)
+                : null;
+        }
+        catch (SqliteException ex) when (ex.SqliteErrorCode == raw.SQLITE_ERROR)
+        {
+            return null; // no such table
+        }
+    }
+
+    private static string ExistingPath(string dataDirectory)
+    {
+        var path = System.IO.Path.Combine(dataDirectory, "custos.db");
+        return File.Exists(path)
+            ? path
+            : throw new FileNotFoundException($"No Custos store at {path}. Run the gateway with --data {dataDirectory} first, or pass the right --data.", path);
     }
 
     private async Task MigrateAsync(Action<string>? upgrade, CancellationToken cancellationToken)

@@ -49,6 +49,34 @@ public sealed class SqliteStoreTests : StoreContract
     }
 
     [Fact]
+    public async Task OpenReadOnlyAsync_ReadsATamperedStore_WithoutChangingAByte_NorPuttingBackItsTriggers()
+    {
+        // Reading evidence must not change it: opening for a listing used to run the migrations, which put back the
+        // append-only triggers someone had dropped, and checkpointed the log into the file.
+        var chain = new HashChain("n1", 0, HashChain.Genesis);
+        await Store.AppendAsync([chain.Append(Admin(T0)), chain.Append(Admin(T0.AddSeconds(1)))]);
+        await ExecuteRawAsync("DROP TRIGGER ledger_no_delete");
+        await Store.DisposeAsync();
+        SqliteConnection.ClearAllPools();
+        var path = Path.Combine(_directory, "custos.db");
+        var before = Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(await File.ReadAllBytesAsync(path)));
+
+        await using (var reader = await SqliteStore.OpenReadOnlyAsync(_directory, null))
+        {
+            Assert.Equal((2, chain.LastHash), await reader.GetChainHeadAsync("n1"));
+            await Assert.ThrowsAnyAsync<Exception>(() => reader.AppendAsync([chain.Append(Admin(T0.AddSeconds(2)))]));
+        }
+
+        SqliteConnection.ClearAllPools();
+        Assert.Equal(before, Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(await File.ReadAllBytesAsync(path))));
+        await using var connection = new SqliteConnection($"Data Source={path};Mode=ReadOnly");
+        await connection.OpenAsync();
+        using var command = connection.CreateCommand();
+        command.CommandText = "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name = 'ledger_no_delete'";
+        Assert.Equal(0L, await command.ExecuteScalarAsync());
+    }
+
+    [Fact]
     public async Task OpenAsync_Again_KeepsTheData_AndTheSchemaVersion()
     {
         var chain = new HashChain("n1", 0, HashChain.Genesis);

@@ -90,7 +90,8 @@ internal static class CommonOptions
 
         try
         {
-            return await Storage.SqliteStore.OpenExistingAsync(directory, Console.Error.WriteLine, cancellationToken);
+            // To read only: a listing or a verification must not change the evidence it reads.
+            return await Storage.SqliteStore.OpenReadOnlyAsync(directory, Console.Error.WriteLine, cancellationToken);
         }
         catch (FileNotFoundException ex)
         {
