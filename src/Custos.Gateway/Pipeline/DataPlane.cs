@@ -58,7 +58,7 @@ internal sealed partial class DataPlane(
             RequestId = RequestId.New(now),
             NodeId = nodeId,
             Method = request.Method,
-            Endpoint = request.Path.Value ?? "/",
+            Endpoint = RecordedText.Of(request.Path.Value) ?? "/", // as sent, but no secret and not without end
             Timestamp = now,
             PolicyVersion = snapshot.Version,
             PolicyHash = snapshot.Hash,
@@ -307,7 +307,7 @@ internal sealed partial class DataPlane(
 
         var parseError = ChatRequest.TryParse(body.WrittenSpan, out var parsed);
         record.Stream = parsed.Stream;
-        record.Model = parsed.Model;
+        record.Model = RecordedText.Of(parsed.Model);
         if (parseError != ParseError.None)
         {
             await (parseError switch
@@ -330,7 +330,7 @@ internal sealed partial class DataPlane(
 
         if (!tenant.Models.TryGetValue(parsed.Model, out var route))
         {
-            await DenyAsync(context, record, Reasons.ModelNotFound, $"The model '{parsed.Model}' does not exist or you do not have access to it.", "model");
+            await DenyAsync(context, record, Reasons.ModelNotFound, $"The model '{record.Model}' does not exist or you do not have access to it.", "model");
             return null;
         }
 
@@ -718,7 +718,7 @@ internal sealed partial class DataPlane(
         var text = value.ToString();
         if (text.Length <= MaxIdentifyingHeaderLength)
         {
-            return text;
+            return RecordedText.Of(text); // a key sent as whom a call is for is no less a key
         }
 
         oversized ??= name;

@@ -160,6 +160,32 @@ public sealed class RefusalTests(GatewayFixture fixture) : IClassFixture<Gateway
     }
 
     [Fact]
+    public async Task AKeySentWhereTheLedgerKeepsText_IsNotKept_NorAModelWithoutEnd()
+    {
+        // Another consumer's key as whom the call is for, as the model, in the path; and a model of 30,000 characters.
+        var key = G.KeyOf("agent");
+        using var onBehalf = G.Post("/v1/chat/completions", Chat);
+        onBehalf.Headers.Add("X-On-Behalf-Of", "user:" + key);
+        using var served = await G.Client.SendAsync(onBehalf);
+        var entries = new List<JsonElement> { await G.EntryAsync(TestGateway.RequestIdOf(served)) };
+        entries.Add(await AssertRefusedAsync(G.Post("/v1/chat/completions", $$"""{"model":"{{key}}","messages":[]}"""), HttpStatusCode.NotFound, "deny.model_not_found"));
+        entries.Add(await AssertRefusedAsync(G.Post("/v1/models/" + key, ""), HttpStatusCode.MethodNotAllowed, "invalid.method"));
+        var huge = new string('m', 30_000); // within the test gateway's body limit
+        using var long_ = await G.Client.SendAsync(G.Post("/v1/chat/completions", $$"""{"model":"{{huge}}","messages":[]}"""));
+        var body = await long_.Content.ReadAsStringAsync();
+        var longEntry = await G.EntryAsync(TestGateway.RequestIdOf(long_));
+
+        Assert.Equal(HttpStatusCode.OK, served.StatusCode);
+        Assert.Equal("user:[secret removed]", entries[0].GetProperty("on_behalf_of").GetString());
+        Assert.Equal("[secret removed]", entries[1].GetProperty("model").GetString());
+        Assert.Equal("/v1/models/[secret removed]", entries[2].GetProperty("endpoint").GetString());
+        Assert.All(entries, e => Assert.DoesNotContain(key, e.GetRawText(), StringComparison.Ordinal));
+        Assert.Equal(HttpStatusCode.NotFound, long_.StatusCode);
+        Assert.Equal(new string('m', 255) + "…", longEntry.GetProperty("model").GetString());
+        Assert.True(body.Length < 1_000, $"the 404 echoes {body.Length} characters");
+    }
+
+    [Fact]
     public Task MissingModel_Is400ModelMissing()
         => AssertRefusedAsync(G.Post("/v1/chat/completions", """{"messages":[]}"""), HttpStatusCode.BadRequest, "invalid.model_missing", "model");
 
