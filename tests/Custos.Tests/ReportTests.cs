@@ -477,6 +477,42 @@ public sealed class ReportTests
     }
 
     [Fact]
+    public async Task Reports_OnAnAlteredLedger_AreWrittenAndExit2_AndAnUnreadableKeyIsSaidNotCrashed()
+    {
+        await using var g = await MisuseGatewayAsync();
+        var from = DateTimeOffset.UtcNow.AddSeconds(-1);
+        for (var i = 0; i < 4; i++)
+        {
+            await g.ChatAsync("web-bot");
+        }
+
+        await g.StopAsync();
+        Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+        await using (var db = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={Path.Combine(g.Directory, "custos.db")};Pooling=false"))
+        {
+            await db.OpenAsync();
+            await using var command = db.CreateCommand();
+            command.CommandText = "DROP TRIGGER ledger_no_delete; DELETE FROM ledger WHERE seq = 3";
+            await command.ExecuteNonQueryAsync();
+        }
+
+        var pack = Path.Combine(g.Directory, "pack.md");
+        var (exit, output, error) = await Cli.RunAsync("report", "incident", "--consumer", "web-bot", "--from", Iso(from), "--data", g.Directory, "-o", pack);
+        Assert.True(exit == 2, $"exit {exit}: {error}");
+        Assert.Contains("chain failed", output, StringComparison.Ordinal);
+        Assert.Contains("chain_problem", await File.ReadAllTextAsync(pack), StringComparison.Ordinal);
+        (exit, _, error) = await Cli.RunAsync("report", "posture", "--data", g.Directory, "-o", Path.Combine(g.Directory, "posture.md"));
+        Assert.True(exit == 2, $"exit {exit}: {error}");
+
+        // A key file that is no ECDSA key: the report says the chain was not verified, and why.
+        await File.WriteAllTextAsync(Path.Combine(g.Directory, "keys", "checkpoint.pub.pem"), "");
+        (exit, output, error) = await Cli.RunAsync("report", "posture", "--data", g.Directory, "-o", Path.Combine(g.Directory, "posture2.md"));
+        Assert.True(exit == 0, $"exit {exit}: {error}");
+        Assert.Contains("chain not verified", output, StringComparison.Ordinal);
+        Assert.Contains("holds no ECDSA public key in PEM", await File.ReadAllTextAsync(Path.Combine(g.Directory, "posture2.md")), StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Incident_BadArguments_OneLineErrors()
     {
         var (exit, _, error) = await Cli.RunAsync("report", "incident", "--consumer", "a", "--service", "b", "--from", "1h", "--data", Path.GetTempPath());

@@ -182,8 +182,17 @@ public sealed class CheckpointKey : IDisposable
     public static ECDsa LoadPublic(string pemPath)
     {
         var key = ECDsa.Create();
-        key.ImportFromPem(File.ReadAllText(pemPath));
-        return key;
+        try
+        {
+            key.ImportFromPem(File.ReadAllText(pemPath));
+            return key;
+        }
+        catch (Exception ex) when (ex is ArgumentException or CryptographicException)
+        {
+            // Empty, not PEM, or another algorithm's key (RSA): each is a file that cannot check a checkpoint, not a crash.
+            key.Dispose();
+            throw new InvalidDataException($"{pemPath} holds no ECDSA public key in PEM, as the gateway writes to keys/checkpoint.pub.pem ({ex.Message.TrimEnd('.')}).", ex);
+        }
     }
 
     /// <summary>The key id of <paramref name="key"/>.</summary>

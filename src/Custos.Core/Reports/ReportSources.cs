@@ -1,3 +1,4 @@
+using System.Security.Cryptography;
 using System.Text.Json;
 using Custos.Ledger;
 
@@ -161,7 +162,17 @@ public static class ReportSources
             return ChainCheck.NotRun($"no checkpoint public key at {keyPath}; the gateway writes it when it first starts on this folder.");
         }
 
-        using var key = CheckpointKey.LoadPublic(keyPath);
+        ECDsa key;
+        try
+        {
+            key = CheckpointKey.LoadPublic(keyPath);
+        }
+        catch (InvalidDataException ex)
+        {
+            return ChainCheck.NotRun(ex.Message);
+        }
+
+        using var _ = key;
         var result = await LedgerVerifier.VerifyAsync(store, new VerificationOptions
         {
             PublicKeys = [key],

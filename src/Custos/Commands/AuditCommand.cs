@@ -199,9 +199,9 @@ internal static class AuditCommand
         {
             return CheckpointKey.LoadPublic(file.FullName);
         }
-        catch (ArgumentException ex)
+        catch (InvalidDataException ex)
         {
-            throw new CliException($"{file.Name} is not a PEM public key: {ex.Message}");
+            throw new CliException(ex.Message);
         }
     }
 

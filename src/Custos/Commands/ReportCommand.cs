@@ -80,10 +80,16 @@ internal static class ReportCommand
                 (c.Primary is null ? "no classification (nothing found)" : "classified " + string.Join(", then ", c.Ranking.Where(r => r.Score > 0).Select(r => IncidentReportBuilder.Name(r.Class))))
                 + $"; chain {chain.Status.Replace('_', ' ')}" + (target is null ? "." : $"; written to {target.FullName}.");
             await (target is null ? error : output).WriteLineAsync(summary);
-            return 0;
+            return ExitCode(chain);
         });
         return command;
     }
+
+    /// <summary>
+    /// 0 for a report whose ledger verified (or could not be checked, which the report says); 2 when the check found the
+    /// ledger altered: the report is written all the same, and a script must be able to tell that its evidence failed.
+    /// </summary>
+    private static int ExitCode(ChainCheck chain) => chain.HasProblems ? 2 : 0;
 
     private static Command Posture(TextWriter output, TextWriter error)
     {
@@ -112,7 +118,7 @@ internal static class ReportCommand
                 $"{built.Summary.Fail} fail{(failing.Count > 0 ? " (" + string.Join(", ", failing) + ")" : "")}; chain {chain.Status.Replace('_', ' ')}" +
                 (target is null ? "." : $"; written to {target.FullName}.");
             await (target is null ? error : output).WriteLineAsync(summary);
-            return 0;
+            return ExitCode(chain);
         });
         return command;
     }
