@@ -124,6 +124,51 @@ public sealed class ResponseMeterTests
     }
 
     [Fact]
+    public void Process_AnAnthropicStreamCutBeforeItsFinalCount_IsEstimated_NotMeteredAsTheStartsPlaceholder()
+    {
+        // message_start says output_tokens 1 before anything is written; a stream cut after fifty deltas is not one token.
+        var sse = new StringBuilder("event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":10,\"output_tokens\":1}}}\n\n");
+        for (var i = 0; i < 50; i++)
+        {
+            sse.Append("event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"word \"}}\n\n");
+        }
+
+        var (meter, _) = Run(ProviderKind.Anthropic, stream: true, hide: false, Encoding.UTF8.GetBytes(sse.ToString()), 100_000);
+
+        Assert.Equal(10, meter.InputTokens);
+        Assert.Null(meter.OutputTokens);
+        Assert.InRange(meter.EstimateOutputTokens(), 40, 60);
+    }
+
+    [Fact]
+    public void EstimateOutputTokens_WithoutUsage_CountsToolCallArgumentsRefusalsAndThinking_NotOnlyText()
+    {
+        // A provider that sends no usage (a cut stream, a server that ignores stream_options): what it generated is still
+        // output, whether text, a tool call's arguments, a refusal or Anthropic's tool input and thinking.
+        var stream = new StringBuilder("data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"lookup\",\"arguments\":\"\"}}]}}]}\n\n");
+        for (var i = 0; i < 40; i++)
+        {
+            stream.Append("data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"city\\\": \\\"Berlin\\\"} \"}}]}}]}\n\n");
+        }
+
+        var (openAIStream, _) = Run(ProviderKind.OpenAI, stream: true, hide: false, Encoding.UTF8.GetBytes(stream.ToString()), 100_000);
+        var refusal = """{"id":"c","choices":[{"index":0,"message":{"role":"assistant","content":null,"refusal":"I cannot help with that request because it asks for something I may not provide, sorry."}}]}""";
+        var (openAIBody, _) = Run(ProviderKind.OpenAI, stream: false, hide: false, Encoding.UTF8.GetBytes(refusal), 100_000);
+        var anthropic = new StringBuilder("event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":10,\"output_tokens\":1}}}\n\n");
+        for (var i = 0; i < 30; i++)
+        {
+            anthropic.Append("event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"q\\\": \\\"weather\\\"} \"}}\n\n");
+        }
+
+        var (anthropicStream, _) = Run(ProviderKind.Anthropic, stream: true, hide: false, Encoding.UTF8.GetBytes(anthropic.ToString()), 100_000);
+
+        Assert.Null(openAIStream.OutputTokens);
+        Assert.InRange(openAIStream.EstimateOutputTokens(), 100, 400);
+        Assert.InRange(openAIBody.EstimateOutputTokens(), 10, 40);
+        Assert.InRange(anthropicStream.EstimateOutputTokens(), 60, 300);
+    }
+
+    [Fact]
     public void Complete_AnOpenAIEmbeddingsBody_HasNoOutput()
     {
         var body = """{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1]}],"usage":{"prompt_tokens":4,"total_tokens":4}}""";

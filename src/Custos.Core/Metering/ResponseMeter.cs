@@ -407,8 +407,7 @@ public sealed class ResponseMeter : IDisposable
                         emptyChoices = reader.TokenType == JsonTokenType.EndArray;
                         while (reader.TokenType != JsonTokenType.EndArray || reader.CurrentDepth != arrayDepth)
                         {
-                            if (reader.TokenType == JsonTokenType.PropertyName
-                                && (reader.ValueTextEquals("content"u8) || reader.ValueTextEquals("text"u8)))
+                            if (reader.TokenType == JsonTokenType.PropertyName && IsOpenAIText(ref reader))
                             {
                                 reader.Read();
                                 if (reader.TokenType == JsonTokenType.String)
@@ -566,14 +565,17 @@ public sealed class ResponseMeter : IDisposable
                 }
                 else if (reader.ValueTextEquals("usage"u8))
                 {
+                    // message_start's usage is inside its message, with a placeholder output count (1); only message_delta's,
+                    // at the top, counts the output. A stream cut before it is estimated, not metered as one token.
+                    var final = reader.CurrentDepth == 1;
                     reader.Read();
                     if (reader.TokenType == JsonTokenType.StartObject)
                     {
                         other = true;
-                        ReadUsageObject(ref reader);
+                        ReadUsageObject(ref reader, outputFinal: final);
                     }
                 }
-                else if (reader.ValueTextEquals("text"u8))
+                else if (reader.ValueTextEquals("text"u8) || reader.ValueTextEquals("partial_json"u8) || reader.ValueTextEquals("thinking"u8))
                 {
                     reader.Read();
                     if (reader.TokenType == JsonTokenType.String)
@@ -618,7 +620,7 @@ public sealed class ResponseMeter : IDisposable
                         ReadUsageObject(ref reader);
                     }
                 }
-                else if (captureText && (reader.ValueTextEquals("content"u8) || reader.ValueTextEquals("text"u8)))
+                else if (captureText && IsOpenAIText(ref reader))
                 {
                     reader.Read();
                     if (reader.TokenType == JsonTokenType.String)
@@ -641,8 +643,11 @@ public sealed class ResponseMeter : IDisposable
     /// </summary>
     private static bool IsUnreadable(Exception exception) => exception is JsonException or InvalidOperationException;
 
-    /// <summary>Reads an OpenAI or Anthropic usage object, leaving the reader on its end.</summary>
-    private void ReadUsageObject(ref Utf8JsonReader reader)
+    /// <summary>
+    /// Reads an OpenAI or Anthropic usage object, leaving the reader on its end; its output count only when
+    /// <paramref name="outputFinal"/> (not Anthropic's placeholder in message_start).
+    /// </summary>
+    private void ReadUsageObject(ref Utf8JsonReader reader, bool outputFinal = true)
     {
         long? input = null, output = null, cached = null;
         var outputUnreadable = false;
@@ -669,7 +674,7 @@ public sealed class ResponseMeter : IDisposable
             {
                 input = value;
             }
-            else if (isOutput)
+            else if (isOutput && outputFinal)
             {
                 output = value;
             }
@@ -700,6 +705,13 @@ public sealed class ResponseMeter : IDisposable
             OutputTokens = 0; // embeddings: prompt_tokens and total_tokens only.
         }
     }
+
+    /// <summary>
+    /// Whether the property the reader is on holds generated text, which the output estimate counts when a provider reports
+    /// no usage: the content, and also a tool call's arguments and a refusal, which are output tokens as much.
+    /// </summary>
+    private static bool IsOpenAIText(ref Utf8JsonReader reader)
+        => reader.ValueTextEquals("content"u8) || reader.ValueTextEquals("text"u8) || reader.ValueTextEquals("arguments"u8) || reader.ValueTextEquals("refusal"u8);
 
     /// <summary>Keeps the string the reader is on (a content delta), unescaped: copied as bytes, not made a string.</summary>
     /// <remarks>Every reader here reads one span, so the value is always in <see cref="Utf8JsonReader.ValueSpan"/>.</remarks>
