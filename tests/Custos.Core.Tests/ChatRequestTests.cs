@@ -206,7 +206,8 @@ public sealed class ChatRequestTests
 
     [Theory]
     [InlineData("""{"model":"m","max_tokens":null,"messages":[]}""", """{"model":"up","max_tokens":64,"messages":[]}""")]
-    [InlineData("""{"model":"m","max_completion_tokens":null,"max_tokens":null}""", """{"model":"up","max_completion_tokens":64,"max_tokens":64}""")]
+    [InlineData("""{"model":"m","max_completion_tokens":null,"max_tokens":null}""", """{"model":"up","max_completion_tokens":64,"max_tokens":null}""")]
+    [InlineData("""{"model":"m","max_tokens":null,"max_completion_tokens":5000}""", """{"model":"up","max_tokens":null,"max_completion_tokens":64}""")] // a reasoning model refuses a max_tokens
     [InlineData("""{"model":"m","stream":true,"stream_options":null}""", """{"model":"up","stream":true,"stream_options":{"include_usage":true}}""")]
     public void AddEdits_OverNullValues_WriteInTheirPlace_NotBesideThem(string body, string expected)
     {

@@ -60,8 +60,8 @@ public sealed class ChatRequest
     public long? MaxOutputTokens { get; private set; }
 
     /// <summary>
-    /// Byte ranges of the <c>max_tokens</c> and <c>max_completion_tokens</c> values, <c>null</c>s included, when present: an
-    /// output ceiling is written over them, or injected when there are none.
+    /// Byte ranges of the <c>max_tokens</c> and <c>max_completion_tokens</c> values that are numbers: an output ceiling is
+    /// written over them; when there are none, over a <c>null</c> one, or injected.
     /// </summary>
     public List<Range> MaxOutputRanges { get; } = new(1);
 
@@ -111,6 +111,8 @@ public sealed class ChatRequest
     /// </summary>
     public string? ErrorDetail { get; private set; }
 
+    private Range? _nullMaxTokens; // "max_tokens":null
+    private Range? _nullMaxCompletionTokens; // "max_completion_tokens":null
     private char[]? _promptText;
     private int _promptLength;
     private List<PromptString>? _promptStrings;
@@ -281,7 +283,16 @@ public sealed class ChatRequest
                 var range = (int)reader.TokenStartIndex..(int)reader.BytesConsumed;
                 if (reader.TokenType == JsonTokenType.Null)
                 {
-                    MaxOutputRanges.Add(range); // no ceiling asked for, but a ceiling injected goes here, not beside it
+                    // No ceiling asked for, but a ceiling injected goes here, not beside it: the field would be sent twice.
+                    if (completion)
+                    {
+                        _nullMaxCompletionTokens = range;
+                    }
+                    else
+                    {
+                        _nullMaxTokens = range;
+                    }
+
                     continue;
                 }
 
@@ -498,7 +509,14 @@ public sealed class ChatRequest
         if (outputCeiling is { } ceiling)
         {
             var value = System.Text.Encoding.ASCII.GetBytes(ceiling.ToString(System.Globalization.CultureInfo.InvariantCulture));
-            if (MaxOutputRanges.Count == 0)
+            if (MaxOutputRanges.Count == 0 && (_nullMaxCompletionTokens ?? _nullMaxTokens) is { } empty)
+            {
+                // Over one null only, max_completion_tokens first: a number in a field the client left null would be a field
+                // it did not use, and reasoning models refuse max_tokens ("use 'max_completion_tokens' instead").
+                var (offset, length) = empty.GetOffsetAndLength(body.Length);
+                edits.Add(new BodyEdit(offset, offset + length, value));
+            }
+            else if (MaxOutputRanges.Count == 0)
             {
                 edits.Add(new BodyEdit(objectStart, objectStart, [.. "\"max_tokens\":"u8, .. value, (byte)',']));
             }
