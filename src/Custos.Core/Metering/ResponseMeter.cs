@@ -24,8 +24,8 @@ public sealed class ResponseMeter : IDisposable
     private const int MaxChunkHead = 1024;
 
     private readonly ProviderKind _provider;
-    private readonly bool _stream;
-    private readonly bool _hideInjectedUsage;
+    private bool _stream;
+    private bool _hideInjectedUsage;
     private byte[] _pending = [];
     private int _pendingLength;
     private bool _captureOverflow;
@@ -57,6 +57,20 @@ public sealed class ResponseMeter : IDisposable
         _provider = provider;
         _stream = stream;
         _hideInjectedUsage = hideInjectedUsage && provider == ProviderKind.OpenAI && stream;
+    }
+
+    /// <summary>True while the response is read as an SSE stream.</summary>
+    public bool IsStream => _stream;
+
+    /// <summary>
+    /// Reads the response as one JSON body although a stream was asked for: a provider that ignores <c>stream</c> (an
+    /// OpenAI-compatible server, or an endpoint without streams) answers <c>application/json</c>, whose usage counts as
+    /// reported, and which is complete when its body is. Before the first byte only.
+    /// </summary>
+    public void ReadAsJson()
+    {
+        _stream = false;
+        _hideInjectedUsage = false;
     }
 
     /// <summary>Input tokens the provider reported, or null.</summary>

@@ -306,7 +306,7 @@ internal sealed partial class DataPlane(
         }
 
         var parseError = ChatRequest.TryParse(body.WrittenSpan, out var parsed);
-        record.Stream = parsed.Stream;
+        record.Stream = parsed.Stream && endpoint != ApiEndpoint.Embeddings; // embeddings have no streams: providers ignore it
         record.Model = RecordedText.Of(parsed.Model);
         if (parseError != ParseError.None)
         {
@@ -420,7 +420,7 @@ internal sealed partial class DataPlane(
         context.Features.Set<IHttpRequestBodyDetectionFeature>(BodyReadWhole.Instance);
         request.Headers.Remove(HeaderNames.TransferEncoding);
 
-        var meter = new ResponseMeter(route.Provider.Kind, parsed.Stream, hideInjectedUsage: forceUsage && parsed.IncludeUsage != true);
+        var meter = new ResponseMeter(route.Provider.Kind, record.Stream, hideInjectedUsage: forceUsage && parsed.IncludeUsage != true);
         var call = new UpstreamCall(record, route, UpstreamUri(route.Provider, endpoint), meter, endpoint == ApiEndpoint.Messages,
             upstreamBody.WrittenMemory);
         var config = UpstreamCall.DefaultConfig with { ActivityTimeout = snapshot.Gateway.UpstreamTimeout };

@@ -133,6 +133,18 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
             headers["x-upstream-request-id"] = ids[1];
         }
 
+        if (headers.TryGetValue("request-id", out var providerId))
+        {
+            // Anthropic's name for its id, which its SDKs show as the request's: ours there too, the provider's aside.
+            headers["x-upstream-request-id"] = providerId;
+            headers["request-id"] = Record.RequestId;
+        }
+
+        if (Meter.IsStream && proxyResponse.Content.Headers.ContentType?.MediaType is "application/json")
+        {
+            Meter.ReadAsJson(); // stream asked for, one JSON body answered
+        }
+
         if (Meter.RewritesOutput)
         {
             httpContext.Response.ContentLength = null;
@@ -295,7 +307,7 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
         switch (error)
         {
             case ForwarderError.None:
-                if (Record.Stream && !Meter.StreamCompleted)
+                if (Meter.IsStream && !Meter.StreamCompleted)
                 {
                     return (Reasons.UpstreamStreamInterrupted, Outcome.Interrupted);
                 }

@@ -321,7 +321,29 @@ public sealed class ClientSdkTests(GatewayFixture fixture) : IClassFixture<Gatew
             : ["openai-organization", "openai-project", "x-ratelimit-remaining-tokens", "Set-Cookie"];
         Assert.All(account, name => Assert.True(fromProvider.Headers.Contains(name), $"the mock provider sends {name}"));
         Assert.All(account, name => Assert.False(response.Headers.Contains(name), $"{name} reached the client"));
-        Assert.True(response.Headers.Contains("x-upstream-request-id") || anthropic); // the provider's request id is kept aside
+        Assert.True(response.Headers.Contains("x-upstream-request-id")); // the provider's request id is kept aside
+        if (anthropic)
+        {
+            // Anthropic's SDKs show the request-id header as the request's id: the gateway's, which the ledger has.
+            Assert.Equal(TestGateway.RequestIdOf(response), Assert.Single(response.Headers.GetValues("request-id")));
+            Assert.Equal(Assert.Single(fromProvider.Headers.GetValues("request-id")).Length, Assert.Single(response.Headers.GetValues("x-upstream-request-id")).Length);
+        }
+    }
+
+    [Fact]
+    public async Task Embeddings_AskedAsAStream_AreOneJsonAnswer_MeteredAsReported()
+    {
+        // Embeddings have no streams; OpenAI ignores stream: true and answers JSON. The gateway once read that answer as a
+        // stream that never ended: 502 upstream.stream_interrupted, and the provider's usage thrown away for an estimate.
+        using var response = await G.Client.SendAsync(G.Post("/v1/embeddings", """{"model":"text-embedding-3-small","input":"alpha beta","stream":true}"""));
+        var body = await response.Content.ReadAsStringAsync();
+        var entry = await G.EntryAsync(TestGateway.RequestIdOf(response));
+
+        Assert.Equal(System.Net.HttpStatusCode.OK, response.StatusCode);
+        using var json = JsonDocument.Parse(body);
+        Assert.Equal(json.RootElement.GetProperty("usage").GetProperty("prompt_tokens").GetInt64(), entry.GetProperty("input_tokens").GetInt64());
+        Assert.Equal("completed", entry.GetProperty("outcome").GetString());
+        Assert.False(entry.TryGetProperty("tokens_estimated", out var estimated) && estimated.ValueKind == JsonValueKind.True);
     }
 
     [Theory]
