@@ -142,7 +142,7 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
 
         if (Meter.IsStream && proxyResponse.Content.Headers.ContentType?.MediaType is "application/json")
         {
-            Meter.ReadAsJson(); // stream asked for, one JSON body answered
+            Meter.ReadAsJson(); // stream asked for, one JSON body answered: the 502 below, but the usage it reports is metered
         }
 
         if (Meter.RewritesOutput)
@@ -307,7 +307,7 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
         switch (error)
         {
             case ForwarderError.None:
-                if (Meter.IsStream && !Meter.StreamCompleted)
+                if (Record.Stream && !Meter.StreamCompleted) // a JSON answer to a stream is no stream the client can read: 502
                 {
                     return (Reasons.UpstreamStreamInterrupted, Outcome.Interrupted);
                 }

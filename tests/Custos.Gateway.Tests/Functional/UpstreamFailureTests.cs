@@ -300,6 +300,12 @@ public sealed class UpstreamFailureTests(GatewayFixture fixture) : IClassFixture
         Assert.DoesNotContain(providersBytes, received, StringComparison.Ordinal);
         Assert.Equal(502, entry.GetProperty("status").GetInt32());
         Assert.Equal("interrupted", entry.GetProperty("outcome").GetString());
+        if (providersBytes == "chat.completion")
+        {
+            // The provider generated, and bills, what its JSON says: metered as it reported, not estimated.
+            Assert.False(entry.TryGetProperty("tokens_estimated", out var estimated) && estimated.ValueKind == JsonValueKind.True, entry.GetRawText());
+            Assert.True(entry.GetProperty("output_tokens").GetInt64() > 0);
+        }
     }
 
     [Fact]
