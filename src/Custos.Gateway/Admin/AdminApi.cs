@@ -336,6 +336,22 @@ internal static partial class AdminApi
         MapServiceChange<OwnersBody>(api, gateway, "owners", AdminPermission.SetOwners, "service.owners_set", b => b.Reason,
             (s, b) => s with { Owners = b.Owners }, s => OwnersText(s.Owners))
             .WithSummary("Name a service's owners (platform-admin, service-owner).");
+        // One role at a time: two admins naming different roles at once both keep theirs, where a whole owners object read,
+        // changed and sent back by each would lose the first.
+        api.MapPut("/services/{id}/owners/{role}", async (HttpContext context, string id, string role) =>
+        {
+            var body = await ReadAsync<OwnerRoleBody>(context);
+            var set = OwnerRole(role);
+            var service = FindService(gateway.Policy.Current.Document, id);
+            await RequireAsync(context, gateway, AdminPermission.SetOwners, service.Tenant, service.Id, "service.owners_set", "service:" + id);
+            return await ChangeAsync(context, gateway, body.Reason, "service.owners_set", "service:" + id, doc =>
+            {
+                var current = FindService(doc, id);
+                var next = current with { Owners = set(current.Owners, body.Owner) };
+                return (doc with { Services = [.. doc.Services.Select(s => s.Id == id ? next : s)] }, OwnersText(current.Owners), OwnersText(next.Owners));
+            });
+        }).WithSummary("Name one owner role of a service (policy, billing, technical, agent_operator, business_sponsor), leaving the others as they are.")
+            .Accepts<OwnerRoleBody>("application/json").Produces<ChangeResult>();
         MapServiceChange<PromptRulesBody>(api, gateway, "prompt-rules", AdminPermission.ManagePrompts, "service.prompt_rules_set", b => b.Reason,
             (s, b) => s with { PromptRules = RequireNoNulls(b.PromptRules, "prompt_rules") }, s => string.Join(",", s.PromptRules.Select(r => r.Id)))
             .WithSummary("Replace a service's prompt restrictions (platform-admin, prompt-admin).");
@@ -1176,6 +1192,16 @@ internal static partial class AdminApi
         CredentialStatus.Suspended => "suspended",
         _ when credential.ExpiresAt is { } e && e <= now => "expired",
         _ => "active",
+    };
+
+    private static Func<ServiceOwners, OwnerConfig?, ServiceOwners> OwnerRole(string role) => role.Replace('-', '_') switch
+    {
+        "policy" => (o, owner) => o with { Policy = owner },
+        "billing" => (o, owner) => o with { Billing = owner },
+        "technical" => (o, owner) => o with { Technical = owner },
+        "agent_operator" => (o, owner) => o with { AgentOperator = owner },
+        "business_sponsor" => (o, owner) => o with { BusinessSponsor = owner },
+        _ => throw AdminProblemException.Invalid($"'{role}' is no owner role; the roles are policy, billing, technical, agent_operator and business_sponsor."),
     };
 
     private static string OwnersText(ServiceOwners owners)

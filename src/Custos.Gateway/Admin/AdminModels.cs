@@ -148,6 +148,16 @@ public sealed record OwnersBody
     public required string Reason { get; init; }
 }
 
+/// <summary>Body of <c>PUT /admin/v1/services/{id}/owners/{role}</c>.</summary>
+public sealed record OwnerRoleBody
+{
+    /// <summary>The owner of the role; null leaves it unfilled.</summary>
+    public OwnerConfig? Owner { get; init; }
+
+    /// <summary>Required. Why.</summary>
+    public required string Reason { get; init; }
+}
+
 /// <summary>Body of <c>PUT /admin/v1/services/{id}/prompt-rules</c>.</summary>
 public sealed record PromptRulesBody
 {

@@ -68,17 +68,16 @@ internal static class OwnersCommand
                 throw new CliException($"--webhook '{hook}' is not an http(s) URL");
             }
 
-            var path = "/admin/v1/services/" + AdminClient.Segment(parse.GetValue(service)!);
-            var current = await admin.GetAsync(path, cancellationToken);
-            var owners = JsonNode.Parse(current.Root.GetProperty("owners").GetRawText())!.AsObject();
-            owners[parse.GetValue(role)!.Replace('-', '_')] = new JsonObject
+            // The one role only: the others are left as the gateway has them, whatever another admin set meanwhile.
+            var path = $"/admin/v1/services/{AdminClient.Segment(parse.GetValue(service)!)}/owners/{AdminClient.Segment(parse.GetValue(role)!.Replace('-', '_'))}";
+            var owner = new JsonObject
             {
                 ["name"] = parse.GetValue(name),
                 ["email"] = mail,
                 ["webhook"] = hook,
                 ["admin"] = parse.GetValue(acting),
             };
-            return await admin.PutAsync(path + "/owners", new JsonObject { ["owners"] = owners, ["reason"] = parse.GetValue(reason) }, cancellationToken);
+            return await admin.PutAsync(path, new JsonObject { ["owner"] = owner, ["reason"] = parse.GetValue(reason) }, cancellationToken);
         }, (_, root) => AdminClient.WriteChange(output, root));
     }
 }

@@ -28,6 +28,8 @@ public sealed class AdminRoleMatrixTests
         (HttpMethod.Get, "/admin/v1/kill-switches", null, All),
         (HttpMethod.Get, "/admin/v1/access-requests", null, All),
         (HttpMethod.Put, "/admin/v1/services/support/owners", new { owners = supportOwners, reason = "matrix" }, ["root", "support-owner", "support-lead"]),
+        (HttpMethod.Put, "/admin/v1/services/support/owners/billing", new { owner = new { name = "support finance", email = "billing@example.test" }, reason = "matrix" },
+            ["root", "support-owner", "support-lead"]),
         (HttpMethod.Put, "/admin/v1/services/support/prompt-rules", new { prompt_rules = Array.Empty<object>(), reason = "matrix" }, ["root", "prompts"]),
         (HttpMethod.Put, "/admin/v1/services/support/models", new { models = (string[]?)null, reason = "matrix" }, ["root", "prompts"]),
         (HttpMethod.Put, "/admin/v1/budgets", new { scope = "service", id = "support", budget = new { amount = 100, period = "month" }, reason = "matrix" },

@@ -204,6 +204,28 @@ public sealed class ControlPlaneTests
     }
 
     [Fact]
+    public async Task OwnerRoles_NamedAtOnceByTwoAdmins_AreBothKept()
+    {
+        // custos owners set names one role: it once read the whole owners object and sent it back, and the later of two
+        // admins naming different roles at once undid the earlier.
+        await using var g = await StartAsync();
+        var named = await Task.WhenAll(
+            AdminAsync(g, "support-owner", HttpMethod.Put, "/admin/v1/services/support/owners/billing",
+                new { owner = new { name = "New finance", email = "finance@example.test" }, reason = "finance reorg" }),
+            AdminAsync(g, "support-lead", HttpMethod.Put, "/admin/v1/services/support/owners/technical",
+                new { owner = new { name = "New on-call", email = "oncall@example.test" }, reason = "on-call rota" }));
+        foreach (var response in named)
+        {
+            await JsonAsync(response);
+        }
+
+        var owners = g.Gateway.Policy.Current.Document.Services.Single(s => s.Id == "support").Owners;
+        Assert.Equal(("New finance", "New on-call", "support lead"), (owners.Billing!.Name, owners.Technical!.Name, owners.Policy!.Name));
+        using var unknown = await AdminAsync(g, "support-owner", HttpMethod.Put, "/admin/v1/services/support/owners/boss", new { owner = (object?)null, reason = "x" });
+        Assert.Equal(HttpStatusCode.BadRequest, unknown.StatusCode);
+    }
+
+    [Fact]
     public async Task Revocation_StaysPermanent_ThroughAWholePolicyApplied_AndRotationNeedsALiveKey()
     {
         await using var g = await StartAsync(more: p => p with
