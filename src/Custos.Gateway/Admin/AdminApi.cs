@@ -434,8 +434,14 @@ internal static partial class AdminApi
                     "tenant" => doc.Tenants.First(t => t.Id == body.Id).Suspended,
                     "service" => doc.Services.First(s => s.Id == body.Id).Suspended,
                     _ => doc.Consumers.First(c => c.Id == body.Id).Suspended,
-                };
-                return (changed, was == true ? "engaged" : "released", body.Engaged ? "engaged" : "released");
+                } == true;
+                if (was == body.Engaged)
+                {
+                    // Nothing would change: no version, no "engaged -> engaged" entry, no owner told of a change that is none.
+                    throw AdminProblemException.Conflict($"the kill switch of {body.Scope} '{body.Id}' is already {(was ? "engaged" : "released")}.");
+                }
+
+                return (changed, was ? "engaged" : "released", body.Engaged ? "engaged" : "released");
             }, notify: doc => body.Scope == "tenant" ? doc.Services.Where(s => s.Tenant == body.Id) : [FindService(doc, service!)]);
             return result;
         }).WithSummary("Engage or release the kill switch of a consumer, service (platform-admin, service-owner) or tenant (platform-admin).")
@@ -597,7 +603,9 @@ internal static partial class AdminApi
         MapLifecycle(api, gateway, "revoke", "credential.revoked", (c, now) => c.Status == CredentialStatus.Revoked
             ? throw AdminProblemException.Conflict($"credential '{c.Id}' is already revoked.")
             : c with { Status = CredentialStatus.Revoked });
-        MapLifecycle(api, gateway, "expire", "credential.expired", (c, now) => c.ExpiresAt is { } e && e <= now
+        MapLifecycle(api, gateway, "expire", "credential.expired", (c, now) => c.Status == CredentialStatus.Revoked
+            ? throw AdminProblemException.Conflict($"credential '{c.Id}' is revoked; it works no more than an expired one.")
+            : c.ExpiresAt is { } e && e <= now
             ? throw AdminProblemException.Conflict($"credential '{c.Id}' has already expired.")
             : c with { ExpiresAt = now });
     }

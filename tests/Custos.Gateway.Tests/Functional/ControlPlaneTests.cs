@@ -248,6 +248,23 @@ public sealed class ControlPlaneTests
         Assert.Equal(revokedAt, g.Gateway.Policy.Current.Version);
         Assert.Equal("deny.credential_revoked", (await ChatAsync(g, g.KeyOf("web"))).Code);
 
+        // Changes that change nothing are conflicts, not versions with "revoked -> revoked" or "engaged -> engaged" entries.
+        using (var expire = await AdminAsync(g, "support-owner", HttpMethod.Post, "/admin/v1/credentials/cred-web/expire", new { reason = "tidy" }))
+        {
+            Assert.Equal(HttpStatusCode.Conflict, expire.StatusCode);
+        }
+
+        await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Post, "/admin/v1/kill-switches", new { scope = "consumer", id = "web", engaged = true, reason = "drill" }));
+        using (var again = await AdminAsync(g, "support-owner", HttpMethod.Post, "/admin/v1/kill-switches", new { scope = "consumer", id = "web", engaged = true, reason = "drill" }))
+        {
+            Assert.Equal(HttpStatusCode.Conflict, again.StatusCode);
+            Assert.Contains("is already engaged", await again.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        }
+
+        await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Post, "/admin/v1/kill-switches", new { scope = "consumer", id = "web", engaged = false, reason = "drill over" }));
+        Assert.Single(await AdminEntriesAsync(g), e => e.GetProperty("action").GetString() == "kill_switch.engaged");
+        revokedAt = g.Gateway.Policy.Current.Version;
+
         // A platform admin scoped to one tenant may not replace the whole gateway's policy (nor its own scope with it).
         using (var client = new HttpClient { BaseAddress = g.Gateway.AdminUri })
         {
