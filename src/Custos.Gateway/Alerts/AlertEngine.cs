@@ -350,7 +350,13 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
             var why = $"{current.Id}: {reason}";
             var (version, _, _) = signal.Action == AlertAction.Suspend && signal.CredentialId is { } credentialId
                 ? await _gateway.ChangeAndRecordAsync(actor, "credential.resumed", "credential:" + credentialId, why,
-                    doc => SetStatus(doc, credentialId, CredentialStatus.Suspended, CredentialStatus.Active), _ => signal.Tenant, cancellationToken)
+                    doc => doc.Credentials.FirstOrDefault(c => c.Id == credentialId)?.Status is CredentialStatus.Suspended
+                        ? SetStatus(doc, credentialId, CredentialStatus.Suspended, CredentialStatus.Active)
+                        // Resumed or revoked by an admin since: the alert's action is undone or overruled already, and an entry
+                        // saying "revoked -> revoked" would record an undo that did nothing.
+                        : throw new InvalidOperationException($"Alert {current.Id} suspended credential {credentialId}, which is " +
+                            $"{(doc.Credentials.FirstOrDefault(c => c.Id == credentialId)?.Status is { } status ? PolicyNames.Of(status) : "gone")} now: there is nothing to undo; acknowledge the alert instead."),
+                    _ => signal.Tenant, cancellationToken)
                 : await _gateway.ChangeAndRecordAsync(actor, "consumer.unthrottled", "consumer:" + signal.Consumer, why,
                     doc => SetRequestsPerMinute(doc, signal.Consumer!, current.ActionBefore), _ => signal.Tenant, cancellationToken);
 

@@ -246,6 +246,17 @@ public sealed class AlertTests
         Assert.Contains("10× its baseline suspends the credential", suspend.GetProperty("reason").GetString(), StringComparison.Ordinal);
         Assert.Contains("observed_per_minute", suspend.GetProperty("reason").GetString(), StringComparison.Ordinal);
 
+        // Undoing what an admin undid already is a conflict, not a "credential.resumed active -> active" entry.
+        await JsonAsync(await AdminAsync(g, "agents-owner", HttpMethod.Post, "/admin/v1/credentials/cred-agent/resume", new { reason = "checked by hand" }));
+        using (var moot = await AdminAsync(g, "agents-owner", HttpMethod.Post, $"/admin/v1/alerts/{id}/resume", new { reason = "undo" }))
+        {
+            Assert.Equal(HttpStatusCode.Conflict, moot.StatusCode);
+            Assert.Contains("which is active now: there is nothing to undo", await moot.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        }
+
+        Assert.Single(await AdminEntriesAsync(g), e => e.GetProperty("action").GetString() == "credential.resumed");
+        await JsonAsync(await AdminAsync(g, "agents-owner", HttpMethod.Post, "/admin/v1/credentials/cred-agent/suspend", new { reason = "until the alert is looked at" }));
+
         // Resuming takes an owner in scope, with a reason; someone else's owner, or no reason, is refused.
         Assert.Equal(HttpStatusCode.Forbidden, (await AdminAsync(g, "support-owner", HttpMethod.Post, $"/admin/v1/alerts/{id}/resume", new { reason = "x" })).StatusCode);
         Assert.Equal(HttpStatusCode.BadRequest, (await AdminAsync(g, "agents-owner", HttpMethod.Post, $"/admin/v1/alerts/{id}/resume", new { reason = "" })).StatusCode);
