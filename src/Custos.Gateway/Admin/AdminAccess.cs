@@ -97,6 +97,34 @@ public static class AdminAccess
         return admin.Services.Count == 0 || (service is not null && admin.Services.Contains(service));
     }
 
+    /// <summary>
+    /// The part of <paramref name="document"/> within <paramref name="admin"/>'s scope, as the admin API shows a policy: the
+    /// whole for a gateway-wide admin; else the tenants of the services in scope, those services, their consumers and
+    /// credentials, and of the admins only this one. Other tenants' services, owners' contacts, credentials and their keys'
+    /// hashes, and the other admins, are not shown to an admin who could change none of them.
+    /// </summary>
+    public static PolicyDocument ScopedView(AdminConfig admin, PolicyDocument document)
+    {
+        if (admin.Tenants.Count == 0 && admin.Services.Count == 0)
+        {
+            return document;
+        }
+
+        var services = document.Services.Where(s => InScope(admin, s.Tenant, s.Id)).ToList();
+        var serviceIds = services.Select(s => s.Id).ToHashSet(StringComparer.Ordinal);
+        var tenantIds = services.Select(s => s.Tenant).ToHashSet(StringComparer.Ordinal);
+        var consumers = document.Consumers.Where(c => serviceIds.Contains(c.Service)).ToList();
+        var consumerIds = consumers.Select(c => c.Id).ToHashSet(StringComparer.Ordinal);
+        return document with
+        {
+            Tenants = [.. document.Tenants.Where(t => tenantIds.Contains(t.Id) || (admin.Services.Count == 0 && InScope(admin, t.Id, null)))],
+            Services = services,
+            Consumers = consumers,
+            Credentials = [.. document.Credentials.Where(c => consumerIds.Contains(c.Consumer))],
+            Admins = [.. document.Admins.Where(a => a.Id == admin.Id)],
+        };
+    }
+
     /// <summary>True when the admin is the policy owner of <paramref name="service"/>, or a delegate the policy names.</summary>
     public static bool MayDecideAccess(AdminConfig admin, ServiceConfig service)
         => service.Owners.Policy?.Admin == admin.Id || (service.Approvers?.Contains(admin.Id) ?? false);

@@ -46,15 +46,19 @@ internal static partial class AdminApi
             var history = await gateway.Store.GetHistoryAsync(context.RequestAborted);
             var version = FindVersion(history, number);
             var previous = history.Where(v => v.Number < number).MaxBy(v => v.Number);
-            return Json(new PolicyVersionDetail(PolicyVersionView.Of(version), PolicyYamlWriter.Write(version.Document),
-                [.. PolicyDiff.Compute(previous?.Document, version.Document).Select(c => c.ToString())]));
+            var admin = Admin(context);
+            var document = AdminAccess.ScopedView(admin, version.Document);
+            return Json(new PolicyVersionDetail(PolicyVersionView.Of(version), PolicyYamlWriter.Write(document),
+                [.. PolicyDiff.Compute(previous is null ? null : AdminAccess.ScopedView(admin, previous.Document), document).Select(c => c.ToString())]));
         }).WithSummary("One policy version: who, why, when, its YAML, and what it changed from the version before.").Produces<PolicyVersionDetail>();
 
         api.MapGet("/policy/diff", async (HttpContext context, long from, long to) =>
         {
             var history = await gateway.Store.GetHistoryAsync(context.RequestAborted);
             var (before, after) = (FindVersion(history, from), FindVersion(history, to));
-            var diff = InlineDiffBuilder.Diff(PolicyYamlWriter.Write(before.Document), PolicyYamlWriter.Write(after.Document), ignoreWhiteSpace: false);
+            var admin = Admin(context);
+            var (beforeDocument, afterDocument) = (AdminAccess.ScopedView(admin, before.Document), AdminAccess.ScopedView(admin, after.Document));
+            var diff = InlineDiffBuilder.Diff(PolicyYamlWriter.Write(beforeDocument), PolicyYamlWriter.Write(afterDocument), ignoreWhiteSpace: false);
             var lines = diff.Lines.Select(l => new DiffLine(l.Type switch
             {
                 ChangeType.Inserted => "added",
@@ -62,7 +66,7 @@ internal static partial class AdminApi
                 _ => "same",
             }, l.Text)).ToArray();
             return Json(new PolicyDiffView(PolicyVersionView.Of(before), PolicyVersionView.Of(after),
-                [.. PolicyDiff.Compute(before.Document, after.Document).Select(c => c.ToString())], lines));
+                [.. PolicyDiff.Compute(beforeDocument, afterDocument).Select(c => c.ToString())], lines));
         }).WithSummary("What changed between two policy versions: the changes by path, and a line diff of their YAML.").Produces<PolicyDiffView>();
 
         api.MapGet("/reports/incident", async (HttpContext context, string? subject, string? id, DateTimeOffset? from, DateTimeOffset? to, string? format) =>

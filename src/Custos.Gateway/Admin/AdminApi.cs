@@ -264,8 +264,8 @@ internal static partial class AdminApi
         api.MapGet("/policy", (HttpContext context) =>
         {
             var current = gateway.Policy.Current;
-            return Results.Ok(new { version = PolicyVersionView.Of(current.Info), yaml = PolicyYamlWriter.Write(current.Document) });
-        }).WithSummary("The policy in force, as YAML, with its version.");
+            return Results.Ok(new { version = PolicyVersionView.Of(current.Info), yaml = PolicyYamlWriter.Write(AdminAccess.ScopedView(Admin(context), current.Document)) });
+        }).WithSummary("The policy in force, as YAML, with its version; an admin scoped to tenants or services sees that part of it.");
 
         api.MapGet("/policy/versions", async (HttpContext context) =>
         {
@@ -846,7 +846,8 @@ internal static partial class AdminApi
 
         api.MapGet("/notifications", async (HttpContext context, int? limit) =>
         {
-            await RequireAsync(context, gateway, AdminPermission.ReadOutbox, null, null, "notifications.read", "notifications", scoped: false);
+            // Every tenant's notifications, with their recipients: for gateway-wide admins only.
+            await RequireAsync(context, gateway, AdminPermission.ReadOutbox, null, null, "notifications.read", "notifications");
             return Json(await gateway.Store.ListNotificationsAsync(Math.Clamp(limit ?? 100, 1, 1000), context.RequestAborted));
         }).WithSummary("The owner-notification outbox, newest first, with delivery status.").Produces<Notification[]>();
     }

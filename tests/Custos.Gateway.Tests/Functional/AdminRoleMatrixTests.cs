@@ -112,6 +112,19 @@ public sealed class AdminRoleMatrixTests
         var services = await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Get, "/admin/v1/services"));
         Assert.Equal(["support"], services.EnumerateArray().Select(s => s.GetProperty("id").GetString()));
 
+        // The policy itself: a service owner sees its service, its consumers and their credentials, not the other tenant's
+        // services and contacts, nor the other admins and their keys' hashes.
+        var policy = (await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Get, "/admin/v1/policy"))).GetProperty("yaml").GetString()!;
+        var whole = (await JsonAsync(await AdminAsync(g, "root", HttpMethod.Get, "/admin/v1/policy"))).GetProperty("yaml").GetString()!;
+        var document = g.Gateway.Policy.Current.Document;
+        Assert.Contains("globex", whole, StringComparison.Ordinal);
+        Assert.DoesNotContain("globex", policy, StringComparison.Ordinal);
+        Assert.Contains("cred-web", policy, StringComparison.Ordinal);
+        Assert.All(document.Admins.Where(a => a.Id != "support-owner" && a.KeySha256 is not null), a => Assert.DoesNotContain(a.KeySha256!, policy, StringComparison.Ordinal));
+        Assert.Contains(document.Admins.Single(a => a.Id == "support-owner").KeySha256!, policy, StringComparison.Ordinal);
+        var version = await JsonAsync(await AdminAsync(g, "globex-owner", HttpMethod.Get, $"/admin/v1/policy/versions/{g.Gateway.Policy.Current.Version}"));
+        Assert.DoesNotContain("support", version.GetProperty("yaml").GetString()!, StringComparison.Ordinal);
+
         var credentials = await JsonAsync(await AdminAsync(g, "globex-owner", HttpMethod.Get, "/admin/v1/credentials"));
         Assert.Equal(["cred-globex"], credentials.EnumerateArray().Select(c => c.GetProperty("id").GetString()));
 
