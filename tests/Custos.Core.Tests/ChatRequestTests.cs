@@ -55,6 +55,32 @@ public sealed class ChatRequestTests
         Assert.Equal(field, request.ErrorField);
     }
 
+    [Fact]
+    public void TryParse_WhatTheModelReadsBesidesTheMessages_IsPrompt_ImagesAreImages()
+    {
+        // A tool's description, a response schema, a predicted output and a suffix are read by the model and billed as
+        // input: prompt rules must see them. An inline image is pixels: 1,600 tokens at most, not its base64 as text.
+        var image = Convert.ToBase64String(new byte[30_000]);
+        var (error, request) = Parse("""
+            {"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"look"},{"type":"image_url","image_url":{"url":"data:image/png;base64,IMAGE"}}]}],
+             "tools":[{"type":"function","function":{"name":"pay","description":"card 4111 1111 1111 1111"}}],
+             "response_format":{"type":"json_schema","json_schema":{"name":"s","schema":{"description":"schema text"}}},
+             "prediction":{"type":"content","content":"predicted text"},"suffix":"suffix text",
+             "system":[{"type":"image","source":{"type":"base64","media_type":"image/png","data":"IMAGE"}}]}
+            """.Replace("IMAGE", image, StringComparison.Ordinal));
+
+        Assert.Equal(ParseError.None, error);
+        var text = request.PromptText.ToString();
+        Assert.Contains("card 4111 1111 1111 1111", text, StringComparison.Ordinal);
+        Assert.Contains("schema text", text, StringComparison.Ordinal);
+        Assert.Contains("predicted text", text, StringComparison.Ordinal);
+        Assert.Contains("suffix text", text, StringComparison.Ordinal);
+        Assert.DoesNotContain(image[..100], text, StringComparison.Ordinal);
+        Assert.Equal(2, request.PromptImages);
+        Assert.Equal(2, request.PromptMessages); // the message and the system block; the tool is no message
+        Assert.InRange(TokenCounter.CountPrompt(request), 2 * TokenCounter.ImageTokens, 2 * TokenCounter.ImageTokens + 100);
+    }
+
     [Theory]
     [InlineData("", "it is empty")]
     [InlineData("   ", "it is empty")]

@@ -65,6 +65,9 @@ public sealed class ChatRequest
     /// </summary>
     public List<Range> MaxOutputRanges { get; } = new(1);
 
+    /// <summary>Images sent inline in the prompt values, as data URLs or base64: counted as images, not as their text.</summary>
+    public int PromptImages { get; private set; }
+
     /// <summary>Number of choices asked for (<c>n</c>).</summary>
     public long? N { get; private set; }
 
@@ -80,7 +83,10 @@ public sealed class ChatRequest
     /// </summary>
     public long? CompletionChoices => N is null && BestOf is null && Prompts == 1 ? null : Saturating.Multiply(Prompts, Math.Max(N ?? 1, BestOf ?? 1));
 
-    /// <summary>Byte ranges of the prompt values (<c>system</c>, <c>messages</c>, <c>prompt</c>, <c>input</c>), in body order.</summary>
+    /// <summary>
+    /// Byte ranges of the prompt values (<c>system</c>, <c>messages</c>, <c>prompt</c>, <c>input</c>, and what else the model
+    /// reads: <c>tools</c>, <c>functions</c>, <c>prediction</c>, <c>response_format</c>, <c>suffix</c>), in body order.
+    /// </summary>
     public List<Range> PromptRanges { get; } = new(2);
 
     /// <summary>
@@ -134,6 +140,14 @@ public sealed class ChatRequest
         Input = 1 << 8,
         System = 1 << 9,
         BestOf = 1 << 10,
+        Tools = 1 << 11,
+        Functions = 1 << 12,
+        Prediction = 1 << 13,
+        ResponseFormat = 1 << 14,
+        Suffix = 1 << 15,
+
+        /// <summary>What the model reads besides the conversation: definitions, schemas, a predicted output, a suffix.</summary>
+        Besides = Tools | Functions | Prediction | ResponseFormat | Suffix,
     }
 
     /// <summary>Parses <paramref name="body"/>.</summary>
@@ -342,7 +356,7 @@ public sealed class ChatRequest
 
                 reader.Read();
                 var start = (int)reader.TokenStartIndex;
-                ReadPrompt(ref reader, body.Length, countPrompts: prompt == Fields.Prompt);
+                ReadPrompt(ref reader, body.Length, countPrompts: prompt == Fields.Prompt, countMessages: (prompt & Fields.Besides) == 0);
                 PromptRanges.Add(start..(int)reader.BytesConsumed);
             }
             else
@@ -366,7 +380,7 @@ public sealed class ChatRequest
     /// counting the objects directly inside it when it is an array, and with <paramref name="countPrompts"/> the strings
     /// and lists directly inside it (a legacy completion's prompts; a list of numbers is one prompt of token ids).
     /// </summary>
-    private void ReadPrompt(ref Utf8JsonReader reader, int bodyLength, bool countPrompts)
+    private void ReadPrompt(ref Utf8JsonReader reader, int bodyLength, bool countPrompts, bool countMessages)
     {
         if (reader.TokenType == JsonTokenType.String)
         {
@@ -382,15 +396,32 @@ public sealed class ChatRequest
         var depth = reader.CurrentDepth;
         var array = reader.TokenType == JsonTokenType.StartArray;
         var prompts = 0L;
+        var afterData = false; // the value of a "data" member: Anthropic's base64 image
         while (reader.Read() && reader.CurrentDepth > depth) // the value's closing token is back at its depth
         {
             var direct = array && reader.CurrentDepth == depth + 1;
+            if (reader.TokenType == JsonTokenType.PropertyName)
+            {
+                afterData = reader.ValueTextEquals("data"u8);
+                continue;
+            }
+
+            var isData = afterData;
+            afterData = false;
             if (reader.TokenType == JsonTokenType.String)
             {
-                AddPromptString(ref reader, bodyLength);
+                if (IsImage(ref reader, isData))
+                {
+                    PromptImages++; // pixels, not text: neither counted as text nor searched for it
+                }
+                else
+                {
+                    AddPromptString(ref reader, bodyLength);
+                }
+
                 prompts += direct ? 1 : 0;
             }
-            else if (direct && reader.TokenType == JsonTokenType.StartObject)
+            else if (direct && countMessages && reader.TokenType == JsonTokenType.StartObject)
             {
                 PromptMessages++;
             }
@@ -406,6 +437,34 @@ public sealed class ChatRequest
         }
     }
 
+    /// <summary>
+    /// Whether the string the reader is on is an image sent inline: a <c>data:image/…;base64,</c> URL (OpenAI's
+    /// <c>image_url</c>), or, as the value of a <c>data</c> member, a long run of base64 (Anthropic's image source). Its
+    /// text would count as some hundred thousand tokens for a few hundred kilobytes, where a provider bills an image at
+    /// most some 1,600 (<see cref="TokenCounter.ImageTokens"/>).
+    /// </summary>
+    private static bool IsImage(ref Utf8JsonReader reader, bool afterData)
+    {
+        if (reader.ValueIsEscaped)
+        {
+            return false; // base64 and data URLs need no escapes
+        }
+
+        var value = reader.ValueSpan;
+        if (value.StartsWith("data:image/"u8))
+        {
+            var comma = value[..Math.Min(value.Length, 100)].IndexOf(";base64,"u8);
+            return comma > 0;
+        }
+
+        return afterData && value.Length >= MinInlineImageBytes && !value.ContainsAnyExcept(Base64Bytes);
+    }
+
+    /// <summary>The shortest <c>data</c> value taken for an inline image (a tiny PNG is some hundred bytes of base64).</summary>
+    private const int MinInlineImageBytes = 256;
+
+    private static readonly SearchValues<byte> Base64Bytes = SearchValues.Create("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="u8);
+
     private void AddPromptString(ref Utf8JsonReader reader, int bodyLength)
     {
         // Unescaped, a string and its line feed take at most as many UTF-16 units as its JSON token has bytes (quotes
@@ -418,11 +477,22 @@ public sealed class ChatRequest
     }
 
     /// <summary>Which prompt field the property name at <paramref name="reader"/> is, if any.</summary>
+    /// <remarks>
+    /// The conversation, and what else the model reads as text: tool and function definitions (OpenAI and Anthropic
+    /// <c>tools</c>, OpenAI's older <c>functions</c>), a response schema (<c>response_format</c>), a predicted output
+    /// (<c>prediction</c>) and a completion's <c>suffix</c>. Providers bill them as input, and a prompt rule that read only
+    /// the messages would let a card number or a key through in a tool's description.
+    /// </remarks>
     private static Fields? PromptField(ref Utf8JsonReader reader)
         => reader.ValueTextEquals("messages"u8) ? Fields.Messages
             : reader.ValueTextEquals("prompt"u8) ? Fields.Prompt
             : reader.ValueTextEquals("input"u8) ? Fields.Input
             : reader.ValueTextEquals("system"u8) ? Fields.System
+            : reader.ValueTextEquals("tools"u8) ? Fields.Tools
+            : reader.ValueTextEquals("functions"u8) ? Fields.Functions
+            : reader.ValueTextEquals("prediction"u8) ? Fields.Prediction
+            : reader.ValueTextEquals("response_format"u8) ? Fields.ResponseFormat
+            : reader.ValueTextEquals("suffix"u8) ? Fields.Suffix
             : null;
 
     /// <summary>Notes <paramref name="field"/> as seen; false when it was seen before.</summary>

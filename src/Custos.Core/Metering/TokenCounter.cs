@@ -19,6 +19,13 @@ public static class TokenCounter
     {
         ArgumentNullException.ThrowIfNull(request);
         var messages = request.PromptMessages;
-        return (messages * 3) + (messages > 0 ? 3 : 0) + Count(request.PromptText);
+        return (messages * 3) + (messages > 0 ? 3 : 0) + Count(request.PromptText) + (request.PromptImages * ImageTokens);
     }
+
+    /// <summary>
+    /// What an image sent inline is counted as: about the most a provider bills for one (OpenAI's high detail, six 512-pixel
+    /// tiles and the base, 1,105; Anthropic's pixels over 750, up to about 1,600), without decoding it. The provider's
+    /// usage settles the real count.
+    /// </summary>
+    public const int ImageTokens = 1_600;
 }

@@ -174,6 +174,22 @@ public sealed class PolicyControlTests
         Assert.Equal(["deny.prompt_restricted"], entry.GetProperty("reasons").EnumerateArray().Select(r => r.GetString()));
         Assert.Contains(entry.GetProperty("controls").EnumerateArray(), c => c.GetProperty("scope").GetString() == "service:no-secrets");
         Assert.DoesNotContain("AKIA", entry.GetRawText(), StringComparison.Ordinal);
+
+        // The same in what the model reads besides the messages: a tool's description, a predicted output.
+        using var tool = await g.Client.SendAsync(g.Post("/v1/chat/completions", """
+            {"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],
+             "tools":[{"type":"function","function":{"name":"refund","description":"charge card 4111 1111 1111 1111"}}]}
+            """));
+        var toolSent = g.Upstream.Received[^1].Body;
+        calls = g.Upstream.RequestCount;
+        using var predicted = await g.Client.SendAsync(g.Post("/v1/chat/completions", """
+            {"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"prediction":{"type":"content","content":"AKIAIOSFODNN7EXAMPLE"}}
+            """));
+
+        Assert.Equal(HttpStatusCode.OK, tool.StatusCode);
+        Assert.Contains("charge card [REDACTED:cards]", toolSent, StringComparison.Ordinal);
+        Assert.Equal(HttpStatusCode.BadRequest, predicted.StatusCode);
+        Assert.Equal(calls, g.Upstream.RequestCount);
     }
 
     [Theory]
