@@ -102,5 +102,12 @@ public static class PolicyDiff
 
     private static bool IsEmpty(JsonNode? node) => node is null || node is JsonArray { Count: 0 } || node is JsonObject { Count: 0 };
 
-    private static string? Text(JsonNode? node) => node?.ToJsonString(new JsonSerializerOptions { WriteIndented = false });
+    private static string? Text(JsonNode? node) => node?.ToJsonString(TextOptions);
+
+    /// <summary>
+    /// Names and times as written (Zoë, 财务, +00:00), not as \u escapes: a diff is read by people. Quotes, backslashes and
+    /// control characters are still escaped, so a value cannot end its quotes; the CLI and the console escape what they
+    /// show besides.
+    /// </summary>
+    private static readonly JsonSerializerOptions TextOptions = new() { WriteIndented = false, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 }
