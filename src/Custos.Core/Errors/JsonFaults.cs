@@ -81,6 +81,12 @@ public static class JsonFaults
             return "it lacks " + message[(missing + Missing.Length)..];
         }
 
+        const string Duplicate = "Duplicate property '";
+        if (message.StartsWith(Duplicate, StringComparison.Ordinal) && message.IndexOf('\'', Duplicate.Length) is var closing and > 0)
+        {
+            return $"'{message[Duplicate.Length..closing]}' appears more than once; send it once";
+        }
+
         if (message.StartsWith(Unmapped, StringComparison.Ordinal) && message.IndexOf('\'', Unmapped.Length) is var close and > 0)
         {
             return $"it takes no field '{message[Unmapped.Length..close]}'";

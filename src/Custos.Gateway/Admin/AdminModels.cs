@@ -220,6 +220,9 @@ internal static class AdminJson
         RespectNullableAnnotations = true,
         RespectRequiredConstructorParameters = true,
         UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
+
+        // {"reason":"x","reason":"y"}: a proxy or a log may read the first where the gateway read the last.
+        AllowDuplicateProperties = false,
     };
 }
 

@@ -115,6 +115,7 @@ public sealed class AdminBadInputTests
     [InlineData("PUT", "/admin/v1/budgets", """{"scope":"service","id":"support","amount":5,"reason":"typo for budget"}""", "amount")]
     [InlineData("PUT", "/admin/v1/store/record-format", """{"format":"lz4","reason":"x"}""", "format")]
     [InlineData("PUT", "/admin/v1/store/record-format", """{"format":"zstd","reason":" "}""", "reason")]
+    [InlineData("POST", "/admin/v1/kill-switches", """{"scope":"consumer","id":"web","engaged":true,"reason":"x","reason":"y"}""", "reason")]
     public async Task AMalformedChange_Is400NamingTheField_AndChangesNothing(string method, string path, string body, string field)
     {
         await using var g = await ControlPlaneFixture.StartAsync();
