@@ -486,6 +486,17 @@ public sealed class ReportTests
             await g.ChatAsync("web-bot");
         }
 
+        // A model named to restyle a terminal, or to run in a viewer that renders the Markdown's HTML.
+        const string Hostile = "<img src=x onerror=alert(1)>\u001b[31m";
+        await g.ChatAsync("web-bot", Hostile);
+        var clean = Path.Combine(g.Directory, "clean.md");
+        var (cleanExit, _, cleanError) = await Cli.RunAsync("report", "incident", "--consumer", "web-bot", "--from", Iso(from), "--data", g.Directory, "-o", clean);
+        Assert.True(cleanExit == 0, cleanError);
+        var markdown = await File.ReadAllTextAsync(clean);
+        Assert.Contains("\\<img src=x onerror=alert(1)>\\u001B[31m", markdown, StringComparison.Ordinal);
+        Assert.DoesNotContain("\u001b", markdown, StringComparison.Ordinal);
+        Assert.DoesNotContain(" <img", markdown, StringComparison.Ordinal);
+
         await g.StopAsync();
         Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
         await using (var db = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={Path.Combine(g.Directory, "custos.db")};Pooling=false"))

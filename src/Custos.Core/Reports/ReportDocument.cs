@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Globalization;
 using System.Net;
 using System.Text;
@@ -63,7 +64,7 @@ internal static class MarkdownRenderer
                     md.Append('|').Append(string.Concat(t.Header.Select(_ => " --- |"))).AppendLine();
                     foreach (var row in t.Rows)
                     {
-                        md.Append("| ").Append(string.Join(" | ", row.Select(c => c.Code && c.Text.Length > 0 ? "`" + c.Text.Replace("`", "'", StringComparison.Ordinal) + "`" : Cell(c.Text)))).AppendLine(" |");
+                        md.Append("| ").Append(string.Join(" | ", row.Select(c => c.Code && c.Text.Length > 0 ? "`" + Code(c.Text) + "`" : Cell(c.Text)))).AppendLine(" |");
                     }
 
                     md.AppendLine();
@@ -102,7 +103,33 @@ internal static class MarkdownRenderer
         return [.. Enumerable.Range(0, count).Select(i => points[(int)Math.Round(i * step)])];
     }
 
-    private static string Inline(string text) => text.Replace("\r", "", StringComparison.Ordinal).Replace("\n", " ", StringComparison.Ordinal);
+    /// <summary>
+    /// One line of text as Markdown shows it. A report quotes what callers chose (a model's name, a path): a control
+    /// character is written as its escape (an ESC would restyle the terminal that prints the file), and a &lt; is
+    /// backslashed, so no viewer takes <c>&lt;script&gt;</c> or <c>&lt;img onerror&gt;</c> in it for HTML.
+    /// </summary>
+    private static string Inline(string text)
+    {
+        text = text.Replace("\r", "", StringComparison.Ordinal).Replace("\n", " ", StringComparison.Ordinal);
+        if (text.AsSpan().IndexOfAny(Unsafe) < 0)
+        {
+            return text;
+        }
+
+        var builder = new StringBuilder(text.Length + 16);
+        foreach (var c in text)
+        {
+            _ = c == '<' ? builder.Append("\\<") : char.IsControl(c) ? builder.Append(CultureInfo.InvariantCulture, $"\\u{(int)c:X4}") : builder.Append(c);
+        }
+
+        return builder.ToString();
+    }
+
+    /// <summary>What <see cref="Inline"/> changes: &lt; and the control characters (C0, DEL, C1).</summary>
+    private static readonly SearchValues<char> Unsafe = SearchValues.Create([.. Enumerable.Range(0, 0xA0).Select(c => (char)c).Where(c => c == '<' || char.IsControl(c))]);
+
+    /// <summary>Text inside a code span: no HTML is read there, but control characters are still escaped, and a backtick would end it.</summary>
+    private static string Code(string text) => Inline(text).Replace("\\<", "<", StringComparison.Ordinal).Replace("`", "'", StringComparison.Ordinal).Replace("|", "\\|", StringComparison.Ordinal);
 
     private static string Cell(string text) => Inline(text).Replace("|", "\\|", StringComparison.Ordinal);
 }
