@@ -157,6 +157,8 @@ public static class LedgerVerifier
                 var cpIndex = startIndex;
                 var leaves = new List<byte[]>();
                 var expected = firstSeq;
+                var sealedUpTo = checkpoints.Count > 0 ? checkpoints[^1].Checkpoint.ToSeq : 0;
+                string? firstUnsealedAt = null;
                 if (problem is null)
                 {
                     try
@@ -209,6 +211,11 @@ public static class LedgerVerifier
                                 }
                             }
 
+                            if (entry.Seq == sealedUpTo + 1)
+                            {
+                                firstUnsealedAt = entry.Timestamp;
+                            }
+
                             prevHash = hash;
                             expected++;
                             entries++;
@@ -255,6 +262,16 @@ public static class LedgerVerifier
                 else if (problem is null && endSeq == long.MaxValue && lastSeq > lastRead)
                 {
                     problem = new("missing", chainId, lastRead + 1, null, $"the chain's entries end at {lastRead}, but its highest sequence number is {lastSeq}");
+                }
+
+                else if (problem is null && firstUnsealedAt is not null && LedgerTime.TryParse(firstUnsealedAt, out var unsealedSince)
+                    && unsealedSince < now - UnsealedGrace)
+                {
+                    // A gateway seals within seconds and at every stop, and a restart seals what a crash left: entries unsealed
+                    // for long are vouched for by no signature (a whole chain forged beside the real ones is such entries).
+                    problem = new("unsealed", chainId, sealedTo + 1, null,
+                        $"entries {sealedTo + 1}-{lastSeq} are sealed by no signed checkpoint, the first since {LedgerTime.Format(unsealedSince)}: " +
+                        "nothing signed vouches for them (a node that stopped without sealing and never started again, or entries written by something else)");
                 }
 
                 unsealed += Math.Max(0, lastSeq - sealedTo);
@@ -338,6 +355,12 @@ public static class LedgerVerifier
     /// instant it started, so a running gateway may still add to the last hour's totals while verification reads.
     /// </summary>
     public static readonly TimeSpan TotalsSettleAfter = TimeSpan.FromHours(1);
+
+    /// <summary>
+    /// How long entries may wait for a signed checkpoint before they are a problem (<c>unsealed</c>): a running gateway
+    /// seals within seconds, every stop seals the rest, and a start after a crash seals what it left.
+    /// </summary>
+    public static readonly TimeSpan UnsealedGrace = TimeSpan.FromHours(1);
 
     /// <summary>At most this many differing request totals are named one by one; the rest are counted.</summary>
     private const int TotalsNamed = 10;

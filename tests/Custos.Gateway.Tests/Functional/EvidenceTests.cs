@@ -202,6 +202,40 @@ public sealed class EvidenceTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task EntriesNoSignedCheckpointSealsForLong_AreAProblem_NotAnOkWithATally()
+    {
+        // A whole chain forged beside the real ones, with no checkpoint, verified as "OK, n entries not sealed yet". A running
+        // gateway seals within seconds and every stop seals the rest, so entries unsealed for an hour are vouched for by nothing.
+        var gateway = await TestGateway.StartAsync((Func<TestGateway, Custos.Policy.PolicyDocument, Custos.Policy.PolicyDocument>?)null,
+            checkpoints: new CheckpointOptions { Every = 1_000, Interval = TimeSpan.FromHours(1) }); // nothing sealed until the stop
+        try
+        {
+            using (var response = await gateway.Client.SendAsync(gateway.Post("/v1/chat/completions", """{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}""")))
+            {
+                Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            }
+
+            await gateway.Gateway.Ledger.FlushAsync();
+            await using var store = await SqliteStore.OpenReadOnlyAsync(gateway.DataDirectory, null);
+            using var key = CheckpointKey.LoadPublic(CheckpointKey.PublicPath(gateway.DataDirectory));
+            VerificationOptions At(DateTimeOffset now) => new() { PublicKeys = [key], Now = now };
+
+            var fresh = await LedgerVerifier.VerifyAsync(store, At(DateTimeOffset.UtcNow));
+            var stale = await LedgerVerifier.VerifyAsync(store, At(DateTimeOffset.UtcNow + LedgerVerifier.UnsealedGrace + TimeSpan.FromMinutes(1)));
+
+            Assert.True(fresh.Ok, string.Join("; ", fresh.Problems.Select(p => p.Detail)));
+            Assert.True(fresh.Unsealed > 0);
+            var problem = Assert.Single(stale.Problems);
+            Assert.Equal(("unsealed", 1L), (problem.Kind, problem.Seq));
+            Assert.Contains("sealed by no signed checkpoint", problem.Detail, StringComparison.Ordinal);
+        }
+        finally
+        {
+            await gateway.DisposeAsync();
+        }
+    }
+
+    [Fact]
     public async Task ACheckpointTakesItsLastEntrysTime_FromTheEntry_NotFromItsAlterableColumn()
     {
         var gateway = await TestGateway.StartAsync((Func<TestGateway, Custos.Policy.PolicyDocument, Custos.Policy.PolicyDocument>?)null,
