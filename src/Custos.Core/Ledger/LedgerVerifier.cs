@@ -264,11 +264,12 @@ public static class LedgerVerifier
                     problem = new("missing", chainId, lastRead + 1, null, $"the chain's entries end at {lastRead}, but its highest sequence number is {lastSeq}");
                 }
 
-                else if (problem is null && firstUnsealedAt is not null && LedgerTime.TryParse(firstUnsealedAt, out var unsealedSince)
+                else if (problem is null && firstUnsealedAt is not null && allCheckpoints.Count > 0 && LedgerTime.TryParse(firstUnsealedAt, out var unsealedSince)
                     && unsealedSince < now - UnsealedGrace)
                 {
                     // A gateway seals within seconds and at every stop, and a restart seals what a crash left: entries unsealed
-                    // for long are vouched for by no signature (a whole chain forged beside the real ones is such entries).
+                    // for long, in a ledger that is sealed, are vouched for by no signature (a whole chain forged beside the real
+                    // ones is such entries). A ledger with no checkpoint at all is the posture report's RS.AN-07 failing.
                     problem = new("unsealed", chainId, sealedTo + 1, null,
                         $"entries {sealedTo + 1}-{lastSeq} are sealed by no signed checkpoint, the first since {LedgerTime.Format(unsealedSince)}: " +
                         "nothing signed vouches for them (a node that stopped without sealing and never started again, or entries written by something else)");
