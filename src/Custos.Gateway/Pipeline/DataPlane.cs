@@ -680,7 +680,8 @@ internal sealed partial class DataPlane(
 
     private static bool IsJson(string? contentType)
         => contentType is not null
-           && (contentType.StartsWith("application/json", StringComparison.OrdinalIgnoreCase)
+           && ((contentType.StartsWith("application/json", StringComparison.OrdinalIgnoreCase)
+                   && (contentType.Length == 16 || contentType[16] is ';' or ' ')) // not application/jsonfoo
                || (MediaTypeHeaderValue.TryParse(contentType, out var media) && media.MediaType.Equals("application/json", StringComparison.OrdinalIgnoreCase)));
 
     private static bool IsIdentity(StringValues codings)

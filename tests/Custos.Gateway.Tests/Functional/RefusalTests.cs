@@ -243,11 +243,14 @@ public sealed class RefusalTests(GatewayFixture fixture) : IClassFixture<Gateway
         await AssertRefusedAsync(request, HttpStatusCode.RequestEntityTooLarge, "invalid.body_too_large");
     }
 
-    [Fact]
-    public async Task WrongContentType_Is415()
+    [Theory]
+    [InlineData("application/x-www-form-urlencoded")]
+    [InlineData("application/jsonfoo")] // begins like JSON, is not
+    public async Task WrongContentType_Is415(string mediaType)
     {
         var request = G.Post("/v1/chat/completions", Chat);
-        request.Content = new StringContent(Chat, Encoding.UTF8, "application/x-www-form-urlencoded");
+        request.Content = new StringContent(Chat, Encoding.UTF8);
+        request.Content.Headers.ContentType = MediaTypeHeaderValue.Parse(mediaType);
 
         await AssertRefusedAsync(request, HttpStatusCode.UnsupportedMediaType, "invalid.content_type");
     }
