@@ -1126,6 +1126,14 @@ internal static partial class AdminApi
             throw AdminProblemException.Invalid(string.Create(CultureInfo.InvariantCulture,
                 $"'{field}' holds a control character (U+{(int)text[control]:X4}) at character {control + 1}; send text without them (line breaks and tabs are kept)."));
         }
+
+        // "revoked: leaked key csk_…" would put the key in the ledger for good, where keys are never stored.
+        List<(int Index, int Length)> secrets = [];
+        if (Custos.Controls.PromptDetectors.Find(Custos.Policy.PromptDetector.Secrets, text, secrets))
+        {
+            throw AdminProblemException.Invalid(string.Create(CultureInfo.InvariantCulture,
+                $"'{field}' holds what looks like a key or token at character {secrets[0].Index + 1}; the ledger keeps it for good, where keys are never stored: name the credential by its id or prefix instead."));
+        }
     }
 
     private static ServiceConfig FindService(PolicyDocument document, string id)

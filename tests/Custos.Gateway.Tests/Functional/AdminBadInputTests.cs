@@ -116,6 +116,8 @@ public sealed class AdminBadInputTests
     [InlineData("PUT", "/admin/v1/store/record-format", """{"format":"lz4","reason":"x"}""", "format")]
     [InlineData("PUT", "/admin/v1/store/record-format", """{"format":"zstd","reason":" "}""", "reason")]
     [InlineData("POST", "/admin/v1/kill-switches", """{"scope":"consumer","id":"web","engaged":true,"reason":"x","reason":"y"}""", "reason")]
+    [InlineData("POST", "/admin/v1/kill-switches", """{"scope":"consumer","id":"web","engaged":true,"reason":"leaked: sk-proj-abcdefghijklmnopqrstuvwx"}""", "reason")]
+    [InlineData("POST", "/admin/v1/access-requests", """{"consumer":"web","models":["gpt-4o"],"justification":"test with AKIAIOSFODNN7EXAMPLE"}""", "justification")]
     public async Task AMalformedChange_Is400NamingTheField_AndChangesNothing(string method, string path, string body, string field)
     {
         await using var g = await ControlPlaneFixture.StartAsync();
