@@ -157,9 +157,12 @@ public sealed partial class SqliteStore : ICustosStore
 
         await store.DisposeAsync();
         return version > SchemaVersion
-            ? throw new InvalidOperationException($"The store at {path} has schema version {version}, newer than this Custos understands ({SchemaVersion}). Upgrade Custos.")
+            ? throw NewerSchema(path, version.Value)
             : await OpenAsync(dataDirectory, upgrade, cancellationToken);
     }
+
+    private static InvalidOperationException NewerSchema(string path, long version)
+        => new($"The store at {path} has schema version {version}, newer than this Custos understands ({SchemaVersion}). Upgrade Custos.");
 
     /// <summary>The store's schema version; null for a database without Custos's tables.</summary>
     private async Task<long?> SchemaVersionAsync(CancellationToken cancellationToken)
@@ -246,7 +249,7 @@ public sealed partial class SqliteStore : ICustosStore
         }
         else if (Convert.ToInt32(version, System.Globalization.CultureInfo.InvariantCulture) > SchemaVersion)
         {
-            throw new InvalidOperationException($"The store at {Path} has schema version {version}, newer than this Custos understands ({SchemaVersion}). Upgrade Custos.");
+            throw NewerSchema(Path, Convert.ToInt64(version, System.Globalization.CultureInfo.InvariantCulture));
         }
         else if (Convert.ToInt32(version, System.Globalization.CultureInfo.InvariantCulture) < SchemaVersion)
         {

@@ -157,7 +157,7 @@ public static class LedgerVerifier
                 var cpIndex = startIndex;
                 var leaves = new List<byte[]>();
                 var expected = firstSeq;
-                var sealedUpTo = checkpoints.Count > 0 ? checkpoints[^1].Checkpoint.ToSeq : 0;
+                var sealedTo = checkpoints.Count > 0 ? checkpoints[^1].Checkpoint.ToSeq : 0;
                 string? firstUnsealedAt = null;
                 if (problem is null)
                 {
@@ -211,7 +211,7 @@ public static class LedgerVerifier
                                 }
                             }
 
-                            if (entry.Seq == sealedUpTo + 1)
+                            if (entry.Seq == sealedTo + 1)
                             {
                                 firstUnsealedAt = entry.Timestamp;
                             }
@@ -253,7 +253,6 @@ public static class LedgerVerifier
 
                 // The walk must reach every checkpoint it set out to check, and every entry the store counts: a sequence number
                 // altered so that its row no longer reads as part of the chain must not pass as an end that was never sealed.
-                var sealedTo = checkpoints.Count > 0 ? checkpoints[^1].Checkpoint.ToSeq : 0;
                 var lastRead = expected - 1;
                 if (problem is null && cpIndex < checkpoints.Count && checkpoints[cpIndex].Checkpoint.ToSeq <= endSeq)
                 {

@@ -538,11 +538,9 @@ internal static partial class AdminApi
             var old = FindCredential(gateway.Policy.Current.Document, id);
             var (tenant, service) = Locate(gateway.Policy.Current.Document, "consumer", old.Consumer);
             await RequireAsync(context, gateway, AdminPermission.ManageCredentials, tenant, service, "credential.rotated", "credential:" + id);
-            if (old.KeySha256 is null || old.Status == CredentialStatus.Revoked)
+            if (old.KeySha256 is null)
             {
-                throw AdminProblemException.Conflict(old.KeySha256 is null
-                    ? $"credential '{id}' is a workload identity; its tokens rotate at their issuer."
-                    : $"credential '{id}' is revoked; issue a new one instead.");
+                throw AdminProblemException.Conflict($"credential '{id}' is a workload identity; its tokens rotate at their issuer.");
             }
 
             var overlap = body.OverlapSeconds ?? 86_400;
