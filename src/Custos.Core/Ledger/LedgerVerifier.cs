@@ -544,15 +544,16 @@ public static class LedgerVerifier
     private static List<(SignedCheckpoint Signed, Checkpoint Checkpoint)> Readable(IReadOnlyList<SignedCheckpoint> stored, List<VerificationProblem> problems)
     {
         var readable = new List<(SignedCheckpoint, Checkpoint)>(stored.Count);
-        foreach (var signed in stored)
+        for (var i = 0; i < stored.Count; i++)
         {
             try
             {
-                readable.Add((signed, signed.Checkpoint));
+                readable.Add((stored[i], stored[i].Checkpoint));
             }
             catch (Exception ex) when (ex is System.Text.Json.JsonException or FormatException)
             {
-                problems.Add(new("unreadable_checkpoint", "?", null, null, $"a stored checkpoint cannot be read ({ex.Message}): the checkpoints were altered"));
+                problems.Add(new("unreadable_checkpoint", "?", null, null,
+                    $"stored checkpoint {i + 1} of {stored.Count}, in the order they were sealed, cannot be read ({ex.Message}): the checkpoints were altered"));
             }
         }
 
@@ -594,6 +595,14 @@ public static class LedgerVerifier
         IReadOnlyList<(string ChainId, long LastSeq, long Count)> chains, Dictionary<string, ECDsa> keys, List<VerificationProblem> problems)
     {
         var witness = ReadWitness(directory);
+        if (witness.Count == 0 && stored.Count > 0)
+        {
+            // A witness that holds nothing vouches for nothing: the wrong folder, or one emptied. Passing would read as
+            // "the witness agrees".
+            problems.Add(new("witness_mismatch", "?", null, null,
+                $"the witness {directory} holds no checkpoint (no *.json file), while the database holds {stored.Count}: is it the folder the gateway writes its witness to?"));
+        }
+
         var byPosition = new Dictionary<(string, long), SignedCheckpoint>();
         foreach (var (signed, checkpoint) in stored)
         {

@@ -21,8 +21,10 @@ public sealed record ProofBundle
         Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
 
         // Read strictly: a null where the format has none, or a member given twice, is not a bundle this gateway wrote.
+        // A member the format does not have is refused too: it could carry a claim that nothing here checks.
         RespectNullableAnnotations = true,
         AllowDuplicateProperties = false,
+        UnmappedMemberHandling = System.Text.Json.Serialization.JsonUnmappedMemberHandling.Disallow,
     };
 
     /// <summary>Always <see cref="CurrentFormat"/>.</summary>
@@ -110,7 +112,9 @@ public sealed record ProofBundle
         Check("merkle inclusion", included, $"leaf {Inclusion.LeafIndex} of {Inclusion.TreeSize}, {Inclusion.Path.Count} hashes to root {checkpoint?.MerkleRoot}");
         var policySha = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(Policy.Canonical)));
         Check("policy version", policySha == Policy.Sha256 && policySha == policyHash && Policy.Number == policyVersion,
-            $"version {Policy.Number}, sha256 {policySha}; the entry names version {policyVersion}, {policyHash}");
+            $"version {Policy.Number}, sha256 {policySha}" +
+            (policySha == Policy.Sha256 ? "" : $" (the bundle's policy.sha256 says {Policy.Sha256})") +
+            $"; the entry names version {policyVersion?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "(none)"}, {policyHash ?? "(none)"}");
         return checks;
     }
 }

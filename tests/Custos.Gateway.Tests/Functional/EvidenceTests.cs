@@ -1,6 +1,7 @@
 using System.Net;
 using System.Security.Cryptography;
 using System.Text;
+using Custos.Errors;
 using Custos.Gateway.Ledger;
 using Custos.Ledger;
 using Custos.Storage;
@@ -153,7 +154,8 @@ public sealed class EvidenceTests : IAsyncLifetime
     {
         var (checkpoint, _, _) = await TamperAsync((db, _) => ExecAsync(db, "UPDATE checkpoints SET checkpoint = '[1]' WHERE to_seq = (SELECT max(to_seq) FROM checkpoints)"));
         var problems = (await VerifyAsync(checkpoint)).Problems;
-        Assert.Contains(problems, p => p.Kind == "unreadable_checkpoint" && p.Detail.Contains("not Array", StringComparison.Ordinal));
+        Assert.Contains(problems, p => p.Kind == "unreadable_checkpoint" && p.Detail.Contains("not Array", StringComparison.Ordinal)
+            && p.Detail.StartsWith("stored checkpoint ", StringComparison.Ordinal) && p.Detail.Contains(" of ", StringComparison.Ordinal));
 
         // Entries are stored compressed against a dictionary row from the first request entry on (the policy version
         // recorded at the start, entry 1, is stored as it is): without the row they cannot be read back.
@@ -167,6 +169,17 @@ public sealed class EvidenceTests : IAsyncLifetime
         var stray = Assert.Single((await VerifyAsync(witness)).Problems);
         Assert.Equal("witness_mismatch", stray.Kind);
         Assert.Contains("stray.json is not a checkpoint", stray.Detail, StringComparison.Ordinal);
+
+        // A witness folder with nothing in it (the wrong folder, or one emptied) vouches for nothing: not a pass.
+        var (emptied, _, _) = await TamperAsync((_, _) => Task.CompletedTask);
+        foreach (var file in Directory.EnumerateFiles(Path.Combine(emptied, "witness"), "*.json", SearchOption.AllDirectories))
+        {
+            File.Delete(file);
+        }
+
+        var empty = Assert.Single((await VerifyAsync(emptied)).Problems);
+        Assert.Equal("witness_mismatch", empty.Kind);
+        Assert.Contains("holds no checkpoint", empty.Detail, StringComparison.Ordinal);
     }
 
     [Fact]
@@ -335,6 +348,29 @@ public sealed class EvidenceTests : IAsyncLifetime
         // And another gateway's public key does not verify it.
         using var other = ECDsa.Create(ECCurve.NamedCurves.nistP256);
         Assert.Contains(bundle.Verify(other), c => c.Check == "checkpoint signature" && !c.Ok);
+    }
+
+    [Fact]
+    public async Task AProofBundle_WithAMemberTheFormatLacks_IsUnreadable_AndAWrongPolicyHash_IsNamed()
+    {
+        await using var store = await SqliteStore.OpenExistingAsync(_gateway.DataDirectory);
+        var bundle = await LedgerProofs.BuildAsync(store, _requestIds[17]);
+        using var key = CheckpointKey.LoadPublic(CheckpointKey.PublicPath(_gateway.DataDirectory));
+
+        // A claim the verifier would not check ("approved_by") is refused, at the top and inside a member.
+        var root = System.Text.Json.Nodes.JsonNode.Parse(bundle.ToJson())!.AsObject();
+        root["approved_by"] = "the board";
+        var fault = Assert.Throws<System.Text.Json.JsonException>(() => ProofBundle.Parse(root.ToJsonString()));
+        Assert.Equal("it takes no field 'approved_by'", JsonFaults.DescribeDocument(Encoding.UTF8.GetBytes(root.ToJsonString()), fault));
+        root.Remove("approved_by");
+        root["policy"]!["approved_by"] = "the board";
+        Assert.Throws<System.Text.Json.JsonException>(() => ProofBundle.Parse(root.ToJsonString()));
+
+        // A policy.sha256 that is not the policy text's hash: the check names both, not the computed one twice.
+        var forged = bundle with { Policy = bundle.Policy with { Sha256 = new string('a', 64) } };
+        var check = Assert.Single(forged.Verify(key), c => c.Check == "policy version");
+        Assert.False(check.Ok);
+        Assert.Contains($"sha256 {bundle.Policy.Sha256} (the bundle's policy.sha256 says {new string('a', 64)})", check.Detail, StringComparison.Ordinal);
     }
 
     /// <summary>Values a doctored bundle might hold where the format has another: wrong types, wrong lengths, not hex, huge.</summary>
