@@ -214,6 +214,9 @@ public sealed class Admission
     /// <summary>When a retry can succeed, for throttles and quotas.</summary>
     public TimeSpan? RetryAfter { get; internal set; }
 
+    /// <summary>The request's field a refusal is about (the error's <c>param</c>), or null.</summary>
+    public string? Param { get; internal set; }
+
     /// <summary>Every control evaluated, in order.</summary>
     public List<ControlResult> Controls { get; } = new(16); // every control on: 16 results
 
@@ -244,12 +247,13 @@ public sealed class Admission
     /// <summary>True when a control was decided in a degraded mode (a shared engine was unreachable); the record says so.</summary>
     public bool Degraded { get; internal set; }
 
-    internal void Refuse(ReasonCode reason, string message, TimeSpan? retryAfter = null)
+    internal void Refuse(ReasonCode reason, string message, TimeSpan? retryAfter = null, string? param = null)
     {
         Decision = reason.Decision;
         Reason = reason;
         Message = message;
         RetryAfter = retryAfter;
+        Param = param;
     }
 }
 

@@ -107,7 +107,8 @@ public static class AdmissionEvaluator
             admission.Controls.Add(new ControlResult("token_ceiling.n", scope, ok ? ControlDecisions.Pass : ControlDecisions.Deny) { Limit = maxN, Requested = request.N });
             if (!ok)
             {
-                admission.Refuse(Reasons.TokenCeiling, $"The request asks for {request.N} choices (with a legacy completion, best_of or n for each prompt); the policy allows {maxN}.");
+                admission.Refuse(Reasons.TokenCeiling, $"The request asks for {request.N} choices (with a legacy completion, best_of or n for each prompt); the policy allows {maxN}.",
+                    param: request.Prompt?.ChoicesField ?? "n");
                 return false;
             }
         }
@@ -118,7 +119,7 @@ public static class AdmissionEvaluator
             admission.Controls.Add(new ControlResult("token_ceiling.input", scope, ok ? ControlDecisions.Pass : ControlDecisions.Deny) { Limit = maxInput, Requested = request.InputTokens });
             if (!ok)
             {
-                admission.Refuse(Reasons.TokenCeiling, $"The prompt has about {request.InputTokens} tokens; at most {maxInput} are allowed.");
+                admission.Refuse(Reasons.TokenCeiling, $"The prompt has about {request.InputTokens} tokens; at most {maxInput} are allowed.", param: request.Prompt?.ConversationField);
                 return false;
             }
         }
@@ -135,7 +136,8 @@ public static class AdmissionEvaluator
             else if (requested > maxOutput && mode == OutputCeilingMode.Deny)
             {
                 admission.Controls.Add(new ControlResult("token_ceiling.output", scope, ControlDecisions.Deny) { Limit = maxOutput, Requested = requested });
-                admission.Refuse(Reasons.TokenCeiling, $"The request asks for up to {requested} output tokens; at most {maxOutput} are allowed.");
+                admission.Refuse(Reasons.TokenCeiling, $"The request asks for up to {requested} output tokens; at most {maxOutput} are allowed.",
+                    param: request.Prompt?.OutputCeilingField ?? "max_tokens");
                 return false;
             }
             else if (requested > maxOutput)

@@ -117,6 +117,15 @@ public sealed class ChatRequest
     /// </summary>
     public string? ErrorDetail { get; private set; }
 
+    /// <summary>The field a refusal for too many choices names as its <c>param</c>: <c>best_of</c> when it asked for more than <c>n</c>.</summary>
+    public string ChoicesField => (BestOf ?? 0) > (N ?? 1) ? "best_of" : "n";
+
+    /// <summary>The field a refusal for too large an output ceiling names: <c>max_completion_tokens</c> when the client sent only that.</summary>
+    public string OutputCeilingField => (_seen & (Fields.MaxTokens | Fields.MaxCompletionTokens)) == Fields.MaxCompletionTokens ? "max_completion_tokens" : "max_tokens";
+
+    /// <summary>The field a refusal for too long a prompt names: the conversation's field the client sent.</summary>
+    public string? ConversationField => (_seen & Fields.Messages) != 0 ? "messages" : (_seen & Fields.Prompt) != 0 ? "prompt" : (_seen & Fields.Input) != 0 ? "input" : null;
+
     private Range? _nullMaxTokens; // "max_tokens":null
     private Range? _nullMaxCompletionTokens; // "max_completion_tokens":null
     private char[]? _promptText;

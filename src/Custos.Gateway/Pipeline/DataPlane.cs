@@ -370,7 +370,7 @@ internal sealed partial class DataPlane(
                 context.Response.Headers.RetryAfter = Math.Max(1, (int)Math.Ceiling(retryAfter.TotalSeconds)).ToString(System.Globalization.CultureInfo.InvariantCulture);
             }
 
-            await DenyAsync(context, record, admission.Reason!, admission.Message);
+            await DenyAsync(context, record, admission.Reason!, admission.Message, admission.Param);
             return null;
         }
 

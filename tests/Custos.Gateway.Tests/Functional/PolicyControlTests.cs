@@ -145,6 +145,28 @@ public sealed class PolicyControlTests
         Assert.Equal(64, JsonDocument.Parse(sent).RootElement.GetProperty("max_tokens").GetInt32());
     }
 
+    [Theory]
+    [InlineData("""{"model":"gpt-4o-mini","n":3,"messages":[{"role":"user","content":"hi"}]}""", "/v1/chat/completions", "n")]
+    [InlineData("""{"model":"gpt-4o-mini","n":1,"best_of":4,"prompt":"hi"}""", "/v1/completions", "best_of")]
+    [InlineData("""{"model":"gpt-4o-mini","max_completion_tokens":500,"messages":[{"role":"user","content":"hi"}]}""", "/v1/chat/completions", "max_completion_tokens")]
+    [InlineData("""{"model":"gpt-4o-mini","max_tokens":500,"max_completion_tokens":5,"messages":[{"role":"user","content":"hi"}]}""", "/v1/chat/completions", "max_tokens")]
+    [InlineData("""{"model":"text-embedding-3-small","input":"a text long enough to pass a ceiling of thirty tokens: one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty"}""", "/v1/embeddings", "input")]
+    public async Task ACeilingRefusal_NamesTheFieldItIsAbout(string body, string path, string param)
+    {
+        // SDKs show "param" beside the message: the refusal names the field the client sent, not null.
+        await using var g = await TestGateway.StartAsync(p => WithConsumer(p, "web", c => c with
+        {
+            Limits = new LimitsConfig { MaxN = 2, MaxOutputTokens = 100, OutputCeiling = OutputCeilingMode.Deny, MaxInputTokens = 30 },
+        }));
+
+        using var response = await g.Client.SendAsync(g.Post(path, body));
+        var error = JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement.GetProperty("error");
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal(("deny.token_ceiling", param), (error.GetProperty("code").GetString(), error.GetProperty("param").GetString()));
+        Assert.Empty(g.Upstream.Received);
+    }
+
     [Fact]
     public async Task PromptRules_RedactBeforeForwarding_AndDenyWithoutCallingTheProvider()
     {
