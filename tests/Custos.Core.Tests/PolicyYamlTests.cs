@@ -455,6 +455,46 @@ public sealed class ControlPlanePolicyTests
         Assert.All(result.Diagnostics, d => Assert.True(d.Line > 0, d.Format("p")));
     }
 
+    [Theory]
+    [InlineData("{ name: P, email: p@x.example, webhook: https://hooks.example/p }", null)]
+    [InlineData("{ name: P, email: ops@intranet }", null)]
+    [InlineData("{ name: P, email: not-an-address }", "owners.policy.email")]
+    [InlineData("{ name: P, email: \"Pat <p@x.example>\" }", "owners.policy.email")]
+    [InlineData("{ name: P, email: \"p@x.example, q@x.example\" }", "owners.policy.email")]
+    [InlineData("{ name: P, email: \"p @x.example\" }", "owners.policy.email")]
+    [InlineData("{ name: P, email: p@x.example, webhook: file:///etc/passwd }", "owners.policy.webhook")]
+    [InlineData("{ name: \"P\\u001b[31m\", email: p@x.example }", "owners.policy.name")]
+    [InlineData("{ name: \"   \", email: p@x.example }", "owners.policy.name")]
+    public void AnOwnersContact_IsAnAddressAWebhookAndANameThatCanBeUsed(string owner, string? errorPath)
+    {
+        // Notifications go to these, and reports name them: a typo is a message that never arrives.
+        // (The webhook's check is the reader's; it is here so that the contact is checked as a whole.)
+        var yaml = $$"""
+            tenants:
+              - id: t
+                providers: [{ id: p, type: openai, base_url: http://x/v1 }]
+                models: [{ name: m, provider: p }]
+            services:
+              - id: s
+                tenant: t
+                owners:
+                  policy: {{owner}}
+            """;
+
+        var errors = PolicyYaml.Read(yaml).Diagnostics.Where(d => d.Severity == DiagnosticSeverity.Error).ToList();
+
+        if (errorPath is null)
+        {
+            Assert.Empty(errors);
+        }
+        else
+        {
+            var error = Assert.Single(errors, e => e.Path == "services[0]." + errorPath);
+            Assert.True(errors.Count == 1, string.Join("; ", errors.Select(e => e.Format("p"))));
+            Assert.Equal(9, error.Line);
+        }
+    }
+
     [Fact]
     public void AProblemWithNoPlaceInTheFile_IsFormattedWithoutOne()
     {

@@ -285,9 +285,28 @@ internal static class PolicyValidator
         foreach (var (role, owner) in new[] { ("policy", owners.Policy), ("billing", owners.Billing), ("technical", owners.Technical),
                      ("agent_operator", owners.AgentOperator), ("business_sponsor", owners.BusinessSponsor) })
         {
-            if (owner?.Admin is { } admin && !admins.Contains(admin))
+            if (owner is null)
+            {
+                continue;
+            }
+
+            if (owner.Admin is { } admin && !admins.Contains(admin))
             {
                 reader.Add(DiagnosticSeverity.Error, reader.MarkOf(owner, "admin"), $"{path}.owners.{role}.admin", $"admin '{admin}' is not declared");
+            }
+
+            // The contact is where notifications go and what reports name as accountable: a typo here is a message
+            // that never arrives, found out when it mattered.
+            if (owner.Name.Length > MaxOwnerName || owner.Name.Any(char.IsControl) || string.IsNullOrWhiteSpace(owner.Name))
+            {
+                reader.Add(DiagnosticSeverity.Error, reader.MarkOf(owner, "name"), $"{path}.owners.{role}.name",
+                    $"an owner's name is 1-{MaxOwnerName} characters with no control characters");
+            }
+
+            if (owner.Email is { } email && !IsEmailAddress(email))
+            {
+                reader.Add(DiagnosticSeverity.Error, reader.MarkOf(owner, "email"), $"{path}.owners.{role}.email",
+                    $"'{(email.Length > 80 ? email[..80] + "…" : email)}' is not an e-mail address (name@domain, nothing else)");
             }
         }
 
@@ -329,6 +348,13 @@ internal static class PolicyValidator
                 $"'{id}' is not a valid id: use 1-64 lower-case letters, digits, '.', '_' or '-'");
         }
     }
+
+    private const int MaxOwnerName = 200;
+
+    /// <summary>A bare address (<c>name@domain</c>): no display name, no spaces, no list, at most 254 characters.</summary>
+    private static bool IsEmailAddress(string value)
+        => value.Length <= 254 && !value.Any(c => char.IsWhiteSpace(c) || char.IsControl(c) || c is ',' or ';' or '<' or '>')
+            && System.Net.Mail.MailAddress.TryCreate(value, out var address) && address.Address == value && address.DisplayName.Length == 0;
 
     private static bool IsSha256Hex(string value)
         => value.Length == 64 && value.All(c => c is (>= '0' and <= '9') or (>= 'a' and <= 'f'));
