@@ -7,13 +7,16 @@ namespace Custos.Redis;
 /// <summary>
 /// The change feed over Redis pub/sub: policy versions are announced on the channel <c>{prefix}changes</c> as
 /// <c>policy:VERSION:NODE</c>, and each node's heartbeat is a member of the sorted set <c>{prefix}nodes</c> scored by
-/// its last beat (members older than <see cref="NodeTimeout"/> are dropped when anyone beats).
+/// its last beat (members older than <see cref="NodeTimeout"/> are dropped when anyone beats). The highest policy
+/// version the nodes have read from the store is kept in <c>{prefix}policy_version</c>.
 /// </summary>
 public sealed class RedisChangeFeed : IChangeFeed
 {
     private readonly IConnectionMultiplexer _connection;
     private readonly RedisChannel _channel;
     private readonly RedisKey _nodes;
+    private readonly RedisKey _latest;
+
 
     /// <summary>Uses <paramref name="connection"/>; keys and the channel start with <paramref name="keyPrefix"/>.</summary>
     public RedisChangeFeed(IConnectionMultiplexer connection, string keyPrefix = "custos:")
@@ -21,6 +24,7 @@ public sealed class RedisChangeFeed : IChangeFeed
         _connection = connection;
         _channel = RedisChannel.Literal(keyPrefix + "changes");
         _nodes = keyPrefix + "nodes";
+        _latest = keyPrefix + "policy_version";
         _connection.ConnectionRestored += OnRestored;
     }
 
@@ -66,6 +70,17 @@ public sealed class RedisChangeFeed : IChangeFeed
     /// <inheritdoc/>
     public Task PublishPolicyVersionAsync(long version, string nodeId, CancellationToken cancellationToken = default)
         => _connection.GetSubscriber().PublishAsync(_channel, string.Create(CultureInfo.InvariantCulture, $"policy:{version}:{nodeId}"));
+
+    /// <inheritdoc/>
+    public Task VouchPolicyVersionAsync(long version, CancellationToken cancellationToken = default)
+        => _connection.GetDatabase().StringSetAsync(_latest, version).WaitAsync(cancellationToken);
+
+    /// <inheritdoc/>
+    public async Task<long?> GetLatestPolicyVersionAsync(CancellationToken cancellationToken = default)
+    {
+        var value = await _connection.GetDatabase().StringGetAsync(_latest).WaitAsync(cancellationToken);
+        return value.TryParse(out long version) ? version : null;
+    }
 
     /// <inheritdoc/>
     public async Task<int> HeartbeatAsync(string nodeId, DateTimeOffset now, CancellationToken cancellationToken = default)

@@ -3,6 +3,7 @@ using System.Text;
 using System.Text.Json;
 using Custos.Gateway.Demo;
 using Custos.Gateway.Hosting;
+using Custos.Gateway.Policy;
 using Custos.Ledger;
 using Custos.Policy;
 using Custos.Postgres;
@@ -41,12 +42,19 @@ internal sealed class Cluster : IAsyncDisposable
 
     public List<CustosGateway> Nodes { get; } = [];
 
-    public static async Task<Cluster> StartAsync(int nodes, string database, string redis, Func<PolicyDocument, PolicyDocument>? change = null, TimeProvider? time = null)
+    /// <summary>How the nodes keep their policy in step; the gateway's defaults unless a test shortens them.</summary>
+    public PolicySyncOptions Sync { get; private init; } = new();
+
+    public static async Task<Cluster> StartAsync(int nodes, string database, string redis, Func<PolicyDocument, PolicyDocument>? change = null, TimeProvider? time = null,
+        PolicySyncOptions? sync = null)
     {
         var upstream = await DemoUpstream.StartAsync();
         var keys = DemoPolicy.CreateKeys(new Uri("http://127.0.0.1:1"), new Uri("http://127.0.0.1:2"), null);
         var policy = DemoPolicy.Create(upstream.BaseUri, keys);
-        var cluster = new Cluster(upstream, keys, change is null ? policy : change(policy), database, redis, $"t{Guid.NewGuid():N}:", time ?? TimeProvider.System);
+        var cluster = new Cluster(upstream, keys, change is null ? policy : change(policy), database, redis, $"t{Guid.NewGuid():N}:", time ?? TimeProvider.System)
+        {
+            Sync = sync ?? new PolicySyncOptions(),
+        };
         for (var i = 0; i < nodes; i++)
         {
             cluster.Nodes.Add(await cluster.StartNodeAsync("node-" + (char)('a' + i)));
@@ -73,6 +81,7 @@ internal sealed class Cluster : IAsyncDisposable
             Store = await PostgresStore.OpenAsync(Database),
             Counters = new global::Custos.Redis.RedisCounterStore(connection.GetDatabase(), Time, new global::Custos.Redis.RedisCounterOptions { KeyPrefix = Prefix }),
             ChangeFeed = new global::Custos.Redis.RedisChangeFeed(connection, Prefix),
+            PolicySync = Sync,
             ConfigureLogging = logging => logging.SetMinimumLevel(LogLevel.Warning),
         });
     }

@@ -64,6 +64,9 @@ public sealed class PolicySyncTests
 
         public List<long> Published { get; } = [];
 
+        /// <summary>The latest version the nodes vouched for; null as in an emptied Redis.</summary>
+        public long? Latest { get; set; }
+
         public event Action? Restored;
 
         public void Announce(long version, string node) => _handler?.Invoke(version, node);
@@ -81,6 +84,14 @@ public sealed class PolicySyncTests
             Published.Add(version);
             return Task.CompletedTask;
         }
+
+        public Task VouchPolicyVersionAsync(long version, CancellationToken cancellationToken = default)
+        {
+            Latest = version;
+            return Task.CompletedTask;
+        }
+
+        public Task<long?> GetLatestPolicyVersionAsync(CancellationToken cancellationToken = default) => Task.FromResult(Latest);
 
         public Task<int> HeartbeatAsync(string nodeId, DateTimeOffset now, CancellationToken cancellationToken = default) => Task.FromResult(3);
 
@@ -165,6 +176,45 @@ public sealed class PolicySyncTests
         await Task.Delay(500);
         await sync.ReconcileAsync();
         Assert.False(policy.IsUnconfirmed); // no version can be stored without the store, and none was announced
+    }
+
+    [Fact]
+    public async Task WithOnlyTheStoreDown_TheFeedsVouchedVersion_KeepsTheVersionConfirmed_HoweverLongTheOutage()
+    {
+        // A PostgreSQL outage longer than FeedConfirmsFor took every node out (503 policy_unconfirmed on all of them),
+        // though nothing can be stored without the store: the feed's vouched version says no newer one was stored.
+        var (store, policy) = Started();
+        var feed = new FakeFeed();
+        await using var sync = await PolicySync.StartAsync(store, policy, feed, "node-b", _ => null, NullLogger.Instance,
+            Fast with { FeedConfirmsFor = TimeSpan.FromMilliseconds(300) });
+        await sync.ReconcileAsync();
+        Assert.Equal(1, feed.Latest); // each read of the store vouches for its latest version
+
+        store.Down = true;
+        for (var i = 0; i < 4; i++)
+        {
+            await Task.Delay(250); // past FeedConfirmsFor, and past StaleAfter
+            await sync.ReconcileAsync();
+            Assert.False(policy.IsUnconfirmed, $"round {i}");
+        }
+
+        // A feed that holds no version (an emptied Redis) vouches for nothing: FeedConfirmsFor bounds it as before.
+        feed.Latest = null;
+        await Task.Delay(400);
+        await sync.ReconcileAsync();
+        Assert.True(policy.IsUnconfirmed);
+
+        // A version stored just before the outage whose announcement was lost (another node read it and vouched): this
+        // node is behind, and says so; once the store answers, it is the truth again.
+        feed.Latest = 2;
+        await sync.ReconcileAsync();
+        Assert.True(policy.IsUnconfirmed);
+        Assert.Equal(0, sync.Announced); // not an announcement: nothing sticks once the store answers
+
+        store.Down = false;
+        await sync.ReconcileAsync();
+        Assert.False(policy.IsUnconfirmed);
+        Assert.Equal(1, feed.Latest); // and the feed holds the store's latest again
     }
 
     [Fact]

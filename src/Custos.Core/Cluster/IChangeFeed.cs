@@ -21,6 +21,21 @@ public interface IChangeFeed : IAsyncDisposable
     /// <summary>Tells every node that <paramref name="version"/> was stored by <paramref name="nodeId"/>.</summary>
     Task PublishPolicyVersionAsync(long version, string nodeId, CancellationToken cancellationToken = default);
 
+    /// <summary>
+    /// Records that <paramref name="version"/> is the latest stored: the feed's latest version
+    /// (<see cref="GetLatestPolicyVersionAsync"/>) becomes it. Every node does this after each read of the store, so a
+    /// lost announcement, or a node that stored a version and stopped before announcing it, is made good within one
+    /// reconcile interval; and a value left from another store (one restored or replaced) is set right as soon.
+    /// </summary>
+    Task VouchPolicyVersionAsync(long version, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// The policy version a node last vouched for (<see cref="VouchPolicyVersionAsync"/>), or null when the
+    /// feed holds none (a new or emptied feed). With the store unreachable, this tells a node whether a version it
+    /// has not seen was stored before the store went away.
+    /// </summary>
+    Task<long?> GetLatestPolicyVersionAsync(CancellationToken cancellationToken = default);
+
     /// <summary>Records that <paramref name="nodeId"/> is alive at <paramref name="now"/>; returns how many nodes are.</summary>
     Task<int> HeartbeatAsync(string nodeId, DateTimeOffset now, CancellationToken cancellationToken = default);
 }

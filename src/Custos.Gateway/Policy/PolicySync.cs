@@ -24,7 +24,11 @@ public sealed record PolicySyncOptions
     /// <summary>How long one read of the store may take before it counts as failed. Default 2 s.</summary>
     public TimeSpan ReadTimeout { get; init; } = TimeSpan.FromSeconds(2);
 
-    /// <summary>With the change feed connected (announcements would arrive), how long a store read stays good. Default 60 s.</summary>
+    /// <summary>
+    /// With the change feed connected (announcements would arrive) but unable to say which version is the latest (it
+    /// holds none: a Redis emptied or restarted without persistence), how long a store read stays good. Default 60 s.
+    /// While the feed holds the latest version the nodes vouched for, it confirms the version in force by itself.
+    /// </summary>
     public TimeSpan FeedConfirmsFor { get; init; } = TimeSpan.FromSeconds(60);
 }
 
@@ -50,6 +54,9 @@ public sealed partial class PolicySync : IAsyncDisposable
     private Task _loop = Task.CompletedTask;
     private long _announced;
     private long _lastRead; // Stopwatch ticks: staleness is judged by real time, whatever clock the gateway's decisions use
+    private long _lastVouched; // Stopwatch ticks of the last time the feed said no version newer than ours was stored
+    private bool _storeAnswers = true;
+    private bool _feedKnowsNewer; // with the store away, the feed named a newer version than the one in force
     private int _liveNodes = 1;
 
     private PolicySync(IPolicyStore store, ActivePolicy policy, IChangeFeed? feed, string nodeId, Func<string, string?> secrets,
@@ -142,8 +149,9 @@ public sealed partial class PolicySync : IAsyncDisposable
         {
             while (!token.IsCancellationRequested)
             {
+                // The store read is the backstop of the feed; while either is down, read (or ask the feed) every second.
                 var connected = _feed?.IsConnected == true;
-                await _wake.WaitAsync(connected ? _options.ReconcileInterval : _options.FallbackInterval, token);
+                await _wake.WaitAsync(connected && _storeAnswers ? _options.ReconcileInterval : _options.FallbackInterval, token);
                 await ReconcileAsync(token);
                 if (_feed is not null)
                 {
@@ -167,12 +175,16 @@ public sealed partial class PolicySync : IAsyncDisposable
     /// <summary>Reads the latest version from the store and puts it in force when it is newer; then judges whether the version in force is confirmed.</summary>
     public async Task ReconcileAsync(CancellationToken cancellationToken = default)
     {
+        long? stored = null;
         try
         {
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             timeout.CancelAfter(_options.ReadTimeout);
             var latest = await _store.GetLatestAsync(timeout.Token);
             _lastRead = Stopwatch.GetTimestamp();
+            _storeAnswers = true;
+            _feedKnowsNewer = false;
+            stored = latest?.Number;
             if (latest is not null && latest.Number > _policy.Current.Version)
             {
                 var before = _policy.Current.Version;
@@ -184,17 +196,57 @@ public sealed partial class PolicySync : IAsyncDisposable
         }
         catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
         {
+            _storeAnswers = false;
             Log.ReadFailed(_logger, ex.Message);
         }
 
+        await AskTheFeedAsync(stored, cancellationToken);
         Judge();
+    }
+
+    /// <summary>
+    /// With the store read: vouches for its latest version in the feed. Without: asks the feed for the latest version
+    /// the nodes vouched for. Nothing can be stored while the store is away, so when that is no newer than the version
+    /// in force, this node still holds the latest, however long the outage; when it is newer (a version stored just
+    /// before the outage whose announcement was lost), this node is behind and says so.
+    /// </summary>
+    private async Task AskTheFeedAsync(long? stored, CancellationToken cancellationToken)
+    {
+        if (_feed is null || !_feed.IsConnected || (_storeAnswers && stored is null))
+        {
+            return;
+        }
+
+        try
+        {
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            timeout.CancelAfter(_options.ReadTimeout);
+            if (stored is { } version)
+            {
+                await _feed.VouchPolicyVersionAsync(version, timeout.Token);
+            }
+            else if (await _feed.GetLatestPolicyVersionAsync(timeout.Token) is { } vouched)
+            {
+                // Not an announcement: only while the store is away (once it answers, it is the truth again).
+                _feedKnowsNewer = vouched > _policy.Current.Version;
+                if (!_feedKnowsNewer)
+                {
+                    _lastVouched = Stopwatch.GetTimestamp();
+                }
+            }
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        {
+            // The feed is going down too: its connection state says so, and the judgement follows.
+        }
     }
 
     private void Judge()
     {
         var age = Stopwatch.GetElapsedTime(_lastRead);
-        var behind = Announced > _policy.Current.Version;
-        var confirmed = !behind && (age <= _options.StaleAfter || (_feed?.IsConnected == true && age <= _options.FeedConfirmsFor));
+        var behind = Announced > _policy.Current.Version || (_feedKnowsNewer && !_storeAnswers);
+        var vouched = _lastVouched != 0 && Stopwatch.GetElapsedTime(_lastVouched) <= _options.StaleAfter;
+        var confirmed = !behind && (age <= _options.StaleAfter || (_feed?.IsConnected == true && (vouched || age <= _options.FeedConfirmsFor)));
         if (_policy.IsUnconfirmed == confirmed)
         {
             _policy.IsUnconfirmed = !confirmed;
