@@ -140,11 +140,28 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
         if (_active.TryGetValue(signal.Fingerprint, out var existing)
             && (existing.Status == AlertStatus.Open || signal.At - existing.LastSeenAt < Requiet))
         {
-            // The same thing again while its alert is open (or was acknowledged recently): one more occurrence, no new message.
-            var repeated = existing with { Occurrences = existing.Occurrences + 1, LastSeenAt = signal.At };
-            _active[signal.Fingerprint] = repeated;
-            await _store.UpdateAlertAsync(repeated);
-            return;
+            if (signal.Action == AlertAction.None || StateOf(existing, _gateway.Policy.Current.Document) != ActionState.Undone)
+            {
+                // The same thing again while its alert is open (or was acknowledged recently): one more occurrence, no new message.
+                var repeated = existing with { Occurrences = existing.Occurrences + 1, LastSeenAt = signal.At };
+                _active[signal.Fingerprint] = repeated;
+                await _store.UpdateAlertAsync(repeated);
+                return;
+            }
+
+            // Its action was undone by another route (the key resumed with `keys resume`, the limit edited) and the
+            // behaviour goes on: that alert is closed, and a new one acts again. Counting occurrences instead left a
+            // runaway agent running for as long as it kept the alert alive.
+            var closed = existing with
+            {
+                Status = AlertStatus.Resolved,
+                ResolvedBy = Actor,
+                ResolvedAt = now,
+                Note = "its action was undone outside the alert, and the behaviour went on: a new alert acted again",
+            };
+            await _store.UpdateAlertAsync(closed);
+            _active.Remove(signal.Fingerprint);
+            await _gateway.RecordAdminAsync(Actor, "alert.resolved", "alert:" + existing.Id, PolicyNames.Of(existing.Status), "resolved", closed.Note, signal.Tenant);
         }
 
         var alert = await _store.CreateAlertAsync(new Alert { Signal = signal, RaisedAt = now, LastSeenAt = signal.At });
@@ -221,6 +238,53 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
     }
 
     private static string Text(long? value) => value?.ToString(CultureInfo.InvariantCulture) ?? "none";
+
+    /// <summary>Where an alert's automatic action stands in the policy in force.</summary>
+    private enum ActionState
+    {
+        /// <summary>No action was taken (none asked for, or it failed).</summary>
+        None,
+
+        /// <summary>What the action set is still in force.</summary>
+        InForce,
+
+        /// <summary>Put back as it was before the action, by another route (an admin's resume, a policy edit).</summary>
+        Undone,
+
+        /// <summary>Changed since by something else: revoked, removed, or a limit set by hand.</summary>
+        Overruled,
+    }
+
+    private static ActionState StateOf(Alert alert, PolicyDocument document)
+    {
+        var signal = alert.Signal;
+        if (alert.ActionPolicyVersion is null)
+        {
+            return ActionState.None;
+        }
+
+        if (signal.Action == AlertAction.Suspend && signal.CredentialId is { } credentialId)
+        {
+            return document.Credentials.FirstOrDefault(c => c.Id == credentialId)?.Status switch
+            {
+                CredentialStatus.Suspended => ActionState.InForce,
+                CredentialStatus.Active => ActionState.Undone,
+                _ => ActionState.Overruled,
+            };
+        }
+
+        if (signal.Action == AlertAction.Throttle && signal.Consumer is { } consumerId && document.Consumers.FirstOrDefault(c => c.Id == consumerId) is { } consumer)
+        {
+            var limit = consumer.Limits.RequestsPerMinute;
+            return limit == Throttled(alert) ? ActionState.InForce : limit == alert.ActionBefore ? ActionState.Undone : ActionState.Overruled;
+        }
+
+        return ActionState.Overruled;
+    }
+
+    /// <summary>The requests-per-minute limit a throttle set: its rate, or the consumer's own if that was lower already.</summary>
+    private static long? Throttled(Alert alert)
+        => alert.Signal.ThrottleRequestsPerMinute is { } rpm ? Math.Min(rpm, alert.ActionBefore ?? long.MaxValue) : null;
 
     /// <summary>Queues the alert for each role's contact (and security's), one message per distinct webhook or address.</summary>
     private async Task<Alert> NotifyAsync(Alert alert, PolicySnapshot snapshot, IReadOnlyList<string> roles, bool includeSecurity, string @event)
@@ -348,17 +412,40 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
             }
 
             var why = $"{current.Id}: {reason}";
-            var (version, _, _) = signal.Action == AlertAction.Suspend && signal.CredentialId is { } credentialId
-                ? await _gateway.ChangeAndRecordAsync(actor, "credential.resumed", "credential:" + credentialId, why,
-                    doc => doc.Credentials.FirstOrDefault(c => c.Id == credentialId)?.Status is CredentialStatus.Suspended
-                        ? SetStatus(doc, credentialId, CredentialStatus.Suspended, CredentialStatus.Active)
-                        // Resumed or revoked by an admin since: the alert's action is undone or overruled already, and an entry
-                        // saying "revoked -> revoked" would record an undo that did nothing.
-                        : throw new InvalidOperationException($"Alert {current.Id} suspended credential {credentialId}, which is " +
-                            $"{(doc.Credentials.FirstOrDefault(c => c.Id == credentialId)?.Status is { } status ? PolicyNames.Of(status) : "gone")} now: there is nothing to undo; acknowledge the alert instead."),
-                    _ => signal.Tenant, cancellationToken)
-                : await _gateway.ChangeAndRecordAsync(actor, "consumer.unthrottled", "consumer:" + signal.Consumer, why,
-                    doc => SetRequestsPerMinute(doc, signal.Consumer!, current.ActionBefore), _ => signal.Tenant, cancellationToken);
+            long versionNumber;
+            string action, target, before, after;
+            if (StateOf(current, _gateway.Policy.Current.Document) == ActionState.Undone)
+            {
+                // Undone already by another route (`keys resume`, a policy edit): nothing to change, but the alert is
+                // resolved, not left open for good; its ledger entry says so, and no policy version is made.
+                versionNumber = _gateway.Policy.Current.Version;
+                action = target = before = after = "";
+            }
+            else
+            {
+                var (version, was, became) = signal.Action == AlertAction.Suspend && signal.CredentialId is { } credentialId
+                    ? await _gateway.ChangeAndRecordAsync(actor, "credential.resumed", "credential:" + credentialId, why,
+                        doc => StateOf(current, doc) == ActionState.InForce
+                            ? SetStatus(doc, credentialId, CredentialStatus.Suspended, CredentialStatus.Active)
+                            // Revoked or removed by an admin since: the alert's action is overruled, and an entry saying
+                            // "revoked -> revoked" would record an undo that did nothing.
+                            : throw new InvalidOperationException($"Alert {current.Id} suspended credential {credentialId}, which is " +
+                                $"{(doc.Credentials.FirstOrDefault(c => c.Id == credentialId)?.Status is { } status ? PolicyNames.Of(status) : "gone")} now: there is nothing to undo."),
+                        _ => signal.Tenant, cancellationToken)
+                    : await _gateway.ChangeAndRecordAsync(actor, "consumer.unthrottled", "consumer:" + signal.Consumer, why,
+                        doc => StateOf(current, doc) == ActionState.InForce
+                            ? SetRequestsPerMinute(doc, signal.Consumer!, current.ActionBefore)
+                            // A limit set by hand since the throttle (a tighter one, say, for the same incident): putting back
+                            // the limit from before the throttle would undo that admin's change without a word.
+                            : throw new InvalidOperationException($"Alert {current.Id} throttled consumer {signal.Consumer} to {Text(Throttled(current))} " +
+                                $"requests per minute, but its limit is {Text(doc.Consumers.FirstOrDefault(c => c.Id == signal.Consumer)?.Limits.RequestsPerMinute)} now, " +
+                                "set since: lifting the throttle would undo that change. Change the limit in the policy instead."),
+                        _ => signal.Tenant, cancellationToken);
+                versionNumber = version.Number;
+                (action, target, before, after) = signal.Action == AlertAction.Suspend
+                    ? ("credential.resumed", "credential:" + signal.CredentialId, was ?? "", became ?? "")
+                    : ("consumer.unthrottled", "consumer:" + signal.Consumer, was ?? "", became ?? "");
+            }
 
             var now = _time.GetUtcNow();
             var resolved = current with
@@ -372,8 +459,18 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
             };
             await _store.UpdateAlertAsync(resolved, cancellationToken);
             _active.Remove(signal.Fingerprint);
-            await _gateway.RecordAdminAsync(actor, "alert.resolved", "alert:" + current.Id, PolicyNames.Of(current.Status), "resolved", reason, signal.Tenant);
-            return (resolved, version.Number);
+            await _gateway.RecordAdminAsync(actor, "alert.resolved", "alert:" + current.Id, PolicyNames.Of(current.Status), "resolved",
+                action.Length == 0 ? $"{reason} (its action was undone already)" : reason, signal.Tenant);
+
+            // Like every other credential action, the undo is told to the service's technical owner.
+            if (action.Length > 0 && signal.Service is { } serviceId && _gateway.Policy.Current.Document.Services.FirstOrDefault(s => s.Id == serviceId) is { } service)
+            {
+                await _gateway.Notifier.NotifyAsync(service, "technical", action, actor, target, why,
+                    new Dictionary<string, string?> { ["before"] = before, ["after"] = after, ["policy_version"] = Text(versionNumber), ["alert_id"] = current.Id },
+                    CancellationToken.None);
+            }
+
+            return (resolved, versionNumber);
         }
         finally
         {

@@ -5,6 +5,7 @@ using System.Text;
 using System.Text.Json;
 using Custos.Gateway.ControlPlane;
 using Custos.Policy;
+using Custos.Testing;
 using Microsoft.Extensions.Time.Testing;
 using static Custos.Gateway.Tests.Functional.ControlPlaneFixture;
 
@@ -246,21 +247,31 @@ public sealed class AlertTests
         Assert.Contains("10× its baseline suspends the credential", suspend.GetProperty("reason").GetString(), StringComparison.Ordinal);
         Assert.Contains("observed_per_minute", suspend.GetProperty("reason").GetString(), StringComparison.Ordinal);
 
-        // Undoing what an admin undid already is a conflict, not a "credential.resumed active -> active" entry.
-        await JsonAsync(await AdminAsync(g, "agents-owner", HttpMethod.Post, "/admin/v1/credentials/cred-agent/resume", new { reason = "checked by hand" }));
-        using (var moot = await AdminAsync(g, "agents-owner", HttpMethod.Post, $"/admin/v1/alerts/{id}/resume", new { reason = "undo" }))
-        {
-            Assert.Equal(HttpStatusCode.Conflict, moot.StatusCode);
-            Assert.Contains("which is active now: there is nothing to undo", await moot.Content.ReadAsStringAsync(), StringComparison.Ordinal);
-        }
-
-        Assert.Single(await AdminEntriesAsync(g), e => e.GetProperty("action").GetString() == "credential.resumed");
-        await JsonAsync(await AdminAsync(g, "agents-owner", HttpMethod.Post, "/admin/v1/credentials/cred-agent/suspend", new { reason = "until the alert is looked at" }));
-
         // Resuming takes an owner in scope, with a reason; someone else's owner, or no reason, is refused.
         Assert.Equal(HttpStatusCode.Forbidden, (await AdminAsync(g, "support-owner", HttpMethod.Post, $"/admin/v1/alerts/{id}/resume", new { reason = "x" })).StatusCode);
         Assert.Equal(HttpStatusCode.BadRequest, (await AdminAsync(g, "agents-owner", HttpMethod.Post, $"/admin/v1/alerts/{id}/resume", new { reason = "" })).StatusCode);
-        var resumed = await JsonAsync(await AdminAsync(g, "agents-owner", HttpMethod.Post, $"/admin/v1/alerts/{id}/resume",
+
+        // An admin lifts the suspension by another route while the alert is open, and the agent goes on: it is stopped
+        // again, by a new alert; the first is closed, saying why. (Counting occurrences of the open alert left it running.)
+        await JsonAsync(await AdminAsync(g, "agents-owner", HttpMethod.Post, "/admin/v1/credentials/cred-agent/resume", new { reason = "checked by hand" }));
+        clock.Advance(TimeSpan.FromMinutes(1)); // the detector judges each minute once per level: the next minute's burst
+        var again = 0;
+        for (; again < 80 && (await ChatAsync(g, key, "gpt-4o")).Status == HttpStatusCode.OK; again++)
+        {
+            await SettleAsync(g);
+        }
+
+        Assert.True(again < 80, "the agent should have been suspended again");
+        var alerts = await AlertsAsync(g);
+        var first = Assert.Single(alerts, a => a.GetProperty("id").GetString() == id);
+        Assert.Equal(("resolved", "custos:alerts"), (first.GetProperty("status").GetString(), first.GetProperty("resolved_by").GetString()));
+        var second = Assert.Single(alerts, a => a.GetProperty("severity").GetString() == "critical" && a.GetProperty("status").GetString() == "open");
+        Assert.Equal("suspended credential cred-agent", second.GetProperty("action_taken").GetString());
+        Assert.Equal(2, (await AdminEntriesAsync(g)).Count(e => e.GetProperty("action").GetString() == "credential.suspended"));
+        Assert.Equal(HttpStatusCode.Conflict, (await AdminAsync(g, "agents-owner", HttpMethod.Post, $"/admin/v1/alerts/{id}/resume", new { reason = "the old one" })).StatusCode);
+
+        var secondId = second.GetProperty("id").GetString()!;
+        var resumed = await JsonAsync(await AdminAsync(g, "agents-owner", HttpMethod.Post, $"/admin/v1/alerts/{secondId}/resume",
             new { reason = "batch job was a planned backfill" }));
         Assert.Equal(("resolved", "agents-owner"), (resumed.GetProperty("alert").GetProperty("status").GetString(),
             resumed.GetProperty("alert").GetProperty("resolved_by").GetString()));
@@ -269,7 +280,11 @@ public sealed class AlertTests
         var entries = await AdminEntriesAsync(g);
         Assert.Contains(entries, e => e.GetProperty("action").GetString() == "credential.resumed" && e.GetProperty("actor").GetString() == "agents-owner"
             && e.GetProperty("reason").GetString()!.Contains("planned backfill", StringComparison.Ordinal));
-        Assert.Equal(HttpStatusCode.Conflict, (await AdminAsync(g, "agents-owner", HttpMethod.Post, $"/admin/v1/alerts/{id}/resume", new { reason = "again" })).StatusCode);
+        Assert.Equal(HttpStatusCode.Conflict, (await AdminAsync(g, "agents-owner", HttpMethod.Post, $"/admin/v1/alerts/{secondId}/resume", new { reason = "again" })).StatusCode);
+
+        // Like any credential action, the undo is told to the service's technical owner.
+        await Eventually.TrueAsync(() => hooks.Received.Any(d => d.Event == "credential.resumed" && d.Uri.AbsolutePath == "/agents/technical"
+            && d.Body.Contains("planned backfill", StringComparison.Ordinal)), "the technical owner told of the alert's resume");
     }
 
     [Fact]
@@ -302,10 +317,69 @@ public sealed class AlertTests
         Assert.Equal(7, g.Gateway.Policy.Current.Document.Consumers.Single(c => c.Id == "web").Limits.RequestsPerMinute);
 
         var alert = Assert.Single(await AlertsAsync(g), a => a.GetProperty("action_taken").ValueKind == JsonValueKind.String);
-        await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Post, $"/admin/v1/alerts/{alert.GetProperty("id").GetString()}/resume",
-            new { reason = "launch-day traffic, expected" }));
+        var path = $"/admin/v1/alerts/{alert.GetProperty("id").GetString()}/resume";
+
+        // A tighter limit set by hand since the throttle is not undone by lifting the throttle: a conflict, naming it.
+        await SetLimitAsync(2);
+        using (var overruled = await AdminAsync(g, "support-owner", HttpMethod.Post, path, new { reason = "launch-day traffic" }))
+        {
+            Assert.Equal(HttpStatusCode.Conflict, overruled.StatusCode);
+            Assert.Contains("its limit is 2 now", await overruled.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        }
+
+        Assert.Equal(2, g.Gateway.Policy.Current.Document.Consumers.Single(c => c.Id == "web").Limits.RequestsPerMinute);
+
+        // Back at the throttle's own limit, the resume lifts it.
+        await SetLimitAsync(7);
+        await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Post, path, new { reason = "launch-day traffic, expected" }));
         Assert.Null(g.Gateway.Policy.Current.Document.Consumers.Single(c => c.Id == "web").Limits.RequestsPerMinute);
         Assert.Equal(HttpStatusCode.OK, (await ChatAsync(g, key)).Status);
+
+        Task SetLimitAsync(long limit) => g.Gateway.ChangeAndRecordAsync("root", "consumer.limits_set", "consumer:web", "by hand", doc => (doc with
+        {
+            Consumers = [.. doc.Consumers.Select(c => c.Id == "web" ? c with { Limits = c.Limits with { RequestsPerMinute = limit } } : c)],
+        }, null, null), _ => null);
+    }
+
+    [Fact]
+    public async Task AThrottleLiftedByHand_ResolvesItsAlertOnResume_WithoutANewPolicyVersion()
+    {
+        var clock = new FakeTimeProvider(new DateTimeOffset(2026, 11, 30, 9, 0, 0, TimeSpan.Zero));
+        await using var g = await StartAsync(new WebhookReceiver(), new AlertsConfig
+        {
+            BaselineWarmupMinutes = 2,
+            Disabled = ["model.first_use"],
+            Categories = new CategoryAlertsSet { External = new CategoryAlertConfig { MinRequestsPerMinute = 4, AlertAt = 3, ActAt = 6, ThrottleRequestsPerMinute = 7 } },
+        }, clock);
+        var key = g.KeyOf("web");
+        for (var minute = 0; minute < 3; minute++)
+        {
+            await ChatAsync(g, key);
+            clock.Advance(TimeSpan.FromMinutes(1));
+        }
+
+        for (var i = 0; i < 8; i++)
+        {
+            await ChatAsync(g, key);
+            await SettleAsync(g);
+        }
+
+        var alert = Assert.Single(await AlertsAsync(g), a => a.GetProperty("action_taken").ValueKind == JsonValueKind.String);
+        await g.Gateway.ChangeAndRecordAsync("root", "consumer.limits_set", "consumer:web", "lifted by hand", doc => (doc with
+        {
+            Consumers = [.. doc.Consumers.Select(c => c.Id == "web" ? c with { Limits = c.Limits with { RequestsPerMinute = null } } : c)],
+        }, "7", "none"), _ => null);
+        var version = g.Gateway.Policy.Current.Version;
+
+        // Undone already: the resume resolves the alert (it stayed open for good before) and makes no policy version.
+        var resumed = await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Post, $"/admin/v1/alerts/{alert.GetProperty("id").GetString()}/resume",
+            new { reason = "seen to" }));
+        Assert.Equal("resolved", resumed.GetProperty("alert").GetProperty("status").GetString());
+        Assert.Equal(version, resumed.GetProperty("policy_version").GetInt64());
+        Assert.Equal(version, g.Gateway.Policy.Current.Version);
+        Assert.DoesNotContain(await AdminEntriesAsync(g), e => e.GetProperty("action").GetString() == "consumer.unthrottled");
+        Assert.Contains(await AdminEntriesAsync(g), e => e.GetProperty("action").GetString() == "alert.resolved"
+            && e.GetProperty("reason").GetString()!.Contains("undone already", StringComparison.Ordinal));
     }
 
     [Fact]
