@@ -103,6 +103,44 @@ public sealed class IncidentWindowTests
         Assert.Equal("2026-03-01 10:00:05 UTC allow m: 200 , 0.01 under v1, ledger n#5; raised the alert", raising.Detail);
     }
 
+    [Fact]
+    public void AnAutomaticAction_UndoneByAnotherRoute_IsReportedUndone_NotStillInForce()
+    {
+        // The alert still open (nobody resumed it through the alert), but an owner ran `keys resume` on the credential:
+        // the pack said "still in force" and kept the finding high, while its own revocations section showed the resume.
+        Custos.Reports.IncidentReport Build(params AdminEntry[] entries) => IncidentReportBuilder.Build(new IncidentInput
+        {
+            Subject = new IncidentSubject("consumer", "c"),
+            From = T0,
+            To = T0.AddHours(1),
+            GeneratedAt = T0.AddHours(2),
+            History = [new PolicyVersion(1, "h1", "a", "first", T0.AddDays(-1), Doc())],
+            Window = new IncidentWindow(T0, T0.AddHours(1), [], timelineLimit: 100),
+            Baseline = new BaselineStats(T0.AddHours(-1), T0),
+            Chain = ChainCheck.NotRun("test"),
+            Alerts = [Raised("req_5") with { ActionTaken = "suspended credential cred-c", Signal = Raised("req_5").Signal with { Action = Custos.Policy.AlertAction.Suspend } }],
+            AdminEntries = entries,
+        });
+
+        var inForce = Assert.Single(Build().Findings, f => f.Code == "automatic_action");
+        Assert.Equal("high", inForce.Severity);
+        Assert.EndsWith("still in force when the pack was made.", inForce.Detail, StringComparison.Ordinal);
+
+        var resumed = new AdminEntry
+        {
+            ChainId = "n", Seq = 9, Timestamp = T0.AddMinutes(5), Actor = "agents-owner", Action = "credential.resumed", Target = "credential:cred-c",
+            Before = "suspended", After = "active", Reason = "checked by hand",
+        };
+        var undone = Assert.Single(Build(resumed).Findings, f => f.Code == "automatic_action");
+        Assert.Equal("medium", undone.Severity);
+        Assert.Contains("agents-owner undid it at", undone.Detail, StringComparison.Ordinal);
+        Assert.Contains("credential.resumed: checked by hand", undone.Detail, StringComparison.Ordinal);
+
+        // A resume of another credential, or one before the alert, undoes nothing of it.
+        Assert.Equal("high", Assert.Single(Build(resumed with { Target = "credential:cred-other" }).Findings, f => f.Code == "automatic_action").Severity);
+        Assert.Equal("high", Assert.Single(Build(resumed with { Timestamp = T0 }).Findings, f => f.Code == "automatic_action").Severity);
+    }
+
     private static Custos.Alerts.Alert Raised(string requestId) => new()
     {
         Id = "al-1",

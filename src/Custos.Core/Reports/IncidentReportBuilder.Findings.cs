@@ -559,11 +559,17 @@ public static partial class IncidentReportBuilder
             if (alert.ActionPolicyVersion is { } actionVersion)
             {
                 // The detector's rule acted on its own: the use was anomalous enough to stop. An owner undoing it says it was explained.
-                var undone = alert.Status == AlertStatus.Resolved;
+                // Undone through the alert (resolved), or by another route: `keys resume`, or the throttle lifted by hand.
+                var undoneBy = context.Input.AdminEntries.FirstOrDefault(a => a.Timestamp >= alert.RaisedAt
+                    && ((signal.CredentialId is { } credential && a.Action == "credential.resumed" && a.Target == "credential:" + credential)
+                        || (signal.Consumer is { } consumer && a.Action == "consumer.unthrottled" && a.Target == "consumer:" + consumer)));
+                var undone = alert.Status == AlertStatus.Resolved || undoneBy is not null;
+                var how = undoneBy is not null
+                    ? $"; {undoneBy.Actor} undid it at {ReportText.Time(undoneBy.Timestamp)} ({undoneBy.Action}: {undoneBy.Reason})."
+                    : alert.Status == AlertStatus.Resolved ? $"; {alert.ResolvedBy} undid it at {ReportText.Time(alert.ResolvedAt)} ({alert.Note})." : ", still in force when the pack was made.";
                 var draft = add(alert.Id, Classification.Misuse, "automatic_action", undone ? "medium" : "high", $"Alert {alert.Id} {alert.ActionTaken} automatically",
                     $"The {signal.Type} detector raised {alert.Id} at {ReportText.Time(alert.RaisedAt)}: {signal.Summary} Its rule ({signal.Rule ?? "no rule recorded"}) acted on its own " +
-                    $"as policy version {actionVersion}" +
-                    (undone ? $"; {alert.ResolvedBy} undid it at {ReportText.Time(alert.ResolvedAt)} ({alert.Note})." : ", still in force when the pack was made."));
+                    $"as policy version {actionVersion}" + how);
                 draft.Evidence.Add(AlertEvidence(alert));
                 AddRaisingRequest(context, draft, signal);
                 draft.Evidence.Add(new Evidence("policy_version", "v" + actionVersion.ToString(CultureInfo.InvariantCulture), $"made by custos:alerts: {alert.ActionTaken}"));
