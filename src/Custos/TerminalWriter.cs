@@ -25,10 +25,12 @@ internal sealed class TerminalWriter(TextWriter inner) : TextWriter(inner.Format
 
     /// <summary>
     /// The characters printed as their escapes: what <see cref="char.IsControl(char)"/> names (C0, DEL, C1) but a line feed
-    /// and a tab. A carriage return is one, as it would move the cursor back over what the line already shows.
+    /// and a tab, and the bidirectional overrides and isolates (U+202A-U+202E, U+2066-U+2069), which reorder what the line
+    /// shows around them. A carriage return is one, as it would move the cursor back over what the line already shows.
     /// </summary>
     private static readonly SearchValues<char> Unsafe = SearchValues.Create(
-        [.. Enumerable.Range(0, 0xA0).Select(c => (char)c).Where(c => char.IsControl(c) && c is not ('\n' or '\t'))]);
+        [.. Enumerable.Range(0, 0xA0).Select(c => (char)c).Where(c => char.IsControl(c) && c is not ('\n' or '\t')),
+            '\u202A', '\u202B', '\u202C', '\u202D', '\u202E', '\u2066', '\u2067', '\u2068', '\u2069']);
 
     /// <inheritdoc/>
     public override void Write(char value)

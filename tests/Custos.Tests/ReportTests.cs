@@ -487,15 +487,24 @@ public sealed class ReportTests
         }
 
         // A model named to restyle a terminal, or to run in a viewer that renders the Markdown's HTML.
-        const string Hostile = "<img src=x onerror=alert(1)>\u001b[31m";
+        const string Hostile = "<img src=x onerror=alert(1)>\u001b[31m\u202e";
         await g.ChatAsync("web-bot", Hostile);
         var clean = Path.Combine(g.Directory, "clean.md");
         var (cleanExit, _, cleanError) = await Cli.RunAsync("report", "incident", "--consumer", "web-bot", "--from", Iso(from), "--data", g.Directory, "-o", clean);
         Assert.True(cleanExit == 0, cleanError);
         var markdown = await File.ReadAllTextAsync(clean);
-        Assert.Contains("\\<img src=x onerror=alert(1)>\\u001B[31m", markdown, StringComparison.Ordinal);
+        Assert.Contains("\\<img src=x onerror=alert(1)>\\u001B[31m\\u202E", markdown, StringComparison.Ordinal);
         Assert.DoesNotContain("\u001b", markdown, StringComparison.Ordinal);
         Assert.DoesNotContain(" <img", markdown, StringComparison.Ordinal);
+
+        // The HTML pack the same: encoded, and the escape and the override shown as escapes, not written raw.
+        var page = Path.Combine(g.Directory, "clean.html");
+        (cleanExit, _, cleanError) = await Cli.RunAsync("report", "incident", "--consumer", "web-bot", "--from", Iso(from), "--data", g.Directory, "--format", "html", "-o", page);
+        Assert.True(cleanExit == 0, cleanError);
+        var html = await File.ReadAllTextAsync(page);
+        Assert.Contains("&lt;img src=x onerror=alert(1)&gt;\\u001B[31m\\u202E", html, StringComparison.Ordinal);
+        Assert.DoesNotContain("\u001b", html, StringComparison.Ordinal);
+        Assert.DoesNotContain("\u202e", html, StringComparison.Ordinal);
 
         await g.StopAsync();
         Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();

@@ -7,6 +7,7 @@ public sealed class TerminalWriterTests
 {
     [Theory]
     [InlineData("gpt\u001b[31mRED\u001b[0m", "gpt\\u001B[31mRED\\u001B[0m")] // colour
+    [InlineData("invoice-\u202Efdp.exe", "invoice-\\u202Efdp.exe")] // a right-to-left override: shows as invoice-exe.pdf
     [InlineData("ok\rFORGED", "ok\\u000DFORGED")] // back to the line's start, over what it shows
     [InlineData("a\u009b2Jb\u007f\u0000", "a\\u009B2Jb\\u007F\\u0000")] // C1's CSI, DEL, NUL
     [InlineData("two\nlines\tand a tab", "two\nlines\tand a tab")] // the CLI's own layout

@@ -18,6 +18,20 @@ public static class RecordedText
     public const string SecretMark = "[secret removed]";
 
     /// <summary>
+    /// Control characters (C0, DEL, C1), and the bidirectional overrides and isolates that reorder how a terminal or a
+    /// page shows the text around them.
+    /// </summary>
+    private static readonly System.Buffers.SearchValues<char> Unprintable = System.Buffers.SearchValues.Create(
+        [.. Enumerable.Range(0, 0x20).Select(c => (char)c), .. Enumerable.Range(0x7F, 0x21).Select(c => (char)c),
+            '\u202A', '\u202B', '\u202C', '\u202D', '\u202E', '\u2066', '\u2067', '\u2068', '\u2069']);
+
+    /// <summary>Where the first character of <paramref name="text"/> is that no one should find in a name or an id they read (see <see cref="Unprintable"/>); -1 when none is.</summary>
+    public static int IndexOfUnprintable(ReadOnlySpan<char> text) => text.IndexOfAny(Unprintable);
+
+    /// <summary>Whether <paramref name="c"/> is one of the characters <see cref="IndexOfUnprintable"/> finds.</summary>
+    public static bool IsUnprintable(char c) => Unprintable.Contains(c);
+
+    /// <summary>
     /// <paramref name="text"/> as the ledger keeps it: the same instance when there is nothing to remove or cut (the
     /// common case, found with one vectorised search).
     /// </summary>

@@ -119,14 +119,15 @@ internal static class MarkdownRenderer
         var builder = new StringBuilder(text.Length + 16);
         foreach (var c in text)
         {
-            _ = c == '<' ? builder.Append("\\<") : char.IsControl(c) ? builder.Append(CultureInfo.InvariantCulture, $"\\u{(int)c:X4}") : builder.Append(c);
+            _ = c == '<' ? builder.Append("\\<") : Custos.Controls.RecordedText.IsUnprintable(c) ? builder.Append(CultureInfo.InvariantCulture, $"\\u{(int)c:X4}") : builder.Append(c);
         }
 
         return builder.ToString();
     }
 
-    /// <summary>What <see cref="Inline"/> changes: &lt; and the control characters (C0, DEL, C1).</summary>
-    private static readonly SearchValues<char> Unsafe = SearchValues.Create([.. Enumerable.Range(0, 0xA0).Select(c => (char)c).Where(c => c == '<' || char.IsControl(c))]);
+    /// <summary>What <see cref="Inline"/> changes: &lt;, the control characters (C0, DEL, C1) and the bidirectional overrides.</summary>
+    private static readonly SearchValues<char> Unsafe = SearchValues.Create(
+        [.. Enumerable.Range(0, 0x206A).Select(c => (char)c).Where(c => c == '<' || Custos.Controls.RecordedText.IsUnprintable(c))]);
 
     /// <summary>Text inside a code span: no HTML is read there, but control characters are still escaped, and a backtick would end it.</summary>
     private static string Code(string text) => Inline(text).Replace("\\<", "<", StringComparison.Ordinal).Replace("`", "'", StringComparison.Ordinal).Replace("|", "\\|", StringComparison.Ordinal);
@@ -239,8 +240,33 @@ internal static class HtmlRenderer
         return html.ToString();
     }
 
-    /// <summary>HTML-escapes text.</summary>
-    public static string E(string text) => WebUtility.HtmlEncode(text);
+    /// <summary>
+    /// HTML-escapes text; a control character (but a line break or a tab) or a bidirectional override in it, which a
+    /// caller can put in a model name, is written as its escape (<c>\u001B</c>), as the Markdown and the CLI do.
+    /// </summary>
+    public static string E(string text)
+    {
+        var encoded = WebUtility.HtmlEncode(text);
+        if (Custos.Controls.RecordedText.IndexOfUnprintable(encoded) < 0)
+        {
+            return encoded;
+        }
+
+        var shown = new StringBuilder(encoded.Length + 16);
+        foreach (var c in encoded)
+        {
+            if (c is not ('\n' or '\t') && Custos.Controls.RecordedText.IsUnprintable(c))
+            {
+                shown.Append("\\u").Append(((int)c).ToString("X4", System.Globalization.CultureInfo.InvariantCulture));
+            }
+            else
+            {
+                shown.Append(c);
+            }
+        }
+
+        return shown.ToString();
+    }
 
     private static string Anchor(string text)
     {

@@ -52,7 +52,7 @@ internal sealed partial class DataPlane(
         var snapshot = policy.Current;
         var request = context.Request;
         var now = time.GetUtcNow();
-        string? oversized = null;
+        (string Name, string Problem)? badHeader = null;
         var record = new RequestRecord
         {
             RequestId = RequestId.New(now),
@@ -63,8 +63,8 @@ internal sealed partial class DataPlane(
             PolicyVersion = snapshot.Version,
             PolicyHash = snapshot.Hash,
             ClientAddress = context.Connection.RemoteIpAddress?.ToString(),
-            AgentRun = IdentifyingHeader(request.Headers, Headers.AgentRun, ref oversized),
-            OnBehalfOf = IdentifyingHeader(request.Headers, Headers.OnBehalfOf, ref oversized),
+            AgentRun = IdentifyingHeader(request.Headers, Headers.AgentRun, ref badHeader),
+            OnBehalfOf = IdentifyingHeader(request.Headers, Headers.OnBehalfOf, ref badHeader),
         };
         context.Response.Headers[Headers.RequestId] = record.RequestId;
 
@@ -72,7 +72,7 @@ internal sealed partial class DataPlane(
         var inFlight = Interlocked.Increment(ref _inFlight);
         try
         {
-            call = await HandleAsync(context, snapshot, record, inFlight, oversized);
+            call = await HandleAsync(context, snapshot, record, inFlight, badHeader);
         }
         catch (Exception ex) when (ex is OperationCanceledException or IOException or BadHttpRequestException && context.RequestAborted.IsCancellationRequested)
         {
@@ -172,7 +172,8 @@ internal sealed partial class DataPlane(
         }
     }
 
-    private async Task<UpstreamCall?> HandleAsync(HttpContext context, PolicySnapshot snapshot, RequestRecord record, int inFlight, string? oversizedHeader)
+    private async Task<UpstreamCall?> HandleAsync(HttpContext context, PolicySnapshot snapshot, RequestRecord record, int inFlight,
+        (string Name, string Problem)? badHeader)
     {
         // A request the ledger could not record is refused before any work: the store and the spool both refuse writes.
         if (!ledger.IsHealthy)
@@ -198,10 +199,9 @@ internal sealed partial class DataPlane(
             return null;
         }
 
-        if (oversizedHeader is { } oversized)
+        if (badHeader is { } bad)
         {
-            await DenyAsync(context, record, Reasons.InvalidHeader,
-                $"The header '{oversized}' is longer than the {MaxIdentifyingHeaderLength} characters this gateway records.", oversized);
+            await DenyAsync(context, record, Reasons.InvalidHeader, $"The header '{bad.Name}' {bad.Problem}.", bad.Name);
             return null;
         }
 
@@ -705,10 +705,11 @@ internal sealed partial class DataPlane(
 
     /// <summary>
     /// The value of a header that names who or what a call is for (<c>X-Custos-Agent-Run</c>, <c>X-On-Behalf-Of</c>), as
-    /// recorded; null when absent, or when longer than <see cref="MaxIdentifyingHeaderLength"/>: then
-    /// <paramref name="oversized"/> names the header, the request is refused, and the value is not recorded.
+    /// recorded; null when absent, or when longer than <see cref="MaxIdentifyingHeaderLength"/> or holding a control
+    /// character: then <paramref name="bad"/> names the header and what is wrong, the request is refused, and the value
+    /// is not recorded. An escape sequence or a bell in it reached the gateway's log, alerts and HTML reports as sent.
     /// </summary>
-    private static string? IdentifyingHeader(IHeaderDictionary headers, string name, ref string? oversized)
+    private static string? IdentifyingHeader(IHeaderDictionary headers, string name, ref (string Name, string Problem)? bad)
     {
         var value = headers[name];
         if (StringValues.IsNullOrEmpty(value))
@@ -717,13 +718,19 @@ internal sealed partial class DataPlane(
         }
 
         var text = value.ToString();
-        if (text.Length <= MaxIdentifyingHeaderLength)
+        if (text.Length > MaxIdentifyingHeaderLength)
         {
-            return RecordedText.Of(text); // a key sent as whom a call is for is no less a key
+            bad ??= (name, $"is longer than the {MaxIdentifyingHeaderLength} characters this gateway records");
+            return null;
         }
 
-        oversized ??= name;
-        return null;
+        if (RecordedText.IndexOfUnprintable(text) is var at and >= 0)
+        {
+            bad ??= (name, $"holds a control character (U+{(int)text[at]:X4}, at character {at + 1}); it is recorded as sent, so it must be printable text");
+            return null;
+        }
+
+        return RecordedText.Of(text); // a key sent as whom a call is for is no less a key
     }
 
     private static Task DenyAsync(HttpContext context, RequestRecord record, ReasonCode reason, string? message = null, string? param = null)

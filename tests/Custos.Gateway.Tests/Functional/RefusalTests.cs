@@ -146,6 +146,22 @@ public sealed class RefusalTests(GatewayFixture fixture) : IClassFixture<Gateway
         Assert.DoesNotContain(new string('r', 257), entry.GetRawText(), StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("X-Custos-Agent-Run", "agent_run", "run\u001b[2J\u001b[31mRED", "U+001B, at character 4")]
+    [InlineData("X-On-Behalf-Of", "on_behalf_of", "user\u0007", "U+0007, at character 5")]
+    [InlineData("X-Custos-Agent-Run", "agent_run", "run-\u007f", "U+007F, at character 5")]
+    public async Task AnIdentifyingHeaderWithAControlCharacter_Is400InvalidHeader_AndIsNotRecorded(string header, string field, string value, string where)
+    {
+        // An escape sequence here went on to the gateway's log and alerts, and into HTML reports, as sent.
+        var request = G.Post("/v1/chat/completions", Chat);
+        Assert.True(request.Headers.TryAddWithoutValidation(header, value));
+
+        var entry = await AssertRefusedAsync(request, HttpStatusCode.BadRequest, "invalid.header", header,
+            $"The header '{header}' holds a control character ({where}); it is recorded as sent, so it must be printable text.");
+
+        Assert.True(!entry.TryGetProperty(field, out var recorded) || recorded.ValueKind == JsonValueKind.Null, entry.GetRawText());
+    }
+
     [Fact]
     public async Task AnIdentifyingHeaderAtTheLimit_IsRecorded()
     {
