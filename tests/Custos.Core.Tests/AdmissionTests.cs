@@ -381,6 +381,20 @@ public sealed class AdmissionTests
     }
 
     [Fact]
+    public async Task ASmallBudget_IsNamedWithItsPlaces_NotRoundedToNothing()
+    {
+        // small costs 1 per input token: a budget of 100.0005 was named "100.00", and one of 0.0002 "0.00".
+        var snapshot = Compile(Policy(serviceExtra: "").Replace("    tenant: acme\n", "    tenant: acme\n    limits: { budget: { amount: 100.0005, period: month } }\n", StringComparison.Ordinal));
+        var counters = new InMemoryCounterStore(_clock);
+
+        var spent = await AdmissionEvaluator.EvaluateAsync(Request(snapshot, input: 60, maxOutput: 0), counters);
+        var refused = await AdmissionEvaluator.EvaluateAsync(Request(snapshot, input: 50, maxOutput: 0), counters);
+
+        Assert.Equal((Decision.Allow, Reasons.BudgetExhausted), (spent.Decision, refused.Reason));
+        Assert.Contains("(100.0005 ", refused.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task SoftBudget_AllowsAndRaisesAnEvent()
     {
         var snapshot = Compile(Policy().Replace("    time_zone: UTC\n", "    time_zone: UTC\n    limits: { budget: { amount: 10, mode: soft } }\n", StringComparison.Ordinal));

@@ -200,12 +200,12 @@ public sealed class AlertDetectors
 
                     var exhausted = percent >= 100;
                     var window = WindowKey(scope, record.Timestamp);
-                    var currency = record.Currency ?? "";
+                    var currency = record.Currency is { } named ? " " + named : ""; // a refused request has no cost, nor its currency
                     signals.Add(Signal(record, consumer, exhausted ? AlertTypes.BudgetExhausted : AlertTypes.BudgetThreshold,
                         exhausted ? AlertSeverity.Critical : AlertSeverity.Warning, $"budget|{scope}|{percent}|{window}",
                         control.Decision == ControlDecisions.Deny
-                            ? $"The budget of {scope} ({Money(limit)} {currency}) is exhausted: a request was refused."
-                            : $"The budget of {scope} crossed {percent}%: {Money(after)} of {Money(limit)} {currency} spent.",
+                            ? $"The budget of {scope} ({Money(limit)}{currency}) is exhausted: a request was refused."
+                            : $"The budget of {scope} crossed {percent}%: {Money(after)} of {Money(limit)}{currency} spent.",
                         new()
                         {
                             ["scope"] = scope,
@@ -213,7 +213,7 @@ public sealed class AlertDetectors
                             ["limit"] = Money(limit),
                             ["spent_before"] = Money(before),
                             ["spent_after"] = Money(after),
-                            ["currency"] = currency,
+                            ["currency"] = record.Currency ?? "",
                             ["window"] = window,
                         }) with
                     { Subject = scope });

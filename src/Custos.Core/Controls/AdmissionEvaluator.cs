@@ -23,6 +23,9 @@ public static class AdmissionEvaluator
     /// <summary>Budgets count cost in units of 10⁻⁹ of the currency.</summary>
     public const decimal CostUnit = 1_000_000_000m;
 
+    /// <summary>Money in messages: cents at least, and as many more places as a small amount needs.</summary>
+    private const string MoneyFormat = "0.00########";
+
     /// <summary>
     /// The most one request charges a counter: 2⁵³, about 9 × 10¹⁵ tokens, or 9 million of the currency in
     /// <see cref="CostUnit"/>s. A provider's usage is trusted however large, and a request it says cost more is charged
@@ -326,8 +329,8 @@ public static class AdmissionEvaluator
             {
                 // Alone larger than the whole limit: no wait would let it through, so no Retry-After invites a client to try.
                 var (needed, limit) = control == "budget"
-                    ? ($"{FromUnits(charge.Amount, ChargeKind.Cost).ToString("0.00##", CultureInfo.InvariantCulture)} {request.Route.Currency}",
-                        $"{FromUnits(readings[failed].AppliedLimit ?? charge.Limit, ChargeKind.Cost).ToString("0.00", CultureInfo.InvariantCulture)} {request.Route.Currency}")
+                    ? ($"{FromUnits(charge.Amount, ChargeKind.Cost).ToString(MoneyFormat, CultureInfo.InvariantCulture)} {request.Route.Currency}",
+                        $"{FromUnits(readings[failed].AppliedLimit ?? charge.Limit, ChargeKind.Cost).ToString(MoneyFormat, CultureInfo.InvariantCulture)} {request.Route.Currency}")
                     : (charge.Amount.ToString(CultureInfo.InvariantCulture), (readings[failed].AppliedLimit ?? charge.Limit).ToString(CultureInfo.InvariantCulture));
                 admission.Refuse(Reasons.ExceedsLimit,
                     $"This request's worst case ({needed}) is more than the whole of {control} of {scope} ({limit}), so it can never be served under it; " +
@@ -339,7 +342,7 @@ public static class AdmissionEvaluator
             }
             else if (control == "budget")
             {
-                var limit = (charge.Limit / CostUnit).ToString("0.00", CultureInfo.InvariantCulture);
+                var limit = (charge.Limit / CostUnit).ToString(MoneyFormat, CultureInfo.InvariantCulture); // a budget of 0.0002 is not "0.00"
                 admission.Refuse(Reasons.BudgetExhausted,
                     $"The budget of {scope} ({limit} {request.Route.Currency}) cannot cover this request's worst-case cost; it renews at {charge.ExpiresAt:u}.", retryAfter);
             }
