@@ -503,7 +503,7 @@ public sealed class AlertDetectors
                 ["requests_per_10s"] = state.Buckets,
                 ["recent_requests"] = state.Window.RecentRequests,
             }) with
-        { Subject = "agent_run:" + run, Rule = burst ? $"{_rules.AgentRunRequestsPerMinute} requests per agent run per minute" : "requests per 10 s doubling three times in a row" });
+        { Subject = "agent_run:" + run, Rule = burst ? $"{_rules.AgentRunRequestsPerMinute} requests per agent run per minute" : "requests per 10 s doubling twice in a row (to 8 or more)" });
     }
 
     private static AlertSignal Signal(RequestRecord record, ConsumerEntry consumer, string type, AlertSeverity severity, string fingerprint, string summary,

@@ -514,7 +514,7 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
                 _active[alert.Signal.Fingerprint] = updated;
                 await _gateway.RecordAdminAsync(Actor, "alert.escalated", "alert:" + alert.Id, string.Join(",", alert.NotifiedRoles), string.Join(",", updated.NotifiedRoles),
                     $"not acknowledged within {after.TotalMinutes:0} minutes", alert.Signal.Tenant);
-                Log.Escalated(_logger, alert.Id, next ?? "security only");
+                Log.Escalated(_logger, alert.Id, next ?? "no further owner");
                 escalated++;
             }
 
