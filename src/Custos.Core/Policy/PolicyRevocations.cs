@@ -54,3 +54,60 @@ public sealed class RevocationUndoneException(IReadOnlyList<string> credentials)
     private static string Names(IReadOnlyList<string> credentials)
         => (credentials.Count == 1 ? "credential " : "credentials ") + string.Join(", ", credentials.Select(c => $"'{c}'"));
 }
+
+/// <summary>
+/// What contains an incident — a suspended credential, a kill switch on a tenant, service or consumer — put in force
+/// through the admin API (or by an alert) after a policy file was last loaded, is not lifted by loading that file again
+/// edited: a routine restart with a file edited for something else would end the containment on every node, with only a
+/// warning in one node's log to show for it.
+/// </summary>
+public static class PolicyContainment
+{
+    /// <summary>
+    /// What <paramref name="current"/> contains that <paramref name="lastLoaded"/> (the file as last loaded) did not, and
+    /// <paramref name="file"/> (the file now) lifts; each as "credential 'x' suspended", "service 'y' suspended (kill switch)".
+    /// </summary>
+    public static IReadOnlyList<string> Lifted(PolicyDocument lastLoaded, PolicyDocument current, PolicyDocument file)
+    {
+        var lifted = new List<string>();
+        foreach (var credential in current.Credentials.Where(c => c.Status == CredentialStatus.Suspended))
+        {
+            if (lastLoaded.Credentials.FirstOrDefault(c => c.Id == credential.Id)?.Status != CredentialStatus.Suspended
+                && file.Credentials.FirstOrDefault(c => c.Id == credential.Id)?.Status == CredentialStatus.Active)
+            {
+                lifted.Add($"credential '{credential.Id}' suspended");
+            }
+        }
+
+        Switches("tenant", current.Tenants, lastLoaded.Tenants, file.Tenants, t => t.Id, t => t.Suspended, lifted);
+        Switches("service", current.Services, lastLoaded.Services, file.Services, s => s.Id, s => s.Suspended, lifted);
+        Switches("consumer", current.Consumers, lastLoaded.Consumers, file.Consumers, c => c.Id, c => c.Suspended, lifted);
+        return lifted;
+    }
+
+    private static void Switches<T>(string kind, IReadOnlyList<T> current, IReadOnlyList<T> lastLoaded, IReadOnlyList<T> file, Func<T, string> id,
+        Func<T, bool?> suspended, List<string> lifted)
+    {
+        foreach (var engaged in current.Where(x => suspended(x) == true))
+        {
+            var name = id(engaged);
+            if (lastLoaded.FirstOrDefault(x => id(x) == name) is not { } before || suspended(before) != true)
+            {
+                if (file.FirstOrDefault(x => id(x) == name) is { } after && suspended(after) != true)
+                {
+                    lifted.Add($"{kind} '{name}' suspended (kill switch)");
+                }
+            }
+        }
+    }
+}
+
+/// <summary>A policy file, edited since it was last loaded, would lift containment put in force after that; nothing was changed.</summary>
+public sealed class ContainmentLiftedException(IReadOnlyList<string> lifted, long since) : InvalidOperationException(
+    $"the file would lift what was put in force through the admin API or by an alert after the file was last loaded (version {since}): " +
+    $"{string.Join(", ", lifted)}. Bring the file up to date first (`custos policy show > FILE`, then make the edit again), " +
+    "or lift them through the admin API (`custos keys resume`, `custos kill-switch release`)")
+{
+    /// <summary>What the file would have lifted.</summary>
+    public IReadOnlyList<string> Lifted { get; } = lifted;
+}

@@ -384,6 +384,12 @@ public sealed partial class CustosGateway : IAsyncDisposable
                     throw new RevocationUndoneException(revived);
                 }
 
+                if (previous is not null && lastLoad is not null && lastLoad != previous
+                    && PolicyContainment.Lifted(lastLoad.Document, previous.Document, options.Policy) is { Count: > 0 } lifted)
+                {
+                    throw new ContainmentLiftedException(lifted, lastLoad.Number);
+                }
+
                 if (previous is not null && lastLoad is not null && lastLoad != previous)
                 {
                     // An edited file replaces what was changed through the admin API since it was last loaded: say what.

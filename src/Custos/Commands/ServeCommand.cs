@@ -74,7 +74,7 @@ internal static class ServeCommand
         {
             gateway = await CustosGateway.StartAsync(options, cancellationToken);
         }
-        catch (Policy.RevocationUndoneException ex)
+        catch (InvalidOperationException ex) when (ex is Policy.RevocationUndoneException or Policy.ContainmentLiftedException)
         {
             throw new CliException($"{config.Name}: {ex.Message}; nothing was started.");
         }

@@ -1,6 +1,7 @@
 using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json;
+using Custos.Gateway.Hosting;
 using Custos.Policy;
 using static Custos.Gateway.Tests.Functional.ControlPlaneFixture;
 
@@ -223,6 +224,46 @@ public sealed class ControlPlaneTests
         Assert.Equal(("New finance", "New on-call", "support lead"), (owners.Billing!.Name, owners.Technical!.Name, owners.Policy!.Name));
         using var unknown = await AdminAsync(g, "support-owner", HttpMethod.Put, "/admin/v1/services/support/owners/boss", new { owner = (object?)null, reason = "x" });
         Assert.Equal(HttpStatusCode.BadRequest, unknown.StatusCode);
+    }
+
+    [Fact]
+    public async Task AFileEditedSinceItWasLoaded_DoesNotLiftASuspensionOrAKillSwitchMadeSince()
+    {
+        // A rolling restart with a file edited for something else ended an incident's containment on every node, with a
+        // warning in one log. Now the start is refused, naming what the file would lift; nothing is stored.
+        CustosGatewayOptions? loaded = null;
+        var g = await TestGateway.StartAsync((test, policy) => Customize(test, policy), options: o => loaded = o);
+        try
+        {
+            var file = loaded!.Policy;
+            await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Post, "/admin/v1/credentials/cred-web/suspend", new { reason = "odd traffic" }));
+            await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Post, "/admin/v1/kill-switches", new { scope = "service", id = "support", engaged = true, reason = "incident" }));
+            var version = g.Gateway.Policy.Current.Version;
+            await g.Gateway.DisposeAsync();
+
+            var edited = file with { Consumers = [.. file.Consumers.Select(c => c.Id == "web" ? c with { Limits = c.Limits with { RequestsPerMinute = 5 } } : c)] };
+            var refused = await Assert.ThrowsAsync<ContainmentLiftedException>(() => CustosGateway.StartAsync(loaded with { Policy = edited }));
+            Assert.Equal(["credential 'cred-web' suspended", "service 'support' suspended (kill switch)"], refused.Lifted);
+            Assert.Contains("custos policy show", refused.Message, StringComparison.Ordinal);
+
+            // The file unchanged keeps the versions made since; one brought up to date with them starts, as its next version.
+            await using (var unchanged = await CustosGateway.StartAsync(loaded))
+            {
+                Assert.Equal(version, unchanged.Policy.Current.Version);
+                var current = unchanged.Policy.Current.Document;
+                await unchanged.DisposeAsync();
+                await using var upToDate = await CustosGateway.StartAsync(loaded with
+                {
+                    Policy = current with { Consumers = [.. current.Consumers.Select(c => c.Id == "web" ? c with { Limits = c.Limits with { RequestsPerMinute = 5 } } : c)] },
+                });
+                Assert.Equal(version + 1, upToDate.Policy.Current.Version);
+                Assert.Equal(CredentialStatus.Suspended, upToDate.Policy.Current.Document.Credentials.Single(c => c.Id == "cred-web").Status);
+            }
+        }
+        finally
+        {
+            await g.DisposeAsync(); // its gateway stopped above: a second stop does nothing
+        }
     }
 
     [Fact]
