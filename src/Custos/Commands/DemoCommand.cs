@@ -60,6 +60,13 @@ internal static class DemoCommand
         {
             throw new CliException($"could not start the {what}: port {port} is already in use. Stop the other process or choose another port (see custos demo --help).");
         }
+        catch (InvalidOperationException ex) when (ex is Policy.RevocationUndoneException or Policy.ContainmentLiftedException)
+        {
+            // The demo's policy is made afresh at each start, with the demo upstream's address in it: other ports make it
+            // an edited policy, which may not bring back what was revoked or suspended in this folder since.
+            throw new CliException($"{ex.Message}. The demo's policy is made afresh at each start, with its ports in it: start it with the ports " +
+                "it had, or with a new --data folder; nothing was started.");
+        }
     }
 
     private static void PrintBanner(TextWriter output, CustosGateway gateway, Uri upstream, DemoKeys keys, string dataDirectory)
