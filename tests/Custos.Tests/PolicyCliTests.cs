@@ -93,6 +93,11 @@ public sealed class PolicyCliTests : IAsyncLifetime
         var shown = now[(now.IndexOf('\n', now.IndexOf('\n') + 1) + 1)..];
         var reread = PolicyYaml.Read(shown).Document!;
         Assert.True(PolicyVersion.HashOf(candidate) == PolicyVersion.HashOf(reread), string.Join("\n", PolicyDiff.Compute(candidate, reread)));
+
+        // A version and a time each name one: both is a question with two answers, refused rather than one ignored.
+        var (bothExit, _, both) = await Cli.RunAsync("policy", "show", "--version", "2", "--at", beforeApply.ToString("O"), "--data", _directory);
+        Assert.Equal(1, bothExit);
+        Assert.Contains("--version and --at each name a version; give one of them", both, StringComparison.Ordinal);
     }
 
     [Fact]

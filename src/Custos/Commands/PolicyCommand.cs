@@ -212,6 +212,11 @@ internal static class PolicyCommand
             throw new CliException("the store has no policy versions yet");
         }
 
+        if (number is not null && at is not null)
+        {
+            throw new CliException("--version and --at each name a version; give one of them");
+        }
+
         if (number is { } n)
         {
             return history.FirstOrDefault(v => v.Number == n)
