@@ -105,7 +105,7 @@ public static class AdminAccess
     /// </summary>
     public static PolicyDocument ScopedView(AdminConfig admin, PolicyDocument document)
     {
-        if (admin.Tenants.Count == 0 && admin.Services.Count == 0)
+        if (IsGatewayWide(admin))
         {
             return document;
         }
@@ -124,6 +124,9 @@ public static class AdminAccess
             Admins = [.. document.Admins.Where(a => a.Id == admin.Id)],
         };
     }
+
+    /// <summary>True when <paramref name="admin"/> is scoped to no tenant and no service.</summary>
+    public static bool IsGatewayWide(AdminConfig admin) => admin.Tenants.Count == 0 && admin.Services.Count == 0;
 
     /// <summary>True when the admin is the policy owner of <paramref name="service"/>, or a delegate the policy names.</summary>
     public static bool MayDecideAccess(AdminConfig admin, ServiceConfig service)

@@ -261,18 +261,22 @@ internal static partial class AdminApi
                 [.. Enum.GetValues<AdminPermission>().Where(p => AdminAccess.Grants(admin.Role, p)).Select(p => PolicyNames.ToSnakeCase(p.ToString()))]));
         }).WithSummary("The signed-in administrator: id, role, scope, and the permissions the role holds.").Produces<WhoAmI>();
 
-        api.MapGet("/policy", (HttpContext context) =>
+        api.MapGet("/policy", async (HttpContext context) =>
         {
             var current = gateway.Policy.Current;
-            return Results.Ok(new { version = PolicyVersionView.Of(current.Info), yaml = PolicyYamlWriter.Write(AdminAccess.ScopedView(Admin(context), current.Document)) });
+            var admin = Admin(context);
+            var view = AdminAccess.IsGatewayWide(admin) ? PolicyVersionView.Of(current.Info)
+                : VersionViews(admin, await gateway.Store.GetHistoryAsync(context.RequestAborted))(current.Info);
+            return Results.Ok(new { version = view, yaml = PolicyYamlWriter.Write(AdminAccess.ScopedView(admin, current.Document)) });
         }).WithSummary("The policy in force, as YAML, with its version; an admin scoped to tenants or services sees that part of it.");
 
         api.MapGet("/policy/versions", async (HttpContext context) =>
         {
             var history = await gateway.Store.GetHistoryAsync(context.RequestAborted);
-            return Results.Ok(history.Select(PolicyVersionView.Of));
+            return Results.Ok(history.Select(VersionViews(Admin(context), history)));
         })
-            .WithSummary("Every policy version: number, hash, author, reason, time.").Produces<PolicyVersionView[]>();
+            .WithSummary("Every policy version: number, hash, author, reason, time; an admin scoped to tenants or services sees the author "
+                + "and reason only of versions that changed its part of the policy.").Produces<PolicyVersionView[]>();
 
         api.MapPost("/policy/versions", async (HttpContext context) =>
         {
@@ -296,6 +300,43 @@ internal static partial class AdminApi
             return Results.Ok(new ApplyPolicyResponse(PolicyVersionView.Of(version), created, false, changes, warnings));
         }).WithSummary("Validate a whole policy document and put it in force as a new version (platform-admin).")
             .Accepts<ApplyPolicyRequest>("application/json").Produces<ApplyPolicyResponse>();
+    }
+
+    /// <summary>
+    /// How <paramref name="admin"/> sees the versions of <paramref name="history"/>: a gateway-wide admin whole; a scoped
+    /// admin with who made a version and why only when it changed what <see cref="AdminAccess.ScopedView"/> shows of the
+    /// version before (the first version always). Another tenant's credential suspension changes nothing an admin of this
+    /// tenant sees, and its reason is that tenant's business; a change to providers, prices or defaults is seen, and so is
+    /// its reason. Each version's scoped view is hashed at most once.
+    /// </summary>
+    private static Func<PolicyVersion, PolicyVersionView> VersionViews(AdminConfig admin, IReadOnlyList<PolicyVersion> history)
+    {
+        if (AdminAccess.IsGatewayWide(admin))
+        {
+            return PolicyVersionView.Of;
+        }
+
+        var ordered = history.OrderBy(v => v.Number).ToArray();
+        var previous = new Dictionary<long, PolicyVersion?>();
+        for (var i = 0; i < ordered.Length; i++)
+        {
+            previous[ordered[i].Number] = i == 0 ? null : ordered[i - 1];
+        }
+
+        var hashes = new Dictionary<long, string>();
+        string ScopedHash(PolicyVersion v)
+        {
+            if (!hashes.TryGetValue(v.Number, out var hash))
+            {
+                hashes[v.Number] = hash = PolicyVersion.HashOf(AdminAccess.ScopedView(admin, v.Document));
+            }
+
+            return hash;
+        }
+
+        return v => previous.GetValueOrDefault(v.Number) is not { } before || ScopedHash(before) != ScopedHash(v)
+            ? PolicyVersionView.Of(v)
+            : PolicyVersionView.Withheld(v);
     }
 
     private static void MapRegistry(RouteGroupBuilder api, CustosGateway gateway)
