@@ -289,6 +289,11 @@ internal static partial class AdminApi
                 throw new PolicyValidationException(read.Diagnostics, "policy");
             }
 
+            foreach (var service in document.Services)
+            {
+                CheckOwners(service.Owners, $"services[{service.Id}].owners");
+            }
+
             var warnings = read.Diagnostics.Select(d => d.Format("policy")).ToArray();
             var changes = PolicyDiff.Compute(gateway.Policy.Current.Document, document).Select(c => c.ToString()).ToArray();
             if (body.DryRun)
@@ -363,9 +368,7 @@ internal static partial class AdminApi
             var rows = new List<OwnerView>();
             foreach (var service in gateway.Policy.Current.Document.Services.Where(s => AdminAccess.InScope(admin, s.Tenant, s.Id)))
             {
-                var o = service.Owners;
-                foreach (var (role, owner) in new[] { ("policy", o.Policy), ("billing", o.Billing), ("technical", o.Technical),
-                             ("agent_operator", o.AgentOperator), ("business_sponsor", o.BusinessSponsor) })
+                foreach (var (role, owner) in OwnerRoles(service.Owners))
                 {
                     rows.Add(new OwnerView(service.Tenant, service.Id, role, owner?.Name, owner?.Email, owner?.Webhook, owner?.Admin));
                 }
@@ -375,7 +378,7 @@ internal static partial class AdminApi
         }).WithSummary("Every owner role of every service in scope; unfilled roles have no name.").Produces<OwnerView[]>();
 
         MapServiceChange<OwnersBody>(api, gateway, "owners", AdminPermission.SetOwners, "service.owners_set", b => b.Reason,
-            (s, b) => s with { Owners = b.Owners }, s => OwnersText(s.Owners))
+            (s, b) => s with { Owners = CheckOwners(b.Owners, "owners") }, s => OwnersText(s.Owners))
             .WithSummary("Name a service's owners (platform-admin, service-owner).");
         // One role at a time: two admins naming different roles at once both keep theirs, where a whole owners object read,
         // changed and sent back by each would lose the first.
@@ -385,6 +388,7 @@ internal static partial class AdminApi
             var set = OwnerRole(role);
             var service = FindService(gateway.Policy.Current.Document, id);
             await RequireAsync(context, gateway, AdminPermission.SetOwners, service.Tenant, service.Id, "service.owners_set", "service:" + id);
+            CheckOwner(body.Owner, "owner");
             return await ChangeAsync(context, gateway, body.Reason, "service.owners_set", "service:" + id, doc =>
             {
                 var current = FindService(doc, id);
@@ -1140,6 +1144,36 @@ internal static partial class AdminApi
 
         CheckText(reason, field);
     }
+
+    /// <summary>
+    /// Owners' names and contacts go where a reason goes (the ledger's <c>service.owners_set</c> before and after, the
+    /// notification outbox, log lines), so they are held to the same rules (<see cref="CheckText"/>): a consumer key in a
+    /// webhook's query, an escape sequence in a name, a name of 100,000 characters are refused, naming the field.
+    /// </summary>
+    private static ServiceOwners CheckOwners(ServiceOwners owners, string field)
+    {
+        foreach (var (role, owner) in OwnerRoles(owners))
+        {
+            CheckOwner(owner, $"{field}.{role}");
+        }
+
+        return owners;
+    }
+
+    private static void CheckOwner(OwnerConfig? owner, string field)
+    {
+        if (owner is not null)
+        {
+            CheckText(owner.Name, field + ".name");
+            CheckText(owner.Email, field + ".email");
+            CheckText(owner.Webhook?.OriginalString, field + ".webhook");
+            CheckText(owner.Admin, field + ".admin");
+        }
+    }
+
+    /// <summary>Every owner role of a service by its name in the API, filled or not.</summary>
+    private static (string Role, OwnerConfig? Owner)[] OwnerRoles(ServiceOwners o)
+        => [("policy", o.Policy), ("billing", o.Billing), ("technical", o.Technical), ("agent_operator", o.AgentOperator), ("business_sponsor", o.BusinessSponsor)];
 
     /// <summary>
     /// Free text that goes into the ledger, and from there to terminals and reports: at most <see cref="MaxReasonLength"/>

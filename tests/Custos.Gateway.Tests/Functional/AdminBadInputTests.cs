@@ -195,6 +195,54 @@ public sealed class AdminBadInputTests
         Assert.True(issued.IsSuccessStatusCode, await issued.Content.ReadAsStringAsync());
     }
 
+    [Theory]
+    [InlineData("key-in-webhook", "webhook", "holds what looks like a key or token")]
+    [InlineData("key-as-name", "name", "holds what looks like a key or token")]
+    [InlineData("key-in-email", "email", "holds what looks like a key or token")]
+    [InlineData("escape-in-name", "name", "holds a control character (U+001B)")]
+    [InlineData("long-name", "name", "is 100,000 characters")]
+    public async Task AnOwnerFieldTheLedgerWouldKeepBadly_IsRefusedLikeAReason_OnEveryWayOfNamingOwners(string kind, string field, string problem)
+    {
+        // Owners' names and contacts go into the ledger (service.owners_set before and after), the outbox and log lines.
+        await using var g = await ControlPlaneFixture.StartAsync();
+        var before = g.Gateway.Policy.Current.Info.Number;
+        var key = g.KeyOf("web");
+        var (name, email, webhook) = kind switch
+        {
+            "key-in-webhook" => ("Tech", "tech@example.test", "https://h.example/?token=" + key),
+            "key-as-name" => (key, "tech@example.test", "https://h.example/hook"),
+            "key-in-email" => ("Tech", key + "@example.test", "https://h.example/hook"),
+            "escape-in-name" => ("Tech \\u001b[8m", "tech@example.test", "https://h.example/hook"),
+            _ => (new string('n', 100_000), "tech@example.test", "https://h.example/hook"),
+        };
+        var owner = $$"""{"name":"{{name}}","email":"{{email}}","webhook":"{{webhook}}"}""";
+        var others = """ "policy":{"name":"Lead","email":"lead@example.test"},"billing":{"name":"Fin","email":"fin@example.test"} """;
+
+        var one = await ProblemAsync(g, "PUT", "/admin/v1/services/support/owners/technical", HttpStatusCode.BadRequest, "admin.invalid_request",
+            $$"""{"owner":{{owner}},"reason":"x"}""");
+        var all = await ProblemAsync(g, "PUT", "/admin/v1/services/support/owners", HttpStatusCode.BadRequest, "admin.invalid_request",
+            $$"""{"owners":{{{others}},"technical":{{owner}}},"reason":"x"}""");
+        var policy = await ControlPlaneFixture.JsonAsync(await ControlPlaneFixture.AdminAsync(g, "root", HttpMethod.Get, "/admin/v1/policy"));
+        var yaml = policy.GetProperty("yaml").GetString()!;
+        Assert.Contains(ControlPlaneFixture.TechnicalWebhook, yaml, StringComparison.Ordinal);
+        var edited = kind == "key-in-webhook" ? yaml.Replace(ControlPlaneFixture.TechnicalWebhook, webhook, StringComparison.Ordinal)
+            : kind == "key-as-name" ? yaml.Replace("support on-call", key, StringComparison.Ordinal)
+            : kind == "key-in-email" ? yaml.Replace("support-oncall@example.test", email, StringComparison.Ordinal)
+            : null;
+
+        Assert.StartsWith($"'owner.{field}' {problem}", one, StringComparison.Ordinal);
+        Assert.StartsWith($"'owners.technical.{field}' {problem}", all, StringComparison.Ordinal);
+        if (edited is not null)
+        {
+            Assert.NotEqual(yaml, edited);
+            var whole = await ProblemAsync(g, "POST", "/admin/v1/policy/versions", HttpStatusCode.BadRequest, "admin.invalid_request",
+                JsonSerializer.Serialize(new { yaml = edited, reason = "x" }));
+            Assert.StartsWith($"'services[support].owners.technical.{field}' {problem}", whole, StringComparison.Ordinal);
+        }
+
+        Assert.Equal(before, g.Gateway.Policy.Current.Info.Number);
+    }
+
     [Fact]
     public async Task TheEmbeddedStoresRecordFormat_IsShownAsFixed_AndASwitchIs409_OnRecordAsNothingChanged()
     {
