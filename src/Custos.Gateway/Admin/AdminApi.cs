@@ -99,6 +99,9 @@ internal static partial class AdminApi
         return null;
     }
 
+    /// <summary>The <c>Retry-After</c> of <c>admin.store_unavailable</c>, in seconds.</summary>
+    private const int StoreRetryAfterSeconds = 5;
+
     public static void Map(IEndpointRouteBuilder app, CustosGateway gateway)
     {
         var api = app.MapGroup("/admin/v1").AddEndpointFilter(async (context, next) =>
@@ -141,6 +144,15 @@ internal static partial class AdminApi
                 return Results.Problem(statusCode: StatusCodes.Status422UnprocessableEntity, title: "The change would make the policy invalid",
                     detail: string.Join(Environment.NewLine, ex.Diagnostics.Where(d => d.Severity == DiagnosticSeverity.Error).Select(d => d.Format("policy"))),
                     extensions: new Dictionary<string, object?> { ["code"] = "admin.invalid_policy", ["request_id"] = requestId });
+            }
+            catch (Exception ex) when (gateway.Store.IsUnavailable(ex))
+            {
+                // The store out of reach (PostgreSQL stopped, SQLite busy past its timeout): a retry may succeed, so say so
+                // rather than answer an empty 500. The refusal is not recorded: the ledger is in the store that failed.
+                http.Response.Headers.RetryAfter = StoreRetryAfterSeconds.ToString(CultureInfo.InvariantCulture);
+                return Problem(http, StatusCodes.Status503ServiceUnavailable, "admin.store_unavailable", "The store is unavailable",
+                    $"The store ({gateway.Store.Description}) could not be reached or is busy ({ex.GetType().Name}). Try again in " +
+                    $"{StoreRetryAfterSeconds} s; GET /admin/v1/policy/versions then shows whether a change was made.");
             }
         });
 

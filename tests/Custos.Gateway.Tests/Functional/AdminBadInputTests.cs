@@ -149,6 +149,55 @@ public sealed class AdminBadInputTests
         Assert.DoesNotContain("Custos.", answered, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("postgres-stopped")]
+    [InlineData("sqlite-busy")]
+    public async Task AChangeWhileTheStoreIsOutOfReach_Is503StoreUnavailable_WithRetryAfter_NotAnEmpty500(string outage)
+    {
+        var folder = Path.Combine(Path.GetTempPath(), "custos-test-" + Guid.NewGuid().ToString("N"));
+        var (store, control) = OutOfReachStore.Wrap(await Custos.Storage.SqliteStore.OpenAsync(folder));
+        try
+        {
+            await using var g = await TestGateway.StartAsync(ControlPlaneFixture.Customize, options: o => o with { Store = store });
+            using var http = new HttpClient { BaseAddress = g.Gateway.AdminUri };
+            http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", ControlPlaneFixture.AdminKey(g, "root"));
+            async Task<HttpResponseMessage> SuspendAsync()
+            {
+                var response = await http.PostAsync("/admin/v1/credentials/cred-web/suspend",
+                    new StringContent("""{"reason":"drill"}""", Encoding.UTF8, "application/json"));
+                await response.Content.LoadIntoBufferAsync();
+                return response;
+            }
+
+            control.Failure = outage == "postgres-stopped"
+                ? new TransientDbException("Failed to connect to 127.0.0.1:5432", new System.Net.Sockets.SocketException((int)System.Net.Sockets.SocketError.ConnectionRefused))
+                : new Microsoft.Data.Sqlite.SqliteException("SQLite Error 5: 'database is locked'.", 5);
+            using var refused = await SuspendAsync();
+
+            var text = await refused.Content.ReadAsStringAsync();
+            Assert.True(refused.StatusCode == HttpStatusCode.ServiceUnavailable, $"{(int)refused.StatusCode}: {text}");
+            using var problem = JsonDocument.Parse(text);
+            Assert.Equal("admin.store_unavailable", problem.RootElement.GetProperty("code").GetString());
+            Assert.Equal(TestGateway.RequestIdOf(refused), problem.RootElement.GetProperty("request_id").GetString());
+            Assert.Equal("5", refused.Headers.GetValues("Retry-After").Single());
+
+            // A failure that is not the store out of reach is not answered as one; and once the store is back, the change is made.
+            control.Failure = new InvalidOperationException("a bug");
+            using (var bug = await SuspendAsync())
+            {
+                Assert.Equal(HttpStatusCode.InternalServerError, bug.StatusCode);
+            }
+
+            control.Failure = null;
+            using var done = await SuspendAsync();
+            Assert.Equal(HttpStatusCode.OK, done.StatusCode);
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
     [Fact]
     public async Task AKeyOfTheWrongKindOrMistyped_IsToldWhatIsWrongWithIt()
     {
