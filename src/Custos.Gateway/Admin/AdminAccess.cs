@@ -50,8 +50,11 @@ public enum AdminPermission
     /// <summary>Acknowledge alerts in scope (stops their escalation).</summary>
     AcknowledgeAlerts,
 
-    /// <summary>The incident evidence pack of a subject in scope, and (gateway-wide admins) the posture report.</summary>
+    /// <summary>The incident evidence pack of a subject in scope.</summary>
     ReadReports,
+
+    /// <summary>The posture report of the whole gateway (gateway-wide admins only).</summary>
+    ReadPosture,
 }
 
 /// <summary>
@@ -75,6 +78,7 @@ public static class AdminAccess
         AdminPermission.ReadSpend => role is AdminRole.PlatformAdmin or AdminRole.Finance or AdminRole.SecurityAuditor,
         AdminPermission.ReadLedger => role is AdminRole.PlatformAdmin or AdminRole.SecurityAuditor or AdminRole.ServiceOwner,
         AdminPermission.ReadReports => role is AdminRole.PlatformAdmin or AdminRole.SecurityAuditor or AdminRole.ServiceOwner,
+        AdminPermission.ReadPosture => role is AdminRole.PlatformAdmin or AdminRole.SecurityAuditor,
         _ => false,
     };
 

@@ -110,7 +110,7 @@ internal static partial class AdminApi
         api.MapGet("/reports/posture", async (HttpContext context, string? format) =>
         {
             var reportFormat = ReportFormatOf(format);
-            await RequireAsync(context, gateway, AdminPermission.ReadReports, null, null, "report.posture", "posture", scoped: false);
+            await RequireAsync(context, gateway, AdminPermission.ReadPosture, null, null, "report.posture", "posture", scoped: false);
             if (!AdminAccess.InScope(Admin(context), null, null))
             {
                 throw await DeniedAsync(context, gateway, "report.posture", "posture", null, "the posture report covers the whole gateway; it is for gateway-wide admins");

@@ -238,6 +238,37 @@ public sealed class ConsoleApiTests
     }
 
     [Fact]
+    public async Task PostureReport_IsForPlatformAdminsAndAuditors_NotAGatewayWideServiceOwner()
+    {
+        // A service owner scoped to nothing reads incident packs of every subject, but the posture report is not its role's.
+        await using var g = await TestGateway.StartAsync((test, policy) =>
+        {
+            var document = Customize(test, policy);
+            return document with
+            {
+                Admins = [.. document.Admins, new Custos.Policy.AdminConfig
+                {
+                    Id = "ops-owner", Role = Custos.Policy.AdminRole.ServiceOwner, KeySha256 = test.IssueKey("ops-owner", Custos.Identity.ApiKeyKind.Admin),
+                }],
+            };
+        });
+
+        using var posture = await AdminAsync(g, "ops-owner", HttpMethod.Get, "/admin/v1/reports/posture");
+        using var pack = await AdminAsync(g, "ops-owner", HttpMethod.Get, "/admin/v1/reports/incident?subject=consumer&id=web");
+        var owner = await JsonAsync(await AdminAsync(g, "ops-owner", HttpMethod.Get, "/admin/v1/whoami"));
+        var auditor = await JsonAsync(await AdminAsync(g, "auditor", HttpMethod.Get, "/admin/v1/whoami"));
+
+        Assert.Equal(HttpStatusCode.Forbidden, posture.StatusCode);
+        Assert.Equal("admin.forbidden", JsonDocument.Parse(await posture.Content.ReadAsStringAsync()).RootElement.GetProperty("code").GetString());
+        Assert.Contains(await AdminEntriesAsync(g), e => e.GetProperty("action").GetString() == "report.posture_denied" && e.GetProperty("actor").GetString() == "ops-owner");
+        Assert.Equal(HttpStatusCode.OK, pack.StatusCode);
+        var permissions = owner.GetProperty("permissions").EnumerateArray().Select(p => p.GetString()).ToList();
+        Assert.Contains("read_reports", permissions);
+        Assert.DoesNotContain("read_posture", permissions); // the console shows the posture button only with it
+        Assert.Contains("read_posture", auditor.GetProperty("permissions").EnumerateArray().Select(p => p.GetString()));
+    }
+
+    [Fact]
     public async Task Console_IsServedOnTheAdminListener_WithStrictHeaders_AndWhoAmINamesPermissions()
     {
         await using var g = await StartAsync();

@@ -770,7 +770,10 @@ async function reportsPage(main, [filter = ""]) {
   }
   const posture = el("section", { class: "panel" }, el("h2", null, "Posture (NIST CSF 2.0, AI RMF)"));
   main.append(posture);
-  if (state.me.tenants.length || state.me.services.length) { posture.append(el("p", { class: "muted" }, "The posture report covers the whole gateway; it is for gateway-wide admins.")); return; }
+  if (!can("read_posture") || state.me.tenants.length || state.me.services.length) {
+    posture.append(el("p", { class: "muted" }, "The posture report covers the whole gateway; it is for gateway-wide platform admins and security auditors."));
+    return;
+  }
   const build = el("button", { type: "button", class: "primary", "data-action": "posture" }, "Build the posture report");
   posture.append(build);
   build.addEventListener("click", async () => {
