@@ -847,6 +847,13 @@ internal static partial class AdminApi
             string? request_id, DateTimeOffset? from, DateTimeOffset? to, int? limit) =>
         {
             await RequireAsync(context, gateway, AdminPermission.ReadLedger, null, null, "ledger.read", "ledger", scoped: false);
+            OneOf("kind", kind, LedgerKinds);
+            OneOf("decision", decision, LedgerDecisions);
+            if (from is { } start && to is { } end)
+            {
+                RequireWindow(start, end);
+            }
+
             var admin = Admin(context);
             var query = new LedgerQuery
             {
@@ -890,7 +897,9 @@ internal static partial class AdminApi
             var admin = Admin(context);
             var now = gateway.Time.GetUtcNow();
             var start = from ?? new DateTimeOffset(now.Year, now.Month, 1, 0, 0, 0, TimeSpan.Zero);
-            var spend = await SpendAsync(gateway.Store, start, to ?? now.AddSeconds(1), context.RequestAborted);
+            var end = to ?? now.AddSeconds(1);
+            RequireWindow(start, end);
+            var spend = await SpendAsync(gateway.Store, start, end, context.RequestAborted);
             var document = gateway.Policy.Current.Document;
             return Json(document.Services.Where(s => AdminAccess.InScope(admin, s.Tenant, s.Id)).Select(s =>
             {
@@ -905,6 +914,31 @@ internal static partial class AdminApi
             await RequireAsync(context, gateway, AdminPermission.ReadOutbox, null, null, "notifications.read", "notifications");
             return Json(await gateway.Store.ListNotificationsAsync(Math.Clamp(limit ?? 100, 1, 1000), context.RequestAborted));
         }).WithSummary("The owner-notification outbox, newest first, with delivery status.").Produces<Notification[]>();
+    }
+
+    private static readonly string[] LedgerKinds = ["request", "admin", "shed", "any"];
+
+    private static readonly string[] LedgerDecisions = ["allow", "deny", "throttle"];
+
+    /// <summary>
+    /// A query value that must be one of <paramref name="allowed"/>: anything else would match no entry, and an empty
+    /// answer would read as "nothing happened".
+    /// </summary>
+    private static void OneOf(string name, string? value, string[] allowed)
+    {
+        if (value is not null && !allowed.Contains(value, StringComparer.Ordinal))
+        {
+            throw AdminProblemException.Invalid($"'{name}' must be one of {string.Join(", ", allowed)}, not '{value}'.");
+        }
+    }
+
+    /// <summary>A window whose end is not after its start holds nothing: a 400, not an empty answer.</summary>
+    private static void RequireWindow(DateTimeOffset from, DateTimeOffset to)
+    {
+        if (to <= from)
+        {
+            throw AdminProblemException.Invalid($"'to' ({LedgerTime.Format(to)}) must be after 'from' ({LedgerTime.Format(from)}).");
+        }
     }
 
     /// <summary>

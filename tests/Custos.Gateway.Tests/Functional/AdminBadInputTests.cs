@@ -33,6 +33,26 @@ public sealed class AdminBadInputTests
     }
 
     [Theory]
+    [InlineData("/admin/v1/ledger?kind=weird", "'kind' must be one of request, admin, shed, any, not 'weird'.")]
+    [InlineData("/admin/v1/ledger?kind=admin&decision=weird", "'decision' must be one of allow, deny, throttle, not 'weird'.")]
+    [InlineData("/admin/v1/ledger?from=2026-11-30T10:00:00Z&to=2026-11-30T09:00:00Z", "'to' (2026-11-30T09:00:00")]
+    [InlineData("/admin/v1/spend?from=2026-11-30T10:00:00Z&to=2026-11-30T09:00:00Z", "'to' (2026-11-30T09:00:00")]
+    [InlineData("/admin/v1/spend?to=2000-01-01T00:00:00Z", "must be after 'from' (")]
+    public async Task AQueryValueOutsideItsParameter_Is400NamingWhatItTakes_NotAnEmpty200(string path, string detail)
+    {
+        // Each of these matched nothing and answered 200 [] (or zeros), which reads as "nothing happened".
+        await using var g = await ControlPlaneFixture.StartAsync();
+
+        var problem = await ProblemAsync(g, "GET", path, HttpStatusCode.BadRequest, "admin.invalid_request");
+
+        Assert.Contains(detail, problem, StringComparison.Ordinal);
+        using var http = new HttpClient { BaseAddress = g.Gateway.AdminUri };
+        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", ControlPlaneFixture.AdminKey(g, "root"));
+        using var fine = await http.GetAsync("/admin/v1/ledger?kind=any&decision=deny&from=2026-11-30T09:00:00Z");
+        Assert.Equal(HttpStatusCode.OK, fine.StatusCode);
+    }
+
+    [Theory]
     [InlineData("GET", "/admin/v1/nonexistent")]
     [InlineData("GET", "/admin/v1/policy/versions/latest")] // a version is a number
     [InlineData("DELETE", "/admin/v1/services")]
