@@ -68,6 +68,15 @@ public sealed partial class SqliteStore : ICustosStore
     /// <inheritdoc/>
     public string Description => Path;
 
+    /// <inheritdoc/>
+    /// <remarks>
+    /// SQLite's own: the database busy or locked past the busy timeout (another process writing), a disk I/O error, the
+    /// file that cannot be opened, a full disk.
+    /// </remarks>
+    public bool IsUnavailable(Exception exception)
+        => exception is SqliteException { SqliteErrorCode: raw.SQLITE_BUSY or raw.SQLITE_LOCKED or raw.SQLITE_IOERR or raw.SQLITE_CANTOPEN or raw.SQLITE_FULL }
+            || StoreFailures.IsUnavailable(exception);
+
     /// <summary>Opens (creating when needed) the store in <paramref name="dataDirectory"/> as <c>custos.db</c>.</summary>
     public static Task<SqliteStore> OpenAsync(string dataDirectory, CancellationToken cancellationToken = default)
         => OpenAsync(dataDirectory, WalCheckpointer.DefaultInterval, cancellationToken);

@@ -191,4 +191,38 @@ public interface ICustosStore : ILedgerStore, IPolicyStore, ControlPlane.IRegist
 {
     /// <summary>Where the store is, for people: a file path or a database name; never a password.</summary>
     string Description { get; }
+
+    /// <summary>
+    /// True when <paramref name="exception"/>, thrown by this store, means the store is out of reach for now (a connection
+    /// refused or dropped, a timeout, a database busy or unable to read or write) rather than a fault in what was asked:
+    /// trying again later may succeed. By default <see cref="StoreFailures.IsUnavailable"/>; a store adds its driver's codes.
+    /// </summary>
+    bool IsUnavailable(Exception exception) => StoreFailures.IsUnavailable(exception);
+}
+
+/// <summary>What marks a store's failure as the store being out of reach, whatever the store.</summary>
+public static class StoreFailures
+{
+    /// <summary>
+    /// True when <paramref name="exception"/> or one inside it is a socket error, a timeout, or a database driver's
+    /// failure that the driver calls transient (<see cref="System.Data.Common.DbException.IsTransient"/>: PostgreSQL's
+    /// connection failures, a server shutting down, too many connections).
+    /// </summary>
+    public static bool IsUnavailable(Exception exception)
+    {
+        for (var e = exception; e is not null; e = e.InnerException)
+        {
+            if (e is System.Net.Sockets.SocketException or TimeoutException or System.Data.Common.DbException { IsTransient: true })
+            {
+                return true;
+            }
+
+            if (e is AggregateException aggregate)
+            {
+                return aggregate.InnerExceptions.Any(IsUnavailable);
+            }
+        }
+
+        return false;
+    }
 }

@@ -205,11 +205,11 @@ public sealed record VersionInForce
     /// <summary>SHA-256 of its canonical form.</summary>
     public required string Sha256 { get; init; }
 
-    /// <summary>Who made it.</summary>
-    public required string Author { get; init; }
+    /// <summary>Who made it; null when it changed nothing of the subject's (another tenant's or service's change).</summary>
+    public required string? Author { get; init; }
 
-    /// <summary>Why.</summary>
-    public required string Reason { get; init; }
+    /// <summary>Why; null when it changed nothing of the subject's.</summary>
+    public required string? Reason { get; init; }
 
     /// <summary>When it was made.</summary>
     public required DateTimeOffset CreatedAt { get; init; }

@@ -312,7 +312,9 @@ public static partial class IncidentReportBuilder
                     draft.Versions.Add(version.Number);
                     if (context.Input.AdminEntries.LastOrDefault(a => a.Action == "policy.version_created" && a.PolicyVersion == version.Number) is { } created)
                     {
-                        draft.Evidence.Add(new Evidence("ledger_entry", created.Position, $"policy version {version.Number} put in force by {created.Actor}: {created.Reason}"));
+                        draft.Evidence.Add(new Evidence("ledger_entry", created.Position, context.VersionConcerns(version.Number)
+                            ? $"policy version {version.Number} put in force by {created.Actor}: {created.Reason}"
+                            : $"policy version {version.Number} in force, by a change outside this subject"));
                     }
 
                     foreach (var set in context.Input.AdminEntries.Where(a => a.Action == "service.owners_set" && a.Target == "service:" + service.Id && a.Timestamp < context.Input.To))

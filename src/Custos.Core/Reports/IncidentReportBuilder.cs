@@ -250,13 +250,20 @@ public static partial class IncidentReportBuilder
 
         private HashSet<string>? _alertIds;
 
-        /// <summary>True when an administrative entry concerns the subject (or is a policy version change).</summary>
+        private readonly Dictionary<long, bool> _versionConcerns = [];
+
+        /// <summary>
+        /// True when an administrative entry concerns the subject: an action on it, or a policy version that changed its part
+        /// of the policy (<see cref="ChangesInScope"/>). Another tenant's change, and the reason given for it, is that
+        /// tenant's business; so is a refused attempt to apply a whole policy, which changed nothing.
+        /// </summary>
         public bool Concerns(AdminEntry entry)
         {
             var colon = entry.Target.IndexOf(':', StringComparison.Ordinal);
             if (colon < 0)
             {
-                return entry.Target == "policy";
+                return entry.Target == "policy" && entry.Action == "policy.version_created" && entry.PolicyVersion is { } number
+                    && VersionConcerns(number);
             }
 
             var id = entry.Target[(colon + 1)..];
@@ -270,6 +277,18 @@ public static partial class IncidentReportBuilder
                 "alert" => (_alertIds ??= [.. Alerts.Select(a => a.Id)]).Contains(id),
                 _ => false,
             };
+        }
+
+        /// <summary>True when policy version <paramref name="number"/> changed the subject's part of the policy.</summary>
+        public bool VersionConcerns(long number)
+        {
+            if (!_versionConcerns.TryGetValue(number, out var concerns))
+            {
+                var version = Input.History.FirstOrDefault(v => v.Number == number);
+                _versionConcerns[number] = concerns = version is not null && ChangesInScope(Input.History, Scope, version).Count > 0;
+            }
+
+            return concerns;
         }
 
         /// <summary>Administrative entries of the window that concern the subject.</summary>
@@ -379,17 +398,25 @@ public static partial class IncidentReportBuilder
         static string Short(string? hash) => hash is { Length: > 12 } ? hash[..12] : hash ?? "-";
     }
 
+    /// <summary>What <paramref name="version"/> changed from the version before of the subject's scope, defaults and gateway settings.</summary>
+    private static List<string> ChangesInScope(IReadOnlyList<PolicyVersion> history, IncidentScope scope, PolicyVersion version)
+    {
+        var previous = history.LastOrDefault(v => v.Number < version.Number);
+        var ids = scope.Consumers.Select(c => $"consumers[{c}]").Concat(scope.Services.Select(s => $"services[{s}]"))
+            .Concat(scope.Tenants.Select(t => $"tenants[{t}]")).Concat(scope.Credentials.Select(c => $"credentials[{c}]")).ToList();
+        return [.. PolicyDiff.Compute(previous?.Document, version.Document)
+            .Where(c => c.Path.StartsWith("defaults", StringComparison.Ordinal) || c.Path.StartsWith("gateway", StringComparison.Ordinal)
+                || ids.Any(id => c.Path.StartsWith(id, StringComparison.Ordinal)))
+            .Select(c => c.ToString())];
+    }
+
     private static VersionInForce VersionView(Context context, PolicyVersion version, DateTimeOffset from, DateTimeOffset to)
     {
         var doc = version.Document;
         var scope = context.Scope;
         var previous = context.Input.History.LastOrDefault(v => v.Number < version.Number);
-        var ids = scope.Consumers.Select(c => $"consumers[{c}]").Concat(scope.Services.Select(s => $"services[{s}]"))
-            .Concat(scope.Tenants.Select(t => $"tenants[{t}]")).Concat(scope.Credentials.Select(c => $"credentials[{c}]")).ToList();
-        var changes = PolicyDiff.Compute(previous?.Document, doc)
-            .Where(c => c.Path.StartsWith("defaults", StringComparison.Ordinal) || c.Path.StartsWith("gateway", StringComparison.Ordinal)
-                || ids.Any(id => c.Path.StartsWith(id, StringComparison.Ordinal)))
-            .Select(c => c.ToString()).ToList();
+        var changes = ChangesInScope(context.Input.History, scope, version);
+        var concerns = previous is null || changes.Count > 0; // else who made it and why is another scope's business
         var controls = new List<ScopeControls>();
         foreach (var consumer in doc.Consumers.Where(c => scope.Consumers.Contains(c.Id)))
         {
@@ -405,8 +432,8 @@ public static partial class IncidentReportBuilder
         {
             Number = version.Number,
             Sha256 = version.Sha256,
-            Author = version.Author,
-            Reason = version.Reason,
+            Author = concerns ? version.Author : null,
+            Reason = concerns ? version.Reason : null,
             CreatedAt = version.CreatedAt,
             InForceFrom = from,
             InForceTo = to,

@@ -113,7 +113,9 @@ public static class ReportWriter
         foreach (var v in r.PolicyVersions)
         {
             b.Add(new Heading(3, $"Version {v.Number} ({v.Sha256[..12]}), in force {ReportText.Time(v.InForceFrom)} to {ReportText.Time(v.InForceTo)}"));
-            b.Add(new Para($"Made by {v.Author} at {ReportText.Time(v.CreatedAt)}: {v.Reason}. {ReportText.Plural(v.Requests, "request")} of the window name it."));
+            b.Add(new Para((v.Author is null
+                ? $"Made at {ReportText.Time(v.CreatedAt)} by a change outside this subject."
+                : $"Made by {v.Author} at {ReportText.Time(v.CreatedAt)}: {v.Reason}.") + $" {ReportText.Plural(v.Requests, "request")} of the window name it."));
             if (v.Changes.Count > 0)
             {
                 b.Add(new Para(first ? "Changes from the version before (for the subject):" : "Changes (for the subject):"));

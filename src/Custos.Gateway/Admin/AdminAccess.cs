@@ -50,8 +50,11 @@ public enum AdminPermission
     /// <summary>Acknowledge alerts in scope (stops their escalation).</summary>
     AcknowledgeAlerts,
 
-    /// <summary>The incident evidence pack of a subject in scope, and (gateway-wide admins) the posture report.</summary>
+    /// <summary>The incident evidence pack of a subject in scope.</summary>
     ReadReports,
+
+    /// <summary>The posture report of the whole gateway (gateway-wide admins only).</summary>
+    ReadPosture,
 }
 
 /// <summary>
@@ -75,6 +78,7 @@ public static class AdminAccess
         AdminPermission.ReadSpend => role is AdminRole.PlatformAdmin or AdminRole.Finance or AdminRole.SecurityAuditor,
         AdminPermission.ReadLedger => role is AdminRole.PlatformAdmin or AdminRole.SecurityAuditor or AdminRole.ServiceOwner,
         AdminPermission.ReadReports => role is AdminRole.PlatformAdmin or AdminRole.SecurityAuditor or AdminRole.ServiceOwner,
+        AdminPermission.ReadPosture => role is AdminRole.PlatformAdmin or AdminRole.SecurityAuditor,
         _ => false,
     };
 
@@ -105,7 +109,7 @@ public static class AdminAccess
     /// </summary>
     public static PolicyDocument ScopedView(AdminConfig admin, PolicyDocument document)
     {
-        if (admin.Tenants.Count == 0 && admin.Services.Count == 0)
+        if (IsGatewayWide(admin))
         {
             return document;
         }
@@ -124,6 +128,9 @@ public static class AdminAccess
             Admins = [.. document.Admins.Where(a => a.Id == admin.Id)],
         };
     }
+
+    /// <summary>True when <paramref name="admin"/> is scoped to no tenant and no service.</summary>
+    public static bool IsGatewayWide(AdminConfig admin) => admin.Tenants.Count == 0 && admin.Services.Count == 0;
 
     /// <summary>True when the admin is the policy owner of <paramref name="service"/>, or a delegate the policy names.</summary>
     public static bool MayDecideAccess(AdminConfig admin, ServiceConfig service)

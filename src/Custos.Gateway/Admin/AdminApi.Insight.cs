@@ -48,7 +48,7 @@ internal static partial class AdminApi
             var previous = history.Where(v => v.Number < number).MaxBy(v => v.Number);
             var admin = Admin(context);
             var document = AdminAccess.ScopedView(admin, version.Document);
-            return Json(new PolicyVersionDetail(PolicyVersionView.Of(version), PolicyYamlWriter.Write(document),
+            return Json(new PolicyVersionDetail(VersionViews(admin, history)(version), PolicyYamlWriter.Write(document),
                 [.. PolicyDiff.Compute(previous is null ? null : AdminAccess.ScopedView(admin, previous.Document), document).Select(c => c.ToString())]));
         }).WithSummary("One policy version: who, why, when, its YAML, and what it changed from the version before.").Produces<PolicyVersionDetail>();
 
@@ -65,7 +65,8 @@ internal static partial class AdminApi
                 ChangeType.Deleted => "removed",
                 _ => "same",
             }, l.Text)).ToArray();
-            return Json(new PolicyDiffView(PolicyVersionView.Of(before), PolicyVersionView.Of(after),
+            var view = VersionViews(admin, history);
+            return Json(new PolicyDiffView(view(before), view(after),
                 [.. PolicyDiff.Compute(beforeDocument, afterDocument).Select(c => c.ToString())], lines));
         }).WithSummary("What changed between two policy versions: the changes by path, and a line diff of their YAML.").Produces<PolicyDiffView>();
 
@@ -109,7 +110,7 @@ internal static partial class AdminApi
         api.MapGet("/reports/posture", async (HttpContext context, string? format) =>
         {
             var reportFormat = ReportFormatOf(format);
-            await RequireAsync(context, gateway, AdminPermission.ReadReports, null, null, "report.posture", "posture", scoped: false);
+            await RequireAsync(context, gateway, AdminPermission.ReadPosture, null, null, "report.posture", "posture", scoped: false);
             if (!AdminAccess.InScope(Admin(context), null, null))
             {
                 throw await DeniedAsync(context, gateway, "report.posture", "posture", null, "the posture report covers the whole gateway; it is for gateway-wide admins");

@@ -99,6 +99,9 @@ internal static partial class AdminApi
         return null;
     }
 
+    /// <summary>The <c>Retry-After</c> of <c>admin.store_unavailable</c>, in seconds.</summary>
+    private const int StoreRetryAfterSeconds = 5;
+
     public static void Map(IEndpointRouteBuilder app, CustosGateway gateway)
     {
         var api = app.MapGroup("/admin/v1").AddEndpointFilter(async (context, next) =>
@@ -141,6 +144,15 @@ internal static partial class AdminApi
                 return Results.Problem(statusCode: StatusCodes.Status422UnprocessableEntity, title: "The change would make the policy invalid",
                     detail: string.Join(Environment.NewLine, ex.Diagnostics.Where(d => d.Severity == DiagnosticSeverity.Error).Select(d => d.Format("policy"))),
                     extensions: new Dictionary<string, object?> { ["code"] = "admin.invalid_policy", ["request_id"] = requestId });
+            }
+            catch (Exception ex) when (gateway.Store.IsUnavailable(ex))
+            {
+                // The store out of reach (PostgreSQL stopped, SQLite busy past its timeout): a retry may succeed, so say so
+                // rather than answer an empty 500. The refusal is not recorded: the ledger is in the store that failed.
+                http.Response.Headers.RetryAfter = StoreRetryAfterSeconds.ToString(CultureInfo.InvariantCulture);
+                return Problem(http, StatusCodes.Status503ServiceUnavailable, "admin.store_unavailable", "The store is unavailable",
+                    $"The store ({gateway.Store.Description}) could not be reached or is busy ({ex.GetType().Name}). Try again in " +
+                    $"{StoreRetryAfterSeconds} s; GET /admin/v1/policy/versions then shows whether a change was made.");
             }
         });
 
@@ -261,18 +273,22 @@ internal static partial class AdminApi
                 [.. Enum.GetValues<AdminPermission>().Where(p => AdminAccess.Grants(admin.Role, p)).Select(p => PolicyNames.ToSnakeCase(p.ToString()))]));
         }).WithSummary("The signed-in administrator: id, role, scope, and the permissions the role holds.").Produces<WhoAmI>();
 
-        api.MapGet("/policy", (HttpContext context) =>
+        api.MapGet("/policy", async (HttpContext context) =>
         {
             var current = gateway.Policy.Current;
-            return Results.Ok(new { version = PolicyVersionView.Of(current.Info), yaml = PolicyYamlWriter.Write(AdminAccess.ScopedView(Admin(context), current.Document)) });
+            var admin = Admin(context);
+            var view = AdminAccess.IsGatewayWide(admin) ? PolicyVersionView.Of(current.Info)
+                : VersionViews(admin, await gateway.Store.GetHistoryAsync(context.RequestAborted))(current.Info);
+            return Results.Ok(new { version = view, yaml = PolicyYamlWriter.Write(AdminAccess.ScopedView(admin, current.Document)) });
         }).WithSummary("The policy in force, as YAML, with its version; an admin scoped to tenants or services sees that part of it.");
 
         api.MapGet("/policy/versions", async (HttpContext context) =>
         {
             var history = await gateway.Store.GetHistoryAsync(context.RequestAborted);
-            return Results.Ok(history.Select(PolicyVersionView.Of));
+            return Results.Ok(history.Select(VersionViews(Admin(context), history)));
         })
-            .WithSummary("Every policy version: number, hash, author, reason, time.").Produces<PolicyVersionView[]>();
+            .WithSummary("Every policy version: number, hash, author, reason, time; an admin scoped to tenants or services sees the author "
+                + "and reason only of versions that changed its part of the policy.").Produces<PolicyVersionView[]>();
 
         api.MapPost("/policy/versions", async (HttpContext context) =>
         {
@@ -283,6 +299,11 @@ internal static partial class AdminApi
             if (read.Document is not { } document)
             {
                 throw new PolicyValidationException(read.Diagnostics, "policy");
+            }
+
+            foreach (var service in document.Services)
+            {
+                CheckOwners(service.Owners, $"services[{service.Id}].owners");
             }
 
             var warnings = read.Diagnostics.Select(d => d.Format("policy")).ToArray();
@@ -296,6 +317,43 @@ internal static partial class AdminApi
             return Results.Ok(new ApplyPolicyResponse(PolicyVersionView.Of(version), created, false, changes, warnings));
         }).WithSummary("Validate a whole policy document and put it in force as a new version (platform-admin).")
             .Accepts<ApplyPolicyRequest>("application/json").Produces<ApplyPolicyResponse>();
+    }
+
+    /// <summary>
+    /// How <paramref name="admin"/> sees the versions of <paramref name="history"/>: a gateway-wide admin whole; a scoped
+    /// admin with who made a version and why only when it changed what <see cref="AdminAccess.ScopedView"/> shows of the
+    /// version before (the first version always). Another tenant's credential suspension changes nothing an admin of this
+    /// tenant sees, and its reason is that tenant's business; a change to providers, prices or defaults is seen, and so is
+    /// its reason. Each version's scoped view is hashed at most once.
+    /// </summary>
+    private static Func<PolicyVersion, PolicyVersionView> VersionViews(AdminConfig admin, IReadOnlyList<PolicyVersion> history)
+    {
+        if (AdminAccess.IsGatewayWide(admin))
+        {
+            return PolicyVersionView.Of;
+        }
+
+        var ordered = history.OrderBy(v => v.Number).ToArray();
+        var previous = new Dictionary<long, PolicyVersion?>();
+        for (var i = 0; i < ordered.Length; i++)
+        {
+            previous[ordered[i].Number] = i == 0 ? null : ordered[i - 1];
+        }
+
+        var hashes = new Dictionary<long, string>();
+        string ScopedHash(PolicyVersion v)
+        {
+            if (!hashes.TryGetValue(v.Number, out var hash))
+            {
+                hashes[v.Number] = hash = PolicyVersion.HashOf(AdminAccess.ScopedView(admin, v.Document));
+            }
+
+            return hash;
+        }
+
+        return v => previous.GetValueOrDefault(v.Number) is not { } before || ScopedHash(before) != ScopedHash(v)
+            ? PolicyVersionView.Of(v)
+            : PolicyVersionView.Withheld(v);
     }
 
     private static void MapRegistry(RouteGroupBuilder api, CustosGateway gateway)
@@ -322,9 +380,7 @@ internal static partial class AdminApi
             var rows = new List<OwnerView>();
             foreach (var service in gateway.Policy.Current.Document.Services.Where(s => AdminAccess.InScope(admin, s.Tenant, s.Id)))
             {
-                var o = service.Owners;
-                foreach (var (role, owner) in new[] { ("policy", o.Policy), ("billing", o.Billing), ("technical", o.Technical),
-                             ("agent_operator", o.AgentOperator), ("business_sponsor", o.BusinessSponsor) })
+                foreach (var (role, owner) in OwnerRoles(service.Owners))
                 {
                     rows.Add(new OwnerView(service.Tenant, service.Id, role, owner?.Name, owner?.Email, owner?.Webhook, owner?.Admin));
                 }
@@ -334,7 +390,7 @@ internal static partial class AdminApi
         }).WithSummary("Every owner role of every service in scope; unfilled roles have no name.").Produces<OwnerView[]>();
 
         MapServiceChange<OwnersBody>(api, gateway, "owners", AdminPermission.SetOwners, "service.owners_set", b => b.Reason,
-            (s, b) => s with { Owners = b.Owners }, s => OwnersText(s.Owners))
+            (s, b) => s with { Owners = CheckOwners(b.Owners, "owners") }, s => OwnersText(s.Owners))
             .WithSummary("Name a service's owners (platform-admin, service-owner).");
         // One role at a time: two admins naming different roles at once both keep theirs, where a whole owners object read,
         // changed and sent back by each would lose the first.
@@ -344,6 +400,7 @@ internal static partial class AdminApi
             var set = OwnerRole(role);
             var service = FindService(gateway.Policy.Current.Document, id);
             await RequireAsync(context, gateway, AdminPermission.SetOwners, service.Tenant, service.Id, "service.owners_set", "service:" + id);
+            CheckOwner(body.Owner, "owner");
             return await ChangeAsync(context, gateway, body.Reason, "service.owners_set", "service:" + id, doc =>
             {
                 var current = FindService(doc, id);
@@ -790,6 +847,13 @@ internal static partial class AdminApi
             string? request_id, DateTimeOffset? from, DateTimeOffset? to, int? limit) =>
         {
             await RequireAsync(context, gateway, AdminPermission.ReadLedger, null, null, "ledger.read", "ledger", scoped: false);
+            OneOf("kind", kind, LedgerKinds);
+            OneOf("decision", decision, LedgerDecisions);
+            if (from is { } start && to is { } end)
+            {
+                RequireWindow(start, end);
+            }
+
             var admin = Admin(context);
             var query = new LedgerQuery
             {
@@ -833,7 +897,9 @@ internal static partial class AdminApi
             var admin = Admin(context);
             var now = gateway.Time.GetUtcNow();
             var start = from ?? new DateTimeOffset(now.Year, now.Month, 1, 0, 0, 0, TimeSpan.Zero);
-            var spend = await SpendAsync(gateway.Store, start, to ?? now.AddSeconds(1), context.RequestAborted);
+            var end = to ?? now.AddSeconds(1);
+            RequireWindow(start, end);
+            var spend = await SpendAsync(gateway.Store, start, end, context.RequestAborted);
             var document = gateway.Policy.Current.Document;
             return Json(document.Services.Where(s => AdminAccess.InScope(admin, s.Tenant, s.Id)).Select(s =>
             {
@@ -848,6 +914,31 @@ internal static partial class AdminApi
             await RequireAsync(context, gateway, AdminPermission.ReadOutbox, null, null, "notifications.read", "notifications");
             return Json(await gateway.Store.ListNotificationsAsync(Math.Clamp(limit ?? 100, 1, 1000), context.RequestAborted));
         }).WithSummary("The owner-notification outbox, newest first, with delivery status.").Produces<Notification[]>();
+    }
+
+    private static readonly string[] LedgerKinds = ["request", "admin", "shed", "any"];
+
+    private static readonly string[] LedgerDecisions = ["allow", "deny", "throttle"];
+
+    /// <summary>
+    /// A query value that must be one of <paramref name="allowed"/>: anything else would match no entry, and an empty
+    /// answer would read as "nothing happened".
+    /// </summary>
+    private static void OneOf(string name, string? value, string[] allowed)
+    {
+        if (value is not null && !allowed.Contains(value, StringComparer.Ordinal))
+        {
+            throw AdminProblemException.Invalid($"'{name}' must be one of {string.Join(", ", allowed)}, not '{value}'.");
+        }
+    }
+
+    /// <summary>A window whose end is not after its start holds nothing: a 400, not an empty answer.</summary>
+    private static void RequireWindow(DateTimeOffset from, DateTimeOffset to)
+    {
+        if (to <= from)
+        {
+            throw AdminProblemException.Invalid($"'to' ({LedgerTime.Format(to)}) must be after 'from' ({LedgerTime.Format(from)}).");
+        }
     }
 
     /// <summary>
@@ -1099,6 +1190,36 @@ internal static partial class AdminApi
 
         CheckText(reason, field);
     }
+
+    /// <summary>
+    /// Owners' names and contacts go where a reason goes (the ledger's <c>service.owners_set</c> before and after, the
+    /// notification outbox, log lines), so they are held to the same rules (<see cref="CheckText"/>): a consumer key in a
+    /// webhook's query, an escape sequence in a name, a name of 100,000 characters are refused, naming the field.
+    /// </summary>
+    private static ServiceOwners CheckOwners(ServiceOwners owners, string field)
+    {
+        foreach (var (role, owner) in OwnerRoles(owners))
+        {
+            CheckOwner(owner, $"{field}.{role}");
+        }
+
+        return owners;
+    }
+
+    private static void CheckOwner(OwnerConfig? owner, string field)
+    {
+        if (owner is not null)
+        {
+            CheckText(owner.Name, field + ".name");
+            CheckText(owner.Email, field + ".email");
+            CheckText(owner.Webhook?.OriginalString, field + ".webhook");
+            CheckText(owner.Admin, field + ".admin");
+        }
+    }
+
+    /// <summary>Every owner role of a service by its name in the API, filled or not.</summary>
+    private static (string Role, OwnerConfig? Owner)[] OwnerRoles(ServiceOwners o)
+        => [("policy", o.Policy), ("billing", o.Billing), ("technical", o.Technical), ("agent_operator", o.AgentOperator), ("business_sponsor", o.BusinessSponsor)];
 
     /// <summary>
     /// Free text that goes into the ledger, and from there to terminals and reports: at most <see cref="MaxReasonLength"/>

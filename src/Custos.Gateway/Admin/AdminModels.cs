@@ -11,16 +11,22 @@ public sealed record ApplyPolicyRequest(
     [property: JsonPropertyName("reason")] string Reason,
     [property: JsonPropertyName("dry_run")] bool DryRun = false);
 
-/// <summary>A policy version as the admin API shows it.</summary>
+/// <summary>
+/// A policy version as the admin API shows it. <see cref="Author"/> and <see cref="Reason"/> are null for an admin scoped
+/// to tenants or services when the version changed nothing of the policy it sees (<see cref="AdminAccess.ScopedView"/>).
+/// </summary>
 public sealed record PolicyVersionView(
     [property: JsonPropertyName("version")] long Version,
     [property: JsonPropertyName("sha256")] string Sha256,
-    [property: JsonPropertyName("author")] string Author,
-    [property: JsonPropertyName("reason")] string Reason,
+    [property: JsonPropertyName("author")] string? Author,
+    [property: JsonPropertyName("reason")] string? Reason,
     [property: JsonPropertyName("created_at")] DateTimeOffset CreatedAt)
 {
     /// <summary>The view of <paramref name="version"/>.</summary>
     public static PolicyVersionView Of(PolicyVersion version) => new(version.Number, version.Sha256, version.Author, version.Reason, version.CreatedAt);
+
+    /// <summary>The view of <paramref name="version"/> without who made it and why: the change was outside the admin's scope.</summary>
+    public static PolicyVersionView Withheld(PolicyVersion version) => new(version.Number, version.Sha256, null, null, version.CreatedAt);
 }
 
 /// <summary>The outcome of applying a policy.</summary>

@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Text.Json.Serialization;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.OpenApi;
@@ -31,13 +32,30 @@ internal sealed class AdminOpenApiDocument
     /// </param>
     public AdminOpenApiDocument(Func<WebApplication> describedHost) => _describedHost = describedHost;
 
-    /// <summary>The document's services, for the host the document is generated from.</summary>
-    public static void AddServices(IServiceCollection services) => services.AddOpenApi(DocumentName, o => o.AddDocumentTransformer((document, _, _) =>
+    /// <summary>
+    /// The document's services, for the host the document is generated from. Its schemas are made with the admin API's
+    /// JSON conventions (<see cref="AdminJson.Options"/>: snake_case names and enums), the ones its bodies are read and its
+    /// answers written with, so that the document names <c>expires_at</c> where the API takes <c>expires_at</c>.
+    /// </summary>
+    public static void AddServices(IServiceCollection services)
     {
-        document.Info = new() { Title = "Custos admin API", Version = "v1", Description = "The control plane of the Custos AI gateway." };
-        document.Servers = null;
-        return Task.CompletedTask;
-    }));
+        services.ConfigureHttpJsonOptions(o =>
+        {
+            o.SerializerOptions.PropertyNamingPolicy = AdminJson.Options.PropertyNamingPolicy;
+            o.SerializerOptions.DictionaryKeyPolicy = AdminJson.Options.DictionaryKeyPolicy;
+            o.SerializerOptions.DefaultIgnoreCondition = AdminJson.Options.DefaultIgnoreCondition;
+            foreach (var converter in AdminJson.Options.Converters.OfType<JsonStringEnumConverter>())
+            {
+                o.SerializerOptions.Converters.Add(converter);
+            }
+        });
+        services.AddOpenApi(DocumentName, o => o.AddDocumentTransformer((document, _, _) =>
+        {
+            document.Info = new() { Title = "Custos admin API", Version = "v1", Description = "The control plane of the Custos AI gateway." };
+            document.Servers = null;
+            return Task.CompletedTask;
+        }));
+    }
 
     /// <summary>Answers with the document, generating it first if no request has yet.</summary>
     public async Task WriteAsync(HttpContext context)

@@ -176,9 +176,18 @@ public sealed partial class OwnerNotifier : IAsyncDisposable
 
         // Exponential back-off from one second, at most five minutes; the message stays in the outbox until delivered.
         var backoff = TimeSpan.FromSeconds(Math.Min(Math.Pow(2, notification.Attempts), MaxBackoff.TotalSeconds));
-        Log.DeliveryFailed(_logger, notification.Id, notification.Target, error, backoff.TotalSeconds);
+        Log.DeliveryFailed(_logger, notification.Id, Redacted(notification.Target), error, backoff.TotalSeconds);
         await _store.RecordNotificationAttemptAsync(notification.Id, false, error, _time.GetUtcNow() + backoff, CancellationToken.None);
     }
+
+    /// <summary>
+    /// A webhook address as a log line names it: scheme, host, port and path, without user info or query, where receivers
+    /// often take a token (<c>?token=…</c>); "?…" says there was a query.
+    /// </summary>
+    internal static string Redacted(string target)
+        => Uri.TryCreate(target, UriKind.Absolute, out var uri)
+            ? uri.GetComponents(UriComponents.SchemeAndServer | UriComponents.Path, UriFormat.UriEscaped) + (uri.Query.Length > 1 ? "?…" : "")
+            : "(an address that does not read)";
 
     /// <summary>Stops the delivery loop; undelivered messages stay in the outbox for the next start.</summary>
     public async ValueTask DisposeAsync()

@@ -33,6 +33,26 @@ public sealed class AdminBadInputTests
     }
 
     [Theory]
+    [InlineData("/admin/v1/ledger?kind=weird", "'kind' must be one of request, admin, shed, any, not 'weird'.")]
+    [InlineData("/admin/v1/ledger?kind=admin&decision=weird", "'decision' must be one of allow, deny, throttle, not 'weird'.")]
+    [InlineData("/admin/v1/ledger?from=2026-11-30T10:00:00Z&to=2026-11-30T09:00:00Z", "'to' (2026-11-30T09:00:00")]
+    [InlineData("/admin/v1/spend?from=2026-11-30T10:00:00Z&to=2026-11-30T09:00:00Z", "'to' (2026-11-30T09:00:00")]
+    [InlineData("/admin/v1/spend?to=2000-01-01T00:00:00Z", "must be after 'from' (")]
+    public async Task AQueryValueOutsideItsParameter_Is400NamingWhatItTakes_NotAnEmpty200(string path, string detail)
+    {
+        // Each of these matched nothing and answered 200 [] (or zeros), which reads as "nothing happened".
+        await using var g = await ControlPlaneFixture.StartAsync();
+
+        var problem = await ProblemAsync(g, "GET", path, HttpStatusCode.BadRequest, "admin.invalid_request");
+
+        Assert.Contains(detail, problem, StringComparison.Ordinal);
+        using var http = new HttpClient { BaseAddress = g.Gateway.AdminUri };
+        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", ControlPlaneFixture.AdminKey(g, "root"));
+        using var fine = await http.GetAsync("/admin/v1/ledger?kind=any&decision=deny&from=2026-11-30T09:00:00Z");
+        Assert.Equal(HttpStatusCode.OK, fine.StatusCode);
+    }
+
+    [Theory]
     [InlineData("GET", "/admin/v1/nonexistent")]
     [InlineData("GET", "/admin/v1/policy/versions/latest")] // a version is a number
     [InlineData("DELETE", "/admin/v1/services")]
@@ -149,6 +169,55 @@ public sealed class AdminBadInputTests
         Assert.DoesNotContain("Custos.", answered, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("postgres-stopped")]
+    [InlineData("sqlite-busy")]
+    public async Task AChangeWhileTheStoreIsOutOfReach_Is503StoreUnavailable_WithRetryAfter_NotAnEmpty500(string outage)
+    {
+        var folder = Path.Combine(Path.GetTempPath(), "custos-test-" + Guid.NewGuid().ToString("N"));
+        var (store, control) = OutOfReachStore.Wrap(await Custos.Storage.SqliteStore.OpenAsync(folder));
+        try
+        {
+            await using var g = await TestGateway.StartAsync(ControlPlaneFixture.Customize, options: o => o with { Store = store });
+            using var http = new HttpClient { BaseAddress = g.Gateway.AdminUri };
+            http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", ControlPlaneFixture.AdminKey(g, "root"));
+            async Task<HttpResponseMessage> SuspendAsync()
+            {
+                var response = await http.PostAsync("/admin/v1/credentials/cred-web/suspend",
+                    new StringContent("""{"reason":"drill"}""", Encoding.UTF8, "application/json"));
+                await response.Content.LoadIntoBufferAsync();
+                return response;
+            }
+
+            control.Failure = outage == "postgres-stopped"
+                ? new TransientDbException("Failed to connect to 127.0.0.1:5432", new System.Net.Sockets.SocketException((int)System.Net.Sockets.SocketError.ConnectionRefused))
+                : new Microsoft.Data.Sqlite.SqliteException("SQLite Error 5: 'database is locked'.", 5);
+            using var refused = await SuspendAsync();
+
+            var text = await refused.Content.ReadAsStringAsync();
+            Assert.True(refused.StatusCode == HttpStatusCode.ServiceUnavailable, $"{(int)refused.StatusCode}: {text}");
+            using var problem = JsonDocument.Parse(text);
+            Assert.Equal("admin.store_unavailable", problem.RootElement.GetProperty("code").GetString());
+            Assert.Equal(TestGateway.RequestIdOf(refused), problem.RootElement.GetProperty("request_id").GetString());
+            Assert.Equal("5", refused.Headers.GetValues("Retry-After").Single());
+
+            // A failure that is not the store out of reach is not answered as one; and once the store is back, the change is made.
+            control.Failure = new InvalidOperationException("a bug");
+            using (var bug = await SuspendAsync())
+            {
+                Assert.Equal(HttpStatusCode.InternalServerError, bug.StatusCode);
+            }
+
+            control.Failure = null;
+            using var done = await SuspendAsync();
+            Assert.Equal(HttpStatusCode.OK, done.StatusCode);
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
     [Fact]
     public async Task AKeyOfTheWrongKindOrMistyped_IsToldWhatIsWrongWithIt()
     {
@@ -193,6 +262,54 @@ public sealed class AdminBadInputTests
         http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", ControlPlaneFixture.AdminKey(g, "root"));
         using var issued = await http.PostAsync("/admin/v1/credentials", new StringContent(kept, Encoding.UTF8, "application/json"));
         Assert.True(issued.IsSuccessStatusCode, await issued.Content.ReadAsStringAsync());
+    }
+
+    [Theory]
+    [InlineData("key-in-webhook", "webhook", "holds what looks like a key or token")]
+    [InlineData("key-as-name", "name", "holds what looks like a key or token")]
+    [InlineData("key-in-email", "email", "holds what looks like a key or token")]
+    [InlineData("escape-in-name", "name", "holds a control character (U+001B)")]
+    [InlineData("long-name", "name", "is 100,000 characters")]
+    public async Task AnOwnerFieldTheLedgerWouldKeepBadly_IsRefusedLikeAReason_OnEveryWayOfNamingOwners(string kind, string field, string problem)
+    {
+        // Owners' names and contacts go into the ledger (service.owners_set before and after), the outbox and log lines.
+        await using var g = await ControlPlaneFixture.StartAsync();
+        var before = g.Gateway.Policy.Current.Info.Number;
+        var key = g.KeyOf("web");
+        var (name, email, webhook) = kind switch
+        {
+            "key-in-webhook" => ("Tech", "tech@example.test", "https://h.example/?token=" + key),
+            "key-as-name" => (key, "tech@example.test", "https://h.example/hook"),
+            "key-in-email" => ("Tech", key + "@example.test", "https://h.example/hook"),
+            "escape-in-name" => ("Tech \\u001b[8m", "tech@example.test", "https://h.example/hook"),
+            _ => (new string('n', 100_000), "tech@example.test", "https://h.example/hook"),
+        };
+        var owner = $$"""{"name":"{{name}}","email":"{{email}}","webhook":"{{webhook}}"}""";
+        var others = """ "policy":{"name":"Lead","email":"lead@example.test"},"billing":{"name":"Fin","email":"fin@example.test"} """;
+
+        var one = await ProblemAsync(g, "PUT", "/admin/v1/services/support/owners/technical", HttpStatusCode.BadRequest, "admin.invalid_request",
+            $$"""{"owner":{{owner}},"reason":"x"}""");
+        var all = await ProblemAsync(g, "PUT", "/admin/v1/services/support/owners", HttpStatusCode.BadRequest, "admin.invalid_request",
+            $$"""{"owners":{{{others}},"technical":{{owner}}},"reason":"x"}""");
+        var policy = await ControlPlaneFixture.JsonAsync(await ControlPlaneFixture.AdminAsync(g, "root", HttpMethod.Get, "/admin/v1/policy"));
+        var yaml = policy.GetProperty("yaml").GetString()!;
+        Assert.Contains(ControlPlaneFixture.TechnicalWebhook, yaml, StringComparison.Ordinal);
+        var edited = kind == "key-in-webhook" ? yaml.Replace(ControlPlaneFixture.TechnicalWebhook, webhook, StringComparison.Ordinal)
+            : kind == "key-as-name" ? yaml.Replace("support on-call", key, StringComparison.Ordinal)
+            : kind == "key-in-email" ? yaml.Replace("support-oncall@example.test", email, StringComparison.Ordinal)
+            : null;
+
+        Assert.StartsWith($"'owner.{field}' {problem}", one, StringComparison.Ordinal);
+        Assert.StartsWith($"'owners.technical.{field}' {problem}", all, StringComparison.Ordinal);
+        if (edited is not null)
+        {
+            Assert.NotEqual(yaml, edited);
+            var whole = await ProblemAsync(g, "POST", "/admin/v1/policy/versions", HttpStatusCode.BadRequest, "admin.invalid_request",
+                JsonSerializer.Serialize(new { yaml = edited, reason = "x" }));
+            Assert.StartsWith($"'services[support].owners.technical.{field}' {problem}", whole, StringComparison.Ordinal);
+        }
+
+        Assert.Equal(before, g.Gateway.Policy.Current.Info.Number);
     }
 
     [Fact]

@@ -174,4 +174,32 @@ public sealed class AdminRoleMatrixTests
         Assert.True(routes.Count > 30, $"only {routes.Count} admin routes found");
         Assert.All(routes, route => Assert.True(paths.TryGetProperty(route, out _), $"{route} is missing from the OpenAPI document"));
     }
+
+    [Fact]
+    public async Task OpenApiDocument_NamesEveryPropertyAsTheApiReadsAndWritesIt()
+    {
+        // The API reads bodies and writes views in snake_case (AdminJson.Options): a document that says expiresAt
+        // describes a body the API refuses ("it takes no field 'expiresAt'").
+        await using var g = await StartAsync();
+        using var http = new HttpClient { BaseAddress = g.Gateway.AdminUri };
+        using var document = JsonDocument.Parse(await http.GetStringAsync("/admin/v1/openapi.json"));
+        var schemas = document.RootElement.GetProperty("components").GetProperty("schemas");
+        var types = typeof(global::Custos.Gateway.Admin.AdminJson).Assembly.GetTypes().Where(t => t.IsPublic && t.Namespace == "Custos.Gateway.Admin").ToDictionary(t => t.Name);
+
+        var compared = new List<string>();
+        foreach (var schema in schemas.EnumerateObject())
+        {
+            if (!types.TryGetValue(schema.Name, out var type) || !schema.Value.TryGetProperty("properties", out var properties))
+            {
+                continue;
+            }
+
+            var api = global::Custos.Gateway.Admin.AdminJson.Options.GetTypeInfo(type).Properties.Select(p => p.Name).Order(StringComparer.Ordinal);
+            Assert.Equal(string.Join(", ", api), string.Join(", ", properties.EnumerateObject().Select(p => p.Name).Order(StringComparer.Ordinal)));
+            compared.Add(schema.Name);
+        }
+
+        Assert.Superset(new HashSet<string> { "IssueCredentialBody", "RotateCredentialBody", "PromptRulesBody", "CredentialView" }, compared.ToHashSet());
+        Assert.True(schemas.GetProperty("IssueCredentialBody").GetProperty("properties").TryGetProperty("expires_at", out _));
+    }
 }

@@ -159,6 +159,50 @@ public sealed class ConsoleApiTests
     }
 
     [Fact]
+    public async Task PolicyVersions_ToATenantScopedAdmin_ShowWhoAndWhyOnlyOfChangesInItsScope()
+    {
+        await using var g = await StartAsync();
+        var acme = await JsonAsync(await AdminAsync(g, "root", HttpMethod.Post, "/admin/v1/credentials/cred-web/suspend",
+            new { reason = "ACME SECRET: investigating fraud" }));
+        var acmeVersion = acme.GetProperty("policy_version").GetInt64();
+        var globex = await JsonAsync(await AdminAsync(g, "globex-owner", HttpMethod.Post, "/admin/v1/credentials/cred-globex/suspend",
+            new { reason = "globex rotation drill" }));
+        var globexVersion = globex.GetProperty("policy_version").GetInt64();
+
+        // The list, one version, a diff and the policy in force: acme's change shows its number and hash, not who or why.
+        var list = (await JsonAsync(await AdminAsync(g, "globex-owner", HttpMethod.Get, "/admin/v1/policy/versions"))).EnumerateArray().ToList();
+        var hidden = list.Single(v => v.GetProperty("version").GetInt64() == acmeVersion);
+        Assert.Equal(JsonValueKind.Null, hidden.GetProperty("author").ValueKind);
+        Assert.Equal(JsonValueKind.Null, hidden.GetProperty("reason").ValueKind);
+        Assert.Equal(64, hidden.GetProperty("sha256").GetString()!.Length);
+        var own = list.Single(v => v.GetProperty("version").GetInt64() == globexVersion);
+        Assert.Equal("globex rotation drill", own.GetProperty("reason").GetString());
+        Assert.Equal("globex-owner", own.GetProperty("author").GetString());
+        Assert.NotNull(list.Single(v => v.GetProperty("version").GetInt64() == 1).GetProperty("author").GetString()); // the first version made everything
+        using var one = await AdminAsync(g, "globex-owner", HttpMethod.Get, $"/admin/v1/policy/versions/{acmeVersion}");
+        using var diff = await AdminAsync(g, "globex-owner", HttpMethod.Get, $"/admin/v1/policy/diff?from={acmeVersion - 1}&to={acmeVersion}");
+        foreach (var response in new[] { one, diff })
+        {
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            Assert.DoesNotContain("ACME SECRET", await response.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        }
+
+        // A gateway-wide auditor, and acme's own finance admin, see acme's reason.
+        foreach (var admin in new[] { "auditor", "finance" })
+        {
+            var version = await JsonAsync(await AdminAsync(g, admin, HttpMethod.Get, $"/admin/v1/policy/versions/{acmeVersion}"));
+            Assert.Equal("ACME SECRET: investigating fraud", version.GetProperty("version").GetProperty("reason").GetString());
+        }
+
+        // The incident pack of tenant globex: globex's change in its timeline, acme's nowhere.
+        using var pack = await AdminAsync(g, "globex-owner", HttpMethod.Get, "/admin/v1/reports/incident?subject=tenant&id=globex");
+        var text = await pack.Content.ReadAsStringAsync();
+        Assert.Equal(HttpStatusCode.OK, pack.StatusCode);
+        Assert.Contains("globex rotation drill", text, StringComparison.Ordinal);
+        Assert.DoesNotContain("ACME SECRET", text, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Reports_OverHttp_AreTheSamePacksAsTheCli_AndScoped()
     {
         await using var g = await StartAsync();
@@ -191,6 +235,37 @@ public sealed class ConsoleApiTests
         Assert.NotEmpty(posture.GetProperty("controls").EnumerateArray());
         using var scoped = await AdminAsync(g, "support-owner", HttpMethod.Get, "/admin/v1/reports/posture");
         Assert.Equal(HttpStatusCode.Forbidden, scoped.StatusCode);
+    }
+
+    [Fact]
+    public async Task PostureReport_IsForPlatformAdminsAndAuditors_NotAGatewayWideServiceOwner()
+    {
+        // A service owner scoped to nothing reads incident packs of every subject, but the posture report is not its role's.
+        await using var g = await TestGateway.StartAsync((test, policy) =>
+        {
+            var document = Customize(test, policy);
+            return document with
+            {
+                Admins = [.. document.Admins, new Custos.Policy.AdminConfig
+                {
+                    Id = "ops-owner", Role = Custos.Policy.AdminRole.ServiceOwner, KeySha256 = test.IssueKey("ops-owner", Custos.Identity.ApiKeyKind.Admin),
+                }],
+            };
+        });
+
+        using var posture = await AdminAsync(g, "ops-owner", HttpMethod.Get, "/admin/v1/reports/posture");
+        using var pack = await AdminAsync(g, "ops-owner", HttpMethod.Get, "/admin/v1/reports/incident?subject=consumer&id=web");
+        var owner = await JsonAsync(await AdminAsync(g, "ops-owner", HttpMethod.Get, "/admin/v1/whoami"));
+        var auditor = await JsonAsync(await AdminAsync(g, "auditor", HttpMethod.Get, "/admin/v1/whoami"));
+
+        Assert.Equal(HttpStatusCode.Forbidden, posture.StatusCode);
+        Assert.Equal("admin.forbidden", JsonDocument.Parse(await posture.Content.ReadAsStringAsync()).RootElement.GetProperty("code").GetString());
+        Assert.Contains(await AdminEntriesAsync(g), e => e.GetProperty("action").GetString() == "report.posture_denied" && e.GetProperty("actor").GetString() == "ops-owner");
+        Assert.Equal(HttpStatusCode.OK, pack.StatusCode);
+        var permissions = owner.GetProperty("permissions").EnumerateArray().Select(p => p.GetString()).ToList();
+        Assert.Contains("read_reports", permissions);
+        Assert.DoesNotContain("read_posture", permissions); // the console shows the posture button only with it
+        Assert.Contains("read_posture", auditor.GetProperty("permissions").EnumerateArray().Select(p => p.GetString()));
     }
 
     [Fact]

@@ -488,4 +488,25 @@ public sealed class ControlPlaneTests
         var note = await hooks.WaitForAsync(b => b.GetProperty("event").GetString() == "credential.suspended", TimeSpan.FromSeconds(20));
         Assert.Equal("credential:cred-web", note.GetProperty("target").GetString());
     }
+
+    [Fact]
+    public async Task ANotificationNotDelivered_IsLoggedWithoutTheWebhooksQuery()
+    {
+        // Receivers often take a token in the query: a retry's log line names the address without it.
+        var hooks = new RecordingHandler { Failing = true };
+        await using var g = await StartAsync(hooks);
+        await JsonAsync(await AdminAsync(g, "root", HttpMethod.Put, "/admin/v1/services/support/owners/technical",
+            new { owner = new { name = "Support on-call", email = "oncall@example.test", webhook = "https://user:pw@h.example/custos/hook?token=s3cr3t-value" }, reason = "new hook" }));
+        await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Post, "/admin/v1/credentials/cred-web/suspend", new { reason = "outage drill" }));
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (!g.Logs.Lines.Any(l => l.Contains("not delivered", StringComparison.Ordinal)) && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(50);
+        }
+
+        var failed = g.Logs.Lines.Where(l => l.Contains("not delivered", StringComparison.Ordinal)).ToList();
+        Assert.NotEmpty(failed);
+        Assert.Contains(failed, l => l.Contains("to https://h.example/custos/hook?… not delivered", StringComparison.Ordinal));
+        Assert.DoesNotContain(failed, l => l.Contains("s3cr3t", StringComparison.Ordinal) || l.Contains("pw@", StringComparison.Ordinal));
+    }
 }

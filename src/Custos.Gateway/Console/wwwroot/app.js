@@ -665,7 +665,7 @@ async function policyPage(main, [version, other]) {
   if (version && !other) return policyVersionPage(main, Number(version), history);
   const to = Number(other ?? latest);
   const from = Number(version ?? Math.max(1, to - 1));
-  const pick = (name, value) => el("select", { name, "aria-label": name }, history.map(v => el("option", { value: v.version, selected: v.version === value }, `v${v.version} · ${v.author}`)));
+  const pick = (name, value) => el("select", { name, "aria-label": name }, history.map(v => el("option", { value: v.version, selected: v.version === value }, `v${v.version} · ${v.author ?? "outside your scope"}`)));
   const fromSelect = pick("from", from);
   const toSelect = pick("to", to);
   const form = el("form", { class: "filters" }, el("label", null, "From", fromSelect), el("label", null, "To", toSelect), el("button", { type: "submit", class: "primary" }, "Compare"));
@@ -673,8 +673,8 @@ async function policyPage(main, [version, other]) {
   main.append(head("Policy", "Every version: who made it, why, and what changed. Every decision in the ledger names the version in force."));
   main.append(el("section", { class: "panel" }, el("h2", null, "Versions"), table([
     { title: "Version", cell: v => el("a", { href: `#/policy/${v.version}` }, `v${v.version}`) },
-    { title: "Author", cell: v => v.author },
-    { title: "Reason", cell: v => v.reason },
+    { title: "Author", cell: v => v.author ?? el("span", { class: "muted" }, "—") },
+    { title: "Reason", cell: v => v.reason ?? el("span", { class: "muted" }, "a change outside your scope") },
     { title: "Created", cell: v => time(v.created_at) },
     { title: "SHA-256", cell: v => el("span", { class: "mono small" }, v.sha256.slice(0, 16)) },
   ], history, { testid: "versions", key: v => String(v.version) })));
@@ -706,7 +706,7 @@ function diffView(lines) {
 async function policyVersionPage(main, number, history) {
   const detail = await api(`/policy/versions/${number}`);
   const v = detail.version;
-  main.append(head(`Policy version ${v.version}`, `${v.author} · ${time(v.created_at)} · ${v.reason}`,
+  main.append(head(`Policy version ${v.version}`, v.author == null ? `${time(v.created_at)} · a change outside your scope` : `${v.author} · ${time(v.created_at)} · ${v.reason}`,
     el("div", { class: "row" },
       number > 1 ? el("a", { href: `#/policy/${number - 1}/${number}`, class: "button" }, `Diff with v${number - 1}`) : null,
       el("a", { href: "#/policy", class: "button" }, "All versions"))));
@@ -770,7 +770,10 @@ async function reportsPage(main, [filter = ""]) {
   }
   const posture = el("section", { class: "panel" }, el("h2", null, "Posture (NIST CSF 2.0, AI RMF)"));
   main.append(posture);
-  if (state.me.tenants.length || state.me.services.length) { posture.append(el("p", { class: "muted" }, "The posture report covers the whole gateway; it is for gateway-wide admins.")); return; }
+  if (!can("read_posture") || state.me.tenants.length || state.me.services.length) {
+    posture.append(el("p", { class: "muted" }, "The posture report covers the whole gateway; it is for gateway-wide platform admins and security auditors."));
+    return;
+  }
   const build = el("button", { type: "button", class: "primary", "data-action": "posture" }, "Build the posture report");
   posture.append(build);
   build.addEventListener("click", async () => {
