@@ -27,7 +27,11 @@ public sealed partial class SqliteStore
         await _writeLock.WaitAsync(cancellationToken);
         try
         {
+            // The row is made, then given its JSON, which names its number: in one transaction, so that no reader ever
+            // sees the row with '{}' in it (the console's report read one so, and failed with a 500).
+            using var transaction = Writer.BeginTransaction();
             using var command = Writer.CreateCommand();
+            command.Transaction = transaction;
             command.CommandText = """
                 INSERT INTO alerts (status, fingerprint, raised_at, alert) VALUES ($status, $fingerprint, $at, '{}');
                 SELECT last_insert_rowid();
@@ -38,10 +42,12 @@ public sealed partial class SqliteStore
             var number = Convert.ToInt64(await command.ExecuteScalarAsync(cancellationToken), CultureInfo.InvariantCulture);
             var stored = alert with { Id = Alert.IdOf(number) };
             using var update = Writer.CreateCommand();
+            update.Transaction = transaction;
             update.CommandText = "UPDATE alerts SET alert = $alert WHERE number = $number";
             update.Parameters.AddWithValue("$alert", JsonSerializer.Serialize(stored, StoreRows.AlertJson));
             update.Parameters.AddWithValue("$number", number);
             await update.ExecuteNonQueryAsync(cancellationToken);
+            await transaction.CommitAsync(cancellationToken);
             return stored;
         }
         finally
