@@ -209,8 +209,12 @@ internal static partial class AdminApi
                 : Enum.TryParse<Custos.Alerts.AlertStatus>(status, ignoreCase: true, out var s) ? s
                 : throw AdminProblemException.Invalid($"status '{status}' is not one of: open, acknowledged, resolved.");
             var admin = Admin(context);
-            var alerts = await gateway.Store.ListAlertsAsync(wanted, Math.Clamp(limit ?? 100, 1, 10_000), context.RequestAborted);
-            return Json(alerts.Where(a => AdminAccess.InScope(admin, a.Signal.Tenant, a.Signal.Service)).Select(Custos.Alerts.AlertView.Of).ToArray());
+            var count = Math.Clamp(limit ?? 100, 1, 10_000);
+
+            // The scope narrows before the limit counts: a tenant's owner asking for its last 100 alerts got none once the
+            // last 100 of the whole gateway were other tenants'. A scoped admin's alerts are looked for among the last 10,000.
+            var alerts = await gateway.Store.ListAlertsAsync(wanted, AdminAccess.IsGatewayWide(admin) ? count : 10_000, context.RequestAborted);
+            return Json(alerts.Where(a => AdminAccess.InScope(admin, a.Signal.Tenant, a.Signal.Service)).Take(count).Select(Custos.Alerts.AlertView.Of).ToArray());
         }).WithSummary("Alerts in the caller's scope, newest first; filter with status=open|acknowledged|resolved.").Produces<Custos.Alerts.AlertView[]>();
 
         api.MapGet("/alerts/{id}", async (HttpContext context, string id) =>

@@ -170,6 +170,11 @@ public sealed class AlertTests
         var agent = Assert.Single(alerts, a => a.GetProperty("consumer").GetString() == "agent").GetProperty("id").GetString()!;
         await hooks.WaitForAlertAsync(agent, 2);
 
+        // The scope narrows before the limit: the support owner's last alert is web's, though the gateway's last is agent's.
+        Assert.True(string.CompareOrdinal(agent, web) > 0 && agent.Length >= web.Length, $"{agent} after {web}");
+        var mine = await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Get, "/admin/v1/alerts?limit=1"));
+        Assert.Equal(web, Assert.Single(mine.EnumerateArray()).GetProperty("id").GetString());
+
         // An owner acknowledges the web alert; finance may not acknowledge an alert outside its tenants' scope... but is in acme.
         var acked = await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Post, $"/admin/v1/alerts/{web}/ack", new { note = "looking" }));
         Assert.Equal(("acknowledged", "support-owner"), (acked.GetProperty("status").GetString(), acked.GetProperty("acknowledged_by").GetString()));
