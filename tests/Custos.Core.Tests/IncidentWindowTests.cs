@@ -128,8 +128,15 @@ public sealed class IncidentWindowTests
 
         var resumed = new AdminEntry
         {
-            ChainId = "n", Seq = 9, Timestamp = T0.AddMinutes(5), Actor = "agents-owner", Action = "credential.resumed", Target = "credential:cred-c",
-            Before = "suspended", After = "active", Reason = "checked by hand",
+            ChainId = "n",
+            Seq = 9,
+            Timestamp = T0.AddMinutes(5),
+            Actor = "agents-owner",
+            Action = "credential.resumed",
+            Target = "credential:cred-c",
+            Before = "suspended",
+            After = "active",
+            Reason = "checked by hand",
         };
         var undone = Assert.Single(Build(resumed).Findings, f => f.Code == "automatic_action");
         Assert.Equal("medium", undone.Severity);
