@@ -199,13 +199,13 @@ public sealed partial class ControlPlaneCliTests : IAsyncLifetime
         Assert.StartsWith("SERVICE", list, StringComparison.Ordinal);
         var lines = list.Split('\n').Select(l => Regex.Split(l.Trim(), " {2,}")).ToList();
         Assert.Contains(lines, l => l is ["analytics", "agent-operator", "Analytics agent desk", "http://hooks.example.test/analytics", Approver]);
-        Assert.Contains(lines, l => l is ["analytics", "business-sponsor", "— missing", "-", "-"]);
+        Assert.Contains(lines, l => l is ["analytics", "business-sponsor", "— (no agent consumers)", "-", "-"]); // not a gap: services list counts none
         Assert.Contains(lines, l => l is ["analytics", "policy", "Analytics product lead", "analytics-policy@acme.example", "demo-service-owner"]); // the demo names its admin
 
         var show = await AsAsync("security-auditor", "services", "show", Service);
         Assert.Contains($"service {Service} (tenant acme): Customer-facing support chat", show, StringComparison.Ordinal);
         Assert.Contains(show.Split('\n'), l => l.Trim().StartsWith("policy ", StringComparison.Ordinal) && l.TrimEnd().EndsWith(Approver, StringComparison.Ordinal));
-        Assert.Contains("agent-operator    — missing", show, StringComparison.Ordinal);
+        Assert.Contains("agent-operator    — (no agent consumers)", show, StringComparison.Ordinal);
         Assert.Contains("governance gaps: none", show, StringComparison.Ordinal);
         Assert.Contains("model choice: every model of the tenant", show, StringComparison.Ordinal);
         Assert.Contains("budget: 100 per month (hard)", show, StringComparison.Ordinal);

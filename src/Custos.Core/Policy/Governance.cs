@@ -26,8 +26,7 @@ public static class Governance
             }
         }
 
-        var hasAgents = document.Consumers.Any(c => c.Service == service.Id && c.Category == ConsumerCategory.Agent);
-        if (hasAgents && (owners.AgentOperator is null || owners.BusinessSponsor is null))
+        if (HasAgents(document, service) && (owners.AgentOperator is null || owners.BusinessSponsor is null))
         {
             gaps.Add(new GovernanceGap("owners", $"service '{service.Id}' has agent consumers but no agent_operator or business_sponsor: missing governance"));
         }
@@ -40,4 +39,11 @@ public static class Governance
 
         return gaps;
     }
+
+    /// <summary>Whether <paramref name="role"/> must be filled for <paramref name="service"/>: the agent roles only where the service has agent consumers.</summary>
+    public static bool Requires(PolicyDocument document, ServiceConfig service, string role)
+        => role is not ("agent_operator" or "business_sponsor") || HasAgents(document, service);
+
+    private static bool HasAgents(PolicyDocument document, ServiceConfig service)
+        => document.Consumers.Any(c => c.Service == service.Id && c.Category == ConsumerCategory.Agent);
 }

@@ -386,7 +386,10 @@ internal static partial class AdminApi
             {
                 foreach (var (role, owner) in OwnerRoles(service.Owners))
                 {
-                    rows.Add(new OwnerView(service.Tenant, service.Id, role, owner?.Name, owner?.Email, owner?.Webhook, owner?.Admin));
+                    rows.Add(new OwnerView(service.Tenant, service.Id, role, owner?.Name, owner?.Email, owner?.Webhook, owner?.Admin)
+                    {
+                        Required = Governance.Requires(gateway.Policy.Current.Document, service, role),
+                    });
                 }
             }
 
@@ -1316,7 +1319,10 @@ internal static partial class AdminApi
 
     private static ServiceView ViewOf(PolicyDocument document, ServiceConfig service)
         => new(service.Id, service.Tenant, service.Description, service.Owners, [.. Governance.Gaps(document, service).Select(g => g.Message)],
-            service.Suspended == true, service.Models, service.Approvers ?? [], service.Limits.Budget);
+            service.Suspended == true, service.Models, service.Approvers ?? [], service.Limits.Budget)
+        {
+            RequiredOwnerRoles = [.. OwnerRoles(service.Owners).Select(r => r.Role).Where(role => Governance.Requires(document, service, role))],
+        };
 
     private static CredentialView ViewOf(PolicySnapshot snapshot, CredentialConfig credential, IReadOnlyDictionary<string, DateTimeOffset> lastUsed, DateTimeOffset now)
     {

@@ -43,10 +43,18 @@ public sealed record WhoAmI(string Id, string Role, IReadOnlyList<string> Tenant
 
 /// <summary>A service with its owners and governance gaps.</summary>
 public sealed record ServiceView(string Id, string Tenant, string? Description, ServiceOwners Owners, IReadOnlyList<string> GovernanceGaps,
-    bool Suspended, IReadOnlyList<string>? Models, IReadOnlyList<string> Approvers, BudgetConfig? Budget);
+    bool Suspended, IReadOnlyList<string>? Models, IReadOnlyList<string> Approvers, BudgetConfig? Budget)
+{
+    /// <summary>The owner roles that must be filled: the agent roles only where the service has agent consumers.</summary>
+    public IReadOnlyList<string> RequiredOwnerRoles { get; init; } = [];
+}
 
 /// <summary>One owner role of one service.</summary>
-public sealed record OwnerView(string Tenant, string Service, string Role, string? Name, string? Email, Uri? Webhook, string? Admin);
+public sealed record OwnerView(string Tenant, string Service, string Role, string? Name, string? Email, Uri? Webhook, string? Admin)
+{
+    /// <summary>Whether the role must be filled: the agent roles only where the service has agent consumers.</summary>
+    public bool Required { get; init; } = true;
+}
 
 /// <summary>A consumer as the admin API shows it, with its entitlements: who approved which models, on which ticket, for how long.</summary>
 public sealed record ConsumerView(string Id, string Service, string Tenant, string Category, bool Suspended, IReadOnlyList<string> Models, int Credentials,

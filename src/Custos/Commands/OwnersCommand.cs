@@ -18,12 +18,16 @@ internal static class OwnersCommand
         List(output), Set(output),
     };
 
-    /// <summary>The name, contact (e-mail and/or webhook) and acting admin of an owner; a missing marker when the role is unfilled.</summary>
-    public static (string Name, string? Contact, string? Admin) Describe(JsonElement owner)
+    /// <summary>
+    /// The name, contact (e-mail and/or webhook) and acting admin of an owner; when the role is unfilled, a missing marker,
+    /// or, for a role not <paramref name="required"/> (an agent role of a service with no agent consumers, which the
+    /// governance gaps do not count), a note saying so.
+    /// </summary>
+    public static (string Name, string? Contact, string? Admin) Describe(JsonElement owner, bool required)
     {
         if (AdminClient.Text(owner, "name") is not { } name)
         {
-            return ("— missing", null, null);
+            return (required ? "— missing" : "— (no agent consumers)", null, null);
         }
 
         var contact = string.Join(", ", new[] { AdminClient.Text(owner, "email"), AdminClient.Text(owner, "webhook") }.Where(c => c is not null));
@@ -36,7 +40,7 @@ internal static class OwnersCommand
         return AdminClient.Define(command, output, (_, admin, cancellationToken) => admin.GetAsync("/admin/v1/owners", cancellationToken), (_, root) =>
             AdminClient.WriteTable(output, ["SERVICE", "ROLE", "NAME", "CONTACT", "ADMIN"], root.EnumerateArray().Select(o =>
             {
-                var (name, contact, acting) = Describe(o);
+                var (name, contact, acting) = Describe(o, !o.TryGetProperty("required", out var required) || required.ValueKind != JsonValueKind.False);
                 return new[] { AdminClient.Text(o, "service"), AdminClient.Text(o, "role")?.Replace('_', '-'), name, contact, acting };
             }), "No services in scope."));
     }

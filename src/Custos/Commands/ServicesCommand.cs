@@ -49,9 +49,11 @@ internal static class ServicesCommand
             output.WriteLine();
             output.WriteLine("owners:");
             var owners = s.GetProperty("owners");
+            var required = s.TryGetProperty("required_owner_roles", out var r) && r.ValueKind == JsonValueKind.Array ? AdminClient.Strings(s, "required_owner_roles") : null;
             AdminClient.WriteTable(output, ["  ROLE", "NAME", "CONTACT", "ADMIN"], OwnersCommand.Roles.Select(role =>
             {
-                var (name, contact, acting) = OwnersCommand.Describe(owners.TryGetProperty(role.Replace('-', '_'), out var o) ? o : default);
+                var (name, contact, acting) = OwnersCommand.Describe(owners.TryGetProperty(role.Replace('-', '_'), out var o) ? o : default,
+                    required?.Contains(role.Replace('-', '_')) ?? true);
                 return new[] { "  " + role, name, contact, acting };
             }), "");
             output.WriteLine();
