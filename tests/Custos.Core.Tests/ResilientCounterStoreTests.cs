@@ -19,21 +19,55 @@ public sealed class ResilientCounterStoreTests
         _store = new ResilientCounterStore(_shared, _clock, () => _nodes);
     }
 
-    /// <summary>The shared counters, which can be made unreachable.</summary>
+    /// <summary>
+    /// The shared counters, which can be made unreachable, or to time out after they made the reservation (as Redis
+    /// does when it stalls with the script already on its socket). Releases undo what they held, as Redis does.
+    /// </summary>
     private sealed class SwitchableStore(ICounterStore inner) : ICounterStore
     {
+        private readonly HashSet<Guid> _made = [];
+
         public bool Down { get; set; }
+
+        public bool TimeOutAfterReserving { get; set; }
 
         public int Calls { get; private set; }
 
-        public ValueTask<int> TryReserveAsync(Guid reservation, IReadOnlyList<CounterCharge> charges, CounterReading[] readings, CancellationToken cancellationToken = default)
+        public List<Guid> Released { get; } = [];
+
+        public async ValueTask<int> TryReserveAsync(Guid reservation, IReadOnlyList<CounterCharge> charges, CounterReading[] readings, CancellationToken cancellationToken = default)
         {
             Calls++;
-            return Down ? throw new TimeoutException("redis: no connection") : inner.TryReserveAsync(reservation, charges, readings, cancellationToken);
+            if (Down)
+            {
+                throw new CounterStoreNotReachedException("redis: no connection");
+            }
+
+            var failed = await inner.TryReserveAsync(reservation, charges, readings, cancellationToken);
+            if (failed < 0)
+            {
+                _made.Add(reservation);
+            }
+
+            return TimeOutAfterReserving ? throw new TimeoutException("redis: timeout") : failed;
         }
 
         public ValueTask SettleAsync(Guid reservation, IReadOnlyList<CounterCharge> charges, IReadOnlyList<long> actual, CancellationToken cancellationToken = default)
             => Down ? throw new TimeoutException("redis: no connection") : inner.SettleAsync(reservation, charges, actual, cancellationToken);
+
+        public async ValueTask ReleaseAsync(Guid reservation, IReadOnlyList<CounterCharge> charges, CancellationToken cancellationToken = default)
+        {
+            if (Down)
+            {
+                throw new TimeoutException("redis: no connection");
+            }
+
+            Released.Add(reservation);
+            if (_made.Remove(reservation))
+            {
+                await inner.SettleAsync(reservation, charges, new long[charges.Count], cancellationToken);
+            }
+        }
     }
 
     private CounterCharge Charge(string control, long amount, long limit, FailMode mode) =>
@@ -130,5 +164,35 @@ public sealed class ResilientCounterStoreTests
 
         var (_, readings) = await ReserveAsync(Guid.NewGuid(), charge with { Amount = 0 });
         Assert.Equal(20, readings[0].Used);
+    }
+
+    [Fact]
+    public async Task AReservationThatTimesOutAfterReachingTheStore_IsReleasedWhenTheStoreAnswersAgain()
+    {
+        var budget = Charge("budget", 100, 150, FailMode.Closed);
+        var reservation = Guid.NewGuid();
+        _shared.TimeOutAfterReserving = true;
+        Assert.Equal(0, (await ReserveAsync(reservation, budget)).Failed); // refused by the fail mode, yet made in the store
+        Assert.Equal(1, _store.PendingSettlements);
+
+        _shared.TimeOutAfterReserving = false;
+        _clock.Advance(TimeSpan.FromSeconds(1));
+        var probe = Charge("budget", 0, 0, FailMode.Closed) with { Enforce = false };
+        await ReserveAsync(Guid.NewGuid(), probe); // the first success ends the outage and replays the release
+        await Eventually.TrueAsync(() => _store.PendingSettlements == 0, "the pending release replayed");
+
+        Assert.Equal([reservation], _shared.Released);
+        var (_, readings) = await ReserveAsync(Guid.NewGuid(), probe);
+        Assert.Equal(new CounterReading(0, 0), readings[0]); // the refused request holds nothing
+    }
+
+    [Fact]
+    public async Task AReservationThatNeverReachedTheStore_IsNotReleased()
+    {
+        _shared.Down = true;
+        Assert.Equal(0, (await ReserveAsync(Guid.NewGuid(), Charge("budget", 100, 150, FailMode.Closed))).Failed);
+
+        Assert.True(_store.IsDegraded);
+        Assert.Equal(0, _store.PendingSettlements);
     }
 }

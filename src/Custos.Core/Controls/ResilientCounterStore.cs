@@ -14,11 +14,13 @@ namespace Custos.Controls;
 /// After a failure the shared store is left alone for <see cref="RetryAfter"/> (requests do not each wait for a
 /// timeout), then tried again by the next request; the first success ends the degraded mode. Settlements that fail
 /// are kept (bounded) and retried when the store answers again, so reservations made before an outage do not stay
-/// held until their lease expires.
+/// held until their lease expires. A reservation that fails after it may have reached the store (a command timeout:
+/// the store runs it when it resumes) is released the same way (<see cref="ICounterStore.ReleaseAsync"/>), since the
+/// request is decided by the fail modes instead and must not also hold or use the shared counters.
 /// </remarks>
 public sealed class ResilientCounterStore : ICounterStore
 {
-    /// <summary>Settlements kept for retry at most; beyond it the oldest are left to expire with their lease.</summary>
+    /// <summary>Settlements and releases kept for retry at most; beyond it the oldest are left to expire with their lease.</summary>
     public const int MaxPendingSettlements = 100_000;
 
     private readonly ICounterStore _shared;
@@ -26,12 +28,15 @@ public sealed class ResilientCounterStore : ICounterStore
     private readonly TimeProvider _time;
     private readonly Func<int> _liveNodes;
     private readonly ConcurrentDictionary<Guid, LocalReservation> _localReservations = new();
-    private readonly ConcurrentQueue<(Guid Reservation, IReadOnlyList<CounterCharge> Charges, IReadOnlyList<long> Actual)> _pendingSettlements = new();
+    private readonly ConcurrentQueue<Pending> _pendingSettlements = new();
     private long _unavailableUntil; // UTC ticks; 0 while the shared store answers
     private int _degraded;
     private int _retrying;
 
     private sealed record LocalReservation(CounterCharge[] Charges, int[] Indexes);
+
+    /// <summary>A settlement to retry, or a release when <see cref="Actual"/> is null.</summary>
+    private readonly record struct Pending(Guid Reservation, IReadOnlyList<CounterCharge> Charges, IReadOnlyList<long>? Actual);
 
     /// <summary>Wraps <paramref name="shared"/>.</summary>
     /// <param name="shared">The shared counters.</param>
@@ -54,7 +59,7 @@ public sealed class ResilientCounterStore : ICounterStore
     /// <summary>True while the shared counters are unreachable and the fail modes decide.</summary>
     public bool IsDegraded => Volatile.Read(ref _degraded) == 1;
 
-    /// <summary>Settlements waiting for the shared store to come back.</summary>
+    /// <summary>Settlements and releases waiting for the shared store to come back.</summary>
     public int PendingSettlements => _pendingSettlements.Count;
 
     /// <summary>Raised when the shared counters become unreachable (true) or answer again (false), with the failure if any.</summary>
@@ -75,6 +80,10 @@ public sealed class ResilientCounterStore : ICounterStore
             catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
             {
                 Failed(ex);
+                if (ex is not CounterStoreNotReachedException)
+                {
+                    Keep(new Pending(reservation, charges, null)); // it may run when the store resumes: undo it then
+                }
             }
         }
 
@@ -103,10 +112,34 @@ public sealed class ResilientCounterStore : ICounterStore
         catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
         {
             Failed(ex);
-            _pendingSettlements.Enqueue((reservation, charges, actual));
-            while (_pendingSettlements.Count > MaxPendingSettlements && _pendingSettlements.TryDequeue(out _))
-            {
-            }
+            Keep(new Pending(reservation, charges, actual));
+        }
+    }
+
+    /// <inheritdoc/>
+    public async ValueTask ReleaseAsync(Guid reservation, IReadOnlyList<CounterCharge> charges, CancellationToken cancellationToken = default)
+    {
+        if (_localReservations.ContainsKey(reservation))
+        {
+            return; // decided on this node: the shared store never held it
+        }
+
+        try
+        {
+            await _shared.ReleaseAsync(reservation, charges, cancellationToken);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        {
+            Failed(ex);
+            Keep(new Pending(reservation, charges, null));
+        }
+    }
+
+    private void Keep(Pending pending)
+    {
+        _pendingSettlements.Enqueue(pending);
+        while (_pendingSettlements.Count > MaxPendingSettlements && _pendingSettlements.TryDequeue(out _))
+        {
         }
     }
 
@@ -180,7 +213,7 @@ public sealed class ResilientCounterStore : ICounterStore
         }
     }
 
-    /// <summary>Retries the settlements kept while the shared store was unreachable; stops at the first failure.</summary>
+    /// <summary>Retries the settlements and releases kept while the shared store was unreachable; stops at the first failure.</summary>
     public async Task RetrySettlementsAsync()
     {
         if (Interlocked.Exchange(ref _retrying, 1) == 1)
@@ -194,7 +227,14 @@ public sealed class ResilientCounterStore : ICounterStore
             {
                 try
                 {
-                    await _shared.SettleAsync(pending.Reservation, pending.Charges, pending.Actual);
+                    if (pending.Actual is { } actual)
+                    {
+                        await _shared.SettleAsync(pending.Reservation, pending.Charges, actual);
+                    }
+                    else
+                    {
+                        await _shared.ReleaseAsync(pending.Reservation, pending.Charges);
+                    }
                 }
                 catch (Exception ex)
                 {
