@@ -79,20 +79,49 @@ public sealed class ResilientCounterStoreTests
         return (await _store.TryReserveAsync(reservation, charges, readings), readings);
     }
 
+    [Theory]
+    [InlineData(10, new[] { 4, 3, 3 })]
+    [InlineData(1, new[] { 1, 0, 0 })]
+    [InlineData(2, new[] { 1, 1, 0 })]
+    [InlineData(3, new[] { 1, 1, 1 })]
+    public async Task LocalShare_EachNodeCountsItsShareOfTheLimit_AndTheSharesAddUpToTheLimit(long limit, int[] expected)
+    {
+        var admittedByRank = new int[3];
+        for (var rank = 0; rank < 3; rank++)
+        {
+            var node = new ResilientCounterStore(_shared, _clock, () => new Cluster.LiveNodes(3, rank));
+            _shared.Down = true;
+            for (var i = 0; i < 10; i++)
+            {
+                var readings = new CounterReading[1];
+                var failed = await node.TryReserveAsync(Guid.NewGuid(), [Charge("rate_limit.requests", 1, limit, FailMode.LocalShare)], readings);
+                Assert.Equal(FailMode.LocalShare, readings[0].Degraded);
+                Assert.Equal(expected[rank], readings[0].AppliedLimit);
+                admittedByRank[rank] += failed < 0 ? 1 : 0;
+            }
+        }
+
+        Assert.Equal(expected, admittedByRank);
+        Assert.Equal(limit, admittedByRank.Sum()); // the three nodes together admit the limit, not more
+    }
+
     [Fact]
-    public async Task LocalShare_CountsOnThisNodeAgainstTheLimitDividedByTheLiveNodes()
+    public async Task LocalShare_WithoutARank_CountsTheLimitDividedByTheNodesRoundedDown()
     {
         _shared.Down = true;
         var admitted = 0;
         for (var i = 0; i < 10; i++)
         {
-            var (failed, readings) = await ReserveAsync(Guid.NewGuid(), Charge("rate_limit.requests", 1, 10, FailMode.LocalShare));
-            Assert.Equal(FailMode.LocalShare, readings[0].Degraded);
+            var (failed, _) = await ReserveAsync(Guid.NewGuid(), Charge("rate_limit.requests", 1, 10, FailMode.LocalShare));
             admitted += failed < 0 ? 1 : 0;
         }
 
-        Assert.Equal(4, admitted); // ceil(10 / 3): the three nodes together stay near the limit
+        Assert.Equal(3, admitted); // floor(10 / 3): the three nodes together stay within the limit
         Assert.True(_store.IsDegraded);
+
+        var (belowNodes, small) = await ReserveAsync(Guid.NewGuid(), Charge("rate_limit.requests", 1, 2, FailMode.LocalShare));
+        Assert.Equal(0, belowNodes); // a limit below the node count admits nothing on a node that does not know its rank
+        Assert.Equal(0, small[0].AppliedLimit);
     }
 
     [Fact]

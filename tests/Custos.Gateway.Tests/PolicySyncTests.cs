@@ -82,7 +82,7 @@ public sealed class PolicySyncTests
             return Task.CompletedTask;
         }
 
-        public Task<int> HeartbeatAsync(string nodeId, DateTimeOffset now, CancellationToken cancellationToken = default) => Task.FromResult(3);
+        public Task<LiveNodes> HeartbeatAsync(string nodeId, DateTimeOffset now, CancellationToken cancellationToken = default) => Task.FromResult(new LiveNodes(3, 1));
 
         public ValueTask DisposeAsync() => ValueTask.CompletedTask;
     }
@@ -117,6 +117,7 @@ public sealed class PolicySyncTests
         Assert.Contains(policy.Current.Tenants, t => t.Id == "globex");
         Assert.False(policy.IsUnconfirmed);
         Assert.Equal(3, sync.LiveNodes);
+        Assert.Equal(new LiveNodes(3, 1), sync.Live); // count and rank from the same heartbeat
     }
 
     [Fact]

@@ -1,12 +1,13 @@
 using System.Collections.Concurrent;
+using Custos.Cluster;
 using Custos.Policy;
 
 namespace Custos.Controls;
 
 /// <summary>
 /// Shared counters (Redis) with the declared fail modes applied when they cannot be reached. Each charge carries its
-/// control's <see cref="CounterCharge.FailMode"/>: <see cref="FailMode.LocalShare"/> counts on this node against the
-/// limit divided by the live nodes, <see cref="FailMode.Open"/> lets the charge through uncounted, and
+/// control's <see cref="CounterCharge.FailMode"/>: <see cref="FailMode.LocalShare"/> counts on this node against its
+/// share of the limit among the live nodes (the shares add up to the limit, never more), <see cref="FailMode.Open"/> lets the charge through uncounted, and
 /// <see cref="FailMode.Closed"/> refuses. Every charge decided that way carries <see cref="CounterReading.Degraded"/>,
 /// so the ledger says so.
 /// </summary>
@@ -26,7 +27,7 @@ public sealed class ResilientCounterStore : ICounterStore
     private readonly ICounterStore _shared;
     private readonly InMemoryCounterStore _local;
     private readonly TimeProvider _time;
-    private readonly Func<int> _liveNodes;
+    private readonly Func<LiveNodes> _liveNodes;
     private readonly ConcurrentDictionary<Guid, LocalReservation> _localReservations = new();
     private readonly ConcurrentQueue<Pending> _pendingSettlements = new();
     private long _unavailableUntil; // UTC ticks; 0 while the shared store answers
@@ -38,11 +39,25 @@ public sealed class ResilientCounterStore : ICounterStore
     /// <summary>A settlement to retry, or a release when <see cref="Actual"/> is null.</summary>
     private readonly record struct Pending(Guid Reservation, IReadOnlyList<CounterCharge> Charges, IReadOnlyList<long>? Actual);
 
-    /// <summary>Wraps <paramref name="shared"/>.</summary>
+    /// <summary>Wraps <paramref name="shared"/>, for a node that knows how many nodes share the counters but not its rank.</summary>
     /// <param name="shared">The shared counters.</param>
     /// <param name="time">The clock.</param>
     /// <param name="liveNodes">How many gateway nodes share the counters (the last count known); at least 1 is used.</param>
+    /// <remarks>Each node's share is the limit divided by the nodes, rounded down: a limit below the node count admits nothing.</remarks>
     public ResilientCounterStore(ICounterStore shared, TimeProvider time, Func<int> liveNodes)
+        : this(shared, time, () => new LiveNodes(liveNodes(), -1))
+    {
+    }
+
+    /// <summary>Wraps <paramref name="shared"/>.</summary>
+    /// <param name="shared">The shared counters.</param>
+    /// <param name="time">The clock.</param>
+    /// <param name="liveNodes">
+    /// How many gateway nodes share the counters and this node's rank among them (the last heartbeat's); at least 1 node
+    /// is used. Each node's share is the limit divided by the nodes, rounded down, plus one for the nodes ranked below the
+    /// remainder, so the shares add up to the limit.
+    /// </param>
+    public ResilientCounterStore(ICounterStore shared, TimeProvider time, Func<LiveNodes> liveNodes)
     {
         _shared = shared;
         _time = time;
@@ -146,7 +161,8 @@ public sealed class ResilientCounterStore : ICounterStore
     private async ValueTask<int> ReserveDegradedAsync(Guid reservation, IReadOnlyList<CounterCharge> charges, CounterReading[] readings,
         CancellationToken cancellationToken)
     {
-        var nodes = Math.Max(1, _liveNodes());
+        var live = _liveNodes();
+        var nodes = Math.Max(1, live.Count);
         List<CounterCharge>? local = null;
         List<int>? indexes = null;
         var closed = -1;
@@ -161,7 +177,7 @@ public sealed class ResilientCounterStore : ICounterStore
             }
             else if (mode == FailMode.LocalShare)
             {
-                var share = (charge.Limit + nodes - 1) / nodes;
+                var share = Share(charge.Limit, nodes, live.Rank);
                 readings[i] = readings[i] with { AppliedLimit = share };
                 (local ??= []).Add(charge with { Limit = share });
                 (indexes ??= []).Add(i);
@@ -192,6 +208,16 @@ public sealed class ResilientCounterStore : ICounterStore
 
         _localReservations[reservation] = new LocalReservation([.. local], [.. indexes]);
         return -1;
+    }
+
+    /// <summary>
+    /// This node's part of <paramref name="limit"/>: the quotient for every node, and one more for the nodes ranked below
+    /// the remainder, so that the parts of all nodes add up to the limit. Without a rank (negative), the quotient only.
+    /// </summary>
+    internal static long Share(long limit, int nodes, int rank)
+    {
+        var (share, remainder) = Math.DivRem(Math.Max(0, limit), nodes);
+        return rank >= 0 && rank < remainder ? share + 1 : share;
     }
 
     private void Failed(Exception ex)

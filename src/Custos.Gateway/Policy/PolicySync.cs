@@ -50,7 +50,7 @@ public sealed partial class PolicySync : IAsyncDisposable
     private Task _loop = Task.CompletedTask;
     private long _announced;
     private long _lastRead; // Stopwatch ticks: staleness is judged by real time, whatever clock the gateway's decisions use
-    private int _liveNodes = 1;
+    private LiveNodesBox _liveNodes = new(new Custos.Cluster.LiveNodes(1, 0));
 
     private PolicySync(IPolicyStore store, ActivePolicy policy, IChangeFeed? feed, string nodeId, Func<string, string?> secrets,
         ILogger logger, PolicySyncOptions options)
@@ -74,7 +74,7 @@ public sealed partial class PolicySync : IAsyncDisposable
         {
             feed.Restored += sync.Wake;
             await feed.SubscribeAsync(sync.OnAnnounced, cancellationToken);
-            sync._liveNodes = Math.Max(1, await feed.HeartbeatAsync(nodeId, DateTimeOffset.UtcNow, cancellationToken));
+            sync._liveNodes = new LiveNodesBox(await feed.HeartbeatAsync(nodeId, DateTimeOffset.UtcNow, cancellationToken));
         }
 
         sync._loop = Task.Run(sync.RunAsync, CancellationToken.None);
@@ -82,7 +82,10 @@ public sealed partial class PolicySync : IAsyncDisposable
     }
 
     /// <summary>Gateway nodes alive as the change feed last counted them (1 without a feed).</summary>
-    public int LiveNodes => Volatile.Read(ref _liveNodes);
+    public int LiveNodes => Live.Count;
+
+    /// <summary>Gateway nodes alive and this node's rank among them, from one heartbeat (one node alone without a feed).</summary>
+    public Custos.Cluster.LiveNodes Live => Volatile.Read(ref _liveNodes).Value;
 
     /// <summary>The newest version another node announced.</summary>
     public long Announced => Interlocked.Read(ref _announced);
@@ -149,7 +152,7 @@ public sealed partial class PolicySync : IAsyncDisposable
                 {
                     try
                     {
-                        Volatile.Write(ref _liveNodes, Math.Max(1, await _feed.HeartbeatAsync(_nodeId, DateTimeOffset.UtcNow, token)));
+                        Volatile.Write(ref _liveNodes, new LiveNodesBox(await _feed.HeartbeatAsync(_nodeId, DateTimeOffset.UtcNow, token)));
                     }
                     catch (Exception ex) when (ex is not OperationCanceledException)
                     {
@@ -241,4 +244,7 @@ public sealed partial class PolicySync : IAsyncDisposable
         [LoggerMessage(EventId = 404, Level = LogLevel.Warning, Message = "Announcing policy version {Version} to the other nodes failed; they will read it from the store.")]
         public static partial void AnnounceFailed(ILogger logger, long version, Exception exception);
     }
+
+    /// <summary>The count and the rank of one heartbeat, read together.</summary>
+    private sealed record LiveNodesBox(Custos.Cluster.LiveNodes Value);
 }
