@@ -21,17 +21,11 @@ internal static class AuditCommand
         VerifyBundle(output),
     };
 
-    private static Option<FileInfo[]> PublicKeys() => new("--public-key")
-    {
-        Description = "Checkpoint public key(s) (PEM) to trust. Default: DIR/keys/checkpoint.pub.pem of the store.",
-        AllowMultipleArgumentsPerToken = true,
-    };
-
     private static Command Verify(TextWriter output, TextWriter error)
     {
         var data = CommonOptions.Data();
         var config = CommonOptions.Config();
-        var keys = PublicKeys();
+        var keys = CommonOptions.PublicKeys();
         var from = new Option<string?>("--from") { Description = "Verify from this instant (ISO 8601 or an age such as 7d); whole checkpoint intervals." };
         var to = new Option<string?>("--to") { Description = "Verify up to this instant." };
         var witness = new Option<DirectoryInfo?>("--witness") { Description = "A directory witness to compare the database's checkpoints with." };
@@ -177,9 +171,9 @@ internal static class AuditCommand
 
     private static ECDsa[] LoadKeys(FileInfo[]? files, string directory)
     {
-        if (files is { Length: > 0 })
+        if (CommonOptions.PublicKeyPaths(files) is { } paths)
         {
-            return [.. files.Select(LoadKey)];
+            return [.. paths.Select(path => LoadKey(new FileInfo(path)))];
         }
 
         var path = CheckpointKey.PublicPath(directory);
