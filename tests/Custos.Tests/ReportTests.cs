@@ -548,6 +548,20 @@ public sealed class ReportTests
     }
 
     [Fact]
+    public async Task Incident_WindowAtTheEarliestTime_ReportsWithoutABaseline_InOneLine()
+    {
+        await using var g = await MisuseGatewayAsync();
+        await g.StopAsync();
+
+        var (exit, output, error) = await Cli.RunAsync("report", "incident", "--tenant", ReportGateway.Tenant, "--from", "0001-01-01T00:00:00Z",
+            "--to", "0001-01-02T00:00:00Z", "--data", g.Directory, "-o", Path.Combine(g.Directory, "year1.md"));
+
+        Assert.True(exit == 0, $"exit {exit}: {error}");
+        Assert.StartsWith("Incident pack for", output, StringComparison.Ordinal);
+        Assert.Single(output.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+    }
+
+    [Fact]
     public async Task Incident_BadArguments_OneLineErrors()
     {
         var (exit, _, error) = await Cli.RunAsync("report", "incident", "--consumer", "a", "--service", "b", "--from", "1h", "--data", Path.GetTempPath());
