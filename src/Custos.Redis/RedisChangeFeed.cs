@@ -83,17 +83,19 @@ public sealed class RedisChangeFeed : IChangeFeed
     }
 
     /// <inheritdoc/>
-    public async Task<int> HeartbeatAsync(string nodeId, DateTimeOffset now, CancellationToken cancellationToken = default)
+    public async Task<LiveNodes> HeartbeatAsync(string nodeId, DateTimeOffset now, CancellationToken cancellationToken = default)
     {
         var db = _connection.GetDatabase();
         var nowMs = now.ToUnixTimeMilliseconds();
         var batch = db.CreateBatch();
         var add = batch.SortedSetAddAsync(_nodes, nodeId, nowMs);
         var trim = batch.SortedSetRemoveRangeByScoreAsync(_nodes, double.NegativeInfinity, nowMs - NodeTimeout.TotalMilliseconds);
-        var count = batch.SortedSetLengthAsync(_nodes);
+        var members = batch.SortedSetRangeByRankAsync(_nodes);
         batch.Execute();
-        await Task.WhenAll(add, trim, count);
-        return (int)await count;
+        await Task.WhenAll(add, trim, members);
+        var nodes = Array.ConvertAll(await members, member => member.ToString());
+        Array.Sort(nodes, StringComparer.Ordinal);
+        return new LiveNodes(Math.Max(1, nodes.Length), Math.Max(0, Array.IndexOf(nodes, nodeId)));
     }
 
     /// <inheritdoc/>

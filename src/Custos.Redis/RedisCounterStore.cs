@@ -186,8 +186,34 @@ public sealed class RedisCounterStore : ICounterStore
         return 0
         """;
 
+    // KEYS: each charge's counter hash, then the tenant's leases and held. ARGV: reservation, '1' when a charge is held
+    // (not final) or '0'; then per charge amount, flags (2 for a final charge, else 0), end (ms).
+    // Undoes a reservation that may or may not have run (its caller timed out). One that holds something ran if and only
+    // if its lease is still open: then what it held leaves reserved and its final charges leave used; else nothing. One
+    // of final charges only leaves no lease to tell by, so its final charges leave used if their counter is in the same
+    // window (the caller releases only a reservation that was sent; see ICounterStore.ReleaseAsync).
+    internal const string ReleaseScript = """
+        local id, holds = ARGV[1], ARGV[2] == '1'
+        local count = #KEYS - 2
+        local open = redis.call('ZREM', KEYS[count + 1], id) == 1
+        if open then
+          redis.call('HDEL', KEYS[count + 2], id)
+        elseif holds then
+          return 0
+        end
+        for i = 1, count do
+          local counter, a = KEYS[i], 2 + (i - 1) * 3
+          local amount, field = ARGV[a + 1], ARGV[a + 2] == '2' and 'used' or 'reserved'
+          if amount ~= '0' and redis.call('HGET', counter, 'end') == ARGV[a + 3] and redis.call('HINCRBY', counter, field, '-' .. amount) < 0 then
+            redis.call('HSET', counter, field, 0)
+          end
+        end
+        return 1
+        """;
+
     private static readonly byte[] ReserveHash = SHA1.HashData(Encoding.UTF8.GetBytes(ReserveScript));
     private static readonly byte[] SettleHash = SHA1.HashData(Encoding.UTF8.GetBytes(SettleScript));
+    private static readonly byte[] ReleaseHash = SHA1.HashData(Encoding.UTF8.GetBytes(ReleaseScript));
 
     private readonly IDatabaseAsync _database;
     private readonly TimeProvider _time;
@@ -236,7 +262,16 @@ public sealed class RedisCounterStore : ICounterStore
             values[7 + i * 4] = charge.ExpiresAt.ToUnixTimeMilliseconds();
         }
 
-        var result = (RedisResult[])(await EvaluateAsync(ReserveHash, ReserveScript, keys, values, cancellationToken))!;
+        RedisResult[] result;
+        try
+        {
+            result = (RedisResult[])(await EvaluateAsync(ReserveHash, ReserveScript, keys, values, cancellationToken))!;
+        }
+        catch (Exception error) when (NotSent(error))
+        {
+            throw new CounterStoreNotReachedException(error.Message, error);
+        }
+
         for (var i = 0; i < charges.Count; i++)
         {
             readings[i] = new CounterReading((long)result[1 + i * 2], (long)result[2 + i * 2]);
@@ -276,6 +311,44 @@ public sealed class RedisCounterStore : ICounterStore
 
         await EvaluateAsync(SettleHash, SettleScript, keys, values, cancellationToken);
     }
+
+    /// <inheritdoc/>
+    /// <remarks>
+    /// Exact for a reservation that holds something (a token or cost charge): its lease says whether it was made. A
+    /// reservation of final charges only (request counters) leaves nothing to tell by, so its charges are given back
+    /// if their counters are still in the same window; the caller releases only a reservation that was sent
+    /// (<see cref="CounterStoreNotReachedException"/> says one was not), which Redis runs unless it fails first.
+    /// </remarks>
+    public async ValueTask ReleaseAsync(Guid reservation, IReadOnlyList<CounterCharge> charges, CancellationToken cancellationToken = default)
+    {
+        if (charges.Count == 0)
+        {
+            return;
+        }
+
+        var keys = Keys(charges, sweep: false);
+        var values = new RedisValue[2 + charges.Count * 3];
+        values[0] = reservation.ToString("N");
+        values[1] = 0;
+        for (var i = 0; i < charges.Count; i++)
+        {
+            var charge = charges[i];
+            values[1] = charge.Final ? values[1] : 1;
+            values[2 + i * 3] = charge.Amount;
+            values[3 + i * 3] = charge.Final ? 2 : 0;
+            values[4 + i * 3] = charge.ExpiresAt.ToUnixTimeMilliseconds();
+        }
+
+        await EvaluateAsync(ReleaseHash, ReleaseScript, keys, values, cancellationToken);
+    }
+
+    /// <summary>True when <paramref name="error"/> says the command never left this process (no connection).</summary>
+    private static bool NotSent(Exception error) => error switch
+    {
+        RedisConnectionException connection => connection.CommandStatus is CommandStatus.WaitingToBeSent or CommandStatus.WaitingInBacklog,
+        RedisTimeoutException timeout => timeout.Commandstatus is CommandStatus.WaitingToBeSent or CommandStatus.WaitingInBacklog,
+        _ => false,
+    };
 
     /// <summary>
     /// Each charge's counter hash (only those a reservation holds, not the final ones, with <paramref name="heldOnly"/>),

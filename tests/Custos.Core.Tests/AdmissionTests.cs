@@ -224,6 +224,9 @@ public sealed class AdmissionTests
 
         public ValueTask SettleAsync(Guid reservation, IReadOnlyList<CounterCharge> charges, IReadOnlyList<long> actual, CancellationToken cancellationToken = default)
             => throw new TimeoutException("no connection");
+
+        public ValueTask ReleaseAsync(Guid reservation, IReadOnlyList<CounterCharge> charges, CancellationToken cancellationToken = default)
+            => throw new TimeoutException("no connection");
     }
 
     [Theory]

@@ -242,4 +242,17 @@ public sealed class IncidentWindowTests
         Assert.Equal(Enumerable.Range(1, IncidentWindow.Sample.Keep).Select(i => "req_" + i), merged.Head.Select(h => h.Entry.RequestId));
         Assert.Equal("req_30", merged.Tail.Entry.RequestId);
     }
+
+    [Theory]
+    [InlineData("0001-01-01T00:00:00Z", "0001-01-02T00:00:00Z", "0001-01-01T00:00:00Z")] // nothing before the window
+    [InlineData("0001-01-01T12:00:00Z", "0001-01-03T00:00:00Z", "0001-01-01T00:00:00Z")] // what there is of it
+    [InlineData("2026-11-30T00:00:00Z", "2026-12-01T00:00:00Z", "2026-11-29T00:00:00Z")] // the same length before
+    public void BaselineWindow_NearTheEarliestTime_StartsThere(string from, string to, string baselineFrom)
+    {
+        var start = DateTimeOffset.Parse(from, System.Globalization.CultureInfo.InvariantCulture);
+
+        var baseline = IncidentReportBuilder.BaselineWindow(start, DateTimeOffset.Parse(to, System.Globalization.CultureInfo.InvariantCulture));
+
+        Assert.Equal((DateTimeOffset.Parse(baselineFrom, System.Globalization.CultureInfo.InvariantCulture), start), baseline);
+    }
 }

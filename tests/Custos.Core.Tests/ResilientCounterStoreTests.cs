@@ -19,21 +19,55 @@ public sealed class ResilientCounterStoreTests
         _store = new ResilientCounterStore(_shared, _clock, () => _nodes);
     }
 
-    /// <summary>The shared counters, which can be made unreachable.</summary>
+    /// <summary>
+    /// The shared counters, which can be made unreachable, or to time out after they made the reservation (as Redis
+    /// does when it stalls with the script already on its socket). Releases undo what they held, as Redis does.
+    /// </summary>
     private sealed class SwitchableStore(ICounterStore inner) : ICounterStore
     {
+        private readonly HashSet<Guid> _made = [];
+
         public bool Down { get; set; }
+
+        public bool TimeOutAfterReserving { get; set; }
 
         public int Calls { get; private set; }
 
-        public ValueTask<int> TryReserveAsync(Guid reservation, IReadOnlyList<CounterCharge> charges, CounterReading[] readings, CancellationToken cancellationToken = default)
+        public List<Guid> Released { get; } = [];
+
+        public async ValueTask<int> TryReserveAsync(Guid reservation, IReadOnlyList<CounterCharge> charges, CounterReading[] readings, CancellationToken cancellationToken = default)
         {
             Calls++;
-            return Down ? throw new TimeoutException("redis: no connection") : inner.TryReserveAsync(reservation, charges, readings, cancellationToken);
+            if (Down)
+            {
+                throw new CounterStoreNotReachedException("redis: no connection");
+            }
+
+            var failed = await inner.TryReserveAsync(reservation, charges, readings, cancellationToken);
+            if (failed < 0)
+            {
+                _made.Add(reservation);
+            }
+
+            return TimeOutAfterReserving ? throw new TimeoutException("redis: timeout") : failed;
         }
 
         public ValueTask SettleAsync(Guid reservation, IReadOnlyList<CounterCharge> charges, IReadOnlyList<long> actual, CancellationToken cancellationToken = default)
             => Down ? throw new TimeoutException("redis: no connection") : inner.SettleAsync(reservation, charges, actual, cancellationToken);
+
+        public async ValueTask ReleaseAsync(Guid reservation, IReadOnlyList<CounterCharge> charges, CancellationToken cancellationToken = default)
+        {
+            if (Down)
+            {
+                throw new TimeoutException("redis: no connection");
+            }
+
+            Released.Add(reservation);
+            if (_made.Remove(reservation))
+            {
+                await inner.SettleAsync(reservation, charges, new long[charges.Count], cancellationToken);
+            }
+        }
     }
 
     private CounterCharge Charge(string control, long amount, long limit, FailMode mode) =>
@@ -45,20 +79,49 @@ public sealed class ResilientCounterStoreTests
         return (await _store.TryReserveAsync(reservation, charges, readings), readings);
     }
 
+    [Theory]
+    [InlineData(10, new[] { 4, 3, 3 })]
+    [InlineData(1, new[] { 1, 0, 0 })]
+    [InlineData(2, new[] { 1, 1, 0 })]
+    [InlineData(3, new[] { 1, 1, 1 })]
+    public async Task LocalShare_EachNodeCountsItsShareOfTheLimit_AndTheSharesAddUpToTheLimit(long limit, int[] expected)
+    {
+        var admittedByRank = new int[3];
+        for (var rank = 0; rank < 3; rank++)
+        {
+            var node = new ResilientCounterStore(_shared, _clock, () => new Cluster.LiveNodes(3, rank));
+            _shared.Down = true;
+            for (var i = 0; i < 10; i++)
+            {
+                var readings = new CounterReading[1];
+                var failed = await node.TryReserveAsync(Guid.NewGuid(), [Charge("rate_limit.requests", 1, limit, FailMode.LocalShare)], readings);
+                Assert.Equal(FailMode.LocalShare, readings[0].Degraded);
+                Assert.Equal(expected[rank], readings[0].AppliedLimit);
+                admittedByRank[rank] += failed < 0 ? 1 : 0;
+            }
+        }
+
+        Assert.Equal(expected, admittedByRank);
+        Assert.Equal(limit, admittedByRank.Sum()); // the three nodes together admit the limit, not more
+    }
+
     [Fact]
-    public async Task LocalShare_CountsOnThisNodeAgainstTheLimitDividedByTheLiveNodes()
+    public async Task LocalShare_WithoutARank_CountsTheLimitDividedByTheNodesRoundedDown()
     {
         _shared.Down = true;
         var admitted = 0;
         for (var i = 0; i < 10; i++)
         {
-            var (failed, readings) = await ReserveAsync(Guid.NewGuid(), Charge("rate_limit.requests", 1, 10, FailMode.LocalShare));
-            Assert.Equal(FailMode.LocalShare, readings[0].Degraded);
+            var (failed, _) = await ReserveAsync(Guid.NewGuid(), Charge("rate_limit.requests", 1, 10, FailMode.LocalShare));
             admitted += failed < 0 ? 1 : 0;
         }
 
-        Assert.Equal(4, admitted); // ceil(10 / 3): the three nodes together stay near the limit
+        Assert.Equal(3, admitted); // floor(10 / 3): the three nodes together stay within the limit
         Assert.True(_store.IsDegraded);
+
+        var (belowNodes, small) = await ReserveAsync(Guid.NewGuid(), Charge("rate_limit.requests", 1, 2, FailMode.LocalShare));
+        Assert.Equal(0, belowNodes); // a limit below the node count admits nothing on a node that does not know its rank
+        Assert.Equal(0, small[0].AppliedLimit);
     }
 
     [Fact]
@@ -130,5 +193,35 @@ public sealed class ResilientCounterStoreTests
 
         var (_, readings) = await ReserveAsync(Guid.NewGuid(), charge with { Amount = 0 });
         Assert.Equal(20, readings[0].Used);
+    }
+
+    [Fact]
+    public async Task AReservationThatTimesOutAfterReachingTheStore_IsReleasedWhenTheStoreAnswersAgain()
+    {
+        var budget = Charge("budget", 100, 150, FailMode.Closed);
+        var reservation = Guid.NewGuid();
+        _shared.TimeOutAfterReserving = true;
+        Assert.Equal(0, (await ReserveAsync(reservation, budget)).Failed); // refused by the fail mode, yet made in the store
+        Assert.Equal(1, _store.PendingSettlements);
+
+        _shared.TimeOutAfterReserving = false;
+        _clock.Advance(TimeSpan.FromSeconds(1));
+        var probe = Charge("budget", 0, 0, FailMode.Closed) with { Enforce = false };
+        await ReserveAsync(Guid.NewGuid(), probe); // the first success ends the outage and replays the release
+        await Eventually.TrueAsync(() => _store.PendingSettlements == 0, "the pending release replayed");
+
+        Assert.Equal([reservation], _shared.Released);
+        var (_, readings) = await ReserveAsync(Guid.NewGuid(), probe);
+        Assert.Equal(new CounterReading(0, 0), readings[0]); // the refused request holds nothing
+    }
+
+    [Fact]
+    public async Task AReservationThatNeverReachedTheStore_IsNotReleased()
+    {
+        _shared.Down = true;
+        Assert.Equal(0, (await ReserveAsync(Guid.NewGuid(), Charge("budget", 100, 150, FailMode.Closed))).Failed);
+
+        Assert.True(_store.IsDegraded);
+        Assert.Equal(0, _store.PendingSettlements);
     }
 }

@@ -93,7 +93,7 @@ public sealed class PolicySyncTests
 
         public Task<long?> GetLatestPolicyVersionAsync(CancellationToken cancellationToken = default) => Task.FromResult(Latest);
 
-        public Task<int> HeartbeatAsync(string nodeId, DateTimeOffset now, CancellationToken cancellationToken = default) => Task.FromResult(3);
+        public Task<LiveNodes> HeartbeatAsync(string nodeId, DateTimeOffset now, CancellationToken cancellationToken = default) => Task.FromResult(new LiveNodes(3, 1));
 
         public ValueTask DisposeAsync() => ValueTask.CompletedTask;
     }
@@ -128,6 +128,7 @@ public sealed class PolicySyncTests
         Assert.Contains(policy.Current.Tenants, t => t.Id == "globex");
         Assert.False(policy.IsUnconfirmed);
         Assert.Equal(3, sync.LiveNodes);
+        Assert.Equal(new LiveNodes(3, 1), sync.Live); // count and rank from the same heartbeat
     }
 
     [Fact]

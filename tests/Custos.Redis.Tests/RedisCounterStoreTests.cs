@@ -1,5 +1,6 @@
 using Custos.Controls;
 using Custos.Core.Tests;
+using Custos.Testing;
 using StackExchange.Redis;
 
 namespace Custos.Redis.Tests;
@@ -258,6 +259,99 @@ public sealed class RedisCounterStoreTests : CounterStoreContract
         Assert.Equal((-1, new CounterReading(1, 1)), (failed, readings[0]));
         Assert.Equal(0, refused.Failed);
         Assert.Equal(new CounterReading(3, 0), await ReadAsync(key));
+    }
+
+    [Fact]
+    public async Task Release_OfAReservationThatWasMade_GivesBackWhatItHeldAndItsRequestCounter()
+    {
+        var (requests, budget) = (NewKey(), NewKey("budget"));
+        var reservation = Guid.NewGuid();
+        CounterCharge[] charges = [FinalCharge(requests, 1, 10), Charge(budget, 40, 100)];
+        await ReserveAsync(reservation, charges);
+        await ReserveAsync(FinalCharge(requests, 1, 10), Charge(budget, 5, 100)); // another request's, kept
+
+        await Store.ReleaseAsync(reservation, charges);
+        await Store.ReleaseAsync(reservation, charges); // a second release finds no lease: nothing more
+
+        Assert.Equal(new CounterReading(1, 0), await ReadAsync(requests));
+        Assert.Equal(new CounterReading(0, 5), await ReadAsync(budget));
+        Assert.False(await Database.HashExistsAsync(StoredKeys(charges)[3], reservation.ToString("N")));
+    }
+
+    [Fact]
+    public async Task Release_OfAReservationThatWasNeverMade_LeavesTheCountersAlone()
+    {
+        var (requests, budget) = (NewKey(), NewKey("budget"));
+        await ReserveAsync(FinalCharge(requests, 1, 10), Charge(budget, 40, 100));
+        CounterCharge[] refused = [FinalCharge(requests, 1, 10), Charge(budget, 80, 100)];
+        Assert.Equal(1, (await ReserveAsync(Guid.NewGuid(), refused)).Failed);
+
+        await Store.ReleaseAsync(Guid.NewGuid(), refused);
+
+        Assert.Equal(new CounterReading(1, 0), await ReadAsync(requests));
+        Assert.Equal(new CounterReading(0, 40), await ReadAsync(budget));
+    }
+
+    [Fact]
+    public async Task Release_OfRequestCountersOnly_GivesThemBackInTheirWindowOnly()
+    {
+        var key = NewKey();
+        var reservation = Guid.NewGuid();
+        CounterCharge[] charges = [FinalCharge(key, 1, 10)];
+        await ReserveAsync(reservation, charges);
+        await ReserveAsync(FinalCharge(key, 1, 10));
+
+        await Store.ReleaseAsync(reservation, charges);
+        await Store.ReleaseAsync(reservation, [charges[0] with { ExpiresAt = charges[0].ExpiresAt.AddMinutes(1) }]); // another window
+
+        Assert.Equal(new CounterReading(1, 0), await ReadAsync(key));
+    }
+
+    /// <summary>Redis that runs the reservation, then makes its caller time out, as a stalled server does.</summary>
+    private sealed class TimingOut(ICounterStore inner) : ICounterStore
+    {
+        public bool Stalled { get; set; } = true;
+
+        public async ValueTask<int> TryReserveAsync(Guid reservation, IReadOnlyList<CounterCharge> charges, CounterReading[] readings, CancellationToken cancellationToken = default)
+        {
+            var failed = await inner.TryReserveAsync(reservation, charges, readings, cancellationToken);
+            return Stalled ? throw new RedisTimeoutException(CommandFlags.None, "Timeout awaiting response", CommandStatus.Sent) : failed;
+        }
+
+        public ValueTask SettleAsync(Guid reservation, IReadOnlyList<CounterCharge> charges, IReadOnlyList<long> actual, CancellationToken cancellationToken = default) =>
+            inner.SettleAsync(reservation, charges, actual, cancellationToken);
+
+        public ValueTask ReleaseAsync(Guid reservation, IReadOnlyList<CounterCharge> charges, CancellationToken cancellationToken = default) =>
+            inner.ReleaseAsync(reservation, charges, cancellationToken);
+    }
+
+    [Fact]
+    public async Task ResilientStore_ReservationsThatTimedOutInRedis_AreReleasedWhenItAnswersAgain()
+    {
+        var stalled = new TimingOut(Store);
+        var resilient = new ResilientCounterStore(stalled, Clock, () => 1) { RetryAfter = TimeSpan.Zero }; // each request tries Redis
+        var (requests, budget) = (NewKey("quota.requests_per_day"), NewKey("budget"));
+        var refused = new List<Guid>();
+        for (var i = 0; i < 3; i++)
+        {
+            CounterCharge[] charges = [FinalCharge(requests, 1, 20) with { FailMode = Policy.FailMode.Closed }, Charge(budget, 40, 1000) with { FailMode = Policy.FailMode.Closed }];
+            var id = Guid.NewGuid();
+            Assert.Equal(0, await resilient.TryReserveAsync(id, charges, new CounterReading[2])); // refused: counters unreachable
+            refused.Add(id);
+        }
+
+        Assert.Equal(new CounterReading(3, 0), await ReadAsync(requests)); // Redis made all three when it resumed
+        Assert.Equal(new CounterReading(0, 120), await ReadAsync(budget));
+        stalled.Stalled = false;
+        Assert.Equal(-1, await resilient.TryReserveAsync(Guid.NewGuid(), [Charge(budget, 0, 0, enforce: false)], new CounterReading[1]));
+        await Eventually.TrueAsync(() => resilient.PendingSettlements == 0, "the releases replayed");
+
+        Assert.Equal(new CounterReading(0, 0), await ReadAsync(requests));
+        Assert.Equal(new CounterReading(0, 0), await ReadAsync(budget));
+        foreach (var id in refused)
+        {
+            Assert.False(await Database.HashExistsAsync(StoredKeys([Charge(budget, 1, 1)])[2], id.ToString("N")));
+        }
     }
 
     private IDatabase Database => _redis.Connection.GetDatabase();

@@ -47,6 +47,20 @@ public sealed class AuditCliTests
             Assert.Equal(0, exit);
             Assert.Contains("VALID: request " + requestIds[2], output, StringComparison.Ordinal);
 
+            // The key prove names is the one that signed the checkpoint: this folder's when it matches, else by its id.
+            (exit, output, _) = await Cli.RunAsync("audit", "prove", requestIds[2], "-o", proof, "--data", data);
+            Assert.Contains($"--public-key {publicKey}", output, StringComparison.Ordinal);
+            var signer = Custos.Ledger.CheckpointKey.IdOf(Custos.Ledger.CheckpointKey.LoadPublic(publicKey));
+            var own = await File.ReadAllTextAsync(publicKey);
+            var other = Path.Combine(data, "node-b");
+            Custos.Ledger.CheckpointKey.LoadOrCreate(other, out _).Dispose();
+            File.Copy(Custos.Ledger.CheckpointKey.PublicPath(other), publicKey, overwrite: true); // this folder now holds another node's key
+            (exit, output, _) = await Cli.RunAsync("audit", "prove", requestIds[2], "-o", proof, "--data", data);
+            await File.WriteAllTextAsync(publicKey, own);
+            Assert.Equal(0, exit);
+            Assert.DoesNotContain($"--public-key {publicKey}", output, StringComparison.Ordinal);
+            Assert.Contains($"signed by key {signer}", output, StringComparison.Ordinal);
+
             // One changed character in the entry: the bundle no longer proves anything.
             File.WriteAllText(proof, File.ReadAllText(proof).Replace("audit me", "audit mE", StringComparison.Ordinal).Replace("gpt-4o-mini", "gpt-4o-mino", StringComparison.Ordinal));
             (exit, output, _) = await Cli.RunAsync("audit", "verify-bundle", proof, "--public-key", publicKey);

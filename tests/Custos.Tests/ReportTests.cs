@@ -2,6 +2,7 @@ using System.Net;
 using System.Text.Json;
 using Custos.Alerts;
 using Custos.ControlPlane;
+using Custos.Ledger;
 using Custos.Policy;
 using Custos.Reports;
 
@@ -530,6 +531,43 @@ public sealed class ReportTests
         Assert.True(exit == 0, $"exit {exit}: {error}");
         Assert.Contains("chain not verified", output, StringComparison.Ordinal);
         Assert.Contains("holds no ECDSA public key in PEM", await File.ReadAllTextAsync(Path.Combine(g.Directory, "posture2.md")), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Posture_ChainSignedByAKeyNotGiven_IsNotVerified_AndWithEveryNodesKeyVerified()
+    {
+        await using var g = await MisuseGatewayAsync();
+        await g.ChatAsync("web-bot"); // recorded, whatever the answer
+        await g.StopAsync(); // seals a checkpoint with this node's key
+        var other = Path.Combine(g.Directory, "node-b");
+        CheckpointKey.LoadOrCreate(other, out _).Dispose(); // another node's key: this node's chain is not signed by it
+
+        var (exit, output, error) = await Cli.RunAsync("report", "posture", "--data", g.Directory, "--public-key", CheckpointKey.PublicPath(other),
+            "--format", "json", "-o", Path.Combine(g.Directory, "posture.json"));
+        Assert.True(exit == 0, $"exit {exit}: {error}");
+        Assert.Contains("chain not verified", output, StringComparison.Ordinal);
+        var chain = JsonDocument.Parse(await File.ReadAllTextAsync(Path.Combine(g.Directory, "posture.json"))).RootElement.GetProperty("chain");
+        Assert.Contains("no public key given for chain", chain.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        Assert.Empty(chain.GetProperty("problems").EnumerateArray());
+
+        (exit, output, error) = await Cli.RunAsync("report", "posture", "--data", g.Directory, "--public-key", CheckpointKey.PublicPath(other),
+            "--public-key", CheckpointKey.PublicPath(g.Directory), "-o", Path.Combine(g.Directory, "posture.md"));
+        Assert.True(exit == 0, $"exit {exit}: {error}");
+        Assert.Contains("chain verified", output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Incident_WindowAtTheEarliestTime_ReportsWithoutABaseline_InOneLine()
+    {
+        await using var g = await MisuseGatewayAsync();
+        await g.StopAsync();
+
+        var (exit, output, error) = await Cli.RunAsync("report", "incident", "--tenant", ReportGateway.Tenant, "--from", "0001-01-01T00:00:00Z",
+            "--to", "0001-01-02T00:00:00Z", "--data", g.Directory, "-o", Path.Combine(g.Directory, "year1.md"));
+
+        Assert.True(exit == 0, $"exit {exit}: {error}");
+        Assert.StartsWith("Incident pack for", output, StringComparison.Ordinal);
+        Assert.Single(output.Split('\n', StringSplitOptions.RemoveEmptyEntries));
     }
 
     [Fact]

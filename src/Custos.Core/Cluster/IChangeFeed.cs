@@ -36,6 +36,15 @@ public interface IChangeFeed : IAsyncDisposable
     /// </summary>
     Task<long?> GetLatestPolicyVersionAsync(CancellationToken cancellationToken = default);
 
-    /// <summary>Records that <paramref name="nodeId"/> is alive at <paramref name="now"/>; returns how many nodes are.</summary>
-    Task<int> HeartbeatAsync(string nodeId, DateTimeOffset now, CancellationToken cancellationToken = default);
+    /// <summary>
+    /// Records that <paramref name="nodeId"/> is alive at <paramref name="now"/>; returns how many nodes are, and this
+    /// node's place among them.
+    /// </summary>
+    Task<LiveNodes> HeartbeatAsync(string nodeId, DateTimeOffset now, CancellationToken cancellationToken = default);
 }
+
+/// <summary>The gateway nodes alive as the last heartbeat counted them.</summary>
+/// <param name="Count">How many nodes are alive; at least 1.</param>
+/// <param name="Rank">This node's place among them, 0 to <paramref name="Count"/> − 1, in the ordinal order of node ids,
+/// so that every node that saw the same heartbeats holds a different one.</param>
+public readonly record struct LiveNodes(int Count, int Rank);

@@ -68,7 +68,24 @@ public interface ICounterStore
     /// <see cref="CounterCharge.Final"/> ones among them were counted when reserved and are left alone.
     /// </summary>
     ValueTask SettleAsync(Guid reservation, IReadOnlyList<CounterCharge> charges, IReadOnlyList<long> actual, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Undoes a reservation whose <see cref="TryReserveAsync"/> failed after it may have reached the store (a command
+    /// timeout: the store may run it later), so that a request decided otherwise consumes nothing: what it holds goes
+    /// back, and so do its <see cref="CounterCharge.Final"/> charges. A reservation that was never made, or was already
+    /// settled, released or taken back, is left alone wherever the store can tell (see each implementation).
+    /// </summary>
+    /// <param name="reservation">The reservation that failed.</param>
+    /// <param name="charges">The charges it was made with.</param>
+    /// <param name="cancellationToken">Stops waiting for the store.</param>
+    ValueTask ReleaseAsync(Guid reservation, IReadOnlyList<CounterCharge> charges, CancellationToken cancellationToken = default);
 }
+
+/// <summary>
+/// Thrown by a shared <see cref="ICounterStore"/> when a call failed before it was sent (no connection): the store
+/// never saw it, so there is nothing to undo.
+/// </summary>
+public sealed class CounterStoreNotReachedException(string message, Exception? inner = null) : Exception(message, inner);
 
 /// <summary>
 /// Counters in this process: one lock, held for a few dictionary operations per request. Reservations are not
@@ -163,6 +180,13 @@ public sealed class InMemoryCounterStore(TimeProvider time) : ICounterStore
 
         return ValueTask.CompletedTask;
     }
+
+    /// <summary>
+    /// Nothing: a reservation in this process is made or refused within the call that makes it, never left in doubt,
+    /// and reservations are not tracked one by one, so there is nothing this could tell apart.
+    /// </summary>
+    public ValueTask ReleaseAsync(Guid reservation, IReadOnlyList<CounterCharge> charges, CancellationToken cancellationToken = default) =>
+        ValueTask.CompletedTask;
 
     private void SweepIfDue()
     {

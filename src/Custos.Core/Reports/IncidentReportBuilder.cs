@@ -135,7 +135,10 @@ public static partial class IncidentReportBuilder
         _ => v.Document.Tenants.Any(t => t.Id == subject.Id),
     });
 
-    /// <summary>The baseline period of a window: the same length immediately before it, at most 30 days.</summary>
+    /// <summary>
+    /// The baseline period of a window: the same length immediately before it, at most 30 days, and starting no earlier
+    /// than the earliest time there is (a window near year 1 has a shorter baseline, or none).
+    /// </summary>
     public static (DateTimeOffset From, DateTimeOffset To) BaselineWindow(DateTimeOffset from, DateTimeOffset to)
     {
         var length = to - from;
@@ -144,7 +147,8 @@ public static partial class IncidentReportBuilder
             length = TimeSpan.FromDays(30);
         }
 
-        return (from - length, from);
+        var room = TimeSpan.FromTicks(Math.Min(from.Ticks, from.UtcTicks)); // from the earliest time, on its clock and in UTC
+        return (from - (length < room ? length : room), from);
     }
 
     /// <summary>Builds the pack.</summary>

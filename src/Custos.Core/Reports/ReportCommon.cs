@@ -42,15 +42,26 @@ public sealed record ChainCheck(string Status, long Entries, int Checkpoints, lo
     [JsonIgnore]
     public bool HasProblems => Status == Failed;
 
-    /// <summary>The check from a verifier run over <paramref name="scope"/> (words such as "the window …").</summary>
+    /// <summary>
+    /// The check from a verifier run over <paramref name="scope"/> (words such as "the window …"). A chain whose
+    /// checkpoints are signed by a key that was not given (<c>unknown_key</c>: another node's, on a store many nodes
+    /// share) is not verified, which is not a sign of tampering: with nothing else wrong, the check is
+    /// <see cref="NotVerified"/> and names those chains; other problems make it <see cref="Failed"/>.
+    /// </summary>
     public static ChainCheck From(VerificationResult result, string scope)
     {
         var what = $"{result.Entries.ToString("N0", CultureInfo.InvariantCulture)} entries in {result.Chains} chain(s) recomputed over {scope}, " +
             $"{result.Checkpoints} signed checkpoint(s) checked, {result.Unsealed.ToString("N0", CultureInfo.InvariantCulture)} entries not yet sealed";
+        var unknown = result.Problems.Where(p => p.Kind == "unknown_key").Select(p => p.ChainId).Distinct(StringComparer.Ordinal).ToList();
+        var problems = result.Problems.Where(p => p.Kind != "unknown_key").ToList();
+        var notVerified = unknown.Count == 0 ? ""
+            : $" Not verified: no public key given for chain {string.Join(", ", unknown)} (pass each node's checkpoint public key with --public-key).";
         return result.Ok
             ? new ChainCheck(Verified, result.Entries, result.Checkpoints, result.Unsealed, [], what + ": intact.")
-            : new ChainCheck(Failed, result.Entries, result.Checkpoints, result.Unsealed, [.. result.Problems.Select(p => p.ToString())],
-                what + $": {result.Problems.Count} problem(s); the first bad entry of each chain is named.");
+            : problems.Count == 0
+            ? new ChainCheck(NotVerified, result.Entries, result.Checkpoints, result.Unsealed, [], what + ": nothing wrong where a key was given." + notVerified)
+            : new ChainCheck(Failed, result.Entries, result.Checkpoints, result.Unsealed, [.. problems.Select(p => p.ToString())],
+                what + $": {problems.Count} problem(s); the first bad entry of each chain is named." + notVerified);
     }
 
     /// <summary>The verifier did not run, because of <paramref name="reason"/>.</summary>

@@ -26,14 +26,16 @@ public static class ReportSources
     /// The incident pack of <paramref name="subject"/> from <paramref name="from"/> to <paramref name="to"/> (exclusive).
     /// <paramref name="progress"/>, when given, receives a line every <see cref="ProgressEvery"/> entries read.
     /// With <paramref name="verifyAlongside"/>, the chain is verified on a thread of its own while the window is read
-    /// (two cores at once: for the CLI, not inside the gateway).
+    /// (two cores at once: for the CLI, not inside the gateway). The chain is verified with <paramref name="publicKeys"/>
+    /// (PEM files), or without them with the checkpoint public key of <paramref name="dataDirectory"/>.
     /// </summary>
     /// <exception cref="ReportSubjectNotFoundException">Nothing names the subject.</exception>
     public static async Task<IncidentReport> IncidentAsync(ICustosStore store, string dataDirectory, IncidentSubject subject, DateTimeOffset from,
-        DateTimeOffset to, DateTimeOffset now, Action<string>? progress, CancellationToken cancellationToken, bool verifyAlongside = false)
+        DateTimeOffset to, DateTimeOffset now, Action<string>? progress, CancellationToken cancellationToken, bool verifyAlongside = false,
+        IReadOnlyList<string>? publicKeys = null)
     {
         progress = verifyAlongside ? Serialized(progress) : progress;
-        await using var verification = new Verification(store, dataDirectory, from, to, $"the window {ReportText.Time(from)} to {ReportText.Time(to)}",
+        await using var verification = new Verification(store, dataDirectory, publicKeys, from, to, $"the window {ReportText.Time(from)} to {ReportText.Time(to)}",
             verifyAlongside, progress, cancellationToken);
         var history = await store.GetHistoryAsync(cancellationToken);
 
@@ -82,13 +84,14 @@ public static class ReportSources
 
     /// <summary>
     /// The NIST CSF 2.0 / AI RMF posture report as of <paramref name="now"/>. With <paramref name="verifyAlongside"/>, the
-    /// chain is verified on a thread of its own while the last 90 days are read.
+    /// chain is verified on a thread of its own while the last 90 days are read. The chain is verified with
+    /// <paramref name="publicKeys"/> (PEM files), or without them with the checkpoint public key of <paramref name="dataDirectory"/>.
     /// </summary>
     public static async Task<PostureReport> PostureAsync(ICustosStore store, string dataDirectory, DateTimeOffset now, Action<string>? progress,
-        CancellationToken cancellationToken, bool verifyAlongside = false)
+        CancellationToken cancellationToken, bool verifyAlongside = false, IReadOnlyList<string>? publicKeys = null)
     {
         progress = verifyAlongside ? Serialized(progress) : progress;
-        await using var verification = new Verification(store, dataDirectory, null, null, "the whole ledger", verifyAlongside, progress, cancellationToken);
+        await using var verification = new Verification(store, dataDirectory, publicKeys, null, null, "the whole ledger", verifyAlongside, progress, cancellationToken);
         var history = await store.GetHistoryAsync(cancellationToken);
         var admin = await ReadAdminAsync(store, null, cancellationToken);
         var activity = new LedgerActivity(now, PostureReportBuilder.RevocationTimes(admin));
@@ -152,30 +155,49 @@ public static class ReportSources
         return shed;
     }
 
-    /// <summary>Runs the ledger verifier with the folder's checkpoint public key; without the key, says so instead of failing the report.</summary>
-    private static async Task<ChainCheck> VerifyAsync(ICustosStore store, string directory, DateTimeOffset? from, DateTimeOffset? to, Action<string>? progress,
-        string scope, CancellationToken cancellationToken)
+    /// <summary>
+    /// Runs the ledger verifier with the public keys given, or the folder's checkpoint public key; without a key, says so
+    /// instead of failing the report. A chain signed by a key not given is not verified, not broken (<see cref="ChainCheck.From"/>).
+    /// </summary>
+    private static async Task<ChainCheck> VerifyAsync(ICustosStore store, string directory, IReadOnlyList<string>? publicKeys, DateTimeOffset? from,
+        DateTimeOffset? to, Action<string>? progress, string scope, CancellationToken cancellationToken)
     {
-        var keyPath = CheckpointKey.PublicPath(directory);
-        if (!File.Exists(keyPath))
-        {
-            return ChainCheck.NotRun($"no checkpoint public key at {keyPath}; the gateway writes it when it first starts on this folder.");
-        }
-
-        ECDsa key;
+        var keyPaths = publicKeys is { Count: > 0 } ? publicKeys : [CheckpointKey.PublicPath(directory)];
+        var keys = new List<ECDsa>();
         try
         {
-            key = CheckpointKey.LoadPublic(keyPath);
-        }
-        catch (InvalidDataException ex)
-        {
-            return ChainCheck.NotRun(ex.Message);
-        }
+            foreach (var keyPath in keyPaths)
+            {
+                if (!File.Exists(keyPath))
+                {
+                    return ChainCheck.NotRun(publicKeys is { Count: > 0 } ? $"public key not found: {keyPath}."
+                        : $"no checkpoint public key at {keyPath}; the gateway writes it when it first starts on this folder.");
+                }
 
-        using var _ = key;
+                try
+                {
+                    keys.Add(CheckpointKey.LoadPublic(keyPath));
+                }
+                catch (InvalidDataException ex)
+                {
+                    return ChainCheck.NotRun(ex.Message);
+                }
+            }
+
+            return await VerifyWithAsync(store, keys, from, to, progress, scope, cancellationToken);
+        }
+        finally
+        {
+            keys.ForEach(key => key.Dispose());
+        }
+    }
+
+    private static async Task<ChainCheck> VerifyWithAsync(ICustosStore store, IReadOnlyList<ECDsa> keys, DateTimeOffset? from, DateTimeOffset? to,
+        Action<string>? progress, string scope, CancellationToken cancellationToken)
+    {
         var result = await LedgerVerifier.VerifyAsync(store, new VerificationOptions
         {
-            PublicKeys = [key],
+            PublicKeys = [.. keys],
             From = from,
             To = to,
             Progress = progress is null ? null : new VerifyProgress(progress),
@@ -215,10 +237,10 @@ public static class ReportSources
         private readonly CancellationTokenSource? _stop;
         private readonly Task<ChainCheck>? _running;
 
-        public Verification(ICustosStore store, string directory, DateTimeOffset? from, DateTimeOffset? to, string scope, bool alongside,
-            Action<string>? progress, CancellationToken cancellationToken)
+        public Verification(ICustosStore store, string directory, IReadOnlyList<string>? publicKeys, DateTimeOffset? from, DateTimeOffset? to,
+            string scope, bool alongside, Action<string>? progress, CancellationToken cancellationToken)
         {
-            _verify = token => VerifyAsync(store, directory, from, to, progress, scope, token);
+            _verify = token => VerifyAsync(store, directory, publicKeys, from, to, progress, scope, token);
             _cancellationToken = cancellationToken;
             if (alongside)
             {

@@ -532,7 +532,7 @@ public sealed partial class CustosGateway : IAsyncDisposable
 
     private static ResilientCounterStore Resilient(ICounterStore shared, TimeProvider time, PolicySync sync, ILogger logger)
     {
-        var resilient = new ResilientCounterStore(shared, time, () => sync.LiveNodes);
+        var resilient = new ResilientCounterStore(shared, time, () => sync.Live);
         resilient.DegradedChanged += (degraded, error) =>
         {
             if (degraded)

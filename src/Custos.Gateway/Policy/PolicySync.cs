@@ -57,7 +57,7 @@ public sealed partial class PolicySync : IAsyncDisposable
     private long _lastVouched; // Stopwatch ticks of the last time the feed said no version newer than ours was stored
     private bool _storeAnswers = true;
     private bool _feedKnowsNewer; // with the store away, the feed named a newer version than the one in force
-    private int _liveNodes = 1;
+    private LiveNodesBox _liveNodes = new(new Custos.Cluster.LiveNodes(1, 0));
 
     private PolicySync(IPolicyStore store, ActivePolicy policy, IChangeFeed? feed, string nodeId, Func<string, string?> secrets,
         ILogger logger, PolicySyncOptions options)
@@ -81,7 +81,7 @@ public sealed partial class PolicySync : IAsyncDisposable
         {
             feed.Restored += sync.Wake;
             await feed.SubscribeAsync(sync.OnAnnounced, cancellationToken);
-            sync._liveNodes = Math.Max(1, await feed.HeartbeatAsync(nodeId, DateTimeOffset.UtcNow, cancellationToken));
+            sync._liveNodes = new LiveNodesBox(await feed.HeartbeatAsync(nodeId, DateTimeOffset.UtcNow, cancellationToken));
         }
 
         sync._loop = Task.Run(sync.RunAsync, CancellationToken.None);
@@ -89,7 +89,10 @@ public sealed partial class PolicySync : IAsyncDisposable
     }
 
     /// <summary>Gateway nodes alive as the change feed last counted them (1 without a feed).</summary>
-    public int LiveNodes => Volatile.Read(ref _liveNodes);
+    public int LiveNodes => Live.Count;
+
+    /// <summary>Gateway nodes alive and this node's rank among them, from one heartbeat (one node alone without a feed).</summary>
+    public Custos.Cluster.LiveNodes Live => Volatile.Read(ref _liveNodes).Value;
 
     /// <summary>The newest version another node announced.</summary>
     public long Announced => Interlocked.Read(ref _announced);
@@ -157,7 +160,7 @@ public sealed partial class PolicySync : IAsyncDisposable
                 {
                     try
                     {
-                        Volatile.Write(ref _liveNodes, Math.Max(1, await _feed.HeartbeatAsync(_nodeId, DateTimeOffset.UtcNow, token)));
+                        Volatile.Write(ref _liveNodes, new LiveNodesBox(await _feed.HeartbeatAsync(_nodeId, DateTimeOffset.UtcNow, token)));
                     }
                     catch (Exception ex) when (ex is not OperationCanceledException)
                     {
@@ -293,4 +296,7 @@ public sealed partial class PolicySync : IAsyncDisposable
         [LoggerMessage(EventId = 404, Level = LogLevel.Warning, Message = "Announcing policy version {Version} to the other nodes failed; they will read it from the store.")]
         public static partial void AnnounceFailed(ILogger logger, long version, Exception exception);
     }
+
+    /// <summary>The count and the rank of one heartbeat, read together.</summary>
+    private sealed record LiveNodesBox(Custos.Cluster.LiveNodes Value);
 }

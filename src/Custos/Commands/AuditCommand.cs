@@ -21,17 +21,11 @@ internal static class AuditCommand
         VerifyBundle(output),
     };
 
-    private static Option<FileInfo[]> PublicKeys() => new("--public-key")
-    {
-        Description = "Checkpoint public key(s) (PEM) to trust. Default: DIR/keys/checkpoint.pub.pem of the store.",
-        AllowMultipleArgumentsPerToken = true,
-    };
-
     private static Command Verify(TextWriter output, TextWriter error)
     {
         var data = CommonOptions.Data();
         var config = CommonOptions.Config();
-        var keys = PublicKeys();
+        var keys = CommonOptions.PublicKeys();
         var from = new Option<string?>("--from") { Description = "Verify from this instant (ISO 8601 or an age such as 7d); whole checkpoint intervals." };
         var to = new Option<string?>("--to") { Description = "Verify up to this instant." };
         var witness = new Option<DirectoryInfo?>("--witness") { Description = "A directory witness to compare the database's checkpoints with." };
@@ -125,10 +119,37 @@ internal static class AuditCommand
             await CommonOptions.WriteFileAsync(target, bundle.ToJson(), "-o", cancellationToken);
             output.WriteLine($"Proof of {bundle.RequestId} written to {target.FullName}: entry {bundle.Entry.Seq} of chain {bundle.Entry.ChainId}, " +
                 $"{bundle.Inclusion.Path.Count}-hash Merkle path to a checkpoint of {bundle.Inclusion.TreeSize} entries, policy version {bundle.Policy.Number}.");
-            output.WriteLine($"Check it anywhere: custos audit verify-bundle {target.Name} --public-key {CheckpointKey.PublicPath(directory)}");
+            output.WriteLine(CheckItAnywhere(bundle, target.Name, CheckpointKey.PublicPath(directory)));
             return 0;
         });
         return command;
+    }
+
+    /// <summary>
+    /// How to check <paramref name="bundle"/>: with the key that signed its checkpoint. That is this folder's key only
+    /// when its id matches; on a store many nodes share, the entry's chain may be another node's.
+    /// </summary>
+    private static string CheckItAnywhere(ProofBundle bundle, string file, string localKey)
+    {
+        var keyId = new SignedCheckpoint(bundle.Checkpoint.Checkpoint, bundle.Checkpoint.Signature).Checkpoint.KeyId;
+        string? localId = null;
+        if (File.Exists(localKey))
+        {
+            try
+            {
+                using var key = CheckpointKey.LoadPublic(localKey);
+                localId = CheckpointKey.IdOf(key);
+            }
+            catch (InvalidDataException)
+            {
+            }
+        }
+
+        return localId == keyId
+            ? $"Check it anywhere: custos audit verify-bundle {file} --public-key {localKey}"
+            : $"Check it anywhere: custos audit verify-bundle {file} --public-key PEM, where PEM is the checkpoint public key of the node that " +
+              $"writes chain {bundle.Entry.ChainId} (its DIR/keys/checkpoint.pub.pem): the checkpoint is signed by key {keyId}" +
+              (localId is null ? "." : $", not by this folder's key {localId}.");
     }
 
     private static Command VerifyBundle(TextWriter output)
@@ -177,9 +198,9 @@ internal static class AuditCommand
 
     private static ECDsa[] LoadKeys(FileInfo[]? files, string directory)
     {
-        if (files is { Length: > 0 })
+        if (CommonOptions.PublicKeyPaths(files) is { } paths)
         {
-            return [.. files.Select(LoadKey)];
+            return [.. paths.Select(path => LoadKey(new FileInfo(path)))];
         }
 
         var path = CheckpointKey.PublicPath(directory);

@@ -8,6 +8,21 @@ internal static class CommonOptions
 {
     public const string DefaultDataDirectory = "custos-data";
 
+    /// <summary>
+    /// <c>--public-key FILE</c>, repeatable: the checkpoint public keys (PEM) to trust, one per node on a shared store.
+    /// Default: DIR/keys/checkpoint.pub.pem of the store (this node's only).
+    /// </summary>
+    public static Option<FileInfo[]> PublicKeys() => new("--public-key")
+    {
+        Description = "Checkpoint public key(s) (PEM) to trust, one per node of a shared store; repeatable. Default: DIR/keys/checkpoint.pub.pem of the store.",
+        AllowMultipleArgumentsPerToken = true,
+    };
+
+    /// <summary>The paths of the <c>--public-key</c> files given, each checked to exist; null when none was given.</summary>
+    public static string[]? PublicKeyPaths(FileInfo[]? files) => files is { Length: > 0 }
+        ? [.. files.Select(file => file.Exists ? file.FullName : throw new CliException($"public key not found: {file.FullName}"))]
+        : null;
+
     public static Option<string?> Data() => new("--data")
     {
         Description = "Folder of the embedded store (its ledger is DIR/custos.db). Default: ./custos-data, or the config file's server.data.",

@@ -39,11 +39,12 @@ internal static class ReportCommand
         var file = Out();
         var data = CommonOptions.Data();
         var config = CommonOptions.Config();
+        var keys = CommonOptions.PublicKeys();
         var command = new Command("incident",
             "The evidence pack of one consumer, credential, service or tenant over a window: timeline, policy versions and controls, entitlements and approvals, " +
             "credential history, spend against budget, alerts, interventions, owners, chain verification, and a classification (misuse, misconfiguration, missing governance).")
         {
-            consumer, credential, service, tenant, from, to, format, file, data, config,
+            consumer, credential, service, tenant, from, to, format, file, data, config, keys,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -59,12 +60,14 @@ internal static class ReportCommand
             var now = DateTimeOffset.UtcNow;
             var (start, end) = RequestsCommand.ParseWindowToNow(parse.GetValue(from)!, parse.GetValue(to), now);
 
+            var publicKeys = CommonOptions.PublicKeyPaths(parse.GetValue(keys));
             var directory = CommonOptions.ResolveDataDirectory(parse.GetValue(data), parse.GetValue(config));
             await using var store = await CommonOptions.OpenStoreAsync(directory, parse.GetValue(config), cancellationToken);
             IncidentReport built;
             try
             {
-                built = await ReportSources.IncidentAsync(store, directory, subject, start, end, now, error.WriteLine, cancellationToken, verifyAlongside: true);
+                built = await ReportSources.IncidentAsync(store, directory, subject, start, end, now, error.WriteLine, cancellationToken, verifyAlongside: true,
+                    publicKeys);
             }
             catch (ReportSubjectNotFoundException ex)
             {
@@ -97,19 +100,21 @@ internal static class ReportCommand
         var file = Out();
         var data = CommonOptions.Data();
         var config = CommonOptions.Config();
+        var keys = CommonOptions.PublicKeys();
         var command = new Command("posture",
             "Map NIST CSF 2.0 and NIST AI RMF controls to live evidence from the policy in force, the registry and the ledger: pass, warn or fail, " +
             "with the items that cause it (see docs/compliance.md).")
         {
-            format, file, data, config,
+            format, file, data, config, keys,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
             var reportFormat = ParseFormat(parse.GetValue(format));
             var now = DateTimeOffset.UtcNow;
+            var publicKeys = CommonOptions.PublicKeyPaths(parse.GetValue(keys));
             var directory = CommonOptions.ResolveDataDirectory(parse.GetValue(data), parse.GetValue(config));
             await using var store = await CommonOptions.OpenStoreAsync(directory, parse.GetValue(config), cancellationToken);
-            var built = await ReportSources.PostureAsync(store, directory, now, error.WriteLine, cancellationToken, verifyAlongside: true);
+            var built = await ReportSources.PostureAsync(store, directory, now, error.WriteLine, cancellationToken, verifyAlongside: true, publicKeys);
             var chain = built.Chain;
             var target = parse.GetValue(file);
             await EmitAsync(ReportWriter.Write(built, reportFormat), target, output, cancellationToken);
