@@ -123,11 +123,18 @@ public sealed partial class OwnerNotifier : IAsyncDisposable
     private async Task DeliverLoopAsync()
     {
         var token = _stopping.Token;
+        var outage = false; // the store out of reach: said once, with its end, not once a second with a stack trace
         while (!token.IsCancellationRequested)
         {
             try
             {
                 var due = await _store.DueNotificationsAsync(_time.GetUtcNow(), 32, token);
+                if (outage)
+                {
+                    outage = false;
+                    Log.OutboxReadable(_logger);
+                }
+
                 foreach (var notification in due)
                 {
                     await DeliverAsync(notification, token);
@@ -139,6 +146,16 @@ public sealed partial class OwnerNotifier : IAsyncDisposable
             catch (OperationCanceledException) when (token.IsCancellationRequested)
             {
                 return;
+            }
+            catch (Exception ex) when (_store is Custos.Ledger.ICustosStore store ? store.IsUnavailable(ex) : Custos.Ledger.StoreFailures.IsUnavailable(ex))
+            {
+                if (!outage)
+                {
+                    outage = true;
+                    Log.OutboxUnreachable(_logger, ex.Message);
+                }
+
+                await Task.Delay(TimeSpan.FromSeconds(1), _time, CancellationToken.None);
             }
             catch (Exception ex)
             {
@@ -213,5 +230,12 @@ public sealed partial class OwnerNotifier : IAsyncDisposable
 
         [LoggerMessage(EventId = 41, Level = LogLevel.Error, Message = "The notification outbox loop failed; retrying.")]
         public static partial void LoopFailed(ILogger logger, Exception exception);
+
+        [LoggerMessage(EventId = 42, Level = LogLevel.Warning,
+            Message = "The notification outbox cannot be read: the store is out of reach ({Error}). Notifications wait in it; retrying every second.")]
+        public static partial void OutboxUnreachable(ILogger logger, string error);
+
+        [LoggerMessage(EventId = 43, Level = LogLevel.Information, Message = "The notification outbox can be read again; delivering what waited.")]
+        public static partial void OutboxReadable(ILogger logger);
     }
 }

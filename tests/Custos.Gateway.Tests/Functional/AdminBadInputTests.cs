@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Http.Headers;
 using System.Text;
 using System.Text.Json;
+using Custos.Testing;
 
 namespace Custos.Gateway.Tests.Functional;
 
@@ -167,6 +168,34 @@ public sealed class AdminBadInputTests
 
         Assert.Equal(detail, answered);
         Assert.DoesNotContain("Custos.", answered, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task TheNotificationOutbox_OutOfReach_IsLoggedOnceAndItsEndOnce_NotEverySecondWithAStackTrace()
+    {
+        var folder = Path.Combine(Path.GetTempPath(), "custos-test-" + Guid.NewGuid().ToString("N"));
+        var (store, control) = OutOfReachStore.Wrap(await Custos.Storage.SqliteStore.OpenAsync(folder));
+        try
+        {
+            await using var g = await TestGateway.StartAsync(ControlPlaneFixture.Customize, options: o => o with { Store = store });
+            int Lines(int eventId) => g.Logs.Lines.Count(l => l.Contains($"OwnerNotifier[{eventId}]", StringComparison.Ordinal));
+
+            control.Method = nameof(Custos.ControlPlane.IRegistryStore.DueNotificationsAsync);
+            control.Failure = new TransientDbException("Failed to connect to 127.0.0.1:5432", new System.Net.Sockets.SocketException((int)System.Net.Sockets.SocketError.ConnectionRefused));
+            await Task.Delay(3500); // three or four reads of the outbox, each failing
+
+            Assert.Equal((1, 0), (Lines(42), Lines(41)));
+            Assert.DoesNotContain(g.Logs.Lines, l => l.Contains("OwnerNotifier[42]", StringComparison.Ordinal) && l.Contains("   at ", StringComparison.Ordinal));
+
+            control.Failure = null;
+            await Eventually.TrueAsync(() => Lines(43) == 1, "the outbox's return logged");
+            Assert.Equal(1, Lines(42));
+        }
+        finally
+        {
+            Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+            Directory.Delete(folder, recursive: true);
+        }
     }
 
     [Theory]

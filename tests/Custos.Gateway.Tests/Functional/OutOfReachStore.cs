@@ -5,15 +5,18 @@ using Custos.Ledger;
 namespace Custos.Gateway.Tests.Functional;
 
 /// <summary>
-/// A store whose <see cref="IPolicyStore.SaveAsync"/> fails with <see cref="Failure"/> while it is set, as a store out of
-/// reach does; every other call goes to the real store.
+/// A store whose <see cref="Method"/> (saving a policy version unless told otherwise) fails with <see cref="Failure"/> while
+/// it is set, as a store out of reach does; every other call goes to the real store.
 /// </summary>
 public class OutOfReachStore : DispatchProxy
 {
     private ICustosStore _inner = null!;
 
-    /// <summary>What saving a policy version throws; null: it works.</summary>
+    /// <summary>What <see cref="Method"/> throws; null: it works.</summary>
     public Exception? Failure { get; set; }
+
+    /// <summary>The store method that fails while <see cref="Failure"/> is set. Default: saving a policy version.</summary>
+    public string Method { get; set; } = nameof(IPolicyStore.SaveAsync);
 
     public static (ICustosStore Store, OutOfReachStore Control) Wrap(ICustosStore inner)
     {
@@ -26,7 +29,7 @@ public class OutOfReachStore : DispatchProxy
     protected override object? Invoke(MethodInfo? targetMethod, object?[]? args)
     {
         ArgumentNullException.ThrowIfNull(targetMethod);
-        if (Failure is { } failure && targetMethod.Name == nameof(IPolicyStore.SaveAsync))
+        if (Failure is { } failure && targetMethod.Name == Method)
         {
             throw failure;
         }
