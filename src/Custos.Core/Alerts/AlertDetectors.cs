@@ -67,13 +67,7 @@ public sealed class AlertDetectors
 
         if (record.Status == 401)
         {
-            // A suspended key is one its owners paused, often an alert's action on a looping agent: its refusals are the
-            // suspension working, not someone guessing keys, and counted here they made that agent "credential stuffing".
-            if (!record.Reasons.Contains(Reasons.CredentialSuspended.Code))
-            {
-                DetectAuthFailure(record, snapshot, signals);
-            }
-
+            DetectAuthFailure(record, snapshot, signals);
             return;
         }
 
