@@ -29,8 +29,7 @@ internal sealed class TerminalWriter(TextWriter inner) : TextWriter(inner.Format
     /// shows around them. A carriage return is one, as it would move the cursor back over what the line already shows.
     /// </summary>
     private static readonly SearchValues<char> Unsafe = SearchValues.Create(
-        [.. Enumerable.Range(0, 0xA0).Select(c => (char)c).Where(c => char.IsControl(c) && c is not ('\n' or '\t')),
-            '\u202A', '\u202B', '\u202C', '\u202D', '\u202E', '\u2066', '\u2067', '\u2068', '\u2069']);
+        [.. Enumerable.Range(0, 0x206A).Select(c => (char)c).Where(c => Custos.Controls.RecordedText.IsUnprintable(c) && c is not ('\n' or '\t'))]);
 
     /// <inheritdoc/>
     public override void Write(char value)
