@@ -282,6 +282,22 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
         return ActionState.Overruled;
     }
 
+    /// <summary>
+    /// Why an alert's action cannot be undone: revoked or removed since (an entry saying "revoked -> revoked" would record
+    /// an undo that did nothing), or a limit set by hand since the throttle (a tighter one, say, for the same incident),
+    /// which putting back the limit from before the throttle would undo without a word.
+    /// </summary>
+    private static string Overruled(Alert alert, PolicyDocument document)
+    {
+        var signal = alert.Signal;
+        return signal.Action == AlertAction.Suspend
+            ? $"Alert {alert.Id} suspended credential {signal.CredentialId}, which is " +
+                $"{(document.Credentials.FirstOrDefault(c => c.Id == signal.CredentialId)?.Status is { } status ? PolicyNames.Of(status) : "gone")} now: there is nothing to undo."
+            : $"Alert {alert.Id} throttled consumer {signal.Consumer} to {Text(Throttled(alert))} requests per minute, but its limit is " +
+                $"{Text(document.Consumers.FirstOrDefault(c => c.Id == signal.Consumer)?.Limits.RequestsPerMinute)} now, set since: lifting the throttle " +
+                "would undo that change. Change the limit in the policy instead.";
+    }
+
     /// <summary>The requests-per-minute limit a throttle set: its rate, or the consumer's own if that was lower already.</summary>
     private static long? Throttled(Alert alert)
         => alert.Signal.ThrottleRequestsPerMinute is { } rpm ? Math.Min(rpm, alert.ActionBefore ?? long.MaxValue) : null;
@@ -412,41 +428,24 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
             }
 
             var why = $"{current.Id}: {reason}";
-            long versionNumber;
-            string action, target, before, after;
-            if (StateOf(current, _gateway.Policy.Current.Document) == ActionState.Undone)
-            {
-                // Undone already by another route (`keys resume`, a policy edit): nothing to change, but the alert is
-                // resolved, not left open for good; its ledger entry says so, and no policy version is made.
-                versionNumber = _gateway.Policy.Current.Version;
-                action = target = before = after = "";
-            }
-            else
-            {
-                var (version, was, became) = signal.Action == AlertAction.Suspend && signal.CredentialId is { } credentialId
-                    ? await _gateway.ChangeAndRecordAsync(actor, "credential.resumed", "credential:" + credentialId, why,
-                        doc => StateOf(current, doc) == ActionState.InForce
-                            ? SetStatus(doc, credentialId, CredentialStatus.Suspended, CredentialStatus.Active)
-                            // Revoked or removed by an admin since: the alert's action is overruled, and an entry saying
-                            // "revoked -> revoked" would record an undo that did nothing.
-                            : throw new InvalidOperationException($"Alert {current.Id} suspended credential {credentialId}, which is " +
-                                $"{(doc.Credentials.FirstOrDefault(c => c.Id == credentialId)?.Status is { } status ? PolicyNames.Of(status) : "gone")} now: there is nothing to undo."),
-                        _ => signal.Tenant, cancellationToken)
-                    : await _gateway.ChangeAndRecordAsync(actor, "consumer.unthrottled", "consumer:" + signal.Consumer, why,
-                        doc => StateOf(current, doc) == ActionState.InForce
-                            ? SetRequestsPerMinute(doc, signal.Consumer!, current.ActionBefore)
-                            // A limit set by hand since the throttle (a tighter one, say, for the same incident): putting back
-                            // the limit from before the throttle would undo that admin's change without a word.
-                            : throw new InvalidOperationException($"Alert {current.Id} throttled consumer {signal.Consumer} to {Text(Throttled(current))} " +
-                                $"requests per minute, but its limit is {Text(doc.Consumers.FirstOrDefault(c => c.Id == signal.Consumer)?.Limits.RequestsPerMinute)} now, " +
-                                "set since: lifting the throttle would undo that change. Change the limit in the policy instead."),
-                        _ => signal.Tenant, cancellationToken);
-                versionNumber = version.Number;
-                (action, target, before, after) = signal.Action == AlertAction.Suspend
-                    ? ("credential.resumed", "credential:" + signal.CredentialId, was ?? "", became ?? "")
-                    : ("consumer.unthrottled", "consumer:" + signal.Consumer, was ?? "", became ?? "");
-            }
+            var suspended = signal.Action == AlertAction.Suspend ? signal.CredentialId : null;
+            var (action, target) = suspended is not null ? ("credential.resumed", "credential:" + suspended) : ("consumer.unthrottled", "consumer:" + signal.Consumer);
 
+            // Undone already by another route (`keys resume`, a policy edit): nothing to change, but the alert is resolved,
+            // not left open for good; its ledger entry says so, and no policy version is made.
+            var undoneAlready = StateOf(current, _gateway.Policy.Current.Document) == ActionState.Undone;
+            var version = _gateway.Policy.Current.Version;
+            string? before = null, after = null;
+            if (!undoneAlready)
+            {
+                PolicyVersion made;
+                (made, before, after) = await _gateway.ChangeAndRecordAsync(actor, action, target, why, doc => StateOf(current, doc) == ActionState.InForce
+                    ? suspended is not null
+                        ? SetStatus(doc, suspended, CredentialStatus.Suspended, CredentialStatus.Active)
+                        : SetRequestsPerMinute(doc, signal.Consumer!, current.ActionBefore)
+                    : throw new InvalidOperationException(Overruled(current, doc)), _ => signal.Tenant, cancellationToken);
+                version = made.Number;
+            }
             var now = _time.GetUtcNow();
             var resolved = current with
             {
@@ -460,17 +459,17 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
             await _store.UpdateAlertAsync(resolved, cancellationToken);
             _active.Remove(signal.Fingerprint);
             await _gateway.RecordAdminAsync(actor, "alert.resolved", "alert:" + current.Id, PolicyNames.Of(current.Status), "resolved",
-                action.Length == 0 ? $"{reason} (its action was undone already)" : reason, signal.Tenant);
+                undoneAlready ? $"{reason} (its action was undone already)" : reason, signal.Tenant);
 
             // Like every other credential action, the undo is told to the service's technical owner.
-            if (action.Length > 0 && signal.Service is { } serviceId && _gateway.Policy.Current.Document.Services.FirstOrDefault(s => s.Id == serviceId) is { } service)
+            if (!undoneAlready && signal.Service is { } serviceId && _gateway.Policy.Current.Document.Services.FirstOrDefault(s => s.Id == serviceId) is { } service)
             {
                 await _gateway.Notifier.NotifyAsync(service, "technical", action, actor, target, why,
-                    new Dictionary<string, string?> { ["before"] = before, ["after"] = after, ["policy_version"] = Text(versionNumber), ["alert_id"] = current.Id },
+                    new Dictionary<string, string?> { ["before"] = before, ["after"] = after, ["policy_version"] = Text(version), ["alert_id"] = current.Id },
                     CancellationToken.None);
             }
 
-            return (resolved, versionNumber);
+            return (resolved, version);
         }
         finally
         {

@@ -292,22 +292,39 @@ public sealed class AlertTests
             && d.Body.Contains("planned backfill", StringComparison.Ordinal)), "the technical owner told of the alert's resume");
     }
 
-    [Fact]
-    public async Task ExternalCustomerFarAboveBaseline_IsThrottled_AndResumeLiftsIt()
+    /// <summary>
+    /// A gateway whose external consumer <c>web</c> is throttled to 7 a minute at 6× its baseline, with that baseline
+    /// made: one request a minute for three minutes.
+    /// </summary>
+    private static async Task<TestGateway> StartThrottlingAsync()
     {
         var clock = new FakeTimeProvider(new DateTimeOffset(2026, 11, 30, 9, 0, 0, TimeSpan.Zero));
-        await using var g = await StartAsync(new WebhookReceiver(), new AlertsConfig
+        var g = await StartAsync(new WebhookReceiver(), new AlertsConfig
         {
             BaselineWarmupMinutes = 2,
             Disabled = ["model.first_use"],
             Categories = new CategoryAlertsSet { External = new CategoryAlertConfig { MinRequestsPerMinute = 4, AlertAt = 3, ActAt = 6, ThrottleRequestsPerMinute = 7 } },
         }, clock);
-        var key = g.KeyOf("web");
         for (var minute = 0; minute < 3; minute++)
         {
-            await ChatAsync(g, key);
+            await ChatAsync(g, g.KeyOf("web"));
             clock.Advance(TimeSpan.FromMinutes(1));
         }
+
+        return g;
+    }
+
+    /// <summary>Sets <c>web</c>'s own requests-per-minute limit by hand, as an admin's policy change would.</summary>
+    private static Task SetWebLimitAsync(TestGateway g, long? limit) => g.Gateway.ChangeAndRecordAsync("root", "consumer.limits_set", "consumer:web", "by hand", doc => (doc with
+    {
+        Consumers = [.. doc.Consumers.Select(c => c.Id == "web" ? c with { Limits = c.Limits with { RequestsPerMinute = limit } } : c)],
+    }, null, null), _ => null);
+
+    [Fact]
+    public async Task ExternalCustomerFarAboveBaseline_IsThrottled_AndResumeLiftsIt()
+    {
+        await using var g = await StartThrottlingAsync();
+        var key = g.KeyOf("web");
 
         var statuses = new List<HttpStatusCode>();
         for (var i = 0; i < 16; i++)
@@ -325,7 +342,7 @@ public sealed class AlertTests
         var path = $"/admin/v1/alerts/{alert.GetProperty("id").GetString()}/resume";
 
         // A tighter limit set by hand since the throttle is not undone by lifting the throttle: a conflict, naming it.
-        await SetLimitAsync(2);
+        await SetWebLimitAsync(g, 2);
         using (var overruled = await AdminAsync(g, "support-owner", HttpMethod.Post, path, new { reason = "launch-day traffic" }))
         {
             Assert.Equal(HttpStatusCode.Conflict, overruled.StatusCode);
@@ -335,33 +352,17 @@ public sealed class AlertTests
         Assert.Equal(2, g.Gateway.Policy.Current.Document.Consumers.Single(c => c.Id == "web").Limits.RequestsPerMinute);
 
         // Back at the throttle's own limit, the resume lifts it.
-        await SetLimitAsync(7);
+        await SetWebLimitAsync(g, 7);
         await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Post, path, new { reason = "launch-day traffic, expected" }));
         Assert.Null(g.Gateway.Policy.Current.Document.Consumers.Single(c => c.Id == "web").Limits.RequestsPerMinute);
         Assert.Equal(HttpStatusCode.OK, (await ChatAsync(g, key)).Status);
-
-        Task SetLimitAsync(long limit) => g.Gateway.ChangeAndRecordAsync("root", "consumer.limits_set", "consumer:web", "by hand", doc => (doc with
-        {
-            Consumers = [.. doc.Consumers.Select(c => c.Id == "web" ? c with { Limits = c.Limits with { RequestsPerMinute = limit } } : c)],
-        }, null, null), _ => null);
     }
 
     [Fact]
     public async Task AThrottleLiftedByHand_ResolvesItsAlertOnResume_WithoutANewPolicyVersion()
     {
-        var clock = new FakeTimeProvider(new DateTimeOffset(2026, 11, 30, 9, 0, 0, TimeSpan.Zero));
-        await using var g = await StartAsync(new WebhookReceiver(), new AlertsConfig
-        {
-            BaselineWarmupMinutes = 2,
-            Disabled = ["model.first_use"],
-            Categories = new CategoryAlertsSet { External = new CategoryAlertConfig { MinRequestsPerMinute = 4, AlertAt = 3, ActAt = 6, ThrottleRequestsPerMinute = 7 } },
-        }, clock);
+        await using var g = await StartThrottlingAsync();
         var key = g.KeyOf("web");
-        for (var minute = 0; minute < 3; minute++)
-        {
-            await ChatAsync(g, key);
-            clock.Advance(TimeSpan.FromMinutes(1));
-        }
 
         for (var i = 0; i < 8; i++)
         {
@@ -370,10 +371,7 @@ public sealed class AlertTests
         }
 
         var alert = Assert.Single(await AlertsAsync(g), a => a.GetProperty("action_taken").ValueKind == JsonValueKind.String);
-        await g.Gateway.ChangeAndRecordAsync("root", "consumer.limits_set", "consumer:web", "lifted by hand", doc => (doc with
-        {
-            Consumers = [.. doc.Consumers.Select(c => c.Id == "web" ? c with { Limits = c.Limits with { RequestsPerMinute = null } } : c)],
-        }, "7", "none"), _ => null);
+        await SetWebLimitAsync(g, null);
         var version = g.Gateway.Policy.Current.Version;
 
         // Undone already: the resume resolves the alert (it stayed open for good before) and makes no policy version.
