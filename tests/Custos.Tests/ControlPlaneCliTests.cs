@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Net;
 using System.Net.Http.Headers;
 using System.Text;
@@ -236,7 +237,10 @@ public sealed partial class ControlPlaneCliTests : IAsyncLifetime
         Assert.Contains("released -> engaged", await AsAsync("service-owner", "kill-switch", "engage", "--consumer", "support-web", "--reason", "drill"),
             StringComparison.Ordinal);
         Assert.Equal("deny.consumer_suspended", (await DemoGateway.ChatAsync(_gateway.DataPlaneUri, web)).Code);
-        Assert.Equal(["consumer", "support-web"], DemoGateway.Row(await AsAsync("security-auditor", "kill-switch", "list"), "consumer"));
+        var listed = DemoGateway.Row(await AsAsync("security-auditor", "kill-switch", "list"), "consumer");
+        Assert.Equal(["consumer", "support-web", _gateway.Policy.Current.Version.ToString(CultureInfo.InvariantCulture), "demo-service-owner", "drill"],
+            [.. listed[..2], .. listed[3..]]);
+        Assert.Matches(@"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}$", listed[2]);
         await AsAsync("service-owner", "kill-switch", "release", "--consumer", "support-web", "--reason", "drill over");
         Assert.Equal(HttpStatusCode.OK, (await DemoGateway.ChatAsync(_gateway.DataPlaneUri, web)).Status);
         Assert.Equal("No kill switch is engaged.", (await AsAsync("security-auditor", "kill-switch", "list")).Trim());

@@ -464,16 +464,45 @@ internal static partial class AdminApi
                 .ToArray());
         }).WithSummary("Consumers in scope: category, kill switch, models usable now, entitlements with their approvers, number of credentials.").Produces<ConsumerView[]>();
 
-        api.MapGet("/kill-switches", (HttpContext context) =>
+        api.MapGet("/kill-switches", async (HttpContext context) =>
         {
             var admin = Admin(context);
-            var document = gateway.Policy.Current.Document;
-            var engaged = document.Tenants.Where(t => t.Suspended == true && AdminAccess.InScope(admin, t.Id, null)).Select(t => new { scope = "tenant", id = t.Id })
-                .Concat(document.Services.Where(s => s.Suspended == true && AdminAccess.InScope(admin, s.Tenant, s.Id)).Select(s => new { scope = "service", id = s.Id }))
+            var current = gateway.Policy.Current;
+            var document = current.Document;
+            var engaged = document.Tenants.Where(t => t.Suspended == true && AdminAccess.InScope(admin, t.Id, null))
+                .Select(t => ("tenant", t.Id, (Func<PolicyDocument, bool>)(d => d.Tenants.Any(x => x.Id == t.Id && x.Suspended == true))))
+                .Concat(document.Services.Where(s => s.Suspended == true && AdminAccess.InScope(admin, s.Tenant, s.Id))
+                    .Select(s => ("service", s.Id, (Func<PolicyDocument, bool>)(d => d.Services.Any(x => x.Id == s.Id && x.Suspended == true)))))
                 .Concat(document.Consumers.Where(c => c.Suspended == true).Select(c => (c, Locate(document, "consumer", c.Id)))
-                    .Where(x => AdminAccess.InScope(admin, x.Item2.Tenant, x.Item2.Service)).Select(x => new { scope = "consumer", id = x.c.Id }));
-            return Json(engaged.ToArray());
-        }).WithSummary("Kill switches engaged now, in scope.");
+                    .Where(x => AdminAccess.InScope(admin, x.Item2.Tenant, x.Item2.Service))
+                    .Select(x => ("consumer", x.c.Id, (Func<PolicyDocument, bool>)(d => d.Consumers.Any(c => c.Id == x.c.Id && c.Suspended == true)))))
+                .ToArray();
+            if (engaged.Length == 0)
+            {
+                return Json(Array.Empty<KillSwitchView>());
+            }
+
+            // Who engaged each and why: the oldest version of the run of versions, up to the one in force, in which it is engaged.
+            var history = await gateway.Store.GetHistoryAsync(context.RequestAborted);
+            var inForce = history.Count - 1;
+            while (inForce > 0 && history[inForce].Number > current.Version)
+            {
+                inForce--;
+            }
+
+            var views = VersionViews(admin, history);
+            return Json(engaged.Select(k =>
+            {
+                var since = inForce;
+                while (since > 0 && k.Item3(history[since - 1].Document))
+                {
+                    since--;
+                }
+
+                var version = views(history[since]);
+                return new KillSwitchView(k.Item1, k.Item2, version.CreatedAt, version.Version, version.Author, version.Reason);
+            }).ToArray());
+        }).WithSummary("Kill switches engaged now, in scope: since when, by whom, why, and the policy version that engaged each.").Produces<KillSwitchView[]>();
 
         api.MapPost("/kill-switches", async (HttpContext context) =>
         {

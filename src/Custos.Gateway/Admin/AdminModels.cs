@@ -104,6 +104,15 @@ public sealed record ReasonBody
     public required string Reason { get; init; }
 }
 
+/// <summary>A kill switch engaged now, and the policy version that engaged it: when, by whom and why.</summary>
+/// <param name="Scope">consumer, service or tenant.</param>
+/// <param name="Id">The consumer, service or tenant.</param>
+/// <param name="Since">When the version that engaged it was made.</param>
+/// <param name="PolicyVersion">The version that engaged it (the oldest of the versions since in which it is engaged).</param>
+/// <param name="EngagedBy">That version's author: the admin, or who applied the policy file (null when withheld from a scoped admin, as in the version list).</param>
+/// <param name="Reason">That version's reason (null when withheld).</param>
+public sealed record KillSwitchView(string Scope, string Id, DateTimeOffset Since, long PolicyVersion, string? EngagedBy, string? Reason);
+
 /// <summary>Body of <c>POST /admin/v1/kill-switches</c>.</summary>
 public sealed record KillSwitchBody
 {

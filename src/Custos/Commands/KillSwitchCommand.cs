@@ -52,9 +52,12 @@ internal static class KillSwitchCommand
 
     private static Command List(TextWriter output)
     {
-        var command = new Command("list", "Kill switches engaged now, in scope.");
+        var command = new Command("list", "Kill switches engaged now, in scope: since when, the policy version that engaged each, by whom and why.");
         return AdminClient.Define(command, output, (_, admin, cancellationToken) => admin.GetAsync("/admin/v1/kill-switches", cancellationToken), (_, root) =>
-            AdminClient.WriteTable(output, ["SCOPE", "ID"], root.EnumerateArray().Select(k => new[] { AdminClient.Text(k, "scope"), AdminClient.Text(k, "id") }),
-                "No kill switch is engaged."));
+            AdminClient.WriteTable(output, ["SCOPE", "ID", "SINCE", "VERSION", "BY", "REASON"], root.EnumerateArray().Select(k => new[]
+            {
+                AdminClient.Text(k, "scope"), AdminClient.Text(k, "id"), AdminClient.Time(k, "since"), AdminClient.Scalar(k, "policy_version"),
+                AdminClient.Text(k, "engaged_by"), AdminClient.Text(k, "reason"),
+            }), "No kill switch is engaged."));
     }
 }

@@ -366,9 +366,21 @@ public sealed class ControlPlaneTests
         Assert.Equal(HttpStatusCode.Forbidden, refused.Status);
         Assert.Equal("deny.service_suspended", refused.Code);
         Assert.Equal(HttpStatusCode.OK, (await ChatAsync(g, g.KeyOf("web"))).Status);
+        var engagedIn = g.Gateway.Policy.Current.Version;
+
+        // A later change of something else leaves the switch named with the version that engaged it: who, when and why.
+        await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Post, "/admin/v1/credentials/cred-web/suspend", new { reason = "odd traffic" }));
+        Assert.True(g.Gateway.Policy.Current.Version > engagedIn);
         var listed = await JsonAsync(await AdminAsync(g, "auditor", HttpMethod.Get, "/admin/v1/kill-switches"));
-        Assert.Contains(listed.EnumerateArray(), k => k.GetProperty("scope").GetString() == "service" && k.GetProperty("id").GetString() == "agents");
+        var agents = Assert.Single(listed.EnumerateArray());
+        Assert.Equal(("service", "agents"), (agents.GetProperty("scope").GetString(), agents.GetProperty("id").GetString()));
+        Assert.Equal(engagedIn, agents.GetProperty("policy_version").GetInt64());
+        Assert.Equal("agents-owner", agents.GetProperty("engaged_by").GetString());
+        Assert.Equal("drill service", agents.GetProperty("reason").GetString());
+        Assert.Equal((await g.Gateway.Store.GetHistoryAsync()).Single(v => v.Number == engagedIn).CreatedAt, agents.GetProperty("since").GetDateTimeOffset());
+        await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Post, "/admin/v1/credentials/cred-web/resume", new { reason = "cleared" }));
         await Switch("agents-owner", "service", "agents", false);
+        Assert.Empty((await JsonAsync(await AdminAsync(g, "auditor", HttpMethod.Get, "/admin/v1/kill-switches"))).EnumerateArray());
 
         await Switch("root", "tenant", "acme", true);
         Assert.Equal("deny.tenant_suspended", (await ChatAsync(g, g.KeyOf("web"))).Code);
