@@ -78,6 +78,38 @@ public sealed class PolicyYamlTests
             models: [{ name: m, provider: p }]
         """;
 
+    [Theory]
+    [InlineData("k2", null)]
+    [InlineData("k9", "credential 'k9' is not another credential of consumer 'c1'")]
+    [InlineData("k1", "credential 'k1' is not another credential of consumer 'c1'")]
+    [InlineData("k3", "credential 'k3' is not another credential of consumer 'c1'")]
+    public void Read_ReplacedBy_NamesAnotherCredentialOfTheSameConsumer(string replacedBy, string? error)
+    {
+        var yaml = MinimalTenant + $$"""
+
+            services: [{ id: s, tenant: acme }]
+            consumers:
+              - { id: c1, service: s, category: internal, models: [m] }
+              - { id: c2, service: s, category: internal, models: [m] }
+            credentials:
+              - { id: k1, consumer: c1, key_sha256: {{new string('a', 64)}}, expires_at: "2026-12-03T00:00:00Z", replaced_by: {{replacedBy}} }
+              - { id: k2, consumer: c1, key_sha256: {{new string('b', 64)}} }
+              - { id: k3, consumer: c2, key_sha256: {{new string('c', 64)}} }
+            """;
+        var result = PolicyYaml.Read(yaml);
+        var errors = result.Diagnostics.Where(d => d.Severity == DiagnosticSeverity.Error).ToList();
+        if (error is null)
+        {
+            Assert.Empty(errors);
+            Assert.Equal("k2", result.Document!.Credentials[0].ReplacedBy);
+        }
+        else
+        {
+            var only = Assert.Single(errors);
+            Assert.Equal(("credentials[0].replaced_by", error), (only.Path, only.Message));
+        }
+    }
+
     [Fact]
     public void Read_FailModes_DefaultsAndLocalShareOnlyForRateLimits()
     {

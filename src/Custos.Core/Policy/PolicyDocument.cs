@@ -471,4 +471,10 @@ public sealed record CredentialConfig
 
     /// <summary>A workload identity: the subject (or the provider's subject claim) its tokens carry.</summary>
     public string? Subject { get; init; }
+
+    /// <summary>
+    /// Set by a rotation: the credential of the same consumer that replaced this one. Its key works on until
+    /// <see cref="ExpiresAt"/> (the overlap); a credential replaced already is not rotated again.
+    /// </summary>
+    public string? ReplacedBy { get; init; }
 }

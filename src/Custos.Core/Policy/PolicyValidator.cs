@@ -184,6 +184,13 @@ internal static class PolicyValidator
                     "the same workload identity is bound twice; it belongs to exactly one consumer");
             }
 
+            if (credential.ReplacedBy is { } replacement
+                && !document.Credentials.Any(c => c.Id == replacement && c.Consumer == credential.Consumer && !ReferenceEquals(c, credential)))
+            {
+                reader.Add(DiagnosticSeverity.Error, reader.MarkOf(credential, "replaced_by"), path + ".replaced_by",
+                    $"credential '{replacement}' is not another credential of consumer '{credential.Consumer}'");
+            }
+
             if (credential.KeySha256 is not null && !IsSha256Hex(credential.KeySha256))
             {
                 reader.Add(DiagnosticSeverity.Error, reader.MarkOf(credential, "key_sha256"), path + ".key_sha256",

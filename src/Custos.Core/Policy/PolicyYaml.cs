@@ -759,7 +759,7 @@ public static partial class PolicyYaml
 
         private CredentialConfig? ReadCredential(YamlNode node, string path)
         {
-            if (AsMap(node, path, ["id", "consumer", "key_sha256", "status", "expires_at", "prefix", "created_at", "issuer", "subject"]) is not { } map)
+            if (AsMap(node, path, ["id", "consumer", "key_sha256", "status", "expires_at", "prefix", "created_at", "issuer", "subject", "replaced_by"]) is not { } map)
             {
                 return null;
             }
@@ -775,6 +775,7 @@ public static partial class PolicyYaml
                 CreatedAt = map.Timestamp("created_at"),
                 Issuer = map.String("issuer"),
                 Subject = map.String("subject"),
+                ReplacedBy = map.String("replaced_by"),
             };
             if ((credential.KeySha256 is null) == (credential.Issuer is null || credential.Subject is null))
             {

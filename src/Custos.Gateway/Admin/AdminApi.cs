@@ -661,6 +661,11 @@ internal static partial class AdminApi
                     CredentialStatus.Revoked => $"credential '{id}' is revoked; issue a new one instead.",
                     CredentialStatus.Suspended => $"credential '{id}' is suspended; resume it first, or revoke it and issue a new one.",
                     _ when current.ExpiresAt is { } ended && ended <= now => $"credential '{id}' has expired; issue a new one instead.",
+                    // A second rotation of a key in its overlap made a second replacement, which inherited the overlap's end as
+                    // its own expiry and stopped working a day later.
+                    _ when current.ReplacedBy is { } by && doc.Credentials.Any(c => c.Id == by)
+                        => $"credential '{id}' was rotated already: '{by}' replaced it, and its key works until "
+                            + $"{(current.ExpiresAt is { } ends ? LedgerTime.Format(ends) : "it is expired")}. Rotate '{by}' instead, or expire '{id}' to end its overlap now.",
                     _ => null,
                 };
                 if (refusal is not null)
@@ -670,7 +675,7 @@ internal static partial class AdminApi
 
                 return (doc with
                 {
-                    Credentials = [.. doc.Credentials.Select(c => c.Id == id ? c with { ExpiresAt = oldEnds } : c), replacement],
+                    Credentials = [.. doc.Credentials.Select(c => c.Id == id ? c with { ExpiresAt = oldEnds, ReplacedBy = replacement.Id } : c), replacement],
                 }, StatusText(current, now), $"replaced by {replacement.Id}; old key expires at {LedgerTime.Format(oldEnds)}");
             }, notify: doc => [FindService(doc, service!)]);
             return Json(new IssuedCredential(ViewOf(gateway.Policy.Current, replacement, new Dictionary<string, DateTimeOffset>(), now), key,
@@ -1358,7 +1363,7 @@ internal static partial class AdminApi
         var consumer = snapshot.Consumers[credential.Consumer];
         return new CredentialView(credential.Id, credential.Consumer, consumer.Service.Id, consumer.Service.Tenant.Id,
             credential.KeySha256 is null ? "workload_identity" : "api_key", credential.Prefix, StatusText(credential, now), credential.CreatedAt,
-            lastUsed.TryGetValue(credential.Id, out var used) ? used : null, credential.ExpiresAt, credential.Issuer, credential.Subject);
+            lastUsed.TryGetValue(credential.Id, out var used) ? used : null, credential.ExpiresAt, credential.Issuer, credential.Subject, credential.ReplacedBy);
     }
 
     private static string StatusText(CredentialConfig credential, DateTimeOffset now) => credential.Status switch

@@ -66,7 +66,7 @@ public sealed record ConsumerEntitlement(IReadOnlyList<string> Models, string? A
 
 /// <summary>A credential as the admin API lists it: never the key, only its prefix.</summary>
 public sealed record CredentialView(string Id, string Consumer, string Service, string Tenant, string Kind, string? Prefix, string Status,
-    DateTimeOffset? CreatedAt, DateTimeOffset? LastUsed, DateTimeOffset? ExpiresAt, string? Issuer, string? Subject);
+    DateTimeOffset? CreatedAt, DateTimeOffset? LastUsed, DateTimeOffset? ExpiresAt, string? Issuer, string? Subject, string? ReplacedBy = null);
 
 /// <summary>A newly issued key: shown this once, stored only as its hash.</summary>
 public sealed record IssuedCredential(CredentialView Credential, string Key, long PolicyVersion, string Notice);

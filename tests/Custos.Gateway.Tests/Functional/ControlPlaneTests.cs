@@ -126,6 +126,21 @@ public sealed class ControlPlaneTests
         var newId = rotated.GetProperty("credential").GetProperty("id").GetString()!;
         Assert.Equal(HttpStatusCode.OK, (await ChatAsync(g, key)).Status);
         Assert.Equal(HttpStatusCode.OK, (await ChatAsync(g, newKey)).Status);
+        Assert.Equal(JsonValueKind.Null, rotated.GetProperty("credential").GetProperty("expires_at").ValueKind);
+
+        // The old key, in its overlap, is not rotated again: that made a second replacement, which took the overlap's
+        // end as its own expiry and stopped working an hour later. The answer names the replacement to rotate instead.
+        var versionBefore = g.Gateway.Policy.Current.Version;
+        using (var twice = await AdminAsync(g, "support-owner", HttpMethod.Post, $"/admin/v1/credentials/{id}/rotate", new { reason = "lost the new key" }))
+        {
+            Assert.Equal(HttpStatusCode.Conflict, twice.StatusCode);
+            Assert.Contains($"was rotated already: '{newId}' replaced it", await twice.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        }
+
+        Assert.Equal(versionBefore, g.Gateway.Policy.Current.Version);
+        var old = (await JsonAsync(await AdminAsync(g, "auditor", HttpMethod.Get, "/admin/v1/credentials?consumer=web"))).EnumerateArray().Single(c => c.GetProperty("id").GetString() == id);
+        Assert.Equal(newId, old.GetProperty("replaced_by").GetString());
+        Assert.Contains($"replaced_by: {newId}", PolicyYamlWriter.Write(g.Gateway.Policy.Current.Document), StringComparison.Ordinal);
         await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Post, $"/admin/v1/credentials/{newId}/rotate", new { reason = "leaked in a log", overlap_seconds = 0 }));
         Assert.Equal("deny.credential_expired", (await ChatAsync(g, newKey)).Code);
 
