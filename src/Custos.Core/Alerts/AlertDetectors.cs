@@ -67,7 +67,14 @@ public sealed class AlertDetectors
 
         if (record.Status == 401)
         {
-            DetectAuthFailure(record, snapshot, signals);
+            ConsumerEntry? failed = null;
+            if (record.Consumer is { } id)
+            {
+                snapshot.Consumers.TryGetValue(id, out failed);
+            }
+
+            DetectAuthFailure(record.ClientAddress ?? "unknown", record.Timestamp, record.RequestId, record.Reasons.Count > 0 ? record.Reasons[0] : "unknown",
+                failed, record.CredentialId, record.PolicyVersion, signals);
             return;
         }
 
@@ -242,14 +249,35 @@ public sealed class AlertDetectors
         return local.ToString(period == BudgetPeriod.Day ? "yyyy-MM-dd" : "yyyy-MM", CultureInfo.InvariantCulture);
     }
 
-    private void DetectAuthFailure(RequestRecord record, PolicySnapshot snapshot, List<AlertSignal> signals)
+    /// <summary>
+    /// Feeds one refused sign-in to the admin API (<see cref="AdminSignIn"/>): it counts toward its source's
+    /// <c>auth.failures</c> with the data plane's refused credentials.
+    /// </summary>
+    public void ObserveSignInDenied(AdminRecord record, PolicySnapshot snapshot, List<AlertSignal> signals)
+    {
+        if (snapshot.Version != _version)
+        {
+            Compile(snapshot);
+        }
+
+        if (record.Timestamp >= _nextSweep)
+        {
+            Sweep(record.Timestamp);
+            _nextSweep = record.Timestamp + TimeSpan.FromMinutes(5);
+        }
+
+        DetectAuthFailure(AdminSignIn.SourceOf(record), record.Timestamp, AdminSignIn.RequestIdOf(record), record.After ?? "admin.unauthenticated", null, null,
+            record.PolicyVersion, signals);
+    }
+
+    private void DetectAuthFailure(string source, DateTimeOffset at, string requestId, string reason, ConsumerEntry? consumer, string? credentialId,
+        long policyVersion, List<AlertSignal> signals)
     {
         if (!_rules.IsEnabled(AlertTypes.AuthFailures))
         {
             return;
         }
 
-        var source = record.ClientAddress ?? "unknown";
         if (!_authFailures.TryGetValue(source, out var window))
         {
             if (_authFailures.Count >= MaxCallerNamedKeys)
@@ -261,15 +289,9 @@ public sealed class AlertDetectors
             _authFailures[source] = window;
         }
 
-        if (!window.Add(record.Timestamp, record.RequestId, record.Reasons.Count > 0 ? record.Reasons[0] : "unknown"))
+        if (!window.Add(at, requestId, reason))
         {
             return;
-        }
-
-        ConsumerEntry? consumer = null;
-        if (record.Consumer is { } id)
-        {
-            snapshot.Consumers.TryGetValue(id, out consumer);
         }
 
         signals.Add(new AlertSignal
@@ -279,14 +301,14 @@ public sealed class AlertDetectors
             Fingerprint = "auth.failures|" + source,
             Subject = "source:" + source,
             Summary = $"{window.Count} failed authentications from {source} within a minute (possible credential stuffing).",
-            At = record.Timestamp,
+            At = at,
             Tenant = consumer?.Service.Tenant.Id,
             Service = consumer?.Service.Id,
             Consumer = consumer?.Id,
             Category = consumer?.Category,
-            CredentialId = record.CredentialId,
-            RequestId = record.RequestId,
-            PolicyVersion = record.PolicyVersion,
+            CredentialId = credentialId,
+            RequestId = requestId,
+            PolicyVersion = policyVersion,
             Rule = $"{_rules.AuthFailuresPerMinute} failed authentications per source per minute",
             Evidence = new Dictionary<string, string>
             {

@@ -115,7 +115,11 @@ internal static partial class AdminApi
                 var (admin, failure) = await AuthenticateAsync(http, gateway);
                 if (admin is null)
                 {
-                    return failure;
+                    // A refused sign-in is on record like a refused model call, and counts toward the source's
+                    // auth.failures alert: guessing admin keys was invisible, on the more privileged of the two planes.
+                    await gateway.RecordAdminAsync(AdminSignIn.Actor, AdminSignIn.Action, AdminSignIn.Target(http.Connection.RemoteIpAddress?.ToString()),
+                        null, failure.Code, AdminSignIn.Reason(failure.Presented, http.Request.Method, http.Request.Path.ToString(), requestId));
+                    return failure.Result;
                 }
 
                 http.Items[AdminItem] = admin;
@@ -1144,40 +1148,54 @@ internal static partial class AdminApi
         return new AdminProblemException(StatusCodes.Status403Forbidden, "admin.forbidden", "Forbidden", $"'{admin.Id}' ({PolicyNames.Of(admin.Role)}): {why}.");
     }
 
-    private static async Task<(AdminConfig? Admin, IResult? Failure)> AuthenticateAsync(HttpContext context, CustosGateway gateway)
+    /// <summary>A refused sign-in: the answer, its code, and what was presented, described without any secret.</summary>
+    private sealed record SignInFailure(IResult Result, string Code, string Presented);
+
+    private static async Task<(AdminConfig? Admin, SignInFailure Failure)> AuthenticateAsync(HttpContext context, CustosGateway gateway)
     {
         var header = context.Request.Headers.Authorization.ToString();
         var presented = header.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase) ? header[7..].Trim() : "";
         var snapshot = gateway.Policy.Current;
+        SignInFailure Refuse(string code, string title, string detail, string what)
+            => new(Problem(context, StatusCodes.Status401Unauthorized, code, title, detail), code, what);
+
         if (snapshot.IdentityProviders.Count > 0 && JwtAuthenticator.LooksLikeJwt(presented))
         {
             var outcome = await gateway.Jwt.ValidateAsync(presented, snapshot.IdentityProviders, context.RequestAborted);
             if (outcome.Failure is { } failure)
             {
-                return (null, Problem(context, StatusCodes.Status401Unauthorized, failure.Code, "Sign-in refused", failure.Message));
+                return (null, Refuse(failure.Code, "Sign-in refused", failure.Message, "a token that was refused"));
             }
 
             return snapshot.TryGetAdmin(outcome.Provider!.Id, outcome.Subject!, out var oidcAdmin)
-                ? (oidcAdmin, null)
-                : (null, Problem(context, StatusCodes.Status401Unauthorized, "deny.token_subject_unknown", "Sign-in refused",
-                    $"The token is valid, but subject '{outcome.Subject}' of '{outcome.Provider.Id}' is no admin of this gateway."));
+                ? (oidcAdmin, null!)
+                : (null, Refuse("deny.token_subject_unknown", "Sign-in refused",
+                    $"The token is valid, but subject '{outcome.Subject}' of '{outcome.Provider.Id}' is no admin of this gateway.",
+                    $"a token of '{outcome.Provider.Id}' for subject '{outcome.Subject}', no admin"));
         }
 
         var format = ApiKey.Validate(presented, out var kind);
         if (format != ApiKeyFormatError.None || kind != ApiKeyKind.Admin)
         {
-            // What is wrong with the key is in its form, known to anyone: saying it gives nothing away.
-            return (null, Problem(context, StatusCodes.Status401Unauthorized, "admin.unauthenticated", "Admin key required", (format, kind) switch
+            // What is wrong with the key is in its form, known to anyone: saying it gives nothing away. The record names a
+            // well-formed key by its first 12 characters, as the credential lists do; anything else not at all.
+            return (null, Refuse("admin.unauthenticated", "Admin key required", (format, kind) switch
             {
                 (ApiKeyFormatError.None, ApiKeyKind.Consumer) => "A consumer key (csk_…) calls models on the data plane; the admin API takes an admin key (cak_…).",
                 (ApiKeyFormatError.BadChecksum, _) => "The key's checksum does not match: it was mistyped or truncated.",
                 _ => "Send an admin key as 'Authorization: Bearer cak_…', or an OIDC token of a configured identity provider.",
+            }, (format, kind) switch
+            {
+                (ApiKeyFormatError.None, ApiKeyKind.Consumer) => $"a consumer key ({presented[..12]}…)",
+                (ApiKeyFormatError.BadChecksum, _) => "a key whose checksum does not match",
+                _ when presented.Length == 0 => "no credential",
+                _ => "a credential that is no admin key",
             }));
         }
 
         return snapshot.TryGetAdmin(KeyHash.Of(presented), out var admin)
-            ? (admin, null)
-            : (null, Problem(context, StatusCodes.Status401Unauthorized, "admin.unknown_key", "Unknown admin key", "The admin key is not known to this gateway."));
+            ? (admin, null!)
+            : (null, Refuse("admin.unknown_key", "Unknown admin key", "The admin key is not known to this gateway.", $"an unknown admin key ({presented[..12]}…)"));
     }
 
     private static IResult Problem(HttpContext context, int status, string code, string title, string detail)

@@ -77,6 +77,10 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
             {
                 _detectors.Observe(record, snapshot, _scratch);
             }
+            else if (chained.Record is AdminRecord { Action: AdminSignIn.Action } refused)
+            {
+                _detectors.ObserveSignInDenied(refused, snapshot, _scratch);
+            }
         }
 
         foreach (var signal in _scratch)

@@ -75,6 +75,61 @@ public sealed class AlertTests
         => [.. (await JsonAsync(await AdminAsync(test, admin, HttpMethod.Get, "/admin/v1/alerts"))).EnumerateArray()];
 
     [Fact]
+    public async Task RefusedAdminSignIns_AreOnRecord_WithoutTheKey_AndCountTowardTheSourcesAuthFailures()
+    {
+        // Guessing admin keys left no trace: no ledger entry, no log line, no alert. Now each refusal is an entry, and the
+        // admin API's and the data plane's refusals from one source add up to one auth.failures alert.
+        var hooks = new WebhookReceiver();
+        await using var g = await StartAsync(hooks, new AlertsConfig { Security = Security, AuthFailuresPerMinute = 10 }, time: null);
+        var guessed = Custos.Identity.ApiKey.Generate(Custos.Identity.ApiKeyKind.Admin);
+        using var admin = new HttpClient { BaseAddress = g.Gateway.AdminUri };
+        async Task<HttpStatusCode> SignIn(string? key)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, "/admin/v1/whoami");
+            if (key is not null)
+            {
+                request.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", key);
+            }
+
+            using var response = await admin.SendAsync(request);
+            return response.StatusCode;
+        }
+
+        for (var i = 0; i < 4; i++)
+        {
+            Assert.Equal(HttpStatusCode.Unauthorized, await SignIn(guessed));
+        }
+
+        Assert.Equal(HttpStatusCode.Unauthorized, await SignIn(g.KeyOf("web")));
+        Assert.Equal(HttpStatusCode.Unauthorized, await SignIn(null));
+        await SettleAsync(g);
+        Assert.DoesNotContain(await AlertsAsync(g), a => a.GetProperty("type").GetString() == "auth.failures");
+
+        var denied = (await AdminEntriesAsync(g)).Where(e => e.GetProperty("action").GetString() == "admin.sign_in_denied").ToList();
+        Assert.Equal(6, denied.Count);
+        Assert.All(denied, e => Assert.Equal(("unauthenticated", "source:127.0.0.1"), (e.GetProperty("actor").GetString(), e.GetProperty("target").GetString())));
+        Assert.Equal(["admin.unknown_key", "admin.unknown_key", "admin.unknown_key", "admin.unknown_key", "admin.unauthenticated", "admin.unauthenticated"],
+            denied.Select(e => e.GetProperty("after").GetString()));
+        Assert.StartsWith($"an unknown admin key ({guessed[..12]}…) on GET /admin/v1/whoami (request req_", denied[0].GetProperty("reason").GetString(), StringComparison.Ordinal);
+        Assert.StartsWith($"a consumer key ({g.KeyOf("web")[..12]}…)", denied[4].GetProperty("reason").GetString(), StringComparison.Ordinal);
+        Assert.StartsWith("no credential", denied[5].GetProperty("reason").GetString(), StringComparison.Ordinal);
+        var ledger = string.Join("\n", (await AdminEntriesAsync(g)).Select(e => e.GetRawText()));
+        Assert.DoesNotContain(guessed, ledger, StringComparison.Ordinal);
+        Assert.DoesNotContain(g.KeyOf("web"), ledger, StringComparison.Ordinal);
+
+        // Four bad keys on the data plane make ten from this source within the minute.
+        for (var i = 0; i < 4; i++)
+        {
+            Assert.Equal(HttpStatusCode.Unauthorized, (await ChatAsync(g, "csk_" + new string('x', 40))).Status);
+        }
+
+        await SettleAsync(g);
+        var stuffing = Assert.Single(await AlertsAsync(g), a => a.GetProperty("type").GetString() == "auth.failures");
+        Assert.Equal("source:127.0.0.1", stuffing.GetProperty("subject").GetString());
+        Assert.Contains("admin.unknown_key ×4", stuffing.GetProperty("evidence").GetProperty("reasons").GetString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task EachAlertGoesToTheOwnerRoleResponsible_SignedWithHmac()
     {
         var hooks = new WebhookReceiver();
