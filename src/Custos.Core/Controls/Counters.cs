@@ -117,6 +117,38 @@ public sealed class InMemoryCounterStore(TimeProvider time) : ICounterStore
         }
     }
 
+    /// <summary>True when the store holds a counter under <paramref name="key"/>.</summary>
+    public bool Holds(string key)
+    {
+        lock (_lock)
+        {
+            return _counters.ContainsKey(key);
+        }
+    }
+
+    /// <summary>
+    /// Starts each counter of <paramref name="seeds"/> that the store does not hold yet at what the ledger says its window
+    /// has used (<see cref="CounterSeeds"/>); a counter held already has counted since, and is left alone. Returns how many
+    /// it started.
+    /// </summary>
+    public int Seed(IEnumerable<CounterSeed> seeds)
+    {
+        ArgumentNullException.ThrowIfNull(seeds);
+        var seeded = 0;
+        lock (_lock)
+        {
+            foreach (var seed in seeds)
+            {
+                if (seed.End > time.GetUtcNow() && _counters.TryAdd(seed.Key, new Counter { Used = seed.Used, ExpiresAt = seed.End }))
+                {
+                    seeded++;
+                }
+            }
+        }
+
+        return seeded;
+    }
+
     /// <inheritdoc/>
     public ValueTask<int> TryReserveAsync(Guid reservation, IReadOnlyList<CounterCharge> charges, CounterReading[] readings, CancellationToken cancellationToken = default)
     {

@@ -308,7 +308,7 @@ public sealed partial class CustosGateway : IAsyncDisposable
         var (version, created) = await Store.SaveAsync(document, actor, reason, _options.TimeProvider.GetUtcNow(), source, basedOn, cancellationToken);
         if (created)
         {
-            Policy.Update(PolicySnapshot.Compile(version, _options.Secrets));
+            await Policy.UpdateAsync(PolicySnapshot.Compile(version, _options.Secrets), CancellationToken.None);
             await Sync.AnnounceAsync(version.Number);
             await Ledger.RecordAsync(new AdminRecord
             {
@@ -463,6 +463,15 @@ public sealed partial class CustosGateway : IAsyncDisposable
                 InMemoryCounterStore or ResilientCounterStore => options.Counters,
                 var shared => Resilient(shared, options.TimeProvider, sync, loggerFactory.CreateLogger<ResilientCounterStore>()),
             };
+            if (counters is InMemoryCounterStore inProcess)
+            {
+                // What this process's counters held before it started is in the ledger: a restart forgot every quota and
+                // budget used so far, and a consumer at its daily quota was served again. So do versions that bring a counter.
+                var countersLog = loggerFactory.CreateLogger<InMemoryCounterStore>();
+                await SeedCountersAsync(inProcess, policy.Current, store, options.TimeProvider, countersLog, all: true, cancellationToken);
+                policy.Preparing = (next, token) => SeedCountersAsync(inProcess, next, store, options.TimeProvider, countersLog, all: false, token);
+            }
+
             var telemetry = new CustosTelemetry(policy, ledger, counters);
             started.Add(new AsyncDisposableAdapter(telemetry));
             var telemetryExport = TelemetryExport.Start(telemetry, options, startupLog);
@@ -528,6 +537,31 @@ public sealed partial class CustosGateway : IAsyncDisposable
 
         GCSettings.LargeObjectHeapCompactionMode = GCLargeObjectHeapCompactionMode.CompactOnce;
         GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+    }
+
+    /// <summary>
+    /// Starts the in-process counters of <paramref name="snapshot"/>'s quotas and budgets (every one with
+    /// <paramref name="all"/>, at start-up; otherwise those the store does not hold yet) from what the ledger holds of
+    /// their current windows (<see cref="CounterSeeds"/>). A store that cannot be read is logged, not thrown: the counters
+    /// then start from zero, as they did before.
+    /// </summary>
+    private static async Task SeedCountersAsync(InMemoryCounterStore counters, PolicySnapshot snapshot, ICustosStore store, TimeProvider time, ILogger logger,
+        bool all, CancellationToken cancellationToken)
+    {
+        var started = Stopwatch.GetTimestamp();
+        try
+        {
+            var seeds = await CounterSeeds.ReadAsync(snapshot, store, store, time.GetUtcNow(), all ? _ => true : key => !counters.Holds(key), cancellationToken);
+            var seeded = counters.Seed(seeds);
+            if (seeded > 0 || all)
+            {
+                Log.CountersSeeded(logger, seeded, (long)Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+            }
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        {
+            Log.CountersNotSeeded(logger, snapshot.Version, ex.Message);
+        }
     }
 
     private static ResilientCounterStore Resilient(ICounterStore shared, TimeProvider time, PolicySync sync, ILogger logger)
@@ -807,5 +841,13 @@ public sealed partial class CustosGateway : IAsyncDisposable
         [LoggerMessage(EventId = 16, Level = LogLevel.Information,
             Message = "Calls to providers, identity providers and webhooks go through the proxy {Address} ({Variable}), except to the hosts NO_PROXY names.")]
         public static partial void EgressProxy(ILogger logger, string variable, string address);
+
+        [LoggerMessage(EventId = 17, Level = LogLevel.Information,
+            Message = "Quotas and budgets start from what the ledger holds of their current day or month: {Seeded} counter(s) read back in {Milliseconds} ms.")]
+        public static partial void CountersSeeded(ILogger logger, int seeded, long milliseconds);
+
+        [LoggerMessage(EventId = 18, Level = LogLevel.Warning,
+            Message = "Could not read back what quotas and budgets used from the ledger ({Error}); the counters policy version {Version} brings start from zero.")]
+        public static partial void CountersNotSeeded(ILogger logger, long version, string error);
     }
 }

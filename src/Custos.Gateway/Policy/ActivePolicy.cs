@@ -37,6 +37,32 @@ public sealed class ActivePolicy
     private readonly Lock _updateLock = new();
 
     /// <summary>
+    /// Runs before a newer snapshot is put in force by <see cref="UpdateAsync"/>: the gateway starts the in-process
+    /// counters the snapshot brings from what the ledger holds. Must not throw.
+    /// </summary>
+    internal Func<PolicySnapshot, CancellationToken, Task>? Preparing { get; set; }
+
+    /// <summary>
+    /// As <see cref="Update"/>, after <see cref="Preparing"/> has made ready for <paramref name="next"/> when it is newer
+    /// than the version in force.
+    /// </summary>
+    public async Task<bool> UpdateAsync(PolicySnapshot next, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(next);
+        if (next.Version <= Current.Version)
+        {
+            return false;
+        }
+
+        if (Preparing is { } preparing)
+        {
+            await preparing(next, cancellationToken);
+        }
+
+        return Update(next);
+    }
+
+    /// <summary>
     /// Puts <paramref name="next"/> in force, unless a version at least as new already is (two paths can deliver
     /// versions: this node's own changes and other nodes' announcements; neither may step back). Returns whether it did.
     /// </summary>

@@ -191,7 +191,7 @@ public sealed partial class PolicySync : IAsyncDisposable
             if (latest is not null && latest.Number > _policy.Current.Version)
             {
                 var before = _policy.Current.Version;
-                if (_policy.Update(PolicySnapshot.Compile(latest, _secrets)))
+                if (await _policy.UpdateAsync(PolicySnapshot.Compile(latest, _secrets), cancellationToken))
                 {
                     Log.Loaded(_logger, latest.Number, before, latest.Author);
                 }

@@ -100,6 +100,15 @@ public sealed class TestGateway : IAsyncDisposable
         return test;
     }
 
+    /// <summary>Stops the gateway and starts it again on the same data folder and upstream, with <paramref name="options"/>.</summary>
+    public async Task RestartAsync(CustosGatewayOptions options)
+    {
+        Client.Dispose();
+        await Gateway.DisposeAsync();
+        Gateway = await CustosGateway.StartAsync(options);
+        Client = new HttpClient { BaseAddress = Gateway.DataPlaneUri, Timeout = TimeSpan.FromSeconds(30) };
+    }
+
     /// <summary>Makes a key for <paramref name="name"/> (kept for <see cref="KeyOf"/>) and returns its hash for the policy.</summary>
     public string IssueKey(string name, ApiKeyKind kind = ApiKeyKind.Consumer) => NewKey(name, kind);
 

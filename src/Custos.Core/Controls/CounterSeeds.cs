@@ -1,0 +1,173 @@
+using System.Text.Json;
+using Custos.Ledger;
+using Custos.Metering;
+using Custos.Policy;
+
+namespace Custos.Controls;
+
+/// <summary>One counter as the ledger says it stands: its key, what its window has used so far, and the window's end.</summary>
+/// <param name="Key">The counter's key (<see cref="CounterKeys"/>).</param>
+/// <param name="Used">Requests, tokens, or cost in <see cref="AdmissionEvaluator.CostUnit"/>s.</param>
+/// <param name="End">The end of the counter's window.</param>
+public readonly record struct CounterSeed(string Key, long Used, DateTimeOffset End);
+
+/// <summary>
+/// What the quotas and budgets of a policy have used of their current day or month, read back from the ledger: requests
+/// admitted and spend from the request totals (<see cref="RequestTotals"/>, a quarter hour at a time, which every time
+/// zone's midnight falls on), tokens from the request entries of the window (read only where a token quota is in force).
+/// The in-process counters start from these when a gateway starts, and when a policy version brings a counter they do
+/// not hold yet (a new budget, a day budget made a month's): without them a restart forgot everything spent, and a
+/// consumer at its daily quota was served again.
+/// </summary>
+/// <remarks>
+/// Rate limits (per minute) are not read back: a restart forgets at most the current minute. Requests count when
+/// admitted (decision <c>allow</c>, whatever the provider did); tokens are each allowed entry's input and output.
+/// </remarks>
+public static class CounterSeeds
+{
+    private enum Level
+    {
+        Tenant,
+        Service,
+        Consumer,
+    }
+
+    private sealed class Need(string tenant, Level level, string id, CountedLimit limit, Window window, string key)
+    {
+        public string Tenant { get; } = tenant;
+
+        public CountedLimit Limit { get; } = limit;
+
+        public Window Window { get; } = window;
+
+        public string Key { get; } = key;
+
+        public long Used { get; set; }
+
+        public bool Covers(string? tenant, string? service, string? consumer, DateTimeOffset at)
+            => tenant == Tenant && Window.Contains(at) && level switch
+            {
+                Level.Tenant => true,
+                Level.Service => service == id,
+                _ => consumer == id,
+            };
+    }
+
+    /// <summary>
+    /// The counters of <paramref name="snapshot"/>'s quotas and budgets at <paramref name="now"/> for which
+    /// <paramref name="wanted"/> is true, with what the ledger says each window has used.
+    /// </summary>
+    public static async Task<IReadOnlyList<CounterSeed>> ReadAsync(PolicySnapshot snapshot, IEvidenceStore totals, ILedgerStore entries, DateTimeOffset now,
+        Func<string, bool> wanted, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(snapshot);
+        ArgumentNullException.ThrowIfNull(totals);
+        ArgumentNullException.ThrowIfNull(entries);
+        ArgumentNullException.ThrowIfNull(wanted);
+        var needs = new List<Need>();
+        foreach (var tenant in snapshot.Tenants)
+        {
+            Collect(needs, tenant, Level.Tenant, tenant.Id, tenant.Limits, tenant.CounterKeys, now, wanted);
+        }
+
+        foreach (var service in snapshot.Services.Values)
+        {
+            Collect(needs, service.Tenant, Level.Service, service.Id, service.Limits, service.CounterKeys, now, wanted);
+        }
+
+        foreach (var consumer in snapshot.Consumers.Values)
+        {
+            Collect(needs, consumer.Service.Tenant, Level.Consumer, consumer.Id, consumer.Limits, consumer.CounterKeys, now, wanted);
+        }
+
+        if (needs.Count == 0)
+        {
+            return [];
+        }
+
+        var counted = needs.Where(n => n.Limit != CountedLimit.TokensPerDay && n.Limit != CountedLimit.TokensPerMonth).ToList();
+        if (counted.Count > 0)
+        {
+            var from = counted.Min(n => n.Window.Start);
+            await foreach (var total in totals.ReadTotalsAsync(RequestTotals.SlotSeconds, from, now.AddSeconds(RequestTotals.SlotSeconds), cancellationToken))
+            {
+                foreach (var need in counted)
+                {
+                    if (!need.Covers(total.Tenant, total.Service, total.Consumer, total.Slot))
+                    {
+                        continue;
+                    }
+
+                    if (need.Limit == CountedLimit.Budget)
+                    {
+                        need.Used = Saturating.Add(need.Used, total.Spend <= 0 ? 0
+                            : total.Spend >= AdmissionEvaluator.MaxCharge / AdmissionEvaluator.CostUnit ? AdmissionEvaluator.MaxCharge
+                            : (long)Math.Ceiling(total.Spend * AdmissionEvaluator.CostUnit));
+                    }
+                    else if (total.Decision == "allow")
+                    {
+                        need.Used = Saturating.Add(need.Used, total.Requests);
+                    }
+                }
+            }
+        }
+
+        foreach (var tenant in needs.Where(n => n.Limit is CountedLimit.TokensPerDay or CountedLimit.TokensPerMonth).GroupBy(n => n.Tenant))
+        {
+            var tokenNeeds = tenant.ToList();
+            var query = new LedgerQuery { Tenant = tenant.Key, Decision = "allow", From = tokenNeeds.Min(n => n.Window.Start), Limit = int.MaxValue };
+            await foreach (var entry in entries.QueryAsync(query, cancellationToken))
+            {
+                var (service, consumer, at, tokens) = ReadTokens(entry.Json);
+                foreach (var need in tokenNeeds)
+                {
+                    if (need.Covers(tenant.Key, service, consumer, at))
+                    {
+                        need.Used = Saturating.Add(need.Used, tokens);
+                    }
+                }
+            }
+        }
+
+        return [.. needs.Select(n => new CounterSeed(n.Key, n.Used, n.Window.End))];
+    }
+
+    private static void Collect(List<Need> needs, TenantEntry tenant, Level level, string id, LimitsConfig limits, CounterKeys keys, DateTimeOffset now,
+        Func<string, bool> wanted)
+    {
+        var day = tenant.Clock.Day(now);
+        var month = tenant.Clock.Month(now);
+        void Add(long? limit, CountedLimit counted, Window window)
+        {
+            if (limit is null)
+            {
+                return;
+            }
+
+            var key = keys.For(counted, window.Id);
+            if (wanted(key))
+            {
+                needs.Add(new Need(tenant.Id, level, id, counted, window, key));
+            }
+        }
+
+        Add(limits.RequestsPerDay, CountedLimit.RequestsPerDay, day);
+        Add(limits.TokensPerDay, CountedLimit.TokensPerDay, day);
+        Add(limits.RequestsPerMonth, CountedLimit.RequestsPerMonth, month);
+        Add(limits.TokensPerMonth, CountedLimit.TokensPerMonth, month);
+        if (limits.Budget is { } budget)
+        {
+            Add(1, CountedLimit.Budget, budget.Period == BudgetPeriod.Day ? day : month);
+        }
+    }
+
+    private static (string? Service, string? Consumer, DateTimeOffset At, long Tokens) ReadTokens(string json)
+    {
+        using var document = JsonDocument.Parse(json);
+        var root = document.RootElement;
+        string? Text(string name) => root.TryGetProperty(name, out var value) && value.ValueKind == JsonValueKind.String ? value.GetString() : null;
+        long Number(string name) => root.TryGetProperty(name, out var value) && value.ValueKind == JsonValueKind.Number && value.TryGetInt64(out var n) && n > 0 ? n : 0;
+        var at = LedgerTime.Parse(Text("timestamp") ?? "");
+        return (Text("service"), Text("consumer"), at, Saturating.Add(Number("input_tokens"), Number("output_tokens")));
+    }
+}
