@@ -242,7 +242,7 @@ public sealed partial class PostgresStore : ICustosStore, IRecordFormatSetting
             var record = item.Record;
             var request = record as RequestRecord;
             var ts = Utc(record.Timestamp);
-            if (request?.CredentialId is { } credentialId)
+            if (request is { UsedCredential: true, CredentialId: { } credentialId }) // not a refusal of the credential itself
             {
                 Use(ref usage, credentialId, ts);
             }
@@ -292,7 +292,7 @@ public sealed partial class PostgresStore : ICustosStore, IRecordFormatSetting
             (requestId[i], tenant[i], service[i], consumer[i]) = (request?.RequestId, item.Record.Tenant, request?.Service, request?.Consumer);
             (decision[i], model[i]) = (request is null ? null : Names.Of(request.Decision), request?.Model);
             (cost[i], record[i], prev[i], hash[i]) = (request?.Cost is { } c ? RequestRecord.CanonicalCost(c) : null, (encoder is null ? item.Canonical : encoder.Encode(item.Canonical.Span)).ToArray(), item.PrevHash, item.Hash);
-            if (request?.CredentialId is { } credentialId)
+            if (request is { UsedCredential: true, CredentialId: { } credentialId }) // not a refusal of the credential itself
             {
                 Use(ref usage, credentialId, ts[i]);
             }
@@ -520,11 +520,23 @@ public sealed partial class PostgresStore : ICustosStore, IRecordFormatSetting
         var result = new List<PolicyVersion>();
         while (await reader.ReadAsync(cancellationToken))
         {
-            result.Add(new PolicyVersion(reader.GetInt64(0), reader.GetString(1), reader.GetString(2), reader.GetString(3),
-                Time(reader, 4), PolicyVersion.FromCanonicalJson(reader.GetString(5))));
+            // Checked against its stored hash: a document edited behind the gateway is refused, never put in force.
+            result.Add(PolicyVersion.FromStored(reader.GetInt64(0), reader.GetString(1), reader.GetString(2), reader.GetString(3),
+                Time(reader, 4), reader.GetString(5)));
         }
 
         return result;
+    }
+
+    /// <inheritdoc/>
+    public async IAsyncEnumerable<StoredPolicyVersion> ReadPolicyVersionsAsync([EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        await using var command = _dataSource.CreateCommand("SELECT number, sha256, author, reason, created_at, canonical FROM policy_versions ORDER BY number");
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            yield return new StoredPolicyVersion(reader.GetInt64(0), reader.GetString(1), reader.GetString(2), reader.GetString(3), Time(reader, 4), reader.GetString(5));
+        }
     }
 
     private static async Task ExecuteAsync(NpgsqlConnection connection, string sql, CancellationToken cancellationToken)

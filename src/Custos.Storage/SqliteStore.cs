@@ -345,7 +345,7 @@ public sealed partial class SqliteStore : ICustosStore
                     var record = item.Record;
                     var request = record as RequestRecord;
                     RequestTotals.AddToEach(record, _totals, _minuteTotals);
-                    if (request?.CredentialId is { } credentialId
+                    if (request is { UsedCredential: true, CredentialId: { } credentialId } // not a refusal of the credential itself
                         && (!_lastUsed.TryGetValue(credentialId, out var known) || known < record.Timestamp))
                     {
                         _lastUsed[credentialId] = record.Timestamp; // the latest use, whatever the order in the batch
@@ -671,11 +671,26 @@ public sealed partial class SqliteStore : ICustosStore
         var result = new List<PolicyVersion>();
         while (await reader.ReadAsync(cancellationToken))
         {
-            result.Add(new PolicyVersion(reader.GetInt64(0), reader.GetString(1), reader.GetString(2), reader.GetString(3),
-                LedgerTime.Parse(reader.GetString(4)), PolicyVersion.FromCanonicalJson(reader.GetString(5))));
+            // Checked against its stored hash: a document edited behind the gateway is refused, never put in force.
+            result.Add(PolicyVersion.FromStored(reader.GetInt64(0), reader.GetString(1), reader.GetString(2), reader.GetString(3),
+                LedgerTime.Parse(reader.GetString(4)), reader.GetString(5)));
         }
 
         return result;
+    }
+
+    /// <inheritdoc/>
+    public async IAsyncEnumerable<StoredPolicyVersion> ReadPolicyVersionsAsync([EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        await using var connection = await OpenReaderAsync(cancellationToken);
+        using var command = connection.CreateCommand();
+        command.CommandText = "SELECT number, sha256, author, reason, created_at, canonical FROM policy_versions ORDER BY number";
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            yield return new StoredPolicyVersion(reader.GetInt64(0), reader.GetString(1), reader.GetString(2), reader.GetString(3),
+                LedgerTime.TryParse(reader.GetString(4), out var at) ? at : default, reader.GetString(5));
+        }
     }
 
     private async Task<SqliteConnection> OpenReaderAsync(CancellationToken cancellationToken)

@@ -440,6 +440,61 @@ public abstract class StoreContract : IAsyncLifetime
     };
 
     [Fact]
+    public async Task PolicyVersionsAndAccessRequests_AlteredBehindTheGateway_AreRefusedWhenRead_AndNamedByVerification()
+    {
+        var (version, _) = await Store.SaveAsync(Document("t"), "alice", "first", T0, null);
+        var request = await Store.CreateAccessRequestAsync(NewAccessRequest("bot"));
+        Assert.True(await Store.DecideAccessRequestAsync(request.Id, AccessRequestStatus.Approved, "carol", T0.AddMinutes(1), "fine", 2));
+        var chain = new HashChain("n1", 0, HashChain.Genesis);
+        var target = "access_request:" + request.Id;
+        await Store.AppendAsync(
+        [
+            chain.Append(new AdminRecord { Timestamp = T0, Actor = "alice", Action = "policy.version_created", Target = "policy", After = version.Sha256, Reason = "first", PolicyVersion = 1 }),
+            chain.Append(new AdminRecord { Timestamp = T0, Tenant = "acme", Actor = "alice", Action = "access.requested", Target = target, After = "pending: bot -> gpt-4o,claude", Reason = "pilot", PolicyVersion = 1 }),
+            chain.Append(new AdminRecord
+            {
+                Timestamp = T0.AddMinutes(1), Tenant = "acme", Actor = "carol", Action = "access.approved", Target = target, Before = "pending",
+                After = "approved: bot -> gpt-4o,claude", Reason = $"access request {request.Id} approved: fine", PolicyVersion = 2,
+            }),
+        ]);
+        using var key = System.Security.Cryptography.ECDsa.Create(System.Security.Cryptography.ECCurve.NamedCurves.nistP256);
+        var options = new VerificationOptions { PublicKeys = [key] };
+        var clean = await LedgerVerifier.VerifyAsync(Store, options);
+        Assert.True(clean.Ok, string.Join("; ", clean.Problems));
+
+        // Who decided, rewritten: the request no longer says what the ledger recorded.
+        await ExecuteRawAsync($"UPDATE access_requests SET decided_by = 'dana' WHERE number = {request.Id[3..]}");
+        var decider = Assert.Single((await LedgerVerifier.VerifyAsync(Store, options)).Problems);
+        Assert.Equal("altered_access_request", decider.Kind);
+        Assert.Contains("its decided_by is 'dana' in the store, 'carol' in the ledger", decider.Detail, StringComparison.Ordinal);
+        await ExecuteRawAsync($"UPDATE access_requests SET decided_by = 'carol' WHERE number = {request.Id[3..]}");
+
+        // The author of a version (not covered by its hash): found against the entry that recorded it.
+        await ExecuteRawAsync("UPDATE policy_versions SET author = 'mallory'");
+        var author = Assert.Single((await LedgerVerifier.VerifyAsync(Store, options)).Problems);
+        Assert.Equal(("altered_policy_version", "n1", 1L), (author.Kind, author.ChainId, author.Seq));
+        Assert.Contains("its author is 'mallory' in the store, 'alice' in the ledger", author.Detail, StringComparison.Ordinal);
+        await ExecuteRawAsync("UPDATE policy_versions SET author = 'alice'");
+
+        // The document itself edited: never read back as that version, and named by verification.
+        await ExecuteRawAsync("UPDATE policy_versions SET canonical = replace(canonical, '\"id\":\"t\"', '\"id\":\"u\"')");
+        var refused = await Assert.ThrowsAsync<InvalidDataException>(() => Store.GetHistoryAsync());
+        Assert.StartsWith("Policy version 1 is damaged or was altered in the store", refused.Message, StringComparison.Ordinal);
+        await Assert.ThrowsAsync<InvalidDataException>(() => Store.GetLatestAsync());
+        var document = Assert.Single((await LedgerVerifier.VerifyAsync(Store, options)).Problems);
+        Assert.Equal("altered_policy_version", document.Kind);
+        Assert.Contains("policy version 1's document hashes to", document.Detail, StringComparison.Ordinal);
+
+        // A version added beside the gateway, with a hash of its own that matches: no entry recorded it.
+        await ExecuteRawAsync("UPDATE policy_versions SET canonical = replace(canonical, '\"id\":\"u\"', '\"id\":\"t\"')");
+        var forged = Document("forged");
+        await Store.SaveAsync(forged, "alice", "looks routine", T0.AddHours(1), null);
+        var unrecorded = Assert.Single((await LedgerVerifier.VerifyAsync(Store, options)).Problems);
+        Assert.Equal("unrecorded_policy_version", unrecorded.Kind);
+        Assert.StartsWith("policy version 2 ", unrecorded.Detail, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task AccessRequests_CreateGetListDecide()
     {
         var first = await Store.CreateAccessRequestAsync(NewAccessRequest("bot-1"));
@@ -583,6 +638,32 @@ public abstract class StoreContract : IAsyncLifetime
         Assert.Equal(2, lastUsed.Count);
         Assert.Equal(T0.AddMinutes(5), lastUsed["k1"]);
         Assert.Equal(T0.AddMinutes(4), lastUsed["k2"]);
+    }
+
+    [Fact]
+    public async Task GetCredentialLastUsedAsync_IsNotMovedByARefusalOfTheCredentialItself()
+    {
+        var chain = new HashChain("n1", 0, HashChain.Genesis);
+        ChainedRecord Refused(string id, DateTimeOffset at, ReasonCode reason, string credential)
+        {
+            var record = Request(id, "acme", "a", Decision.Allow, at, credential: credential);
+            record.Fail(reason, Outcome.Denied);
+            return chain.Append(record);
+        }
+
+        await Store.AppendAsync(
+        [
+            chain.Append(Request("r1", "acme", "a", Decision.Allow, T0, credential: "k1")),
+            Refused("r2", T0.AddDays(2), Reasons.CredentialRevoked, "k1"), // used after its end: not a use
+            Refused("r3", T0.AddDays(3), Reasons.CredentialExpired, "k2"),
+            Refused("r4", T0.AddDays(4), Reasons.ConsumerSuspended, "k3"), // the key was accepted; its consumer is switched off
+        ]);
+
+        var lastUsed = await Store.GetCredentialLastUsedAsync();
+
+        Assert.Equal(T0, lastUsed["k1"]);
+        Assert.False(lastUsed.ContainsKey("k2"));
+        Assert.Equal(T0.AddDays(4), lastUsed["k3"]);
     }
 
     // ---------------------------------------------------------------- evidence

@@ -1,5 +1,6 @@
 using System.Net.Http.Headers;
 using System.Text;
+using Custos.Gateway.Hosting;
 using Microsoft.Data.Sqlite;
 
 namespace Custos.Tests;
@@ -117,6 +118,55 @@ public sealed class AuditCliTests
         {
             await gateway.DisposeAsync();
         }
+    }
+
+    [Fact]
+    public async Task AStoredPolicyVersionEditedBehindTheGateway_FailsVerification_AndTheGatewayDoesNotStartOnIt()
+    {
+        await using var gateway = await DemoGateway.StartAsync("altered-policy");
+        await gateway.Gateway.DisposeAsync(); // stopped: drained and sealed
+        SqliteConnection.ClearAllPools();
+        var data = gateway.Directory;
+        var (exit, output, _) = await Cli.RunAsync("audit", "verify", "--data", data);
+        Assert.True(exit == 0, output); // a real gateway's versions agree with the entries that recorded them
+
+        async Task<int> AlterAsync(string sql)
+        {
+            await using var db = new SqliteConnection($"Data Source={Path.Combine(data, "custos.db")};Pooling=false");
+            await db.OpenAsync();
+            await using var command = db.CreateCommand();
+            command.CommandText = sql;
+            return await command.ExecuteNonQueryAsync();
+        }
+
+        // Who made the version, rewritten (its hash does not cover it): the entry that recorded the version says otherwise.
+        await AlterAsync("UPDATE policy_versions SET author = 'mallory'");
+        (exit, output, _) = await Cli.RunAsync("audit", "verify", "--data", data);
+        Assert.Equal(1, exit);
+        Assert.Contains("its author is 'mallory' in the store, 'system:demo' in the ledger", output, StringComparison.Ordinal);
+        await AlterAsync("UPDATE policy_versions SET author = 'system:demo'");
+
+        // The finance admin made a platform admin in the version in force.
+        Assert.Equal(1, await AlterAsync("""
+            UPDATE policy_versions SET canonical = replace(canonical, '"role":"finance"', '"role":"platform_admin"')
+            WHERE number = (SELECT max(number) FROM policy_versions)
+            """));
+        (exit, output, _) = await Cli.RunAsync("audit", "verify", "--data", data);
+        Assert.Equal(1, exit);
+        Assert.Contains("altered_policy_version: policy version 1's document hashes to", output, StringComparison.Ordinal);
+
+        var started = await Assert.ThrowsAsync<InvalidDataException>(() => CustosGateway.StartAsync(new CustosGatewayOptions
+        {
+            Policy = DemoPolicy.Create(gateway.Upstream.BaseUri, gateway.Keys),
+            PolicyAuthor = "system:demo",
+            DataDirectory = data,
+            DataPlaneUrl = "http://127.0.0.1:0",
+            AdminUrl = "http://127.0.0.1:0",
+            ConfigureLogging = _ => { },
+        }));
+        Assert.StartsWith("Policy version 1 is damaged or was altered in the store", started.Message, StringComparison.Ordinal);
+        Assert.Contains("The gateway does not start on an altered policy version", started.Message, StringComparison.Ordinal);
+        SqliteConnection.ClearAllPools();
     }
 
     [Fact]

@@ -277,6 +277,21 @@ public static class Reasons
     public static readonly ReasonCode TokenSubjectUnknown = new("deny.token_subject_unknown", 401, Auth, false, Decision.Deny,
         "The token is valid, but its subject is bound to no consumer of this gateway.");
 
+    /// <summary>
+    /// <see cref="CredentialRevoked"/>, <see cref="CredentialSuspended"/> and <see cref="CredentialExpired"/> worded for a
+    /// workload identity (a token bound to a consumer) instead of an API key: the same codes.
+    /// </summary>
+    public static readonly ReasonCode IdentityRevoked = CredentialRevoked with { Message = "The workload identity has been revoked." };
+
+    /// <inheritdoc cref="IdentityRevoked"/>
+    public static readonly ReasonCode IdentitySuspended = CredentialSuspended with
+    {
+        Message = "The workload identity is suspended; its service's technical control owner can resume it.",
+    };
+
+    /// <inheritdoc cref="IdentityRevoked"/>
+    public static readonly ReasonCode IdentityExpired = CredentialExpired with { Message = "The workload identity has expired." };
+
     /// <summary>Every code, for documentation and tests.</summary>
     public static IReadOnlyList<ReasonCode> All { get; } =
     [

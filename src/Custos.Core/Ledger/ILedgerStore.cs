@@ -167,7 +167,17 @@ public interface IEvidenceStore
 
     /// <summary>Checkpoints of <paramref name="chainId"/> (or of every chain), in order.</summary>
     Task<IReadOnlyList<SignedCheckpoint>> GetCheckpointsAsync(string? chainId = null, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Every stored policy version as its row holds it, oldest first, its canonical JSON unchecked: what verification compares
+    /// with its hash and with the ledger (<see cref="IPolicyStore.GetHistoryAsync"/> refuses a version whose document does not
+    /// hash to its stored SHA-256).
+    /// </summary>
+    IAsyncEnumerable<StoredPolicyVersion> ReadPolicyVersionsAsync(CancellationToken cancellationToken = default);
 }
+
+/// <summary>A policy version's row as stored: number, SHA-256, author, reason, time and canonical JSON, none of them checked.</summary>
+public sealed record StoredPolicyVersion(long Number, string Sha256, string Author, string Reason, DateTimeOffset CreatedAt, string Canonical);
 
 /// <summary>A policy change was made to a version that is no longer the latest: another writer stored a newer one.</summary>
 /// <param name="basedOn">The version the change was made to.</param>

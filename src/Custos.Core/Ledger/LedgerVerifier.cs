@@ -8,7 +8,9 @@ namespace Custos.Ledger;
 /// <summary>One thing verification found wrong, pinned to where it is.</summary>
 /// <param name="Kind">
 /// <c>modified</c>, <c>missing</c> (deleted), <c>broken_link</c> (inserted, reordered or a rewritten hash), <c>truncated</c>,
-/// <c>checkpoint_mismatch</c>, <c>checkpoint_gap</c>, <c>bad_signature</c>, <c>unknown_key</c>, <c>witness_mismatch</c>.
+/// <c>checkpoint_mismatch</c>, <c>checkpoint_gap</c>, <c>bad_signature</c>, <c>unknown_key</c>, <c>witness_mismatch</c>, and for the store's
+/// own tables beside the ledger <c>altered_policy_version</c>, <c>unrecorded_policy_version</c>, <c>altered_access_request</c>,
+/// <c>unrecorded_access_request</c> (<c>RecordedChanges</c>).
 /// </param>
 /// <param name="ChainId">The chain.</param>
 /// <param name="Seq">The first bad sequence number, when there is one.</param>
@@ -99,6 +101,7 @@ public static class LedgerVerifier
         var wholeLedger = options.From is null && options.To is null;
         var totals = wholeLedger ? new RequestTotals() : null;
         var entryDays = new HashSet<long>(); // the days (UTC) with request entries, for the totals added up a day at a time
+        var recordedChanges = wholeLedger ? new RecordedChanges() : null; // what the admin entries say of policy versions and access requests
         var keys = options.PublicKeys.ToDictionary(CheckpointKey.IdOf, k => k, StringComparer.Ordinal);
         var problems = new List<VerificationProblem>();
         // Checkpoints before chain heads: a checkpoint sealed in between (a running gateway) must not look like a truncation.
@@ -211,6 +214,11 @@ public static class LedgerVerifier
                                 }
                             }
 
+                            if (recordedChanges is not null && recorded is { Kind: "admin" })
+                            {
+                                recordedChanges.Add(chainId, entry.Seq, buffer.AsSpan(0, length));
+                            }
+
                             if (entry.Seq == sealedTo + 1)
                             {
                                 firstUnsealedAt = entry.Timestamp;
@@ -283,7 +291,8 @@ public static class LedgerVerifier
 
             // The totals only where every chain was read whole: a chain cut short by a problem would make them all differ.
             long totalsCompared = 0;
-            if (wholeLedger && problems.Count == 0)
+            var chainsRead = problems.Count == 0;
+            if (wholeLedger && chainsRead)
             {
                 var check = new TotalsCheck(problems);
                 var before = RequestTotals.SlotStart(RequestTotals.SlotOf(now - TotalsSettleAfter));
@@ -297,6 +306,17 @@ public static class LedgerVerifier
                 }
 
                 totalsCompared = check.Finish();
+            }
+
+            // The store's policy versions and access requests against the entries that recorded them, where every chain was
+            // read whole (an entry past a problem is not read); else only each version's document against its hash.
+            if (recordedChanges is not null && chainsRead)
+            {
+                await recordedChanges.CompareAsync(store, now, problems, cancellationToken);
+            }
+            else
+            {
+                await RecordedChanges.CheckVersionHashesAsync(store, problems, cancellationToken);
             }
 
             var witnessed = 0;

@@ -77,6 +77,31 @@ public sealed class RequestRecord : LedgerRecord
     /// <summary>Reason codes: why it was denied, or what went wrong after it was allowed.</summary>
     public List<string> Reasons { get; } = new(2);
 
+    /// <summary>
+    /// True when the request names a credential that was accepted: not refused for the credential itself (revoked,
+    /// suspended, expired). Only such requests are the credential's use, which stores keep as its last use.
+    /// </summary>
+    public bool UsedCredential
+    {
+        get
+        {
+            if (CredentialId is null)
+            {
+                return false;
+            }
+
+            foreach (var reason in Reasons)
+            {
+                if (reason.StartsWith("deny.credential_", StringComparison.Ordinal))
+                {
+                    return false;
+                }
+            }
+
+            return true;
+        }
+    }
+
     /// <summary>The policy version in force.</summary>
     public long PolicyVersion { get; set; }
 

@@ -288,6 +288,13 @@ internal static class PolicyValidator
         }
 
         var admins = document.Admins.Select(a => a.Id).ToHashSet(StringComparer.Ordinal);
+        // An admin named to act for the service (an owner's admin, an approver) must have it in scope: else an admin of
+        // another tenant would decide this one's access requests, which it cannot even see.
+        string? OutOfScope(string id) => document.Admins.FirstOrDefault(a => a.Id == id) is { } named
+            && ((named.Tenants.Count > 0 && !named.Tenants.Contains(service.Tenant)) || (named.Services.Count > 0 && !named.Services.Contains(service.Id)))
+            ? $"admin '{id}' is scoped to {string.Join(", ", named.Tenants.Select(t => "tenant " + t).Concat(named.Services.Select(s => "service " + s)))}, " +
+              $"which does not cover service '{service.Id}' of tenant '{service.Tenant}'"
+            : null;
         var owners = service.Owners;
         foreach (var (role, owner) in new[] { ("policy", owners.Policy), ("billing", owners.Billing), ("technical", owners.Technical),
                      ("agent_operator", owners.AgentOperator), ("business_sponsor", owners.BusinessSponsor) })
@@ -300,6 +307,10 @@ internal static class PolicyValidator
             if (owner.Admin is { } admin && !admins.Contains(admin))
             {
                 reader.Add(DiagnosticSeverity.Error, reader.MarkOf(owner, "admin"), $"{path}.owners.{role}.admin", $"admin '{admin}' is not declared");
+            }
+            else if (owner.Admin is { } named && OutOfScope(named) is { } outside)
+            {
+                reader.Add(DiagnosticSeverity.Error, reader.MarkOf(owner, "admin"), $"{path}.owners.{role}.admin", outside);
             }
 
             // The contact is where notifications go and what reports name as accountable: a typo here is a message
@@ -317,9 +328,16 @@ internal static class PolicyValidator
             }
         }
 
-        foreach (var approver in (service.Approvers ?? []).Where(a => !admins.Contains(a)))
+        foreach (var approver in service.Approvers ?? [])
         {
-            reader.Add(DiagnosticSeverity.Error, reader.MarkOf(service, "approvers"), path + ".approvers", $"admin '{approver}' is not declared");
+            if (!admins.Contains(approver))
+            {
+                reader.Add(DiagnosticSeverity.Error, reader.MarkOf(service, "approvers"), path + ".approvers", $"admin '{approver}' is not declared");
+            }
+            else if (OutOfScope(approver) is { } outside)
+            {
+                reader.Add(DiagnosticSeverity.Error, reader.MarkOf(service, "approvers"), path + ".approvers", outside);
+            }
         }
 
         if (service.Models is { } models && document.Tenants.FirstOrDefault(t => t.Id == service.Tenant) is { } tenant)

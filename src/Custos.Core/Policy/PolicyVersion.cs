@@ -32,6 +32,37 @@ public sealed record PolicyVersion(long Number, string Sha256, string Author, st
     public static PolicyDocument FromCanonicalJson(string json)
         => JsonSerializer.Deserialize<PolicyDocument>(json, CanonicalOptions) ?? throw new InvalidDataException("empty policy document");
 
+    /// <summary>
+    /// A version as a store read it back, once its canonical JSON is seen to hash to the SHA-256 stored beside it: the
+    /// hash is what the ledger's <c>policy.version_created</c> entry and every request entry name, so a row whose document
+    /// was edited behind the gateway (a role, a model, an entitlement) must never be put in force or shown as that version.
+    /// </summary>
+    /// <exception cref="InvalidDataException">The canonical JSON does not hash to <paramref name="sha256"/>, or cannot be read.</exception>
+    public static PolicyVersion FromStored(long number, string sha256, string author, string reason, DateTimeOffset createdAt, string canonical)
+    {
+        ArgumentNullException.ThrowIfNull(canonical);
+        var actual = Convert.ToHexStringLower(SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(canonical)));
+        if (!string.Equals(actual, sha256, StringComparison.Ordinal))
+        {
+            throw new InvalidDataException($"Policy version {number} is damaged or was altered in the store: its document hashes to {Short(actual)}, " +
+                $"not to the {Short(sha256)} stored (and recorded in the ledger) with it. Run custos audit verify.");
+        }
+
+        PolicyDocument document;
+        try
+        {
+            document = FromCanonicalJson(canonical);
+        }
+        catch (JsonException ex)
+        {
+            throw new InvalidDataException($"Policy version {number} cannot be read from the store: {ex.Message}", ex);
+        }
+
+        return new PolicyVersion(number, sha256, author, reason, createdAt, document);
+
+        static string Short(string hash) => hash.Length > 12 ? hash[..12] : hash;
+    }
+
     /// <summary>Writes decimals without trailing zeros: 2.50 and 2.5 are the same price, so they hash alike.</summary>
     private sealed class NormalizedDecimalConverter : JsonConverter<decimal>
     {

@@ -401,7 +401,7 @@ internal static partial class AdminApi
         }).WithSummary("Every owner role of every service in scope; unfilled roles have no name.").Produces<OwnerView[]>();
 
         MapServiceChange<OwnersBody>(api, gateway, "owners", AdminPermission.SetOwners, "service.owners_set", b => b.Reason,
-            (s, b) => s with { Owners = CheckOwners(b.Owners, "owners") }, s => OwnersText(s.Owners))
+            (s, b) => s with { Owners = CheckOwners(b.Owners, "owners") }, OwnersText)
             .WithSummary("Name a service's owners (platform-admin, service-owner).");
         // One role at a time: two admins naming different roles at once both keep theirs, where a whole owners object read,
         // changed and sent back by each would lose the first.
@@ -416,7 +416,7 @@ internal static partial class AdminApi
             {
                 var current = FindService(doc, id);
                 var next = current with { Owners = set(current.Owners, body.Owner) };
-                return (doc with { Services = [.. doc.Services.Select(s => s.Id == id ? next : s)] }, OwnersText(current.Owners), OwnersText(next.Owners));
+                return (doc with { Services = [.. doc.Services.Select(s => s.Id == id ? next : s)] }, OwnersText(current), OwnersText(next));
             });
         }).WithSummary("Name one owner role of a service (policy, billing, technical, agent_operator, business_sponsor), leaving the others as they are.")
             .Accepts<OwnerRoleBody>("application/json").Produces<ChangeResult>();
@@ -801,6 +801,12 @@ internal static partial class AdminApi
         var action = approve ? "access.approved" : "access.rejected";
         var target = "access_request:" + id;
         var service = FindService(gateway.Policy.Current.Document, request.Service);
+        if (!AdminAccess.InScope(admin, request.Tenant, request.Service))
+        {
+            // Named as the service's policy owner or approver or not: a decision is made within one's scope, like every change.
+            throw await DeniedAsync(context, gateway, action, target, request.Tenant, $"{target} (service '{request.Service}') is outside the scope of '{admin.Id}'");
+        }
+
         if (!AdminAccess.MayDecideAccess(admin, service))
         {
             throw await DeniedAsync(context, gateway, action, target, request.Tenant,
@@ -863,7 +869,7 @@ internal static partial class AdminApi
                 };
                 return (doc with { Consumers = [.. doc.Consumers.Select(c => c.Id == consumer.Id ? next : c)] }, "pending",
                     $"approved: {request.Consumer} -> {string.Join(",", request.Models)}");
-            });
+            }, tenant: request.Tenant); // the request's tenant: its auditors see who approved what
 
             if (!await gateway.Store.DecideAccessRequestAsync(id, AccessRequestStatus.Approved, admin.Id, now, body.Reason, result.PolicyVersion, CancellationToken.None))
             {
@@ -874,7 +880,7 @@ internal static partial class AdminApi
                         Consumers = [.. doc.Consumers.Select(c => c.Id == request.Consumer
                             ? c with { Entitlements = [.. c.Entitlements.Where(e => e.Ticket != id)] }
                             : c)],
-                    }, "approved", "withdrawn"));
+                    }, "approved", "withdrawn"), tenant: request.Tenant);
                 throw AdminProblemException.Conflict($"access request '{id}' was decided by someone else meanwhile; the approval was withdrawn.");
             }
         }
@@ -1076,9 +1082,11 @@ internal static partial class AdminApi
         var decision = Text("decision") ?? "";
         var snapshot = PolicySnapshot.Compile(version, _ => null);
         Entitlement? used = null;
+        ConsumerEntry? usedBy = null;
         if (consumerId is not null && snapshot.Consumers.TryGetValue(consumerId, out var consumer) && model is not null
             && consumer.Service.Tenant.Models.TryGetValue(model, out var route))
         {
+            usedBy = consumer;
             used = consumer.Entitlements.FirstOrDefault(e => e.Models.Contains(route) && e.IsValidAt(timestamp))
                 ?? consumer.Entitlements.FirstOrDefault(e => e.Models.Contains(route));
         }
@@ -1086,9 +1094,32 @@ internal static partial class AdminApi
         AccessRequest? access = used?.Ticket is { } ticket && ticket.StartsWith("ar-", StringComparison.Ordinal)
             ? await gateway.Store.GetAccessRequestAsync(ticket, context.RequestAborted)
             : null;
-        return new ApprovalView(requestId, timestamp, consumerId, model, decision, version.Number, Text("policy_hash"), version.Author, used?.Source,
+        if (access is not null && (usedBy is null || used is null || access.Consumer != usedBy.Id || access.Tenant != usedBy.Service.Tenant.Id || !AskedFor(access, usedBy, used)))
+        {
+            // A ticket is free text in a policy file: an access request of another consumer (another tenant's) with that id
+            // is not this approval's, and is not shown.
+            access = null;
+        }
+
+        return new ApprovalView(requestId, timestamp, consumerId, model, decision, version.Number, Text("policy_hash"),
+            VersionViews(Admin(context), history)(version).Author, used?.Source,
             used is null ? [] : [.. used.Models.Select(m => m.Name).Order(StringComparer.Ordinal)], used?.ApprovedBy, used?.Ticket, used?.ValidFrom,
-            used?.ValidUntil, access);
+            used?.ValidUntil, access)
+        {
+            ValidAtRequest = used?.IsValidAt(timestamp),
+        };
+
+        // The models the request asked for (by name or alias) are the entitlement's.
+        static bool AskedFor(AccessRequest request, ConsumerEntry consumer, Entitlement entitlement)
+        {
+            var asked = new HashSet<string>(StringComparer.Ordinal);
+            foreach (var name in request.Models)
+            {
+                asked.Add(consumer.Service.Tenant.Models.TryGetValue(name, out var route) ? route.Name : name);
+            }
+
+            return asked.SetEquals(entitlement.Models.Select(m => m.Name));
+        }
     }
 
     /// <summary>Applies a change as a new policy version, records it in the ledger, notifies owners; answers the <see cref="ChangeResult"/>.</summary>
@@ -1096,12 +1127,14 @@ internal static partial class AdminApi
         Func<PolicyDocument, (PolicyDocument Document, string? Before, string? After)> change, Func<PolicyDocument, IEnumerable<ServiceConfig>>? notify = null)
         => Json(await ChangeCoreAsync(context, gateway, reason, action, target, change, notify));
 
+    // tenant: the tenant the entry belongs to, for a target the policy does not locate (an access request); else found from the target.
     private static async Task<ChangeResult> ChangeCoreAsync(HttpContext context, CustosGateway gateway, string reason, string action, string target,
-        Func<PolicyDocument, (PolicyDocument Document, string? Before, string? After)> change, Func<PolicyDocument, IEnumerable<ServiceConfig>>? notify = null)
+        Func<PolicyDocument, (PolicyDocument Document, string? Before, string? After)> change, Func<PolicyDocument, IEnumerable<ServiceConfig>>? notify = null,
+        string? tenant = null)
     {
         RequireReason(reason);
         var admin = Admin(context);
-        var (version, before, after) = await gateway.ChangeAndRecordAsync(admin.Id, action, target, reason, change, doc => TenantOf(doc, target),
+        var (version, before, after) = await gateway.ChangeAndRecordAsync(admin.Id, action, target, reason, change, doc => tenant ?? TenantOf(doc, target),
             context.RequestAborted);
         var notified = 0;
         foreach (var service in notify?.Invoke(version.Document) ?? [])
@@ -1353,6 +1386,13 @@ internal static partial class AdminApi
             return credential is null ? null : TenantOf(document, "consumer:" + credential.Consumer);
         }
 
+        if (scope == "access_request")
+        {
+            // An approved request's entitlement names it as its ticket (callers that know the request pass its tenant instead).
+            var entitled = document.Consumers.FirstOrDefault(c => c.Entitlements.Any(e => e.Ticket == id));
+            return entitled is null ? null : TenantOf(document, "consumer:" + entitled.Id);
+        }
+
         return scope is "tenant" or "service" or "consumer" && (scope != "tenant" || document.Tenants.Any(t => t.Id == id))
             && (scope != "service" || document.Services.Any(s => s.Id == id)) && (scope != "consumer" || document.Consumers.Any(c => c.Id == id))
             ? Locate(document, scope, id).Tenant
@@ -1402,11 +1442,19 @@ internal static partial class AdminApi
         _ => throw AdminProblemException.Invalid($"'{role}' is no owner role; the roles are policy, billing, technical, agent_operator and business_sponsor."),
     };
 
-    private static string OwnersText(ServiceOwners owners)
+    /// <summary>
+    /// A service's owners as the ledger records them before and after a change: each role's contact and the admin who acts
+    /// for it (the policy owner's decides access requests), then the approvers the policy names, so that a change of who
+    /// approves access is seen in the entry.
+    /// </summary>
+    private static string OwnersText(ServiceConfig service)
     {
-        static string One(string role, OwnerConfig? o) => o is null ? role + "=-" : $"{role}={o.Name} <{o.Email ?? o.Webhook?.ToString()}>";
-        return string.Join("; ", One("policy", owners.Policy), One("billing", owners.Billing), One("technical", owners.Technical),
+        static string One(string role, OwnerConfig? o) => o is null ? role + "=-"
+            : $"{role}={o.Name} <{o.Email ?? o.Webhook?.ToString()}>{(o.Admin is null ? "" : $" admin {o.Admin}")}";
+        var owners = service.Owners;
+        var text = string.Join("; ", One("policy", owners.Policy), One("billing", owners.Billing), One("technical", owners.Technical),
             One("agent_operator", owners.AgentOperator), One("business_sponsor", owners.BusinessSponsor));
+        return service.Approvers is { Count: > 0 } approvers ? $"{text}; approvers={string.Join(",", approvers)}" : text;
     }
 
     private static string? BudgetText(BudgetConfig? budget)

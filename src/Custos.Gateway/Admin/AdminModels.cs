@@ -220,10 +220,18 @@ public sealed record BudgetBody
 /// <summary>Spend of one service in a window.</summary>
 public sealed record SpendView(string Tenant, string Service, decimal Spend, long Requests, BudgetConfig? Budget);
 
-/// <summary>Who approved the access a recorded request used.</summary>
+/// <summary>
+/// Who approved the access a recorded request used. <c>policy_author</c> is withheld (null) from a scoped admin when the
+/// version changed nothing in its scope, as in the version list; <c>access_request</c> is the request whose id is the
+/// entitlement's ticket only when it asked for this consumer and these models.
+/// </summary>
 public sealed record ApprovalView(string RequestId, DateTimeOffset Timestamp, string? Consumer, string? Model, string Decision, long PolicyVersion,
-    string? PolicyHash, string PolicyAuthor, string? Source, IReadOnlyList<string> Models, string? ApprovedBy, string? Ticket, DateTimeOffset? ValidFrom,
-    DateTimeOffset? ValidUntil, AccessRequest? AccessRequest);
+    string? PolicyHash, string? PolicyAuthor, string? Source, IReadOnlyList<string> Models, string? ApprovedBy, string? Ticket, DateTimeOffset? ValidFrom,
+    DateTimeOffset? ValidUntil, AccessRequest? AccessRequest)
+{
+    /// <summary>Whether the entitlement was valid at the request's time (false: expired, or not valid yet); null when no entitlement covered the model.</summary>
+    public bool? ValidAtRequest { get; init; }
+}
 
 /// <summary>JSON conventions of the admin API: the policy model's snake_case, with nulls written out.</summary>
 internal static class AdminJson

@@ -365,7 +365,19 @@ public sealed partial class CustosGateway : IAsyncDisposable
         {
             var lastSealed = await Checkpointer.LastSealedAsync(store, options.NodeId, cancellationToken); // before anything is written
             var now = options.TimeProvider.GetUtcNow();
-            var history = await store.GetHistoryAsync(cancellationToken);
+            IReadOnlyList<PolicyVersion> history;
+            try
+            {
+                history = await store.GetHistoryAsync(cancellationToken);
+            }
+            catch (InvalidDataException ex)
+            {
+                // A version whose document no longer hashes to what was stored and recorded (edited in the database): never
+                // put in force, nor taken as the version a file was last loaded as.
+                throw new InvalidDataException($"{ex.Message} The gateway does not start on an altered policy version; restore the store " +
+                    $"({store.Description}) from a backup.", ex);
+            }
+
             var previous = history.Count > 0 ? history[^1] : null;
 
             // A file loaded before, unchanged since, does not undo versions applied through the admin API after it.

@@ -96,9 +96,13 @@ public sealed partial class JwtAuthenticator
         _parseStaticKeys = ParseStaticKeys;
     }
 
-    /// <summary>True when <paramref name="token"/> has the shape of a compact JWS (three base64url segments).</summary>
-    /// <remarks>Cheap and allocation-free: exactly two dots, three non-empty segments of base64url characters.</remarks>
-    public static bool LooksLikeJwt(ReadOnlySpan<char> token) => IsCompactJws(token, allowEmptySignature: false);
+    /// <summary>True when <paramref name="token"/> has the shape of a compact JWS (three base64url segments, the last possibly empty).</summary>
+    /// <remarks>
+    /// Cheap and allocation-free: exactly two dots, a header and a payload of base64url characters, and a signature of them
+    /// or none: an unsigned token (<c>alg: none</c>) is a JWT, refused by <see cref="ValidateAsync"/> for its signature
+    /// (<c>deny.token_signature</c>), not taken for a malformed API key.
+    /// </remarks>
+    public static bool LooksLikeJwt(ReadOnlySpan<char> token) => IsCompactJws(token, allowEmptySignature: true);
 
     /// <summary>Validates <paramref name="token"/> against <paramref name="providers"/>.</summary>
     /// <remarks>

@@ -417,7 +417,7 @@ internal sealed class LedgerSpool : IDisposable
 /// <summary>
 /// Turns a spooled record's canonical JSON back into a <see cref="LedgerRecord"/> for the store. The canonical bytes stay
 /// what is stored and hashed (<see cref="ChainedRecord.Canonical"/>); the object only carries what stores index: kind,
-/// timestamp, tenant, and for requests the request id, service, consumer, credential, decision, model and cost.
+/// timestamp, tenant, and for requests the request id, service, consumer, credential, decision, reasons, model and cost.
 /// </summary>
 internal static class RestoredRecords
 {
@@ -425,6 +425,7 @@ internal static class RestoredRecords
     {
         var fields = new Dictionary<string, string?>(StringComparer.Ordinal);
         Dictionary<string, long>? shedReasons = null;
+        List<string>? requestReasons = null;
         var reader = new Utf8JsonReader(canonical);
         reader.Read();
         while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
@@ -452,6 +453,20 @@ internal static class RestoredRecords
                     }
 
                     break;
+                case JsonTokenType.StartArray when name == "reasons" && kind == "request":
+                    // Kept: the stores add them up into the request totals, and keep a credential's last use only when it was accepted.
+                    requestReasons = [];
+                    while (reader.Read() && reader.TokenType == JsonTokenType.String)
+                    {
+                        requestReasons.Add(reader.GetString()!);
+                    }
+
+                    if (reader.TokenType != JsonTokenType.EndArray)
+                    {
+                        reader.Skip();
+                    }
+
+                    break;
                 default:
                     reader.Skip();
                     break;
@@ -463,7 +478,7 @@ internal static class RestoredRecords
         var policyVersion = fields.GetValueOrDefault("policy_version") is { } pv ? long.Parse(pv, CultureInfo.InvariantCulture) : 0;
         return kind switch
         {
-            "request" => new RequestRecord
+            "request" => WithReasons(new RequestRecord
             {
                 RequestId = fields.GetValueOrDefault("request_id") ?? throw new InvalidDataException("a request record without request_id"),
                 NodeId = fields.GetValueOrDefault("node_id") ?? "",
@@ -485,7 +500,7 @@ internal static class RestoredRecords
                     _ => Decision.Allow,
                 },
                 PolicyVersion = policyVersion,
-            },
+            }, requestReasons),
             "admin" => new AdminRecord
             {
                 Timestamp = timestamp,
@@ -509,6 +524,16 @@ internal static class RestoredRecords
             },
             _ => new OpaqueRecord(kind, canonical) { Timestamp = timestamp, Tenant = tenant },
         };
+    }
+
+    private static RequestRecord WithReasons(RequestRecord record, List<string>? reasons)
+    {
+        if (reasons is not null)
+        {
+            record.Reasons.AddRange(reasons);
+        }
+
+        return record;
     }
 
     /// <summary>A record of a kind this version does not know: kept as its canonical bytes.</summary>

@@ -616,11 +616,12 @@ internal sealed partial class DataPlane(
         record.Category = consumer.CategoryName;
         record.Service = consumer.Service.Id;
         record.Tenant = consumer.Service.Tenant.Id;
+        var identity = credential.KeyHash is null; // a workload identity: its refusal says so, not "the API key"
         return credential.Status switch
         {
-            CredentialStatus.Revoked => Reasons.CredentialRevoked,
-            CredentialStatus.Suspended => Reasons.CredentialSuspended,
-            _ when credential.ExpiresAt is { } expires && expires <= record.Timestamp => Reasons.CredentialExpired,
+            CredentialStatus.Revoked => identity ? Reasons.IdentityRevoked : Reasons.CredentialRevoked,
+            CredentialStatus.Suspended => identity ? Reasons.IdentitySuspended : Reasons.CredentialSuspended,
+            _ when credential.ExpiresAt is { } expires && expires <= record.Timestamp => identity ? Reasons.IdentityExpired : Reasons.CredentialExpired,
             _ => consumer.Refusal,
         };
     }

@@ -99,7 +99,10 @@ internal static class AccessCommand
             ("", _) => $"valid until {until}",
             _ => $"valid from {from} until {until}",
         };
-        var refused = decision == "allow" ? "" : $" (the request was refused for another reason: custos requests --request-id {AdminClient.Text(a, "request_id")})";
+        var refused = decision == "allow" ? ""
+            : a.TryGetProperty("valid_at_request", out var valid) && valid.ValueKind == JsonValueKind.False
+            ? $" (the request was refused: the approval {(Before(a, "valid_until", "timestamp") ? "had expired" : "was not valid yet")} at the request's time)"
+            : $" (the request was refused for another reason: custos requests --request-id {AdminClient.Text(a, "request_id")})";
         switch (AdminClient.Text(a, "source"))
         {
             case null:
@@ -107,8 +110,8 @@ internal static class AccessCommand
             case "category_default":
                 return $"{opening}; the access came from the default models of consumer {consumer}'s category, with no named approver{refused}.";
             case var _ when approvedBy is null:
-                return $"{opening}; the access came from the policy (consumer {consumer}'s models, policy version {version} by " +
-                    $"{AdminClient.Text(a, "policy_author")}) without a named approver{refused}.";
+                return $"{opening}; the access came from the policy (consumer {consumer}'s models, policy version {version}" +
+                    $"{(AdminClient.Text(a, "policy_author") is { } author ? " by " + author : "")}) without a named approver{refused}.";
         }
 
         var ticket = AdminClient.Text(a, "ticket");
@@ -120,4 +123,9 @@ internal static class AccessCommand
 
         return $"{opening}; access approved by {approvedBy}{(details.Length == 0 ? "" : $" ({details})")}, {validity}{refused}.";
     }
+
+    /// <summary>True when the time <paramref name="first"/> of <paramref name="a"/> is at or before its time <paramref name="second"/>.</summary>
+    private static bool Before(JsonElement a, string first, string second)
+        => a.TryGetProperty(first, out var x) && x.ValueKind == JsonValueKind.String && x.TryGetDateTimeOffset(out var one)
+            && a.TryGetProperty(second, out var y) && y.ValueKind == JsonValueKind.String && y.TryGetDateTimeOffset(out var two) && one <= two;
 }

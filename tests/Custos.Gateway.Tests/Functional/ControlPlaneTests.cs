@@ -91,6 +91,74 @@ public sealed class ControlPlaneTests
     }
 
     [Fact]
+    public async Task AccessApprovals_StayWithinTheirTenant_AndTheLedgerShowsWhoApproves()
+    {
+        // globex-user's only access is an entitlement whose ticket happens to read "ar-1": the id the first access request
+        // (acme's) gets. agent holds an approval that has expired.
+        await using var g = await StartAsync(more: doc => doc with
+        {
+            Consumers =
+            [
+                .. doc.Consumers.Select(c => c.Id switch
+                {
+                    "globex-user" => c with { Models = [], Entitlements = [new EntitlementConfig { Models = ["globex-only"], ApprovedBy = "globex-owner", Ticket = "ar-1" }] },
+                    "agent" => c with
+                    {
+                        Entitlements = [new EntitlementConfig { Models = ["gpt-4o-mini"], ApprovedBy = "root", Ticket = "CHG-9", ValidUntil = DateTimeOffset.UtcNow.AddDays(-1) }],
+                    },
+                    _ => c,
+                }),
+            ],
+        });
+
+        // An admin of another tenant cannot be named to decide this service's access, by its owner or in the policy's approvers.
+        using (var across = await AdminAsync(g, "support-owner", HttpMethod.Put, "/admin/v1/services/support/owners/policy",
+            new { owner = new { name = "Globex lead", email = "lead@globex.test", admin = "globex-owner" }, reason = "hand over" }))
+        {
+            Assert.Equal(HttpStatusCode.UnprocessableEntity, across.StatusCode);
+            Assert.Contains("admin 'globex-owner' is scoped to tenant globex, which does not cover service 'support' of tenant 'acme'",
+                await across.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        }
+
+        // A service owner may name itself the policy owner: an admin change, recorded with its actor, and who approves is in the entry.
+        var self = await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Put, "/admin/v1/services/support/owners/policy",
+            new { owner = new { name = "support lead", email = "support-lead@example.test", admin = "support-owner" }, reason = "I decide now" }));
+        Assert.Contains("policy=support lead <support-lead@example.test> admin support-lead;", self.GetProperty("before").GetString(), StringComparison.Ordinal);
+        Assert.Contains("policy=support lead <support-lead@example.test> admin support-owner;", self.GetProperty("after").GetString(), StringComparison.Ordinal);
+        Assert.EndsWith("; approvers=support-owner", self.GetProperty("after").GetString(), StringComparison.Ordinal);
+
+        var created = await JsonAsync(await AdminAsync(g, "support-lead", HttpMethod.Post, "/admin/v1/access-requests",
+            new { consumer = "web", models = new[] { "gpt-4o" }, justification = "escalations" }));
+        var id = created.GetProperty("id").GetString()!;
+        Assert.Equal("ar-1", id);
+        await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Post, $"/admin/v1/access-requests/{id}/approve", new { reason = "fine" }));
+
+        // The approval belongs to acme: its tenant-scoped auditors see it.
+        var approvedEntry = Assert.Single(await AdminEntriesAsync(g), e => e.GetProperty("action").GetString() == "access.approved");
+        Assert.Equal("acme", approvedEntry.GetProperty("tenant").GetString());
+
+        // globex's request used the entitlement with ticket "ar-1": acme's access request of that id is not shown with it, nor who
+        // made the version in force (a change of acme's).
+        var call = await ChatAsync(g, g.KeyOf("globex-user"), "globex-only");
+        Assert.Equal(HttpStatusCode.OK, call.Status);
+        var approval = await JsonAsync(await AdminAsync(g, "globex-owner", HttpMethod.Get, $"/admin/v1/requests/{call.RequestId}/approval"));
+        Assert.Equal("ar-1", approval.GetProperty("ticket").GetString());
+        Assert.Equal(JsonValueKind.Null, approval.GetProperty("access_request").ValueKind);
+        Assert.Equal(JsonValueKind.Null, approval.GetProperty("policy_author").ValueKind);
+        Assert.True(approval.GetProperty("valid_at_request").GetBoolean());
+        var web = await ChatAsync(g, g.KeyOf("web"), "gpt-4o");
+        var own = await JsonAsync(await AdminAsync(g, "root", HttpMethod.Get, $"/admin/v1/requests/{web.RequestId}/approval"));
+        Assert.Equal("support-lead", own.GetProperty("access_request").GetProperty("requested_by").GetString());
+        Assert.Equal("support-owner", own.GetProperty("policy_author").GetString());
+
+        // A request refused because its approval had expired says so.
+        var expired = await ChatAsync(g, g.KeyOf("agent"), "gpt-4o-mini");
+        Assert.Equal("deny.entitlement_expired", expired.Code);
+        var lapsed = await JsonAsync(await AdminAsync(g, "root", HttpMethod.Get, $"/admin/v1/requests/{expired.RequestId}/approval"));
+        Assert.Equal(("CHG-9", false), (lapsed.GetProperty("ticket").GetString(), lapsed.GetProperty("valid_at_request").GetBoolean()));
+    }
+
+    [Fact]
     public async Task CredentialLifecycle_EachActionTakesEffectOnTheNextRequest_IsAudited_AndNotifiesTheTechnicalOwner()
     {
         var hooks = new RecordingHandler();

@@ -46,6 +46,10 @@ public sealed class WorkloadIdentityTests
         });
     }
 
+    /// <summary><paramref name="token"/>'s claims under an <c>alg: none</c> header, with no signature.</summary>
+    private static string Unsigned(string token)
+        => Base64UrlEncoder.Encode("""{"alg":"none","typ":"JWT"}""") + "." + token.Split('.')[1] + ".";
+
     [Fact]
     public async Task AValidToken_CallsAsItsConsumer_AndEachRejectionHasItsOwnCode()
     {
@@ -66,6 +70,7 @@ public sealed class WorkloadIdentityTests
             (Token(expiresIn: TimeSpan.FromMinutes(-5)), "deny.token_expired"),
             (Token(subject: "system:job:unknown"), "deny.token_subject_unknown"),
             ("eyJhbGciOiJFUzI1NiJ9.bm90LWpzb24.c2ln", "deny.token_malformed"),
+            (Unsigned(Token()), "deny.token_signature"), // alg none, no signature: a token refused for its signature, not a malformed key
         ];
         foreach (var (token, code) in rejected)
         {
@@ -80,6 +85,17 @@ public sealed class WorkloadIdentityTests
         // The workload credential has the same lifecycle as a key: suspended, it is refused on the next request.
         await JsonAsync(await AdminAsync(g, "agents-owner", HttpMethod.Post, "/admin/v1/credentials/wid-digest/suspend", new { reason = "job misbehaving" }));
         Assert.Equal("deny.credential_suspended", (await ChatAsync(g, Token(), "gpt-4o")).Code);
+        using (var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions")
+        {
+            Content = new StringContent("""{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}""", System.Text.Encoding.UTF8, "application/json"),
+        })
+        {
+            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", Token());
+            using var response = await g.Client.SendAsync(request);
+            var message = JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement.GetProperty("error").GetProperty("message").GetString();
+            Assert.StartsWith("The workload identity is suspended", message, StringComparison.Ordinal); // not "The API key"
+        }
+
         var listed = (await JsonAsync(await AdminAsync(g, "agents-owner", HttpMethod.Get, "/admin/v1/credentials?consumer=agent")))
             .EnumerateArray().Single(c => c.GetProperty("id").GetString() == "wid-digest");
         Assert.Equal("workload_identity", listed.GetProperty("kind").GetString());
@@ -109,6 +125,10 @@ public sealed class WorkloadIdentityTests
         using var wrongAudience = await WhoAmI(Token(subject: "auditor@acme.test", audience: "other"));
         Assert.Equal(HttpStatusCode.Unauthorized, wrongAudience.StatusCode);
         Assert.Equal("deny.token_audience", JsonDocument.Parse(await wrongAudience.Content.ReadAsStringAsync()).RootElement.GetProperty("code").GetString());
+
+        using var unsigned = await WhoAmI(Unsigned(Token(subject: "auditor@acme.test")));
+        Assert.Equal(HttpStatusCode.Unauthorized, unsigned.StatusCode);
+        Assert.Equal("deny.token_signature", JsonDocument.Parse(await unsigned.Content.ReadAsStringAsync()).RootElement.GetProperty("code").GetString());
 
         using var notAnAdmin = await WhoAmI(Token(subject: "system:job:digest"));
         Assert.Equal(HttpStatusCode.Unauthorized, notAnAdmin.StatusCode);
