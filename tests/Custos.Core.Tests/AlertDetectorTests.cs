@@ -128,6 +128,29 @@ public sealed class AlertDetectorTests
     }
 
     [Fact]
+    public void BudgetThresholds_CrossedByRequestsAdmittedTogether_FireOnceEach()
+    {
+        // Four requests admitted at once all read 0 spent; together they spend 8 of 10. Each entry alone went from 0 to 2,
+        // so no threshold was crossed, and the next entry, admitted at 8, started above both.
+        var snapshot = Compile("alerts: { disabled: [model.first_use] }");
+        var records = Enumerable.Range(0, 4).Select(i => Record(Start.AddSeconds(i), cost: 2m, controls: Budget(0m))).ToList();
+        records.Add(Record(Start.AddMinutes(1), cost: 1m, controls: Budget(8m)));
+        records.Add(Record(Start.AddMinutes(2), cost: 0.5m, controls: Budget(8m))); // admitted before the last one settled
+
+        var signals = Feed(snapshot, records);
+
+        Assert.Collection(signals,
+            s => Assert.Equal(("50", "4.00", "6.00", "req-3"), (s.Evidence["threshold_percent"], s.Evidence["spent_before"], s.Evidence["spent_after"], s.RequestId)),
+            s => Assert.Equal(("80", "6.00", "8.00", "req-4"), (s.Evidence["threshold_percent"], s.Evidence["spent_before"], s.Evidence["spent_after"], s.RequestId)));
+
+        // The counter's reading wins when it is ahead (spend this detector did not see), and a new window starts from its reading.
+        Feed(snapshot, [Record(Start.AddMinutes(3), cost: 0.1m, controls: Budget(9.95m))]);
+        Assert.Equal(AlertTypes.BudgetExhausted, _signals[^1].Type);
+        Feed(snapshot, [Record(Start.AddMonths(1), cost: 1m, controls: Budget(0m))]);
+        Assert.Equal(3, _signals.Count);
+    }
+
+    [Fact]
     public void BudgetRefusal_IsExhaustion_AndSpendUnderThresholds_IsSilent()
     {
         var snapshot = Compile("alerts: { disabled: [model.first_use] }");

@@ -25,6 +25,7 @@ public sealed class AlertDetectors
     private readonly Dictionary<string, Baseline> _hourly = new(StringComparer.Ordinal); // per hour
     private readonly Dictionary<string, HashSet<string>> _modelsUsed = new(StringComparer.Ordinal); // consumer → models
     private readonly Dictionary<string, string> _scheduleFired = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, (string Window, decimal Spent)> _budgetSpend = new(StringComparer.Ordinal); // scope → its running spend
     private long _version = -1;
     private AlertRules _rules = AlertRules.Default;
     private Dictionary<string, ScheduleConfig> _schedules = new(StringComparer.Ordinal);
@@ -168,6 +169,14 @@ public sealed class AlertDetectors
             Remember(consumer.Scope, consumer.Limits, consumer.Service.Tenant.TimeZone);
         }
 
+        foreach (var scope in _budgetSpend.Keys)
+        {
+            if (!_budgetPeriods.ContainsKey(scope))
+            {
+                _budgetSpend.Remove(scope); // its budget is gone from the policy
+            }
+        }
+
         void Remember(string scope, LimitsConfig limits, TimeZoneInfo zone)
         {
             if (limits.Budget is { } budget)
@@ -190,9 +199,11 @@ public sealed class AlertDetectors
             if (control.Control == "budget" && control.Limit is > 0 && control.Scope is { } scope && _rules.IsEnabled(AlertTypes.BudgetThreshold))
             {
                 var limit = control.Limit.Value;
-                var before = control.Used ?? 0;
+                var window = WindowKey(scope, record.Timestamp);
                 var denied = control.Decision == ControlDecisions.Deny;
+                var before = SpentBefore(scope, window, control.Used ?? 0);
                 var after = denied ? limit : before + (record.Cost ?? 0);
+                Spent(scope, window, before + (record.Cost ?? 0));
                 var thresholds = _rules.BudgetThresholds;
                 for (var t = 0; t < (denied ? 1 : thresholds.Count); t++)
                 {
@@ -206,7 +217,6 @@ public sealed class AlertDetectors
                     }
 
                     var exhausted = percent >= 100;
-                    var window = WindowKey(scope, record.Timestamp);
                     var currency = record.Currency is { } named ? " " + named : ""; // a refused request has no cost, nor its currency
                     signals.Add(Signal(record, consumer, exhausted ? AlertTypes.BudgetExhausted : AlertTypes.BudgetThreshold,
                         exhausted ? AlertSeverity.Critical : AlertSeverity.Warning, $"budget|{scope}|{percent}|{window}",
@@ -240,6 +250,27 @@ public sealed class AlertDetectors
                 { Subject = quotaScope });
             }
         }
+    }
+
+    /// <summary>
+    /// What <paramref name="scope"/> had spent in <paramref name="window"/> before this entry: the running spend of the
+    /// entries seen so far, or the counter's reading at admission when that is more (this node's first entry of the
+    /// window, or spend this node's ledger did not see: other nodes, a restart). The reading alone would not do: requests
+    /// admitted together all read the same spend, so none of them crossed a threshold on its own.
+    /// </summary>
+    private decimal SpentBefore(string scope, string window, decimal reading)
+        => _budgetSpend.TryGetValue(scope, out var running) && running.Window == window ? Math.Max(running.Spent, reading) : reading;
+
+    /// <summary>Advances the running spend of <paramref name="scope"/>; an entry of a window older than the one tracked changes nothing.</summary>
+    private void Spent(string scope, string window, decimal spent)
+    {
+        if (_budgetSpend.TryGetValue(scope, out var running) && running.Window != window && running.Window.Length == window.Length
+            && string.CompareOrdinal(running.Window, window) > 0)
+        {
+            return; // an entry finished late, after the window turned: the new window's spend does not include it
+        }
+
+        _budgetSpend[scope] = (window, spent);
     }
 
     private string WindowKey(string scope, DateTimeOffset at)
