@@ -123,7 +123,7 @@ public sealed class AlertDetectorTests
             s => Assert.Equal(("80", AlertSeverity.Warning), (s.Evidence["threshold_percent"], s.Severity)),
             s => Assert.Equal((AlertTypes.BudgetExhausted, "100", AlertSeverity.Critical), (s.Type, s.Evidence["threshold_percent"], s.Severity)));
         Assert.All(signals, s => Assert.Equal("consumer:team", s.Subject));
-        Assert.Equal(["budget|consumer:team|50|2026-11", "budget|consumer:team|80|2026-11", "budget|consumer:team|100|2026-11"],
+        Assert.Equal(["budget|consumer:team|50|2026-11|10.00", "budget|consumer:team|80|2026-11|10.00", "budget|consumer:team|100|2026-11|10.00"],
             signals.Select(s => s.Fingerprint));
     }
 
@@ -162,6 +162,30 @@ public sealed class AlertDetectorTests
         var signal = Assert.Single(_signals);
         Assert.Equal(AlertTypes.BudgetExhausted, signal.Type);
         Assert.Contains("exhausted", signal.Summary, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void RefusalLargerThanTheWholeBudget_IsNoExhaustion_AndARealOneReportsRealFigures()
+    {
+        var snapshot = Compile("alerts: { disabled: [model.first_use, denials.spike] }");
+        Feed(snapshot, [Record(Start, cost: 1m, controls: Budget(0m))]);
+
+        // One request whose worst case is more than the whole budget: refused as such, the budget is not exhausted.
+        Feed(snapshot, [Record(Start.AddMinutes(1), refused: Reasons.ExceedsLimit, controls: Budget(1m, decision: ControlDecisions.Deny) with { Requested = 10_000m })]);
+        Feed(snapshot, [Record(Start.AddMinutes(2), refused: Reasons.CountersUnavailable, controls: Budget(1m, decision: ControlDecisions.Deny))]);
+        Assert.Empty(_signals);
+
+        // Exhausted: the evidence is what was spent and reserved, in the models' currency, and the amount in force.
+        Feed(snapshot, [Record(Start.AddMinutes(3), refused: Reasons.BudgetExhausted, controls: Budget(9.8m, decision: ControlDecisions.Deny) with { Reserved = 0.1m })]);
+        var signal = Assert.Single(_signals);
+        Assert.Equal((AlertTypes.BudgetExhausted, "9.80", "9.80", "10.00", "USD", "0.10", "0.50"),
+            (signal.Type, signal.Evidence["spent_before"], signal.Evidence["spent_after"], signal.Evidence["limit"], signal.Evidence["currency"],
+                signal.Evidence["reserved"], signal.Evidence["requested"]));
+        Assert.Equal("The budget of consumer:team (10.00 USD) is exhausted: 9.80 spent and 0.10 reserved, a request needing up to 0.50 was refused.", signal.Summary);
+
+        // The budget raised and exhausted again is a new alert, not one more occurrence of the old one.
+        Feed(snapshot, [Record(Start.AddMinutes(4), refused: Reasons.BudgetExhausted, controls: Budget(19.8m, limit: 20m, decision: ControlDecisions.Deny))]);
+        Assert.Equal(["budget|consumer:team|100|2026-11|10.00", "budget|consumer:team|100|2026-11|20.00"], _signals.Select(s => s.Fingerprint));
     }
 
     [Fact]
