@@ -654,6 +654,15 @@ public static partial class PolicyYaml
                 {
                     Error(priceNode, path + ".price", "prices cannot be negative");
                 }
+
+                foreach (var (field, value) in (ReadOnlySpan<(string, decimal)>)[("input_per_mtok", input), ("output_per_mtok", output)])
+                {
+                    if (value > ModelConfig.MaxPricePerMillion)
+                    {
+                        Error(price.Node(field), $"{path}.price.{field}",
+                            $"{value.ToString(CultureInfo.InvariantCulture)} is more than the largest price, {ModelConfig.MaxPricePerMillion.ToString("#,0", CultureInfo.InvariantCulture)} per million tokens");
+                    }
+                }
             }
 
             var model = new ModelConfig
@@ -844,6 +853,11 @@ public static partial class PolicyYaml
                 if (read <= 0)
                 {
                     Error(b.Node("amount"), path + ".budget.amount", "must be a positive amount");
+                }
+                else if (read > BudgetConfig.MaxAmount)
+                {
+                    Error(b.Node("amount"), path + ".budget.amount",
+                        $"{read.Value.ToString(CultureInfo.InvariantCulture)} is more than the counters hold: the largest amount is {BudgetConfig.MaxAmount.ToString("#,0", CultureInfo.InvariantCulture)}");
                 }
 
                 var amount = read ?? 0;
