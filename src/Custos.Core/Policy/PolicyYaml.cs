@@ -650,6 +650,10 @@ public static partial class PolicyYaml
                 input = price.Decimal("input_per_mtok") ?? 0;
                 output = price.Decimal("output_per_mtok") ?? 0;
                 currency = price.String("currency") ?? "USD";
+                if (!IsCurrencyCode(currency))
+                {
+                    Error(price.Node("currency"), path + ".price.currency", $"'{currency}' is not a currency code: three capital letters (ISO 4217), such as USD or EUR");
+                }
                 if (input < 0 || output < 0)
                 {
                     Error(priceNode, path + ".price", "prices cannot be negative");
@@ -678,6 +682,9 @@ public static partial class PolicyYaml
             };
             return Remember(node, model, map);
         }
+
+        private static bool IsCurrencyCode(string currency)
+            => currency.Length == 3 && char.IsAsciiLetterUpper(currency[0]) && char.IsAsciiLetterUpper(currency[1]) && char.IsAsciiLetterUpper(currency[2]);
 
         private ServiceConfig? ReadService(YamlNode node, string path)
         {
