@@ -123,8 +123,31 @@ public sealed class AlertDetectorTests
             s => Assert.Equal(("80", AlertSeverity.Warning), (s.Evidence["threshold_percent"], s.Severity)),
             s => Assert.Equal((AlertTypes.BudgetExhausted, "100", AlertSeverity.Critical), (s.Type, s.Evidence["threshold_percent"], s.Severity)));
         Assert.All(signals, s => Assert.Equal("consumer:team", s.Subject));
-        Assert.Equal(["budget|consumer:team|50|2026-11", "budget|consumer:team|80|2026-11", "budget|consumer:team|100|2026-11"],
+        Assert.Equal(["budget|consumer:team|50|2026-11|10.00", "budget|consumer:team|80|2026-11|10.00", "budget|consumer:team|100|2026-11|10.00"],
             signals.Select(s => s.Fingerprint));
+    }
+
+    [Fact]
+    public void BudgetThresholds_CrossedByRequestsAdmittedTogether_FireOnceEach()
+    {
+        // Four requests admitted at once all read 0 spent; together they spend 8 of 10. Each entry alone went from 0 to 2,
+        // so no threshold was crossed, and the next entry, admitted at 8, started above both.
+        var snapshot = Compile("alerts: { disabled: [model.first_use] }");
+        var records = Enumerable.Range(0, 4).Select(i => Record(Start.AddSeconds(i), cost: 2m, controls: Budget(0m))).ToList();
+        records.Add(Record(Start.AddMinutes(1), cost: 1m, controls: Budget(8m)));
+        records.Add(Record(Start.AddMinutes(2), cost: 0.5m, controls: Budget(8m))); // admitted before the last one settled
+
+        var signals = Feed(snapshot, records);
+
+        Assert.Collection(signals,
+            s => Assert.Equal(("50", "4.00", "6.00", "req-3"), (s.Evidence["threshold_percent"], s.Evidence["spent_before"], s.Evidence["spent_after"], s.RequestId)),
+            s => Assert.Equal(("80", "6.00", "8.00", "req-4"), (s.Evidence["threshold_percent"], s.Evidence["spent_before"], s.Evidence["spent_after"], s.RequestId)));
+
+        // The counter's reading wins when it is ahead (spend this detector did not see), and a new window starts from its reading.
+        Feed(snapshot, [Record(Start.AddMinutes(3), cost: 0.1m, controls: Budget(9.95m))]);
+        Assert.Equal(AlertTypes.BudgetExhausted, _signals[^1].Type);
+        Feed(snapshot, [Record(Start.AddMonths(1), cost: 1m, controls: Budget(0m))]);
+        Assert.Equal(3, _signals.Count);
     }
 
     [Fact]
@@ -139,6 +162,30 @@ public sealed class AlertDetectorTests
         var signal = Assert.Single(_signals);
         Assert.Equal(AlertTypes.BudgetExhausted, signal.Type);
         Assert.Contains("exhausted", signal.Summary, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void RefusalLargerThanTheWholeBudget_IsNoExhaustion_AndARealOneReportsRealFigures()
+    {
+        var snapshot = Compile("alerts: { disabled: [model.first_use, denials.spike] }");
+        Feed(snapshot, [Record(Start, cost: 1m, controls: Budget(0m))]);
+
+        // One request whose worst case is more than the whole budget: refused as such, the budget is not exhausted.
+        Feed(snapshot, [Record(Start.AddMinutes(1), refused: Reasons.ExceedsLimit, controls: Budget(1m, decision: ControlDecisions.Deny) with { Requested = 10_000m })]);
+        Feed(snapshot, [Record(Start.AddMinutes(2), refused: Reasons.CountersUnavailable, controls: Budget(1m, decision: ControlDecisions.Deny))]);
+        Assert.Empty(_signals);
+
+        // Exhausted: the evidence is what was spent and reserved, in the models' currency, and the amount in force.
+        Feed(snapshot, [Record(Start.AddMinutes(3), refused: Reasons.BudgetExhausted, controls: Budget(9.8m, decision: ControlDecisions.Deny) with { Reserved = 0.1m })]);
+        var signal = Assert.Single(_signals);
+        Assert.Equal((AlertTypes.BudgetExhausted, "9.80", "9.80", "10.00", "USD", "0.10", "0.50"),
+            (signal.Type, signal.Evidence["spent_before"], signal.Evidence["spent_after"], signal.Evidence["limit"], signal.Evidence["currency"],
+                signal.Evidence["reserved"], signal.Evidence["requested"]));
+        Assert.Equal("The budget of consumer:team (10.00 USD) is exhausted: 9.80 spent and 0.10 reserved, a request needing up to 0.50 was refused.", signal.Summary);
+
+        // The budget raised and exhausted again is a new alert, not one more occurrence of the old one.
+        Feed(snapshot, [Record(Start.AddMinutes(4), refused: Reasons.BudgetExhausted, controls: Budget(19.8m, limit: 20m, decision: ControlDecisions.Deny))]);
+        Assert.Equal(["budget|consumer:team|100|2026-11|10.00", "budget|consumer:team|100|2026-11|20.00"], _signals.Select(s => s.Fingerprint));
     }
 
     [Fact]

@@ -175,6 +175,68 @@ public sealed class PolicyYamlTests
     }
 
     [Fact]
+    public void Read_ABudgetOrAPriceLargerThanTheCountersHold_IsAnErrorAtItsLineAndColumn()
+    {
+        // 9.3e9 passed, then every request of the consumer failed with a 500: the counters hold billionths in 64 bits.
+        var result = PolicyYaml.Read("""
+            tenants:
+              - id: acme
+                providers: [{ id: p, type: openai, base_url: http://127.0.0.1:1/v1 }]
+                models:
+                  - { name: m, provider: p, price: { input_per_mtok: 1, output_per_mtok: 10000000001 } }
+            services: [{ id: s, tenant: acme }]
+            consumers:
+              - id: c1
+                service: s
+                category: internal
+                models: [m]
+                limits: { budget: { amount: 9300000000, period: day } }
+              - id: c2
+                service: s
+                category: internal
+                models: [m]
+                limits: { budget: { amount: 9223372036, period: day } }
+            """);
+
+        var errors = result.Diagnostics.Where(d => d.Severity == DiagnosticSeverity.Error).ToList();
+        Assert.Equal(2, errors.Count);
+        var budget = Assert.Single(errors, d => d.Path == "consumers[0].limits.budget.amount");
+        Assert.Equal((12, 33, "9300000000 is more than the counters hold: the largest amount is 9,223,372,036"), (budget.Line, budget.Column, budget.Message));
+        var price = Assert.Single(errors, d => d.Path == "tenants[0].models[0].price.output_per_mtok");
+        Assert.Equal((5, 78, "10000000001 is more than the largest price, 1,000,000,000 per million tokens"), (price.Line, price.Column, price.Message));
+    }
+
+    [Fact]
+    public void Read_ACurrencyThatIsNoCode_OrModelsOfOneTenantInTwoCurrencies_AreErrors()
+    {
+        // A consumer's budget added EUR and USD costs together; 'usd' and 'XYZ1' were taken as they were.
+        var result = PolicyYaml.Read("""
+            tenants:
+              - id: acme
+                providers: [{ id: p, type: openai, base_url: http://127.0.0.1:1/v1 }]
+                models:
+                  - { name: a, provider: p, price: { input_per_mtok: 1, output_per_mtok: 2 } }
+                  - { name: b, provider: p, price: { input_per_mtok: 1, output_per_mtok: 2, currency: EUR } }
+                  - { name: c, provider: p, price: { currency: usd } }
+                  - { name: d, provider: p, price: { currency: XYZ1 } }
+              - id: euro
+                providers: [{ id: p, type: openai, base_url: http://127.0.0.1:1/v1 }]
+                models:
+                  - { name: a, provider: p, price: { input_per_mtok: 1, output_per_mtok: 2, currency: EUR } }
+                  - { name: b, provider: p, price: { currency: EUR } }
+            """);
+
+        var errors = result.Diagnostics.Where(d => d.Severity == DiagnosticSeverity.Error).ToList();
+        Assert.Contains(errors, d => d.Path == "tenants[0].models[2].price.currency" && d.Line == 7
+            && d.Message == "'usd' is not a currency code: three capital letters (ISO 4217), such as USD or EUR");
+        Assert.Contains(errors, d => d.Path == "tenants[0].models[3].price.currency" && d.Line == 8 && d.Message.StartsWith("'XYZ1' is not", StringComparison.Ordinal));
+        var mixed = Assert.Single(errors, d => d.Path == "tenants[0].models[1].price.currency");
+        Assert.Equal((6, "model 'b' is priced in EUR, model 'a' in USD: the models of tenant 'acme' share one currency, since budgets add up their costs (a tenant per currency keeps them apart)"),
+            (mixed.Line, mixed.Message));
+        Assert.DoesNotContain(errors, d => d.Path.StartsWith("tenants[1]", StringComparison.Ordinal)); // one currency a tenant, whichever
+    }
+
+    [Fact]
     public void Read_ABaseUrlThatIsNoUrl_IsOneError_WithoutAWarningAboutWhereRequestsWouldGo()
     {
         var result = PolicyYaml.Read("""

@@ -25,10 +25,11 @@ public sealed class AlertDetectors
     private readonly Dictionary<string, Baseline> _hourly = new(StringComparer.Ordinal); // per hour
     private readonly Dictionary<string, HashSet<string>> _modelsUsed = new(StringComparer.Ordinal); // consumer → models
     private readonly Dictionary<string, string> _scheduleFired = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, (string Window, decimal Spent)> _budgetSpend = new(StringComparer.Ordinal); // scope → its running spend
     private long _version = -1;
     private AlertRules _rules = AlertRules.Default;
     private Dictionary<string, ScheduleConfig> _schedules = new(StringComparer.Ordinal);
-    private Dictionary<string, (BudgetPeriod Period, TimeZoneInfo Zone)> _budgetPeriods = new(StringComparer.Ordinal);
+    private Dictionary<string, (BudgetPeriod Period, TimeZoneInfo Zone, string Currency)> _budgetPeriods = new(StringComparer.Ordinal);
     private DateTimeOffset _nextSweep = DateTimeOffset.MinValue;
 
     /// <summary>
@@ -155,24 +156,34 @@ public sealed class AlertDetectors
         _budgetPeriods = new(StringComparer.Ordinal);
         foreach (var tenant in snapshot.Tenants)
         {
-            Remember(tenant.Scope, tenant.Limits, tenant.TimeZone);
+            Remember(tenant.Scope, tenant.Limits, tenant);
         }
 
         foreach (var service in snapshot.Services.Values)
         {
-            Remember(service.Scope, service.Limits, service.Tenant.TimeZone);
+            Remember(service.Scope, service.Limits, service.Tenant);
         }
 
         foreach (var consumer in snapshot.Consumers.Values)
         {
-            Remember(consumer.Scope, consumer.Limits, consumer.Service.Tenant.TimeZone);
+            Remember(consumer.Scope, consumer.Limits, consumer.Service.Tenant);
         }
 
-        void Remember(string scope, LimitsConfig limits, TimeZoneInfo zone)
+        foreach (var scope in _budgetSpend.Keys)
+        {
+            if (!_budgetPeriods.ContainsKey(scope))
+            {
+                _budgetSpend.Remove(scope); // its budget is gone from the policy
+            }
+        }
+
+        void Remember(string scope, LimitsConfig limits, TenantEntry tenant)
         {
             if (limits.Budget is { } budget)
             {
-                _budgetPeriods[scope] = (budget.Period, zone);
+                // A tenant's models share one currency (the policy validator sees to it): its budgets are in it.
+                var currency = tenant.CanonicalModels.Count > 0 ? tenant.CanonicalModels[0].Currency : "USD";
+                _budgetPeriods[scope] = (budget.Period, tenant.TimeZone, currency);
             }
         }
     }
@@ -190,9 +201,19 @@ public sealed class AlertDetectors
             if (control.Control == "budget" && control.Limit is > 0 && control.Scope is { } scope && _rules.IsEnabled(AlertTypes.BudgetThreshold))
             {
                 var limit = control.Limit.Value;
-                var before = control.Used ?? 0;
-                var denied = control.Decision == ControlDecisions.Deny;
-                var after = denied ? limit : before + (record.Cost ?? 0);
+                var window = WindowKey(scope, record.Timestamp);
+                // Refused because the budget cannot cover the request: exhausted. Other refusals (larger than the whole
+                // budget, counters unreachable) are the request's or the gateway's matter, not the budget's.
+                var denied = control.Decision == ControlDecisions.Deny && record.Reasons.Count > 0 && record.Reasons[0] == Reasons.BudgetExhausted.Code;
+                if (control.Decision == ControlDecisions.Deny && !denied)
+                {
+                    continue;
+                }
+
+                var before = SpentBefore(scope, window, control.Used ?? 0);
+                var after = before + (record.Cost ?? 0);
+                Spent(scope, window, after);
+                var currency = record.Currency ?? CurrencyOf(scope);
                 var thresholds = _rules.BudgetThresholds;
                 for (var t = 0; t < (denied ? 1 : thresholds.Count); t++)
                 {
@@ -200,29 +221,36 @@ public sealed class AlertDetectors
 
                     // after >= limit × percent / 100, and before below it, compared in hundredths: no decimal division.
                     var thresholdTimes100 = limit * percent;
-                    if (!(after * 100 >= thresholdTimes100 && (before * 100 < thresholdTimes100 || denied)))
+                    if (!denied && !(after * 100 >= thresholdTimes100 && before * 100 < thresholdTimes100))
                     {
                         continue;
                     }
 
                     var exhausted = percent >= 100;
-                    var window = WindowKey(scope, record.Timestamp);
-                    var currency = record.Currency is { } named ? " " + named : ""; // a refused request has no cost, nor its currency
+                    var evidence = new Dictionary<string, string>
+                    {
+                        ["scope"] = scope,
+                        ["threshold_percent"] = percent.ToString(CultureInfo.InvariantCulture),
+                        ["limit"] = Money(limit),
+                        ["spent_before"] = Money(before),
+                        ["spent_after"] = Money(after),
+                        ["currency"] = currency,
+                        ["window"] = window,
+                    };
+                    if (denied)
+                    {
+                        evidence["reserved"] = Money(control.Reserved ?? 0);
+                        evidence["requested"] = Money(control.Requested ?? 0);
+                    }
+
+                    // The amount is part of the fingerprint: a budget raised and exhausted again is a new alert, not an
+                    // occurrence of the one its old amount raised.
                     signals.Add(Signal(record, consumer, exhausted ? AlertTypes.BudgetExhausted : AlertTypes.BudgetThreshold,
-                        exhausted ? AlertSeverity.Critical : AlertSeverity.Warning, $"budget|{scope}|{percent}|{window}",
-                        control.Decision == ControlDecisions.Deny
-                            ? $"The budget of {scope} ({Money(limit)}{currency}) is exhausted: a request was refused."
-                            : $"The budget of {scope} crossed {percent}%: {Money(after)} of {Money(limit)}{currency} spent.",
-                        new()
-                        {
-                            ["scope"] = scope,
-                            ["threshold_percent"] = percent.ToString(CultureInfo.InvariantCulture),
-                            ["limit"] = Money(limit),
-                            ["spent_before"] = Money(before),
-                            ["spent_after"] = Money(after),
-                            ["currency"] = record.Currency ?? "",
-                            ["window"] = window,
-                        }) with
+                        exhausted ? AlertSeverity.Critical : AlertSeverity.Warning, $"budget|{scope}|{percent}|{window}|{Money(limit)}",
+                        denied
+                            ? $"The budget of {scope} ({Money(limit)} {currency}) is exhausted: {Money(before)} spent and {Money(control.Reserved ?? 0)} reserved, a request needing up to {Money(control.Requested ?? 0)} was refused."
+                            : $"The budget of {scope} crossed {percent}%: {Money(after)} of {Money(limit)} {currency} spent.",
+                        evidence) with
                     { Subject = scope });
                 }
             }
@@ -242,9 +270,32 @@ public sealed class AlertDetectors
         }
     }
 
+    /// <summary>
+    /// What <paramref name="scope"/> had spent in <paramref name="window"/> before this entry: the running spend of the
+    /// entries seen so far, or the counter's reading at admission when that is more (this node's first entry of the
+    /// window, or spend this node's ledger did not see: other nodes, a restart). The reading alone would not do: requests
+    /// admitted together all read the same spend, so none of them crossed a threshold on its own.
+    /// </summary>
+    private decimal SpentBefore(string scope, string window, decimal reading)
+        => _budgetSpend.TryGetValue(scope, out var running) && running.Window == window ? Math.Max(running.Spent, reading) : reading;
+
+    /// <summary>Advances the running spend of <paramref name="scope"/>; an entry of a window older than the one tracked changes nothing.</summary>
+    private void Spent(string scope, string window, decimal spent)
+    {
+        if (_budgetSpend.TryGetValue(scope, out var running) && running.Window != window && running.Window.Length == window.Length
+            && string.CompareOrdinal(running.Window, window) > 0)
+        {
+            return; // an entry finished late, after the window turned: the new window's spend does not include it
+        }
+
+        _budgetSpend[scope] = (window, spent);
+    }
+
+    private string CurrencyOf(string scope) => _budgetPeriods.TryGetValue(scope, out var budget) ? budget.Currency : "USD";
+
     private string WindowKey(string scope, DateTimeOffset at)
     {
-        var (period, zone) = _budgetPeriods.GetValueOrDefault(scope, (BudgetPeriod.Month, TimeZoneInfo.Utc));
+        var (period, zone, _) = _budgetPeriods.GetValueOrDefault(scope, (BudgetPeriod.Month, TimeZoneInfo.Utc, "USD"));
         var local = TimeZoneInfo.ConvertTime(at, zone);
         return local.ToString(period == BudgetPeriod.Day ? "yyyy-MM-dd" : "yyyy-MM", CultureInfo.InvariantCulture);
     }

@@ -35,6 +35,12 @@ public enum BudgetPeriod
 /// <summary>A spending limit in the tenant's currency for one calendar period.</summary>
 public sealed record BudgetConfig
 {
+    /// <summary>
+    /// The largest amount a budget may have: the counters hold spend as a 64-bit count of billionths, so
+    /// 9,223,372,036.85 is the most they hold; whole units below it.
+    /// </summary>
+    public const decimal MaxAmount = 9_223_372_036m;
+
     /// <summary>Required. The amount, in the currency of the models' prices.</summary>
     public required decimal Amount { get; init; }
 

@@ -296,6 +296,12 @@ public sealed record ModelConfig
     /// <summary>Chat (default) or embedding.</summary>
     public ModelKind Kind { get; init; } = ModelKind.Chat;
 
+    /// <summary>
+    /// The largest price per million tokens: a request may ask for up to 2⁶³ tokens, and its cost at any price up to
+    /// this one is still a number (a decimal holds about 7.9 × 10²⁸).
+    /// </summary>
+    public const decimal MaxPricePerMillion = 1_000_000_000m;
+
     /// <summary>Price per million input tokens. Default 0.</summary>
     public decimal InputPerMillion { get; init; }
 

@@ -61,6 +61,16 @@ internal static class PolicyValidator
             {
                 var model = tenant.Models[m];
                 var modelPath = $"{path}.models[{m}]";
+
+                // A budget is one amount, and the tenant's, its services' and its consumers' budgets add up the costs of any
+                // of its models: prices in two currencies would be added together.
+                var first = tenant.Models[0];
+                if (!string.Equals(model.Currency, first.Currency, StringComparison.Ordinal))
+                {
+                    reader.Add(DiagnosticSeverity.Error, reader.MarkOf(model, "price"), modelPath + ".price.currency",
+                        $"model '{model.Name}' is priced in {model.Currency}, model '{first.Name}' in {first.Currency}: the models of tenant '{tenant.Id}' " +
+                        "share one currency, since budgets add up their costs (a tenant per currency keeps them apart)");
+                }
                 foreach (var name in model.Aliases.Prepend(model.Name))
                 {
                     if (name.Length > 0 && !modelNames.Add(name))

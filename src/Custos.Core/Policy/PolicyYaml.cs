@@ -650,9 +650,22 @@ public static partial class PolicyYaml
                 input = price.Decimal("input_per_mtok") ?? 0;
                 output = price.Decimal("output_per_mtok") ?? 0;
                 currency = price.String("currency") ?? "USD";
+                if (!IsCurrencyCode(currency))
+                {
+                    Error(price.Node("currency"), path + ".price.currency", $"'{currency}' is not a currency code: three capital letters (ISO 4217), such as USD or EUR");
+                }
                 if (input < 0 || output < 0)
                 {
                     Error(priceNode, path + ".price", "prices cannot be negative");
+                }
+
+                foreach (var (field, value) in (ReadOnlySpan<(string, decimal)>)[("input_per_mtok", input), ("output_per_mtok", output)])
+                {
+                    if (value > ModelConfig.MaxPricePerMillion)
+                    {
+                        Error(price.Node(field), $"{path}.price.{field}",
+                            $"{value.ToString(CultureInfo.InvariantCulture)} is more than the largest price, {ModelConfig.MaxPricePerMillion.ToString("#,0", CultureInfo.InvariantCulture)} per million tokens");
+                    }
                 }
             }
 
@@ -669,6 +682,9 @@ public static partial class PolicyYaml
             };
             return Remember(node, model, map);
         }
+
+        private static bool IsCurrencyCode(string currency)
+            => currency.Length == 3 && char.IsAsciiLetterUpper(currency[0]) && char.IsAsciiLetterUpper(currency[1]) && char.IsAsciiLetterUpper(currency[2]);
 
         private ServiceConfig? ReadService(YamlNode node, string path)
         {
@@ -844,6 +860,11 @@ public static partial class PolicyYaml
                 if (read <= 0)
                 {
                     Error(b.Node("amount"), path + ".budget.amount", "must be a positive amount");
+                }
+                else if (read > BudgetConfig.MaxAmount)
+                {
+                    Error(b.Node("amount"), path + ".budget.amount",
+                        $"{read.Value.ToString(CultureInfo.InvariantCulture)} is more than the counters hold: the largest amount is {BudgetConfig.MaxAmount.ToString("#,0", CultureInfo.InvariantCulture)}");
                 }
 
                 var amount = read ?? 0;

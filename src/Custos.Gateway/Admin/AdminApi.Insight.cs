@@ -160,8 +160,9 @@ internal static partial class AdminApi
         var bucketTicks = bucket.Ticks;
         var to = new DateTimeOffset((now.UtcTicks / bucketTicks + 1) * bucketTicks, TimeSpan.Zero);
         var from = to - span;
-        var monthStart = new DateTimeOffset(now.Year, now.Month, 1, 0, 0, 0, TimeSpan.Zero);
-        var days = now.Day;
+        var zone = ZoneInView(admin, document);
+        var monthStart = PeriodStart(BudgetPeriod.Month, zone, now);
+        var days = TimeZoneInfo.ConvertTime(now, zone).Day;
 
         var buckets = new OverviewCounts[(int)(span.Ticks / bucketTicks)];
         for (var i = 0; i < buckets.Length; i++)
@@ -212,7 +213,7 @@ internal static partial class AdminApi
                     dailyByService[service] = daily = new decimal[days];
                 }
 
-                daily[Math.Min(total.Slot.UtcDateTime.Day, days) - 1] += total.Spend;
+                daily[Math.Min(TimeZoneInfo.ConvertTime(total.Slot, zone).Day, days) - 1] += total.Spend;
             }
 
             if (windowFromTotals && total.Slot >= from)
@@ -310,7 +311,32 @@ internal static partial class AdminApi
         return [.. wanted.Select(w => (w.Scope, w.Id, w.Tenant, w.Service, w.Budget, PeriodStart(w.Budget.Period, zones.GetValueOrDefault(w.Tenant) ?? TimeZoneInfo.Utc, now)))];
     }
 
-    private static DateTimeOffset PeriodStart(BudgetPeriod period, TimeZoneInfo zone, DateTimeOffset now)
+    /// <summary>
+    /// The time zone of the one tenant in <paramref name="admin"/>'s view, whose budgets' months are its own; UTC when the
+    /// view spans tenants in different zones.
+    /// </summary>
+    internal static TimeZoneInfo ZoneInView(AdminConfig admin, PolicyDocument document)
+    {
+        string? zone = null;
+        foreach (var tenant in document.Tenants)
+        {
+            if (!AdminAccess.InScope(admin, tenant.Id, null) && !document.Services.Any(s => s.Tenant == tenant.Id && AdminAccess.InScope(admin, s.Tenant, s.Id)))
+            {
+                continue;
+            }
+
+            if (zone is not null && zone != tenant.TimeZone)
+            {
+                return TimeZoneInfo.Utc;
+            }
+
+            zone = tenant.TimeZone;
+        }
+
+        return zone is not null && TimeZoneInfo.TryFindSystemTimeZoneById(zone, out var found) ? found : TimeZoneInfo.Utc;
+    }
+
+    internal static DateTimeOffset PeriodStart(BudgetPeriod period, TimeZoneInfo zone, DateTimeOffset now)
     {
         var local = TimeZoneInfo.ConvertTime(now, zone);
         var start = period == BudgetPeriod.Day ? local.Date : new DateTime(local.Year, local.Month, 1, 0, 0, 0, DateTimeKind.Unspecified);

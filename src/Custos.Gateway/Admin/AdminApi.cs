@@ -947,7 +947,7 @@ internal static partial class AdminApi
             await RequireAsync(context, gateway, AdminPermission.ReadSpend, null, null, "spend.read", "spend", scoped: false);
             var admin = Admin(context);
             var now = gateway.Time.GetUtcNow();
-            var start = from ?? new DateTimeOffset(now.Year, now.Month, 1, 0, 0, 0, TimeSpan.Zero);
+            var start = from ?? PeriodStart(BudgetPeriod.Month, ZoneInView(admin, gateway.Policy.Current.Document), now);
             var end = to ?? now.AddSeconds(1);
             RequireWindow(start, end);
             var spend = await SpendAsync(gateway.Store, start, end, context.RequestAborted);
@@ -957,7 +957,7 @@ internal static partial class AdminApi
                 var (cost, requests) = spend.TryGetValue(s.Id, out var v) ? v : (0m, 0L);
                 return new SpendView(s.Tenant, s.Id, cost, requests, s.Limits.Budget);
             }).ToArray());
-        }).WithSummary("Spend per service in a window (default: this calendar month, UTC), beside its budget.").Produces<SpendView[]>();
+        }).WithSummary("Spend per service in a window (default: this calendar month, in the tenant's time zone when the view holds one tenant or tenants of one zone, else UTC), beside its budget.").Produces<SpendView[]>();
 
         api.MapGet("/notifications", async (HttpContext context, int? limit) =>
         {

@@ -497,17 +497,31 @@ internal sealed partial class DataPlane(
             record.Outcome = outcome;
         }
 
-        Settle(record, route, meter, parsed);
+        Settle(record, route, meter, parsed, forwarded: call.StartedAt != 0);
         return call;
     }
 
-    /// <summary>Records tokens and cost: the provider's usage, or the tokenizer's estimate when it reported none.</summary>
-    private static void Settle(RequestRecord record, ModelRoute route, ResponseMeter meter, ChatRequest parsed)
+    /// <summary>
+    /// Records tokens and cost: the provider's usage, or the tokenizer's estimate when it reported none. A request the
+    /// client cancelled after it went upstream, before any answer, is charged its counted input: the provider read and
+    /// bills the prompt, so a client timing out again and again would otherwise spend without limit.
+    /// </summary>
+    private static void Settle(RequestRecord record, ModelRoute route, ResponseMeter meter, ChatRequest parsed, bool forwarded)
     {
         record.ResponseBytes = meter.BytesOut;
         var answered = record.Outcome is Outcome.Completed or Outcome.Interrupted || (record.Outcome == Outcome.Cancelled && meter.BytesOut > 0);
         if (!answered)
         {
+            if (forwarded && record.Outcome == Outcome.Cancelled)
+            {
+                var counted = TokenCounter.CountPrompt(parsed);
+                record.InputTokens = counted;
+                record.OutputTokens = 0;
+                record.TokensEstimated = true;
+                record.Cost = route.Cost(counted, 0);
+                record.Currency = route.Currency;
+            }
+
             return;
         }
 

@@ -77,6 +77,28 @@ public sealed class ConsoleApiTests
         Assert.Equal("admin.invalid_request", (await JsonDocument.ParseAsync(await bad.Content.ReadAsStreamAsync())).RootElement.GetProperty("code").GetString());
     }
 
+    [Fact]
+    public async Task Overview_OfOneTenant_CountsTheMonthInItsTimeZone_LikeItsBudgets()
+    {
+        // The month was UTC's while the tenant's budgets use its own zone: at UTC+14, the overview's month began 14 hours late.
+        await using var g = await StartAsync(more: doc => doc with
+        {
+            Tenants = [.. doc.Tenants.Select(t => t.Id == "globex" ? t with { TimeZone = "Pacific/Kiritimati" } : t)],
+        });
+        var zone = TimeZoneInfo.FindSystemTimeZoneById("Pacific/Kiritimati");
+        var local = TimeZoneInfo.ConvertTime(g.Gateway.Time.GetUtcNow(), zone);
+        var localMonth = new DateTimeOffset(local.Year, local.Month, 1, 0, 0, 0, TimeSpan.FromHours(14));
+
+        var globex = await JsonAsync(await AdminAsync(g, "globex-owner", HttpMethod.Get, "/admin/v1/overview?window=24h"));
+        Assert.Equal(localMonth, globex.GetProperty("month_start").GetDateTimeOffset());
+        Assert.Equal(local.Day, globex.GetProperty("days").GetArrayLength());
+
+        // A view of tenants in different zones keeps UTC's month.
+        var now = g.Gateway.Time.GetUtcNow();
+        var root = await JsonAsync(await AdminAsync(g, "root", HttpMethod.Get, "/admin/v1/overview?window=24h"));
+        Assert.Equal(new DateTimeOffset(now.Year, now.Month, 1, 0, 0, 0, TimeSpan.Zero), root.GetProperty("month_start").GetDateTimeOffset());
+    }
+
     /// <summary>
     /// Overviews and reports read the ledger on the gateway's own cores. Beyond <c>gateway.max_concurrent_reports</c> they
     /// wait their turn; beyond the queue they are refused at once, with a code, the request id and a Retry-After. A read

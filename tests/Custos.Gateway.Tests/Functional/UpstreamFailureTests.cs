@@ -330,6 +330,13 @@ public sealed class UpstreamFailureTests(GatewayFixture fixture) : IClassFixture
         Assert.Equal("cancelled", entry.GetProperty("outcome").GetString());
         Assert.Equal(["client.cancelled"], entry.GetProperty("reasons").EnumerateArray().Select(r => r.GetString()));
         Assert.Equal(499, entry.GetProperty("status").GetInt32());
+
+        // The provider read the prompt and bills it: charged its counted input, estimated (it was recorded at no cost, so a
+        // client timing out again and again spent without limit).
+        var input = entry.GetProperty("input_tokens").GetInt64();
+        Assert.True(input > 0, entry.GetRawText());
+        Assert.Equal((0L, true), (entry.GetProperty("output_tokens").GetInt64(), entry.GetProperty("tokens_estimated").GetBoolean()));
+        Assert.Equal(input * 1m / 1_000_000m, decimal.Parse(entry.GetProperty("cost").GetString()!, System.Globalization.CultureInfo.InvariantCulture));
     }
 
     /// <summary>
