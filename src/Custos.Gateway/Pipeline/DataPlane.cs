@@ -420,7 +420,7 @@ internal sealed partial class DataPlane(
         context.Features.Set<IHttpRequestBodyDetectionFeature>(BodyReadWhole.Instance);
         request.Headers.Remove(HeaderNames.TransferEncoding);
 
-        var meter = new ResponseMeter(route.Provider.Kind, record.Stream, hideInjectedUsage: forceUsage && parsed.IncludeUsage != true);
+        var meter = new ResponseMeter(route.Provider.Kind, record.Stream, hideInjectedUsage: forceUsage && parsed.IncludeUsage != true) { RequestId = record.RequestId };
         var call = new UpstreamCall(record, route, UpstreamUri(route.Provider, endpoint), meter, endpoint == ApiEndpoint.Messages,
             upstreamBody.WrittenMemory);
         var config = UpstreamCall.DefaultConfig with { ActivityTimeout = snapshot.Gateway.UpstreamTimeout };
@@ -485,6 +485,11 @@ internal sealed partial class DataPlane(
             else
             {
                 record.Status = context.Response.StatusCode;
+            }
+
+            if (meter.StreamError is { } streamError)
+            {
+                Log.StreamError(logger, record.RequestId, route.Provider.Id, UpstreamCall.Redact(streamError, route.Provider.ApiKey));
             }
 
             if (outcome == Outcome.UpstreamError && error != ForwarderError.None)
@@ -799,5 +804,9 @@ internal sealed partial class DataPlane(
         [LoggerMessage(EventId = 5, Level = LogLevel.Error,
             Message = "Request {RequestId}: its ledger record could not be made durable; the connection was aborted so the client holds no unrecorded response.")]
         public static partial void NotRecorded(ILogger logger, string requestId, Exception exception);
+
+        [LoggerMessage(EventId = 6, Level = LogLevel.Warning,
+            Message = "Request {RequestId}: provider {Provider} reported an error in its stream, which the client got as the gateway's: {Error}")]
+        public static partial void StreamError(ILogger logger, string requestId, string provider, string error);
     }
 }

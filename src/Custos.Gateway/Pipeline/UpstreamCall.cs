@@ -299,6 +299,11 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
             return (null, Outcome.UpstreamError); // already recorded
         }
 
+        if (Meter.StreamFailed)
+        {
+            return (Reasons.UpstreamStreamFailed, Outcome.Interrupted); // the provider said it failed, whatever came after
+        }
+
         if (UpstreamBroke)
         {
             return (Reasons.UpstreamStreamInterrupted, Outcome.Interrupted); // the provider broke first, whatever the client did after

@@ -1,0 +1,106 @@
+using System.Text;
+using System.Text.Json;
+using Custos.Policy;
+
+namespace Custos.Gateway.Tests.Functional;
+
+/// <summary>
+/// What the gateway takes from a provider's answer, over a scripted provider on loopback that speaks the providers'
+/// wire formats byte for byte: an error event in the middle of a stream is not passed on.
+/// </summary>
+public sealed class ProviderTrustTests
+{
+    private const string Organization = "org-Zq81mWcustomer7";
+
+    /// <summary>A gateway whose OpenAI and Anthropic providers are <paramref name="provider"/>.</summary>
+    private static Task<TestGateway> StartAsync(ScriptedProvider provider, Func<PolicyDocument, PolicyDocument>? customize = null)
+        => TestGateway.StartAsync((_, policy) =>
+        {
+            policy = policy with
+            {
+                Tenants = [.. policy.Tenants.Select(t => t with
+                {
+                    Providers = [.. t.Providers.Select(p => p.Id is "openai" or "anthropic"
+                        ? p with { BaseUrl = new Uri(provider.BaseUri + (p.Kind == ProviderKind.OpenAI ? "v1" : "")) }
+                        : p)],
+                })],
+            };
+            return customize is null ? policy : customize(policy);
+        });
+
+    /// <summary>A chunked 200 of <paramref name="body"/>, as a provider streams it; the provider then closes the connection.</summary>
+    private static Reply Streamed(string body)
+    {
+        var bytes = Encoding.UTF8.GetBytes(body.ReplaceLineEndings("\n"));
+        var chunked = new StringBuilder();
+        foreach (var piece in bytes.Chunk(61)) // events cut across chunks, as a network may
+        {
+            chunked.Append(FormattableString.Invariant($"{piece.Length:x}\r\n")).Append(Encoding.Latin1.GetString(piece)).Append("\r\n");
+        }
+
+        return new Reply("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n",
+            Encoding.Latin1.GetBytes(chunked + "0\r\n\r\n"), Close: false);
+    }
+
+    public static TheoryData<bool> Apis => new() { false, true };
+
+    [Theory]
+    [MemberData(nameof(Apis))]
+    public async Task AnErrorEventMidStream_ReachesTheClientAsTheGatewaysError_WithoutTheProvidersKeyOrAccount(bool anthropic)
+    {
+        await using var provider = ScriptedProvider.Start();
+        await using var g = await StartAsync(provider);
+        var key = anthropic ? TestGateway.AnthropicUpstreamKey : TestGateway.OpenAIUpstreamKey;
+        provider.Next.Enqueue(Streamed(anthropic
+            ? $$$$"""
+                event: message_start
+                data: {"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[],"usage":{"input_tokens":9,"output_tokens":1}}}
+
+                event: content_block_delta
+                data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hello"}}
+
+                event: error
+                data: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded for key {{{{key}}}} of organization {{{{Organization}}}}"}}
+
+
+                """
+            : $$$$"""
+                data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"content":"Hello"},"finish_reason":null}]}
+
+                data: {"error":{"message":"The server had an error processing key {{{{key}}}} for organization {{{{Organization}}}}.","type":"server_error","param":null,"code":null}}
+
+
+                """));
+        using var request = anthropic
+            ? g.Post("/v1/messages", """{"model":"claude-sonnet","max_tokens":50,"stream":true,"messages":[{"role":"user","content":"hi"}]}""", anthropicHeader: true)
+            : g.Post("/v1/chat/completions", """{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}""");
+
+        using var response = await g.Client.SendAsync(request);
+        var received = await response.Content.ReadAsStringAsync();
+        var id = TestGateway.RequestIdOf(response);
+
+        Assert.DoesNotContain(key, received, StringComparison.Ordinal);
+        Assert.DoesNotContain(Organization, received, StringComparison.Ordinal);
+        Assert.Contains("Hello", received, StringComparison.Ordinal); // what came before the error went on
+        var errorEvent = received.Split("\n\n").Single(e => e.Contains("error", StringComparison.Ordinal) && !e.Contains("Hello", StringComparison.Ordinal));
+        Assert.Equal(anthropic ? "event: error" : null, anthropic ? errorEvent.Split('\n')[0] : null);
+        using var json = JsonDocument.Parse(errorEvent.Split('\n').Single(l => l.StartsWith("data: ", StringComparison.Ordinal))["data: ".Length..]);
+        if (anthropic)
+        {
+            Assert.Equal("error", json.RootElement.GetProperty("type").GetString());
+        }
+
+        var error = json.RootElement.GetProperty("error");
+        Assert.Equal("upstream.stream_error", error.GetProperty("code").GetString());
+        Assert.Equal(id, error.GetProperty("request_id").GetString());
+        Assert.False(string.IsNullOrEmpty(error.GetProperty("message").GetString()));
+        Assert.False(string.IsNullOrEmpty(error.GetProperty("type").GetString()));
+
+        var entry = await g.EntryAsync(id);
+        Assert.Equal(["upstream.stream_error"], entry.GetProperty("reasons").EnumerateArray().Select(r => r.GetString()));
+        Assert.Equal("interrupted", entry.GetProperty("outcome").GetString());
+        var logged = Assert.Single(g.Logs.Lines, l => l.Contains(id, StringComparison.Ordinal) && l.Contains("in its stream", StringComparison.Ordinal));
+        Assert.DoesNotContain(key, logged, StringComparison.Ordinal); // the operator gets the provider's words, its key redacted
+        Assert.Contains(anthropic ? "overloaded_error" : "server_error", logged, StringComparison.Ordinal);
+    }
+}
