@@ -1,14 +1,18 @@
+using System.Globalization;
 using System.Text;
 using System.Text.Json;
+using System.Text.RegularExpressions;
 using Custos.Policy;
+using Custos.Testing;
 
 namespace Custos.Gateway.Tests.Functional;
 
 /// <summary>
 /// What the gateway takes from a provider's answer, over a scripted provider on loopback that speaks the providers'
-/// wire formats byte for byte: an error event in the middle of a stream is not passed on.
+/// wire formats byte for byte: an error event in the middle of a stream is not passed on; a provider free to write as much
+/// as it likes is given the ceiling the gateway reserved for.
 /// </summary>
-public sealed class ProviderTrustTests
+public sealed partial class ProviderTrustTests
 {
     private const string Organization = "org-Zq81mWcustomer7";
 
@@ -102,5 +106,75 @@ public sealed class ProviderTrustTests
         var logged = Assert.Single(g.Logs.Lines, l => l.Contains(id, StringComparison.Ordinal) && l.Contains("in its stream", StringComparison.Ordinal));
         Assert.DoesNotContain(key, logged, StringComparison.Ordinal); // the operator gets the provider's words, its key redacted
         Assert.Contains(anthropic ? "overloaded_error" : "server_error", logged, StringComparison.Ordinal);
+    }
+
+    /// <summary>A chat completion of <paramref name="outputTokens"/> tokens, as OpenAI answers one.</summary>
+    private static Reply Completion(long outputTokens)
+    {
+        var body = Encoding.UTF8.GetBytes(FormattableString.Invariant(
+            $$$"""{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Once upon a time"},"finish_reason":"length"}],"usage":{"prompt_tokens":10,"completion_tokens":{{{outputTokens}}},"total_tokens":{{{outputTokens + 10}}}}}"""));
+        return new Reply(FormattableString.Invariant($"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {body.Length}\r\n\r\n"), body, Close: false);
+    }
+
+    [GeneratedRegex("\"max_(?:completion_)?tokens\":(\\d+)")]
+    private static partial Regex OutputCeiling();
+
+    [Fact]
+    public async Task ConcurrentRequestsWithoutACeiling_UnderAHardBudget_SpendNoMoreThanItAndOneRequest()
+    {
+        // The provider writes 16,000 tokens unless told fewer; 4096 a request were reserved. The explorer's 8 requests at
+        // once against a $0.01 budget spent $0.0384; here 8 against $0.05, the requests held at the provider until every
+        // one is there or refused, spent 6 × $0.032.
+        const decimal budget = 0.05m;
+        await using var provider = ScriptedProvider.Start();
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        provider.Answer = async (_, body) =>
+        {
+            await release.Task;
+            var ceiling = OutputCeiling().Match(body);
+            return Completion(ceiling.Success ? Math.Min(16_000, long.Parse(ceiling.Groups[1].Value, CultureInfo.InvariantCulture)) : 16_000);
+        };
+        await using var g = await StartAsync(provider, policy => policy with
+        {
+            Consumers = [.. policy.Consumers.Select(c => c.Id == "web" ? c with { Limits = new LimitsConfig { Budget = new BudgetConfig { Amount = budget } } } : c)],
+        });
+
+        var requests = Enumerable.Range(0, 8).Select(async _ =>
+        {
+            using var request = g.Post("/v1/chat/completions", """{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Tell me a long story."}]}""");
+            using var response = await g.Client.SendAsync(request);
+            return (int)response.StatusCode;
+        }).ToList();
+        await Eventually.TrueAsync(() => provider.Received.Count + requests.Count(r => r.IsCompleted) == requests.Count, "every request at the provider or refused");
+        release.SetResult();
+        var statuses = await Task.WhenAll(requests);
+
+        var entries = (await g.LedgerAsync()).Where(e => e.TryGetProperty("consumer", out var c) && c.GetString() == "web").ToList();
+        var spent = entries.Sum(e => e.GetProperty("cost").ValueKind == JsonValueKind.Number ? e.GetProperty("cost").GetDecimal() : 0m);
+        var served = statuses.Count(s => s == 200);
+        Assert.True(served >= 2, $"{served} served: {string.Join(", ", statuses)}");
+        var oneRequest = (10m + 4096m * 2m) / 1_000_000m; // its reservation: gpt-4o-mini costs 1 an input and 2 an output million
+        Assert.True(spent <= budget + oneRequest, $"spent {spent} of a {budget} budget over {served} requests");
+        Assert.All(provider.Received, r => Assert.Equal("4096", OutputCeiling().Match(r.Body).Groups[1].Value));
+        Assert.All(entries.Where(e => e.GetProperty("status").GetInt32() == 200), e =>
+        {
+            var ceiling = Assert.Single(e.GetProperty("controls").EnumerateArray(), c => c.GetProperty("control").GetString() == "token_ceiling.output");
+            Assert.Equal("modify", ceiling.GetProperty("decision").GetString());
+            Assert.StartsWith("injected 4096", ceiling.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        });
+    }
+
+    [Fact]
+    public async Task ARequestUnderNoLimitThatCountsOutput_IsSentWithoutACeiling()
+    {
+        await using var provider = ScriptedProvider.Start();
+        provider.Next.Enqueue(Completion(100));
+        await using var g = await StartAsync(provider);
+
+        using var response = await g.Client.SendAsync(g.Post("/v1/chat/completions", """{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"""));
+
+        Assert.Equal(200, (int)response.StatusCode);
+        var (_, body) = Assert.Single(provider.Received);
+        Assert.DoesNotContain("max_", body, StringComparison.Ordinal);
     }
 }

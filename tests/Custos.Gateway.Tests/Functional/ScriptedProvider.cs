@@ -22,7 +22,7 @@ internal sealed class ScriptedProvider : IAsyncDisposable
     public ConcurrentQueue<Reply> Next { get; } = new();
 
     /// <summary>When set, makes the answer to each request from its head and body, instead of <see cref="Next"/>.</summary>
-    public Func<string, string, Reply>? Answer { get; set; }
+    public Func<string, string, Task<Reply>>? Answer { get; set; }
 
     /// <summary>Every request received: its head (request line and headers) and its body.</summary>
     public ConcurrentQueue<(string Head, string Body)> Received { get; } = new();
@@ -95,9 +95,9 @@ internal sealed class ScriptedProvider : IAsyncDisposable
                     var requestBody = Encoding.UTF8.GetString([.. received.GetRange(end + 4, length)]);
                     received.RemoveRange(0, end + 4 + length);
                     Received.Enqueue((head, requestBody));
-                    Reply? reply = null;
-                    Assert.True(Answer is { } answer ? (reply = answer(head, requestBody)) is not null : Next.TryDequeue(out reply), "the provider was called with no answer queued");
-                    await stream.WriteAsync(Encoding.Latin1.GetBytes(reply!.Head), _stop.Token);
+                    var reply = Answer is { } answer ? await answer(head, requestBody) : Next.TryDequeue(out var queued) ? queued : null;
+                    Assert.True(reply is not null, "the provider was called with no answer queued");
+                    await stream.WriteAsync(Encoding.Latin1.GetBytes(reply.Head), _stop.Token);
                     await stream.WriteAsync(reply.Body, _stop.Token);
                     if (reply.Close)
                     {
