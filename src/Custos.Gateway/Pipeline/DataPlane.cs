@@ -502,12 +502,23 @@ internal sealed partial class DataPlane(
             record.Outcome = outcome;
         }
 
-        Settle(record, route, meter, parsed);
+        Settle(record, route, meter, parsed, endpoint == ApiEndpoint.Embeddings ? null : admission.OutputCeiling ?? parsed.MaxOutputTokens);
+        if (record.TokensEstimated && meter.OutputTokens is { } implausible && record.OutputTokens != implausible)
+        {
+            Log.ImplausibleUsage(logger, record.RequestId, route.Provider.Id, implausible, record.OutputTokens ?? 0);
+        }
+
         return call;
     }
 
-    /// <summary>Records tokens and cost: the provider's usage, or the tokenizer's estimate when it reported none.</summary>
-    private static void Settle(RequestRecord record, ModelRoute route, ResponseMeter meter, ChatRequest parsed)
+    /// <summary>
+    /// Records tokens and cost: the provider's usage, or the tokenizer's estimate when it reported none, or an output count
+    /// the request made impossible: more than the ceiling sent upstream (<paramref name="outputCeiling"/>, per choice) for
+    /// every choice. A provider's count of 10¹⁸ output tokens for a request of 50 was charged in full and exhausted its
+    /// consumer's budget for the month. Input is taken as reported: the gateway's count of a prompt is an estimate
+    /// (providers' tokenizers differ, images are counted at a flat rate), so it bounds nothing.
+    /// </summary>
+    private static void Settle(RequestRecord record, ModelRoute route, ResponseMeter meter, ChatRequest parsed, long? outputCeiling)
     {
         record.ResponseBytes = meter.BytesOut;
         var answered = record.Outcome is Outcome.Completed or Outcome.Interrupted || (record.Outcome == Outcome.Cancelled && meter.BytesOut > 0);
@@ -516,15 +527,18 @@ internal sealed partial class DataPlane(
             return;
         }
 
+        // With a predicted output, its rejected tokens are billed as output beyond the ceiling: no bound then.
+        var most = outputCeiling is { } ceiling && !parsed.HasPrediction ? Saturating.Multiply(ceiling, Math.Max(1, record.N ?? 1)) : long.MaxValue;
+        var reportedOutput = meter.OutputTokens is { } count && count <= most ? count : (long?)null;
         long input, output;
-        if (meter.InputTokens is { } reportedInput && meter.OutputTokens is { } reportedOutput)
+        if (meter.InputTokens is { } reportedInput && reportedOutput is { } plausible)
         {
-            (input, output) = (reportedInput, reportedOutput);
+            (input, output) = (reportedInput, plausible);
         }
         else
         {
             input = meter.InputTokens ?? TokenCounter.CountPrompt(parsed);
-            output = meter.OutputTokens ?? meter.EstimateOutputTokens();
+            output = reportedOutput ?? meter.EstimateOutputTokens();
             record.TokensEstimated = true;
         }
 
@@ -808,5 +822,9 @@ internal sealed partial class DataPlane(
         [LoggerMessage(EventId = 6, Level = LogLevel.Warning,
             Message = "Request {RequestId}: provider {Provider} reported an error in its stream, which the client got as the gateway's: {Error}")]
         public static partial void StreamError(ILogger logger, string requestId, string provider, string error);
+
+        [LoggerMessage(EventId = 7, Level = LogLevel.Warning,
+            Message = "Request {RequestId}: provider {Provider} reported {Reported} output tokens, more than the output ceiling sent for every choice allows; recorded and charged the {Estimated} estimated from the output seen.")]
+        public static partial void ImplausibleUsage(ILogger logger, string requestId, string provider, long reported, long estimated);
     }
 }

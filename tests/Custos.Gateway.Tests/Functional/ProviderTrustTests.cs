@@ -116,6 +116,10 @@ public sealed partial class ProviderTrustTests
         return new Reply(FormattableString.Invariant($"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {body.Length}\r\n\r\n"), body, Close: false);
     }
 
+    /// <summary>An entry's cost (the ledger writes it as a string, exactly); 0 when it has none.</summary>
+    private static decimal Cost(JsonElement entry)
+        => entry.GetProperty("cost").ValueKind == JsonValueKind.String ? decimal.Parse(entry.GetProperty("cost").GetString()!, CultureInfo.InvariantCulture) : 0m;
+
     [GeneratedRegex("\"max_(?:completion_)?tokens\":(\\d+)")]
     private static partial Regex OutputCeiling();
 
@@ -150,7 +154,7 @@ public sealed partial class ProviderTrustTests
         var statuses = await Task.WhenAll(requests);
 
         var entries = (await g.LedgerAsync()).Where(e => e.TryGetProperty("consumer", out var c) && c.GetString() == "web").ToList();
-        var spent = entries.Sum(e => e.GetProperty("cost").ValueKind == JsonValueKind.Number ? e.GetProperty("cost").GetDecimal() : 0m);
+        var spent = entries.Sum(Cost);
         var served = statuses.Count(s => s == 200);
         Assert.True(served >= 2, $"{served} served: {string.Join(", ", statuses)}");
         var oneRequest = (10m + 4096m * 2m) / 1_000_000m; // its reservation: gpt-4o-mini costs 1 an input and 2 an output million
@@ -176,5 +180,39 @@ public sealed partial class ProviderTrustTests
         Assert.Equal(200, (int)response.StatusCode);
         var (_, body) = Assert.Single(provider.Received);
         Assert.DoesNotContain("max_", body, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData(50L, false)]
+    [InlineData(51L, true)]
+    [InlineData(1_000_000_000_000_000_000L, true)]
+    public async Task OutputUsageAboveTheCeilingSent_IsEstimatedFromTheOutput_NotCharged(long reported, bool implausible)
+    {
+        await using var provider = ScriptedProvider.Start();
+        provider.Next.Enqueue(Streamed(FormattableString.Invariant($$$"""
+            data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"content":"Hello there, how are you today?"},"finish_reason":null}]}
+
+            data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}
+
+            data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":{{{reported}}},"total_tokens":{{{reported}}}}}
+
+            data: [DONE]
+
+
+            """)));
+        await using var g = await StartAsync(provider);
+
+        using var response = await g.Client.SendAsync(g.Post("/v1/chat/completions",
+            """{"model":"gpt-4o-mini","max_tokens":50,"stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"""));
+        var received = await response.Content.ReadAsStringAsync();
+        var entry = await g.EntryAsync(TestGateway.RequestIdOf(response));
+
+        Assert.Contains("[DONE]", received, StringComparison.Ordinal); // the client's stream as it came, its usage too
+        Assert.Equal(12, entry.GetProperty("input_tokens").GetInt64()); // input as reported: the gateway's count bounds nothing
+        Assert.Equal(implausible, entry.GetProperty("tokens_estimated").GetBoolean());
+        var output = entry.GetProperty("output_tokens").GetInt64();
+        Assert.Equal(implausible ? Custos.Metering.TokenCounter.Count("Hello there, how are you today?") : reported, output);
+        Assert.Equal((12m + (2m * output)) / 1_000_000m, Cost(entry));
+        Assert.Equal(implausible, g.Logs.Lines.Any(l => l.Contains(FormattableString.Invariant($"reported {reported} output tokens"), StringComparison.Ordinal)));
     }
 }
