@@ -3,6 +3,7 @@ using System.Net;
 using System.Net.Http.Headers;
 using System.Text.Json;
 using System.Text.RegularExpressions;
+using Custos.Controls;
 using Custos.Errors;
 using Custos.Ledger;
 using Custos.Metering;
@@ -53,7 +54,10 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
         headers.Remove(HeaderNames.Authorization);
         headers.Remove("x-api-key");
         headers.Remove(HeaderNames.Cookie);
-        headers.Remove(HeaderNames.AcceptEncoding); // identity, so usage can be read from the body
+        // Identity, so usage can be read from the body: said outright, as a request without Accept-Encoding accepts any
+        // coding (RFC 9110, 12.5.3), and a provider that gzips when it may would go unmetered.
+        headers.Remove(HeaderNames.AcceptEncoding);
+        headers.TryAddWithoutValidation(HeaderNames.AcceptEncoding, "identity");
         headers.Remove("OpenAI-Organization"); // the provider account billed is the gateway's, as its key is
         headers.Remove("OpenAI-Project");
         headers.Remove(Headers.AgentRun);
@@ -123,6 +127,19 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
             return false;
         }
 
+        if (CodingOf(proxyResponse.Content.Headers) is { } coding)
+        {
+            // Asked for identity, answered compressed: the meter cannot read it, and an answer that is not metered is not
+            // passed on (the provider may bill it: the ledger says it answered, upstream_status 200).
+            UpstreamFailed = true;
+            Record.Fail(Reasons.UpstreamError, Outcome.UpstreamError);
+            Record.Status = Reasons.UpstreamError.Status;
+            httpContext.Response.Headers.Remove(HeaderNames.ContentLength);
+            await ErrorResponses.WriteAsync(httpContext, Reasons.UpstreamError, Record.RequestId, anthropicErrors,
+                $"The model provider answered in a content coding ({coding}) though the gateway asked for none; an answer it cannot meter is not passed on.");
+            return false;
+        }
+
         RemoveProviderAccountHeaders(proxyResponse.Headers);
         await base.TransformResponseAsync(httpContext, proxyResponse, cancellationToken);
         var headers = httpContext.Response.Headers;
@@ -155,6 +172,20 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
         httpContext.Response.Body = Body;
         proxyResponse.Content = new ObservedUpstreamContent(proxyResponse.Content, this);
         return true;
+    }
+
+    /// <summary>The content coding of a provider's answer other than identity (gzip, br, …), or null when it has none.</summary>
+    private static string? CodingOf(HttpContentHeaders headers)
+    {
+        foreach (var coding in headers.ContentEncoding)
+        {
+            if (!string.Equals(coding, "identity", StringComparison.OrdinalIgnoreCase))
+            {
+                return RecordedText.Of(coding);
+            }
+        }
+
+        return null;
     }
 
     /// <summary>

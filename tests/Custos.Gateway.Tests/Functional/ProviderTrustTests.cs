@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.IO.Compression;
 using System.Text;
 using System.Text.Json;
 using System.Text.RegularExpressions;
@@ -214,5 +215,62 @@ public sealed partial class ProviderTrustTests
         Assert.Equal(implausible ? Custos.Metering.TokenCounter.Count("Hello there, how are you today?") : reported, output);
         Assert.Equal((12m + (2m * output)) / 1_000_000m, Cost(entry));
         Assert.Equal(implausible, g.Logs.Lines.Any(l => l.Contains(FormattableString.Invariant($"reported {reported} output tokens"), StringComparison.Ordinal)));
+    }
+
+    /// <summary>A chat completion gzipped, as a provider that compresses whenever the request allows it answers.</summary>
+    private static Reply Gzipped(Reply plain)
+    {
+        using var compressed = new MemoryStream();
+        using (var gzip = new GZipStream(compressed, CompressionLevel.Fastest, leaveOpen: true))
+        {
+            gzip.Write(plain.Body);
+        }
+
+        var body = compressed.ToArray();
+        return new Reply(FormattableString.Invariant($"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: {body.Length}\r\n\r\n"), body, Close: false);
+    }
+
+    [Fact]
+    public async Task AProviderThatCompressesWhenAllowed_IsAskedForIdentity_AndItsAnswerMetered()
+    {
+        // A request without Accept-Encoding accepts any coding (RFC 9110): the gateway removed the client's and sent none.
+        await using var provider = ScriptedProvider.Start();
+        provider.Answer = (head, _) =>
+        {
+            var accepts = head.Split("\r\n").FirstOrDefault(l => l.StartsWith("Accept-Encoding:", StringComparison.OrdinalIgnoreCase));
+            return Task.FromResult(accepts is not null && accepts.Contains("identity", StringComparison.OrdinalIgnoreCase) && !accepts.Contains("gzip", StringComparison.OrdinalIgnoreCase)
+                ? Completion(7)
+                : Gzipped(Completion(7)));
+        };
+        await using var g = await StartAsync(provider);
+        using var request = g.Post("/v1/chat/completions", """{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}""");
+        request.Headers.AcceptEncoding.ParseAdd("gzip, br");
+
+        using var response = await g.Client.SendAsync(request);
+        var entry = await g.EntryAsync(TestGateway.RequestIdOf(response));
+
+        Assert.Equal(200, (int)response.StatusCode);
+        Assert.Contains("Once upon a time", await response.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        Assert.Equal((7, false), (entry.GetProperty("output_tokens").GetInt64(), entry.GetProperty("tokens_estimated").GetBoolean()));
+    }
+
+    [Fact]
+    public async Task AProviderThatCompressesAnyway_IsA502_NotAnAnswerPassedOnUnmetered()
+    {
+        await using var provider = ScriptedProvider.Start();
+        provider.Next.Enqueue(Gzipped(Completion(7)));
+        await using var g = await StartAsync(provider);
+
+        using var response = await g.Client.SendAsync(g.Post("/v1/chat/completions", """{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"""));
+        var body = await response.Content.ReadAsStringAsync();
+        var id = TestGateway.RequestIdOf(response);
+        var entry = await g.EntryAsync(id);
+
+        Assert.Equal(502, (int)response.StatusCode);
+        using var json = JsonDocument.Parse(body);
+        Assert.Equal(("upstream.error", id), (json.RootElement.GetProperty("error").GetProperty("code").GetString(), json.RootElement.GetProperty("error").GetProperty("request_id").GetString()));
+        Assert.Contains("(gzip)", json.RootElement.GetProperty("error").GetProperty("message").GetString(), StringComparison.Ordinal);
+        Assert.Equal(["upstream.error"], entry.GetProperty("reasons").EnumerateArray().Select(r => r.GetString()));
+        Assert.Equal(200, entry.GetProperty("upstream_status").GetInt32());
     }
 }
