@@ -273,4 +273,21 @@ public sealed partial class ProviderTrustTests
         Assert.Equal(["upstream.error"], entry.GetProperty("reasons").EnumerateArray().Select(r => r.GetString()));
         Assert.Equal(200, entry.GetProperty("upstream_status").GetInt32());
     }
+
+    [Theory]
+    [InlineData("claude-unknown", 404)] // the gateway's own refusal
+    [InlineData("claude-sonnet", 502)] // the provider's 500, replaced
+    public async Task AGatewayErrorOnTheAnthropicEndpoint_CarriesTheRequestIdWhereAnthropicsSdkReadsIt(string model, int status)
+    {
+        await using var provider = ScriptedProvider.Start();
+        var error = """{"type":"error","error":{"type":"api_error","message":"Internal server error"}}"""u8.ToArray();
+        provider.Next.Enqueue(new Reply(FormattableString.Invariant($"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\nrequest-id: req_provider\r\nContent-Length: {error.Length}\r\n\r\n"), error, Close: false));
+        await using var g = await StartAsync(provider);
+
+        using var response = await g.Client.SendAsync(g.Post("/v1/messages",
+            $$"""{"model":"{{model}}","max_tokens":20,"messages":[{"role":"user","content":"hi"}]}""", anthropicHeader: true));
+
+        Assert.Equal(status, (int)response.StatusCode);
+        Assert.Equal(TestGateway.RequestIdOf(response), Assert.Single(response.Headers.GetValues("request-id")));
+    }
 }
