@@ -54,6 +54,13 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
         headers.Remove(HeaderNames.Authorization);
         headers.Remove("x-api-key");
         headers.Remove(HeaderNames.Cookie);
+        // Where the client is, as it or a proxy before the gateway said: the consumer's network is not the provider's
+        // business, and the provider's caller is the gateway, which sends none of these itself.
+        headers.Remove("X-Forwarded-For");
+        headers.Remove("X-Forwarded-Host");
+        headers.Remove("X-Forwarded-Proto");
+        headers.Remove("Forwarded");
+        headers.Remove("X-Real-IP");
         // Identity, so usage can be read from the body: said outright, as a request without Accept-Encoding accepts any
         // coding (RFC 9110, 12.5.3), and a provider that gzips when it may would go unmetered.
         headers.Remove(HeaderNames.AcceptEncoding);

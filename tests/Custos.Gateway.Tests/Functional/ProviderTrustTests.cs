@@ -274,6 +274,24 @@ public sealed partial class ProviderTrustTests
         Assert.Equal(200, entry.GetProperty("upstream_status").GetInt32());
     }
 
+    [Fact]
+    public async Task WhereTheClientIs_IsNotForwardedToTheProvider()
+    {
+        await using var provider = ScriptedProvider.Start();
+        provider.Next.Enqueue(Completion(7));
+        await using var g = await StartAsync(provider);
+        using var request = g.Post("/v1/chat/completions", """{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}""");
+        request.Headers.TryAddWithoutValidation("X-Forwarded-For", "10.20.30.40");
+        request.Headers.TryAddWithoutValidation("Forwarded", "for=10.20.30.40;proto=https");
+        request.Headers.TryAddWithoutValidation("X-Real-IP", "10.20.30.40");
+
+        using var response = await g.Client.SendAsync(request);
+
+        Assert.Equal(200, (int)response.StatusCode);
+        var (head, _) = Assert.Single(provider.Received);
+        Assert.DoesNotContain("10.20.30.40", head, StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData("claude-unknown", 404)] // the gateway's own refusal
     [InlineData("claude-sonnet", 502)] // the provider's 500, replaced
