@@ -41,6 +41,12 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
     /// <summary>True when reading the provider's body failed on the provider's side (its stream broke).</summary>
     public bool UpstreamBroke { get; set; }
 
+    /// <summary>
+    /// True when a read of the provider's body was cancelled: by the forwarder's activity timeout (the provider sent nothing
+    /// for <c>upstream_timeout_seconds</c>) unless the client went away.
+    /// </summary>
+    public bool UpstreamStalled { get; set; }
+
     public override async ValueTask TransformRequestAsync(HttpContext httpContext, HttpRequestMessage proxyRequest, string destinationPrefix,
         CancellationToken cancellationToken)
     {
@@ -340,6 +346,11 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
         if (Meter.StreamFailed)
         {
             return (Reasons.UpstreamStreamFailed, Outcome.Interrupted); // the provider said it failed, whatever came after
+        }
+
+        if (UpstreamStalled && !clientAborted)
+        {
+            return (Reasons.UpstreamTimeout, Outcome.Interrupted); // its answer stopped mid-body for longer than the timeout
         }
 
         if (UpstreamBroke)

@@ -308,4 +308,34 @@ public sealed partial class ProviderTrustTests
         Assert.Equal(status, (int)response.StatusCode);
         Assert.Equal(TestGateway.RequestIdOf(response), Assert.Single(response.Headers.GetValues("request-id")));
     }
+
+    [Fact]
+    public async Task AStreamThatStallsPastTheUpstreamTimeout_IsRecordedAsATimeout_NotAnInterruption()
+    {
+        await using var provider = ScriptedProvider.Start();
+        var first = Encoding.UTF8.GetBytes("""
+            data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"content":"Hello"},"finish_reason":null}]}
+
+
+            """.ReplaceLineEndings("\n"));
+        provider.Next.Enqueue(new Reply("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n",
+            Encoding.Latin1.GetBytes(FormattableString.Invariant($"{first.Length:x}\r\n") + Encoding.Latin1.GetString(first) + "\r\n"), Close: false)); // and then nothing
+        await using var g = await StartAsync(provider); // upstream_timeout_seconds: 2
+
+        using var response = await g.Client.SendAsync(g.Post("/v1/chat/completions", """{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"""),
+            HttpCompletionOption.ResponseHeadersRead);
+        var id = TestGateway.RequestIdOf(response);
+        try
+        {
+            await response.Content.ReadAsStringAsync();
+        }
+        catch (HttpRequestException)
+        {
+            // The broken stream breaks the client's.
+        }
+
+        var entry = await g.EntryAsync(id);
+        Assert.Equal(["upstream.timeout"], entry.GetProperty("reasons").EnumerateArray().Select(r => r.GetString()));
+        Assert.Equal("interrupted", entry.GetProperty("outcome").GetString());
+    }
 }
