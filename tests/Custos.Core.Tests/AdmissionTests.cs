@@ -429,6 +429,36 @@ public sealed class AdmissionTests
     }
 
     [Theory]
+    [InlineData("limits: { budget: { amount: 100000, period: month } }", null, 4096L)]
+    [InlineData("limits: { tokens_per_day: 100000 }", null, 4096L)]
+    [InlineData("limits: { tokens_per_minute: 100000, budget: { amount: 100000, mode: soft } }", null, 4096L)]
+    [InlineData("limits: { budget: { amount: 100000, period: month } }", 20L, null)]
+    [InlineData("limits: { budget: { amount: 100000, mode: soft } }", null, null)]
+    [InlineData("limits: { requests_per_minute: 100 }", null, null)]
+    [InlineData("", null, null)]
+    public async Task NoOutputCeiling_UnderALimitThatCountsOutput_SendsTheReservedOneUpstream(string serviceLimits, long? requested, long? written)
+    {
+        // Without a ceiling the provider may write 16,000 tokens where 4096 were reserved: four times over a hard limit.
+        var snapshot = Compile(Policy().Replace("    tenant: acme\n", $"    tenant: acme\n    {serviceLimits}\n", StringComparison.Ordinal));
+
+        var admission = await AdmissionEvaluator.EvaluateAsync(Request(snapshot, maxOutput: requested, n: 2), new InMemoryCounterStore(_clock));
+
+        Assert.Equal(Decision.Allow, admission.Decision);
+        Assert.Equal(written, admission.OutputCeiling);
+        Assert.Equal((requested ?? AdmissionEvaluator.DefaultOutputReservation) * 2, admission.ReservedOutputTokens);
+        var ceiling = admission.Controls.SingleOrDefault(c => c.Control == "token_ceiling.output");
+        if (written is null)
+        {
+            Assert.Null(ceiling);
+        }
+        else
+        {
+            Assert.Equal((ControlDecisions.Modify, "service:svc", 4096m), (ceiling!.Decision, ceiling.Scope, ceiling.Limit!.Value));
+            Assert.StartsWith("injected 4096: the output reserved per choice", ceiling.Detail, StringComparison.Ordinal);
+        }
+    }
+
+    [Theory]
     [InlineData(99, true)]
     [InlineData(100, true)]
     [InlineData(101, false)]

@@ -474,6 +474,61 @@ public sealed class ResponseMeterTests
         Assert.Equal(TokenCounter.Count("Hello there!"), meter.EstimateOutputTokens());
     }
 
+    [Theory]
+    [InlineData(ProviderKind.OpenAI, 1, false)]
+    [InlineData(ProviderKind.OpenAI, 7, true)]
+    [InlineData(ProviderKind.OpenAI, 100_000, false)]
+    [InlineData(ProviderKind.Anthropic, 1, false)]
+    [InlineData(ProviderKind.Anthropic, 13, false)]
+    [InlineData(ProviderKind.Anthropic, 100_000, true)]
+    public void Process_AProvidersErrorEventMidStream_IsReplacedByTheGatewaysWithTheRequestId(ProviderKind provider, int chunkSize, bool unterminated)
+    {
+        var anthropic = provider == ProviderKind.Anthropic;
+        var text = Encoding.UTF8.GetString(Cassette(anthropic ? "anthropic-messages-stream.sse" : "openai-chat-stream.sse"));
+        var cut = text[..text.IndexOf(anthropic ? "event: message_delta" : "data: [DONE]", StringComparison.Ordinal)];
+        var error = anthropic
+            ? "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded, key sk-live-SECRET123 org-abc\"}}"
+            : "data: {\"error\":{\"message\":\"key sk-live-SECRET123 org-abc\",\"type\":\"server_error\",\"param\":null,\"code\":null}}";
+        var body = Encoding.UTF8.GetBytes(cut + error + (unterminated ? "" : "\n\n"));
+        var meter = new ResponseMeter(provider, stream: true, hideInjectedUsage: false) { RequestId = "req_1" };
+        var output = new ArrayBufferWriter<byte>();
+
+        for (var offset = 0; offset < body.Length; offset += chunkSize)
+        {
+            meter.Process(body.AsSpan(offset, Math.Min(chunkSize, body.Length - offset)), output);
+        }
+
+        meter.Complete(output);
+
+        var received = Encoding.UTF8.GetString(output.WrittenSpan);
+        Assert.StartsWith(cut, received, StringComparison.Ordinal); // the events before it as they came
+        Assert.DoesNotContain("SECRET", received, StringComparison.Ordinal);
+        Assert.DoesNotContain("org-abc", received, StringComparison.Ordinal);
+        var replacement = received[cut.Length..];
+        Assert.EndsWith("\n\n", replacement, StringComparison.Ordinal);
+        var data = replacement.Split('\n').Single(l => l.StartsWith("data: ", StringComparison.Ordinal))["data: ".Length..];
+        Assert.Equal(anthropic, replacement.StartsWith("event: error\n", StringComparison.Ordinal));
+        using var json = JsonDocument.Parse(data);
+        Assert.Equal(anthropic ? "error" : null, json.RootElement.TryGetProperty("type", out var type) ? type.GetString() : null);
+        Assert.Equal("upstream.stream_error", json.RootElement.GetProperty("error").GetProperty("code").GetString());
+        Assert.Equal("req_1", json.RootElement.GetProperty("error").GetProperty("request_id").GetString());
+        Assert.True(meter.StreamFailed);
+        Assert.Contains("SECRET", meter.StreamError ?? "", StringComparison.Ordinal); // for the operator's log, which redacts it
+        Assert.Equal(output.WrittenCount, meter.BytesOut);
+    }
+
+    [Theory]
+    [InlineData(ProviderKind.OpenAI, "openai-chat-stream.sse")]
+    [InlineData(ProviderKind.Anthropic, "anthropic-messages-stream.sse")]
+    public void Process_AStreamWithoutErrors_IsNotFailed_AndPassesWhole(ProviderKind provider, string cassette)
+    {
+        var (meter, output) = Run(provider, stream: true, hide: false, Cassette(cassette), 5);
+
+        Assert.Equal(Cassette(cassette), output);
+        Assert.False(meter.StreamFailed);
+        Assert.Null(meter.StreamError);
+    }
+
     [Fact]
     public void Process_StreamCutBeforeTerminalEvent_IsNotCompleted()
     {

@@ -56,7 +56,47 @@ public static class AdmissionEvaluator
         }
 
         await ReserveAsync(request, admission, counters, cancellationToken);
+        if (admission.Decision == Decision.Allow)
+        {
+            CeilReservedOutput(request, admission);
+        }
+
         return admission;
+    }
+
+    /// <summary>The detail of the ceiling <see cref="CeilReservedOutput"/> injects.</summary>
+    private static readonly string ReservedCeilingDetail =
+        $"injected {DefaultOutputReservation}: the output reserved per choice under a hard budget or token limit, as neither the request nor the policy set a ceiling";
+
+    /// <summary>
+    /// Sends the output reserved as the request's ceiling when nothing else bounds it and a limit that counts output was
+    /// charged for it: a token quota or rate limit (input and output), or a hard budget on a model whose output has a
+    /// price. The reservation assumed <see cref="DefaultOutputReservation"/> tokens a choice, and a provider free to write
+    /// 16,000 would overrun the limit by the difference, for every request in flight at once. A soft budget refuses
+    /// nothing, so a request under only that is left as it is, as is one under no such limit.
+    /// </summary>
+    private static void CeilReservedOutput(AdmissionRequest request, Admission admission)
+    {
+        if (request.MaxOutputTokens is not null || admission.OutputCeiling is not null || admission.ReservedOutputTokens == 0)
+        {
+            return; // the request or the policy bounds the output already, or there is none (embeddings)
+        }
+
+        var charges = admission.Charges;
+        for (var i = 0; i < charges.Length; i++)
+        {
+            var purpose = admission.Purposes[i];
+            if (purpose.Kind == ChargeKind.Tokens || (purpose.Kind == ChargeKind.Cost && charges[i].Enforce && request.Route.OutputPerMillion > 0))
+            {
+                admission.OutputCeiling = DefaultOutputReservation;
+                admission.Controls.Add(new ControlResult("token_ceiling.output", purpose.Scope, ControlDecisions.Modify)
+                {
+                    Limit = DefaultOutputReservation,
+                    Detail = ReservedCeilingDetail,
+                });
+                return;
+            }
+        }
     }
 
     private static bool CheckEntitlement(AdmissionRequest request, Admission admission)

@@ -206,6 +206,10 @@ public static class Reasons
     public static readonly ReasonCode UpstreamStreamInterrupted = new("upstream.stream_interrupted", 502, Upstream, true, Decision.Allow,
         "The model provider's response was cut off.");
 
+    /// <summary>The provider sent an error event in the middle of its stream; the client gets the gateway's in its place.</summary>
+    public static readonly ReasonCode UpstreamStreamFailed = new("upstream.stream_error", 502, Upstream, true, Decision.Allow,
+        "The model provider reported an error in the middle of its response, which is incomplete; retry the request.");
+
     /// <summary>The client went away before the response was complete.</summary>
     public static readonly ReasonCode ClientCancelled = new("client.cancelled", 499, Invalid, false, Decision.Allow,
         "The client closed the request.");
@@ -299,7 +303,7 @@ public static class Reasons
         CredentialExpired, CredentialWrongKind, ModelMissing, ModelNotFound, ModelNotEntitled, EntitlementExpired, EntitlementNotYetValid,
         TokenCeiling, PromptRestricted, RateLimited, QuotaExhausted, BudgetExhausted, ExceedsLimit, ModelWrongEndpoint, InvalidJson, InvalidBody, BodyTimeout, InvalidHttp,
         InvalidField, DuplicateField, InvalidHeader, BodyTooLarge, ContentType, ContentEncoding, UnknownEndpoint, MethodNotAllowed, UpstreamNotConfigured, UpstreamUnreachable,
-        UpstreamTimeout, UpstreamError, UpstreamAuth, UpstreamRejected, UpstreamRateLimited, UpstreamStreamInterrupted,
+        UpstreamTimeout, UpstreamError, UpstreamAuth, UpstreamRejected, UpstreamRateLimited, UpstreamStreamInterrupted, UpstreamStreamFailed,
         ClientCancelled, Internal, Overloaded, LedgerBacklog, LedgerUnavailable, ConsumerSuspended, ServiceSuspended, TenantSuspended, ServiceUngoverned,
         TokenMalformed, TokenIssuer, TokenAudience, TokenSignature, TokenExpired, TokenSubjectUnknown,
         CountersUnavailable, PolicyUnconfirmed,

@@ -123,6 +123,12 @@ public sealed class ChatRequest
     /// <summary>The field a refusal for too large an output ceiling names: <c>max_completion_tokens</c> when the client sent only that.</summary>
     public string OutputCeilingField => (_seen & (Fields.MaxTokens | Fields.MaxCompletionTokens)) == Fields.MaxCompletionTokens ? "max_completion_tokens" : "max_tokens";
 
+    /// <summary>
+    /// True when the request sent a predicted output (<c>prediction</c>): its rejected tokens are billed as output beyond
+    /// the output ceiling, so the ceiling bounds no reported output count.
+    /// </summary>
+    public bool HasPrediction => (_seen & Fields.Prediction) != 0;
+
     /// <summary>The field a refusal for too long a prompt names: the conversation's field the client sent.</summary>
     public string? ConversationField => (_seen & Fields.Messages) != 0 ? "messages" : (_seen & Fields.Prompt) != 0 ? "prompt" : (_seen & Fields.Input) != 0 ? "input" : null;
 

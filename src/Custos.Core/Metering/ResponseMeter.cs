@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Text;
 using System.Text.Json;
+using Custos.Errors;
 using Custos.Policy;
 
 namespace Custos.Metering;
@@ -11,6 +12,13 @@ namespace Custos.Metering;
 /// For OpenAI streams where the gateway itself asked for usage, the meter also hides what that request
 /// added (the usage-only final chunk and <c>"usage":null</c> on every chunk), so the client receives
 /// exactly what it would have without the gateway.
+/// <para>
+/// A stream goes to the client event by event, each as soon as it is complete (a client can dispatch no less). An error
+/// event of the provider's (OpenAI's <c>data: {"error":…}</c>, Anthropic's <c>event: error</c>) is not passed on: it may
+/// name the provider account or its key, as a provider's error body may, so the client gets the gateway's own error
+/// event in its place, in the API's shape, with the request id (docs/architecture.md, "Provider errors are not passed
+/// through").
+/// </para>
 /// </summary>
 /// <remarks>Not thread-safe: one meter per response.</remarks>
 public sealed class ResponseMeter : IDisposable
@@ -82,8 +90,26 @@ public sealed class ResponseMeter : IDisposable
     /// <summary>True once the stream's terminal event (<c>[DONE]</c> or <c>message_stop</c>) passed.</summary>
     public bool StreamCompleted { get; private set; }
 
-    /// <summary>True when the output differs from the input and must be taken from the output writer.</summary>
-    public bool RewritesOutput => _hideInjectedUsage;
+    /// <summary>The request's id, which the error event written in place of a provider's carries.</summary>
+    public string? RequestId { get; init; }
+
+    /// <summary>True once the provider sent an error event in its stream: the response failed, however it ends.</summary>
+    public bool StreamFailed { get; private set; }
+
+    /// <summary>
+    /// The provider's error event, as it described itself: its type and message, as sent (unredacted: for the operator's
+    /// log, never the client), at most <see cref="MaxStreamErrorLength"/> characters; null when there was none.
+    /// </summary>
+    public string? StreamError { get; private set; }
+
+    /// <summary>The most of a provider's error event kept in <see cref="StreamError"/>.</summary>
+    public const int MaxStreamErrorLength = 512;
+
+    /// <summary>
+    /// True when the output differs from the input and must be taken from the output writer: for every stream (its
+    /// events go out whole, and a provider's error event is replaced) and when the gateway's own usage request is hidden.
+    /// </summary>
+    public bool RewritesOutput => _stream;
 
     /// <summary>True when the provider reported usage.</summary>
     public bool HasUsage => InputTokens is not null || OutputTokens is not null;
@@ -108,11 +134,6 @@ public sealed class ResponseMeter : IDisposable
             Append(chunk, MaxJsonCapture);
             Forward(chunk, output);
             return;
-        }
-
-        if (!_hideInjectedUsage)
-        {
-            Forward(chunk, output);
         }
 
         Append(chunk, int.MaxValue);
@@ -159,9 +180,19 @@ public sealed class ResponseMeter : IDisposable
             return;
         }
 
-        if (_hideInjectedUsage && _pendingLength > 0)
+        if (_pendingLength > 0)
         {
-            Forward(_pending.AsSpan(0, _pendingLength), output);
+            // An event the stream ended in the middle of: no client dispatches it, but it goes on as it came, unless it is
+            // the provider's error, which is replaced as a whole one would be.
+            var remainder = _pending.AsSpan(0, _pendingLength);
+            if (IsErrorEvent(remainder, out var data))
+            {
+                OnStreamError(data, output);
+            }
+            else
+            {
+                Forward(remainder, output);
+            }
         }
 
         _pendingLength = 0;
@@ -271,44 +302,48 @@ public sealed class ResponseMeter : IDisposable
 
     private void OnEvent(ReadOnlySpan<byte> body, ReadOnlySpan<byte> wholeEvent, IBufferWriter<byte>? output)
     {
-        // An event is lines of "field: value"; only data lines matter here. Providers send one data line per event.
-        var data = ReadOnlySpan<byte>.Empty;
-        var remaining = body;
-        while (!remaining.IsEmpty)
-        {
-            var newline = remaining.IndexOf((byte)'\n');
-            var line = newline < 0 ? remaining : remaining[..newline];
-            remaining = newline < 0 ? [] : remaining[(newline + 1)..];
-            line = line.TrimEnd((byte)'\r');
-            if (line.StartsWith("data:"u8))
-            {
-                data = line[5..].TrimStart((byte)' ');
-            }
-        }
-
+        var data = DataOf(body, out var errorName);
         if (data.SequenceEqual("[DONE]"u8))
         {
             StreamCompleted = true;
-            ForwardEvent(wholeEvent, output);
+            Forward(wholeEvent, output);
             return;
         }
 
         if (data.IsEmpty || data[0] != '{')
         {
-            ForwardEvent(wholeEvent, output);
+            if (errorName)
+            {
+                OnStreamError(default, output); // "event: error" with no JSON to say more
+                return;
+            }
+
+            Forward(wholeEvent, output);
             return;
         }
 
         if (_provider == ProviderKind.Anthropic)
         {
-            ReadAnthropicEvent(data);
-            ForwardEvent(wholeEvent, output);
+            if (ReadAnthropicEvent(data) || errorName)
+            {
+                OnStreamError(data, output);
+                return;
+            }
+
+            Forward(wholeEvent, output);
             return;
         }
 
-        var usageOnly = ReadOpenAIChunk(data, out var nullUsageRange);
+        var usageOnly = ReadOpenAIChunk(data, out var nullUsageRange, out var isError);
+        if (isError || errorName)
+        {
+            OnStreamError(data, output);
+            return;
+        }
+
         if (!_hideInjectedUsage)
         {
+            Forward(wholeEvent, output);
             return;
         }
 
@@ -330,15 +365,126 @@ public sealed class ResponseMeter : IDisposable
         Forward(wholeEvent, output);
     }
 
-    private void ForwardEvent(ReadOnlySpan<byte> wholeEvent, IBufferWriter<byte>? output)
+    /// <summary>
+    /// The data of an SSE event (its last <c>data:</c> line; providers send one), and whether its <c>event:</c> field names
+    /// an error (Anthropic's <c>event: error</c>).
+    /// </summary>
+    private static ReadOnlySpan<byte> DataOf(ReadOnlySpan<byte> body, out bool errorName)
     {
-        if (_hideInjectedUsage)
+        // An event is lines of "field: value"; only data lines matter here, and an event name of "error".
+        var data = ReadOnlySpan<byte>.Empty;
+        errorName = false;
+        var remaining = body;
+        while (!remaining.IsEmpty)
         {
-            Forward(wholeEvent, output);
+            var newline = remaining.IndexOf((byte)'\n');
+            var line = newline < 0 ? remaining : remaining[..newline];
+            remaining = newline < 0 ? [] : remaining[(newline + 1)..];
+            line = line.TrimEnd((byte)'\r');
+            if (line.StartsWith("data:"u8))
+            {
+                data = line[5..].TrimStart((byte)' ');
+            }
+            else if (line.StartsWith("event:"u8) && line[6..].Trim((byte)' ').SequenceEqual("error"u8))
+            {
+                errorName = true;
+            }
         }
+
+        return data;
     }
 
-    /// <summary>Reads one OpenAI chunk; true when it is the usage-only chunk (empty choices, usage set).</summary>
+    /// <summary>Whether an event, complete or not, is the provider's error: named so, or whose JSON is one.</summary>
+    private bool IsErrorEvent(ReadOnlySpan<byte> evt, out ReadOnlySpan<byte> data)
+    {
+        data = DataOf(evt, out var errorName);
+        if (errorName)
+        {
+            return true;
+        }
+
+        if (data.IsEmpty || data[0] != '{')
+        {
+            return false;
+        }
+
+        var reader = new Utf8JsonReader(data, isFinalBlock: false, state: default);
+        try
+        {
+            while (reader.Read())
+            {
+                if (reader.TokenType == JsonTokenType.PropertyName && reader.CurrentDepth == 1
+                    && (reader.ValueTextEquals("error"u8) || (_provider == ProviderKind.Anthropic && reader.ValueTextEquals("type"u8) && reader.Read() && reader.TokenType == JsonTokenType.String && reader.ValueTextEquals("error"u8))))
+                {
+                    return true;
+                }
+            }
+        }
+        catch (Exception e) when (IsUnreadable(e))
+        {
+            // Cut or malformed: what was read decides.
+        }
+
+        return false;
+    }
+
+    /// <summary>
+    /// The provider sent an error event: it is kept for the operator's log (<see cref="StreamError"/>) and the client gets
+    /// the gateway's error event in its place. Only an error event comes here: the chunks of a healthy stream never do.
+    /// </summary>
+    private void OnStreamError(ReadOnlySpan<byte> data, IBufferWriter<byte>? output)
+    {
+        StreamFailed = true;
+        if (StreamError is null)
+        {
+            var text = Encoding.UTF8.GetString(data.Length > MaxStreamErrorLength * 4 ? data[..(MaxStreamErrorLength * 4)] : data);
+            StreamError = text.Length > MaxStreamErrorLength ? text[..MaxStreamErrorLength] : text;
+        }
+
+        WriteErrorEvent(output);
+    }
+
+    /// <summary>
+    /// Writes the gateway's error event in the API's shape: OpenAI's <c>data: {"error":{…}}</c>, Anthropic's
+    /// <c>event: error</c> with <c>{"type":"error","error":{…}}</c>; either with the gateway's message, code and the
+    /// request id, and nothing of the provider's.
+    /// </summary>
+    private void WriteErrorEvent(IBufferWriter<byte>? output)
+    {
+        StreamFailed = true;
+        var reason = Reasons.UpstreamStreamFailed;
+        var buffer = new ArrayBufferWriter<byte>(256); // an error's: no healthy stream comes here
+        using (var writer = new Utf8JsonWriter(buffer))
+        {
+            writer.WriteStartObject();
+            if (_provider == ProviderKind.Anthropic)
+            {
+                writer.WriteString("type", "error");
+            }
+
+            writer.WriteStartObject("error");
+            writer.WriteString("type", reason.Type);
+            writer.WriteString("message", reason.Message);
+            writer.WriteString("code", reason.Code);
+            writer.WriteNull("param");
+            if (RequestId is not null)
+            {
+                writer.WriteString("request_id", RequestId);
+            }
+
+            writer.WriteEndObject();
+            writer.WriteEndObject();
+        }
+
+        Forward(_provider == ProviderKind.Anthropic ? "event: error\ndata: "u8 : "data: "u8, output);
+        Forward(buffer.WrittenSpan, output);
+        Forward("\n\n"u8, output);
+    }
+
+    /// <summary>
+    /// Reads one OpenAI chunk; true when it is the usage-only chunk (empty choices, usage set).
+    /// <paramref name="isError"/> says whether it is an error instead (a top-level <c>"error"</c> that is not null).
+    /// </summary>
     /// <remarks>
     /// Positions are kept in <paramref name="data"/>'s terms. When the chunk starts with the members an earlier chunk
     /// had before <c>"choices"</c> (<see cref="_chunkHead"/>), the reader gets "{" and what follows them instead: those
@@ -346,8 +492,9 @@ public sealed class ResponseMeter : IDisposable
     /// after them (but for a trailing comma, which yields nothing either way). Every chunk has them, so this reads about
     /// half the bytes (docs/performance.md, "Stream chunks read from their choices on").
     /// </remarks>
-    private bool ReadOpenAIChunk(ReadOnlySpan<byte> data, out Range? nullUsageRange)
+    private bool ReadOpenAIChunk(ReadOnlySpan<byte> data, out Range? nullUsageRange, out bool isError)
     {
+        isError = false;
         if (TryReadLikeLastChunk(data, out nullUsageRange))
         {
             return false;
@@ -442,6 +589,12 @@ public sealed class ResponseMeter : IDisposable
                     {
                         reader.Skip();
                     }
+                }
+                else if (reader.ValueTextEquals("error"u8))
+                {
+                    reader.Read();
+                    isError |= reader.TokenType != JsonTokenType.Null;
+                    reader.Skip();
                 }
                 else
                 {
@@ -547,12 +700,15 @@ public sealed class ResponseMeter : IDisposable
         _chunkHeadComma = comma;
     }
 
-    private void ReadAnthropicEvent(ReadOnlySpan<byte> data)
+    /// <summary>Reads one Anthropic event; true when it is an error (<c>"type":"error"</c>).</summary>
+    private bool ReadAnthropicEvent(ReadOnlySpan<byte> data)
     {
         if (TryReadLikeLastChunk(data, out _))
         {
-            return;
+            return false;
         }
+
+        var isError = false;
 
         var texts = 0; // as in ReadOpenAIChunk: an event of one string of text and nothing else read is remembered
         var textStart = 0;
@@ -574,6 +730,11 @@ public sealed class ResponseMeter : IDisposable
                     if (reader.TokenType == JsonTokenType.String && reader.ValueTextEquals("message_stop"u8))
                     {
                         StreamCompleted = true;
+                        other = true;
+                    }
+                    else if (reader.TokenType == JsonTokenType.String && reader.ValueTextEquals("error"u8))
+                    {
+                        isError = true;
                         other = true;
                     }
                 }
@@ -604,14 +765,16 @@ public sealed class ResponseMeter : IDisposable
         }
         catch (Exception e) when (IsUnreadable(e))
         {
-            // A malformed event is passed on as it is; it carries no usage we can trust.
-            return;
+            // A malformed event is passed on as it is (unless it said it is an error); it carries no usage we can trust.
+            return isError;
         }
 
         if (texts == 1 && !other)
         {
             RememberTextChunk(data, textStart, textEnd, nullUsageRange: null);
         }
+
+        return isError;
     }
 
     private void ReadJsonBody(ReadOnlySpan<byte> body, bool captureText)

@@ -420,7 +420,7 @@ internal sealed partial class DataPlane(
         context.Features.Set<IHttpRequestBodyDetectionFeature>(BodyReadWhole.Instance);
         request.Headers.Remove(HeaderNames.TransferEncoding);
 
-        var meter = new ResponseMeter(route.Provider.Kind, record.Stream, hideInjectedUsage: forceUsage && parsed.IncludeUsage != true);
+        var meter = new ResponseMeter(route.Provider.Kind, record.Stream, hideInjectedUsage: forceUsage && parsed.IncludeUsage != true) { RequestId = record.RequestId };
         var call = new UpstreamCall(record, route, UpstreamUri(route.Provider, endpoint), meter, endpoint == ApiEndpoint.Messages,
             upstreamBody.WrittenMemory);
         var config = UpstreamCall.DefaultConfig with { ActivityTimeout = snapshot.Gateway.UpstreamTimeout };
@@ -487,6 +487,11 @@ internal sealed partial class DataPlane(
                 record.Status = context.Response.StatusCode;
             }
 
+            if (meter.StreamError is { } streamError)
+            {
+                Log.StreamError(logger, record.RequestId, route.Provider.Id, UpstreamCall.Redact(streamError, route.Provider.ApiKey));
+            }
+
             if (outcome == Outcome.UpstreamError && error != ForwarderError.None)
             {
                 Log.UpstreamFailed(logger, record.RequestId, route.Provider.Id, error, errorException);
@@ -497,16 +502,25 @@ internal sealed partial class DataPlane(
             record.Outcome = outcome;
         }
 
-        Settle(record, route, meter, parsed, forwarded: call.StartedAt != 0);
+        Settle(record, route, meter, parsed, endpoint == ApiEndpoint.Embeddings ? null : admission.OutputCeiling ?? parsed.MaxOutputTokens, forwarded: call.StartedAt != 0);
+        if (record.TokensEstimated && meter.OutputTokens is { } implausible && record.OutputTokens != implausible)
+        {
+            Log.ImplausibleUsage(logger, record.RequestId, route.Provider.Id, implausible, record.OutputTokens ?? 0);
+        }
+
         return call;
     }
 
     /// <summary>
-    /// Records tokens and cost: the provider's usage, or the tokenizer's estimate when it reported none. A request the
-    /// client cancelled after it went upstream, before any answer, is charged its counted input: the provider read and
-    /// bills the prompt, so a client timing out again and again would otherwise spend without limit.
+    /// Records tokens and cost: the provider's usage, or the tokenizer's estimate when it reported none, or an output count
+    /// the request made impossible: more than the ceiling sent upstream (<paramref name="outputCeiling"/>, per choice) for
+    /// every choice. A provider's count of 10¹⁸ output tokens for a request of 50 was charged in full and exhausted its
+    /// consumer's budget for the month. Input is taken as reported: the gateway's count of a prompt is an estimate
+    /// (providers' tokenizers differ, images are counted at a flat rate), so it bounds nothing. A request the client
+    /// cancelled after it went upstream (<paramref name="forwarded"/>), before any answer, is charged its counted input:
+    /// the provider read and bills the prompt, so a client timing out again and again would otherwise spend without limit.
     /// </summary>
-    private static void Settle(RequestRecord record, ModelRoute route, ResponseMeter meter, ChatRequest parsed, bool forwarded)
+    private static void Settle(RequestRecord record, ModelRoute route, ResponseMeter meter, ChatRequest parsed, long? outputCeiling, bool forwarded)
     {
         record.ResponseBytes = meter.BytesOut;
         var answered = record.Outcome is Outcome.Completed or Outcome.Interrupted || (record.Outcome == Outcome.Cancelled && meter.BytesOut > 0);
@@ -525,15 +539,18 @@ internal sealed partial class DataPlane(
             return;
         }
 
+        // With a predicted output, its rejected tokens are billed as output beyond the ceiling: no bound then.
+        var most = outputCeiling is { } ceiling && !parsed.HasPrediction ? Saturating.Multiply(ceiling, Math.Max(1, record.N ?? 1)) : long.MaxValue;
+        var reportedOutput = meter.OutputTokens is { } count && count <= most ? count : (long?)null;
         long input, output;
-        if (meter.InputTokens is { } reportedInput && meter.OutputTokens is { } reportedOutput)
+        if (meter.InputTokens is { } reportedInput && reportedOutput is { } plausible)
         {
-            (input, output) = (reportedInput, reportedOutput);
+            (input, output) = (reportedInput, plausible);
         }
         else
         {
             input = meter.InputTokens ?? TokenCounter.CountPrompt(parsed);
-            output = meter.OutputTokens ?? meter.EstimateOutputTokens();
+            output = reportedOutput ?? meter.EstimateOutputTokens();
             record.TokensEstimated = true;
         }
 
@@ -814,5 +831,13 @@ internal sealed partial class DataPlane(
         [LoggerMessage(EventId = 5, Level = LogLevel.Error,
             Message = "Request {RequestId}: its ledger record could not be made durable; the connection was aborted so the client holds no unrecorded response.")]
         public static partial void NotRecorded(ILogger logger, string requestId, Exception exception);
+
+        [LoggerMessage(EventId = 6, Level = LogLevel.Warning,
+            Message = "Request {RequestId}: provider {Provider} reported an error in its stream, which the client got as the gateway's: {Error}")]
+        public static partial void StreamError(ILogger logger, string requestId, string provider, string error);
+
+        [LoggerMessage(EventId = 7, Level = LogLevel.Warning,
+            Message = "Request {RequestId}: provider {Provider} reported {Reported} output tokens, more than the output ceiling sent for every choice allows; recorded and charged the {Estimated} estimated from the output seen.")]
+        public static partial void ImplausibleUsage(ILogger logger, string requestId, string provider, long reported, long estimated);
     }
 }

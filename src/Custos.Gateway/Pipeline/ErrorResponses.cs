@@ -7,7 +7,8 @@ namespace Custos.Gateway.Pipeline;
 /// <summary>
 /// Writes gateway errors as OpenAI-style JSON, <c>{"error":{"message","type","code","param","request_id"}}</c>.
 /// On the Anthropic endpoint the same object also carries Anthropic's top-level <c>"type":"error"</c>, so both
-/// SDKs surface the message. Upstream bodies and secrets never reach this writer unredacted.
+/// SDKs surface the message, and the request id goes in Anthropic's <c>request-id</c> header as well as <c>x-request-id</c>.
+/// Upstream bodies and secrets never reach this writer unredacted.
 /// </summary>
 internal static class ErrorResponses
 {
@@ -30,6 +31,10 @@ internal static class ErrorResponses
         response.StatusCode = status ?? reason.Status;
         response.ContentType = "application/json";
         response.Headers[Headers.RequestId] = requestId; // again: the forwarder clears the headers when it fails before the response starts
+        if (anthropic)
+        {
+            response.Headers["request-id"] = requestId; // Anthropic's name, which its SDKs read as the error's requestID
+        }
         using var buffer = new PooledBufferWriter(512);
         using (var writer = new Utf8JsonWriter(buffer, WriterOptions))
         {

@@ -6,9 +6,10 @@ namespace Custos.Gateway.Pipeline;
 
 /// <summary>
 /// Takes the place of the client's response body while the forwarder copies the provider's response into it, and writes
-/// into the response's own <see cref="PipeWriter"/>: every chunk goes to the client as it arrives (each write flushes), and the
-/// <see cref="ResponseMeter"/> reads usage from it on the way. Only when the meter must hide what the gateway
-/// asked for does it write the meter's edited output instead of the chunk.
+/// into the response's own <see cref="PipeWriter"/>: a JSON body's every chunk goes to the client as it arrives (each write
+/// flushes), and the <see cref="ResponseMeter"/> reads usage from it on the way. A stream's go out as the meter writes
+/// them: each event once it is complete, the provider's error events replaced and, when the gateway asked for usage the
+/// client did not, that usage hidden.
 /// <para>
 /// The client must not hold a complete response before its ledger record is durable, so the stream holds back the
 /// end of a complete body until <see cref="ReleaseAsync"/>: for a body of known length (<c>Content-Length</c>), the

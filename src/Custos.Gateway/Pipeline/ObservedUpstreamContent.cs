@@ -57,6 +57,12 @@ internal sealed class ObservedUpstreamContent(HttpContent inner, UpstreamCall ca
                 call.UpstreamBroke = true;
                 throw;
             }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                // The forwarder's activity timeout, or the client gone: Classify tells which by the client.
+                call.UpstreamStalled = true;
+                throw;
+            }
         }
 
         public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken)

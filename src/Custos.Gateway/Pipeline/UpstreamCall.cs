@@ -3,6 +3,7 @@ using System.Net;
 using System.Net.Http.Headers;
 using System.Text.Json;
 using System.Text.RegularExpressions;
+using Custos.Controls;
 using Custos.Errors;
 using Custos.Ledger;
 using Custos.Metering;
@@ -40,6 +41,12 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
     /// <summary>True when reading the provider's body failed on the provider's side (its stream broke).</summary>
     public bool UpstreamBroke { get; set; }
 
+    /// <summary>
+    /// True when a read of the provider's body was cancelled: by the forwarder's activity timeout (the provider sent nothing
+    /// for <c>upstream_timeout_seconds</c>) unless the client went away.
+    /// </summary>
+    public bool UpstreamStalled { get; set; }
+
     public override async ValueTask TransformRequestAsync(HttpContext httpContext, HttpRequestMessage proxyRequest, string destinationPrefix,
         CancellationToken cancellationToken)
     {
@@ -53,7 +60,17 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
         headers.Remove(HeaderNames.Authorization);
         headers.Remove("x-api-key");
         headers.Remove(HeaderNames.Cookie);
-        headers.Remove(HeaderNames.AcceptEncoding); // identity, so usage can be read from the body
+        // Where the client is, as it or a proxy before the gateway said: the consumer's network is not the provider's
+        // business, and the provider's caller is the gateway, which sends none of these itself.
+        headers.Remove("X-Forwarded-For");
+        headers.Remove("X-Forwarded-Host");
+        headers.Remove("X-Forwarded-Proto");
+        headers.Remove("Forwarded");
+        headers.Remove("X-Real-IP");
+        // Identity, so usage can be read from the body: said outright, as a request without Accept-Encoding accepts any
+        // coding (RFC 9110, 12.5.3), and a provider that gzips when it may would go unmetered.
+        headers.Remove(HeaderNames.AcceptEncoding);
+        headers.TryAddWithoutValidation(HeaderNames.AcceptEncoding, "identity");
         headers.Remove("OpenAI-Organization"); // the provider account billed is the gateway's, as its key is
         headers.Remove("OpenAI-Project");
         headers.Remove(Headers.AgentRun);
@@ -123,6 +140,19 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
             return false;
         }
 
+        if (CodingOf(proxyResponse.Content.Headers) is { } coding)
+        {
+            // Asked for identity, answered compressed: the meter cannot read it, and an answer that is not metered is not
+            // passed on (the provider may bill it: the ledger says it answered, upstream_status 200).
+            UpstreamFailed = true;
+            Record.Fail(Reasons.UpstreamError, Outcome.UpstreamError);
+            Record.Status = Reasons.UpstreamError.Status;
+            httpContext.Response.Headers.Remove(HeaderNames.ContentLength);
+            await ErrorResponses.WriteAsync(httpContext, Reasons.UpstreamError, Record.RequestId, anthropicErrors,
+                $"The model provider answered in a content coding ({coding}) though the gateway asked for none; an answer it cannot meter is not passed on.");
+            return false;
+        }
+
         RemoveProviderAccountHeaders(proxyResponse.Headers);
         await base.TransformResponseAsync(httpContext, proxyResponse, cancellationToken);
         var headers = httpContext.Response.Headers;
@@ -155,6 +185,20 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
         httpContext.Response.Body = Body;
         proxyResponse.Content = new ObservedUpstreamContent(proxyResponse.Content, this);
         return true;
+    }
+
+    /// <summary>The content coding of a provider's answer other than identity (gzip, br, …), or null when it has none.</summary>
+    private static string? CodingOf(HttpContentHeaders headers)
+    {
+        foreach (var coding in headers.ContentEncoding)
+        {
+            if (!string.Equals(coding, "identity", StringComparison.OrdinalIgnoreCase))
+            {
+                return RecordedText.Of(coding);
+            }
+        }
+
+        return null;
     }
 
     /// <summary>
@@ -297,6 +341,16 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
         if (UpstreamFailed)
         {
             return (null, Outcome.UpstreamError); // already recorded
+        }
+
+        if (Meter.StreamFailed)
+        {
+            return (Reasons.UpstreamStreamFailed, Outcome.Interrupted); // the provider said it failed, whatever came after
+        }
+
+        if (UpstreamStalled && !clientAborted)
+        {
+            return (Reasons.UpstreamTimeout, Outcome.Interrupted); // its answer stopped mid-body for longer than the timeout
         }
 
         if (UpstreamBroke)
