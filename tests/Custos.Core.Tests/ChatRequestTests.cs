@@ -231,6 +231,24 @@ public sealed class ChatRequestTests
     }
 
     [Theory]
+    [InlineData(true, """{"max_completion_tokens":64,"model":"up","messages":[]}""")]
+    [InlineData(false, """{"max_tokens":64,"model":"up","messages":[]}""")]
+    public void AddEdits_ACeilingWhereTheClientSetNone_IsMaxCompletionTokensForChat(bool chat, string expected)
+    {
+        // Chat completions' reasoning models refuse max_tokens ("use 'max_completion_tokens' instead"): a ceiling the
+        // gateway injects there, for a policy's ceiling or a budget's reservation, is the field they take.
+        var bytes = """{"model":"m","messages":[]}"""u8.ToArray();
+        Assert.Equal(ParseError.None, ChatRequest.TryParse(bytes, out var request));
+        var edits = new List<BodyEdit>();
+        var output = new ArrayBufferWriter<byte>();
+
+        request.AddEdits(bytes, "up", forceUsage: false, outputCeiling: 64, edits, completionTokensField: chat);
+        BodyEdits.Apply(bytes, edits, output);
+
+        Assert.Equal(expected, Encoding.UTF8.GetString(output.WrittenSpan));
+    }
+
+    [Theory]
     [InlineData("""{"model":"m","max_tokens":null,"messages":[]}""", """{"model":"up","max_tokens":64,"messages":[]}""")]
     [InlineData("""{"model":"m","max_completion_tokens":null,"max_tokens":null}""", """{"model":"up","max_completion_tokens":64,"max_tokens":null}""")]
     [InlineData("""{"model":"m","max_tokens":null,"max_completion_tokens":5000}""", """{"model":"up","max_tokens":null,"max_completion_tokens":64}""")] // a reasoning model refuses a max_tokens

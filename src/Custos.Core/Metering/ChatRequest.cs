@@ -552,10 +552,12 @@ public sealed class ChatRequest
 
     /// <summary>
     /// Adds the edits the gateway makes to this request: the upstream model name, <c>include_usage</c> for OpenAI
-    /// streams, and the output ceiling (every <c>max_tokens</c>/<c>max_completion_tokens</c> value set to it, or
-    /// <c>max_tokens</c> injected when there is none).
+    /// streams, and the output ceiling (every <c>max_tokens</c>/<c>max_completion_tokens</c> value set to it, or one
+    /// injected when there is none: <c>max_completion_tokens</c> with <paramref name="completionTokensField"/>, for chat
+    /// completions, whose reasoning models refuse <c>max_tokens</c>; otherwise <c>max_tokens</c>).
     /// </summary>
-    public void AddEdits(ReadOnlySpan<byte> body, string upstreamModel, bool forceUsage, long? outputCeiling, List<BodyEdit> edits)
+    public void AddEdits(ReadOnlySpan<byte> body, string upstreamModel, bool forceUsage, long? outputCeiling, List<BodyEdit> edits,
+        bool completionTokensField = false)
     {
         if (Model is not null && !string.Equals(Model, upstreamModel, StringComparison.Ordinal))
         {
@@ -603,7 +605,8 @@ public sealed class ChatRequest
             }
             else if (MaxOutputRanges.Count == 0)
             {
-                edits.Add(new BodyEdit(objectStart, objectStart, [.. "\"max_tokens\":"u8, .. value, (byte)',']));
+                edits.Add(new BodyEdit(objectStart, objectStart,
+                    [.. completionTokensField ? "\"max_completion_tokens\":"u8 : "\"max_tokens\":"u8, .. value, (byte)',']));
             }
 
             foreach (var range in MaxOutputRanges)

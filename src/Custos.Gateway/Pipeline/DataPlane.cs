@@ -405,7 +405,8 @@ internal sealed partial class DataPlane(
         // Forward, metering the response on its way back.
         var forceUsage = parsed.Stream && route.Provider.Kind == ProviderKind.OpenAI && endpoint != ApiEndpoint.Embeddings;
         var edits = admission.Edits;
-        parsed.AddEdits(body.WrittenSpan, route.UpstreamModel, forceUsage, endpoint == ApiEndpoint.Embeddings ? null : admission.OutputCeiling, edits);
+        parsed.AddEdits(body.WrittenSpan, route.UpstreamModel, forceUsage, endpoint == ApiEndpoint.Embeddings ? null : admission.OutputCeiling, edits,
+            completionTokensField: endpoint == ApiEndpoint.ChatCompletions);
         PooledBufferWriter? rewritten = null;
         if (edits.Count > 0)
         {
