@@ -37,6 +37,7 @@ public sealed class ResponseMeter : IDisposable
     private byte[] _pending = [];
     private int _pendingLength;
     private bool _captureOverflow;
+    private bool _textReadAgain; // a JSON body's text read after its end, for an estimate
     private byte[] _text = []; // the text seen (content deltas), unescaped, as UTF-8: decoded only if an estimate is needed
     private int _textLength;
     private long _textMissed; // bytes of text past MaxTextCapture, as they came (escaped)
@@ -198,9 +199,17 @@ public sealed class ResponseMeter : IDisposable
         _pendingLength = 0;
     }
 
-    /// <summary>Estimates output tokens from the text seen, when the provider reported none.</summary>
+    /// <summary>Estimates output tokens from the text seen, when the provider reported none (or a count set aside as impossible).</summary>
     public long EstimateOutputTokens()
     {
+        if (!_stream && _textLength == 0 && !_textReadAgain && !_captureOverflow && _pendingLength > 0)
+        {
+            // A JSON body with usage: its text was not read at its end. A count set aside needs it now; the usage read
+            // again is the same.
+            _textReadAgain = true;
+            ReadJsonBody(_pending.AsSpan(0, _pendingLength), captureText: true);
+        }
+
         if (_textLength == 0)
         {
             return 0;

@@ -23,7 +23,9 @@ internal static class AnthropicEndpoints
 
         prompt.AddMessages(root);
 
-        var reply = DemoText.Reply(prompt.LastUserText);
+        var reply = DemoText.Limit(DemoText.Reply(prompt.LastUserText),
+            root.TryGetProperty("max_tokens", out var max) && max.ValueKind == JsonValueKind.Number && max.TryGetInt64(out var limit) ? limit : null, out var cut);
+        var stopReason = cut ? "max_tokens" : "end_turn";
         var inputTokens = prompt.CountTokens();
         var outputTokens = DemoText.Count(reply);
         var id = Wire.NewId("msg_");
@@ -45,7 +47,7 @@ internal static class AnthropicEndpoints
                     w.WriteString("text", reply);
                     w.WriteEndObject();
                     w.WriteEndArray();
-                    w.WriteString("stop_reason", "end_turn");
+                    w.WriteString("stop_reason", stopReason);
                     w.WriteNull("stop_sequence");
                     if (mode != MockMode.NoUsage)
                     {
@@ -126,7 +128,7 @@ internal static class AnthropicEndpoints
             w.WriteStartObject();
             w.WriteString("type", "message_delta");
             w.WriteStartObject("delta");
-            w.WriteString("stop_reason", "end_turn");
+            w.WriteString("stop_reason", stopReason);
             w.WriteNull("stop_sequence");
             w.WriteEndObject();
             w.WriteStartObject("usage");

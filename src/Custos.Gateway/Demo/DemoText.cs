@@ -32,6 +32,30 @@ internal static class DemoText
         return $"[Custos demo upstream — not a real model] You said: {text}. This reply is deterministic.";
     }
 
+    /// <summary>
+    /// <paramref name="reply"/> cut to at most <paramref name="maxTokens"/> tokens, word by word, as a provider stops at a
+    /// request's <c>max_tokens</c> (its finish reason then <c>length</c>, Anthropic's <c>max_tokens</c>); whole when it fits
+    /// or there is no limit.
+    /// </summary>
+    public static string Limit(string reply, long? maxTokens, out bool cut)
+    {
+        cut = false;
+        if (maxTokens is not { } limit || Count(reply) <= limit)
+        {
+            return reply;
+        }
+
+        cut = true;
+        var text = reply;
+        while (text.Length > 0 && Count(text) > limit)
+        {
+            var space = text.LastIndexOf(' ');
+            text = space > 0 ? text[..space] : text[..^1];
+        }
+
+        return text;
+    }
+
     /// <summary>Tokens of <paramref name="text"/>.</summary>
     public static int Count(string text) => TokenCounter.Count(text.AsSpan());
 

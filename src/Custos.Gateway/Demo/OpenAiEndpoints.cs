@@ -41,7 +41,8 @@ internal static class OpenAiEndpoints
         var prompt = new PromptText();
         prompt.AddMessages(root);
 
-        var reply = DemoText.Reply(prompt.LastUserText) + (mode == MockMode.SplitEmoji ? " \U0001F600" : string.Empty);
+        var reply = DemoText.Limit(DemoText.Reply(prompt.LastUserText), MaxOutput(root), out var cut) + (mode == MockMode.SplitEmoji ? " \U0001F600" : string.Empty);
+        var finish = cut ? "length" : "stop";
         var usage = mode == MockMode.NoUsage ? null : new Usage(prompt.CountTokens(), n * DemoText.Count(reply));
         var id = Wire.NewId("chatcmpl-");
         var created = Wire.Now();
@@ -69,7 +70,7 @@ internal static class OpenAiEndpoints
                         w.WriteEndArray();
                         w.WriteEndObject();
                         w.WriteNull("logprobs");
-                        w.WriteString("finish_reason", "stop");
+                        w.WriteString("finish_reason", finish);
                         w.WriteEndObject();
                     }
 
@@ -122,7 +123,7 @@ internal static class OpenAiEndpoints
                 }
             }
 
-            await sse.SendAsync(null, w => WriteChatChunk(w, id, created, model, includeUsage, index, role: false, content: null, finish: "stop"));
+            await sse.SendAsync(null, w => WriteChatChunk(w, id, created, model, includeUsage, index, role: false, content: null, finish: finish));
         }
 
         if (includeUsage)
@@ -145,12 +146,14 @@ internal static class OpenAiEndpoints
         // prompt: a string, an array of strings, a token array or an array of token arrays; one reply per prompt.
         var replies = new List<string>();
         var promptTokens = 0;
+        var cutAny = false;
         if (root.TryGetProperty("prompt", out var prompt))
         {
             foreach (var item in Inputs(prompt))
             {
                 promptTokens += item.Tokens ?? DemoText.Count(item.Text);
-                replies.Add(DemoText.Reply(item.Text));
+                replies.Add(DemoText.Limit(DemoText.Reply(item.Text), MaxOutput(root), out var itemCut));
+                cutAny |= itemCut;
             }
         }
 
@@ -184,7 +187,7 @@ internal static class OpenAiEndpoints
                     {
                         for (var i = 0; i < n; i++)
                         {
-                            WriteTextChoice(w, replies[p], (p * n) + i, "stop");
+                            WriteTextChoice(w, replies[p], (p * n) + i, cutAny ? "length" : "stop");
                         }
                     }
 
@@ -221,7 +224,7 @@ internal static class OpenAiEndpoints
                     await sse.SendAsync(null, w => WriteTextChunk(w, id, created, model, includeUsage, index, chunk, finish: null));
                 }
 
-                await sse.SendAsync(null, w => WriteTextChunk(w, id, created, model, includeUsage, index, string.Empty, finish: "stop"));
+                await sse.SendAsync(null, w => WriteTextChunk(w, id, created, model, includeUsage, index, string.Empty, finish: cutAny ? "length" : "stop"));
             }
         }
 
@@ -605,4 +608,19 @@ internal static class OpenAiEndpoints
     }
 
     private sealed record Usage(int Prompt, int Completion);
+
+    /// <summary>The request's output limit: the smaller of <c>max_tokens</c> and <c>max_completion_tokens</c> given as numbers.</summary>
+    private static long? MaxOutput(JsonElement root)
+    {
+        long? limit = null;
+        foreach (var name in (ReadOnlySpan<string>)["max_tokens", "max_completion_tokens"])
+        {
+            if (root.TryGetProperty(name, out var value) && value.ValueKind == JsonValueKind.Number && value.TryGetInt64(out var tokens))
+            {
+                limit = limit is { } other ? Math.Min(other, tokens) : tokens;
+            }
+        }
+
+        return limit;
+    }
 }

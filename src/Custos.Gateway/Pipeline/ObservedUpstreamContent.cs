@@ -59,8 +59,9 @@ internal sealed class ObservedUpstreamContent(HttpContent inner, UpstreamCall ca
             }
             catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
             {
-                // The forwarder's activity timeout, or the client gone: Classify tells which by the client.
-                call.UpstreamStalled = true;
+                // The forwarder's activity timeout, or the client gone: told apart now, since the forwarder aborts the
+                // client's connection once the copy fails, and a look at the client after that finds it gone either way.
+                call.UpstreamStalled = !call.ClientGone;
                 throw;
             }
         }

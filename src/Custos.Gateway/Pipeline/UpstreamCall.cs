@@ -47,10 +47,16 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
     /// </summary>
     public bool UpstreamStalled { get; set; }
 
+    /// <summary>True when the client's connection has gone (read as the request goes upstream).</summary>
+    public bool ClientGone => _clientAborted.IsCancellationRequested;
+
+    private CancellationToken _clientAborted;
+
     public override async ValueTask TransformRequestAsync(HttpContext httpContext, HttpRequestMessage proxyRequest, string destinationPrefix,
         CancellationToken cancellationToken)
     {
         await base.TransformRequestAsync(httpContext, proxyRequest, destinationPrefix, cancellationToken);
+        _clientAborted = httpContext.RequestAborted;
         proxyRequest.RequestUri = upstreamUri;
         var headers = proxyRequest.Headers;
         // The provider's host, from its URI: the client's Host names the gateway, and HttpClient would send it upstream
@@ -348,7 +354,7 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
             return (Reasons.UpstreamStreamFailed, Outcome.Interrupted); // the provider said it failed, whatever came after
         }
 
-        if (UpstreamStalled && !clientAborted)
+        if (UpstreamStalled)
         {
             return (Reasons.UpstreamTimeout, Outcome.Interrupted); // its answer stopped mid-body for longer than the timeout
         }

@@ -41,6 +41,23 @@ public sealed class DemoUpstreamTests
     }
 
     [Fact]
+    public async Task CompleteChat_WithMaxOutputTokens_StopsThereAsAProviderDoes()
+    {
+        // A provider stops at max_tokens (finish_reason length): the demo wrote its whole reply and reported more output
+        // than the request allowed, which the gateway now sets aside as impossible usage.
+        await using var upstream = await DemoUpstream.StartAsync();
+        var client = OpenAiChat(upstream, "gpt-4o-mini");
+
+        ChatCompletion completion = await client.CompleteChatAsync([new UserChatMessage("Hello there, demo!")], new ChatCompletionOptions { MaxOutputTokenCount = 5 });
+
+        var text = Assert.Single(completion.Content).Text;
+        Assert.Equal(ChatFinishReason.Length, completion.FinishReason);
+        Assert.InRange(completion.Usage.OutputTokenCount, 1, 5);
+        Assert.Equal(TokenCounter.Count(text), completion.Usage.OutputTokenCount);
+        Assert.StartsWith(text, DemoPrefix, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task CompleteChatStreaming_OpenAiSdk_StreamsSameTextAndUsageAsNonStreaming()
     {
         await using var upstream = await DemoUpstream.StartAsync();
