@@ -526,5 +526,5 @@ public static class AdmissionEvaluator
     }
 
     /// <summary>A cost in whole <see cref="CostUnit"/>s, rounded up, at most <see cref="MaxCharge"/>.</summary>
-    private static long CostUnits(decimal cost) => cost >= MaxCharge / CostUnit ? MaxCharge : (long)Math.Ceiling(cost * CostUnit);
+    internal static long CostUnits(decimal cost) => cost >= MaxCharge / CostUnit ? MaxCharge : (long)Math.Ceiling(cost * CostUnit);
 }

@@ -100,9 +100,7 @@ public static class CounterSeeds
 
                     if (need.Limit == CountedLimit.Budget)
                     {
-                        need.Used = Saturating.Add(need.Used, total.Spend <= 0 ? 0
-                            : total.Spend >= AdmissionEvaluator.MaxCharge / AdmissionEvaluator.CostUnit ? AdmissionEvaluator.MaxCharge
-                            : (long)Math.Ceiling(total.Spend * AdmissionEvaluator.CostUnit));
+                        need.Used = Saturating.Add(need.Used, total.Spend <= 0 ? 0 : AdmissionEvaluator.CostUnits(total.Spend));
                     }
                     else if (total.Decision == "allow")
                     {

@@ -473,13 +473,10 @@ internal static partial class AdminApi
             var admin = Admin(context);
             var current = gateway.Policy.Current;
             var document = current.Document;
-            var engaged = document.Tenants.Where(t => t.Suspended == true && AdminAccess.InScope(admin, t.Id, null))
-                .Select(t => ("tenant", t.Id, (Func<PolicyDocument, bool>)(d => d.Tenants.Any(x => x.Id == t.Id && x.Suspended == true))))
-                .Concat(document.Services.Where(s => s.Suspended == true && AdminAccess.InScope(admin, s.Tenant, s.Id))
-                    .Select(s => ("service", s.Id, (Func<PolicyDocument, bool>)(d => d.Services.Any(x => x.Id == s.Id && x.Suspended == true)))))
-                .Concat(document.Consumers.Where(c => c.Suspended == true).Select(c => (c, Locate(document, "consumer", c.Id)))
-                    .Where(x => AdminAccess.InScope(admin, x.Item2.Tenant, x.Item2.Service))
-                    .Select(x => ("consumer", x.c.Id, (Func<PolicyDocument, bool>)(d => d.Consumers.Any(c => c.Id == x.c.Id && c.Suspended == true)))))
+            var engaged = document.Tenants.Where(t => t.Suspended == true && AdminAccess.InScope(admin, t.Id, null)).Select(t => (Scope: "tenant", t.Id))
+                .Concat(document.Services.Where(s => s.Suspended == true && AdminAccess.InScope(admin, s.Tenant, s.Id)).Select(s => (Scope: "service", s.Id)))
+                .Concat(document.Consumers.Where(c => c.Suspended == true).Select(c => (Scope: "consumer", c.Id))
+                    .Where(c => Locate(document, "consumer", c.Id) is var (tenant, service) && AdminAccess.InScope(admin, tenant, service)))
                 .ToArray();
             if (engaged.Length == 0)
             {
@@ -498,13 +495,13 @@ internal static partial class AdminApi
             return Json(engaged.Select(k =>
             {
                 var since = inForce;
-                while (since > 0 && k.Item3(history[since - 1].Document))
+                while (since > 0 && IsSwitchedOff(history[since - 1].Document, k.Scope, k.Id))
                 {
                     since--;
                 }
 
                 var version = views(history[since]);
-                return new KillSwitchView(k.Item1, k.Item2, version.CreatedAt, version.Version, version.Author, version.Reason);
+                return new KillSwitchView(k.Scope, k.Id, version.CreatedAt, version.Version, version.Author, version.Reason);
             }).ToArray());
         }).WithSummary("Kill switches engaged now, in scope: since when, by whom, why, and the policy version that engaged each.").Produces<KillSwitchView[]>();
 
@@ -526,12 +523,7 @@ internal static partial class AdminApi
                     "service" => doc with { Services = [.. doc.Services.Select(s => s.Id == body.Id ? s with { Suspended = flag } : s)] },
                     _ => doc with { Consumers = [.. doc.Consumers.Select(c => c.Id == body.Id ? c with { Suspended = flag } : c)] },
                 };
-                var was = body.Scope switch
-                {
-                    "tenant" => doc.Tenants.First(t => t.Id == body.Id).Suspended,
-                    "service" => doc.Services.First(s => s.Id == body.Id).Suspended,
-                    _ => doc.Consumers.First(c => c.Id == body.Id).Suspended,
-                } == true;
+                var was = IsSwitchedOff(doc, body.Scope, body.Id);
                 if (was == body.Engaged)
                 {
                     // Nothing would change: no version, no "engaged -> engaged" entry, no owner told of a change that is none.
@@ -1121,6 +1113,14 @@ internal static partial class AdminApi
             return asked.SetEquals(entitlement.Models.Select(m => m.Name));
         }
     }
+
+    /// <summary>Whether the kill switch of <paramref name="scope"/> (tenant, service or consumer) <paramref name="id"/> is engaged in <paramref name="document"/>.</summary>
+    private static bool IsSwitchedOff(PolicyDocument document, string scope, string id) => scope switch
+    {
+        "tenant" => document.Tenants.Any(t => t.Id == id && t.Suspended == true),
+        "service" => document.Services.Any(s => s.Id == id && s.Suspended == true),
+        _ => document.Consumers.Any(c => c.Id == id && c.Suspended == true),
+    };
 
     /// <summary>Applies a change as a new policy version, records it in the ledger, notifies owners; answers the <see cref="ChangeResult"/>.</summary>
     private static async Task<IResult> ChangeAsync(HttpContext context, CustosGateway gateway, string reason, string action, string target,
