@@ -828,10 +828,10 @@ cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/nul
     echo "| p99 under load, $label: at most 2 × nginx's | $r × | $(verdict_ratio "${p99[custos-$kind]}" "${p99[nginx-$kind]}" le 2) |"
   done
   echo "| peak RSS under load: under 150 MB | ${rss[custos]} MB | $(verdict "${rss[custos]}" le 149.99) |"
-  d=$(delta "${ttfb[custos]}" "${ttfb[direct]}" "%.3f")
-  echo "| streaming time to first byte: within 0.5 ms of direct, each request on a new connection | +$d ms | $(verdict "$d" le 0.5) |"
-  d=$(delta "${ttfb_kept[custos]}" "${ttfb_kept[direct]}" "%.3f")
-  echo "| streaming time to first byte: within 0.5 ms of direct, on a kept-alive connection (as the SDKs call) | +$d ms | $(verdict "$d" le 0.5) |"
+  d=$(delta "${ttfb[custos]}" "${ttfb[direct]}" "%+.3f")
+  echo "| streaming time to first byte: within 0.5 ms of direct, each request on a new connection | $d ms | $(verdict "$d" le 0.5) |"
+  d=$(delta "${ttfb_kept[custos]}" "${ttfb_kept[direct]}" "%+.3f")
+  echo "| streaming time to first byte: within 0.5 ms of direct, on a kept-alive connection (as the SDKs call) | $d ms | $(verdict "$d" le 0.5) |"
   echo
   if [[ $shared == 1 ]]; then
     echo "Custos on the multi-node engines (Redis counters and change feed, PostgreSQL store with durable commits, both on"
