@@ -734,7 +734,13 @@ internal sealed partial class DataPlane(
     private static bool IsClientGone(BadHttpRequestException ex)
         => ex.Message.Contains("Unexpected end of request content", StringComparison.Ordinal) || ex.InnerException is IOException;
 
-    private static bool IsAnthropic(RequestRecord record) => record.Endpoint == "/v1/messages";
+    /// <summary>
+    /// Whether a refusal is written in Anthropic's error shape: on <c>/v1/messages</c> and every path under it
+    /// (<c>/v1/messages/count_tokens</c>, <c>/v1/messages/batches</c>), which only Anthropic's SDKs call.
+    /// </summary>
+    private static bool IsAnthropic(RequestRecord record) =>
+        record.Endpoint.StartsWith("/v1/messages", StringComparison.Ordinal)
+        && (record.Endpoint.Length == "/v1/messages".Length || record.Endpoint["/v1/messages".Length] == '/');
 
     /// <summary>
     /// The value of a header that names who or what a call is for (<c>X-Custos-Agent-Run</c>, <c>X-On-Behalf-Of</c>), as

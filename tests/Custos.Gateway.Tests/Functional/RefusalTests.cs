@@ -441,4 +441,18 @@ public sealed class RefusalTests(GatewayFixture fixture) : IClassFixture<Gateway
         Assert.Equal("error", json.RootElement.GetProperty("type").GetString());
         Assert.Equal("deny.credential_missing", json.RootElement.GetProperty("error").GetProperty("code").GetString());
     }
+
+    [Theory]
+    [InlineData("/v1/messages/count_tokens", "error")]
+    [InlineData("/v1/messages/batches", "error")]
+    [InlineData("/v1/messagesx", null)]
+    public async Task PathsUnderMessages_AreRefusedInAnthropicShape(string path, string? type)
+    {
+        using var response = await G.Client.SendAsync(G.Post(path, """{"model":"claude-sonnet","messages":[]}"""));
+
+        Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
+        using var json = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+        Assert.Equal(type, json.RootElement.TryGetProperty("type", out var t) ? t.GetString() : null);
+        Assert.Equal("invalid.endpoint", json.RootElement.GetProperty("error").GetProperty("code").GetString());
+    }
 }
