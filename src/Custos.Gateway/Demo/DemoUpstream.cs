@@ -20,7 +20,7 @@ namespace Custos.Gateway.Demo;
 /// </summary>
 /// <remarks>
 /// Test behaviours are chosen by the requested model name: <c>mock-error-500</c>, <c>mock-error-401</c>,
-/// <c>mock-error-400</c>, <c>mock-error-429</c>, <c>mock-slow</c> (10 s), <c>mock-cut-stream</c>,
+/// <c>mock-error-400</c>, <c>mock-error-429</c>, <c>mock-overloaded</c>, <c>mock-slow</c> (10 s), <c>mock-cut-stream</c>,
 /// <c>mock-no-usage</c>, <c>mock-reset</c> and the others of <see cref="MockMode"/>. Every other model answers normally.
 /// </remarks>
 public sealed class DemoUpstream : IAsyncDisposable

@@ -23,6 +23,12 @@ internal enum MockMode
     /// <summary><c>mock-error-429</c>: rate limited, with <c>retry-after: 1</c>.</summary>
     Error429,
 
+    /// <summary>
+    /// <c>mock-overloaded</c>: the provider is overloaded, with <c>retry-after: 2</c>: Anthropic's 529
+    /// <c>overloaded_error</c>, OpenAI's 503 <c>server_error</c>.
+    /// </summary>
+    Overloaded,
+
     /// <summary><c>mock-slow</c>: waits <see cref="MockModes.SlowDelay"/> before answering.</summary>
     Slow,
 
@@ -87,6 +93,7 @@ internal static class MockModes
             : Is(model, "mock-error-401") ? MockMode.Error401
             : Is(model, "mock-error-400") ? MockMode.Error400
             : Is(model, "mock-error-429") ? MockMode.Error429
+            : Is(model, "mock-overloaded") ? MockMode.Overloaded
             : Is(model, "mock-slow") ? MockMode.Slow
             : Is(model, "mock-cut-stream") ? MockMode.CutStream
             : Is(model, "mock-no-usage") ? MockMode.NoUsage
@@ -118,5 +125,5 @@ internal static class MockModes
 
     /// <summary>Whether the mode answers with an error status.</summary>
     public static bool IsError(MockMode mode) =>
-        mode is MockMode.Error500 or MockMode.Error401 or MockMode.Error400 or MockMode.Error429 or MockMode.Redirect or MockMode.NoContent;
+        mode is MockMode.Error500 or MockMode.Error401 or MockMode.Error400 or MockMode.Error429 or MockMode.Overloaded or MockMode.Redirect or MockMode.NoContent;
 }

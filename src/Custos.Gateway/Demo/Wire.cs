@@ -131,6 +131,16 @@ internal static class Wire
                     "Rate limit reached for requests per min (RPM): Limit 1, Used 1, Requested 1. Please try again in 1s.",
                     param: null,
                     code: "rate_limit_exceeded");
+            case MockMode.Overloaded:
+                context.Response.Headers.RetryAfter = "2";
+                return ErrorAsync(
+                    context,
+                    flavor,
+                    anthropic ? 529 : StatusCodes.Status503ServiceUnavailable,
+                    anthropic ? "overloaded_error" : "server_error",
+                    anthropic ? "Overloaded" : "The server is overloaded or not ready yet.",
+                    param: null,
+                    code: null);
             case MockMode.Redirect:
                 context.Response.StatusCode = StatusCodes.Status307TemporaryRedirect;
                 context.Response.Headers.Location = MockModes.RedirectTarget;

@@ -269,8 +269,9 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
             param = field is null ? null : Redact(field, route.Provider.ApiKey);
             clientStatus = status is 400 or 404 or 413 or 422 ? status : 400;
         }
-        else if (reason == Reasons.UpstreamRateLimited && response.Headers.RetryAfter is { } retryAfter)
+        else if (status is 429 or >= 500 && response.Headers.RetryAfter is { } retryAfter)
         {
+            // Rate limited or overloaded (Anthropic's 529, a 503): the provider's delay is what the SDKs' retries wait for.
             context.Response.Headers.RetryAfter = retryAfter.ToString();
         }
 

@@ -132,7 +132,7 @@ public sealed class TestGateway : IAsyncDisposable
             OutputPerMillion = 2m,
         };
 
-        string[] mocks = ["mock-error-500", "mock-error-401", "mock-error-400", "mock-error-429", "mock-slow", "mock-cut-stream", "mock-no-usage", "mock-split-emoji", "mock-sized-stream", "mock-ignores-stream", "mock-cut-first-event", "mock-redirect", "mock-no-content", "mock-reset"];
+        string[] mocks = ["mock-error-500", "mock-error-401", "mock-error-400", "mock-error-429", "mock-overloaded", "mock-slow", "mock-cut-stream", "mock-no-usage", "mock-split-emoji", "mock-sized-stream", "mock-ignores-stream", "mock-cut-first-event", "mock-redirect", "mock-no-content", "mock-reset"];
         var acme = new TenantConfig
         {
             Id = "acme",
@@ -151,6 +151,7 @@ public sealed class TestGateway : IAsyncDisposable
                 Chat("claude-sonnet", "anthropic", "claude-sonnet-4-5"),
                 Chat("claude-cut", "anthropic", "mock-cut-stream"),
                 Chat("claude-no-usage", "anthropic", "mock-no-usage"),
+                Chat("claude-overloaded", "anthropic", "mock-overloaded"),
                 Chat("offline-model", "offline"),
                 Chat("unconfigured-model", "unconfigured"),
                 .. mocks.Select(m => Chat(m, "openai")),

@@ -100,6 +100,24 @@ public sealed class UpstreamFailureTests(GatewayFixture fixture) : IClassFixture
     }
 
     [Theory]
+    [InlineData("/v1/chat/completions", "mock-overloaded", 503)]
+    [InlineData("/v1/messages", "claude-overloaded", 529)]
+    public async Task UpstreamOverloaded_Is502_WithTheProvidersRetryAfter(string path, string model, int upstreamStatus)
+    {
+        // The SDKs retry a 502 and wait as Retry-After says: the provider's delay reaches them, its body does not.
+        var body = path == "/v1/messages"
+            ? $$"""{"model":"{{model}}","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}"""
+            : ChatBody(model);
+        var (response, text, entry) = await SendAsync(G.Post(path, body, anthropicHeader: path == "/v1/messages"));
+
+        Assert.Equal(HttpStatusCode.BadGateway, response.StatusCode);
+        AssertError(text, "upstream.error");
+        Assert.DoesNotContain("overloaded", text, StringComparison.OrdinalIgnoreCase);
+        Assert.Equal(TimeSpan.FromSeconds(2), response.Headers.RetryAfter?.Delta);
+        Assert.Equal(upstreamStatus, entry.GetProperty("upstream_status").GetInt32());
+    }
+
+    [Theory]
     [InlineData("mock-redirect", 307)]
     [InlineData("mock-no-content", 204)]
     public async Task UpstreamRedirectOrNoContent_Is502_AndTheRedirectIsNotPassedOn(string model, int upstreamStatus)
