@@ -779,9 +779,14 @@ internal sealed partial class DataPlane(
         return ErrorResponses.WriteAsync(context, reason, record.RequestId, IsAnthropic(record), message, param);
     }
 
-    /// <summary>The models <paramref name="consumer"/> may use at <paramref name="now"/> (<c>GET /v1/models</c>), or just <paramref name="one"/>.</summary>
+    /// <summary>
+    /// The models <paramref name="consumer"/> may use at <paramref name="now"/> (<c>GET /v1/models</c>), or just
+    /// <paramref name="one"/>: in Anthropic's shape when the request carries <c>anthropic-version</c>, as Anthropic's SDKs'
+    /// <c>models.list()</c> and <c>models.retrieve()</c> send it, in OpenAI's otherwise.
+    /// </summary>
     private static void WriteModels(HttpContext context, ConsumerEntry consumer, DateTimeOffset now, ModelRoute? one = null)
     {
+        var anthropic = context.Request.Headers.ContainsKey("anthropic-version");
         var response = context.Response;
         response.StatusCode = StatusCodes.Status200OK;
         response.ContentType = "application/json";
@@ -790,19 +795,34 @@ internal sealed partial class DataPlane(
         {
             if (one is not null)
             {
-                WriteModelObject(writer, consumer, one);
+                WriteModelObject(writer, consumer, one, anthropic);
             }
             else
             {
                 writer.WriteStartObject();
-                writer.WriteString("object", "list");
+                if (!anthropic)
+                {
+                    writer.WriteString("object", "list");
+                }
+
                 writer.WriteStartArray("data");
+                string? first = null, last = null;
                 foreach (var model in consumer.ModelsAt(now))
                 {
-                    WriteModelObject(writer, consumer, model);
+                    WriteModelObject(writer, consumer, model, anthropic);
+                    first ??= model.Name;
+                    last = model.Name;
                 }
 
                 writer.WriteEndArray();
+                if (anthropic)
+                {
+                    // One page holds them all.
+                    writer.WriteBoolean("has_more", false);
+                    writer.WriteString("first_id", first);
+                    writer.WriteString("last_id", last);
+                }
+
                 writer.WriteEndObject();
             }
         }
@@ -810,14 +830,28 @@ internal sealed partial class DataPlane(
         HeldBody.Hold(context, buffer.WrittenSpan);
     }
 
-    /// <summary>A model as OpenAI's model object: its name, and who serves it (tenant/provider).</summary>
-    private static void WriteModelObject(Utf8JsonWriter writer, ConsumerEntry consumer, ModelRoute model)
+    /// <summary>
+    /// A model as OpenAI's model object (its name, and who serves it: tenant/provider), or as Anthropic's (its name as
+    /// its id and display name).
+    /// </summary>
+    private static void WriteModelObject(Utf8JsonWriter writer, ConsumerEntry consumer, ModelRoute model, bool anthropic)
     {
         writer.WriteStartObject();
-        writer.WriteString("id", model.Name);
-        writer.WriteString("object", "model");
-        writer.WriteNumber("created", 0);
-        writer.WriteString("owned_by", consumer.Service.Tenant.Id + "/" + model.Provider.Id);
+        if (anthropic)
+        {
+            writer.WriteString("type", "model");
+            writer.WriteString("id", model.Name);
+            writer.WriteString("display_name", model.Name);
+            writer.WriteString("created_at", DateTimeOffset.UnixEpoch);
+        }
+        else
+        {
+            writer.WriteString("id", model.Name);
+            writer.WriteString("object", "model");
+            writer.WriteNumber("created", 0);
+            writer.WriteString("owned_by", consumer.Service.Tenant.Id + "/" + model.Provider.Id);
+        }
+
         writer.WriteEndObject();
     }
 

@@ -153,6 +153,22 @@ public sealed class ClientSdkTests(GatewayFixture fixture) : IClassFixture<Gatew
     }
 
     [Fact]
+    public async Task ModelsListAndRetrieve_AnthropicSdk_ReadTheEntitledModelsInAnthropicsShape()
+    {
+        // Anthropic's SDK sends anthropic-version on every call; OpenAI's list shape (object, created, owned_by) has
+        // none of the fields it reads.
+        var page = await Anthropic("agent").Models.List();
+
+        Assert.Equal(["claude-sonnet", "gpt-4o"], page.Items.Select(m => m.ID).Order());
+        Assert.All(page.Items, m => Assert.Equal(m.ID, m.DisplayName));
+        Assert.False(page.HasNext());
+
+        var model = await Anthropic("agent").Models.Retrieve("claude-sonnet");
+        Assert.Equal("claude-sonnet", model.ID);
+        Assert.Equal(DateTimeOffset.UnixEpoch, model.CreatedAt);
+    }
+
+    [Fact]
     public async Task MessagesCreate_AnthropicSdk_AnswersAndLedgerHasProviderUsage()
     {
         Message message = null!;
