@@ -117,6 +117,13 @@ internal sealed partial class DataPlane(
                 record.Status = context.Response.StatusCode;
             }
 
+            if (record.ResponseBytes == 0)
+            {
+                // A body the gateway wrote itself (a refusal, an error in place of the provider's, the model list) is
+                // what the client was sent; it was recorded as 0 bytes.
+                record.ResponseBytes = HeldBody.LengthOf(context);
+            }
+
             // No response without its evidence: the bytes held back (the end of a body, of a stream's final event) are
             // written only once the record is durable, stored or spooled, and a chunked response ends only after this
             // block. Should the record not become durable, the connection is aborted: the client never holds a complete

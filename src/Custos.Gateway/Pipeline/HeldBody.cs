@@ -16,6 +16,9 @@ internal static class HeldBody
         context.Features.Set(new Body(body.ToArray()));
     }
 
+    /// <summary>The length of the body <see cref="Hold"/> kept, 0 when none is kept.</summary>
+    public static long LengthOf(HttpContext context) => context.Features.Get<Body>()?.Bytes.Length ?? 0;
+
     /// <summary>Writes the body <see cref="Hold"/> kept, if any.</summary>
     public static ValueTask ReleaseAsync(HttpContext context)
     {

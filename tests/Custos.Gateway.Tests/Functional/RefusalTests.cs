@@ -442,6 +442,17 @@ public sealed class RefusalTests(GatewayFixture fixture) : IClassFixture<Gateway
         Assert.Equal("deny.credential_missing", json.RootElement.GetProperty("error").GetProperty("code").GetString());
     }
 
+    [Fact]
+    public async Task ARefusalsEntry_RecordsTheBytesOfTheErrorItWrote()
+    {
+        using var response = await G.Client.SendAsync(G.Post("/v1/images/generations", Chat));
+        var body = await response.Content.ReadAsByteArrayAsync();
+        var entry = await G.EntryAsync(TestGateway.RequestIdOf(response));
+
+        Assert.True(body.Length > 100);
+        Assert.Equal(body.Length, entry.GetProperty("response_bytes").GetInt64());
+    }
+
     [Theory]
     [InlineData("/v1/messages/count_tokens", "error")]
     [InlineData("/v1/messages/batches", "error")]
