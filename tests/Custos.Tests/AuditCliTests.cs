@@ -9,6 +9,86 @@ namespace Custos.Tests;
 public sealed class AuditCliTests
 {
     [Fact]
+    public async Task ALostCheckpointKey_StopsTheGateway_UntilItIsRotated_ThenTheRotationIsOnRecord_AndVerifyReadsBothKeys()
+    {
+        // A key made afresh because the file was gone signed the chain's next checkpoints with nothing said, and the
+        // folder's audit verify then failed on all history before them.
+        var gateway = await DemoGateway.StartAsync("rotate");
+        var data = gateway.Directory;
+        try
+        {
+            await SendAsync(gateway, 3);
+            await StopAsync(gateway); // drained and sealed
+            var privatePath = Custos.Ledger.CheckpointKey.PrivatePath(data);
+            string old;
+            using (var key = Custos.Ledger.CheckpointKey.LoadPublic(Custos.Ledger.CheckpointKey.PublicPath(data)))
+            {
+                old = Custos.Ledger.CheckpointKey.IdOf(key);
+            }
+
+            File.Delete(privatePath);
+
+            var refused = await Assert.ThrowsAsync<InvalidDataException>(() => DemoGateway.StartAsync("rotate", directory: data));
+            Assert.Contains($"signed by key {old}", refused.Message, StringComparison.Ordinal);
+            Assert.Contains("--rotate-checkpoint-key", refused.Message, StringComparison.Ordinal);
+            Assert.False(File.Exists(privatePath)); // no key made on the way
+            SqliteConnection.ClearAllPools();
+
+            var (exit, output, _) = await Cli.RunAsync("init", "--data", data, "--rotate-checkpoint-key");
+            Assert.Equal(0, exit);
+            Assert.Contains($"Retired checkpoint key {old}", output, StringComparison.Ordinal);
+            Assert.True(File.Exists(Path.Combine(Custos.Ledger.CheckpointKey.RetiredDirectory(data), old + ".pub.pem")));
+
+            gateway = await DemoGateway.StartAsync("rotate", directory: data);
+            string current;
+            using (var key = Custos.Ledger.CheckpointKey.LoadPublic(Custos.Ledger.CheckpointKey.PublicPath(data)))
+            {
+                current = Custos.Ledger.CheckpointKey.IdOf(key);
+            }
+
+            var rotated = Assert.Single(await gateway.AdminEntriesAsync("checkpoint.key_rotated"));
+            Assert.Equal("system:init", rotated.GetProperty("actor").GetString());
+            Assert.Equal(old, rotated.GetProperty("before").GetString());
+            Assert.Equal(current, rotated.GetProperty("after").GetString());
+            Assert.NotEqual(old, current);
+            await SendAsync(gateway, 2);
+            await StopAsync(gateway);
+
+            // The folder's verify trusts its retired keys too: history signed by the old key and by the new.
+            (exit, output, _) = await Cli.RunAsync("audit", "verify", "--data", data);
+            Assert.Equal(0, exit);
+            Assert.StartsWith("OK: ", output, StringComparison.Ordinal);
+        }
+        finally
+        {
+            SqliteConnection.ClearAllPools();
+            Directory.Delete(data, recursive: true);
+        }
+
+        static async Task StopAsync(DemoGateway gateway)
+        {
+            await gateway.Gateway.DisposeAsync();
+            await gateway.Upstream.DisposeAsync();
+            SqliteConnection.ClearAllPools();
+        }
+
+        static async Task SendAsync(DemoGateway gateway, int count)
+        {
+            using var http = new HttpClient { BaseAddress = gateway.Gateway.DataPlaneUri };
+            for (var i = 0; i < count; i++)
+            {
+                using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions")
+                {
+                    Content = new StringContent("""{"model":"gpt-4o-mini","messages":[{"role":"user","content":"seal me"}]}""", Encoding.UTF8, "application/json"),
+                };
+                request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", gateway.ConsumerKey("support-web"));
+                using var response = await http.SendAsync(request);
+                Assert.Equal(System.Net.HttpStatusCode.OK, response.StatusCode);
+            }
+        }
+    }
+
+    [Fact]
     public async Task VerifyProveAndVerifyBundle_OnARealLedger_AndTheyFailWhenItIsTampered()
     {
         var gateway = await DemoGateway.StartAsync("audit");

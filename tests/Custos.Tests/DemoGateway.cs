@@ -29,23 +29,37 @@ internal sealed class DemoGateway : IAsyncDisposable
 
     public CustosGateway Gateway { get; }
 
-    /// <summary>Starts one; <paramref name="time"/> is the gateway's clock (default the system's).</summary>
-    public static async Task<DemoGateway> StartAsync(string name, Func<PolicyDocument, PolicyDocument>? change = null, TimeProvider? time = null)
+    /// <summary>
+    /// Starts one; <paramref name="time"/> is the gateway's clock (default the system's); <paramref name="directory"/> a
+    /// data folder to start on again (default a new one).
+    /// </summary>
+    public static async Task<DemoGateway> StartAsync(string name, Func<PolicyDocument, PolicyDocument>? change = null, TimeProvider? time = null,
+        string? directory = null)
     {
-        var directory = Path.Combine(Path.GetTempPath(), $"custos-{name}-{Guid.NewGuid():N}");
+        directory ??= Path.Combine(Path.GetTempPath(), $"custos-{name}-{Guid.NewGuid():N}");
         var upstream = await DemoUpstream.StartAsync();
         var keys = DemoPolicy.CreateKeys(new Uri("http://127.0.0.1:1"), new Uri("http://127.0.0.1:2"), null);
         var policy = DemoPolicy.Create(upstream.BaseUri, keys);
-        var gateway = await CustosGateway.StartAsync(new CustosGatewayOptions
+        CustosGateway gateway;
+        try
         {
-            Policy = change is null ? policy : change(policy),
-            PolicyAuthor = "system:demo",
-            DataDirectory = directory,
-            DataPlaneUrl = "http://127.0.0.1:0",
-            AdminUrl = "http://127.0.0.1:0",
-            ConfigureLogging = _ => { },
-            TimeProvider = time ?? TimeProvider.System,
-        });
+            gateway = await CustosGateway.StartAsync(new CustosGatewayOptions
+            {
+                Policy = change is null ? policy : change(policy),
+                PolicyAuthor = "system:demo",
+                DataDirectory = directory,
+                DataPlaneUrl = "http://127.0.0.1:0",
+                AdminUrl = "http://127.0.0.1:0",
+                ConfigureLogging = _ => { },
+                TimeProvider = time ?? TimeProvider.System,
+            });
+        }
+        catch
+        {
+            await upstream.DisposeAsync();
+            throw;
+        }
+
         return new DemoGateway(directory, upstream, keys, gateway);
     }
 

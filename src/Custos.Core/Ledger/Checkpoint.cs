@@ -149,6 +149,117 @@ public sealed class CheckpointKey : IDisposable
     /// <summary>The public key file in <paramref name="dataDirectory"/>.</summary>
     public static string PublicPath(string dataDirectory) => Path.Combine(dataDirectory, "keys", "checkpoint.pub.pem");
 
+    /// <summary>
+    /// The folder of the public halves of keys the data folder signed with before a rotation
+    /// (<c>keys/retired/KEYID.pub.pem</c>), which <c>custos audit verify --data</c> trusts beside the current one.
+    /// </summary>
+    public static string RetiredDirectory(string dataDirectory) => Path.Combine(dataDirectory, "keys", "retired");
+
+    /// <summary>
+    /// The note <c>custos init --rotate-checkpoint-key</c> leaves for the gateway's next start: which key it made, by whom
+    /// and when (<see cref="Rotation"/>).
+    /// </summary>
+    public static string RotationPath(string dataDirectory) => Path.Combine(dataDirectory, "keys", "checkpoint-rotation.json");
+
+    /// <summary>
+    /// Retires the folder's key (its public half kept in <see cref="RetiredDirectory"/>, its private half deleted) and
+    /// makes a new one, noting the rotation for the gateway's next start, which records it in the ledger. Used when the key
+    /// was lost (a checkpoint chain the folder's key did not sign stops the gateway) or may have been exposed.
+    /// </summary>
+    /// <returns>The retired key's id (null when there was none) and the new key.</returns>
+    public static (string? Retired, CheckpointKey Key) Rotate(string dataDirectory, string by, DateTimeOffset now)
+    {
+        string? retired = null;
+        var privatePath = PrivatePath(dataDirectory);
+        var publicPath = PublicPath(dataDirectory);
+        string? publicPem = null;
+        if (File.Exists(privatePath))
+        {
+            using var old = ECDsa.Create();
+            old.ImportFromPem(File.ReadAllText(privatePath));
+            publicPem = old.ExportSubjectPublicKeyInfoPem();
+            retired = IdOf(old);
+        }
+        else if (File.Exists(publicPath))
+        {
+            publicPem = File.ReadAllText(publicPath);
+            using var old = LoadPublic(publicPath);
+            retired = IdOf(old);
+        }
+
+        if (retired is not null)
+        {
+            Directory.CreateDirectory(RetiredDirectory(dataDirectory));
+            File.WriteAllText(Path.Combine(RetiredDirectory(dataDirectory), retired + ".pub.pem"), publicPem);
+            File.Delete(privatePath);
+            File.Delete(publicPath);
+        }
+
+        var key = LoadOrCreate(dataDirectory, out _);
+        var note = new Rotation(key.KeyId, retired, by, now);
+        File.WriteAllText(RotationPath(dataDirectory), JsonSerializer.Serialize(note, RotationJson));
+        return (retired, key);
+    }
+
+    /// <summary>
+    /// Checks, before the gateway starts, that the folder's key is the one that signed the chain's last checkpoint
+    /// (<paramref name="lastSealed"/>; null when nothing was sealed yet). A key made afresh because the file was missing,
+    /// or another key put in its place, would sign checkpoints no one could check against the ones before: so the gateway
+    /// does not start on it, unless <c>custos init --rotate-checkpoint-key</c> made it.
+    /// </summary>
+    /// <returns>The rotation that made the folder's key, for the ledger to record; null when the key signed the last checkpoint.</returns>
+    /// <exception cref="InvalidDataException">The key is missing or another one, and no rotation made it.</exception>
+    public static Rotation? CheckSigned(string dataDirectory, Checkpoint? lastSealed, string chainId)
+    {
+        if (lastSealed is null)
+        {
+            return null;
+        }
+
+        var privatePath = PrivatePath(dataDirectory);
+        string? current = null;
+        if (File.Exists(privatePath))
+        {
+            using var key = ECDsa.Create();
+            key.ImportFromPem(File.ReadAllText(privatePath));
+            current = IdOf(key);
+        }
+
+        if (current == lastSealed.KeyId)
+        {
+            return null;
+        }
+
+        if (current is not null && ReadRotation(dataDirectory) is { } rotation && rotation.KeyId == current)
+        {
+            return rotation;
+        }
+
+        var what = current is null ? $"{privatePath} is missing" : $"{privatePath} is key {current}";
+        throw new InvalidDataException(
+            $"The ledger's checkpoints of chain {chainId} are signed by key {lastSealed.KeyId} (up to entry {lastSealed.ToSeq}), but {what}: " +
+            $"checkpoints signed from now on could not be checked against the ones before. Restore key {lastSealed.KeyId} from a backup; " +
+            $"or, if it is lost or exposed, run custos init --data {dataDirectory} --rotate-checkpoint-key to sign with a new key from now on " +
+            "(the rotation is recorded in the ledger at the next start).");
+    }
+
+    private static Rotation? ReadRotation(string dataDirectory)
+    {
+        try
+        {
+            return JsonSerializer.Deserialize<Rotation>(File.ReadAllText(RotationPath(dataDirectory)), RotationJson);
+        }
+        catch (Exception ex) when (ex is IOException or JsonException)
+        {
+            return null;
+        }
+    }
+
+    private static readonly JsonSerializerOptions RotationJson = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, WriteIndented = true };
+
+    /// <summary>A rotation of a data folder's checkpoint key: the new key, the one it retired, by whom and when.</summary>
+    public sealed record Rotation(string KeyId, string? Retired, string By, DateTimeOffset At);
+
     /// <summary>Loads the folder's key, creating it (and its public half) when there is none.</summary>
     public static CheckpointKey LoadOrCreate(string dataDirectory, out bool created)
     {

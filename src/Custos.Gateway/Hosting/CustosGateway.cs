@@ -364,6 +364,7 @@ public sealed partial class CustosGateway : IAsyncDisposable
         try
         {
             var lastSealed = await Checkpointer.LastSealedAsync(store, options.NodeId, cancellationToken); // before anything is written
+            var rotation = CheckpointKey.CheckSigned(options.DataDirectory, lastSealed, options.NodeId); // before a key is made
             var now = options.TimeProvider.GetUtcNow();
             IReadOnlyList<PolicyVersion> history;
             try
@@ -432,6 +433,23 @@ public sealed partial class CustosGateway : IAsyncDisposable
                     Before = previous?.Sha256,
                     After = version.Sha256,
                     Reason = options.PolicyReason,
+                    PolicyVersion = version.Number,
+                });
+            }
+
+            if (rotation is not null)
+            {
+                // The chain's checkpoints change keys here: on record, with who rotated it, before the new key signs any.
+                await ledger.EnqueueAsync(new AdminRecord
+                {
+                    Timestamp = now,
+                    Actor = "system:init",
+                    Action = "checkpoint.key_rotated",
+                    Target = "chain:" + options.NodeId,
+                    Before = lastSealed!.KeyId,
+                    After = rotation.KeyId,
+                    Reason = $"custos init --rotate-checkpoint-key (by {rotation.By} at {rotation.At.UtcDateTime:yyyy-MM-dd HH:mm:ss} UTC)"
+                        + (rotation.Retired is { } retired && retired != lastSealed.KeyId ? $"; it retired key {retired}" : ""),
                     PolicyVersion = version.Number,
                 });
             }

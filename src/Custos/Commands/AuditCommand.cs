@@ -203,9 +203,13 @@ internal static class AuditCommand
             return [.. paths.Select(path => LoadKey(new FileInfo(path)))];
         }
 
+        // The folder's key, and the keys it signed with before a rotation (custos init --rotate-checkpoint-key).
         var path = CheckpointKey.PublicPath(directory);
+        var retired = Directory.Exists(CheckpointKey.RetiredDirectory(directory))
+            ? Directory.GetFiles(CheckpointKey.RetiredDirectory(directory), "*.pub.pem").Order(StringComparer.Ordinal).ToArray()
+            : [];
         return File.Exists(path)
-            ? [LoadKey(new FileInfo(path))]
+            ? [LoadKey(new FileInfo(path)), .. retired.Select(file => LoadKey(new FileInfo(file)))]
             : throw new CliException($"no checkpoint public key at {path}; pass --public-key FILE");
     }
 
@@ -234,12 +238,31 @@ internal static class InitCommand
     public static Command Create(TextWriter output)
     {
         var data = new Option<string>("--data") { Description = "The folder to initialise.", DefaultValueFactory = _ => CommonOptions.DefaultDataDirectory };
-        var command = new Command("init", "Create a data folder: the embedded store and the ledger's checkpoint signing key (ECDSA P-256).") { data };
+        var rotate = new Option<bool>("--rotate-checkpoint-key")
+        {
+            Description = "Retire the folder's checkpoint signing key (its public half kept in keys/retired, its private half deleted) and make a new one, " +
+                "when the key was lost or may have been exposed. The gateway records the rotation in the ledger at its next start.",
+        };
+        var command = new Command("init", "Create a data folder: the embedded store and the ledger's checkpoint signing key (ECDSA P-256).") { data, rotate };
         command.SetAction(async (parse, cancellationToken) =>
         {
             var directory = Path.GetFullPath(parse.GetValue(data)!);
             await using (await SqliteStore.OpenAsync(directory, Console.Error.WriteLine, cancellationToken))
             {
+            }
+
+            if (parse.GetValue(rotate))
+            {
+                var (retired, rotated) = CheckpointKey.Rotate(directory, $"{Environment.UserName} on {Environment.MachineName}", DateTimeOffset.UtcNow);
+                using (rotated)
+                {
+                    output.WriteLine(retired is null
+                        ? $"{directory} had no checkpoint key; made key {rotated.KeyId}."
+                        : $"Retired checkpoint key {retired} of {directory}: its public key is {Path.Combine(CheckpointKey.RetiredDirectory(directory), retired + ".pub.pem")}, its private key deleted.");
+                    output.WriteLine($"New checkpoint key {rotated.KeyId}: {CheckpointKey.PublicPath(directory)} (give it to auditors with the retired one).");
+                    output.WriteLine("Restart the gateway on this folder: it records the rotation in the ledger (checkpoint.key_rotated) and signs with the new key from then on.");
+                    return 0;
+                }
             }
 
             using var key = CheckpointKey.LoadOrCreate(directory, out var created);
