@@ -653,6 +653,30 @@ public static class LedgerVerifier
             }
         }
 
+        // The database's checkpoints the witness lacks before its last one of their chain: a write to the witness that
+        // failed (a full disk, a mount gone) or a file removed. Those after it may be on their way.
+        var witnessed = new HashSet<(string, long)>();
+        var lastWitnessed = new Dictionary<string, long>(StringComparer.Ordinal);
+        foreach (var (_, w, c, _) in witness)
+        {
+            if (w is not null && c is not null)
+            {
+                witnessed.Add((c.ChainId, c.ToSeq));
+                lastWitnessed[c.ChainId] = Math.Max(c.ToSeq, lastWitnessed.GetValueOrDefault(c.ChainId));
+            }
+        }
+
+        foreach (var (_, checkpoint) in stored)
+        {
+            if (lastWitnessed.TryGetValue(checkpoint.ChainId, out var last) && checkpoint.ToSeq < last
+                && !witnessed.Contains((checkpoint.ChainId, checkpoint.ToSeq)))
+            {
+                problems.Add(new("witness_mismatch", checkpoint.ChainId, checkpoint.FromSeq, null,
+                    $"the witness lacks checkpoint {checkpoint.FromSeq}-{checkpoint.ToSeq}, which the database holds, though it holds the chain's "
+                    + $"checkpoint {last}: a write to the witness failed, or its file was removed"));
+            }
+        }
+
         return witness.Count;
     }
 }

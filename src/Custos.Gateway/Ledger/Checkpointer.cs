@@ -33,6 +33,9 @@ public sealed partial class Checkpointer : IAsyncDisposable
     public const int MaxPerCheckpoint = 65_536;
 
     private static readonly JsonWriterOptions WitnessJson = new() { Indented = true };
+
+    /// <summary>How many checkpoints wait, at most, for a witness directory that cannot be written.</summary>
+    private const int MaxUnwitnessed = 10_000;
     private readonly IEvidenceStore _store;
     private readonly IRegistryStore _outbox;
     private readonly LedgerWriter _ledger;
@@ -44,6 +47,7 @@ public sealed partial class Checkpointer : IAsyncDisposable
     private readonly CancellationTokenSource _stopping = new();
     private readonly SemaphoreSlim _sealLock = new(1, 1);
     private readonly Task _loop;
+    private readonly Queue<(Checkpoint Checkpoint, SignedCheckpoint Signed)> _unwitnessed = new(); // under _sealLock
     private long _lastSeq;
     private string _lastHash;
 
@@ -216,18 +220,32 @@ public sealed partial class Checkpointer : IAsyncDisposable
         var document = WitnessDocument(signed);
         if (_options.WitnessDirectory is { } directory)
         {
-            try
+            // Checkpoints whose write failed before (a full disk, a witness mount gone) go first, oldest first: a witness
+            // with a gap vouches for nothing in it, and the failure was only logged.
+            _unwitnessed.Enqueue((checkpoint, signed));
+            while (_unwitnessed.TryPeek(out var next))
             {
-                var path = WitnessPath(directory, checkpoint.ChainId, checkpoint.ToSeq);
-                Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-                var temporary = path + ".tmp";
-                await File.WriteAllTextAsync(temporary, document);
-                File.Move(temporary, path, overwrite: true);
-            }
-            catch (IOException ex)
-            {
-                // The store has the checkpoint; the witness catches up at the next one only for new ones, so say it loudly.
-                Log.WitnessFailed(_logger, checkpoint.ToSeq, directory, ex);
+                var sealedNext = next.Checkpoint;
+                try
+                {
+                    var path = WitnessPath(directory, sealedNext.ChainId, sealedNext.ToSeq);
+                    Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+                    var temporary = path + ".tmp";
+                    await File.WriteAllTextAsync(temporary, ReferenceEquals(next.Signed, signed) ? document : WitnessDocument(next.Signed));
+                    File.Move(temporary, path, overwrite: true);
+                    _unwitnessed.Dequeue();
+                }
+                catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+                {
+                    // The store has the checkpoint; the witness gets it with the next checkpoint's write. Say it loudly.
+                    Log.WitnessFailed(_logger, sealedNext.ToSeq, directory, ex);
+                    while (_unwitnessed.Count > MaxUnwitnessed)
+                    {
+                        _unwitnessed.Dequeue(); // bounded: audit verify --witness names what the witness lacks
+                    }
+
+                    break;
+                }
             }
         }
 

@@ -180,6 +180,57 @@ public sealed class EvidenceTests : IAsyncLifetime
         var empty = Assert.Single((await VerifyAsync(emptied)).Problems);
         Assert.Equal("witness_mismatch", empty.Kind);
         Assert.Contains("holds no checkpoint", empty.Detail, StringComparison.Ordinal);
+
+        // A checkpoint the witness lacks before its last one of the chain: its write failed, or its file was removed.
+        var (gap, _, _) = await TamperAsync((_, _) => Task.CompletedTask);
+        var files = Directory.EnumerateFiles(Path.Combine(gap, "witness"), "*.json", SearchOption.AllDirectories).Order(StringComparer.Ordinal).ToArray();
+        Assert.True(files.Length >= 3, $"{files.Length} witness files");
+        File.Delete(files[1]);
+        var lacking = Assert.Single((await VerifyAsync(gap)).Problems);
+        Assert.Equal("witness_mismatch", lacking.Kind);
+        Assert.Contains("the witness lacks checkpoint", lacking.Detail, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task CheckpointsTheWitnessCouldNotTake_AreWrittenWithTheNextOne()
+    {
+        // A failed write was only logged: the witness kept a gap for good.
+        var witness = Path.Combine(Path.GetTempPath(), "custos-witness-gap-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(witness);
+        var blocker = Path.Combine(witness, "test-node"); // a file where the chain's folder goes: every write fails
+        await File.WriteAllTextAsync(blocker, "not a folder");
+        await using var g = await TestGateway.StartAsync((Func<TestGateway, Custos.Policy.PolicyDocument, Custos.Policy.PolicyDocument>?)null,
+            checkpoints: new CheckpointOptions { Every = 4, WitnessDirectory = witness });
+        try
+        {
+            await SendAsync(g, 12);
+            await g.Gateway.Ledger.FlushAsync();
+            await g.Gateway.Checkpointer.SealAsync();
+            var stored = (await g.Gateway.Store.GetCheckpointsAsync("test-node")).Count;
+            Assert.True(stored >= 2, $"{stored} checkpoints");
+
+            File.Delete(blocker);
+            await SendAsync(g, 4);
+            await g.Gateway.Ledger.FlushAsync();
+            await g.Gateway.Checkpointer.SealAsync();
+
+            var all = await g.Gateway.Store.GetCheckpointsAsync("test-node");
+            Assert.All(all, c => Assert.True(File.Exists(Checkpointer.WitnessPath(witness, "test-node", c.Checkpoint.ToSeq)), $"checkpoint {c.Checkpoint.ToSeq} not witnessed"));
+        }
+        finally
+        {
+            Directory.Delete(witness, recursive: true);
+        }
+
+        static async Task SendAsync(TestGateway g, int count)
+        {
+            for (var i = 0; i < count; i++)
+            {
+                using var response = await g.Client.SendAsync(g.Post("/v1/chat/completions",
+                    """{"model":"gpt-4o-mini","messages":[{"role":"user","content":"seal me"}],"max_tokens":8}"""));
+                Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            }
+        }
     }
 
     [Fact]
