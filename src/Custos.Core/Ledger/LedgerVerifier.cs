@@ -119,20 +119,26 @@ public static class LedgerVerifier
                 var checkpoints = allCheckpoints.Where(c => c.Checkpoint.ChainId == chainId).OrderBy(c => c.Checkpoint.ToSeq).ToList();
                 VerificationProblem? problem = null;
 
-                // Checkpoints first: signed by a trusted key, and each continuing the one before.
+                // Checkpoints first: signed by a trusted key, and each continuing the one before. A key not given (another
+                // node's, on a shared store) is reported once, and the chain's entries are still checked against its
+                // checkpoints: with one node's key, every other chain went unread.
                 for (var i = 0; i < checkpoints.Count && problem is null; i++)
                 {
                     var c = checkpoints[i].Checkpoint;
                     if (!keys.TryGetValue(c.KeyId, out var key))
                     {
-                        problem = new("unknown_key", chainId, c.FromSeq, null,
-                            $"checkpoint {c.FromSeq}-{c.ToSeq} is signed by key {c.KeyId}, which is not a trusted key (re-signed?)");
+                        if (!problems.Exists(p => p.Kind == "unknown_key" && p.ChainId == chainId))
+                        {
+                            problems.Add(new("unknown_key", chainId, c.FromSeq, null,
+                                $"checkpoint {c.FromSeq}-{c.ToSeq} is signed by key {c.KeyId}, which is not a trusted key (re-signed?)"));
+                        }
                     }
                     else if (!checkpoints[i].Signed.VerifySignature(key))
                     {
                         problem = new("bad_signature", chainId, c.FromSeq, null, $"the signature of checkpoint {c.FromSeq}-{c.ToSeq} does not verify");
                     }
-                    else if (i > 0 && (c.FromSeq != checkpoints[i - 1].Checkpoint.ToSeq + 1 || c.PrevHash != checkpoints[i - 1].Checkpoint.HeadHash))
+
+                    if (problem is null && i > 0 && (c.FromSeq != checkpoints[i - 1].Checkpoint.ToSeq + 1 || c.PrevHash != checkpoints[i - 1].Checkpoint.HeadHash))
                     {
                         problem = new("checkpoint_gap", chainId, c.FromSeq, null, $"checkpoint {c.FromSeq}-{c.ToSeq} does not continue the one before it");
                     }

@@ -79,6 +79,18 @@ public sealed class EvidenceTests : IAsyncLifetime
 
         var problem = Assert.Single((await VerifyAsync(directory)).Problems);
         Assert.Equal(("modified", seq, requestId), (problem.Kind, problem.Seq, problem.RequestId));
+
+        // Without the chain's key (another node's, on a shared store), the key is named and the entries are still read:
+        // the alteration is found all the same. The chain went unread before.
+        var otherFolder = Path.Combine(Path.GetTempPath(), "custos-other-key-" + Guid.NewGuid().ToString("N"));
+        _copies.Add(otherFolder);
+        CheckpointKey.LoadOrCreate(otherFolder, out _).Dispose();
+        using var otherPublic = CheckpointKey.LoadPublic(CheckpointKey.PublicPath(otherFolder));
+        await using var store = await SqliteStore.OpenExistingAsync(directory);
+        var result = await LedgerVerifier.VerifyAsync(store, new VerificationOptions { PublicKeys = [otherPublic] });
+        Assert.Equal(["unknown_key", "modified"], result.Problems.Select(p => p.Kind));
+        Assert.Equal(seq, result.Problems[1].Seq);
+        Assert.Equal(seq - 1, result.Entries); // read up to the altered one
     }
 
     [Fact]
