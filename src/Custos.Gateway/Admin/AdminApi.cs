@@ -138,6 +138,17 @@ internal static partial class AdminApi
             {
                 return Problem(http, StatusCodes.Status409Conflict, "admin.revocation_permanent", "A revocation is permanent", ex.Message + ".");
             }
+            catch (ContainmentLiftedException ex)
+            {
+                return Problem(http, StatusCodes.Status409Conflict, "admin.containment_lifted", "The policy would lift containment", ex.Message + ".");
+            }
+            catch (PolicyConflictException ex)
+            {
+                // A whole policy edited from a version no longer in force: applying it would silently undo what was done since.
+                return Problem(http, StatusCodes.Status412PreconditionFailed, "admin.policy_changed", "The policy changed since it was read",
+                    $"The change was made to version {ex.BasedOn}, but version {ex.Latest} is in force now. Read the policy again " +
+                    "(GET /admin/v1/policy, `custos policy show`), make the change there, and apply it with that version.");
+            }
             catch (InvalidDataException ex)
             {
                 // Stored data damaged or altered behind the gateway (a search column, a compressed record): say so, not "internal error".
@@ -287,6 +298,7 @@ internal static partial class AdminApi
             var admin = Admin(context);
             var view = AdminAccess.IsGatewayWide(admin) ? PolicyVersionView.Of(current.Info)
                 : VersionViews(admin, await gateway.Store.GetHistoryAsync(context.RequestAborted))(current.Info);
+            context.Response.Headers.ETag = PolicyETag(current.Version); // for If-Match on POST /policy/versions
             return Results.Ok(new { version = view, yaml = PolicyYamlWriter.Write(AdminAccess.ScopedView(admin, current.Document)) });
         }).WithSummary("The policy in force, as YAML, with its version; an admin scoped to tenants or services sees that part of it.");
 
@@ -316,15 +328,44 @@ internal static partial class AdminApi
 
             var warnings = read.Diagnostics.Select(d => d.Format("policy")).ToArray();
             var changes = PolicyDiff.Compute(gateway.Policy.Current.Document, document).Select(c => c.ToString()).ToArray();
-            if (body.DryRun)
+            var options = new PolicyApplyOptions
             {
-                return Results.Ok(new ApplyPolicyResponse(PolicyVersionView.Of(gateway.Policy.Current.Info), false, true, changes, warnings));
-            }
-
-            var (version, created) = await gateway.ApplyPolicyAsync(document, Admin(context).Id, body.Reason, body.Yaml, context.RequestAborted);
-            return Results.Ok(new ApplyPolicyResponse(PolicyVersionView.Of(version), created, false, changes, warnings));
+                BaseVersion = BaseVersion(context, body.BaseVersion),
+                LiftContainment = body.LiftContainment,
+                DryRun = body.DryRun,
+            };
+            var applied = await gateway.ApplyPolicyAsync(document, Admin(context).Id, body.Reason, body.Yaml, options, context.RequestAborted);
+            context.Response.Headers.ETag = PolicyETag(applied.Version.Number);
+            return Results.Ok(new ApplyPolicyResponse(PolicyVersionView.Of(applied.Version), applied.Created, body.DryRun, changes, warnings,
+                [.. applied.Lifted.Select(l => l.ToString())]));
         }).WithSummary("Validate a whole policy document and put it in force as a new version (platform-admin).")
             .Accepts<ApplyPolicyRequest>("application/json").Produces<ApplyPolicyResponse>();
+    }
+
+    /// <summary>The policy version <paramref name="version"/> as an entity tag: <c>"7"</c>.</summary>
+    private static string PolicyETag(long version) => "\"" + version.ToString(CultureInfo.InvariantCulture) + "\"";
+
+    /// <summary>
+    /// The version a whole policy was edited from: <c>base_version</c>, or the <c>If-Match</c> header (<c>"7"</c>, as
+    /// <c>GET /policy</c> sends it in its ETag, or <c>7</c>); both given, they must agree.
+    /// </summary>
+    private static long? BaseVersion(HttpContext context, long? fromBody)
+    {
+        var header = context.Request.Headers.IfMatch.ToString().Trim();
+        if (header.Length == 0)
+        {
+            return fromBody;
+        }
+
+        var tag = header.StartsWith("W/", StringComparison.Ordinal) ? header[2..] : header;
+        if (!long.TryParse(tag.Trim('"'), NumberStyles.None, CultureInfo.InvariantCulture, out var version))
+        {
+            throw AdminProblemException.Invalid($"If-Match must name the policy version the change was made to, as GET /admin/v1/policy's ETag does (\"7\"), not {header}.");
+        }
+
+        return fromBody is { } body && body != version
+            ? throw AdminProblemException.Invalid($"If-Match names version {version} and base_version {body}; send one, or the same in both.")
+            : version;
     }
 
     /// <summary>
@@ -1371,7 +1412,7 @@ internal static partial class AdminApi
         }
     }
 
-    private static string? TenantOf(PolicyDocument document, string target)
+    internal static string? TenantOf(PolicyDocument document, string target)
     {
         var colon = target.IndexOf(':', StringComparison.Ordinal);
         if (colon < 0)
