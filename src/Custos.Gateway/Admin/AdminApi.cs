@@ -465,7 +465,17 @@ internal static partial class AdminApi
             (s, b) => s with { PromptRules = RequireNoNulls(b.PromptRules, "prompt_rules") }, s => string.Join(",", s.PromptRules.Select(r => r.Id)))
             .WithSummary("Replace a service's prompt restrictions (platform-admin, prompt-admin).");
         MapServiceChange<ServiceModelsBody>(api, gateway, "models", AdminPermission.ManagePrompts, "service.models_set", b => b.Reason,
-            (s, b) => s with { Models = b.Models is null ? null : RequireNoNulls(b.Models, "models") }, s => s.Models is null ? "all" : string.Join(",", s.Models))
+            (s, b) => s with
+            {
+                Models = b.Models switch
+                {
+                    null => null,
+                    // Stored, it read as "no choice": every model allowed, the opposite of what an empty list says.
+                    { Count: 0 } => throw AdminProblemException.Invalid($"service '{s.Id}' names no models, so none of its consumers could use any; " +
+                        "send \"models\": null to allow every model of its tenant, or engage the service's kill switch to stop it."),
+                    var models => RequireNoNulls(models, "models"),
+                },
+            }, s => s.Models is null ? "all" : string.Join(",", s.Models))
             .WithSummary("Set a service's model choice (platform-admin, prompt-admin).");
 
         api.MapPut("/budgets", async (HttpContext context) =>
@@ -1116,10 +1126,16 @@ internal static partial class AdminApi
         var snapshot = PolicySnapshot.Compile(version, _ => null);
         Entitlement? used = null;
         ConsumerEntry? usedBy = null;
+        IReadOnlyList<string>? serviceModels = null;
         if (consumerId is not null && snapshot.Consumers.TryGetValue(consumerId, out var consumer) && model is not null
             && consumer.Service.Tenant.Models.TryGetValue(model, out var route))
         {
             usedBy = consumer;
+            if (consumer.ExcludedByService.Contains(route))
+            {
+                serviceModels = [.. consumer.Service.Models!.Select(m => m.Name).Order(StringComparer.Ordinal)];
+            }
+
             used = consumer.Entitlements.FirstOrDefault(e => e.Models.Contains(route) && e.IsValidAt(timestamp))
                 ?? consumer.Entitlements.FirstOrDefault(e => e.Models.Contains(route));
         }
@@ -1140,6 +1156,7 @@ internal static partial class AdminApi
             used?.ValidUntil, access)
         {
             ValidAtRequest = used?.IsValidAt(timestamp),
+            ServiceModels = serviceModels,
         };
 
         // The models the request asked for (by name or alias) are the entitlement's.

@@ -239,6 +239,12 @@ public sealed record ApprovalView(string RequestId, DateTimeOffset Timestamp, st
 {
     /// <summary>Whether the entitlement was valid at the request's time (false: expired, or not valid yet); null when no entitlement covered the model.</summary>
     public bool? ValidAtRequest { get; init; }
+
+    /// <summary>
+    /// The service's models when its model choice excluded the model though an entitlement of the consumer named it (the
+    /// request was refused for that, not for want of an approval); otherwise null.
+    /// </summary>
+    public IReadOnlyList<string>? ServiceModels { get; init; }
 }
 
 /// <summary>JSON conventions of the admin API: the policy model's snake_case, with nulls written out.</summary>
