@@ -117,4 +117,33 @@ public sealed class PolicyCliTests : IAsyncLifetime
         Assert.Equal(1, exit2);
         Assert.Contains("401", error2, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public async Task Apply_DryRunOfAFileReviving_ARevokedKey_FailsAsTheApplyWould()
+    {
+        // The dry run skipped the revocation check: it printed the changes and exited 0, the apply then got a 409.
+        var admin = _keys.Admins.Single(a => a.Role == "platform-admin").Key;
+        var server = _gateway.AdminUri.ToString();
+        var stale = Path.Combine(_directory, "stale.yaml");
+        await File.WriteAllTextAsync(stale, PolicyYamlWriter.Write(_gateway.Policy.Current.Document));
+        var read = _gateway.Policy.Current.Version;
+        var revoked = _gateway.Policy.Current.Document.Credentials.First(c => c.Status == CredentialStatus.Active).Id;
+        await _gateway.ChangePolicyAsync(doc => doc with
+        {
+            Credentials = [.. doc.Credentials.Select(c => c.Id == revoked ? c with { Status = CredentialStatus.Revoked } : c)],
+        }, "test", "leaked");
+
+        var (dryExit, _, dryError) = await Cli.RunAsync("policy", "apply", "-f", stale, "--reason", "tweak", "--server", server, "--admin-key", admin, "--dry-run");
+        Assert.Equal(1, dryExit);
+        Assert.Contains("(409 admin.revocation_permanent)", dryError, StringComparison.Ordinal);
+        var (exit, _, error) = await Cli.RunAsync("policy", "apply", "-f", stale, "--reason", "tweak", "--server", server, "--admin-key", admin);
+        Assert.Equal(1, exit);
+        Assert.Contains("(409 admin.revocation_permanent)", error, StringComparison.Ordinal);
+
+        // Named, the version the file was read at is checked too, in a dry run as in the apply.
+        var (baseExit, _, baseError) = await Cli.RunAsync("policy", "apply", "-f", stale, "--reason", "tweak", "--server", server, "--admin-key", admin,
+            "--dry-run", "--base-version", read.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        Assert.Equal(1, baseExit);
+        Assert.Contains("(412 admin.policy_changed)", baseError, StringComparison.Ordinal);
+    }
 }

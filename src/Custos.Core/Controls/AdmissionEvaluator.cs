@@ -134,9 +134,24 @@ public static class AdmissionEvaluator
             return false;
         }
 
+        if (consumer.ExcludedByService.Contains(request.Route))
+        {
+            // Entitled, but the service's model choice leaves the model out: asking for access would change nothing.
+            admission.Controls.Add(new ControlResult("entitlement", consumer.Scope, ControlDecisions.Deny)
+            {
+                Detail = $"service {consumer.Service.Id}'s models exclude {request.Route.Name}",
+            });
+            admission.Refuse(Reasons.ModelNotEntitled,
+                $"Consumer '{consumer.Id}' is entitled to the model '{request.Route.Name}', but service '{consumer.Service.Id}' allows its consumers only "
+                + $"the models it names, and '{request.Route.Name}' is not one of them; ask an owner of service '{consumer.Service.Id}' to add it to the service's models.",
+                param: "model");
+            return false;
+        }
+
         admission.Controls.Add(new ControlResult("entitlement", consumer.Scope, ControlDecisions.Deny) { Detail = "no entitlement names " + request.Route.Name });
         admission.Refuse(Reasons.ModelNotEntitled,
-            $"Consumer '{consumer.Id}' is not entitled to the model '{request.Route.Name}'; ask the policy owner of service '{consumer.Service.Id}' for access.");
+            $"Consumer '{consumer.Id}' is not entitled to the model '{request.Route.Name}'; ask the policy owner of service '{consumer.Service.Id}' for access.",
+            param: "model");
         return false;
     }
 

@@ -143,9 +143,12 @@ public sealed class PolicySnapshot
             }
 
             var limits = (defaults?.Limits ?? LimitsConfig.Empty).Narrow(c.Limits);
+            var excluded = FrozenSet<ModelRoute>.Empty;
             if (service.Models is { } allowed)
             {
-                // The service's model choice bounds every entitlement of its consumers.
+                // The service's model choice bounds every entitlement of its consumers; what it takes away is kept, so a
+                // refusal says the service's choice excluded the model, not that no one approved it.
+                excluded = entitlements.SelectMany(e => e.Models).Where(m => !allowed.Contains(m)).ToFrozenSet();
                 entitlements = [.. entitlements.Select(e => e with { Models = e.Models.Where(allowed.Contains).ToFrozenSet() })];
             }
 
@@ -154,6 +157,7 @@ public sealed class PolicySnapshot
             return new ConsumerEntry(c.Id, c.Category, service, entitled)
             {
                 Entitlements = entitlements,
+                ExcludedByService = excluded,
                 Limits = limits,
                 CountsInput = limits.MaxInputTokens is not null || Counts(limits) || Counts(service.Limits) || Counts(service.Tenant.Limits),
                 Refusal = service.Refusal ?? (c.Suspended == true ? Errors.Reasons.ConsumerSuspended : null),
@@ -298,6 +302,12 @@ public sealed record ConsumerEntry(string Id, ConsumerCategory Category, Service
 
     /// <summary>The consumer's entitlements, its own or inherited from its category.</summary>
     public IReadOnlyList<Entitlement> Entitlements { get; init; } = [];
+
+    /// <summary>
+    /// The models the consumer's entitlements name that the service's model choice (<see cref="ServiceEntry.Models"/>)
+    /// excludes: not in <see cref="Entitlements"/>, so refused, but because of the service, not for want of an approval.
+    /// </summary>
+    public FrozenSet<ModelRoute> ExcludedByService { get; init; } = FrozenSet<ModelRoute>.Empty;
 
     /// <summary>Effective limits: the category's defaults narrowed by the consumer's own.</summary>
     public LimitsConfig Limits { get; init; } = LimitsConfig.Empty;

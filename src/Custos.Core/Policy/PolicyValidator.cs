@@ -154,6 +154,22 @@ internal static class PolicyValidator
                 }
             }
 
+            if (service.Models is { Count: > 0 } offered)
+            {
+                // The service's choice bounds its consumers' entitlements: say when it takes one away, rather than let the
+                // consumer be refused for a model it was approved for.
+                foreach (var (model, field) in requested)
+                {
+                    var route = tenant.Models.FirstOrDefault(m => m.Name == model || m.Aliases.Contains(model));
+                    if (route is not null && !offered.Any(o => o == route.Name || route.Aliases.Contains(o)))
+                    {
+                        reader.Add(DiagnosticSeverity.Warning, reader.MarkOf(consumer, field.StartsWith("entitlements", StringComparison.Ordinal) ? "entitlements" : "models"),
+                            $"{path}.{field}", $"model '{model}' is not among service '{service.Id}''s models ({string.Join(", ", offered)}): " +
+                            "consumer '" + consumer.Id + "' will be refused it (deny.model_not_entitled) until the service's models name it");
+                    }
+                }
+            }
+
             if (consumer.Models.Count == 0 && consumer.Entitlements.Count == 0 && defaults?.Models is null)
             {
                 reader.Add(DiagnosticSeverity.Warning, reader.MarkOf(consumer), path,
@@ -348,6 +364,14 @@ internal static class PolicyValidator
             {
                 reader.Add(DiagnosticSeverity.Error, reader.MarkOf(service, "approvers"), path + ".approvers", outside);
             }
+        }
+
+        if (service.Models is { Count: 0 })
+        {
+            // Read as "no models": every request of every consumer refused as not entitled. Leaving the list out allows all.
+            reader.Add(DiagnosticSeverity.Error, reader.MarkOf(service, "models"), path + ".models",
+                $"service '{service.Id}' names no models, so none of its consumers could use any; leave `models` out to allow every model " +
+                "of its tenant, or engage the service's kill switch to stop it");
         }
 
         if (service.Models is { } models && document.Tenants.FirstOrDefault(t => t.Id == service.Tenant) is { } tenant)

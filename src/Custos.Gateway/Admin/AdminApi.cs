@@ -138,6 +138,17 @@ internal static partial class AdminApi
             {
                 return Problem(http, StatusCodes.Status409Conflict, "admin.revocation_permanent", "A revocation is permanent", ex.Message + ".");
             }
+            catch (ContainmentLiftedException ex)
+            {
+                return Problem(http, StatusCodes.Status409Conflict, "admin.containment_lifted", "The policy would lift containment", ex.Message + ".");
+            }
+            catch (PolicyConflictException ex)
+            {
+                // A whole policy edited from a version no longer in force: applying it would silently undo what was done since.
+                return Problem(http, StatusCodes.Status412PreconditionFailed, "admin.policy_changed", "The policy changed since it was read",
+                    $"The change was made to version {ex.BasedOn}, but version {ex.Latest} is in force now. Read the policy again " +
+                    "(GET /admin/v1/policy, `custos policy show`), make the change there, and apply it with that version.");
+            }
             catch (InvalidDataException ex)
             {
                 // Stored data damaged or altered behind the gateway (a search column, a compressed record): say so, not "internal error".
@@ -287,6 +298,7 @@ internal static partial class AdminApi
             var admin = Admin(context);
             var view = AdminAccess.IsGatewayWide(admin) ? PolicyVersionView.Of(current.Info)
                 : VersionViews(admin, await gateway.Store.GetHistoryAsync(context.RequestAborted))(current.Info);
+            context.Response.Headers.ETag = PolicyETag(current.Version); // for If-Match on POST /policy/versions
             return Results.Ok(new { version = view, yaml = PolicyYamlWriter.Write(AdminAccess.ScopedView(admin, current.Document)) });
         }).WithSummary("The policy in force, as YAML, with its version; an admin scoped to tenants or services sees that part of it.");
 
@@ -316,15 +328,44 @@ internal static partial class AdminApi
 
             var warnings = read.Diagnostics.Select(d => d.Format("policy")).ToArray();
             var changes = PolicyDiff.Compute(gateway.Policy.Current.Document, document).Select(c => c.ToString()).ToArray();
-            if (body.DryRun)
+            var options = new PolicyApplyOptions
             {
-                return Results.Ok(new ApplyPolicyResponse(PolicyVersionView.Of(gateway.Policy.Current.Info), false, true, changes, warnings));
-            }
-
-            var (version, created) = await gateway.ApplyPolicyAsync(document, Admin(context).Id, body.Reason, body.Yaml, context.RequestAborted);
-            return Results.Ok(new ApplyPolicyResponse(PolicyVersionView.Of(version), created, false, changes, warnings));
+                BaseVersion = BaseVersion(context, body.BaseVersion),
+                LiftContainment = body.LiftContainment,
+                DryRun = body.DryRun,
+            };
+            var applied = await gateway.ApplyPolicyAsync(document, Admin(context).Id, body.Reason, body.Yaml, options, context.RequestAborted);
+            context.Response.Headers.ETag = PolicyETag(applied.Version.Number);
+            return Results.Ok(new ApplyPolicyResponse(PolicyVersionView.Of(applied.Version), applied.Created, body.DryRun, changes, warnings,
+                [.. applied.Lifted.Select(l => l.ToString())]));
         }).WithSummary("Validate a whole policy document and put it in force as a new version (platform-admin).")
             .Accepts<ApplyPolicyRequest>("application/json").Produces<ApplyPolicyResponse>();
+    }
+
+    /// <summary>The policy version <paramref name="version"/> as an entity tag: <c>"7"</c>.</summary>
+    private static string PolicyETag(long version) => "\"" + version.ToString(CultureInfo.InvariantCulture) + "\"";
+
+    /// <summary>
+    /// The version a whole policy was edited from: <c>base_version</c>, or the <c>If-Match</c> header (<c>"7"</c>, as
+    /// <c>GET /policy</c> sends it in its ETag, or <c>7</c>); both given, they must agree.
+    /// </summary>
+    private static long? BaseVersion(HttpContext context, long? fromBody)
+    {
+        var header = context.Request.Headers.IfMatch.ToString().Trim();
+        if (header.Length == 0)
+        {
+            return fromBody;
+        }
+
+        var tag = header.StartsWith("W/", StringComparison.Ordinal) ? header[2..] : header;
+        if (!long.TryParse(tag.Trim('"'), NumberStyles.None, CultureInfo.InvariantCulture, out var version))
+        {
+            throw AdminProblemException.Invalid($"If-Match must name the policy version the change was made to, as GET /admin/v1/policy's ETag does (\"7\"), not {header}.");
+        }
+
+        return fromBody is { } body && body != version
+            ? throw AdminProblemException.Invalid($"If-Match names version {version} and base_version {body}; send one, or the same in both.")
+            : version;
     }
 
     /// <summary>
@@ -424,7 +465,17 @@ internal static partial class AdminApi
             (s, b) => s with { PromptRules = RequireNoNulls(b.PromptRules, "prompt_rules") }, s => string.Join(",", s.PromptRules.Select(r => r.Id)))
             .WithSummary("Replace a service's prompt restrictions (platform-admin, prompt-admin).");
         MapServiceChange<ServiceModelsBody>(api, gateway, "models", AdminPermission.ManagePrompts, "service.models_set", b => b.Reason,
-            (s, b) => s with { Models = b.Models is null ? null : RequireNoNulls(b.Models, "models") }, s => s.Models is null ? "all" : string.Join(",", s.Models))
+            (s, b) => s with
+            {
+                Models = b.Models switch
+                {
+                    null => null,
+                    // Stored, it read as "no choice": every model allowed, the opposite of what an empty list says.
+                    { Count: 0 } => throw AdminProblemException.Invalid($"service '{s.Id}' names no models, so none of its consumers could use any; " +
+                        "send \"models\": null to allow every model of its tenant, or engage the service's kill switch to stop it."),
+                    var models => RequireNoNulls(models, "models"),
+                },
+            }, s => s.Models is null ? "all" : string.Join(",", s.Models))
             .WithSummary("Set a service's model choice (platform-admin, prompt-admin).");
 
         api.MapPut("/budgets", async (HttpContext context) =>
@@ -1075,10 +1126,16 @@ internal static partial class AdminApi
         var snapshot = PolicySnapshot.Compile(version, _ => null);
         Entitlement? used = null;
         ConsumerEntry? usedBy = null;
+        IReadOnlyList<string>? serviceModels = null;
         if (consumerId is not null && snapshot.Consumers.TryGetValue(consumerId, out var consumer) && model is not null
             && consumer.Service.Tenant.Models.TryGetValue(model, out var route))
         {
             usedBy = consumer;
+            if (consumer.ExcludedByService.Contains(route))
+            {
+                serviceModels = [.. consumer.Service.Models!.Select(m => m.Name).Order(StringComparer.Ordinal)];
+            }
+
             used = consumer.Entitlements.FirstOrDefault(e => e.Models.Contains(route) && e.IsValidAt(timestamp))
                 ?? consumer.Entitlements.FirstOrDefault(e => e.Models.Contains(route));
         }
@@ -1099,6 +1156,7 @@ internal static partial class AdminApi
             used?.ValidUntil, access)
         {
             ValidAtRequest = used?.IsValidAt(timestamp),
+            ServiceModels = serviceModels,
         };
 
         // The models the request asked for (by name or alias) are the entitlement's.
@@ -1371,7 +1429,7 @@ internal static partial class AdminApi
         }
     }
 
-    private static string? TenantOf(PolicyDocument document, string target)
+    internal static string? TenantOf(PolicyDocument document, string target)
     {
         var colon = target.IndexOf(':', StringComparison.Ordinal);
         if (colon < 0)

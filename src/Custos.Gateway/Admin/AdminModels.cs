@@ -5,11 +5,18 @@ using Custos.Policy;
 
 namespace Custos.Gateway.Admin;
 
-/// <summary>Body of <c>POST /admin/v1/policy/versions</c>.</summary>
+/// <summary>
+/// Body of <c>POST /admin/v1/policy/versions</c>. <see cref="BaseVersion"/> (or an <c>If-Match</c> header naming it) is the
+/// version the policy was edited from: when another is in force, nothing is applied (412 <c>admin.policy_changed</c>).
+/// <see cref="LiftContainment"/> lets the policy lift containment in force (each lift recorded); without it such a policy
+/// is a 409 <c>admin.containment_lifted</c>. A dry run makes every check and applies nothing.
+/// </summary>
 public sealed record ApplyPolicyRequest(
     [property: JsonPropertyName("yaml")] string Yaml,
     [property: JsonPropertyName("reason")] string Reason,
-    [property: JsonPropertyName("dry_run")] bool DryRun = false);
+    [property: JsonPropertyName("dry_run")] bool DryRun = false,
+    [property: JsonPropertyName("base_version")] long? BaseVersion = null,
+    [property: JsonPropertyName("lift_containment")] bool LiftContainment = false);
 
 /// <summary>
 /// A policy version as the admin API shows it. <see cref="Author"/> and <see cref="Reason"/> are null for an admin scoped
@@ -35,7 +42,8 @@ public sealed record ApplyPolicyResponse(
     [property: JsonPropertyName("created")] bool Created,
     [property: JsonPropertyName("dry_run")] bool DryRun,
     [property: JsonPropertyName("changes")] IReadOnlyList<string> Changes,
-    [property: JsonPropertyName("warnings")] IReadOnlyList<string> Warnings);
+    [property: JsonPropertyName("warnings")] IReadOnlyList<string> Warnings,
+    [property: JsonPropertyName("lifted")] IReadOnlyList<string> Lifted);
 
 /// <summary>The signed-in administrator, with the permissions of the role (snake_case <see cref="AdminPermission"/> names).</summary>
 public sealed record WhoAmI(string Id, string Role, IReadOnlyList<string> Tenants, IReadOnlyList<string> Services, string SignedInWith,
@@ -231,6 +239,12 @@ public sealed record ApprovalView(string RequestId, DateTimeOffset Timestamp, st
 {
     /// <summary>Whether the entitlement was valid at the request's time (false: expired, or not valid yet); null when no entitlement covered the model.</summary>
     public bool? ValidAtRequest { get; init; }
+
+    /// <summary>
+    /// The service's models when its model choice excluded the model though an entitlement of the consumer named it (the
+    /// request was refused for that, not for want of an approval); otherwise null.
+    /// </summary>
+    public IReadOnlyList<string>? ServiceModels { get; init; }
 }
 
 /// <summary>JSON conventions of the admin API: the policy model's snake_case, with nulls written out.</summary>

@@ -144,6 +144,9 @@ public sealed partial class CustosGateway : IAsyncDisposable
     internal SemaphoreSlim AccessDecisions { get; } = new(1, 1);
     private TelemetryExport? _telemetryExport;
     private ILoggerFactory? _loggerFactory;
+
+    /// <summary>Every revocation stored so far (<see cref="CheckRevocationsAsync"/>); read and filled under the apply lock.</summary>
+    private PolicyRevocations _revocations = null!;
     private bool _disposed;
 
     private CustosGateway(CustosGatewayOptions options, ICustosStore store, ActivePolicy policy, LedgerWriter ledger, WebApplication dataPlane,
@@ -216,20 +219,87 @@ public sealed partial class CustosGateway : IAsyncDisposable
     internal IReadOnlyList<Endpoint> AdminEndpoints => _admin.Services.GetRequiredService<EndpointDataSource>().Endpoints;
 
     /// <summary>
-    /// Stores <paramref name="document"/> as a new policy version (unless it equals the one in force), puts it in
-    /// force atomically, and records who did it and why. Requests in flight finish under the version they started with.
+    /// Stores <paramref name="document"/>, a whole policy, as a new policy version (unless it equals the one in force), puts
+    /// it in force atomically, and records who did it and why. Requests in flight finish under the version they started with.
+    /// Refused, changing nothing, when it would revive a revoked credential (<see cref="RevocationUndoneException"/>), when
+    /// the policy is no longer at <see cref="PolicyApplyOptions.BaseVersion"/> (<see cref="PolicyConflictException"/>), or
+    /// when it would lift containment without <see cref="PolicyApplyOptions.LiftContainment"/>
+    /// (<see cref="ContainmentLiftedException"/>); with it, each lift is recorded as the dedicated endpoint records it.
+    /// A dry run makes the same checks and stores nothing.
     /// </summary>
-    public async Task<(PolicyVersion Version, bool Created)> ApplyPolicyAsync(PolicyDocument document, string actor, string reason, string? source,
-        CancellationToken cancellationToken = default)
+    public async Task<PolicyApplied> ApplyPolicyAsync(PolicyDocument document, string actor, string reason, string? source,
+        PolicyApplyOptions? options = null, CancellationToken cancellationToken = default)
     {
+        options ??= new PolicyApplyOptions();
         await _applyLock.WaitAsync(cancellationToken);
         try
         {
-            return await ApplyLockedAsync(document, actor, reason, source, basedOn: null, cancellationToken);
+            // Judged against the latest stored version (another node may have stored one), and should yet another be stored
+            // between judging and saving, judged again against that one, unless the caller named the version it read.
+            for (var attempt = 1; ; attempt++)
+            {
+                await Sync.ReconcileAsync(cancellationToken);
+                var current = Policy.Current;
+                if (options.BaseVersion is { } based && based != current.Version)
+                {
+                    throw new PolicyConflictException(based, current.Version);
+                }
+
+                await CheckRevocationsAsync(document, cancellationToken);
+                var lifts = PolicyContainment.Lifts(null, current.Document, document);
+                if (lifts.Count > 0 && !options.LiftContainment)
+                {
+                    throw new ContainmentLiftedException(lifts, current.Version);
+                }
+
+                if (options.DryRun)
+                {
+                    return new PolicyApplied(current.Info, false, lifts);
+                }
+
+                try
+                {
+                    var (version, created) = await ApplyLockedAsync(document, actor, reason, source, current.Version, cancellationToken);
+                    foreach (var lift in created ? lifts : [])
+                    {
+                        // On record as `custos keys resume` or `custos kill-switch release` would have put it: a whole policy
+                        // ended the containment, and the incident's timeline shows who ended it and why.
+                        var target = lift.Scope + ":" + lift.Id;
+                        await RecordAdminAsync(actor, lift.Action, target, lift.Scope == "credential" ? "suspended" : "engaged",
+                            lift.Scope == "credential" ? "active" : "released", reason, Admin.AdminApi.TenantOf(version.Document, target));
+                    }
+
+                    return new PolicyApplied(version, created, created ? lifts : []);
+                }
+                catch (PolicyConflictException) when (options.BaseVersion is null && attempt < 5)
+                {
+                }
+            }
         }
         finally
         {
             _applyLock.Release();
+        }
+    }
+
+    /// <summary>
+    /// Throws <see cref="RevocationUndoneException"/> when <paramref name="document"/> names a credential revoked in any
+    /// stored version, or its key, as not revoked. The revocations known are brought up to the version in force first (its
+    /// versions read once, when another node stored some since). Called under the apply lock.
+    /// </summary>
+    private async Task CheckRevocationsAsync(PolicyDocument document, CancellationToken cancellationToken)
+    {
+        if (Policy.Current.Version > _revocations.Through)
+        {
+            foreach (var version in await Store.GetHistoryAsync(cancellationToken))
+            {
+                _revocations.Add(version);
+            }
+        }
+
+        if (_revocations.Undone(document) is { Count: > 0 } undone)
+        {
+            throw new RevocationUndoneException(undone);
         }
     }
 
@@ -297,17 +367,14 @@ public sealed partial class CustosGateway : IAsyncDisposable
     }
 
     private async Task<(PolicyVersion Version, bool Created)> ApplyLockedAsync(PolicyDocument document, string actor, string reason, string? source,
-        long? basedOn, CancellationToken cancellationToken)
+        long basedOn, CancellationToken cancellationToken)
     {
         var before = Policy.Current;
-        if (PolicyRevocations.Undone(before.Document, document) is { Count: > 0 } undone)
-        {
-            throw new RevocationUndoneException(undone);
-        }
-
+        await CheckRevocationsAsync(document, cancellationToken);
         var (version, created) = await Store.SaveAsync(document, actor, reason, _options.TimeProvider.GetUtcNow(), source, basedOn, cancellationToken);
         if (created)
         {
+            _revocations.Add(version);
             await Policy.UpdateAsync(PolicySnapshot.Compile(version, _options.Secrets), CancellationToken.None);
             await Sync.AnnounceAsync(version.Number);
             await Ledger.RecordAsync(new AdminRecord
@@ -380,6 +447,7 @@ public sealed partial class CustosGateway : IAsyncDisposable
             }
 
             var previous = history.Count > 0 ? history[^1] : null;
+            var revocations = PolicyRevocations.Of(history);
 
             // A file loaded before, unchanged since, does not undo versions applied through the admin API after it.
             var lastLoad = history.LastOrDefault(v => v.Author == options.PolicyAuthor);
@@ -392,7 +460,9 @@ public sealed partial class CustosGateway : IAsyncDisposable
             }
             else
             {
-                if (previous is not null && PolicyRevocations.Undone(previous.Document, options.Policy) is { Count: > 0 } revived)
+                // Every revocation ever stored, not only the latest version's: one that left the revoked credential out
+                // would otherwise let a file name it active again.
+                if (revocations.Undone(options.Policy) is { Count: > 0 } revived)
                 {
                     throw new RevocationUndoneException(revived);
                 }
@@ -416,6 +486,8 @@ public sealed partial class CustosGateway : IAsyncDisposable
 
                 (version, created) = await store.SaveAsync(options.Policy, options.PolicyAuthor, options.PolicyReason, now, options.PolicySource, cancellationToken: cancellationToken);
             }
+
+            revocations.Add(version);
 
             var policy = new ActivePolicy(PolicySnapshot.Compile(version, options.Secrets));
             var ledgerOptions = new LedgerWriterOptions { Capacity = options.LedgerQueueCapacity, SpoolDirectory = Path.Combine(options.DataDirectory, "spool") };
@@ -520,6 +592,7 @@ public sealed partial class CustosGateway : IAsyncDisposable
                 Telemetry = telemetry,
                 _telemetryExport = telemetryExport,
                 Sync = sync,
+                _revocations = revocations,
             };
             gateway.Alerts = await AlertEngine.StartAsync(gateway, store, options.TimeProvider, loggerFactory.CreateLogger<AlertEngine>(), cancellationToken);
             started.Insert(0, gateway.Alerts);

@@ -105,6 +105,9 @@ internal static class AccessCommand
             : $" (the request was refused for another reason: custos requests --request-id {AdminClient.Text(a, "request_id")})";
         switch (AdminClient.Text(a, "source"))
         {
+            case null when a.TryGetProperty("service_models", out var offered) && offered.ValueKind == JsonValueKind.Array:
+                return $"{opening}; an entitlement of consumer {consumer} named that model, but its service's models " +
+                    $"({string.Join(", ", offered.EnumerateArray().Select(m => m.GetString()))}) excluded it.";
             case null:
                 return $"{opening}; no entitlement of consumer {consumer} covered that model.";
             case "category_default":

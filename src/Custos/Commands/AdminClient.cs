@@ -178,6 +178,7 @@ internal sealed class AdminClient : IDisposable
             HttpStatusCode.Forbidden => "forbidden",
             HttpStatusCode.NotFound => "not found",
             HttpStatusCode.Conflict => "conflict",
+            HttpStatusCode.PreconditionFailed => "the policy changed",
             HttpStatusCode.BadRequest => "invalid request",
             HttpStatusCode.UnprocessableEntity => title ?? "invalid",
             _ => "the gateway refused",

@@ -30,8 +30,20 @@ internal static class PolicyCommand
     {
         var file = File();
         var reason = new Option<string>("--reason") { Description = "Why: recorded with the version.", Required = true };
-        var dryRun = new Option<bool>("--dry-run") { Description = "Validate and show the diff without applying." };
-        var command = new Command("apply", "Validate a policy file, show what changes, and put it in force as a new version.") { file, reason, dryRun };
+        var dryRun = new Option<bool>("--dry-run") { Description = "Validate, make every check the gateway makes, and show the diff without applying." };
+        var baseVersion = CommonOptions.WholeNumber(new Option<long?>("--base-version")
+        {
+            Description = "The policy version the file was edited from (`policy show`, or a dry run, prints it): if another is in force "
+                + "now, nothing is applied, so a change made since (a key issued, suspended, a kill switch) is not undone.",
+        }, 1, long.MaxValue);
+        var allowLift = new Option<bool>("--allow-lift")
+        {
+            Description = "Let the file resume suspended credentials and release kill switches in force; each lift is recorded in the ledger.",
+        };
+        var command = new Command("apply", "Validate a policy file, show what changes, and put it in force as a new version.")
+        {
+            file, reason, dryRun, baseVersion, allowLift,
+        };
         return AdminClient.Define(command, output, async (parse, admin, cancellationToken) =>
         {
             var path = parse.GetValue(file)!;
@@ -50,8 +62,14 @@ internal static class PolicyCommand
                 throw new CliException($"{path.Name} is not valid; nothing was applied.");
             }
 
-            return await admin.PostAsync("/admin/v1/policy/versions",
-                new { yaml, reason = parse.GetValue(reason), dry_run = parse.GetValue(dryRun) }, cancellationToken);
+            return await admin.PostAsync("/admin/v1/policy/versions", new
+            {
+                yaml,
+                reason = parse.GetValue(reason),
+                dry_run = parse.GetValue(dryRun),
+                base_version = parse.GetValue(baseVersion),
+                lift_containment = parse.GetValue(allowLift),
+            }, cancellationToken);
         }, (_, root) =>
         {
             var changes = root.GetProperty("changes").EnumerateArray().Select(c => c.GetString()).ToList();
@@ -61,11 +79,16 @@ internal static class PolicyCommand
                 output.WriteLine("  " + change);
             }
 
+            foreach (var lift in root.GetProperty("lifted").EnumerateArray())
+            {
+                output.WriteLine($"  lifts: {lift.GetString()}");
+            }
+
             var version = root.GetProperty("version");
             var number = version.GetProperty("version").GetInt64();
             var sha = version.GetProperty("sha256").GetString();
             output.WriteLine(root.GetProperty("dry_run").GetBoolean()
-                ? $"Dry run: nothing applied; version {number} stays in force."
+                ? $"Dry run: nothing applied; version {number} stays in force (--base-version {number} applies the file only onto it)."
                 : root.GetProperty("created").GetBoolean()
                     ? $"Applied: policy version {number} (sha256 {sha}) is in force, by {version.GetProperty("author").GetString()}."
                     : $"Unchanged: version {number} (sha256 {sha}) already has this content.");

@@ -366,7 +366,7 @@ public sealed class ControlPlaneTests
             var problem = JsonDocument.Parse(await revived.Content.ReadAsStringAsync()).RootElement;
             Assert.Equal(HttpStatusCode.Conflict, revived.StatusCode);
             Assert.Equal("admin.revocation_permanent", problem.GetProperty("code").GetString());
-            Assert.Contains("credential 'cred-web' is revoked in the policy in force", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+            Assert.Contains("names credential 'cred-web' (revoked in version ", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
         }
 
         Assert.Equal(revokedAt, g.Gateway.Policy.Current.Version);
