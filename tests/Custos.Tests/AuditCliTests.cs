@@ -228,7 +228,7 @@ public sealed class AuditCliTests
     }
 
     [Fact]
-    public async Task AnAlertRowEditedSoThatItDoesNotRead_IsLeftOut_AndTheGatewayStarts()
+    public async Task AnAlertRowEditedSoThatItDoesNotRead_IsLeftOut_TheGatewayStarts_AndVerifyNamesIt()
     {
         await using var gateway = await DemoGateway.StartAsync("damaged-alert");
         await gateway.Gateway.DisposeAsync();
@@ -274,6 +274,12 @@ public sealed class AuditCliTests
         Assert.Equal(["al-1"], (await restarted.Store.ListAlertsAsync(null, 10)).Select(a => a.Id));
         await restarted.DisposeAsync();
         SqliteConnection.ClearAllPools();
+
+        // Verify names the row that does not read, and the alerts no alert.raised entry recorded (rows added beside the gateway).
+        (exit, output, _) = await Cli.RunAsync("audit", "verify", "--data", data);
+        SqliteConnection.ClearAllPools();
+        Assert.Equal(1, exit);
+        Assert.Contains("FAIL altered_alert: alert al-2's stored row does not read as an alert", output, StringComparison.Ordinal);
     }
 
     [Fact]

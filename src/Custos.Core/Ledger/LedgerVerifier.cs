@@ -10,7 +10,7 @@ namespace Custos.Ledger;
 /// <c>modified</c>, <c>missing</c> (deleted), <c>broken_link</c> (inserted, reordered or a rewritten hash), <c>truncated</c>,
 /// <c>checkpoint_mismatch</c>, <c>checkpoint_gap</c>, <c>bad_signature</c>, <c>unknown_key</c>, <c>witness_mismatch</c>, <c>unreadable</c> (the store cannot give back an entry: the last good one is the one before <paramref name="Seq"/>), and for the store's
 /// own tables beside the ledger <c>altered_policy_version</c>, <c>unrecorded_policy_version</c>, <c>altered_access_request</c>,
-/// <c>unrecorded_access_request</c> (<c>RecordedChanges</c>).
+/// <c>unrecorded_access_request</c>, <c>altered_alert</c>, <c>unrecorded_alert</c> (<c>RecordedChanges</c>).
 /// </param>
 /// <param name="ChainId">The chain.</param>
 /// <param name="Seq">The first bad sequence number, when there is one.</param>
