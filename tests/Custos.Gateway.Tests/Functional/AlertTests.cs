@@ -213,6 +213,33 @@ public sealed class AlertTests
     }
 
     [Fact]
+    public void SlackText_EscapesWhatCallersSent_SoAMentionOrALinkShowsAsTheCharactersSent()
+    {
+        var alert = new Custos.Alerts.Alert
+        {
+            Id = "al-7",
+            Signal = new Custos.Alerts.AlertSignal
+            {
+                Type = "agent.fanout", Severity = Custos.Alerts.AlertSeverity.Warning, Fingerprint = "f", Subject = "run:x",
+                Summary = "Agent run '<!channel> <https://evil.example/ack|Acknowledge here>' & co made 120 requests within a minute.",
+                At = DateTimeOffset.UnixEpoch, Service = "agents", Consumer = "agent<@U123>", RequestId = "req_1",
+            },
+            RaisedAt = DateTimeOffset.UnixEpoch,
+            ActionTaken = "throttled <b>",
+        };
+
+        var text = Custos.Gateway.Alerts.AlertEngine.SlackText(alert, "alert.raised");
+
+        Assert.DoesNotContain("<!channel>", text, StringComparison.Ordinal);
+        Assert.DoesNotContain("<https://evil.example", text, StringComparison.Ordinal);
+        Assert.DoesNotContain("<@U123>", text, StringComparison.Ordinal);
+        Assert.Contains("'&lt;!channel&gt; &lt;https://evil.example/ack|Acknowledge here&gt;' &amp; co made", text, StringComparison.Ordinal);
+        Assert.Contains("Consumer: agent&lt;@U123&gt;", text, StringComparison.Ordinal);
+        Assert.Contains("*Action taken:* throttled &lt;b&gt;", text, StringComparison.Ordinal);
+        Assert.Contains("`custos alerts ack al-7`", text, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task UnacknowledgedAlertsEscalate_ToTheNextContactAndSecurity()
     {
         var hooks = new WebhookReceiver();
