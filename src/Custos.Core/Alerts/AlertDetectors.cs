@@ -349,7 +349,9 @@ public sealed class AlertDetectors
         {
             Type = AlertTypes.AuthFailures,
             Severity = AlertSeverity.Critical,
-            Fingerprint = "auth.failures|" + source,
+            // One alert per source and, when the refused key was a known consumer's, per tenant and consumer: a burst with
+            // another tenant's key from the same address is that tenant's alert, told to its owners, not an occurrence of the first.
+            Fingerprint = consumer is null ? "auth.failures|" + source : $"auth.failures|{source}|{consumer.Service.Tenant.Id}|{consumer.Id}",
             Subject = "source:" + source,
             Summary = $"{window.Count} failed authentications from {source} within a minute (possible credential stuffing).",
             At = at,

@@ -351,10 +351,12 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
         }
 
         await _gateway.Notifier.EnqueueAsync(queued);
+
+        // Each role and contact once: security, told when an authentication burst is raised, is told again when it escalates.
         return alert with
         {
-            NotifiedRoles = [.. alert.NotifiedRoles, .. targets.Select(t => t.Role)],
-            Recipients = [.. alert.Recipients, .. targets.Select(t => $"{t.Owner.Name} ({t.Role})")],
+            NotifiedRoles = [.. alert.NotifiedRoles.Concat(targets.Select(t => t.Role)).Distinct(StringComparer.Ordinal)],
+            Recipients = [.. alert.Recipients.Concat(targets.Select(t => $"{t.Owner.Name} ({t.Role})")).Distinct(StringComparer.Ordinal)],
         };
     }
 

@@ -240,6 +240,53 @@ public sealed class AlertTests
     }
 
     [Fact]
+    public async Task AnAuthBurstWithAnotherTenantsKey_FromTheSameAddress_IsThatTenantsAlert_AndEachContactIsListedOnce()
+    {
+        // Arrange: globex's key revoked; a burst with it from 127.0.0.1 raises globex's alert.
+        var hooks = new WebhookReceiver();
+        var clock = new FakeTimeProvider(new DateTimeOffset(2026, 11, 30, 9, 0, 0, TimeSpan.Zero));
+        await using var g = await StartAsync(hooks, new AlertsConfig { Security = Security, AuthFailuresPerMinute = 10 }, clock);
+        await g.Gateway.ChangePolicyAsync(doc => doc with
+        {
+            Credentials = [.. doc.Credentials.Select(c => c.Id == "cred-globex" ? c with { Status = CredentialStatus.Revoked } : c)],
+        }, "test", "globex's key revoked");
+        for (var i = 0; i < 10; i++)
+        {
+            Assert.Equal(HttpStatusCode.Unauthorized, (await ChatAsync(g, g.KeyOf("globex-user"), "globex-only")).Status);
+        }
+
+        await SettleAsync(g);
+        var globex = Assert.Single(await AlertsAsync(g), a => a.GetProperty("type").GetString() == "auth.failures");
+        Assert.Equal("globex", globex.GetProperty("tenant").GetString());
+
+        // Act: two minutes later, a burst with acme's suspended key from the same address.
+        clock.Advance(TimeSpan.FromMinutes(2));
+        for (var i = 0; i < 10; i++)
+        {
+            Assert.Equal(HttpStatusCode.Unauthorized, (await ChatAsync(g, g.KeyOf("suspended-user"))).Status);
+        }
+
+        await SettleAsync(g);
+
+        // Assert: acme's own alert, told to acme's technical owner and security; globex's alert is unchanged.
+        var bursts = (await AlertsAsync(g)).Where(a => a.GetProperty("type").GetString() == "auth.failures").ToList();
+        Assert.Equal(2, bursts.Count);
+        var acme = Assert.Single(bursts, a => a.GetProperty("tenant").GetString() == "acme");
+        Assert.Equal("suspended-user", acme.GetProperty("consumer").GetString());
+        var told = await hooks.WaitForAlertAsync(acme.GetProperty("id").GetString()!, 2);
+        Assert.Equal(["/security", "/support/technical"], told.Select(m => m.Uri.AbsolutePath).Order());
+        var globexId = globex.GetProperty("id").GetString()!;
+        Assert.Equal(1, (await JsonAsync(await AdminAsync(g, "root", HttpMethod.Get, $"/admin/v1/alerts/{globexId}"))).GetProperty("occurrences").GetInt64());
+
+        // Security, told when it was raised, is told again when it escalates, but listed once.
+        Assert.Equal(2, await g.Gateway.Alerts.EscalateDueAsync(clock.GetUtcNow().AddMinutes(31)));
+        var view = await JsonAsync(await AdminAsync(g, "root", HttpMethod.Get, $"/admin/v1/alerts/{globexId}"));
+        var recipients = view.GetProperty("recipients").EnumerateArray().Select(r => r.GetString()).ToList();
+        Assert.Equal(["globex-app technical (technical)", "secops (security)", "globex-app policy (policy)"], recipients);
+        Assert.Equal(["technical", "security", "policy"], view.GetProperty("notified_roles").EnumerateArray().Select(r => r.GetString()));
+    }
+
+    [Fact]
     public async Task UnacknowledgedAlertsEscalate_ToTheNextContactAndSecurity()
     {
         var hooks = new WebhookReceiver();
