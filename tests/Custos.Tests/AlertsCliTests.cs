@@ -90,6 +90,11 @@ public sealed class AlertsCliTests : IAsyncLifetime
         Assert.Contains("not found (404 admin.not_found)", missing.Error, StringComparison.Ordinal);
         using var json = JsonDocument.Parse(await AsAsync("security-auditor", "alerts", "list", "--limit", "1", "--json"));
         Assert.Equal(id, Assert.Single(json.RootElement.EnumerateArray()).GetProperty("id").GetString());
+
+        // Resolved, undoing nothing: closed by who may acknowledge it, with a reason.
+        var resolved = await AsAsync("service-owner", "alerts", "resolve", id, "--reason", "the release went out");
+        Assert.StartsWith($"alert {id} resolved by demo-service-owner at ", resolved, StringComparison.Ordinal);
+        Assert.Equal("resolved", DemoGateway.Row(await AsAsync("security-auditor", "alerts", "list"), id)[5]);
     }
 
     [Fact]

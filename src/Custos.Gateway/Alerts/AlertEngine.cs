@@ -151,8 +151,7 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
     private async Task HandleAsync(AlertSignal signal)
     {
         var now = _time.GetUtcNow();
-        if (_active.TryGetValue(signal.Fingerprint, out var existing)
-            && (existing.Status == AlertStatus.Open || signal.At - existing.LastSeenAt < Requiet))
+        if (_active.TryGetValue(signal.Fingerprint, out var existing) && Absorbs(existing, signal.At, _gateway.Policy.Current.Document))
         {
             if (signal.Action == AlertAction.None || StateOf(existing, _gateway.Policy.Current.Document) != ActionState.Undone)
             {
@@ -196,6 +195,17 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
         Log.Raised(_logger, alert.Id, signal.Type, signal.Subject, string.Join(", ", alert.Recipients));
         Raised?.Invoke(alert);
     }
+
+    /// <summary>
+    /// Whether a signal at <paramref name="at"/> is one more occurrence of <paramref name="existing"/> (same fingerprint) rather
+    /// than a new alert: while it is open, for an hour after it was acknowledged (measured from the acknowledgement, not from
+    /// its last occurrence, which every repeat moves: an acknowledged alert that kept firing stayed muted for good), and while
+    /// the automatic action it took is in force (the behaviour is being dealt with).
+    /// </summary>
+    private static bool Absorbs(Alert existing, DateTimeOffset at, PolicyDocument document)
+        => existing.Status == AlertStatus.Open
+            || (existing.Status == AlertStatus.Acknowledged && existing.AcknowledgedAt is { } acknowledged && at - acknowledged < Requiet)
+            || (existing.Status == AlertStatus.Acknowledged && StateOf(existing, document) == ActionState.InForce);
 
     /// <summary>Takes the rule's automatic action as a new policy version, with the rule and the evidence in the ledger.</summary>
     private async Task<Alert> ActAsync(Alert alert)
@@ -453,7 +463,7 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
 
             if (current.ActionPolicyVersion is null)
             {
-                throw new InvalidOperationException($"Alert {current.Id} took no automatic action, so there is nothing to resume; acknowledge it instead.");
+                throw new InvalidOperationException($"Alert {current.Id} took no automatic action, so there is nothing to resume; acknowledge or resolve it instead.");
             }
 
             var why = $"{current.Id}: {reason}";
@@ -507,6 +517,55 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
     }
 
     /// <summary>
+    /// Resolves an alert by <paramref name="actor"/> with <paramref name="reason"/>, undoing nothing: for an alert that took
+    /// no automatic action (or whose action was undone or overruled since), which <see cref="ResumeAsync"/> cannot close.
+    /// An alert whose action is still in force is refused: resolved, the suspension or throttle would stay with nobody
+    /// looking at it; resume it, or change the policy (revoke the key, set the limit) and then resolve it.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">Resolved already, or its action is still in force.</exception>
+    public async Task<Alert> ResolveAsync(Alert alert, string actor, string reason, CancellationToken cancellationToken = default)
+    {
+        await _lock.WaitAsync(cancellationToken);
+        try
+        {
+            var current = await _store.GetAlertAsync(alert.Id, cancellationToken) ?? alert;
+            if (current.Status == AlertStatus.Resolved)
+            {
+                throw new InvalidOperationException($"Alert {current.Id} is resolved already (by {current.ResolvedBy}).");
+            }
+
+            if (StateOf(current, _gateway.Policy.Current.Document) == ActionState.InForce)
+            {
+                throw new InvalidOperationException($"Alert {current.Id} {current.ActionTaken}, which is still in force: undo it with custos alerts resume " +
+                    $"{current.Id} --reason …, or change the policy (revoke the key, set the limit) and then resolve the alert.");
+            }
+
+            var now = _time.GetUtcNow();
+            var resolved = current with
+            {
+                Status = AlertStatus.Resolved,
+                ResolvedBy = actor,
+                ResolvedAt = now,
+                AcknowledgedBy = current.AcknowledgedBy ?? actor,
+                AcknowledgedAt = current.AcknowledgedAt ?? now,
+                Note = reason,
+            };
+            await _store.UpdateAlertAsync(resolved, cancellationToken);
+            if (_active.TryGetValue(current.Signal.Fingerprint, out var active) && active.Id == current.Id)
+            {
+                _active.Remove(current.Signal.Fingerprint); // the next signal is a new alert
+            }
+
+            await _gateway.RecordAdminAsync(actor, "alert.resolved", "alert:" + current.Id, PolicyNames.Of(current.Status), "resolved", reason, current.Signal.Tenant);
+            return resolved;
+        }
+        finally
+        {
+            _lock.Release();
+        }
+    }
+
+    /// <summary>
     /// Escalates every open alert raised more than <c>alerts.escalate_after_minutes</c> before <paramref name="now"/> and not
     /// escalated yet: to the next owner on the ladder not told yet, and to security. Returns how many escalated.
     /// </summary>
@@ -517,9 +576,9 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
         {
             var snapshot = _gateway.Policy.Current;
             var after = new AlertRules(snapshot.Document.Alerts).EscalateAfter;
-            foreach (var (fingerprint, _) in _active.Where(a => a.Value.Status == AlertStatus.Acknowledged && now - a.Value.LastSeenAt > Requiet).ToList())
+            foreach (var (fingerprint, _) in _active.Where(a => a.Value.Status == AlertStatus.Acknowledged && !Absorbs(a.Value, now, snapshot.Document)).ToList())
             {
-                _active.Remove(fingerprint); // acknowledged and quiet for an hour: the next signal is a new alert anyway
+                _active.Remove(fingerprint); // acknowledged over an hour ago, its action (if any) not in force: the next signal is a new alert anyway
             }
 
             var escalated = 0;

@@ -287,6 +287,65 @@ public sealed class AlertTests
     }
 
     [Fact]
+    public async Task AnAcknowledgedAlert_AbsorbsRepeatsForAnHourFromItsAcknowledgement_ThenARepeatIsANewAlert()
+    {
+        var hooks = new WebhookReceiver();
+        var clock = new FakeTimeProvider(new DateTimeOffset(2026, 11, 30, 9, 0, 0, TimeSpan.Zero));
+        await using var g = await StartAsync(hooks, new AlertsConfig { Security = Security, AuthFailuresPerMinute = 10 }, clock);
+        async Task BurstAsync()
+        {
+            for (var i = 0; i < 10; i++)
+            {
+                Assert.Equal(HttpStatusCode.Unauthorized, (await ChatAsync(g, "csk_" + new string('x', 40))).Status);
+            }
+
+            await SettleAsync(g);
+        }
+
+        List<JsonElement> Bursts(JsonElement[] alerts) => [.. alerts.Where(a => a.GetProperty("type").GetString() == "auth.failures")];
+
+        await BurstAsync();
+        var first = Assert.Single(Bursts(await AlertsAsync(g))).GetProperty("id").GetString()!;
+        await JsonAsync(await AdminAsync(g, "root", HttpMethod.Post, $"/admin/v1/alerts/{first}/ack", new { note = "on it" }));
+
+        // A burst every 25 minutes: the first two within the hour after the acknowledgement are occurrences, though each
+        // moves the alert's last occurrence; the third, 75 minutes after it, is a new alert (it was muted for good).
+        clock.Advance(TimeSpan.FromMinutes(25));
+        await BurstAsync();
+        clock.Advance(TimeSpan.FromMinutes(25));
+        await BurstAsync();
+        var bursts = Bursts(await AlertsAsync(g));
+        Assert.Equal(3, Assert.Single(bursts).GetProperty("occurrences").GetInt64());
+        clock.Advance(TimeSpan.FromMinutes(25));
+        await BurstAsync();
+        bursts = Bursts(await AlertsAsync(g));
+        Assert.Equal(2, bursts.Count);
+        Assert.Equal("open", bursts.Single(a => a.GetProperty("id").GetString() != first).GetProperty("status").GetString());
+    }
+
+    [Fact]
+    public async Task AnAlertWithoutAnAction_IsResolvedWithAReason_ByWhoMayAcknowledgeIt_AndARepeatIsThenANewAlert()
+    {
+        var hooks = new WebhookReceiver();
+        await using var g = await StartAsync(hooks, new AlertsConfig { Security = Security });
+        await ChatAsync(g, g.KeyOf("web"));
+        await SettleAsync(g);
+        var id = Assert.Single(await AlertsAsync(g), a => a.GetProperty("consumer").GetString() == "web").GetProperty("id").GetString()!;
+
+        // Resume has nothing to undo; resolve closes it, with the admin and the reason, in the ledger too.
+        Assert.Equal(HttpStatusCode.Conflict, (await AdminAsync(g, "support-owner", HttpMethod.Post, $"/admin/v1/alerts/{id}/resume", new { reason = "x" })).StatusCode);
+        Assert.Equal(HttpStatusCode.Forbidden, (await AdminAsync(g, "auditor", HttpMethod.Post, $"/admin/v1/alerts/{id}/resolve", new { reason = "x" })).StatusCode);
+        Assert.Equal(HttpStatusCode.BadRequest, (await AdminAsync(g, "support-owner", HttpMethod.Post, $"/admin/v1/alerts/{id}/resolve", new { reason = "" })).StatusCode);
+        var resolved = await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Post, $"/admin/v1/alerts/{id}/resolve", new { reason = "expected: a new release" }));
+        Assert.Equal(("resolved", "support-owner", "expected: a new release"),
+            (resolved.GetProperty("status").GetString(), resolved.GetProperty("resolved_by").GetString(), resolved.GetProperty("note").GetString()));
+        Assert.Equal(HttpStatusCode.Conflict, (await AdminAsync(g, "support-owner", HttpMethod.Post, $"/admin/v1/alerts/{id}/resolve", new { reason = "again" })).StatusCode);
+        var entry = Assert.Single(await AdminEntriesAsync(g), e => e.GetProperty("action").GetString() == "alert.resolved");
+        Assert.Equal(("support-owner", "alert:" + id, "open", "resolved", "expected: a new release"), (entry.GetProperty("actor").GetString(), entry.GetProperty("target").GetString(),
+            entry.GetProperty("before").GetString(), entry.GetProperty("after").GetString(), entry.GetProperty("reason").GetString()));
+    }
+
+    [Fact]
     public async Task UnacknowledgedAlertsEscalate_ToTheNextContactAndSecurity()
     {
         var hooks = new WebhookReceiver();
