@@ -242,8 +242,13 @@ public sealed class AuditCliTests
                 {
                     Signal = new Custos.Alerts.AlertSignal
                     {
-                        Type = "usage.anomaly", Severity = Custos.Alerts.AlertSeverity.Warning, Fingerprint = fingerprint, Subject = "consumer:support-web",
-                        Summary = "busy", At = DateTimeOffset.UtcNow, Tenant = "acme",
+                        Type = "usage.anomaly",
+                        Severity = Custos.Alerts.AlertSeverity.Warning,
+                        Fingerprint = fingerprint,
+                        Subject = "consumer:support-web",
+                        Summary = "busy",
+                        At = DateTimeOffset.UtcNow,
+                        Tenant = "acme",
                     },
                     RaisedAt = DateTimeOffset.UtcNow,
                     LastSeenAt = DateTimeOffset.UtcNow,

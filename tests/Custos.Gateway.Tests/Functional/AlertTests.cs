@@ -220,9 +220,15 @@ public sealed class AlertTests
             Id = "al-7",
             Signal = new Custos.Alerts.AlertSignal
             {
-                Type = "agent.fanout", Severity = Custos.Alerts.AlertSeverity.Warning, Fingerprint = "f", Subject = "run:x",
+                Type = "agent.fanout",
+                Severity = Custos.Alerts.AlertSeverity.Warning,
+                Fingerprint = "f",
+                Subject = "run:x",
                 Summary = "Agent run '<!channel> <https://evil.example/ack|Acknowledge here>' & co made 120 requests within a minute.",
-                At = DateTimeOffset.UnixEpoch, Service = "agents", Consumer = "agent<@U123>", RequestId = "req_1",
+                At = DateTimeOffset.UnixEpoch,
+                Service = "agents",
+                Consumer = "agent<@U123>",
+                RequestId = "req_1",
             },
             RaisedAt = DateTimeOffset.UnixEpoch,
             ActionTaken = "throttled <b>",
