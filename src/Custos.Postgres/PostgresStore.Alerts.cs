@@ -53,7 +53,7 @@ public sealed partial class PostgresStore
 
         await using var command = _dataSource.CreateCommand("SELECT alert FROM alerts WHERE number = $1");
         command.Parameters.Add(new NpgsqlParameter { Value = number });
-        return await command.ExecuteScalarAsync(cancellationToken) is string json ? JsonSerializer.Deserialize<Alert>(json, StoreRows.AlertJson) : null;
+        return await command.ExecuteScalarAsync(cancellationToken) is string json ? StoreRows.TryAlert(json, out _) : null;
     }
 
     /// <inheritdoc/>
@@ -68,7 +68,25 @@ public sealed partial class PostgresStore
             command.Parameters.Add(new NpgsqlParameter { Value = PolicyNames.Of(s) });
         }
 
-        return await StoreRows.ReadAllAsync(command, StoreRows.Alert, cancellationToken);
+        return await StoreRows.ReadAlertsAsync(command, cancellationToken);
+    }
+
+    /// <inheritdoc/>
+    public async IAsyncEnumerable<StoredAlert> ReadAlertsAsync(AlertStatus? status,
+        [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        await using var command = _dataSource.CreateCommand(status is null
+            ? "SELECT number, alert FROM alerts ORDER BY number"
+            : "SELECT number, alert FROM alerts WHERE status = $1 ORDER BY number");
+        if (status is { } s)
+        {
+            command.Parameters.Add(new NpgsqlParameter { Value = PolicyNames.Of(s) });
+        }
+
+        await foreach (var row in StoreRows.ReadAlertRowsAsync(command, cancellationToken))
+        {
+            yield return row;
+        }
     }
 
     /// <inheritdoc/>

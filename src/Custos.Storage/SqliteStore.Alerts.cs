@@ -88,7 +88,7 @@ public sealed partial class SqliteStore
         using var command = connection.CreateCommand();
         command.CommandText = "SELECT alert FROM alerts WHERE number = $number";
         command.Parameters.AddWithValue("$number", number);
-        return await command.ExecuteScalarAsync(cancellationToken) is string json ? JsonSerializer.Deserialize<Alert>(json, StoreRows.AlertJson) : null;
+        return await command.ExecuteScalarAsync(cancellationToken) is string json ? StoreRows.TryAlert(json, out _) : null;
     }
 
     /// <inheritdoc/>
@@ -105,7 +105,27 @@ public sealed partial class SqliteStore
             command.Parameters.AddWithValue("$status", PolicyNames.Of(s));
         }
 
-        return await StoreRows.ReadAllAsync(command, StoreRows.Alert, cancellationToken);
+        return await StoreRows.ReadAlertsAsync(command, cancellationToken);
+    }
+
+    /// <inheritdoc/>
+    public async IAsyncEnumerable<StoredAlert> ReadAlertsAsync(AlertStatus? status,
+        [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        await using var connection = await OpenReaderAsync(cancellationToken);
+        using var command = connection.CreateCommand();
+        command.CommandText = status is null
+            ? "SELECT number, alert FROM alerts ORDER BY number"
+            : "SELECT number, alert FROM alerts WHERE status = $status ORDER BY number";
+        if (status is { } s)
+        {
+            command.Parameters.AddWithValue("$status", PolicyNames.Of(s));
+        }
+
+        await foreach (var row in StoreRows.ReadAlertRowsAsync(command, cancellationToken))
+        {
+            yield return row;
+        }
     }
 
     /// <inheritdoc/>

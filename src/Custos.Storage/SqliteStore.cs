@@ -77,6 +77,22 @@ public sealed partial class SqliteStore : ICustosStore
         => exception is SqliteException { SqliteErrorCode: raw.SQLITE_BUSY or raw.SQLITE_LOCKED or raw.SQLITE_IOERR or raw.SQLITE_CANTOPEN or raw.SQLITE_FULL }
             || StoreFailures.IsUnavailable(exception);
 
+    /// <summary>
+    /// What is wrong with the store file, in words, when <paramref name="exception"/> is SQLite's saying that it is damaged,
+    /// is not a database, cannot be opened, cannot be written, or that the disk failed or is full; null for anything else.
+    /// For a one-line error in place of a stack trace.
+    /// </summary>
+    public static string? Describe(Exception exception) => exception is SqliteException ex ? ex.SqliteErrorCode switch
+    {
+        raw.SQLITE_CORRUPT => "it is damaged (SQLite: database disk image is malformed): restore it from a backup; custos audit verify names the last entry it can read",
+        raw.SQLITE_NOTADB => "it is not a SQLite database (SQLite: file is not a database): the wrong file, or its start overwritten",
+        raw.SQLITE_CANTOPEN => "it cannot be opened (SQLite: unable to open database file): its folder is missing or cannot be written",
+        raw.SQLITE_READONLY => "it cannot be written (SQLite: attempt to write a readonly database): the file or its folder is read-only",
+        raw.SQLITE_IOERR => "reading or writing it failed (SQLite: disk I/O error)",
+        raw.SQLITE_FULL => "the disk is full (SQLite: database or disk is full)",
+        _ => null,
+    } : null;
+
     /// <summary>Opens (creating when needed) the store in <paramref name="dataDirectory"/> as <c>custos.db</c>.</summary>
     public static Task<SqliteStore> OpenAsync(string dataDirectory, CancellationToken cancellationToken = default)
         => OpenAsync(dataDirectory, WalCheckpointer.DefaultInterval, cancellationToken);

@@ -41,9 +41,10 @@ internal static class CustosCli
             EnableDefaultExceptionHandler = false,
             ProcessTerminationTimeout = TimeSpan.FromSeconds(60),
         };
+        var parsed = root.Parse(args);
         try
         {
-            return await root.Parse(args).InvokeAsync(configuration);
+            return await parsed.InvokeAsync(configuration);
         }
         catch (CliException ex)
         {
@@ -57,10 +58,48 @@ internal static class CustosCli
             await error.WriteLineAsync("error: " + ex.Message);
             return 1;
         }
+        catch (Exception ex) when (Storage.SqliteStore.Describe(ex) is { } what)
+        {
+            // The store damaged (cut short, a page overwritten), not a database, or in a folder that cannot be written: which
+            // file and what is wrong, in one line.
+            await error.WriteLineAsync($"error: the store {StoreFile(parsed)}: {what}");
+            return 1;
+        }
         catch (OperationCanceledException)
         {
             // Ctrl+C during a call: stopped, as a shell expects (128 + SIGINT).
             return 130;
+        }
+    }
+
+    /// <summary>The store file the command read or wrote: <c>custos.db</c> in its <c>--data</c> folder (or the config's).</summary>
+    private static string StoreFile(ParseResult parsed)
+    {
+        string? data = null;
+        FileInfo? config = null;
+        try
+        {
+            data = parsed.GetValue<string?>("--data");
+        }
+        catch (InvalidOperationException)
+        {
+        }
+
+        try
+        {
+            config = parsed.GetValue<FileInfo?>("--config");
+        }
+        catch (InvalidOperationException)
+        {
+        }
+
+        try
+        {
+            return Path.Combine(Commands.CommonOptions.ResolveDataDirectory(data, config), "custos.db");
+        }
+        catch (Exception ex) when (ex is CliException or IOException or InvalidDataException or UnauthorizedAccessException)
+        {
+            return "custos.db";
         }
     }
 }

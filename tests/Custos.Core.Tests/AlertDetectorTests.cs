@@ -272,6 +272,22 @@ public sealed class AlertDetectorTests
     }
 
     [Fact]
+    public void UsageAnomaly_AgainstABaselineBelowItsFloor_NamesTheFloorItWasJudgedBy()
+    {
+        // Forty minutes of free requests: a spend baseline of 0. Then a minute of requests costing a little.
+        var snapshot = Compile("alerts: { disabled: [model.first_use] }");
+        Feed(snapshot, Enumerable.Range(0, 160).Select(i => Record(Start.AddSeconds(i * 15), "bot", cost: 0m)));
+        Assert.Empty(_signals);
+        Feed(snapshot, Enumerable.Range(0, 20).Select(i => Record(Start.AddMinutes(40).AddSeconds(i), "bot", cost: 0.0001m)));
+
+        // 2000× follows from the figures shown: "0.002 vs 0" alone read as a ratio out of nowhere.
+        var alert = Assert.Single(_signals);
+        Assert.Equal(("spend", "0.002", "0", "0.000001", "2000"), (alert.Evidence["metric"], alert.Evidence["observed_per_minute"], alert.Evidence["baseline_per_minute"],
+            alert.Evidence["baseline_floor"], alert.Evidence["ratio"]));
+        Assert.Contains("is at 2000× its baseline spend per minute (0.002 vs 0, a baseline below 0.000001 judged as 0.000001).", alert.Summary, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void UsageAnomaly_InternalOnlyAlerts_ExternalThrottles_AndWarmupIsSilent()
     {
         var snapshot = Compile("alerts: { disabled: [model.first_use], categories: { external: { alert_at: 4, act_at: 8, throttle_requests_per_minute: 7 } } }");

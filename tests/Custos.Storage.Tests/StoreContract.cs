@@ -923,6 +923,29 @@ public abstract class StoreContract : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Alerts_ARowThatDoesNotRead_IsLeftOutOfTheLists_AndNamedByReadAlerts()
+    {
+        await Store.CreateAlertAsync(NewAlert("f1", T0));
+        await Store.CreateAlertAsync(NewAlert("f2", T0.AddMinutes(1)));
+        await Store.CreateAlertAsync(NewAlert("f3", T0.AddMinutes(2)));
+        await ExecuteRawAsync("UPDATE alerts SET alert = substr(alert, 1, 100) WHERE number = 2");
+
+        Assert.Equal(["al-3", "al-1"], (await Store.ListAlertsAsync(null, 10)).Select(a => a.Id));
+        Assert.Equal(["al-3", "al-1"], (await Store.ListAlertsAsync(AlertStatus.Open, 10)).Select(a => a.Id));
+        Assert.Null(await Store.GetAlertAsync("al-2"));
+        var rows = new List<StoredAlert>();
+        await foreach (var row in Store.ReadAlertsAsync(AlertStatus.Open))
+        {
+            rows.Add(row);
+        }
+
+        Assert.Equal([1L, 2L, 3L], rows.Select(r => r.Number));
+        Assert.Null(rows[1].Alert);
+        Assert.NotNull(rows[1].Error);
+        Assert.Equal("al-3", rows[2].Alert?.Id);
+    }
+
+    [Fact]
     public async Task GetConsumerModelsAsync_GivesEachAllowedPairOnce()
     {
         Assert.Empty(await Store.GetConsumerModelsAsync());

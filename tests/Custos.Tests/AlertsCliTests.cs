@@ -3,6 +3,7 @@ using System.Net.Http.Headers;
 using System.Text;
 using System.Text.Json;
 using System.Text.RegularExpressions;
+using Custos.Alerts;
 using Custos.Gateway.Hosting;
 using Custos.Ledger;
 using Custos.Policy;
@@ -89,6 +90,11 @@ public sealed class AlertsCliTests : IAsyncLifetime
         Assert.Contains("not found (404 admin.not_found)", missing.Error, StringComparison.Ordinal);
         using var json = JsonDocument.Parse(await AsAsync("security-auditor", "alerts", "list", "--limit", "1", "--json"));
         Assert.Equal(id, Assert.Single(json.RootElement.EnumerateArray()).GetProperty("id").GetString());
+
+        // Resolved, undoing nothing: closed by who may acknowledge it, with a reason.
+        var resolved = await AsAsync("service-owner", "alerts", "resolve", id, "--reason", "the release went out");
+        Assert.StartsWith($"alert {id} resolved by demo-service-owner at ", resolved, StringComparison.Ordinal);
+        Assert.Equal("resolved", DemoGateway.Row(await AsAsync("security-auditor", "alerts", "list"), id)[5]);
     }
 
     [Fact]
@@ -166,6 +172,68 @@ public sealed class AlertsCliTests : IAsyncLifetime
     }
 
     /// <summary>Waits until every request so far is in the ledger and every alert it raised is handled; returns the alerts (admin API JSON).</summary>
+    [Fact]
+    public async Task AuditVerify_AnAlertAcknowledgedInTheStore_AndAnActionedAlertDeleted_NamesBoth()
+    {
+        // Arrange: a gateway whose clock ran two hours ago (its alerts settled long since), research-agent suspended by
+        // an alert, and its first use of a model an alert that escalated, nobody acknowledging it.
+        var time = new FakeTimeProvider(WholeMinute(DateTimeOffset.UtcNow.AddHours(-2)));
+        await using var demo = await DemoGateway.StartAsync("alerts-forged", policy => policy with { Alerts = new AlertsConfig { BaselineWarmupMinutes = 1 } }, time);
+        var gateway = demo.Gateway;
+        var key = demo.ConsumerKey("research-agent");
+        for (var i = 0; i < 2; i++)
+        {
+            Assert.Equal(HttpStatusCode.OK, (await DemoGateway.ChatAsync(gateway.DataPlaneUri, key, "gpt-4o")).Status);
+        }
+
+        await gateway.Ledger.FlushAsync().WaitAsync(TimeSpan.FromSeconds(10));
+        await gateway.Alerts.WaitIdleAsync().WaitAsync(TimeSpan.FromSeconds(10));
+        time.Advance(TimeSpan.FromMinutes(1));
+        for (var i = 0; i < 20; i++)
+        {
+            await DemoGateway.ChatAsync(gateway.DataPlaneUri, key, "gpt-4o");
+        }
+
+        await gateway.Ledger.FlushAsync().WaitAsync(TimeSpan.FromSeconds(10));
+        await gateway.Alerts.WaitIdleAsync().WaitAsync(TimeSpan.FromSeconds(10));
+        var alerts = await gateway.Store.ListAlertsAsync(null, 100);
+        var suspended = Assert.Single(alerts, a => a.Signal.Type == "usage.anomaly");
+        Assert.NotNull(suspended.ActionPolicyVersion);
+        var firstUse = alerts.First(a => a.Signal.Type == "model.first_use");
+        time.Advance(TimeSpan.FromMinutes(31));
+        await gateway.Alerts.EscalateDueAsync(time.GetUtcNow()); // or its loop did, woken by the clock
+        Assert.NotNull((await gateway.Store.GetAlertAsync(firstUse.Id))?.EscalatedAt);
+        await gateway.DisposeAsync(); // stopped: drained and sealed
+        Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+        var (exit, output, _) = await Cli.RunAsync("audit", "verify", "--data", demo.Directory);
+        Assert.True(exit == 0, output);
+
+        // Act: the escalated alert made acknowledged by 'mallory' with no escalation, the suspending alert deleted.
+        await using (var db = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={Path.Combine(demo.Directory, "custos.db")};Pooling=false"))
+        {
+            await db.OpenAsync();
+            await using var command = db.CreateCommand();
+            command.CommandText = $"""
+                UPDATE alerts SET status = 'acknowledged',
+                    alert = json_set(json_remove(alert, '$.escalated_at'), '$.status', 'acknowledged', '$.acknowledged_by', 'mallory', '$.acknowledged_at', '{LedgerTime.Format(time.GetUtcNow().AddMinutes(-40))}')
+                WHERE number = {Alert.NumberOf(firstUse.Id)};
+                DELETE FROM alerts WHERE number = {Alert.NumberOf(suspended.Id)};
+                """;
+            await command.ExecuteNonQueryAsync();
+        }
+
+        // Assert: verify fails, naming both.
+        (exit, output, _) = await Cli.RunAsync("audit", "verify", "--data", demo.Directory);
+        Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+        Assert.Equal(1, exit);
+        Assert.Contains($"FAIL altered_alert: alert {firstUse.Id} disagrees with its ledger entries", output, StringComparison.Ordinal);
+        Assert.Contains("its status is 'acknowledged' in the store, 'open' in the ledger", output, StringComparison.Ordinal);
+        Assert.Contains("its acknowledged_by is 'mallory' in the store, null in the ledger", output, StringComparison.Ordinal);
+        Assert.Contains("its escalation is 'none' in the store, 'escalated' in the ledger", output, StringComparison.Ordinal);
+        Assert.Contains($"FAIL altered_alert: the ledger records alert {suspended.Id} (usage.anomaly;", output, StringComparison.Ordinal);
+        Assert.Contains("which took an automatic action (credential.suspended), but the store has no such alert: it was deleted", output, StringComparison.Ordinal);
+    }
+
     private async Task<List<JsonElement>> AlertsAsync()
     {
         await _gateway.Ledger.FlushAsync().WaitAsync(TimeSpan.FromSeconds(10));

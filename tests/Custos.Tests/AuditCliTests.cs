@@ -250,6 +250,124 @@ public sealed class AuditCliTests
     }
 
     [Fact]
+    public async Task ADamagedStore_IsAOneLineError_OrAnUnreadableProblem_NeverACrash()
+    {
+        await using var gateway = await DemoGateway.StartAsync("damaged");
+        using (var http = new HttpClient { BaseAddress = gateway.Gateway.DataPlaneUri })
+        {
+            for (var i = 0; i < 40; i++)
+            {
+                using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions")
+                {
+                    Content = new StringContent("""{"model":"gpt-4o-mini","messages":[{"role":"user","content":"fill a few pages"}]}""", Encoding.UTF8, "application/json"),
+                };
+                request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", gateway.ConsumerKey("support-web"));
+                using var response = await http.SendAsync(request);
+            }
+        }
+
+        await gateway.Gateway.DisposeAsync(); // stopped: drained, sealed, its log checkpointed into the file
+        SqliteConnection.ClearAllPools();
+
+        string Copy(string name, Action<FileStream> damage)
+        {
+            var copy = Path.Combine(gateway.Directory, name);
+            Directory.CreateDirectory(Path.Combine(copy, "keys"));
+            File.Copy(Path.Combine(gateway.Directory, "custos.db"), Path.Combine(copy, "custos.db"));
+            foreach (var key in Directory.GetFiles(Path.Combine(gateway.Directory, "keys")))
+            {
+                File.Copy(key, Path.Combine(copy, "keys", Path.GetFileName(key)));
+            }
+
+            using var file = new FileStream(Path.Combine(copy, "custos.db"), FileMode.Open, FileAccess.ReadWrite);
+            damage(file);
+            return copy;
+        }
+
+        // Cut in half: verify reports what it could not read (or, failing before the chains, says so in one line); readers say which file.
+        var truncated = Copy("truncated", file => file.SetLength(file.Length / 2));
+        var (exit, output, error) = await Cli.RunAsync("audit", "verify", "--data", truncated);
+        Assert.Equal(1, exit);
+        Assert.True(output.Contains("FAIL unreadable", StringComparison.Ordinal) || error.StartsWith("error: the store ", StringComparison.Ordinal), output + error);
+        Assert.DoesNotContain("   at ", output + error, StringComparison.Ordinal);
+        foreach (var args in new[] { new[] { "requests" }, ["report", "posture"] })
+        {
+            (exit, output, error) = await Cli.RunAsync([.. args, "--data", truncated]);
+            Assert.Equal(1, exit);
+            Assert.StartsWith($"error: the store {Path.Combine(truncated, "custos.db")}: it is damaged", error, StringComparison.Ordinal);
+            Assert.Single(error.Split('\n', StringSplitOptions.RemoveEmptyEntries)); // no stack trace
+        }
+
+        // Its header overwritten: not a database at all.
+        var garbage = Copy("garbage", file => file.Write(Encoding.ASCII.GetBytes(new string('x', 100))));
+        (exit, output, error) = await Cli.RunAsync("audit", "verify", "--data", garbage);
+        Assert.Equal(1, exit);
+        Assert.StartsWith($"error: the store {Path.Combine(garbage, "custos.db")}: it is not a SQLite database", error, StringComparison.Ordinal);
+        Assert.Single(error.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        SqliteConnection.ClearAllPools();
+    }
+
+    [Fact]
+    public async Task AnAlertRowEditedSoThatItDoesNotRead_IsLeftOut_TheGatewayStarts_AndVerifyNamesIt()
+    {
+        await using var gateway = await DemoGateway.StartAsync("damaged-alert");
+        await gateway.Gateway.DisposeAsync();
+        SqliteConnection.ClearAllPools();
+        var data = gateway.Directory;
+        await using (var store = await Custos.Storage.SqliteStore.OpenAsync(data))
+        {
+            foreach (var fingerprint in new[] { "a", "b" })
+            {
+                await store.CreateAlertAsync(new Custos.Alerts.Alert
+                {
+                    Signal = new Custos.Alerts.AlertSignal
+                    {
+                        Type = "usage.anomaly",
+                        Severity = Custos.Alerts.AlertSeverity.Warning,
+                        Fingerprint = fingerprint,
+                        Subject = "consumer:support-web",
+                        Summary = "busy",
+                        At = DateTimeOffset.UtcNow,
+                        Tenant = "acme",
+                    },
+                    RaisedAt = DateTimeOffset.UtcNow,
+                    LastSeenAt = DateTimeOffset.UtcNow,
+                });
+            }
+        }
+
+        await using (var db = new SqliteConnection($"Data Source={Path.Combine(data, "custos.db")};Pooling=false"))
+        {
+            await db.OpenAsync();
+            await using var command = db.CreateCommand();
+            command.CommandText = "UPDATE alerts SET alert = substr(alert, 1, 100) WHERE number = 2";
+            Assert.Equal(1, await command.ExecuteNonQueryAsync());
+        }
+
+        var (exit, output, error) = await Cli.RunAsync("report", "incident", "--tenant", "acme", "--from", "1d", "--data", data);
+        Assert.True(exit == 0, output + error);
+
+        await using var restarted = await CustosGateway.StartAsync(new CustosGatewayOptions
+        {
+            Policy = DemoPolicy.Create(gateway.Upstream.BaseUri, gateway.Keys),
+            PolicyAuthor = "system:demo",
+            DataDirectory = data,
+            DataPlaneUrl = "http://127.0.0.1:0",
+            AdminUrl = "http://127.0.0.1:0",
+            ConfigureLogging = _ => { },
+        });
+        Assert.Equal(["al-1"], (await restarted.Store.ListAlertsAsync(null, 10)).Select(a => a.Id));
+        await restarted.DisposeAsync();
+        SqliteConnection.ClearAllPools();
+
+        // Verify names the row that does not read, and the alerts no alert.raised entry recorded (rows added beside the gateway).
+        (exit, output, _) = await Cli.RunAsync("audit", "verify", "--data", data);
+        SqliteConnection.ClearAllPools();
+        Assert.Equal(1, exit);
+        Assert.Contains("FAIL altered_alert: alert al-2's stored row does not read as an alert", output, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Init_MakesTheStoreAndTheCheckpointKeyOnce()
     {
         var data = Path.Combine(Path.GetTempPath(), "custos-init-" + Guid.NewGuid().ToString("N"));

@@ -144,6 +144,12 @@ public sealed record Alert
     public string? Note { get; init; }
 }
 
+/// <summary>One row of the alerts table as it reads.</summary>
+/// <param name="Number">The row's number (the alert id is <c>al-N</c>).</param>
+/// <param name="Alert">The alert, or null when the row does not read as one.</param>
+/// <param name="Error">Why it does not, when it does not.</param>
+public sealed record StoredAlert(long Number, Alert? Alert, string? Error);
+
 /// <summary>Stored alerts.</summary>
 public interface IAlertStore
 {
@@ -156,8 +162,14 @@ public interface IAlertStore
     /// <summary>One alert, or null.</summary>
     Task<Alert?> GetAlertAsync(string id, CancellationToken cancellationToken = default);
 
-    /// <summary>Alerts, newest first, optionally of one status.</summary>
+    /// <summary>Alerts, newest first, optionally of one status; a row that does not read as an alert (altered by hand) is left out.</summary>
     Task<IReadOnlyList<Alert>> ListAlertsAsync(AlertStatus? status, int limit, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Every stored alert row, oldest first, optionally of one status, each with its number: one that does not read as an
+    /// alert has <see cref="StoredAlert.Alert"/> null and says why (the alert engine warns of it, <c>audit verify</c> names it).
+    /// </summary>
+    IAsyncEnumerable<StoredAlert> ReadAlertsAsync(AlertStatus? status, CancellationToken cancellationToken = default);
 
     /// <summary>Every (consumer, model) pair of allowed requests in the ledger: the models each consumer has used.</summary>
     Task<IReadOnlyList<(string Consumer, string Model)>> GetConsumerModelsAsync(CancellationToken cancellationToken = default);

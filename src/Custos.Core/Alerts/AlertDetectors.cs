@@ -349,7 +349,9 @@ public sealed class AlertDetectors
         {
             Type = AlertTypes.AuthFailures,
             Severity = AlertSeverity.Critical,
-            Fingerprint = "auth.failures|" + source,
+            // One alert per source and, when the refused key was a known consumer's, per tenant and consumer: a burst with
+            // another tenant's key from the same address is that tenant's alert, told to its owners, not an occurrence of the first.
+            Fingerprint = consumer is null ? "auth.failures|" + source : $"auth.failures|{source}|{consumer.Service.Tenant.Id}|{consumer.Id}",
             Subject = "source:" + source,
             Summary = $"{window.Count} failed authentications from {source} within a minute (possible credential stuffing).",
             At = at,
@@ -434,7 +436,7 @@ public sealed class AlertDetectors
             return;
         }
 
-        var (metric, observed, average, ratio) = Judge(baseline);
+        var (metric, observed, average, floor, ratio) = Judge(baseline);
         var level = rule.ActAt is { } actAt && ratio >= (double)actAt ? 2 : ratio >= (double)rule.AlertAt ? 1 : 0;
         if (level <= baseline.FiredLevel)
         {
@@ -450,12 +452,13 @@ public sealed class AlertDetectors
             : $"{category}: usage at {rule.AlertAt}× its baseline raises an alert";
         signals.Add(Signal(record, consumer, AlertTypes.UsageAnomaly, acting ? AlertSeverity.Critical : AlertSeverity.Warning,
             $"usage.anomaly|{consumer.Id}|{(acting ? "act" : "alert")}",
-            $"{consumer.Id} ({category}) is at {ratio:0.#}× its baseline {metric} per minute ({Format(observed)} vs {Format(average)}).",
+            $"{consumer.Id} ({category}) is at {ratio:0.#}× its baseline {metric} per minute ({Versus(observed, average, floor)}).",
             new()
             {
                 ["metric"] = metric,
                 ["observed_per_minute"] = Format(observed),
                 ["baseline_per_minute"] = Format(average),
+                ["baseline_floor"] = Format(floor),
                 ["ratio"] = ratio.ToString("0.##", CultureInfo.InvariantCulture),
                 ["alert_at"] = rule.AlertAt.ToString(CultureInfo.InvariantCulture),
                 ["act_at"] = rule.ActAt?.ToString(CultureInfo.InvariantCulture) ?? "none",
@@ -469,11 +472,19 @@ public sealed class AlertDetectors
         });
     }
 
-    /// <summary>The largest ratio of the three measures to their baselines; a floor keeps a near-zero baseline from dividing by nothing.</summary>
-    private static (string Metric, double Observed, double Average, double Ratio) Judge(Baseline baseline) => Max(
-        ("requests", baseline.Requests, baseline.AverageRequests, baseline.Requests / Math.Max(baseline.AverageRequests, 0.1)),
-        ("tokens", baseline.Tokens, baseline.AverageTokens, baseline.Tokens / Math.Max(baseline.AverageTokens, 1)),
-        ("spend", baseline.Spend, baseline.AverageSpend, baseline.Spend / Math.Max(baseline.AverageSpend, 1e-6)));
+    /// <summary>
+    /// The largest ratio of the three measures to their baselines. A baseline below its floor (0.1 requests, 1 token,
+    /// 0.000001 of spend) is judged as the floor, so that a near-zero baseline does not divide by nothing; the summary and
+    /// the evidence then name the floor (<see cref="Versus"/>), or the ratio would not follow from the figures shown.
+    /// </summary>
+    private static (string Metric, double Observed, double Average, double Floor, double Ratio) Judge(Baseline baseline) => Max(
+        ("requests", baseline.Requests, baseline.AverageRequests, 0.1),
+        ("tokens", baseline.Tokens, baseline.AverageTokens, 1),
+        ("spend", baseline.Spend, baseline.AverageSpend, 1e-6));
+
+    /// <summary>"observed vs baseline", and the floor when the baseline was below it and the ratio was measured against it.</summary>
+    private static string Versus(double observed, double average, double floor)
+        => $"{Format(observed)} vs {Format(average)}" + (average < floor ? $", a baseline below {Format(floor)} judged as {Format(floor)}" : "");
 
     /// <summary>
     /// The same judgement per hour, for consumers too quiet for minutes to tell (a job calling a few times an hour): an
@@ -499,7 +510,7 @@ public sealed class AlertDetectors
             return;
         }
 
-        var (metric, observed, average, ratio) = Judge(baseline);
+        var (metric, observed, average, floor, ratio) = Judge(baseline);
         if (ratio < (double)rule.AlertAt)
         {
             return;
@@ -508,12 +519,13 @@ public sealed class AlertDetectors
         baseline.FiredLevel = 1;
         var category = PolicyNames.Of(consumer.Category);
         signals.Add(Signal(record, consumer, AlertTypes.UsageAnomaly, AlertSeverity.Warning, $"usage.anomaly|{consumer.Id}|hour",
-            $"{consumer.Id} ({category}) is at {ratio:0.#}× its baseline {metric} per hour ({Format(observed)} vs {Format(average)}).",
+            $"{consumer.Id} ({category}) is at {ratio:0.#}× its baseline {metric} per hour ({Versus(observed, average, floor)}).",
             new()
             {
                 ["metric"] = metric,
                 ["observed_per_hour"] = Format(observed),
                 ["baseline_per_hour"] = Format(average),
+                ["baseline_floor"] = Format(floor),
                 ["ratio"] = ratio.ToString("0.##", CultureInfo.InvariantCulture),
                 ["alert_at"] = rule.AlertAt.ToString(CultureInfo.InvariantCulture),
                 ["hours_observed"] = (hour - baseline.FirstBucket).ToString(CultureInfo.InvariantCulture),
@@ -529,14 +541,15 @@ public sealed class AlertDetectors
         _ => "raises an alert",
     };
 
-    private static (string, double, double, double) Max(params ReadOnlySpan<(string, double, double, double)> candidates)
+    private static (string, double, double, double, double) Max(params ReadOnlySpan<(string Metric, double Observed, double Average, double Floor)> candidates)
     {
-        var best = candidates[0];
-        foreach (var candidate in candidates)
+        (string, double, double, double, double) best = default;
+        foreach (var (metric, observed, average, floor) in candidates)
         {
-            if (candidate.Item4 > best.Item4 * 1.0001) // on a tie, the first (requests) names it
+            var ratio = observed / Math.Max(average, floor);
+            if (best.Item1 is null || ratio > best.Item5 * 1.0001) // on a tie, the first (requests) names it
             {
-                best = candidate;
+                best = (metric, observed, average, floor, ratio);
             }
         }
 
@@ -623,7 +636,9 @@ public sealed class AlertDetectors
 
     private static string Number(decimal? value) => value?.ToString("0.##", CultureInfo.InvariantCulture) ?? "";
 
-    private static string Format(double value) => value.ToString(value >= 100 ? "0" : "0.###", CultureInfo.InvariantCulture);
+    /// <summary>A figure for people: whole from 100, three decimals below, and as many as it takes below 0.001 (a spend baseline of 0.000001 read as 0).</summary>
+    private static string Format(double value)
+        => value.ToString(value >= 100 ? "0" : value >= 0.001 || value == 0 ? "0.###" : "0.##########", CultureInfo.InvariantCulture);
 
     /// <summary>The last <c>threshold</c> events of one key; a burst is <c>threshold</c> of them within a minute.</summary>
     private sealed class BurstWindow(int threshold)

@@ -8,9 +8,9 @@ namespace Custos.Ledger;
 /// <summary>One thing verification found wrong, pinned to where it is.</summary>
 /// <param name="Kind">
 /// <c>modified</c>, <c>missing</c> (deleted), <c>broken_link</c> (inserted, reordered or a rewritten hash), <c>truncated</c>,
-/// <c>checkpoint_mismatch</c>, <c>checkpoint_gap</c>, <c>bad_signature</c>, <c>unknown_key</c>, <c>witness_mismatch</c>, and for the store's
+/// <c>checkpoint_mismatch</c>, <c>checkpoint_gap</c>, <c>bad_signature</c>, <c>unknown_key</c>, <c>witness_mismatch</c>, <c>unreadable</c> (the store cannot give back an entry: the last good one is the one before <paramref name="Seq"/>), and for the store's
 /// own tables beside the ledger <c>altered_policy_version</c>, <c>unrecorded_policy_version</c>, <c>altered_access_request</c>,
-/// <c>unrecorded_access_request</c> (<c>RecordedChanges</c>).
+/// <c>unrecorded_access_request</c>, <c>altered_alert</c>, <c>unrecorded_alert</c> (<c>RecordedChanges</c>).
 /// </param>
 /// <param name="ChainId">The chain.</param>
 /// <param name="Seq">The first bad sequence number, when there is one.</param>
@@ -105,8 +105,20 @@ public static class LedgerVerifier
         var keys = options.PublicKeys.ToDictionary(CheckpointKey.IdOf, k => k, StringComparer.Ordinal);
         var problems = new List<VerificationProblem>();
         // Checkpoints before chain heads: a checkpoint sealed in between (a running gateway) must not look like a truncation.
-        var stored = await store.GetCheckpointsAsync(null, cancellationToken);
-        var chains = await store.GetChainsAsync(cancellationToken);
+        IReadOnlyList<SignedCheckpoint> stored;
+        IReadOnlyList<(string ChainId, long LastSeq, long Count)> chains;
+        try
+        {
+            stored = await store.GetCheckpointsAsync(null, cancellationToken);
+            chains = await store.GetChainsAsync(cancellationToken);
+        }
+        catch (System.Data.Common.DbException ex)
+        {
+            // The database itself is damaged (cut short, a page overwritten): nothing can be checked, which is a problem, not a crash.
+            problems.Add(new("unreadable", "", null, null, $"the store's chains and checkpoints cannot be read ({FirstLine(ex)}): the database file is damaged"));
+            return new VerificationResult { Chains = 0, Entries = 0, Checkpoints = 0, Unsealed = 0, Problems = problems, Elapsed = System.Diagnostics.Stopwatch.GetElapsedTime(started) };
+        }
+
         var allCheckpoints = Readable(stored, problems);
         long entries = 0, unsealed = 0;
         var checkpointsChecked = 0;
@@ -263,6 +275,13 @@ public static class LedgerVerifier
                         // The store could not give the entry back (a compressed record or its dictionary altered).
                         problem = new("unreadable", chainId, expected, null, $"the stored entry cannot be read: {ex.Message}");
                     }
+                    catch (System.Data.Common.DbException ex)
+                    {
+                        // The database could not (a page of the file overwritten, the file cut short): the entries before are good.
+                        problem = new("unreadable", chainId, expected, null, expected > firstSeq
+                            ? $"the store cannot give back the entries after seq {expected - 1} ({FirstLine(ex)}): the database file is damaged; entries {firstSeq}-{expected - 1} read and verified"
+                            : $"the store cannot give back the chain's entries from seq {firstSeq} ({FirstLine(ex)}): the database file is damaged");
+                    }
                 }
 
                 // The walk must reach every checkpoint it set out to check, and every entry the store counts: a sequence number
@@ -316,13 +335,20 @@ public static class LedgerVerifier
 
             // The store's policy versions and access requests against the entries that recorded them, where every chain was
             // read whole (an entry past a problem is not read); else only each version's document against its hash.
-            if (recordedChanges is not null && chainsRead)
+            try
             {
-                await recordedChanges.CompareAsync(store, now, problems, cancellationToken);
+                if (recordedChanges is not null && chainsRead)
+                {
+                    await recordedChanges.CompareAsync(store, now, problems, cancellationToken);
+                }
+                else
+                {
+                    await RecordedChanges.CheckVersionHashesAsync(store, problems, cancellationToken);
+                }
             }
-            else
+            catch (System.Data.Common.DbException ex)
             {
-                await RecordedChanges.CheckVersionHashesAsync(store, problems, cancellationToken);
+                problems.Add(new("unreadable", "", null, null, $"the store's policy versions, access requests or alerts cannot be read ({FirstLine(ex)}): the database file is damaged"));
             }
 
             var witnessed = 0;
@@ -349,6 +375,8 @@ public static class LedgerVerifier
             ArrayPool<byte>.Shared.Return(buffer);
         }
     }
+
+    private static string FirstLine(Exception exception) => exception.Message.Split('\n')[0];
 
     /// <summary>
     /// A problem when the columns the store searches by do not say what the entry says: the hash covers the entry, not its

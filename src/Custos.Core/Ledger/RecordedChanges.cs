@@ -1,7 +1,9 @@
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
+using Custos.Alerts;
 using Custos.ControlPlane;
+using Custos.Policy;
 
 namespace Custos.Ledger;
 
@@ -9,8 +11,10 @@ namespace Custos.Ledger;
 /// What the ledger's admin entries say about the store's own tables, gathered while verification reads the chains, and
 /// compared with those tables afterwards: each policy version with the <c>policy.version_created</c> entry that recorded
 /// it (number, hash, author, reason), each access request with its <c>access.*</c> entries (requester, tenant, consumer,
-/// models, status, decider, reason). The hash chain covers the entries, not these tables: a version's document edited
-/// behind the gateway would be put in force, and an access request's decider rewritten would be shown as true.
+/// models, status, decider, reason), each alert with its <c>alert.*</c> entries and the automatic action recorded for it
+/// (raised, acknowledged by whom, escalated, resolved by whom, action taken). The hash chain covers the entries, not these
+/// tables: a version's document edited behind the gateway would be put in force, an access request's decider rewritten
+/// would be shown as true, and an alert acknowledged or deleted in the store would change what the incident pack concludes.
 /// </summary>
 /// <remarks>
 /// Memory: one small entry per policy version and per access request (who asked, for what, who decided), never the
@@ -25,9 +29,11 @@ internal sealed class RecordedChanges
     public static readonly TimeSpan SettleAfter = TimeSpan.FromMinutes(5);
 
     private const string RequestTarget = "access_request:";
+    private const string AlertTarget = "alert:";
 
     private readonly Dictionary<long, List<VersionEntry>> _versions = [];
     private readonly Dictionary<string, AccessEntries> _access = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, AlertEntries> _alerts = new(StringComparer.Ordinal);
 
     private sealed record VersionEntry(string ChainId, long Seq, string? Actor, string? Hash, string? Reason);
 
@@ -45,7 +51,19 @@ internal sealed class RecordedChanges
         public DateTimeOffset LastAt { get; set; }
     }
 
-    /// <summary>Takes note of an admin entry (canonical JSON) when it records a policy version or an access request.</summary>
+    /// <summary>What the ledger says of one alert: raised (its type), acknowledged, escalated, resolved, its automatic action.</summary>
+    private sealed class AlertEntries
+    {
+        public string? Where { get; set; }
+        public string? Type { get; set; }
+        public string? AcknowledgedBy { get; set; }
+        public bool Escalated { get; set; }
+        public string? ResolvedBy { get; set; }
+        public string? Action { get; set; }
+        public DateTimeOffset LastAt { get; set; }
+    }
+
+    /// <summary>Takes note of an admin entry (canonical JSON) when it records a policy version, an access request or an alert.</summary>
     public void Add(string chainId, long seq, ReadOnlySpan<byte> canonical)
     {
         string? action = null, actor = null, target = null, after = null, reason = null, tenant = null, timestamp = null;
@@ -105,6 +123,40 @@ internal sealed class RecordedChanges
             }
 
             list.Add(new VersionEntry(chainId, seq, actor, after, reason));
+            return;
+        }
+
+        if (AlertOf(action, actor, target, reason) is { } alertId)
+        {
+            if (!_alerts.TryGetValue(alertId, out var alert))
+            {
+                _alerts[alertId] = alert = new AlertEntries();
+            }
+
+            if (LedgerTime.TryParse(timestamp, out var when) && when > alert.LastAt)
+            {
+                alert.LastAt = when;
+            }
+
+            switch (action)
+            {
+                case "alert.raised":
+                    (alert.Type, alert.Where) = (after, $"chain {chainId}, seq {seq}");
+                    break;
+                case "alert.acknowledged":
+                    alert.AcknowledgedBy = actor;
+                    break;
+                case "alert.escalated":
+                    alert.Escalated = true;
+                    break;
+                case "alert.resolved":
+                    alert.ResolvedBy = actor;
+                    break;
+                default:
+                    alert.Action = action;
+                    break;
+            }
+
             return;
         }
 
@@ -210,6 +262,11 @@ internal sealed class RecordedChanges
                 $"the ledger records policy version {number} ({Short(entry.Hash ?? "")}, by {entry.Actor}), but the store has no such version: it was deleted"));
         }
 
+        if (store is IAlertStore alerts)
+        {
+            await CompareAlertsAsync(alerts, now, problems, cancellationToken);
+        }
+
         if (store is not IRegistryStore registry)
         {
             return;
@@ -276,6 +333,96 @@ internal sealed class RecordedChanges
         {
             problems.Add(new("altered_access_request", "", null, null,
                 $"the ledger records access request {id} ({entries.Asked}, by {entries.RequestedBy}; {entries.Where}), but the store has no such request: it was deleted"));
+        }
+    }
+
+    /// <summary>
+    /// The alert an entry records: <c>alert.*</c> entries name it as their target, the automatic actions the gateway takes
+    /// for one (<c>credential.suspended</c>, <c>consumer.throttled</c> by <c>custos:alerts</c>) at the start of their reason.
+    /// </summary>
+    private static string? AlertOf(string? action, string? actor, string? target, string? reason)
+    {
+        if (action is "alert.raised" or "alert.acknowledged" or "alert.escalated" or "alert.resolved")
+        {
+            return target is not null && target.StartsWith(AlertTarget, StringComparison.Ordinal) ? target[AlertTarget.Length..] : null;
+        }
+
+        if (action is "credential.suspended" or "consumer.throttled" && actor == AlertActor && reason is not null && reason.IndexOf(':', StringComparison.Ordinal) is > 0 and var colon
+            && Alert.NumberOf(reason[..colon]) is not null)
+        {
+            return reason[..colon];
+        }
+
+        return null;
+    }
+
+    /// <summary>The actor the gateway's own alert actions are recorded under (the alert engine's).</summary>
+    private const string AlertActor = "custos:alerts";
+
+    /// <summary>
+    /// Compares every stored alert with its ledger entries: an alert with no <c>alert.raised</c> entry, one whose status,
+    /// acknowledger, resolver, escalation or automatic action the entries do not bear out, a row that does not read, and
+    /// an alert the ledger records that the store no longer has.
+    /// </summary>
+    private async Task CompareAlertsAsync(IAlertStore store, DateTimeOffset now, List<VerificationProblem> problems, CancellationToken cancellationToken)
+    {
+        var settled = now - SettleAfter;
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        await foreach (var row in store.ReadAlertsAsync(null, cancellationToken))
+        {
+            var id = Alert.IdOf(row.Number);
+            seen.Add(id);
+            _alerts.TryGetValue(id, out var entries);
+            if (row.Alert is not { } alert)
+            {
+                problems.Add(new("altered_alert", "", null, null,
+                    $"alert {id}'s stored row does not read as an alert ({row.Error}): it was altered in the store; the gateway and the reports leave it out"));
+                continue;
+            }
+
+            if (entries?.Type is null)
+            {
+                if (alert.RaisedAt < settled || alert.RaisedAt > now)
+                {
+                    problems.Add(new("unrecorded_alert", "", null, null,
+                        $"alert {id} ({alert.Signal.Type} on {alert.Signal.Subject}) has no alert.raised entry in the ledger: it was not raised by the gateway (a row added to the store)"));
+                }
+
+                continue;
+            }
+
+            var differences = new List<string>();
+            Compare(differences, "type", alert.Signal.Type, entries.Type);
+
+            // An alert is stored, then recorded, a moment apart (an acknowledgement, an escalation, an action): one that
+            // changed within the settling time may be half-way.
+            var changedRecently = entries.LastAt >= settled
+                || new[] { alert.RaisedAt, alert.AcknowledgedAt, alert.EscalatedAt, alert.ResolvedAt }.Any(t => t >= settled && t <= now);
+            if (!changedRecently)
+            {
+                var status = entries.ResolvedBy is not null ? AlertStatus.Resolved : entries.AcknowledgedBy is not null ? AlertStatus.Acknowledged : AlertStatus.Open;
+                Compare(differences, "status", PolicyNames.Of(alert.Status), PolicyNames.Of(status));
+                Compare(differences, "resolved_by", alert.ResolvedBy, entries.ResolvedBy);
+
+                // A resume acknowledges as it resolves: its resolver is the acknowledger when nobody acknowledged before.
+                var acknowledger = entries.AcknowledgedBy ?? (alert.AcknowledgedBy is not null && alert.AcknowledgedBy == entries.ResolvedBy ? entries.ResolvedBy : null);
+                Compare(differences, "acknowledged_by", alert.AcknowledgedBy, acknowledger);
+                Compare(differences, "escalation", alert.EscalatedAt is null ? "none" : "escalated", entries.Escalated ? "escalated" : "none");
+                Compare(differences, "automatic action", alert.ActionPolicyVersion is null ? "none" : "taken", entries.Action is null ? "none" : "taken");
+            }
+
+            if (differences.Count > 0)
+            {
+                problems.Add(new("altered_alert", "", null, null,
+                    $"alert {id} disagrees with its ledger entries ({entries.Where}): {string.Join("; ", differences)}: the store's row was altered"));
+            }
+        }
+
+        foreach (var (id, entries) in _alerts.Where(a => !seen.Contains(a.Key) && a.Value.Type is not null).OrderBy(a => Alert.NumberOf(a.Key)))
+        {
+            problems.Add(new("altered_alert", "", null, null,
+                $"the ledger records alert {id} ({entries.Type}; {entries.Where})" + (entries.Action is { } action ? $", which took an automatic action ({action})" : "") +
+                ", but the store has no such alert: it was deleted"));
         }
     }
 

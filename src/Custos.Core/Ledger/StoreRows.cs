@@ -143,6 +143,50 @@ public static class StoreRows
         LastError = reader.IsDBNull(9) ? null : reader.GetString(9),
     };
 
-    /// <summary>An alert from its JSON column.</summary>
-    public static Alert Alert(DbDataReader reader) => JsonSerializer.Deserialize<Alert>(reader.GetString(0), AlertJson)!;
+    /// <summary>
+    /// An alert from its JSON column, or null with what is wrong when the column does not read as an alert (edited in the
+    /// store by hand, or cut short): the lists skip such a row, the alert engine warns of it, and <c>audit verify</c> names it.
+    /// </summary>
+    public static Alert? TryAlert(string json, out string? error)
+    {
+        try
+        {
+            var alert = JsonSerializer.Deserialize<Alert>(json, AlertJson);
+            error = alert is null ? "it is null" : null;
+            return alert;
+        }
+        catch (Exception ex) when (ex is JsonException or NotSupportedException or InvalidOperationException)
+        {
+            error = ex.Message.Split('\n')[0];
+            return null;
+        }
+    }
+
+    /// <summary>The alerts of <paramref name="command"/>'s rows (<c>alert</c>), those that do not read left out.</summary>
+    public static async Task<List<Alert>> ReadAlertsAsync(DbCommand command, CancellationToken cancellationToken)
+    {
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        var result = new List<Alert>();
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            if (TryAlert(reader.GetString(0), out _) is { } alert)
+            {
+                result.Add(alert);
+            }
+        }
+
+        return result;
+    }
+
+    /// <summary>The rows of <paramref name="command"/> (<c>number, alert</c>), each read as a <see cref="StoredAlert"/>.</summary>
+    public static async IAsyncEnumerable<StoredAlert> ReadAlertRowsAsync(DbCommand command,
+        [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            var alert = TryAlert(reader.GetString(1), out var error);
+            yield return new StoredAlert(reader.GetInt64(0), alert, error);
+        }
+    }
 }

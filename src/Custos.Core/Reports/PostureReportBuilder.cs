@@ -182,6 +182,17 @@ public static class PostureReportBuilder
         => entries.Where(e => e.Action == "credential.revoked" && e.Target.StartsWith("credential:", StringComparison.Ordinal))
             .GroupBy(e => e.Target["credential:".Length..]).ToDictionary(g => g.Key, g => g.Max(e => e.Timestamp), StringComparer.Ordinal);
 
+    /// <summary>
+    /// A notification's address as the report names it: a webhook's scheme, host, port and path, without its user info or
+    /// query, where receivers often take a token (<c>?token=…</c>); an e-mail address as it is. The same form as the
+    /// notifier's failed-delivery log line (<c>OwnerNotifier.Redacted</c>, in the gateway, which this assembly cannot call).
+    /// </summary>
+    internal static string Redacted(string target)
+        => !target.Contains("://", StringComparison.Ordinal) ? target
+            : Uri.TryCreate(target, UriKind.Absolute, out var uri)
+                ? uri.GetComponents(UriComponents.SchemeAndServer | UriComponents.Path, UriFormat.UriEscaped) + (uri.Query.Length > 1 ? "?…" : "")
+                : "(an address that does not read)";
+
     /// <summary>Builds the report.</summary>
     public static PostureReport Build(PostureInput input)
     {
@@ -521,7 +532,7 @@ public static class PostureReportBuilder
         var failing = input.Notifications.Where(n => n.Status == "pending" && n.Attempts > 0).ToList();
         if (failing.Count > 0)
         {
-            g21.Add(Warn("notifications", $"{failing.Count} owner notification(s) failing delivery, e.g. to {failing[0].Recipient} ({failing[0].Target})"));
+            g21.Add(Warn("notifications", $"{failing.Count} owner notification(s) failing delivery, e.g. to {failing[0].Recipient} ({Redacted(failing[0].Target)})"));
         }
 
         Set("GOVERN 2.1", $"Owner roles with contacts for {services.Count} service(s); {input.Notifications.Count(n => n.Status == "delivered")} of the {input.Notifications.Count} newest notifications delivered.", g21);

@@ -263,6 +263,22 @@ internal static partial class AdminApi
             }
         }).WithSummary("Undoes an alert's automatic action (resumes the credential, lifts the throttle) with a reason, and resolves it.")
             .Accepts<ReasonBody>("application/json").Produces<ResumeResult>();
+
+        api.MapPost("/alerts/{id}/resolve", async (HttpContext context, string id) =>
+        {
+            var body = await ReadAsync<ReasonBody>(context);
+            RequireReason(body.Reason);
+            var alert = await FindAlertAsync(context, gateway, id, AdminPermission.AcknowledgeAlerts, "alert.resolved");
+            try
+            {
+                return Json(Custos.Alerts.AlertView.Of(await gateway.Alerts.ResolveAsync(alert, Admin(context).Id, body.Reason, context.RequestAborted)));
+            }
+            catch (InvalidOperationException ex)
+            {
+                throw AdminProblemException.Conflict(ex.Message);
+            }
+        }).WithSummary("Resolves an alert with a reason, undoing nothing: for an alert with no automatic action in force.")
+            .Accepts<ReasonBody>("application/json").Produces<Custos.Alerts.AlertView>();
     }
 
     private static async Task<Custos.Alerts.Alert> FindAlertAsync(HttpContext context, CustosGateway gateway, string id, AdminPermission permission, string action)

@@ -56,10 +56,20 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
     {
         var engine = new AlertEngine(gateway, store, time, logger);
         engine._detectors.SeedModelsUsed(await store.GetConsumerModelsAsync(cancellationToken));
-        foreach (var alert in (await store.ListAlertsAsync(AlertStatus.Open, 10_000, cancellationToken))
-            .Concat(await store.ListAlertsAsync(AlertStatus.Acknowledged, 10_000, cancellationToken)).Reverse())
+        foreach (var status in new[] { AlertStatus.Acknowledged, AlertStatus.Open })
         {
-            engine._active[alert.Signal.Fingerprint] = alert;
+            await foreach (var row in store.ReadAlertsAsync(status, cancellationToken))
+            {
+                // A row edited by hand so that it no longer reads is left out, not a gateway that cannot start; audit verify names it.
+                if (row.Alert is { } alert)
+                {
+                    engine._active[alert.Signal.Fingerprint] = alert;
+                }
+                else
+                {
+                    Log.UnreadableAlert(logger, Alert.IdOf(row.Number), row.Error ?? "");
+                }
+            }
         }
 
         engine._loop = Task.Run(engine.HandleLoopAsync, CancellationToken.None);
@@ -141,8 +151,7 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
     private async Task HandleAsync(AlertSignal signal)
     {
         var now = _time.GetUtcNow();
-        if (_active.TryGetValue(signal.Fingerprint, out var existing)
-            && (existing.Status == AlertStatus.Open || signal.At - existing.LastSeenAt < Requiet))
+        if (_active.TryGetValue(signal.Fingerprint, out var existing) && Absorbs(existing, signal.At, _gateway.Policy.Current.Document))
         {
             if (signal.Action == AlertAction.None || StateOf(existing, _gateway.Policy.Current.Document) != ActionState.Undone)
             {
@@ -170,11 +179,25 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
 
         var alert = await _store.CreateAlertAsync(new Alert { Signal = signal, RaisedAt = now, LastSeenAt = signal.At });
         _active[signal.Fingerprint] = alert; // a retry after a later failure counts an occurrence, never a second alert
-        await _gateway.RecordAdminAsync(Actor, "alert.raised", "alert:" + alert.Id, null, signal.Type,
-            $"{signal.Summary} Evidence: {JsonSerializer.Serialize(signal.Evidence)}", signal.Tenant);
+        // The alert.raised entry is queued, and the action taken, before that entry is durable: the ledger keeps the entries
+        // in the order they were queued (raised, then the action's), and a suspension waited a commit (about 0.6 s under
+        // load, six more requests of a runaway agent) for nothing.
+        var raised = _gateway.RecordAdminAsync(Actor, "alert.raised", "alert:" + alert.Id, null, signal.Type,
+            $"{signal.Summary} Evidence: {JsonSerializer.Serialize(signal.Evidence)}", signal.Tenant).AsTask();
         if (signal.Action != AlertAction.None)
         {
-            alert = await ActAsync(alert);
+            try
+            {
+                alert = await ActAsync(alert);
+            }
+            finally
+            {
+                await raised;
+            }
+        }
+        else
+        {
+            await raised;
         }
 
         var snapshot = _gateway.Policy.Current;
@@ -186,6 +209,17 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
         Log.Raised(_logger, alert.Id, signal.Type, signal.Subject, string.Join(", ", alert.Recipients));
         Raised?.Invoke(alert);
     }
+
+    /// <summary>
+    /// Whether a signal at <paramref name="at"/> is one more occurrence of <paramref name="existing"/> (same fingerprint) rather
+    /// than a new alert: while it is open, for an hour after it was acknowledged (measured from the acknowledgement, not from
+    /// its last occurrence, which every repeat moves: an acknowledged alert that kept firing stayed muted for good), and while
+    /// the automatic action it took is in force (the behaviour is being dealt with).
+    /// </summary>
+    private static bool Absorbs(Alert existing, DateTimeOffset at, PolicyDocument document)
+        => existing.Status == AlertStatus.Open
+            || (existing.Status == AlertStatus.Acknowledged && existing.AcknowledgedAt is { } acknowledged && at - acknowledged < Requiet)
+            || (existing.Status == AlertStatus.Acknowledged && StateOf(existing, document) == ActionState.InForce);
 
     /// <summary>Takes the rule's automatic action as a new policy version, with the rule and the evidence in the ledger.</summary>
     private async Task<Alert> ActAsync(Alert alert)
@@ -341,10 +375,12 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
         }
 
         await _gateway.Notifier.EnqueueAsync(queued);
+
+        // Each role and contact once: security, told when an authentication burst is raised, is told again when it escalates.
         return alert with
         {
-            NotifiedRoles = [.. alert.NotifiedRoles, .. targets.Select(t => t.Role)],
-            Recipients = [.. alert.Recipients, .. targets.Select(t => $"{t.Owner.Name} ({t.Role})")],
+            NotifiedRoles = [.. alert.NotifiedRoles.Concat(targets.Select(t => t.Role)).Distinct(StringComparer.Ordinal)],
+            Recipients = [.. alert.Recipients.Concat(targets.Select(t => $"{t.Owner.Name} ({t.Role})")).Distinct(StringComparer.Ordinal)],
         };
     }
 
@@ -376,15 +412,28 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
         });
     }
 
-    private static string SlackText(Alert alert, string @event)
+    /// <summary>
+    /// The alert as Slack <c>mrkdwn</c>. Every field is escaped (<see cref="SlackEscaped"/>): a summary names what callers
+    /// sent (an agent run's header, a model, a source address), and <c>&lt;!channel&gt;</c> or <c>&lt;https://…|Acknowledge here&gt;</c>
+    /// in one would have pinged the whole channel, or shown a link of the caller's in a message the gateway signs.
+    /// </summary>
+    internal static string SlackText(Alert alert, string @event)
     {
         var signal = alert.Signal;
         var head = @event == "alert.escalated" ? ":rotating_light: *Escalated*" : signal.Severity == AlertSeverity.Critical ? ":rotating_light:" : ":warning:";
-        var action = alert.ActionTaken is null ? "" : $"\n*Action taken:* {alert.ActionTaken}";
-        return $"{head} *{signal.Type}* `{alert.Id}` ({PolicyNames.Of(signal.Severity)}) — {signal.Summary}{action}\n"
-            + $"Service: {signal.Service ?? "none"} · Consumer: {signal.Consumer ?? "unknown"} · Request: {signal.RequestId} · Policy v{signal.PolicyVersion}\n"
-            + $"Acknowledge: `custos alerts ack {alert.Id}`";
+        var action = alert.ActionTaken is null ? "" : $"\n*Action taken:* {SlackEscaped(alert.ActionTaken)}";
+        return $"{head} *{SlackEscaped(signal.Type)}* `{SlackEscaped(alert.Id)}` ({PolicyNames.Of(signal.Severity)}) — {SlackEscaped(signal.Summary)}{action}\n"
+            + $"Service: {SlackEscaped(signal.Service ?? "none")} · Consumer: {SlackEscaped(signal.Consumer ?? "unknown")} · Request: {SlackEscaped(signal.RequestId)} · Policy v{signal.PolicyVersion}\n"
+            + $"Acknowledge: `custos alerts ack {SlackEscaped(alert.Id)}`";
     }
+
+    /// <summary>
+    /// <paramref name="text"/> with the three characters Slack reads as markup escaped (<c>&amp;</c>, <c>&lt;</c>, <c>&gt;</c>),
+    /// as Slack asks of text from elsewhere: a mention or a link then shows as the characters that were sent.
+    /// </summary>
+    internal static string SlackEscaped(string? text)
+        => text is null || text.AsSpan().IndexOfAny('&', '<', '>') < 0 ? text ?? "" : text.Replace("&", "&amp;", StringComparison.Ordinal)
+            .Replace("<", "&lt;", StringComparison.Ordinal).Replace(">", "&gt;", StringComparison.Ordinal);
 
     /// <summary>Acknowledges an alert: it stops escalating. Recorded in the ledger under <paramref name="actor"/>.</summary>
     public async Task<Alert> AcknowledgeAsync(Alert alert, string actor, string? note, CancellationToken cancellationToken = default)
@@ -428,7 +477,7 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
 
             if (current.ActionPolicyVersion is null)
             {
-                throw new InvalidOperationException($"Alert {current.Id} took no automatic action, so there is nothing to resume; acknowledge it instead.");
+                throw new InvalidOperationException($"Alert {current.Id} took no automatic action, so there is nothing to resume; acknowledge or resolve it instead.");
             }
 
             var why = $"{current.Id}: {reason}";
@@ -482,6 +531,55 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
     }
 
     /// <summary>
+    /// Resolves an alert by <paramref name="actor"/> with <paramref name="reason"/>, undoing nothing: for an alert that took
+    /// no automatic action (or whose action was undone or overruled since), which <see cref="ResumeAsync"/> cannot close.
+    /// An alert whose action is still in force is refused: resolved, the suspension or throttle would stay with nobody
+    /// looking at it; resume it, or change the policy (revoke the key, set the limit) and then resolve it.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">Resolved already, or its action is still in force.</exception>
+    public async Task<Alert> ResolveAsync(Alert alert, string actor, string reason, CancellationToken cancellationToken = default)
+    {
+        await _lock.WaitAsync(cancellationToken);
+        try
+        {
+            var current = await _store.GetAlertAsync(alert.Id, cancellationToken) ?? alert;
+            if (current.Status == AlertStatus.Resolved)
+            {
+                throw new InvalidOperationException($"Alert {current.Id} is resolved already (by {current.ResolvedBy}).");
+            }
+
+            if (StateOf(current, _gateway.Policy.Current.Document) == ActionState.InForce)
+            {
+                throw new InvalidOperationException($"Alert {current.Id} {current.ActionTaken}, which is still in force: undo it with custos alerts resume " +
+                    $"{current.Id} --reason …, or change the policy (revoke the key, set the limit) and then resolve the alert.");
+            }
+
+            var now = _time.GetUtcNow();
+            var resolved = current with
+            {
+                Status = AlertStatus.Resolved,
+                ResolvedBy = actor,
+                ResolvedAt = now,
+                AcknowledgedBy = current.AcknowledgedBy ?? actor,
+                AcknowledgedAt = current.AcknowledgedAt ?? now,
+                Note = reason,
+            };
+            await _store.UpdateAlertAsync(resolved, cancellationToken);
+            if (_active.TryGetValue(current.Signal.Fingerprint, out var active) && active.Id == current.Id)
+            {
+                _active.Remove(current.Signal.Fingerprint); // the next signal is a new alert
+            }
+
+            await _gateway.RecordAdminAsync(actor, "alert.resolved", "alert:" + current.Id, PolicyNames.Of(current.Status), "resolved", reason, current.Signal.Tenant);
+            return resolved;
+        }
+        finally
+        {
+            _lock.Release();
+        }
+    }
+
+    /// <summary>
     /// Escalates every open alert raised more than <c>alerts.escalate_after_minutes</c> before <paramref name="now"/> and not
     /// escalated yet: to the next owner on the ladder not told yet, and to security. Returns how many escalated.
     /// </summary>
@@ -492,9 +590,9 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
         {
             var snapshot = _gateway.Policy.Current;
             var after = new AlertRules(snapshot.Document.Alerts).EscalateAfter;
-            foreach (var (fingerprint, _) in _active.Where(a => a.Value.Status == AlertStatus.Acknowledged && now - a.Value.LastSeenAt > Requiet).ToList())
+            foreach (var (fingerprint, _) in _active.Where(a => a.Value.Status == AlertStatus.Acknowledged && !Absorbs(a.Value, now, snapshot.Document)).ToList())
             {
-                _active.Remove(fingerprint); // acknowledged and quiet for an hour: the next signal is a new alert anyway
+                _active.Remove(fingerprint); // acknowledged over an hour ago, its action (if any) not in force: the next signal is a new alert anyway
             }
 
             var escalated = 0;
@@ -581,5 +679,9 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
 
         [LoggerMessage(EventId = 64, Level = LogLevel.Error, Message = "Escalating alerts failed; retrying.")]
         public static partial void EscalationFailed(ILogger logger, Exception exception);
+
+        [LoggerMessage(EventId = 66, Level = LogLevel.Warning,
+            Message = "Alert {Id} is left out: its stored row does not read as an alert ({Error}); it was altered in the store. custos audit verify names it.")]
+        public static partial void UnreadableAlert(ILogger logger, string id, string error);
     }
 }

@@ -5,8 +5,8 @@ using System.Text.Json;
 namespace Custos.Cli.Commands;
 
 /// <summary>
-/// <c>custos alerts list|show|ack|resume</c>: what the detectors raised, its evidence, who was told and what the gateway
-/// did by itself; acknowledge an alert (it stops escalating), or undo its automatic action with a reason.
+/// <c>custos alerts list|show|ack|resume|resolve</c>: what the detectors raised, its evidence, who was told and what the
+/// gateway did by itself; acknowledge an alert (it stops escalating), undo its automatic action with a reason, or resolve it.
 /// </summary>
 internal static class AlertsCommand
 {
@@ -18,7 +18,7 @@ internal static class AlertsCommand
 
     public static Command Create(TextWriter output) => new("alerts", "Alerts: what the detectors raised, who was told and what was done; acknowledge them, undo an automatic action.")
     {
-        List(output), Show(output), Acknowledge(output), Resume(output),
+        List(output), Show(output), Acknowledge(output), Resume(output), Resolve(output),
     };
 
     private static Argument<string> Id() => new("id") { Description = "The alert id (al-…), as alerts list shows it." };
@@ -101,6 +101,19 @@ internal static class AlertsCommand
             output.WriteLine($"alert {AdminClient.Text(a, "id")} resolved by {AdminClient.Text(a, "resolved_by")}: undid \"{AdminClient.Text(a, "action_taken")}\" " +
                 $"(policy version {AdminClient.Scalar(a, "action_policy_version")}); policy version {AdminClient.Scalar(r, "policy_version")} is in force.");
         });
+    }
+
+    private static Command Resolve(TextWriter output)
+    {
+        var id = Id();
+        var reason = new Option<string>("--reason") { Description = "Why it is over: kept with the alert and in the ledger.", Required = true };
+        var command = new Command("resolve", "Resolve an alert, undoing nothing: for one with no automatic action in force (else alerts resume). A repeat is then a new alert.")
+        {
+            id, reason,
+        };
+        return AdminClient.Define(command, output, (parse, admin, cancellationToken) => admin.PostAsync(
+            $"/admin/v1/alerts/{AdminClient.Segment(parse.GetValue(id)!)}/resolve", new { reason = parse.GetValue(reason) }, cancellationToken), (_, a) =>
+                output.WriteLine($"alert {AdminClient.Text(a, "id")} resolved by {AdminClient.Text(a, "resolved_by")} at {AdminClient.Time(a, "resolved_at", seconds: true)}."));
     }
 
     /// <summary>Prints one alert as aligned fields, the evidence indented below.</summary>

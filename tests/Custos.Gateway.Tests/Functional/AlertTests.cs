@@ -213,6 +213,145 @@ public sealed class AlertTests
     }
 
     [Fact]
+    public void SlackText_EscapesWhatCallersSent_SoAMentionOrALinkShowsAsTheCharactersSent()
+    {
+        var alert = new Custos.Alerts.Alert
+        {
+            Id = "al-7",
+            Signal = new Custos.Alerts.AlertSignal
+            {
+                Type = "agent.fanout",
+                Severity = Custos.Alerts.AlertSeverity.Warning,
+                Fingerprint = "f",
+                Subject = "run:x",
+                Summary = "Agent run '<!channel> <https://evil.example/ack|Acknowledge here>' & co made 120 requests within a minute.",
+                At = DateTimeOffset.UnixEpoch,
+                Service = "agents",
+                Consumer = "agent<@U123>",
+                RequestId = "req_1",
+            },
+            RaisedAt = DateTimeOffset.UnixEpoch,
+            ActionTaken = "throttled <b>",
+        };
+
+        var text = Custos.Gateway.Alerts.AlertEngine.SlackText(alert, "alert.raised");
+
+        Assert.DoesNotContain("<!channel>", text, StringComparison.Ordinal);
+        Assert.DoesNotContain("<https://evil.example", text, StringComparison.Ordinal);
+        Assert.DoesNotContain("<@U123>", text, StringComparison.Ordinal);
+        Assert.Contains("'&lt;!channel&gt; &lt;https://evil.example/ack|Acknowledge here&gt;' &amp; co made", text, StringComparison.Ordinal);
+        Assert.Contains("Consumer: agent&lt;@U123&gt;", text, StringComparison.Ordinal);
+        Assert.Contains("*Action taken:* throttled &lt;b&gt;", text, StringComparison.Ordinal);
+        Assert.Contains("`custos alerts ack al-7`", text, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task AnAuthBurstWithAnotherTenantsKey_FromTheSameAddress_IsThatTenantsAlert_AndEachContactIsListedOnce()
+    {
+        // Arrange: globex's key revoked; a burst with it from 127.0.0.1 raises globex's alert.
+        var hooks = new WebhookReceiver();
+        var clock = new FakeTimeProvider(new DateTimeOffset(2026, 11, 30, 9, 0, 0, TimeSpan.Zero));
+        await using var g = await StartAsync(hooks, new AlertsConfig { Security = Security, AuthFailuresPerMinute = 10 }, clock);
+        await g.Gateway.ChangePolicyAsync(doc => doc with
+        {
+            Credentials = [.. doc.Credentials.Select(c => c.Id == "cred-globex" ? c with { Status = CredentialStatus.Revoked } : c)],
+        }, "test", "globex's key revoked");
+        for (var i = 0; i < 10; i++)
+        {
+            Assert.Equal(HttpStatusCode.Unauthorized, (await ChatAsync(g, g.KeyOf("globex-user"), "globex-only")).Status);
+        }
+
+        await SettleAsync(g);
+        var globex = Assert.Single(await AlertsAsync(g), a => a.GetProperty("type").GetString() == "auth.failures");
+        Assert.Equal("globex", globex.GetProperty("tenant").GetString());
+
+        // Act: two minutes later, a burst with acme's suspended key from the same address.
+        clock.Advance(TimeSpan.FromMinutes(2));
+        for (var i = 0; i < 10; i++)
+        {
+            Assert.Equal(HttpStatusCode.Unauthorized, (await ChatAsync(g, g.KeyOf("suspended-user"))).Status);
+        }
+
+        await SettleAsync(g);
+
+        // Assert: acme's own alert, told to acme's technical owner and security; globex's alert is unchanged.
+        var bursts = (await AlertsAsync(g)).Where(a => a.GetProperty("type").GetString() == "auth.failures").ToList();
+        Assert.Equal(2, bursts.Count);
+        var acme = Assert.Single(bursts, a => a.GetProperty("tenant").GetString() == "acme");
+        Assert.Equal("suspended-user", acme.GetProperty("consumer").GetString());
+        var told = await hooks.WaitForAlertAsync(acme.GetProperty("id").GetString()!, 2);
+        Assert.Equal(["/security", "/support/technical"], told.Select(m => m.Uri.AbsolutePath).Order());
+        var globexId = globex.GetProperty("id").GetString()!;
+        Assert.Equal(1, (await JsonAsync(await AdminAsync(g, "root", HttpMethod.Get, $"/admin/v1/alerts/{globexId}"))).GetProperty("occurrences").GetInt64());
+
+        // Security, told when it was raised, is told again when it escalates, but listed once.
+        Assert.Equal(2, await g.Gateway.Alerts.EscalateDueAsync(clock.GetUtcNow().AddMinutes(31)));
+        var view = await JsonAsync(await AdminAsync(g, "root", HttpMethod.Get, $"/admin/v1/alerts/{globexId}"));
+        var recipients = view.GetProperty("recipients").EnumerateArray().Select(r => r.GetString()).ToList();
+        Assert.Equal(["globex-app technical (technical)", "secops (security)", "globex-app policy (policy)"], recipients);
+        Assert.Equal(["technical", "security", "policy"], view.GetProperty("notified_roles").EnumerateArray().Select(r => r.GetString()));
+    }
+
+    [Fact]
+    public async Task AnAcknowledgedAlert_AbsorbsRepeatsForAnHourFromItsAcknowledgement_ThenARepeatIsANewAlert()
+    {
+        var hooks = new WebhookReceiver();
+        var clock = new FakeTimeProvider(new DateTimeOffset(2026, 11, 30, 9, 0, 0, TimeSpan.Zero));
+        await using var g = await StartAsync(hooks, new AlertsConfig { Security = Security, AuthFailuresPerMinute = 10 }, clock);
+        async Task BurstAsync()
+        {
+            for (var i = 0; i < 10; i++)
+            {
+                Assert.Equal(HttpStatusCode.Unauthorized, (await ChatAsync(g, "csk_" + new string('x', 40))).Status);
+            }
+
+            await SettleAsync(g);
+        }
+
+        List<JsonElement> Bursts(JsonElement[] alerts) => [.. alerts.Where(a => a.GetProperty("type").GetString() == "auth.failures")];
+
+        await BurstAsync();
+        var first = Assert.Single(Bursts(await AlertsAsync(g))).GetProperty("id").GetString()!;
+        await JsonAsync(await AdminAsync(g, "root", HttpMethod.Post, $"/admin/v1/alerts/{first}/ack", new { note = "on it" }));
+
+        // A burst every 25 minutes: the first two within the hour after the acknowledgement are occurrences, though each
+        // moves the alert's last occurrence; the third, 75 minutes after it, is a new alert (it was muted for good).
+        clock.Advance(TimeSpan.FromMinutes(25));
+        await BurstAsync();
+        clock.Advance(TimeSpan.FromMinutes(25));
+        await BurstAsync();
+        var bursts = Bursts(await AlertsAsync(g));
+        Assert.Equal(3, Assert.Single(bursts).GetProperty("occurrences").GetInt64());
+        clock.Advance(TimeSpan.FromMinutes(25));
+        await BurstAsync();
+        bursts = Bursts(await AlertsAsync(g));
+        Assert.Equal(2, bursts.Count);
+        Assert.Equal("open", bursts.Single(a => a.GetProperty("id").GetString() != first).GetProperty("status").GetString());
+    }
+
+    [Fact]
+    public async Task AnAlertWithoutAnAction_IsResolvedWithAReason_ByWhoMayAcknowledgeIt_AndARepeatIsThenANewAlert()
+    {
+        var hooks = new WebhookReceiver();
+        await using var g = await StartAsync(hooks, new AlertsConfig { Security = Security });
+        await ChatAsync(g, g.KeyOf("web"));
+        await SettleAsync(g);
+        var id = Assert.Single(await AlertsAsync(g), a => a.GetProperty("consumer").GetString() == "web").GetProperty("id").GetString()!;
+
+        // Resume has nothing to undo; resolve closes it, with the admin and the reason, in the ledger too.
+        Assert.Equal(HttpStatusCode.Conflict, (await AdminAsync(g, "support-owner", HttpMethod.Post, $"/admin/v1/alerts/{id}/resume", new { reason = "x" })).StatusCode);
+        Assert.Equal(HttpStatusCode.Forbidden, (await AdminAsync(g, "auditor", HttpMethod.Post, $"/admin/v1/alerts/{id}/resolve", new { reason = "x" })).StatusCode);
+        Assert.Equal(HttpStatusCode.BadRequest, (await AdminAsync(g, "support-owner", HttpMethod.Post, $"/admin/v1/alerts/{id}/resolve", new { reason = "" })).StatusCode);
+        var resolved = await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Post, $"/admin/v1/alerts/{id}/resolve", new { reason = "expected: a new release" }));
+        Assert.Equal(("resolved", "support-owner", "expected: a new release"),
+            (resolved.GetProperty("status").GetString(), resolved.GetProperty("resolved_by").GetString(), resolved.GetProperty("note").GetString()));
+        Assert.Equal(HttpStatusCode.Conflict, (await AdminAsync(g, "support-owner", HttpMethod.Post, $"/admin/v1/alerts/{id}/resolve", new { reason = "again" })).StatusCode);
+        var entry = Assert.Single(await AdminEntriesAsync(g), e => e.GetProperty("action").GetString() == "alert.resolved");
+        Assert.Equal(("support-owner", "alert:" + id, "open", "resolved", "expected: a new release"), (entry.GetProperty("actor").GetString(), entry.GetProperty("target").GetString(),
+            entry.GetProperty("before").GetString(), entry.GetProperty("after").GetString(), entry.GetProperty("reason").GetString()));
+    }
+
+    [Fact]
     public async Task UnacknowledgedAlertsEscalate_ToTheNextContactAndSecurity()
     {
         var hooks = new WebhookReceiver();
