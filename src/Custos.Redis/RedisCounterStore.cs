@@ -75,7 +75,7 @@ public sealed record RedisCounterOptions
 /// of this.
 /// </para>
 /// </remarks>
-public sealed class RedisCounterStore : ICounterStore
+public sealed class RedisCounterStore : ICounterStore, ISeededCounterStore
 {
     // KEYS: each charge's counter hash, then the tenant's leases, held and lapsed, then (sweeping) each charge's old set.
     // ARGV: now (ms), deadline (ms), reservation, sweep ('1' or '0'); then per charge amount, limit, flags, end (ms),
@@ -231,9 +231,25 @@ public sealed class RedisCounterStore : ICounterStore
         return 1
         """;
 
+    // KEYS: one counter hash. ARGV: used by the ledger's count, the window's end (ms), now (ms). Raises used to the
+    // ledger's count where it is lower, making the counter with its end and expiry when Redis has none. Returns 1 when
+    // it raised it, else 0 (a window over, or a counter that holds as much already).
+    internal const string SeedScript = """
+        local seed, ends = tonumber(ARGV[1]), ARGV[2]
+        if tonumber(ends) <= tonumber(ARGV[3]) or seed <= (tonumber(redis.call('HGET', KEYS[1], 'used')) or 0) then
+          return 0
+        end
+        redis.call('HSET', KEYS[1], 'used', seed)
+        if redis.call('HSETNX', KEYS[1], 'end', ends) == 1 then
+          redis.call('PEXPIREAT', KEYS[1], ends)
+        end
+        return 1
+        """;
+
     private static readonly byte[] ReserveHash = SHA1.HashData(Encoding.UTF8.GetBytes(ReserveScript));
     private static readonly byte[] SettleHash = SHA1.HashData(Encoding.UTF8.GetBytes(SettleScript));
     private static readonly byte[] ReleaseHash = SHA1.HashData(Encoding.UTF8.GetBytes(ReleaseScript));
+    private static readonly byte[] SeedHash = SHA1.HashData(Encoding.UTF8.GetBytes(SeedScript));
 
     private readonly IDatabaseAsync _database;
     private readonly TimeProvider _time;
@@ -253,6 +269,54 @@ public sealed class RedisCounterStore : ICounterStore
         {
             throw new ArgumentOutOfRangeException(nameof(options), "The reservation lease must be positive.");
         }
+
+        if (database.Multiplexer is { } connection)
+        {
+            connection.ConnectionRestored += (_, e) =>
+            {
+                if (e.ConnectionType == ConnectionType.Interactive)
+                {
+                    Reconnected?.Invoke();
+                }
+            };
+        }
+    }
+
+    /// <summary>
+    /// The marker that says the counters were seeded from the ledger since Redis last started with nothing:
+    /// <c>{prefix}seeded</c>, holding when and without expiry, so Redis loses it only with the counters.
+    /// </summary>
+    public RedisKey SeededMarker => _options.KeyPrefix + "seeded";
+
+    /// <inheritdoc/>
+    public event Action? Reconnected;
+
+    /// <inheritdoc/>
+    /// <remarks>One <c>SET NX</c>: of several nodes that find the marker missing at once, one sets it and seeds.</remarks>
+    public Task<bool> ClaimSeedingAsync(CancellationToken cancellationToken = default)
+        => _database.StringSetAsync(SeededMarker, _time.GetUtcNow().ToString("O", System.Globalization.CultureInfo.InvariantCulture), when: When.NotExists)
+            .WaitAsync(cancellationToken);
+
+    /// <inheritdoc/>
+    /// <remarks>One script per counter, all sent at once (pipelined); each runs alone in Redis, so a reservation between two finds either the old or the raised count.</remarks>
+    public async Task<int> SeedAsync(IReadOnlyList<CounterSeed> seeds, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(seeds);
+        var now = _time.GetUtcNow().ToUnixTimeMilliseconds();
+        var sent = new Task<RedisResult>[seeds.Count];
+        for (var i = 0; i < seeds.Count; i++)
+        {
+            var seed = seeds[i];
+            sent[i] = EvaluateAsync(SeedHash, SeedScript, [StoredKeys(seed.Key).Counter], [seed.Used, seed.End.ToUnixTimeMilliseconds(), now], cancellationToken);
+        }
+
+        var raised = 0;
+        foreach (var result in await Task.WhenAll(sent))
+        {
+            raised += (int)result;
+        }
+
+        return raised;
     }
 
     /// <inheritdoc/>
