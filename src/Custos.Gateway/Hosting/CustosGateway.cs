@@ -217,7 +217,8 @@ public sealed partial class CustosGateway : IAsyncDisposable
 
     /// <summary>
     /// Stores <paramref name="document"/> as a new policy version (unless it equals the one in force), puts it in
-    /// force atomically, and records who did it and why. Requests in flight finish under the version they started with.
+    /// force atomically, and records who did it and why. Requests in flight finish under the version they started with,
+    /// but those whose caller it refuses by kill switch, suspension or revocation, which it cuts (<c>InFlightCalls</c>).
     /// </summary>
     public async Task<(PolicyVersion Version, bool Created)> ApplyPolicyAsync(PolicyDocument document, string actor, string reason, string? source,
         CancellationToken cancellationToken = default)
