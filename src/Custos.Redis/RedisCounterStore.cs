@@ -47,7 +47,11 @@ public sealed record RedisCounterOptions
 /// Unsettled reservations: the reservation script first takes back the tenant's reservations whose deadline has passed,
 /// up to 256 at a time (their amounts leave <c>reserved</c> of each counter they held that is still in the same window). The settlement removes its own
 /// reservation; only if it was still there does it lower <c>reserved</c>, so a request that settles after its lease ran
-/// out adds its use without taking back a reservation twice. Expiry is thus checked when the tenant next reserves. A
+/// out adds its use without taking back a reservation twice. Expiry is thus checked when the tenant next reserves. The
+/// reservations taken back are remembered for one more lease in a sorted set <c>{prefix}{acme}|leases|lapsed</c>
+/// (scored by when they are forgotten; the key expires a lease after the last one), and a settlement adds its use only
+/// if its reservation is open or there: a reservation settles once, so a settlement sent again (one that timed out in
+/// a stalled Redis, which ran it on resuming, replayed by <c>ResilientCounterStore</c>) changes nothing. A
 /// reservation whose caller stopped waiting (cancellation) may still have been made; it is one of those and is taken
 /// back the same way.
 /// </para>
@@ -71,19 +75,21 @@ public sealed record RedisCounterOptions
 /// of this.
 /// </para>
 /// </remarks>
-public sealed class RedisCounterStore : ICounterStore
+public sealed class RedisCounterStore : ICounterStore, ISeededCounterStore
 {
-    // KEYS: each charge's counter hash, then the tenant's leases and held, then (sweeping) each charge's old set.
+    // KEYS: each charge's counter hash, then the tenant's leases, held and lapsed, then (sweeping) each charge's old set.
     // ARGV: now (ms), deadline (ms), reservation, sweep ('1' or '0'); then per charge amount, limit, flags, end (ms),
     // flags a digit: 1 to enforce the limit, plus 2 for a final charge (added to used at once, not held by the reservation).
     // Returns { failed index or -1, used and reserved of each counter before the charge }. A reservation of final
     // charges only holds nothing, and is not recorded among the tenant's leases.
     // The window's end and the expiry are written only to a hash that does not have them yet: each key's window, and
     // so its end, is part of its name, so a key that has them keeps them.
+    // The lapsed reservations taken back are remembered for a lease in the tenant's lapsed set (scored by when they are
+    // forgotten), so that their request's settlement, if it still comes, adds its use once (see SettleScript).
     internal const string ReserveScript = """
         local now, deadline, id, sweep = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4] == '1'
-        local count = sweep and (#KEYS - 2) / 2 or #KEYS - 2
-        local leases, held = KEYS[count + 1], KEYS[count + 2]
+        local count = sweep and (#KEYS - 3) / 2 or #KEYS - 3
+        local leases, held, gone = KEYS[count + 1], KEYS[count + 2], KEYS[count + 3]
         local first = redis.call('ZRANGE', leases, 0, 0, 'WITHSCORES')
         if #first > 0 and tonumber(first[2]) <= now then
           local lapsed = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, 256)
@@ -97,10 +103,15 @@ public sealed class RedisCounterStore : ICounterStore
           end
           redis.call('ZREM', leases, unpack(lapsed))
           redis.call('HDEL', held, unpack(lapsed))
+          redis.call('ZREMRANGEBYSCORE', gone, '-inf', now)
+          for j = 1, #lapsed do
+            redis.call('ZADD', gone, deadline, lapsed[j])
+          end
+          redis.call('PEXPIREAT', gone, deadline)
         end
         if sweep then
           for i = 1, count do
-            local counter, old = KEYS[i], KEYS[count + 2 + i]
+            local counter, old = KEYS[i], KEYS[count + 3 + i]
             local oldest = redis.call('ZRANGE', old, 0, 0, 'WITHSCORES')
             if #oldest > 0 and tonumber(oldest[2]) <= now then
               local back = 0
@@ -156,15 +167,22 @@ public sealed class RedisCounterStore : ICounterStore
         return result
         """;
 
-    // KEYS: each charge's counter hash, then the tenant's leases and held. ARGV: reservation; then per charge amount, actual.
+    // KEYS: each charge's counter hash, then the tenant's leases, held and lapsed. ARGV: reservation; then per charge
+    // amount, actual. Returns 1 when it settled, 0 when there was nothing to settle.
+    // A reservation settles once: while its lease is open (reserved drops, used grows), or once after its lease ran out
+    // and the reservation script took it back (it is in the lapsed set: used grows). One in neither was settled already,
+    // so a settlement sent again (its first attempt timed out in a stalled Redis, which ran it on resuming, and the node
+    // replayed it) changes nothing.
     // A counter whose window ended while its request ran is gone (expired); an increment would make it again, without
     // its end or expiry, so one that comes back from nothing is looked at and, if it lacks its end, deleted.
     internal const string SettleScript = """
         local id = ARGV[1]
-        local count = #KEYS - 2
+        local count = #KEYS - 3
         local open = redis.call('ZREM', KEYS[count + 1], id) == 1
         if open then
           redis.call('HDEL', KEYS[count + 2], id)
+        elseif redis.call('ZREM', KEYS[count + 3], id) == 0 then
+          return 0
         end
         for i = 1, count do
           local counter, a = KEYS[i], 1 + (i - 1) * 2
@@ -183,22 +201,24 @@ public sealed class RedisCounterStore : ICounterStore
             redis.call('HINCRBY', counter, 'used', actual)
           end
         end
-        return 0
+        return 1
         """;
 
-    // KEYS: each charge's counter hash, then the tenant's leases and held. ARGV: reservation, '1' when a charge is held
-    // (not final) or '0'; then per charge amount, flags (2 for a final charge, else 0), end (ms).
+    // KEYS: each charge's counter hash, then the tenant's leases, held and lapsed. ARGV: reservation, '1' when a charge is
+    // held (not final) or '0'; then per charge amount, flags (2 for a final charge, else 0), end (ms).
     // Undoes a reservation that may or may not have run (its caller timed out). One that holds something ran if and only
-    // if its lease is still open: then what it held leaves reserved and its final charges leave used; else nothing. One
+    // if its lease is still open: then what it held leaves reserved and its final charges leave used; else nothing (one
+    // already taken back leaves the lapsed set, so that no settlement adds its use later). One
     // of final charges only leaves no lease to tell by, so its final charges leave used if their counter is in the same
     // window (the caller releases only a reservation that was sent; see ICounterStore.ReleaseAsync).
     internal const string ReleaseScript = """
         local id, holds = ARGV[1], ARGV[2] == '1'
-        local count = #KEYS - 2
+        local count = #KEYS - 3
         local open = redis.call('ZREM', KEYS[count + 1], id) == 1
         if open then
           redis.call('HDEL', KEYS[count + 2], id)
         elseif holds then
+          redis.call('ZREM', KEYS[count + 3], id)
           return 0
         end
         for i = 1, count do
@@ -211,9 +231,25 @@ public sealed class RedisCounterStore : ICounterStore
         return 1
         """;
 
+    // KEYS: one counter hash. ARGV: used by the ledger's count, the window's end (ms), now (ms). Raises used to the
+    // ledger's count where it is lower, making the counter with its end and expiry when Redis has none. Returns 1 when
+    // it raised it, else 0 (a window over, or a counter that holds as much already).
+    internal const string SeedScript = """
+        local seed, ends = tonumber(ARGV[1]), ARGV[2]
+        if tonumber(ends) <= tonumber(ARGV[3]) or seed <= (tonumber(redis.call('HGET', KEYS[1], 'used')) or 0) then
+          return 0
+        end
+        redis.call('HSET', KEYS[1], 'used', seed)
+        if redis.call('HSETNX', KEYS[1], 'end', ends) == 1 then
+          redis.call('PEXPIREAT', KEYS[1], ends)
+        end
+        return 1
+        """;
+
     private static readonly byte[] ReserveHash = SHA1.HashData(Encoding.UTF8.GetBytes(ReserveScript));
     private static readonly byte[] SettleHash = SHA1.HashData(Encoding.UTF8.GetBytes(SettleScript));
     private static readonly byte[] ReleaseHash = SHA1.HashData(Encoding.UTF8.GetBytes(ReleaseScript));
+    private static readonly byte[] SeedHash = SHA1.HashData(Encoding.UTF8.GetBytes(SeedScript));
 
     private readonly IDatabaseAsync _database;
     private readonly TimeProvider _time;
@@ -233,6 +269,54 @@ public sealed class RedisCounterStore : ICounterStore
         {
             throw new ArgumentOutOfRangeException(nameof(options), "The reservation lease must be positive.");
         }
+
+        if (database.Multiplexer is { } connection)
+        {
+            connection.ConnectionRestored += (_, e) =>
+            {
+                if (e.ConnectionType == ConnectionType.Interactive)
+                {
+                    Reconnected?.Invoke();
+                }
+            };
+        }
+    }
+
+    /// <summary>
+    /// The marker that says the counters were seeded from the ledger since Redis last started with nothing:
+    /// <c>{prefix}seeded</c>, holding when and without expiry, so Redis loses it only with the counters.
+    /// </summary>
+    public RedisKey SeededMarker => _options.KeyPrefix + "seeded";
+
+    /// <inheritdoc/>
+    public event Action? Reconnected;
+
+    /// <inheritdoc/>
+    /// <remarks>One <c>SET NX</c>: of several nodes that find the marker missing at once, one sets it and seeds.</remarks>
+    public Task<bool> ClaimSeedingAsync(CancellationToken cancellationToken = default)
+        => _database.StringSetAsync(SeededMarker, _time.GetUtcNow().ToString("O", System.Globalization.CultureInfo.InvariantCulture), when: When.NotExists)
+            .WaitAsync(cancellationToken);
+
+    /// <inheritdoc/>
+    /// <remarks>One script per counter, all sent at once (pipelined); each runs alone in Redis, so a reservation between two finds either the old or the raised count.</remarks>
+    public async Task<int> SeedAsync(IReadOnlyList<CounterSeed> seeds, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(seeds);
+        var now = _time.GetUtcNow().ToUnixTimeMilliseconds();
+        var sent = new Task<RedisResult>[seeds.Count];
+        for (var i = 0; i < seeds.Count; i++)
+        {
+            var seed = seeds[i];
+            sent[i] = EvaluateAsync(SeedHash, SeedScript, [StoredKeys(seed.Key).Counter], [seed.Used, seed.End.ToUnixTimeMilliseconds(), now], cancellationToken);
+        }
+
+        var raised = 0;
+        foreach (var result in await Task.WhenAll(sent))
+        {
+            raised += (int)result;
+        }
+
+        return raised;
     }
 
     /// <inheritdoc/>
@@ -291,7 +375,7 @@ public sealed class RedisCounterStore : ICounterStore
 
         // Final charges were counted when reserved and are not held by the reservation: only the others are settled.
         var keys = Keys(charges, sweep: false, heldOnly: true);
-        var held = keys.Length - 2;
+        var held = keys.Length - 3;
         if (held == 0)
         {
             return;
@@ -352,7 +436,8 @@ public sealed class RedisCounterStore : ICounterStore
 
     /// <summary>
     /// Each charge's counter hash (only those a reservation holds, not the final ones, with <paramref name="heldOnly"/>),
-    /// then the tenant's open reservations (<c>leases</c>) and what they hold (<c>held</c>), then, to
+    /// then the tenant's open reservations (<c>leases</c>), what they hold (<c>held</c>) and the ones taken back after their
+    /// lease (<c>lapsed</c>), then, to
     /// <paramref name="sweep"/>, each counter's set of the layout before 2026-11-30. The tenant of the first charge is
     /// the hash tag of all of them.
     /// </summary>
@@ -367,7 +452,7 @@ public sealed class RedisCounterStore : ICounterStore
             }
         }
 
-        var keys = new RedisKey[sweep ? count * 2 + 2 : count + 2];
+        var keys = new RedisKey[sweep ? count * 2 + 3 : count + 3];
         for (int i = 0, j = 0; i < charges.Count; i++)
         {
             if (heldOnly && charges[i].Final)
@@ -379,7 +464,7 @@ public sealed class RedisCounterStore : ICounterStore
             keys[j] = stored.Counter;
             if (sweep)
             {
-                keys[count + 2 + j] = stored.Counter + "|r";
+                keys[count + 3 + j] = stored.Counter + "|r";
             }
 
             j++;
@@ -388,6 +473,7 @@ public sealed class RedisCounterStore : ICounterStore
         var tenant = StoredKeys(charges[0].Key);
         keys[count] = tenant.Leases;
         keys[count + 1] = tenant.Held;
+        keys[count + 2] = tenant.Lapsed;
         return keys;
     }
 
@@ -404,10 +490,10 @@ public sealed class RedisCounterStore : ICounterStore
         var tenant = key.IndexOf('|', StringComparison.Ordinal);
         var tag = tenant > 0 ? $"{prefix}{{{key.AsSpan(0, tenant)}}}" : prefix;
         var leases = tag + "|leases";
-        return new Stored(tenant > 0 ? string.Concat(tag, key.AsSpan(tenant)) : prefix + key, leases, leases + "|held");
+        return new Stored(tenant > 0 ? string.Concat(tag, key.AsSpan(tenant)) : prefix + key, leases, leases + "|held", leases + "|lapsed");
     }
 
-    private sealed record Stored(string Counter, string Leases, string Held);
+    private sealed record Stored(string Counter, string Leases, string Held, string Lapsed);
 
     /// <summary>EVALSHA; the script's text only when the server does not know it yet (first use, restart, failover).</summary>
     private async Task<RedisResult> EvaluateAsync(byte[] hash, string script, RedisKey[] keys, RedisValue[] values, CancellationToken cancellationToken)

@@ -171,6 +171,61 @@ public sealed class FaultTests(RedisServerFixture redis, PostgresServerFixture p
     }
 
     [Fact]
+    public async Task RedisRestartedWithoutItsData_QuotasGoOnFromTheLedger_NotFromZero()
+    {
+        // Three requests a day for data-team (the internal category's default).
+        static PolicyDocument ThreeADay(PolicyDocument policy) => policy with
+        {
+            Defaults = policy.Defaults with { Internal = new CategoryDefaults { Limits = new LimitsConfig { RequestsPerMinute = 10_000_000, RequestsPerDay = 3 } } },
+        };
+        await using var cluster = await Cluster.StartAsync(2, await postgres.CreateDatabaseAsync(), redis.ConnectionString, ThreeADay);
+        using var clientA = new HttpClient { BaseAddress = cluster.Nodes[0].DataPlaneUri };
+        using var clientB = new HttpClient { BaseAddress = cluster.Nodes[1].DataPlaneUri };
+        var key = cluster.KeyOf("data-team");
+        for (var i = 0; i < 3; i++)
+        {
+            Assert.Equal(200, (await Cluster.ChatAsync(i % 2 == 0 ? clientA : clientB, key)).Status);
+        }
+
+        Assert.Equal(429, (await Cluster.ChatAsync(clientB, key)).Status);
+        var marker = cluster.Prefix + "seeded";
+        Assert.True(await redis.Connection.GetDatabase().KeyExistsAsync(marker), "the nodes seeded the counters of a Redis that started empty");
+
+        await redis.StopAsync(); // no persistence: every counter is gone
+        await redis.StartAsync();
+
+        // One node finds the marker missing when its connection comes back, and seeds the counters from the ledger.
+        var back = Stopwatch.StartNew();
+        while (!await MarkerAsync())
+        {
+            Assert.True(back.Elapsed < TimeSpan.FromSeconds(15), "no node seeded the counters of the restarted Redis");
+            await Task.Delay(50);
+        }
+
+        (int Status, string? RequestId, string? Code) result;
+        while ((result = await Cluster.ChatAsync(clientA, key)).Status == 503)
+        {
+            Assert.True(back.Elapsed < TimeSpan.FromSeconds(15), "the counters did not answer again");
+            await Task.Delay(50);
+        }
+
+        Assert.Equal(429, result.Status);
+        Assert.Equal(429, (await Cluster.ChatAsync(clientB, key)).Status);
+
+        async Task<bool> MarkerAsync()
+        {
+            try
+            {
+                return await redis.Connection.GetDatabase().KeyExistsAsync(marker);
+            }
+            catch (StackExchange.Redis.RedisConnectionException)
+            {
+                return false; // the test's own connection is not back yet
+            }
+        }
+    }
+
+    [Fact]
     public async Task ANodeKilledWithSigkillUnderLoad_EveryAnsweredRequestIsInTheLedger_AndAuditVerifyPasses()
     {
         var database = await postgres.CreateDatabaseAsync();

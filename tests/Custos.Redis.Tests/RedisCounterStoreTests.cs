@@ -47,12 +47,13 @@ public sealed class RedisCounterStoreTests : CounterStoreContract
         await ReserveAsync(Charge(key, 30, 100, window: TimeSpan.FromHours(1))); // takes back the 40, reserves 30
 
         await Store.SettleAsync(slow, charges, [35]);
+        await Store.SettleAsync(slow, charges, [35]); // sent again: its first attempt timed out after Redis ran it
 
         Assert.Equal(new CounterReading(35, 30), await ReadAsync(key));
     }
 
     [Fact]
-    public async Task Settle_Twice_TakesBackTheReservationOnce()
+    public async Task Settle_Twice_TakesBackTheReservationAndCountsItsUseOnce()
     {
         var key = NewKey("quota.tokens_per_day");
         var reservation = Guid.NewGuid();
@@ -63,7 +64,7 @@ public sealed class RedisCounterStoreTests : CounterStoreContract
         await Store.SettleAsync(reservation, charges, [10]);
         await Store.SettleAsync(reservation, charges, [10]);
 
-        Assert.Equal(new CounterReading(20, 20), await ReadAsync(key));
+        Assert.Equal(new CounterReading(10, 20), await ReadAsync(key));
     }
 
     [Fact]
@@ -307,10 +308,12 @@ public sealed class RedisCounterStoreTests : CounterStoreContract
         Assert.Equal(new CounterReading(1, 0), await ReadAsync(key));
     }
 
-    /// <summary>Redis that runs the reservation, then makes its caller time out, as a stalled server does.</summary>
+    /// <summary>Redis that runs the reservation (and, with <see cref="SettlementsStalled"/>, the settlement), then makes its caller time out, as a stalled server does.</summary>
     private sealed class TimingOut(ICounterStore inner) : ICounterStore
     {
         public bool Stalled { get; set; } = true;
+
+        public bool SettlementsStalled { get; set; }
 
         public async ValueTask<int> TryReserveAsync(Guid reservation, IReadOnlyList<CounterCharge> charges, CounterReading[] readings, CancellationToken cancellationToken = default)
         {
@@ -318,8 +321,14 @@ public sealed class RedisCounterStoreTests : CounterStoreContract
             return Stalled ? throw new RedisTimeoutException(CommandFlags.None, "Timeout awaiting response", CommandStatus.Sent) : failed;
         }
 
-        public ValueTask SettleAsync(Guid reservation, IReadOnlyList<CounterCharge> charges, IReadOnlyList<long> actual, CancellationToken cancellationToken = default) =>
-            inner.SettleAsync(reservation, charges, actual, cancellationToken);
+        public async ValueTask SettleAsync(Guid reservation, IReadOnlyList<CounterCharge> charges, IReadOnlyList<long> actual, CancellationToken cancellationToken = default)
+        {
+            await inner.SettleAsync(reservation, charges, actual, cancellationToken);
+            if (SettlementsStalled)
+            {
+                throw new RedisTimeoutException(CommandFlags.None, "Timeout awaiting response", CommandStatus.Sent);
+            }
+        }
 
         public ValueTask ReleaseAsync(Guid reservation, IReadOnlyList<CounterCharge> charges, CancellationToken cancellationToken = default) =>
             inner.ReleaseAsync(reservation, charges, cancellationToken);
@@ -352,6 +361,32 @@ public sealed class RedisCounterStoreTests : CounterStoreContract
         {
             Assert.False(await Database.HashExistsAsync(StoredKeys([Charge(budget, 1, 1)])[2], id.ToString("N")));
         }
+    }
+
+    [Fact]
+    public async Task ResilientStore_SettlementsThatTimedOutInRedis_AreCountedOnceWhenReplayed()
+    {
+        var stalled = new TimingOut(Store) { Stalled = false, SettlementsStalled = true };
+        var resilient = new ResilientCounterStore(stalled, Clock, () => 1) { RetryAfter = TimeSpan.Zero };
+        var (tokens, budget) = (NewKey("quota.tokens_per_day"), NewKey("budget"));
+        var settled = new List<Guid>();
+        for (var i = 0; i < 3; i++)
+        {
+            CounterCharge[] charges = [Charge(tokens, 100, 10_000), Charge(budget, 40, 1000)];
+            var id = Guid.NewGuid();
+            Assert.Equal(-1, await resilient.TryReserveAsync(id, charges, new CounterReading[2]));
+            await resilient.SettleAsync(id, charges, [60, 25]); // Redis runs it when it resumes; the node timed out and keeps it
+            settled.Add(id);
+        }
+
+        Assert.Equal(3, resilient.PendingSettlements);
+        Assert.Equal(new CounterReading(180, 0), await ReadAsync(tokens));
+        stalled.SettlementsStalled = false;
+        Assert.Equal(-1, await resilient.TryReserveAsync(Guid.NewGuid(), [Charge(budget, 0, 0, enforce: false)], new CounterReading[1]));
+        await Eventually.TrueAsync(() => resilient.PendingSettlements == 0, "the settlements replayed");
+
+        Assert.Equal(new CounterReading(180, 0), await ReadAsync(tokens));
+        Assert.Equal(new CounterReading(75, 0), await ReadAsync(budget));
     }
 
     private IDatabase Database => _redis.Connection.GetDatabase();

@@ -169,3 +169,30 @@ public static class CounterSeeds
         return (Text("service"), Text("consumer"), at, Saturating.Add(Number("input_tokens"), Number("output_tokens")));
     }
 }
+
+/// <summary>
+/// Shared counters that can lose everything they hold while gateways run (a Redis restarted, or failed over, without
+/// persistence) and are seeded again from the ledger, as the in-process counters are when a gateway starts
+/// (<see cref="CounterSeeds"/>). The store keeps a marker beside its counters: missing, it holds none of them yet.
+/// </summary>
+public interface ISeededCounterStore
+{
+    /// <summary>
+    /// Claims the seeding when the store's marker is missing (it started afresh, or lost its data) and sets it, atomically:
+    /// true for one caller among every node, which then seeds with <see cref="SeedAsync"/>; false while the marker stands.
+    /// </summary>
+    Task<bool> ClaimSeedingAsync(CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Raises each counter of <paramref name="seeds"/> whose window has not ended to what the ledger says it used, where
+    /// it holds less: what was admitted since the data was lost and is in the ledger already is not counted twice.
+    /// Returns how many counters it raised.
+    /// </summary>
+    Task<int> SeedAsync(IReadOnlyList<CounterSeed> seeds, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Raised when the connection to the store came back after it dropped: the store may have restarted without its data,
+    /// which <see cref="ClaimSeedingAsync"/> tells.
+    /// </summary>
+    event Action? Reconnected;
+}

@@ -210,6 +210,14 @@ public static class Reasons
     public static readonly ReasonCode UpstreamStreamFailed = new("upstream.stream_error", 502, Upstream, true, Decision.Allow,
         "The model provider reported an error in the middle of its response, which is incomplete; retry the request.");
 
+    /// <summary>
+    /// A policy version that refuses the request's caller (a kill switch, a suspension, a revocation) came into force while
+    /// it ran: it was cut, with the gateway's error event (a stream) or this error (no answer yet). It was admitted, so the
+    /// entry's decision stays allow and its tokens count; the outcome is interrupted.
+    /// </summary>
+    public static readonly ReasonCode KilledInFlight = new("deny.killed_in_flight", 403, Permission, false, Decision.Allow,
+        "The request was stopped while it ran: a kill switch, suspension or revocation now refuses its consumer, service, tenant or credential.");
+
     /// <summary>The client went away before the response was complete.</summary>
     public static readonly ReasonCode ClientCancelled = new("client.cancelled", 499, Invalid, false, Decision.Allow,
         "The client closed the request.");
@@ -304,7 +312,7 @@ public static class Reasons
         TokenCeiling, PromptRestricted, RateLimited, QuotaExhausted, BudgetExhausted, ExceedsLimit, ModelWrongEndpoint, InvalidJson, InvalidBody, BodyTimeout, InvalidHttp,
         InvalidField, DuplicateField, InvalidHeader, BodyTooLarge, ContentType, ContentEncoding, UnknownEndpoint, MethodNotAllowed, UpstreamNotConfigured, UpstreamUnreachable,
         UpstreamTimeout, UpstreamError, UpstreamAuth, UpstreamRejected, UpstreamRateLimited, UpstreamStreamInterrupted, UpstreamStreamFailed,
-        ClientCancelled, Internal, Overloaded, LedgerBacklog, LedgerUnavailable, ConsumerSuspended, ServiceSuspended, TenantSuspended, ServiceUngoverned,
+        ClientCancelled, Internal, Overloaded, LedgerBacklog, LedgerUnavailable, ConsumerSuspended, ServiceSuspended, TenantSuspended, ServiceUngoverned, KilledInFlight,
         TokenMalformed, TokenIssuer, TokenAudience, TokenSignature, TokenExpired, TokenSubjectUnknown,
         CountersUnavailable, PolicyUnconfirmed,
     ];

@@ -186,6 +186,12 @@ public sealed class RequestRecord : LedgerRecord
     /// </summary>
     public List<string>? Degraded { get; set; }
 
+    /// <summary>
+    /// The policy version that cut this request while it ran (<c>deny.killed_in_flight</c>: it refuses the request's
+    /// credential, consumer, service or tenant); null for every other request, and then not written.
+    /// </summary>
+    public long? CutByPolicyVersion { get; set; }
+
     /// <summary>Adds <paramref name="what"/> to <see cref="Degraded"/> once.</summary>
     public void MarkDegraded(string what)
     {
@@ -292,6 +298,11 @@ public sealed class RequestRecord : LedgerRecord
             writer.WriteEndArray();
         }
 
+        if (CutByPolicyVersion is { } cutBy)
+        {
+            writer.WriteNumber(Field.CutByPolicyVersion, cutBy);
+        }
+
         writer.WriteEndObject();
     }
 
@@ -330,6 +341,7 @@ public sealed class RequestRecord : LedgerRecord
         public static readonly JsonEncodedText ResponseBytes = JsonEncodedText.Encode("response_bytes");
         public static readonly JsonEncodedText Controls = JsonEncodedText.Encode("controls");
         public static readonly JsonEncodedText Degraded = JsonEncodedText.Encode("degraded");
+        public static readonly JsonEncodedText CutByPolicyVersion = JsonEncodedText.Encode("cut_by_policy_version");
         public static readonly JsonEncodedText Timestamp = JsonEncodedText.Encode("timestamp");
         public static readonly JsonEncodedText Tenant = JsonEncodedText.Encode("tenant");
         public static readonly JsonEncodedText Service = JsonEncodedText.Encode("service");

@@ -454,14 +454,27 @@ public sealed class ResponseMeter : IDisposable
     }
 
     /// <summary>
-    /// Writes the gateway's error event in the API's shape: OpenAI's <c>data: {"error":{…}}</c>, Anthropic's
-    /// <c>event: error</c> with <c>{"type":"error","error":{…}}</c>; either with the gateway's message, code and the
-    /// request id, and nothing of the provider's.
+    /// The gateway ends the stream before the provider did (<paramref name="reason"/>, for example
+    /// <see cref="Reasons.KilledInFlight"/>): what is held of an unfinished event is dropped, as no client would dispatch
+    /// it, and the client gets the gateway's error event with <paramref name="reason"/>'s code in its place.
     /// </summary>
-    private void WriteErrorEvent(IBufferWriter<byte>? output)
+    public void Interrupt(ReasonCode reason, IBufferWriter<byte>? output)
+    {
+        ArgumentNullException.ThrowIfNull(reason);
+        _pendingLength = 0;
+        WriteErrorEvent(output, reason);
+    }
+
+    /// <summary>
+    /// Writes the gateway's error event in the API's shape: OpenAI's <c>data: {"error":{…}}</c>, Anthropic's
+    /// <c>event: error</c> with <c>{"type":"error","error":{…}}</c>; either with the gateway's message, code (that of
+    /// <paramref name="reason"/>, by default <see cref="Reasons.UpstreamStreamFailed"/>) and the request id, and nothing
+    /// of the provider's.
+    /// </summary>
+    private void WriteErrorEvent(IBufferWriter<byte>? output, ReasonCode? reason = null)
     {
         StreamFailed = true;
-        var reason = Reasons.UpstreamStreamFailed;
+        reason ??= Reasons.UpstreamStreamFailed;
         var buffer = new ArrayBufferWriter<byte>(256); // an error's: no healthy stream comes here
         using (var writer = new Utf8JsonWriter(buffer))
         {

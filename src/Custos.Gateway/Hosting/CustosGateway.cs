@@ -220,7 +220,8 @@ public sealed partial class CustosGateway : IAsyncDisposable
 
     /// <summary>
     /// Stores <paramref name="document"/>, a whole policy, as a new policy version (unless it equals the one in force), puts
-    /// it in force atomically, and records who did it and why. Requests in flight finish under the version they started with.
+    /// it in force atomically, and records who did it and why. Requests in flight finish under the version they started with,
+    /// but those whose caller it refuses by kill switch, suspension or revocation, which it cuts (<c>InFlightCalls</c>).
     /// Refused, changing nothing, when it would revive a revoked credential (<see cref="RevocationUndoneException"/>), when
     /// the policy is no longer at <see cref="PolicyApplyOptions.BaseVersion"/> (<see cref="PolicyConflictException"/>), or
     /// when it would lift containment without <see cref="PolicyApplyOptions.LiftContainment"/>
@@ -573,6 +574,14 @@ public sealed partial class CustosGateway : IAsyncDisposable
                 await SeedCountersAsync(inProcess, policy.Current, store, options.TimeProvider, countersLog, all: true, cancellationToken);
                 policy.Preparing = (next, token) => SeedCountersAsync(inProcess, next, store, options.TimeProvider, countersLog, all: false, token);
             }
+            else if (((counters as ResilientCounterStore)?.Shared ?? counters) is ISeededCounterStore shared)
+            {
+                // Shared counters that start empty (Redis new, or restarted without persistence) are seeded from the ledger by
+                // one node: at start, and when the connection comes back after a drop.
+                var sharedLog = loggerFactory.CreateLogger<ResilientCounterStore>();
+                await SeedSharedCountersAsync(shared, policy, store, options.TimeProvider, sharedLog, reconnected: false, cancellationToken);
+                shared.Reconnected += () => _ = SeedSharedCountersAsync(shared, policy, store, options.TimeProvider, sharedLog, reconnected: true, CancellationToken.None);
+            }
 
             var telemetry = new CustosTelemetry(policy, ledger, counters);
             started.Add(new AsyncDisposableAdapter(telemetry));
@@ -664,6 +673,41 @@ public sealed partial class CustosGateway : IAsyncDisposable
         catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
         {
             Log.CountersNotSeeded(logger, snapshot.Version, ex.Message);
+        }
+    }
+
+    /// <summary>
+    /// Seeds shared counters that hold none of the deployment's counters (<see cref="ISeededCounterStore"/>: their marker is
+    /// missing) from what the ledger holds of the current day or month of every quota and budget of the policy in force, as
+    /// <see cref="SeedCountersAsync"/> does for the in-process ones; one node of many claims it. Failures are logged, not
+    /// thrown: the counters then go on from what they hold.
+    /// </summary>
+    private static async Task SeedSharedCountersAsync(ISeededCounterStore counters, ActivePolicy policy, ICustosStore store, TimeProvider time, ILogger logger,
+        bool reconnected, CancellationToken cancellationToken)
+    {
+        var started = Stopwatch.GetTimestamp();
+        try
+        {
+            if (!await counters.ClaimSeedingAsync(cancellationToken))
+            {
+                return;
+            }
+
+            var seeds = await CounterSeeds.ReadAsync(policy.Current, store, store, time.GetUtcNow(), _ => true, cancellationToken);
+            var raised = await counters.SeedAsync(seeds, cancellationToken);
+            var milliseconds = (long)Stopwatch.GetElapsedTime(started).TotalMilliseconds;
+            if (reconnected)
+            {
+                Log.SharedCountersLost(logger, raised, seeds.Count, milliseconds);
+            }
+            else
+            {
+                Log.SharedCountersSeeded(logger, raised, seeds.Count, milliseconds);
+            }
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        {
+            Log.SharedCountersNotSeeded(logger, ex.Message);
         }
     }
 
@@ -952,5 +996,17 @@ public sealed partial class CustosGateway : IAsyncDisposable
         [LoggerMessage(EventId = 18, Level = LogLevel.Warning,
             Message = "Could not read back what quotas and budgets used from the ledger ({Error}); the counters policy version {Version} brings start from zero.")]
         public static partial void CountersNotSeeded(ILogger logger, long version, string error);
+
+        [LoggerMessage(EventId = 19, Level = LogLevel.Information,
+            Message = "The shared counters held none of this deployment's counters: quotas and budgets start from what the ledger holds of their current day or month ({Raised} of {Counters} counter(s) raised in {Milliseconds} ms).")]
+        public static partial void SharedCountersSeeded(ILogger logger, int raised, int counters, long milliseconds);
+
+        [LoggerMessage(EventId = 20, Level = LogLevel.Warning,
+            Message = "The shared counters came back empty (Redis restarted or failed over without its data): quotas and budgets were seeded again from what the ledger holds of their current day or month ({Raised} of {Counters} counter(s) raised in {Milliseconds} ms).")]
+        public static partial void SharedCountersLost(ILogger logger, int raised, int counters, long milliseconds);
+
+        [LoggerMessage(EventId = 21, Level = LogLevel.Warning,
+            Message = "Could not seed the shared counters from the ledger ({Error}): quotas and budgets go on from what Redis holds.")]
+        public static partial void SharedCountersNotSeeded(ILogger logger, string error);
     }
 }

@@ -37,6 +37,7 @@ internal sealed partial class DataPlane(
     ILogger<DataPlane> logger)
 {
     private static readonly ConditionalWeakTable<ProviderEntry, Uri[]> UpstreamUris = new();
+    private readonly InFlightCalls _calls = new(policy, logger);
     private int _inFlight;
 
     /// <summary>
@@ -433,12 +434,14 @@ internal sealed partial class DataPlane(
             upstreamBody.WrittenMemory);
         var config = UpstreamCall.DefaultConfig with { ActivityTimeout = snapshot.Gateway.UpstreamTimeout };
         ForwarderError error;
+        _calls.Add(call, snapshot); // a kill switch, suspension or revocation that comes into force while it runs cuts it
         try
         {
             error = await forwarder.SendAsync(context, route.Provider.BaseUrl.AbsoluteUri, upstreamClient, config, call);
         }
         finally
         {
+            _calls.Remove(call);
             await call.CloseBodyAsync(); // before the body's buffer goes back to the pool
         }
 
@@ -462,7 +465,14 @@ internal sealed partial class DataPlane(
             {
                 try
                 {
-                    await meteringBody.CompleteAsync(context.RequestAborted);
+                    if (call.WasCut)
+                    {
+                        await meteringBody.InterruptAsync(Reasons.KilledInFlight, context.RequestAborted);
+                    }
+                    else
+                    {
+                        await meteringBody.CompleteAsync(context.RequestAborted);
+                    }
                 }
                 catch (Exception ex) when (ex is OperationCanceledException or IOException)
                 {
@@ -485,6 +495,11 @@ internal sealed partial class DataPlane(
             }
 
             record.Fail(reason, outcome);
+            if (call.WasCut)
+            {
+                record.CutByPolicyVersion = call.CutBy;
+            }
+
             if (!context.Response.HasStarted)
             {
                 record.Status = reason.Status;

@@ -143,6 +143,24 @@ internal sealed class MeteringStream(PipeWriter response, ResponseMeter meter, b
     }
 
     /// <summary>
+    /// The gateway ended the stream before the provider did (<paramref name="reason"/>): drops what the meter holds of an
+    /// unfinished event and writes the gateway's error event with <paramref name="reason"/>'s code after the events that
+    /// went out. Only a stream is cut (it is rewritten, so whole events only went out).
+    /// </summary>
+    public async Task InterruptAsync(Custos.Errors.ReasonCode reason, CancellationToken cancellationToken)
+    {
+        if (_edited is null)
+        {
+            meter.Complete(null);
+            return;
+        }
+
+        _edited.Clear();
+        meter.Interrupt(reason, _edited);
+        await WriteOutAsync(_edited.WrittenMemory, cancellationToken);
+    }
+
+    /// <summary>
     /// The provider's answer failed before any of it went out, and the gateway's error takes its place: lets the meter
     /// finish reading what came (its usage, the text to estimate from) without writing any of it, drops what is held,
     /// and passes later writes, the error, straight to the client.

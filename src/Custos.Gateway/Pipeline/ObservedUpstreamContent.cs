@@ -19,10 +19,16 @@ internal sealed class ObservedUpstreamContent(HttpContent inner, UpstreamCall ca
         return false;
     }
 
-    protected override async Task<Stream> CreateContentReadStreamAsync() => new ObservingStream(await inner.ReadAsStreamAsync(), call);
+    protected override async Task<Stream> CreateContentReadStreamAsync() => Observe(await inner.ReadAsStreamAsync());
 
     protected override async Task<Stream> CreateContentReadStreamAsync(CancellationToken cancellationToken)
-        => new ObservingStream(await inner.ReadAsStreamAsync(cancellationToken), call);
+        => Observe(await inner.ReadAsStreamAsync(cancellationToken));
+
+    private ObservingStream Observe(Stream stream)
+    {
+        call.Observe(stream);
+        return new ObservingStream(stream, call);
+    }
 
     protected override void Dispose(bool disposing)
     {
@@ -48,9 +54,18 @@ internal sealed class ObservedUpstreamContent(HttpContent inner, UpstreamCall ca
 
         public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
         {
+            if (call.EndsByCut())
+            {
+                return 0; // a policy version refuses the caller now (UpstreamCall.Cut): the body ends for the forwarder
+            }
+
             try
             {
                 return await stream.ReadAsync(buffer, cancellationToken);
+            }
+            catch (Exception) when (call.EndsByCut())
+            {
+                return 0; // the cut closed the provider's stream under this read
             }
             catch (Exception ex) when (ex is IOException or HttpRequestException && !cancellationToken.IsCancellationRequested)
             {

@@ -51,6 +51,51 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
     public bool ClientGone => _clientAborted.IsCancellationRequested;
 
     private CancellationToken _clientAborted;
+    private long _cutBy;
+    private Stream? _upstreamBody;
+
+    /// <summary>
+    /// The policy version that refused this call's caller while it ran (<see cref="Cut"/>); 0 while none has. The call
+    /// ends by it only where <see cref="WasCut"/> says so.
+    /// </summary>
+    public long CutBy => Interlocked.Read(ref _cutBy);
+
+    /// <summary>
+    /// True when <see cref="Cut"/> ended the call: the provider's stream was stopped and the client gets the gateway's
+    /// error event (<see cref="Reasons.KilledInFlight"/>) after what it had, or the provider's answer came after the cut
+    /// and the client gets the error in its place. A JSON answer already on its way is complete at the provider and is
+    /// let finish.
+    /// </summary>
+    public bool WasCut { get; private set; }
+
+    /// <summary>
+    /// Cuts the call, for a policy version (<paramref name="version"/>) that now refuses its caller: a stream's read of the
+    /// provider's body that is waiting ends at once (its connection is closed), and the body ends there for the
+    /// forwarder, as if the provider had finished; a call still waiting for the provider's answer is refused when it comes.
+    /// The first cut counts; any thread may call it.
+    /// </summary>
+    public void Cut(long version)
+    {
+        if (Interlocked.CompareExchange(ref _cutBy, version, 0) == 0 && Meter.RewritesOutput)
+        {
+            Volatile.Read(ref _upstreamBody)?.Dispose();
+        }
+    }
+
+    /// <summary>Notes the provider's body being read, so that <see cref="Cut"/> can stop a read of it that waits.</summary>
+    internal void Observe(Stream upstreamBody) => Volatile.Write(ref _upstreamBody, upstreamBody);
+
+    /// <summary>True, and <see cref="WasCut"/> set, when the call was cut and its body is a stream, which then ends here.</summary>
+    internal bool EndsByCut()
+    {
+        if (CutBy == 0 || !Meter.RewritesOutput)
+        {
+            return false;
+        }
+
+        WasCut = true;
+        return true;
+    }
 
     public override async ValueTask TransformRequestAsync(HttpContext httpContext, HttpRequestMessage proxyRequest, string destinationPrefix,
         CancellationToken cancellationToken)
@@ -139,6 +184,12 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
 
         var status = (int)proxyResponse.StatusCode;
         Record.UpstreamStatus = status;
+        if (CutBy != 0)
+        {
+            WasCut = true; // refused while the provider worked: its answer is not passed on, the gateway's error takes its place
+            return false;
+        }
+
         if (status >= 400 || !IsAnswer(status))
         {
             UpstreamFailed = true;
@@ -345,6 +396,11 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
     /// <param name="exception">The exception behind <paramref name="error"/>, if any (<c>IForwarderErrorFeature</c>).</param>
     public (ReasonCode? Reason, Outcome Outcome) Classify(ForwarderError error, bool clientAborted, Exception? exception)
     {
+        if (WasCut)
+        {
+            return (Reasons.KilledInFlight, Outcome.Interrupted); // whatever the provider did after: the gateway ended it
+        }
+
         if (UpstreamFailed)
         {
             return (null, Outcome.UpstreamError); // already recorded
