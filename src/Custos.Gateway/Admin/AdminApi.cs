@@ -911,20 +911,19 @@ internal static partial class AdminApi
                 To = to,
                 Limit = Math.Clamp(limit ?? 100, 1, 10_000),
             };
-            var entries = new List<JsonElement>();
-            await foreach (var stored in gateway.Store.QueryAsync(query, context.RequestAborted))
+            if (AdminAccess.IsGatewayWide(admin))
             {
-                using var json = JsonDocument.Parse(stored.Json);
-                var root = json.RootElement;
-                var entryTenant = root.TryGetProperty("tenant", out var t) && t.ValueKind == JsonValueKind.String ? t.GetString() : null;
-                var entryService = root.TryGetProperty("service", out var s) && s.ValueKind == JsonValueKind.String ? s.GetString() : null;
-                if (AdminAccess.InScope(admin, entryTenant, entryService)) // what belongs to no tenant: gateway-wide admins only
+                var entries = new List<JsonElement>();
+                await foreach (var stored in gateway.Store.QueryAsync(query, context.RequestAborted))
                 {
-                    entries.Add(root.Clone());
+                    using var json = JsonDocument.Parse(stored.Json);
+                    entries.Add(json.RootElement.Clone());
                 }
+
+                return Results.Ok(entries);
             }
 
-            return Results.Ok(entries);
+            return Results.Ok(await ScopedLedgerAsync(gateway, admin, query, context.RequestAborted));
         }).WithSummary("Ledger entries in scope (request entries by default; kind=admin, shed or any).");
 
         api.MapGet("/requests/{requestId}/approval", async (HttpContext context, string requestId) =>
@@ -957,6 +956,39 @@ internal static partial class AdminApi
             await RequireAsync(context, gateway, AdminPermission.ReadOutbox, null, null, "notifications.read", "notifications");
             return Json(await gateway.Store.ListNotificationsAsync(Math.Clamp(limit ?? 100, 1, 1000), context.RequestAborted));
         }).WithSummary("The owner-notification outbox, newest first, with delivery status.").Produces<Notification[]>();
+    }
+
+    /// <summary>
+    /// The newest <see cref="LedgerQuery.Limit"/> entries of <paramref name="query"/> within the scope of
+    /// <paramref name="admin"/>, oldest first. The scope narrows before the limit counts: a service owner asking for its last
+    /// 100 requests got none once the last 100 of the whole gateway were other services'. Entries are scoped by their tenant
+    /// and service columns in the store's query.
+    /// </summary>
+    private static async Task<List<JsonElement>> ScopedLedgerAsync(CustosGateway gateway, AdminConfig admin, LedgerQuery query, CancellationToken cancellationToken)
+    {
+        var found = new List<(string Timestamp, string Chain, long Seq, JsonElement Entry)>();
+        async Task AddAsync(LedgerQuery scoped, Func<JsonElement, bool> keep)
+        {
+            await foreach (var stored in gateway.Store.QueryAsync(scoped, cancellationToken))
+            {
+                using var json = JsonDocument.Parse(stored.Json);
+                var root = json.RootElement;
+                if (keep(root))
+                {
+                    found.Add((root.GetProperty("timestamp").GetString()!, stored.ChainId, stored.Seq, root.Clone()));
+                }
+            }
+        }
+
+        // What carries its scope in its columns: every entry for a tenant-scoped admin; request entries for a service-scoped one.
+        await AddAsync(query with
+        {
+            Tenants = admin.Tenants.Count > 0 ? admin.Tenants : null,
+            Services = admin.Services.Count > 0 ? admin.Services : null,
+        }, _ => true);
+
+        return [.. found.OrderBy(f => f.Timestamp, StringComparer.Ordinal).ThenBy(f => f.Chain, StringComparer.Ordinal).ThenBy(f => f.Seq)
+            .TakeLast(query.Limit).Select(f => f.Entry)];
     }
 
     private static readonly string[] LedgerKinds = ["request", "admin", "shed", "any"];

@@ -144,6 +144,39 @@ public sealed class AdminRoleMatrixTests
     }
 
     [Fact]
+    public async Task Ledger_ScopedAdmin_LimitCountsOnlyEntriesInScope()
+    {
+        // A service owner's last 100 requests: the scope narrows before the limit counts, so newer entries of other
+        // services do not push its own out of the answer.
+        await using var g = await StartAsync();
+        for (var i = 0; i < 3; i++)
+        {
+            await ChatAsync(g, g.KeyOf("web"));
+        }
+
+        for (var i = 0; i < 110; i++)
+        {
+            await ChatAsync(g, g.KeyOf("globex-user"), "globex-only");
+        }
+
+        await g.Gateway.Ledger.FlushAsync();
+        var ledger = await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Get, "/admin/v1/ledger"));
+        Assert.Equal(3, ledger.GetArrayLength());
+        Assert.All(ledger.EnumerateArray(), e => Assert.Equal("support", e.GetProperty("service").GetString()));
+        var two = await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Get, "/admin/v1/ledger?limit=2"));
+        Assert.Equal(ledger.EnumerateArray().Skip(1).Select(e => e.GetProperty("request_id").GetString()),
+            two.EnumerateArray().Select(e => e.GetProperty("request_id").GetString()));
+
+        // A tenant-scoped admin likewise, and a gateway-wide one still gets the newest 100 of the gateway.
+        var acme = await JsonAsync(await AdminAsync(g, "globex-owner", HttpMethod.Get, "/admin/v1/ledger?limit=5"));
+        Assert.Equal(5, acme.GetArrayLength());
+        Assert.All(acme.EnumerateArray(), e => Assert.Equal("globex", e.GetProperty("tenant").GetString()));
+        var all = await JsonAsync(await AdminAsync(g, "auditor", HttpMethod.Get, "/admin/v1/ledger"));
+        Assert.Equal(100, all.GetArrayLength());
+        Assert.DoesNotContain(all.EnumerateArray(), e => e.GetProperty("service").GetString() == "support");
+    }
+
+    [Fact]
     public async Task OpenApiDocument_DescribesTheAdminApi()
     {
         await using var g = await StartAsync();
