@@ -962,7 +962,10 @@ internal static partial class AdminApi
     /// The newest <see cref="LedgerQuery.Limit"/> entries of <paramref name="query"/> within the scope of
     /// <paramref name="admin"/>, oldest first. The scope narrows before the limit counts: a service owner asking for its last
     /// 100 requests got none once the last 100 of the whole gateway were other services'. Entries are scoped by their tenant
-    /// and service columns in the store's query.
+    /// and service columns in the store's query; an admin entry, which has a tenant and no service, is in a service-scoped
+    /// admin's scope when its target is (a credential, consumer, service or access request of a service in scope, an alert
+    /// in scope, the tenant of one), as the incident pack scopes it; those are looked for among the newest
+    /// <see cref="ScopedAdminWindow"/> admin entries of the tenants of its services.
     /// </summary>
     private static async Task<List<JsonElement>> ScopedLedgerAsync(CustosGateway gateway, AdminConfig admin, LedgerQuery query, CancellationToken cancellationToken)
     {
@@ -980,15 +983,87 @@ internal static partial class AdminApi
             }
         }
 
-        // What carries its scope in its columns: every entry for a tenant-scoped admin; request entries for a service-scoped one.
-        await AddAsync(query with
+        var byService = admin.Services.Count > 0;
+        if (!(byService && query.Kind == "admin"))
         {
-            Tenants = admin.Tenants.Count > 0 ? admin.Tenants : null,
-            Services = admin.Services.Count > 0 ? admin.Services : null,
-        }, _ => true);
+            // What carries its scope in its columns: every entry for a tenant-scoped admin; request entries for a service-scoped one.
+            await AddAsync(query with
+            {
+                Tenants = admin.Tenants.Count > 0 ? admin.Tenants : null,
+                Services = byService ? admin.Services : null,
+            }, _ => true);
+        }
+
+        if (byService && query.Kind is null or "admin")
+        {
+            var scope = await AdminTargetScope.OfAsync(gateway, admin, cancellationToken);
+            await AddAsync(query with { Kind = "admin", Tenants = scope.Tenants, Limit = Math.Max(query.Limit, ScopedAdminWindow) }, scope.Covers);
+        }
 
         return [.. found.OrderBy(f => f.Timestamp, StringComparer.Ordinal).ThenBy(f => f.Chain, StringComparer.Ordinal).ThenBy(f => f.Seq)
             .TakeLast(query.Limit).Select(f => f.Entry)];
+    }
+
+    /// <summary>How many of the newest admin entries of its tenants a service-scoped admin's admin entries are looked for among.</summary>
+    private const int ScopedAdminWindow = 10_000;
+
+    /// <summary>
+    /// Which admin entries a service-scoped admin sees: those whose target belongs to a service in its scope. Admin entries
+    /// record their tenant, not their service (the record's form is fixed), so the target is resolved against the policy in
+    /// force, the access requests and the alerts.
+    /// </summary>
+    private sealed class AdminTargetScope
+    {
+        private readonly HashSet<string> _services = new(StringComparer.Ordinal);
+        private readonly HashSet<string> _consumers = new(StringComparer.Ordinal);
+        private readonly HashSet<string> _credentials = new(StringComparer.Ordinal);
+        private readonly HashSet<string> _accessRequests = new(StringComparer.Ordinal);
+        private readonly HashSet<string> _alerts = new(StringComparer.Ordinal);
+
+        /// <summary>The tenants of the services in scope: an entry of another tenant is about none of them.</summary>
+        public HashSet<string> Tenants { get; } = new(StringComparer.Ordinal);
+
+        public static async Task<AdminTargetScope> OfAsync(CustosGateway gateway, AdminConfig admin, CancellationToken cancellationToken)
+        {
+            var scope = new AdminTargetScope();
+            var document = gateway.Policy.Current.Document;
+            foreach (var service in document.Services.Where(s => AdminAccess.InScope(admin, s.Tenant, s.Id)))
+            {
+                scope._services.Add(service.Id);
+                scope.Tenants.Add(service.Tenant);
+            }
+
+            scope._consumers.UnionWith(document.Consumers.Where(c => scope._services.Contains(c.Service)).Select(c => c.Id));
+            scope._credentials.UnionWith(document.Credentials.Where(c => scope._consumers.Contains(c.Consumer)).Select(c => c.Id));
+            scope._accessRequests.UnionWith((await gateway.Store.ListAccessRequestsAsync(null, cancellationToken))
+                .Where(r => AdminAccess.InScope(admin, r.Tenant, r.Service)).Select(r => r.Id));
+            scope._alerts.UnionWith((await gateway.Store.ListAlertsAsync(null, ScopedAdminWindow, cancellationToken))
+                .Where(a => AdminAccess.InScope(admin, a.Signal.Tenant, a.Signal.Service)).Select(a => a.Id));
+            return scope;
+        }
+
+        /// <summary>True when the admin entry <paramref name="entry"/> acts on something in scope.</summary>
+        public bool Covers(JsonElement entry)
+        {
+            var target = entry.TryGetProperty("target", out var t) && t.ValueKind == JsonValueKind.String ? t.GetString()! : "";
+            var colon = target.IndexOf(':', StringComparison.Ordinal);
+            if (colon < 0)
+            {
+                return false; // the policy as a whole, the store, a sign-in: the gateway's business
+            }
+
+            var id = target[(colon + 1)..];
+            return target[..colon] switch
+            {
+                "credential" => _credentials.Contains(id),
+                "consumer" => _consumers.Contains(id),
+                "service" => _services.Contains(id),
+                "tenant" => Tenants.Contains(id),
+                "access_request" => _accessRequests.Contains(id),
+                "alert" => _alerts.Contains(id),
+                _ => false,
+            };
+        }
     }
 
     private static readonly string[] LedgerKinds = ["request", "admin", "shed", "any"];

@@ -177,6 +177,34 @@ public sealed class AdminRoleMatrixTests
     }
 
     [Fact]
+    public async Task Ledger_ServiceOwner_SeesAdminEntriesAboutItsService_NotOthers()
+    {
+        // Admin entries carry a tenant, not a service: a service owner saw none of them, not even its own suspensions.
+        await using var g = await StartAsync();
+        await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Post, "/admin/v1/credentials/cred-web/suspend", new { reason = "leaked" }));
+        await JsonAsync(await AdminAsync(g, "agents-owner", HttpMethod.Post, "/admin/v1/credentials/cred-agent/suspend", new { reason = "the agents' business" }));
+        await JsonAsync(await AdminAsync(g, "root", HttpMethod.Post, "/admin/v1/kill-switches", new { scope = "service", id = "support", engaged = true, reason = "incident" }));
+        await ChatAsync(g, g.KeyOf("web"));
+        await g.Gateway.Ledger.FlushAsync();
+
+        static string Target(JsonElement e) => e.GetProperty("target").GetString()!;
+        var admin = await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Get, "/admin/v1/ledger?kind=admin"));
+        Assert.Contains(admin.EnumerateArray(), e => e.GetProperty("action").GetString() == "credential.suspended" && Target(e) == "credential:cred-web");
+        Assert.Contains(admin.EnumerateArray(), e => e.GetProperty("action").GetString() == "kill_switch.engaged" && Target(e) == "service:support");
+        Assert.DoesNotContain(admin.EnumerateArray(), e => Target(e) is "credential:cred-agent" or "policy");
+
+        // Beside its requests, in time order, when it asks for every kind.
+        var any = (await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Get, "/admin/v1/ledger?kind=any"))).EnumerateArray().ToList();
+        Assert.Equal(2, any.Count(e => e.GetProperty("kind").GetString() == "admin"));
+        Assert.Equal("request", any[^1].GetProperty("kind").GetString());
+        Assert.Equal(any.Select(e => e.GetProperty("timestamp").GetString()).Order(StringComparer.Ordinal), any.Select(e => e.GetProperty("timestamp").GetString()));
+
+        // The agents' owner sees its own suspension only.
+        var agents = await JsonAsync(await AdminAsync(g, "agents-owner", HttpMethod.Get, "/admin/v1/ledger?kind=admin"));
+        Assert.Equal(["credential:cred-agent"], agents.EnumerateArray().Select(Target));
+    }
+
+    [Fact]
     public async Task OpenApiDocument_DescribesTheAdminApi()
     {
         await using var g = await StartAsync();
