@@ -270,6 +270,32 @@ public sealed class ConsoleTests(BrowserFixture browser)
         browser.AssertNoErrors(page);
     }
 
+    [Fact]
+    public async Task ConsumersAndServices_UnderATenantKillSwitch_ShowSuspendedByTheTenant()
+    {
+        await using var demo = await DemoGateway.StartAsync("console-tenant-switch");
+        using (var http = AdminClient(demo, "platform-admin"))
+        {
+            using var response = await http.PostAsync("/admin/v1/kill-switches", Json(new { scope = "tenant", id = "globex", engaged = true, reason = "incident" }));
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        }
+
+        var page = await browser.NewPageAsync();
+        await SignInAsync(page, demo, "platform-admin");
+        await GoAsync(page, demo, "consumers");
+        var consumer = page.Locator("table[data-testid=consumers] tr[data-key=globex-dev]");
+        await Expect(consumer.Locator(".badge.bad")).ToHaveTextAsync("suspended");
+        await Expect(consumer).ToContainTextAsync("by the tenant's kill switch");
+        await Expect(consumer).Not.ToContainTextAsync("gpt-4o-mini");
+        await Expect(page.Locator("table[data-testid=consumers] tr[data-key=support-web] .badge.ok")).ToHaveTextAsync("active");
+        await GoAsync(page, demo, "services");
+        await Expect(page.Locator("table[data-testid=services] tr[data-key=globex-copilot] .badge.bad")).ToHaveTextAsync("suspended");
+        await Expect(page.Locator("table[data-testid=services] tr[data-key=globex-copilot]")).ToContainTextAsync("by the tenant's kill switch");
+        await Expect(page.Locator("[data-testid=card-suspended]")).ToHaveTextAsync("1");
+        await browser.ScreenshotAsync(page, "console-tenant-switch");
+        browser.AssertNoErrors(page);
+    }
+
     [Theory]
     [InlineData(1280, 800)]
     [InlineData(1920, 1080)]

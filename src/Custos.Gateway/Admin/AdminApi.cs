@@ -461,12 +461,15 @@ internal static partial class AdminApi
             return Json(snapshot.Document.Consumers
                 .Select(c => (Config: c, Entry: snapshot.Consumers[c.Id]))
                 .Where(c => AdminAccess.InScope(admin, c.Entry.Service.Tenant.Id, c.Entry.Service.Id))
-                .Select(c => new ConsumerView(c.Config.Id, c.Config.Service, c.Entry.Service.Tenant.Id, c.Entry.CategoryName, c.Config.Suspended == true,
-                    [.. c.Entry.ModelsAt(now).Select(m => m.Name)], snapshot.Document.Credentials.Count(k => k.Consumer == c.Config.Id),
+                .Select(c => (c.Config, c.Entry, By: SuspendedBy(c.Entry.Refusal)))
+                .Select(c => new ConsumerView(c.Config.Id, c.Config.Service, c.Entry.Service.Tenant.Id, c.Entry.CategoryName, c.By is not null,
+                    c.Entry.Refusal is null ? [.. c.Entry.ModelsAt(now).Select(m => m.Name)] : [], snapshot.Document.Credentials.Count(k => k.Consumer == c.Config.Id),
                     [.. c.Entry.Entitlements.Select(e => new ConsumerEntitlement([.. e.Models.Select(m => m.Name).Order(StringComparer.Ordinal)], e.ApprovedBy, e.Ticket,
-                        e.ValidFrom, e.ValidUntil, e.Source, e.IsValidAt(now)))]))
+                        e.ValidFrom, e.ValidUntil, e.Source, e.IsValidAt(now)))])
+                { SuspendedBy = c.By })
                 .ToArray());
-        }).WithSummary("Consumers in scope: category, kill switch, models usable now, entitlements with their approvers, number of credentials.").Produces<ConsumerView[]>();
+        }).WithSummary("Consumers in scope: category, kill switch (its own, its service's or its tenant's), models usable now, entitlements with their approvers, number of credentials.")
+            .Produces<ConsumerView[]>();
 
         api.MapGet("/kill-switches", async (HttpContext context) =>
         {
@@ -1517,11 +1520,23 @@ internal static partial class AdminApi
     };
 
     private static ServiceView ViewOf(PolicyDocument document, ServiceConfig service)
-        => new(service.Id, service.Tenant, service.Description, service.Owners, [.. Governance.Gaps(document, service).Select(g => g.Message)],
-            service.Suspended == true, service.Models, service.Approvers ?? [], service.Limits.Budget)
+    {
+        // As the data plane checks them: the tenant's kill switch first, then the service's own.
+        var by = document.Tenants.Any(t => t.Id == service.Tenant && t.Suspended == true) ? "tenant" : service.Suspended == true ? "service" : null;
+        return new(service.Id, service.Tenant, service.Description, service.Owners, [.. Governance.Gaps(document, service).Select(g => g.Message)],
+            by is not null, service.Models, service.Approvers ?? [], service.Limits.Budget)
         {
             RequiredOwnerRoles = [.. OwnerRoles(service.Owners).Select(r => r.Role).Where(role => Governance.Requires(document, service, role))],
+            SuspendedBy = by,
         };
+    }
+
+    /// <summary>The kill switch a consumer's or service's refusal comes from (<c>tenant</c>, <c>service</c>, <c>consumer</c>), or null for none.</summary>
+    private static string? SuspendedBy(ReasonCode? refusal)
+        => refusal == Reasons.TenantSuspended ? "tenant"
+            : refusal == Reasons.ServiceSuspended ? "service"
+            : refusal == Reasons.ConsumerSuspended ? "consumer"
+            : null;
 
     private static CredentialView ViewOf(PolicySnapshot snapshot, CredentialConfig credential, IReadOnlyDictionary<string, DateTimeOffset> lastUsed, DateTimeOffset now)
     {

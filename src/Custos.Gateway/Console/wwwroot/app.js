@@ -387,8 +387,16 @@ async function servicesPage(main) {
     { title: "Agent operator / sponsor", cell: s => el("div", null, s.owners.agent_operator?.name ?? "—", el("br"), el("span", { class: "small muted" }, s.owners.business_sponsor?.name ?? "")) },
     { title: "Budget", cell: s => s.budget ? `${s.budget.amount} / ${s.budget.period ?? "month"}` : "—" },
     { title: "Governance", cell: s => s.governance_gaps.length === 0 ? badge("complete", "ok") : el("div", null, s.governance_gaps.map(g => el("span", { class: "gap" }, g))) },
-    { title: "Status", cell: s => s.suspended ? badge("suspended", "bad") : badge("active", "ok") },
+    { title: "Status", cell: s => suspension(s, "service") },
   ], services, { testid: "services", key: s => s.id })));
+}
+
+// Active, or suspended, naming the kill switch when it is not the item's own (own: "service" or "consumer"): a tenant's
+// or a service's refuses every request beneath it.
+function suspension(item, own) {
+  if (!item.suspended) return badge("active", "ok");
+  const by = item.suspended_by && item.suspended_by !== own ? el("span", { class: "small muted" }, ` by the ${item.suspended_by}'s kill switch`) : null;
+  return el("span", null, badge("suspended", "bad"), by);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -401,7 +409,7 @@ async function consumersPage(main) {
     { title: "Consumer", cell: c => el("strong", null, c.id) },
     { title: "Service", cell: c => `${c.service} · ${c.tenant}` },
     { title: "Category", cell: c => badge(c.category, "info") },
-    { title: "Status", cell: c => c.suspended ? badge("suspended", "bad") : badge("active", "ok") },
+    { title: "Status", cell: c => suspension(c, "consumer") },
     { title: "Models now", cell: c => c.models.join(", ") || "—" },
     { title: "Keys", num: true, cell: c => count(c.credentials) },
   ], consumers, { testid: "consumers", key: c => c.id })));
