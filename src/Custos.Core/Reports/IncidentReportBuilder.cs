@@ -783,7 +783,9 @@ public static partial class IncidentReportBuilder
                 roles.Add(("business_sponsor", owners.BusinessSponsor));
             }
 
-            contacts.AddRange(roles.Select(r => new OwnerContact(serviceId, r.Item1, r.Item2?.Name, r.Item2?.Email, r.Item2?.Webhook?.ToString(), r.Item2?.Admin)));
+            // A webhook as scheme and host: a pack is handed on, and an address such as Slack's is its own secret.
+            contacts.AddRange(roles.Select(r => new OwnerContact(serviceId, r.Item1, r.Item2?.Name, r.Item2?.Email,
+                r.Item2?.Webhook is { } webhook ? WebhookAddress.Masked(webhook) : null, r.Item2?.Admin)));
             gaps.AddRange(Governance.Gaps(holder.Document, service).Select(g => g.Message));
         }
 

@@ -370,7 +370,7 @@ internal static partial class AdminApi
         {
             var admin = Admin(context);
             var document = gateway.Policy.Current.Document;
-            return Json(document.Services.Where(s => AdminAccess.InScope(admin, s.Tenant, s.Id)).Select(s => ViewOf(document, s)).ToArray());
+            return Json(document.Services.Where(s => AdminAccess.InScope(admin, s.Tenant, s.Id)).Select(s => ViewOf(document, s, admin)).ToArray());
         }).WithSummary("Services in scope, with their owners and governance gaps.").Produces<ServiceView[]>();
 
         api.MapGet("/services/{id}", (HttpContext context, string id) =>
@@ -379,7 +379,7 @@ internal static partial class AdminApi
             var service = FindService(document, id);
             return !AdminAccess.InScope(Admin(context), service.Tenant, service.Id)
                 ? throw AdminProblemException.NotFound("service", id)
-                : Json(ViewOf(document, service));
+                : Json(ViewOf(document, service, Admin(context)));
         }).WithSummary("One service, with its owners and governance gaps.").Produces<ServiceView>();
 
         api.MapGet("/owners", (HttpContext context) =>
@@ -390,7 +390,8 @@ internal static partial class AdminApi
             {
                 foreach (var (role, owner) in OwnerRoles(service.Owners))
                 {
-                    rows.Add(new OwnerView(service.Tenant, service.Id, role, owner?.Name, owner?.Email, owner?.Webhook, owner?.Admin)
+                    var webhook = owner?.Webhook is { } address && !AdminAccess.SeesWebhooks(admin) ? new Uri(WebhookAddress.Masked(address)) : owner?.Webhook;
+                    rows.Add(new OwnerView(service.Tenant, service.Id, role, owner?.Name, owner?.Email, webhook, owner?.Admin)
                     {
                         Required = Governance.Requires(gateway.Policy.Current.Document, service, role),
                     });
@@ -957,7 +958,9 @@ internal static partial class AdminApi
         {
             // Every tenant's notifications, with their recipients: for gateway-wide admins only.
             await RequireAsync(context, gateway, AdminPermission.ReadOutbox, null, null, "notifications.read", "notifications");
-            return Json(await gateway.Store.ListNotificationsAsync(Math.Clamp(limit ?? 100, 1, 1000), context.RequestAborted));
+            var notifications = await gateway.Store.ListNotificationsAsync(Math.Clamp(limit ?? 100, 1, 1000), context.RequestAborted);
+            return Json(AdminAccess.SeesWebhooks(Admin(context)) ? notifications
+                : [.. notifications.Select(n => n.Channel == "webhook" ? n with { Target = WebhookAddress.Masked(n.Target) } : n)]);
         }).WithSummary("The owner-notification outbox, newest first, with delivery status.").Produces<Notification[]>();
     }
 
@@ -1519,11 +1522,12 @@ internal static partial class AdminApi
         ExpiresAt = expiresAt,
     };
 
-    private static ServiceView ViewOf(PolicyDocument document, ServiceConfig service)
+    private static ServiceView ViewOf(PolicyDocument document, ServiceConfig service, AdminConfig admin)
     {
         // As the data plane checks them: the tenant's kill switch first, then the service's own.
         var by = document.Tenants.Any(t => t.Id == service.Tenant && t.Suspended == true) ? "tenant" : service.Suspended == true ? "service" : null;
-        return new(service.Id, service.Tenant, service.Description, service.Owners, [.. Governance.Gaps(document, service).Select(g => g.Message)],
+        return new(service.Id, service.Tenant, service.Description, AdminAccess.SeesWebhooks(admin) ? service.Owners : WebhookAddress.Masked(service.Owners),
+            [.. Governance.Gaps(document, service).Select(g => g.Message)],
             by is not null, service.Models, service.Approvers ?? [], service.Limits.Budget)
         {
             RequiredOwnerRoles = [.. OwnerRoles(service.Owners).Select(r => r.Role).Where(role => Governance.Requires(document, service, role))],
@@ -1572,7 +1576,7 @@ internal static partial class AdminApi
     private static string OwnersText(ServiceConfig service)
     {
         static string One(string role, OwnerConfig? o) => o is null ? role + "=-"
-            : $"{role}={o.Name} <{o.Email ?? o.Webhook?.ToString()}>{(o.Admin is null ? "" : $" admin {o.Admin}")}";
+            : $"{role}={o.Name} <{o.Email ?? (o.Webhook is { } webhook ? WebhookAddress.Masked(webhook) : null)}>{(o.Admin is null ? "" : $" admin {o.Admin}")}";
         var owners = service.Owners;
         var text = string.Join("; ", One("policy", owners.Policy), One("billing", owners.Billing), One("technical", owners.Technical),
             One("agent_operator", owners.AgentOperator), One("business_sponsor", owners.BusinessSponsor));
