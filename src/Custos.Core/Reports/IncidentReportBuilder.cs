@@ -408,7 +408,8 @@ public static partial class IncidentReportBuilder
         var previous = history.LastOrDefault(v => v.Number < version.Number);
         var ids = scope.Consumers.Select(c => $"consumers[{c}]").Concat(scope.Services.Select(s => $"services[{s}]"))
             .Concat(scope.Tenants.Select(t => $"tenants[{t}]")).Concat(scope.Credentials.Select(c => $"credentials[{c}]")).ToList();
-        return [.. PolicyDiff.Compute(previous?.Document, version.Document)
+        // Webhooks masked, as in the owners' contacts: a webhook's change is shown, not its secret.
+        return [.. PolicyDiff.Compute(previous is null ? null : WebhookAddress.Masked(previous.Document), WebhookAddress.Masked(version.Document))
             .Where(c => c.Path.StartsWith("defaults", StringComparison.Ordinal) || c.Path.StartsWith("gateway", StringComparison.Ordinal)
                 || ids.Any(id => c.Path.StartsWith(id, StringComparison.Ordinal)))
             .Select(c => c.ToString())];
