@@ -54,6 +54,20 @@ public sealed class ConsoleTests(BrowserFixture browser)
     }
 
     [Fact]
+    public async Task InABrowserWestOfUtc_TheMonthsDaysAreTheApisDates()
+    {
+        // The month is UTC's here (two tenants of two zones): its first day, at 00:00 UTC, was labelled the day before in Los Angeles.
+        await using var demo = await SeededAsync("console-west");
+        var page = await browser.NewPageAsync(timeZone: "America/Los_Angeles");
+        await SignInAsync(page, demo, "platform-admin");
+        var labels = await page.EvaluateAsync<string[]>("() => Chart.getChart(document.getElementById('spend-chart')).data.labels");
+        var now = DateTimeOffset.UtcNow;
+        Assert.Equal(now.ToString("MMM", CultureInfo.InvariantCulture) + " 1", labels[0]);
+        Assert.Equal(now.Day, labels.Length);
+        browser.AssertNoErrors(page);
+    }
+
+    [Fact]
     public async Task SignIn_WithAnUnknownKey_IsRefusedWithItsCode()
     {
         await using var demo = await DemoGateway.StartAsync("console-signin");

@@ -291,7 +291,14 @@ public sealed record ResumeResult(Custos.Alerts.AlertView Alert, long PolicyVers
 /// </summary>
 public sealed record OverviewView(DateTimeOffset From, DateTimeOffset To, int BucketSeconds, string Currency, IReadOnlyList<OverviewBucket> Buckets,
     DateTimeOffset MonthStart, IReadOnlyList<DateTimeOffset> Days, IReadOnlyList<SpendSeries> SpendThisMonth, IReadOnlyList<BudgetUse> Budgets,
-    IReadOnlyList<ConsumerUse> TopConsumers, IReadOnlyDictionary<string, long> Reasons, int OpenAlerts, long Scanned);
+    IReadOnlyList<ConsumerUse> TopConsumers, IReadOnlyDictionary<string, long> Reasons, int OpenAlerts, long Scanned)
+{
+    /// <summary>
+    /// The time zone (IANA id, such as <c>Europe/Berlin</c> or <c>UTC</c>) whose month <see cref="MonthStart"/> and
+    /// <see cref="Days"/> are: read them as dates in it, not in the reader's own zone, or a day starts on the one before.
+    /// </summary>
+    public string TimeZone { get; init; } = "UTC";
+}
 
 /// <summary>One time bucket of the overview; <paramref name="Reasons"/> counts the reason codes of refused requests.</summary>
 public sealed record OverviewBucket(DateTimeOffset Start, long Requests, long Allowed, long Denied, long Throttled, decimal Spend,

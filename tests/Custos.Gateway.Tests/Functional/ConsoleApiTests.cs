@@ -92,11 +92,13 @@ public sealed class ConsoleApiTests
         var globex = await JsonAsync(await AdminAsync(g, "globex-owner", HttpMethod.Get, "/admin/v1/overview?window=24h"));
         Assert.Equal(localMonth, globex.GetProperty("month_start").GetDateTimeOffset());
         Assert.Equal(local.Day, globex.GetProperty("days").GetArrayLength());
+        Assert.Equal("Pacific/Kiritimati", globex.GetProperty("time_zone").GetString()); // the console labels the days in it
 
         // A view of tenants in different zones keeps UTC's month.
         var now = g.Gateway.Time.GetUtcNow();
         var root = await JsonAsync(await AdminAsync(g, "root", HttpMethod.Get, "/admin/v1/overview?window=24h"));
         Assert.Equal(new DateTimeOffset(now.Year, now.Month, 1, 0, 0, 0, TimeSpan.Zero), root.GetProperty("month_start").GetDateTimeOffset());
+        Assert.Equal("UTC", root.GetProperty("time_zone").GetString());
     }
 
     /// <summary>

@@ -299,7 +299,9 @@ async function overviewPage(main) {
           el("span", { dataset: { width: Math.min(100, b.fraction * 100) } })), el("span", { class: "small muted" }, percent(b.fraction))) },
       ], o.budgets, { testid: "budgets", empty: "No budgets in your scope." }))));
   for (const span of main.querySelectorAll(".bar span")) span.style.width = `${span.dataset.width}%`;
-  const labels = o.days.map(d => dayMonth.format(new Date(d)));
+  // The month's days are dates in the zone the API counted the month in, whatever the browser's own.
+  const monthDay = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric", timeZone: o.time_zone });
+  const labels = o.days.map(d => monthDay.format(new Date(d)));
   const datasets = [];
   o.spend_this_month.forEach((s, i) => {
     const color = palette[i % palette.length];
