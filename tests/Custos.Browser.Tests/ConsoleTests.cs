@@ -68,6 +68,19 @@ public sealed class ConsoleTests(BrowserFixture browser)
     }
 
     [Fact]
+    public async Task Times_NameTheirZone()
+    {
+        // Times were the browser's zone's without saying so, beside server text in UTC (an incident pack's facts).
+        await using var demo = await SeededAsync("console-time-zone");
+        var page = await browser.NewPageAsync(timeZone: "America/Los_Angeles");
+        await SignInAsync(page, demo, "platform-admin");
+        await GoAsync(page, demo, "ledger");
+        var when = await page.Locator("table[data-testid=ledger] tbody tr:first-child td").First.InnerTextAsync();
+        Assert.Matches(@"P[SD]T$", when);
+        browser.AssertNoErrors(page);
+    }
+
+    [Fact]
     public async Task SignIn_WithAnUnknownKey_IsRefusedWithItsCode()
     {
         await using var demo = await DemoGateway.StartAsync("console-signin");

@@ -24,7 +24,8 @@ function el(tag, attrs, ...children) {
   return node;
 }
 
-const dateTime = new Intl.DateTimeFormat(undefined, { year: "numeric", month: "short", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit" });
+// With the zone's name: server text beside these times (an incident pack's facts) is in UTC.
+const dateTime = new Intl.DateTimeFormat(undefined, { year: "numeric", month: "short", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short" });
 const dayMonth = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric" });
 const hourMinute = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
 
