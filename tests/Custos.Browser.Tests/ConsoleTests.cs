@@ -81,6 +81,23 @@ public sealed class ConsoleTests(BrowserFixture browser)
     }
 
     [Fact]
+    public async Task TopConsumers_LinkToTheLedger_OnlyWhereItCanBeReadAndSearched()
+    {
+        await using var demo = await SeededAsync("console-top-consumers");
+        var page = await browser.NewPageAsync();
+        await SignInAsync(page, demo, "platform-admin");
+        await Expect(page.Locator("[data-testid=top-consumers] a", new() { HasText = "support-web" })).ToHaveCountAsync(1);
+
+        // Finance reads spend, not the ledger: a link fell back to the overview without a word.
+        var finance = await browser.NewPageAsync();
+        await SignInAsync(finance, demo, "finance");
+        await Expect(finance.Locator("[data-testid=top-consumers]")).ToContainTextAsync("support-web");
+        await Expect(finance.Locator("[data-testid=top-consumers] a")).ToHaveCountAsync(0);
+        browser.AssertNoErrors(page);
+        browser.AssertNoErrors(finance);
+    }
+
+    [Fact]
     public async Task SignIn_WithAnUnknownKey_IsRefusedWithItsCode()
     {
         await using var demo = await DemoGateway.StartAsync("console-signin");

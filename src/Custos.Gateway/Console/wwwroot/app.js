@@ -332,7 +332,9 @@ async function overviewPage(main) {
     el("section", { class: "panel" }, el("h2", null, "Requests and refusals by reason"), el("div", { class: "chart-box" }, requestsCanvas)),
     el("section", { class: "panel" }, el("h2", null, "Top consumers"),
       table([
-        { title: "Consumer", cell: c => el("a", { href: `#/ledger/consumer=${encodeURIComponent(c.consumer)}` }, c.consumer) },
+        // A link to the consumer's entries where the ledger can be read and they can be found by consumer.
+        { title: "Consumer", cell: c => can("read_ledger") && c.consumer !== "(unidentified)"
+          ? el("a", { href: `#/ledger/consumer=${encodeURIComponent(c.consumer)}` }, c.consumer) : c.consumer },
         { title: "Service", cell: c => c.service ?? "—" },
         { title: "Requests", num: true, cell: c => count(c.requests) },
         { title: "Refused", num: true, cell: c => count(c.refused) },
