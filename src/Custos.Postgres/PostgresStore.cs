@@ -415,6 +415,14 @@ public sealed partial class PostgresStore : ICustosStore, IRecordFormatSetting
             command.Parameters.Add(new NpgsqlParameter { Value = value });
             where.Add($"{column} = ${command.Parameters.Count}");
         }
+
+        foreach (var (column, values) in query.ScopeFilters())
+        {
+            // One array parameter: = ANY of it, which an empty array no row meets.
+            command.Parameters.Add(new NpgsqlParameter { Value = values.ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+            where.Add($"{column} = ANY(${command.Parameters.Count})");
+        }
+
         if (query.From is { } from)
         {
             command.Parameters.Add(new NpgsqlParameter { Value = Utc(from) });

@@ -584,6 +584,20 @@ public sealed partial class SqliteStore : ICustosStore
             where.Add($"{column} = ${column}");
             command.Parameters.AddWithValue("$" + column, value);
         }
+
+        foreach (var (column, values) in query.ScopeFilters())
+        {
+            var names = new List<string>();
+            foreach (var value in values)
+            {
+                var name = $"${column}_{names.Count}";
+                command.Parameters.AddWithValue(name, value);
+                names.Add(name);
+            }
+
+            where.Add(names.Count == 0 ? "0 = 1" : $"{column} IN ({string.Join(", ", names)})");
+        }
+
         if (query.From is { } from)
         {
             where.Add("ts >= $from");

@@ -92,13 +92,13 @@ public sealed class BrowserFixture : IAsyncLifetime
     /// collected from now on (and can still be read after the context closes). The context is closed when the fixture
     /// ends; close it earlier with <c>page.Context.CloseAsync()</c> if a test opens many.
     /// </summary>
-    public async Task<IPage> NewPageAsync(int width = 1440, int height = 900)
+    public async Task<IPage> NewPageAsync(int width = 1440, int height = 900, string timeZone = "UTC")
     {
         var context = await Browser.NewContextAsync(new BrowserNewContextOptions
         {
             ViewportSize = new ViewportSize { Width = width, Height = height },
             Locale = "en-US",
-            TimezoneId = "UTC",
+            TimezoneId = timeZone,
             ServiceWorkers = ServiceWorkerPolicy.Block,
         });
         context.SetDefaultTimeout((float)DefaultTimeout.TotalMilliseconds);

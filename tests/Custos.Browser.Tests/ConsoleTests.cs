@@ -54,6 +54,50 @@ public sealed class ConsoleTests(BrowserFixture browser)
     }
 
     [Fact]
+    public async Task InABrowserWestOfUtc_TheMonthsDaysAreTheApisDates()
+    {
+        // The month is UTC's here (two tenants of two zones): its first day, at 00:00 UTC, was labelled the day before in Los Angeles.
+        await using var demo = await SeededAsync("console-west");
+        var page = await browser.NewPageAsync(timeZone: "America/Los_Angeles");
+        await SignInAsync(page, demo, "platform-admin");
+        var labels = await page.EvaluateAsync<string[]>("() => Chart.getChart(document.getElementById('spend-chart')).data.labels");
+        var now = DateTimeOffset.UtcNow;
+        Assert.Equal(now.ToString("MMM", CultureInfo.InvariantCulture) + " 1", labels[0]);
+        Assert.Equal(now.Day, labels.Length);
+        browser.AssertNoErrors(page);
+    }
+
+    [Fact]
+    public async Task Times_NameTheirZone()
+    {
+        // Times were the browser's zone's without saying so, beside server text in UTC (an incident pack's facts).
+        await using var demo = await SeededAsync("console-time-zone");
+        var page = await browser.NewPageAsync(timeZone: "America/Los_Angeles");
+        await SignInAsync(page, demo, "platform-admin");
+        await GoAsync(page, demo, "ledger");
+        var when = await page.Locator("table[data-testid=ledger] tbody tr:first-child td").First.InnerTextAsync();
+        Assert.Matches(@"P[SD]T$", when);
+        browser.AssertNoErrors(page);
+    }
+
+    [Fact]
+    public async Task TopConsumers_LinkToTheLedger_OnlyWhereItCanBeReadAndSearched()
+    {
+        await using var demo = await SeededAsync("console-top-consumers");
+        var page = await browser.NewPageAsync();
+        await SignInAsync(page, demo, "platform-admin");
+        await Expect(page.Locator("[data-testid=top-consumers] a", new() { HasText = "support-web" })).ToHaveCountAsync(1);
+
+        // Finance reads spend, not the ledger: a link fell back to the overview without a word.
+        var finance = await browser.NewPageAsync();
+        await SignInAsync(finance, demo, "finance");
+        await Expect(finance.Locator("[data-testid=top-consumers]")).ToContainTextAsync("support-web");
+        await Expect(finance.Locator("[data-testid=top-consumers] a")).ToHaveCountAsync(0);
+        browser.AssertNoErrors(page);
+        browser.AssertNoErrors(finance);
+    }
+
+    [Fact]
     public async Task SignIn_WithAnUnknownKey_IsRefusedWithItsCode()
     {
         await using var demo = await DemoGateway.StartAsync("console-signin");
@@ -267,6 +311,32 @@ public sealed class ConsoleTests(BrowserFixture browser)
         await Expect(page.Locator("table[data-testid=services] tr[data-key=research-agents]")).ToContainTextAsync("no agent_operator or business_sponsor");
         await Expect(page.Locator("table[data-testid=services] tr[data-key=support-assistant]")).ToContainTextAsync("complete");
         await browser.ScreenshotAsync(page, "console-services-gaps");
+        browser.AssertNoErrors(page);
+    }
+
+    [Fact]
+    public async Task ConsumersAndServices_UnderATenantKillSwitch_ShowSuspendedByTheTenant()
+    {
+        await using var demo = await DemoGateway.StartAsync("console-tenant-switch");
+        using (var http = AdminClient(demo, "platform-admin"))
+        {
+            using var response = await http.PostAsync("/admin/v1/kill-switches", Json(new { scope = "tenant", id = "globex", engaged = true, reason = "incident" }));
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        }
+
+        var page = await browser.NewPageAsync();
+        await SignInAsync(page, demo, "platform-admin");
+        await GoAsync(page, demo, "consumers");
+        var consumer = page.Locator("table[data-testid=consumers] tr[data-key=globex-dev]");
+        await Expect(consumer.Locator(".badge.bad")).ToHaveTextAsync("suspended");
+        await Expect(consumer).ToContainTextAsync("by the tenant's kill switch");
+        await Expect(consumer).Not.ToContainTextAsync("gpt-4o-mini");
+        await Expect(page.Locator("table[data-testid=consumers] tr[data-key=support-web] .badge.ok")).ToHaveTextAsync("active");
+        await GoAsync(page, demo, "services");
+        await Expect(page.Locator("table[data-testid=services] tr[data-key=globex-copilot] .badge.bad")).ToHaveTextAsync("suspended");
+        await Expect(page.Locator("table[data-testid=services] tr[data-key=globex-copilot]")).ToContainTextAsync("by the tenant's kill switch");
+        await Expect(page.Locator("[data-testid=card-suspended]")).ToHaveTextAsync("1");
+        await browser.ScreenshotAsync(page, "console-tenant-switch");
         browser.AssertNoErrors(page);
     }
 

@@ -152,6 +152,28 @@ public abstract class StoreContract : IAsyncLifetime
     }
 
     [Fact]
+    public async Task QueryAsync_ScopeFilters_KeepOnlyEntriesOfTheTenantsAndServicesNamed_BeforeTheLimitCounts()
+    {
+        var chain = new HashChain("n1", 0, HashChain.Genesis);
+        await Store.AppendAsync(
+        [
+            chain.Append(Request("r1", "acme", "a", Decision.Allow, T0)),
+            chain.Append(Request("r2", "acme", "b", Decision.Deny, T0.AddMinutes(1), service: "billing")),
+            chain.Append(Request("r3", "globex", "c", Decision.Allow, T0.AddMinutes(2))),
+            chain.Append(Request("r4", "initech", "d", Decision.Allow, T0.AddMinutes(3))),
+            chain.Append(Admin(T0.AddMinutes(4))),
+        ]);
+
+        Assert.Equal(["r1", "r2", "r3"], await IdsAsync(new LedgerQuery { Tenants = ["acme", "globex"] }));
+        Assert.Equal(["r2"], await IdsAsync(new LedgerQuery { Services = ["billing"] }));
+        Assert.Equal(["r1", "r3"], await IdsAsync(new LedgerQuery { Tenants = ["acme", "globex"], Services = ["svc"], Limit = 2 }));
+        Assert.Equal(["r2", "r3"], await IdsAsync(new LedgerQuery { Tenants = ["acme", "globex"], Limit = 2 }));
+        Assert.Empty(await IdsAsync(new LedgerQuery { Tenants = [] }));
+        Assert.Empty(await IdsAsync(new LedgerQuery { Kind = "admin", Services = ["billing"] })); // an admin entry names no service
+        Assert.Equal(["admin:policy.version_created"], await IdsAsync(new LedgerQuery { Kind = "admin", Tenants = ["acme"] }));
+    }
+
+    [Fact]
     public async Task QueryAsync_ReturnsTheStoredBytesAndLinks_OrderedByTimeThenChainThenSeq()
     {
         var a = new HashChain("node-a", 0, HashChain.Genesis);

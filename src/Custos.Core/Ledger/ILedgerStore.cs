@@ -27,6 +27,18 @@ public sealed record LedgerQuery
     /// <summary>Before this instant.</summary>
     public DateTimeOffset? To { get; init; }
 
+    /// <summary>
+    /// Only entries of one of these tenants, as a scope narrows a search (an admin scoped to tenants); an entry of no
+    /// tenant is not among them. Null (the default) for any; empty for none.
+    /// </summary>
+    public IReadOnlyCollection<string>? Tenants { get; init; }
+
+    /// <summary>
+    /// Only entries of one of these services, as a scope narrows a search (an admin scoped to services); an entry of no
+    /// service (an admin or shed entry) is not among them. Null (the default) for any; empty for none.
+    /// </summary>
+    public IReadOnlyCollection<string>? Services { get; init; }
+
     /// <summary>Only this kind of record: request (default) or admin; null for both.</summary>
     public string? Kind { get; init; } = "request";
 
@@ -46,6 +58,14 @@ public sealed record LedgerQuery
         foreach (var (column, value) in ColumnFilters())
         {
             if (recorded?.ValueOf(column) is var says && says != value)
+            {
+                throw Altered(row, $"its {column} column", says);
+            }
+        }
+
+        foreach (var (column, values) in ScopeFilters())
+        {
+            if (recorded?.ValueOf(column) is var says && (says is null || !values.Contains(says)))
             {
                 throw Altered(row, $"its {column} column", says);
             }
@@ -80,6 +100,23 @@ public sealed record LedgerQuery
             {
                 yield return (column, value);
             }
+        }
+    }
+
+    /// <summary>
+    /// The scope filters that are set, as (ledger column, the values one of which it holds): what every store turns into
+    /// <c>column IN (…)</c>, or into a condition no row meets when the values are none.
+    /// </summary>
+    public IEnumerable<(string Column, IReadOnlyCollection<string> Values)> ScopeFilters()
+    {
+        if (Tenants is not null)
+        {
+            yield return ("tenant", Tenants);
+        }
+
+        if (Services is not null)
+        {
+            yield return ("service", Services);
         }
     }
 }

@@ -408,7 +408,8 @@ public static partial class IncidentReportBuilder
         var previous = history.LastOrDefault(v => v.Number < version.Number);
         var ids = scope.Consumers.Select(c => $"consumers[{c}]").Concat(scope.Services.Select(s => $"services[{s}]"))
             .Concat(scope.Tenants.Select(t => $"tenants[{t}]")).Concat(scope.Credentials.Select(c => $"credentials[{c}]")).ToList();
-        return [.. PolicyDiff.Compute(previous?.Document, version.Document)
+        // Webhooks masked, as in the owners' contacts: a webhook's change is shown, not its secret.
+        return [.. PolicyDiff.Compute(previous is null ? null : WebhookAddress.Masked(previous.Document), WebhookAddress.Masked(version.Document))
             .Where(c => c.Path.StartsWith("defaults", StringComparison.Ordinal) || c.Path.StartsWith("gateway", StringComparison.Ordinal)
                 || ids.Any(id => c.Path.StartsWith(id, StringComparison.Ordinal)))
             .Select(c => c.ToString())];
@@ -783,7 +784,9 @@ public static partial class IncidentReportBuilder
                 roles.Add(("business_sponsor", owners.BusinessSponsor));
             }
 
-            contacts.AddRange(roles.Select(r => new OwnerContact(serviceId, r.Item1, r.Item2?.Name, r.Item2?.Email, r.Item2?.Webhook?.ToString(), r.Item2?.Admin)));
+            // A webhook as scheme and host: a pack is handed on, and an address such as Slack's is its own secret.
+            contacts.AddRange(roles.Select(r => new OwnerContact(serviceId, r.Item1, r.Item2?.Name, r.Item2?.Email,
+                r.Item2?.Webhook is { } webhook ? WebhookAddress.Masked(webhook) : null, r.Item2?.Admin)));
             gaps.AddRange(Governance.Gaps(holder.Document, service).Select(g => g.Message));
         }
 

@@ -105,9 +105,22 @@ public static class AdminAccess
     /// The part of <paramref name="document"/> within <paramref name="admin"/>'s scope, as the admin API shows a policy: the
     /// whole for a gateway-wide admin; else the tenants of the services in scope, those services, their consumers and
     /// credentials, and of the admins only this one. Other tenants' services, owners' contacts, credentials and their keys'
-    /// hashes, and the other admins, are not shown to an admin who could change none of them.
+    /// hashes, and the other admins, are not shown to an admin who could change none of them. Owners' webhooks are masked
+    /// (<see cref="WebhookAddress"/>) unless the admin may name owners (<see cref="SeesWebhooks"/>).
     /// </summary>
     public static PolicyDocument ScopedView(AdminConfig admin, PolicyDocument document)
+    {
+        var view = ScopedViewCore(admin, document);
+        return SeesWebhooks(admin) ? view : WebhookAddress.Masked(view);
+    }
+
+    /// <summary>
+    /// True when <paramref name="admin"/> sees owners' webhook addresses whole: the roles that may name owners (and so set
+    /// them), within their scope. The others see scheme and host: an address such as Slack's carries its secret.
+    /// </summary>
+    public static bool SeesWebhooks(AdminConfig admin) => Grants(admin.Role, AdminPermission.SetOwners);
+
+    private static PolicyDocument ScopedViewCore(AdminConfig admin, PolicyDocument document)
     {
         if (IsGatewayWide(admin))
         {

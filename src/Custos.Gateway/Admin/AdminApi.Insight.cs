@@ -284,7 +284,10 @@ internal static partial class AdminApi
         return new OverviewView(from, to, (int)bucket.TotalSeconds, currency ?? "USD", [.. buckets.Select(b => b.View())], monthStart,
             [.. Enumerable.Range(0, days).Select(d => monthStart.AddDays(d))], spendSeries, budgetUse,
             [.. consumers.Values.OrderByDescending(c => c.Spend).ThenByDescending(c => c.Requests).Take(10).Select(c => c.View())],
-            reasons.OrderByDescending(r => r.Value).ToDictionary(r => r.Key, r => r.Value), openAlerts, scanned);
+            reasons.OrderByDescending(r => r.Value).ToDictionary(r => r.Key, r => r.Value), openAlerts, scanned)
+        {
+            TimeZone = zone.Id,
+        };
     }
 
     /// <summary>Every budget in scope (tenant, service, and each consumer's own or its category's), with the start of its current period in its tenant's time zone.</summary>

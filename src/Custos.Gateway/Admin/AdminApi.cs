@@ -427,7 +427,7 @@ internal static partial class AdminApi
         {
             var admin = Admin(context);
             var document = gateway.Policy.Current.Document;
-            return Json(document.Services.Where(s => AdminAccess.InScope(admin, s.Tenant, s.Id)).Select(s => ViewOf(document, s)).ToArray());
+            return Json(document.Services.Where(s => AdminAccess.InScope(admin, s.Tenant, s.Id)).Select(s => ViewOf(document, s, admin)).ToArray());
         }).WithSummary("Services in scope, with their owners and governance gaps.").Produces<ServiceView[]>();
 
         api.MapGet("/services/{id}", (HttpContext context, string id) =>
@@ -436,7 +436,7 @@ internal static partial class AdminApi
             var service = FindService(document, id);
             return !AdminAccess.InScope(Admin(context), service.Tenant, service.Id)
                 ? throw AdminProblemException.NotFound("service", id)
-                : Json(ViewOf(document, service));
+                : Json(ViewOf(document, service, Admin(context)));
         }).WithSummary("One service, with its owners and governance gaps.").Produces<ServiceView>();
 
         api.MapGet("/owners", (HttpContext context) =>
@@ -447,7 +447,8 @@ internal static partial class AdminApi
             {
                 foreach (var (role, owner) in OwnerRoles(service.Owners))
                 {
-                    rows.Add(new OwnerView(service.Tenant, service.Id, role, owner?.Name, owner?.Email, owner?.Webhook, owner?.Admin)
+                    var webhook = owner?.Webhook is { } address && !AdminAccess.SeesWebhooks(admin) ? new Uri(WebhookAddress.Masked(address)) : owner?.Webhook;
+                    rows.Add(new OwnerView(service.Tenant, service.Id, role, owner?.Name, owner?.Email, webhook, owner?.Admin)
                     {
                         Required = Governance.Requires(gateway.Policy.Current.Document, service, role),
                     });
@@ -528,12 +529,15 @@ internal static partial class AdminApi
             return Json(snapshot.Document.Consumers
                 .Select(c => (Config: c, Entry: snapshot.Consumers[c.Id]))
                 .Where(c => AdminAccess.InScope(admin, c.Entry.Service.Tenant.Id, c.Entry.Service.Id))
-                .Select(c => new ConsumerView(c.Config.Id, c.Config.Service, c.Entry.Service.Tenant.Id, c.Entry.CategoryName, c.Config.Suspended == true,
-                    [.. c.Entry.ModelsAt(now).Select(m => m.Name)], snapshot.Document.Credentials.Count(k => k.Consumer == c.Config.Id),
+                .Select(c => (c.Config, c.Entry, By: SuspendedBy(c.Entry.Refusal)))
+                .Select(c => new ConsumerView(c.Config.Id, c.Config.Service, c.Entry.Service.Tenant.Id, c.Entry.CategoryName, c.By is not null,
+                    c.Entry.Refusal is null ? [.. c.Entry.ModelsAt(now).Select(m => m.Name)] : [], snapshot.Document.Credentials.Count(k => k.Consumer == c.Config.Id),
                     [.. c.Entry.Entitlements.Select(e => new ConsumerEntitlement([.. e.Models.Select(m => m.Name).Order(StringComparer.Ordinal)], e.ApprovedBy, e.Ticket,
-                        e.ValidFrom, e.ValidUntil, e.Source, e.IsValidAt(now)))]))
+                        e.ValidFrom, e.ValidUntil, e.Source, e.IsValidAt(now)))])
+                { SuspendedBy = c.By })
                 .ToArray());
-        }).WithSummary("Consumers in scope: category, kill switch, models usable now, entitlements with their approvers, number of credentials.").Produces<ConsumerView[]>();
+        }).WithSummary("Consumers in scope: category, kill switch (its own, its service's or its tenant's), models usable now, entitlements with their approvers, number of credentials.")
+            .Produces<ConsumerView[]>();
 
         api.MapGet("/kill-switches", async (HttpContext context) =>
         {
@@ -978,20 +982,19 @@ internal static partial class AdminApi
                 To = to,
                 Limit = Math.Clamp(limit ?? 100, 1, 10_000),
             };
-            var entries = new List<JsonElement>();
-            await foreach (var stored in gateway.Store.QueryAsync(query, context.RequestAborted))
+            if (AdminAccess.IsGatewayWide(admin))
             {
-                using var json = JsonDocument.Parse(stored.Json);
-                var root = json.RootElement;
-                var entryTenant = root.TryGetProperty("tenant", out var t) && t.ValueKind == JsonValueKind.String ? t.GetString() : null;
-                var entryService = root.TryGetProperty("service", out var s) && s.ValueKind == JsonValueKind.String ? s.GetString() : null;
-                if (AdminAccess.InScope(admin, entryTenant, entryService)) // what belongs to no tenant: gateway-wide admins only
+                var entries = new List<JsonElement>();
+                await foreach (var stored in gateway.Store.QueryAsync(query, context.RequestAborted))
                 {
-                    entries.Add(root.Clone());
+                    using var json = JsonDocument.Parse(stored.Json);
+                    entries.Add(json.RootElement.Clone());
                 }
+
+                return Results.Ok(entries);
             }
 
-            return Results.Ok(entries);
+            return Results.Ok(await ScopedLedgerAsync(gateway, admin, query, context.RequestAborted));
         }).WithSummary("Ledger entries in scope (request entries by default; kind=admin, shed or any).");
 
         api.MapGet("/requests/{requestId}/approval", async (HttpContext context, string requestId) =>
@@ -1022,8 +1025,118 @@ internal static partial class AdminApi
         {
             // Every tenant's notifications, with their recipients: for gateway-wide admins only.
             await RequireAsync(context, gateway, AdminPermission.ReadOutbox, null, null, "notifications.read", "notifications");
-            return Json(await gateway.Store.ListNotificationsAsync(Math.Clamp(limit ?? 100, 1, 1000), context.RequestAborted));
+            var notifications = await gateway.Store.ListNotificationsAsync(Math.Clamp(limit ?? 100, 1, 1000), context.RequestAborted);
+            return Json(AdminAccess.SeesWebhooks(Admin(context)) ? notifications
+                : [.. notifications.Select(n => n.Channel == "webhook" ? n with { Target = WebhookAddress.Masked(n.Target) } : n)]);
         }).WithSummary("The owner-notification outbox, newest first, with delivery status.").Produces<Notification[]>();
+    }
+
+    /// <summary>
+    /// The newest <see cref="LedgerQuery.Limit"/> entries of <paramref name="query"/> within the scope of
+    /// <paramref name="admin"/>, oldest first. The scope narrows before the limit counts: a service owner asking for its last
+    /// 100 requests got none once the last 100 of the whole gateway were other services'. Entries are scoped by their tenant
+    /// and service columns in the store's query; an admin entry, which has a tenant and no service, is in a service-scoped
+    /// admin's scope when its target is (a credential, consumer, service or access request of a service in scope, an alert
+    /// in scope, the tenant of one), as the incident pack scopes it; those are looked for among the newest
+    /// <see cref="ScopedAdminWindow"/> admin entries of the tenants of its services.
+    /// </summary>
+    private static async Task<List<JsonElement>> ScopedLedgerAsync(CustosGateway gateway, AdminConfig admin, LedgerQuery query, CancellationToken cancellationToken)
+    {
+        var found = new List<(string Timestamp, string Chain, long Seq, JsonElement Entry)>();
+        async Task AddAsync(LedgerQuery scoped, Func<JsonElement, bool> keep)
+        {
+            await foreach (var stored in gateway.Store.QueryAsync(scoped, cancellationToken))
+            {
+                using var json = JsonDocument.Parse(stored.Json);
+                var root = json.RootElement;
+                if (keep(root))
+                {
+                    found.Add((root.GetProperty("timestamp").GetString()!, stored.ChainId, stored.Seq, root.Clone()));
+                }
+            }
+        }
+
+        var byService = admin.Services.Count > 0;
+        if (!(byService && query.Kind == "admin"))
+        {
+            // What carries its scope in its columns: every entry for a tenant-scoped admin; request entries for a service-scoped one.
+            await AddAsync(query with
+            {
+                Tenants = admin.Tenants.Count > 0 ? admin.Tenants : null,
+                Services = byService ? admin.Services : null,
+            }, _ => true);
+        }
+
+        if (byService && query.Kind is null or "admin")
+        {
+            var scope = await AdminTargetScope.OfAsync(gateway, admin, cancellationToken);
+            await AddAsync(query with { Kind = "admin", Tenants = scope.Tenants, Limit = Math.Max(query.Limit, ScopedAdminWindow) }, scope.Covers);
+        }
+
+        return [.. found.OrderBy(f => f.Timestamp, StringComparer.Ordinal).ThenBy(f => f.Chain, StringComparer.Ordinal).ThenBy(f => f.Seq)
+            .TakeLast(query.Limit).Select(f => f.Entry)];
+    }
+
+    /// <summary>How many of the newest admin entries of its tenants a service-scoped admin's admin entries are looked for among.</summary>
+    private const int ScopedAdminWindow = 10_000;
+
+    /// <summary>
+    /// Which admin entries a service-scoped admin sees: those whose target belongs to a service in its scope. Admin entries
+    /// record their tenant, not their service (the record's form is fixed), so the target is resolved against the policy in
+    /// force, the access requests and the alerts.
+    /// </summary>
+    private sealed class AdminTargetScope
+    {
+        private readonly HashSet<string> _services = new(StringComparer.Ordinal);
+        private readonly HashSet<string> _consumers = new(StringComparer.Ordinal);
+        private readonly HashSet<string> _credentials = new(StringComparer.Ordinal);
+        private readonly HashSet<string> _accessRequests = new(StringComparer.Ordinal);
+        private readonly HashSet<string> _alerts = new(StringComparer.Ordinal);
+
+        /// <summary>The tenants of the services in scope: an entry of another tenant is about none of them.</summary>
+        public HashSet<string> Tenants { get; } = new(StringComparer.Ordinal);
+
+        public static async Task<AdminTargetScope> OfAsync(CustosGateway gateway, AdminConfig admin, CancellationToken cancellationToken)
+        {
+            var scope = new AdminTargetScope();
+            var document = gateway.Policy.Current.Document;
+            foreach (var service in document.Services.Where(s => AdminAccess.InScope(admin, s.Tenant, s.Id)))
+            {
+                scope._services.Add(service.Id);
+                scope.Tenants.Add(service.Tenant);
+            }
+
+            scope._consumers.UnionWith(document.Consumers.Where(c => scope._services.Contains(c.Service)).Select(c => c.Id));
+            scope._credentials.UnionWith(document.Credentials.Where(c => scope._consumers.Contains(c.Consumer)).Select(c => c.Id));
+            scope._accessRequests.UnionWith((await gateway.Store.ListAccessRequestsAsync(null, cancellationToken))
+                .Where(r => AdminAccess.InScope(admin, r.Tenant, r.Service)).Select(r => r.Id));
+            scope._alerts.UnionWith((await gateway.Store.ListAlertsAsync(null, ScopedAdminWindow, cancellationToken))
+                .Where(a => AdminAccess.InScope(admin, a.Signal.Tenant, a.Signal.Service)).Select(a => a.Id));
+            return scope;
+        }
+
+        /// <summary>True when the admin entry <paramref name="entry"/> acts on something in scope.</summary>
+        public bool Covers(JsonElement entry)
+        {
+            var target = entry.TryGetProperty("target", out var t) && t.ValueKind == JsonValueKind.String ? t.GetString()! : "";
+            var colon = target.IndexOf(':', StringComparison.Ordinal);
+            if (colon < 0)
+            {
+                return false; // the policy as a whole, the store, a sign-in: the gateway's business
+            }
+
+            var id = target[(colon + 1)..];
+            return target[..colon] switch
+            {
+                "credential" => _credentials.Contains(id),
+                "consumer" => _consumers.Contains(id),
+                "service" => _services.Contains(id),
+                "tenant" => Tenants.Contains(id),
+                "access_request" => _accessRequests.Contains(id),
+                "alert" => _alerts.Contains(id),
+                _ => false,
+            };
+        }
     }
 
     private static readonly string[] LedgerKinds = ["request", "admin", "shed", "any"];
@@ -1483,12 +1596,25 @@ internal static partial class AdminApi
         ExpiresAt = expiresAt,
     };
 
-    private static ServiceView ViewOf(PolicyDocument document, ServiceConfig service)
-        => new(service.Id, service.Tenant, service.Description, service.Owners, [.. Governance.Gaps(document, service).Select(g => g.Message)],
-            service.Suspended == true, service.Models, service.Approvers ?? [], service.Limits.Budget)
+    private static ServiceView ViewOf(PolicyDocument document, ServiceConfig service, AdminConfig admin)
+    {
+        // As the data plane checks them: the tenant's kill switch first, then the service's own.
+        var by = document.Tenants.Any(t => t.Id == service.Tenant && t.Suspended == true) ? "tenant" : service.Suspended == true ? "service" : null;
+        return new(service.Id, service.Tenant, service.Description, AdminAccess.SeesWebhooks(admin) ? service.Owners : WebhookAddress.Masked(service.Owners),
+            [.. Governance.Gaps(document, service).Select(g => g.Message)],
+            by is not null, service.Models, service.Approvers ?? [], service.Limits.Budget)
         {
             RequiredOwnerRoles = [.. OwnerRoles(service.Owners).Select(r => r.Role).Where(role => Governance.Requires(document, service, role))],
+            SuspendedBy = by,
         };
+    }
+
+    /// <summary>The kill switch a consumer's or service's refusal comes from (<c>tenant</c>, <c>service</c>, <c>consumer</c>), or null for none.</summary>
+    private static string? SuspendedBy(ReasonCode? refusal)
+        => refusal == Reasons.TenantSuspended ? "tenant"
+            : refusal == Reasons.ServiceSuspended ? "service"
+            : refusal == Reasons.ConsumerSuspended ? "consumer"
+            : null;
 
     private static CredentialView ViewOf(PolicySnapshot snapshot, CredentialConfig credential, IReadOnlyDictionary<string, DateTimeOffset> lastUsed, DateTimeOffset now)
     {
@@ -1524,7 +1650,7 @@ internal static partial class AdminApi
     private static string OwnersText(ServiceConfig service)
     {
         static string One(string role, OwnerConfig? o) => o is null ? role + "=-"
-            : $"{role}={o.Name} <{o.Email ?? o.Webhook?.ToString()}>{(o.Admin is null ? "" : $" admin {o.Admin}")}";
+            : $"{role}={o.Name} <{o.Email ?? (o.Webhook is { } webhook ? WebhookAddress.Masked(webhook) : null)}>{(o.Admin is null ? "" : $" admin {o.Admin}")}";
         var owners = service.Owners;
         var text = string.Join("; ", One("policy", owners.Policy), One("billing", owners.Billing), One("technical", owners.Technical),
             One("agent_operator", owners.AgentOperator), One("business_sponsor", owners.BusinessSponsor));

@@ -50,9 +50,16 @@ public sealed record WhoAmI(string Id, string Role, IReadOnlyList<string> Tenant
     IReadOnlyList<string> Permissions);
 
 /// <summary>A service with its owners and governance gaps.</summary>
+/// <remarks>
+/// <see cref="Suspended"/> is true while any kill switch refuses the service's requests, its own or its tenant's;
+/// <see cref="SuspendedBy"/> names which.
+/// </remarks>
 public sealed record ServiceView(string Id, string Tenant, string? Description, ServiceOwners Owners, IReadOnlyList<string> GovernanceGaps,
     bool Suspended, IReadOnlyList<string>? Models, IReadOnlyList<string> Approvers, BudgetConfig? Budget)
 {
+    /// <summary>The kill switch that refuses the service's requests, as the data plane checks them: <c>tenant</c> or <c>service</c>; null when none is engaged.</summary>
+    public string? SuspendedBy { get; init; }
+
     /// <summary>The owner roles that must be filled: the agent roles only where the service has agent consumers.</summary>
     public IReadOnlyList<string> RequiredOwnerRoles { get; init; } = [];
 }
@@ -65,8 +72,17 @@ public sealed record OwnerView(string Tenant, string Service, string Role, strin
 }
 
 /// <summary>A consumer as the admin API shows it, with its entitlements: who approved which models, on which ticket, for how long.</summary>
+/// <remarks>
+/// <see cref="Suspended"/> is true while any kill switch refuses the consumer's requests (its own, its service's or its
+/// tenant's), and <see cref="SuspendedBy"/> names which; <see cref="Models"/>, the models usable now, is then empty, as it
+/// is while the service is refused as ungoverned.
+/// </remarks>
 public sealed record ConsumerView(string Id, string Service, string Tenant, string Category, bool Suspended, IReadOnlyList<string> Models, int Credentials,
-    IReadOnlyList<ConsumerEntitlement> Entitlements);
+    IReadOnlyList<ConsumerEntitlement> Entitlements)
+{
+    /// <summary>The kill switch that refuses the consumer's requests, as the data plane checks them: <c>tenant</c>, <c>service</c> or <c>consumer</c>; null when none is engaged.</summary>
+    public string? SuspendedBy { get; init; }
+}
 
 /// <summary>One entitlement of a consumer; <paramref name="Active"/> when valid now.</summary>
 public sealed record ConsumerEntitlement(IReadOnlyList<string> Models, string? ApprovedBy, string? Ticket, DateTimeOffset? ValidFrom, DateTimeOffset? ValidUntil,
@@ -289,7 +305,14 @@ public sealed record ResumeResult(Custos.Alerts.AlertView Alert, long PolicyVers
 /// </summary>
 public sealed record OverviewView(DateTimeOffset From, DateTimeOffset To, int BucketSeconds, string Currency, IReadOnlyList<OverviewBucket> Buckets,
     DateTimeOffset MonthStart, IReadOnlyList<DateTimeOffset> Days, IReadOnlyList<SpendSeries> SpendThisMonth, IReadOnlyList<BudgetUse> Budgets,
-    IReadOnlyList<ConsumerUse> TopConsumers, IReadOnlyDictionary<string, long> Reasons, int OpenAlerts, long Scanned);
+    IReadOnlyList<ConsumerUse> TopConsumers, IReadOnlyDictionary<string, long> Reasons, int OpenAlerts, long Scanned)
+{
+    /// <summary>
+    /// The time zone (IANA id, such as <c>Europe/Berlin</c> or <c>UTC</c>) whose month <see cref="MonthStart"/> and
+    /// <see cref="Days"/> are: read them as dates in it, not in the reader's own zone, or a day starts on the one before.
+    /// </summary>
+    public string TimeZone { get; init; } = "UTC";
+}
 
 /// <summary>One time bucket of the overview; <paramref name="Reasons"/> counts the reason codes of refused requests.</summary>
 public sealed record OverviewBucket(DateTimeOffset Start, long Requests, long Allowed, long Denied, long Throttled, decimal Spend,

@@ -198,13 +198,10 @@ public sealed partial class OwnerNotifier : IAsyncDisposable
     }
 
     /// <summary>
-    /// A webhook address as a log line names it: scheme, host, port and path, without user info or query, where receivers
-    /// often take a token (<c>?token=…</c>); "?…" says there was a query.
+    /// A webhook address as a log line names it: scheme, host and port, and "…" for the rest, where receivers take their
+    /// secret (Slack's in the path, others' in the query or user info).
     /// </summary>
-    internal static string Redacted(string target)
-        => Uri.TryCreate(target, UriKind.Absolute, out var uri)
-            ? uri.GetComponents(UriComponents.SchemeAndServer | UriComponents.Path, UriFormat.UriEscaped) + (uri.Query.Length > 1 ? "?…" : "")
-            : "(an address that does not read)";
+    internal static string Redacted(string target) => WebhookAddress.Masked(target);
 
     /// <summary>Stops the delivery loop; undelivered messages stay in the outbox for the next start.</summary>
     public async ValueTask DisposeAsync()

@@ -144,6 +144,67 @@ public sealed class AdminRoleMatrixTests
     }
 
     [Fact]
+    public async Task Ledger_ScopedAdmin_LimitCountsOnlyEntriesInScope()
+    {
+        // A service owner's last 100 requests: the scope narrows before the limit counts, so newer entries of other
+        // services do not push its own out of the answer.
+        await using var g = await StartAsync();
+        for (var i = 0; i < 3; i++)
+        {
+            await ChatAsync(g, g.KeyOf("web"));
+        }
+
+        for (var i = 0; i < 110; i++)
+        {
+            await ChatAsync(g, g.KeyOf("globex-user"), "globex-only");
+        }
+
+        await g.Gateway.Ledger.FlushAsync();
+        var ledger = await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Get, "/admin/v1/ledger"));
+        Assert.Equal(3, ledger.GetArrayLength());
+        Assert.All(ledger.EnumerateArray(), e => Assert.Equal("support", e.GetProperty("service").GetString()));
+        var two = await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Get, "/admin/v1/ledger?limit=2"));
+        Assert.Equal(ledger.EnumerateArray().Skip(1).Select(e => e.GetProperty("request_id").GetString()),
+            two.EnumerateArray().Select(e => e.GetProperty("request_id").GetString()));
+
+        // A tenant-scoped admin likewise, and a gateway-wide one still gets the newest 100 of the gateway.
+        var acme = await JsonAsync(await AdminAsync(g, "globex-owner", HttpMethod.Get, "/admin/v1/ledger?limit=5"));
+        Assert.Equal(5, acme.GetArrayLength());
+        Assert.All(acme.EnumerateArray(), e => Assert.Equal("globex", e.GetProperty("tenant").GetString()));
+        var all = await JsonAsync(await AdminAsync(g, "auditor", HttpMethod.Get, "/admin/v1/ledger"));
+        Assert.Equal(100, all.GetArrayLength());
+        Assert.DoesNotContain(all.EnumerateArray(), e => e.GetProperty("service").GetString() == "support");
+    }
+
+    [Fact]
+    public async Task Ledger_ServiceOwner_SeesAdminEntriesAboutItsService_NotOthers()
+    {
+        // Admin entries carry a tenant, not a service: a service owner saw none of them, not even its own suspensions.
+        await using var g = await StartAsync();
+        await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Post, "/admin/v1/credentials/cred-web/suspend", new { reason = "leaked" }));
+        await JsonAsync(await AdminAsync(g, "agents-owner", HttpMethod.Post, "/admin/v1/credentials/cred-agent/suspend", new { reason = "the agents' business" }));
+        await JsonAsync(await AdminAsync(g, "root", HttpMethod.Post, "/admin/v1/kill-switches", new { scope = "service", id = "support", engaged = true, reason = "incident" }));
+        await ChatAsync(g, g.KeyOf("web"));
+        await g.Gateway.Ledger.FlushAsync();
+
+        static string Target(JsonElement e) => e.GetProperty("target").GetString()!;
+        var admin = await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Get, "/admin/v1/ledger?kind=admin"));
+        Assert.Contains(admin.EnumerateArray(), e => e.GetProperty("action").GetString() == "credential.suspended" && Target(e) == "credential:cred-web");
+        Assert.Contains(admin.EnumerateArray(), e => e.GetProperty("action").GetString() == "kill_switch.engaged" && Target(e) == "service:support");
+        Assert.DoesNotContain(admin.EnumerateArray(), e => Target(e) is "credential:cred-agent" or "policy");
+
+        // Beside its requests, in time order, when it asks for every kind.
+        var any = (await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Get, "/admin/v1/ledger?kind=any"))).EnumerateArray().ToList();
+        Assert.Equal(2, any.Count(e => e.GetProperty("kind").GetString() == "admin"));
+        Assert.Equal("request", any[^1].GetProperty("kind").GetString());
+        Assert.Equal(any.Select(e => e.GetProperty("timestamp").GetString()).Order(StringComparer.Ordinal), any.Select(e => e.GetProperty("timestamp").GetString()));
+
+        // The agents' owner sees its own suspension only.
+        var agents = await JsonAsync(await AdminAsync(g, "agents-owner", HttpMethod.Get, "/admin/v1/ledger?kind=admin"));
+        Assert.Equal(["credential:cred-agent"], agents.EnumerateArray().Select(Target));
+    }
+
+    [Fact]
     public async Task OpenApiDocument_DescribesTheAdminApi()
     {
         await using var g = await StartAsync();

@@ -92,11 +92,13 @@ public sealed class ConsoleApiTests
         var globex = await JsonAsync(await AdminAsync(g, "globex-owner", HttpMethod.Get, "/admin/v1/overview?window=24h"));
         Assert.Equal(localMonth, globex.GetProperty("month_start").GetDateTimeOffset());
         Assert.Equal(local.Day, globex.GetProperty("days").GetArrayLength());
+        Assert.Equal("Pacific/Kiritimati", globex.GetProperty("time_zone").GetString()); // the console labels the days in it
 
         // A view of tenants in different zones keeps UTC's month.
         var now = g.Gateway.Time.GetUtcNow();
         var root = await JsonAsync(await AdminAsync(g, "root", HttpMethod.Get, "/admin/v1/overview?window=24h"));
         Assert.Equal(new DateTimeOffset(now.Year, now.Month, 1, 0, 0, 0, TimeSpan.Zero), root.GetProperty("month_start").GetDateTimeOffset());
+        Assert.Equal("UTC", root.GetProperty("time_zone").GetString());
     }
 
     /// <summary>
@@ -146,6 +148,39 @@ public sealed class ConsoleApiTests
         }
 
         Assert.Equal(0, gate.Queued);
+    }
+
+    [Fact]
+    public async Task ConsumersAndServices_UnderAKillSwitch_AreSuspended_NamingWhich_WithNoModelsNow()
+    {
+        // A tenant's kill switch refuses every request of its services' consumers: they read "active", with models, before.
+        await using var g = await StartAsync();
+        await JsonAsync(await AdminAsync(g, "root", HttpMethod.Post, "/admin/v1/kill-switches", new { scope = "tenant", id = "globex", engaged = true, reason = "x" }));
+        await JsonAsync(await AdminAsync(g, "root", HttpMethod.Post, "/admin/v1/kill-switches", new { scope = "service", id = "agents", engaged = true, reason = "x" }));
+        await JsonAsync(await AdminAsync(g, "root", HttpMethod.Post, "/admin/v1/kill-switches", new { scope = "consumer", id = "web", engaged = true, reason = "x" }));
+        Assert.Equal("deny.tenant_suspended", (await ChatAsync(g, g.KeyOf("globex-user"), "globex-only")).Code);
+
+        var consumers = (await JsonAsync(await AdminAsync(g, "root", HttpMethod.Get, "/admin/v1/consumers"))).EnumerateArray()
+            .ToDictionary(c => c.GetProperty("id").GetString()!);
+        static string? By(JsonElement e) => e.GetProperty("suspended_by").GetString();
+        foreach (var (id, by) in new[] { ("globex-user", "tenant"), ("agent", "service"), ("web", "consumer") })
+        {
+            Assert.True(consumers[id].GetProperty("suspended").GetBoolean(), id);
+            Assert.Equal(by, By(consumers[id]));
+            Assert.Equal(0, consumers[id].GetProperty("models").GetArrayLength());
+        }
+
+        Assert.False(consumers["expired-user"].GetProperty("suspended").GetBoolean());
+        Assert.Null(By(consumers["expired-user"]));
+        Assert.NotEqual(0, consumers["expired-user"].GetProperty("models").GetArrayLength());
+
+        var services = (await JsonAsync(await AdminAsync(g, "finance", HttpMethod.Get, "/admin/v1/services"))).EnumerateArray()
+            .ToDictionary(s => s.GetProperty("id").GetString()!);
+        Assert.Equal("service", By(services["agents"]));
+        Assert.False(services["support"].GetProperty("suspended").GetBoolean());
+        var globex = await JsonAsync(await AdminAsync(g, "root", HttpMethod.Get, "/admin/v1/services/globex-app"));
+        Assert.True(globex.GetProperty("suspended").GetBoolean());
+        Assert.Equal("tenant", By(globex));
     }
 
     [Fact]

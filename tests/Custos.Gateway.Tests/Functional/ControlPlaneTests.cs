@@ -587,7 +587,7 @@ public sealed class ControlPlaneTests
     [Fact]
     public async Task ANotificationNotDelivered_IsLoggedWithoutTheWebhooksQuery()
     {
-        // Receivers often take a token in the query: a retry's log line names the address without it.
+        // Receivers often take a token in the query (Slack in the path): a retry's log line names scheme and host only.
         var hooks = new RecordingHandler { Failing = true };
         await using var g = await StartAsync(hooks);
         await JsonAsync(await AdminAsync(g, "root", HttpMethod.Put, "/admin/v1/services/support/owners/technical",
@@ -601,7 +601,53 @@ public sealed class ControlPlaneTests
 
         var failed = g.Logs.Lines.Where(l => l.Contains("not delivered", StringComparison.Ordinal)).ToList();
         Assert.NotEmpty(failed);
-        Assert.Contains(failed, l => l.Contains("to https://h.example/custos/hook?… not delivered", StringComparison.Ordinal));
+        Assert.Contains(failed, l => l.Contains("to https://h.example/… not delivered", StringComparison.Ordinal));
         Assert.DoesNotContain(failed, l => l.Contains("s3cr3t", StringComparison.Ordinal) || l.Contains("pw@", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task ASlackWebhook_IsMaskedToRolesThatMayNotNameOwners_AndInTheLog()
+    {
+        // A Slack incoming webhook's secret is its path: finance, auditors and prompt admins saw it whole, and so did the log.
+        const string slack = "https://hooks.slack.com/services/T0A1B2C3D/B0E4F5G6H/aZ3kSECRET";
+        var hooks = new RecordingHandler { Failing = true };
+        await using var g = await StartAsync(hooks);
+        await JsonAsync(await AdminAsync(g, "root", HttpMethod.Put, "/admin/v1/services/support/owners/technical",
+            new { owner = new { name = "x", webhook = slack, webhook_format = "slack" }, reason = "x" }));
+        await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Post, "/admin/v1/credentials/cred-web/suspend", new { reason = "drill" }));
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (!g.Logs.Lines.Any(l => l.Contains("not delivered", StringComparison.Ordinal)) && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(50);
+        }
+
+        await g.Gateway.Ledger.FlushAsync();
+        static bool Secret(string text) => text.Contains("aZ3kSECRET", StringComparison.Ordinal) || text.Contains("T0A1B2C3D", StringComparison.Ordinal);
+        var version = g.Gateway.Policy.Current.Version;
+        foreach (var (admin, path) in new[]
+                 {
+                     ("finance", "/admin/v1/services"), ("finance", "/admin/v1/owners"), ("finance", "/admin/v1/policy"), ("prompts", "/admin/v1/services/support"),
+                     ("auditor", "/admin/v1/policy"), ("auditor", $"/admin/v1/policy/versions/{version}"), ("auditor", $"/admin/v1/policy/diff?from=1&to={version}"),
+                     ("auditor", "/admin/v1/notifications"), ("auditor", "/admin/v1/ledger?kind=admin"), ("auditor", "/admin/v1/reports/incident?subject=service&id=support"),
+                 })
+        {
+            var text = (await JsonAsync(await AdminAsync(g, admin, HttpMethod.Get, path))).GetRawText();
+            Assert.False(Secret(text), $"{admin} {path}: {text}");
+        }
+
+        var services = await JsonAsync(await AdminAsync(g, "finance", HttpMethod.Get, "/admin/v1/services"));
+        Assert.Equal("https://hooks.slack.com/…", services.EnumerateArray().Single(s => s.GetProperty("id").GetString() == "support")
+            .GetProperty("owners").GetProperty("technical").GetProperty("webhook").GetString());
+        Assert.Contains("https://hooks.slack.com/…", (await JsonAsync(await AdminAsync(g, "finance", HttpMethod.Get, "/admin/v1/policy"))).GetProperty("yaml").GetString()!,
+            StringComparison.Ordinal);
+
+        // Those who may name owners (and so set the webhook) see it whole.
+        Assert.Contains(slack, (await JsonAsync(await AdminAsync(g, "root", HttpMethod.Get, "/admin/v1/services/support"))).GetRawText(), StringComparison.Ordinal);
+        Assert.Contains(slack, (await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Get, "/admin/v1/policy"))).GetProperty("yaml").GetString()!,
+            StringComparison.Ordinal);
+
+        var failed = g.Logs.Lines.Where(l => l.Contains("not delivered", StringComparison.Ordinal)).ToList();
+        Assert.Contains(failed, l => l.Contains("to https://hooks.slack.com/… not delivered", StringComparison.Ordinal));
+        Assert.DoesNotContain(g.Logs.Lines, Secret);
     }
 }

@@ -24,7 +24,8 @@ function el(tag, attrs, ...children) {
   return node;
 }
 
-const dateTime = new Intl.DateTimeFormat(undefined, { year: "numeric", month: "short", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit" });
+// With the zone's name: server text beside these times (an incident pack's facts) is in UTC.
+const dateTime = new Intl.DateTimeFormat(undefined, { year: "numeric", month: "short", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short" });
 const dayMonth = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric" });
 const hourMinute = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
 
@@ -299,7 +300,9 @@ async function overviewPage(main) {
           el("span", { dataset: { width: Math.min(100, b.fraction * 100) } })), el("span", { class: "small muted" }, percent(b.fraction))) },
       ], o.budgets, { testid: "budgets", empty: "No budgets in your scope." }))));
   for (const span of main.querySelectorAll(".bar span")) span.style.width = `${span.dataset.width}%`;
-  const labels = o.days.map(d => dayMonth.format(new Date(d)));
+  // The month's days are dates in the zone the API counted the month in, whatever the browser's own.
+  const monthDay = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric", timeZone: o.time_zone });
+  const labels = o.days.map(d => monthDay.format(new Date(d)));
   const datasets = [];
   o.spend_this_month.forEach((s, i) => {
     const color = palette[i % palette.length];
@@ -329,7 +332,9 @@ async function overviewPage(main) {
     el("section", { class: "panel" }, el("h2", null, "Requests and refusals by reason"), el("div", { class: "chart-box" }, requestsCanvas)),
     el("section", { class: "panel" }, el("h2", null, "Top consumers"),
       table([
-        { title: "Consumer", cell: c => el("a", { href: `#/ledger/consumer=${encodeURIComponent(c.consumer)}` }, c.consumer) },
+        // A link to the consumer's entries where the ledger can be read and they can be found by consumer.
+        { title: "Consumer", cell: c => can("read_ledger") && c.consumer !== "(unidentified)"
+          ? el("a", { href: `#/ledger/consumer=${encodeURIComponent(c.consumer)}` }, c.consumer) : c.consumer },
         { title: "Service", cell: c => c.service ?? "—" },
         { title: "Requests", num: true, cell: c => count(c.requests) },
         { title: "Refused", num: true, cell: c => count(c.refused) },
@@ -387,8 +392,16 @@ async function servicesPage(main) {
     { title: "Agent operator / sponsor", cell: s => el("div", null, s.owners.agent_operator?.name ?? "—", el("br"), el("span", { class: "small muted" }, s.owners.business_sponsor?.name ?? "")) },
     { title: "Budget", cell: s => s.budget ? `${s.budget.amount} / ${s.budget.period ?? "month"}` : "—" },
     { title: "Governance", cell: s => s.governance_gaps.length === 0 ? badge("complete", "ok") : el("div", null, s.governance_gaps.map(g => el("span", { class: "gap" }, g))) },
-    { title: "Status", cell: s => s.suspended ? badge("suspended", "bad") : badge("active", "ok") },
+    { title: "Status", cell: s => suspension(s, "service") },
   ], services, { testid: "services", key: s => s.id })));
+}
+
+// Active, or suspended, naming the kill switch when it is not the item's own (own: "service" or "consumer"): a tenant's
+// or a service's refuses every request beneath it.
+function suspension(item, own) {
+  if (!item.suspended) return badge("active", "ok");
+  const by = item.suspended_by && item.suspended_by !== own ? el("span", { class: "small muted" }, ` by the ${item.suspended_by}'s kill switch`) : null;
+  return el("span", null, badge("suspended", "bad"), by);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -401,7 +414,7 @@ async function consumersPage(main) {
     { title: "Consumer", cell: c => el("strong", null, c.id) },
     { title: "Service", cell: c => `${c.service} · ${c.tenant}` },
     { title: "Category", cell: c => badge(c.category, "info") },
-    { title: "Status", cell: c => c.suspended ? badge("suspended", "bad") : badge("active", "ok") },
+    { title: "Status", cell: c => suspension(c, "consumer") },
     { title: "Models now", cell: c => c.models.join(", ") || "—" },
     { title: "Keys", num: true, cell: c => count(c.credentials) },
   ], consumers, { testid: "consumers", key: c => c.id })));
