@@ -183,15 +183,12 @@ public static class PostureReportBuilder
             .GroupBy(e => e.Target["credential:".Length..]).ToDictionary(g => g.Key, g => g.Max(e => e.Timestamp), StringComparer.Ordinal);
 
     /// <summary>
-    /// A notification's address as the report names it: a webhook's scheme, host, port and path, without its user info or
-    /// query, where receivers often take a token (<c>?token=…</c>); an e-mail address as it is. The same form as the
-    /// notifier's failed-delivery log line (<c>OwnerNotifier.Redacted</c>, in the gateway, which this assembly cannot call).
+    /// A notification's address as the report names it: a webhook as the notifier's failed-delivery log line names it
+    /// (<see cref="WebhookAddress.Masked(string)"/>: scheme, host and port; a Slack webhook's path and a receiver's
+    /// <c>?token=…</c> are secrets); an e-mail address as it is.
     /// </summary>
     internal static string Redacted(string target)
-        => !target.Contains("://", StringComparison.Ordinal) ? target
-            : Uri.TryCreate(target, UriKind.Absolute, out var uri)
-                ? uri.GetComponents(UriComponents.SchemeAndServer | UriComponents.Path, UriFormat.UriEscaped) + (uri.Query.Length > 1 ? "?…" : "")
-                : "(an address that does not read)";
+        => target.Contains("://", StringComparison.Ordinal) ? WebhookAddress.Masked(target) : target;
 
     /// <summary>Builds the report.</summary>
     public static PostureReport Build(PostureInput input)

@@ -3,6 +3,7 @@ using System.Text.Json;
 using System.Threading.Channels;
 using Custos.Alerts;
 using Custos.ControlPlane;
+using Custos.Gateway.ControlPlane;
 using Custos.Gateway.Hosting;
 using Custos.Gateway.Ledger;
 using Custos.Ledger;
@@ -413,7 +414,7 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
     }
 
     /// <summary>
-    /// The alert as Slack <c>mrkdwn</c>. Every field is escaped (<see cref="SlackEscaped"/>): a summary names what callers
+    /// The alert as Slack <c>mrkdwn</c>. Every field is escaped (<see cref="OwnerNotifier.SlackEscaped"/>): a summary names what callers
     /// sent (an agent run's header, a model, a source address), and <c>&lt;!channel&gt;</c> or <c>&lt;https://…|Acknowledge here&gt;</c>
     /// in one would have pinged the whole channel, or shown a link of the caller's in a message the gateway signs.
     /// </summary>
@@ -421,19 +422,11 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
     {
         var signal = alert.Signal;
         var head = @event == "alert.escalated" ? ":rotating_light: *Escalated*" : signal.Severity == AlertSeverity.Critical ? ":rotating_light:" : ":warning:";
-        var action = alert.ActionTaken is null ? "" : $"\n*Action taken:* {SlackEscaped(alert.ActionTaken)}";
-        return $"{head} *{SlackEscaped(signal.Type)}* `{SlackEscaped(alert.Id)}` ({PolicyNames.Of(signal.Severity)}) — {SlackEscaped(signal.Summary)}{action}\n"
-            + $"Service: {SlackEscaped(signal.Service ?? "none")} · Consumer: {SlackEscaped(signal.Consumer ?? "unknown")} · Request: {SlackEscaped(signal.RequestId)} · Policy v{signal.PolicyVersion}\n"
-            + $"Acknowledge: `custos alerts ack {SlackEscaped(alert.Id)}`";
+        var action = alert.ActionTaken is null ? "" : $"\n*Action taken:* {OwnerNotifier.SlackEscaped(alert.ActionTaken)}";
+        return $"{head} *{OwnerNotifier.SlackEscaped(signal.Type)}* `{OwnerNotifier.SlackEscaped(alert.Id)}` ({PolicyNames.Of(signal.Severity)}) — {OwnerNotifier.SlackEscaped(signal.Summary)}{action}\n"
+            + $"Service: {OwnerNotifier.SlackEscaped(signal.Service ?? "none")} · Consumer: {OwnerNotifier.SlackEscaped(signal.Consumer ?? "unknown")} · Request: {OwnerNotifier.SlackEscaped(signal.RequestId)} · Policy v{signal.PolicyVersion}\n"
+            + $"Acknowledge: `custos alerts ack {OwnerNotifier.SlackEscaped(alert.Id)}`";
     }
-
-    /// <summary>
-    /// <paramref name="text"/> with the three characters Slack reads as markup escaped (<c>&amp;</c>, <c>&lt;</c>, <c>&gt;</c>),
-    /// as Slack asks of text from elsewhere: a mention or a link then shows as the characters that were sent.
-    /// </summary>
-    internal static string SlackEscaped(string? text)
-        => text is null || text.AsSpan().IndexOfAny('&', '<', '>') < 0 ? text ?? "" : text.Replace("&", "&amp;", StringComparison.Ordinal)
-            .Replace("<", "&lt;", StringComparison.Ordinal).Replace(">", "&gt;", StringComparison.Ordinal);
 
     /// <summary>Acknowledges an alert: it stops escalating. Recorded in the ledger under <paramref name="actor"/>.</summary>
     public async Task<Alert> AcknowledgeAsync(Alert alert, string actor, string? note, CancellationToken cancellationToken = default)

@@ -61,7 +61,8 @@ public sealed partial class OwnerNotifier : IAsyncDisposable
             ["reason"] = reason,
             ["details"] = details,
         });
-        var slack = $"*{@event}* on {service.Id} ({service.Tenant}) by {actor}: {target}" + (reason is null ? "" : $" — {reason}");
+        var slack = $"*{SlackEscaped(@event)}* on {SlackEscaped(service.Id)} ({SlackEscaped(service.Tenant)}) by {SlackEscaped(actor)}: {SlackEscaped(target)}"
+            + (reason is null ? "" : $" — {SlackEscaped(reason)}");
         var queued = MessagesTo(owner, role, now, payload, slack);
         await EnqueueAsync(queued, cancellationToken);
         return queued.Count;
@@ -105,6 +106,16 @@ public sealed partial class OwnerNotifier : IAsyncDisposable
 
         return queued;
     }
+
+    /// <summary>
+    /// <paramref name="text"/> with the three characters Slack reads as markup escaped (<c>&amp;</c>, <c>&lt;</c>, <c>&gt;</c>),
+    /// as Slack asks of text from elsewhere: a mention or a link then shows as the characters that were sent. A reason an
+    /// admin or a requester wrote, like a summary naming what callers sent, would otherwise ping the whole channel
+    /// (<c>&lt;!channel&gt;</c>) or show a link of theirs in a message the gateway signs.
+    /// </summary>
+    internal static string SlackEscaped(string? text)
+        => text is null || text.AsSpan().IndexOfAny('&', '<', '>') < 0 ? text ?? "" : text.Replace("&", "&amp;", StringComparison.Ordinal)
+            .Replace("<", "&lt;", StringComparison.Ordinal).Replace(">", "&gt;", StringComparison.Ordinal);
 
     /// <summary>A Slack-compatible incoming-webhook body: <c>text</c> (the fallback) and one mrkdwn section block.</summary>
     public static string SlackPayload(string text) => JsonSerializer.Serialize(new Dictionary<string, object>

@@ -606,6 +606,23 @@ public sealed class ControlPlaneTests
     }
 
     [Fact]
+    public async Task AnOwnersSlackMessage_EscapesTheReasonItQuotes()
+    {
+        // The reason is the admin's (or an access request's requester's) words: <!channel> in it pinged the owners' channel.
+        var hooks = new RecordingHandler();
+        await using var g = await StartAsync(hooks);
+        await JsonAsync(await AdminAsync(g, "root", HttpMethod.Put, "/admin/v1/services/support/owners/technical",
+            new { owner = new { name = "x", webhook = "https://hooks.slack.com/services/T0/B0/x", webhook_format = "slack" }, reason = "x" }));
+        await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Post, "/admin/v1/credentials/cred-web/suspend",
+            new { reason = "<!channel> see <https://evil.example/|the runbook> & act" }));
+
+        var message = await hooks.WaitForAsync(b => b.TryGetProperty("text", out var t) && t.GetString()!.Contains("credential.suspended", StringComparison.Ordinal));
+        var text = message.GetProperty("text").GetString()!;
+        Assert.Contains("&lt;!channel&gt; see &lt;https://evil.example/|the runbook&gt; &amp; act", text, StringComparison.Ordinal);
+        Assert.DoesNotContain("<!", text, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task ASlackWebhook_IsMaskedToRolesThatMayNotNameOwners_AndInTheLog()
     {
         // A Slack incoming webhook's secret is its path: finance, auditors and prompt admins saw it whole, and so did the log.

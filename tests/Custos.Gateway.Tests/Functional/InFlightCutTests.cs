@@ -55,7 +55,7 @@ public sealed class InFlightCutTests
         var stopped = stop == "consumer"
             ? policy with { Consumers = [.. policy.Consumers.Select(c => c.Id == "web" ? c with { Suspended = true } : c)] }
             : policy with { Credentials = [.. policy.Credentials.Select(c => c.Consumer == consumer.Id ? c with { Status = CredentialStatus.Revoked } : c)] };
-        var (version, _) = await g.Gateway.ApplyPolicyAsync(stopped, "test", "incident", null);
+        var (version, _, _) = await g.Gateway.ApplyPolicyAsync(stopped, "test", "incident", null);
         var cut = Stopwatch.StartNew();
         var rest = await reader.ReadToEndAsync().WaitAsync(TimeSpan.FromSeconds(10)); // without the cut: until the provider ends it
 
