@@ -240,17 +240,25 @@ public sealed class FaultTests(RedisServerFixture redis, PostgresServerFixture p
         {
             foreach (var id in new[] { "node-a", "node-b", "node-c" })
             {
-                var port = CustosProcess.FreePort();
                 var data = Path.Combine(folder, id);
-                var process = CustosProcess.Start("Custos serving", environment, "serve", "--config", config, "--node-id", id,
-                    "--port", port.ToString(System.Globalization.CultureInfo.InvariantCulture),
-                    "--admin-port", CustosProcess.FreePort().ToString(System.Globalization.CultureInfo.InvariantCulture), "--data", data);
-                nodes.Add((process, data, port));
-            }
-
-            foreach (var node in nodes)
-            {
-                await node.Process.WaitReadyAsync();
+                for (var attempt = 1; ; attempt++)
+                {
+                    // A free port found here may be taken by another test's server before the node binds it: start again.
+                    var port = CustosProcess.FreePort();
+                    var process = CustosProcess.Start("Custos serving", environment, "serve", "--config", config, "--node-id", id,
+                        "--port", port.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                        "--admin-port", CustosProcess.FreePort().ToString(System.Globalization.CultureInfo.InvariantCulture), "--data", data);
+                    try
+                    {
+                        await process.WaitReadyAsync();
+                        nodes.Add((process, data, port));
+                        break;
+                    }
+                    catch (InvalidOperationException) when (attempt < 3 && process.Output.Contains("address already in use", StringComparison.Ordinal))
+                    {
+                        await process.DisposeAsync();
+                    }
+                }
             }
 
             var clients = nodes.Select(n => new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{n.Port}") }).ToArray();
