@@ -492,16 +492,7 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
                     : throw new InvalidOperationException(Overruled(current, doc)), _ => signal.Tenant, cancellationToken);
                 version = made.Number;
             }
-            var now = _time.GetUtcNow();
-            var resolved = current with
-            {
-                Status = AlertStatus.Resolved,
-                ResolvedBy = actor,
-                ResolvedAt = now,
-                AcknowledgedBy = current.AcknowledgedBy ?? actor,
-                AcknowledgedAt = current.AcknowledgedAt ?? now,
-                Note = reason,
-            };
+            var resolved = Resolved(current, actor, reason);
             await _store.UpdateAlertAsync(resolved, cancellationToken);
             _active.Remove(signal.Fingerprint);
             await _gateway.RecordAdminAsync(actor, "alert.resolved", "alert:" + current.Id, PolicyNames.Of(current.Status), "resolved",
@@ -521,6 +512,23 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
         {
             _lock.Release();
         }
+    }
+
+    /// <summary>
+    /// <paramref name="current"/> resolved now by <paramref name="actor"/>: resolving acknowledges it too, when no one had.
+    /// </summary>
+    private Alert Resolved(Alert current, string actor, string reason)
+    {
+        var now = _time.GetUtcNow();
+        return current with
+        {
+            Status = AlertStatus.Resolved,
+            ResolvedBy = actor,
+            ResolvedAt = now,
+            AcknowledgedBy = current.AcknowledgedBy ?? actor,
+            AcknowledgedAt = current.AcknowledgedAt ?? now,
+            Note = reason,
+        };
     }
 
     /// <summary>
@@ -547,16 +555,7 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
                     $"{current.Id} --reason …, or change the policy (revoke the key, set the limit) and then resolve the alert.");
             }
 
-            var now = _time.GetUtcNow();
-            var resolved = current with
-            {
-                Status = AlertStatus.Resolved,
-                ResolvedBy = actor,
-                ResolvedAt = now,
-                AcknowledgedBy = current.AcknowledgedBy ?? actor,
-                AcknowledgedAt = current.AcknowledgedAt ?? now,
-                Note = reason,
-            };
+            var resolved = Resolved(current, actor, reason);
             await _store.UpdateAlertAsync(resolved, cancellationToken);
             if (_active.TryGetValue(current.Signal.Fingerprint, out var active) && active.Id == current.Id)
             {
