@@ -175,8 +175,7 @@ public sealed class CheckpointKey : IDisposable
         string? publicPem = null;
         if (File.Exists(privatePath))
         {
-            using var old = ECDsa.Create();
-            old.ImportFromPem(File.ReadAllText(privatePath));
+            using var old = ReadPrivate(privatePath);
             publicPem = old.ExportSubjectPublicKeyInfoPem();
             retired = IdOf(old);
         }
@@ -220,8 +219,7 @@ public sealed class CheckpointKey : IDisposable
         string? current = null;
         if (File.Exists(privatePath))
         {
-            using var key = ECDsa.Create();
-            key.ImportFromPem(File.ReadAllText(privatePath));
+            using var key = ReadPrivate(privatePath);
             current = IdOf(key);
         }
 
@@ -284,9 +282,14 @@ public sealed class CheckpointKey : IDisposable
             created = true;
         }
 
+        return new CheckpointKey(ReadPrivate(privatePath));
+    }
+
+    private static ECDsa ReadPrivate(string privatePath)
+    {
         var key = ECDsa.Create();
         key.ImportFromPem(File.ReadAllText(privatePath));
-        return new CheckpointKey(key);
+        return key;
     }
 
     /// <summary>Reads a public key (PEM) for verification.</summary>

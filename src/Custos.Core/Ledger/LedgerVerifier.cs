@@ -130,6 +130,7 @@ public static class LedgerVerifier
             {
                 var checkpoints = allCheckpoints.Where(c => c.Checkpoint.ChainId == chainId).OrderBy(c => c.Checkpoint.ToSeq).ToList();
                 VerificationProblem? problem = null;
+                var unknownKey = false;
 
                 // Checkpoints first: signed by a trusted key, and each continuing the one before. A key not given (another
                 // node's, on a shared store) is reported once, and the chain's entries are still checked against its
@@ -139,8 +140,9 @@ public static class LedgerVerifier
                     var c = checkpoints[i].Checkpoint;
                     if (!keys.TryGetValue(c.KeyId, out var key))
                     {
-                        if (!problems.Exists(p => p.Kind == "unknown_key" && p.ChainId == chainId))
+                        if (!unknownKey)
                         {
+                            unknownKey = true;
                             problems.Add(new("unknown_key", chainId, c.FromSeq, null,
                                 $"checkpoint {c.FromSeq}-{c.ToSeq} is signed by key {c.KeyId}, which is not a trusted key (re-signed?)"));
                         }

@@ -204,15 +204,10 @@ public sealed partial class OwnerNotifier : IAsyncDisposable
 
         // Exponential back-off from one second, at most five minutes; the message stays in the outbox until delivered.
         var backoff = TimeSpan.FromSeconds(Math.Min(Math.Pow(2, notification.Attempts), MaxBackoff.TotalSeconds));
-        Log.DeliveryFailed(_logger, notification.Id, Redacted(notification.Target), error, backoff.TotalSeconds);
+        // Scheme and host only: receivers take their secret in the path (Slack), the query or the user info.
+        Log.DeliveryFailed(_logger, notification.Id, WebhookAddress.Masked(notification.Target), error, backoff.TotalSeconds);
         await _store.RecordNotificationAttemptAsync(notification.Id, false, error, _time.GetUtcNow() + backoff, CancellationToken.None);
     }
-
-    /// <summary>
-    /// A webhook address as a log line names it: scheme, host and port, and "…" for the rest, where receivers take their
-    /// secret (Slack's in the path, others' in the query or user info).
-    /// </summary>
-    internal static string Redacted(string target) => WebhookAddress.Masked(target);
 
     /// <summary>Stops the delivery loop; undelivered messages stay in the outbox for the next start.</summary>
     public async ValueTask DisposeAsync()
