@@ -177,7 +177,19 @@ internal static partial class AdminApi
         var reasons = new Dictionary<string, long>(StringComparer.Ordinal);
         var consumers = new Dictionary<string, ConsumerCounts>(StringComparer.Ordinal);
         var dailyByService = new Dictionary<string, decimal[]>(StringComparer.Ordinal);
-        string? currency = null;
+
+        // Each tenant prices in one currency (the policy refuses two); a view of tenants pricing in different currencies
+        // keeps each currency's spend apart instead of adding them into one figure.
+        var currencyOf = document.Tenants.ToDictionary(t => t.Id, t => t.Models.Count > 0 ? t.Models[0].Currency : "USD", StringComparer.Ordinal);
+        var currencies = new SortedSet<string>(StringComparer.Ordinal);
+        foreach (var tenant in document.Tenants)
+        {
+            if (AdminAccess.InScope(admin, tenant.Id, null) || document.Services.Any(s => s.Tenant == tenant.Id && AdminAccess.InScope(admin, s.Tenant, s.Id)))
+            {
+                currencies.Add(currencyOf[tenant.Id]);
+            }
+        }
+
         long scanned = 0;
 
         // Buckets of a quarter hour or more are made of whole slots (every bucket and period starts on a slot's boundary).
@@ -205,7 +217,11 @@ internal static partial class AdminApi
                 continue;
             }
 
-            currency ??= total.Currency;
+            if (total.Spend != 0 && total.Currency is { } spentIn)
+            {
+                currencies.Add(spentIn);
+            }
+
             if (total.Slot >= monthStart && total.Service is { } service)
             {
                 if (!dailyByService.TryGetValue(service, out var daily))
@@ -269,7 +285,8 @@ internal static partial class AdminApi
                     cumulative[d] = sum += daily[d];
                 }
 
-                return new SpendSeries(s.Tenant, s.Id, s.Limits.Budget is { Period: BudgetPeriod.Month } b ? PolicyNames.Normalize(b.Amount) : null, cumulative);
+                return new SpendSeries(s.Tenant, s.Id, s.Limits.Budget is { Period: BudgetPeriod.Month } b ? PolicyNames.Normalize(b.Amount) : null, cumulative,
+                    CurrencyOf(s.Tenant));
             }).ToArray();
 
         var budgetUse = budgets.Select(w =>
@@ -277,17 +294,21 @@ internal static partial class AdminApi
             var amount = PolicyNames.Normalize(w.Budget.Amount);
             var used = spentSince[w.PeriodStart].GetValueOrDefault(w.Scope + ":" + w.Id);
             return new BudgetUse(w.Scope, w.Id, w.Tenant, w.Service, amount, PolicyNames.Of(w.Budget.Period), PolicyNames.Of(w.Budget.Mode), w.PeriodStart, used,
-                amount == 0 ? 0 : Math.Round(used / amount, 9));
+                amount == 0 ? 0 : Math.Round(used / amount, 9), CurrencyOf(w.Tenant));
         }).OrderByDescending(b => b.Fraction).ThenBy(b => b.Id, StringComparer.Ordinal).ToArray();
         var openAlerts = (await gateway.Store.ListAlertsAsync(Custos.Alerts.AlertStatus.Open, 10_000, context.RequestAborted))
             .Count(a => AdminAccess.InScope(admin, a.Signal.Tenant, a.Signal.Service));
-        return new OverviewView(from, to, (int)bucket.TotalSeconds, currency ?? "USD", [.. buckets.Select(b => b.View())], monthStart,
-            [.. Enumerable.Range(0, days).Select(d => monthStart.AddDays(d))], spendSeries, budgetUse,
-            [.. consumers.Values.OrderByDescending(c => c.Spend).ThenByDescending(c => c.Requests).Take(10).Select(c => c.View())],
+        var single = currencies.Count <= 1;
+        return new OverviewView(from, to, (int)bucket.TotalSeconds, single ? currencies.FirstOrDefault() ?? "USD" : null, [.. buckets.Select(b => b.View(single))],
+            monthStart, [.. Enumerable.Range(0, days).Select(d => monthStart.AddDays(d))], spendSeries, budgetUse,
+            [.. consumers.Values.OrderByDescending(c => c.Spend).ThenByDescending(c => c.Requests).Take(10).Select(c => c.View(CurrencyOf(c.Tenant)))],
             reasons.OrderByDescending(r => r.Value).ToDictionary(r => r.Key, r => r.Value), openAlerts, scanned)
         {
             TimeZone = zone.Id,
+            Currencies = single && currencies.Count == 0 ? ["USD"] : [.. currencies],
         };
+
+        string CurrencyOf(string? tenant) => tenant is not null && currencyOf.TryGetValue(tenant, out var c) ? c : "USD";
     }
 
     /// <summary>Every budget in scope (tenant, service, and each consumer's own or its category's), with the start of its current period in its tenant's time zone.</summary>
@@ -390,14 +411,19 @@ internal static partial class AdminApi
     private sealed class OverviewCounts(DateTimeOffset start)
     {
         private long _requests, _allowed, _denied, _throttled;
-        private decimal _spend;
+        private readonly SortedDictionary<string, decimal> _spend = new(StringComparer.Ordinal);
 
         public Dictionary<string, long> Reasons { get; } = new(StringComparer.Ordinal);
 
         public void Add(RequestTotal total)
         {
             _requests += total.Requests;
-            _spend += total.Spend;
+            if (total.Spend != 0)
+            {
+                var currency = total.Currency ?? "USD";
+                _spend[currency] = _spend.GetValueOrDefault(currency) + total.Spend;
+            }
+
             switch (total.Decision)
             {
                 case "allow": _allowed += total.Requests; break;
@@ -406,7 +432,8 @@ internal static partial class AdminApi
             }
         }
 
-        public OverviewBucket View() => new(start, _requests, _allowed, _denied, _throttled, _spend, Reasons);
+        /// <param name="single">Whether the view has one currency, so its spend is one figure.</param>
+        public OverviewBucket View(bool single) => new(start, _requests, _allowed, _denied, _throttled, single ? _spend.Values.Sum() : null, _spend, Reasons);
     }
 
     /// <summary>One consumer's counts in the overview window.</summary>
@@ -428,6 +455,8 @@ internal static partial class AdminApi
             }
         }
 
-        public ConsumerUse View() => new(consumer, service, tenant, Requests, _refused, Spend);
+        public string? Tenant => tenant;
+
+        public ConsumerUse View(string currency) => new(consumer, service, tenant, Requests, _refused, Spend, currency);
     }
 }

@@ -301,9 +301,11 @@ public sealed record ResumeResult(Custos.Alerts.AlertView Alert, long PolicyVers
 /// The console's overview: requests and refusals over a window in buckets, spend this month per service (cumulative, day by
 /// day) beside its monthly budget, every budget's use in its current period, top consumers and open alerts; all in scope.
 /// <c>scanned</c> counts the requests it summed (from the request totals, since the earliest period it covers). Every figure
-/// comes from the request totals, the last hour's from those by minute (<c>docs/console.md</c>).
+/// comes from the request totals, the last hour's from those by minute (<c>docs/console.md</c>). <paramref name="Currency"/> is
+/// the view's one currency; null when its tenants price in different currencies, whose spend is then never added together:
+/// each bucket has its spend by currency, and each budget, service and consumer names its own.
 /// </summary>
-public sealed record OverviewView(DateTimeOffset From, DateTimeOffset To, int BucketSeconds, string Currency, IReadOnlyList<OverviewBucket> Buckets,
+public sealed record OverviewView(DateTimeOffset From, DateTimeOffset To, int BucketSeconds, string? Currency, IReadOnlyList<OverviewBucket> Buckets,
     DateTimeOffset MonthStart, IReadOnlyList<DateTimeOffset> Days, IReadOnlyList<SpendSeries> SpendThisMonth, IReadOnlyList<BudgetUse> Budgets,
     IReadOnlyList<ConsumerUse> TopConsumers, IReadOnlyDictionary<string, long> Reasons, int OpenAlerts, long Scanned)
 {
@@ -312,21 +314,27 @@ public sealed record OverviewView(DateTimeOffset From, DateTimeOffset To, int Bu
     /// <see cref="Days"/> are: read them as dates in it, not in the reader's own zone, or a day starts on the one before.
     /// </summary>
     public string TimeZone { get; init; } = "UTC";
+
+    /// <summary>Every currency of the view, sorted: its tenants' and any its spend was recorded in.</summary>
+    public IReadOnlyList<string> Currencies { get; init; } = ["USD"];
 }
 
-/// <summary>One time bucket of the overview; <paramref name="Reasons"/> counts the reason codes of refused requests.</summary>
-public sealed record OverviewBucket(DateTimeOffset Start, long Requests, long Allowed, long Denied, long Throttled, decimal Spend,
-    IReadOnlyDictionary<string, long> Reasons);
+/// <summary>
+/// One time bucket of the overview; <paramref name="Reasons"/> counts the reason codes of refused requests.
+/// <paramref name="Spend"/> is null when the view has more than one currency; <paramref name="SpendByCurrency"/> always has it.
+/// </summary>
+public sealed record OverviewBucket(DateTimeOffset Start, long Requests, long Allowed, long Denied, long Throttled, decimal? Spend,
+    IReadOnlyDictionary<string, decimal> SpendByCurrency, IReadOnlyDictionary<string, long> Reasons);
 
-/// <summary>A service's spend this month, cumulative at the end of each day (UTC), and its monthly budget if it has one.</summary>
-public sealed record SpendSeries(string Tenant, string Service, decimal? MonthlyBudget, IReadOnlyList<decimal> Cumulative);
+/// <summary>A service's spend this month, cumulative at the end of each day, and its monthly budget if it has one, in its tenant's currency.</summary>
+public sealed record SpendSeries(string Tenant, string Service, decimal? MonthlyBudget, IReadOnlyList<decimal> Cumulative, string Currency);
 
-/// <summary>A budget and what its current period has spent (<paramref name="Fraction"/> of the amount).</summary>
+/// <summary>A budget and what its current period has spent (<paramref name="Fraction"/> of the amount), in its tenant's currency.</summary>
 public sealed record BudgetUse(string Scope, string Id, string Tenant, string? Service, decimal Amount, string Period, string Mode, DateTimeOffset PeriodStart,
-    decimal Spent, decimal Fraction);
+    decimal Spent, decimal Fraction, string Currency);
 
-/// <summary>A consumer's requests, refusals and spend in the overview window.</summary>
-public sealed record ConsumerUse(string Consumer, string? Service, string? Tenant, long Requests, long Refused, decimal Spend);
+/// <summary>A consumer's requests, refusals and spend in the overview window, in its tenant's currency.</summary>
+public sealed record ConsumerUse(string Consumer, string? Service, string? Tenant, long Requests, long Refused, decimal Spend, string Currency);
 
 /// <summary>One policy version with its YAML and what it changed from the one before.</summary>
 public sealed record PolicyVersionDetail(PolicyVersionView Version, string Yaml, IReadOnlyList<string> Changes);

@@ -78,6 +78,42 @@ public sealed class ConsoleApiTests
     }
 
     [Fact]
+    public async Task Overview_OfTenantsPricingInTwoCurrencies_NeverAddsThemTogether()
+    {
+        // Globex prices in EUR: the overview added its euros to acme's dollars and labelled the sum with the first currency it met.
+        await using var g = await StartAsync(more: doc => doc with
+        {
+            Tenants = [.. doc.Tenants.Select(t => t.Id == "globex" ? t with { Models = [.. t.Models.Select(m => m with { Currency = "EUR" })] } : t)],
+        });
+        Assert.Equal(HttpStatusCode.OK, (await ChatAsync(g, g.KeyOf("web"))).Status);
+        Assert.Equal(HttpStatusCode.OK, (await ChatAsync(g, g.KeyOf("globex-user"), "globex-only")).Status);
+        var ledger = await g.LedgerAsync();
+        decimal CostOf(string consumer) => ledger.Where(e => e.GetProperty("consumer").GetString() == consumer && e.GetProperty("cost").ValueKind == JsonValueKind.String)
+            .Sum(e => decimal.Parse(e.GetProperty("cost").GetString()!, CultureInfo.InvariantCulture));
+        var (dollars, euros) = (CostOf("web"), CostOf("globex-user"));
+        Assert.True(dollars > 0 && euros > 0);
+
+        foreach (var window in (string[])["1h", "24h"])
+        {
+            var root = await JsonAsync(await AdminAsync(g, "root", HttpMethod.Get, "/admin/v1/overview?window=" + window));
+            Assert.Equal(JsonValueKind.Null, root.GetProperty("currency").ValueKind);
+            Assert.Equal(["EUR", "USD"], root.GetProperty("currencies").EnumerateArray().Select(c => c.GetString()));
+            var buckets = root.GetProperty("buckets").EnumerateArray().ToList();
+            Assert.All(buckets, b => Assert.Equal(JsonValueKind.Null, b.GetProperty("spend").ValueKind));
+            decimal SpentIn(string currency) => buckets.Sum(b => b.GetProperty("spend_by_currency").TryGetProperty(currency, out var v) ? v.GetDecimal() : 0);
+            Assert.Equal((dollars, euros), (SpentIn("USD"), SpentIn("EUR")));
+            var consumers = root.GetProperty("top_consumers").EnumerateArray().ToDictionary(c => c.GetProperty("consumer").GetString()!, c => c.GetProperty("currency").GetString());
+            Assert.Equal(("USD", "EUR"), (consumers["web"], consumers["globex-user"]));
+        }
+
+        // One tenant's view has one currency, its own, and its spend as one figure.
+        var globex = await JsonAsync(await AdminAsync(g, "globex-owner", HttpMethod.Get, "/admin/v1/overview?window=1h"));
+        Assert.Equal("EUR", globex.GetProperty("currency").GetString());
+        Assert.Equal(["EUR"], globex.GetProperty("currencies").EnumerateArray().Select(c => c.GetString()));
+        Assert.Equal(euros, globex.GetProperty("buckets").EnumerateArray().Sum(b => b.GetProperty("spend").GetDecimal()));
+    }
+
+    [Fact]
     public async Task Overview_OfOneTenant_CountsTheMonthInItsTimeZone_LikeItsBudgets()
     {
         // The month was UTC's while the tenant's budgets use its own zone: at UTC+14, the overview's month began 14 hours late.

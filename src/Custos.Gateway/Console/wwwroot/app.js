@@ -279,12 +279,16 @@ async function overviewPage(main) {
   select.addEventListener("change", () => { sessionStorage.setItem("custos.console.window", select.value); route(); });
   main.append(head("Overview", "Spend against budgets, requests and refusals, who uses the most, and what needs attention.", el("label", null, "Window", select)));
   const o = await api(`/overview${query({ window: windowChoice })}`);
-  const totals = o.buckets.reduce((t, b) => ({ requests: t.requests + b.requests, refused: t.refused + b.denied + b.throttled, spend: t.spend + Number(b.spend) }),
-    { requests: 0, refused: 0, spend: 0 });
+  const totals = o.buckets.reduce((t, b) => ({ requests: t.requests + b.requests, refused: t.refused + b.denied + b.throttled }), { requests: 0, refused: 0 });
+  // Spend in different currencies is never added together: a card per currency when the view's tenants price in several.
+  const spent = Object.fromEntries(o.currencies.map(c => [c, o.buckets.reduce((t, b) => t + Number(b.spend_by_currency[c] ?? 0), 0)]));
+  const spendCards = o.currencies.length === 1
+    ? [card("Spend", money(spent[o.currencies[0]], o.currencies[0]), "spend")]
+    : o.currencies.map(c => card(`Spend in ${c}`, money(spent[c], c), `spend-${c}`));
   main.append(el("div", { class: "cards" },
     card("Requests", count(totals.requests), "requests"),
     card("Refused", count(totals.refused), "refused"),
-    card("Spend", money(totals.spend, o.currency), "spend"),
+    ...spendCards,
     card("Open alerts", count(o.open_alerts), "open-alerts")));
 
   // Spend this month against budgets: cumulative spend per service, and each monthly budget as a dashed line.
@@ -294,8 +298,8 @@ async function overviewPage(main) {
     el("section", { class: "panel" }, el("h2", null, "Budgets in their current period"),
       table([
         { title: "Budget", cell: b => el("span", null, `${b.scope} `, el("strong", null, b.id)) },
-        { title: "Spent", num: true, cell: b => el("span", { "data-testid": `budget-spent-${b.scope}-${b.id}` }, money(b.spent, o.currency)) },
-        { title: "of", num: true, cell: b => `${money(b.amount, o.currency)} / ${b.period}` },
+        { title: "Spent", num: true, cell: b => el("span", { "data-testid": `budget-spent-${b.scope}-${b.id}` }, money(b.spent, b.currency)) },
+        { title: "of", num: true, cell: b => `${money(b.amount, b.currency)} / ${b.period}` },
         { title: "Used", cell: b => el("div", null, el("div", { class: `bar ${b.fraction >= 1 ? "bad" : b.fraction >= 0.8 ? "warn" : ""}` },
           el("span", { dataset: { width: Math.min(100, b.fraction * 100) } })), el("span", { class: "small muted" }, percent(b.fraction))) },
       ], o.budgets, { testid: "budgets", empty: "No budgets in your scope." }))));
@@ -307,10 +311,12 @@ async function overviewPage(main) {
   o.spend_this_month.forEach((s, i) => {
     const color = palette[i % palette.length];
     const spent = Number(s.cumulative.at(-1) ?? 0);
-    datasets.push({ label: s.service, data: s.cumulative.map(Number), borderColor: color, backgroundColor: color, tension: 0.2, pointRadius: 2 });
+    // With several currencies on one axis, each line names its own.
+    const name = o.currency === null ? `${s.service} (${s.currency})` : s.service;
+    datasets.push({ label: name, currency: s.currency, data: s.cumulative.map(Number), borderColor: color, backgroundColor: color, tension: 0.2, pointRadius: 2 });
     if (s.monthly_budget !== null) {
       // A budget line far above the spend would flatten it to zero: start it hidden (the legend shows it again).
-      datasets.push({ label: `${s.service} budget (${percent(spent / Number(s.monthly_budget))} used)`, data: labels.map(() => Number(s.monthly_budget)),
+      datasets.push({ label: `${name} budget (${percent(spent / Number(s.monthly_budget))} used)`, currency: s.currency, data: labels.map(() => Number(s.monthly_budget)),
         borderColor: color, borderDash: [6, 4], pointRadius: 0, borderWidth: 1.5, hidden: spent < Number(s.monthly_budget) * 0.05 });
     }
   });
@@ -319,8 +325,8 @@ async function overviewPage(main) {
     data: { labels, datasets },
     options: {
       maintainAspectRatio: false, animation: false, interaction: { mode: "index", intersect: false },
-      scales: { y: { beginAtZero: true, title: { display: true, text: o.currency }, ticks: { callback: axis } } },
-      plugins: { tooltip: { callbacks: { label: c => `${c.dataset.label}: ${money(c.parsed.y, o.currency)}` } } },
+      scales: { y: { beginAtZero: true, title: { display: true, text: o.currency ?? o.currencies.join(" / ") }, ticks: { callback: axis } } },
+      plugins: { tooltip: { callbacks: { label: c => `${c.dataset.label}: ${money(c.parsed.y, c.dataset.currency)}` } } },
     },
   });
 
@@ -338,7 +344,7 @@ async function overviewPage(main) {
         { title: "Service", cell: c => c.service ?? "—" },
         { title: "Requests", num: true, cell: c => count(c.requests) },
         { title: "Refused", num: true, cell: c => count(c.refused) },
-        { title: "Spend", num: true, cell: c => money(c.spend, o.currency) },
+        { title: "Spend", num: true, cell: c => money(c.spend, c.currency) },
       ], o.top_consumers, { testid: "top-consumers", empty: "No requests in this window." }),
       el("h3", null, "Refusals by reason"),
       table([{ title: "Reason", cell: ([r]) => el("code", null, r) }, { title: "Requests", num: true, cell: ([, n]) => count(n) }],
