@@ -54,6 +54,31 @@ public sealed class ConsoleTests(BrowserFixture browser)
     }
 
     [Fact]
+    public async Task TenantsPricingInTwoCurrencies_GetASpendCardEach()
+    {
+        // Globex in EUR beside acme in USD: the overview's one "Spend" card added euros to dollars.
+        await using var demo = await DemoGateway.StartAsync("console-currencies", doc => doc with
+        {
+            Tenants = [.. doc.Tenants.Select(t => t.Id == "globex" ? t with { Models = [.. t.Models.Select(m => m with { Currency = "EUR" })] } : t)],
+        });
+        Assert.Equal(HttpStatusCode.OK, (await DemoGateway.ChatAsync(demo.Gateway.DataPlaneUri, demo.ConsumerKey("support-web"))).Status);
+        Assert.Equal(HttpStatusCode.OK, (await DemoGateway.ChatAsync(demo.Gateway.DataPlaneUri, demo.ConsumerKey("globex-dev"))).Status);
+        await demo.Gateway.Ledger.FlushAsync();
+        var (dollars, euros) = (await SpendAsync(demo, "support-assistant"), await SpendAsync(demo, "globex-copilot"));
+        Assert.True(dollars > 0 && euros > 0);
+
+        var page = await browser.NewPageAsync();
+        await SignInAsync(page, demo, "platform-admin");
+        await Expect(page.Locator("[data-testid=card-spend]")).ToHaveCountAsync(0);
+        await Expect(page.Locator("[data-testid=card-spend-USD]")).ToHaveTextAsync(dollars.ToString("0.000000", CultureInfo.InvariantCulture) + " USD");
+        await Expect(page.Locator("[data-testid=card-spend-EUR]")).ToHaveTextAsync(euros.ToString("0.000000", CultureInfo.InvariantCulture) + " EUR");
+        var labels = await page.EvaluateAsync<string[]>("() => Chart.getChart(document.getElementById('spend-chart')).data.datasets.map(d => d.label)");
+        Assert.Contains("globex-copilot (EUR)", labels);
+        await browser.ScreenshotAsync(page, "console-overview-currencies");
+        browser.AssertNoErrors(page);
+    }
+
+    [Fact]
     public async Task InABrowserWestOfUtc_TheMonthsDaysAreTheApisDates()
     {
         // The month is UTC's here (two tenants of two zones): its first day, at 00:00 UTC, was labelled the day before in Los Angeles.
