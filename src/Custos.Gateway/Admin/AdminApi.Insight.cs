@@ -180,7 +180,7 @@ internal static partial class AdminApi
 
         // Each tenant prices in one currency (the policy refuses two); a view of tenants pricing in different currencies
         // keeps each currency's spend apart instead of adding them into one figure.
-        var currencyOf = document.Tenants.ToDictionary(t => t.Id, t => t.Models.Count > 0 ? t.Models[0].Currency : "USD", StringComparer.Ordinal);
+        var currencyOf = document.Tenants.ToDictionary(t => t.Id, CurrencyOf, StringComparer.Ordinal);
         var currencies = new SortedSet<string>(StringComparer.Ordinal);
         foreach (var tenant in document.Tenants)
         {
@@ -286,7 +286,7 @@ internal static partial class AdminApi
                 }
 
                 return new SpendSeries(s.Tenant, s.Id, s.Limits.Budget is { Period: BudgetPeriod.Month } b ? PolicyNames.Normalize(b.Amount) : null, cumulative,
-                    CurrencyOf(s.Tenant));
+                    TenantCurrency(s.Tenant));
             }).ToArray();
 
         var budgetUse = budgets.Select(w =>
@@ -294,21 +294,21 @@ internal static partial class AdminApi
             var amount = PolicyNames.Normalize(w.Budget.Amount);
             var used = spentSince[w.PeriodStart].GetValueOrDefault(w.Scope + ":" + w.Id);
             return new BudgetUse(w.Scope, w.Id, w.Tenant, w.Service, amount, PolicyNames.Of(w.Budget.Period), PolicyNames.Of(w.Budget.Mode), w.PeriodStart, used,
-                amount == 0 ? 0 : Math.Round(used / amount, 9), CurrencyOf(w.Tenant));
+                amount == 0 ? 0 : Math.Round(used / amount, 9), TenantCurrency(w.Tenant));
         }).OrderByDescending(b => b.Fraction).ThenBy(b => b.Id, StringComparer.Ordinal).ToArray();
         var openAlerts = (await gateway.Store.ListAlertsAsync(Custos.Alerts.AlertStatus.Open, 10_000, context.RequestAborted))
             .Count(a => AdminAccess.InScope(admin, a.Signal.Tenant, a.Signal.Service));
         var single = currencies.Count <= 1;
         return new OverviewView(from, to, (int)bucket.TotalSeconds, single ? currencies.FirstOrDefault() ?? "USD" : null, [.. buckets.Select(b => b.View(single))],
             monthStart, [.. Enumerable.Range(0, days).Select(d => monthStart.AddDays(d))], spendSeries, budgetUse,
-            [.. consumers.Values.OrderByDescending(c => c.Spend).ThenByDescending(c => c.Requests).Take(10).Select(c => c.View(CurrencyOf(c.Tenant)))],
+            [.. consumers.Values.OrderByDescending(c => c.Spend).ThenByDescending(c => c.Requests).Take(10).Select(c => c.View(TenantCurrency(c.Tenant)))],
             reasons.OrderByDescending(r => r.Value).ToDictionary(r => r.Key, r => r.Value), openAlerts, scanned)
         {
             TimeZone = zone.Id,
             Currencies = single && currencies.Count == 0 ? ["USD"] : [.. currencies],
         };
 
-        string CurrencyOf(string? tenant) => tenant is not null && currencyOf.TryGetValue(tenant, out var c) ? c : "USD";
+        string TenantCurrency(string? tenant) => tenant is not null && currencyOf.TryGetValue(tenant, out var c) ? c : "USD";
     }
 
     /// <summary>Every budget in scope (tenant, service, and each consumer's own or its category's), with the start of its current period in its tenant's time zone.</summary>
@@ -359,6 +359,9 @@ internal static partial class AdminApi
 
         return zone is not null && TimeZoneInfo.TryFindSystemTimeZoneById(zone, out var found) ? found : TimeZoneInfo.Utc;
     }
+
+    /// <summary>The currency <paramref name="tenant"/> prices its models in (the policy allows one per tenant); USD when it has none.</summary>
+    internal static string CurrencyOf(TenantConfig tenant) => tenant.Models.Count > 0 ? tenant.Models[0].Currency : "USD";
 
     internal static DateTimeOffset PeriodStart(BudgetPeriod period, TimeZoneInfo zone, DateTimeOffset now)
     {

@@ -1017,7 +1017,8 @@ internal static partial class AdminApi
             return Json(document.Services.Where(s => AdminAccess.InScope(admin, s.Tenant, s.Id)).Select(s =>
             {
                 var (cost, requests) = spend.TryGetValue(s.Id, out var v) ? v : (0m, 0L);
-                return new SpendView(s.Tenant, s.Id, cost, requests, s.Limits.Budget);
+                var tenant = document.Tenants.FirstOrDefault(t => t.Id == s.Tenant);
+                return new SpendView(s.Tenant, s.Id, cost, requests, s.Limits.Budget, tenant is null ? "USD" : CurrencyOf(tenant));
             }).ToArray());
         }).WithSummary("Spend per service in a window (default: this calendar month, in the tenant's time zone when the view holds one tenant or tenants of one zone, else UTC), beside its budget.").Produces<SpendView[]>();
 

@@ -241,8 +241,8 @@ public sealed record BudgetBody
     public required string Reason { get; init; }
 }
 
-/// <summary>Spend of one service in a window.</summary>
-public sealed record SpendView(string Tenant, string Service, decimal Spend, long Requests, BudgetConfig? Budget);
+/// <summary>Spend of one service in a window, in its tenant's <paramref name="Currency"/>.</summary>
+public sealed record SpendView(string Tenant, string Service, decimal Spend, long Requests, BudgetConfig? Budget, string Currency);
 
 /// <summary>
 /// Who approved the access a recorded request used. <c>policy_author</c> is withheld (null) from a scoped admin when the

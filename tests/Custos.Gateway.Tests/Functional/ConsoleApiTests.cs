@@ -111,6 +111,12 @@ public sealed class ConsoleApiTests
         Assert.Equal("EUR", globex.GetProperty("currency").GetString());
         Assert.Equal(["EUR"], globex.GetProperty("currencies").EnumerateArray().Select(c => c.GetString()));
         Assert.Equal(euros, globex.GetProperty("buckets").EnumerateArray().Sum(b => b.GetProperty("spend").GetDecimal()));
+
+        // GET /spend names each service's currency too.
+        var spend = (await JsonAsync(await AdminAsync(g, "root", HttpMethod.Get, "/admin/v1/spend"))).EnumerateArray()
+            .ToDictionary(s => s.GetProperty("service").GetString()!, s => (s.GetProperty("spend").GetDecimal(), s.GetProperty("currency").GetString()));
+        Assert.Equal((dollars, "USD"), spend["support"]);
+        Assert.Equal((euros, "EUR"), spend.Single(s => s.Value.Item2 == "EUR").Value);
     }
 
     [Fact]
