@@ -27,6 +27,9 @@ internal sealed class AdminProblemException(int status, string code, string titl
 
     public string Title { get; } = title;
 
+    /// <summary>Members of the problem besides its code and request id (the pending request a duplicate names), or null.</summary>
+    public IReadOnlyDictionary<string, object?>? Extensions { get; init; }
+
     public static AdminProblemException NotFound(string what, string id) => new(StatusCodes.Status404NotFound, "admin.not_found", "Not found", $"{what} '{id}' does not exist.");
 
     public static AdminProblemException Conflict(string detail) => new(StatusCodes.Status409Conflict, "admin.conflict", "Conflict", detail);
@@ -132,7 +135,7 @@ internal static partial class AdminApi
             }
             catch (AdminProblemException ex)
             {
-                return Problem(http, ex.Status, ex.Code, ex.Title, ex.Message);
+                return Problem(http, ex.Status, ex.Code, ex.Title, ex.Message, ex.Extensions);
             }
             catch (RevocationUndoneException ex)
             {
@@ -819,18 +822,34 @@ internal static partial class AdminApi
 
             RequireReason(body.Justification, "justification");
             var admin = Admin(context);
-            var created = await gateway.Store.CreateAccessRequestAsync(new AccessRequest
+
+            // Checked and created one at a time on this node (as decisions are), so two identical requests sent at once
+            // do not both pass the check for a pending one.
+            AccessRequest created;
+            await gateway.AccessDecisions.WaitAsync(context.RequestAborted);
+            try
             {
-                Id = "",
-                Tenant = tenant,
-                Service = service!,
-                Consumer = body.Consumer,
-                Models = body.Models,
-                ValidUntil = body.ValidUntil,
-                Justification = body.Justification,
-                RequestedBy = admin.Id,
-                RequestedAt = gateway.Time.GetUtcNow(),
-            }, context.RequestAborted);
+                var now = gateway.Time.GetUtcNow();
+                RefuseHeldAccess(snapshot, body, now);
+                await RefuseDuplicateAsync(gateway, tenantEntry, body, service!, context.RequestAborted);
+                created = await gateway.Store.CreateAccessRequestAsync(new AccessRequest
+                {
+                    Id = "",
+                    Tenant = tenant,
+                    Service = service!,
+                    Consumer = body.Consumer,
+                    Models = body.Models,
+                    ValidUntil = body.ValidUntil,
+                    Justification = body.Justification,
+                    RequestedBy = admin.Id,
+                    RequestedAt = now,
+                }, context.RequestAborted);
+            }
+            finally
+            {
+                gateway.AccessDecisions.Release();
+            }
+
             await gateway.RecordAdminAsync(admin.Id, "access.requested", "access_request:" + created.Id, null,
                 $"pending: {body.Consumer} -> {string.Join(",", body.Models)}", body.Justification, tenant);
             await gateway.Notifier.NotifyAsync(FindService(snapshot.Document, service!), "policy", "access.requested", admin.Id, "access_request:" + created.Id,
@@ -854,6 +873,68 @@ internal static partial class AdminApi
             .Accepts<ReasonBody>("application/json").Produces<AccessRequest>();
         api.MapPost("/access-requests/{id}/reject", (HttpContext context, string id) => DecideAsync(context, gateway, id, approve: false))
             .WithSummary("Reject: nothing changes but the request's status.").Accepts<ReasonBody>("application/json").Produces<AccessRequest>();
+    }
+
+    /// <summary>
+    /// Refuses (409 <c>admin.access_already_held</c>) a request for a model the consumer may already use now, until at least
+    /// as late as the request asks: approving it would add an entitlement that changes nothing. Asking again with a later
+    /// <c>valid_until</c> (or none) than the held entitlement's extends it, and is accepted.
+    /// </summary>
+    private static void RefuseHeldAccess(PolicySnapshot snapshot, AccessRequestBody body, DateTimeOffset now)
+    {
+        var consumer = snapshot.Consumers[body.Consumer];
+        var held = new List<string>();
+        var seen = new HashSet<ModelRoute>();
+        foreach (var name in body.Models)
+        {
+            var route = consumer.Service.Tenant.Models[name];
+            if (!seen.Add(route))
+            {
+                continue; // a model named twice, or by its name and an alias
+            }
+
+            var by = consumer.Entitlements.FirstOrDefault(e => e.Models.Contains(route) && e.IsValidAt(now)
+                && (e.ValidUntil is null || (body.ValidUntil is { } until && e.ValidUntil >= until)));
+            if (by is not null)
+            {
+                held.Add($"{route.Name} ({by.Detail}{(by.ValidUntil is { } end ? ", until " + LedgerTime.Format(end) : "")})");
+            }
+        }
+
+        if (held.Count > 0)
+        {
+            throw new AdminProblemException(StatusCodes.Status409Conflict, "admin.access_already_held", "The consumer already has this access",
+                $"consumer '{body.Consumer}' already holds {string.Join(", ", held)} under policy version {snapshot.Version}. " +
+                "Ask only for the models it lacks; to extend an entitlement that ends, ask with a later 'valid_until'.")
+            {
+                Extensions = new Dictionary<string, object?> { ["policy_version"] = snapshot.Version },
+            };
+        }
+    }
+
+    /// <summary>
+    /// Refuses (409 <c>admin.access_request_pending</c>) a request that asks for a model a pending request of the same
+    /// consumer already asks for, naming that request: it is the one to decide (or reject, then ask again).
+    /// </summary>
+    private static async Task RefuseDuplicateAsync(CustosGateway gateway, TenantEntry tenant, AccessRequestBody body, string service,
+        CancellationToken cancellationToken)
+    {
+        string Canonical(string name) => tenant.Models.TryGetValue(name, out var route) ? route.Name : name;
+        var asked = body.Models.Select(Canonical).ToHashSet(StringComparer.Ordinal);
+        foreach (var pending in await gateway.Store.ListAccessRequestsAsync(AccessRequestStatus.Pending, cancellationToken))
+        {
+            if (pending.Consumer == body.Consumer && pending.Service == service && pending.Tenant == tenant.Id
+                && pending.Models.Select(Canonical).FirstOrDefault(asked.Contains) is { } model)
+            {
+                throw new AdminProblemException(StatusCodes.Status409Conflict, "admin.access_request_pending", "An access request is pending already",
+                    $"access request '{pending.Id}' for consumer '{body.Consumer}' ({string.Join(",", pending.Models)}), asked by {pending.RequestedBy} " +
+                    $"at {LedgerTime.Format(pending.RequestedAt)}, is pending and asks for {model} already: ask its service's policy owner to decide it, " +
+                    "or reject it and ask again.")
+                {
+                    Extensions = new Dictionary<string, object?> { ["access_request"] = pending.Id },
+                };
+            }
+        }
     }
 
     private static async Task<IResult> DecideAsync(HttpContext context, CustosGateway gateway, string id, bool approve)
@@ -1418,9 +1499,17 @@ internal static partial class AdminApi
             : (null, Refuse("admin.unknown_key", "Unknown admin key", "The admin key is not known to this gateway.", $"an unknown admin key ({presented[..12]}…)"));
     }
 
-    private static IResult Problem(HttpContext context, int status, string code, string title, string detail)
-        => Results.Problem(statusCode: status, title: title, detail: detail,
-            extensions: new Dictionary<string, object?> { ["code"] = code, ["request_id"] = context.Items[RequestIdItem] as string });
+    private static IResult Problem(HttpContext context, int status, string code, string title, string detail,
+        IReadOnlyDictionary<string, object?>? more = null)
+    {
+        var extensions = new Dictionary<string, object?> { ["code"] = code, ["request_id"] = context.Items[RequestIdItem] as string };
+        foreach (var (name, value) in more ?? new Dictionary<string, object?>())
+        {
+            extensions[name] = value;
+        }
+
+        return Results.Problem(statusCode: status, title: title, detail: detail, extensions: extensions);
+    }
 
     private static AdminConfig Admin(HttpContext context) => (AdminConfig)context.Items[AdminItem]!;
 
