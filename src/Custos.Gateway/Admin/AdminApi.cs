@@ -478,7 +478,7 @@ internal static partial class AdminApi
                 var current = FindService(doc, id);
                 var next = current with { Owners = set(current.Owners, body.Owner) };
                 return (doc with { Services = [.. doc.Services.Select(s => s.Id == id ? next : s)] }, OwnersText(current), OwnersText(next));
-            });
+            }, param: "owner");
         }).WithSummary("Name one owner role of a service (policy, billing, technical, agent_operator, business_sponsor), leaving the others as they are.")
             .Accepts<OwnerRoleBody>("application/json").Produces<ChangeResult>();
         MapServiceChange<PromptRulesBody>(api, gateway, "prompt-rules", AdminPermission.ManagePrompts, "service.prompt_rules_set", b => b.Reason,
@@ -521,7 +521,7 @@ internal static partial class AdminApi
                     _ => doc with { Consumers = [.. doc.Consumers.Select(c => c.Id == body.Id ? c with { Limits = Set(c.Limits) } : c)] },
                 };
                 return (changed, before, BudgetText(body.Budget));
-            });
+            }, param: "budget");
         }).WithSummary("Set or remove the budget of a tenant, service or consumer (platform-admin, finance).").Accepts<BudgetBody>("application/json").Produces<ChangeResult>();
 
         api.MapGet("/consumers", (HttpContext context) =>
@@ -654,7 +654,7 @@ internal static partial class AdminApi
                 var current = FindService(doc, id);
                 var next = apply(current, body);
                 return (doc with { Services = [.. doc.Services.Select(s => s.Id == id ? next : s)] }, describe(current), describe(next));
-            });
+            }, param: part.Replace('-', '_'));
         }).Accepts<TBody>("application/json").Produces<ChangeResult>();
 
     private static void MapCredentials(RouteGroupBuilder api, CustosGateway gateway)
@@ -1392,18 +1392,29 @@ internal static partial class AdminApi
 
     /// <summary>Applies a change as a new policy version, records it in the ledger, notifies owners; answers the <see cref="ChangeResult"/>.</summary>
     private static async Task<IResult> ChangeAsync(HttpContext context, CustosGateway gateway, string reason, string action, string target,
-        Func<PolicyDocument, (PolicyDocument Document, string? Before, string? After)> change, Func<PolicyDocument, IEnumerable<ServiceConfig>>? notify = null)
-        => Json(await ChangeCoreAsync(context, gateway, reason, action, target, change, notify));
+        Func<PolicyDocument, (PolicyDocument Document, string? Before, string? After)> change, Func<PolicyDocument, IEnumerable<ServiceConfig>>? notify = null,
+        string? param = null)
+        => Json(await ChangeCoreAsync(context, gateway, reason, action, target, change, notify, param: param));
 
     // tenant: the tenant the entry belongs to, for a target the policy does not locate (an access request); else found from the target.
+    // param: the body's field the change comes from, which a 422 names (the caller sent no policy, so a line and column would be of none it saw).
     private static async Task<ChangeResult> ChangeCoreAsync(HttpContext context, CustosGateway gateway, string reason, string action, string target,
         Func<PolicyDocument, (PolicyDocument Document, string? Before, string? After)> change, Func<PolicyDocument, IEnumerable<ServiceConfig>>? notify = null,
-        string? tenant = null)
+        string? tenant = null, string? param = null)
     {
         RequireReason(reason);
         var admin = Admin(context);
-        var (version, before, after) = await gateway.ChangeAndRecordAsync(admin.Id, action, target, reason, change, doc => tenant ?? TenantOf(doc, target),
-            context.RequestAborted);
+        PolicyVersion version;
+        string? before, after;
+        try
+        {
+            (version, before, after) = await gateway.ChangeAndRecordAsync(admin.Id, action, target, reason, change, doc => tenant ?? TenantOf(doc, target),
+                context.RequestAborted);
+        }
+        catch (PolicyValidationException ex)
+        {
+            throw InvalidChange(ex, param);
+        }
         var notified = 0;
         foreach (var service in notify?.Invoke(version.Document) ?? [])
         {
@@ -1413,6 +1424,22 @@ internal static partial class AdminApi
         }
 
         return new ChangeResult(action, target, before, after, version.Number, notified);
+    }
+
+    /// <summary>
+    /// The 422 of a change made through a dedicated endpoint that would leave the policy invalid: each error by the body's
+    /// field (<paramref name="param"/>) and where in the policy it would land, never the line and column of the policy text
+    /// the gateway wrote to check it, which the caller never saw. A whole policy (<c>POST /policy/versions</c>) keeps them.
+    /// </summary>
+    private static AdminProblemException InvalidChange(PolicyValidationException ex, string? param)
+    {
+        var errors = ex.Diagnostics.Where(d => d.Severity == DiagnosticSeverity.Error)
+            .Select(d => $"{(param is null ? "" : $"'{param}': ")}{d.Message} (the policy's {d.Path})").ToArray();
+        return new AdminProblemException(StatusCodes.Status422UnprocessableEntity, "admin.invalid_policy", "The change would make the policy invalid",
+            string.Join(Environment.NewLine, errors))
+        {
+            Extensions = param is null ? null : new Dictionary<string, object?> { ["param"] = param },
+        };
     }
 
     private static StoreView StoreOf(CustosGateway gateway) => gateway.Store is IRecordFormatSetting setting

@@ -151,6 +151,34 @@ public sealed class AdminBadInputTests
     }
 
     [Theory]
+    [InlineData("PUT", "/admin/v1/budgets", """{"scope":"service","id":"support","budget":{"amount":0,"period":"month"},"reason":"x"}""", "budget",
+        "'budget': must be a positive amount (the policy's services[0].limits.budget.amount)")]
+    [InlineData("PUT", "/admin/v1/services/support/owners/policy", """{"owner":{"name":"G","email":"g@globex.test","admin":"globex-owner"},"reason":"x"}""", "owner",
+        "'owner': admin 'globex-owner' is scoped to tenant globex, which does not cover service 'support' of tenant 'acme'")]
+    [InlineData("PUT", "/admin/v1/services/support/models", """{"models":["no-such-model"],"reason":"x"}""", "models", "'models': ")]
+    public async Task AChangeThroughAFieldsEndpoint_ThatWouldMakeThePolicyInvalid_Is422NamingTheField_NotALineOfYamlNeverSent(string method, string path,
+        string body, string param, string expected)
+    {
+        await using var g = await ControlPlaneFixture.StartAsync();
+        var before = g.Gateway.Policy.Current.Info.Number;
+        using var http = new HttpClient { BaseAddress = g.Gateway.AdminUri };
+        using var request = new HttpRequestMessage(new HttpMethod(method), path) { Content = new StringContent(body, Encoding.UTF8, "application/json") };
+        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", ControlPlaneFixture.AdminKey(g, "root"));
+
+        using var response = await http.SendAsync(request);
+
+        var text = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == HttpStatusCode.UnprocessableEntity, $"{(int)response.StatusCode}: {text}");
+        using var problem = JsonDocument.Parse(text);
+        Assert.Equal("admin.invalid_policy", problem.RootElement.GetProperty("code").GetString());
+        Assert.Equal(param, problem.RootElement.GetProperty("param").GetString());
+        var detail = problem.RootElement.GetProperty("detail").GetString()!;
+        Assert.StartsWith(expected, detail, StringComparison.Ordinal);
+        Assert.DoesNotMatch(@"policy:\d+:\d+", detail);
+        Assert.Equal(before, g.Gateway.Policy.Current.Info.Number);
+    }
+
+    [Theory]
     [InlineData("""{"consumer":"web"}""", "The request body is not valid: it lacks 'reason'.")]
     [InlineData("""{}""", "The request body is not valid: it lacks 'consumer', 'reason'.")]
     [InlineData("""{"consumer":"web","reason":"x","expires":"2030-01-01T00:00:00Z"}""", "The request body is not valid: it takes no field 'expires'.")]
