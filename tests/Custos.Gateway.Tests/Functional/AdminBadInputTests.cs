@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Http.Headers;
 using System.Text;
 using System.Text.Json;
+using Custos.Policy;
 using Custos.Testing;
 
 namespace Custos.Gateway.Tests.Functional;
@@ -176,6 +177,37 @@ public sealed class AdminBadInputTests
         Assert.StartsWith(expected, detail, StringComparison.Ordinal);
         Assert.DoesNotMatch(@"policy:\d+:\d+", detail);
         Assert.Equal(before, g.Gateway.Policy.Current.Info.Number);
+    }
+
+    [Theory]
+    [InlineData("""{"scope":"service","id":"support","budget":{"amount":5,"period":"weekly"},"reason":"x"}""",
+        "The request body is not valid: 'weekly' is not a valid period ('budget.period'); expected one of: day, month.")]
+    [InlineData("""{"scope":"service","id":"support","budget":{"amount":5,"mode":"Strict"},"reason":"x"}""",
+        "The request body is not valid: 'Strict' is not a valid mode ('budget.mode'); expected one of: hard, soft.")]
+    [InlineData("""{"scope":"service","id":"support","budget":{"amount":5,"period":1},"reason":"x"}""",
+        "The request body is not valid: a value that is no string is not a valid period ('budget.period'); expected one of: day, month.")]
+    public async Task AnEnumValueItDoesNotTake_IsAnsweredWithTheValuesItTakes(string body, string detail)
+    {
+        await using var g = await ControlPlaneFixture.StartAsync();
+
+        Assert.Equal(detail, await ProblemAsync(g, "PUT", "/admin/v1/budgets", HttpStatusCode.BadRequest, "admin.invalid_request", body));
+    }
+
+    [Fact]
+    public async Task AnEnumValue_IsReadCaseInsensitively_AsBefore()
+    {
+        await using var g = await ControlPlaneFixture.StartAsync();
+        using var http = new HttpClient { BaseAddress = g.Gateway.AdminUri };
+        using var request = new HttpRequestMessage(HttpMethod.Put, "/admin/v1/budgets")
+        {
+            Content = new StringContent("""{"scope":"service","id":"support","budget":{"amount":5,"period":"Day","mode":"soft"},"reason":"x"}""", Encoding.UTF8, "application/json"),
+        };
+        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", ControlPlaneFixture.AdminKey(g, "root"));
+
+        using var response = await http.SendAsync(request);
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal(BudgetPeriod.Day, g.Gateway.Policy.Current.Document.Services.Single(s => s.Id == "support").Limits.Budget!.Period);
     }
 
     [Theory]
