@@ -357,7 +357,7 @@ internal static partial class AdminApi
             context.Response.Headers.ETag = PolicyETag(applied.Version.Number);
             return Results.Ok(new ApplyPolicyResponse(PolicyVersionView.Of(applied.Version), applied.Created, body.DryRun, changes, warnings,
                 [.. applied.Lifted.Select(l => l.ToString())]));
-        }).WithSummary("Validate a whole policy document and put it in force as a new version (platform-admin).")
+        }).WithSummary("Validate a whole policy document and put it in force as a new version (platform_admin).")
             .Accepts<ApplyPolicyRequest>("application/json").Produces<ApplyPolicyResponse>();
     }
 
@@ -463,7 +463,7 @@ internal static partial class AdminApi
 
         MapServiceChange<OwnersBody>(api, gateway, "owners", AdminPermission.SetOwners, "service.owners_set", b => b.Reason,
             (s, b) => s with { Owners = CheckOwners(b.Owners, "owners") }, OwnersText)
-            .WithSummary("Name a service's owners (platform-admin, service-owner).");
+            .WithSummary("Name a service's owners (platform_admin, service_owner).");
         // One role at a time: two admins naming different roles at once both keep theirs, where a whole owners object read,
         // changed and sent back by each would lose the first.
         api.MapPut("/services/{id}/owners/{role}", async (HttpContext context, string id, string role) =>
@@ -483,7 +483,7 @@ internal static partial class AdminApi
             .Accepts<OwnerRoleBody>("application/json").Produces<ChangeResult>();
         MapServiceChange<PromptRulesBody>(api, gateway, "prompt-rules", AdminPermission.ManagePrompts, "service.prompt_rules_set", b => b.Reason,
             (s, b) => s with { PromptRules = RequireNoNulls(b.PromptRules, "prompt_rules") }, s => string.Join(",", s.PromptRules.Select(r => r.Id)))
-            .WithSummary("Replace a service's prompt restrictions (platform-admin, prompt-admin).");
+            .WithSummary("Replace a service's prompt restrictions (platform_admin, prompt_admin).");
         MapServiceChange<ServiceModelsBody>(api, gateway, "models", AdminPermission.ManagePrompts, "service.models_set", b => b.Reason,
             (s, b) => s with
             {
@@ -496,7 +496,7 @@ internal static partial class AdminApi
                     var models => RequireNoNulls(models, "models"),
                 },
             }, s => s.Models is null ? "all" : string.Join(",", s.Models))
-            .WithSummary("Set a service's model choice (platform-admin, prompt-admin).");
+            .WithSummary("Set a service's model choice (platform_admin, prompt_admin).");
 
         api.MapPut("/budgets", async (HttpContext context) =>
         {
@@ -522,7 +522,7 @@ internal static partial class AdminApi
                 };
                 return (changed, before, BudgetText(body.Budget));
             }, param: "budget");
-        }).WithSummary("Set or remove the budget of a tenant, service or consumer (platform-admin, finance).").Accepts<BudgetBody>("application/json").Produces<ChangeResult>();
+        }).WithSummary("Set or remove the budget of a tenant, service or consumer (platform_admin, finance).").Accepts<BudgetBody>("application/json").Produces<ChangeResult>();
 
         api.MapGet("/consumers", (HttpContext context) =>
         {
@@ -607,7 +607,7 @@ internal static partial class AdminApi
                 return (changed, was ? "engaged" : "released", body.Engaged ? "engaged" : "released");
             }, notify: doc => body.Scope == "tenant" ? doc.Services.Where(s => s.Tenant == body.Id) : [FindService(doc, service!)]);
             return result;
-        }).WithSummary("Engage or release the kill switch of a consumer, service (platform-admin, service-owner) or tenant (platform-admin).")
+        }).WithSummary("Engage or release the kill switch of a consumer, service (platform_admin, service_owner) or tenant (platform_admin).")
             .Accepts<KillSwitchBody>("application/json").Produces<ChangeResult>();
 
         api.MapGet("/store", (HttpContext context) => Json(StoreOf(gateway)))
@@ -633,7 +633,7 @@ internal static partial class AdminApi
             var before = await setting.SetRecordFormatAsync(body.Format, context.RequestAborted);
             await gateway.RecordAdminAsync(Admin(context).Id, action, target, before, body.Format, body.Reason);
             return Json(new ChangeResult(action, target, before, body.Format, gateway.Policy.Current.Version, 0));
-        }).WithSummary("How every node stores new ledger records (platform-admin; the PostgreSQL store): zstd once no node of an earlier version is left, or json.")
+        }).WithSummary("How every node stores new ledger records (platform_admin; the PostgreSQL store): zstd once no node of an earlier version is left, or json.")
             .Accepts<RecordFormatBody>("application/json").Produces<ChangeResult>();
     }
 
