@@ -210,7 +210,7 @@ internal static class PolicyCommand
                 return 0;
             }
 
-            output.WriteLine($"Replayed {report.Replayed} request(s) from {LedgerTime.Format(start)} to {LedgerTime.Format(end)} against {path.Name} " +
+            output.WriteLine($"Replayed {report.Replayed} request(s) from {LedgerTime.Format(start)} to {LedgerTime.Format(end)} against {path.Name} (sha256 {snapshot.Info.Sha256[..12]}) " +
                 $"({report.Skipped} skipped): {report.AllowedToRefused} would be refused that were allowed, {report.RefusedToAllowed} allowed that were refused.");
             output.WriteLine($"  {"consumer",-20} {"control",-22} {"requests",8} {"allow→refuse",13} {"refuse→allow",13} {"unchanged",10}");
             foreach (var row in report.Rows)
