@@ -1,6 +1,7 @@
 using System.Text;
 using Custos.Controls;
 using Custos.Errors;
+using Custos.Ledger;
 using Custos.Metering;
 using Custos.Policy;
 using Microsoft.Extensions.Time.Testing;
@@ -511,5 +512,30 @@ public sealed class AdmissionTests
 
         Assert.Equal(8_000, ids.Distinct().Count());
         Assert.Single(ids.Select(id => Convert.ToHexString(id.ToByteArray(), 0, 8)).Distinct());
+    }
+    [Theory]
+    [InlineData("consumer", "kill_switch")]
+    [InlineData("service", "kill_switch")]
+    [InlineData("tenant", "kill_switch")]
+    public async Task Simulate_ACandidateThatEngagesAKillSwitch_RefusesWhatItWouldRefuse_AndSaysWhatItUsed(string level, string control)
+    {
+        var candidate = Compile(level switch
+        {
+            "consumer" => Policy(consumerExtra: "    suspended: true"),
+            "service" => Policy(serviceExtra: "    suspended: true"),
+            _ => Policy(tenantExtra: "    suspended: true"),
+        } + "\ncredentials:\n  - { id: k1, consumer: c1, key_sha256: " + new string('a', 64) + " }\n");
+        const string credential = "k1";
+        var record = $$"""
+            {"timestamp":"{{LedgerTime.Format(Start.AddMinutes(1))}}","decision":"allow","reasons":[],"credential_id":"{{credential}}","consumer":"c1",
+             "model":"small","endpoint":"/v1/chat/completions","input_tokens":3,"output_tokens":2,"n":1,"policy_version":4}
+            """.ReplaceLineEndings(" ");
+
+        var report = await PolicySimulator.RunAsync(candidate, new[] { record }.ToAsyncEnumerable(), Start, Start.AddHours(1));
+
+        Assert.Equal(1, report.AllowedToRefused);
+        Assert.Equal(control, Assert.Single(report.Rows).Control);
+        Assert.StartsWith("The recorded decisions were made under policy version 4; the candidate replaces the policy whole", report.Notes[0], StringComparison.Ordinal);
+        Assert.Contains(report.Notes, n => n.StartsWith("Rate limits, quotas and budgets count from zero at the window's start", StringComparison.Ordinal));
     }
 }

@@ -365,6 +365,48 @@ public sealed class PolicyYamlTests
     }
 
     [Fact]
+    public void Read_ContradictoryLimits_AreWarningsAtTheLimitThatCannotAct()
+    {
+        var result = PolicyYaml.Read("""
+            tenants:
+              - id: t
+                limits: { budget: { amount: 50, period: month } }
+            services:
+              - id: s
+                tenant: t
+                limits: { requests_per_month: 100 }
+            defaults:
+              agent:
+                limits: { tokens_per_minute: 1000 }
+            consumers:
+              - id: c
+                service: s
+                category: agent
+                limits:
+                  max_output_tokens: 4096
+                  requests_per_day: 500
+                  requests_per_month: 20000
+                  budget: { amount: 80, period: day }
+              - id: fine
+                service: s
+                category: internal
+                limits: { max_output_tokens: 512, tokens_per_minute: 10000, requests_per_day: 50, requests_per_month: 1000 }
+            """);
+
+        Assert.True(result.IsValid, string.Join("\n", result.Diagnostics.Select(d => d.Format("p"))));
+        var warnings = result.Diagnostics.Where(d => d.Severity == DiagnosticSeverity.Warning && d.Path.Contains(".limits.", StringComparison.Ordinal)).ToList();
+        Assert.Equal(3, warnings.Count);
+        var output = Assert.Single(warnings, w => w.Path == "consumers[0].limits.max_output_tokens");
+        Assert.Equal((16, "max_output_tokens (4,096) of consumer 'c' is above tokens_per_minute (1,000) of the defaults of category 'agent': a request that " +
+            "asks for its ceiling, or names none and has it injected, reserves more than the whole limit and is refused (deny.exceeds_limit); " +
+            "lower max_output_tokens to at most 1,000"), (output.Line, output.Message));
+        Assert.Equal("requests_per_day (500) of consumer 'c' is above requests_per_month (100) of service 's': the monthly quota runs out first, " +
+            "so the daily quota never acts", Assert.Single(warnings, w => w.Path == "consumers[0].limits.requests_per_day").Message);
+        Assert.Equal("the daily budget (80) of consumer 'c' is above the monthly budget (50) of tenant 't': the month's runs out first, so the " +
+            "daily budget never acts", Assert.Single(warnings, w => w.Path == "consumers[0].limits.budget").Message);
+    }
+
+    [Fact]
     public void Read_ServiceWithoutOwnersOrWithOneSharedContact_WarnsMissingGovernance()
     {
         const string yaml = """

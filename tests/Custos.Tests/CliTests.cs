@@ -6,7 +6,9 @@ using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using System.Text.Json;
 using Custos.Gateway.Demo;
+using Custos.Gateway.Hosting;
 using Custos.Identity;
+using Custos.Policy;
 using OpenAI;
 using OpenAI.Chat;
 
@@ -43,7 +45,7 @@ public sealed class CliTests : IDisposable
         Assert.True(consumers.Select(c => c.GetProperty("tenant").GetString()).Distinct().Count() >= 2);
         Assert.All(consumers, c => Assert.Equal(ApiKeyFormatError.None, ApiKey.Validate(c.GetProperty("key").GetString(), out _)));
         Assert.All(consumers, c => Assert.False(string.IsNullOrEmpty(c.GetProperty("service").GetString())));
-        Assert.Equal(["finance", "platform-admin", "prompt-admin", "security-auditor", "service-owner"],
+        Assert.Equal(["finance", "platform_admin", "prompt_admin", "security_auditor", "service_owner"],
             keys.GetProperty("admins").EnumerateArray().Select(a => a.GetProperty("role").GetString()).Order());
         var external = consumers.First(c => c.GetProperty("category").GetString() == "external");
         var key = external.GetProperty("key").GetString()!;
@@ -130,6 +132,32 @@ public sealed class CliTests : IDisposable
 
         Assert.Equal(1, exit);
         Assert.Equal($"error: -o {_directory} is a folder; name a file to write", error.Trim());
+    }
+
+    [Theory]
+    [InlineData("platform_admin")]
+    [InlineData("platform-admin")]
+    public async Task KeysGenerate_ARoleInEitherSpelling_IsWrittenAsThePolicySpellsIt(string role)
+    {
+        var (exit, output, error) = await Cli.RunAsync("keys", "generate", "--admin", "ops-1", "--role", role);
+
+        Assert.True(exit == 0, error);
+        Assert.Contains("\n    role: platform_admin\n", output.ReplaceLineEndings("\n"), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void DemoKeys_OfAnEarlierDemoWithHyphenatedRoles_KeepTheirKeys_UnderThePolicysSpelling()
+    {
+        var earlier = DemoPolicy.CreateKeys(new Uri("http://127.0.0.1:1"), new Uri("http://127.0.0.1:2"), null);
+        earlier = earlier with { Admins = [.. earlier.Admins.Select(a => a with { Role = a.Role.Replace('_', '-') })] };
+
+        var keys = DemoPolicy.CreateKeys(new Uri("http://127.0.0.1:1"), new Uri("http://127.0.0.1:2"), earlier);
+
+        Assert.Equal(earlier.Admins.Select(a => a.Key), keys.Admins.Select(a => a.Key));
+        Assert.Contains(keys.Admins, a => a.Role == "platform_admin");
+        Assert.DoesNotContain(keys.Admins, a => a.Role.Contains('-', StringComparison.Ordinal));
+        var admins = DemoPolicy.Create(new Uri("http://127.0.0.1:3"), keys).Admins;
+        Assert.Contains(admins, a => a.Id == "demo-platform-admin" && a.Role == AdminRole.PlatformAdmin);
     }
 
     [Fact]

@@ -128,13 +128,13 @@ public sealed partial class ControlPlaneCliTests : IAsyncLifetime
         var before = await DemoGateway.ChatAsync(_gateway.DataPlaneUri, _demo.ConsumerKey("support-web"), "gpt-4o");
         Assert.Equal("deny.model_not_entitled", before.Code);
 
-        var requested = await AsAsync("platform-admin", "access", "request", "--consumer", "support-web", "--model", "gpt-4o", "--model", "fast",
+        var requested = await AsAsync("platform-admin", "access", "request", "--consumer", "support-web", "--model", "gpt-4o",
             "--justification", "escalations need the larger model", "--valid-until", "30d");
         var id = AccessRequestId().Match(requested).Groups[1].Value;
         Assert.Contains("is pending", requested, StringComparison.Ordinal);
 
         var pending = await AsAsync("platform-admin", "access", "list", "--status", "pending");
-        Assert.Equal(["pending", "support-web", Service, "gpt-4o,fast"], DemoGateway.Row(pending, id)[1..5]);
+        Assert.Equal(["pending", "support-web", Service, "gpt-4o"], DemoGateway.Row(pending, id)[1..5]);
         Assert.Contains("escalations need the larger model", pending, StringComparison.Ordinal);
         Assert.Equal("No access requests match.", (await AsAsync("platform-admin", "access", "list", "--status", "approved")).Trim());
 

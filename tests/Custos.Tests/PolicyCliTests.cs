@@ -60,7 +60,7 @@ public sealed class PolicyCliTests : IAsyncLifetime
         Assert.Contains("entitlement", simulated, StringComparison.Ordinal);
 
         // A dry run changes nothing.
-        var admin = _keys.Admins.Single(a => a.Role == "platform-admin").Key;
+        var admin = _keys.Admins.Single(a => a.Role == "platform_admin").Key;
         var (dryExit, dry, dryError) = await Cli.RunAsync("policy", "apply", "-f", file, "--reason", "narrow support-web", "--server", _gateway.AdminUri.ToString(), "--admin-key", admin, "--dry-run");
         Assert.True(dryExit == 0, dryError);
         Assert.Contains("~ consumers[support-web].models: [] -> [\"claude-sonnet\"]", dry, StringComparison.Ordinal);
@@ -101,6 +101,36 @@ public sealed class PolicyCliTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task HistoryShowDiff_WithServer_ReadThroughTheAdminApi_AsTheStoreHasThem()
+    {
+        // They opened the local store only: from another machine, or against a deployment whose store is PostgreSQL
+        // behind the nodes, there was no way to read the versions but the console.
+        var admin = _keys.Admins.Single(a => a.Role == "platform_admin").Key;
+        await _gateway.ChangePolicyAsync(doc => doc with
+        {
+            Consumers = [.. doc.Consumers.Select(c => c.Id == "support-web" ? c with { Models = ["claude-sonnet"], Entitlements = [] } : c)],
+        }, "ops", "narrow support-web");
+        string[] server = ["--server", _gateway.AdminUri.ToString(), "--admin-key", admin];
+        string[] store = ["--data", _directory];
+
+        foreach (var args in new[] { new[] { "history" }, ["show"], ["show", "--version", "1"], ["show", "--version", "2", "--json"], ["diff", "1", "2"] })
+        {
+            var (localExit, local, localError) = await Cli.RunAsync(["policy", .. args, .. store]);
+            var (exit, remote, error) = await Cli.RunAsync(["policy", .. args, .. server]);
+
+            Assert.True(localExit == 0, localError);
+            Assert.True(exit == 0, error);
+            Assert.Equal(local, remote);
+        }
+
+        var (_, shown, _) = await Cli.RunAsync(["policy", "show", .. server]);
+        Assert.StartsWith("# policy version 2, sha256 " + _gateway.Policy.Current.Info.Sha256 + "\n# by ops at ", shown.ReplaceLineEndings("\n"), StringComparison.Ordinal);
+        var (wrongExit, _, wrong) = await Cli.RunAsync("policy", "history", "--server", _gateway.AdminUri.ToString(), "--admin-key", ApiKey.Generate(ApiKeyKind.Admin));
+        Assert.Equal(1, wrongExit);
+        Assert.Contains("401", wrong, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Apply_WithABadFileOrAWrongKey_FailsClearly()
     {
         var broken = Path.Combine(_directory, "broken.yaml");
@@ -122,7 +152,7 @@ public sealed class PolicyCliTests : IAsyncLifetime
     public async Task Apply_DryRunOfAFileReviving_ARevokedKey_FailsAsTheApplyWould()
     {
         // The dry run skipped the revocation check: it printed the changes and exited 0, the apply then got a 409.
-        var admin = _keys.Admins.Single(a => a.Role == "platform-admin").Key;
+        var admin = _keys.Admins.Single(a => a.Role == "platform_admin").Key;
         var server = _gateway.AdminUri.ToString();
         var stale = Path.Combine(_directory, "stale.yaml");
         await File.WriteAllTextAsync(stale, PolicyYamlWriter.Write(_gateway.Policy.Current.Document));

@@ -50,6 +50,7 @@ public static class PolicySimulator
         var counters = new InMemoryCounterStore(clock);
         var rows = new Dictionary<(string Consumer, string Control), int[]>();
         int replayed = 0, skipped = 0, toRefused = 0, toAllowed = 0;
+        long? firstVersion = null, lastVersion = null;
         var promptRulesSkipped = false;
 
         await foreach (var json in records.WithCancellation(cancellationToken))
@@ -66,6 +67,13 @@ public static class PolicySimulator
             }
 
             replayed++;
+            if (r.TryGetProperty("policy_version", out var recorded) && recorded.ValueKind == JsonValueKind.Number)
+            {
+                var number = recorded.GetInt64();
+                firstVersion = Math.Min(firstVersion ?? number, number);
+                lastVersion = Math.Max(lastVersion ?? number, number);
+            }
+
             var now = DateTimeOffset.Parse(r.GetProperty("timestamp").GetString()!, System.Globalization.CultureInfo.InvariantCulture);
             clock.Now = now;
             var wasAllowed = r.GetProperty("decision").GetString() == "allow";
@@ -93,6 +101,13 @@ public static class PolicySimulator
 
         var notes = new List<string>
         {
+            // What the replay used, and what it did not: nothing of the store's state, then or now, but the recorded requests.
+            (firstVersion is { } first && lastVersion is { } last
+                ? FormattableString.Invariant($"The recorded decisions were made under policy version{(first == last ? $" {first}" : $"s {first} to {last}")}; ")
+                : "")
+            + "the candidate replaces the policy whole: its credentials and their status, its kill switches and suspensions are the candidate's as written, "
+            + "not the store's, then or now.",
+            "Rate limits, quotas and budgets count from zero at the window's start: what their minute, day or month used before it is not counted.",
             "Requests refused before they were understood (malformed JSON or keys, unknown endpoints) are skipped.",
             "A request the recorded policy refused has no usage on record; where the candidate allows it, its worst case is charged.",
         };
@@ -118,6 +133,13 @@ public static class PolicySimulator
         if (credential.Status != CredentialStatus.Active || credential.ExpiresAt is { } expires && expires <= now)
         {
             return (false, "credential", consumer.Id);
+        }
+
+        if (consumer.Refusal is { } refusal)
+        {
+            // The candidate's kill switches (consumer, service, tenant) and its owners' gaps under require_owners: block, as
+            // the gateway checks them after the credential: a candidate that engages one refuses what it would refuse.
+            return (false, ControlOf(refusal.Code), consumer.Id);
         }
 
         if (!consumer.Service.Tenant.Models.TryGetValue(model, out var route))
@@ -161,6 +183,8 @@ public static class PolicySimulator
         "deny.prompt_restricted" => "prompt_restriction",
         "deny.model_not_entitled" or "deny.entitlement_expired" or "deny.entitlement_not_yet_valid" => "entitlement",
         "deny.model_not_found" => "model",
+        "deny.consumer_suspended" or "deny.service_suspended" or "deny.tenant_suspended" => "kill_switch",
+        "deny.service_ungoverned" => "governance",
         _ when reason.StartsWith("deny.credential", StringComparison.Ordinal) => "credential",
         _ when reason.StartsWith("upstream.", StringComparison.Ordinal) => "allowed",
         _ => reason,

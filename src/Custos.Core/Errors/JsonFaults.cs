@@ -68,6 +68,19 @@ public static class JsonFaults
             return Describe(body, fault); // the reader's: the body is not JSON
         }
 
+        if (fault is JsonEnumValueException wrong)
+        {
+            // "'weekly' is not a valid period; expected one of: day, month": what the caller may send, by the field's name.
+            var at = fault.Path is { Length: > 2 } where && where.StartsWith("$.", StringComparison.Ordinal) ? where[2..] : "the value";
+            var name = at[(at.LastIndexOf('.') + 1)..];
+            var index = name.IndexOf('[', StringComparison.Ordinal);
+            name = index > 0 ? name[..index] : name;
+            var value = wrong.Value is { Length: > 0 and <= 40 } text && text.All(c => char.IsAsciiLetterOrDigit(c) || c is '_' or '-' or ' ' or '.')
+                ? $"'{text}'"
+                : wrong.Value is null ? "a value that is no string" : "the value";
+            return $"{value} is not a valid {name}{(at != name ? $" ('{at}')" : "")}; expected one of: {string.Join(", ", wrong.Allowed)}";
+        }
+
         var message = fault.Message;
         var end = message.IndexOf(" Path:", StringComparison.Ordinal);
         message = (end >= 0 ? message[..end] : message).TrimEnd('.', ' ');

@@ -177,6 +177,7 @@ internal static class PolicyValidator
             }
         }
 
+        ValidateLimitCoherence(document, reader);
         ValidatePromptRules(document, reader);
 
         var credentialIds = new HashSet<string>(StringComparer.Ordinal);
@@ -230,6 +231,136 @@ internal static class PolicyValidator
         }
 
         ValidateAdmins(document, reader, hashes);
+    }
+
+    /// <summary>One scope's limits as <see cref="ValidateLimitCoherence"/> compares them: where they are written and what they count.</summary>
+    /// <param name="Limits">The limits as written.</param>
+    /// <param name="Path">Their path, <c>consumers[2].limits</c>.</param>
+    /// <param name="Name">How a warning names them: <c>consumer 'web'</c>, <c>the defaults of category 'agent'</c>.</param>
+    /// <param name="Level">0 for a consumer's own or its category's, 1 for a service's, 2 for a tenant's: a quota counts what every
+    /// scope below it uses, so a shorter period's limit is unreachable only under a longer one at its level or above.</param>
+    private sealed record LimitsLayer(LimitsConfig Limits, string Path, string Name, int Level);
+
+    /// <summary>
+    /// Limits that are each valid but contradict each other, warned about (not refused: the policy still works, one limit
+    /// is simply never the one that acts, or nothing gets through): an output ceiling above a token limit (a request that
+    /// uses the ceiling, or names none and has it injected, reserves more than the whole limit and is refused
+    /// <c>deny.exceeds_limit</c>), a month's quota below a day's (or a day's below a minute's), and a monthly budget below
+    /// a daily one. A limit counts what the scopes below it use, so the longer period's limit is compared only at the
+    /// shorter one's scope or above it. Each contradiction is said once, at the field that cannot act.
+    /// </summary>
+    private static void ValidateLimitCoherence(PolicyDocument document, PolicyYaml.Reader reader)
+    {
+        var said = new HashSet<string>(StringComparer.Ordinal);
+        var tenants = new Dictionary<string, LimitsLayer>(StringComparer.Ordinal);
+        for (var t = 0; t < document.Tenants.Count; t++)
+        {
+            var tenant = document.Tenants[t];
+            tenants.TryAdd(tenant.Id, new LimitsLayer(tenant.Limits, $"tenants[{t}].limits", $"tenant '{tenant.Id}'", 2));
+        }
+
+        var services = new Dictionary<string, LimitsLayer[]>(StringComparer.Ordinal);
+        for (var s = 0; s < document.Services.Count; s++)
+        {
+            var service = document.Services[s];
+            LimitsLayer own = new(service.Limits, $"services[{s}].limits", $"service '{service.Id}'", 1);
+            LimitsLayer[] chain = tenants.TryGetValue(service.Tenant, out var tenant) ? [own, tenant] : [own];
+            services.TryAdd(service.Id, chain);
+            Compare(chain);
+        }
+
+        foreach (var tenant in tenants.Values)
+        {
+            Compare([tenant]);
+        }
+
+        foreach (var category in Enum.GetValues<ConsumerCategory>())
+        {
+            if (document.Defaults.For(category) is { } defaults)
+            {
+                var name = PolicyNames.Of(category);
+                Compare([new LimitsLayer(defaults.Limits, $"defaults.{name}.limits", $"the defaults of category '{name}'", 0)]);
+            }
+        }
+
+        for (var c = 0; c < document.Consumers.Count; c++)
+        {
+            var consumer = document.Consumers[c];
+            List<LimitsLayer> chain = [new LimitsLayer(consumer.Limits, $"consumers[{c}].limits", $"consumer '{consumer.Id}'", 0)];
+            if (document.Defaults.For(consumer.Category) is { } defaults)
+            {
+                var name = PolicyNames.Of(consumer.Category);
+                chain.Add(new LimitsLayer(defaults.Limits, $"defaults.{name}.limits", $"the defaults of category '{name}'", 0));
+            }
+
+            chain.AddRange(services.GetValueOrDefault(consumer.Service) ?? []);
+            Compare(chain);
+        }
+
+        void Compare(IReadOnlyList<LimitsLayer> chain)
+        {
+            // An output ceiling is a consumer's, the lower of its own and its category's: the higher of the two never acts.
+            var inForce = chain.Where(l => l.Level == 0).Min(l => l.Limits.MaxOutputTokens);
+            foreach (var inner in chain)
+            {
+                foreach (var outer in chain)
+                {
+                    // The ceiling is reserved against every token limit, at every scope.
+                    if (inner.Level == 0 && inner.Limits.MaxOutputTokens is { } ceiling && ceiling == inForce)
+                    {
+                        foreach (var (field, limit) in new[] { ("tokens_per_minute", outer.Limits.TokensPerMinute), ("tokens_per_day", outer.Limits.TokensPerDay),
+                            ("tokens_per_month", outer.Limits.TokensPerMonth) })
+                        {
+                            if (limit < ceiling)
+                            {
+                                Warn(inner, inner.Limits, "max_output_tokens", $"max_output_tokens ({N(ceiling)}) of {inner.Name} is above {field} ({N(limit)}) of " +
+                                    $"{outer.Name}: a request that asks for its ceiling, or names none and has it injected, reserves more than the whole " +
+                                    $"limit and is refused (deny.exceeds_limit); lower max_output_tokens to at most {N(limit)}");
+                                break;
+                            }
+                        }
+                    }
+
+                    if (outer.Level < inner.Level)
+                    {
+                        continue; // a limit of a wider scope counts what others use too: a narrower one above it can still act
+                    }
+
+                    Period(inner, outer, "requests_per_minute", inner.Limits.RequestsPerMinute, "requests_per_day", outer.Limits.RequestsPerDay, "per-minute rate", "daily quota");
+                    Period(inner, outer, "requests_per_day", inner.Limits.RequestsPerDay, "requests_per_month", outer.Limits.RequestsPerMonth, "daily quota", "monthly quota");
+                    Period(inner, outer, "tokens_per_minute", inner.Limits.TokensPerMinute, "tokens_per_day", outer.Limits.TokensPerDay, "per-minute rate", "daily quota");
+                    Period(inner, outer, "tokens_per_day", inner.Limits.TokensPerDay, "tokens_per_month", outer.Limits.TokensPerMonth, "daily quota", "monthly quota");
+                    if (inner.Limits.Budget is { Period: BudgetPeriod.Day } daily && outer.Limits.Budget is { Period: BudgetPeriod.Month } monthly
+                        && monthly.Amount < daily.Amount)
+                    {
+                        Warn(inner, inner.Limits, "budget", $"the daily budget ({Amount(daily.Amount)}) of {inner.Name} is above the monthly budget " +
+                            $"({Amount(monthly.Amount)}) of {outer.Name}: the month's runs out first, so the daily budget never acts");
+                    }
+                }
+            }
+        }
+
+        void Period(LimitsLayer inner, LimitsLayer outer, string shortField, long? shorter, string longField, long? longer, string shortName, string longName)
+        {
+            if (shorter is { } s && longer is { } l && l < s)
+            {
+                Warn(inner, inner.Limits, shortField, $"{shortField} ({N(s)}) of {inner.Name} is above {longField} ({N(l)}) of {outer.Name}: " +
+                    $"the {longName} runs out first, so the {shortName} never acts");
+            }
+        }
+
+        void Warn(LimitsLayer layer, LimitsConfig limits, string field, string message)
+        {
+            var path = layer.Path + "." + field;
+            if (said.Add(path + "\n" + message))
+            {
+                reader.Add(DiagnosticSeverity.Warning, reader.MarkOf(limits, field), path, message);
+            }
+        }
+
+        static string Amount(decimal amount) => PolicyNames.Normalize(amount).ToString(System.Globalization.CultureInfo.InvariantCulture);
+
+        static string N(long? value) => value.GetValueOrDefault().ToString("N0", System.Globalization.CultureInfo.InvariantCulture);
     }
 
     private static void ValidatePromptRules(PolicyDocument document, PolicyYaml.Reader reader)

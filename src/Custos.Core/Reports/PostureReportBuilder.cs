@@ -643,7 +643,7 @@ public static class PostureReportBuilder
                 && (a.Tenants.Count == 0 || a.Tenants.Contains(service.Tenant)) && (a.Services.Count == 0 || a.Services.Contains(service.Id))).ToList();
             if (actors.Count == 0)
             {
-                items.Add(new PostureItem("fail", "service:" + service.Id, "no admin (platform-admin or service-owner in scope) can revoke its credentials or engage its kill switch"));
+                items.Add(new PostureItem("fail", "service:" + service.Id, "no admin (platform_admin or service_owner in scope) can revoke its credentials or engage its kill switch"));
             }
         }
 

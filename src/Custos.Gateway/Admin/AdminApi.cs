@@ -27,6 +27,9 @@ internal sealed class AdminProblemException(int status, string code, string titl
 
     public string Title { get; } = title;
 
+    /// <summary>Members of the problem besides its code and request id (the pending request a duplicate names), or null.</summary>
+    public IReadOnlyDictionary<string, object?>? Extensions { get; init; }
+
     public static AdminProblemException NotFound(string what, string id) => new(StatusCodes.Status404NotFound, "admin.not_found", "Not found", $"{what} '{id}' does not exist.");
 
     public static AdminProblemException Conflict(string detail) => new(StatusCodes.Status409Conflict, "admin.conflict", "Conflict", detail);
@@ -132,7 +135,7 @@ internal static partial class AdminApi
             }
             catch (AdminProblemException ex)
             {
-                return Problem(http, ex.Status, ex.Code, ex.Title, ex.Message);
+                return Problem(http, ex.Status, ex.Code, ex.Title, ex.Message, ex.Extensions);
             }
             catch (RevocationUndoneException ex)
             {
@@ -354,7 +357,7 @@ internal static partial class AdminApi
             context.Response.Headers.ETag = PolicyETag(applied.Version.Number);
             return Results.Ok(new ApplyPolicyResponse(PolicyVersionView.Of(applied.Version), applied.Created, body.DryRun, changes, warnings,
                 [.. applied.Lifted.Select(l => l.ToString())]));
-        }).WithSummary("Validate a whole policy document and put it in force as a new version (platform-admin).")
+        }).WithSummary("Validate a whole policy document and put it in force as a new version (platform_admin).")
             .Accepts<ApplyPolicyRequest>("application/json").Produces<ApplyPolicyResponse>();
     }
 
@@ -460,7 +463,7 @@ internal static partial class AdminApi
 
         MapServiceChange<OwnersBody>(api, gateway, "owners", AdminPermission.SetOwners, "service.owners_set", b => b.Reason,
             (s, b) => s with { Owners = CheckOwners(b.Owners, "owners") }, OwnersText)
-            .WithSummary("Name a service's owners (platform-admin, service-owner).");
+            .WithSummary("Name a service's owners (platform_admin, service_owner).");
         // One role at a time: two admins naming different roles at once both keep theirs, where a whole owners object read,
         // changed and sent back by each would lose the first.
         api.MapPut("/services/{id}/owners/{role}", async (HttpContext context, string id, string role) =>
@@ -475,12 +478,12 @@ internal static partial class AdminApi
                 var current = FindService(doc, id);
                 var next = current with { Owners = set(current.Owners, body.Owner) };
                 return (doc with { Services = [.. doc.Services.Select(s => s.Id == id ? next : s)] }, OwnersText(current), OwnersText(next));
-            });
+            }, param: "owner");
         }).WithSummary("Name one owner role of a service (policy, billing, technical, agent_operator, business_sponsor), leaving the others as they are.")
             .Accepts<OwnerRoleBody>("application/json").Produces<ChangeResult>();
         MapServiceChange<PromptRulesBody>(api, gateway, "prompt-rules", AdminPermission.ManagePrompts, "service.prompt_rules_set", b => b.Reason,
             (s, b) => s with { PromptRules = RequireNoNulls(b.PromptRules, "prompt_rules") }, s => string.Join(",", s.PromptRules.Select(r => r.Id)))
-            .WithSummary("Replace a service's prompt restrictions (platform-admin, prompt-admin).");
+            .WithSummary("Replace a service's prompt restrictions (platform_admin, prompt_admin).");
         MapServiceChange<ServiceModelsBody>(api, gateway, "models", AdminPermission.ManagePrompts, "service.models_set", b => b.Reason,
             (s, b) => s with
             {
@@ -493,7 +496,7 @@ internal static partial class AdminApi
                     var models => RequireNoNulls(models, "models"),
                 },
             }, s => s.Models is null ? "all" : string.Join(",", s.Models))
-            .WithSummary("Set a service's model choice (platform-admin, prompt-admin).");
+            .WithSummary("Set a service's model choice (platform_admin, prompt_admin).");
 
         api.MapPut("/budgets", async (HttpContext context) =>
         {
@@ -518,8 +521,8 @@ internal static partial class AdminApi
                     _ => doc with { Consumers = [.. doc.Consumers.Select(c => c.Id == body.Id ? c with { Limits = Set(c.Limits) } : c)] },
                 };
                 return (changed, before, BudgetText(body.Budget));
-            });
-        }).WithSummary("Set or remove the budget of a tenant, service or consumer (platform-admin, finance).").Accepts<BudgetBody>("application/json").Produces<ChangeResult>();
+            }, param: "budget");
+        }).WithSummary("Set or remove the budget of a tenant, service or consumer (platform_admin, finance).").Accepts<BudgetBody>("application/json").Produces<ChangeResult>();
 
         api.MapGet("/consumers", (HttpContext context) =>
         {
@@ -604,7 +607,7 @@ internal static partial class AdminApi
                 return (changed, was ? "engaged" : "released", body.Engaged ? "engaged" : "released");
             }, notify: doc => body.Scope == "tenant" ? doc.Services.Where(s => s.Tenant == body.Id) : [FindService(doc, service!)]);
             return result;
-        }).WithSummary("Engage or release the kill switch of a consumer, service (platform-admin, service-owner) or tenant (platform-admin).")
+        }).WithSummary("Engage or release the kill switch of a consumer, service (platform_admin, service_owner) or tenant (platform_admin).")
             .Accepts<KillSwitchBody>("application/json").Produces<ChangeResult>();
 
         api.MapGet("/store", (HttpContext context) => Json(StoreOf(gateway)))
@@ -630,7 +633,7 @@ internal static partial class AdminApi
             var before = await setting.SetRecordFormatAsync(body.Format, context.RequestAborted);
             await gateway.RecordAdminAsync(Admin(context).Id, action, target, before, body.Format, body.Reason);
             return Json(new ChangeResult(action, target, before, body.Format, gateway.Policy.Current.Version, 0));
-        }).WithSummary("How every node stores new ledger records (platform-admin; the PostgreSQL store): zstd once no node of an earlier version is left, or json.")
+        }).WithSummary("How every node stores new ledger records (platform_admin; the PostgreSQL store): zstd once no node of an earlier version is left, or json.")
             .Accepts<RecordFormatBody>("application/json").Produces<ChangeResult>();
     }
 
@@ -651,7 +654,7 @@ internal static partial class AdminApi
                 var current = FindService(doc, id);
                 var next = apply(current, body);
                 return (doc with { Services = [.. doc.Services.Select(s => s.Id == id ? next : s)] }, describe(current), describe(next));
-            });
+            }, param: part.Replace('-', '_'));
         }).Accepts<TBody>("application/json").Produces<ChangeResult>();
 
     private static void MapCredentials(RouteGroupBuilder api, CustosGateway gateway)
@@ -819,18 +822,34 @@ internal static partial class AdminApi
 
             RequireReason(body.Justification, "justification");
             var admin = Admin(context);
-            var created = await gateway.Store.CreateAccessRequestAsync(new AccessRequest
+
+            // Checked and created one at a time on this node (as decisions are), so two identical requests sent at once
+            // do not both pass the check for a pending one.
+            AccessRequest created;
+            await gateway.AccessDecisions.WaitAsync(context.RequestAborted);
+            try
             {
-                Id = "",
-                Tenant = tenant,
-                Service = service!,
-                Consumer = body.Consumer,
-                Models = body.Models,
-                ValidUntil = body.ValidUntil,
-                Justification = body.Justification,
-                RequestedBy = admin.Id,
-                RequestedAt = gateway.Time.GetUtcNow(),
-            }, context.RequestAborted);
+                var now = gateway.Time.GetUtcNow();
+                RefuseHeldAccess(snapshot, body, now);
+                await RefuseDuplicateAsync(gateway, tenantEntry, body, service!, context.RequestAborted);
+                created = await gateway.Store.CreateAccessRequestAsync(new AccessRequest
+                {
+                    Id = "",
+                    Tenant = tenant,
+                    Service = service!,
+                    Consumer = body.Consumer,
+                    Models = body.Models,
+                    ValidUntil = body.ValidUntil,
+                    Justification = body.Justification,
+                    RequestedBy = admin.Id,
+                    RequestedAt = now,
+                }, context.RequestAborted);
+            }
+            finally
+            {
+                gateway.AccessDecisions.Release();
+            }
+
             await gateway.RecordAdminAsync(admin.Id, "access.requested", "access_request:" + created.Id, null,
                 $"pending: {body.Consumer} -> {string.Join(",", body.Models)}", body.Justification, tenant);
             await gateway.Notifier.NotifyAsync(FindService(snapshot.Document, service!), "policy", "access.requested", admin.Id, "access_request:" + created.Id,
@@ -854,6 +873,68 @@ internal static partial class AdminApi
             .Accepts<ReasonBody>("application/json").Produces<AccessRequest>();
         api.MapPost("/access-requests/{id}/reject", (HttpContext context, string id) => DecideAsync(context, gateway, id, approve: false))
             .WithSummary("Reject: nothing changes but the request's status.").Accepts<ReasonBody>("application/json").Produces<AccessRequest>();
+    }
+
+    /// <summary>
+    /// Refuses (409 <c>admin.access_already_held</c>) a request for a model the consumer may already use now, until at least
+    /// as late as the request asks: approving it would add an entitlement that changes nothing. Asking again with a later
+    /// <c>valid_until</c> (or none) than the held entitlement's extends it, and is accepted.
+    /// </summary>
+    private static void RefuseHeldAccess(PolicySnapshot snapshot, AccessRequestBody body, DateTimeOffset now)
+    {
+        var consumer = snapshot.Consumers[body.Consumer];
+        var held = new List<string>();
+        var seen = new HashSet<ModelRoute>();
+        foreach (var name in body.Models)
+        {
+            var route = consumer.Service.Tenant.Models[name];
+            if (!seen.Add(route))
+            {
+                continue; // a model named twice, or by its name and an alias
+            }
+
+            var by = consumer.Entitlements.FirstOrDefault(e => e.Models.Contains(route) && e.IsValidAt(now)
+                && (e.ValidUntil is null || (body.ValidUntil is { } until && e.ValidUntil >= until)));
+            if (by is not null)
+            {
+                held.Add($"{route.Name} ({by.Detail}{(by.ValidUntil is { } end ? ", until " + LedgerTime.Format(end) : "")})");
+            }
+        }
+
+        if (held.Count > 0)
+        {
+            throw new AdminProblemException(StatusCodes.Status409Conflict, "admin.access_already_held", "The consumer already has this access",
+                $"consumer '{body.Consumer}' already holds {string.Join(", ", held)} under policy version {snapshot.Version}. " +
+                "Ask only for the models it lacks; to extend an entitlement that ends, ask with a later 'valid_until'.")
+            {
+                Extensions = new Dictionary<string, object?> { ["policy_version"] = snapshot.Version },
+            };
+        }
+    }
+
+    /// <summary>
+    /// Refuses (409 <c>admin.access_request_pending</c>) a request that asks for a model a pending request of the same
+    /// consumer already asks for, naming that request: it is the one to decide (or reject, then ask again).
+    /// </summary>
+    private static async Task RefuseDuplicateAsync(CustosGateway gateway, TenantEntry tenant, AccessRequestBody body, string service,
+        CancellationToken cancellationToken)
+    {
+        string Canonical(string name) => tenant.Models.TryGetValue(name, out var route) ? route.Name : name;
+        var asked = body.Models.Select(Canonical).ToHashSet(StringComparer.Ordinal);
+        foreach (var pending in await gateway.Store.ListAccessRequestsAsync(AccessRequestStatus.Pending, cancellationToken))
+        {
+            if (pending.Consumer == body.Consumer && pending.Service == service && pending.Tenant == tenant.Id
+                && pending.Models.Select(Canonical).FirstOrDefault(asked.Contains) is { } model)
+            {
+                throw new AdminProblemException(StatusCodes.Status409Conflict, "admin.access_request_pending", "An access request is pending already",
+                    $"access request '{pending.Id}' for consumer '{body.Consumer}' ({string.Join(",", pending.Models)}), asked by {pending.RequestedBy} " +
+                    $"at {LedgerTime.Format(pending.RequestedAt)}, is pending and asks for {model} already: ask its service's policy owner to decide it, " +
+                    "or reject it and ask again.")
+                {
+                    Extensions = new Dictionary<string, object?> { ["access_request"] = pending.Id },
+                };
+            }
+        }
     }
 
     private static async Task<IResult> DecideAsync(HttpContext context, CustosGateway gateway, string id, bool approve)
@@ -1312,18 +1393,29 @@ internal static partial class AdminApi
 
     /// <summary>Applies a change as a new policy version, records it in the ledger, notifies owners; answers the <see cref="ChangeResult"/>.</summary>
     private static async Task<IResult> ChangeAsync(HttpContext context, CustosGateway gateway, string reason, string action, string target,
-        Func<PolicyDocument, (PolicyDocument Document, string? Before, string? After)> change, Func<PolicyDocument, IEnumerable<ServiceConfig>>? notify = null)
-        => Json(await ChangeCoreAsync(context, gateway, reason, action, target, change, notify));
+        Func<PolicyDocument, (PolicyDocument Document, string? Before, string? After)> change, Func<PolicyDocument, IEnumerable<ServiceConfig>>? notify = null,
+        string? param = null)
+        => Json(await ChangeCoreAsync(context, gateway, reason, action, target, change, notify, param: param));
 
     // tenant: the tenant the entry belongs to, for a target the policy does not locate (an access request); else found from the target.
+    // param: the body's field the change comes from, which a 422 names (the caller sent no policy, so a line and column would be of none it saw).
     private static async Task<ChangeResult> ChangeCoreAsync(HttpContext context, CustosGateway gateway, string reason, string action, string target,
         Func<PolicyDocument, (PolicyDocument Document, string? Before, string? After)> change, Func<PolicyDocument, IEnumerable<ServiceConfig>>? notify = null,
-        string? tenant = null)
+        string? tenant = null, string? param = null)
     {
         RequireReason(reason);
         var admin = Admin(context);
-        var (version, before, after) = await gateway.ChangeAndRecordAsync(admin.Id, action, target, reason, change, doc => tenant ?? TenantOf(doc, target),
-            context.RequestAborted);
+        PolicyVersion version;
+        string? before, after;
+        try
+        {
+            (version, before, after) = await gateway.ChangeAndRecordAsync(admin.Id, action, target, reason, change, doc => tenant ?? TenantOf(doc, target),
+                context.RequestAborted);
+        }
+        catch (PolicyValidationException ex)
+        {
+            throw InvalidChange(ex, param);
+        }
         var notified = 0;
         foreach (var service in notify?.Invoke(version.Document) ?? [])
         {
@@ -1333,6 +1425,22 @@ internal static partial class AdminApi
         }
 
         return new ChangeResult(action, target, before, after, version.Number, notified);
+    }
+
+    /// <summary>
+    /// The 422 of a change made through a dedicated endpoint that would leave the policy invalid: each error by the body's
+    /// field (<paramref name="param"/>) and where in the policy it would land, never the line and column of the policy text
+    /// the gateway wrote to check it, which the caller never saw. A whole policy (<c>POST /policy/versions</c>) keeps them.
+    /// </summary>
+    private static AdminProblemException InvalidChange(PolicyValidationException ex, string? param)
+    {
+        var errors = ex.Diagnostics.Where(d => d.Severity == DiagnosticSeverity.Error)
+            .Select(d => $"{(param is null ? "" : $"'{param}': ")}{d.Message} (the policy's {d.Path})").ToArray();
+        return new AdminProblemException(StatusCodes.Status422UnprocessableEntity, "admin.invalid_policy", "The change would make the policy invalid",
+            string.Join(Environment.NewLine, errors))
+        {
+            Extensions = param is null ? null : new Dictionary<string, object?> { ["param"] = param },
+        };
     }
 
     private static StoreView StoreOf(CustosGateway gateway) => gateway.Store is IRecordFormatSetting setting
@@ -1419,9 +1527,17 @@ internal static partial class AdminApi
             : (null, Refuse("admin.unknown_key", "Unknown admin key", "The admin key is not known to this gateway.", $"an unknown admin key ({presented[..12]}…)"));
     }
 
-    private static IResult Problem(HttpContext context, int status, string code, string title, string detail)
-        => Results.Problem(statusCode: status, title: title, detail: detail,
-            extensions: new Dictionary<string, object?> { ["code"] = code, ["request_id"] = context.Items[RequestIdItem] as string });
+    private static IResult Problem(HttpContext context, int status, string code, string title, string detail,
+        IReadOnlyDictionary<string, object?>? more = null)
+    {
+        var extensions = new Dictionary<string, object?> { ["code"] = code, ["request_id"] = context.Items[RequestIdItem] as string };
+        foreach (var (name, value) in more ?? new Dictionary<string, object?>())
+        {
+            extensions[name] = value;
+        }
+
+        return Results.Problem(statusCode: status, title: title, detail: detail, extensions: extensions);
+    }
 
     private static AdminConfig Admin(HttpContext context) => (AdminConfig)context.Items[AdminItem]!;
 

@@ -276,7 +276,7 @@ internal static class AdminJson
     /// For the bodies of changes: a null where the model has no null, a missing required member or a member the body type
     /// does not have is an error. A misspelt <c>budget</c> would otherwise read as "no budget", and remove it.
     /// </summary>
-    public static JsonSerializerOptions BodyOptions { get; } = new(Options)
+    public static JsonSerializerOptions BodyOptions { get; } = WithEnumNames(new(Options)
     {
         RespectNullableAnnotations = true,
         RespectRequiredConstructorParameters = true,
@@ -284,7 +284,17 @@ internal static class AdminJson
 
         // {"reason":"x","reason":"y"}: a proxy or a log may read the first where the gateway read the last.
         AllowDuplicateProperties = false,
-    };
+    });
+
+    /// <summary>
+    /// <paramref name="options"/> reading enums by name only, refusing others with the names they take
+    /// (<see cref="Custos.Errors.JsonEnumNames"/>); first, so that it is chosen before the enum converter the options copied.
+    /// </summary>
+    private static JsonSerializerOptions WithEnumNames(JsonSerializerOptions options)
+    {
+        options.Converters.Insert(0, new Custos.Errors.JsonEnumNames());
+        return options;
+    }
 }
 
 /// <summary>Acknowledging an alert: an optional note.</summary>

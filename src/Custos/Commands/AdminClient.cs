@@ -78,6 +78,20 @@ internal sealed class AdminClient : IDisposable
         return command;
     }
 
+    /// <summary>
+    /// A client of <paramref name="server"/> for a command that reads the store, or the admin API when given <c>--server</c>
+    /// (<c>policy history|show|diff</c>): its key from <paramref name="key"/> or <see cref="AdminKeyVariable"/>.
+    /// </summary>
+    public static AdminClient Open(string server, string? key)
+    {
+        if (!Uri.TryCreate(server, UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https"))
+        {
+            throw new CliException($"--server '{server}' is not an http(s) URL such as {DefaultServer}");
+        }
+
+        return new AdminClient(uri, key ?? Environment.GetEnvironmentVariable(AdminKeyVariable), json: false);
+    }
+
     /// <summary>GET <paramref name="path"/>.</summary>
     public Task<AdminReply> GetAsync(string path, CancellationToken cancellationToken) => SendAsync(HttpMethod.Get, path, null, cancellationToken);
 

@@ -16,7 +16,7 @@ internal static class KeysCommand
     {
         var consumer = new Option<string?>("--consumer") { Description = "The consumer the key is for (consumer keys)." };
         var admin = new Option<string?>("--admin") { Description = "The admin identity the key is for (admin keys, cak_…)." };
-        var role = new Option<string>("--role") { Description = "Role of the admin identity.", DefaultValueFactory = _ => "security-auditor" };
+        var role = new Option<string>("--role") { Description = "Role of the admin identity.", DefaultValueFactory = _ => "security_auditor" };
         var id = new Option<string?>("--id") { Description = "Credential id to write in the policy. Default: cred-CONSUMER-yyyymmdd." };
         var generate = new Command("generate", "Generate a new API key offline; prints the key once and the policy entry holding its hash.")
         {
@@ -141,10 +141,12 @@ internal static class KeysCommand
         }
 
         // Checked before the key is made: a key printed and then refused would be shown once for nothing.
+        // platform_admin as the policy file, the API and the ledger spell it; platform-admin, as these docs once did, read as the same.
         var normalized = role.Replace("-", "", StringComparison.Ordinal).Replace("_", "", StringComparison.Ordinal);
-        if (admin is not null && !Enum.GetNames<AdminRole>().Contains(normalized, StringComparer.OrdinalIgnoreCase))
+        var known = Enum.TryParse<AdminRole>(normalized, ignoreCase: true, out var parsed) && Enum.IsDefined(parsed) && !normalized.All(char.IsAsciiDigit);
+        if (admin is not null && !known)
         {
-            throw new CliException($"unknown role '{role}': use platform-admin, service-owner, prompt-admin, security-auditor or finance");
+            throw new CliException($"unknown role '{role}': use platform_admin, service_owner, prompt_admin, security_auditor or finance");
         }
 
         var key = ApiKey.Generate(admin is null ? ApiKeyKind.Consumer : ApiKeyKind.Admin);
@@ -162,7 +164,7 @@ internal static class KeysCommand
         {
             output.WriteLine("Add to the admins of your policy:");
             output.WriteLine($"  - id: {admin}");
-            output.WriteLine($"    role: {role.Replace('-', '_')}");
+            output.WriteLine($"    role: {PolicyNames.Of(parsed)}");
             output.WriteLine($"    key_sha256: {hash}");
         }
 

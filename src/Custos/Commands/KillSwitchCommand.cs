@@ -17,9 +17,9 @@ internal static class KillSwitchCommand
     {
         Option<string?>[] scopes =
         [
-            new("--consumer") { Description = "A consumer (platform-admin, service-owner)." },
-            new("--service") { Description = "A service (platform-admin, service-owner)." },
-            new("--tenant") { Description = "A whole tenant (platform-admin)." },
+            new("--consumer") { Description = "A consumer (platform_admin, service_owner)." },
+            new("--service") { Description = "A service (platform_admin, service_owner)." },
+            new("--tenant") { Description = "A whole tenant (platform_admin)." },
         ];
         var reason = new Option<string>("--reason") { Description = "Why: recorded in the ledger and sent to the owners.", Required = true };
         var command = new Command(verb, engaged

@@ -9,7 +9,8 @@ namespace Custos.Cli.Commands;
 
 /// <summary>
 /// <c>custos policy apply|history|show|diff|simulate</c>. Applying goes through the admin API, so it is authorised
-/// and recorded like any other change; reading and simulating open the store directly (read-only).
+/// and recorded like any other change; reading opens the store directly (read-only), or goes through the admin API with
+/// <c>--server</c>; simulating opens the store.
 /// </summary>
 internal static class PolicyCommand
 {
@@ -101,10 +102,23 @@ internal static class PolicyCommand
         var config = CommonOptions.Config();
         var json = new Option<bool>("--json") { Description = "One JSON object per version." };
         var command = new Command("history", "List every policy version: number, hash, author, reason, time.") { data, config, json };
+        var remote = Remote.Add(command);
         command.SetAction(async (parse, cancellationToken) =>
         {
-            await using var store = await CommonOptions.OpenConfiguredStoreAsync(parse.GetValue(data), parse.GetValue(config), cancellationToken);
-            var history = await store.GetHistoryAsync(cancellationToken);
+            IReadOnlyList<VersionRow> history;
+            if (remote.Open(parse) is { } admin)
+            {
+                using (admin)
+                {
+                    history = [.. (await admin.GetAsync("/admin/v1/policy/versions", cancellationToken)).Root.EnumerateArray().Select(VersionRow.Of)];
+                }
+            }
+            else
+            {
+                await using var store = await CommonOptions.OpenConfiguredStoreAsync(parse.GetValue(data), parse.GetValue(config), cancellationToken);
+                history = [.. (await store.GetHistoryAsync(cancellationToken)).Select(v => new VersionRow(v.Number, v.Sha256, v.Author, v.Reason, v.CreatedAt))];
+            }
+
             if (parse.GetValue(json))
             {
                 foreach (var v in history)
@@ -118,7 +132,7 @@ internal static class PolicyCommand
             output.WriteLine($"{"version",7}  {"created (UTC)",-19}  {"sha256",-12}  {"author",-20}  reason");
             foreach (var v in history)
             {
-                output.WriteLine($"{v.Number,7}  {v.CreatedAt.UtcDateTime:yyyy-MM-dd HH:mm:ss}  {v.Sha256[..12]}  {v.Author,-20}  {v.Reason}");
+                output.WriteLine($"{v.Number,7}  {v.CreatedAt.UtcDateTime:yyyy-MM-dd HH:mm:ss}  {v.Sha256[..12]}  {v.Author ?? Withheld,-20}  {v.Reason ?? Withheld}");
             }
 
             return 0;
@@ -134,14 +148,41 @@ internal static class PolicyCommand
         var version = CommonOptions.WholeNumber(new Option<long?>("--version") { Description = "A version number instead of a time." }, 1, long.MaxValue);
         var json = new Option<bool>("--json") { Description = "The canonical JSON (what the hash covers) instead of YAML." };
         var command = new Command("show", "Print a policy version: the one in force now, at a time, or by number.") { data, config, at, version, json };
+        var remote = Remote.Add(command);
         command.SetAction(async (parse, cancellationToken) =>
         {
-            await using var store = await CommonOptions.OpenConfiguredStoreAsync(parse.GetValue(data), parse.GetValue(config), cancellationToken);
-            var history = await store.GetHistoryAsync(cancellationToken);
-            var selected = Select(history, parse.GetValue(version), parse.GetValue(at));
+            VersionRow selected;
+            PolicyDocument document;
+            if (remote.Open(parse) is { } admin)
+            {
+                using (admin)
+                {
+                    // The API's YAML, as the admin's scope shows it: the whole policy for a gateway-wide admin.
+                    var number = parse.GetValue(version);
+                    if (parse.GetValue(at) is { } when)
+                    {
+                        var versions = (await admin.GetAsync("/admin/v1/policy/versions", cancellationToken)).Root.EnumerateArray().Select(VersionRow.Of).ToList();
+                        number = Select(versions, number, when).Number;
+                    }
+
+                    var root = (await admin.GetAsync(number is { } n ? FormattableString.Invariant($"/admin/v1/policy/versions/{n}") : "/admin/v1/policy",
+                        cancellationToken)).Root;
+                    selected = VersionRow.Of(root.GetProperty("version"));
+                    document = PolicyYaml.Read(root.GetProperty("yaml").GetString()!).Document
+                        ?? throw new CliException($"the admin API at {parse.GetValue(remote.Server)} answered a policy this CLI cannot read; is it of a newer version?");
+                }
+            }
+            else
+            {
+                await using var store = await CommonOptions.OpenConfiguredStoreAsync(parse.GetValue(data), parse.GetValue(config), cancellationToken);
+                var history = await store.GetHistoryAsync(cancellationToken);
+                var found = Select(history, parse.GetValue(version), parse.GetValue(at));
+                (selected, document) = (new VersionRow(found.Number, found.Sha256, found.Author, found.Reason, found.CreatedAt), found.Document);
+            }
+
             output.WriteLine($"# policy version {selected.Number}, sha256 {selected.Sha256}");
-            output.WriteLine($"# by {selected.Author} at {LedgerTime.Format(selected.CreatedAt)}: {selected.Reason}");
-            output.WriteLine(parse.GetValue(json) ? PolicyVersion.CanonicalJson(selected.Document) : PolicyYamlWriter.Write(selected.Document));
+            output.WriteLine($"# by {selected.Author ?? Withheld} at {LedgerTime.Format(selected.CreatedAt)}: {selected.Reason ?? Withheld}");
+            output.WriteLine(parse.GetValue(json) ? PolicyVersion.CanonicalJson(document) : PolicyYamlWriter.Write(document));
             return 0;
         });
         return command;
@@ -154,13 +195,30 @@ internal static class PolicyCommand
         var from = CommonOptions.WholeNumber(new Argument<long>("from") { Description = "The earlier version number." }, 1, long.MaxValue);
         var to = CommonOptions.WholeNumber(new Argument<long>("to") { Description = "The later version number." }, 1, long.MaxValue);
         var command = new Command("diff", "Show what changed between two policy versions.") { from, to, data, config };
+        var remote = Remote.Add(command);
         command.SetAction(async (parse, cancellationToken) =>
         {
-            await using var store = await CommonOptions.OpenConfiguredStoreAsync(parse.GetValue(data), parse.GetValue(config), cancellationToken);
-            var history = await store.GetHistoryAsync(cancellationToken);
-            var a = Select(history, parse.GetValue(from), null);
-            var b = Select(history, parse.GetValue(to), null);
-            var changes = PolicyDiff.Compute(a.Document, b.Document);
+            VersionRow a, b;
+            IReadOnlyList<string> changes;
+            if (remote.Open(parse) is { } admin)
+            {
+                using (admin)
+                {
+                    var root = (await admin.GetAsync(FormattableString.Invariant($"/admin/v1/policy/diff?from={parse.GetValue(from)}&to={parse.GetValue(to)}"),
+                        cancellationToken)).Root;
+                    (a, b) = (VersionRow.Of(root.GetProperty("from")), VersionRow.Of(root.GetProperty("to")));
+                    changes = [.. root.GetProperty("changes").EnumerateArray().Select(c => c.GetString()!)];
+                }
+            }
+            else
+            {
+                await using var store = await CommonOptions.OpenConfiguredStoreAsync(parse.GetValue(data), parse.GetValue(config), cancellationToken);
+                var history = await store.GetHistoryAsync(cancellationToken);
+                var (before, after) = (Select(history, parse.GetValue(from), null), Select(history, parse.GetValue(to), null));
+                (a, b) = (new VersionRow(before.Number, before.Sha256, null, null, before.CreatedAt), new VersionRow(after.Number, after.Sha256, null, null, after.CreatedAt));
+                changes = [.. PolicyDiff.Compute(before.Document, after.Document).Select(c => c.ToString())];
+            }
+
             output.WriteLine($"version {a.Number} ({a.Sha256[..12]}) -> version {b.Number} ({b.Sha256[..12]}): {changes.Count} change(s)");
             foreach (var change in changes)
             {
@@ -210,7 +268,7 @@ internal static class PolicyCommand
                 return 0;
             }
 
-            output.WriteLine($"Replayed {report.Replayed} request(s) from {LedgerTime.Format(start)} to {LedgerTime.Format(end)} against {path.Name} " +
+            output.WriteLine($"Replayed {report.Replayed} request(s) from {LedgerTime.Format(start)} to {LedgerTime.Format(end)} against {path.Name} (sha256 {snapshot.Info.Sha256[..12]}) " +
                 $"({report.Skipped} skipped): {report.AllowedToRefused} would be refused that were allowed, {report.RefusedToAllowed} allowed that were refused.");
             output.WriteLine($"  {"consumer",-20} {"control",-22} {"requests",8} {"allow→refuse",13} {"refuse→allow",13} {"unchanged",10}");
             foreach (var row in report.Rows)
@@ -249,6 +307,50 @@ internal static class PolicyCommand
         var instant = RequestsCommand.ParseTime(at, DateTimeOffset.UtcNow, "--at") ?? DateTimeOffset.UtcNow;
         return history.LastOrDefault(v => v.CreatedAt <= instant)
             ?? throw new CliException($"no policy was in force at {instant.ToString("u", CultureInfo.InvariantCulture)}; version 1 dates from {history[0].CreatedAt:u}");
+    }
+
+    /// <summary>The version in force at <paramref name="at"/> (or numbered <paramref name="number"/>) among rows read from the admin API.</summary>
+    private static VersionRow Select(IReadOnlyList<VersionRow> history, long? number, string at)
+    {
+        if (number is not null)
+        {
+            throw new CliException("--version and --at each name a version; give one of them");
+        }
+
+        var instant = RequestsCommand.ParseTime(at, DateTimeOffset.UtcNow, "--at") ?? DateTimeOffset.UtcNow;
+        return history.LastOrDefault(v => v.CreatedAt <= instant)
+            ?? throw new CliException(history.Count == 0 ? "the gateway has no policy versions yet"
+                : $"no policy was in force at {instant.ToString("u", CultureInfo.InvariantCulture)}; version {history[0].Number} dates from {history[0].CreatedAt:u}");
+    }
+
+    /// <summary>What is shown of a version when its author and reason are withheld from a scoped admin (<c>--server</c>).</summary>
+    private const string Withheld = "(withheld)";
+
+    /// <summary>One version as a list shows it; author and reason are null when the admin API withheld them.</summary>
+    private sealed record VersionRow(long Number, string Sha256, string? Author, string? Reason, DateTimeOffset CreatedAt)
+    {
+        public static VersionRow Of(JsonElement view) => new(view.GetProperty("version").GetInt64(), view.GetProperty("sha256").GetString()!,
+            view.GetProperty("author").GetString(), view.GetProperty("reason").GetString(), view.GetProperty("created_at").GetDateTimeOffset());
+    }
+
+    /// <summary>
+    /// <c>--server</c> and <c>--admin-key</c> of a command that reads the local store by default: given a server, it reads
+    /// through that gateway's admin API instead, as <c>policy apply</c> writes through it, so it works from any machine
+    /// against any node of a deployment, within the admin key's scope.
+    /// </summary>
+    private sealed record Remote(Option<string?> Server, Option<string?> AdminKey)
+    {
+        public static Remote Add(Command command)
+        {
+            var remote = new Remote(
+                new Option<string?>("--server") { Description = "Read through this gateway's admin API (e.g. http://127.0.0.1:8081) instead of the store; needs an admin key." },
+                new Option<string?>("--admin-key") { Description = $"Admin key (cak_…) for --server; default the {AdminClient.AdminKeyVariable} environment variable." });
+            command.Options.Add(remote.Server);
+            command.Options.Add(remote.AdminKey);
+            return remote;
+        }
+
+        public AdminClient? Open(ParseResult parse) => parse.GetValue(Server) is { } server ? AdminClient.Open(server, parse.GetValue(AdminKey)) : null;
     }
 
     private static string ReadFile(FileInfo file)

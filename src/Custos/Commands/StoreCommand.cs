@@ -30,7 +30,7 @@ internal static class StoreCommand
         format.AcceptOnlyFromAmong("zstd", "json");
         var reason = new Option<string>("--reason") { Description = "Why: recorded in the ledger.", Required = true };
         var command = new Command("record-format",
-            "How every node stores new ledger records (platform-admin; the PostgreSQL store). Switch a database made before Custos compressed records to zstd once no node of an earlier version is left: those cannot read compressed records.")
+            "How every node stores new ledger records (platform_admin; the PostgreSQL store). Switch a database made before Custos compressed records to zstd once no node of an earlier version is left: those cannot read compressed records.")
         {
             format, reason,
         };

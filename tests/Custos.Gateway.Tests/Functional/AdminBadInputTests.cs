@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Http.Headers;
 using System.Text;
 using System.Text.Json;
+using Custos.Policy;
 using Custos.Testing;
 
 namespace Custos.Gateway.Tests.Functional;
@@ -148,6 +149,65 @@ public sealed class AdminBadInputTests
 
         Assert.Contains($"'{field}'", detail, StringComparison.Ordinal);
         Assert.Equal(before, g.Gateway.Policy.Current.Info.Number);
+    }
+
+    [Theory]
+    [InlineData("PUT", "/admin/v1/budgets", """{"scope":"service","id":"support","budget":{"amount":0,"period":"month"},"reason":"x"}""", "budget",
+        "'budget': must be a positive amount (the policy's services[0].limits.budget.amount)")]
+    [InlineData("PUT", "/admin/v1/services/support/owners/policy", """{"owner":{"name":"G","email":"g@globex.test","admin":"globex-owner"},"reason":"x"}""", "owner",
+        "'owner': admin 'globex-owner' is scoped to tenant globex, which does not cover service 'support' of tenant 'acme'")]
+    [InlineData("PUT", "/admin/v1/services/support/models", """{"models":["no-such-model"],"reason":"x"}""", "models", "'models': ")]
+    public async Task AChangeThroughAFieldsEndpoint_ThatWouldMakeThePolicyInvalid_Is422NamingTheField_NotALineOfYamlNeverSent(string method, string path,
+        string body, string param, string expected)
+    {
+        await using var g = await ControlPlaneFixture.StartAsync();
+        var before = g.Gateway.Policy.Current.Info.Number;
+        using var http = new HttpClient { BaseAddress = g.Gateway.AdminUri };
+        using var request = new HttpRequestMessage(new HttpMethod(method), path) { Content = new StringContent(body, Encoding.UTF8, "application/json") };
+        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", ControlPlaneFixture.AdminKey(g, "root"));
+
+        using var response = await http.SendAsync(request);
+
+        var text = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == HttpStatusCode.UnprocessableEntity, $"{(int)response.StatusCode}: {text}");
+        using var problem = JsonDocument.Parse(text);
+        Assert.Equal("admin.invalid_policy", problem.RootElement.GetProperty("code").GetString());
+        Assert.Equal(param, problem.RootElement.GetProperty("param").GetString());
+        var detail = problem.RootElement.GetProperty("detail").GetString()!;
+        Assert.StartsWith(expected, detail, StringComparison.Ordinal);
+        Assert.DoesNotMatch(@"policy:\d+:\d+", detail);
+        Assert.Equal(before, g.Gateway.Policy.Current.Info.Number);
+    }
+
+    [Theory]
+    [InlineData("""{"scope":"service","id":"support","budget":{"amount":5,"period":"weekly"},"reason":"x"}""",
+        "The request body is not valid: 'weekly' is not a valid period ('budget.period'); expected one of: day, month.")]
+    [InlineData("""{"scope":"service","id":"support","budget":{"amount":5,"mode":"Strict"},"reason":"x"}""",
+        "The request body is not valid: 'Strict' is not a valid mode ('budget.mode'); expected one of: hard, soft.")]
+    [InlineData("""{"scope":"service","id":"support","budget":{"amount":5,"period":1},"reason":"x"}""",
+        "The request body is not valid: a value that is no string is not a valid period ('budget.period'); expected one of: day, month.")]
+    public async Task AnEnumValueItDoesNotTake_IsAnsweredWithTheValuesItTakes(string body, string detail)
+    {
+        await using var g = await ControlPlaneFixture.StartAsync();
+
+        Assert.Equal(detail, await ProblemAsync(g, "PUT", "/admin/v1/budgets", HttpStatusCode.BadRequest, "admin.invalid_request", body));
+    }
+
+    [Fact]
+    public async Task AnEnumValue_IsReadCaseInsensitively_AsBefore()
+    {
+        await using var g = await ControlPlaneFixture.StartAsync();
+        using var http = new HttpClient { BaseAddress = g.Gateway.AdminUri };
+        using var request = new HttpRequestMessage(HttpMethod.Put, "/admin/v1/budgets")
+        {
+            Content = new StringContent("""{"scope":"service","id":"support","budget":{"amount":5,"period":"Day","mode":"soft"},"reason":"x"}""", Encoding.UTF8, "application/json"),
+        };
+        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", ControlPlaneFixture.AdminKey(g, "root"));
+
+        using var response = await http.SendAsync(request);
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal(BudgetPeriod.Day, g.Gateway.Policy.Current.Document.Services.Single(s => s.Id == "support").Limits.Budget!.Period);
     }
 
     [Theory]

@@ -259,13 +259,65 @@ public sealed class ControlPlaneTests
     }
 
     [Fact]
+    public async Task AccessRequest_ForAccessHeldOrAskedForAlready_IsRefusedNamingWhatHoldsIt()
+    {
+        await using var g = await StartAsync();
+
+        // web may use gpt-4o-mini (by its alias "fast" too) under the policy: nothing to approve.
+        using (var held = await AdminAsync(g, "support-owner", HttpMethod.Post, "/admin/v1/access-requests",
+            new { consumer = "web", models = new[] { "fast" }, justification = "need it" }))
+        {
+            Assert.Equal(HttpStatusCode.Conflict, held.StatusCode);
+            var problem = await JsonDocumentOf(held);
+            Assert.Equal("admin.access_already_held", problem.GetProperty("code").GetString());
+            Assert.Equal(g.Gateway.Policy.Current.Version, problem.GetProperty("policy_version").GetInt64());
+            Assert.Contains($"consumer 'web' already holds gpt-4o-mini (policy (no approver named)) under policy version {g.Gateway.Policy.Current.Version}",
+                problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        }
+
+        // A second request for a model a pending one asks for names the pending one; nothing is created.
+        var first = (await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Post, "/admin/v1/access-requests",
+            new { consumer = "web", models = new[] { "gpt-4o" }, justification = "escalations", valid_until = DateTimeOffset.UtcNow.AddDays(7) })))
+            .GetProperty("id").GetString()!;
+        using (var duplicate = await AdminAsync(g, "root", HttpMethod.Post, "/admin/v1/access-requests",
+            new { consumer = "web", models = new[] { "gpt-4o" }, justification = "escalations too" }))
+        {
+            Assert.Equal(HttpStatusCode.Conflict, duplicate.StatusCode);
+            var problem = await JsonDocumentOf(duplicate);
+            Assert.Equal("admin.access_request_pending", problem.GetProperty("code").GetString());
+            Assert.Equal(first, problem.GetProperty("access_request").GetString());
+            Assert.Contains($"access request '{first}' for consumer 'web' (gpt-4o), asked by support-owner", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        }
+
+        Assert.Single((await JsonAsync(await AdminAsync(g, "root", HttpMethod.Get, "/admin/v1/access-requests"))).EnumerateArray());
+
+        // Once approved, asking again names the approval; asking for longer than it runs extends it, and is accepted.
+        await JsonAsync(await AdminAsync(g, "support-lead", HttpMethod.Post, $"/admin/v1/access-requests/{first}/approve", new { reason = "fine" }));
+        using (var again = await AdminAsync(g, "support-owner", HttpMethod.Post, "/admin/v1/access-requests",
+            new { consumer = "web", models = new[] { "gpt-4o" }, justification = "again", valid_until = DateTimeOffset.UtcNow.AddDays(3) }))
+        {
+            Assert.Equal(HttpStatusCode.Conflict, again.StatusCode);
+            Assert.Contains($"gpt-4o (approved by support-lead ({first}), until ", (await JsonDocumentOf(again)).GetProperty("detail").GetString(), StringComparison.Ordinal);
+        }
+
+        var extension = await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Post, "/admin/v1/access-requests",
+            new { consumer = "web", models = new[] { "gpt-4o" }, justification = "for good" }));
+        Assert.Equal("pending", extension.GetProperty("status").GetString());
+
+        static async Task<JsonElement> JsonDocumentOf(HttpResponseMessage response)
+            => JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement.Clone();
+    }
+
+    [Fact]
     public async Task AccessRequest_DecidedByRacingAdmins_IsDecidedOnce_AndTheEntitlementMatchesTheDecision()
     {
         await using var g = await StartAsync();
         for (var round = 0; round < 3; round++)
         {
+            // Each round asks for longer than the last could have granted: a request for access held already is refused.
             var id = (await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Post, "/admin/v1/access-requests",
-                new { consumer = "web", models = new[] { "gpt-4o" }, justification = "escalations" }))).GetProperty("id").GetString()!;
+                new { consumer = "web", models = new[] { "gpt-4o" }, justification = "escalations", valid_until = DateTimeOffset.UtcNow.AddDays(round + 1) })))
+                .GetProperty("id").GetString()!;
 
             // Three approvals and a rejection at once: one of them decides, the others are conflicts.
             var decisions = await Task.WhenAll(new[] { "approve", "approve", "reject", "approve" }.Select(async verb =>
