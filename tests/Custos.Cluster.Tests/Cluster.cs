@@ -88,7 +88,7 @@ internal sealed class Cluster : IAsyncDisposable
 
     public string KeyOf(string consumer) => Keys.Consumers.Single(c => c.Name == consumer).Key;
 
-    public string AdminKey => Keys.Admins.Single(a => a.Role == "platform_admin").Key;
+    public string AdminKey => Keys.Admins.Single(a => a.Role == "platform-admin").Key;
 
     /// <summary>One chat call; returns the status, the request id and the error code, if any.</summary>
     public static async Task<(int Status, string? RequestId, string? Code)> ChatAsync(HttpClient client, string key, string model = "gpt-4o-mini", int maxTokens = 8)

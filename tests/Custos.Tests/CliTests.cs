@@ -45,7 +45,7 @@ public sealed class CliTests : IDisposable
         Assert.True(consumers.Select(c => c.GetProperty("tenant").GetString()).Distinct().Count() >= 2);
         Assert.All(consumers, c => Assert.Equal(ApiKeyFormatError.None, ApiKey.Validate(c.GetProperty("key").GetString(), out _)));
         Assert.All(consumers, c => Assert.False(string.IsNullOrEmpty(c.GetProperty("service").GetString())));
-        Assert.Equal(["finance", "platform_admin", "prompt_admin", "security_auditor", "service_owner"],
+        Assert.Equal(["finance", "platform-admin", "prompt-admin", "security-auditor", "service-owner"],
             keys.GetProperty("admins").EnumerateArray().Select(a => a.GetProperty("role").GetString()).Order());
         var external = consumers.First(c => c.GetProperty("category").GetString() == "external");
         var key = external.GetProperty("key").GetString()!;
@@ -146,16 +146,17 @@ public sealed class CliTests : IDisposable
     }
 
     [Fact]
-    public void DemoKeys_OfAnEarlierDemoWithHyphenatedRoles_KeepTheirKeys_UnderThePolicysSpelling()
+    public void DemoKeys_OfADemoFileWithSnakeCaseRoles_KeepTheirKeys_UnderTheContractsSpelling()
     {
+        // demo-keys.json names roles as the shared architecture does (platform-admin), which scripts select them by.
         var earlier = DemoPolicy.CreateKeys(new Uri("http://127.0.0.1:1"), new Uri("http://127.0.0.1:2"), null);
-        earlier = earlier with { Admins = [.. earlier.Admins.Select(a => a with { Role = a.Role.Replace('_', '-') })] };
+        Assert.Contains(earlier.Admins, a => a.Role == "platform-admin");
+        earlier = earlier with { Admins = [.. earlier.Admins.Select(a => a with { Role = a.Role.Replace('-', '_') })] };
 
         var keys = DemoPolicy.CreateKeys(new Uri("http://127.0.0.1:1"), new Uri("http://127.0.0.1:2"), earlier);
 
         Assert.Equal(earlier.Admins.Select(a => a.Key), keys.Admins.Select(a => a.Key));
-        Assert.Contains(keys.Admins, a => a.Role == "platform_admin");
-        Assert.DoesNotContain(keys.Admins, a => a.Role.Contains('-', StringComparison.Ordinal));
+        Assert.DoesNotContain(keys.Admins, a => a.Role.Contains('_', StringComparison.Ordinal));
         var admins = DemoPolicy.Create(new Uri("http://127.0.0.1:3"), keys).Admins;
         Assert.Contains(admins, a => a.Id == "demo-platform-admin" && a.Role == AdminRole.PlatformAdmin);
     }

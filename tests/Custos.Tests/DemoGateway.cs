@@ -66,8 +66,8 @@ internal sealed class DemoGateway : IAsyncDisposable
     /// <summary>The key of the demo consumer <paramref name="name"/>.</summary>
     public string ConsumerKey(string name) => Keys.Consumers.Single(c => c.Name == name).Key;
 
-    /// <summary>The key of the demo admin of <paramref name="role"/>, for example <c>platform_admin</c> (or <c>platform-admin</c>).</summary>
-    public string AdminKey(string role) => Keys.Admins.Single(a => a.Role == role.Replace('-', '_')).Key;
+    /// <summary>The key of the demo admin of <paramref name="role"/>, for example <c>platform-admin</c> (or <c>platform_admin</c>).</summary>
+    public string AdminKey(string role) => Keys.Admins.Single(a => a.Role == role.Replace('_', '-')).Key;
 
     /// <summary>The ledger entries matching <paramref name="query"/>, oldest first, once every queued record is stored.</summary>
     public async Task<List<JsonElement>> LedgerAsync(LedgerQuery query)

@@ -60,7 +60,7 @@ public sealed class PolicyCliTests : IAsyncLifetime
         Assert.Contains("entitlement", simulated, StringComparison.Ordinal);
 
         // A dry run changes nothing.
-        var admin = _keys.Admins.Single(a => a.Role == "platform_admin").Key;
+        var admin = _keys.Admins.Single(a => a.Role == "platform-admin").Key;
         var (dryExit, dry, dryError) = await Cli.RunAsync("policy", "apply", "-f", file, "--reason", "narrow support-web", "--server", _gateway.AdminUri.ToString(), "--admin-key", admin, "--dry-run");
         Assert.True(dryExit == 0, dryError);
         Assert.Contains("~ consumers[support-web].models: [] -> [\"claude-sonnet\"]", dry, StringComparison.Ordinal);
@@ -105,7 +105,7 @@ public sealed class PolicyCliTests : IAsyncLifetime
     {
         // They opened the local store only: from another machine, or against a deployment whose store is PostgreSQL
         // behind the nodes, there was no way to read the versions but the console.
-        var admin = _keys.Admins.Single(a => a.Role == "platform_admin").Key;
+        var admin = _keys.Admins.Single(a => a.Role == "platform-admin").Key;
         await _gateway.ChangePolicyAsync(doc => doc with
         {
             Consumers = [.. doc.Consumers.Select(c => c.Id == "support-web" ? c with { Models = ["claude-sonnet"], Entitlements = [] } : c)],
@@ -152,7 +152,7 @@ public sealed class PolicyCliTests : IAsyncLifetime
     public async Task Apply_DryRunOfAFileReviving_ARevokedKey_FailsAsTheApplyWould()
     {
         // The dry run skipped the revocation check: it printed the changes and exited 0, the apply then got a 409.
-        var admin = _keys.Admins.Single(a => a.Role == "platform_admin").Key;
+        var admin = _keys.Admins.Single(a => a.Role == "platform-admin").Key;
         var server = _gateway.AdminUri.ToString();
         var stale = Path.Combine(_directory, "stale.yaml");
         await File.WriteAllTextAsync(stale, PolicyYamlWriter.Write(_gateway.Policy.Current.Document));

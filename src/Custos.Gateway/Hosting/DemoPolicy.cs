@@ -81,9 +81,10 @@ public static class DemoPolicy
     {
         var consumers = Consumers.Select(c => new DemoConsumerKey(c.Name, c.Tenant, c.Service, PolicyNames.Of(c.Category),
             previous?.Consumers.FirstOrDefault(p => p.Name == c.Name)?.Key ?? ApiKey.Generate(ApiKeyKind.Consumer))).ToArray();
-        // Roles as the policy spells them (platform_admin); a file of an earlier demo spelt them platform-admin: its keys are kept.
-        var admins = Enum.GetValues<AdminRole>().Select(r => PolicyNames.Of(r)).Select(role =>
-            new DemoAdminKey(role, previous?.Admins.FirstOrDefault(p => p.Role.Replace('-', '_') == role)?.Key ?? ApiKey.Generate(ApiKeyKind.Admin))).ToArray();
+        // Roles as docs/../ARCHITECTURE.md names them and scripts select them (platform-admin), though the policy spells them
+        // platform_admin: a file written in that spelling keeps its keys.
+        var admins = Enum.GetValues<AdminRole>().Select(r => PolicyNames.Of(r).Replace('_', '-')).Select(role =>
+            new DemoAdminKey(role, previous?.Admins.FirstOrDefault(p => p.Role.Replace('_', '-') == role)?.Key ?? ApiKey.Generate(ApiKeyKind.Admin))).ToArray();
         return new DemoKeys(dataPlane.ToString().TrimEnd('/'), admin.ToString().TrimEnd('/'), consumers, admins);
     }
 
@@ -191,7 +192,7 @@ public static class DemoPolicy
             [
                 .. keys.Admins.Select(a => new AdminConfig
                 {
-                    Id = "demo-" + a.Role.Replace('_', '-'), // an id, unchanged since the roles were spelt with hyphens here
+                    Id = "demo-" + a.Role.Replace('_', '-'),
                     Role = Enum.Parse<AdminRole>(a.Role.Replace("-", "", StringComparison.Ordinal).Replace("_", "", StringComparison.Ordinal), ignoreCase: true),
                     KeySha256 = KeyHash.Of(a.Key).ToHex(),
                 }),

@@ -114,7 +114,7 @@ internal static class DemoCommand
 
             Then see what the ledger recorded, and the alerts it raised (a first use of a model is one):
               dotnet run --project src/Custos -- requests --data {dataDirectory}
-              CUSTOS_ADMIN_KEY=<the platform_admin key in {DemoKeys.FileName}> dotnet run --project src/Custos -- alerts list --server {keys.Admin}
+              CUSTOS_ADMIN_KEY=<the platform-admin key in {DemoKeys.FileName}> dotnet run --project src/Custos -- alerts list --server {keys.Admin}
               curl -s {keys.Admin}/metrics
 
             Press Ctrl+C to stop.
