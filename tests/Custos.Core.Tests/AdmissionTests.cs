@@ -430,6 +430,25 @@ public sealed class AdmissionTests
     }
 
     [Theory]
+    [InlineData("", "    limits: { max_output_tokens: 50, output_ceiling: deny }", "service:svc", "deny.token_ceiling")]
+    [InlineData("    limits: { max_output_tokens: 40 }", "", "tenant:acme", null)]
+    [InlineData("    limits: { max_output_tokens: 60, max_n: 1 }", "    limits: { max_output_tokens: 300 }", "tenant:acme", null)]
+    public async Task ServiceAndTenantCeilings_HoldForEveryConsumer_NamingTheirScope(string tenantLimits, string serviceLimits, string scope, string? code)
+    {
+        // A service's or tenant's max_output_tokens was read and never applied: only the consumer's and its category's were.
+        var snapshot = Compile(Policy(serviceExtra: serviceLimits, tenantExtra: tenantLimits));
+
+        var admission = await AdmissionEvaluator.EvaluateAsync(Request(snapshot, maxOutput: 80), new InMemoryCounterStore(_clock));
+
+        Assert.Equal(code, admission.Reason?.Code);
+        var ceiling = Control(admission, "token_ceiling.output");
+        Assert.Equal(scope, ceiling.Scope);
+        Assert.Equal(code is null ? ControlDecisions.Modify : ControlDecisions.Deny, ceiling.Decision);
+        Assert.True(admission.OutputCeiling is null or <= 60);
+        Assert.Equal(code is null ? (long?)ceiling.Limit : null, admission.OutputCeiling);
+    }
+
+    [Theory]
     [InlineData("limits: { budget: { amount: 100000, period: month } }", null, 4096L)]
     [InlineData("limits: { tokens_per_day: 100000 }", null, 4096L)]
     [InlineData("limits: { tokens_per_minute: 100000, budget: { amount: 100000, mode: soft } }", null, 4096L)]

@@ -162,7 +162,7 @@ public static class AdmissionEvaluator
         if (limits.MaxN is { } maxN)
         {
             var ok = request.N <= maxN;
-            admission.Controls.Add(new ControlResult("token_ceiling.n", scope, ok ? ControlDecisions.Pass : ControlDecisions.Deny) { Limit = maxN, Requested = request.N });
+            admission.Controls.Add(new ControlResult("token_ceiling.n", request.Consumer.CeilingScopes.N ?? scope, ok ? ControlDecisions.Pass : ControlDecisions.Deny) { Limit = maxN, Requested = request.N });
             if (!ok)
             {
                 admission.Refuse(Reasons.TokenCeiling, $"The request asks for {request.N} choices (with a legacy completion, best_of or n for each prompt); the policy allows {maxN}.",
@@ -174,7 +174,7 @@ public static class AdmissionEvaluator
         if (limits.MaxInputTokens is { } maxInput)
         {
             var ok = request.InputTokens <= maxInput;
-            admission.Controls.Add(new ControlResult("token_ceiling.input", scope, ok ? ControlDecisions.Pass : ControlDecisions.Deny) { Limit = maxInput, Requested = request.InputTokens });
+            admission.Controls.Add(new ControlResult("token_ceiling.input", request.Consumer.CeilingScopes.Input ?? scope, ok ? ControlDecisions.Pass : ControlDecisions.Deny) { Limit = maxInput, Requested = request.InputTokens });
             if (!ok)
             {
                 admission.Refuse(Reasons.TokenCeiling, $"The prompt has about {request.InputTokens} tokens; at most {maxInput} are allowed.", param: request.Prompt?.ConversationField);
@@ -184,16 +184,17 @@ public static class AdmissionEvaluator
 
         if (limits.MaxOutputTokens is { } maxOutput)
         {
+            var outputScope = request.Consumer.CeilingScopes.Output ?? scope;
             var mode = limits.OutputCeiling ?? OutputCeilingMode.Clamp;
             var requested = request.MaxOutputTokens;
             if (requested is null)
             {
                 admission.OutputCeiling = maxOutput;
-                admission.Controls.Add(new ControlResult("token_ceiling.output", scope, ControlDecisions.Modify) { Limit = maxOutput, Detail = $"injected {maxOutput}" });
+                admission.Controls.Add(new ControlResult("token_ceiling.output", outputScope, ControlDecisions.Modify) { Limit = maxOutput, Detail = $"injected {maxOutput}" });
             }
             else if (requested > maxOutput && mode == OutputCeilingMode.Deny)
             {
-                admission.Controls.Add(new ControlResult("token_ceiling.output", scope, ControlDecisions.Deny) { Limit = maxOutput, Requested = requested });
+                admission.Controls.Add(new ControlResult("token_ceiling.output", outputScope, ControlDecisions.Deny) { Limit = maxOutput, Requested = requested });
                 admission.Refuse(Reasons.TokenCeiling, $"The request asks for up to {requested} output tokens; at most {maxOutput} are allowed.",
                     param: request.Prompt?.OutputCeilingField ?? "max_tokens");
                 return false;
@@ -201,11 +202,11 @@ public static class AdmissionEvaluator
             else if (requested > maxOutput)
             {
                 admission.OutputCeiling = maxOutput;
-                admission.Controls.Add(new ControlResult("token_ceiling.output", scope, ControlDecisions.Modify) { Limit = maxOutput, Requested = requested, Detail = $"clamped {requested} to {maxOutput}" });
+                admission.Controls.Add(new ControlResult("token_ceiling.output", outputScope, ControlDecisions.Modify) { Limit = maxOutput, Requested = requested, Detail = $"clamped {requested} to {maxOutput}" });
             }
             else
             {
-                admission.Controls.Add(new ControlResult("token_ceiling.output", scope, ControlDecisions.Pass) { Limit = maxOutput, Requested = requested });
+                admission.Controls.Add(new ControlResult("token_ceiling.output", outputScope, ControlDecisions.Pass) { Limit = maxOutput, Requested = requested });
             }
 
             admission.ReservedOutputTokens = Saturating.Multiply(Math.Min(requested ?? maxOutput, maxOutput), Math.Max(1, request.N));

@@ -106,7 +106,6 @@ public sealed record LimitsConfig
             return this;
         }
 
-        static long? Min(long? a, long? b) => a is null ? b : b is null ? a : Math.Min(a.Value, b.Value);
         return new LimitsConfig
         {
             RequestsPerMinute = Min(RequestsPerMinute, inner.RequestsPerMinute),
@@ -123,6 +122,22 @@ public sealed record LimitsConfig
             MaxN = Min(MaxN, inner.MaxN),
         };
     }
+
+    /// <summary>
+    /// These limits with the token ceilings of the service or tenant around them (<paramref name="outer"/>) where those are
+    /// tighter: a service's or tenant's ceiling bounds every request of every consumer under it. Counters are untouched
+    /// (each level counts its own); the output ceiling's mode is the consumer's, else the outer level's.
+    /// </summary>
+    public LimitsConfig WithCeilingsOf(LimitsConfig outer)
+        => outer.MaxInputTokens is null && outer.MaxOutputTokens is null && outer.MaxN is null ? this : this with
+        {
+            MaxInputTokens = Min(MaxInputTokens, outer.MaxInputTokens),
+            MaxOutputTokens = Min(MaxOutputTokens, outer.MaxOutputTokens),
+            OutputCeiling = OutputCeiling ?? outer.OutputCeiling,
+            MaxN = Min(MaxN, outer.MaxN),
+        };
+
+    private static long? Min(long? a, long? b) => a is null ? b : b is null ? a : Math.Min(a.Value, b.Value);
 }
 
 /// <summary>Defaults of one consumer category: the models and limits its consumers inherit and may narrow.</summary>

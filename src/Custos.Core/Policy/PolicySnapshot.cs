@@ -142,7 +142,12 @@ public sealed class PolicySnapshot
                 entitlements.Add(new Entitlement(Routes(service.Tenant, offered), null, null, null, null, "category_default"));
             }
 
-            var limits = (defaults?.Limits ?? LimitsConfig.Empty).Narrow(c.Limits);
+            var own = (defaults?.Limits ?? LimitsConfig.Empty).Narrow(c.Limits);
+            var limits = own.WithCeilingsOf(service.Limits).WithCeilingsOf(service.Tenant.Limits);
+
+            // Which level's ceiling is in force, for the ledger's control: null for the consumer's own (or its category's).
+            string? CeilingScope(Func<LimitsConfig, long?> field)
+                => field(limits) is not { } v || field(own) == v ? null : field(service.Limits) == v ? service.Scope : service.Tenant.Scope;
             var excluded = FrozenSet<ModelRoute>.Empty;
             if (service.Models is { } allowed)
             {
@@ -159,6 +164,7 @@ public sealed class PolicySnapshot
                 Entitlements = entitlements,
                 ExcludedByService = excluded,
                 Limits = limits,
+                CeilingScopes = (CeilingScope(l => l.MaxN), CeilingScope(l => l.MaxInputTokens), CeilingScope(l => l.MaxOutputTokens)),
                 CountsInput = limits.MaxInputTokens is not null || Counts(limits) || Counts(service.Limits) || Counts(service.Tenant.Limits),
                 Refusal = service.Refusal ?? (c.Suspended == true ? Errors.Reasons.ConsumerSuspended : null),
             };
@@ -309,8 +315,17 @@ public sealed record ConsumerEntry(string Id, ConsumerCategory Category, Service
     /// </summary>
     public FrozenSet<ModelRoute> ExcludedByService { get; init; } = FrozenSet<ModelRoute>.Empty;
 
-    /// <summary>Effective limits: the category's defaults narrowed by the consumer's own.</summary>
+    /// <summary>
+    /// Effective limits: the category's defaults narrowed by the consumer's own, and the token ceilings by its service's
+    /// and tenant's where those are tighter.
+    /// </summary>
     public LimitsConfig Limits { get; init; } = LimitsConfig.Empty;
+
+    /// <summary>
+    /// The scope whose ceiling of <c>n</c>, input and output is in <see cref="Limits"/> when it is the service's or the
+    /// tenant's (<c>service:ID</c>, <c>tenant:ID</c>); null when it is the consumer's own or its category's.
+    /// </summary>
+    public (string? N, string? Input, string? Output) CeilingScopes { get; init; }
 
     /// <summary>True when a control needs the prompt's token count before forwarding (input ceiling, token limits, budgets).</summary>
     public bool CountsInput { get; init; }

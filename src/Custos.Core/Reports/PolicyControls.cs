@@ -35,9 +35,16 @@ public static class PolicyControls
     /// <summary>The tenant of <paramref name="service"/>, or null.</summary>
     public static TenantConfig? TenantOf(PolicyDocument document, ServiceConfig? service) => service is null ? null : document.Tenants.FirstOrDefault(t => t.Id == service.Tenant);
 
-    /// <summary>The limits the gateway applies at the consumer level: its category's defaults narrowed by its own.</summary>
+    /// <summary>
+    /// The limits the gateway applies at the consumer level: its category's defaults narrowed by its own, and its token
+    /// ceilings by its service's and tenant's where those are tighter (as <see cref="ConsumerEntry.Limits"/>).
+    /// </summary>
     public static LimitsConfig EffectiveLimits(PolicyDocument document, ConsumerConfig consumer)
-        => (document.Defaults.For(consumer.Category)?.Limits ?? LimitsConfig.Empty).Narrow(consumer.Limits);
+    {
+        var service = ServiceOf(document, consumer);
+        return (document.Defaults.For(consumer.Category)?.Limits ?? LimitsConfig.Empty).Narrow(consumer.Limits)
+            .WithCeilingsOf(service?.Limits ?? LimitsConfig.Empty).WithCeilingsOf(TenantOf(document, service)?.Limits ?? LimitsConfig.Empty);
+    }
 
     /// <summary>The currency of a tenant's prices (its first model's), or null.</summary>
     public static string? CurrencyOf(TenantConfig? tenant) => tenant?.Models.FirstOrDefault()?.Currency;
@@ -107,11 +114,18 @@ public static class PolicyControls
 
         var own = consumer.Limits;
         var effective = EffectiveLimits(document, consumer);
-        string Origin(long? ownValue, long? value) => ownValue == value ? "consumer's own" : $"default of category {PolicyNames.Of(consumer.Category)}";
-        Ceiling(active, notSet, scope, "token_ceiling.n", effective.MaxN, own.MaxN, v => $"n at most {v}", Origin);
-        Ceiling(active, notSet, scope, "token_ceiling.input", effective.MaxInputTokens, own.MaxInputTokens, v => $"{Count(v)} input tokens", Origin);
-        Ceiling(active, notSet, scope, "token_ceiling.output", effective.MaxOutputTokens, own.MaxOutputTokens,
-            v => $"{Count(v)} output tokens ({PolicyNames.Of(effective.OutputCeiling ?? OutputCeilingMode.Clamp)})", Origin);
+        var category = document.Defaults.For(consumer.Category)?.Limits;
+
+        // The level a ceiling in force comes from: the consumer, its category, or the service or tenant around it.
+        string Origin(Func<LimitsConfig, long?> field)
+            => field(own) == field(effective) ? "consumer's own"
+                : category is not null && field(category) == field(effective) ? $"default of category {PolicyNames.Of(consumer.Category)}"
+                : service is not null && field(service.Limits) == field(effective) ? $"service {service.Id}'s"
+                : $"tenant {tenant?.Id}'s";
+        Ceiling(active, notSet, scope, "token_ceiling.n", effective.MaxN, v => $"n at most {v}", () => Origin(l => l.MaxN));
+        Ceiling(active, notSet, scope, "token_ceiling.input", effective.MaxInputTokens, v => $"{Count(v)} input tokens", () => Origin(l => l.MaxInputTokens));
+        Ceiling(active, notSet, scope, "token_ceiling.output", effective.MaxOutputTokens,
+            v => $"{Count(v)} output tokens ({PolicyNames.Of(effective.OutputCeiling ?? OutputCeilingMode.Clamp)})", () => Origin(l => l.MaxOutputTokens));
         var rules = (tenant?.PromptRules.Select(r => ("tenant:" + tenant.Id, r)) ?? []).Concat(service?.PromptRules.Select(r => ("service:" + service.Id, r)) ?? []).ToList();
         foreach (var (ruleScope, rule) in rules)
         {
@@ -125,7 +139,7 @@ public static class PolicyControls
 
         (string Scope, LimitsConfig Limits, Func<string, long?, string> Origin)[] levels =
         [
-            (scope, effective, (control, value) => Origin(Counters.First(c => c.Control == control).Get(own), value)),
+            (scope, effective, (control, value) => Counters.First(c => c.Control == control).Get(own) == value ? "consumer's own" : $"default of category {PolicyNames.Of(consumer.Category)}"),
             ("service:" + consumer.Service, service?.Limits ?? LimitsConfig.Empty, (_, _) => "service"),
             ("tenant:" + (tenant?.Id ?? "?"), tenant?.Limits ?? LimitsConfig.Empty, (_, _) => "tenant"),
         ];
@@ -236,12 +250,12 @@ public static class PolicyControls
         }
     }
 
-    private static void Ceiling(List<ActiveControl> active, List<string> notSet, string scope, string control, long? value, long? own, Func<long, string> text,
-        Func<long?, long?, string> origin)
+    private static void Ceiling(List<ActiveControl> active, List<string> notSet, string scope, string control, long? value, Func<long, string> text,
+        Func<string> origin)
     {
         if (value is { } v)
         {
-            active.Add(new ActiveControl(control, scope, $"{text(v)} ({origin(own, value)})"));
+            active.Add(new ActiveControl(control, scope, $"{text(v)} ({origin()})"));
         }
         else
         {
