@@ -118,6 +118,31 @@ public sealed class ConsoleTests(BrowserFixture browser)
     }
 
     [Fact]
+    public async Task AKeyRemovedMidSession_SignsTheTabOut_NamingTheApisCodeAndRequestId()
+    {
+        await using var demo = await DemoGateway.StartAsync("console-signed-out");
+        var page = await browser.NewPageAsync();
+        await SignInAsync(page, demo, "platform-admin");
+
+        // The admin's key leaves the policy while the console is open: its next call is refused.
+        await demo.Gateway.ChangePolicyAsync(doc => doc with { Admins = [.. doc.Admins.Where(a => a.Id != "demo-platform-admin")] }, "test", "the key leaked");
+        await page.ClickAsync("a[data-nav=services]");
+
+        var signedOut = page.Locator("[data-testid=signed-out]");
+        await Expect(signedOut).ToContainTextAsync("Your session is no longer valid");
+        await Expect(signedOut).ToContainTextAsync("admin.unknown_key");
+        await Expect(signedOut).ToContainTextAsync("req_");
+        await Expect(page.Locator("input[name=key]")).ToBeVisibleAsync();
+        var text = await signedOut.InnerTextAsync();
+        var requestId = text[text.IndexOf("req_", StringComparison.Ordinal)..].Split(' ', '\n')[0].Trim();
+        await demo.Gateway.Ledger.FlushAsync();
+        var denied = await demo.AdminEntriesAsync("admin.sign_in_denied");
+        Assert.Contains(denied, e => e.GetProperty("reason").GetString()!.EndsWith($"(request {requestId})", StringComparison.Ordinal));
+        await browser.ScreenshotAsync(page, "console-signed-out");
+        browser.AssertNoErrors(page, "status of 401");
+    }
+
+    [Fact]
     public async Task SignIn_WithAnOidcToken_OfTheConfiguredIdentityProvider()
     {
         using var signer = System.Security.Cryptography.ECDsa.Create(System.Security.Cryptography.ECCurve.NamedCurves.nistP256);
