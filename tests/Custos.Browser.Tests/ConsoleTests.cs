@@ -143,6 +143,31 @@ public sealed class ConsoleTests(BrowserFixture browser)
     }
 
     [Fact]
+    public async Task AKeyRemovedMidSession_SignsTheTabOut_NamingTheApisCodeAndRequestId()
+    {
+        await using var demo = await DemoGateway.StartAsync("console-signed-out");
+        var page = await browser.NewPageAsync();
+        await SignInAsync(page, demo, "platform-admin");
+
+        // The admin's key leaves the policy while the console is open: its next call is refused.
+        await demo.Gateway.ChangePolicyAsync(doc => doc with { Admins = [.. doc.Admins.Where(a => a.Id != "demo-platform-admin")] }, "test", "the key leaked");
+        await page.ClickAsync("a[data-nav=services]");
+
+        var signedOut = page.Locator("[data-testid=signed-out]");
+        await Expect(signedOut).ToContainTextAsync("Your session is no longer valid");
+        await Expect(signedOut).ToContainTextAsync("admin.unknown_key");
+        await Expect(signedOut).ToContainTextAsync("req_");
+        await Expect(page.Locator("input[name=key]")).ToBeVisibleAsync();
+        var text = await signedOut.InnerTextAsync();
+        var requestId = text[text.IndexOf("req_", StringComparison.Ordinal)..].Split(' ', '\n')[0].Trim();
+        await demo.Gateway.Ledger.FlushAsync();
+        var denied = await demo.AdminEntriesAsync("admin.sign_in_denied");
+        Assert.Contains(denied, e => e.GetProperty("reason").GetString()!.EndsWith($"(request {requestId})", StringComparison.Ordinal));
+        await browser.ScreenshotAsync(page, "console-signed-out");
+        browser.AssertNoErrors(page, "status of 401");
+    }
+
+    [Fact]
     public async Task SignIn_WithAnOidcToken_OfTheConfiguredIdentityProvider()
     {
         using var signer = System.Security.Cryptography.ECDsa.Create(System.Security.Cryptography.ECCurve.NamedCurves.nistP256);
@@ -218,7 +243,7 @@ public sealed class ConsoleTests(BrowserFixture browser)
     {
         await using var demo = await SeededAsync("console-access");
         var key = demo.ConsumerKey("support-web");
-        Assert.Equal("deny.model_not_entitled", (await DemoGateway.ChatAsync(demo.Gateway.DataPlaneUri, key, "gpt-4o")).Code);
+        Assert.Equal("deny.model_not_found", (await DemoGateway.ChatAsync(demo.Gateway.DataPlaneUri, key, "gpt-4o")).Code);
 
         // The platform admin asks; the service's policy owner (demo-service-owner) decides, each in their own session.
         var asker = await browser.NewPageAsync();
@@ -410,7 +435,7 @@ public sealed class ConsoleTests(BrowserFixture browser)
             Assert.Equal(HttpStatusCode.OK, (await DemoGateway.ChatAsync(demo.Gateway.DataPlaneUri, key)).Status);
         }
 
-        Assert.Equal("deny.model_not_entitled", (await DemoGateway.ChatAsync(demo.Gateway.DataPlaneUri, key, "gpt-4o")).Code);
+        Assert.Equal("deny.model_not_found", (await DemoGateway.ChatAsync(demo.Gateway.DataPlaneUri, key, "gpt-4o")).Code);
         await demo.Gateway.Ledger.FlushAsync();
         return demo;
     }

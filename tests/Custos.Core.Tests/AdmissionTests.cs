@@ -1,4 +1,5 @@
 using System.Text;
+using System.Text.Json;
 using Custos.Controls;
 using Custos.Errors;
 using Custos.Ledger;
@@ -409,6 +410,38 @@ public sealed class AdmissionTests
         Assert.Equal(Decision.Allow, admission.Decision);
         Assert.Equal(ControlDecisions.Warn, Control(admission, "budget").Decision);
         Assert.Equal(["budget.soft_exceeded tenant:acme"], admission.Events);
+    }
+
+    [Fact]
+    public async Task SoftBudget_Exceeded_TheEntrysBudgetControlSaysSoftExceeded_WithTheLimit()
+    {
+        var snapshot = Compile(Policy().Replace("    time_zone: UTC\n", "    time_zone: UTC\n    limits: { budget: { amount: 10, mode: soft } }\n", StringComparison.Ordinal));
+        var counters = new InMemoryCounterStore(_clock);
+
+        var admission = await AdmissionEvaluator.EvaluateAsync(Request(snapshot, input: 10, maxOutput: 20), counters);
+
+        var budget = Control(admission, "budget");
+        Assert.Equal(Decision.Allow, admission.Decision);
+        Assert.Null(admission.Reason);
+        Assert.Equal((ControlDecisions.Warn, "soft_exceeded", "tenant:acme", 10m), (budget.Decision, budget.Detail, budget.Scope, budget.Limit));
+        using var buffer = new MemoryStream();
+        using (var writer = new Utf8JsonWriter(buffer))
+        {
+            budget.WriteTo(writer);
+        }
+
+        Assert.Contains("\"decision\":\"warn\"", Encoding.UTF8.GetString(buffer.ToArray()), StringComparison.Ordinal);
+        Assert.Contains("\"detail\":\"soft_exceeded\"", Encoding.UTF8.GetString(buffer.ToArray()), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task SoftBudget_NotExceeded_SaysPass_WithNoDetail()
+    {
+        var snapshot = Compile(Policy().Replace("    time_zone: UTC\n", "    time_zone: UTC\n    limits: { budget: { amount: 100000, mode: soft } }\n", StringComparison.Ordinal));
+
+        var admission = await AdmissionEvaluator.EvaluateAsync(Request(snapshot, input: 10, maxOutput: 20), new InMemoryCounterStore(_clock));
+
+        Assert.Equal((ControlDecisions.Pass, (string?)null), (Control(admission, "budget").Decision, Control(admission, "budget").Detail));
     }
 
     [Theory]

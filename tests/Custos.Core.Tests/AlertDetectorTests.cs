@@ -223,6 +223,24 @@ public sealed class AlertDetectorTests
     }
 
     [Fact]
+    public void AdminSignInsDenied_CountTowardTheSourcesAuthFailures_NamingTheirRequestIds()
+    {
+        var snapshot = Compile("alerts: { auth_failures_per_minute: 3 }");
+
+        // The path is the caller's to choose: one that looks like the end of a reason must not be taken for a request id.
+        for (var i = 0; i < 3; i++)
+        {
+            var record = Custos.Ledger.AdminSignIn.Record(Start.AddSeconds(i), "198.51.100.9", "admin.unknown_key", "an unknown admin key (cak_abcdefgh…)", "GET",
+                "/admin/v1/whoami (request req_forged)", $"req_{i}", snapshot.Version);
+            _detectors.ObserveSignInDenied(record, snapshot, _signals);
+        }
+
+        var burst = Assert.Single(_signals);
+        Assert.Equal((AlertTypes.AuthFailures, "source:198.51.100.9", "req_2"), (burst.Type, burst.Subject, burst.RequestId));
+        Assert.Equal("req_2,req_1,req_0", burst.Evidence["recent_requests"]);
+    }
+
+    [Fact]
     public void AuthFailureBurst_PerSource()
     {
         var snapshot = Compile("alerts: { auth_failures_per_minute: 15 }");

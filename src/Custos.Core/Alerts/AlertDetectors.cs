@@ -317,7 +317,7 @@ public sealed class AlertDetectors
             _nextSweep = record.Timestamp + TimeSpan.FromMinutes(5);
         }
 
-        DetectAuthFailure(AdminSignIn.SourceOf(record), record.Timestamp, AdminSignIn.RequestIdOf(record), record.After ?? "admin.unauthenticated", null, null,
+        DetectAuthFailure(AdminSignIn.SourceOf(record), record.Timestamp, record.RequestId ?? "", record.After ?? "admin.unauthenticated", null, null,
             record.PolicyVersion, signals);
     }
 

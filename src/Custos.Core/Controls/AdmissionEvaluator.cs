@@ -27,6 +27,13 @@ public static class AdmissionEvaluator
     private const string MoneyFormat = "0.00########";
 
     /// <summary>
+    /// The <see cref="ControlResult.Detail"/> of a soft budget that a request passed (decision <c>warn</c>): the request is
+    /// allowed and its entry says the soft limit was exceeded, beside the limit, what was used and reserved, and the policy
+    /// version of the entry. One constant, so finance can search entries for it and the hot path builds no text for it.
+    /// </summary>
+    public const string SoftExceeded = "soft_exceeded";
+
+    /// <summary>
     /// The most one request charges a counter: 2⁵³, about 9 × 10¹⁵ tokens, or 9 million of the currency in
     /// <see cref="CostUnit"/>s. A provider's usage is trusted however large, and a request it says cost more is charged
     /// this much, which exhausts any limit, instead of overflowing the counter into a refund. Exact in Redis's Lua
@@ -362,6 +369,7 @@ public static class AdmissionEvaluator
                 Reserved = FromUnits(reading.Reserved, kind),
                 Requested = FromUnits(charge.Amount, kind),
                 Degraded = reading.Degraded is { } degraded ? PolicyNames.Of(degraded) : null,
+                Detail = decision == ControlDecisions.Warn ? SoftExceeded : null,
             });
             admission.Degraded |= reading.Degraded is not null;
             if (decision == ControlDecisions.Warn && failed < 0)

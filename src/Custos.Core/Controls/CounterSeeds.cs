@@ -16,7 +16,8 @@ public readonly record struct CounterSeed(string Key, long Used, DateTimeOffset 
 /// admitted and spend from the request totals (<see cref="RequestTotals"/>, a quarter hour at a time, which every time
 /// zone's midnight falls on), tokens from the request entries of the window (read only where a token quota is in force).
 /// The in-process counters start from these when a gateway starts, and when a policy version brings a counter they do
-/// not hold yet (a new budget, a day budget made a month's): without them a restart forgot everything spent, and a
+/// not hold yet (a new budget, a day budget made a month's); shared counters (Redis) are raised to them when they start
+/// empty, and when a policy version brings a counter the version before it lacked: without them a restart forgot everything spent, and a
 /// consumer at its daily quota was served again.
 /// </summary>
 /// <remarks>
@@ -65,21 +66,7 @@ public static class CounterSeeds
         ArgumentNullException.ThrowIfNull(entries);
         ArgumentNullException.ThrowIfNull(wanted);
         var needs = new List<Need>();
-        foreach (var tenant in snapshot.Tenants)
-        {
-            Collect(needs, tenant, Level.Tenant, tenant.Id, tenant.Limits, tenant.CounterKeys, now, wanted);
-        }
-
-        foreach (var service in snapshot.Services.Values)
-        {
-            Collect(needs, service.Tenant, Level.Service, service.Id, service.Limits, service.CounterKeys, now, wanted);
-        }
-
-        foreach (var consumer in snapshot.Consumers.Values)
-        {
-            Collect(needs, consumer.Service.Tenant, Level.Consumer, consumer.Id, consumer.Limits, consumer.CounterKeys, now, wanted);
-        }
-
+        CollectAll(needs, snapshot, now, wanted);
         if (needs.Count == 0)
         {
             return [];
@@ -128,6 +115,40 @@ public static class CounterSeeds
         }
 
         return [.. needs.Select(n => new CounterSeed(n.Key, n.Used, n.Window.End))];
+    }
+
+    /// <summary>
+    /// The keys of the counters of <paramref name="snapshot"/>'s quotas and budgets at <paramref name="now"/>, those
+    /// <see cref="ReadAsync"/> would read: a version's keys that the one before it lacks are the counters it brings.
+    /// </summary>
+    public static IReadOnlySet<string> KeysOf(PolicySnapshot snapshot, DateTimeOffset now)
+    {
+        ArgumentNullException.ThrowIfNull(snapshot);
+        var keys = new HashSet<string>(StringComparer.Ordinal);
+        CollectAll([], snapshot, now, key =>
+        {
+            keys.Add(key);
+            return false;
+        });
+        return keys;
+    }
+
+    private static void CollectAll(List<Need> needs, PolicySnapshot snapshot, DateTimeOffset now, Func<string, bool> wanted)
+    {
+        foreach (var tenant in snapshot.Tenants)
+        {
+            Collect(needs, tenant, Level.Tenant, tenant.Id, tenant.Limits, tenant.CounterKeys, now, wanted);
+        }
+
+        foreach (var service in snapshot.Services.Values)
+        {
+            Collect(needs, service.Tenant, Level.Service, service.Id, service.Limits, service.CounterKeys, now, wanted);
+        }
+
+        foreach (var consumer in snapshot.Consumers.Values)
+        {
+            Collect(needs, consumer.Service.Tenant, Level.Consumer, consumer.Id, consumer.Limits, consumer.CounterKeys, now, wanted);
+        }
     }
 
     private static void Collect(List<Need> needs, TenantEntry tenant, Level level, string id, LimitsConfig limits, CounterKeys keys, DateTimeOffset now,

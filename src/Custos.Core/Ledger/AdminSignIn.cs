@@ -15,22 +15,29 @@ public static class AdminSignIn
     public const string Action = "admin.sign_in_denied";
 
     private const string SourcePrefix = "source:";
-    private const string RequestMarker = " (request ";
 
     /// <summary>The target: the source address, or <c>unknown</c>.</summary>
     public static string Target(string? source) => SourcePrefix + (string.IsNullOrEmpty(source) ? "unknown" : source);
 
-    /// <summary>The reason: what was presented, on which request, and the request id.</summary>
-    public static string Reason(string presented, string method, string path, string requestId) => $"{presented} on {method} {path}{RequestMarker}{requestId})";
+    /// <summary>
+    /// The record of a refused sign-in from <paramref name="source"/> at <paramref name="at"/>: its refusal's
+    /// <paramref name="code"/> as <c>after</c>, what was <paramref name="presented"/> (never a secret), the method and path,
+    /// and <paramref name="requestId"/> in its reason for readers, and carried as <see cref="AdminRecord.RequestId"/> for the
+    /// alert detectors (the reason holds a path the caller chose, so it is not read back).
+    /// </summary>
+    public static AdminRecord Record(DateTimeOffset at, string? source, string code, string presented, string method, string path, string requestId,
+        long policyVersion) => new()
+        {
+            Timestamp = at,
+            Actor = Actor,
+            Action = Action,
+            Target = Target(source),
+            After = code,
+            Reason = $"{presented} on {method} {path} (request {requestId})",
+            RequestId = requestId,
+            PolicyVersion = policyVersion,
+        };
 
     /// <summary>The source address of a refused sign-in's record.</summary>
     public static string SourceOf(AdminRecord record) => record.Target.StartsWith(SourcePrefix, StringComparison.Ordinal) ? record.Target[SourcePrefix.Length..] : record.Target;
-
-    /// <summary>The request id in a refused sign-in's reason, or empty.</summary>
-    public static string RequestIdOf(AdminRecord record)
-    {
-        var reason = record.Reason ?? "";
-        var at = reason.LastIndexOf(RequestMarker, StringComparison.Ordinal);
-        return at < 0 || !reason.EndsWith(')') ? "" : reason[(at + RequestMarker.Length)..^1];
-    }
 }

@@ -101,6 +101,12 @@ public sealed class AdminRecord : LedgerRecord
     /// <summary>The policy version in force after the action.</summary>
     public long PolicyVersion { get; init; }
 
+    /// <summary>
+    /// The id of the admin API request the action answered, where the observers of the ledger need it (a refused sign-in,
+    /// <see cref="AdminSignIn"/>), else null. Not part of the canonical form: the entry states it in its reason for readers.
+    /// </summary>
+    public string? RequestId { get; init; }
+
     /// <inheritdoc/>
     public override void WriteCanonical(Utf8JsonWriter writer)
     {

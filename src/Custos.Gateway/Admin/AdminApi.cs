@@ -120,8 +120,8 @@ internal static partial class AdminApi
                 {
                     // A refused sign-in is on record like a refused model call, and counts toward the source's
                     // auth.failures alert: guessing admin keys was invisible, on the more privileged of the two planes.
-                    await gateway.RecordAdminAsync(AdminSignIn.Actor, AdminSignIn.Action, AdminSignIn.Target(http.Connection.RemoteIpAddress?.ToString()),
-                        null, failure.Code, AdminSignIn.Reason(failure.Presented, http.Request.Method, http.Request.Path.ToString(), requestId));
+                    await gateway.Ledger.RecordAsync(AdminSignIn.Record(gateway.Time.GetUtcNow(), http.Connection.RemoteIpAddress?.ToString(), failure.Code,
+                        failure.Presented, http.Request.Method, http.Request.Path.ToString(), requestId, gateway.Policy.Current.Version));
                     return failure.Result;
                 }
 

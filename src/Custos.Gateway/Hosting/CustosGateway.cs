@@ -581,6 +581,7 @@ public sealed partial class CustosGateway : IAsyncDisposable
                 var sharedLog = loggerFactory.CreateLogger<ResilientCounterStore>();
                 await SeedSharedCountersAsync(shared, policy, store, options.TimeProvider, sharedLog, reconnected: false, cancellationToken);
                 shared.Reconnected += () => _ = SeedSharedCountersAsync(shared, policy, store, options.TimeProvider, sharedLog, reconnected: true, CancellationToken.None);
+                policy.Preparing = (next, token) => SeedSharedCountersBroughtAsync(shared, policy.Current, next, store, options.TimeProvider, sharedLog, token);
             }
 
             var telemetry = new CustosTelemetry(policy, ledger, counters);
@@ -703,6 +704,34 @@ public sealed partial class CustosGateway : IAsyncDisposable
             else
             {
                 Log.SharedCountersSeeded(logger, raised, seeds.Count, milliseconds);
+            }
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        {
+            Log.SharedCountersNotSeeded(logger, ex.Message);
+        }
+    }
+
+    /// <summary>
+    /// Raises the shared counters that <paramref name="next"/> brings (quotas and budgets <paramref name="current"/> lacks:
+    /// a budget added mid-month, a day budget made a month's) to what the ledger holds of their current day or month, before
+    /// it is put in force, as <see cref="SeedCountersAsync"/> starts the in-process ones. Every node that takes the version
+    /// does it; raising, not adding, so what one node admitted under it already is not counted twice. Failures are logged,
+    /// not thrown: those counters then go on from what Redis holds.
+    /// </summary>
+    private static async Task SeedSharedCountersBroughtAsync(ISeededCounterStore counters, PolicySnapshot current, PolicySnapshot next, ICustosStore store,
+        TimeProvider time, ILogger logger, CancellationToken cancellationToken)
+    {
+        var started = Stopwatch.GetTimestamp();
+        try
+        {
+            var now = time.GetUtcNow();
+            var held = CounterSeeds.KeysOf(current, now);
+            var seeds = await CounterSeeds.ReadAsync(next, store, store, now, key => !held.Contains(key), cancellationToken);
+            if (seeds.Count > 0)
+            {
+                var raised = await counters.SeedAsync(seeds, cancellationToken);
+                Log.SharedCountersBrought(logger, next.Version, raised, seeds.Count, (long)Stopwatch.GetElapsedTime(started).TotalMilliseconds);
             }
         }
         catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
@@ -1008,5 +1037,9 @@ public sealed partial class CustosGateway : IAsyncDisposable
         [LoggerMessage(EventId = 21, Level = LogLevel.Warning,
             Message = "Could not seed the shared counters from the ledger ({Error}): quotas and budgets go on from what Redis holds.")]
         public static partial void SharedCountersNotSeeded(ILogger logger, string error);
+
+        [LoggerMessage(EventId = 22, Level = LogLevel.Information,
+            Message = "Policy version {Version} brings quotas or budgets: their shared counters start from what the ledger holds of their current day or month ({Raised} of {Counters} counter(s) raised in {Milliseconds} ms).")]
+        public static partial void SharedCountersBrought(ILogger logger, long version, int raised, int counters, long milliseconds);
     }
 }

@@ -37,8 +37,8 @@ public sealed class ActivePolicy
     private readonly Lock _updateLock = new();
 
     /// <summary>
-    /// Runs before a newer snapshot is put in force by <see cref="UpdateAsync"/>: the gateway starts the in-process
-    /// counters the snapshot brings from what the ledger holds. Must not throw.
+    /// Runs before a newer snapshot is put in force by <see cref="UpdateAsync"/>: the gateway starts the counters the
+    /// snapshot brings (in-process, or shared in Redis) from what the ledger holds. Must not throw.
     /// </summary>
     internal Func<PolicySnapshot, CancellationToken, Task>? Preparing { get; set; }
 

@@ -114,7 +114,10 @@ async function api(path, options = {}) {
     body: options.body ? JSON.stringify(options.body) : undefined,
   });
   if (response.status === 401 && state.me) {
-    signOut("Your session is no longer valid; sign in again.");
+    // The key was revoked or the token expired while the tab was open: the sign-in page says so with the API's code
+    // and request id, which find the refusal in the ledger (admin.sign_in_denied).
+    const body = safeJson(await response.text());
+    signOut(new ApiError(401, { ...body, detail: `Your session is no longer valid: ${body?.detail ?? body?.title ?? "HTTP 401"} Sign in again.` }));
     throw new ApiError(401, { detail: "Signed out." });
   }
   const text = await response.text();
@@ -180,19 +183,24 @@ const pages = [
   { path: "reports", title: "Reports", show: () => can("read_reports"), render: reportsPage },
 ];
 
-function signOut(message) {
+// Why the tab was signed out (a message, or the API's refusal with its code and request id), kept in the state rather
+// than passed along: the hash change below renders the sign-in page again, and would drop a message passed to it.
+function signOut(reason) {
   sessionStorage.removeItem(TOKEN);
   state.token = null;
   state.me = null;
+  state.signedOut = reason ?? null;
   location.hash = "#/signin";
-  renderSignIn(message);
+  renderSignIn();
 }
 
-function renderSignIn(message) {
+function renderSignIn() {
   const app = document.getElementById("app");
   app.className = "app signed-out";
   const key = el("input", { type: "password", name: "key", autocomplete: "off", placeholder: "cak_… or an OIDC token", required: true, "aria-label": "Admin key" });
-  const failure = el("div", null, message ? el("div", { class: "error" }, message) : null);
+  const reason = state.signedOut;
+  const failure = el("div", { "data-testid": "signed-out" },
+    reason instanceof Error ? errorBox(reason) : reason ? el("div", { class: "error" }, reason) : null);
   const form = el("form", { class: "panel" },
     el("div", { class: "brand" }, el("img", { src: "favicon.svg", alt: "" }), "Custos"),
     el("h1", null, "Sign in to the console"),
@@ -204,6 +212,7 @@ function renderSignIn(message) {
     state.token = key.value.trim();
     try {
       state.me = await api("/whoami");
+      state.signedOut = null;
       sessionStorage.setItem(TOKEN, state.token);
       location.hash = "#/" + (pages.find(p => p.show())?.path ?? "services");
       route();
@@ -239,7 +248,7 @@ async function route() {
   state.charts = [];
   if (!state.token) { renderSignIn(); return; }
   if (!state.me) {
-    try { state.me = await api("/whoami"); } catch (error) { signOut(error.message); return; }
+    try { state.me = await api("/whoami"); } catch (error) { signOut(error); return; }
   }
   const [path, ...rest] = location.hash.replace(/^#\/?/, "").split("/");
   const page = pages.find(p => p.path === path && p.show()) ?? pages.find(p => p.show());
