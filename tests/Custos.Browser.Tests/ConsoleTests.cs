@@ -243,7 +243,7 @@ public sealed class ConsoleTests(BrowserFixture browser)
     {
         await using var demo = await SeededAsync("console-access");
         var key = demo.ConsumerKey("support-web");
-        Assert.Equal("deny.model_not_found", (await DemoGateway.ChatAsync(demo.Gateway.DataPlaneUri, key, "gpt-4o")).Code);
+        Assert.Equal("deny.model_not_entitled", (await DemoGateway.ChatAsync(demo.Gateway.DataPlaneUri, key, "gpt-4o")).Code);
 
         // The platform admin asks; the service's policy owner (demo-service-owner) decides, each in their own session.
         var asker = await browser.NewPageAsync();
@@ -435,7 +435,7 @@ public sealed class ConsoleTests(BrowserFixture browser)
             Assert.Equal(HttpStatusCode.OK, (await DemoGateway.ChatAsync(demo.Gateway.DataPlaneUri, key)).Status);
         }
 
-        Assert.Equal("deny.model_not_found", (await DemoGateway.ChatAsync(demo.Gateway.DataPlaneUri, key, "gpt-4o")).Code);
+        Assert.Equal("deny.model_not_entitled", (await DemoGateway.ChatAsync(demo.Gateway.DataPlaneUri, key, "gpt-4o")).Code);
         await demo.Gateway.Ledger.FlushAsync();
         return demo;
     }

@@ -126,7 +126,7 @@ public sealed partial class ControlPlaneCliTests : IAsyncLifetime
     public async Task Access_RequestListApprove_ThenExplainNamesTheApprover()
     {
         var before = await DemoGateway.ChatAsync(_gateway.DataPlaneUri, _demo.ConsumerKey("support-web"), "gpt-4o");
-        Assert.Equal("deny.model_not_found", before.Code);
+        Assert.Equal("deny.model_not_entitled", before.Code);
 
         var requested = await AsAsync("platform-admin", "access", "request", "--consumer", "support-web", "--model", "gpt-4o",
             "--justification", "escalations need the larger model", "--valid-until", "30d");

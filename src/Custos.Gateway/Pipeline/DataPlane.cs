@@ -349,12 +349,6 @@ internal sealed partial class DataPlane(
         record.N = endpoint == ApiEndpoint.Completions ? parsed.CompletionChoices : parsed.N;
         if (!Serves(route, endpoint))
         {
-            if (!Names(consumer, route))
-            {
-                await DenyHiddenModelAsync(context, record);
-                return null;
-            }
-
             await DenyAsync(context, record, Reasons.ModelWrongEndpoint,
                 $"The model '{parsed.Model}' (kind {PolicyNames.Of(route.Kind)}, provider '{route.Provider.Id}' of type {PolicyNames.Of(route.Provider.Kind)}) does not serve {record.Endpoint}.", "model");
             return null;
@@ -382,12 +376,6 @@ internal sealed partial class DataPlane(
             if (admission.RetryAfter is { } retryAfter)
             {
                 context.Response.Headers.RetryAfter = Math.Max(1, (int)Math.Ceiling(retryAfter.TotalSeconds)).ToString(System.Globalization.CultureInfo.InvariantCulture);
-            }
-
-            if (admission.Reason == Reasons.ModelNotEntitled && !Names(consumer, route))
-            {
-                await DenyHiddenModelAsync(context, record);
-                return null;
             }
 
             await DenyAsync(context, record, admission.Reason!, admission.Message, admission.Param);
@@ -811,27 +799,6 @@ internal sealed partial class DataPlane(
         record.Fail(reason, Outcome.Denied);
         record.Status = reason.Status;
         return ErrorResponses.WriteAsync(context, reason, record.RequestId, IsAnthropic(record), message, param);
-    }
-
-    /// <summary>
-    /// Refuses a model of the tenant that no entitlement of the caller names (<see cref="Names"/>) with the very answer a model that does not exist gets: 404 <c>deny.model_not_found</c> and the same message, as
-    /// OpenAI answers for a model of another organisation. A 403 told a caller holding any valid key which models the tenant
-    /// has (a fine-tuned model's name can name a project), by trying names. The ledger records the real reason,
-    /// <c>deny.model_not_entitled</c>, with the status the caller got (docs/decisions.md).
-    /// </summary>
-    /// <summary>
-    /// Whether an entitlement of <paramref name="consumer"/> names <paramref name="route"/>, in force or not, or names it and
-    /// its service's models leave it out: the consumer knows the model then, and a refusal may say why.
-    /// </summary>
-    private static bool Names(ConsumerEntry consumer, ModelRoute route)
-        => consumer.ExcludedByService.Contains(route) || consumer.Entitlements.Any(e => e.Models.Contains(route));
-
-    private static Task DenyHiddenModelAsync(HttpContext context, RequestRecord record)
-    {
-        record.Fail(Reasons.ModelNotEntitled, Outcome.Denied);
-        record.Status = Reasons.ModelNotFound.Status;
-        return ErrorResponses.WriteAsync(context, Reasons.ModelNotFound, record.RequestId, IsAnthropic(record),
-            $"The model '{record.Model}' does not exist or you do not have access to it.", "model");
     }
 
     /// <summary>

@@ -21,7 +21,7 @@ public sealed class ConsoleApiTests
         });
         Assert.Equal(HttpStatusCode.OK, (await ChatAsync(g, g.KeyOf("web"))).Status);
         Assert.Equal(HttpStatusCode.OK, (await ChatAsync(g, g.KeyOf("web"))).Status);
-        Assert.Equal("deny.model_not_found", (await ChatAsync(g, g.KeyOf("web"), "gpt-4o")).Code);
+        Assert.Equal("deny.model_not_entitled", (await ChatAsync(g, g.KeyOf("web"), "gpt-4o")).Code);
         Assert.Equal(HttpStatusCode.OK, (await ChatAsync(g, g.KeyOf("globex-user"), "globex-only")).Status);
         var ledger = await g.LedgerAsync();
         decimal CostOf(string consumer) => ledger.Where(e => e.GetProperty("consumer").GetString() == consumer && e.GetProperty("cost").ValueKind == JsonValueKind.String)

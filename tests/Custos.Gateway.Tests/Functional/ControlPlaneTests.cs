@@ -15,7 +15,7 @@ public sealed class ControlPlaneTests
     {
         await using var g = await StartAsync();
         var before = await ChatAsync(g, g.KeyOf("web"), "gpt-4o");
-        Assert.Equal("deny.model_not_found", before.Code);
+        Assert.Equal("deny.model_not_entitled", before.Code);
 
         var created = await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Post, "/admin/v1/access-requests",
             new { consumer = "web", models = new[] { "gpt-4o" }, justification = "escalations need the larger model" }));
@@ -23,7 +23,7 @@ public sealed class ControlPlaneTests
         Assert.Equal("pending", created.GetProperty("status").GetString());
 
         // Pending is not access.
-        Assert.Equal("deny.model_not_found", (await ChatAsync(g, g.KeyOf("web"), "gpt-4o")).Code);
+        Assert.Equal("deny.model_not_entitled", (await ChatAsync(g, g.KeyOf("web"), "gpt-4o")).Code);
 
         // Neither the platform admin (not the policy owner) nor the requester may decide; both attempts are audited.
         using (var root = await AdminAsync(g, "root", HttpMethod.Post, $"/admin/v1/access-requests/{id}/approve", new { reason = "ok" }))

@@ -37,8 +37,8 @@ public sealed class ServiceModelsTests
         var approval = await JsonAsync(await AdminAsync(g, "root", HttpMethod.Get, $"/admin/v1/requests/{requestId}/approval"));
         Assert.Equal(["gpt-4o-mini"], approval.GetProperty("service_models").EnumerateArray().Select(m => m.GetString()));
 
-        // A model no entitlement names is answered as one that does not exist (the ledger says deny.model_not_entitled).
-        Assert.Equal("deny.model_not_found", (await ChatAsync(g, g.KeyOf("web"), "gpt-4o")).Code);
+        // A model no entitlement names keeps its own wording.
+        Assert.Equal("deny.model_not_entitled", (await ChatAsync(g, g.KeyOf("web"), "gpt-4o")).Code);
     }
 
     [Fact]

@@ -38,7 +38,7 @@ public sealed class TelemetryTests
 
         using (var notEntitled = await g.Client.SendAsync(g.Post("/v1/chat/completions", """{"model":"gpt-4o","messages":[]}""")))
         {
-            Assert.Equal(HttpStatusCode.NotFound, notEntitled.StatusCode);
+            Assert.Equal(HttpStatusCode.Forbidden, notEntitled.StatusCode);
         }
 
         using (var anonymous = await g.Client.SendAsync(g.Post("/v1/chat/completions", Chat, consumer: null)))
