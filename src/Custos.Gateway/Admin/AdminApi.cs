@@ -121,7 +121,7 @@ internal static partial class AdminApi
                     // A refused sign-in is on record like a refused model call, and counts toward the source's
                     // auth.failures alert: guessing admin keys was invisible, on the more privileged of the two planes.
                     await gateway.Ledger.RecordAsync(AdminSignIn.Record(gateway.Time.GetUtcNow(), http.Connection.RemoteIpAddress?.ToString(), failure.Code,
-                        failure.Presented, http.Request.Method, http.Request.Path.ToString(), requestId, gateway.Policy.Current.Version));
+                        failure.Presented, http.Request.Method, Custos.Controls.RecordedText.Of(http.Request.Path.ToString()) ?? "/", requestId, gateway.Policy.Current.Version));
                     return failure.Result;
                 }
 

@@ -130,6 +130,25 @@ public sealed class AlertTests
     }
 
     [Fact]
+    public async Task ARefusedSignIns_Path_IsRecordedCutAndWithoutSecrets()
+    {
+        // The path of a refused sign-in was quoted whole: anyone could write kilobytes, or a key in the path, into the ledger.
+        await using var g = await StartAsync(new WebhookReceiver(), new AlertsConfig { Security = Security }, time: null);
+        using var admin = new HttpClient { BaseAddress = g.Gateway.AdminUri };
+        const string Secret = "sk-proj-abcdefghijklmnopqrstuvwx0123456789";
+        using (var response = await admin.GetAsync($"/admin/v1/{Secret}/{new string('a', 4000)}"))
+        {
+            Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
+        }
+
+        await SettleAsync(g);
+        var reason = (await AdminEntriesAsync(g)).Single(e => e.GetProperty("action").GetString() == "admin.sign_in_denied").GetProperty("reason").GetString()!;
+        Assert.StartsWith("no credential on GET /admin/v1/", reason, StringComparison.Ordinal);
+        Assert.DoesNotContain(Secret, reason, StringComparison.Ordinal);
+        Assert.True(reason.Length < 400, $"{reason.Length} characters recorded");
+    }
+
+    [Fact]
     public async Task EachAlertGoesToTheOwnerRoleResponsible_SignedWithHmac()
     {
         var hooks = new WebhookReceiver();
