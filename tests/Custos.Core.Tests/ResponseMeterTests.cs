@@ -511,6 +511,7 @@ public sealed class ResponseMeterTests
         using var json = JsonDocument.Parse(data);
         Assert.Equal(anthropic ? "error" : null, json.RootElement.TryGetProperty("type", out var type) ? type.GetString() : null);
         Assert.Equal("upstream.stream_error", json.RootElement.GetProperty("error").GetProperty("code").GetString());
+        Assert.Equal(anthropic ? "api_error" : "upstream_error", json.RootElement.GetProperty("error").GetProperty("type").GetString());
         Assert.Equal("req_1", json.RootElement.GetProperty("error").GetProperty("request_id").GetString());
         Assert.True(meter.StreamFailed);
         Assert.Contains("SECRET", meter.StreamError ?? "", StringComparison.Ordinal); // for the operator's log, which redacts it

@@ -485,7 +485,7 @@ public sealed class ResponseMeter : IDisposable
             }
 
             writer.WriteStartObject("error");
-            writer.WriteString("type", reason.Type);
+            writer.WriteString("type", _provider == ProviderKind.Anthropic ? reason.AnthropicType : reason.Type);
             writer.WriteString("message", reason.Message);
             writer.WriteString("code", reason.Code);
             writer.WriteNull("param");

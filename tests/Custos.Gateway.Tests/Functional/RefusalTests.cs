@@ -442,6 +442,58 @@ public sealed class RefusalTests(GatewayFixture fixture) : IClassFixture<Gateway
         Assert.Equal("deny.credential_missing", json.RootElement.GetProperty("error").GetProperty("code").GetString());
     }
 
+    public static TheoryData<string, string?, string, HttpStatusCode, string, string> AnthropicRefusals => new()
+    {
+        { "/v1/messages", "web", """{"model":""", HttpStatusCode.BadRequest, "invalid.json", "invalid_request_error" },
+        { "/v1/messages", null, """{"model":"claude-sonnet","max_tokens":5,"messages":[]}""", HttpStatusCode.Unauthorized, "deny.credential_missing", "authentication_error" },
+        { "/v1/messages", "agent", """{"model":"claude-cut","max_tokens":5,"messages":[]}""", HttpStatusCode.Forbidden, "deny.model_not_entitled", "permission_error" },
+        { "/v1/messages", "web", """{"model":"claude-nope","max_tokens":5,"messages":[]}""", HttpStatusCode.NotFound, "deny.model_not_found", "not_found_error" },
+        { "/v1/messages/batches", "web", "{}", HttpStatusCode.NotFound, "invalid.endpoint", "not_found_error" },
+        { "/v1/messages", "web", "{\"model\":\"claude-sonnet\",\"messages\":[{\"role\":\"user\",\"content\":\"" + new string('x', 70_000) + "\"}]}",
+            HttpStatusCode.RequestEntityTooLarge, "invalid.body_too_large", "request_too_large" },
+    };
+
+    [Theory]
+    [MemberData(nameof(AnthropicRefusals))]
+    public async Task AnthropicPathRefusals_CarryAnthropicsErrorTypeForTheirStatus_AndTheGatewaysCode(string path, string? consumer, string body,
+        HttpStatusCode status, string code, string type)
+    {
+        using var request = G.Post(path, body, consumer, anthropicHeader: true);
+
+        using var response = await G.Client.SendAsync(request);
+
+        Assert.Equal(status, response.StatusCode);
+        using var json = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+        Assert.Equal("error", json.RootElement.GetProperty("type").GetString());
+        var error = json.RootElement.GetProperty("error");
+        Assert.Equal(type, error.GetProperty("type").GetString());
+        Assert.Equal(code, error.GetProperty("code").GetString());
+        Assert.Equal(TestGateway.RequestIdOf(response), error.GetProperty("request_id").GetString());
+        Assert.Equal(TestGateway.RequestIdOf(response), Assert.Single(response.Headers.GetValues("request-id")));
+    }
+
+    [Theory]
+    [InlineData(400, "invalid_request_error")]
+    [InlineData(401, "authentication_error")]
+    [InlineData(402, "billing_error")]
+    [InlineData(403, "permission_error")]
+    [InlineData(404, "not_found_error")]
+    [InlineData(405, "invalid_request_error")]
+    [InlineData(413, "request_too_large")]
+    [InlineData(415, "invalid_request_error")]
+    [InlineData(422, "invalid_request_error")]
+    [InlineData(429, "rate_limit_error")]
+    [InlineData(500, "api_error")]
+    [InlineData(502, "api_error")]
+    [InlineData(503, "overloaded_error")]
+    [InlineData(504, "timeout_error")]
+    [InlineData(529, "overloaded_error")]
+    public void AnthropicTypeOf_EveryStatusClass_IsAnthropicsOwnWord(int status, string type)
+    {
+        Assert.Equal(type, Custos.Errors.Reasons.AnthropicTypeOf(status));
+        Assert.All(Custos.Errors.Reasons.All.Where(r => r.Status == status), r => Assert.Equal(type, r.AnthropicType));
+    }
+
     [Fact]
     public async Task ARefusalsEntry_RecordsTheBytesOfTheErrorItWrote()
     {
