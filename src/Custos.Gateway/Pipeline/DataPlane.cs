@@ -371,6 +371,11 @@ internal sealed partial class DataPlane(
             record.MarkDegraded("counters");
         }
 
+        if (admission.RequestRate is not null || admission.TokenRate is not null)
+        {
+            WriteRateLimitHeaders(context.Response.Headers, admission, record.Timestamp, endpoint == ApiEndpoint.Messages);
+        }
+
         if (admission.Decision != Decision.Allow)
         {
             if (admission.RetryAfter is { } retryAfter)
@@ -692,6 +697,42 @@ internal sealed partial class DataPlane(
             UpstreamCall.UriFor(p, ApiEndpoint.Messages),
         ]);
         return uris[(int)endpoint];
+    }
+
+    /// <summary>
+    /// Tells the client what its per-minute rate limits leave, in the headers its SDK knows: OpenAI's
+    /// <c>x-ratelimit-{limit,remaining,reset}-{requests,tokens}</c> (reset as a duration, <c>17s</c>) or Anthropic's
+    /// <c>anthropic-ratelimit-{requests,tokens}-{limit,remaining,reset}</c> (reset as an RFC 3339 instant). The numbers are
+    /// the admission's own readings: nothing is read again, only formatted.
+    /// </summary>
+    private static void WriteRateLimitHeaders(IHeaderDictionary headers, Admission admission, DateTimeOffset now, bool anthropic)
+    {
+        if (admission.RequestRate is { } requests)
+        {
+            WriteRateLimit(headers, requests, now, anthropic,
+                anthropic ? "anthropic-ratelimit-requests-limit" : "x-ratelimit-limit-requests",
+                anthropic ? "anthropic-ratelimit-requests-remaining" : "x-ratelimit-remaining-requests",
+                anthropic ? "anthropic-ratelimit-requests-reset" : "x-ratelimit-reset-requests");
+        }
+
+        if (admission.TokenRate is { } tokens)
+        {
+            WriteRateLimit(headers, tokens, now, anthropic,
+                anthropic ? "anthropic-ratelimit-tokens-limit" : "x-ratelimit-limit-tokens",
+                anthropic ? "anthropic-ratelimit-tokens-remaining" : "x-ratelimit-remaining-tokens",
+                anthropic ? "anthropic-ratelimit-tokens-reset" : "x-ratelimit-reset-tokens");
+        }
+    }
+
+    private static void WriteRateLimit(IHeaderDictionary headers, RateLimitHeadroom headroom, DateTimeOffset now, bool anthropic,
+        string limit, string remaining, string reset)
+    {
+        var invariant = System.Globalization.CultureInfo.InvariantCulture;
+        headers[limit] = headroom.Limit.ToString(invariant);
+        headers[remaining] = headroom.Remaining.ToString(invariant);
+        headers[reset] = anthropic
+            ? headroom.Reset.UtcDateTime.ToString("yyyy'-'MM'-'dd'T'HH':'mm':'ss'Z'", invariant)
+            : string.Create(invariant, $"{Math.Max(0, (long)Math.Ceiling((headroom.Reset - now).TotalSeconds))}s");
     }
 
     private static bool Serves(ModelRoute route, ApiEndpoint endpoint) => endpoint switch
