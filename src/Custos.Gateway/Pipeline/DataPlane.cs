@@ -118,10 +118,10 @@ internal sealed partial class DataPlane(
                 record.Status = context.Response.StatusCode;
             }
 
-            if (record.ResponseBytes == 0)
+            if (record.ResponseBytes == 0 && !HttpMethods.IsHead(record.Method))
             {
                 // A body the gateway wrote itself (a refusal, an error in place of the provider's, the model list) is
-                // what the client was sent; it was recorded as 0 bytes.
+                // what the client was sent; it was recorded as 0 bytes. A HEAD's is not sent (the server drops it).
                 record.ResponseBytes = HeldBody.LengthOf(context);
             }
 
@@ -199,10 +199,20 @@ internal sealed partial class DataPlane(
             return null;
         }
 
-        var allowed = ApiEndpoints.MethodOf(endpoint);
-        if (!string.Equals(request.Method, allowed, StringComparison.Ordinal))
+        if (HttpMethods.IsOptions(request.Method))
         {
-            context.Response.Headers.Allow = allowed;
+            // A capability probe or a CORS preflight: what the endpoint answers, with no credential asked and nothing sent
+            // to a provider. No Access-Control-Allow-* header: a browser on another origin is refused as before.
+            context.Response.StatusCode = StatusCodes.Status204NoContent;
+            context.Response.Headers.Allow = ApiEndpoints.AllowOf(endpoint);
+            record.Status = StatusCodes.Status204NoContent;
+            return null;
+        }
+
+        if (!ApiEndpoints.Accepts(endpoint, request.Method))
+        {
+            var allowed = ApiEndpoints.MethodOf(endpoint);
+            context.Response.Headers.Allow = ApiEndpoints.AllowOf(endpoint);
             await DenyAsync(context, record, Reasons.MethodNotAllowed, $"{record.Endpoint} takes {allowed}, not {request.Method}.");
             return null;
         }

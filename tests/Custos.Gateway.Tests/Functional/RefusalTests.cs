@@ -362,9 +362,79 @@ public sealed class RefusalTests(GatewayFixture fixture) : IClassFixture<Gateway
         var request = new HttpRequestMessage(HttpMethod.Get, "/v1/chat/completions");
         request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", G.KeyOf("web"));
         using var probe = await G.Client.SendAsync(new HttpRequestMessage(HttpMethod.Get, "/v1/chat/completions"));
-        Assert.Equal("POST", string.Join(",", probe.Content.Headers.Allow));
+        Assert.Equal("POST, OPTIONS", string.Join(", ", probe.Content.Headers.Allow));
 
         await AssertRefusedAsync(request, HttpStatusCode.MethodNotAllowed, "invalid.method", message: "/v1/chat/completions takes POST, not GET.");
+    }
+
+    [Theory]
+    [InlineData("/v1/chat/completions", "POST, OPTIONS")]
+    [InlineData("/v1/messages", "POST, OPTIONS")]
+    [InlineData("/v1/models", "GET, HEAD, OPTIONS")]
+    [InlineData("/v1/models/gpt-4o-mini", "GET, HEAD, OPTIONS")]
+    public async Task Options_OnAKnownEndpoint_Is204WithAllow_WithoutCredential_AndReachesNoProvider(string path, string allow)
+    {
+        var upstreamCalls = G.Upstream.RequestCount;
+
+        using var response = await G.Client.SendAsync(new HttpRequestMessage(HttpMethod.Options, path));
+
+        Assert.Equal(HttpStatusCode.NoContent, response.StatusCode);
+        Assert.Equal(allow, string.Join(", ", response.Content.Headers.Allow));
+        Assert.Empty(await response.Content.ReadAsByteArrayAsync());
+        Assert.Equal(upstreamCalls, G.Upstream.RequestCount);
+        var entry = await G.EntryAsync(TestGateway.RequestIdOf(response));
+        Assert.Equal(("OPTIONS", 204), (entry.GetProperty("method").GetString(), entry.GetProperty("status").GetInt32()));
+    }
+
+    [Fact]
+    public async Task Options_OnAnUnknownPath_Is404()
+        => await AssertRefusedAsync(new HttpRequestMessage(HttpMethod.Options, "/v1/images/generations"), HttpStatusCode.NotFound, "invalid.endpoint");
+
+    [Theory]
+    [InlineData("/v1/models")]
+    [InlineData("/v1/models/gpt-4o-mini")]
+    public async Task Head_OnAGetEndpoint_IsTheGetWithoutItsBody(string path)
+    {
+        var upstreamCalls = G.Upstream.RequestCount;
+        HttpRequestMessage Request(HttpMethod method)
+        {
+            var request = new HttpRequestMessage(method, path);
+            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", G.KeyOf("web"));
+            return request;
+        }
+
+        using var get = await G.Client.SendAsync(Request(HttpMethod.Get));
+        using var head = await G.Client.SendAsync(Request(HttpMethod.Head));
+
+        Assert.Equal(HttpStatusCode.OK, head.StatusCode);
+        Assert.Equal("application/json", head.Content.Headers.ContentType?.MediaType);
+        Assert.Equal((await get.Content.ReadAsByteArrayAsync()).Length, head.Content.Headers.ContentLength);
+        Assert.Empty(await head.Content.ReadAsByteArrayAsync());
+        Assert.Equal(upstreamCalls, G.Upstream.RequestCount);
+        var entry = await G.EntryAsync(TestGateway.RequestIdOf(head));
+        Assert.Equal(("HEAD", 200, 0L), (entry.GetProperty("method").GetString(), entry.GetProperty("status").GetInt32(), entry.GetProperty("response_bytes").GetInt64()));
+    }
+
+    [Fact]
+    public async Task Head_OnAGetEndpoint_WithoutCredential_Is401()
+    {
+        using var response = await G.Client.SendAsync(new HttpRequestMessage(HttpMethod.Head, "/v1/models"));
+
+        Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
+        var entry = await G.EntryAsync(TestGateway.RequestIdOf(response));
+        Assert.Equal(["deny.credential_missing"], entry.GetProperty("reasons").EnumerateArray().Select(r => r.GetString()));
+    }
+
+    [Fact]
+    public async Task Head_OnAPostEndpoint_Is405WithAllow()
+    {
+        var request = new HttpRequestMessage(HttpMethod.Head, "/v1/chat/completions");
+        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", G.KeyOf("web"));
+
+        using var response = await G.Client.SendAsync(request);
+
+        Assert.Equal(HttpStatusCode.MethodNotAllowed, response.StatusCode);
+        Assert.Equal("POST, OPTIONS", string.Join(", ", response.Content.Headers.Allow));
     }
 
     [Fact]
