@@ -318,6 +318,13 @@ internal sealed partial class DataPlane(
         }
 
         record.RequestBytes = body.WrittenCount;
+        if (body.WrittenSpan.StartsWith("\uFEFF"u8))
+        {
+            // A UTF-8 byte order mark, as some Windows tools write before JSON: not part of the JSON (RFC 8259 lets a parser
+            // ignore it), so it is skipped, and the provider gets the JSON without it.
+            body.RemovePrefix(3);
+        }
+
         if (InlineIo.ShouldLeaveSocketThread(body.WrittenCount))
         {
             await Task.Yield(); // to the thread pool: parsing and scanning a large body would hold the socket thread's other connections

@@ -438,6 +438,27 @@ public sealed class RefusalTests(GatewayFixture fixture) : IClassFixture<Gateway
     }
 
     [Fact]
+    public async Task AUtf8ByteOrderMark_BeforeTheJson_IsSkipped_AndTheProviderGetsTheJsonWithoutIt()
+    {
+        byte[] bom = [0xEF, 0xBB, 0xBF];
+        var json = Encoding.UTF8.GetBytes("""{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}""");
+        using var content = new ByteArrayContent([.. bom, .. json]);
+        content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions") { Content = content };
+        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", G.KeyOf("web"));
+
+        using var response = await G.Client.SendAsync(request);
+
+        var body = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == HttpStatusCode.OK, body);
+        var sent = G.Upstream.Received.Last(r => r.Path == "/v1/chat/completions").Body;
+        Assert.Equal(Encoding.UTF8.GetString(json), sent);
+        var entry = await G.EntryAsync(TestGateway.RequestIdOf(response));
+        Assert.Equal("gpt-4o-mini", entry.GetProperty("model").GetString());
+        Assert.Equal(bom.Length + json.Length, entry.GetProperty("request_bytes").GetInt64());
+    }
+
+    [Fact]
     public Task NoCredential_Is401Missing() => AssertRefusedAsync(G.Post("/v1/chat/completions", Chat, consumer: null), HttpStatusCode.Unauthorized, "deny.credential_missing");
 
     [Fact]
