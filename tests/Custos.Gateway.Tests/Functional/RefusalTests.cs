@@ -458,6 +458,26 @@ public sealed class RefusalTests(GatewayFixture fixture) : IClassFixture<Gateway
         Assert.Equal(bom.Length + json.Length, entry.GetProperty("request_bytes").GetInt64());
     }
 
+    [Theory]
+    [InlineData("/v1/messages", "?beta=true", """{"model":"claude-sonnet","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}""")]
+    [InlineData("/v1/chat/completions", "?api-version=2024-10-21&key=sk-secret-in-query", """{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}""")]
+    public async Task TheQueryString_GoesToTheProviderAsItCame_AndTheLedgerRecordsThePathWithoutIt(string path, string query, string body)
+    {
+        using var response = await G.Client.SendAsync(G.Post(path + query, body, anthropicHeader: path == "/v1/messages"));
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var received = G.Upstream.Received.Last(r => r.Path == path);
+        Assert.Equal(query, received.Query);
+        var entry = await G.EntryAsync(TestGateway.RequestIdOf(response));
+        Assert.Equal(path, entry.GetProperty("endpoint").GetString());
+        Assert.DoesNotContain("sk-secret", entry.GetRawText(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task TheQueryString_DecidesNothing_AModelNamedThereIsNotTheRequests()
+        => await AssertRefusedAsync(G.Post("/v1/messages?model=claude-sonnet", """{"model":"claude-cut","max_tokens":5,"messages":[]}""", "agent", anthropicHeader: true),
+            HttpStatusCode.Forbidden, "deny.model_not_entitled");
+
     [Fact]
     public Task NoCredential_Is401Missing() => AssertRefusedAsync(G.Post("/v1/chat/completions", Chat, consumer: null), HttpStatusCode.Unauthorized, "deny.credential_missing");
 
