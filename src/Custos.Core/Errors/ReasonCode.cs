@@ -234,6 +234,13 @@ public static class Reasons
     public static readonly ReasonCode UpstreamStreamInterrupted = new("upstream.stream_interrupted", 502, Upstream, true, Decision.Allow,
         "The model provider's response was cut off.");
 
+    /// <summary>
+    /// The provider answered 200 with a JSON body that is not one JSON document (cut short, empty, or not JSON): it went
+    /// to the client as it came, and the record says the answer was malformed.
+    /// </summary>
+    public static readonly ReasonCode UpstreamMalformed = new("upstream.malformed_response", 502, Upstream, true, Decision.Allow,
+        "The model provider's answer was not valid JSON (cut short or not JSON at all); retry the request.");
+
     /// <summary>The provider sent an error event in the middle of its stream; the client gets the gateway's in its place.</summary>
     public static readonly ReasonCode UpstreamStreamFailed = new("upstream.stream_error", 502, Upstream, true, Decision.Allow,
         "The model provider reported an error in the middle of its response, which is incomplete; retry the request.");
@@ -339,7 +346,7 @@ public static class Reasons
         CredentialExpired, CredentialWrongKind, ModelMissing, ModelNotFound, ModelNotEntitled, EntitlementExpired, EntitlementNotYetValid,
         TokenCeiling, PromptRestricted, RateLimited, QuotaExhausted, BudgetExhausted, ExceedsLimit, ModelWrongEndpoint, InvalidJson, InvalidBody, BodyTimeout, InvalidHttp,
         InvalidField, DuplicateField, InvalidHeader, BodyTooLarge, ContentType, ContentEncoding, UnknownEndpoint, MethodNotAllowed, UpstreamNotConfigured, UpstreamUnreachable,
-        UpstreamTimeout, UpstreamError, UpstreamAuth, UpstreamRejected, UpstreamRateLimited, UpstreamStreamInterrupted, UpstreamStreamFailed,
+        UpstreamTimeout, UpstreamError, UpstreamAuth, UpstreamRejected, UpstreamRateLimited, UpstreamStreamInterrupted, UpstreamStreamFailed, UpstreamMalformed,
         ClientCancelled, Internal, Overloaded, LedgerBacklog, LedgerUnavailable, ConsumerSuspended, ServiceSuspended, TenantSuspended, ServiceUngoverned, KilledInFlight,
         TokenMalformed, TokenIssuer, TokenAudience, TokenSignature, TokenExpired, TokenSubjectUnknown,
         CountersUnavailable, PolicyUnconfirmed,

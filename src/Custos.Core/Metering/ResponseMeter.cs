@@ -88,6 +88,13 @@ public sealed class ResponseMeter : IDisposable
     /// <summary>Output tokens the provider reported, or null.</summary>
     public long? OutputTokens { get; private set; }
 
+    /// <summary>
+    /// True when a JSON answer (not a stream) ended and is not one JSON document: cut short, empty, or not JSON at all.
+    /// Known from the one read of the body for its usage, at <see cref="Complete"/>; false for a body over
+    /// <see cref="MaxJsonCapture"/>, which is not read.
+    /// </summary>
+    public bool JsonMalformed { get; private set; }
+
     /// <summary>True once the stream's terminal event (<c>[DONE]</c> or <c>message_stop</c>) passed.</summary>
     public bool StreamCompleted { get; private set; }
 
@@ -166,6 +173,7 @@ public sealed class ResponseMeter : IDisposable
     {
         if (!_stream)
         {
+            JsonMalformed = !_captureOverflow && _pendingLength == 0; // no body is no answer
             if (!_captureOverflow && _pendingLength > 0)
             {
                 var body = _pending.AsSpan(0, _pendingLength);
@@ -831,7 +839,9 @@ public sealed class ResponseMeter : IDisposable
         }
         catch (Exception e) when (IsUnreadable(e))
         {
-            // Not JSON after all: no usage.
+            // Not JSON after all (or cut short): no usage past where it broke. The reader went through the whole body, so
+            // reaching its end without this says the body is one complete JSON document.
+            JsonMalformed |= e is JsonException;
         }
     }
 

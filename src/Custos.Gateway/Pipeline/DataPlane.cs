@@ -522,7 +522,7 @@ internal sealed partial class DataPlane(
                 record.CutByPolicyVersion = call.CutBy;
             }
 
-            if (!context.Response.HasStarted)
+            if (!context.Response.HasStarted && reason != Reasons.UpstreamMalformed)
             {
                 record.Status = reason.Status;
                 await ErrorResponses.WriteAsync(context, reason, record.RequestId, endpoint == ApiEndpoint.Messages);

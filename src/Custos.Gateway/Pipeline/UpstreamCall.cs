@@ -429,6 +429,11 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
                     return (Reasons.UpstreamStreamInterrupted, Outcome.Interrupted);
                 }
 
+                if (!Record.Stream && Meter.JsonMalformed) // a 200 whose JSON is cut short or is none: no complete answer
+                {
+                    return (Reasons.UpstreamMalformed, Outcome.Interrupted);
+                }
+
                 return (null, Outcome.Completed);
             case ForwarderError.RequestBodyClient or ForwarderError.ResponseBodyClient when GatewayFailed(error, clientAborted, exception):
                 return (Reasons.Internal, Outcome.Failed);

@@ -109,6 +109,71 @@ public sealed partial class ProviderTrustTests
         Assert.Contains(anthropic ? "overloaded_error" : "server_error", logged, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A200WhoseJsonIsCutShort_IsRecordedMalformed_NotCompleted_AndGoesOnAsItCame(bool chunked)
+    {
+        await using var provider = ScriptedProvider.Start();
+        await using var g = await StartAsync(provider);
+        var cut = Encoding.UTF8.GetBytes("""{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Once upon""");
+        provider.Next.Enqueue(chunked
+            ? new Reply("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+                [.. Encoding.ASCII.GetBytes(FormattableString.Invariant($"{cut.Length:x}\r\n")), .. cut, .. "\r\n0\r\n\r\n"u8], Close: false)
+            : new Reply(FormattableString.Invariant($"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {cut.Length}\r\n\r\n"), cut, Close: false));
+
+        using var response = await g.Client.SendAsync(g.Post("/v1/chat/completions", """{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"""));
+        var received = await response.Content.ReadAsByteArrayAsync();
+
+        Assert.Equal(System.Net.HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal(cut, received);
+        var entry = await g.EntryAsync(TestGateway.RequestIdOf(response));
+        Assert.Equal("interrupted", entry.GetProperty("outcome").GetString());
+        Assert.Equal(["upstream.malformed_response"], entry.GetProperty("reasons").EnumerateArray().Select(r => r.GetString()));
+        Assert.Equal("allow", entry.GetProperty("decision").GetString());
+        Assert.True(entry.GetProperty("tokens_estimated").GetBoolean());
+    }
+
+    [Fact]
+    public async Task AWhole200Json_IsCompleted()
+    {
+        await using var provider = ScriptedProvider.Start();
+        await using var g = await StartAsync(provider);
+        provider.Next.Enqueue(Completion(5));
+
+        using var response = await g.Client.SendAsync(g.Post("/v1/chat/completions", """{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"""));
+        await response.Content.ReadAsByteArrayAsync();
+
+        var entry = await g.EntryAsync(TestGateway.RequestIdOf(response));
+        Assert.Equal("completed", entry.GetProperty("outcome").GetString());
+        Assert.Empty(entry.GetProperty("reasons").EnumerateArray());
+    }
+
+    [Fact]
+    public async Task AnOpenAIStreamWithoutDone_AfterItsLastChunkAndUsage_IsInterrupted_WithTheReportedUsage()
+    {
+        await using var provider = ScriptedProvider.Start();
+        await using var g = await StartAsync(provider);
+        provider.Next.Enqueue(Streamed("""
+            data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"content":"Hello"},"finish_reason":null}]}
+
+            data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}
+
+            data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":1,"total_tokens":10}}
+
+
+            """));
+
+        using var response = await g.Client.SendAsync(g.Post("/v1/chat/completions", """{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"""));
+        await response.Content.ReadAsStringAsync();
+
+        var entry = await g.EntryAsync(TestGateway.RequestIdOf(response));
+        Assert.Equal("interrupted", entry.GetProperty("outcome").GetString()); // OpenAI ends every stream with [DONE]: without it, it was cut
+        Assert.Equal(["upstream.stream_interrupted"], entry.GetProperty("reasons").EnumerateArray().Select(r => r.GetString()));
+        Assert.Equal((9, 1), (entry.GetProperty("input_tokens").GetInt64(), entry.GetProperty("output_tokens").GetInt64()));
+        Assert.False(entry.GetProperty("tokens_estimated").GetBoolean());
+    }
+
     /// <summary>A chat completion of <paramref name="outputTokens"/> tokens, as OpenAI answers one.</summary>
     private static Reply Completion(long outputTokens)
     {
