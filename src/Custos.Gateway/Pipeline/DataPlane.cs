@@ -601,7 +601,11 @@ internal sealed partial class DataPlane(
 
         record.InputTokens = input;
         record.OutputTokens = output;
-        record.Cost = route.Cost(input, output);
+        // Cached input only as the provider reported it, with the input it is part of.
+        var (cached, written) = meter.InputTokens is not null ? (meter.CachedInputTokens ?? 0, meter.CacheWriteInputTokens ?? 0) : (0, 0);
+        record.CachedInputTokens = cached > 0 ? cached : null;
+        record.CacheWriteInputTokens = written > 0 ? written : null;
+        record.Cost = route.Cost(input, output, cached, written);
         record.Currency = route.Currency;
     }
 
