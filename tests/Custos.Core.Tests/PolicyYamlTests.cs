@@ -504,6 +504,28 @@ public sealed class PolicyYamlWriterTests
         Assert.True(back.IsValid, yaml + "\n" + string.Join("\n", back.Diagnostics.Select(d => d.Format("written"))));
         Assert.Equal(PolicyVersion.CanonicalJson(withEverything), PolicyVersion.CanonicalJson(back.Document!));
     }
+
+    [Fact]
+    public void Write_ThenRead_KeepsTheCachePrices_AndAPolicyWithoutThemHashesAsBefore()
+    {
+        var with = PolicyYaml.Read("""
+            tenants:
+              - id: acme
+                providers: [{ id: p, type: anthropic, base_url: http://127.0.0.1:1 }]
+                models:
+                  - { name: m, provider: p, price: { input_per_mtok: 3, output_per_mtok: 15, cached_input_per_mtok: 0.3, cache_write_input_per_mtok: 3.75 } }
+                  - { name: n, provider: p, price: { input_per_mtok: 3, output_per_mtok: 15 } }
+            """);
+
+        Assert.True(with.IsValid, string.Join("\n", with.Diagnostics.Select(d => d.Format("policy"))));
+        var models = with.Document!.Tenants[0].Models;
+        Assert.Equal((0.3m, 3.75m), (models[0].CachedInputPerMillion, models[0].CacheWriteInputPerMillion));
+        Assert.Equal(((decimal?)null, (decimal?)null), (models[1].CachedInputPerMillion, models[1].CacheWriteInputPerMillion));
+        var back = PolicyYaml.Read(PolicyYamlWriter.Write(with.Document));
+        Assert.Equal(PolicyVersion.CanonicalJson(with.Document), PolicyVersion.CanonicalJson(back.Document!));
+        var without = PolicyVersion.CanonicalJson(with.Document with { Tenants = [with.Document.Tenants[0] with { Models = [models[1]] }] });
+        Assert.DoesNotContain("cache", without, StringComparison.Ordinal);
+    }
 }
 
 public sealed class ControlPlanePolicyTests

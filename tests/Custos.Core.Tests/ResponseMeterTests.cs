@@ -511,10 +511,40 @@ public sealed class ResponseMeterTests
         using var json = JsonDocument.Parse(data);
         Assert.Equal(anthropic ? "error" : null, json.RootElement.TryGetProperty("type", out var type) ? type.GetString() : null);
         Assert.Equal("upstream.stream_error", json.RootElement.GetProperty("error").GetProperty("code").GetString());
+        Assert.Equal(anthropic ? "api_error" : "upstream_error", json.RootElement.GetProperty("error").GetProperty("type").GetString());
         Assert.Equal("req_1", json.RootElement.GetProperty("error").GetProperty("request_id").GetString());
         Assert.True(meter.StreamFailed);
         Assert.Contains("SECRET", meter.StreamError ?? "", StringComparison.Ordinal); // for the operator's log, which redacts it
         Assert.Equal(output.WrittenCount, meter.BytesOut);
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(4096)]
+    public void Complete_OpenAIsCachedTokens_ArePartOfItsPromptTokens(int chunkSize)
+    {
+        var body = Encoding.UTF8.GetBytes("""{"id":"c","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"Hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1000,"completion_tokens":100,"total_tokens":1100,"prompt_tokens_details":{"cached_tokens":800,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0}}}""");
+
+        var (meter, _) = Run(ProviderKind.OpenAI, stream: false, hide: false, body, chunkSize);
+
+        Assert.Equal((1000L, 100L, 800L, (long?)null), (meter.InputTokens, meter.OutputTokens, meter.CachedInputTokens, meter.CacheWriteInputTokens));
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Complete_AnthropicsCacheTokens_AreAddedToItsInputTokens_WhichExcludeThem(bool stream)
+    {
+        const string Usage = """{"input_tokens":200,"cache_creation_input_tokens":400,"cache_read_input_tokens":800,"output_tokens":1}""";
+        var body = Encoding.UTF8.GetBytes(stream
+            ? "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"usage\":" + Usage + "}}\n\n"
+              + "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":100}}\n\n"
+              + "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"
+            : """{"id":"m","type":"message","role":"assistant","content":[{"type":"text","text":"Hi"}],"usage":{"input_tokens":200,"cache_creation_input_tokens":400,"cache_read_input_tokens":800,"output_tokens":100}}""");
+
+        var (meter, _) = Run(ProviderKind.Anthropic, stream, hide: false, body, 7);
+
+        Assert.Equal((1400L, 100L, 800L, 400L), (meter.InputTokens, meter.OutputTokens, meter.CachedInputTokens, meter.CacheWriteInputTokens));
     }
 
     [Theory]

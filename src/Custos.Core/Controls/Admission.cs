@@ -247,6 +247,17 @@ public sealed class Admission
     /// <summary>True when a control was decided in a degraded mode (a shared engine was unreachable); the record says so.</summary>
     public bool Degraded { get; internal set; }
 
+    /// <summary>
+    /// The per-minute request rate limit (<c>rate_limit.requests</c>) of the consumer, service or tenant with the fewest
+    /// requests left once this request is counted, or null when none is in force (or none was read: a control refused
+    /// the request before the counters). The gateway answers it in <c>x-ratelimit-*-requests</c> or
+    /// <c>anthropic-ratelimit-requests-*</c>.
+    /// </summary>
+    public RateLimitHeadroom? RequestRate { get; internal set; }
+
+    /// <summary>As <see cref="RequestRate"/>, for the per-minute token rate limit (<c>rate_limit.tokens</c>), this request's worst case counted.</summary>
+    public RateLimitHeadroom? TokenRate { get; internal set; }
+
     internal void Refuse(ReasonCode reason, string message, TimeSpan? retryAfter = null, string? param = null)
     {
         Decision = reason.Decision;
@@ -255,6 +266,17 @@ public sealed class Admission
         RetryAfter = retryAfter;
         Param = param;
     }
+}
+
+/// <summary>
+/// What a rate limit leaves a caller: its limit in the window, what is left of it once the request is counted (its
+/// worst case, for tokens; nothing of a refused request), and when the window ends.
+/// </summary>
+public readonly record struct RateLimitHeadroom(long Limit, long Remaining, DateTimeOffset Reset)
+{
+    /// <summary>Keeps the tighter of <paramref name="current"/> and this: fewer left, or as few and renewed later.</summary>
+    internal RateLimitHeadroom Tighter(RateLimitHeadroom? current)
+        => current is not { } other || Remaining < other.Remaining || (Remaining == other.Remaining && Reset > other.Reset) ? this : other;
 }
 
 /// <summary>What one counter charge is for: the control that reads it (<c>quota.tokens_per_day</c>), the scope, what it counts.</summary>

@@ -372,6 +372,22 @@ public static class AdmissionEvaluator
                 Detail = decision == ControlDecisions.Warn ? SoftExceeded : null,
             });
             admission.Degraded |= reading.Degraded is not null;
+            if (reading.Degraded != FailMode.Open && control.StartsWith("rate_limit", StringComparison.Ordinal))
+            {
+                // What the rate limit leaves, for the client's x-ratelimit headers: a few subtractions, no allocation.
+                var limit = reading.AppliedLimit ?? charge.Limit;
+                var left = Math.Max(0, limit - reading.Used - reading.Reserved - (failed < 0 ? charge.Amount : 0));
+                var headroom = new RateLimitHeadroom(limit, left, charge.ExpiresAt);
+                if (kind == ChargeKind.Requests)
+                {
+                    admission.RequestRate = headroom.Tighter(admission.RequestRate);
+                }
+                else
+                {
+                    admission.TokenRate = headroom.Tighter(admission.TokenRate);
+                }
+            }
+
             if (decision == ControlDecisions.Warn && failed < 0)
             {
                 admission.Events.Add($"budget.soft_exceeded {scope}");

@@ -21,6 +21,12 @@ public enum Decision
 /// <remarks>Codes are a contract: clients and ledger readers match on them. Never rename one; add new ones.</remarks>
 public sealed record ReasonCode(string Code, int Status, string Type, bool Retryable, Decision Decision, string Message)
 {
+    /// <summary>
+    /// The error type Anthropic's API gives its own errors of <see cref="Status"/>: what a refusal on an Anthropic path
+    /// (<c>/v1/messages…</c>) carries in place of <see cref="Type"/>. See <see cref="Reasons.AnthropicTypeOf"/>.
+    /// </summary>
+    public string AnthropicType => Reasons.AnthropicTypeOf(Status);
+
     /// <inheritdoc/>
     public override string ToString() => Code;
 }
@@ -35,6 +41,28 @@ public static class Reasons
     private const string Upstream = "upstream_error";
     private const string Api = "api_error";
     private const string OverloadedType = "overloaded_error";
+
+    /// <summary>
+    /// The error type Anthropic's API names for an HTTP status (docs.claude.com/en/api/errors): 401
+    /// <c>authentication_error</c>, 402 <c>billing_error</c>, 403 <c>permission_error</c>, 404 <c>not_found_error</c>, 413
+    /// <c>request_too_large</c>, 429 <c>rate_limit_error</c>, 504 <c>timeout_error</c>, 503 and 529
+    /// <c>overloaded_error</c>, any other 5xx <c>api_error</c>, and any other 4xx <c>invalid_request_error</c> (as
+    /// Anthropic says of the 4xx it does not list). Refusals on Anthropic paths carry it, with the gateway's own code
+    /// beside it, so an Anthropic client reads the same vocabulary as from Anthropic.
+    /// </summary>
+    public static string AnthropicTypeOf(int status) => status switch
+    {
+        401 => Auth,
+        402 => "billing_error",
+        403 => Permission,
+        404 => NotFound,
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 or 529 => OverloadedType,
+        504 => "timeout_error",
+        >= 500 => Api,
+        _ => Invalid,
+    };
 
     /// <summary>No credential was presented.</summary>
     public static readonly ReasonCode CredentialMissing = new("deny.credential_missing", 401, Auth, false, Decision.Deny,
@@ -206,6 +234,13 @@ public static class Reasons
     public static readonly ReasonCode UpstreamStreamInterrupted = new("upstream.stream_interrupted", 502, Upstream, true, Decision.Allow,
         "The model provider's response was cut off.");
 
+    /// <summary>
+    /// The provider answered 200 with a JSON body that is not one JSON document (cut short, empty, or not JSON): it went
+    /// to the client as it came, and the record says the answer was malformed.
+    /// </summary>
+    public static readonly ReasonCode UpstreamMalformed = new("upstream.malformed_response", 502, Upstream, true, Decision.Allow,
+        "The model provider's answer was not valid JSON (cut short or not JSON at all); retry the request.");
+
     /// <summary>The provider sent an error event in the middle of its stream; the client gets the gateway's in its place.</summary>
     public static readonly ReasonCode UpstreamStreamFailed = new("upstream.stream_error", 502, Upstream, true, Decision.Allow,
         "The model provider reported an error in the middle of its response, which is incomplete; retry the request.");
@@ -311,7 +346,7 @@ public static class Reasons
         CredentialExpired, CredentialWrongKind, ModelMissing, ModelNotFound, ModelNotEntitled, EntitlementExpired, EntitlementNotYetValid,
         TokenCeiling, PromptRestricted, RateLimited, QuotaExhausted, BudgetExhausted, ExceedsLimit, ModelWrongEndpoint, InvalidJson, InvalidBody, BodyTimeout, InvalidHttp,
         InvalidField, DuplicateField, InvalidHeader, BodyTooLarge, ContentType, ContentEncoding, UnknownEndpoint, MethodNotAllowed, UpstreamNotConfigured, UpstreamUnreachable,
-        UpstreamTimeout, UpstreamError, UpstreamAuth, UpstreamRejected, UpstreamRateLimited, UpstreamStreamInterrupted, UpstreamStreamFailed,
+        UpstreamTimeout, UpstreamError, UpstreamAuth, UpstreamRejected, UpstreamRateLimited, UpstreamStreamInterrupted, UpstreamStreamFailed, UpstreamMalformed,
         ClientCancelled, Internal, Overloaded, LedgerBacklog, LedgerUnavailable, ConsumerSuspended, ServiceSuspended, TenantSuspended, ServiceUngoverned, KilledInFlight,
         TokenMalformed, TokenIssuer, TokenAudience, TokenSignature, TokenExpired, TokenSubjectUnknown,
         CountersUnavailable, PolicyUnconfirmed,

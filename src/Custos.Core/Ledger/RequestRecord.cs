@@ -114,6 +114,18 @@ public sealed class RequestRecord : LedgerRecord
     /// <summary>Output (completion) tokens.</summary>
     public long? OutputTokens { get; set; }
 
+    /// <summary>
+    /// Of <see cref="InputTokens"/>, those the provider read from its prompt cache (priced at the model's
+    /// <c>cached_input_per_mtok</c>); written only when more than 0, so entries without them are as before.
+    /// </summary>
+    public long? CachedInputTokens { get; set; }
+
+    /// <summary>
+    /// Of <see cref="InputTokens"/>, those the provider wrote to its prompt cache (Anthropic; priced at the model's
+    /// <c>cache_write_input_per_mtok</c>); written only when more than 0.
+    /// </summary>
+    public long? CacheWriteInputTokens { get; set; }
+
     /// <summary>True when the counts are the gateway's tokenizer estimate because the provider reported none.</summary>
     public bool TokensEstimated { get; set; }
 
@@ -303,6 +315,17 @@ public sealed class RequestRecord : LedgerRecord
             writer.WriteNumber(Field.CutByPolicyVersion, cutBy);
         }
 
+        // Added 2026-12-02, after every other field and only when there are some: entries before them are unchanged.
+        if (CachedInputTokens is { } cachedInput && cachedInput > 0)
+        {
+            writer.WriteNumber(Field.CachedInputTokens, cachedInput);
+        }
+
+        if (CacheWriteInputTokens is { } cacheWrite && cacheWrite > 0)
+        {
+            writer.WriteNumber(Field.CacheWriteInputTokens, cacheWrite);
+        }
+
         writer.WriteEndObject();
     }
 
@@ -342,6 +365,8 @@ public sealed class RequestRecord : LedgerRecord
         public static readonly JsonEncodedText Controls = JsonEncodedText.Encode("controls");
         public static readonly JsonEncodedText Degraded = JsonEncodedText.Encode("degraded");
         public static readonly JsonEncodedText CutByPolicyVersion = JsonEncodedText.Encode("cut_by_policy_version");
+        public static readonly JsonEncodedText CachedInputTokens = JsonEncodedText.Encode("cached_input_tokens");
+        public static readonly JsonEncodedText CacheWriteInputTokens = JsonEncodedText.Encode("cache_write_input_tokens");
         public static readonly JsonEncodedText Timestamp = JsonEncodedText.Encode("timestamp");
         public static readonly JsonEncodedText Tenant = JsonEncodedText.Encode("tenant");
         public static readonly JsonEncodedText Service = JsonEncodedText.Encode("service");

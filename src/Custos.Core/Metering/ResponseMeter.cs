@@ -85,8 +85,28 @@ public sealed class ResponseMeter : IDisposable
     /// <summary>Input tokens the provider reported, or null.</summary>
     public long? InputTokens { get; private set; }
 
+    /// <summary>
+    /// Of <see cref="InputTokens"/>, those read from the provider's prompt cache, or null when it reported none: OpenAI's
+    /// <c>usage.prompt_tokens_details.cached_tokens</c> (its <c>prompt_tokens</c> include them), Anthropic's
+    /// <c>usage.cache_read_input_tokens</c> (its <c>input_tokens</c> do not: <see cref="InputTokens"/> adds them).
+    /// </summary>
+    public long? CachedInputTokens { get; private set; }
+
+    /// <summary>
+    /// Of <see cref="InputTokens"/>, those written to the provider's prompt cache (Anthropic's
+    /// <c>usage.cache_creation_input_tokens</c>, added to <see cref="InputTokens"/>), or null when it reported none.
+    /// </summary>
+    public long? CacheWriteInputTokens { get; private set; }
+
     /// <summary>Output tokens the provider reported, or null.</summary>
     public long? OutputTokens { get; private set; }
+
+    /// <summary>
+    /// True when a JSON answer (not a stream) ended and is not one JSON document: cut short, empty, or not JSON at all.
+    /// Known from the one read of the body for its usage, at <see cref="Complete"/>; false for a body over
+    /// <see cref="MaxJsonCapture"/>, which is not read.
+    /// </summary>
+    public bool JsonMalformed { get; private set; }
 
     /// <summary>True once the stream's terminal event (<c>[DONE]</c> or <c>message_stop</c>) passed.</summary>
     public bool StreamCompleted { get; private set; }
@@ -166,6 +186,7 @@ public sealed class ResponseMeter : IDisposable
     {
         if (!_stream)
         {
+            JsonMalformed = !_captureOverflow && _pendingLength == 0; // no body is no answer
             if (!_captureOverflow && _pendingLength > 0)
             {
                 var body = _pending.AsSpan(0, _pendingLength);
@@ -485,7 +506,7 @@ public sealed class ResponseMeter : IDisposable
             }
 
             writer.WriteStartObject("error");
-            writer.WriteString("type", reason.Type);
+            writer.WriteString("type", _provider == ProviderKind.Anthropic ? reason.AnthropicType : reason.Type);
             writer.WriteString("message", reason.Message);
             writer.WriteString("code", reason.Code);
             writer.WriteNull("param");
@@ -831,7 +852,9 @@ public sealed class ResponseMeter : IDisposable
         }
         catch (Exception e) when (IsUnreadable(e))
         {
-            // Not JSON after all: no usage.
+            // Not JSON after all (or cut short): no usage past where it broke. The reader went through the whole body, so
+            // reaching its end without this says the body is one complete JSON document.
+            JsonMalformed |= e is JsonException;
         }
     }
 
@@ -848,7 +871,7 @@ public sealed class ResponseMeter : IDisposable
     /// </summary>
     private void ReadUsageObject(ref Utf8JsonReader reader, bool outputFinal = true)
     {
-        long? input = null, output = null, cached = null;
+        long? input = null, output = null, cacheRead = null, cacheWrite = null, openAICached = null;
         var outputUnreadable = false;
         var depth = reader.CurrentDepth;
         while (reader.Read() && !(reader.TokenType == JsonTokenType.EndObject && reader.CurrentDepth == depth))
@@ -860,8 +883,16 @@ public sealed class ResponseMeter : IDisposable
 
             var isInput = reader.ValueTextEquals("prompt_tokens"u8) || reader.ValueTextEquals("input_tokens"u8);
             var isOutput = reader.ValueTextEquals("completion_tokens"u8) || reader.ValueTextEquals("output_tokens"u8);
-            var isCache = reader.ValueTextEquals("cache_creation_input_tokens"u8) || reader.ValueTextEquals("cache_read_input_tokens"u8);
+            var isCacheRead = reader.ValueTextEquals("cache_read_input_tokens"u8);
+            var isCacheWrite = reader.ValueTextEquals("cache_creation_input_tokens"u8);
+            var isDetails = reader.ValueTextEquals("prompt_tokens_details"u8);
             reader.Read();
+            if (isDetails && reader.TokenType == JsonTokenType.StartObject)
+            {
+                openAICached = ReadCachedTokens(ref reader);
+                continue;
+            }
+
             if (reader.TokenType != JsonTokenType.Number || !reader.TryGetInt64(out var value) || value < 0)
             {
                 reader.Skip(); // a count below zero would be a refund to every budget it is charged to: not a count
@@ -877,16 +908,29 @@ public sealed class ResponseMeter : IDisposable
             {
                 output = value;
             }
-            else if (isCache)
+            else if (isCacheRead)
             {
-                cached = Saturating.Add(cached ?? 0, value);
+                cacheRead = value;
+            }
+            else if (isCacheWrite)
+            {
+                cacheWrite = value;
             }
         }
 
-        // Anthropic reports input once (message_start) and cumulative output later (message_delta).
-        if (input is not null || cached is not null)
+        // Anthropic reports input once (message_start) and cumulative output later (message_delta); its input_tokens
+        // exclude what was read from or written to the cache, which is input all the same.
+        if (input is not null || cacheRead is not null || cacheWrite is not null)
         {
-            InputTokens = Saturating.Add(input ?? 0, cached ?? 0);
+            InputTokens = Saturating.Add(Saturating.Add(input ?? 0, cacheRead ?? 0), cacheWrite ?? 0);
+            if (cacheRead is not null || cacheWrite is not null)
+            {
+                (CachedInputTokens, CacheWriteInputTokens) = (cacheRead, cacheWrite);
+            }
+            else if (openAICached is { } cached && input is { } prompt)
+            {
+                CachedInputTokens = Math.Min(cached, prompt); // OpenAI's prompt_tokens include them: never more than all
+            }
         }
 
         if (output is not null)
@@ -903,6 +947,33 @@ public sealed class ResponseMeter : IDisposable
         {
             OutputTokens = 0; // embeddings: prompt_tokens and total_tokens only.
         }
+    }
+
+    /// <summary>Reads OpenAI's <c>prompt_tokens_details</c> object for its <c>cached_tokens</c>, leaving the reader on its end.</summary>
+    private static long? ReadCachedTokens(ref Utf8JsonReader reader)
+    {
+        long? cached = null;
+        var depth = reader.CurrentDepth;
+        while (reader.Read() && !(reader.TokenType == JsonTokenType.EndObject && reader.CurrentDepth == depth))
+        {
+            if (reader.TokenType != JsonTokenType.PropertyName || reader.CurrentDepth != depth + 1)
+            {
+                continue;
+            }
+
+            var isCached = reader.ValueTextEquals("cached_tokens"u8);
+            reader.Read();
+            if (isCached && reader.TokenType == JsonTokenType.Number && reader.TryGetInt64(out var value) && value >= 0)
+            {
+                cached = value;
+            }
+            else
+            {
+                reader.Skip();
+            }
+        }
+
+        return cached;
     }
 
     /// <summary>

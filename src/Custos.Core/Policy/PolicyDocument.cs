@@ -308,6 +308,20 @@ public sealed record ModelConfig
     /// <summary>Price per million output tokens. Default 0.</summary>
     public decimal OutputPerMillion { get; init; }
 
+    /// <summary>
+    /// Price per million input tokens read from the provider's prompt cache (OpenAI's <c>cached_tokens</c>, Anthropic's
+    /// <c>cache_read_input_tokens</c>), YAML <c>price.cached_input_per_mtok</c>. Optional: null prices them at
+    /// <see cref="InputPerMillion"/>, as before there was this price.
+    /// </summary>
+    public decimal? CachedInputPerMillion { get; init; }
+
+    /// <summary>
+    /// Price per million input tokens written to the provider's prompt cache (Anthropic's
+    /// <c>cache_creation_input_tokens</c>), YAML <c>price.cache_write_input_per_mtok</c>. Optional: null prices them at
+    /// <see cref="InputPerMillion"/>.
+    /// </summary>
+    public decimal? CacheWriteInputPerMillion { get; init; }
+
     /// <summary>ISO currency of the prices. Default <c>USD</c>.</summary>
     public string Currency { get; init; } = "USD";
 }

@@ -90,7 +90,7 @@ public sealed class PolicySnapshot
             foreach (var model in tenant.Models)
             {
                 var route = new ModelRoute(model.Name, model.UpstreamModel ?? model.Name, providers[model.Provider], model.Kind,
-                    model.InputPerMillion, model.OutputPerMillion, model.Currency);
+                    model.InputPerMillion, model.OutputPerMillion, model.Currency, model.CachedInputPerMillion, model.CacheWriteInputPerMillion);
                 canonical.Add(route);
                 foreach (var name in model.Aliases.Prepend(model.Name))
                 {
@@ -247,7 +247,7 @@ public sealed record ProviderEntry(string Id, ProviderKind Kind, Uri BaseUrl, st
 
 /// <summary>Where a model name leads: provider, upstream name and price. Compared by reference.</summary>
 public sealed class ModelRoute(string name, string upstreamModel, ProviderEntry provider, ModelKind kind,
-    decimal inputPerMillion, decimal outputPerMillion, string currency)
+    decimal inputPerMillion, decimal outputPerMillion, string currency, decimal? cachedInputPerMillion = null, decimal? cacheWriteInputPerMillion = null)
 {
     /// <summary>The canonical name.</summary>
     public string Name { get; } = name;
@@ -270,9 +270,27 @@ public sealed class ModelRoute(string name, string upstreamModel, ProviderEntry 
     /// <summary>ISO currency.</summary>
     public string Currency { get; } = currency;
 
+    /// <summary>Price per million input tokens read from the prompt cache: the input price unless the policy names one.</summary>
+    public decimal CachedInputPerMillion { get; } = cachedInputPerMillion ?? inputPerMillion;
+
+    /// <summary>Price per million input tokens written to the prompt cache: the input price unless the policy names one.</summary>
+    public decimal CacheWriteInputPerMillion { get; } = cacheWriteInputPerMillion ?? inputPerMillion;
+
     /// <summary>Cost of the given token counts at this model's prices.</summary>
     public decimal Cost(long inputTokens, long outputTokens)
         => ((inputTokens * InputPerMillion) + (outputTokens * OutputPerMillion)) / 1_000_000m;
+
+    /// <summary>
+    /// Cost of the given token counts, <paramref name="cachedInputTokens"/> and <paramref name="cacheWriteInputTokens"/>
+    /// being part of <paramref name="inputTokens"/> and priced at the cache's prices (never more of them than of input).
+    /// </summary>
+    public decimal Cost(long inputTokens, long outputTokens, long cachedInputTokens, long cacheWriteInputTokens)
+    {
+        var cached = Math.Clamp(cachedInputTokens, 0, inputTokens);
+        var written = Math.Clamp(cacheWriteInputTokens, 0, inputTokens - cached);
+        return (((inputTokens - cached - written) * InputPerMillion) + (cached * CachedInputPerMillion) + (written * CacheWriteInputPerMillion)
+                + (outputTokens * OutputPerMillion)) / 1_000_000m;
+    }
 }
 
 /// <summary>A compiled service.</summary>

@@ -644,22 +644,27 @@ public static partial class PolicyYaml
             }
 
             decimal input = 0, output = 0;
+            decimal? cachedInput = null, cacheWriteInput = null;
             var currency = "USD";
-            if (map.Node("price") is { } priceNode && AsMap(priceNode, path + ".price", ["input_per_mtok", "output_per_mtok", "currency"]) is { } price)
+            if (map.Node("price") is { } priceNode
+                && AsMap(priceNode, path + ".price", ["input_per_mtok", "output_per_mtok", "cached_input_per_mtok", "cache_write_input_per_mtok", "currency"]) is { } price)
             {
                 input = price.Decimal("input_per_mtok") ?? 0;
                 output = price.Decimal("output_per_mtok") ?? 0;
+                cachedInput = price.Decimal("cached_input_per_mtok");
+                cacheWriteInput = price.Decimal("cache_write_input_per_mtok");
                 currency = price.String("currency") ?? "USD";
                 if (!IsCurrencyCode(currency))
                 {
                     Error(price.Node("currency"), path + ".price.currency", $"'{currency}' is not a currency code: three capital letters (ISO 4217), such as USD or EUR");
                 }
-                if (input < 0 || output < 0)
+                if (input < 0 || output < 0 || cachedInput < 0 || cacheWriteInput < 0)
                 {
                     Error(priceNode, path + ".price", "prices cannot be negative");
                 }
 
-                foreach (var (field, value) in (ReadOnlySpan<(string, decimal)>)[("input_per_mtok", input), ("output_per_mtok", output)])
+                foreach (var (field, value) in (ReadOnlySpan<(string, decimal)>)[("input_per_mtok", input), ("output_per_mtok", output),
+                    ("cached_input_per_mtok", cachedInput ?? 0), ("cache_write_input_per_mtok", cacheWriteInput ?? 0)])
                 {
                     if (value > ModelConfig.MaxPricePerMillion)
                     {
@@ -678,6 +683,8 @@ public static partial class PolicyYaml
                 Kind = map.Enum<ModelKind>("kind") ?? ModelKind.Chat,
                 InputPerMillion = input,
                 OutputPerMillion = output,
+                CachedInputPerMillion = cachedInput,
+                CacheWriteInputPerMillion = cacheWriteInput,
                 Currency = currency,
             };
             return Remember(node, model, map);

@@ -60,8 +60,17 @@ public static class PolicyYamlWriter
                     {
                         ["input_per_mtok"] = obj["input_per_million"]?.DeepClone(),
                         ["output_per_mtok"] = obj["output_per_million"]?.DeepClone(),
-                        ["currency"] = obj["currency"]?.DeepClone(),
                     };
+                    foreach (var (from, to) in (ReadOnlySpan<(string, string)>)[("cached_input_per_million", "cached_input_per_mtok"), ("cache_write_input_per_million", "cache_write_input_per_mtok")])
+                    {
+                        if (obj[from] is { } optional)
+                        {
+                            price[to] = optional.DeepClone();
+                            obj.Remove(from);
+                        }
+                    }
+
+                    price["currency"] = obj["currency"]?.DeepClone();
                     obj.Remove("input_per_million");
                     obj.Remove("output_per_million");
                     obj.Remove("currency");

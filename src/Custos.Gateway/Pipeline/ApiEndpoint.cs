@@ -32,8 +32,19 @@ internal static class ApiEndpoints
         _ => ApiEndpoint.Unknown,
     };
 
-    /// <summary>The one HTTP method each endpoint accepts.</summary>
+    /// <summary>The one HTTP method each endpoint serves (a GET endpoint serves HEAD too, and every endpoint answers OPTIONS).</summary>
     public static string MethodOf(ApiEndpoint endpoint) => endpoint is ApiEndpoint.Models or ApiEndpoint.Model ? "GET" : "POST";
+
+    /// <summary>Whether <paramref name="method"/> is served as <paramref name="endpoint"/>'s method: itself, or HEAD for a GET endpoint.</summary>
+    public static bool Accepts(ApiEndpoint endpoint, string method)
+    {
+        var allowed = MethodOf(endpoint);
+        return string.Equals(method, allowed, StringComparison.Ordinal)
+               || (allowed == "GET" && string.Equals(method, "HEAD", StringComparison.Ordinal));
+    }
+
+    /// <summary>The <c>Allow</c> header of <paramref name="endpoint"/>: what it answers, OPTIONS included.</summary>
+    public static string AllowOf(ApiEndpoint endpoint) => MethodOf(endpoint) == "GET" ? "GET, HEAD, OPTIONS" : "POST, OPTIONS";
 
     /// <summary>The path appended to a provider's base URL (OpenAI bases end in <c>/v1</c>, Anthropic bases do not).</summary>
     public static string UpstreamPath(ApiEndpoint endpoint) => endpoint switch

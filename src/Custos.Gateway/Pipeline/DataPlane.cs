@@ -118,10 +118,10 @@ internal sealed partial class DataPlane(
                 record.Status = context.Response.StatusCode;
             }
 
-            if (record.ResponseBytes == 0)
+            if (record.ResponseBytes == 0 && !HttpMethods.IsHead(record.Method))
             {
                 // A body the gateway wrote itself (a refusal, an error in place of the provider's, the model list) is
-                // what the client was sent; it was recorded as 0 bytes.
+                // what the client was sent; it was recorded as 0 bytes. A HEAD's is not sent (the server drops it).
                 record.ResponseBytes = HeldBody.LengthOf(context);
             }
 
@@ -199,10 +199,20 @@ internal sealed partial class DataPlane(
             return null;
         }
 
-        var allowed = ApiEndpoints.MethodOf(endpoint);
-        if (!string.Equals(request.Method, allowed, StringComparison.Ordinal))
+        if (HttpMethods.IsOptions(request.Method))
         {
-            context.Response.Headers.Allow = allowed;
+            // A capability probe or a CORS preflight: what the endpoint answers, with no credential asked and nothing sent
+            // to a provider. No Access-Control-Allow-* header: a browser on another origin is refused as before.
+            context.Response.StatusCode = StatusCodes.Status204NoContent;
+            context.Response.Headers.Allow = ApiEndpoints.AllowOf(endpoint);
+            record.Status = StatusCodes.Status204NoContent;
+            return null;
+        }
+
+        if (!ApiEndpoints.Accepts(endpoint, request.Method))
+        {
+            var allowed = ApiEndpoints.MethodOf(endpoint);
+            context.Response.Headers.Allow = ApiEndpoints.AllowOf(endpoint);
             await DenyAsync(context, record, Reasons.MethodNotAllowed, $"{record.Endpoint} takes {allowed}, not {request.Method}.");
             return null;
         }
@@ -308,6 +318,13 @@ internal sealed partial class DataPlane(
         }
 
         record.RequestBytes = body.WrittenCount;
+        if (body.WrittenSpan.StartsWith("\uFEFF"u8))
+        {
+            // A UTF-8 byte order mark, as some Windows tools write before JSON: not part of the JSON (RFC 8259 lets a parser
+            // ignore it), so it is skipped, and the provider gets the JSON without it.
+            body.RemovePrefix(3);
+        }
+
         if (InlineIo.ShouldLeaveSocketThread(body.WrittenCount))
         {
             await Task.Yield(); // to the thread pool: parsing and scanning a large body would hold the socket thread's other connections
@@ -369,6 +386,11 @@ internal sealed partial class DataPlane(
         if (admission.Degraded)
         {
             record.MarkDegraded("counters");
+        }
+
+        if (admission.RequestRate is not null || admission.TokenRate is not null)
+        {
+            WriteRateLimitHeaders(context.Response.Headers, admission, record.Timestamp, endpoint == ApiEndpoint.Messages);
         }
 
         if (admission.Decision != Decision.Allow)
@@ -500,7 +522,7 @@ internal sealed partial class DataPlane(
                 record.CutByPolicyVersion = call.CutBy;
             }
 
-            if (!context.Response.HasStarted)
+            if (!context.Response.HasStarted && reason != Reasons.UpstreamMalformed)
             {
                 record.Status = reason.Status;
                 await ErrorResponses.WriteAsync(context, reason, record.RequestId, endpoint == ApiEndpoint.Messages);
@@ -579,7 +601,11 @@ internal sealed partial class DataPlane(
 
         record.InputTokens = input;
         record.OutputTokens = output;
-        record.Cost = route.Cost(input, output);
+        // Cached input only as the provider reported it, with the input it is part of.
+        var (cached, written) = meter.InputTokens is not null ? (meter.CachedInputTokens ?? 0, meter.CacheWriteInputTokens ?? 0) : (0, 0);
+        record.CachedInputTokens = cached > 0 ? cached : null;
+        record.CacheWriteInputTokens = written > 0 ? written : null;
+        record.Cost = route.Cost(input, output, cached, written);
         record.Currency = route.Currency;
     }
 
@@ -692,6 +718,42 @@ internal sealed partial class DataPlane(
             UpstreamCall.UriFor(p, ApiEndpoint.Messages),
         ]);
         return uris[(int)endpoint];
+    }
+
+    /// <summary>
+    /// Tells the client what its per-minute rate limits leave, in the headers its SDK knows: OpenAI's
+    /// <c>x-ratelimit-{limit,remaining,reset}-{requests,tokens}</c> (reset as a duration, <c>17s</c>) or Anthropic's
+    /// <c>anthropic-ratelimit-{requests,tokens}-{limit,remaining,reset}</c> (reset as an RFC 3339 instant). The numbers are
+    /// the admission's own readings: nothing is read again, only formatted.
+    /// </summary>
+    private static void WriteRateLimitHeaders(IHeaderDictionary headers, Admission admission, DateTimeOffset now, bool anthropic)
+    {
+        if (admission.RequestRate is { } requests)
+        {
+            WriteRateLimit(headers, requests, now, anthropic,
+                anthropic ? "anthropic-ratelimit-requests-limit" : "x-ratelimit-limit-requests",
+                anthropic ? "anthropic-ratelimit-requests-remaining" : "x-ratelimit-remaining-requests",
+                anthropic ? "anthropic-ratelimit-requests-reset" : "x-ratelimit-reset-requests");
+        }
+
+        if (admission.TokenRate is { } tokens)
+        {
+            WriteRateLimit(headers, tokens, now, anthropic,
+                anthropic ? "anthropic-ratelimit-tokens-limit" : "x-ratelimit-limit-tokens",
+                anthropic ? "anthropic-ratelimit-tokens-remaining" : "x-ratelimit-remaining-tokens",
+                anthropic ? "anthropic-ratelimit-tokens-reset" : "x-ratelimit-reset-tokens");
+        }
+    }
+
+    private static void WriteRateLimit(IHeaderDictionary headers, RateLimitHeadroom headroom, DateTimeOffset now, bool anthropic,
+        string limit, string remaining, string reset)
+    {
+        var invariant = System.Globalization.CultureInfo.InvariantCulture;
+        headers[limit] = headroom.Limit.ToString(invariant);
+        headers[remaining] = headroom.Remaining.ToString(invariant);
+        headers[reset] = anthropic
+            ? headroom.Reset.UtcDateTime.ToString("yyyy'-'MM'-'dd'T'HH':'mm':'ss'Z'", invariant)
+            : string.Create(invariant, $"{Math.Max(0, (long)Math.Ceiling((headroom.Reset - now).TotalSeconds))}s");
     }
 
     private static bool Serves(ModelRoute route, ApiEndpoint endpoint) => endpoint switch

@@ -7,7 +7,8 @@ namespace Custos.Gateway.Pipeline;
 /// <summary>
 /// Writes gateway errors as OpenAI-style JSON, <c>{"error":{"message","type","code","param","request_id"}}</c>.
 /// On the Anthropic endpoint the same object also carries Anthropic's top-level <c>"type":"error"</c>, so both
-/// SDKs surface the message, and the request id goes in Anthropic's <c>request-id</c> header as well as <c>x-request-id</c>.
+/// SDKs surface the message, its <c>type</c> is Anthropic's for the status (<see cref="Reasons.AnthropicTypeOf"/>), and
+/// the request id goes in Anthropic's <c>request-id</c> header as well as <c>x-request-id</c>.
 /// Upstream bodies and secrets never reach this writer unredacted.
 /// </summary>
 internal static class ErrorResponses
@@ -28,7 +29,8 @@ internal static class ErrorResponses
             return Task.CompletedTask;
         }
 
-        response.StatusCode = status ?? reason.Status;
+        var statusCode = status ?? reason.Status;
+        response.StatusCode = statusCode;
         response.ContentType = "application/json";
         response.Headers[Headers.RequestId] = requestId; // again: the forwarder clears the headers when it fails before the response starts
         if (anthropic)
@@ -46,7 +48,7 @@ internal static class ErrorResponses
 
             writer.WriteStartObject("error");
             writer.WriteString("message", message ?? reason.Message);
-            writer.WriteString("type", reason.Type);
+            writer.WriteString("type", anthropic ? Reasons.AnthropicTypeOf(statusCode) : reason.Type);
             writer.WriteString("code", reason.Code);
             if (param is null)
             {

@@ -102,7 +102,7 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
     {
         await base.TransformRequestAsync(httpContext, proxyRequest, destinationPrefix, cancellationToken);
         _clientAborted = httpContext.RequestAborted;
-        proxyRequest.RequestUri = upstreamUri;
+        proxyRequest.RequestUri = WithQuery(upstreamUri, httpContext.Request.QueryString);
         var headers = proxyRequest.Headers;
         // The provider's host, from its URI: the client's Host names the gateway, and HttpClient would send it upstream
         // and present it to the provider's TLS as the server name, which a provider's certificate does not match.
@@ -429,6 +429,11 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
                     return (Reasons.UpstreamStreamInterrupted, Outcome.Interrupted);
                 }
 
+                if (!Record.Stream && Meter.JsonMalformed) // a 200 whose JSON is cut short or is none: no complete answer
+                {
+                    return (Reasons.UpstreamMalformed, Outcome.Interrupted);
+                }
+
                 return (null, Outcome.Completed);
             case ForwarderError.RequestBodyClient or ForwarderError.ResponseBodyClient when GatewayFailed(error, clientAborted, exception):
                 return (Reasons.Internal, Outcome.Failed);
@@ -466,6 +471,22 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
         => error is ForwarderError.RequestBodyClient or ForwarderError.ResponseBodyClient
             && !clientAborted
             && exception is not null and not (IOException or OperationCanceledException or BadHttpRequestException or ObjectDisposedException);
+
+    /// <summary>
+    /// The upstream URI with the client's query string as it came (Anthropic's <c>?beta=true</c>, an Azure-style
+    /// <c>?api-version=</c>), after any query of the provider's base URL; the cached URI itself when there is none. Nothing
+    /// the gateway decides reads the query (the route is the path, the request the body), and the ledger records the path
+    /// without it: a key some clients put there stays out of the evidence.
+    /// </summary>
+    internal static Uri WithQuery(Uri upstream, QueryString query)
+    {
+        if (!query.HasValue || query.Value!.Length < 2)
+        {
+            return upstream;
+        }
+
+        return new Uri(upstream.Query.Length > 1 ? string.Concat(upstream.AbsoluteUri, "&", query.Value.AsSpan(1)) : upstream.AbsoluteUri + query.Value);
+    }
 
     /// <summary>Builds the upstream URI of <paramref name="endpoint"/> on <paramref name="provider"/>.</summary>
     public static Uri UriFor(ProviderEntry provider, ApiEndpoint endpoint)

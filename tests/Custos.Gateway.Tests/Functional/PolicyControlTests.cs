@@ -96,6 +96,63 @@ public sealed class PolicyControlTests
     }
 
     [Fact]
+    public async Task RateLimits_AreAnsweredInOpenAIsHeaders_WithWhatIsLeft_AndA429CarriesRetryAfter()
+    {
+        await using var g = await TestGateway.StartAsync(p => WithConsumer(p, "web", c => c with
+        {
+            Limits = new LimitsConfig { RequestsPerMinute = 2, TokensPerMinute = 100_000 },
+        }));
+
+        using var first = await g.Client.SendAsync(g.Post("/v1/chat/completions", Chat(maxTokens: 10)));
+        using var second = await g.Client.SendAsync(g.Post("/v1/chat/completions", Chat(maxTokens: 10)));
+        using var third = await g.Client.SendAsync(g.Post("/v1/chat/completions", Chat(maxTokens: 10)));
+
+        static string Header(HttpResponseMessage response, string name) => Assert.Single(response.Headers.GetValues(name));
+        Assert.Equal(HttpStatusCode.OK, first.StatusCode);
+        Assert.Equal(("2", "1"), (Header(first, "x-ratelimit-limit-requests"), Header(first, "x-ratelimit-remaining-requests")));
+        Assert.Equal(("2", "0"), (Header(second, "x-ratelimit-limit-requests"), Header(second, "x-ratelimit-remaining-requests")));
+        Assert.Equal(HttpStatusCode.TooManyRequests, third.StatusCode);
+        Assert.Equal(("2", "0"), (Header(third, "x-ratelimit-limit-requests"), Header(third, "x-ratelimit-remaining-requests")));
+        Assert.NotNull(third.Headers.RetryAfter?.Delta);
+        var reset = Header(third, "x-ratelimit-reset-requests");
+        Assert.Matches("^[0-9]+s$", reset);
+        Assert.InRange(int.Parse(reset[..^1], CultureInfo.InvariantCulture), 0, 60);
+        Assert.Equal("100000", Header(first, "x-ratelimit-limit-tokens"));
+        var tokensLeft = long.Parse(Header(first, "x-ratelimit-remaining-tokens"), CultureInfo.InvariantCulture);
+        Assert.InRange(tokensLeft, 100_000 - 100, 100_000 - 10); // the worst case reserved: the prompt and 10 output tokens
+        Assert.Matches("^[0-9]+s$", Header(first, "x-ratelimit-reset-tokens"));
+        Assert.False(first.Headers.Contains("anthropic-ratelimit-requests-limit"));
+    }
+
+    [Fact]
+    public async Task RateLimits_OnTheAnthropicPath_AreAnsweredInAnthropicsHeaders()
+    {
+        await using var g = await TestGateway.StartAsync(p => WithConsumer(p, "web", c => c with { Limits = new LimitsConfig { RequestsPerMinute = 5 } }));
+
+        using var response = await g.Client.SendAsync(g.Post("/v1/messages",
+            """{"model":"claude-sonnet","max_tokens":10,"messages":[{"role":"user","content":"x"}]}""", anthropicHeader: true));
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("5", Assert.Single(response.Headers.GetValues("anthropic-ratelimit-requests-limit")));
+        Assert.Equal("4", Assert.Single(response.Headers.GetValues("anthropic-ratelimit-requests-remaining")));
+        var reset = DateTimeOffset.Parse(Assert.Single(response.Headers.GetValues("anthropic-ratelimit-requests-reset")), CultureInfo.InvariantCulture);
+        Assert.InRange(reset, DateTimeOffset.UtcNow.AddSeconds(-1), DateTimeOffset.UtcNow.AddSeconds(61));
+        Assert.False(response.Headers.Contains("x-ratelimit-limit-requests"));
+        Assert.False(response.Headers.Contains("anthropic-ratelimit-tokens-limit")); // no token rate limit in force
+    }
+
+    [Fact]
+    public async Task NoRateLimit_NoRateLimitHeaders()
+    {
+        await using var g = await TestGateway.StartAsync();
+
+        using var response = await g.Client.SendAsync(g.Post("/v1/chat/completions", Chat()));
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.DoesNotContain(response.Headers, h => h.Key.Contains("ratelimit", StringComparison.OrdinalIgnoreCase));
+    }
+
+    [Fact]
     public async Task OutputCeiling_ClampsWhatReachesTheProvider_AndRecordsIt()
     {
         await using var g = await StartWithOutputCeilingAsync(64);

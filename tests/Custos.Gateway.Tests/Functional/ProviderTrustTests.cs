@@ -109,6 +109,104 @@ public sealed partial class ProviderTrustTests
         Assert.Contains(anthropic ? "overloaded_error" : "server_error", logged, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A200WhoseJsonIsCutShort_IsRecordedMalformed_NotCompleted_AndGoesOnAsItCame(bool chunked)
+    {
+        await using var provider = ScriptedProvider.Start();
+        await using var g = await StartAsync(provider);
+        var cut = Encoding.UTF8.GetBytes("""{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Once upon""");
+        provider.Next.Enqueue(chunked
+            ? new Reply("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+                [.. Encoding.ASCII.GetBytes(FormattableString.Invariant($"{cut.Length:x}\r\n")), .. cut, .. "\r\n0\r\n\r\n"u8], Close: false)
+            : new Reply(FormattableString.Invariant($"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {cut.Length}\r\n\r\n"), cut, Close: false));
+
+        using var response = await g.Client.SendAsync(g.Post("/v1/chat/completions", """{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"""));
+        var received = await response.Content.ReadAsByteArrayAsync();
+
+        Assert.Equal(System.Net.HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal(cut, received);
+        var entry = await g.EntryAsync(TestGateway.RequestIdOf(response));
+        Assert.Equal("interrupted", entry.GetProperty("outcome").GetString());
+        Assert.Equal(["upstream.malformed_response"], entry.GetProperty("reasons").EnumerateArray().Select(r => r.GetString()));
+        Assert.Equal("allow", entry.GetProperty("decision").GetString());
+        Assert.True(entry.GetProperty("tokens_estimated").GetBoolean());
+    }
+
+    [Fact]
+    public async Task AWhole200Json_IsCompleted()
+    {
+        await using var provider = ScriptedProvider.Start();
+        await using var g = await StartAsync(provider);
+        provider.Next.Enqueue(Completion(5));
+
+        using var response = await g.Client.SendAsync(g.Post("/v1/chat/completions", """{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"""));
+        await response.Content.ReadAsByteArrayAsync();
+
+        var entry = await g.EntryAsync(TestGateway.RequestIdOf(response));
+        Assert.Equal("completed", entry.GetProperty("outcome").GetString());
+        Assert.Empty(entry.GetProperty("reasons").EnumerateArray());
+    }
+
+    [Fact]
+    public async Task AnOpenAIStreamWithoutDone_AfterItsLastChunkAndUsage_IsInterrupted_WithTheReportedUsage()
+    {
+        await using var provider = ScriptedProvider.Start();
+        await using var g = await StartAsync(provider);
+        provider.Next.Enqueue(Streamed("""
+            data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"content":"Hello"},"finish_reason":null}]}
+
+            data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}
+
+            data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":1,"total_tokens":10}}
+
+
+            """));
+
+        using var response = await g.Client.SendAsync(g.Post("/v1/chat/completions", """{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"""));
+        await response.Content.ReadAsStringAsync();
+
+        var entry = await g.EntryAsync(TestGateway.RequestIdOf(response));
+        Assert.Equal("interrupted", entry.GetProperty("outcome").GetString()); // OpenAI ends every stream with [DONE]: without it, it was cut
+        Assert.Equal(["upstream.stream_interrupted"], entry.GetProperty("reasons").EnumerateArray().Select(r => r.GetString()));
+        Assert.Equal((9, 1), (entry.GetProperty("input_tokens").GetInt64(), entry.GetProperty("output_tokens").GetInt64()));
+        Assert.False(entry.GetProperty("tokens_estimated").GetBoolean());
+    }
+
+    [Theory]
+    [InlineData(false, true, "0.00048", 1000, 800, null)] // (200 × 1 + 800 × 0.1 + 100 × 2) per million
+    [InlineData(false, false, "0.0012", 1000, 800, null)] // no cached price: the input price, as before
+    [InlineData(true, true, "0.00098", 1400, 800, 400L)] // (200 × 1 + 800 × 0.1 + 400 × 1.25 + 100 × 2) per million
+    [InlineData(true, false, "0.0016", 1400, 800, 400L)]
+    public async Task CachedInputTokens_ArePricedAtTheModelsCachePrices_AndRecorded(bool anthropic, bool cachePrices, string cost, long input, long cached, long? written)
+    {
+        await using var provider = ScriptedProvider.Start();
+        await using var g = await StartAsync(provider, p => !cachePrices ? p : p with
+        {
+            Tenants = [.. p.Tenants.Select(t => t with
+            {
+                Models = [.. t.Models.Select(m => m.Name is "gpt-4o-mini" or "claude-sonnet" ? m with { CachedInputPerMillion = 0.1m, CacheWriteInputPerMillion = 1.25m } : m)],
+            })],
+        });
+        var body = Encoding.UTF8.GetBytes(anthropic
+            ? """{"id":"m","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[{"type":"text","text":"Hi"}],"stop_reason":"end_turn","usage":{"input_tokens":200,"cache_creation_input_tokens":400,"cache_read_input_tokens":800,"output_tokens":100}}"""
+            : """{"id":"c","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1000,"completion_tokens":100,"total_tokens":1100,"prompt_tokens_details":{"cached_tokens":800}}}""");
+        provider.Next.Enqueue(new Reply(FormattableString.Invariant($"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {body.Length}\r\n\r\n"), body, Close: false));
+
+        using var response = await g.Client.SendAsync(anthropic
+            ? g.Post("/v1/messages", """{"model":"claude-sonnet","max_tokens":200,"messages":[{"role":"user","content":"hi"}]}""", anthropicHeader: true)
+            : g.Post("/v1/chat/completions", """{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"""));
+        await response.Content.ReadAsByteArrayAsync();
+
+        var entry = await g.EntryAsync(TestGateway.RequestIdOf(response));
+        Assert.Equal("completed", entry.GetProperty("outcome").GetString());
+        Assert.Equal((input, 100L), (entry.GetProperty("input_tokens").GetInt64(), entry.GetProperty("output_tokens").GetInt64()));
+        Assert.Equal(cached, entry.GetProperty("cached_input_tokens").GetInt64());
+        Assert.Equal(written, entry.TryGetProperty("cache_write_input_tokens", out var w) ? w.GetInt64() : null);
+        Assert.Equal(decimal.Parse(cost, CultureInfo.InvariantCulture), Cost(entry));
+    }
+
     /// <summary>A chat completion of <paramref name="outputTokens"/> tokens, as OpenAI answers one.</summary>
     private static Reply Completion(long outputTokens)
     {

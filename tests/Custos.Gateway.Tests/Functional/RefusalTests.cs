@@ -362,10 +362,121 @@ public sealed class RefusalTests(GatewayFixture fixture) : IClassFixture<Gateway
         var request = new HttpRequestMessage(HttpMethod.Get, "/v1/chat/completions");
         request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", G.KeyOf("web"));
         using var probe = await G.Client.SendAsync(new HttpRequestMessage(HttpMethod.Get, "/v1/chat/completions"));
-        Assert.Equal("POST", string.Join(",", probe.Content.Headers.Allow));
+        Assert.Equal("POST, OPTIONS", string.Join(", ", probe.Content.Headers.Allow));
 
         await AssertRefusedAsync(request, HttpStatusCode.MethodNotAllowed, "invalid.method", message: "/v1/chat/completions takes POST, not GET.");
     }
+
+    [Theory]
+    [InlineData("/v1/chat/completions", "POST, OPTIONS")]
+    [InlineData("/v1/messages", "POST, OPTIONS")]
+    [InlineData("/v1/models", "GET, HEAD, OPTIONS")]
+    [InlineData("/v1/models/gpt-4o-mini", "GET, HEAD, OPTIONS")]
+    public async Task Options_OnAKnownEndpoint_Is204WithAllow_WithoutCredential_AndReachesNoProvider(string path, string allow)
+    {
+        var upstreamCalls = G.Upstream.RequestCount;
+
+        using var response = await G.Client.SendAsync(new HttpRequestMessage(HttpMethod.Options, path));
+
+        Assert.Equal(HttpStatusCode.NoContent, response.StatusCode);
+        Assert.Equal(allow, string.Join(", ", response.Content.Headers.Allow));
+        Assert.Empty(await response.Content.ReadAsByteArrayAsync());
+        Assert.Equal(upstreamCalls, G.Upstream.RequestCount);
+        var entry = await G.EntryAsync(TestGateway.RequestIdOf(response));
+        Assert.Equal(("OPTIONS", 204), (entry.GetProperty("method").GetString(), entry.GetProperty("status").GetInt32()));
+    }
+
+    [Fact]
+    public async Task Options_OnAnUnknownPath_Is404()
+        => await AssertRefusedAsync(new HttpRequestMessage(HttpMethod.Options, "/v1/images/generations"), HttpStatusCode.NotFound, "invalid.endpoint");
+
+    [Theory]
+    [InlineData("/v1/models")]
+    [InlineData("/v1/models/gpt-4o-mini")]
+    public async Task Head_OnAGetEndpoint_IsTheGetWithoutItsBody(string path)
+    {
+        var upstreamCalls = G.Upstream.RequestCount;
+        HttpRequestMessage Request(HttpMethod method)
+        {
+            var request = new HttpRequestMessage(method, path);
+            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", G.KeyOf("web"));
+            return request;
+        }
+
+        using var get = await G.Client.SendAsync(Request(HttpMethod.Get));
+        using var head = await G.Client.SendAsync(Request(HttpMethod.Head));
+
+        Assert.Equal(HttpStatusCode.OK, head.StatusCode);
+        Assert.Equal("application/json", head.Content.Headers.ContentType?.MediaType);
+        Assert.Equal((await get.Content.ReadAsByteArrayAsync()).Length, head.Content.Headers.ContentLength);
+        Assert.Empty(await head.Content.ReadAsByteArrayAsync());
+        Assert.Equal(upstreamCalls, G.Upstream.RequestCount);
+        var entry = await G.EntryAsync(TestGateway.RequestIdOf(head));
+        Assert.Equal(("HEAD", 200, 0L), (entry.GetProperty("method").GetString(), entry.GetProperty("status").GetInt32(), entry.GetProperty("response_bytes").GetInt64()));
+    }
+
+    [Fact]
+    public async Task Head_OnAGetEndpoint_WithoutCredential_Is401()
+    {
+        using var response = await G.Client.SendAsync(new HttpRequestMessage(HttpMethod.Head, "/v1/models"));
+
+        Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
+        var entry = await G.EntryAsync(TestGateway.RequestIdOf(response));
+        Assert.Equal(["deny.credential_missing"], entry.GetProperty("reasons").EnumerateArray().Select(r => r.GetString()));
+    }
+
+    [Fact]
+    public async Task Head_OnAPostEndpoint_Is405WithAllow()
+    {
+        var request = new HttpRequestMessage(HttpMethod.Head, "/v1/chat/completions");
+        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", G.KeyOf("web"));
+
+        using var response = await G.Client.SendAsync(request);
+
+        Assert.Equal(HttpStatusCode.MethodNotAllowed, response.StatusCode);
+        Assert.Equal("POST, OPTIONS", string.Join(", ", response.Content.Headers.Allow));
+    }
+
+    [Fact]
+    public async Task AUtf8ByteOrderMark_BeforeTheJson_IsSkipped_AndTheProviderGetsTheJsonWithoutIt()
+    {
+        byte[] bom = [0xEF, 0xBB, 0xBF];
+        var json = Encoding.UTF8.GetBytes("""{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}""");
+        using var content = new ByteArrayContent([.. bom, .. json]);
+        content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions") { Content = content };
+        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", G.KeyOf("web"));
+
+        using var response = await G.Client.SendAsync(request);
+
+        var body = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == HttpStatusCode.OK, body);
+        var sent = G.Upstream.Received.Last(r => r.Path == "/v1/chat/completions").Body;
+        Assert.Equal(Encoding.UTF8.GetString(json), sent);
+        var entry = await G.EntryAsync(TestGateway.RequestIdOf(response));
+        Assert.Equal("gpt-4o-mini", entry.GetProperty("model").GetString());
+        Assert.Equal(bom.Length + json.Length, entry.GetProperty("request_bytes").GetInt64());
+    }
+
+    [Theory]
+    [InlineData("/v1/messages", "?beta=true", """{"model":"claude-sonnet","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}""")]
+    [InlineData("/v1/chat/completions", "?api-version=2024-10-21&key=sk-secret-in-query", """{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}""")]
+    public async Task TheQueryString_GoesToTheProviderAsItCame_AndTheLedgerRecordsThePathWithoutIt(string path, string query, string body)
+    {
+        using var response = await G.Client.SendAsync(G.Post(path + query, body, anthropicHeader: path == "/v1/messages"));
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var received = G.Upstream.Received.Last(r => r.Path == path);
+        Assert.Equal(query, received.Query);
+        var entry = await G.EntryAsync(TestGateway.RequestIdOf(response));
+        Assert.Equal(path, entry.GetProperty("endpoint").GetString());
+        Assert.DoesNotContain("sk-secret", entry.GetRawText(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task TheQueryString_DecidesNothing_AModelNamedThereIsNotTheRequests()
+        => await AssertRefusedAsync(G.Post("/v1/messages?model=claude-sonnet", """{"model":"claude-cut","max_tokens":5,"messages":[]}""", "agent", anthropicHeader: true),
+            HttpStatusCode.Forbidden, "deny.model_not_entitled");
 
     [Fact]
     public Task NoCredential_Is401Missing() => AssertRefusedAsync(G.Post("/v1/chat/completions", Chat, consumer: null), HttpStatusCode.Unauthorized, "deny.credential_missing");
@@ -440,6 +551,58 @@ public sealed class RefusalTests(GatewayFixture fixture) : IClassFixture<Gateway
         using var json = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
         Assert.Equal("error", json.RootElement.GetProperty("type").GetString());
         Assert.Equal("deny.credential_missing", json.RootElement.GetProperty("error").GetProperty("code").GetString());
+    }
+
+    public static TheoryData<string, string?, string, HttpStatusCode, string, string> AnthropicRefusals => new()
+    {
+        { "/v1/messages", "web", """{"model":""", HttpStatusCode.BadRequest, "invalid.json", "invalid_request_error" },
+        { "/v1/messages", null, """{"model":"claude-sonnet","max_tokens":5,"messages":[]}""", HttpStatusCode.Unauthorized, "deny.credential_missing", "authentication_error" },
+        { "/v1/messages", "agent", """{"model":"claude-cut","max_tokens":5,"messages":[]}""", HttpStatusCode.Forbidden, "deny.model_not_entitled", "permission_error" },
+        { "/v1/messages", "web", """{"model":"claude-nope","max_tokens":5,"messages":[]}""", HttpStatusCode.NotFound, "deny.model_not_found", "not_found_error" },
+        { "/v1/messages/batches", "web", "{}", HttpStatusCode.NotFound, "invalid.endpoint", "not_found_error" },
+        { "/v1/messages", "web", "{\"model\":\"claude-sonnet\",\"messages\":[{\"role\":\"user\",\"content\":\"" + new string('x', 70_000) + "\"}]}",
+            HttpStatusCode.RequestEntityTooLarge, "invalid.body_too_large", "request_too_large" },
+    };
+
+    [Theory]
+    [MemberData(nameof(AnthropicRefusals))]
+    public async Task AnthropicPathRefusals_CarryAnthropicsErrorTypeForTheirStatus_AndTheGatewaysCode(string path, string? consumer, string body,
+        HttpStatusCode status, string code, string type)
+    {
+        using var request = G.Post(path, body, consumer, anthropicHeader: true);
+
+        using var response = await G.Client.SendAsync(request);
+
+        Assert.Equal(status, response.StatusCode);
+        using var json = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+        Assert.Equal("error", json.RootElement.GetProperty("type").GetString());
+        var error = json.RootElement.GetProperty("error");
+        Assert.Equal(type, error.GetProperty("type").GetString());
+        Assert.Equal(code, error.GetProperty("code").GetString());
+        Assert.Equal(TestGateway.RequestIdOf(response), error.GetProperty("request_id").GetString());
+        Assert.Equal(TestGateway.RequestIdOf(response), Assert.Single(response.Headers.GetValues("request-id")));
+    }
+
+    [Theory]
+    [InlineData(400, "invalid_request_error")]
+    [InlineData(401, "authentication_error")]
+    [InlineData(402, "billing_error")]
+    [InlineData(403, "permission_error")]
+    [InlineData(404, "not_found_error")]
+    [InlineData(405, "invalid_request_error")]
+    [InlineData(413, "request_too_large")]
+    [InlineData(415, "invalid_request_error")]
+    [InlineData(422, "invalid_request_error")]
+    [InlineData(429, "rate_limit_error")]
+    [InlineData(500, "api_error")]
+    [InlineData(502, "api_error")]
+    [InlineData(503, "overloaded_error")]
+    [InlineData(504, "timeout_error")]
+    [InlineData(529, "overloaded_error")]
+    public void AnthropicTypeOf_EveryStatusClass_IsAnthropicsOwnWord(int status, string type)
+    {
+        Assert.Equal(type, Custos.Errors.Reasons.AnthropicTypeOf(status));
+        Assert.All(Custos.Errors.Reasons.All.Where(r => r.Status == status), r => Assert.Equal(type, r.AnthropicType));
     }
 
     [Fact]
