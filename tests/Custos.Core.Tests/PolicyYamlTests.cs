@@ -407,6 +407,37 @@ public sealed class PolicyYamlTests
     }
 
     [Fact]
+    public void Read_AServicesOutputCeilingAboveATokenLimit_IsWarnedAbout_WhereItHolds()
+    {
+        // A service's max_output_tokens holds for its consumers without a lower one of their own: it was not compared.
+        var result = PolicyYaml.Read("""
+            tenants:
+              - id: t
+                limits: { tokens_per_minute: 2000 }
+            services:
+              - id: s
+                tenant: t
+                limits: { max_output_tokens: 4096 }
+              - id: lower
+                tenant: t
+                limits: { max_output_tokens: 4096 }
+            consumers:
+              - id: c
+                service: s
+                category: internal
+              - id: own
+                service: lower
+                category: internal
+                limits: { max_output_tokens: 1000 }
+            """);
+
+        Assert.True(result.IsValid, string.Join("\n", result.Diagnostics.Select(d => d.Format("p"))));
+        var warning = Assert.Single(result.Diagnostics, d => d.Severity == DiagnosticSeverity.Warning && d.Path.EndsWith(".max_output_tokens", StringComparison.Ordinal));
+        Assert.Equal("services[0].limits.max_output_tokens", warning.Path);
+        Assert.StartsWith("max_output_tokens (4,096) of service 's' is above tokens_per_minute (2,000) of tenant 't'", warning.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Read_ServiceWithoutOwnersOrWithOneSharedContact_WarnsMissingGovernance()
     {
         const string yaml = """

@@ -299,14 +299,15 @@ internal static class PolicyValidator
 
         void Compare(IReadOnlyList<LimitsLayer> chain)
         {
-            // An output ceiling is a consumer's, the lower of its own and its category's: the higher of the two never acts.
-            var inForce = chain.Where(l => l.Level == 0).Min(l => l.Limits.MaxOutputTokens);
+            // The output ceiling in force for a consumer is the lowest of its own, its category's, its service's and its tenant's:
+            // the higher ones never act. Compared only in a consumer's chain, where it is known which one that is.
+            var inForce = chain.Any(l => l.Level == 0) ? chain.Min(l => l.Limits.MaxOutputTokens) : null;
             foreach (var inner in chain)
             {
                 foreach (var outer in chain)
                 {
                     // The ceiling is reserved against every token limit, at every scope.
-                    if (inner.Level == 0 && inner.Limits.MaxOutputTokens is { } ceiling && ceiling == inForce)
+                    if (inner.Limits.MaxOutputTokens is { } ceiling && ceiling == inForce)
                     {
                         foreach (var (field, limit) in new[] { ("tokens_per_minute", outer.Limits.TokensPerMinute), ("tokens_per_day", outer.Limits.TokensPerDay),
                             ("tokens_per_month", outer.Limits.TokensPerMonth) })
