@@ -11,6 +11,7 @@ using Custos.Ledger;
 using Custos.Policy;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Http.Metadata;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.AspNetCore.Routing.Template;
@@ -102,12 +103,41 @@ internal static partial class AdminApi
         return null;
     }
 
+    /// <summary>The ledger action of an admin request refused for what it asked (400, 404, 409, 412, 415, 422).</summary>
+    public const string RefusedAction = "admin.request_refused";
+
     /// <summary>The <c>Retry-After</c> of <c>admin.store_unavailable</c>, in seconds.</summary>
     private const int StoreRetryAfterSeconds = 5;
 
     public static void Map(IEndpointRouteBuilder app, CustosGateway gateway)
     {
         var api = app.MapGroup("/admin/v1").AddEndpointFilter(async (context, next) =>
+        {
+            // Outermost: what the filter below answered. A signed-in admin's request refused for what it asked (a bad body or
+            // query, a conflict, a stale base version, an invalid policy, a missing resource) is on record like a refused model
+            // call: by its actor, with the code and the request id. A sign-in, a permission or scope refusal and admin.busy are
+            // recorded where they are decided; a store that cannot be reached cannot take the record either.
+            var result = await next(context);
+            if (result is ProblemHttpResult { StatusCode: >= 400 and < 500 and not (401 or 403 or 429) } refused
+                && context.HttpContext.Items[AdminItem] is AdminConfig actor)
+            {
+                var request = context.HttpContext.Request;
+                var requestId = context.HttpContext.Items[RequestIdItem] as string;
+                await gateway.Ledger.RecordAsync(new AdminRecord
+                {
+                    Timestamp = gateway.Time.GetUtcNow(),
+                    Actor = actor.Id,
+                    Action = RefusedAction,
+                    Target = Custos.Controls.RecordedText.Of(request.Method + " " + request.Path.ToString()) ?? request.Method,
+                    After = refused.ProblemDetails.Extensions.TryGetValue("code", out var code) ? code as string : null,
+                    Reason = $"{Custos.Controls.RecordedText.Of(refused.ProblemDetails.Detail ?? refused.ProblemDetails.Title)} (request {requestId})",
+                    RequestId = requestId,
+                    PolicyVersion = gateway.Policy.Current.Version,
+                });
+            }
+
+            return result;
+        }).AddEndpointFilter(async (context, next) =>
         {
             var http = context.HttpContext;
             var requestId = RequestId.New(gateway.Time.GetUtcNow());

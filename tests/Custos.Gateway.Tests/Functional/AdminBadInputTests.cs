@@ -194,6 +194,31 @@ public sealed class AdminBadInputTests
     }
 
     [Fact]
+    public async Task ARefusedAdminRequest_IsOnRecord_ByItsActor_WithTheCodeAndRequestId()
+    {
+        // A change refused for what it asked (a bad body, a missing resource) was answered and left no trace in the ledger.
+        await using var g = await ControlPlaneFixture.StartAsync();
+        const string Secret = "sk-proj-abcdefghijklmnopqrstuvwx0123456789";
+        var versions = g.Gateway.Policy.Current.Version;
+
+        var badEnum = await ProblemAsync(g, "PUT", "/admin/v1/budgets", HttpStatusCode.BadRequest, "admin.invalid_request",
+            """{"scope":"service","id":"support","budget":{"amount":5,"period":"weekly"},"reason":"x"}""");
+        await ProblemAsync(g, "POST", "/admin/v1/credentials/no-such-credential/suspend", HttpStatusCode.NotFound, "admin.not_found",
+            $$"""{"reason":"leaked: {{Secret}}"}""");
+        await g.Gateway.Ledger.FlushAsync();
+
+        var refused = (await ControlPlaneFixture.AdminEntriesAsync(g)).Where(e => e.GetProperty("action").GetString() == "admin.request_refused").ToList();
+        Assert.Equal(2, refused.Count);
+        Assert.All(refused, e => Assert.Equal("root", e.GetProperty("actor").GetString()));
+        Assert.Equal(("PUT /admin/v1/budgets", "admin.invalid_request"), (refused[0].GetProperty("target").GetString(), refused[0].GetProperty("after").GetString()));
+        Assert.StartsWith(badEnum + " (request req_", refused[0].GetProperty("reason").GetString(), StringComparison.Ordinal);
+        Assert.Equal(("POST /admin/v1/credentials/no-such-credential/suspend", "admin.not_found"),
+            (refused[1].GetProperty("target").GetString(), refused[1].GetProperty("after").GetString()));
+        Assert.DoesNotContain(Secret, string.Join("\n", refused.Select(e => e.GetRawText())), StringComparison.Ordinal);
+        Assert.Equal(versions, g.Gateway.Policy.Current.Version); // recorded, and nothing changed
+    }
+
+    [Fact]
     public async Task AnEnumValue_IsReadCaseInsensitively_AsBefore()
     {
         await using var g = await ControlPlaneFixture.StartAsync();
