@@ -357,7 +357,8 @@ public static class AdmissionEvaluator
             var soft = !charge.Enforce;
             var reading = readings[i];
             var over = reading.Used + reading.Reserved + charge.Amount > charge.Limit;
-            var decision = i == failed ? (control.StartsWith("rate_limit", StringComparison.Ordinal) && !NeverFits(charge, reading) ? ControlDecisions.Throttle : ControlDecisions.Deny)
+            var rateLimit = control.StartsWith("rate_limit", StringComparison.Ordinal);
+            var decision = i == failed ? (rateLimit && !NeverFits(charge, reading) ? ControlDecisions.Throttle : ControlDecisions.Deny)
                 : reading.Degraded == FailMode.Open ? ControlDecisions.NotEvaluated
                 : soft && over ? ControlDecisions.Warn
                 : failed >= 0 ? ControlDecisions.NotEvaluated
@@ -372,7 +373,7 @@ public static class AdmissionEvaluator
                 Detail = decision == ControlDecisions.Warn ? SoftExceeded : null,
             });
             admission.Degraded |= reading.Degraded is not null;
-            if (reading.Degraded != FailMode.Open && control.StartsWith("rate_limit", StringComparison.Ordinal))
+            if (rateLimit && reading.Degraded != FailMode.Open)
             {
                 // What the rate limit leaves, for the client's x-ratelimit headers: a few subtractions, no allocation.
                 var limit = reading.AppliedLimit ?? charge.Limit;

@@ -277,8 +277,7 @@ public sealed class ModelRoute(string name, string upstreamModel, ProviderEntry 
     public decimal CacheWriteInputPerMillion { get; } = cacheWriteInputPerMillion ?? inputPerMillion;
 
     /// <summary>Cost of the given token counts at this model's prices.</summary>
-    public decimal Cost(long inputTokens, long outputTokens)
-        => ((inputTokens * InputPerMillion) + (outputTokens * OutputPerMillion)) / 1_000_000m;
+    public decimal Cost(long inputTokens, long outputTokens) => Cost(inputTokens, outputTokens, 0, 0);
 
     /// <summary>
     /// Cost of the given token counts, <paramref name="cachedInputTokens"/> and <paramref name="cacheWriteInputTokens"/>

@@ -181,14 +181,7 @@ internal static partial class AdminApi
         // Each tenant prices in one currency (the policy refuses two); a view of tenants pricing in different currencies
         // keeps each currency's spend apart instead of adding them into one figure.
         var currencyOf = document.Tenants.ToDictionary(t => t.Id, CurrencyOf, StringComparer.Ordinal);
-        var currencies = new SortedSet<string>(StringComparer.Ordinal);
-        foreach (var tenant in document.Tenants)
-        {
-            if (AdminAccess.InScope(admin, tenant.Id, null) || document.Services.Any(s => s.Tenant == tenant.Id && AdminAccess.InScope(admin, s.Tenant, s.Id)))
-            {
-                currencies.Add(currencyOf[tenant.Id]);
-            }
-        }
+        var currencies = new SortedSet<string>(TenantsInView(admin, document).Select(CurrencyOf), StringComparer.Ordinal);
 
         long scanned = 0;
 
@@ -342,13 +335,8 @@ internal static partial class AdminApi
     internal static TimeZoneInfo ZoneInView(AdminConfig admin, PolicyDocument document)
     {
         string? zone = null;
-        foreach (var tenant in document.Tenants)
+        foreach (var tenant in TenantsInView(admin, document))
         {
-            if (!AdminAccess.InScope(admin, tenant.Id, null) && !document.Services.Any(s => s.Tenant == tenant.Id && AdminAccess.InScope(admin, s.Tenant, s.Id)))
-            {
-                continue;
-            }
-
             if (zone is not null && zone != tenant.TimeZone)
             {
                 return TimeZoneInfo.Utc;
@@ -360,8 +348,12 @@ internal static partial class AdminApi
         return zone is not null && TimeZoneInfo.TryFindSystemTimeZoneById(zone, out var found) ? found : TimeZoneInfo.Utc;
     }
 
+    /// <summary>The tenants <paramref name="admin"/> sees: its own, and those of the services in its scope.</summary>
+    private static IEnumerable<TenantConfig> TenantsInView(AdminConfig admin, PolicyDocument document)
+        => document.Tenants.Where(t => AdminAccess.InScope(admin, t.Id, null) || document.Services.Any(s => s.Tenant == t.Id && AdminAccess.InScope(admin, s.Tenant, s.Id)));
+
     /// <summary>The currency <paramref name="tenant"/> prices its models in (the policy allows one per tenant); USD when it has none.</summary>
-    internal static string CurrencyOf(TenantConfig tenant) => tenant.Models.Count > 0 ? tenant.Models[0].Currency : "USD";
+    internal static string CurrencyOf(TenantConfig tenant) => PolicyControls.CurrencyOf(tenant) ?? "USD";
 
     internal static DateTimeOffset PeriodStart(BudgetPeriod period, TimeZoneInfo zone, DateTimeOffset now)
     {

@@ -122,18 +122,10 @@ internal static partial class AdminApi
                 && context.HttpContext.Items[AdminItem] is AdminConfig actor)
             {
                 var request = context.HttpContext.Request;
-                var requestId = context.HttpContext.Items[RequestIdItem] as string;
-                await gateway.Ledger.RecordAsync(new AdminRecord
-                {
-                    Timestamp = gateway.Time.GetUtcNow(),
-                    Actor = actor.Id,
-                    Action = RefusedAction,
-                    Target = Custos.Controls.RecordedText.Of(request.Method + " " + request.Path.ToString()) ?? request.Method,
-                    After = refused.ProblemDetails.Extensions.TryGetValue("code", out var code) ? code as string : null,
-                    Reason = $"{Custos.Controls.RecordedText.Of(refused.ProblemDetails.Detail ?? refused.ProblemDetails.Title)} (request {requestId})",
-                    RequestId = requestId,
-                    PolicyVersion = gateway.Policy.Current.Version,
-                });
+                await gateway.RecordAdminAsync(actor.Id, RefusedAction,
+                    Custos.Controls.RecordedText.Of(request.Method + " " + request.Path.ToString()) ?? request.Method, null,
+                    refused.ProblemDetails.Extensions.TryGetValue("code", out var code) ? code as string : null,
+                    $"{Custos.Controls.RecordedText.Of(refused.ProblemDetails.Detail ?? refused.ProblemDetails.Title)} (request {context.HttpContext.Items[RequestIdItem]})");
             }
 
             return result;

@@ -162,7 +162,7 @@ internal static class PolicyCommand
                     if (parse.GetValue(at) is { } when)
                     {
                         var versions = (await admin.GetAsync("/admin/v1/policy/versions", cancellationToken)).Root.EnumerateArray().Select(VersionRow.Of).ToList();
-                        number = Select(versions, number, when).Number;
+                        number = Select(versions, v => (v.Number, v.CreatedAt), number, when).Number;
                     }
 
                     var root = (await admin.GetAsync(number is { } n ? FormattableString.Invariant($"/admin/v1/policy/versions/{n}") : "/admin/v1/policy",
@@ -176,7 +176,7 @@ internal static class PolicyCommand
             {
                 await using var store = await CommonOptions.OpenConfiguredStoreAsync(parse.GetValue(data), parse.GetValue(config), cancellationToken);
                 var history = await store.GetHistoryAsync(cancellationToken);
-                var found = Select(history, parse.GetValue(version), parse.GetValue(at));
+                var found = Select(history, v => (v.Number, v.CreatedAt), parse.GetValue(version), parse.GetValue(at));
                 (selected, document) = (new VersionRow(found.Number, found.Sha256, found.Author, found.Reason, found.CreatedAt), found.Document);
             }
 
@@ -214,7 +214,7 @@ internal static class PolicyCommand
             {
                 await using var store = await CommonOptions.OpenConfiguredStoreAsync(parse.GetValue(data), parse.GetValue(config), cancellationToken);
                 var history = await store.GetHistoryAsync(cancellationToken);
-                var (before, after) = (Select(history, parse.GetValue(from), null), Select(history, parse.GetValue(to), null));
+                var (before, after) = (Select(history, v => (v.Number, v.CreatedAt), parse.GetValue(from), null), Select(history, v => (v.Number, v.CreatedAt), parse.GetValue(to), null));
                 (a, b) = (new VersionRow(before.Number, before.Sha256, null, null, before.CreatedAt), new VersionRow(after.Number, after.Sha256, null, null, after.CreatedAt));
                 changes = [.. PolicyDiff.Compute(before.Document, after.Document).Select(c => c.ToString())];
             }
@@ -286,11 +286,16 @@ internal static class PolicyCommand
         return command;
     }
 
-    private static PolicyVersion Select(IReadOnlyList<PolicyVersion> history, long? number, string? at)
+    /// <summary>
+    /// The version numbered <paramref name="number"/>, or the one in force at <paramref name="at"/> (default now), among
+    /// <paramref name="history"/>: the store's versions, or the rows the admin API lists (<paramref name="of"/> reads each
+    /// one's number and time).
+    /// </summary>
+    private static T Select<T>(IReadOnlyList<T> history, Func<T, (long Number, DateTimeOffset CreatedAt)> of, long? number, string? at)
     {
         if (history.Count == 0)
         {
-            throw new CliException("the store has no policy versions yet");
+            throw new CliException("there are no policy versions yet");
         }
 
         if (number is not null && at is not null)
@@ -300,27 +305,13 @@ internal static class PolicyCommand
 
         if (number is { } n)
         {
-            return history.FirstOrDefault(v => v.Number == n)
-                ?? throw new CliException($"there is no policy version {n}; versions are 1 to {history[^1].Number}");
+            return history.FirstOrDefault(v => of(v).Number == n)
+                ?? throw new CliException($"there is no policy version {n}; versions are {of(history[0]).Number} to {of(history[^1]).Number}");
         }
 
         var instant = RequestsCommand.ParseTime(at, DateTimeOffset.UtcNow, "--at") ?? DateTimeOffset.UtcNow;
-        return history.LastOrDefault(v => v.CreatedAt <= instant)
-            ?? throw new CliException($"no policy was in force at {instant.ToString("u", CultureInfo.InvariantCulture)}; version 1 dates from {history[0].CreatedAt:u}");
-    }
-
-    /// <summary>The version in force at <paramref name="at"/> (or numbered <paramref name="number"/>) among rows read from the admin API.</summary>
-    private static VersionRow Select(IReadOnlyList<VersionRow> history, long? number, string at)
-    {
-        if (number is not null)
-        {
-            throw new CliException("--version and --at each name a version; give one of them");
-        }
-
-        var instant = RequestsCommand.ParseTime(at, DateTimeOffset.UtcNow, "--at") ?? DateTimeOffset.UtcNow;
-        return history.LastOrDefault(v => v.CreatedAt <= instant)
-            ?? throw new CliException(history.Count == 0 ? "the gateway has no policy versions yet"
-                : $"no policy was in force at {instant.ToString("u", CultureInfo.InvariantCulture)}; version {history[0].Number} dates from {history[0].CreatedAt:u}");
+        return history.LastOrDefault(v => of(v).CreatedAt <= instant)
+            ?? throw new CliException($"no policy was in force at {instant.ToString("u", CultureInfo.InvariantCulture)}; version {of(history[0]).Number} dates from {of(history[0]).CreatedAt:u}");
     }
 
     /// <summary>What is shown of a version when its author and reason are withheld from a scoped admin (<c>--server</c>).</summary>
