@@ -385,6 +385,25 @@ public sealed class AdmissionTests
         Assert.Equal((100m, 20m, 50m, 30m), (reading.Limit!.Value, reading.Used!.Value, reading.Reserved!.Value, reading.Requested!.Value));
     }
 
+    [Theory]
+    [InlineData(null, 50)]      // input price only: 10 × 1 + 20 × 2
+    [InlineData("1500000", 55)] // a cache write at 1.5: the provider may write all 10 tokens to its cache
+    public async Task HardBudget_ReservesInputAtTheHighestOfItsPrices_SoNoRequestSettlesAboveItsReservation(string? cacheWrite, long reserved)
+    {
+        var price = cacheWrite is null ? "" : ", cached_input_per_mtok: 100000, cache_write_input_per_mtok: " + cacheWrite;
+        var snapshot = Compile(Policy()
+            .Replace("output_per_mtok: 2000000 }", "output_per_mtok: 2000000" + price + " }", StringComparison.Ordinal)
+            .Replace("    tenant: acme\n", "    tenant: acme\n    limits: { budget: { amount: 104, period: month } }\n", StringComparison.Ordinal));
+        var counters = new InMemoryCounterStore(_clock);
+
+        var first = await AdmissionEvaluator.EvaluateAsync(Request(snapshot, input: 10, maxOutput: 20), counters);
+        var second = await AdmissionEvaluator.EvaluateAsync(Request(snapshot, input: 10, maxOutput: 20), counters);
+
+        Assert.Equal(reserved, Control(first, "budget").Requested!.Value);
+        Assert.Equal(Decision.Allow, first.Decision);
+        Assert.Equal(reserved * 2 <= 104 ? Decision.Allow : Decision.Deny, second.Decision); // 100 fits 104; 110 does not
+    }
+
     [Fact]
     public async Task ASmallBudget_IsNamedWithItsPlaces_NotRoundedToNothing()
     {

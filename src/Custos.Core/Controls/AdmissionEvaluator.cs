@@ -451,7 +451,7 @@ public static class AdmissionEvaluator
         var service = consumer.Service;
         var tenant = service.Tenant;
         var tokens = Math.Min(MaxCharge, Saturating.Add(request.InputTokens, admission.ReservedOutputTokens));
-        var cost = CostUnits(request.Route.Cost(request.InputTokens, admission.ReservedOutputTokens));
+        var cost = CostUnits(request.Route.MostCost(request.InputTokens, admission.ReservedOutputTokens));
         var minute = tenant.Clock.Minute(request.Now);
         var day = tenant.Clock.Day(request.Now);
         var month = tenant.Clock.Month(request.Now);

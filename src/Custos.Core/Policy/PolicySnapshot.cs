@@ -276,8 +276,20 @@ public sealed class ModelRoute(string name, string upstreamModel, ProviderEntry 
     /// <summary>Price per million input tokens written to the prompt cache: the input price unless the policy names one.</summary>
     public decimal CacheWriteInputPerMillion { get; } = cacheWriteInputPerMillion ?? inputPerMillion;
 
+    /// <summary>
+    /// The highest of the input prices: what a request's input is reserved at, since the provider decides after the
+    /// reservation how much of it is read from or written to its prompt cache (a cache write is often dearer than input).
+    /// </summary>
+    public decimal HighestInputPerMillion { get; } = Math.Max(inputPerMillion, Math.Max(cachedInputPerMillion ?? inputPerMillion, cacheWriteInputPerMillion ?? inputPerMillion));
+
     /// <summary>Cost of the given token counts at this model's prices.</summary>
     public decimal Cost(long inputTokens, long outputTokens) => Cost(inputTokens, outputTokens, 0, 0);
+
+    /// <summary>
+    /// The most the given token counts can cost whatever the prompt cache does: input at <see cref="HighestInputPerMillion"/>.
+    /// A budget's reservation, so that what a request settles at is never above what it reserved for the tokens counted.
+    /// </summary>
+    public decimal MostCost(long inputTokens, long outputTokens) => ((inputTokens * HighestInputPerMillion) + (outputTokens * OutputPerMillion)) / 1_000_000m;
 
     /// <summary>
     /// Cost of the given token counts, <paramref name="cachedInputTokens"/> and <paramref name="cacheWriteInputTokens"/>
