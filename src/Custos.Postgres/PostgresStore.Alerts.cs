@@ -57,6 +57,15 @@ public sealed partial class PostgresStore
     }
 
     /// <inheritdoc/>
+    public async Task<Alert?> FindActiveAlertAsync(string fingerprint, CancellationToken cancellationToken = default)
+    {
+        await using var command = _dataSource.CreateCommand(
+            "SELECT alert FROM alerts WHERE status IN ('open', 'acknowledged') AND fingerprint = $1 ORDER BY number DESC LIMIT 1");
+        command.Parameters.Add(new NpgsqlParameter { Value = fingerprint });
+        return await command.ExecuteScalarAsync(cancellationToken) is string json ? StoreRows.TryAlert(json, out _) : null;
+    }
+
+    /// <inheritdoc/>
     public async Task<IReadOnlyList<Alert>> ListAlertsAsync(AlertStatus? status, int limit, CancellationToken cancellationToken = default)
     {
         await using var command = _dataSource.CreateCommand(status is null

@@ -92,6 +92,16 @@ public sealed partial class SqliteStore
     }
 
     /// <inheritdoc/>
+    public async Task<Alert?> FindActiveAlertAsync(string fingerprint, CancellationToken cancellationToken = default)
+    {
+        await using var connection = await OpenReaderAsync(cancellationToken);
+        using var command = connection.CreateCommand();
+        command.CommandText = "SELECT alert FROM alerts WHERE status IN ('open', 'acknowledged') AND fingerprint = $fingerprint ORDER BY number DESC LIMIT 1";
+        command.Parameters.AddWithValue("$fingerprint", fingerprint);
+        return await command.ExecuteScalarAsync(cancellationToken) is string json ? StoreRows.TryAlert(json, out _) : null;
+    }
+
+    /// <inheritdoc/>
     public async Task<IReadOnlyList<Alert>> ListAlertsAsync(AlertStatus? status, int limit, CancellationToken cancellationToken = default)
     {
         await using var connection = await OpenReaderAsync(cancellationToken);

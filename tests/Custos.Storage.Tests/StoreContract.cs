@@ -945,6 +945,24 @@ public abstract class StoreContract : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Alerts_FindActive_IsTheNewestOpenOrAcknowledgedOfAFingerprint()
+    {
+        var first = await Store.CreateAlertAsync(NewAlert("f1", T0));
+        var second = await Store.CreateAlertAsync(NewAlert("f1", T0.AddMinutes(1)));
+        await Store.CreateAlertAsync(NewAlert("f2", T0.AddMinutes(2)));
+
+        Assert.Equal(second.Id, (await Store.FindActiveAlertAsync("f1"))?.Id);
+        await Store.UpdateAlertAsync(second with { Status = AlertStatus.Resolved, ResolvedBy = "owner" });
+        Assert.Equal(first.Id, (await Store.FindActiveAlertAsync("f1"))?.Id);
+        await Store.UpdateAlertAsync(first with { Status = AlertStatus.Acknowledged, AcknowledgedBy = "owner", AcknowledgedAt = T0.AddHours(1) });
+        var acknowledged = await Store.FindActiveAlertAsync("f1");
+        Assert.Equal((first.Id, AlertStatus.Acknowledged), (acknowledged?.Id, acknowledged?.Status));
+        await Store.UpdateAlertAsync(first with { Status = AlertStatus.Resolved, ResolvedBy = "owner" });
+        Assert.Null(await Store.FindActiveAlertAsync("f1"));
+        Assert.Null(await Store.FindActiveAlertAsync("f3"));
+    }
+
+    [Fact]
     public async Task Alerts_ARowThatDoesNotRead_IsLeftOutOfTheLists_AndNamedByReadAlerts()
     {
         await Store.CreateAlertAsync(NewAlert("f1", T0));

@@ -162,6 +162,12 @@ public interface IAlertStore
     /// <summary>One alert, or null.</summary>
     Task<Alert?> GetAlertAsync(string id, CancellationToken cancellationToken = default);
 
+    /// <summary>
+    /// The newest open or acknowledged alert with <paramref name="fingerprint"/>, or null: with several nodes on one store,
+    /// the alert that another node raised for the same thing, or a row one node's copy no longer matches.
+    /// </summary>
+    Task<Alert?> FindActiveAlertAsync(string fingerprint, CancellationToken cancellationToken = default);
+
     /// <summary>Alerts, newest first, optionally of one status; a row that does not read as an alert (altered by hand) is left out.</summary>
     Task<IReadOnlyList<Alert>> ListAlertsAsync(AlertStatus? status, int limit, CancellationToken cancellationToken = default);
 

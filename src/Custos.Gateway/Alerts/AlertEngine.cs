@@ -152,7 +152,7 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
     private async Task HandleAsync(AlertSignal signal)
     {
         var now = _time.GetUtcNow();
-        if (_active.TryGetValue(signal.Fingerprint, out var existing) && Absorbs(existing, signal.At, _gateway.Policy.Current.Document))
+        if (await ActiveAsync(signal.Fingerprint) is { } existing && Absorbs(existing, signal.At, _gateway.Policy.Current.Document))
         {
             if (signal.Action == AlertAction.None || StateOf(existing, _gateway.Policy.Current.Document) != ActionState.Undone)
             {
@@ -209,6 +209,35 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
         _active[signal.Fingerprint] = alert;
         Log.Raised(_logger, alert.Id, signal.Type, signal.Subject, string.Join(", ", alert.Recipients));
         Raised?.Invoke(alert);
+    }
+
+    /// <summary>
+    /// The open or acknowledged alert with <paramref name="fingerprint"/> as the store has it now. With several nodes on one
+    /// store, this node's copy may be stale (acknowledged or resolved through another node's admin API, whose acknowledgement
+    /// a repeat written from the copy erased, reopening the alert), and the alert may be another node's (each node judges
+    /// the traffic it serves, and each raised its own alert for the same thing). One read per signal; the detectors raise a
+    /// signal at most once a minute per key.
+    /// </summary>
+    private async Task<Alert?> ActiveAsync(string fingerprint)
+    {
+        if (_active.TryGetValue(fingerprint, out var known))
+        {
+            if (await _store.GetAlertAsync(known.Id) is { Status: not AlertStatus.Resolved } stored)
+            {
+                _active[fingerprint] = stored;
+                return stored;
+            }
+
+            _active.Remove(fingerprint); // resolved since (by another node): a repeat is a new alert, unless another node raised one
+        }
+
+        if (await _store.FindActiveAlertAsync(fingerprint) is { } found)
+        {
+            _active[fingerprint] = found;
+            return found;
+        }
+
+        return null;
     }
 
     /// <summary>

@@ -349,6 +349,87 @@ public sealed class AlertTests
     }
 
     [Fact]
+    public async Task AnAlertAcknowledgedOrResolvedThroughAnotherNode_IsNotReopenedByARepeatHere()
+    {
+        // With two nodes on one store, an acknowledgement made through the other node's admin API was written over by this
+        // node's next occurrence (its copy still said open): the alert read open again and escalated, and a resolved one
+        // came back to life. Now a repeat counts on the alert as the store has it.
+        var hooks = new WebhookReceiver();
+        var clock = new FakeTimeProvider(new DateTimeOffset(2026, 11, 30, 9, 0, 0, TimeSpan.Zero));
+        await using var g = await StartAsync(hooks, new AlertsConfig { Security = Security, AuthFailuresPerMinute = 10 }, clock);
+        async Task BurstAsync()
+        {
+            for (var i = 0; i < 10; i++)
+            {
+                Assert.Equal(HttpStatusCode.Unauthorized, (await ChatAsync(g, "csk_" + new string('x', 40))).Status);
+            }
+
+            await SettleAsync(g);
+        }
+
+        List<JsonElement> Bursts(JsonElement[] alerts) => [.. alerts.Where(a => a.GetProperty("type").GetString() == "auth.failures")];
+
+        await BurstAsync();
+        var id = Assert.Single(Bursts(await AlertsAsync(g))).GetProperty("id").GetString()!;
+        var stored = (await g.Gateway.Store.GetAlertAsync(id))!;
+        await g.Gateway.Store.UpdateAlertAsync(stored with
+        {
+            Status = Custos.Alerts.AlertStatus.Acknowledged,
+            AcknowledgedBy = "other-node-admin",
+            AcknowledgedAt = clock.GetUtcNow(),
+        });
+
+        clock.Advance(TimeSpan.FromMinutes(2));
+        await BurstAsync();
+        var alert = Assert.Single(Bursts(await AlertsAsync(g)));
+        Assert.Equal(("acknowledged", "other-node-admin", 2L), (alert.GetProperty("status").GetString(), alert.GetProperty("acknowledged_by").GetString(),
+            alert.GetProperty("occurrences").GetInt64()));
+
+        stored = (await g.Gateway.Store.GetAlertAsync(id))!;
+        await g.Gateway.Store.UpdateAlertAsync(stored with { Status = Custos.Alerts.AlertStatus.Resolved, ResolvedBy = "other-node-admin", ResolvedAt = clock.GetUtcNow() });
+        clock.Advance(TimeSpan.FromMinutes(2));
+        await BurstAsync();
+        var bursts = Bursts(await AlertsAsync(g));
+        Assert.Equal(2, bursts.Count);
+        Assert.Equal("resolved", bursts.Single(a => a.GetProperty("id").GetString() == id).GetProperty("status").GetString());
+        Assert.Equal("open", bursts.Single(a => a.GetProperty("id").GetString() != id).GetProperty("status").GetString());
+    }
+
+    [Fact]
+    public async Task ASignalAnotherNodeRaisedAlready_CountsOnItsAlert_InsteadOfASecondAlertAndMessage()
+    {
+        // Each node judges the traffic it serves, so two nodes raised one alert each for the same thing (a consumer's first
+        // use of a model served by both, a budget both saw exhausted), and its owners were told twice.
+        var hooks = new WebhookReceiver();
+        await using var g = await StartAsync(hooks, new AlertsConfig { Security = Security });
+        var other = await g.Gateway.Store.CreateAlertAsync(new Custos.Alerts.Alert
+        {
+            Signal = new Custos.Alerts.AlertSignal
+            {
+                Type = "model.first_use",
+                Severity = Custos.Alerts.AlertSeverity.Info,
+                Fingerprint = "model.first_use|web|gpt-4o-mini",
+                Subject = "consumer:web",
+                Summary = "web used model gpt-4o-mini for the first time.",
+                At = DateTimeOffset.UtcNow,
+                Tenant = "acme",
+                Service = "support",
+                Consumer = "web",
+            },
+            RaisedAt = DateTimeOffset.UtcNow,
+            LastSeenAt = DateTimeOffset.UtcNow,
+        });
+
+        Assert.Equal(HttpStatusCode.OK, (await ChatAsync(g, g.KeyOf("web"))).Status);
+        await SettleAsync(g);
+
+        var alert = Assert.Single(await AlertsAsync(g), a => a.GetProperty("consumer").GetString() == "web");
+        Assert.Equal((other.Id, 2L), (alert.GetProperty("id").GetString(), alert.GetProperty("occurrences").GetInt64()));
+        await Task.Delay(300);
+        Assert.DoesNotContain(hooks.Received, m => m.AlertId == other.Id);
+    }
+
+    [Fact]
     public async Task AnAlertWithoutAnAction_IsResolvedWithAReason_ByWhoMayAcknowledgeIt_AndARepeatIsThenANewAlert()
     {
         var hooks = new WebhookReceiver();
