@@ -759,4 +759,57 @@ public sealed class ReportTests
         Assert.Equal(["credential.suspended"], report.Credentials.Single(c => c.Id == "cred-bot").History.Select(h => h.Action));
         Assert.Equal(["credential.suspended"], report.Interventions.Actions.Select(a => a.Action));
     }
+
+    [Fact]
+    public void Incident_ARequestCutWhileItRan_IsNamedWithTheVersionThatCutIt_AndCountedAmongTheStops()
+    {
+        // A stream cut by a kill switch is entered at its start, before the switch, as "allow ... interrupted": the pack
+        // said neither what stopped it nor counted it among what the switch did ("Requests refused because of them: none.").
+        var t0 = new DateTimeOffset(2026, 3, 1, 10, 0, 0, TimeSpan.Zero);
+        var doc = new PolicyDocument
+        {
+            Tenants = [new TenantConfig { Id = "t", Models = [new ModelConfig { Name = "m", Provider = "p" }], Providers = [new ProviderConfig { Id = "p", Kind = ProviderKind.OpenAI, BaseUrl = new Uri("http://127.0.0.1:9/v1") }] }],
+            Services = [new ServiceConfig { Id = "s", Tenant = "t", Owners = ReportGateway.FullOwners("s") }],
+            Consumers = [new ConsumerConfig { Id = "bot", Service = "s", Category = ConsumerCategory.Internal, Models = ["m"] }],
+            Credentials = [new CredentialConfig { Id = "cred-bot", Consumer = "bot", KeySha256 = new string('a', 64) }],
+        };
+        var history = new[]
+        {
+            new PolicyVersion(1, "h1", "a", "first", t0.AddDays(-1), doc),
+            new PolicyVersion(2, "h2", "oncall", "INC-1", t0.AddMinutes(5), doc with { Consumers = [doc.Consumers[0] with { Suspended = true }] }),
+        };
+        var window = new IncidentWindow(t0, t0.AddHours(1));
+        var cut = RequestEntry.Parse("n", 1, """
+            {"v":2,"kind":"request","request_id":"req_cut","timestamp":"2026-03-01T10:04:00.000000Z","tenant":"t","service":"s","consumer":"bot",
+             "category":"internal","credential_id":"cred-bot","model":"m","decision":"allow","reasons":["deny.killed_in_flight"],"policy_version":1,
+             "status":200,"outcome":"interrupted","cut_by_policy_version":2}
+            """u8);
+        window.Add(cut);
+
+        var report = IncidentReportBuilder.Build(new IncidentInput
+        {
+            Subject = new IncidentSubject("consumer", "bot"),
+            From = t0,
+            To = t0.AddHours(1),
+            GeneratedAt = t0.AddHours(2),
+            History = history,
+            Window = window,
+            Baseline = new BaselineStats(t0.AddHours(-1), t0),
+            Chain = ChainCheck.NotRun("test"),
+            Alerts = [],
+            AdminEntries =
+            [
+                new AdminEntry
+                {
+                    ChainId = "n", Seq = 2, Timestamp = t0.AddMinutes(5), Actor = "oncall", Action = "kill_switch.engaged", Target = "consumer:bot",
+                    Before = "released", After = "engaged", Reason = "INC-1", PolicyVersion = 2,
+                },
+            ],
+        });
+
+        Assert.Equal(2, cut.CutByPolicyVersion);
+        var row = Assert.Single(report.Timeline.Events, e => e.Ref == "req_cut");
+        Assert.EndsWith("[deny.killed_in_flight], cut by v2", row.What, StringComparison.Ordinal);
+        Assert.Equal(1, report.Interventions.Refusals["deny.killed_in_flight"]);
+    }
 }

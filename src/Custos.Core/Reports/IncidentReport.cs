@@ -406,7 +406,7 @@ public sealed record NotificationView(DateTimeOffset CreatedAt, string? Event, s
 
 /// <summary>Revocations, suspensions, throttles and kill switches.</summary>
 /// <param name="Actions">Credential actions, kill switches and alert throttles of the window on the subject's credentials, consumers, services and tenant (including refused attempts).</param>
-/// <param name="Refusals">Requests of the window refused because of them, by reason code.</param>
+/// <param name="Refusals">Requests of the window refused, or cut while they ran (<c>deny.killed_in_flight</c>), because of them, by reason code.</param>
 /// <param name="InForceAtEnd">What was stopped at the end of the window.</param>
 public sealed record InterventionsSection(IReadOnlyList<AdminEntry> Actions, IReadOnlyDictionary<string, int> Refusals, IReadOnlyList<string> InForceAtEnd);
 

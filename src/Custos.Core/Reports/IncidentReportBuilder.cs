@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using Custos.Alerts;
@@ -386,10 +387,14 @@ public static partial class IncidentReportBuilder
         return new Timeline(events, window.Count - listed.Count, window.BucketSeconds, window.Activity());
     }
 
-    /// <summary>A request in words: model, status, outcome, cost.</summary>
+    /// <summary>
+    /// A request in words: model, status, outcome, cost, and the version that cut it while it ran (the entry is at its start,
+    /// so before that version's change in the timeline).
+    /// </summary>
     internal static string RequestWhat(RequestEntry r)
         => $"{r.Model ?? "(no model)"}: {r.Status} {r.Outcome}" + (r.Cost is { } cost && cost > 0 ? $", {ReportText.Money(cost, r.Currency)}" : "")
-            + (r.Reasons.Count > 0 ? " [" + string.Join(", ", r.Reasons) + "]" : "");
+            + (r.Reasons.Count > 0 ? " [" + string.Join(", ", r.Reasons) + "]" : "")
+            + (r.CutByPolicyVersion is { } cutBy ? ", cut by v" + cutBy.ToString(CultureInfo.InvariantCulture) : "");
 
     /// <summary>An administrative entry in words (without its action, which the timeline shows beside it).</summary>
     internal static string AdminWhat(AdminEntry a)
@@ -745,7 +750,7 @@ public static partial class IncidentReportBuilder
         var actions = context.AdminInWindow.Where(a => a.Action.StartsWith("credential.", StringComparison.Ordinal) || a.Action.StartsWith("kill_switch.", StringComparison.Ordinal)
             || a.Action is "consumer.throttled" or "consumer.unthrottled").ToList();
         string[] stops = ["deny.credential_revoked", "deny.credential_suspended", "deny.credential_expired", "deny.consumer_suspended", "deny.service_suspended",
-            "deny.tenant_suspended", "deny.service_ungoverned"];
+            "deny.tenant_suspended", "deny.service_ungoverned", "deny.killed_in_flight"];
         var refusals = IncidentWindow.Sorted(context.Window.Reasons, stops.Contains);
         var atEnd = new List<string>();
         if (context.Last is { } doc)

@@ -62,6 +62,12 @@ public sealed record RequestEntry
     /// <summary>The policy version in force for it.</summary>
     public long PolicyVersion { get; init; }
 
+    /// <summary>
+    /// The policy version whose kill switch, suspension or revocation cut it while it ran (<c>deny.killed_in_flight</c>), or
+    /// null.
+    /// </summary>
+    public long? CutByPolicyVersion { get; init; }
+
     /// <summary>Cost, when known.</summary>
     public decimal? Cost { get; init; }
 
@@ -149,7 +155,7 @@ public sealed record RequestEntry
 
         string? requestId = null, timestamp = null, tenant = null, service = null, consumer = null, category = null, credential = null, model = null;
         string? decision = null, cost = null, currency = null, outcome = null, agentRun = null, clientAddress = null;
-        long? policyVersion = null, status = null, inputTokens = null, outputTokens = null, maxOutputTokens = null;
+        long? policyVersion = null, cutBy = null, status = null, inputTokens = null, outputTokens = null, maxOutputTokens = null;
         var estimated = false;
         IReadOnlyList<string> reasons = [];
         ControlReading[] controls = [];
@@ -171,6 +177,7 @@ public sealed record RequestEntry
                 case Members.Decision: decision = JsonText.Name(ref reader, (int)Members.Decision); break;
                 case Members.Reasons: reasons = ReadReasons(ref reader); break;
                 case Members.PolicyVersion: policyVersion = JsonText.Long(ref reader); break;
+                case Members.CutByPolicyVersion: cutBy = JsonText.Long(ref reader); break;
                 case Members.Cost: cost = JsonText.Text(ref reader); break;
                 case Members.Currency: currency = JsonText.Name(ref reader, (int)Members.Currency); break;
                 case Members.Status: status = JsonText.Long(ref reader); break;
@@ -201,6 +208,7 @@ public sealed record RequestEntry
             Decision = decision ?? "allow",
             Reasons = reasons,
             PolicyVersion = policyVersion ?? 0,
+            CutByPolicyVersion = cutBy,
             Cost = cost is null ? null : decimal.Parse(cost, CultureInfo.InvariantCulture),
             Currency = currency,
             Status = (int)(status ?? 0),
@@ -296,6 +304,7 @@ public sealed record RequestEntry
     {
         Other, RequestId, Timestamp, Tenant, Service, Consumer, Category, CredentialId, Model, Decision, Reasons, PolicyVersion, Cost, Currency, Status,
         Outcome, InputTokens, OutputTokens, TokensEstimated, MaxOutputTokens, AgentRun, ClientAddress, Controls, Control, Scope, Limit, Detail, Used,
+        CutByPolicyVersion,
     }
 
     /// <summary>Which member the reader's property name is (names with escapes, which the canonical form never writes, are read as text).</summary>
@@ -338,6 +347,7 @@ public sealed record RequestEntry
         14 when name.SequenceEqual("client_address"u8) => Members.ClientAddress,
         16 when name.SequenceEqual("tokens_estimated"u8) => Members.TokensEstimated,
         17 when name.SequenceEqual("max_output_tokens"u8) => Members.MaxOutputTokens,
+        21 when name.SequenceEqual("cut_by_policy_version"u8) => Members.CutByPolicyVersion,
         _ => Members.Other,
     };
 

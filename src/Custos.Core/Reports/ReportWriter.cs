@@ -220,7 +220,7 @@ public static class ReportWriter
             : new Table(["time", "action", "target", "by", "before -> after", "reason", "ledger"],
                 [.. r.Interventions.Actions.Select(a => (IReadOnlyList<Cell>)[ReportText.Time(a.Timestamp), new Cell(a.Action, Code: true, Tone: a.IsDenied ? "warn" : null), a.Target, a.Actor,
                     $"{a.Before ?? "-"} -> {a.After ?? "-"}", a.Reason ?? "", new Cell(a.Position, Code: true)])]));
-        b.Add(new Para("Requests refused because of them: " + (r.Interventions.Refusals.Count == 0 ? "none." : string.Join(", ", r.Interventions.Refusals.Select(x => $"{x.Key} x{x.Value}")) + ".")));
+        b.Add(new Para("Requests refused or cut while running because of them: " + (r.Interventions.Refusals.Count == 0 ? "none." : string.Join(", ", r.Interventions.Refusals.Select(x => $"{x.Key} x{x.Value}")) + ".")));
         b.Add(new Para("Stopped at the end of the window: " + (r.Interventions.InForceAtEnd.Count == 0 ? "nothing." : string.Join("; ", r.Interventions.InForceAtEnd) + ".")));
 
         b.Add(new Heading(2, "Owners to contact"));
