@@ -459,7 +459,7 @@ internal sealed partial class DataPlane(
         _calls.Add(call, snapshot); // a kill switch, suspension or revocation that comes into force while it runs cuts it
         try
         {
-            error = await forwarder.SendAsync(context, route.Provider.BaseUrl.AbsoluteUri, upstreamClient, config, call);
+            error = await forwarder.SendAsync(context, route.Provider.BaseUrl.AbsoluteUri, upstreamClient, config, call, call.CutToken);
         }
         finally
         {

@@ -52,7 +52,18 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
 
     private CancellationToken _clientAborted;
     private long _cutBy;
+    private int _answered;
     private Stream? _upstreamBody;
+
+    // Cancels the provider's request while its answer has not come. Never disposed: with no timer and no linked token it
+    // holds nothing to release, and a cut may race the call's end (InFlightCalls reads the calls without a lock).
+    private readonly CancellationTokenSource _cutWaiting = new();
+
+    /// <summary>
+    /// Passed to the forwarder: cancelled by <see cref="Cut"/> while the provider has not answered, so that the request
+    /// stops at once instead of waiting (minutes, for a long completion, billed all the same) for an answer it would not pass on.
+    /// </summary>
+    public CancellationToken CutToken => _cutWaiting.Token;
 
     /// <summary>
     /// The policy version that refused this call's caller while it ran (<see cref="Cut"/>); 0 while none has. The call
@@ -62,21 +73,32 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
 
     /// <summary>
     /// True when <see cref="Cut"/> ended the call: the provider's stream was stopped and the client gets the gateway's
-    /// error event (<see cref="Reasons.KilledInFlight"/>) after what it had, or the provider's answer came after the cut
-    /// and the client gets the error in its place. A JSON answer already on its way is complete at the provider and is
-    /// let finish.
+    /// error event (<see cref="Reasons.KilledInFlight"/>) after what it had, or the provider had not answered, its request
+    /// was cancelled and the client gets the error in place of the answer. A JSON answer already on its way is complete at
+    /// the provider and is let finish.
     /// </summary>
     public bool WasCut { get; private set; }
 
     /// <summary>
-    /// Cuts the call, for a policy version (<paramref name="version"/>) that now refuses its caller: a stream's read of the
-    /// provider's body that is waiting ends at once (its connection is closed), and the body ends there for the
-    /// forwarder, as if the provider had finished; a call still waiting for the provider's answer is refused when it comes.
-    /// The first cut counts; any thread may call it.
+    /// Cuts the call, for a policy version (<paramref name="version"/>) that now refuses its caller: a call still waiting
+    /// for the provider's answer has its request cancelled (<see cref="CutToken"/>) and is refused at once; a stream's
+    /// read of the provider's body that is waiting ends at once (its connection is closed), and the body ends there for
+    /// the forwarder, as if the provider had finished. The first cut counts; any thread may call it.
     /// </summary>
     public void Cut(long version)
     {
-        if (Interlocked.CompareExchange(ref _cutBy, version, 0) == 0 && Meter.RewritesOutput)
+        if (Interlocked.CompareExchange(ref _cutBy, version, 0) != 0)
+        {
+            return;
+        }
+
+        // Against TransformResponseAsync, which marks the answer come and then reads CutBy: one of the two sees the other.
+        if (Volatile.Read(ref _answered) == 0)
+        {
+            WasCut = true;
+            _ = _cutWaiting.CancelAsync(); // the forwarder's callbacks run on the pool, not on the thread bringing the version
+        }
+        else if (Meter.RewritesOutput)
         {
             Volatile.Read(ref _upstreamBody)?.Dispose();
         }
@@ -184,6 +206,7 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
 
         var status = (int)proxyResponse.StatusCode;
         Record.UpstreamStatus = status;
+        Interlocked.Exchange(ref _answered, 1);
         if (CutBy != 0)
         {
             WasCut = true; // refused while the provider worked: its answer is not passed on, the gateway's error takes its place

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Text;
 using Custos.Policy;
+using Custos.Testing;
 
 namespace Custos.Gateway.Tests.Functional;
 
@@ -77,6 +78,50 @@ public sealed class InFlightCutTests
         Assert.Equal(200, entry.GetProperty("status").GetInt32());
         Assert.True(entry.GetProperty("output_tokens").GetInt64() > 0, "the tokens seen before the cut are recorded");
         Assert.Contains(g.Logs.Lines, l => l.Contains("cut while it ran", StringComparison.Ordinal));
+    }
+
+    [Theory]
+    [MemberData(nameof(Stops))]
+    public async Task AStopWhileTheProviderHasNotAnsweredYet_RefusesTheRequestAtOnce_InsteadOfWaitingForTheAnswer(string stop)
+    {
+        // The request waited for the provider's whole answer (a long completion: minutes, billed to the gateway) and was
+        // refused only then; now the provider's request is cancelled and the client is refused as the version comes in.
+        await using var provider = ScriptedProvider.Start();
+        var never = new TaskCompletionSource<Reply>(TaskCreationOptions.RunContinuationsAsynchronously);
+        provider.Answer = (_, _) => never.Task;
+        PolicyDocument policy = null!;
+        await using var g = await StartAsync(provider, p => policy = p);
+        try
+        {
+            var sent = g.Client.SendAsync(g.Post("/v1/chat/completions", """{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"""));
+            await Eventually.TrueAsync(() => !provider.Received.IsEmpty, "the provider got the request");
+
+            var consumer = policy.Consumers.Single(c => c.Id == "web");
+            var stopped = stop == "consumer"
+                ? policy with { Consumers = [.. policy.Consumers.Select(c => c.Id == "web" ? c with { Suspended = true } : c)] }
+                : policy with { Credentials = [.. policy.Credentials.Select(c => c.Consumer == consumer.Id ? c with { Status = CredentialStatus.Revoked } : c)] };
+            var (version, _, _) = await g.Gateway.ApplyPolicyAsync(stopped, "test", "incident", null);
+            var cut = Stopwatch.StartNew();
+            using var response = await sent.WaitAsync(TimeSpan.FromSeconds(20));
+
+            Assert.True(cut.Elapsed < TimeSpan.FromSeconds(5), $"the request was refused {cut.Elapsed} after the version came into force");
+            Assert.Equal(System.Net.HttpStatusCode.Forbidden, response.StatusCode);
+            using (var json = System.Text.Json.JsonDocument.Parse(await response.Content.ReadAsStringAsync()))
+            {
+                var body = json.RootElement.GetProperty("error");
+                Assert.Equal("deny.killed_in_flight", body.GetProperty("code").GetString());
+                Assert.Equal(TestGateway.RequestIdOf(response), body.GetProperty("request_id").GetString());
+            }
+
+            var entry = await g.EntryAsync(TestGateway.RequestIdOf(response));
+            Assert.Equal(("interrupted", 403), (entry.GetProperty("outcome").GetString(), entry.GetProperty("status").GetInt32()));
+            Assert.Equal(["deny.killed_in_flight"], entry.GetProperty("reasons").EnumerateArray().Select(r => r.GetString()));
+            Assert.Equal(version.Number, entry.GetProperty("cut_by_policy_version").GetInt64());
+        }
+        finally
+        {
+            never.TrySetCanceled();
+        }
     }
 
     [Fact]
