@@ -548,6 +548,13 @@ public sealed partial class CustosGateway : IAsyncDisposable
                 Log.WebhookSecretCreated(startupLog, WebhookSigner.SecretPath(options.DataDirectory));
             }
 
+            if (options.Store is not null && options.Secrets(WebhookSigner.SecretVariable) is not { Length: > 0 })
+            {
+                // Nodes sharing a store share its outbox: any of them may send a message, each signing with its own folder's
+                // secret, and a receiver holding one secret rejects the others' messages (measured: alternate deliveries).
+                Log.WebhookSecretPerNode(startupLog, WebhookSigner.SecretPath(options.DataDirectory));
+            }
+
             var notifier = new OwnerNotifier(store, options.TimeProvider, loggerFactory.CreateLogger<OwnerNotifier>(), signer, options.NotificationHandler);
             started.Insert(0, notifier);
             var checkpointKey = CheckpointKey.LoadOrCreate(options.DataDirectory, out var keyCreated);
@@ -1041,5 +1048,9 @@ public sealed partial class CustosGateway : IAsyncDisposable
         [LoggerMessage(EventId = 22, Level = LogLevel.Information,
             Message = "Policy version {Version} brings quotas or budgets: their shared counters start from what the ledger holds of their current day or month ({Raised} of {Counters} counter(s) raised in {Milliseconds} ms).")]
         public static partial void SharedCountersBrought(ILogger logger, long version, int raised, int counters, long milliseconds);
+
+        [LoggerMessage(EventId = 23, Level = LogLevel.Warning,
+            Message = "Webhooks are signed with this node's own secret ({Path}), but the store is shared: every node sends the outbox's messages, each signing with its own, so a receiver checking X-Custos-Signature rejects other nodes' alerts and notifications. Set CUSTOS_WEBHOOK_SECRET to the same secret on every node.")]
+        public static partial void WebhookSecretPerNode(ILogger logger, string path);
     }
 }

@@ -256,6 +256,34 @@ public sealed class AdminBadInputTests
     }
 
     [Fact]
+    public async Task ASharedStore_WithoutCustosWebhookSecret_WarnsThatEachNodeSignsWithItsOwn()
+    {
+        // Two nodes on one PostgreSQL each signed the shared outbox's webhooks with their own folder's secret, and a receiver
+        // holding one rejected every other message of the other node, silently from the gateway's side.
+        var folder = Path.Combine(Path.GetTempPath(), "custos-test-" + Guid.NewGuid().ToString("N"));
+        var store = await Custos.Storage.SqliteStore.OpenAsync(folder);
+        await using (var g = await TestGateway.StartAsync(ControlPlaneFixture.Customize, options: o => o with { Store = store }))
+        {
+            Assert.Contains(g.Logs.Lines, l => l.Contains("CustosGateway[23]", StringComparison.Ordinal) && l.Contains("CUSTOS_WEBHOOK_SECRET", StringComparison.Ordinal));
+        }
+
+        var shared = await Custos.Storage.SqliteStore.OpenAsync(folder + "-configured");
+        await using (var g = await TestGateway.StartAsync(ControlPlaneFixture.Customize, options: o => o with
+        {
+            Store = shared,
+            Secrets = name => name == "CUSTOS_WEBHOOK_SECRET" ? "whsec_one-secret-for-every-node" : o.Secrets(name),
+        }))
+        {
+            Assert.DoesNotContain(g.Logs.Lines, l => l.Contains("CustosGateway[23]", StringComparison.Ordinal));
+        }
+
+        await using (var g = await TestGateway.StartAsync(ControlPlaneFixture.Customize))
+        {
+            Assert.DoesNotContain(g.Logs.Lines, l => l.Contains("CustosGateway[23]", StringComparison.Ordinal)); // the embedded store: one node
+        }
+    }
+
+    [Fact]
     public async Task TheNotificationOutbox_OutOfReach_IsLoggedOnceAndItsEndOnce_NotEverySecondWithAStackTrace()
     {
         var folder = Path.Combine(Path.GetTempPath(), "custos-test-" + Guid.NewGuid().ToString("N"));
