@@ -184,7 +184,7 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
         // in the order they were queued (raised, then the action's), and a suspension waited a commit (about 0.6 s under
         // load, six more requests of a runaway agent) for nothing.
         var raised = _gateway.RecordAdminAsync(Actor, "alert.raised", "alert:" + alert.Id, null, signal.Type,
-            $"{signal.Summary} Evidence: {JsonSerializer.Serialize(signal.Evidence)}", signal.Tenant).AsTask();
+            $"{signal.Summary}{RaisedBy(signal)} Evidence: {JsonSerializer.Serialize(signal.Evidence)}", signal.Tenant).AsTask();
         if (signal.Action != AlertAction.None)
         {
             try
@@ -210,6 +210,15 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
         Log.Raised(_logger, alert.Id, signal.Type, signal.Subject, string.Join(", ", alert.Recipients));
         Raised?.Invoke(alert);
     }
+
+    /// <summary>
+    /// The request that raised a signal and the policy version it ran under, for the <c>alert.raised</c> entry: the alert's
+    /// own row, which can be edited in the store, is not the only record of them.
+    /// </summary>
+    private static string RaisedBy(AlertSignal signal)
+        => signal.RequestId is { } requestId
+            ? $" Raised by request {requestId} (policy version {signal.PolicyVersion.ToString(CultureInfo.InvariantCulture)})."
+            : "";
 
     /// <summary>
     /// The open or acknowledged alert with <paramref name="fingerprint"/> as the store has it now. With several nodes on one

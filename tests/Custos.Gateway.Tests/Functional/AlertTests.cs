@@ -229,6 +229,15 @@ public sealed class AlertTests
         var raised = (await AdminEntriesAsync(g)).Where(e => e.GetProperty("action").GetString() == "alert.raised").ToList();
         Assert.Equal(alerts.Select(a => "alert:" + a.GetProperty("id").GetString()).Order(), raised.Select(e => e.GetProperty("target").GetString()).Order());
         Assert.All(raised, e => Assert.Equal("custos:alerts", e.GetProperty("actor").GetString()));
+
+        // The entry names the request that raised the alert and the version it ran under: the alerts table, which can be
+        // edited, was the only record of either.
+        foreach (var alert in alerts.Where(a => a.GetProperty("request_id").ValueKind == JsonValueKind.String))
+        {
+            var entry = raised.Single(e => e.GetProperty("target").GetString() == "alert:" + alert.GetProperty("id").GetString());
+            Assert.Contains($"Raised by request {alert.GetProperty("request_id").GetString()} (policy version {alert.GetProperty("policy_version").GetInt64()}).",
+                entry.GetProperty("reason").GetString(), StringComparison.Ordinal);
+        }
     }
 
     [Fact]
