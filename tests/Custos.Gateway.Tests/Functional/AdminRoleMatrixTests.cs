@@ -16,7 +16,7 @@ public sealed class AdminRoleMatrixTests
     private static readonly string[] All = Admins;
 
     /// <summary>Method, path, body, and the admins allowed to do it.</summary>
-    private static IEnumerable<(HttpMethod Method, string Path, object? Body, string[] Allowed)> Endpoints(string currentYaml, JsonElement supportOwners) =>
+    private static IEnumerable<(HttpMethod Method, string Path, object? Body, string[] Allowed)> Endpoints(string currentYaml, JsonElement supportOwners, string alertId) =>
     [
         (HttpMethod.Get, "/admin/v1/whoami", null, All),
         (HttpMethod.Get, "/admin/v1/policy", null, All),
@@ -52,6 +52,10 @@ public sealed class AdminRoleMatrixTests
         (HttpMethod.Get, "/admin/v1/spend", null, ["root", "auditor", "finance"]),
         (HttpMethod.Get, "/admin/v1/notifications", null, ["root", "auditor"]),
         (HttpMethod.Get, "/admin/v1/alerts", null, All),
+        (HttpMethod.Get, $"/admin/v1/alerts/{alertId}", null, ["root", "support-owner", "support-lead", "prompts", "auditor", "finance"]),
+        (HttpMethod.Post, $"/admin/v1/alerts/{alertId}/ack", new { note = "matrix" }, ["root", "support-owner", "support-lead", "finance"]),
+        (HttpMethod.Post, $"/admin/v1/alerts/{alertId}/resume", new { reason = "matrix" }, ["root", "support-owner", "support-lead"]), // 409: it took no action
+        (HttpMethod.Post, $"/admin/v1/alerts/{alertId}/resolve", new { reason = "matrix" }, ["root", "support-owner", "support-lead", "finance"]),
         (HttpMethod.Get, "/admin/v1/overview", null, ["root", "support-owner", "support-lead", "agents-owner", "auditor", "finance", "globex-owner"]),
         (HttpMethod.Get, "/admin/v1/policy/versions/1", null, All),
         (HttpMethod.Get, "/admin/v1/policy/diff?from=1&to=1", null, All),
@@ -68,9 +72,26 @@ public sealed class AdminRoleMatrixTests
         var yaml = (await JsonAsync(await AdminAsync(g, "root", HttpMethod.Get, "/admin/v1/policy"))).GetProperty("yaml").GetString()!;
         var support = await JsonAsync(await AdminAsync(g, "root", HttpMethod.Get, "/admin/v1/services/support"));
         var owners = support.GetProperty("owners").Clone();
+        var alert = await g.Gateway.Store.CreateAlertAsync(new Custos.Alerts.Alert
+        {
+            Signal = new Custos.Alerts.AlertSignal
+            {
+                Type = "denials.spike",
+                Severity = Custos.Alerts.AlertSeverity.Warning,
+                Fingerprint = "denials.spike|web",
+                Subject = "consumer:web",
+                Summary = "30 requests of web refused or throttled within a minute.",
+                At = DateTimeOffset.UtcNow,
+                Tenant = "acme",
+                Service = "support",
+                Consumer = "web",
+            },
+            RaisedAt = DateTimeOffset.UtcNow,
+            LastSeenAt = DateTimeOffset.UtcNow,
+        });
 
         var refused = new List<(string Admin, string Path)>();
-        foreach (var (method, path, body, allowed) in Endpoints(yaml, owners))
+        foreach (var (method, path, body, allowed) in Endpoints(yaml, owners, alert.Id))
         {
             foreach (var admin in All)
             {
