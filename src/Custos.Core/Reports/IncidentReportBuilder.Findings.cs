@@ -699,7 +699,9 @@ public static partial class IncidentReportBuilder
     private static string MisusePreconditions(Context context)
     {
         var window = context.Window;
-        return $"The credential was entitled ({ReportText.Plural(window.Allowed, "request")} allowed{(window.Approval is null ? "" : ", " + window.Approval)}) and the controls were enforced " +
+        var approvals = string.Join(", ", window.Approvals.Select(a => $"{a.Requests} {a.Detail}"))
+            + (window.OtherApprovals > 0 ? $", {window.OtherApprovals} under other approvals" : "");
+        return $"The credential was entitled ({ReportText.Plural(window.Allowed, "request")} allowed{(approvals.Length == 0 ? "" : ": " + approvals)}) and the controls were enforced " +
             $"({ReportText.Plural(window.Enforced, "request")} evaluated, {window.RefusedByControls} refused by a control), so the anomaly is in the use, not in the setup.";
     }
 
