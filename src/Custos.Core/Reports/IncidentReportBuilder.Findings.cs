@@ -482,7 +482,8 @@ public static partial class IncidentReportBuilder
         foreach (var (scope, control, was) in lost)
         {
             var draft = add(scope + control + was + version.Number, Classification.Misconfiguration, "control_removed", "medium",
-                $"{control} of {scope} removed in v{version.Number}",
+                // A prompt rule by its id: two rules removed at once made two findings of the same title.
+                control == "prompt_restriction" ? $"{control} of {scope} removed in v{version.Number}: {was}" : $"{control} of {scope} removed in v{version.Number}",
                 $"Version {version.Number} (by {version.Author}, {ReportText.Time(version.CreatedAt)}: {version.Reason}) removed {control} of {scope}, which v{previous.Number} set ({was}).");
             draft.Versions.Add(version.Number);
             if (record is not null)
