@@ -1073,6 +1073,7 @@ internal static partial class AdminApi
             }
 
             await RequireFiltersInScopeAsync(context, gateway, "ledger.read", tenant, service, consumer);
+            await RequireRequestInScopeAsync(context, gateway, request_id);
             var admin = Admin(context);
             var query = new LedgerQuery
             {
@@ -1529,6 +1530,31 @@ internal static partial class AdminApi
         if (outside is { } o)
         {
             throw await DeniedAsync(context, gateway, action, o.Target, o.Tenant, $"{o.Target} is outside the scope of '{admin.Id}'");
+        }
+    }
+
+    /// <summary>
+    /// Refuses a scoped admin's <c>GET /ledger?request_id=</c> for a request recorded outside its scope, as
+    /// <c>GET /requests/{id}/approval</c> does: narrowed to the scope, the answer was empty, which read as "no such request".
+    /// A request id in no entry is left to the (empty) list.
+    /// </summary>
+    private static async Task RequireRequestInScopeAsync(HttpContext context, CustosGateway gateway, string? requestId)
+    {
+        var admin = Admin(context);
+        if (requestId is null || AdminAccess.IsGatewayWide(admin))
+        {
+            return;
+        }
+
+        await foreach (var stored in gateway.Store.QueryAsync(new LedgerQuery { RequestId = requestId, Limit = 1 }, context.RequestAborted))
+        {
+            using var json = JsonDocument.Parse(stored.Json);
+            var root = json.RootElement;
+            string? Text(string name) => root.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
+            if (Text("tenant") is { } tenant && !AdminAccess.InScope(admin, tenant, Text("service")))
+            {
+                throw await DeniedAsync(context, gateway, "ledger.read", "request:" + requestId, tenant, $"request:{requestId} is outside the scope of '{admin.Id}'");
+            }
         }
     }
 
