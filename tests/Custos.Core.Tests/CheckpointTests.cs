@@ -102,6 +102,10 @@ public sealed class CheckpointTests
             });
             using var publicKey = CheckpointKey.LoadPublic(CheckpointKey.PublicPath(folder));
             Assert.True(signed.VerifySignature(publicKey));
+
+            // The private key verified as well, so an auditor could be handed (and keep) the key that signs checkpoints.
+            var refused = Assert.Throws<InvalidDataException>(() => CheckpointKey.LoadPublic(CheckpointKey.PrivatePath(folder)));
+            Assert.Contains("holds a private key", refused.Message, StringComparison.Ordinal);
             Assert.False((signed with { Json = signed.Json.Replace("\"to_seq\":2", "\"to_seq\":3", StringComparison.Ordinal) }).VerifySignature(publicKey));
             using var other = ECDsa.Create(ECCurve.NamedCurves.nistP256);
             Assert.False(signed.VerifySignature(other));

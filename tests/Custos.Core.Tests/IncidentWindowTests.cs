@@ -45,6 +45,67 @@ public sealed class IncidentWindowTests
     };
 
     [Fact]
+    public void Build_TwoPromptRulesRemovedInOneVersion_TwoFindingsEachTitledByItsRule()
+    {
+        // Both findings were titled "prompt_restriction of service:s removed in v2": a list of findings named the same
+        // thing twice, and only their details told which rule each was.
+        var rules = Doc() with
+        {
+            Services = [.. Doc().Services.Select(s => s with
+            {
+                PromptRules = [new PromptRuleConfig { Id = "cards", Detector = PromptDetector.PaymentCard }, new PromptRuleConfig { Id = "secrets", Detector = PromptDetector.Secrets }],
+            })],
+        };
+        var window = new IncidentWindow(T0, T0.AddHours(1), [], timelineLimit: 100);
+        window.Add(Request(1) with { PolicyVersion = 2 });
+
+        var report = IncidentReportBuilder.Build(new IncidentInput
+        {
+            Subject = new IncidentSubject("consumer", "c"),
+            From = T0,
+            To = T0.AddHours(1),
+            GeneratedAt = T0.AddHours(2),
+            History = [new PolicyVersion(1, "h1", "a", "first", T0.AddDays(-1), rules), new PolicyVersion(2, "h2", "b", "quieter", T0.AddMinutes(-1), Doc())],
+            Window = window,
+            Baseline = new BaselineStats(T0.AddHours(-1), T0),
+            Chain = ChainCheck.NotRun("test"),
+        });
+
+        Assert.Equal(["prompt_restriction of service:s removed in v2: rule cards", "prompt_restriction of service:s removed in v2: rule secrets"],
+            report.Findings.Where(f => f.Code == "control_removed").Select(f => f.Title).Order(StringComparer.Ordinal));
+    }
+
+    [Fact]
+    public void Build_AllowedUnderTwoApprovals_TheMisuseExplanationNamesEachWithItsCount()
+    {
+        // It named the first approval an allowed request used: the requests for the model another owner approved later
+        // read as approved by the first.
+        var window = new IncidentWindow(T0, T0.AddHours(1), [], timelineLimit: 100);
+        for (var i = 1; i <= 20; i++)
+        {
+            var entry = Request(i);
+            window.Add(entry.Decision == "allow"
+                ? entry with { Controls = [new ControlReading("entitlement", "consumer:c", "pass", null, i < 5 ? "approved by dana (DEMO-1)" : "approved by sam (ar-1)")] }
+                : entry);
+        }
+
+        var report = IncidentReportBuilder.Build(new IncidentInput
+        {
+            Subject = new IncidentSubject("consumer", "c"),
+            From = T0,
+            To = T0.AddHours(1),
+            GeneratedAt = T0.AddHours(2),
+            History = [new PolicyVersion(1, "h1", "a", "first", T0.AddDays(-1), Doc())],
+            Window = window,
+            Baseline = new BaselineStats(T0.AddHours(-1), T0),
+            Chain = ChainCheck.NotRun("test"),
+        });
+
+        var misuse = Assert.Single(report.Classification.Ranking, r => r.Class == Classification.Misuse);
+        Assert.Contains("The credential was entitled (10 requests allowed: 2 approved by dana (DEMO-1), 8 approved by sam (ar-1))", misuse.Explanation, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Build_OverTwoThousandRequests_FindingsListTheFirstTenTheCountAndTheLast_BudgetRefusalsCountedOncePerRequest()
     {
         var window = new IncidentWindow(T0, T0.AddHours(1), ["req_5"], timelineLimit: 100); // req_5 raised an alert

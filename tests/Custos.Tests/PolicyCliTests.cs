@@ -131,6 +131,36 @@ public sealed class PolicyCliTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Show_WithServer_AsAScopedAdmin_ShowsItsPartOfTheVersionInForceThen()
+    {
+        // A scoped admin's view leaves out the other admins, whom its services' owners and approvers name: the CLI
+        // validated it as a whole policy and refused it ("a policy this CLI cannot read"), so no scoped auditor or
+        // service owner could ask what policy was in force at the time of an event.
+        var beforeScoping = DateTimeOffset.UtcNow;
+        await Task.Delay(10); // distinct timestamps for --at
+        await _gateway.ChangePolicyAsync(doc => doc with
+        {
+            Admins = [.. doc.Admins.Select(a => a.Role == AdminRole.SecurityAuditor ? a with { Tenants = ["acme"] } : a)],
+        }, "ops", "auditor of acme only");
+        string[] server = ["--server", _gateway.AdminUri.ToString(), "--admin-key", _demo.AdminKey("security-auditor")];
+
+        var (exit, shown, error) = await Cli.RunAsync(["policy", "show", "--at", beforeScoping.ToString("O"), .. server]);
+        Assert.True(exit == 0, error);
+        Assert.StartsWith("# policy version 1, sha256 ", shown, StringComparison.Ordinal);
+        Assert.Contains("id: support-assistant", shown, StringComparison.Ordinal);
+        Assert.DoesNotContain("globex-copilot", shown, StringComparison.Ordinal);
+        Assert.Contains("# as the admin API shows it to your admin key: the part in your scope", shown, StringComparison.Ordinal);
+
+        var (jsonExit, json, jsonError) = await Cli.RunAsync(["policy", "show", "--json", .. server]);
+        Assert.True(jsonExit == 0, jsonError);
+        Assert.StartsWith("# policy version 2, sha256 ", json, StringComparison.Ordinal);
+
+        // A gateway-wide admin sees the whole policy, which hashes to the version's sha256: no note.
+        var (_, whole, _) = await Cli.RunAsync("policy", "show", "--server", _gateway.AdminUri.ToString(), "--admin-key", _demo.AdminKey("platform-admin"));
+        Assert.DoesNotContain("# as the admin API shows it", whole, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Apply_WithABadFileOrAWrongKey_FailsClearly()
     {
         var broken = Path.Combine(_directory, "broken.yaml");

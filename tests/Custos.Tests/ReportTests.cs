@@ -571,6 +571,82 @@ public sealed class ReportTests
     }
 
     [Fact]
+    public async Task Reports_WithServer_AreMadeByTheGateway_WithinTheAdminKeysRoleAndScope()
+    {
+        // They read the store only: an owner or auditor without the data folder or the database could not have the pack
+        // with the CLI, only by calling the admin API by hand.
+        await using var demo = await DemoGateway.StartAsync("report-remote");
+        var web = demo.Keys.Consumers.Single(c => c.Name == "support-web").Key;
+        Assert.Equal(HttpStatusCode.OK, (await DemoGateway.ChatAsync(demo.Gateway.DataPlaneUri, web)).Status);
+        await demo.Gateway.Ledger.FlushAsync();
+        string[] server = ["--server", demo.Gateway.AdminUri.ToString()];
+
+        var (exit, pack, error) = await Cli.RunAsync(["report", "incident", "--consumer", "support-web", "--from", "1h", .. server,
+            "--admin-key", demo.AdminKey("service-owner")]);
+        Assert.True(exit == 0, error);
+        Assert.StartsWith("# Incident evidence pack: consumer support-web", pack, StringComparison.Ordinal);
+        Assert.Contains("gpt-4o-mini", pack, StringComparison.Ordinal);
+        Assert.Contains("; chain verified (with that node's key).", error, StringComparison.Ordinal);
+
+        var file = Path.Combine(demo.Directory, "pack.json");
+        (exit, _, error) = await Cli.RunAsync(["report", "incident", "--consumer", "support-web", "--from", "1h", "--format", "json", "-o", file, .. server,
+            "--admin-key", demo.AdminKey("security-auditor")]);
+        Assert.True(exit == 0, error);
+        using (var json = JsonDocument.Parse(await File.ReadAllTextAsync(file)))
+        {
+            Assert.Equal("support-web", json.RootElement.GetProperty("subject").GetProperty("id").GetString());
+        }
+
+        (exit, var posture, error) = await Cli.RunAsync(["report", "posture", .. server, "--admin-key", demo.AdminKey("security-auditor")]);
+        Assert.True(exit == 0, error);
+        Assert.Contains("GV.RR-02", posture, StringComparison.Ordinal);
+
+        // The role decides, as on the API; and a store or keys beside --server would be ignored, so they are refused.
+        (exit, _, error) = await Cli.RunAsync(["report", "incident", "--consumer", "support-web", "--from", "1h", .. server, "--admin-key", demo.AdminKey("finance")]);
+        Assert.Equal(1, exit);
+        Assert.Contains("forbidden (403 admin.forbidden)", error, StringComparison.Ordinal);
+        (exit, _, error) = await Cli.RunAsync(["report", "posture", .. server, "--admin-key", demo.AdminKey("platform-admin"), "--data", demo.Directory]);
+        Assert.Equal(1, exit);
+        Assert.Contains("--data and --config name a store to read here instead", error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Requests_WithServer_ListTheLedgerThroughTheAdminApi_WithinTheAdminKeysScope()
+    {
+        // custos requests read the store only: an owner or auditor without it could not list what a request was decided
+        // under with the CLI.
+        await using var demo = await DemoGateway.StartAsync("requests-remote", doc => doc with
+        {
+            Admins = [.. doc.Admins.Select(a => a.Role == AdminRole.SecurityAuditor ? a with { Tenants = ["globex"] } : a)],
+        });
+        var web = demo.Keys.Consumers.Single(c => c.Name == "support-web").Key;
+        var call = await DemoGateway.ChatAsync(demo.Gateway.DataPlaneUri, web);
+        Assert.Equal(HttpStatusCode.OK, call.Status);
+        await demo.Gateway.Ledger.FlushAsync();
+        string[] server = ["--server", demo.Gateway.AdminUri.ToString()];
+
+        var (exit, table, error) = await Cli.RunAsync(["requests", "--consumer", "support-web", .. server, "--admin-key", demo.AdminKey("service-owner")]);
+        Assert.True(exit == 0, error);
+        Assert.Contains(call.RequestId, table, StringComparison.Ordinal);
+        Assert.Contains("1 entry (newest last", table, StringComparison.Ordinal);
+        (exit, var json, error) = await Cli.RunAsync(["requests", "--request-id", call.RequestId, "--json", .. server, "--admin-key", demo.AdminKey("platform-admin")]);
+        Assert.True(exit == 0, error);
+        using (var entry = JsonDocument.Parse(json.Trim()))
+        {
+            Assert.Equal(1, entry.RootElement.GetProperty("policy_version").GetInt64());
+        }
+
+        // An auditor of globex is refused acme's request, with the API's code and request id; and a store beside --server is refused.
+        (exit, _, error) = await Cli.RunAsync(["requests", "--request-id", call.RequestId, .. server, "--admin-key", demo.AdminKey("security-auditor")]);
+        Assert.Equal(1, exit);
+        Assert.Contains("forbidden (403 admin.forbidden)", error, StringComparison.Ordinal);
+        Assert.Contains("(admin request req_", error, StringComparison.Ordinal);
+        (exit, _, error) = await Cli.RunAsync(["requests", .. server, "--admin-key", demo.AdminKey("platform-admin"), "--data", demo.Directory]);
+        Assert.Equal(1, exit);
+        Assert.Contains("--data and --config name a store to read here instead", error, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Incident_BadArguments_OneLineErrors()
     {
         var (exit, _, error) = await Cli.RunAsync("report", "incident", "--consumer", "a", "--service", "b", "--from", "1h", "--data", Path.GetTempPath());

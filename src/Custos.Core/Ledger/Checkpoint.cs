@@ -292,13 +292,23 @@ public sealed class CheckpointKey : IDisposable
         return key;
     }
 
-    /// <summary>Reads a public key (PEM) for verification.</summary>
+    /// <summary>
+    /// Reads a public key (PEM) for verification. A private key is refused: it would verify, but whoever holds it can sign
+    /// checkpoints, so it belongs to the gateway, and auditors are given the public one.
+    /// </summary>
     public static ECDsa LoadPublic(string pemPath)
     {
+        var pem = File.ReadAllText(pemPath);
+        if (pem.Contains("PRIVATE KEY-----", StringComparison.Ordinal))
+        {
+            throw new InvalidDataException($"{pemPath} holds a private key, which signs checkpoints and should stay with the gateway: verify with the public key, "
+                + "keys/checkpoint.pub.pem, which is what auditors are given.");
+        }
+
         var key = ECDsa.Create();
         try
         {
-            key.ImportFromPem(File.ReadAllText(pemPath));
+            key.ImportFromPem(pem);
             return key;
         }
         catch (Exception ex) when (ex is ArgumentException or CryptographicException)

@@ -117,7 +117,17 @@ public static partial class PolicyYaml
     internal static readonly Uri UnreadableUrl = new("http://invalid");
 
     /// <summary>Parses and validates <paramref name="yaml"/>.</summary>
-    public static PolicyReadResult Read(string yaml)
+    public static PolicyReadResult Read(string yaml) => Read(yaml, validate: true);
+
+    /// <summary>
+    /// Reads a policy as the admin API shows it to an admin scoped to tenants or services: the part of the whole in that
+    /// scope, whose references to what the scope leaves out (the admin an owner names, the approvers) do not resolve. Its
+    /// form is checked, its references are not: for showing a policy, never for enforcing one. Null when
+    /// <paramref name="yaml"/> is not a policy whose every field can be read.
+    /// </summary>
+    public static PolicyDocument? ReadView(string yaml) => Read(yaml, validate: false).Document;
+
+    private static PolicyReadResult Read(string yaml, bool validate)
     {
         var reader = new Reader();
         PolicyDocument? document = null;
@@ -145,7 +155,7 @@ public static partial class PolicyYaml
                 "$", "YAML syntax: " + ex.Message));
         }
 
-        if (document is not null)
+        if (document is not null && validate)
         {
             PolicyValidator.Validate(document, reader);
         }

@@ -482,7 +482,8 @@ public static partial class IncidentReportBuilder
         foreach (var (scope, control, was) in lost)
         {
             var draft = add(scope + control + was + version.Number, Classification.Misconfiguration, "control_removed", "medium",
-                $"{control} of {scope} removed in v{version.Number}",
+                // A prompt rule by its id: two rules removed at once made two findings of the same title.
+                control == "prompt_restriction" ? $"{control} of {scope} removed in v{version.Number}: {was}" : $"{control} of {scope} removed in v{version.Number}",
                 $"Version {version.Number} (by {version.Author}, {ReportText.Time(version.CreatedAt)}: {version.Reason}) removed {control} of {scope}, which v{previous.Number} set ({was}).");
             draft.Versions.Add(version.Number);
             if (record is not null)
@@ -699,7 +700,9 @@ public static partial class IncidentReportBuilder
     private static string MisusePreconditions(Context context)
     {
         var window = context.Window;
-        return $"The credential was entitled ({ReportText.Plural(window.Allowed, "request")} allowed{(window.Approval is null ? "" : ", " + window.Approval)}) and the controls were enforced " +
+        var approvals = string.Join(", ", window.Approvals.Select(a => $"{a.Requests} {a.Detail}"))
+            + (window.OtherApprovals > 0 ? $", {window.OtherApprovals} under other approvals" : "");
+        return $"The credential was entitled ({ReportText.Plural(window.Allowed, "request")} allowed{(approvals.Length == 0 ? "" : ": " + approvals)}) and the controls were enforced " +
             $"({ReportText.Plural(window.Enforced, "request")} evaluated, {window.RefusedByControls} refused by a control), so the anomaly is in the use, not in the setup.";
     }
 

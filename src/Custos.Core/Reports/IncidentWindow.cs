@@ -154,8 +154,18 @@ public sealed class IncidentWindow(DateTimeOffset from, DateTimeOffset to, IEnum
     /// <summary>Requests with a stopped credential.</summary>
     internal Sample Stopped { get; } = new();
 
-    /// <summary>The first entitlement approval an allowed request's reading names.</summary>
-    internal string? Approval { get; private set; }
+    /// <summary>
+    /// The entitlement approvals allowed requests' readings name (who approved, on which ticket, or that a category default
+    /// or the policy with no approver granted it), in order of first appearance, each with its count of requests; at most
+    /// <see cref="MaxApprovals"/>, the rest counted in <see cref="OtherApprovals"/>.
+    /// </summary>
+    internal List<(string Detail, int Requests)> Approvals { get; } = [];
+
+    /// <summary>Allowed requests whose approval was not among the first <see cref="MaxApprovals"/> kept.</summary>
+    internal int OtherApprovals { get; private set; }
+
+    /// <summary>How many distinct approvals <see cref="Approvals"/> keeps.</summary>
+    internal const int MaxApprovals = 5;
 
     /// <summary>Requests with control readings.</summary>
     internal int Enforced { get; private set; }
@@ -379,9 +389,22 @@ public sealed class IncidentWindow(DateTimeOffset from, DateTimeOffset to, IEnum
                 }
             }
 
-            if (Approval is null && r.Decision == "allow" && c.Control == "entitlement" && c.Decision == "pass" && c.Detail is not null)
+            if (r.Decision == "allow" && c.Control == "entitlement" && c.Decision == "pass" && c.Detail is not null)
             {
-                Approval = c.Detail;
+                // Every approval the window's requests used: the first alone named one approver for requests another approved.
+                var a = Approvals.FindIndex(x => x.Detail == c.Detail);
+                if (a >= 0)
+                {
+                    Approvals[a] = (c.Detail, Approvals[a].Requests + 1);
+                }
+                else if (Approvals.Count < MaxApprovals)
+                {
+                    Approvals.Add((c.Detail, 1));
+                }
+                else
+                {
+                    OtherApprovals++;
+                }
             }
 
             if (c.Control == "budget")

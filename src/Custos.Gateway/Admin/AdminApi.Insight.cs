@@ -99,7 +99,7 @@ internal static partial class AdminApi
             {
                 var report = await AdminReadGate.RunAsync(() => ReportSources.IncidentAsync(gateway.Store, gateway.DataDirectory, new IncidentSubject(kind, id),
                     start, end, now, null, context.RequestAborted));
-                return Report(context, ReportWriter.Write(report, reportFormat), reportFormat, $"incident-{kind}-{id}-{now:yyyyMMdd-HHmm}");
+                return Report(context, ReportWriter.Write(report, reportFormat), reportFormat, $"incident-{kind}-{id}-{now:yyyyMMdd-HHmm}", report.Chain);
             }
             catch (ReportSubjectNotFoundException ex)
             {
@@ -119,7 +119,7 @@ internal static partial class AdminApi
             using var turn = await TurnAsync(context, gateway, "report.posture", "posture", null);
             var now = gateway.Time.GetUtcNow();
             var report = await AdminReadGate.RunAsync(() => ReportSources.PostureAsync(gateway.Store, gateway.DataDirectory, now, null, context.RequestAborted));
-            return Report(context, ReportWriter.Write(report, reportFormat), reportFormat, $"posture-{now:yyyyMMdd-HHmm}");
+            return Report(context, ReportWriter.Write(report, reportFormat), reportFormat, $"posture-{now:yyyyMMdd-HHmm}", report.Chain);
         }).WithSummary("The NIST CSF 2.0 / AI RMF posture report from live evidence, as json, md or html (gateway-wide admins).");
     }
 
@@ -390,8 +390,14 @@ internal static partial class AdminApi
         _ => throw AdminProblemException.Invalid($"'format' must be json, md or html, not '{format}'."),
     };
 
-    private static IResult Report(HttpContext context, string text, ReportFormat format, string name)
+    /// <summary>
+    /// A report as <paramref name="format"/>, named for a download, with its chain check in <c>X-Custos-Chain</c>
+    /// (<c>verified</c>, <c>failed</c> or <c>not_verified</c>): <c>custos report --server</c> exits 2 on <c>failed</c>, as it
+    /// does on the store, whatever the format.
+    /// </summary>
+    private static IResult Report(HttpContext context, string text, ReportFormat format, string name, ChainCheck chain)
     {
+        context.Response.Headers[ChainHeader] = chain.Status;
         var (type, extension) = format switch
         {
             ReportFormat.Json => ("application/json", "json"),
@@ -401,6 +407,9 @@ internal static partial class AdminApi
         context.Response.Headers.ContentDisposition = $"inline; filename=\"{name}.{extension}\"";
         return Results.Text(text, type);
     }
+
+    /// <summary>The response header naming a report's chain check.</summary>
+    public const string ChainHeader = "X-Custos-Chain";
 
     /// <summary>Counts of one bucket of the overview.</summary>
     private sealed class OverviewCounts(DateTimeOffset start)

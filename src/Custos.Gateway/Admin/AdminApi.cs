@@ -455,13 +455,13 @@ internal static partial class AdminApi
             return Json(document.Services.Where(s => AdminAccess.InScope(admin, s.Tenant, s.Id)).Select(s => ViewOf(document, s, admin)).ToArray());
         }).WithSummary("Services in scope, with their owners and governance gaps.").Produces<ServiceView[]>();
 
-        api.MapGet("/services/{id}", (HttpContext context, string id) =>
+        api.MapGet("/services/{id}", async (HttpContext context, string id) =>
         {
+            // Out of scope is a 403 naming the scope, as a change to the service is: a 404 said the service did not exist.
             var document = gateway.Policy.Current.Document;
             var service = FindService(document, id);
-            return !AdminAccess.InScope(Admin(context), service.Tenant, service.Id)
-                ? throw AdminProblemException.NotFound("service", id)
-                : Json(ViewOf(document, service, Admin(context)));
+            await RequireAsync(context, gateway, AdminPermission.ReadRegistry, service.Tenant, service.Id, "service.read", "service:" + id);
+            return Json(ViewOf(document, service, Admin(context)));
         }).WithSummary("One service, with its owners and governance gaps.").Produces<ServiceView>();
 
         api.MapGet("/owners", (HttpContext context) =>
@@ -684,6 +684,7 @@ internal static partial class AdminApi
         api.MapGet("/credentials", async (HttpContext context, string? consumer, string? service) =>
         {
             await RequireAsync(context, gateway, AdminPermission.ReadCredentials, null, null, "credential.list", "credentials", scoped: false);
+            await RequireFiltersInScopeAsync(context, gateway, "credential.list", null, service, consumer);
             var admin = Admin(context);
             var snapshot = gateway.Policy.Current;
             var lastUsed = await gateway.Store.GetCredentialLastUsedAsync(context.RequestAborted);
@@ -1071,6 +1072,8 @@ internal static partial class AdminApi
                 RequireWindow(start, end);
             }
 
+            await RequireFiltersInScopeAsync(context, gateway, "ledger.read", tenant, service, consumer);
+            await RequireRequestInScopeAsync(context, gateway, request_id);
             var admin = Admin(context);
             var query = new LedgerQuery
             {
@@ -1346,7 +1349,9 @@ internal static partial class AdminApi
         var tenant = Text("tenant");
         if (tenant is not null && !AdminAccess.InScope(Admin(context), tenant, Text("service")))
         {
-            throw AdminProblemException.NotFound("request", requestId);
+            // Refused as out of scope, as the ledger's other readers are: a 404 told an auditor that a request it held the
+            // id of was not in the ledger.
+            throw await DeniedAsync(context, gateway, "ledger.read", "request:" + requestId, tenant, $"request:{requestId} is outside the scope of '{Admin(context).Id}'");
         }
 
         var timestamp = LedgerTime.Parse(Text("timestamp")!);
@@ -1486,6 +1491,70 @@ internal static partial class AdminApi
             throw await DeniedAsync(context, gateway, action, target, tenant, tenant is null
                 ? $"{target} is the whole gateway's, and '{admin.Id}' is scoped to {ScopeOf(admin)}; it takes an admin without tenants or services"
                 : $"{target} is outside the scope of '{admin.Id}'");
+        }
+    }
+
+    /// <summary>
+    /// Refuses a list filtered by name to a tenant, service or consumer outside the signed-in admin's scope (403, recorded as
+    /// <paramref name="action"/><c>_denied</c>): answered with the scope's part of it, the list was empty, which read as
+    /// "nothing there" (no entries, no credentials) about a subject the admin may not see. A name the policy in force does
+    /// not hold (a service removed since) is left to the scope's narrowing of the list, except a service that a
+    /// service-scoped admin's scope does not name.
+    /// </summary>
+    private static async Task RequireFiltersInScopeAsync(HttpContext context, CustosGateway gateway, string action, string? tenant, string? service, string? consumer)
+    {
+        var admin = Admin(context);
+        if (AdminAccess.IsGatewayWide(admin))
+        {
+            return;
+        }
+
+        var document = gateway.Policy.Current.Document;
+        bool ServiceInScope(ServiceConfig s) => AdminAccess.InScope(admin, s.Tenant, s.Id);
+        (string Target, string? Tenant)? outside = null;
+        if (tenant is not null && !(admin.Tenants.Count > 0 ? admin.Tenants.Contains(tenant) : document.Services.Any(s => s.Tenant == tenant && ServiceInScope(s))))
+        {
+            outside = ("tenant:" + tenant, tenant);
+        }
+        else if (service is not null && document.Services.FirstOrDefault(s => s.Id == service) is var named
+            && (named is null ? admin.Services.Count > 0 && !admin.Services.Contains(service) : !ServiceInScope(named)))
+        {
+            outside = ("service:" + service, named?.Tenant);
+        }
+        else if (consumer is not null && document.Consumers.FirstOrDefault(c => c.Id == consumer) is { } found
+            && document.Services.FirstOrDefault(s => s.Id == found.Service) is { } owner && !ServiceInScope(owner))
+        {
+            outside = ("consumer:" + consumer, owner.Tenant);
+        }
+
+        if (outside is { } o)
+        {
+            throw await DeniedAsync(context, gateway, action, o.Target, o.Tenant, $"{o.Target} is outside the scope of '{admin.Id}'");
+        }
+    }
+
+    /// <summary>
+    /// Refuses a scoped admin's <c>GET /ledger?request_id=</c> for a request recorded outside its scope, as
+    /// <c>GET /requests/{id}/approval</c> does: narrowed to the scope, the answer was empty, which read as "no such request".
+    /// A request id in no entry is left to the (empty) list.
+    /// </summary>
+    private static async Task RequireRequestInScopeAsync(HttpContext context, CustosGateway gateway, string? requestId)
+    {
+        var admin = Admin(context);
+        if (requestId is null || AdminAccess.IsGatewayWide(admin))
+        {
+            return;
+        }
+
+        await foreach (var stored in gateway.Store.QueryAsync(new LedgerQuery { RequestId = requestId, Limit = 1 }, context.RequestAborted))
+        {
+            using var json = JsonDocument.Parse(stored.Json);
+            var root = json.RootElement;
+            string? Text(string name) => root.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
+            if (Text("tenant") is { } tenant && !AdminAccess.InScope(admin, tenant, Text("service")))
+            {
+                throw await DeniedAsync(context, gateway, "ledger.read", "request:" + requestId, tenant, $"request:{requestId} is outside the scope of '{admin.Id}'");
+            }
         }
     }
 

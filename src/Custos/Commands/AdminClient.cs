@@ -30,9 +30,9 @@ internal sealed class AdminClient : IDisposable
     private readonly HttpClient _http;
     private readonly string? _key;
 
-    private AdminClient(Uri server, string? key, bool json)
+    private AdminClient(Uri server, string? key, bool json, TimeSpan? timeout = null)
     {
-        _http = new HttpClient { BaseAddress = server, Timeout = Timeout };
+        _http = new HttpClient { BaseAddress = server, Timeout = timeout ?? Timeout };
         _key = key;
         Json = json;
     }
@@ -82,14 +82,28 @@ internal sealed class AdminClient : IDisposable
     /// A client of <paramref name="server"/> for a command that reads the store, or the admin API when given <c>--server</c>
     /// (<c>policy history|show|diff</c>): its key from <paramref name="key"/> or <see cref="AdminKeyVariable"/>.
     /// </summary>
-    public static AdminClient Open(string server, string? key)
+    /// <remarks><paramref name="timeout"/>: how long an answer may take (default 30 s; a report over a long window takes longer).</remarks>
+    public static AdminClient Open(string server, string? key, TimeSpan? timeout = null)
     {
         if (!Uri.TryCreate(server, UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https"))
         {
             throw new CliException($"--server '{server}' is not an http(s) URL such as {DefaultServer}");
         }
 
-        return new AdminClient(uri, key ?? Environment.GetEnvironmentVariable(AdminKeyVariable), json: false);
+        return new AdminClient(uri, key ?? Environment.GetEnvironmentVariable(AdminKeyVariable), json: false, timeout);
+    }
+
+    /// <summary>
+    /// GET <paramref name="path"/>, answered in whatever format it asks for (a report as JSON, Markdown or HTML): the text,
+    /// and the value of the response header <paramref name="header"/> (null when absent).
+    /// </summary>
+    public async Task<(string Text, string? Header)> GetTextAsync(string path, string header, CancellationToken cancellationToken)
+    {
+        using var response = await ExchangeAsync(HttpMethod.Get, path, null, cancellationToken);
+        var text = await response.Content.ReadAsStringAsync(cancellationToken);
+        return !response.IsSuccessStatusCode
+            ? throw Refusal(path, response.StatusCode, text)
+            : (text, response.Headers.TryGetValues(header, out var values) ? values.FirstOrDefault() : null);
     }
 
     /// <summary>GET <paramref name="path"/>.</summary>
@@ -109,6 +123,27 @@ internal sealed class AdminClient : IDisposable
 
     private async Task<AdminReply> SendAsync(HttpMethod method, string path, object? body, CancellationToken cancellationToken)
     {
+        using var response = await ExchangeAsync(method, path, body, cancellationToken);
+        var text = await response.Content.ReadAsStringAsync(cancellationToken);
+        if (!response.IsSuccessStatusCode)
+        {
+            throw Refusal(path, response.StatusCode, text);
+        }
+
+        try
+        {
+            using var document = JsonDocument.Parse(text);
+            return new AdminReply(text, document.RootElement.Clone());
+        }
+        catch (JsonException)
+        {
+            throw new CliException($"the admin API at {_http.BaseAddress} answered {(int)response.StatusCode} with something other than JSON; is --server its admin address?");
+        }
+    }
+
+    /// <summary>Sends one request with the admin key; a gateway that cannot be reached, or does not answer in time, is a <see cref="CliException"/>.</summary>
+    private async Task<HttpResponseMessage> ExchangeAsync(HttpMethod method, string path, object? body, CancellationToken cancellationToken)
+    {
         if (string.IsNullOrWhiteSpace(_key))
         {
             throw new CliException($"an admin key is needed: --admin-key cak_… or the {AdminKeyVariable} environment variable");
@@ -125,10 +160,9 @@ internal sealed class AdminClient : IDisposable
             };
         }
 
-        HttpResponseMessage response;
         try
         {
-            response = await _http.SendAsync(request, cancellationToken);
+            return await _http.SendAsync(request, cancellationToken);
         }
         catch (HttpRequestException ex)
         {
@@ -136,26 +170,7 @@ internal sealed class AdminClient : IDisposable
         }
         catch (TaskCanceledException) when (!cancellationToken.IsCancellationRequested)
         {
-            throw new CliException($"the admin API at {_http.BaseAddress} did not answer within {Timeout.TotalSeconds:0} s");
-        }
-
-        using (response)
-        {
-            var text = await response.Content.ReadAsStringAsync(cancellationToken);
-            if (!response.IsSuccessStatusCode)
-            {
-                throw Refusal(path, response.StatusCode, text);
-            }
-
-            try
-            {
-                using var document = JsonDocument.Parse(text);
-                return new AdminReply(text, document.RootElement.Clone());
-            }
-            catch (JsonException)
-            {
-                throw new CliException($"the admin API at {_http.BaseAddress} answered {(int)response.StatusCode} with something other than JSON; is --server its admin address?");
-            }
+            throw new CliException($"the admin API at {_http.BaseAddress} did not answer within {_http.Timeout.TotalSeconds:0} s");
         }
     }
 

@@ -168,7 +168,10 @@ internal static class PolicyCommand
                     var root = (await admin.GetAsync(number is { } n ? FormattableString.Invariant($"/admin/v1/policy/versions/{n}") : "/admin/v1/policy",
                         cancellationToken)).Root;
                     selected = VersionRow.Of(root.GetProperty("version"));
-                    document = PolicyYaml.Read(root.GetProperty("yaml").GetString()!).Document
+
+                    // A scoped admin's view names admins it leaves out (the policy owner's, the approvers), so it is read
+                    // for its form only: validated as a whole policy, it was refused, and no scoped admin could show one.
+                    document = PolicyYaml.ReadView(root.GetProperty("yaml").GetString()!)
                         ?? throw new CliException($"the admin API at {parse.GetValue(remote.Server)} answered a policy this CLI cannot read; is it of a newer version?");
                 }
             }
@@ -182,6 +185,12 @@ internal static class PolicyCommand
 
             output.WriteLine($"# policy version {selected.Number}, sha256 {selected.Sha256}");
             output.WriteLine($"# by {selected.Author ?? Withheld} at {LedgerTime.Format(selected.CreatedAt)}: {selected.Reason ?? Withheld}");
+            if (PolicyVersion.HashOf(document) != selected.Sha256)
+            {
+                output.WriteLine("# as the admin API shows it to your admin key: the part in your scope, owners' webhooks masked unless your role names owners;");
+                output.WriteLine("# the sha256 above is the whole policy's");
+            }
+
             output.WriteLine(parse.GetValue(json) ? PolicyVersion.CanonicalJson(document) : PolicyYamlWriter.Write(document));
             return 0;
         });

@@ -22,9 +22,15 @@ internal static class RequestsCommand
         var until = new Option<string?>("--until") { Description = "Before this time, same forms as --since." };
         var limit = CommonOptions.WholeNumber(new Option<int>("--limit") { Description = "At most this many, the newest.", DefaultValueFactory = _ => 100 }, 1, int.MaxValue);
         var json = new Option<bool>("--json") { Description = "One JSON object per line, every ledger field (see docs/ledger.md)." };
+        var server = new Option<string?>("--server")
+        {
+            Description = "Read through this gateway's admin API (GET /admin/v1/ledger, e.g. http://127.0.0.1:8081) instead of the store, within the admin key's "
+                + $"scope (at most {RemoteLimit:N0} entries); needs an admin key.",
+        };
+        var adminKey = new Option<string?>("--admin-key") { Description = $"Admin key (cak_…) for --server; default the {AdminClient.AdminKeyVariable} environment variable." };
         var command = new Command("requests", "List request entries from the ledger.")
         {
-            data, config, tenant, service, consumer, decision, model, requestId, since, until, limit, json,
+            data, config, tenant, service, consumer, decision, model, requestId, since, until, limit, json, server, adminKey,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -47,14 +53,68 @@ internal static class RequestsCommand
                 To = window.To,
                 Limit = Math.Max(1, parse.GetValue(limit)),
             };
+            if (parse.GetValue(server) is { } url)
+            {
+                if (parse.GetValue(data) is not null || parse.GetValue(config) is not null)
+                {
+                    throw new CliException("--server reads the ledger through the gateway's admin API; --data and --config name a store to read here instead: give one or the other");
+                }
+
+                if (query.Limit > RemoteLimit)
+                {
+                    throw new CliException($"--limit {query.Limit} is more than the admin API answers at once ({RemoteLimit:N0}); narrow the window with --since and --until, or read the store");
+                }
+
+                using var admin = AdminClient.Open(url, parse.GetValue(adminKey));
+                var entries = (await admin.GetAsync(LedgerPath(query, "request"), cancellationToken)).Root;
+                var shed = (await admin.GetAsync(LedgerPath(query with { Limit = RemoteLimit }, "shed"), cancellationToken)).Root;
+                return await PrintAsync(Rows(entries), Rows(shed), parse.GetValue(json), output, cancellationToken);
+            }
+
             var directory = CommonOptions.ResolveDataDirectory(parse.GetValue(data), parse.GetValue(config));
             await using var store = await CommonOptions.OpenStoreAsync(directory, parse.GetValue(config), cancellationToken);
-            return await PrintAsync(store, query, parse.GetValue(json), output, cancellationToken);
+            return await PrintAsync(store.QueryAsync(query, cancellationToken).Select(r => r.Json),
+                store.QueryAsync(new LedgerQuery { Kind = "shed", From = query.From, To = query.To, Limit = int.MaxValue }, cancellationToken).Select(r => r.Json),
+                parse.GetValue(json), output, cancellationToken);
         });
         return command;
     }
 
-    private static async Task<int> PrintAsync(Ledger.ICustosStore store, LedgerQuery query, bool json, TextWriter output, CancellationToken cancellationToken)
+    /// <summary>The most entries <c>GET /admin/v1/ledger</c> answers at once.</summary>
+    private const int RemoteLimit = 10_000;
+
+    /// <summary>The admin API's ledger query for <paramref name="query"/>'s filters, of entries of <paramref name="kind"/>.</summary>
+    private static string LedgerPath(LedgerQuery query, string kind)
+    {
+        var parts = new List<string> { "kind=" + kind, "limit=" + query.Limit.ToString(CultureInfo.InvariantCulture) };
+        void Add(string name, string? value)
+        {
+            if (value is not null)
+            {
+                parts.Add(name + "=" + Uri.EscapeDataString(value));
+            }
+        }
+
+        if (kind == "request")
+        {
+            Add("tenant", query.Tenant);
+            Add("service", query.Service);
+            Add("consumer", query.Consumer);
+            Add("decision", query.Decision);
+            Add("model", query.Model);
+            Add("request_id", query.RequestId);
+        }
+
+        Add("from", query.From is { } from ? LedgerTime.Format(from) : null);
+        Add("to", query.To is { } to ? LedgerTime.Format(to) : null);
+        return "/admin/v1/ledger?" + string.Join("&", parts);
+    }
+
+    /// <summary>The entries of an admin API answer (a JSON array), each as its JSON text.</summary>
+    private static IAsyncEnumerable<string> Rows(JsonElement entries) => entries.EnumerateArray().Select(e => e.GetRawText()).ToArray().ToAsyncEnumerable();
+
+    private static async Task<int> PrintAsync(IAsyncEnumerable<string> rows, IAsyncEnumerable<string> shedRows, bool json, TextWriter output,
+        CancellationToken cancellationToken)
     {
         var count = 0;
         if (!json)
@@ -62,16 +122,16 @@ internal static class RequestsCommand
             output.WriteLine($"{"time (UTC)",-19}  {"request id",-30}  {"tenant",-8} {"consumer",-16} {"model",-22} {"decision",-8} {"status",6} {"policy",6} {"in",7} {"out",7} {"cost",12}  reasons");
         }
 
-        await foreach (var row in store.QueryAsync(query, cancellationToken))
+        await foreach (var row in rows.WithCancellation(cancellationToken))
         {
             count++;
             if (json)
             {
-                output.WriteLine(row.Json);
+                output.WriteLine(row);
                 continue;
             }
 
-            using var document = JsonDocument.Parse(row.Json);
+            using var document = JsonDocument.Parse(row);
             var r = document.RootElement;
             string S(string name) => r.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString()! : "-";
             string N(string name) => r.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.Number ? v.GetRawText() : "-";
@@ -90,9 +150,9 @@ internal static class RequestsCommand
 
             // Requests shed while the ledger queue was full have no entry of their own; say how many there were.
             long shed = 0, summaries = 0;
-            await foreach (var row in store.QueryAsync(new LedgerQuery { Kind = "shed", From = query.From, To = query.To, Limit = int.MaxValue }, cancellationToken))
+            await foreach (var row in shedRows.WithCancellation(cancellationToken))
             {
-                using var document = JsonDocument.Parse(row.Json);
+                using var document = JsonDocument.Parse(row);
                 shed += document.RootElement.GetProperty("count").GetInt64();
                 summaries++;
             }

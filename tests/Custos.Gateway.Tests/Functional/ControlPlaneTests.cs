@@ -11,6 +11,37 @@ namespace Custos.Gateway.Tests.Functional;
 public sealed class ControlPlaneTests
 {
     [Fact]
+    public async Task Approval_OrLedgerOfARequestOutsideTheScope_IsRefusedAsSuch_NotAsMissing()
+    {
+        // A globex admin asking who approved an acme request was told "request '…' does not exist": an auditor holding
+        // the id of a request in the ledger read that the ledger had no such request.
+        await using var g = await StartAsync();
+        var call = await ChatAsync(g, g.KeyOf("web"));
+        Assert.Equal(HttpStatusCode.OK, call.Status);
+        await g.Gateway.Ledger.FlushAsync();
+
+        using var refused = await AdminAsync(g, "globex-owner", HttpMethod.Get, $"/admin/v1/requests/{call.RequestId}/approval");
+        var text = await refused.Content.ReadAsStringAsync();
+        Assert.True(refused.StatusCode == HttpStatusCode.Forbidden, text);
+        using var problem = JsonDocument.Parse(text);
+        Assert.Equal("admin.forbidden", problem.RootElement.GetProperty("code").GetString());
+        Assert.Contains($"request:{call.RequestId} is outside the scope of 'globex-owner'", problem.RootElement.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        var denied = Assert.Single(await AdminEntriesAsync(g), e => e.GetProperty("action").GetString() == "ledger.read_denied");
+        Assert.Equal(("globex-owner", "acme"), (denied.GetProperty("actor").GetString(), denied.GetProperty("tenant").GetString()));
+
+        // The ledger asked for that request by id answered an empty list, as if there were none: refused the same way.
+        using var listed = await AdminAsync(g, "globex-owner", HttpMethod.Get, $"/admin/v1/ledger?request_id={call.RequestId}");
+        Assert.Equal(HttpStatusCode.Forbidden, listed.StatusCode);
+        Assert.Equal(2, (await AdminEntriesAsync(g)).Count(e => e.GetProperty("action").GetString() == "ledger.read_denied"));
+        Assert.Single((await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Get, $"/admin/v1/ledger?request_id={call.RequestId}"))).EnumerateArray());
+
+        // A request that is in no ledger is still not found, and the admin in scope is answered.
+        using var missing = await AdminAsync(g, "globex-owner", HttpMethod.Get, "/admin/v1/requests/req_01NOSUCHREQUEST00000000000/approval");
+        Assert.Equal(HttpStatusCode.NotFound, missing.StatusCode);
+        await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Get, $"/admin/v1/requests/{call.RequestId}/approval"));
+    }
+
+    [Fact]
     public async Task AccessRequest_ApprovedByThePolicyOwner_TakesEffect_AndTheCallNamesItsApprover()
     {
         await using var g = await StartAsync();
