@@ -843,6 +843,7 @@ internal static partial class AdminApi
             }
 
             RequireReason(body.Justification, "justification");
+            RefuseUnapprovableAccess(snapshot, body, gateway.Time.GetUtcNow());
             var admin = Admin(context);
 
             // Checked and created one at a time on this node (as decisions are), so two identical requests sent at once
@@ -932,6 +933,49 @@ internal static partial class AdminApi
                 Extensions = new Dictionary<string, object?> { ["policy_version"] = snapshot.Version },
             };
         }
+    }
+
+    /// <summary>
+    /// <paramref name="doc"/> with an entitlement to <paramref name="models"/> added to <paramref name="consumer"/>, as an
+    /// approval adds it: approved by <paramref name="approver"/>, the access request's id as its ticket, valid from
+    /// <paramref name="from"/>. A consumer that inherited its category's models keeps them: they become its own, beside the
+    /// approved ones.
+    /// </summary>
+    private static PolicyDocument WithApprovedAccess(PolicyDocument doc, PolicySnapshot snapshot, ConsumerConfig consumer, IReadOnlyList<string> models,
+        string approver, string ticket, DateTimeOffset from, DateTimeOffset? until)
+    {
+        var inherits = consumer.Models.Count == 0 && consumer.Entitlements.Count == 0;
+        var entitlement = new EntitlementConfig { Models = [.. models], ApprovedBy = approver, Ticket = ticket, ValidFrom = from, ValidUntil = until };
+        var next = consumer with
+        {
+            Models = inherits ? [.. snapshot.Consumers[consumer.Id].ModelsAt(from).Select(m => m.Name)] : consumer.Models,
+            Entitlements = [.. consumer.Entitlements, entitlement],
+        };
+        return doc with { Consumers = [.. doc.Consumers.Select(c => c.Id == consumer.Id ? next : c)] };
+    }
+
+    /// <summary>
+    /// Refuses (422 <c>admin.invalid_policy</c>, naming each error) a request whose approval would make the policy in force
+    /// invalid, such as a model outside the defaults of the consumer's category, which a consumer may only narrow: no
+    /// approver could ever grant it, so it is refused now rather than left pending until its approval fails.
+    /// </summary>
+    private static void RefuseUnapprovableAccess(PolicySnapshot snapshot, AccessRequestBody body, DateTimeOffset now)
+    {
+        var consumer = snapshot.Document.Consumers.First(c => c.Id == body.Consumer);
+        var approved = WithApprovedAccess(snapshot.Document, snapshot, consumer, body.Models, "the policy owner", "the access request", now, body.ValidUntil);
+        var read = PolicyYaml.Read(PolicyYamlWriter.Write(approved));
+        if (read.IsValid)
+        {
+            return;
+        }
+
+        var errors = read.Diagnostics.Where(d => d.Severity == DiagnosticSeverity.Error)
+            .Select(d => $"'models': {d.Message} (the policy's {d.Path})").ToArray();
+        throw new AdminProblemException(StatusCodes.Status422UnprocessableEntity, "admin.invalid_policy", "The access could never be approved",
+            $"approving this request would make the policy invalid, so it is not created:{Environment.NewLine}{string.Join(Environment.NewLine, errors)}")
+        {
+            Extensions = new Dictionary<string, object?> { ["param"] = "models" },
+        };
     }
 
     /// <summary>
@@ -1025,15 +1069,7 @@ internal static partial class AdminApi
                     throw AdminProblemException.Conflict($"access request '{id}' was decided by someone else meanwhile.");
                 }
 
-                var inherits = consumer.Models.Count == 0 && consumer.Entitlements.Count == 0;
-                var entitlement = new EntitlementConfig { Models = request.Models, ApprovedBy = admin.Id, Ticket = id, ValidFrom = now, ValidUntil = request.ValidUntil };
-                var next = consumer with
-                {
-                    // A consumer that inherited its category's models keeps them: they become its own, beside the approved ones.
-                    Models = inherits ? [.. snapshot.Consumers[consumer.Id].ModelsAt(now).Select(m => m.Name)] : consumer.Models,
-                    Entitlements = [.. consumer.Entitlements, entitlement],
-                };
-                return (doc with { Consumers = [.. doc.Consumers.Select(c => c.Id == consumer.Id ? next : c)] }, "pending",
+                return (WithApprovedAccess(doc, snapshot, consumer, request.Models, admin.Id, id, now, request.ValidUntil), "pending",
                     $"approved: {request.Consumer} -> {string.Join(",", request.Models)}");
             }, tenant: request.Tenant); // the request's tenant: its auditors see who approved what
 
