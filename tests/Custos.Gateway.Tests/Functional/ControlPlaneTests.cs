@@ -414,6 +414,7 @@ public sealed class ControlPlaneTests
             var refused = await Assert.ThrowsAsync<ContainmentLiftedException>(() => CustosGateway.StartAsync(loaded with { Policy = edited }));
             Assert.Equal(["credential 'cred-web' suspended", "service 'support' suspended (kill switch)"], refused.Lifted);
             Assert.Contains("custos policy show", refused.Message, StringComparison.Ordinal);
+            Assert.Contains("copy FILE's `server:` section", refused.Message, StringComparison.Ordinal); // what policy show leaves out: listeners, the store's folder
 
             // The file unchanged keeps the versions made since; one brought up to date with them starts, as its next version.
             await using (var unchanged = await CustosGateway.StartAsync(loaded))
