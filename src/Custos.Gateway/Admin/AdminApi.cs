@@ -106,6 +106,34 @@ internal static partial class AdminApi
     /// <summary>The ledger action of an admin request refused for what it asked (400, 404, 409, 412, 415, 422).</summary>
     public const string RefusedAction = "admin.request_refused";
 
+    /// <summary>
+    /// The tenant of what a refused admin request's path names (a credential, service, access request or alert that
+    /// exists), so that tenant's scoped admins see the refusal in their ledger as they see the changes; null for the rest,
+    /// which only gateway-wide admins see.
+    /// </summary>
+    private static async Task<string?> RefusedTenantAsync(CustosGateway gateway, HttpRequest request)
+    {
+        if (request.RouteValues.TryGetValue("id", out var value) is false || value is not string id)
+        {
+            return null;
+        }
+
+        var path = request.Path.Value ?? "";
+        var document = gateway.Policy.Current.Document;
+        try
+        {
+            return path.StartsWith("/admin/v1/credentials/", StringComparison.Ordinal) ? TenantOf(document, "credential:" + id)
+                : path.StartsWith("/admin/v1/services/", StringComparison.Ordinal) ? TenantOf(document, "service:" + id)
+                : path.StartsWith("/admin/v1/access-requests/", StringComparison.Ordinal) ? (await gateway.Store.GetAccessRequestAsync(id))?.Tenant
+                : path.StartsWith("/admin/v1/alerts/", StringComparison.Ordinal) ? (await gateway.Store.GetAlertAsync(id))?.Signal.Tenant
+                : null;
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            return null; // the refusal is recorded all the same, for gateway-wide admins
+        }
+    }
+
     /// <summary>The <c>Retry-After</c> of <c>admin.store_unavailable</c>, in seconds.</summary>
     private const int StoreRetryAfterSeconds = 5;
 
@@ -125,7 +153,8 @@ internal static partial class AdminApi
                 await gateway.RecordAdminAsync(actor.Id, RefusedAction,
                     Custos.Controls.RecordedText.Of(request.Method + " " + request.Path.ToString()) ?? request.Method, null,
                     refused.ProblemDetails.Extensions.TryGetValue("code", out var code) ? code as string : null,
-                    $"{Custos.Controls.RecordedText.Of(refused.ProblemDetails.Detail ?? refused.ProblemDetails.Title)} (request {context.HttpContext.Items[RequestIdItem]})");
+                    $"{Custos.Controls.RecordedText.Of(refused.ProblemDetails.Detail ?? refused.ProblemDetails.Title)} (request {context.HttpContext.Items[RequestIdItem]})",
+                    await RefusedTenantAsync(gateway, request));
             }
 
             return result;
