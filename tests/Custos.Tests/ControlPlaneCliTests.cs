@@ -103,6 +103,7 @@ public sealed partial class ControlPlaneCliTests : IAsyncLifetime
         // Rotate with no overlap: a new key, the old one refused from now on.
         var rotated = await AsAsync("service-owner", "keys", "rotate", id, "--reason", "leaked in a log", "--overlap", "0");
         Assert.Contains("shown once", rotated, StringComparison.Ordinal);
+        Assert.Contains("it is refused as expired from now on", rotated, StringComparison.Ordinal); // not "keeps working until" now
         var newKey = ConsumerKey().Matches(rotated)[0].Value;
         var newId = CredentialId().Match(rotated).Groups[1].Value;
         Assert.NotEqual(key, newKey);

@@ -800,7 +800,9 @@ internal static partial class AdminApi
                 }, StatusText(current, now), $"replaced by {replacement.Id}; old key expires at {LedgerTime.Format(oldEnds)}");
             }, notify: doc => [FindService(doc, service!)]);
             return Json(new IssuedCredential(ViewOf(gateway.Policy.Current, replacement, new Dictionary<string, DateTimeOffset>(), now), key,
-                change.PolicyVersion, $"This key is shown once. The old key ({old.Prefix ?? id}) keeps working until {LedgerTime.Format(oldEnds)}."),
+                change.PolicyVersion, oldEnds <= now
+                    ? $"This key is shown once. The old key ({old.Prefix ?? id}) stopped working at {LedgerTime.Format(oldEnds)}: it is refused as expired from now on."
+                    : $"This key is shown once. The old key ({old.Prefix ?? id}) keeps working until {LedgerTime.Format(oldEnds)}."),
                 StatusCodes.Status201Created);
         }).WithSummary("Replace a key: a new key now, the old one working for an overlap window (default one day).")
             .Accepts<RotateCredentialBody>("application/json").Produces<IssuedCredential>(StatusCodes.Status201Created);
