@@ -203,6 +203,22 @@ public sealed class AlertDetectorTests
     }
 
     [Fact]
+    public void QuotaRefusal_LargerThanTheWholeQuotaOrWithTheCountersDown_IsNoExhaustion()
+    {
+        var snapshot = Compile("alerts: { disabled: [model.first_use, denials.spike] }");
+        var quota = new ControlResult("quota.tokens_per_day", "consumer:team", ControlDecisions.Deny) { Limit = 1000, Used = 0, Requested = 5000 };
+
+        // A request larger than the whole quota is the request's matter; a quota refused while Redis is unreachable
+        // (fail mode closed) has used nothing: neither is a quota used up, and owners are not told it is.
+        Feed(snapshot, [Record(Start, refused: Reasons.ExceedsLimit, controls: quota)]);
+        Feed(snapshot, [Record(Start.AddMinutes(1), refused: Reasons.CountersUnavailable, controls: quota with { Requested = 10, Degraded = "closed" })]);
+        Assert.Empty(_signals);
+
+        Feed(snapshot, [Record(Start.AddMinutes(2), refused: Reasons.QuotaExhausted, controls: quota with { Used = 995, Requested = 10 })]);
+        Assert.Equal(AlertTypes.QuotaExhausted, Assert.Single(_signals).Type);
+    }
+
+    [Fact]
     public void DenialSpike_FiresAtThreshold_AndClassifiesEntitlementProblems()
     {
         var snapshot = Compile("alerts: { denials_per_minute: 10, disabled: [model.first_use] }");

@@ -596,9 +596,12 @@ public sealed class CliTests : IDisposable
         var (exit, output, _) = await Cli.RunAsync("keys", "generate", "--consumer", "support-web");
 
         Assert.Equal(0, exit);
-        var key = output.Split(' ', '\n').Single(w => w.StartsWith("csk_", StringComparison.Ordinal));
+        var key = output.Split(' ', '\n').Single(w => w.StartsWith("csk_", StringComparison.Ordinal) && w.Length > 12);
         Assert.Equal(ApiKeyFormatError.None, ApiKey.Validate(key, out _));
         Assert.Contains($"key_sha256: {KeyHash.Of(key).ToHex()}", output, StringComparison.Ordinal);
+
+        // The entry pasted as printed holds the key's prefix, so `keys list` and the console can show which key it is.
+        Assert.Contains($"\n    prefix: {key[..12]}\n", output.ReplaceLineEndings("\n"), StringComparison.Ordinal);
     }
 
     [Fact]

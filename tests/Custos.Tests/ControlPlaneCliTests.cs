@@ -103,6 +103,7 @@ public sealed partial class ControlPlaneCliTests : IAsyncLifetime
         // Rotate with no overlap: a new key, the old one refused from now on.
         var rotated = await AsAsync("service-owner", "keys", "rotate", id, "--reason", "leaked in a log", "--overlap", "0");
         Assert.Contains("shown once", rotated, StringComparison.Ordinal);
+        Assert.Contains("it is refused as expired from now on", rotated, StringComparison.Ordinal); // not "keeps working until" now
         var newKey = ConsumerKey().Matches(rotated)[0].Value;
         var newId = CredentialId().Match(rotated).Groups[1].Value;
         Assert.NotEqual(key, newKey);
@@ -196,11 +197,16 @@ public sealed partial class ControlPlaneCliTests : IAsyncLifetime
         Assert.Equal("Analytics agent desk", owners.AgentOperator?.Name);
         Assert.Equal("Analytics product lead", owners.Policy?.Name); // the other roles stay as they were
 
+        // The role as the policy file and the API spell it is the same role.
+        await AsAsync("platform-admin", "owners", "set", "analytics", "--role", "business_sponsor", "--name", "Analytics sponsor",
+            "--email", "sponsor@acme.example", "--reason", "the pilot's sponsor");
+        Assert.Equal("Analytics sponsor", _gateway.Policy.Current.Document.Services.Single(s => s.Id == "analytics").Owners.BusinessSponsor?.Name);
+
         var list = await AsAsync("security-auditor", "owners", "list");
         Assert.StartsWith("SERVICE", list, StringComparison.Ordinal);
         var lines = list.Split('\n').Select(l => Regex.Split(l.Trim(), " {2,}")).ToList();
         Assert.Contains(lines, l => l is ["analytics", "agent-operator", "Analytics agent desk", "http://hooks.example.test/…", Approver]);
-        Assert.Contains(lines, l => l is ["analytics", "business-sponsor", "— (no agent consumers)", "-", "-"]); // not a gap: services list counts none
+        Assert.Contains(lines, l => l is ["analytics", "business-sponsor", "Analytics sponsor", "sponsor@acme.example", "-"]);
         Assert.Contains(lines, l => l is ["analytics", "policy", "Analytics product lead", "analytics-policy@acme.example", "demo-service-owner"]); // the demo names its admin
 
         var show = await AsAsync("security-auditor", "services", "show", Service);

@@ -255,7 +255,10 @@ public sealed class AlertDetectors
                 }
             }
             else if (control.Control.StartsWith("quota.", StringComparison.Ordinal) && control.Decision == ControlDecisions.Deny
-                && control.Scope is { } quotaScope && _rules.IsEnabled(AlertTypes.QuotaExhausted))
+                && control.Scope is { } quotaScope && _rules.IsEnabled(AlertTypes.QuotaExhausted)
+                // Refused because the quota is used up, as for a budget: a request larger than the whole quota
+                // (deny.exceeds_limit), or one refused while the counters are unreachable (unavailable.counters), used none of it.
+                && record.Reasons.Count > 0 && record.Reasons[0] == Reasons.QuotaExhausted.Code)
             {
                 var local = TimeZoneInfo.ConvertTime(record.Timestamp, consumer.Service.Tenant.TimeZone);
                 var window = control.Control.EndsWith("_month", StringComparison.Ordinal)

@@ -185,7 +185,8 @@ public sealed class ContainmentLiftedException : InvalidOperationException
     /// <summary>A policy file, edited since it was last loaded (<paramref name="since"/>), would lift <paramref name="lifted"/>.</summary>
     public ContainmentLiftedException(IReadOnlyList<string> lifted, long since)
         : base($"the file would lift what was put in force through the admin API or by an alert after the file was last loaded (version {since}): " +
-            $"{string.Join(", ", lifted)}. Bring the file up to date first (`custos policy show > FILE`, then make the edit again), " +
+            $"{string.Join(", ", lifted)}. Bring the file up to date first (`custos policy show --config FILE > NEW`, copy FILE's `server:` section, which " +
+            "the policy does not hold, into NEW, make the edit again there and serve NEW), " +
             "or lift them through the admin API (`custos keys resume`, `custos kill-switch release`)")
         => Lifted = lifted;
 

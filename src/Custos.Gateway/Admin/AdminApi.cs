@@ -106,6 +106,34 @@ internal static partial class AdminApi
     /// <summary>The ledger action of an admin request refused for what it asked (400, 404, 409, 412, 415, 422).</summary>
     public const string RefusedAction = "admin.request_refused";
 
+    /// <summary>
+    /// The tenant of what a refused admin request's path names (a credential, service, access request or alert that
+    /// exists), so that tenant's scoped admins see the refusal in their ledger as they see the changes; null for the rest,
+    /// which only gateway-wide admins see.
+    /// </summary>
+    private static async Task<string?> RefusedTenantAsync(CustosGateway gateway, HttpRequest request)
+    {
+        if (request.RouteValues.TryGetValue("id", out var value) is false || value is not string id)
+        {
+            return null;
+        }
+
+        var path = request.Path.Value ?? "";
+        var document = gateway.Policy.Current.Document;
+        try
+        {
+            return path.StartsWith("/admin/v1/credentials/", StringComparison.Ordinal) ? TenantOf(document, "credential:" + id)
+                : path.StartsWith("/admin/v1/services/", StringComparison.Ordinal) ? TenantOf(document, "service:" + id)
+                : path.StartsWith("/admin/v1/access-requests/", StringComparison.Ordinal) ? (await gateway.Store.GetAccessRequestAsync(id))?.Tenant
+                : path.StartsWith("/admin/v1/alerts/", StringComparison.Ordinal) ? (await gateway.Store.GetAlertAsync(id))?.Signal.Tenant
+                : null;
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            return null; // the refusal is recorded all the same, for gateway-wide admins
+        }
+    }
+
     /// <summary>The <c>Retry-After</c> of <c>admin.store_unavailable</c>, in seconds.</summary>
     private const int StoreRetryAfterSeconds = 5;
 
@@ -125,7 +153,8 @@ internal static partial class AdminApi
                 await gateway.RecordAdminAsync(actor.Id, RefusedAction,
                     Custos.Controls.RecordedText.Of(request.Method + " " + request.Path.ToString()) ?? request.Method, null,
                     refused.ProblemDetails.Extensions.TryGetValue("code", out var code) ? code as string : null,
-                    $"{Custos.Controls.RecordedText.Of(refused.ProblemDetails.Detail ?? refused.ProblemDetails.Title)} (request {context.HttpContext.Items[RequestIdItem]})");
+                    $"{Custos.Controls.RecordedText.Of(refused.ProblemDetails.Detail ?? refused.ProblemDetails.Title)} (request {context.HttpContext.Items[RequestIdItem]})",
+                    await RefusedTenantAsync(gateway, request));
             }
 
             return result;
@@ -772,7 +801,9 @@ internal static partial class AdminApi
                 }, StatusText(current, now), $"replaced by {replacement.Id}; old key expires at {LedgerTime.Format(oldEnds)}");
             }, notify: doc => [FindService(doc, service!)]);
             return Json(new IssuedCredential(ViewOf(gateway.Policy.Current, replacement, new Dictionary<string, DateTimeOffset>(), now), key,
-                change.PolicyVersion, $"This key is shown once. The old key ({old.Prefix ?? id}) keeps working until {LedgerTime.Format(oldEnds)}."),
+                change.PolicyVersion, oldEnds <= now
+                    ? $"This key is shown once. The old key ({old.Prefix ?? id}) stopped working at {LedgerTime.Format(oldEnds)}: it is refused as expired from now on."
+                    : $"This key is shown once. The old key ({old.Prefix ?? id}) keeps working until {LedgerTime.Format(oldEnds)}."),
                 StatusCodes.Status201Created);
         }).WithSummary("Replace a key: a new key now, the old one working for an overlap window (default one day).")
             .Accepts<RotateCredentialBody>("application/json").Produces<IssuedCredential>(StatusCodes.Status201Created);
@@ -844,6 +875,7 @@ internal static partial class AdminApi
             }
 
             RequireReason(body.Justification, "justification");
+            RefuseUnapprovableAccess(snapshot, body, gateway.Time.GetUtcNow());
             var admin = Admin(context);
 
             // Checked and created one at a time on this node (as decisions are), so two identical requests sent at once
@@ -933,6 +965,49 @@ internal static partial class AdminApi
                 Extensions = new Dictionary<string, object?> { ["policy_version"] = snapshot.Version },
             };
         }
+    }
+
+    /// <summary>
+    /// <paramref name="doc"/> with an entitlement to <paramref name="models"/> added to <paramref name="consumer"/>, as an
+    /// approval adds it: approved by <paramref name="approver"/>, the access request's id as its ticket, valid from
+    /// <paramref name="from"/>. A consumer that inherited its category's models keeps them: they become its own, beside the
+    /// approved ones.
+    /// </summary>
+    private static PolicyDocument WithApprovedAccess(PolicyDocument doc, PolicySnapshot snapshot, ConsumerConfig consumer, IReadOnlyList<string> models,
+        string approver, string ticket, DateTimeOffset from, DateTimeOffset? until)
+    {
+        var inherits = consumer.Models.Count == 0 && consumer.Entitlements.Count == 0;
+        var entitlement = new EntitlementConfig { Models = [.. models], ApprovedBy = approver, Ticket = ticket, ValidFrom = from, ValidUntil = until };
+        var next = consumer with
+        {
+            Models = inherits ? [.. snapshot.Consumers[consumer.Id].ModelsAt(from).Select(m => m.Name)] : consumer.Models,
+            Entitlements = [.. consumer.Entitlements, entitlement],
+        };
+        return doc with { Consumers = [.. doc.Consumers.Select(c => c.Id == consumer.Id ? next : c)] };
+    }
+
+    /// <summary>
+    /// Refuses (422 <c>admin.invalid_policy</c>, naming each error) a request whose approval would make the policy in force
+    /// invalid, such as a model outside the defaults of the consumer's category, which a consumer may only narrow: no
+    /// approver could ever grant it, so it is refused now rather than left pending until its approval fails.
+    /// </summary>
+    private static void RefuseUnapprovableAccess(PolicySnapshot snapshot, AccessRequestBody body, DateTimeOffset now)
+    {
+        var consumer = snapshot.Document.Consumers.First(c => c.Id == body.Consumer);
+        var approved = WithApprovedAccess(snapshot.Document, snapshot, consumer, body.Models, "the policy owner", "the access request", now, body.ValidUntil);
+        var read = PolicyYaml.Read(PolicyYamlWriter.Write(approved));
+        if (read.IsValid)
+        {
+            return;
+        }
+
+        var errors = read.Diagnostics.Where(d => d.Severity == DiagnosticSeverity.Error)
+            .Select(d => $"'models': {d.Message} (the policy's {d.Path})").ToArray();
+        throw new AdminProblemException(StatusCodes.Status422UnprocessableEntity, "admin.invalid_policy", "The access could never be approved",
+            $"approving this request would make the policy invalid, so it is not created:{Environment.NewLine}{string.Join(Environment.NewLine, errors)}")
+        {
+            Extensions = new Dictionary<string, object?> { ["param"] = "models" },
+        };
     }
 
     /// <summary>
@@ -1026,15 +1101,7 @@ internal static partial class AdminApi
                     throw AdminProblemException.Conflict($"access request '{id}' was decided by someone else meanwhile.");
                 }
 
-                var inherits = consumer.Models.Count == 0 && consumer.Entitlements.Count == 0;
-                var entitlement = new EntitlementConfig { Models = request.Models, ApprovedBy = admin.Id, Ticket = id, ValidFrom = now, ValidUntil = request.ValidUntil };
-                var next = consumer with
-                {
-                    // A consumer that inherited its category's models keeps them: they become its own, beside the approved ones.
-                    Models = inherits ? [.. snapshot.Consumers[consumer.Id].ModelsAt(now).Select(m => m.Name)] : consumer.Models,
-                    Entitlements = [.. consumer.Entitlements, entitlement],
-                };
-                return (doc with { Consumers = [.. doc.Consumers.Select(c => c.Id == consumer.Id ? next : c)] }, "pending",
+                return (WithApprovedAccess(doc, snapshot, consumer, request.Models, admin.Id, id, now, request.ValidUntil), "pending",
                     $"approved: {request.Consumer} -> {string.Join(",", request.Models)}");
             }, tenant: request.Tenant); // the request's tenant: its auditors see who approved what
 

@@ -1011,7 +1011,7 @@ public sealed partial class CustosGateway : IAsyncDisposable
         public static partial void WebhookSecretCreated(ILogger logger, string path);
 
         [LoggerMessage(EventId = 11, Level = LogLevel.Warning,
-            Message = "The edited configuration replaces version {Version} (by {Author}), which holds changes made through the admin API since the file was loaded as version {Loaded}; {Count} difference(s): {Changes}. Export the policy in force (custos policy show) before editing the file to keep them.")]
+            Message = "The edited configuration replaces version {Version} (by {Author}), which holds changes made through the admin API since the file was loaded as version {Loaded}; {Count} difference(s): {Changes}. Export the policy in force (custos policy show, then add the file's server: section, which the policy does not hold) before editing the file to keep them.")]
         public static partial void FileOverridesAdminChanges(ILogger logger, long version, string author, long loaded, int count, string changes);
 
         [LoggerMessage(EventId = 14, Level = LogLevel.Warning,

@@ -159,6 +159,7 @@ internal static class KeysCommand
             output.WriteLine($"  - id: {id ?? $"cred-{consumer}-{DateTime.UtcNow:yyyyMMdd}"}");
             output.WriteLine($"    consumer: {consumer}");
             output.WriteLine($"    key_sha256: {hash}");
+            output.WriteLine($"    prefix: {key[..12]}");
         }
         else
         {

@@ -48,8 +48,20 @@ internal static class OwnersCommand
     private static Command Set(TextWriter output)
     {
         var service = new Argument<string>("service") { Description = "The service id." };
-        var role = new Option<string>("--role") { Description = "The owner role to name.", Required = true };
-        role.AcceptOnlyFromAmong(Roles);
+        var role = new Option<string>("--role")
+        {
+            Description = "The owner role to name; agent-operator and business-sponsor may also be written with underscores, as the policy file and the API write them.",
+            Required = true,
+        };
+        role.CompletionSources.Add(Roles);
+        role.CustomParser = result => result.Tokens.Count == 0 ? null : result.Tokens[0].Value.Replace('_', '-');
+        role.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<string>() is { } value && !Roles.Contains(value))
+            {
+                result.AddError($"Argument '{result.Tokens[0].Value}' not recognized. Must be one of: {string.Join(", ", Roles)}.");
+            }
+        });
         var name = new Option<string>("--name") { Description = "The person or team.", Required = true };
         var email = new Option<string?>("--email") { Description = "Their e-mail address." };
         var webhook = new Option<string?>("--webhook") { Description = "Their webhook URL for notifications." };

@@ -219,6 +219,23 @@ public sealed class AdminBadInputTests
     }
 
     [Fact]
+    public async Task ARefusedAdminRequest_AboutATenantsCredential_IsSeenByThatTenantsAdmins()
+    {
+        // Recorded without a tenant, a refusal about globex's credential was seen by gateway-wide admins only.
+        await using var g = await ControlPlaneFixture.StartAsync();
+        await ProblemAsync(g, "POST", "/admin/v1/credentials/cred-globex/resume", HttpStatusCode.Conflict, "admin.conflict", """{"reason":"resume it"}""");
+        await ProblemAsync(g, "POST", "/admin/v1/credentials/cred-web/resume", HttpStatusCode.Conflict, "admin.conflict", """{"reason":"resume it"}""");
+        await g.Gateway.Ledger.FlushAsync();
+
+        var refused = (await ControlPlaneFixture.AdminEntriesAsync(g)).Where(e => e.GetProperty("action").GetString() == "admin.request_refused").ToList();
+        Assert.Equal(["globex", "acme"], refused.Select(e => e.GetProperty("tenant").GetString()));
+
+        var seen = await ControlPlaneFixture.JsonAsync(await ControlPlaneFixture.AdminAsync(g, "globex-owner", HttpMethod.Get, "/admin/v1/ledger?kind=admin"));
+        var targets = seen.EnumerateArray().Where(e => e.GetProperty("action").GetString() == "admin.request_refused").Select(e => e.GetProperty("target").GetString());
+        Assert.Equal(["POST /admin/v1/credentials/cred-globex/resume"], targets);
+    }
+
+    [Fact]
     public async Task AnEnumValue_IsReadCaseInsensitively_AsBefore()
     {
         await using var g = await ControlPlaneFixture.StartAsync();

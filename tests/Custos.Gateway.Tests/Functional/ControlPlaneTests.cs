@@ -340,6 +340,40 @@ public sealed class ControlPlaneTests
     }
 
     [Fact]
+    public async Task AccessRequest_ThatNoApprovalCouldGrant_IsRefusedWhenAsked_NotLeftPending()
+    {
+        // External consumers may be entitled to gpt-4o-mini only: a consumer narrows its category's defaults, never widens them.
+        await using var g = await StartAsync(more: p => p with
+        {
+            Defaults = p.Defaults with { External = new CategoryDefaults { Models = ["gpt-4o-mini"] } },
+            Consumers = [.. p.Consumers.Select(c => c.Id == "web" ? c with { Models = ["gpt-4o-mini"] } : c)],
+        });
+        var version = g.Gateway.Policy.Current.Version;
+
+        using (var refused = await AdminAsync(g, "support-owner", HttpMethod.Post, "/admin/v1/access-requests",
+            new { consumer = "web", models = new[] { "gpt-4o" }, justification = "escalations need the larger model" }))
+        {
+            Assert.Equal(HttpStatusCode.UnprocessableEntity, refused.StatusCode);
+            var problem = JsonDocument.Parse(await refused.Content.ReadAsStringAsync()).RootElement;
+            Assert.Equal("admin.invalid_policy", problem.GetProperty("code").GetString());
+            Assert.Equal("models", problem.GetProperty("param").GetString());
+            Assert.Contains("model 'gpt-4o' is outside the defaults of category 'external'", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+            Assert.False(string.IsNullOrEmpty(problem.GetProperty("request_id").GetString()));
+        }
+
+        // Nothing was created, nor changed; the refusal is on record.
+        Assert.Empty((await JsonAsync(await AdminAsync(g, "root", HttpMethod.Get, "/admin/v1/access-requests"))).EnumerateArray());
+        Assert.Equal(version, g.Gateway.Policy.Current.Version);
+        Assert.Contains(await AdminEntriesAsync(g), e => e.GetProperty("action").GetString() == "admin.request_refused"
+            && e.GetProperty("after").GetString() == "admin.invalid_policy");
+
+        // Access the category allows is still asked for and approved as before.
+        var allowed = await JsonAsync(await AdminAsync(g, "support-owner", HttpMethod.Post, "/admin/v1/access-requests",
+            new { consumer = "revoked-user", models = new[] { "gpt-4o" }, justification = "internal users may" }));
+        Assert.Equal("pending", allowed.GetProperty("status").GetString());
+    }
+
+    [Fact]
     public async Task AccessRequest_DecidedByRacingAdmins_IsDecidedOnce_AndTheEntitlementMatchesTheDecision()
     {
         await using var g = await StartAsync();
@@ -411,6 +445,7 @@ public sealed class ControlPlaneTests
             var refused = await Assert.ThrowsAsync<ContainmentLiftedException>(() => CustosGateway.StartAsync(loaded with { Policy = edited }));
             Assert.Equal(["credential 'cred-web' suspended", "service 'support' suspended (kill switch)"], refused.Lifted);
             Assert.Contains("custos policy show", refused.Message, StringComparison.Ordinal);
+            Assert.Contains("copy FILE's `server:` section", refused.Message, StringComparison.Ordinal); // what policy show leaves out: listeners, the store's folder
 
             // The file unchanged keeps the versions made since; one brought up to date with them starts, as its next version.
             await using (var unchanged = await CustosGateway.StartAsync(loaded))
