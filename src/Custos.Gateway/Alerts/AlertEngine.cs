@@ -644,7 +644,7 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
                 await _store.UpdateAlertAsync(updated, cancellationToken);
                 _active[alert.Signal.Fingerprint] = updated;
                 await _gateway.RecordAdminAsync(Actor, "alert.escalated", "alert:" + alert.Id, string.Join(",", alert.NotifiedRoles), string.Join(",", updated.NotifiedRoles),
-                    $"not acknowledged within {after.TotalMinutes:0} minutes", alert.Signal.Tenant);
+                    $"not acknowledged within {after.TotalMinutes:0} minute{(after.TotalMinutes == 1 ? "" : "s")}", alert.Signal.Tenant);
                 Log.Escalated(_logger, alert.Id, next ?? "no further owner");
                 escalated++;
             }

@@ -502,7 +502,8 @@ public sealed class AlertTests
         Assert.DoesNotContain(hooks.Received, m => m.AlertId == web && m.Event == "alert.escalated");
 
         var entries = await AdminEntriesAsync(g);
-        Assert.Contains(entries, e => e.GetProperty("action").GetString() == "alert.escalated" && e.GetProperty("target").GetString() == "alert:" + agent);
+        Assert.Contains(entries, e => e.GetProperty("action").GetString() == "alert.escalated" && e.GetProperty("target").GetString() == "alert:" + agent
+            && e.GetProperty("reason").GetString() == "not acknowledged within 30 minutes");
         Assert.Contains(entries, e => e.GetProperty("action").GetString() == "alert.acknowledged" && e.GetProperty("actor").GetString() == "support-owner");
     }
 
