@@ -44,6 +44,19 @@ public sealed class IncidentWindowTests
         BudgetsUsed = i % 2 == 1 ? [i / 1000m] : [4.99m, 5m],
     };
 
+    /// <summary>The incident input of consumer <c>c</c> over the hour from <see cref="T0"/>, under <paramref name="history"/> (default: version 1 of <c>Doc()</c>).</summary>
+    private static IncidentInput Input(IncidentWindow window, PolicyVersion[]? history = null) => new()
+    {
+        Subject = new IncidentSubject("consumer", "c"),
+        From = T0,
+        To = T0.AddHours(1),
+        GeneratedAt = T0.AddHours(2),
+        History = history ?? [new PolicyVersion(1, "h1", "a", "first", T0.AddDays(-1), Doc())],
+        Window = window,
+        Baseline = new BaselineStats(T0.AddHours(-1), T0),
+        Chain = ChainCheck.NotRun("test"),
+    };
+
     [Fact]
     public void Build_TwoPromptRulesRemovedInOneVersion_TwoFindingsEachTitledByItsRule()
     {
@@ -59,17 +72,7 @@ public sealed class IncidentWindowTests
         var window = new IncidentWindow(T0, T0.AddHours(1), [], timelineLimit: 100);
         window.Add(Request(1) with { PolicyVersion = 2 });
 
-        var report = IncidentReportBuilder.Build(new IncidentInput
-        {
-            Subject = new IncidentSubject("consumer", "c"),
-            From = T0,
-            To = T0.AddHours(1),
-            GeneratedAt = T0.AddHours(2),
-            History = [new PolicyVersion(1, "h1", "a", "first", T0.AddDays(-1), rules), new PolicyVersion(2, "h2", "b", "quieter", T0.AddMinutes(-1), Doc())],
-            Window = window,
-            Baseline = new BaselineStats(T0.AddHours(-1), T0),
-            Chain = ChainCheck.NotRun("test"),
-        });
+        var report = IncidentReportBuilder.Build(Input(window, [new PolicyVersion(1, "h1", "a", "first", T0.AddDays(-1), rules), new PolicyVersion(2, "h2", "b", "quieter", T0.AddMinutes(-1), Doc())]));
 
         Assert.Equal(["prompt_restriction of service:s removed in v2: rule cards", "prompt_restriction of service:s removed in v2: rule secrets"],
             report.Findings.Where(f => f.Code == "control_removed").Select(f => f.Title).Order(StringComparer.Ordinal));
@@ -89,17 +92,7 @@ public sealed class IncidentWindowTests
                 : entry);
         }
 
-        var report = IncidentReportBuilder.Build(new IncidentInput
-        {
-            Subject = new IncidentSubject("consumer", "c"),
-            From = T0,
-            To = T0.AddHours(1),
-            GeneratedAt = T0.AddHours(2),
-            History = [new PolicyVersion(1, "h1", "a", "first", T0.AddDays(-1), Doc())],
-            Window = window,
-            Baseline = new BaselineStats(T0.AddHours(-1), T0),
-            Chain = ChainCheck.NotRun("test"),
-        });
+        var report = IncidentReportBuilder.Build(Input(window));
 
         var misuse = Assert.Single(report.Classification.Ranking, r => r.Class == Classification.Misuse);
         Assert.Contains("The credential was entitled (10 requests allowed: 2 approved by dana (DEMO-1), 8 approved by sam (ar-1))", misuse.Explanation, StringComparison.Ordinal);
@@ -114,16 +107,8 @@ public sealed class IncidentWindowTests
             window.Add(Request(i));
         }
 
-        var report = IncidentReportBuilder.Build(new IncidentInput
+        var report = IncidentReportBuilder.Build(Input(window) with
         {
-            Subject = new IncidentSubject("consumer", "c"),
-            From = T0,
-            To = T0.AddHours(1),
-            GeneratedAt = T0.AddHours(2),
-            History = [new PolicyVersion(1, "h1", "a", "first", T0.AddDays(-1), Doc())],
-            Window = window,
-            Baseline = new BaselineStats(T0.AddHours(-1), T0),
-            Chain = ChainCheck.NotRun("test"),
             Alerts = [Raised("req_5")],
         });
 
@@ -169,16 +154,8 @@ public sealed class IncidentWindowTests
     {
         // The alert still open (nobody resumed it through the alert), but an owner ran `keys resume` on the credential:
         // the pack said "still in force" and kept the finding high, while its own revocations section showed the resume.
-        Custos.Reports.IncidentReport Build(params AdminEntry[] entries) => IncidentReportBuilder.Build(new IncidentInput
+        Custos.Reports.IncidentReport Build(params AdminEntry[] entries) => IncidentReportBuilder.Build(Input(new IncidentWindow(T0, T0.AddHours(1), [], timelineLimit: 100)) with
         {
-            Subject = new IncidentSubject("consumer", "c"),
-            From = T0,
-            To = T0.AddHours(1),
-            GeneratedAt = T0.AddHours(2),
-            History = [new PolicyVersion(1, "h1", "a", "first", T0.AddDays(-1), Doc())],
-            Window = new IncidentWindow(T0, T0.AddHours(1), [], timelineLimit: 100),
-            Baseline = new BaselineStats(T0.AddHours(-1), T0),
-            Chain = ChainCheck.NotRun("test"),
             Alerts = [Raised("req_5") with { ActionTaken = "suspended credential cred-c", Signal = Raised("req_5").Signal with { Action = Custos.Policy.AlertAction.Suspend } }],
             AdminEntries = entries,
         });

@@ -73,6 +73,19 @@ public sealed class ReportTests
         await g.AdminAsync("owner-admin", HttpMethod.Post, "/access-requests/ar-1/approve", new { reason = "ticket OPS-7" });
     }
 
+    /// <summary>The incident input of <paramref name="subject"/> over the hour from <paramref name="t0"/>, its chain not checked.</summary>
+    private static IncidentInput HourFrom(DateTimeOffset t0, IncidentSubject subject, IReadOnlyList<PolicyVersion> history, IncidentWindow window) => new()
+    {
+        Subject = subject,
+        From = t0,
+        To = t0.AddHours(1),
+        GeneratedAt = t0.AddHours(2),
+        History = history,
+        Window = window,
+        Baseline = new BaselineStats(t0.AddHours(-1), t0),
+        Chain = ChainCheck.NotRun("test"),
+    };
+
     [Fact]
     public async Task Incident_MisuseBurst_ClassifiedMisuseWithRequestIdsAndReasonCounts()
     {
@@ -695,17 +708,7 @@ public sealed class ReportTests
             Status = 200,
         };
 
-        var report = IncidentReportBuilder.Build(new IncidentInput
-        {
-            Subject = new IncidentSubject("credential", "cred-x"),
-            From = t0,
-            To = t0.AddHours(1),
-            GeneratedAt = t0.AddHours(2),
-            History = history,
-            Window = IncidentWindow.Of(t0, t0.AddHours(1), [Request(1, "alpha"), Request(2, "beta")]),
-            Baseline = new BaselineStats(t0.AddHours(-1), t0),
-            Chain = ChainCheck.NotRun("test"),
-        });
+        var report = IncidentReportBuilder.Build(HourFrom(t0, new IncidentSubject("credential", "cred-x"), history, IncidentWindow.Of(t0, t0.AddHours(1), [Request(1, "alpha"), Request(2, "beta")])));
 
         Assert.Equal(Classification.MissingGovernance, report.Classification.Primary);
         var shared = Assert.Single(report.Findings, f => f.Code == "shared_credential");
@@ -787,16 +790,8 @@ public sealed class ReportTests
             Raised("al-4", "usage.anomaly", "other", "cred-other", t0.AddMinutes(30)),
         };
 
-        var report = IncidentReportBuilder.Build(new IncidentInput
+        var report = IncidentReportBuilder.Build(HourFrom(t0, new IncidentSubject("consumer", "bot"), history, new IncidentWindow(t0, t0.AddHours(1))) with
         {
-            Subject = new IncidentSubject("consumer", "bot"),
-            From = t0,
-            To = t0.AddHours(1),
-            GeneratedAt = t0.AddHours(2),
-            History = history,
-            Window = new IncidentWindow(t0, t0.AddHours(1)),
-            Baseline = new BaselineStats(t0.AddHours(-1), t0),
-            Chain = ChainCheck.NotRun("test"),
             Alerts = alerts,
             AdminEntries =
             [
@@ -862,16 +857,8 @@ public sealed class ReportTests
             """u8);
         window.Add(cut);
 
-        var report = IncidentReportBuilder.Build(new IncidentInput
+        var report = IncidentReportBuilder.Build(HourFrom(t0, new IncidentSubject("consumer", "bot"), history, window) with
         {
-            Subject = new IncidentSubject("consumer", "bot"),
-            From = t0,
-            To = t0.AddHours(1),
-            GeneratedAt = t0.AddHours(2),
-            History = history,
-            Window = window,
-            Baseline = new BaselineStats(t0.AddHours(-1), t0),
-            Chain = ChainCheck.NotRun("test"),
             Alerts = [],
             AdminEntries =
             [

@@ -78,23 +78,7 @@ public sealed class AdminRoleMatrixTests
         var yaml = (await JsonAsync(await AdminAsync(g, "root", HttpMethod.Get, "/admin/v1/policy"))).GetProperty("yaml").GetString()!;
         var support = await JsonAsync(await AdminAsync(g, "root", HttpMethod.Get, "/admin/v1/services/support"));
         var owners = support.GetProperty("owners").Clone();
-        var alert = await g.Gateway.Store.CreateAlertAsync(new Custos.Alerts.Alert
-        {
-            Signal = new Custos.Alerts.AlertSignal
-            {
-                Type = "denials.spike",
-                Severity = Custos.Alerts.AlertSeverity.Warning,
-                Fingerprint = "denials.spike|web",
-                Subject = "consumer:web",
-                Summary = "30 requests of web refused or throttled within a minute.",
-                At = DateTimeOffset.UtcNow,
-                Tenant = "acme",
-                Service = "support",
-                Consumer = "web",
-            },
-            RaisedAt = DateTimeOffset.UtcNow,
-            LastSeenAt = DateTimeOffset.UtcNow,
-        });
+        var alert = await g.StoreAlertAsync("denials.spike", Custos.Alerts.AlertSeverity.Warning, "denials.spike|web", "30 requests of web refused or throttled within a minute.");
 
         var refused = new List<(string Admin, string Path)>();
         foreach (var (method, path, body, allowed) in Endpoints(yaml, owners, alert.Id))

@@ -65,6 +65,20 @@ public sealed class AlertTests
         return (response.StatusCode, response.IsSuccessStatusCode ? null : JsonDocument.Parse(text).RootElement.GetProperty("error").GetProperty("code").GetString());
     }
 
+    /// <summary>Ten requests with a key that is no key, a minute's burst at <c>AuthFailuresPerMinute = 10</c>, and the alerts settled.</summary>
+    private static async Task AuthFailureBurstAsync(TestGateway test)
+    {
+        for (var i = 0; i < 10; i++)
+        {
+            Assert.Equal(HttpStatusCode.Unauthorized, (await ChatAsync(test, "csk_" + new string('x', 40))).Status);
+        }
+
+        await SettleAsync(test);
+    }
+
+    /// <summary>The <c>auth.failures</c> alerts among <paramref name="alerts"/>.</summary>
+    private static List<JsonElement> AuthFailureAlerts(JsonElement[] alerts) => [.. alerts.Where(a => a.GetProperty("type").GetString() == "auth.failures")];
+
     private static async Task SettleAsync(TestGateway test)
     {
         await test.Gateway.Ledger.FlushAsync();
@@ -326,33 +340,21 @@ public sealed class AlertTests
         var hooks = new WebhookReceiver();
         var clock = new FakeTimeProvider(new DateTimeOffset(2026, 11, 30, 9, 0, 0, TimeSpan.Zero));
         await using var g = await StartAsync(hooks, new AlertsConfig { Security = Security, AuthFailuresPerMinute = 10 }, clock);
-        async Task BurstAsync()
-        {
-            for (var i = 0; i < 10; i++)
-            {
-                Assert.Equal(HttpStatusCode.Unauthorized, (await ChatAsync(g, "csk_" + new string('x', 40))).Status);
-            }
-
-            await SettleAsync(g);
-        }
-
-        List<JsonElement> Bursts(JsonElement[] alerts) => [.. alerts.Where(a => a.GetProperty("type").GetString() == "auth.failures")];
-
-        await BurstAsync();
-        var first = Assert.Single(Bursts(await AlertsAsync(g))).GetProperty("id").GetString()!;
+        await AuthFailureBurstAsync(g);
+        var first = Assert.Single(AuthFailureAlerts(await AlertsAsync(g))).GetProperty("id").GetString()!;
         await JsonAsync(await AdminAsync(g, "root", HttpMethod.Post, $"/admin/v1/alerts/{first}/ack", new { note = "on it" }));
 
         // A burst every 25 minutes: the first two within the hour after the acknowledgement are occurrences, though each
         // moves the alert's last occurrence; the third, 75 minutes after it, is a new alert (it was muted for good).
         clock.Advance(TimeSpan.FromMinutes(25));
-        await BurstAsync();
+        await AuthFailureBurstAsync(g);
         clock.Advance(TimeSpan.FromMinutes(25));
-        await BurstAsync();
-        var bursts = Bursts(await AlertsAsync(g));
+        await AuthFailureBurstAsync(g);
+        var bursts = AuthFailureAlerts(await AlertsAsync(g));
         Assert.Equal(3, Assert.Single(bursts).GetProperty("occurrences").GetInt64());
         clock.Advance(TimeSpan.FromMinutes(25));
-        await BurstAsync();
-        bursts = Bursts(await AlertsAsync(g));
+        await AuthFailureBurstAsync(g);
+        bursts = AuthFailureAlerts(await AlertsAsync(g));
         Assert.Equal(2, bursts.Count);
         Assert.Equal("open", bursts.Single(a => a.GetProperty("id").GetString() != first).GetProperty("status").GetString());
     }
@@ -366,20 +368,8 @@ public sealed class AlertTests
         var hooks = new WebhookReceiver();
         var clock = new FakeTimeProvider(new DateTimeOffset(2026, 11, 30, 9, 0, 0, TimeSpan.Zero));
         await using var g = await StartAsync(hooks, new AlertsConfig { Security = Security, AuthFailuresPerMinute = 10 }, clock);
-        async Task BurstAsync()
-        {
-            for (var i = 0; i < 10; i++)
-            {
-                Assert.Equal(HttpStatusCode.Unauthorized, (await ChatAsync(g, "csk_" + new string('x', 40))).Status);
-            }
-
-            await SettleAsync(g);
-        }
-
-        List<JsonElement> Bursts(JsonElement[] alerts) => [.. alerts.Where(a => a.GetProperty("type").GetString() == "auth.failures")];
-
-        await BurstAsync();
-        var id = Assert.Single(Bursts(await AlertsAsync(g))).GetProperty("id").GetString()!;
+        await AuthFailureBurstAsync(g);
+        var id = Assert.Single(AuthFailureAlerts(await AlertsAsync(g))).GetProperty("id").GetString()!;
         var stored = (await g.Gateway.Store.GetAlertAsync(id))!;
         await g.Gateway.Store.UpdateAlertAsync(stored with
         {
@@ -389,16 +379,16 @@ public sealed class AlertTests
         });
 
         clock.Advance(TimeSpan.FromMinutes(2));
-        await BurstAsync();
-        var alert = Assert.Single(Bursts(await AlertsAsync(g)));
+        await AuthFailureBurstAsync(g);
+        var alert = Assert.Single(AuthFailureAlerts(await AlertsAsync(g)));
         Assert.Equal(("acknowledged", "other-node-admin", 2L), (alert.GetProperty("status").GetString(), alert.GetProperty("acknowledged_by").GetString(),
             alert.GetProperty("occurrences").GetInt64()));
 
         stored = (await g.Gateway.Store.GetAlertAsync(id))!;
         await g.Gateway.Store.UpdateAlertAsync(stored with { Status = Custos.Alerts.AlertStatus.Resolved, ResolvedBy = "other-node-admin", ResolvedAt = clock.GetUtcNow() });
         clock.Advance(TimeSpan.FromMinutes(2));
-        await BurstAsync();
-        var bursts = Bursts(await AlertsAsync(g));
+        await AuthFailureBurstAsync(g);
+        var bursts = AuthFailureAlerts(await AlertsAsync(g));
         Assert.Equal(2, bursts.Count);
         Assert.Equal("resolved", bursts.Single(a => a.GetProperty("id").GetString() == id).GetProperty("status").GetString());
         Assert.Equal("open", bursts.Single(a => a.GetProperty("id").GetString() != id).GetProperty("status").GetString());
@@ -411,23 +401,7 @@ public sealed class AlertTests
         // use of a model served by both, a budget both saw exhausted), and its owners were told twice.
         var hooks = new WebhookReceiver();
         await using var g = await StartAsync(hooks, new AlertsConfig { Security = Security });
-        var other = await g.Gateway.Store.CreateAlertAsync(new Custos.Alerts.Alert
-        {
-            Signal = new Custos.Alerts.AlertSignal
-            {
-                Type = "model.first_use",
-                Severity = Custos.Alerts.AlertSeverity.Info,
-                Fingerprint = "model.first_use|web|gpt-4o-mini",
-                Subject = "consumer:web",
-                Summary = "web used model gpt-4o-mini for the first time.",
-                At = DateTimeOffset.UtcNow,
-                Tenant = "acme",
-                Service = "support",
-                Consumer = "web",
-            },
-            RaisedAt = DateTimeOffset.UtcNow,
-            LastSeenAt = DateTimeOffset.UtcNow,
-        });
+        var other = await g.StoreAlertAsync("model.first_use", Custos.Alerts.AlertSeverity.Info, "model.first_use|web|gpt-4o-mini", "web used model gpt-4o-mini for the first time.");
 
         Assert.Equal(HttpStatusCode.OK, (await ChatAsync(g, g.KeyOf("web"))).Status);
         await SettleAsync(g);

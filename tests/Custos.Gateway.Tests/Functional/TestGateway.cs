@@ -223,6 +223,29 @@ public sealed class TestGateway : IAsyncDisposable
         return request;
     }
 
+    /// <summary>
+    /// An alert about consumer <c>web</c> (tenant <c>acme</c>, service <c>support</c>) put in the store as a node would have
+    /// raised it: another node's alert, or one for a test of the endpoints that take one.
+    /// </summary>
+    public Task<Custos.Alerts.Alert> StoreAlertAsync(string type, Custos.Alerts.AlertSeverity severity, string fingerprint, string summary)
+        => Gateway.Store.CreateAlertAsync(new Custos.Alerts.Alert
+        {
+            Signal = new Custos.Alerts.AlertSignal
+            {
+                Type = type,
+                Severity = severity,
+                Fingerprint = fingerprint,
+                Subject = "consumer:web",
+                Summary = summary,
+                At = DateTimeOffset.UtcNow,
+                Tenant = "acme",
+                Service = "support",
+                Consumer = "web",
+            },
+            RaisedAt = DateTimeOffset.UtcNow,
+            LastSeenAt = DateTimeOffset.UtcNow,
+        });
+
     /// <summary>All ledger request entries, after every queued record is stored.</summary>
     public async Task<List<JsonElement>> LedgerAsync(LedgerQuery? query = null)
     {
