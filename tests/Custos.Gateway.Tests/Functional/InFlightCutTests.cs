@@ -38,6 +38,16 @@ public sealed class InFlightCutTests
 
     public static TheoryData<string> Stops => new() { "consumer", "credential" };
 
+    /// <summary>Puts in force a version that stops consumer <c>web</c>: suspended (<c>consumer</c>) or its credentials revoked.</summary>
+    private static async Task<PolicyVersion> StopWebAsync(TestGateway g, PolicyDocument policy, string stop)
+    {
+        var stopped = stop == "consumer"
+            ? policy with { Consumers = [.. policy.Consumers.Select(c => c.Id == "web" ? c with { Suspended = true } : c)] }
+            : policy with { Credentials = [.. policy.Credentials.Select(c => c.Consumer == "web" ? c with { Status = CredentialStatus.Revoked } : c)] };
+        var (version, _, _) = await g.Gateway.ApplyPolicyAsync(stopped, "test", "incident", null);
+        return version;
+    }
+
     [Theory]
     [MemberData(nameof(Stops))]
     public async Task AKillSwitchOrRevocationMidStream_EndsTheStreamWithTheGatewaysErrorEvent_AndTheEntryIsInterrupted(string stop)
@@ -52,11 +62,7 @@ public sealed class InFlightCutTests
         using var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
         Assert.Equal(FirstEvent, await reader.ReadLineAsync()); // the stream runs
 
-        var consumer = policy.Consumers.Single(c => c.Id == "web");
-        var stopped = stop == "consumer"
-            ? policy with { Consumers = [.. policy.Consumers.Select(c => c.Id == "web" ? c with { Suspended = true } : c)] }
-            : policy with { Credentials = [.. policy.Credentials.Select(c => c.Consumer == consumer.Id ? c with { Status = CredentialStatus.Revoked } : c)] };
-        var (version, _, _) = await g.Gateway.ApplyPolicyAsync(stopped, "test", "incident", null);
+        var version = await StopWebAsync(g, policy, stop);
         var cut = Stopwatch.StartNew();
         var rest = await reader.ReadToEndAsync().WaitAsync(TimeSpan.FromSeconds(10)); // without the cut: until the provider ends it
 
@@ -96,11 +102,7 @@ public sealed class InFlightCutTests
             var sent = g.Client.SendAsync(g.Post("/v1/chat/completions", """{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"""));
             await Eventually.TrueAsync(() => !provider.Received.IsEmpty, "the provider got the request");
 
-            var consumer = policy.Consumers.Single(c => c.Id == "web");
-            var stopped = stop == "consumer"
-                ? policy with { Consumers = [.. policy.Consumers.Select(c => c.Id == "web" ? c with { Suspended = true } : c)] }
-                : policy with { Credentials = [.. policy.Credentials.Select(c => c.Consumer == consumer.Id ? c with { Status = CredentialStatus.Revoked } : c)] };
-            var (version, _, _) = await g.Gateway.ApplyPolicyAsync(stopped, "test", "incident", null);
+            var version = await StopWebAsync(g, policy, stop);
             var cut = Stopwatch.StartNew();
             using var response = await sent.WaitAsync(TimeSpan.FromSeconds(20));
 
