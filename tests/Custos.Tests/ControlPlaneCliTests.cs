@@ -171,6 +171,14 @@ public sealed partial class ControlPlaneCliTests : IAsyncLifetime
         await _gateway.Ledger.FlushAsync();
         Assert.Contains("came from the policy", await AsAsync("platform-admin", "access", "explain", direct.RequestId), StringComparison.Ordinal);
 
+        // Refused by a prompt rule, not for want of access: the hint reads its entry through the admin API the auditor used,
+        // which may be all it has (no store on its machine).
+        var secret = await DemoGateway.ChatAsync(_gateway.DataPlaneUri, _demo.ConsumerKey("support-web"), prompt: "aws AKIAIOSFODNN7EXAMPLE here");
+        Assert.Equal("deny.prompt_restricted", secret.Code);
+        await _gateway.Ledger.FlushAsync();
+        Assert.EndsWith($"(the request was refused for another reason: custos requests --request-id {secret.RequestId} --server {_gateway.AdminUri}).",
+            (await AsAsync("security-auditor", "access", "explain", secret.RequestId)).Trim(), StringComparison.Ordinal);
+
         // A second request, rejected: nothing changes but its status.
         var second = AccessRequestId().Match(await AsAsync("platform-admin", "access", "request", "--consumer", "support-web", "--model", "gpt-4o",
             "--justification", "again")).Groups[1].Value;

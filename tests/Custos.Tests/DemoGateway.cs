@@ -95,13 +95,13 @@ internal sealed class DemoGateway : IAsyncDisposable
         System.IO.Directory.Delete(Directory, recursive: true);
     }
 
-    /// <summary>One chat completion with <paramref name="key"/>: the status, the error code when refused, and the request id.</summary>
-    public static async Task<(HttpStatusCode Status, string? Code, string RequestId)> ChatAsync(Uri dataPlane, string key, string model = "gpt-4o-mini")
+    /// <summary>One chat completion with <paramref name="key"/> and <paramref name="prompt"/>: the status, the error code when refused, and the request id.</summary>
+    public static async Task<(HttpStatusCode Status, string? Code, string RequestId)> ChatAsync(Uri dataPlane, string key, string model = "gpt-4o-mini", string prompt = "hello")
     {
         using var client = new HttpClient { BaseAddress = dataPlane };
         using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions")
         {
-            Content = new StringContent($$"""{"model":"{{model}}","messages":[{"role":"user","content":"hello"}],"max_tokens":16}""", Encoding.UTF8, "application/json"),
+            Content = new StringContent($$"""{"model":"{{model}}","messages":[{"role":"user","content":{{JsonSerializer.Serialize(prompt)}}}],"max_tokens":16}""", Encoding.UTF8, "application/json"),
         };
         request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", key);
         using var response = await client.SendAsync(request);

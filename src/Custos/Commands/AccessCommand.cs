@@ -77,11 +77,15 @@ internal static class AccessCommand
         var requestId = new Argument<string>("request-id") { Description = "The id of a recorded request (its x-request-id)." };
         var command = new Command("explain", "Who approved the access a recorded request used: policy version, entitlement, approver, access request.") { requestId };
         return AdminClient.Define(command, output, (parse, admin, cancellationToken) => admin.GetAsync(
-            $"/admin/v1/requests/{AdminClient.Segment(parse.GetValue(requestId)!)}/approval", cancellationToken), (_, a) => output.WriteLine(Explanation(a)));
+            $"/admin/v1/requests/{AdminClient.Segment(parse.GetValue(requestId)!)}/approval", cancellationToken),
+            (parse, a) => output.WriteLine(Explanation(a, parse.GetValue<string>("--server")!)));
     }
 
-    /// <summary>The approval of a request in one sentence.</summary>
-    private static string Explanation(JsonElement a)
+    /// <summary>
+    /// The approval of a request in one sentence; a request refused for another reason points to its entry through the
+    /// same admin API (<paramref name="server"/>), since whoever asks may not hold the store.
+    /// </summary>
+    private static string Explanation(JsonElement a, string server)
     {
         var decision = AdminClient.Text(a, "decision");
         var model = AdminClient.Text(a, "model") ?? "(none)";
@@ -102,7 +106,7 @@ internal static class AccessCommand
         var refused = decision == "allow" ? ""
             : a.TryGetProperty("valid_at_request", out var valid) && valid.ValueKind == JsonValueKind.False
             ? $" (the request was refused: the approval {(Before(a, "valid_until", "timestamp") ? "had expired" : "was not valid yet")} at the request's time)"
-            : $" (the request was refused for another reason: custos requests --request-id {AdminClient.Text(a, "request_id")})";
+            : $" (the request was refused for another reason: custos requests --request-id {AdminClient.Text(a, "request_id")} --server {server})";
         switch (AdminClient.Text(a, "source"))
         {
             case null when a.TryGetProperty("service_models", out var offered) && offered.ValueKind == JsonValueKind.Array:
