@@ -996,18 +996,11 @@ internal static partial class AdminApi
         var consumer = snapshot.Document.Consumers.First(c => c.Id == body.Consumer);
         var approved = WithApprovedAccess(snapshot.Document, snapshot, consumer, body.Models, "the policy owner", "the access request", now, body.ValidUntil);
         var read = PolicyYaml.Read(PolicyYamlWriter.Write(approved));
-        if (read.IsValid)
+        if (!read.IsValid)
         {
-            return;
+            throw InvalidChange(read.Diagnostics, "models", "The access could never be approved",
+                "approving this request would make the policy invalid, so it is not created:");
         }
-
-        var errors = read.Diagnostics.Where(d => d.Severity == DiagnosticSeverity.Error)
-            .Select(d => $"'models': {d.Message} (the policy's {d.Path})").ToArray();
-        throw new AdminProblemException(StatusCodes.Status422UnprocessableEntity, "admin.invalid_policy", "The access could never be approved",
-            $"approving this request would make the policy invalid, so it is not created:{Environment.NewLine}{string.Join(Environment.NewLine, errors)}")
-        {
-            Extensions = new Dictionary<string, object?> { ["param"] = "models" },
-        };
     }
 
     /// <summary>
@@ -1140,7 +1133,10 @@ internal static partial class AdminApi
             }
 
             await RequireFiltersInScopeAsync(context, gateway, "ledger.read", tenant, service, consumer);
-            await RequireRequestInScopeAsync(context, gateway, request_id);
+            if (request_id is not null && !AdminAccess.IsGatewayWide(Admin(context)))
+            {
+                (await EntryInScopeAsync(context, gateway, request_id))?.Dispose();
+            }
             var admin = Admin(context);
             var query = new LedgerQuery
             {
@@ -1399,28 +1395,9 @@ internal static partial class AdminApi
 
     private static async Task<ApprovalView> FindApprovalAsync(HttpContext context, CustosGateway gateway, string requestId)
     {
-        StoredRecord? stored = null;
-        await foreach (var record in gateway.Store.QueryAsync(new LedgerQuery { RequestId = requestId, Limit = 1 }, context.RequestAborted))
-        {
-            stored = record;
-        }
-
-        if (stored is null)
-        {
-            throw AdminProblemException.NotFound("request", requestId);
-        }
-
-        using var json = JsonDocument.Parse(stored.Json);
+        using var json = await EntryInScopeAsync(context, gateway, requestId) ?? throw AdminProblemException.NotFound("request", requestId);
         var root = json.RootElement;
         string? Text(string name) => root.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
-        var tenant = Text("tenant");
-        if (tenant is not null && !AdminAccess.InScope(Admin(context), tenant, Text("service")))
-        {
-            // Refused as out of scope, as the ledger's other readers are: a 404 told an auditor that a request it held the
-            // id of was not in the ledger.
-            throw await DeniedAsync(context, gateway, "ledger.read", "request:" + requestId, tenant, $"request:{requestId} is outside the scope of '{Admin(context).Id}'");
-        }
-
         var timestamp = LedgerTime.Parse(Text("timestamp")!);
         var versionNumber = root.GetProperty("policy_version").GetInt64();
         var history = await gateway.Store.GetHistoryAsync(context.RequestAborted);
@@ -1508,7 +1485,7 @@ internal static partial class AdminApi
         }
         catch (PolicyValidationException ex)
         {
-            throw InvalidChange(ex, param);
+            throw InvalidChange(ex.Diagnostics, param);
         }
         var notified = 0;
         foreach (var service in notify?.Invoke(version.Document) ?? [])
@@ -1522,16 +1499,18 @@ internal static partial class AdminApi
     }
 
     /// <summary>
-    /// The 422 of a change made through a dedicated endpoint that would leave the policy invalid: each error by the body's
+    /// The 422 of a change made through a dedicated endpoint that would leave the policy invalid (or of an access request whose
+    /// approval would, with its own <paramref name="title"/> and <paramref name="lead"/> line): each error by the body's
     /// field (<paramref name="param"/>) and where in the policy it would land, never the line and column of the policy text
     /// the gateway wrote to check it, which the caller never saw. A whole policy (<c>POST /policy/versions</c>) keeps them.
     /// </summary>
-    private static AdminProblemException InvalidChange(PolicyValidationException ex, string? param)
+    private static AdminProblemException InvalidChange(IReadOnlyList<PolicyDiagnostic> diagnostics, string? param,
+        string title = "The change would make the policy invalid", string? lead = null)
     {
-        var errors = ex.Diagnostics.Where(d => d.Severity == DiagnosticSeverity.Error)
-            .Select(d => $"{(param is null ? "" : $"'{param}': ")}{d.Message} (the policy's {d.Path})").ToArray();
-        return new AdminProblemException(StatusCodes.Status422UnprocessableEntity, "admin.invalid_policy", "The change would make the policy invalid",
-            string.Join(Environment.NewLine, errors))
+        var errors = diagnostics.Where(d => d.Severity == DiagnosticSeverity.Error)
+            .Select(d => $"{(param is null ? "" : $"'{param}': ")}{d.Message} (the policy's {d.Path})");
+        return new AdminProblemException(StatusCodes.Status422UnprocessableEntity, "admin.invalid_policy", title,
+            string.Join(Environment.NewLine, lead is null ? errors : errors.Prepend(lead)))
         {
             Extensions = param is null ? null : new Dictionary<string, object?> { ["param"] = param },
         };
@@ -1601,28 +1580,27 @@ internal static partial class AdminApi
     }
 
     /// <summary>
-    /// Refuses a scoped admin's <c>GET /ledger?request_id=</c> for a request recorded outside its scope, as
-    /// <c>GET /requests/{id}/approval</c> does: narrowed to the scope, the answer was empty, which read as "no such request".
-    /// A request id in no entry is left to the (empty) list.
+    /// The ledger entry of <paramref name="requestId"/> (null when no entry has that id), refused (403, recorded as
+    /// <c>ledger.read_denied</c>) when it was recorded outside the signed-in admin's scope: narrowed to the scope, the
+    /// answer was empty or a 404, which read as "no such request" to an auditor holding its id.
     /// </summary>
-    private static async Task RequireRequestInScopeAsync(HttpContext context, CustosGateway gateway, string? requestId)
+    private static async Task<JsonDocument?> EntryInScopeAsync(HttpContext context, CustosGateway gateway, string requestId)
     {
-        var admin = Admin(context);
-        if (requestId is null || AdminAccess.IsGatewayWide(admin))
-        {
-            return;
-        }
-
+        JsonDocument? json = null;
         await foreach (var stored in gateway.Store.QueryAsync(new LedgerQuery { RequestId = requestId, Limit = 1 }, context.RequestAborted))
         {
-            using var json = JsonDocument.Parse(stored.Json);
-            var root = json.RootElement;
-            string? Text(string name) => root.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
-            if (Text("tenant") is { } tenant && !AdminAccess.InScope(admin, tenant, Text("service")))
-            {
-                throw await DeniedAsync(context, gateway, "ledger.read", "request:" + requestId, tenant, $"request:{requestId} is outside the scope of '{admin.Id}'");
-            }
+            json = JsonDocument.Parse(stored.Json);
         }
+
+        var root = json?.RootElement;
+        string? Text(string name) => root is { } r && r.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
+        if (Text("tenant") is { } tenant && !AdminAccess.InScope(Admin(context), tenant, Text("service")))
+        {
+            json!.Dispose();
+            throw await DeniedAsync(context, gateway, "ledger.read", "request:" + requestId, tenant, $"request:{requestId} is outside the scope of '{Admin(context).Id}'");
+        }
+
+        return json;
     }
 
     private static string ScopeOf(AdminConfig admin) => string.Join(", ",

@@ -224,7 +224,7 @@ public sealed partial class AlertEngine : ILedgerObserver, IAsyncDisposable
     /// The open or acknowledged alert with <paramref name="fingerprint"/> as the store has it now. With several nodes on one
     /// store, this node's copy may be stale (acknowledged or resolved through another node's admin API, whose acknowledgement
     /// a repeat written from the copy erased, reopening the alert), and the alert may be another node's (each node judges
-    /// the traffic it serves, and each raised its own alert for the same thing). One read per signal; the detectors raise a
+    /// the traffic it serves, and each raised its own alert for the same thing). One or two reads per signal; the detectors raise a
     /// signal at most once a minute per key.
     /// </summary>
     private async Task<Alert?> ActiveAsync(string fingerprint)

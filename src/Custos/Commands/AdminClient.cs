@@ -389,3 +389,38 @@ internal sealed class AdminClient : IDisposable
             : throw new CliException($"{option} '{text}' reaches further ahead than a time can");
     }
 }
+
+/// <summary>
+/// <c>--server</c> and <c>--admin-key</c> of a command that reads the local store by default (<c>policy history|show|diff</c>,
+/// <c>requests</c>, <c>report</c>): given a server, it reads through that gateway's admin API instead, as <c>policy apply</c>
+/// writes through it, so it works from any machine against any node of a deployment, within the admin key's scope.
+/// </summary>
+internal sealed record RemoteOptions(Option<string?> Server, Option<string?> AdminKey)
+{
+    /// <summary>Adds both options to <paramref name="command"/>; <paramref name="server"/> says what <c>--server</c> does there.</summary>
+    public static RemoteOptions Add(Command command,
+        string server = "Read through this gateway's admin API (e.g. http://127.0.0.1:8081) instead of the store; needs an admin key.")
+    {
+        var remote = new RemoteOptions(new Option<string?>("--server") { Description = server },
+            new Option<string?>("--admin-key") { Description = $"Admin key (cak_…) for --server; default the {AdminClient.AdminKeyVariable} environment variable." });
+        command.Options.Add(remote.Server);
+        command.Options.Add(remote.AdminKey);
+        return remote;
+    }
+
+    /// <summary>A client of the admin API given with <c>--server</c>, or null when the command reads the store.</summary>
+    public AdminClient? Open(ParseResult parse, TimeSpan? timeout = null)
+        => parse.GetValue(Server) is { } server ? AdminClient.Open(server, parse.GetValue(AdminKey), timeout) : null;
+
+    /// <summary>
+    /// Refuses <c>--data</c> or <c>--config</c> beside <c>--server</c>: one of them would be ignored. <paramref name="what"/>
+    /// says what the gateway does with <c>--server</c> ("reads the ledger through the gateway's admin API").
+    /// </summary>
+    public static void RefuseStore(ParseResult parse, Option<string?> data, Option<FileInfo?> config, string what)
+    {
+        if (parse.GetValue(data) is not null || parse.GetValue(config) is not null)
+        {
+            throw new CliException($"--server {what}; --data and --config name a store to read here instead: give one or the other");
+        }
+    }
+}

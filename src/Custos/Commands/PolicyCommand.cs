@@ -102,7 +102,7 @@ internal static class PolicyCommand
         var config = CommonOptions.Config();
         var json = new Option<bool>("--json") { Description = "One JSON object per version." };
         var command = new Command("history", "List every policy version: number, hash, author, reason, time.") { data, config, json };
-        var remote = Remote.Add(command);
+        var remote = RemoteOptions.Add(command);
         command.SetAction(async (parse, cancellationToken) =>
         {
             IReadOnlyList<VersionRow> history;
@@ -148,7 +148,7 @@ internal static class PolicyCommand
         var version = CommonOptions.WholeNumber(new Option<long?>("--version") { Description = "A version number instead of a time." }, 1, long.MaxValue);
         var json = new Option<bool>("--json") { Description = "The canonical JSON (what the hash covers) instead of YAML." };
         var command = new Command("show", "Print a policy version: the one in force now, at a time, or by number.") { data, config, at, version, json };
-        var remote = Remote.Add(command);
+        var remote = RemoteOptions.Add(command);
         command.SetAction(async (parse, cancellationToken) =>
         {
             VersionRow selected;
@@ -204,7 +204,7 @@ internal static class PolicyCommand
         var from = CommonOptions.WholeNumber(new Argument<long>("from") { Description = "The earlier version number." }, 1, long.MaxValue);
         var to = CommonOptions.WholeNumber(new Argument<long>("to") { Description = "The later version number." }, 1, long.MaxValue);
         var command = new Command("diff", "Show what changed between two policy versions.") { from, to, data, config };
-        var remote = Remote.Add(command);
+        var remote = RemoteOptions.Add(command);
         command.SetAction(async (parse, cancellationToken) =>
         {
             VersionRow a, b;
@@ -331,26 +331,6 @@ internal static class PolicyCommand
     {
         public static VersionRow Of(JsonElement view) => new(view.GetProperty("version").GetInt64(), view.GetProperty("sha256").GetString()!,
             view.GetProperty("author").GetString(), view.GetProperty("reason").GetString(), view.GetProperty("created_at").GetDateTimeOffset());
-    }
-
-    /// <summary>
-    /// <c>--server</c> and <c>--admin-key</c> of a command that reads the local store by default: given a server, it reads
-    /// through that gateway's admin API instead, as <c>policy apply</c> writes through it, so it works from any machine
-    /// against any node of a deployment, within the admin key's scope.
-    /// </summary>
-    private sealed record Remote(Option<string?> Server, Option<string?> AdminKey)
-    {
-        public static Remote Add(Command command)
-        {
-            var remote = new Remote(
-                new Option<string?>("--server") { Description = "Read through this gateway's admin API (e.g. http://127.0.0.1:8081) instead of the store; needs an admin key." },
-                new Option<string?>("--admin-key") { Description = $"Admin key (cak_…) for --server; default the {AdminClient.AdminKeyVariable} environment variable." });
-            command.Options.Add(remote.Server);
-            command.Options.Add(remote.AdminKey);
-            return remote;
-        }
-
-        public AdminClient? Open(ParseResult parse) => parse.GetValue(Server) is { } server ? AdminClient.Open(server, parse.GetValue(AdminKey)) : null;
     }
 
     private static string ReadFile(FileInfo file)

@@ -40,13 +40,13 @@ internal static class ReportCommand
         var data = CommonOptions.Data();
         var config = CommonOptions.Config();
         var keys = CommonOptions.PublicKeys();
-        var (server, adminKey) = ServerOptions();
         var command = new Command("incident",
             "The evidence pack of one consumer, credential, service or tenant over a window: timeline, policy versions and controls, entitlements and approvals, " +
             "credential history, spend against budget, alerts, interventions, owners, chain verification, and a classification (misuse, misconfiguration, missing governance).")
         {
-            consumer, credential, service, tenant, from, to, format, file, data, config, keys, server, adminKey,
+            consumer, credential, service, tenant, from, to, format, file, data, config, keys,
         };
+        var remote = RemoteOptions.Add(command, RemoteDescription);
         command.SetAction(async (parse, cancellationToken) =>
         {
             var subjects = new[] { ("consumer", parse.GetValue(consumer)), ("credential", parse.GetValue(credential)), ("service", parse.GetValue(service)), ("tenant", parse.GetValue(tenant)) }
@@ -60,12 +60,12 @@ internal static class ReportCommand
             var reportFormat = ParseFormat(parse.GetValue(format));
             var now = DateTimeOffset.UtcNow;
             var (start, end) = RequestsCommand.ParseWindowToNow(parse.GetValue(from)!, parse.GetValue(to), now);
-            if (parse.GetValue(server) is { } url)
+            if (parse.GetValue(remote.Server) is not null)
             {
                 RequireOnlyServer(parse, data, config, keys);
                 var path = $"/admin/v1/reports/incident?subject={subject.Kind}&id={Uri.EscapeDataString(subject.Id)}" +
                     $"&from={Uri.EscapeDataString(Ledger.LedgerTime.Format(start))}&to={Uri.EscapeDataString(Ledger.LedgerTime.Format(end))}&format={FormatName(reportFormat)}";
-                return await RemoteAsync(url, parse.GetValue(adminKey), path, parse.GetValue(file), output, error,
+                return await RemoteAsync(parse, remote, path, parse.GetValue(file), output, error,
                     $"Incident pack for {subject}, {ReportText.Time(start)} to {ReportText.Time(end)}", cancellationToken);
             }
 
@@ -110,20 +110,20 @@ internal static class ReportCommand
         var data = CommonOptions.Data();
         var config = CommonOptions.Config();
         var keys = CommonOptions.PublicKeys();
-        var (server, adminKey) = ServerOptions();
         var command = new Command("posture",
             "Map NIST CSF 2.0 and NIST AI RMF controls to live evidence from the policy in force, the registry and the ledger: pass, warn or fail, " +
             "with the items that cause it (see docs/compliance.md).")
         {
-            format, file, data, config, keys, server, adminKey,
+            format, file, data, config, keys,
         };
+        var remote = RemoteOptions.Add(command, RemoteDescription);
         command.SetAction(async (parse, cancellationToken) =>
         {
             var reportFormat = ParseFormat(parse.GetValue(format));
-            if (parse.GetValue(server) is { } url)
+            if (parse.GetValue(remote.Server) is not null)
             {
                 RequireOnlyServer(parse, data, config, keys);
-                return await RemoteAsync(url, parse.GetValue(adminKey), $"/admin/v1/reports/posture?format={FormatName(reportFormat)}", parse.GetValue(file),
+                return await RemoteAsync(parse, remote, $"/admin/v1/reports/posture?format={FormatName(reportFormat)}", parse.GetValue(file),
                     output, error, "Posture report", cancellationToken);
             }
 
@@ -145,25 +145,14 @@ internal static class ReportCommand
         return command;
     }
 
-    /// <summary>
-    /// <c>--server</c> and <c>--admin-key</c>: the report is made by that gateway (<c>GET /admin/v1/reports/…</c>), within
-    /// the admin key's role and scope, so an owner or auditor without the store's folder or database can have it.
-    /// </summary>
-    private static (Option<string?> Server, Option<string?> AdminKey) ServerOptions() => (
-        new Option<string?>("--server")
-        {
-            Description = "Have this gateway's admin API make the report (e.g. http://127.0.0.1:8081) instead of reading the store; needs an admin key "
-                + "whose role and scope cover it. The gateway verifies the chain with its own key only.",
-        },
-        new Option<string?>("--admin-key") { Description = $"Admin key (cak_…) for --server; default the {AdminClient.AdminKeyVariable} environment variable." });
+    /// <summary>What <c>--server</c> does for a report: the gateway makes it, within the admin key's role and scope.</summary>
+    private const string RemoteDescription = "Have this gateway's admin API make the report (e.g. http://127.0.0.1:8081) instead of reading the store; needs an admin key "
+        + "whose role and scope cover it. The gateway verifies the chain with its own key only.";
 
     /// <summary>Refuses the options that name a store, or the keys to verify it with, beside <c>--server</c>: one of them would be ignored.</summary>
     private static void RequireOnlyServer(ParseResult parse, Option<string?> data, Option<FileInfo?> config, Option<FileInfo[]> keys)
     {
-        if (parse.GetValue(data) is not null || parse.GetValue(config) is not null)
-        {
-            throw new CliException("--server has the gateway make the report from its store; --data and --config name a store to read here instead: give one or the other");
-        }
+        RemoteOptions.RefuseStore(parse, data, config, "has the gateway make the report from its store");
 
         if (parse.GetValue(keys) is { Length: > 0 })
         {
@@ -173,15 +162,16 @@ internal static class ReportCommand
     }
 
     /// <summary>
-    /// Fetches a report from the admin API at <paramref name="server"/> and writes it as the local one is written, with a
+    /// Fetches a report from the admin API given with <c>--server</c> and writes it as the local one is written, with a
     /// one-line summary; 2 when the gateway's chain check (<c>X-Custos-Chain</c>) found the ledger altered.
     /// </summary>
-    private static async Task<int> RemoteAsync(string server, string? key, string path, FileInfo? target, TextWriter output, TextWriter error, string what,
+    private static async Task<int> RemoteAsync(ParseResult parse, RemoteOptions remote, string path, FileInfo? target, TextWriter output, TextWriter error, string what,
         CancellationToken cancellationToken)
     {
         string text;
         string? chain;
-        using (var admin = AdminClient.Open(server, key, RemoteTimeout))
+        var server = parse.GetValue(remote.Server)!;
+        using (var admin = remote.Open(parse, RemoteTimeout)!)
         {
             (text, chain) = await admin.GetTextAsync(path, "X-Custos-Chain", cancellationToken);
         }

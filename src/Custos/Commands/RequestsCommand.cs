@@ -22,16 +22,12 @@ internal static class RequestsCommand
         var until = new Option<string?>("--until") { Description = "Before this time, same forms as --since." };
         var limit = CommonOptions.WholeNumber(new Option<int>("--limit") { Description = "At most this many, the newest.", DefaultValueFactory = _ => 100 }, 1, int.MaxValue);
         var json = new Option<bool>("--json") { Description = "One JSON object per line, every ledger field (see docs/ledger.md)." };
-        var server = new Option<string?>("--server")
-        {
-            Description = "Read through this gateway's admin API (GET /admin/v1/ledger, e.g. http://127.0.0.1:8081) instead of the store, within the admin key's "
-                + $"scope (at most {RemoteLimit:N0} entries); needs an admin key.",
-        };
-        var adminKey = new Option<string?>("--admin-key") { Description = $"Admin key (cak_…) for --server; default the {AdminClient.AdminKeyVariable} environment variable." };
         var command = new Command("requests", "List request entries from the ledger.")
         {
-            data, config, tenant, service, consumer, decision, model, requestId, since, until, limit, json, server, adminKey,
+            data, config, tenant, service, consumer, decision, model, requestId, since, until, limit, json,
         };
+        var remote = RemoteOptions.Add(command, "Read through this gateway's admin API (GET /admin/v1/ledger, e.g. http://127.0.0.1:8081) instead of the store, "
+            + $"within the admin key's scope (at most {RemoteLimit:N0} entries); needs an admin key.");
         command.SetAction(async (parse, cancellationToken) =>
         {
             var decisionValue = parse.GetValue(decision);
@@ -53,22 +49,20 @@ internal static class RequestsCommand
                 To = window.To,
                 Limit = Math.Max(1, parse.GetValue(limit)),
             };
-            if (parse.GetValue(server) is { } url)
+            if (remote.Open(parse) is { } admin)
             {
-                if (parse.GetValue(data) is not null || parse.GetValue(config) is not null)
+                using (admin)
                 {
-                    throw new CliException("--server reads the ledger through the gateway's admin API; --data and --config name a store to read here instead: give one or the other");
-                }
+                    RemoteOptions.RefuseStore(parse, data, config, "reads the ledger through the gateway's admin API");
+                    if (query.Limit > RemoteLimit)
+                    {
+                        throw new CliException($"--limit {query.Limit} is more than the admin API answers at once ({RemoteLimit:N0}); narrow the window with --since and --until, or read the store");
+                    }
 
-                if (query.Limit > RemoteLimit)
-                {
-                    throw new CliException($"--limit {query.Limit} is more than the admin API answers at once ({RemoteLimit:N0}); narrow the window with --since and --until, or read the store");
+                    var entries = (await admin.GetAsync(LedgerPath(query, "request"), cancellationToken)).Root;
+                    var shed = (await admin.GetAsync(LedgerPath(query with { Limit = RemoteLimit }, "shed"), cancellationToken)).Root;
+                    return await PrintAsync(Rows(entries), Rows(shed), parse.GetValue(json), output, cancellationToken);
                 }
-
-                using var admin = AdminClient.Open(url, parse.GetValue(adminKey));
-                var entries = (await admin.GetAsync(LedgerPath(query, "request"), cancellationToken)).Root;
-                var shed = (await admin.GetAsync(LedgerPath(query with { Limit = RemoteLimit }, "shed"), cancellationToken)).Root;
-                return await PrintAsync(Rows(entries), Rows(shed), parse.GetValue(json), output, cancellationToken);
             }
 
             var directory = CommonOptions.ResolveDataDirectory(parse.GetValue(data), parse.GetValue(config));
