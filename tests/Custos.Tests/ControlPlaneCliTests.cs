@@ -244,6 +244,72 @@ public sealed partial class ControlPlaneCliTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task PromptAdmin_SetsAServicesPromptRulesAndModelChoice_FromAFile_AndEachIsAnAuditedVersion()
+    {
+        var web = _demo.ConsumerKey("support-web");
+        var rules = Path.Combine(_demo.Directory, "rules.yaml");
+        await File.WriteAllTextAsync(rules, """
+            # as under a service's prompt_rules in the policy
+            prompt_rules:
+              - id: card-numbers
+                detector: payment_card
+                action: redact
+              - id: project-names
+                pattern: '(?i)project\s+falcon'
+            """);
+        Assert.Equal(HttpStatusCode.OK, (await DemoGateway.ChatAsync(_gateway.DataPlaneUri, web, prompt: "status of Project Falcon?")).Status);
+
+        var set = await AsAsync("prompt-admin", "services", "set-prompt-rules", Service, "--file", rules, "--reason", "DS-12 keep the project name out");
+        Assert.Contains($"service.prompt_rules_set service:{Service}", set, StringComparison.Ordinal);
+        Assert.Contains("before: card-numbers (payment_card, redact), no-secrets (secrets, deny)", set, StringComparison.Ordinal);
+        Assert.Contains("after:  card-numbers (payment_card, redact), project-names (pattern, deny)", set, StringComparison.Ordinal);
+        var refused = await DemoGateway.ChatAsync(_gateway.DataPlaneUri, web, prompt: "status of Project Falcon?");
+        Assert.Equal("deny.prompt_restricted", refused.Code);
+        var entry = Assert.Single(await _demo.AdminEntriesAsync("service.prompt_rules_set"));
+        Assert.Equal("demo-prompt-admin", entry.GetProperty("actor").GetString());
+        Assert.Equal(_gateway.Policy.Current.Version, entry.GetProperty("policy_version").GetInt64());
+
+        // The same rules in JSON, and a list without the mapping, read the same.
+        await File.WriteAllTextAsync(rules, """[{"id": "project-names", "pattern": "(?i)project\\s+falcon", "action": "redact"}]""");
+        Assert.Contains("after:  project-names (pattern, redact)", await AsAsync("prompt-admin", "services", "set-prompt-rules", Service, "--file", rules, "--reason", "DS-12 redact instead"),
+            StringComparison.Ordinal);
+        Assert.Equal(HttpStatusCode.OK, (await DemoGateway.ChatAsync(_gateway.DataPlaneUri, web, prompt: "status of Project Falcon?")).Status);
+
+        // A pattern that does not compile changes nothing: 422 naming where; a file that is no list is refused before any call.
+        var version = _gateway.Policy.Current.Version;
+        await File.WriteAllTextAsync(rules, "- id: broken\n  pattern: '(unclosed'\n");
+        var (badExit, _, bad) = await RunAsync("prompt-admin", "services", "set-prompt-rules", Service, "--file", rules, "--reason", "typo");
+        Assert.Equal(1, badExit);
+        Assert.Contains("422 admin.invalid_policy", bad, StringComparison.Ordinal);
+        Assert.Contains("prompt_rules[0].pattern", bad, StringComparison.Ordinal);
+        await File.WriteAllTextAsync(rules, "card-numbers: payment_card\n");
+        var (listExit, _, list) = await RunAsync("prompt-admin", "services", "set-prompt-rules", Service, "--file", rules, "--reason", "typo");
+        Assert.Equal(1, listExit);
+        Assert.Contains("holds no list of rules", list, StringComparison.Ordinal);
+        Assert.Equal(version, _gateway.Policy.Current.Version);
+
+        // The model choice bounds the consumers' entitlements from the next request, and is lifted as simply.
+        Assert.Equal(HttpStatusCode.OK, (await DemoGateway.ChatAsync(_gateway.DataPlaneUri, web)).Status);
+        var models = await AsAsync("prompt-admin", "services", "set-models", Service, "--model", "claude-sonnet", "--reason", "DS-13 one vendor");
+        Assert.Contains($"service.models_set service:{Service}: all -> claude-sonnet", models, StringComparison.Ordinal);
+        Assert.Equal("deny.model_not_entitled", (await DemoGateway.ChatAsync(_gateway.DataPlaneUri, web)).Code);
+        var show = await AsAsync("security-auditor", "services", "show", Service);
+        Assert.Contains("model choice: claude-sonnet", show, StringComparison.Ordinal);
+        Assert.Contains(@"project-names: pattern (?i)project\s+falcon -> redact", show, StringComparison.Ordinal);
+        Assert.Contains("the tenant's prompt rules (every request of the service passes them too): none", show, StringComparison.Ordinal);
+        await AsAsync("prompt-admin", "services", "set-models", Service, "--every-model", "--reason", "DS-14 every model again");
+        Assert.Equal(HttpStatusCode.OK, (await DemoGateway.ChatAsync(_gateway.DataPlaneUri, web)).Status);
+
+        // Neither option, or both, is refused before any call; finance may not choose models.
+        var (noneExit, _, none) = await RunAsync("prompt-admin", "services", "set-models", Service, "--reason", "x");
+        Assert.Equal(1, noneExit);
+        Assert.Contains("--model NAME (repeat it), or --every-model", none, StringComparison.Ordinal);
+        var (financeExit, _, finance) = await RunAsync("finance", "services", "set-models", Service, "--model", "gpt-4o", "--reason", "x");
+        Assert.Equal(1, financeExit);
+        Assert.Contains("403 admin.forbidden", finance, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task KillSwitch_EngageAndRelease_ForAConsumerAndATenant()
     {
         var web = _demo.ConsumerKey("support-web");

@@ -533,7 +533,7 @@ internal static partial class AdminApi
         }).WithSummary("Name one owner role of a service (policy, billing, technical, agent_operator, business_sponsor), leaving the others as they are.")
             .Accepts<OwnerRoleBody>("application/json").Produces<ChangeResult>();
         MapServiceChange<PromptRulesBody>(api, gateway, "prompt-rules", AdminPermission.ManagePrompts, "service.prompt_rules_set", b => b.Reason,
-            (s, b) => s with { PromptRules = RequireNoNulls(b.PromptRules, "prompt_rules") }, s => string.Join(",", s.PromptRules.Select(r => r.Id)))
+            (s, b) => s with { PromptRules = RequireNoNulls(b.PromptRules, "prompt_rules") }, PromptRulesText)
             .WithSummary("Replace a service's prompt restrictions (platform_admin, prompt_admin).");
         MapServiceChange<ServiceModelsBody>(api, gateway, "models", AdminPermission.ManagePrompts, "service.models_set", b => b.Reason,
             (s, b) => s with
@@ -1849,6 +1849,16 @@ internal static partial class AdminApi
         ExpiresAt = expiresAt,
     };
 
+    /// <summary>
+    /// A service's prompt rules as <c>service.prompt_rules_set</c> records them before and after: each rule's id, what it
+    /// matches with (a detector, or <c>pattern</c>) and its action, so that an action turned from deny to redact is on record
+    /// (<c>card-numbers (payment_card, redact), project-names (pattern, deny)</c>; <c>none</c>). A pattern's text is in the
+    /// policy version the entry names.
+    /// </summary>
+    private static string PromptRulesText(ServiceConfig service)
+        => service.PromptRules.Count == 0 ? "none" : string.Join(", ", service.PromptRules.Select(r =>
+            $"{r.Id} ({(r.Detector is { } d ? PolicyNames.Of(d) : "pattern")}, {PolicyNames.Of(r.Action)})"));
+
     private static ServiceView ViewOf(PolicyDocument document, ServiceConfig service, AdminConfig admin)
     {
         // As the data plane checks them: the tenant's kill switch first, then the service's own.
@@ -1859,6 +1869,8 @@ internal static partial class AdminApi
         {
             RequiredOwnerRoles = [.. OwnerRoles(service.Owners).Select(r => r.Role).Where(role => Governance.Requires(document, service, role))],
             SuspendedBy = by,
+            PromptRules = service.PromptRules,
+            TenantPromptRules = document.Tenants.FirstOrDefault(t => t.Id == service.Tenant)?.PromptRules ?? [],
         };
     }
 

@@ -62,6 +62,12 @@ public sealed record ServiceView(string Id, string Tenant, string? Description, 
 
     /// <summary>The owner roles that must be filled: the agent roles only where the service has agent consumers.</summary>
     public IReadOnlyList<string> RequiredOwnerRoles { get; init; } = [];
+
+    /// <summary>The service's own prompt restrictions, as the prompt admin sets them (<c>PUT /services/{id}/prompt-rules</c>).</summary>
+    public IReadOnlyList<PromptRuleConfig> PromptRules { get; init; } = [];
+
+    /// <summary>The tenant's prompt restrictions, which every request of the service passes as well (changed by a whole policy).</summary>
+    public IReadOnlyList<PromptRuleConfig> TenantPromptRules { get; init; } = [];
 }
 
 /// <summary>One owner role of one service.</summary>
