@@ -360,6 +360,10 @@ public sealed class ConsoleTests(BrowserFixture browser)
         await Expect(analytics.Locator(".badge.bad")).ToHaveTextAsync("missing");
         await Expect(page.Locator("table[data-testid=services] tr[data-key=research-agents]")).ToContainTextAsync("no agent_operator or business_sponsor");
         await Expect(page.Locator("table[data-testid=services] tr[data-key=support-assistant]")).ToContainTextAsync("complete");
+        // The prompt admin's part: the model choice and the prompt rules, each with its action.
+        await Expect(page.Locator("table[data-testid=services] tr[data-key=support-assistant] [data-testid=prompt-admin]"))
+            .ToHaveTextAsync("every model of the tenantcard-numbers → redact, no-secrets → deny");
+        await Expect(page.Locator("table[data-testid=services] tr[data-key=analytics] [data-testid=prompt-admin]")).ToContainTextAsync("no prompt rules");
         await browser.ScreenshotAsync(page, "console-services-gaps");
         browser.AssertNoErrors(page);
     }

@@ -406,9 +406,20 @@ async function servicesPage(main) {
     { title: "Technical owner", cell: s => owner(s.owners.technical) },
     { title: "Agent operator / sponsor", cell: s => el("div", null, s.owners.agent_operator?.name ?? "—", el("br"), el("span", { class: "small muted" }, s.owners.business_sponsor?.name ?? "")) },
     { title: "Budget", cell: s => s.budget ? `${s.budget.amount} / ${s.budget.period ?? "month"}` : "—" },
+    { title: "Models · prompt rules", cell: s => el("div", { "data-testid": "prompt-admin" }, s.models ? s.models.join(", ") : "every model of the tenant", el("br"),
+      el("span", { class: "small muted" }, promptRules(s.prompt_rules, s.tenant_prompt_rules))) },
     { title: "Governance", cell: s => s.governance_gaps.length === 0 ? badge("complete", "ok") : el("div", null, s.governance_gaps.map(g => el("span", { class: "gap" }, g))) },
     { title: "Status", cell: s => suspension(s, "service") },
   ], services, { testid: "services", key: s => s.id })));
+}
+
+// The prompt admin's part of a service as its rules read: "card-numbers → redact, project-names → deny", then the tenant's.
+function promptRules(own, tenant) {
+  const text = rules => rules.map(r => `${r.id} → ${r.action ?? "deny"}`).join(", ");
+  const parts = [];
+  if (own?.length) parts.push(text(own));
+  if (tenant?.length) parts.push(`tenant: ${text(tenant)}`);
+  return parts.length ? parts.join("; ") : "no prompt rules";
 }
 
 // Active, or suspended, naming the kill switch when it is not the item's own (own: "service" or "consumer"): a tenant's
