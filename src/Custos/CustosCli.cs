@@ -21,6 +21,8 @@ internal static class CustosCli
             PolicyCommand.Create(output),
             ServicesCommand.Create(output),
             OwnersCommand.Create(output),
+            BudgetsCommand.Create(output),
+            BudgetsCommand.Spend(output),
             AccessCommand.Create(output),
             KillSwitchCommand.Create(output),
             StoreCommand.Create(output),

@@ -310,6 +310,53 @@ public sealed partial class ControlPlaneCliTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Finance_SetsAndRemovesBudgets_AndReadsSpendBesideThem()
+    {
+        var web = _demo.ConsumerKey("support-web");
+        Assert.Equal(HttpStatusCode.OK, (await DemoGateway.ChatAsync(_gateway.DataPlaneUri, web)).Status);
+        await _gateway.Ledger.FlushAsync();
+
+        var spend = await AsAsync("finance", "spend");
+        var support = SpendRow(spend, Service);
+        Assert.True(decimal.Parse(support[2], System.Globalization.CultureInfo.InvariantCulture) > 0, spend);
+        Assert.Equal(["USD", "1", "100 per month (hard)"], support[3..]);
+        Assert.Contains("total USD: ", spend, StringComparison.Ordinal);
+
+        var set = await AsAsync("finance", "budgets", "set", "--consumer", "support-web", "--amount", "0.000001", "--period", "day", "--reason", "FIN-8 pilot cap");
+        Assert.Contains("budget.set consumer:support-web: - -> 0.000001 per day (hard)", set, StringComparison.Ordinal);
+        var entry = Assert.Single(await _demo.AdminEntriesAsync("budget.set"));
+        Assert.Equal("demo-finance", entry.GetProperty("actor").GetString());
+        Assert.Equal("FIN-8 pilot cap", entry.GetProperty("reason").GetString());
+        Assert.Equal("deny.exceeds_limit", (await DemoGateway.ChatAsync(_gateway.DataPlaneUri, web)).Code);
+
+        var removed = await AsAsync("finance", "budgets", "remove", "--consumer", "support-web", "--reason", "FIN-8 over");
+        Assert.Contains("budget.set consumer:support-web: 0.000001 per day (hard) -> -", removed, StringComparison.Ordinal);
+        Assert.Equal(HttpStatusCode.OK, (await DemoGateway.ChatAsync(_gateway.DataPlaneUri, web)).Status);
+        await AsAsync("finance", "budgets", "set", "--service", "analytics", "--amount", "250", "--mode", "soft", "--reason", "FIN-9 Q4");
+        Assert.Equal("250 per month (soft)", SpendRow(await AsAsync("security-auditor", "spend", "--from", "1h"), "analytics")[5]);
+
+        // Refusals: a negative amount is the policy's 422, an unknown scope a 404, two scopes or a prompt admin never reach a change.
+        var version = _gateway.Policy.Current.Version;
+        var (negativeExit, _, negative) = await RunAsync("finance", "budgets", "set", "--tenant", "acme", "--amount", "-5", "--reason", "x");
+        Assert.Equal(1, negativeExit);
+        Assert.Contains("422 admin.invalid_policy", negative, StringComparison.Ordinal);
+        var (unknownExit, _, unknown) = await RunAsync("finance", "budgets", "set", "--tenant", "nope", "--amount", "5", "--reason", "x");
+        Assert.Equal(1, unknownExit);
+        Assert.Contains("tenant 'nope' does not exist", unknown, StringComparison.Ordinal);
+        var (twoExit, twoOutput, two) = await RunAsync("finance", "budgets", "set", "--tenant", "acme", "--service", "analytics", "--amount", "5", "--reason", "x");
+        Assert.NotEqual(0, twoExit);
+        Assert.Contains("name exactly one of --consumer ID, --service ID or --tenant ID", twoOutput + two, StringComparison.Ordinal);
+        var (promptExit, _, prompt) = await RunAsync("prompt-admin", "budgets", "set", "--tenant", "acme", "--amount", "5", "--reason", "x");
+        Assert.Equal(1, promptExit);
+        Assert.Contains("403 admin.forbidden", prompt, StringComparison.Ordinal);
+        Assert.Equal(version, _gateway.Policy.Current.Version);
+    }
+
+    /// <summary>The row of <c>custos spend</c>'s table for <paramref name="service"/>, its second column.</summary>
+    private static string[] SpendRow(string table, string service)
+        => table.ReplaceLineEndings("\n").Split('\n').Select(l => Regex.Split(l.Trim(), " {2,}")).Single(cells => cells.Length > 1 && cells[1] == service);
+
+    [Fact]
     public async Task KillSwitch_EngageAndRelease_ForAConsumerAndATenant()
     {
         var web = _demo.ConsumerKey("support-web");
