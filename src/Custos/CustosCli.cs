@@ -16,6 +16,7 @@ internal static class CustosCli
             DemoCommand.Create(output),
             ServeCommand.Create(output),
             RequestsCommand.Create(output),
+            ChangesCommand.Create(output),
             ConfigCommand.Create(output),
             KeysCommand.Create(output),
             PolicyCommand.Create(output),

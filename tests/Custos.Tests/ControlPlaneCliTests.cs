@@ -352,6 +352,49 @@ public sealed partial class ControlPlaneCliTests : IAsyncLifetime
         Assert.Equal(version, _gateway.Policy.Current.Version);
     }
 
+    [Fact]
+    public async Task Changes_ListTheAdministrativeEntries_WithTheirActorVersionAndReason_FromTheApiOrTheStore()
+    {
+        await AsAsync("finance", "budgets", "set", "--service", "analytics", "--amount", "250", "--reason", "FIN-7 Q4 cap");
+        var (deniedExit, _, _) = await RunAsync("finance", "keys", "revoke", "cred-support-web", "--reason", "not mine to revoke");
+        Assert.Equal(1, deniedExit);
+        await AsAsync("platform-admin", "keys", "suspend", "cred-support-web", "--reason", "leak drill");
+        await _gateway.Ledger.FlushAsync();
+
+        // Every change with its actor, version and reason; the refused attempt among them.
+        var all = (await AsAsync("security-auditor", "changes")).Split('\n').Select(l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries)).ToList();
+        Assert.Contains(all, l => l is [_, _, "demo-finance", "budget.set", "service:analytics", "v2", ..]);
+        Assert.Contains(all, l => l is [_, _, "demo-finance", "credential.revoked_denied", "credential:cred-support-web", "v2", "role", "finance", ..]);
+        var budget = (await AsAsync("security-auditor", "changes", "--action", "budget.set")).Split('\n');
+        Assert.Contains(budget, l => l.Contains("budget.set", StringComparison.Ordinal) && l.EndsWith("- -> 250 per month (hard); FIN-7 Q4 cap", StringComparison.Ordinal));
+        Assert.Equal("1 entry (newest last).", budget.Last(l => l.Length > 0));
+
+        // --action takes a prefix; --actor and --target narrow it further.
+        var credential = await AsAsync("security-auditor", "changes", "--action", "credential", "--target", "credential:cred-support-web");
+        Assert.Contains("credential.revoked_denied", credential, StringComparison.Ordinal);
+        Assert.Contains("active -> suspended; leak drill", credential, StringComparison.Ordinal);
+        Assert.DoesNotContain("budget.set", credential, StringComparison.Ordinal);
+        Assert.Equal("2 entries (newest last).", credential.Split('\n').Last(l => l.Length > 0));
+        var json = (await AsAsync("security-auditor", "changes", "--actor", "demo-platform-admin", "--json")).Split('\n', StringSplitOptions.RemoveEmptyEntries)
+            .Select(l => JsonDocument.Parse(l).RootElement).ToList();
+        Assert.Equal(["policy.version_created", "credential.suspended"], json.Select(e => e.GetProperty("action").GetString()));
+        Assert.All(json, e => Assert.Equal(_gateway.Policy.Current.Version, e.GetProperty("policy_version").GetInt64()));
+
+        // The store says the same without a gateway's admin API; the newest N, oldest first.
+        var (exit, local, error) = await Cli.RunAsync("changes", "--data", _demo.Directory, "--limit", "2", "--action", "credential");
+        Assert.True(exit == 0, error);
+        var lines = local.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal(4, lines.Length);
+        Assert.Contains("credential.revoked_denied", lines[1], StringComparison.Ordinal);
+        Assert.Contains("credential.suspended", lines[2], StringComparison.Ordinal);
+
+        // A role that does not read the ledger is refused, and the refusal is itself an entry.
+        var (financeExit, _, finance) = await RunAsync("finance", "changes");
+        Assert.Equal(1, financeExit);
+        Assert.Contains("403 admin.forbidden", finance, StringComparison.Ordinal);
+        Assert.Single(await _demo.AdminEntriesAsync("ledger.read_denied"));
+    }
+
     /// <summary>The row of <c>custos spend</c>'s table for <paramref name="service"/>, its second column.</summary>
     private static string[] SpendRow(string table, string service)
         => table.ReplaceLineEndings("\n").Split('\n').Select(l => Regex.Split(l.Trim(), " {2,}")).Single(cells => cells.Length > 1 && cells[1] == service);

@@ -164,7 +164,7 @@ internal static class RequestsCommand
     /// A column's text, cut to <paramref name="width"/>: a line break in it (a model name is what the caller sent) is shown
     /// as <c>\n</c>, so that no value can begin a row of its own.
     /// </summary>
-    private static string Trim(string value, int width)
+    internal static string Trim(string value, int width)
     {
         value = value.ReplaceLineEndings("\\n");
         return value.Length <= width ? value : value[..(width - 1)] + "…";
