@@ -115,6 +115,35 @@ internal sealed class AdminClient : IDisposable
     /// <summary>PUT <paramref name="body"/> to <paramref name="path"/>.</summary>
     public Task<AdminReply> PutAsync(string path, object body, CancellationToken cancellationToken) => SendAsync(HttpMethod.Put, path, body, cancellationToken);
 
+    /// <summary>
+    /// Adds <c>--consumer</c>, <c>--service</c> and <c>--tenant</c> to <paramref name="command"/>, described as given, exactly
+    /// one of which must be named (a kill switch's or a budget's scope); <see cref="ScopeOf"/> reads which.
+    /// </summary>
+    public static Option<string?>[] AddScope(Command command, string consumer, string service, string tenant)
+    {
+        Option<string?>[] scopes = [new("--consumer") { Description = consumer }, new("--service") { Description = service }, new("--tenant") { Description = tenant }];
+        foreach (var scope in scopes)
+        {
+            command.Options.Add(scope);
+        }
+
+        command.Validators.Add(result =>
+        {
+            if (scopes.Count(s => result.GetValue(s) is not null) != 1)
+            {
+                result.AddError("name exactly one of --consumer ID, --service ID or --tenant ID");
+            }
+        });
+        return scopes;
+    }
+
+    /// <summary>The scope named among <paramref name="scopes"/> (<see cref="AddScope"/>): as the API spells it (<c>consumer</c>, …), and its id.</summary>
+    public static (string Scope, string Id) ScopeOf(ParseResult parse, Option<string?>[] scopes)
+    {
+        var scope = scopes.First(s => parse.GetValue(s) is not null);
+        return (scope.Name.TrimStart('-'), parse.GetValue(scope)!);
+    }
+
     /// <summary>One path segment, escaped; an empty one would name the list instead of an item, so it is refused.</summary>
     public static string Segment(string id)
         => string.IsNullOrWhiteSpace(id) ? throw new CliException("an empty id names nothing; give the id of the item") : Uri.EscapeDataString(id);

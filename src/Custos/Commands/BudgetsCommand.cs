@@ -64,7 +64,6 @@ internal static class BudgetsCommand
 
     private static Command Set(TextWriter output)
     {
-        var scopes = Scopes();
         var amount = new Option<decimal>("--amount") { Description = "The amount, in the currency of the models' prices.", Required = true };
         var period = new Option<string>("--period") { Description = "day or month: the calendar period in the tenant's time zone.", DefaultValueFactory = _ => "month" };
         period.AcceptOnlyFromAmong("day", "month");
@@ -76,7 +75,7 @@ internal static class BudgetsCommand
         mode.AcceptOnlyFromAmong("hard", "soft");
         var reason = Reason();
         var command = new Command("set", "Set the budget of one consumer, service or tenant, replacing its budget if it has one.") { amount, period, mode, reason };
-        return Define(command, scopes, reason, output, parse => new JsonObject
+        return Define(command, reason, output, parse => new JsonObject
         {
             ["amount"] = parse.GetValue(amount),
             ["period"] = parse.GetValue(period),
@@ -86,42 +85,23 @@ internal static class BudgetsCommand
 
     private static Command Remove(TextWriter output)
     {
-        var scopes = Scopes();
         var reason = Reason();
         var command = new Command("remove", "Remove the budget of one consumer, service or tenant: the budgets above and below it still apply.") { reason };
-        return Define(command, scopes, reason, output, _ => null);
+        return Define(command, reason, output, _ => null);
     }
-
-    private static Option<string?>[] Scopes() =>
-    [
-        new("--consumer") { Description = "A consumer." },
-        new("--service") { Description = "A service." },
-        new("--tenant") { Description = "A tenant." },
-    ];
 
     private static Option<string> Reason() => new("--reason") { Description = "Why: recorded in the ledger with the change.", Required = true };
 
-    private static Command Define(Command command, Option<string?>[] scopes, Option<string> reason, TextWriter output, Func<ParseResult, JsonObject?> budget)
+    private static Command Define(Command command, Option<string> reason, TextWriter output, Func<ParseResult, JsonObject?> budget)
     {
-        foreach (var scope in scopes)
-        {
-            command.Options.Add(scope);
-        }
-
-        command.Validators.Add(result =>
-        {
-            if (scopes.Count(s => result.GetValue(s) is not null) != 1)
-            {
-                result.AddError("name exactly one of --consumer ID, --service ID or --tenant ID");
-            }
-        });
+        var scopes = AdminClient.AddScope(command, "A consumer.", "A service.", "A tenant.");
         return AdminClient.Define(command, output, (parse, admin, cancellationToken) =>
         {
-            var scope = scopes.First(s => parse.GetValue(s) is not null);
+            var (scope, id) = AdminClient.ScopeOf(parse, scopes);
             return admin.PutAsync("/admin/v1/budgets", new JsonObject
             {
-                ["scope"] = scope.Name.TrimStart('-'),
-                ["id"] = parse.GetValue(scope),
+                ["scope"] = scope,
+                ["id"] = id,
                 ["budget"] = budget(parse),
                 ["reason"] = parse.GetValue(reason),
             }, cancellationToken);

@@ -15,35 +15,18 @@ internal static class KillSwitchCommand
 
     private static Command Switch(string verb, bool engaged, TextWriter output)
     {
-        Option<string?>[] scopes =
-        [
-            new("--consumer") { Description = "A consumer (platform_admin, service_owner)." },
-            new("--service") { Description = "A service (platform_admin, service_owner)." },
-            new("--tenant") { Description = "A whole tenant (platform_admin)." },
-        ];
         var reason = new Option<string>("--reason") { Description = "Why: recorded in the ledger and sent to the owners.", Required = true };
         var command = new Command(verb, engaged
             ? "Engage a kill switch: every request of the consumer, service or tenant is refused from the next one on."
             : "Release a kill switch: requests are served again.") { reason };
-        foreach (var scope in scopes)
-        {
-            command.Options.Add(scope);
-        }
-
-        command.Validators.Add(result =>
-        {
-            if (scopes.Count(s => result.GetValue(s) is not null) != 1)
-            {
-                result.AddError("name exactly one of --consumer ID, --service ID or --tenant ID");
-            }
-        });
+        var scopes = AdminClient.AddScope(command, "A consumer (platform_admin, service_owner).", "A service (platform_admin, service_owner).", "A whole tenant (platform_admin).");
         return AdminClient.Define(command, output, (parse, admin, cancellationToken) =>
         {
-            var scope = scopes.First(s => parse.GetValue(s) is not null);
+            var (scope, id) = AdminClient.ScopeOf(parse, scopes);
             return admin.PostAsync("/admin/v1/kill-switches", new
             {
-                scope = scope.Name.TrimStart('-'),
-                id = parse.GetValue(scope),
+                scope,
+                id,
                 engaged,
                 reason = parse.GetValue(reason),
             }, cancellationToken);
