@@ -1183,13 +1183,36 @@ internal static partial class AdminApi
             RequireWindow(start, end);
             var spend = await SpendAsync(gateway.Store, start, end, context.RequestAborted);
             var document = gateway.Policy.Current.Document;
-            return Json(document.Services.Where(s => AdminAccess.InScope(admin, s.Tenant, s.Id)).Select(s =>
+            var views = document.Services.Where(s => AdminAccess.InScope(admin, s.Tenant, s.Id)).Select(s =>
             {
                 var (cost, requests) = spend.TryGetValue(s.Id, out var v) ? v : (0m, 0L);
                 var tenant = document.Tenants.FirstOrDefault(t => t.Id == s.Tenant);
                 return new SpendView(s.Tenant, s.Id, cost, requests, s.Limits.Budget, tenant is null ? "USD" : CurrencyOf(tenant));
-            }).ToArray());
-        }).WithSummary("Spend per service in a window (default: this calendar month, in the tenant's time zone when the view holds one tenant or tenants of one zone, else UTC), beside its budget.").Produces<SpendView[]>();
+            }).ToList();
+
+            // A service removed from the policy since it spent: its spend stays in the answer, under the tenant of the newest
+            // version that had it, or the window's spend would add up to less than its entries.
+            var retired = spend.Keys.Where(id => !document.Services.Any(s => s.Id == id)).Order(StringComparer.Ordinal).ToList();
+            if (retired.Count > 0)
+            {
+                var history = await gateway.Store.GetHistoryAsync(context.RequestAborted);
+                foreach (var id in retired)
+                {
+                    var last = history.OrderByDescending(v => v.Number).FirstOrDefault(v => v.Document.Services.Any(s => s.Id == id));
+                    var service = last?.Document.Services.First(s => s.Id == id);
+                    if (service is null || !AdminAccess.InScope(admin, service.Tenant, service.Id))
+                    {
+                        continue;
+                    }
+
+                    var tenant = last!.Document.Tenants.FirstOrDefault(t => t.Id == service.Tenant);
+                    var (cost, requests) = spend[id];
+                    views.Add(new SpendView(service.Tenant, id, cost, requests, null, tenant is null ? "USD" : CurrencyOf(tenant)) { Retired = true });
+                }
+            }
+
+            return Json(views.ToArray());
+        }).WithSummary("Spend per service in a window (default: this calendar month, in the tenant's time zone when the view holds one tenant or tenants of one zone, else UTC), beside its budget; a service removed from the policy since it spent is listed as retired.").Produces<SpendView[]>();
 
         api.MapGet("/notifications", async (HttpContext context, int? limit) =>
         {
