@@ -252,6 +252,12 @@ public sealed record SpendView(string Tenant, string Service, decimal Spend, lon
 }
 
 /// <summary>
+/// The chargeback lines of a window [<paramref name="From"/>, <paramref name="To"/>), summed from its request entries
+/// within the admin's scope (<c>GET /spend/lines</c>).
+/// </summary>
+public sealed record SpendLinesView(DateTimeOffset From, DateTimeOffset To, IReadOnlyList<Custos.Reports.SpendLine> Lines);
+
+/// <summary>
 /// Who approved the access a recorded request used. <c>policy_author</c> is withheld (null) from a scoped admin when the
 /// version changed nothing in its scope, as in the version list; <c>access_request</c> is the request whose id is the
 /// entitlement's ticket only when it asked for this consumer and these models.
