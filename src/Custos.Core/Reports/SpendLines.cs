@@ -75,13 +75,13 @@ public sealed class SpendLines
     }
 
     /// <summary>
-    /// <paramref name="lines"/> as CSV (RFC 4180, a header line, <c>\r\n</c> line ends): amounts in plain invariant digits,
-    /// never an exponent, the policy versions separated by spaces.
+    /// <paramref name="lines"/> as CSV (RFC 4180 quoting, a header line, <c>\n</c> line ends, which every spreadsheet reads and
+    /// a terminal shows as they are): amounts in plain invariant digits, never an exponent, the policy versions separated by spaces.
     /// </summary>
     public static string ToCsv(IReadOnlyList<SpendLine> lines)
     {
         ArgumentNullException.ThrowIfNull(lines);
-        var csv = new StringBuilder("tenant,service,consumer,model,currency,requests,priced,input_tokens,output_tokens,spend,policy_versions\r\n");
+        var csv = new StringBuilder("tenant,service,consumer,model,currency,requests,priced,input_tokens,output_tokens,spend,policy_versions\n");
         foreach (var line in lines)
         {
             csv.Append(Field(line.Tenant)).Append(',').Append(Field(line.Service)).Append(',').Append(Field(line.Consumer)).Append(',')
@@ -91,7 +91,7 @@ public sealed class SpendLines
                 .Append(line.InputTokens.ToString(CultureInfo.InvariantCulture)).Append(',')
                 .Append(line.OutputTokens.ToString(CultureInfo.InvariantCulture)).Append(',')
                 .Append(line.Spend.ToString(CultureInfo.InvariantCulture)).Append(',')
-                .Append(string.Join(' ', line.PolicyVersions.Select(v => v.ToString(CultureInfo.InvariantCulture)))).Append("\r\n");
+                .Append(string.Join(' ', line.PolicyVersions.Select(v => v.ToString(CultureInfo.InvariantCulture)))).Append('\n');
         }
 
         return csv.ToString();

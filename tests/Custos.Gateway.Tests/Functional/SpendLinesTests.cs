@@ -61,7 +61,7 @@ public sealed class SpendLinesTests
         // The same lines as CSV, for a spreadsheet.
         using var csv = await AdminAsync(g, "finance", HttpMethod.Get, "/admin/v1/spend/lines?format=csv");
         Assert.Equal("text/csv", csv.Content.Headers.ContentType?.MediaType);
-        var rows = (await csv.Content.ReadAsStringAsync()).Split("\r\n", StringSplitOptions.RemoveEmptyEntries);
+        var rows = (await csv.Content.ReadAsStringAsync()).Split('\n', StringSplitOptions.RemoveEmptyEntries);
         Assert.Equal("tenant,service,consumer,model,currency,requests,priced,input_tokens,output_tokens,spend,policy_versions", rows[0]);
         var row = rows.Single(r => r.StartsWith("acme,support,web,gpt-4o-mini,", StringComparison.Ordinal)).Split(',');
         Assert.Equal((CostOf("web", "gpt-4o-mini"), $"{first} {second}"), (decimal.Parse(row[9], CultureInfo.InvariantCulture), row[10]));
