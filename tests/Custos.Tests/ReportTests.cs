@@ -624,6 +624,44 @@ public sealed class ReportTests
     }
 
     [Fact]
+    public async Task Spend_FromTheStoreAndWithServer_IsTheSameChargeback_PerConsumerAndModel()
+    {
+        // custos report had incident packs and the posture only: finance had no command for a window's spend at all.
+        await using var demo = await DemoGateway.StartAsync("report-spend");
+        var web = demo.Keys.Consumers.Single(c => c.Name == "support-web").Key;
+        Assert.Equal(HttpStatusCode.OK, (await DemoGateway.ChatAsync(demo.Gateway.DataPlaneUri, web)).Status);
+        Assert.Equal(HttpStatusCode.OK, (await DemoGateway.ChatAsync(demo.Gateway.DataPlaneUri, web)).Status);
+        await demo.Gateway.Ledger.FlushAsync();
+        var entries = await demo.Gateway.Store.QueryAsync(new LedgerQuery { Consumer = "support-web", Limit = 100 }).ToListAsync();
+        var cost = entries.Sum(e => RequestEntry.Parse(e).Cost ?? 0m) / 1.000000000000000000000000000000000m;
+        Assert.True(cost > 0);
+        var to = DateTimeOffset.UtcNow.AddMinutes(1);
+        string[] window = ["--from", "1h", "--to", Iso(to)];
+
+        var (exit, local, error) = await Cli.RunAsync(["report", "spend", .. window, "--data", demo.Directory]);
+        Assert.True(exit == 0, error);
+        var line = local.Split('\n').Single(l => l.StartsWith("acme,support-assistant,support-web,gpt-4o-mini,USD,", StringComparison.Ordinal));
+        Assert.Equal($"acme,support-assistant,support-web,gpt-4o-mini,USD,2,2,{line.Split(',')[7]},{line.Split(',')[8]},{cost.ToString(System.Globalization.CultureInfo.InvariantCulture)},1", line);
+        Assert.Contains($": 1 line, 2 requests, spend {cost.ToString(System.Globalization.CultureInfo.InvariantCulture)} USD.", error, StringComparison.Ordinal);
+
+        string[] server = ["--server", demo.Gateway.AdminUri.ToString()];
+        (exit, var remote, error) = await Cli.RunAsync(["report", "spend", .. window, .. server, "--admin-key", demo.AdminKey("finance")]);
+        Assert.True(exit == 0, error);
+        Assert.Equal(local, remote);
+
+        // The role decides, as on the API; a store beside --server is refused; a format it does not make is one line.
+        (exit, _, error) = await Cli.RunAsync(["report", "spend", .. window, .. server, "--admin-key", demo.AdminKey("service-owner")]);
+        Assert.Equal(1, exit);
+        Assert.Contains("forbidden (403 admin.forbidden)", error, StringComparison.Ordinal);
+        (exit, _, error) = await Cli.RunAsync(["report", "spend", .. window, .. server, "--admin-key", demo.AdminKey("finance"), "--data", demo.Directory]);
+        Assert.Equal(1, exit);
+        Assert.Contains("--data and --config name a store to read here instead", error, StringComparison.Ordinal);
+        (exit, _, error) = await Cli.RunAsync(["report", "spend", .. window, "--data", demo.Directory, "--format", "xlsx"]);
+        Assert.Equal(1, exit);
+        Assert.Contains("--format must be csv or json, not 'xlsx'", error, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Requests_WithServer_ListTheLedgerThroughTheAdminApi_WithinTheAdminKeysScope()
     {
         // custos requests read the store only: an owner or auditor without it could not list what a request was decided

@@ -176,7 +176,7 @@ internal static partial class AdminApi
 
         var reasons = new Dictionary<string, long>(StringComparer.Ordinal);
         var consumers = new Dictionary<string, ConsumerCounts>(StringComparer.Ordinal);
-        var dailyByService = new Dictionary<string, decimal[]>(StringComparer.Ordinal);
+        var dailyByService = new Dictionary<string, (string? Tenant, string? Currency, decimal[] Daily)>(StringComparer.Ordinal);
 
         // Each tenant prices in one currency (the policy refuses two); a view of tenants pricing in different currencies
         // keeps each currency's spend apart instead of adding them into one figure.
@@ -217,12 +217,12 @@ internal static partial class AdminApi
 
             if (total.Slot >= monthStart && total.Service is { } service)
             {
-                if (!dailyByService.TryGetValue(service, out var daily))
+                if (!dailyByService.TryGetValue(service, out var spentBy))
                 {
-                    dailyByService[service] = daily = new decimal[days];
+                    dailyByService[service] = spentBy = (total.Tenant, total.Currency, new decimal[days]);
                 }
 
-                daily[Math.Min(TimeZoneInfo.ConvertTime(total.Slot, zone).Day, days) - 1] += total.Spend;
+                spentBy.Daily[Math.Min(TimeZoneInfo.ConvertTime(total.Slot, zone).Day, days) - 1] += total.Spend;
             }
 
             if (windowFromTotals && total.Slot >= from)
@@ -265,22 +265,30 @@ internal static partial class AdminApi
             consumer.Add(total);
         }
 
-        // Spend this month, day by day and cumulative, for every service in scope that spent or has a budget.
+        // Spend this month, day by day and cumulative, for every service in scope that spent or has a budget; a service
+        // removed from the policy since it spent this month stays, retired, so that the lines add up to the month's spend.
+        decimal[] Cumulative(string service)
+        {
+            var daily = dailyByService.TryGetValue(service, out var spentBy) ? spentBy.Daily : new decimal[days];
+            var cumulative = new decimal[days];
+            var sum = 0m;
+            for (var d = 0; d < days; d++)
+            {
+                cumulative[d] = sum += daily[d];
+            }
+
+            return cumulative;
+        }
+
         var spendSeries = document.Services
             .Where(s => AdminAccess.InScope(admin, s.Tenant, s.Id) && (dailyByService.ContainsKey(s.Id) || s.Limits.Budget is not null))
-            .Select(s =>
-            {
-                var daily = dailyByService.GetValueOrDefault(s.Id) ?? new decimal[days];
-                var cumulative = new decimal[days];
-                var sum = 0m;
-                for (var d = 0; d < days; d++)
-                {
-                    cumulative[d] = sum += daily[d];
-                }
-
-                return new SpendSeries(s.Tenant, s.Id, s.Limits.Budget is { Period: BudgetPeriod.Month } b ? PolicyNames.Normalize(b.Amount) : null, cumulative,
-                    TenantCurrency(s.Tenant));
-            }).ToArray();
+            .Select(s => new SpendSeries(s.Tenant, s.Id, s.Limits.Budget is { Period: BudgetPeriod.Month } b ? PolicyNames.Normalize(b.Amount) : null,
+                Cumulative(s.Id), TenantCurrency(s.Tenant)))
+            .Concat(dailyByService
+                .Where(d => !document.Services.Any(s => s.Id == d.Key))
+                .OrderBy(d => d.Key, StringComparer.Ordinal)
+                .Select(d => new SpendSeries(d.Value.Tenant ?? "", d.Key, null, Cumulative(d.Key), d.Value.Currency ?? TenantCurrency(d.Value.Tenant)) { Retired = true }))
+            .ToArray();
 
         var budgetUse = budgets.Select(w =>
         {

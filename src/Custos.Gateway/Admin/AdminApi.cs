@@ -9,6 +9,7 @@ using Custos.Gateway.Pipeline;
 using Custos.Identity;
 using Custos.Ledger;
 using Custos.Policy;
+using Custos.Reports;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.HttpResults;
@@ -1183,13 +1184,83 @@ internal static partial class AdminApi
             RequireWindow(start, end);
             var spend = await SpendAsync(gateway.Store, start, end, context.RequestAborted);
             var document = gateway.Policy.Current.Document;
-            return Json(document.Services.Where(s => AdminAccess.InScope(admin, s.Tenant, s.Id)).Select(s =>
+            var views = document.Services.Where(s => AdminAccess.InScope(admin, s.Tenant, s.Id)).Select(s =>
             {
                 var (cost, requests) = spend.TryGetValue(s.Id, out var v) ? v : (0m, 0L);
                 var tenant = document.Tenants.FirstOrDefault(t => t.Id == s.Tenant);
                 return new SpendView(s.Tenant, s.Id, cost, requests, s.Limits.Budget, tenant is null ? "USD" : CurrencyOf(tenant));
-            }).ToArray());
-        }).WithSummary("Spend per service in a window (default: this calendar month, in the tenant's time zone when the view holds one tenant or tenants of one zone, else UTC), beside its budget.").Produces<SpendView[]>();
+            }).ToList();
+
+            // A service removed from the policy since it spent: its spend stays in the answer, under the tenant of the newest
+            // version that had it, or the window's spend would add up to less than its entries.
+            var retired = spend.Keys.Where(id => !document.Services.Any(s => s.Id == id)).Order(StringComparer.Ordinal).ToList();
+            if (retired.Count > 0)
+            {
+                var history = await gateway.Store.GetHistoryAsync(context.RequestAborted);
+                foreach (var id in retired)
+                {
+                    var last = history.OrderByDescending(v => v.Number).FirstOrDefault(v => v.Document.Services.Any(s => s.Id == id));
+                    var service = last?.Document.Services.First(s => s.Id == id);
+                    if (service is null || !AdminAccess.InScope(admin, service.Tenant, service.Id))
+                    {
+                        continue;
+                    }
+
+                    var tenant = last!.Document.Tenants.FirstOrDefault(t => t.Id == service.Tenant);
+                    var (cost, requests) = spend[id];
+                    views.Add(new SpendView(service.Tenant, id, cost, requests, null, tenant is null ? "USD" : CurrencyOf(tenant)) { Retired = true });
+                }
+            }
+
+            return Json(views.ToArray());
+        }).WithSummary("Spend per service in a window (default: this calendar month, in the tenant's time zone when the view holds one tenant or tenants of one zone, else UTC), beside its budget; a service removed from the policy since it spent is listed as retired.").Produces<SpendView[]>();
+
+        api.MapGet("/spend/lines", async (HttpContext context, DateTimeOffset? from, DateTimeOffset? to, string? format) =>
+        {
+            var csv = format?.ToLowerInvariant() switch
+            {
+                null or "json" => false,
+                "csv" => true,
+                _ => throw AdminProblemException.Invalid($"'format' must be json or csv, not '{format}'."),
+            };
+            await RequireAsync(context, gateway, AdminPermission.ReadSpend, null, null, "spend.read", "spend", scoped: false);
+            var admin = Admin(context);
+            var now = gateway.Time.GetUtcNow();
+            var start = from ?? PeriodStart(BudgetPeriod.Month, ZoneInView(admin, gateway.Policy.Current.Document), now);
+            var end = to ?? now.AddSeconds(1);
+            RequireWindow(start, end);
+
+            // Every request entry of the window in scope, summed by tenant, service, consumer, model and currency: a heavy
+            // read, which takes its turn like a report.
+            using var turn = await TurnAsync(context, gateway, "spend.read", "spend", null);
+            var query = new LedgerQuery
+            {
+                Kind = "request",
+                From = start,
+                To = end,
+                Limit = int.MaxValue,
+                Tenants = admin.Tenants.Count > 0 ? admin.Tenants : null,
+                Services = admin.Services.Count > 0 ? admin.Services : null,
+            };
+            var lines = await AdminReadGate.RunAsync(async () =>
+            {
+                var sums = new SpendLines();
+                await foreach (var row in gateway.Store.QueryAsync(query, context.RequestAborted))
+                {
+                    sums.Add(RequestEntry.Parse(row));
+                }
+
+                return sums.Lines();
+            });
+            if (!csv)
+            {
+                return Json(new SpendLinesView(start, end, lines));
+            }
+
+            context.Response.Headers.ContentDisposition = $"attachment; filename=\"spend-{start.UtcDateTime:yyyyMMdd-HHmm}-{end.UtcDateTime:yyyyMMdd-HHmm}.csv\"";
+            return Results.Text(SpendLines.ToCsv(lines), "text/csv; charset=utf-8");
+        }).WithSummary("Chargeback lines of a window (default: this month, as GET /spend): spend, requests and tokens per tenant, service, consumer, model and currency, summed from the request entries, with the policy versions that priced them; json or csv.")
+            .Produces<SpendLinesView>();
 
         api.MapGet("/notifications", async (HttpContext context, int? limit) =>
         {

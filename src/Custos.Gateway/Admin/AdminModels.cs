@@ -248,7 +248,20 @@ public sealed record BudgetBody
 }
 
 /// <summary>Spend of one service in a window, in its tenant's <paramref name="Currency"/>.</summary>
-public sealed record SpendView(string Tenant, string Service, decimal Spend, long Requests, BudgetConfig? Budget, string Currency);
+public sealed record SpendView(string Tenant, string Service, decimal Spend, long Requests, BudgetConfig? Budget, string Currency)
+{
+    /// <summary>
+    /// Whether the service is no longer in the policy in force: it spent in the window and was removed since. Its tenant and
+    /// currency are those of the newest version that had it, and it has no budget. Default false.
+    /// </summary>
+    public bool Retired { get; init; }
+}
+
+/// <summary>
+/// The chargeback lines of a window [<paramref name="From"/>, <paramref name="To"/>), summed from its request entries
+/// within the admin's scope (<c>GET /spend/lines</c>).
+/// </summary>
+public sealed record SpendLinesView(DateTimeOffset From, DateTimeOffset To, IReadOnlyList<Custos.Reports.SpendLine> Lines);
 
 /// <summary>
 /// Who approved the access a recorded request used. <c>policy_author</c> is withheld (null) from a scoped admin when the
@@ -343,7 +356,11 @@ public sealed record OverviewBucket(DateTimeOffset Start, long Requests, long Al
     IReadOnlyDictionary<string, decimal> SpendByCurrency, IReadOnlyDictionary<string, long> Reasons);
 
 /// <summary>A service's spend this month, cumulative at the end of each day, and its monthly budget if it has one, in its tenant's currency.</summary>
-public sealed record SpendSeries(string Tenant, string Service, decimal? MonthlyBudget, IReadOnlyList<decimal> Cumulative, string Currency);
+public sealed record SpendSeries(string Tenant, string Service, decimal? MonthlyBudget, IReadOnlyList<decimal> Cumulative, string Currency)
+{
+    /// <summary>Whether the service spent this month and is no longer in the policy in force (no budget then). Default false.</summary>
+    public bool Retired { get; init; }
+}
 
 /// <summary>A budget and what its current period has spent (<paramref name="Fraction"/> of the amount), in its tenant's currency.</summary>
 public sealed record BudgetUse(string Scope, string Id, string Tenant, string? Service, decimal Amount, string Period, string Mode, DateTimeOffset PeriodStart,

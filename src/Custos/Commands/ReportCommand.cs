@@ -13,9 +13,10 @@ internal static class ReportCommand
 {
     public static Command Create(TextWriter output, TextWriter error)
     {
-        var report = new Command("report", "Evidence reports: an incident pack for one subject and window, and the compliance posture.");
+        var report = new Command("report", "Evidence reports: an incident pack for one subject and window, the compliance posture, and the chargeback of a window's spend.");
         report.Subcommands.Add(Incident(output, error));
         report.Subcommands.Add(Posture(output, error));
+        report.Subcommands.Add(Spend(output, error));
         return report;
     }
 
@@ -144,6 +145,80 @@ internal static class ReportCommand
         });
         return command;
     }
+
+    private static Command Spend(TextWriter output, TextWriter error)
+    {
+        var from = new Option<string>("--from") { Description = "Start of the window: ISO 8601 or an age such as 2h, 7d.", Required = true };
+        var to = new Option<string?>("--to") { Description = "End of the window (exclusive), same forms. Default: now." };
+        var format = new Option<string>("--format") { Description = "csv (default) or json.", DefaultValueFactory = _ => "csv" };
+        var file = Out();
+        var data = CommonOptions.Data();
+        var config = CommonOptions.Config();
+        var command = new Command("spend",
+            "The chargeback of a window: spend, requests and tokens per tenant, service, consumer, model and currency, summed from the request entries, " +
+            "with the policy versions whose prices costed them (see docs/reports.md).")
+        {
+            from, to, format, file, data, config,
+        };
+        var remote = RemoteOptions.Add(command, "Have this gateway's admin API sum the lines (GET /admin/v1/spend/lines, e.g. http://127.0.0.1:8081) instead of reading the store; " +
+            "needs an admin key that reads spend (platform_admin, security_auditor, finance), within its scope.");
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            var csv = parse.GetValue(format)?.ToLowerInvariant() switch
+            {
+                null or "csv" => true,
+                "json" => false,
+                var other => throw new CliException($"--format must be csv or json, not '{other}'"),
+            };
+            var (start, end) = RequestsCommand.ParseWindowToNow(parse.GetValue(from)!, parse.GetValue(to), DateTimeOffset.UtcNow);
+            if (end <= start)
+            {
+                throw new CliException($"--to ({ReportText.Time(end)}) must be after --from ({ReportText.Time(start)})");
+            }
+
+            var target = parse.GetValue(file);
+            var what = $"Spend lines, {ReportText.Time(start)} to {ReportText.Time(end)}";
+            if (parse.GetValue(remote.Server) is { } server)
+            {
+                RemoteOptions.RefuseStore(parse, data, config, "has the gateway sum the lines from its store");
+                var path = $"/admin/v1/spend/lines?from={Uri.EscapeDataString(Ledger.LedgerTime.Format(start))}&to={Uri.EscapeDataString(Ledger.LedgerTime.Format(end))}" +
+                    $"&format={(csv ? "csv" : "json")}";
+                string text;
+                using (var admin = remote.Open(parse, RemoteTimeout)!)
+                {
+                    (text, _) = await admin.GetTextAsync(path, "Content-Disposition", cancellationToken);
+                }
+
+                await EmitAsync(text, target, output, cancellationToken);
+                await (target is null ? error : output).WriteLineAsync($"{what}, summed by the gateway at {server}" + (target is null ? "." : $"; written to {target.FullName}."));
+                return 0;
+            }
+
+            var directory = CommonOptions.ResolveDataDirectory(parse.GetValue(data), parse.GetValue(config));
+            await using var store = await CommonOptions.OpenStoreAsync(directory, parse.GetValue(config), cancellationToken);
+            var sums = new SpendLines();
+            await foreach (var row in store.QueryAsync(new Ledger.LedgerQuery { Kind = "request", From = start, To = end, Limit = int.MaxValue }, cancellationToken))
+            {
+                sums.Add(RequestEntry.Parse(row));
+            }
+
+            var lines = sums.Lines();
+            await EmitAsync(csv ? SpendLines.ToCsv(lines)
+                : System.Text.Json.JsonSerializer.Serialize(new { from = start, to = end, lines }, SpendJson) + Environment.NewLine, target, output, cancellationToken);
+            var totals = lines.Where(l => l.Currency is not null).GroupBy(l => l.Currency!, StringComparer.Ordinal).OrderBy(c => c.Key, StringComparer.Ordinal)
+                .Select(c => $"{(c.Sum(l => l.Spend) / 1.000000000000000000000000000000000m).ToString(CultureInfo.InvariantCulture)} {c.Key}").ToList();
+            await (target is null ? error : output).WriteLineAsync($"{what}: {ReportText.Plural(lines.Count, "line")}, {ReportText.Plural(lines.Sum(l => l.Requests), "request")}, " +
+                $"spend {(totals.Count == 0 ? "0" : string.Join(" and ", totals))}" + (target is null ? "." : $"; written to {target.FullName}."));
+            return 0;
+        });
+        return command;
+    }
+
+    private static readonly System.Text.Json.JsonSerializerOptions SpendJson = new()
+    {
+        PropertyNamingPolicy = System.Text.Json.JsonNamingPolicy.SnakeCaseLower,
+        WriteIndented = true,
+    };
 
     /// <summary>What <c>--server</c> does for a report: the gateway makes it, within the admin key's role and scope.</summary>
     private const string RemoteDescription = "Have this gateway's admin API make the report (e.g. http://127.0.0.1:8081) instead of reading the store; needs an admin key "

@@ -23,6 +23,7 @@ public sealed class AdminBadInputTests
     [InlineData("/admin/v1/ledger?limit=0", "'limit' must be a whole number of at least 1, not '0'.")]
     [InlineData("/admin/v1/notifications?limit=-1", "'limit' must be a whole number of at least 1, not '-1'.")]
     [InlineData("/admin/v1/spend?to=yesterday", "to")]
+    [InlineData("/admin/v1/spend/lines?from=7d", "from")]
     [InlineData("/admin/v1/reports/incident?subject=consumer&id=web&from=last%20week", "from")]
     [InlineData("/admin/v1/policy/diff?to=1", "from")]
     public async Task AQueryValueThatDoesNotRead_Is400NamingIt(string path, string parameter)

@@ -56,6 +56,7 @@ public sealed class AdminRoleMatrixTests
         (HttpMethod.Get, "/admin/v1/ledger?consumer=web", null, ["root", "support-owner", "support-lead", "auditor"]),
         (HttpMethod.Get, "/admin/v1/ledger?tenant=globex", null, ["root", "auditor", "globex-owner"]),
         (HttpMethod.Get, "/admin/v1/spend", null, ["root", "auditor", "finance"]),
+        (HttpMethod.Get, "/admin/v1/spend/lines", null, ["root", "auditor", "finance"]),
         (HttpMethod.Get, "/admin/v1/notifications", null, ["root", "auditor"]),
         (HttpMethod.Get, "/admin/v1/alerts", null, All),
         (HttpMethod.Get, $"/admin/v1/alerts/{alertId}", null, ["root", "support-owner", "support-lead", "prompts", "auditor", "finance"]),

@@ -120,6 +120,51 @@ public sealed class ConsoleApiTests
     }
 
     [Fact]
+    public async Task Spend_OfAServiceRemovedFromThePolicy_StaysInSpendAndTheOverview_AsRetired()
+    {
+        // A service retired mid-month dropped out of GET /spend and the overview's month: finance's chargeback for the
+        // month came to less than the ledger's entries, and the service's spend went unbilled.
+        await using var g = await StartAsync();
+        Assert.Equal(HttpStatusCode.OK, (await ChatAsync(g, g.KeyOf("web"))).Status);
+        Assert.Equal(HttpStatusCode.OK, (await ChatAsync(g, g.KeyOf("agent"), "gpt-4o")).Status);
+        var ledger = await g.LedgerAsync();
+        decimal CostOf(string consumer) => ledger.Where(e => e.GetProperty("consumer").GetString() == consumer && e.GetProperty("cost").ValueKind == JsonValueKind.String)
+            .Sum(e => decimal.Parse(e.GetProperty("cost").GetString()!, CultureInfo.InvariantCulture));
+        var agentSpend = CostOf("agent");
+        Assert.True(agentSpend > 0);
+
+        var document = g.Gateway.Policy.Current.Document;
+        var retired = document with
+        {
+            Services = [.. document.Services.Where(s => s.Id != "agents")],
+            Consumers = [.. document.Consumers.Where(c => c.Service != "agents")],
+            Credentials = [.. document.Credentials.Where(c => c.Consumer != "agent")],
+            Admins = [.. document.Admins.Where(a => a.Id != "agents-owner")],
+        };
+        await JsonAsync(await AdminAsync(g, "root", HttpMethod.Post, "/admin/v1/policy/versions",
+            new Dictionary<string, object?> { ["yaml"] = Custos.Policy.PolicyYamlWriter.Write(retired), ["reason"] = "retire agents" }));
+        Assert.DoesNotContain(g.Gateway.Policy.Current.Document.Services, s => s.Id == "agents");
+
+        var spend = (await JsonAsync(await AdminAsync(g, "finance", HttpMethod.Get, "/admin/v1/spend"))).EnumerateArray()
+            .ToDictionary(s => s.GetProperty("service").GetString()!);
+        var agents = spend["agents"];
+        Assert.Equal(("acme", agentSpend, 1L, true, JsonValueKind.Null, "USD"), (agents.GetProperty("tenant").GetString(), agents.GetProperty("spend").GetDecimal(),
+            agents.GetProperty("requests").GetInt64(), agents.GetProperty("retired").GetBoolean(), agents.GetProperty("budget").ValueKind,
+            agents.GetProperty("currency").GetString()));
+        Assert.False(spend["support"].GetProperty("retired").GetBoolean());
+        Assert.Equal(CostOf("web") + agentSpend, spend.Values.Sum(s => s.GetProperty("spend").GetDecimal()));
+
+        var overview = await JsonAsync(await AdminAsync(g, "finance", HttpMethod.Get, "/admin/v1/overview?window=24h"));
+        var series = overview.GetProperty("spend_this_month").EnumerateArray().Single(s => s.GetProperty("service").GetString() == "agents");
+        Assert.Equal((agentSpend, true, JsonValueKind.Null), (series.GetProperty("cumulative").EnumerateArray().Last().GetDecimal(),
+            series.GetProperty("retired").GetBoolean(), series.GetProperty("monthly_budget").ValueKind));
+
+        // Still within scope: another tenant's admin sees neither.
+        var globex = await JsonAsync(await AdminAsync(g, "globex-owner", HttpMethod.Get, "/admin/v1/overview?window=24h"));
+        Assert.DoesNotContain(globex.GetProperty("spend_this_month").EnumerateArray(), s => s.GetProperty("service").GetString() == "agents");
+    }
+
+    [Fact]
     public async Task Overview_OfOneTenant_CountsTheMonthInItsTimeZone_LikeItsBudgets()
     {
         // The month was UTC's while the tenant's budgets use its own zone: at UTC+14, the overview's month began 14 hours late.

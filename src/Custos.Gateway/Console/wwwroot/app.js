@@ -321,7 +321,8 @@ async function overviewPage(main) {
     const color = palette[i % palette.length];
     const spent = Number(s.cumulative.at(-1) ?? 0);
     // With several currencies on one axis, each line names its own.
-    const name = o.currency === null ? `${s.service} (${s.currency})` : s.service;
+    // A service removed from the policy since it spent this month keeps its line, marked as retired.
+    const name = (o.currency === null ? `${s.service} (${s.currency})` : s.service) + (s.retired ? " (retired)" : "");
     datasets.push({ label: name, currency: s.currency, data: s.cumulative.map(Number), borderColor: color, backgroundColor: color, tension: 0.2, pointRadius: 2 });
     if (s.monthly_budget !== null) {
       // A budget line far above the spend would flatten it to zero: start it hidden (the legend shows it again).
