@@ -46,7 +46,8 @@ internal static class BudgetsCommand
             var rows = root.EnumerateArray().ToList();
             AdminClient.WriteTable(output, ["TENANT", "SERVICE", "SPEND", "CURRENCY", "REQUESTS", "BUDGET"], rows.Select(s => new[]
             {
-                AdminClient.Text(s, "tenant"), AdminClient.Text(s, "service"), AdminClient.Scalar(s, "spend"), AdminClient.Text(s, "currency"),
+                AdminClient.Text(s, "tenant"),
+                AdminClient.Text(s, "service") + (s.TryGetProperty("retired", out var r) && r.ValueKind == JsonValueKind.True ? " (retired)" : ""), AdminClient.Scalar(s, "spend"), AdminClient.Text(s, "currency"),
                 AdminClient.Scalar(s, "requests"), Budget(s),
             }), "No services in scope.");
             foreach (var currency in rows.GroupBy(s => AdminClient.Text(s, "currency") ?? "").Where(g => g.Count() > 1))
