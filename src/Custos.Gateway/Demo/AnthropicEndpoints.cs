@@ -26,8 +26,9 @@ internal static class AnthropicEndpoints
         long? maxTokens = root.TryGetProperty("max_tokens", out var max) && max.ValueKind == JsonValueKind.Number && max.TryGetInt64(out var limit) ? limit : null;
         var calls = DemoTools.AnthropicCalls(root, prompt.LastUserText, maxTokens);
 
-        var reply = DemoText.Limit(DemoText.Reply(prompt.LastUserText), maxTokens, out var cut);
-        var stopReason = calls is not null ? "tool_use" : cut ? "max_tokens" : "end_turn";
+        var reply = DemoText.Limit(DemoText.Stop(DemoText.Reply(prompt.LastUserText), root, "stop_sequences", out var stopSequence), maxTokens, out var cut);
+        stopSequence = calls is null && !cut ? stopSequence : null;
+        var stopReason = calls is not null ? "tool_use" : cut ? "max_tokens" : stopSequence is not null ? "stop_sequence" : "end_turn";
         var inputTokens = prompt.CountTokens();
         var outputTokens = calls is not null ? DemoTools.CountTokens(calls) : DemoText.Count(reply);
         var id = Wire.NewId("msg_");
@@ -65,7 +66,7 @@ internal static class AnthropicEndpoints
 
                     w.WriteEndArray();
                     w.WriteString("stop_reason", stopReason);
-                    w.WriteNull("stop_sequence");
+                    Wire.WriteStringOrNull(w, "stop_sequence", stopSequence);
                     if (mode != MockMode.NoUsage)
                     {
                         WriteUsage(w, inputTokens, outputTokens);
@@ -107,7 +108,7 @@ internal static class AnthropicEndpoints
             w.WriteString("type", "message_delta");
             w.WriteStartObject("delta");
             w.WriteString("stop_reason", stopReason);
-            w.WriteNull("stop_sequence");
+            Wire.WriteStringOrNull(w, "stop_sequence", stopSequence);
             w.WriteEndObject();
             w.WriteStartObject("usage");
             w.WriteNumber("output_tokens", outputTokens);

@@ -56,6 +56,32 @@ internal static class DemoText
         return text;
     }
 
+    /// <summary>
+    /// <paramref name="reply"/> up to the first of the request's stop sequences in it, which is left out, as a provider
+    /// stops there: OpenAI's <c>stop</c> (a string or a list of them), Anthropic's <c>stop_sequences</c>, named by
+    /// <paramref name="field"/>. <paramref name="matched"/> is the sequence it stopped at, or null when none occurs.
+    /// </summary>
+    public static string Stop(string reply, JsonElement root, string field, out string? matched)
+    {
+        matched = null;
+        if (!root.TryGetProperty(field, out var stop))
+        {
+            return reply;
+        }
+
+        var at = reply.Length;
+        foreach (var sequence in stop.ValueKind == JsonValueKind.Array ? stop.EnumerateArray() : (IEnumerable<JsonElement>)[stop])
+        {
+            if (sequence.ValueKind == JsonValueKind.String && sequence.GetString() is { Length: > 0 } text
+                && reply.IndexOf(text, StringComparison.Ordinal) is var index and >= 0 && index < at)
+            {
+                (at, matched) = (index, text);
+            }
+        }
+
+        return reply[..at];
+    }
+
     /// <summary>Tokens of <paramref name="text"/>.</summary>
     public static int Count(string text) => TokenCounter.Count(text.AsSpan());
 

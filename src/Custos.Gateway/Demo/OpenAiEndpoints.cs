@@ -47,7 +47,7 @@ internal static class OpenAiEndpoints
             return;
         }
 
-        var reply = DemoText.Limit(DemoText.Reply(prompt.LastUserText), MaxOutput(root), out var cut) + (mode == MockMode.SplitEmoji ? " \U0001F600" : string.Empty);
+        var reply = DemoText.Limit(DemoText.Stop(DemoText.Reply(prompt.LastUserText), root, "stop", out _), MaxOutput(root), out var cut) + (mode == MockMode.SplitEmoji ? " \U0001F600" : string.Empty);
         var finish = cut ? "length" : "stop";
         var usage = mode == MockMode.NoUsage ? null : new Usage(prompt.CountTokens(), n * DemoText.Count(reply));
         var id = Wire.NewId("chatcmpl-");
@@ -313,7 +313,7 @@ internal static class OpenAiEndpoints
             foreach (var item in Inputs(prompt))
             {
                 promptTokens += item.Tokens ?? DemoText.Count(item.Text);
-                replies.Add(DemoText.Limit(DemoText.Reply(item.Text), MaxOutput(root), out var itemCut));
+                replies.Add(DemoText.Limit(DemoText.Stop(DemoText.Reply(item.Text), root, "stop", out _), MaxOutput(root), out var itemCut));
                 cutAny |= itemCut;
             }
         }

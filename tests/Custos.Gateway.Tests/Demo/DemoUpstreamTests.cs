@@ -319,6 +319,32 @@ public sealed class DemoUpstreamTests
         Assert.Equal("end_turn", none.GetProperty("stop_reason").GetString());
     }
 
+    [Fact]
+    public async Task StopSequences_EndTheReplyBeforeThem_AsAProviderDoes()
+    {
+        // A ReAct-style agent stops the model at "Observation:"; the demo ignored stop and stop_sequences.
+        await using var upstream = await DemoUpstream.StartAsync();
+        using var http = new HttpClient { BaseAddress = upstream.BaseUri };
+
+        var (_, chat) = await PostJsonAsync(http, "/v1/chat/completions",
+            """{"model":"gpt-4o","messages":[{"role":"user","content":"Think. Observation: none"}],"stop":["nowhere","Observation:"]}""");
+        var (_, single) = await PostJsonAsync(http, "/v1/chat/completions",
+            """{"model":"gpt-4o","messages":[{"role":"user","content":"Think"}],"stop":"deterministic"}""");
+        var (_, messages) = await PostJsonAsync(http, "/v1/messages",
+            """{"model":"claude-sonnet-4-5","max_tokens":100,"messages":[{"role":"user","content":"Think. Observation: none"}],"stop_sequences":["Observation:"]}""");
+        var (_, unmatched) = await PostJsonAsync(http, "/v1/messages",
+            """{"model":"claude-sonnet-4-5","max_tokens":100,"messages":[{"role":"user","content":"Think"}],"stop_sequences":["Observation:"]}""");
+
+        var choice = chat.GetProperty("choices")[0];
+        Assert.Equal(DemoPrefix + "Think. ", choice.GetProperty("message").GetProperty("content").GetString());
+        Assert.Equal("stop", choice.GetProperty("finish_reason").GetString());
+        Assert.Equal(TokenCounter.Count(DemoPrefix + "Think. "), chat.GetProperty("usage").GetProperty("completion_tokens").GetInt32());
+        Assert.Equal(DemoPrefix + "Think. This reply is ", single.GetProperty("choices")[0].GetProperty("message").GetProperty("content").GetString());
+        Assert.Equal(DemoPrefix + "Think. ", messages.GetProperty("content")[0].GetProperty("text").GetString());
+        Assert.Equal(("stop_sequence", "Observation:"), (messages.GetProperty("stop_reason").GetString(), messages.GetProperty("stop_sequence").GetString()));
+        Assert.Equal(("end_turn", JsonValueKind.Null), (unmatched.GetProperty("stop_reason").GetString(), unmatched.GetProperty("stop_sequence").ValueKind));
+    }
+
     // ---- Raw wire format ----
 
     [Fact]
