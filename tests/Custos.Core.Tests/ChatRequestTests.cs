@@ -81,6 +81,26 @@ public sealed class ChatRequestTests
         Assert.InRange(TokenCounter.CountPrompt(request), 2 * TokenCounter.ImageTokens, 2 * TokenCounter.ImageTokens + 100);
     }
 
+    [Fact]
+    public void TryParse_ImagesNamedByTheirUrl_CountAsImages_AndTheirAddressesStayText()
+    {
+        // A provider fetches an image named by its URL and bills it as the image: 50 of them were reserved as the few
+        // tokens of their addresses, under a max_input_tokens they were billed far beyond.
+        var (error, request) = Parse("""
+            {"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"compare"},
+              {"type":"image_url","image_url":{"url":"https://img.example/a.png?token=abc","detail":"high"}},
+              {"type":"image_url","image_url":{"url":"https:\/\/img.example\/b.png"}},
+              {"type":"image","source":{"type":"url","url":"HTTPS://img.example/c.jpg"}},
+              {"type":"text","text":"see https://not.an.image.example/ and {\"url\":\"https://x.example\"}"}]}],
+             "tools":[{"type":"function","function":{"name":"fetch","parameters":{"type":"object","properties":{"url":{"type":"string"}}}}}]}
+            """);
+
+        Assert.Equal(ParseError.None, error);
+        Assert.Equal(3, request.PromptImages); // the three in image_url and source; a URL in text, or in a tool's schema, is text
+        Assert.Contains("https://img.example/a.png?token=abc", request.PromptText.ToString(), StringComparison.Ordinal); // the rules still read it
+        Assert.InRange(TokenCounter.CountPrompt(request), 3 * TokenCounter.ImageTokens, 3 * TokenCounter.ImageTokens + 100);
+    }
+
     [Theory]
     [InlineData("", "it is empty")]
     [InlineData("   ", "it is empty")]

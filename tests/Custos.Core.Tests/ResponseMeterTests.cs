@@ -169,6 +169,24 @@ public sealed class ResponseMeterTests
     }
 
     [Fact]
+    public void EstimateOutputTokens_AnAnthropicBodyWithoutUsage_CountsItsToolInputAndThinking()
+    {
+        // Not streamed, a tool_use block's input is an object, not partial_json strings: estimated at 0 tokens, the request
+        // was charged no output at all.
+        var details = string.Concat(Enumerable.Repeat("weather in Paris tomorrow ", 20));
+        var body = "{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"content\":["
+            + "{\"type\":\"thinking\",\"thinking\":\"" + details + "\",\"signature\":\"c2ln\"},"
+            + "{\"type\":\"tool_use\",\"id\":\"toolu_1\",\"name\":\"get_weather\",\"input\":{\"city\":\"Paris\",\"details\":\"" + details + "\"}}],"
+            + "\"stop_reason\":\"tool_use\",\"stop_sequence\":null}";
+
+        var (meter, output) = Run(ProviderKind.Anthropic, stream: false, hide: false, Encoding.UTF8.GetBytes(body), 100_000);
+
+        Assert.Equal(body, Encoding.UTF8.GetString(output));
+        Assert.False(meter.HasUsage);
+        Assert.InRange(meter.EstimateOutputTokens(), 2 * TokenCounter.Count(details), (2 * TokenCounter.Count(details)) + 30);
+    }
+
+    [Fact]
     public void Complete_AnOpenAIEmbeddingsBody_HasNoOutput()
     {
         var body = """{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1]}],"usage":{"prompt_tokens":4,"total_tokens":4}}""";

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Text;
 using System.Text.Json;
 using System.Text.Unicode;
 using Custos.Controls;
@@ -412,17 +413,31 @@ public sealed class ChatRequest
         var array = reader.TokenType == JsonTokenType.StartArray;
         var prompts = 0L;
         var afterData = false; // the value of a "data" member: Anthropic's base64 image
+        var afterUrl = false; // the value of a "url" member
+        var afterMedia = false; // the value of an "image_url" or "source" member: where an image is named by its URL
+        var mediaDepth = -1; // the depth of the "image_url" or "source" object the reader is in, if any
         while (reader.Read() && reader.CurrentDepth > depth) // the value's closing token is back at its depth
         {
             var direct = array && reader.CurrentDepth == depth + 1;
             if (reader.TokenType == JsonTokenType.PropertyName)
             {
                 afterData = reader.ValueTextEquals("data"u8);
+                afterUrl = reader.CurrentDepth == mediaDepth + 1 && reader.ValueTextEquals("url"u8);
+                afterMedia = reader.ValueTextEquals("image_url"u8) || reader.ValueTextEquals("source"u8);
                 continue;
             }
 
-            var isData = afterData;
-            afterData = false;
+            var (isData, isUrl, isMedia) = (afterData, afterUrl, afterMedia);
+            afterData = afterUrl = afterMedia = false;
+            if (reader.TokenType == JsonTokenType.StartObject && isMedia)
+            {
+                mediaDepth = reader.CurrentDepth;
+            }
+            else if (reader.TokenType == JsonTokenType.EndObject && reader.CurrentDepth == mediaDepth)
+            {
+                mediaDepth = -1;
+            }
+
             if (reader.TokenType == JsonTokenType.String)
             {
                 if (IsImage(ref reader, isData))
@@ -431,6 +446,13 @@ public sealed class ChatRequest
                 }
                 else
                 {
+                    if ((isUrl || isMedia) && IsWebUrl(ref reader))
+                    {
+                        // An image (or Anthropic document) the provider fetches by its URL is billed as the image, not as
+                        // the few tokens of its address. The address is still text: counted, and searched by the rules.
+                        PromptImages++;
+                    }
+
                     AddPromptString(ref reader, bodyLength);
                 }
 
@@ -473,6 +495,25 @@ public sealed class ChatRequest
         }
 
         return afterData && value.Length >= MinInlineImageBytes && !value.ContainsAnyExcept(Base64Bytes);
+    }
+
+    /// <summary>
+    /// Whether the string the reader is on is an <c>http://</c> or <c>https://</c> URL: as the <c>url</c> of OpenAI's
+    /// <c>image_url</c> (or <c>image_url</c> itself) or of Anthropic's <c>source</c> (<c>"type":"url"</c>), an image or
+    /// document the provider fetches and bills as such.
+    /// </summary>
+    private static bool IsWebUrl(ref Utf8JsonReader reader)
+    {
+        if (reader.ValueIsEscaped)
+        {
+            // "https:\/\/…", as some serializers escape every slash.
+            var text = reader.GetString()!;
+            return text.StartsWith("http://", StringComparison.OrdinalIgnoreCase) || text.StartsWith("https://", StringComparison.OrdinalIgnoreCase);
+        }
+
+        var value = reader.ValueSpan;
+        return value.Length > 8
+            && (Ascii.EqualsIgnoreCase(value[..7], "http://"u8) || Ascii.EqualsIgnoreCase(value[..8], "https://"u8));
     }
 
     /// <summary>The shortest <c>data</c> value taken for an inline image (a tiny PNG is some hundred bytes of base64).</summary>

@@ -848,6 +848,22 @@ public sealed class ResponseMeter : IDisposable
                         CaptureText(ref reader);
                     }
                 }
+                else if (captureText && _provider == ProviderKind.Anthropic && (reader.ValueTextEquals("input"u8) || reader.ValueTextEquals("thinking"u8)))
+                {
+                    // A tool_use block's input, an object the model wrote (streamed, it is the partial_json strings), and a
+                    // thinking block's text: output as much as the text is.
+                    reader.Read();
+                    if (reader.TokenType == JsonTokenType.String)
+                    {
+                        CaptureText(ref reader);
+                    }
+                    else if (reader.TokenType is JsonTokenType.StartObject or JsonTokenType.StartArray)
+                    {
+                        var start = (int)reader.TokenStartIndex;
+                        reader.Skip();
+                        CaptureRaw(body[start..(int)reader.BytesConsumed]);
+                    }
+                }
             }
         }
         catch (Exception e) when (IsUnreadable(e))
@@ -982,6 +998,20 @@ public sealed class ResponseMeter : IDisposable
     /// </summary>
     private static bool IsOpenAIText(ref Utf8JsonReader reader)
         => reader.ValueTextEquals("content"u8) || reader.ValueTextEquals("text"u8) || reader.ValueTextEquals("arguments"u8) || reader.ValueTextEquals("refusal"u8);
+
+    /// <summary>Keeps <paramref name="json"/> (an object the model wrote, such as a tool's input) as text for the estimate, as it came.</summary>
+    private void CaptureRaw(ReadOnlySpan<byte> json)
+    {
+        if (_textLength >= MaxTextCapture)
+        {
+            _textMissed += json.Length;
+            return;
+        }
+
+        Grow(ref _text, _textLength, _textLength + json.Length, 1024);
+        json.CopyTo(_text.AsSpan(_textLength));
+        _textLength += json.Length;
+    }
 
     /// <summary>Keeps the string the reader is on (a content delta), unescaped: copied as bytes, not made a string.</summary>
     /// <remarks>Every reader here reads one span, so the value is always in <see cref="Utf8JsonReader.ValueSpan"/>.</remarks>

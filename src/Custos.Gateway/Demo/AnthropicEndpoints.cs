@@ -22,12 +22,15 @@ internal static class AnthropicEndpoints
         }
 
         prompt.AddMessages(root);
+        prompt.AddTools(root);
+        long? maxTokens = root.TryGetProperty("max_tokens", out var max) && max.ValueKind == JsonValueKind.Number && max.TryGetInt64(out var limit) ? limit : null;
+        var calls = DemoTools.AnthropicCalls(root, prompt.LastUserText, maxTokens);
 
-        var reply = DemoText.Limit(DemoText.Reply(prompt.LastUserText),
-            root.TryGetProperty("max_tokens", out var max) && max.ValueKind == JsonValueKind.Number && max.TryGetInt64(out var limit) ? limit : null, out var cut);
-        var stopReason = cut ? "max_tokens" : "end_turn";
+        var reply = DemoText.Limit(DemoText.Stop(DemoText.Reply(prompt.LastUserText), root, "stop_sequences", out var stopSequence), maxTokens, out var cut);
+        stopSequence = calls is null && !cut ? stopSequence : null;
+        var stopReason = calls is not null ? "tool_use" : cut ? "max_tokens" : stopSequence is not null ? "stop_sequence" : "end_turn";
         var inputTokens = prompt.CountTokens();
-        var outputTokens = DemoText.Count(reply);
+        var outputTokens = calls is not null ? DemoTools.CountTokens(calls) : DemoText.Count(reply);
         var id = Wire.NewId("msg_");
         Wire.SetProviderHeaders(context, WireFlavor.Anthropic);
 
@@ -42,13 +45,28 @@ internal static class AnthropicEndpoints
                     w.WriteStartObject();
                     WriteMessageHeader(w, id, model);
                     w.WriteStartArray("content");
-                    w.WriteStartObject();
-                    w.WriteString("type", "text");
-                    w.WriteString("text", reply);
-                    w.WriteEndObject();
+                    if (calls is null)
+                    {
+                        w.WriteStartObject();
+                        w.WriteString("type", "text");
+                        w.WriteString("text", reply);
+                        w.WriteEndObject();
+                    }
+                    else
+                    {
+                        foreach (var call in calls)
+                        {
+                            w.WriteStartObject();
+                            WriteToolUse(w, call);
+                            w.WritePropertyName("input");
+                            w.WriteRawValue(call.Arguments);
+                            w.WriteEndObject();
+                        }
+                    }
+
                     w.WriteEndArray();
                     w.WriteString("stop_reason", stopReason);
-                    w.WriteNull("stop_sequence");
+                    Wire.WriteStringOrNull(w, "stop_sequence", stopSequence);
                     if (mode != MockMode.NoUsage)
                     {
                         WriteUsage(w, inputTokens, outputTokens);
@@ -75,6 +93,96 @@ internal static class AnthropicEndpoints
             w.WriteEndObject();
             w.WriteEndObject();
         });
+        if (calls is not null)
+        {
+            await ToolUsesAsync(sse, calls);
+        }
+        else if (await TextBlockAsync(sse, reply, mode, context))
+        {
+            return; // cut
+        }
+
+        await sse.SendAsync("message_delta", w =>
+        {
+            w.WriteStartObject();
+            w.WriteString("type", "message_delta");
+            w.WriteStartObject("delta");
+            w.WriteString("stop_reason", stopReason);
+            Wire.WriteStringOrNull(w, "stop_sequence", stopSequence);
+            w.WriteEndObject();
+            w.WriteStartObject("usage");
+            w.WriteNumber("output_tokens", outputTokens);
+            w.WriteEndObject();
+            w.WriteEndObject();
+        });
+        await sse.SendAsync("message_stop", w =>
+        {
+            w.WriteStartObject();
+            w.WriteString("type", "message_stop");
+            w.WriteEndObject();
+        });
+    }
+
+    /// <summary>
+    /// Streams <paramref name="calls"/> as Anthropic does: for each, a <c>tool_use</c> block started with empty input,
+    /// its input in <c>input_json_delta</c> pieces, and the block's stop.
+    /// </summary>
+    private static async Task ToolUsesAsync(SseWriter sse, List<DemoToolCall> calls)
+    {
+        for (var i = 0; i < calls.Count; i++)
+        {
+            var (call, index) = (calls[i], i);
+            await sse.SendAsync("content_block_start", w =>
+            {
+                w.WriteStartObject();
+                w.WriteString("type", "content_block_start");
+                w.WriteNumber("index", index);
+                w.WriteStartObject("content_block");
+                WriteToolUse(w, call);
+                w.WriteStartObject("input");
+                w.WriteEndObject();
+                w.WriteEndObject();
+                w.WriteEndObject();
+            });
+            foreach (var piece in DemoTools.Chunks(call.Arguments))
+            {
+                await sse.SendAsync("content_block_delta", w =>
+                {
+                    w.WriteStartObject();
+                    w.WriteString("type", "content_block_delta");
+                    w.WriteNumber("index", index);
+                    w.WriteStartObject("delta");
+                    w.WriteString("type", "input_json_delta");
+                    w.WriteString("partial_json", piece);
+                    w.WriteEndObject();
+                    w.WriteEndObject();
+                });
+            }
+
+            await sse.SendAsync("content_block_stop", w =>
+            {
+                w.WriteStartObject();
+                w.WriteString("type", "content_block_stop");
+                w.WriteNumber("index", index);
+                w.WriteEndObject();
+            });
+        }
+    }
+
+    /// <summary>A <c>tool_use</c> block's type, id and name.</summary>
+    private static void WriteToolUse(Utf8JsonWriter w, DemoToolCall call)
+    {
+        w.WriteString("type", "tool_use");
+        w.WriteString("id", call.Id);
+        w.WriteString("name", call.Name);
+    }
+
+    /// <summary>
+    /// Streams the text block of <paramref name="reply"/>; <see cref="MockMode.CutStream"/> cuts it at its third piece, and
+    /// then the result is true.
+    /// </summary>
+    private static async Task<bool> TextBlockAsync(SseWriter sse, string reply, MockMode mode, HttpContext context)
+    {
         await sse.SendAsync("content_block_start", w =>
         {
             w.WriteStartObject();
@@ -99,7 +207,7 @@ internal static class AnthropicEndpoints
             if (mode == MockMode.CutStream && c == 2)
             {
                 await MockModes.CutAsync(context);
-                return;
+                return true;
             }
 
             var chunk = chunks[c];
@@ -123,25 +231,7 @@ internal static class AnthropicEndpoints
             w.WriteNumber("index", 0);
             w.WriteEndObject();
         });
-        await sse.SendAsync("message_delta", w =>
-        {
-            w.WriteStartObject();
-            w.WriteString("type", "message_delta");
-            w.WriteStartObject("delta");
-            w.WriteString("stop_reason", stopReason);
-            w.WriteNull("stop_sequence");
-            w.WriteEndObject();
-            w.WriteStartObject("usage");
-            w.WriteNumber("output_tokens", outputTokens);
-            w.WriteEndObject();
-            w.WriteEndObject();
-        });
-        await sse.SendAsync("message_stop", w =>
-        {
-            w.WriteStartObject();
-            w.WriteString("type", "message_stop");
-            w.WriteEndObject();
-        });
+        return false;
     }
 
     /// <summary>

@@ -56,6 +56,32 @@ internal static class DemoText
         return text;
     }
 
+    /// <summary>
+    /// <paramref name="reply"/> up to the first of the request's stop sequences in it, which is left out, as a provider
+    /// stops there: OpenAI's <c>stop</c> (a string or a list of them), Anthropic's <c>stop_sequences</c>, named by
+    /// <paramref name="field"/>. <paramref name="matched"/> is the sequence it stopped at, or null when none occurs.
+    /// </summary>
+    public static string Stop(string reply, JsonElement root, string field, out string? matched)
+    {
+        matched = null;
+        if (!root.TryGetProperty(field, out var stop))
+        {
+            return reply;
+        }
+
+        var at = reply.Length;
+        foreach (var sequence in stop.ValueKind == JsonValueKind.Array ? stop.EnumerateArray() : (IEnumerable<JsonElement>)[stop])
+        {
+            if (sequence.ValueKind == JsonValueKind.String && sequence.GetString() is { Length: > 0 } text
+                && reply.IndexOf(text, StringComparison.Ordinal) is var index and >= 0 && index < at)
+            {
+                (at, matched) = (index, text);
+            }
+        }
+
+        return reply[..at];
+    }
+
     /// <summary>Tokens of <paramref name="text"/>.</summary>
     public static int Count(string text) => TokenCounter.Count(text.AsSpan());
 
@@ -85,7 +111,7 @@ internal static class DemoText
 
     /// <summary>
     /// The text of a message <c>content</c>: a string, or the <c>text</c> of each block of an array
-    /// (OpenAI content parts, Anthropic content blocks, including the content of Anthropic tool results),
+    /// (OpenAI content parts, Anthropic content blocks, including the content of Anthropic tool results and the input of its tool uses),
     /// joined with newlines.
     /// </summary>
     public static string ContentText(JsonElement content)
@@ -116,6 +142,10 @@ internal static class DemoText
                 if (block.TryGetProperty("text", out var t) && t.ValueKind == JsonValueKind.String)
                 {
                     Append(text, t.GetString());
+                }
+                else if (block.TryGetProperty("input", out var input) && input.ValueKind == JsonValueKind.Object)
+                {
+                    Append(text, input.GetRawText()); // an Anthropic tool_use block, fed back
                 }
                 else if (block.TryGetProperty("content", out var inner))
                 {
@@ -169,7 +199,34 @@ internal sealed class PromptText
 
             var isUser = message.TryGetProperty("role", out var role) && role.ValueKind == JsonValueKind.String && role.ValueEquals("user"u8);
             AddMessage(message.TryGetProperty("content", out var content) ? DemoText.ContentText(content) : string.Empty, isUser);
+            if (message.TryGetProperty("tool_calls", out var calls) && calls.ValueKind == JsonValueKind.Array)
+            {
+                AddText(calls.GetRawText()); // an assistant's tool calls, fed back: read by the model as much as its text
+            }
         }
+    }
+
+    /// <summary>
+    /// Adds what the model reads besides the messages, as a provider bills it: the request's tool definitions
+    /// (<c>tools</c>), if it has any.
+    /// </summary>
+    public void AddTools(JsonElement root)
+    {
+        if (root.TryGetProperty("tools", out var tools) && tools.ValueKind == JsonValueKind.Array)
+        {
+            AddText(tools.GetRawText());
+        }
+    }
+
+    /// <summary>Adds text that is part of no message (no per-message overhead).</summary>
+    private void AddText(string text)
+    {
+        if (_text.Length > 0)
+        {
+            _text.Append('\n');
+        }
+
+        _text.Append(text);
     }
 
     /// <summary>Adds one message (a system prompt counts as one).</summary>

@@ -40,8 +40,14 @@ internal static class OpenAiEndpoints
 
         var prompt = new PromptText();
         prompt.AddMessages(root);
+        prompt.AddTools(root);
+        if (DemoTools.OpenAiCalls(root, prompt.LastUserText, MaxOutput(root)) is { } calls)
+        {
+            await ToolCallsAsync(context, root, model, mode, n, prompt.CountTokens(), calls);
+            return;
+        }
 
-        var reply = DemoText.Limit(DemoText.Reply(prompt.LastUserText), MaxOutput(root), out var cut) + (mode == MockMode.SplitEmoji ? " \U0001F600" : string.Empty);
+        var reply = DemoText.Limit(DemoText.Stop(DemoText.Reply(prompt.LastUserText), root, "stop", out _), MaxOutput(root), out var cut) + (mode == MockMode.SplitEmoji ? " \U0001F600" : string.Empty);
         var finish = cut ? "length" : "stop";
         var usage = mode == MockMode.NoUsage ? null : new Usage(prompt.CountTokens(), n * DemoText.Count(reply));
         var id = Wire.NewId("chatcmpl-");
@@ -134,6 +140,161 @@ internal static class OpenAiEndpoints
         await sse.SendDoneAsync();
     }
 
+    /// <summary>
+    /// Answers a chat request with <paramref name="calls"/> to its tools (see <see cref="DemoTools"/>), in every one of its
+    /// <paramref name="n"/> choices, as OpenAI does: a message without content whose <c>tool_calls</c> hold them,
+    /// <c>finish_reason</c> <c>tool_calls</c>; streamed, each call's id and name first, then its arguments in pieces.
+    /// </summary>
+    private static async Task ToolCallsAsync(HttpContext context, JsonElement root, string model, MockMode mode, int n, int promptTokens, List<DemoToolCall> calls)
+    {
+        const string finish = "tool_calls";
+        var usage = mode == MockMode.NoUsage ? null : new Usage(promptTokens, n * DemoTools.CountTokens(calls));
+        var id = Wire.NewId("chatcmpl-");
+        var created = Wire.Now();
+        Wire.SetProviderHeaders(context, WireFlavor.OpenAi);
+        if (!IsStream(root) || mode == MockMode.IgnoresStream)
+        {
+            await Wire.WriteJsonAsync(context, StatusCodes.Status200OK, w =>
+            {
+                w.WriteStartObject();
+                WriteHeader(w, id, "chat.completion", created, model);
+                w.WriteStartArray("choices");
+                for (var i = 0; i < n; i++)
+                {
+                    w.WriteStartObject();
+                    w.WriteNumber("index", i);
+                    w.WriteStartObject("message");
+                    w.WriteString("role", "assistant");
+                    w.WriteNull("content");
+                    w.WriteStartArray("tool_calls");
+                    foreach (var call in calls)
+                    {
+                        w.WriteStartObject();
+                        w.WriteString("id", CallId(call, i));
+                        w.WriteString("type", "function");
+                        w.WriteStartObject("function");
+                        w.WriteString("name", call.Name);
+                        w.WriteString("arguments", call.Arguments);
+                        w.WriteEndObject();
+                        w.WriteEndObject();
+                    }
+
+                    w.WriteEndArray();
+                    w.WriteNull("refusal");
+                    w.WriteStartArray("annotations");
+                    w.WriteEndArray();
+                    w.WriteEndObject();
+                    w.WriteNull("logprobs");
+                    w.WriteString("finish_reason", finish);
+                    w.WriteEndObject();
+                }
+
+                w.WriteEndArray();
+                if (usage is not null)
+                {
+                    WriteUsage(w, usage, chat: true);
+                }
+
+                w.WriteString("service_tier", "default");
+                w.WriteString("system_fingerprint", SystemFingerprint);
+                w.WriteEndObject();
+            });
+            return;
+        }
+
+        var includeUsage = usage is not null && IncludeUsage(root);
+        using var sse = new SseWriter(context, sized: mode == MockMode.SizedStream);
+        for (var i = 0; i < n; i++)
+        {
+            var index = i;
+            for (var c = 0; c < calls.Count; c++)
+            {
+                var (call, callIndex) = (calls[c], c);
+                await sse.SendAsync(null, w => WriteToolChunk(w, id, created, model, includeUsage, index, callIndex == 0, callIndex, call, null, null));
+                foreach (var piece in DemoTools.Chunks(call.Arguments))
+                {
+                    await sse.SendAsync(null, w => WriteToolChunk(w, id, created, model, includeUsage, index, false, callIndex, null, piece, null));
+                }
+            }
+
+            await sse.SendAsync(null, w => WriteToolChunk(w, id, created, model, includeUsage, index, false, 0, null, null, finish));
+        }
+
+        if (includeUsage)
+        {
+            await sse.SendAsync(null, w => WriteUsageChunk(w, id, "chat.completion.chunk", created, model, usage!, chat: true));
+        }
+
+        await sse.SendDoneAsync();
+    }
+
+    /// <summary>A call's id in choice <paramref name="choice"/>: each choice's calls are its own.</summary>
+    private static string CallId(DemoToolCall call, int choice) =>
+        choice == 0 ? call.Id : string.Concat(call.Id, "_", choice.ToString(System.Globalization.CultureInfo.InvariantCulture));
+
+    /// <summary>
+    /// A chunk of a streamed tool call: its start (<paramref name="start"/>: id, type, name and empty arguments; with
+    /// <paramref name="role"/>, the message's role and null content before it), a piece of its
+    /// <paramref name="arguments"/>, or, with <paramref name="finish"/>, the choice's empty last delta.
+    /// </summary>
+    private static void WriteToolChunk(Utf8JsonWriter w, string id, long created, string model, bool includeUsage, int index, bool role, int callIndex,
+        DemoToolCall? start, string? arguments, string? finish)
+    {
+        w.WriteStartObject();
+        WriteHeader(w, id, "chat.completion.chunk", created, model);
+        w.WriteString("service_tier", "default");
+        w.WriteString("system_fingerprint", SystemFingerprint);
+        w.WriteStartArray("choices");
+        w.WriteStartObject();
+        w.WriteNumber("index", index);
+        w.WriteStartObject("delta");
+        if (role)
+        {
+            w.WriteString("role", "assistant");
+            w.WriteNull("content");
+        }
+
+        if (finish is null)
+        {
+            w.WriteStartArray("tool_calls");
+            w.WriteStartObject();
+            w.WriteNumber("index", callIndex);
+            if (start is not null)
+            {
+                w.WriteString("id", CallId(start, index));
+                w.WriteString("type", "function");
+            }
+
+            w.WriteStartObject("function");
+            if (start is not null)
+            {
+                w.WriteString("name", start.Name);
+            }
+
+            w.WriteString("arguments", arguments ?? string.Empty);
+            w.WriteEndObject();
+            w.WriteEndObject();
+            w.WriteEndArray();
+        }
+
+        if (role)
+        {
+            w.WriteNull("refusal");
+        }
+
+        w.WriteEndObject();
+        w.WriteNull("logprobs");
+        Wire.WriteStringOrNull(w, "finish_reason", finish);
+        w.WriteEndObject();
+        w.WriteEndArray();
+        if (includeUsage)
+        {
+            w.WriteNull("usage");
+        }
+
+        w.WriteEndObject();
+    }
+
     /// <summary><c>POST /v1/completions</c> (legacy text completions).</summary>
     public static async Task CompletionsAsync(HttpContext context, JsonElement root, string model, MockMode mode)
     {
@@ -152,7 +313,7 @@ internal static class OpenAiEndpoints
             foreach (var item in Inputs(prompt))
             {
                 promptTokens += item.Tokens ?? DemoText.Count(item.Text);
-                replies.Add(DemoText.Limit(DemoText.Reply(item.Text), MaxOutput(root), out var itemCut));
+                replies.Add(DemoText.Limit(DemoText.Stop(DemoText.Reply(item.Text), root, "stop", out _), MaxOutput(root), out var itemCut));
                 cutAny |= itemCut;
             }
         }

@@ -522,7 +522,11 @@ internal sealed partial class DataPlane(
                 record.CutByPolicyVersion = call.CutBy;
             }
 
-            if (!context.Response.HasStarted && reason != Reasons.UpstreamMalformed)
+            if (!context.Response.HasStarted && reason == Reasons.ClientCancelled)
+            {
+                record.Status = reason.Status; // no one to answer: no error is written, so none is recorded as sent
+            }
+            else if (!context.Response.HasStarted && reason != Reasons.UpstreamMalformed)
             {
                 record.Status = reason.Status;
                 await ErrorResponses.WriteAsync(context, reason, record.RequestId, endpoint == ApiEndpoint.Messages);

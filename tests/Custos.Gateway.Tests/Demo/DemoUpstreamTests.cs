@@ -192,6 +192,159 @@ public sealed class DemoUpstreamTests
         Assert.True(stopped);
     }
 
+    [Fact]
+    public async Task CompleteChat_WithTools_CallsThem_ThenAnswersTheirResults_AsAnAgentLoopNeeds()
+    {
+        // An agent's loop: the model calls its tools (both at once), the agent feeds their results back as tool messages, and
+        // the model answers in text. The demo ignored tools and always answered in text.
+        await using var upstream = await DemoUpstream.StartAsync();
+        var client = OpenAiChat(upstream, "gpt-4o");
+        var weather = ChatTool.CreateFunctionTool("get_weather", "The weather in a city",
+            BinaryData.FromString("""{"type":"object","properties":{"city":{"type":"string"},"days":{"type":"integer"}},"required":["city"]}"""));
+        var time = ChatTool.CreateFunctionTool("get_time", "The time in a city", BinaryData.FromString("""{"type":"object","properties":{"city":{"type":"string"}}}"""));
+        var options = new ChatCompletionOptions { Tools = { weather, time } };
+        List<ChatMessage> messages = [new UserChatMessage("Paris")];
+
+        ChatCompletion first = await client.CompleteChatAsync(messages, options);
+
+        Assert.Equal(ChatFinishReason.ToolCalls, first.FinishReason);
+        Assert.Equal(["get_weather", "get_time"], first.ToolCalls.Select(c => c.FunctionName));
+        Assert.Equal("""{"city":"Paris","days":1}""", first.ToolCalls[0].FunctionArguments.ToString());
+        Assert.All(first.ToolCalls, c => Assert.StartsWith("call_", c.Id, StringComparison.Ordinal));
+        Assert.Equal(TokenCounter.Count("get_weather") + TokenCounter.Count("""{"city":"Paris","days":1}""")
+            + TokenCounter.Count("get_time") + TokenCounter.Count("""{"city":"Paris"}"""), first.Usage.OutputTokenCount);
+        Assert.True(first.Usage.InputTokenCount > 40, $"the tools' definitions are input: {first.Usage.InputTokenCount}"); // as a provider bills them
+
+        // Streamed, the same calls arrive as deltas: each call's id and name, then its arguments in pieces.
+        var arguments = new Dictionary<int, StringBuilder>();
+        var names = new Dictionary<int, string>();
+        ChatFinishReason? finish = null;
+        await foreach (var update in client.CompleteChatStreamingAsync(messages, options))
+        {
+            foreach (var call in update.ToolCallUpdates)
+            {
+                if (call.FunctionName is { } name)
+                {
+                    names[call.Index] = name;
+                }
+
+                (arguments.TryGetValue(call.Index, out var text) ? text : arguments[call.Index] = new()).Append(call.FunctionArgumentsUpdate?.ToString());
+            }
+
+            finish ??= update.FinishReason;
+        }
+
+        Assert.Equal(ChatFinishReason.ToolCalls, finish);
+        Assert.Equal(["get_weather", "get_time"], names.OrderBy(p => p.Key).Select(p => p.Value));
+        Assert.Equal("""{"city":"Paris","days":1}""", arguments[0].ToString());
+
+        // One call only when parallel calls are off, the named one when tool_choice names it, none with "none".
+        options.AllowParallelToolCalls = false;
+        Assert.Equal(["get_weather"], (await client.CompleteChatAsync(messages, options)).Value.ToolCalls.Select(c => c.FunctionName));
+        options.ToolChoice = ChatToolChoice.CreateFunctionChoice("get_time");
+        Assert.Equal(["get_time"], (await client.CompleteChatAsync(messages, options)).Value.ToolCalls.Select(c => c.FunctionName));
+        options.ToolChoice = ChatToolChoice.CreateNoneChoice();
+        Assert.Equal(ChatFinishReason.Stop, (await client.CompleteChatAsync(messages, options)).Value.FinishReason);
+
+        // The results fed back: the answer is text.
+        options.ToolChoice = null;
+        messages.Add(new AssistantChatMessage(first));
+        messages.Add(new ToolChatMessage(first.ToolCalls[0].Id, "Sunny, 21 °C"));
+        messages.Add(new ToolChatMessage(first.ToolCalls[1].Id, "14:05"));
+        ChatCompletion answer = await client.CompleteChatAsync(messages, options);
+        Assert.Equal(ChatFinishReason.Stop, answer.FinishReason);
+        Assert.Empty(answer.ToolCalls);
+        Assert.Equal(DemoPrefix + "Paris. This reply is deterministic.", Assert.Single(answer.Content).Text);
+    }
+
+    [Fact]
+    public async Task MessagesCreate_WithTools_UsesThem_ThenAnswersTheirResults_StreamedAlike()
+    {
+        await using var upstream = await DemoUpstream.StartAsync();
+        var client = AnthropicClientFor(upstream);
+        var parameters = AnthropicParams("Paris") with
+        {
+            Tools =
+            [
+                new Tool
+                {
+                    Name = "get_weather",
+                    InputSchema = new InputSchema { Properties = new Dictionary<string, JsonElement> { ["city"] = JsonDocument.Parse("""{"type":"string"}""").RootElement } },
+                },
+            ],
+        };
+
+        var message = await client.Messages.Create(parameters);
+
+        Assert.Equal(StopReason.ToolUse, message.StopReason?.Value());
+        var block = Assert.Single(message.Content);
+        Assert.True(block.TryPickToolUse(out var toolUse));
+        Assert.Equal("get_weather", toolUse.Name);
+        Assert.StartsWith("toolu_", toolUse.ID, StringComparison.Ordinal);
+        Assert.Equal("Paris", toolUse.Input["city"].GetString());
+        Assert.Equal(TokenCounter.Count("get_weather") + TokenCounter.Count("""{"city":"Paris"}"""), message.Usage.OutputTokens);
+
+        var json = new StringBuilder();
+        long? outputTokens = null;
+        await foreach (var ev in client.Messages.CreateStreaming(parameters))
+        {
+            if (ev.TryPickContentBlockDelta(out var delta) && delta.Delta.TryPickInputJson(out var input))
+            {
+                json.Append(input.PartialJson);
+            }
+            else if (ev.TryPickDelta(out var messageDelta))
+            {
+                outputTokens = messageDelta.Usage.OutputTokens;
+                Assert.Equal(StopReason.ToolUse, messageDelta.Delta.StopReason?.Value());
+            }
+        }
+
+        Assert.Equal("""{"city":"Paris"}""", json.ToString());
+        Assert.Equal(message.Usage.OutputTokens, outputTokens);
+
+        // The tool's result fed back: the answer is text. A tool_choice of "any" calls again; "none", never.
+        using var http = new HttpClient { BaseAddress = upstream.BaseUri };
+        const string Conversation = """
+            "model":"claude-sonnet-4-5","max_tokens":256,"tools":[{"name":"get_weather","input_schema":{"type":"object","properties":{"city":{"type":"string"}}}}],
+            "messages":[{"role":"user","content":"Paris"},
+              {"role":"assistant","content":[{"type":"tool_use","id":"toolu_1","name":"get_weather","input":{"city":"Paris"}}]},
+              {"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_1","content":"Sunny"}]}]
+            """;
+        var (_, answer) = await PostJsonAsync(http, "/v1/messages", "{" + Conversation + "}");
+        Assert.Equal("end_turn", answer.GetProperty("stop_reason").GetString());
+        Assert.Equal(DemoPrefix + "Sunny. This reply is deterministic.", answer.GetProperty("content")[0].GetProperty("text").GetString());
+        var (_, again) = await PostJsonAsync(http, "/v1/messages", "{" + Conversation + ""","tool_choice":{"type":"any"}}""");
+        Assert.Equal("tool_use", again.GetProperty("stop_reason").GetString());
+        var (_, none) = await PostJsonAsync(http, "/v1/messages", """{"model":"claude-sonnet-4-5","max_tokens":256,"tools":[{"name":"t","input_schema":{"type":"object"}}],"tool_choice":{"type":"none"},"messages":[{"role":"user","content":"hi"}]}""");
+        Assert.Equal("end_turn", none.GetProperty("stop_reason").GetString());
+    }
+
+    [Fact]
+    public async Task StopSequences_EndTheReplyBeforeThem_AsAProviderDoes()
+    {
+        // A ReAct-style agent stops the model at "Observation:"; the demo ignored stop and stop_sequences.
+        await using var upstream = await DemoUpstream.StartAsync();
+        using var http = new HttpClient { BaseAddress = upstream.BaseUri };
+
+        var (_, chat) = await PostJsonAsync(http, "/v1/chat/completions",
+            """{"model":"gpt-4o","messages":[{"role":"user","content":"Think. Observation: none"}],"stop":["nowhere","Observation:"]}""");
+        var (_, single) = await PostJsonAsync(http, "/v1/chat/completions",
+            """{"model":"gpt-4o","messages":[{"role":"user","content":"Think"}],"stop":"deterministic"}""");
+        var (_, messages) = await PostJsonAsync(http, "/v1/messages",
+            """{"model":"claude-sonnet-4-5","max_tokens":100,"messages":[{"role":"user","content":"Think. Observation: none"}],"stop_sequences":["Observation:"]}""");
+        var (_, unmatched) = await PostJsonAsync(http, "/v1/messages",
+            """{"model":"claude-sonnet-4-5","max_tokens":100,"messages":[{"role":"user","content":"Think"}],"stop_sequences":["Observation:"]}""");
+
+        var choice = chat.GetProperty("choices")[0];
+        Assert.Equal(DemoPrefix + "Think. ", choice.GetProperty("message").GetProperty("content").GetString());
+        Assert.Equal("stop", choice.GetProperty("finish_reason").GetString());
+        Assert.Equal(TokenCounter.Count(DemoPrefix + "Think. "), chat.GetProperty("usage").GetProperty("completion_tokens").GetInt32());
+        Assert.Equal(DemoPrefix + "Think. This reply is ", single.GetProperty("choices")[0].GetProperty("message").GetProperty("content").GetString());
+        Assert.Equal(DemoPrefix + "Think. ", messages.GetProperty("content")[0].GetProperty("text").GetString());
+        Assert.Equal(("stop_sequence", "Observation:"), (messages.GetProperty("stop_reason").GetString(), messages.GetProperty("stop_sequence").GetString()));
+        Assert.Equal(("end_turn", JsonValueKind.Null), (unmatched.GetProperty("stop_reason").GetString(), unmatched.GetProperty("stop_sequence").ValueKind));
+    }
+
     // ---- Raw wire format ----
 
     [Fact]

@@ -348,6 +348,7 @@ public sealed class UpstreamFailureTests(GatewayFixture fixture) : IClassFixture
         Assert.Equal("cancelled", entry.GetProperty("outcome").GetString());
         Assert.Equal(["client.cancelled"], entry.GetProperty("reasons").EnumerateArray().Select(r => r.GetString()));
         Assert.Equal(499, entry.GetProperty("status").GetInt32());
+        Assert.Equal(0, entry.GetProperty("response_bytes").GetInt64()); // the error written for no one was recorded as sent
 
         // The provider read the prompt and bills it: charged its counted input, estimated (it was recorded at no cost, so a
         // client timing out again and again spent without limit).
