@@ -349,19 +349,35 @@ public sealed class PolicyYamlTests
     [InlineData("email: research-finance@acme.example }", "email: research-finance@acme.exa")] // InvalidOperationException
     [InlineData("- name: gpt-4o-mini ", "- : email, acname: gpt-4o-mini ")] // ArgumentException: an event it did not expect
     [InlineData("aliases: [fast]", "aliases: !!str[fast]")] // ArgumentException: a tag that is not a URI
-    public void Read_YamlTheParserThrowsOtherExceptionsOn_IsADiagnosticWithoutAPosition(string from, string to)
+    public void Read_YamlTheParserThrowsOtherExceptionsOn_IsADiagnosticAtTheLineOfTheMistake(string from, string to)
     {
         // Found by mutating the example configuration at random: YamlDotNet threw these, and `custos config validate`
-        // ended in an unhandled exception.
+        // ended in an unhandled exception; then they were diagnostics without a line ("the parser gave no line").
         var yaml = File.ReadAllText(Repo.File("custos.example.yaml"));
         Assert.Contains(from, yaml, StringComparison.Ordinal);
+        var line = yaml[..yaml.IndexOf(from, StringComparison.Ordinal)].Count(c => c == '\n') + 1;
 
         var result = PolicyYaml.Read(yaml.Replace(from, to, StringComparison.Ordinal));
 
         var error = Assert.Single(result.Diagnostics);
-        Assert.StartsWith("YAML syntax (the parser gave no line)", error.Message, StringComparison.Ordinal);
-        Assert.Equal((0, 0), (error.Line, error.Column));
+        Assert.StartsWith("YAML syntax: ", error.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain("current state of the object", error.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain("(Parameter", error.Message, StringComparison.Ordinal);
+        Assert.InRange(error.Line, line, line + 1);
+        Assert.True(error.Column > 0);
         Assert.Null(result.Document);
+    }
+
+    [Fact]
+    public void Read_AFlowSequenceLeftOpen_IsADiagnosticAtItsBracket()
+    {
+        // `name: [Acme` in a tenant: the diagnostic had no line, and its message was .NET's "Operation is not valid due to
+        // the current state of the object".
+        var result = PolicyYaml.Read("tenants:\n  - id: acme\n    name: [Acme\n    providers: []\nservices: []\n");
+
+        var error = Assert.Single(result.Diagnostics);
+        Assert.Equal((3, 11), (error.Line, error.Column));
+        Assert.Contains("'[' or '{' that is not closed", error.Message, StringComparison.Ordinal);
     }
 
     [Fact]

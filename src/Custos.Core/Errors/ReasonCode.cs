@@ -253,6 +253,15 @@ public static class Reasons
     public static readonly ReasonCode KilledInFlight = new("deny.killed_in_flight", 403, Permission, false, Decision.Allow,
         "The request was stopped while it ran: a kill switch, suspension or revocation now refuses its consumer, service, tenant or credential.");
 
+    /// <summary>
+    /// The node was stopping (SIGTERM, a rolling restart) and the request was still running when its drain time ran out: it
+    /// was cut, with the gateway's error event (a stream) or this error (no answer yet), instead of being dropped when the
+    /// listener closed. It was admitted, so the entry's decision stays allow and its tokens count; the outcome is
+    /// interrupted. Retrying reaches another node.
+    /// </summary>
+    public static readonly ReasonCode ShuttingDown = new("unavailable.shutting_down", 503, OverloadedType, true, Decision.Allow,
+        "The gateway node stopped while this request ran (a restart or a shutdown) and ended it; retry, and another node will take it.");
+
     /// <summary>The client went away before the response was complete.</summary>
     public static readonly ReasonCode ClientCancelled = new("client.cancelled", 499, Invalid, false, Decision.Allow,
         "The client closed the request.");
@@ -349,6 +358,6 @@ public static class Reasons
         UpstreamTimeout, UpstreamError, UpstreamAuth, UpstreamRejected, UpstreamRateLimited, UpstreamStreamInterrupted, UpstreamStreamFailed, UpstreamMalformed,
         ClientCancelled, Internal, Overloaded, LedgerBacklog, LedgerUnavailable, ConsumerSuspended, ServiceSuspended, TenantSuspended, ServiceUngoverned, KilledInFlight,
         TokenMalformed, TokenIssuer, TokenAudience, TokenSignature, TokenExpired, TokenSubjectUnknown,
-        CountersUnavailable, PolicyUnconfirmed,
+        CountersUnavailable, PolicyUnconfirmed, ShuttingDown,
     ];
 }

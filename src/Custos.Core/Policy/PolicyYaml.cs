@@ -145,10 +145,6 @@ public static partial class PolicyYaml
                 document = reader.ReadDocument(root, out server);
             }
         }
-        catch (UnplacedYamlException ex)
-        {
-            reader.Diagnostics.Add(new PolicyDiagnostic(DiagnosticSeverity.Error, 0, 0, "$", "YAML syntax (the parser gave no line): " + ex.Message));
-        }
         catch (YamlException ex)
         {
             reader.Diagnostics.Add(new PolicyDiagnostic(DiagnosticSeverity.Error, (int)ex.Start.Line, (int)ex.Start.Column,
@@ -167,27 +163,33 @@ public static partial class PolicyYaml
 
     /// <summary>
     /// Loads <paramref name="yaml"/>'s node tree. YamlDotNet reports most malformed input as <see cref="YamlException"/>
-    /// with its position, but a few (a plain scalar cut at the end, a tag that is not a URI, an event it does not expect)
-    /// as <see cref="InvalidOperationException"/> or <see cref="ArgumentException"/>; those become an
-    /// <see cref="UnplacedYamlException"/>, so that a broken document is a diagnostic (line 0: not known) and never a crash.
+    /// with its position, but a few (a <c>[</c> or <c>{</c> left open, a tag that is not a URI, an event it does not
+    /// expect) as <see cref="InvalidOperationException"/> or <see cref="ArgumentException"/>, which say neither where nor,
+    /// for the first, what. Those become a <see cref="YamlException"/> at the last event the parser read (the open
+    /// <c>[</c>, the tag), so that a broken document is a diagnostic naming its line, and never a crash.
     /// </summary>
     private static YamlStream LoadNodes(string yaml)
     {
         var stream = new YamlStream();
+        var parser = new Parser(new StringReader(yaml));
         try
         {
-            stream.Load(new StringReader(yaml));
+            stream.Load(parser);
         }
         catch (Exception ex) when (ex is InvalidOperationException or ArgumentException)
         {
-            throw new UnplacedYamlException(ex.Message, ex);
+            var at = parser.Current?.Start ?? Mark.Empty;
+            var what = ex switch
+            {
+                ArgumentException { ParamName: { } name } argument => argument.Message.Replace($" (Parameter '{name}')", "", StringComparison.Ordinal),
+                ArgumentException argument => argument.Message,
+                _ => "the document cannot be read on from here (a '[' or '{' that is not closed, or a value cut short)",
+            };
+            throw new YamlException(at, at, what, ex);
         }
 
         return stream;
     }
-
-    /// <summary>Malformed YAML that YamlDotNet reported without a position.</summary>
-    private sealed class UnplacedYamlException(string message, Exception inner) : YamlException(message, inner);
 
     /// <summary>Reads <paramref name="path"/> and validates it; throws <see cref="PolicyValidationException"/> on errors.</summary>
     public static PolicyDocument Load(string path)

@@ -120,6 +120,13 @@ public sealed record CustosGatewayOptions
     /// <summary>How often OTLP metrics are pushed and spans batched. Default: the OpenTelemetry defaults (60 s, 5 s) or their variables.</summary>
     internal TimeSpan? OtlpExportInterval { get; init; }
 
+    /// <summary>
+    /// How long, once the gateway starts to stop, the requests in flight may run to their end. Those still calling a
+    /// provider then are cut with <c>unavailable.shutting_down</c> (recorded, and the client told), before the listener's
+    /// own limit (30 s) would close their connections unexplained. Default 25 s; tests shorten it.
+    /// </summary>
+    internal TimeSpan ShutdownDrain { get; init; } = TimeSpan.FromSeconds(25);
+
     /// <summary>Tests: wraps the store the ledger writer appends to (a store that fails on demand).</summary>
     internal Func<ILedgerStore, ILedgerStore>? LedgerStore { get; init; }
 
@@ -149,10 +156,14 @@ public sealed partial class CustosGateway : IAsyncDisposable
     private PolicyRevocations _revocations = null!;
     private bool _disposed;
 
+    /// <summary>Cancelled when the gateway starts to stop: both listeners' <c>/readyz</c> then answer 503 <c>stopping</c>.</summary>
+    private readonly CancellationTokenSource _stopping;
+
     private CustosGateway(CustosGatewayOptions options, ICustosStore store, ActivePolicy policy, LedgerWriter ledger, WebApplication dataPlane,
-        WebApplication admin, HttpMessageInvoker upstreamClient, ICounterStore counters)
+        WebApplication admin, HttpMessageInvoker upstreamClient, ICounterStore counters, CancellationTokenSource stopping)
     {
         _options = options;
+        _stopping = stopping;
         AdminDocument = new(DescribedAdminHost);
         Store = store;
         Policy = policy;
@@ -596,11 +607,12 @@ public sealed partial class CustosGateway : IAsyncDisposable
             var telemetryExport = TelemetryExport.Start(telemetry, options, startupLog);
             started.Insert(0, new AsyncDisposableAdapter(telemetryExport));
             ledger.AddObserver(telemetry);
-            var dataPlane = BuildDataPlane(options, policy, ledger, upstreamClient, counters, jwt);
+            var stopping = new CancellationTokenSource();
+            var dataPlane = BuildDataPlane(options, policy, ledger, upstreamClient, counters, jwt, stopping.Token);
             var adminBuilder = CreateBuilder(options, options.AdminUrl);
             adminBuilder.Services.AddResponseCompression(); // the console's script and the admin API's JSON
             var admin = adminBuilder.Build();
-            var gateway = new CustosGateway(options, store, policy, ledger, dataPlane, admin, upstreamClient, counters)
+            var gateway = new CustosGateway(options, store, policy, ledger, dataPlane, admin, upstreamClient, counters, stopping)
             {
                 _loggerFactory = loggerFactory,
                 Notifier = notifier,
@@ -783,7 +795,7 @@ public sealed partial class CustosGateway : IAsyncDisposable
     }));
 
     private static WebApplication BuildDataPlane(CustosGatewayOptions options, ActivePolicy policy, LedgerWriter ledger, HttpMessageInvoker upstreamClient,
-        ICounterStore counters, JwtAuthenticator jwt)
+        ICounterStore counters, JwtAuthenticator jwt, CancellationToken stopping)
     {
         var builder = CreateBuilder(options, options.DataPlaneUrl);
         if (InlineIo.Enabled)
@@ -819,7 +831,7 @@ public sealed partial class CustosGateway : IAsyncDisposable
         app.Run(context => context.Request.Path.Value switch
         {
             "/healthz" => Health(context),
-            "/readyz" => Ready(context, policy, ledger, counters),
+            "/readyz" => Ready(context, policy, ledger, counters, stopping),
             _ => dataPlane.InvokeAsync(context),
         });
         return app;
@@ -840,7 +852,7 @@ public sealed partial class CustosGateway : IAsyncDisposable
         app.UseResponseCompression();
         Console.ConsoleHost.Use(app);
         app.MapGet("/healthz", Health);
-        app.MapGet("/readyz", (HttpContext context) => Ready(context, gateway.Policy, gateway.Ledger, gateway.Counters));
+        app.MapGet("/readyz", (HttpContext context) => Ready(context, gateway.Policy, gateway.Ledger, gateway.Counters, gateway._stopping.Token));
         app.MapGet("/admin/v1/openapi.json", (RequestDelegate)gateway.AdminDocument.WriteAsync).WithName("openapi").ExcludeFromDescription();
         app.MapPrometheusScrapingEndpoint("/metrics", gateway._telemetryExport!.Meters, configureBranchedPipeline: null, optionsName: null);
         Admin.AdminApi.Map(app, gateway);
@@ -933,15 +945,18 @@ public sealed partial class CustosGateway : IAsyncDisposable
     /// </summary>
     /// <remarks>
     /// Also not ready while this node cannot confirm its policy version and the policy's revocation fail mode is
-    /// <c>closed</c> (it would refuse every request). <c>policy</c> and <c>counters</c> say what is degraded either way.
+    /// <c>closed</c> (it would refuse every request), nor once it has begun to stop (<c>stopping</c>: the data plane takes
+    /// no new connection while the requests in flight finish, and the admin listener, which stops last, says so to a
+    /// balancer that checks it). <c>policy</c> and <c>counters</c> say what is degraded either way.
     /// </remarks>
-    private static Task Ready(HttpContext context, ActivePolicy policy, LedgerWriter ledger, ICounterStore counters)
+    private static Task Ready(HttpContext context, ActivePolicy policy, LedgerWriter ledger, ICounterStore counters, CancellationToken stopping)
     {
         context.Response.ContentType = "application/json";
         var snapshot = policy.Current;
         var unconfirmed = policy.IsUnconfirmed;
         var refusing = unconfirmed && (snapshot.Document.Gateway.FailModes ?? TenantEntry.DefaultFailModes).Revocation == FailMode.Closed;
-        var status = !ledger.IsHealthy ? "ledger_unavailable" : ledger.IsBacklogged ? "ledger_backlog" : refusing ? "policy_unconfirmed" : "ready";
+        var status = stopping.IsCancellationRequested ? "stopping"
+            : !ledger.IsHealthy ? "ledger_unavailable" : ledger.IsBacklogged ? "ledger_backlog" : refusing ? "policy_unconfirmed" : "ready";
         var countersState = counters switch
         {
             ResilientCounterStore { IsDegraded: true } => "degraded",
@@ -969,7 +984,16 @@ public sealed partial class CustosGateway : IAsyncDisposable
         }
 
         _disposed = true;
-        await _dataPlane.StopAsync();
+        await _stopping.CancelAsync(); // not ready from now on, on both listeners
+        var stopped = _dataPlane.StopAsync(); // no new connection; the requests in flight run on
+        if (await Task.WhenAny(stopped, Task.Delay(_options.ShutdownDrain)) != stopped)
+        {
+            // What still calls a provider ends now with the gateway's error and its reason on record: left to the listener's
+            // limit, its connection would be closed with nothing said, and the entry would blame the client (client.cancelled).
+            _dataPlane.Services.GetRequiredService<DataPlane>().CutInFlight(Errors.Reasons.ShuttingDown);
+        }
+
+        await stopped;
         await _admin.StopAsync();
         await _dataPlane.DisposeAsync();
         await _admin.DisposeAsync();
@@ -984,6 +1008,7 @@ public sealed partial class CustosGateway : IAsyncDisposable
         await Store.DisposeAsync();
         _upstreamClient.Dispose();
         _applyLock.Dispose();
+        _stopping.Dispose();
         _loggerFactory?.Dispose();
     }
 

@@ -38,6 +38,13 @@ internal sealed partial class DataPlane(
 {
     private static readonly ConditionalWeakTable<ProviderEntry, Uri[]> UpstreamUris = new();
     private readonly InFlightCalls _calls = new(policy, logger);
+
+    /// <summary>
+    /// Cuts every call to a provider still running (<see cref="InFlightCalls.CutAll"/>) for <paramref name="reason"/>: the
+    /// gateway stops, and what outlived its drain time ends now with the gateway's error, on record, rather than be
+    /// dropped when the listener closes its connections. Returns how many it cut.
+    /// </summary>
+    internal int CutInFlight(ReasonCode reason) => _calls.CutAll(reason);
     private int _inFlight;
 
     /// <summary>
@@ -489,7 +496,7 @@ internal sealed partial class DataPlane(
                 {
                     if (call.WasCut)
                     {
-                        await meteringBody.InterruptAsync(Reasons.KilledInFlight, context.RequestAborted);
+                        await meteringBody.InterruptAsync(call.CutReason, context.RequestAborted);
                     }
                     else
                     {
@@ -517,7 +524,7 @@ internal sealed partial class DataPlane(
             }
 
             record.Fail(reason, outcome);
-            if (call.WasCut)
+            if (call.WasCut && call.CutReason == Reasons.KilledInFlight)
             {
                 record.CutByPolicyVersion = call.CutBy;
             }

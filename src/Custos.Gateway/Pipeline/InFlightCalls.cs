@@ -62,6 +62,27 @@ internal sealed partial class InFlightCalls
         }
     }
 
+    /// <summary>
+    /// Cuts every call in flight for <paramref name="reason"/> (<see cref="Reasons.ShuttingDown"/>: the node is stopping
+    /// and its drain time is over); returns how many it cut. A call already cut keeps its first cause.
+    /// </summary>
+    public int CutAll(ReasonCode reason)
+    {
+        var version = _policy.Current.Version;
+        var cut = 0;
+        foreach (var (call, _) in _calls)
+        {
+            if (call.CutBy == 0)
+            {
+                call.Cut(version, reason);
+                Log.CutAll(_logger, call.Record.RequestId, reason.Code);
+                cut++;
+            }
+        }
+
+        return cut;
+    }
+
     private void CutIfRefused(UpstreamCall call, PolicySnapshot snapshot)
     {
         if (call.CutBy == 0 && Refusal(snapshot, call.Record) is { } refusal)
@@ -108,5 +129,9 @@ internal sealed partial class InFlightCalls
         [LoggerMessage(EventId = 8, Level = LogLevel.Warning,
             Message = "Request {RequestId} cut while it ran: policy version {Version} refuses its caller ({Reason}).")]
         public static partial void Cut(ILogger logger, string requestId, long version, string reason);
+
+        [LoggerMessage(EventId = 9, Level = LogLevel.Warning,
+            Message = "Request {RequestId} cut while it ran: the gateway is stopping and its drain time is over ({Reason}).")]
+        public static partial void CutAll(ILogger logger, string requestId, string reason);
     }
 }

@@ -51,7 +51,7 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
     public bool ClientGone => _clientAborted.IsCancellationRequested;
 
     private CancellationToken _clientAborted;
-    private long _cutBy;
+    private CutCause? _cut;
     private int _answered;
     private Stream? _upstreamBody;
 
@@ -60,19 +60,25 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
     private readonly CancellationTokenSource _cutWaiting = new();
 
     /// <summary>
-    /// Passed to the forwarder: cancelled by <see cref="Cut"/> while the provider has not answered, so that the request
+    /// Passed to the forwarder: cancelled by <see cref="Cut(long, ReasonCode)"/> while the provider has not answered, so that the request
     /// stops at once instead of waiting (minutes, for a long completion, billed all the same) for an answer it would not pass on.
     /// </summary>
     public CancellationToken CutToken => _cutWaiting.Token;
 
     /// <summary>
-    /// The policy version that refused this call's caller while it ran (<see cref="Cut"/>); 0 while none has. The call
-    /// ends by it only where <see cref="WasCut"/> says so.
+    /// The policy version that refused this call's caller while it ran (<see cref="Cut(long, ReasonCode)"/>), or the version in force when
+    /// the node's shutdown cut it; 0 while none has. The call ends by it only where <see cref="WasCut"/> says so.
     /// </summary>
-    public long CutBy => Interlocked.Read(ref _cutBy);
+    public long CutBy => Volatile.Read(ref _cut)?.Version ?? 0;
 
     /// <summary>
-    /// True when <see cref="Cut"/> ended the call: the provider's stream was stopped and the client gets the gateway's
+    /// Why the call was cut: <see cref="Reasons.KilledInFlight"/> (a version refusing its caller) or
+    /// <see cref="Reasons.ShuttingDown"/> (the node stopping, its drain time over).
+    /// </summary>
+    public ReasonCode CutReason => Volatile.Read(ref _cut)?.Reason ?? Reasons.KilledInFlight;
+
+    /// <summary>
+    /// True when <see cref="Cut(long, ReasonCode)"/> ended the call: the provider's stream was stopped and the client gets the gateway's
     /// error event (<see cref="Reasons.KilledInFlight"/>) after what it had, or the provider had not answered, its request
     /// was cancelled and the client gets the error in place of the answer. A JSON answer already on its way is complete at
     /// the provider and is let finish.
@@ -85,9 +91,15 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
     /// read of the provider's body that is waiting ends at once (its connection is closed), and the body ends there for
     /// the forwarder, as if the provider had finished. The first cut counts; any thread may call it.
     /// </summary>
-    public void Cut(long version)
+    public void Cut(long version) => Cut(version, Reasons.KilledInFlight);
+
+    /// <summary>
+    /// Cuts the call as <see cref="Cut(long)"/> does, for <paramref name="reason"/>: <see cref="Reasons.ShuttingDown"/> when
+    /// the node stops and the call outlived its drain time (<paramref name="version"/> the version in force).
+    /// </summary>
+    public void Cut(long version, ReasonCode reason)
     {
-        if (Interlocked.CompareExchange(ref _cutBy, version, 0) != 0)
+        if (Interlocked.CompareExchange(ref _cut, new CutCause(version, reason), null) is not null)
         {
             return;
         }
@@ -104,7 +116,7 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
         }
     }
 
-    /// <summary>Notes the provider's body being read, so that <see cref="Cut"/> can stop a read of it that waits.</summary>
+    /// <summary>Notes the provider's body being read, so that <see cref="Cut(long, ReasonCode)"/> can stop a read of it that waits.</summary>
     internal void Observe(Stream upstreamBody) => Volatile.Write(ref _upstreamBody, upstreamBody);
 
     /// <summary>True, and <see cref="WasCut"/> set, when the call was cut and its body is a stream, which then ends here.</summary>
@@ -421,7 +433,7 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
     {
         if (WasCut)
         {
-            return (Reasons.KilledInFlight, Outcome.Interrupted); // whatever the provider did after: the gateway ended it
+            return (CutReason, Outcome.Interrupted); // whatever the provider did after: the gateway ended it
         }
 
         if (UpstreamFailed)
@@ -521,6 +533,9 @@ internal sealed partial class UpstreamCall(RequestRecord record, ModelRoute rout
         Version = HttpVersion.Version11,
         VersionPolicy = HttpVersionPolicy.RequestVersionOrLower,
     };
+
+    /// <summary>What cut a call: the version in force and why (<see cref="Cut(long, ReasonCode)"/>).</summary>
+    private sealed record CutCause(long Version, ReasonCode Reason);
 }
 
 /// <summary>Header names of the Custos contract.</summary>
