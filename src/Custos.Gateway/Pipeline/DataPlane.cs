@@ -38,6 +38,7 @@ internal sealed partial class DataPlane(
 {
     private static readonly ConditionalWeakTable<ProviderEntry, Uri[]> UpstreamUris = new();
     private readonly InFlightCalls _calls = new(policy, logger);
+    private int _inFlight;
 
     /// <summary>
     /// Cuts every call to a provider still running (<see cref="InFlightCalls.CutAll"/>) for <paramref name="reason"/>: the
@@ -45,7 +46,6 @@ internal sealed partial class DataPlane(
     /// dropped when the listener closes its connections. Returns how many it cut.
     /// </summary>
     internal int CutInFlight(ReasonCode reason) => _calls.CutAll(reason);
-    private int _inFlight;
 
     /// <summary>
     /// The longest <c>X-Custos-Agent-Run</c> or <c>X-On-Behalf-Of</c> recorded: each names an agent run or a person, is
