@@ -1178,10 +1178,7 @@ internal static partial class AdminApi
         {
             await RequireAsync(context, gateway, AdminPermission.ReadSpend, null, null, "spend.read", "spend", scoped: false);
             var admin = Admin(context);
-            var now = gateway.Time.GetUtcNow();
-            var start = from ?? PeriodStart(BudgetPeriod.Month, ZoneInView(admin, gateway.Policy.Current.Document), now);
-            var end = to ?? now.AddSeconds(1);
-            RequireWindow(start, end);
+            var (start, end) = SpendWindow(gateway, admin, from, to);
             var spend = await SpendAsync(gateway.Store, start, end, context.RequestAborted);
             var document = gateway.Policy.Current.Document;
             var views = document.Services.Where(s => AdminAccess.InScope(admin, s.Tenant, s.Id)).Select(s =>
@@ -1225,10 +1222,7 @@ internal static partial class AdminApi
             };
             await RequireAsync(context, gateway, AdminPermission.ReadSpend, null, null, "spend.read", "spend", scoped: false);
             var admin = Admin(context);
-            var now = gateway.Time.GetUtcNow();
-            var start = from ?? PeriodStart(BudgetPeriod.Month, ZoneInView(admin, gateway.Policy.Current.Document), now);
-            var end = to ?? now.AddSeconds(1);
-            RequireWindow(start, end);
+            var (start, end) = SpendWindow(gateway, admin, from, to);
 
             // Every request entry of the window in scope, summed by tenant, service, consumer, model and currency: a heavy
             // read, which takes its turn like a report.
@@ -1270,6 +1264,20 @@ internal static partial class AdminApi
             return Json(AdminAccess.SeesWebhooks(Admin(context)) ? notifications
                 : [.. notifications.Select(n => n.Channel == "webhook" ? n with { Target = WebhookAddress.Masked(n.Target) } : n)]);
         }).WithSummary("The owner-notification outbox, newest first, with delivery status.").Produces<Notification[]>();
+    }
+
+    /// <summary>
+    /// The window of <c>GET /spend</c> and <c>GET /spend/lines</c>: <paramref name="from"/> and <paramref name="to"/> as asked, by
+    /// default this calendar month (in the time zone of the admin's view, UTC when it spans several) up to now; a window
+    /// whose end is not after its start is a 400.
+    /// </summary>
+    private static (DateTimeOffset Start, DateTimeOffset End) SpendWindow(CustosGateway gateway, AdminConfig admin, DateTimeOffset? from, DateTimeOffset? to)
+    {
+        var now = gateway.Time.GetUtcNow();
+        var start = from ?? PeriodStart(BudgetPeriod.Month, ZoneInView(admin, gateway.Policy.Current.Document), now);
+        var end = to ?? now.AddSeconds(1);
+        RequireWindow(start, end);
+        return (start, end);
     }
 
     /// <summary>

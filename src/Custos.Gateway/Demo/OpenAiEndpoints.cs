@@ -71,24 +71,10 @@ internal static class OpenAiEndpoints
                         w.WriteStartObject("message");
                         w.WriteString("role", "assistant");
                         w.WriteString("content", reply);
-                        w.WriteNull("refusal");
-                        w.WriteStartArray("annotations");
-                        w.WriteEndArray();
-                        w.WriteEndObject();
-                        w.WriteNull("logprobs");
-                        w.WriteString("finish_reason", finish);
-                        w.WriteEndObject();
+                        WriteMessageEnd(w, finish);
                     }
 
-                    w.WriteEndArray();
-                    if (usage is not null)
-                    {
-                        WriteUsage(w, usage, chat: true);
-                    }
-
-                    w.WriteString("service_tier", "default");
-                    w.WriteString("system_fingerprint", SystemFingerprint);
-                    w.WriteEndObject();
+                    WriteCompletionEnd(w, usage);
                 },
                 cut: mode == MockMode.CutStream);
             return;
@@ -180,24 +166,10 @@ internal static class OpenAiEndpoints
                     }
 
                     w.WriteEndArray();
-                    w.WriteNull("refusal");
-                    w.WriteStartArray("annotations");
-                    w.WriteEndArray();
-                    w.WriteEndObject();
-                    w.WriteNull("logprobs");
-                    w.WriteString("finish_reason", finish);
-                    w.WriteEndObject();
+                    WriteMessageEnd(w, finish);
                 }
 
-                w.WriteEndArray();
-                if (usage is not null)
-                {
-                    WriteUsage(w, usage, chat: true);
-                }
-
-                w.WriteString("service_tier", "default");
-                w.WriteString("system_fingerprint", SystemFingerprint);
-                w.WriteEndObject();
+                WriteCompletionEnd(w, usage);
             });
             return;
         }
@@ -240,14 +212,7 @@ internal static class OpenAiEndpoints
     private static void WriteToolChunk(Utf8JsonWriter w, string id, long created, string model, bool includeUsage, int index, bool role, int callIndex,
         DemoToolCall? start, string? arguments, string? finish)
     {
-        w.WriteStartObject();
-        WriteHeader(w, id, "chat.completion.chunk", created, model);
-        w.WriteString("service_tier", "default");
-        w.WriteString("system_fingerprint", SystemFingerprint);
-        w.WriteStartArray("choices");
-        w.WriteStartObject();
-        w.WriteNumber("index", index);
-        w.WriteStartObject("delta");
+        WriteChunkStart(w, id, created, model, index);
         if (role)
         {
             w.WriteString("role", "assistant");
@@ -277,22 +242,7 @@ internal static class OpenAiEndpoints
             w.WriteEndArray();
         }
 
-        if (role)
-        {
-            w.WriteNull("refusal");
-        }
-
-        w.WriteEndObject();
-        w.WriteNull("logprobs");
-        Wire.WriteStringOrNull(w, "finish_reason", finish);
-        w.WriteEndObject();
-        w.WriteEndArray();
-        if (includeUsage)
-        {
-            w.WriteNull("usage");
-        }
-
-        w.WriteEndObject();
+        WriteChunkEnd(w, role, finish, includeUsage);
     }
 
     /// <summary><c>POST /v1/completions</c> (legacy text completions).</summary>
@@ -685,14 +635,7 @@ internal static class OpenAiEndpoints
 
     private static void WriteChatChunk(Utf8JsonWriter w, string id, long created, string model, bool includeUsage, int index, bool role, string? content, string? finish, string? rawContent = null)
     {
-        w.WriteStartObject();
-        WriteHeader(w, id, "chat.completion.chunk", created, model);
-        w.WriteString("service_tier", "default");
-        w.WriteString("system_fingerprint", SystemFingerprint);
-        w.WriteStartArray("choices");
-        w.WriteStartObject();
-        w.WriteNumber("index", index);
-        w.WriteStartObject("delta");
+        WriteChunkStart(w, id, created, model, index);
         if (role)
         {
             w.WriteString("role", "assistant");
@@ -708,6 +651,28 @@ internal static class OpenAiEndpoints
             w.WriteRawValue(rawContent, skipInputValidation: true);
         }
 
+        WriteChunkEnd(w, role, finish, includeUsage);
+    }
+
+    /// <summary>A chat chunk up to its choice's open <c>delta</c>: header, tier, fingerprint, the one choice's index.</summary>
+    private static void WriteChunkStart(Utf8JsonWriter w, string id, long created, string model, int index)
+    {
+        w.WriteStartObject();
+        WriteHeader(w, id, "chat.completion.chunk", created, model);
+        w.WriteString("service_tier", "default");
+        w.WriteString("system_fingerprint", SystemFingerprint);
+        w.WriteStartArray("choices");
+        w.WriteStartObject();
+        w.WriteNumber("index", index);
+        w.WriteStartObject("delta");
+    }
+
+    /// <summary>
+    /// A chat chunk from its <c>delta</c>'s end: the first chunk's null refusal (<paramref name="role"/>), the finish reason,
+    /// and the null usage of every chunk but the last when the client asked for usage.
+    /// </summary>
+    private static void WriteChunkEnd(Utf8JsonWriter w, bool role, string? finish, bool includeUsage)
+    {
         if (role)
         {
             w.WriteNull("refusal");
@@ -723,6 +688,32 @@ internal static class OpenAiEndpoints
             w.WriteNull("usage");
         }
 
+        w.WriteEndObject();
+    }
+
+    /// <summary>A chat completion's message from its content on: no refusal, no annotations, and its choice's finish reason.</summary>
+    private static void WriteMessageEnd(Utf8JsonWriter w, string finish)
+    {
+        w.WriteNull("refusal");
+        w.WriteStartArray("annotations");
+        w.WriteEndArray();
+        w.WriteEndObject();
+        w.WriteNull("logprobs");
+        w.WriteString("finish_reason", finish);
+        w.WriteEndObject();
+    }
+
+    /// <summary>A chat completion from the end of its choices: the usage when there is one, the tier and the fingerprint.</summary>
+    private static void WriteCompletionEnd(Utf8JsonWriter w, Usage? usage)
+    {
+        w.WriteEndArray();
+        if (usage is not null)
+        {
+            WriteUsage(w, usage, chat: true);
+        }
+
+        w.WriteString("service_tier", "default");
+        w.WriteString("system_fingerprint", SystemFingerprint);
         w.WriteEndObject();
     }
 
