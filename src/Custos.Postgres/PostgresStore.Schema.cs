@@ -10,7 +10,7 @@ namespace Custos.Postgres;
 public sealed partial class PostgresStore
 {
     /// <summary>The schema version this code writes: the number of the last step in <see cref="Migrations"/>.</summary>
-    public const int SchemaVersion = 5;
+    public const int SchemaVersion = 6;
 
     // Advisory lock keys (64-bit, database-wide): "Custos" in ASCII, then a number per purpose.
     internal const long MigrationLock = 0x4375_7374_6F73_0001;
@@ -151,7 +151,7 @@ public sealed partial class PostgresStore
         """,
 
         // 4: the requests of each quarter hour summed by who and how they were decided (RequestTotals): what the console's
-        // overview reads. Kept in each append's transaction; a database with entries gets them filled in (TotalsStep).
+        // overview reads. Kept in each append's transaction; a database with entries gets them filled in (TokensStep).
         """
         CREATE TABLE request_totals (
             slot     bigint NOT NULL,
@@ -168,9 +168,16 @@ public sealed partial class PostgresStore
         """,
 
         // 5: the same by minute (columns, collations and key as request_totals'): what the overview of the last hour reads.
-        // Filled in the same way (MinuteTotalsStep).
+        // Filled in the same way (TokensStep).
         """
         CREATE TABLE request_minute_totals (LIKE request_totals INCLUDING ALL);
+        """,
+
+        // 6: the totals' tokens (input and output of the entries), which the quotas' counters start from. A database with
+        // entries gets both widths filled in again (TokensStep).
+        """
+        ALTER TABLE request_totals ADD COLUMN IF NOT EXISTS tokens bigint NOT NULL DEFAULT 0;
+        ALTER TABLE request_minute_totals ADD COLUMN IF NOT EXISTS tokens bigint NOT NULL DEFAULT 0;
         """,
     ];
 
@@ -187,11 +194,11 @@ public sealed partial class PostgresStore
     /// <summary>The step that added <c>schema_info.record_format</c>: a database migrated from empty through it stores records compressed from the start.</summary>
     private const int RecordFormatStep = 3;
 
-    /// <summary>The step that added the request totals: a database migrated from an earlier version gets them filled in from its entries.</summary>
-    private const int TotalsStep = 4;
-
-    /// <summary>The step that added the request totals by minute: filled in the same way.</summary>
-    private const int MinuteTotalsStep = 5;
+    /// <summary>
+    /// The last step that changed the request totals (4 added them, 5 those by minute, 6 their tokens): a database migrated
+    /// from an earlier version gets both widths filled in from its entries there.
+    /// </summary>
+    private const int TokensStep = 6;
 
     /// <summary>
     /// Brings the schema to <see cref="SchemaVersion"/>. A session advisory lock serialises nodes starting together:
@@ -226,10 +233,13 @@ public sealed partial class PostgresStore
                     await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
                     await ExecuteAsync(connection, Migrations[step - 1], cancellationToken);
                     await ExecuteAsync(connection, $"UPDATE schema_info SET version = {step}", cancellationToken);
-                    if ((step is TotalsStep or MinuteTotalsStep) && version > 0)
+                    if (step == TokensStep && version > 0)
                     {
                         // From every entry, in the step's transaction; nodes of this version wait on the migration lock meanwhile.
-                        await RequestTotals.FillAsync(this, Description, [step == TotalsStep ? RequestTotals.SlotSeconds : RequestTotals.MinuteSeconds], async (totals, ct) =>
+                        // Only the last step that changed the totals fills them (both widths, again): the earlier ones' tables,
+                        // made in this migration, lack its columns. A step that changes the totals again must take this over.
+                        await ExecuteAsync(connection, "DELETE FROM request_totals; DELETE FROM request_minute_totals", cancellationToken);
+                        await RequestTotals.FillAsync(this, Description, RequestTotals.Widths, async (totals, ct) =>
                         {
                             await using var fill = new NpgsqlBatch(connection) { BatchCommands = { TotalsCommand(totals) } };
                             await fill.ExecuteNonQueryAsync(ct);

@@ -346,24 +346,24 @@ public sealed partial class PostgresStore : ICustosStore, IRecordFormatSetting
     {
         var n = totals.Count;
         var (slot, tenant, service, consumer, decision, reasons, currency) = (new long[n], new string[n], new string[n], new string[n], new string[n], new string[n], new string[n]);
-        var (requests, spend) = (new long[n], new decimal[n]);
+        var (requests, spend, tokens) = (new long[n], new decimal[n], new long[n]);
         var i = 0;
         foreach (var (key, total) in totals)
         {
             (slot[i], tenant[i], service[i], consumer[i], decision[i], reasons[i], currency[i]) = (key.Slot, key.Tenant, key.Service, key.Consumer, key.Decision, key.Reasons, key.Currency);
-            (requests[i], spend[i]) = (total.Requests, total.Spend);
+            (requests[i], spend[i], tokens[i]) = (total.Requests, total.Spend, total.Tokens);
             i++;
         }
 
         var command = new NpgsqlBatchCommand($"""
-            INSERT INTO {RequestTotals.TableOf(totals.Width)} AS t (slot, tenant, service, consumer, decision, reasons, currency, requests, spend)
-            SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[], $9::numeric[])
-                AS u (slot, tenant, service, consumer, decision, reasons, currency, requests, spend)
+            INSERT INTO {RequestTotals.TableOf(totals.Width)} AS t (slot, tenant, service, consumer, decision, reasons, currency, requests, spend, tokens)
+            SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[], $9::numeric[], $10::bigint[])
+                AS u (slot, tenant, service, consumer, decision, reasons, currency, requests, spend, tokens)
             ORDER BY slot, tenant COLLATE "C", service COLLATE "C", consumer COLLATE "C", decision COLLATE "C", reasons COLLATE "C", currency COLLATE "C"
             ON CONFLICT (slot, tenant, service, consumer, decision, reasons, currency)
-            DO UPDATE SET requests = t.requests + excluded.requests, spend = t.spend + excluded.spend
+            DO UPDATE SET requests = t.requests + excluded.requests, spend = t.spend + excluded.spend, tokens = LEAST(t.tokens::numeric + excluded.tokens, 9223372036854775807)::bigint
             """);
-        foreach (var values in new object[] { slot, tenant, service, consumer, decision, reasons, currency, requests, spend })
+        foreach (var values in new object[] { slot, tenant, service, consumer, decision, reasons, currency, requests, spend, tokens })
         {
             command.Parameters.Add(new NpgsqlParameter { Value = values });
         }
@@ -376,7 +376,7 @@ public sealed partial class PostgresStore : ICustosStore, IRecordFormatSetting
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         await using var command = _dataSource.CreateCommand($"""
-            SELECT slot, tenant, service, consumer, decision, reasons, currency, requests, spend FROM {RequestTotals.TableOf(width)}
+            SELECT slot, tenant, service, consumer, decision, reasons, currency, requests, spend, tokens FROM {RequestTotals.TableOf(width)}
             WHERE slot >= $1 AND slot < $2 ORDER BY slot, tenant, service, consumer, decision, reasons, currency
             """);
         command.Parameters.Add(new NpgsqlParameter { Value = RequestTotals.SecondsAtOrAfter(from) });
@@ -385,7 +385,7 @@ public sealed partial class PostgresStore : ICustosStore, IRecordFormatSetting
         while (await reader.ReadAsync(cancellationToken))
         {
             yield return new RequestTotalKey(reader.GetInt64(0), reader.GetString(1), reader.GetString(2), reader.GetString(3), reader.GetString(4),
-                reader.GetString(5), reader.GetString(6)).ToTotal(reader.GetInt64(7), reader.GetDecimal(8));
+                reader.GetString(5), reader.GetString(6)).ToTotal(reader.GetInt64(7), reader.GetDecimal(8), reader.GetInt64(9));
         }
     }
 

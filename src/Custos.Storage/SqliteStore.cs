@@ -15,7 +15,7 @@ namespace Custos.Storage;
 public sealed partial class SqliteStore : ICustosStore
 {
     /// <summary>The schema version this code writes. Bump with a migration step in <see cref="MigrateAsync"/>.</summary>
-    public const int SchemaVersion = 6;
+    public const int SchemaVersion = 7;
 
     private readonly string _connectionString;
     private readonly SemaphoreSlim _writeLock = new(1, 1);
@@ -282,7 +282,8 @@ public sealed partial class SqliteStore : ICustosStore
             // records are stored compressed (LedgerRecordCodec); the older ones stay TEXT, and both are read. 4 -> 5: the
             // request totals, filled in from every entry in one transaction with the new version (readers see the ledger
             // as committed meanwhile; no writer runs before the store is open). 5 -> 6: the request totals by minute, the same way.
-            var widths = Convert.ToInt32(version, System.Globalization.CultureInfo.InvariantCulture) < 5 ? RequestTotals.Widths : [RequestTotals.MinuteSeconds];
+            // 6 -> 7: the totals' tokens, which the quotas' counters start from; both widths filled in again, the same way.
+            var widths = RequestTotals.Widths;
             await _writeLock.WaitAsync(cancellationToken);
             try
             {
@@ -292,6 +293,11 @@ public sealed partial class SqliteStore : ICustosStore
                 {
                     foreach (var width in widths)
                     {
+                        if (!await HasColumnAsync(_writer, RequestTotals.TableOf(width), "tokens", cancellationToken))
+                        {
+                            Check(db, raw.sqlite3_exec(db, $"ALTER TABLE {RequestTotals.TableOf(width)} ADD COLUMN tokens INTEGER NOT NULL DEFAULT 0"));
+                        }
+
                         Check(db, raw.sqlite3_exec(db, $"DELETE FROM {RequestTotals.TableOf(width)}"));
                     }
 
@@ -434,6 +440,16 @@ public sealed partial class SqliteStore : ICustosStore
         }
     }
 
+    /// <summary>Whether <paramref name="table"/> has a column named <paramref name="column"/>.</summary>
+    private static async Task<bool> HasColumnAsync(SqliteConnection connection, string table, string column, CancellationToken cancellationToken)
+    {
+        using var command = connection.CreateCommand();
+        command.CommandText = "SELECT COUNT(*) FROM pragma_table_info($table) WHERE name = $column";
+        command.Parameters.AddWithValue("$table", table);
+        command.Parameters.AddWithValue("$column", column);
+        return Convert.ToInt64(await command.ExecuteScalarAsync(cancellationToken), System.Globalization.CultureInfo.InvariantCulture) > 0;
+    }
+
     /// <summary>The table of the request totals of slots <paramref name="width"/> seconds long, created when missing (a statement of its own lines).</summary>
     private static string TotalsSchema(int width) => $"""
 
@@ -448,6 +464,7 @@ public sealed partial class SqliteStore : ICustosStore
             requests INTEGER NOT NULL,
             spend_units INTEGER NOT NULL,
             spend_nanos INTEGER NOT NULL,
+            tokens   INTEGER NOT NULL DEFAULT 0,
             PRIMARY KEY (slot, tenant, service, consumer, decision, reasons, currency)
         ) WITHOUT ROWID;
 
@@ -463,14 +480,14 @@ public sealed partial class SqliteStore : ICustosStore
 
         ref var statement = ref totals.Width == RequestTotals.MinuteSeconds ? ref _minuteTotal : ref _total;
         var upsert = statement ??= Prepare(db, $"""
-            INSERT INTO {RequestTotals.TableOf(totals.Width)} (slot, tenant, service, consumer, decision, reasons, currency, requests, spend_units, spend_nanos)
-            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+            INSERT INTO {RequestTotals.TableOf(totals.Width)} (slot, tenant, service, consumer, decision, reasons, currency, requests, spend_units, spend_nanos, tokens)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
             ON CONFLICT (slot, tenant, service, consumer, decision, reasons, currency)
-            DO UPDATE SET requests = requests + excluded.requests,
+            DO UPDATE SET requests = requests + excluded.requests, tokens = CASE WHEN tokens > 9223372036854775807 - excluded.tokens THEN 9223372036854775807 ELSE tokens + excluded.tokens END,
                 spend_units = spend_units + excluded.spend_units + (spend_nanos + excluded.spend_nanos) / 1000000000,
                 spend_nanos = (spend_nanos + excluded.spend_nanos) % 1000000000
             """);
-        foreach (var (key, (requests, spend)) in totals)
+        foreach (var (key, (requests, spend, tokens)) in totals)
         {
             raw.sqlite3_bind_int64(upsert, 1, key.Slot);
             BindText(upsert, 2, key.Tenant);
@@ -483,6 +500,7 @@ public sealed partial class SqliteStore : ICustosStore
             var (units, nanos) = Split(spend);
             raw.sqlite3_bind_int64(upsert, 9, units);
             raw.sqlite3_bind_int64(upsert, 10, nanos);
+            raw.sqlite3_bind_int64(upsert, 11, tokens);
             Run(db, upsert);
         }
     }
@@ -494,7 +512,7 @@ public sealed partial class SqliteStore : ICustosStore
         await using var connection = await OpenReaderAsync(cancellationToken);
         using var command = connection.CreateCommand();
         command.CommandText = $"""
-            SELECT slot, tenant, service, consumer, decision, reasons, currency, requests, spend_units, spend_nanos FROM {RequestTotals.TableOf(width)}
+            SELECT slot, tenant, service, consumer, decision, reasons, currency, requests, spend_units, spend_nanos, tokens FROM {RequestTotals.TableOf(width)}
             WHERE slot >= $from AND slot < $to ORDER BY slot, tenant, service, consumer, decision, reasons, currency
             """;
         command.Parameters.AddWithValue("$from", RequestTotals.SecondsAtOrAfter(from));
@@ -503,7 +521,8 @@ public sealed partial class SqliteStore : ICustosStore
         while (await reader.ReadAsync(cancellationToken))
         {
             yield return new RequestTotalKey(reader.GetInt64(0), reader.GetString(1), reader.GetString(2), reader.GetString(3), reader.GetString(4),
-                reader.GetString(5), reader.GetString(6)).ToTotal(reader.GetInt64(7), reader.GetInt64(8) + new decimal(reader.GetInt32(9), 0, 0, false, 9));
+                reader.GetString(5), reader.GetString(6)).ToTotal(reader.GetInt64(7), reader.GetInt64(8) + new decimal(reader.GetInt32(9), 0, 0, false, 9),
+                reader.GetInt64(10));
         }
     }
 

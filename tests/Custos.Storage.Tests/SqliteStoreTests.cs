@@ -17,7 +17,9 @@ public sealed class SqliteStoreTests : StoreContract
 
     protected override string BeforeRequestTotalsSql => "DROP TABLE request_totals; DROP TABLE request_minute_totals; UPDATE schema_info SET version = 4";
 
-    protected override string BeforeMinuteTotalsSql => "DROP TABLE request_minute_totals; UPDATE schema_info SET version = 5";
+    protected override string BeforeMinuteTotalsSql => "DROP TABLE request_minute_totals; ALTER TABLE request_totals DROP COLUMN tokens; UPDATE schema_info SET version = 5";
+
+    protected override string BeforeTokensSql => "ALTER TABLE request_totals DROP COLUMN tokens; ALTER TABLE request_minute_totals DROP COLUMN tokens; UPDATE schema_info SET version = 6";
 
     protected override Task AlterLedgerAsync(string sql) => ExecuteRawAsync("DROP TRIGGER IF EXISTS ledger_no_update; " + sql);
 

@@ -45,6 +45,9 @@ public abstract class StoreContract : IAsyncLifetime
     /// <summary>SQL that takes the store back to the schema version before the request totals by minute, dropping them.</summary>
     protected abstract string BeforeMinuteTotalsSql { get; }
 
+    /// <summary>SQL that takes the store back to the schema version before the request totals' tokens, dropping their columns.</summary>
+    protected abstract string BeforeTokensSql { get; }
+
     /// <summary>Cleans up after the stores were disposed.</summary>
     protected virtual Task CleanUpAsync() => Task.CompletedTask;
 
@@ -1142,7 +1145,7 @@ public abstract class StoreContract : IAsyncLifetime
     }
 
     [Fact]
-    public async Task OpenAsync_OfAStoreMadeBeforeTheTotalsByMinute_FillsInOnlyThose()
+    public async Task OpenAsync_OfAStoreMadeBeforeTheTotalsByMinute_FillsThemIn_WithoutAddingTheQuarterHoursTwice()
     {
         var chain = new HashChain("n1", 0, HashChain.Genesis);
         await Store.AppendAsync(
@@ -1158,6 +1161,59 @@ public abstract class StoreContract : IAsyncLifetime
 
         Assert.Equal(byMinute, await TotalsAsync(upgraded, T0, T0.AddDays(1), byMinute: true));
         Assert.Equal("00:00 acme/svc/a allow [] 2 0.75 USD", (await TotalsAsync(upgraded, T0, T0.AddDays(1))).Single()); // not added twice
+    }
+
+    [Fact]
+    public async Task RequestTotals_AddUpTheEntriesTokens_WhichAStoreMadeBeforeThemFillsIn_AndVerificationChecks()
+    {
+        // What a token quota's counter starts from when a gateway starts (CounterSeeds): before, every allowed entry of the
+        // month was read back; now a few totals per consumer and quarter hour.
+        static RequestRecord WithTokens(RequestRecord record, long? input, long? output)
+        {
+            record.InputTokens = input;
+            record.OutputTokens = output;
+            return record;
+        }
+
+        var chain = new HashChain("n1", 0, HashChain.Genesis);
+        await Store.AppendAsync(
+        [
+            chain.Append(WithTokens(Priced(Request("r1", "acme", "a", Decision.Allow, T0, cost: 0.25m)), 120, 30)),
+            chain.Append(WithTokens(Priced(Request("r2", "acme", "a", Decision.Allow, T0.AddMinutes(3), cost: 0.5m)), 50, null)), // an embedding
+            chain.Append(WithTokens(Request("r3", "acme", "b", Decision.Deny, T0.AddMinutes(20)), 40, null)),
+            chain.Append(WithTokens(Priced(Request("r4", "acme", "b", Decision.Allow, T0.AddMinutes(21), cost: 0.1m)), -5, 7)), // a provider's nonsense counts as nothing
+        ]);
+        async Task<List<(DateTimeOffset, string?, string, long)>> TokensAsync(ICustosStore store, bool byMinute = false)
+        {
+            var rows = new List<(DateTimeOffset, string?, string, long)>();
+            await foreach (var t in store.ReadTotalsAsync(byMinute ? RequestTotals.MinuteSeconds : RequestTotals.SlotSeconds, T0, T0.AddDays(1)))
+            {
+                rows.Add((t.Slot, t.Consumer, t.Decision, t.Tokens));
+            }
+
+            return rows;
+        }
+
+        (DateTimeOffset, string?, string, long)[] quarterHours = [(T0, "a", "allow", 200), (T0.AddMinutes(15), "b", "allow", 7), (T0.AddMinutes(15), "b", "deny", 40)];
+        Assert.Equal(quarterHours, (await TokensAsync(Store)).Order());
+        Assert.Equal([(T0, "a", "allow", 150), (T0.AddMinutes(3), "a", "allow", 50), (T0.AddMinutes(20), "b", "deny", 40), (T0.AddMinutes(21), "b", "allow", 7)],
+            await TokensAsync(Store, byMinute: true));
+
+        // A store of the version before: the tokens filled in from the entries, once.
+        await ExecuteRawAsync(BeforeTokensSql);
+        var upgraded = await OpenSecondNodeAsync();
+        Assert.Equal(quarterHours, (await TokensAsync(upgraded)).Order());
+        Assert.Equal(4, (await TokensAsync(upgraded, byMinute: true)).Count);
+        Assert.Equal(["00:00 acme/svc/a allow [] 2 0.75 USD"], (await TotalsAsync(upgraded, T0, T0.AddMinutes(15)))); // not added twice
+
+        // Tokens altered in the totals (a quota's counter would start from them): verification names them.
+        using var key = System.Security.Cryptography.ECDsa.Create(System.Security.Cryptography.ECCurve.NamedCurves.nistP256);
+        var options = new VerificationOptions { PublicKeys = [key] };
+        Assert.True((await LedgerVerifier.VerifyAsync(upgraded, options)).Ok);
+        await ExecuteRawAsync("UPDATE request_totals SET tokens = tokens - 150 WHERE consumer = 'a'");
+        var problem = Assert.Single((await LedgerVerifier.VerifyAsync(upgraded, options)).Problems);
+        Assert.StartsWith("the request totals of the quarter hour from 2026-11-01 00:00 UTC for tenant acme, service svc, consumer a, currency USD, allow, say 2 "
+            + "request(s) costing 0.750000000 and 50 token(s), but the entries 2 costing 0.750000000 and 200: ", problem.Detail, StringComparison.Ordinal);
     }
 
     [Theory]
@@ -1178,7 +1234,7 @@ public abstract class StoreContract : IAsyncLifetime
         Assert.Equal("altered_totals", problem.Kind);
         Assert.Equal("altered_totals: the request totals of the quarter hour from 2026-11-01 00:00 UTC for tenant acme, service svc, consumer a, allow, say "
             + "2 request(s) costing 0.000123400, but the entries 1 costing 0.000123400: the totals were altered, or a node of an earlier version appended "
-            + "entries without them; the console's overview and spend read them", problem.ToString());
+            + "entries without them; the console's overview, spend, and the quotas and budgets when a gateway starts read them", problem.ToString());
 
         // The same by minute.
         await ExecuteRawAsync("UPDATE request_totals SET requests = requests - 1 WHERE consumer = 'a'");

@@ -1,4 +1,3 @@
-using System.Text.Json;
 using Custos.Ledger;
 using Custos.Metering;
 using Custos.Policy;
@@ -12,9 +11,9 @@ namespace Custos.Controls;
 public readonly record struct CounterSeed(string Key, long Used, DateTimeOffset End);
 
 /// <summary>
-/// What the quotas and budgets of a policy have used of their current day or month, read back from the ledger: requests
-/// admitted and spend from the request totals (<see cref="RequestTotals"/>, a quarter hour at a time, which every time
-/// zone's midnight falls on), tokens from the request entries of the window (read only where a token quota is in force).
+/// What the quotas and budgets of a policy have used of their current day or month, read back from the ledger's request
+/// totals (<see cref="RequestTotals"/>, a quarter hour at a time, which every time zone's midnight falls on): requests
+/// admitted, spend, and tokens. A start reads a few rows per consumer and quarter hour, however many requests the month held.
 /// The in-process counters start from these when a gateway starts, and when a policy version brings a counter they do
 /// not hold yet (a new budget, a day budget made a month's); shared counters (Redis) are raised to them when they start
 /// empty, and when a policy version brings a counter the version before it lacked: without them a restart forgot everything spent, and a
@@ -58,12 +57,11 @@ public static class CounterSeeds
     /// The counters of <paramref name="snapshot"/>'s quotas and budgets at <paramref name="now"/> for which
     /// <paramref name="wanted"/> is true, with what the ledger says each window has used.
     /// </summary>
-    public static async Task<IReadOnlyList<CounterSeed>> ReadAsync(PolicySnapshot snapshot, IEvidenceStore totals, ILedgerStore entries, DateTimeOffset now,
+    public static async Task<IReadOnlyList<CounterSeed>> ReadAsync(PolicySnapshot snapshot, IEvidenceStore totals, DateTimeOffset now,
         Func<string, bool> wanted, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(snapshot);
         ArgumentNullException.ThrowIfNull(totals);
-        ArgumentNullException.ThrowIfNull(entries);
         ArgumentNullException.ThrowIfNull(wanted);
         var needs = new List<Need>();
         CollectAll(needs, snapshot, now, wanted);
@@ -72,44 +70,24 @@ public static class CounterSeeds
             return [];
         }
 
-        var counted = needs.Where(n => n.Limit != CountedLimit.TokensPerDay && n.Limit != CountedLimit.TokensPerMonth).ToList();
-        if (counted.Count > 0)
+        var from = needs.Min(n => n.Window.Start);
+        await foreach (var total in totals.ReadTotalsAsync(RequestTotals.SlotSeconds, from, now.AddSeconds(RequestTotals.SlotSeconds), cancellationToken))
         {
-            var from = counted.Min(n => n.Window.Start);
-            await foreach (var total in totals.ReadTotalsAsync(RequestTotals.SlotSeconds, from, now.AddSeconds(RequestTotals.SlotSeconds), cancellationToken))
+            foreach (var need in needs)
             {
-                foreach (var need in counted)
+                if (!need.Covers(total.Tenant, total.Service, total.Consumer, total.Slot))
                 {
-                    if (!need.Covers(total.Tenant, total.Service, total.Consumer, total.Slot))
-                    {
-                        continue;
-                    }
-
-                    if (need.Limit == CountedLimit.Budget)
-                    {
-                        need.Used = Saturating.Add(need.Used, total.Spend <= 0 ? 0 : AdmissionEvaluator.CostUnits(total.Spend));
-                    }
-                    else if (total.Decision == "allow")
-                    {
-                        need.Used = Saturating.Add(need.Used, total.Requests);
-                    }
+                    continue;
                 }
-            }
-        }
 
-        foreach (var tenant in needs.Where(n => n.Limit is CountedLimit.TokensPerDay or CountedLimit.TokensPerMonth).GroupBy(n => n.Tenant))
-        {
-            var tokenNeeds = tenant.ToList();
-            var query = new LedgerQuery { Tenant = tenant.Key, Decision = "allow", From = tokenNeeds.Min(n => n.Window.Start), Limit = int.MaxValue };
-            await foreach (var entry in entries.QueryAsync(query, cancellationToken))
-            {
-                var (service, consumer, at, tokens) = ReadTokens(entry.Json);
-                foreach (var need in tokenNeeds)
+                if (need.Limit == CountedLimit.Budget)
                 {
-                    if (need.Covers(tenant.Key, service, consumer, at))
-                    {
-                        need.Used = Saturating.Add(need.Used, tokens);
-                    }
+                    need.Used = Saturating.Add(need.Used, total.Spend <= 0 ? 0 : AdmissionEvaluator.CostUnits(total.Spend));
+                }
+                else if (total.Decision == "allow")
+                {
+                    need.Used = Saturating.Add(need.Used,
+                        need.Limit is CountedLimit.TokensPerDay or CountedLimit.TokensPerMonth ? total.Tokens : total.Requests);
                 }
             }
         }
@@ -178,16 +156,6 @@ public static class CounterSeeds
         {
             Add(1, CountedLimit.Budget, budget.Period == BudgetPeriod.Day ? day : month);
         }
-    }
-
-    private static (string? Service, string? Consumer, DateTimeOffset At, long Tokens) ReadTokens(string json)
-    {
-        using var document = JsonDocument.Parse(json);
-        var root = document.RootElement;
-        string? Text(string name) => root.TryGetProperty(name, out var value) && value.ValueKind == JsonValueKind.String ? value.GetString() : null;
-        long Number(string name) => root.TryGetProperty(name, out var value) && value.ValueKind == JsonValueKind.Number && value.TryGetInt64(out var n) && n > 0 ? n : 0;
-        var at = LedgerTime.Parse(Text("timestamp") ?? "");
-        return (Text("service"), Text("consumer"), at, Saturating.Add(Number("input_tokens"), Number("output_tokens")));
     }
 }
 

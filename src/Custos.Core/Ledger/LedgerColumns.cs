@@ -12,7 +12,7 @@ namespace Custos.Ledger;
 /// reports select entries by them, so a row whose columns were altered would hide from a search or a report, or show up in
 /// the wrong one, while every hash still verified. <see cref="LedgerVerifier"/> therefore reads them back with each entry and
 /// compares them with the entry's own fields (<see cref="Read(string)"/>, <see cref="Difference"/>). The same reading also
-/// gives a request entry's <see cref="Reasons"/> and <see cref="Currency"/>, which are not columns: with the columns, they are
+/// gives a request entry's <see cref="Reasons"/>, <see cref="Currency"/> and <see cref="Tokens"/>, which are not columns: with the columns, they are
 /// what the request totals sum by, so the verifier adds the entries up again without parsing them a second time.
 /// </remarks>
 public sealed record LedgerColumns
@@ -50,6 +50,12 @@ public sealed record LedgerColumns
     /// <summary>Request entries read from their JSON only: the cost's currency, which the request totals sum by.</summary>
     public string? Currency { get; init; }
 
+    /// <summary>
+    /// Request entries read from their JSON only: the input and output tokens together (<see cref="RequestTotals.TokensOf"/>),
+    /// which the request totals add up; 0 elsewhere.
+    /// </summary>
+    public long Tokens { get; init; }
+
     /// <summary>Whether <see cref="Cost"/> is one of the columns: true for an entry's own fields and for PostgreSQL, false for SQLite, which keeps no cost column.</summary>
     public bool HasCost { get; init; }
 
@@ -68,6 +74,7 @@ public sealed record LedgerColumns
     {
         var values = new string?[Names.Length];
         List<string>? reasons = null;
+        long? inputTokens = null, outputTokens = null;
         try
         {
             var reader = new Utf8JsonReader(canonical);
@@ -100,6 +107,17 @@ public sealed record LedgerColumns
                         return null; // reason codes are strings
                     }
 
+                    continue;
+                }
+
+                if (index >= InputTokensIndex && reader.TokenType == JsonTokenType.Number)
+                {
+                    if (!reader.TryGetInt64(out var tokens))
+                    {
+                        return null; // token counts are whole numbers
+                    }
+
+                    (index == InputTokensIndex ? ref inputTokens : ref outputTokens) = tokens;
                     continue;
                 }
 
@@ -150,6 +168,7 @@ public sealed record LedgerColumns
             HasCost = true,
             Reasons = request ? (IReadOnlyList<string>?)reasons ?? [] : [],
             Currency = request ? currency : null,
+            Tokens = request ? RequestTotals.TokensOf(inputTokens, outputTokens) : 0,
         };
     }
 
@@ -213,8 +232,11 @@ public sealed record LedgerColumns
 
     /// <summary>The fields <see cref="Read(string)"/> takes, in the order of its values.</summary>
     private static readonly byte[][] Names =
-        [.. new[] { "kind", "timestamp", "tenant", "request_id", "service", "consumer", "decision", "model", "cost", "reasons", "currency" }.Select(System.Text.Encoding.UTF8.GetBytes)];
+        [.. new[] { "kind", "timestamp", "tenant", "request_id", "service", "consumer", "decision", "model", "cost", "reasons", "currency", "input_tokens", "output_tokens" }.Select(System.Text.Encoding.UTF8.GetBytes)];
 
     /// <summary>The place of <c>reasons</c>, an array, in <see cref="Names"/>.</summary>
     private const int ReasonsIndex = 9;
+
+    /// <summary>The place of <c>input_tokens</c>, a number, in <see cref="Names"/>; <c>output_tokens</c> follows it.</summary>
+    private const int InputTokensIndex = 11;
 }

@@ -227,7 +227,7 @@ public static class LedgerVerifier
                             if (wholeLedger && recorded is { Kind: "request" } && LedgerTime.TryParse(recorded.Timestamp, out var at))
                             {
                                 entryDays.Add(at.UtcTicks / TimeSpan.TicksPerDay);
-                                totals?.Add(at, recorded.Tenant, recorded.Service, recorded.Consumer, recorded.Decision ?? "", recorded.Reasons, recorded.Currency, recorded.Cost);
+                                totals?.Add(at, recorded.Tenant, recorded.Service, recorded.Consumer, recorded.Decision ?? "", recorded.Reasons, recorded.Currency, recorded.Cost, recorded.Tokens);
                                 if (totals?.Count > options.TotalsKeptInMemory)
                                 {
                                     totals = null; // added up a day at a time instead, below
@@ -435,10 +435,10 @@ public static class LedgerVerifier
         {
             Failed = true;
             problems.Add(new("altered_totals", "", null, null,
-                $"the {what} cannot be read ({ex.Message.Split('\n')[0]}): their table was altered or removed; the console's overview and spend read them"));
+                $"the {what} cannot be read ({ex.Message.Split('\n')[0]}): their table was altered or removed; the console's overview, spend, and the quotas and budgets when a gateway starts read them"));
         }
 
-        public void Differs(string what, RequestTotalKey key, (long Requests, decimal Spend) stored, (long Requests, decimal Spend) entries)
+        public void Differs(string what, RequestTotalKey key, (long Requests, decimal Spend, long Tokens) stored, (long Requests, decimal Spend, long Tokens) entries)
         {
             if (++_differing > TotalsNamed)
             {
@@ -448,10 +448,15 @@ public static class LedgerVerifier
             var who = string.Join(", ", new[] { ("tenant", key.Tenant), ("service", key.Service), ("consumer", key.Consumer), ("reasons", key.Reasons), ("currency", key.Currency) }
                 .Where(p => p.Item2.Length > 0).Select(p => $"{p.Item1} {p.Item2}"));
             var says = what == "request totals" ? "say" : "add up to";
+            // Tokens named only where they differ.
+            var (storedTokens, entriesTokens) = stored.Tokens == entries.Tokens ? ("", "")
+                : (" and " + stored.Tokens.ToString("N0", CultureInfo.InvariantCulture) + " token(s)", " and " + entries.Tokens.ToString("N0", CultureInfo.InvariantCulture));
             problems.Add(new("altered_totals", "", null, null, string.Create(CultureInfo.InvariantCulture,
                 $"the {what} of the quarter hour from {RequestTotals.SlotStart(key.Slot):yyyy-MM-dd HH:mm} UTC for {who}, {key.Decision}, {says} " +
-                $"{stored.Requests:N0} request(s) costing {stored.Spend}, but the entries {entries.Requests:N0} costing {entries.Spend}: the totals were " +
-                $"altered, or a node of an earlier version appended entries without them; the console's overview and spend read them")));
+                $"{stored.Requests:N0} request(s) costing {stored.Spend}{storedTokens}, but the entries " +
+                $"{entries.Requests:N0} costing {entries.Spend}{entriesTokens}: the totals were " +
+                $"altered, or a node of an earlier version appended entries without them; the console's overview, spend, and the quotas and budgets when a " +
+                $"gateway starts read them")));
         }
 
         /// <summary>Names how many more differ than were named; returns how many totals were compared.</summary>
@@ -482,14 +487,14 @@ public static class LedgerVerifier
             await foreach (var stored in store.ReadTotalsAsync(RequestTotals.MinuteSeconds, from, before, cancellationToken))
             {
                 check.Compared++;
-                minutes.Add(RequestTotalKey.Of(stored), stored.Requests, stored.Spend);
+                minutes.Add(RequestTotalKey.Of(stored), stored.Requests, stored.Spend, stored.Tokens);
             }
 
             foreach (var (key, total) in added)
             {
                 if (RequestTotals.SlotStart(key.Slot) < before)
                 {
-                    var byMinute = minutes.Remove(key, out var found) ? found : (0L, 0m);
+                    var byMinute = minutes.Remove(key, out var found) ? found : (0L, 0m, 0L);
                     if (byMinute != total)
                     {
                         check.Differs(what, key, byMinute, total);
@@ -499,7 +504,7 @@ public static class LedgerVerifier
 
             foreach (var (key, total) in minutes)
             {
-                check.Differs(what, key, total, (0, 0m));
+                check.Differs(what, key, total, (0, 0m, 0));
             }
 
             what = "request totals";
@@ -507,10 +512,10 @@ public static class LedgerVerifier
             {
                 check.Compared++;
                 var key = RequestTotalKey.Of(stored);
-                var (requests, spend) = added.Remove(key, out var found) ? found : (0L, 0m);
-                if (requests != stored.Requests || spend != stored.Spend)
+                var entries = added.Remove(key, out var found) ? found : (0L, 0m, 0L);
+                if (entries != (stored.Requests, stored.Spend, stored.Tokens))
                 {
-                    check.Differs(what, key, (stored.Requests, stored.Spend), (requests, spend));
+                    check.Differs(what, key, (stored.Requests, stored.Spend, stored.Tokens), entries);
                 }
             }
         }
@@ -525,7 +530,7 @@ public static class LedgerVerifier
             if (RequestTotals.SlotStart(key.Slot) < before)
             {
                 check.Compared++;
-                check.Differs(what, key, (0, 0m), total);
+                check.Differs(what, key, (0, 0m, 0), total);
             }
         }
     }
@@ -583,7 +588,8 @@ public static class LedgerVerifier
             await foreach (var row in ledger.QueryAsync(new LedgerQuery { Kind = "request", From = from, To = end, Limit = -1 }, cancellationToken))
             {
                 var entry = Reports.RequestEntry.Parse(row);
-                added.Add(entry.Timestamp, entry.Tenant, entry.Service, entry.Consumer, entry.Decision, entry.Reasons, entry.Currency, entry.Cost);
+                added.Add(entry.Timestamp, entry.Tenant, entry.Service, entry.Consumer, entry.Decision, entry.Reasons, entry.Currency, entry.Cost,
+                    RequestTotals.TokensOf(entry.InputTokens, entry.OutputTokens));
             }
 
             await CompareTotalsAsync(store, added, from, end, check, cancellationToken);

@@ -1,3 +1,5 @@
+using Custos.Metering;
+
 namespace Custos.Ledger;
 
 /// <summary>
@@ -13,8 +15,9 @@ namespace Custos.Ledger;
 /// <param name="Currency">The cost's currency, or null.</param>
 /// <param name="Requests">How many requests.</param>
 /// <param name="Spend">What they cost together.</param>
+/// <param name="Tokens">Their input and output tokens together (as each entry states them; none when it states none).</param>
 public sealed record RequestTotal(DateTimeOffset Slot, string? Tenant, string? Service, string? Consumer, string Decision,
-    IReadOnlyList<string> Reasons, string? Currency, long Requests, decimal Spend);
+    IReadOnlyList<string> Reasons, string? Currency, long Requests, decimal Spend, long Tokens = 0);
 
 /// <summary>
 /// Where a total is kept: the quarter hour (seconds since the Unix epoch of its start) and the fields it is summed by.
@@ -31,9 +34,9 @@ public readonly record struct RequestTotalKey(long Slot, string Tenant, string S
     }
 
     /// <summary>The total as the overview reads it.</summary>
-    public RequestTotal ToTotal(long requests, decimal spend)
+    public RequestTotal ToTotal(long requests, decimal spend, long tokens)
         => new(RequestTotals.SlotStart(Slot), NullIfEmpty(Tenant), NullIfEmpty(Service), NullIfEmpty(Consumer), Decision,
-            Reasons.Length == 0 ? [] : Reasons.Split(' '), NullIfEmpty(Currency), requests, spend);
+            Reasons.Length == 0 ? [] : Reasons.Split(' '), NullIfEmpty(Currency), requests, spend, tokens);
 
     private static string? NullIfEmpty(string value) => value.Length == 0 ? null : value;
 }
@@ -76,13 +79,13 @@ public sealed class RequestTotals(int width = RequestTotals.SlotSeconds)
     /// <summary>How many totals <see cref="FillAsync"/> keeps before it hands them to the store.</summary>
     public const int FillBatch = 50_000;
 
-    private readonly Dictionary<RequestTotalKey, (long Requests, decimal Spend)> _totals = [];
+    private readonly Dictionary<RequestTotalKey, (long Requests, decimal Spend, long Tokens)> _totals = [];
 
     /// <summary>How many distinct totals.</summary>
     public int Count => _totals.Count;
 
     /// <summary>The totals, in no particular order (a store that needs one orders them itself).</summary>
-    public Dictionary<RequestTotalKey, (long Requests, decimal Spend)>.Enumerator GetEnumerator() => _totals.GetEnumerator();
+    public Dictionary<RequestTotalKey, (long Requests, decimal Spend, long Tokens)>.Enumerator GetEnumerator() => _totals.GetEnumerator();
 
     /// <summary>The quarter hour (seconds since the Unix epoch of its start) that <paramref name="at"/> falls in.</summary>
     public static long SlotOf(DateTimeOffset at) => SlotOf(at, SlotSeconds);
@@ -121,7 +124,7 @@ public sealed class RequestTotals(int width = RequestTotals.SlotSeconds)
         ArgumentNullException.ThrowIfNull(widths);
         ArgumentNullException.ThrowIfNull(write);
         var what = widths.Count == 1 && widths[0] == MinuteSeconds ? "the request totals by minute the console's overview of the last hour reads"
-            : "the request totals the console's overview reads";
+            : "the request totals the console's overview, spend and the quotas' counters read";
         progress?.Invoke($"Upgrading the store {description}: adding up its request entries into {what} (once).");
         var started = System.Diagnostics.Stopwatch.GetTimestamp();
         var all = widths.Select(w => new RequestTotals(w)).ToArray();
@@ -129,7 +132,8 @@ public sealed class RequestTotals(int width = RequestTotals.SlotSeconds)
         await foreach (var row in store.QueryAsync(new LedgerQuery { Kind = "request", Limit = -1 }, cancellationToken))
         {
             var entry = Reports.RequestEntry.Parse(row);
-            AddToEach(entry.Timestamp, entry.Tenant, entry.Service, entry.Consumer, entry.Decision, entry.Reasons, entry.Currency, entry.Cost, all);
+            AddToEach(entry.Timestamp, entry.Tenant, entry.Service, entry.Consumer, entry.Decision, entry.Reasons, entry.Currency, entry.Cost,
+                TokensOf(entry.InputTokens, entry.OutputTokens), all);
             foreach (var totals in all)
             {
                 if (totals.Count >= FillBatch)
@@ -164,35 +168,44 @@ public sealed class RequestTotals(int width = RequestTotals.SlotSeconds)
         if (record is RequestRecord request)
         {
             AddToEach(request.Timestamp, request.Tenant, request.Service, request.Consumer, Names.Of(request.Decision), request.Reasons, request.Currency,
-                request.Cost is { } cost ? RequestRecord.CanonicalCost(cost) : null, totals);
+                request.Cost is { } cost ? RequestRecord.CanonicalCost(cost) : null, TokensOf(request.InputTokens, request.OutputTokens), totals);
         }
     }
 
     /// <summary>Adds one request with these fields to each of <paramref name="totals"/>, in the slot of its own width.</summary>
     public static void AddToEach(DateTimeOffset at, string? tenant, string? service, string? consumer, string decision, IReadOnlyList<string> reasons,
-        string? currency, decimal? cost, params ReadOnlySpan<RequestTotals> totals)
+        string? currency, decimal? cost, long tokens, params ReadOnlySpan<RequestTotals> totals)
     {
         var key = new RequestTotalKey(0, tenant ?? "", service ?? "", consumer ?? "", decision, Join(reasons), currency ?? "");
         foreach (var each in totals)
         {
-            each.Add(key with { Slot = SlotOf(at, each.Width) }, 1, cost ?? 0m);
+            each.Add(key with { Slot = SlotOf(at, each.Width) }, 1, cost ?? 0m, tokens);
         }
     }
 
     /// <summary>Adds one request with these fields.</summary>
     public void Add(DateTimeOffset at, string? tenant, string? service, string? consumer, string decision, IReadOnlyList<string> reasons,
-        string? currency, decimal? cost)
-        => AddToEach(at, tenant, service, consumer, decision, reasons, currency, cost, this);
+        string? currency, decimal? cost, long tokens)
+        => AddToEach(at, tenant, service, consumer, decision, reasons, currency, cost, tokens, this);
 
-    /// <summary>Adds <paramref name="requests"/> costing <paramref name="spend"/> to the total kept under <paramref name="key"/>.</summary>
-    public void Add(RequestTotalKey key, long requests, decimal spend)
+    /// <summary>
+    /// Adds <paramref name="requests"/> costing <paramref name="spend"/> with <paramref name="tokens"/> tokens to the total
+    /// kept under <paramref name="key"/>.
+    /// </summary>
+    public void Add(RequestTotalKey key, long requests, decimal spend, long tokens)
     {
         ref var total = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrAddDefault(_totals, key, out _);
-        total = (total.Requests + requests, total.Spend + spend);
+        total = (total.Requests + requests, total.Spend + spend, Saturating.Add(total.Tokens, tokens));
     }
 
+    /// <summary>
+    /// What a request entry's tokens add to its total: its input and output tokens together, each only when positive, as
+    /// a token quota counts them (<see cref="Controls.CounterSeeds"/>).
+    /// </summary>
+    public static long TokensOf(long? input, long? output) => Saturating.Add(Math.Max(0, input ?? 0), Math.Max(0, output ?? 0));
+
     /// <summary>Takes the total kept under <paramref name="key"/> out, if there is one.</summary>
-    public bool Remove(RequestTotalKey key, out (long Requests, decimal Spend) total) => _totals.Remove(key, out total);
+    public bool Remove(RequestTotalKey key, out (long Requests, decimal Spend, long Tokens) total) => _totals.Remove(key, out total);
 
     /// <summary>Forgets every total (the ledger writer reuses one for each batch).</summary>
     public void Clear() => _totals.Clear();

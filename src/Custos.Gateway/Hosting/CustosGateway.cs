@@ -683,7 +683,7 @@ public sealed partial class CustosGateway : IAsyncDisposable
         var started = Stopwatch.GetTimestamp();
         try
         {
-            var seeds = await CounterSeeds.ReadAsync(snapshot, store, store, time.GetUtcNow(), all ? _ => true : key => !counters.Holds(key), cancellationToken);
+            var seeds = await CounterSeeds.ReadAsync(snapshot, store, time.GetUtcNow(), all ? _ => true : key => !counters.Holds(key), cancellationToken);
             var seeded = counters.Seed(seeds);
             if (seeded > 0 || all)
             {
@@ -713,7 +713,7 @@ public sealed partial class CustosGateway : IAsyncDisposable
                 return;
             }
 
-            var seeds = await CounterSeeds.ReadAsync(policy.Current, store, store, time.GetUtcNow(), _ => true, cancellationToken);
+            var seeds = await CounterSeeds.ReadAsync(policy.Current, store, time.GetUtcNow(), _ => true, cancellationToken);
             var raised = await counters.SeedAsync(seeds, cancellationToken);
             var milliseconds = (long)Stopwatch.GetElapsedTime(started).TotalMilliseconds;
             if (reconnected)
@@ -746,7 +746,7 @@ public sealed partial class CustosGateway : IAsyncDisposable
         {
             var now = time.GetUtcNow();
             var held = CounterSeeds.KeysOf(current, now);
-            var seeds = await CounterSeeds.ReadAsync(next, store, store, now, key => !held.Contains(key), cancellationToken);
+            var seeds = await CounterSeeds.ReadAsync(next, store, now, key => !held.Contains(key), cancellationToken);
             if (seeds.Count > 0)
             {
                 var raised = await counters.SeedAsync(seeds, cancellationToken);
