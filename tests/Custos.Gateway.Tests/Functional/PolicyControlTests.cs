@@ -95,6 +95,31 @@ public sealed class PolicyControlTests
         last.Dispose();
     }
 
+    /// <summary>
+    /// A request the gateway admitted counts against the rate limit whatever the provider did, so its 502 or 504 tells the
+    /// client what is left as a 200 would (the forwarder clears the response's headers when the provider fails; the gateway
+    /// writes them again).
+    /// </summary>
+    [Theory]
+    [InlineData("offline-model", HttpStatusCode.BadGateway)] // unreachable
+    [InlineData("mock-error-500", HttpStatusCode.BadGateway)]
+    [InlineData("mock-slow", HttpStatusCode.GatewayTimeout)]
+    public async Task RateLimits_AreAnsweredOnTheProvidersFailures_Too(string model, HttpStatusCode status)
+    {
+        await using var g = await TestGateway.StartAsync(p => WithConsumer(p, "web", c => c with
+        {
+            Limits = new LimitsConfig { RequestsPerMinute = 5, TokensPerMinute = 100_000 },
+        }));
+
+        using var response = await g.Client.SendAsync(g.Post("/v1/chat/completions",
+            $$"""{"model":"{{model}}","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}"""));
+
+        Assert.Equal(status, response.StatusCode);
+        Assert.Equal(["4"], response.Headers.GetValues("x-ratelimit-remaining-requests"));
+        Assert.Equal(["5"], response.Headers.GetValues("x-ratelimit-limit-requests"));
+        Assert.True(response.Headers.Contains("x-ratelimit-remaining-tokens"));
+    }
+
     [Fact]
     public async Task RateLimits_AreAnsweredInOpenAIsHeaders_WithWhatIsLeft_AndA429CarriesRetryAfter()
     {
