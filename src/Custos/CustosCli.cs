@@ -14,7 +14,7 @@ internal static class CustosCli
         var root = new RootCommand("Custos: an accountable AI API gateway. It enforces policy at the gateway and proves afterwards who called which model, under which policy version, and what it cost.")
         {
             DemoCommand.Create(output),
-            ServeCommand.Create(output),
+            ServeCommand.Create(output, error),
             RequestsCommand.Create(output),
             ChangesCommand.Create(output),
             ConfigCommand.Create(output),

@@ -122,6 +122,22 @@ public sealed class CliTests : IDisposable
     }
 
     [Fact]
+    public async Task Serve_WithAConfigThatIsNotValid_SaysWhereOnStandardError_AndStartsNothing()
+    {
+        // The diagnostics went to standard output and only the summary to standard error: a service manager or a script
+        // that keeps the errors apart showed "custos.yaml is not valid" without the line that says what and where.
+        var config = Path.Combine(_directory, "broken.yaml");
+        await File.WriteAllTextAsync(config, "gateway:\n  listen: [\n");
+
+        var (exit, output, error) = await Cli.RunAsync("serve", "--config", config);
+
+        Assert.Equal(1, exit);
+        Assert.Contains("broken.yaml:3:1: error: $: YAML syntax", error, StringComparison.Ordinal);
+        Assert.Contains("broken.yaml is not valid; nothing was started", error, StringComparison.Ordinal);
+        Assert.Equal("", output);
+    }
+
+    [Fact]
     public async Task AnOutputThatIsAFolder_IsRefusedByName()
     {
         // Was the system's "Access to the path '…' is denied." (report and audit prove write through one helper)

@@ -8,7 +8,7 @@ namespace Custos.Cli.Commands;
 /// <summary><c>custos serve --config custos.yaml</c>: the gateway against real providers.</summary>
 internal static class ServeCommand
 {
-    public static Command Create(TextWriter output)
+    public static Command Create(TextWriter output, TextWriter error)
     {
         var config = new Option<FileInfo>("--config", "-c") { Description = "The custos.yaml to serve.", Required = true };
         var port = CommonOptions.Port(new Option<int?>("--port") { Description = "Data-plane port on 127.0.0.1 (overrides server.listen; 0: any free port)." });
@@ -20,17 +20,19 @@ internal static class ServeCommand
             config, port, adminPort, data, nodeId,
         };
         command.SetAction((parse, cancellationToken) => RunAsync(parse.GetValue(config)!, parse.GetValue(port), parse.GetValue(adminPort),
-            parse.GetValue(data), parse.GetValue(nodeId), output, cancellationToken));
+            parse.GetValue(data), parse.GetValue(nodeId), output, error, cancellationToken));
         return command;
     }
 
     private static async Task<int> RunAsync(FileInfo config, int? port, int? adminPort, string? data, string? nodeId, TextWriter output,
-        CancellationToken cancellationToken)
+        TextWriter error, CancellationToken cancellationToken)
     {
+        // The configuration's errors and warnings on standard error, beside the summary a refusal ends with: standard output
+        // is the gateway's own.
         var result = CommonOptions.ReadConfig(config);
         foreach (var diagnostic in result.Diagnostics)
         {
-            output.WriteLine(diagnostic.Format(config.Name));
+            error.WriteLine(diagnostic.Format(config.Name));
         }
 
         if (result.Document is not { } document)
