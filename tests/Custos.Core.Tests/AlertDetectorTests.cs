@@ -181,11 +181,14 @@ public sealed class AlertDetectorTests
         Assert.Equal((AlertTypes.BudgetExhausted, "9.80", "9.80", "10.00", "USD", "0.10", "0.50"),
             (signal.Type, signal.Evidence["spent_before"], signal.Evidence["spent_after"], signal.Evidence["limit"], signal.Evidence["currency"],
                 signal.Evidence["reserved"], signal.Evidence["requested"]));
-        Assert.Equal("The budget of consumer:team (10.00 USD) is exhausted: 9.80 spent and 0.10 reserved, a request needing up to 0.50 was refused.", signal.Summary);
+        Assert.Equal("The budget of consumer:team (10.00 USD) is exhausted: 9.80 spent and 0.10 reserved by requests in flight, a request needing up to 0.50 was refused.",
+            signal.Summary);
 
         // The budget raised and exhausted again is a new alert, not one more occurrence of the old one.
         Feed(snapshot, [Record(Start.AddMinutes(4), refused: Reasons.BudgetExhausted, controls: Budget(19.8m, limit: 20m, decision: ControlDecisions.Deny))]);
         Assert.Equal(["budget|consumer:team|100|2026-11|10.00", "budget|consumer:team|100|2026-11|20.00"], _signals.Select(s => s.Fingerprint));
+        // Nothing in flight: no "0.00 reserved" to puzzle over.
+        Assert.Equal("The budget of consumer:team (20.00 USD) is exhausted: 19.80 spent, a request needing up to 0.50 was refused.", _signals[^1].Summary);
     }
 
     [Fact]

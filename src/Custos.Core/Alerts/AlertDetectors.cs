@@ -248,7 +248,7 @@ public sealed class AlertDetectors
                     signals.Add(Signal(record, consumer, exhausted ? AlertTypes.BudgetExhausted : AlertTypes.BudgetThreshold,
                         exhausted ? AlertSeverity.Critical : AlertSeverity.Warning, $"budget|{scope}|{percent}|{window}|{Money(limit)}",
                         denied
-                            ? $"The budget of {scope} ({Money(limit)} {currency}) is exhausted: {Money(before)} spent and {Money(control.Reserved ?? 0)} reserved, a request needing up to {Money(control.Requested ?? 0)} was refused."
+                            ? $"The budget of {scope} ({Money(limit)} {currency}) is exhausted: {Money(before)} spent{(control.Reserved is > 0 ? $" and {Money(control.Reserved.Value)} reserved by requests in flight" : "")}, a request needing up to {Money(control.Requested ?? 0)} was refused."
                             : $"The budget of {scope} crossed {percent}%: {Money(after)} of {Money(limit)} {currency} spent.",
                         evidence) with
                     { Subject = scope });
