@@ -85,6 +85,8 @@ public sealed class CliTests : IDisposable
         Assert.All(lines, l => Assert.All(contract, field => Assert.True(l.TryGetProperty(field, out _), field)));
         Assert.Equal(completion.Usage.InputTokenCount, lines[0].GetProperty("input_tokens").GetInt64());
         Assert.Equal(requestId, lines[1].GetProperty("request_id").GetString());
+        // The table's cost has every digit of the entry's nine decimals, not the cost rounded to six.
+        Assert.Contains(" " + lines[1].GetProperty("cost").GetString()!.TrimEnd('0'), table, StringComparison.Ordinal);
 
         var (_, none, _) = await Cli.RunAsync("requests", "--data", data, "--decision", "deny");
         Assert.Contains("No request entries match.", none, StringComparison.Ordinal);

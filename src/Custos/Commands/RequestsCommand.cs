@@ -132,7 +132,9 @@ internal static class RequestsCommand
             var time = S("timestamp");
             var reasons = string.Join(",", r.GetProperty("reasons").EnumerateArray().Select(e => e.GetString()));
             var estimated = r.TryGetProperty("tokens_estimated", out var e) && e.ValueKind == JsonValueKind.True ? "~" : "";
-            var cost = S("cost") is var c && c != "-" ? decimal.Parse(c, CultureInfo.InvariantCulture).ToString("0.000000", CultureInfo.InvariantCulture) : "-";
+            // To the entry's own nine decimals where it has them: a cheap model's request (0.00001395) was rounded to six
+            // (0.000014), and an embedding's (0.0000002) shown as costing nothing.
+            var cost = S("cost") is var c && c != "-" ? decimal.Parse(c, CultureInfo.InvariantCulture).ToString("0.000000###", CultureInfo.InvariantCulture) : "-";
             output.WriteLine($"{(time.Length >= 19 ? time[..19].Replace('T', ' ') : time),-19}  {S("request_id"),-30}  {Trim(S("tenant"), 8),-8} " +
                 $"{Trim(S("consumer"), 16),-16} {Trim(S("model"), 22),-22} {S("decision"),-8} {N("status"),6} {"v" + N("policy_version"),6} {estimated + N("input_tokens"),7} " +
                 $"{estimated + N("output_tokens"),7} {cost,12}  {reasons}");
