@@ -243,6 +243,58 @@ public sealed class ResponsesApiTests(GatewayFixture fixture) : IClassFixture<Ga
         Assert.Equal(g.Gateway.Policy.Current.Version, budget.GetProperty("policy_version").GetInt64());
     }
 
+    [Theory]
+    [InlineData("agent", "gpt-4o-mini")] // not entitled
+    [InlineData("globex-user", "gpt-4o-mini")] // another tenant's
+    [InlineData("web", "text-embedding-3-small")] // an embedding model
+    [InlineData("revoked-user", "gpt-4o-mini")]
+    [InlineData("suspended-user", "gpt-4o-mini")]
+    [InlineData("expired-user", "gpt-4o-mini")]
+    public async Task CreateResponse_RefusedCaller_IsRefusedExactlyAsTheSameChatRequest(string consumer, string model)
+    {
+        var calls = G.Upstream.RequestCount;
+
+        using var chat = await G.Client.SendAsync(G.Post("/v1/chat/completions", $$"""{"model":"{{model}}","messages":[{"role":"user","content":"hi"}]}""", consumer));
+        using var responses = await G.Client.SendAsync(G.Post("/v1/responses", $$"""{"model":"{{model}}","input":"hi"}""", consumer));
+
+        Assert.Equal(calls, G.Upstream.RequestCount);
+        Assert.False(chat.IsSuccessStatusCode);
+        Assert.Equal(chat.StatusCode, responses.StatusCode);
+        var chatEntry = await G.EntryAsync(TestGateway.RequestIdOf(chat));
+        var entry = await G.EntryAsync(TestGateway.RequestIdOf(responses));
+        Assert.Equal(chatEntry.GetProperty("reasons").GetRawText(), entry.GetProperty("reasons").GetRawText());
+        Assert.Equal("/v1/responses", entry.GetProperty("endpoint").GetString());
+    }
+
+    [Fact]
+    public async Task CreateResponse_RateLimitAndRedaction_ApplyAsForChat()
+    {
+        await using var g = await TestGateway.StartAsync(p => p with
+        {
+            Services = [.. p.Services.Select(s => s.Id != "support" ? s : s with
+            {
+                PromptRules = [new PromptRuleConfig { Id = "cards", Detector = PromptDetector.PaymentCard, Action = PromptAction.Redact }],
+            })],
+            Consumers = [.. p.Consumers.Select(c => c.Id != "web" ? c : c with { Limits = new LimitsConfig { RequestsPerMinute = 1 } })],
+        });
+
+        using var first = await g.Client.SendAsync(g.Post("/v1/responses", """
+            {"model":"gpt-4o-mini","input":[{"type":"message","role":"user","content":[{"type":"input_text","text":"refund card 4111 1111 1111 1111 please"}]}]}
+            """));
+        var sent = g.Upstream.Received[^1].Body;
+        using var second = await g.Client.SendAsync(g.Post("/v1/responses", """{"model":"gpt-4o-mini","input":"again"}"""));
+
+        Assert.Equal(HttpStatusCode.OK, first.StatusCode);
+        Assert.Contains("refund card [REDACTED:cards] please", sent, StringComparison.Ordinal);
+        Assert.DoesNotContain("4111", sent, StringComparison.Ordinal);
+        Assert.Equal("1", Assert.Single(first.Headers.GetValues("x-ratelimit-limit-requests")));
+        Assert.Equal(HttpStatusCode.TooManyRequests, second.StatusCode);
+        Assert.NotNull(second.Headers.RetryAfter);
+        var entry = await g.EntryAsync(TestGateway.RequestIdOf(second));
+        Assert.Equal(["throttle.rate_limit"], entry.GetProperty("reasons").EnumerateArray().Select(r => r.GetString()));
+        Assert.Equal("/v1/responses", entry.GetProperty("endpoint").GetString());
+    }
+
     [Fact]
     public async Task CreateResponse_OtherTenantsModel_IsNotFound()
     {
