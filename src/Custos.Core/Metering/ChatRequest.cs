@@ -85,8 +85,9 @@ public sealed class ChatRequest
     public long? CompletionChoices => N is null && BestOf is null && Prompts == 1 ? null : Saturating.Multiply(Prompts, Math.Max(N ?? 1, BestOf ?? 1));
 
     /// <summary>
-    /// Byte ranges of the prompt values (<c>system</c>, <c>messages</c>, <c>prompt</c>, <c>input</c>, and what else the model
-    /// reads: <c>tools</c>, <c>functions</c>, <c>prediction</c>, <c>response_format</c>, <c>suffix</c>), in body order.
+    /// Byte ranges of the prompt values (<c>system</c>, <c>messages</c>, <c>prompt</c>, <c>input</c>, a Responses API
+    /// request's <c>instructions</c>, and what else the model reads: <c>tools</c>, <c>functions</c>, <c>prediction</c>,
+    /// <c>response_format</c>, <c>suffix</c>), in body order.
     /// </summary>
     public List<Range> PromptRanges { get; } = new(2);
 
