@@ -296,6 +296,61 @@ public sealed class ResponsesApiTests(GatewayFixture fixture) : IClassFixture<Ga
     }
 
     [Fact]
+    public async Task CreateResponseStreaming_ProviderFailsMidStream_TheSdkReadsTheGatewaysErrorEvent_AndNothingOfTheProviders()
+    {
+        const string stream = """
+            event: response.created
+            data: {"type":"response.created","sequence_number":0,"response":{"id":"resp_1","object":"response","created_at":1,"status":"in_progress","model":"gpt-4o-mini","output":[],"usage":null}}
+
+            event: response.output_text.delta
+            data: {"type":"response.output_text.delta","sequence_number":1,"item_id":"msg_1","output_index":0,"content_index":0,"delta":"Half an answer","logprobs":[]}
+
+            event: response.failed
+            data: {"type":"response.failed","sequence_number":2,"response":{"id":"resp_1","object":"response","created_at":1,"status":"failed","error":{"code":"server_error","message":"account org-SECRET failed"},"model":"gpt-4o-mini","output":[],"usage":{"input_tokens":9,"output_tokens":3,"total_tokens":12}}}
+
+
+            """;
+        await using var provider = ScriptedProvider.Start();
+        var body = Encoding.UTF8.GetBytes(stream.ReplaceLineEndings("\n"));
+        provider.Next.Enqueue(new Reply(
+            $"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: {body.Length}\r\n\r\n", body, Close: true));
+        await using var g = await TestGateway.StartAsync((_, policy) => policy with
+        {
+            Tenants = [.. policy.Tenants.Select(t => t with
+            {
+                Providers = [.. t.Providers.Select(p => p.Id is "openai" ? p with { BaseUrl = new Uri(provider.BaseUri + "v1") } : p)],
+            })],
+        });
+        var updates = new List<StreamingResponseUpdate>();
+
+        var entry = await g.NextEntryAsync(async () =>
+        {
+            try
+            {
+                await foreach (var update in await Client(g).CreateResponseStreamingAsync(Options("gpt-4o-mini", "hi", stream: true)))
+                {
+                    updates.Add(update);
+                }
+            }
+            catch (ClientResultException)
+            {
+                // An SDK may also raise the error event.
+            }
+        });
+
+        Assert.Equal("POST /v1/responses", provider.Received.Single().Head.Split(" HTTP")[0]);
+        var error = Assert.IsType<StreamingResponseErrorUpdate>(updates[^1]);
+        Assert.Equal("upstream.stream_error", error.Code);
+        Assert.Equal(2, error.SequenceNumber);
+        Assert.DoesNotContain("SECRET", error.Message, StringComparison.Ordinal);
+        Assert.Equal("interrupted", entry.GetProperty("outcome").GetString());
+        Assert.Equal(["upstream.stream_error"], entry.GetProperty("reasons").EnumerateArray().Select(r => r.GetString()));
+        Assert.Equal(9, entry.GetProperty("input_tokens").GetInt64());
+        Assert.Equal(3, entry.GetProperty("output_tokens").GetInt64());
+        Assert.Contains(g.Logs.Lines, l => l.Contains("SECRET", StringComparison.Ordinal)); // the operator's log has it
+    }
+
+    [Fact]
     public async Task CreateResponse_OtherTenantsModel_IsNotFound()
     {
         var refused = await Assert.ThrowsAsync<ClientResultException>(() => Client(G).CreateResponseAsync(Options("globex-only", "hi")));
