@@ -196,7 +196,7 @@ public static class Reasons
 
     /// <summary>No such endpoint.</summary>
     public static readonly ReasonCode UnknownEndpoint = new("invalid.endpoint", 404, NotFound, false, Decision.Deny,
-        "Unknown endpoint. Custos serves /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models, /v1/models/{model} and /v1/messages.");
+        "Unknown endpoint. Custos serves /v1/chat/completions, /v1/responses, /v1/completions, /v1/embeddings, /v1/models, /v1/models/{model} and /v1/messages.");
 
     /// <summary>Endpoint exists, method does not.</summary>
     public static readonly ReasonCode MethodNotAllowed = new("invalid.method", 405, Invalid, false, Decision.Deny,

@@ -85,8 +85,9 @@ public sealed class ChatRequest
     public long? CompletionChoices => N is null && BestOf is null && Prompts == 1 ? null : Saturating.Multiply(Prompts, Math.Max(N ?? 1, BestOf ?? 1));
 
     /// <summary>
-    /// Byte ranges of the prompt values (<c>system</c>, <c>messages</c>, <c>prompt</c>, <c>input</c>, and what else the model
-    /// reads: <c>tools</c>, <c>functions</c>, <c>prediction</c>, <c>response_format</c>, <c>suffix</c>), in body order.
+    /// Byte ranges of the prompt values (<c>system</c>, <c>messages</c>, <c>prompt</c>, <c>input</c>, a Responses API
+    /// request's <c>instructions</c>, and what else the model reads: <c>tools</c>, <c>functions</c>, <c>prediction</c>,
+    /// <c>response_format</c>, <c>suffix</c>), in body order.
     /// </summary>
     public List<Range> PromptRanges { get; } = new(2);
 
@@ -121,8 +122,16 @@ public sealed class ChatRequest
     /// <summary>The field a refusal for too many choices names as its <c>param</c>: <c>best_of</c> when it asked for more than <c>n</c>.</summary>
     public string ChoicesField => (BestOf ?? 0) > (N ?? 1) ? "best_of" : "n";
 
-    /// <summary>The field a refusal for too large an output ceiling names: <c>max_completion_tokens</c> when the client sent only that.</summary>
-    public string OutputCeilingField => (_seen & (Fields.MaxTokens | Fields.MaxCompletionTokens)) == Fields.MaxCompletionTokens ? "max_completion_tokens" : "max_tokens";
+    /// <summary>
+    /// The field a refusal for too large an output ceiling names: <c>max_completion_tokens</c> or <c>max_output_tokens</c>
+    /// (the Responses API's) when the client sent only that.
+    /// </summary>
+    public string OutputCeilingField => (_seen & (Fields.MaxTokens | Fields.MaxCompletionTokens | Fields.MaxOutputTokens)) switch
+    {
+        Fields.MaxCompletionTokens => "max_completion_tokens",
+        Fields.MaxOutputTokens => "max_output_tokens",
+        _ => "max_tokens",
+    };
 
     /// <summary>
     /// True when the request sent a predicted output (<c>prediction</c>): its rejected tokens are billed as output beyond
@@ -135,6 +144,8 @@ public sealed class ChatRequest
 
     private Range? _nullMaxTokens; // "max_tokens":null
     private Range? _nullMaxCompletionTokens; // "max_completion_tokens":null
+    private Range? _nullMaxOutputTokens; // "max_output_tokens":null
+    private bool _responses; // read as a Responses API request (POST /v1/responses)
     private char[]? _promptText;
     private int _promptLength;
     private List<PromptString>? _promptStrings;
@@ -162,14 +173,29 @@ public sealed class ChatRequest
         ResponseFormat = 1 << 14,
         Suffix = 1 << 15,
 
+        /// <summary>The Responses API's output ceiling.</summary>
+        MaxOutputTokens = 1 << 16,
+
+        /// <summary>The Responses API's system (developer) message.</summary>
+        Instructions = 1 << 17,
+
         /// <summary>What the model reads besides the conversation: definitions, schemas, a predicted output, a suffix.</summary>
         Besides = Tools | Functions | Prediction | ResponseFormat | Suffix,
     }
 
     /// <summary>Parses <paramref name="body"/>.</summary>
-    public static ParseError TryParse(ReadOnlySpan<byte> body, out ChatRequest request)
+    /// <param name="body">The request body.</param>
+    /// <param name="request">What was read of it, and with an error, what is wrong.</param>
+    /// <param name="responses">
+    /// True for an OpenAI Responses API request (<c>POST /v1/responses</c>): <c>max_output_tokens</c> is its output ceiling,
+    /// <c>instructions</c> its system message and <c>input</c> (required, unless a stored <c>prompt</c> is named) a string
+    /// or an array of input items, read so that the prompt text is the one the same conversation sent to chat completions
+    /// gives (see <see cref="ResponsesTypeWords"/>). The context a <c>previous_response_id</c> or <c>conversation</c>
+    /// names is stored at the provider: the gateway cannot see it, so it is not counted here; the provider's usage is.
+    /// </param>
+    public static ParseError TryParse(ReadOnlySpan<byte> body, out ChatRequest request, bool responses = false)
     {
-        request = new ChatRequest();
+        request = new ChatRequest { _responses = responses };
         if (!Utf8.IsValid(body))
         {
             // JSON between systems is UTF-8 (RFC 8259). The reader checks the strings it decodes, not the names and values
@@ -300,11 +326,19 @@ public sealed class ChatRequest
 
                 StreamOptionsRange = start..(int)reader.BytesConsumed;
             }
-            else if (reader.ValueTextEquals("max_tokens"u8) || reader.ValueTextEquals("max_completion_tokens"u8))
+            else if (reader.ValueTextEquals("max_tokens"u8) || reader.ValueTextEquals("max_completion_tokens"u8)
+                     || (_responses && reader.ValueTextEquals("max_output_tokens"u8)))
             {
-                var completion = reader.ValueTextEquals("max_completion_tokens"u8);
-                var name = completion ? "max_completion_tokens" : "max_tokens";
-                if (!FirstTime(completion ? Fields.MaxCompletionTokens : Fields.MaxTokens))
+                var field = reader.ValueTextEquals("max_completion_tokens"u8) ? Fields.MaxCompletionTokens
+                    : reader.ValueTextEquals("max_tokens"u8) ? Fields.MaxTokens
+                    : Fields.MaxOutputTokens;
+                var name = field switch
+                {
+                    Fields.MaxCompletionTokens => "max_completion_tokens",
+                    Fields.MaxTokens => "max_tokens",
+                    _ => "max_output_tokens",
+                };
+                if (!FirstTime(field))
                 {
                     return Duplicate(name);
                 }
@@ -314,13 +348,11 @@ public sealed class ChatRequest
                 if (reader.TokenType == JsonTokenType.Null)
                 {
                     // No ceiling asked for, but a ceiling injected goes here, not beside it: the field would be sent twice.
-                    if (completion)
+                    switch (field)
                     {
-                        _nullMaxCompletionTokens = range;
-                    }
-                    else
-                    {
-                        _nullMaxTokens = range;
+                        case Fields.MaxCompletionTokens: _nullMaxCompletionTokens = range; break;
+                        case Fields.MaxTokens: _nullMaxTokens = range; break;
+                        default: _nullMaxOutputTokens = range; break;
                     }
 
                     continue;
@@ -363,6 +395,31 @@ public sealed class ChatRequest
                     N = n;
                 }
             }
+            else if (_responses && reader.ValueTextEquals("instructions"u8))
+            {
+                if (!FirstTime(Fields.Instructions))
+                {
+                    return Duplicate("instructions");
+                }
+
+                reader.Read();
+                if (reader.TokenType == JsonTokenType.Null)
+                {
+                    continue;
+                }
+
+                if (reader.TokenType != JsonTokenType.String)
+                {
+                    return Invalid("instructions", "a string or null");
+                }
+
+                // As the system message of a chat: its role, its text, and a message's format tokens.
+                var start = (int)reader.TokenStartIndex;
+                AddPromptWord("system", body.Length, start);
+                PromptMessages++;
+                AddPromptString(ref reader, body.Length);
+                PromptRanges.Add(start..(int)reader.BytesConsumed);
+            }
             else if (PromptField(ref reader) is { } prompt)
             {
                 if (!FirstTime(prompt))
@@ -372,7 +429,18 @@ public sealed class ChatRequest
 
                 reader.Read();
                 var start = (int)reader.TokenStartIndex;
-                ReadPrompt(ref reader, body.Length, countPrompts: prompt == Fields.Prompt, countMessages: (prompt & Fields.Besides) == 0);
+                if (_responses && prompt == Fields.Input)
+                {
+                    if (ReadResponsesInput(ref reader, body.Length) is var inputError and not ParseError.None)
+                    {
+                        return inputError;
+                    }
+                }
+                else
+                {
+                    ReadPrompt(ref reader, body.Length, countPrompts: prompt == Fields.Prompt, countMessages: (prompt & Fields.Besides) == 0);
+                }
+
                 PromptRanges.Add(start..(int)reader.BytesConsumed);
             }
             else
@@ -388,7 +456,133 @@ public sealed class ChatRequest
             return InvalidJson("it goes on after its object");
         }
 
+        if (_responses && (_seen & (Fields.Input | Fields.Prompt)) == 0)
+        {
+            return Invalid("input", ResponsesInputExpectation); // nothing to answer: no input, and no stored prompt named
+        }
+
         return ParseError.None;
+    }
+
+    private const string ResponsesInputExpectation = "a string or an array of input items";
+
+    /// <summary>
+    /// Reads a Responses API <c>input</c>: a string (one user message), or an array of input items (messages, with a
+    /// <c>role</c> and a <c>content</c> that is a string or an array of parts; <c>function_call</c> and
+    /// <c>function_call_output</c> items; and the rest), each counted as a message. Strings are kept as
+    /// <see cref="ReadPrompt"/> keeps them, but for the item and part types, read as the words a chat request with the
+    /// same conversation has in their place (<see cref="ResponsesTypeWords"/>).
+    /// </summary>
+    private ParseError ReadResponsesInput(ref Utf8JsonReader reader, int bodyLength)
+    {
+        if (reader.TokenType == JsonTokenType.String)
+        {
+            // A chat's user message: its role, its text, and a message's format tokens.
+            AddPromptWord("user", bodyLength, (int)reader.TokenStartIndex);
+            PromptMessages++;
+            AddPromptString(ref reader, bodyLength);
+            return ParseError.None;
+        }
+
+        if (reader.TokenType != JsonTokenType.StartArray)
+        {
+            return Invalid("input", ResponsesInputExpectation);
+        }
+
+        var depth = reader.CurrentDepth;
+        var item = -1;
+        while (reader.Read() && reader.CurrentDepth > depth)
+        {
+            if (reader.TokenType != JsonTokenType.StartObject)
+            {
+                return Invalid("input[" + (item + 1) + "]", "an object (an input item)");
+            }
+
+            item++;
+            PromptMessages++;
+            var itemDepth = reader.CurrentDepth;
+            while (reader.Read() && reader.CurrentDepth > itemDepth)
+            {
+                // Directly in the item: its members.
+                if (reader.ValueTextEquals("type"u8))
+                {
+                    reader.Read();
+                    if (reader.TokenType != JsonTokenType.String)
+                    {
+                        return Invalid($"input[{item}].type", "a string");
+                    }
+
+                    AddTypeWords(ref reader, bodyLength);
+                }
+                else if (reader.ValueTextEquals("role"u8))
+                {
+                    reader.Read();
+                    if (reader.TokenType != JsonTokenType.String)
+                    {
+                        return Invalid($"input[{item}].role", "a string");
+                    }
+
+                    AddPromptString(ref reader, bodyLength);
+                }
+                else if (reader.ValueTextEquals("content"u8))
+                {
+                    reader.Read();
+                    if (reader.TokenType == JsonTokenType.String)
+                    {
+                        AddPromptString(ref reader, bodyLength);
+                    }
+                    else if (reader.TokenType == JsonTokenType.StartArray)
+                    {
+                        ReadPrompt(ref reader, bodyLength, countPrompts: false, countMessages: false, typeWords: true);
+                    }
+                    else
+                    {
+                        return Invalid($"input[{item}].content", "a string or an array of content parts");
+                    }
+                }
+                else
+                {
+                    reader.Read();
+                    ReadPrompt(ref reader, bodyLength, countPrompts: false, countMessages: false, typeWords: true);
+                }
+            }
+        }
+
+        return ParseError.None;
+    }
+
+    /// <summary>
+    /// The words a chat request has where a Responses API input has an item or part type: an <c>input_text</c> part is
+    /// chat's <c>text</c> part, an <c>input_image</c> its <c>image_url</c> part, a <c>function_call</c> item an assistant
+    /// message's call of a function, a <c>function_call_output</c> a <c>tool</c> message; a <c>message</c> item is the
+    /// message itself, with no word of its own. Other types are read as they are.
+    /// </summary>
+    private static string[]? ResponsesTypeWords(ReadOnlySpan<byte> type)
+        => type.SequenceEqual("message"u8) ? []
+            : type.SequenceEqual("input_text"u8) || type.SequenceEqual("output_text"u8) ? TextWords
+            : type.SequenceEqual("input_image"u8) ? ImageWords
+            : type.SequenceEqual("function_call"u8) ? FunctionCallWords
+            : type.SequenceEqual("function_call_output"u8) ? ToolWords
+            : null;
+
+    private static readonly string[] TextWords = ["text"];
+    private static readonly string[] ImageWords = ["image_url"];
+    private static readonly string[] FunctionCallWords = ["assistant", "function"];
+    private static readonly string[] ToolWords = ["tool"];
+
+    /// <summary>Keeps the type string the reader is on as the words of <see cref="ResponsesTypeWords"/>, or as it is.</summary>
+    private void AddTypeWords(ref Utf8JsonReader reader, int bodyLength)
+    {
+        if (reader.ValueIsEscaped || ResponsesTypeWords(reader.ValueSpan) is not { } words)
+        {
+            AddPromptString(ref reader, bodyLength);
+            return;
+        }
+
+        foreach (var word in words)
+        {
+            AddPromptWord(word, bodyLength, (int)reader.TokenStartIndex);
+        }
     }
 
     /// <summary>
@@ -396,7 +590,12 @@ public sealed class ChatRequest
     /// counting the objects directly inside it when it is an array, and with <paramref name="countPrompts"/> the strings
     /// and lists directly inside it (a legacy completion's prompts; a list of numbers is one prompt of token ids).
     /// </summary>
-    private void ReadPrompt(ref Utf8JsonReader reader, int bodyLength, bool countPrompts, bool countMessages)
+    /// <param name="reader">On the value's first token.</param>
+    /// <param name="bodyLength">The body's length.</param>
+    /// <param name="countPrompts">Whether to count a legacy completion's prompts.</param>
+    /// <param name="countMessages">Whether the objects directly inside an array are messages.</param>
+    /// <param name="typeWords">Whether <c>type</c> strings are Responses API types (<see cref="ResponsesTypeWords"/>).</param>
+    private void ReadPrompt(ref Utf8JsonReader reader, int bodyLength, bool countPrompts, bool countMessages, bool typeWords = false)
     {
         if (reader.TokenType == JsonTokenType.String)
         {
@@ -416,6 +615,7 @@ public sealed class ChatRequest
         var afterUrl = false; // the value of a "url" member
         var afterMedia = false; // the value of an "image_url" or "source" member: where an image is named by its URL
         var mediaDepth = -1; // the depth of the "image_url" or "source" object the reader is in, if any
+        var afterType = false; // the value of a "type" member, with typeWords
         while (reader.Read() && reader.CurrentDepth > depth) // the value's closing token is back at its depth
         {
             var direct = array && reader.CurrentDepth == depth + 1;
@@ -424,11 +624,18 @@ public sealed class ChatRequest
                 afterData = reader.ValueTextEquals("data"u8);
                 afterUrl = reader.CurrentDepth == mediaDepth + 1 && reader.ValueTextEquals("url"u8);
                 afterMedia = reader.ValueTextEquals("image_url"u8) || reader.ValueTextEquals("source"u8);
+                afterType = typeWords && reader.ValueTextEquals("type"u8);
                 continue;
             }
 
-            var (isData, isUrl, isMedia) = (afterData, afterUrl, afterMedia);
-            afterData = afterUrl = afterMedia = false;
+            var (isData, isUrl, isMedia, isType) = (afterData, afterUrl, afterMedia, afterType);
+            afterData = afterUrl = afterMedia = afterType = false;
+            if (isType && reader.TokenType == JsonTokenType.String)
+            {
+                AddTypeWords(ref reader, bodyLength);
+                continue;
+            }
+
             if (reader.TokenType == JsonTokenType.StartObject && isMedia)
             {
                 mediaDepth = reader.CurrentDepth;
@@ -521,6 +728,27 @@ public sealed class ChatRequest
 
     private static readonly SearchValues<byte> Base64Bytes = SearchValues.Create("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="u8);
 
+    /// <summary>
+    /// Adds <paramref name="word"/> and a line feed to <see cref="PromptText"/>: text a chat request would have (a role,
+    /// a part's type) where a Responses API request has none or another. Counted, not checked by the prompt rules (it is
+    /// no text of the client's, and no place in the body to redact). Keeps room for what the body after
+    /// <paramref name="tokenStart"/> can add (see <see cref="AddPromptString"/>).
+    /// </summary>
+    private void AddPromptWord(string word, int bodyLength, int tokenStart)
+    {
+        var needed = _promptLength + word.Length + 1 + (bodyLength - tokenStart);
+        if (_promptText is null || _promptText.Length < needed)
+        {
+            var larger = new char[Math.Max(needed, (_promptText?.Length ?? 0) * 2)];
+            _promptText?.AsSpan(0, _promptLength).CopyTo(larger);
+            _promptText = larger;
+        }
+
+        word.CopyTo(_promptText.AsSpan(_promptLength));
+        _promptLength += word.Length;
+        _promptText[_promptLength++] = '\n';
+    }
+
     private void AddPromptString(ref Utf8JsonReader reader, int bodyLength)
     {
         // Unescaped, a string and its line feed take at most as many UTF-16 units as its JSON token has bytes (quotes
@@ -595,10 +823,17 @@ public sealed class ChatRequest
     /// Adds the edits the gateway makes to this request: the upstream model name, <c>include_usage</c> for OpenAI
     /// streams, and the output ceiling (every <c>max_tokens</c>/<c>max_completion_tokens</c> value set to it, or one
     /// injected when there is none: <c>max_completion_tokens</c> with <paramref name="completionTokensField"/>, for chat
-    /// completions, whose reasoning models refuse <c>max_tokens</c>; otherwise <c>max_tokens</c>).
+    /// completions, whose reasoning models refuse <c>max_tokens</c>; <c>max_output_tokens</c> for a Responses API request;
+    /// otherwise <c>max_tokens</c>).
     /// </summary>
     public void AddEdits(ReadOnlySpan<byte> body, string upstreamModel, bool forceUsage, long? outputCeiling, List<BodyEdit> edits,
         bool completionTokensField = false)
+        => AddEdits(body, upstreamModel, forceUsage, outputCeiling, edits,
+            _responses ? "\"max_output_tokens\":"u8 : completionTokensField ? "\"max_completion_tokens\":"u8 : "\"max_tokens\":"u8);
+
+    /// <summary>As the other overload, the output ceiling injected, when the client set none, as <paramref name="ceilingField"/>.</summary>
+    private void AddEdits(ReadOnlySpan<byte> body, string upstreamModel, bool forceUsage, long? outputCeiling, List<BodyEdit> edits,
+        ReadOnlySpan<byte> ceilingField)
     {
         if (Model is not null && !string.Equals(Model, upstreamModel, StringComparison.Ordinal))
         {
@@ -637,7 +872,7 @@ public sealed class ChatRequest
         if (outputCeiling is { } ceiling)
         {
             var value = System.Text.Encoding.ASCII.GetBytes(ceiling.ToString(System.Globalization.CultureInfo.InvariantCulture));
-            if (MaxOutputRanges.Count == 0 && (_nullMaxCompletionTokens ?? _nullMaxTokens) is { } empty)
+            if (MaxOutputRanges.Count == 0 && (_nullMaxCompletionTokens ?? _nullMaxTokens ?? _nullMaxOutputTokens) is { } empty)
             {
                 // Over one null only, max_completion_tokens first: a number in a field the client left null would be a field
                 // it did not use, and reasoning models refuse max_tokens ("use 'max_completion_tokens' instead").
@@ -646,8 +881,7 @@ public sealed class ChatRequest
             }
             else if (MaxOutputRanges.Count == 0)
             {
-                edits.Add(new BodyEdit(objectStart, objectStart,
-                    [.. completionTokensField ? "\"max_completion_tokens\":"u8 : "\"max_tokens\":"u8, .. value, (byte)',']));
+                edits.Add(new BodyEdit(objectStart, objectStart, [.. ceilingField, .. value, (byte)',']));
             }
 
             foreach (var range in MaxOutputRanges)

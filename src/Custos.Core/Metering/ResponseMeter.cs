@@ -68,6 +68,14 @@ public sealed class ResponseMeter : IDisposable
         _hideInjectedUsage = hideInjectedUsage && provider == ProviderKind.OpenAI && stream;
     }
 
+    /// <summary>
+    /// True when the response is an OpenAI Responses API answer (<c>POST /v1/responses</c>): a stream of named events
+    /// (<c>response.created</c>, <c>response.output_text.delta</c>, …) whose terminal one, <c>response.completed</c> or
+    /// <c>response.incomplete</c>, carries the usage in its <c>response.usage</c>; <c>response.failed</c> and
+    /// <c>error</c> are the provider's errors. A JSON answer's <c>usage</c> is read as any other.
+    /// </summary>
+    public bool ResponsesApi { get; init; }
+
     /// <summary>True while the response is read as an SSE stream.</summary>
     public bool IsStream => _stream;
 
@@ -100,6 +108,12 @@ public sealed class ResponseMeter : IDisposable
 
     /// <summary>Output tokens the provider reported, or null.</summary>
     public long? OutputTokens { get; private set; }
+
+    /// <summary>
+    /// Of <see cref="OutputTokens"/>, those a reasoning model spent reasoning (<c>output_tokens_details.reasoning_tokens</c>,
+    /// <c>completion_tokens_details.reasoning_tokens</c>), or null when it reported none. Billed as output, which they are part of.
+    /// </summary>
+    public long? ReasoningTokens { get; private set; }
 
     /// <summary>
     /// True when a JSON answer (not a stream) ended and is not one JSON document: cut short, empty, or not JSON at all.
@@ -352,6 +366,18 @@ public sealed class ResponseMeter : IDisposable
             return;
         }
 
+        if (ResponsesApi)
+        {
+            if (ReadResponsesEvent(data) || errorName)
+            {
+                OnStreamError(data, output);
+                return;
+            }
+
+            Forward(wholeEvent, output);
+            return;
+        }
+
         if (_provider == ProviderKind.Anthropic)
         {
             if (ReadAnthropicEvent(data) || errorName)
@@ -497,6 +523,15 @@ public sealed class ResponseMeter : IDisposable
         StreamFailed = true;
         reason ??= Reasons.UpstreamStreamFailed;
         var buffer = new ArrayBufferWriter<byte>(256); // an error's: no healthy stream comes here
+        if (ResponsesApi)
+        {
+            WriteResponsesErrorEvent(buffer, reason);
+            Forward("event: error\ndata: "u8, output);
+            Forward(buffer.WrittenSpan, output);
+            Forward("\n\n"u8, output);
+            return;
+        }
+
         using (var writer = new Utf8JsonWriter(buffer))
         {
             writer.WriteStartObject();
@@ -522,6 +557,125 @@ public sealed class ResponseMeter : IDisposable
         Forward(_provider == ProviderKind.Anthropic ? "event: error\ndata: "u8 : "data: "u8, output);
         Forward(buffer.WrittenSpan, output);
         Forward("\n\n"u8, output);
+    }
+
+    /// <summary>
+    /// The Responses API's error event (<c>event: error</c>): <c>type</c>, <c>code</c>, <c>message</c>, <c>param</c> and the
+    /// <c>sequence_number</c> after that of the last event passed on (the one of the provider's error it replaces), with
+    /// the request id, and nothing of the provider's.
+    /// </summary>
+    private void WriteResponsesErrorEvent(ArrayBufferWriter<byte> buffer, ReasonCode reason)
+    {
+        using var writer = new Utf8JsonWriter(buffer);
+        writer.WriteStartObject();
+        writer.WriteString("type", "error");
+        writer.WriteString("code", reason.Code);
+        writer.WriteString("message", reason.Message);
+        writer.WriteNull("param");
+        writer.WriteNumber("sequence_number", _sequenceNumber + 1);
+        if (RequestId is not null)
+        {
+            writer.WriteString("request_id", RequestId);
+        }
+
+        writer.WriteEndObject();
+    }
+
+    private long _sequenceNumber = -1; // the sequence_number of the last Responses API event passed on
+
+    /// <summary>
+    /// Reads one Responses API event; true when it is the provider's error: <c>error</c>, or <c>response.failed</c> (whose
+    /// usage, if any, is read first). Text deltas (<c>delta</c>: output text, a function call's arguments, a refusal, a
+    /// reasoning summary) are kept for an estimate; <c>response.completed</c> and <c>response.incomplete</c> end the stream,
+    /// and their <c>response.usage</c> is the usage. The text the terminal event repeats is not read again.
+    /// </summary>
+    private bool ReadResponsesEvent(ReadOnlySpan<byte> data)
+    {
+        var isError = false;
+        long? sequence = null;
+        var reader = new Utf8JsonReader(data);
+        try
+        {
+            reader.Read();
+            while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
+            {
+                if (reader.ValueTextEquals("type"u8))
+                {
+                    reader.Read();
+                    if (reader.TokenType != JsonTokenType.String)
+                    {
+                        reader.Skip();
+                    }
+                    else if (reader.ValueTextEquals("response.completed"u8) || reader.ValueTextEquals("response.incomplete"u8))
+                    {
+                        StreamCompleted = true;
+                    }
+                    else if (reader.ValueTextEquals("response.failed"u8) || reader.ValueTextEquals("error"u8))
+                    {
+                        isError = true;
+                    }
+                }
+                else if (reader.ValueTextEquals("sequence_number"u8))
+                {
+                    reader.Read();
+                    if (reader.TokenType == JsonTokenType.Number && reader.TryGetInt64(out var number))
+                    {
+                        sequence = number;
+                    }
+                }
+                else if (reader.ValueTextEquals("delta"u8))
+                {
+                    reader.Read();
+                    if (reader.TokenType == JsonTokenType.String)
+                    {
+                        CaptureText(ref reader);
+                    }
+                    else
+                    {
+                        reader.Skip();
+                    }
+                }
+                else if (reader.ValueTextEquals("response"u8))
+                {
+                    reader.Read();
+                    if (reader.TokenType != JsonTokenType.StartObject)
+                    {
+                        reader.Skip();
+                        continue;
+                    }
+
+                    while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
+                    {
+                        var isUsage = reader.ValueTextEquals("usage"u8);
+                        reader.Read();
+                        if (isUsage && reader.TokenType == JsonTokenType.StartObject)
+                        {
+                            ReadUsageObject(ref reader);
+                        }
+                        else
+                        {
+                            reader.Skip();
+                        }
+                    }
+                }
+                else
+                {
+                    reader.Read();
+                    reader.Skip();
+                }
+            }
+        }
+        catch (Exception e) when (IsUnreadable(e))
+        {
+            // Passed on as it came (unless it said it is an error); it carries no usage to trust.
+        }
+
+        if (!isError && sequence is { } passed)
+        {
+            _sequenceNumber = passed; // an error event is replaced: the gateway's takes its number
+        }
+
+        return isError;
     }
 
     /// <summary>
@@ -887,7 +1041,7 @@ public sealed class ResponseMeter : IDisposable
     /// </summary>
     private void ReadUsageObject(ref Utf8JsonReader reader, bool outputFinal = true)
     {
-        long? input = null, output = null, cacheRead = null, cacheWrite = null, openAICached = null;
+        long? input = null, output = null, cacheRead = null, cacheWrite = null, openAICached = null, reasoning = null;
         var outputUnreadable = false;
         var depth = reader.CurrentDepth;
         while (reader.Read() && !(reader.TokenType == JsonTokenType.EndObject && reader.CurrentDepth == depth))
@@ -901,11 +1055,18 @@ public sealed class ResponseMeter : IDisposable
             var isOutput = reader.ValueTextEquals("completion_tokens"u8) || reader.ValueTextEquals("output_tokens"u8);
             var isCacheRead = reader.ValueTextEquals("cache_read_input_tokens"u8);
             var isCacheWrite = reader.ValueTextEquals("cache_creation_input_tokens"u8);
-            var isDetails = reader.ValueTextEquals("prompt_tokens_details"u8);
+            var isDetails = reader.ValueTextEquals("prompt_tokens_details"u8) || reader.ValueTextEquals("input_tokens_details"u8);
+            var isOutputDetails = reader.ValueTextEquals("completion_tokens_details"u8) || reader.ValueTextEquals("output_tokens_details"u8);
             reader.Read();
             if (isDetails && reader.TokenType == JsonTokenType.StartObject)
             {
-                openAICached = ReadCachedTokens(ref reader);
+                openAICached = ReadDetail(ref reader, "cached_tokens"u8);
+                continue;
+            }
+
+            if (isOutputDetails && reader.TokenType == JsonTokenType.StartObject)
+            {
+                reasoning = ReadDetail(ref reader, "reasoning_tokens"u8);
                 continue;
             }
 
@@ -952,6 +1113,7 @@ public sealed class ResponseMeter : IDisposable
         if (output is not null)
         {
             OutputTokens = output;
+            ReasoningTokens = reasoning is { } thought ? Math.Min(thought, output.Value) : null; // part of the output: never more
         }
         else if (outputUnreadable)
         {
@@ -965,8 +1127,12 @@ public sealed class ResponseMeter : IDisposable
         }
     }
 
-    /// <summary>Reads OpenAI's <c>prompt_tokens_details</c> object for its <c>cached_tokens</c>, leaving the reader on its end.</summary>
-    private static long? ReadCachedTokens(ref Utf8JsonReader reader)
+    /// <summary>
+    /// Reads an OpenAI details object (<c>prompt_tokens_details</c> or the Responses API's <c>input_tokens_details</c> for
+    /// <c>cached_tokens</c>; <c>completion_tokens_details</c> or <c>output_tokens_details</c> for <c>reasoning_tokens</c>)
+    /// for the count named <paramref name="name"/>, leaving the reader on its end.
+    /// </summary>
+    private static long? ReadDetail(ref Utf8JsonReader reader, ReadOnlySpan<byte> name)
     {
         long? cached = null;
         var depth = reader.CurrentDepth;
@@ -977,7 +1143,7 @@ public sealed class ResponseMeter : IDisposable
                 continue;
             }
 
-            var isCached = reader.ValueTextEquals("cached_tokens"u8);
+            var isCached = reader.ValueTextEquals(name);
             reader.Read();
             if (isCached && reader.TokenType == JsonTokenType.Number && reader.TryGetInt64(out var value) && value >= 0)
             {

@@ -69,6 +69,7 @@ internal sealed class DemoHandler
             "/v1/completions" => OpenAiEndpoints.CompletionsAsync,
             "/v1/embeddings" => OpenAiEndpoints.EmbeddingsAsync,
             "/v1/messages" => AnthropicEndpoints.MessagesAsync,
+            "/v1/responses" => ResponsesEndpoint.RespondAsync,
             _ => null,
         };
 

@@ -13,7 +13,7 @@ namespace Custos.Gateway.Demo;
 
 /// <summary>
 /// A local stand-in for a model provider: a small Kestrel server on loopback that speaks the exact OpenAI
-/// (<c>/v1/chat/completions</c>, <c>/v1/completions</c>, <c>/v1/embeddings</c>, <c>/v1/models</c>) and
+/// (<c>/v1/chat/completions</c>, <c>/v1/responses</c>, <c>/v1/completions</c>, <c>/v1/embeddings</c>, <c>/v1/models</c>) and
 /// Anthropic (<c>/v1/messages</c>) wire formats, streaming and not, with deterministic, clearly labelled
 /// replies and usage. Used by <c>custos demo</c>, as the mock upstream of functional tests and as the fast
 /// mock of benchmarks.

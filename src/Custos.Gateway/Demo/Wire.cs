@@ -266,6 +266,21 @@ internal sealed class SseWriter : IDisposable
         return _context.Response.Body.WriteAsync(_whole.WrittenMemory, _context.RequestAborted).AsTask();
     }
 
+    /// <summary>
+    /// Ends a stream that has no terminator of its own (the Responses API's ends with its <c>response.completed</c> event):
+    /// a sized stream's events go out now, whole.
+    /// </summary>
+    public Task EndAsync()
+    {
+        if (_whole is null)
+        {
+            return Task.CompletedTask;
+        }
+
+        _context.Response.ContentLength = _whole.WrittenCount;
+        return _context.Response.Body.WriteAsync(_whole.WrittenMemory, _context.RequestAborted).AsTask();
+    }
+
     /// <inheritdoc/>
     public void Dispose() => _json.Dispose();
 

@@ -10,6 +10,9 @@ internal enum ApiEndpoint
     Models,
     Messages,
 
+    /// <summary><c>POST /v1/responses</c>: OpenAI's Responses API.</summary>
+    Responses,
+
     /// <summary><c>GET /v1/models/{model}</c>: one model of the list (last: the values before it index <c>DataPlane.UpstreamUri</c>'s table).</summary>
     Model,
 }
@@ -27,6 +30,7 @@ internal static class ApiEndpoints
         "/v1/embeddings" => ApiEndpoint.Embeddings,
         "/v1/models" => ApiEndpoint.Models,
         "/v1/messages" => ApiEndpoint.Messages,
+        "/v1/responses" => ApiEndpoint.Responses,
         // A model's name may hold a '/' (org/model, as OpenAI-compatible servers name theirs): all of the rest is the name.
         _ when path.Length > ModelPrefix.Length && path.StartsWith(ModelPrefix, StringComparison.Ordinal) => ApiEndpoint.Model,
         _ => ApiEndpoint.Unknown,
@@ -53,6 +57,7 @@ internal static class ApiEndpoints
         ApiEndpoint.Completions => "/completions",
         ApiEndpoint.Embeddings => "/embeddings",
         ApiEndpoint.Messages => "/v1/messages",
+        ApiEndpoint.Responses => "/responses",
         _ => throw new ArgumentOutOfRangeException(nameof(endpoint)),
     };
 }

@@ -337,7 +337,7 @@ internal sealed partial class DataPlane(
             await Task.Yield(); // to the thread pool: parsing and scanning a large body would hold the socket thread's other connections
         }
 
-        var parseError = ChatRequest.TryParse(body.WrittenSpan, out var parsed);
+        var parseError = ChatRequest.TryParse(body.WrittenSpan, out var parsed, responses: endpoint == ApiEndpoint.Responses);
         record.Stream = parsed.Stream && endpoint != ApiEndpoint.Embeddings; // embeddings have no streams: providers ignore it
         record.Model = RecordedText.Of(parsed.Model);
         if (parseError != ParseError.None)
@@ -440,7 +440,8 @@ internal sealed partial class DataPlane(
         }
 
         // Forward, metering the response on its way back.
-        var forceUsage = parsed.Stream && route.Provider.Kind == ProviderKind.OpenAI && endpoint != ApiEndpoint.Embeddings;
+        // A Responses API stream always ends with its usage (response.completed): there is no include_usage to ask for.
+        var forceUsage = parsed.Stream && route.Provider.Kind == ProviderKind.OpenAI && endpoint is ApiEndpoint.ChatCompletions or ApiEndpoint.Completions;
         var edits = admission.Edits;
         parsed.AddEdits(body.WrittenSpan, route.UpstreamModel, forceUsage, endpoint == ApiEndpoint.Embeddings ? null : admission.OutputCeiling, edits,
             completionTokensField: endpoint == ApiEndpoint.ChatCompletions);
@@ -458,7 +459,11 @@ internal sealed partial class DataPlane(
         context.Features.Set<IHttpRequestBodyDetectionFeature>(BodyReadWhole.Instance);
         request.Headers.Remove(HeaderNames.TransferEncoding);
 
-        var meter = new ResponseMeter(route.Provider.Kind, record.Stream, hideInjectedUsage: forceUsage && parsed.IncludeUsage != true) { RequestId = record.RequestId };
+        var meter = new ResponseMeter(route.Provider.Kind, record.Stream, hideInjectedUsage: forceUsage && parsed.IncludeUsage != true)
+        {
+            RequestId = record.RequestId,
+            ResponsesApi = endpoint == ApiEndpoint.Responses,
+        };
         var call = new UpstreamCall(record, route, UpstreamUri(route.Provider, endpoint), meter, endpoint == ApiEndpoint.Messages,
             upstreamBody.WrittenMemory);
         var config = UpstreamCall.DefaultConfig with { ActivityTimeout = snapshot.Gateway.UpstreamTimeout };
@@ -727,6 +732,7 @@ internal sealed partial class DataPlane(
             UpstreamCall.UriFor(p, ApiEndpoint.Embeddings),
             null!,
             UpstreamCall.UriFor(p, ApiEndpoint.Messages),
+            UpstreamCall.UriFor(p, ApiEndpoint.Responses),
         ]);
         return uris[(int)endpoint];
     }
@@ -769,7 +775,7 @@ internal sealed partial class DataPlane(
 
     private static bool Serves(ModelRoute route, ApiEndpoint endpoint) => endpoint switch
     {
-        ApiEndpoint.ChatCompletions or ApiEndpoint.Completions => route.Kind == ModelKind.Chat && route.Provider.Kind == ProviderKind.OpenAI,
+        ApiEndpoint.ChatCompletions or ApiEndpoint.Completions or ApiEndpoint.Responses => route.Kind == ModelKind.Chat && route.Provider.Kind == ProviderKind.OpenAI,
         ApiEndpoint.Embeddings => route.Kind == ModelKind.Embedding && route.Provider.Kind == ProviderKind.OpenAI,
         ApiEndpoint.Messages => route.Kind == ModelKind.Chat && route.Provider.Kind == ProviderKind.Anthropic,
         _ => false,

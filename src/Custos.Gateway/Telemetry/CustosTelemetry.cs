@@ -375,7 +375,7 @@ public sealed class CustosTelemetry : ILedgerObserver, IDisposable
     /// <summary>The <c>gen_ai.operation.name</c> of a data-plane endpoint, or null for endpoints that are not GenAI operations.</summary>
     internal static string? OperationOf(string endpoint) => endpoint switch
     {
-        "/v1/chat/completions" or "/v1/messages" => "chat",
+        "/v1/chat/completions" or "/v1/messages" or "/v1/responses" => "chat",
         "/v1/completions" => "text_completion",
         "/v1/embeddings" => "embeddings",
         _ => null,

@@ -514,6 +514,60 @@ public sealed class DemoUpstreamTests
         Assert.True(delta.GetProperty("usage").GetProperty("output_tokens").GetInt32() > 1);
     }
 
+    [Fact]
+    public async Task Responses_RawStream_SendsTheResponsesEventSequence_AndTheSameAnswerAsNonStreaming()
+    {
+        await using var upstream = await DemoUpstream.StartAsync();
+        using var http = new HttpClient { BaseAddress = upstream.BaseUri };
+        const string request = """{"model":"gpt-4o-mini","instructions":"Be brief.","input":[{"role":"user","content":[{"type":"input_text","text":"Stream it"}]}]""";
+
+        var events = await PostSseAsync(http, "/v1/responses", request + ""","stream":true}""");
+        using var whole = await PostAsync(http, "/v1/responses", request + "}");
+        var response = JsonDocument.Parse(await whole.Content.ReadAsStringAsync()).RootElement;
+
+        var names = events.Select(e => e.Event).ToList();
+        Assert.Equal(["response.created", "response.in_progress", "response.output_item.added", "response.content_part.added"], names.Take(4));
+        Assert.Equal(["response.output_text.done", "response.content_part.done", "response.output_item.done", "response.completed"], names.TakeLast(4));
+        Assert.True(names.Count > 9);
+        Assert.All(names.Skip(4).SkipLast(4), n => Assert.Equal("response.output_text.delta", n));
+        var data = events.Select(e => JsonDocument.Parse(e.Data).RootElement).ToList();
+        Assert.All(events.Zip(data), p => Assert.Equal(p.First.Event, p.Second.GetProperty("type").GetString()));
+        Assert.Equal(Enumerable.Range(0, events.Count), data.Select(d => d.GetProperty("sequence_number").GetInt32()));
+        Assert.Equal(JsonValueKind.Null, data[0].GetProperty("response").GetProperty("usage").ValueKind);
+        Assert.Equal("in_progress", data[0].GetProperty("response").GetProperty("status").GetString());
+
+        var text = string.Concat(data.Where(d => d.GetProperty("type").GetString() == "response.output_text.delta").Select(d => d.GetProperty("delta").GetString()));
+        Assert.Equal(DemoPrefix + "Stream it. This reply is deterministic.", text);
+        Assert.Equal(text, data[^4].GetProperty("text").GetString());
+        var completed = data[^1].GetProperty("response");
+        Assert.Equal("completed", completed.GetProperty("status").GetString());
+        Assert.Equal(text, completed.GetProperty("output")[0].GetProperty("content")[0].GetProperty("text").GetString());
+        var usage = completed.GetProperty("usage");
+        Assert.Equal(TokenCounter.Count("Be brief.\nStream it") + (2 * 4) + 2, usage.GetProperty("input_tokens").GetInt32());
+        Assert.Equal(TokenCounter.Count(text), usage.GetProperty("output_tokens").GetInt32());
+        Assert.Equal(usage.GetProperty("input_tokens").GetInt32() + usage.GetProperty("output_tokens").GetInt32(), usage.GetProperty("total_tokens").GetInt32());
+
+        Assert.Equal("response", response.GetProperty("object").GetString());
+        Assert.StartsWith("resp_", response.GetProperty("id").GetString(), StringComparison.Ordinal);
+        Assert.Equal(text, response.GetProperty("output")[0].GetProperty("content")[0].GetProperty("text").GetString());
+        Assert.Equal(usage.GetRawText(), response.GetProperty("usage").GetRawText());
+    }
+
+    [Fact]
+    public async Task Responses_MaxOutputTokens_EndsIncomplete_AsAProviderDoes()
+    {
+        await using var upstream = await DemoUpstream.StartAsync();
+        using var http = new HttpClient { BaseAddress = upstream.BaseUri };
+
+        var events = await PostSseAsync(http, "/v1/responses", """{"model":"gpt-4o-mini","input":"a long question indeed","max_output_tokens":5,"stream":true}""");
+
+        Assert.Equal("response.incomplete", events[^1].Event);
+        var response = JsonDocument.Parse(events[^1].Data).RootElement.GetProperty("response");
+        Assert.Equal("incomplete", response.GetProperty("status").GetString());
+        Assert.Equal("max_output_tokens", response.GetProperty("incomplete_details").GetProperty("reason").GetString());
+        Assert.True(response.GetProperty("usage").GetProperty("output_tokens").GetInt32() <= 5);
+    }
+
     // ---- Errors and behaviour switches ----
 
     [Theory]

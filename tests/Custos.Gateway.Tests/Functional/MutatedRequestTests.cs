@@ -23,6 +23,8 @@ public sealed class MutatedRequestTests
         ("/v1/embeddings", """{"model":"text-embedding-3-small","input":["a","b"]}""", false),
         ("/v1/messages", """{"model":"claude-sonnet","max_tokens":16,"system":"s","messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}]}""", true),
         ("/v1/messages", """{"model":"claude-sonnet","max_tokens":16,"stream":true,"messages":[{"role":"user","content":"hi"}]}""", true),
+        ("/v1/responses", """{"model":"fast","instructions":"be brief","input":[{"role":"user","content":[{"type":"input_text","text":"hi"}]}],"max_output_tokens":20}""", false),
+        ("/v1/responses", """{"model":"gpt-4o-mini","stream":true,"input":"hi"}""", false),
     ];
 
     private static readonly string[] Fragments =
@@ -30,6 +32,7 @@ public sealed class MutatedRequestTests
         "{", "}", "[", "]", ",", ":", "\"", "\\", "\\u", "\\ud83d", "null", "true", "-1", "0", "1e309", "9223372036854775808", " ",
         "\"model\"", "\"stream\"", "\"stream_options\"", "\"include_usage\"", "\"max_tokens\"", "\"max_completion_tokens\"", "\"n\"",
         "\"messages\"", "\"system\"", "\"input\"", "\"prompt\"", "\"content\"",
+        "\"instructions\"", "\"max_output_tokens\"",
     ];
 
     [Fact]

@@ -370,6 +370,7 @@ public sealed class RefusalTests(GatewayFixture fixture) : IClassFixture<Gateway
     [Theory]
     [InlineData("/v1/chat/completions", "POST, OPTIONS")]
     [InlineData("/v1/messages", "POST, OPTIONS")]
+    [InlineData("/v1/responses", "POST, OPTIONS")]
     [InlineData("/v1/models", "GET, HEAD, OPTIONS")]
     [InlineData("/v1/models/gpt-4o-mini", "GET, HEAD, OPTIONS")]
     public async Task Options_OnAKnownEndpoint_Is204WithAllow_WithoutCredential_AndReachesNoProvider(string path, string allow)
@@ -384,6 +385,15 @@ public sealed class RefusalTests(GatewayFixture fixture) : IClassFixture<Gateway
         Assert.Equal(upstreamCalls, G.Upstream.RequestCount);
         var entry = await G.EntryAsync(TestGateway.RequestIdOf(response));
         Assert.Equal(("OPTIONS", 204), (entry.GetProperty("method").GetString(), entry.GetProperty("status").GetInt32()));
+    }
+
+    [Fact]
+    public async Task UnknownEndpoint_MessageNamesEveryServedEndpoint_TheResponsesAPIIncluded()
+    {
+        using var response = await G.Client.SendAsync(G.Post("/v1/images/generations", Chat));
+
+        using var json = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+        Assert.Contains("/v1/responses", json.RootElement.GetProperty("error").GetProperty("message").GetString(), StringComparison.Ordinal);
     }
 
     [Fact]
