@@ -247,6 +247,17 @@ public static class AdmissionEvaluator
             return true;
         }
 
+        if (request.Prompt is { PromptTokenIds: > 0 })
+        {
+            // Token ids are decoded by the provider with its model's vocabulary: the rules cannot read them, and a key sent
+            // as its token ids went past a deny rule. Refused, whatever the rules' actions: nothing here can be redacted either.
+            admission.Controls.Add(new ControlResult("prompt_restriction", service.Scope, ControlDecisions.Deny) { Detail = "prompt sent as token ids; rules read text" });
+            admission.Refuse(Reasons.PromptRestricted,
+                "The prompt is sent as token ids, which the prompt restrictions of this service cannot read; send it as text.",
+                param: request.Prompt.ConversationField);
+            return false;
+        }
+
         HashSet<string>? redacted = null; // made on the first redaction
         List<(int Index, int Length)>? found = null;
         List<(int Index, int Length, string Rule)>? toRedact = null;

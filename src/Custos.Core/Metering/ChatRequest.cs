@@ -69,6 +69,12 @@ public sealed class ChatRequest
     /// <summary>Images sent inline in the prompt values, as data URLs or base64: counted as images, not as their text.</summary>
     public int PromptImages { get; private set; }
 
+    /// <summary>
+    /// Token ids in the prompt: the numbers of a legacy completion's <c>prompt</c> or of an embedding's <c>input</c>, which
+    /// the provider decodes with its model's vocabulary. Each counts as one input token; the prompt rules cannot read them.
+    /// </summary>
+    public int PromptTokenIds { get; private set; }
+
     /// <summary>Number of choices asked for (<c>n</c>).</summary>
     public long? N { get; private set; }
 
@@ -372,7 +378,8 @@ public sealed class ChatRequest
 
                 reader.Read();
                 var start = (int)reader.TokenStartIndex;
-                ReadPrompt(ref reader, body.Length, countPrompts: prompt == Fields.Prompt, countMessages: (prompt & Fields.Besides) == 0);
+                ReadPrompt(ref reader, body.Length, countPrompts: prompt == Fields.Prompt, countMessages: (prompt & Fields.Besides) == 0,
+                    tokenIds: prompt is Fields.Prompt or Fields.Input);
                 PromptRanges.Add(start..(int)reader.BytesConsumed);
             }
             else
@@ -394,9 +401,11 @@ public sealed class ChatRequest
     /// <summary>
     /// Reads a prompt value to its end, as <see cref="Utf8JsonReader.Skip"/> would, keeping the text of its strings and
     /// counting the objects directly inside it when it is an array, and with <paramref name="countPrompts"/> the strings
-    /// and lists directly inside it (a legacy completion's prompts; a list of numbers is one prompt of token ids).
+    /// and lists directly inside it (a legacy completion's prompts; a list of numbers is one prompt of token ids). With
+    /// <paramref name="tokenIds"/> (<c>prompt</c> and <c>input</c>, which take token ids in place of text) its numbers are
+    /// counted as <see cref="PromptTokenIds"/>.
     /// </summary>
-    private void ReadPrompt(ref Utf8JsonReader reader, int bodyLength, bool countPrompts, bool countMessages)
+    private void ReadPrompt(ref Utf8JsonReader reader, int bodyLength, bool countPrompts, bool countMessages, bool tokenIds)
     {
         if (reader.TokenType == JsonTokenType.String)
         {
@@ -406,6 +415,7 @@ public sealed class ChatRequest
 
         if (reader.TokenType is not (JsonTokenType.StartObject or JsonTokenType.StartArray))
         {
+            PromptTokenIds += tokenIds && reader.TokenType == JsonTokenType.Number ? 1 : 0;
             return; // a number, true, false or null
         }
 
@@ -457,6 +467,10 @@ public sealed class ChatRequest
                 }
 
                 prompts += direct ? 1 : 0;
+            }
+            else if (tokenIds && reader.TokenType == JsonTokenType.Number)
+            {
+                PromptTokenIds++; // read by the provider as a token of its vocabulary: one token, and no text the rules can read
             }
             else if (direct && countMessages && reader.TokenType == JsonTokenType.StartObject)
             {

@@ -1,0 +1,86 @@
+using System.Net;
+using System.Text.Json;
+using Custos.Policy;
+
+namespace Custos.Gateway.Tests.Functional;
+
+/// <summary>
+/// A consumer's key trying to get a prompt past the prompt rules, or past a token ceiling, by how it writes the prompt
+/// rather than by what it says: token ids in place of text, invisible characters and lookalike letters inside a secret.
+/// </summary>
+public sealed class PromptEvasionTests
+{
+    private static Task<TestGateway> StartWithRulesAsync() => TestGateway.StartAsync(p => p with
+    {
+        Services = [.. p.Services.Select(s => s.Id != "support" ? s : s with
+        {
+            PromptRules =
+            [
+                new PromptRuleConfig { Id = "cards", Detector = PromptDetector.PaymentCard, Action = PromptAction.Redact },
+                new PromptRuleConfig { Id = "no-secrets", Detector = PromptDetector.Secrets, Action = PromptAction.Deny },
+            ],
+        })],
+    });
+
+    private static string[] ReasonsOf(JsonElement entry) => [.. entry.GetProperty("reasons").EnumerateArray().Select(r => r.GetString()!)];
+
+    [Theory]
+    [InlineData("/v1/completions", """{"model":"gpt-4o-mini","max_tokens":5,"prompt":[9125,382,1308,25]}""")]
+    [InlineData("/v1/completions", """{"model":"gpt-4o-mini","max_tokens":5,"prompt":[[9125,382],[1308,25]]}""")]
+    [InlineData("/v1/embeddings", """{"model":"text-embedding-3-small","input":[9125,382,1308,25]}""")]
+    [InlineData("/v1/embeddings", """{"model":"text-embedding-3-small","input":[[9125,382],[1308,25]]}""")]
+    public async Task PromptRules_APromptOfTokenIds_IsRefusedUnread_NotForwardedUnchecked(string path, string body)
+    {
+        // Token ids are text the rules cannot read (the provider decodes them with its model's vocabulary): a key or a card
+        // number sent as its token ids went to the provider past a deny rule.
+        await using var g = await StartWithRulesAsync();
+        var calls = g.Upstream.RequestCount;
+
+        using var response = await g.Client.SendAsync(g.Post(path, body));
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal(calls, g.Upstream.RequestCount);
+        var error = JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement.GetProperty("error");
+        Assert.Equal("deny.prompt_restricted", error.GetProperty("code").GetString());
+        Assert.Contains("token ids", error.GetProperty("message").GetString(), StringComparison.Ordinal);
+        var entry = await g.EntryAsync(TestGateway.RequestIdOf(response));
+        Assert.Equal(["deny.prompt_restricted"], ReasonsOf(entry));
+        Assert.Contains(entry.GetProperty("controls").EnumerateArray(), c =>
+            c.GetProperty("control").GetString() == "prompt_restriction" && c.GetProperty("decision").GetString() == "deny");
+    }
+
+    [Fact]
+    public async Task PromptRules_TextWithoutTokenIds_OnTheSameEndpoints_IsStillServed()
+    {
+        await using var g = await StartWithRulesAsync();
+
+        using var completion = await g.Client.SendAsync(g.Post("/v1/completions", """{"model":"gpt-4o-mini","max_tokens":5,"prompt":"Say hi"}"""));
+        using var embedding = await g.Client.SendAsync(g.Post("/v1/embeddings", """{"model":"text-embedding-3-small","input":["one","two"]}"""));
+
+        Assert.Equal(HttpStatusCode.OK, completion.StatusCode);
+        Assert.Equal(HttpStatusCode.OK, embedding.StatusCode);
+    }
+
+    [Theory]
+    [InlineData("/v1/completions", """{"model":"gpt-4o-mini","max_tokens":5,"prompt":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33,34,35,36,37,38,39,40]}""")]
+    [InlineData("/v1/embeddings", """{"model":"text-embedding-3-small","input":[[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20],[21,22,23,24,25,26,27,28,29,30,31,32,33,34,35,36,37,38,39,40]]}""")]
+    public async Task TokenCeiling_APromptOfTokenIds_CountsEachIdAsAToken(string path, string body)
+    {
+        // Token ids were counted as no tokens at all: 40 of them passed a max_input_tokens of 30, and reserved no input
+        // against a budget or a tokens-per-minute limit.
+        await using var g = await TestGateway.StartAsync(p => p with
+        {
+            Consumers = [.. p.Consumers.Select(c => c.Id != "web" ? c : c with { Limits = new LimitsConfig { MaxInputTokens = 30 } })],
+        });
+        var calls = g.Upstream.RequestCount;
+
+        using var response = await g.Client.SendAsync(g.Post(path, body));
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal(calls, g.Upstream.RequestCount);
+        var entry = await g.EntryAsync(TestGateway.RequestIdOf(response));
+        Assert.Equal(["deny.token_ceiling"], ReasonsOf(entry));
+        var ceiling = entry.GetProperty("controls").EnumerateArray().Single(c => c.GetProperty("control").GetString() == "token_ceiling.input");
+        Assert.True(ceiling.GetProperty("requested").GetDecimal() >= 40, ceiling.GetRawText());
+    }
+}
