@@ -83,4 +83,64 @@ public sealed class PromptEvasionTests
         var ceiling = entry.GetProperty("controls").EnumerateArray().Single(c => c.GetProperty("control").GetString() == "token_ceiling.input");
         Assert.True(ceiling.GetProperty("requested").GetDecimal() >= 40, ceiling.GetRawText());
     }
+
+    [Theory]
+    [InlineData(@"AKIA\u200BIOSFODNN7EXAMPLE")] // a zero-width space inside the key
+    [InlineData(@"AKIAIOSF\u00ADODNN7EXAMPLE")] // a soft hyphen
+    [InlineData(@"\u200DAKIAIOSFODNN7EX\u2060AMPLE")] // a zero-width joiner before it, a word joiner inside
+    [InlineData(@"\uFF21\uFF2B\uFF29\uFF21IOSFODNN7EXAMPLE")] // full-width letters: ＡＫＩＡ
+    [InlineData(@"AKIA\uDB40\uDC41IOSFODNN7EXAMPLE")] // a Unicode tag character (U+E0041, invisible) inside
+    [InlineData(@"sk\u2011proj-abcdefghijklmnopqrstuvwxyz0123456789")] // a non-breaking hyphen
+    [InlineData(@"s\u0301k-proj-abcdefghijklmnopqrstuvwxyz0123456789")] // a combining accent after its first letter
+    public async Task PromptRules_ASecretWithInvisibleOrLookalikeCharacters_IsStillDenied(string written)
+    {
+        // The model reads these as the key (or as the key with a stray mark); the detectors read ASCII and let them through.
+        await using var g = await StartWithRulesAsync();
+        var calls = g.Upstream.RequestCount;
+
+        using var response = await g.Client.SendAsync(g.Post("/v1/chat/completions",
+            $$"""{"model":"gpt-4o-mini","messages":[{"role":"user","content":"use key {{written}} now"}]}"""));
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal(calls, g.Upstream.RequestCount);
+        var entry = await g.EntryAsync(TestGateway.RequestIdOf(response));
+        Assert.Equal(["deny.prompt_restricted"], ReasonsOf(entry));
+        Assert.Contains(entry.GetProperty("controls").EnumerateArray(), c => c.GetProperty("scope").GetString() == "service:no-secrets");
+    }
+
+    [Theory]
+    [InlineData(@"\uFF14\uFF11\uFF11\uFF11 \uFF11\uFF11\uFF11\uFF11 \uFF11\uFF11\uFF11\uFF11 \uFF11\uFF11\uFF11\uFF11")] // full-width digits
+    [InlineData(@"4111\u00A01111\u00A01111\u00A01111")] // no-break spaces
+    [InlineData(@"4111\u200B1111\u200B1111\u200B1111")] // zero-width spaces
+    [InlineData(@"4111\u2009\u200B1111 1111 1111")] // a thin space and a zero-width one: one separator to the eye
+    [InlineData(@"\u0664\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661")] // Arabic-Indic digits
+    public async Task PromptRules_ACardWrittenWithLookalikeDigitsOrInvisibleSeparators_IsRedacted(string written)
+    {
+        await using var g = await StartWithRulesAsync();
+
+        using var response = await g.Client.SendAsync(g.Post("/v1/chat/completions",
+            $$"""{"model":"gpt-4o-mini","messages":[{"role":"user","content":"refund card {{written}} please"}]}"""));
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var sent = JsonDocument.Parse(g.Upstream.Received[^1].Body).RootElement.GetProperty("messages")[0].GetProperty("content").GetString()!;
+        Assert.Equal("refund card [REDACTED:cards] please", sent);
+        var entry = await g.EntryAsync(TestGateway.RequestIdOf(response));
+        Assert.Contains(entry.GetProperty("controls").EnumerateArray(), c =>
+            c.GetProperty("scope").GetString() == "service:cards" && c.GetProperty("decision").GetString() == "modify");
+    }
+
+    [Fact]
+    public async Task PromptRules_TextBeyondAscii_ThatHidesNothing_GoesUpstreamAsSent()
+    {
+        // Folding is for reading only: accents, full-width text and no-break spaces of an ordinary prompt are not rewritten.
+        await using var g = await StartWithRulesAsync();
+        const string content = "Caf\u00E9 na\u00EFve \uFF21\uFF22\uFF23 100\u00A0km \u65E5\u672C\u8A9E, order 4111-1111 \u200B ok";
+
+        using var response = await g.Client.SendAsync(g.Post("/v1/chat/completions",
+            $$"""{"model":"gpt-4o-mini","messages":[{"role":"user","content":{{JsonSerializer.Serialize(content)}}}]}"""));
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var sent = JsonDocument.Parse(g.Upstream.Received[^1].Body).RootElement.GetProperty("messages")[0].GetProperty("content").GetString();
+        Assert.Equal(content, sent);
+    }
 }

@@ -1,0 +1,113 @@
+using System.Globalization;
+using System.Text;
+
+namespace Custos.Controls;
+
+/// <summary>
+/// The text a model reads in a prompt string, as the prompt rules should read it: characters that show nothing or show as
+/// another taken out or replaced, one for one or by nothing, so that a key or a card number cannot hide behind them.
+/// </summary>
+/// <remarks>
+/// A zero-width space inside <c>AKIAIOSFODNN7EXAMPLE</c>, full-width letters (<c>ＡＫＩＡ…</c>), a soft hyphen, a
+/// Unicode tag character, a card number in full-width or Arabic-Indic digits or with no-break spaces: the model reads the
+/// key or the number, and the detectors, which read ASCII, did not. The folded text:
+/// <list type="bullet">
+/// <item>drops format characters (Unicode Cf: zero-width spaces and joiners, the soft hyphen, bidirectional marks, the
+/// byte order mark, tag characters) and combining marks (Mn, Me: accents, variation selectors);</item>
+/// <item>reads full-width ASCII (U+FF01 to U+FF5E) as ASCII, any decimal digit as its ASCII digit, any space separator
+/// as a space, and the Unicode hyphens and minus signs as <c>-</c>.</item>
+/// </list>
+/// It is for reading only: what goes upstream is the text as sent, or with the matches found in either reading redacted.
+/// Only a string with a character beyond ASCII is folded, so an ASCII prompt costs one vectorised search.
+/// </remarks>
+public static class PromptFolding
+{
+    /// <summary>Whether <paramref name="text"/> may fold to something else: it has a character beyond ASCII.</summary>
+    public static bool MayFold(ReadOnlySpan<char> text) => text.ContainsAnyExceptInRange('\0', '\u007F');
+
+    /// <summary>
+    /// Folds <paramref name="text"/> into <paramref name="folded"/> (at least as long), writing for each folded character
+    /// the index in <paramref name="text"/> it was read from into <paramref name="map"/> (as long). Returns the folded
+    /// length, or -1 when folding changed nothing.
+    /// </summary>
+    public static int Fold(ReadOnlySpan<char> text, Span<char> folded, Span<int> map)
+    {
+        var length = 0;
+        var changed = false;
+        for (var i = 0; i < text.Length; i++)
+        {
+            var c = text[i];
+            if (c < '\u0080')
+            {
+                map[length] = i;
+                folded[length++] = c;
+                continue;
+            }
+
+            if (char.IsHighSurrogate(c) && i + 1 < text.Length && char.IsLowSurrogate(text[i + 1]))
+            {
+                var rune = new Rune(c, text[i + 1]);
+                if (Rune.GetUnicodeCategory(rune) is UnicodeCategory.Format or UnicodeCategory.NonSpacingMark or UnicodeCategory.EnclosingMark)
+                {
+                    changed = true; // a tag character, a supplementary variation selector: shows nothing
+                }
+                else if (Rune.IsDigit(rune))
+                {
+                    changed = true;
+                    map[length] = i;
+                    folded[length++] = (char)('0' + Rune.GetNumericValue(rune));
+                }
+                else
+                {
+                    map[length] = i;
+                    folded[length++] = c;
+                    map[length] = i + 1;
+                    folded[length++] = text[i + 1];
+                }
+
+                i++;
+                continue;
+            }
+
+            var read = Read(c);
+            if (read != c)
+            {
+                changed = true;
+            }
+
+            if (read != '\0')
+            {
+                map[length] = i;
+                folded[length++] = read;
+            }
+        }
+
+        return changed ? length : -1;
+    }
+
+    /// <summary>What <paramref name="c"/> (beyond ASCII, not a surrogate pair) is read as; <c>'\0'</c> for nothing.</summary>
+    private static char Read(char c)
+    {
+        if (c is >= '\uFF01' and <= '\uFF5E')
+        {
+            return (char)(c - 0xFEE0); // full-width ASCII
+        }
+
+        if (c is >= '\u2010' and <= '\u2015' or '\u2212' or '\uFE58' or '\uFE63' or '\u00AD')
+        {
+            return c == '\u00AD' ? '\0' : '-'; // hyphens, dashes and minus signs; the soft hyphen shows nothing
+        }
+
+        switch (CharUnicodeInfo.GetUnicodeCategory(c))
+        {
+            case UnicodeCategory.Format or UnicodeCategory.NonSpacingMark or UnicodeCategory.EnclosingMark:
+                return '\0';
+            case UnicodeCategory.SpaceSeparator:
+                return ' ';
+            case UnicodeCategory.DecimalDigitNumber:
+                return (char)('0' + CharUnicodeInfo.GetDecimalDigitValue(c));
+            default:
+                return c;
+        }
+    }
+}
