@@ -378,7 +378,7 @@ public sealed class ChatRequest
 
                 reader.Read();
                 var start = (int)reader.TokenStartIndex;
-                ReadPrompt(ref reader, body.Length, countPrompts: prompt == Fields.Prompt, countMessages: (prompt & Fields.Besides) == 0,
+                ReadPrompt(ref reader, body, countPrompts: prompt == Fields.Prompt, countMessages: (prompt & Fields.Besides) == 0,
                     tokenIds: prompt is Fields.Prompt or Fields.Input);
                 PromptRanges.Add(start..(int)reader.BytesConsumed);
             }
@@ -405,8 +405,9 @@ public sealed class ChatRequest
     /// <paramref name="tokenIds"/> (<c>prompt</c> and <c>input</c>, which take token ids in place of text) its numbers are
     /// counted as <see cref="PromptTokenIds"/>.
     /// </summary>
-    private void ReadPrompt(ref Utf8JsonReader reader, int bodyLength, bool countPrompts, bool countMessages, bool tokenIds)
+    private void ReadPrompt(ref Utf8JsonReader reader, ReadOnlySpan<byte> body, bool countPrompts, bool countMessages, bool tokenIds)
     {
+        var bodyLength = body.Length;
         if (reader.TokenType == JsonTokenType.String)
         {
             AddPromptString(ref reader, bodyLength);
@@ -426,6 +427,9 @@ public sealed class ChatRequest
         var afterUrl = false; // the value of a "url" member
         var afterMedia = false; // the value of an "image_url" or "source" member: where an image is named by its URL
         var mediaDepth = -1; // the depth of the "image_url" or "source" object the reader is in, if any
+        var afterType = false; // the value of that object's "type" member
+        var sourceType = SourceType.Unknown; // that object's "type": whether its "data" is base64 or text
+        var pending = (Start: -1, End: 0); // that object's base64-looking "data", while its type is not known yet
         while (reader.Read() && reader.CurrentDepth > depth) // the value's closing token is back at its depth
         {
             var direct = array && reader.CurrentDepth == depth + 1;
@@ -433,26 +437,57 @@ public sealed class ChatRequest
             {
                 afterData = reader.ValueTextEquals("data"u8);
                 afterUrl = reader.CurrentDepth == mediaDepth + 1 && reader.ValueTextEquals("url"u8);
+                afterType = reader.CurrentDepth == mediaDepth + 1 && reader.ValueTextEquals("type"u8);
                 afterMedia = reader.ValueTextEquals("image_url"u8) || reader.ValueTextEquals("source"u8);
                 continue;
             }
 
-            var (isData, isUrl, isMedia) = (afterData, afterUrl, afterMedia);
-            afterData = afterUrl = afterMedia = false;
+            var (isData, isUrl, isMedia, isType) = (afterData, afterUrl, afterMedia, afterType);
+            afterData = afterUrl = afterMedia = afterType = false;
             if (reader.TokenType == JsonTokenType.StartObject && isMedia)
             {
                 mediaDepth = reader.CurrentDepth;
+                sourceType = SourceType.Unknown;
             }
             else if (reader.TokenType == JsonTokenType.EndObject && reader.CurrentDepth == mediaDepth)
             {
+                if (pending.Start >= 0)
+                {
+                    // Its type came after its data: base64 is an image, anything else (Anthropic's "type":"text" document)
+                    // text the model reads.
+                    if (sourceType == SourceType.Base64)
+                    {
+                        PromptImages++;
+                    }
+                    else
+                    {
+                        AddPromptAscii(body, pending.Start, pending.End);
+                    }
+
+                    pending = (-1, 0);
+                }
+
                 mediaDepth = -1;
             }
 
             if (reader.TokenType == JsonTokenType.String)
             {
-                if (IsImage(ref reader, isData))
+                if (isType)
                 {
-                    PromptImages++; // pixels, not text: neither counted as text nor searched for it
+                    sourceType = reader.ValueTextEquals("base64"u8) ? SourceType.Base64 : SourceType.Other;
+                }
+
+                var sourceData = isData && reader.CurrentDepth == mediaDepth + 1;
+                if (IsImage(ref reader, isData) && !(sourceData && sourceType == SourceType.Other))
+                {
+                    if (sourceData && sourceType == SourceType.Unknown && !reader.ValueSpan.StartsWith("data:image/"u8))
+                    {
+                        pending = ((int)reader.TokenStartIndex, (int)reader.BytesConsumed); // decided at the object's end
+                    }
+                    else
+                    {
+                        PromptImages++; // pixels, not text: neither counted as text nor searched for it
+                    }
                 }
                 else
                 {
@@ -534,6 +569,34 @@ public sealed class ChatRequest
     private const int MinInlineImageBytes = 256;
 
     private static readonly SearchValues<byte> Base64Bytes = SearchValues.Create("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="u8);
+
+    /// <summary>What a media object's <c>type</c> says of its <c>data</c>.</summary>
+    private enum SourceType
+    {
+        Unknown,
+        Base64,
+        Other,
+    }
+
+    /// <summary>
+    /// Adds the JSON string token at <paramref name="start"/>..<paramref name="end"/> of <paramref name="body"/>, quotes
+    /// included, as a prompt string: one with no escape, all ASCII (base64's alphabet), read after the tokens that followed
+    /// it, so the text's array may have been sized at a later token than its own.
+    /// </summary>
+    private void AddPromptAscii(ReadOnlySpan<byte> body, int start, int end)
+    {
+        var value = body[(start + 1)..(end - 1)];
+        var needed = _promptLength + value.Length + 1;
+        if (_promptText is null || _promptText.Length < needed)
+        {
+            Array.Resize(ref _promptText, Math.Max(needed, _promptText is null ? body.Length - start : _promptText.Length + value.Length + 1));
+        }
+
+        var written = Encoding.ASCII.GetChars(value, _promptText.AsSpan(_promptLength));
+        (_promptStrings ??= new(4)).Add(new PromptString(_promptLength, written, start, end));
+        _promptLength += written;
+        _promptText[_promptLength++] = '\n';
+    }
 
     private void AddPromptString(ref Utf8JsonReader reader, int bodyLength)
     {

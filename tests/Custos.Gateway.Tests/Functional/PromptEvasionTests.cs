@@ -143,4 +143,39 @@ public sealed class PromptEvasionTests
         var sent = JsonDocument.Parse(g.Upstream.Received[^1].Body).RootElement.GetProperty("messages")[0].GetProperty("content").GetString();
         Assert.Equal(content, sent);
     }
+
+    [Theory]
+    [InlineData("""{"type":"text","media_type":"text/plain","data":"{{DATA}}"}""")]
+    [InlineData("""{"data":"{{DATA}}","media_type":"text/plain","type":"text"}""")] // its type after its data
+    public async Task PromptRules_AnAnthropicTextDocument_ThatLooksLikeBase64_IsStillRead(string source)
+    {
+        // A text document's data of 256 characters or more, all of base64's alphabet (a key, a '/', letters), was taken for
+        // an image: neither searched nor counted as text. The model reads it as the text it is.
+        await using var g = await StartWithRulesAsync();
+        var calls = g.Upstream.RequestCount;
+        var data = "AKIAIOSFODNN7EXAMPLE/" + new string('a', 300);
+        var body = $$"""{"model":"claude-sonnet","max_tokens":50,"messages":[{"role":"user","content":[{"type":"document","source":{{source.Replace("{{DATA}}", data, StringComparison.Ordinal)}}},{"type":"text","text":"summarise"}]}]}""";
+
+        using var response = await g.Client.SendAsync(g.Post("/v1/messages", body, anthropicHeader: true));
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal(calls, g.Upstream.RequestCount);
+        var entry = await g.EntryAsync(TestGateway.RequestIdOf(response));
+        Assert.Equal(["deny.prompt_restricted"], ReasonsOf(entry));
+    }
+
+    [Theory]
+    [InlineData("""{"type":"base64","media_type":"image/png","data":"{{DATA}}"}""")]
+    [InlineData("""{"data":"{{DATA}}","media_type":"image/png","type":"base64"}""")]
+    public async Task PromptRules_AnAnthropicBase64Image_IsNotReadAsText_AndCountsAsAnImage(string source)
+    {
+        // The same bytes as base64 image data are pixels: not searched (they would trip the rule by chance), one image's tokens.
+        await using var g = await StartWithRulesAsync();
+        var data = "AKIAIOSFODNN7EXAMPLE/" + new string('a', 300);
+        var body = $$"""{"model":"claude-sonnet","max_tokens":50,"messages":[{"role":"user","content":[{"type":"image","source":{{source.Replace("{{DATA}}", data, StringComparison.Ordinal)}}},{"type":"text","text":"describe"}]}]}""";
+
+        using var response = await g.Client.SendAsync(g.Post("/v1/messages", body, anthropicHeader: true));
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+    }
 }
