@@ -15,7 +15,8 @@ namespace Custos.Controls;
 /// <item>drops format characters (Unicode Cf: zero-width spaces and joiners, the soft hyphen, bidirectional marks, the
 /// byte order mark, tag characters) and combining marks (Mn, Me: accents, variation selectors);</item>
 /// <item>reads full-width ASCII (U+FF01 to U+FF5E) as ASCII, any decimal digit as its ASCII digit, any space separator
-/// as a space, and the Unicode hyphens and minus signs as <c>-</c>.</item>
+/// as a space, the Unicode hyphens and minus signs as <c>-</c>, and the Greek and Cyrillic letters drawn as Latin ones
+/// (<c>А</c>, <c>Α</c>, <c>о</c>, …) as those.</item>
 /// </list>
 /// It is for reading only: what goes upstream is the text as sent, or with the matches found in either reading redacted.
 /// Only a string with a character beyond ASCII is folded, so an ASCII prompt costs one vectorised search.
@@ -85,6 +86,17 @@ public static class PromptFolding
         return changed ? length : -1;
     }
 
+    /// <summary>
+    /// Greek and Cyrillic letters that fonts draw as Latin ones, and models read as them (<see cref="LookalikesRead"/>, by
+    /// position): the common confusables of Unicode's list among letters a key, a name or a code word is written in.
+    /// </summary>
+    private const string Lookalikes = "\u0391\u0392\u0395\u0396\u0397\u0399\u039A\u039C\u039D\u039F\u03A1\u03A4\u03A5\u03A7\u03BF"
+        + "\u0405\u0406\u0408\u0410\u0412\u0415\u041A\u041C\u041D\u041E\u0420\u0421\u0422\u0423\u0425"
+        + "\u0430\u0435\u043E\u0440\u0441\u0443\u0445\u0455\u0456\u0458\u051B\u051D";
+
+    /// <summary>The Latin letter each of <see cref="Lookalikes"/> is read as.</summary>
+    private const string LookalikesRead = "ABEZHIKMNOPTYXo" + "SIJABEKMHOPCTYX" + "aeopcyxsijqw";
+
     /// <summary>What <paramref name="c"/> (beyond ASCII, not a surrogate pair) is read as; <c>'\0'</c> for nothing.</summary>
     private static char Read(char c)
     {
@@ -96,6 +108,11 @@ public static class PromptFolding
         if (c is >= '\u2010' and <= '\u2015' or '\u2212' or '\uFE58' or '\uFE63' or '\u00AD')
         {
             return c == '\u00AD' ? '\0' : '-'; // hyphens, dashes and minus signs; the soft hyphen shows nothing
+        }
+
+        if (c is >= '\u0370' and <= '\u052F' && Lookalikes.IndexOf(c) is var lookalike and >= 0)
+        {
+            return LookalikesRead[lookalike]; // Greek and Cyrillic letters drawn as Latin ones
         }
 
         switch (CharUnicodeInfo.GetUnicodeCategory(c))

@@ -91,6 +91,7 @@ public sealed class PromptEvasionTests
     [InlineData(@"\uFF21\uFF2B\uFF29\uFF21IOSFODNN7EXAMPLE")] // full-width letters: ＡＫＩＡ
     [InlineData(@"AKIA\uDB40\uDC41IOSFODNN7EXAMPLE")] // a Unicode tag character (U+E0041, invisible) inside
     [InlineData(@"sk\u2011proj-abcdefghijklmnopqrstuvwxyz0123456789")] // a non-breaking hyphen
+    [InlineData(@"\u0410KI\u0391IOSFODNN7EXAMPLE")] // a Cyrillic A and a Greek Alpha: the same letter to the eye and to the model
     [InlineData(@"s\u0301k-proj-abcdefghijklmnopqrstuvwxyz0123456789")] // a combining accent after its first letter
     public async Task PromptRules_ASecretWithInvisibleOrLookalikeCharacters_IsStillDenied(string written)
     {
@@ -134,7 +135,7 @@ public sealed class PromptEvasionTests
     {
         // Folding is for reading only: accents, full-width text and no-break spaces of an ordinary prompt are not rewritten.
         await using var g = await StartWithRulesAsync();
-        const string content = "Caf\u00E9 na\u00EFve \uFF21\uFF22\uFF23 100\u00A0km \u65E5\u672C\u8A9E, order 4111-1111 \u200B ok";
+        const string content = "\u041F\u0440\u0438\u0432\u0435\u0442, Caf\u00E9 na\u00EFve \uFF21\uFF22\uFF23 100\u00A0km \u65E5\u672C\u8A9E, order 4111-1111 \u200B ok";
 
         using var response = await g.Client.SendAsync(g.Post("/v1/chat/completions",
             $$"""{"model":"gpt-4o-mini","messages":[{"role":"user","content":{{JsonSerializer.Serialize(content)}}}]}"""));
