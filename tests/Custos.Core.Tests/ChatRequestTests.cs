@@ -337,6 +337,7 @@ public sealed class ChatRequestTests
         ChatRequest.TryParse(bytes, out var request);
         var text = new StringBuilder();
         var overhead = 0;
+        var tokenIds = 0; // the numbers of these prompts are all in input, which takes token ids: a token each
         foreach (var range in request.PromptRanges)
         {
             using var value = JsonDocument.Parse(bytes.AsMemory()[range]);
@@ -349,6 +350,9 @@ public sealed class ChatRequestTests
             {
                 case JsonValueKind.String:
                     text.Append(element.GetString()).Append('\n');
+                    break;
+                case JsonValueKind.Number:
+                    tokenIds++;
                     break;
                 case JsonValueKind.Array:
                     foreach (var item in element.EnumerateArray())
@@ -370,7 +374,7 @@ public sealed class ChatRequestTests
 
         var tokens = TokenCounter.CountPrompt(request);
 
-        Assert.Equal(overhead + (overhead > 0 ? 3 : 0) + TokenCounter.Count(text.ToString()), tokens);
+        Assert.Equal(overhead + (overhead > 0 ? 3 : 0) + TokenCounter.Count(text.ToString()) + tokenIds, tokens);
     }
 
     [Fact]

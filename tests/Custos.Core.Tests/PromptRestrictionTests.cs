@@ -131,6 +131,37 @@ public sealed class PromptRestrictionTests
     }
 
     [Fact]
+    public async Task RedactRules_WithOverlappingMatches_RedactAllOfBoth()
+    {
+        // The second match began inside the first and reached past it: what lay past the first was sent as it came.
+        var snapshot = Compile("""
+                  - { id: first, pattern: "alpha beta", action: redact }
+                  - { id: second, pattern: "beta gamma", action: redact }
+            """);
+
+        var (_, body) = await Evaluate(snapshot, "x alpha beta gamma y");
+
+        using var json = JsonDocument.Parse(body);
+        Assert.Equal("x [REDACTED:first] y", json.RootElement.GetProperty("messages")[1].GetProperty("content").GetString());
+    }
+
+    [Fact]
+    public async Task RedactRule_InTheFoldedReading_RedactsTheCharactersAsSent()
+    {
+        // A zero-width space inside the card and a code word in Cyrillic lookalikes: both found, both replaced whole.
+        var snapshot = Compile("""
+                  - { id: cards, detector: payment_card, action: redact }
+                  - { id: codenames, pattern: "(?i)project falcon", action: redact }
+            """);
+
+        var (admission, body) = await Evaluate(snapshot, "card 4111\u200B1111 1111 1111 for pr\u043Eject f\u0430lcon, caf\u00E9");
+
+        Assert.Equal(Decision.Allow, admission.Decision);
+        using var json = JsonDocument.Parse(body);
+        Assert.Equal("card [REDACTED:cards] for [REDACTED:codenames], caf\u00E9", json.RootElement.GetProperty("messages")[1].GetProperty("content").GetString());
+    }
+
+    [Fact]
     public async Task PatternRule_DeniesCaseInsensitiveCodename()
     {
         var snapshot = Compile("""      - { id: codenames, pattern: "(?i)project\\s+(falcon|osprey)" }""");

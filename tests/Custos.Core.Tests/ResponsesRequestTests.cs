@@ -165,4 +165,25 @@ public sealed class ResponsesRequestTests
 
         Assert.Equal(expected, Encoding.UTF8.GetString(output.WrittenSpan));
     }
+
+    /// <summary>
+    /// A media object whose base64-looking data is decided at its end (its type came after it) while a Responses API type
+    /// word was added in between: the prompt text keeps room for the rest of the body (an array sized too small before
+    /// the two features met would have been overrun by the strings that follow).
+    /// </summary>
+    [Fact]
+    public void DataDecidedLate_AfterATypeWord_KeepsRoomForTheRestOfThePrompt()
+    {
+        var data = new string('A', 300);
+        var rest = new string('b', 400);
+        var request = Parsed($$$"""
+            {"model":"gpt-4o-mini","input":[{"content":[
+              {"source":{"data":"{{{data}}}","x":{"type":"function_call_output"},"type":"text"}},
+              {"text":"{{{rest}}}"},{"text":"{{{rest}}}"}],"role":"user"}]}
+            """);
+
+        var text = request.PromptText.ToString();
+        Assert.Contains(data, text, StringComparison.Ordinal); // a text document: its data is text the rules read
+        Assert.Equal(2, text.Split(rest).Length - 1);
+    }
 }

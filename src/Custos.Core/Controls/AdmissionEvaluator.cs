@@ -247,9 +247,22 @@ public static class AdmissionEvaluator
             return true;
         }
 
+        if (request.Prompt is { PromptTokenIds: > 0 })
+        {
+            // Token ids are decoded by the provider with its model's vocabulary: the rules cannot read them, and a key sent
+            // as its token ids went past a deny rule. Refused, whatever the rules' actions: nothing here can be redacted either.
+            admission.Controls.Add(new ControlResult("prompt_restriction", service.Scope, ControlDecisions.Deny) { Detail = "prompt sent as token ids; rules read text" });
+            admission.Refuse(Reasons.PromptRestricted,
+                "The prompt is sent as token ids, which the prompt restrictions of this service cannot read; send it as text.",
+                param: request.Prompt.ConversationField);
+            return false;
+        }
+
         HashSet<string>? redacted = null; // made on the first redaction
         List<(int Index, int Length)>? found = null;
         List<(int Index, int Length, string Rule)>? toRedact = null;
+        char[]? folded = null; // made on the first string beyond ASCII
+        int[]? foldMap = null;
         if (request.Prompt is { } prompt)
         {
             // The strings were unescaped once, when the body was parsed: no second reading of the JSON, no string each.
@@ -259,6 +272,20 @@ public static class AdmissionEvaluator
                 var promptString = strings[i];
                 var text = prompt.PromptText.Slice(promptString.TextStart, promptString.TextLength);
                 toRedact?.Clear();
+
+                // Beyond ASCII, the rules read the string twice: as sent, and folded as the model reads it (PromptFolding).
+                var foldedLength = -1;
+                if (PromptFolding.MayFold(text))
+                {
+                    if (folded is null || folded.Length < text.Length)
+                    {
+                        folded = new char[Math.Max(text.Length, 256)];
+                        foldMap = new int[folded.Length];
+                    }
+
+                    foldedLength = PromptFolding.Fold(text, folded, foldMap);
+                }
+
                 foreach (var rule in rules)
                 {
                     var redact = rule.Action == PromptAction.Redact;
@@ -268,7 +295,7 @@ public static class AdmissionEvaluator
                         found ??= [];
                     }
 
-                    if (!rule.TryMatch(text, redact ? found : null, out var matched))
+                    if (!TryMatch(rule, text, foldedLength < 0 ? default : folded.AsSpan(0, foldedLength), foldMap, redact ? found : null, out var matched))
                     {
                         admission.Controls.Add(new ControlResult("prompt_restriction", rule.ControlScope, ControlDecisions.Deny) { Detail = "rule timed out; failing closed" });
                         admission.Refuse(Reasons.PromptRestricted, $"The prompt could not be checked against rule '{rule.Id}' in time, so it was refused.");
@@ -310,6 +337,45 @@ public static class AdmissionEvaluator
         return true;
     }
 
+    /// <summary>
+    /// Runs <paramref name="rule"/> over <paramref name="text"/> and, when it is not empty, over <paramref name="folded"/>
+    /// (<see cref="PromptFolding"/>): a match in either is a match, and the folded text's spans are mapped back to
+    /// <paramref name="text"/> through <paramref name="map"/>, so a redaction replaces the characters as sent, the invisible
+    /// ones inside included. False when the rule ran out of time.
+    /// </summary>
+    private static bool TryMatch(PromptRule rule, ReadOnlySpan<char> text, ReadOnlySpan<char> folded, int[]? map,
+        List<(int Index, int Length)>? spans, out bool matched)
+    {
+        if (!rule.TryMatch(text, spans, out matched))
+        {
+            return false;
+        }
+
+        if (folded.IsEmpty || (matched && spans is null))
+        {
+            return true;
+        }
+
+        var before = spans?.Count ?? 0;
+        if (!rule.TryMatch(folded, spans, out var foldedMatched))
+        {
+            matched = true;
+            return false;
+        }
+
+        matched |= foldedMatched;
+        for (var i = before; i < (spans?.Count ?? 0); i++)
+        {
+            var (at, length) = spans![i];
+            var start = at < folded.Length ? map![at] : text.Length;
+            var end = length == 0 ? start : map![at + length - 1] + 1;
+            end += end < text.Length && char.IsLowSurrogate(text[end]) ? 1 : 0; // a pair kept whole
+            spans[i] = (start, end - start);
+        }
+
+        return true;
+    }
+
     /// <summary>The JSON string of <paramref name="text"/> with every match replaced by <c>[REDACTED:rule]</c>.</summary>
     private static byte[] Redact(ReadOnlySpan<char> text, List<(int Index, int Length, string Rule)> matches)
     {
@@ -320,7 +386,10 @@ public static class AdmissionEvaluator
         {
             if (index < position)
             {
-                continue; // overlaps a match already replaced
+                // Overlaps a match already replaced: what it covers beyond that goes too (a rule's match in the folded
+                // text may reach further than another's in the text as sent).
+                position = Math.Max(position, index + length);
+                continue;
             }
 
             builder.Append(text[position..index]).Append("[REDACTED:").Append(rule).Append(']');

@@ -69,6 +69,12 @@ public sealed class ChatRequest
     /// <summary>Images sent inline in the prompt values, as data URLs or base64: counted as images, not as their text.</summary>
     public int PromptImages { get; private set; }
 
+    /// <summary>
+    /// Token ids in the prompt: the numbers of a legacy completion's <c>prompt</c> or of an embedding's <c>input</c>, which
+    /// the provider decodes with its model's vocabulary. Each counts as one input token; the prompt rules cannot read them.
+    /// </summary>
+    public int PromptTokenIds { get; private set; }
+
     /// <summary>Number of choices asked for (<c>n</c>).</summary>
     public long? N { get; private set; }
 
@@ -431,14 +437,15 @@ public sealed class ChatRequest
                 var start = (int)reader.TokenStartIndex;
                 if (_responses && prompt == Fields.Input)
                 {
-                    if (ReadResponsesInput(ref reader, body.Length) is var inputError and not ParseError.None)
+                    if (ReadResponsesInput(ref reader, body) is var inputError and not ParseError.None)
                     {
                         return inputError;
                     }
                 }
                 else
                 {
-                    ReadPrompt(ref reader, body.Length, countPrompts: prompt == Fields.Prompt, countMessages: (prompt & Fields.Besides) == 0);
+                    ReadPrompt(ref reader, body, countPrompts: prompt == Fields.Prompt, countMessages: (prompt & Fields.Besides) == 0,
+                        tokenIds: prompt is Fields.Prompt or Fields.Input);
                 }
 
                 PromptRanges.Add(start..(int)reader.BytesConsumed);
@@ -473,8 +480,9 @@ public sealed class ChatRequest
     /// <see cref="ReadPrompt"/> keeps them, but for the item and part types, read as the words a chat request with the
     /// same conversation has in their place (<see cref="ResponsesTypeWords"/>).
     /// </summary>
-    private ParseError ReadResponsesInput(ref Utf8JsonReader reader, int bodyLength)
+    private ParseError ReadResponsesInput(ref Utf8JsonReader reader, ReadOnlySpan<byte> body)
     {
+        var bodyLength = body.Length;
         if (reader.TokenType == JsonTokenType.String)
         {
             // A chat's user message: its role, its text, and a message's format tokens.
@@ -533,7 +541,7 @@ public sealed class ChatRequest
                     }
                     else if (reader.TokenType == JsonTokenType.StartArray)
                     {
-                        ReadPrompt(ref reader, bodyLength, countPrompts: false, countMessages: false, typeWords: true);
+                        ReadPrompt(ref reader, body, countPrompts: false, countMessages: false, tokenIds: false, typeWords: true);
                     }
                     else
                     {
@@ -543,7 +551,7 @@ public sealed class ChatRequest
                 else
                 {
                     reader.Read();
-                    ReadPrompt(ref reader, bodyLength, countPrompts: false, countMessages: false, typeWords: true);
+                    ReadPrompt(ref reader, body, countPrompts: false, countMessages: false, tokenIds: false, typeWords: true);
                 }
             }
         }
@@ -588,15 +596,19 @@ public sealed class ChatRequest
     /// <summary>
     /// Reads a prompt value to its end, as <see cref="Utf8JsonReader.Skip"/> would, keeping the text of its strings and
     /// counting the objects directly inside it when it is an array, and with <paramref name="countPrompts"/> the strings
-    /// and lists directly inside it (a legacy completion's prompts; a list of numbers is one prompt of token ids).
+    /// and lists directly inside it (a legacy completion's prompts; a list of numbers is one prompt of token ids). With
+    /// <paramref name="tokenIds"/> (<c>prompt</c> and <c>input</c>, which take token ids in place of text) its numbers are
+    /// counted as <see cref="PromptTokenIds"/>.
     /// </summary>
     /// <param name="reader">On the value's first token.</param>
-    /// <param name="bodyLength">The body's length.</param>
+    /// <param name="body">The body.</param>
     /// <param name="countPrompts">Whether to count a legacy completion's prompts.</param>
     /// <param name="countMessages">Whether the objects directly inside an array are messages.</param>
+    /// <param name="tokenIds">Whether its numbers are token ids.</param>
     /// <param name="typeWords">Whether <c>type</c> strings are Responses API types (<see cref="ResponsesTypeWords"/>).</param>
-    private void ReadPrompt(ref Utf8JsonReader reader, int bodyLength, bool countPrompts, bool countMessages, bool typeWords = false)
+    private void ReadPrompt(ref Utf8JsonReader reader, ReadOnlySpan<byte> body, bool countPrompts, bool countMessages, bool tokenIds, bool typeWords = false)
     {
+        var bodyLength = body.Length;
         if (reader.TokenType == JsonTokenType.String)
         {
             AddPromptString(ref reader, bodyLength);
@@ -605,6 +617,7 @@ public sealed class ChatRequest
 
         if (reader.TokenType is not (JsonTokenType.StartObject or JsonTokenType.StartArray))
         {
+            PromptTokenIds += tokenIds && reader.TokenType == JsonTokenType.Number ? 1 : 0;
             return; // a number, true, false or null
         }
 
@@ -615,7 +628,10 @@ public sealed class ChatRequest
         var afterUrl = false; // the value of a "url" member
         var afterMedia = false; // the value of an "image_url" or "source" member: where an image is named by its URL
         var mediaDepth = -1; // the depth of the "image_url" or "source" object the reader is in, if any
-        var afterType = false; // the value of a "type" member, with typeWords
+        var afterType = false; // the value of that object's "type" member
+        var afterTypeWord = false; // the value of any "type" member, with typeWords
+        var sourceType = SourceType.Unknown; // that object's "type": whether its "data" is base64 or text
+        var pending = (Start: -1, End: 0); // that object's base64-looking "data", while its type is not known yet
         while (reader.Read() && reader.CurrentDepth > depth) // the value's closing token is back at its depth
         {
             var direct = array && reader.CurrentDepth == depth + 1;
@@ -623,14 +639,15 @@ public sealed class ChatRequest
             {
                 afterData = reader.ValueTextEquals("data"u8);
                 afterUrl = reader.CurrentDepth == mediaDepth + 1 && reader.ValueTextEquals("url"u8);
+                afterType = reader.CurrentDepth == mediaDepth + 1 && reader.ValueTextEquals("type"u8);
                 afterMedia = reader.ValueTextEquals("image_url"u8) || reader.ValueTextEquals("source"u8);
-                afterType = typeWords && reader.ValueTextEquals("type"u8);
+                afterTypeWord = typeWords && reader.ValueTextEquals("type"u8);
                 continue;
             }
 
-            var (isData, isUrl, isMedia, isType) = (afterData, afterUrl, afterMedia, afterType);
-            afterData = afterUrl = afterMedia = afterType = false;
-            if (isType && reader.TokenType == JsonTokenType.String)
+            var (isData, isUrl, isMedia, isType, isTypeWord) = (afterData, afterUrl, afterMedia, afterType, afterTypeWord);
+            afterData = afterUrl = afterMedia = afterType = afterTypeWord = false;
+            if (isTypeWord && !isType && reader.TokenType == JsonTokenType.String)
             {
                 AddTypeWords(ref reader, bodyLength);
                 continue;
@@ -639,17 +656,47 @@ public sealed class ChatRequest
             if (reader.TokenType == JsonTokenType.StartObject && isMedia)
             {
                 mediaDepth = reader.CurrentDepth;
+                sourceType = SourceType.Unknown;
             }
             else if (reader.TokenType == JsonTokenType.EndObject && reader.CurrentDepth == mediaDepth)
             {
+                if (pending.Start >= 0)
+                {
+                    // Its type came after its data: base64 is an image, anything else (Anthropic's "type":"text" document)
+                    // text the model reads.
+                    if (sourceType == SourceType.Base64)
+                    {
+                        PromptImages++;
+                    }
+                    else
+                    {
+                        AddPromptAscii(body, pending.Start, pending.End);
+                    }
+
+                    pending = (-1, 0);
+                }
+
                 mediaDepth = -1;
             }
 
             if (reader.TokenType == JsonTokenType.String)
             {
-                if (IsImage(ref reader, isData))
+                if (isType)
                 {
-                    PromptImages++; // pixels, not text: neither counted as text nor searched for it
+                    sourceType = reader.ValueTextEquals("base64"u8) ? SourceType.Base64 : SourceType.Other;
+                }
+
+                var sourceData = isData && reader.CurrentDepth == mediaDepth + 1;
+                if (IsImage(ref reader, isData) && !(sourceData && sourceType == SourceType.Other))
+                {
+                    if (sourceData && sourceType == SourceType.Unknown && !reader.ValueSpan.StartsWith("data:image/"u8))
+                    {
+                        pending = ((int)reader.TokenStartIndex, (int)reader.BytesConsumed); // decided at the object's end
+                    }
+                    else
+                    {
+                        PromptImages++; // pixels, not text: neither counted as text nor searched for it
+                    }
                 }
                 else
                 {
@@ -664,6 +711,10 @@ public sealed class ChatRequest
                 }
 
                 prompts += direct ? 1 : 0;
+            }
+            else if (tokenIds && reader.TokenType == JsonTokenType.Number)
+            {
+                PromptTokenIds++; // read by the provider as a token of its vocabulary: one token, and no text the rules can read
             }
             else if (direct && countMessages && reader.TokenType == JsonTokenType.StartObject)
             {
@@ -746,6 +797,35 @@ public sealed class ChatRequest
 
         word.CopyTo(_promptText.AsSpan(_promptLength));
         _promptLength += word.Length;
+        _promptText[_promptLength++] = '\n';
+    }
+
+    /// <summary>What a media object's <c>type</c> says of its <c>data</c>.</summary>
+    private enum SourceType
+    {
+        Unknown,
+        Base64,
+        Other,
+    }
+
+    /// <summary>
+    /// Adds the JSON string token at <paramref name="start"/>..<paramref name="end"/> of <paramref name="body"/>, quotes
+    /// included, as a prompt string: one with no escape, all ASCII (base64's alphabet), read after the tokens that followed
+    /// it, so the text's array may have been sized at a later token than its own (or have taken words of a Responses API
+    /// type meanwhile, <see cref="AddPromptWord"/>): it keeps room for what the body after it can add, as that does.
+    /// </summary>
+    private void AddPromptAscii(ReadOnlySpan<byte> body, int start, int end)
+    {
+        var value = body[(start + 1)..(end - 1)];
+        var needed = _promptLength + value.Length + 1 + (body.Length - end);
+        if (_promptText is null || _promptText.Length < needed)
+        {
+            Array.Resize(ref _promptText, Math.Max(needed, (_promptText?.Length ?? 0) * 2));
+        }
+
+        var written = Encoding.ASCII.GetChars(value, _promptText.AsSpan(_promptLength));
+        (_promptStrings ??= new(4)).Add(new PromptString(_promptLength, written, start, end));
+        _promptLength += written;
         _promptText[_promptLength++] = '\n';
     }
 

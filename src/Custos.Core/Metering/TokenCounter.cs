@@ -13,13 +13,15 @@ public static class TokenCounter
     /// <summary>
     /// Estimates the input tokens of a request from its prompt values (messages, prompt, input, system): every string is
     /// counted, plus the chat format's overhead of 3 tokens per message and 3 for the reply primer, as OpenAI documents.
-    /// The strings were unescaped when the body was parsed (<see cref="ChatRequest.PromptText"/>).
+    /// The strings were unescaped when the body was parsed (<see cref="ChatRequest.PromptText"/>). A token id (a number of
+    /// a completion's <c>prompt</c> or an embedding's <c>input</c>) is one token: before 2026-12-02 it counted as none, so
+    /// a prompt of token ids passed any <c>max_input_tokens</c> and reserved no input.
     /// </summary>
     public static int CountPrompt(ChatRequest request)
     {
         ArgumentNullException.ThrowIfNull(request);
         var messages = request.PromptMessages;
-        return (messages * 3) + (messages > 0 ? 3 : 0) + Count(request.PromptText) + (request.PromptImages * ImageTokens);
+        return (messages * 3) + (messages > 0 ? 3 : 0) + Count(request.PromptText) + (request.PromptImages * ImageTokens) + request.PromptTokenIds;
     }
 
     /// <summary>
